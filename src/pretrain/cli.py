@@ -1,0 +1,131 @@
+"""``pretrain`` command line: parse -> config -> stage function. Nothing else lives here.
+
+Every command takes ``-c/--config`` (a TOML file or a shipped config name; default
+``quickstart``) and any number of dotted overrides ``--section.key=value``.
+User errors (bad config, missing stage) print one ``error:`` line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+from .config import ConfigError, PretrainError, parse_override_args, to_toml
+
+STAGE_HELP = {
+    "data": "read sources, clean, drop exact duplicates; write documents and an audit log",
+    "tokenizer": "train a byte-level BPE tokenizer on a sample of the cleaned documents",
+    "tokenize": "encode the documents into memory-mapped train/val token shards",
+    "train": "train the model on the token shards (AdamW, warmup + cosine)",
+    "eval": "held-out loss, perplexity and bits-per-byte, overall and per domain",
+    "sample": "generate text from the trained model for the configured prompts",
+}
+
+EPILOG = """\
+overrides: any config value can be set with --section.key=value, e.g.
+  --train.steps=200 --model.d_model=256 --data.sources.0.max_bytes=1000000
+See `pretrain config show` for every key and its resolved value."""
+
+
+def _common(p: argparse.ArgumentParser, stages: bool = True) -> None:
+    p.add_argument("-c", "--config", default=None, metavar="CONFIG",
+                   help="TOML config file, or the name of a shipped config (default: quickstart)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the resolved config and exit without running anything")
+    if stages:
+        p.add_argument("--force", action="append", default=[], metavar="STAGE",
+                       choices=("all", *STAGE_HELP),
+                       help="rerun STAGE (and every stage after it) even if it is up to date")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pretrain", allow_abbrev=False,
+        description="Raw text to an evaluated base language model: data -> tokenizer -> "
+                    "token shards -> training -> evaluation -> samples.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    p = sub.add_parser("run", allow_abbrev=False, epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       help="run every stage in order, skipping those already up to date",
+                       description="Run data, tokenizer, tokenize, train, eval and sample in "
+                                   "order into runs/<name>/. Completed stages whose config and "
+                                   "inputs are unchanged are skipped.")
+    _common(p)
+    for stage, text in STAGE_HELP.items():
+        p = sub.add_parser(stage, allow_abbrev=False, help=text, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           description=text[0].upper() + text[1:] + ". Needs the stages "
+                           "before it to have completed in the same run directory.")
+        _common(p)
+    p = sub.add_parser("config", allow_abbrev=False, help="show or validate configs",
+                       description="Show the resolved config (defaults < TOML < overrides), "
+                                   "or validate config files.", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    csub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    show = csub.add_parser("show", allow_abbrev=False, help="print the resolved config as TOML")
+    show.add_argument("config", nargs="?", default=None, metavar="CONFIG",
+                      help="TOML file or shipped config name (default: quickstart)")
+    val = csub.add_parser("validate", allow_abbrev=False, help="check config files, one line each")
+    val.add_argument("configs", nargs="*", metavar="CONFIG",
+                     help="files or names (default: every shipped config)")
+    return parser
+
+
+def _run(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
+    from .run_config import load_config
+    cfg = load_config(args.config, overrides)
+    if args.dry_run:
+        print(to_toml(cfg), end="")
+        return 0
+    from .pipeline import STAGES, run_stages
+    if args.command == "run":
+        rd = run_stages(cfg, STAGES, set(args.force))
+    else:
+        rd = run_stages(cfg, (args.command,), set(args.force), require_current_upstream=True)
+    print(f"run directory: {rd.root}")
+    if args.command in ("run", "sample"):
+        m = rd.manifest("sample")
+        for s in (m or {}).get("counts", {}).get("samples", []):
+            print(f"--- sample: {s['prompt']!r}\n{s['prompt']}{s['completion']}")
+    if args.command in ("run", "eval"):
+        m = rd.manifest("eval")
+        if m:
+            print("eval: " + json.dumps({k: v for k, v in m["counts"]["all"].items()}))
+    return 0
+
+
+def _config(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
+    from .run_config import load_config, resolve_config_path, shipped_configs
+    if args.action == "show":
+        print(to_toml(load_config(args.config, overrides)), end="")
+        return 0
+    paths = [str(resolve_config_path(c)) for c in args.configs] or [str(p) for p in shipped_configs()]
+    failed = 0
+    for path in paths:
+        try:
+            load_config(path, overrides)
+            print(f"ok      {path}")
+        except ConfigError as e:
+            failed += 1
+            print(f"invalid {path}: {e}")
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    try:
+        overrides = parse_override_args(rest)
+        if args.command == "config":
+            return _config(args, overrides)
+        return _run(args, overrides)
+    except PretrainError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; completed stages are kept, the interrupted one will rerun",
+              file=sys.stderr)
+        return 130

@@ -1,0 +1,345 @@
+"""Document sources: one streaming reader interface, one small config class per source type.
+
+Every reader yields :class:`Document` (with ``id``, ``text``, ``domain`` and metadata) or
+:class:`Skip` (a record that could not be read, with a reason naming file and record).
+Skips are counted and written to the audit log by the data stage, never dropped silently.
+
+Source types:
+- ``python-installation``: the offline default corpus, built from the running Python.
+  ``part = "code"`` is the standard library's ``*.py`` files; ``part = "prose"`` is the
+  pydoc topic help, the docstrings of standard-library modules (read with ``ast``, no
+  import), and the descriptions of installed distributions (their ``METADATA``). It is
+  real and messy: licence headers, vendored copies, generated tables.
+- ``local``: jsonl / jsonl.gz / jsonl.zst / txt / parquet files by glob.
+- ``huggingface``: a ``datasets`` dataset by name, streamed (needs the ``[hf]`` extra).
+"""
+
+from __future__ import annotations
+
+import ast
+import glob
+import gzip
+import hashlib
+import io
+import json
+import os
+import sys
+import sysconfig
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Literal
+
+from ..config import ConfigError
+
+SourceType = Literal["python-installation", "local", "huggingface"]
+
+
+@dataclass
+class Document:
+    id: str
+    text: str
+    domain: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Skip:
+    id: str
+    reason: str
+    detail: str = ""
+
+
+@dataclass
+class SourceConfig:
+    """Fields shared by every source; ``type`` picks the subclass (see ``variant_for``)."""
+
+    type: SourceType = "python-installation"
+    domain: str = ""          # label used for mixing and per-domain loss; "" = source default
+    max_docs: int = 0         # 0 = no limit
+    max_bytes: int = 0        # stop after this many UTF-8 bytes of text; 0 = no limit
+
+    variants: ClassVar[dict[str, Any]] = {}  # not `type`: a field of that name shadows it
+
+    @classmethod
+    def variant_for(cls, values: dict[str, Any], key: str) -> type:
+        kind = values.get("type", "python-installation")
+        if kind not in cls.variants:
+            raise ConfigError(f"{key}.type: {kind!r} is not allowed; choose one of "
+                              + " | ".join(repr(k) for k in cls.variants))
+        return cls.variants[kind]
+
+    def __post_init__(self) -> None:
+        if self.max_docs < 0 or self.max_bytes < 0:
+            raise ConfigError("max_docs and max_bytes must be >= 0 (0 means no limit)")
+
+    def label(self) -> str:
+        return self.domain or self.type
+
+    def read(self) -> Iterator[Document | Skip]:
+        raise NotImplementedError
+
+    def fingerprint(self) -> Any:
+        """What identifies this source's content without reading it all."""
+        raise NotImplementedError
+
+
+@dataclass
+class PythonInstallationSource(SourceConfig):
+    part: Literal["code", "prose"] = "code"
+
+    def label(self) -> str:
+        return self.domain or self.part
+
+    def _stdlib_files(self) -> list[Path]:
+        std = Path(sysconfig.get_paths()["stdlib"])
+        files = []
+        for p in sorted(std.rglob("*.py")):
+            rel = p.relative_to(std).parts
+            if "site-packages" in rel or "dist-packages" in rel or p.is_symlink():
+                continue
+            files.append(p)
+        return files
+
+    def fingerprint(self) -> Any:
+        files = self._stdlib_files()
+        h = hashlib.sha256()
+        for p in files:
+            st = p.stat()
+            h.update(f"{p}:{st.st_size}:{int(st.st_mtime)}\n".encode())
+        if self.part == "prose":
+            for d in _distributions():
+                h.update(f"{d[0]}\n".encode())
+        return {"python": sys.version, "stdlib_files": len(files), "hash": h.hexdigest()[:16]}
+
+    def read(self) -> Iterator[Document | Skip]:
+        std = Path(sysconfig.get_paths()["stdlib"])
+        if self.part == "code":
+            for p in self._stdlib_files():
+                doc_id = f"stdlib/{p.relative_to(std)}"
+                try:
+                    text = p.read_bytes().decode("utf-8")
+                except UnicodeDecodeError as e:
+                    yield Skip(doc_id, "invalid_utf8", f"{p}: {e}")
+                    continue
+                except OSError as e:
+                    yield Skip(doc_id, "unreadable", f"{p}: {e}")
+                    continue
+                yield Document(doc_id, text, self.label(), {"path": str(p)})
+            return
+        yield from self._pydoc_topics()
+        yield from self._docstrings(std)
+        for name, text in _distributions():
+            yield Document(f"metadata/{name}", text, self.label(), {"distribution": name})
+
+    def _pydoc_topics(self) -> Iterator[Document]:
+        try:
+            from pydoc_data.topics import topics
+        except ImportError:  # some distributions strip pydoc_data
+            return
+        for name in sorted(topics):
+            yield Document(f"pydoc-topic/{name}", topics[name], self.label(), {"topic": name})
+
+    def _docstrings(self, std: Path) -> Iterator[Document | Skip]:
+        for p in self._stdlib_files():
+            rel = p.relative_to(std)
+            doc_id = f"docstrings/{rel}"
+            try:
+                tree = ast.parse(p.read_bytes(), filename=str(p))
+            except (SyntaxError, ValueError, OSError) as e:
+                # the stdlib ships deliberately broken files under test/ (bad encodings)
+                yield Skip(doc_id, "unparsable", f"{p}: {type(e).__name__}: {e}")
+                continue
+            parts = []
+            module = ".".join(rel.with_suffix("").parts)
+            for node in ast.walk(tree):
+                if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
+                                     ast.AsyncFunctionDef)):
+                    doc = ast.get_docstring(node)
+                    if doc:
+                        title = module if isinstance(node, ast.Module) else f"{module}.{node.name}"
+                        parts.append(f"{title}\n\n{doc}")
+            if parts:
+                yield Document(doc_id, "\n\n".join(parts), self.label(), {"module": module})
+
+
+def _distributions() -> list[tuple[str, str]]:
+    """(name, description) of installed distributions, deduplicated by name, sorted."""
+    from importlib import metadata
+    seen: dict[str, str] = {}
+    for dist in metadata.distributions():
+        name = dist.metadata.get("Name") or ""
+        if not name or name.lower() in seen:
+            continue
+        body = dist.metadata.get_payload() or dist.metadata.get("Description") or ""  # type: ignore[attr-defined]
+        summary = dist.metadata.get("Summary") or ""
+        text = f"{name}: {summary}\n\n{body}".strip()
+        seen[name.lower()] = text
+    return sorted(seen.items())
+
+
+@dataclass
+class LocalSource(SourceConfig):
+    type: SourceType = "local"
+    paths: list[str] = field(default_factory=list)   # globs; "**" recurses
+    format: Literal["auto", "jsonl", "txt", "parquet"] = "auto"
+    text_field: str = "text"
+    id_field: str = "id"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.paths:
+            raise ConfigError("paths: a local source needs at least one file or glob")
+
+    def files(self) -> list[Path]:
+        out: list[Path] = []
+        for pattern in self.paths:
+            matched = sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
+            if not matched:
+                raise ConfigError(f"local source: no file matches {pattern!r}")
+            out += [Path(m) for m in matched if Path(m).is_file()]
+        return out
+
+    def fingerprint(self) -> Any:
+        return [(str(p), p.stat().st_size, int(p.stat().st_mtime)) for p in self.files()]
+
+    def _format(self, p: Path) -> str:
+        if self.format != "auto":
+            return self.format
+        name = p.name.lower()
+        for suffix, fmt in ((".jsonl", "jsonl"), (".jsonl.gz", "jsonl"), (".jsonl.zst", "jsonl"),
+                            (".json", "jsonl"), (".json.gz", "jsonl"), (".parquet", "parquet"),
+                            (".txt", "txt"), (".txt.gz", "txt")):
+            if name.endswith(suffix):
+                return fmt
+        raise ConfigError(f"{p}: cannot tell the format from the name; set format = "
+                          "'jsonl', 'txt' or 'parquet' on this source")
+
+    def read(self) -> Iterator[Document | Skip]:
+        for p in self.files():
+            fmt = self._format(p)
+            if fmt == "jsonl":
+                yield from self._read_jsonl(p)
+            elif fmt == "txt":
+                yield from self._read_txt(p)
+            else:
+                yield from self._read_parquet(p)
+
+    def _record(self, rec: Any, where: str, default_id: str) -> Document | Skip:
+        if not isinstance(rec, dict):
+            return Skip(default_id, "not_an_object", f"{where}: record is {type(rec).__name__}")
+        text = rec.get(self.text_field)
+        if not isinstance(text, str):
+            return Skip(default_id, "missing_text",
+                        f"{where}: no string field {self.text_field!r}")
+        doc_id = str(rec.get(self.id_field) or default_id)
+        meta = {k: v for k, v in rec.items()
+                if k not in (self.text_field, self.id_field) and isinstance(v, (str, int, float))}
+        return Document(doc_id, text, self.label(), meta)
+
+    def _read_jsonl(self, p: Path) -> Iterator[Document | Skip]:
+        lineno = 0
+        try:
+            with _open_text(p) as f:
+                for lineno, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    where = f"{p}:{lineno}"
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        yield Skip(where, "malformed_json", f"{where}: {e}")
+                        continue
+                    yield self._record(rec, where, where)
+        except (UnicodeDecodeError, EOFError, OSError) as e:
+            # truncated gzip or invalid UTF-8: everything read so far was yielded already
+            yield Skip(f"{p}:{lineno + 1}", "unreadable", f"{p} after line {lineno}: {e}")
+
+    def _read_txt(self, p: Path) -> Iterator[Document | Skip]:
+        try:
+            with _open_text(p) as f:
+                text = f.read()
+        except (UnicodeDecodeError, EOFError, OSError) as e:
+            yield Skip(str(p), "unreadable", f"{p}: {e}")
+            return
+        yield Document(str(p), text, self.label(), {"path": str(p)})
+
+    def _read_parquet(self, p: Path) -> Iterator[Document | Skip]:
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ConfigError("parquet sources need pyarrow: pip install pyarrow") from None
+        try:
+            pf = pq.ParquetFile(p)
+            row = 0
+            for batch in pf.iter_batches(batch_size=1024):
+                for rec in batch.to_pylist():
+                    yield self._record(rec, f"{p}:row {row}", f"{p}:{row}")
+                    row += 1
+        except Exception as e:  # pyarrow raises several types for corrupt files
+            yield Skip(str(p), "unreadable", f"{p}: {type(e).__name__}: {e}")
+
+
+def _open_text(p: Path) -> io.TextIOBase:
+    name = p.name.lower()
+    if name.endswith(".gz"):
+        return gzip.open(p, "rt", encoding="utf-8")  # type: ignore[return-value]
+    if name.endswith(".zst"):
+        try:
+            import zstandard
+        except ImportError:
+            raise ConfigError(f"{p}: .zst files need zstandard: pip install zstandard") from None
+        raw = zstandard.ZstdDecompressor().stream_reader(open(p, "rb"))
+        return io.TextIOWrapper(raw, encoding="utf-8")
+    return open(p, encoding="utf-8")
+
+
+@dataclass
+class HuggingFaceSource(SourceConfig):
+    """A ``datasets`` dataset, streamed. FineWeb-Edu: ``name = "HuggingFaceFW/fineweb-edu"``."""
+
+    type: SourceType = "huggingface"
+    name: str = ""
+    subset: str = ""                 # the dataset config, e.g. "sample-10BT"
+    split: str = "train"
+    revision: str = ""
+    streaming: bool = True
+    text_field: str = "text"
+    id_field: str = "id"
+    min_int_score: int = 0           # FineWeb-Edu's classifier score; 0 keeps everything
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.name:
+            raise ConfigError("name: a huggingface source needs a dataset name")
+
+    def label(self) -> str:
+        return self.domain or self.name.split("/")[-1]
+
+    def fingerprint(self) -> Any:
+        return {"name": self.name, "subset": self.subset, "split": self.split,
+                "revision": self.revision or "main", "min_int_score": self.min_int_score}
+
+    def read(self) -> Iterator[Document | Skip]:
+        try:
+            import datasets
+        except ImportError:
+            raise ConfigError("huggingface sources need the datasets library: "
+                              "pip install 'pretrain[hf]'") from None
+        ds = datasets.load_dataset(self.name, self.subset or None, split=self.split,
+                                   streaming=self.streaming, revision=self.revision or None)
+        for i, rec in enumerate(ds):
+            doc_id = str(rec.get(self.id_field) or f"{self.name}:{self.split}:{i}")
+            if self.min_int_score and int(rec.get("int_score") or 0) < self.min_int_score:
+                yield Skip(doc_id, "below_min_int_score")
+                continue
+            text = rec.get(self.text_field)
+            if not isinstance(text, str):
+                yield Skip(doc_id, "missing_text", f"record {i}: no field {self.text_field!r}")
+                continue
+            meta = {k: v for k, v in rec.items() if k not in (self.text_field, self.id_field)
+                    and isinstance(v, (str, int, float))}
+            yield Document(doc_id, text, self.label(), meta)
+
+
+SourceConfig.variants.update({"python-installation": PythonInstallationSource,
+                              "local": LocalSource, "huggingface": HuggingFaceSource})

@@ -1,0 +1,167 @@
+"""The stages in order, what each reads, and the skip/rerun logic around them.
+
+A stage's key hashes (a) the config sections it uses, (b) the output fingerprints of the
+stages it reads and (c) a fingerprint of external inputs (source files). ``pretrain run``
+walks the stages in order and skips each one whose completed manifest has the same key.
+Single-stage commands do the same for their stage, and refuse to run on an upstream
+stage that is missing or out of date with the config.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+from .config import PretrainError, fingerprint, jsonable, to_toml
+from .log import log0
+from .rundir import RunDir, StageRun
+from .run_config import RunConfig
+
+STAGES = ("data", "tokenizer", "tokenize", "train", "eval", "sample")
+UPSTREAM: dict[str, tuple[str, ...]] = {
+    "data": (),
+    "tokenizer": ("data",),
+    "tokenize": ("data", "tokenizer"),
+    "train": ("tokenize",),
+    "eval": ("tokenizer", "tokenize", "train"),
+    "sample": ("tokenizer", "train"),
+}
+
+
+def _config_part(cfg: RunConfig, stage: str) -> dict[str, Any]:
+    if stage == "train":
+        return {"model": cfg.model, "train": cfg.train, "seed": cfg.seed}
+    if stage == "data":
+        return {"data": cfg.data, "sources": [s.fingerprint() for s in cfg.data.sources]}
+    return {stage: getattr(cfg, stage)}
+
+
+# ---- stage bodies: config + inputs -> files in run.out, counts in run.counts -------------
+
+def _data(cfg: RunConfig, run: StageRun) -> None:
+    from .data import stage as data_stage
+    data_stage.run(cfg.data, run.out, run.counts)
+
+
+def _domains(data_dir: Path) -> list[str]:
+    with open(data_dir / "manifest.json") as f:
+        return sorted(json.load(f)["counts"]["docs_kept"])
+
+
+def _tokenizer(cfg: RunConfig, run: StageRun) -> None:
+    from .data.stage import read_docs
+    from .tokenizer import bpe
+    t0 = time.time()
+    chars = 0
+
+    def sample() -> Any:
+        nonlocal chars
+        for text in bpe.training_sample(read_docs(run.inputs["data"]), cfg.tokenizer,
+                                        _domains(run.inputs["data"])):
+            chars += len(text)
+            yield text
+
+    tok = bpe.train(sample(), cfg.tokenizer)
+    tok.save(run.out / "tokenizer.json")
+    run.counts.update({"vocab_size": tok.vocab_size, "train_chars": chars,
+                       "vocab_hash": tok.vocab_hash(), "train_s": round(time.time() - t0, 2)})
+    log0(f"tokenizer: vocab {tok.vocab_size} trained on {chars / 1e6:.1f} M chars "
+         f"in {time.time() - t0:.1f}s")
+
+
+def _tokenize(cfg: RunConfig, run: StageRun) -> None:
+    from .data.stage import read_docs
+    from .tokenizer import shards
+    from .tokenizer.bpe import Tokenizer
+    tok = Tokenizer.load(run.inputs["tokenizer"] / "tokenizer.json")
+    with open(run.inputs["data"] / "manifest.json") as f:
+        total = json.load(f)["counts"]["docs_total"]
+    shards.run(cfg.tokenize, tok, read_docs(run.inputs["data"]), _domains(run.inputs["data"]),
+               run.out, run.counts, total_docs=total)
+
+
+def _train(cfg: RunConfig, run: StageRun) -> None:
+    from .tokenizer.shards import TokenShards
+    from .train.loop import train
+    vocab = TokenShards(run.inputs["tokenize"], "train").meta["vocab_size"]
+    if cfg.model.vocab_size and cfg.model.vocab_size < vocab:
+        raise PretrainError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the "
+                            f"tokenizer's {vocab}")
+    model_cfg = replace(cfg.model, vocab_size=cfg.model.vocab_size or vocab)
+    train(cfg.train, model_cfg, run.inputs["tokenize"], run.out, cfg.seed, run.counts)
+
+
+def _eval(cfg: RunConfig, run: StageRun) -> None:
+    from .eval import loss
+    from .tokenizer.bpe import Tokenizer
+    from .train import checkpoint
+    from .train.loop import resolve_device
+    device = resolve_device(cfg.train.device)
+    model = checkpoint.load(run.inputs["train"], device)
+    tok = Tokenizer.load(run.inputs["tokenizer"] / "tokenizer.json")
+    res = loss.run(model, run.inputs["tokenize"], tok.token_bytes(), cfg.eval, device)
+    (run.out / "results.json").write_text(json.dumps(res, indent=2))
+    run.counts.update(res)
+
+
+def _sample(cfg: RunConfig, run: StageRun) -> None:
+    from .eval import sample
+    from .tokenizer.bpe import Tokenizer
+    from .train import checkpoint
+    from .train.loop import resolve_device
+    model = checkpoint.load(run.inputs["train"], resolve_device(cfg.train.device))
+    tok = Tokenizer.load(run.inputs["tokenizer"] / "tokenizer.json")
+    samples = sample.run(model, tok, cfg.sample)
+    (run.out / "samples.json").write_text(json.dumps(samples, indent=2, ensure_ascii=False))
+    run.counts["samples"] = samples
+
+
+BODIES: dict[str, Callable[[RunConfig, StageRun], None]] = {
+    "data": _data, "tokenizer": _tokenizer, "tokenize": _tokenize,
+    "train": _train, "eval": _eval, "sample": _sample,
+}
+
+
+# ---- orchestration -----------------------------------------------------------------------
+
+def _key(cfg: RunConfig, rd: RunDir, stage: str) -> tuple[str, dict[str, Any]]:
+    upstream = {}
+    for u in UPSTREAM[stage]:
+        m = rd.manifest(u)
+        upstream[u] = m["output_fingerprint"] if m else None
+    parts = {"config": _config_part(cfg, stage), "upstream": upstream}
+    return fingerprint(parts), json.loads(json.dumps(parts, default=jsonable))
+
+
+def run_stages(cfg: RunConfig, stages: tuple[str, ...] | list[str], force: set[str],
+               require_current_upstream: bool = False) -> RunDir:
+    """Run ``stages`` in order, skipping completed ones; ``force`` reruns a stage and all after."""
+    rd = RunDir(cfg.run_dir)
+    rd.sweep_tmp()
+    rd.write_config(to_toml(cfg))
+    forcing = False
+    for stage in stages:
+        forcing = forcing or stage in force or "all" in force
+        for u in UPSTREAM[stage]:
+            m = rd.manifest(u)
+            if m is None:
+                raise PretrainError(f"stage {u!r} has not completed in {rd.root}; run "
+                                    f"`pretrain {u}` or `pretrain run` first")
+            if require_current_upstream and m["key"] != _key(cfg, rd, u)[0]:
+                raise PretrainError(f"stage {u!r} in {rd.root} is out of date with this config; "
+                                    f"run `pretrain {u}` or `pretrain run` first")
+        key, parts = _key(cfg, rd, stage)
+        m = rd.manifest(stage)
+        if m is not None and m["key"] == key and not forcing:
+            log0(f"[{stage}] up to date (completed {m['finished_at']}, {m['wall_s']:.1f}s); "
+                 f"skipped. --force {stage} reruns it")
+            continue
+        why = "forced" if forcing else ("config or inputs changed" if m else "not run yet")
+        log0(f"[{stage}] running ({why})")
+        inputs = {u: rd.stage_dir(u) for u in UPSTREAM[stage]}
+        manifest = rd.execute(stage, key, parts, inputs, lambda run, s=stage: BODIES[s](cfg, run))
+        log0(f"[{stage}] done in {manifest['wall_s']:.1f}s")
+    return rd

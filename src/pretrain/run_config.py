@@ -1,0 +1,83 @@
+"""The run config: one section per component, each defined next to its code.
+
+``load_config(path, overrides)`` resolves defaults < TOML < ``--a.b=value`` overrides.
+A config argument that is not a file names a shipped config: ``quickstart`` is
+``configs/quickstart.toml`` inside the package (the top-level ``configs/`` of the
+repository links there).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError, apply_override, build, load_toml, to_dict
+from .data.stage import DataConfig
+from .eval.loss import EvalConfig
+from .eval.sample import SampleConfig
+from .model.llama import ModelConfig
+from .tokenizer.bpe import TokenizerConfig
+from .tokenizer.shards import TokenizeConfig
+from .train.loop import TrainConfig
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+DEFAULT_CONFIG = "quickstart"
+
+
+@dataclass
+class RunConfig:
+    name: str = "quickstart"          # the run directory is <runs_dir>/<name>
+    runs_dir: str = "runs"
+    seed: int = 1337
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name or self.name.startswith("."):
+            raise ConfigError(f"name: {self.name!r} must be a plain folder name")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.name
+
+
+def shipped_configs() -> list[Path]:
+    return sorted(CONFIG_DIR.glob("*.toml"))
+
+
+def resolve_config_path(arg: str | None) -> Path:
+    if arg is None:
+        arg = DEFAULT_CONFIG
+    p = Path(arg)
+    if p.is_file():
+        return p
+    shipped = CONFIG_DIR / (arg if arg.endswith(".toml") else f"{arg}.toml")
+    if shipped.is_file():
+        return shipped
+    names = ", ".join(c.stem for c in shipped_configs())
+    raise ConfigError(f"config {arg!r} is neither a file nor a shipped config ({names})")
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v  # lists (e.g. data.sources) are replaced, not merged
+    return out
+
+
+def load_config(path: str | None = None, overrides: list[tuple[str, str]] = ()) -> RunConfig:  # type: ignore[assignment]
+    tree = to_dict(RunConfig())
+    if path != "":
+        tree = _merge(tree, load_toml(resolve_config_path(path)))
+    for key, value in overrides:
+        apply_override(tree, key, value)
+    return build(RunConfig, tree)

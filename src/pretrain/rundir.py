@@ -1,0 +1,164 @@
+"""Run directory, stage manifests, skip/rerun decisions and atomic stage outputs.
+
+Layout of ``runs/<name>/``::
+
+    config.toml          the resolved run config (what ``pretrain config show`` prints)
+    <stage>/             one folder per completed stage, with manifest.json inside
+    .tmp-<stage>-<pid>/  a stage in progress; renamed to <stage>/ only on success
+
+A stage is *complete* when ``<stage>/manifest.json`` exists with ``status == "complete"``.
+Its ``key`` hashes the stage's config sections, the output fingerprints of the stages it
+reads, and a fingerprint of its external inputs (source files). A rerun skips a stage
+whose key is unchanged; a changed key reruns it, and since its output fingerprint feeds
+the keys downstream, everything after it reruns too when its output changed.
+
+Atomicity: a stage only ever writes into its temporary folder. The manifest is written
+last, then the folder is renamed over the old one (``os.replace`` cannot replace a
+non-empty directory, so the old one is first renamed aside and removed after). An
+interrupted stage leaves at most a ``.tmp-*`` folder, which is never taken as complete
+and is swept on the next run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+_VERSIONED = ("torch", "numpy", "tiktoken", "rustbpe", "safetensors", "pretrain")
+
+
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def git_commit() -> str | None:
+    """The commit of the checkout this package runs from, or None when not in git."""
+    here = Path(__file__).resolve().parent
+    try:
+        res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if res.returncode != 0:
+        return None
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                           capture_output=True, text=True, timeout=5).stdout.strip()
+    return res.stdout.strip() + ("-dirty" if dirty else "")
+
+
+def read_manifest(stage_dir: Path) -> dict[str, Any] | None:
+    try:
+        with open(stage_dir / MANIFEST) as f:
+            m = json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return m if m.get("status") == "complete" else None
+
+
+@dataclass
+class StageRun:
+    """What a stage function receives: where to write, and what it read."""
+
+    name: str
+    out: Path                                   # temporary output folder
+    inputs: dict[str, Path]                     # upstream stage name -> its final folder
+    counts: dict[str, Any] = field(default_factory=dict)
+
+
+class RunDir:
+    def __init__(self, root: Path):
+        self.root = root
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.root / stage
+
+    def manifest(self, stage: str) -> dict[str, Any] | None:
+        return read_manifest(self.stage_dir(stage))
+
+    def sweep_tmp(self) -> None:
+        """Remove folders left by interrupted stages (never mistaken for outputs)."""
+        if self.root.exists():
+            for p in self.root.glob(".tmp-*"):
+                shutil.rmtree(p, ignore_errors=True)
+            for p in self.root.glob(".old-*"):
+                shutil.rmtree(p, ignore_errors=True)
+
+    def write_config(self, toml_text: str) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / "config.toml"
+        tmp = path.with_suffix(".toml.tmp")
+        tmp.write_text(toml_text)
+        os.replace(tmp, path)
+        return path
+
+    def execute(self, stage: str, key: str, key_parts: dict[str, Any], inputs: dict[str, Path],
+                fn: Any) -> dict[str, Any]:
+        """Run ``fn(StageRun)`` into a temporary folder and publish it atomically."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".tmp-{stage}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        started = time.time()
+        run = StageRun(name=stage, out=tmp, inputs=inputs)
+        try:
+            fn(run)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        outputs = {}
+        for p in sorted(tmp.rglob("*")):
+            if p.is_file():
+                outputs[str(p.relative_to(tmp))] = {"bytes": p.stat().st_size,
+                                                    "sha256": file_sha256(p)}
+        out_fp = hashlib.sha256(json.dumps(outputs, sort_keys=True).encode()).hexdigest()[:16]
+        manifest = {
+            "stage": stage,
+            "status": "complete",
+            "key": key,
+            "inputs": key_parts,
+            "outputs": outputs,
+            "output_fingerprint": out_fp,
+            "counts": run.counts,
+            "wall_s": round(time.time() - started, 3),
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "versions": library_versions(),
+            "git_commit": git_commit(),
+        }
+        with open(tmp / MANIFEST, "w") as f:
+            json.dump(manifest, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        final = self.stage_dir(stage)
+        if final.exists():
+            old = self.root / f".old-{stage}-{os.getpid()}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        return manifest

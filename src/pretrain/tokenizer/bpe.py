@@ -1,0 +1,147 @@
+"""Byte-level BPE: train with ``rustbpe``, encode with ``tiktoken``, one canonical file.
+
+Measured on this project's 2-core box (``shared/reference/tokenizer-anchors.md``): rustbpe
+trains at about 9.5 MB per CPU-second, 3-4x faster than HF ``tokenizers``; tiktoken built
+in memory from the trained ranks encodes at 7.6-9.5 MB per CPU-second, 4-8x faster than HF.
+So we train with one and encode with the other, as nanochat does.
+
+The canonical artefact, ``tokenizer.json`` in the stage folder (our format, not HF's)::
+
+    {"format": "pretrain-bpe/1", "pattern": <split regex>,
+     "ranks": [<base64 token bytes>, ...],   # index == rank == token id
+     "special_tokens": {"<|bos|>": id, ...}, "vocab_size": n}
+
+The split regex travels with the ranks (a ``.tiktoken`` file does not carry it, the trap of
+nanochat#291). Special tokens get the ids after the ranks and are never matched inside
+document text: documents are encoded as ordinary text and BOS/EOS ids inserted by us.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from ..config import ConfigError
+
+# The "GPT-4" split as used by minbpe/rustbpe, with digits in runs of 1-3.
+GPT4_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*"""
+                r"""|\s*[\r\n]|\s+(?!\S)|\s+""")
+GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+PATTERNS = {"gpt4": GPT4_PATTERN, "gpt2": GPT2_PATTERN}
+
+BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
+
+
+@dataclass
+class TokenizerConfig:
+    vocab_size: int = 4096            # including special tokens
+    pattern: str = "gpt4"             # "gpt4", "gpt2", or a regex of your own
+    special_tokens: list[str] = field(default_factory=lambda: [BOS, EOS, PAD])
+    max_chars: int = 20_000_000       # training sample size (characters, across domains)
+    doc_cap_chars: int = 10_000       # each document contributes at most this many characters
+
+    def __post_init__(self) -> None:
+        if self.vocab_size < 256 + len(self.special_tokens) + 1:
+            raise ConfigError(f"vocab_size must exceed 256 bytes + {len(self.special_tokens)} "
+                              "special tokens")
+        for tok in (BOS, EOS):
+            if tok not in self.special_tokens:
+                raise ConfigError(f"special_tokens must include {tok}")
+        if self.max_chars <= 0 or self.doc_cap_chars <= 0:
+            raise ConfigError("max_chars and doc_cap_chars must be positive")
+
+    def regex(self) -> str:
+        return PATTERNS.get(self.pattern, self.pattern)
+
+
+class Tokenizer:
+    """Ranks + split regex + special tokens; encodes through an in-memory tiktoken Encoding."""
+
+    def __init__(self, ranks: list[bytes], pattern: str, special_tokens: list[str]):
+        self.ranks = ranks
+        self.pattern = pattern
+        self.special = {tok: len(ranks) + i for i, tok in enumerate(special_tokens)}
+        self.vocab_size = len(ranks) + len(special_tokens)
+        self.bos_id = self.special[BOS]
+        self.eos_id = self.special[EOS]
+
+    @cached_property
+    def _enc(self):  # type: ignore[no-untyped-def]
+        import tiktoken
+        return tiktoken.Encoding(name="pretrain", pat_str=self.pattern,
+                                 mergeable_ranks={b: i for i, b in enumerate(self.ranks)},
+                                 special_tokens=self.special)
+
+    def encode(self, text: str) -> list[int]:
+        """Ordinary text: special-token strings inside ``text`` are encoded as plain text."""
+        return self._enc.encode_ordinary(text)
+
+    def encode_batch(self, texts: list[str], num_threads: int = 2) -> list[list[int]]:
+        return self._enc.encode_ordinary_batch(texts, num_threads=num_threads)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self._enc.decode(list(ids), errors="replace")
+
+    def token_bytes(self) -> list[int]:
+        """UTF-8 byte length of every id (0 for specials): the bits-per-byte denominator."""
+        return [len(b) for b in self.ranks] + [0] * len(self.special)
+
+    def vocab_hash(self) -> str:
+        h = hashlib.sha256(self.pattern.encode())
+        for b in self.ranks:
+            h.update(len(b).to_bytes(2, "little") + b)
+        h.update(json.dumps(self.special, sort_keys=True).encode())
+        return h.hexdigest()[:16]
+
+    def save(self, path: Path) -> None:
+        obj = {"format": "pretrain-bpe/1", "pattern": self.pattern,
+               "ranks": [base64.b64encode(b).decode("ascii") for b in self.ranks],
+               "special_tokens": self.special, "vocab_size": self.vocab_size}
+        path.write_text(json.dumps(obj))
+
+    @classmethod
+    def load(cls, path: Path) -> "Tokenizer":
+        try:
+            obj = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(f"{path}: not a readable tokenizer file: {e}") from None
+        if obj.get("format") != "pretrain-bpe/1":
+            raise ConfigError(f"{path}: unknown tokenizer format {obj.get('format')!r}")
+        ranks = [base64.b64decode(s) for s in obj["ranks"]]
+        specials = sorted(obj["special_tokens"], key=obj["special_tokens"].get)
+        return cls(ranks, obj["pattern"], specials)
+
+
+def training_sample(docs: Iterator[dict], cfg: TokenizerConfig,
+                    domains: list[str]) -> Iterator[str]:
+    """Documents capped at ``doc_cap_chars``, an equal share of ``max_chars`` per domain.
+
+    One streaming pass; a domain with less text than its share leaves the rest unused
+    (simple and deterministic; issue 6 refines the sampling).
+    """
+    share = cfg.max_chars // max(1, len(domains))
+    used = dict.fromkeys(domains, 0)
+    for d in docs:
+        left = share - used.get(d["domain"], share)
+        if left <= 0:
+            continue
+        piece = d["text"][: min(cfg.doc_cap_chars, left)]
+        used[d["domain"]] += len(piece)
+        yield piece
+
+
+def train(texts: Iterator[str], cfg: TokenizerConfig) -> Tokenizer:
+    import rustbpe
+    n_special = len(cfg.special_tokens)
+    bpe = rustbpe.Tokenizer()
+    bpe.train_from_iterator(texts, cfg.vocab_size - n_special, pattern=cfg.regex())
+    ranked = sorted(bpe.get_mergeable_ranks(), key=lambda kv: kv[1])
+    ranks = [bytes(tok) for tok, rank in ranked]
+    if [r for _, r in ranked] != list(range(len(ranks))):
+        raise RuntimeError("rustbpe returned non-contiguous ranks")
+    return Tokenizer(ranks, cfg.regex(), cfg.special_tokens)

@@ -1,0 +1,154 @@
+"""Token shards: the kept documents encoded to flat, memory-mappable token files.
+
+Layout of the ``tokenize/`` stage folder::
+
+    meta.json                    format, dtype, vocab size and hash, special ids, domains,
+                                 per split: shard names, token and document counts
+    train-00000.bin ...          raw little-endian uint16 (vocab <= 65536) or uint32 tokens
+    train-00000.idx.npy          int64 array (n_docs, 3): start, length, domain index
+    val-00000.bin, .idx.npy      the held-out split, same format
+
+Each document is stored as ``BOS, tokens..., EOS``. The train/val split is decided by a
+hash of the document id, so it does not depend on order or on the other documents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..config import ConfigError, PretrainError
+from ..log import Progress, log0
+from .bpe import Tokenizer
+
+FORMAT = "pretrain-tokens/1"
+
+
+@dataclass
+class TokenizeConfig:
+    val_fraction: float = 0.02        # of documents, chosen by hash of the id
+    shard_tokens: int = 100_000_000   # start a new shard after this many tokens
+    batch_docs: int = 512             # documents per encode call
+    num_threads: int = 0              # tiktoken threads; 0 = all cores
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError("val_fraction must be within (0, 1)")
+        if self.shard_tokens <= 0 or self.batch_docs <= 0 or self.num_threads < 0:
+            raise ConfigError("shard_tokens and batch_docs must be positive, num_threads >= 0")
+
+
+def is_val(doc_id: str, fraction: float) -> bool:
+    h = int.from_bytes(hashlib.blake2b(doc_id.encode(), digest_size=8).digest(), "little")
+    return (h % 1_000_000) < fraction * 1_000_000
+
+
+class _SplitWriter:
+    def __init__(self, out: Path, split: str, dtype: np.dtype, shard_tokens: int):
+        self.out, self.split, self.dtype, self.shard_tokens = out, split, dtype, shard_tokens
+        self.shards: list[str] = []
+        self.tokens = self.docs = 0
+        self._f: Any = None
+        self._pos = 0
+        self._index: list[tuple[int, int, int]] = []
+
+    def _roll(self) -> None:
+        self._close_shard()
+        name = f"{self.split}-{len(self.shards):05d}"
+        self.shards.append(name)
+        self._f = open(self.out / f"{name}.bin", "wb")
+        self._pos = 0
+
+    def _close_shard(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            idx = np.asarray(self._index, dtype=np.int64).reshape(-1, 3)
+            np.save(self.out / f"{self.shards[-1]}.idx.npy", idx)
+            self._index = []
+
+    def write(self, ids: list[int], domain: int) -> None:
+        if self._f is None or self._pos >= self.shard_tokens:
+            self._roll()
+        arr = np.asarray(ids, dtype=self.dtype)
+        self._f.write(arr.tobytes())
+        self._index.append((self._pos, len(arr), domain))
+        self._pos += len(arr)
+        self.tokens += len(arr)
+        self.docs += 1
+
+    def close(self) -> dict[str, Any]:
+        self._close_shard()
+        return {"shards": self.shards, "tokens": self.tokens, "docs": self.docs}
+
+
+def _batches(docs: Iterator[dict[str, Any]], n: int) -> Iterator[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    for d in docs:
+        batch.append(d)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def run(cfg: TokenizeConfig, tok: Tokenizer, docs: Iterator[dict[str, Any]], domains: list[str],
+        out: Path, counts: dict[str, Any], total_docs: int | None = None) -> None:
+    dtype = np.dtype(np.uint16 if tok.vocab_size <= 65536 else np.uint32).newbyteorder("<")
+    writers = {s: _SplitWriter(out, s, dtype, cfg.shard_tokens) for s in ("train", "val")}
+    dom_index = {d: i for i, d in enumerate(domains)}
+    per_domain = {s: dict.fromkeys(domains, 0) for s in writers}
+    threads = cfg.num_threads or (os.cpu_count() or 1)
+    with Progress("tokenize", total=total_docs, unit="docs") as bar:
+        for batch in _batches(docs, cfg.batch_docs):
+            encoded = tok.encode_batch([d["text"] for d in batch], num_threads=threads)
+            for d, ids in zip(batch, encoded):
+                split = "val" if is_val(d["id"], cfg.val_fraction) else "train"
+                writers[split].write([tok.bos_id, *ids, tok.eos_id], dom_index[d["domain"]])
+                per_domain[split][d["domain"]] += len(ids) + 2
+            bar.update(len(batch))
+    splits = {s: w.close() for s, w in writers.items()}
+    for s, info in splits.items():
+        info["tokens_per_domain"] = per_domain[s]
+        if info["tokens"] == 0:
+            raise PretrainError(f"the {s} split is empty: {total_docs} documents with "
+                               f"val_fraction={cfg.val_fraction}; use more data or change it")
+    meta = {"format": FORMAT, "dtype": dtype.name, "vocab_size": tok.vocab_size,
+            "vocab_hash": tok.vocab_hash(), "bos_id": tok.bos_id, "eos_id": tok.eos_id,
+            "domains": domains, "splits": splits}
+    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+    counts.update({s: {k: v for k, v in info.items() if k != "shards"}
+                   for s, info in splits.items()})
+    log0(f"tokenize: train {splits['train']['tokens']:,} tokens / {splits['train']['docs']} docs, "
+         f"val {splits['val']['tokens']:,} tokens / {splits['val']['docs']} docs")
+
+
+class TokenShards:
+    """Read-only, memory-mapped view of one split of a tokenize stage folder."""
+
+    def __init__(self, folder: Path, split: str):
+        meta_path = folder / "meta.json"
+        try:
+            self.meta = json.loads(meta_path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(f"{meta_path}: cannot read token shard metadata: {e}") from None
+        if self.meta.get("format") != FORMAT:
+            raise ConfigError(f"{meta_path}: unknown format {self.meta.get('format')!r}")
+        info = self.meta["splits"][split]
+        dtype = np.dtype(self.meta["dtype"])
+        self.shards = [np.memmap(folder / f"{n}.bin", dtype=dtype, mode="r") for n in info["shards"]]
+        self.index = [np.load(folder / f"{n}.idx.npy") for n in info["shards"]]
+        self.domains: list[str] = self.meta["domains"]
+        self.n_tokens = int(info["tokens"])
+
+    def documents(self) -> Iterator[tuple[np.ndarray, str]]:
+        """Every document as (tokens, domain), in stored order."""
+        for arr, idx in zip(self.shards, self.index):
+            for start, length, dom in idx:
+                yield arr[start:start + length], self.domains[dom]

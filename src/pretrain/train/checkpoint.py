@@ -1,0 +1,36 @@
+"""Model checkpoints: weights in safetensors, the model config as JSON.
+
+Loading never unpickles (safetensors + JSON only). Optimizer state, loader state and
+resume come with issue 4.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+
+from ..config import ConfigError, build
+from ..model.llama import ModelConfig, Transformer
+
+WEIGHTS, CONFIG = "model.safetensors", "model_config.json"
+
+
+def save(model: Transformer, cfg: ModelConfig, folder: Path) -> None:
+    from safetensors.torch import save_model
+    save_model(model, str(folder / WEIGHTS))  # handles tied embedding/head weights
+    (folder / CONFIG).write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+
+
+def load(folder: Path, device: str | torch.device = "cpu") -> Transformer:
+    from safetensors.torch import load_model
+    cfg_path = folder / CONFIG
+    try:
+        cfg = build(ModelConfig, json.loads(cfg_path.read_text()))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{cfg_path}: cannot read the model config: {e}") from None
+    model = Transformer(cfg)
+    load_model(model, str(folder / WEIGHTS), device=str(device))
+    return model.to(device).eval()

@@ -80,11 +80,12 @@ class ModelConfig:
     def flops_per_token(self) -> int:
         """Training FLOPs per token: 6 N + 12 L d T (PaLM appendix B, as nanoGPT and torchtitan).
 
-        N counts every matrix a token passes through, the output head included and the
-        input embedding (a lookup) excluded; 12 L d T is attention's QK^T and AV, forward
-        and backward, with causal masking not discounted.
+        N counts the weights of every matmul a token passes through: the output head
+        included, the input embedding (a lookup) and norm gains excluded. 12 L d T is
+        attention's QK^T and AV, forward and backward, with causal masking not discounted.
         """
-        n = self.num_params(embeddings=False) + self.vocab_size * self.d_model
+        norms = (2 * self.n_layers + 1) * self.d_model
+        n = self.num_params(embeddings=False) - norms + self.vocab_size * self.d_model
         return 6 * n + 12 * self.n_layers * self.d_model * self.seq_len
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from ..config import ConfigError
+from ..log import log0
 
 # The "GPT-4" split as used by minbpe/rustbpe, with digits in runs of 1-3.
 GPT4_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*"""
@@ -144,4 +145,8 @@ def train(texts: Iterator[str], cfg: TokenizerConfig) -> Tokenizer:
     ranks = [bytes(tok) for tok, rank in ranked]
     if [r for _, r in ranked] != list(range(len(ranks))):
         raise RuntimeError("rustbpe returned non-contiguous ranks")
-    return Tokenizer(ranks, cfg.regex(), cfg.special_tokens)
+    tok = Tokenizer(ranks, cfg.regex(), cfg.special_tokens)
+    if tok.vocab_size < cfg.vocab_size:
+        log0(f"tokenizer: warning: the sample ran out of pairs to merge; vocabulary is "
+             f"{tok.vocab_size}, not {cfg.vocab_size} (train on more text)")
+    return tok

@@ -9,7 +9,9 @@ Layout of the ``tokenize/`` stage folder::
     val-00000.bin, .idx.npy      the held-out split, same format
 
 Each document is stored as ``BOS, tokens..., EOS``. The train/val split is decided by a
-hash of the document id, so it does not depend on order or on the other documents.
+hash of the document id, so it does not depend on order or on the other documents;
+only a domain that would otherwise have fewer than ``min_val_docs`` held-out documents
+gives its first documents (in data-stage order) to val, so that per-domain metrics exist.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ FORMAT = "pretrain-tokens/1"
 @dataclass
 class TokenizeConfig:
     val_fraction: float = 0.02        # of documents, chosen by hash of the id
+    min_val_docs: int = 1             # per domain: its first documents go to val if needed
     shard_tokens: int = 100_000_000   # start a new shard after this many tokens
     batch_docs: int = 512             # documents per encode call
     num_threads: int = 0              # tiktoken threads; 0 = all cores
@@ -40,6 +43,8 @@ class TokenizeConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError("val_fraction must be within (0, 1)")
+        if self.min_val_docs < 0:
+            raise ConfigError("min_val_docs must be >= 0")
         if self.shard_tokens <= 0 or self.batch_docs <= 0 or self.num_threads < 0:
             raise ConfigError("shard_tokens and batch_docs must be positive, num_threads >= 0")
 
@@ -104,18 +109,25 @@ def run(cfg: TokenizeConfig, tok: Tokenizer, docs: Iterator[dict[str, Any]], dom
     writers = {s: _SplitWriter(out, s, dtype, cfg.shard_tokens) for s in ("train", "val")}
     dom_index = {d: i for i, d in enumerate(domains)}
     per_domain = {s: dict.fromkeys(domains, 0) for s in writers}
+    val_docs = dict.fromkeys(domains, 0)
     threads = cfg.num_threads or (os.cpu_count() or 1)
     with Progress("tokenize", total=total_docs, unit="docs") as bar:
         for batch in _batches(docs, cfg.batch_docs):
             encoded = tok.encode_batch([d["text"] for d in batch], num_threads=threads)
             for d, ids in zip(batch, encoded):
-                split = "val" if is_val(d["id"], cfg.val_fraction) else "train"
+                short = val_docs[d["domain"]] < cfg.min_val_docs
+                split = "val" if short or is_val(d["id"], cfg.val_fraction) else "train"
+                val_docs[d["domain"]] += split == "val"
                 writers[split].write([tok.bos_id, *ids, tok.eos_id], dom_index[d["domain"]])
                 per_domain[split][d["domain"]] += len(ids) + 2
             bar.update(len(batch))
     splits = {s: w.close() for s, w in writers.items()}
     for s, info in splits.items():
         info["tokens_per_domain"] = per_domain[s]
+        empty = [d for d, n in per_domain[s].items() if n == 0]
+        if empty and info["tokens"]:
+            log0(f"tokenize: warning: no {s} documents for domain(s) {empty}; per-domain "
+                 f"metrics will not cover them (raise tokenize.val_fraction or add data)")
         if info["tokens"] == 0:
             raise PretrainError(f"the {s} split is empty: {total_docs} documents with "
                                f"val_fraction={cfg.val_fraction}; use more data or change it")

@@ -1,0 +1,26 @@
+# `make quickstart`: virtualenv + install + the whole pipeline on the offline default.
+# `make test`: virtualenv + install + the test suite.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: quickstart test install clean
+
+$(BIN)/pretrain: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first, from the CPU wheel; the project's range is satisfied by it afterwards
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/pretrain
+
+quickstart: install
+	$(BIN)/pretrain run --config configs/quickstart.toml
+
+test: install
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

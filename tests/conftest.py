@@ -1,0 +1,50 @@
+"""Shared fixtures: a tiny run config that goes through every stage in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pretrain.run_config import RunConfig, load_config
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+TINY = [
+    ("data.sources.0.max_bytes", "500000"),
+    ("data.sources.1.max_bytes", "300000"),
+    ("tokenizer.vocab_size", "512"),
+    ("tokenizer.max_chars", "400000"),
+    ("tokenize.val_fraction", "0.1"),
+    ("model.d_model", "64"),
+    ("model.n_layers", "2"),
+    ("model.n_heads", "4"),
+    ("model.n_kv_heads", "2"),
+    ("model.seq_len", "64"),
+    ("train.steps", "40"),
+    ("train.batch_size", "8"),
+    ("train.warmup_steps", "5"),
+    ("train.eval_every", "20"),
+    ("train.eval_batches", "4"),
+    ("train.lr", "5e-3"),
+    ("eval.max_tokens_per_domain", "5000"),
+    ("sample.max_new_tokens", "8"),
+]
+
+
+def tiny_overrides(tmp_path: Path, **extra: str) -> list[tuple[str, str]]:
+    return [("runs_dir", str(tmp_path / "runs")), ("name", "tiny"), *TINY,
+            *((k.replace("__", "."), v) for k, v in extra.items())]
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path: Path) -> RunConfig:
+    return load_config(None, tiny_overrides(tmp_path))
+
+
+def shared_data(rel: str) -> Path:
+    p = SHARED_DATA / rel
+    if not p.exists():
+        pytest.skip(f"shared test data {rel} not found at {SHARED_DATA} (the folder "
+                    "../shared/data next to the repository)")
+    return p

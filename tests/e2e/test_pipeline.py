@@ -1,0 +1,145 @@
+"""The whole pipeline on a tiny config: corpus -> tokenizer -> shards -> steps -> eval -> sample."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pretrain import pipeline
+from pretrain.cli import main
+from pretrain.config import PretrainError
+from pretrain.pipeline import STAGES, run_stages
+from pretrain.rundir import RunDir, file_sha256
+from pretrain.run_config import load_config
+
+from ..conftest import tiny_overrides
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> tuple[Path, list[tuple[str, str]]]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    overrides = tiny_overrides(tmp)
+    args = [f"--{k}={v}" for k, v in overrides]
+    assert main(["run", *args]) == 0
+    return tmp / "runs" / "tiny", overrides
+
+
+def _manifests(root: Path) -> dict[str, dict]:
+    return {s: json.loads((root / s / "manifest.json").read_text()) for s in STAGES}
+
+
+def test_every_stage_completed_with_a_manifest(tiny_run):
+    root, _ = tiny_run
+    assert (root / "config.toml").is_file()
+    for stage, m in _manifests(root).items():
+        assert m["status"] == "complete" and m["stage"] == stage
+        assert m["wall_s"] >= 0 and m["versions"]["torch"]
+        assert "git_commit" in m
+        for rel, info in m["outputs"].items():  # the fingerprints describe the files on disk
+            assert file_sha256(root / stage / rel) == info["sha256"]
+    assert not list(root.glob(".tmp-*"))
+
+
+def test_loss_is_finite_and_falls(tiny_run):
+    root, _ = tiny_run
+    counts = _manifests(root)["train"]["counts"]
+    first, last = counts["val_loss_initial"], counts["val_loss_final"]
+    assert math.isfinite(first) and math.isfinite(last)
+    assert first == pytest.approx(math.log(512), abs=0.5)  # untrained: about ln(vocab)
+    assert last < first - 0.5
+    ev = json.loads((root / "eval" / "results.json").read_text())
+    assert set(ev) == {"code", "prose", "all"}
+    assert ev["all"]["loss"] < first
+    assert 0 < ev["all"]["bpb"] < 8
+
+
+def test_data_stage_counts_domains_and_audits_drops(tiny_run):
+    root, _ = tiny_run
+    c = _manifests(root)["data"]["counts"]
+    assert set(c["docs_kept"]) == {"code", "prose"}
+    kept = sum(1 for line in (root / "data" / "docs-00000.jsonl").open())
+    assert kept == c["docs_total"] == sum(c["docs_kept"].values())
+    dropped = [json.loads(x) for x in (root / "data" / "dropped.jsonl").open()]
+    assert len(dropped) == sum(c["dropped"].values())  # every drop is in the audit log
+    assert all(d["reason"] for d in dropped)
+
+
+def test_samples_are_stored(tiny_run):
+    root, _ = tiny_run
+    samples = json.loads((root / "sample" / "samples.json").read_text())
+    assert [s["prompt"] for s in samples] == ["def", "The"]
+
+
+def test_rerun_skips_every_stage(tiny_run):
+    root, overrides = tiny_run
+    before = {s: m["finished_at"] + m["key"] for s, m in _manifests(root).items()}
+    mtimes = {s: (root / s / "manifest.json").stat().st_mtime_ns for s in STAGES}
+    run_stages(load_config(None, overrides), STAGES, force=set())
+    after = _manifests(root)
+    assert {s: m["finished_at"] + m["key"] for s, m in after.items()} == before
+    assert {s: (root / s / "manifest.json").stat().st_mtime_ns for s in STAGES} == mtimes
+
+
+def test_changed_config_reruns_that_stage_and_later_ones(tiny_run, tmp_path):
+    root, overrides = tiny_run
+    copy = tmp_path / "runs" / "tiny"
+    shutil.copytree(root, copy)
+    overrides = [(k, str(tmp_path / "runs")) if k == "runs_dir" else (k, v) for k, v in overrides]
+    old = _manifests(copy)
+    cfg = load_config(None, [*overrides, ("train.steps", "30")])
+    run_stages(cfg, STAGES, force=set())
+    new = _manifests(copy)
+    for s in ("data", "tokenizer", "tokenize"):
+        assert new[s]["finished_at"] == old[s]["finished_at"], s
+    for s in ("train", "eval", "sample"):
+        assert new[s]["key"] != old[s]["key"], s
+    # --force on an upstream stage reruns it and everything after it
+    run_stages(cfg, STAGES, force={"tokenize"})
+    forced = _manifests(copy)
+    assert forced["tokenizer"]["finished_at"] == new["tokenizer"]["finished_at"]
+    for s in ("tokenize", "train", "eval", "sample"):
+        assert forced[s]["started_at"] >= new[s]["finished_at"], s
+
+
+def test_failed_stage_leaves_previous_output_intact(tiny_run, tmp_path, monkeypatch):
+    root, overrides = tiny_run
+    copy = tmp_path / "runs" / "tiny"
+    shutil.copytree(root, copy)
+    overrides = [(k, str(tmp_path / "runs")) if k == "runs_dir" else (k, v) for k, v in overrides]
+    before = _manifests(copy)["train"]
+
+    def crash(cfg, run):
+        (run.out / "model.safetensors").write_bytes(b"half a checkpoint")
+        raise RuntimeError("killed mid-stage")
+
+    monkeypatch.setitem(pipeline.BODIES, "train", crash)
+    with pytest.raises(RuntimeError, match="killed mid-stage"):
+        run_stages(load_config(None, overrides), STAGES, force={"train"})
+    assert _manifests(copy)["train"] == before
+    assert file_sha256(copy / "train" / "model.safetensors") == \
+        before["outputs"]["model.safetensors"]["sha256"]
+    assert not list(copy.glob(".tmp-*"))
+
+
+def test_leftover_tmp_folder_from_a_killed_process_is_swept(tmp_path):
+    rd = RunDir(tmp_path)
+    stale = tmp_path / ".tmp-train-99999"
+    stale.mkdir(parents=True)
+    (stale / "model.safetensors").write_bytes(b"partial")
+    assert rd.manifest("train") is None
+    rd.sweep_tmp()
+    assert not stale.exists()
+
+
+def test_single_stage_refuses_an_out_of_date_upstream(tiny_run, tmp_path):
+    root, overrides = tiny_run
+    copy = tmp_path / "runs" / "tiny"
+    shutil.copytree(root, copy)
+    overrides = [(k, str(tmp_path / "runs")) if k == "runs_dir" else (k, v) for k, v in overrides]
+    cfg = load_config(None, [*overrides, ("tokenizer.vocab_size", "600")])
+    with pytest.raises(PretrainError, match="stage 'tokenizer' .* is out of date"):
+        run_stages(cfg, ("tokenize",), force=set(), require_current_upstream=True)

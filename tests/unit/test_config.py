@@ -1,0 +1,119 @@
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from pretrain.config import ConfigError, apply_override, build, parse_override_args, to_toml
+from pretrain.data.sources import HuggingFaceSource, LocalSource, PythonInstallationSource
+from pretrain.run_config import RunConfig, load_config, shipped_configs
+
+
+def test_defaults_build_and_match_the_quickstart_file():
+    cfg = load_config(None)
+    assert cfg.name == "quickstart"
+    assert cfg.model.arch == "llama"
+    assert [type(s) for s in cfg.data.sources] == [PythonInstallationSource] * 2
+    assert [s.part for s in cfg.data.sources] == ["code", "prose"]
+
+
+def test_precedence_defaults_toml_overrides(tmp_path: Path):
+    toml = tmp_path / "c.toml"
+    toml.write_text('name = "mine"\n[train]\nlr = 1e-3\nsteps = 7\n')
+    cfg = load_config(str(toml), [("train.lr", "2e-4")])
+    assert cfg.name == "mine"
+    assert cfg.train.steps == 7            # from the file
+    assert cfg.train.lr == pytest.approx(2e-4)   # override beats file
+    assert cfg.train.batch_size == RunConfig().train.batch_size  # default kept
+
+
+def test_int_given_for_float_is_accepted_from_toml(tmp_path: Path):
+    toml = tmp_path / "c.toml"
+    toml.write_text("[train]\nlr = 1\n")
+    assert load_config(str(toml)).train.lr == 1.0
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ([("nope", "1")], "unknown config key 'nope'; allowed here: data, eval"),
+    ([("train.lrr", "1")], "unknown config key 'train.lrr'; allowed here: batch_size"),
+    ([("model.d_model", "abc")], "model.d_model: expected int, got 'abc'"),
+    ([("train.lr", "fast")], "train.lr: expected float, got 'fast'"),
+    ([("model.tie_embeddings", "maybe")], "model.tie_embeddings: expected true or false"),
+    ([("model.arch", "gpt9")], "model.arch: 'gpt9' is not allowed; choose one of 'llama'"),
+    ([("data.sources.0.type", "ftp")], "data.sources.0.type: 'ftp' is not allowed; choose one of "
+                                        "'python-installation' | 'local' | 'huggingface'"),
+    ([("data.sources.5.max_bytes", "1")], "data.sources.5: no list element '5'"),
+    ([("model.n_heads", "3")], "model.d_model (128) must be divisible by n_heads (3)"),
+    ([("train.warmup_steps", "-1")], "train.warmup_steps must be >= 0"),
+])
+def test_bad_values_name_the_key(overrides, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, overrides)
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_unknown_key_in_toml_is_rejected(tmp_path: Path):
+    toml = tmp_path / "c.toml"
+    toml.write_text("[model]\nd_modle = 64\n")
+    with pytest.raises(ConfigError, match="unknown config key 'model.d_modle'"):
+        load_config(str(toml))
+
+
+def test_invalid_toml_names_the_file(tmp_path: Path):
+    toml = tmp_path / "broken.toml"
+    toml.write_text("[model\n")
+    with pytest.raises(ConfigError, match="broken.toml: invalid TOML"):
+        load_config(str(toml))
+
+
+def test_missing_config_lists_shipped_ones():
+    with pytest.raises(ConfigError, match="quickstart"):
+        load_config("no-such-config")
+
+
+def test_source_variants_dispatch_on_type(tmp_path: Path):
+    toml = tmp_path / "c.toml"
+    toml.write_text('[[data.sources]]\ntype = "local"\npaths = ["x/*.jsonl"]\ntext_field = "body"\n'
+                    '[[data.sources]]\ntype = "huggingface"\nname = "HuggingFaceFW/fineweb-edu"\n'
+                    'subset = "sample-10BT"\nmin_int_score = 3\n')
+    cfg = load_config(str(toml))
+    local, hf = cfg.data.sources
+    assert isinstance(local, LocalSource) and local.text_field == "body"
+    assert isinstance(hf, HuggingFaceSource) and hf.min_int_score == 3
+    # a field of another variant is an unknown key for this one
+    with pytest.raises(ConfigError, match="unknown config key 'data.sources.0.part'"):
+        load_config(str(toml), [("data.sources.0.part", "code")])
+
+
+def test_list_override_parses_toml_syntax():
+    cfg = load_config(None, [("sample.prompts", '["a", "b c"]')])
+    assert cfg.sample.prompts == ["a", "b c"]
+
+
+@pytest.mark.parametrize("path", shipped_configs(), ids=lambda p: p.name)
+def test_every_shipped_config_validates(path: Path):
+    cfg = load_config(str(path))
+    assert cfg.name
+    # and it round-trips through the TOML that the run directory stores
+    assert build(RunConfig, tomllib.loads(to_toml(cfg))) == cfg
+
+
+def test_shipped_configs_include_quickstart_and_fineweb():
+    names = {p.stem for p in shipped_configs()}
+    assert "quickstart" in names
+    assert any(n.startswith("fineweb-edu-") for n in names)
+
+
+def test_parse_override_args_forms():
+    assert parse_override_args(["--a.b=1", "--c", "2", "--d-e=x"]) == [
+        ("a.b", "1"), ("c", "2"), ("d_e", "x")]
+    with pytest.raises(ConfigError, match="needs a value"):
+        parse_override_args(["--a.b"])
+    with pytest.raises(ConfigError, match="unexpected argument 'stray'"):
+        parse_override_args(["stray"])
+
+
+def test_override_into_a_value_is_an_error():
+    tree = {"train": {"lr": 1.0}}
+    with pytest.raises(ConfigError, match="train.lr is a value, not a section"):
+        apply_override(tree, "train.lr.x", "1")

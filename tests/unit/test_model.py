@@ -1,0 +1,93 @@
+import math
+
+import pytest
+import torch
+
+from pretrain.model.llama import ModelConfig, Transformer, apply_rope, rope_tables
+
+
+def _cfg(**kw) -> ModelConfig:
+    base = dict(d_model=64, n_layers=3, n_heads=4, n_kv_heads=2, seq_len=32, vocab_size=300)
+    return ModelConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("kw", [{}, {"tie_embeddings": True}, {"n_kv_heads": 4},
+                                {"n_kv_heads": 1, "ffn_hidden": 100}])
+def test_param_count_from_config_matches_the_module(kw):
+    cfg = _cfg(**kw)
+    model = Transformer(cfg)
+    assert cfg.num_params() == sum(p.numel() for p in model.parameters())
+    non_emb = sum(p.numel() for n, p in model.named_parameters()
+                  if not n.startswith(("embed.", "head.")))
+    assert cfg.num_params(embeddings=False) == non_emb
+
+
+@pytest.mark.parametrize("kw", [{}, {"tie_embeddings": True}])
+def test_flops_per_token_is_6n_plus_attention(kw):
+    cfg = _cfg(**kw)
+    linear = sum(m.weight.numel() for m in Transformer(cfg).modules()
+                 if isinstance(m, torch.nn.Linear))  # every matmul weight, the head included
+    assert cfg.flops_per_token() == 6 * linear + 12 * cfg.n_layers * cfg.d_model * cfg.seq_len
+
+
+def test_initial_loss_is_about_log_vocab():
+    torch.manual_seed(0)
+    model = Transformer(_cfg())
+    x = torch.randint(0, 300, (4, 32))
+    _, loss = model(x, x)
+    assert loss.item() == pytest.approx(math.log(300), abs=0.3)
+
+
+def test_causal_future_tokens_do_not_change_past_logits():
+    torch.manual_seed(0)
+    model = Transformer(_cfg()).eval()
+    x = torch.randint(0, 300, (2, 32))
+    y = x.clone()
+    y[:, 20:] = torch.randint(0, 300, (2, 12))
+    a, _ = model(x)
+    b, _ = model(y)
+    torch.testing.assert_close(a[:, :20], b[:, :20])
+    assert not torch.allclose(a[:, 20:], b[:, 20:])
+
+
+def test_gqa_equals_full_attention_with_repeated_kv_heads():
+    torch.manual_seed(0)
+    gqa = Transformer(_cfg(n_kv_heads=2)).eval()
+    mha = Transformer(_cfg(n_kv_heads=4)).eval()
+    sd = gqa.state_dict()
+    hd = 16
+    for i in range(3):
+        for w in ("wk", "wv"):
+            k = sd[f"layers.{i}.attn.{w}.weight"].view(2, hd, 64)
+            sd[f"layers.{i}.attn.{w}.weight"] = k.repeat_interleave(2, dim=0).reshape(4 * hd, 64)
+    mha.load_state_dict(sd)
+    x = torch.randint(0, 300, (2, 32))
+    torch.testing.assert_close(gqa(x)[0], mha(x)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_rope_is_a_rotation_and_relative():
+    cos, sin = rope_tables(16, 32, 10000.0)
+    q = torch.randn(1, 1, 32, 16)
+    rq = apply_rope(q, cos, sin)
+    torch.testing.assert_close(rq.norm(dim=-1), q.norm(dim=-1))
+    # <R_m q, R_n k> depends on m - n only
+    k = torch.randn(1, 1, 1, 16)
+    q1 = q[:, :, :1]
+    def dot(m, n):
+        return float((apply_rope(q1, cos[m:m + 1], sin[m:m + 1])
+                      * apply_rope(k, cos[n:n + 1], sin[n:n + 1])).sum())
+    assert dot(5, 2) == pytest.approx(dot(13, 10), abs=1e-4)
+
+
+def test_residual_projections_get_depth_scaled_init():
+    cfg = _cfg(n_layers=8, d_model=256, n_heads=4, n_kv_heads=4)
+    model = Transformer(cfg)
+    wq = model.layers[0].attn.wq.weight.std().item()
+    wo = model.layers[0].attn.wo.weight.std().item()
+    assert wq == pytest.approx(0.02, rel=0.05)
+    assert wo == pytest.approx(0.02 / math.sqrt(16), rel=0.05)
+
+
+def test_too_long_input_is_rejected():
+    with pytest.raises(ValueError, match="exceeds seq_len"):
+        Transformer(_cfg())(torch.zeros(1, 33, dtype=torch.long))

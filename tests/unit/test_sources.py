@@ -1,0 +1,122 @@
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from pretrain.config import ConfigError
+from pretrain.data import stage as data_stage
+from pretrain.data.sources import Document, LocalSource, PythonInstallationSource, Skip
+
+from ..conftest import shared_data
+
+
+def _read(src):
+    items = list(src.read())
+    return [i for i in items if isinstance(i, Document)], [i for i in items if isinstance(i, Skip)]
+
+
+def test_python_installation_code_is_the_stdlib():
+    docs = []
+    for item in PythonInstallationSource(part="code").read():
+        docs.append(item)
+        if len(docs) == 50:
+            break
+    assert all(isinstance(d, Document) and d.domain == "code" for d in docs)
+    assert all(d.id.startswith("stdlib/") and d.id.endswith(".py") for d in docs)
+    assert any("import " in d.text for d in docs)
+
+
+def test_python_installation_prose_has_topics_docstrings_and_metadata():
+    kinds = set()
+    for item in PythonInstallationSource(part="prose").read():
+        if isinstance(item, Document):
+            assert item.domain == "prose" and item.text.strip()
+            kinds.add(item.id.split("/")[0])
+    assert {"pydoc-topic", "docstrings", "metadata"} <= kinds
+
+
+def test_jsonl_bad_records_are_counted_skips_naming_file_and_line(tmp_path: Path):
+    p = tmp_path / "docs.jsonl"
+    p.write_text('{"text": "good one", "id": "a"}\n'
+                 '{"text": "broken\n'
+                 '\n'
+                 '["not", "an", "object"]\n'
+                 '{"body": "no text field"}\n'
+                 '{"text": "good two"}\n')
+    docs, skips = _read(LocalSource(paths=[str(p)]))
+    assert [d.text for d in docs] == ["good one", "good two"]
+    assert docs[0].id == "a" and docs[1].id == f"{p}:6"
+    assert [(s.reason, s.id) for s in skips] == [
+        ("malformed_json", f"{p}:2"), ("not_an_object", f"{p}:4"), ("missing_text", f"{p}:5")]
+
+
+def test_truncated_gzip_keeps_what_was_read_and_reports_the_rest(tmp_path: Path):
+    p = tmp_path / "docs.jsonl.gz"
+    lines = "".join(json.dumps({"text": f"document number {i} " * 20}) + "\n" for i in range(200))
+    blob = gzip.compress(lines.encode())
+    p.write_bytes(blob[: len(blob) // 2])
+    docs, skips = _read(LocalSource(paths=[str(p)]))
+    assert 0 < len(docs) < 200
+    assert len(skips) == 1 and skips[0].reason == "unreadable" and str(p) in skips[0].detail
+
+
+def test_invalid_utf8_txt_is_a_counted_skip(tmp_path: Path):
+    good, bad = tmp_path / "a.txt", tmp_path / "b.txt"
+    good.write_text("fine text")
+    bad.write_bytes(b"caf\xe9 latin-1")
+    docs, skips = _read(LocalSource(paths=[str(tmp_path / "*.txt")]))
+    assert [d.text for d in docs] == ["fine text"]
+    assert skips[0].reason == "unreadable" and str(bad) in skips[0].detail
+
+
+def test_empty_file_yields_nothing(tmp_path: Path):
+    p = tmp_path / "empty.jsonl"
+    p.write_text("")
+    assert _read(LocalSource(paths=[str(p)])) == ([], [])
+
+
+def test_glob_matching_nothing_is_an_error(tmp_path: Path):
+    with pytest.raises(ConfigError, match="no file matches"):
+        list(LocalSource(paths=[str(tmp_path / "*.jsonl")]).read())
+
+
+def test_c4_sample_reads_with_its_own_schema():
+    p = shared_data("webtext/c4_sample.jsonl")
+    docs, skips = _read(LocalSource(paths=[str(p)], domain="web"))
+    assert len(docs) == 1000 and not skips
+    assert docs[0].text.startswith("Beginners BBQ Class Taking Place in Missoula!")
+    assert docs[0].meta["url"].startswith("http") and docs[0].domain == "web"
+
+
+def test_dolma_gzipped_schema():
+    p = shared_data("webtext/dolma_cc_en_head-0091.jsonl.gz")
+    docs, skips = _read(LocalSource(paths=[str(p)]))
+    assert len(docs) == 10 and not skips
+    assert all(d.id and d.text for d in docs)
+    assert "source" in docs[0].meta
+
+
+def test_data_stage_drops_are_audited(tmp_path: Path):
+    src = tmp_path / "in.jsonl"
+    long_text = "a reasonable sentence of prose. " * 20
+    src.write_text("\n".join(json.dumps(r) for r in [
+        {"id": "1", "text": long_text},
+        {"id": "2", "text": "  " + long_text.replace(" ", "  ") + "\r\n"},  # same after normalising
+        {"id": "3", "text": "short"},
+        {"id": "4", "text": "binary \x00\x01\x02 junk " * 30},
+    ]) + "\n{oops\n")
+    cfg = data_stage.DataConfig(sources=[LocalSource(paths=[str(src)], domain="web")])
+    out = tmp_path / "out"
+    out.mkdir()
+    counts: dict = {}
+    data_stage.run(cfg, out, counts)
+    assert counts["docs_kept"] == {"web": 1}
+    assert counts["dropped"] == {"exact_duplicate": 1, "too_short": 1, "nonprintable": 1,
+                                 "malformed_json": 1}
+    audit = [json.loads(x) for x in (out / "dropped.jsonl").open()]
+    assert {a["id"]: a["reason"] for a in audit} == {
+        "2": "exact_duplicate", "3": "too_short", "4": "nonprintable",
+        f"{src}:5": "malformed_json"}
+    kept = list(data_stage.read_docs(out))
+    assert [d["id"] for d in kept] == ["1"]

@@ -1,0 +1,145 @@
+import json
+import json.decoder
+import textwrap
+from pathlib import Path
+
+from pydoc_data.topics import topics as pydoc_topics
+
+import numpy as np
+import pytest
+
+from pretrain.config import ConfigError
+from pretrain.tokenizer import bpe, shards
+from pretrain.tokenizer.bpe import BOS, EOS, Tokenizer, TokenizerConfig
+
+from ..conftest import shared_data
+
+# real text that every Python installation has: two modules' sources and a help topic
+CORPUS = [
+    Path(textwrap.__file__).read_text(),
+    Path(json.decoder.__file__).read_text(),
+    pydoc_topics["if"] * 5,
+]
+
+
+@pytest.fixture(scope="module")
+def tok() -> Tokenizer:
+    return bpe.train(iter(CORPUS), TokenizerConfig(vocab_size=400))
+
+
+def test_vocab_size_and_special_ids(tok):
+    assert tok.vocab_size == 400
+    assert len(tok.ranks) == 397
+    assert tok.bos_id == 397 and tok.eos_id == 398
+    assert tok.ranks[:256] == [bytes([i]) for i in range(256)]  # byte-level base
+
+
+def test_tiny_corpus_stops_early_with_a_smaller_vocab():
+    small = bpe.train(iter(["abab abab"]), TokenizerConfig(vocab_size=400))
+    assert 256 + 3 < small.vocab_size < 400
+    assert small.decode(small.encode("abab baba")) == "abab baba"
+
+
+def test_roundtrip_including_unseen_unicode(tok):
+    for text in [*CORPUS, "naïve café — 東京 🙂", "", "   \n\t"]:
+        assert tok.decode(tok.encode(text)) == text
+
+
+def test_merges_compress_the_training_text(tok):
+    text = CORPUS[0]
+    assert len(tok.encode(text)) < len(text.encode()) / 1.8  # 141 merges: ~2 bytes/token
+
+
+def test_special_token_text_in_documents_is_plain_text(tok):
+    ids = tok.encode(f"a {BOS} b {EOS}")
+    assert tok.bos_id not in ids and tok.eos_id not in ids
+    assert tok.decode(ids) == f"a {BOS} b {EOS}"
+
+
+def test_save_load_gives_identical_ids(tok, tmp_path: Path):
+    tok.save(tmp_path / "t.json")
+    again = Tokenizer.load(tmp_path / "t.json")
+    assert again.vocab_hash() == tok.vocab_hash()
+    for text in CORPUS:
+        assert again.encode(text) == tok.encode(text)
+
+
+def test_load_rejects_other_files(tmp_path: Path):
+    p = tmp_path / "t.json"
+    p.write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(ConfigError, match="unknown tokenizer format"):
+        Tokenizer.load(p)
+
+
+def test_pattern_names_and_custom_regex():
+    assert TokenizerConfig(pattern="gpt2").regex() == bpe.GPT2_PATTERN
+    assert TokenizerConfig(pattern=r"\w+|\s+").regex() == r"\w+|\s+"
+    with pytest.raises(ConfigError, match="must include <\\|bos\\|>"):
+        TokenizerConfig(special_tokens=["<|eos|>"])
+
+
+def test_training_sample_is_balanced_and_capped():
+    docs = [{"domain": "a", "text": "x" * 100}] * 10 + [{"domain": "b", "text": "y" * 100}] * 10
+    cfg = TokenizerConfig(max_chars=300, doc_cap_chars=40)
+    pieces = list(bpe.training_sample(iter(docs), cfg, ["a", "b"]))
+    assert sum(len(p) for p in pieces if p[0] == "x") == 150
+    assert sum(len(p) for p in pieces if p[0] == "y") == 150
+    assert max(len(p) for p in pieces) == 40
+
+
+def test_gpt2_ranks_reproduce_published_ids():
+    """Our Tokenizer wrapper over tiktoken gives GPT-2's ids when fed GPT-2's ranks."""
+    enc_path = shared_data("tokenizers/gpt2/encoder.json")
+    from tokenizers import Tokenizer as HFTokenizer  # the byte<->unicode table lives in HF's files
+    hf = HFTokenizer.from_file(str(enc_path.parent / "tokenizer.json"))
+    vocab = json.loads(enc_path.read_text())
+    byte_dec = _gpt2_bytes_decoder()
+    ranks = [b""] * 50256
+    for token, i in vocab.items():
+        if i < 50256:
+            ranks[i] = bytes(byte_dec[c] for c in token)
+    t = Tokenizer(ranks, bpe.GPT2_PATTERN, ["<|endoftext|>", BOS, EOS])
+    assert t.encode("Hello world") == [15496, 995]
+    text = shared_data("tinyshakespeare/input.txt").read_text()[:20000]
+    assert t.encode(text) == hf.encode(text).ids
+
+
+def _gpt2_bytes_decoder() -> dict[str, int]:
+    bs = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+
+def test_shards_roundtrip_with_domains_and_split(tok, tmp_path: Path):
+    docs = [{"id": f"d{i}", "domain": "code" if i % 2 else "prose", "text": CORPUS[i % 3]}
+            for i in range(40)]
+    cfg = shards.TokenizeConfig(val_fraction=0.2, shard_tokens=500, min_val_docs=1)
+    counts: dict = {}
+    shards.run(cfg, tok, iter(docs), ["code", "prose"], tmp_path, counts, total_docs=40)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta["dtype"] == "uint16" and meta["vocab_size"] == 400
+    assert len(meta["splits"]["train"]["shards"]) > 1  # rolled over at shard_tokens
+    seen = {}
+    for split in ("train", "val"):
+        ts = shards.TokenShards(tmp_path, split)
+        for toks, domain in ts.documents():
+            assert toks[0] == tok.bos_id and toks[-1] == tok.eos_id
+            seen.setdefault(split, set()).add(domain)
+            body = tok.decode(np.asarray(toks[1:-1]).tolist())
+            assert body in CORPUS
+        assert ts.n_tokens == counts[split]["tokens"]
+    assert seen["val"] == {"code", "prose"}
+    assert counts["train"]["docs"] + counts["val"]["docs"] == 40
+
+
+def test_split_is_a_function_of_the_id_only():
+    ids = [f"doc-{i}" for i in range(5000)]
+    val = [i for i in ids if shards.is_val(i, 0.1)]
+    assert 400 < len(val) < 600
+    assert val == [i for i in reversed(ids) if shards.is_val(i, 0.1)][::-1]

@@ -1,0 +1,67 @@
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pretrain.model.llama import ModelConfig, Transformer
+from pretrain.train import checkpoint
+from pretrain.train.loop import RandomWindows, TrainConfig, lr_at, param_groups
+
+
+def test_warmup_then_cosine_to_the_floor():
+    cfg = TrainConfig(steps=100, warmup_steps=10, lr=1.0, min_lr_ratio=0.1)
+    lrs = [lr_at(s, cfg) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a <= b for a, b in zip(lrs[:10], lrs[1:10]))       # rising
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))         # then falling
+    assert lr_at(55, cfg) == pytest.approx(0.55)                   # cosine midpoint
+    assert lr_at(100, cfg) == pytest.approx(0.1)
+
+
+def test_warmup_longer_than_the_run_is_allowed():
+    cfg = TrainConfig(steps=5, warmup_steps=50, lr=1.0)
+    assert [lr_at(s, cfg) for s in range(5)] == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.1])
+
+
+class _Shards:
+    def __init__(self, arrays):
+        self.shards = arrays
+
+
+def test_windows_are_deterministic_from_seed_and_step():
+    arrays = [np.arange(1000, dtype=np.uint16), np.arange(5000, 5300, dtype=np.uint16)]
+    w1, w2 = RandomWindows(_Shards(arrays), 16, seed=7), RandomWindows(_Shards(arrays), 16, seed=7)
+    x1, y1 = w1.batch(3, 0, 8)
+    x2, y2 = w2.batch(3, 0, 8)
+    assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert torch.equal(x1[:, 1:], y1[:, :-1])                      # targets shifted by one
+    assert not torch.equal(w1.batch(4, 0, 8)[0], x1)
+    assert not torch.equal(RandomWindows(_Shards(arrays), 16, seed=8).batch(3, 0, 8)[0], x1)
+    # contiguous windows from one shard
+    assert all(((r[1:] - r[:-1]) == 1).all() for r in x1)
+
+
+def test_no_decay_on_norms_and_embeddings():
+    model = Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, seq_len=8,
+                                    vocab_size=50))
+    decay, no_decay = param_groups(model, 0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert {names[id(p)] for p in no_decay["params"]} == {
+        "embed.weight", "layers.0.attn_norm.weight", "layers.0.ffn_norm.weight", "norm.weight"}
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_checkpoint_roundtrip(tmp_path: Path, tie: bool):
+    cfg = ModelConfig(d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, seq_len=8, vocab_size=50,
+                      tie_embeddings=tie)
+    model = Transformer(cfg).eval()
+    checkpoint.save(model, cfg, tmp_path)
+    again = checkpoint.load(tmp_path)
+    x = torch.randint(0, 50, (2, 8))
+    assert torch.equal(model(x)[0], again(x)[0])
+    assert again.cfg == cfg
+    if tie:
+        assert again.head.weight.data_ptr() == again.embed.weight.data_ptr()

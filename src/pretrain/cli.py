@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from .config import ConfigError, PretrainError, parse_override_args, to_toml
 
@@ -81,6 +82,10 @@ def _run(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
         print(to_toml(cfg), end="")
         return 0
     from .pipeline import STAGES, run_stages
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # every process would run the same stages into the same run directory
+        raise PretrainError("multi-process runs (torchrun --nproc_per_node > 1) are not "
+                            "supported yet: data-parallel training arrives with issue 4")
     if args.command == "run":
         rd = run_stages(cfg, STAGES, set(args.force))
     else:

@@ -37,11 +37,17 @@ class Progress:
         self._printed_n = -1
         self.enabled = rank() == 0
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         if self.enabled and sys.stderr.isatty() and not os.environ.get("PRETRAIN_PLAIN"):
             from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress,
-                                       TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import Progress as RichProgress
             self._rich = RichProgress(TextColumn("[bold]{task.description}"), BarColumn(),
                                       MofNCompleteColumn(), TimeElapsedColumn(),
                                       TimeRemainingColumn(), TextColumn("{task.fields[info]}"),

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .config import PretrainError, fingerprint, jsonable, to_toml
 from .log import log0
-from .rundir import RunDir, StageRun
 from .run_config import RunConfig
+from .rundir import RunDir, StageRun
 
 STAGES = ("data", "tokenizer", "tokenize", "train", "eval", "sample")
 UPSTREAM: dict[str, tuple[str, ...]] = {

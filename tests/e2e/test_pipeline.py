@@ -13,8 +13,8 @@ from pretrain import pipeline
 from pretrain.cli import main
 from pretrain.config import PretrainError
 from pretrain.pipeline import STAGES, run_stages
-from pretrain.rundir import RunDir, file_sha256
 from pretrain.run_config import load_config
+from pretrain.rundir import RunDir, file_sha256
 
 from ..conftest import tiny_overrides
 

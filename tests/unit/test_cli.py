@@ -72,3 +72,10 @@ def test_stage_without_upstream_says_what_to_run(tmp_path, capsys):
     assert main(["train", f"--runs_dir={tmp_path}"]) == 2
     err = capsys.readouterr().err
     assert "stage 'tokenize' has not completed" in err and "pretrain run" in err
+
+
+def test_multi_process_launch_is_refused_until_ddp_exists(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["run", f"--runs_dir={tmp_path}"]) == 2
+    assert "not supported yet" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

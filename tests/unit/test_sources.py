@@ -120,3 +120,36 @@ def test_data_stage_drops_are_audited(tmp_path: Path):
         f"{src}:5": "malformed_json"}
     kept = list(data_stage.read_docs(out))
     assert [d["id"] for d in kept] == ["1"]
+
+
+def test_parquet_rows_and_a_truncated_file(tmp_path: Path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+    rows = [{"id": f"r{i}", "text": f"row {i} " * 30, "url": "http://x"} for i in range(3000)]
+    good = tmp_path / "good.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), good, row_group_size=500)
+    docs, skips = _read(LocalSource(paths=[str(good)]))
+    assert [d.id for d in docs] == [r["id"] for r in rows] and not skips
+    assert docs[0].meta == {"url": "http://x"}
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    docs, skips = _read(LocalSource(paths=[str(bad)]))
+    assert len(skips) == 1 and skips[0].reason == "unreadable" and str(bad) in skips[0].detail
+
+
+def test_zstd_jsonl(tmp_path: Path):
+    zstandard = pytest.importorskip("zstandard")
+    p = tmp_path / "docs.jsonl.zst"
+    lines = "".join(json.dumps({"text": f"doc {i}", "id": str(i)}) + "\n" for i in range(5))
+    p.write_bytes(zstandard.ZstdCompressor().compress(lines.encode()))
+    docs, skips = _read(LocalSource(paths=[str(p)]))
+    assert [d.text for d in docs] == [f"doc {i}" for i in range(5)] and not skips
+
+
+def test_unknown_extension_asks_for_a_format(tmp_path: Path):
+    p = tmp_path / "docs.data"
+    p.write_text("x")
+    with pytest.raises(ConfigError, match="set format"):
+        list(LocalSource(paths=[str(p)]).read())
+    docs, _ = _read(LocalSource(paths=[str(p)], format="txt"))
+    assert [d.text for d in docs] == ["x"]

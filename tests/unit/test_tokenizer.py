@@ -2,7 +2,6 @@ import json
 import json.decoder
 import textwrap
 from pathlib import Path
-
 from pydoc_data.topics import topics as pydoc_topics
 
 import numpy as np
@@ -113,7 +112,7 @@ def _gpt2_bytes_decoder() -> dict[str, int]:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    return {chr(c): b for b, c in zip(bs, cs)}
+    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
 
 
 def test_shards_roundtrip_with_domains_and_split(tok, tmp_path: Path):

@@ -1,4 +1,3 @@
-import math
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +13,8 @@ def test_warmup_then_cosine_to_the_floor():
     cfg = TrainConfig(steps=100, warmup_steps=10, lr=1.0, min_lr_ratio=0.1)
     lrs = [lr_at(s, cfg) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
-    assert all(a <= b for a, b in zip(lrs[:10], lrs[1:10]))       # rising
-    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))         # then falling
+    assert all(a <= b for a, b in zip(lrs[:9], lrs[1:10], strict=True))       # rising
+    assert all(a >= b for a, b in zip(lrs[10:-1], lrs[11:], strict=True))         # then falling
     assert lr_at(55, cfg) == pytest.approx(0.55)                   # cosine midpoint
     assert lr_at(100, cfg) == pytest.approx(0.1)
 

@@ -19,9 +19,10 @@ import json
 import re
 import unicodedata
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 from ..config import ConfigError, PretrainError
 from ..log import Progress, log0
@@ -136,7 +137,8 @@ def _only_docs(stream: Iterator[Any], drops: list[Drop]) -> Iterator[Document]:
             yield item
 
 
-def _limited(src: SourceConfig, skips: list[Skip]) -> Iterator[Document]:
+def _limited(src: SourceConfig, skips: list[Skip], read: Counter[str]) -> Iterator[Document]:
+    """The source's documents up to its max_docs/max_bytes; unreadable records go to skips."""
     n_docs = n_bytes = 0
     for item in src.read():
         if isinstance(item, Skip):
@@ -150,6 +152,7 @@ def _limited(src: SourceConfig, skips: list[Skip]) -> Iterator[Document]:
                 return
         n_docs += 1
         n_bytes += size
+        read[src.label()] += 1
         yield item
 
 
@@ -190,13 +193,7 @@ def run(cfg: DataConfig, out: Path, counts: dict[str, Any]) -> None:
             skips: list[Skip] = []
             drops: list[Drop] = []
             steps = [Normalize(cfg.clean), LengthAndBinaryFilter(cfg.clean), dedup]
-
-            def counted(it: Iterator[Document]) -> Iterator[Document]:
-                for d in it:
-                    read[label] += 1
-                    yield d
-
-            for doc in _chain(steps, counted(_limited(src, skips)), drops):
+            for doc in _chain(steps, _limited(src, skips, read), drops):
                 writer.write(doc)
                 kept[doc.domain] += 1
                 kept_bytes[doc.domain] += len(doc.text.encode("utf-8"))

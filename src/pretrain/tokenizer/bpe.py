@@ -21,10 +21,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from ..config import ConfigError
 from ..log import log0
@@ -106,7 +106,7 @@ class Tokenizer:
         path.write_text(json.dumps(obj))
 
     @classmethod
-    def load(cls, path: Path) -> "Tokenizer":
+    def load(cls, path: Path) -> Tokenizer:
         try:
             obj = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:

@@ -19,9 +19,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -114,7 +115,7 @@ def run(cfg: TokenizeConfig, tok: Tokenizer, docs: Iterator[dict[str, Any]], dom
     with Progress("tokenize", total=total_docs, unit="docs") as bar:
         for batch in _batches(docs, cfg.batch_docs):
             encoded = tok.encode_batch([d["text"] for d in batch], num_threads=threads)
-            for d, ids in zip(batch, encoded):
+            for d, ids in zip(batch, encoded, strict=True):
                 short = val_docs[d["domain"]] < cfg.min_val_docs
                 split = "val" if short or is_val(d["id"], cfg.val_fraction) else "train"
                 val_docs[d["domain"]] += split == "val"
@@ -161,6 +162,6 @@ class TokenShards:
 
     def documents(self) -> Iterator[tuple[np.ndarray, str]]:
         """Every document as (tokens, domain), in stored order."""
-        for arr, idx in zip(self.shards, self.index):
+        for arr, idx in zip(self.shards, self.index, strict=True):
             for start, length, dom in idx:
                 yield arr[start:start + length], self.domains[dom]

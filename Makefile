@@ -1,5 +1,5 @@
 # `make quickstart`: virtualenv + install + the whole pipeline on the offline default.
-# `make test`: virtualenv + install + the test suite.
+# `make test`: virtualenv + install + lint (ruff), types (mypy) and the test suite.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -20,6 +20,8 @@ quickstart: install
 	$(BIN)/pretrain run --config configs/quickstart.toml
 
 test: install
+	$(BIN)/ruff check src tests
+	$(BIN)/mypy src
 	$(BIN)/python -m pytest -q
 
 clean:

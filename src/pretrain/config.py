@@ -89,7 +89,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a table of {tp.__name__} fields, got {value!r}")
+            raise ConfigError(f"{key}: expected a table of {_type_name(tp)} fields, got {value!r}")
         if hasattr(tp, "variant_for"):  # tagged union, e.g. data sources keyed by `type`
             tp = tp.variant_for(value, key)
         return build(tp, value, prefix=key)

@@ -63,7 +63,7 @@ class SourceConfig:
     variants: ClassVar[dict[str, Any]] = {}  # not `type`: a field of that name shadows it
 
     @classmethod
-    def variant_for(cls, values: dict[str, Any], key: str) -> type:
+    def variant_for(cls, values: dict[str, Any], key: str) -> Any:
         kind = values.get("type", "python-installation")
         if kind not in cls.variants:
             raise ConfigError(f"{key}.type: {kind!r} is not allowed; choose one of "
@@ -171,11 +171,12 @@ def _distributions() -> list[tuple[str, str]]:
     from importlib import metadata
     seen: dict[str, str] = {}
     for dist in metadata.distributions():
-        name = dist.metadata.get("Name") or ""
+        meta: Any = dist.metadata  # an email.message.Message underneath
+        name = meta.get("Name") or ""
         if not name or name.lower() in seen:
             continue
-        body = dist.metadata.get_payload() or dist.metadata.get("Description") or ""  # type: ignore[attr-defined]
-        summary = dist.metadata.get("Summary") or ""
+        body = meta.get_payload() or meta.get("Description") or ""
+        summary = meta.get("Summary") or ""
         text = f"{name}: {summary}\n\n{body}".strip()
         seen[name.lower()] = text
     return sorted(seen.items())

@@ -119,15 +119,37 @@ def _config(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
     return 1 if failed else 0
 
 
+_OPTIONS = {"-c", "--config", "--dry-run", "--force", "-h", "--help"}
+
+
+def _join_override_values(argv: list[str]) -> list[str]:
+    """``--a.b 256`` -> ``--a.b=256``, so argparse never takes an override's value as CONFIG."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if (arg.startswith("--") and "=" not in arg and arg not in _OPTIONS
+                and i + 1 < len(argv) and not argv[i + 1].startswith("--")):
+            out.append(f"{arg}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(arg)
+            i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args, rest = parser.parse_known_args(argv)
+    args, rest = parser.parse_known_args(_join_override_values(list(sys.argv[1:] if argv is None else argv)))
     try:
         overrides = parse_override_args(rest)
         if args.command == "config":
             return _config(args, overrides)
         return _run(args, overrides)
     except PretrainError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # permissions, a file where a folder should be, a full disk
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

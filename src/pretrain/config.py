@@ -18,12 +18,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import sys
 import tomllib
-import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 T = TypeVar("T")
 
@@ -40,8 +40,6 @@ def _type_name(tp: Any) -> str:
     origin = get_origin(tp)
     if origin is Literal:
         return " | ".join(repr(a) for a in get_args(tp))
-    if origin in (Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in get_args(tp))
     if origin is list:
         (inner,) = get_args(tp)
         return f"list of {_type_name(inner)}"
@@ -50,7 +48,11 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _parse_scalar_str(text: str, tp: Any, key: str) -> Any:
+class CliValue(str):
+    """A value typed on the command line: parsed into the field's type (TOML values are not)."""
+
+
+def _parse_cli(text: str, tp: Any, key: str) -> Any:
     """Convert a command-line string to ``tp``; TOML syntax is accepted for lists."""
     if tp is bool:
         low = text.strip().lower()
@@ -63,21 +65,21 @@ def _parse_scalar_str(text: str, tp: Any, key: str) -> Any:
         try:
             return int(text.replace("_", ""))
         except ValueError:
-            # allow 1e6-style integers when they are exact
-            try:
-                f = float(text)
-            except ValueError:
-                raise ConfigError(f"{key}: expected int, got {text!r}") from None
-            if f.is_integer():
-                return int(f)
-            raise ConfigError(f"{key}: expected int, got {text!r}") from None
+            pass
+        try:  # 1e6-style integers, when exact
+            f = float(text)
+        except ValueError:
+            f = math.nan
+        if math.isfinite(f) and f.is_integer():
+            return int(f)
+        raise ConfigError(f"{key}: expected int, got {text!r}")
     if tp is float:
         try:
             return float(text)
         except ValueError:
             raise ConfigError(f"{key}: expected float, got {text!r}") from None
     if tp is str:
-        return text
+        return str(text)
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
@@ -85,7 +87,7 @@ def _parse_scalar_str(text: str, tp: Any, key: str) -> Any:
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check/convert ``value`` (from TOML or a CLI string) against the type hint ``tp``."""
+    """Check ``value`` (from TOML, or a :class:`CliValue`) against the type hint ``tp``."""
     origin = get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
@@ -95,45 +97,29 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return build(tp, value, prefix=key)
     if origin is Literal:
         allowed = get_args(tp)
-        if isinstance(value, str) and value not in allowed:
-            # a CLI string for a non-string literal, e.g. an int choice
-            for a in allowed:
-                if str(a) == value:
-                    return a
+        if isinstance(value, CliValue):
+            value = next((a for a in allowed if str(a) == value), str(value))
         if value not in allowed:
             raise ConfigError(f"{key}: {value!r} is not allowed; choose one of {_type_name(tp)}")
         return value
-    if origin in (Union, types.UnionType):
-        args = get_args(tp)
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")
-                             and type(None) in args and str not in args):
-            if type(None) in args:
-                return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a, key)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
     if origin is list:
         (inner,) = get_args(tp)
-        if isinstance(value, str):
-            value = _parse_scalar_str(value, tp, key)
+        if isinstance(value, CliValue):
+            value = _parse_cli(value, tp, key)
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
         return [_coerce(v, inner, f"{key}.{i}") for i, v in enumerate(value)]
-    if isinstance(value, str) and tp is not str:
-        return _parse_scalar_str(value, tp, key)
+    if isinstance(value, CliValue):
+        value = _parse_cli(value, tp, key)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp in (int, float, str, bool):
-        if type(value) is not tp:
-            raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
-        return value
-    raise ConfigError(f"{key}: unsupported config type {tp!r}")  # a bug in a dataclass
+        value = float(value)
+    if tp not in (int, float, str, bool):
+        raise ConfigError(f"{key}: unsupported config type {tp!r}")  # a bug in a dataclass
+    if type(value) is not tp:
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
+    if tp is float and not math.isfinite(value):
+        raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+    return value
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -195,37 +181,37 @@ def load_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config {path} is a directory, not a TOML file") from None
 
 
 def apply_override(tree: dict[str, Any], dotted: str, raw: str) -> None:
-    """Set ``tree[a][b][c] = raw`` for ``dotted = 'a.b.c'``; integer parts index lists."""
+    """Set ``tree[a][b][c] = CliValue(raw)`` for ``'a.b.c'``; integer parts index lists."""
     parts = dotted.split(".")
     if not all(parts):
         raise ConfigError(f"malformed override key {dotted!r}")
     node: Any = tree
-    for i, part in enumerate(parts[:-1]):
+    for i, part in enumerate(parts):
+        here = ".".join(parts[:i + 1])
+        last = i == len(parts) - 1
         if isinstance(node, list):
             try:
-                node = node[int(part)]
+                idx = int(part)
+                node[idx]  # noqa: B018 - raises IndexError for a missing element
             except (ValueError, IndexError):
-                raise ConfigError(f"{'.'.join(parts[:i + 1])}: no list element {part!r}") from None
-            continue
-        nxt = node.get(part)
-        if nxt is None:
-            nxt = node[part] = {}
-        elif not isinstance(nxt, (dict, list)):
-            raise ConfigError(f"{'.'.join(parts[:i + 1])} is a value, not a section")
-        node = nxt
-    last = parts[-1]
-    if isinstance(node, list):
-        try:
-            node[int(last)] = raw
-        except (ValueError, IndexError):
-            raise ConfigError(f"{dotted}: no list element {last!r}") from None
-    else:
-        node[last] = raw
+                raise ConfigError(f"{here}: no list element {part!r}") from None
+        elif isinstance(node, dict):
+            idx = part  # type: ignore[assignment]
+            if not last and node.get(part) is None:
+                node[part] = {}  # an unknown section: `build` names it
+        else:
+            raise ConfigError(f"{'.'.join(parts[:i])} is a value, not a section")
+        if last:
+            node[idx] = CliValue(raw)
+        else:
+            node = node[idx]
 
 
 def parse_override_args(args: list[str]) -> list[tuple[str, str]]:

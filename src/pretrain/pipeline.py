@@ -137,32 +137,63 @@ def _key(cfg: RunConfig, rd: RunDir, stage: str) -> tuple[str, dict[str, Any]]:
     return fingerprint(parts), json.loads(json.dumps(parts, default=jsonable))
 
 
+def ancestors(stage: str) -> list[str]:
+    """Every stage ``stage`` reads from, directly or through others, in pipeline order."""
+    found: set[str] = set()
+    todo = list(UPSTREAM[stage])
+    while todo:
+        u = todo.pop()
+        if u not in found:
+            found.add(u)
+            todo += UPSTREAM[u]
+    return [s for s in STAGES if s in found]
+
+
+def _check_current(cfg: RunConfig, rd: RunDir, stage: str) -> None:
+    m = rd.manifest(stage)
+    if m is None:
+        raise PretrainError(f"stage {stage!r} has not completed in {rd.root}; run "
+                            f"`pretrain {stage}` or `pretrain run` first")
+    if m["key"] != _key(cfg, rd, stage)[0]:
+        raise PretrainError(f"stage {stage!r} in {rd.root} is out of date with this config; "
+                            f"run `pretrain {stage}` or `pretrain run` first")
+
+
 def run_stages(cfg: RunConfig, stages: tuple[str, ...] | list[str], force: set[str],
                require_current_upstream: bool = False) -> RunDir:
-    """Run ``stages`` in order, skipping completed ones; ``force`` reruns a stage and all after."""
+    """Run ``stages`` in order, skipping completed ones; ``force`` reruns a stage and all after.
+
+    With ``require_current_upstream`` (single-stage commands), every stage the first one
+    reads from, transitively, must have completed with the current config.
+    """
+    stray = sorted(force - {"all", *stages})
+    if stray:
+        raise PretrainError(f"--force {stray[0]} has no effect here: it reruns a stage this "
+                            f"command does not run (try `pretrain {stray[0]} --force {stray[0]}` "
+                            f"or `pretrain run --force {stray[0]}`)")
     rd = RunDir(cfg.run_dir)
-    rd.sweep_tmp()
-    rd.write_config(to_toml(cfg))
-    forcing = False
-    for stage in stages:
-        forcing = forcing or stage in force or "all" in force
-        for u in UPSTREAM[stage]:
-            m = rd.manifest(u)
-            if m is None:
-                raise PretrainError(f"stage {u!r} has not completed in {rd.root}; run "
-                                    f"`pretrain {u}` or `pretrain run` first")
-            if require_current_upstream and m["key"] != _key(cfg, rd, u)[0]:
-                raise PretrainError(f"stage {u!r} in {rd.root} is out of date with this config; "
-                                    f"run `pretrain {u}` or `pretrain run` first")
-        key, parts = _key(cfg, rd, stage)
-        m = rd.manifest(stage)
-        if m is not None and m["key"] == key and not forcing:
-            log0(f"[{stage}] up to date (completed {m['finished_at']}, {m['wall_s']:.1f}s); "
-                 f"skipped. --force {stage} reruns it")
-            continue
-        why = "forced" if forcing else ("config or inputs changed" if m else "not run yet")
-        log0(f"[{stage}] running ({why})")
-        inputs = {u: rd.stage_dir(u) for u in UPSTREAM[stage]}
-        manifest = rd.execute(stage, key, parts, inputs, lambda run, s=stage: BODIES[s](cfg, run))
-        log0(f"[{stage}] done in {manifest['wall_s']:.1f}s")
+    with rd.lock():
+        rd.sweep_tmp()
+        if require_current_upstream:
+            for u in ancestors(stages[0]):
+                _check_current(cfg, rd, u)
+        rd.write_config(to_toml(cfg))
+        forcing = False
+        for stage in stages:
+            forcing = forcing or stage in force or "all" in force
+            for u in UPSTREAM[stage]:
+                if rd.manifest(u) is None:
+                    _check_current(cfg, rd, u)  # raises: names the missing stage
+            key, parts = _key(cfg, rd, stage)
+            m = rd.manifest(stage)
+            if m is not None and m["key"] == key and not forcing:
+                log0(f"[{stage}] up to date (completed {m['finished_at'][:19]}, "
+                     f"{m['wall_s']:.1f}s); skipped. --force {stage} reruns it")
+                continue
+            why = "forced" if forcing else ("config or inputs changed" if m else "not run yet")
+            log0(f"[{stage}] running ({why})")
+            inputs = {u: rd.stage_dir(u) for u in UPSTREAM[stage]}
+            manifest = rd.execute(stage, key, parts, inputs,
+                                  lambda run, s=stage: BODIES[s](cfg, run))
+            log0(f"[{stage}] done in {manifest['wall_s']:.1f}s")
     return rd

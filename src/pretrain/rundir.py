@@ -21,6 +21,7 @@ and is swept on the next run.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -28,10 +29,15 @@ import platform
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from .config import PretrainError
 
 MANIFEST = "manifest.json"
 _VERSIONED = ("torch", "numpy", "tiktoken", "rustbpe", "safetensors", "pretrain")
@@ -71,12 +77,33 @@ def git_commit() -> str | None:
 
 
 def read_manifest(stage_dir: Path) -> dict[str, Any] | None:
+    """The stage's manifest if it completed and its output files are all still there."""
     try:
         with open(stage_dir / MANIFEST) as f:
             m = json.load(f)
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
         return None
-    return m if m.get("status") == "complete" else None
+    if m.get("status") != "complete":
+        return None
+    for rel, info in m.get("outputs", {}).items():
+        try:
+            if (stage_dir / rel).stat().st_size != info["bytes"]:
+                return None
+        except OSError:
+            return None
+    return m
+
+
+def _now() -> str:
+    return datetime.now().astimezone().isoformat(timespec="microseconds")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -99,13 +126,49 @@ class RunDir:
     def manifest(self, stage: str) -> dict[str, Any] | None:
         return read_manifest(self.stage_dir(stage))
 
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """One pretrain process per run directory: a second one would sweep the first's work."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+                raise PretrainError(f"{self.root} is in use by {holder}; wait for it or use "
+                                    "another run name (--name=...)") from None
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()}")
+            f.flush()
+            try:
+                yield
+            finally:
+                f.truncate(0)
+                fcntl.flock(f, fcntl.LOCK_UN)
+
     def sweep_tmp(self) -> None:
-        """Remove folders left by interrupted stages (never mistaken for outputs)."""
-        if self.root.exists():
-            for p in self.root.glob(".tmp-*"):
-                shutil.rmtree(p, ignore_errors=True)
-            for p in self.root.glob(".old-*"):
-                shutil.rmtree(p, ignore_errors=True)
+        """Clean up after an interrupted process; call with the lock held.
+
+        A stage killed while running leaves ``.tmp-<stage>-<pid>`` without a manifest: removed.
+        Killed between the two renames of a publish, it leaves the old output as ``.old-*``
+        and the new, complete one as ``.tmp-*``: the new one is put in place.
+        """
+        if not self.root.exists():
+            return
+        for tmp in self.root.glob(".tmp-*"):
+            stage = tmp.name.split("-")[1]
+            if not self.stage_dir(stage).exists() and read_manifest(tmp) is not None:
+                os.replace(tmp, self.stage_dir(stage))
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)
+        for old in self.root.glob(".old-*"):
+            stage = old.name.split("-")[1]
+            if not self.stage_dir(stage).exists() and read_manifest(old) is not None:
+                os.replace(old, self.stage_dir(stage))
+            else:
+                shutil.rmtree(old, ignore_errors=True)
 
     def write_config(self, toml_text: str) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -122,7 +185,7 @@ class RunDir:
         tmp = self.root / f".tmp-{stage}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        started = time.time()
+        started, started_at = time.time(), _now()
         run = StageRun(name=stage, out=tmp, inputs=inputs)
         try:
             fn(run)
@@ -134,6 +197,7 @@ class RunDir:
             if p.is_file():
                 outputs[str(p.relative_to(tmp))] = {"bytes": p.stat().st_size,
                                                     "sha256": file_sha256(p)}
+                _fsync(p)  # on disk before the rename makes the stage look complete
         out_fp = hashlib.sha256(json.dumps(outputs, sort_keys=True).encode()).hexdigest()[:16]
         manifest = {
             "stage": stage,
@@ -144,8 +208,8 @@ class RunDir:
             "output_fingerprint": out_fp,
             "counts": run.counts,
             "wall_s": round(time.time() - started, 3),
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "started_at": started_at,
+            "finished_at": _now(),
             "versions": library_versions(),
             "git_commit": git_commit(),
         }
@@ -161,4 +225,5 @@ class RunDir:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
+        _fsync(self.root)
         return manifest

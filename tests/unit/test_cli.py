@@ -59,6 +59,18 @@ def test_config_show_applies_file_and_overrides(capsys):
     assert "n_layers = 2" in out
 
 
+def test_space_separated_override_is_not_taken_for_the_config(capsys):
+    assert main(["config", "show", "--model.d_model", "256"]) == 0
+    assert "d_model = 256" in capsys.readouterr().out
+
+
+def test_runs_dir_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("")
+    assert main(["data", f"--runs_dir={f}"]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
 def test_config_validate_reports_each_file(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text("[model]\nn_layers = 'four'\n")
@@ -71,7 +83,7 @@ def test_config_validate_reports_each_file(tmp_path, capsys):
 def test_stage_without_upstream_says_what_to_run(tmp_path, capsys):
     assert main(["train", f"--runs_dir={tmp_path}"]) == 2
     err = capsys.readouterr().err
-    assert "stage 'tokenize' has not completed" in err and "pretrain run" in err
+    assert "stage 'data' has not completed" in err and "pretrain run" in err
 
 
 def test_multi_process_launch_is_refused_until_ddp_exists(tmp_path, monkeypatch, capsys):

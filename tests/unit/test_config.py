@@ -1,3 +1,4 @@
+import re
 import tomllib
 from pathlib import Path
 
@@ -50,6 +51,46 @@ def test_bad_values_name_the_key(overrides, message):
         load_config(None, overrides)
     assert message in str(e.value)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_floats_are_rejected(value, tmp_path: Path):
+    with pytest.raises(ConfigError, match="train.lr: expected a finite number"):
+        load_config(None, [("train.lr", value)])
+    toml = tmp_path / "c.toml"
+    toml.write_text(f"[train]\ngrad_clip = {value}\n")
+    with pytest.raises(ConfigError, match="train.grad_clip: expected a finite number"):
+        load_config(str(toml))
+
+
+def test_toml_strings_are_not_coerced(tmp_path: Path):
+    toml = tmp_path / "c.toml"
+    toml.write_text('[model]\nn_layers = "6"\n')
+    with pytest.raises(ConfigError, match="model.n_layers: expected int, got '6'"):
+        load_config(str(toml))
+    toml.write_text('[model]\ntie_embeddings = "yes"\n')
+    with pytest.raises(ConfigError, match="model.tie_embeddings: expected bool"):
+        load_config(str(toml))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ([("sample.prompts.0.x", "1")], "sample.prompts.0 is a value, not a section"),
+    ([("tokenizer.pattern", "(")], "tokenizer.pattern: invalid regex"),
+    ([("tokenizer.special_tokens", '["<|bos|>", "<|eos|>", "<|bos|>"]')], "has duplicates"),
+    ([("seed", "-5")], "seed must be >= 0"),
+])
+def test_more_bad_values(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, overrides)
+
+
+def test_undecodable_or_directory_config_files(tmp_path: Path):
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(b"\xff\xfename = 1\n")
+    with pytest.raises(ConfigError, match="bad.toml: invalid TOML"):
+        load_config(str(bad))
+    with pytest.raises(ConfigError, match="is neither a file nor a shipped config"):
+        load_config(str(tmp_path))
 
 
 def test_unknown_key_in_toml_is_rejected(tmp_path: Path):

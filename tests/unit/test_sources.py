@@ -1,5 +1,6 @@
 import gzip
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,7 @@ def test_jsonl_bad_records_are_counted_skips_naming_file_and_line(tmp_path: Path
                  '{"text": "good two"}\n')
     docs, skips = _read(LocalSource(paths=[str(p)]))
     assert [d.text for d in docs] == ["good one", "good two"]
-    assert docs[0].id == "a" and docs[1].id == f"{p}:6"
+    assert docs[0].id == "a" and docs[1].id == "docs.jsonl:6"  # ids do not depend on the folder
     assert [(s.reason, s.id) for s in skips] == [
         ("malformed_json", f"{p}:2"), ("not_an_object", f"{p}:4"), ("missing_text", f"{p}:5")]
 
@@ -67,7 +68,52 @@ def test_invalid_utf8_txt_is_a_counted_skip(tmp_path: Path):
     bad.write_bytes(b"caf\xe9 latin-1")
     docs, skips = _read(LocalSource(paths=[str(tmp_path / "*.txt")]))
     assert [d.text for d in docs] == ["fine text"]
-    assert skips[0].reason == "unreadable" and str(bad) in skips[0].detail
+    assert skips[0].reason == "invalid_utf8" and str(bad) in skips[0].detail
+
+
+def test_invalid_utf8_line_costs_one_record(tmp_path: Path):
+    p = tmp_path / "u.jsonl"
+    lines = [json.dumps({"text": f"good {i}"}).encode() for i in range(100)]
+    lines.insert(50, b'{"text": "caf\xe9"}')
+    p.write_bytes(b"\n".join(lines) + b"\n")
+    docs, skips = _read(LocalSource(paths=[str(p)]))
+    assert len(docs) == 100
+    assert [(s.reason, s.id) for s in skips] == [("invalid_utf8", f"{p}:51")]
+
+
+def test_lone_surrogate_is_skipped_by_the_data_stage(tmp_path: Path):
+    src = tmp_path / "s.jsonl"
+    good = "fine words " * 30
+    src.write_text(json.dumps({"id": "ok", "text": good}) + "\n"
+                   + '{"id": "bad", "text": "bad \\ud800 ' + "words " * 50 + '", "url": "\\udfff"}\n'
+                   + json.dumps({"id": "meta", "text": good + "x", "url": "\ud800"}) + "\n")
+    cfg = data_stage.DataConfig(sources=[LocalSource(paths=[str(src)])])
+    counts: dict = {}
+    data_stage.run(cfg, tmp_path, counts)
+    assert counts["dropped"] == {"invalid_unicode": 1}
+    kept = list(data_stage.read_docs(tmp_path))
+    assert [d["id"] for d in kept] == ["ok", "meta"]
+    assert "url" not in kept[1]["meta"]  # an unencodable metadata value is dropped, not the doc
+
+
+def test_corrupt_gzip_is_a_counted_skip(tmp_path: Path):
+    p = tmp_path / "c.jsonl.gz"
+    rng = random.Random(0)
+    lines = "".join(json.dumps({"text": " ".join(f"{rng.random():.6f}" for _ in range(40))}) + "\n"
+                    for _ in range(300))
+    blob = bytearray(gzip.compress(lines.encode()))
+    mid = len(blob) // 2
+    blob[mid:mid + 8] = bytes(8)
+    p.write_bytes(bytes(blob))
+    docs, skips = _read(LocalSource(paths=[str(p)]))
+    assert len(docs) < 300 and len(skips) >= 1
+    assert skips[-1].reason == "unreadable" and str(p) in skips[-1].detail
+
+
+def test_only_folders_matching_is_an_error(tmp_path: Path):
+    (tmp_path / "d.jsonl").mkdir()
+    with pytest.raises(ConfigError, match="only folders match"):
+        LocalSource(paths=[str(tmp_path / "*.jsonl")]).files()
 
 
 def test_empty_file_yields_nothing(tmp_path: Path):
@@ -144,6 +190,17 @@ def test_zstd_jsonl(tmp_path: Path):
     p.write_bytes(zstandard.ZstdCompressor().compress(lines.encode()))
     docs, skips = _read(LocalSource(paths=[str(p)]))
     assert [d.text for d in docs] == [f"doc {i}" for i in range(5)] and not skips
+    # truncated: the complete lines before the cut are kept, the loss is reported
+    big = "".join(json.dumps({"text": f"doc {i} " * 40}) + "\n" for i in range(2000)).encode()
+    blob = zstandard.ZstdCompressor().compress(big)
+    p.write_bytes(blob[: len(blob) // 2])
+    docs, skips = _read(LocalSource(paths=[str(p)]))
+    assert len(skips) == 1 and skips[0].reason == "unreadable" and "truncated" in skips[0].detail
+    assert len(docs) < 2000
+    # not zstd at all
+    p.write_bytes(b"this is not a zstd frame" * 10)
+    docs, skips = _read(LocalSource(paths=[str(p)]))
+    assert not docs and skips[0].reason == "unreadable"
 
 
 def test_unknown_extension_asks_for_a_format(tmp_path: Path):

@@ -142,3 +142,19 @@ def test_split_is_a_function_of_the_id_only():
     val = [i for i in ids if shards.is_val(i, 0.1)]
     assert 400 < len(val) < 600
     assert val == [i for i in reversed(ids) if shards.is_val(i, 0.1)][::-1]
+
+
+def test_vocab_over_65536_writes_uint32_shards(tmp_path: Path):
+    # 256 bytes + every byte pair, pairs starting with \x00 ranked last (ids >= 65536)
+    pairs = [bytes([a, b]) for a in [*range(1, 256), 0] for b in range(256)]
+    big = Tokenizer([bytes([i]) for i in range(256)] + pairs, r"[\s\S]+", [BOS, EOS])
+    assert big.vocab_size == 65794
+    assert big.encode("\x00A") == [256 + 255 * 256 + 65]
+    docs = [{"id": f"d{i}", "domain": "x", "text": "\x00A"} for i in range(6)]
+    counts: dict = {}
+    shards.run(shards.TokenizeConfig(val_fraction=0.3), big, iter(docs), ["x"], tmp_path, counts)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta["dtype"] == "uint32"
+    stored = [toks.tolist() for split in ("train", "val")
+              for toks, _ in shards.TokenShards(tmp_path, split).documents()]
+    assert stored == [[big.bos_id, 65601, big.eos_id]] * 6

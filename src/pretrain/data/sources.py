@@ -20,12 +20,12 @@ import ast
 import glob
 import gzip
 import hashlib
-import io
 import json
 import os
 import sys
 import sysconfig
 import warnings
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,10 +107,11 @@ class PythonInstallationSource(SourceConfig):
         h = hashlib.sha256()
         for p in files:
             st = p.stat()
-            h.update(f"{p}:{st.st_size}:{int(st.st_mtime)}\n".encode())
+            h.update(f"{p}:{st.st_size}:{st.st_mtime_ns}\n".encode())
         if self.part == "prose":
-            for d in _distributions():
-                h.update(f"{d[0]}\n".encode())
+            from importlib import metadata
+            for d in sorted(f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions()):
+                h.update(f"{d}\n".encode())
         return {"python": sys.version, "stdlib_files": len(files), "hash": h.hexdigest()[:16]}
 
     def read(self) -> Iterator[Document | Skip]:
@@ -198,14 +199,16 @@ class LocalSource(SourceConfig):
     def files(self) -> list[Path]:
         out: list[Path] = []
         for pattern in self.paths:
-            matched = sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
-            if not matched:
-                raise ConfigError(f"local source: no file matches {pattern!r}")
-            out += [Path(m) for m in matched if Path(m).is_file()]
+            matched = [Path(m) for m in sorted(glob.glob(os.path.expanduser(pattern), recursive=True))]
+            files = [m for m in matched if m.is_file()]
+            if not files:
+                what = "only folders match" if matched else "no file matches"
+                raise ConfigError(f"local source: {what} {pattern!r}")
+            out += files
         return out
 
     def fingerprint(self) -> Any:
-        return [(str(p), p.stat().st_size, int(p.stat().st_mtime)) for p in self.files()]
+        return [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in self.files()]
 
     def _format(self, p: Path) -> str:
         if self.format != "auto":
@@ -231,10 +234,10 @@ class LocalSource(SourceConfig):
 
     def _record(self, rec: Any, where: str, default_id: str) -> Document | Skip:
         if not isinstance(rec, dict):
-            return Skip(default_id, "not_an_object", f"{where}: record is {type(rec).__name__}")
+            return Skip(where, "not_an_object", f"{where}: record is {type(rec).__name__}")
         text = rec.get(self.text_field)
         if not isinstance(text, str):
-            return Skip(default_id, "missing_text",
+            return Skip(where, "missing_text",
                         f"{where}: no string field {self.text_field!r}")
         doc_id = str(rec.get(self.id_field) or default_id)
         meta = {k: v for k, v in rec.items()
@@ -244,29 +247,34 @@ class LocalSource(SourceConfig):
     def _read_jsonl(self, p: Path) -> Iterator[Document | Skip]:
         lineno = 0
         try:
-            with _open_text(p) as f:
-                for lineno, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    where = f"{p}:{lineno}"
-                    try:
-                        rec = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        yield Skip(where, "malformed_json", f"{where}: {e}")
-                        continue
-                    yield self._record(rec, where, where)
-        except (UnicodeDecodeError, EOFError, OSError) as e:
-            # truncated gzip or invalid UTF-8: everything read so far was yielded already
-            yield Skip(f"{p}:{lineno + 1}", "unreadable", f"{p} after line {lineno}: {e}")
+            for lineno, raw in enumerate(_lines(p), 1):
+                if not raw.strip():
+                    continue
+                where = f"{p}:{lineno}"
+                try:
+                    rec = json.loads(raw.decode("utf-8"))
+                except UnicodeDecodeError as e:
+                    yield Skip(where, "invalid_utf8", f"{where}: {e}")
+                    continue
+                except json.JSONDecodeError as e:
+                    yield Skip(where, "malformed_json", f"{where}: {e}")
+                    continue
+                yield self._record(rec, where, f"{p.name}:{lineno}")
+        except _read_errors() as e:
+            # truncated or corrupt compression: everything before it was yielded already
+            yield Skip(f"{p}:{lineno + 1}", "unreadable",
+                       f"{p} after line {lineno}: {type(e).__name__}: {e}")
 
     def _read_txt(self, p: Path) -> Iterator[Document | Skip]:
         try:
-            with _open_text(p) as f:
-                text = f.read()
-        except (UnicodeDecodeError, EOFError, OSError) as e:
-            yield Skip(str(p), "unreadable", f"{p}: {e}")
+            text = b"".join(_lines(p)).decode("utf-8")
+        except UnicodeDecodeError as e:
+            yield Skip(str(p), "invalid_utf8", f"{p}: {e}")
             return
-        yield Document(str(p), text, self.label(), {"path": str(p)})
+        except _read_errors() as e:
+            yield Skip(str(p), "unreadable", f"{p}: {type(e).__name__}: {e}")
+            return
+        yield Document(p.name, text, self.label(), {"path": str(p)})
 
     def _read_parquet(self, p: Path) -> Iterator[Document | Skip]:
         try:
@@ -278,24 +286,60 @@ class LocalSource(SourceConfig):
             row = 0
             for batch in pf.iter_batches(batch_size=1024):
                 for rec in batch.to_pylist():
-                    yield self._record(rec, f"{p}:row {row}", f"{p}:{row}")
+                    yield self._record(rec, f"{p}:row {row}", f"{p.name}:{row}")
                     row += 1
         except Exception as e:  # pyarrow raises several types for corrupt files
             yield Skip(str(p), "unreadable", f"{p}: {type(e).__name__}: {e}")
 
 
-def _open_text(p: Path) -> io.TextIOBase:
+def _read_errors() -> tuple[type[BaseException], ...]:
+    """What a truncated or corrupt (compressed) file raises while being read."""
+    errors: list[type[BaseException]] = [EOFError, OSError, zlib.error]
+    try:
+        import zstandard
+        errors.append(zstandard.ZstdError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def _lines(p: Path) -> Iterator[bytes]:
+    """The file's lines as bytes (decoded per line by the caller, so that one bad line
+    costs one record), through gzip or zstd by extension."""
     name = p.name.lower()
     if name.endswith(".gz"):
-        return gzip.open(p, "rt", encoding="utf-8")  # type: ignore[return-value]
-    if name.endswith(".zst"):
-        try:
-            import zstandard
-        except ImportError:
-            raise ConfigError(f"{p}: .zst files need zstandard: pip install zstandard") from None
-        raw = zstandard.ZstdDecompressor().stream_reader(open(p, "rb"))
-        return io.TextIOWrapper(raw, encoding="utf-8")
-    return open(p, encoding="utf-8")
+        with gzip.open(p, "rb") as f:
+            yield from f
+    elif name.endswith(".zst"):
+        yield from _zstd_lines(p)
+    else:
+        with open(p, "rb") as f:
+            yield from f
+
+
+def _zstd_lines(p: Path, chunk: int = 1 << 20) -> Iterator[bytes]:
+    try:
+        import zstandard
+    except ImportError:
+        raise ConfigError(f"{p}: .zst files need zstandard: pip install zstandard") from None
+    dctx = zstandard.ZstdDecompressor()
+    dobj = dctx.decompressobj()
+    pending = b""
+    with open(p, "rb") as f:
+        while block := f.read(chunk):
+            data = dobj.decompress(block)
+            while dobj.eof and dobj.unused_data:  # concatenated frames
+                rest = dobj.unused_data
+                dobj = dctx.decompressobj()
+                data += dobj.decompress(rest)
+            pending += data
+            *full, pending = pending.split(b"\n")
+            for line in full:
+                yield line + b"\n"
+    if not dobj.eof:
+        raise EOFError("zstd stream ends before its frame is complete (truncated file)")
+    if pending:
+        yield pending
 
 
 @dataclass

@@ -146,7 +146,14 @@ def _limited(src: SourceConfig, skips: list[Skip], read: Counter[str]) -> Iterat
             continue
         if src.max_docs and n_docs >= src.max_docs:
             return
-        size = len(item.text.encode("utf-8", "replace"))
+        try:  # JSON can carry lone surrogates ("\ud800"), which no UTF-8 file can hold
+            size = len(item.text.encode("utf-8"))
+            item.id.encode("utf-8")
+        except UnicodeEncodeError as e:
+            skips.append(Skip(item.id.encode("utf-8", "backslashreplace").decode(),
+                              "invalid_unicode", str(e)))
+            continue
+        item.meta = {k: v for k, v in item.meta.items() if not _bad_str(v)}
         if src.max_bytes and n_bytes + size > src.max_bytes:
             if n_bytes:  # keep going only if nothing fits yet
                 return
@@ -154,6 +161,16 @@ def _limited(src: SourceConfig, skips: list[Skip], read: Counter[str]) -> Iterat
         n_bytes += size
         read[src.label()] += 1
         yield item
+
+
+def _bad_str(v: Any) -> bool:
+    if not isinstance(v, str):
+        return False
+    try:
+        v.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
 
 
 class _ShardWriter:

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import regex
+
 from ..config import ConfigError
 from ..log import log0
 
@@ -53,6 +55,12 @@ class TokenizerConfig:
         for tok in (BOS, EOS):
             if tok not in self.special_tokens:
                 raise ConfigError(f"special_tokens must include {tok}")
+        if len(set(self.special_tokens)) != len(self.special_tokens):
+            raise ConfigError(f"special_tokens has duplicates: {self.special_tokens}")
+        try:
+            regex.compile(self.regex())  # the engine tiktoken's patterns are written for
+        except regex.error as e:
+            raise ConfigError(f"pattern: invalid regex {self.regex()!r}: {e}") from None
         if self.max_chars <= 0 or self.doc_cap_chars <= 0:
             raise ConfigError("max_chars and doc_cap_chars must be positive")
 

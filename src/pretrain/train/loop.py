@@ -72,11 +72,13 @@ class RandomWindows:
     """Deterministic random training windows over memory-mapped shards."""
 
     def __init__(self, shards: TokenShards, seq_len: int, seed: int):
-        self.arrays = [a for a in shards.shards if len(a) > seq_len + 1]
+        # a window is seq_len + 1 tokens (inputs and shifted targets): a shard of n tokens
+        # has n - seq_len possible starts
+        self.arrays = [a for a in shards.shards if len(a) >= seq_len + 1]
         if not self.arrays:
-            raise ConfigError(f"no train shard holds more than seq_len + 1 = {seq_len + 1} tokens; "
+            raise ConfigError(f"no train shard holds seq_len + 1 = {seq_len + 1} tokens; "
                               "use more data or a shorter model.seq_len")
-        sizes = np.array([len(a) - seq_len - 1 for a in self.arrays], dtype=np.float64)
+        sizes = np.array([len(a) - seq_len for a in self.arrays], dtype=np.float64)
         self.weights = sizes / sizes.sum()
         self.seq_len, self.seed = seq_len, seed
 
@@ -86,7 +88,7 @@ class RandomWindows:
         rows = []
         for s in which:
             arr = self.arrays[s]
-            start = int(rng.integers(0, len(arr) - self.seq_len - 1))
+            start = int(rng.integers(0, len(arr) - self.seq_len))
             rows.append(np.asarray(arr[start:start + self.seq_len + 1], dtype=np.int64))
         xy = torch.from_numpy(np.stack(rows))
         return xy[:, :-1], xy[:, 1:]
@@ -97,7 +99,7 @@ def fixed_val_batches(shards: TokenShards, seq_len: int, batch_size: int,
     """Contiguous windows from the start of the val split: the same ones at every eval."""
     rows = []
     for arr in shards.shards:
-        for start in range(0, len(arr) - seq_len - 1, seq_len):
+        for start in range(0, len(arr) - seq_len, seq_len):
             rows.append(np.asarray(arr[start:start + seq_len + 1], dtype=np.int64))
             if len(rows) == batch_size * n_batches:
                 break

@@ -1,0 +1,72 @@
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from pretrain.eval.loss import EvalConfig, domain_losses
+from pretrain.eval.sample import generate
+from pretrain.model.llama import ModelConfig, Transformer
+from pretrain.tokenizer import shards
+from pretrain.tokenizer.bpe import BOS, EOS, Tokenizer
+
+TEXTS = {"a": ["hello there", "general kenobi"], "b": ["x = 1\nprint(x)"]}
+
+
+def _setup(tmp_path: Path, seq_len: int):
+    tok = Tokenizer([bytes([i]) for i in range(256)], r"[\s\S]", [BOS, EOS])  # bytes only
+    docs = [{"id": f"{d}{i}", "domain": d, "text": t}
+            for d, ts in TEXTS.items() for i, t in enumerate(ts)]
+    docs.append({"id": "t", "domain": "a", "text": "for training only"})
+    # the first two documents of each domain are held out, the last one is trained on
+    cfg = shards.TokenizeConfig(val_fraction=1e-6, min_val_docs=2)
+    shards.run(cfg, tok, iter(docs), ["a", "b"], tmp_path, {})
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(d_model=32, n_layers=2, n_heads=2, n_kv_heads=1,
+                                    seq_len=seq_len, vocab_size=tok.vocab_size))
+    return tok, model.eval()
+
+
+def test_bits_per_byte_matches_a_hand_computation(tmp_path: Path):
+    tok, model = _setup(tmp_path, seq_len=64)  # every domain fits in one window
+    res = domain_losses(model, shards.TokenShards(tmp_path, "val"), tok.token_bytes(),
+                        EvalConfig(max_tokens_per_domain=0), torch.device("cpu"))
+    total_nll = total_bytes = total_tok = 0.0
+    for domain, texts in TEXTS.items():
+        stream = []
+        for t in texts:
+            stream += [tok.bos_id, *tok.encode(t), tok.eos_id]
+        x = torch.tensor([stream[:-1]])
+        with torch.no_grad():
+            logp = F.log_softmax(model(x)[0][0].double(), dim=-1)
+        nll = -sum(float(logp[i, stream[i + 1]]) for i in range(len(stream) - 1))
+        nbytes = sum(len(t.encode()) for t in texts)  # BOS/EOS count zero bytes
+        assert res[domain]["tokens"] == len(stream) - 1
+        assert res[domain]["bytes"] == nbytes
+        assert math.isclose(res[domain]["loss"], nll / (len(stream) - 1), rel_tol=1e-4)
+        assert math.isclose(res[domain]["bpb"], nll / math.log(2) / nbytes, rel_tol=1e-4)
+        total_nll, total_bytes, total_tok = total_nll + nll, total_bytes + nbytes, total_tok + len(stream) - 1
+    assert math.isclose(res["all"]["bpb"], total_nll / math.log(2) / total_bytes, rel_tol=1e-4)
+    assert math.isclose(res["all"]["ppl"], math.exp(total_nll / total_tok), rel_tol=1e-3)
+
+
+def test_windows_shorter_than_the_stream_predict_every_token_once(tmp_path: Path):
+    tok, model = _setup(tmp_path, seq_len=8)
+    res = domain_losses(model, shards.TokenShards(tmp_path, "val"), tok.token_bytes(),
+                        EvalConfig(max_tokens_per_domain=0, batch_size=3), torch.device("cpu"))
+    for domain, texts in TEXTS.items():
+        n = sum(len(t.encode()) + 2 for t in texts)
+        assert res[domain]["tokens"] == n - 1
+
+
+def test_greedy_generation_is_the_argmax_continuation():
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, seq_len=16,
+                                    vocab_size=50)).eval()
+    out = generate(model, [1, 2, 3], 20, temperature=0.0, top_k=0,
+                   generator=torch.Generator().manual_seed(0))
+    seq = [1, 2, 3]
+    for _ in range(20):
+        nxt = int(model(torch.tensor([seq[-16:]]))[0][0, -1].argmax())
+        seq.append(nxt)
+    assert out == seq[3:]

@@ -16,7 +16,7 @@ from .config import ConfigError, apply_override, build, load_toml, to_dict
 from .data.stage import DataConfig
 from .eval.loss import EvalConfig
 from .eval.sample import SampleConfig
-from .model.llama import ModelConfig
+from .model.config import ModelConfig
 from .tokenizer.bpe import TokenizerConfig
 from .tokenizer.shards import TokenizeConfig
 from .train.loop import TrainConfig

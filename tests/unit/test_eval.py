@@ -5,8 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from pretrain.eval.loss import EvalConfig, domain_losses
-from pretrain.eval.sample import generate
-from pretrain.model.llama import ModelConfig, Transformer
+from pretrain.model.config import ModelConfig
+from pretrain.model.generate import generate
+from pretrain.model.transformer import Transformer
 from pretrain.tokenizer import shards
 from pretrain.tokenizer.bpe import BOS, EOS, Tokenizer
 
@@ -61,12 +62,11 @@ def test_windows_shorter_than_the_stream_predict_every_token_once(tmp_path: Path
 
 def test_greedy_generation_is_the_argmax_continuation():
     torch.manual_seed(0)
-    model = Transformer(ModelConfig(d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, seq_len=16,
+    model = Transformer(ModelConfig(d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, seq_len=32,
                                     vocab_size=50)).eval()
-    out = generate(model, [1, 2, 3], 20, temperature=0.0, top_k=0,
-                   generator=torch.Generator().manual_seed(0))
+    (out,) = generate(model, [[1, 2, 3]], 20, temperature=0.0, use_cache=False)
     seq = [1, 2, 3]
     for _ in range(20):
-        nxt = int(model(torch.tensor([seq[-16:]]))[0][0, -1].argmax())
+        nxt = int(model(torch.tensor([seq]))[0][0, -1].argmax())
         seq.append(nxt)
     assert out == seq[3:]

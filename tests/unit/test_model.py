@@ -3,31 +3,45 @@ import math
 import pytest
 import torch
 
-from pretrain.model.llama import ModelConfig, Transformer, apply_rope, rope_tables
+from pretrain.model.config import ModelConfig
+from pretrain.model.layers import apply_rope, rope_tables
+from pretrain.model.transformer import Transformer
 
 
 def _cfg(**kw) -> ModelConfig:
-    base = dict(d_model=64, n_layers=3, n_heads=4, n_kv_heads=2, seq_len=32, vocab_size=300)
+    base = dict(d_model=64, n_layers=3, n_heads=4, n_kv_heads=2, seq_len=32, vocab_size=300,
+                kv_lora_rank=24, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=12)
     return ModelConfig(**{**base, **kw})
 
 
-@pytest.mark.parametrize("kw", [{}, {"tie_embeddings": True}, {"n_kv_heads": 4},
-                                {"n_kv_heads": 1, "ffn_hidden": 100}])
+VARIANTS = [{}, {"tie_embeddings": True}, {"n_kv_heads": 4}, {"n_kv_heads": 1, "ffn_hidden": 100},
+            {"arch": "gpt2"}, {"arch": "gpt2", "ffn_hidden": 72}, {"arch": "mla"},
+            {"arch": "mla", "q_lora_rank": 20, "tie_embeddings": True}]
+
+
+@pytest.mark.parametrize("kw", VARIANTS, ids=str)
 def test_param_count_from_config_matches_the_module(kw):
     cfg = _cfg(**kw)
     model = Transformer(cfg)
     assert cfg.num_params() == sum(p.numel() for p in model.parameters())
     non_emb = sum(p.numel() for n, p in model.named_parameters()
-                  if not n.startswith(("embed.", "head.")))
+                  if not n.startswith(("embed.", "head.", "pos_embed.")))
     assert cfg.num_params(embeddings=False) == non_emb
 
 
-@pytest.mark.parametrize("kw", [{}, {"tie_embeddings": True}])
+@pytest.mark.parametrize("kw", VARIANTS, ids=str)
 def test_flops_per_token_is_6n_plus_attention(kw):
     cfg = _cfg(**kw)
     linear = sum(m.weight.numel() for m in Transformer(cfg).modules()
                  if isinstance(m, torch.nn.Linear))  # every matmul weight, the head included
-    assert cfg.flops_per_token() == 6 * linear + 12 * cfg.n_layers * cfg.d_model * cfg.seq_len
+    if cfg.arch == "mla":
+        per_head = (16 + 8) + 12   # QK^T over the qk dims, AV over the v dims
+    else:
+        per_head = 2 * cfg.head_dim
+    attn = 6 * cfg.n_layers * cfg.seq_len * cfg.n_heads * per_head
+    assert cfg.flops_per_token() == 6 * linear + attn
+    if cfg.arch != "mla":  # the familiar form
+        assert attn == 12 * cfg.n_layers * cfg.d_model * cfg.seq_len
 
 
 def test_initial_loss_is_about_log_vocab():
@@ -38,9 +52,10 @@ def test_initial_loss_is_about_log_vocab():
     assert loss.item() == pytest.approx(math.log(300), abs=0.3)
 
 
-def test_causal_future_tokens_do_not_change_past_logits():
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "mla"])
+def test_causal_future_tokens_do_not_change_past_logits(arch):
     torch.manual_seed(0)
-    model = Transformer(_cfg()).eval()
+    model = Transformer(_cfg(arch=arch)).eval()
     x = torch.randint(0, 300, (2, 32))
     y = x.clone()
     y[:, 20:] = torch.randint(0, 300, (2, 12))
@@ -77,6 +92,12 @@ def test_rope_is_a_rotation_and_relative():
         return float((apply_rope(q1, cos[m:m + 1], sin[m:m + 1])
                       * apply_rope(k, cos[n:n + 1], sin[n:n + 1])).sum())
     assert dot(5, 2) == pytest.approx(dot(13, 10), abs=1e-4)
+
+
+def test_kv_cache_bytes_per_token():
+    assert _cfg().kv_cache_bytes_per_token(2) == 3 * 2 * 2 * 16 * 2          # K and V, 2 kv heads
+    assert _cfg(arch="gpt2").kv_cache_bytes_per_token(4) == 3 * 2 * 4 * 16 * 4
+    assert _cfg(arch="mla").kv_cache_bytes_per_token(2) == 3 * (24 + 8) * 2  # latent + rope key
 
 
 def test_residual_projections_get_depth_scaled_init():

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from pretrain.model.llama import ModelConfig, Transformer
+from pretrain.model.config import ModelConfig
+from pretrain.model.transformer import Transformer
 from pretrain.train import checkpoint
 from pretrain.train.loop import RandomWindows, TrainConfig, lr_at, param_groups
 

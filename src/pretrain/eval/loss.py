@@ -20,7 +20,7 @@ import torch
 
 from ..config import ConfigError
 from ..log import Progress, log0
-from ..model.llama import Transformer
+from ..model.transformer import Transformer
 from ..tokenizer.shards import TokenShards
 
 

@@ -1,7 +1,7 @@
-"""Text generation from a trained model: temperature and top-k sampling, BOS-prefixed prompts.
+"""The sample stage: generate from the trained model for the configured prompts.
 
-This foundation version recomputes the whole (cropped) context at every token; KV-cache
-generation, top-p, stop tokens and batched prompts come with issue 3.
+Prompts are encoded after a BOS token (how every training document starts) and decoded
+until EOS or ``max_new_tokens``, all prompts in one batch through the KV cache.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..config import ConfigError
-from ..model.llama import Transformer
+from ..model.generate import generate
+from ..model.transformer import Transformer
 from ..tokenizer.bpe import Tokenizer
 
 
@@ -21,6 +22,7 @@ class SampleConfig:
     max_new_tokens: int = 64
     temperature: float = 0.8          # 0 = greedy
     top_k: int = 50                   # 0 = no top-k filter
+    top_p: float = 1.0                # nucleus sampling; 1 = off
     seed: int = 1234
 
     def __post_init__(self) -> None:
@@ -28,40 +30,13 @@ class SampleConfig:
             raise ConfigError("max_new_tokens must be positive")
         if self.temperature < 0 or self.top_k < 0:
             raise ConfigError("temperature and top_k must be >= 0")
-
-
-@torch.no_grad()
-def generate(model: Transformer, ids: list[int], max_new_tokens: int, temperature: float,
-             top_k: int, generator: torch.Generator, stop_id: int | None = None) -> list[int]:
-    model.eval()
-    device = next(model.parameters()).device
-    x = torch.tensor([ids], dtype=torch.long, device=device)
-    out: list[int] = []
-    for _ in range(max_new_tokens):
-        logits, _ = model(x[:, -model.cfg.seq_len:])
-        logits = logits[0, -1].float()
-        if temperature == 0:
-            nxt = int(logits.argmax())
-        else:
-            logits = logits / temperature
-            if top_k:
-                kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            probs = torch.softmax(logits, dim=-1).cpu()
-            nxt = int(torch.multinomial(probs, 1, generator=generator))
-        if stop_id is not None and nxt == stop_id:
-            break
-        out.append(nxt)
-        x = torch.cat([x, torch.tensor([[nxt]], device=device)], dim=1)
-    return out
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError("top_p must be within (0, 1]")
 
 
 def run(model: Transformer, tok: Tokenizer, cfg: SampleConfig) -> list[dict[str, str]]:
     gen = torch.Generator().manual_seed(cfg.seed)
-    samples = []
-    for prompt in cfg.prompts:
-        ids = [tok.bos_id, *tok.encode(prompt)]
-        new = generate(model, ids, cfg.max_new_tokens, cfg.temperature, cfg.top_k, gen,
-                       stop_id=tok.eos_id)
-        samples.append({"prompt": prompt, "completion": tok.decode(new)})
-    return samples
+    prompts = [[tok.bos_id, *tok.encode(p)] for p in cfg.prompts]
+    outs = generate(model, prompts, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p,
+                    stop_ids=(tok.eos_id,), generator=gen)
+    return [{"prompt": p, "completion": tok.decode(o)} for p, o in zip(cfg.prompts, outs, strict=True)]

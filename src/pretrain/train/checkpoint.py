@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 
 from ..config import ConfigError, build
-from ..model.llama import ModelConfig, Transformer
+from ..model.config import ModelConfig
+from ..model.transformer import Transformer
 
 WEIGHTS, CONFIG = "model.safetensors", "model_config.json"
 

@@ -23,7 +23,8 @@ import torch
 
 from ..config import ConfigError, PretrainError
 from ..log import Progress, log0
-from ..model.llama import ModelConfig, Transformer
+from ..model.config import ModelConfig
+from ..model.transformer import Transformer
 from ..tokenizer.shards import TokenShards
 from . import checkpoint
 

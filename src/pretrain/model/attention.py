@@ -1,0 +1,123 @@
+"""Attention: grouped-query (LLaMA, and GPT-2 with biases and no RoPE) and DeepSeek's MLA.
+
+Both classes share one interface: ``forward(x, cos, sin, mask, cache, layer)``.
+``mask`` is None for training (causal, the fast ``is_causal`` path) or a boolean
+(B, 1, T, S) "may attend" mask for generation with padding and a cache.
+
+MLA (DeepSeek-V2, arXiv 2405.04434): keys and values come from a shared latent
+``c_kv = RMSNorm(W_dkv x)`` of ``kv_lora_rank`` dims, plus one decoupled RoPE key of
+``qk_rope_head_dim`` dims shared by all heads. Training uses the naive path (expand the
+latent to per-head K/V, then SDPA). Generation caches only the latent and the rope key and
+uses weight absorption: ``q_nope . (W_uk c)`` = ``(W_uk^T q_nope) . c`` and
+``W_uv (P c)``, so no per-head K/V is ever materialised. Both paths compute the same thing.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+from .layers import KVCache, RMSNorm, apply_rope
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads, self.n_kv, self.hd = cfg.n_heads, cfg.kv_heads, cfg.head_dim
+        self.rope = cfg.arch != "gpt2"
+        bias = cfg.arch == "gpt2"
+        self.wq = nn.Linear(cfg.d_model, self.n_heads * self.hd, bias=bias)
+        self.wk = nn.Linear(cfg.d_model, self.n_kv * self.hd, bias=bias)
+        self.wv = nn.Linear(cfg.d_model, self.n_kv * self.hd, bias=bias)
+        self.wo = nn.Linear(self.n_heads * self.hd, cfg.d_model, bias=bias)
+        self.dropout = cfg.dropout
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                mask: torch.Tensor | None = None, cache: KVCache | None = None,
+                layer: int = 0) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = self.wq(x).view(B, T, self.n_heads, self.hd).transpose(1, 2)  # (B, H, T, hd)
+        k = self.wk(x).view(B, T, self.n_kv, self.hd).transpose(1, 2)     # (B, Hkv, T, hd)
+        v = self.wv(x).view(B, T, self.n_kv, self.hd).transpose(1, 2)
+        if self.rope:
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k = cache.append(layer, "k", k, dim=2)                       # (B, Hkv, S, hd)
+            v = cache.append(layer, "v", v, dim=2)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=mask is None,
+            dropout_p=self.dropout if self.training else 0.0,
+            enable_gqa=self.n_kv != self.n_heads)
+        return self.wo(y.transpose(1, 2).reshape(B, T, -1))              # (B, T, d)
+
+
+class MLAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.H, self.nope, self.rope_dim = cfg.n_heads, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim
+        self.v_dim, self.r_kv, self.r_q = cfg.v_head_dim, cfg.kv_lora_rank, cfg.q_lora_rank
+        qk = self.nope + self.rope_dim
+        d = cfg.d_model
+        if self.r_q:
+            self.q_a = nn.Linear(d, self.r_q, bias=False)
+            self.q_a_norm = RMSNorm(self.r_q, cfg.norm_eps)
+            self.q_b = nn.Linear(self.r_q, self.H * qk, bias=False)
+        else:
+            self.q_proj = nn.Linear(d, self.H * qk, bias=False)
+        self.kv_a = nn.Linear(d, self.r_kv + self.rope_dim, bias=False)
+        self.kv_a_norm = RMSNorm(self.r_kv, cfg.norm_eps)
+        self.kv_b = nn.Linear(self.r_kv, self.H * (self.nope + self.v_dim), bias=False)
+        self.wo = nn.Linear(self.H * self.v_dim, d, bias=False)
+        self.scale = qk ** -0.5                      # DeepSeek's softmax scale (no YaRN)
+        self.dropout = cfg.dropout
+        self.absorb: bool | None = None              # None: absorbed iff generating with a cache
+
+    def _q(self, x: torch.Tensor) -> torch.Tensor:
+        return self.q_b(self.q_a_norm(self.q_a(x))) if self.r_q else self.q_proj(x)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                mask: torch.Tensor | None = None, cache: KVCache | None = None,
+                layer: int = 0) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = self._q(x).view(B, T, self.H, self.nope + self.rope_dim).transpose(1, 2)
+        q_nope, q_rope = q.split([self.nope, self.rope_dim], dim=-1)     # (B, H, T, .)
+        q_rope = apply_rope(q_rope, cos, sin)
+        c_kv, k_rope = self.kv_a(x).split([self.r_kv, self.rope_dim], dim=-1)
+        c_kv = self.kv_a_norm(c_kv)                                      # (B, T, r_kv)
+        k_rope = apply_rope(k_rope.unsqueeze(1), cos, sin)               # (B, 1, T, rope)
+        if cache is not None:
+            c_kv = cache.append(layer, "c_kv", c_kv, dim=1)              # (B, S, r_kv)
+            k_rope = cache.append(layer, "k_rope", k_rope, dim=2)        # (B, 1, S, rope)
+        absorb = cache is not None if self.absorb is None else self.absorb
+        if absorb:
+            y = self._absorbed(q_nope, q_rope, c_kv, k_rope, mask)
+        else:
+            y = self._naive(q_nope, q_rope, c_kv, k_rope, mask)
+        return self.wo(y.transpose(1, 2).reshape(B, T, -1))
+
+    def _naive(self, q_nope: torch.Tensor, q_rope: torch.Tensor, c_kv: torch.Tensor,
+               k_rope: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        B, S = c_kv.shape[:2]
+        kv = self.kv_b(c_kv).view(B, S, self.H, self.nope + self.v_dim).transpose(1, 2)
+        k_nope, v = kv.split([self.nope, self.v_dim], dim=-1)            # (B, H, S, .)
+        k = torch.cat([k_nope, k_rope.expand(B, self.H, S, self.rope_dim)], dim=-1)
+        q = torch.cat([q_nope, q_rope], dim=-1)
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=mask is None, scale=self.scale,
+            dropout_p=self.dropout if self.training else 0.0)            # (B, H, T, v)
+
+    def _absorbed(self, q_nope: torch.Tensor, q_rope: torch.Tensor, c_kv: torch.Tensor,
+                  k_rope: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        w = self.kv_b.weight.view(self.H, self.nope + self.v_dim, self.r_kv)
+        w_uk, w_uv = w[:, :self.nope], w[:, self.nope:]                  # (H, nope|v, r_kv)
+        q_lat = torch.einsum("bhtn,hnr->bhtr", q_nope, w_uk)             # (B, H, T, r_kv)
+        scores = q_lat @ c_kv.unsqueeze(1).transpose(-1, -2)             # (B, H, T, S)
+        scores = (scores + q_rope @ k_rope.transpose(-1, -2)) * self.scale
+        if mask is None:
+            T, S = scores.shape[-2:]
+            mask = torch.ones(T, S, dtype=torch.bool, device=scores.device).tril(S - T)
+        probs = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1, dtype=torch.float32)
+        o_lat = probs.type_as(c_kv) @ c_kv.unsqueeze(1)                  # (B, H, T, r_kv)
+        return torch.einsum("bhtr,hvr->bhtv", o_lat, w_uv)               # (B, H, T, v)

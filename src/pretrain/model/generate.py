@@ -1,0 +1,70 @@
+"""Autoregressive generation: KV cache, greedy / temperature / top-k / top-p, stop tokens,
+and batched prompts of different lengths (left-padded, masked, positions shifted per row).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .transformer import Transformer
+
+
+def sample_next(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,
+                generator: torch.Generator | None) -> torch.Tensor:
+    """logits (B, V) -> next ids (B,). temperature 0 is greedy."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        drop = cum - sorted_logits.softmax(dim=-1) >= top_p   # keep the smallest set >= top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    probs = logits.softmax(dim=-1).cpu()
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1).to(logits.device)
+
+
+@torch.no_grad()
+def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int,
+             temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+             stop_ids: tuple[int, ...] = (), generator: torch.Generator | None = None,
+             use_cache: bool = True, pad_id: int = 0) -> list[list[int]]:
+    """Continue each prompt; returns the new tokens of each (without the stop token).
+
+    Prompt + new tokens must fit in ``seq_len``; ``max_new_tokens`` is cut to fit.
+    """
+    if not prompts or any(not p for p in prompts):
+        raise ValueError("every prompt needs at least one token (e.g. BOS)")
+    model.eval()
+    device = model.embed.weight.device
+    longest = max(len(p) for p in prompts)
+    max_new_tokens = min(max_new_tokens, model.cfg.seq_len - longest)
+    if max_new_tokens <= 0:
+        raise ValueError(f"a prompt of {longest} tokens leaves no room in seq_len={model.cfg.seq_len}")
+    B = len(prompts)
+    pad = torch.tensor([longest - len(p) for p in prompts], device=device)
+    seq = torch.tensor([[pad_id] * (longest - len(p)) + p for p in prompts], device=device)
+    cache = model.new_cache(B, longest + max_new_tokens, pad) if use_cache else None
+    out: list[list[int]] = [[] for _ in range(B)]
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    stops = torch.tensor(stop_ids or [-1], device=device)
+    step_input = seq
+    for _ in range(max_new_tokens):
+        if cache is not None:
+            logits, _ = model(step_input, cache=cache)
+        else:
+            logits, _ = model(seq, pad=pad)
+        nxt = sample_next(logits[:, -1], temperature, top_k, top_p, generator)
+        hit = torch.isin(nxt, stops)
+        for b in (~done & ~hit).nonzero().flatten().tolist():
+            out[b].append(int(nxt[b]))
+        done |= hit
+        if bool(done.all()):
+            break
+        seq = torch.cat([seq, nxt[:, None]], dim=1)
+        step_input = nxt[:, None]
+    return out

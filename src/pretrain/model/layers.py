@@ -1,0 +1,86 @@
+"""Building blocks: norms, rotary embeddings, feed-forward layers, the KV cache."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+def rope_tables(dim: int, max_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of shape (max_len, dim), in the rotate-half layout of HF Llama."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)
+    freqs = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)  # (T, dim/2)
+    emb = torch.cat([freqs, freqs], dim=-1)                                    # (T, dim)
+    return emb.cos(), emb.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: (B, H, T, dim); cos/sin: (T, dim) or (B, 1, T, dim). Pairs are (i, i + dim/2)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, d: int, hidden: int):
+        super().__init__()
+        self.w1 = nn.Linear(d, hidden, bias=False)   # gate
+        self.w3 = nn.Linear(d, hidden, bias=False)   # up
+        self.w2 = nn.Linear(hidden, d, bias=False)   # down
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class GeluMLP(nn.Module):
+    """GPT-2's MLP; GELU with the tanh approximation ("gelu_new" in HF's GPT-2)."""
+
+    def __init__(self, d: int, hidden: int):
+        super().__init__()
+        self.fc = nn.Linear(d, hidden)
+        self.proj = nn.Linear(hidden, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(F.gelu(self.fc(x), approximate="tanh"))
+
+
+class KVCache:
+    """Per-layer buffers for generation, preallocated to ``max_len`` positions.
+
+    Each attention layer stores what it needs under its own names (K and V; or MLA's
+    latent and rope key) through :meth:`append`, which returns everything cached so far.
+    ``pad`` holds each row's count of left-padding positions (batched prompts of
+    different lengths are left-padded so that all rows decode in lockstep).
+    """
+
+    def __init__(self, n_layers: int, batch: int, max_len: int, pad: torch.Tensor):
+        self.max_len, self.batch = max_len, batch
+        self.pad = pad
+        self.length = 0                                    # positions filled so far
+        self.buffers: list[dict[str, torch.Tensor]] = [{} for _ in range(n_layers)]
+
+    def append(self, layer: int, name: str, new: torch.Tensor, dim: int) -> torch.Tensor:
+        buf = self.buffers[layer].get(name)
+        if buf is None:
+            shape = list(new.shape)
+            shape[dim] = self.max_len
+            buf = self.buffers[layer][name] = new.new_zeros(shape)
+        T = new.shape[dim]
+        if self.length + T > self.max_len:
+            raise ValueError(f"KV cache full: {self.length} + {T} positions > {self.max_len}")
+        buf.narrow(dim, self.length, T).copy_(new)
+        return buf.narrow(dim, 0, self.length + T)
+
+    def bytes(self) -> int:
+        return sum(b.numel() * b.element_size() for layer in self.buffers for b in layer.values())

@@ -1,0 +1,132 @@
+"""The decoder-only transformer, written for one device, for all three architectures.
+
+Pre-norm blocks: ``x + attn(norm(x))``, ``x + mlp(norm(x))``. LLaMA and MLA use RMSNorm,
+RoPE (rotate-half layout, as HF Llama, so export is a rename) and SwiGLU; GPT-2 uses
+LayerNorm with bias, learned positions and a GELU MLP. Parallelism, compile and
+activation checkpointing are applied from outside (issue 4).
+
+Initialisation: N(0, init_std) for every matrix and embedding, and the two projections that
+write into the residual stream (attention ``wo``, MLP ``w2``/``proj``) scaled by
+1/sqrt(2 * n_layers), as in GPT-2 and OLMo: each block then adds two terms of variance
+~ std^2 / (2L) to the residual, so its variance stays O(1) at any depth instead of growing
+linearly with the number of layers. Biases start at 0, norm gains at 1.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ConfigError
+from .attention import Attention, MLAttention
+from .config import ModelConfig
+from .layers import GeluMLP, KVCache, RMSNorm, SwiGLU, rope_tables
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        gpt2 = cfg.arch == "gpt2"
+
+        def norm() -> nn.Module:
+            return nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps) if gpt2 else RMSNorm(cfg.d_model, cfg.norm_eps)
+
+        self.attn_norm = norm()
+        self.attn: Attention | MLAttention = MLAttention(cfg) if cfg.arch == "mla" else Attention(cfg)
+        self.ffn_norm = norm()
+        self.ffn: nn.Module = GeluMLP(cfg.d_model, cfg.hidden) if gpt2 else SwiGLU(cfg.d_model, cfg.hidden)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                mask: torch.Tensor | None, cache: KVCache | None, layer: int) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, mask, cache, layer))
+        return x + self.drop(self.ffn(self.ffn_norm(x)))
+
+
+class Transformer(nn.Module):
+    rope_cos: torch.Tensor
+    rope_sin: torch.Tensor
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        if cfg.vocab_size <= 0:
+            raise ConfigError("model.vocab_size must be set (it is filled from the tokenizer)")
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.pos_embed = nn.Embedding(cfg.seq_len, cfg.d_model) if cfg.arch == "gpt2" else None
+        self.drop = nn.Dropout(cfg.dropout)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = (nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps) if cfg.arch == "gpt2"
+                     else RMSNorm(cfg.d_model, cfg.norm_eps))
+        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tied:
+            self.head.weight = self.embed.weight
+        rope_dim = cfg.qk_rope_head_dim if cfg.arch == "mla" else cfg.head_dim
+        cos, sin = rope_tables(rope_dim, cfg.seq_len, cfg.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        std = self.cfg.init_std
+        residual = ("wo.weight", "w2.weight", "proj.weight")
+        for name, p in self.named_parameters():
+            if p.dim() == 2:
+                scale = 1 / math.sqrt(2 * self.cfg.n_layers) if name.endswith(residual) else 1.0
+                nn.init.normal_(p, mean=0.0, std=std * scale)
+            elif name.endswith("bias"):
+                nn.init.zeros_(p)
+            else:
+                nn.init.ones_(p)  # norm gains
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                reduction: str = "mean", cache: KVCache | None = None,
+                pad: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """idx: (B, T) token ids -> logits (B, T, V), and the loss if targets are given.
+
+        Training passes neither ``cache`` nor ``pad`` (causal attention, positions 0..T-1).
+        Generation passes a :class:`KVCache` (positions continue after what it holds) and/or
+        ``pad``, each row's number of left-padding tokens, which are masked out as keys and
+        shift that row's positions so its first real token is at position 0.
+        """
+        B, T = idx.shape
+        start = cache.length if cache is not None else 0
+        if start + T > self.cfg.seq_len:
+            raise ValueError(f"sequence of {start + T} tokens exceeds seq_len={self.cfg.seq_len}")
+        if cache is not None and pad is None:
+            pad = cache.pad
+        mask = None
+        if pad is None:
+            pos: torch.Tensor = torch.arange(T, device=idx.device)
+            cos, sin = self.rope_cos[:T], self.rope_sin[:T]
+        else:
+            S = start + T
+            key_pos = torch.arange(S, device=idx.device)
+            real = key_pos[None, :] >= pad[:, None]                      # (B, S) not padding
+            causal = key_pos[None, :] <= key_pos[start:, None]           # (T, S)
+            mask = (causal[None] & real[:, None, :]).unsqueeze(1)        # (B, 1, T, S)
+            mask |= ~real[:, None, start:, None]  # padding queries see everything: no NaN rows
+            pos = (key_pos[start:][None, :] - pad[:, None]).clamp(min=0)  # (B, T)
+            cos, sin = self.rope_cos[pos].unsqueeze(1), self.rope_sin[pos].unsqueeze(1)
+        x = self.embed(idx)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed(pos)
+        x = self.drop(x)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, mask, cache, i)
+        if cache is not None:
+            cache.length += T
+        logits = self.head(self.norm(x))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1),
+                                   ignore_index=-1, reduction=reduction)
+        return logits, loss
+
+    def new_cache(self, batch: int, max_len: int, pad: torch.Tensor | None = None) -> KVCache:
+        if pad is None:
+            pad = torch.zeros(batch, dtype=torch.long, device=self.embed.weight.device)
+        return KVCache(self.cfg.n_layers, batch, min(max_len, self.cfg.seq_len), pad)

@@ -61,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
                            description=text[0].upper() + text[1:] + ". Needs the stages "
                            "before it to have completed in the same run directory.")
         _common(p)
+    p = sub.add_parser("export", allow_abbrev=False, help="write a run's model in Hugging Face format",
+                       description="Write the trained model of a run (runs/<name> or its train/ "
+                                   "folder) as a Hugging Face directory: model.safetensors, "
+                                   "config.json, generation_config.json, tokenizer.json and "
+                                   "tokenizer_config.json. LlamaForCausalLM for llama, "
+                                   "DeepseekV3ForCausalLM for mla, GPT2LMHeadModel for gpt2.")
+    p.add_argument("source", metavar="RUN_OR_CHECKPOINT", help="run directory or its train/ folder")
+    p.add_argument("out", metavar="OUT_DIR", help="folder to create")
     p = sub.add_parser("config", allow_abbrev=False, help="show or validate configs",
                        description="Show the resolved config (defaults < TOML < overrides), "
                                    "or validate config files.", epilog=EPILOG,
@@ -145,6 +153,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides = parse_override_args(rest)
         if args.command == "config":
             return _config(args, overrides)
+        if args.command == "export":
+            if overrides:
+                raise PretrainError("export takes no config overrides")
+            from pathlib import Path
+
+            from .model.hf import export_run
+            print(f"exported: {export_run(Path(args.source), Path(args.out))}")
+            return 0
         return _run(args, overrides)
     except PretrainError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -187,3 +187,26 @@ def test_kill_between_the_two_renames_of_a_publish_is_recovered(tiny_run, tmp_pa
     RunDir(copy).sweep_tmp()
     assert RunDir(copy).manifest("eval") is not None
     assert not list(copy.glob(".tmp-*")) and not list(copy.glob(".old-*"))
+
+
+def test_exported_run_generates_in_plain_transformers(tiny_run, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    from pretrain.model.generate import generate
+    from pretrain.tokenizer.bpe import Tokenizer
+    from pretrain.train import checkpoint
+    root, _ = tiny_run
+    out = tmp_path / "hf"
+    assert main(["export", str(root), str(out)]) == 0
+    model = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    tok = transformers.AutoTokenizer.from_pretrained(out)
+    ids = tok("def main():", return_tensors="pt")["input_ids"]
+    gen = model.generate(ids, max_new_tokens=10, do_sample=False, pad_token_id=tok.pad_token_id)
+    ours_tok = Tokenizer.load(root / "tokenizer" / "tokenizer.json")
+    assert ids[0].tolist() == [ours_tok.bos_id, *ours_tok.encode("def main():")]
+    ours = generate(checkpoint.load(root / "train"), [ids[0].tolist()], 10, temperature=0.0,
+                    stop_ids=(ours_tok.eos_id,))[0]
+    assert gen[0, ids.shape[1]:].tolist()[:len(ours)] == ours
+    assert isinstance(tok.decode(gen[0]), str)
+    assert main(["export", str(root), str(out)]) == 2  # never overwrites

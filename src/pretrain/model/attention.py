@@ -53,6 +53,12 @@ class Attention(nn.Module):
         return self.wo(y.transpose(1, 2).reshape(B, T, -1))              # (B, T, d)
 
 
+# DeepSeek's latent norms use a fixed eps, not the model's rms_norm_eps (HF's DeepseekV3
+# builds q_a_layernorm and kv_a_layernorm with the default 1e-6); matching it is what makes
+# the export exact.
+LATENT_NORM_EPS = 1e-6
+
+
 class MLAttention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -62,12 +68,12 @@ class MLAttention(nn.Module):
         d = cfg.d_model
         if self.r_q:
             self.q_a = nn.Linear(d, self.r_q, bias=False)
-            self.q_a_norm = RMSNorm(self.r_q, cfg.norm_eps)
+            self.q_a_norm = RMSNorm(self.r_q, LATENT_NORM_EPS)
             self.q_b = nn.Linear(self.r_q, self.H * qk, bias=False)
         else:
             self.q_proj = nn.Linear(d, self.H * qk, bias=False)
         self.kv_a = nn.Linear(d, self.r_kv + self.rope_dim, bias=False)
-        self.kv_a_norm = RMSNorm(self.r_kv, cfg.norm_eps)
+        self.kv_a_norm = RMSNorm(self.r_kv, LATENT_NORM_EPS)
         self.kv_b = nn.Linear(self.r_kv, self.H * (self.nope + self.v_dim), bias=False)
         self.wo = nn.Linear(self.H * self.v_dim, d, bias=False)
         self.scale = qk ** -0.5                      # DeepSeek's softmax scale (no YaRN)

@@ -1,0 +1,251 @@
+"""Hugging Face export and import: ``LlamaForCausalLM``, ``DeepseekV3ForCausalLM``, ``GPT2LMHeadModel``.
+
+We write ``config.json`` ourselves instead of calling a transformers ``save_pretrained``, so
+the directory reads the same in transformers 4.x and 5.x (``shared/reference/
+ecosystem-and-interop.md`` §1.5): both ``rope_theta`` (4.x) and ``rope_parameters`` (5.x),
+``dtype`` and ``torch_dtype``. Weight layouts:
+
+- llama: our RoPE is HF's rotate-half layout, so the export is a pure rename.
+- mla: DeepSeek's native interleaved RoPE rows with ``rope_interleave: true`` (what vLLM and
+  llama.cpp expect); only the rope rows of the q and kv_a projections are permuted. Dense:
+  ``first_k_dense_replace = n_layers``, the MoE keys set to valid but unused values.
+- gpt2: ``Conv1D`` stores weights as (in, out), the transpose of ``nn.Linear``; q/k/v are
+  fused in ``c_attn``.
+
+Import maps the same tables backwards, so export -> import is bit-identical.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import ConfigError
+from .config import ModelConfig
+from .transformer import Transformer
+
+Tensor = torch.Tensor
+# (hf name, our names, ours -> hf, hf -> ours)
+Entry = tuple[str, list[str], Callable[[list[Tensor]], Tensor], Callable[[Tensor], list[Tensor]]]
+
+ARCHITECTURES = {"llama": "LlamaForCausalLM", "mla": "DeepseekV3ForCausalLM",
+                 "gpt2": "GPT2LMHeadModel"}
+MODEL_TYPES = {"llama": "llama", "deepseek_v3": "mla", "gpt2": "gpt2"}
+
+
+def _same(name_hf: str, name: str) -> Entry:
+    return name_hf, [name], lambda ts: ts[0], lambda t: [t]
+
+
+def _rope_rows(t: Tensor, block: int, rope: int, to_interleaved: bool) -> Tensor:
+    """Permute the last ``rope`` rows of every ``block``-row block between the rotate-half
+    layout (pairs i, i + rope/2) and DeepSeek's interleaved one (pairs 2i, 2i + 1)."""
+    rows = t.view(-1, block, t.shape[-1])
+    head, r = rows[:, : block - rope], rows[:, block - rope:]
+    n = rows.shape[0]
+    if to_interleaved:
+        r = r.reshape(n, 2, rope // 2, -1).transpose(1, 2)
+    else:
+        r = r.reshape(n, rope // 2, 2, -1).transpose(1, 2)
+    return torch.cat([head, r.reshape(n, rope, -1)], dim=1).reshape(t.shape).contiguous()
+
+
+def _rope_entry(name_hf: str, name: str, block: int, rope: int) -> Entry:
+    return (name_hf, [name], lambda ts: _rope_rows(ts[0], block, rope, True),
+            lambda t: [_rope_rows(t, block, rope, False)])
+
+
+def _table(cfg: ModelConfig) -> list[Entry]:
+    if cfg.arch == "gpt2":
+        return _gpt2_table(cfg)
+    out: list[Entry] = [_same("model.embed_tokens.weight", "embed.weight")]
+    for i in range(cfg.n_layers):
+        h, o = f"model.layers.{i}.", f"layers.{i}."
+        out += [_same(h + "input_layernorm.weight", o + "attn_norm.weight"),
+                _same(h + "post_attention_layernorm.weight", o + "ffn_norm.weight"),
+                _same(h + "mlp.gate_proj.weight", o + "ffn.w1.weight"),
+                _same(h + "mlp.up_proj.weight", o + "ffn.w3.weight"),
+                _same(h + "mlp.down_proj.weight", o + "ffn.w2.weight"),
+                _same(h + "self_attn.o_proj.weight", o + "attn.wo.weight")]
+        a, sa = o + "attn.", h + "self_attn."
+        if cfg.arch == "llama":
+            out += [_same(sa + f"{x}_proj.weight", a + f"w{x}.weight") for x in "qkv"]
+            continue
+        qk, rope = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim, cfg.qk_rope_head_dim
+        if cfg.q_lora_rank:
+            out += [_same(sa + "q_a_proj.weight", a + "q_a.weight"),
+                    _same(sa + "q_a_layernorm.weight", a + "q_a_norm.weight"),
+                    _rope_entry(sa + "q_b_proj.weight", a + "q_b.weight", qk, rope)]
+        else:
+            out.append(_rope_entry(sa + "q_proj.weight", a + "q_proj.weight", qk, rope))
+        out += [_rope_entry(sa + "kv_a_proj_with_mqa.weight", a + "kv_a.weight",
+                            cfg.kv_lora_rank + rope, rope),
+                _same(sa + "kv_a_layernorm.weight", a + "kv_a_norm.weight"),
+                _same(sa + "kv_b_proj.weight", a + "kv_b.weight")]
+    out.append(_same("model.norm.weight", "norm.weight"))
+    if not cfg.tied:
+        out.append(_same("lm_head.weight", "head.weight"))
+    return out
+
+
+def _t(name_hf: str, name: str) -> Entry:
+    return name_hf, [name], lambda ts: ts[0].t().contiguous(), lambda t: [t.t().contiguous()]
+
+
+def _gpt2_table(cfg: ModelConfig) -> list[Entry]:
+    d = cfg.d_model
+    out: list[Entry] = [_same("transformer.wte.weight", "embed.weight"),
+                        _same("transformer.wpe.weight", "pos_embed.weight")]
+    for i in range(cfg.n_layers):
+        h, o = f"transformer.h.{i}.", f"layers.{i}."
+        qkv = [o + f"attn.w{x}" for x in "qkv"]
+        out += [
+            _same(h + "ln_1.weight", o + "attn_norm.weight"), _same(h + "ln_1.bias", o + "attn_norm.bias"),
+            (h + "attn.c_attn.weight", [n + ".weight" for n in qkv],
+             lambda ts: torch.cat(ts, dim=0).t().contiguous(),
+             lambda t: [x.t().contiguous() for x in t.split(d, dim=1)]),
+            (h + "attn.c_attn.bias", [n + ".bias" for n in qkv],
+             lambda ts: torch.cat(ts), lambda t: list(t.split(d))),
+            _t(h + "attn.c_proj.weight", o + "attn.wo.weight"), _same(h + "attn.c_proj.bias", o + "attn.wo.bias"),
+            _same(h + "ln_2.weight", o + "ffn_norm.weight"), _same(h + "ln_2.bias", o + "ffn_norm.bias"),
+            _t(h + "mlp.c_fc.weight", o + "ffn.fc.weight"), _same(h + "mlp.c_fc.bias", o + "ffn.fc.bias"),
+            _t(h + "mlp.c_proj.weight", o + "ffn.proj.weight"), _same(h + "mlp.c_proj.bias", o + "ffn.proj.bias"),
+        ]
+    return out + [_same("transformer.ln_f.weight", "norm.weight"), _same("transformer.ln_f.bias", "norm.bias")]
+
+
+def hf_config(cfg: ModelConfig, bos_id: int | None, eos_id: int | None) -> dict[str, Any]:
+    common: dict[str, Any] = {"architectures": [ARCHITECTURES[cfg.arch]], "vocab_size": cfg.vocab_size,
+                              "bos_token_id": bos_id, "eos_token_id": eos_id,
+                              "tie_word_embeddings": cfg.tied, "torch_dtype": "float32",
+                              "dtype": "float32", "use_cache": True, "initializer_range": cfg.init_std}
+    if cfg.arch == "gpt2":
+        return {**common, "model_type": "gpt2", "n_embd": cfg.d_model, "n_layer": cfg.n_layers,
+                "n_head": cfg.n_heads, "n_positions": cfg.seq_len, "n_ctx": cfg.seq_len,
+                "n_inner": cfg.hidden, "activation_function": "gelu_new",
+                "layer_norm_epsilon": cfg.norm_eps, "resid_pdrop": 0.0, "embd_pdrop": 0.0,
+                "attn_pdrop": 0.0, "scale_attn_weights": True}
+    rope = {"rope_theta": cfg.rope_theta, "rope_scaling": None,
+            "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta}}
+    base = {**common, **rope, "hidden_size": cfg.d_model, "intermediate_size": cfg.hidden,
+            "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,
+            "max_position_embeddings": cfg.seq_len, "rms_norm_eps": cfg.norm_eps,
+            "hidden_act": "silu", "attention_bias": False, "attention_dropout": 0.0}
+    if cfg.arch == "llama":
+        return {**base, "model_type": "llama", "num_key_value_heads": cfg.n_kv_heads,
+                "head_dim": cfg.head_dim, "mlp_bias": False}
+    return {**base, "model_type": "deepseek_v3", "num_key_value_heads": cfg.n_heads,
+            "q_lora_rank": cfg.q_lora_rank or None, "kv_lora_rank": cfg.kv_lora_rank,
+            "qk_nope_head_dim": cfg.qk_nope_head_dim, "qk_rope_head_dim": cfg.qk_rope_head_dim,
+            "v_head_dim": cfg.v_head_dim, "head_dim": cfg.qk_rope_head_dim,
+            "rope_interleave": True, "first_k_dense_replace": cfg.n_layers,
+            # dense model: the MoE keys only need valid values (vLLM rejects nulls)
+            "moe_intermediate_size": cfg.hidden, "n_routed_experts": 1, "n_shared_experts": 1,
+            "num_experts_per_tok": 1, "n_group": 1, "topk_group": 1, "norm_topk_prob": True,
+            "routed_scaling_factor": 1.0, "num_nextn_predict_layers": 0}
+
+
+def export(model: Transformer, out: Path, bos_id: int | None = None,
+           eos_id: int | None = None) -> None:
+    """Write ``model.safetensors``, ``config.json`` and ``generation_config.json`` into ``out``."""
+    from safetensors.torch import save_file
+    cfg = model.cfg
+    ours = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    tensors = {hf: to_hf([ours[n] for n in names]).contiguous()
+               for hf, names, to_hf, _ in _table(cfg)}
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    (out / "config.json").write_text(json.dumps(hf_config(cfg, bos_id, eos_id), indent=2))
+    gen = {"bos_token_id": bos_id, "eos_token_id": eos_id, "use_cache": True}
+    (out / "generation_config.json").write_text(json.dumps(gen, indent=2))
+
+
+def config_from_hf(c: dict[str, Any]) -> ModelConfig:
+    arch = MODEL_TYPES.get(c.get("model_type", ""))
+    if arch is None:
+        raise ConfigError(f"cannot import model_type {c.get('model_type')!r}; supported: "
+                          + ", ".join(MODEL_TYPES))
+    if arch == "gpt2":
+        return ModelConfig(arch="gpt2", d_model=c["n_embd"], n_layers=c["n_layer"],
+                           n_heads=c["n_head"], n_kv_heads=c["n_head"], seq_len=c["n_positions"],
+                           vocab_size=c["vocab_size"], ffn_hidden=c.get("n_inner") or 4 * c["n_embd"],
+                           norm_eps=c.get("layer_norm_epsilon", 1e-5), tie_embeddings=True,
+                           init_std=c.get("initializer_range", 0.02))
+    theta = (c.get("rope_parameters") or {}).get("rope_theta", c.get("rope_theta", 10000.0))
+    kw = dict(d_model=c["hidden_size"], n_layers=c["num_hidden_layers"],
+              n_heads=c["num_attention_heads"], seq_len=c["max_position_embeddings"],
+              vocab_size=c["vocab_size"], ffn_hidden=c["intermediate_size"], rope_theta=float(theta),
+              norm_eps=c.get("rms_norm_eps", 1e-6), tie_embeddings=c.get("tie_word_embeddings", False),
+              init_std=c.get("initializer_range", 0.02))
+    if arch == "llama":
+        return ModelConfig(arch="llama", n_kv_heads=c.get("num_key_value_heads") or c["num_attention_heads"], **kw)
+    if c.get("first_k_dense_replace", 0) < c["num_hidden_layers"]:
+        raise ConfigError("only dense DeepSeek models import (first_k_dense_replace = num_hidden_layers)")
+    if not c.get("rope_interleave", True):
+        raise ConfigError("only rope_interleave = true DeepSeek checkpoints import")
+    return ModelConfig(arch="mla", n_kv_heads=c["num_attention_heads"],
+                       q_lora_rank=c.get("q_lora_rank") or 0, kv_lora_rank=c["kv_lora_rank"],
+                       qk_nope_head_dim=c["qk_nope_head_dim"], qk_rope_head_dim=c["qk_rope_head_dim"],
+                       v_head_dim=c["v_head_dim"], **kw)
+
+
+def import_hf(folder: Path) -> Transformer:
+    """Build our model from an HF-format directory (ours, or any matching checkpoint)."""
+    from safetensors.torch import load_file
+    try:
+        c = json.loads((folder / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{folder}/config.json: cannot read: {e}") from None
+    cfg = config_from_hf(c)
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise ConfigError(f"{folder}: no .safetensors weights")
+    tensors: dict[str, Tensor] = {}
+    for f in files:
+        tensors.update(load_file(str(f)))
+    state: dict[str, Tensor] = {}
+    for hf_name, names, _, from_hf in _table(cfg):
+        if hf_name not in tensors:
+            raise ConfigError(f"{folder}: weight {hf_name!r} is missing")
+        state.update(zip(names, from_hf(tensors[hf_name]), strict=True))
+    model = Transformer(cfg)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if cfg.tied:
+        missing = [m for m in missing if m != "head.weight"]
+    if missing or unexpected:
+        raise ConfigError(f"{folder}: weights do not match the config: missing {missing}, "
+                          f"unexpected {unexpected}")
+    return model
+
+
+def export_run(source: Path, out: Path) -> Path:
+    """``pretrain export``: a run directory or its ``train/`` folder -> an HF directory.
+
+    Writes the model files and, when the run has one, the tokenizer (``tokenizer.json`` +
+    ``tokenizer_config.json``), so ``AutoModelForCausalLM`` and ``AutoTokenizer`` both load it.
+    """
+    from ..tokenizer import hf as tok_hf
+    from ..tokenizer.bpe import Tokenizer
+    from ..train import checkpoint
+    if out.exists():
+        raise ConfigError(f"{out} exists; remove it or choose another folder")
+    train_dir = source / "train" if (source / "train" / checkpoint.WEIGHTS).is_file() else source
+    if not (train_dir / checkpoint.WEIGHTS).is_file():
+        raise ConfigError(f"{source}: neither a run directory with a completed train stage nor "
+                          f"a folder with {checkpoint.WEIGHTS}")
+    model = checkpoint.load(train_dir)
+    tok_path = train_dir.parent / "tokenizer" / "tokenizer.json"
+    tok = Tokenizer.load(tok_path) if tok_path.is_file() else None
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        import shutil
+        shutil.rmtree(tmp)
+    export(model, tmp, tok.bos_id if tok else None, tok.eos_id if tok else None)
+    if tok is not None:
+        tok_hf.save_pretrained(tok, tmp, model.cfg.seq_len)
+    tmp.rename(out)
+    return out

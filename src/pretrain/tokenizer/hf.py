@@ -1,0 +1,95 @@
+"""Export our BPE as a Hugging Face ``tokenizer.json`` that gives identical ids.
+
+tiktoken merges by the rank of the merged token; HF's BPE applies merges in list order.
+The two agree when the merge list is ordered by rank and each token's merge is the pair
+that BPE itself would produce for it using only lower ranks (recovered below, exact), and
+when whole pieces found in the vocabulary are taken as is (HF's ``ignore_merges``, which
+is what tiktoken does). Pre-tokenisation is the same regex (HF ``Split``, Oniguruma, which
+understands the possessive quantifiers of the GPT-4 pattern) followed by the byte-level
+alphabet without its own regex. BOS is added by the post-processor, as our documents
+start with it; EOS is left to the caller.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from .bpe import BOS, EOS, PAD, Tokenizer
+
+
+@lru_cache(maxsize=1)
+def byte_to_unicode() -> dict[int, str]:
+    """GPT-2's printable stand-in for each byte (the alphabet of byte-level tokenizer.json)."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+def _as_text(b: bytes) -> str:
+    t = byte_to_unicode()
+    return "".join(t[x] for x in b)
+
+
+def recover_merges(ranks: list[bytes]) -> list[tuple[bytes, bytes]]:
+    """The pair each multi-byte token was merged from, in rank order."""
+    rank = {b: i for i, b in enumerate(ranks)}
+    merges = []
+    for r, token in enumerate(ranks):
+        if len(token) == 1:
+            continue
+        parts = [token[i:i + 1] for i in range(len(token))]
+        while len(parts) > 2:
+            best = min(range(len(parts) - 1),
+                       key=lambda i: rank.get(parts[i] + parts[i + 1], 1 << 62))
+            merged = parts[best] + parts[best + 1]
+            if rank.get(merged, 1 << 62) >= r:
+                break
+            parts[best:best + 2] = [merged]
+        if len(parts) != 2:
+            raise ValueError(f"token {r} ({token!r}) is not a merge of two lower-ranked tokens")
+        merges.append((parts[0], parts[1]))
+    return merges
+
+
+def to_hf(tok: Tokenizer) -> Any:
+    """A ``tokenizers.Tokenizer`` equivalent to ``tok``."""
+    from tokenizers import Regex, decoders, models, pre_tokenizers, processors
+    from tokenizers import Tokenizer as HFTokenizer
+    if [len(b) for b in tok.ranks[:256]] != [1] * 256:
+        raise ValueError("export needs the 256 single bytes as the first 256 ranks")
+    vocab = {_as_text(b): i for i, b in enumerate(tok.ranks)}
+    merges = [(_as_text(a), _as_text(b)) for a, b in recover_merges(tok.ranks)]
+    hf = HFTokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=True))
+    hf.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(tok.pattern), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    hf.decoder = decoders.ByteLevel()
+    from tokenizers import AddedToken
+    hf.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                           for t in sorted(tok.special, key=tok.special.__getitem__)])
+    hf.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, tok.bos_id)])
+    return hf
+
+
+def save_pretrained(tok: Tokenizer, out: Path, model_max_length: int) -> None:
+    """``tokenizer.json`` + ``tokenizer_config.json`` loadable by transformers 4.x and 5.x."""
+    to_hf(tok).save(str(out / "tokenizer.json"))
+    cfg: dict[str, Any] = {
+        "tokenizer_class": "PreTrainedTokenizerFast",  # 5.x writes TokenizersBackend: 4.x fails
+        "bos_token": BOS, "eos_token": EOS, "model_max_length": model_max_length,
+        "clean_up_tokenization_spaces": False,
+    }
+    if PAD in tok.special:
+        cfg["pad_token"] = PAD
+    (out / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2))

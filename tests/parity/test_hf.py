@@ -1,0 +1,125 @@
+"""Our models against the transformers classes they export to: logits, loss, every gradient,
+greedy generation; export -> import round trip; the tokenizer through AutoTokenizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from pretrain.model import hf
+from pretrain.model.config import ModelConfig
+from pretrain.model.generate import generate
+from pretrain.model.transformer import Transformer
+
+transformers = pytest.importorskip("transformers", reason="parity tests need transformers ([dev])")
+
+VARIANTS = {
+    "llama": dict(arch="llama"),
+    "llama-tied-mha": dict(arch="llama", tie_embeddings=True, n_kv_heads=4),
+    "gpt2": dict(arch="gpt2"),
+    "mla": dict(arch="mla"),
+    "mla-qlora": dict(arch="mla", q_lora_rank=20),
+}
+
+
+def _pair(kw: dict, tmp_path: Path) -> tuple[Transformer, torch.nn.Module]:
+    torch.manual_seed(0)
+    base = dict(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, seq_len=48, vocab_size=97,
+                kv_lora_rank=24, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16,
+                init_std=0.1, rope_theta=500000.0)  # not the 10000 a config reader falls back to
+    cfg = ModelConfig(**{**base, **kw})
+    ours = Transformer(cfg).eval()
+    hf.export(ours, tmp_path, bos_id=None, eos_id=None)
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    return ours, theirs
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_logits_loss_and_gradients_match(name, tmp_path):
+    ours, theirs = _pair(VARIANTS[name], tmp_path)
+    assert type(theirs).__name__ == hf.ARCHITECTURES[ours.cfg.arch]
+    x = torch.randint(0, 97, (2, 48), generator=torch.Generator().manual_seed(1))
+    logits, loss = ours(x[:, :-1], x[:, 1:])
+    out = theirs(x[:, :-1])
+    assert (logits - out.logits).abs().max().item() <= 1e-5
+    their_loss = theirs(x, labels=x).loss
+    assert abs(loss.item() - their_loss.item()) <= 1e-5
+    loss.backward()
+    their_loss.backward()
+    ours_grads = {n: p.grad for n, p in ours.named_parameters()}
+    if ours.cfg.tied:
+        ours_grads["head.weight"] = ours_grads["embed.weight"]
+    their_params = dict(theirs.named_parameters())
+    for hf_name, names, to_hf, _ in hf._table(ours.cfg):
+        mine = to_hf([ours_grads[n] for n in names])
+        theirs_g = their_params[hf_name].grad
+        rel = (mine - theirs_g).abs().max() / theirs_g.abs().max().clamp(min=1e-12)
+        assert rel.item() <= 1e-4, hf_name
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_greedy_generation_matches_hf_generate(name, tmp_path):
+    ours, theirs = _pair(VARIANTS[name], tmp_path)
+    prompt = [5, 17, 3, 88, 42]
+    (mine,) = generate(ours, [prompt], 20, temperature=0.0)
+    out = theirs.generate(torch.tensor([prompt]), max_new_tokens=20, do_sample=False,
+                          pad_token_id=0)
+    assert out[0, len(prompt):].tolist() == mine
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_export_import_round_trip_is_bit_identical(name, tmp_path):
+    ours, _ = _pair(VARIANTS[name], tmp_path)
+    back = hf.import_hf(tmp_path)
+    assert hf.hf_config(back.cfg, None, None) == hf.hf_config(ours.cfg, None, None)
+    a, b = ours.state_dict(), back.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_config_json_reads_the_same_in_transformers_4_and_5(tmp_path):
+    ours, _ = _pair(VARIANTS["llama"], tmp_path)
+    import json
+    c = json.loads((tmp_path / "config.json").read_text())
+    assert c["rope_theta"] == c["rope_parameters"]["rope_theta"] == 500000.0
+    assert c["max_position_embeddings"] == 48 and c["head_dim"] == 16
+    mla = json.loads(json.dumps(hf.hf_config(ModelConfig(arch="mla", vocab_size=10), 0, 1)))
+    assert mla["rope_interleave"] is True and mla["first_k_dense_replace"] == 4
+
+
+def test_import_rejects_unknown_model_types(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
+    from pretrain.config import ConfigError
+    with pytest.raises(ConfigError, match="cannot import model_type 'bert'"):
+        hf.import_hf(tmp_path)
+
+
+def test_tokenizer_json_gives_our_ids_through_autotokenizer(tmp_path):
+    import json.decoder
+    import textwrap
+
+    from pretrain.tokenizer import bpe
+    from pretrain.tokenizer import hf as tok_hf
+    corpus = [Path(textwrap.__file__).read_text(), Path(json.decoder.__file__).read_text()]
+    tok = bpe.train(iter(corpus), bpe.TokenizerConfig(vocab_size=600))
+    tok_hf.save_pretrained(tok, tmp_path, model_max_length=64)
+    auto = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    held_out = [Path(transformers.__file__).read_text(), "naïve café — 東京 🙂\n\n  x\t\r\n 12345"]
+    for text in [*corpus, *held_out]:
+        ids = tok.encode(text)
+        assert auto(text)["input_ids"] == [tok.bos_id, *ids]     # BOS from the post-processor
+        assert auto.decode(ids) == text
+    assert auto.bos_token_id == tok.bos_id and auto.eos_token_id == tok.eos_id
+    # the one deliberate difference: HF turns special-token text into the special id (what
+    # its users expect), our encoder treats it as text (no control tokens forged by documents)
+    assert auto("a <|eos|>", add_special_tokens=False)["input_ids"][-1] == tok.eos_id
+    assert tok.eos_id not in tok.encode("a <|eos|>")
+
+
+def test_merges_recovered_from_ranks_rebuild_the_ranks():
+    from pretrain.tokenizer import bpe
+    from pretrain.tokenizer.hf import recover_merges
+    tok = bpe.train(iter([Path(bpe.__file__).read_text()]), bpe.TokenizerConfig(vocab_size=400))
+    merges = recover_merges(tok.ranks)
+    assert [a + b for a, b in merges] == tok.ranks[256:]

@@ -20,7 +20,7 @@ quickstart: install
 	$(BIN)/pretrain run --config configs/quickstart.toml
 
 test: install
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench tools
 	$(BIN)/mypy src
 	$(BIN)/python -m pytest -q
 

@@ -201,7 +201,9 @@ def test_exported_run_generates_in_plain_transformers(tiny_run, tmp_path):
     assert main(["export", str(root), str(out)]) == 0
     model = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
     tok = transformers.AutoTokenizer.from_pretrained(out)
-    ids = tok("def main():", return_tensors="pt")["input_ids"]
+    enc = tok("def main():", return_tensors="pt")
+    assert set(enc) == {"input_ids", "attention_mask"}  # no token_type_ids: generate() rejects them
+    ids = enc["input_ids"]
     gen = model.generate(ids, max_new_tokens=10, do_sample=False, pad_token_id=tok.pad_token_id)
     ours_tok = Tokenizer.load(root / "tokenizer" / "tokenizer.json")
     assert ids[0].tolist() == [ours_tok.bos_id, *ours_tok.encode("def main():")]

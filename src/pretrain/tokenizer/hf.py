@@ -89,6 +89,8 @@ def save_pretrained(tok: Tokenizer, out: Path, model_max_length: int) -> None:
         "tokenizer_class": "PreTrainedTokenizerFast",  # 5.x writes TokenizersBackend: 4.x fails
         "bos_token": BOS, "eos_token": EOS, "model_max_length": model_max_length,
         "clean_up_tokenization_spaces": False,
+        # without it 4.x returns token_type_ids, which generate() rejects for causal LMs
+        "model_input_names": ["input_ids", "attention_mask"],
     }
     if PAD in tok.special:
         cfg["pad_token"] = PAD

@@ -34,7 +34,11 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
 
 def _config_part(cfg: RunConfig, stage: str) -> dict[str, Any]:
     if stage == "train":
-        return {"model": cfg.model, "train": cfg.train, "seed": cfg.seed}
+        part: dict[str, Any] = {"model": cfg.model, "train": cfg.train, "seed": cfg.seed}
+        if cfg.train.init_from:
+            from .train.checkpoint import fingerprint_files
+            part["init_weights"] = fingerprint_files(Path(cfg.train.init_from))
+        return part
     if stage == "data":
         return {"data": cfg.data, "sources": [s.fingerprint() for s in cfg.data.sources]}
     return {stage: getattr(cfg, stage)}
@@ -92,7 +96,17 @@ def _train(cfg: RunConfig, run: StageRun) -> None:
         raise PretrainError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the "
                             f"tokenizer's {vocab}")
     model_cfg = replace(cfg.model, vocab_size=cfg.model.vocab_size or vocab)
-    train(cfg.train, model_cfg, run.inputs["tokenize"], run.out, cfg.seed, run.counts)
+    init = None
+    if cfg.train.init_from:
+        from .train.checkpoint import load_any
+        init = load_any(Path(cfg.train.init_from))
+        if init.cfg.vocab_size != vocab:
+            raise PretrainError(f"train.init_from: the checkpoint has {init.cfg.vocab_size} token "
+                                f"ids, the tokenizer of this run {vocab}; continue with the "
+                                "checkpoint's tokenizer")
+        log0(f"train: continuing from {cfg.train.init_from} ({init.cfg.arch}, "
+             f"{init.cfg.num_params() / 1e6:.2f} M params); [model] settings are taken from it")
+    train(cfg.train, model_cfg, run.inputs["tokenize"], run.out, cfg.seed, run.counts, init)
 
 
 def _eval(cfg: RunConfig, run: StageRun) -> None:

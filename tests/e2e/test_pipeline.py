@@ -212,3 +212,23 @@ def test_exported_run_generates_in_plain_transformers(tiny_run, tmp_path):
     assert gen[0, ids.shape[1]:].tolist()[:len(ours)] == ours
     assert isinstance(tok.decode(gen[0]), str)
     assert main(["export", str(root), str(out)]) == 2  # never overwrites
+
+
+def test_continued_pretraining_from_an_hf_export(tiny_run, tmp_path):
+    pytest.importorskip("safetensors")
+    root, overrides = tiny_run
+    hf_dir = tmp_path / "hf"
+    assert main(["export", str(root), str(hf_dir)]) == 0
+    final = _manifests(root)["train"]["counts"]["val_loss_final"]
+    cont = [(k, str(tmp_path / "runs")) if k == "runs_dir" else (k, v) for k, v in overrides]
+    cfg = load_config(None, [*cont, ("name", "cont"), ("train.steps", "5"),
+                             ("train.init_from", str(hf_dir)), ("train.lr", "1e-4")])
+    rd = run_stages(cfg, STAGES[:4], force=set())
+    counts = rd.manifest("train")["counts"]
+    # it starts where the first run ended (same data, same deterministic tokenizer), not at ln V
+    assert counts["val_loss_initial"] == pytest.approx(final, abs=1e-3)
+    # a different vocabulary is refused with a clear message
+    bad = load_config(None, [*cont, ("name", "bad"), ("train.init_from", str(hf_dir)),
+                             ("tokenizer.vocab_size", "600")])
+    with pytest.raises(PretrainError, match="token ids"):
+        run_stages(bad, STAGES[:4], force=set())

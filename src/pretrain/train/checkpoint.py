@@ -25,6 +25,24 @@ def save(model: Transformer, cfg: ModelConfig, folder: Path) -> None:
     (folder / CONFIG).write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
 
 
+def load_any(path: Path) -> Transformer:
+    """Weights to start from: a run directory, its ``train/`` folder, or an HF-format directory."""
+    from ..model.hf import import_hf
+    if (path / "train" / WEIGHTS).is_file():
+        return load(path / "train")
+    if (path / WEIGHTS).is_file() and (path / CONFIG).is_file():
+        return load(path)
+    if (path / "config.json").is_file():
+        return import_hf(path)
+    raise ConfigError(f"{path}: not a run directory, a checkpoint folder or an HF model directory")
+
+
+def fingerprint_files(path: Path) -> list[tuple[str, int, int]]:
+    """What identifies a checkpoint's weights without hashing them (name, size, mtime)."""
+    return [(str(p), p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(path.rglob("*.safetensors")) + sorted(path.rglob("*config.json"))]
+
+
 def load(folder: Path, device: str | torch.device = "cpu") -> Transformer:
     from safetensors.torch import load_model
     cfg_path = folder / CONFIG

@@ -48,6 +48,7 @@ class TrainConfig:
     threads: int = 0                  # torch intra-op threads; 0 = torch's default
     device: Literal["auto", "cpu", "cuda"] = "auto"
     peak_tflops: float = 0.0          # hardware peak for MFU; 0 = do not report MFU
+    init_from: str = ""               # continue from: run dir, checkpoint or HF model dir
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "eval_every", "eval_batches", "log_every"):
@@ -147,13 +148,16 @@ def resolve_device(name: str) -> torch.device:
 
 
 def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, out: Path, seed: int,
-          counts: dict[str, Any]) -> Transformer:
+          counts: dict[str, Any], init: Transformer | None = None) -> Transformer:
+    """Train a new model of ``model_cfg``, or continue from ``init`` (its config then rules)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     torch.manual_seed(seed)
     train_shards, val_shards = TokenShards(tokens_dir, "train"), TokenShards(tokens_dir, "val")
-    model = Transformer(model_cfg).to(device)
+    if init is not None:
+        model_cfg = init.cfg
+    model = (init if init is not None else Transformer(model_cfg)).to(device).train()
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
                             betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
     windows = RandomWindows(train_shards, model_cfg.seq_len, seed)

@@ -36,6 +36,9 @@ def _common(p: argparse.ArgumentParser, stages: bool = True) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="print the resolved config and exit without running anything")
     if stages:
+        p.add_argument("--resume", action="store_true",
+                       help="continue training from the latest checkpoint of the same config "
+                            "(the default; --train.resume=false starts over)")
         p.add_argument("--force", action="append", default=[], metavar="STAGE",
                        choices=("all", *STAGE_HELP),
                        help="rerun STAGE (and every stage after it) even if it is up to date")
@@ -85,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
     from .run_config import load_config
+    if args.resume:
+        overrides = [*overrides, ("train.resume", "true")]
     cfg = load_config(args.config, overrides)
     if args.dry_run:
         print(to_toml(cfg), end="")
@@ -127,7 +132,7 @@ def _config(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
     return 1 if failed else 0
 
 
-_OPTIONS = {"-c", "--config", "--dry-run", "--force", "-h", "--help"}
+_OPTIONS = {"-c", "--config", "--dry-run", "--force", "--resume", "-h", "--help"}
 
 
 def _join_override_values(argv: list[str]) -> list[str]:

@@ -34,7 +34,9 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
 
 def _config_part(cfg: RunConfig, stage: str) -> dict[str, Any]:
     if stage == "train":
-        part: dict[str, Any] = {"model": cfg.model, "train": cfg.train, "seed": cfg.seed}
+        # resuming or not gives the same result, so it is not part of the key
+        part: dict[str, Any] = {"model": cfg.model, "train": replace(cfg.train, resume=True),
+                                "seed": cfg.seed}
         if cfg.train.init_from:
             from .train.checkpoint import fingerprint_files
             part["init_weights"] = fingerprint_files(Path(cfg.train.init_from))
@@ -106,7 +108,12 @@ def _train(cfg: RunConfig, run: StageRun) -> None:
                                 "checkpoint's tokenizer")
         log0(f"train: continuing from {cfg.train.init_from} ({init.cfg.arch}, "
              f"{init.cfg.num_params() / 1e6:.2f} M params); [model] settings are taken from it")
-    train(cfg.train, model_cfg, run.inputs["tokenize"], run.out, cfg.seed, run.counts, init)
+    ckpt_dir = run.root / "checkpoints" / f"train-{run.key}"
+    if run.forced:  # --force train means train again from the start
+        import shutil
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    train(cfg.train, model_cfg, run.inputs["tokenize"], run.out, cfg.seed, run.counts, init,
+          ckpt_dir=ckpt_dir)
 
 
 def _eval(cfg: RunConfig, run: StageRun) -> None:
@@ -208,6 +215,6 @@ def run_stages(cfg: RunConfig, stages: tuple[str, ...] | list[str], force: set[s
             log0(f"[{stage}] running ({why})")
             inputs = {u: rd.stage_dir(u) for u in UPSTREAM[stage]}
             manifest = rd.execute(stage, key, parts, inputs,
-                                  lambda run, s=stage: BODIES[s](cfg, run))
+                                  lambda run, s=stage: BODIES[s](cfg, run), forced=forcing)
             log0(f"[{stage}] done in {manifest['wall_s']:.1f}s")
     return rd

@@ -113,6 +113,9 @@ class StageRun:
     name: str
     out: Path                                   # temporary output folder
     inputs: dict[str, Path]                     # upstream stage name -> its final folder
+    key: str = ""                               # the stage key (config + inputs)
+    root: Path = Path(".")                      # the run directory
+    forced: bool = False                        # rerun on request: start over, do not resume
     counts: dict[str, Any] = field(default_factory=dict)
 
 
@@ -179,14 +182,14 @@ class RunDir:
         return path
 
     def execute(self, stage: str, key: str, key_parts: dict[str, Any], inputs: dict[str, Path],
-                fn: Any) -> dict[str, Any]:
+                fn: Any, forced: bool = False) -> dict[str, Any]:
         """Run ``fn(StageRun)`` into a temporary folder and publish it atomically."""
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".tmp-{stage}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         started, started_at = time.time(), _now()
-        run = StageRun(name=stage, out=tmp, inputs=inputs)
+        run = StageRun(name=stage, out=tmp, inputs=inputs, key=key, root=self.root, forced=forced)
         try:
             fn(run)
         except BaseException:

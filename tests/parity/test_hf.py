@@ -3,6 +3,7 @@ greedy generation; export -> import round trip; the tokenizer through AutoTokeni
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,62 @@ def test_merges_recovered_from_ranks_rebuild_the_ranks():
     tok = bpe.train(iter([Path(bpe.__file__).read_text()]), bpe.TokenizerConfig(vocab_size=400))
     merges = recover_merges(tok.ranks)
     assert [a + b for a, b in merges] == tok.ranks[256:]
+
+
+def _hf_llama(tmp_path, **kw):
+    cfg = transformers.LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64,
+                                   num_hidden_layers=1, num_attention_heads=2,
+                                   num_key_value_heads=1, max_position_embeddings=16, **kw)
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path)
+    return tmp_path
+
+
+def test_import_of_a_native_hf_checkpoint_matches_it(tmp_path):
+    d = _hf_llama(tmp_path, rope_theta=1234.0)
+    ours = hf.import_hf(d).eval()
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
+    x = torch.randint(0, 50, (1, 16))
+    assert (ours(x)[0] - theirs(x).logits).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(attention_bias=True), "attention_bias=true"),
+    (dict(hidden_act="gelu"), "hidden_act='gelu'"),
+    (dict(rope_scaling={"rope_type": "linear", "factor": 4.0}), "rope scaling"),
+])
+def test_import_refuses_settings_it_cannot_represent(tmp_path, kw, message):
+    from pretrain.config import ConfigError
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        hf.import_hf(_hf_llama(tmp_path, **kw))
+
+
+def test_import_of_malformed_directories_is_a_clear_error(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from pretrain.config import ConfigError
+    ours, _ = _pair(VARIANTS["llama"], tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    bad = dict(weights, **{"model.layers.0.self_attn.q_proj.weight": torch.zeros(3, 3)})
+    save_file(bad, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ConfigError, match="q_proj.weight' does not fit the config"):
+        hf.import_hf(tmp_path)
+    save_file(dict(weights, extra=torch.zeros(1)), str(tmp_path / "model.safetensors"))
+    with pytest.raises(ConfigError, match="weights this config does not use: \\['extra'\\]"):
+        hf.import_hf(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ConfigError, match="unreadable weights"):
+        hf.import_hf(tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    with pytest.raises(ConfigError, match="missing or invalid 'hidden_size'"):
+        hf.import_hf(tmp_path)
+
+
+def test_gpt2_checkpoint_without_the_transformer_prefix_imports(tmp_path):
+    from safetensors.torch import load_file, save_file
+    ours, _ = _pair(VARIANTS["gpt2"], tmp_path)
+    w = load_file(tmp_path / "model.safetensors")
+    save_file({k.removeprefix("transformer."): v for k, v in w.items()}, str(tmp_path / "model.safetensors"))
+    back = hf.import_hf(tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(),
+                                                   back.state_dict().values(), strict=True))

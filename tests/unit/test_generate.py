@@ -93,3 +93,27 @@ def test_prompt_too_long_for_the_context_is_an_error():
     model = _model("llama")
     with pytest.raises(ValueError, match="leaves no room"):
         generate(model, [list(range(48))], 5)
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_each_row_gets_its_own_length_budget(use_cache):
+    model = _model("llama")  # seq_len 48
+    short, long = [3], list(range(1, 40))
+    alone = generate(model, [short], 100, temperature=0.0, use_cache=use_cache)[0]
+    both = generate(model, [short, long], 100, temperature=0.0, use_cache=use_cache)
+    assert len(alone) == 47 and both[0] == alone
+    assert len(both[1]) == 9
+
+
+def test_tiny_top_p_keeps_the_most_likely_token():
+    logits = torch.tensor([[1.0, 3.0, 2.0]])
+    assert int(sample_next(logits, 1.0, 0, 1e-9, torch.Generator().manual_seed(0))) == 1
+
+
+@pytest.mark.parametrize("arch", ["llama", "mla"])
+def test_bf16_activations_keep_a_bf16_cache(arch):
+    model = _model(arch).to(torch.bfloat16)
+    cache = model.new_cache(1, 8)
+    model(torch.randint(0, 97, (1, 8)), cache=cache)
+    assert {b.dtype for layer in cache.buffers for b in layer.values()} == {torch.bfloat16}
+    assert cache.bytes() == 8 * model.cfg.kv_cache_bytes_per_token(dtype_bytes=2)

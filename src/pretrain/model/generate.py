@@ -22,6 +22,7 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: int, top_p: flo
         sorted_logits, order = logits.sort(dim=-1, descending=True)
         cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
         drop = cum - sorted_logits.softmax(dim=-1) >= top_p   # keep the smallest set >= top_p
+        drop[:, 0] = False                                     # and always the most likely token
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     probs = logits.softmax(dim=-1).cpu()
@@ -35,16 +36,19 @@ def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int,
              use_cache: bool = True, pad_id: int = 0) -> list[list[int]]:
     """Continue each prompt; returns the new tokens of each (without the stop token).
 
-    Prompt + new tokens must fit in ``seq_len``; ``max_new_tokens`` is cut to fit.
+    Each row gets up to ``max_new_tokens``, cut so that its prompt + new tokens fit in
+    ``seq_len``; a row's greedy output does not depend on the other rows. Sampled output
+    does (one generator draws for the whole batch), but is reproducible for the same batch.
     """
     if not prompts or any(not p for p in prompts):
         raise ValueError("every prompt needs at least one token (e.g. BOS)")
     model.eval()
     device = model.embed.weight.device
     longest = max(len(p) for p in prompts)
-    max_new_tokens = min(max_new_tokens, model.cfg.seq_len - longest)
-    if max_new_tokens <= 0:
+    budget = [min(max_new_tokens, model.cfg.seq_len - len(p)) for p in prompts]
+    if min(budget) <= 0:
         raise ValueError(f"a prompt of {longest} tokens leaves no room in seq_len={model.cfg.seq_len}")
+    max_new_tokens = max(budget)
     B = len(prompts)
     pad = torch.tensor([longest - len(p) for p in prompts], device=device)
     seq = torch.tensor([[pad_id] * (longest - len(p)) + p for p in prompts], device=device)
@@ -62,6 +66,7 @@ def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int,
         hit = torch.isin(nxt, stops)
         for b in (~done & ~hit).nonzero().flatten().tolist():
             out[b].append(int(nxt[b]))
+            hit[b] = len(out[b]) >= budget[b]
         done |= hit
         if bool(done.all()):
             break

@@ -164,11 +164,43 @@ def export(model: Transformer, out: Path, bos_id: int | None = None,
     (out / "generation_config.json").write_text(json.dumps(gen, indent=2))
 
 
+def _unsupported(c: dict[str, Any], arch: str) -> list[str]:
+    """Settings of an HF config that would change the model's output and that we do not have."""
+    bad = []
+    if arch == "gpt2":
+        if c.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
+            bad.append(f"activation_function={c['activation_function']!r}")
+        if not c.get("tie_word_embeddings", True):
+            bad.append("tie_word_embeddings=false")
+        for k in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"):
+            if c.get(k):
+                bad.append(f"{k}=true")
+        if not c.get("scale_attn_weights", True):
+            bad.append("scale_attn_weights=false")
+        return bad
+    if c.get("hidden_act", "silu") != "silu":
+        bad.append(f"hidden_act={c['hidden_act']!r}")
+    for k in ("attention_bias", "mlp_bias"):
+        if c.get(k):
+            bad.append(f"{k}=true")
+    rope = c.get("rope_parameters") or {}
+    if c.get("rope_scaling") or rope.get("rope_type", "default") != "default" or "mscale_all_dim" in rope:
+        bad.append("rope scaling (only rope_type 'default')")
+    if arch == "llama" and c.get("head_dim") not in (None, c["hidden_size"] // c["num_attention_heads"]):
+        bad.append(f"head_dim={c['head_dim']} != hidden_size / num_attention_heads")
+    return bad
+
+
 def config_from_hf(c: dict[str, Any]) -> ModelConfig:
+    if not isinstance(c, dict):
+        raise ConfigError("config.json is not a JSON object")
     arch = MODEL_TYPES.get(c.get("model_type", ""))
     if arch is None:
         raise ConfigError(f"cannot import model_type {c.get('model_type')!r}; supported: "
                           + ", ".join(MODEL_TYPES))
+    bad = _unsupported(c, arch)
+    if bad:
+        raise ConfigError("cannot import a model with " + ", ".join(bad))
     if arch == "gpt2":
         return ModelConfig(arch="gpt2", d_model=c["n_embd"], n_layers=c["n_layer"],
                            n_heads=c["n_head"], n_kv_heads=c["n_head"], seq_len=c["n_positions"],
@@ -178,7 +210,7 @@ def config_from_hf(c: dict[str, Any]) -> ModelConfig:
     theta = (c.get("rope_parameters") or {}).get("rope_theta", c.get("rope_theta", 10000.0))
     kw = dict(d_model=c["hidden_size"], n_layers=c["num_hidden_layers"],
               n_heads=c["num_attention_heads"], seq_len=c["max_position_embeddings"],
-              vocab_size=c["vocab_size"], ffn_hidden=c["intermediate_size"], rope_theta=float(theta),
+              vocab_size=c["vocab_size"], ffn_hidden=c["intermediate_size"], rope_theta=float(theta or 10000.0),
               norm_eps=c.get("rms_norm_eps", 1e-6), tie_embeddings=c.get("tie_word_embeddings", False),
               init_std=c.get("initializer_range", 0.02))
     if arch == "llama":
@@ -194,31 +226,60 @@ def config_from_hf(c: dict[str, Any]) -> ModelConfig:
 
 
 def import_hf(folder: Path) -> Transformer:
-    """Build our model from an HF-format directory (ours, or any matching checkpoint)."""
+    """Build our model from an HF-format directory (ours, or any matching checkpoint).
+
+    Every tensor must be used and every shape must match; a setting we cannot represent
+    (rope scaling, other activations, biases) is refused rather than silently dropped.
+    """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
     try:
         c = json.loads((folder / "config.json").read_text())
+        cfg = config_from_hf(c)
     except (OSError, json.JSONDecodeError) as e:
         raise ConfigError(f"{folder}/config.json: cannot read: {e}") from None
-    cfg = config_from_hf(c)
+    except (KeyError, TypeError, ValueError) as e:
+        if isinstance(e, ConfigError):
+            raise ConfigError(f"{folder}: {e}") from None
+        raise ConfigError(f"{folder}/config.json: missing or invalid {e}") from None
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         raise ConfigError(f"{folder}: no .safetensors weights")
     tensors: dict[str, Tensor] = {}
     for f in files:
-        tensors.update(load_file(str(f)))
+        try:
+            tensors.update(load_file(str(f)))
+        except (SafetensorError, OSError) as e:
+            raise ConfigError(f"{f}: unreadable weights: {e}") from None
+    if cfg.arch == "gpt2" and "wte.weight" in tensors:  # saved from GPT2Model, no prefix
+        tensors = {f"transformer.{k}": v for k, v in tensors.items()}
+    model = Transformer(cfg)
+    expected = model.state_dict()
     state: dict[str, Tensor] = {}
+    used = set()
     for hf_name, names, _, from_hf in _table(cfg):
         if hf_name not in tensors:
             raise ConfigError(f"{folder}: weight {hf_name!r} is missing")
-        state.update(zip(names, from_hf(tensors[hf_name]), strict=True))
-    model = Transformer(cfg)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if cfg.tied:
-        missing = [m for m in missing if m != "head.weight"]
-    if missing or unexpected:
-        raise ConfigError(f"{folder}: weights do not match the config: missing {missing}, "
-                          f"unexpected {unexpected}")
+        used.add(hf_name)
+        try:
+            parts = from_hf(tensors[hf_name])
+            for n, t in zip(names, parts, strict=True):
+                if t.shape != expected[n].shape:
+                    raise ValueError(f"{tuple(t.shape)} where {tuple(expected[n].shape)} is expected")
+                state[n] = t
+        except (ValueError, RuntimeError) as e:
+            raise ConfigError(f"{folder}: weight {hf_name!r} does not fit the config: {e}") from None
+    # lm_head is stored by some tied checkpoints; attention masks are buffers, not weights
+    extra = sorted(k for k in set(tensors) - used
+                   if not (cfg.tied and k == "lm_head.weight") and not k.endswith(".attn.bias")
+                   and not k.endswith(".attn.masked_bias"))
+    if extra:
+        raise ConfigError(f"{folder}: weights this config does not use: {extra[:5]}"
+                          + (" ..." if len(extra) > 5 else ""))
+    missing, _ = model.load_state_dict(state, strict=False)
+    missing = [m for m in missing if not (cfg.tied and m == "head.weight")]
+    if missing:
+        raise ConfigError(f"{folder}: weights missing for {missing}")
     return model
 
 

@@ -14,8 +14,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+        xf = x.float()  # the statistics in fp32, the output in the input's dtype
+        normed = (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x)
+        return normed * self.weight.type_as(x)
 
 
 def rope_tables(dim: int, max_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,6 +30,7 @@ def rope_tables(dim: int, max_len: int, theta: float) -> tuple[torch.Tensor, tor
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """x: (B, H, T, dim); cos/sin: (T, dim) or (B, 1, T, dim). Pairs are (i, i + dim/2)."""
     x1, x2 = x.chunk(2, dim=-1)
+    cos, sin = cos.type_as(x), sin.type_as(x)  # keep bf16 activations (and the cache) in bf16
     return x * cos + torch.cat([-x2, x1], dim=-1) * sin
 
 

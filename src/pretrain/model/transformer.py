@@ -94,10 +94,14 @@ class Transformer(nn.Module):
         """
         B, T = idx.shape
         start = cache.length if cache is not None else 0
-        if start + T > self.cfg.seq_len:
-            raise ValueError(f"sequence of {start + T} tokens exceeds seq_len={self.cfg.seq_len}")
         if cache is not None and pad is None:
             pad = cache.pad
+        # positions count real tokens only: a left-padded row may hold more slots than seq_len.
+        # Rows past seq_len (finished rows of a batch) get clamped positions; generate() never
+        # reads their output. A sequence where even the most-padded row is too long is an error.
+        longest_row = start + T - (int(pad.max()) if pad is not None else 0)
+        if longest_row > self.cfg.seq_len:
+            raise ValueError(f"sequence of {longest_row} tokens exceeds seq_len={self.cfg.seq_len}")
         mask = None
         if pad is None:
             pos: torch.Tensor = torch.arange(T, device=idx.device)
@@ -109,7 +113,7 @@ class Transformer(nn.Module):
             causal = key_pos[None, :] <= key_pos[start:, None]           # (T, S)
             mask = (causal[None] & real[:, None, :]).unsqueeze(1)        # (B, 1, T, S)
             mask |= ~real[:, None, start:, None]  # padding queries see everything: no NaN rows
-            pos = (key_pos[start:][None, :] - pad[:, None]).clamp(min=0)  # (B, T)
+            pos = (key_pos[start:][None, :] - pad[:, None]).clamp(0, self.cfg.seq_len - 1)  # (B, T)
             cos, sin = self.rope_cos[pos].unsqueeze(1), self.rope_sin[pos].unsqueeze(1)
         x = self.embed(idx)
         if self.pos_embed is not None:
@@ -129,4 +133,4 @@ class Transformer(nn.Module):
     def new_cache(self, batch: int, max_len: int, pad: torch.Tensor | None = None) -> KVCache:
         if pad is None:
             pad = torch.zeros(batch, dtype=torch.long, device=self.embed.weight.device)
-        return KVCache(self.cfg.n_layers, batch, min(max_len, self.cfg.seq_len), pad)
+        return KVCache(self.cfg.n_layers, batch, max_len, pad)

@@ -1,12 +1,13 @@
-"""The training stage: next-token cross-entropy with AdamW, warmup + cosine decay.
+"""The training loop: next-token cross-entropy, AdamW, warmup + cosine, exact resume, spike guard.
 
-Importable and callable from tests (``train(cfg, model_cfg, shards_dir, out, seed)``).
-This foundation version trains on one process; issue 4 adds exact resume, the
-mixture-aware loader, spike/NaN handling and DDP/FSDP2.
+Importable and callable from tests (``train(cfg, model_cfg, tokens_dir, out, seed, counts)``).
+One process for now; DDP/FSDP2 through torchrun is the next step of issue 4.
 
-Batches are drawn deterministically from (seed, step, micro-step): random windows of
-``seq_len + 1`` tokens over the memory-mapped train shards, each shard weighted by its
-size. Documents are packed (a window may cross a BOS/EOS boundary), as in nanoGPT.
+Resume is exact: the loader's state is one integer (the data position), and a checkpoint
+holds the model, the optimizer, the RNG states and the loop state (``train/state.py``), so
+on CPU ``k`` steps + kill + resume gives the same weights and losses, bit for bit, as an
+uninterrupted run. Bad steps (NaN/Inf, loss spikes: ``train/stability.py``) skip their
+update; repeated ones roll back to the last checkpoint and skip the data that caused them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 
 from ..config import ConfigError, PretrainError
@@ -26,7 +26,12 @@ from ..log import Progress, log0
 from ..model.config import ModelConfig
 from ..model.transformer import Transformer
 from ..tokenizer.shards import TokenShards
-from . import checkpoint
+from . import checkpoint, state
+from .data import RandomWindows, fixed_val_batches
+from .optim import lr_at, param_groups
+from .stability import SpikeGuard
+
+__all__ = ["RandomWindows", "TrainConfig", "fixed_val_batches", "lr_at", "param_groups", "train"]
 
 
 @dataclass
@@ -49,6 +54,13 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     peak_tflops: float = 0.0          # hardware peak for MFU; 0 = do not report MFU
     init_from: str = ""               # continue from: run dir, checkpoint or HF model dir
+    checkpoint_every: int = 100       # steps between resumable checkpoints; 0 = none
+    keep_last: int = 2                # checkpoints kept (plus the best by val loss)
+    resume: bool = True               # continue from the latest checkpoint of the same config
+    spike_window: int = 50            # losses the spike z-score is computed over
+    spike_zscore: float = 6.0         # a loss this many std above the window mean is a spike; 0 = off
+    max_bad_steps: int = 3            # bad (skipped) steps in a row before rolling back
+    max_rollbacks: int = 3            # then give up with an error
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "eval_every", "eval_batches", "log_every"):
@@ -58,60 +70,10 @@ class TrainConfig:
             raise ConfigError("lr must be positive and min_lr_ratio within [0, 1]")
         if self.warmup_steps < 0:
             raise ConfigError("warmup_steps must be >= 0")
-
-
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup to ``lr`` over ``warmup_steps``, then cosine down to ``lr * min_lr_ratio``."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    span = max(1, cfg.steps - cfg.warmup_steps)
-    progress = min(1.0, (step - cfg.warmup_steps) / span)
-    floor = cfg.lr * cfg.min_lr_ratio
-    return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * progress))
-
-
-class RandomWindows:
-    """Deterministic random training windows over memory-mapped shards."""
-
-    def __init__(self, shards: TokenShards, seq_len: int, seed: int):
-        # a window is seq_len + 1 tokens (inputs and shifted targets): a shard of n tokens
-        # has n - seq_len possible starts
-        self.arrays = [a for a in shards.shards if len(a) >= seq_len + 1]
-        if not self.arrays:
-            raise ConfigError(f"no train shard holds seq_len + 1 = {seq_len + 1} tokens; "
-                              "use more data or a shorter model.seq_len")
-        sizes = np.array([len(a) - seq_len for a in self.arrays], dtype=np.float64)
-        self.weights = sizes / sizes.sum()
-        self.seq_len, self.seed = seq_len, seed
-
-    def batch(self, step: int, micro: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, step, micro])
-        which = rng.choice(len(self.arrays), size=batch_size, p=self.weights)
-        rows = []
-        for s in which:
-            arr = self.arrays[s]
-            start = int(rng.integers(0, len(arr) - self.seq_len))
-            rows.append(np.asarray(arr[start:start + self.seq_len + 1], dtype=np.int64))
-        xy = torch.from_numpy(np.stack(rows))
-        return xy[:, :-1], xy[:, 1:]
-
-
-def fixed_val_batches(shards: TokenShards, seq_len: int, batch_size: int,
-                      n_batches: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Contiguous windows from the start of the val split: the same ones at every eval."""
-    rows = []
-    for arr in shards.shards:
-        for start in range(0, len(arr) - seq_len, seq_len):
-            rows.append(np.asarray(arr[start:start + seq_len + 1], dtype=np.int64))
-            if len(rows) == batch_size * n_batches:
-                break
-        if len(rows) == batch_size * n_batches:
-            break
-    if not rows:
-        raise ConfigError(f"the val split holds fewer than seq_len + 1 = {seq_len + 1} tokens")
-    xy = torch.from_numpy(np.stack(rows))
-    return [(xy[i:i + batch_size, :-1], xy[i:i + batch_size, 1:])
-            for i in range(0, len(rows), batch_size)]
+        if self.checkpoint_every < 0 or self.keep_last < 1 or self.spike_zscore < 0:
+            raise ConfigError("checkpoint_every >= 0, keep_last >= 1 and spike_zscore >= 0 needed")
+        if self.spike_window < 2 or self.max_bad_steps < 1 or self.max_rollbacks < 0:
+            raise ConfigError("spike_window >= 2, max_bad_steps >= 1, max_rollbacks >= 0 needed")
 
 
 @torch.no_grad()
@@ -127,18 +89,6 @@ def evaluate(model: Transformer, batches: list[tuple[torch.Tensor, torch.Tensor]
     return total / count
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    decay: list[torch.nn.Parameter] = []
-    no_decay: list[torch.nn.Parameter] = []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        # matrices of linear layers decay; norms gains and embedding tables do not
-        (decay if p.dim() == 2 and not name.startswith("embed.") else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
-
-
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -147,77 +97,164 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+class Trainer:
+    def __init__(self, cfg: TrainConfig, model: Transformer, tokens_dir: Path, seed: int,
+                 device: torch.device, ckpt_dir: Path | None):
+        self.cfg, self.model, self.device, self.ckpt_dir = cfg, model, device, ckpt_dir
+        self.opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
+                                     betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
+        seq_len = model.cfg.seq_len
+        self.windows = RandomWindows(TokenShards(tokens_dir, "train"), seq_len, seed)
+        self.val = fixed_val_batches(TokenShards(tokens_dir, "val"), seq_len, cfg.batch_size,
+                                     cfg.eval_batches)
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+        self.guard = SpikeGuard(cfg.spike_window, cfg.spike_zscore, cfg.max_bad_steps)
+        # the loop state, all of it saved in checkpoints
+        self.step = self.data_pos = self.rollbacks = 0
+        self.history: list[dict[str, Any]] = []      # logged records
+        self.val_losses: dict[str, float] = {}       # step (as str, for JSON) -> val loss
+        self.events: list[dict[str, Any]] = []
+        self.t_train = 0.0
+
+    def forward_backward(self, data_pos: int) -> tuple[float, float]:
+        """One optimizer step's gradients; returns (mean loss, gradient norm before clipping)."""
+        cfg = self.cfg
+        loss_sum = 0.0
+        for micro in range(cfg.grad_accum):
+            x, y = self.windows.batch(data_pos, micro, cfg.batch_size)
+            with self.autocast:
+                _, loss = self.model(x.to(self.device), y.to(self.device))
+            (loss / cfg.grad_accum).backward()
+            loss_sum += float(loss.detach())
+        if cfg.grad_clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        else:
+            norm = torch.linalg.vector_norm(torch.stack([
+                torch.linalg.vector_norm(p.grad) for p in self.model.parameters() if p.grad is not None]))
+        return loss_sum / cfg.grad_accum, float(norm)
+
+    # ---- checkpoints -----------------------------------------------------------------------
+    def _loop_state(self) -> dict[str, Any]:
+        return {"data_pos": self.data_pos, "rollbacks": self.rollbacks, "history": self.history,
+                "val_losses": self.val_losses, "events": self.events, "t_train": self.t_train,
+                "guard": self.guard.state(),
+                "val_loss": self.val_losses.get(str(self.step), math.inf)}
+
+    def save(self) -> None:
+        if self.ckpt_dir is not None:
+            state.save(self.ckpt_dir, self.step, self.model, self.opt, self._loop_state(),
+                       self.cfg.keep_last)
+
+    def restore(self, ckpt: Path) -> None:
+        st = state.load(ckpt, self.model, self.opt)
+        self.step, self.data_pos, self.rollbacks = st["step"], st["data_pos"], st["rollbacks"]
+        self.history, self.val_losses, self.events = st["history"], st["val_losses"], st["events"]
+        self.t_train = st["t_train"]
+        self.guard.load(st["guard"])
+
+    def _rollback(self, rec: dict[str, Any]) -> None:
+        ckpts = state.complete(self.ckpt_dir) if self.ckpt_dir else []
+        if not ckpts or self.rollbacks >= self.cfg.max_rollbacks:
+            raise PretrainError(f"training diverged at step {self.step} ({rec['reason']}) and "
+                                f"{'no checkpoint is left to roll back to' if not ckpts else 'the rollback budget is spent'}; "
+                                "lower train.lr or raise train.warmup_steps")
+        bad_pos = self.data_pos
+        events, rollbacks = self.events, self.rollbacks + 1
+        self.restore(ckpts[-1])
+        self.data_pos, self.events, self.rollbacks = bad_pos, events, rollbacks  # skip that data
+        rec["action"] = f"rollback to step {self.step}, data position {bad_pos}"
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def run(self) -> None:
+        cfg = self.cfg
+        ckpts = state.complete(self.ckpt_dir) if self.ckpt_dir else []
+        if cfg.resume and ckpts:
+            self.restore(ckpts[-1])
+            log0(f"train: resumed from {ckpts[-1]} (step {self.step})")
+        else:
+            self.val_losses["0"] = evaluate(self.model, self.val, self.device)
+            log0(f"train: step 0 val loss {self.val_losses['0']:.4f}")
+        tokens_per_step = cfg.batch_size * cfg.grad_accum * self.model.cfg.seq_len
+        flops_per_step = self.model.cfg.flops_per_token() * tokens_per_step
+        with Progress("train", total=cfg.steps, unit="steps") as bar:
+            bar.update(self.step)
+            while self.step < cfg.steps:
+                t0 = time.perf_counter()
+                lr = lr_at(self.step, cfg)
+                for g in self.opt.param_groups:
+                    g["lr"] = lr
+                loss, norm = self.forward_backward(self.data_pos)
+                self.data_pos += 1
+                reason = self.guard.check(loss, norm)
+                if reason is not None:
+                    self.opt.zero_grad(set_to_none=True)
+                    rec = {"step": self.step, "data_pos": self.data_pos - 1, "loss": loss,
+                           "grad_norm": norm, "reason": reason, "action": "skipped update"}
+                    if self.guard.reject():
+                        self._rollback(rec)
+                    self.events.append(rec)
+                    log0(f"train: step {rec['step']}: {reason}, loss {loss:.4g}; {rec['action']}")
+                    continue
+                self.guard.accept(loss)
+                self.opt.step()
+                self.opt.zero_grad(set_to_none=True)
+                self.step += 1
+                dt = time.perf_counter() - t0
+                self.t_train += dt
+                self._record(loss, lr, norm, dt, tokens_per_step, flops_per_step)
+                bar.update(1, loss=loss)
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 \
+                        and self.step < cfg.steps:
+                    self.save()
+
+    def _record(self, loss: float, lr: float, norm: float, dt: float, tokens: int,
+                flops: int) -> None:
+        cfg, done = self.cfg, self.step
+        rec: dict[str, Any] = {"step": done, "loss": round(loss, 5), "lr": lr,
+                               "grad_norm": round(norm, 4), "tok_per_s": round(tokens / dt, 1)}
+        if cfg.peak_tflops:
+            rec["mfu"] = round(flops / dt / (cfg.peak_tflops * 1e12), 4)
+        if done % cfg.eval_every == 0 or done == cfg.steps:
+            self.val_losses[str(done)] = rec["val_loss"] = round(
+                evaluate(self.model, self.val, self.device), 5)
+        if done % cfg.log_every == 0 or "val_loss" in rec:
+            self.history.append(rec)
+
+
 def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, out: Path, seed: int,
-          counts: dict[str, Any], init: Transformer | None = None) -> Transformer:
-    """Train a new model of ``model_cfg``, or continue from ``init`` (its config then rules)."""
+          counts: dict[str, Any], init: Transformer | None = None,
+          ckpt_dir: Path | None = None) -> Transformer:
+    """Train a new model of ``model_cfg``, or continue from ``init`` (its config then rules).
+
+    With ``ckpt_dir``, resumable checkpoints go there every ``checkpoint_every`` steps and
+    a rerun continues from the latest one (``resume``). The final model, ``log.jsonl`` and
+    ``events.jsonl`` are written to ``out``.
+    """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     torch.manual_seed(seed)
-    train_shards, val_shards = TokenShards(tokens_dir, "train"), TokenShards(tokens_dir, "val")
     if init is not None:
         model_cfg = init.cfg
     model = (init if init is not None else Transformer(model_cfg)).to(device).train()
-    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
-                            betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
-    windows = RandomWindows(train_shards, model_cfg.seq_len, seed)
-    val = fixed_val_batches(val_shards, model_cfg.seq_len, cfg.batch_size, cfg.eval_batches)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    tokens_per_step = cfg.batch_size * cfg.grad_accum * model_cfg.seq_len
-    flops_per_step = model_cfg.flops_per_token() * tokens_per_step
-    n_params = model_cfg.num_params()
-    log0(f"train: {n_params / 1e6:.2f} M params, {tokens_per_step:,} tokens/step, "
+    log0(f"train: {model_cfg.num_params() / 1e6:.2f} M params, "
+         f"{cfg.batch_size * cfg.grad_accum * model_cfg.seq_len:,} tokens/step, "
          f"{cfg.steps} steps on {device}")
-
-    history: list[dict[str, Any]] = []
-    val_losses: dict[int, float] = {0: evaluate(model, val, device)}
-    log0(f"train: step 0 val loss {val_losses[0]:.4f}")
-    log_f = open(out / "log.jsonl", "w")
-    t_train = 0.0
-    with Progress("train", total=cfg.steps, unit="steps") as bar:
-        for step in range(cfg.steps):
-            t0 = time.perf_counter()
-            lr = lr_at(step, cfg)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            loss_sum = 0.0
-            for micro in range(cfg.grad_accum):
-                x, y = windows.batch(step, micro, cfg.batch_size)
-                with autocast:
-                    _, loss = model(x.to(device), y.to(device))
-                (loss / cfg.grad_accum).backward()
-                loss_sum += float(loss.detach())
-            grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                         if cfg.grad_clip > 0 else torch.tensor(0.0))
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            dt = time.perf_counter() - t0
-            t_train += dt
-            train_loss = loss_sum / cfg.grad_accum
-            if not math.isfinite(train_loss):
-                raise PretrainError(f"train loss is {train_loss} at step {step}; lower train.lr "
-                                   "(loss-spike and NaN recovery arrive with issue 4)")
-            done = step + 1
-            rec: dict[str, Any] = {"step": done, "loss": round(train_loss, 5), "lr": lr,
-                                   "grad_norm": round(float(grad_norm), 4),
-                                   "tok_per_s": round(tokens_per_step / dt, 1)}
-            if cfg.peak_tflops:
-                rec["mfu"] = round(flops_per_step / dt / (cfg.peak_tflops * 1e12), 4)
-            if done % cfg.eval_every == 0 or done == cfg.steps:
-                val_losses[done] = rec["val_loss"] = round(evaluate(model, val, device), 5)
-            if done % cfg.log_every == 0 or "val_loss" in rec:
-                log_f.write(json.dumps(rec) + "\n")
-                log_f.flush()
-            history.append(rec)
-            bar.update(1, loss=train_loss, **({"val": rec["val_loss"]} if "val_loss" in rec else {}))
-    log_f.close()
+    t = Trainer(cfg, model, tokens_dir, seed, device, ckpt_dir)
+    t.run()
+    with open(out / "log.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in t.history)
+    with open(out / "events.jsonl", "w") as f:
+        f.writelines(json.dumps(e) + "\n" for e in t.events)
     checkpoint.save(model, model_cfg, out)
-    first, last = val_losses[0], val_losses[cfg.steps]
-    counts.update({"params": n_params, "tokens_seen": tokens_per_step * cfg.steps,
+    first, last = t.val_losses["0"], t.val_losses[str(cfg.steps)]
+    tokens_per_step = cfg.batch_size * cfg.grad_accum * model_cfg.seq_len
+    counts.update({"params": model_cfg.num_params(), "tokens_seen": tokens_per_step * cfg.steps,
                    "val_loss_initial": round(first, 5), "val_loss_final": round(last, 5),
-                   "train_loss_final": history[-1]["loss"],
-                   "tok_per_s": round(tokens_per_step * cfg.steps / t_train, 1),
-                   "device": str(device)})
+                   "train_loss_final": t.history[-1]["loss"],
+                   "tok_per_s": round(tokens_per_step * cfg.steps / max(t.t_train, 1e-9), 1),
+                   "skipped_steps": sum(1 for e in t.events if e["action"] == "skipped update"),
+                   "rollbacks": t.rollbacks, "device": str(device)})
     log0(f"train: val loss {first:.4f} -> {last:.4f} "
-         f"({counts['tok_per_s']:,.0f} tokens/s over {t_train:.0f}s of steps)")
+         f"({counts['tok_per_s']:,.0f} tokens/s over {t.t_train:.0f}s of steps)")
     return model

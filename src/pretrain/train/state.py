@@ -1,0 +1,90 @@
+"""Resumable training checkpoints: model, optimizer, RNG and loop state, written atomically.
+
+Layout: ``runs/<name>/checkpoints/<train key>/step-NNNNNNN/`` with
+
+    model.safetensors   weights (safetensors: nothing is unpickled on load)
+    optimizer.pt        AdamW state, loaded with ``weights_only=True`` (tensors and numbers)
+    rng.pt              torch CPU (and CUDA) RNG states, ``weights_only=True`` as well
+    state.json          step, data position, schedule/guard state, the log so far
+
+The folder is keyed by the train stage's key, so a changed config never resumes from a
+stale run. A checkpoint is written into ``step-N.tmp``, fsynced and renamed; one without
+``state.json`` is never used. The last ``keep_last`` checkpoints are kept, plus the one with
+the best validation loss.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..model.transformer import Transformer
+
+STATE = "state.json"
+
+
+def _fsync_tree(folder: Path) -> None:
+    for p in [*folder.iterdir(), folder]:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def save(folder: Path, step: int, model: Transformer, opt: torch.optim.Optimizer,
+         state: dict[str, Any], keep_last: int) -> Path:
+    from safetensors.torch import save_model
+    final = folder / f"step-{step:07d}"
+    tmp = folder / f"step-{step:07d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(model, str(tmp / "model.safetensors"))
+    torch.save(opt.state_dict(), tmp / "optimizer.pt")
+    rng = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()  # type: ignore[assignment]
+    torch.save(rng, tmp / "rng.pt")
+    (tmp / STATE).write_text(json.dumps({**state, "step": step}))
+    _fsync_tree(tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    _rotate(folder, keep_last)
+    return final
+
+
+def complete(folder: Path) -> list[Path]:
+    """Checkpoints with a state file, oldest first."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("step-*") if p.is_dir() and (p / STATE).is_file()
+                  and not p.name.endswith(".tmp"))
+
+
+def _rotate(folder: Path, keep_last: int) -> None:
+    ckpts = complete(folder)
+    best = min(ckpts, key=lambda p: json.loads((p / STATE).read_text()).get("val_loss", 1e30),
+               default=None)
+    for p in ckpts[:-keep_last]:
+        if p != best:
+            shutil.rmtree(p, ignore_errors=True)
+    for p in folder.glob("step-*.tmp"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def load(ckpt: Path, model: Transformer, opt: torch.optim.Optimizer) -> dict[str, Any]:
+    from safetensors.torch import load_model
+    device = next(model.parameters()).device
+    load_model(model, str(ckpt / "model.safetensors"), device=str(device))
+    opt.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=device, weights_only=True))
+    rng = torch.load(ckpt / "rng.pt", weights_only=True)
+    torch.set_rng_state(rng["cpu"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    state: dict[str, Any] = json.loads((ckpt / STATE).read_text())
+    return state

@@ -1,0 +1,136 @@
+"""Exact resume, NaN/spike guard and rollback, checkpoint rotation (train/loop.py, state.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pretrain.config import PretrainError
+from pretrain.model.config import ModelConfig
+from pretrain.tokenizer import shards
+from pretrain.tokenizer.bpe import BOS, EOS, Tokenizer
+from pretrain.train import loop, state
+from pretrain.train.loop import TrainConfig, Trainer, train
+
+MODEL = ModelConfig(d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, seq_len=32, vocab_size=258,
+                    dropout=0.1)  # dropout: the RNG state must be restored too
+
+
+@pytest.fixture(scope="module")
+def tokens(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tokens")
+    tok = Tokenizer([bytes([i]) for i in range(256)], r"[\s\S]", [BOS, EOS])
+    text = Path(json.__file__).read_text() + Path(math.__doc__ or "x").as_posix()
+    docs = [{"id": str(i), "domain": "code", "text": text[i * 500:(i + 1) * 500]} for i in range(40)]
+    shards.run(shards.TokenizeConfig(val_fraction=0.1), tok, iter(docs), ["code"], out, {})
+    return out
+
+
+def _cfg(**kw) -> TrainConfig:
+    base = dict(steps=24, batch_size=4, warmup_steps=3, eval_every=8, eval_batches=2, log_every=1,
+                checkpoint_every=8, lr=3e-3)
+    return TrainConfig(**{**base, **kw})
+
+
+def _run(tokens: Path, out: Path, ckpt: Path, **kw) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    counts: dict = {}
+    train(_cfg(**kw), MODEL, tokens, out, seed=3, counts=counts, ckpt_dir=ckpt)
+    return counts
+
+
+def _losses(out: Path) -> list[tuple[int, float]]:
+    return [(r["step"], r["loss"]) for r in map(json.loads, (out / "log.jsonl").open())]
+
+
+def test_kill_and_resume_is_bit_identical(tokens, tmp_path, monkeypatch):
+    _run(tokens, tmp_path / "a", tmp_path / "ckpt-a")
+    real = Trainer.forward_backward
+
+    def killed_at_13(self, data_pos):
+        if data_pos == 13:
+            raise KeyboardInterrupt("killed")
+        return real(self, data_pos)
+
+    monkeypatch.setattr(Trainer, "forward_backward", killed_at_13)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tokens, tmp_path / "b", tmp_path / "ckpt-b")
+    assert [p.name for p in state.complete(tmp_path / "ckpt-b")] == ["step-0000008"]
+    monkeypatch.setattr(Trainer, "forward_backward", real)
+    _run(tokens, tmp_path / "b", tmp_path / "ckpt-b")   # resumes from step 8
+    a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _losses(tmp_path / "a") == _losses(tmp_path / "b")
+    assert len(_losses(tmp_path / "b")) == 24
+
+
+def test_without_resume_it_starts_over(tokens, tmp_path, monkeypatch):
+    _run(tokens, tmp_path / "a", tmp_path / "ckpt", steps=16)
+    calls = []
+    real = Trainer.forward_backward
+    monkeypatch.setattr(Trainer, "forward_backward", lambda s, p: calls.append(p) or real(s, p))
+    _run(tokens, tmp_path / "b", tmp_path / "ckpt", steps=16, resume=False)
+    assert calls[0] == 0 and len(calls) == 16
+
+
+def test_nan_gradient_skips_the_update_and_logs_it(tokens, tmp_path, monkeypatch):
+    real = Trainer.forward_backward
+
+    def nan_at_5(self, data_pos):
+        loss, norm = real(self, data_pos)
+        if data_pos == 5:
+            next(self.model.parameters()).grad.fill_(float("nan"))
+            return loss, float("nan")
+        return loss, norm
+
+    monkeypatch.setattr(Trainer, "forward_backward", nan_at_5)
+    counts = _run(tokens, tmp_path / "a", tmp_path / "ckpt")
+    events = [json.loads(x) for x in (tmp_path / "a" / "events.jsonl").open()]
+    assert [(e["step"], e["data_pos"], e["action"]) for e in events] == [(5, 5, "skipped update")]
+    assert counts["skipped_steps"] == 1 and counts["rollbacks"] == 0
+    weights = load_file(tmp_path / "a" / "model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    assert len(_losses(tmp_path / "a")) == 24   # still 24 optimizer steps
+
+
+def test_repeated_spikes_roll_back_and_skip_the_data(tokens, tmp_path, monkeypatch):
+    real = Trainer.forward_backward
+    bad = {18, 19, 20}
+    seen: list[int] = []
+
+    def spikes(self, data_pos):
+        seen.append(data_pos)
+        loss, norm = real(self, data_pos)
+        return (loss * 50, norm) if data_pos in bad else (loss, norm)
+
+    monkeypatch.setattr(Trainer, "forward_backward", spikes)
+    counts = _run(tokens, tmp_path / "a", tmp_path / "ckpt")
+    events = [json.loads(x) for x in (tmp_path / "a" / "events.jsonl").open()]
+    assert [e["data_pos"] for e in events] == [18, 19, 20]
+    assert all("loss spike" in e["reason"] for e in events)
+    assert events[-1]["action"] == "rollback to step 16, data position 21"
+    assert counts["rollbacks"] == 1
+    # after the rollback, training continued from step 16 with data position 21 onwards
+    assert seen[seen.index(20) + 1] == 21
+    assert len(_losses(tmp_path / "a")) == 24 and not (set(seen[-8:]) & bad)
+
+
+def test_divergence_without_a_checkpoint_is_a_clear_error(tokens, tmp_path, monkeypatch):
+    monkeypatch.setattr(Trainer, "forward_backward", lambda s, p: (float("nan"), float("nan")))
+    with pytest.raises(PretrainError, match="diverged at step 0 .* no checkpoint"):
+        _run(tokens, tmp_path / "a", tmp_path / "ckpt")
+
+
+def test_rotation_keeps_last_k_and_the_best(tmp_path):
+    model = loop.Transformer(MODEL)
+    opt = torch.optim.AdamW(model.parameters())
+    for step, val in [(10, 2.0), (20, 1.0), (30, 3.0), (40, 4.0), (50, 5.0)]:
+        state.save(tmp_path, step, model, opt, {"val_loss": val}, keep_last=2)
+    assert [p.name for p in state.complete(tmp_path)] == ["step-0000020", "step-0000040", "step-0000050"]
+    (tmp_path / "step-0000060.tmp").mkdir()  # a torn write is never a checkpoint
+    assert state.complete(tmp_path)[-1].name == "step-0000050"

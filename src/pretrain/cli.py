@@ -96,13 +96,21 @@ def _run(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
         return 0
     from .pipeline import STAGES, run_stages
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # every process would run the same stages into the same run directory
-        raise PretrainError("multi-process runs (torchrun --nproc_per_node > 1) are not "
-                            "supported yet: data-parallel training arrives with issue 4")
+        if args.command != "train":
+            raise PretrainError("under torchrun only `pretrain train` runs (data parallel); run "
+                                "the stages before it in one process first")
+        from . import distributed
+        from .train.loop import resolve_device
+        distributed.init(resolve_device(cfg.train.device).type)
     if args.command == "run":
         rd = run_stages(cfg, STAGES, set(args.force))
     else:
         rd = run_stages(cfg, (args.command,), set(args.force), require_current_upstream=True)
+    import torch.distributed as dist
+    if dist.is_initialized():
+        dist.destroy_process_group()
+        if int(os.environ.get("RANK", "0")) != 0:
+            return 0
     print(f"run directory: {rd.root}")
     if args.command in ("run", "sample"):
         m = rd.manifest("sample")

@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from . import distributed
 from .config import PretrainError, fingerprint, jsonable, to_toml
 from .log import log0
 from .run_config import RunConfig
@@ -109,11 +110,12 @@ def _train(cfg: RunConfig, run: StageRun) -> None:
         log0(f"train: continuing from {cfg.train.init_from} ({init.cfg.arch}, "
              f"{init.cfg.num_params() / 1e6:.2f} M params); [model] settings are taken from it")
     ckpt_dir = run.root / "checkpoints" / f"train-{run.key}"
-    if run.forced:  # --force train means train again from the start
+    d = distributed.from_env()
+    if run.forced and d.rank == 0:  # --force train means train again from the start
         import shutil
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     train(cfg.train, model_cfg, run.inputs["tokenize"], run.out, cfg.seed, run.counts, init,
-          ckpt_dir=ckpt_dir)
+          ckpt_dir=ckpt_dir, d=d)
 
 
 def _eval(cfg: RunConfig, run: StageRun) -> None:
@@ -187,6 +189,9 @@ def run_stages(cfg: RunConfig, stages: tuple[str, ...] | list[str], force: set[s
     With ``require_current_upstream`` (single-stage commands), every stage the first one
     reads from, transitively, must have completed with the current config.
     """
+    d = distributed.from_env()
+    if d.enabled:
+        return _run_train_distributed(cfg, stages, force, d)
     stray = sorted(force - {"all", *stages})
     if stray:
         raise PretrainError(f"--force {stray[0]} has no effect here: it reruns a stage this "
@@ -217,4 +222,51 @@ def run_stages(cfg: RunConfig, stages: tuple[str, ...] | list[str], force: set[s
             manifest = rd.execute(stage, key, parts, inputs,
                                   lambda run, s=stage: BODIES[s](cfg, run), forced=forcing)
             log0(f"[{stage}] done in {manifest['wall_s']:.1f}s")
+    return rd
+
+
+def _run_train_distributed(cfg: RunConfig, stages: tuple[str, ...] | list[str], force: set[str],
+                           d: distributed.Dist) -> RunDir:
+    """``torchrun ... -m pretrain train``: rank 0 keeps the run directory (lock, checks,
+    manifest, publish) and tells the others whether to train; they train with it, writing
+    their (identical) outputs nowhere."""
+    import tempfile
+    if tuple(stages) != ("train",):
+        raise PretrainError("under torchrun only `pretrain train` runs; run the stages before it "
+                            "in one process first (`pretrain tokenize`)")
+    rd = RunDir(cfg.run_dir)
+    forced = "train" in force or "all" in force
+    if d.rank != 0:
+        told: dict[str, Any] = distributed.broadcast(None, d)
+        if told["error"]:
+            raise PretrainError(told["error"])
+        if not told["skip"]:
+            with tempfile.TemporaryDirectory() as tmp:
+                run = StageRun(name="train", out=Path(tmp), key=told["key"], root=rd.root,
+                               forced=forced, inputs={u: rd.stage_dir(u) for u in UPSTREAM["train"]})
+                BODIES["train"](cfg, run)
+        return rd
+    with rd.lock():
+        decision: dict[str, Any] = {"error": None, "skip": False, "key": ""}
+        try:
+            rd.sweep_tmp()
+            for u in ancestors("train"):
+                _check_current(cfg, rd, u)
+            rd.write_config(to_toml(cfg))
+            key, parts = _key(cfg, rd, "train")
+            m = rd.manifest("train")
+            decision.update(key=key, skip=m is not None and m["key"] == key and not forced)
+        except PretrainError as e:
+            decision["error"] = str(e)
+        distributed.broadcast(decision, d)
+        if decision["error"]:
+            raise PretrainError(decision["error"])
+        if decision["skip"]:
+            log0("[train] up to date; skipped. --force train reruns it")
+            return rd
+        log0(f"[train] running on {d.world} processes")
+        inputs = {u: rd.stage_dir(u) for u in UPSTREAM["train"]}
+        manifest = rd.execute("train", key, parts, inputs, lambda run: BODIES["train"](cfg, run),
+                              forced=forced)
+        log0(f"[train] done in {manifest['wall_s']:.1f}s")
     return rd

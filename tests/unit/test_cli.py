@@ -86,8 +86,8 @@ def test_stage_without_upstream_says_what_to_run(tmp_path, capsys):
     assert "stage 'data' has not completed" in err and "pretrain run" in err
 
 
-def test_multi_process_launch_is_refused_until_ddp_exists(tmp_path, monkeypatch, capsys):
+def test_multi_process_launch_runs_only_the_train_stage(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["run", f"--runs_dir={tmp_path}"]) == 2
-    assert "not supported yet" in capsys.readouterr().err
+    assert "under torchrun only `pretrain train` runs" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []

@@ -31,13 +31,19 @@ class RandomWindows:
         self.weights = sizes / sizes.sum()
         self.seq_len, self.seed = seq_len, seed
 
-    def batch(self, step: int, micro: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, step: int, micro: int, batch_size: int, rank: int = 0,
+              world: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows ``rank * batch_size ...`` of the global batch of ``batch_size * world`` windows
+        drawn for (step, micro): ranks never overlap, and one process with ``world`` times
+        the batch size sees exactly the union of what ``world`` processes see."""
         rng = np.random.default_rng([self.seed, step, micro])
-        which = rng.choice(len(self.arrays), size=batch_size, p=self.weights)
+        n = batch_size * world
+        which = rng.choice(len(self.arrays), size=n, p=self.weights)
+        frac = rng.random(n)
         rows = []
-        for s in which:
-            arr = self.arrays[s]
-            start = int(rng.integers(0, len(arr) - self.seq_len))
+        for i in range(rank * batch_size, (rank + 1) * batch_size):
+            arr = self.arrays[which[i]]
+            start = int(frac[i] * (len(arr) - self.seq_len))
             rows.append(np.asarray(arr[start:start + self.seq_len + 1], dtype=np.int64))
         xy = torch.from_numpy(np.stack(rows))
         return xy[:, :-1], xy[:, 1:]

@@ -12,6 +12,7 @@ update; repeated ones roll back to the last checkpoint and skip the data that ca
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -21,6 +22,7 @@ from typing import Any, Literal
 
 import torch
 
+from .. import distributed
 from ..config import ConfigError, PretrainError
 from ..log import Progress, log0
 from ..model.config import ModelConfig
@@ -99,14 +101,17 @@ def resolve_device(name: str) -> torch.device:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, model: Transformer, tokens_dir: Path, seed: int,
-                 device: torch.device, ckpt_dir: Path | None):
+                 device: torch.device, ckpt_dir: Path | None, d: distributed.Dist | None = None):
         self.cfg, self.model, self.device, self.ckpt_dir = cfg, model, device, ckpt_dir
+        self.d = d or distributed.Dist()
+        self.net = distributed.wrap(model, self.d, device)  # what forward/backward goes through
         self.opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
                                      betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
         seq_len = model.cfg.seq_len
         self.windows = RandomWindows(TokenShards(tokens_dir, "train"), seq_len, seed)
-        self.val = fixed_val_batches(TokenShards(tokens_dir, "val"), seq_len, cfg.batch_size,
-                                     cfg.eval_batches)
+        # the same val windows whatever the process count: global batch rows, on every rank
+        self.val = fixed_val_batches(TokenShards(tokens_dir, "val"), seq_len,
+                                     cfg.batch_size * self.d.world, cfg.eval_batches)
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
         self.guard = SpikeGuard(cfg.spike_window, cfg.spike_zscore, cfg.max_bad_steps)
         # the loop state, all of it saved in checkpoints
@@ -121,17 +126,19 @@ class Trainer:
         cfg = self.cfg
         loss_sum = 0.0
         for micro in range(cfg.grad_accum):
-            x, y = self.windows.batch(data_pos, micro, cfg.batch_size)
-            with self.autocast:
-                _, loss = self.model(x.to(self.device), y.to(self.device))
-            (loss / cfg.grad_accum).backward()
+            x, y = self.windows.batch(data_pos, micro, cfg.batch_size, self.d.rank, self.d.world)
+            sync = micro == cfg.grad_accum - 1 or not self.d.enabled  # all-reduce once per step
+            with self.autocast, (contextlib.nullcontext() if sync else self.net.no_sync()):  # type: ignore[operator]
+                _, loss = self.net(x.to(self.device), y.to(self.device))
+                (loss / cfg.grad_accum).backward()
             loss_sum += float(loss.detach())
         if cfg.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         else:
             norm = torch.linalg.vector_norm(torch.stack([
                 torch.linalg.vector_norm(p.grad) for p in self.model.parameters() if p.grad is not None]))
-        return loss_sum / cfg.grad_accum, float(norm)
+        # every rank must take the same skip/rollback decision: use the global mean loss
+        return distributed.mean(loss_sum / cfg.grad_accum, self.d, self.device), float(norm)
 
     # ---- checkpoints -----------------------------------------------------------------------
     def _loop_state(self) -> dict[str, Any]:
@@ -141,9 +148,11 @@ class Trainer:
                 "val_loss": self.val_losses.get(str(self.step), math.inf)}
 
     def save(self) -> None:
-        if self.ckpt_dir is not None:
+        """Rank 0 writes (data parallel: every rank holds the same model and optimizer)."""
+        if self.ckpt_dir is not None and self.d.rank == 0:
             state.save(self.ckpt_dir, self.step, self.model, self.opt, self._loop_state(),
                        self.cfg.keep_last)
+        distributed.barrier(self.d)
 
     def restore(self, ckpt: Path) -> None:
         st = state.load(ckpt, self.model, self.opt)
@@ -167,6 +176,7 @@ class Trainer:
     # ---- the loop ----------------------------------------------------------------------------
     def run(self) -> None:
         cfg = self.cfg
+        distributed.barrier(self.d)  # rank 0 may have just cleared the checkpoints (--force)
         ckpts = state.complete(self.ckpt_dir) if self.ckpt_dir else []
         if cfg.resume and ckpts:
             self.restore(ckpts[-1])
@@ -174,7 +184,7 @@ class Trainer:
         else:
             self.val_losses["0"] = evaluate(self.model, self.val, self.device)
             log0(f"train: step 0 val loss {self.val_losses['0']:.4f}")
-        tokens_per_step = cfg.batch_size * cfg.grad_accum * self.model.cfg.seq_len
+        tokens_per_step = cfg.batch_size * cfg.grad_accum * self.d.world * self.model.cfg.seq_len
         flops_per_step = self.model.cfg.flops_per_token() * tokens_per_step
         with Progress("train", total=cfg.steps, unit="steps") as bar:
             bar.update(self.step)
@@ -223,38 +233,41 @@ class Trainer:
 
 def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, out: Path, seed: int,
           counts: dict[str, Any], init: Transformer | None = None,
-          ckpt_dir: Path | None = None) -> Transformer:
+          ckpt_dir: Path | None = None, d: distributed.Dist | None = None) -> Transformer:
     """Train a new model of ``model_cfg``, or continue from ``init`` (its config then rules).
 
     With ``ckpt_dir``, resumable checkpoints go there every ``checkpoint_every`` steps and
     a rerun continues from the latest one (``resume``). The final model, ``log.jsonl`` and
-    ``events.jsonl`` are written to ``out``.
+    ``events.jsonl`` are written to ``out`` (by rank 0 when data parallel: pass ``d``).
+    ``batch_size`` is per rank; the global batch is ``batch_size * grad_accum * world``.
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    d = d or distributed.Dist()
+    device = distributed.device_for(d, resolve_device(cfg.device))
     torch.manual_seed(seed)
     if init is not None:
         model_cfg = init.cfg
     model = (init if init is not None else Transformer(model_cfg)).to(device).train()
-    log0(f"train: {model_cfg.num_params() / 1e6:.2f} M params, "
-         f"{cfg.batch_size * cfg.grad_accum * model_cfg.seq_len:,} tokens/step, "
-         f"{cfg.steps} steps on {device}")
-    t = Trainer(cfg, model, tokens_dir, seed, device, ckpt_dir)
+    tokens_per_step = cfg.batch_size * cfg.grad_accum * d.world * model_cfg.seq_len
+    log0(f"train: {model_cfg.num_params() / 1e6:.2f} M params, {tokens_per_step:,} tokens/step, "
+         f"{cfg.steps} steps on {device}" + (f" x {d.world} processes (DDP)" if d.enabled else ""))
+    t = Trainer(cfg, model, tokens_dir, seed, device, ckpt_dir, d)
     t.run()
+    if d.rank != 0:
+        return model
     with open(out / "log.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in t.history)
     with open(out / "events.jsonl", "w") as f:
         f.writelines(json.dumps(e) + "\n" for e in t.events)
     checkpoint.save(model, model_cfg, out)
     first, last = t.val_losses["0"], t.val_losses[str(cfg.steps)]
-    tokens_per_step = cfg.batch_size * cfg.grad_accum * model_cfg.seq_len
     counts.update({"params": model_cfg.num_params(), "tokens_seen": tokens_per_step * cfg.steps,
                    "val_loss_initial": round(first, 5), "val_loss_final": round(last, 5),
                    "train_loss_final": t.history[-1]["loss"],
                    "tok_per_s": round(tokens_per_step * cfg.steps / max(t.t_train, 1e-9), 1),
                    "skipped_steps": sum(1 for e in t.events if e["action"] == "skipped update"),
-                   "rollbacks": t.rollbacks, "device": str(device)})
+                   "rollbacks": t.rollbacks, "device": str(device), "processes": d.world})
     log0(f"train: val loss {first:.4f} -> {last:.4f} "
          f"({counts['tok_per_s']:,.0f} tokens/s over {t.t_train:.0f}s of steps)")
     return model

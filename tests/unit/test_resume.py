@@ -134,3 +134,16 @@ def test_rotation_keeps_last_k_and_the_best(tmp_path):
     assert [p.name for p in state.complete(tmp_path)] == ["step-0000020", "step-0000040", "step-0000050"]
     (tmp_path / "step-0000060.tmp").mkdir()  # a torn write is never a checkpoint
     assert state.complete(tmp_path)[-1].name == "step-0000050"
+
+
+def test_compiled_training_matches_eager(tokens, tmp_path):
+    """torch.compile applied from outside: same losses as eager (within fp tolerance)."""
+    model = ModelConfig(**{**MODEL.__dict__, "dropout": 0.0})
+    outs = {}
+    for name, compiled in (("eager", False), ("compiled", True)):
+        out = tmp_path / name
+        out.mkdir()
+        train(_cfg(steps=3, compile=compiled, checkpoint_every=0), model, tokens, out, seed=3,
+              counts={})
+        outs[name] = [loss for _, loss in _losses(out)]
+    assert outs["compiled"] == pytest.approx(outs["eager"], abs=1e-4)

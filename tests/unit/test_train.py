@@ -83,3 +83,33 @@ def test_checkpoint_roundtrip(tmp_path: Path, tie: bool):
     assert again.cfg == cfg
     if tie:
         assert again.head.weight.data_ptr() == again.embed.weight.data_ptr()
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "wsd"])
+def test_every_schedule_warms_up_and_ends_at_the_floor(schedule):
+    cfg = TrainConfig(steps=100, warmup_steps=10, lr=1.0, min_lr_ratio=0.1, schedule=schedule,
+                      decay_frac=0.3)
+    lrs = [lr_at(s, cfg) for s in range(101)]
+    assert lrs[9] == pytest.approx(1.0) and lrs[100] == pytest.approx(0.1)
+    assert all(a >= b - 1e-12 for a, b in zip(lrs[9:-1], lrs[10:], strict=True))
+    if schedule == "wsd":
+        assert lrs[10:70] == [1.0] * 60                 # stable until the last 30%
+        assert lr_at(85, cfg) == pytest.approx(0.55)    # halfway down the linear decay
+    if schedule == "linear":
+        assert lr_at(55, cfg) == pytest.approx(0.55)
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    from pretrain.train.optim import apply_activation_checkpointing
+    cfg = ModelConfig(d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, seq_len=16, vocab_size=50)
+    torch.manual_seed(0)
+    a = Transformer(cfg)
+    b = Transformer(cfg)
+    b.load_state_dict(a.state_dict())
+    apply_activation_checkpointing(b)
+    x = torch.randint(0, 50, (2, 16))
+    for m in (a, b):
+        m(x[:, :-1], x[:, 1:])[1].backward()
+    assert set(a.state_dict()) == set(b.state_dict())   # names unchanged
+    for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-6, atol=1e-7, msg=n)

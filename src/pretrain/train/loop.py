@@ -30,7 +30,7 @@ from ..model.transformer import Transformer
 from ..tokenizer.shards import TokenShards
 from . import checkpoint, state
 from .data import RandomWindows, fixed_val_batches
-from .optim import lr_at, param_groups
+from .optim import apply_activation_checkpointing, lr_at, param_groups
 from .stability import SpikeGuard
 
 __all__ = ["RandomWindows", "TrainConfig", "fixed_val_batches", "lr_at", "param_groups", "train"]
@@ -44,7 +44,8 @@ class TrainConfig:
     lr: float = 3e-3
     min_lr_ratio: float = 0.1         # cosine decays to lr * min_lr_ratio
     warmup_steps: int = 50
-    schedule: Literal["cosine"] = "cosine"
+    schedule: Literal["cosine", "linear", "wsd"] = "cosine"
+    decay_frac: float = 0.2           # wsd: the share of steps spent decaying
     weight_decay: float = 0.1         # matrices only; norms and embeddings are not decayed
     beta1: float = 0.9
     beta2: float = 0.95
@@ -56,6 +57,8 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     peak_tflops: float = 0.0          # hardware peak for MFU; 0 = do not report MFU
     init_from: str = ""               # continue from: run dir, checkpoint or HF model dir
+    compile: bool = False             # torch.compile the model (inductor; needs a C++ compiler on CPU)
+    activation_checkpointing: bool = False  # recompute block activations in backward
     checkpoint_every: int = 100       # steps between resumable checkpoints; 0 = none
     keep_last: int = 2                # checkpoints kept (plus the best by val loss)
     resume: bool = True               # continue from the latest checkpoint of the same config
@@ -74,6 +77,8 @@ class TrainConfig:
             raise ConfigError("warmup_steps must be >= 0")
         if self.checkpoint_every < 0 or self.keep_last < 1 or self.spike_zscore < 0:
             raise ConfigError("checkpoint_every >= 0, keep_last >= 1 and spike_zscore >= 0 needed")
+        if not 0.0 < self.decay_frac <= 1.0:
+            raise ConfigError("decay_frac must be within (0, 1]")
         if self.spike_window < 2 or self.max_bad_steps < 1 or self.max_rollbacks < 0:
             raise ConfigError("spike_window >= 2, max_bad_steps >= 1, max_rollbacks >= 0 needed")
 
@@ -104,7 +109,12 @@ class Trainer:
                  device: torch.device, ckpt_dir: Path | None, d: distributed.Dist | None = None):
         self.cfg, self.model, self.device, self.ckpt_dir = cfg, model, device, ckpt_dir
         self.d = d or distributed.Dist()
-        self.net = distributed.wrap(model, self.d, device)  # what forward/backward goes through
+        # applied from outside the model: activation checkpointing, then DDP, then compile
+        # (compiling the DDP module lets dynamo split graphs at the gradient buckets)
+        if cfg.activation_checkpointing:
+            apply_activation_checkpointing(model)
+        net = distributed.wrap(model, self.d, device)
+        self.net: torch.nn.Module = torch.compile(net) if cfg.compile else net  # type: ignore[assignment]
         self.opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
                                      betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
         seq_len = model.cfg.seq_len

@@ -24,12 +24,40 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup to ``lr`` over ``warmup_steps``, then cosine down to ``lr * min_lr_ratio``."""
+    """Learning rate before optimizer step ``step`` (0-based).
+
+    All schedules warm up linearly over ``warmup_steps`` and end at ``lr * min_lr_ratio``:
+    ``cosine`` decays along a half cosine over the rest of the run; ``linear`` decays in a
+    straight line; ``wsd`` (warmup-stable-decay) holds ``lr`` and decays linearly over the
+    last ``decay_frac`` of the steps, which lets a run be extended or branched from a
+    stable-phase checkpoint (MiniCPM, DeepSeek-V3).
+    """
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    span = max(1, cfg.steps - cfg.warmup_steps)
-    progress = min(1.0, (step - cfg.warmup_steps) / span)
     floor = cfg.lr * cfg.min_lr_ratio
+    if cfg.schedule == "wsd":
+        decay_start = max(cfg.warmup_steps, int(cfg.steps * (1 - cfg.decay_frac)))
+        if step < decay_start:
+            return cfg.lr
+        progress = min(1.0, (step - decay_start) / max(1, cfg.steps - decay_start))
+        return cfg.lr + (floor - cfg.lr) * progress
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    if cfg.schedule == "linear":
+        return cfg.lr + (floor - cfg.lr) * progress
     return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * progress))
 
 
+def apply_activation_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute each block's activations in the backward pass instead of storing them.
+
+    Applied from outside the model: each block's ``forward`` is wrapped in place, so
+    parameter names and checkpoints are unchanged.
+    """
+    from torch.utils.checkpoint import checkpoint
+    for block in model.layers:  # type: ignore[union-attr]
+        inner = block.forward
+
+        def forward(*args: Any, _inner: Any = inner) -> Any:
+            return checkpoint(_inner, *args, use_reentrant=False)
+
+        block.forward = forward

@@ -1,14 +1,20 @@
 """Training and validation batches over memory-mapped token shards.
 
-Batches are drawn deterministically from (seed, data position, micro-step): random windows
-of ``seq_len + 1`` tokens over the train shards, each shard weighted by its size. Documents
-are packed (a window may cross a BOS/EOS boundary), as in nanoGPT. The loader's whole state
-is the data position, an integer saved in every checkpoint. The mixture-aware loader with
-per-source weights and epochs is issue 4's next step.
+Batches are drawn deterministically from (seed, data position, micro-step), so the loader's
+whole state is the data position, an integer saved in every checkpoint:
+
+- ``RandomWindows``: random windows of ``seq_len + 1`` tokens over the train shards, each
+  shard weighted by its size. Documents are packed (a window may cross a BOS/EOS boundary).
+- ``MixtureWindows`` (``[[train.mixture]]`` set): each row first picks a data domain by
+  weight, then a window made of that domain's documents only. Weights may change linearly
+  over the run (a curriculum), and a domain stops being drawn once its *expected* draws
+  reach ``max_epochs`` passes over its tokens (computed from the schedule, not counted, so
+  no extra state is needed and resume stays exact). ``max_epochs > 1`` upsamples.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,6 +51,101 @@ class RandomWindows:
             arr = self.arrays[which[i]]
             start = int(frac[i] * (len(arr) - self.seq_len))
             rows.append(np.asarray(arr[start:start + self.seq_len + 1], dtype=np.int64))
+        xy = torch.from_numpy(np.stack(rows))
+        return xy[:, :-1], xy[:, 1:]
+
+
+@dataclass
+class MixtureEntry:
+    domain: str = ""
+    weight: float = 1.0
+    weight_end: float = -1.0          # weight at the end of the run; -1 = constant
+    max_epochs: float = 0.0           # passes over the domain's tokens; 0 = no limit
+
+    def __post_init__(self) -> None:
+        if not self.domain:
+            raise ConfigError("domain: each [[train.mixture]] entry names a data domain")
+        if self.weight < 0 or (self.weight_end < 0 and self.weight_end != -1.0) or self.max_epochs < 0:
+            raise ConfigError("weight, weight_end (or -1) and max_epochs must be >= 0")
+
+    def weight_at(self, progress: float) -> float:
+        end = self.weight if self.weight_end == -1.0 else self.weight_end
+        return self.weight + (end - self.weight) * progress
+
+
+class MixtureWindows:
+    """Domain-weighted windows; see the module docstring."""
+
+    def __init__(self, shards: Any, seq_len: int, seed: int, mixture: list[MixtureEntry],
+                 total_steps: int, rows_per_step: int):
+        self.seq_len, self.seed, self.mixture = seq_len, seed, mixture
+        self.total_steps, self.rows_per_step = total_steps, rows_per_step
+        spans: dict[str, list[tuple[int, int, int]]] = {m.domain: [] for m in mixture}
+        for s_i, idx in enumerate(shards.index):
+            for start, length, dom in idx:
+                name = shards.domains[dom]
+                if name in spans:
+                    spans[name].append((s_i, int(start), int(length)))
+        unknown = [d for d, sp in spans.items() if not sp]
+        if unknown:
+            raise ConfigError(f"train.mixture: no training tokens for domain(s) {unknown}; "
+                              f"the shards have {shards.domains}")
+        self.arrays = shards.shards
+        self.spans = {d: np.asarray(sp, dtype=np.int64) for d, sp in spans.items()}
+        self.cum = {d: np.concatenate([[0], np.cumsum(sp[:, 2])]) for d, sp in self.spans.items()}
+        self.tokens = {d: int(c[-1]) for d, c in self.cum.items()}
+        for d, n in self.tokens.items():
+            if n < seq_len + 1:
+                raise ConfigError(f"train.mixture: domain {d!r} has {n} tokens, fewer than "
+                                  f"seq_len + 1 = {seq_len + 1}")
+
+    def weights(self, step: int) -> np.ndarray:
+        """Normalised domain weights at optimizer step ``step``, exhausted domains at 0."""
+        w = np.array([m.weight_at(min(1.0, step / max(1, self.total_steps))) for m in self.mixture])
+        for i, m in enumerate(self.mixture):
+            if m.max_epochs and self.expected_tokens(i, step) >= m.max_epochs * self.tokens[m.domain]:
+                w[i] = 0.0
+        if w.sum() <= 0:
+            raise ConfigError(f"train.mixture: every domain is exhausted or weighted 0 at step {step}; "
+                              "raise max_epochs or train fewer steps")
+        return w / w.sum()
+
+    def expected_tokens(self, i: int, step: int) -> float:
+        """Tokens of domain ``i`` expected to be drawn before ``step`` (closed form, stateless)."""
+        if step <= 0:
+            return 0.0
+        progress = np.minimum(1.0, np.arange(step) / max(1, self.total_steps))[:, None]
+        start = np.array([m.weight_at(0.0) for m in self.mixture])
+        end = np.array([m.weight_at(1.0) for m in self.mixture])
+        raw = start + (end - start) * progress                       # (step, domains)
+        share = raw[:, i] / np.maximum(raw.sum(axis=1), 1e-12)
+        return float(share.sum()) * self.rows_per_step * self.seq_len
+
+    def _window(self, domain: str, pos: int) -> np.ndarray:
+        """``seq_len + 1`` tokens of the domain's concatenated documents, from ``pos`` on."""
+        out, need = [], self.seq_len + 1
+        cum, spans = self.cum[domain], self.spans[domain]
+        k = int(np.searchsorted(cum, pos, side="right")) - 1
+        offset = pos - int(cum[k])
+        while need > 0:
+            s_i, start, length = spans[k % len(spans)]
+            piece = self.arrays[s_i][start + offset:start + min(length, offset + need)]
+            out.append(np.asarray(piece, dtype=np.int64))
+            need -= len(piece)
+            k, offset = k + 1, 0
+        return np.concatenate(out)
+
+    def batch(self, step: int, micro: int, batch_size: int, rank: int = 0,
+              world: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, step, micro])
+        n = batch_size * world
+        which = rng.choice(len(self.mixture), size=n, p=self.weights(step))
+        frac = rng.random(n)
+        rows = []
+        for i in range(rank * batch_size, (rank + 1) * batch_size):
+            domain = self.mixture[which[i]].domain
+            pos = int(frac[i] * (self.tokens[domain] - self.seq_len))
+            rows.append(self._window(domain, pos))
         xy = torch.from_numpy(np.stack(rows))
         return xy[:, :-1], xy[:, 1:]
 

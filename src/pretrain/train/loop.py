@@ -16,7 +16,7 @@ import contextlib
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,7 +29,7 @@ from ..model.config import ModelConfig
 from ..model.transformer import Transformer
 from ..tokenizer.shards import TokenShards
 from . import checkpoint, state
-from .data import RandomWindows, fixed_val_batches
+from .data import MixtureEntry, MixtureWindows, RandomWindows, fixed_val_batches
 from .optim import apply_activation_checkpointing, lr_at, param_groups
 from .stability import SpikeGuard
 
@@ -57,6 +57,7 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     peak_tflops: float = 0.0          # hardware peak for MFU; 0 = do not report MFU
     init_from: str = ""               # continue from: run dir, checkpoint or HF model dir
+    mixture: list[MixtureEntry] = field(default_factory=list)  # domain weights; [] = by size
     compile: bool = False             # torch.compile the model (inductor; needs a C++ compiler on CPU)
     activation_checkpointing: bool = False  # recompute block activations in backward
     checkpoint_every: int = 100       # steps between resumable checkpoints; 0 = none
@@ -118,7 +119,13 @@ class Trainer:
         self.opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
                                      betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
         seq_len = model.cfg.seq_len
-        self.windows = RandomWindows(TokenShards(tokens_dir, "train"), seq_len, seed)
+        train_shards = TokenShards(tokens_dir, "train")
+        self.windows: RandomWindows | MixtureWindows
+        if cfg.mixture:
+            self.windows = MixtureWindows(train_shards, seq_len, seed, cfg.mixture, cfg.steps,
+                                          cfg.batch_size * cfg.grad_accum * self.d.world)
+        else:
+            self.windows = RandomWindows(train_shards, seq_len, seed)
         # the same val windows whatever the process count: global batch rows, on every rank
         self.val = fixed_val_batches(TokenShards(tokens_dir, "val"), seq_len,
                                      cfg.batch_size * self.d.world, cfg.eval_batches)

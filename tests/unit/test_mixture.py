@@ -1,0 +1,103 @@
+"""The mixture-aware loader: domain weights, curriculum, epoch limits, rank sharding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pretrain.config import ConfigError
+from pretrain.tokenizer import shards
+from pretrain.tokenizer.bpe import BOS, EOS, Tokenizer
+from pretrain.train.data import MixtureEntry, MixtureWindows
+
+
+@pytest.fixture(scope="module")
+def train_shards(tmp_path_factory):
+    """Domain 'low' uses bytes a-z, domain 'high' bytes A-Z: every token tells its domain."""
+    out = tmp_path_factory.mktemp("mix")
+    tok = Tokenizer([bytes([i]) for i in range(256)], r"[\s\S]", [BOS, EOS])
+    rng = np.random.default_rng(0)
+    docs = []
+    for i in range(60):
+        low = i % 3 != 0                      # 40 'low' docs, 20 shorter 'high' docs
+        letters = "abcdefghijklmnopqrstuvwxyz" if low else "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+        n = 300 if low else 100
+        docs.append({"id": f"d{i}", "domain": "low" if low else "high",
+                     "text": "".join(rng.choice(list(letters), n))})
+    shards.run(shards.TokenizeConfig(val_fraction=0.05, shard_tokens=4000), tok, iter(docs),
+               ["high", "low"], out, {})
+    return shards.TokenShards(out, "train")
+
+
+def _share_high(x: torch.Tensor) -> float:
+    body = x[(x != 256) & (x != 257)]             # BOS/EOS carry no domain
+    return float(((body >= ord("A")) & (body <= ord("Z"))).float().mean())
+
+
+def _rows_pure(x: torch.Tensor) -> bool:
+    for row in x:
+        body = row[(row != 256) & (row != 257)]
+        upper = (body >= ord("A")) & (body <= ord("Z"))
+        if not (upper.all() or (~upper).all()):
+            return False
+    return True
+
+
+def test_weights_set_the_share_and_rows_stay_within_a_domain(train_shards):
+    mix = [MixtureEntry("high", weight=3.0), MixtureEntry("low", weight=1.0)]
+    w = MixtureWindows(train_shards, 16, seed=0, mixture=mix, total_steps=100, rows_per_step=64)
+    x = torch.cat([w.batch(s, 0, 64)[0] for s in range(20)])
+    assert 0.70 < _share_high(x) < 0.80      # 3:1, although 'high' has a third of the tokens
+    assert _rows_pure(x)
+
+
+def test_curriculum_moves_the_weights_over_the_run(train_shards):
+    mix = [MixtureEntry("high", weight=1.0, weight_end=0.0), MixtureEntry("low", weight=0.0, weight_end=1.0)]
+    w = MixtureWindows(train_shards, 16, seed=0, mixture=mix, total_steps=100, rows_per_step=32)
+    assert _share_high(w.batch(0, 0, 32)[0]) == 1.0
+    assert _share_high(w.batch(99, 0, 32)[0]) < 0.1
+    assert np.allclose(w.weights(50), [0.5, 0.5])
+
+
+def test_epoch_limit_stops_a_domain_once_its_passes_are_used(train_shards):
+    mix = [MixtureEntry("high", weight=1.0, max_epochs=1.0), MixtureEntry("low", weight=1.0)]
+    rows, seq = 8, 16
+    w = MixtureWindows(train_shards, seq, seed=0, mixture=mix, total_steps=1000, rows_per_step=rows)
+    high_tokens = w.tokens["high"]
+    limit_step = int(np.ceil(high_tokens / (0.5 * rows * seq)))   # half the rows until then
+    assert w.weights(limit_step - 1)[0] == 0.5
+    assert w.weights(limit_step + 1)[0] == 0.0
+    assert _share_high(w.batch(limit_step + 1, 0, rows)[0]) == 0.0
+
+
+def test_ranks_split_the_global_batch_and_draws_are_deterministic(train_shards):
+    mix = [MixtureEntry("high"), MixtureEntry("low")]
+    w = MixtureWindows(train_shards, 16, seed=3, mixture=mix, total_steps=10, rows_per_step=8)
+    whole = w.batch(4, 1, 8)[0]
+    parts = [w.batch(4, 1, 4, rank=r, world=2)[0] for r in range(2)]
+    assert torch.equal(torch.cat(parts), whole)
+    assert torch.equal(w.batch(4, 1, 8)[0], whole)
+
+
+def test_unknown_domain_is_a_config_error(train_shards):
+    with pytest.raises(ConfigError, match="no training tokens for domain"):
+        MixtureWindows(train_shards, 16, 0, [MixtureEntry("web")], 10, 8)
+    with pytest.raises(ConfigError, match="names a data domain"):
+        MixtureEntry("")
+
+
+def test_mixture_in_the_training_stage(tmp_path):
+    from pretrain.pipeline import STAGES, run_stages
+    from pretrain.run_config import load_config
+
+    from ..conftest import tiny_overrides
+    cfg = load_config(None, tiny_overrides(
+        tmp_path, train__steps="10",
+        train__mixture='[{domain = "prose", weight = 2.0, max_epochs = 4.0}, {domain = "code", weight = 1.0}]'))
+    rd = run_stages(cfg, STAGES[:4], force=set())
+    counts = rd.manifest("train")["counts"]
+    assert counts["val_loss_final"] < counts["val_loss_initial"]
+    stored = load_config(str(rd.root / "config.toml"))      # the run dir records the mixture
+    assert [(m.domain, m.weight, m.max_epochs) for m in stored.train.mixture] == [
+        ("prose", 2.0, 4.0), ("code", 1.0, 0.0)]

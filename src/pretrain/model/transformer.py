@@ -38,7 +38,8 @@ class Block(nn.Module):
         self.attn: Attention | MLAttention = MLAttention(cfg) if cfg.arch == "mla" else Attention(cfg)
         self.ffn_norm = norm()
         self.ffn: nn.Module = GeluMLP(cfg.d_model, cfg.hidden) if gpt2 else SwiGLU(cfg.d_model, cfg.hidden)
-        self.drop = nn.Dropout(cfg.dropout)
+        # no dropout module at p = 0: F.dropout still costs a copy per call in training mode
+        self.drop: nn.Module = nn.Dropout(cfg.dropout) if cfg.dropout else nn.Identity()
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 mask: torch.Tensor | None, cache: KVCache | None, layer: int) -> torch.Tensor:
@@ -57,7 +58,7 @@ class Transformer(nn.Module):
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.pos_embed = nn.Embedding(cfg.seq_len, cfg.d_model) if cfg.arch == "gpt2" else None
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop: nn.Module = nn.Dropout(cfg.dropout) if cfg.dropout else nn.Identity()
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = (nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps) if cfg.arch == "gpt2"
                      else RMSNorm(cfg.d_model, cfg.norm_eps))

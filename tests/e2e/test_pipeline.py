@@ -183,9 +183,12 @@ def test_kill_between_the_two_renames_of_a_publish_is_recovered(tiny_run, tmp_pa
     copy, _ = _copy(tiny_run, tmp_path)
     # the state a kill between os.replace(final, old) and os.replace(tmp, final) leaves
     shutil.copytree(copy / "eval", copy / ".tmp-eval-123")
+    new_manifest = json.loads((copy / ".tmp-eval-123" / "manifest.json").read_text())
+    new_manifest["finished_at"] = "the new one"
+    (copy / ".tmp-eval-123" / "manifest.json").write_text(json.dumps(new_manifest))
     os.replace(copy / "eval", copy / ".old-eval-123")
     RunDir(copy).sweep_tmp()
-    assert RunDir(copy).manifest("eval") is not None
+    assert RunDir(copy).manifest("eval")["finished_at"] == "the new one"  # the new output wins
     assert not list(copy.glob(".tmp-*")) and not list(copy.glob(".old-*"))
 
 

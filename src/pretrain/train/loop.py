@@ -30,7 +30,7 @@ from ..model.transformer import Transformer
 from ..tokenizer.shards import TokenShards
 from . import checkpoint, state
 from .data import MixtureEntry, MixtureWindows, RandomWindows, fixed_val_batches
-from .optim import apply_activation_checkpointing, lr_at, param_groups
+from .optim import apply_activation_checkpointing, lr_at, measured_peak_flops, param_groups
 from .stability import SpikeGuard
 
 __all__ = ["RandomWindows", "TrainConfig", "fixed_val_batches", "lr_at", "param_groups", "train"]
@@ -55,7 +55,7 @@ class TrainConfig:
     log_every: int = 10
     threads: int = 0                  # torch intra-op threads; 0 = torch's default
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    peak_tflops: float = 0.0          # hardware peak for MFU; 0 = do not report MFU
+    peak_tflops: float = 0.0          # hardware peak for MFU; 0 = measure it (CPU) or skip (GPU)
     init_from: str = ""               # continue from: run dir, checkpoint or HF model dir
     mixture: list[MixtureEntry] = field(default_factory=list)  # domain weights; [] = by size
     compile: bool = False             # torch.compile the model (inductor; needs a C++ compiler on CPU)
@@ -133,6 +133,7 @@ class Trainer:
                                      cfg.batch_size * self.d.world, cfg.eval_batches)
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
         self.guard = SpikeGuard(cfg.spike_window, cfg.spike_zscore, cfg.max_bad_steps)
+        self.peak_flops = cfg.peak_tflops * 1e12 or measured_peak_flops(device)
         # the loop state, all of it saved in checkpoints
         self.step = self.data_pos = self.rollbacks = 0
         self.history: list[dict[str, Any]] = []      # logged records
@@ -241,8 +242,8 @@ class Trainer:
         cfg, done = self.cfg, self.step
         rec: dict[str, Any] = {"step": done, "loss": round(loss, 5), "lr": lr,
                                "grad_norm": round(norm, 4), "tok_per_s": round(tokens / dt, 1)}
-        if cfg.peak_tflops:
-            rec["mfu"] = round(flops / dt / (cfg.peak_tflops * 1e12), 4)
+        if self.peak_flops:
+            rec["mfu"] = round(flops / dt / self.peak_flops, 4)
         if done % cfg.eval_every == 0 or done == cfg.steps:
             self.val_losses[str(done)] = rec["val_loss"] = round(
                 evaluate(self.model, self.val, self.device), 5)
@@ -287,6 +288,11 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, out: Path,
                    "tok_per_s": round(tokens_per_step * cfg.steps / max(t.t_train, 1e-9), 1),
                    "skipped_steps": sum(1 for e in t.events if e["action"] == "skipped update"),
                    "rollbacks": t.rollbacks, "device": str(device), "processes": d.world})
+    mfus = sorted(r["mfu"] for r in t.history if "mfu" in r)
+    if mfus:
+        counts["mfu_median"] = mfus[len(mfus) // 2]
+        counts["peak_gflops"] = round((t.peak_flops or 0) / 1e9, 1)
+    mfu = f", MFU {counts['mfu_median']:.1%} of {counts['peak_gflops']:.0f} GFLOP/s" if mfus else ""
     log0(f"train: val loss {first:.4f} -> {last:.4f} "
-         f"({counts['tok_per_s']:,.0f} tokens/s over {t.t_train:.0f}s of steps)")
+         f"({counts['tok_per_s']:,.0f} tokens/s over {t.t_train:.0f}s of steps{mfu})")
     return model

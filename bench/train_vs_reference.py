@@ -30,6 +30,7 @@ from pretrain.model.config import ModelConfig
 from pretrain.tokenizer import shards
 from pretrain.tokenizer.bpe import BOS, EOS, Tokenizer
 from pretrain.train.loop import TrainConfig, Trainer
+from pretrain.train.optim import measured_peak_flops
 
 SHAPES = {  # name: (layers, heads, d_model, seq_len, batch) as in the reference notes
     "tiny": (4, 4, 128, 64, 12),
@@ -37,17 +38,6 @@ SHAPES = {  # name: (layers, heads, d_model, seq_len, batch) as in the reference
     "baby": (6, 6, 384, 256, 8),
 }
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare" / "input.txt"
-
-
-def matmul_peak(n: int = 2048, reps: int = 5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t0)
-    return 2 * n**3 / statistics.median(times)
 
 
 class RefBlock(nn.Module):
@@ -139,7 +129,7 @@ def main() -> None:
     shards.run(shards.TokenizeConfig(val_fraction=0.1), tok, iter(docs), ["text"], tmp, {})
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"load avg {os.getloadavg()[0]:.2f}")
-    peak = matmul_peak()
+    peak = measured_peak_flops(torch.device("cpu"), reps=5) or 1.0
     print(f"fp32 matmul peak (n=2048, this run): {peak / 1e9:.0f} GFLOP/s")
     loops = [("reference (nanoGPT-style GPT-2)", None), ("ours, gpt2", ("gpt2", False)),
              ("ours, llama", ("llama", False))]

@@ -7,7 +7,7 @@ Each component keeps its own ``@dataclass`` config next to its code; ``RunConfig
 
 Everything funnels through :func:`build`, which walks the dataclass type hints and
 rejects unknown keys and wrong types with a :class:`ConfigError` that names the
-dotted key and what would have been accepted. We wrote this by hand (about 200 lines)
+dotted key and what would have been accepted. We wrote this by hand (about 230 lines)
 instead of pulling in OmegaConf/Hydra/pydantic: those bring their own override
 grammar and error style, and the behaviour we need (strict keys, clear one-line
 errors, TOML round trip) is small.

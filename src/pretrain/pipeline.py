@@ -35,9 +35,10 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
 
 def _config_part(cfg: RunConfig, stage: str) -> dict[str, Any]:
     if stage == "train":
-        # resuming or not gives the same result, so it is not part of the key
-        part: dict[str, Any] = {"model": cfg.model, "train": replace(cfg.train, resume=True),
-                                "seed": cfg.seed}
+        # resuming or not, and where metrics are sent, give the same model: not in the key
+        quiet = replace(cfg.train, resume=True, tensorboard=True, wandb="off",
+                        wandb_project="pretrain")
+        part: dict[str, Any] = {"model": cfg.model, "train": quiet, "seed": cfg.seed}
         if cfg.train.init_from:
             from .train.checkpoint import fingerprint_files
             part["init_weights"] = fingerprint_files(Path(cfg.train.init_from))
@@ -110,12 +111,14 @@ def _train(cfg: RunConfig, run: StageRun) -> None:
         log0(f"train: continuing from {cfg.train.init_from} ({init.cfg.arch}, "
              f"{init.cfg.num_params() / 1e6:.2f} M params); [model] settings are taken from it")
     ckpt_dir = run.root / "checkpoints" / f"train-{run.key}"
+    tb_dir = run.root / "tensorboard" / f"train-{run.key}"
     d = distributed.from_env()
     if run.forced and d.rank == 0:  # --force train means train again from the start
         import shutil
         shutil.rmtree(ckpt_dir, ignore_errors=True)
+        shutil.rmtree(tb_dir, ignore_errors=True)
     train(cfg.train, model_cfg, run.inputs["tokenize"], run.out, cfg.seed, run.counts, init,
-          ckpt_dir=ckpt_dir, d=d)
+          ckpt_dir=ckpt_dir, d=d, monitor_dir=tb_dir, run_name=cfg.name)
 
 
 def _eval(cfg: RunConfig, run: StageRun) -> None:

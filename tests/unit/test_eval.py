@@ -1,10 +1,11 @@
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pretrain.eval.loss import EvalConfig, domain_losses
+from pretrain.eval.loss import EvalConfig, domain_losses, domain_windows
 from pretrain.model.config import ModelConfig
 from pretrain.model.generate import generate
 from pretrain.model.transformer import Transformer
@@ -70,3 +71,19 @@ def test_greedy_generation_is_the_argmax_continuation():
         nxt = int(model(torch.tensor([seq]))[0][0, -1].argmax())
         seq.append(nxt)
     assert out == seq[3:]
+
+
+def test_domain_windows_are_capped_per_domain_and_cover_a_one_window_split(tmp_path: Path):
+    _setup(tmp_path, seq_len=8)
+    val = shards.TokenShards(tmp_path, "val")
+    full = domain_windows(val, 4, 0)
+    for domain, texts in TEXTS.items():
+        stream = np.concatenate(full[domain])  # windows overlap by one token
+        n = sum(len(t.encode()) + 2 for t in texts)
+        assert sum(len(w) - 1 for w in full[domain]) == n - 1
+        assert all(len(w) == 5 for w in full[domain][:-1]) and len(stream) > 0
+    capped = domain_windows(val, 4, 8)
+    assert {d: len(w) for d, w in capped.items()} == {"a": 2, "b": 2}
+    assert all(np.array_equal(a, b) for a, b in zip(capped["a"], full["a"], strict=False))
+    # a split of exactly seq_len + 1 tokens is one window
+    assert [w.tolist() for w in domain_windows(val, 4, 4)["b"]] == [full["b"][0].tolist()]

@@ -55,12 +55,6 @@ def test_every_token_of_a_shard_can_be_a_target():
     assert x.tolist() == [[0, 1, 2, 3]] * 2 and y.tolist() == [[1, 2, 3, 4]] * 2
 
 
-def test_val_batches_cover_a_split_of_exactly_one_window():
-    from pretrain.train.loop import fixed_val_batches
-    batches = fixed_val_batches(_Shards([np.arange(5, dtype=np.uint16)]), 4, 8, 2)
-    assert [(x.tolist(), y.tolist()) for x, y in batches] == [([[0, 1, 2, 3]], [[1, 2, 3, 4]])]
-
-
 def test_no_decay_on_norms_and_embeddings():
     model = Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, seq_len=8,
                                     vocab_size=50))

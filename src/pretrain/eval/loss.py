@@ -11,6 +11,7 @@ the convention of nanochat's ``evaluate_bpb`` and makes bpb comparable across to
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,10 @@ class EvalConfig:
             raise ConfigError("max_tokens_per_domain must be >= 0 and batch_size positive")
 
 
-def _domain_streams(shards: TokenShards, cap: int) -> dict[str, np.ndarray]:
+def domain_windows(shards: TokenShards, seq_len: int, cap: int) -> dict[str, list[np.ndarray]]:
+    """Each domain's documents concatenated and cut into windows of ``seq_len + 1`` tokens
+    at stride ``seq_len`` (the last one may be shorter), at most ``cap`` predicted tokens
+    per domain (0 = all). The same shards always give the same windows."""
     parts: dict[str, list[np.ndarray]] = {}
     sizes: dict[str, int] = {}
     for toks, domain in shards.documents():
@@ -42,24 +46,30 @@ def _domain_streams(shards: TokenShards, cap: int) -> dict[str, np.ndarray]:
             continue
         parts.setdefault(domain, []).append(np.asarray(toks, dtype=np.int64))
         sizes[domain] = sizes.get(domain, 0) + len(toks)
-    return {d: np.concatenate(p)[: cap + 1 if cap else None] for d, p in parts.items()}
+    out = {}
+    for domain, p in sorted(parts.items()):
+        stream = np.concatenate(p)[: cap + 1 if cap else None]
+        out[domain] = [stream[s:s + seq_len + 1] for s in range(0, len(stream) - 1, seq_len)]
+    return out
 
 
 @torch.no_grad()
-def domain_losses(model: Transformer, shards: TokenShards, token_bytes: list[int],
-                  cfg: EvalConfig, device: torch.device) -> dict[str, dict[str, float]]:
+def score(model: torch.nn.Module, windows: dict[str, list[np.ndarray]],
+          token_bytes: np.ndarray | None, batch_size: int, device: torch.device,
+          progress: bool = False) -> dict[str, dict[str, float]]:
+    """Loss, perplexity and (with ``token_bytes``) bits per byte of each domain's windows
+    and of all of them together ("all")."""
+    was_training = model.training
     model.eval()
-    T = model.cfg.seq_len
-    nbytes = torch.tensor(token_bytes, dtype=torch.int64)
+    nbytes = torch.from_numpy(np.asarray(token_bytes, dtype=np.int64)) if token_bytes is not None else None
     results: dict[str, dict[str, float]] = {}
-    totals = {"nll": 0.0, "tokens": 0, "bytes": 0}
-    streams = _domain_streams(shards, cfg.max_tokens_per_domain)
-    with Progress("eval", total=len(streams), unit="domains") as bar:
-        for domain, stream in sorted(streams.items()):
-            windows = [stream[s:s + T + 1] for s in range(0, len(stream) - 1, T)]
+    totals = [0.0, 0, 0]
+    with Progress("eval", total=len(windows), unit="domains") if progress \
+            else contextlib.nullcontext() as bar:
+        for domain, wins in windows.items():
             nll, n_tok, n_bytes = 0.0, 0, 0
-            for i in range(0, len(windows), cfg.batch_size):
-                chunk = windows[i:i + cfg.batch_size]
+            for i in range(0, len(wins), batch_size):
+                chunk = wins[i:i + batch_size]
                 width = max(len(w) for w in chunk)
                 xy = torch.full((len(chunk), width), -1, dtype=torch.int64)
                 for r, w in enumerate(chunk):
@@ -69,29 +79,39 @@ def domain_losses(model: Transformer, shards: TokenShards, token_bytes: list[int
                 nll += float(loss)
                 valid = y[y >= 0]
                 n_tok += int(valid.numel())
-                n_bytes += int(nbytes[valid].sum())
+                if nbytes is not None:
+                    n_bytes += int(nbytes[valid].sum())
             results[domain] = _metrics(nll, n_tok, n_bytes)
-            totals["nll"] += nll
-            totals["tokens"] += n_tok
-            totals["bytes"] += n_bytes
-            bar.update(1)
-    results["all"] = _metrics(totals["nll"], int(totals["tokens"]), int(totals["bytes"]))
+            totals[0] += nll
+            totals[1] += n_tok
+            totals[2] += n_bytes
+            if bar is not None:
+                bar.update(1)
+    results["all"] = _metrics(totals[0], int(totals[1]), int(totals[2]))
+    model.train(was_training)
     return results
+
+
+def domain_losses(model: Transformer, shards: TokenShards, token_bytes: list[int],
+                  cfg: EvalConfig, device: torch.device) -> dict[str, dict[str, float]]:
+    windows = domain_windows(shards, model.cfg.seq_len, cfg.max_tokens_per_domain)
+    return score(model, windows, np.asarray(token_bytes), cfg.batch_size, device, progress=True)
 
 
 def _metrics(nll: float, tokens: int, nbytes: int) -> dict[str, float]:
     if tokens == 0:
-        return {"loss": float("nan"), "ppl": float("nan"), "bpb": float("nan"), "tokens": 0}
+        return {"loss": float("nan"), "ppl": float("nan"), "tokens": 0}
     loss = nll / tokens
-    return {"loss": round(loss, 5), "ppl": round(math.exp(min(loss, 50.0)), 3),
-            "bpb": round(nll / math.log(2) / nbytes, 5) if nbytes else float("nan"),
-            "tokens": tokens, "bytes": nbytes}
+    out = {"loss": round(loss, 5), "ppl": round(math.exp(min(loss, 50.0)), 3), "tokens": tokens}
+    if nbytes:
+        out.update(bpb=round(nll / math.log(2) / nbytes, 5), bytes=nbytes)
+    return out
 
 
 def run(model: Transformer, tokens_dir: Path, token_bytes: list[int], cfg: EvalConfig,
         device: torch.device) -> dict[str, dict[str, float]]:
     res = domain_losses(model, TokenShards(tokens_dir, "val"), token_bytes, cfg, device)
     for name, m in res.items():
-        log0(f"eval: {name:>8}  loss {m['loss']:.4f}  ppl {m['ppl']:.2f}  bpb {m['bpb']:.4f}  "
+        log0(f"eval: {name:>8}  loss {m['loss']:.4f}  ppl {m['ppl']:.2f}  bpb {m.get('bpb', float('nan')):.4f}  "
              f"({m['tokens']:,} tokens)")
     return res

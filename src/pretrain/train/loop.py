@@ -1,7 +1,8 @@
 """The training loop: next-token cross-entropy, AdamW, warmup + cosine, exact resume, spike guard.
 
 Importable and callable from tests (``train(cfg, model_cfg, tokens_dir, out, seed, counts)``).
-One process for now; DDP/FSDP2 through torchrun is the next step of issue 4.
+Data parallel through torchrun (``distributed.py``); metrics to log.jsonl, a plain log line,
+TensorBoard and optionally W&B (``monitor.py``).
 
 Resume is exact: the loader's state is one integer (the data position), and a checkpoint
 holds the model, the optimizer, the RNG states and the loop state (``train/state.py``), so
@@ -16,7 +17,7 @@ import contextlib
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,21 +25,24 @@ import torch
 
 from .. import distributed
 from ..config import ConfigError, PretrainError
+from ..eval.loss import domain_windows, score
 from ..log import Progress, log0
 from ..model.config import ModelConfig
 from ..model.transformer import Transformer
 from ..tokenizer.shards import TokenShards
 from . import checkpoint, state
-from .data import MixtureEntry, MixtureWindows, RandomWindows, fixed_val_batches
+from .data import MixtureEntry, MixtureWindows, RandomWindows
+from .monitor import Monitor, memory_gb
 from .optim import apply_activation_checkpointing, lr_at, measured_peak_flops, param_groups
 from .stability import SpikeGuard
 
-__all__ = ["RandomWindows", "TrainConfig", "fixed_val_batches", "lr_at", "param_groups", "train"]
+__all__ = ["RandomWindows", "TrainConfig", "lr_at", "param_groups", "train"]
 
 
 @dataclass
 class TrainConfig:
     steps: int = 500
+    time_budget_s: float = 0.0        # stop after this much training time (steps then a cap)
     batch_size: int = 16              # sequences per micro-batch
     grad_accum: int = 1               # micro-batches per optimizer step
     lr: float = 3e-3
@@ -51,7 +55,7 @@ class TrainConfig:
     beta2: float = 0.95
     grad_clip: float = 1.0            # 0 = off
     eval_every: int = 100
-    eval_batches: int = 8
+    eval_batches: int = 8             # val windows: eval_batches * global batch rows, split by domain
     log_every: int = 10
     threads: int = 0                  # torch intra-op threads; 0 = torch's default
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -67,6 +71,9 @@ class TrainConfig:
     spike_zscore: float = 6.0         # a loss this many std above the window mean is a spike; 0 = off
     max_bad_steps: int = 3            # bad (skipped) steps in a row before rolling back
     max_rollbacks: int = 3            # then give up with an error
+    tensorboard: bool = True          # event files in runs/<name>/tensorboard/
+    wandb: Literal["off", "offline", "online"] = "off"
+    wandb_project: str = "pretrain"
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "eval_every", "eval_batches", "log_every"):
@@ -80,21 +87,10 @@ class TrainConfig:
             raise ConfigError("checkpoint_every >= 0, keep_last >= 1 and spike_zscore >= 0 needed")
         if not 0.0 < self.decay_frac <= 1.0:
             raise ConfigError("decay_frac must be within (0, 1]")
+        if self.time_budget_s < 0:
+            raise ConfigError("time_budget_s must be >= 0 (0 = train for `steps` steps)")
         if self.spike_window < 2 or self.max_bad_steps < 1 or self.max_rollbacks < 0:
             raise ConfigError("spike_window >= 2, max_bad_steps >= 1, max_rollbacks >= 0 needed")
-
-
-@torch.no_grad()
-def evaluate(model: Transformer, batches: list[tuple[torch.Tensor, torch.Tensor]],
-             device: torch.device) -> float:
-    model.eval()
-    total, count = 0.0, 0
-    for x, y in batches:
-        _, loss = model(x.to(device), y.to(device), reduction="sum")
-        total += float(loss)
-        count += y.numel()
-    model.train()
-    return total / count
 
 
 def resolve_device(name: str) -> torch.device:
@@ -107,8 +103,10 @@ def resolve_device(name: str) -> torch.device:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, model: Transformer, tokens_dir: Path, seed: int,
-                 device: torch.device, ckpt_dir: Path | None, d: distributed.Dist | None = None):
+                 device: torch.device, ckpt_dir: Path | None, d: distributed.Dist | None = None,
+                 monitor_dir: Path | None = None, run_name: str = "train"):
         self.cfg, self.model, self.device, self.ckpt_dir = cfg, model, device, ckpt_dir
+        self.monitor_dir, self.run_name = monitor_dir, run_name
         self.d = d or distributed.Dist()
         # applied from outside the model: activation checkpointing, then DDP, then compile
         # (compiling the DDP module lets dynamo split graphs at the gradient buckets)
@@ -128,9 +126,15 @@ class Trainer:
                                           cfg.batch_size * cfg.grad_accum * self.d.world)
         else:
             self.windows = RandomWindows(train_shards, seq_len, seed)
-        # the same val windows whatever the process count: global batch rows, on every rank
-        self.val = fixed_val_batches(TokenShards(tokens_dir, "val"), seq_len,
-                                     cfg.batch_size * self.d.world, cfg.eval_batches)
+        # fixed val windows, the same whatever the process count (global batch rows, split
+        # evenly over the domains), scored on every rank so that all take the same decisions
+        val = TokenShards(tokens_dir, "val")
+        rows = cfg.batch_size * self.d.world * cfg.eval_batches
+        n_domains = max(1, len(set(int(d) for idx in val.index for d in idx[:, 2])))
+        self.val = domain_windows(val, seq_len, max(1, rows // n_domains) * seq_len)
+        if not self.val:
+            raise ConfigError("the val split is empty: nothing to evaluate on")
+        self.token_bytes = val.token_bytes()
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
         self.guard = SpikeGuard(cfg.spike_window, cfg.spike_zscore, cfg.max_bad_steps)
         self.peak_flops = cfg.peak_tflops * 1e12 or measured_peak_flops(device)
@@ -140,6 +144,15 @@ class Trainer:
         self.val_losses: dict[str, float] = {}       # step (as str, for JSON) -> val loss
         self.events: list[dict[str, Any]] = []
         self.t_train = 0.0
+        self.monitor: Monitor | None = None
+
+    def evaluate(self) -> dict[str, dict[str, float]]:
+        return score(self.model, self.val, self.token_bytes, self.cfg.batch_size * self.d.world,
+                     self.device)
+
+    def done(self) -> bool:
+        budget = self.cfg.time_budget_s
+        return self.step >= self.cfg.steps or bool(budget and self.t_train >= budget)
 
     def forward_backward(self, data_pos: int) -> tuple[float, float]:
         """One optimizer step's gradients; returns (mean loss, gradient norm before clipping)."""
@@ -202,15 +215,27 @@ class Trainer:
             self.restore(ckpts[-1])
             log0(f"train: resumed from {ckpts[-1]} (step {self.step})")
         else:
-            self.val_losses["0"] = evaluate(self.model, self.val, self.device)
+            self.val_losses["0"] = self.evaluate()["all"]["loss"]
             log0(f"train: step 0 val loss {self.val_losses['0']:.4f}")
+        self.monitor = Monitor(self.monitor_dir, cfg.tensorboard, cfg.wandb, cfg.wandb_project,
+                               self.run_name, {"train": asdict(cfg), "model": asdict(self.model.cfg)},
+                               self.step, enabled=self.d.rank == 0)
+        try:
+            self._loop()
+        finally:
+            self.monitor.close()
+
+    def _loop(self) -> None:
+        cfg = self.cfg
+        assert self.monitor is not None
         tokens_per_step = cfg.batch_size * cfg.grad_accum * self.d.world * self.model.cfg.seq_len
         flops_per_step = self.model.cfg.flops_per_token() * tokens_per_step
         with Progress("train", total=cfg.steps, unit="steps") as bar:
             bar.update(self.step)
-            while self.step < cfg.steps:
+            while not self.done():
                 t0 = time.perf_counter()
-                lr = lr_at(self.step, cfg)
+                frac = self.t_train / cfg.time_budget_s if cfg.time_budget_s else None
+                lr = lr_at(self.step, cfg, frac)
                 for g in self.opt.param_groups:
                     g["lr"] = lr
                 loss, norm = self.forward_backward(self.data_pos)
@@ -223,6 +248,7 @@ class Trainer:
                     if self.guard.reject():
                         self._rollback(rec)
                     self.events.append(rec)
+                    self.monitor.event(rec)
                     log0(f"train: step {rec['step']}: {reason}, loss {loss:.4g}; {rec['action']}")
                     continue
                 self.guard.accept(loss)
@@ -234,7 +260,7 @@ class Trainer:
                 self._record(loss, lr, norm, dt, tokens_per_step, flops_per_step)
                 bar.update(1, loss=loss)
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 \
-                        and self.step < cfg.steps:
+                        and not self.done():
                     self.save()
 
     def _record(self, loss: float, lr: float, norm: float, dt: float, tokens: int,
@@ -244,16 +270,44 @@ class Trainer:
                                "grad_norm": round(norm, 4), "tok_per_s": round(tokens / dt, 1)}
         if self.peak_flops:
             rec["mfu"] = round(flops / dt / self.peak_flops, 4)
-        if done % cfg.eval_every == 0 or done == cfg.steps:
-            self.val_losses[str(done)] = rec["val_loss"] = round(
-                evaluate(self.model, self.val, self.device), 5)
+        rec["mem_gb"] = round(memory_gb(self.device), 3)
+        if done % cfg.eval_every == 0 or self.done():
+            res = self.evaluate()
+            self.val_losses[str(done)] = rec["val_loss"] = res["all"]["loss"]
+            if "bpb" in res["all"]:
+                rec["val_bpb"] = res["all"]["bpb"]
+            if len(res) > 2:  # more than one domain besides "all"
+                rec["val"] = {d: {k: m[k] for k in ("loss", "bpb") if k in m}
+                              for d, m in res.items() if d != "all"}
         if done % cfg.log_every == 0 or "val_loss" in rec:
+            rec["time_s"] = round(self.t_train, 2)
             self.history.append(rec)
+            assert self.monitor is not None
+            self.monitor.log(rec)
+            log0(log_line(rec, cfg.steps))
+
+
+def log_line(rec: dict[str, Any], steps: int) -> str:
+    """``train: step 100/500 loss 4.1234 lr 3.00e-03 ...``: one line per logged step."""
+    parts = [f"train: step {rec['step']}/{steps}", f"loss {rec['loss']:.4f}", f"lr {rec['lr']:.2e}",
+             f"gnorm {rec['grad_norm']:.3f}", f"{rec['tok_per_s']:,.0f} tok/s"]
+    if "mfu" in rec:
+        parts.append(f"MFU {rec['mfu']:.1%}")
+    parts.append(f"mem {rec['mem_gb']:.2f} GB")
+    if "val_loss" in rec:
+        val = f"val {rec['val_loss']:.4f}"
+        if "val_bpb" in rec:
+            val += f" ({rec['val_bpb']:.3f} bpb)"
+        if "val" in rec:
+            val += " [" + ", ".join(f"{d} {m['loss']:.3f}" for d, m in rec["val"].items()) + "]"
+        parts.append(val)
+    return "  ".join(parts)
 
 
 def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, out: Path, seed: int,
           counts: dict[str, Any], init: Transformer | None = None,
-          ckpt_dir: Path | None = None, d: distributed.Dist | None = None) -> Transformer:
+          ckpt_dir: Path | None = None, d: distributed.Dist | None = None,
+          monitor_dir: Path | None = None, run_name: str = "train") -> Transformer:
     """Train a new model of ``model_cfg``, or continue from ``init`` (its config then rules).
 
     With ``ckpt_dir``, resumable checkpoints go there every ``checkpoint_every`` steps and
@@ -272,7 +326,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, out: Path,
     tokens_per_step = cfg.batch_size * cfg.grad_accum * d.world * model_cfg.seq_len
     log0(f"train: {model_cfg.num_params() / 1e6:.2f} M params, {tokens_per_step:,} tokens/step, "
          f"{cfg.steps} steps on {device}" + (f" x {d.world} processes (DDP)" if d.enabled else ""))
-    t = Trainer(cfg, model, tokens_dir, seed, device, ckpt_dir, d)
+    t = Trainer(cfg, model, tokens_dir, seed, device, ckpt_dir, d, monitor_dir, run_name)
     t.run()
     if d.rank != 0:
         return model
@@ -281,13 +335,19 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, out: Path,
     with open(out / "events.jsonl", "w") as f:
         f.writelines(json.dumps(e) + "\n" for e in t.events)
     checkpoint.save(model, model_cfg, out)
-    first, last = t.val_losses["0"], t.val_losses[str(cfg.steps)]
-    counts.update({"params": model_cfg.num_params(), "tokens_seen": tokens_per_step * cfg.steps,
+    first, last = t.val_losses["0"], t.val_losses[str(t.step)]
+    counts.update({"params": model_cfg.num_params(), "steps": t.step,
+                   "tokens_seen": tokens_per_step * t.step,
                    "val_loss_initial": round(first, 5), "val_loss_final": round(last, 5),
                    "train_loss_final": t.history[-1]["loss"],
-                   "tok_per_s": round(tokens_per_step * cfg.steps / max(t.t_train, 1e-9), 1),
+                   "tok_per_s": round(tokens_per_step * t.step / max(t.t_train, 1e-9), 1),
+                   "train_time_s": round(t.t_train, 2),
                    "skipped_steps": sum(1 for e in t.events if e["action"] == "skipped update"),
                    "rollbacks": t.rollbacks, "device": str(device), "processes": d.world})
+    last_val = next(r for r in reversed(t.history) if "val_loss" in r)
+    for key in ("val_bpb", "val"):
+        if key in last_val:
+            counts[f"{key}_final"] = last_val[key]
     mfus = sorted(r["mfu"] for r in t.history if "mfu" in r)
     if mfus:
         counts["mfu_median"] = mfus[len(mfus) // 2]

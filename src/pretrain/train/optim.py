@@ -23,26 +23,36 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
             {"params": no_decay, "weight_decay": 0.0}]
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
+def lr_at(step: int, cfg: TrainConfig, time_frac: float | None = None) -> float:
     """Learning rate before optimizer step ``step`` (0-based).
 
     All schedules warm up linearly over ``warmup_steps`` and end at ``lr * min_lr_ratio``:
     ``cosine`` decays along a half cosine over the rest of the run; ``linear`` decays in a
     straight line; ``wsd`` (warmup-stable-decay) holds ``lr`` and decays linearly over the
-    last ``decay_frac`` of the steps, which lets a run be extended or branched from a
+    last ``decay_frac`` of the run, which lets a run be extended or branched from a
     stable-phase checkpoint (MiniCPM, DeepSeek-V3).
+
+    With a time budget, ``time_frac`` (training time spent / budget) replaces the step
+    count as the run's progress after warmup, so the decay ends when the time does.
     """
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     floor = cfg.lr * cfg.min_lr_ratio
-    if cfg.schedule == "wsd":
+    if time_frac is not None:
+        progress = min(1.0, time_frac)
+        if cfg.schedule == "wsd":
+            stable_end = 1.0 - cfg.decay_frac
+            if progress < stable_end:
+                return cfg.lr
+            progress = (progress - stable_end) / cfg.decay_frac
+    elif cfg.schedule == "wsd":
         decay_start = max(cfg.warmup_steps, int(cfg.steps * (1 - cfg.decay_frac)))
         if step < decay_start:
             return cfg.lr
         progress = min(1.0, (step - decay_start) / max(1, cfg.steps - decay_start))
-        return cfg.lr + (floor - cfg.lr) * progress
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
-    if cfg.schedule == "linear":
+    else:
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    if cfg.schedule in ("wsd", "linear"):
         return cfg.lr + (floor - cfg.lr) * progress
     return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * progress))
 

@@ -1,0 +1,96 @@
+"""Where training metrics go besides ``log.jsonl``: TensorBoard (default) and Weights & Biases.
+
+Both receive the same flat scalars (``train/loss``, ``val/loss/<domain>``, ``perf/mfu``...)
+from rank 0 only. TensorBoard event files are written while training runs, to
+``runs/<name>/tensorboard/train-<key>/`` (``tensorboard --logdir runs``). W&B is opt-in
+(``train.wandb = "offline"`` needs no account and writes ``wandb/offline-run-*`` next to
+the event files, for a later ``wandb sync``; ``"online"`` needs ``WANDB_API_KEY``). A
+missing package is one logged line, never a failed run: metrics are still in ``log.jsonl``.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..log import log0
+
+
+def memory_gb(device: torch.device) -> float:
+    """Peak memory so far: CUDA bytes allocated by tensors on GPU, the process's peak
+    resident set on CPU (model, optimizer, activations and everything else)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1e9 if sys.platform == "darwin" else rss * 1024 / 1e9  # bytes vs KiB
+
+
+def flatten(rec: dict[str, Any]) -> dict[str, float]:
+    """A log record as TensorBoard/W&B scalar names."""
+    groups = {"loss": "train", "lr": "train", "grad_norm": "train", "tok_per_s": "perf",
+              "mfu": "perf", "mem_gb": "perf", "val_loss": "val", "val_bpb": "val"}
+    out: dict[str, float] = {}
+    for k, v in rec.items():
+        if k in groups:
+            out[f"{groups[k]}/{k.removeprefix('val_')}"] = float(v)
+    for domain, m in rec.get("val", {}).items():
+        for name, v in m.items():
+            out[f"val/{name}/{domain}"] = float(v)
+    return out
+
+
+class Monitor:
+    def __init__(self, folder: Path | None, tensorboard: bool, wandb_mode: str, project: str,
+                 run_name: str, config: dict[str, Any], start_step: int, enabled: bool = True):
+        self.tb: Any = None
+        self.wandb: Any = None
+        if not enabled or folder is None:
+            return
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                log0("train: tensorboard is not installed (pip install tensorboard); "
+                     "metrics go to log.jsonl only")
+            else:
+                # purge_step drops events a crashed or rolled-back attempt wrote past here
+                self.tb = SummaryWriter(str(folder), purge_step=start_step or None)
+        if wandb_mode != "off":
+            try:
+                import wandb
+            except ImportError:
+                log0("train: train.wandb is set but wandb is not installed (pip install wandb)")
+            else:
+                folder.mkdir(parents=True, exist_ok=True)
+                # the id is the folder's name (the train key), so a resumed run continues
+                # the same W&B run instead of starting a new one
+                self.wandb = wandb.init(project=project, name=run_name, id=folder.name,
+                                        dir=str(folder), mode=wandb_mode,  # type: ignore[arg-type]
+                                        config=config,
+                                        resume="allow")
+
+    def log(self, rec: dict[str, Any]) -> None:
+        scalars = flatten(rec)
+        if self.tb is not None:
+            for k, v in scalars.items():
+                self.tb.add_scalar(k, v, rec["step"])
+        if self.wandb is not None:
+            self.wandb.log(scalars, step=rec["step"])
+
+    def event(self, rec: dict[str, Any]) -> None:
+        """A skipped step or rollback: text in TensorBoard, a table row in W&B."""
+        text = f"step {rec['step']}: {rec['reason']}, loss {rec['loss']:.4g}; {rec['action']}"
+        if self.tb is not None:
+            self.tb.add_text("events", text, rec["step"])
+        if self.wandb is not None:
+            self.wandb.log({"events/bad_steps": 1, "events/text": text}, step=rec["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()

@@ -1,0 +1,108 @@
+"""Training metrics: per-domain val loss and bpb in the log, TensorBoard and W&B offline
+files, memory, the plain log line, and the wall-clock budget (train/loop.py, monitor.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from pretrain.model.config import ModelConfig
+from pretrain.tokenizer import shards
+from pretrain.tokenizer.bpe import BOS, EOS, Tokenizer
+from pretrain.train.loop import TrainConfig, log_line, train
+from pretrain.train.optim import lr_at
+
+MODEL = ModelConfig(d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, seq_len=16, vocab_size=258)
+
+
+@pytest.fixture(scope="module")
+def tokens(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tokens")
+    tok = Tokenizer([bytes([i]) for i in range(256)], r"[\s\S]", [BOS, EOS])
+    code = Path(json.__file__).read_text()
+    prose = (math.__doc__ or "") + " ".join(["the cat sat on the mat"] * 200)
+    docs = [{"id": f"c{i}", "domain": "code", "text": code[i * 300:(i + 1) * 300]} for i in range(20)]
+    docs += [{"id": f"p{i}", "domain": "prose", "text": prose[i * 200:(i + 1) * 200]} for i in range(20)]
+    shards.run(shards.TokenizeConfig(val_fraction=0.2, min_val_docs=2), tok, iter(docs),
+               ["code", "prose"], out, {})
+    return out
+
+
+def _train(tokens: Path, tmp_path: Path, **kw) -> tuple[dict, list[dict]]:
+    cfg = TrainConfig(**{**dict(steps=6, batch_size=4, warmup_steps=2, eval_every=3,
+                                eval_batches=2, log_every=2, checkpoint_every=0), **kw})
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    counts: dict = {}
+    train(cfg, MODEL, tokens, out, seed=1, counts=counts, monitor_dir=tmp_path / "tb")
+    return counts, [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_val_loss_per_domain_and_bpb_are_logged(tokens: Path, tmp_path: Path, capsys):
+    counts, log = _train(tokens, tmp_path, tensorboard=False)
+    assert [r["step"] for r in log] == [2, 3, 4, 6]  # every log_every steps and at every eval
+    evals = [r for r in log if "val_loss" in r]
+    assert [r["step"] for r in evals] == [3, 6]
+    for r in evals:
+        assert set(r["val"]) == {"code", "prose"}
+        losses = [m["loss"] for m in r["val"].values()]
+        assert min(losses) <= r["val_loss"] <= max(losses)   # the token-weighted mean
+        # bytes from the tokenize stage's token_bytes.npy: 1 byte per token, 0 for BOS/EOS
+        assert r["val_bpb"] > r["val_loss"] / math.log(2)
+    assert all(r["mem_gb"] > 0.01 and 0 < r["mfu"] for r in log)
+    assert counts["val_bpb_final"] == evals[-1]["val_bpb"] and counts["steps"] == 6
+    err = capsys.readouterr().err
+    assert "train: step 6/6  loss " in err and " MFU " in err and " GB  val " in err
+    assert "[code " in err and ", prose " in err
+
+
+def test_log_line_without_optional_fields():
+    line = log_line({"step": 5, "loss": 2.5, "lr": 1e-3, "grad_norm": 0.5, "tok_per_s": 1234.0,
+                     "mem_gb": 1.5, "val_loss": 2.25}, 10)
+    assert line == ("train: step 5/10  loss 2.5000  lr 1.00e-03  gnorm 0.500  1,234 tok/s  "
+                    "mem 1.50 GB  val 2.2500")
+
+
+def test_tensorboard_event_files_hold_the_scalars(tokens: Path, tmp_path: Path):
+    pytest.importorskip("tensorboard", reason="tensorboard is a core dependency; not installed here")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    _, log = _train(tokens, tmp_path)
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "perf/mfu", "perf/mem_gb", "val/loss", "val/bpb",
+            "val/loss/code", "val/bpb/prose"} <= tags
+    got = acc.Scalars("train/loss")   # stored as float32
+    assert [e.step for e in got] == [r["step"] for r in log]
+    assert [e.value for e in got] == pytest.approx([r["loss"] for r in log], rel=1e-6)
+
+
+def test_wandb_offline_needs_no_account(tokens: Path, tmp_path: Path, monkeypatch):
+    pytest.importorskip("wandb", reason="W&B is optional: pip install wandb")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    _train(tokens, tmp_path, tensorboard=False, wandb="offline", steps=3)
+    runs = list((tmp_path / "tb" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+def test_time_budget_stops_training_and_decays_the_schedule(tokens: Path, tmp_path: Path):
+    counts, log = _train(tokens, tmp_path, steps=100_000, time_budget_s=1.0, tensorboard=False,
+                         log_every=1, eval_every=100_000, warmup_steps=0, min_lr_ratio=0.0)
+    assert counts["train_time_s"] >= 1.0 and 2 < counts["steps"] < 100_000
+    assert log[-1]["step"] == counts["steps"] and "val_loss" in log[-1]  # a final eval
+    lrs = [r["lr"] for r in log]
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.2 * lrs[0]
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "wsd"])
+def test_time_fraction_schedule_matches_the_step_schedule(schedule: str):
+    """With a time budget, a run's time fraction plays the role of step / steps."""
+    cfg = TrainConfig(steps=1000, warmup_steps=0, schedule=schedule, decay_frac=0.3, lr=1.0,
+                      min_lr_ratio=0.1)
+    for step in (0, 250, 600, 700, 850, 999):
+        assert lr_at(step, cfg, step / 1000) == pytest.approx(lr_at(step, cfg), abs=2e-3)
+    assert lr_at(5, cfg, 1.7) == pytest.approx(0.1)   # past the budget: the floor

@@ -4,14 +4,24 @@ Launched with ``torchrun`` (single node: ``--standalone --nproc_per_node=N``; se
 ``--nnodes``, ``--node_rank``, ``--rdzv_endpoint``), each process reads ``RANK``,
 ``WORLD_SIZE`` and ``LOCAL_RANK`` from the environment. gloo on CPU, NCCL on GPU.
 
-Data parallelism wraps the model in ``DistributedDataParallel``: each rank takes its own rows
-of every global batch, gradients are averaged, every rank holds the full model and
-optimizer (so checkpoints are written by rank 0 alone). Not yet here: FSDP2 (``fully_shard``
-per block then the root, applied in ``wrap``; checkpoints then need
-``torch.distributed.checkpoint.state_dict``'s full state dicts), tensor parallelism
-(``torch.distributed.tensor.parallel`` with a plan over ``attn.w{q,k,v,o}`` and
-``ffn.w{1,2,3}``, applied before FSDP) and pipeline parallelism
-(``torch.distributed.pipelining``, splitting ``layers`` into stages).
+Two ways to split the work (``train.data_parallel``), both taking disjoint rows of every
+global batch on each rank:
+
+- ``ddp``: ``DistributedDataParallel``; every rank holds the whole model and optimizer,
+  gradients are all-reduced once per optimizer step.
+- ``fsdp``: FSDP2 (``fully_shard`` on every block, then on the root); parameters, gradients
+  and optimizer state are sharded over the ranks (each holds 1/N), parameters are gathered
+  block by block for forward and backward and gradients reduce-scattered. Memory per rank
+  falls with N, which is what lets a model larger than one device train at all.
+
+Checkpoints are full (unsharded) state dicts in both cases (``full_state``), gathered to
+CPU and written by rank 0, so a checkpoint resumes on any number of processes and under
+either mode. Not here: tensor parallelism (``torch.distributed.tensor.parallel`` with a
+column-wise plan over ``attn.w{q,k,v}`` and ``ffn.w{1,3}`` and row-wise over ``attn.wo`` and
+``ffn.w2``, on a 2-D device mesh whose other dimension FSDP uses, applied before
+``fully_shard``) and pipeline parallelism (``torch.distributed.pipelining``, splitting
+``layers`` into stages). Neither pays on CPU or on one GPU node at the model sizes this
+project trains; FSDP2 is the one that changes what fits.
 """
 
 from __future__ import annotations
@@ -55,11 +65,51 @@ def device_for(d: Dist, device: torch.device) -> torch.device:
     return torch.device("cuda", d.local_rank) if device.type == "cuda" else device
 
 
-def wrap(model: nn.Module, d: Dist, device: torch.device) -> nn.Module:
+def wrap(model: nn.Module, d: Dist, device: torch.device, mode: str = "ddp") -> nn.Module:
+    """The module to run forward/backward through: the model itself (one process, or FSDP2,
+    which changes the model in place) or a DDP wrapper around it."""
     if not d.enabled:
+        return model
+    if mode == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+        for block in model.layers:  # type: ignore[union-attr]
+            fully_shard(block)      # one all-gather per block; embeddings/head/norm with the root
+        fully_shard(model)
         return model
     from torch.nn.parallel import DistributedDataParallel
     return DistributedDataParallel(model, device_ids=[d.local_rank] if device.type == "cuda" else None)
+
+
+def full_state(model: nn.Module, opt: torch.optim.Optimizer | None = None
+               ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Unsharded model and optimizer state dicts on CPU, keyed by parameter name.
+
+    A collective under FSDP (every rank must call it); for one process and DDP it is a
+    copy to CPU. Names rather than positions make the optimizer state independent of how
+    the model was wrapped.
+    """
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    model_sd = get_model_state_dict(model, options=opts)
+    return model_sd, (get_optimizer_state_dict(model, opt, options=opts) if opt is not None else None)
+
+
+def load_full_state(model: nn.Module, opt: torch.optim.Optimizer | None, model_sd: dict[str, Any],
+                    opt_sd: dict[str, Any] | None) -> None:
+    """The inverse of ``full_state``: every rank passes the whole state; FSDP keeps its shard."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+    opts = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(model, model_sd, options=opts)
+    if opt is not None and opt_sd is not None:
+        set_optimizer_state_dict(model, opt, opt_sd, options=opts)
 
 
 def mean(value: float, d: Dist, device: torch.device) -> float:

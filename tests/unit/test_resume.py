@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from pretrain import distributed
 from pretrain.config import PretrainError
 from pretrain.model.config import ModelConfig
 from pretrain.tokenizer import shards
@@ -129,8 +130,9 @@ def test_divergence_without_a_checkpoint_is_a_clear_error(tokens, tmp_path, monk
 def test_rotation_keeps_last_k_and_the_best(tmp_path):
     model = loop.Transformer(MODEL)
     opt = torch.optim.AdamW(model.parameters())
+    model_sd, opt_sd = distributed.full_state(model, opt)
     for step, val in [(10, 2.0), (20, 1.0), (30, 3.0), (40, 4.0), (50, 5.0)]:
-        state.save(tmp_path, step, model, opt, {"val_loss": val}, keep_last=2)
+        state.save(tmp_path, step, model_sd, opt_sd, {}, {"val_loss": val}, keep_last=2)
     assert [p.name for p in state.complete(tmp_path)] == ["step-0000020", "step-0000040", "step-0000050"]
     (tmp_path / "step-0000060.tmp").mkdir()  # a torn write is never a checkpoint
     assert state.complete(tmp_path)[-1].name == "step-0000050"

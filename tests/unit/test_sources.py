@@ -210,3 +210,34 @@ def test_unknown_extension_asks_for_a_format(tmp_path: Path):
         list(LocalSource(paths=[str(p)]).read())
     docs, _ = _read(LocalSource(paths=[str(p)], format="txt"))
     assert [d.text for d in docs] == ["x"]
+
+
+def test_a_source_can_be_held_out_whole(tmp_path: Path):
+    """use_for = "val": a dedicated held-out file goes to the val split whatever the hash
+    says, and the tokenizer never trains on it."""
+    from pretrain.data import stage
+    from pretrain.tokenizer import shards
+    from pretrain.tokenizer.bpe import BOS, EOS, Tokenizer, TokenizerConfig, training_sample
+    texts = {f"t{i}.txt": f"training text number {i} " * 20 for i in range(30)}
+    texts["held.txt"] = "held out text " * 30
+    for name, t in texts.items():
+        (tmp_path / name).write_text(t)
+    cfg = stage.DataConfig(
+        sources=[LocalSource(paths=[str(tmp_path / "t*.txt")], domain="d", use_for="train"),
+                 LocalSource(paths=[str(tmp_path / "held.txt")], domain="d", use_for="val")],
+        clean=stage.CleanConfig(min_chars=10))
+    out = tmp_path / "data"
+    out.mkdir()
+    stage.run(cfg, out, {})
+    docs = list(stage.read_docs(out))
+    assert [d.get("split") for d in docs] == ["train"] * 30 + ["val"]
+    sample = list(training_sample(iter(docs), TokenizerConfig(), ["d"]))
+    assert len(sample) == 30 and not any("held out" in s for s in sample)
+    tok = Tokenizer([bytes([i]) for i in range(256)], r"[\s\S]", [BOS, EOS])
+    # a val_fraction that would hold out most documents by hash changes nothing here
+    (tmp_path / "tok").mkdir()
+    shards.run(shards.TokenizeConfig(val_fraction=0.9), tok, iter(docs), ["d"], tmp_path / "tok", {})
+    val = shards.TokenShards(tmp_path / "tok", "val")
+    (only, domain), = list(val.documents())
+    assert tok.decode(only[1:-1]) == texts["held.txt"] and domain == "d"
+    assert shards.TokenShards(tmp_path / "tok", "train").meta["splits"]["train"]["docs"] == 30

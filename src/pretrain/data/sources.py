@@ -42,6 +42,7 @@ class Document:
     text: str
     domain: str
     meta: dict[str, Any] = field(default_factory=dict)
+    split: str = ""           # "" = decided by the tokenize stage; "train" | "val" = forced
 
 
 @dataclass
@@ -59,6 +60,9 @@ class SourceConfig:
     domain: str = ""          # label used for mixing and per-domain loss; "" = source default
     max_docs: int = 0         # 0 = no limit
     max_bytes: int = 0        # stop after this many UTF-8 bytes of text; 0 = no limit
+    # "val": every document of this source is held out (a dedicated held-out file);
+    # "train": none is; "auto": the tokenize stage's hash split decides
+    use_for: Literal["auto", "train", "val"] = "auto"
 
     variants: ClassVar[dict[str, Any]] = {}  # not `type`: a field of that name shadows it
 

@@ -160,6 +160,8 @@ def _limited(src: SourceConfig, skips: list[Skip], read: Counter[str]) -> Iterat
         n_docs += 1
         n_bytes += size
         read[src.label()] += 1
+        if src.use_for != "auto":
+            item.split = src.use_for
         yield item
 
 
@@ -188,6 +190,8 @@ class _ShardWriter:
             self.shards.append(name)
             self.f = open(self.out / name, "w", encoding="utf-8")
         rec = {"id": doc.id, "text": doc.text, "domain": doc.domain, "meta": doc.meta}
+        if doc.split:
+            rec["split"] = doc.split
         self.f.write(json.dumps(rec, ensure_ascii=False) + "\n")
         self.n += 1
 

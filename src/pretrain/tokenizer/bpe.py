@@ -131,11 +131,14 @@ def training_sample(docs: Iterator[dict], cfg: TokenizerConfig,
     """Documents capped at ``doc_cap_chars``, an equal share of ``max_chars`` per domain.
 
     One streaming pass; a domain with less text than its share leaves the rest unused
-    (simple and deterministic; issue 6 refines the sampling).
+    (simple and deterministic; issue 6 refines the sampling). Documents a source holds
+    out (``use_for = "val"``) are never trained on.
     """
     share = cfg.max_chars // max(1, len(domains))
     used = dict.fromkeys(domains, 0)
     for d in docs:
+        if d.get("split") == "val":
+            continue
         left = share - used.get(d["domain"], share)
         if left <= 0:
             continue

@@ -13,6 +13,8 @@ Each document is stored as ``BOS, tokens..., EOS``. The train/val split is decid
 hash of the document id, so it does not depend on order or on the other documents;
 only a domain that would otherwise have fewer than ``min_val_docs`` held-out documents
 gives its first documents (in data-stage order) to val, so that per-domain metrics exist.
+A source configured with ``use_for = "val"`` (or ``"train"``) sends all its documents there,
+for corpora that come with their own held-out file.
 """
 
 from __future__ import annotations
@@ -119,7 +121,8 @@ def run(cfg: TokenizeConfig, tok: Tokenizer, docs: Iterator[dict[str, Any]], dom
             encoded = tok.encode_batch([d["text"] for d in batch], num_threads=threads)
             for d, ids in zip(batch, encoded, strict=True):
                 short = val_docs[d["domain"]] < cfg.min_val_docs
-                split = "val" if short or is_val(d["id"], cfg.val_fraction) else "train"
+                split = d.get("split") or (
+                    "val" if short or is_val(d["id"], cfg.val_fraction) else "train")
                 val_docs[d["domain"]] += split == "val"
                 writers[split].write([tok.bos_id, *ids, tok.eos_id], dom_index[d["domain"]])
                 per_domain[split][d["domain"]] += len(ids) + 2

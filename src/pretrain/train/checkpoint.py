@@ -25,6 +25,14 @@ def save(model: Transformer, cfg: ModelConfig, folder: Path) -> None:
     (folder / CONFIG).write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
 
 
+def save_state(model_sd: dict[str, torch.Tensor], aliases: dict[str, str], cfg: ModelConfig,
+               folder: Path) -> None:
+    """``save`` from a full state dict (what FSDP gathers) instead of a module."""
+    from .state import save_weights
+    save_weights(model_sd, aliases, folder / WEIGHTS)
+    (folder / CONFIG).write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+
+
 def load_any(path: Path) -> Transformer:
     """Weights to start from: a run directory, its ``train/`` folder, or an HF-format directory."""
     from ..model.hf import import_hf

@@ -71,6 +71,7 @@ class TrainConfig:
     spike_zscore: float = 6.0         # a loss this many std above the window mean is a spike; 0 = off
     max_bad_steps: int = 3            # bad (skipped) steps in a row before rolling back
     max_rollbacks: int = 3            # then give up with an error
+    data_parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate or shard (FSDP2)
     tensorboard: bool = True          # event files in runs/<name>/tensorboard/
     wandb: Literal["off", "offline", "online"] = "off"
     wandb_project: str = "pretrain"
@@ -108,14 +109,17 @@ class Trainer:
         self.cfg, self.model, self.device, self.ckpt_dir = cfg, model, device, ckpt_dir
         self.monitor_dir, self.run_name = monitor_dir, run_name
         self.d = d or distributed.Dist()
-        # applied from outside the model: activation checkpointing, then DDP, then compile
-        # (compiling the DDP module lets dynamo split graphs at the gradient buckets)
+        # applied from outside the model: activation checkpointing, then DDP or FSDP2, then
+        # compile (compiling the DDP module lets dynamo split graphs at the gradient buckets)
         if cfg.activation_checkpointing:
             apply_activation_checkpointing(model)
-        net = distributed.wrap(model, self.d, device)
+        self.fsdp = self.d.enabled and cfg.data_parallel == "fsdp"
+        net = distributed.wrap(model, self.d, device, cfg.data_parallel)
         self.net: torch.nn.Module = torch.compile(net) if cfg.compile else net  # type: ignore[assignment]
+        self.aliases = state.tied_aliases(model)
         # fused AdamW runs on CPU too: 0.9 ms instead of 4.5 ms per step for the tiny GPT-2
-        # of bench/train_vs_reference.py (foreach); one kernel over all parameters
+        # of bench/train_vs_reference.py (foreach); one kernel over all parameters.
+        # Created after wrapping: FSDP2 replaces the parameters with sharded ones.
         self.opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
                                      betas=(cfg.beta1, cfg.beta2), fused=True)
         seq_len = model.cfg.seq_len
@@ -160,16 +164,21 @@ class Trainer:
         loss_sum = 0.0
         for micro in range(cfg.grad_accum):
             x, y = self.windows.batch(data_pos, micro, cfg.batch_size, self.d.rank, self.d.world)
-            sync = micro == cfg.grad_accum - 1 or not self.d.enabled  # all-reduce once per step
-            with self.autocast, (contextlib.nullcontext() if sync else self.net.no_sync()):  # type: ignore[operator]
+            sync = micro == cfg.grad_accum - 1 or not self.d.enabled  # reduce once per step
+            if self.fsdp:
+                self.model.set_requires_gradient_sync(sync)  # type: ignore[operator]
+                no_sync = contextlib.nullcontext()
+            else:
+                no_sync = contextlib.nullcontext() if sync else self.net.no_sync()  # type: ignore[operator]
+            with self.autocast, no_sync:
                 _, loss = self.net(x.to(self.device), y.to(self.device))
                 (loss / cfg.grad_accum).backward()
             loss_sum += float(loss.detach())
-        if cfg.grad_clip > 0:
-            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        else:
-            norm = torch.linalg.vector_norm(torch.stack([
-                torch.linalg.vector_norm(p.grad) for p in self.model.parameters() if p.grad is not None]))
+        # the norm over all (sharded or not) gradients; an infinite max_norm only measures
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                              cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        if hasattr(norm, "full_tensor"):  # FSDP: a DTensor holding the global norm
+            norm = norm.full_tensor()
         # every rank must take the same skip/rollback decision: use the global mean loss
         return distributed.mean(loss_sum / cfg.grad_accum, self.d, self.device), float(norm)
 
@@ -181,14 +190,19 @@ class Trainer:
                 "val_loss": self.val_losses.get(str(self.step), math.inf)}
 
     def save(self) -> None:
-        """Rank 0 writes (data parallel: every rank holds the same model and optimizer)."""
-        if self.ckpt_dir is not None and self.d.rank == 0:
-            state.save(self.ckpt_dir, self.step, self.model, self.opt, self._loop_state(),
-                       self.cfg.keep_last)
+        """Every rank gathers the full state (a collective under FSDP); rank 0 writes it."""
+        if self.ckpt_dir is None:
+            return
+        model_sd, opt_sd = distributed.full_state(self.model, self.opt)
+        if self.d.rank == 0:
+            assert opt_sd is not None
+            state.save(self.ckpt_dir, self.step, model_sd, opt_sd, self.aliases,
+                       self._loop_state(), self.cfg.keep_last)
         distributed.barrier(self.d)
 
     def restore(self, ckpt: Path) -> None:
-        st = state.load(ckpt, self.model, self.opt)
+        model_sd, opt_sd, st = state.load(ckpt, self.aliases)
+        distributed.load_full_state(self.model, self.opt, model_sd, opt_sd)
         self.step, self.data_pos, self.rollbacks = st["step"], st["data_pos"], st["rollbacks"]
         self.history, self.val_losses, self.events = st["history"], st["val_losses"], st["events"]
         self.t_train = st["t_train"]
@@ -230,7 +244,7 @@ class Trainer:
         assert self.monitor is not None
         tokens_per_step = cfg.batch_size * cfg.grad_accum * self.d.world * self.model.cfg.seq_len
         flops_per_step = self.model.cfg.flops_per_token() * tokens_per_step
-        with Progress("train", total=cfg.steps, unit="steps") as bar:
+        with Progress("train", total=None if cfg.time_budget_s else cfg.steps, unit="steps") as bar:
             bar.update(self.step)
             while not self.done():
                 t0 = time.perf_counter()
@@ -284,12 +298,14 @@ class Trainer:
             self.history.append(rec)
             assert self.monitor is not None
             self.monitor.log(rec)
-            log0(log_line(rec, cfg.steps))
+            log0(log_line(rec, cfg.steps, cfg.time_budget_s))
 
 
-def log_line(rec: dict[str, Any], steps: int) -> str:
+def log_line(rec: dict[str, Any], steps: int, budget_s: float = 0.0) -> str:
     """``train: step 100/500 loss 4.1234 lr 3.00e-03 ...``: one line per logged step."""
-    parts = [f"train: step {rec['step']}/{steps}", f"loss {rec['loss']:.4f}", f"lr {rec['lr']:.2e}",
+    where = f"step {rec['step']}/{steps}" if not budget_s else \
+        f"step {rec['step']} ({rec['time_s']:.0f}/{budget_s:.0f} s)"
+    parts = [f"train: {where}", f"loss {rec['loss']:.4f}", f"lr {rec['lr']:.2e}",
              f"gnorm {rec['grad_norm']:.3f}", f"{rec['tok_per_s']:,.0f} tok/s"]
     if "mfu" in rec:
         parts.append(f"MFU {rec['mfu']:.1%}")
@@ -325,16 +341,20 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, out: Path,
     model = (init if init is not None else Transformer(model_cfg)).to(device).train()
     tokens_per_step = cfg.batch_size * cfg.grad_accum * d.world * model_cfg.seq_len
     log0(f"train: {model_cfg.num_params() / 1e6:.2f} M params, {tokens_per_step:,} tokens/step, "
-         f"{cfg.steps} steps on {device}" + (f" x {d.world} processes (DDP)" if d.enabled else ""))
+         f"{cfg.steps} steps on {device}" + (f" x {d.world} processes ({cfg.data_parallel.upper()})" if d.enabled else ""))
     t = Trainer(cfg, model, tokens_dir, seed, device, ckpt_dir, d, monitor_dir, run_name)
     t.run()
+    final_sd = distributed.full_state(model)[0] if t.fsdp else None  # all ranks gather
     if d.rank != 0:
         return model
     with open(out / "log.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in t.history)
     with open(out / "events.jsonl", "w") as f:
         f.writelines(json.dumps(e) + "\n" for e in t.events)
-    checkpoint.save(model, model_cfg, out)
+    if final_sd is not None:
+        checkpoint.save_state(final_sd, t.aliases, model_cfg, out)
+    else:
+        checkpoint.save(model, model_cfg, out)
     first, last = t.val_losses["0"], t.val_losses[str(t.step)]
     counts.update({"params": model_cfg.num_params(), "steps": t.step,
                    "tokens_seen": tokens_per_step * t.step,

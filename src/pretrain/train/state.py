@@ -2,8 +2,9 @@
 
 Layout: ``runs/<name>/checkpoints/<train key>/step-NNNNNNN/`` with
 
-    model.safetensors   weights (safetensors: nothing is unpickled on load)
-    optimizer.pt        AdamW state, loaded with ``weights_only=True`` (tensors and numbers)
+    model.safetensors   weights (safetensors: nothing is unpickled on load), unsharded
+    optimizer.pt        AdamW state keyed by parameter name, unsharded, loaded with
+                        ``weights_only=True`` (tensors and numbers)
     rng.pt              torch CPU (and CUDA) RNG states, ``weights_only=True`` as well
     state.json          step, data position, schedule/guard state, the log so far
 
@@ -23,8 +24,6 @@ from typing import Any
 
 import torch
 
-from ..model.transformer import Transformer
-
 STATE = "state.json"
 
 
@@ -37,15 +36,36 @@ def _fsync_tree(folder: Path) -> None:
             os.close(fd)
 
 
-def save(folder: Path, step: int, model: Transformer, opt: torch.optim.Optimizer,
-         state: dict[str, Any], keep_last: int) -> Path:
-    from safetensors.torch import save_model
+def tied_aliases(model: torch.nn.Module) -> dict[str, str]:
+    """Second names of shared parameters (``head.weight`` -> ``embed.weight`` when tied)."""
+    first = {id(p): n for n, p in model.named_parameters()}
+    return {n: first[id(p)] for n, p in model.named_parameters(remove_duplicate=False)
+            if first[id(p)] != n}
+
+
+def save_weights(model_sd: dict[str, torch.Tensor], aliases: dict[str, str], path: Path) -> None:
+    """A full state dict as safetensors, each shared tensor once (as ``save_model`` does)."""
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in model_sd.items() if k not in aliases}, str(path))
+
+
+def load_weights(path: Path, aliases: dict[str, str]) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+    sd = load_file(str(path))
+    for alias, name in aliases.items():
+        sd.setdefault(alias, sd[name])
+    return sd
+
+
+def save(folder: Path, step: int, model_sd: dict[str, torch.Tensor], opt_sd: dict[str, Any],
+         aliases: dict[str, str], state: dict[str, Any], keep_last: int) -> Path:
+    """Write one checkpoint from full (unsharded, CPU) state dicts; see the module docstring."""
     final = folder / f"step-{step:07d}"
     tmp = folder / f"step-{step:07d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_model(model, str(tmp / "model.safetensors"))
-    torch.save(opt.state_dict(), tmp / "optimizer.pt")
+    save_weights(model_sd, aliases, tmp / "model.safetensors")
+    torch.save(opt_sd, tmp / "optimizer.pt")
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()  # type: ignore[assignment]
@@ -77,14 +97,14 @@ def _rotate(folder: Path, keep_last: int) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
-def load(ckpt: Path, model: Transformer, opt: torch.optim.Optimizer) -> dict[str, Any]:
-    from safetensors.torch import load_model
-    device = next(model.parameters()).device
-    load_model(model, str(ckpt / "model.safetensors"), device=str(device))
-    opt.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=device, weights_only=True))
+def load(ckpt: Path, aliases: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(model state dict, optimizer state dict, loop state) of a checkpoint, on CPU; restores
+    the RNG states. Nothing is unpickled: safetensors, ``weights_only=True`` and JSON."""
+    model_sd = load_weights(ckpt / "model.safetensors", aliases)
+    opt_sd = torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True)
     rng = torch.load(ckpt / "rng.pt", weights_only=True)
     torch.set_rng_state(rng["cpu"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
     state: dict[str, Any] = json.loads((ckpt / STATE).read_text())
-    return state
+    return model_sd, opt_sd, state

@@ -45,6 +45,8 @@ def _config_part(cfg: RunConfig, stage: str) -> dict[str, Any]:
         return part
     if stage == "data":
         return {"data": cfg.data, "sources": [s.fingerprint() for s in cfg.data.sources]}
+    if stage == "tokenizer" and cfg.tokenizer.pretrained:
+        return {"tokenizer": cfg.tokenizer, "files": cfg.tokenizer.fingerprint()}
     return {stage: getattr(cfg, stage)}
 
 
@@ -73,12 +75,44 @@ def _tokenizer(cfg: RunConfig, run: StageRun) -> None:
             chars += len(text)
             yield text
 
-    tok = bpe.train(sample(), cfg.tokenizer)
+    tok = cfg.tokenizer.build(sample)
     tok.save(run.out / "tokenizer.json")
     run.counts.update({"vocab_size": tok.vocab_size, "train_chars": chars,
                        "vocab_hash": tok.vocab_hash(), "train_s": round(time.time() - t0, 2)})
-    log0(f"tokenizer: vocab {tok.vocab_size} trained on {chars / 1e6:.1f} M chars "
-         f"in {time.time() - t0:.1f}s")
+    if cfg.tokenizer.pretrained:
+        run.counts["pretrained"] = cfg.tokenizer.pretrained
+        log0(f"tokenizer: loaded {cfg.tokenizer.pretrained} (vocab {tok.vocab_size})")
+    else:
+        log0(f"tokenizer: vocab {tok.vocab_size} trained on {chars / 1e6:.1f} M chars "
+             f"in {time.time() - t0:.1f}s")
+    if cfg.tokenizer.report_chars:
+        from .tokenizer import report
+        texts = report.sample_by_domain(read_docs(run.inputs["data"]), cfg.tokenizer.report_chars)
+        base = _baseline_tokenizer(cfg.tokenizer.compare_with)
+        rep = report.report(tok, texts, base, cfg.tokenizer.compare_with)
+        (run.out / "report.json").write_text(json.dumps(rep, indent=2, ensure_ascii=False))
+        run.counts["bytes_per_token"] = {d: r["bytes_per_token"] for d, r in rep["domains"].items()}
+        log0(report.table(rep))
+
+
+def _baseline_tokenizer(spec: str) -> Any:
+    """The report's baseline: tiktoken's GPT-2 by name, or a file `pretrained` accepts."""
+    if not spec:
+        return None
+    from .tokenizer.bpe import GPT2_PATTERN, Tokenizer
+    if spec == "gpt2":
+        import tiktoken
+        try:
+            enc = tiktoken.get_encoding("gpt2")  # downloads once into tiktoken's cache
+        except Exception as e:  # no network and no cache: the report goes on without it
+            log0(f"tokenizer: cannot load tiktoken's gpt2 ({type(e).__name__}: {e}); "
+                 "set tokenizer.compare_with to a local GPT-2 folder")
+            return None
+        ranks = sorted(enc._mergeable_ranks, key=enc._mergeable_ranks.__getitem__)
+        return Tokenizer(ranks, GPT2_PATTERN, {"<|endoftext|>": 50256}, "<|endoftext|>",
+                         "<|endoftext|>")
+    from .tokenizer.pretrained import load
+    return load(spec, "", [], "", "")
 
 
 def _tokenize(cfg: RunConfig, run: StageRun) -> None:

@@ -11,8 +11,6 @@ from pretrain.config import ConfigError
 from pretrain.tokenizer import bpe, shards
 from pretrain.tokenizer.bpe import BOS, EOS, Tokenizer, TokenizerConfig
 
-from ..conftest import shared_data
-
 # real text that every Python installation has: two modules' sources and a help topic
 CORPUS = [
     Path(textwrap.__file__).read_text(),
@@ -86,33 +84,42 @@ def test_training_sample_is_balanced_and_capped():
     assert max(len(p) for p in pieces) == 40
 
 
-def test_gpt2_ranks_reproduce_published_ids():
-    """Our Tokenizer wrapper over tiktoken gives GPT-2's ids when fed GPT-2's ranks."""
-    enc_path = shared_data("tokenizers/gpt2/encoder.json")
-    from tokenizers import Tokenizer as HFTokenizer  # the byte<->unicode table lives in HF's files
-    hf = HFTokenizer.from_file(str(enc_path.parent / "tokenizer.json"))
-    vocab = json.loads(enc_path.read_text())
-    byte_dec = _gpt2_bytes_decoder()
-    ranks = [b""] * 50256
-    for token, i in vocab.items():
-        if i < 50256:
-            ranks[i] = bytes(byte_dec[c] for c in token)
-    t = Tokenizer(ranks, bpe.GPT2_PATTERN, ["<|endoftext|>", BOS, EOS])
-    assert t.encode("Hello world") == [15496, 995]
-    text = shared_data("tinyshakespeare/input.txt").read_text()[:20000]
-    assert t.encode(text) == hf.encode(text).ids
+def test_shards_are_byte_identical_for_any_thread_count(tok, tmp_path: Path):
+    docs = [{"id": f"d{i}", "domain": "code" if i % 3 else "prose",
+             "text": CORPUS[i % 3][i * 7:] + f" {i}"} for i in range(90)]
+    files = {}
+    for threads, batch in ((1, 512), (2, 7), (4, 1)):
+        out = tmp_path / f"t{threads}"
+        out.mkdir()
+        cfg = shards.TokenizeConfig(val_fraction=0.2, shard_tokens=3000, num_threads=threads,
+                                    batch_docs=batch)
+        shards.run(cfg, tok, iter(docs), ["code", "prose"], out, {})
+        files[threads] = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+    assert len(files[1]) > 6  # several shards per split
+    assert files[1] == files[2] == files[4]
 
 
-def _gpt2_bytes_decoder() -> dict[str, int]:
-    bs = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
+def test_report_compression_usage_and_fragmenting_words(tok):
+    from pretrain.tokenizer.report import report, table
+    texts = {"code": CORPUS[:2], "prose": [CORPUS[2], "Floccinaucinihilipilification " * 3]}
+    byte_level = Tokenizer([bytes([i]) for i in range(256)], bpe.GPT4_PATTERN, [BOS, EOS])
+    rep = report(tok, texts, byte_level, "bytes")
+    for domain, ts in texts.items():
+        r = rep["domains"][domain]
+        n_bytes = sum(len(t.encode()) for t in ts)
+        n_tokens = sum(len(tok.encode(t)) for t in ts)
+        assert r["bytes"] == n_bytes and r["tokens"] == n_tokens
+        assert r["bytes_per_token"] == pytest.approx(n_bytes / n_tokens, rel=1e-3)
+        assert r["baseline_bytes_per_token"] == pytest.approx(1.0)  # one byte per token
+        assert r["tokens_vs_baseline"] == pytest.approx(n_tokens / n_bytes, rel=1e-3)
+    frag = rep["domains"]["prose"]["fragmenting_words"]
+    assert frag[0]["word"] == "Floccinaucinihilipilification"    # seen 3 times, never merged whole
+    assert "".join(frag[0]["pieces"]) == " Floccinaucinihilipilification"
+    assert [f["tokens"] for f in frag] == sorted((f["tokens"] for f in frag), reverse=True)
+    used = {i for ts in texts.values() for t in ts for i in tok.encode(t)}
+    assert rep["unused_tokens"] == len(tok.ranks) - len(used)
+    assert rep["longest_tokens"][0]["bytes"] == max(len(r) for r in tok.ranks)
+    assert "most fragmented: Floccinaucinihilipilification" in table(rep)
 
 
 def test_shards_roundtrip_with_domains_and_split(tok, tmp_path: Path):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -47,6 +47,15 @@ class TokenizerConfig:
     special_tokens: list[str] = field(default_factory=lambda: [BOS, EOS, PAD])
     max_chars: int = 20_000_000       # training sample size (characters, across domains)
     doc_cap_chars: int = 10_000       # each document contributes at most this many characters
+    # load a published tokenizer instead of training (tokenizer/pretrained.py): a GPT-2
+    # folder, an HF tokenizer.json, llama3:PATH or a .tiktoken file
+    pretrained: str = ""
+    bos_token: str = ""               # for a loaded tokenizer; "" = its own (e.g. <|endoftext|>)
+    eos_token: str = ""
+    report_chars: int = 1_000_000     # per domain, for report.json; 0 = no report
+    # baseline of the report: "gpt2" (tiktoken's, downloaded once and cached) or anything
+    # `pretrained` accepts (e.g. a local GPT-2 folder); "" = none
+    compare_with: str = ""
 
     def __post_init__(self) -> None:
         if self.vocab_size < 256 + len(self.special_tokens) + 1:
@@ -63,21 +72,53 @@ class TokenizerConfig:
             raise ConfigError(f"pattern: invalid regex {self.regex()!r}: {e}") from None
         if self.max_chars <= 0 or self.doc_cap_chars <= 0:
             raise ConfigError("max_chars and doc_cap_chars must be positive")
+        if self.report_chars < 0:
+            raise ConfigError("report_chars must be >= 0 (0 = no report)")
 
     def regex(self) -> str:
         return PATTERNS.get(self.pattern, self.pattern)
+
+    def build(self, sample: Callable[[], Iterator[str]]) -> Tokenizer:
+        """The published tokenizer named by ``pretrained``, or one trained on ``sample()``."""
+        if self.pretrained:
+            from .pretrained import load
+            return load(self.pretrained, self.regex(), self.special_tokens, self.bos_token,
+                        self.eos_token)
+        return train(sample(), self)
+
+    def fingerprint(self) -> list[tuple[str, int, int]]:
+        """Size and mtime of the files ``pretrained`` names ([] when training)."""
+        if not self.pretrained:
+            return []
+        path = Path(self.pretrained.partition(":")[2] if self.pretrained.startswith("llama3:")
+                    else self.pretrained).expanduser()
+        files = sorted(path.rglob("*")) if path.is_dir() else [path]
+        return [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()]
 
 
 class Tokenizer:
     """Ranks + split regex + special tokens; encodes through an in-memory tiktoken Encoding."""
 
-    def __init__(self, ranks: list[bytes], pattern: str, special_tokens: list[str]):
+    def __init__(self, ranks: list[bytes], pattern: str, special_tokens: list[str] | dict[str, int],
+                 bos: str = BOS, eos: str = EOS):
+        """``special_tokens``: names (ids follow the ranks, in order) or names with ids (a
+        loaded tokenizer's, which may leave gaps, as cl100k does at 100256)."""
         self.ranks = ranks
         self.pattern = pattern
-        self.special = {tok: len(ranks) + i for i, tok in enumerate(special_tokens)}
-        self.vocab_size = len(ranks) + len(special_tokens)
-        self.bos_id = self.special[BOS]
-        self.eos_id = self.special[EOS]
+        if isinstance(special_tokens, dict):
+            self.special = dict(special_tokens)
+        else:
+            self.special = {tok: len(ranks) + i for i, tok in enumerate(special_tokens)}
+        ids = sorted(self.special.values())
+        if len(set(ids)) != len(ids) or (ids and ids[0] < len(ranks)):
+            raise ConfigError(f"special token ids must be distinct and >= {len(ranks)}: {self.special}")
+        for name in (bos, eos):
+            if name not in self.special:
+                raise ConfigError(f"{name!r} is not one of the special tokens {sorted(self.special)[:8]}")
+        self.vocab_size = max([len(ranks) - 1, *ids]) + 1
+        self.bos, self.eos = bos, eos
+        self.bos_id = self.special[bos]
+        self.eos_id = self.special[eos]
 
     @cached_property
     def _enc(self):  # type: ignore[no-untyped-def]
@@ -97,20 +138,24 @@ class Tokenizer:
         return self._enc.decode(list(ids), errors="replace")
 
     def token_bytes(self) -> list[int]:
-        """UTF-8 byte length of every id (0 for specials): the bits-per-byte denominator."""
-        return [len(b) for b in self.ranks] + [0] * len(self.special)
+        """UTF-8 byte length of every id (0 for specials and unused ids): the bits-per-byte
+        denominator."""
+        return [len(b) for b in self.ranks] + [0] * (self.vocab_size - len(self.ranks))
 
     def vocab_hash(self) -> str:
         h = hashlib.sha256(self.pattern.encode())
         for b in self.ranks:
             h.update(len(b).to_bytes(2, "little") + b)
         h.update(json.dumps(self.special, sort_keys=True).encode())
+        if (self.bos, self.eos) != (BOS, EOS):
+            h.update(f"{self.bos}\0{self.eos}".encode())
         return h.hexdigest()[:16]
 
     def save(self, path: Path) -> None:
         obj = {"format": "pretrain-bpe/1", "pattern": self.pattern,
                "ranks": [base64.b64encode(b).decode("ascii") for b in self.ranks],
-               "special_tokens": self.special, "vocab_size": self.vocab_size}
+               "special_tokens": self.special, "bos": self.bos, "eos": self.eos,
+               "vocab_size": self.vocab_size}
         path.write_text(json.dumps(obj))
 
     @classmethod
@@ -122,8 +167,8 @@ class Tokenizer:
         if obj.get("format") != "pretrain-bpe/1":
             raise ConfigError(f"{path}: unknown tokenizer format {obj.get('format')!r}")
         ranks = [base64.b64decode(s) for s in obj["ranks"]]
-        specials = sorted(obj["special_tokens"], key=obj["special_tokens"].get)
-        return cls(ranks, obj["pattern"], specials)
+        special = {k: int(v) for k, v in obj["special_tokens"].items()}
+        return cls(ranks, obj["pattern"], special, obj.get("bos", BOS), obj.get("eos", EOS))
 
 
 def training_sample(docs: Iterator[dict], cfg: TokenizerConfig,

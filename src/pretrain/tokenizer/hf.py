@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .bpe import BOS, EOS, PAD, Tokenizer
+from .bpe import PAD, Tokenizer
 
 
 @lru_cache(maxsize=1)
@@ -75,10 +75,14 @@ def to_hf(tok: Tokenizer) -> Any:
     ])
     hf.decoder = decoders.ByteLevel()
     from tokenizers import AddedToken
-    hf.add_special_tokens([AddedToken(t, special=True, normalized=False)
-                           for t in sorted(tok.special, key=tok.special.__getitem__)])
+    # HF numbers added tokens in order after the vocab: fill id gaps (cl100k has one at
+    # 100256) with placeholders so that every special token keeps its id
+    names = {i: t for t, i in tok.special.items()}
+    hf.add_special_tokens([AddedToken(names.get(i, f"<|unused_{i}|>"), special=True, normalized=False)
+                           for i in range(len(tok.ranks), tok.vocab_size)])
     hf.post_processor = processors.TemplateProcessing(
-        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, tok.bos_id)])
+        single=f"{tok.bos} $A", pair=f"{tok.bos} $A {tok.bos} $B",
+        special_tokens=[(tok.bos, tok.bos_id)])
     return hf
 
 
@@ -87,7 +91,7 @@ def save_pretrained(tok: Tokenizer, out: Path, model_max_length: int) -> None:
     to_hf(tok).save(str(out / "tokenizer.json"))
     cfg: dict[str, Any] = {
         "tokenizer_class": "PreTrainedTokenizerFast",  # 5.x writes TokenizersBackend: 4.x fails
-        "bos_token": BOS, "eos_token": EOS, "model_max_length": model_max_length,
+        "bos_token": tok.bos, "eos_token": tok.eos, "model_max_length": model_max_length,
         "clean_up_tokenization_spaces": False,
         # without it 4.x returns token_type_ids, which generate() rejects for causal LMs
         "model_input_names": ["input_ids", "attention_mask"],

@@ -1,0 +1,200 @@
+"""Load published byte-level BPE tokenizers instead of training one.
+
+``tokenizer.pretrained`` names what to load; the result is our ``Tokenizer`` (ranks + split
+regex + special tokens, encoded by tiktoken), so the rest of the pipeline does not care
+where it came from:
+
+- a folder with OpenAI's GPT-2 ``encoder.json`` and ``vocab.bpe``;
+- an HF ``tokenizer.json`` of a byte-level BPE (GPT-2's, OLMo-2's ``dolma2``, cl100k-style);
+- ``llama3:PATH``: Meta's Llama-3 ``tokenizer.model`` (tiktoken ranks; its split regex and
+  256 special tokens are defined in Meta's code, so they are restated here);
+- a ``.tiktoken`` ranks file, with ``tokenizer.pattern`` and ``tokenizer.special_tokens``.
+
+A BPE given as ranks merges by rank (the lowest-ranked adjacent pair first), a BPE given as
+merges by merge order; the two agree when every merge ``i`` produces the token of rank
+``first + i``. That is checked on load, and a file where it does not hold is refused rather
+than encoded differently from its published ids. Added tokens of an HF file become special
+tokens: like every special token here they are never matched inside document text (HF
+matches them by default; we encode documents as ordinary text).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from ..config import ConfigError
+from .bpe import GPT2_PATTERN, Tokenizer
+
+LLAMA3_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"""
+                  r""" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""")
+# Llama 3.1+ special tokens, ids 128000 onwards: 12 named, then reserved ones up to 256
+_LLAMA3_NAMED = ["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>",
+                 "<|reserved_special_token_1|>", "<|finetune_right_pad_id|>", "<|step_id|>",
+                 "<|start_header_id|>", "<|end_header_id|>", "<|eom_id|>", "<|eot_id|>",
+                 "<|python_tag|>", "<|image|>"]
+LLAMA3_SPECIALS = _LLAMA3_NAMED + [f"<|reserved_special_token_{2 + i}|>"
+                                   for i in range(256 - len(_LLAMA3_NAMED))]
+
+
+def byte_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable character map used by byte-level BPE files:
+    printable Latin-1 bytes stand for themselves, the other 68 are moved to U+0100 on."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+            *range(ord("®"), ord("ÿ") + 1)]
+    out, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            out[b] = chr(b)
+        else:
+            out[b] = chr(256 + extra)
+            extra += 1
+    return out
+
+
+@lru_cache(maxsize=1)
+def _unicode_to_byte() -> dict[str, int]:
+    return {c: b for b, c in byte_to_unicode().items()}
+
+
+def _text_to_bytes(token: str, where: str) -> bytes:
+    table = _unicode_to_byte()
+    try:
+        return bytes(table[c] for c in token)
+    except KeyError as e:
+        raise ConfigError(f"{where}: token {token!r} has a character outside the byte-level "
+                          f"alphabet ({e}); not a byte-level BPE") from None
+
+
+def _ranks_from_vocab(vocab: dict[str, int], merges: list[tuple[str, str]], where: str
+                      ) -> list[bytes]:
+    """Ranks (index = id) from a byte-level vocab, checked against its merge list."""
+    n = len(vocab)
+    if sorted(vocab.values()) != list(range(n)):
+        raise ConfigError(f"{where}: the BPE ids are not 0..{n - 1} without gaps")
+    ranks: list[bytes] = [b""] * n
+    for text, i in vocab.items():
+        ranks[i] = _text_to_bytes(text, where)
+    singles = sum(1 for r in ranks if len(r) == 1)
+    if singles != 256 or any(len(r) != 1 for r in ranks[:256]):
+        raise ConfigError(f"{where}: expected the 256 single bytes as ids 0..255")
+    if n - 256 != len(merges):
+        raise ConfigError(f"{where}: {n - 256} merged tokens but {len(merges)} merges")
+    for i, (a, b) in enumerate(merges):
+        if vocab.get(a + b) != 256 + i:
+            raise ConfigError(f"{where}: merge {i} ({a!r} + {b!r}) makes id {vocab.get(a + b)}, "
+                              f"not {256 + i}: merge order differs from id order, which tiktoken "
+                              "ranks cannot express")
+    return ranks
+
+
+def load_gpt2(folder: Path) -> Tokenizer:
+    """OpenAI's ``encoder.json`` + ``vocab.bpe``: 50,257 ids, ``<|endoftext|>`` = 50256 as
+    both BOS and EOS."""
+    enc_path, bpe_path = folder / "encoder.json", folder / "vocab.bpe"
+    try:
+        encoder: dict[str, int] = json.loads(enc_path.read_text(encoding="utf-8"))
+        lines = bpe_path.read_text(encoding="utf-8").split("\n")
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{folder}: cannot read GPT-2 encoder.json / vocab.bpe: {e}") from None
+    merges = [tuple(line.split(" ")) for line in lines[1:] if line]  # line 0: "#version"
+    eot = "<|endoftext|>"
+    if eot not in encoder:
+        raise ConfigError(f"{enc_path}: no {eot} entry; not GPT-2's encoder.json")
+    special = {eot: encoder.pop(eot)}
+    ranks = _ranks_from_vocab(encoder, merges, str(folder))  # type: ignore[arg-type]
+    return Tokenizer(ranks, GPT2_PATTERN, special, bos=eot, eos=eot)
+
+
+def _hf_pattern(pre: dict[str, Any] | None, where: str) -> str:
+    if pre is None:
+        raise ConfigError(f"{where}: no pre_tokenizer; not a byte-level BPE")
+    if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
+        return GPT2_PATTERN
+    if pre.get("type") == "Sequence":
+        steps = pre.get("pretokenizers", [])
+        if (len(steps) == 2 and steps[0].get("type") == "Split"
+                and "Regex" in steps[0].get("pattern", {}) and steps[0].get("invert") is True
+                and steps[0].get("behavior") in ("Removed", "Isolated")
+                and steps[1].get("type") == "ByteLevel" and not steps[1].get("use_regex", True)):
+            return str(steps[0]["pattern"]["Regex"])
+    raise ConfigError(f"{where}: unsupported pre_tokenizer {json.dumps(pre)[:200]}; supported: "
+                      "ByteLevel, or Split(regex) followed by ByteLevel(use_regex=false)")
+
+
+def load_hf(path: Path, bos: str = "", eos: str = "") -> Tokenizer:
+    """An HF ``tokenizer.json`` of a byte-level BPE without a normalizer."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read an HF tokenizer.json: {e}") from None
+    model = obj.get("model") or {}
+    if model.get("type", "BPE") != "BPE" or "vocab" not in model:
+        raise ConfigError(f"{path}: not a BPE tokenizer.json (model type {model.get('type')!r})")
+    if obj.get("normalizer") is not None:
+        raise ConfigError(f"{path}: has a normalizer ({obj['normalizer'].get('type')}); "
+                          "tokenizers with normalizers are not supported")
+    pattern = _hf_pattern(obj.get("pre_tokenizer"), str(path))
+    added = {t["content"]: int(t["id"]) for t in obj.get("added_tokens", [])}
+    vocab = {k: v for k, v in model["vocab"].items() if k not in added}
+    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    ranks = _ranks_from_vocab(vocab, merges, str(path))  # type: ignore[arg-type]
+    if any(i < len(ranks) for i in added.values()):
+        raise ConfigError(f"{path}: added tokens inside the BPE id range are not supported")
+    eot = next((t for t in ("<|endoftext|>", "</s>", "<|end_of_text|>") if t in added), "")
+    bos, eos = bos or eot, eos or eot
+    if bos not in added or eos not in added:
+        raise ConfigError(f"{path}: name its BOS/EOS tokens (tokenizer.bos_token / eos_token); "
+                          f"added tokens: {sorted(added)[:10]}")
+    return Tokenizer(ranks, pattern, added, bos=bos, eos=eos)
+
+
+def read_tiktoken(path: Path) -> list[bytes]:
+    """A ``.tiktoken`` file (one ``base64(token) rank`` per line) as ranks, index = id."""
+    ranks: dict[int, bytes] = {}
+    try:
+        with open(path, "rb") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    tok, rank = line.split()
+                    ranks[int(rank)] = base64.b64decode(tok, validate=True)
+                except ValueError as e:
+                    raise ConfigError(f"{path}:{lineno}: not a 'base64 rank' line: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e}") from None
+    if sorted(ranks) != list(range(len(ranks))):
+        raise ConfigError(f"{path}: ranks are not 0..{len(ranks) - 1} without gaps")
+    return [ranks[i] for i in range(len(ranks))]
+
+
+def load_llama3(path: Path) -> Tokenizer:
+    ranks = read_tiktoken(path)
+    special = {t: len(ranks) + i for i, t in enumerate(LLAMA3_SPECIALS)}
+    return Tokenizer(ranks, LLAMA3_PATTERN, special, bos="<|begin_of_text|>", eos="<|end_of_text|>")
+
+
+def load(spec: str, pattern: str, special_tokens: list[str], bos: str, eos: str) -> Tokenizer:
+    """``tokenizer.pretrained``: see the module docstring for what ``spec`` may be."""
+    kind, _, rest = spec.partition(":")
+    if kind == "llama3" and rest:
+        return load_llama3(Path(rest))
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if (path / "encoder.json").is_file() and (path / "vocab.bpe").is_file():
+            return load_gpt2(path)
+        if (path / "tokenizer.json").is_file():
+            return load_hf(path / "tokenizer.json", bos, eos)
+        raise ConfigError(f"tokenizer.pretrained: {path} holds neither encoder.json + vocab.bpe "
+                          "nor tokenizer.json")
+    if path.suffix == ".json":
+        return load_hf(path, bos, eos)
+    if path.suffix == ".tiktoken":
+        from .bpe import BOS, EOS
+        return Tokenizer(read_tiktoken(path), pattern, special_tokens, bos or BOS, eos or EOS)
+    raise ConfigError(f"tokenizer.pretrained: cannot tell what {spec!r} is; give a GPT-2 folder, "
+                      "a tokenizer.json, a .tiktoken file or llama3:PATH")

@@ -1,0 +1,96 @@
+"""How well a tokenizer fits the corpus: compression per domain against a baseline tokenizer,
+vocabulary usage, the longest tokens and the words that fragment most.
+
+Written by the tokenizer stage to ``tokenizer/report.json`` and printed as a table. Words are
+runs of letters (``\\p{L}+``); a word "fragments" when it needs many tokens, counted the way
+documents encode it (with the space before it, as the split regex attaches one). Only words
+seen at least ``min_word_count`` times are ranked, so typos do not crowd out the domain
+terms worth adding with ``pretrain tokenizer extend``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+import regex
+
+from .bpe import Tokenizer
+
+WORD = regex.compile(r"\p{L}+")
+
+
+def report(tok: Tokenizer, texts_by_domain: dict[str, list[str]], baseline: Tokenizer | None = None,
+           baseline_name: str = "", top: int = 20, min_word_count: int = 3) -> dict[str, Any]:
+    used: Counter[int] = Counter()
+    domains: dict[str, Any] = {}
+    for domain, texts in sorted(texts_by_domain.items()):
+        ids = tok.encode_batch(texts)
+        for seq in ids:
+            used.update(seq)
+        n_tokens = sum(map(len, ids))
+        n_bytes = sum(len(t.encode("utf-8")) for t in texts)
+        words: Counter[str] = Counter(w for t in texts for w in WORD.findall(t))
+        n_words = sum(words.values())
+        row: dict[str, Any] = {
+            "docs": len(texts), "bytes": n_bytes, "tokens": n_tokens, "words": n_words,
+            "bytes_per_token": round(n_bytes / max(1, n_tokens), 4),
+            "tokens_per_word": round(n_tokens / max(1, n_words), 4),
+            "fragmenting_words": _fragmenting(tok, words, top, min_word_count),
+        }
+        if baseline is not None:
+            base = sum(map(len, baseline.encode_batch(texts)))
+            row["baseline_bytes_per_token"] = round(n_bytes / max(1, base), 4)
+            row["tokens_vs_baseline"] = round(n_tokens / max(1, base), 4)
+        domains[domain] = row
+    n_ordinary = len(tok.ranks)
+    unused = sum(1 for i in range(n_ordinary) if used[i] == 0)
+    longest = sorted(range(n_ordinary), key=lambda i: (-len(tok.ranks[i]), i))[:top]
+    return {
+        "vocab_size": tok.vocab_size, "baseline": baseline_name or None, "domains": domains,
+        "unused_tokens": unused, "unused_share": round(unused / max(1, n_ordinary), 4),
+        "longest_tokens": [{"id": i, "bytes": len(tok.ranks[i]),
+                            "text": tok.ranks[i].decode("utf-8", "replace")} for i in longest],
+    }
+
+
+def _fragmenting(tok: Tokenizer, words: Counter[str], top: int, min_count: int) -> list[dict[str, Any]]:
+    frequent = [w for w, c in words.items() if c >= min_count]
+    pieces = tok.encode_batch([" " + w for w in frequent])
+    ranked = sorted(zip(frequent, pieces, strict=True),
+                    key=lambda wp: (-len(wp[1]), -words[wp[0]], wp[0]))
+    return [{"word": w, "tokens": len(p), "count": words[w],
+             "pieces": [tok.decode([i]) for i in p]} for w, p in ranked[:top]]
+
+
+def sample_by_domain(docs: Iterable[dict[str, Any]], max_chars_per_domain: int) -> dict[str, list[str]]:
+    """The first documents of each domain, up to ``max_chars_per_domain`` characters."""
+    out: dict[str, list[str]] = {}
+    size: Counter[str] = Counter()
+    for d in docs:
+        if size[d["domain"]] >= max_chars_per_domain:
+            continue
+        text = d["text"][: max_chars_per_domain - size[d["domain"]]]
+        out.setdefault(d["domain"], []).append(text)
+        size[d["domain"]] += len(text)
+    return out
+
+
+def table(rep: dict[str, Any]) -> str:
+    base = rep["baseline"]
+    head = f"{'domain':>12} {'bytes/token':>12} {'tokens/word':>12}"
+    if base:
+        head += f" {base + ' bytes/token':>22} {'tokens vs ' + base:>18}"
+    lines = [head]
+    for name, r in rep["domains"].items():
+        line = f"{name:>12} {r['bytes_per_token']:>12.3f} {r['tokens_per_word']:>12.3f}"
+        if base:
+            line += f" {r['baseline_bytes_per_token']:>22.3f} {r['tokens_vs_baseline']:>18.3f}"
+        lines.append(line)
+        frag = ", ".join(f"{w['word']} ({w['tokens']})" for w in r["fragmenting_words"][:6])
+        lines.append(f"{'':>12} most fragmented: {frag}")
+    lines.append(f"unused tokens: {rep['unused_tokens']:,} of {rep['vocab_size']:,} "
+                 f"({rep['unused_share']:.1%}); longest: "
+                 + ", ".join(repr(t["text"]) for t in rep["longest_tokens"][:5]))
+    return "\n".join(lines)

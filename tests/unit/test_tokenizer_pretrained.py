@@ -1,0 +1,104 @@
+"""Published tokenizers loaded instead of trained: ids must be the published ones."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pretrain.config import ConfigError
+from pretrain.tokenizer import pretrained
+from pretrain.tokenizer.bpe import Tokenizer
+
+from ..conftest import shared_data
+
+
+def _web_texts(n: int = 40) -> list[str]:
+    path = shared_data("webtext/c4_sample.jsonl")
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line)["text"] for _, line in zip(range(n), f, strict=False)]
+
+
+def _hf_ids(path: Path, texts: list[str]) -> list[list[int]]:
+    tokenizers = pytest.importorskip("tokenizers", reason="HF tokenizers (a dev dependency)")
+    hf = tokenizers.Tokenizer.from_file(str(path))
+    return [e.ids for e in hf.encode_batch(texts, add_special_tokens=False)]
+
+
+def test_gpt2_published_ids():
+    tok = pretrained.load(str(shared_data("tokenizers/gpt2")), "", [], "", "")
+    assert tok.encode("Hello world") == [15496, 995]
+    assert tok.vocab_size == 50257 and tok.bos_id == tok.eos_id == 50256
+    texts = _web_texts()
+    assert [tok.encode(t) for t in texts] == _hf_ids(shared_data("tokenizers/gpt2/tokenizer.json"), texts)
+    # the HF tokenizer.json of GPT-2 loads to the very same ranks
+    hf = pretrained.load(str(shared_data("tokenizers/gpt2/tokenizer.json")), "", [], "", "")
+    assert hf.ranks == tok.ranks and hf.pattern == tok.pattern and hf.special == tok.special
+
+
+def test_llama3_published_ids():
+    tok = pretrained.load("llama3:" + str(shared_data("tokenizers/llama3/tokenizer.model")), "", [], "", "")
+    assert tok.encode("Hello world") == [9906, 1917]
+    assert (tok.bos_id, tok.eos_id, tok.vocab_size) == (128000, 128001, 128256)
+    assert tok.special["<|eot_id|>"] == 128009
+    assert tok.decode(tok.encode("naïve 東京 🙂")) == "naïve 東京 🙂"
+
+
+def test_olmo_dolma2_published_ids_and_hf_agreement():
+    path = shared_data("tokenizers/olmo/allenai_dolma2.json")
+    tok = pretrained.load(str(path), "", [], "", "")
+    assert tok.encode("Hello world") == [9906, 1917]
+    assert tok.eos_id == 100257 and tok.vocab_size == 100278
+    assert tok.special["<|extra_id_0|>"] == 100256    # added tokens keep their ids
+    assert tok.token_bytes()[100256] == 0 and tok.token_bytes()[9906] == len("Hello")
+    texts = _web_texts()
+    assert [tok.encode(t) for t in texts] == _hf_ids(path, texts)
+
+
+def test_unsupported_files_are_refused_with_the_reason(tmp_path: Path):
+    with pytest.raises(ConfigError, match="normalizer"):
+        pretrained.load(str(shared_data("tokenizers/olmo/allenai_gpt-neox-olmo-dolma-v1_5.json")),
+                        "", [], "", "")
+    with pytest.raises(ConfigError, match="cannot tell"):
+        pretrained.load(str(shared_data("tokenizers/llama2/tokenizer.model")), "", [], "", "")
+    bad = tmp_path / "bad.tiktoken"
+    bad.write_text("SGVsbG8= 0\nnot-base64!! 1\n")
+    with pytest.raises(ConfigError, match=r"bad.tiktoken:2"):
+        pretrained.load(str(bad), "x", ["<|bos|>", "<|eos|>"], "", "")
+
+
+def test_merge_order_that_ranks_cannot_express_is_refused(tmp_path: Path):
+    table = pretrained.byte_to_unicode()
+    vocab = {table[b]: b for b in range(256)}
+    vocab.update({"ab": 256, "bc": 257, "<|endoftext|>": 259})  # id 258 unused
+    obj = {"model": {"type": "BPE", "vocab": vocab, "merges": ["b c", "a b"]},
+           "normalizer": None, "pre_tokenizer": {"type": "ByteLevel", "use_regex": True},
+           "added_tokens": [{"id": 259, "content": "<|endoftext|>", "special": True}]}
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(obj))
+    with pytest.raises(ConfigError, match="merge 0 .* makes id 257, not 256"):
+        pretrained.load(str(path), "", [], "", "")
+    obj["model"]["merges"] = ["a b", "b c"]
+    path.write_text(json.dumps(obj))
+    tok = pretrained.load(str(path), "", [], "", "")
+    assert tok.encode("abc") == [256, ord("c")] and tok.bos == "<|endoftext|>"
+    assert tok.vocab_size == 260 and tok.token_bytes()[257:] == [2, 0, 0]
+
+
+def test_loaded_tokenizer_survives_our_format_and_hf_export(tmp_path: Path):
+    tok = pretrained.load(str(shared_data("tokenizers/olmo/allenai_dolma2.json")), "", [], "", "")
+    tok.save(tmp_path / "t.json")
+    again = Tokenizer.load(tmp_path / "t.json")
+    texts = _web_texts(10)
+    assert [again.encode(t) for t in texts] == [tok.encode(t) for t in texts]
+    assert (again.bos_id, again.eos_id, again.vocab_size) == (tok.bos_id, tok.eos_id, tok.vocab_size)
+    pytest.importorskip("transformers", reason="HF export needs transformers")
+    from transformers import PreTrainedTokenizerFast
+
+    from pretrain.tokenizer.hf import save_pretrained
+    save_pretrained(tok, tmp_path, 1024)
+    hf = PreTrainedTokenizerFast.from_pretrained(str(tmp_path))
+    assert hf("Hello world", add_special_tokens=False)["input_ids"] == [9906, 1917]
+    assert hf.convert_tokens_to_ids("<|endoftext|>") == 100257 and len(hf) == 100278
+    assert [hf(t, add_special_tokens=False)["input_ids"] for t in texts] == [tok.encode(t) for t in texts]

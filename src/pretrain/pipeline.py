@@ -76,23 +76,35 @@ def _tokenizer(cfg: RunConfig, run: StageRun) -> None:
             yield text
 
     tok = cfg.tokenizer.build(sample)
-    tok.save(run.out / "tokenizer.json")
-    run.counts.update({"vocab_size": tok.vocab_size, "train_chars": chars,
-                       "vocab_hash": tok.vocab_hash(), "train_s": round(time.time() - t0, 2)})
     if cfg.tokenizer.pretrained:
         run.counts["pretrained"] = cfg.tokenizer.pretrained
         log0(f"tokenizer: loaded {cfg.tokenizer.pretrained} (vocab {tok.vocab_size})")
     else:
         log0(f"tokenizer: vocab {tok.vocab_size} trained on {chars / 1e6:.1f} M chars "
              f"in {time.time() - t0:.1f}s")
+    texts: dict[str, list[str]] = {}
     if cfg.tokenizer.report_chars:
-        from .tokenizer import report
-        texts = report.sample_by_domain(read_docs(run.inputs["data"]), cfg.tokenizer.report_chars)
+        from .tokenizer.report import report, sample_by_domain
+        texts = sample_by_domain(read_docs(run.inputs["data"]), cfg.tokenizer.report_chars)
+    words = list(cfg.tokenizer.extend_words)
+    if cfg.tokenizer.extend_mined:
+        before = report(tok, texts, top=cfg.tokenizer.extend_mined)
+        words += [w["word"] for r in before["domains"].values() for w in r["fragmenting_words"]]
+    if words:
+        from .tokenizer.extend import extend
+        tok, ext = extend(tok, words)
+        (run.out / "extension.json").write_text(json.dumps(ext, indent=2, ensure_ascii=False))
+        run.counts["added_tokens"] = len(tok.added)
+    tok.save(run.out / "tokenizer.json")
+    run.counts.update({"vocab_size": tok.vocab_size, "train_chars": chars,
+                       "vocab_hash": tok.vocab_hash(), "train_s": round(time.time() - t0, 2)})
+    if texts:
+        from .tokenizer import report as rep_mod
         base = _baseline_tokenizer(cfg.tokenizer.compare_with)
-        rep = report.report(tok, texts, base, cfg.tokenizer.compare_with)
+        rep = rep_mod.report(tok, texts, base, cfg.tokenizer.compare_with)
         (run.out / "report.json").write_text(json.dumps(rep, indent=2, ensure_ascii=False))
         run.counts["bytes_per_token"] = {d: r["bytes_per_token"] for d, r in rep["domains"].items()}
-        log0(report.table(rep))
+        log0(rep_mod.table(rep))
 
 
 def _baseline_tokenizer(spec: str) -> Any:
@@ -138,6 +150,15 @@ def _train(cfg: RunConfig, run: StageRun) -> None:
     if cfg.train.init_from:
         from .train.checkpoint import load_any
         init = load_any(Path(cfg.train.init_from))
+        tok = TokenShards(run.inputs["tokenize"], "train").tokenizer()
+        if init.cfg.vocab_size < vocab and tok.added:  # extended with domain tokens
+            from .tokenizer.extend import resize_embeddings
+            try:
+                resize_embeddings(init, tok)
+            except ValueError as e:
+                raise PretrainError(f"train.init_from: cannot grow the checkpoint's vocabulary "
+                                    f"to this run's tokenizer: {e}") from None
+            log0(f"train: embeddings grown to {vocab} ids (new rows: mean of their pieces)")
         if init.cfg.vocab_size != vocab:
             raise PretrainError(f"train.init_from: the checkpoint has {init.cfg.vocab_size} token "
                                 f"ids, the tokenizer of this run {vocab}; continue with the "

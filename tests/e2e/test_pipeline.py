@@ -232,6 +232,16 @@ def test_continued_pretraining_from_an_hf_export(tiny_run, tmp_path):
     counts = rd.manifest("train")["counts"]
     # it starts where the first run ended (same data, same deterministic tokenizer), not at ln V
     assert counts["val_loss_initial"] == pytest.approx(final, abs=1e-3)
+    # the same tokenizer extended with domain tokens: the checkpoint's embeddings grow
+    ext = load_config(None, [*cont, ("name", "ext"), ("train.steps", "5"),
+                             ("train.init_from", str(hf_dir)), ("train.lr", "1e-4"),
+                             ("tokenizer.extend_words", '["tokenization", "interpreter"]')])
+    rd = run_stages(ext, STAGES[:4], force=set())
+    added = rd.manifest("tokenizer")["counts"]["added_tokens"]
+    grown = rd.manifest("train")["counts"]
+    assert added > 0 and grown["params"] > counts["params"]
+    # it starts near where the first run ended, far below a fresh model's ln V
+    assert grown["val_loss_initial"] < final + 0.3 < math.log(512 + added) - 0.5
     # a different vocabulary is refused with a clear message
     bad = load_config(None, [*cont, ("name", "bad"), ("train.init_from", str(hf_dir)),
                              ("tokenizer.vocab_size", "600")])

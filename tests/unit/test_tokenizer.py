@@ -165,3 +165,16 @@ def test_vocab_over_65536_writes_uint32_shards(tmp_path: Path):
     stored = [toks.tolist() for split in ("train", "val")
               for toks, _ in shards.TokenShards(tmp_path, split).documents()]
     assert stored == [[big.bos_id, 65601, big.eos_id]] * 6
+
+
+def test_empty_documents_are_bos_eos_and_specials_never_come_from_text(tok, tmp_path: Path):
+    docs = [{"id": "e", "domain": "x", "text": ""},
+            {"id": "s", "domain": "x", "text": f"{BOS}{EOS}<|pad|> plain"}]
+    # the first document is held out (min_val_docs), the other one trained on
+    shards.run(shards.TokenizeConfig(val_fraction=1e-9, min_val_docs=1), tok, iter(docs), ["x"],
+               tmp_path, {})
+    stored = {tok.decode(t[1:-1].tolist()): t.tolist() for split in ("train", "val")
+              for t, _ in shards.TokenShards(tmp_path, split).documents()}
+    assert stored[""] == [tok.bos_id, tok.eos_id]
+    body = stored[f"{BOS}{EOS}<|pad|> plain"][1:-1]
+    assert not set(body) & set(tok.special.values())

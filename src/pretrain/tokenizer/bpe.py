@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import regex
 
@@ -52,6 +53,10 @@ class TokenizerConfig:
     pretrained: str = ""
     bos_token: str = ""               # for a loaded tokenizer; "" = its own (e.g. <|endoftext|>)
     eos_token: str = ""
+    # domain tokens added after training or loading (tokenizer/extend.py): words given, and
+    # the `extend_mined` most fragmented words of each domain in the report
+    extend_words: list[str] = field(default_factory=list)
+    extend_mined: int = 0
     report_chars: int = 1_000_000     # per domain, for report.json; 0 = no report
     # baseline of the report: "gpt2" (tiktoken's, downloaded once and cached) or anything
     # `pretrained` accepts (e.g. a local GPT-2 folder); "" = none
@@ -72,8 +77,10 @@ class TokenizerConfig:
             raise ConfigError(f"pattern: invalid regex {self.regex()!r}: {e}") from None
         if self.max_chars <= 0 or self.doc_cap_chars <= 0:
             raise ConfigError("max_chars and doc_cap_chars must be positive")
-        if self.report_chars < 0:
-            raise ConfigError("report_chars must be >= 0 (0 = no report)")
+        if self.report_chars < 0 or self.extend_mined < 0:
+            raise ConfigError("report_chars and extend_mined must be >= 0")
+        if self.extend_mined and not self.report_chars:
+            raise ConfigError("extend_mined needs the report (report_chars > 0) to mine words from")
 
     def regex(self) -> str:
         return PATTERNS.get(self.pattern, self.pattern)
@@ -96,15 +103,31 @@ class TokenizerConfig:
         return [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()]
 
 
+@dataclass(frozen=True)
+class AddedToken:
+    """A domain token added after training: its id, its bytes, and the ids it was made of
+    before (what a checkpoint's new embedding row is initialised from)."""
+
+    id: int
+    bytes: bytes
+    parts: list[int]
+
+    @property
+    def text(self) -> str:
+        return self.bytes.decode("utf-8", "replace")
+
+
 class Tokenizer:
     """Ranks + split regex + special tokens; encodes through an in-memory tiktoken Encoding."""
 
     def __init__(self, ranks: list[bytes], pattern: str, special_tokens: list[str] | dict[str, int],
-                 bos: str = BOS, eos: str = EOS):
+                 bos: str = BOS, eos: str = EOS, added: list[AddedToken] | None = None):
         """``special_tokens``: names (ids follow the ranks, in order) or names with ids (a
-        loaded tokenizer's, which may leave gaps, as cl100k does at 100256)."""
+        loaded tokenizer's, which may leave gaps, as cl100k does at 100256). ``added``:
+        domain tokens of ``tokenizer/extend.py``, ids after every other id."""
         self.ranks = ranks
         self.pattern = pattern
+        self.added = list(added or [])
         if isinstance(special_tokens, dict):
             self.special = dict(special_tokens)
         else:
@@ -116,6 +139,10 @@ class Tokenizer:
             if name not in self.special:
                 raise ConfigError(f"{name!r} is not one of the special tokens {sorted(self.special)[:8]}")
         self.vocab_size = max([len(ranks) - 1, *ids]) + 1
+        for a in self.added:
+            if a.id != self.vocab_size:
+                raise ConfigError(f"added token {a.text!r} has id {a.id}, expected {self.vocab_size}")
+            self.vocab_size += 1
         self.bos, self.eos = bos, eos
         self.bos_id = self.special[bos]
         self.eos_id = self.special[eos]
@@ -124,8 +151,14 @@ class Tokenizer:
     def _enc(self):  # type: ignore[no-untyped-def]
         import tiktoken
         return tiktoken.Encoding(name="pretrain", pat_str=self.pattern,
-                                 mergeable_ranks={b: i for i, b in enumerate(self.ranks)},
+                                 mergeable_ranks=self.mergeable_ranks(),
                                  special_tokens=self.special)
+
+    def mergeable_ranks(self) -> dict[bytes, int]:
+        """Token bytes -> id for every ordinary token; the id is also its merge priority."""
+        ranks = {b: i for i, b in enumerate(self.ranks)}
+        ranks.update((a.bytes, a.id) for a in self.added)
+        return ranks
 
     def encode(self, text: str) -> list[int]:
         """Ordinary text: special-token strings inside ``text`` are encoded as plain text."""
@@ -140,22 +173,30 @@ class Tokenizer:
     def token_bytes(self) -> list[int]:
         """UTF-8 byte length of every id (0 for specials and unused ids): the bits-per-byte
         denominator."""
-        return [len(b) for b in self.ranks] + [0] * (self.vocab_size - len(self.ranks))
+        out = [len(b) for b in self.ranks] + [0] * (self.vocab_size - len(self.ranks))
+        for a in self.added:
+            out[a.id] = len(a.bytes)
+        return out
 
     def vocab_hash(self) -> str:
         h = hashlib.sha256(self.pattern.encode())
         for b in self.ranks:
             h.update(len(b).to_bytes(2, "little") + b)
         h.update(json.dumps(self.special, sort_keys=True).encode())
+        for a in self.added:
+            h.update(a.id.to_bytes(4, "little") + a.bytes)
         if (self.bos, self.eos) != (BOS, EOS):
             h.update(f"{self.bos}\0{self.eos}".encode())
         return h.hexdigest()[:16]
 
     def save(self, path: Path) -> None:
-        obj = {"format": "pretrain-bpe/1", "pattern": self.pattern,
+        obj: dict[str, Any] = {"format": "pretrain-bpe/1", "pattern": self.pattern,
                "ranks": [base64.b64encode(b).decode("ascii") for b in self.ranks],
                "special_tokens": self.special, "bos": self.bos, "eos": self.eos,
                "vocab_size": self.vocab_size}
+        if self.added:
+            obj["added"] = [{"id": a.id, "bytes": base64.b64encode(a.bytes).decode("ascii"),
+                             "parts": a.parts} for a in self.added]
         path.write_text(json.dumps(obj))
 
     @classmethod
@@ -168,7 +209,9 @@ class Tokenizer:
             raise ConfigError(f"{path}: unknown tokenizer format {obj.get('format')!r}")
         ranks = [base64.b64decode(s) for s in obj["ranks"]]
         special = {k: int(v) for k, v in obj["special_tokens"].items()}
-        return cls(ranks, obj["pattern"], special, obj.get("bos", BOS), obj.get("eos", EOS))
+        added = [AddedToken(int(a["id"]), base64.b64decode(a["bytes"]), [int(i) for i in a["parts"]])
+                 for a in obj.get("added", [])]
+        return cls(ranks, obj["pattern"], special, obj.get("bos", BOS), obj.get("eos", EOS), added)
 
 
 def training_sample(docs: Iterator[dict], cfg: TokenizerConfig,

@@ -8,6 +8,7 @@ Layout of the ``tokenize/`` stage folder::
     train-00000.idx.npy          int64 array (n_docs, 3): start, length, domain index
     val-00000.bin, .idx.npy      the held-out split, same format
     token_bytes.npy              uint16 UTF-8 length of every id (0 for specials), for bpb
+    tokenizer.json               the tokenizer that wrote the shards
 
 Each document is stored as ``BOS, tokens..., EOS``. The train/val split is decided by a
 hash of the document id, so it does not depend on order or on the other documents;
@@ -143,6 +144,7 @@ def run(cfg: TokenizeConfig, tok: Tokenizer, docs: Iterator[dict[str, Any]], dom
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     # UTF-8 bytes of every id: training reports bits per byte without loading the tokenizer
     np.save(out / TOKEN_BYTES, np.asarray(tok.token_bytes(), dtype=np.uint16))
+    tok.save(out / "tokenizer.json")  # the shards carry the tokenizer that wrote them
     counts.update({s: {k: v for k, v in info.items() if k != "shards"}
                    for s, info in splits.items()})
     log0(f"tokenize: train {splits['train']['tokens']:,} tokens / {splits['train']['docs']} docs, "
@@ -167,6 +169,9 @@ class TokenShards:
         self.index = [np.load(folder / f"{n}.idx.npy") for n in info["shards"]]
         self.domains: list[str] = self.meta["domains"]
         self.n_tokens = int(info["tokens"])
+
+    def tokenizer(self) -> Tokenizer:
+        return Tokenizer.load(self.folder / "tokenizer.json")
 
     def token_bytes(self) -> np.ndarray | None:
         """UTF-8 byte length of every token id, or None for shards written without it."""

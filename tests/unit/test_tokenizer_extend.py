@@ -1,0 +1,85 @@
+"""Domain tokens added to a trained tokenizer; embeddings grown for continued pretraining."""
+
+from __future__ import annotations
+
+import json.decoder
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from pretrain.model.config import ModelConfig
+from pretrain.model.transformer import Transformer
+from pretrain.tokenizer import bpe
+from pretrain.tokenizer.bpe import Tokenizer, TokenizerConfig
+from pretrain.tokenizer.extend import extend, resize_embeddings
+
+CORPUS = [Path(textwrap.__file__).read_text(), Path(json.decoder.__file__).read_text()]
+TEXT = "The transformer's tokenization of pharmacokinetics and immunohistochemistry: fine."
+
+
+@pytest.fixture(scope="module")
+def tok() -> Tokenizer:
+    return bpe.train(iter(CORPUS), TokenizerConfig(vocab_size=600))
+
+
+def test_added_words_become_one_token_and_old_ids_stay(tok: Tokenizer, tmp_path: Path):
+    words = ["pharmacokinetics", "immunohistochemistry"]
+    new, result = extend(tok, words)
+    assert result["added"] == ["pharmacokinetics", " pharmacokinetics", "immunohistochemistry",
+                               " immunohistochemistry"]
+    assert new.ranks == tok.ranks and new.special == tok.special      # nothing renumbered
+    assert (new.bos_id, new.eos_id) == (tok.bos_id, tok.eos_id)
+    assert all(a.id >= tok.vocab_size for a in new.added)
+    for w in words:
+        (one,) = new.encode(" " + w)
+        assert one >= tok.vocab_size and new.decode([one]) == " " + w
+        assert new.token_bytes()[one] == len(w) + 1
+        added = next(a for a in new.added if a.id == one)
+        assert added.parts == tok.encode(" " + w)                      # what it was made of
+    # the chain's intermediate tokens (prefixes such as " pharm") may also merge inside
+    # other words: never longer than before, always the same text back; text that holds
+    # none of the added tokens' bytes encodes exactly as before
+    for text in CORPUS:
+        assert len(new.encode(text)) <= len(tok.encode(text))
+        assert new.decode(new.encode(text)) == text
+    plain = "for x in range(10): print(x)"
+    assert not any(a.bytes in plain.encode() for a in new.added)
+    assert new.encode(plain) == tok.encode(plain)
+    assert len(new.encode(TEXT)) < len(tok.encode(TEXT)) and new.decode(new.encode(TEXT)) == TEXT
+    new.save(tmp_path / "t.json")
+    again = Tokenizer.load(tmp_path / "t.json")
+    assert again.encode(TEXT) == new.encode(TEXT) and again.vocab_hash() == new.vocab_hash()
+    assert again.vocab_hash() != tok.vocab_hash()
+
+
+def test_forms_the_split_regex_cuts_are_skipped_with_a_reason(tok: Tokenizer):
+    new, result = extend(tok, ["COVID-19", "def"])
+    assert any("COVID-19" in s and "split regex" in s for s in result["skipped"])
+    assert new.encode("def") == tok.encode("def") or len(new.encode("def")) == 1
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_resized_embeddings_keep_old_rows_and_average_new_ones(tok: Tokenizer, tied: bool):
+    new, _ = extend(tok, ["pharmacokinetics"])
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(d_model=16, n_layers=1, n_heads=2, n_kv_heads=1, seq_len=64,
+                                    vocab_size=tok.vocab_size, tie_embeddings=tied))
+    old_embed, old_head = model.embed.weight.clone(), model.head.weight.clone()
+    ids = torch.tensor([tok.encode("plain text here")])
+    before = model(ids)[0]
+    resize_embeddings(model, new)
+    assert model.cfg.vocab_size == new.vocab_size == model.embed.weight.shape[0]
+    assert torch.equal(model.embed.weight[:tok.vocab_size], old_embed)
+    for a in new.added:
+        assert torch.allclose(model.embed.weight[a.id], old_embed[a.parts].mean(0))
+        assert torch.allclose(model.head.weight[a.id], old_head[a.parts].mean(0))
+    assert (model.head.weight is model.embed.weight) == tied
+    after = model(ids)[0]
+    assert after.shape[-1] == new.vocab_size
+    assert torch.allclose(after[..., :tok.vocab_size], before)   # old logits unchanged
+    # the grown model trains
+    _, loss = model(torch.tensor([new.encode(TEXT)[:-1]]), torch.tensor([new.encode(TEXT)[1:]]))
+    loss.backward()
+    assert model.embed.weight.grad is not None

@@ -8,7 +8,7 @@ installation, about 9 MB) plus the shared web text, TinyStories and Tiny Shakesp
 
 1. Training, same text, same vocabulary size, same GPT-4 split regex:
    - ours: ``TokenizerConfig.build`` over ``training_sample(read_docs(folder))``, reading and
-     decoding the jsonl included, as the tokenizer stage does;
+     decoding the jsonl included (in a prefetch thread), as the tokenizer stage does;
    - rustbpe: ``train_from_iterator`` over the texts already in memory;
    - HF ``tokenizers``: BPE trainer with the same Split regex + ByteLevel pre-tokenizer.
 2. Encoding to shards: ``shards.run`` (reading the jsonl, encoding, writing .bin/.idx,
@@ -102,7 +102,7 @@ def main() -> None:
     from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 
     def ours_train() -> None:
-        cfg.build(lambda: training_sample(read_docs(data), cfg, domains))
+        cfg.build(lambda: training_sample(read_docs(data, prefetch=512), cfg, domains))
 
     def rustbpe_train() -> None:
         rustbpe.Tokenizer().train_from_iterator(iter(texts), n_merges, pattern=cfg.regex())
@@ -135,7 +135,8 @@ def main() -> None:
     def ours_tokenize(threads: int) -> None:
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir()
-        shards.run(shards.TokenizeConfig(num_threads=threads), tok, read_docs(data), domains, out, {})
+        shards.run(shards.TokenizeConfig(num_threads=threads), tok, read_docs(data, prefetch=512),
+                   domains, out, {})
 
     for threads in (1, 2):
         times: dict[str, list[float]] = {"ours": [], "tiktoken": []}

@@ -70,7 +70,7 @@ def _tokenizer(cfg: RunConfig, run: StageRun) -> None:
 
     def sample() -> Any:
         nonlocal chars
-        for text in bpe.training_sample(read_docs(run.inputs["data"]), cfg.tokenizer,
+        for text in bpe.training_sample(read_docs(run.inputs["data"], prefetch=512), cfg.tokenizer,
                                         _domains(run.inputs["data"])):
             chars += len(text)
             yield text
@@ -134,7 +134,8 @@ def _tokenize(cfg: RunConfig, run: StageRun) -> None:
     tok = Tokenizer.load(run.inputs["tokenizer"] / "tokenizer.json")
     with open(run.inputs["data"] / "manifest.json") as f:
         total = json.load(f)["counts"]["docs_total"]
-    shards.run(cfg.tokenize, tok, read_docs(run.inputs["data"]), _domains(run.inputs["data"]),
+    shards.run(cfg.tokenize, tok, read_docs(run.inputs["data"], prefetch=512),
+               _domains(run.inputs["data"]),
                run.out, run.counts, total_docs=total)
 
 

@@ -241,3 +241,21 @@ def test_a_source_can_be_held_out_whole(tmp_path: Path):
     (only, domain), = list(val.documents())
     assert tok.decode(only[1:-1]) == texts["held.txt"] and domain == "d"
     assert shards.TokenShards(tmp_path / "tok", "train").meta["splits"]["train"]["docs"] == 30
+
+
+def test_prefetched_documents_keep_order_errors_and_early_stop():
+    from pretrain.data.stage import _prefetched
+
+    def gen(n: int, fail_at: int = -1):
+        for i in range(n):
+            if i == fail_at:
+                raise ValueError(f"bad record {i}")
+            yield i
+
+    assert list(_prefetched(gen(1000), 7)) == list(range(1000))
+    it = _prefetched(gen(100, fail_at=42), 5)
+    with pytest.raises(ValueError, match="bad record 42"):
+        assert list(it)
+    first = _prefetched(gen(10**9), 3)     # a consumer that stops early ends the producer
+    assert [next(first) for _ in range(5)] == [0, 1, 2, 3, 4]
+    first.close()

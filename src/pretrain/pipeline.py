@@ -101,7 +101,9 @@ def _tokenizer(cfg: RunConfig, run: StageRun) -> None:
     if texts:
         from .tokenizer import report as rep_mod
         base = _baseline_tokenizer(cfg.tokenizer.compare_with)
-        rep = rep_mod.report(tok, texts, base, cfg.tokenizer.compare_with)
+        spec = cfg.tokenizer.compare_with
+        label = spec.split(":")[0] if spec.startswith("llama3:") else Path(spec).name
+        rep = rep_mod.report(tok, texts, base, label)
         (run.out / "report.json").write_text(json.dumps(rep, indent=2, ensure_ascii=False))
         run.counts["bytes_per_token"] = {d: r["bytes_per_token"] for d, r in rep["domains"].items()}
         log0(rep_mod.table(rep))

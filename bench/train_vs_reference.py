@@ -1,6 +1,6 @@
 """Our training step vs a reference loop written the nanoGPT way, same shapes, one invocation.
 
-Run:  python bench/train_vs_reference.py [--steps 30] [--rounds 3] [--shapes tiny,mid,baby]
+Run:  python bench/train_vs_reference.py [--steps 12] [--rounds 6] [--shapes tiny,mid,baby]
 
 The reference is a plain PyTorch GPT-2 (LayerNorm, GELU MLP, SDPA causal attention, tied
 embeddings, no biases as in nanoGPT's `bias=False`) trained with AdamW and grad clipping on
@@ -9,7 +9,8 @@ Ours is `pretrain.train.loop.Trainer` with `arch = "gpt2"` (biases on, as GPT-2)
 LLaMA-style default, on token shards of the same text (Tiny Shakespeare, bytes).
 Per shape and loop: median step time over the timed steps of every round (rounds are
 interleaved), tokens/s, MFU against the fp32 matmul peak measured in this run, and the
-ratio ours/reference. Load average is printed: compare numbers from a quiet run only.
+ratio ours/reference. Rounds alternate the order of the loops. Load average is printed:
+compare numbers from a quiet run only.
 """
 
 from __future__ import annotations
@@ -112,9 +113,9 @@ def our_steps(tokens: Path, shape: tuple, steps: int, arch: str, compile_: bool)
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--skip", type=int, default=5, help="untimed warm-up steps per run")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--skip", type=int, default=3, help="untimed warm-up steps per run")
+    ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--shapes", default="tiny,mid,baby")
     ap.add_argument("--compile", action="store_true", help="also time ours with torch.compile")
     args = ap.parse_args()
@@ -139,8 +140,10 @@ def main() -> None:
         shape = SHAPES[name]
         L, H, D, T, B = shape
         times: dict[str, list[float]] = {n: [] for n, _ in loops}
-        for _ in range(args.rounds):
-            for label, which in loops:
+        for r in range(args.rounds):
+            # short rounds, order reversed every other round: a slow spell of this shared
+            # machine then hits every loop alike instead of biasing whichever ran during it
+            for label, which in (loops if r % 2 == 0 else loops[::-1]):
                 if which is None:
                     ts = reference_steps(data, shape, args.steps)
                 else:

@@ -95,7 +95,10 @@ def full_state(model: nn.Module, opt: torch.optim.Optimizer | None = None
     )
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
     model_sd = get_model_state_dict(model, options=opts)
-    return model_sd, (get_optimizer_state_dict(model, opt, options=opts) if opt is not None else None)
+    if opt is None:
+        return model_sd, None
+    # several optimizers stepped as one (train/optim.py: Optimizers): the list of them
+    return model_sd, get_optimizer_state_dict(model, getattr(opt, "optimizers", opt), options=opts)
 
 
 def load_full_state(model: nn.Module, opt: torch.optim.Optimizer | None, model_sd: dict[str, Any],
@@ -109,7 +112,7 @@ def load_full_state(model: nn.Module, opt: torch.optim.Optimizer | None, model_s
     opts = StateDictOptions(full_state_dict=True)
     set_model_state_dict(model, model_sd, options=opts)
     if opt is not None and opt_sd is not None:
-        set_optimizer_state_dict(model, opt, opt_sd, options=opts)
+        set_optimizer_state_dict(model, getattr(opt, "optimizers", opt), opt_sd, options=opts)
 
 
 def mean(value: float, d: Dist, device: torch.device) -> float:

@@ -149,3 +149,33 @@ def test_compiled_training_matches_eager(tokens, tmp_path):
               counts={})
         outs[name] = [loss for _, loss in _losses(out)]
     assert outs["compiled"] == pytest.approx(outs["eager"], abs=1e-4)
+
+
+def test_muon_trains_and_resumes_bit_identically(tokens, tmp_path, monkeypatch):
+    """Muon (hidden matrices) + AdamW (the rest): loss falls, and the two optimizers'
+    state goes through the checkpoint so that kill + resume is exact."""
+    from pretrain.train.optim import make_optimizer
+    opt = make_optimizer(loop.Transformer(MODEL), _cfg(optimizer="muon"))
+    muon, adamw = opt.optimizers
+    assert isinstance(muon, torch.optim.Muon) and isinstance(adamw, torch.optim.AdamW)
+    assert all(p.dim() == 2 for g in muon.param_groups for p in g["params"])
+    assert len(muon.param_groups[0]["params"]) == MODEL.n_layers * 7  # q k v o w1 w2 w3
+    a = _run(tokens, tmp_path / "a", tmp_path / "ckpt-a", optimizer="muon")
+    _run(tokens, tmp_path / "adam", tmp_path / "ckpt-adam")
+    assert a["val_loss_final"] < a["val_loss_initial"]
+    assert _losses(tmp_path / "a") != _losses(tmp_path / "adam")
+    real = Trainer.forward_backward
+
+    def killed_at_13(self, data_pos):
+        if data_pos == 13:
+            raise KeyboardInterrupt("killed")
+        return real(self, data_pos)
+
+    monkeypatch.setattr(Trainer, "forward_backward", killed_at_13)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tokens, tmp_path / "b", tmp_path / "ckpt-b", optimizer="muon")
+    monkeypatch.setattr(Trainer, "forward_backward", real)
+    _run(tokens, tmp_path / "b", tmp_path / "ckpt-b", optimizer="muon")
+    wa, wb = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert _losses(tmp_path / "a") == _losses(tmp_path / "b")

@@ -9,15 +9,19 @@ Ours is `pretrain.train.loop.Trainer` with `arch = "gpt2"` (biases on, as GPT-2)
 LLaMA-style default, on token shards of the same text (Tiny Shakespeare, bytes).
 Per shape and loop: median step time over the timed steps of every round (rounds are
 interleaved), tokens/s, MFU against the fp32 matmul peak measured in this run, and the
-ratio ours/reference. Rounds alternate the order of the loops. Load average is printed:
+ratio ours/reference. Rounds alternate the order of the loops, and each loop of each round
+runs in a fresh process (``--no-isolate``: all in this one). Load average is printed:
 compare numbers from a quiet run only.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -111,6 +115,13 @@ def our_steps(tokens: Path, shape: tuple, steps: int, arch: str, compile_: bool)
     return [T * B / r["tok_per_s"] for r in t.history]
 
 
+def _in_subprocess(tokens: Path, shape: str, steps: int, which: tuple | None) -> list[float]:
+    loop = "ref" if which is None else f"{which[0]}+{'compile' if which[1] else 'eager'}"
+    out = subprocess.run([sys.executable, __file__, "--one", str(tokens), shape, str(steps), loop],
+                         capture_output=True, text=True, check=True)
+    return list(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=12)
@@ -118,7 +129,24 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--shapes", default="tiny,mid,baby")
     ap.add_argument("--compile", action="store_true", help="also time ours with torch.compile")
+    ap.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=True,
+                    help="each loop and round in a fresh process (default), so that no loop "
+                         "inherits another's allocator and cache state")
+    ap.add_argument("--one", nargs=4, metavar=("TOKENS", "SHAPE", "STEPS", "LOOP"),
+                    help=argparse.SUPPRESS)  # the child of --isolate
     args = ap.parse_args()
+    if args.one:
+        tokens, shape_name, steps, loop = args.one
+        text = DATA.read_bytes()
+        data = np.frombuffer(text, dtype=np.uint8).astype(np.uint16)
+        shape = SHAPES[shape_name]
+        if loop == "ref":
+            ts = reference_steps(data, shape, int(steps))
+        else:
+            arch, compiled = loop.split("+")
+            ts = our_steps(Path(tokens), shape, int(steps), arch, compiled == "compile")
+        print(json.dumps(ts))
+        return
     if not DATA.is_file():
         raise SystemExit(f"needs {DATA}")
     text = DATA.read_bytes()
@@ -144,10 +172,9 @@ def main() -> None:
             # short rounds, order reversed every other round: a slow spell of this shared
             # machine then hits every loop alike instead of biasing whichever ran during it
             for label, which in (loops if r % 2 == 0 else loops[::-1]):
-                if which is None:
-                    ts = reference_steps(data, shape, args.steps)
-                else:
-                    ts = our_steps(tmp, shape, args.steps, *which)
+                ts = _in_subprocess(tmp, name, args.steps, which) if args.isolate else (
+                    reference_steps(data, shape, args.steps) if which is None
+                    else our_steps(tmp, shape, args.steps, *which))
                 times[label] += ts[args.skip:]
         print(f"\n{name}: L{L} H{H} E{D} T{T} B{B}")
         ref_ms = statistics.median(times[loops[0][0]])

@@ -83,3 +83,17 @@ def test_resized_embeddings_keep_old_rows_and_average_new_ones(tok: Tokenizer, t
     _, loss = model(torch.tensor([new.encode(TEXT)[:-1]]), torch.tensor([new.encode(TEXT)[1:]]))
     loss.backward()
     assert model.embed.weight.grad is not None
+
+
+def test_extended_tokenizer_exports_to_hf_with_the_same_ids(tok: Tokenizer, tmp_path: Path):
+    pytest.importorskip("transformers", reason="HF export needs transformers")
+    from transformers import PreTrainedTokenizerFast
+
+    from pretrain.tokenizer.hf import save_pretrained
+    new, _ = extend(tok, ["pharmacokinetics", "immunohistochemistry"])
+    save_pretrained(new, tmp_path, 1024)
+    hf = PreTrainedTokenizerFast.from_pretrained(str(tmp_path))
+    assert len(hf) == new.vocab_size
+    assert hf.convert_tokens_to_ids("<|bos|>") == new.bos_id
+    for text in [TEXT, *CORPUS]:
+        assert hf(text, add_special_tokens=False)["input_ids"] == new.encode(text)

@@ -170,6 +170,15 @@ class Tokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         return self._enc.decode(list(ids), errors="replace")
 
+    def bytes_of(self, i: int) -> bytes:
+        """The bytes of ordinary token ``i`` (a rank or an added token)."""
+        if i < len(self.ranks):
+            return self.ranks[i]
+        for a in self.added:
+            if a.id == i:
+                return a.bytes
+        raise KeyError(f"id {i} is not an ordinary token")
+
     def token_bytes(self) -> list[int]:
         """UTF-8 byte length of every id (0 for specials and unused ids): the bits-per-byte
         denominator."""

@@ -42,7 +42,7 @@ def extend(tok: Tokenizer, words: Iterable[str]) -> tuple[Tokenizer, dict[str, l
             ids = current.encode(form)
             if len(ids) == 1:
                 continue  # already one token
-            pieces = [_bytes_of(current, i) for i in ids]
+            pieces = [current.bytes_of(i) for i in ids]
             chain, acc = [], pieces[0]
             for piece in pieces[1:]:
                 acc += piece
@@ -60,12 +60,6 @@ def extend(tok: Tokenizer, words: Iterable[str]) -> tuple[Tokenizer, dict[str, l
     log0(f"tokenizer: extended by {len(added) - len(tok.added)} tokens for "
          f"{len(result['added'])} word forms; {len(result['skipped'])} skipped")
     return current, result
-
-
-def _bytes_of(tok: Tokenizer, i: int) -> bytes:
-    if i < len(tok.ranks):
-        return tok.ranks[i]
-    return next(a.bytes for a in tok.added if a.id == i)
 
 
 @torch.no_grad()

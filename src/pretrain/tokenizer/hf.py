@@ -68,6 +68,17 @@ def to_hf(tok: Tokenizer) -> Any:
         raise ValueError("export needs the 256 single bytes as the first 256 ranks")
     vocab = {_as_text(b): i for i, b in enumerate(tok.ranks)}
     merges = [(_as_text(a), _as_text(b)) for a, b in recover_merges(tok.ranks)]
+    # special tokens (and placeholders for unused ids, as cl100k's 100256) go into the BPE
+    # vocab with their ids: HF then keeps those ids when it marks them special, whatever
+    # comes after them (the added domain tokens)
+    names = {i: t for t, i in tok.special.items()}
+    first_added = tok.vocab_size - len(tok.added)
+    specials = [names.get(i, f"<|unused_{i}|>") for i in range(len(tok.ranks), first_added)]
+    vocab.update({t: len(tok.ranks) + k for k, t in enumerate(specials)})
+    for a in tok.added:  # each chain token is one merge: (the chain so far, the next piece)
+        left, right = _chain_merge(tok, a)
+        vocab[_as_text(a.bytes)] = a.id
+        merges.append((_as_text(left), _as_text(right)))
     hf = HFTokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=True))
     hf.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(tok.pattern), behavior="isolated", invert=False),
@@ -75,15 +86,23 @@ def to_hf(tok: Tokenizer) -> Any:
     ])
     hf.decoder = decoders.ByteLevel()
     from tokenizers import AddedToken
-    # HF numbers added tokens in order after the vocab: fill id gaps (cl100k has one at
-    # 100256) with placeholders so that every special token keeps its id
-    names = {i: t for t, i in tok.special.items()}
-    hf.add_special_tokens([AddedToken(names.get(i, f"<|unused_{i}|>"), special=True, normalized=False)
-                           for i in range(len(tok.ranks), tok.vocab_size)])
+    hf.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
     hf.post_processor = processors.TemplateProcessing(
         single=f"{tok.bos} $A", pair=f"{tok.bos} $A {tok.bos} $B",
         special_tokens=[(tok.bos, tok.bos_id)])
     return hf
+
+
+def _chain_merge(tok: Tokenizer, a: Any) -> tuple[bytes, bytes]:
+    """The two tokens an added token merges: its bytes are a prefix of its word's old pieces
+    joined, one piece longer than the previous link of the chain."""
+    acc = b""
+    for i in a.parts:
+        piece = tok.bytes_of(i)
+        if acc + piece == a.bytes:
+            return acc, piece
+        acc += piece
+    raise ValueError(f"added token {a.bytes!r} is not a prefix of its pieces {a.parts}")
 
 
 def save_pretrained(tok: Tokenizer, out: Path, model_max_length: int) -> None:

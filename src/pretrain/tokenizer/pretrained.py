@@ -28,6 +28,7 @@ from typing import Any
 
 from ..config import ConfigError
 from .bpe import GPT2_PATTERN, Tokenizer
+from .hf import byte_to_unicode
 
 LLAMA3_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"""
                   r""" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""")
@@ -38,21 +39,6 @@ _LLAMA3_NAMED = ["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_tok
                  "<|python_tag|>", "<|image|>"]
 LLAMA3_SPECIALS = _LLAMA3_NAMED + [f"<|reserved_special_token_{2 + i}|>"
                                    for i in range(256 - len(_LLAMA3_NAMED))]
-
-
-def byte_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable character map used by byte-level BPE files:
-    printable Latin-1 bytes stand for themselves, the other 68 are moved to U+0100 on."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
-            *range(ord("®"), ord("ÿ") + 1)]
-    out, extra = {}, 0
-    for b in range(256):
-        if b in keep:
-            out[b] = chr(b)
-        else:
-            out[b] = chr(256 + extra)
-            extra += 1
-    return out
 
 
 @lru_cache(maxsize=1)

@@ -50,7 +50,7 @@ def test_val_loss_per_domain_and_bpb_are_logged(tokens: Path, tmp_path: Path, ca
         assert set(r["val"]) == {"code", "prose"}
         losses = [m["loss"] for m in r["val"].values()]
         assert min(losses) <= r["val_loss"] <= max(losses)   # the token-weighted mean
-        # bytes from the tokenize stage's token_bytes.npy: 1 byte per token, 0 for BOS/EOS
+        # bytes from the tokenizer the shards carry: 1 byte per token, 0 for BOS/EOS
         assert r["val_bpb"] > r["val_loss"] / math.log(2)
     assert all(r["mem_gb"] > 0.01 and 0 < r["mfu"] for r in log)
     assert counts["val_bpb_final"] == evals[-1]["val_bpb"] and counts["steps"] == 6

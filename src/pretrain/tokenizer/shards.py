@@ -7,8 +7,8 @@ Layout of the ``tokenize/`` stage folder::
     train-00000.bin ...          raw little-endian uint16 (vocab <= 65536) or uint32 tokens
     train-00000.idx.npy          int64 array (n_docs, 3): start, length, domain index
     val-00000.bin, .idx.npy      the held-out split, same format
-    token_bytes.npy              uint16 UTF-8 length of every id (0 for specials), for bpb
-    tokenizer.json               the tokenizer that wrote the shards
+    tokenizer.json               the tokenizer that wrote the shards (its token byte
+                                 lengths give bits per byte without the tokenizer stage)
 
 Each document is stored as ``BOS, tokens..., EOS``. The train/val split is decided by a
 hash of the document id, so it does not depend on order or on the other documents;
@@ -35,7 +35,7 @@ from ..log import Progress, log0
 from .bpe import Tokenizer
 
 FORMAT = "pretrain-tokens/1"
-TOKEN_BYTES = "token_bytes.npy"
+TOKENIZER = "tokenizer.json"
 
 
 @dataclass
@@ -142,9 +142,7 @@ def run(cfg: TokenizeConfig, tok: Tokenizer, docs: Iterator[dict[str, Any]], dom
             "vocab_hash": tok.vocab_hash(), "bos_id": tok.bos_id, "eos_id": tok.eos_id,
             "domains": domains, "splits": splits}
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
-    # UTF-8 bytes of every id: training reports bits per byte without loading the tokenizer
-    np.save(out / TOKEN_BYTES, np.asarray(tok.token_bytes(), dtype=np.uint16))
-    tok.save(out / "tokenizer.json")  # the shards carry the tokenizer that wrote them
+    tok.save(out / TOKENIZER)  # the shards carry the tokenizer that wrote them
     counts.update({s: {k: v for k, v in info.items() if k != "shards"}
                    for s, info in splits.items()})
     log0(f"tokenize: train {splits['train']['tokens']:,} tokens / {splits['train']['docs']} docs, "
@@ -171,12 +169,14 @@ class TokenShards:
         self.n_tokens = int(info["tokens"])
 
     def tokenizer(self) -> Tokenizer:
-        return Tokenizer.load(self.folder / "tokenizer.json")
+        return Tokenizer.load(self.folder / TOKENIZER)
 
     def token_bytes(self) -> np.ndarray | None:
-        """UTF-8 byte length of every token id, or None for shards written without it."""
-        path = self.folder / TOKEN_BYTES
-        return np.load(path) if path.exists() else None
+        """UTF-8 byte length of every token id, or None for shards written without their
+        tokenizer (by older versions)."""
+        if not (self.folder / TOKENIZER).exists():
+            return None
+        return np.asarray(self.tokenizer().token_bytes(), dtype=np.int64)
 
     def documents(self) -> Iterator[tuple[np.ndarray, str]]:
         """Every document as (tokens, domain), in stored order."""

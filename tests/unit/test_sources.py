@@ -259,3 +259,17 @@ def test_prefetched_documents_keep_order_errors_and_early_stop():
     first = _prefetched(gen(10**9), 3)     # a consumer that stops early ends the producer
     assert [next(first) for _ in range(5)] == [0, 1, 2, 3, 4]
     first.close()
+
+
+def test_prose_corpus_does_not_depend_on_what_the_process_imported(monkeypatch):
+    """Importing setuptools (torch.compile does) adds its _vendor folder to sys.path; the
+    installed distributions, and so the prose corpus and its fingerprint, must not change."""
+    import sys
+
+    from pretrain.data.sources import PythonInstallationSource, _distributions
+    before = PythonInstallationSource(part="prose").fingerprint(), _distributions()
+    vendor = Path(__import__("setuptools").__file__).parent / "_vendor"
+    if not vendor.is_dir():
+        pytest.skip("this setuptools vendors nothing")
+    monkeypatch.setattr(sys, "path", [*sys.path, str(vendor)])
+    assert (PythonInstallationSource(part="prose").fingerprint(), _distributions()) == before

@@ -113,8 +113,7 @@ class PythonInstallationSource(SourceConfig):
             st = p.stat()
             h.update(f"{p}:{st.st_size}:{st.st_mtime_ns}\n".encode())
         if self.part == "prose":
-            from importlib import metadata
-            for d in sorted(f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions()):
+            for d in sorted(f"{d.metadata['Name']}=={d.version}" for d in _site_distributions()):
                 h.update(f"{d}\n".encode())
         return {"python": sys.version, "stdlib_files": len(files), "hash": h.hexdigest()[:16]}
 
@@ -171,11 +170,20 @@ class PythonInstallationSource(SourceConfig):
                 yield Document(doc_id, "\n\n".join(parts), self.label(), {"module": module})
 
 
+def _site_distributions() -> Any:
+    """Distributions in this interpreter's site-packages, not in whatever else is on
+    ``sys.path``: importing setuptools (torch.compile does) puts its ``_vendor`` folder
+    there, which made the corpus and its fingerprint depend on what the process had
+    imported before (a data stage looked out of date in the next process)."""
+    from importlib import metadata
+    paths = sorted({sysconfig.get_paths()[k] for k in ("purelib", "platlib")})
+    return metadata.distributions(path=paths)
+
+
 def _distributions() -> list[tuple[str, str]]:
     """(name, description) of installed distributions, deduplicated by name, sorted."""
-    from importlib import metadata
     seen: dict[str, str] = {}
-    for dist in metadata.distributions():
+    for dist in _site_distributions():
         meta: Any = dist.metadata  # an email.message.Message underneath
         name = meta.get("Name") or ""
         if not name or name.lower() in seen:

@@ -1,7 +1,7 @@
 """Model checkpoints: weights in safetensors, the model config as JSON.
 
-Loading never unpickles (safetensors + JSON only). Optimizer state, loader state and
-resume come with issue 4.
+Loading never unpickles (safetensors + JSON only). Resumable training checkpoints
+(optimizer, loader and RNG state too) are ``train/state.py``.
 """
 
 from __future__ import annotations
@@ -15,21 +15,19 @@ import torch
 from ..config import ConfigError, build
 from ..model.config import ModelConfig
 from ..model.transformer import Transformer
+from . import state
 
 WEIGHTS, CONFIG = "model.safetensors", "model_config.json"
 
 
 def save(model: Transformer, cfg: ModelConfig, folder: Path) -> None:
-    from safetensors.torch import save_model
-    save_model(model, str(folder / WEIGHTS))  # handles tied embedding/head weights
-    (folder / CONFIG).write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    save_state(model.state_dict(), state.tied_aliases(model), cfg, folder)
 
 
 def save_state(model_sd: dict[str, torch.Tensor], aliases: dict[str, str], cfg: ModelConfig,
                folder: Path) -> None:
-    """``save`` from a full state dict (what FSDP gathers) instead of a module."""
-    from .state import save_weights
-    save_weights(model_sd, aliases, folder / WEIGHTS)
+    """The weights of a full state dict (e.g. what FSDP gathers), each tied tensor once."""
+    state.save_weights(model_sd, aliases, folder / WEIGHTS)
     (folder / CONFIG).write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
 
 

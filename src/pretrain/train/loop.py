@@ -286,12 +286,15 @@ class Trainer:
     def _record(self, loss: float, lr: float, norm: float, dt: float, tokens: int,
                 flops: int) -> None:
         cfg, done = self.cfg, self.step
+        evaluate = done % cfg.eval_every == 0 or self.done()
+        if not evaluate and done % cfg.log_every:
+            return  # most steps: nothing to record
         rec: dict[str, Any] = {"step": done, "loss": round(loss, 5), "lr": lr,
                                "grad_norm": round(norm, 4), "tok_per_s": round(tokens / dt, 1)}
         if self.peak_flops:
             rec["mfu"] = round(flops / dt / self.peak_flops, 4)
         rec["mem_gb"] = round(memory_gb(self.device), 3)
-        if done % cfg.eval_every == 0 or self.done():
+        if evaluate:
             res = self.evaluate()
             self.val_losses[str(done)] = rec["val_loss"] = res["all"]["loss"]
             if "bpb" in res["all"]:
@@ -299,12 +302,11 @@ class Trainer:
             if len(res) > 2:  # more than one domain besides "all"
                 rec["val"] = {d: {k: m[k] for k in ("loss", "bpb") if k in m}
                               for d, m in res.items() if d != "all"}
-        if done % cfg.log_every == 0 or "val_loss" in rec:
-            rec["time_s"] = round(self.t_train, 2)
-            self.history.append(rec)
-            assert self.monitor is not None
-            self.monitor.log(rec)
-            log0(log_line(rec, cfg.steps, cfg.time_budget_s))
+        rec["time_s"] = round(self.t_train, 2)
+        self.history.append(rec)
+        assert self.monitor is not None
+        self.monitor.log(rec)
+        log0(log_line(rec, cfg.steps, cfg.time_budget_s))
 
 
 def log_line(rec: dict[str, Any], steps: int, budget_s: float = 0.0) -> str:
@@ -350,17 +352,14 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, out: Path,
          f"{cfg.steps} steps on {device}" + (f" x {d.world} processes ({cfg.data_parallel.upper()})" if d.enabled else ""))
     t = Trainer(cfg, model, tokens_dir, seed, device, ckpt_dir, d, monitor_dir, run_name)
     t.run()
-    final_sd = distributed.full_state(model)[0] if t.fsdp else None  # all ranks gather
+    final_sd, _ = distributed.full_state(model)  # a collective under FSDP: every rank gathers
     if d.rank != 0:
         return model
     with open(out / "log.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in t.history)
     with open(out / "events.jsonl", "w") as f:
         f.writelines(json.dumps(e) + "\n" for e in t.events)
-    if final_sd is not None:
-        checkpoint.save_state(final_sd, t.aliases, model_cfg, out)
-    else:
-        checkpoint.save(model, model_cfg, out)
+    checkpoint.save_state(final_sd, t.aliases, model_cfg, out)
     first, last = t.val_losses["0"], t.val_losses[str(t.step)]
     counts.update({"params": model_cfg.num_params(), "steps": t.step,
                    "tokens_seen": tokens_per_step * t.step,

@@ -62,14 +62,15 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     adamw = {"lr": cfg.lr, "betas": (cfg.beta1, cfg.beta2), "fused": True}
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(param_groups(model, cfg.weight_decay), **adamw)  # type: ignore[arg-type]
-    hidden: list[tuple[str, torch.nn.Parameter]] = []
-    rest: list[tuple[str, torch.nn.Parameter]] = []
+    hidden: list[torch.nn.Parameter] = []
+    rest: list[torch.nn.Parameter] = []
     for name, p in model.named_parameters():
-        is_hidden = p.dim() == 2 and not name.startswith(("embed.", "head.", "pos_embed."))
-        (hidden if is_hidden else rest).append((name, p))
-    muon = torch.optim.Muon([p for _, p in hidden], lr=cfg.lr, weight_decay=cfg.weight_decay,
+        if p.requires_grad:
+            is_hidden = p.dim() == 2 and not name.startswith(("embed.", "head.", "pos_embed."))
+            (hidden if is_hidden else rest).append(p)
+    muon = torch.optim.Muon(hidden, lr=cfg.lr, weight_decay=cfg.weight_decay,
                             adjust_lr_fn="match_rms_adamw")
-    rest_groups = [{"params": [p for _, p in rest], "weight_decay": 0.0}]
+    rest_groups = [{"params": rest, "weight_decay": 0.0}]
     return Optimizers([muon, torch.optim.AdamW(rest_groups, **adamw)])  # type: ignore[arg-type]
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from train_vs_reference import DATA, RefGPT
+from train_vs_reference import DATA, RefGPT, reference_step
 
 from pretrain.config import parse_override_args
 from pretrain.pipeline import STAGES, run_stages
@@ -58,14 +58,7 @@ def reference(text: str, steps: int) -> dict[str, float]:
             g_lr = min_lr + 0.5 * (1 + math.cos(math.pi * (it - warmup) / (steps - warmup))) * (lr - min_lr)
         for g in opt.param_groups:
             g["lr"] = g_lr
-        ix = rng.integers(0, len(train) - T - 1, B)
-        xy = torch.from_numpy(np.stack([train[i:i + T + 1] for i in ix]))
-        loss = model(xy[:, :-1], xy[:, 1:])
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        float(loss)
+        reference_step(model, opt, train, T, B, rng)
         t_train += time.perf_counter() - t0
     model.eval()
     nll, count = 0.0, 0

@@ -82,22 +82,29 @@ class RefGPT(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))
 
 
+def reference_step(model: RefGPT, opt: torch.optim.Optimizer, data: np.ndarray, T: int, B: int,
+                   rng: np.random.Generator) -> float:
+    """One nanoGPT-style step on random windows of ``data``; returns the loss."""
+    ix = rng.integers(0, len(data) - T - 1, B)
+    xy = torch.from_numpy(np.stack([data[i:i + T + 1].astype(np.int64) for i in ix]))
+    loss = model(xy[:, :-1], xy[:, 1:])
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return float(loss)
+
+
 def reference_steps(data: np.ndarray, shape: tuple, steps: int) -> list[float]:
     L, H, D, T, B = shape
     torch.manual_seed(0)
+    rng = np.random.default_rng(0)
     model = RefGPT(L, H, D, T, 258)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
-        ix = np.random.randint(0, len(data) - T - 1, B)
-        xy = torch.from_numpy(np.stack([data[i:i + T + 1].astype(np.int64) for i in ix]))
-        loss = model(xy[:, :-1], xy[:, 1:])
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        float(loss)
+        reference_step(model, opt, data, T, B, rng)
         times.append(time.perf_counter() - t0)
     return times
 

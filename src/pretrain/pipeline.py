@@ -82,14 +82,13 @@ def _tokenizer(cfg: RunConfig, run: StageRun) -> None:
     else:
         log0(f"tokenizer: vocab {tok.vocab_size} trained on {chars / 1e6:.1f} M chars "
              f"in {time.time() - t0:.1f}s")
+    from .tokenizer import report as rep_mod
     texts: dict[str, list[str]] = {}
     if cfg.tokenizer.report_chars:
-        from .tokenizer.report import report, sample_by_domain
-        texts = sample_by_domain(read_docs(run.inputs["data"]), cfg.tokenizer.report_chars)
+        texts = rep_mod.sample_by_domain(read_docs(run.inputs["data"]), cfg.tokenizer.report_chars)
     words = list(cfg.tokenizer.extend_words)
     if cfg.tokenizer.extend_mined:
-        before = report(tok, texts, top=cfg.tokenizer.extend_mined)
-        words += [w["word"] for r in before["domains"].values() for w in r["fragmenting_words"]]
+        words += rep_mod.fragmenting_words(tok, texts, cfg.tokenizer.extend_mined)
     if words:
         from .tokenizer.extend import extend
         tok, ext = extend(tok, words)
@@ -99,11 +98,10 @@ def _tokenizer(cfg: RunConfig, run: StageRun) -> None:
     run.counts.update({"vocab_size": tok.vocab_size, "train_chars": chars,
                        "vocab_hash": tok.vocab_hash(), "train_s": round(time.time() - t0, 2)})
     if texts:
-        from .tokenizer import report as rep_mod
-        base = _baseline_tokenizer(cfg.tokenizer.compare_with)
+        from .tokenizer.pretrained import parse_spec
         spec = cfg.tokenizer.compare_with
-        label = spec.split(":")[0] if spec.startswith("llama3:") else Path(spec).name
-        rep = rep_mod.report(tok, texts, base, label)
+        kind, path = parse_spec(spec)
+        rep = rep_mod.report(tok, texts, _baseline_tokenizer(spec), kind or path.name)
         (run.out / "report.json").write_text(json.dumps(rep, indent=2, ensure_ascii=False))
         run.counts["bytes_per_token"] = {d: r["bytes_per_token"] for d, r in rep["domains"].items()}
         log0(rep_mod.table(rep))
@@ -144,7 +142,8 @@ def _tokenize(cfg: RunConfig, run: StageRun) -> None:
 def _train(cfg: RunConfig, run: StageRun) -> None:
     from .tokenizer.shards import TokenShards
     from .train.loop import train
-    vocab = TokenShards(run.inputs["tokenize"], "train").meta["vocab_size"]
+    shards = TokenShards(run.inputs["tokenize"], "train")
+    vocab = shards.meta["vocab_size"]
     if cfg.model.vocab_size and cfg.model.vocab_size < vocab:
         raise PretrainError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the "
                             f"tokenizer's {vocab}")
@@ -153,7 +152,7 @@ def _train(cfg: RunConfig, run: StageRun) -> None:
     if cfg.train.init_from:
         from .train.checkpoint import load_any
         init = load_any(Path(cfg.train.init_from))
-        tok = TokenShards(run.inputs["tokenize"], "train").tokenizer()
+        tok = shards.tokenizer()
         if init.cfg.vocab_size < vocab and tok.added:  # extended with domain tokens
             from .tokenizer.extend import resize_embeddings
             try:

@@ -49,8 +49,9 @@ def _losses(out: Path) -> list[tuple[int, float]]:
     return [(r["step"], r["loss"]) for r in map(json.loads, (out / "log.jsonl").open())]
 
 
-def test_kill_and_resume_is_bit_identical(tokens, tmp_path, monkeypatch):
-    _run(tokens, tmp_path / "a", tmp_path / "ckpt-a")
+def _killed_then_resumed(tokens: Path, out: Path, ckpt: Path, monkeypatch, **kw) -> list[str]:
+    """A run killed at data position 13, then rerun (it resumes); returns the checkpoints
+    that were on disk after the kill."""
     real = Trainer.forward_backward
 
     def killed_at_13(self, data_pos):
@@ -60,10 +61,17 @@ def test_kill_and_resume_is_bit_identical(tokens, tmp_path, monkeypatch):
 
     monkeypatch.setattr(Trainer, "forward_backward", killed_at_13)
     with pytest.raises(KeyboardInterrupt):
-        _run(tokens, tmp_path / "b", tmp_path / "ckpt-b")
-    assert [p.name for p in state.complete(tmp_path / "ckpt-b")] == ["step-0000008"]
+        _run(tokens, out, ckpt, **kw)
+    left = [p.name for p in state.complete(ckpt)]
     monkeypatch.setattr(Trainer, "forward_backward", real)
-    _run(tokens, tmp_path / "b", tmp_path / "ckpt-b")   # resumes from step 8
+    _run(tokens, out, ckpt, **kw)
+    return left
+
+
+def test_kill_and_resume_is_bit_identical(tokens, tmp_path, monkeypatch):
+    _run(tokens, tmp_path / "a", tmp_path / "ckpt-a")
+    left = _killed_then_resumed(tokens, tmp_path / "b", tmp_path / "ckpt-b", monkeypatch)
+    assert left == ["step-0000008"]   # the rerun resumed from step 8
     a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert _losses(tmp_path / "a") == _losses(tmp_path / "b")
@@ -164,18 +172,7 @@ def test_muon_trains_and_resumes_bit_identically(tokens, tmp_path, monkeypatch):
     _run(tokens, tmp_path / "adam", tmp_path / "ckpt-adam")
     assert a["val_loss_final"] < a["val_loss_initial"]
     assert _losses(tmp_path / "a") != _losses(tmp_path / "adam")
-    real = Trainer.forward_backward
-
-    def killed_at_13(self, data_pos):
-        if data_pos == 13:
-            raise KeyboardInterrupt("killed")
-        return real(self, data_pos)
-
-    monkeypatch.setattr(Trainer, "forward_backward", killed_at_13)
-    with pytest.raises(KeyboardInterrupt):
-        _run(tokens, tmp_path / "b", tmp_path / "ckpt-b", optimizer="muon")
-    monkeypatch.setattr(Trainer, "forward_backward", real)
-    _run(tokens, tmp_path / "b", tmp_path / "ckpt-b", optimizer="muon")
+    _killed_then_resumed(tokens, tmp_path / "b", tmp_path / "ckpt-b", monkeypatch, optimizer="muon")
     wa, wb = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert _losses(tmp_path / "a") == _losses(tmp_path / "b")

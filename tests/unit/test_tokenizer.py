@@ -120,6 +120,10 @@ def test_report_compression_usage_and_fragmenting_words(tok):
     assert rep["unused_tokens"] == len(tok.ranks) - len(used)
     assert rep["longest_tokens"][0]["bytes"] == max(len(r) for r in tok.ranks)
     assert "most fragmented: Floccinaucinihilipilification" in table(rep)
+    # what tokenizer.extend_mined takes: the same words without the rest of the report
+    from pretrain.tokenizer.report import fragmenting_words
+    assert fragmenting_words(tok, texts, 20) == [
+        w["word"] for d in ("code", "prose") for w in rep["domains"][d]["fragmenting_words"]]
 
 
 def test_shards_roundtrip_with_domains_and_split(tok, tmp_path: Path):

@@ -97,8 +97,8 @@ class TokenizerConfig:
         """Size and mtime of the files ``pretrained`` names ([] when training)."""
         if not self.pretrained:
             return []
-        path = Path(self.pretrained.partition(":")[2] if self.pretrained.startswith("llama3:")
-                    else self.pretrained).expanduser()
+        from .pretrained import parse_spec
+        path = parse_spec(self.pretrained)[1]
         files = sorted(path.rglob("*")) if path.is_dir() else [path]
         return [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()]
 

@@ -164,12 +164,19 @@ def load_llama3(path: Path) -> Tokenizer:
     return Tokenizer(ranks, LLAMA3_PATTERN, special, bos="<|begin_of_text|>", eos="<|end_of_text|>")
 
 
-def load(spec: str, pattern: str, special_tokens: list[str], bos: str, eos: str) -> Tokenizer:
-    """``tokenizer.pretrained``: see the module docstring for what ``spec`` may be."""
+def parse_spec(spec: str) -> tuple[str, Path]:
+    """``llama3:PATH`` -> ("llama3", PATH); anything else -> ("", the path)."""
     kind, _, rest = spec.partition(":")
     if kind == "llama3" and rest:
-        return load_llama3(Path(rest))
-    path = Path(spec).expanduser()
+        return kind, Path(rest).expanduser()
+    return "", Path(spec).expanduser()
+
+
+def load(spec: str, pattern: str, special_tokens: list[str], bos: str, eos: str) -> Tokenizer:
+    """``tokenizer.pretrained``: see the module docstring for what ``spec`` may be."""
+    kind, path = parse_spec(spec)
+    if kind == "llama3":
+        return load_llama3(path)
     if path.is_dir():
         if (path / "encoder.json").is_file() and (path / "vocab.bpe").is_file():
             return load_gpt2(path)

@@ -55,6 +55,17 @@ def report(tok: Tokenizer, texts_by_domain: dict[str, list[str]], baseline: Toke
     }
 
 
+def fragmenting_words(tok: Tokenizer, texts_by_domain: dict[str, list[str]], top: int,
+                      min_word_count: int = 3) -> list[str]:
+    """The ``top`` most fragmented frequent words of each domain (what ``report`` lists),
+    without the rest of the report: candidates for ``tokenizer/extend.py``."""
+    out: list[str] = []
+    for _, texts in sorted(texts_by_domain.items()):
+        words: Counter[str] = Counter(w for t in texts for w in WORD.findall(t))
+        out += [w["word"] for w in _fragmenting(tok, words, top, min_word_count)]
+    return out
+
+
 def _fragmenting(tok: Tokenizer, words: Counter[str], top: int, min_count: int) -> list[dict[str, Any]]:
     frequent = [w for w, c in words.items() if c >= min_count]
     pieces = tok.encode_batch([" " + w for w in frequent])

@@ -22,6 +22,7 @@ TINY = [
     ("model.n_kv_heads", "2"),
     ("model.seq_len", "64"),
     ("eval.task_limit", "40"),
+    ("eval.core_limit", "12"),
     ("train.steps", "40"),
     ("train.batch_size", "8"),
     ("train.warmup_steps", "5"),

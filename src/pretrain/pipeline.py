@@ -219,6 +219,11 @@ def _eval(cfg: RunConfig, run: StageRun) -> None:
             if res["contamination"]:
                 log0("eval: contamination of the training data\n"
                      + contamination.table(res["contamination"]))
+    if cfg.eval.core:
+        from .eval import core
+        res["core"] = core.run(model, tok, cfg.eval.tasks_dir, cfg.eval.core_limit,
+                               model.cfg.seq_len, device, cfg.eval.batch_size)
+        log0("eval: DCLM CORE\n" + core.table(res["core"]))
     if cfg.eval.memorization_docs:
         from .eval import memorization
         res["memorization"] = memorization.probe(

@@ -53,7 +53,7 @@ def test_loss_is_finite_and_falls(tiny_run):
     assert first == pytest.approx(math.log(512), abs=0.5)  # untrained: about ln(vocab)
     assert last < first - 0.5
     ev = json.loads((root / "eval" / "results.json").read_text())
-    assert set(ev) == {"code", "prose", "all", "tasks", "contamination", "memorization"}
+    assert set(ev) == {"code", "prose", "all", "tasks", "contamination", "memorization", "core"}
     gens = [json.loads(x) for x in (root / "train" / "generations.jsonl").open()]
     assert {(g["step"], g["domain"]) for g in gens} == {
         (s, d) for s in (0, 20, 40) for d in ("code", "prose")}  # every eval, every domain
@@ -67,6 +67,9 @@ def test_loss_is_finite_and_falls(tiny_run):
             assert r["tokens"] == 40 * 64 and math.isfinite(r["bpb"]), name
         else:
             assert r["items"] == 40 and 0 <= r["acc"] <= 1, name
+    # CORE over the task files found (none without ../shared/data), 12 items each
+    assert all(r["items"] == 12 and -2 < r["centered"] <= 1 for r in ev["core"]["tasks"].values())
+    assert len(ev["core"]["tasks"]) + len(ev["core"]["missing"]) == 22
     assert ev["all"]["loss"] < first
     assert 0 < ev["all"]["bpb"] < 8
     # MFU against the matmul peak measured at the start (a number, not a speed assertion)

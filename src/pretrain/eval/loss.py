@@ -37,6 +37,9 @@ class EvalConfig:
     task_limit: int = 0                    # items per task (the first ones); 0 = all
     num_fewshot: int = 0                   # answered examples of the task before each item
     harness_include: str = ""              # folder of lm-eval task YAMLs for --harness
+    # DCLM's CORE score (eval/core.py) over the CORE task files found under tasks_dir
+    core: bool = False
+    core_limit: int = 500                  # items per CORE task after DCLM's shuffle; 0 = all
     contamination: bool = True             # 13-gram overlap of the training data with the tasks
     # memorization probe (eval/memorization.py): greedy continuation of training and
     # held-out documents from their first prompt tokens
@@ -51,13 +54,16 @@ class EvalConfig:
         from .gates import parse
         for g in self.gates:
             parse(g)
+        if 0 < self.core_limit <= 10:
+            raise ConfigError(f"eval.core_limit = {self.core_limit}: CORE's 10-shot prompts draw "
+                              "their examples from the task's other items; use 0 (all) or > 10")
         if self.memorization_docs < 0 or self.memorization_prompt_tokens <= 0 \
                 or self.memorization_tokens <= 0:
             raise ConfigError("memorization_docs must be >= 0, the token counts positive")
         if self.max_tokens_per_domain < 0 or self.batch_size <= 0 or self.task_limit < 0 \
-                or self.num_fewshot < 0:
-            raise ConfigError("max_tokens_per_domain and task_limit must be >= 0 and "
-                              "batch_size positive")
+                or self.num_fewshot < 0 or self.core_limit < 0:
+            raise ConfigError("max_tokens_per_domain, task_limit, num_fewshot and core_limit "
+                              "must be >= 0 and batch_size positive")
 
 
 def domain_windows(shards: TokenShards, seq_len: int, cap: int) -> dict[str, list[np.ndarray]]:

@@ -118,23 +118,34 @@ def _item(rec: dict[str, Any], kind: str, delimiter: str) -> Item:
     raise ValueError(f"unknown task kind {kind!r}")
 
 
-@torch.no_grad()
 def loglikelihoods(model: torch.nn.Module, tok: Any, pairs: list[tuple[str, str]],
                    seq_len: int, device: torch.device, batch_size: int = 16
                    ) -> list[tuple[float, int, bool]]:
     """For each (context, continuation): summed log-probability of the continuation's
-    tokens, their number, and whether each is the greedy choice. Contexts are cut from
-    the left to fit ``seq_len``; rows are right-padded (causal attention never looks
-    right, so padding changes nothing before it)."""
+    tokens, their number, and whether each is the greedy choice (see ``score_tails``)."""
+    encoded = []
+    for ctx, cont in pairs:
+        x = tok.encode(cont)
+        if not x:
+            raise ConfigError(f"empty continuation after tokenizing: {cont!r}")
+        encoded.append((tok.encode(ctx) + x, len(x)))
+    return score_tails(model, encoded, seq_len, device, batch_size)
+
+
+@torch.no_grad()
+def score_tails(model: torch.nn.Module, rows: list[tuple[list[int], int]], seq_len: int,
+                device: torch.device, batch_size: int = 16) -> list[tuple[float, int, bool]]:
+    """For each (token ids, n): summed log-probability of the last ``n`` tokens given
+    those before them, ``n``, and whether each of them is the greedy choice. Rows are cut
+    from the left to fit ``seq_len`` (the scored tail kept whole if it fits) and
+    right-padded in batches (causal attention never looks right, so padding changes
+    nothing before it)."""
     was_training = model.training
     model.eval()
     encoded = []
-    for ctx, cont in pairs:
-        c, x = tok.encode(ctx), tok.encode(cont)
-        if not x:
-            raise ConfigError(f"empty continuation after tokenizing: {cont!r}")
-        ids = (c + x)[-(seq_len + 1):]
-        encoded.append((ids, min(len(x), len(ids) - 1)))
+    for ids, n in rows:
+        ids = ids[-(seq_len + 1):]
+        encoded.append((ids, min(n, len(ids) - 1)))
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))  # less padding
     results: dict[int, tuple[float, int, bool]] = {}
     for b in range(0, len(order), batch_size):
@@ -149,13 +160,12 @@ def loglikelihoods(model: torch.nn.Module, tok: Any, pairs: list[tuple[str, str]
         for r, i in enumerate(idx):
             ids, n = encoded[i]
             target = torch.tensor(ids[-n:])
-            rows = logp[r, len(ids) - 1 - n:len(ids) - 1]
-            lp = float(rows.gather(1, target[:, None]).sum())
-            greedy = bool((rows.argmax(-1) == target).all())
+            tail = logp[r, len(ids) - 1 - n:len(ids) - 1]
+            lp = float(tail.gather(1, target[:, None]).sum())
+            greedy = bool((tail.argmax(-1) == target).all())
             results[i] = (lp, n, greedy)
-    out = [results[i] for i in range(len(encoded))]
     model.train(was_training)
-    return out
+    return [results[i] for i in range(len(encoded))]
 
 
 def evaluate(model: torch.nn.Module, tok: Any, name: str, kind: str, items: list[Item],

@@ -5,8 +5,10 @@ Run:  python bench/train_vs_reference.py [--steps 12] [--rounds 6] [--shapes tin
 The reference is a plain PyTorch GPT-2 (LayerNorm, GELU MLP, SDPA causal attention, tied
 embeddings, no biases as in nanoGPT's `bias=False`) trained with AdamW and grad clipping on
 random windows of a uint16 array, written here from nanoGPT's description (no code copied).
-Ours is `pretrain.train.loop.Trainer` with `arch = "gpt2"` (biases on, as GPT-2) and the
-LLaMA-style default, on token shards of the same text (Tiny Shakespeare, bytes).
+Ours is `pretrain.train.loop.Trainer` on token shards of the same text (Tiny Shakespeare,
+bytes) with the same model (`arch = "gpt2"`, `bias = false`, `gelu_approximate = "none"`:
+nanoGPT's bias=False and PyTorch's exact GELU) and with the LLaMA-style default (more
+FLOPs per token at these shapes: SwiGLU's three matrices; compare its MFU).
 Per shape and loop: median step time over the timed steps of every round (rounds are
 interleaved), tokens/s, MFU against the fp32 matmul peak measured in this run, and the
 ratio ours/reference. Rounds alternate the order of the loops, and each loop of each round
@@ -109,10 +111,16 @@ def reference_steps(data: np.ndarray, shape: tuple, steps: int) -> list[float]:
     return times
 
 
+def _model_cfg(arch: str, shape: tuple) -> ModelConfig:
+    L, H, D, T, _ = shape
+    gpt2 = dict(bias=False, gelu_approximate="none") if arch == "gpt2" else {}
+    return ModelConfig(arch=arch, d_model=D, n_layers=L, n_heads=H, n_kv_heads=H, seq_len=T,  # type: ignore[arg-type]
+                       vocab_size=258, tie_embeddings=True, **gpt2)
+
+
 def our_steps(tokens: Path, shape: tuple, steps: int, arch: str, compile_: bool) -> list[float]:
     L, H, D, T, B = shape
-    cfg = ModelConfig(arch=arch, d_model=D, n_layers=L, n_heads=H, n_kv_heads=H, seq_len=T,
-                      vocab_size=258, tie_embeddings=True)
+    cfg = _model_cfg(arch, shape)
     tc = TrainConfig(steps=steps, batch_size=B, warmup_steps=1, eval_every=10**6,
                      eval_batches=1, log_every=1, checkpoint_every=0, lr=1e-3, compile=compile_)
     torch.manual_seed(0)
@@ -167,7 +175,7 @@ def main() -> None:
           f"load avg {os.getloadavg()[0]:.2f}")
     peak = measured_peak_flops(torch.device("cpu"), reps=5) or 1.0
     print(f"fp32 matmul peak (n=2048, this run): {peak / 1e9:.0f} GFLOP/s")
-    loops = [("reference (nanoGPT-style GPT-2)", None), ("ours, gpt2", ("gpt2", False)),
+    loops = [("reference (nanoGPT-style GPT-2)", None), ("ours, same GPT-2", ("gpt2", False)),
              ("ours, llama", ("llama", False))]
     if args.compile:
         loops.append(("ours, llama + compile", ("llama", True)))
@@ -187,9 +195,7 @@ def main() -> None:
         ref_ms = statistics.median(times[loops[0][0]])
         for label, which in loops:
             ms = statistics.median(times[label])
-            arch = which[0] if which else "gpt2"
-            mc = ModelConfig(arch=arch, d_model=D, n_layers=L, n_heads=H, n_kv_heads=H, seq_len=T,
-                             vocab_size=258, tie_embeddings=True)
+            mc = _model_cfg(which[0] if which else "gpt2", shape)
             mfu = mc.flops_per_token() * T * B / ms / peak
             print(f"  {label:34} {ms * 1e3:8.1f} ms/step  {T * B / ms:9,.0f} tok/s  "
                   f"MFU {mfu:5.1%}  ours/ref {ref_ms / ms:5.2f}x")

@@ -17,8 +17,9 @@ global batch on each rank:
 Checkpoints are full (unsharded) state dicts in both cases (``full_state``), gathered to
 CPU and written by rank 0, so a checkpoint resumes on any number of processes and under
 either mode. Not here: tensor parallelism (``torch.distributed.tensor.parallel`` with a
-column-wise plan over ``attn.w{q,k,v}`` and ``ffn.w{1,3}`` and row-wise over ``attn.wo`` and
-``ffn.w2``, on a 2-D device mesh whose other dimension FSDP uses, applied before
+column-wise plan over ``attn.wqkv`` and ``ffn.w13`` and row-wise over ``attn.wo`` and
+``ffn.w2``; the two fused matrices must be sharded block by block (each rank a slice of q,
+of k and of v; of gate and of up), not as one row range; on a 2-D device mesh whose other dimension FSDP uses, applied before
 ``fully_shard``) and pipeline parallelism (``torch.distributed.pipelining``, splitting
 ``layers`` into stages). Neither pays on CPU or on one GPU node at the model sizes this
 project trains; FSDP2 is the one that changes what fits.

@@ -72,9 +72,10 @@ def test_gqa_equals_full_attention_with_repeated_kv_heads():
     sd = gqa.state_dict()
     hd = 16
     for i in range(3):
-        for w in ("wk", "wv"):
-            k = sd[f"layers.{i}.attn.{w}.weight"].view(2, hd, 64)
-            sd[f"layers.{i}.attn.{w}.weight"] = k.repeat_interleave(2, dim=0).reshape(4 * hd, 64)
+        name = f"layers.{i}.attn.wqkv.weight"
+        q, k, v = sd[name].split([4 * hd, 2 * hd, 2 * hd])  # q, k, v rows of the fused matrix
+        k, v = (t.view(2, hd, 64).repeat_interleave(2, dim=0).reshape(4 * hd, 64) for t in (k, v))
+        sd[name] = torch.cat([q, k, v])
     mha.load_state_dict(sd)
     x = torch.randint(0, 300, (2, 32))
     torch.testing.assert_close(gqa(x)[0], mha(x)[0], rtol=1e-5, atol=1e-5)
@@ -103,7 +104,7 @@ def test_kv_cache_bytes_per_token():
 def test_residual_projections_get_depth_scaled_init():
     cfg = _cfg(n_layers=8, d_model=256, n_heads=4, n_kv_heads=4)
     model = Transformer(cfg)
-    wq = model.layers[0].attn.wq.weight.std().item()
+    wq = model.layers[0].attn.wqkv.weight.std().item()
     wo = model.layers[0].attn.wo.weight.std().item()
     assert wq == pytest.approx(0.02, rel=0.05)
     assert wo == pytest.approx(0.02 / math.sqrt(16), rel=0.05)

@@ -170,7 +170,7 @@ def test_muon_trains_and_resumes_bit_identically(tokens, tmp_path, monkeypatch):
     muon, adamw = opt.optimizers
     assert isinstance(muon, torch.optim.Muon) and isinstance(adamw, torch.optim.AdamW)
     assert all(p.dim() == 2 for g in muon.param_groups for p in g["params"])
-    assert len(muon.param_groups[0]["params"]) == MODEL.n_layers * 7  # q k v o w1 w2 w3
+    assert len(muon.param_groups[0]["params"]) == MODEL.n_layers * 4  # qkv o w13 w2
     a = _run(tokens, tmp_path / "a", tmp_path / "ckpt-a", optimizer="muon")
     _run(tokens, tmp_path / "adam", tmp_path / "ckpt-adam")
     assert a["val_loss_final"] < a["val_loss_initial"]

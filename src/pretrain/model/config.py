@@ -5,7 +5,10 @@ Three architectures share one vocabulary of knobs:
 - ``llama``: RoPE, RMSNorm, SwiGLU, grouped-query attention, no biases.
 - ``mla``: as llama, with DeepSeek-V2/V3 Multi-head Latent Attention (DeepSeek's names:
   ``q_lora_rank``, ``kv_lora_rank``, ``qk_nope_head_dim``, ``qk_rope_head_dim``, ``v_head_dim``).
-- ``gpt2``: learned positions, LayerNorm with bias, GELU MLP, biases, tied embeddings.
+- ``gpt2``: learned positions, LayerNorm with bias, GELU MLP, biases, tied embeddings;
+  ``bias = false`` drops every bias (nanoGPT's ``bias=False``; exported to HF as zeros) and
+  ``gelu_approximate = "none"`` uses the exact GELU (HF ``activation_function = "gelu"``)
+  instead of GPT-2's tanh form.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ class ModelConfig:
     tie_embeddings: bool = False      # gpt2 always ties
     dropout: float = 0.0
     init_std: float = 0.02
+    # gpt2 only: biases in the linears and LayerNorms, and GELU's form (tanh = GPT-2's)
+    bias: bool = True
+    gelu_approximate: Literal["tanh", "none"] = "tanh"
     # Multi-head Latent Attention (arch = "mla")
     q_lora_rank: int = 0              # 0 = no query compression (a plain q projection)
     kv_lora_rank: int = 64            # the cached latent
@@ -104,7 +110,7 @@ class ModelConfig:
         d = self.d_model
         if self.arch == "gpt2":
             # two LayerNorms (weight + bias), q/k/v/o biases, two MLP biases
-            return 4 * d + 4 * d + self.hidden + d
+            return 4 * d + 4 * d + self.hidden + d if self.bias else 2 * d
         extra = 0
         if self.arch == "mla":
             extra = self.kv_lora_rank + self.q_lora_rank
@@ -118,7 +124,7 @@ class ModelConfig:
     def num_params(self, embeddings: bool = True) -> int:
         """All parameters; without ``embeddings``: no token/position embeddings and no head."""
         d = self.d_model
-        final_norm = 2 * d if self.arch == "gpt2" else d
+        final_norm = 2 * d if self.arch == "gpt2" and self.bias else d
         n = (self.matmul_params() - self.vocab_size * d
              + self.n_layers * self._layer_vector_params() + final_norm)
         if embeddings:

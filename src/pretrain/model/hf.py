@@ -5,12 +5,13 @@ the directory reads the same in transformers 4.x and 5.x (``shared/reference/
 ecosystem-and-interop.md`` §1.5): both ``rope_theta`` (4.x) and ``rope_parameters`` (5.x),
 ``dtype`` and ``torch_dtype``. Weight layouts:
 
-- llama: our RoPE is HF's rotate-half layout, so the export is a pure rename.
+- llama: our RoPE is HF's rotate-half layout, so the export is a rename, plus splitting
+  our fused q/k/v and gate/up matrices into their rows.
 - mla: DeepSeek's native interleaved RoPE rows with ``rope_interleave: true`` (what vLLM and
   llama.cpp expect); only the rope rows of the q and kv_a projections are permuted. Dense:
   ``first_k_dense_replace = n_layers``, the MoE keys set to valid but unused values.
 - gpt2: ``Conv1D`` stores weights as (in, out), the transpose of ``nn.Linear``; q/k/v are
-  fused in ``c_attn``.
+  fused in ``c_attn`` as in ours. A ``bias = false`` model exports zero biases.
 
 Import maps the same tables backwards, so export -> import is bit-identical.
 """
@@ -29,8 +30,10 @@ from .config import ModelConfig
 from .transformer import Transformer
 
 Tensor = torch.Tensor
-# (hf name, our names, ours -> hf, hf -> ours)
-Entry = tuple[str, list[str], Callable[[list[Tensor]], Tensor], Callable[[Tensor], list[Tensor]]]
+Convert = Callable[[list[Tensor]], list[Tensor]]
+# (hf names, our names, ours -> hf, hf -> ours): q/k/v are one tensor of ours and three of
+# Llama's; GPT-2 stores them as one too
+Entry = tuple[list[str], list[str], Convert, Convert]
 
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "mla": "DeepseekV3ForCausalLM",
                  "gpt2": "GPT2LMHeadModel"}
@@ -38,7 +41,13 @@ MODEL_TYPES = {"llama": "llama", "deepseek_v3": "mla", "gpt2": "gpt2"}
 
 
 def _same(name_hf: str, name: str) -> Entry:
-    return name_hf, [name], lambda ts: ts[0], lambda t: [t]
+    return [name_hf], [name], lambda ts: ts, lambda ts: ts
+
+
+def _rows(names_hf: list[str], name: str, sizes: list[int]) -> Entry:
+    """One tensor of ours whose rows are several HF tensors (fused q/k/v, gate/up)."""
+    return (names_hf, [name], lambda ts: list(ts[0].split(sizes)),
+            lambda ts: [torch.cat(ts)])
 
 
 def _rope_rows(t: Tensor, block: int, rope: int, to_interleaved: bool) -> Tensor:
@@ -55,8 +64,8 @@ def _rope_rows(t: Tensor, block: int, rope: int, to_interleaved: bool) -> Tensor
 
 
 def _rope_entry(name_hf: str, name: str, block: int, rope: int) -> Entry:
-    return (name_hf, [name], lambda ts: _rope_rows(ts[0], block, rope, True),
-            lambda t: [_rope_rows(t, block, rope, False)])
+    return ([name_hf], [name], lambda ts: [_rope_rows(ts[0], block, rope, True)],
+            lambda ts: [_rope_rows(ts[0], block, rope, False)])
 
 
 def _table(cfg: ModelConfig) -> list[Entry]:
@@ -67,13 +76,15 @@ def _table(cfg: ModelConfig) -> list[Entry]:
         h, o = f"model.layers.{i}.", f"layers.{i}."
         out += [_same(h + "input_layernorm.weight", o + "attn_norm.weight"),
                 _same(h + "post_attention_layernorm.weight", o + "ffn_norm.weight"),
-                _same(h + "mlp.gate_proj.weight", o + "ffn.w1.weight"),
-                _same(h + "mlp.up_proj.weight", o + "ffn.w3.weight"),
+                _rows([h + "mlp.gate_proj.weight", h + "mlp.up_proj.weight"],
+                      o + "ffn.w13.weight", [cfg.hidden, cfg.hidden]),
                 _same(h + "mlp.down_proj.weight", o + "ffn.w2.weight"),
                 _same(h + "self_attn.o_proj.weight", o + "attn.wo.weight")]
         a, sa = o + "attn.", h + "self_attn."
         if cfg.arch == "llama":
-            out += [_same(sa + f"{x}_proj.weight", a + f"w{x}.weight") for x in "qkv"]
+            q, kv = cfg.n_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim
+            out.append(_rows([sa + f"{x}_proj.weight" for x in "qkv"], a + "wqkv.weight",
+                             [q, kv, kv]))
             continue
         qk, rope = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim, cfg.qk_rope_head_dim
         if cfg.q_lora_rank:
@@ -93,29 +104,33 @@ def _table(cfg: ModelConfig) -> list[Entry]:
 
 
 def _t(name_hf: str, name: str) -> Entry:
-    return name_hf, [name], lambda ts: ts[0].t().contiguous(), lambda t: [t.t().contiguous()]
+    return ([name_hf], [name], lambda ts: [ts[0].t().contiguous()],
+            lambda ts: [ts[0].t().contiguous()])
 
 
 def _gpt2_table(cfg: ModelConfig) -> list[Entry]:
     d = cfg.d_model
+
+    def bias(name_hf: str, name: str, size: int) -> Entry:
+        if cfg.bias:
+            return _same(name_hf, name)
+        # HF's GPT-2 always has biases: a bias-free model exports zeros (and imports with biases)
+        return [name_hf], [], lambda ts: [torch.zeros(size)], lambda ts: []
+
     out: list[Entry] = [_same("transformer.wte.weight", "embed.weight"),
                         _same("transformer.wpe.weight", "pos_embed.weight")]
     for i in range(cfg.n_layers):
         h, o = f"transformer.h.{i}.", f"layers.{i}."
-        qkv = [o + f"attn.w{x}" for x in "qkv"]
         out += [
-            _same(h + "ln_1.weight", o + "attn_norm.weight"), _same(h + "ln_1.bias", o + "attn_norm.bias"),
-            (h + "attn.c_attn.weight", [n + ".weight" for n in qkv],
-             lambda ts: torch.cat(ts, dim=0).t().contiguous(),
-             lambda t: [x.t().contiguous() for x in t.split(d, dim=1)]),
-            (h + "attn.c_attn.bias", [n + ".bias" for n in qkv],
-             lambda ts: torch.cat(ts), lambda t: list(t.split(d))),
-            _t(h + "attn.c_proj.weight", o + "attn.wo.weight"), _same(h + "attn.c_proj.bias", o + "attn.wo.bias"),
-            _same(h + "ln_2.weight", o + "ffn_norm.weight"), _same(h + "ln_2.bias", o + "ffn_norm.bias"),
-            _t(h + "mlp.c_fc.weight", o + "ffn.fc.weight"), _same(h + "mlp.c_fc.bias", o + "ffn.fc.bias"),
-            _t(h + "mlp.c_proj.weight", o + "ffn.proj.weight"), _same(h + "mlp.c_proj.bias", o + "ffn.proj.bias"),
+            _same(h + "ln_1.weight", o + "attn_norm.weight"), bias(h + "ln_1.bias", o + "attn_norm.bias", d),
+            _t(h + "attn.c_attn.weight", o + "attn.wqkv.weight"),
+            bias(h + "attn.c_attn.bias", o + "attn.wqkv.bias", 3 * d),
+            _t(h + "attn.c_proj.weight", o + "attn.wo.weight"), bias(h + "attn.c_proj.bias", o + "attn.wo.bias", d),
+            _same(h + "ln_2.weight", o + "ffn_norm.weight"), bias(h + "ln_2.bias", o + "ffn_norm.bias", d),
+            _t(h + "mlp.c_fc.weight", o + "ffn.fc.weight"), bias(h + "mlp.c_fc.bias", o + "ffn.fc.bias", cfg.hidden),
+            _t(h + "mlp.c_proj.weight", o + "ffn.proj.weight"), bias(h + "mlp.c_proj.bias", o + "ffn.proj.bias", d),
         ]
-    return out + [_same("transformer.ln_f.weight", "norm.weight"), _same("transformer.ln_f.bias", "norm.bias")]
+    return out + [_same("transformer.ln_f.weight", "norm.weight"), bias("transformer.ln_f.bias", "norm.bias", d)]
 
 
 def hf_config(cfg: ModelConfig, bos_id: int | None, eos_id: int | None) -> dict[str, Any]:
@@ -126,7 +141,8 @@ def hf_config(cfg: ModelConfig, bos_id: int | None, eos_id: int | None) -> dict[
     if cfg.arch == "gpt2":
         return {**common, "model_type": "gpt2", "n_embd": cfg.d_model, "n_layer": cfg.n_layers,
                 "n_head": cfg.n_heads, "n_positions": cfg.seq_len, "n_ctx": cfg.seq_len,
-                "n_inner": cfg.hidden, "activation_function": "gelu_new",
+                "n_inner": cfg.hidden,
+                "activation_function": "gelu_new" if cfg.gelu_approximate == "tanh" else "gelu",
                 "layer_norm_epsilon": cfg.norm_eps, "resid_pdrop": 0.0, "embd_pdrop": 0.0,
                 "attn_pdrop": 0.0, "scale_attn_weights": True}
     rope = {"rope_theta": cfg.rope_theta, "rope_scaling": None,
@@ -155,8 +171,8 @@ def export(model: Transformer, out: Path, bos_id: int | None = None,
     from safetensors.torch import save_file
     cfg = model.cfg
     ours = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    tensors = {hf: to_hf([ours[n] for n in names]).contiguous()
-               for hf, names, to_hf, _ in _table(cfg)}
+    tensors = {hf: t.contiguous() for names_hf, names, to_hf, _ in _table(cfg)
+               for hf, t in zip(names_hf, to_hf([ours[n] for n in names]), strict=True)}
     out.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(hf_config(cfg, bos_id, eos_id), indent=2))
@@ -168,7 +184,7 @@ def _unsupported(c: dict[str, Any], arch: str) -> list[str]:
     """Settings of an HF config that would change the model's output and that we do not have."""
     bad = []
     if arch == "gpt2":
-        if c.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
+        if c.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh", "gelu"):
             bad.append(f"activation_function={c['activation_function']!r}")
         if not c.get("tie_word_embeddings", True):
             bad.append("tie_word_embeddings=false")
@@ -206,7 +222,9 @@ def config_from_hf(c: dict[str, Any]) -> ModelConfig:
                            n_heads=c["n_head"], n_kv_heads=c["n_head"], seq_len=c["n_positions"],
                            vocab_size=c["vocab_size"], ffn_hidden=c.get("n_inner") or 4 * c["n_embd"],
                            norm_eps=c.get("layer_norm_epsilon", 1e-5), tie_embeddings=True,
-                           init_std=c.get("initializer_range", 0.02))
+                           init_std=c.get("initializer_range", 0.02),
+                           gelu_approximate="none" if c.get("activation_function") == "gelu"
+                           else "tanh")
     theta = (c.get("rope_parameters") or {}).get("rope_theta", c.get("rope_theta", 10000.0))
     kw = dict(d_model=c["hidden_size"], n_layers=c["num_hidden_layers"],
               n_heads=c["num_attention_heads"], seq_len=c["max_position_embeddings"],
@@ -257,18 +275,20 @@ def import_hf(folder: Path) -> Transformer:
     expected = model.state_dict()
     state: dict[str, Tensor] = {}
     used = set()
-    for hf_name, names, _, from_hf in _table(cfg):
-        if hf_name not in tensors:
-            raise ConfigError(f"{folder}: weight {hf_name!r} is missing")
-        used.add(hf_name)
+    for names_hf, names, _, from_hf in _table(cfg):
+        for hf_name in names_hf:
+            if hf_name not in tensors:
+                raise ConfigError(f"{folder}: weight {hf_name!r} is missing")
+        used.update(names_hf)
         try:
-            parts = from_hf(tensors[hf_name])
+            parts = from_hf([tensors[n] for n in names_hf])
             for n, t in zip(names, parts, strict=True):
                 if t.shape != expected[n].shape:
                     raise ValueError(f"{tuple(t.shape)} where {tuple(expected[n].shape)} is expected")
                 state[n] = t
         except (ValueError, RuntimeError) as e:
-            raise ConfigError(f"{folder}: weight {hf_name!r} does not fit the config: {e}") from None
+            raise ConfigError(f"{folder}: weight {', '.join(names_hf)} does not fit the config: "
+                              f"{e}") from None
     # lm_head is stored by some tied checkpoints; attention masks are buffers, not weights
     extra = sorted(k for k in set(tensors) - used
                    if not (cfg.tied and k == "lm_head.weight") and not k.endswith(".attn.bias")

@@ -37,24 +37,25 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 class SwiGLU(nn.Module):
     def __init__(self, d: int, hidden: int):
         super().__init__()
-        self.w1 = nn.Linear(d, hidden, bias=False)   # gate
-        self.w3 = nn.Linear(d, hidden, bias=False)   # up
-        self.w2 = nn.Linear(hidden, d, bias=False)   # down
+        self.w13 = nn.Linear(d, 2 * hidden, bias=False)  # gate rows, then up rows: one matmul
+        self.w2 = nn.Linear(hidden, d, bias=False)       # down
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        gate, up = self.w13(x).chunk(2, dim=-1)
+        return self.w2(F.silu(gate) * up)
 
 
 class GeluMLP(nn.Module):
-    """GPT-2's MLP; GELU with the tanh approximation ("gelu_new" in HF's GPT-2)."""
+    """GPT-2's MLP; GELU with the tanh approximation ("gelu_new" in HF's GPT-2) or exact."""
 
-    def __init__(self, d: int, hidden: int):
+    def __init__(self, d: int, hidden: int, bias: bool = True, approximate: str = "tanh"):
         super().__init__()
-        self.fc = nn.Linear(d, hidden)
-        self.proj = nn.Linear(hidden, d)
+        self.fc = nn.Linear(d, hidden, bias=bias)
+        self.proj = nn.Linear(hidden, d, bias=bias)
+        self.approximate = approximate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(F.gelu(self.fc(x), approximate="tanh"))
+        return self.proj(F.gelu(self.fc(x), approximate=self.approximate))
 
 
 class KVCache:

@@ -32,12 +32,14 @@ class Block(nn.Module):
         gpt2 = cfg.arch == "gpt2"
 
         def norm() -> nn.Module:
-            return nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps) if gpt2 else RMSNorm(cfg.d_model, cfg.norm_eps)
+            return nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps, bias=cfg.bias) if gpt2 \
+                else RMSNorm(cfg.d_model, cfg.norm_eps)
 
         self.attn_norm = norm()
         self.attn: Attention | MLAttention = MLAttention(cfg) if cfg.arch == "mla" else Attention(cfg)
         self.ffn_norm = norm()
-        self.ffn: nn.Module = GeluMLP(cfg.d_model, cfg.hidden) if gpt2 else SwiGLU(cfg.d_model, cfg.hidden)
+        self.ffn: nn.Module = (GeluMLP(cfg.d_model, cfg.hidden, cfg.bias, cfg.gelu_approximate)
+                               if gpt2 else SwiGLU(cfg.d_model, cfg.hidden))
         # no dropout module at p = 0: F.dropout still costs a copy per call in training mode
         self.drop: nn.Module = nn.Dropout(cfg.dropout) if cfg.dropout else nn.Identity()
 
@@ -60,7 +62,7 @@ class Transformer(nn.Module):
         self.pos_embed = nn.Embedding(cfg.seq_len, cfg.d_model) if cfg.arch == "gpt2" else None
         self.drop: nn.Module = nn.Dropout(cfg.dropout) if cfg.dropout else nn.Identity()
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
-        self.norm = (nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps) if cfg.arch == "gpt2"
+        self.norm = (nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps, bias=cfg.bias) if cfg.arch == "gpt2"
                      else RMSNorm(cfg.d_model, cfg.norm_eps))
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tied:

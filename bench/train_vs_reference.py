@@ -94,7 +94,7 @@ def reference_step(model: RefGPT, opt: torch.optim.Optimizer, data: np.ndarray, 
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
     opt.zero_grad(set_to_none=True)
-    return float(loss)
+    return float(loss.detach())
 
 
 def reference_steps(data: np.ndarray, shape: tuple, steps: int) -> list[float]:

@@ -18,6 +18,8 @@ from pretrain.model.transformer import ModelConfig, Transformer
 from pretrain.tokenizer import bpe
 from pretrain.tokenizer.bpe import TokenizerConfig
 
+from ..conftest import Oracle
+
 DEVICE = torch.device("cpu")
 CORPUS = ["Question: Which colour is the sky on a clear day?\nAnswer: blue\n\n",
           "The capital of France is Paris. The capital of Italy is Rome. ",
@@ -99,26 +101,6 @@ def test_choice_is_the_lowest_mean_loss_computed_by_hand(tok):
     assert differs  # some seed where the summed loss would pick another choice
 
 
-class _Oracle(torch.nn.Module):
-    """Told the answers: after any prefix of a gold prompt it puts all its probability on
-    that prompt's next token."""
-
-    def __init__(self, gold_rows: list[list[int]], vocab: int):
-        super().__init__()
-        self.next = {tuple(r[:i]): r[i] for r in gold_rows for i in range(1, len(r))}
-        self.vocab = vocab
-
-    def forward(self, x, targets=None):
-        out = torch.zeros(*x.shape, self.vocab)
-        for r in range(x.shape[0]):
-            row = x[r].tolist()
-            for t in range(len(row)):
-                nxt = self.next.get(tuple(row[:t + 1]))
-                if nxt is not None:
-                    out[r, t, nxt] = 50.0
-        return out, None
-
-
 def _write(path: Path, recs: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
@@ -170,7 +152,7 @@ def _gold_rows(tok, root: Path, limit: int) -> list[list[int]]:
 
 def test_a_model_told_the_answers_scores_one_on_every_task_type(tok, tmp_path: Path):
     root = _bundle(tmp_path)
-    oracle = _Oracle(_gold_rows(tok, root, 0), tok.vocab_size)
+    oracle = Oracle(_gold_rows(tok, root, 0), tok.vocab_size)
     res = core.run(oracle, tok, str(root), 0, 512, DEVICE)
     assert set(res["tasks"]) == {"arc_easy", "boolq", "winogrande", "lambada_openai",
                                  "bigbench_operators", "hellaswag", "hellaswag_zeroshot"}

@@ -13,7 +13,7 @@ from pretrain.eval import tasks
 from pretrain.model.transformer import ModelConfig, Transformer
 from pretrain.tokenizer.bpe import BOS, EOS, Tokenizer
 
-from ..conftest import shared_data
+from ..conftest import Oracle, shared_data
 
 DEVICE = torch.device("cpu")
 
@@ -47,30 +47,6 @@ def test_loglikelihood_matches_a_hand_computation():
     assert n_cut == 2 and lp_cut < 0
 
 
-class _Oracle(torch.nn.Module):
-    """A model that was told the answers: after any prefix of a gold (context +
-    continuation), it puts all its probability on the gold's next token."""
-
-    def __init__(self, tok: Tokenizer, golds: list[str], vocab: int):
-        super().__init__()
-        self.next = {}
-        for g in golds:
-            ids = tok.encode(g)
-            for i in range(1, len(ids)):
-                self.next[tuple(ids[:i])] = ids[i]
-        self.vocab = vocab
-
-    def forward(self, x, targets=None):
-        out = torch.zeros(*x.shape, self.vocab)
-        for r in range(x.shape[0]):
-            row = x[r].tolist()
-            for t in range(len(row)):
-                nxt = self.next.get(tuple(row[:t + 1]))
-                if nxt is not None:
-                    out[r, t, nxt] = 50.0
-        return out, None
-
-
 def test_a_model_told_the_answers_scores_one(tmp_path: Path):
     tok = _bytes_tok()
     path = tmp_path / "t.jsonl"
@@ -79,7 +55,7 @@ def test_a_model_told_the_answers_scores_one(tmp_path: Path):
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
     kind, items = tasks.load(path, "auto", " ")
     assert kind == "mc" and len(items) == 9
-    oracle = _Oracle(tok, ["".join(it.pairs()[it.gold]) for it in items], 258)
+    oracle = Oracle([tok.encode("".join(it.pairs()[it.gold])) for it in items], 258)
     res = tasks.evaluate(oracle, tok, "mine", kind, items, 512, DEVICE)
     assert res["acc"] == res["acc_norm"] == 1.0 and res["centered"] == 1.0
     assert res["chance"] == pytest.approx(1 / 3, abs=1e-4)
@@ -117,7 +93,7 @@ def test_lm_tasks_need_every_token_greedy(tmp_path: Path):
     path.write_text(json.dumps({"context": "The sky is", "continuation": "blue"}) + "\n"
                     + json.dumps({"context": "Grass is", "continuation": "green"}) + "\n")
     kind, items = tasks.load(path, "auto")
-    oracle = _Oracle(tok, ["The sky is blue"], 258)  # knows only the first answer
+    oracle = Oracle([tok.encode("The sky is blue")], 258)  # knows only the first answer
     res = tasks.evaluate(oracle, tok, "lm", kind, items, 512, DEVICE)
     assert res["acc"] == 0.5 and res["chance"] == 0.0
 

@@ -40,6 +40,7 @@ from typing import Any
 
 import torch
 
+from ..config import ConfigError
 from ..log import log0
 from .tasks import Item, load, score_tails
 
@@ -128,7 +129,7 @@ def score_task(model: torch.nn.Module, tok: Any, task: CoreTask, items: list[Ite
                seq_len: int, device: torch.device, batch_size: int = 16) -> dict[str, Any]:
     """Accuracy of ``items`` (already shuffled and limited) with ``task``'s shots."""
     if task.shots and len(items) <= task.shots:
-        raise ValueError(f"CORE task {task.label} needs more than {task.shots} items "
+        raise ConfigError(f"CORE task {task.label} needs more than {task.shots} items "
                          f"for its {task.shots}-shot prompts, got {len(items)}")
     rows: list[tuple[list[int], int]] = []
     spans = []

@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "DeepseekV3ForCausalLM for mla, GPT2LMHeadModel for gpt2.")
     p.add_argument("source", metavar="RUN_OR_CHECKPOINT", help="run directory or its train/ folder")
     p.add_argument("out", metavar="OUT_DIR", help="folder to create")
+    p = sub.add_parser("report", allow_abbrev=False, help="write a run's report.md",
+                       description="Write runs/<name>/report.md (and report/loss.png with "
+                                   "matplotlib) from what the run's stages wrote: funnel, "
+                                   "tokenizer, training, evaluation, gates, samples. "
+                                   "`pretrain run` writes it at the end.")
+    p.add_argument("run", metavar="RUN", help="run directory (runs/<name>)")
     p = sub.add_parser("config", allow_abbrev=False, help="show or validate configs",
                        description="Show the resolved config (defaults < TOML < overrides), "
                                    "or validate config files.", epilog=EPILOG,
@@ -121,6 +127,9 @@ def _run(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
         if int(os.environ.get("RANK", "0")) != 0:
             return 0
     print(f"run directory: {rd.root}")
+    if args.command == "run":
+        from .report import write
+        print(f"report: {write(rd.root)}")
     if args.command in ("run", "sample"):
         m = rd.manifest("sample")
         for s in (m or {}).get("counts", {}).get("samples", []):
@@ -227,6 +236,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides = parse_override_args(rest)
         if args.command == "config":
             return _config(args, overrides)
+        if args.command == "report":
+            if overrides:
+                raise PretrainError("report takes no config overrides")
+            from pathlib import Path
+
+            from .report import write
+            print(f"report: {write(Path(args.run))}")
+            return 0
         if args.command == "export":
             if overrides:
                 raise PretrainError("export takes no config overrides")

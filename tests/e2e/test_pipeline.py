@@ -295,3 +295,40 @@ def test_harness_flag_runs_lm_eval_on_the_trained_model(tiny_run, tmp_path, caps
     assert "harness: mini: acc" in capsys.readouterr().out
     res = json.loads((root / "harness.json").read_text())
     assert 0 <= res["mini"]["acc"] <= 1 and res["mini"]["sample_len"] == 8
+
+
+def test_run_writes_a_report_from_the_stage_outputs(tiny_run):
+    root, _ = tiny_run
+    text = (root / "report.md").read_text()
+    for section in ("## Stages", "## Data", "## Tokenizer", "## Training", "## Evaluation",
+                    "## Samples"):
+        assert section in text
+    assert "not run" not in text.lower()
+    counts = _manifests(root)["train"]["counts"]
+    assert f"| parameters | {counts['params']:,} |" in text
+    funnel = json.loads((root / "data" / "funnel.json").read_text())
+    assert f"{funnel[-1]['docs_out']:,} kept" in text
+    ev = json.loads((root / "eval" / "results.json").read_text())
+    assert f"| all | {ev['all']['loss']:.4f} |" in text
+    png = root / "report" / "loss.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "](report/loss.png)" in text
+
+
+def test_report_of_a_partial_run_names_what_did_not_run_and_checks_gates(tiny_run, tmp_path):
+    import shutil
+    root, _ = tiny_run
+    part = tmp_path / "partial"
+    shutil.copytree(root / "data", part / "data")
+    cfg = (root / "config.toml").read_text()
+    assert "\ngates = []\n" in cfg
+    (part / "config.toml").write_text(
+        cfg.replace("\ngates = []\n", '\ngates = ["all.bpb <= 100", "all.bpb <= 0.01"]\n'))
+    assert main(["report", str(part)]) == 0
+    text = (part / "report.md").read_text()
+    assert "| train | not run |" in text and "## Training\n\nNot run." in text
+    assert "## Evaluation\n\nNot run." in text
+    shutil.copytree(root / "eval", part / "eval")  # now the run's own gates are checked
+    assert main(["report", str(part)]) == 0
+    text = (part / "report.md").read_text()
+    assert "- all.bpb <= 100: passed" in text and "- all.bpb <= 0.01: got " in text
+    assert main(["report", str(tmp_path / "nothing")]) == 2

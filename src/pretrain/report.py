@@ -1,0 +1,178 @@
+"""The run report: ``runs/<name>/report.md``, one page from what the stages wrote.
+
+Sections: the stages (status, wall time, commit), the data funnel, the tokenizer's
+compression, training (counts, stability events, the loss curve), evaluation (held-out
+loss and bits per byte per domain, benchmarks, CORE, contamination, memorization, the
+configured gates and whether they pass) and the samples. Every number is read from the
+stage outputs; the tables are the ones the stages print. The loss plot
+(``report/loss.png``) needs matplotlib (the ``[report]`` extra); without it the report says
+so and keeps the rest. ``pretrain report RUN`` rebuilds it; ``pretrain run`` writes it at
+the end. A stage that has not run is reported as such, not guessed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+STAGES = ("data", "tokenizer", "tokenize", "train", "eval", "sample")
+
+
+def _json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.open() if line.strip()]
+
+
+def _block(text: str) -> str:
+    return f"```\n{text}\n```\n"
+
+
+def _stages(root: Path) -> str:
+    lines = ["| stage | status | wall | finished | commit |", "|---|---|---|---|---|"]
+    for s in STAGES:
+        m = _json(root / s / "manifest.json")
+        if m is None:
+            lines.append(f"| {s} | not run | | | |")
+            continue
+        lines.append(f"| {s} | {m['status']} | {m.get('wall_s', 0):.1f} s | "
+                     f"{m.get('finished_at', '')} | {str(m.get('git_commit') or '')[:10]} |")
+    return "\n".join(lines) + "\n"
+
+
+def _data(root: Path) -> str:
+    from .data.runner import format_funnel
+    funnel = _json(root / "data" / "funnel.json")
+    if not funnel:
+        return "Not run.\n"
+    first, last = funnel[0], funnel[-1]
+    return (f"{first['docs_in']:,} documents read, {last['docs_out']:,} kept "
+            f"({last['docs_out'] / max(first['docs_in'], 1):.1%}); every drop with its reason "
+            "is in `data/dropped.jsonl` (`pretrain data inspect RUN`).\n\n"
+            + _block(format_funnel(funnel)))
+
+
+def _tokenizer(root: Path) -> str:
+    from .tokenizer.report import table
+    rep = _json(root / "tokenizer" / "report.json")
+    return _block(table(rep)) if rep else "Not run.\n"
+
+
+def _plot(log: list[dict[str, Any]], out: Path) -> str:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "(no loss plot: matplotlib is not installed; `pip install pretrain[report]`)\n"
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([r["step"] for r in log], [r["loss"] for r in log], label="train loss", lw=1)
+    val = [r for r in log if "val_loss" in r]
+    ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="val loss")
+    domains = sorted({d for r in val for d in r.get("val", {})})
+    for d in domains:
+        pts = [(r["step"], r["val"][d]["loss"]) for r in val if d in r.get("val", {})]
+        ax.plot(*zip(*pts, strict=True), "--", lw=1, label=f"val loss, {d}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats/token)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return f"![loss]({out.parent.name}/{out.name})\n"
+
+
+def _train(root: Path) -> str:
+    m = _json(root / "train" / "manifest.json")
+    if m is None:
+        return "Not run.\n"
+    c = m["counts"]
+    rows = [("parameters", f"{c.get('params', 0):,}"), ("steps", c.get("steps")),
+            ("tokens seen", f"{c.get('tokens_seen', 0):,}"),
+            ("val loss, start -> end", f"{c.get('val_loss_initial')} -> {c.get('val_loss_final')}"),
+            ("val bits per byte, end", c.get("val_bpb_final")),
+            ("train loss, end", c.get("train_loss_final")),
+            ("tokens/s", c.get("tok_per_s")), ("MFU (median)", c.get("mfu_median")),
+            ("matmul peak measured", f"{c.get('peak_gflops')} GFLOP/s"),
+            ("skipped steps / rollbacks", f"{c.get('skipped_steps')} / {c.get('rollbacks')}"),
+            ("device, processes", f"{c.get('device')}, {c.get('processes')}")]
+    out = ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
+    log = _jsonl(root / "train" / "log.jsonl")
+    text = "\n".join(out) + "\n\n" + (_plot(log, root / "report" / "loss.png") if log else "")
+    events = _jsonl(root / "train" / "events.jsonl")
+    if events:
+        text += "\nStability events:\n\n" + "\n".join(
+            f"- step {e['step']}: {e['reason']}, loss {e['loss']:.4g}: {e['action']}"
+            for e in events) + "\n"
+    gens = _jsonl(root / "train" / "generations.jsonl")
+    if gens:
+        last = max(g["step"] for g in gens)
+        text += f"\nProbe generations at step {last} (every step's in `train/generations.jsonl`):\n\n"
+        text += "\n".join(_block(f"[{g['domain']}] {g['prompt']}|{g['completion']}").rstrip()
+                          for g in gens if g["step"] == last) + "\n"
+    return text
+
+
+def _eval(root: Path, gates: list[str]) -> str:
+    res = _json(root / "eval" / "results.json")
+    if res is None:
+        return "Not run.\n"
+    lines = ["| held-out | loss | perplexity | bits per byte | tokens |", "|---|---|---|---|---|"]
+    for d, r in res.items():
+        if isinstance(r, dict) and "loss" in r and "ppl" in r:
+            lines.append(f"| {d} | {r['loss']:.4f} | {r['ppl']:.2f} | {r.get('bpb', float('nan')):.4f} "
+                         f"| {r.get('tokens', 0):,} |")
+    text = "\n".join(lines) + "\n"
+    if res.get("tasks"):
+        from .eval import tasks
+        text += "\nBenchmarks (log-likelihood of the choices):\n\n" + _block(tasks.table(res["tasks"]))
+    if res.get("core"):
+        from .eval import core
+        text += "\nDCLM CORE:\n\n" + _block(core.table(res["core"]))
+    if res.get("contamination"):
+        from .eval import contamination
+        text += "\nContamination of the training data:\n\n" + _block(
+            contamination.table(res["contamination"]))
+    if res.get("memorization"):
+        from .eval import memorization
+        text += "\n" + _block(memorization.table(res["memorization"]))
+    if gates:
+        from .eval.gates import check
+        text += "\nGates (`eval.gates`):\n\n"
+        for g in gates:
+            failed = check([g], res)
+            text += f"- {failed[0]}: FAILED\n" if failed else f"- {g}: passed\n"
+    return text
+
+
+def _samples(root: Path) -> str:
+    samples = _json(root / "sample" / "samples.json")
+    if not samples:
+        return "Not run.\n"
+    return "\n".join(_block(s["prompt"] + s["completion"]).rstrip() for s in samples) + "\n"
+
+
+def write(root: Path) -> Path:
+    """Build ``root/report.md`` (and ``root/report/loss.png``); returns its path. The gates
+    are those of the run's own ``config.toml``."""
+    from .config import ConfigError
+    if not (root / "config.toml").is_file():
+        raise ConfigError(f"{root} is not a run directory (no config.toml)")
+    import tomllib
+    gates = tomllib.loads((root / "config.toml").read_text()).get("eval", {}).get("gates", [])
+    parts = [f"# Run report: {root.name}\n", "## Stages\n", _stages(root),
+             "## Data\n", _data(root), "## Tokenizer\n", _tokenizer(root),
+             "## Training\n", _train(root), "## Evaluation\n", _eval(root, gates),
+             "## Samples\n", _samples(root)]
+    out = root / "report.md"
+    tmp = out.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(parts))
+    tmp.replace(out)  # a crash never leaves half a report
+    return out

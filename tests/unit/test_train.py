@@ -79,6 +79,24 @@ def test_checkpoint_roundtrip(tmp_path: Path, tie: bool):
         assert again.head.weight.data_ptr() == again.embed.weight.data_ptr()
 
 
+def test_weights_of_another_layout_are_a_clear_error(tmp_path: Path):
+    """Weights saved with the names of an older layout (separate q/k/v) name the file and
+    say what to do, instead of a missing-keys traceback."""
+    from safetensors.torch import load_file, save_file
+
+    from pretrain.config import ConfigError
+    cfg = ModelConfig(d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, seq_len=8, vocab_size=50)
+    checkpoint.save(Transformer(cfg), cfg, tmp_path)
+    weights = tmp_path / checkpoint.WEIGHTS
+    sd = load_file(weights)
+    q, k, v = sd.pop("layers.0.attn.wqkv.weight").split([32, 16, 16])
+    sd |= {"layers.0.attn.wq.weight": q, "layers.0.attn.wk.weight": k,
+           "layers.0.attn.wv.weight": v}
+    save_file(sd, weights)
+    with pytest.raises(ConfigError, match=r"model.safetensors: the weights do not fit .*--force train"):
+        checkpoint.load(tmp_path)
+
+
 @pytest.mark.parametrize("schedule", ["cosine", "linear", "wsd"])
 def test_every_schedule_warms_up_and_ends_at_the_floor(schedule):
     cfg = TrainConfig(steps=100, warmup_steps=10, lr=1.0, min_lr_ratio=0.1, schedule=schedule,

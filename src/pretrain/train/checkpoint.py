@@ -57,5 +57,10 @@ def load(folder: Path, device: str | torch.device = "cpu") -> Transformer:
     except (OSError, json.JSONDecodeError) as e:
         raise ConfigError(f"{cfg_path}: cannot read the model config: {e}") from None
     model = Transformer(cfg)
-    load_model(model, str(folder / WEIGHTS), device=str(device))
+    try:
+        load_model(model, str(folder / WEIGHTS), device=str(device))
+    except RuntimeError as e:  # names or shapes of another layout (e.g. an older version's)
+        raise ConfigError(f"{folder / WEIGHTS}: the weights do not fit {cfg_path.name} "
+                          f"({str(e).strip().splitlines()[0][:300]}); if an older version of "
+                          "pretrain wrote them, train again (`--force train`)") from None
     return model.to(device).eval()

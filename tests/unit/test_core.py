@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from pretrain.config import ConfigError
 from pretrain.eval import core
 from pretrain.eval.loss import EvalConfig
-from pretrain.eval.tasks import Item
+from pretrain.eval.tasks import Item, shot_indices
 from pretrain.model.transformer import ModelConfig, Transformer
 from pretrain.tokenizer import bpe
 from pretrain.tokenizer.bpe import TokenizerConfig
@@ -70,6 +70,15 @@ def test_fewshot_examples_are_answered_and_separated_by_a_blank_line(tok):
     it = Item(["Q three"] * 2, ["e", "f"], 0, "\nAnswer: ")
     (ids, _), _ = core.sequences(it, "mc", "\nAnswer: ", shots, tok)
     assert tok.decode(ids[1:]) == "Q one\nAnswer: b\n\nQ two\nAnswer: c\n\nQ three\nAnswer: e"
+
+
+def test_shots_are_nanochats_draw_and_never_the_item():
+    import random
+    for n, k in ((11, 10), (50, 3), (2000, 10)):
+        for i in (0, 7, n - 1):
+            got = shot_indices(i, n, k)
+            assert got == random.Random(1234 + i).sample([j for j in range(n) if j != i], k)
+            assert i not in got and len(set(got)) == k
 
 
 def test_choice_is_the_lowest_mean_loss_computed_by_hand(tok):
@@ -130,21 +139,14 @@ def _bundle(root: Path, n: int = 16) -> Path:
 
 def _gold_rows(tok, root: Path, limit: int) -> list[list[int]]:
     """The gold prompt of every item, few-shot examples included, as the scorer builds it."""
-    import random
-
-    from pretrain.eval.tasks import load
     rows = []
     for task in core.TASKS:
-        path = next((root / f for f in task.files if (root / f).is_file()), None)
-        if path is None:
+        found = core.task_items(task, str(root), limit)
+        if found is None:
             continue
-        _, items = load(path, task.kind if path.suffix == ".jsonl" else "hellaswag",
-                        task.delimiter)
-        random.Random(1337).shuffle(items)
-        items = items[:limit or None]
+        items = found[2]
         for i, it in enumerate(items):
-            others = [j for j in range(len(items)) if j != i]
-            shots = [items[j] for j in random.Random(1234 + i).sample(others, task.shots)]
+            shots = [items[j] for j in shot_indices(i, len(items), task.shots)]
             seqs = core.sequences(it, task.kind, task.delimiter, shots, tok)
             rows.append(seqs[it.gold][0])
     return rows

@@ -42,7 +42,7 @@ import torch
 
 from ..config import ConfigError
 from ..log import log0
-from .tasks import Item, load, score_tails
+from .tasks import Item, load, score_tails, shot_indices
 
 
 @dataclass(frozen=True)
@@ -134,8 +134,7 @@ def score_task(model: torch.nn.Module, tok: Any, task: CoreTask, items: list[Ite
     rows: list[tuple[list[int], int]] = []
     spans = []
     for i, it in enumerate(items):
-        others = [j for j in range(len(items)) if j != i]
-        shots = [items[j] for j in random.Random(1234 + i).sample(others, task.shots)]
+        shots = [items[j] for j in shot_indices(i, len(items), task.shots)]
         seqs = sequences(it, task.kind, task.delimiter, shots, tok)
         spans.append((len(rows), len(seqs)))
         rows.extend(seqs)
@@ -156,6 +155,19 @@ def score_task(model: torch.nn.Module, tok: Any, task: CoreTask, items: list[Ite
             "chance": round(chance / len(items), 5), "items": len(items), "shots": task.shots}
 
 
+def task_items(task: CoreTask, tasks_dir: str, limit: int) -> tuple[Path, bool, list[Item]] | None:
+    """(file, whether it is DCLM's own, items in DCLM's shuffled order, the first
+    ``limit``) of the first of the task's files found; None if none is there."""
+    path = next((Path(tasks_dir) / f for f in task.files if (Path(tasks_dir) / f).is_file()),
+                None)
+    if path is None:
+        return None
+    exact = path.suffix == ".jsonl"
+    _, items = load(path, task.kind if exact else "hellaswag", task.delimiter)
+    random.Random(1337).shuffle(items)
+    return path, exact, items[:limit or None]
+
+
 def run(model: torch.nn.Module, tok: Any, tasks_dir: str, limit: int, seq_len: int,
         device: torch.device, batch_size: int = 16) -> dict[str, Any]:
     """Every CORE task whose file is under ``tasks_dir``; ``limit`` items per task (0 =
@@ -163,15 +175,11 @@ def run(model: torch.nn.Module, tok: Any, tasks_dir: str, limit: int, seq_len: i
     per_task: dict[str, Any] = {}
     missing = []
     for task in TASKS:
-        path = next((Path(tasks_dir) / f for f in task.files if (Path(tasks_dir) / f).is_file()),
-                    None)
-        if path is None:
+        found = task_items(task, tasks_dir, limit)
+        if found is None:
             missing.append(task.label)
             continue
-        exact = path.suffix == ".jsonl"
-        _, items = load(path, "hellaswag" if not exact else task.kind, task.delimiter)
-        random.Random(1337).shuffle(items)
-        items = items[:limit or None]
+        path, exact, items = found
         res = score_task(model, tok, task, items, seq_len, device, batch_size)
         per_task[task.label] = {**res, "exact": exact, "file": str(path)}
     if missing:

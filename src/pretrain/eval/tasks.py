@@ -24,6 +24,7 @@ import bz2
 import gzip
 import json
 import math
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,19 +210,24 @@ def resolve(names: list[str], tasks_dir: str) -> Iterator[tuple[str, Path, str, 
             yield p.name.split(".")[0], p, "auto", " "
 
 
-def with_fewshot(items: list[Item], k: int, seed: int = 1234, sep: str = "\n\n") -> list[Item]:
+def shot_indices(i: int, n: int, k: int, seed: int = 1234) -> list[int]:
+    """The ``k`` few-shot examples of item ``i`` of ``n``: other items, drawn by
+    ``random.Random(seed + i)``, the same on every run. The same draw as nanochat's
+    ``Random(1234 + i).sample`` over the list of the other indices (sampling a range picks
+    the same positions), without building that list for every item."""
+    return [j + (j >= i) for j in random.Random(seed + i).sample(range(n - 1), k)]
+
+
+def with_fewshot(items: list[Item], k: int, sep: str = "\n\n") -> list[Item]:
     """Each item's contexts prefixed with ``k`` other items of the task, answered (their
-    gold context + continuation), chosen by a seeded draw per item: the same shots on
-    every run, never the item itself."""
+    gold context + continuation), chosen by ``shot_indices``."""
     if k <= 0:
         return items
     if len(items) <= k:
         raise ConfigError(f"eval.num_fewshot = {k} needs more than {k} items in the task")
     out = []
     for i, it in enumerate(items):
-        rng = np.random.default_rng(seed + i)
-        picks = [j for j in rng.choice(len(items) - 1, size=k, replace=False)]
-        shots = [items[j + (j >= i)] for j in picks]  # skip the item itself
+        shots = [items[j] for j in shot_indices(i, len(items), k)]
         prefix = "".join(s.contexts[s.gold] + s.delimiter + s.continuations[s.gold] + sep
                          for s in shots)
         out.append(Item([prefix + c for c in it.contexts], it.continuations, it.gold,

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from .. import distributed
@@ -145,7 +146,7 @@ class Trainer:
         # evenly over the domains), scored on every rank so that all take the same decisions
         val = TokenShards(tokens_dir, "val")
         rows = cfg.batch_size * self.d.world * cfg.eval_batches
-        n_domains = max(1, len(set(int(d) for idx in val.index for d in idx[:, 2])))
+        n_domains = max(1, len(_domain_ids(val)))
         self.val = domain_windows(val, seq_len, max(1, rows // n_domains) * seq_len)
         if not self.val:
             raise ConfigError("the val split is empty: nothing to evaluate on")
@@ -321,7 +322,6 @@ class Trainer:
         self.monitor.log(rec)
         log0(log_line(rec, cfg.steps, cfg.time_budget_s))
 
-
     def _generate(self, step: int) -> None:
         if not self.probes or self.decode is None:
             return
@@ -334,12 +334,21 @@ class Trainer:
                                      "completion": self.decode(out)})
 
 
+def _domain_ids(shards: TokenShards) -> set[int]:
+    """The domains that have documents in ``shards`` (from the index, no document read)."""
+    return {int(d) for idx in shards.index for d in np.unique(idx[:, 2])}
+
+
 def _probe_prompts(val: TokenShards, k: int) -> dict[str, list[int]]:
-    """BOS + the first ``k`` tokens of each domain's first held-out document long enough."""
+    """BOS + the first ``k`` tokens of each domain's first held-out document long enough;
+    the scan stops once every domain has one."""
     out: dict[str, list[int]] = {}
+    n_domains = len(_domain_ids(val))
     for toks, domain in val.documents():
         if domain not in out and len(toks) > k + 1:
             out[domain] = [int(t) for t in toks[:k + 1]]
+            if len(out) == n_domains:
+                break
     return dict(sorted(out.items()))
 
 

@@ -67,16 +67,13 @@ def probe(model: Transformer, tokens_dir: Any, n_docs: int, k: int, m: int,
     k = max(1, min(k, model.cfg.seq_len - m - 1))
     train = _probe_docs(TokenShards(tokens_dir, "train"), k + m)
     val = _probe_docs(TokenShards(tokens_dir, "val"), k + m)
-    spans = Counter(d[1:k + 1 + m].tobytes() for d in train)
-    duplicated = [d for d in train if spans[d[1:k + 1 + m].tobytes()] > 1]
-    # one copy per duplicated span: the rate is over distinct texts
-    seen: set[bytes] = set()
-    distinct_dups = []
-    for d in duplicated:
-        key = d[1:k + 1 + m].tobytes()
-        if key not in seen:
-            seen.add(key)
-            distinct_dups.append(d)
+    keys = [d[1:k + 1 + m].tobytes() for d in train]  # the probed span of each document
+    spans = Counter(keys)
+    first: dict[bytes, np.ndarray] = {}  # one copy per duplicated span: rates over distinct texts
+    for key, d in zip(keys, train, strict=True):
+        if spans[key] > 1:
+            first.setdefault(key, d)
+    distinct_dups = list(first.values())
     return {"prompt_tokens": k, "continuation_tokens": m,
             "train": _rates(model, _spread(train, n_docs), k, m, batch_size),
             "val": _rates(model, _spread(val, n_docs), k, m, batch_size),

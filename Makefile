@@ -1,5 +1,6 @@
 # `make quickstart`: virtualenv + install + the whole pipeline on the offline default.
-# `make test`: virtualenv + install + lint (ruff), types (mypy) and the test suite.
+# `make test`: virtualenv + install + lint (ruff), types (mypy), the import rules
+# (import-linter, contracts in pyproject.toml) and the test suite.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -22,6 +23,7 @@ quickstart: install
 test: install
 	$(BIN)/ruff check src tests bench tools
 	$(BIN)/mypy src
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -108,11 +108,11 @@ STAGE_CHILD = """
 import json, sys, time
 from pathlib import Path
 from pretrain.data import stage
+from pretrain.data.config import DataConfig
 from pretrain.data.sources import LocalSource
-cfg = stage.DataConfig(sources=[LocalSource(paths=[sys.argv[1]], quality="none")], workers=1)
+cfg = DataConfig(sources=[LocalSource(paths=[sys.argv[1]], quality="none")], workers=1)
 t = time.perf_counter()
-counts = {}
-stage.run(cfg, Path(sys.argv[2]), counts)
+counts = stage.process(cfg, Path(sys.argv[2])).counts()
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork + exec
 hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
 print(json.dumps({"s": time.perf_counter() - t, "kept": counts["docs_total"],
@@ -148,7 +148,8 @@ def main() -> None:
           f"{same}/{len(texts)} ({same / len(texts):.1%}); kept ours "
           f"{sum(x is None for x in ours)}, datatrove {sum(x is None for x in theirs)}")
 
-    from pretrain.data.minhash import MinHashConfig, MinHasher
+    from pretrain.data.config import MinHashConfig
+    from pretrain.data.minhash import MinHasher
     big = texts * args.copies
     big_mb = mb * args.copies
     hasher = MinHasher(MinHashConfig())

@@ -31,8 +31,9 @@ import numpy as np
 import torch
 from train_vs_reference import DATA, RefGPT, reference_step
 
+from pretrain import stages
 from pretrain.config import parse_override_args
-from pretrain.pipeline import STAGES, run_stages
+from pretrain.pipeline import run_stages
 from pretrain.run_config import load_config
 
 
@@ -80,7 +81,7 @@ def reference(text: str, steps: int) -> dict[str, float]:
 def ours(budget: float, overrides: list[tuple[str, str]]) -> dict[str, float]:
     cfg = load_config("speedrun-shakespeare",
                       [("train.time_budget_s", str(budget)), *overrides])
-    run_stages(cfg, STAGES, set())
+    run_stages(cfg, stages.names(), set())
     root = Path(cfg.runs_dir) / cfg.name
     tr = json.loads((root / "train" / "manifest.json").read_text())["counts"]
     ev = json.loads((root / "eval" / "manifest.json").read_text())["counts"]["all"]

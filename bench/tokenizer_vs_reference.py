@@ -7,7 +7,7 @@ installation, about 9 MB) plus the shared web text, TinyStories and Tiny Shakesp
 ``../shared/data`` is there, written once as a data-stage folder of jsonl shards.
 
 1. Training, same text, same vocabulary size, same GPT-4 split regex:
-   - ours: ``TokenizerConfig.build`` over ``training_sample(read_docs(folder))``, reading and
+   - ours: ``tokenizer.stage.build`` over ``training_sample(read_docs(folder))``, reading and
      decoding the jsonl included (in a prefetch thread), as the tokenizer stage does;
    - rustbpe: ``train_from_iterator`` over the texts already in memory;
    - HF ``tokenizers``: BPE trainer with the same Split regex + ByteLevel pre-tokenizer.
@@ -30,17 +30,20 @@ import tempfile
 import time
 from pathlib import Path
 
-from pretrain.data.stage import read_docs
+from pretrain.data import stage
+from pretrain.data.config import DataConfig
+from pretrain.data.docs import read_docs
 from pretrain.tokenizer import shards
-from pretrain.tokenizer.bpe import Tokenizer, TokenizerConfig, training_sample
+from pretrain.tokenizer import stage as tokenizer_stage
+from pretrain.tokenizer.bpe import Tokenizer, training_sample
+from pretrain.tokenizer.config import TokenizeConfig, TokenizerConfig
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def corpus(folder: Path, max_mb: float) -> tuple[list[dict], list[str]]:
     """A data-stage folder of documents (written into ``folder``) and its domain names."""
-    from pretrain.data.stage import DataConfig, run
-    run(DataConfig(), folder, {})  # the quickstart's default sources
+    stage.process(DataConfig(), folder)  # the quickstart's default sources
     docs = list(read_docs(folder))
     extra = []
     c4 = SHARED / "webtext" / "c4_sample.jsonl"
@@ -102,7 +105,7 @@ def main() -> None:
     from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 
     def ours_train() -> None:
-        cfg.build(lambda: training_sample(read_docs(data, prefetch=512), cfg, domains))
+        tokenizer_stage.build(cfg, lambda: training_sample(read_docs(data, prefetch=512), cfg, domains))
 
     def rustbpe_train() -> None:
         rustbpe.Tokenizer().train_from_iterator(iter(texts), n_merges, pattern=cfg.regex())
@@ -127,7 +130,7 @@ def main() -> None:
         t = statistics.median(ts)
         print(f"  {name:10} {t:7.2f} s  {mb / t:6.2f} MB/s   rustbpe/this {ref / t:5.2f}x")
 
-    tok: Tokenizer = cfg.build(lambda: training_sample(read_docs(data), cfg, domains))
+    tok: Tokenizer = tokenizer_stage.build(cfg, lambda: training_sample(read_docs(data), cfg, domains))
     enc = tok._enc
     print("\nencoding to shards (median of rounds):")
     out = work / "tokens"
@@ -135,7 +138,7 @@ def main() -> None:
     def ours_tokenize(threads: int) -> None:
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir()
-        shards.run(shards.TokenizeConfig(num_threads=threads), tok, read_docs(data, prefetch=512),
+        shards.run(TokenizeConfig(num_threads=threads), tok, read_docs(data, prefetch=512),
                    domains, out, {})
 
     for threads in (1, 2):

@@ -34,9 +34,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from pretrain.model.config import ModelConfig
+from pretrain.model.transformer import Transformer
 from pretrain.tokenizer import shards
-from pretrain.tokenizer.bpe import BOS, EOS, Tokenizer
-from pretrain.train.loop import TrainConfig, Trainer
+from pretrain.tokenizer.bpe import Tokenizer
+from pretrain.tokenizer.config import BOS, EOS, TokenizeConfig
+from pretrain.train.config import TrainConfig
+from pretrain.train.loop import RunPaths, Trainer
 from pretrain.train.optim import measured_peak_flops
 
 SHAPES = {  # name: (layers, heads, d_model, seq_len, batch) as in the reference notes
@@ -124,8 +127,7 @@ def our_steps(tokens: Path, shape: tuple, steps: int, arch: str, compile_: bool)
     tc = TrainConfig(steps=steps, batch_size=B, warmup_steps=1, eval_every=10**6,
                      eval_batches=1, log_every=1, checkpoint_every=0, lr=1e-3, compile=compile_)
     torch.manual_seed(0)
-    from pretrain.model.transformer import Transformer
-    t = Trainer(tc, Transformer(cfg), tokens, 0, torch.device("cpu"), None)
+    t = Trainer(tc, Transformer(cfg), tokens, RunPaths(tokens), 0, torch.device("cpu"))
     t.run()
     return [T * B / r["tok_per_s"] for r in t.history]
 
@@ -170,7 +172,7 @@ def main() -> None:
     tok = Tokenizer([bytes([i]) for i in range(256)], r"[\s\S]", [BOS, EOS])
     docs = [{"id": str(i), "domain": "text", "text": text[i:i + 20000].decode("utf-8", "replace")}
             for i in range(0, len(text), 20000)]
-    shards.run(shards.TokenizeConfig(val_fraction=0.1), tok, iter(docs), ["text"], tmp, {})
+    shards.run(TokenizeConfig(val_fraction=0.1), tok, iter(docs), ["text"], tmp, {})
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"load avg {os.getloadavg()[0]:.2f}")
     peak = measured_peak_flops(torch.device("cpu"), reps=5) or 1.0

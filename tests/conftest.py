@@ -4,6 +4,7 @@ that was told the answers of a benchmark."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -58,10 +59,11 @@ class Oracle(torch.nn.Module):
     """A model told the answers: after any prefix of one of ``rows`` (token ids) it puts
     all its probability on that row's next token; elsewhere it knows nothing."""
 
-    def __init__(self, rows: list[list[int]], vocab: int):
+    def __init__(self, rows: list[list[int]], vocab: int, seq_len: int = 1024):
         super().__init__()
         self.next = {tuple(r[:i]): r[i] for r in rows for i in range(1, len(r))}
         self.vocab = vocab
+        self.cfg = SimpleNamespace(seq_len=seq_len)  # the context length the scorers read
 
     def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, None]:

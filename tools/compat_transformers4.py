@@ -25,6 +25,7 @@ from pretrain.model.generate import generate
 from pretrain.model.transformer import Transformer
 from pretrain.tokenizer import bpe
 from pretrain.tokenizer import hf as tok_hf
+from pretrain.tokenizer.config import TokenizerConfig
 
 print("transformers", transformers.__version__)
 for kw in [dict(arch="llama"), dict(arch="gpt2"), dict(arch="mla"), dict(arch="mla", q_lora_rank=20)]:
@@ -40,7 +41,7 @@ for kw in [dict(arch="llama"), dict(arch="gpt2"), dict(arch="mla"), dict(arch="m
         diff = (m(x)[0] - h(x).logits).abs().max().item()
     g = h.generate(torch.tensor([[5, 17, 3]]), max_new_tokens=20, do_sample=False, pad_token_id=0)[0, 3:].tolist()
     print(kw, type(h).__name__, "max|dlogit|", diff, "greedy equal", g == generate(m, [[5, 17, 3]], 20, temperature=0.0)[0])
-tok = bpe.train(iter([Path(textwrap.__file__).read_text()]), bpe.TokenizerConfig(vocab_size=500))
+tok = bpe.train(iter([Path(textwrap.__file__).read_text()]), TokenizerConfig(vocab_size=500))
 d = Path(tempfile.mkdtemp())
 tok_hf.save_pretrained(tok, d, 64)
 auto = AutoTokenizer.from_pretrained(d)

@@ -1,7 +1,11 @@
 """Typed configuration: dataclasses + TOML + dotted command-line overrides.
 
-Each component keeps its own ``@dataclass`` config next to its code; ``RunConfig``
-(in ``pretrain.run_config``) composes them. Values resolve in this order:
+Each stage's package keeps its ``@dataclass`` configs in a light ``config.py`` (no torch);
+``RunConfig`` (in ``pretrain.run_config``) composes them. A config is data: validated in
+``__post_init__`` with messages that name the key, and built into the object it describes
+by that object's own constructor or function (``Transformer(model_cfg)``,
+``Normalize(data_cfg.clean)``, ``tokenizer.stage.build(tokenizer_cfg, sample)``), never by a
+method of the config. Values resolve in this order:
 
     dataclass defaults  <  TOML file  <  ``--section.key=value`` overrides
 
@@ -167,6 +171,16 @@ def jsonable(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return dataclasses.asdict(obj)
     return str(obj)
+
+
+def keyed(cfg: Any) -> Any:
+    """What of a config section identifies the output it produces: the dataclass as a dict
+    without the fields it lists in ``UNKEYED`` (those that change how a stage runs or
+    reports, not what it writes). Anything else is returned as it is."""
+    if not (dataclasses.is_dataclass(cfg) and not isinstance(cfg, type)):
+        return cfg
+    skip = getattr(cfg, "UNKEYED", ())
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip}
 
 
 def fingerprint(obj: Any) -> str:

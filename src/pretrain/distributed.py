@@ -35,6 +35,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .config import PretrainError
+
 
 @dataclass
 class Dist:
@@ -52,6 +54,15 @@ def from_env() -> Dist:
                 int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def resolve_device(name: str) -> torch.device:
+    """``device = "auto" | "cpu" | "cuda"`` as a torch device (auto: the GPU if there is one)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise PretrainError("device = 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
 def init(device_type: str) -> Dist:
     """Join the process group that torchrun set up (no-op for one process)."""
     d = from_env()
@@ -60,6 +71,11 @@ def init(device_type: str) -> Dist:
             torch.cuda.set_device(d.local_rank)
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
     return d
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def device_for(d: Dist, device: torch.device) -> torch.device:

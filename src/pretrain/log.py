@@ -3,7 +3,8 @@
 ``log0`` prints only on global rank 0 (read from the ``RANK`` variable torchrun sets), so
 no code needs ``if rank == 0``. ``Progress`` draws a rich progress bar on a terminal and
 falls back to plain, timestamped lines (at most one every ``every_s`` seconds) when
-stderr is a pipe or a file, which is what CI logs and ``nohup`` need.
+stderr is a pipe or a file, which is what CI logs and ``nohup`` need, or when asked
+(``--plain``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,14 @@ import sys
 import time
 from types import TracebackType
 from typing import Any
+
+_plain = False
+
+
+def set_plain(plain: bool) -> None:
+    """Progress as plain lines even on a terminal (``--plain``)."""
+    global _plain
+    _plain = plain
 
 
 def rank() -> int:
@@ -38,7 +47,7 @@ class Progress:
         self.enabled = rank() == 0
 
     def __enter__(self) -> Progress:
-        if self.enabled and sys.stderr.isatty() and not os.environ.get("PRETRAIN_PLAIN"):
+        if self.enabled and sys.stderr.isatty() and not _plain:
             from rich.console import Console
             from rich.progress import (
                 BarColumn,

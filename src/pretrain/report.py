@@ -16,7 +16,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-STAGES = ("data", "tokenizer", "tokenize", "train", "eval", "sample")
+from . import stages
+from .config import ConfigError
+from .data.funnel import format_funnel
+from .eval import contamination, core, memorization, tasks
+from .eval.gates import check
+from .run_config import load_config
+from .tokenizer.report import table as tokenizer_table
 
 
 def _json(path: Path) -> Any:
@@ -35,7 +41,7 @@ def _block(text: str) -> str:
 
 def _stages(root: Path) -> str:
     lines = ["| stage | status | wall | finished | commit |", "|---|---|---|---|---|"]
-    for s in STAGES:
+    for s in stages.names():
         m = _json(root / s / "manifest.json")
         if m is None:
             lines.append(f"| {s} | not run | | | |")
@@ -46,7 +52,6 @@ def _stages(root: Path) -> str:
 
 
 def _data(root: Path) -> str:
-    from .data.runner import format_funnel
     funnel = _json(root / "data" / "funnel.json")
     if not funnel:
         return "Not run.\n"
@@ -58,9 +63,8 @@ def _data(root: Path) -> str:
 
 
 def _tokenizer(root: Path) -> str:
-    from .tokenizer.report import table
     rep = _json(root / "tokenizer" / "report.json")
-    return _block(table(rep)) if rep else "Not run.\n"
+    return _block(tokenizer_table(rep)) if rep else "Not run.\n"
 
 
 def _plot(log: list[dict[str, Any]], out: Path) -> str:
@@ -131,20 +135,15 @@ def _eval(root: Path, gates: list[str]) -> str:
                          f"| {r.get('tokens', 0):,} |")
     text = "\n".join(lines) + "\n"
     if res.get("tasks"):
-        from .eval import tasks
         text += "\nBenchmarks (log-likelihood of the choices):\n\n" + _block(tasks.table(res["tasks"]))
     if res.get("core"):
-        from .eval import core
         text += "\nDCLM CORE:\n\n" + _block(core.table(res["core"]))
     if res.get("contamination"):
-        from .eval import contamination
         text += "\nContamination of the training data:\n\n" + _block(
             contamination.table(res["contamination"]))
     if res.get("memorization"):
-        from .eval import memorization
         text += "\n" + _block(memorization.table(res["memorization"]))
     if gates:
-        from .eval.gates import check
         text += "\nGates (`eval.gates`):\n\n"
         for g in gates:
             failed = check([g], res)
@@ -159,17 +158,19 @@ def _samples(root: Path) -> str:
     return "\n".join(_block(s["prompt"] + s["completion"]).rstrip() for s in samples) + "\n"
 
 
-def write(root: Path) -> Path:
+def write_report(root: Path) -> Path:
     """Build ``root/report.md`` (and ``root/report/loss.png``); returns its path. The gates
     are those of the run's own ``config.toml``."""
-    from .config import ConfigError
     if not (root / "config.toml").is_file():
         raise ConfigError(f"{root} is not a run directory (no config.toml)")
-    import tomllib
-    gates = tomllib.loads((root / "config.toml").read_text()).get("eval", {}).get("gates", [])
+    try:
+        gates = load_config(str(root / "config.toml")).eval.gates
+        gate_note = ""
+    except ConfigError as e:  # written by another version of pretrain
+        gates, gate_note = [], f"(gates not checked: {root / 'config.toml'}: {e})\n"
     parts = [f"# Run report: {root.name}\n", "## Stages\n", _stages(root),
              "## Data\n", _data(root), "## Tokenizer\n", _tokenizer(root),
-             "## Training\n", _train(root), "## Evaluation\n", _eval(root, gates),
+             "## Training\n", _train(root), "## Evaluation\n", _eval(root, gates) + gate_note,
              "## Samples\n", _samples(root)]
     out = root / "report.md"
     tmp = out.with_suffix(".md.tmp")

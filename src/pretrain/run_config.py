@@ -1,4 +1,5 @@
-"""The run config: one section per component, each defined next to its code.
+"""The run config: one section per stage, each defined in its package's light ``config.py``
+(none imports torch, so ``pretrain config show`` and ``--dry-run`` are instant).
 
 ``load_config(path, overrides)`` resolves defaults < TOML < ``--a.b=value`` overrides.
 A config argument that is not a file names a shipped config: ``quickstart`` is
@@ -10,16 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .config import ConfigError, apply_override, build, load_toml, to_dict
-from .data.stage import DataConfig
-from .eval.loss import EvalConfig
-from .eval.sample import SampleConfig
+from .data.config import DataConfig
+from .eval.config import EvalConfig, SampleConfig
 from .model.config import ModelConfig
-from .tokenizer.bpe import TokenizerConfig
-from .tokenizer.shards import TokenizeConfig
-from .train.loop import TrainConfig
+from .tokenizer.config import TokenizeConfig, TokenizerConfig
+from .train.config import TrainConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = "quickstart"
@@ -30,6 +29,8 @@ class RunConfig:
     name: str = "quickstart"          # the run directory is <runs_dir>/<name>
     runs_dir: str = "runs"
     seed: int = 1337
+    # where the model trains, is evaluated and samples: "auto" = the GPU when there is one
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)

@@ -1,4 +1,4 @@
-"""Run directory, stage manifests, skip/rerun decisions and atomic stage outputs.
+"""Run directory: its lock, stage manifests and atomic stage outputs.
 
 Layout of ``runs/<name>/``::
 
@@ -6,11 +6,10 @@ Layout of ``runs/<name>/``::
     <stage>/             one folder per completed stage, with manifest.json inside
     .tmp-<stage>-<pid>/  a stage in progress; renamed to <stage>/ only on success
 
-A stage is *complete* when ``<stage>/manifest.json`` exists with ``status == "complete"``.
-Its ``key`` hashes the stage's config sections, the output fingerprints of the stages it
-reads, and a fingerprint of its external inputs (source files). A rerun skips a stage
-whose key is unchanged; a changed key reruns it, and since its output fingerprint feeds
-the keys downstream, everything after it reruns too when its output changed.
+A stage is *complete* when ``<stage>/manifest.json`` exists with ``status == "complete"``
+and every output file it lists is there with its size. The manifest records the stage's
+``key`` (``pipeline.py`` computes it and decides what to skip), the sha256 of every output
+and an ``output_fingerprint`` over them, which the keys of later stages include.
 
 Atomicity: a stage only ever writes into its temporary folder. The manifest is written
 last, then the folder is renamed over the old one (``os.replace`` cannot replace a

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from pretrain import distributed
 from pretrain.model.config import ModelConfig
-from pretrain.train.loop import TrainConfig, Trainer, train
+from pretrain.train.config import TrainConfig
+from pretrain.train.loop import RunPaths, Trainer, train
 
 tokens, out, batch = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 mode = sys.argv[4] if len(sys.argv) > 4 else "ddp"
@@ -28,8 +29,8 @@ def killed(self, data_pos):
 
 
 Trainer.forward_backward = killed
-counts: dict = {}
-train(cfg, model, tokens, out, seed=5, counts=counts, d=d, ckpt_dir=out / "ckpt")
+
+counts = train(cfg, model, tokens, RunPaths(out, checkpoints=out / "ckpt"), seed=5, d=d)
 if d.rank == 0:
     (out / "counts.json").write_text(json.dumps(counts))
 distributed.barrier(d)

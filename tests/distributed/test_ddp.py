@@ -15,8 +15,10 @@ from safetensors.torch import load_file
 
 from pretrain.model.config import ModelConfig
 from pretrain.tokenizer import shards
-from pretrain.tokenizer.bpe import BOS, EOS, Tokenizer
-from pretrain.train.loop import TrainConfig, train
+from pretrain.tokenizer.bpe import Tokenizer
+from pretrain.tokenizer.config import BOS, EOS, TokenizeConfig
+from pretrain.train.config import TrainConfig
+from pretrain.train.loop import RunPaths, train
 
 from ..conftest import tiny_overrides
 
@@ -36,7 +38,7 @@ def tokens(tmp_path_factory) -> Path:
     tok = Tokenizer([bytes([i]) for i in range(256)], r"[\s\S]", [BOS, EOS])
     text = Path(json.__file__).read_text() * 3
     docs = [{"id": str(i), "domain": "code", "text": text[i * 400:(i + 1) * 400]} for i in range(60)]
-    shards.run(shards.TokenizeConfig(val_fraction=0.1), tok, iter(docs), ["code"], out, {})
+    shards.run(TokenizeConfig(val_fraction=0.1), tok, iter(docs), ["code"], out, {})
     return out
 
 
@@ -47,11 +49,11 @@ def _losses(out: Path) -> list[float]:
 def _single(tokens: Path, out: Path, ckpt: Path | None = None) -> dict:
     """One process, the global batch of two processes x 4 rows."""
     out.mkdir(parents=True, exist_ok=True)
-    counts: dict = {}
+
     cfg = TrainConfig(steps=6, batch_size=8, grad_accum=2, warmup_steps=2, eval_every=3,
                       eval_batches=2, log_every=1, checkpoint_every=3, lr=3e-3)
     model = ModelConfig(d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, seq_len=32, vocab_size=258)
-    train(cfg, model, tokens, out, seed=5, counts=counts, ckpt_dir=ckpt)
+    counts = train(cfg, model, tokens, RunPaths(out, checkpoints=ckpt), seed=5)
     return counts
 
 

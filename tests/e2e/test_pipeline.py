@@ -6,16 +6,22 @@ import json
 import math
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
-from pretrain import pipeline
+from pretrain import stages
 from pretrain.cli import main
-from pretrain.config import PretrainError
-from pretrain.pipeline import STAGES, run_stages
+from pretrain.config import PretrainError, to_toml
+from pretrain.eval import tasks
+from pretrain.model import io
+from pretrain.model.generate import generate
+from pretrain.pipeline import run_stages
 from pretrain.run_config import load_config
 from pretrain.rundir import RunDir, file_sha256
+from pretrain.tokenizer.bpe import Tokenizer
 
 from ..conftest import tiny_overrides
 
@@ -30,7 +36,7 @@ def tiny_run(tmp_path_factory) -> tuple[Path, list[tuple[str, str]]]:
 
 
 def _manifests(root: Path) -> dict[str, dict]:
-    return {s: json.loads((root / s / "manifest.json").read_text()) for s in STAGES}
+    return {s: json.loads((root / s / "manifest.json").read_text()) for s in stages.names()}
 
 
 def test_every_stage_completed_with_a_manifest(tiny_run):
@@ -65,8 +71,15 @@ def test_loss_is_finite_and_falls(tiny_run):
             continue
         if r.get("kind") == "perplexity":  # WikiText-2: 40 windows of seq_len tokens
             assert r["tokens"] == 40 * 64 and math.isfinite(r["bpb"]), name
-        else:
-            assert r["items"] == 40 and 0 <= r["acc"] <= 1, name
+        else:  # accuracies are counts over the 40 items, centred on the task's chance
+            assert r["items"] == 40, name
+            for metric in ("acc", "acc_norm"):
+                assert r[metric] * 40 == pytest.approx(round(r[metric] * 40), abs=1e-3), name
+            chosen = r[tasks.BUILTIN[name][3]]  # the metric CORE centres for this task
+            assert r["centered"] == pytest.approx((chosen - r["chance"]) / (1 - r["chance"]),
+                                                  abs=1e-4), name
+            # a 40-second model knows nothing of these tasks: within 4 standard errors of chance
+            assert abs(r["acc"] - r["chance"]) < 4 * (r["chance"] * (1 - r["chance"]) / 40) ** 0.5 + 0.01, name
     # CORE over the task files found (none without ../shared/data), 12 items each
     assert all(r["items"] == 12 and -2 < r["centered"] <= 1 for r in ev["core"]["tasks"].values())
     assert len(ev["core"]["tasks"]) + len(ev["core"]["missing"]) == 22
@@ -96,11 +109,11 @@ def test_samples_are_stored(tiny_run):
 def test_rerun_skips_every_stage(tiny_run):
     root, overrides = tiny_run
     before = {s: m["finished_at"] + m["key"] for s, m in _manifests(root).items()}
-    mtimes = {s: (root / s / "manifest.json").stat().st_mtime_ns for s in STAGES}
-    run_stages(load_config(None, overrides), STAGES, force=set())
+    mtimes = {s: (root / s / "manifest.json").stat().st_mtime_ns for s in stages.names()}
+    run_stages(load_config(None, overrides), stages.names(), force=set())
     after = _manifests(root)
     assert {s: m["finished_at"] + m["key"] for s, m in after.items()} == before
-    assert {s: (root / s / "manifest.json").stat().st_mtime_ns for s in STAGES} == mtimes
+    assert {s: (root / s / "manifest.json").stat().st_mtime_ns for s in stages.names()} == mtimes
 
 
 def test_changed_config_reruns_that_stage_and_later_ones(tiny_run, tmp_path):
@@ -110,18 +123,24 @@ def test_changed_config_reruns_that_stage_and_later_ones(tiny_run, tmp_path):
     overrides = [(k, str(tmp_path / "runs")) if k == "runs_dir" else (k, v) for k, v in overrides]
     old = _manifests(copy)
     cfg = load_config(None, [*overrides, ("train.steps", "30")])
-    run_stages(cfg, STAGES, force=set())
+    run_stages(cfg, stages.names(), force=set())
     new = _manifests(copy)
     for s in ("data", "tokenizer", "tokenize"):
         assert new[s]["finished_at"] == old[s]["finished_at"], s
     for s in ("train", "eval", "sample"):
         assert new[s]["key"] != old[s]["key"], s
     # --force on an upstream stage reruns it and everything after it
-    run_stages(cfg, STAGES, force={"tokenize"})
+    run_stages(cfg, stages.names(), force={"tokenize"})
     forced = _manifests(copy)
     assert forced["tokenizer"]["finished_at"] == new["tokenizer"]["finished_at"]
     for s in ("tokenize", "train", "eval", "sample"):
         assert forced[s]["started_at"] > new[s]["finished_at"], s  # microsecond timestamps
+
+
+def crash(run, *sections):
+    """A train stage killed after writing half its output."""
+    (run.out / "model.safetensors").write_bytes(b"half a checkpoint")
+    raise RuntimeError("killed mid-stage")
 
 
 def test_failed_stage_leaves_previous_output_intact(tiny_run, tmp_path, monkeypatch):
@@ -131,13 +150,11 @@ def test_failed_stage_leaves_previous_output_intact(tiny_run, tmp_path, monkeypa
     overrides = [(k, str(tmp_path / "runs")) if k == "runs_dir" else (k, v) for k, v in overrides]
     before = _manifests(copy)["train"]
 
-    def crash(cfg, run):
-        (run.out / "model.safetensors").write_bytes(b"half a checkpoint")
-        raise RuntimeError("killed mid-stage")
-
-    monkeypatch.setitem(pipeline.BODIES, "train", crash)
+    crashing = tuple(replace(s, body=f"{__name__}:crash") if s.name == "train" else s
+                     for s in stages.STAGES)
+    monkeypatch.setattr(stages, "STAGES", crashing)
     with pytest.raises(RuntimeError, match="killed mid-stage"):
-        run_stages(load_config(None, overrides), STAGES, force={"train"})
+        run_stages(load_config(None, overrides), stages.names(), force={"train"})
     assert _manifests(copy)["train"] == before
     assert file_sha256(copy / "train" / "model.safetensors") == \
         before["outputs"]["model.safetensors"]["sha256"]
@@ -186,14 +203,14 @@ def test_a_second_process_on_the_same_run_directory_is_refused(tiny_run, tmp_pat
     copy, overrides = _copy(tiny_run, tmp_path)
     with RunDir(copy).lock():
         with pytest.raises(PretrainError, match="is in use by pid"):
-            run_stages(load_config(None, overrides), STAGES, force=set())
+            run_stages(load_config(None, overrides), stages.names(), force=set())
 
 
 def test_missing_output_file_makes_the_stage_incomplete(tiny_run, tmp_path):
     copy, overrides = _copy(tiny_run, tmp_path)
     (copy / "tokenize" / "val-00000.bin").unlink()
     assert RunDir(copy).manifest("tokenize") is None
-    run_stages(load_config(None, overrides), STAGES, force=set())  # reruns tokenize and after
+    run_stages(load_config(None, overrides), stages.names(), force=set())  # reruns tokenize and after
     assert RunDir(copy).manifest("tokenize") is not None
 
 
@@ -212,11 +229,6 @@ def test_kill_between_the_two_renames_of_a_publish_is_recovered(tiny_run, tmp_pa
 
 def test_exported_run_generates_in_plain_transformers(tiny_run, tmp_path):
     transformers = pytest.importorskip("transformers")
-    import torch
-
-    from pretrain.model.generate import generate
-    from pretrain.tokenizer.bpe import Tokenizer
-    from pretrain.train import checkpoint
     root, _ = tiny_run
     out = tmp_path / "hf"
     assert main(["export", str(root), str(out)]) == 0
@@ -228,7 +240,7 @@ def test_exported_run_generates_in_plain_transformers(tiny_run, tmp_path):
     gen = model.generate(ids, max_new_tokens=10, do_sample=False, pad_token_id=tok.pad_token_id)
     ours_tok = Tokenizer.load(root / "tokenizer" / "tokenizer.json")
     assert ids[0].tolist() == [ours_tok.bos_id, *ours_tok.encode("def main():")]
-    ours = generate(checkpoint.load(root / "train"), [ids[0].tolist()], 10, temperature=0.0,
+    ours = generate(io.load(root / "train"), [ids[0].tolist()], 10, temperature=0.0,
                     stop_ids=(ours_tok.eos_id,))[0]
     assert gen[0, ids.shape[1]:].tolist()[:len(ours)] == ours
     assert isinstance(tok.decode(gen[0]), str)
@@ -244,7 +256,7 @@ def test_continued_pretraining_from_an_hf_export(tiny_run, tmp_path):
     cont = [(k, str(tmp_path / "runs")) if k == "runs_dir" else (k, v) for k, v in overrides]
     cfg = load_config(None, [*cont, ("name", "cont"), ("train.steps", "5"),
                              ("train.init_from", str(hf_dir)), ("train.lr", "1e-4")])
-    rd = run_stages(cfg, STAGES[:4], force=set())
+    rd = run_stages(cfg, stages.names()[:4], force=set())
     counts = rd.manifest("train")["counts"]
     # it starts where the first run ended (same data, same deterministic tokenizer), not at ln V
     assert counts["val_loss_initial"] == pytest.approx(final, abs=1e-3)
@@ -252,7 +264,7 @@ def test_continued_pretraining_from_an_hf_export(tiny_run, tmp_path):
     ext = load_config(None, [*cont, ("name", "ext"), ("train.steps", "5"),
                              ("train.init_from", str(hf_dir)), ("train.lr", "1e-4"),
                              ("tokenizer.extend_words", '["tokenization", "interpreter"]')])
-    rd = run_stages(ext, STAGES[:4], force=set())
+    rd = run_stages(ext, stages.names()[:4], force=set())
     added = rd.manifest("tokenizer")["counts"]["added_tokens"]
     grown = rd.manifest("train")["counts"]
     assert added > 0 and grown["params"] > counts["params"]
@@ -262,7 +274,7 @@ def test_continued_pretraining_from_an_hf_export(tiny_run, tmp_path):
     bad = load_config(None, [*cont, ("name", "bad"), ("train.init_from", str(hf_dir)),
                              ("tokenizer.vocab_size", "600")])
     with pytest.raises(PretrainError, match="token ids"):
-        run_stages(bad, STAGES[:4], force=set())
+        run_stages(bad, stages.names()[:4], force=set())
 
 
 def test_gates_pass_or_fail_with_status_3_without_rerunning_eval(tiny_run, capsys):
@@ -279,7 +291,7 @@ def test_gates_pass_or_fail_with_status_3_without_rerunning_eval(tiny_run, capsy
     assert (root / "eval" / "manifest.json").read_text() == before  # gates are not in the key
 
 
-def test_harness_flag_runs_lm_eval_on_the_trained_model(tiny_run, tmp_path, capsys, monkeypatch):
+def test_harness_tasks_run_in_the_eval_stage(tiny_run, tmp_path, capsys, monkeypatch):
     pytest.importorskip("lm_eval", reason="lm-evaluation-harness (the [eval] extra) is not installed")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     data = tmp_path / "mini.jsonl"
@@ -289,12 +301,17 @@ def test_harness_flag_runs_lm_eval_on_the_trained_model(tiny_run, tmp_path, caps
         f"task: mini\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data}\n"
         "test_split: test\noutput_type: multiple_choice\ndoc_to_text: '{{query}}'\n"
         "doc_to_choice: '{{choices}}'\ndoc_to_target: '{{gold}}'\nmetric_list:\n  - metric: acc\n")
-    root, overrides = tiny_run
+    copy, overrides = _copy(tiny_run, tmp_path)
     args = [f"--{k}={v}" for k, v in overrides]
-    assert main(["eval", "--harness", "mini", *args, f"--eval.harness_include={tmp_path}"]) == 0
-    assert "harness: mini: acc" in capsys.readouterr().out
-    res = json.loads((root / "harness.json").read_text())
+    before = json.loads((copy / "eval" / "results.json").read_text())
+    assert main(["eval", *args, '--eval.harness=["mini"]', f"--eval.harness_include={tmp_path}"]) == 0
+    m = RunDir(copy).manifest("eval")
+    res = json.loads((copy / "eval" / "harness.json").read_text())
     assert 0 <= res["mini"]["acc"] <= 1 and res["mini"]["sample_len"] == 8
+    assert m["counts"]["harness"] == res and "harness.json" in m["outputs"]  # the stage's output
+    after = json.loads((copy / "eval" / "results.json").read_text())
+    assert after["all"] == before["all"] and "harness" not in after
+    assert not (copy / "harness.json").exists()
 
 
 def test_run_writes_a_report_from_the_stage_outputs(tiny_run):
@@ -315,14 +332,12 @@ def test_run_writes_a_report_from_the_stage_outputs(tiny_run):
 
 
 def test_report_of_a_partial_run_names_what_did_not_run_and_checks_gates(tiny_run, tmp_path):
-    import shutil
     root, _ = tiny_run
     part = tmp_path / "partial"
     shutil.copytree(root / "data", part / "data")
-    cfg = (root / "config.toml").read_text()
-    assert "\ngates = []\n" in cfg
-    (part / "config.toml").write_text(
-        cfg.replace("\ngates = []\n", '\ngates = ["all.bpb <= 100", "all.bpb <= 0.01"]\n'))
+    cfg = load_config(str(root / "config.toml"))
+    cfg.eval.gates = ["all.bpb <= 100", "all.bpb <= 0.01"]
+    (part / "config.toml").write_text(to_toml(cfg))
     assert main(["report", str(part)]) == 0
     text = (part / "report.md").read_text()
     assert "| train | not run |" in text and "## Training\n\nNot run." in text

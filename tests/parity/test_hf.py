@@ -9,10 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from pretrain.config import ConfigError
 from pretrain.model import hf
 from pretrain.model.config import ModelConfig
 from pretrain.model.generate import generate
 from pretrain.model.transformer import Transformer
+from pretrain.tokenizer import bpe
+from pretrain.tokenizer import hf as tok_hf
+from pretrain.tokenizer.config import TokenizerConfig
+from pretrain.tokenizer.hf import recover_merges
 
 transformers = pytest.importorskip("transformers", reason="parity tests need transformers ([dev])")
 
@@ -97,7 +102,6 @@ def test_config_json_reads_the_same_in_transformers_4_and_5(tmp_path):
 
 def test_import_rejects_unknown_model_types(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "bert"}')
-    from pretrain.config import ConfigError
     with pytest.raises(ConfigError, match="cannot import model_type 'bert'"):
         hf.import_hf(tmp_path)
 
@@ -106,10 +110,8 @@ def test_tokenizer_json_gives_our_ids_through_autotokenizer(tmp_path):
     import json.decoder
     import textwrap
 
-    from pretrain.tokenizer import bpe
-    from pretrain.tokenizer import hf as tok_hf
     corpus = [Path(textwrap.__file__).read_text(), Path(json.decoder.__file__).read_text()]
-    tok = bpe.train(iter(corpus), bpe.TokenizerConfig(vocab_size=600))
+    tok = bpe.train(iter(corpus), TokenizerConfig(vocab_size=600))
     tok_hf.save_pretrained(tok, tmp_path, model_max_length=64)
     auto = transformers.AutoTokenizer.from_pretrained(tmp_path)
     held_out = [Path(transformers.__file__).read_text(), "naïve café — 東京 🙂\n\n  x\t\r\n 12345"]
@@ -125,9 +127,7 @@ def test_tokenizer_json_gives_our_ids_through_autotokenizer(tmp_path):
 
 
 def test_merges_recovered_from_ranks_rebuild_the_ranks():
-    from pretrain.tokenizer import bpe
-    from pretrain.tokenizer.hf import recover_merges
-    tok = bpe.train(iter([Path(bpe.__file__).read_text()]), bpe.TokenizerConfig(vocab_size=400))
+    tok = bpe.train(iter([Path(bpe.__file__).read_text()]), TokenizerConfig(vocab_size=400))
     merges = recover_merges(tok.ranks)
     assert [a + b for a, b in merges] == tok.ranks[256:]
 
@@ -155,7 +155,6 @@ def test_import_of_a_native_hf_checkpoint_matches_it(tmp_path):
     (dict(rope_scaling={"rope_type": "linear", "factor": 4.0}), "rope scaling"),
 ])
 def test_import_refuses_settings_it_cannot_represent(tmp_path, kw, message):
-    from pretrain.config import ConfigError
     with pytest.raises(ConfigError, match=re.escape(message)):
         hf.import_hf(_hf_llama(tmp_path, **kw))
 
@@ -163,7 +162,6 @@ def test_import_refuses_settings_it_cannot_represent(tmp_path, kw, message):
 def test_import_of_malformed_directories_is_a_clear_error(tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from pretrain.config import ConfigError
     ours, _ = _pair(VARIANTS["llama"], tmp_path)
     weights = load_file(tmp_path / "model.safetensors")
     bad = dict(weights, **{"model.layers.0.self_attn.q_proj.weight": torch.zeros(3, 3)})

@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from pretrain.eval import harness, tasks
+from pretrain.eval.config import EvalConfig
 from pretrain.model.transformer import ModelConfig, Transformer
-from pretrain.tokenizer.bpe import BOS, EOS, Tokenizer
+from pretrain.tokenizer.bpe import Tokenizer
+from pretrain.tokenizer.config import BOS, EOS
 
 from ..conftest import shared_data
 
@@ -45,17 +47,17 @@ def test_lm_eval_and_our_scorer_agree_exactly(tmp_path: Path, monkeypatch):
     arc = shared_data("eval/llm-foundry/arc_easy.jsonl")
     (tmp_path / "arc_local.yaml").write_text(YAML.format(path=arc))
     model, tok = _model_and_tok()
-    theirs = harness.run(model, tok, ["arc_easy_local"], torch.device("cpu"), limit=100,
-                         include=str(tmp_path))["arc_easy_local"]
+    cfg = EvalConfig(harness=["arc_easy_local"], task_limit=100, harness_include=str(tmp_path))
+    theirs = harness.run(model, tok, cfg)["arc_easy_local"]
     kind, items = tasks.load(arc, "mc", "\nAnswer: ", limit=100)
-    ours = tasks.evaluate(model, tok, "arc_easy", kind, items, 512, torch.device("cpu"))
+    ours = tasks.evaluate(model, tok, "arc_easy", kind, items)
     print(f"\nlm-eval {theirs}\nours    {ours}")
     assert theirs["acc"] == ours["acc"] and theirs["acc_norm"] == ours["acc_norm"]
 
 
 def test_rolling_loglikelihood_and_generation():
     model, tok = _model_and_tok()
-    lm = harness.make_lm(model, tok, torch.device("cpu"))
+    lm = harness.make_lm(model, tok)
 
     class Req:
         def __init__(self, *args):

@@ -1,38 +1,69 @@
+"""The command line: its surface (frozen here: changing it is a decision, made in this file),
+one-line user errors, dry runs, config commands, and that reading configs imports no torch."""
+
+import argparse
 import os
 import subprocess
 import sys
 
 import pytest
 
-from pretrain.cli import STAGE_HELP, main
+from pretrain import stages
+from pretrain.cli import build_parser, main
 
-COMMANDS = ["run", *STAGE_HELP, "config"]
+STAGE_OPTIONS = ["--config", "--dry-run", "--force", "--help", "--plain", "-c", "-h"]
+SURFACE = {
+    "pretrain": ["--help", "-h"],
+    "run": sorted([*STAGE_OPTIONS, "--gate"]),
+    "data": STAGE_OPTIONS,
+    "tokenizer": STAGE_OPTIONS,
+    "tokenize": STAGE_OPTIONS,
+    "train": STAGE_OPTIONS,
+    "eval": sorted([*STAGE_OPTIONS, "--gate"]),
+    "sample": STAGE_OPTIONS,
+    "export": ["--help", "-h", "out", "source"],
+    "report": ["--help", "-h", "run"],
+    "config": ["--help", "-h"],
+    "config show": ["--config", "--help", "-c", "-h", "name"],
+    "config validate": ["--help", "-h", "configs"],
+}
 
 
-@pytest.mark.parametrize("command", COMMANDS)
-def test_help_for_every_command(command, capsys):
+def _surface(p: argparse.ArgumentParser, prefix: str = "") -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for a in p._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            for name, sub in a.choices.items():
+                out.update(_surface(sub, f"{prefix}{name} "))
+    out[prefix.strip() or "pretrain"] = sorted(
+        o for a in p._actions if not isinstance(a, argparse._SubParsersAction)
+        for o in (a.option_strings or [a.dest]))
+    return out
+
+
+def test_the_cli_surface_is_what_this_file_says():
+    """Every command and its options. A new stage in the registry is a new command with
+    the stage options; anything else that changes here is a deliberate change."""
+    assert _surface(build_parser()) == SURFACE
+    assert [c for c in SURFACE if c in stages.names()] == stages.names()
+
+
+@pytest.mark.parametrize("command", ["run", *stages.names()])
+def test_stage_help_names_the_command_and_overrides(command, capsys):
     with pytest.raises(SystemExit) as e:
         main([command, "--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    assert f"pretrain {command}" in out
-    if command != "config":
-        assert "--config" in out and "--dry-run" in out and "--force" in out
-        assert "--section.key=value" in out
-
-
-def test_top_level_help_lists_every_command(capsys):
-    with pytest.raises(SystemExit):
-        main(["--help"])
-    out = capsys.readouterr().out
-    for command in COMMANDS:
-        assert command in out
+    assert f"pretrain {command}" in out and "--section.key=value" in out
+    if command != "run":
+        assert stages.get(command).help[1:40] in " ".join(out.split())  # capitalised
 
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "--model.d_model=abc"], "error: model.d_model: expected int, got 'abc'"),
     (["run", "--nope=1"], "error: unknown config key 'nope'"),
     (["eval", "stray"], "error: unexpected argument 'stray'"),
+    (["train", "--resume"], "error: override --resume needs a value"),
 ])
 def test_user_errors_are_one_line_without_traceback(argv, message):
     # a real subprocess: what a user sees, including `python -m pretrain`
@@ -44,6 +75,16 @@ def test_user_errors_are_one_line_without_traceback(argv, message):
     assert "Traceback" not in res.stderr
 
 
+@pytest.mark.parametrize("argv", [["config", "show"], ["config", "show", "-c", "speedrun-shakespeare"],
+                                  ["train", "--dry-run"], ["config", "validate"]])
+def test_reading_configs_imports_no_torch(argv):
+    code = ("import sys; from pretrain.cli import main; rc = main(sys.argv[1:]); "
+            "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(rc)")
+    res = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+
+
 def test_dry_run_prints_resolved_config_and_runs_nothing(tmp_path, capsys):
     rc = main(["run", "--dry-run", f"--runs_dir={tmp_path}", "--train.steps=3"])
     assert rc == 0
@@ -52,11 +93,18 @@ def test_dry_run_prints_resolved_config_and_runs_nothing(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_config_show_applies_file_and_overrides(capsys):
-    assert main(["config", "show", "fineweb-edu-debug", "--model.n_layers=2"]) == 0
+@pytest.mark.parametrize("how", [["fineweb-edu-debug"], ["-c", "fineweb-edu-debug"],
+                                 ["--config=fineweb-edu-debug"]])
+def test_config_show_applies_file_and_overrides(how, capsys):
+    assert main(["config", "show", *how, "--model.n_layers=2"]) == 0
     out = capsys.readouterr().out
     assert 'name = "HuggingFaceFW/fineweb-edu"' in out
     assert "n_layers = 2" in out
+
+
+def test_config_show_refuses_two_configs(capsys):
+    assert main(["config", "show", "quickstart", "-c", "webtext"]) == 2
+    assert "give the config once" in capsys.readouterr().err
 
 
 def test_space_separated_override_is_not_taken_for_the_config(capsys):
@@ -89,5 +137,7 @@ def test_stage_without_upstream_says_what_to_run(tmp_path, capsys):
 def test_multi_process_launch_runs_only_the_train_stage(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["run", f"--runs_dir={tmp_path}"]) == 2
-    assert "under torchrun only `pretrain train` runs" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "under torchrun only `pretrain train` runs; run data, tokenizer, tokenize, eval, " \
+           "sample in one process" in err
     assert list(tmp_path.iterdir()) == []

@@ -34,7 +34,7 @@ def test_int_given_for_float_is_accepted_from_toml(tmp_path: Path):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ([("nope", "1")], "unknown config key 'nope'; allowed here: data, eval"),
+    ([("nope", "1")], "unknown config key 'nope'; allowed here: data, device, eval"),
     ([("train.lrr", "1")], "unknown config key 'train.lrr'; allowed here: activation_checkpointing, batch_size"),
     ([("model.d_model", "abc")], "model.d_model: expected int, got 'abc'"),
     ([("train.lr", "fast")], "train.lr: expected float, got 'fast'"),

@@ -12,11 +12,11 @@ import torch.nn.functional as F
 
 from pretrain.config import ConfigError
 from pretrain.eval import core
-from pretrain.eval.loss import EvalConfig
+from pretrain.eval.config import EvalConfig
 from pretrain.eval.tasks import Item, shot_indices
 from pretrain.model.transformer import ModelConfig, Transformer
 from pretrain.tokenizer import bpe
-from pretrain.tokenizer.bpe import TokenizerConfig
+from pretrain.tokenizer.config import TokenizerConfig
 
 from ..conftest import Oracle
 
@@ -105,7 +105,7 @@ def test_choice_is_the_lowest_mean_loss_computed_by_hand(tok):
         task = core.CoreTask("t", (), "mc", 0, " ", 0.25)
         for gold in range(3):
             res = core.score_task(model, tok, task, [Item(it.contexts, it.continuations, gold,
-                                                          " ")], 512, DEVICE)
+                                                          " ")])
             assert res["acc"] == (1.0 if gold == expected else 0.0)
     assert differs  # some seed where the summed loss would pick another choice
 
@@ -155,7 +155,7 @@ def _gold_rows(tok, root: Path, limit: int) -> list[list[int]]:
 def test_a_model_told_the_answers_scores_one_on_every_task_type(tok, tmp_path: Path):
     root = _bundle(tmp_path)
     oracle = Oracle(_gold_rows(tok, root, 0), tok.vocab_size)
-    res = core.run(oracle, tok, str(root), 0, 512, DEVICE)
+    res = core.run(oracle, tok, EvalConfig(tasks_dir=str(root), core_limit=0))
     assert set(res["tasks"]) == {"arc_easy", "boolq", "winogrande", "lambada_openai",
                                  "bigbench_operators", "hellaswag", "hellaswag_zeroshot"}
     for name, r in res["tasks"].items():
@@ -169,7 +169,7 @@ def test_a_model_told_the_answers_scores_one_on_every_task_type(tok, tmp_path: P
 def test_an_untrained_model_scores_at_chance_and_boolq_centres_on_its_majority(tok,
                                                                               tmp_path: Path):
     root = _bundle(tmp_path, n=240)
-    res = core.run(_model(tok.vocab_size), tok, str(root), 0, 512, DEVICE)
+    res = core.run(_model(tok.vocab_size), tok, EvalConfig(tasks_dir=str(root), core_limit=0))
     arc = res["tasks"]["arc_easy"]
     assert arc["chance"] == 0.25 and abs(arc["acc"] - 0.25) < 3 * (0.25 * 0.75 / 240) ** 0.5
     boolq = res["tasks"]["boolq"]
@@ -177,13 +177,13 @@ def test_an_untrained_model_scores_at_chance_and_boolq_centres_on_its_majority(t
     assert boolq["centered"] == pytest.approx((boolq["acc"] - 0.62) / 0.38, abs=1e-4)
     assert res["tasks"]["lambada_openai"]["acc"] == 0.0  # no greedy luck on 2+ digits
     # a limit scores the first items of DCLM's shuffle, the same ones on every run
-    a = core.run(_model(tok.vocab_size), tok, str(root), 20, 512, DEVICE)
-    b = core.run(_model(tok.vocab_size), tok, str(root), 20, 512, DEVICE)
+    a = core.run(_model(tok.vocab_size), tok, EvalConfig(tasks_dir=str(root), core_limit=20))
+    b = core.run(_model(tok.vocab_size), tok, EvalConfig(tasks_dir=str(root), core_limit=20))
     assert a == b and a["tasks"]["arc_easy"]["items"] == 20
 
 
 def test_nothing_found_is_reported_not_scored(tok, tmp_path: Path):
-    res = core.run(_model(tok.vocab_size), tok, str(tmp_path), 0, 512, DEVICE)
+    res = core.run(_model(tok.vocab_size), tok, EvalConfig(tasks_dir=str(tmp_path), core_limit=0))
     assert res["tasks"] == {} and res["core_exact"] is None
     assert len(res["missing"]) == len(core.TASKS) == 22
     assert "n/a" in core.table(res)

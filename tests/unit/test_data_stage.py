@@ -11,7 +11,9 @@ import pytest
 
 from pretrain.cli import main
 from pretrain.config import PretrainError
-from pretrain.data import stage
+from pretrain.data import executor, stage
+from pretrain.data.config import DataConfig, MinHashConfig
+from pretrain.data.docs import read_docs
 from pretrain.data.sources import HuggingFaceSource, LocalSource, WarcSource
 
 from ..conftest import shared_data
@@ -40,10 +42,10 @@ def _prose(i: int) -> str:
     return f"Record {i} of the archive.\n" + " ".join(picked[:5]) + "\n" + " ".join(picked[5:])
 
 
-def _run(tmp_path: Path, cfg: stage.DataConfig, out: str = "out", **kw) -> dict:
+def _run(tmp_path: Path, cfg: DataConfig, out: str = "out", **kw) -> dict:
     (tmp_path / out).mkdir(exist_ok=True)
     counts: dict = {}
-    stage.run(cfg, tmp_path / out, counts, **kw)
+    counts.update(stage.process(cfg, tmp_path / out, **kw).counts())
     return counts
 
 
@@ -60,7 +62,7 @@ def test_funnel_adds_up_and_names_every_drop(tmp_path):
     (tmp_path / "in-1.jsonl").open("a").write(
         json.dumps({"id": "fr", "text": "Le village est au bord de la rivière. " * 20}) + "\n"
         + json.dumps({"id": "dup", "text": _prose(0)}) + "\n")
-    cfg = stage.DataConfig(sources=[LocalSource(paths=[str(tmp_path / "in-*.jsonl")],
+    cfg = DataConfig(sources=[LocalSource(paths=[str(tmp_path / "in-*.jsonl")],
                                                 domain="web")])
     counts = _run(tmp_path, cfg)
     funnel = json.loads((tmp_path / "out" / "funnel.json").read_text())
@@ -76,17 +78,17 @@ def test_funnel_adds_up_and_names_every_drop(tmp_path):
     assert len(audit) == 6 and {a["step"] for a in audit} == {"length", "language", "dedup"}
     shards = json.loads((tmp_path / "out" / "shards.json").read_text())
     assert len(shards) == 4 and all(len(s["inputs"][0]["sha256"]) == 64 for s in shards.values())
-    kept = list(stage.read_docs(tmp_path / "out"))
+    kept = list(read_docs(tmp_path / "out"))
     assert kept[0]["meta"]["language"] == "en" and kept[0]["meta"]["url"]
 
 
 def test_killed_run_resumes_to_identical_output(tmp_path, monkeypatch):
     _web_files(tmp_path, n_files=5)
-    cfg = stage.DataConfig(sources=[LocalSource(paths=[str(tmp_path / "in-*.jsonl")])],
+    cfg = DataConfig(sources=[LocalSource(paths=[str(tmp_path / "in-*.jsonl")])],
                            workers=1)
     _run(tmp_path, cfg, "whole")
 
-    real, done = stage.run_task, []
+    real, done = executor.run_task, []
 
     def dies_after_two(cfg, task, work, ngrams):
         if len(done) == 2:
@@ -96,12 +98,12 @@ def test_killed_run_resumes_to_identical_output(tmp_path, monkeypatch):
         real(cfg, task, work, ngrams)
         done.append(task.index)
 
-    monkeypatch.setattr(stage, "run_task", dies_after_two)
+    monkeypatch.setattr(executor, "run_task", dies_after_two)
     work = tmp_path / "work"
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path, cfg, "resumed", work=work)
     assert sorted(p.name for p in work.glob("*.done")) == ["t-00000.done", "t-00001.done"]
-    monkeypatch.setattr(stage, "run_task", lambda *a: (done.append(a[1].index), real(*a)))
+    monkeypatch.setattr(executor, "run_task", lambda *a: (done.append(a[1].index), real(*a)))
     done.clear()
     _run(tmp_path, cfg, "resumed", work=work)
     assert done == [2, 3, 4]  # only the tasks without a marker ran again
@@ -138,10 +140,10 @@ def test_bad_inputs_are_counted_skips_and_good_documents_survive(tmp_path):
     raw = (tmp_path / "g.parquet").read_bytes()
     (tmp_path / "h-trunc.parquet").write_bytes(raw[: len(raw) // 2])
     src = LocalSource(paths=[str(tmp_path / "*")], quality="none")
-    cfg = stage.DataConfig(sources=[src], minhash=stage.MinHashConfig(enabled=False))
+    cfg = DataConfig(sources=[src], minhash=MinHashConfig(enabled=False))
     counts = _run(tmp_path / "..", cfg, out=tmp_path.name + "-out")
     out = tmp_path.parent / (tmp_path.name + "-out")
-    kept = {d["id"] for d in stage.read_docs(out)}
+    kept = {d["id"] for d in read_docs(out)}
     assert {"g0", "g1", "g2", "g3", "after-huge", "p0", "p1"} <= kept
     assert any(k.startswith("z") for k in kept) and any(k.startswith("s") for k in kept)
     d = counts["dropped"]
@@ -154,7 +156,7 @@ def test_bad_inputs_are_counted_skips_and_good_documents_survive(tmp_path):
         assert name in details, name
     # strict mode: the first unreadable record stops the stage, naming file and line
     with pytest.raises(PretrainError, match=r"c-mixed.jsonl:1"):
-        _run(tmp_path / "..", stage.DataConfig(sources=[src], strict=True),
+        _run(tmp_path / "..", DataConfig(sources=[src], strict=True),
              out=tmp_path.name + "-strict")
 
 
@@ -195,7 +197,7 @@ def test_huggingface_source_streams_a_local_dataset_with_fineweb_edu_fields(tmp_
 
 def test_inspect_prints_the_funnel_and_examples(tmp_path, capsys):
     _web_files(tmp_path, n_files=2)
-    cfg = stage.DataConfig(sources=[LocalSource(paths=[str(tmp_path / "in-*.jsonl")])])
+    cfg = DataConfig(sources=[LocalSource(paths=[str(tmp_path / "in-*.jsonl")])])
     _run(tmp_path, cfg)
     assert main(["data", "inspect", str(tmp_path / "out")]) == 0
     text = capsys.readouterr().out
@@ -222,7 +224,7 @@ def test_ray_executor_gives_the_output_of_the_local_one(tmp_path):
     pytest.importorskip("ray", reason="Ray is not installed (optional: pip install ray)")
     _web_files(tmp_path, n_files=3)
     src = LocalSource(paths=[str(tmp_path / "in-*.jsonl")])
-    _run(tmp_path, stage.DataConfig(sources=[src]), "local")
-    _run(tmp_path, stage.DataConfig(sources=[src], executor="ray"), "ray")
+    _run(tmp_path, DataConfig(sources=[src]), "local")
+    _run(tmp_path, DataConfig(sources=[src], executor="ray"), "ray")
     for p in sorted((tmp_path / "local").iterdir()):
         assert p.read_bytes() == (tmp_path / "ray" / p.name).read_bytes(), p.name

@@ -5,8 +5,10 @@ import json
 from pathlib import Path
 
 from pretrain.data import stage
-from pretrain.data.decontam import DecontamConfig, Decontaminate, benchmark_ngrams
-from pretrain.data.sources import Document, LocalSource
+from pretrain.data.config import DataConfig, DecontamConfig
+from pretrain.data.decontam import Decontaminate, benchmark_ngrams
+from pretrain.data.document import Document
+from pretrain.data.sources import LocalSource
 
 from ..conftest import shared_data
 
@@ -82,11 +84,11 @@ def test_stage_reports_hits_in_the_funnel(tmp_path):
     src.write_text("".join(json.dumps({"id": f"d{i}", "text": _filler(i, 150)}) + "\n"
                            for i in range(5))
                    + json.dumps({"id": "bad", "text": _filler(9) + " " + STORY}) + "\n")
-    cfg = stage.DataConfig(sources=[LocalSource(paths=[str(src)], quality="none")],
+    cfg = DataConfig(sources=[LocalSource(paths=[str(src)], quality="none")],
                            decontam=DecontamConfig(benchmarks=benches))
     (tmp_path / "out").mkdir()
     counts: dict = {}
-    stage.run(cfg, tmp_path / "out", counts)
+    counts.update(stage.process(cfg, tmp_path / "out").counts())
     assert counts["dropped"] == {"contaminated": 1}
     funnel = {r["step"]: r for r in json.loads((tmp_path / "out" / "funnel.json").read_text())}
     assert funnel["decontam"]["stats"] == {"hits_hellaswag": 1}

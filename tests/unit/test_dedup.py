@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pretrain.data import minhash, stage
-from pretrain.data.minhash import MinHashConfig, MinHasher, estimate_jaccard, simplify
+from pretrain.data import executor, minhash, stage
+from pretrain.data.config import DataConfig, MinHashConfig
+from pretrain.data.docs import read_docs
+from pretrain.data.minhash import MinHasher, estimate_jaccard, simplify
 from pretrain.data.sources import LocalSource
 
 
@@ -117,11 +119,11 @@ def _corpus(tmp_path: Path) -> tuple[list[str], list[str]]:
 
 
 def _run(tmp_path: Path, out: str, sources, **kw) -> tuple[list[str], dict]:
-    cfg = stage.DataConfig(sources=sources, **kw)
+    cfg = DataConfig(sources=sources, **kw)
     counts: dict = {}
     (tmp_path / out).mkdir()
-    stage.run(cfg, tmp_path / out, counts)
-    return [d["id"] for d in stage.read_docs(tmp_path / out)], counts
+    counts.update(stage.process(cfg, tmp_path / out).counts())
+    return [d["id"] for d in read_docs(tmp_path / out)], counts
 
 
 def test_stage_removes_near_duplicates_across_files(tmp_path):
@@ -151,7 +153,7 @@ def test_output_does_not_depend_on_worker_processes(tmp_path, monkeypatch):
     _corpus(tmp_path)
     src = LocalSource(paths=[str(tmp_path / "*.jsonl")], domain="x", quality="none")
     _run(tmp_path, "one", [src], workers=1)
-    monkeypatch.setattr(stage, "_MIN_PARALLEL_BYTES", 0)  # two processes even for tiny input
+    monkeypatch.setattr(executor, "_MIN_PARALLEL_BYTES", 0)  # two processes even for tiny input
     _run(tmp_path, "two", [src], workers=2)
     for name in ("docs-00000.jsonl", "docs-00001.jsonl", "dropped.jsonl", "funnel.json"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()

@@ -5,12 +5,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pretrain.eval.loss import EvalConfig, domain_losses, domain_windows
+from pretrain.eval.loss import domain_windows, held_out
 from pretrain.model.config import ModelConfig
 from pretrain.model.generate import generate
 from pretrain.model.transformer import Transformer
 from pretrain.tokenizer import shards
-from pretrain.tokenizer.bpe import BOS, EOS, Tokenizer
+from pretrain.tokenizer.bpe import Tokenizer
+from pretrain.tokenizer.config import BOS, EOS, TokenizeConfig
 
 TEXTS = {"a": ["hello there", "general kenobi"], "b": ["x = 1\nprint(x)"]}
 
@@ -21,7 +22,7 @@ def _setup(tmp_path: Path, seq_len: int):
             for d, ts in TEXTS.items() for i, t in enumerate(ts)]
     docs.append({"id": "t", "domain": "a", "text": "for training only"})
     # the first two documents of each domain are held out, the last one is trained on
-    cfg = shards.TokenizeConfig(val_fraction=1e-6, min_val_docs=2)
+    cfg = TokenizeConfig(val_fraction=1e-6, min_val_docs=2)
     shards.run(cfg, tok, iter(docs), ["a", "b"], tmp_path, {})
     torch.manual_seed(0)
     model = Transformer(ModelConfig(d_model=32, n_layers=2, n_heads=2, n_kv_heads=1,
@@ -31,8 +32,7 @@ def _setup(tmp_path: Path, seq_len: int):
 
 def test_bits_per_byte_matches_a_hand_computation(tmp_path: Path):
     tok, model = _setup(tmp_path, seq_len=64)  # every domain fits in one window
-    res = domain_losses(model, shards.TokenShards(tmp_path, "val"), tok.token_bytes(),
-                        EvalConfig(max_tokens_per_domain=0), torch.device("cpu"))
+    res = held_out(model, shards.TokenShards(tmp_path, "val"), 0, 16, torch.device("cpu"))
     total_nll = total_bytes = total_tok = 0.0
     for domain, texts in TEXTS.items():
         stream = []
@@ -54,8 +54,7 @@ def test_bits_per_byte_matches_a_hand_computation(tmp_path: Path):
 
 def test_windows_shorter_than_the_stream_predict_every_token_once(tmp_path: Path):
     tok, model = _setup(tmp_path, seq_len=8)
-    res = domain_losses(model, shards.TokenShards(tmp_path, "val"), tok.token_bytes(),
-                        EvalConfig(max_tokens_per_domain=0, batch_size=3), torch.device("cpu"))
+    res = held_out(model, shards.TokenShards(tmp_path, "val"), 0, 3, torch.device("cpu"))
     for domain, texts in TEXTS.items():
         n = sum(len(t.encode()) + 2 for t in texts)
         assert res[domain]["tokens"] == n - 1

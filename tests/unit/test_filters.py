@@ -6,7 +6,7 @@ import pytest
 from pretrain.config import ConfigError
 from pretrain.data import filters as f
 from pretrain.data import quality as q
-from pretrain.data.sources import Document
+from pretrain.data.document import Document
 
 PROSE = ("The history of the town is long and it has seen many changes over the years. "
          "Farmers came to the valley with their families, and they built houses with stone "

@@ -6,7 +6,7 @@ import pytest
 
 from pretrain.config import ConfigError
 from pretrain.eval import contamination, gates
-from pretrain.eval.loss import EvalConfig
+from pretrain.eval.config import EvalConfig
 
 
 def test_gates_pass_fail_and_missing_metrics():

@@ -6,10 +6,17 @@ import numpy as np
 import pytest
 import torch
 
+from pretrain import stages
 from pretrain.config import ConfigError
+from pretrain.pipeline import run_stages
+from pretrain.run_config import load_config
 from pretrain.tokenizer import shards
-from pretrain.tokenizer.bpe import BOS, EOS, Tokenizer
-from pretrain.train.data import MixtureEntry, MixtureWindows
+from pretrain.tokenizer.bpe import Tokenizer
+from pretrain.tokenizer.config import BOS, EOS, TokenizeConfig
+from pretrain.train.config import MixtureEntry
+from pretrain.train.data import MixtureWindows
+
+from ..conftest import tiny_overrides
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +32,7 @@ def train_shards(tmp_path_factory):
         n = 300 if low else 100
         docs.append({"id": f"d{i}", "domain": "low" if low else "high",
                      "text": "".join(rng.choice(list(letters), n))})
-    shards.run(shards.TokenizeConfig(val_fraction=0.05, shard_tokens=4000), tok, iter(docs),
+    shards.run(TokenizeConfig(val_fraction=0.05, shard_tokens=4000), tok, iter(docs),
                ["high", "low"], out, {})
     return shards.TokenShards(out, "train")
 
@@ -88,14 +95,10 @@ def test_unknown_domain_is_a_config_error(train_shards):
 
 
 def test_mixture_in_the_training_stage(tmp_path):
-    from pretrain.pipeline import STAGES, run_stages
-    from pretrain.run_config import load_config
-
-    from ..conftest import tiny_overrides
     cfg = load_config(None, tiny_overrides(
         tmp_path, train__steps="10",
         train__mixture='[{domain = "prose", weight = 2.0, max_epochs = 4.0}, {domain = "code", weight = 1.0}]'))
-    rd = run_stages(cfg, STAGES[:4], force=set())
+    rd = run_stages(cfg, stages.names()[:4], force=set())
     counts = rd.manifest("train")["counts"]
     assert counts["val_loss_final"] < counts["val_loss_initial"]
     stored = load_config(str(rd.root / "config.toml"))      # the run dir records the mixture

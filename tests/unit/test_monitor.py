@@ -11,8 +11,10 @@ import pytest
 
 from pretrain.model.config import ModelConfig
 from pretrain.tokenizer import shards
-from pretrain.tokenizer.bpe import BOS, EOS, Tokenizer
-from pretrain.train.loop import TrainConfig, log_line, train
+from pretrain.tokenizer.bpe import Tokenizer
+from pretrain.tokenizer.config import BOS, EOS, TokenizeConfig
+from pretrain.train.config import TrainConfig
+from pretrain.train.loop import RunPaths, log_line, train
 from pretrain.train.optim import lr_at
 
 MODEL = ModelConfig(d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, seq_len=16, vocab_size=258)
@@ -26,7 +28,7 @@ def tokens(tmp_path_factory) -> Path:
     prose = (math.__doc__ or "") + " ".join(["the cat sat on the mat"] * 200)
     docs = [{"id": f"c{i}", "domain": "code", "text": code[i * 300:(i + 1) * 300]} for i in range(20)]
     docs += [{"id": f"p{i}", "domain": "prose", "text": prose[i * 200:(i + 1) * 200]} for i in range(20)]
-    shards.run(shards.TokenizeConfig(val_fraction=0.2, min_val_docs=2), tok, iter(docs),
+    shards.run(TokenizeConfig(val_fraction=0.2, min_val_docs=2), tok, iter(docs),
                ["code", "prose"], out, {})
     return out
 
@@ -36,8 +38,7 @@ def _train(tokens: Path, tmp_path: Path, **kw) -> tuple[dict, list[dict]]:
                                 eval_batches=2, log_every=2, checkpoint_every=0), **kw})
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
-    counts: dict = {}
-    train(cfg, MODEL, tokens, out, seed=1, counts=counts, monitor_dir=tmp_path / "tb")
+    counts = train(cfg, MODEL, tokens, RunPaths(out, monitor=tmp_path / "tb"), seed=1)
     return counts, [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
 
 

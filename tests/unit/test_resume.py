@@ -14,9 +14,11 @@ from pretrain import distributed
 from pretrain.config import PretrainError
 from pretrain.model.config import ModelConfig
 from pretrain.tokenizer import shards
-from pretrain.tokenizer.bpe import BOS, EOS, Tokenizer
+from pretrain.tokenizer.bpe import Tokenizer
+from pretrain.tokenizer.config import BOS, EOS, TokenizeConfig
 from pretrain.train import loop, state
-from pretrain.train.loop import TrainConfig, Trainer, train
+from pretrain.train.config import TrainConfig
+from pretrain.train.loop import RunPaths, Trainer, train
 
 MODEL = ModelConfig(d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, seq_len=32, vocab_size=258,
                     dropout=0.1)  # dropout: the RNG state must be restored too
@@ -28,7 +30,7 @@ def tokens(tmp_path_factory) -> Path:
     tok = Tokenizer([bytes([i]) for i in range(256)], r"[\s\S]", [BOS, EOS])
     text = Path(json.__file__).read_text() + Path(math.__doc__ or "x").as_posix()
     docs = [{"id": str(i), "domain": "code", "text": text[i * 500:(i + 1) * 500]} for i in range(40)]
-    shards.run(shards.TokenizeConfig(val_fraction=0.1), tok, iter(docs), ["code"], out, {})
+    shards.run(TokenizeConfig(val_fraction=0.1), tok, iter(docs), ["code"], out, {})
     return out
 
 
@@ -40,9 +42,7 @@ def _cfg(**kw) -> TrainConfig:
 
 def _run(tokens: Path, out: Path, ckpt: Path, **kw) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    counts: dict = {}
-    train(_cfg(**kw), MODEL, tokens, out, seed=3, counts=counts, ckpt_dir=ckpt)
-    return counts
+    return train(_cfg(**kw), MODEL, tokens, RunPaths(out, checkpoints=ckpt), seed=3)
 
 
 def _losses(out: Path) -> list[tuple[int, float]]:
@@ -143,7 +143,7 @@ def test_rotation_keeps_last_k_and_the_best(tmp_path):
     opt = torch.optim.AdamW(model.parameters())
     model_sd, opt_sd = distributed.full_state(model, opt)
     for step, val in [(10, 2.0), (20, 1.0), (30, 3.0), (40, 4.0), (50, 5.0)]:
-        state.save(tmp_path, step, model_sd, opt_sd, {}, {"val_loss": val}, keep_last=2)
+        state.save(tmp_path, step, MODEL, model_sd, opt_sd, {}, {"val_loss": val}, keep_last=2)
     assert [p.name for p in state.complete(tmp_path)] == ["step-0000020", "step-0000040", "step-0000050"]
     (tmp_path / "step-0000060.tmp").mkdir()  # a torn write is never a checkpoint
     assert state.complete(tmp_path)[-1].name == "step-0000050"
@@ -156,8 +156,8 @@ def test_compiled_training_matches_eager(tokens, tmp_path):
     for name, compiled in (("eager", False), ("compiled", True)):
         out = tmp_path / name
         out.mkdir()
-        train(_cfg(steps=3, compile=compiled, checkpoint_every=0), model, tokens, out, seed=3,
-              counts={})
+        train(_cfg(steps=3, compile=compiled, checkpoint_every=0), model, tokens, RunPaths(out),
+              seed=3)
         outs[name] = [loss for _, loss in _losses(out)]
     assert outs["compiled"] == pytest.approx(outs["eager"], abs=1e-4)
 

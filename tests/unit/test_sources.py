@@ -7,8 +7,13 @@ import pytest
 
 from pretrain.config import ConfigError
 from pretrain.data import stage as data_stage
-from pretrain.data.minhash import MinHashConfig
-from pretrain.data.sources import Document, LocalSource, PythonInstallationSource, Skip
+from pretrain.data.config import CleanConfig, DataConfig, MinHashConfig
+from pretrain.data.docs import _prefetched, read_docs
+from pretrain.data.document import Document, Skip
+from pretrain.data.sources import LocalSource, PythonInstallationSource, _distributions
+from pretrain.tokenizer import shards
+from pretrain.tokenizer.bpe import Tokenizer, training_sample
+from pretrain.tokenizer.config import BOS, EOS, TokenizeConfig, TokenizerConfig
 
 from ..conftest import shared_data
 
@@ -88,11 +93,11 @@ def test_lone_surrogate_is_skipped_by_the_data_stage(tmp_path: Path):
     src.write_text(json.dumps({"id": "ok", "text": good}) + "\n"
                    + '{"id": "bad", "text": "bad \\ud800 ' + "words " * 50 + '", "url": "\\udfff"}\n'
                    + json.dumps({"id": "meta", "text": good + "x", "url": "\ud800"}) + "\n")
-    cfg = data_stage.DataConfig(sources=[LocalSource(paths=[str(src)], quality="none")])
+    cfg = DataConfig(sources=[LocalSource(paths=[str(src)], quality="none")])
     counts: dict = {}
-    data_stage.run(cfg, tmp_path, counts)
+    counts.update(data_stage.process(cfg, tmp_path).counts())
     assert counts["dropped"] == {"invalid_unicode": 1}
-    kept = list(data_stage.read_docs(tmp_path))
+    kept = list(read_docs(tmp_path))
     assert [d["id"] for d in kept] == ["ok", "meta"]
     assert "url" not in kept[1]["meta"]  # an unencodable metadata value is dropped, not the doc
 
@@ -153,11 +158,11 @@ def test_data_stage_drops_are_audited(tmp_path: Path):
         {"id": "3", "text": "short"},
         {"id": "4", "text": "binary \x00\x01\x02 junk " * 30},
     ]) + "\n{oops\n")
-    cfg = data_stage.DataConfig(sources=[LocalSource(paths=[str(src)], domain="web", quality="none")])
+    cfg = DataConfig(sources=[LocalSource(paths=[str(src)], domain="web", quality="none")])
     out = tmp_path / "out"
     out.mkdir()
     counts: dict = {}
-    data_stage.run(cfg, out, counts)
+    counts.update(data_stage.process(cfg, out).counts())
     assert counts["docs_kept"] == {"web": 1}
     assert counts["dropped"] == {"exact_duplicate": 1, "too_short": 1, "nonprintable": 1,
                                  "malformed_json": 1}
@@ -165,7 +170,7 @@ def test_data_stage_drops_are_audited(tmp_path: Path):
     assert {a["id"]: a["reason"] for a in audit} == {
         "2": "exact_duplicate", "3": "too_short", "4": "nonprintable",
         f"{src}:5": "malformed_json"}
-    kept = list(data_stage.read_docs(out))
+    kept = list(read_docs(out))
     assert [d["id"] for d in kept] == ["1"]
 
 
@@ -216,31 +221,28 @@ def test_unknown_extension_asks_for_a_format(tmp_path: Path):
 def test_a_source_can_be_held_out_whole(tmp_path: Path):
     """use_for = "val": a dedicated held-out file goes to the val split whatever the hash
     says, and the tokenizer never trains on it."""
-    from pretrain.data import stage
-    from pretrain.tokenizer import shards
-    from pretrain.tokenizer.bpe import BOS, EOS, Tokenizer, TokenizerConfig, training_sample
     texts = {f"t{i}.txt": f"training text number {i} " * 20 for i in range(30)}
     texts["held.txt"] = "held out text " * 30
     for name, t in texts.items():
         (tmp_path / name).write_text(t)
-    cfg = stage.DataConfig(
+    cfg = DataConfig(
         sources=[LocalSource(paths=[str(tmp_path / "t*.txt")], domain="d", use_for="train",
                              quality="none"),
                  LocalSource(paths=[str(tmp_path / "held.txt")], domain="d", use_for="val",
                              quality="none")],
-        clean=stage.CleanConfig(min_chars=10),
+        clean=CleanConfig(min_chars=10),
         minhash=MinHashConfig(enabled=False))  # the training texts are near-duplicates
     out = tmp_path / "data"
     out.mkdir()
-    stage.run(cfg, out, {})
-    docs = list(stage.read_docs(out))
+    data_stage.process(cfg, out)
+    docs = list(read_docs(out))
     assert [d.get("split") for d in docs] == ["train"] * 30 + ["val"]
     sample = list(training_sample(iter(docs), TokenizerConfig(), ["d"]))
     assert len(sample) == 30 and not any("held out" in s for s in sample)
     tok = Tokenizer([bytes([i]) for i in range(256)], r"[\s\S]", [BOS, EOS])
     # a val_fraction that would hold out most documents by hash changes nothing here
     (tmp_path / "tok").mkdir()
-    shards.run(shards.TokenizeConfig(val_fraction=0.9), tok, iter(docs), ["d"], tmp_path / "tok", {})
+    shards.run(TokenizeConfig(val_fraction=0.9), tok, iter(docs), ["d"], tmp_path / "tok", {})
     val = shards.TokenShards(tmp_path / "tok", "val")
     (only, domain), = list(val.documents())
     assert tok.decode(only[1:-1]) == texts["held.txt"] and domain == "d"
@@ -248,7 +250,6 @@ def test_a_source_can_be_held_out_whole(tmp_path: Path):
 
 
 def test_prefetched_documents_keep_order_errors_and_early_stop():
-    from pretrain.data.stage import _prefetched
 
     def gen(n: int, fail_at: int = -1):
         for i in range(n):
@@ -270,7 +271,6 @@ def test_prose_corpus_does_not_depend_on_what_the_process_imported(monkeypatch):
     installed distributions, and so the prose corpus and its fingerprint, must not change."""
     import sys
 
-    from pretrain.data.sources import PythonInstallationSource, _distributions
     before = PythonInstallationSource(part="prose").fingerprint(), _distributions()
     vendor = Path(__import__("setuptools").__file__).parent / "_vendor"
     if not vendor.is_dir():

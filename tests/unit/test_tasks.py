@@ -10,8 +10,10 @@ import torch.nn.functional as F
 
 from pretrain.config import ConfigError
 from pretrain.eval import tasks
+from pretrain.eval.config import EvalConfig
 from pretrain.model.transformer import ModelConfig, Transformer
-from pretrain.tokenizer.bpe import BOS, EOS, Tokenizer
+from pretrain.tokenizer.bpe import Tokenizer
+from pretrain.tokenizer.config import BOS, EOS
 
 from ..conftest import Oracle, shared_data
 
@@ -30,7 +32,8 @@ def _model(seq_len: int = 512) -> Transformer:
 
 def test_loglikelihood_matches_a_hand_computation():
     tok, model = _bytes_tok(), _model()
-    (lp, n, greedy), = tasks.loglikelihoods(model, tok, [("ab", "cd")], 512, DEVICE)
+    (t,) = tasks.loglikelihoods(model, tok, [("ab", "cd")])
+    lp, n, greedy = t.logprob, t.tokens, t.greedy
     ids = tok.encode("abcd")
     with torch.no_grad():
         logits, _ = model(torch.tensor([ids[:-1]]))
@@ -40,11 +43,11 @@ def test_loglikelihood_matches_a_hand_computation():
     assert greedy == bool(logp[1].argmax() == ids[2] and logp[2].argmax() == ids[3])
     # batched with longer and shorter rows (right padding) the number is the same
     many = tasks.loglikelihoods(model, tok, [("x" * 40, "y"), ("ab", "cd"), ("q", "rs")],
-                                512, DEVICE, batch_size=3)
-    assert many[1][0] == pytest.approx(lp, abs=1e-5)
-    # a context longer than seq_len is cut from the left, the continuation kept whole
-    (lp_cut, n_cut, _), = tasks.loglikelihoods(model, tok, [("z" * 600, "cd")], 64, DEVICE)
-    assert n_cut == 2 and lp_cut < 0
+                                batch_size=3)
+    assert many[1].logprob == pytest.approx(lp, abs=1e-5)
+    # a context longer than the model's seq_len is cut from the left, the continuation kept
+    (cut,) = tasks.loglikelihoods(_model(seq_len=64), tok, [("z" * 600, "cd")])
+    assert cut.tokens == 2 and cut.logprob < 0
 
 
 def test_a_model_told_the_answers_scores_one(tmp_path: Path):
@@ -56,7 +59,7 @@ def test_a_model_told_the_answers_scores_one(tmp_path: Path):
     kind, items = tasks.load(path, "auto", " ")
     assert kind == "mc" and len(items) == 9
     oracle = Oracle([tok.encode("".join(it.pairs()[it.gold])) for it in items], 258)
-    res = tasks.evaluate(oracle, tok, "mine", kind, items, 512, DEVICE)
+    res = tasks.evaluate(oracle, tok, "mine", kind, items)
     assert res["acc"] == res["acc_norm"] == 1.0 and res["centered"] == 1.0
     assert res["chance"] == pytest.approx(1 / 3, abs=1e-4)
 
@@ -64,7 +67,7 @@ def test_a_model_told_the_answers_scores_one(tmp_path: Path):
 def test_an_untrained_model_scores_at_chance():
     path = shared_data("eval/llm-foundry/arc_easy.jsonl")
     kind, items = tasks.load(path, "mc", "\nAnswer: ", limit=400)
-    res = tasks.evaluate(_model(), _bytes_tok(), "arc_easy", kind, items, 512, DEVICE, 32)
+    res = tasks.evaluate(_model(), _bytes_tok(), "arc_easy", kind, items, batch_size=32)
     assert res["chance"] == pytest.approx(0.25, abs=0.01)
     # 400 four-way items: standard error 0.022; 4 of them either way
     assert abs(res["acc"] - 0.25) < 0.09 and abs(res["acc_norm"] - 0.25) < 0.09
@@ -94,12 +97,13 @@ def test_lm_tasks_need_every_token_greedy(tmp_path: Path):
                     + json.dumps({"context": "Grass is", "continuation": "green"}) + "\n")
     kind, items = tasks.load(path, "auto")
     oracle = Oracle([tok.encode("The sky is blue")], 258)  # knows only the first answer
-    res = tasks.evaluate(oracle, tok, "lm", kind, items, 512, DEVICE)
+    res = tasks.evaluate(oracle, tok, "lm", kind, items)
     assert res["acc"] == 0.5 and res["chance"] == 0.0
 
 
 def test_missing_task_files_are_logged_skips(tmp_path: Path):
-    res = tasks.run_tasks(_model(), _bytes_tok(), ["arc_easy"], str(tmp_path), 0, 512, DEVICE, 8)
+    res = tasks.run_tasks(_model(), _bytes_tok(),
+                          EvalConfig(tasks=["arc_easy"], tasks_dir=str(tmp_path), batch_size=8))
     assert "no file at" in res["arc_easy"]["skipped"]
     assert "skipped" in tasks.table(res)
 
@@ -109,7 +113,8 @@ def test_wikitext_perplexity_is_the_loss_of_the_whole_file(tmp_path: Path):
     (tmp_path / "wikitext-2").mkdir()
     (tmp_path / "wikitext-2" / "test.txt").write_text(text)
     model, tok = _model(seq_len=64), _bytes_tok()
-    res = tasks.run_tasks(model, tok, ["wikitext2"], str(tmp_path), 0, 64, DEVICE, 8)["wikitext2"]
+    res = tasks.run_tasks(model, tok, EvalConfig(tasks=["wikitext2"], tasks_dir=str(tmp_path),
+                                                batch_size=8))["wikitext2"]
     assert res["tokens"] == len(text) - 1 and res["bytes"] == len(text) - 1
     # the same number by hand: every byte after the first predicted once
     ids = torch.tensor(tok.encode(text))

@@ -9,7 +9,15 @@ import pytest
 
 from pretrain.config import ConfigError
 from pretrain.tokenizer import bpe, shards
-from pretrain.tokenizer.bpe import BOS, EOS, Tokenizer, TokenizerConfig
+from pretrain.tokenizer.bpe import Tokenizer
+from pretrain.tokenizer.config import (
+    BOS,
+    EOS,
+    GPT2_PATTERN,
+    GPT4_PATTERN,
+    TokenizeConfig,
+    TokenizerConfig,
+)
 
 # real text that every Python installation has: two modules' sources and a help topic
 CORPUS = [
@@ -69,7 +77,7 @@ def test_load_rejects_other_files(tmp_path: Path):
 
 
 def test_pattern_names_and_custom_regex():
-    assert TokenizerConfig(pattern="gpt2").regex() == bpe.GPT2_PATTERN
+    assert TokenizerConfig(pattern="gpt2").regex() == GPT2_PATTERN
     assert TokenizerConfig(pattern=r"\w+|\s+").regex() == r"\w+|\s+"
     with pytest.raises(ConfigError, match="must include <\\|bos\\|>"):
         TokenizerConfig(special_tokens=["<|eos|>"])
@@ -91,7 +99,7 @@ def test_shards_are_byte_identical_for_any_thread_count(tok, tmp_path: Path):
     for threads, batch in ((1, 512), (2, 7), (4, 1)):
         out = tmp_path / f"t{threads}"
         out.mkdir()
-        cfg = shards.TokenizeConfig(val_fraction=0.2, shard_tokens=3000, num_threads=threads,
+        cfg = TokenizeConfig(val_fraction=0.2, shard_tokens=3000, num_threads=threads,
                                     batch_docs=batch)
         shards.run(cfg, tok, iter(docs), ["code", "prose"], out, {})
         files[threads] = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
@@ -102,7 +110,7 @@ def test_shards_are_byte_identical_for_any_thread_count(tok, tmp_path: Path):
 def test_report_compression_usage_and_fragmenting_words(tok):
     from pretrain.tokenizer.report import report, table
     texts = {"code": CORPUS[:2], "prose": [CORPUS[2], "Floccinaucinihilipilification " * 3]}
-    byte_level = Tokenizer([bytes([i]) for i in range(256)], bpe.GPT4_PATTERN, [BOS, EOS])
+    byte_level = Tokenizer([bytes([i]) for i in range(256)], GPT4_PATTERN, [BOS, EOS])
     rep = report(tok, texts, byte_level, "bytes")
     for domain, ts in texts.items():
         r = rep["domains"][domain]
@@ -129,7 +137,7 @@ def test_report_compression_usage_and_fragmenting_words(tok):
 def test_shards_roundtrip_with_domains_and_split(tok, tmp_path: Path):
     docs = [{"id": f"d{i}", "domain": "code" if i % 2 else "prose", "text": CORPUS[i % 3]}
             for i in range(40)]
-    cfg = shards.TokenizeConfig(val_fraction=0.2, shard_tokens=500, min_val_docs=1)
+    cfg = TokenizeConfig(val_fraction=0.2, shard_tokens=500, min_val_docs=1)
     counts: dict = {}
     shards.run(cfg, tok, iter(docs), ["code", "prose"], tmp_path, counts, total_docs=40)
     meta = json.loads((tmp_path / "meta.json").read_text())
@@ -163,7 +171,7 @@ def test_vocab_over_65536_writes_uint32_shards(tmp_path: Path):
     assert big.encode("\x00A") == [256 + 255 * 256 + 65]
     docs = [{"id": f"d{i}", "domain": "x", "text": "\x00A"} for i in range(6)]
     counts: dict = {}
-    shards.run(shards.TokenizeConfig(val_fraction=0.3), big, iter(docs), ["x"], tmp_path, counts)
+    shards.run(TokenizeConfig(val_fraction=0.3), big, iter(docs), ["x"], tmp_path, counts)
     meta = json.loads((tmp_path / "meta.json").read_text())
     assert meta["dtype"] == "uint32"
     stored = [toks.tolist() for split in ("train", "val")
@@ -175,7 +183,7 @@ def test_empty_documents_are_bos_eos_and_specials_never_come_from_text(tok, tmp_
     docs = [{"id": "e", "domain": "x", "text": ""},
             {"id": "s", "domain": "x", "text": f"{BOS}{EOS}<|pad|> plain"}]
     # the first document is held out (min_val_docs), the other one trained on
-    shards.run(shards.TokenizeConfig(val_fraction=1e-9, min_val_docs=1), tok, iter(docs), ["x"],
+    shards.run(TokenizeConfig(val_fraction=1e-9, min_val_docs=1), tok, iter(docs), ["x"],
                tmp_path, {})
     stored = {tok.decode(t[1:-1].tolist()): t.tolist() for split in ("train", "val")
               for t, _ in shards.TokenShards(tmp_path, split).documents()}

@@ -10,10 +10,12 @@ import pytest
 import torch
 
 from pretrain.model.config import ModelConfig
-from pretrain.model.transformer import Transformer
+from pretrain.model.transformer import Transformer, grow_vocab
 from pretrain.tokenizer import bpe
-from pretrain.tokenizer.bpe import Tokenizer, TokenizerConfig
-from pretrain.tokenizer.extend import extend, resize_embeddings
+from pretrain.tokenizer.bpe import Tokenizer
+from pretrain.tokenizer.config import TokenizerConfig
+from pretrain.tokenizer.extend import extend
+from pretrain.tokenizer.hf import save_pretrained
 
 CORPUS = [Path(textwrap.__file__).read_text(), Path(json.decoder.__file__).read_text()]
 TEXT = "The transformer's tokenization of pharmacokinetics and immunohistochemistry: fine."
@@ -71,7 +73,7 @@ def test_resized_embeddings_keep_old_rows_and_average_new_ones(tok: Tokenizer, t
     old_embed, old_head = model.embed.weight.clone(), model.head.weight.clone()
     ids = torch.tensor([tok.encode("plain text here")])
     before = model(ids)[0]
-    resize_embeddings(model, new)
+    grow_vocab(model, [a.parts for a in sorted(new.added, key=lambda a: a.id)])
     assert model.cfg.vocab_size == new.vocab_size == model.embed.weight.shape[0]
     assert torch.equal(model.embed.weight[:tok.vocab_size], old_embed)
     for a in new.added:
@@ -91,7 +93,6 @@ def test_extended_tokenizer_exports_to_hf_with_the_same_ids(tok: Tokenizer, tmp_
     pytest.importorskip("transformers", reason="HF export needs transformers")
     from transformers import PreTrainedTokenizerFast
 
-    from pretrain.tokenizer.hf import save_pretrained
     new, _ = extend(tok, ["pharmacokinetics", "immunohistochemistry"])
     save_pretrained(new, tmp_path, 1024)
     hf = PreTrainedTokenizerFast.from_pretrained(str(tmp_path))

@@ -12,7 +12,7 @@ from pydoc_data.topics import topics as pydoc_topics
 import pytest
 
 from pretrain.tokenizer import bpe, reference
-from pretrain.tokenizer.bpe import GPT2_PATTERN, GPT4_PATTERN, TokenizerConfig
+from pretrain.tokenizer.config import GPT2_PATTERN, GPT4_PATTERN, TokenizerConfig
 
 from ..conftest import shared_data
 

@@ -3,11 +3,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
+from pretrain.config import ConfigError
+from pretrain.model import io
 from pretrain.model.config import ModelConfig
 from pretrain.model.transformer import Transformer
-from pretrain.train import checkpoint
-from pretrain.train.loop import RandomWindows, TrainConfig, lr_at, param_groups
+from pretrain.train.config import TrainConfig
+from pretrain.train.data import RandomWindows
+from pretrain.train.optim import apply_activation_checkpointing, lr_at, param_groups
 
 
 def test_warmup_then_cosine_to_the_floor():
@@ -70,8 +74,8 @@ def test_checkpoint_roundtrip(tmp_path: Path, tie: bool):
     cfg = ModelConfig(d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, seq_len=8, vocab_size=50,
                       tie_embeddings=tie)
     model = Transformer(cfg).eval()
-    checkpoint.save(model, cfg, tmp_path)
-    again = checkpoint.load(tmp_path)
+    io.save(tmp_path, cfg, model.state_dict(), io.tied_aliases(model))
+    again = io.load(tmp_path)
     x = torch.randint(0, 50, (2, 8))
     assert torch.equal(model(x)[0], again(x)[0])
     assert again.cfg == cfg
@@ -82,19 +86,17 @@ def test_checkpoint_roundtrip(tmp_path: Path, tie: bool):
 def test_weights_of_another_layout_are_a_clear_error(tmp_path: Path):
     """Weights saved with the names of an older layout (separate q/k/v) name the file and
     say what to do, instead of a missing-keys traceback."""
-    from safetensors.torch import load_file, save_file
-
-    from pretrain.config import ConfigError
     cfg = ModelConfig(d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, seq_len=8, vocab_size=50)
-    checkpoint.save(Transformer(cfg), cfg, tmp_path)
-    weights = tmp_path / checkpoint.WEIGHTS
+    model = Transformer(cfg)
+    io.save(tmp_path, cfg, model.state_dict(), io.tied_aliases(model))
+    weights = tmp_path / io.WEIGHTS
     sd = load_file(weights)
     q, k, v = sd.pop("layers.0.attn.wqkv.weight").split([32, 16, 16])
     sd |= {"layers.0.attn.wq.weight": q, "layers.0.attn.wk.weight": k,
            "layers.0.attn.wv.weight": v}
     save_file(sd, weights)
     with pytest.raises(ConfigError, match=r"model.safetensors: the weights do not fit .*--force train"):
-        checkpoint.load(tmp_path)
+        io.load(tmp_path)
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "linear", "wsd"])
@@ -112,7 +114,6 @@ def test_every_schedule_warms_up_and_ends_at_the_floor(schedule):
 
 
 def test_activation_checkpointing_gives_the_same_gradients():
-    from pretrain.train.optim import apply_activation_checkpointing
     cfg = ModelConfig(d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, seq_len=16, vocab_size=50)
     torch.manual_seed(0)
     a = Transformer(cfg)

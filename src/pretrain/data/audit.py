@@ -1,7 +1,7 @@
 """Reading a data stage's audit trail back: the funnel, drop reasons, dropped examples.
 
 ``pretrain data inspect RUN [--reason R]`` prints it; the files are described in
-``stage.py`` (``funnel.json``, ``dropped.jsonl``, ``samples.jsonl``, ``shards.json``).
+``docs.py`` (``funnel.json``, ``dropped.jsonl``, ``samples.jsonl``, ``shards.json``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..config import PretrainError
-from .stage import format_funnel
+from .funnel import format_funnel
 
 
 def _data_dir(run: Path) -> Path:

@@ -24,40 +24,23 @@ from __future__ import annotations
 import bz2
 import gzip
 import json
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from ..config import ConfigError
-from .filters import Drop
-from .minhash import _NOT_WORD, _mix, runs, word_hashes
-from .sources import Document
-
-
-@dataclass
-class DecontamConfig:
-    enabled: bool = True
-    benchmarks: list[str] = field(default_factory=list)   # files; the name is the file stem
-    ngram: int = 13
-    mode: Literal["drop", "cut"] = "drop"
-    cut_window_chars: int = 200
-    min_piece_chars: int = 200
-    max_cuts: int = 10
-
-    def __post_init__(self) -> None:
-        if self.ngram < 1:
-            raise ConfigError("data.decontam.ngram must be >= 1")
+from .config import DecontamConfig
+from .document import Document, Drop, Step
+from .minhash import NOT_WORD, mix64, runs, word_hashes
 
 
 def _prep(text: str) -> str:
     """Lower case and punctuation to spaces, one character for one (so that offsets in
     the result are offsets in the original)."""
     low = text.lower()
-    return _NOT_WORD.sub(" ", low if len(low) == len(text) else text)
+    return NOT_WORD.sub(" ", low if len(low) == len(text) else text)
 
 
 def text_ngrams(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -69,7 +52,7 @@ def text_ngrams(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray, np.nd
         return np.zeros(0, np.uint64), z, z, z
     g = runs(h, n)
     ok = doc[:len(g)] == doc[n - 1:]
-    return _mix(g[ok]), doc[:len(g)][ok], starts[:len(g)][ok], ends[n - 1:][ok]
+    return mix64(g[ok]), doc[:len(g)][ok], starts[:len(g)][ok], ends[n - 1:][ok]
 
 
 def read_benchmark(path: Path) -> Iterator[str]:
@@ -118,6 +101,14 @@ def benchmark_ngrams(paths: list[str], n: int) -> dict[str, np.ndarray]:
     return out
 
 
+HITS = "hits_"   # a funnel stat per benchmark: documents that shared an n-gram with it
+
+
+def hits(stats: dict[str, int]) -> dict[str, int]:
+    """Benchmark name -> documents hit, from the decontamination step's funnel stats."""
+    return {k.removeprefix(HITS): v for k, v in stats.items() if k.startswith(HITS)}
+
+
 def is_member(x: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
     """``np.isin(x, sorted_set)`` by binary search: O(len(x) log n) per document, where
     ``np.isin`` would sort the benchmark set (millions of n-grams) again on every call."""
@@ -127,30 +118,32 @@ def is_member(x: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
     return sorted_set[i] == x
 
 
-class Decontaminate:
+class Decontaminate(Step):
+    """Drops (or cuts) documents sharing an n-gram with a benchmark; ``stats`` counts the
+    documents hit per benchmark as ``hits_<name>`` (read back by ``hits``)."""
+
     name = "decontam"
 
     def __init__(self, cfg: DecontamConfig, ngrams: dict[str, np.ndarray]):
+        super().__init__()
         self.cfg = cfg
         self.ngrams = ngrams
         self.all = np.unique(np.concatenate(list(ngrams.values()))) if ngrams else np.zeros(0, np.uint64)
-        self.stats: Counter[str] = Counter()
 
-    def __call__(self, docs: Iterator[Document]) -> Iterator[Document | Drop]:
-        for doc in docs:
-            g, _, starts, ends = text_ngrams([doc.text], self.cfg.ngram)
-            hit = is_member(g, self.all)
-            if not hit.any():
-                yield doc
-                continue
-            names = [k for k, v in self.ngrams.items() if is_member(g[hit], v).any()]
-            for k in names:
-                self.stats[f"hits_{k}"] += 1
-            doc.meta["contaminated"] = names
-            if self.cfg.mode == "drop":
-                yield doc, "contaminated"
-                continue
-            yield from self._cut(doc, starts[hit], ends[hit])
+    def process(self, doc: Document) -> Iterator[Document | Drop]:
+        g, _, starts, ends = text_ngrams([doc.text], self.cfg.ngram)
+        hit = is_member(g, self.all)
+        if not hit.any():
+            yield doc
+            return
+        names = [k for k, v in self.ngrams.items() if is_member(g[hit], v).any()]
+        for k in names:
+            self.stats[HITS + k] += 1
+        doc.meta["contaminated"] = names
+        if self.cfg.mode == "drop":
+            yield doc, "contaminated"
+            return
+        yield from self._cut(doc, starts[hit], ends[hit])
 
     def _cut(self, doc: Document, bstarts: np.ndarray, bends: np.ndarray
              ) -> Iterator[Document | Drop]:

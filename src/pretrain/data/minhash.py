@@ -24,35 +24,15 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import regex
 
 from ..config import ConfigError
-
-
-@dataclass
-class MinHashConfig:
-    enabled: bool = True
-    ngram: int = 5
-    bands: int = 14
-    rows: int = 8
-    scope: Literal["source", "all"] = "source"   # duplicates within a source, or across all
-    seed: int = 1
-
-    def __post_init__(self) -> None:
-        if self.ngram < 1 or self.bands < 1 or self.rows < 1:
-            raise ConfigError("data.minhash: ngram, bands and rows must be >= 1")
-
-    def threshold(self) -> float:
-        """The Jaccard similarity at which a pair becomes a candidate with probability ~1/2."""
-        return float((1 / self.bands) ** (1 / self.rows))
-
+from .config import MinHashConfig
 
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
-_NOT_WORD = regex.compile(r"[^\w ]|_")   # punctuation, symbols, every other space, NUL
+NOT_WORD = regex.compile(r"[^\w ]|_")   # punctuation, symbols, every other space, NUL
 _MARKS = regex.compile(r"\p{Mn}+")
 
 
@@ -63,7 +43,7 @@ def prepare(text: str) -> str:
     text = text.lower()
     if not text.isascii():
         text = _MARKS.sub("", unicodedata.normalize("NFKD", text))
-    return _NOT_WORD.sub(" ", text)
+    return NOT_WORD.sub(" ", text)
 
 
 def simplify(text: str) -> str:
@@ -71,7 +51,7 @@ def simplify(text: str) -> str:
     return " ".join(prepare(text).translate(str.maketrans("123456789", "000000000")).split())
 
 
-def _mix(x: np.ndarray) -> np.ndarray:
+def mix64(x: np.ndarray) -> np.ndarray:
     """splitmix64's finaliser: spreads every input bit over the 64 output bits."""
     with np.errstate(over="ignore"):
         x = x ^ (x >> np.uint64(30))
@@ -117,7 +97,7 @@ def word_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarra
         prefix = np.concatenate([[np.uint64(0)], np.cumsum(buf.astype(np.uint64) * pw)])
         h = (prefix[ends] - prefix[starts]) * inv[starts]
     doc = np.cumsum(buf == 0)[starts]               # separators before the word = its doc
-    return _mix(h + (ends - starts).astype(np.uint64)), doc, starts, ends
+    return mix64(h + (ends - starts).astype(np.uint64)), doc, starts, ends
 
 
 def runs(h: np.ndarray, n: int) -> np.ndarray:
@@ -138,7 +118,7 @@ def shingle_hashes(texts: Sequence[str], n: int) -> tuple[np.ndarray, np.ndarray
     if len(h) >= n:
         sh = runs(h, n)
         ok = doc[:len(sh)] == doc[n - 1:]
-        sh, sdoc = _mix(sh[ok]), doc[:len(ok)][ok]
+        sh, sdoc = mix64(sh[ok]), doc[:len(ok)][ok]
     else:
         sh, sdoc = np.zeros(0, np.uint64), np.zeros(0, np.int64)
     short = np.flatnonzero((counts > 0) & (counts < n))
@@ -149,7 +129,7 @@ def shingle_hashes(texts: Sequence[str], n: int) -> tuple[np.ndarray, np.ndarray
             for j, d in enumerate(short):
                 for x in h[first[d]:first[d] + counts[d]]:
                     extra[j] = extra[j] * _P + x
-        sh = np.concatenate([sh, _mix(extra)])
+        sh = np.concatenate([sh, mix64(extra)])
         sdoc = np.concatenate([sdoc, short])
         order = np.argsort(sdoc, kind="stable")
         sh, sdoc = sh[order], sdoc[order]
@@ -167,7 +147,7 @@ class MinHasher:
                               "(or set data.minhash.enabled = false)") from None
         self.rensa = rensa
         self.cfg = cfg
-        self.row_mult = _mix(np.arange(1, cfg.rows + 1, dtype=np.uint64))
+        self.row_mult = mix64(np.arange(1, cfg.rows + 1, dtype=np.uint64))
 
     def signatures(self, texts: Sequence[str], batch_chars: int = 1 << 20) -> np.ndarray:
         """uint32 [len(texts), bands*rows]. A text without words gets all-ones (callers
@@ -197,7 +177,7 @@ class MinHasher:
         n, r = len(sig), self.cfg.rows
         rows = sig.reshape(n, self.cfg.bands, r).astype(np.uint64)
         with np.errstate(over="ignore"):
-            return _mix((rows * self.row_mult[None, None, :]).sum(axis=2, dtype=np.uint64))
+            return mix64((rows * self.row_mult[None, None, :]).sum(axis=2, dtype=np.uint64))
 
 
 def estimate_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> float:

@@ -19,12 +19,11 @@ import functools
 import re
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import regex
 
-from ..config import ConfigError
+from .config import C4Config, FineWebConfig, GopherQualityConfig, GopherRepetitionConfig
 from .minhash import runs
 
 # Words are split the way spaCy's English tokenizer does it (datatrove's word splitter for
@@ -167,60 +166,6 @@ _SIMPLE_SUFFIX = frozenset(',;:!?)"')
 
 def _is_symbol(word: str) -> bool:
     return not any(c.isalnum() for c in word)
-
-
-@dataclass
-class GopherRepetitionConfig:
-    enabled: bool = True
-    dup_line_frac: float = 0.3          # duplicated lines / lines
-    dup_para_frac: float = 0.3          # duplicated paragraphs / paragraphs
-    dup_line_char_frac: float = 0.2     # characters in duplicated lines / characters
-    dup_para_char_frac: float = 0.2
-    top_ngram_char_frac: list[float] = field(default_factory=lambda: [0.2, 0.18, 0.16])  # n=2,3,4
-    dup_ngram_char_frac: list[float] = field(
-        default_factory=lambda: [0.15, 0.14, 0.13, 0.12, 0.11, 0.10])                  # n=5..10
-
-    def __post_init__(self) -> None:
-        if len(self.top_ngram_char_frac) != 3 or len(self.dup_ngram_char_frac) != 6:
-            raise ConfigError("top_ngram_char_frac needs 3 values (n = 2, 3, 4) and "
-                              "dup_ngram_char_frac 6 (n = 5 ... 10)")
-
-
-@dataclass
-class GopherQualityConfig:
-    enabled: bool = True
-    min_words: int = 50                 # words that are not only punctuation
-    max_words: int = 100_000
-    min_mean_word_len: float = 3.0
-    max_mean_word_len: float = 10.0
-    max_symbol_word_ratio: float = 0.1  # '#' per word, and ('...' + '…') per word
-    max_bullet_lines: float = 0.9       # lines starting with a bullet
-    max_ellipsis_lines: float = 0.3     # lines ending with an ellipsis
-    min_alpha_words: float = 0.8        # words with at least one letter
-    min_stop_words: int = 2
-
-
-@dataclass
-class C4Config:
-    enabled: bool = True
-    # FineWeb turns the terminal-punctuation line rule off: it removed ~30% of tokens.
-    drop_lines_without_terminal_punct: bool = False
-    min_words_per_line: int = 3
-    max_word_len: int = 1000
-    min_sentences: int = 5
-    remove_citations: bool = True
-
-
-@dataclass
-class FineWebConfig:
-    enabled: bool = True
-    min_punct_lines: float = 0.12       # lines ending in terminal punctuation / lines
-    max_short_lines: float = 0.67       # lines of <= short_line_chars / lines
-    short_line_chars: int = 30
-    # characters in duplicated lines / characters. The paper says 0.1; datatrove's code,
-    # which is what produced FineWeb, has 0.01 (since its first commit). We keep what ran.
-    max_dup_line_chars: float = 0.01
-    max_newlines_per_word: float = 0.3  # in the code, not in the paper: drops lists
 
 
 # --- Gopher repetition --------------------------------------------------------------

@@ -13,17 +13,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..config import PretrainError
 from . import quality as q
+from .config import DataConfig
 from .decontam import Decontaminate
+from .document import Document, Skip, Step
 from .filters import (
     C4Lines,
     LanguageFilter,
@@ -34,16 +35,14 @@ from .filters import (
     UrlFilter,
     WordRule,
 )
+from .funnel import DropLog, Funnel
 from .minhash import MinHasher
-from .sources import Document, Skip, SourceConfig
-
-if TYPE_CHECKING:
-    from .stage import DataConfig
+from .sources import SourceConfig
 
 
-def build_steps(cfg: DataConfig, src: SourceConfig, ngrams: dict[str, np.ndarray]) -> list[Any]:
+def build_steps(cfg: DataConfig, src: SourceConfig, ngrams: dict[str, np.ndarray]) -> list[Step]:
     """The per-document steps for one source, in order."""
-    steps: list[Any] = [Normalize(cfg.clean), LengthAndBinaryFilter(cfg.clean)]
+    steps: list[Step] = [Normalize(cfg.clean), LengthAndBinaryFilter(cfg.clean)]
     if src.quality == "web":
         for enabled, make in ((cfg.url.enabled, lambda: UrlFilter(cfg.url)),
                               (cfg.language.enabled, lambda: LanguageFilter(cfg.language)),
@@ -90,70 +89,6 @@ def plan_tasks(cfg: DataConfig) -> list[Task]:
     return tasks
 
 
-class _Funnel:
-    """Per step: documents and bytes in and out, drops by reason, and the step's own counts."""
-
-    def __init__(self) -> None:
-        self.rows: dict[str, dict[str, Any]] = {}
-
-    def row(self, step: str) -> dict[str, Any]:
-        return self.rows.setdefault(step, {"docs_in": 0, "bytes_in": 0, "docs_out": 0,
-                                           "bytes_out": 0, "dropped": Counter(),
-                                           "stats": Counter()})
-
-    def merge(self, rows: dict[str, dict[str, Any]]) -> None:
-        for step, r in rows.items():
-            mine = self.row(step)
-            for k in ("docs_in", "bytes_in", "docs_out", "bytes_out"):
-                mine[k] += r[k]
-            mine["dropped"].update(r["dropped"])
-            mine["stats"].update(r["stats"])
-
-    def as_json(self) -> list[dict[str, Any]]:
-        return [{"step": s, **{k: (dict(v) if isinstance(v, Counter) else v)
-                               for k, v in r.items()}} for s, r in self.rows.items()]
-
-
-_size_cache: tuple[str, int] = ("", 0)
-
-
-def _nbytes(doc: Document) -> int:
-    """UTF-8 size of the text. Each step's output is the next one's input, mostly the same
-    string: encoded once per text, not twice per step."""
-    global _size_cache
-    if _size_cache[0] is not doc.text:
-        _size_cache = (doc.text, len(doc.text.encode("utf-8")))
-    return _size_cache[1]
-
-
-def _metered(stream: Iterator[Document], row: dict[str, Any]) -> Iterator[Document]:
-    for doc in stream:
-        row["docs_in"] += 1
-        row["bytes_in"] += _nbytes(doc)
-        yield doc
-
-
-def _run_steps(steps: list[Any], docs: Iterator[Document], funnel: _Funnel,
-               drops: list[tuple[str, Document, str]]) -> Iterator[Document]:
-    stream: Iterator[Any] = docs
-    for step in steps:
-        row = funnel.row(step.name)
-        stream = _collect(step.name, step(_metered(stream, row)), row, drops)
-    return stream
-
-
-def _collect(name: str, stream: Iterator[Any], row: dict[str, Any],
-             drops: list[tuple[str, Document, str]]) -> Iterator[Document]:
-    for item in stream:
-        if isinstance(item, tuple):
-            row["dropped"][item[1]] += 1
-            drops.append((name, *item))
-        else:
-            row["docs_out"] += 1
-            row["bytes_out"] += _nbytes(item)
-            yield item
-
-
 def _limited(src: SourceConfig, items: Iterator[Document | Skip], skips: list[Skip],
              row: dict[str, Any], strict: bool = False) -> Iterator[Document]:
     """The source's documents up to its max_docs/max_bytes; unreadable records go to skips
@@ -171,7 +106,7 @@ def _limited(src: SourceConfig, items: Iterator[Document | Skip], skips: list[Sk
         if src.max_docs and n_docs >= src.max_docs:
             return
         try:  # JSON can carry lone surrogates ("\ud800"), which no UTF-8 file can hold
-            size = len(item.text.encode("utf-8"))
+            size = item.nbytes
             item.id.encode("utf-8")
         except UnicodeEncodeError as e:
             skips.append(Skip(item.id.encode("utf-8", "backslashreplace").decode(),
@@ -204,13 +139,6 @@ def _bad_str(v: Any) -> bool:
         return True
 
 
-def _doc_record(doc: Document) -> dict[str, Any]:
-    rec = {"id": doc.id, "text": doc.text, "domain": doc.domain, "meta": doc.meta}
-    if doc.split:
-        rec["split"] = doc.split
-    return rec
-
-
 def _exact_key(text: str) -> int:
     digest = hashlib.blake2b(" ".join(text.split()).encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "little")
@@ -222,10 +150,9 @@ def run_task(cfg: DataConfig, task: Task, work: Path, ngrams_path: str) -> None:
     ngrams = dict(np.load(ngrams_path)) if ngrams_path else {}
     steps = build_steps(cfg, src, ngrams)
     hasher = MinHasher(cfg.minhash) if cfg.minhash.enabled else None
-    funnel = _Funnel()
+    funnel = Funnel()
     skips: list[Skip] = []
     drops: list[tuple[str, Document, str]] = []
-    samples: Counter[str] = Counter()
     tmp = {ext: work / f"{task.stem}.{ext}.tmp" for ext in ("jsonl", "drops.jsonl", "samples.jsonl")}
     keys: list[np.ndarray] = []
     batch: list[str] = []
@@ -236,19 +163,28 @@ def run_task(cfg: DataConfig, task: Task, work: Path, ngrams_path: str) -> None:
             keys.append(hasher.band_keys(hasher.signatures(batch)))
         batch.clear()
 
+    def flush_drops() -> None:
+        for s in skips:
+            log.skip(s, src.label())
+        for step, doc, reason in drops:
+            log.drop(step, doc.record(), reason)
+        skips.clear()
+        drops.clear()
+
     read = _limited(src, src.read(task.files), skips, funnel.row("read"), cfg.strict)
     with open(tmp["jsonl"], "w", encoding="utf-8") as out, \
             open(tmp["drops.jsonl"], "w", encoding="utf-8") as audit, \
             open(tmp["samples.jsonl"], "w", encoding="utf-8") as sample_f:
-        for doc in _run_steps(steps, read, funnel, drops):
-            out.write(json.dumps(_doc_record(doc), ensure_ascii=False) + "\n")
-            exact.append((_exact_key(doc.text), _nbytes(doc)))
+        log = DropLog(audit, sample_f, cfg.audit_samples)
+        for doc in funnel.run(steps, read, drops):
+            out.write(json.dumps(doc.record(), ensure_ascii=False) + "\n")
+            exact.append((_exact_key(doc.text), doc.nbytes))
             batch.append(doc.text)
             if len(batch) >= 512:
                 flush_keys()
-            _write_drops(audit, sample_f, src.label(), skips, drops, samples, cfg.audit_samples)
+            flush_drops()
         flush_keys()
-        _write_drops(audit, sample_f, src.label(), skips, drops, samples, cfg.audit_samples)
+        flush_drops()
     n_bands = cfg.minhash.bands if hasher is not None else 0
     band = np.concatenate(keys) if keys else np.zeros((len(exact), n_bands), np.uint64)
     key_arr = np.concatenate([np.array(exact, np.uint64).reshape(-1, 2), band], axis=1)
@@ -271,36 +207,3 @@ def _file_fingerprint(p: Path) -> dict[str, Any]:
         while block := f.read(1 << 22):
             h.update(block)
     return {"path": str(p), "bytes": p.stat().st_size, "sha256": h.hexdigest()}
-
-
-def _write_drops(audit: IO[str], sample_f: IO[str], label: str, skips: list[Skip],
-                 drops: list[tuple[str, Document, str]], samples: Counter[str],
-                 max_samples: int) -> None:
-    for s in skips:
-        audit.write(json.dumps({"id": s.id, "domain": label, "step": "read",
-                                "reason": s.reason, "detail": s.detail}) + "\n")
-    for step, doc, reason in drops:
-        audit.write(json.dumps({"id": doc.id, "domain": doc.domain, "step": step,
-                                "reason": reason, "chars": len(doc.text)}) + "\n")
-        if samples[reason] < max_samples:
-            samples[reason] += 1
-            sample_f.write(json.dumps({"step": step, "reason": reason, **_doc_record(doc)},
-                                      ensure_ascii=False) + "\n")
-    skips.clear()
-    drops.clear()
-
-
-def format_funnel(rows: list[dict[str, Any]]) -> str:
-    """The funnel as a plain table: one line per step."""
-    lines = [f"{'step':<18}{'docs in':>10}{'docs out':>10}{'MB in':>9}{'MB out':>9}  dropped"]
-    for r in rows:
-        mb_in = f"{r['bytes_in'] / 1e6:9.2f}" if r.get("bytes_in") else f"{'':>9}"
-        mb_out = f"{r['bytes_out'] / 1e6:9.2f}" if r.get("bytes_out") else f"{'':>9}"
-        reasons = ", ".join(f"{k} {v}" for k, v in sorted(r["dropped"].items(),
-                                                          key=lambda kv: -kv[1]))
-        lines.append(f"{r['step']:<18}{r['docs_in']:>10}{r['docs_out']:>10}{mb_in}{mb_out}  "
-                     f"{reasons}")
-    for r in rows:  # what steps did besides dropping: lines cut, PII replaced, hits
-        if r.get("stats"):
-            lines.append(f"  {r['step']}: " + ", ".join(f"{k} {v}" for k, v in r["stats"].items()))
-    return "\n".join(lines)

@@ -33,24 +33,9 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from ..config import ConfigError
+from .document import Document, Skip
 
 SourceType = Literal["python-installation", "local", "huggingface", "warc"]
-
-
-@dataclass
-class Document:
-    id: str
-    text: str
-    domain: str
-    meta: dict[str, Any] = field(default_factory=dict)
-    split: str = ""           # "" = decided by the tokenize stage; "train" | "val" = forced
-
-
-@dataclass
-class Skip:
-    id: str
-    reason: str
-    detail: str = ""
 
 
 @dataclass

@@ -42,7 +42,9 @@ import torch
 
 from ..config import ConfigError
 from ..log import log0
-from .tasks import Item, load, score_tails, shot_indices
+from .config import EvalConfig
+from .scoring import device_of, score_tails, seq_len_of
+from .tasks import Item, load, shot_indices
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,7 @@ def _common_prefix(rows: list[list[int]]) -> int:
 
 
 def score_task(model: torch.nn.Module, tok: Any, task: CoreTask, items: list[Item],
-               seq_len: int, device: torch.device, batch_size: int = 16) -> dict[str, Any]:
+               batch_size: int = 16) -> dict[str, Any]:
     """Accuracy of ``items`` (already shuffled and limited) with ``task``'s shots."""
     if task.shots and len(items) <= task.shots:
         raise ConfigError(f"CORE task {task.label} needs more than {task.shots} items "
@@ -138,16 +140,16 @@ def score_task(model: torch.nn.Module, tok: Any, task: CoreTask, items: list[Ite
         seqs = sequences(it, task.kind, task.delimiter, shots, tok)
         spans.append((len(rows), len(seqs)))
         rows.extend(seqs)
-    scores = score_tails(model, rows, seq_len, device, batch_size)
+    scores = score_tails(model, rows, seq_len_of(model), device_of(model), batch_size)
     correct = 0
     chance = 0.0
     for it, (start, n) in zip(items, spans, strict=True):
         s = scores[start:start + n]
         if task.kind == "lm":
-            correct += s[0][2]
+            correct += s[0].greedy
             continue
         chance += 1 / n
-        mean_loss = [-lp / k for lp, k, _ in s]
+        mean_loss = [-t.logprob / t.tokens for t in s]
         correct += min(range(n), key=mean_loss.__getitem__) == it.gold
     acc = correct / len(items)
     return {"acc": round(acc, 5), "baseline": task.baseline,
@@ -168,10 +170,10 @@ def task_items(task: CoreTask, tasks_dir: str, limit: int) -> tuple[Path, bool, 
     return path, exact, items[:limit or None]
 
 
-def run(model: torch.nn.Module, tok: Any, tasks_dir: str, limit: int, seq_len: int,
-        device: torch.device, batch_size: int = 16) -> dict[str, Any]:
-    """Every CORE task whose file is under ``tasks_dir``; ``limit`` items per task (0 =
-    all) after DCLM's shuffle."""
+def run(model: torch.nn.Module, tok: Any, cfg: EvalConfig) -> dict[str, Any]:
+    """Every CORE task whose file is under ``cfg.tasks_dir``; ``cfg.core_limit`` items per
+    task (0 = all) after DCLM's shuffle."""
+    tasks_dir, limit = cfg.tasks_dir, cfg.core_limit
     per_task: dict[str, Any] = {}
     missing = []
     for task in TASKS:
@@ -180,7 +182,7 @@ def run(model: torch.nn.Module, tok: Any, tasks_dir: str, limit: int, seq_len: i
             missing.append(task.label)
             continue
         path, exact, items = found
-        res = score_task(model, tok, task, items, seq_len, device, batch_size)
+        res = score_task(model, tok, task, items, cfg.batch_size)
         per_task[task.label] = {**res, "exact": exact, "file": str(path)}
     if missing:
         log0(f"eval: CORE tasks without a file under {tasks_dir}: {', '.join(missing)}")

@@ -3,7 +3,9 @@
 For a fixed set of documents from each split, the model gets the first ``prompt_tokens``
 tokens of the document (after BOS, as in training) and continues greedily for
 ``continuation_tokens``; a document counts as memorized when the continuation equals the
-document's next tokens exactly. Reported per group:
+document's next tokens exactly. Measured teacher-forced (``scoring.score_tails``): the
+greedy choice after each true prefix, which is what greedy generation produces for as
+long as it matches. Reported per group:
 
 - ``train``: training documents; ``val``: held-out documents (the baseline: what the
   model predicts exactly without having seen the text, e.g. licence boilerplate);
@@ -18,14 +20,15 @@ by a fixed stride over the split, so every evaluation probes the same ones.
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..model.generate import generate
-from ..model.transformer import Transformer
 from ..tokenizer.shards import TokenShards
+from .config import EvalConfig
+from .scoring import device_of, score_tails, seq_len_of
 
 
 def _probe_docs(shards: TokenShards, need: int) -> list[np.ndarray]:
@@ -40,31 +43,28 @@ def _spread(docs: list[Any], n: int) -> list[Any]:
     return [docs[int(i * step)] for i in range(n)]
 
 
-@torch.no_grad()
-def _rates(model: Transformer, docs: list[np.ndarray], k: int, m: int,
+def _rates(model: torch.nn.Module, docs: list[np.ndarray], k: int, m: int,
            batch_size: int) -> dict[str, float]:
     if not docs:
         return {"docs": 0}
-    exact, prefix = 0, 0
-    for i in range(0, len(docs), batch_size):
-        chunk = docs[i:i + batch_size]
-        prompts = [d[:k + 1].tolist() for d in chunk]     # BOS + k tokens
-        outs = generate(model, prompts, m, temperature=0.0)
-        for d, out in zip(chunk, outs, strict=True):
-            truth = d[k + 1:k + 1 + m].tolist()
-            same = 0
-            while same < min(len(out), len(truth)) and out[same] == truth[same]:
-                same += 1
-            exact += same == m
-            prefix += same
+    # teacher-forced: the greedy choice at each of the m positions after the true prefix.
+    # Free greedy generation follows the document exactly as long as these match, so the
+    # matched prefix (and exact reproduction) is the same, in one forward pass per batch.
+    tails = score_tails(model, [(d[:k + 1 + m], m) for d in docs], seq_len_of(model),
+                        device_of(model), batch_size)
+    exact = sum(t.greedy for t in tails)
+    prefix = sum(t.greedy_prefix for t in tails)
     return {"docs": len(docs), "exact_rate": round(exact / len(docs), 4),
             "mean_prefix_tokens": round(prefix / len(docs), 3)}
 
 
-def probe(model: Transformer, tokens_dir: Any, n_docs: int, k: int, m: int,
-          batch_size: int = 16) -> dict[str, Any]:
-    m = min(m, model.cfg.seq_len // 2)              # a short model: shorter probes
-    k = max(1, min(k, model.cfg.seq_len - m - 1))
+def probe(model: torch.nn.Module, tokens_dir: Path, cfg: EvalConfig) -> dict[str, Any]:
+    """The probe over ``cfg.memorization_docs`` documents per group (see the module
+    docstring); prompt and continuation shortened to fit a short model."""
+    seq_len = seq_len_of(model)
+    m = min(cfg.memorization_tokens, seq_len // 2)
+    k = max(1, min(cfg.memorization_prompt_tokens, seq_len - m - 1))
+    n_docs, batch_size = cfg.memorization_docs, cfg.batch_size
     train = _probe_docs(TokenShards(tokens_dir, "train"), k + m)
     val = _probe_docs(TokenShards(tokens_dir, "val"), k + m)
     keys = [d[1:k + 1 + m].tobytes() for d in train]  # the probed span of each document

@@ -32,10 +32,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..config import ConfigError
 from ..log import log0
+from .config import EvalConfig
+from .loss import score
+from .scoring import Tail, device_of, score_tails, seq_len_of, windows
 
 
 @dataclass
@@ -120,59 +122,22 @@ def _item(rec: dict[str, Any], kind: str, delimiter: str) -> Item:
 
 
 def loglikelihoods(model: torch.nn.Module, tok: Any, pairs: list[tuple[str, str]],
-                   seq_len: int, device: torch.device, batch_size: int = 16
-                   ) -> list[tuple[float, int, bool]]:
-    """For each (context, continuation): summed log-probability of the continuation's
-    tokens, their number, and whether each is the greedy choice (see ``score_tails``)."""
+                   batch_size: int = 16) -> list[Tail]:
+    """For each (context, continuation): the scored continuation tokens (``Tail``)."""
     encoded = []
     for ctx, cont in pairs:
         x = tok.encode(cont)
         if not x:
             raise ConfigError(f"empty continuation after tokenizing: {cont!r}")
         encoded.append((tok.encode(ctx) + x, len(x)))
-    return score_tails(model, encoded, seq_len, device, batch_size)
-
-
-@torch.no_grad()
-def score_tails(model: torch.nn.Module, rows: list[tuple[list[int], int]], seq_len: int,
-                device: torch.device, batch_size: int = 16) -> list[tuple[float, int, bool]]:
-    """For each (token ids, n): summed log-probability of the last ``n`` tokens given
-    those before them, ``n``, and whether each of them is the greedy choice. Rows are cut
-    from the left to fit ``seq_len`` (the scored tail kept whole if it fits) and
-    right-padded in batches (causal attention never looks right, so padding changes
-    nothing before it)."""
-    was_training = model.training
-    model.eval()
-    encoded = []
-    for ids, n in rows:
-        ids = ids[-(seq_len + 1):]
-        encoded.append((ids, min(n, len(ids) - 1)))
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))  # less padding
-    results: dict[int, tuple[float, int, bool]] = {}
-    for b in range(0, len(order), batch_size):
-        idx = order[b:b + batch_size]
-        width = max(len(encoded[i][0]) for i in idx) - 1
-        x = torch.zeros((len(idx), width), dtype=torch.int64)
-        for r, i in enumerate(idx):
-            ids = encoded[i][0]
-            x[r, :len(ids) - 1] = torch.tensor(ids[:-1])
-        logits, _ = model(x.to(device))
-        logp = F.log_softmax(logits.float(), dim=-1).cpu()
-        for r, i in enumerate(idx):
-            ids, n = encoded[i]
-            target = torch.tensor(ids[-n:])
-            tail = logp[r, len(ids) - 1 - n:len(ids) - 1]
-            lp = float(tail.gather(1, target[:, None]).sum())
-            greedy = bool((tail.argmax(-1) == target).all())
-            results[i] = (lp, n, greedy)
-    model.train(was_training)
-    return [results[i] for i in range(len(encoded))]
+    return score_tails(model, encoded, seq_len_of(model), device_of(model), batch_size)
 
 
 def evaluate(model: torch.nn.Module, tok: Any, name: str, kind: str, items: list[Item],
-             seq_len: int, device: torch.device, batch_size: int = 16) -> dict[str, float]:
+             batch_size: int = 16) -> dict[str, float]:
+    """acc, acc_norm, chance, centered and stderr of ``items``, a task of ``kind``."""
     pairs = [p for it in items for p in it.pairs()]
-    scores = loglikelihoods(model, tok, pairs, seq_len, device, batch_size)
+    scores = loglikelihoods(model, tok, pairs, batch_size)
     acc = acc_norm = 0.0
     chance = 0.0
     k = 0
@@ -180,14 +145,14 @@ def evaluate(model: torch.nn.Module, tok: Any, name: str, kind: str, items: list
         s = scores[k:k + len(it.contexts)]
         k += len(it.contexts)
         if kind == "lm":
-            acc += s[0][2]
-            acc_norm += s[0][2]
+            acc += s[0].greedy
+            acc_norm += s[0].greedy
             continue
         chance += 1 / len(s)
         # lm-eval's acc_norm: log-likelihood per character of the choice (delimiter excluded)
         chars = [max(1, len(x)) for x in it.continuations]
-        acc += int(np.argmax([lp for lp, _, _ in s])) == it.gold
-        acc_norm += int(np.argmax([lp / n for (lp, _, _), n in zip(s, chars, strict=True)])) \
+        acc += int(np.argmax([t.logprob for t in s])) == it.gold
+        acc_norm += int(np.argmax([t.logprob / n for t, n in zip(s, chars, strict=True)])) \
             == it.gold
     n = len(items)
     res = {"acc": acc / n, "acc_norm": acc_norm / n, "chance": chance / n, "items": n}
@@ -235,37 +200,34 @@ def with_fewshot(items: list[Item], k: int, sep: str = "\n\n") -> list[Item]:
     return out
 
 
-def run_tasks(model: torch.nn.Module, tok: Any, names: list[str], tasks_dir: str, limit: int,
-              seq_len: int, device: torch.device, batch_size: int,
-              num_fewshot: int = 0) -> dict[str, Any]:
-    """Every configured task whose file exists; a missing file is a logged skip (the
+def run_tasks(model: torch.nn.Module, tok: Any, cfg: EvalConfig) -> dict[str, Any]:
+    """Every task of ``cfg.tasks`` whose file exists; a missing file is a logged skip (the
     quickstart must run where the shared evaluation files are absent)."""
     results: dict[str, Any] = {}
-    for name, path, kind, delim in resolve(names, tasks_dir):
+    for name, path, kind, delim in resolve(cfg.tasks, cfg.tasks_dir):
         if not path.is_file():
             log0(f"eval: task {name} skipped: no file at {path}")
             results[name] = {"skipped": f"no file at {path}"}
             continue
         if kind == "perplexity":
-            results[name] = perplexity(model, tok, path, seq_len, device, batch_size, limit)
+            results[name] = perplexity(model, tok, path, cfg.batch_size, cfg.task_limit)
             continue
-        kind, items = load(path, kind, delim, limit)
-        items = with_fewshot(items, num_fewshot)
-        results[name] = evaluate(model, tok, name, kind, items, seq_len, device, batch_size)
-        results[name]["num_fewshot"] = num_fewshot
+        kind, items = load(path, kind, delim, cfg.task_limit)
+        items = with_fewshot(items, cfg.num_fewshot)
+        results[name] = evaluate(model, tok, name, kind, items, cfg.batch_size)
+        results[name]["num_fewshot"] = cfg.num_fewshot
     return results
 
 
-def perplexity(model: torch.nn.Module, tok: Any, path: Path, seq_len: int,
-               device: torch.device, batch_size: int, limit: int = 0) -> dict[str, Any]:
+def perplexity(model: torch.nn.Module, tok: Any, path: Path, batch_size: int,
+               limit: int = 0) -> dict[str, Any]:
     """Loss, perplexity and bits per byte of a whole text file (WikiText-2's test split),
     in windows of ``seq_len`` tokens; ``limit`` caps the number of windows. Bits per
     byte compare across tokenizers; per-token perplexity does not."""
-    from .loss import score
     ids = np.asarray(tok.encode(path.read_text(encoding="utf-8")), dtype=np.int64)
-    wins = [ids[i:i + seq_len + 1] for i in range(0, max(1, len(ids) - 1), seq_len)]
-    wins = [w for w in wins if len(w) > 1][:limit or None]
-    res = score(model, {"text": wins}, np.asarray(tok.token_bytes()), batch_size, device)
+    wins = windows(ids, seq_len_of(model))[:limit or None]
+    res = score(model, {"text": wins}, np.asarray(tok.token_bytes()), batch_size,
+                device_of(model))
     return {"kind": "perplexity", **res["text"]}
 
 

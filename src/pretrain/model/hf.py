@@ -301,32 +301,3 @@ def import_hf(folder: Path) -> Transformer:
     if missing:
         raise ConfigError(f"{folder}: weights missing for {missing}")
     return model
-
-
-def export_run(source: Path, out: Path) -> Path:
-    """``pretrain export``: a run directory or its ``train/`` folder -> an HF directory.
-
-    Writes the model files and, when the run has one, the tokenizer (``tokenizer.json`` +
-    ``tokenizer_config.json``), so ``AutoModelForCausalLM`` and ``AutoTokenizer`` both load it.
-    """
-    from ..tokenizer import hf as tok_hf
-    from ..tokenizer.bpe import Tokenizer
-    from ..train import checkpoint
-    if out.exists():
-        raise ConfigError(f"{out} exists; remove it or choose another folder")
-    train_dir = source / "train" if (source / "train" / checkpoint.WEIGHTS).is_file() else source
-    if not (train_dir / checkpoint.WEIGHTS).is_file():
-        raise ConfigError(f"{source}: neither a run directory with a completed train stage nor "
-                          f"a folder with {checkpoint.WEIGHTS}")
-    model = checkpoint.load(train_dir)
-    tok_path = train_dir.parent / "tokenizer" / "tokenizer.json"
-    tok = Tokenizer.load(tok_path) if tok_path.is_file() else None
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        import shutil
-        shutil.rmtree(tmp)
-    export(model, tmp, tok.bos_id if tok else None, tok.eos_id if tok else None)
-    if tok is not None:
-        tok_hf.save_pretrained(tok, tmp, model.cfg.seq_len)
-    tmp.rename(out)
-    return out

@@ -3,7 +3,8 @@
 Pre-norm blocks: ``x + attn(norm(x))``, ``x + mlp(norm(x))``. LLaMA and MLA use RMSNorm,
 RoPE (rotate-half layout, as HF Llama, so export is a rename) and SwiGLU; GPT-2 uses
 LayerNorm with bias, learned positions and a GELU MLP. Parallelism, compile and
-activation checkpointing are applied from outside (issue 4).
+activation checkpointing are applied from outside (``train/``, ``distributed.py``), so the
+model reads the same on one device and on many.
 
 Initialisation: N(0, init_std) for every matrix and embedding, and the two projections that
 write into the residual stream (attention ``wo``, MLP ``w2``/``proj``) scaled by
@@ -14,6 +15,7 @@ linearly with the number of layers. Biases start at 0, norm gains at 1.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -137,3 +139,31 @@ class Transformer(nn.Module):
         if pad is None:
             pad = torch.zeros(batch, dtype=torch.long, device=self.embed.weight.device)
         return KVCache(self.cfg.n_layers, batch, max_len, pad)
+
+
+@torch.no_grad()
+def grow_vocab(model: Transformer, parts: list[list[int]]) -> None:
+    """Append one token per entry of ``parts`` to the embedding (and untied output head),
+    each row the mean of the rows of the ids it was made of (a tokenizer extended with
+    domain tokens says which; an entry may use ids appended before it). Existing rows are
+    untouched; ``model.cfg`` is replaced by one with the new vocabulary size."""
+    old = model.cfg.vocab_size
+    for i, p in enumerate(parts):
+        if not p or min(p) < 0 or max(p) >= old + i:
+            raise ValueError(f"new token {old + i} must be made of ids below it, got {p}")
+    if not parts:
+        return
+
+    def grown(weight: torch.Tensor) -> nn.Parameter:
+        rows: list[torch.Tensor] = []
+        for p in parts:
+            table = torch.cat([weight, torch.stack(rows)]) if rows else weight
+            rows.append(table[p].mean(dim=0))
+        return nn.Parameter(torch.cat([weight, torch.stack(rows)]))
+
+    new = old + len(parts)
+    model.embed.weight = grown(model.embed.weight)
+    model.embed.num_embeddings = new
+    model.head.weight = model.embed.weight if model.cfg.tied else grown(model.head.weight)
+    model.head.out_features = new
+    model.cfg = dataclasses.replace(model.cfg, vocab_size=new)

@@ -21,86 +21,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import regex
-
 from ..config import ConfigError
 from ..log import log0
-
-# The "GPT-4" split as used by minbpe/rustbpe, with digits in runs of 1-3.
-GPT4_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*"""
-                r"""|\s*[\r\n]|\s+(?!\S)|\s+""")
-GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-PATTERNS = {"gpt4": GPT4_PATTERN, "gpt2": GPT2_PATTERN}
-
-BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
-
-
-@dataclass
-class TokenizerConfig:
-    vocab_size: int = 4096            # including special tokens
-    pattern: str = "gpt4"             # "gpt4", "gpt2", or a regex of your own
-    special_tokens: list[str] = field(default_factory=lambda: [BOS, EOS, PAD])
-    max_chars: int = 20_000_000       # training sample size (characters, across domains)
-    doc_cap_chars: int = 10_000       # each document contributes at most this many characters
-    # load a published tokenizer instead of training (tokenizer/pretrained.py): a GPT-2
-    # folder, an HF tokenizer.json, llama3:PATH or a .tiktoken file
-    pretrained: str = ""
-    bos_token: str = ""               # for a loaded tokenizer; "" = its own (e.g. <|endoftext|>)
-    eos_token: str = ""
-    # domain tokens added after training or loading (tokenizer/extend.py): words given, and
-    # the `extend_mined` most fragmented words of each domain in the report
-    extend_words: list[str] = field(default_factory=list)
-    extend_mined: int = 0
-    report_chars: int = 1_000_000     # per domain, for report.json; 0 = no report
-    # baseline of the report: "gpt2" (tiktoken's, downloaded once and cached) or anything
-    # `pretrained` accepts (e.g. a local GPT-2 folder); "" = none
-    compare_with: str = ""
-
-    def __post_init__(self) -> None:
-        if self.vocab_size < 256 + len(self.special_tokens) + 1:
-            raise ConfigError(f"vocab_size must exceed 256 bytes + {len(self.special_tokens)} "
-                              "special tokens")
-        for tok in (BOS, EOS):
-            if tok not in self.special_tokens:
-                raise ConfigError(f"special_tokens must include {tok}")
-        if len(set(self.special_tokens)) != len(self.special_tokens):
-            raise ConfigError(f"special_tokens has duplicates: {self.special_tokens}")
-        try:
-            regex.compile(self.regex())  # the engine tiktoken's patterns are written for
-        except regex.error as e:
-            raise ConfigError(f"pattern: invalid regex {self.regex()!r}: {e}") from None
-        if self.max_chars <= 0 or self.doc_cap_chars <= 0:
-            raise ConfigError("max_chars and doc_cap_chars must be positive")
-        if self.report_chars < 0 or self.extend_mined < 0:
-            raise ConfigError("report_chars and extend_mined must be >= 0")
-        if self.extend_mined and not self.report_chars:
-            raise ConfigError("extend_mined needs the report (report_chars > 0) to mine words from")
-
-    def regex(self) -> str:
-        return PATTERNS.get(self.pattern, self.pattern)
-
-    def build(self, sample: Callable[[], Iterator[str]]) -> Tokenizer:
-        """The published tokenizer named by ``pretrained``, or one trained on ``sample()``."""
-        if self.pretrained:
-            from .pretrained import load
-            return load(self.pretrained, self.regex(), self.special_tokens, self.bos_token,
-                        self.eos_token)
-        return train(sample(), self)
-
-    def fingerprint(self) -> list[tuple[str, int, int]]:
-        """Size and mtime of the files ``pretrained`` names ([] when training)."""
-        if not self.pretrained:
-            return []
-        from .pretrained import parse_spec
-        path = parse_spec(self.pretrained)[1]
-        files = sorted(path.rglob("*")) if path.is_dir() else [path]
-        return [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()]
+from .config import BOS, EOS, TokenizerConfig
 
 
 @dataclass(frozen=True)
@@ -228,7 +157,7 @@ def training_sample(docs: Iterator[dict], cfg: TokenizerConfig,
     """Documents capped at ``doc_cap_chars``, an equal share of ``max_chars`` per domain.
 
     One streaming pass; a domain with less text than its share leaves the rest unused
-    (simple and deterministic; issue 6 refines the sampling). Documents a source holds
+    (simple and deterministic). Documents a source holds
     out (``use_for = "val"``) are never trained on.
     """
     share = cfg.max_chars // max(1, len(domains))

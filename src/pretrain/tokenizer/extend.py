@@ -1,5 +1,5 @@
 """Add domain tokens to a trained (or loaded) tokenizer without changing any existing id,
-and grow a checkpoint's embeddings to match.
+and record what a checkpoint's new embedding rows are made of.
 
 A BPE encodes by merges, so a new token must be reachable by merges: a word that the
 tokenizer splits into pieces ``p1 .. pk`` gets the chain ``p1p2``, ``p1p2p3``, ..., the whole
@@ -10,8 +10,9 @@ Each word is added in the forms documents contain: alone and after a space (the 
 regex attaches one). A form the split regex cuts into several chunks cannot become one
 token and is reported as skipped, as is a form whose chain would not produce it.
 
-New embedding rows start as the mean of the rows of the pieces the word was made of
-(``resize_embeddings``), so a continued run starts from what the model knew.
+Each added token records the ids it was made of (``AddedToken.parts``): a checkpoint's new
+embedding rows start as the mean of those rows (``model.transformer.grow_vocab``), so a
+continued run starts from what the model knew.
 """
 
 from __future__ import annotations
@@ -19,10 +20,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import regex
-import torch
 
 from ..log import log0
-from ..model.transformer import Transformer
 from .bpe import AddedToken, Tokenizer
 
 
@@ -60,32 +59,3 @@ def extend(tok: Tokenizer, words: Iterable[str]) -> tuple[Tokenizer, dict[str, l
     log0(f"tokenizer: extended by {len(added) - len(tok.added)} tokens for "
          f"{len(result['added'])} word forms; {len(result['skipped'])} skipped")
     return current, result
-
-
-@torch.no_grad()
-def resize_embeddings(model: Transformer, tok: Tokenizer) -> None:
-    """Grow ``model``'s embedding (and untied output head) to ``tok.vocab_size`` rows; each
-    added token's row is the mean of its pieces' rows. Existing rows are untouched."""
-    cfg = model.cfg
-    old = cfg.vocab_size
-    if tok.vocab_size < old:
-        raise ValueError(f"the tokenizer has {tok.vocab_size} ids, fewer than the model's {old}")
-    if tok.vocab_size == old:
-        return
-    parts = {a.id: a.parts for a in tok.added}
-    missing = [i for i in range(old, tok.vocab_size) if i not in parts]
-    if missing:
-        raise ValueError(f"ids {missing[:5]}... are neither in the checkpoint nor added tokens")
-
-    def grown(weight: torch.Tensor) -> torch.nn.Parameter:
-        rows = [weight[parts[i]].mean(dim=0) for i in range(old, tok.vocab_size)]
-        return torch.nn.Parameter(torch.cat([weight, torch.stack(rows)]))
-
-    model.embed.weight = grown(model.embed.weight)
-    model.embed.num_embeddings = tok.vocab_size
-    if cfg.tied:
-        model.head.weight = model.embed.weight
-    else:
-        model.head.weight = grown(model.head.weight)
-    model.head.out_features = tok.vocab_size
-    cfg.vocab_size = tok.vocab_size

@@ -17,7 +17,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .bpe import PAD, Tokenizer
+from .bpe import Tokenizer
+from .config import PAD
 
 
 @lru_cache(maxsize=1)

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError
-from .bpe import GPT2_PATTERN, Tokenizer
+from .bpe import Tokenizer
+from .config import BOS, EOS, GPT2_PATTERN, parse_spec
 from .hf import byte_to_unicode
 
 LLAMA3_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"""
@@ -164,14 +165,6 @@ def load_llama3(path: Path) -> Tokenizer:
     return Tokenizer(ranks, LLAMA3_PATTERN, special, bos="<|begin_of_text|>", eos="<|end_of_text|>")
 
 
-def parse_spec(spec: str) -> tuple[str, Path]:
-    """``llama3:PATH`` -> ("llama3", PATH); anything else -> ("", the path)."""
-    kind, _, rest = spec.partition(":")
-    if kind == "llama3" and rest:
-        return kind, Path(rest).expanduser()
-    return "", Path(spec).expanduser()
-
-
 def load(spec: str, pattern: str, special_tokens: list[str], bos: str, eos: str) -> Tokenizer:
     """``tokenizer.pretrained``: see the module docstring for what ``spec`` may be."""
     kind, path = parse_spec(spec)
@@ -187,7 +180,6 @@ def load(spec: str, pattern: str, special_tokens: list[str], bos: str, eos: str)
     if path.suffix == ".json":
         return load_hf(path, bos, eos)
     if path.suffix == ".tiktoken":
-        from .bpe import BOS, EOS
         return Tokenizer(read_tiktoken(path), pattern, special_tokens, bos or BOS, eos or EOS)
     raise ConfigError(f"tokenizer.pretrained: cannot tell what {spec!r} is; give a GPT-2 folder, "
                       "a tokenizer.json, a .tiktoken file or llama3:PATH")

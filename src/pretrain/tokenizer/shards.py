@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,26 +32,10 @@ import numpy as np
 from ..config import ConfigError, PretrainError
 from ..log import Progress, log0
 from .bpe import Tokenizer
+from .config import TokenizeConfig
 
 FORMAT = "pretrain-tokens/1"
 TOKENIZER = "tokenizer.json"
-
-
-@dataclass
-class TokenizeConfig:
-    val_fraction: float = 0.02        # of documents, chosen by hash of the id
-    min_val_docs: int = 1             # per domain: its first documents go to val if needed
-    shard_tokens: int = 100_000_000   # start a new shard after this many tokens
-    batch_docs: int = 512             # documents per encode call
-    num_threads: int = 0              # tiktoken threads; 0 = all cores
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError("val_fraction must be within (0, 1)")
-        if self.min_val_docs < 0:
-            raise ConfigError("min_val_docs must be >= 0")
-        if self.shard_tokens <= 0 or self.batch_docs <= 0 or self.num_threads < 0:
-            raise ConfigError("shard_tokens and batch_docs must be positive, num_threads >= 0")
 
 
 def is_val(doc_id: str, fraction: float) -> bool:

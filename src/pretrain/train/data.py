@@ -14,13 +14,13 @@ whole state is the data position, an integer saved in every checkpoint:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from ..config import ConfigError
+from .config import MixtureEntry
 
 
 class RandomWindows:
@@ -53,24 +53,6 @@ class RandomWindows:
             rows.append(np.asarray(arr[start:start + self.seq_len + 1], dtype=np.int64))
         xy = torch.from_numpy(np.stack(rows))
         return xy[:, :-1], xy[:, 1:]
-
-
-@dataclass
-class MixtureEntry:
-    domain: str = ""
-    weight: float = 1.0
-    weight_end: float = -1.0          # weight at the end of the run; -1 = constant
-    max_epochs: float = 0.0           # passes over the domain's tokens; 0 = no limit
-
-    def __post_init__(self) -> None:
-        if not self.domain:
-            raise ConfigError("domain: each [[train.mixture]] entry names a data domain")
-        if self.weight < 0 or (self.weight_end < 0 and self.weight_end != -1.0) or self.max_epochs < 0:
-            raise ConfigError("weight, weight_end (or -1) and max_epochs must be >= 0")
-
-    def weight_at(self, progress: float) -> float:
-        end = self.weight if self.weight_end == -1.0 else self.weight_end
-        return self.weight + (end - self.weight) * progress
 
 
 class MixtureWindows:
@@ -148,21 +130,3 @@ class MixtureWindows:
             rows.append(self._window(domain, pos))
         xy = torch.from_numpy(np.stack(rows))
         return xy[:, :-1], xy[:, 1:]
-
-
-def fixed_val_batches(shards: Any, seq_len: int, batch_size: int,
-                      n_batches: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Contiguous windows from the start of the val split: the same ones at every eval."""
-    rows = []
-    for arr in shards.shards:
-        for start in range(0, len(arr) - seq_len, seq_len):
-            rows.append(np.asarray(arr[start:start + seq_len + 1], dtype=np.int64))
-            if len(rows) == batch_size * n_batches:
-                break
-        if len(rows) == batch_size * n_batches:
-            break
-    if not rows:
-        raise ConfigError(f"the val split holds fewer than seq_len + 1 = {seq_len + 1} tokens")
-    xy = torch.from_numpy(np.stack(rows))
-    return [(xy[i:i + batch_size, :-1], xy[i:i + batch_size, 1:])
-            for i in range(0, len(rows), batch_size)]

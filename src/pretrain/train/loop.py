@@ -1,6 +1,8 @@
-"""The training loop: next-token cross-entropy, AdamW, warmup + cosine, exact resume, spike guard.
+"""The training loop: next-token cross-entropy with the configured optimizer (``optim.py``:
+AdamW or Muon) and schedule (cosine, linear or warmup-stable-decay), gradient accumulation
+and clipping, evaluation on fixed held-out windows, exact resume and a spike guard.
 
-Importable and callable from tests (``train(cfg, model_cfg, tokens_dir, out, seed, counts)``).
+Importable and callable from tests (``train(cfg, model_cfg, tokens_dir, RunPaths(out))``).
 Data parallel through torchrun (``distributed.py``); metrics to log.jsonl, a plain log line,
 TensorBoard and optionally W&B (``monitor.py``).
 
@@ -17,9 +19,9 @@ import contextlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,101 +30,39 @@ from .. import distributed
 from ..config import ConfigError, PretrainError
 from ..eval.loss import domain_windows, score
 from ..log import Progress, log0
+from ..model import io
 from ..model.config import ModelConfig
 from ..model.generate import generate
 from ..model.transformer import Transformer
 from ..tokenizer.shards import TokenShards
-from . import checkpoint, state
-from .data import MixtureEntry, MixtureWindows, RandomWindows
+from . import state
+from .config import TrainConfig
+from .data import MixtureWindows, RandomWindows
 from .monitor import Monitor, memory_gb
 from .optim import (
     apply_activation_checkpointing,
     lr_at,
     make_optimizer,
     measured_peak_flops,
-    param_groups,
 )
 from .stability import SpikeGuard
 
-__all__ = ["RandomWindows", "TrainConfig", "lr_at", "param_groups", "train"]
-
 
 @dataclass
-class TrainConfig:
-    steps: int = 500
-    time_budget_s: float = 0.0        # stop after this much training time (steps then a cap)
-    batch_size: int = 16              # sequences per micro-batch
-    grad_accum: int = 1               # micro-batches per optimizer step
-    lr: float = 3e-3
-    min_lr_ratio: float = 0.1         # cosine decays to lr * min_lr_ratio
-    warmup_steps: int = 50
-    schedule: Literal["cosine", "linear", "wsd"] = "cosine"
-    decay_frac: float = 0.2           # wsd: the share of steps spent decaying
-    optimizer: Literal["adamw", "muon"] = "adamw"  # muon: hidden matrices (AdamW for the rest)
-    weight_decay: float = 0.1         # matrices only; norms and embeddings are not decayed
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0            # 0 = off
-    eval_every: int = 100
-    eval_batches: int = 8             # val windows: eval_batches * global batch rows, split by domain
-    log_every: int = 10
-    # at every eval, greedy continuations of a fixed prompt per data domain (the start of
-    # its first held-out document), stored with the step in train/generations.jsonl
-    probe_prompt_tokens: int = 16
-    probe_new_tokens: int = 32        # 0 = off
-    threads: int = 0                  # torch intra-op threads; 0 = torch's default
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    peak_tflops: float = 0.0          # hardware peak for MFU; 0 = measure it (CPU) or skip (GPU)
-    init_from: str = ""               # continue from: run dir, checkpoint or HF model dir
-    mixture: list[MixtureEntry] = field(default_factory=list)  # domain weights; [] = by size
-    compile: bool = False             # torch.compile the model (inductor; needs a C++ compiler on CPU)
-    activation_checkpointing: bool = False  # recompute block activations in backward
-    checkpoint_every: int = 100       # steps between resumable checkpoints; 0 = none
-    keep_last: int = 2                # checkpoints kept (plus the best by val loss)
-    resume: bool = True               # continue from the latest checkpoint of the same config
-    spike_window: int = 50            # losses the spike z-score is computed over
-    spike_zscore: float = 6.0         # a loss this many std above the window mean is a spike; 0 = off
-    max_bad_steps: int = 3            # bad (skipped) steps in a row before rolling back
-    max_rollbacks: int = 3            # then give up with an error
-    data_parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate or shard (FSDP2)
-    tensorboard: bool = True          # event files in runs/<name>/tensorboard/
-    wandb: Literal["off", "offline", "online"] = "off"
-    wandb_project: str = "pretrain"
+class RunPaths:
+    """Where a training run writes."""
 
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "grad_accum", "eval_every", "eval_batches", "log_every"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1:
-            raise ConfigError("lr must be positive and min_lr_ratio within [0, 1]")
-        if self.warmup_steps < 0:
-            raise ConfigError("warmup_steps must be >= 0")
-        if self.checkpoint_every < 0 or self.keep_last < 1 or self.spike_zscore < 0:
-            raise ConfigError("checkpoint_every >= 0, keep_last >= 1 and spike_zscore >= 0 needed")
-        if not 0.0 < self.decay_frac <= 1.0:
-            raise ConfigError("decay_frac must be within (0, 1]")
-        if self.optimizer == "muon" and self.data_parallel == "fsdp":
-            raise ConfigError("optimizer = 'muon' needs whole matrices; use data_parallel = 'ddp'")
-        if self.time_budget_s < 0:
-            raise ConfigError("time_budget_s must be >= 0 (0 = train for `steps` steps)")
-        if self.spike_window < 2 or self.max_bad_steps < 1 or self.max_rollbacks < 0:
-            raise ConfigError("spike_window >= 2, max_bad_steps >= 1, max_rollbacks >= 0 needed")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device = 'cuda' but no CUDA device is available")
-    return torch.device(name)
+    out: Path                         # final weights, log.jsonl, events.jsonl, generations.jsonl
+    checkpoints: Path | None = None   # resumable checkpoints; a rerun resumes from the latest
+    monitor: Path | None = None       # TensorBoard event files
+    name: str = "train"               # the run's name (W&B)
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, model: Transformer, tokens_dir: Path, seed: int,
-                 device: torch.device, ckpt_dir: Path | None, d: distributed.Dist | None = None,
-                 monitor_dir: Path | None = None, run_name: str = "train"):
-        self.cfg, self.model, self.device, self.ckpt_dir = cfg, model, device, ckpt_dir
-        self.monitor_dir, self.run_name = monitor_dir, run_name
+    def __init__(self, cfg: TrainConfig, model: Transformer, tokens_dir: Path, paths: RunPaths,
+                 seed: int, device: torch.device, d: distributed.Dist | None = None):
+        self.cfg, self.model, self.device, self.paths = cfg, model, device, paths
+        self.ckpt_dir = paths.checkpoints
         self.d = d or distributed.Dist()
         # applied from outside the model: activation checkpointing, then DDP or FSDP2, then
         # compile (compiling the DDP module lets dynamo split graphs at the gradient buckets)
@@ -131,7 +71,7 @@ class Trainer:
         self.fsdp = self.d.enabled and cfg.data_parallel == "fsdp"
         net = distributed.wrap(model, self.d, device, cfg.data_parallel)
         self.net: torch.nn.Module = torch.compile(net) if cfg.compile else net  # type: ignore[assignment]
-        self.aliases = state.tied_aliases(model)
+        self.aliases = io.tied_aliases(model)
         # created after wrapping: FSDP2 replaces the parameters with sharded ones
         self.opt = make_optimizer(model, cfg)
         seq_len = model.cfg.seq_len
@@ -213,7 +153,7 @@ class Trainer:
         model_sd, opt_sd = distributed.full_state(self.model, self.opt)
         if self.d.rank == 0:
             assert opt_sd is not None
-            state.save(self.ckpt_dir, self.step, model_sd, opt_sd, self.aliases,
+            state.save(self.ckpt_dir, self.step, self.model.cfg, model_sd, opt_sd, self.aliases,
                        self._loop_state(), self.cfg.keep_last)
         distributed.barrier(self.d)
 
@@ -250,8 +190,8 @@ class Trainer:
             self.val_losses["0"] = self.evaluate()["all"]["loss"]
             log0(f"train: step 0 val loss {self.val_losses['0']:.4f}")
             self._generate(0)
-        self.monitor = Monitor(self.monitor_dir, cfg.tensorboard, cfg.wandb, cfg.wandb_project,
-                               self.run_name, {"train": asdict(cfg), "model": asdict(self.model.cfg)},
+        self.monitor = Monitor(self.paths.monitor, cfg.tensorboard, cfg.wandb, cfg.wandb_project,
+                               self.paths.name, {"train": asdict(cfg), "model": asdict(self.model.cfg)},
                                self.step, enabled=self.d.rank == 0)
         try:
             self._loop()
@@ -371,49 +311,51 @@ def log_line(rec: dict[str, Any], steps: int, budget_s: float = 0.0) -> str:
     return "  ".join(parts)
 
 
-def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, out: Path, seed: int,
-          counts: dict[str, Any], init: Transformer | None = None,
-          ckpt_dir: Path | None = None, d: distributed.Dist | None = None,
-          monitor_dir: Path | None = None, run_name: str = "train") -> Transformer:
-    """Train a new model of ``model_cfg``, or continue from ``init`` (its config then rules).
+def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: RunPaths,
+          seed: int = 0, device: str = "auto", init: Transformer | None = None,
+          d: distributed.Dist | None = None) -> dict[str, Any]:
+    """Train a new model of ``model_cfg``, or continue from ``init`` (its config then rules);
+    returns the run's counts (what the train stage's manifest records).
 
-    With ``ckpt_dir``, resumable checkpoints go there every ``checkpoint_every`` steps and
-    a rerun continues from the latest one (``resume``). The final model, ``log.jsonl`` and
-    ``events.jsonl`` are written to ``out`` (by rank 0 when data parallel: pass ``d``).
-    ``batch_size`` is per rank; the global batch is ``batch_size * grad_accum * world``.
+    With ``paths.checkpoints``, resumable checkpoints go there every ``checkpoint_every``
+    steps and a rerun continues from the latest one (``resume``). The final model,
+    ``log.jsonl``, ``events.jsonl`` and ``generations.jsonl`` are written to ``paths.out`` (by
+    rank 0 when data parallel: pass ``d``). ``batch_size`` is per rank; the global batch is
+    ``batch_size * grad_accum * world``.
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     d = d or distributed.Dist()
-    device = distributed.device_for(d, resolve_device(cfg.device))
+    dev = distributed.device_for(d, distributed.resolve_device(device))
     torch.manual_seed(seed)
     if init is not None:
         model_cfg = init.cfg
-    model = (init if init is not None else Transformer(model_cfg)).to(device).train()
+    model = (init if init is not None else Transformer(model_cfg)).to(dev).train()
     tokens_per_step = cfg.batch_size * cfg.grad_accum * d.world * model_cfg.seq_len
     log0(f"train: {model_cfg.num_params() / 1e6:.2f} M params, {tokens_per_step:,} tokens/step, "
-         f"{cfg.steps} steps on {device}" + (f" x {d.world} processes ({cfg.data_parallel.upper()})" if d.enabled else ""))
-    t = Trainer(cfg, model, tokens_dir, seed, device, ckpt_dir, d, monitor_dir, run_name)
+         f"{cfg.steps} steps on {dev}" + (f" x {d.world} processes ({cfg.data_parallel.upper()})" if d.enabled else ""))
+    t = Trainer(cfg, model, tokens_dir, paths, seed, dev, d)
     t.run()
     final_sd, _ = distributed.full_state(model)  # a collective under FSDP: every rank gathers
     if d.rank != 0:
-        return model
+        return {}
+    out = paths.out
     with open(out / "log.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in t.history)
     with open(out / "events.jsonl", "w") as f:
         f.writelines(json.dumps(e) + "\n" for e in t.events)
     with open(out / "generations.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps(g, ensure_ascii=False) + "\n" for g in t.generations)
-    checkpoint.save_state(final_sd, t.aliases, model_cfg, out)
+    io.save(out, model_cfg, final_sd, t.aliases)
     first, last = t.val_losses["0"], t.val_losses[str(t.step)]
-    counts.update({"params": model_cfg.num_params(), "steps": t.step,
-                   "tokens_seen": tokens_per_step * t.step,
-                   "val_loss_initial": round(first, 5), "val_loss_final": round(last, 5),
-                   "train_loss_final": t.history[-1]["loss"],
-                   "tok_per_s": round(tokens_per_step * t.step / max(t.t_train, 1e-9), 1),
-                   "train_time_s": round(t.t_train, 2),
-                   "skipped_steps": sum(1 for e in t.events if e["action"] == "skipped update"),
-                   "rollbacks": t.rollbacks, "device": str(device), "processes": d.world})
+    counts: dict[str, Any] = {
+        "params": model_cfg.num_params(), "steps": t.step, "tokens_seen": tokens_per_step * t.step,
+        "val_loss_initial": round(first, 5), "val_loss_final": round(last, 5),
+        "train_loss_final": t.history[-1]["loss"],
+        "tok_per_s": round(tokens_per_step * t.step / max(t.t_train, 1e-9), 1),
+        "train_time_s": round(t.t_train, 2),
+        "skipped_steps": sum(1 for e in t.events if e["action"] == "skipped update"),
+        "rollbacks": t.rollbacks, "device": str(dev), "processes": d.world}
     last_val = next(r for r in reversed(t.history) if "val_loss" in r)
     for key in ("val_bpb", "val"):
         if key in last_val:
@@ -425,4 +367,4 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, out: Path,
     mfu = f", MFU {counts['mfu_median']:.1%} of {counts['peak_gflops']:.0f} GFLOP/s" if mfus else ""
     log0(f"train: val loss {first:.4f} -> {last:.4f} "
          f"({counts['tok_per_s']:,.0f} tokens/s over {t.t_train:.0f}s of steps{mfu})")
-    return model
+    return counts

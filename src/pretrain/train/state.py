@@ -3,6 +3,8 @@
 Layout: ``runs/<name>/checkpoints/<train key>/step-NNNNNNN/`` with
 
     model.safetensors   weights (safetensors: nothing is unpickled on load), unsharded
+    model_config.json   the model config, so that a checkpoint is also a model folder
+                        (``model/io.py``: export and ``train.init_from`` accept it)
     optimizer.pt        AdamW state keyed by parameter name, unsharded, loaded with
                         ``weights_only=True`` (tensors and numbers)
     rng.pt              torch CPU (and CUDA) RNG states, ``weights_only=True`` as well
@@ -24,6 +26,9 @@ from typing import Any
 
 import torch
 
+from ..model import io
+from ..model.config import ModelConfig
+
 STATE = "state.json"
 
 
@@ -36,35 +41,15 @@ def _fsync_tree(folder: Path) -> None:
             os.close(fd)
 
 
-def tied_aliases(model: torch.nn.Module) -> dict[str, str]:
-    """Second names of shared parameters (``head.weight`` -> ``embed.weight`` when tied)."""
-    first = {id(p): n for n, p in model.named_parameters()}
-    return {n: first[id(p)] for n, p in model.named_parameters(remove_duplicate=False)
-            if first[id(p)] != n}
-
-
-def save_weights(model_sd: dict[str, torch.Tensor], aliases: dict[str, str], path: Path) -> None:
-    """A full state dict as safetensors, each shared tensor once (as ``save_model`` does)."""
-    from safetensors.torch import save_file
-    save_file({k: v.contiguous() for k, v in model_sd.items() if k not in aliases}, str(path))
-
-
-def load_weights(path: Path, aliases: dict[str, str]) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-    sd = load_file(str(path))
-    for alias, name in aliases.items():
-        sd.setdefault(alias, sd[name])
-    return sd
-
-
-def save(folder: Path, step: int, model_sd: dict[str, torch.Tensor], opt_sd: dict[str, Any],
-         aliases: dict[str, str], state: dict[str, Any], keep_last: int) -> Path:
+def save(folder: Path, step: int, model_cfg: ModelConfig, model_sd: dict[str, torch.Tensor],
+         opt_sd: dict[str, Any], aliases: dict[str, str], state: dict[str, Any],
+         keep_last: int) -> Path:
     """Write one checkpoint from full (unsharded, CPU) state dicts; see the module docstring."""
     final = folder / f"step-{step:07d}"
     tmp = folder / f"step-{step:07d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_weights(model_sd, aliases, tmp / "model.safetensors")
+    io.save(tmp, model_cfg, model_sd, aliases)  # a model folder: export and init_from read it
     torch.save(opt_sd, tmp / "optimizer.pt")
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -100,7 +85,7 @@ def _rotate(folder: Path, keep_last: int) -> None:
 def load(ckpt: Path, aliases: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """(model state dict, optimizer state dict, loop state) of a checkpoint, on CPU; restores
     the RNG states. Nothing is unpickled: safetensors, ``weights_only=True`` and JSON."""
-    model_sd = load_weights(ckpt / "model.safetensors", aliases)
+    model_sd = io.load_weights(ckpt / io.WEIGHTS, aliases)
     opt_sd = torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True)
     rng = torch.load(ckpt / "rng.pt", weights_only=True)
     torch.set_rng_state(rng["cpu"])

@@ -1,0 +1,69 @@
+"""Where the data stage's tasks run: in this process, in a pool of worker processes on
+this machine, or as Ray tasks on a cluster. The tasks themselves (``runner.run_task``) do
+not know which: each writes its files under temporary names and renames them when done,
+so a retried or resumed task gives the same output.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..config import ConfigError
+from ..log import Progress
+from .config import DataConfig
+from .runner import Task, run_task
+
+# Below this much input in files, worker processes cost more to start (~1 s each: spawn
+# re-imports numpy, the language model) than they save.
+_MIN_PARALLEL_BYTES = 8 << 20
+
+
+def execute(cfg: DataConfig, todo: list[Task], work: Path, ngrams_path: str) -> None:
+    if cfg.executor == "ray" and todo:
+        _ray(cfg, todo, work, ngrams_path)
+        return
+    workers = min(cfg.workers or os.cpu_count() or 1, len(todo))
+    if all(t.files for t in todo) and sum(
+            Path(f).stat().st_size for t in todo for f in t.files or []) < _MIN_PARALLEL_BYTES:
+        workers = 1
+    with Progress("data", unit="tasks") as bar:
+        if workers <= 1:
+            for t in todo:
+                run_task(cfg, t, work, ngrams_path)
+                bar.update(1)
+            return
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        # spawn, not fork: the parent may hold threads (torch, the progress bar)
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as ex:
+            futures = [ex.submit(run_task, cfg, t, work, ngrams_path) for t in todo]
+            for fut in as_completed(futures):
+                fut.result()
+                bar.update(1)
+
+
+def _ray(cfg: DataConfig, todo: list[Task], work: Path, ngrams_path: str) -> None:
+    """The same tasks as Ray tasks (one CPU each). A task writes its files under a
+    temporary name and renames them, so Ray's retry of a task on a lost worker is safe."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("data.executor = 'ray' needs Ray: pip install ray") from None
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=cfg.ray_address or None, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+    try:
+        remote = ray.remote(num_cpus=1)(run_task)
+        pending = [remote.remote(cfg, t, work, ngrams_path) for t in todo]
+        with Progress("data", unit="tasks") as bar:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                ray.get(done)  # a task's exception is raised here
+                bar.update(1)
+    finally:
+        if started:
+            ray.shutdown()
+
+

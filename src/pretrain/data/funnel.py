@@ -1,0 +1,128 @@
+"""The data stage's accounting: the funnel (documents and bytes in and out of every step,
+drops by reason, each step's own counts) and the drop records (``dropped.jsonl``, every
+drop and unreadable record; ``samples.jsonl``, the first few dropped documents of each
+reason with their text). Nothing leaves the stage without a row here.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from .document import Document, Skip, Step
+
+
+class Funnel:
+    """Per step: documents and bytes in and out, drops by reason, and the step's own counts."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, Any]] = {}
+
+    def row(self, step: str) -> dict[str, Any]:
+        return self.rows.setdefault(step, {"docs_in": 0, "bytes_in": 0, "docs_out": 0,
+                                           "bytes_out": 0, "dropped": Counter(),
+                                           "stats": Counter()})
+
+    def merge(self, rows: list[dict[str, Any]]) -> None:
+        """Add the rows of another funnel (``as_json`` form: a task's)."""
+        for r in rows:
+            mine = self.row(r["step"])
+            for k in ("docs_in", "bytes_in", "docs_out", "bytes_out"):
+                mine[k] += r[k]
+            mine["dropped"].update(r["dropped"])
+            mine["stats"].update(r["stats"])
+
+    def dropped(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for row in self.rows.values():
+            total.update(row["dropped"])
+        return total
+
+    def as_json(self) -> list[dict[str, Any]]:
+        return [{"step": s, **{k: (dict(v) if isinstance(v, Counter) else v)
+                               for k, v in r.items()}} for s, r in self.rows.items()]
+
+    def run(self, steps: list[Step], docs: Iterator[Document],
+            drops: list[tuple[str, Document, str]]) -> Iterator[Document]:
+        """``docs`` through ``steps``, every step metered; each drop appended to ``drops``
+        as (step, document, reason)."""
+        stream: Iterator[Document] = docs
+        for step in steps:
+            row = self.row(step.name)
+            stream = _collect(step.name, step(_metered(stream, row)), row, drops)
+        return stream
+
+
+def _metered(stream: Iterator[Document], row: dict[str, Any]) -> Iterator[Document]:
+    for doc in stream:
+        row["docs_in"] += 1
+        row["bytes_in"] += doc.nbytes
+        yield doc
+
+
+def _collect(name: str, stream: Iterator[Any], row: dict[str, Any],
+             drops: list[tuple[str, Document, str]]) -> Iterator[Document]:
+    for item in stream:
+        if isinstance(item, tuple):
+            row["dropped"][item[1]] += 1
+            drops.append((name, *item))
+        else:
+            row["docs_out"] += 1
+            row["bytes_out"] += item.nbytes
+            yield item
+
+
+class DropLog:
+    """The one writer of drop records: every drop to ``audit`` (no text), and the first
+    ``max_samples`` dropped documents of each reason, with their text, to ``samples``."""
+
+    def __init__(self, audit: IO[str], samples: IO[str], max_samples: int):
+        self.audit, self.samples, self.max_samples = audit, samples, max_samples
+        self.sampled: Counter[str] = Counter()
+
+    def skip(self, skip: Skip, domain: str) -> None:
+        self.audit.write(json.dumps({"id": skip.id, "domain": domain, "step": "read",
+                                     "reason": skip.reason, "detail": skip.detail}) + "\n")
+
+    def drop(self, step: str, rec: dict[str, Any], reason: str, detail: str = "",
+             **extra: str) -> None:
+        """A dropped document (``rec``: its record, as written to the shards); ``detail``
+        goes to the audit line, ``extra`` to the audit line and the sample."""
+        self.audit.write(json.dumps({"id": rec["id"], "domain": rec["domain"], "step": step,
+                                     "reason": reason, **({"detail": detail} if detail else {}),
+                                     **extra, "chars": len(rec["text"])}) + "\n")
+        if self.sampled[reason] < self.max_samples:
+            self.sampled[reason] += 1
+            self.samples.write(json.dumps({"step": step, "reason": reason, **extra, **rec},
+                                          ensure_ascii=False) + "\n")
+
+    def copy(self, audit: Path, samples: Path) -> None:
+        """Append another DropLog's files (a task's), keeping the per-reason sample cap."""
+        with open(audit, encoding="utf-8") as f:
+            shutil.copyfileobj(f, self.audit)
+        with open(samples, encoding="utf-8") as f:
+            for line in f:
+                reason = json.loads(line)["reason"]
+                if self.sampled[reason] < self.max_samples:
+                    self.sampled[reason] += 1
+                    self.samples.write(line)
+
+
+def format_funnel(rows: list[dict[str, Any]]) -> str:
+    """The funnel as a plain table: one line per step."""
+    lines = [f"{'step':<18}{'docs in':>10}{'docs out':>10}{'MB in':>9}{'MB out':>9}  dropped"]
+    for r in rows:
+        mb_in = f"{r['bytes_in'] / 1e6:9.2f}" if r.get("bytes_in") else f"{'':>9}"
+        mb_out = f"{r['bytes_out'] / 1e6:9.2f}" if r.get("bytes_out") else f"{'':>9}"
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(r["dropped"].items(),
+                                                          key=lambda kv: -kv[1]))
+        lines.append(f"{r['step']:<18}{r['docs_in']:>10}{r['docs_out']:>10}{mb_in}{mb_out}  "
+                     f"{reasons}")
+    for r in rows:  # what steps did besides dropping: lines cut, PII replaced, hits
+        if r.get("stats"):
+            lines.append(f"  {r['step']}: " + ", ".join(f"{k} {v}" for k, v in r["stats"].items()))
+    return "\n".join(lines)

@@ -1,0 +1,76 @@
+"""The evaluation and sampling stages' configuration: ``[eval]`` and ``[sample]``.
+
+Light on purpose (no torch): ``pretrain config show`` and ``--dry-run`` import it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from ..config import ConfigError
+from .gates import parse as parse_gate
+
+
+@dataclass
+class EvalConfig:
+    max_tokens_per_domain: int = 100_000   # 0 = the whole val split
+    batch_size: int = 16
+    # benchmark tasks (eval/tasks.py): built-in names (hellaswag, arc_easy, arc_challenge,
+    # piqa, openbook_qa, copa, boolq, commonsense_qa, winogrande, winograd_wsc,
+    # lambada_openai, wikitext2) found under tasks_dir, or paths of jsonl files in one of their schemas
+    tasks: list[str] = field(default_factory=list)
+    tasks_dir: str = "../shared/data/eval"
+    task_limit: int = 0                    # items per task (the first ones); 0 = all
+    num_fewshot: int = 0                   # answered examples of the task before each item
+    # lm-evaluation-harness tasks (eval/harness.py, the [eval] extra), results in
+    # eval/harness.json; harness_include: a folder of task YAMLs (local files, offline)
+    harness: list[str] = field(default_factory=list)
+    harness_include: str = ""
+    # DCLM's CORE score (eval/core.py) over the CORE task files found under tasks_dir
+    core: bool = False
+    core_limit: int = 500                  # items per CORE task after DCLM's shuffle; 0 = all
+    contamination: bool = True             # 13-gram overlap of the training data with the tasks
+    # memorization probe (eval/memorization.py): greedy continuation of training and
+    # held-out documents from their first prompt tokens
+    memorization_docs: int = 64            # per group; 0 = off
+    memorization_prompt_tokens: int = 32
+    memorization_tokens: int = 16
+    # thresholds checked by `pretrain eval --gate`, e.g. "all.bpb <= 1.9",
+    # "tasks.hellaswag.acc_norm >= 0.3" (eval/gates.py)
+    gates: list[str] = field(default_factory=list)
+
+    # gates judge the results, they do not change them: not in the eval stage's key
+    UNKEYED: ClassVar[tuple[str, ...]] = ("gates",)
+
+    def __post_init__(self) -> None:
+        for g in self.gates:
+            parse_gate(g)
+        if 0 < self.core_limit <= 10:
+            raise ConfigError(f"eval.core_limit = {self.core_limit}: CORE's 10-shot prompts draw "
+                              "their examples from the task's other items; use 0 (all) or > 10")
+        if self.memorization_docs < 0 or self.memorization_prompt_tokens <= 0 \
+                or self.memorization_tokens <= 0:
+            raise ConfigError("memorization_docs must be >= 0, the token counts positive")
+        if self.max_tokens_per_domain < 0 or self.batch_size <= 0 or self.task_limit < 0 \
+                or self.num_fewshot < 0 or self.core_limit < 0:
+            raise ConfigError("max_tokens_per_domain, task_limit, num_fewshot and core_limit "
+                              "must be >= 0 and batch_size positive")
+
+
+@dataclass
+class SampleConfig:
+    prompts: list[str] = field(default_factory=lambda: ["def", "The"])
+    max_new_tokens: int = 64
+    temperature: float = 0.8          # 0 = greedy
+    top_k: int = 50                   # 0 = no top-k filter
+    top_p: float = 1.0                # nucleus sampling; 1 = off
+    seed: int = 1234
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens <= 0:
+            raise ConfigError("max_new_tokens must be positive")
+        if self.temperature < 0 or self.top_k < 0:
+            raise ConfigError("temperature and top_k must be >= 0")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError("top_p must be within (0, 1]")

@@ -1,0 +1,54 @@
+"""The eval stage: everything measured on a trained model, into ``results.json``.
+
+Held-out loss, perplexity and bits per byte per domain (``loss.py``); the benchmark tasks
+(``tasks.py``) and the contamination of the training data with them (``contamination.py``);
+DCLM's CORE (``core.py``); the memorization probe (``memorization.py``); and, when
+``eval.harness`` names tasks, lm-evaluation-harness (``harness.py``, ``harness.json``).
+Gates (``gates.py``) judge ``results.json`` afterwards; they are not part of the stage.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..data.docs import read_docs, read_output
+from ..log import log0
+from ..rundir import StageRun
+from ..tokenizer.shards import TokenShards
+from . import contamination, core, harness, memorization, tasks
+from .config import EvalConfig
+from .loss import held_out
+from .trained import load_trained
+
+
+def run(run: StageRun, cfg: EvalConfig, device: str) -> None:
+    model, tok = load_trained(run.inputs["train"], run.inputs["tokenizer"], device)
+    res: dict[str, Any] = dict(held_out(model, TokenShards(run.inputs["tokenize"], "val"),
+                                        cfg.max_tokens_per_domain, cfg.batch_size,
+                                        model.embed.weight.device))
+    if cfg.tasks:
+        res["tasks"] = tasks.run_tasks(model, tok, cfg)
+        log0("eval: benchmarks (log-likelihood of the choices)\n" + tasks.table(res["tasks"]))
+        if cfg.contamination:
+            removed = read_output(run.inputs["data"]).decontam_hits
+            res["contamination"] = contamination.report(
+                read_docs(run.inputs["data"]), cfg.tasks, cfg.tasks_dir, removed)
+            if res["contamination"]:
+                log0("eval: contamination of the training data\n"
+                     + contamination.table(res["contamination"]))
+    if cfg.core:
+        res["core"] = core.run(model, tok, cfg)
+        log0("eval: DCLM CORE\n" + core.table(res["core"]))
+    if cfg.memorization_docs:
+        res["memorization"] = memorization.probe(model, run.inputs["tokenize"], cfg)
+        log0(memorization.table(res["memorization"]))
+    (run.out / "results.json").write_text(json.dumps(res, indent=2))
+    run.counts.update(res)
+    if cfg.harness:
+        scores = harness.run(model, tok, cfg)
+        (run.out / "harness.json").write_text(json.dumps(scores, indent=2) + "\n")
+        run.counts["harness"] = scores
+        for name, metrics in scores.items():
+            log0(f"eval: harness {name}: " + ", ".join(
+                f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))

@@ -1,0 +1,50 @@
+"""``pretrain export``: a trained run (model and tokenizer) as a Hugging Face directory.
+
+The model side is ``model/hf.py``, the tokenizer side ``tokenizer/hf.py``; this module is
+the one place that knows a run has both, so neither package knows the other.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from .config import ConfigError
+from .model import hf as model_hf
+from .model import io
+from .tokenizer import hf as tok_hf
+from .tokenizer.bpe import Tokenizer
+
+
+def export_run(source: Path, out: Path) -> Path:
+    """A run directory, its ``train/`` folder or a checkpoint folder -> an HF directory.
+
+    Writes the model files and, when the run has one, the tokenizer (``tokenizer.json`` +
+    ``tokenizer_config.json``), so ``AutoModelForCausalLM`` and ``AutoTokenizer`` both load it.
+    """
+    if out.exists():
+        raise ConfigError(f"{out} exists; remove it or choose another folder")
+    folder = next((f for f in (source / "train", source) if io.is_model_folder(f)), None)
+    if folder is None:
+        raise ConfigError(f"{source}: neither a run directory with a completed train stage nor "
+                          f"a folder with {io.WEIGHTS} and {io.CONFIG}")
+    model = io.load(folder)
+    tok_path = _run_tokenizer(folder)
+    tok = Tokenizer.load(tok_path) if tok_path else None
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model_hf.export(model, tmp, tok.bos_id if tok else None, tok.eos_id if tok else None)
+    if tok is not None:
+        tok_hf.save_pretrained(tok, tmp, model.cfg.seq_len)
+    tmp.rename(out)
+    return out
+
+
+def _run_tokenizer(folder: Path) -> Path | None:
+    """The tokenizer of the run that ``folder`` (its train/ folder or a checkpoint under
+    ``checkpoints/<key>/``) belongs to, if there is one."""
+    for run in folder.parents[:3]:
+        path = run / "tokenizer" / "tokenizer.json"
+        if path.is_file():
+            return path
+    return None

@@ -1,0 +1,90 @@
+"""Model I/O, all of it: weights in safetensors, the model config as JSON, and loading a
+model from whatever a user points at (a run, its ``train/`` folder, a resumable
+checkpoint, a Hugging Face directory through ``hf.py``'s conversion table).
+
+Loading never unpickles: safetensors and JSON only. A folder of ours holds::
+
+    model.safetensors   the weights, each tied tensor once
+    model_config.json   the ModelConfig (``dataclasses.asdict``)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+
+from ..config import ConfigError, build
+from .config import ModelConfig
+from .hf import import_hf
+from .transformer import Transformer
+
+WEIGHTS, CONFIG = "model.safetensors", "model_config.json"
+
+
+def tied_aliases(model: torch.nn.Module) -> dict[str, str]:
+    """Second names of shared parameters (``head.weight`` -> ``embed.weight`` when tied)."""
+    first = {id(p): n for n, p in model.named_parameters()}
+    return {n: first[id(p)] for n, p in model.named_parameters(remove_duplicate=False)
+            if first[id(p)] != n}
+
+
+def save_weights(model_sd: dict[str, torch.Tensor], aliases: dict[str, str], path: Path) -> None:
+    """A full state dict as safetensors, each shared tensor once (as ``save_model`` does)."""
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in model_sd.items() if k not in aliases}, str(path))
+
+
+def load_weights(path: Path, aliases: dict[str, str]) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+    sd = load_file(str(path))
+    for alias, name in aliases.items():
+        sd.setdefault(alias, sd[name])
+    return sd
+
+
+def save(folder: Path, cfg: ModelConfig, model_sd: dict[str, torch.Tensor],
+         aliases: dict[str, str]) -> None:
+    """The weights of a full state dict (a model's, or what FSDP gathers) and the config."""
+    save_weights(model_sd, aliases, folder / WEIGHTS)
+    (folder / CONFIG).write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+
+
+def is_model_folder(path: Path) -> bool:
+    return (path / WEIGHTS).is_file() and (path / CONFIG).is_file()
+
+
+def read_config(folder: Path) -> ModelConfig:
+    path = folder / CONFIG
+    try:
+        return build(ModelConfig, json.loads(path.read_text()))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the model config: {e}") from None
+
+
+def load(folder: Path, device: str | torch.device = "cpu") -> Transformer:
+    """The model saved in ``folder`` (``save``), in eval mode on ``device``."""
+    from safetensors.torch import load_model
+    cfg = read_config(folder)
+    model = Transformer(cfg)
+    try:
+        load_model(model, str(folder / WEIGHTS), device=str(device))
+    except RuntimeError as e:  # names or shapes of another layout (e.g. an older version's)
+        raise ConfigError(f"{folder / WEIGHTS}: the weights do not fit {CONFIG} "
+                          f"({str(e).strip().splitlines()[0][:300]}); if an older version of "
+                          "pretrain wrote them, train again (`--force train`)") from None
+    return model.to(device).eval()
+
+
+def load_any(path: Path, device: str | torch.device = "cpu") -> Transformer:
+    """Weights to start from or export: a run directory, its ``train/`` folder, a folder of
+    ours (a resumable checkpoint too) or a Hugging Face model directory."""
+    for folder in (path / "train", path):
+        if is_model_folder(folder):
+            return load(folder, device)
+    if (path / "config.json").is_file():
+        return import_hf(path).to(device).eval()
+    raise ConfigError(f"{path}: not a run directory, a model or checkpoint folder of pretrain "
+                      f"({WEIGHTS} + {CONFIG}) or a Hugging Face model directory (config.json)")

@@ -1,0 +1,97 @@
+"""The pipeline's stages, one record each, in order: the only place that lists them.
+
+The orchestration (``pipeline.py``), the CLI (one command per stage) and the run report
+read this registry. A record says what a stage reads (upstream stages), which config
+sections it is given (exactly those are hashed into its key, so a stage cannot depend on
+a setting that would not rerun it), what else outside the run directory its output
+depends on (source files, weights to start from), and where its body is.
+
+The body is named as ``"module:function"`` and imported when the stage runs, so that the
+commands that only read configs (``pretrain config show``, ``--dry-run``, ``--help``) never
+import torch. It is called as ``function(run, *sections)`` with the stage's
+:class:`~pretrain.rundir.StageRun` (where to write, what it reads) and its config sections
+in the order listed. Adding a stage: a module with the body, and one line below.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .config import PretrainError, keyed
+from .run_config import RunConfig
+from .rundir import StageRun
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    help: str                              # one line: `pretrain --help` and the report
+    reads: tuple[str, ...]                 # the stages whose outputs it reads
+    sections: tuple[str, ...]              # RunConfig fields it is given and keyed by
+    body: str                              # "module:function"
+    external: Callable[[RunConfig], Any] | None = None  # inputs outside the run directory
+    torchrun: bool = False                 # runs on every process under torchrun
+
+    def key_config(self, cfg: RunConfig) -> dict[str, Any]:
+        """What of the config (and of the outside world) its output depends on."""
+        part = {s: keyed(getattr(cfg, s)) for s in self.sections}
+        if self.external is not None:
+            part["external"] = self.external(cfg)
+        return part
+
+    def run(self, cfg: RunConfig, run: StageRun) -> None:
+        module, _, fn = self.body.partition(":")
+        getattr(importlib.import_module(module), fn)(run, *(getattr(cfg, s) for s in self.sections))
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("data", "read sources, filter, deduplicate, decontaminate; write documents and an "
+          "audit trail (`pretrain data inspect RUN` shows it)",
+          reads=(), sections=("data",), body="pretrain.data.stage:run",
+          external=lambda cfg: [s.fingerprint() for s in cfg.data.sources]),
+    Stage("tokenizer", "train a byte-level BPE tokenizer on a sample of the cleaned documents, "
+          "or load a published one",
+          reads=("data",), sections=("tokenizer",), body="pretrain.tokenizer.stage:run_tokenizer",
+          external=lambda cfg: cfg.tokenizer.fingerprint()),
+    Stage("tokenize", "encode the documents into memory-mapped train/val token shards",
+          reads=("data", "tokenizer"), sections=("tokenize",),
+          body="pretrain.tokenizer.stage:run_tokenize"),
+    Stage("train", "train the model on the token shards (checkpoints, resume, data parallel "
+          "under torchrun)",
+          reads=("tokenize",), sections=("model", "train", "seed", "device"),
+          body="pretrain.train.stage:run", external=lambda cfg: cfg.train.init_fingerprint(),
+          torchrun=True),
+    Stage("eval", "held-out loss, perplexity and bits per byte per domain; benchmarks, CORE, "
+          "contamination, memorization",
+          reads=("data", "tokenizer", "tokenize", "train"), sections=("eval", "device"),
+          body="pretrain.eval.stage:run"),
+    Stage("sample", "generate text from the trained model for the configured prompts",
+          reads=("tokenizer", "train"), sections=("sample", "device"),
+          body="pretrain.eval.sample:run"),
+)
+
+
+def names() -> list[str]:
+    return [s.name for s in STAGES]
+
+
+def get(name: str) -> Stage:
+    for s in STAGES:
+        if s.name == name:
+            return s
+    raise PretrainError(f"no stage {name!r}; the stages are {', '.join(names())}")
+
+
+def ancestors(name: str) -> list[str]:
+    """Every stage ``name`` reads from, directly or through others, in pipeline order."""
+    found: set[str] = set()
+    todo = list(get(name).reads)
+    while todo:
+        u = todo.pop()
+        if u not in found:
+            found.add(u)
+            todo += get(u).reads
+    return [s for s in names() if s in found]

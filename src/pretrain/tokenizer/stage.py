@@ -1,0 +1,99 @@
+"""The two tokenizer stages.
+
+- ``tokenizer``: train a byte-level BPE on a domain-balanced sample of the data stage's
+  documents, or load a published one; extend it with domain tokens; write
+  ``tokenizer.json`` and a compression report per domain (``report.json``).
+- ``tokenize``: encode every kept document into the train/val token shards (``shards.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+
+from ..data.docs import read_docs, read_output
+from ..log import log0
+from ..rundir import StageRun
+from . import bpe, pretrained, shards
+from . import report as rep_mod
+from .bpe import Tokenizer
+from .config import GPT2_PATTERN, TokenizeConfig, TokenizerConfig, parse_spec
+from .extend import extend
+
+
+def build(cfg: TokenizerConfig, sample: Callable[[], Iterator[str]]) -> Tokenizer:
+    """The published tokenizer named by ``pretrained``, or one trained on ``sample()``."""
+    if cfg.pretrained:
+        return pretrained.load(cfg.pretrained, cfg.regex(), cfg.special_tokens, cfg.bos_token,
+                               cfg.eos_token)
+    return bpe.train(sample(), cfg)
+
+
+def run_tokenizer(run: StageRun, cfg: TokenizerConfig) -> None:
+    data = run.inputs["data"]
+    domains = read_output(data).domains
+    t0 = time.time()
+    chars = 0
+
+    def sample() -> Iterator[str]:
+        nonlocal chars
+        for text in bpe.training_sample(read_docs(data, prefetch=512), cfg, domains):
+            chars += len(text)
+            yield text
+
+    tok = build(cfg, sample)
+    if cfg.pretrained:
+        run.counts["pretrained"] = cfg.pretrained
+        log0(f"tokenizer: loaded {cfg.pretrained} (vocab {tok.vocab_size})")
+    else:
+        log0(f"tokenizer: vocab {tok.vocab_size} trained on {chars / 1e6:.1f} M chars "
+             f"in {time.time() - t0:.1f}s")
+    texts: dict[str, list[str]] = {}
+    if cfg.report_chars:
+        texts = rep_mod.sample_by_domain(read_docs(data), cfg.report_chars)
+    words = list(cfg.extend_words)
+    if cfg.extend_mined:
+        words += rep_mod.fragmenting_words(tok, texts, cfg.extend_mined)
+    if words:
+        tok, ext = extend(tok, words)
+        (run.out / "extension.json").write_text(json.dumps(ext, indent=2, ensure_ascii=False))
+        run.counts["added_tokens"] = len(tok.added)
+    tok.save(run.out / "tokenizer.json")
+    run.counts.update({"vocab_size": tok.vocab_size, "train_chars": chars,
+                       "vocab_hash": tok.vocab_hash(), "train_s": round(time.time() - t0, 2)})
+    if texts:
+        spec = cfg.compare_with
+        kind, path = parse_spec(spec)
+        rep = rep_mod.report(tok, texts, _baseline(spec), kind or path.name)
+        (run.out / "report.json").write_text(json.dumps(rep, indent=2, ensure_ascii=False))
+        run.counts["bytes_per_token"] = {d: r["bytes_per_token"] for d, r in rep["domains"].items()}
+        log0(rep_mod.table(rep))
+
+
+def _baseline(spec: str) -> Tokenizer | None:
+    """The report's baseline: tiktoken's GPT-2 by name, or a file ``pretrained`` accepts."""
+    if not spec:
+        return None
+    if spec == "gpt2":
+        import tiktoken
+        try:
+            enc = tiktoken.get_encoding("gpt2")  # downloads once into tiktoken's cache
+        except Exception as e:  # no network and no cache: the report goes on without it
+            log0(f"tokenizer: cannot load tiktoken's gpt2 ({type(e).__name__}: {e}); "
+                 "set tokenizer.compare_with to a local GPT-2 folder")
+            return None
+        eot = "<|endoftext|>"
+        eot_id = enc.encode_single_token(eot)
+        # GPT-2's ranks are its token ids, 0 .. 50255; <|endoftext|> comes after them
+        ranks = [enc.decode_single_token_bytes(i) for i in range(enc.n_vocab) if i != eot_id]
+        return Tokenizer(ranks, GPT2_PATTERN, {eot: eot_id}, eot, eot)
+    return pretrained.load(spec, "", [], "", "")
+
+
+def run_tokenize(run: StageRun, cfg: TokenizeConfig) -> None:
+    data = run.inputs["data"]
+    out = read_output(data)
+    tok = Tokenizer.load(run.inputs["tokenizer"] / "tokenizer.json")
+    shards.run(cfg, tok, read_docs(data, prefetch=512), out.domains, run.out, run.counts,
+               total_docs=out.docs_total)

@@ -1,0 +1,109 @@
+"""The training stage's configuration: ``[train]`` and its ``[[train.mixture]]`` entries.
+
+Light on purpose (no torch): ``pretrain config show`` and ``--dry-run`` import it. What
+uses these values: ``loop.py`` (the loop, checkpoints, evaluation), ``optim.py`` (optimizer
+and schedule), ``data.py`` (batches and mixtures), ``stability.py`` and ``monitor.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from ..config import ConfigError
+
+
+@dataclass
+class MixtureEntry:
+    domain: str = ""
+    weight: float = 1.0
+    weight_end: float = -1.0          # weight at the end of the run; -1 = constant
+    max_epochs: float = 0.0           # passes over the domain's tokens; 0 = no limit
+
+    def __post_init__(self) -> None:
+        if not self.domain:
+            raise ConfigError("domain: each [[train.mixture]] entry names a data domain")
+        if self.weight < 0 or (self.weight_end < 0 and self.weight_end != -1.0) or self.max_epochs < 0:
+            raise ConfigError("weight, weight_end (or -1) and max_epochs must be >= 0")
+
+    def weight_at(self, progress: float) -> float:
+        end = self.weight if self.weight_end == -1.0 else self.weight_end
+        return self.weight + (end - self.weight) * progress
+
+
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 500
+    time_budget_s: float = 0.0        # stop after this much training time (steps then a cap)
+    batch_size: int = 16              # sequences per micro-batch
+    grad_accum: int = 1               # micro-batches per optimizer step
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1         # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 50
+    schedule: Literal["cosine", "linear", "wsd"] = "cosine"
+    decay_frac: float = 0.2           # wsd: the share of steps spent decaying
+    optimizer: Literal["adamw", "muon"] = "adamw"  # muon: hidden matrices (AdamW for the rest)
+    weight_decay: float = 0.1         # matrices only; norms and embeddings are not decayed
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0            # 0 = off
+    eval_every: int = 100
+    eval_batches: int = 8             # val windows: eval_batches * global batch rows, split by domain
+    log_every: int = 10
+    # at every eval, greedy continuations of a fixed prompt per data domain (the start of
+    # its first held-out document), stored with the step in train/generations.jsonl
+    probe_prompt_tokens: int = 16
+    probe_new_tokens: int = 32        # 0 = off
+    threads: int = 0                  # torch intra-op threads; 0 = torch's default
+    peak_tflops: float = 0.0          # hardware peak for MFU; 0 = measure it (CPU) or skip (GPU)
+    init_from: str = ""               # continue from: run dir, checkpoint or HF model dir
+    mixture: list[MixtureEntry] = field(default_factory=list)  # domain weights; [] = by size
+    compile: bool = False             # torch.compile the model (inductor; needs a C++ compiler on CPU)
+    activation_checkpointing: bool = False  # recompute block activations in backward
+    checkpoint_every: int = 100       # steps between resumable checkpoints; 0 = none
+    keep_last: int = 2                # checkpoints kept (plus the best by val loss)
+    resume: bool = True               # continue from the latest checkpoint of the same config
+    spike_window: int = 50            # losses the spike z-score is computed over
+    spike_zscore: float = 6.0         # a loss this many std above the window mean is a spike; 0 = off
+    max_bad_steps: int = 3            # bad (skipped) steps in a row before rolling back
+    max_rollbacks: int = 3            # then give up with an error
+    data_parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate or shard (FSDP2)
+    tensorboard: bool = True          # event files in runs/<name>/tensorboard/
+    wandb: Literal["off", "offline", "online"] = "off"
+    wandb_project: str = "pretrain"
+
+    # whether a run resumes and where its metrics go do not change the model it trains:
+    # these fields are left out of the train stage's key
+    UNKEYED: ClassVar[tuple[str, ...]] = ("resume", "tensorboard", "wandb", "wandb_project")
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "grad_accum", "eval_every", "eval_batches", "log_every"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError("lr must be positive and min_lr_ratio within [0, 1]")
+        if self.warmup_steps < 0:
+            raise ConfigError("warmup_steps must be >= 0")
+        if self.checkpoint_every < 0 or self.keep_last < 1 or self.spike_zscore < 0:
+            raise ConfigError("checkpoint_every >= 0, keep_last >= 1 and spike_zscore >= 0 needed")
+        if not 0.0 < self.decay_frac <= 1.0:
+            raise ConfigError("decay_frac must be within (0, 1]")
+        if self.optimizer == "muon" and self.data_parallel == "fsdp":
+            raise ConfigError("optimizer = 'muon' needs whole matrices; use data_parallel = 'ddp'")
+        if self.time_budget_s < 0:
+            raise ConfigError("time_budget_s must be >= 0 (0 = train for `steps` steps)")
+        if self.spike_window < 2 or self.max_bad_steps < 1 or self.max_rollbacks < 0:
+            raise ConfigError("spike_window >= 2, max_bad_steps >= 1, max_rollbacks >= 0 needed")
+
+    def init_fingerprint(self) -> list[tuple[str, int, int]]:
+        """What identifies the weights ``init_from`` names without reading them (each file's
+        name, size and mtime): part of the train stage's key."""
+        if not self.init_from:
+            return []
+        path = Path(self.init_from)
+        return [(str(p), p.stat().st_size, p.stat().st_mtime_ns)
+                for p in sorted(path.rglob("*.safetensors")) + sorted(path.rglob("*config.json"))]
+

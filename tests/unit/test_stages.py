@@ -1,0 +1,72 @@
+"""The stage registry: a stage is one module with its body and one registry line; the CLI,
+the orchestration and the report pick it up from there."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pretrain import stages
+from pretrain.cli import main
+from pretrain.config import PretrainError
+from pretrain.run_config import load_config
+from pretrain.rundir import RunDir, StageRun
+from pretrain.stages import Stage
+
+
+def toy(run: StageRun, seed: int) -> None:
+    """The toy stage's body: writes what it was given."""
+    (run.out / "toy.txt").write_text(f"seed {seed}\n")
+    run.counts["seed"] = seed
+
+
+def test_a_stage_is_one_module_and_one_registry_line(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.setattr(stages, "STAGES", (
+        *stages.STAGES,
+        Stage("toy", "write the seed", reads=(), sections=("seed",), body=f"{__name__}:toy"),
+    ))
+    runs = f"--runs_dir={tmp_path}"
+    assert main(["toy", runs]) == 0                      # a command of its own
+    root = tmp_path / "quickstart"
+    m = RunDir(root).manifest("toy")
+    assert m["counts"] == {"seed": 1337} and (root / "toy" / "toy.txt").read_text() == "seed 1337\n"
+    assert m["inputs"]["config"] == {"seed": 1337}       # keyed by exactly its sections
+    capsys.readouterr()
+    assert main(["toy", runs]) == 0
+    assert "[toy] up to date" in capsys.readouterr().err
+    assert main(["toy", runs, "--seed=7"]) == 0          # its section changed: it reruns
+    assert json.loads((root / "toy" / "manifest.json").read_text())["counts"] == {"seed": 7}
+    capsys.readouterr()
+    assert main(["toy", runs, "--seed=7", "--train.steps=3"]) == 0  # not its section: skipped
+    assert "[toy] up to date" in capsys.readouterr().err
+    assert main(["report", str(root)]) == 0              # the report lists it
+    assert "| toy | complete |" in (root / "report.md").read_text()
+
+
+def test_the_registry_is_ordered_and_reads_only_earlier_stages():
+    names = stages.names()
+    assert names == ["data", "tokenizer", "tokenize", "train", "eval", "sample"]
+    for i, s in enumerate(stages.STAGES):
+        assert all(names.index(u) < i for u in s.reads), s.name
+        module, _, fn = s.body.partition(":")
+        assert module.startswith("pretrain.") and fn
+    assert stages.ancestors("eval") == ["data", "tokenizer", "tokenize", "train"]
+    assert stages.ancestors("sample") == ["data", "tokenizer", "tokenize", "train"]
+    with pytest.raises(PretrainError, match="no stage 'nope'"):
+        stages.get("nope")
+
+
+def test_a_body_sees_only_its_keyed_sections(tmp_path: Path):
+    """The key hashes the sections a stage is given and nothing else: a field a config
+    marks UNKEYED (how a stage runs or reports) changes neither."""
+    base = load_config(None, [("runs_dir", str(tmp_path))])
+    train = stages.get("train")
+    gated = load_config(None, [("runs_dir", str(tmp_path)), ("eval.gates", '["all.bpb <= 3"]')])
+    assert stages.get("eval").key_config(gated) == stages.get("eval").key_config(base)
+    quiet = load_config(None, [("runs_dir", str(tmp_path)), ("train.tensorboard", "false")])
+    assert train.key_config(quiet) == train.key_config(base)
+    longer = load_config(None, [("runs_dir", str(tmp_path)), ("train.steps", "9")])
+    assert train.key_config(longer) != train.key_config(base)
+    assert set(train.key_config(base)) == {"model", "train", "seed", "device", "external"}

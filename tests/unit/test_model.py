@@ -73,12 +73,40 @@ def test_gqa_equals_full_attention_with_repeated_kv_heads():
     hd = 16
     for i in range(3):
         name = f"layers.{i}.attn.wqkv.weight"
-        q, k, v = sd[name].split([4 * hd, 2 * hd, 2 * hd])  # q, k, v rows of the fused matrix
+        # q, k, v rows of the fused matrix, in the canonical order
+        q, k, v = gqa.to_canonical(name, sd[name]).split([4 * hd, 2 * hd, 2 * hd])
         k, v = (t.view(2, hd, 64).repeat_interleave(2, dim=0).reshape(4 * hd, 64) for t in (k, v))
-        sd[name] = torch.cat([q, k, v])
+        sd[name] = mha.to_stored(name, torch.cat([q, k, v]))
     mha.load_state_dict(sd)
     x = torch.randint(0, 300, (2, 32))
     torch.testing.assert_close(gqa(x)[0], mha(x)[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kw", [dict(n_kv_heads=2), dict(n_kv_heads=4), dict(arch="gpt2"),
+                                dict(ffn_hidden=96, n_heads=4)])
+def test_stored_layouts_convert_both_ways_and_shard_by_group(kw):
+    """The fused q/k/v rows are stored by kv-head group and gate/up in block pairs: the
+    conversion is a bijection, and any range of whole groups (what tensor parallelism
+    gives a rank) holds exactly those heads' q, k, v rows and those hidden units' gate and
+    up rows."""
+    model = Transformer(_cfg(**kw))
+    cfg = model.cfg
+    for name, p in model.named_parameters():
+        c = model.to_canonical(name, p.detach())
+        assert torch.equal(model.to_stored(name, c), p.detach()), name
+    hd, G, Hkv = cfg.head_dim, cfg.n_heads // cfg.kv_heads, cfg.kv_heads
+    w = torch.arange((G + 2) * Hkv * hd, dtype=torch.float32)[:, None]  # row ids, canonical
+    stored = model.to_stored("layers.0.attn.wqkv.weight", w)
+    half = stored[: len(stored) // 2].flatten().long().tolist()  # the first of 2 ranks
+    q_rows = set(range(G * Hkv * hd // 2))
+    k_rows = set(range(G * Hkv * hd, G * Hkv * hd + Hkv * hd // 2))
+    v_rows = {r + Hkv * hd for r in k_rows}
+    assert set(half) == q_rows | k_rows | v_rows
+    if cfg.arch != "gpt2":
+        h = cfg.hidden
+        rows = torch.arange(2 * h, dtype=torch.float32)[:, None]
+        half = set(model.to_stored("layers.0.ffn.w13.weight", rows)[:h].flatten().long().tolist())
+        assert half == set(range(h // 2)) | set(range(h, h + h // 2))
 
 
 def test_rope_is_a_rotation_and_relative():

@@ -26,11 +26,14 @@ class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.n_heads, self.n_kv, self.hd = cfg.n_heads, cfg.kv_heads, cfg.head_dim
+        self.group = self.n_heads // self.n_kv          # query heads per key/value head
         self.rope = cfg.arch != "gpt2"
         bias = cfg.arch == "gpt2" and cfg.bias
-        # q, k and v rows of one matrix: one matmul instead of three (GPT-2's c_attn)
-        self.split = [self.n_heads * self.hd, self.n_kv * self.hd, self.n_kv * self.hd]
-        self.wqkv = nn.Linear(cfg.d_model, sum(self.split), bias=bias)
+        # q, k and v rows of one matrix, one matmul instead of three (GPT-2's c_attn), stored
+        # by key/value head (Megatron's layout): for each kv head its `group` query heads,
+        # then its key, then its value. Any range of whole groups is then a self-contained
+        # slice of the layer, which is what tensor parallelism hands each rank.
+        self.wqkv = nn.Linear(cfg.d_model, (self.group + 2) * self.n_kv * self.hd, bias=bias)
         self.wo = nn.Linear(self.n_heads * self.hd, cfg.d_model, bias=bias)
         self.dropout = cfg.dropout
 
@@ -38,10 +41,11 @@ class Attention(nn.Module):
                 mask: torch.Tensor | None = None, cache: KVCache | None = None,
                 layer: int = 0) -> torch.Tensor:
         B, T, _ = x.shape
-        q, k, v = self.wqkv(x).split(self.split, dim=-1)
-        q = q.view(B, T, self.n_heads, self.hd).transpose(1, 2)           # (B, H, T, hd)
-        k = k.view(B, T, self.n_kv, self.hd).transpose(1, 2)              # (B, Hkv, T, hd)
-        v = v.view(B, T, self.n_kv, self.hd).transpose(1, 2)
+        # the kv heads this rank holds: all of them, or a slice under tensor parallelism
+        qkv = self.wqkv(x).view(B, T, -1, self.group + 2, self.hd)     # (B, T, Hkv, G+2, hd)
+        q = qkv[:, :, :, :self.group].flatten(2, 3).transpose(1, 2)      # (B, H, T, hd)
+        k = qkv[:, :, :, self.group].transpose(1, 2)                      # (B, Hkv, T, hd)
+        v = qkv[:, :, :, self.group + 1].transpose(1, 2)
         if self.rope:
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
@@ -50,8 +54,26 @@ class Attention(nn.Module):
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=mask is None,
             dropout_p=self.dropout if self.training else 0.0,
-            enable_gqa=self.n_kv != self.n_heads)
+            enable_gqa=self.group > 1)
         return self.wo(y.transpose(1, 2).reshape(B, T, -1))              # (B, T, d)
+
+    def stored(self, name: str, canonical: torch.Tensor) -> torch.Tensor:
+        """``wqkv`` rows (weight or bias) from [q; k; v] to the stored kv-head groups."""
+        if not name.startswith("wqkv."):
+            return canonical
+        q, k, v = canonical.split([self.n_heads * self.hd, self.n_kv * self.hd,
+                                   self.n_kv * self.hd])
+        groups = [q.unflatten(0, (self.n_kv, self.group * self.hd)),
+                  k.unflatten(0, (self.n_kv, self.hd)), v.unflatten(0, (self.n_kv, self.hd))]
+        return torch.cat(groups, dim=1).flatten(0, 1)
+
+    def canonical(self, name: str, stored: torch.Tensor) -> torch.Tensor:
+        """The inverse of ``stored``: [q; k; v] rows."""
+        if not name.startswith("wqkv."):
+            return stored
+        q, k, v = stored.unflatten(0, (self.n_kv, -1)).split(
+            [self.group * self.hd, self.hd, self.hd], dim=1)
+        return torch.cat([q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1)])
 
 
 # DeepSeek's latent norms use a fixed eps, not the model's rms_norm_eps (HF's DeepseekV3

@@ -6,7 +6,8 @@ ecosystem-and-interop.md`` §1.5): both ``rope_theta`` (4.x) and ``rope_paramete
 ``dtype`` and ``torch_dtype``. Weight layouts:
 
 - llama: our RoPE is HF's rotate-half layout, so the export is a rename, plus splitting
-  our fused q/k/v and gate/up matrices into their rows.
+  our fused q/k/v and gate/up matrices into their rows (the model converts its stored row
+  order, grouped for tensor parallelism, to [q; k; v] and [gate; up] first).
 - mla: DeepSeek's native interleaved RoPE rows with ``rope_interleave: true`` (what vLLM and
   llama.cpp expect); only the rope rows of the q and kv_a projections are permuted. Dense:
   ``first_k_dense_replace = n_layers``, the MoE keys set to valid but unused values.
@@ -170,7 +171,8 @@ def export(model: Transformer, out: Path, bos_id: int | None = None,
     """Write ``model.safetensors``, ``config.json`` and ``generation_config.json`` into ``out``."""
     from safetensors.torch import save_file
     cfg = model.cfg
-    ours = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    # the table maps the canonical layout ([q; k; v], [gate; up]), not our stored one
+    ours = {k: model.to_canonical(k, v.detach().cpu()) for k, v in model.state_dict().items()}
     tensors = {hf: t.contiguous() for names_hf, names, to_hf, _ in _table(cfg)
                for hf, t in zip(names_hf, to_hf([ours[n] for n in names]), strict=True)}
     out.mkdir(parents=True, exist_ok=True)
@@ -285,7 +287,7 @@ def import_hf(folder: Path) -> Transformer:
             for n, t in zip(names, parts, strict=True):
                 if t.shape != expected[n].shape:
                     raise ValueError(f"{tuple(t.shape)} where {tuple(expected[n].shape)} is expected")
-                state[n] = t
+                state[n] = model.to_stored(n, t)
         except (ValueError, RuntimeError) as e:
             raise ConfigError(f"{folder}: weight {', '.join(names_hf)} does not fit the config: "
                               f"{e}") from None

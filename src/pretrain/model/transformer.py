@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +42,8 @@ class Block(nn.Module):
         self.attn: Attention | MLAttention = MLAttention(cfg) if cfg.arch == "mla" else Attention(cfg)
         self.ffn_norm = norm()
         self.ffn: nn.Module = (GeluMLP(cfg.d_model, cfg.hidden, cfg.bias, cfg.gelu_approximate)
-                               if gpt2 else SwiGLU(cfg.d_model, cfg.hidden))
+                               if gpt2 else SwiGLU(cfg.d_model, cfg.hidden,
+                                                   math.gcd(cfg.hidden, cfg.n_heads)))
         # no dropout module at p = 0: F.dropout still costs a copy per call in training mode
         self.drop: nn.Module = nn.Dropout(cfg.dropout) if cfg.dropout else nn.Identity()
 
@@ -76,16 +78,47 @@ class Transformer(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Every parameter from ``init_value``, in ``named_parameters`` order (the order
+        the random numbers are drawn in: the same seed gives the same weights however the
+        model is built, on one device or on the meta device and sharded)."""
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                p.copy_(self.init_value(name, p.shape).to(p.device, p.dtype))
+
+    def init_value(self, name: str, shape: Sequence[int]) -> torch.Tensor:
+        """The initial value of parameter ``name`` (fp32, CPU, in its stored layout), drawn
+        from torch's global generator as if the parameter were in the canonical layout."""
         std = self.cfg.init_std
         residual = ("wo.weight", "w2.weight", "proj.weight")
-        for name, p in self.named_parameters():
-            if p.dim() == 2:
-                scale = 1 / math.sqrt(2 * self.cfg.n_layers) if name.endswith(residual) else 1.0
-                nn.init.normal_(p, mean=0.0, std=std * scale)
-            elif name.endswith("bias"):
-                nn.init.zeros_(p)
-            else:
-                nn.init.ones_(p)  # norm gains
+        value = torch.empty(tuple(shape))
+        if value.dim() == 2:
+            scale = 1 / math.sqrt(2 * self.cfg.n_layers) if name.endswith(residual) else 1.0
+            nn.init.normal_(value, mean=0.0, std=std * scale)
+        elif name.endswith("bias"):
+            nn.init.zeros_(value)
+        else:
+            nn.init.ones_(value)  # norm gains
+        return self.to_stored(name, value)
+
+    def _layout(self, name: str) -> tuple[nn.Module, str] | None:
+        """The module that stores parameter ``name`` in a layout of its own (fused q/k/v
+        by kv head, gate/up in block pairs), and the name within it."""
+        parts = name.split(".")
+        for i in range(len(parts) - 1, 0, -1):
+            mod = self.get_submodule(".".join(parts[:i]))
+            if hasattr(mod, "stored"):
+                return mod, ".".join(parts[i:])
+        return None
+
+    def to_stored(self, name: str, canonical: torch.Tensor) -> torch.Tensor:
+        """A parameter's value from the canonical layout (q, k, v and gate, up as separate
+        row blocks, as HF stores them) to the one this model stores."""
+        owner = self._layout(name)
+        return owner[0].stored(owner[1], canonical) if owner else canonical  # type: ignore[operator]
+
+    def to_canonical(self, name: str, stored: torch.Tensor) -> torch.Tensor:
+        owner = self._layout(name)
+        return owner[0].canonical(owner[1], stored) if owner else stored  # type: ignore[operator]
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
                 reduction: str = "mean", cache: KVCache | None = None,

@@ -94,8 +94,19 @@ def test_weights_of_another_layout_are_a_clear_error(tmp_path: Path):
     q, k, v = sd.pop("layers.0.attn.wqkv.weight").split([32, 16, 16])
     sd |= {"layers.0.attn.wq.weight": q, "layers.0.attn.wk.weight": k,
            "layers.0.attn.wv.weight": v}
-    save_file(sd, weights)
+    save_file(sd, weights, metadata=io.LAYOUT)
     with pytest.raises(ConfigError, match=r"model.safetensors: the weights do not fit .*--force train"):
+        io.load(tmp_path)
+
+
+def test_weights_in_the_old_row_layout_are_refused(tmp_path: Path):
+    """Same names and shapes, other row order: without the layout mark they are refused,
+    not loaded into a wrong model."""
+    cfg = ModelConfig(d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, seq_len=8, vocab_size=50)
+    model = Transformer(cfg)
+    io.save(tmp_path, cfg, model.state_dict(), {})
+    save_file(load_file(tmp_path / io.WEIGHTS), tmp_path / io.WEIGHTS)  # no metadata
+    with pytest.raises(ConfigError, match="older version of pretrain with another row layout"):
         io.load(tmp_path)
 
 

@@ -22,6 +22,10 @@ from .hf import import_hf
 from .transformer import Transformer
 
 WEIGHTS, CONFIG = "model.safetensors", "model_config.json"
+# The row order of the fused matrices (q/k/v by kv-head group, gate/up in block pairs),
+# recorded in every weights file: the layout before it had the same names and shapes, so
+# without the mark an old file would load without an error into a wrong model.
+LAYOUT = {"pretrain_layout": "2"}
 
 
 def tied_aliases(model: torch.nn.Module) -> dict[str, str]:
@@ -34,11 +38,25 @@ def tied_aliases(model: torch.nn.Module) -> dict[str, str]:
 def save_weights(model_sd: dict[str, torch.Tensor], aliases: dict[str, str], path: Path) -> None:
     """A full state dict as safetensors, each shared tensor once (as ``save_model`` does)."""
     from safetensors.torch import save_file
-    save_file({k: v.contiguous() for k, v in model_sd.items() if k not in aliases}, str(path))
+    save_file({k: v.contiguous() for k, v in model_sd.items() if k not in aliases}, str(path),
+              metadata={"format": "pt", **LAYOUT})
+
+
+def check_layout(path: Path) -> None:
+    """Refuse a weights file written with another row layout (by an older version)."""
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("pretrain_layout") != LAYOUT["pretrain_layout"]:
+        raise ConfigError(f"{path}: written by an older version of pretrain with another row "
+                          "layout of the fused q/k/v and gate/up matrices; train again "
+                          "(`--force train`), or export it with that version and import the "
+                          "Hugging Face directory")
 
 
 def load_weights(path: Path, aliases: dict[str, str]) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
+    check_layout(path)
     sd = load_file(str(path))
     for alias, name in aliases.items():
         sd.setdefault(alias, sd[name])
@@ -69,6 +87,7 @@ def load(folder: Path, device: str | torch.device = "cpu") -> Transformer:
     from safetensors.torch import load_model
     cfg = read_config(folder)
     model = Transformer(cfg)
+    check_layout(folder / WEIGHTS)
     try:
         load_model(model, str(folder / WEIGHTS), device=str(device))
     except RuntimeError as e:  # names or shapes of another layout (e.g. an older version's)

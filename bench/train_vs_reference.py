@@ -34,13 +34,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from pretrain.model.config import ModelConfig
-from pretrain.model.transformer import Transformer
 from pretrain.tokenizer import shards
 from pretrain.tokenizer.bpe import Tokenizer
 from pretrain.tokenizer.config import BOS, EOS, TokenizeConfig
 from pretrain.train.config import TrainConfig
 from pretrain.train.loop import RunPaths, Trainer
 from pretrain.train.optim import measured_peak_flops
+from pretrain.train.parallelize import Layout, build
 
 SHAPES = {  # name: (layers, heads, d_model, seq_len, batch) as in the reference notes
     "tiny": (4, 4, 128, 64, 12),
@@ -127,7 +127,9 @@ def our_steps(tokens: Path, shape: tuple, steps: int, arch: str, compile_: bool)
     tc = TrainConfig(steps=steps, batch_size=B, warmup_steps=1, eval_every=10**6,
                      eval_batches=1, log_every=1, checkpoint_every=0, lr=1e-3, compile=compile_)
     torch.manual_seed(0)
-    t = Trainer(tc, Transformer(cfg), tokens, RunPaths(tokens), 0, torch.device("cpu"))
+    layout = Layout(tc.parallel.degrees(1))
+    model, net = build(cfg, tc, layout, torch.device("cpu"))  # compile per block, as training does
+    t = Trainer(tc, model, tokens, RunPaths(tokens), 0, torch.device("cpu"), layout=layout, net=net)
     t.run()
     return [T * B / r["tok_per_s"] for r in t.history]
 

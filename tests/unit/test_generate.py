@@ -62,7 +62,7 @@ def test_mla_absorbed_equals_naive(q_lora_rank):
     x = torch.randint(0, 97, (2, 20))
     outs = []
     for absorb in (False, True):
-        for layer in model.layers:
+        for layer in model.layers.values():
             layer.attn.absorb = absorb
         outs.append(model(x)[0])
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)

@@ -132,8 +132,8 @@ def test_kv_cache_bytes_per_token():
 def test_residual_projections_get_depth_scaled_init():
     cfg = _cfg(n_layers=8, d_model=256, n_heads=4, n_kv_heads=4)
     model = Transformer(cfg)
-    wq = model.layers[0].attn.wqkv.weight.std().item()
-    wo = model.layers[0].attn.wo.weight.std().item()
+    wq = model.layers["0"].attn.wqkv.weight.std().item()
+    wo = model.layers["0"].attn.wo.weight.std().item()
     assert wq == pytest.approx(0.02, rel=0.05)
     assert wo == pytest.approx(0.02 / math.sqrt(16), rel=0.05)
 

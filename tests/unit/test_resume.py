@@ -12,7 +12,10 @@ from safetensors.torch import load_file
 
 from pretrain import distributed
 from pretrain.config import PretrainError
+from pretrain.export import export_run
+from pretrain.model import hf, io
 from pretrain.model.config import ModelConfig
+from pretrain.model.transformer import Transformer
 from pretrain.tokenizer import shards
 from pretrain.tokenizer.bpe import Tokenizer
 from pretrain.tokenizer.config import BOS, EOS, TokenizeConfig
@@ -139,11 +142,10 @@ def test_divergence_without_a_checkpoint_is_a_clear_error(tokens, tmp_path, monk
 
 
 def test_rotation_keeps_last_k_and_the_best(tmp_path):
-    model = loop.Transformer(MODEL)
+    model = Transformer(MODEL)
     opt = torch.optim.AdamW(model.parameters())
-    model_sd, opt_sd = distributed.full_state(model, opt)
     for step, val in [(10, 2.0), (20, 1.0), (30, 3.0), (40, 4.0), (50, 5.0)]:
-        state.save(tmp_path, step, MODEL, model_sd, opt_sd, {}, {"val_loss": val}, keep_last=2)
+        state.save(tmp_path, step, MODEL, model, opt, {"val_loss": val}, 2, distributed.Dist())
     assert [p.name for p in state.complete(tmp_path)] == ["step-0000020", "step-0000040", "step-0000050"]
     (tmp_path / "step-0000060.tmp").mkdir()  # a torn write is never a checkpoint
     assert state.complete(tmp_path)[-1].name == "step-0000050"
@@ -179,3 +181,20 @@ def test_muon_trains_and_resumes_bit_identically(tokens, tmp_path, monkeypatch):
     wa, wb = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert _losses(tmp_path / "a") == _losses(tmp_path / "b")
+
+
+def test_a_checkpoint_is_a_model_folder_for_export_and_init_from(tokens, tmp_path):
+    """A resumable checkpoint (DCP shards + model_config.json) loads as a model: its
+    weights consolidated in one process, as `pretrain export` and `train.init_from` do."""
+    t = Trainer(_cfg(steps=4, checkpoint_every=0), Transformer(MODEL), tokens,
+                RunPaths(tmp_path), 3, torch.device("cpu"))
+    t.run()
+    ckpt = t.save(tmp_path / "ckpts")
+    assert ckpt is not None and (ckpt / ".metadata").is_file()
+    loaded = io.load_any(ckpt)
+    for name, value in t.model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value), name
+    out = export_run(ckpt, tmp_path / "hf")
+    again = hf.import_hf(out)
+    for name, value in loaded.state_dict().items():
+        assert torch.equal(again.state_dict()[name], value), name

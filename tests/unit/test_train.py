@@ -11,7 +11,8 @@ from pretrain.model.config import ModelConfig
 from pretrain.model.transformer import Transformer
 from pretrain.train.config import TrainConfig
 from pretrain.train.data import RandomWindows
-from pretrain.train.optim import apply_activation_checkpointing, lr_at, param_groups
+from pretrain.train.optim import lr_at, param_groups
+from pretrain.train.parallelize import apply_activation_checkpointing
 
 
 def test_warmup_then_cosine_to_the_floor():

@@ -51,17 +51,18 @@ def score(model: torch.nn.Module, wins: Windows, token_bytes: np.ndarray | None,
         for domain, rows in wins.items():
             nll, targets = nll_total(model, rows, batch_size, device)
             n_bytes = int(nbytes[targets].sum()) if nbytes is not None else 0
-            results[domain] = _metrics(nll, len(targets), n_bytes)
+            results[domain] = metrics(nll, len(targets), n_bytes)
             totals[0] += nll
             totals[1] += len(targets)
             totals[2] += n_bytes
             if bar is not None:
                 bar.update(1)
-    results["all"] = _metrics(totals[0], int(totals[1]), int(totals[2]))
+    results["all"] = metrics(totals[0], int(totals[1]), int(totals[2]))
     return results
 
 
-def _metrics(nll: float, tokens: int, nbytes: int) -> dict[str, float]:
+def metrics(nll: float, tokens: int, nbytes: int) -> dict[str, float]:
+    """Loss, perplexity and (with bytes) bits per byte of ``nll`` nats over ``tokens``."""
     if tokens == 0:
         return {"loss": float("nan"), "ppl": float("nan"), "tokens": 0}
     loss = nll / tokens

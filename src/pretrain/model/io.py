@@ -2,10 +2,14 @@
 model from whatever a user points at (a run, its ``train/`` folder, a resumable
 checkpoint, a Hugging Face directory through ``hf.py``'s conversion table).
 
-Loading never unpickles: safetensors and JSON only. A folder of ours holds::
+Loading never unpickles: safetensors, DCP tensors and JSON only. A folder of ours holds::
 
     model.safetensors   the weights, each tied tensor once
     model_config.json   the ModelConfig (``dataclasses.asdict``)
+
+or, for a resumable checkpoint (``train/state.py``), the sharded DCP files instead of
+``model.safetensors``; ``load`` consolidates their ``model`` entries in this process (the
+model's weights only, never the optimizer state).
 """
 
 from __future__ import annotations
@@ -26,6 +30,11 @@ WEIGHTS, CONFIG = "model.safetensors", "model_config.json"
 # recorded in every weights file: the layout before it had the same names and shapes, so
 # without the mark an old file would load without an error into a wrong model.
 LAYOUT = {"pretrain_layout": "2"}
+
+
+def aliases_for(cfg: ModelConfig) -> dict[str, str]:
+    """``tied_aliases`` of a model of ``cfg``, without building it."""
+    return {"head.weight": "embed.weight"} if cfg.tied else {}
 
 
 def tied_aliases(model: torch.nn.Module) -> dict[str, str]:
@@ -63,15 +72,37 @@ def load_weights(path: Path, aliases: dict[str, str]) -> dict[str, torch.Tensor]
     return sd
 
 
+def config_dict(cfg: ModelConfig) -> dict[str, object]:
+    return dataclasses.asdict(cfg)
+
+
 def save(folder: Path, cfg: ModelConfig, model_sd: dict[str, torch.Tensor],
          aliases: dict[str, str]) -> None:
-    """The weights of a full state dict (a model's, or what FSDP gathers) and the config."""
+    """The weights of a full state dict (a model's, or a consolidated one) and the config."""
     save_weights(model_sd, aliases, folder / WEIGHTS)
-    (folder / CONFIG).write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    (folder / CONFIG).write_text(json.dumps(config_dict(cfg), indent=2))
+
+
+def _is_dcp(path: Path) -> bool:
+    return (path / ".metadata").is_file() and (path / CONFIG).is_file()
 
 
 def is_model_folder(path: Path) -> bool:
-    return (path / WEIGHTS).is_file() and (path / CONFIG).is_file()
+    return ((path / WEIGHTS).is_file() and (path / CONFIG).is_file()) or _is_dcp(path)
+
+
+def consolidated(folder: Path) -> dict[str, torch.Tensor]:
+    """The whole model state dict (CPU) of a DCP checkpoint, read by this process alone."""
+    import torch.distributed.checkpoint as dcp
+    with torch.device("meta"):
+        model = Transformer(read_config(folder))
+    model.to_empty(device="cpu")
+    sd = model.state_dict()
+    try:
+        dcp.load({"model": sd}, checkpoint_id=folder, no_dist=True)
+    except Exception as e:  # DCP's CheckpointException wraps what went wrong on read
+        raise ConfigError(f"{folder}: unreadable checkpoint: {str(e).strip().splitlines()[-1][:300]}") from None
+    return sd
 
 
 def read_config(folder: Path) -> ModelConfig:
@@ -86,6 +117,14 @@ def load(folder: Path, device: str | torch.device = "cpu") -> Transformer:
     """The model saved in ``folder`` (``save``), in eval mode on ``device``."""
     from safetensors.torch import load_model
     cfg = read_config(folder)
+    if not (folder / WEIGHTS).is_file() and _is_dcp(folder):
+        with torch.device("meta"):
+            model = Transformer(cfg)
+        model.load_state_dict(consolidated(folder), assign=True)
+        if cfg.tied:
+            model.head.weight = model.embed.weight
+        model.init_buffers("cpu")
+        return model.to(device).eval()
     model = Transformer(cfg)
     check_layout(folder / WEIGHTS)
     try:

@@ -62,20 +62,37 @@ class Transformer(nn.Module):
         if cfg.vocab_size <= 0:
             raise ConfigError("model.vocab_size must be set (it is filled from the tokenizer)")
         self.cfg = cfg
-        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.pos_embed = nn.Embedding(cfg.seq_len, cfg.d_model) if cfg.arch == "gpt2" else None
-        self.drop: nn.Module = nn.Dropout(cfg.dropout) if cfg.dropout else nn.Identity()
-        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
-        self.norm = (nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps, bias=cfg.bias) if cfg.arch == "gpt2"
-                     else RMSNorm(cfg.d_model, cfg.norm_eps))
-        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        device = torch.empty(0).device  # the default device: meta inside `with torch.device("meta")`
+        # the modules are made on the meta device, so that their own default inits draw no
+        # random numbers; then every parameter is drawn once, by `init_value`: the same seed
+        # gives the same weights whether the model is built here or on meta and sharded
+        with torch.device("meta"):
+            self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+            self.pos_embed = nn.Embedding(cfg.seq_len, cfg.d_model) if cfg.arch == "gpt2" else None
+            self.drop: nn.Module = nn.Dropout(cfg.dropout) if cfg.dropout else nn.Identity()
+            # a dict keyed by layer number, not a list: a pipeline stage keeps some of the
+            # layers under their own names (layers.7 stays layers.7), so checkpoints do not care
+            self.layers = nn.ModuleDict({str(i): Block(cfg) for i in range(cfg.n_layers)})
+            self.norm = (nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps, bias=cfg.bias)
+                         if cfg.arch == "gpt2" else RMSNorm(cfg.d_model, cfg.norm_eps))
+            self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+            self.register_buffer("rope_cos", torch.empty(0), persistent=False)
+            self.register_buffer("rope_sin", torch.empty(0), persistent=False)
+        if device.type != "meta":
+            self.to_empty(device=device)
         if cfg.tied:
             self.head.weight = self.embed.weight
-        rope_dim = cfg.qk_rope_head_dim if cfg.arch == "mla" else cfg.head_dim
-        cos, sin = rope_tables(rope_dim, cfg.seq_len, cfg.rope_theta)
-        self.register_buffer("rope_cos", cos, persistent=False)
-        self.register_buffer("rope_sin", sin, persistent=False)
-        self.reset_parameters()
+        if device.type != "meta":
+            self.init_buffers(device)
+            self.reset_parameters()
+
+    def init_buffers(self, device: torch.device | str | None = None) -> None:
+        """Recompute the RoPE tables on ``device`` (default: where the buffers are), after
+        ``to_empty`` from the meta device."""
+        rope_dim = self.cfg.qk_rope_head_dim if self.cfg.arch == "mla" else self.cfg.head_dim
+        cos, sin = rope_tables(rope_dim, self.cfg.seq_len, self.cfg.rope_theta)
+        device = device or self.rope_cos.device
+        self.rope_cos, self.rope_sin = cos.to(device), sin.to(device)  # (T, rope dim)
 
     def reset_parameters(self) -> None:
         """Every parameter from ``init_value``, in ``named_parameters`` order (the order
@@ -125,12 +142,15 @@ class Transformer(nn.Module):
                 pad: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx: (B, T) token ids -> logits (B, T, V), and the loss if targets are given.
 
+        A pipeline stage without the embedding takes hidden states (B, T, d) as ``idx``; one
+        without the head returns hidden states instead of logits.
+
         Training passes neither ``cache`` nor ``pad`` (causal attention, positions 0..T-1).
         Generation passes a :class:`KVCache` (positions continue after what it holds) and/or
         ``pad``, each row's number of left-padding tokens, which are masked out as keys and
         shift that row's positions so its first real token is at position 0.
         """
-        B, T = idx.shape
+        B, T = idx.shape[:2]
         start = cache.length if cache is not None else 0
         if cache is not None and pad is None:
             pad = cache.pad
@@ -142,7 +162,7 @@ class Transformer(nn.Module):
             raise ValueError(f"sequence of {longest_row} tokens exceeds seq_len={self.cfg.seq_len}")
         mask = None
         if pad is None:
-            pos: torch.Tensor = torch.arange(T, device=idx.device)
+            pos: torch.Tensor = torch.arange(T, device=idx.device)[None]              # (1, T)
             cos, sin = self.rope_cos[:T], self.rope_sin[:T]
         else:
             S = start + T
@@ -153,20 +173,27 @@ class Transformer(nn.Module):
             mask |= ~real[:, None, start:, None]  # padding queries see everything: no NaN rows
             pos = (key_pos[start:][None, :] - pad[:, None]).clamp(0, self.cfg.seq_len - 1)  # (B, T)
             cos, sin = self.rope_cos[pos].unsqueeze(1), self.rope_sin[pos].unsqueeze(1)
-        x = self.embed(idx)
-        if self.pos_embed is not None:
-            x = x + self.pos_embed(pos)
-        x = self.drop(x)
-        for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, mask, cache, i)
+        if self.embed is not None:
+            x = self.embed(idx)
+            if self.pos_embed is not None:
+                x = x + self.pos_embed(pos)
+            x = self.drop(x)
+        else:
+            x = idx  # a later pipeline stage: the previous stage's hidden states
+        for i, layer in self.layers.items():
+            x = layer(x, cos, sin, mask, cache, int(i))
         if cache is not None:
             cache.length += T
+        if self.head is None:  # a pipeline stage before the last
+            return x, None
         logits = self.head(self.norm(x))
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1),
-                                   ignore_index=-1, reduction=reduction)
-        return logits, loss
+        return logits, None if targets is None else self.loss(logits, targets, reduction)
+
+    @staticmethod
+    def loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """Next-token cross-entropy in fp32; targets of -1 (padding) are not scored."""
+        return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1),
+                               ignore_index=-1, reduction=reduction)
 
     def new_cache(self, batch: int, max_len: int, pad: torch.Tensor | None = None) -> KVCache:
         if pad is None:

@@ -35,6 +35,60 @@ class MixtureEntry:
 
 
 @dataclass
+class ParallelConfig:
+    """How the processes torchrun starts share the work: a device mesh of
+    ``pp x dp_replicate x dp_shard x tp`` processes (``train/parallelize.py``).
+
+    - ``dp_replicate``: data-parallel replicas (DDP; with ``dp_shard > 1``, HSDP's
+      replicated dimension). -1 = what the other degrees leave of the world.
+    - ``dp_shard``: FSDP2 shards of parameters, gradients and optimizer state. -1 = what
+      the other degrees leave (then ``dp_replicate`` defaults to 1).
+    - ``tp``: tensor parallel degree (column-wise q/k/v and gate/up, row-wise output and
+      down projections, vocabulary-parallel embedding and head), with sequence parallel
+      norms; divides n_kv_heads. Combined with data parallel through ``dp_shard``.
+    - ``pp``: pipeline stages, the layers split evenly; ``pp_microbatches`` per batch.
+
+    One process: every degree resolves to 1. ``torchrun --nproc_per_node=N``: the default
+    is DDP over N; ``--train.parallel.dp_shard=-1`` is FSDP over N.
+    """
+
+    dp_replicate: int = -1
+    dp_shard: int = 1
+    tp: int = 1
+    pp: int = 1
+    pp_schedule: Literal["1F1B", "GPipe"] = "1F1B"
+    pp_microbatches: int = 0          # 0 = 2 x pp (each a slice of the per-rank batch)
+    sequence_parallel: bool = True    # with tp > 1: norms and residuals split by position
+
+    def __post_init__(self) -> None:
+        for name in ("dp_replicate", "dp_shard"):
+            if getattr(self, name) == 0 or getattr(self, name) < -1:
+                raise ConfigError(f"{name} must be -1 (the rest of the world) or >= 1")
+        if self.tp < 1 or self.pp < 1 or self.pp_microbatches < 0:
+            raise ConfigError("tp and pp must be >= 1, pp_microbatches >= 0")
+
+    def degrees(self, world: int) -> dict[str, int]:
+        """``{"pp", "dp_replicate", "dp_shard", "tp"}`` for ``world`` processes; a product
+        that does not match is a one-line error naming both."""
+        rep, shard, fixed = self.dp_replicate, self.dp_shard, self.tp * self.pp
+        if shard == -1:
+            rep = 1 if rep == -1 else rep
+            shard = max(1, world // (fixed * rep))
+        elif rep == -1:
+            rep = max(1, world // (fixed * shard))
+        out = {"pp": self.pp, "dp_replicate": rep, "dp_shard": shard, "tp": self.tp}
+        total = rep * shard * fixed
+        if total != world:
+            raise ConfigError(f"train.parallel: pp {self.pp} x dp_replicate {rep} x dp_shard "
+                              f"{shard} x tp {self.tp} = {total} processes, but there are {world}")
+        return out
+
+    @property
+    def microbatches(self) -> int:
+        return self.pp_microbatches or 2 * self.pp
+
+
+@dataclass
 class TrainConfig:
     steps: int = 500
     time_budget_s: float = 0.0        # stop after this much training time (steps then a cap)
@@ -70,14 +124,16 @@ class TrainConfig:
     spike_zscore: float = 6.0         # a loss this many std above the window mean is a spike; 0 = off
     max_bad_steps: int = 3            # bad (skipped) steps in a row before rolling back
     max_rollbacks: int = 3            # then give up with an error
-    data_parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate or shard (FSDP2)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)  # under torchrun
     tensorboard: bool = True          # event files in runs/<name>/tensorboard/
     wandb: Literal["off", "offline", "online"] = "off"
     wandb_project: str = "pretrain"
 
-    # whether a run resumes and where its metrics go do not change the model it trains:
-    # these fields are left out of the train stage's key
-    UNKEYED: ClassVar[tuple[str, ...]] = ("resume", "tensorboard", "wandb", "wandb_project")
+    # whether a run resumes, where its metrics go and how the processes split the work do
+    # not change the model it trains (the layout only the order of float sums): these are
+    # left out of the train stage's key, so a run resumes its checkpoints under any layout
+    UNKEYED: ClassVar[tuple[str, ...]] = ("resume", "tensorboard", "wandb", "wandb_project",
+                                          "parallel")
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "eval_every", "eval_batches", "log_every"):
@@ -91,8 +147,9 @@ class TrainConfig:
             raise ConfigError("checkpoint_every >= 0, keep_last >= 1 and spike_zscore >= 0 needed")
         if not 0.0 < self.decay_frac <= 1.0:
             raise ConfigError("decay_frac must be within (0, 1]")
-        if self.optimizer == "muon" and self.data_parallel == "fsdp":
-            raise ConfigError("optimizer = 'muon' needs whole matrices; use data_parallel = 'ddp'")
+        if self.optimizer == "muon" and (self.parallel.dp_shard != 1 or self.parallel.tp > 1):
+            raise ConfigError("optimizer = 'muon' needs whole matrices: not with dp_shard or tp "
+                              "(train.parallel)")
         if self.time_budget_s < 0:
             raise ConfigError("time_budget_s must be >= 0 (0 = train for `steps` steps)")
         if self.spike_window < 2 or self.max_bad_steps < 1 or self.max_rollbacks < 0:

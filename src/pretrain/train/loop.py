@@ -3,13 +3,16 @@ AdamW or Muon) and schedule (cosine, linear or warmup-stable-decay), gradient ac
 and clipping, evaluation on fixed held-out windows, exact resume and a spike guard.
 
 Importable and callable from tests (``train(cfg, model_cfg, tokens_dir, RunPaths(out))``).
-Data parallel through torchrun (``distributed.py``); metrics to log.jsonl, a plain log line,
-TensorBoard and optionally W&B (``monitor.py``).
+Under torchrun the model is built and split by ``parallelize.py`` (DDP, FSDP2/HSDP, tensor
+and sequence parallel, and pipeline stages run by ``pipelining.py``); each data-parallel
+rank reads its own rows of every global batch, so any layout takes the steps one process
+takes with the same global batch. Metrics to log.jsonl, a plain log line, TensorBoard and
+optionally W&B (``monitor.py``).
 
 Resume is exact: the loader's state is one integer (the data position), and a checkpoint
-holds the model, the optimizer, the RNG states and the loop state (``train/state.py``), so
-on CPU ``k`` steps + kill + resume gives the same weights and losses, bit for bit, as an
-uninterrupted run. Bad steps (NaN/Inf, loss spikes: ``train/stability.py``) skip their
+holds the model, the optimizer, the RNG states and the loop state (``train/state.py``,
+sharded through DCP, loadable under any layout), so on CPU ``k`` steps + kill + resume
+gives the same weights and losses, bit for bit, as an uninterrupted run. Bad steps (NaN/Inf, loss spikes: ``train/stability.py``) skip their
 update; repeated ones roll back to the last checkpoint and skip the data that caused them.
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,10 +29,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.distributed.tensor import DTensor
 
 from .. import distributed
 from ..config import ConfigError, PretrainError
-from ..eval.loss import domain_windows, score
+from ..eval.loss import domain_windows, metrics, score
 from ..log import Progress, log0
 from ..model import io
 from ..model.config import ModelConfig
@@ -40,11 +45,12 @@ from .config import TrainConfig
 from .data import MixtureWindows, RandomWindows
 from .monitor import Monitor, memory_gb
 from .optim import (
-    apply_activation_checkpointing,
     lr_at,
     make_optimizer,
     measured_peak_flops,
 )
+from .parallelize import Layout, build, make_layout
+from .pipelining import Pipeline
 from .stability import SpikeGuard
 
 
@@ -59,40 +65,44 @@ class RunPaths:
 
 
 class Trainer:
+    """The loop around one rank's model. ``layout`` says where the rank sits in the device
+    mesh (one process when None); ``net`` is what forward and backward run through (a DDP
+    wrapper, or the model itself); ``parallelize.build`` makes both."""
+
     def __init__(self, cfg: TrainConfig, model: Transformer, tokens_dir: Path, paths: RunPaths,
-                 seed: int, device: torch.device, d: distributed.Dist | None = None):
+                 seed: int, device: torch.device, d: distributed.Dist | None = None,
+                 layout: Layout | None = None, net: torch.nn.Module | None = None):
         self.cfg, self.model, self.device, self.paths = cfg, model, device, paths
         self.ckpt_dir = paths.checkpoints
         self.d = d or distributed.Dist()
-        # applied from outside the model: activation checkpointing, then DDP or FSDP2, then
-        # compile (compiling the DDP module lets dynamo split graphs at the gradient buckets)
-        if cfg.activation_checkpointing:
-            apply_activation_checkpointing(model)
-        self.fsdp = self.d.enabled and cfg.data_parallel == "fsdp"
-        net = distributed.wrap(model, self.d, device, cfg.data_parallel)
-        self.net: torch.nn.Module = torch.compile(net) if cfg.compile else net  # type: ignore[assignment]
-        self.aliases = io.tied_aliases(model)
-        # created after wrapping: FSDP2 replaces the parameters with sharded ones
+        self.layout = layout or Layout(cfg.parallel.degrees(1))
+        self.net: torch.nn.Module = net if net is not None else model
+        self.model_cfg = model.cfg
+        self.pipeline = Pipeline(self.net, self.layout.index("pp"), self.layout["pp"],
+                                 cfg.parallel.microbatches, cfg.parallel.pp_schedule, device,
+                                 self.layout.group("pp")) if self.layout["pp"] > 1 else None
+        # created after parallelizing: FSDP2 and TP replace the parameters with sharded ones
         self.opt = make_optimizer(model, cfg)
         seq_len = model.cfg.seq_len
+        dp = self.layout.dp
         train_shards = TokenShards(tokens_dir, "train")
         self.windows: RandomWindows | MixtureWindows
         if cfg.mixture:
             self.windows = MixtureWindows(train_shards, seq_len, seed, cfg.mixture, cfg.steps,
-                                          cfg.batch_size * cfg.grad_accum * self.d.world)
+                                          cfg.batch_size * cfg.grad_accum * dp)
         else:
             self.windows = RandomWindows(train_shards, seq_len, seed)
-        # fixed val windows, the same whatever the process count (global batch rows, split
-        # evenly over the domains), scored on every rank so that all take the same decisions
+        # fixed val windows, the same whatever the layout (global batch rows, split evenly
+        # over the domains), scored on every rank so that all take the same decisions
         val = TokenShards(tokens_dir, "val")
-        rows = cfg.batch_size * self.d.world * cfg.eval_batches
+        rows = cfg.batch_size * dp * cfg.eval_batches
         n_domains = max(1, len(_domain_ids(val)))
         self.val = domain_windows(val, seq_len, max(1, rows // n_domains) * seq_len)
         if not self.val:
             raise ConfigError("the val split is empty: nothing to evaluate on")
         self.token_bytes = val.token_bytes()
-        # FSDP would need every rank in each generation step's collectives: not done there
-        self.probes = {} if self.fsdp or not cfg.probe_new_tokens else \
+        # generation steps would need every rank of a sharded model in their collectives
+        self.probes = {} if self.layout.sharded or not cfg.probe_new_tokens else \
             _probe_prompts(val, min(cfg.probe_prompt_tokens, seq_len // 2))
         self.decode = val.tokenizer().decode if self.probes else None
         self.generations: list[dict[str, Any]] = []
@@ -108,8 +118,34 @@ class Trainer:
         self.monitor: Monitor | None = None
 
     def evaluate(self) -> dict[str, dict[str, float]]:
-        return score(self.model, self.val, self.token_bytes, self.cfg.batch_size * self.d.world,
-                     self.device)
+        batch = self.cfg.batch_size * self.layout.dp
+        if self.pipeline is None:
+            return score(self.model, self.val, self.token_bytes, batch, self.device)
+        return self._pipeline_score()
+
+    def _pipeline_score(self) -> dict[str, dict[str, float]]:
+        """The held-out metrics through the pipeline: batches of the training shape (the
+        stages' buffers have that shape), padding scored as nothing; the last stage's
+        sums shared with every rank."""
+        rows, T = self.cfg.batch_size, self.model_cfg.seq_len
+        nbytes = torch.as_tensor(self.token_bytes) if self.token_bytes is not None else None
+        sums = []
+        for wins in self.val.values():
+            nll, tokens, n_bytes = 0.0, 0, 0
+            for i in range(0, len(wins), rows):
+                xy = torch.full((rows, T + 1), -1, dtype=torch.int64)
+                for r, w in enumerate(wins[i:i + rows]):
+                    xy[r, :len(w)] = torch.as_tensor(w)
+                x, y = xy[:, :-1].clamp(min=0), xy[:, 1:]
+                nll += self.pipeline.nll(x.to(self.device), y.to(self.device)) or 0.0  # type: ignore[union-attr]
+                tokens += int((y >= 0).sum())
+                n_bytes += int(nbytes[y[y >= 0]].sum()) if nbytes is not None else 0
+            sums.append((nll, tokens, n_bytes))
+        shared = distributed.mean([s[0] for s in sums], self.d, self.device,
+                                  weight=1.0 if self.layout.last_stage else 0.0)
+        out = {d: metrics(n, t, b) for d, n, (_, t, b) in zip(self.val, shared, sums, strict=True)}
+        out["all"] = metrics(sum(shared), sum(s[1] for s in sums), sum(s[2] for s in sums))
+        return out
 
     def done(self) -> bool:
         budget = self.cfg.time_budget_s
@@ -117,27 +153,55 @@ class Trainer:
 
     def forward_backward(self, data_pos: int) -> tuple[float, float]:
         """One optimizer step's gradients; returns (mean loss, gradient norm before clipping)."""
-        cfg = self.cfg
+        cfg, layout = self.cfg, self.layout
         loss_sum = 0.0
+        has_loss = self.pipeline is None or layout.last_stage
         for micro in range(cfg.grad_accum):
-            x, y = self.windows.batch(data_pos, micro, cfg.batch_size, self.d.rank, self.d.world)
-            sync = micro == cfg.grad_accum - 1 or not self.d.enabled  # reduce once per step
-            if self.fsdp:
+            x, y = self.windows.batch(data_pos, micro, cfg.batch_size, layout.dp_rank, layout.dp)
+            x, y = x.to(self.device), y.to(self.device)
+            if self.pipeline is not None:  # forward and backward of every microbatch
+                with self.autocast:
+                    loss_sum += self.pipeline.step(x, y) or 0.0
+                if layout.ddp:  # replicated stages: average their gradients
+                    distributed.average_grads(self.model.parameters(), layout.group("dp_replicate"))
+                continue
+            sync = micro == cfg.grad_accum - 1  # reduce the gradients once per step
+            no_sync = contextlib.nullcontext()
+            if layout["dp_shard"] > 1:
                 self.model.set_requires_gradient_sync(sync)  # type: ignore[operator]
-                no_sync = contextlib.nullcontext()
-            else:
-                no_sync = contextlib.nullcontext() if sync else self.net.no_sync()  # type: ignore[operator]
+            elif layout.ddp and not sync:
+                no_sync = self.net.no_sync()  # type: ignore[operator]
             with self.autocast, no_sync:
-                _, loss = self.net(x.to(self.device), y.to(self.device))
+                _, loss = self.net(x, y)
                 (loss / cfg.grad_accum).backward()
             loss_sum += float(loss.detach())
-        # the norm over all (sharded or not) gradients; an infinite max_norm only measures
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
-                                              cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
-        if hasattr(norm, "full_tensor"):  # FSDP: a DTensor holding the global norm
-            norm = norm.full_tensor()
+        norm = self._clip()
         # every rank must take the same skip/rollback decision: use the global mean loss
-        return distributed.mean(loss_sum / cfg.grad_accum, self.d, self.device), float(norm)
+        return distributed.mean([loss_sum / cfg.grad_accum], self.d, self.device,
+                                weight=1.0 if has_loss else 0.0)[0], norm
+
+    def _clip(self) -> float:
+        """The norm of all gradients (sharded, split by stage, or whole) before clipping;
+        clips them to ``grad_clip`` (0 = only measure)."""
+        cfg, layout = self.cfg, self.layout
+        max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if not any(isinstance(p, DTensor) for p in params) and layout["pp"] == 1:
+            return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        squares = torch.zeros((), dtype=torch.float64, device=self.device)
+        for group in ([p for p in params if isinstance(p, DTensor)],
+                      [p for p in params if not isinstance(p, DTensor)]):
+            if group:
+                n = torch.nn.utils.get_total_norm([p.grad for p in group if p.grad is not None])
+                n = n.full_tensor() if isinstance(n, DTensor) else n  # over the whole mesh
+                squares += n.double() ** 2
+        if layout["pp"] > 1:  # each stage holds different parameters
+            squares = distributed.all_reduce_sum(squares, layout.group("pp"))
+        norm = float(squares.sqrt())
+        if math.isfinite(norm) and norm > max_norm:
+            for p in params:
+                p.grad.mul_(max_norm / (norm + 1e-6))  # type: ignore[union-attr]
+        return norm
 
     # ---- checkpoints -----------------------------------------------------------------------
     def _loop_state(self) -> dict[str, Any]:
@@ -146,20 +210,16 @@ class Trainer:
                 "guard": self.guard.state(), "generations": self.generations,
                 "val_loss": self.val_losses.get(str(self.step), math.inf)}
 
-    def save(self) -> None:
-        """Every rank gathers the full state (a collective under FSDP); rank 0 writes it."""
-        if self.ckpt_dir is None:
-            return
-        model_sd, opt_sd = distributed.full_state(self.model, self.opt)
-        if self.d.rank == 0:
-            assert opt_sd is not None
-            state.save(self.ckpt_dir, self.step, self.model.cfg, model_sd, opt_sd, self.aliases,
-                       self._loop_state(), self.cfg.keep_last)
-        distributed.barrier(self.d)
+    def save(self, folder: Path | None = None) -> Path | None:
+        """A resumable checkpoint (a collective: each rank writes its shards)."""
+        folder = folder or self.ckpt_dir
+        if folder is None:
+            return None
+        return state.save(folder, self.step, self.model_cfg, self.model, self.opt,
+                          self._loop_state(), self.cfg.keep_last, self.d)
 
     def restore(self, ckpt: Path) -> None:
-        model_sd, opt_sd, st = state.load(ckpt, self.aliases)
-        distributed.load_full_state(self.model, self.opt, model_sd, opt_sd)
+        st = state.load(ckpt, self.model, self.opt, self.d)
         self.step, self.data_pos, self.rollbacks = st["step"], st["data_pos"], st["rollbacks"]
         self.history, self.val_losses, self.events = st["history"], st["val_losses"], st["events"]
         self.t_train = st["t_train"]
@@ -191,7 +251,7 @@ class Trainer:
             log0(f"train: step 0 val loss {self.val_losses['0']:.4f}")
             self._generate(0)
         self.monitor = Monitor(self.paths.monitor, cfg.tensorboard, cfg.wandb, cfg.wandb_project,
-                               self.paths.name, {"train": asdict(cfg), "model": asdict(self.model.cfg)},
+                               self.paths.name, {"train": asdict(cfg), "model": asdict(self.model_cfg)},
                                self.step, enabled=self.d.rank == 0)
         try:
             self._loop()
@@ -201,7 +261,7 @@ class Trainer:
     def _loop(self) -> None:
         cfg = self.cfg
         assert self.monitor is not None
-        tokens_per_step = cfg.batch_size * cfg.grad_accum * self.d.world * self.model.cfg.seq_len
+        tokens_per_step = cfg.batch_size * cfg.grad_accum * self.layout.dp * self.model_cfg.seq_len
         flops_per_step = self.model.cfg.flops_per_token() * tokens_per_step
         with Progress("train", total=None if cfg.time_budget_s else cfg.steps, unit="steps") as bar:
             bar.update(self.step)
@@ -245,7 +305,7 @@ class Trainer:
         rec: dict[str, Any] = {"step": done, "loss": round(loss, 5), "lr": lr,
                                "grad_norm": round(norm, 4), "tok_per_s": round(tokens / dt, 1)}
         if self.peak_flops:
-            rec["mfu"] = round(flops / dt / self.peak_flops, 4)
+            rec["mfu"] = round(flops / dt / (self.peak_flops * self.d.world), 4)  # per device
         rec["mem_gb"] = round(memory_gb(self.device), 3)
         if evaluate:
             res = self.evaluate()
@@ -330,13 +390,14 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: Run
     torch.manual_seed(seed)
     if init is not None:
         model_cfg = init.cfg
-    model = (init if init is not None else Transformer(model_cfg)).to(dev).train()
-    tokens_per_step = cfg.batch_size * cfg.grad_accum * d.world * model_cfg.seq_len
+    layout = make_layout(cfg.parallel, d, dev)
+    model, net = build(model_cfg, cfg, layout, dev, init)
+    tokens_per_step = cfg.batch_size * cfg.grad_accum * layout.dp * model_cfg.seq_len
     log0(f"train: {model_cfg.num_params() / 1e6:.2f} M params, {tokens_per_step:,} tokens/step, "
-         f"{cfg.steps} steps on {dev}" + (f" x {d.world} processes ({cfg.data_parallel.upper()})" if d.enabled else ""))
-    t = Trainer(cfg, model, tokens_dir, paths, seed, dev, d)
+         f"{cfg.steps} steps on {dev}" + (f" x {d.world} processes ({layout.describe()})" if d.enabled else ""))
+    t = Trainer(cfg, model, tokens_dir, paths, seed, dev, d, layout, net)
     t.run()
-    final_sd, _ = distributed.full_state(model)  # a collective under FSDP: every rank gathers
+    final_sd = _final_weights(t, paths)
     if d.rank != 0:
         return {}
     out = paths.out
@@ -346,7 +407,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: Run
         f.writelines(json.dumps(e) + "\n" for e in t.events)
     with open(out / "generations.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps(g, ensure_ascii=False) + "\n" for g in t.generations)
-    io.save(out, model_cfg, final_sd, t.aliases)
+    assert final_sd is not None
+    io.save(out, model_cfg, final_sd, io.aliases_for(model_cfg))
     first, last = t.val_losses["0"], t.val_losses[str(t.step)]
     counts: dict[str, Any] = {
         "params": model_cfg.num_params(), "steps": t.step, "tokens_seen": tokens_per_step * t.step,
@@ -355,7 +417,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: Run
         "tok_per_s": round(tokens_per_step * t.step / max(t.t_train, 1e-9), 1),
         "train_time_s": round(t.t_train, 2),
         "skipped_steps": sum(1 for e in t.events if e["action"] == "skipped update"),
-        "rollbacks": t.rollbacks, "device": str(dev), "processes": d.world}
+        "rollbacks": t.rollbacks, "device": str(dev), "processes": d.world,
+        "layout": layout.describe()}
     last_val = next(r for r in reversed(t.history) if "val_loss" in r)
     for key in ("val_bpb", "val"):
         if key in last_val:
@@ -368,3 +431,19 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: Run
     log0(f"train: val loss {first:.4f} -> {last:.4f} "
          f"({counts['tok_per_s']:,.0f} tokens/s over {t.t_train:.0f}s of steps{mfu})")
     return counts
+
+
+def _final_weights(t: Trainer, paths: RunPaths) -> dict[str, torch.Tensor] | None:
+    """The whole model's state dict on rank 0 (None elsewhere). A model split over ranks is
+    written as a checkpoint (each rank its shards, a collective) and read back whole by
+    rank 0: its weights only, never the optimizer state."""
+    if not t.layout.sharded:
+        return {k: v.detach().cpu() for k, v in t.model.state_dict().items()} \
+            if t.d.rank == 0 else None
+    final = t.save(paths.checkpoints or paths.out / ".final")
+    assert final is not None
+    sd = io.consolidated(final) if t.d.rank == 0 else None
+    if paths.checkpoints is None and t.d.rank == 0:
+        shutil.rmtree(paths.out / ".final", ignore_errors=True)
+    distributed.barrier(t.d)
+    return sd

@@ -107,22 +107,6 @@ def lr_at(step: int, cfg: TrainConfig, time_frac: float | None = None) -> float:
     return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * progress))
 
 
-def apply_activation_checkpointing(model: torch.nn.Module) -> None:
-    """Recompute each block's activations in the backward pass instead of storing them.
-
-    Applied from outside the model: each block's ``forward`` is wrapped in place, so
-    parameter names and checkpoints are unchanged.
-    """
-    from torch.utils.checkpoint import checkpoint
-    for block in model.layers:  # type: ignore[union-attr]
-        inner = block.forward
-
-        def forward(*args: Any, _inner: Any = inner) -> Any:
-            return checkpoint(_inner, *args, use_reentrant=False)
-
-        block.forward = forward
-
-
 def measured_peak_flops(device: torch.device, n: int = 2048, reps: int = 5) -> float | None:
     """fp32 matmul FLOP/s on this CPU with the current thread count: the MFU denominator.
 

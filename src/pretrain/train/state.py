@@ -1,19 +1,24 @@
-"""Resumable training checkpoints: model, optimizer, RNG and loop state, written atomically.
+"""Resumable training checkpoints: sharded model and optimizer state through
+``torch.distributed.checkpoint`` (DCP), with the RNG and loop state, written atomically.
 
 Layout: ``runs/<name>/checkpoints/<train key>/step-NNNNNNN/`` with
 
-    model.safetensors   weights (safetensors: nothing is unpickled on load), unsharded
-    model_config.json   the model config, so that a checkpoint is also a model folder
-                        (``model/io.py``: export and ``train.init_from`` accept it)
-    optimizer.pt        AdamW state keyed by parameter name, unsharded, loaded with
-                        ``weights_only=True`` (tensors and numbers)
-    rng.pt              torch CPU (and CUDA) RNG states, ``weights_only=True`` as well
-    state.json          step, data position, schedule/guard state, the log so far
+    .metadata, __R_0.distcp  DCP: every rank writes its own shards of ``{"model", "optim"}``
+                             (parameters and optimizer state keyed by parameter name); no
+                             process ever holds the whole state
+    model_config.json        the model config, so a checkpoint is also a model folder
+                             (``model/io.py`` consolidates its weights for export and
+                             ``train.init_from``)
+    rng.pt                   torch CPU (and CUDA) RNG states, loaded ``weights_only=True``
+    state.json               step, data position, schedule/guard state, the log so far
 
-The folder is keyed by the train stage's key, so a changed config never resumes from a
-stale run. A checkpoint is written into ``step-N.tmp``, fsynced and renamed; one without
-``state.json`` is never used. The last ``keep_last`` checkpoints are kept, plus the one with
-the best validation loss.
+DCP records each tensor's global shape and which piece each file holds, so a checkpoint
+written under one layout loads under any other (one process, DDP, FSDP, TP, PP): each
+rank reads the pieces its own shards need. The folder is keyed by the train stage's key
+(which leaves out the parallel layout), so a changed config never resumes from a stale
+run. A checkpoint is written into ``step-N.tmp`` and renamed by rank 0 once every rank's
+files and the state file are on disk; one without ``state.json`` is never used. The last
+``keep_last`` checkpoints are kept, plus the one with the best validation loss.
 """
 
 from __future__ import annotations
@@ -25,7 +30,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed.checkpoint as dcp
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
 
+from .. import distributed
 from ..model import io
 from ..model.config import ModelConfig
 
@@ -41,25 +55,36 @@ def _fsync_tree(folder: Path) -> None:
             os.close(fd)
 
 
-def save(folder: Path, step: int, model_cfg: ModelConfig, model_sd: dict[str, torch.Tensor],
-         opt_sd: dict[str, Any], aliases: dict[str, str], state: dict[str, Any],
-         keep_last: int) -> Path:
-    """Write one checkpoint from full (unsharded, CPU) state dicts; see the module docstring."""
+def _optimizers(opt: torch.optim.Optimizer) -> Any:
+    """Several optimizers stepped as one (``optim.Optimizers``) are saved as the list."""
+    return getattr(opt, "optimizers", opt)
+
+
+def save(folder: Path, step: int, model_cfg: ModelConfig, model: nn.Module,
+         opt: torch.optim.Optimizer, state: dict[str, Any], keep_last: int,
+         d: distributed.Dist) -> Path:
+    """Write one checkpoint (a collective: every rank calls it); see the module docstring."""
     final = folder / f"step-{step:07d}"
     tmp = folder / f"step-{step:07d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    io.save(tmp, model_cfg, model_sd, aliases)  # a model folder: export and init_from read it
-    torch.save(opt_sd, tmp / "optimizer.pt")
-    rng = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()  # type: ignore[assignment]
-    torch.save(rng, tmp / "rng.pt")
-    (tmp / STATE).write_text(json.dumps({**state, "step": step}))
-    _fsync_tree(tmp)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    _rotate(folder, keep_last)
+    if d.rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    distributed.barrier(d)
+    dcp.save({"model": get_model_state_dict(model),
+              "optim": get_optimizer_state_dict(model, _optimizers(opt))}, checkpoint_id=tmp,
+             no_dist=not d.enabled)
+    if d.rank == 0:
+        (tmp / io.CONFIG).write_text(json.dumps(io.config_dict(model_cfg), indent=2))
+        rng = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()  # type: ignore[assignment]
+        torch.save(rng, tmp / "rng.pt")
+        (tmp / STATE).write_text(json.dumps({**state, "step": step}))
+        _fsync_tree(tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        _rotate(folder, keep_last)
+    distributed.barrier(d)
     return final
 
 
@@ -82,14 +107,19 @@ def _rotate(folder: Path, keep_last: int) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
-def load(ckpt: Path, aliases: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """(model state dict, optimizer state dict, loop state) of a checkpoint, on CPU; restores
-    the RNG states. Nothing is unpickled: safetensors, ``weights_only=True`` and JSON."""
-    model_sd = io.load_weights(ckpt / io.WEIGHTS, aliases)
-    opt_sd = torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True)
+def load(ckpt: Path, model: nn.Module, opt: torch.optim.Optimizer,
+         d: distributed.Dist | None = None) -> dict[str, Any]:
+    """Fill ``model`` and ``opt`` (each rank its shards, whatever layout wrote them) from a
+    checkpoint, restore the RNG states; returns the loop state. A collective."""
+    model_sd = get_model_state_dict(model)
+    optim_sd = get_optimizer_state_dict(model, _optimizers(opt))
+    dcp.load({"model": model_sd, "optim": optim_sd}, checkpoint_id=ckpt,
+             no_dist=not (d and d.enabled))
+    set_model_state_dict(model, model_sd)
+    set_optimizer_state_dict(model, _optimizers(opt), optim_sd)
     rng = torch.load(ckpt / "rng.pt", weights_only=True)
     torch.set_rng_state(rng["cpu"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
     state: dict[str, Any] = json.loads((ckpt / STATE).read_text())
-    return model_sd, opt_sd, state
+    return state

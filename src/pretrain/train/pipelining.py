@@ -1,0 +1,91 @@
+"""Pipeline parallelism: the layers split into ``pp`` stages, one per pipeline rank, run
+by ``torch.distributed.pipelining`` (1F1B or GPipe over ``pp_microbatches``).
+
+A stage is the whole model with what it does not hold removed: the first keeps the
+embedding, the last the final norm and the head, and each a contiguous run of layers
+under their own names (``layers`` is a dict), so a stage's state dict uses the full
+model's names and checkpoints reshard across layouts. The pipeline's loss is the mean
+over each microbatch's scored tokens, averaged over microbatches: with equal microbatches
+(every token scored in training) that is one process's loss on the whole batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..model.transformer import Transformer
+
+
+def stage_layers(n_layers: int, pp: int, stage: int) -> range:
+    """The layers of ``stage``: an even split, the first stages one more when it is uneven."""
+    per, extra = divmod(n_layers, pp)
+    start = stage * per + min(stage, extra)
+    return range(start, start + per + (stage < extra))
+
+
+def keep_stage(model: Transformer, stage: int, pp: int) -> None:
+    """Remove from ``model`` what pipeline ``stage`` of ``pp`` does not hold."""
+    keep = {str(i) for i in stage_layers(model.cfg.n_layers, pp, stage)}
+    for key in [k for k in model.layers if k not in keep]:
+        del model.layers[key]
+    if stage > 0:
+        model.embed = None  # type: ignore[assignment]
+        model.pos_embed = None
+    if stage < pp - 1:
+        model.norm = None  # type: ignore[assignment]
+        model.head = None  # type: ignore[assignment]
+
+
+class _Stage(nn.Module):
+    """What the schedule runs: the stage's tensor output (hidden states, or the logits)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)[0]  # type: ignore[no-any-return]
+
+
+def _loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean over the scored tokens (a microbatch of padding only counts 0, not NaN)."""
+    total = Transformer.loss(logits, targets, reduction="sum")
+    return total / (targets >= 0).sum().clamp(min=1)
+
+
+class Pipeline:
+    """One rank's stage and its schedule. ``step`` trains on a batch, ``nll`` scores one."""
+
+    def __init__(self, net: nn.Module, stage: int, pp: int, microbatches: int, schedule: str,
+                 device: torch.device, group: Any):
+        from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+        self.first, self.last, self.microbatches = stage == 0, stage == pp - 1, microbatches
+        self.stage = PipelineStage(_Stage(net), stage, pp, device, group=group)
+        kind = Schedule1F1B if schedule == "1F1B" else ScheduleGPipe
+        self.schedule = kind(self.stage, microbatches, loss_fn=_loss)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> float | None:
+        """Forward and backward of the batch; its mean loss on the last stage, else None."""
+        losses: list[torch.Tensor] = []
+        self._run(self.schedule.step, x, y, losses)
+        return float(torch.stack(losses).mean()) if self.last else None
+
+    @torch.no_grad()
+    def nll(self, x: torch.Tensor, y: torch.Tensor) -> float | None:
+        """Summed negative log-likelihood of the batch's scored targets, on the last stage."""
+        losses: list[torch.Tensor] = []
+        self._run(self.schedule.eval, x, y, losses)
+        if not self.last:
+            return None
+        counts = [int((c >= 0).sum()) for c in y.tensor_split(self.microbatches)]
+        return sum(float(loss) * n for loss, n in zip(losses, counts, strict=True))
+
+    def _run(self, fn: Any, x: torch.Tensor, y: torch.Tensor, losses: list[torch.Tensor]) -> None:
+        args = (x,) if self.first else ()
+        if self.last:
+            fn(*args, target=y, losses=losses)
+        else:
+            fn(*args)

@@ -1,0 +1,152 @@
+"""Tensor, sequence and pipeline parallelism on a device mesh, with gloo processes on CPU:
+each layout takes the steps one process takes with the same global batch (fp32 tolerance),
+its checkpoints resume under other layouts, and FSDP ranks hold half the state."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pretrain import distributed
+from pretrain.config import ConfigError
+from pretrain.model.transformer import Transformer
+from pretrain.train.config import ParallelConfig, TrainConfig
+from pretrain.train.parallelize import Layout, build, check
+from pretrain.train.pipelining import stage_layers
+
+from .common import model_config
+from .conftest import losses, torchrun, weights, worker
+
+MEMORY_WORKER = __file__.replace("test_parallel.py", "memory_worker.py")
+
+
+def _same_run(out, ref, steps: int) -> None:
+    got, want = losses(out), losses(ref)
+    assert len(got) == len(want) == steps
+    assert got == pytest.approx(want, abs=2e-4)
+    a, b = weights(out), weights(ref)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-4), k
+
+
+@pytest.mark.parametrize("n, layout, batch, arch, name", [
+    (2, "tp=2,dp_replicate=1", 8, "llama", "TP 2"),
+    (2, "tp=2,dp_replicate=1,sequence_parallel=0", 8, "llama", "TP 2"),
+    (2, "tp=2,dp_replicate=1", 8, "gpt2", "TP 2"),                   # tied embeddings
+    (4, "tp=2,dp_shard=2,dp_replicate=1", 4, "llama", "FSDP 2 x TP 2"),
+])
+def test_tensor_parallel_matches_one_process(tokens, reference, tmp_path, n, layout, batch,
+                                             arch, name):
+    res = worker(tokens, tmp_path / "run", n, batch=batch, parallel=layout, arch=arch, steps=20)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"({name})" in res.stderr
+    _same_run(tmp_path / "run", reference(8, arch=arch, steps=20), 20)
+
+
+@pytest.mark.parametrize("n, layout, batch, name", [
+    (2, "pp=2,dp_replicate=1", 8, "PP 2"),                                         # 1F1B
+    (4, "pp=2,dp_shard=2,dp_replicate=1,pp_microbatches=2,pp_schedule=GPipe", 4, "FSDP 2 x PP 2"),
+    (4, "pp=2,pp_microbatches=2", 4, "DDP 2 x PP 2"),
+])
+def test_pipeline_parallel_matches_one_process(tokens, reference, tmp_path, n, layout, batch,
+                                               name):
+    res = worker(tokens, tmp_path / "run", n, batch=batch, accum=1, parallel=layout, steps=20)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"({name})" in res.stderr
+    _same_run(tmp_path / "run", reference(8, accum=1, steps=20), 20)
+    counts = json.loads((tmp_path / "run" / "counts.json").read_text())
+    ref_counts = json.loads((reference(8, accum=1, steps=20) / "counts.json").read_text())
+    assert counts["val_loss_final"] == pytest.approx(ref_counts["val_loss_final"], abs=2e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("to_n, to_layout, to_batch", [
+    (2, "tp=2,dp_replicate=1", 8),     # FSDP over 2 -> TP over 2
+    (2, "dp_replicate=-1", 4),         # FSDP -> DDP
+    (2, "pp=2,dp_replicate=1,pp_microbatches=2", 8),  # FSDP -> a pipeline of 2 stages
+])
+def test_a_checkpoint_resumes_under_another_layout(tokens, reference, tmp_path, to_n, to_layout,
+                                                   to_batch):
+    """Written by FSDP ranks (each its shards), killed after the step-3 checkpoint, resumed
+    under another layout with the same global batch: the uninterrupted run's losses."""
+    run = tmp_path / "run"
+    accum = 1 if "pp=" in to_layout else 2
+    killed = worker(tokens, run, 2, batch=8 // 2, accum=accum, parallel="dp_shard=-1", kill_at=4)
+    assert killed.returncode != 0 and (run / "ckpt" / "step-0000003").is_dir()
+    resumed = worker(tokens, run, to_n, batch=to_batch, accum=accum, parallel=to_layout)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stderr and "(step 3)" in resumed.stderr
+    _same_run(run, reference(8, accum=accum), 6)
+
+
+@pytest.mark.slow
+def test_fsdp_ranks_hold_half_the_state_and_never_the_whole_model(tmp_path):
+    """Meta-device init: each of 2 FSDP ranks holds half the parameters, gradients and
+    AdamW state of one process, and never built the whole model (its resident memory after
+    building is below one process's by most of the half it does not hold)."""
+    env_args = [MEMORY_WORKER, str(tmp_path / "two"), "dp_shard=-1,dp_replicate=1"]
+    assert torchrun(env_args).returncode == 0
+    one = torchrun([MEMORY_WORKER, str(tmp_path / "one")], n=1)
+    assert one.returncode == 0, one.stderr[-2000:]
+    ref = json.loads((tmp_path / "one" / "rank0.json").read_text())
+    for rank in (0, 1):
+        got = json.loads((tmp_path / "two" / f"rank{rank}.json").read_text())
+        for key in ("params", "grads", "optimizer"):
+            assert got[key] / ref[key] == pytest.approx(0.5, abs=0.01), key
+        half_mb = ref["params"] / 2 / 2**20
+        assert got["rss_after_build_mb"] < ref["rss_after_build_mb"] - half_mb / 2
+
+
+def test_layouts_the_model_cannot_take_are_one_line_errors():
+    with pytest.raises(ConfigError, match=r"pp 1 x dp_replicate 1 x dp_shard 1 x tp 2 = 2 "
+                                          r"processes, but there are 4"):
+        ParallelConfig(tp=2, dp_replicate=1).degrees(4)
+    assert ParallelConfig(dp_shard=-1).degrees(8) == {"pp": 1, "dp_replicate": 1, "dp_shard": 8, "tp": 1}
+    assert ParallelConfig(tp=2, pp=2).degrees(8)["dp_replicate"] == 2
+    cfg = TrainConfig()
+
+    def layout(**deg: int) -> Layout:
+        return Layout({"pp": 1, "dp_replicate": 1, "dp_shard": 1, "tp": 1, **deg})
+    with pytest.raises(ConfigError, match="not implemented for mla"):
+        check(model_config("mla"), cfg, layout(tp=2))
+    with pytest.raises(ConfigError, match="must divide the kv heads"):
+        check(model_config(), cfg, layout(tp=4))
+    with pytest.raises(ConfigError, match="DDP with tensor parallelism"):
+        check(model_config(), cfg, layout(tp=2, dp_replicate=2))
+    with pytest.raises(ConfigError, match="untied embeddings"):
+        check(model_config("gpt2"), cfg, layout(pp=2))
+    with pytest.raises(ConfigError, match="grad_accum = 1"):
+        check(model_config(), TrainConfig(grad_accum=2), layout(pp=2))
+
+
+def test_pipeline_stages_split_the_layers_and_keep_their_names():
+    assert [list(stage_layers(10, 4, s)) for s in range(4)] == [[0, 1, 2], [3, 4, 5], [6, 7], [8, 9]]
+    cfg = model_config()
+    whole = Transformer(cfg)
+    parts = []
+    for stage in range(2):
+        torch.manual_seed(0)
+        model, _ = build(cfg, TrainConfig(), Layout({"pp": 2, "dp_replicate": 1, "dp_shard": 1,
+                                                      "tp": 1}, coords=(stage, 0, 0, 0)),
+                         torch.device("cpu"))
+        parts.append(model.state_dict())
+    assert set(parts[0]) | set(parts[1]) == set(whole.state_dict())
+    assert "embed.weight" in parts[0] and "head.weight" in parts[1]
+    torch.manual_seed(0)
+    whole = Transformer(cfg)  # the stages hold the whole model's initial weights
+    for name, t in whole.state_dict().items():
+        assert torch.equal(t, (parts[0] | parts[1])[name]), name
+
+
+def test_one_process_builds_the_same_weights_on_meta_as_directly():
+    for arch in ("llama", "gpt2", "mla"):
+        torch.manual_seed(3)
+        direct = Transformer(model_config(arch)).state_dict()
+        torch.manual_seed(3)
+        built, _ = build(model_config(arch), TrainConfig(), Layout(ParallelConfig().degrees(1)),
+                         torch.device("cpu"))
+        assert all(torch.equal(direct[k], v) for k, v in built.state_dict().items()), arch
+    assert distributed.from_env().world == 1

@@ -1,0 +1,51 @@
+"""Run by torchrun in the distributed tests: train() on the token shards given, under the
+layout given. Usage:
+
+    worker.py TOKENS OUT [--parallel dp_shard=2,tp=2] [--batch 4] [--accum 2] [--steps 6]
+              [--arch llama] [--kill-at N]
+
+``--kill-at N``: every rank stops at data position N (a simulated kill); a rerun resumes
+from OUT/ckpt. Rank 0 writes OUT/counts.json.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from pretrain import distributed
+from pretrain.train.loop import RunPaths, Trainer, train
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import model_config, train_config  # noqa: E402
+
+ap = argparse.ArgumentParser()
+ap.add_argument("tokens", type=Path)
+ap.add_argument("out", type=Path)
+ap.add_argument("--parallel", default="")
+ap.add_argument("--batch", type=int, default=4)
+ap.add_argument("--accum", type=int, default=2)
+ap.add_argument("--steps", type=int, default=6)
+ap.add_argument("--arch", default="llama")
+ap.add_argument("--kill-at", type=int, default=-1)
+args = ap.parse_args()
+
+d = distributed.init("cpu")
+cfg = train_config(args.steps, args.batch, args.accum, args.parallel)
+args.out.mkdir(parents=True, exist_ok=True)
+real = Trainer.forward_backward
+
+
+def killed(self, data_pos):
+    if data_pos == args.kill_at:
+        sys.exit(3)
+    return real(self, data_pos)
+
+
+Trainer.forward_backward = killed
+counts = train(cfg, model_config(args.arch), args.tokens,
+               RunPaths(args.out, checkpoints=args.out / "ckpt"), seed=5, d=d)
+if d.rank == 0:
+    (args.out / "counts.json").write_text(json.dumps(counts))
+distributed.barrier(d)
+distributed.shutdown()

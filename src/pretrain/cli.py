@@ -19,11 +19,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import stages
+from . import hardware, stages
 from .config import ConfigError, PretrainError, parse_override_args, to_toml
 from .data.audit import inspect
 from .eval.gates import check
 from .log import rank, set_plain
+from .planning import Options, dry_run_summary, plan
 from .run_config import RunConfig, load_config, resolve_config_path, shipped_configs
 
 EPILOG = """\
@@ -84,6 +85,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", metavar="RUN_OR_CHECKPOINT",
                    help="run directory, its train/ folder or a checkpoint folder")
     p.add_argument("out", metavar="OUT_DIR", help="folder to create")
+    p = sub.add_parser("plan", allow_abbrev=False, epilog=EPILOG, formatter_class=_RAW,
+                       help="size, memory, time, cost and the compute-optimal size of a run",
+                       description="Plan the configured run before it runs: parameters and "
+                                   "FLOPs, memory per device under the layouts the GPU count "
+                                   "allows, time and cost, the compute-optimal frontier and "
+                                   "predicted loss. With a budget, a model sized for it.")
+    _config_option(p)
+    for flag, meta, text in (
+            ("--budget", "FLOPS", "plan for this much training compute (e.g. 1e21)"),
+            ("--gpu-hours", "N", "... or for this many GPU-hours at the MFU"),
+            ("--dollars", "N", "... or for this many dollars at the GPU's price"),
+            ("--gpu", "NAME", "accelerator: " + ", ".join(hardware.ACCELERATORS) + " (default h100)"),
+            ("--gpus", "N", "devices (default 1)"),
+            ("--mfu", "F", "model FLOPs utilisation (default: the run's measured one on a GPU, "
+                           "else 0.4)"),
+            ("--price", "DOLLARS", "per GPU-hour (default: the table's indicative price)"),
+            ("--fit", "FIT_JSON", "a scaling-law fit (default: runs/<name>/sweep/fit.json)")):
+        p.add_argument(flag, default=None, metavar=meta, help=text)
     p = sub.add_parser("report", allow_abbrev=False, help="write a run's report.md",
                        description="Write runs/<name>/report.md (and report/loss.png with "
                                    "matplotlib) from what the run's stages wrote: funnel, "
@@ -108,6 +127,7 @@ def _run(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
     cfg = load_config(args.config, overrides)
     if args.dry_run:
         print(to_toml(cfg), end="")
+        print("\n".join("# " + line for line in dry_run_summary(cfg).splitlines()))
         return 0
     set_plain(args.plain)
     # torch, for the commands that run stages only: `config show` and `--help` stay instant
@@ -149,6 +169,27 @@ def _gates(cfg: RunConfig, eval_dir: Path) -> int:
     return 0
 
 
+def _number(args: argparse.Namespace, name: str, kind: type = float) -> object:
+    raw = getattr(args, name)
+    if raw is None:
+        return None
+    try:
+        return kind(float(raw)) if kind is int else kind(raw)
+    except ValueError:
+        raise ConfigError(f"--{name.replace('_', '-')}: expected a number, got {raw!r}") from None
+
+
+def _plan(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
+    opts = Options(gpu=args.gpu or "h100", fit=args.fit or "")
+    for name, kind in (("budget", float), ("gpu_hours", float), ("dollars", float),
+                       ("gpus", int), ("mfu", float), ("price", float)):
+        value = _number(args, name, kind)
+        if value is not None:
+            setattr(opts, name, value)
+    print(plan(load_config(args.config, overrides), opts))
+    return 0
+
+
 def _config(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
     if args.action == "show":
         if args.config and args.name:
@@ -167,7 +208,9 @@ def _config(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
     return 1 if failed else 0
 
 
-_OPTIONS = {"-c", "--config", "--dry-run", "--force", "--gate", "--plain", "-h", "--help"}
+_OPTIONS = {"-c", "--config", "--dry-run", "--force", "--gate", "--plain", "-h", "--help",
+            "--budget", "--gpu-hours", "--dollars", "--gpu", "--gpus", "--mfu", "--price",
+            "--fit"}
 
 
 def _join_override_values(argv: list[str]) -> list[str]:
@@ -214,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides = parse_override_args(rest)
         if args.command == "config":
             return _config(args, overrides)
+        if args.command == "plan":
+            return _plan(args, overrides)
         if args.command == "report":
             _no_overrides("report", overrides)
             from .report import write_report  # the result tables import torch

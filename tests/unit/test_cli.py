@@ -22,6 +22,8 @@ SURFACE = {
     "eval": sorted([*STAGE_OPTIONS, "--gate"]),
     "sample": STAGE_OPTIONS,
     "export": ["--help", "-h", "out", "source"],
+    "plan": ["--budget", "--config", "--dollars", "--fit", "--gpu", "--gpu-hours", "--gpus",
+             "--help", "--mfu", "--price", "-c", "-h"],
     "report": ["--help", "-h", "run"],
     "config": ["--help", "-h"],
     "config show": ["--config", "--help", "-c", "-h", "name"],
@@ -76,7 +78,8 @@ def test_user_errors_are_one_line_without_traceback(argv, message):
 
 
 @pytest.mark.parametrize("argv", [["config", "show"], ["config", "show", "-c", "speedrun-shakespeare"],
-                                  ["train", "--dry-run"], ["config", "validate"]])
+                                  ["train", "--dry-run"], ["config", "validate"],
+                                  ["plan", "--gpus", "8"]])
 def test_reading_configs_imports_no_torch(argv):
     code = ("import sys; from pretrain.cli import main; rc = main(sys.argv[1:]); "
             "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(rc)")

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from .. import hardware
 from .config import TrainConfig
 
 
@@ -108,15 +109,19 @@ def lr_at(step: int, cfg: TrainConfig, time_frac: float | None = None) -> float:
 
 
 def measured_peak_flops(device: torch.device, n: int = 2048, reps: int = 5) -> float | None:
-    """fp32 matmul FLOP/s on this CPU with the current thread count: the MFU denominator.
+    """The MFU denominator. On a GPU: the dense bf16 peak of the accelerator table
+    (``hardware.py``, matched by device name; None for a GPU not in it). On CPU: fp32
+    matmul FLOP/s with the current thread count, measured.
 
     Measured once at the start of training (well under a second): the fastest of ``reps``
     products, since a peak is the best the machine does and a shared machine's slow spells
     only ever lower it. The reference notes give 160 GFLOP/s on 1 thread and 268 on 2 for
     this project's machine when quiet; a busy machine reads lower, and MFU then reads
-    higher. GPUs: set ``train.peak_tflops`` (e.g. 989 for an H100 SXM in bf16); there is no
-    probe for them here.
+    higher. ``train.peak_tflops`` overrides both.
     """
+    if device.type == "cuda":
+        acc = hardware.detect(torch.cuda.get_device_name(device))
+        return acc.peak("bf16") if acc else None
     if device.type != "cpu":
         return None
     import time

@@ -1,0 +1,97 @@
+"""Peak memory of real training steps against ``plan.memory.estimate``.
+
+Each config trains 2 steps in a fresh process (one thread) through ``parallelize.build``,
+the loop's optimizer and the loop's loss, and reports the growth of its peak resident
+set over what the process held before building the model. On CPU that is everything
+the estimate counts (fp32 weights, gradients, AdamW state, saved activations, the logits
+and their gradient) plus the allocator's slack. The children run with glibc's
+``MALLOC_MMAP_THRESHOLD_=65536``: every tensor above 64 KiB gets its own mapping, returned
+to the system when freed, so the resident set follows the live tensors. With glibc's
+default (a threshold that grows as large blocks are freed), freed activations stay in the
+heap and the resident set creeps up by 10-30% over the first steps without any tensor
+being alive. Prints one line per config and the ratio.
+
+    python bench/memory_vs_estimate.py            # the configs of tests/unit/test_plan.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+CONFIGS = [
+    # (name, model overrides, batch, activation checkpointing): 7-12 M parameters, so that
+    # the state and the activations are hundreds of MB, well above the allocator's noise
+    ("llama 9M b8", dict(d_model=384, n_layers=4, n_heads=6, n_kv_heads=2, seq_len=256,
+                         vocab_size=8192), 8, False),
+    ("llama 9M b8 AC", dict(d_model=384, n_layers=4, n_heads=6, n_kv_heads=2, seq_len=256,
+                            vocab_size=8192), 8, True),
+    ("llama 9M b24", dict(d_model=384, n_layers=4, n_heads=6, n_kv_heads=2, seq_len=256,
+                          vocab_size=8192), 24, False),
+    ("llama 7M T1024", dict(d_model=256, n_layers=4, n_heads=4, n_kv_heads=2, seq_len=1024,
+                            vocab_size=8192), 4, False),
+    ("gpt2 12M b8", dict(arch="gpt2", d_model=384, n_layers=4, n_heads=6, seq_len=256,
+                         vocab_size=16384), 8, False),
+    ("gpt2 12M b8 AC", dict(arch="gpt2", d_model=384, n_layers=4, n_heads=6, seq_len=256,
+                            vocab_size=16384), 8, True),
+    ("mla 9M b8", dict(arch="mla", d_model=384, n_layers=4, n_heads=6, seq_len=256,
+                       vocab_size=8192, kv_lora_rank=96, qk_nope_head_dim=48,
+                       qk_rope_head_dim=16, v_head_dim=48), 8, False),
+]
+
+CHILD = r"""
+import json, sys, torch
+torch.set_num_threads(1)
+from pretrain.model.config import ModelConfig
+from pretrain.plan.memory import estimate
+from pretrain.train.config import TrainConfig
+from pretrain.train.optim import make_optimizer
+from pretrain.train.parallelize import Layout, build
+
+def rss():
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) * 1024
+
+kw, batch, ac = json.loads(sys.argv[1])
+cfg = ModelConfig(**kw)
+tc = TrainConfig(activation_checkpointing=ac)
+x = torch.randint(0, cfg.vocab_size, (batch, cfg.seq_len + 1))
+before = rss()
+model, net = build(cfg, tc, Layout(tc.parallel.degrees(1)), torch.device("cpu"))
+opt = make_optimizer(model, tc)
+for _ in range(2):  # the second step holds the optimizer state and the activations
+    _, loss = net(x[:, :-1], x[:, 1:])
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+est = estimate(cfg, batch, checkpointing=ac)
+print(json.dumps({"measured": rss() - before, "estimate": est.total, "parts": est.as_gb(),
+                  "params": cfg.num_params()}))
+"""
+
+
+def measure(kw: dict, batch: int, ac: bool) -> dict:
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", CHILD, json.dumps([kw, batch, ac])],
+                         capture_output=True, text=True, check=True, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure_all() -> list[tuple[str, dict]]:
+    """Every config, two processes at a time (each on one thread)."""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda c: measure(*c[1:]), CONFIGS))
+    return [(c[0], r) for c, r in zip(CONFIGS, results, strict=True)]
+
+
+def main() -> None:
+    print(f"{'config':<18}{'params':>8}{'estimate MB':>13}{'measured MB':>13}{'ratio':>8}")
+    for name, r in measure_all():
+        print(f"{name:<18}{r['params'] / 1e6:>7.1f}M{r['estimate'] / 2**20:>13.0f}"
+              f"{r['measured'] / 2**20:>13.0f}{r['measured'] / r['estimate']:>8.3f}")
+
+
+if __name__ == "__main__":
+    main()

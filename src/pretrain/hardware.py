@@ -1,0 +1,70 @@
+"""Accelerators: dense peak throughput per precision, memory, and an indicative price.
+
+One table for the two places that need a peak: the training loop's MFU on a GPU (matched
+by the device name torch reports) and ``pretrain plan``'s time and cost. Peaks are the
+vendors' dense figures (no 2:4 sparsity), in TFLOP/s; ``fp32`` is the non-tensor-core
+rate, ``tf32`` the tensor-core one. Prices are indicative on-demand cloud dollars per GPU-hour
+(late 2025); ``pretrain plan --price`` overrides them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import ConfigError
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    name: str
+    memory_gb: float
+    peak_tflops: dict[str, float]   # precision -> dense TFLOP/s
+    dollars_per_hour: float
+    match: tuple[str, ...]          # substrings of torch.cuda.get_device_name()
+
+    def peak(self, precision: str) -> float:
+        """FLOP/s at ``precision`` (bf16, fp16, fp8, tf32, fp32)."""
+        if precision not in self.peak_tflops:
+            raise ConfigError(f"{self.name} has no {precision} rate in the table; it has "
+                              + ", ".join(self.peak_tflops))
+        return self.peak_tflops[precision] * 1e12
+
+
+_HOPPER = {"bf16": 989.0, "fp16": 989.0, "fp8": 1979.0, "tf32": 494.5, "fp32": 66.9}
+ACCELERATORS: dict[str, Accelerator] = {
+    "h100": Accelerator("NVIDIA H100 SXM 80 GB", 80, _HOPPER, 2.5, ("H100 80GB HBM3", "H100 SXM")),
+    "h100-pcie": Accelerator("NVIDIA H100 PCIe 80 GB", 80,
+                             {"bf16": 756.0, "fp16": 756.0, "fp8": 1513.0, "tf32": 378.0,
+                              "fp32": 51.2}, 2.2, ("H100 PCIe",)),
+    "h200": Accelerator("NVIDIA H200 141 GB", 141, _HOPPER, 3.5, ("H200",)),
+    "b200": Accelerator("NVIDIA B200 180 GB", 180,
+                        {"bf16": 2250.0, "fp16": 2250.0, "fp8": 4500.0, "tf32": 1100.0,
+                         "fp32": 80.0}, 6.0, ("B200",)),
+    "a100": Accelerator("NVIDIA A100 SXM 80 GB", 80,
+                        {"bf16": 312.0, "fp16": 312.0, "tf32": 156.0, "fp32": 19.5}, 1.5,
+                        ("A100-SXM4-80GB", "A100 80GB")),
+    "a100-40gb": Accelerator("NVIDIA A100 40 GB", 40,
+                             {"bf16": 312.0, "fp16": 312.0, "tf32": 156.0, "fp32": 19.5}, 1.2,
+                             ("A100-SXM4-40GB", "A100-PCIE-40GB")),
+    "l40s": Accelerator("NVIDIA L40S 48 GB", 48,
+                        {"bf16": 362.0, "fp16": 362.0, "fp8": 733.0, "tf32": 183.0,
+                         "fp32": 91.6}, 1.0, ("L40S",)),
+    "mi300x": Accelerator("AMD Instinct MI300X 192 GB", 192,
+                          {"bf16": 1307.0, "fp16": 1307.0, "fp8": 2615.0, "tf32": 654.0,
+                           "fp32": 163.4}, 2.5, ("MI300X",)),
+}
+
+
+def get(name: str) -> Accelerator:
+    key = name.lower()
+    if key not in ACCELERATORS:
+        raise ConfigError(f"unknown accelerator {name!r}; known: {', '.join(ACCELERATORS)}")
+    return ACCELERATORS[key]
+
+
+def detect(device_name: str) -> Accelerator | None:
+    """The table's entry for a device name as torch reports it, if there is one."""
+    for acc in ACCELERATORS.values():
+        if any(m.lower() in device_name.lower() for m in acc.match):
+            return acc
+    return None

@@ -1,0 +1,153 @@
+"""Compute-optimal sizes and scaling laws.
+
+The parametric law is Hoffmann et al. (2022)'s ``L(N, D) = E + A / N**alpha + B / D**beta``
+(N parameters, D training tokens). Seed 002's ``estimate_performance`` writes
+``(A / N)**alpha``, which is a different function: with Hoffmann's constants it gives a 7B
+and a 70B model trained on 1T tokens 1.696 and 1.694, model size almost irrelevant; the
+paper's form gives 2.052 and 1.953 (``tests/unit/test_plan.py``). Two published fits:
+
+- Hoffmann et al. 2022 (approach 3): E = 1.69, A = 406.4, B = 410.7, alpha = 0.34,
+  beta = 0.28;
+- Besiroglu et al. 2024's replication of it: E = 1.82, A = 482.01, B = 2085.43,
+  alpha = 0.3478, beta = 0.3658.
+
+Training compute is C = 6 N D (plus attention, which ``ModelConfig.flops_per_token``
+adds). Minimising L under C = 6 N D gives N_opt = G (C / 6)**(beta / (alpha + beta)) and
+D_opt = (C / 6)**(alpha / (alpha + beta)) / G with G = (alpha A / (beta B))**(1 / (alpha +
+beta)); the rule of thumb is D = 20 N.
+
+Fits from the user's own runs (``pretrain sweep``): (a) per compute budget a parabola of
+loss in log N through the runs of that budget, its minimum the optimal N, then power laws
+N_opt ~ C**a and D_opt ~ C**b over the budgets (Hoffmann's approach 2); (b) the parametric
+law itself, by minimising the Huber loss (delta 1e-3) between log L and
+log(exp(e) + exp(a - alpha log N) + exp(b - beta log D)) with L-BFGS from a grid of
+starting points (approach 3), with bootstrap intervals over the runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Law:
+    """``L(N, D) = E + A / N**alpha + B / D**beta``."""
+
+    E: float
+    A: float
+    B: float
+    alpha: float
+    beta: float
+    source: str = ""
+
+    def loss(self, n: float, d: float) -> float:
+        return self.E + self.A / n ** self.alpha + self.B / d ** self.beta
+
+    def optimum(self, flops: float) -> tuple[float, float]:
+        """(N, D) minimising the loss for ``flops = 6 N D``."""
+        a, b = self.alpha, self.beta
+        g = (a * self.A / (b * self.B)) ** (1 / (a + b))
+        return g * (flops / 6) ** (b / (a + b)), (flops / 6) ** (a / (a + b)) / g
+
+    def as_dict(self) -> dict[str, float | str]:
+        return asdict(self)
+
+
+HOFFMANN = Law(1.69, 406.4, 410.7, 0.34, 0.28, "Hoffmann et al. 2022")
+BESIROGLU = Law(1.82, 482.01, 2085.43, 0.3478, 0.3658, "Besiroglu et al. 2024")
+TOKENS_PER_PARAM = 20  # Chinchilla's rule of thumb
+
+
+def chinchilla_rule(flops: float) -> tuple[float, float]:
+    """(N, D) with D = 20 N and 6 N D = ``flops``."""
+    n = math.sqrt(flops / (6 * TOKENS_PER_PARAM))
+    return n, TOKENS_PER_PARAM * n
+
+
+# ---- fits ----------------------------------------------------------------------------------
+
+def isoflop_optimum(ns: Sequence[float] | Any, losses: Sequence[float] | Any) -> tuple[float, float]:
+    """A parabola of loss in log N through one budget's runs: (N at its minimum, the loss
+    there). Needs 3 runs or more; the minimum is clipped to the runs' range when the
+    parabola opens downwards or its vertex falls outside."""
+    x, y = np.log(np.asarray(ns, float)), np.asarray(losses, float)
+    c2, c1, c0 = np.polyfit(x, y, 2)
+    if c2 <= 0:
+        i = int(np.argmin(y))
+        return float(ns[i]), float(y[i])
+    xm = float(np.clip(-c1 / (2 * c2), x.min(), x.max()))
+    return math.exp(xm), float(c2 * xm * xm + c1 * xm + c0)
+
+
+def power_law(xs: Sequence[float] | Any, ys: Sequence[float] | Any) -> tuple[float, float]:
+    """(k, exponent) of ``y = k x**exponent``, least squares in log-log."""
+    slope, intercept = np.polyfit(np.log(np.asarray(xs, float)), np.log(np.asarray(ys, float)), 1)
+    return float(math.exp(intercept)), float(slope)
+
+
+GRID = list(itertools.product((0, 5, 10, 15, 20), (0, 5, 10, 15, 20), (-1, -0.5, 0, 0.5, 1),
+                              (0, 0.5, 1, 1.5), (0, 0.5, 1, 1.5)))  # a, b, e, alpha, beta
+
+
+def fit_law(ns: Sequence[float] | Any, ds: Sequence[float] | Any, losses: Sequence[float] | Any,
+            delta: float = 1e-3, starts: Sequence[Sequence[float] | Any] | None = None) -> Law:
+    """Hoffmann's approach 3 on ``(N, D, L)`` triples: the Huber loss (``delta``) between log
+    L and log(exp(e) + exp(a - alpha log N) + exp(b - beta log D)), minimised by L-BFGS from
+    every point of a grid (or from ``starts``), the best minimum kept. Analytic gradients."""
+    from scipy.optimize import minimize
+    log_n, log_d = np.log(np.asarray(ns, float)), np.log(np.asarray(ds, float))
+    log_l = np.log(np.asarray(losses, float))
+
+    def objective(p: np.ndarray) -> tuple[float, np.ndarray]:
+        a, b, e, alpha, beta = p
+        terms = np.stack([a - alpha * log_n, b - beta * log_d, np.full_like(log_n, e)])
+        top = terms.max(axis=0)
+        w = np.exp(terms - top)
+        pred = top + np.log(w.sum(axis=0))
+        w /= w.sum(axis=0)                       # d pred / d term
+        r = pred - log_l
+        g = np.clip(r, -delta, delta)            # d huber / d r
+        value = np.where(np.abs(r) <= delta, 0.5 * r * r, delta * (np.abs(r) - 0.5 * delta))
+        grad = np.array([(g * w[0]).sum(), (g * w[1]).sum(), (g * w[2]).sum(),
+                         -(g * w[0] * log_n).sum(), -(g * w[1] * log_d).sum()])
+        return float(value.sum()), grad
+
+    best = None
+    for start in starts or GRID:
+        res = minimize(objective, np.asarray(start, float), jac=True, method="L-BFGS-B")
+        if best is None or res.fun < best.fun:
+            best = res
+    assert best is not None
+    a, b, e, alpha, beta = best.x
+    return Law(math.exp(e), math.exp(a), math.exp(b), float(alpha), float(beta), "fitted")
+
+
+def law_params(law: Law) -> list[float]:
+    """``fit_law``'s parametrisation (a, b, e, alpha, beta) of a law: a start for another fit."""
+    return [math.log(law.A), math.log(law.B), math.log(law.E), law.alpha, law.beta]
+
+
+def bootstrap(ns: Sequence[float] | Any, ds: Sequence[float] | Any, losses: Sequence[float] | Any, fit: Law,
+              samples: int = 40, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """5-95% intervals of the fitted constants over ``samples`` resamplings of the runs
+    (each refit from the full fit and a few points of the grid)."""
+    rng = np.random.default_rng(seed)
+    starts = [law_params(fit), *GRID[::97]]
+    n, d, loss = (np.asarray(v, float) for v in (ns, ds, losses))
+    fits = []
+    for _ in range(samples):
+        i = rng.integers(0, len(n), len(n))
+        if len(set(zip(n[i], d[i], strict=True))) < 5:  # too few distinct runs to fit 5 constants
+            continue
+        fits.append(fit_law(n[i], d[i], loss[i], starts=starts))
+    out = {}
+    for k in ("E", "A", "B", "alpha", "beta"):
+        vals = np.array([getattr(f, k) for f in fits])
+        out[k] = (float(np.percentile(vals, 5)), float(np.percentile(vals, 95)))
+    return out

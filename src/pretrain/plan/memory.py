@@ -1,0 +1,174 @@
+"""Training memory per device, from the config alone: weights, gradients, optimizer state,
+activations (with and without activation checkpointing) and the transient working set,
+under a parallel layout.
+
+Weights and gradients are kept in fp32 (the loop trains fp32 master weights; on a GPU
+autocast runs the matmuls in bf16 and keeps a bf16 copy of each weight while it is used),
+AdamW keeps two fp32 moments, Muon one momentum for the hidden matrices.
+
+Activations are counted from what this implementation saves for the backward pass, per
+token and layer, in elements (``layer_elements``; ``tests/unit/test_plan.py`` checks the
+counts against ``torch.autograd.graph.saved_tensors_hooks`` on real forwards):
+
+- llama: ``6 d + 2 + 3 q + 3 kv + H + 4 h`` -- two RMSNorms (input, rsqrt, normed), the
+  inputs of ``wqkv`` and ``w13``, the fused q/k/v output, the rotated q and k, the
+  attention output and its log-sum-exp (fused SDPA: nothing quadratic in T), and SwiGLU's
+  fused gate/up output, SiLU output and product;
+- gpt2: ``8 d + 4 + H + 2 h`` (LayerNorms keep input, mean and rstd; q/k/v; the GELU's
+  input and output);
+- mla: its latent path, and the math SDPA kernel's attention probabilities, ``H T`` per
+  token (quadratic in the sequence: the fused kernels need equal q/k and v head dims).
+
+Outside the layers: the token ids, the final norm, the head input and the logits. With
+activation checkpointing a layer keeps only its input (``d``) and one layer's activations
+are rebuilt at a time. On a GPU with bf16 autocast the same elements are counted at 2
+bytes except the norms' statistics (not measured here: no GPU was lent). The working set
+adds the two logits-sized gradients backward starts with (and, under FSDP, one block's
+gathered weights and the root's; under DDP its gradient buckets).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from ..model.config import ModelConfig
+
+GB = 1e9
+
+
+@dataclass
+class Split:
+    """How the work is split (``train.parallel``'s degrees) and what runs per rank."""
+
+    dp_replicate: int = 1
+    dp_shard: int = 1
+    tp: int = 1
+    pp: int = 1
+    sequence_parallel: bool = True
+    microbatches: int = 1          # pipeline microbatches per batch
+    schedule: str = "1F1B"
+
+    @property
+    def devices(self) -> int:
+        return self.dp_replicate * self.dp_shard * self.tp * self.pp
+
+    def name(self) -> str:
+        parts = [f"{n} {v}" for n, v in (("DDP", self.dp_replicate if self.dp_shard == 1 else 0),
+                                          ("replicate", self.dp_replicate if self.dp_shard > 1 else 0),
+                                          ("FSDP", self.dp_shard), ("TP", self.tp), ("PP", self.pp))
+                 if v > 1]
+        return " x ".join(parts) or "1 device"
+
+
+@dataclass
+class Memory:
+    """Bytes per device (the most loaded one: a pipeline's first stage)."""
+
+    weights: float
+    grads: float
+    optimizer: float
+    activations: float
+    working: float
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.grads + self.optimizer + self.activations + self.working
+
+    def as_gb(self) -> dict[str, float]:
+        return {k: round(v / GB, 3) for k, v in {**asdict(self), "total": self.total}.items()}
+
+
+def layer_elements(cfg: ModelConfig) -> float:
+    """Activation elements one layer saves for backward, per token (see the module doc)."""
+    d, H, h, T = cfg.d_model, cfg.n_heads, cfg.hidden, cfg.seq_len
+    mlp = d + (2 * h if cfg.arch == "gpt2" else 4 * h)   # fc/w13 input + activations
+    if cfg.arch == "gpt2":
+        # two LayerNorms (input, mean, rstd), c_attn input, q/k/v, attention out + lse
+        return 2 * (d + 2) + d + 3 * d + d + H + mlp
+    norms = 2 * (2 * d + 1)
+    if cfg.arch == "llama":
+        q, kv = H * cfg.head_dim, cfg.kv_heads * cfg.head_dim
+        return norms + d + (q + 2 * kv) + q + kv + q + H + mlp
+    qk, v, r = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim, cfg.v_head_dim, cfg.kv_lora_rank
+    q_path = 3 * cfg.q_lora_rank + 1 if cfg.q_lora_rank else 0  # q_a output, its norm, q_b input
+    latent = (r + cfg.qk_rope_head_dim) + 1 + 2 * r             # kv_a output, norm, kv_b input
+    attention = 2 * H * qk + 2 * H * v + H * T                   # q, k, v, out, probabilities
+    return norms + d + q_path + latent + attention + mlp
+
+
+def outside_elements(cfg: ModelConfig) -> float:
+    """Per token, outside the layers: token ids (8 bytes), the final norm, the head's input
+    and the logits (kept for the loss, and alive while backward runs)."""
+    norm = cfg.d_model + 2 if cfg.arch == "gpt2" else 2 * cfg.d_model + 1
+    return 2 + norm + cfg.d_model + 2 * cfg.vocab_size
+
+
+def _split_params(cfg: ModelConfig, layout: Split) -> float:
+    """Parameters one device holds (the first pipeline stage, the most loaded with its
+    embedding), before data-parallel sharding."""
+    d, L = cfg.d_model, cfg.n_layers
+    per_layer = (cfg.num_params(embeddings=False) - d) / L   # less the final norm
+    embed = cfg.vocab_size * d + (cfg.seq_len * d if cfg.arch == "gpt2" else 0)
+    head = 0 if cfg.tied else cfg.vocab_size * d
+    layers = math.ceil(L / layout.pp) * per_layer
+    stage = layers + embed + (head + d if layout.pp == 1 else 0)
+    return stage / layout.tp
+
+
+def estimate(cfg: ModelConfig, batch: int, *, layout: Split | None = None,
+             checkpointing: bool = False, optimizer: str = "adamw",
+             precision: str = "fp32") -> Memory:
+    """Memory per device for micro-batches of ``batch`` sequences of ``cfg.seq_len`` tokens
+    (per data-parallel rank). ``precision``: "fp32" (CPU) or "bf16" (GPU autocast)."""
+    layout = layout or Split()
+    params = _split_params(cfg, layout)
+    shard = layout.dp_shard
+    weights, grads = 4 * params / shard, 4 * params / shard
+    if optimizer == "muon":  # momentum for hidden matrices, AdamW's two moments for the rest
+        hidden = cfg.n_layers * (cfg.num_params(embeddings=False) / cfg.n_layers) / layout.tp
+        opt = (4 * hidden + 8 * max(params - hidden, 0)) / shard
+    else:
+        opt = 8 * params / shard
+    act_bytes = 2 if precision in ("bf16", "fp16") else 4
+    tokens = batch * cfg.seq_len
+    L = math.ceil(cfg.n_layers / layout.pp)
+    if layout.pp > 1:  # micro-batches in flight on the first stage
+        in_flight = layout.microbatches if layout.schedule == "GPipe" else min(layout.pp, layout.microbatches)
+        tokens = tokens * in_flight // layout.microbatches
+    per_layer = layer_elements(cfg) / layout.tp
+    if layout.tp > 1 and not layout.sequence_parallel:  # norms and the residual whole on each rank
+        per_layer += (4 * cfg.d_model) * (1 - 1 / layout.tp)
+    if checkpointing:
+        layers = L * cfg.d_model + per_layer
+    else:
+        layers = L * per_layer
+    outside = outside_elements(cfg) / layout.tp
+    activations = act_bytes * tokens * (layers + outside)
+    # backward starts with two gradients of the logits' size alive (the loss's, then the
+    # log-softmax's), beside the saved activations
+    working = 2 * 4 * batch * cfg.seq_len * cfg.vocab_size / layout.tp
+    if precision in ("bf16", "fp16"):
+        working += 2 * params  # autocast's low-precision copies of the weights in use
+    if shard > 1:  # FSDP: one block gathered at a time, and the root's parameters
+        per_layer_params = (cfg.num_params(embeddings=False) - cfg.d_model) / cfg.n_layers
+        working += 4 * (per_layer_params / layout.tp + (params - L * per_layer_params / layout.tp))
+    if layout.dp_replicate > 1 and shard == 1:
+        working += 4 * params  # DDP's gradient buckets
+    return Memory(weights, grads, opt, activations, working)
+
+
+def largest_batch(cfg: ModelConfig, memory_bytes: float, **kw: object) -> int:
+    """The largest micro-batch (sequences) whose estimate fits ``memory_bytes``; 0 if none."""
+    lo, hi = 0, 1
+    while estimate(cfg, hi, **kw).total <= memory_bytes:  # type: ignore[arg-type]
+        lo, hi = hi, hi * 2
+        if hi > 1 << 20:
+            return lo
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if estimate(cfg, mid, **kw).total <= memory_bytes:  # type: ignore[arg-type]
+            lo = mid
+        else:
+            hi = mid
+    return lo

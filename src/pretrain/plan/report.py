@@ -1,0 +1,162 @@
+"""``pretrain plan``: what a config costs before it runs, or what to run for a budget.
+
+Sections: the model's size and FLOPs; memory per device under the layouts the device count
+allows, with and without activation checkpointing, and the largest micro-batch that fits;
+time and cost at an MFU (assumed, or a previous run's); where the run sits against the
+compute-optimal frontier (Chinchilla's 20 tokens per parameter, Hoffmann's and Besiroglu's
+laws, and the user's own fitted law when a sweep wrote one); the loss the laws predict.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+from .. import hardware
+from ..model.config import ModelConfig
+from .laws import BESIROGLU, HOFFMANN, Law, chinchilla_rule
+from .memory import GB, Split, estimate, largest_batch
+
+__all__ = ["GB", "Split", "Shape", "estimate", "frontier", "memory", "size", "suggest",
+           "time_and_cost"]
+
+
+@dataclass
+class Shape:
+    """What of a run the plan needs besides the model: its batch and length, the layout."""
+
+    steps: int
+    batch: int                      # sequences per micro-batch per data-parallel rank
+    grad_accum: int = 1
+    layout: Split = field(default_factory=Split)
+    checkpointing: bool = False
+    optimizer: str = "adamw"
+    precision: str = "bf16"         # "bf16" on a GPU (autocast), "fp32" on CPU
+
+    def tokens(self, seq_len: int) -> int:
+        dp = self.layout.dp_replicate * self.layout.dp_shard
+        return self.steps * self.batch * self.grad_accum * dp * seq_len
+
+
+def _n(x: float) -> str:
+    for unit, v in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= v:
+            return f"{x / v:.3g} {unit}"
+    return f"{x:.3g}"
+
+
+def _time(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 3 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    if seconds < 2 * 365 * 86400:
+        return f"{seconds / 86400:.1f} days"
+    return f"{seconds / 86400 / 365:.1f} years"
+
+
+def size(cfg: ModelConfig) -> str:
+    n, body = cfg.num_params(), cfg.num_params(embeddings=False)
+    per_token, six_n = cfg.flops_per_token(), 6 * cfg.matmul_params()
+    return (f"parameters {n:,} ({_n(n)}): non-embedding {body:,}, embedding {n - body:,}\n"
+            f"training FLOPs per token {per_token:.4g} = 6 x {cfg.matmul_params():,} matmul "
+            f"weights ({six_n:.4g}) + attention over {cfg.seq_len} positions "
+            f"({per_token - six_n:.4g})")
+
+
+def layouts(cfg: ModelConfig, shape: Shape, gpus: int) -> list[Split]:
+    """The configured layout, and for ``gpus`` devices DDP, FSDP and (where the model
+    allows) FSDP x TP 8 and PP x FSDP."""
+    out = [shape.layout]
+    if gpus > 1:
+        out += [Split(dp_replicate=gpus), Split(dp_shard=gpus)]
+        tp = min(8, gpus)
+        if tp > 1 and gpus % tp == 0 and cfg.arch != "mla" and cfg.kv_heads % tp == 0 \
+                and math.gcd(cfg.hidden, cfg.n_heads) % tp == 0:
+            out.append(Split(dp_shard=gpus // tp, tp=tp))
+        if gpus >= 16 and not cfg.tied and cfg.n_layers >= 8:
+            out.append(Split(dp_shard=gpus // 8, pp=8, microbatches=16))
+    seen, unique = set(), []
+    for lay in out:
+        key = (lay.dp_replicate, lay.dp_shard, lay.tp, lay.pp)
+        if key not in seen:
+            seen.add(key)
+            unique.append(lay)
+    return unique
+
+
+def memory(cfg: ModelConfig, shape: Shape, gpus: int, device_gb: float | None) -> str:
+    lines = [f"{'layout':<22}{'weights':>9}{'grads':>8}{'optim':>8}{'activ.':>8}{'work':>7}"
+             f"{'total':>8}{'with AC':>9}  GB per device" + (f" (fits {device_gb:g} GB?)"
+                                                            if device_gb else "")]
+    for lay in layouts(cfg, shape, gpus):
+        kw = dict(layout=lay, optimizer=shape.optimizer, precision=shape.precision)
+        m = estimate(cfg, shape.batch, checkpointing=False, **kw)  # type: ignore[arg-type]
+        ac = estimate(cfg, shape.batch, checkpointing=True, **kw)  # type: ignore[arg-type]
+        fits = ""
+        if device_gb:
+            best = largest_batch(cfg, device_gb * GB, checkpointing=shape.checkpointing, **kw)
+            fits = "  yes" if min(m.total, ac.total) <= device_gb * GB else "  no"
+            fits += f", largest micro-batch {best}" + (" with AC" if shape.checkpointing else "")
+        mark = "*" if lay is layouts(cfg, shape, gpus)[0] else " "
+        lines.append(f"{mark}{lay.name():<21}{m.weights / GB:>9.2f}{m.grads / GB:>8.2f}"
+                     f"{m.optimizer / GB:>8.2f}{m.activations / GB:>8.2f}{m.working / GB:>7.2f}"
+                     f"{m.total / GB:>8.2f}{ac.total / GB:>9.2f}{fits}")
+    lines.append(f"(* the configured layout; micro-batch {shape.batch} x {cfg.seq_len} tokens, "
+                 f"{shape.precision}, {shape.optimizer}; activations scale with the micro-batch)")
+    return "\n".join(lines)
+
+
+def time_and_cost(flops: float, acc: hardware.Accelerator, gpus: int, mfu: float,
+                  precision: str, price: float | None) -> str:
+    peak = acc.peak(precision)
+    seconds = flops / (gpus * peak * mfu)
+    dollars = seconds / 3600 * gpus * (price if price is not None else acc.dollars_per_hour)
+    return (f"{flops:.3g} FLOPs on {gpus} x {acc.name} ({acc.peak_tflops[precision]:g} "
+            f"TFLOP/s {precision}) at MFU {mfu:.0%}: {_time(seconds)} "
+            f"({seconds * gpus / 3600:,.0f} GPU-hours, ${dollars:,.0f} at "
+            f"${price if price is not None else acc.dollars_per_hour:g}/GPU-hour)")
+
+
+def frontier(cfg: ModelConfig, tokens: float, flops: float, fit: Law | None) -> str:
+    n = cfg.num_params()
+    lines = [f"this run: N = {_n(n)} parameters, D = {_n(tokens)} tokens "
+             f"({tokens / n:.1f} tokens per parameter), C = {flops:.3g} FLOPs"]
+    n20, d20 = chinchilla_rule(flops)
+    lines.append(f"compute-optimal for C (20 tokens/param): N = {_n(n20)}, D = {_n(d20)}; "
+                 f"this run is {n / n20:.2g}x that N")
+    for law in [HOFFMANN, BESIROGLU, *([fit] if fit else [])]:
+        no, do = law.optimum(flops)
+        lines.append(f"{law.source + ':':<22} N_opt {_n(no)}, D_opt {_n(do)}; "
+                     f"predicted loss {law.loss(n, tokens):.3f} for this run, "
+                     f"{law.loss(no, do):.3f} at the optimum")
+    if not fit:
+        lines.append("(no fit of your own: `pretrain sweep` writes one; the published laws "
+                     "are for their data and tokenizer, not yours)")
+    return "\n".join(lines)
+
+
+def suggest(cfg: ModelConfig, flops: float, fit: Law | None) -> tuple[ModelConfig, float]:
+    """A model of ``cfg``'s family near the compute-optimal N for ``flops`` (the fitted law's
+    optimum when there is one, else 20 tokens per parameter), and its token count. Shapes:
+    ``cfg``'s head size and query heads per kv head, widths in steps of 128 (64 below 512),
+    depth between d/128 and d/32 (the aspect ratios of GPT-3 and LLaMA)."""
+    n_opt = (fit.optimum(flops)[0] if fit else chinchilla_rule(flops)[0])
+    head_dim = cfg.head_dim if cfg.arch != "mla" else cfg.d_model // cfg.n_heads
+    group = max(1, cfg.n_heads // cfg.kv_heads) if cfg.arch == "llama" else 1
+    best: tuple[float, ModelConfig] | None = None
+    for d in range(64, 32768 + 1, 64):
+        heads = d // head_dim
+        if d % head_dim or heads % group or (d >= 512 and d % 128):
+            continue
+        for layers in range(max(1, d // 128), d // 32 + 1):
+            cand = replace(cfg, d_model=d, n_layers=layers, n_heads=heads,
+                           n_kv_heads=heads // group, ffn_hidden=0)
+            err = abs(math.log(cand.num_params() / n_opt))
+            if best is None or err < best[0]:
+                best = (err, cand)
+    assert best is not None
+    model = best[1]
+    return model, flops / model.flops_per_token()

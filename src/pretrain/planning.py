@@ -1,0 +1,129 @@
+"""``pretrain plan``: a run config (or a budget) through the ``plan`` package's tables.
+
+Without a budget: the configured run's size, memory per device, time and cost, and where
+it sits against the compute-optimal frontier. With ``--budget FLOPS``, ``--gpu-hours N`` or
+``--dollars N``: a model of the config's family sized for that compute (the fitted law's
+optimum when ``pretrain sweep`` wrote one, else 20 tokens per parameter), the same
+tables for it, and the overrides that make the config that run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from . import hardware
+from .config import ConfigError
+from .model.config import ModelConfig
+from .plan import report
+from .plan.laws import Law
+from .plan.memory import Split
+from .run_config import RunConfig
+
+FIT = Path("sweep") / "fit.json"
+
+
+@dataclass
+class Options:
+    budget: float = 0.0        # FLOPs
+    gpu_hours: float = 0.0
+    dollars: float = 0.0
+    gpu: str = "h100"
+    gpus: int = 1
+    mfu: float = 0.0           # 0 = the run's measured MFU when it has one, else 40%
+    price: float | None = None
+    fit: str = ""              # a fit.json; "" = runs/<name>/sweep/fit.json if there is one
+
+
+def _model(cfg: RunConfig) -> ModelConfig:
+    if cfg.model.vocab_size:
+        return cfg.model
+    if cfg.tokenizer.pretrained:
+        meta = cfg.run_dir / "tokenize" / "meta.json"
+        if meta.is_file():
+            return replace(cfg.model, vocab_size=json.loads(meta.read_text())["vocab_size"])
+        raise ConfigError("the vocabulary of a pretrained tokenizer is known once it is loaded: "
+                          "set --model.vocab_size or run `pretrain tokenize` first")
+    return replace(cfg.model, vocab_size=cfg.tokenizer.vocab_size)
+
+
+def shape(cfg: RunConfig, gpus: int, precision: str) -> report.Shape:
+    deg = cfg.train.parallel.degrees(gpus)
+    layout = Split(deg["dp_replicate"], deg["dp_shard"], deg["tp"], deg["pp"],
+                    cfg.train.parallel.sequence_parallel, cfg.train.parallel.microbatches,
+                    cfg.train.parallel.pp_schedule)
+    return report.Shape(cfg.train.steps, cfg.train.batch_size, cfg.train.grad_accum, layout,
+                        cfg.train.activation_checkpointing, cfg.train.optimizer, precision)
+
+
+def _fit(cfg: RunConfig, opts: Options) -> Law | None:
+    path = Path(opts.fit) if opts.fit else cfg.run_dir / FIT
+    if not path.is_file():
+        if opts.fit:
+            raise ConfigError(f"--fit {path}: no such file")
+        return None
+    law = json.loads(path.read_text())["law"]
+    return Law(**{k: law[k] for k in ("E", "A", "B", "alpha", "beta")}, source=f"fitted ({path})")
+
+
+def _mfu(cfg: RunConfig, opts: Options) -> tuple[float, str]:
+    if opts.mfu:
+        return opts.mfu, "given"
+    manifest = cfg.run_dir / "train" / "manifest.json"
+    if manifest.is_file():
+        counts = json.loads(manifest.read_text()).get("counts", {})
+        if counts.get("mfu_median") and str(counts.get("device", "")).startswith("cuda"):
+            return float(counts["mfu_median"]), f"measured in {cfg.run_dir}"
+    return 0.4, "assumed"
+
+
+def plan(cfg: RunConfig, opts: Options) -> str:
+    acc = hardware.get(opts.gpu)
+    if opts.gpus < 1:
+        raise ConfigError("--gpus must be >= 1")
+    if sum(bool(x) for x in (opts.budget, opts.gpu_hours, opts.dollars)) > 1:
+        raise ConfigError("give one budget: --budget, --gpu-hours or --dollars")
+    if min(opts.budget, opts.gpu_hours, opts.dollars) < 0 or not 0 <= opts.mfu <= 1:
+        raise ConfigError("budgets must be positive and --mfu within (0, 1]")
+    model, fit = _model(cfg), _fit(cfg, opts)
+    mfu, mfu_from = _mfu(cfg, opts)
+    precision = "bf16"
+    price = opts.price if opts.price is not None else acc.dollars_per_hour
+    budget = opts.budget or (opts.gpu_hours or opts.dollars / price) * 3600 * acc.peak(precision) * mfu
+    sh = shape(cfg, opts.gpus, precision)
+    out = [f"# plan for {cfg.name} ({acc.name} x {opts.gpus}, MFU {mfu:.0%} {mfu_from})"]
+    if budget:
+        model, tokens = report.suggest(model, budget, fit)
+        per_step = sh.tokens(model.seq_len) // max(sh.steps, 1)
+        sh = replace(sh, steps=max(1, round(tokens / per_step)))
+        out.append(f"\n## budget {budget:.3g} FLOPs\n"
+                   f"suggested: d_model {model.d_model}, n_layers {model.n_layers}, n_heads "
+                   f"{model.n_heads}, n_kv_heads {model.n_kv_heads}, {sh.steps:,} steps of "
+                   f"{per_step:,} tokens\n  --model.d_model={model.d_model} "
+                   f"--model.n_layers={model.n_layers} --model.n_heads={model.n_heads} "
+                   f"--model.n_kv_heads={model.n_kv_heads} --model.ffn_hidden=0 "
+                   f"--train.steps={sh.steps}")
+    tokens = sh.tokens(model.seq_len)
+    flops = model.flops_per_token() * tokens
+    out += ["\n## size", report.size(model),
+            f"training: {tokens:,} tokens ({sh.steps:,} steps) = {flops:.3g} FLOPs",
+            "\n## memory per device", report.memory(model, sh, opts.gpus, acc.memory_gb),
+            "\n## time and cost", report.time_and_cost(flops, acc, opts.gpus, mfu, precision,
+                                                         opts.price),
+            "\n## compute-optimal", report.frontier(model, tokens, flops, fit)]
+    return "\n".join(out)
+
+
+def dry_run_summary(cfg: RunConfig) -> str:
+    """Size and memory per device of the configured run, for ``--dry-run``."""
+    model = _model(cfg)
+    precision = "bf16" if cfg.device == "cuda" else "fp32"
+    sh = shape(cfg, 1, precision)
+    m = report.estimate(model, sh.batch, layout=sh.layout, checkpointing=sh.checkpointing,
+                        optimizer=sh.optimizer, precision=precision)
+    tokens = sh.tokens(model.seq_len)
+    return (f"{report.size(model)}\ntraining: {tokens:,} tokens = "
+            f"{model.flops_per_token() * tokens:.3g} FLOPs\nmemory per device, one process ("
+            f"{precision}): " + ", ".join(f"{k} {v:.3g} GB" for k, v in m.as_gb().items())
+            + "\n(`pretrain plan` for other layouts, time, cost and the compute-optimal size)")

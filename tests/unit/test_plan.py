@@ -1,0 +1,189 @@
+"""Planning: parameter counts against published ones, FLOPs against a hand count, the
+activation counts against what autograd saves, the memory estimate against measured
+peaks, the laws and their fit, and the `pretrain plan` command."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pretrain.cli import main
+from pretrain.config import PretrainError
+from pretrain.hardware import get
+from pretrain.model.config import ModelConfig
+from pretrain.model.transformer import Transformer
+from pretrain.plan.laws import BESIROGLU, HOFFMANN, Law, chinchilla_rule, fit_law, isoflop_optimum
+from pretrain.plan.memory import Split, estimate, largest_batch, layer_elements, outside_elements
+from pretrain.plan.report import time_and_cost
+from pretrain.train.config import TrainConfig
+from pretrain.train.loop import RunPaths, train
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_parameter_counts_equal_the_published_ones():
+    gpt2 = ModelConfig(arch="gpt2", d_model=768, n_layers=12, n_heads=12, seq_len=1024,
+                       vocab_size=50257)
+    assert gpt2.num_params() == 124_439_808
+    llama7 = ModelConfig(d_model=4096, n_layers=32, n_heads=32, n_kv_heads=32,
+                         ffn_hidden=11008, vocab_size=32000, seq_len=4096)
+    assert llama7.num_params() == 6_738_415_616
+    llama70 = ModelConfig(d_model=8192, n_layers=80, n_heads=64, n_kv_heads=8,
+                          ffn_hidden=28672, vocab_size=32000, seq_len=4096)
+    assert llama70.num_params() == 68_976_648_192
+    small = ModelConfig(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, seq_len=32, vocab_size=100)
+    assert small.num_params() == sum(p.numel() for p in Transformer(small).parameters())
+
+
+def test_flops_per_token_equal_a_hand_count():
+    cfg = ModelConfig(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, seq_len=32,
+                      vocab_size=100)  # head 16, kv dim 32, hidden 192
+    per_layer = 64 * 64 + 2 * 64 * 32 + 64 * 64 + 3 * 64 * 192   # q, k and v, o, w1 w3 w2
+    matmul = 2 * per_layer + 100 * 64                            # and the head
+    # QK^T and AV: per layer, 32 keys x 4 heads x (16 + 16) multiply-adds, 2 FLOPs each,
+    # forward once and backward twice
+    attention = 2 * 3 * 2 * 32 * 4 * (16 + 16)
+    assert cfg.flops_per_token() == 6 * matmul + attention
+
+
+@pytest.mark.parametrize("kw", [dict(arch="llama", n_kv_heads=2), dict(arch="llama", n_kv_heads=4),
+                                dict(arch="llama", d_model=96, n_heads=6, n_kv_heads=1),
+                                dict(arch="gpt2"), dict(arch="mla"), dict(arch="mla", q_lora_rank=24)])
+def test_activation_counts_are_what_autograd_saves(kw):
+    """Every tensor the forward saves for backward (parameters and buffers aside) plus the
+    logits, counted by storage, equals the estimate's elements."""
+    cfg = ModelConfig(**{**dict(d_model=64, n_layers=2, n_heads=4, seq_len=32, vocab_size=120), **kw})
+    model = Transformer(cfg)
+    own = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.untyped_storage().data_ptr() not in own:
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+    x = torch.randint(0, 120, (3, 32))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        logits, _ = model(x, x)
+    measured = sum(seen.values()) + logits.nbytes - 4  # the scalar loss aside
+    if cfg.arch == "gpt2":
+        measured -= 8 * 32  # the (1, T) positions, per sequence length, not per token
+    assert measured == 4 * 3 * 32 * (cfg.n_layers * layer_elements(cfg) + outside_elements(cfg))
+
+
+@pytest.mark.slow
+def test_the_memory_estimate_is_within_15_percent_of_measured_peaks():
+    """Peak resident memory of 3 real training steps in a fresh process, for seven configs
+    (three architectures, batch, sequence length, activation checkpointing), against the
+    estimate: ``bench/memory_vs_estimate.py`` measures, this asserts."""
+    spec = importlib.util.spec_from_file_location("memory_bench", ROOT / "bench" / "memory_vs_estimate.py")
+    bench = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(bench)  # type: ignore[union-attr]
+    ratios = {name: r["measured"] / r["estimate"] for name, r in bench.measure_all()}
+    assert len(ratios) >= 6
+    assert all(0.85 <= v <= 1.15 for v in ratios.values()), ratios
+
+
+def test_memory_divides_as_the_layout_says():
+    cfg = ModelConfig(d_model=1024, n_layers=16, n_heads=16, n_kv_heads=8, seq_len=2048,
+                      vocab_size=32000)
+    one = estimate(cfg, 4, precision="bf16")
+    fsdp = estimate(cfg, 4, layout=Split(dp_shard=8), precision="bf16")
+    assert fsdp.weights == pytest.approx(one.weights / 8) and fsdp.optimizer == pytest.approx(one.optimizer / 8)
+    assert fsdp.activations == one.activations              # data parallel: the same per rank
+    tp = estimate(cfg, 4, layout=Split(tp=4), precision="bf16")
+    assert tp.activations < one.activations / 3
+    ac = estimate(cfg, 4, checkpointing=True, precision="bf16")
+    assert ac.activations < one.activations / 3  # the logits stay whole
+    assert estimate(cfg, 8).activations == pytest.approx(2 * estimate(cfg, 4).activations)
+    best = largest_batch(cfg, 80e9, precision="bf16")
+    assert estimate(cfg, best, precision="bf16").total <= 80e9 < estimate(cfg, best + 1, precision="bf16").total
+
+
+def test_the_laws_facts_checked_by_hand():
+    # the paper's form: model size matters (the seed's (A/N)**alpha form made 7B ~ 70B)
+    assert HOFFMANN.loss(7e9, 1e12) == pytest.approx(2.052, abs=1e-3)
+    assert HOFFMANN.loss(70e9, 1e12) == pytest.approx(1.953, abs=1e-3)
+
+    def seed_form(n: float, d: float) -> float:
+        return 1.69 + (406.4 / n) ** 0.34 + (410.7 / d) ** 0.28
+    assert abs(seed_form(7e9, 1e12) - seed_form(70e9, 1e12)) < 0.003
+    # 70B x 2T tokens = 8.4e23 FLOPs: 3,240 days at 3e15 FLOP/s, ~85 years on one A100
+    flops = 6 * 70e9 * 2e12
+    assert flops == pytest.approx(8.4e23)
+    assert flops / 3e15 / 86400 == pytest.approx(3240, rel=0.01)
+    assert "85.4 years" in time_and_cost(flops, get("a100"), 1, 1.0, "bf16", None)
+    # the optimum minimises the law along 6 N D = C, and 20 tokens per parameter
+    for law in (HOFFMANN, BESIROGLU):
+        c = 1e21
+        n_opt, d_opt = law.optimum(c)
+        assert 6 * n_opt * d_opt == pytest.approx(c)
+        scan = [law.loss(n, c / 6 / n) for n in np.geomspace(n_opt / 3, n_opt * 3, 61)]
+        assert int(np.argmin(scan)) == 30
+    n, d = chinchilla_rule(5.76e23)
+    assert d == pytest.approx(20 * n) and 6 * n * d == pytest.approx(5.76e23)
+
+
+def test_the_fit_recovers_known_constants_from_noisy_losses():
+    rng = np.random.default_rng(0)
+    true = Law(1.9, 300.0, 900.0, 0.32, 0.30)
+    ns, ds, ls = [], [], []
+    for n in np.geomspace(2e6, 2e8, 6):
+        for d in np.geomspace(4e7, 4e9, 5):
+            ns.append(n)
+            ds.append(d)
+            ls.append(true.loss(n, d) * math.exp(rng.normal(0, 0.003)))  # 0.3% noise
+    fit = fit_law(ns, ds, ls)
+    assert fit.alpha == pytest.approx(true.alpha, abs=0.02)
+    assert fit.beta == pytest.approx(true.beta, abs=0.02)
+    assert fit.E == pytest.approx(true.E, abs=0.1)
+    for n, d in ((1e9, 2e10), (1e7, 1e8)):  # and it predicts outside the grid
+        assert fit.loss(n, d) == pytest.approx(true.loss(n, d), rel=0.01)
+    # an isoFLOP parabola finds the minimum of a budget's runs
+    budget = 1e17
+    sizes = np.geomspace(1e6, 1e8, 7)
+    n_opt, _ = isoflop_optimum(sizes, [true.loss(n, budget / 6 / n) for n in sizes])
+    assert n_opt == pytest.approx(true.optimum(budget)[0], rel=0.15)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["plan", "--budget", "lots"], "error: --budget: expected a number, got 'lots'"),
+    (["plan", "--gpu", "tpu-v9"], "error: unknown accelerator 'tpu-v9'; known: h100"),
+    (["plan", "--budget", "1e20", "--dollars", "5"], "error: give one budget"),
+    (["plan", "--gpus", "0"], "error: --gpus must be >= 1"),
+])
+def test_plan_errors_are_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and len(err.strip().splitlines()) == 1
+
+
+def test_plan_answers_for_every_shipped_config_and_for_a_budget(capsys):
+    for name in ("quickstart", "fineweb-edu-124m", "fineweb-edu-debug", "speedrun-shakespeare",
+                 "webtext"):
+        assert main(["plan", "-c", name, "--gpus", "8"]) == 0, name
+        out = capsys.readouterr().out
+        for section in ("## size", "## memory per device", "## time and cost", "## compute-optimal"):
+            assert section in out, (name, section)
+    assert main(["plan", "--budget", "1e21", "--gpus", "64", "--gpu", "a100"]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("training:"))
+    assert "= 1e+21 FLOPs" in line                      # the suggested run spends the budget
+    assert "--model.d_model=" in out and "--train.steps=" in out
+    n = int(out.split("parameters ")[1].split(" ")[0].replace(",", ""))
+    assert n == pytest.approx(chinchilla_rule(1e21)[0], rel=0.1)
+
+
+def test_a_run_too_big_for_memory_is_refused_before_allocation(tmp_path):
+    """LLaMA-2 70B on this machine: the estimate (1.1 TB of fp32 state) is refused with
+    what would fit, before any parameter is allocated (the tokens are never read)."""
+    huge = ModelConfig(d_model=8192, n_layers=80, n_heads=64, n_kv_heads=8, ffn_hidden=28672,
+                       vocab_size=32000, seq_len=512)
+    with pytest.raises(PretrainError, match=r"this run needs about \d+\.\d GB per device .* "
+                                            r"has \d+\.\d GB: not even one sequence fits"):
+        train(TrainConfig(steps=1, batch_size=1), huge, tmp_path / "nothing", RunPaths(tmp_path),
+              device="cpu")

@@ -103,6 +103,20 @@ def build_parser() -> argparse.ArgumentParser:
             ("--price", "DOLLARS", "per GPU-hour (default: the table's indicative price)"),
             ("--fit", "FIT_JSON", "a scaling-law fit (default: runs/<name>/sweep/fit.json)")):
         p.add_argument(flag, default=None, metavar=meta, help=text)
+    p = sub.add_parser("sweep", allow_abbrev=False, epilog=EPILOG, formatter_class=_RAW,
+                       help="fit a scaling law from a ladder of small runs on your data",
+                       description="Train an isoFLOP ladder of small models of the config's "
+                                   "family on its data and tokenizer (each an ordinary run "
+                                   "under runs/<name>/sweep/), fit the optimal N and D per "
+                                   "budget and the law L(N, D), write runs/<name>/sweep/"
+                                   "fit.json and plots; `pretrain plan` then uses the fit.")
+    _config_option(p)
+    p.add_argument("--budgets", default="1e12,3e12,1e13", metavar="C,C,...",
+                   help="training FLOPs of each rung (default 1e12,3e12,1e13)")
+    p.add_argument("--sizes", default="4", metavar="N", help="models per budget (default 4)")
+    p.add_argument("--predict", action="store_true",
+                   help="then predict and train the law's optimal model for the next budget up")
+    p.add_argument("--plain", action="store_true", help="progress as plain lines")
     p = sub.add_parser("report", allow_abbrev=False, help="write a run's report.md",
                        description="Write runs/<name>/report.md (and report/loss.png with "
                                    "matplotlib) from what the run's stages wrote: funnel, "
@@ -190,6 +204,20 @@ def _plan(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
+    try:
+        budgets = [float(b) for b in args.budgets.split(",") if b]
+        sizes = int(args.sizes)
+    except ValueError:
+        raise ConfigError(f"--budgets takes numbers separated by commas and --sizes a number, "
+                          f"got {args.budgets!r} and {args.sizes!r}") from None
+    set_plain(args.plain)
+    from .sweep import run  # torch: it trains
+    fit = run(load_config(args.config, overrides), budgets, sizes, args.predict)
+    print(f"fit: {fit}")
+    return 0
+
+
 def _config(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
     if args.action == "show":
         if args.config and args.name:
@@ -210,7 +238,7 @@ def _config(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
 
 _OPTIONS = {"-c", "--config", "--dry-run", "--force", "--gate", "--plain", "-h", "--help",
             "--budget", "--gpu-hours", "--dollars", "--gpu", "--gpus", "--mfu", "--price",
-            "--fit"}
+            "--fit", "--budgets", "--sizes", "--predict"}
 
 
 def _join_override_values(argv: list[str]) -> list[str]:
@@ -259,6 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _config(args, overrides)
         if args.command == "plan":
             return _plan(args, overrides)
+        if args.command == "sweep":
+            return _sweep(args, overrides)
         if args.command == "report":
             _no_overrides("report", overrides)
             from .report import write_report  # the result tables import torch

@@ -1,7 +1,9 @@
 """The run report: ``runs/<name>/report.md``, one page from what the stages wrote.
 
 Sections: the stages (status, wall time, commit), the data funnel, the tokenizer's
-compression, training (counts, stability events, the loss curve), evaluation (held-out
+compression, training (counts, stability events, the loss curve), the plan (size, FLOPs
+used, MFU, where the run sits against the compute-optimal frontier, the sweep's law and
+plots when the run has one), evaluation (held-out
 loss and bits per byte per domain, benchmarks, CORE, contamination, memorization, the
 configured gates and whether they pass) and the samples. Every number is read from the
 stage outputs; the tables are the ones the stages print. The loss plot
@@ -17,10 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from . import stages
-from .config import ConfigError
+from .config import ConfigError, build
 from .data.funnel import format_funnel
 from .eval import contamination, core, memorization, tasks
 from .eval.gates import check
+from .model.config import ModelConfig
+from .plan.laws import Law
+from .plan.report import frontier, size
 from .run_config import load_config
 from .tokenizer.report import table as tokenizer_table
 
@@ -158,6 +163,34 @@ def _samples(root: Path) -> str:
     return "\n".join(_block(s["prompt"] + s["completion"]).rstrip() for s in samples) + "\n"
 
 
+def _plan(root: Path) -> str:
+    """Size, compute used, time and MFU, and where the run sits against the compute-optimal
+    frontier (with the sweep's fitted law and plots when the run has one)."""
+    m = _json(root / "train" / "manifest.json")
+    model_json = _json(root / "train" / "model_config.json")
+    if m is None or model_json is None:
+        return "Not run.\n"
+    model = build(ModelConfig, model_json)
+    c = m["counts"]
+    tokens = c.get("tokens_seen", 0)
+    flops = model.flops_per_token() * tokens
+    text = _block(size(model)) + (
+        f"\n{tokens:,} tokens, {flops:.3g} FLOPs in {c.get('train_time_s', 0):.0f} s of steps "
+        f"on {c.get('device')} x {c.get('processes', 1)}"
+        + (f" (MFU {c['mfu_median']:.1%} of {c.get('peak_gflops')} GFLOP/s)" if c.get("mfu_median") else "")
+        + ".\n\n")
+    fit_path = root / "sweep" / "fit.json"
+    fit = None
+    if fit_path.is_file():
+        law = _json(fit_path)["law"]
+        fit = Law(**{k: law[k] for k in ("E", "A", "B", "alpha", "beta")}, source="this run's sweep")
+    text += _block(frontier(model, tokens, flops, fit)) if tokens else ""
+    for plot in ("isoflop.png", "fit.png"):
+        if (root / "sweep" / plot).is_file():
+            text += f"\n![{plot}](sweep/{plot})\n"
+    return text
+
+
 def write_report(root: Path) -> Path:
     """Build ``root/report.md`` (and ``root/report/loss.png``); returns its path. The gates
     are those of the run's own ``config.toml``."""
@@ -170,7 +203,8 @@ def write_report(root: Path) -> Path:
         gates, gate_note = [], f"(gates not checked: {root / 'config.toml'}: {e})\n"
     parts = [f"# Run report: {root.name}\n", "## Stages\n", _stages(root),
              "## Data\n", _data(root), "## Tokenizer\n", _tokenizer(root),
-             "## Training\n", _train(root), "## Evaluation\n", _eval(root, gates) + gate_note,
+             "## Training\n", _train(root), "## Plan\n", _plan(root),
+             "## Evaluation\n", _eval(root, gates) + gate_note,
              "## Samples\n", _samples(root)]
     out = root / "report.md"
     tmp = out.with_suffix(".md.tmp")

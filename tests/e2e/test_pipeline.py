@@ -317,9 +317,11 @@ def test_harness_tasks_run_in_the_eval_stage(tiny_run, tmp_path, capsys, monkeyp
 def test_run_writes_a_report_from_the_stage_outputs(tiny_run):
     root, _ = tiny_run
     text = (root / "report.md").read_text()
-    for section in ("## Stages", "## Data", "## Tokenizer", "## Training", "## Evaluation",
-                    "## Samples"):
+    for section in ("## Stages", "## Data", "## Tokenizer", "## Training", "## Plan",
+                    "## Evaluation", "## Samples"):
         assert section in text
+    counts = _manifests(root)["train"]["counts"]
+    assert f"{counts['tokens_seen']:,} tokens" in text and "tokens per parameter" in text
     assert "not run" not in text.lower()
     counts = _manifests(root)["train"]["counts"]
     assert f"| parameters | {counts['params']:,} |" in text
@@ -341,7 +343,7 @@ def test_report_of_a_partial_run_names_what_did_not_run_and_checks_gates(tiny_ru
     assert main(["report", str(part)]) == 0
     text = (part / "report.md").read_text()
     assert "| train | not run |" in text and "## Training\n\nNot run." in text
-    assert "## Evaluation\n\nNot run." in text
+    assert "## Evaluation\n\nNot run." in text and "## Plan\n\nNot run." in text
     shutil.copytree(root / "eval", part / "eval")  # now the run's own gates are checked
     assert main(["report", str(part)]) == 0
     text = (part / "report.md").read_text()

@@ -98,7 +98,9 @@ def test_time_budget_stops_training_and_decays_the_schedule(tokens: Path, tmp_pa
     assert counts["train_time_s"] >= 1.0 and 2 < counts["steps"] < 100_000
     assert log[-1]["step"] == counts["steps"] and "val_loss" in log[-1]  # a final eval
     lrs = [r["lr"] for r in log]
-    assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.2 * lrs[0]
+    # decays with the time spent (how far depends on how long the last step took: a busy
+    # machine's last step may start at 70% of the budget)
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.5 * lrs[0]
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "linear", "wsd"])

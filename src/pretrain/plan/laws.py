@@ -91,6 +91,9 @@ def power_law(xs: Sequence[float] | Any, ys: Sequence[float] | Any) -> tuple[flo
     return float(math.exp(intercept)), float(slope)
 
 
+# a, b, e, alpha, beta: exponents that keep the law a decreasing power law (a fit to few or
+# noisy runs otherwise wanders to negative exponents that underflow)
+BOUNDS = [(-10.0, 50.0), (-10.0, 50.0), (-5.0, 5.0), (0.0, 3.0), (0.0, 3.0)]
 GRID = list(itertools.product((0, 5, 10, 15, 20), (0, 5, 10, 15, 20), (-1, -0.5, 0, 0.5, 1),
                               (0, 0.5, 1, 1.5), (0, 0.5, 1, 1.5)))  # a, b, e, alpha, beta
 
@@ -99,7 +102,8 @@ def fit_law(ns: Sequence[float] | Any, ds: Sequence[float] | Any, losses: Sequen
             delta: float = 1e-3, starts: Sequence[Sequence[float] | Any] | None = None) -> Law:
     """Hoffmann's approach 3 on ``(N, D, L)`` triples: the Huber loss (``delta``) between log
     L and log(exp(e) + exp(a - alpha log N) + exp(b - beta log D)), minimised by L-BFGS from
-    every point of a grid (or from ``starts``), the best minimum kept. Analytic gradients."""
+    every point of a grid (or from ``starts``) within ``BOUNDS``, the best minimum kept.
+    Analytic gradients."""
     from scipy.optimize import minimize
     log_n, log_d = np.log(np.asarray(ns, float)), np.log(np.asarray(ds, float))
     log_l = np.log(np.asarray(losses, float))
@@ -120,7 +124,8 @@ def fit_law(ns: Sequence[float] | Any, ds: Sequence[float] | Any, losses: Sequen
 
     best = None
     for start in starts or GRID:
-        res = minimize(objective, np.asarray(start, float), jac=True, method="L-BFGS-B")
+        res = minimize(objective, np.asarray(start, float), jac=True, method="L-BFGS-B",
+                       bounds=BOUNDS)
         if best is None or res.fun < best.fun:
             best = res
     assert best is not None
@@ -130,13 +135,14 @@ def fit_law(ns: Sequence[float] | Any, ds: Sequence[float] | Any, losses: Sequen
 
 def law_params(law: Law) -> list[float]:
     """``fit_law``'s parametrisation (a, b, e, alpha, beta) of a law: a start for another fit."""
-    return [math.log(law.A), math.log(law.B), math.log(law.E), law.alpha, law.beta]
+    return [math.log(max(v, 1e-300)) for v in (law.A, law.B, law.E)] + [law.alpha, law.beta]
 
 
 def bootstrap(ns: Sequence[float] | Any, ds: Sequence[float] | Any, losses: Sequence[float] | Any, fit: Law,
               samples: int = 40, seed: int = 0) -> dict[str, tuple[float, float]]:
     """5-95% intervals of the fitted constants over ``samples`` resamplings of the runs
-    (each refit from the full fit and a few points of the grid)."""
+    (each refit from the full fit and a few points of the grid); empty when the runs are
+    too few to resample (fewer than 5 distinct ones)."""
     rng = np.random.default_rng(seed)
     starts = [law_params(fit), *GRID[::97]]
     n, d, loss = (np.asarray(v, float) for v in (ns, ds, losses))
@@ -146,7 +152,9 @@ def bootstrap(ns: Sequence[float] | Any, ds: Sequence[float] | Any, losses: Sequ
         if len(set(zip(n[i], d[i], strict=True))) < 5:  # too few distinct runs to fit 5 constants
             continue
         fits.append(fit_law(n[i], d[i], loss[i], starts=starts))
-    out = {}
+    out: dict[str, tuple[float, float]] = {}
+    if not fits:
+        return out
     for k in ("E", "A", "B", "alpha", "beta"):
         vals = np.array([getattr(f, k) for f in fits])
         out[k] = (float(np.percentile(vals, 5)), float(np.percentile(vals, 95)))

@@ -129,8 +129,9 @@ def frontier(cfg: ModelConfig, tokens: float, flops: float, fit: Law | None) -> 
                  f"this run is {n / n20:.2g}x that N")
     for law in [HOFFMANN, BESIROGLU, *([fit] if fit else [])]:
         no, do = law.optimum(flops)
+        own = cfg.matmul_params() if law is fit else n  # a sweep's law counts matmul weights
         lines.append(f"{law.source + ':':<22} N_opt {_n(no)}, D_opt {_n(do)}; "
-                     f"predicted loss {law.loss(n, tokens):.3f} for this run, "
+                     f"predicted loss {law.loss(own, tokens):.3f} for this run, "
                      f"{law.loss(no, do):.3f} at the optimum")
     if not fit:
         lines.append("(no fit of your own: `pretrain sweep` writes one; the published laws "
@@ -138,25 +139,45 @@ def frontier(cfg: ModelConfig, tokens: float, flops: float, fit: Law | None) -> 
     return "\n".join(lines)
 
 
-def suggest(cfg: ModelConfig, flops: float, fit: Law | None) -> tuple[ModelConfig, float]:
-    """A model of ``cfg``'s family near the compute-optimal N for ``flops`` (the fitted law's
-    optimum when there is one, else 20 tokens per parameter), and its token count. Shapes:
-    ``cfg``'s head size and query heads per kv head, widths in steps of 128 (64 below 512),
-    depth between d/128 and d/32 (the aspect ratios of GPT-3 and LLaMA)."""
-    n_opt = (fit.optimum(flops)[0] if fit else chinchilla_rule(flops)[0])
+def family(cfg: ModelConfig) -> list[ModelConfig]:
+    """Models of ``cfg``'s family, smallest first: its head size and query heads per kv
+    head, widths in steps of the head size (64 from 128, 128 from 512), depth between
+    d/128 and d/32 (the aspect ratios of GPT-3 and LLaMA), at least one layer."""
     head_dim = cfg.head_dim if cfg.arch != "mla" else cfg.d_model // cfg.n_heads
     group = max(1, cfg.n_heads // cfg.kv_heads) if cfg.arch == "llama" else 1
-    best: tuple[float, ModelConfig] | None = None
-    for d in range(64, 32768 + 1, 64):
+    out = []
+    for d in range(head_dim, 32768 + 1, head_dim):
         heads = d // head_dim
-        if d % head_dim or heads % group or (d >= 512 and d % 128):
+        if heads % group or (d >= 128 and d % 64) or (d >= 512 and d % 128):
             continue
-        for layers in range(max(1, d // 128), d // 32 + 1):
-            cand = replace(cfg, d_model=d, n_layers=layers, n_heads=heads,
-                           n_kv_heads=heads // group, ffn_hidden=0)
-            err = abs(math.log(cand.num_params() / n_opt))
-            if best is None or err < best[0]:
-                best = (err, cand)
-    assert best is not None
-    model = best[1]
+        for layers in range(max(1, d // 128), max(1, d // 32) + 1):
+            out.append(replace(cfg, d_model=d, n_layers=layers, n_heads=heads,
+                               n_kv_heads=heads // group, ffn_hidden=0))
+    return sorted(out, key=lambda m: m.matmul_params())
+
+
+def _count(model: ModelConfig, count: str) -> int:
+    return model.matmul_params() if count == "matmul" else model.num_params()
+
+
+def suggest(cfg: ModelConfig, flops: float, fit: Law | None, params: float | None = None,
+            count: str = "total") -> tuple[ModelConfig, float]:
+    """A model of ``cfg``'s family (``family``) with about ``params`` parameters (default:
+    the compute-optimal N for ``flops``: the fitted law's optimum when there is one, else 20
+    tokens per parameter) counted as ``count`` ("total", or "matmul": what a token
+    multiplies by, the N of a fitted law), and the tokens ``flops`` buys it."""
+    if fit is not None:
+        count = "matmul"
+    n_opt = params or (fit.optimum(flops)[0] if fit else chinchilla_rule(flops)[0])
+    model = min(family(cfg), key=lambda m: abs(math.log(_count(m, count) / n_opt)))
     return model, flops / model.flops_per_token()
+
+
+def ladder(cfg: ModelConfig, targets: list[float], count: str = "matmul") -> list[ModelConfig]:
+    """Distinct models of ``cfg``'s family, one near each of ``targets`` (parameters)."""
+    pool, out = family(cfg), []
+    for target in targets:
+        left = [m for m in pool if m not in out]
+        if left:
+            out.append(min(left, key=lambda m: abs(math.log(_count(m, count) / target))))
+    return sorted(out, key=lambda m: _count(m, count))

@@ -1,0 +1,196 @@
+"""``pretrain sweep``: a ladder of small models on the user's own data and tokenizer, a
+scaling law fitted to them, and a check of what it predicts.
+
+For each compute budget C (``--budgets``), ``--sizes`` models of the config's family from a
+quarter to four times Chinchilla's N for C (20 tokens per parameter), each trained on the
+D = C / FLOPs-per-token tokens that budget buys (an isoFLOP ladder), with the config's
+learning rate and schedule (warmup at most a tenth of the run). Every point is an
+ordinary run directory, ``runs/<name>/sweep/<point>/``, whose data, tokenizer and token
+shards are links to the base run's (``runs/<name>/``, run first): a point reruns only when
+its own config changes, and a killed sweep resumes point by point.
+
+The fit (``plan/laws.py``): per budget a parabola of held-out loss in log N, its minimum
+the budget's optimal N and D; power laws N_opt ~ C**a, D_opt ~ C**b across budgets; and
+the parametric L(N, D) = E + A / N**alpha + B / D**beta (Huber, L-BFGS from a grid,
+bootstrap intervals). N here is the matmul parameters a token passes through (the head
+included, the embedding lookup not): the N of C = 6 N D. Written to
+``runs/<name>/sweep/fit.json`` with plots (``isoflop.png``, ``fit.png``); ``pretrain plan``
+then uses the fitted law. ``--predict``: the law's optimal model for the next budget up
+(the ladder's ratio once more) is predicted, then trained, and the error reported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError
+from .log import log0
+from .pipeline import run_stages
+from .plan.laws import Law, bootstrap, chinchilla_rule, fit_law, isoflop_optimum, power_law
+from .plan.report import ladder, suggest
+from .run_config import RunConfig
+
+SHARED = ("data", "tokenizer", "tokenize")
+MIN_STEPS = 20
+
+
+def _points(cfg: RunConfig, budgets: list[float], sizes: int) -> list[tuple[float, RunConfig]]:
+    """(budget, the point's run config) for every size of every budget."""
+    vocab = json.loads((cfg.run_dir / "tokenize" / "meta.json").read_text())["vocab_size"]
+    model = replace(cfg.model, vocab_size=vocab)
+    tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum * model.seq_len
+    out = []
+    for c in budgets:
+        n20 = chinchilla_rule(c)[0]
+        targets = [n20 * 4 ** (2 * k / max(1, sizes - 1) - 1) for k in range(sizes)]  # n20/4 .. 4 n20
+        for shape in ladder(model, targets):
+            steps = round(c / shape.flops_per_token() / tokens_per_step)
+            if steps < MIN_STEPS:
+                log0(f"sweep: C={c:.2g} N={shape.matmul_params():,}: {steps} steps, skipped")
+                continue
+            name = f"c{c:.3g}-d{shape.d_model}-l{shape.n_layers}".replace("+", "")
+            point = replace(cfg, name=name, runs_dir=str(cfg.run_dir / "sweep"), model=shape,
+                            train=replace(cfg.train, steps=steps, eval_every=max(steps, 1),
+                                          warmup_steps=min(cfg.train.warmup_steps, steps // 10),
+                                          time_budget_s=0.0, checkpoint_every=0),
+                            eval=replace(cfg.eval, tasks=[], core=False, harness=[],
+                                         contamination=False, memorization_docs=0, gates=[]))
+            out.append((c, point))
+    return out
+
+
+def _link_shared(base: Path, point: Path) -> None:
+    point.mkdir(parents=True, exist_ok=True)
+    for stage in SHARED:
+        link = point / stage
+        if not link.exists():
+            os.symlink(os.path.relpath(base / stage, point), link)
+
+
+def _train_point(point: RunConfig, base: Path) -> dict[str, Any]:
+    _link_shared(base, point.run_dir)
+    rd = run_stages(point, ["train", "eval"], set(), require_current_upstream=True)
+    loss = (rd.manifest("eval") or {})["counts"]["all"]["loss"]
+    return {"name": point.name, "N": point.model.matmul_params(),
+            "D": point.train.steps * point.train.batch_size * point.train.grad_accum
+            * point.model.seq_len, "loss": loss}
+
+
+def run(cfg: RunConfig, budgets: list[float], sizes: int, predict: bool) -> Path:
+    """The sweep of ``cfg`` (its data stages run first); returns the fit file."""
+    if len(budgets) < 2 or sizes < 3:
+        raise ConfigError("a sweep needs at least 2 budgets and 3 sizes per budget")
+    run_stages(cfg, list(SHARED), set())
+    results = []
+    points = _points(cfg, sorted(budgets), sizes)
+    for i, (c, point) in enumerate(points, 1):
+        log0(f"sweep: point {i}/{len(points)}: C={c:.2g}, {point.model.matmul_params():,} "
+             f"parameters, {point.train.steps:,} steps")
+        results.append({"C": c, **_train_point(point, cfg.run_dir)})
+    fit = fit_results(results)
+    out = cfg.run_dir / "sweep"
+    if predict:
+        fit["prediction"] = _predict(cfg, fit, sorted(budgets))
+    path = out / "fit.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(fit, indent=1) + "\n")
+    tmp.replace(path)
+    _plots(fit, out)
+    return path
+
+
+def fit_results(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """isoFLOP optima, their power laws and the parametric law of the sweep's runs."""
+    budgets = sorted({r["C"] for r in results})
+    optima = []
+    for c in budgets:
+        runs = [r for r in results if r["C"] == c]
+        if len(runs) >= 3:
+            n_opt, loss = isoflop_optimum([r["N"] for r in runs], [r["loss"] for r in runs])
+            optima.append({"C": c, "N_opt": n_opt, "D_opt": c / (6 * n_opt), "loss": loss})
+    out: dict[str, Any] = {"runs": results, "isoflop": optima}
+    if len(optima) >= 2:
+        kn, a = power_law([o["C"] for o in optima], [o["N_opt"] for o in optima])
+        kd, b = power_law([o["C"] for o in optima], [o["D_opt"] for o in optima])
+        out["power_laws"] = {"N_opt": {"k": kn, "exponent": a}, "D_opt": {"k": kd, "exponent": b}}
+    ns, ds, ls = ([r[k] for r in results] for k in ("N", "D", "loss"))
+    law = fit_law(ns, ds, ls)
+    out["law"] = {**law.as_dict(), "intervals": bootstrap(ns, ds, ls, law, samples=20)}
+    out["residuals"] = [round(law.loss(r["N"], r["D"]) / r["loss"] - 1, 5) for r in results]
+    return out
+
+
+def _predict(cfg: RunConfig, fit: dict[str, Any], budgets: list[float]) -> dict[str, Any]:
+    """The fitted law's optimal model for the next budget up, predicted then trained."""
+    law = Law(**{k: fit["law"][k] for k in ("E", "A", "B", "alpha", "beta")})
+    c = budgets[-1] * budgets[-1] / budgets[-2]
+    if min(law.A, law.B, law.alpha, law.beta) <= 0:
+        log0("sweep: the fitted law does not depend on both N and D (too few or too noisy "
+             "runs); no prediction: add budgets or sizes")
+        return {"C": c, "skipped": "degenerate fit"}
+    vocab = json.loads((cfg.run_dir / "tokenize" / "meta.json").read_text())["vocab_size"]
+    model = replace(cfg.model, vocab_size=vocab)
+    shape, tokens = suggest(model, c, law, params=law.optimum(c)[0], count="matmul")
+    tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum * model.seq_len
+    steps = max(MIN_STEPS, round(tokens / tokens_per_step))
+    point = replace(cfg, name=f"predict-c{c:.3g}".replace("+", ""), runs_dir=str(cfg.run_dir / "sweep"),
+                    model=shape, train=replace(cfg.train, steps=steps, eval_every=steps,
+                                               warmup_steps=min(cfg.train.warmup_steps, steps // 10),
+                                               time_budget_s=0.0, checkpoint_every=0),
+                    eval=replace(cfg.eval, tasks=[], core=False, harness=[], contamination=False,
+                                 memorization_docs=0, gates=[]))
+    d = steps * tokens_per_step
+    predicted = law.loss(shape.matmul_params(), d)
+    log0(f"sweep: predicting C={c:.2g}: {shape.matmul_params():,} parameters, {d:,} tokens, "
+         f"loss {predicted:.4f}; training it")
+    measured = _train_point(point, cfg.run_dir)["loss"]
+    err = measured / predicted - 1
+    log0(f"sweep: predicted {predicted:.4f}, measured {measured:.4f} ({err:+.2%})")
+    return {"C": c, "N": shape.matmul_params(), "D": d, "predicted": predicted,
+            "measured": measured, "error": err}
+
+
+def _plots(fit: dict[str, Any], out: Path) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log0("sweep: no plots (matplotlib is not installed: pip install 'pretrain[report]')")
+        return
+    law = Law(**{k: fit["law"][k] for k in ("E", "A", "B", "alpha", "beta")})
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for c in sorted({r["C"] for r in fit["runs"]}):
+        runs = sorted((r for r in fit["runs"] if r["C"] == c), key=lambda r: r["N"])
+        line = ax.plot([r["N"] for r in runs], [r["loss"] for r in runs], "o", label=f"C = {c:.1g}")
+        ns = [runs[0]["N"] * (runs[-1]["N"] / runs[0]["N"]) ** (i / 40) for i in range(41)]
+        ax.plot(ns, [law.loss(n, c / 6 / n) for n in ns], "-", color=line[0].get_color(), lw=1)
+    for o in fit["isoflop"]:
+        ax.plot([o["N_opt"]], [o["loss"]], "k*", ms=10)
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters N (matmul)")
+    ax.set_ylabel("held-out loss")
+    ax.set_title("isoFLOP curves: runs, fitted law, optima (*)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "isoflop.png", dpi=100)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    measured = [r["loss"] for r in fit["runs"]]
+    ax.plot(measured, [law.loss(r["N"], r["D"]) for r in fit["runs"]], "o", label="sweep")
+    if "prediction" in fit:
+        p = fit["prediction"]
+        ax.plot([p["measured"]], [p["predicted"]], "r*", ms=12, label="predicted run")
+    lo, hi = min(measured) * 0.98, max(measured) * 1.02
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+    ax.set_xlabel("measured loss")
+    ax.set_ylabel("fitted law")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "fit.png", dpi=100)
+    plt.close(fig)
+

@@ -49,6 +49,11 @@ def init(device_type: str) -> Dist:
     d = from_env()
     if d.enabled and not dist.is_initialized():
         if device_type == "cuda":
+            n = torch.cuda.device_count()
+            if d.local_rank >= n:
+                raise PretrainError(f"LOCAL_RANK {d.local_rank} but this machine has {n} GPU(s): "
+                                    f"start at most {n} processes per node "
+                                    "(--nproc_per_node), or set device = 'cpu'")
             torch.cuda.set_device(d.local_rank)
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
     return d

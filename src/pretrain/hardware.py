@@ -3,8 +3,9 @@
 One table for the two places that need a peak: the training loop's MFU on a GPU (matched
 by the device name torch reports) and ``pretrain plan``'s time and cost. Peaks are the
 vendors' dense figures (no 2:4 sparsity), in TFLOP/s; ``fp32`` is the non-tensor-core
-rate, ``tf32`` the tensor-core one. Prices are indicative on-demand cloud dollars per GPU-hour
-(late 2025); ``pretrain plan --price`` overrides them.
+rate, ``tf32`` the tensor-core one; consumer cards' bf16 is with fp32 accumulation. Prices
+are indicative on-demand cloud dollars per GPU-hour (late 2025); ``pretrain plan --price``
+overrides them.
 """
 
 from __future__ import annotations
@@ -49,6 +50,12 @@ ACCELERATORS: dict[str, Accelerator] = {
     "l40s": Accelerator("NVIDIA L40S 48 GB", 48,
                         {"bf16": 362.0, "fp16": 362.0, "fp8": 733.0, "tf32": 183.0,
                          "fp32": 91.6}, 1.0, ("L40S",)),
+    "l4": Accelerator("NVIDIA L4 24 GB", 24,
+                      {"bf16": 121.0, "fp16": 121.0, "fp8": 242.0, "tf32": 60.0, "fp32": 30.3},
+                      0.8, ("L4",)),
+    "rtx4090": Accelerator("NVIDIA GeForce RTX 4090 24 GB", 24,
+                           {"bf16": 165.2, "fp16": 165.2, "fp8": 330.3, "tf32": 82.6,
+                            "fp32": 82.6}, 0.5, ("RTX 4090",)),
     "mi300x": Accelerator("AMD Instinct MI300X 192 GB", 192,
                           {"bf16": 1307.0, "fp16": 1307.0, "fp8": 2615.0, "tf32": 654.0,
                            "fp32": 163.4}, 2.5, ("MI300X",)),

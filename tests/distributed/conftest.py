@@ -52,7 +52,7 @@ def single(tokens: Path, out: Path, batch: int, accum: int = 2, steps: int = 6,
     """One process with ``batch`` rows per micro-batch: the global batch of the layouts."""
     out.mkdir(parents=True, exist_ok=True)
     return train(train_config(steps, batch, accum), model_config(arch), tokens,
-                 RunPaths(out, checkpoints=ckpt), seed=5)
+                 RunPaths(out, checkpoints=ckpt), seed=5, device="cpu")
 
 
 @pytest.fixture(scope="session")

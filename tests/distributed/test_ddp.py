@@ -62,7 +62,8 @@ def test_fsdp_kill_and_resume_continues_exactly(tokens, tmp_path):
 
 
 def test_pretrain_train_under_torchrun(tmp_path):
-    overrides = tiny_overrides(tmp_path, train__steps="8", train__checkpoint_every="4")
+    overrides = tiny_overrides(tmp_path, train__steps="8", train__checkpoint_every="4",
+                               device="cpu")  # gloo, whatever GPUs the machine has
     run_stages(load_config(None, overrides), ("data", "tokenizer", "tokenize"), force=set())
     args = ["-m", "pretrain", "train", *(f"--{k}={v}" for k, v in overrides)]
     res = torchrun(args, cwd=tmp_path)

@@ -43,8 +43,9 @@ def killed(self, data_pos):
 
 
 Trainer.forward_backward = killed
+# gloo on CPU whatever the machine has: on a one-GPU machine "auto" would put rank 1 on cuda:1
 counts = train(cfg, model_config(args.arch), args.tokens,
-               RunPaths(args.out, checkpoints=args.out / "ckpt"), seed=5, d=d)
+               RunPaths(args.out, checkpoints=args.out / "ckpt"), seed=5, device="cpu", d=d)
 if d.rank == 0:
     (args.out / "counts.json").write_text(json.dumps(counts))
 distributed.barrier(d)

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from pretrain.model import loss as loss_module
 from pretrain.model.config import ModelConfig
 from pretrain.model.layers import apply_rope, rope_tables
 from pretrain.model.transformer import Transformer
@@ -141,3 +142,34 @@ def test_residual_projections_get_depth_scaled_init():
 def test_too_long_input_is_rejected():
     with pytest.raises(ValueError, match="exceeds seq_len"):
         Transformer(_cfg())(torch.zeros(1, 33, dtype=torch.long))
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])  # gpt2: the head tied to the embedding
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_fused_chunked_loss_equals_the_plain_loss_and_its_gradients(arch, reduction, monkeypatch):
+    """The head fused with the cross-entropy in chunks (7 tokens per chunk here: several
+    chunks and a partial one) against F.cross_entropy of the whole logits, with ignored
+    targets; in fp32 and under bf16 autocast."""
+    monkeypatch.setattr(loss_module, "CHUNK_TOKENS", 7)
+    torch.manual_seed(0)
+    cfg = _cfg(arch=arch, n_kv_heads=2 if arch == "llama" else 4)
+    a = Transformer(cfg)
+    b = Transformer(cfg)
+    b.load_state_dict(a.state_dict())
+    if cfg.tied:
+        b.head.weight = b.embed.weight
+    x = torch.randint(0, 300, (3, 17))
+    y = x[:, 1:].clone()
+    y[0, :5] = -1
+    _, plain = a(x[:, :-1], y, reduction=reduction)
+    plain.backward()
+    logits, fused = b(x[:, :-1], y, reduction=reduction, fused_loss=True)
+    fused.backward()
+    assert logits.numel() == 0
+    torch.testing.assert_close(fused, plain, rtol=1e-6, atol=1e-5)
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(pb.grad, pa.grad, rtol=1e-4, atol=1e-6, msg=name)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, plain = a(x[:, :-1], y)
+        _, fused = b(x[:, :-1], y, fused_loss=True)
+    assert abs(float(fused) - float(plain)) < 1e-3

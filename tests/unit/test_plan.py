@@ -187,3 +187,16 @@ def test_a_run_too_big_for_memory_is_refused_before_allocation(tmp_path):
                                             r"has \d+\.\d GB: not even one sequence fits"):
         train(TrainConfig(steps=1, batch_size=1), huge, tmp_path / "nothing", RunPaths(tmp_path),
               device="cpu")
+
+
+def test_accelerators_are_found_by_the_names_torch_reports():
+    from pretrain.hardware import detect
+    names = {"NVIDIA H100 80GB HBM3": "h100", "NVIDIA H100 PCIe": "h100-pcie",
+             "NVIDIA H200": "h200", "NVIDIA A100-SXM4-80GB": "a100",
+             "NVIDIA A100-SXM4-40GB": "a100-40gb", "NVIDIA L40S": "l40s", "NVIDIA L4": "l4",
+             "NVIDIA GeForce RTX 4090": "rtx4090", "AMD Instinct MI300X": "mi300x"}
+    for reported, key in names.items():
+        acc = detect(reported)
+        assert acc is get(key), reported
+    assert detect("NVIDIA GeForce GTX 1080") is None
+    assert get("h100").peak("bf16") == 989e12 and get("a100").peak("bf16") == 312e12

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from pretrain import distributed
-from pretrain.config import PretrainError
+from pretrain.config import ConfigError, PretrainError
 from pretrain.export import export_run
 from pretrain.model import hf, io
 from pretrain.model.config import ModelConfig
@@ -198,3 +198,49 @@ def test_a_checkpoint_is_a_model_folder_for_export_and_init_from(tokens, tmp_pat
     again = hf.import_hf(out)
     for name, value in loaded.state_dict().items():
         assert torch.equal(again.state_dict()[name], value), name
+
+
+def test_bf16_autocast_trains_close_to_fp32(tokens, tmp_path):
+    """train.precision = bf16 (autocast; CPU has it too): the same run to bf16 tolerance."""
+    fp32 = _run(tokens, tmp_path / "fp32", tmp_path / "c1", steps=8, precision="fp32")
+    bf16 = _run(tokens, tmp_path / "bf16", tmp_path / "c2", steps=8, precision="bf16")
+    a, b = _losses(tmp_path / "fp32"), _losses(tmp_path / "bf16")
+    assert [s for s, _ in a] == [s for s, _ in b]
+    assert max(abs(x - y) for (_, x), (_, y) in zip(a, b, strict=True)) < 0.05
+    assert a != b                                  # it did run in bf16
+    assert bf16["val_loss_final"] == pytest.approx(fp32["val_loss_final"], abs=0.05)
+
+
+def test_fp16_scales_the_loss_skips_overflow_and_resumes_exactly(tokens, tmp_path, monkeypatch):
+    """fp16: a gradient scaler; an overflowed step is skipped with an event (not a bad step:
+    no rollback), the scale halves; the scale goes through checkpoints (exact resume)."""
+    real = Trainer.forward_backward
+
+    def overflow_at_3(self, data_pos):
+        if data_pos != 3:
+            return real(self, data_pos)
+        # a gradient that overflows in backward, the loss itself finite
+        hook = next(self.model.parameters()).register_hook(lambda g: g * math.inf)
+        try:
+            return real(self, data_pos)
+        finally:
+            hook.remove()
+
+    monkeypatch.setattr(Trainer, "forward_backward", overflow_at_3)
+    counts = _run(tokens, tmp_path / "a", tmp_path / "ckpt-a", precision="fp16")
+    events = [json.loads(x) for x in (tmp_path / "a" / "events.jsonl").open()]
+    assert [(e["data_pos"], e["reason"]) for e in events] == [(3, "fp16 gradient overflow")]
+    assert events[0]["action"] == "skipped update, loss scale now 32768"
+    assert counts["rollbacks"] == 0 and len(_losses(tmp_path / "a")) == 24
+    monkeypatch.setattr(Trainer, "forward_backward", real)
+    full = _run(tokens, tmp_path / "full", tmp_path / "ckpt-full", precision="fp16")
+    left = _killed_then_resumed(tokens, tmp_path / "b", tmp_path / "ckpt-b", monkeypatch,
+                                precision="fp16")
+    assert left == ["step-0000008"]
+    assert _losses(tmp_path / "b") == _losses(tmp_path / "full")
+    assert math.isfinite(full["val_loss_final"])
+
+
+def test_fp8_without_a_hopper_gpu_is_a_clear_error(tokens, tmp_path):
+    with pytest.raises(ConfigError, match="'fp8' needs a Hopper GPU or newer"):
+        _run(tokens, tmp_path / "a", tmp_path / "ckpt", precision="fp8")

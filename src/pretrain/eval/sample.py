@@ -15,7 +15,7 @@ from ..model.transformer import Transformer
 from ..rundir import StageRun
 from ..tokenizer.bpe import Tokenizer
 from .config import SampleConfig
-from .trained import load_trained
+from .trained import autocast, load_trained
 
 
 def samples(model: Transformer, tok: Tokenizer, cfg: SampleConfig) -> list[dict[str, str]]:
@@ -28,6 +28,7 @@ def samples(model: Transformer, tok: Tokenizer, cfg: SampleConfig) -> list[dict[
 
 def run(run: StageRun, cfg: SampleConfig, device: str) -> None:
     model, tok = load_trained(run.inputs["train"], run.inputs["tokenizer"], device)
-    out = samples(model, tok, cfg)
+    with autocast(model.embed.weight.device):
+        out = samples(model, tok, cfg)
     (run.out / "samples.json").write_text(json.dumps(out, indent=2, ensure_ascii=False))
     run.counts["samples"] = out

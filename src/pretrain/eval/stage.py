@@ -19,11 +19,16 @@ from ..tokenizer.shards import TokenShards
 from . import contamination, core, harness, memorization, tasks
 from .config import EvalConfig
 from .loss import held_out
-from .trained import load_trained
+from .trained import autocast, load_trained
 
 
 def run(run: StageRun, cfg: EvalConfig, device: str) -> None:
     model, tok = load_trained(run.inputs["train"], run.inputs["tokenizer"], device)
+    with autocast(model.embed.weight.device):
+        _evaluate(run, cfg, model, tok)
+
+
+def _evaluate(run: StageRun, cfg: EvalConfig, model: Any, tok: Any) -> None:
     res: dict[str, Any] = dict(held_out(model, TokenShards(run.inputs["tokenize"], "val"),
                                         cfg.max_tokens_per_domain, cfg.batch_size,
                                         model.embed.weight.device))

@@ -1,8 +1,12 @@
-"""A trained run's model and tokenizer, as the evaluation and sampling stages use them."""
+"""A trained run's model and tokenizer, as the evaluation and sampling stages use them, and
+the precision they run at: bf16 autocast on a GPU that has it (training's default there),
+fp32 elsewhere. The scorers take their log-softmax in fp32 either way."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import torch
 
 from ..distributed import resolve_device
 from ..model import io
@@ -14,3 +18,9 @@ def load_trained(train_dir: Path, tokenizer_dir: Path, device: str) -> tuple[Tra
     """(model on ``device``, in eval mode; tokenizer) of a completed train stage."""
     return (io.load(train_dir, resolve_device(device)),
             Tokenizer.load(tokenizer_dir / "tokenizer.json"))
+
+
+def autocast(device: torch.device) -> torch.autocast:
+    """The evaluation's autocast for ``device`` (enabled on a GPU with bf16)."""
+    on = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=on)

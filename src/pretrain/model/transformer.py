@@ -27,6 +27,7 @@ from ..config import ConfigError
 from .attention import Attention, MLAttention
 from .config import ModelConfig
 from .layers import GeluMLP, KVCache, RMSNorm, SwiGLU, rope_tables
+from .loss import linear_cross_entropy
 
 
 class Block(nn.Module):
@@ -139,11 +140,14 @@ class Transformer(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
                 reduction: str = "mean", cache: KVCache | None = None,
-                pad: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                pad: torch.Tensor | None = None,
+                fused_loss: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx: (B, T) token ids -> logits (B, T, V), and the loss if targets are given.
 
         A pipeline stage without the embedding takes hidden states (B, T, d) as ``idx``; one
-        without the head returns hidden states instead of logits.
+        without the head returns hidden states instead of logits. ``fused_loss`` (training):
+        the loss from the head fused with the cross-entropy in chunks (``loss.py``), the
+        logits never made (an empty tensor is returned in their place).
 
         Training passes neither ``cache`` nor ``pad`` (causal attention, positions 0..T-1).
         Generation passes a :class:`KVCache` (positions continue after what it holds) and/or
@@ -186,6 +190,9 @@ class Transformer(nn.Module):
             cache.length += T
         if self.head is None:  # a pipeline stage before the last
             return x, None
+        if fused_loss and targets is not None:
+            h = self.norm(x)
+            return h.new_empty(0), linear_cross_entropy(h, self.head.weight, targets, reduction)
         logits = self.head(self.norm(x))
         return logits, None if targets is None else self.loss(logits, targets, reduction)
 

@@ -115,6 +115,10 @@ class TrainConfig:
     peak_tflops: float = 0.0          # hardware peak for MFU; 0 = measure it (CPU) or skip (GPU)
     init_from: str = ""               # continue from: run dir, checkpoint or HF model dir
     mixture: list[MixtureEntry] = field(default_factory=list)  # domain weights; [] = by size
+    # "auto": bf16 autocast on a GPU that has it, fp32 elsewhere; "fp16": autocast with a
+    # gradient scaler (its overflow skips are stability events); "fp8": torchao's float8
+    # training on Hopper or newer (the [fp8] extra). Weights and optimizer state stay fp32.
+    precision: Literal["auto", "fp32", "bf16", "fp16", "fp8"] = "auto"
     compile: bool = False             # torch.compile the model (inductor; needs a C++ compiler on CPU)
     activation_checkpointing: bool = False  # recompute block activations in backward
     checkpoint_every: int = 100       # steps between resumable checkpoints; 0 = none

@@ -50,7 +50,7 @@ from .optim import (
     make_optimizer,
     measured_peak_flops,
 )
-from .parallelize import Layout, build, make_layout
+from .parallelize import Layout, build, make_layout, resolve_precision
 from .pipelining import Pipeline
 from .stability import SpikeGuard
 
@@ -107,7 +107,13 @@ class Trainer:
             _probe_prompts(val, min(cfg.probe_prompt_tokens, seq_len // 2))
         self.decode = val.tokenizer().decode if self.probes else None
         self.generations: list[dict[str, Any]] = []
-        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+        self.precision = resolve_precision(cfg.precision, device)
+        low = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp8": torch.bfloat16}
+        self.autocast = torch.autocast(device.type, dtype=low.get(self.precision, torch.float32),
+                                       enabled=self.precision in low)
+        # fp16's narrow range: the loss scaled up before backward, the gradients unscaled
+        # before clipping, a step with overflowed gradients skipped and the scale lowered
+        self.scaler = torch.amp.GradScaler(device.type) if self.precision == "fp16" else None
         self.guard = SpikeGuard(cfg.spike_window, cfg.spike_zscore, cfg.max_bad_steps)
         self.peak_flops = cfg.peak_tflops * 1e12 or measured_peak_flops(device)
         # the loop state, all of it saved in checkpoints
@@ -116,6 +122,10 @@ class Trainer:
         self.val_losses: dict[str, float] = {}       # step (as str, for JSON) -> val loss
         self.events: list[dict[str, Any]] = []
         self.t_train = 0.0
+        # the first step of a process (CUDA warm-up, compilation) is timed apart: it counts
+        # neither toward time_budget_s nor toward the throughput
+        self.t_warmup = 0.0
+        self.timed_steps = 0
         self.monitor: Monitor | None = None
 
     def evaluate(self) -> dict[str, dict[str, float]]:
@@ -173,9 +183,13 @@ class Trainer:
             elif layout.ddp and not sync:
                 no_sync = self.net.no_sync()  # type: ignore[operator]
             with self.autocast, no_sync:
-                _, loss = self.net(x, y)
-                (loss / cfg.grad_accum).backward()
+                # the head fused with the loss in chunks, except where TP splits the head
+                _, loss = self.net(x, y, fused_loss=layout["tp"] == 1)
+                scaled = loss / cfg.grad_accum
+                (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             loss_sum += float(loss.detach())
+        if self.scaler is not None:
+            self.scaler.unscale_(self.opt)
         norm = self._clip()
         # every rank must take the same skip/rollback decision: use the global mean loss
         return distributed.mean([loss_sum / cfg.grad_accum], self.d, self.device,
@@ -209,6 +223,7 @@ class Trainer:
         return {"data_pos": self.data_pos, "rollbacks": self.rollbacks, "history": self.history,
                 "val_losses": self.val_losses, "events": self.events, "t_train": self.t_train,
                 "guard": self.guard.state(), "generations": self.generations,
+                "scaler": self.scaler.state_dict() if self.scaler else None,
                 "val_loss": self.val_losses.get(str(self.step), math.inf)}
 
     def save(self, folder: Path | None = None) -> Path | None:
@@ -226,6 +241,8 @@ class Trainer:
         self.t_train = st["t_train"]
         self.generations = st.get("generations", [])
         self.guard.load(st["guard"])
+        if self.scaler is not None and st.get("scaler"):
+            self.scaler.load_state_dict(st["scaler"])
 
     def _rollback(self, rec: dict[str, Any]) -> None:
         ckpts = state.complete(self.ckpt_dir) if self.ckpt_dir else []
@@ -264,6 +281,7 @@ class Trainer:
         assert self.monitor is not None
         tokens_per_step = cfg.batch_size * cfg.grad_accum * self.layout.dp * self.model_cfg.seq_len
         flops_per_step = self.model.cfg.flops_per_token() * tokens_per_step
+        warm = True
         with Progress("train", total=None if cfg.time_budget_s else cfg.steps, unit="steps") as bar:
             bar.update(self.step)
             while not self.done():
@@ -274,9 +292,14 @@ class Trainer:
                     g["lr"] = lr
                 loss, norm = self.forward_backward(self.data_pos)
                 self.data_pos += 1
+                if self.scaler is not None and math.isfinite(loss) and not math.isfinite(norm):
+                    self._fp16_overflow(loss)  # not a bad step: the scale was too high
+                    continue
                 reason = self.guard.check(loss, norm)
                 if reason is not None:
                     self.opt.zero_grad(set_to_none=True)
+                    if self.scaler is not None:
+                        self.scaler.update()
                     rec = {"step": self.step, "data_pos": self.data_pos - 1, "loss": loss,
                            "grad_norm": norm, "reason": reason, "action": "skipped update"}
                     if self.guard.reject():
@@ -286,16 +309,37 @@ class Trainer:
                     log0(f"train: step {rec['step']}: {reason}, loss {loss:.4g}; {rec['action']}")
                     continue
                 self.guard.accept(loss)
-                self.opt.step()
+                if self.scaler is not None:
+                    self.scaler.step(self.opt)
+                    self.scaler.update()
+                else:
+                    self.opt.step()
                 self.opt.zero_grad(set_to_none=True)
                 self.step += 1
                 dt = time.perf_counter() - t0
-                self.t_train += dt
+                if warm:
+                    self.t_warmup += dt
+                    warm = False
+                else:
+                    self.t_train += dt
+                    self.timed_steps += 1
                 self._record(loss, lr, norm, dt, tokens_per_step, flops_per_step)
                 bar.update(1, loss=loss)
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 \
                         and not self.done():
                     self.save()
+
+    def _fp16_overflow(self, loss: float) -> None:
+        """fp16 gradients overflowed: skip the update, lower the scale, record the event."""
+        assert self.scaler is not None and self.monitor is not None
+        self.scaler.update()  # the overflow found by unscale_ halves the scale
+        self.opt.zero_grad(set_to_none=True)
+        rec = {"step": self.step, "data_pos": self.data_pos - 1, "loss": loss,
+               "grad_norm": math.inf, "reason": "fp16 gradient overflow",
+               "action": f"skipped update, loss scale now {self.scaler.get_scale():g}"}
+        self.events.append(rec)
+        self.monitor.event(rec)
+        log0(f"train: step {rec['step']}: {rec['reason']}; {rec['action']}")
 
     def _record(self, loss: float, lr: float, norm: float, dt: float, tokens: int,
                 flops: int) -> None:
@@ -416,8 +460,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: Run
         "params": model_cfg.num_params(), "steps": t.step, "tokens_seen": tokens_per_step * t.step,
         "val_loss_initial": round(first, 5), "val_loss_final": round(last, 5),
         "train_loss_final": t.history[-1]["loss"],
-        "tok_per_s": round(tokens_per_step * t.step / max(t.t_train, 1e-9), 1),
-        "train_time_s": round(t.t_train, 2),
+        "tok_per_s": round(tokens_per_step * t.timed_steps / max(t.t_train, 1e-9), 1),
+        "train_time_s": round(t.t_train, 2), "warmup_time_s": round(t.t_warmup, 2),
         "skipped_steps": sum(1 for e in t.events if e["action"] == "skipped update"),
         "rollbacks": t.rollbacks, "device": str(dev), "processes": d.world,
         "layout": layout.describe()}

@@ -158,15 +158,33 @@ def check(model_cfg: ModelConfig, cfg: TrainConfig, layout: Layout) -> None:
             raise ConfigError("with pp > 1 the pipeline's microbatches accumulate the "
                               "gradients: set train.grad_accum = 1 and raise "
                               "train.parallel.pp_microbatches instead")
+    if cfg.precision == "fp16" and pp > 1:
+        raise ConfigError("train.precision = 'fp16' needs a loss scaler the pipeline schedule "
+                          "does not run: use bf16 with pp > 1")
     if cfg.optimizer == "muon" and (layout["dp_shard"] > 1 or tp > 1):
         raise ConfigError("optimizer = 'muon' needs whole matrices: not with dp_shard or tp")
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``train.precision`` for this device: "auto" is bf16 on a GPU that has it, else fp32."""
+    if precision == "auto":
+        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return "bf16" if cuda_bf16 else "fp32"
+    if precision == "fp8":
+        major = torch.cuda.get_device_capability(device)[0] if device.type == "cuda" else 0
+        if major < 9:
+            raise ConfigError("train.precision = 'fp8' needs a Hopper GPU or newer (an H100, "
+                              f"H200, B200); this is {device}")
+    return precision
 
 
 # ---- 3. parallelize ----------------------------------------------------------------------
 
 def parallelize(model: Transformer, cfg: TrainConfig, layout: Layout) -> None:
-    """Tensor parallel, activation checkpointing, compile per block, FSDP2: in this order
-    (TP first so that FSDP shards the TP shards; compile inside FSDP's units)."""
+    """float8 linears, tensor parallel, activation checkpointing, compile, FSDP2: in this
+    order (TP first so that FSDP shards the TP shards; compile inside FSDP's units)."""
+    if cfg.precision == "fp8":
+        apply_fp8(model)
     if layout["tp"] > 1:
         assert layout.mesh is not None
         apply_tp(model, layout.mesh["tp"], cfg.parallel.sequence_parallel)
@@ -239,6 +257,22 @@ class _Replicated(ParallelStyle):
         return distribute_module(module, mesh, input_fn=inputs, output_fn=output)
 
 
+def apply_fp8(model: Transformer) -> None:
+    """torchao's float8 training: every linear of the blocks computes in float8 with
+    dynamic scaling (the head, whose vocabulary size is rarely a multiple of 16, stays
+    bf16). Needs the [fp8] extra and a Hopper GPU (checked by ``resolve_precision``)."""
+    try:
+        from torchao.float8 import convert_to_float8_training
+    except ImportError:
+        raise ConfigError("train.precision = 'fp8' needs torchao: pip install 'pretrain[fp8]'"
+                          ) from None
+
+    def eligible(module: nn.Module, fqn: str) -> bool:
+        return isinstance(module, nn.Linear) and fqn.startswith("layers.") \
+            and module.in_features % 16 == 0 and module.out_features % 16 == 0
+    convert_to_float8_training(model, module_filter_fn=eligible)
+
+
 def apply_activation_checkpointing(model: nn.Module) -> None:
     """Recompute each block's activations in the backward pass instead of storing them.
     Each block's ``forward`` is wrapped in place, so parameter names are unchanged."""
@@ -294,6 +328,7 @@ def build(model_cfg: ModelConfig, cfg: TrainConfig, layout: Layout, device: torc
     and backward through: a DDP wrapper, or the model itself). ``init``: a whole model on
     CPU to start from instead of the seeded initialisation."""
     check(model_cfg, cfg, layout)
+    resolve_precision(cfg.precision, device)  # fp8 where the device cannot: an error now
     with torch.device("meta"):
         whole = Transformer(model_cfg)  # the parameter order and init rule of the whole model
         model = Transformer(model_cfg)

@@ -1,0 +1,67 @@
+"""Next-token cross-entropy fused with the output head, in chunks of tokens: the (tokens x
+vocabulary) logits never exist whole, in fp32 or otherwise.
+
+Each chunk's logits are made, turned into its loss (log-sum-exp in fp32) and, at once,
+into the gradients of the hidden states and of the head's weight (softmax minus the
+one-hot target), which is all backward then needs: it scales the stored gradients by the
+incoming one. Memory: one chunk's logits instead of the whole batch's (and instead of
+their fp32 copy and their gradient); FLOPs: the same three matmuls as the plain path.
+Liger-Kernel's fused linear cross-entropy works the same way with Triton kernels; this is
+the plain PyTorch form, usable on any device, equal to ``F.cross_entropy`` of the full
+logits and its gradients within fp32 tolerance (``tests/unit/test_model.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+CHUNK_TOKENS = 4096  # rows of logits made at a time: 4096 x 50k x 4 B = 0.8 GB at most
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                chunk: int, mean: bool) -> torch.Tensor:
+        n_valid = (targets >= 0).sum()
+        dx = torch.empty_like(x)
+        dw: torch.Tensor | None = None
+        total = torch.zeros((), dtype=torch.float32, device=x.device)
+        for s in range(0, x.shape[0], chunk):
+            xc, tc = x[s:s + chunk], targets[s:s + chunk]
+            logp = torch.log_softmax((xc @ weight.t()).float(), dim=-1)   # (c, V); autocast-aware
+            valid, tgt = tc >= 0, tc.clamp(min=0)
+            total -= (logp.gather(1, tgt[:, None]).squeeze(1) * valid).sum()
+            # d(sum of losses)/d logits = softmax - one-hot, zero on ignored rows
+            grad = logp.exp_()
+            grad[torch.arange(len(tc), device=tc.device), tgt] -= 1
+            if not bool(valid.all()):
+                grad[~valid] = 0
+            g = grad.to(xc.dtype if not torch.is_autocast_enabled() else torch.get_autocast_dtype(
+                x.device.type))
+            dx[s:s + chunk] = (g @ weight.to(g.dtype)).to(dx.dtype)
+            part = (g.t() @ xc.to(g.dtype)).float()
+            dw = part if dw is None else dw.add_(part)
+        scale = 1 / n_valid.clamp(min=1).to(torch.float32) if mean else 1.0
+        assert dw is not None
+        ctx.save_for_backward(dx, dw.to(weight.dtype))
+        ctx.scale = scale
+        return total * scale
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        dx, dw = ctx.saved_tensors
+        g = grad * ctx.scale
+        return dx * g.to(dx.dtype), dw * g.to(dw.dtype), None, None, None
+
+
+def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                         reduction: str = "mean", chunk: int = 0) -> torch.Tensor:
+    """``F.cross_entropy(x @ weight.T, targets, ignore_index=-1, reduction=reduction)`` for
+    ``x`` (..., d) and ``targets`` (...), without the whole logits; ``chunk`` tokens at a
+    time (0: ``CHUNK_TOKENS``)."""
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    return _LinearCrossEntropy.apply(x.reshape(-1, x.shape[-1]), weight, targets.reshape(-1),
+                                     chunk or CHUNK_TOKENS, reduction == "mean")

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import PretrainError, keyed
+from .eval import files as eval_files
 from .run_config import RunConfig
 from .rundir import StageRun
 
@@ -67,7 +68,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("eval", "held-out loss, perplexity and bits per byte per domain; benchmarks, CORE, "
           "contamination, memorization",
           reads=("data", "tokenizer", "tokenize", "train"), sections=("eval", "device"),
-          body="pretrain.eval.stage:run"),
+          body="pretrain.eval.stage:run", external=lambda cfg: eval_files.fingerprint(cfg.eval)),
     Stage("sample", "generate text from the trained model for the configured prompts",
           reads=("tokenizer", "train"), sections=("sample", "device"),
           body="pretrain.eval.sample:run"),

@@ -65,8 +65,27 @@ def test_a_body_sees_only_its_keyed_sections(tmp_path: Path):
     train = stages.get("train")
     gated = load_config(None, [("runs_dir", str(tmp_path)), ("eval.gates", '["all.bpb <= 3"]')])
     assert stages.get("eval").key_config(gated) == stages.get("eval").key_config(base)
-    quiet = load_config(None, [("runs_dir", str(tmp_path)), ("train.tensorboard", "false")])
-    assert train.key_config(quiet) == train.key_config(base)
+    for harmless in (("train.tensorboard", "false"), ("train.log_every", "1"),
+                     ("train.threads", "1"), ("train.eval_every", "7"),
+                     ("train.checkpoint_every", "3"), ("train.parallel.dp_shard", "-1")):
+        quiet = load_config(None, [("runs_dir", str(tmp_path)), harmless])
+        assert train.key_config(quiet) == train.key_config(base), harmless
     longer = load_config(None, [("runs_dir", str(tmp_path)), ("train.steps", "9")])
     assert train.key_config(longer) != train.key_config(base)
     assert set(train.key_config(base)) == {"model", "train", "seed", "device", "external"}
+
+
+def test_the_eval_key_follows_the_benchmark_files(tmp_path: Path):
+    """A task file that appears (or changes) reruns the evaluation: before, an eval run
+    without the files stayed 'up to date' once they were added."""
+    cfg = load_config(None, [("runs_dir", str(tmp_path)), ("eval.tasks", '["arc_easy"]'),
+                             ("eval.tasks_dir", str(tmp_path / "eval")), ("eval.core", "false")])
+    stage = stages.get("eval")
+    missing = stage.key_config(cfg)
+    path = tmp_path / "eval" / "llm-foundry" / "arc_easy.jsonl"
+    path.parent.mkdir(parents=True)
+    path.write_text('{"query": "q", "choices": ["a", "b"], "gold": 0}\n')
+    present = stage.key_config(cfg)
+    assert present != missing and present["external"][0][0] == str(path)
+    path.write_text('{"query": "q", "choices": ["a", "b"], "gold": 1}\n')
+    assert stage.key_config(cfg) != present

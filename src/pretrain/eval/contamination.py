@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..data.decontam import benchmark_ngrams, is_member, text_ngrams
-from .tasks import resolve
+from .files import resolve
 
 
 def report(docs: Iterator[dict[str, Any]], task_names: list[str], tasks_dir: str,

@@ -34,7 +34,6 @@ is reported next to ``baseline`` for that reason.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,51 +42,10 @@ import torch
 from ..config import ConfigError
 from ..log import log0
 from .config import EvalConfig
+from .files import TASKS, CoreTask
 from .scoring import device_of, score_tails, seq_len_of
 from .tasks import Item, load, shot_indices
 
-
-@dataclass(frozen=True)
-class CoreTask:
-    label: str
-    files: tuple[str, ...]  # under eval.tasks_dir, first found wins; hellaswag's .txt is approximate
-    kind: str               # mc | schema | lm
-    shots: int
-    delimiter: str
-    baseline: float         # DCLM's random baseline, as a fraction
-
-
-_Q = "\nAnswer: "
-_HS = ("llm-foundry/hellaswag.jsonl", "hellaswag/hellaswag_val_full.txt.bz2")
-_LF = "llm-foundry/"
-TASKS: tuple[CoreTask, ...] = (
-    CoreTask("hellaswag_zeroshot", _HS, "mc", 0, " ", 0.25),
-    CoreTask("jeopardy", (_LF + "jeopardy_all.jsonl",), "lm", 10, _Q, 0.0),
-    CoreTask("bigbench_qa_wikidata", (_LF + "bigbench_qa_wikidata.jsonl",), "lm", 10, " ", 0.0),
-    CoreTask("arc_easy", (_LF + "arc_easy.jsonl",), "mc", 10, _Q, 0.25),
-    CoreTask("arc_challenge", (_LF + "arc_challenge.jsonl",), "mc", 10, _Q, 0.25),
-    CoreTask("copa", (_LF + "copa.jsonl",), "mc", 0, " ", 0.50),
-    CoreTask("commonsense_qa", (_LF + "commonsense_qa.jsonl",), "mc", 10, " ", 0.20),
-    CoreTask("piqa", (_LF + "piqa.jsonl",), "mc", 10, _Q, 0.50),
-    CoreTask("openbook_qa", (_LF + "openbook_qa.jsonl",), "mc", 0, " ", 0.25),
-    CoreTask("lambada_openai", (_LF + "lambada_openai.jsonl",), "lm", 0, " ", 0.0),
-    CoreTask("hellaswag", _HS, "mc", 10, " ", 0.25),
-    CoreTask("winograd", (_LF + "winograd_wsc.jsonl",), "schema", 0, " ", 0.50),
-    CoreTask("winogrande", (_LF + "winogrande.jsonl",), "schema", 0, " ", 0.50),
-    CoreTask("bigbench_dyck_languages", (_LF + "bigbench_dyck_languages.jsonl",), "lm", 10,
-             " ", 0.0),
-    CoreTask("agi_eval_lsat_ar", (_LF + "agi_eval_lsat_ar.jsonl",), "mc", 3, " ", 0.20),
-    CoreTask("bigbench_cs_algorithms", (_LF + "bigbench_cs_algorithms.jsonl",), "lm", 10,
-             " ", 0.0),
-    CoreTask("bigbench_operators", (_LF + "bigbench_operators.jsonl",), "lm", 10, " ", 0.0),
-    CoreTask("bigbench_repeat_copy_logic", (_LF + "bigbench_repeat_copy_logic.jsonl",), "lm",
-             10, " ", 0.0),
-    CoreTask("squad", (_LF + "squad.jsonl",), "lm", 10, " ", 0.0),
-    CoreTask("coqa", (_LF + "coqa.jsonl",), "lm", 0, " ", 0.0),
-    CoreTask("boolq", (_LF + "boolq.jsonl",), "mc", 10, _Q, 0.62),
-    CoreTask("bigbench_language_identification",
-             (_LF + "bigbench_language_identification.jsonl",), "mc", 10, " ", 0.091),
-)
 GPT2_XL_CORE = 0.256525  # nanochat's reference: GPT-2 1.5B on all 22 tasks
 
 

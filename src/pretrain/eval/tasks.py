@@ -25,7 +25,6 @@ import gzip
 import json
 import math
 import random
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ import torch
 from ..config import ConfigError
 from ..log import log0
 from .config import EvalConfig
+from .files import BUILTIN, resolve
 from .loss import score
 from .scoring import Tail, device_of, score_tails, seq_len_of, windows
 
@@ -50,23 +50,6 @@ class Item:
     def pairs(self) -> list[tuple[str, str]]:
         return [(c, self.delimiter + x) for c, x in zip(self.contexts, self.continuations,
                                                          strict=True)]
-
-
-# name -> (file under eval.tasks_dir, kind, continuation delimiter, metric CORE centres)
-BUILTIN: dict[str, tuple[str, str, str, str]] = {
-    "hellaswag": ("hellaswag/hellaswag_val_full.txt.bz2", "hellaswag", " ", "acc_norm"),
-    "arc_easy": ("llm-foundry/arc_easy.jsonl", "mc", "\nAnswer: ", "acc_norm"),
-    "arc_challenge": ("llm-foundry/arc_challenge.jsonl", "mc", "\nAnswer: ", "acc_norm"),
-    "piqa": ("llm-foundry/piqa.jsonl", "mc", "\nAnswer: ", "acc_norm"),
-    "openbook_qa": ("llm-foundry/openbook_qa.jsonl", "mc", " ", "acc_norm"),
-    "copa": ("llm-foundry/copa.jsonl", "mc", " ", "acc"),
-    "boolq": ("llm-foundry/boolq.jsonl", "mc", " ", "acc"),
-    "commonsense_qa": ("llm-foundry/commonsense_qa.jsonl", "mc", " ", "acc"),
-    "winogrande": ("llm-foundry/winogrande.jsonl", "schema", " ", "acc"),
-    "winograd_wsc": ("llm-foundry/winograd_wsc.jsonl", "schema", " ", "acc"),
-    "lambada_openai": ("llm-foundry/lambada_openai.jsonl", "lm", " ", "acc"),
-    "wikitext2": ("wikitext-2/test.txt", "perplexity", "", ""),
-}
 
 
 def _open(path: Path) -> Any:
@@ -161,18 +144,6 @@ def evaluate(model: torch.nn.Module, tok: Any, name: str, kind: str, items: list
     res["centered"] = (res[metric] - base) / (1 - base) if base < 1 else float("nan")
     res["stderr"] = math.sqrt(max(res[metric] * (1 - res[metric]), 1e-12) / n)
     return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in res.items()}
-
-
-def resolve(names: list[str], tasks_dir: str) -> Iterator[tuple[str, Path, str, str]]:
-    """(name, file, kind, delimiter) for each configured task: a built-in name (its file
-    under ``tasks_dir``) or a path to a jsonl file in one of the three schemas."""
-    for spec in names:
-        if spec in BUILTIN:
-            rel, kind, delim, _ = BUILTIN[spec]
-            yield spec, Path(tasks_dir) / rel, kind, delim
-        else:
-            p = Path(spec)
-            yield p.name.split(".")[0], p, "auto", " "
 
 
 def shot_indices(i: int, n: int, k: int, seed: int = 1234) -> list[int]:

@@ -133,11 +133,15 @@ class TrainConfig:
     wandb: Literal["off", "offline", "online"] = "off"
     wandb_project: str = "pretrain"
 
-    # whether a run resumes, where its metrics go and how the processes split the work do
-    # not change the model it trains (the layout only the order of float sums): these are
-    # left out of the train stage's key, so a run resumes its checkpoints under any layout
-    UNKEYED: ClassVar[tuple[str, ...]] = ("resume", "tensorboard", "wandb", "wandb_project",
-                                          "parallel")
+    # what does not change the model a run trains: whether it resumes, how often it logs,
+    # evaluates, generates and checkpoints, where its metrics go, its threads, the MFU's
+    # denominator and how the processes split the work (the layout changes only the order of
+    # float sums). Left out of the train stage's key: changing them never retrains, and a
+    # run resumes its checkpoints under any of them.
+    UNKEYED: ClassVar[tuple[str, ...]] = (
+        "resume", "log_every", "eval_every", "eval_batches", "probe_prompt_tokens",
+        "probe_new_tokens", "threads", "peak_tflops", "checkpoint_every", "keep_last",
+        "tensorboard", "wandb", "wandb_project", "parallel")
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "eval_every", "eval_batches", "log_every"):

@@ -5,7 +5,8 @@ One command per stage of the registry (``stages.py``) plus ``run`` (all of them)
 reads a config takes ``-c/--config`` (a TOML file or a shipped config name; default
 ``quickstart``) and any number of dotted overrides ``--section.key=value``; there is no
 flag that duplicates a config key. User errors (bad config, missing stage) print one
-``error:`` line and exit with status 2; failed gates exit with 3.
+``error:`` line and exit with status 2; failed gates exit with 3; training stopped by
+SIGTERM or SIGUSR1 writes a checkpoint and exits with 75 (rerun to resume).
 
 The commands that run stages import the pipeline (and with it torch) when they run, so
 ``config show``, ``--dry-run`` and ``--help`` stay instant.
@@ -20,7 +21,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import hardware, stages
-from .config import ConfigError, PretrainError, parse_override_args, to_toml
+from .config import (
+    EXIT_PREEMPTED,
+    ConfigError,
+    Preempted,
+    PretrainError,
+    parse_override_args,
+    to_toml,
+)
 from .data.audit import inspect
 from .eval.gates import check
 from .log import rank, set_plain
@@ -300,6 +308,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"exported: {export_run(Path(args.source), Path(args.out))}")
             return 0
         return _run(args, overrides)
+    except Preempted as e:
+        print(f"preempted: {e}", file=sys.stderr)
+        return EXIT_PREEMPTED
     except (PretrainError, OSError) as e:  # OSError: permissions, a full disk, a file for a folder
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -36,6 +36,14 @@ class PretrainError(Exception):
     """An error caused by the user's input; the CLI prints its message as one line."""
 
 
+class Preempted(Exception):
+    """Training stopped on request (SIGTERM, SIGUSR1) after writing a checkpoint; the same
+    command resumes it. The CLI exits with ``EXIT_PREEMPTED``."""
+
+
+EXIT_PREEMPTED = 75   # EX_TEMPFAIL: "try again later", what a scheduler's requeue expects
+
+
 class ConfigError(PretrainError, ValueError):
     """A config value or key is invalid; the message is meant for the user as is."""
 

@@ -78,6 +78,15 @@ def mean(values: list[float], d: Dist, device: torch.device, weight: float = 1.0
     return [float(v) / float(t[-1]) for v in t[:-1]]
 
 
+def any_rank(flag: bool, d: Dist, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is true on any (a collective under torchrun)."""
+    if not d.enabled:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def all_reduce_sum(t: torch.Tensor, group: Any) -> torch.Tensor:
     """``t`` summed over the ranks of ``group`` (a new tensor)."""
     out = t.clone()

@@ -12,6 +12,7 @@ import torch
 
 from pretrain.pipeline import run_stages
 from pretrain.run_config import load_config
+from pretrain.train import state
 
 from ..conftest import tiny_overrides
 from .conftest import losses, single, torchrun, weights, worker
@@ -59,6 +60,26 @@ def test_fsdp_kill_and_resume_continues_exactly(tokens, tmp_path):
             shutil.rmtree(p)
     single(tokens, tmp_path / "one", 8, ckpt=tmp_path / "ckpt1")
     assert losses(tmp_path / "one") == pytest.approx(losses(full), abs=2e-4)
+
+
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(tokens, tmp_path):
+    """SIGUSR1 reaching rank 1 only: both ranks finish the step, write one checkpoint at the
+    same step and exit 75; the rerun resumes from it to the uninterrupted run's weights."""
+    full = tmp_path / "full"
+    assert worker(tokens, full, batch=4, parallel="dp_shard=-1", steps=8).returncode == 0
+    run = tmp_path / "run"
+    stopped = worker(tokens, run, batch=4, parallel="dp_shard=-1", steps=8, signal_at=4)
+    assert stopped.returncode != 0   # torchrun reports the workers' exit code 75 as a failure
+    said = [line for line in stopped.stderr.splitlines() if "preempted: stopped by a signal" in line]
+    assert {line.split(":")[0] for line in said} == {"rank 0", "rank 1"}
+    # the signal comes during step 5 (data position 4): both ranks stop after it
+    assert all("at step 5," in line for line in said)
+    assert [p.name for p in state.complete(run / "ckpt")] == ["step-0000003", "step-0000005"]
+    resumed = worker(tokens, run, batch=4, parallel="dp_shard=-1", steps=8)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "(step 5)" in resumed.stderr
+    a, b = weights(full), weights(run)
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_pretrain_train_under_torchrun(tmp_path):

@@ -2,18 +2,23 @@
 layout given. Usage:
 
     worker.py TOKENS OUT [--parallel dp_shard=2,tp=2] [--batch 4] [--accum 2] [--steps 6]
-              [--arch llama] [--kill-at N]
+              [--arch llama] [--kill-at N] [--signal-at N]
 
 ``--kill-at N``: every rank stops at data position N (a simulated kill); a rerun resumes
-from OUT/ckpt. Rank 0 writes OUT/counts.json.
+from OUT/ckpt. ``--signal-at N``: at data position N rank 1 alone sends itself SIGUSR1 (a
+preemption notice that reached one process); every rank then exits 75. Rank 0 writes
+OUT/counts.json.
 """
 
 import argparse
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
 from pretrain import distributed
+from pretrain.config import EXIT_PREEMPTED, Preempted
 from pretrain.train.loop import RunPaths, Trainer, train
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -28,6 +33,7 @@ ap.add_argument("--accum", type=int, default=2)
 ap.add_argument("--steps", type=int, default=6)
 ap.add_argument("--arch", default="llama")
 ap.add_argument("--kill-at", type=int, default=-1)
+ap.add_argument("--signal-at", type=int, default=-1)
 args = ap.parse_args()
 
 d = distributed.init("cpu")
@@ -39,13 +45,20 @@ real = Trainer.forward_backward
 def killed(self, data_pos):
     if data_pos == args.kill_at:
         sys.exit(3)
+    if data_pos == args.signal_at and d.rank == 1:
+        os.kill(os.getpid(), signal.SIGUSR1)
     return real(self, data_pos)
 
 
 Trainer.forward_backward = killed
 # gloo on CPU whatever the machine has: on a one-GPU machine "auto" would put rank 1 on cuda:1
-counts = train(cfg, model_config(args.arch), args.tokens,
-               RunPaths(args.out, checkpoints=args.out / "ckpt"), seed=5, device="cpu", d=d)
+try:
+    counts = train(cfg, model_config(args.arch), args.tokens,
+                   RunPaths(args.out, checkpoints=args.out / "ckpt"), seed=5, device="cpu", d=d)
+except Preempted as e:
+    print(f"rank {d.rank}: preempted: {e}", file=sys.stderr, flush=True)
+    distributed.shutdown()
+    sys.exit(EXIT_PREEMPTED)
 if d.rank == 0:
     (args.out / "counts.json").write_text(json.dumps(counts))
 distributed.barrier(d)

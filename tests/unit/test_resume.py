@@ -244,3 +244,55 @@ def test_fp16_scales_the_loss_skips_overflow_and_resumes_exactly(tokens, tmp_pat
 def test_fp8_without_a_hopper_gpu_is_a_clear_error(tokens, tmp_path):
     with pytest.raises(ConfigError, match="'fp8' needs a Hopper GPU or newer"):
         _run(tokens, tmp_path / "a", tmp_path / "ckpt", precision="fp8")
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "no_checksums"])
+def test_damaged_latest_checkpoint_falls_back_to_the_one_before(tokens, tmp_path, monkeypatch,
+                                                               capsys, damage):
+    """A checkpoint whose bytes changed after it was written (bad disk, partial copy) is
+    detected by its checksums; the resume warns and takes the previous one, and the run still
+    ends bit-identical to an uninterrupted one."""
+    _run(tokens, tmp_path / "a", tmp_path / "ckpt-a")
+    real = Trainer.forward_backward
+
+    def killed_at_20(self, data_pos):
+        if data_pos == 20:
+            raise KeyboardInterrupt("killed")
+        return real(self, data_pos)
+
+    monkeypatch.setattr(Trainer, "forward_backward", killed_at_20)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tokens, tmp_path / "b", tmp_path / "ckpt-b")
+    monkeypatch.setattr(Trainer, "forward_backward", real)
+    latest = tmp_path / "ckpt-b" / "step-0000016"
+    assert [p.name for p in state.complete(tmp_path / "ckpt-b")] == ["step-0000008", latest.name]
+    assert state.verify(latest) is None
+    victim = max((p for p in latest.iterdir() if p.suffix == ".distcp"), key=lambda p: p.stat().st_size)
+    if damage == "flip":
+        data = bytearray(victim.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        victim.write_bytes(bytes(data))
+    elif damage == "truncate":
+        victim.write_bytes(victim.read_bytes()[:-100])
+    else:
+        (latest / state.CHECKSUMS).unlink()
+    problem = state.verify(latest)
+    assert problem is not None and (latest.name in problem)
+    capsys.readouterr()
+    _run(tokens, tmp_path / "b", tmp_path / "ckpt-b")
+    err = capsys.readouterr()
+    assert "step-0000016 is damaged" in err.out + err.err
+    assert "resum" in (err.out + err.err) and "step-0000008" in (err.out + err.err)
+    a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _losses(tmp_path / "a") == _losses(tmp_path / "b")[-len(_losses(tmp_path / "a")):]
+
+
+def test_every_damaged_checkpoint_is_warned_and_none_is_taken(tokens, tmp_path, capsys):
+    _run(tokens, tmp_path / "a", tmp_path / "ckpt", steps=8)
+    for ckpt in state.complete(tmp_path / "ckpt"):
+        (ckpt / state.CHECKSUMS).write_text("{")
+    capsys.readouterr()
+    assert state.latest_intact(tmp_path / "ckpt") is None
+    err = capsys.readouterr().err
+    assert all(f"{c.name} is damaged" in err for c in state.complete(tmp_path / "ckpt"))

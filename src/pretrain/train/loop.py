@@ -22,6 +22,8 @@ import contextlib
 import json
 import math
 import shutil
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,7 +34,7 @@ import torch
 from torch.distributed.tensor import DTensor
 
 from .. import distributed
-from ..config import ConfigError, PretrainError
+from ..config import ConfigError, Preempted, PretrainError
 from ..eval.loss import domain_windows, metrics, score
 from ..log import Progress, log0
 from ..model import io
@@ -63,6 +65,9 @@ class RunPaths:
     checkpoints: Path | None = None   # resumable checkpoints; a rerun resumes from the latest
     monitor: Path | None = None       # TensorBoard event files
     name: str = "train"               # the run's name (W&B)
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
 class Trainer:
@@ -126,6 +131,7 @@ class Trainer:
         # neither toward time_budget_s nor toward the throughput
         self.t_warmup = 0.0
         self.timed_steps = 0
+        self.stop_requested = False
         self.monitor: Monitor | None = None
 
     def evaluate(self) -> dict[str, dict[str, float]]:
@@ -244,15 +250,20 @@ class Trainer:
         if self.scaler is not None and st.get("scaler"):
             self.scaler.load_state_dict(st["scaler"])
 
+    def _intact_checkpoint(self) -> Path | None:
+        """The newest checkpoint that verifies (rank 0 checks, every rank takes its answer)."""
+        found = state.latest_intact(self.ckpt_dir) if self.d.rank == 0 else None
+        return distributed.broadcast(found, self.d)  # type: ignore[no-any-return]
+
     def _rollback(self, rec: dict[str, Any]) -> None:
-        ckpts = state.complete(self.ckpt_dir) if self.ckpt_dir else []
-        if not ckpts or self.rollbacks >= self.cfg.max_rollbacks:
+        ckpt = self._intact_checkpoint()
+        if ckpt is None or self.rollbacks >= self.cfg.max_rollbacks:
             raise PretrainError(f"training diverged at step {self.step} ({rec['reason']}) and "
-                                f"{'no checkpoint is left to roll back to' if not ckpts else 'the rollback budget is spent'}; "
+                                f"{'no checkpoint is left to roll back to' if ckpt is None else 'the rollback budget is spent'}; "
                                 "lower train.lr or raise train.warmup_steps")
         bad_pos = self.data_pos
         events, rollbacks = self.events, self.rollbacks + 1
-        self.restore(ckpts[-1])
+        self.restore(ckpt)
         self.data_pos, self.events, self.rollbacks = bad_pos, events, rollbacks  # skip that data
         rec["action"] = f"rollback to step {self.step}, data position {bad_pos}"
 
@@ -260,10 +271,10 @@ class Trainer:
     def run(self) -> None:
         cfg = self.cfg
         distributed.barrier(self.d)  # rank 0 may have just cleared the checkpoints (--force)
-        ckpts = state.complete(self.ckpt_dir) if self.ckpt_dir else []
-        if cfg.resume and ckpts:
-            self.restore(ckpts[-1])
-            log0(f"train: resumed from {ckpts[-1]} (step {self.step})")
+        ckpt = self._intact_checkpoint() if cfg.resume else None
+        if ckpt is not None:
+            self.restore(ckpt)
+            log0(f"train: resumed from {ckpt} (step {self.step})")
         else:
             self.val_losses["0"] = self.evaluate()["all"]["loss"]
             log0(f"train: step 0 val loss {self.val_losses['0']:.4f}")
@@ -271,10 +282,30 @@ class Trainer:
         self.monitor = Monitor(self.paths.monitor, cfg.tensorboard, cfg.wandb, cfg.wandb_project,
                                self.paths.name, {"train": asdict(cfg), "model": asdict(self.model_cfg)},
                                self.step, enabled=self.d.rank == 0)
+        previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, self._request_stop)
         try:
             self._loop()
         finally:
             self.monitor.close()
+            if threading.current_thread() is threading.main_thread():
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    def _request_stop(self, signum: int, frame: Any) -> None:
+        """SIGTERM/SIGUSR1 (a scheduler's notice): stop at the next step boundary."""
+        self.stop_requested = True
+
+    def _stop_if_requested(self) -> None:
+        """At a step boundary: if any rank was asked to stop, all write a checkpoint and stop."""
+        if not distributed.any_rank(self.stop_requested, self.d, self.device):
+            return
+        ckpt = self.save()
+        where = f"checkpoint {ckpt}" if ckpt else "no checkpoint (no checkpoint folder)"
+        raise Preempted(f"stopped by a signal at step {self.step}, {where}; run the same "
+                        "command again to resume")
 
     def _loop(self) -> None:
         cfg = self.cfg
@@ -328,6 +359,7 @@ class Trainer:
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 \
                         and not self.done():
                     self.save()
+                self._stop_if_requested()
 
     def _fp16_overflow(self, loss: float) -> None:
         """fp16 gradients overflowed: skip the update, lower the scale, record the event."""

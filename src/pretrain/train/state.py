@@ -11,6 +11,9 @@ Layout: ``runs/<name>/checkpoints/<train key>/step-NNNNNNN/`` with
                              ``train.init_from``)
     rng.pt                   torch CPU (and CUDA) RNG states, loaded ``weights_only=True``
     state.json               step, data position, schedule/guard state, the log so far
+    checksums.json           every other file's size and sha256, written last: a resume
+                             verifies them and falls back to the previous checkpoint when
+                             the latest is damaged (a bad disk, a torn copy, tampering)
 
 DCP records each tensor's global shape and which piece each file holds, so a checkpoint
 written under one layout loads under any other (one process, DDP, FSDP, TP, PP): each
@@ -40,10 +43,12 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from .. import distributed
+from ..log import log0
 from ..model import io
 from ..model.config import ModelConfig
+from ..rundir import file_sha256
 
-STATE = "state.json"
+STATE, CHECKSUMS = "state.json", "checksums.json"
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -80,12 +85,55 @@ def save(folder: Path, step: int, model_cfg: ModelConfig, model: nn.Module,
             rng["cuda"] = torch.cuda.get_rng_state_all()  # type: ignore[assignment]
         torch.save(rng, tmp / "rng.pt")
         (tmp / STATE).write_text(json.dumps({**state, "step": step}))
+        sums = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
+                for p in sorted(tmp.iterdir()) if p.is_file()}
+        (tmp / CHECKSUMS).write_text(json.dumps(sums, indent=1))
         _fsync_tree(tmp)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
+        _fsync_tree_dir(folder)
         _rotate(folder, keep_last)
     distributed.barrier(d)
     return final
+
+
+def _fsync_tree_dir(folder: Path) -> None:
+    """The rename itself on disk: fsync the directory that holds it."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def verify(ckpt: Path) -> str | None:
+    """None if every file of ``ckpt`` matches the sizes and sha256 sums written with it;
+    else what does not (one line naming the file)."""
+    try:
+        sums = json.loads((ckpt / CHECKSUMS).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        return f"{ckpt / CHECKSUMS}: unreadable ({type(e).__name__})"
+    for name, want in sums.items():
+        path = ckpt / name
+        if not path.is_file():
+            return f"{path}: missing"
+        if path.stat().st_size != want["bytes"]:
+            return f"{path}: {path.stat().st_size} bytes, {want['bytes']} written"
+        if file_sha256(path) != want["sha256"]:
+            return f"{path}: sha256 differs from the one written"
+    return None
+
+
+def latest_intact(folder: Path | None) -> Path | None:
+    """The newest checkpoint in ``folder`` whose files verify; each damaged newer one is a
+    logged warning, never a traceback."""
+    for ckpt in reversed(complete(folder) if folder else []):
+        problem = verify(ckpt)
+        if problem is None:
+            return ckpt
+        log0(f"train: warning: checkpoint {ckpt.name} is damaged ({problem}); "
+             "trying the one before it")
+    return None
 
 
 def complete(folder: Path) -> list[Path]:

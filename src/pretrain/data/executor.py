@@ -6,7 +6,15 @@ so a retried or resumed task gives the same output.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from ..config import ConfigError
@@ -33,14 +41,36 @@ def execute(cfg: DataConfig, todo: list[Task], work: Path, ngrams_path: str) -> 
                 run_task(cfg, t, work, ngrams_path)
                 bar.update(1)
             return
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
         # spawn, not fork: the parent may hold threads (torch, the progress bar)
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as ex:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=die_with_parent, initargs=(os.getpid(),)) as ex:
             futures = [ex.submit(run_task, cfg, t, work, ngrams_path) for t in todo]
             for fut in as_completed(futures):
                 fut.result()
                 bar.update(1)
+
+
+def die_with_parent(parent: int) -> None:
+    """In a worker process: exit as soon as ``parent`` does, however it ends (SIGKILL
+    included), so no worker outlives the process that holds the run directory's lock and a
+    rerun never races with a previous attempt's workers. Linux: the kernel sends SIGKILL
+    (PR_SET_PDEATHSIG); elsewhere a thread polls the parent id."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) \
+        if sys.platform.startswith("linux") else None
+    if libc is not None and libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
+        if os.getppid() != parent:   # the parent died before the call above
+            os._exit(1)
+        return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="die-with-parent").start()
+
+
+_PR_SET_PDEATHSIG = 1   # <linux/prctl.h>
 
 
 def _ray(cfg: DataConfig, todo: list[Task], work: Path, ngrams_path: str) -> None:

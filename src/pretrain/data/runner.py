@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,8 @@ from .filters import (
 from .funnel import DropLog, Funnel
 from .minhash import MinHasher
 from .sources import SourceConfig
+
+TMP_MARK = ".tmp-"   # in the name of every file a task is still writing
 
 
 def build_steps(cfg: DataConfig, src: SourceConfig, ngrams: dict[str, np.ndarray]) -> list[Step]:
@@ -153,7 +156,11 @@ def run_task(cfg: DataConfig, task: Task, work: Path, ngrams_path: str) -> None:
     funnel = Funnel()
     skips: list[Skip] = []
     drops: list[tuple[str, Document, str]] = []
-    tmp = {ext: work / f"{task.stem}.{ext}.tmp" for ext in ("jsonl", "drops.jsonl", "samples.jsonl")}
+    # temporary names unique to this attempt: a retried task never meets another attempt's
+    # files (``stage.process`` sweeps those of dead attempts)
+    attempt = f"{TMP_MARK}{os.getpid()}-{secrets.token_hex(3)}"
+    names = ("jsonl", "drops.jsonl", "samples.jsonl", "stats.json", "keys.npy")
+    tmp = {ext: work / f"{task.stem}{attempt}.{ext}" for ext in names}
     keys: list[np.ndarray] = []
     batch: list[str] = []
     exact: list[tuple[int, int]] = []   # (exact hash, UTF-8 bytes) per kept document
@@ -188,16 +195,15 @@ def run_task(cfg: DataConfig, task: Task, work: Path, ngrams_path: str) -> None:
     n_bands = cfg.minhash.bands if hasher is not None else 0
     band = np.concatenate(keys) if keys else np.zeros((len(exact), n_bands), np.uint64)
     key_arr = np.concatenate([np.array(exact, np.uint64).reshape(-1, 2), band], axis=1)
-    np.save(work / f"{task.stem}.keys.tmp.npy", key_arr)
+    np.save(tmp["keys.npy"], key_arr)
     for step in steps:
         funnel.row(step.name)["stats"].update(step.stats)
     inputs = [_file_fingerprint(Path(f)) for f in task.files] if task.files else \
         [{"source": src.label(), "fingerprint": src.fingerprint()}]
     stats = {"funnel": funnel.as_json(), "inputs": inputs, "source": src.label()}
-    (work / f"{task.stem}.stats.json.tmp").write_text(json.dumps(stats, default=str))
-    for name in ("jsonl", "drops.jsonl", "samples.jsonl", "stats.json"):
-        os.replace(work / f"{task.stem}.{name}.tmp", work / f"{task.stem}.{name}")
-    os.replace(work / f"{task.stem}.keys.tmp.npy", work / f"{task.stem}.keys.npy")
+    tmp["stats.json"].write_text(json.dumps(stats, default=str))
+    for name in names:
+        os.replace(tmp[name], work / f"{task.stem}.{name}")
     (work / f"{task.stem}.done").touch()  # last: the task is complete
 
 

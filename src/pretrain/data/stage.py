@@ -32,7 +32,7 @@ from .dedup import deduplicate
 from .docs import DataOutput, ShardWriter
 from .executor import execute
 from .funnel import DropLog, Funnel, format_funnel
-from .runner import plan_tasks
+from .runner import TMP_MARK, plan_tasks
 
 
 def run(run: StageRun, cfg: DataConfig) -> None:
@@ -55,6 +55,7 @@ def process(cfg: DataConfig, out: Path, work: Path | None = None,
     if fresh:
         shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
+    _sweep_attempts(work)
     tasks = plan_tasks(cfg)
     ngrams_path = _prepare_benchmarks(cfg, work)
     todo = [t for t in tasks if not (work / f"{t.stem}.done").exists()]
@@ -114,13 +115,23 @@ def process(cfg: DataConfig, out: Path, work: Path | None = None,
                       shards=writer.shards, tasks=len(tasks))
 
 
+def _sweep_attempts(work: Path) -> None:
+    """Remove the temporary files of attempts that died. Called with the run directory's
+    lock held: the process that held it before is gone, and its workers died with it."""
+    stale = [p for p in work.iterdir() if TMP_MARK in p.name]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    if stale:
+        log0(f"data: removed {len(stale)} temporary files of an interrupted attempt")
+
+
 def _prepare_benchmarks(cfg: DataConfig, work: Path) -> str:
     if not (cfg.decontam.enabled and cfg.decontam.benchmarks):
         return ""
     path = work / "benchmark_ngrams.npz"
     if not path.exists():
         ngrams = benchmark_ngrams(cfg.decontam.benchmarks, cfg.decontam.ngram)
-        tmp = work / "benchmark_ngrams.tmp.npz"
+        tmp = work / f"benchmark_ngrams{TMP_MARK}{os.getpid()}.npz"
         np.savez(tmp, **ngrams)  # type: ignore[arg-type]
         os.replace(tmp, path)
     return str(path)

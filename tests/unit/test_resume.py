@@ -141,6 +141,16 @@ def test_divergence_without_a_checkpoint_is_a_clear_error(tokens, tmp_path, monk
         _run(tokens, tmp_path / "a", tmp_path / "ckpt")
 
 
+def test_a_rollback_past_newer_checkpoints_discards_them(tmp_path):
+    """After a divergence rollback to step 8, the checkpoints of steps 12 and 16 belong to
+    the abandoned stretch: a later resume must not pick them."""
+    for step in (4, 8, 12, 16):
+        (tmp_path / f"step-{step:07d}").mkdir()
+        (tmp_path / f"step-{step:07d}" / state.STATE).write_text("{}")
+    assert state.discard_after(tmp_path, 8) == ["step-0000012", "step-0000016"]
+    assert [p.name for p in state.complete(tmp_path)] == ["step-0000004", "step-0000008"]
+
+
 def test_rotation_keeps_last_k_and_the_best(tmp_path):
     model = Transformer(MODEL)
     opt = torch.optim.AdamW(model.parameters())
@@ -296,3 +306,47 @@ def test_every_damaged_checkpoint_is_warned_and_none_is_taken(tokens, tmp_path, 
     assert state.latest_intact(tmp_path / "ckpt") is None
     err = capsys.readouterr().err
     assert all(f"{c.name} is damaged" in err for c in state.complete(tmp_path / "ckpt"))
+
+
+def _events(out: Path) -> list[dict]:
+    path = out / "events.jsonl"
+    return [json.loads(x) for x in path.open()] if path.exists() else []
+
+
+# lr = 3 reached over a 60-step warmup: the loss falls to ~3.7, then climbs past 8 as the lr
+# grows (spike guard off: only the slow rise is left to catch)
+_TOO_HIGH = dict(lr=3.0, warmup_steps=60, steps=60, checkpoint_every=4, spike_zscore=0,
+                 eval_every=60)
+
+
+def test_slow_divergence_rolls_back_before_it_began_with_a_lower_lr(tokens, tmp_path):
+    out = tmp_path / "run"
+    _run(tokens, out, tmp_path / "ckpt", **_TOO_HIGH)
+    div = [e for e in _events(out) if e["reason"].startswith("divergence")]
+    assert div, "the climbing loss went unnoticed"
+    first = div[0]
+    back_to = int(first["action"].split("rollback to step ")[1].split(",")[0])
+    assert back_to <= first["began_at_step"] < first["step"]
+    assert "learning rate x0.5" in first["action"]
+    # the log is the trajectory kept: from the rollback on, half the warmup's lr
+    log = [json.loads(x) for x in (out / "log.jsonl").open()]
+    assert [r["step"] for r in log] == list(range(1, 61))
+    for r in log:
+        want = 3.0 * r["step"] / 60 * (0.5 ** len(div) if r["step"] > back_to else 1.0)
+        assert r["lr"] == pytest.approx(want), r["step"]
+    assert log[-1]["val_loss"] < log[0]["loss"]
+
+
+def test_divergence_with_on_divergence_stop_is_a_one_line_error(tokens, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(PretrainError, match=r"training diverged at step \d+ \(divergence: .*"
+                       r"train.on_divergence = 'stop'.*lower train.lr"):
+        _run(tokens, out, tmp_path / "ckpt", on_divergence="stop", **_TOO_HIGH)
+
+
+def test_divergence_off_lets_the_loss_climb(tokens, tmp_path):
+    out = tmp_path / "run"
+    _run(tokens, out, tmp_path / "ckpt", on_divergence="off", **_TOO_HIGH)
+    assert not _events(out)
+    losses = [r["loss"] for r in map(json.loads, (out / "log.jsonl").open())]
+    assert max(losses) > 1.5 * losses[0]   # what the monitor would have caught

@@ -128,6 +128,16 @@ class TrainConfig:
     spike_zscore: float = 6.0         # a loss this many std above the window mean is a spike; 0 = off
     max_bad_steps: int = 3            # bad (skipped) steps in a row before rolling back
     max_rollbacks: int = 3            # then give up with an error
+    # slow divergence: the loss (mean of the last 5 steps) above divergence_factor x the first
+    # step's, or over divergence_window steps the newer half's mean divergence_rise above the
+    # older half's. "rollback": to a checkpoint from before it began, the learning rate times
+    # divergence_lr_factor from then on (counts against max_rollbacks); "stop": a one-line
+    # error; "off": not watched. 0 turns one rule off.
+    on_divergence: Literal["rollback", "stop", "off"] = "rollback"
+    divergence_factor: float = 1.5
+    divergence_window: int = 200
+    divergence_rise: float = 0.1
+    divergence_lr_factor: float = 0.5
     parallel: ParallelConfig = field(default_factory=ParallelConfig)  # under torchrun
     tensorboard: bool = True          # event files in runs/<name>/tensorboard/
     wandb: Literal["off", "offline", "online"] = "off"
@@ -160,6 +170,13 @@ class TrainConfig:
                               "(train.parallel)")
         if self.time_budget_s < 0:
             raise ConfigError("time_budget_s must be >= 0 (0 = train for `steps` steps)")
+        if self.divergence_factor != 0 and self.divergence_factor <= 1:
+            raise ConfigError("divergence_factor must be > 1 (or 0 = off), got "
+                              f"{self.divergence_factor}")
+        if (self.divergence_window < 0 or self.divergence_window == 1 or self.divergence_rise <= 0
+                or not 0 < self.divergence_lr_factor <= 1):
+            raise ConfigError("divergence_window must be 0 (off) or >= 2, divergence_rise > 0 "
+                              "and divergence_lr_factor within (0, 1]")
         if self.spike_window < 2 or self.max_bad_steps < 1 or self.max_rollbacks < 0:
             raise ConfigError("spike_window >= 2, max_bad_steps >= 1, max_rollbacks >= 0 needed")
 

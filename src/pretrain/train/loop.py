@@ -54,7 +54,7 @@ from .optim import (
 )
 from .parallelize import Layout, build, make_layout, resolve_precision
 from .pipelining import Pipeline
-from .stability import SpikeGuard
+from .stability import DivergenceMonitor, SpikeGuard
 
 
 @dataclass
@@ -120,6 +120,9 @@ class Trainer:
         # before clipping, a step with overflowed gradients skipped and the scale lowered
         self.scaler = torch.amp.GradScaler(device.type) if self.precision == "fp16" else None
         self.guard = SpikeGuard(cfg.spike_window, cfg.spike_zscore, cfg.max_bad_steps)
+        self.divergence = DivergenceMonitor(cfg.divergence_factor, cfg.divergence_window,
+                                            cfg.divergence_rise)
+        self.lr_scale = 1.0   # lowered by each divergence rollback
         self.peak_flops = cfg.peak_tflops * 1e12 or measured_peak_flops(device)
         # the loop state, all of it saved in checkpoints
         self.step = self.data_pos = self.rollbacks = 0
@@ -229,6 +232,7 @@ class Trainer:
         return {"data_pos": self.data_pos, "rollbacks": self.rollbacks, "history": self.history,
                 "val_losses": self.val_losses, "events": self.events, "t_train": self.t_train,
                 "guard": self.guard.state(), "generations": self.generations,
+                "divergence": self.divergence.state(), "lr_scale": self.lr_scale,
                 "scaler": self.scaler.state_dict() if self.scaler else None,
                 "val_loss": self.val_losses.get(str(self.step), math.inf)}
 
@@ -247,12 +251,16 @@ class Trainer:
         self.t_train = st["t_train"]
         self.generations = st.get("generations", [])
         self.guard.load(st["guard"])
+        self.divergence.load(st.get("divergence"))
+        self.lr_scale = st.get("lr_scale", 1.0)
         if self.scaler is not None and st.get("scaler"):
             self.scaler.load_state_dict(st["scaler"])
 
-    def _intact_checkpoint(self) -> Path | None:
-        """The newest checkpoint that verifies (rank 0 checks, every rank takes its answer)."""
-        found = state.latest_intact(self.ckpt_dir) if self.d.rank == 0 else None
+    def _intact_checkpoint(self, at_most: int | None = None,
+                           oldest: bool = False) -> Path | None:
+        """The newest (or ``oldest``) checkpoint that verifies, of step ``at_most`` or earlier
+        if given (rank 0 checks, every rank takes its answer)."""
+        found = state.latest_intact(self.ckpt_dir, at_most, oldest) if self.d.rank == 0 else None
         return distributed.broadcast(found, self.d)  # type: ignore[no-any-return]
 
     def _rollback(self, rec: dict[str, Any]) -> None:
@@ -266,6 +274,53 @@ class Trainer:
         self.restore(ckpt)
         self.data_pos, self.events, self.rollbacks = bad_pos, events, rollbacks  # skip that data
         rec["action"] = f"rollback to step {self.step}, data position {bad_pos}"
+
+    def _diverged(self, loss: float) -> bool:
+        """After an accepted step: watch for slow divergence; True if it rolled back."""
+        cfg = self.cfg
+        if cfg.on_divergence == "off":
+            return False
+        found = self.divergence.observe(self.step, loss)
+        if found is None:
+            return False
+        assert self.monitor is not None
+        reason, began = found
+        rec: dict[str, Any] = {"step": self.step, "data_pos": self.data_pos - 1, "loss": loss,
+                               "reason": reason, "began_at_step": began}
+        ckpt, nearest = None, ""
+        if cfg.on_divergence == "rollback":
+            # from before it began; else the oldest one kept (rotation may have removed those)
+            ckpt = self._intact_checkpoint(at_most=began)
+            if ckpt is None:
+                ckpt = self._intact_checkpoint(oldest=True)
+                nearest = (f" (none is left from step {began} or earlier: the oldest kept; "
+                           "raise train.keep_last to keep more)")
+        if ckpt is None or self.rollbacks >= cfg.max_rollbacks:
+            why = ("train.on_divergence = 'stop'" if cfg.on_divergence == "stop" else
+                   "there is no checkpoint to roll back to"
+                   if ckpt is None else "the rollback budget (train.max_rollbacks) is spent")
+            rec["action"] = "stopped"
+            self.events.append(rec)
+            self.monitor.event(rec)
+            raise PretrainError(
+                f"training diverged at step {self.step} ({reason}; it began after step "
+                f"{began}) and {why}; lower train.lr (to {cfg.lr * self.lr_scale * cfg.divergence_lr_factor:.3g}?) "
+                "or raise train.warmup_steps")
+        bad_pos, events, rollbacks = self.data_pos, self.events, self.rollbacks + 1
+        lr_scale = self.lr_scale * cfg.divergence_lr_factor
+        if self.d.rank == 0 and self.ckpt_dir is not None:
+            gone = state.discard_after(self.ckpt_dir, state.step_of(ckpt))
+            if gone:
+                log0(f"train: removed the checkpoints of the diverged steps: {', '.join(gone)}")
+        self.restore(ckpt)
+        self.data_pos, self.events, self.rollbacks = bad_pos, events, rollbacks
+        self.lr_scale = lr_scale
+        rec["action"] = (f"rollback to step {self.step}, data position {bad_pos}, learning "
+                         f"rate x{lr_scale:g} from now on{nearest}")
+        self.events.append(rec)
+        self.monitor.event(rec)
+        log0(f"train: step {rec['step']}: {reason}; {rec['action']}")
+        return True
 
     # ---- the loop ----------------------------------------------------------------------------
     def run(self) -> None:
@@ -318,7 +373,7 @@ class Trainer:
             while not self.done():
                 t0 = time.perf_counter()
                 frac = self.t_train / cfg.time_budget_s if cfg.time_budget_s else None
-                lr = lr_at(self.step, cfg, frac)
+                lr = lr_at(self.step, cfg, frac) * self.lr_scale
                 for g in self.opt.param_groups:  # every optimizer's groups
                     g["lr"] = lr
                 loss, norm = self.forward_backward(self.data_pos)
@@ -356,6 +411,8 @@ class Trainer:
                     self.timed_steps += 1
                 self._record(loss, lr, norm, dt, tokens_per_step, flops_per_step)
                 bar.update(1, loss=loss)
+                if self._diverged(loss):
+                    continue   # rolled back: nothing of the diverged state is saved
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 \
                         and not self.done():
                     self.save()

@@ -124,16 +124,34 @@ def verify(ckpt: Path) -> str | None:
     return None
 
 
-def latest_intact(folder: Path | None) -> Path | None:
-    """The newest checkpoint in ``folder`` whose files verify; each damaged newer one is a
-    logged warning, never a traceback."""
-    for ckpt in reversed(complete(folder) if folder else []):
+def latest_intact(folder: Path | None, at_most: int | None = None,
+                  oldest: bool = False) -> Path | None:
+    """The newest (``oldest``: the oldest) checkpoint in ``folder``, of step ``at_most`` or
+    earlier if given, whose files verify; each damaged one passed over is a logged warning,
+    never a traceback."""
+    ckpts = complete(folder) if folder else []
+    for ckpt in ckpts if oldest else reversed(ckpts):
+        if at_most is not None and step_of(ckpt) > at_most:
+            continue
         problem = verify(ckpt)
         if problem is None:
             return ckpt
         log0(f"train: warning: checkpoint {ckpt.name} is damaged ({problem}); "
-             "trying the one before it")
+             f"trying the one {'after' if oldest else 'before'} it")
     return None
+
+
+def step_of(ckpt: Path) -> int:
+    return int(ckpt.name.split("-")[1])
+
+
+def discard_after(folder: Path, step: int) -> list[str]:
+    """Remove the checkpoints of steps after ``step`` (a diverged stretch that was rolled
+    back: a resume must never pick them); returns their names."""
+    gone = [p for p in complete(folder) if step_of(p) > step]
+    for p in gone:
+        shutil.rmtree(p)
+    return [p.name for p in gone]
 
 
 def complete(folder: Path) -> list[Path]:

@@ -1,0 +1,35 @@
+"""The issue's case through the real CLI: `pretrain train --train.lr=3` used to take the
+loss far above uniform guessing and exit 0. Now the divergence is caught within a few steps
+and, with nothing to roll back to, is a one-line error with the remedy (exit 2)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pretrain.pipeline import run_stages
+from pretrain.run_config import load_config
+
+from ..conftest import tiny_overrides
+
+
+@pytest.mark.parametrize("mode", ["rollback", "stop"])
+def test_lr_3_is_caught_and_reported_in_one_line(tmp_path, mode):
+    overrides = tiny_overrides(tmp_path, train__lr="3", train__steps="60", device="cpu",
+                               train__on_divergence=mode, train__threads="1")
+    run_stages(load_config(None, overrides), ("data", "tokenizer", "tokenize"), force=set())
+    res = subprocess.run([sys.executable, "-m", "pretrain", "train", "--plain",
+                          *(f"--{k}={v}" for k, v in overrides)], capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert res.returncode == 2, res.stderr[-2000:]
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: training diverged at step ") and "Traceback" not in res.stderr
+    assert "x the starting loss" in last and "lower train.lr (to 1.5?)" in last
+    assert ("train.on_divergence = 'stop'" if mode == "stop" else
+            "there is no checkpoint to roll back to") in last
+    step = int(last.split("at step ")[1].split()[0])
+    assert step < 20   # caught early, not after the 60 steps
+    assert not (tmp_path / "runs" / "tiny" / "train").exists()

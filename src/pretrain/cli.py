@@ -1,12 +1,14 @@
 """``pretrain`` command line: parse -> config -> stages. Nothing else lives here.
 
 One command per stage of the registry (``stages.py``) plus ``run`` (all of them),
-``export``, ``report``, ``config show|validate`` and ``data inspect``. Every command that
+``export``, ``report``, ``verify``, ``plan``, ``sweep``, ``config show|validate`` and
+``data inspect``. Every command that
 reads a config takes ``-c/--config`` (a TOML file or a shipped config name; default
 ``quickstart``) and any number of dotted overrides ``--section.key=value``; there is no
 flag that duplicates a config key. User errors (bad config, missing stage) print one
 ``error:`` line and exit with status 2; failed gates exit with 3; training stopped by
-SIGTERM or SIGUSR1 writes a checkpoint and exits with 75 (rerun to resume).
+SIGTERM or SIGUSR1 writes a checkpoint and exits with 75 (rerun to resume); ``verify``
+exits with 1 when a file differs from its record.
 
 The commands that run stages import the pipeline (and with it torch) when they run, so
 ``config show``, ``--dry-run`` and ``--help`` stay instant.
@@ -34,6 +36,7 @@ from .eval.gates import check
 from .log import rank, set_plain
 from .planning import Options, dry_run_summary, plan
 from .run_config import RunConfig, load_config, resolve_config_path, shipped_configs
+from .rundir import verify_run
 
 EPILOG = """\
 overrides: any config value can be set with --section.key=value, e.g.
@@ -130,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "matplotlib) from what the run's stages wrote: funnel, "
                                    "tokenizer, training, evaluation, gates, samples. "
                                    "`pretrain run` writes it at the end.")
+    p.add_argument("run", metavar="RUN", help="run directory (runs/<name>)")
+    p = sub.add_parser("verify", allow_abbrev=False,
+                       help="re-hash a run's outputs and checkpoints against their records",
+                       description="Re-hash every output file of every completed stage of RUN "
+                                   "against the sha256 in its manifest, and every checkpoint "
+                                   "against its checksums.json. Names each file that is "
+                                   "missing, changed or unrecorded; exits 1 if any.")
     p.add_argument("run", metavar="RUN", help="run directory (runs/<name>)")
     p = sub.add_parser("config", allow_abbrev=False, help="show or validate configs",
                        description="Show the resolved config (defaults < TOML < overrides), "
@@ -277,6 +287,15 @@ def _inspect_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _verify(run: Path) -> int:
+    checked, problems = verify_run(run)
+    for line in problems:
+        print(line)
+    print(f"verify: {checked} files checked in {run}: "
+          + (f"{len(problems)} problems" if problems else "all match their records"))
+    return 1 if problems else 0
+
+
 def _no_overrides(command: str, overrides: list[tuple[str, str]]) -> None:
     if overrides:
         raise PretrainError(f"{command} takes no config overrides")
@@ -302,6 +321,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .report import write_report  # the result tables import torch
             print(f"report: {write_report(Path(args.run))}")
             return 0
+        if args.command == "verify":
+            _no_overrides("verify", overrides)
+            return _verify(Path(args.run))
         if args.command == "export":
             _no_overrides("export", overrides)
             from .export import export_run  # torch and transformers' formats

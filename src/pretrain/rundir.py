@@ -39,6 +39,7 @@ from typing import Any
 from .config import PretrainError
 
 MANIFEST = "manifest.json"
+CHECKSUMS = "checksums.json"   # a checkpoint's {file: {bytes, sha256}}, written last
 _VERSIONED = ("torch", "numpy", "tiktoken", "rustbpe", "safetensors", "pretrain")
 
 
@@ -91,6 +92,64 @@ def read_manifest(stage_dir: Path) -> dict[str, Any] | None:
         except OSError:
             return None
     return m
+
+
+def verify_files(folder: Path, recorded: dict[str, dict[str, Any]]) -> list[str]:
+    """Re-hash each file of ``recorded`` (path relative to ``folder`` -> its bytes and
+    sha256); one line per file that is missing or differs."""
+    problems = []
+    for rel, want in sorted(recorded.items()):
+        path = folder / rel
+        if not path.is_file():
+            problems.append(f"{path}: missing")
+        elif path.stat().st_size != want["bytes"]:
+            problems.append(f"{path}: {path.stat().st_size} bytes, {want['bytes']} recorded")
+        elif file_sha256(path) != want["sha256"]:
+            problems.append(f"{path}: sha256 differs from the one recorded")
+    return problems
+
+
+def read_checksums(folder: Path) -> dict[str, dict[str, Any]]:
+    """A checkpoint's recorded sums; OSError or ValueError when unreadable."""
+    sums = json.loads((folder / CHECKSUMS).read_text())
+    if not isinstance(sums, dict) or not all(
+            isinstance(v, dict) and {"bytes", "sha256"} <= v.keys() for v in sums.values()):
+        raise ValueError("not a {file: {bytes, sha256}} table")
+    return sums
+
+
+def verify_run(root: Path) -> tuple[int, list[str]]:
+    """Every output of every stage of the run directory ``root`` against its manifest, and
+    every checkpoint against its checksums: (files checked, one line per problem)."""
+    if not (root / "config.toml").is_file() and not any(root.glob(f"*/{MANIFEST}")):
+        raise PretrainError(f"{root}: not a run directory (no config.toml, no stage manifest)")
+    checked, problems = 0, []
+    for stage_dir in sorted(p.parent for p in root.glob(f"*/{MANIFEST}")):
+        try:
+            m = json.loads((stage_dir / MANIFEST).read_text())
+            outputs = m["outputs"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            problems.append(f"{stage_dir / MANIFEST}: unreadable ({type(e).__name__})")
+            continue
+        if m.get("status") != "complete":
+            problems.append(f"{stage_dir / MANIFEST}: status {m.get('status')!r}, not complete")
+        checked += len(outputs)
+        problems += verify_files(stage_dir, outputs)
+        extra = sorted(str(p.relative_to(stage_dir)) for p in stage_dir.rglob("*")
+                       if p.is_file() and p.name != MANIFEST
+                       and str(p.relative_to(stage_dir)) not in outputs)
+        problems += [f"{stage_dir / rel}: not in the manifest" for rel in extra]
+    for ckpt in sorted(root.glob("checkpoints/*/step-*")):
+        if not ckpt.is_dir() or ckpt.name.endswith(".tmp"):
+            continue
+        try:
+            sums = read_checksums(ckpt)
+        except (OSError, ValueError) as e:
+            problems.append(f"{ckpt / CHECKSUMS}: unreadable ({type(e).__name__})")
+            continue
+        checked += len(sums)
+        problems += verify_files(ckpt, sums)
+    return checked, problems
 
 
 def _now() -> str:

@@ -25,6 +25,7 @@ SURFACE = {
     "plan": ["--budget", "--config", "--dollars", "--fit", "--gpu", "--gpu-hours", "--gpus",
              "--help", "--mfu", "--price", "-c", "-h"],
     "report": ["--help", "-h", "run"],
+    "verify": ["--help", "-h", "run"],
     "sweep": ["--budgets", "--config", "--help", "--plain", "--predict", "--sizes", "-c", "-h"],
     "config": ["--help", "-h"],
     "config show": ["--config", "--help", "-c", "-h", "name"],

@@ -46,9 +46,9 @@ from .. import distributed
 from ..log import log0
 from ..model import io
 from ..model.config import ModelConfig
-from ..rundir import file_sha256
+from ..rundir import CHECKSUMS, file_sha256, read_checksums, verify_files
 
-STATE, CHECKSUMS = "state.json", "checksums.json"
+STATE = "state.json"
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -110,18 +110,11 @@ def verify(ckpt: Path) -> str | None:
     """None if every file of ``ckpt`` matches the sizes and sha256 sums written with it;
     else what does not (one line naming the file)."""
     try:
-        sums = json.loads((ckpt / CHECKSUMS).read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        sums = read_checksums(ckpt)
+    except (OSError, ValueError) as e:
         return f"{ckpt / CHECKSUMS}: unreadable ({type(e).__name__})"
-    for name, want in sums.items():
-        path = ckpt / name
-        if not path.is_file():
-            return f"{path}: missing"
-        if path.stat().st_size != want["bytes"]:
-            return f"{path}: {path.stat().st_size} bytes, {want['bytes']} written"
-        if file_sha256(path) != want["sha256"]:
-            return f"{path}: sha256 differs from the one written"
-    return None
+    problems = verify_files(ckpt, sums)
+    return problems[0] if problems else None
 
 
 def latest_intact(folder: Path | None, at_most: int | None = None,

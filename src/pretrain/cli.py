@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -168,7 +169,10 @@ def _run(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
     if args.command == "run":
         rd = run_stages(cfg, stages.names(), set(args.force))
     else:
-        rd = run_stages(cfg, [args.command], set(args.force), require_current_upstream=True)
+        typed = ([f"-c {shlex.quote(args.config)}"] if args.config else []) + [
+            shlex.quote(f"--{k}={v}") for k, v in overrides]
+        rd = run_stages(cfg, [args.command], set(args.force), require_current_upstream=True,
+                        args="".join(" " + t for t in typed))
     if rank() != 0:  # under torchrun, rank 0 reports
         return 0
     print(f"run directory: {rd.root}")
@@ -246,12 +250,26 @@ def _config(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
     failed = 0
     for path in paths:
         try:
-            load_config(path, overrides)
-            print(f"ok      {path}")
+            cfg = load_config(path, overrides)
+            missing = _missing_inputs(cfg)
+            print(f"ok      {path}" + (f" (but on this machine: {'; '.join(missing)}; "
+                                       "see the config's comments)" if missing else ""))
         except ConfigError as e:
             failed += 1
             print(f"invalid {path}: {e}")
     return 1 if failed else 0
+
+
+def _missing_inputs(cfg: RunConfig) -> list[str]:
+    """The local files a valid config names but this machine lacks (paths resolve from
+    the current directory): the config is fine, its data stage would stop."""
+    out = []
+    for i, src in enumerate(cfg.data.sources):
+        try:
+            getattr(src, "files", list)()
+        except ConfigError as e:
+            out.append(f"data.sources.{i}: {e}")
+    return out
 
 
 _OPTIONS = {"-c", "--config", "--dry-run", "--force", "--gate", "--plain", "-h", "--help",

@@ -20,6 +20,7 @@ errors, TOML round trip) is small.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import math
@@ -112,7 +113,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, CliValue):
             value = next((a for a in allowed if str(a) == value), str(value))
         if value not in allowed:
-            raise ConfigError(f"{key}: {value!r} is not allowed; choose one of {_type_name(tp)}")
+            close = difflib.get_close_matches(str(value), [str(a) for a in typing.get_args(tp)],
+                                              n=1, cutoff=0.6)
+            guess = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{key}: {value!r} is not allowed{guess}; choose one of "
+                              f"{_type_name(tp)}")
         return value
     if origin is list:
         (inner,) = get_args(tp)
@@ -147,8 +152,10 @@ def build(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
     for name, value in values.items():
         key = f"{prefix}.{name}" if prefix else name
         if name not in fields:
+            close = difflib.get_close_matches(name, fields, n=1, cutoff=0.6)
+            guess = f"did you mean {(prefix + '.' if prefix else '') + close[0]!r}? " if close else ""
             allowed = ", ".join(sorted(fields))
-            raise ConfigError(f"unknown config key {key!r}; allowed here: {allowed}")
+            raise ConfigError(f"unknown config key {key!r}; {guess}allowed here: {allowed}")
         kwargs[name] = _coerce(value, hints[name], key)
     try:
         return cls(**kwargs)

@@ -42,14 +42,14 @@ def _key(cfg: RunConfig, rd: RunDir, stage: stages.Stage) -> tuple[str, dict[str
     return fingerprint(parts), json.loads(json.dumps(parts, default=jsonable))
 
 
-def _check_current(cfg: RunConfig, rd: RunDir, name: str) -> None:
+def _check_current(cfg: RunConfig, rd: RunDir, name: str, args: str) -> None:
     m = rd.manifest(name)
     if m is None:
         raise PretrainError(f"stage {name!r} has not completed in {rd.root}; run "
-                            f"`pretrain {name}` or `pretrain run` first")
+                            f"`pretrain {name}{args}` or `pretrain run{args}` first")
     if m["key"] != _key(cfg, rd, stages.get(name))[0]:
         raise PretrainError(f"stage {name!r} in {rd.root} is out of date with this config; "
-                            f"run `pretrain {name}` or `pretrain run` first")
+                            f"run `pretrain {name}{args}` or `pretrain run{args}` first")
 
 
 def _agreed(d: distributed.Dist, decide: Callable[[], T]) -> T:
@@ -69,10 +69,12 @@ def _agreed(d: distributed.Dist, decide: Callable[[], T]) -> T:
 
 
 def run_stages(cfg: RunConfig, names: Sequence[str], force: set[str],
-               require_current_upstream: bool = False) -> RunDir:
+               require_current_upstream: bool = False, args: str = "") -> RunDir:
     """Run the stages ``names`` in order, skipping completed ones; ``force`` reruns a stage
     and all after it. With ``require_current_upstream`` (single-stage commands), every
-    stage the first one reads from, transitively, must have completed with this config."""
+    stage the first one reads from, transitively, must have completed with this config.
+    ``args``: the user's config options as typed (`` -c X --k=v``), repeated in the hints
+    of the commands to run first."""
     todo = [stages.get(n) for n in names]
     stray = sorted(force - {"all", *names})
     if stray:
@@ -93,7 +95,7 @@ def run_stages(cfg: RunConfig, names: Sequence[str], force: set[str],
                 rd.sweep_tmp()
                 if require_current_upstream:
                     for u in stages.ancestors(todo[0].name):
-                        _check_current(cfg, rd, u)
+                        _check_current(cfg, rd, u, args)
                 rd.write_config(to_toml(cfg))
 
             _agreed(d, open_run)
@@ -110,7 +112,7 @@ def run_stages(cfg: RunConfig, names: Sequence[str], force: set[str],
 def _plan(cfg: RunConfig, rd: RunDir, stage: stages.Stage, forcing: bool) -> dict[str, Any]:
     for u in stage.reads:
         if rd.manifest(u) is None:
-            _check_current(cfg, rd, u)  # raises: names the missing stage
+            _check_current(cfg, rd, u, "")  # raises: names the missing stage
     key, parts = _key(cfg, rd, stage)
     m = rd.manifest(stage.name)
     if m is not None and m["key"] == key and not forcing:

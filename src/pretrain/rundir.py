@@ -94,6 +94,14 @@ def read_manifest(stage_dir: Path) -> dict[str, Any] | None:
     return m
 
 
+def honour_umask(path: Path) -> None:
+    """Give ``path`` the mode a plain ``open()`` would (0666 less the umask): writers that go
+    through a private temporary file (safetensors) leave 0600 whatever the umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def verify_files(folder: Path, recorded: dict[str, dict[str, Any]]) -> list[str]:
     """Re-hash each file of ``recorded`` (path relative to ``folder`` -> its bytes and
     sha256); one line per file that is missing or differs."""
@@ -189,7 +197,10 @@ class RunDir:
 
     @contextmanager
     def lock(self) -> Iterator[None]:
-        """One pretrain process per run directory: a second one would sweep the first's work."""
+        """One pretrain process per run directory: a second one would sweep the first's work.
+        A run directory this created and left holding nothing but the lock (a command that
+        failed on its checks) is removed again."""
+        created = [p for p in [self.root, *self.root.parents] if not p.exists()]
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / ".lock", "a+") as f:
             try:
@@ -207,6 +218,13 @@ class RunDir:
                 yield
             finally:
                 f.truncate(0)
+                if created and [p.name for p in self.root.iterdir()] == [".lock"]:
+                    (self.root / ".lock").unlink()
+                    for p in created:   # the run directory, then runs/ if this made it
+                        try:
+                            p.rmdir()
+                        except OSError:   # another run has put something there since
+                            break
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     def sweep_tmp(self) -> None:

@@ -35,11 +35,11 @@ def test_int_given_for_float_is_accepted_from_toml(tmp_path: Path):
 
 @pytest.mark.parametrize("overrides, message", [
     ([("nope", "1")], "unknown config key 'nope'; allowed here: data, device, eval"),
-    ([("train.lrr", "1")], "unknown config key 'train.lrr'; allowed here: activation_checkpointing, batch_size"),
+    ([("train.lrr", "1")], "unknown config key 'train.lrr'; did you mean 'train.lr'? allowed here: activation_checkpointing"),
     ([("model.d_model", "abc")], "model.d_model: expected int, got 'abc'"),
     ([("train.lr", "fast")], "train.lr: expected float, got 'fast'"),
     ([("model.tie_embeddings", "maybe")], "model.tie_embeddings: expected true or false"),
-    ([("model.arch", "gpt9")], "model.arch: 'gpt9' is not allowed; choose one of 'llama'"),
+    ([("model.arch", "gpt9")], "model.arch: 'gpt9' is not allowed (did you mean 'gpt2'?); choose one of 'llama'"),
     ([("data.sources.0.type", "ftp")], "data.sources.0.type: 'ftp' is not allowed; choose one of "
                                         "'python-installation' | 'local' | 'huggingface'"),
     ([("data.sources.5.max_bytes", "1")], "data.sources.5: no list element '5'"),

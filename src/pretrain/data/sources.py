@@ -214,7 +214,9 @@ class LocalSource(SourceConfig):
             files = [m for m in matched if m.is_file()]
             if not files:
                 what = "only folders match" if matched else "no file matches"
-                raise ConfigError(f"local source: {what} {pattern!r}")
+                where = "" if os.path.isabs(os.path.expanduser(pattern)) else \
+                    f" (relative to {os.getcwd()})"
+                raise ConfigError(f"local source: {what} {pattern!r}{where}")
             out += files
         return out
 

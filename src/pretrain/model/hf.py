@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from ..config import ConfigError
+from ..rundir import honour_umask
 from .config import ModelConfig
 from .transformer import Transformer
 
@@ -177,6 +178,7 @@ def export(model: Transformer, out: Path, bos_id: int | None = None,
                for hf, t in zip(names_hf, to_hf([ours[n] for n in names]), strict=True)}
     out.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    honour_umask(out / "model.safetensors")
     (out / "config.json").write_text(json.dumps(hf_config(cfg, bos_id, eos_id), indent=2))
     gen = {"bos_token_id": bos_id, "eos_token_id": eos_id, "use_cache": True}
     (out / "generation_config.json").write_text(json.dumps(gen, indent=2))

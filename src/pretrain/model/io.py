@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from ..config import ConfigError, build
+from ..rundir import honour_umask
 from .config import ModelConfig
 from .hf import import_hf
 from .transformer import Transformer
@@ -49,6 +50,7 @@ def save_weights(model_sd: dict[str, torch.Tensor], aliases: dict[str, str], pat
     from safetensors.torch import save_file
     save_file({k: v.contiguous() for k, v in model_sd.items() if k not in aliases}, str(path),
               metadata={"format": "pt", **LAYOUT})
+    honour_umask(path)
 
 
 def check_layout(path: Path) -> None:

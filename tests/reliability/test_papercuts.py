@@ -1,0 +1,83 @@
+"""The first-use papercuts of issue 18, each where it can fail: file modes, the hint of a
+command run out of order, failed commands leaving run directories behind, typos."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from pretrain.cli import main
+from pretrain.model import hf, io
+from pretrain.model.config import ModelConfig
+from pretrain.model.transformer import Transformer
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.parametrize("umask, want", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_weights_files_follow_the_umask(tmp_path, umask, want):
+    model = Transformer(ModelConfig(d_model=16, n_layers=1, n_heads=2, seq_len=8, vocab_size=40))
+    old = os.umask(umask)
+    try:
+        io.save_weights(model.state_dict(), io.tied_aliases(model), tmp_path / "w.safetensors")
+        hf.export(model, tmp_path / "hf")
+    finally:
+        os.umask(old)
+    assert _mode(tmp_path / "w.safetensors") == want
+    assert _mode(tmp_path / "hf" / "model.safetensors") == want
+    assert _mode(tmp_path / "hf" / "config.json") == want   # as a plain write does
+
+
+def test_out_of_order_hint_repeats_the_users_options_and_leaves_no_run_dir(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    code = main(["train", "-c", "quickstart", f"--runs_dir={runs}", "--name=t",
+                 "--train.steps=7"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert (f"run `pretrain data -c quickstart --runs_dir={runs} --name=t --train.steps=7` or "
+            f"`pretrain run -c quickstart --runs_dir={runs} --name=t --train.steps=7` first") in err
+    assert not runs.exists()   # neither the run directory nor runs/ it made
+
+
+def test_a_failed_command_keeps_a_run_directory_that_was_there(tmp_path, capsys):
+    (tmp_path / "runs" / "t").mkdir(parents=True)
+    (tmp_path / "runs" / "t" / "notes.txt").write_text("mine")
+    assert main(["train", f"--runs_dir={tmp_path / 'runs'}", "--name=t"]) == 2
+    assert (tmp_path / "runs" / "t" / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("argv, hint", [
+    (["--train.lrr=1"], "did you mean 'train.lr'?"),
+    (["--trian.lr=1"], "did you mean 'train'?"),
+    (["--model.arch=lama"], "(did you mean 'llama'?)"),
+    (["--train.schedule=cosin"], "(did you mean 'cosine'?)"),
+])
+def test_a_typo_gets_a_did_you_mean(argv, hint, capsys):
+    assert main(["train", "--dry-run", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and hint in err and len(err.strip().splitlines()) == 1
+
+
+def test_no_suggestion_for_a_key_like_nothing(capsys):
+    assert main(["train", "--dry-run", "--train.zzzzqqq=1"]) == 2
+    assert "did you mean" not in capsys.readouterr().err
+
+
+
+def test_config_validate_says_when_a_valid_configs_inputs_are_missing_here(tmp_path, capsys,
+                                                                          monkeypatch):
+    monkeypatch.chdir(tmp_path)   # where data/shakespeare/ has not been prepared
+    assert main(["config", "validate", "speedrun-shakespeare"]) == 0   # the config is valid
+    out = capsys.readouterr().out
+    assert out.startswith("ok ") and "but on this machine: data.sources.0: local source: " \
+        f"no file matches 'data/shakespeare/train.txt' (relative to {tmp_path})" in out
+    (tmp_path / "data" / "shakespeare").mkdir(parents=True)
+    for name in ("train.txt", "val.txt"):
+        (tmp_path / "data" / "shakespeare" / name).write_text("To be.\n")
+    assert main(["config", "validate", "speedrun-shakespeare"]) == 0
+    assert "but on this machine" not in capsys.readouterr().out

@@ -129,7 +129,8 @@ def _execute(cfg: RunConfig, rd: RunDir, stage: stages.Stage, plan: dict[str, An
     if d.rank != 0:  # the same body, for its collectives; the output is rank 0's
         with tempfile.TemporaryDirectory() as tmp:
             stage.run(cfg, StageRun(name=stage.name, out=Path(tmp), inputs=inputs,
-                                    key=plan["key"], root=rd.root, forced=plan["forced"]))
+                                    key=plan["key"], key_parts=plan["parts"], root=rd.root,
+                                    forced=plan["forced"]))
         return
     on = f" on {d.world} processes" if d.enabled else ""
     log0(f"[{stage.name}] running{on} ({plan['why']})")

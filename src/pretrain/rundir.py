@@ -180,6 +180,7 @@ class StageRun:
     out: Path                                   # temporary output folder
     inputs: dict[str, Path]                     # upstream stage name -> its final folder
     key: str = ""                               # the stage key (config + inputs)
+    key_parts: dict[str, Any] = field(default_factory=dict)  # what the key hashes
     root: Path = Path(".")                      # the run directory
     forced: bool = False                        # rerun on request: start over, do not resume
     counts: dict[str, Any] = field(default_factory=dict)
@@ -260,7 +261,8 @@ class RunDir:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         started, started_at = time.time(), _now()
-        run = StageRun(name=stage, out=tmp, inputs=inputs, key=key, root=self.root, forced=forced)
+        run = StageRun(name=stage, out=tmp, inputs=inputs, key=key, key_parts=key_parts,
+                       root=self.root, forced=forced)
         try:
             fn(run)
         except BaseException:

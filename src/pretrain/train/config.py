@@ -124,6 +124,9 @@ class TrainConfig:
     checkpoint_every: int = 100       # steps between resumable checkpoints; 0 = none
     keep_last: int = 2                # checkpoints kept (plus the best by val loss)
     resume: bool = True               # continue from the latest checkpoint of the same config
+    # checkpoints of this run's other train configs (other keys) are listed when training
+    # starts; true removes them
+    remove_other_checkpoints: bool = False
     spike_window: int = 50            # losses the spike z-score is computed over
     spike_zscore: float = 6.0         # a loss this many std above the window mean is a spike; 0 = off
     max_bad_steps: int = 3            # bad (skipped) steps in a row before rolling back
@@ -149,7 +152,7 @@ class TrainConfig:
     # float sums). Left out of the train stage's key: changing them never retrains, and a
     # run resumes its checkpoints under any of them.
     UNKEYED: ClassVar[tuple[str, ...]] = (
-        "resume", "log_every", "eval_every", "eval_batches", "probe_prompt_tokens",
+        "resume", "remove_other_checkpoints", "log_every", "eval_every", "eval_batches", "probe_prompt_tokens",
         "probe_new_tokens", "threads", "peak_tflops", "checkpoint_every", "keep_last",
         "tensorboard", "wandb", "wandb_project", "parallel")
 

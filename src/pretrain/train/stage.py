@@ -4,24 +4,40 @@ Checkpoints live beside the stage output, in ``checkpoints/train-<key>/`` (keyed
 stage key, so a changed config never resumes from another run's checkpoints) and
 TensorBoard files in ``tensorboard/train-<key>/``. ``--force train`` removes both first:
 it means train again from the start.
+
+A config that differs from an earlier one of the same run only in its learning-rate
+schedule (``steps``, ``schedule``, ``lr``, ``warmup_steps``, ``decay_frac``,
+``min_lr_ratio``) continues from the earlier one's newest checkpoint before which both
+schedules give every step the same learning rate: raising ``steps`` of a WSD run continues
+from its stable phase, exactly as if it had been started with the new value. Otherwise
+the log says why it starts over. Each checkpoint folder carries ``lineage.json`` (the key
+without the schedule, and the train config) for this.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 from .. import distributed
-from ..config import PretrainError
+from ..config import ConfigError, PretrainError, build, fingerprint
 from ..log import log0
 from ..model import io
 from ..model.config import ModelConfig
 from ..model.transformer import Transformer, grow_vocab
 from ..rundir import StageRun
 from ..tokenizer.shards import TokenShards
+from . import state
 from .config import TrainConfig
 from .loop import RunPaths, train
+from .optim import lr_at
+
+SCHEDULE = ("steps", "schedule", "lr", "warmup_steps", "decay_frac", "min_lr_ratio")
+LINEAGE = "lineage.json"
 
 
 def run(run: StageRun, model_cfg: ModelConfig, cfg: TrainConfig, seed: int, device: str) -> None:
@@ -35,10 +51,115 @@ def run(run: StageRun, model_cfg: ModelConfig, cfg: TrainConfig, seed: int, devi
     paths = RunPaths(out=run.out, checkpoints=run.root / "checkpoints" / f"train-{run.key}",
                      monitor=run.root / "tensorboard" / f"train-{run.key}", name=run.root.name)
     d = distributed.from_env()
-    if run.forced and d.rank == 0:  # --force train means train again from the start
-        for folder in (paths.checkpoints, paths.monitor):
-            shutil.rmtree(folder, ignore_errors=True)  # type: ignore[arg-type]
+    if d.rank == 0:
+        assert paths.checkpoints is not None
+        if run.forced:  # --force train means train again from the start
+            for folder in (paths.checkpoints, paths.monitor):
+                shutil.rmtree(folder, ignore_errors=True)  # type: ignore[arg-type]
+        _checkpoint_lineage(run, cfg, paths.checkpoints)
+    distributed.barrier(d)
     run.counts.update(train(cfg, model_cfg, run.inputs["tokenize"], paths, seed, device, init, d))
+
+
+def _checkpoint_lineage(run: StageRun, cfg: TrainConfig, folder: Path) -> None:
+    """Rank 0, before training: mark ``folder`` with its lineage; continue from an earlier
+    config's checkpoint where the schedules agree; list (or remove) the other folders."""
+    lineage = lineage_of(run.key_parts)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / LINEAGE).exists():
+        (folder / LINEAGE).write_text(json.dumps({"lineage": lineage, "train": asdict(cfg)}))
+    others = sorted(p for p in folder.parent.glob("train-*") if p.is_dir() and p != folder)
+    if cfg.resume and not state.complete(folder):
+        found = continuation(cfg, lineage, others)
+        if found is not None:
+            _link_copy(found, folder / found.name)
+            log0(f"train: continuing from {found} (an earlier config of this run whose "
+                 "learning rate is the same at every step before it)")
+    for other in others:
+        if cfg.remove_other_checkpoints:
+            shutil.rmtree(other)
+            log0(f"train: removed {other} (train.remove_other_checkpoints)")
+            continue
+        ckpts = state.complete(other)
+        size = sum(f.stat().st_size for f in other.rglob("*") if f.is_file())
+        latest = f", latest step {state.step_of(ckpts[-1])}" if ckpts else ""
+        log0(f"train: checkpoints of another config of this run: {other} ({len(ckpts)} "
+             f"checkpoints{latest}, {size / 1e6:.1f} MB); --train.remove_other_checkpoints=true "
+             "removes them")
+
+
+def lineage_of(key_parts: dict[str, Any]) -> str:
+    """The train key without the schedule: two configs of one lineage train the same model
+    on the same data in the same order, and may differ only in their learning rates."""
+    parts = json.loads(json.dumps(key_parts))
+    for k in SCHEDULE:
+        parts.get("config", {}).get("train", {}).pop(k, None)
+    return fingerprint(parts)
+
+
+def continuation(cfg: TrainConfig, lineage: str, folders: list[Path]) -> Path | None:
+    """The newest intact checkpoint, in ``folders`` of the same lineage, that training with
+    ``cfg`` would also have written; each refusal is logged with its reason."""
+    best: tuple[int, Path] | None = None
+    refusals: list[str] = []
+    for other in folders:
+        try:
+            meta = json.loads((other / LINEAGE).read_text())
+            old = build(TrainConfig, meta["train"]) if meta["lineage"] == lineage else None
+        except (OSError, ValueError, KeyError, ConfigError):
+            continue
+        if old is None:
+            continue
+        refusal = ""
+        for ckpt in reversed(state.complete(other)):
+            step = state.step_of(ckpt)
+            why = _schedules_differ(old, cfg, step)
+            if why is None and state.verify(ckpt) is None:
+                if best is None or step > best[0]:
+                    best = (step, ckpt)
+                break
+            refusal = refusal or f"not continuing from {ckpt}: {why or 'damaged'}"
+        else:
+            if refusal:   # none of this folder's checkpoints would do: why not the newest
+                refusals.append(refusal)
+    if best is None:
+        for line in refusals:
+            log0(f"train: {line}; training starts from step 0")
+    return best[1] if best else None
+
+
+def _schedules_differ(old: TrainConfig, new: TrainConfig, step: int) -> str | None:
+    """None when both configs give steps 0 .. ``step`` - 1 the same learning rate (and so
+    a checkpoint at ``step`` is what ``new`` would have written); else why not."""
+    if step > new.steps:
+        return f"it is past train.steps = {new.steps}"
+    if old.time_budget_s or new.time_budget_s:
+        return "with train.time_budget_s the learning rate depends on the time taken"
+    if any(m.weight_end != -1.0 for m in new.mixture):
+        return "a mixture curriculum (weight_end) spreads over train.steps"
+    for t in range(step):
+        if lr_at(t, old) != lr_at(t, new):
+            hint = ("; schedule = 'wsd' lets a run be extended (its stable phase lengthens)"
+                    if new.schedule != "wsd" else "")
+            return (f"the learning rate differs from step {t} on (schedule {old.schedule!r}, "
+                    f"steps {old.steps} -> {new.schedule!r}, {new.steps}), before this "
+                    f"checkpoint's step {step}{hint}")
+    return None
+
+
+def _link_copy(src: Path, dst: Path) -> None:
+    """``src`` as ``dst``, its files hard-linked where the filesystem allows (no copy)."""
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    def link(a: str, b: str) -> None:
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    shutil.copytree(src, tmp, copy_function=link)
+    os.replace(tmp, dst)
 
 
 def _init(cfg: TrainConfig, shards: TokenShards, vocab: int) -> Transformer:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .config import ConfigError
+from .config import ConfigError, PretrainError
 from .model import hf as model_hf
 from .model import io
+from .rundir import write_failure
 from .tokenizer import hf as tok_hf
 from .tokenizer.bpe import Tokenizer
 
@@ -33,10 +34,14 @@ def export_run(source: Path, out: Path) -> Path:
     tok = Tokenizer.load(tok_path) if tok_path else None
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model_hf.export(model, tmp, tok.bos_id if tok else None, tok.eos_id if tok else None)
-    if tok is not None:
-        tok_hf.save_pretrained(tok, tmp, model.cfg.seq_len)
-    tmp.rename(out)
+    try:
+        model_hf.export(model, tmp, tok.bos_id if tok else None, tok.eos_id if tok else None)
+        if tok is not None:
+            tok_hf.save_pretrained(tok, tmp, model.cfg.seq_len)
+        tmp.rename(out)
+    except Exception as e:   # noqa: BLE001 -- safetensors raises its own type for a full disk
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise PretrainError(f"export: {write_failure(out, e)}; nothing was left at {out}") from e
     return out
 
 

@@ -20,11 +20,13 @@ and is swept on the next run.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import time
@@ -100,6 +102,45 @@ def honour_umask(path: Path) -> None:
     mask = os.umask(0)
     os.umask(mask)
     os.chmod(path, 0o666 & ~mask)
+
+
+def write_failure(path: Path, exc: BaseException) -> str:
+    """Why writing ``path`` failed, in one line a user can act on: the disk full, the file
+    size limit, a read-only or forbidden place, else the underlying error's first line.
+
+    Libraries wrap the OS error differently (DCP collects each rank's exception in
+    ``failures``; torch's zip writer and safetensors raise their own types with the errno
+    lost), so the chain is searched and the file system is asked directly."""
+    seen: list[BaseException] = []
+    todo: list[BaseException] = [exc]
+    while todo and len(seen) < 20:
+        e = todo.pop(0)
+        seen.append(e)
+        todo += [c for c in (e.__cause__, e.__context__) if c is not None]
+        todo += [c for c in getattr(e, "failures", {}).values() if isinstance(c, BaseException)]
+    os_err = next((e for e in seen if isinstance(e, OSError) and e.errno), None)
+    where = next((p for p in [path, *path.parents] if p.exists()), Path("/"))
+    free = shutil.disk_usage(where).free
+    fsize = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    code = os_err.errno if os_err else None
+    full = f"the disk is full ({free / 2**20:.0f} MiB free on the file system of {where})"
+    limit = f"the file size limit (ulimit -f) of {fsize:,} bytes was reached"
+    if code == errno.EROFS:
+        why = f"{where} is on a read-only file system"
+    elif code in (errno.EACCES, errno.EPERM):
+        why = f"no permission to write in {where}"
+    elif code in (errno.ENOSPC, errno.EDQUOT):
+        why = full
+    elif code == errno.EFBIG:
+        why = limit
+    elif code is None and free < (64 << 20):   # the library lost the errno: ask the disk
+        why = full
+    elif code is None and fsize != resource.RLIM_INFINITY:
+        why = limit
+    else:
+        first = str(seen[-1] if os_err is None else os_err).strip().splitlines()
+        why = f"{type(os_err or seen[-1]).__name__}: {first[0] if first else ''}"
+    return f"could not write {path}: {why}"
 
 
 def verify_files(folder: Path, recorded: dict[str, dict[str, Any]]) -> list[str]:
@@ -202,8 +243,13 @@ class RunDir:
         A run directory this created and left holding nothing but the lock (a command that
         failed on its checks) is removed again."""
         created = [p for p in [self.root, *self.root.parents] if not p.exists()]
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a+") as f:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            f = open(self.root / ".lock", "a+")  # noqa: SIM115 -- closed by the with below
+        except OSError as e:
+            raise PretrainError(f"{write_failure(self.root, e)}: a run directory must be "
+                                "writable (choose another place with --runs_dir=...)") from e
+        with f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -42,6 +42,7 @@ from ..model.config import ModelConfig
 from ..model.generate import generate
 from ..model.transformer import Transformer
 from ..plan.memory import Split, estimate, largest_batch
+from ..rundir import write_failure
 from ..tokenizer.shards import TokenShards
 from . import state
 from .config import TrainConfig
@@ -543,7 +544,13 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: Run
     with open(out / "generations.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps(g, ensure_ascii=False) + "\n" for g in t.generations)
     assert final_sd is not None
-    io.save(out, model_cfg, final_sd, io.aliases_for(model_cfg))
+    try:
+        io.save(out, model_cfg, final_sd, io.aliases_for(model_cfg))
+    except Exception as e:   # noqa: BLE001 -- safetensors raises its own type for a full disk
+        ckpt = state.latest_intact(t.ckpt_dir)
+        kept = (f"the last checkpoint, {ckpt}, is intact" if ckpt else "no checkpoint was kept")
+        raise PretrainError(f"train: {write_failure(out / io.WEIGHTS, e)}; {kept}; make room "
+                            "and rerun the same command to write the weights") from e
     first, last = t.val_losses["0"], t.val_losses[str(t.step)]
     counts: dict[str, Any] = {
         "params": model_cfg.num_params(), "steps": t.step, "tokens_seen": tokens_per_step * t.step,

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 import torch.distributed.checkpoint as dcp
 from torch import nn
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (
     get_model_state_dict,
     get_optimizer_state_dict,
@@ -43,10 +44,11 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from .. import distributed
+from ..config import PretrainError
 from ..log import log0
 from ..model import io
 from ..model.config import ModelConfig
-from ..rundir import CHECKSUMS, file_sha256, read_checksums, verify_files
+from ..rundir import CHECKSUMS, file_sha256, read_checksums, verify_files, write_failure
 
 STATE = "state.json"
 
@@ -75,24 +77,33 @@ def save(folder: Path, step: int, model_cfg: ModelConfig, model: nn.Module,
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     distributed.barrier(d)
-    dcp.save({"model": get_model_state_dict(model),
-              "optim": get_optimizer_state_dict(model, _optimizers(opt))}, checkpoint_id=tmp,
-             no_dist=not d.enabled)
-    if d.rank == 0:
-        (tmp / io.CONFIG).write_text(json.dumps(io.config_dict(model_cfg), indent=2))
-        rng = {"cpu": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()  # type: ignore[assignment]
-        torch.save(rng, tmp / "rng.pt")
-        (tmp / STATE).write_text(json.dumps({**state, "step": step}))
-        sums = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
-                for p in sorted(tmp.iterdir()) if p.is_file()}
-        (tmp / CHECKSUMS).write_text(json.dumps(sums, indent=1))
-        _fsync_tree(tmp)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        _fsync_tree_dir(folder)
-        _rotate(folder, keep_last)
+    try:
+        dcp.save({"model": get_model_state_dict(model),
+                  "optim": get_optimizer_state_dict(model, _optimizers(opt))}, checkpoint_id=tmp,
+                 no_dist=not d.enabled)
+        if d.rank == 0:
+            (tmp / io.CONFIG).write_text(json.dumps(io.config_dict(model_cfg), indent=2))
+            rng = {"cpu": torch.get_rng_state()}
+            if torch.cuda.is_available():
+                rng["cuda"] = torch.cuda.get_rng_state_all()  # type: ignore[assignment]
+            torch.save(rng, tmp / "rng.pt")
+            (tmp / STATE).write_text(json.dumps({**state, "step": step}))
+            sums = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
+                    for p in sorted(tmp.iterdir()) if p.is_file()}
+            (tmp / CHECKSUMS).write_text(json.dumps(sums, indent=1))
+            _fsync_tree(tmp)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            _fsync_tree_dir(folder)
+            _rotate(folder, keep_last)
+    except (Exception, CheckpointException) as e:   # DCP's is a BaseException
+        if d.rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        before = [c for c in complete(folder) if c != final]
+        kept = (f"the checkpoint before it, {before[-1]}, is intact" if before
+                else "no earlier checkpoint existed; nothing written before was touched")
+        raise PretrainError(f"train: {write_failure(final, e)}; {kept}; make room and rerun "
+                            "the same command to resume") from e
     distributed.barrier(d)
     return final
 

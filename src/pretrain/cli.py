@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -265,6 +266,13 @@ def _missing_inputs(cfg: RunConfig) -> list[str]:
     the current directory): the config is fine, its data stage would stop."""
     out = []
     for i, src in enumerate(cfg.data.sources):
+        url = getattr(src, "url", "")
+        if url:   # not fetched here: validating downloads nothing
+            path = Path(os.path.expanduser(src.paths[0]))
+            if not path.is_file():
+                out.append(f"data.sources.{i}: {path} is not here yet; the data stage will "
+                           f"download it from {url}")
+            continue
         try:
             getattr(src, "files", list)()
         except ConfigError as e:

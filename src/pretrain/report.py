@@ -26,7 +26,7 @@ from .eval.gates import check
 from .model.config import ModelConfig
 from .plan.laws import Law
 from .plan.report import frontier, size
-from .run_config import load_config
+from .run_config import RunConfig, load_config
 from .tokenizer.report import table as tokenizer_table
 
 
@@ -98,6 +98,32 @@ def _plot(log: list[dict[str, Any]], out: Path) -> str:
     return f"![loss]({out.parent.name}/{out.name})\n"
 
 
+def _num(v: Any, fmt: str) -> str:
+    return "n/a" if v is None else fmt.format(v)
+
+
+def _hyperparameters(cfg: RunConfig | None) -> str:
+    """The settings that shape the model and its optimisation, as the run resolved them."""
+    if cfg is None:
+        return ""
+    m, t = cfg.model, cfg.train
+    heads = f"{m.n_heads}" + (f" (kv {m.n_kv_heads})" if m.arch == "llama"
+                               and m.n_kv_heads != m.n_heads else "")
+    sched = f"{t.schedule}, warmup {t.warmup_steps}, min lr x{t.min_lr_ratio:g}" + (
+        f", decay {t.decay_frac:.0%}" if t.schedule == "wsd" else "")
+    budget = f"{t.steps:,} steps" + (f" or {t.time_budget_s:g} s" if t.time_budget_s else "")
+    rows = [("model", f"{m.arch}, d_model {m.d_model}, {m.n_layers} layers, {heads} heads"),
+            ("context, vocabulary", f"{m.seq_len}, {m.vocab_size or cfg.tokenizer.vocab_size:,}"),
+            ("batch", f"{t.batch_size} x {t.grad_accum} accumulation x {m.seq_len} tokens"),
+            ("optimizer", f"{t.optimizer}, lr {t.lr:g}, betas ({t.beta1:g}, {t.beta2:g}), "
+                          f"weight decay {t.weight_decay:g}, clip {t.grad_clip:g}"),
+            ("schedule", sched), ("length", budget),
+            ("precision, compile", f"{t.precision}, {'on' if t.compile else 'off'}"),
+            ("seed", f"{cfg.seed}")]
+    return ("Hyperparameters (`config.toml`):\n\n| | |\n|---|---|\n"
+            + "".join(f"| {k} | {v} |\n" for k, v in rows) + "\nResults:\n\n")
+
+
 def _train(root: Path) -> str:
     m = _json(root / "train" / "manifest.json")
     if m is None:
@@ -108,8 +134,9 @@ def _train(root: Path) -> str:
             ("val loss, start -> end", f"{c.get('val_loss_initial')} -> {c.get('val_loss_final')}"),
             ("val bits per byte, end", c.get("val_bpb_final")),
             ("train loss, end", c.get("train_loss_final")),
-            ("tokens/s", c.get("tok_per_s")), ("MFU (median)", c.get("mfu_median")),
-            ("matmul peak measured", f"{c.get('peak_gflops')} GFLOP/s"),
+            ("tokens/s", _num(c.get("tok_per_s"), "{:,.0f}")),
+            ("MFU (median)", _num(c.get("mfu_median"), "{:.1%}")),
+            ("matmul peak", _num(c.get("peak_gflops"), "{:,.0f} GFLOP/s")),
             ("skipped steps / rollbacks", f"{c.get('skipped_steps')} / {c.get('rollbacks')}"),
             ("device, processes", f"{c.get('device')}, {c.get('processes')}")]
     out = ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
@@ -196,14 +223,15 @@ def write_report(root: Path) -> Path:
     are those of the run's own ``config.toml``."""
     if not (root / "config.toml").is_file():
         raise ConfigError(f"{root} is not a run directory (no config.toml)")
+    cfg: RunConfig | None = None
     try:
-        gates = load_config(str(root / "config.toml")).eval.gates
-        gate_note = ""
+        cfg = load_config(str(root / "config.toml"))
+        gates, gate_note = cfg.eval.gates, ""
     except ConfigError as e:  # written by another version of pretrain
         gates, gate_note = [], f"(gates not checked: {root / 'config.toml'}: {e})\n"
     parts = [f"# Run report: {root.name}\n", "## Stages\n", _stages(root),
              "## Data\n", _data(root), "## Tokenizer\n", _tokenizer(root),
-             "## Training\n", _train(root), "## Plan\n", _plan(root),
+             "## Training\n", _hyperparameters(cfg) + _train(root), "## Plan\n", _plan(root),
              "## Evaluation\n", _eval(root, gates) + gate_note,
              "## Samples\n", _samples(root)]
     out = root / "report.md"

@@ -331,6 +331,12 @@ def test_run_writes_a_report_from_the_stage_outputs(tiny_run):
     assert f"| all | {ev['all']['loss']:.4f} |" in text
     png = root / "report" / "loss.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "](report/loss.png)" in text
+    cfg = load_config(str(root / "config.toml"))   # the hyperparameters, as resolved
+    assert (f"| model | {cfg.model.arch}, d_model {cfg.model.d_model}, {cfg.model.n_layers} "
+            "layers") in text
+    assert f"lr {cfg.train.lr:g}, betas" in text and f"| seed | {cfg.seed} |" in text
+    if "mfu_median" in counts:   # one format for MFU: a percentage, as the training log prints
+        assert f"| MFU (median) | {counts['mfu_median']:.1%} |" in text
 
 
 def test_report_of_a_partial_run_names_what_did_not_run_and_checks_gates(tiny_run, tmp_path):

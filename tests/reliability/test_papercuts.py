@@ -13,6 +13,10 @@ from pretrain.cli import main
 from pretrain.model import hf, io
 from pretrain.model.config import ModelConfig
 from pretrain.model.transformer import Transformer
+from pretrain.pipeline import run_stages
+from pretrain.run_config import load_config
+
+from ..conftest import tiny_overrides
 
 
 def _mode(path: Path) -> int:
@@ -81,3 +85,20 @@ def test_config_validate_says_when_a_valid_configs_inputs_are_missing_here(tmp_p
         (tmp_path / "data" / "shakespeare" / name).write_text("To be.\n")
     assert main(["config", "validate", "speedrun-shakespeare"]) == 0
     assert "but on this machine" not in capsys.readouterr().out
+
+
+def test_tokenizer_training_and_benchmark_scoring_show_progress(tmp_path, capsys):
+    """The quickstart's longest silent stretches were the tokenizer's sample and the
+    benchmark tasks; each now reports progress (plain lines when stderr is not a terminal)."""
+    empty = tmp_path / "no-benchmarks"
+    empty.mkdir()
+    cfg = load_config(None, tiny_overrides(tmp_path, train__steps="2", eval__core="true",
+                                           eval__tasks='["arc_easy", "piqa"]',
+                                           eval__tasks_dir=str(empty),
+                                           eval__memorization_docs="0"))
+    run_stages(cfg, ("data", "tokenizer", "tokenize", "train", "eval"), force=set())
+    err = capsys.readouterr().err
+    assert "[tokenizer sample] " in err and " chars " in err
+    assert f"merging pairs up to a vocabulary of {cfg.tokenizer.vocab_size}" in err
+    assert "[eval benchmarks] 2/2 tasks" in err
+    assert "[eval CORE] 22/22 tasks" in err

@@ -1,4 +1,5 @@
 import gzip
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -277,3 +278,34 @@ def test_prose_corpus_does_not_depend_on_what_the_process_imported(monkeypatch):
         pytest.skip("this setuptools vendors nothing")
     monkeypatch.setattr(sys, "path", [*sys.path, str(vendor)])
     assert (PythonInstallationSource(part="prose").fingerprint(), _distributions()) == before
+
+
+def test_a_url_source_downloads_once_checks_its_sum_and_splits_by_characters(tmp_path,
+                                                                             monkeypatch):
+    remote = tmp_path / "remote" / "input.txt"
+    remote.parent.mkdir()
+    text = "".join(f"line {i}: to be or not to be\n" for i in range(400))
+    remote.write_text(text)
+    sha = hashlib.sha256(remote.read_bytes()).hexdigest()
+    monkeypatch.chdir(tmp_path)
+    train = LocalSource(paths=["dl/input.txt"], url=remote.as_uri(), sha256=sha,
+                        char_range=[0.0, 0.9])
+    val = LocalSource(paths=["dl/input.txt"], url=remote.as_uri(), sha256=sha,
+                      char_range=[0.9, 1.0])
+    key = train.fingerprint()   # computed before the file exists: planning downloads nothing
+    assert not (tmp_path / "dl").exists()
+    [a], _ = _read(train)
+    assert (tmp_path / "dl" / "input.txt").read_text() == text
+    [b], _ = _read(val)
+    cut = int(len(text) * 0.9)   # nanoGPT's split: the first 90% of the characters train
+    assert (a.text, b.text) == (text[:cut], text[cut:])
+    assert train.fingerprint() == key   # the download does not change the data stage's key
+    with pytest.raises(ConfigError, match="has sha256"):
+        _read(LocalSource(paths=["dl/input.txt"], url=remote.as_uri(), sha256="0" * 64))
+    with pytest.raises(ConfigError, match="could not be downloaded from .*put the file there"):
+        _read(LocalSource(paths=["elsewhere/x.txt"], url=(tmp_path / "none").as_uri()))
+    assert not list((tmp_path / "elsewhere").iterdir())   # no partial download left
+    with pytest.raises(ConfigError, match="char_range"):
+        LocalSource(paths=["x.txt"], char_range=[0.5, 0.2])
+    with pytest.raises(ConfigError, match="exactly one file"):
+        LocalSource(paths=["*.txt"], url=remote.as_uri())

@@ -201,13 +201,56 @@ class LocalSource(SourceConfig):
     # a longer jsonl line is a counted skip without being parsed (a runaway record, such
     # as a whole dump on one line, would otherwise cost its size several times in memory)
     max_record_bytes: int = 64 << 20
+    # One file a user may not have yet: with ``url`` the single path is downloaded there
+    # when it is missing (and checked against ``sha256`` when given). The source is then
+    # identified by the URL and checksum, so a download does not change the stage key.
+    url: str = ""
+    sha256: str = ""
+    # text files: the share of each file's characters to read, [start, end) as fractions;
+    # [0, 0.9] and [0.9, 1] split one file into train and val the way nanoGPT does
+    char_range: list[float] = field(default_factory=lambda: [0.0, 1.0])
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.paths:
             raise ConfigError("paths: a local source needs at least one file or glob")
+        if self.url and (len(self.paths) != 1 or glob.has_magic(self.paths[0])):
+            raise ConfigError("url: a downloaded source names exactly one file in paths "
+                              f"(not a glob), got {self.paths}")
+        lo, hi = (list(self.char_range) + [None, None])[:2]
+        if len(self.char_range) != 2 or not (lo is not None and hi is not None
+                                             and 0.0 <= lo < hi <= 1.0):
+            raise ConfigError(f"char_range: [start, end] with 0 <= start < end <= 1, got "
+                              f"{self.char_range}")
+
+    def fetch(self) -> Path:
+        """The ``url`` source's file, downloaded to its path first if it is missing."""
+        path = Path(os.path.expanduser(self.paths[0]))
+        if not path.is_file():
+            import urllib.request
+            print(f"data: {path} is missing; downloading {self.url}", file=sys.stderr)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.download-{os.getpid()}")
+            try:
+                with urllib.request.urlopen(self.url, timeout=60) as r, open(tmp, "wb") as f:
+                    while block := r.read(1 << 20):
+                        f.write(block)
+            except (OSError, ValueError) as e:   # URLError is an OSError
+                tmp.unlink(missing_ok=True)
+                raise ConfigError(f"local source: {path} is missing and could not be "
+                                  f"downloaded from {self.url} ({e}); put the file there "
+                                  "yourself, or point paths at a copy") from None
+            os.replace(tmp, path)
+        if self.sha256:
+            got = hashlib.sha256(path.read_bytes()).hexdigest()
+            if got != self.sha256:
+                raise ConfigError(f"local source: {path} has sha256 {got}, not the "
+                                  f"{self.sha256} this source expects (from {self.url or 'config'})")
+        return path
 
     def files(self) -> list[Path]:
+        if self.url:
+            return [self.fetch()]
         out: list[Path] = []
         for pattern in self.paths:
             matched = [Path(m) for m in sorted(glob.glob(os.path.expanduser(pattern), recursive=True))]
@@ -221,7 +264,10 @@ class LocalSource(SourceConfig):
         return out
 
     def fingerprint(self) -> Any:
-        return [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in self.files()]
+        if self.url:   # what the URL and checksum name, whether downloaded yet or not
+            return [self.url, self.sha256, self.char_range]
+        return [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in self.files()] + (
+            [self.char_range] if self.char_range != [0.0, 1.0] else [])
 
     def _format(self, p: Path) -> str:
         if self.format != "auto":
@@ -241,6 +287,8 @@ class LocalSource(SourceConfig):
     def read(self, files: list[str] | None = None) -> Iterator[Document | Skip]:
         for p in map(Path, files) if files else self.files():
             fmt = self._format(p)
+            if fmt != "txt" and self.char_range != [0.0, 1.0]:
+                raise ConfigError(f"{p}: char_range applies to text files only, not {fmt}")
             if fmt == "jsonl":
                 yield from self._read_jsonl(p)
             elif fmt == "txt":
@@ -298,6 +346,11 @@ class LocalSource(SourceConfig):
             return
         except _read_errors() as e:
             yield Skip(str(p), "unreadable", f"{p}: {type(e).__name__}: {e}")
+            return
+        if self.char_range != [0.0, 1.0]:
+            lo, hi = (int(len(text) * f) for f in self.char_range)
+            text = text[lo:hi]
+            yield Document(f"{p.name}[{lo}:{hi}]", text, self.label(), {"path": str(p)})
             return
         yield Document(p.name, text, self.label(), {"path": str(p)})
 

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 from ..config import ConfigError
-from ..log import log0
+from ..log import Progress, log0
 from .config import EvalConfig
 from .files import TASKS, CoreTask
 from .scoring import device_of, score_tails, seq_len_of
@@ -134,14 +134,17 @@ def run(model: torch.nn.Module, tok: Any, cfg: EvalConfig) -> dict[str, Any]:
     tasks_dir, limit = cfg.tasks_dir, cfg.core_limit
     per_task: dict[str, Any] = {}
     missing = []
-    for task in TASKS:
-        found = task_items(task, tasks_dir, limit)
-        if found is None:
-            missing.append(task.label)
-            continue
-        path, exact, items = found
-        res = score_task(model, tok, task, items, cfg.batch_size)
-        per_task[task.label] = {**res, "exact": exact, "file": str(path)}
+    with Progress("eval CORE", total=len(TASKS), unit="tasks", every_s=5.0) as bar:
+        for task in TASKS:
+            bar.update(0, task=task.label)
+            found = task_items(task, tasks_dir, limit)
+            if found is None:
+                missing.append(task.label)
+            else:
+                path, exact, items = found
+                res = score_task(model, tok, task, items, cfg.batch_size)
+                per_task[task.label] = {**res, "exact": exact, "file": str(path)}
+            bar.update(1)
     if missing:
         log0(f"eval: CORE tasks without a file under {tasks_dir}: {', '.join(missing)}")
     exact_scores = [r["centered"] for r in per_task.values() if r["exact"]]

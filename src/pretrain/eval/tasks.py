@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ..config import ConfigError
-from ..log import log0
+from ..log import Progress, log0
 from .config import EvalConfig
 from .files import BUILTIN, resolve
 from .loss import score
@@ -175,18 +175,21 @@ def run_tasks(model: torch.nn.Module, tok: Any, cfg: EvalConfig) -> dict[str, An
     """Every task of ``cfg.tasks`` whose file exists; a missing file is a logged skip (the
     quickstart must run where the shared evaluation files are absent)."""
     results: dict[str, Any] = {}
-    for name, path, kind, delim in resolve(cfg.tasks, cfg.tasks_dir):
-        if not path.is_file():
-            log0(f"eval: task {name} skipped: no file at {path}")
-            results[name] = {"skipped": f"no file at {path}"}
-            continue
-        if kind == "perplexity":
-            results[name] = perplexity(model, tok, path, cfg.batch_size, cfg.task_limit)
-            continue
-        kind, items = load(path, kind, delim, cfg.task_limit)
-        items = with_fewshot(items, cfg.num_fewshot)
-        results[name] = evaluate(model, tok, name, kind, items, cfg.batch_size)
-        results[name]["num_fewshot"] = cfg.num_fewshot
+    todo = list(resolve(cfg.tasks, cfg.tasks_dir))
+    with Progress("eval benchmarks", total=len(todo), unit="tasks", every_s=5.0) as bar:
+        for name, path, kind, delim in todo:
+            bar.update(0, task=name)
+            if not path.is_file():
+                log0(f"eval: task {name} skipped: no file at {path}")
+                results[name] = {"skipped": f"no file at {path}"}
+            elif kind == "perplexity":
+                results[name] = perplexity(model, tok, path, cfg.batch_size, cfg.task_limit)
+            else:
+                kind, items = load(path, kind, delim, cfg.task_limit)
+                items = with_fewshot(items, cfg.num_fewshot)
+                results[name] = evaluate(model, tok, name, kind, items, cfg.batch_size)
+                results[name]["num_fewshot"] = cfg.num_fewshot
+            bar.update(1)
     return results
 
 

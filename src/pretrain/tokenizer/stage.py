@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from ..data.docs import read_docs, read_output
-from ..log import log0
+from ..log import Progress, log0
 from ..rundir import StageRun
 from . import bpe, pretrained, shards
 from . import report as rep_mod
@@ -38,9 +38,13 @@ def run_tokenizer(run: StageRun, cfg: TokenizerConfig) -> None:
 
     def sample() -> Iterator[str]:
         nonlocal chars
-        for text in bpe.training_sample(read_docs(data, prefetch=512), cfg, domains):
-            chars += len(text)
-            yield text
+        with Progress("tokenizer sample", total=cfg.max_chars, unit="chars", every_s=5.0) as bar:
+            for text in bpe.training_sample(read_docs(data, prefetch=512), cfg, domains):
+                chars += len(text)
+                bar.update(len(text))
+                yield text
+        log0(f"tokenizer: sampled {chars / 1e6:.1f} M chars in {time.time() - t0:.1f}s; "
+             f"merging pairs up to a vocabulary of {cfg.vocab_size}")
 
     tok = build(cfg, sample)
     if cfg.pretrained:

@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: quickstart test install clean
+.PHONY: quickstart test test-fast install clean
 
 $(BIN)/pretrain: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,13 @@ test: install
 	$(BIN)/mypy src
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q
+
+# the same checks without the tests marked slow (end-to-end runs, long fuzzing); CI runs all
+test-fast: install
+	$(BIN)/ruff check src tests bench tools
+	$(BIN)/mypy src
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

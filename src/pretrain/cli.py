@@ -268,7 +268,7 @@ def _missing_inputs(cfg: RunConfig) -> list[str]:
     for i, src in enumerate(cfg.data.sources):
         url = getattr(src, "url", "")
         if url:   # not fetched here: validating downloads nothing
-            path = Path(os.path.expanduser(src.paths[0]))
+            path = Path(os.path.expanduser(getattr(src, "paths", [""])[0]))
             if not path.is_file():
                 out.append(f"data.sources.{i}: {path} is not here yet; the data stage will "
                            f"download it from {url}")

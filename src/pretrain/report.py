@@ -21,7 +21,7 @@ from typing import Any
 from . import stages
 from .config import ConfigError, build
 from .data.funnel import format_funnel
-from .eval import contamination, core, memorization, tasks
+from .eval import baselines, contamination, core, memorization, tasks
 from .eval.gates import check
 from .model.config import ModelConfig
 from .plan.laws import Law
@@ -98,6 +98,9 @@ def _plot(log: list[dict[str, Any]], out: Path) -> str:
     return f"![loss]({out.parent.name}/{out.name})\n"
 
 
+NOT_RUN = "Not run.\n"
+
+
 def _num(v: Any, fmt: str) -> str:
     return "n/a" if v is None else fmt.format(v)
 
@@ -127,7 +130,7 @@ def _hyperparameters(cfg: RunConfig | None) -> str:
 def _train(root: Path) -> str:
     m = _json(root / "train" / "manifest.json")
     if m is None:
-        return "Not run.\n"
+        return NOT_RUN
     c = m["counts"]
     rows = [("parameters", f"{c.get('params', 0):,}"), ("steps", c.get("steps")),
             ("tokens seen", f"{c.get('tokens_seen', 0):,}"),
@@ -166,6 +169,10 @@ def _eval(root: Path, gates: list[str]) -> str:
             lines.append(f"| {d} | {r['loss']:.4f} | {r['ppl']:.2f} | {r.get('bpb', float('nan')):.4f} "
                          f"| {r.get('tokens', 0):,} |")
     text = "\n".join(lines) + "\n"
+    if res.get("baselines"):
+        b = res["baselines"]
+        text += (f"\nN-gram baselines (counted on {b['train_tokens']:,} training tokens, "
+                 "scored on the same held-out tokens):\n\n" + _block(baselines.table(res, b)))
     if res.get("tasks"):
         text += "\nBenchmarks (log-likelihood of the choices):\n\n" + _block(tasks.table(res["tasks"]))
     if res.get("core"):
@@ -229,9 +236,12 @@ def write_report(root: Path) -> Path:
         gates, gate_note = cfg.eval.gates, ""
     except ConfigError as e:  # written by another version of pretrain
         gates, gate_note = [], f"(gates not checked: {root / 'config.toml'}: {e})\n"
+    train = _train(root)
+    if train != NOT_RUN:
+        train = _hyperparameters(cfg) + train
     parts = [f"# Run report: {root.name}\n", "## Stages\n", _stages(root),
              "## Data\n", _data(root), "## Tokenizer\n", _tokenizer(root),
-             "## Training\n", _hyperparameters(cfg) + _train(root), "## Plan\n", _plan(root),
+             "## Training\n", train, "## Plan\n", _plan(root),
              "## Evaluation\n", _eval(root, gates) + gate_note,
              "## Samples\n", _samples(root)]
     out = root / "report.md"

@@ -59,7 +59,14 @@ def test_loss_is_finite_and_falls(tiny_run):
     assert first == pytest.approx(math.log(512), abs=0.5)  # untrained: about ln(vocab)
     assert last < first - 0.5
     ev = json.loads((root / "eval" / "results.json").read_text())
-    assert set(ev) == {"code", "prose", "all", "tasks", "contamination", "memorization", "core"}
+    assert set(ev) == {"code", "prose", "all", "tasks", "contamination", "memorization", "core",
+                       "baselines"}
+    for order in ("unigram", "bigram", "trigram"):   # the same held-out tokens as the model
+        for d in ("code", "prose", "all"):
+            b = ev["baselines"][order][d]
+            assert (b["tokens"], b["bytes"]) == (ev[d]["tokens"], ev[d]["bytes"]), (order, d)
+            assert 0 < b["bpb"] < 20
+    assert ev["baselines"]["bigram"]["all"]["bpb"] < ev["baselines"]["unigram"]["all"]["bpb"]
     gens = [json.loads(x) for x in (root / "train" / "generations.jsonl").open()]
     assert {(g["step"], g["domain"]) for g in gens} == {
         (s, d) for s in (0, 20, 40) for d in ("code", "prose")}  # every eval, every domain

@@ -38,3 +38,16 @@ def test_contamination_report_counts_what_remains(tmp_path):
     assert r["ngrams_in_train"] == r["ngrams"] - 1 and 0 < r["ngram_share"] < 1
     assert "hellaswag" in contamination.table(rep)
     json.dumps(rep)  # goes into results.json as is
+
+
+def test_a_gate_can_compare_with_another_metric_times_a_factor():
+    results = {"all": {"bpb": 1.5}, "baselines": {"trigram": {"all": {"bpb": 2.0}},
+                                                  "bigram": {"all": {"bpb": 1.6}}}}
+    assert gates.check(["all.bpb <= baselines.trigram.all.bpb * 0.85",
+                        "all.bpb < baselines.bigram.all.bpb"], results) == []
+    assert gates.check(["all.bpb <= baselines.bigram.all.bpb * 0.85"], results) == [
+        "all.bpb <= baselines.bigram.all.bpb * 0.85: got 1.5 against 1.36"]
+    assert gates.check(["all.bpb <= baselines.kn5.all.bpb"], results) == [
+        "all.bpb <= baselines.kn5.all.bpb: no value at baselines.kn5.all.bpb in the results"]
+    with pytest.raises(ConfigError, match="<metric> \\[\\* <number>\\]"):
+        EvalConfig(gates=["all.bpb <= baselines.trigram.all.bpb * lots"])

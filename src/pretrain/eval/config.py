@@ -15,6 +15,10 @@ from .gates import parse as parse_gate
 @dataclass
 class EvalConfig:
     max_tokens_per_domain: int = 100_000   # 0 = the whole val split
+    # unigram, bigram and trigram (Kneser-Ney) models counted from the training shards and
+    # scored on the same held-out tokens; results.json "baselines" (gates can use them)
+    baselines: bool = True
+    baseline_train_tokens: int = 10_000_000  # above this an even sample is counted; 0 = all
     batch_size: int = 16
     # benchmark tasks (eval/tasks.py): built-in names (hellaswag, arc_easy, arc_challenge,
     # piqa, openbook_qa, copa, boolq, commonsense_qa, winogrande, winograd_wsc,
@@ -52,7 +56,7 @@ class EvalConfig:
         if self.memorization_docs < 0 or self.memorization_prompt_tokens <= 0 \
                 or self.memorization_tokens <= 0:
             raise ConfigError("memorization_docs must be >= 0, the token counts positive")
-        if self.max_tokens_per_domain < 0 or self.batch_size <= 0 or self.task_limit < 0 \
+        if self.baseline_train_tokens < 0 or self.max_tokens_per_domain < 0 or self.batch_size <= 0 or self.task_limit < 0 \
                 or self.num_fewshot < 0 or self.core_limit < 0:
             raise ConfigError("max_tokens_per_domain, task_limit, num_fewshot and core_limit "
                               "must be >= 0 and batch_size positive")

@@ -16,9 +16,10 @@ from ..data.docs import read_docs, read_output
 from ..log import log0
 from ..rundir import StageRun
 from ..tokenizer.shards import TokenShards
-from . import contamination, core, harness, memorization, tasks
+from . import baselines, contamination, core, harness, memorization, tasks
 from .config import EvalConfig
-from .loss import held_out
+from .loss import domain_windows, held_out
+from .scoring import seq_len_of
 from .trained import autocast, load_trained
 
 
@@ -29,9 +30,15 @@ def run(run: StageRun, cfg: EvalConfig, device: str) -> None:
 
 
 def _evaluate(run: StageRun, cfg: EvalConfig, model: Any, tok: Any) -> None:
-    res: dict[str, Any] = dict(held_out(model, TokenShards(run.inputs["tokenize"], "val"),
-                                        cfg.max_tokens_per_domain, cfg.batch_size,
+    val = TokenShards(run.inputs["tokenize"], "val")
+    res: dict[str, Any] = dict(held_out(model, val, cfg.max_tokens_per_domain, cfg.batch_size,
                                         model.embed.weight.device))
+    if cfg.baselines:
+        wins = domain_windows(val, seq_len_of(model), cfg.max_tokens_per_domain)
+        res["baselines"] = baselines.run(TokenShards(run.inputs["tokenize"], "train").shards,
+                                         wins, val.token_bytes(), cfg.baseline_train_tokens)
+        log0(f"eval: n-gram baselines counted on {res['baselines']['train_tokens']:,} training "
+             "tokens, scored on the same held-out tokens\n" + baselines.table(res, res["baselines"]))
     if cfg.tasks:
         res["tasks"] = tasks.run_tasks(model, tok, cfg)
         log0("eval: benchmarks (log-likelihood of the choices)\n" + tasks.table(res["tasks"]))

@@ -1,6 +1,6 @@
 """CPU speedrun on Tiny Shakespeare: best held-out bits per byte after a fixed training time.
 
-Run:  python bench/speedrun_shakespeare.py [--budgets 60,120] [--ref-steps 2000] [--set KEY=V ...]
+Run:  python bench/speedrun_shakespeare.py [--budgets 30,120] [--ref-steps 2000] [--set KEY=V ...]
 
 The held-out split is nanoGPT's: the last 10% of the characters of input.txt (the first
 90% train). Ours is ``pretrain run -c speedrun-shakespeare`` (BPE tokenizer trained on the
@@ -91,7 +91,7 @@ def ours(budget: float, overrides: list[tuple[str, str]]) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--budgets", default="60,120", help="training seconds, comma-separated")
+    ap.add_argument("--budgets", default="30,120", help="training seconds, comma-separated")
     ap.add_argument("--ref-steps", type=int, default=2000)
     ap.add_argument("--workdir", default="", help="default: a new temporary folder")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
@@ -102,6 +102,7 @@ def main() -> None:
     overrides = parse_override_args([f"--{kv}" for kv in args.set])
     text = DATA.read_text(encoding="utf-8")
     work = Path(args.workdir or tempfile.mkdtemp(prefix="speedrun-"))
+    work.mkdir(parents=True, exist_ok=True)
     # the config downloads input.txt; here it reads the shared copy (same sha256)
     overrides = [(f"data.sources.{i}.paths", json.dumps([str(DATA.resolve())]))
                  for i in (0, 1)] + overrides

@@ -72,19 +72,24 @@ def test_no_suggestion_for_a_key_like_nothing(capsys):
     assert "did you mean" not in capsys.readouterr().err
 
 
-
 def test_config_validate_says_when_a_valid_configs_inputs_are_missing_here(tmp_path, capsys,
                                                                           monkeypatch):
-    monkeypatch.chdir(tmp_path)   # where data/shakespeare/ has not been prepared
+    monkeypatch.chdir(tmp_path)   # where data/tinyshakespeare/ has not been downloaded
     assert main(["config", "validate", "speedrun-shakespeare"]) == 0   # the config is valid
     out = capsys.readouterr().out
-    assert out.startswith("ok ") and "but on this machine: data.sources.0: local source: " \
-        f"no file matches 'data/shakespeare/train.txt' (relative to {tmp_path})" in out
-    (tmp_path / "data" / "shakespeare").mkdir(parents=True)
-    for name in ("train.txt", "val.txt"):
-        (tmp_path / "data" / "shakespeare" / name).write_text("To be.\n")
+    assert out.startswith("ok ") and "but on this machine: data.sources.0: " \
+        "data/tinyshakespeare/input.txt is not here yet; the data stage will download it " \
+        "from https://" in out
+    assert not (tmp_path / "data").exists()   # validating downloads nothing
+    (tmp_path / "data" / "tinyshakespeare").mkdir(parents=True)
+    (tmp_path / "data" / "tinyshakespeare" / "input.txt").write_text("To be.\n")
     assert main(["config", "validate", "speedrun-shakespeare"]) == 0
     assert "but on this machine" not in capsys.readouterr().out
+    cfg = tmp_path / "mine.toml"   # a local source without a URL: the glob matches nothing
+    cfg.write_text('[[data.sources]]\ntype = "local"\npaths = ["corpus/*.txt"]\n')
+    assert main(["config", "validate", str(cfg)]) == 0
+    assert "but on this machine: data.sources.0: local source: no file matches " \
+        f"'corpus/*.txt' (relative to {tmp_path})" in capsys.readouterr().out
 
 
 def test_tokenizer_training_and_benchmark_scoring_show_progress(tmp_path, capsys):

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from ..config import ConfigError
+from ..log import log0
 from .document import Document, Skip
 
 SourceType = Literal["python-installation", "local", "huggingface", "warc"]
@@ -228,7 +229,7 @@ class LocalSource(SourceConfig):
         path = Path(os.path.expanduser(self.paths[0]))
         if not path.is_file():
             import urllib.request
-            print(f"data: {path} is missing; downloading {self.url}", file=sys.stderr)
+            log0(f"data: {path} is missing; downloading {self.url}")
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.download-{os.getpid()}")
             try:

@@ -205,7 +205,8 @@ def _now() -> str:
     return datetime.now().astimezone().isoformat(timespec="microseconds")
 
 
-def _fsync(path: Path) -> None:
+def fsync(path: Path) -> None:
+    """A file's data, or a folder's entries (a rename inside it), on disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -319,7 +320,7 @@ class RunDir:
             if p.is_file():
                 outputs[str(p.relative_to(tmp))] = {"bytes": p.stat().st_size,
                                                     "sha256": file_sha256(p)}
-                _fsync(p)  # on disk before the rename makes the stage look complete
+                fsync(p)  # on disk before the rename makes the stage look complete
         out_fp = hashlib.sha256(json.dumps(outputs, sort_keys=True).encode()).hexdigest()[:16]
         manifest = {
             "stage": stage,
@@ -347,5 +348,5 @@ class RunDir:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
-        _fsync(self.root)
+        fsync(self.root)
         return manifest

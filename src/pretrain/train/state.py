@@ -48,18 +48,14 @@ from ..config import PretrainError
 from ..log import log0
 from ..model import io
 from ..model.config import ModelConfig
-from ..rundir import CHECKSUMS, file_sha256, read_checksums, verify_files, write_failure
+from ..rundir import CHECKSUMS, file_sha256, fsync, read_checksums, verify_files, write_failure
 
 STATE = "state.json"
 
 
 def _fsync_tree(folder: Path) -> None:
     for p in [*folder.iterdir(), folder]:
-        fd = os.open(p, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync(p)
 
 
 def _optimizers(opt: torch.optim.Optimizer) -> Any:
@@ -94,7 +90,7 @@ def save(folder: Path, step: int, model_cfg: ModelConfig, model: nn.Module,
             _fsync_tree(tmp)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
-            _fsync_tree_dir(folder)
+            fsync(folder)   # the rename itself on disk
             _rotate(folder, keep_last)
     except (Exception, CheckpointException) as e:   # DCP's is a BaseException
         if d.rank == 0:
@@ -106,15 +102,6 @@ def save(folder: Path, step: int, model_cfg: ModelConfig, model: nn.Module,
                             "the same command to resume") from e
     distributed.barrier(d)
     return final
-
-
-def _fsync_tree_dir(folder: Path) -> None:
-    """The rename itself on disk: fsync the directory that holds it."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def verify(ckpt: Path) -> str | None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -264,20 +263,8 @@ def _config(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
 def _missing_inputs(cfg: RunConfig) -> list[str]:
     """The local files a valid config names but this machine lacks (paths resolve from
     the current directory): the config is fine, its data stage would stop."""
-    out = []
-    for i, src in enumerate(cfg.data.sources):
-        url = getattr(src, "url", "")
-        if url:   # not fetched here: validating downloads nothing
-            path = Path(os.path.expanduser(getattr(src, "paths", [""])[0]))
-            if not path.is_file():
-                out.append(f"data.sources.{i}: {path} is not here yet; the data stage will "
-                           f"download it from {url}")
-            continue
-        try:
-            getattr(src, "files", list)()
-        except ConfigError as e:
-            out.append(f"data.sources.{i}: {e}")
-    return out
+    return [f"data.sources.{i}: {why}" for i, src in enumerate(cfg.data.sources)
+            if (why := src.unavailable())]
 
 
 _OPTIONS = {"-c", "--config", "--dry-run", "--force", "--gate", "--plain", "-h", "--help",

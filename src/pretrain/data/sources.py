@@ -34,6 +34,7 @@ from typing import Any, ClassVar, Literal
 
 from ..config import ConfigError
 from ..log import log0
+from ..rundir import file_sha256
 from .document import Document, Skip
 
 SourceType = Literal["python-installation", "local", "huggingface", "warc"]
@@ -83,6 +84,11 @@ class SourceConfig:
     def fingerprint(self) -> Any:
         """What identifies this source's content without reading it all."""
         raise NotImplementedError
+
+    def unavailable(self) -> str | None:
+        """Why this machine cannot read the source yet (None: it can), for ``config
+        validate``; it reads and downloads nothing."""
+        return None
 
 
 @dataclass
@@ -243,11 +249,22 @@ class LocalSource(SourceConfig):
                                   "yourself, or point paths at a copy") from None
             os.replace(tmp, path)
         if self.sha256:
-            got = hashlib.sha256(path.read_bytes()).hexdigest()
+            got = file_sha256(path)
             if got != self.sha256:
                 raise ConfigError(f"local source: {path} has sha256 {got}, not the "
                                   f"{self.sha256} this source expects (from {self.url or 'config'})")
         return path
+
+    def unavailable(self) -> str | None:
+        if self.url:
+            path = Path(os.path.expanduser(self.paths[0]))
+            return None if path.is_file() else (
+                f"{path} is not here yet; the data stage will download it from {self.url}")
+        try:
+            self.files()
+        except ConfigError as e:
+            return str(e)
+        return None
 
     def files(self) -> list[Path]:
         if self.url:
@@ -491,6 +508,9 @@ class WarcSource(SourceConfig):
 
     def files(self) -> list[Path]:
         return LocalSource(paths=self.paths).files()
+
+    def unavailable(self) -> str | None:
+        return LocalSource(paths=self.paths).unavailable()
 
     def task_files(self) -> list[Path]:
         return self.files()

@@ -48,10 +48,8 @@ def _grouped(keys: np.ndarray, counts: np.ndarray, div: int) -> tuple[np.ndarray
     """Sorted n-gram keys grouped by their prefix ``key // div``: (prefixes, summed counts,
     number of distinct continuations)."""
     prefix = keys // div
-    starts = np.flatnonzero(np.r_[True, prefix[1:] != prefix[:-1]]) if len(prefix) else \
-        np.zeros(0, dtype=np.int64)
-    return prefix[starts], np.add.reduceat(counts, starts) if len(starts) else counts[:0], \
-        np.diff(np.r_[starts, len(prefix)])
+    starts = np.flatnonzero(np.r_[True, prefix[1:] != prefix[:-1]])
+    return prefix[starts], np.add.reduceat(counts, starts), np.diff(np.r_[starts, len(prefix)])
 
 
 class NGrams:
@@ -98,8 +96,10 @@ class NGrams:
     def bigram(self, v: np.ndarray, w: np.ndarray) -> np.ndarray:
         return self._bigram(v, w, self.k2, self.c2, self.v2, self.cv, self.tv, self.d2)
 
-    def trigram(self, u: np.ndarray, v: np.ndarray, w: np.ndarray) -> np.ndarray:
-        """``u < 0`` marks a target with one token of context: the bigram's probability."""
+    def trigram(self, u: np.ndarray, v: np.ndarray, w: np.ndarray,
+                bigram: np.ndarray | None = None) -> np.ndarray:
+        """``u < 0`` marks a target with one token of context: the bigram's probability
+        (``bigram``, when the caller has it already)."""
         middle = self._bigram(v, w, self.k2c, self.c2c, self.v2c, self.cvc, self.tvc, self.d2c)
         uv = np.maximum(u, 0) * self.V + v
         c = _lookup(uv * self.V + w, self.k3, self.c3).astype(np.float64)
@@ -108,7 +108,7 @@ class NGrams:
         safe = np.maximum(tot, 1.0)
         p = np.where(tot > 0, np.maximum(c - self.d3, 0) / safe + self.d3 * types / safe * middle,
                      middle)
-        return np.where(u >= 0, p, self.bigram(v, w))
+        return np.where(u >= 0, p, self.bigram(v, w) if bigram is None else bigram)
 
 
 def sample_tokens(shards: Sequence[np.ndarray], cap: int, pieces: int = 64) -> tuple[np.ndarray, bool]:
@@ -147,8 +147,9 @@ def score(model: NGrams, wins: Windows, token_bytes: np.ndarray | None) -> dict[
             continue
         u, v, w = _targets(rows)
         b = int(nbytes[w].sum()) if nbytes is not None else 0
-        probs = {"unigram": model.unigram(w), "bigram": model.bigram(v, w),
-                 "trigram": model.trigram(u, v, w)}
+        bigram = model.bigram(v, w)
+        probs = {"unigram": model.unigram(w), "bigram": bigram,
+                 "trigram": model.trigram(u, v, w, bigram)}
         for order, p in probs.items():
             nll = float(-np.log(np.maximum(p, 1e-300)).sum())
             out[order][domain] = metrics(nll, len(w), b)

@@ -3,16 +3,15 @@ reason) drops out, in datatrove's style. Thresholds live in the config dataclass
 here and in ``quality.py``; their defaults are FineWeb's.
 
 Every source: normalisation -> length. The web chain (FineWeb's order): URL -> language -> Gopher repetition -> Gopher quality
--> C4 lines -> FineWeb rules -> unsafe words; then, for every source, PII scrubbing.
+-> C4 lines -> FineWeb rules -> unsafe words; then, for every source, PII scrubbing
+(``pii.py``).
 Sources whose ``quality`` is ``"none"`` (code, pre-filtered datasets) skip the web chain.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import unicodedata
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,13 +19,20 @@ from urllib.parse import urlsplit
 
 from ..config import ConfigError
 from . import quality as q
-from .config import C4Config, CleanConfig, LanguageConfig, PiiConfig, UnsafeConfig, UrlConfig
+from .config import C4Config, CleanConfig, LanguageConfig, UnsafeConfig, UrlConfig
 from .document import Document, Step
 
 # --- normalisation and length ------------------------------------------------------
 
+# Invisible characters that only ever come from tooling: byte-order marks (U+FEFF) left
+# inside text by concatenated files, zero-width spaces, word joiners, soft hyphens. They
+# split words for the filters and tokenizer without showing. ZWJ/ZWNJ (U+200D/U+200C)
+# stay: they are spelling in Persian and Indic scripts and join emoji sequences.
+_INVISIBLE = re.compile("[\ufeff\u200b\u2060\u00ad]")
+
+
 class Normalize(Step):
-    """Rewrites the text, never drops."""
+    """Rewrites the text, never drops; counts the invisible characters it removes."""
 
     name = "normalize"
 
@@ -48,7 +54,11 @@ class Normalize(Step):
                 t = fixed
         if self.cfg.normalize_unicode:
             t = unicodedata.normalize("NFC", t.replace("\r\n", "\n").replace("\r", "\n"))
-            t = _MANY_BLANK.sub("\n\n\n", _TRAILING_WS.sub("\n", t)).strip("\n").lstrip("\ufeff")
+            t = _MANY_BLANK.sub("\n\n\n", _TRAILING_WS.sub("\n", t)).strip("\n")
+            t, n = _INVISIBLE.subn("", t)
+            if n:
+                self.stats["invisible_chars_removed"] += n
+                self.stats["invisible_docs"] += 1
         doc.text = t
         return None
 
@@ -225,46 +235,4 @@ class UnsafeWords(Step):
             hits += 1
             if hits >= self.max_hits:
                 return "unsafe_words"
-        return None
-
-
-# --- PII ----------------------------------------------------------------------------
-
-_EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}\b")
-_PHONE = re.compile(r"(?<![\w+])(?:\+?1[ .-]?)?(?:\(\d{3}\)\s?|\d{3}[ .-])\d{3}[ .-]\d{4}(?!\w)"
-                    r"|(?<![\w+])\+\d{1,3}(?:[ .-]?\d{2,4}){3,5}(?!\w)")
-_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
-
-
-class PiiScrub(Step):
-    name = "pii"
-
-    def __init__(self, cfg: PiiConfig):
-        super().__init__()
-        self.cfg = cfg
-
-    def check(self, doc: Document) -> str | None:
-        cfg, text, found = self.cfg, doc.text, Counter[str]()
-        if cfg.emails and "@" in text:
-            text, n = _EMAIL.subn(cfg.email_replacement, text)
-            found["email"] += n
-        if cfg.ips:
-            def ip(m: re.Match[str]) -> str:
-                try:
-                    public = ipaddress.ip_address(m.group()).is_global
-                except ValueError:  # 999.1.1.1: a version number, not an address
-                    return m.group()
-                if public:
-                    found["ip"] += 1
-                    return cfg.ip_replacement
-                return m.group()
-            text = _IPV4.sub(ip, text)
-        if cfg.phones:
-            text, n = _PHONE.subn(cfg.phone_replacement, text)
-            found["phone"] += n
-        if found.total():
-            doc.text = text
-            doc.meta["pii"] = {k: v for k, v in found.items() if v}
-            self.stats.update({f"{k}_replaced": v for k, v in found.items() if v})
-            self.stats["docs_modified"] += 1
         return None

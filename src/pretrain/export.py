@@ -14,7 +14,7 @@ from .model import hf as model_hf
 from .model import io
 from .rundir import write_failure
 from .tokenizer import hf as tok_hf
-from .tokenizer.bpe import Tokenizer
+from .tokenizer.files import load_tokenizer
 
 
 def export_run(source: Path, out: Path) -> Path:
@@ -31,7 +31,7 @@ def export_run(source: Path, out: Path) -> Path:
                           f"a folder with {io.WEIGHTS} and {io.CONFIG}")
     model = io.load(folder)
     tok_path = _run_tokenizer(folder)
-    tok = Tokenizer.load(tok_path) if tok_path else None
+    tok = load_tokenizer(tok_path) if tok_path else None
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:

@@ -61,7 +61,7 @@ def test_unsupported_files_are_refused_with_the_reason(tmp_path: Path):
         pretrained.load(str(shared_data("tokenizers/olmo/allenai_gpt-neox-olmo-dolma-v1_5.json")),
                         "", [], "", "")
     with pytest.raises(ConfigError, match="cannot tell"):
-        pretrained.load(str(shared_data("tokenizers/llama2/tokenizer.model")), "", [], "", "")
+        pretrained.load(str(shared_data("tokenizers/llama2/LICENSE")), "", [], "", "")
     bad = tmp_path / "bad.tiktoken"
     bad.write_text("SGVsbG8= 0\nnot-base64!! 1\n")
     with pytest.raises(ConfigError, match=r"bad.tiktoken:2"):

@@ -13,12 +13,12 @@ import torch
 from ..model.generate import generate
 from ..model.transformer import Transformer
 from ..rundir import StageRun
-from ..tokenizer.bpe import Tokenizer
+from ..tokenizer.base import TextTokenizer
 from .config import SampleConfig
 from .trained import autocast, load_trained
 
 
-def samples(model: Transformer, tok: Tokenizer, cfg: SampleConfig) -> list[dict[str, str]]:
+def samples(model: Transformer, tok: TextTokenizer, cfg: SampleConfig) -> list[dict[str, str]]:
     gen = torch.Generator().manual_seed(cfg.seed)
     prompts = [[tok.bos_id, *tok.encode(p)] for p in cfg.prompts]
     outs = generate(model, prompts, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p,

@@ -11,13 +11,14 @@ import torch
 from ..distributed import resolve_device
 from ..model import io
 from ..model.transformer import Transformer
-from ..tokenizer.bpe import Tokenizer
+from ..tokenizer.base import TextTokenizer
+from ..tokenizer.files import load_tokenizer
 
 
-def load_trained(train_dir: Path, tokenizer_dir: Path, device: str) -> tuple[Transformer, Tokenizer]:
+def load_trained(train_dir: Path, tokenizer_dir: Path, device: str) -> tuple[Transformer, TextTokenizer]:
     """(model on ``device``, in eval mode; tokenizer) of a completed train stage."""
     return (io.load(train_dir, resolve_device(device)),
-            Tokenizer.load(tokenizer_dir / "tokenizer.json"))
+            load_tokenizer(tokenizer_dir / "tokenizer.json"))
 
 
 def autocast(device: torch.device) -> torch.autocast:

@@ -22,31 +22,19 @@ import base64
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError
 from ..log import log0
+from .base import AddedToken, TextTokenizer
 from .config import BOS, EOS, TokenizerConfig
 
-
-@dataclass(frozen=True)
-class AddedToken:
-    """A domain token added after training: its id, its bytes, and the ids it was made of
-    before (what a checkpoint's new embedding row is initialised from)."""
-
-    id: int
-    bytes: bytes
-    parts: list[int]
-
-    @property
-    def text(self) -> str:
-        return self.bytes.decode("utf-8", "replace")
+FORMAT = "pretrain-bpe/1"
 
 
-class Tokenizer:
+class Tokenizer(TextTokenizer):
     """Ranks + split regex + special tokens; encodes through an in-memory tiktoken Encoding."""
 
     def __init__(self, ranks: list[bytes], pattern: str, special_tokens: list[str] | dict[str, int],
@@ -90,7 +78,6 @@ class Tokenizer:
         return ranks
 
     def encode(self, text: str) -> list[int]:
-        """Ordinary text: special-token strings inside ``text`` are encoded as plain text."""
         return self._enc.encode_ordinary(text)
 
     def encode_batch(self, texts: list[str], num_threads: int = 2) -> list[list[int]]:
@@ -100,7 +87,7 @@ class Tokenizer:
         return self._enc.decode(list(ids), errors="replace")
 
     def bytes_of(self, i: int) -> bytes:
-        """The bytes of ordinary token ``i`` (a rank or an added token)."""
+        """The bytes of ordinary token ``i`` (a rank or an added token); KeyError otherwise."""
         if i < len(self.ranks):
             return self.ranks[i]
         for a in self.added:
@@ -108,9 +95,10 @@ class Tokenizer:
                 return a.bytes
         raise KeyError(f"id {i} is not an ordinary token")
 
+    def ordinary_ids(self) -> list[int]:
+        return list(range(len(self.ranks)))
+
     def token_bytes(self) -> list[int]:
-        """UTF-8 byte length of every id (0 for specials and unused ids): the bits-per-byte
-        denominator."""
         out = [len(b) for b in self.ranks] + [0] * (self.vocab_size - len(self.ranks))
         for a in self.added:
             out[a.id] = len(a.bytes)
@@ -128,7 +116,7 @@ class Tokenizer:
         return h.hexdigest()[:16]
 
     def save(self, path: Path) -> None:
-        obj: dict[str, Any] = {"format": "pretrain-bpe/1", "pattern": self.pattern,
+        obj: dict[str, Any] = {"format": FORMAT, "pattern": self.pattern,
                "ranks": [base64.b64encode(b).decode("ascii") for b in self.ranks],
                "special_tokens": self.special, "bos": self.bos, "eos": self.eos,
                "vocab_size": self.vocab_size}
@@ -139,11 +127,16 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path: Path) -> Tokenizer:
+        """A BPE ``tokenizer.json``; ``io.load_tokenizer`` reads any of our formats."""
         try:
             obj = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise ConfigError(f"{path}: not a readable tokenizer file: {e}") from None
-        if obj.get("format") != "pretrain-bpe/1":
+        return cls.from_dict(obj, path)
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any], path: Path) -> Tokenizer:
+        if obj.get("format") != FORMAT:
             raise ConfigError(f"{path}: unknown tokenizer format {obj.get('format')!r}")
         ranks = [base64.b64decode(s) for s in obj["ranks"]]
         special = {k: int(v) for k, v in obj["special_tokens"].items()}

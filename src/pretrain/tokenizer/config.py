@@ -23,25 +23,33 @@ PATTERNS = {"gpt4": GPT4_PATTERN, "gpt2": GPT2_PATTERN}
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
 
 
+# tokenizer.kind: what `pretrain tokenizer` trains. "bpe": byte-level BPE (rustbpe, bpe.py);
+# "unigram" and "sp_bpe": SentencePiece's Unigram and BPE trainers (spm.py), byte fallback on
+SP_KINDS = ("unigram", "sp_bpe")
+KINDS = ("bpe", *SP_KINDS)
+SPEC_PREFIXES = ("llama3", "sentencepiece")
+
+
 def parse_spec(spec: str) -> tuple[str, Path]:
-    """``tokenizer.pretrained``: ``llama3:PATH`` -> ("llama3", PATH); else ("", the path)."""
+    """``tokenizer.pretrained``: ``llama3:PATH`` -> ("llama3", PATH), ``sentencepiece:PATH`` ->
+    ("sentencepiece", PATH); else ("", the path)."""
     kind, _, rest = spec.partition(":")
-    if kind == "llama3" and rest:
+    if kind in SPEC_PREFIXES and rest:
         return kind, Path(rest).expanduser()
     return "", Path(spec).expanduser()
 
 
-
-
 @dataclass
 class TokenizerConfig:
+    kind: str = "bpe"                 # "bpe" (byte-level), "unigram" or "sp_bpe" (SentencePiece)
     vocab_size: int = 4096            # including special tokens
-    pattern: str = "gpt4"             # "gpt4", "gpt2", or a regex of your own
+    pattern: str = "gpt4"             # "gpt4", "gpt2", or a regex of your own (kind "bpe" only)
     special_tokens: list[str] = field(default_factory=lambda: [BOS, EOS, PAD])
     max_chars: int = 20_000_000       # training sample size (characters, across domains)
     doc_cap_chars: int = 10_000       # each document contributes at most this many characters
     # load a published tokenizer instead of training (tokenizer/pretrained.py): a GPT-2
     # folder, an HF tokenizer.json, llama3:PATH or a .tiktoken file
+    # a SentencePiece model (LLaMA-2's tokenizer.model): sentencepiece:PATH or a .model file
     pretrained: str = ""
     bos_token: str = ""               # for a loaded tokenizer; "" = its own (e.g. <|endoftext|>)
     eos_token: str = ""
@@ -55,6 +63,10 @@ class TokenizerConfig:
     compare_with: str = ""
 
     def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"tokenizer.kind: unknown {self.kind!r}; one of {', '.join(KINDS)}")
+        if self.kind != "bpe":
+            self._check_sentencepiece()
         if self.vocab_size < 256 + len(self.special_tokens) + 1:
             raise ConfigError(f"vocab_size must exceed 256 bytes + {len(self.special_tokens)} "
                               "special tokens")
@@ -73,6 +85,19 @@ class TokenizerConfig:
             raise ConfigError("report_chars and extend_mined must be >= 0")
         if self.extend_mined and not self.report_chars:
             raise ConfigError("extend_mined needs the report (report_chars > 0) to mine words from")
+
+    def _check_sentencepiece(self) -> None:
+        """What a SentencePiece ``kind`` cannot combine with, named by flag."""
+        if self.pretrained:
+            raise ConfigError(f"tokenizer.kind={self.kind!r} trains a tokenizer and "
+                              f"tokenizer.pretrained loads one ({self.pretrained!r}): set one of "
+                              "them (a loaded SentencePiece model needs no kind)")
+        if self.pattern != "gpt4":
+            raise ConfigError(f"tokenizer.pattern applies to kind='bpe' only; SentencePiece "
+                              f"({self.kind!r}) splits on whitespace itself")
+        if self.extend_words or self.extend_mined:
+            raise ConfigError("tokenizer.extend_words / extend_mined add merges to a byte-level "
+                              f"BPE; kind={self.kind!r} cannot be extended")
 
     def regex(self) -> str:
         return PATTERNS.get(self.pattern, self.pattern)

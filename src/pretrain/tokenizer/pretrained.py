@@ -1,14 +1,18 @@
-"""Load published byte-level BPE tokenizers instead of training one.
+"""Load published tokenizers instead of training one.
 
-``tokenizer.pretrained`` names what to load; the result is our ``Tokenizer`` (ranks + split
-regex + special tokens, encoded by tiktoken), so the rest of the pipeline does not care
-where it came from:
+``tokenizer.pretrained`` names what to load; a byte-level BPE becomes our ``Tokenizer``
+(ranks + split regex + special tokens, encoded by tiktoken), a SentencePiece model our
+``SentencePieceTokenizer`` (``spm.py``), so the rest of the pipeline does not care where it
+came from:
 
 - a folder with OpenAI's GPT-2 ``encoder.json`` and ``vocab.bpe``;
 - an HF ``tokenizer.json`` of a byte-level BPE (GPT-2's, OLMo-2's ``dolma2``, cl100k-style);
 - ``llama3:PATH``: Meta's Llama-3 ``tokenizer.model`` (tiktoken ranks; its split regex and
   256 special tokens are defined in Meta's code, so they are restated here);
-- a ``.tiktoken`` ranks file, with ``tokenizer.pattern`` and ``tokenizer.special_tokens``.
+- a ``.tiktoken`` ranks file, with ``tokenizer.pattern`` and ``tokenizer.special_tokens``;
+- ``sentencepiece:PATH`` or a ``.model`` file that is one: a SentencePiece model such as
+  LLaMA-2's ``tokenizer.model`` (its own ``<s>`` / ``</s>`` unless ``tokenizer.bos_token`` /
+  ``eos_token`` name other control pieces).
 
 A BPE given as ranks merges by rank (the lowest-ranked adjacent pair first), a BPE given as
 merges by merge order; the two agree when every merge ``i`` produces the token of rank
@@ -27,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError
+from . import spm
+from .base import TextTokenizer
 from .bpe import Tokenizer
 from .config import BOS, EOS, GPT2_PATTERN, parse_spec
 from .hf import byte_to_unicode
@@ -165,11 +171,13 @@ def load_llama3(path: Path) -> Tokenizer:
     return Tokenizer(ranks, LLAMA3_PATTERN, special, bos="<|begin_of_text|>", eos="<|end_of_text|>")
 
 
-def load(spec: str, pattern: str, special_tokens: list[str], bos: str, eos: str) -> Tokenizer:
+def load(spec: str, pattern: str, special_tokens: list[str], bos: str, eos: str) -> TextTokenizer:
     """``tokenizer.pretrained``: see the module docstring for what ``spec`` may be."""
     kind, path = parse_spec(spec)
     if kind == "llama3":
         return load_llama3(path)
+    if kind == "sentencepiece" or (path.suffix == ".model" and not path.is_dir()):
+        return spm.load_model(path, bos, eos)
     if path.is_dir():
         if (path / "encoder.json").is_file() and (path / "vocab.bpe").is_file():
             return load_gpt2(path)
@@ -182,4 +190,5 @@ def load(spec: str, pattern: str, special_tokens: list[str], bos: str, eos: str)
     if path.suffix == ".tiktoken":
         return Tokenizer(read_tiktoken(path), pattern, special_tokens, bos or BOS, eos or EOS)
     raise ConfigError(f"tokenizer.pretrained: cannot tell what {spec!r} is; give a GPT-2 folder, "
-                      "a tokenizer.json, a .tiktoken file or llama3:PATH")
+                      "a tokenizer.json, a .tiktoken file, llama3:PATH or a SentencePiece "
+                      "model (sentencepiece:PATH)")

@@ -3,7 +3,9 @@ vocabulary usage, the longest tokens and the words that fragment most.
 
 Written by the tokenizer stage to ``tokenizer/report.json`` and printed as a table. Words are
 runs of letters (``\\p{L}+``); a word "fragments" when it needs many tokens, counted the way
-documents encode it (with the space before it, as the split regex attaches one). Only words
+documents encode it (with the space before it, as the split regex attaches one; SentencePiece
+puts its dummy-prefix ``▁`` there itself). ``<unk>`` ids are counted for tokenizers that have
+one (a SentencePiece model without byte fallback loses that text). Only words
 seen at least ``min_word_count`` times are ranked, so typos do not crowd out the domain
 terms worth adding with ``pretrain tokenizer extend``.
 """
@@ -16,12 +18,13 @@ from typing import Any
 
 import regex
 
-from .bpe import Tokenizer
+from .base import TextTokenizer
 
 WORD = regex.compile(r"\p{L}+")
 
 
-def report(tok: Tokenizer, texts_by_domain: dict[str, list[str]], baseline: Tokenizer | None = None,
+def report(tok: TextTokenizer, texts_by_domain: dict[str, list[str]],
+           baseline: TextTokenizer | None = None,
            baseline_name: str = "", top: int = 20, min_word_count: int = 3) -> dict[str, Any]:
     used: Counter[int] = Counter()
     domains: dict[str, Any] = {}
@@ -39,23 +42,26 @@ def report(tok: Tokenizer, texts_by_domain: dict[str, list[str]], baseline: Toke
             "tokens_per_word": round(n_tokens / max(1, n_words), 4),
             "fragmenting_words": _fragmenting(tok, words, top, min_word_count),
         }
+        if tok.unk_id is not None:   # text the tokenizer could only encode as <unk>
+            row["unk_tokens"] = sum(seq.count(tok.unk_id) for seq in ids)
         if baseline is not None:
             base = sum(map(len, baseline.encode_batch(texts)))
             row["baseline_bytes_per_token"] = round(n_bytes / max(1, base), 4)
             row["tokens_vs_baseline"] = round(n_tokens / max(1, base), 4)
         domains[domain] = row
-    n_ordinary = len(tok.ranks)
-    unused = sum(1 for i in range(n_ordinary) if used[i] == 0)
-    longest = sorted(range(n_ordinary), key=lambda i: (-len(tok.ranks[i]), i))[:top]
+    ordinary = tok.ordinary_ids()
+    unused = sum(1 for i in ordinary if used[i] == 0)
+    size = tok.token_bytes()
+    longest = sorted(ordinary, key=lambda i: (-size[i], i))[:top]
     return {
         "vocab_size": tok.vocab_size, "baseline": baseline_name or None, "domains": domains,
-        "unused_tokens": unused, "unused_share": round(unused / max(1, n_ordinary), 4),
-        "longest_tokens": [{"id": i, "bytes": len(tok.ranks[i]),
-                            "text": tok.ranks[i].decode("utf-8", "replace")} for i in longest],
+        "unused_tokens": unused, "unused_share": round(unused / max(1, len(ordinary)), 4),
+        "longest_tokens": [{"id": i, "bytes": size[i],
+                            "text": tok.bytes_of(i).decode("utf-8", "replace")} for i in longest],
     }
 
 
-def fragmenting_words(tok: Tokenizer, texts_by_domain: dict[str, list[str]], top: int,
+def fragmenting_words(tok: TextTokenizer, texts_by_domain: dict[str, list[str]], top: int,
                       min_word_count: int = 3) -> list[str]:
     """The ``top`` most fragmented frequent words of each domain (what ``report`` lists),
     without the rest of the report: candidates for ``tokenizer/extend.py``."""
@@ -66,13 +72,14 @@ def fragmenting_words(tok: Tokenizer, texts_by_domain: dict[str, list[str]], top
     return out
 
 
-def _fragmenting(tok: Tokenizer, words: Counter[str], top: int, min_count: int) -> list[dict[str, Any]]:
+def _fragmenting(tok: TextTokenizer, words: Counter[str], top: int, min_count: int) -> list[dict[str, Any]]:
     frequent = [w for w, c in words.items() if c >= min_count]
-    pieces = tok.encode_batch([" " + w for w in frequent])
+    pieces = tok.encode_batch([tok.word_prefix + w for w in frequent])
     ranked = sorted(zip(frequent, pieces, strict=True),
                     key=lambda wp: (-len(wp[1]), -words[wp[0]], wp[0]))
     return [{"word": w, "tokens": len(p), "count": words[w],
-             "pieces": [tok.decode([i]) for i in p]} for w, p in ranked[:top]]
+             "pieces": [tok.bytes_of(i).decode("utf-8", "replace") for i in p]}
+            for w, p in ranked[:top]]
 
 
 def sample_by_domain(docs: Iterable[dict[str, Any]], max_chars_per_domain: int) -> dict[str, list[str]]:
@@ -101,6 +108,8 @@ def table(rep: dict[str, Any]) -> str:
         lines.append(line)
         frag = ", ".join(f"{w['word']} ({w['tokens']})" for w in r["fragmenting_words"][:6])
         lines.append(f"{'':>12} most fragmented: {frag}")
+        if r.get("unk_tokens"):
+            lines.append(f"{'':>12} <unk>: {r['unk_tokens']:,} tokens (text outside the vocabulary, lost)")
     lines.append(f"unused tokens: {rep['unused_tokens']:,} of {rep['vocab_size']:,} "
                  f"({rep['unused_share']:.1%}); longest: "
                  + ", ".join(repr(t["text"]) for t in rep["longest_tokens"][:5]))

@@ -3,7 +3,8 @@
 Layout of the ``tokenize/`` stage folder::
 
     meta.json                    format, dtype, vocab size and hash, special ids, domains,
-                                 per split: shard names, token and document counts
+                                 per split: shard names, token and document counts, tokens
+                                 per domain and per licence (documents' meta.license)
     train-00000.bin ...          raw little-endian uint16 (vocab <= 65536) or uint32 tokens
     train-00000.idx.npy          int64 array (n_docs, 3): start, length, domain index
     val-00000.bin, .idx.npy      the held-out split, same format
@@ -31,8 +32,9 @@ import numpy as np
 
 from ..config import ConfigError, PretrainError
 from ..log import Progress, log0
-from .bpe import Tokenizer
+from .base import TextTokenizer
 from .config import TokenizeConfig
+from .files import load_tokenizer
 
 FORMAT = "pretrain-tokens/1"
 TOKENIZER = "tokenizer.json"
@@ -92,12 +94,13 @@ def _batches(docs: Iterator[dict[str, Any]], n: int) -> Iterator[list[dict[str, 
         yield batch
 
 
-def run(cfg: TokenizeConfig, tok: Tokenizer, docs: Iterator[dict[str, Any]], domains: list[str],
+def run(cfg: TokenizeConfig, tok: TextTokenizer, docs: Iterator[dict[str, Any]], domains: list[str],
         out: Path, counts: dict[str, Any], total_docs: int | None = None) -> None:
     dtype = np.dtype(np.uint16 if tok.vocab_size <= 65536 else np.uint32).newbyteorder("<")
     writers = {s: _SplitWriter(out, s, dtype, cfg.shard_tokens) for s in ("train", "val")}
     dom_index = {d: i for i, d in enumerate(domains)}
     per_domain = {s: dict.fromkeys(domains, 0) for s in writers}
+    per_license: dict[str, dict[str, int]] = {s: {} for s in writers}  # "" = none given
     val_docs = dict.fromkeys(domains, 0)
     threads = cfg.num_threads or (os.cpu_count() or 1)
     with Progress("tokenize", total=total_docs, unit="docs") as bar:
@@ -110,10 +113,13 @@ def run(cfg: TokenizeConfig, tok: Tokenizer, docs: Iterator[dict[str, Any]], dom
                 val_docs[d["domain"]] += split == "val"
                 writers[split].write([tok.bos_id, *ids, tok.eos_id], dom_index[d["domain"]])
                 per_domain[split][d["domain"]] += len(ids) + 2
+                lic = d.get("meta", {}).get("license", "")
+                per_license[split][lic] = per_license[split].get(lic, 0) + len(ids) + 2
             bar.update(len(batch))
     splits = {s: w.close() for s, w in writers.items()}
     for s, info in splits.items():
         info["tokens_per_domain"] = per_domain[s]
+        info["tokens_per_license"] = dict(sorted(per_license[s].items()))
         empty = [d for d, n in per_domain[s].items() if n == 0]
         if empty and info["tokens"]:
             log0(f"tokenize: warning: no {s} documents for domain(s) {empty}; per-domain "
@@ -151,8 +157,8 @@ class TokenShards:
         self.domains: list[str] = self.meta["domains"]
         self.n_tokens = int(info["tokens"])
 
-    def tokenizer(self) -> Tokenizer:
-        return Tokenizer.load(self.folder / TOKENIZER)
+    def tokenizer(self) -> TextTokenizer:
+        return load_tokenizer(self.folder / TOKENIZER)
 
     def token_bytes(self) -> np.ndarray | None:
         """UTF-8 byte length of every token id, or None for shards written without their

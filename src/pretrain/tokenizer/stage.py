@@ -1,8 +1,9 @@
 """The two tokenizer stages.
 
-- ``tokenizer``: train a byte-level BPE on a domain-balanced sample of the data stage's
-  documents, or load a published one; extend it with domain tokens; write
-  ``tokenizer.json`` and a compression report per domain (``report.json``).
+- ``tokenizer``: train a tokenizer on a domain-balanced sample of the data stage's
+  documents (``tokenizer.kind``: byte-level BPE, or SentencePiece Unigram / BPE), or load a
+  published one; extend a BPE with domain tokens; write ``tokenizer.json`` and a compression
+  report per domain (``report.json``).
 - ``tokenize``: encode every kept document into the train/val token shards (``shards.py``).
 """
 
@@ -12,22 +13,28 @@ import json
 import time
 from collections.abc import Callable, Iterator
 
+from ..config import ConfigError
 from ..data.docs import read_docs, read_output
 from ..log import Progress, log0
 from ..rundir import StageRun
-from . import bpe, pretrained, shards
+from . import bpe, pretrained, shards, spm
 from . import report as rep_mod
+from .base import TextTokenizer
 from .bpe import Tokenizer
 from .config import GPT2_PATTERN, TokenizeConfig, TokenizerConfig, parse_spec
 from .extend import extend
+from .files import load_tokenizer
 
 
-def build(cfg: TokenizerConfig, sample: Callable[[], Iterator[str]]) -> Tokenizer:
-    """The published tokenizer named by ``pretrained``, or one trained on ``sample()``."""
+def build(cfg: TokenizerConfig, sample: Callable[[], Iterator[str]]) -> TextTokenizer:
+    """The published tokenizer named by ``pretrained``, or one of ``kind`` trained on
+    ``sample()``."""
     if cfg.pretrained:
         return pretrained.load(cfg.pretrained, cfg.regex(), cfg.special_tokens, cfg.bos_token,
                                cfg.eos_token)
-    return bpe.train(sample(), cfg)
+    if cfg.kind == "bpe":
+        return bpe.train(sample(), cfg)
+    return spm.train(sample(), cfg)
 
 
 def run_tokenizer(run: StageRun, cfg: TokenizerConfig) -> None:
@@ -44,7 +51,8 @@ def run_tokenizer(run: StageRun, cfg: TokenizerConfig) -> None:
                 bar.update(len(text))
                 yield text
         log0(f"tokenizer: sampled {chars / 1e6:.1f} M chars in {time.time() - t0:.1f}s; "
-             f"merging pairs up to a vocabulary of {cfg.vocab_size}")
+             + (f"merging pairs up to a vocabulary of {cfg.vocab_size}" if cfg.kind == "bpe"
+                else f"training a SentencePiece {cfg.kind} vocabulary of {cfg.vocab_size}"))
 
     tok = build(cfg, sample)
     if cfg.pretrained:
@@ -60,6 +68,9 @@ def run_tokenizer(run: StageRun, cfg: TokenizerConfig) -> None:
     if cfg.extend_mined:
         words += rep_mod.fragmenting_words(tok, texts, cfg.extend_mined)
     if words:
+        if not isinstance(tok, Tokenizer):
+            raise ConfigError("tokenizer.extend_words / extend_mined add merges to a byte-level "
+                              f"BPE; {cfg.pretrained} is a SentencePiece model")
         tok, ext = extend(tok, words)
         (run.out / "extension.json").write_text(json.dumps(ext, indent=2, ensure_ascii=False))
         run.counts["added_tokens"] = len(tok.added)
@@ -75,7 +86,7 @@ def run_tokenizer(run: StageRun, cfg: TokenizerConfig) -> None:
         log0(rep_mod.table(rep))
 
 
-def _baseline(spec: str) -> Tokenizer | None:
+def _baseline(spec: str) -> TextTokenizer | None:
     """The report's baseline: tiktoken's GPT-2 by name, or a file ``pretrained`` accepts."""
     if not spec:
         return None
@@ -98,6 +109,6 @@ def _baseline(spec: str) -> Tokenizer | None:
 def run_tokenize(run: StageRun, cfg: TokenizeConfig) -> None:
     data = run.inputs["data"]
     out = read_output(data)
-    tok = Tokenizer.load(run.inputs["tokenizer"] / "tokenizer.json")
+    tok = load_tokenizer(run.inputs["tokenizer"] / "tokenizer.json")
     shards.run(cfg, tok, read_docs(data, prefetch=512), out.domains, run.out, run.counts,
                total_docs=out.docs_total)

@@ -104,3 +104,68 @@ def test_mixture_in_the_training_stage(tmp_path):
     stored = load_config(str(rd.root / "config.toml"))      # the run dir records the mixture
     assert [(m.domain, m.weight, m.max_epochs) for m in stored.train.mixture] == [
         ("prose", 2.0, 4.0), ("code", 1.0, 0.0)]
+    # the passes over each domain go into the manifest: 2:1 by weight, in tokens drawn
+    tokens = load_stage_tokens(rd.root / "tokenize")
+    drawn = {d: e * tokens[d] for d, e in counts["epochs"].items()}
+    assert drawn["prose"] / drawn["code"] == pytest.approx(2.0, rel=1e-3)
+    assert sum(drawn.values()) == pytest.approx(counts["tokens_seen"], rel=1e-3)
+
+
+def load_stage_tokens(tokenize_dir) -> dict[str, int]:
+    from pretrain.train.data import _domain_tokens
+    return _domain_tokens(shards.TokenShards(tokenize_dir, "train"))
+
+
+def test_phases_switch_the_weights_at_their_fractions(train_shards):
+    mix = [MixtureEntry("high", phase_weights=[1.0, 0.0, 3.0]),
+           MixtureEntry("low", weight=1.0)]               # constant through the phases
+    w = MixtureWindows(train_shards, 16, seed=0, mixture=mix, total_steps=100,
+                       rows_per_step=64, phases=[0.0, 0.6, 0.9])
+    assert np.allclose(w.weights(0), [0.5, 0.5]) and np.allclose(w.weights(59), [0.5, 0.5])
+    assert np.allclose(w.weights(60), [0.0, 1.0]) and np.allclose(w.weights(89), [0.0, 1.0])
+    assert np.allclose(w.weights(90), [0.75, 0.25]) and np.allclose(w.weights(99), [0.75, 0.25])
+    assert _share_high(w.batch(70, 0, 64)[0]) == 0.0
+    assert 0.65 < _share_high(torch.cat([w.batch(s, 0, 64)[0] for s in range(90, 100)])) < 0.85
+    # expected passes: high drawn half of 60 steps and three quarters of 10
+    e = w.epochs(100)
+    assert e["high"] * w.tokens["high"] == pytest.approx((30 + 7.5) * 64 * 16)
+    assert e["low"] * w.tokens["low"] == pytest.approx((30 + 30 + 2.5) * 64 * 16)
+
+
+def test_epochs_count_a_capped_domain_up_to_its_cap(train_shards):
+    mix = [MixtureEntry("high", weight=1.0, max_epochs=1.0), MixtureEntry("low", weight=1.0)]
+    rows, seq, steps = 8, 16, 1000
+    w = MixtureWindows(train_shards, seq, seed=0, mixture=mix, total_steps=steps,
+                       rows_per_step=rows)
+    e = w.epochs(steps)
+    assert e["high"] == pytest.approx(1.0, abs=rows * seq / w.tokens["high"])
+    total = e["high"] * w.tokens["high"] + e["low"] * w.tokens["low"]
+    assert total == pytest.approx(steps * rows * seq)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"mixture_phases": [0.0, 0.5], "mixture": [{"domain": "a", "phase_weights": [1.0]}]},
+     "1 phase_weights for 2"),
+    ({"mixture_phases": [0.1, 0.5], "mixture": [{"domain": "a", "phase_weights": [1, 2]}]},
+     "the first 0.0"),
+    ({"mixture_phases": [0.0, 0.5, 0.5], "mixture": [{"domain": "a",
+                                                      "phase_weights": [1, 2, 3]}]},
+     "increasing"),
+    ({"mixture_phases": [0.0, 0.5], "mixture": [{"domain": "a"}]}, "no \\[\\[train.mixture"),
+    ({"mixture_phases": [0.0, 0.5], "mixture": [{"domain": "a", "phase_weights": [1, 2],
+                                                 "weight_end": 0.0}]}, "not both"),
+])
+def test_phase_configs_are_checked(bad, match):
+    from pretrain.config import build
+    from pretrain.train.config import TrainConfig
+    with pytest.raises(ConfigError, match=match):
+        build(TrainConfig, bad)
+
+
+def test_the_shipped_five_domain_mixture_has_the_seed_proportions():
+    cfg = load_config("mixture-5domain")
+    first = {m.domain: m.phase_weights[0] for m in cfg.train.mixture}
+    assert first == {"web": 60, "books": 15, "wiki": 5, "code": 15, "papers": 5}
+    assert cfg.train.mixture_phases == [0.0, 0.6, 0.9]
+    assert {s.label() for s in cfg.data.sources} == set(first)
+    assert all(s.license for s in cfg.data.sources)

@@ -16,9 +16,14 @@ from ..config import ConfigError
 
 @dataclass
 class MixtureEntry:
+    """A data domain's sampling weight over the run: constant (``weight``), linear from
+    ``weight`` to ``weight_end``, or one weight per phase of ``train.mixture_phases``
+    (``phase_weights``: a pretraining mix, then mid-training, then an annealing mix)."""
+
     domain: str = ""
     weight: float = 1.0
     weight_end: float = -1.0          # weight at the end of the run; -1 = constant
+    phase_weights: list[float] = field(default_factory=list)  # one per train.mixture_phases
     max_epochs: float = 0.0           # passes over the domain's tokens; 0 = no limit
 
     def __post_init__(self) -> None:
@@ -26,11 +31,11 @@ class MixtureEntry:
             raise ConfigError("domain: each [[train.mixture]] entry names a data domain")
         if self.weight < 0 or (self.weight_end < 0 and self.weight_end != -1.0) or self.max_epochs < 0:
             raise ConfigError("weight, weight_end (or -1) and max_epochs must be >= 0")
-
-    def weight_at(self, progress: float) -> float:
-        end = self.weight if self.weight_end == -1.0 else self.weight_end
-        return self.weight + (end - self.weight) * progress
-
+        if any(w < 0 for w in self.phase_weights):
+            raise ConfigError(f"train.mixture {self.domain!r}: phase_weights must be >= 0")
+        if self.phase_weights and self.weight_end != -1.0:
+            raise ConfigError(f"train.mixture {self.domain!r}: phase_weights or weight_end, "
+                              "not both")
 
 
 
@@ -115,6 +120,9 @@ class TrainConfig:
     peak_tflops: float = 0.0          # hardware peak for MFU; 0 = measure it (CPU) or skip (GPU)
     init_from: str = ""               # continue from: run dir, checkpoint or HF model dir
     mixture: list[MixtureEntry] = field(default_factory=list)  # domain weights; [] = by size
+    # where each phase of the mixture starts, as fractions of training (first 0.0), for
+    # entries with phase_weights; e.g. [0.0, 0.6, 0.9]
+    mixture_phases: list[float] = field(default_factory=list)
     # "auto": bf16 autocast on a GPU that has it, fp32 elsewhere; "fp16": autocast with a
     # gradient scaler (its overflow skips are stability events); "fp8": torchao's float8
     # training on Hopper or newer (the [fp8] extra). Weights and optimizer state stay fp32.
@@ -182,6 +190,21 @@ class TrainConfig:
                               "and divergence_lr_factor within (0, 1]")
         if self.spike_window < 2 or self.max_bad_steps < 1 or self.max_rollbacks < 0:
             raise ConfigError("spike_window >= 2, max_bad_steps >= 1, max_rollbacks >= 0 needed")
+        self._check_phases()
+
+    def _check_phases(self) -> None:
+        ph = self.mixture_phases
+        if ph and (ph[0] != 0.0 or any(b <= a for a, b in zip(ph, ph[1:], strict=False))
+                   or ph[-1] >= 1.0):
+            raise ConfigError(f"train.mixture_phases = {ph}: increasing fractions of training "
+                              "in [0, 1), the first 0.0")
+        for m in self.mixture:
+            if m.phase_weights and len(m.phase_weights) != len(ph):
+                raise ConfigError(f"train.mixture {m.domain!r}: {len(m.phase_weights)} "
+                                  f"phase_weights for {len(ph)} train.mixture_phases")
+        if ph and not any(m.phase_weights for m in self.mixture):
+            raise ConfigError("train.mixture_phases is set but no [[train.mixture]] entry has "
+                              "phase_weights")
 
     def init_fingerprint(self) -> list[tuple[str, int, int]]:
         """What identifies the weights ``init_from`` names without reading them (each file's

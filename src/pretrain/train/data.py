@@ -7,9 +7,12 @@ whole state is the data position, an integer saved in every checkpoint:
   shard weighted by its size. Documents are packed (a window may cross a BOS/EOS boundary).
 - ``MixtureWindows`` (``[[train.mixture]]`` set): each row first picks a data domain by
   weight, then a window made of that domain's documents only. Weights may change linearly
-  over the run (a curriculum), and a domain stops being drawn once its *expected* draws
-  reach ``max_epochs`` passes over its tokens (computed from the schedule, not counted, so
-  no extra state is needed and resume stays exact). ``max_epochs > 1`` upsamples.
+  over the run (a curriculum) or by phases (``train.mixture_phases``: a pretraining mix,
+  mid-training, an annealing mix), and a domain stops being drawn once its *expected*
+  draws reach ``max_epochs`` passes over its tokens (computed from the schedule, not
+  counted, so no extra state is needed and resume stays exact). ``max_epochs > 1``
+  upsamples. ``epochs`` gives the passes over each domain a run of n steps makes, for the
+  manifest and the report.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class RandomWindows:
     """Deterministic random training windows over memory-mapped shards."""
 
     def __init__(self, shards: Any, seq_len: int, seed: int):
+        self.shards = shards
         # a window is seq_len + 1 tokens (inputs and shifted targets): a shard of n tokens
         # has n - seq_len possible starts
         self.arrays = [a for a in shards.shards if len(a) >= seq_len + 1]
@@ -54,13 +58,29 @@ class RandomWindows:
         xy = torch.from_numpy(np.stack(rows))
         return xy[:, :-1], xy[:, 1:]
 
+    def epochs(self, steps: int, rows_per_step: int) -> dict[str, float]:
+        """Passes over each domain's train tokens in ``steps`` steps: the same for every
+        domain, since windows are drawn in proportion to size."""
+        tokens = _domain_tokens(self.shards)
+        e = steps * rows_per_step * self.seq_len / max(1, sum(tokens.values()))
+        return {d: round(e, 6) for d in tokens}
+
+
+def _domain_tokens(shards: Any) -> dict[str, int]:
+    out = dict.fromkeys(shards.domains, 0)
+    for idx in shards.index:
+        for _, length, dom in idx:
+            out[shards.domains[dom]] += int(length)
+    return out
+
 
 class MixtureWindows:
     """Domain-weighted windows; see the module docstring."""
 
     def __init__(self, shards: Any, seq_len: int, seed: int, mixture: list[MixtureEntry],
-                 total_steps: int, rows_per_step: int):
+                 total_steps: int, rows_per_step: int, phases: list[float] | None = None):
         self.seq_len, self.seed, self.mixture = seq_len, seed, mixture
+        self.phases = np.asarray(phases or [0.0])
         self.total_steps, self.rows_per_step = total_steps, rows_per_step
         spans: dict[str, list[tuple[int, int, int]]] = {m.domain: [] for m in mixture}
         for s_i, idx in enumerate(shards.index):
@@ -81,9 +101,23 @@ class MixtureWindows:
                 raise ConfigError(f"train.mixture: domain {d!r} has {n} tokens, fewer than "
                                   f"seq_len + 1 = {seq_len + 1}")
 
+    def raw_weights(self, steps: np.ndarray) -> np.ndarray:
+        """(len(steps), domains): the configured weights at these optimizer steps, not
+        normalised, before any epoch limit."""
+        progress = np.minimum(1.0, np.asarray(steps, dtype=np.float64) / max(1, self.total_steps))
+        phase = np.searchsorted(self.phases, progress, side="right") - 1
+        cols = []
+        for m in self.mixture:
+            if m.phase_weights:
+                cols.append(np.asarray(m.phase_weights, dtype=np.float64)[phase])
+            else:
+                end = m.weight if m.weight_end == -1.0 else m.weight_end
+                cols.append(m.weight + (end - m.weight) * progress)
+        return np.stack(cols, axis=1)
+
     def weights(self, step: int) -> np.ndarray:
         """Normalised domain weights at optimizer step ``step``, exhausted domains at 0."""
-        w = np.array([m.weight_at(min(1.0, step / max(1, self.total_steps))) for m in self.mixture])
+        w = self.raw_weights(np.array([step]))[0]
         for i, m in enumerate(self.mixture):
             if m.max_epochs and self.expected_tokens(i, step) >= m.max_epochs * self.tokens[m.domain]:
                 w[i] = 0.0
@@ -93,15 +127,32 @@ class MixtureWindows:
         return w / w.sum()
 
     def expected_tokens(self, i: int, step: int) -> float:
-        """Tokens of domain ``i`` expected to be drawn before ``step`` (closed form, stateless)."""
+        """Tokens of domain ``i`` expected to be drawn before ``step`` by the configured
+        weights (closed form, stateless: what the epoch limit is judged by)."""
         if step <= 0:
             return 0.0
-        progress = np.minimum(1.0, np.arange(step) / max(1, self.total_steps))[:, None]
-        start = np.array([m.weight_at(0.0) for m in self.mixture])
-        end = np.array([m.weight_at(1.0) for m in self.mixture])
-        raw = start + (end - start) * progress                       # (step, domains)
+        raw = self.raw_weights(np.arange(step))
         share = raw[:, i] / np.maximum(raw.sum(axis=1), 1e-12)
         return float(share.sum()) * self.rows_per_step * self.seq_len
+
+    def epochs(self, steps: int, rows_per_step: int = 0) -> dict[str, float]:
+        """Passes over each domain's train tokens that ``steps`` steps draw, expected, with
+        the epoch limits applied as ``weights`` applies them (a stopped domain's share goes
+        to the others)."""
+        rows = rows_per_step or self.rows_per_step
+        if steps <= 0:
+            return {m.domain: 0.0 for m in self.mixture}
+        raw = self.raw_weights(np.arange(steps))
+        share = raw / np.maximum(raw.sum(axis=1, keepdims=True), 1e-12)
+        # the closed-form draws before each step, as the limit judges them
+        before = (np.cumsum(share, axis=0) - share) * rows * self.seq_len
+        caps = np.array([m.max_epochs * self.tokens[m.domain] if m.max_epochs else np.inf
+                         for m in self.mixture])
+        w = np.where(before >= caps, 0.0, raw)
+        w = w / np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
+        drawn = w.sum(axis=0) * rows * self.seq_len
+        return {m.domain: round(float(drawn[i]) / self.tokens[m.domain], 6)
+                for i, m in enumerate(self.mixture)}
 
     def _window(self, domain: str, pos: int) -> np.ndarray:
         """``seq_len + 1`` tokens of the domain's concatenated documents, from ``pos`` on."""

@@ -96,7 +96,8 @@ class Trainer:
         self.windows: RandomWindows | MixtureWindows
         if cfg.mixture:
             self.windows = MixtureWindows(train_shards, seq_len, seed, cfg.mixture, cfg.steps,
-                                          cfg.batch_size * cfg.grad_accum * dp)
+                                          cfg.batch_size * cfg.grad_accum * dp,
+                                          cfg.mixture_phases)
         else:
             self.windows = RandomWindows(train_shards, seq_len, seed)
         # fixed val windows, the same whatever the layout (global batch rows, split evenly
@@ -560,7 +561,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: Run
         "train_time_s": round(t.t_train, 2), "warmup_time_s": round(t.t_warmup, 2),
         "skipped_steps": sum(1 for e in t.events if e["action"] == "skipped update"),
         "rollbacks": t.rollbacks, "device": str(dev), "processes": d.world,
-        "layout": layout.describe()}
+        "layout": layout.describe(),
+        "epochs": t.windows.epochs(t.step, tokens_per_step // model_cfg.seq_len)}
     last_val = next(r for r in reversed(t.history) if "val_loss" in r)
     for key in ("val_bpb", "val"):
         if key in last_val:

@@ -34,6 +34,9 @@ TINY = [
     ("train.lr", "5e-3"),
     ("eval.max_tokens_per_domain", "5000"),
     ("sample.max_new_tokens", "8"),
+    # indexing the quickstart's 20 benchmark files for decontamination takes ~7 s a data
+    # stage; tests/unit/test_decontam.py runs from_eval on its own
+    ("data.decontam.from_eval", "false"),
 ]
 
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from .config import ConfigError, apply_override, build, load_toml, to_dict
 from .data.config import DataConfig
 from .eval.config import EvalConfig, SampleConfig
+from .eval.files import benchmark_files
 from .model.config import ModelConfig
 from .tokenizer.config import TokenizeConfig, TokenizerConfig
 from .train.config import TrainConfig
@@ -44,6 +45,10 @@ class RunConfig:
             raise ConfigError(f"name: {self.name!r} must be a plain folder name")
         if self.seed < 0:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        # a run never trains on what it scores: the data stage decontaminates against the
+        # eval stage's benchmark files (and reruns when they change)
+        decontam = self.data.decontam
+        decontam.eval_benchmarks = benchmark_files(self.eval) if decontam.from_eval else []
 
     @property
     def run_dir(self) -> Path:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pretrain.data import stage
 from pretrain.data.config import DataConfig, DecontamConfig
-from pretrain.data.decontam import Decontaminate, benchmark_ngrams
+from pretrain.data.decontam import Decontaminate, benchmark_index
 from pretrain.data.document import Document
 from pretrain.data.sources import LocalSource
 
@@ -37,7 +37,7 @@ def _benchmarks(tmp_path: Path) -> list[str]:
 
 
 def test_planted_items_are_found_per_benchmark_and_dropped(tmp_path):
-    ngrams = benchmark_ngrams(_benchmarks(tmp_path), 13)
+    ngrams = benchmark_index(_benchmarks(tmp_path), 13, 8)
     assert set(ngrams) == {"arc", "hellaswag"} and all(len(v) for v in ngrams.values())
     step = Decontaminate(DecontamConfig(), ngrams)
     docs = [Document("clean", _filler(0), "web"),
@@ -58,7 +58,7 @@ def test_planted_items_are_found_per_benchmark_and_dropped(tmp_path):
 
 
 def test_cut_mode_removes_the_match_with_its_window(tmp_path):
-    ngrams = benchmark_ngrams(_benchmarks(tmp_path), 13)
+    ngrams = benchmark_index(_benchmarks(tmp_path), 13, 8)
     step = Decontaminate(DecontamConfig(mode="cut"), ngrams)
     before, after = _filler(7, 200), _filler(8, 200)
     doc = Document("d", before + " " + STORY + " " + after, "web")
@@ -67,7 +67,9 @@ def test_cut_mode_removes_the_match_with_its_window(tmp_path):
     assert [o.id for o in out] == ["d#part0", "d#part1"]
     # the match and 200 characters either side are gone, the rest is intact
     assert before.startswith(out[0].text)
-    assert len(before) - len(out[0].text) in range(199, 203)
+    # the match starts at "man": the story's first word, "A", is quiz scaffolding (an
+    # option letter), skipped on both sides
+    assert len(before) - len(out[0].text) in range(197, 201)
     assert after.endswith(out[1].text) and len(after) - len(out[1].text) in range(199, 203)
     assert "roof" not in out[0].text + out[1].text
     # too little left around the match: the document goes
@@ -97,7 +99,7 @@ def test_stage_reports_hits_in_the_funnel(tmp_path):
 def test_real_benchmark_items_are_found_in_web_text():
     arc = shared_data("eval/llm-foundry/arc_easy.jsonl")
     c4 = shared_data("webtext/c4_sample.jsonl")
-    ngrams = benchmark_ngrams([str(arc)], 13)
+    ngrams = benchmark_index([str(arc)], 13, 8)
     rows = [json.loads(x) for x in open(arc)][:50]
     web = [json.loads(x)["text"] for x in open(c4)][:200]
     step = Decontaminate(DecontamConfig(), ngrams)
@@ -107,3 +109,109 @@ def test_real_benchmark_items_are_found_in_web_text():
     out = list(step(iter(planted + clean)))
     dropped = {o[0].id for o in out if isinstance(o, tuple)}
     assert dropped == {d.id for d in planted}  # every planted item, no false hit in C4
+
+
+# --- items as they appear in documents -------------------------------------------------
+
+def test_items_are_indexed_as_the_texts_they_appear_as():
+    from pretrain.data.benchmarks import bare, item_texts
+    mc = item_texts({"query": "Question: Why is the sky blue?\nAnswer:", "choices": ["x", "y"],
+                     "gold": 0})
+    # each choice after the question, and all of them listed, with and without scaffolding
+    assert mc == ["Question: Why is the sky blue?\nAnswer: x",
+                  "Question: Why is the sky blue?\nAnswer: y",
+                  "Question: Why is the sky blue?\nAnswer: x y",
+                  "Why is the sky blue? x", "Why is the sky blue? y", "Why is the sky blue? x y"]
+    assert item_texts({"context_options": ["Sam said so because Sam", "Sam said so because Kim"],
+                       "continuation": "was tired.", "gold": 1}) == [
+        "Sam said so because Sam was tired.", "Sam said so because Kim was tired."]
+    assert item_texts({"context": "The capital of Peru is", "continuation": "Lima"}) == [
+        "The capital of Peru is Lima"]
+    assert item_texts({"title": "t", "body": ["a", "b"], "n": 3}) == ["t a b"]
+    assert bare("Roof shingle removal: A man is on a roof.") == "A man is on a roof."
+
+
+def _index(tmp_path: Path, records: list[dict], min_words: int = 6):
+    path = tmp_path / "bench.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return benchmark_index([str(path)], 13, min_words)
+
+
+def _dropped(index, texts: list[str]) -> list[bool]:
+    step = Decontaminate(DecontamConfig(), index)
+    docs = [Document(f"d{i}", t, "web") for i, t in enumerate(texts)]
+    return [isinstance(o, tuple) for o in step(iter(docs))]
+
+
+def test_a_short_question_with_its_answer_is_caught_through_quiz_scaffolding(tmp_path):
+    index = _index(tmp_path, [
+        {"query": "Question: Lightning may lead to", "gold": 1,
+         "choices": ["rainbows", "damage to local foliage", "snow", "calm"]},
+        {"context": "The sport played by Shane Victorino is", "continuation": "baseball"},
+        {"context": "op 17 =", "continuation": "17"}])            # 4 words: too short
+    before, after = _filler(20), _filler(21)
+    assert _dropped(index, [
+        f"{before}\n\nQ: Lightning may lead to\nA: damage to local foliage\n\n{after}",
+        f"{before} 12. LIGHTNING MAY LEAD TO A) rainbows B) damage to local foliage C) snow "
+        f"D) calm. Correct answer: damage to local foliage {after}",
+        f"{before} the sport played by Shane Victorino is... baseball! {after}",
+        # the question alone, or a different answer, or the short item: kept
+        f"{before} Lightning may lead to fires. {after}",
+        f"{before} The sport played by Shane Victorino is fun. {after}",
+        f"{before} op 17 = 17 {after}",
+    ]) == [True, True, True, False, False, False]
+
+
+def test_planted_items_are_caught_and_clean_text_is_not_touched():
+    """Items of nine benchmarks planted in C4 documents the ways quiz pages carry them
+    (tests/planted.py; seed 0, bench/decontam_planted.py measures seed 1)."""
+    from tests.planted import clean_texts, planted_set, web_texts
+    eval_dir = shared_data("eval")
+    names = ["llm-foundry/arc_easy.jsonl", "llm-foundry/piqa.jsonl", "llm-foundry/copa.jsonl",
+             "llm-foundry/openbook_qa.jsonl", "llm-foundry/winogrande.jsonl",
+             "llm-foundry/lambada_openai.jsonl", "llm-foundry/bigbench_qa_wikidata.jsonl",
+             "llm-foundry/jeopardy_all.jsonl", "hellaswag/hellaswag_val_full.txt.bz2"]
+    files = [eval_dir / n for n in names]
+    shared = eval_dir.parent
+    hosts = web_texts(shared / "webtext" / "c4_sample.jsonl", 500)
+    planted = planted_set(files, hosts, per_benchmark=25, seed=0)
+    index = benchmark_index([str(f) for f in files], 13, 6)
+    caught = _dropped(index, [p.text for p in planted])
+    missed = [p.item for p, c in zip(planted, caught, strict=True) if not c]
+    assert len(missed) <= 0.05 * len(planted), missed
+    clean = [t for texts in clean_texts(shared, c4_skip=500).values() for t in texts[:600]]
+    touched = _dropped(index, clean)
+    assert sum(touched) <= 0.02 * len(clean)
+
+
+def test_a_run_decontaminates_against_the_tasks_it_scores(tmp_path):
+    from pretrain.run_config import load_config
+    from pretrain.stages import get
+    task = tmp_path / "mytask.jsonl"
+    task.write_text(json.dumps({"query": QUESTION, "choices": ["a", "b"], "gold": 0}) + "\n")
+    tasks = ("eval.tasks", f"[{json.dumps(str(task))}, \"no_such_task.jsonl\"]")
+    cfg = load_config(None, [tasks, ("eval.core", "false")])
+    assert cfg.data.decontam.eval_benchmarks == [str(task)]   # the missing one is skipped
+    assert load_config(None, [tasks, ("data.decontam.from_eval", "false")]
+                       ).data.decontam.eval_benchmarks == []
+    # other tasks, other training data: the data stage's key changes
+    other = load_config(None, [("eval.tasks", "[]"), ("eval.core", "false")])
+    assert get("data").key_config(cfg) != get("data").key_config(other)
+    # and the stage drops a document carrying the task's question
+    src = tmp_path / "docs.jsonl"
+    src.write_text(json.dumps({"id": "clean", "text": _filler(1, 150)}) + "\n"
+                   + json.dumps({"id": "leak", "text": _filler(2) + " " + QUESTION}) + "\n")
+    data = DataConfig(sources=[LocalSource(paths=[str(src)], quality="none")],
+                      decontam=cfg.data.decontam)
+    (tmp_path / "out").mkdir()
+    assert stage.process(data, tmp_path / "out").counts()["dropped"] == {"contaminated": 1}
+
+
+def test_the_quickstart_decontaminates_against_every_file_it_scores():
+    from pretrain.eval.files import benchmark_files
+    from pretrain.run_config import load_config
+    shared_data("eval/llm-foundry/arc_easy.jsonl")
+    cfg = load_config(None)
+    scored = benchmark_files(cfg.eval)
+    assert len(scored) >= 18 and any("hellaswag" in f for f in scored)
+    assert set(scored) <= set(cfg.data.decontam.files())

@@ -1,39 +1,46 @@
-"""Benchmark decontamination: find training documents sharing a 13-gram with an
-evaluation set, then drop them or cut the match out, as GPT-3 did.
+"""Benchmark decontamination: find training documents that contain a benchmark item, then
+drop them or cut the match out, as GPT-3 did.
 
-Normalisation is GPT-3's: lower case, punctuation removed, split on whitespace (here
-also digits folded to 0: a table of numbers then matches a table with other numbers,
-which costs a little training text and never lets a test item through). Every 13-gram of
-every evaluation text is hashed to 64 bits and kept in one sorted array per benchmark;
-a document's 13-grams are hashed the same way (``minhash.word_hashes``, numpy on the
-UTF-8 bytes) and looked up with ``np.isin``.
+What counts as the item is ``benchmarks.py``'s: each item rendered as the texts it
+appears as in documents (question with each answer, context with each ending, the
+filled-in sentence, a passage whole). Normalisation is GPT-3's: lower case, punctuation
+removed, split on whitespace (here also digits folded to 0: a table of numbers then
+matches a table with other numbers, which costs a little training text and never lets a
+test item through).
+
+A document matches a benchmark when it shares an n-gram (13 words) with one of its texts,
+or, for a text shorter than n words, contains its words in order: short items (a
+BIG-bench fact, a COPA pair) can never share a 13-gram. Texts shorter than
+``min_item_words`` (6) are not matched at all: common facts that short are everywhere
+(README, "Decontamination", has recall and clean-text rates per value).
+Every run of k words is hashed to 64 bits (``minhash.word_hashes``, numpy on the UTF-8
+bytes) and kept in one sorted array per benchmark and k; a document's runs of each k
+are hashed the same way and looked up by binary search.
 
 Modes: ``"drop"`` removes the whole document (datatrove's choice); ``"cut"`` removes each
 match with 200 characters either side, splits the document there, drops pieces shorter
 than 200 characters and drops the document if it was cut more than 10 times (GPT-3's
 values, as in lm-evaluation-harness's ``clean_training_data``). Hits per benchmark are
 counted either way.
-
-Evaluation sets are local files: jsonl (every string field of a record, and all of
-them joined, are texts: llm-foundry's query/choices, context/continuation and
-context_options all work), or text (one text per line; .bz2/.gz read transparently).
 """
 
 from __future__ import annotations
 
-import bz2
-import gzip
-import json
+from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ..config import ConfigError
+from .benchmarks import benchmark_texts, name_of
 from .config import DecontamConfig
 from .document import Document, Drop, Step
-from .minhash import NOT_WORD, mix64, runs, word_hashes
+from .minhash import _P, NOT_WORD, mix64, runs, word_hashes
+
+# benchmark name -> words k -> sorted unique hashes of its texts' runs of k words (k = n:
+# the n-grams of long texts; k < n: short texts whole)
+Index = dict[str, dict[int, np.ndarray]]
 
 
 def _prep(text: str) -> str:
@@ -43,10 +50,34 @@ def _prep(text: str) -> str:
     return NOT_WORD.sub(" ", low if len(low) == len(text) else text)
 
 
-def text_ngrams(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(hash, doc index, first word's byte start, last word's byte end) of every run of n
-    words within one text; byte offsets are into the texts joined by NUL."""
+# Quiz scaffolding that a copied item gains between its words: option letters, "Q:",
+# "Answer:", "Correct answer:", list numbers. Skipped on both sides, in the index and in
+# documents, so "Q: ... A) ... B) ... Correct answer: ..." still reads as the item.
+SKIP_WORDS = ("a", "b", "c", "d", "e", "q", "answer", "answers", "question", "correct",
+              "choices", "options") + tuple("0" * k for k in range(1, 12))
+
+
+def _skip_hashes() -> np.ndarray:
+    h, _, _, _ = word_hashes([" ".join(SKIP_WORDS)])
+    return np.unique(h)
+
+
+_SKIP = _skip_hashes()
+
+
+def words(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(hash, doc index, byte start, byte end) of every word of ``texts`` but the
+    scaffolding words; byte offsets are into the normalised texts joined by NUL."""
     h, doc, starts, ends = word_hashes([_prep(t) for t in texts])
+    keep = ~is_member(h, _SKIP)
+    return h[keep], doc[keep], starts[keep], ends[keep]
+
+
+def ngrams_of(w: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], n: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(hash, doc index, first word's byte start, last word's byte end) of every run of n
+    words (from ``words``) within one text."""
+    h, doc, starts, ends = w
     if len(h) < n:
         z = np.zeros(0, np.int64)
         return np.zeros(0, np.uint64), z, z, z
@@ -55,53 +86,87 @@ def text_ngrams(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray, np.nd
     return mix64(g[ok]), doc[:len(g)][ok], starts[:len(g)][ok], ends[n - 1:][ok]
 
 
-def read_benchmark(path: Path) -> Iterator[str]:
-    name = path.name.lower()
-    opener: Any = bz2.open if name.endswith(".bz2") else gzip.open if name.endswith(".gz") else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            if ".jsonl" in name or ".json" in name:
-                for lineno, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        rec = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise ConfigError(f"{path}:{lineno}: not JSON ({e})") from None
-                    strings = list(_strings(rec))
-                    yield from strings
-                    yield " ".join(strings)
-            else:
-                yield from (line for line in f if line.strip())
-    except OSError as e:
-        raise ConfigError(f"data.decontam.benchmarks: cannot read {path}: {e}") from None
+def text_ngrams(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    return ngrams_of(words(texts), n)
 
 
-def _strings(x: Any) -> Iterator[str]:
-    if isinstance(x, str):
-        yield x
-    elif isinstance(x, list):
-        for v in x:
-            yield from _strings(v)
-    elif isinstance(x, dict):
-        for v in x.values():
-            yield from _strings(v)
+def texts_index(texts: list[str], n: int, min_words: int, chunk: int = 4096
+                ) -> dict[int, np.ndarray]:
+    """k -> sorted unique hashes: the n-grams of ``texts``, and each text of
+    ``min_words`` <= k < n words whole."""
+    parts: dict[int, list[np.ndarray]] = defaultdict(list)
+    for i in range(0, len(texts), chunk):
+        w = words(texts[i:i + chunk])
+        parts[n].append(ngrams_of(w, n)[0])
+        counts = np.bincount(w[1], minlength=min(chunk, len(texts) - i))
+        for k in np.unique(counts[(counts >= min_words) & (counts < n)]).tolist():
+            g, doc, _, _ = ngrams_of(w, k)
+            first = doc[:len(g)] != np.concatenate([[-1], doc[:len(g) - 1]])
+            whole = first & (counts[doc] == k)   # the one run of a k-word text
+            parts[k].append(g[whole])
+    return {k: np.unique(np.concatenate(v)) for k, v in sorted(parts.items())}
 
 
-def benchmark_ngrams(paths: list[str], n: int) -> dict[str, np.ndarray]:
-    """Benchmark name -> sorted unique n-gram hashes."""
-    out: dict[str, np.ndarray] = {}
-    for p in map(Path, paths):
+def benchmark_index(paths: list[str], n: int, min_words: int) -> Index:
+    """Benchmark name (``benchmarks.name_of``) -> its index (``texts_index``); files of
+    one name are one benchmark."""
+    texts: dict[str, list[str]] = defaultdict(list)
+    for p in map(Path, dict.fromkeys(paths)):
         if not p.is_file():
             raise ConfigError(f"data.decontam.benchmarks: no such file {p}")
-        texts = list(read_benchmark(p))
-        parts = [text_ngrams(texts[i:i + 4096], n)[0] for i in range(0, len(texts), 4096)]
-        name = p.name.split(".")[0]
-        out[name] = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.uint64)
+        texts[name_of(p)] += benchmark_texts(p)
+    return {name: texts_index(t, n, min_words) for name, t in texts.items()}
+
+
+def save_index(index: Index, path: Path) -> None:
+    np.savez(path, **{f"{name}@{k}": v for name, ks in index.items()  # type: ignore[arg-type]
+                      for k, v in ks.items()})
+
+
+def load_index(path: str) -> Index:
+    out: Index = defaultdict(dict)
+    with np.load(path) as z:
+        for key in z.files:
+            name, _, k = key.rpartition("@")
+            out[name][int(k)] = z[key]
+    return dict(out)
+
+
+def union(index: Index) -> dict[int, np.ndarray]:
+    """k -> the hashes of every benchmark together."""
+    ks: dict[int, list[np.ndarray]] = defaultdict(list)
+    for by_k in index.values():
+        for k, v in by_k.items():
+            ks[k].append(v)
+    return {k: np.unique(np.concatenate(v)) for k, v in sorted(ks.items())}
+
+
+def find(texts: list[str], sets: dict[int, np.ndarray]
+         ) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per k with hits: (k, hash, doc index, byte start, byte end) of every run of k words
+    of ``texts`` found in ``sets[k]``. The runs of k + 1 words are extended from those of
+    k (one multiply-add a word per k, where hashing each k afresh costs k)."""
+    out: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    if not sets:
+        return out
+    h, doc, starts, ends = words(texts)
+    g = h
+    with np.errstate(over="ignore"):
+        for k in range(1, max(sets) + 1):
+            if k > 1:
+                g = g[:-1] * _P + h[k - 1:]
+            if k not in sets or not len(g):
+                continue
+            ok = doc[:len(g)] == doc[k - 1:]
+            hashed = mix64(g[ok])
+            hit = is_member(hashed, sets[k])
+            if hit.any():
+                out.append((k, hashed[hit], doc[:len(g)][ok][hit], starts[:len(g)][ok][hit],
+                            ends[k - 1:][ok][hit]))
     return out
 
 
-HITS = "hits_"   # a funnel stat per benchmark: documents that shared an n-gram with it
+HITS = "hits_"   # a funnel stat per benchmark: documents that contained one of its items
 
 
 def hits(stats: dict[str, int]) -> dict[str, int]:
@@ -119,31 +184,32 @@ def is_member(x: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
 
 
 class Decontaminate(Step):
-    """Drops (or cuts) documents sharing an n-gram with a benchmark; ``stats`` counts the
+    """Drops (or cuts) documents containing a benchmark item; ``stats`` counts the
     documents hit per benchmark as ``hits_<name>`` (read back by ``hits``)."""
 
     name = "decontam"
 
-    def __init__(self, cfg: DecontamConfig, ngrams: dict[str, np.ndarray]):
+    def __init__(self, cfg: DecontamConfig, index: Index):
         super().__init__()
         self.cfg = cfg
-        self.ngrams = ngrams
-        self.all = np.unique(np.concatenate(list(ngrams.values()))) if ngrams else np.zeros(0, np.uint64)
+        self.index = index
+        self.all = union(index)
 
     def process(self, doc: Document) -> Iterator[Document | Drop]:
-        g, _, starts, ends = text_ngrams([doc.text], self.cfg.ngram)
-        hit = is_member(g, self.all)
-        if not hit.any():
+        found = find([doc.text], self.all)
+        if not found:
             yield doc
             return
-        names = [k for k, v in self.ngrams.items() if is_member(g[hit], v).any()]
-        for k in names:
-            self.stats[HITS + k] += 1
+        names = [name for name, by_k in self.index.items()
+                 if any(k in by_k and is_member(g, by_k[k]).any() for k, g, _, _, _ in found)]
+        for name in names:
+            self.stats[HITS + name] += 1
         doc.meta["contaminated"] = names
         if self.cfg.mode == "drop":
             yield doc, "contaminated"
             return
-        yield from self._cut(doc, starts[hit], ends[hit])
+        yield from self._cut(doc, np.concatenate([f[3] for f in found]),
+                             np.concatenate([f[4] for f in found]))
 
     def _cut(self, doc: Document, bstarts: np.ndarray, bends: np.ndarray
              ) -> Iterator[Document | Drop]:

@@ -1,46 +1,53 @@
 """Contamination report: how much of each benchmark the training data still contains.
 
-The data stage can remove documents that share a 13-gram with a benchmark (its
-``decontam`` step counts what it removed); this report looks at what remains: every kept
-training document is scanned for the 13-grams of every benchmark the eval stage scores,
-with the data stage's normalisation (``data/decontam.py``). Per benchmark: training
-documents sharing at least one 13-gram, and the share of the benchmark's distinct
-13-grams that occur in training.
+The data stage can remove documents that contain a benchmark item (its ``decontam`` step
+counts what it removed); this report looks at what remains: every kept training document
+is scanned for the items of every benchmark the eval stage scores, indexed and matched
+exactly as the data stage does (``data/decontam.py``: each item as the texts it appears
+as, 13-grams, short items whole). Per benchmark: training documents containing one of
+its items, and the share of its distinct indexed n-grams that occur in training.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..data.decontam import benchmark_ngrams, is_member, text_ngrams
+from ..data.benchmarks import name_of
+from ..data.decontam import benchmark_index, find, is_member
 from .files import resolve
 
 
 def report(docs: Iterator[dict[str, Any]], task_names: list[str], tasks_dir: str,
-           removed: dict[str, int], n: int = 13, batch: int = 256) -> dict[str, Any]:
+           removed: dict[str, int], n: int = 13, min_words: int = 6,
+           batch: int = 256) -> dict[str, Any]:
     files = {name: str(p) for name, p, _, _ in resolve(task_names, tasks_dir) if p.is_file()}
     if not files:
         return {}
-    by_file = benchmark_ngrams(list(files.values()), n)
-    ngrams = {name: by_file[Path(p).name.split(".")[0]] for name, p in files.items()}
-    hit_docs = dict.fromkeys(ngrams, 0)
-    found: dict[str, set[int]] = {k: set() for k in ngrams}
+    by_file = benchmark_index(list(files.values()), n, min_words)
+    index = {name: by_file[name_of(p)] for name, p in files.items()}
+    hit_docs = dict.fromkeys(index, 0)
+    found: dict[str, set[int]] = {k: set() for k in index}
     train_docs = 0
     texts: list[str] = []
+    every = {k: np.unique(np.concatenate([by_k[k] for by_k in index.values() if k in by_k]))
+             for k in sorted({k for by_k in index.values() for k in by_k})}
 
     def flush() -> None:
         if not texts:
             return
-        g, doc, _, _ = text_ngrams(texts, n)
-        for name, grams in ngrams.items():
-            hit = is_member(g, grams)
-            if hit.any():
-                hit_docs[name] += len(np.unique(doc[hit]))
-                found[name].update(np.unique(g[hit]).tolist())
+        hits = find(texts, every)
+        for name, by_k in index.items():
+            docs_hit: set[int] = set()
+            for k, g, doc, _, _ in hits:
+                if k not in by_k:
+                    continue
+                hit = is_member(g, by_k[k])
+                docs_hit.update(doc[hit].tolist())
+                found[name].update(g[hit].tolist())
+            hit_docs[name] += len(docs_hit)
         texts.clear()
 
     for d in docs:
@@ -51,15 +58,16 @@ def report(docs: Iterator[dict[str, Any]], task_names: list[str], tasks_dir: str
         if len(texts) >= batch:
             flush()
     flush()
+    sizes = {name: sum(len(v) for v in by_k.values()) for name, by_k in index.items()}
     return {name: {"docs": hit_docs[name], "train_docs": train_docs,
-                   "ngrams_in_train": len(found[name]), "ngrams": int(len(ngrams[name])),
-                   "ngram_share": round(len(found[name]) / max(1, len(ngrams[name])), 6),
-                   "removed_by_data_stage": removed.get(Path(files[name]).name.split(".")[0], 0)}
-            for name in ngrams}
+                   "ngrams_in_train": len(found[name]), "ngrams": sizes[name],
+                   "ngram_share": round(len(found[name]) / max(1, sizes[name]), 6),
+                   "removed_by_data_stage": removed.get(name_of(files[name]), 0)}
+            for name in index}
 
 
 def table(rep: dict[str, Any]) -> str:
-    lines = [f"{'benchmark':<16}{'train docs with a 13-gram':>27}{'13-grams in train':>19}"
+    lines = [f"{'benchmark':<16}{'train docs with an item':>27}{'n-grams in train':>19}"
              f"{'removed by data':>17}"]
     for name, r in rep.items():
         lines.append(f"{name:<16}{r['docs']:>17} of {r['train_docs']:<7}"

@@ -88,6 +88,18 @@ TASKS: tuple[CoreTask, ...] = (
 )
 
 
+def benchmark_files(cfg: EvalConfig) -> list[str]:
+    """The benchmark files this config scores that exist here (a missing one is skipped
+    by the eval stage with a line in its log): the data stage decontaminates against
+    them (``data.decontam.from_eval``)."""
+    paths = [p for _, p, _, _ in resolve(cfg.tasks, cfg.tasks_dir)]
+    if cfg.core:
+        for t in TASKS:
+            found = [Path(cfg.tasks_dir) / f for f in t.files if (Path(cfg.tasks_dir) / f).is_file()]
+            paths += found[:1]
+    return list(dict.fromkeys(str(p) for p in paths if p.is_file()))
+
+
 def fingerprint(cfg: EvalConfig) -> list[tuple[str, int, int]]:
     """(path, size, mtime) of every benchmark file this config makes the eval stage read
     that exists: its tasks, the CORE files when ``core`` is on, lm-eval's task YAMLs."""

@@ -1,0 +1,134 @@
+"""Benchmark files read as the texts their items become when they leak into web pages.
+
+A benchmark item leaks as a question followed by its answer (quiz pages, copied datasets),
+a story with its ending, a sentence with its blank filled in; rarely as one field alone.
+Indexing field by field (each string of a record alone, or all of them joined in file
+order, which puts the choices before the question) missed a quarter of the documents that
+carried a planted item: "question + answer" then formed no shared 13-gram. So each item
+is rendered the way it reads in a document, one text per candidate answer:
+
+- ``{"query", "choices"}`` (ARC, PIQA, OpenBookQA, COPA, BoolQ, llm-foundry's HellaSwag):
+  the query joined to each choice, and to all of them in order (a quiz listing them);
+- ``{"context_options", "continuation"}`` (WinoGrande, WSC): each filled-in sentence;
+- ``{"context", "continuation"}`` (LAMBADA, Jeopardy, BIG-bench): the two joined;
+- HellaSwag's text file (context, gold index, four endings; six lines an item): the
+  context joined to each ending;
+- any other jsonl record: its strings joined in file order (the old behaviour);
+- any other text file: one passage per line, whole (WikiText).
+
+llm-foundry's prompt scaffolding (a leading ``Question:``/``Passage:`` label or a
+HellaSwag activity label, a trailing ``Answer:``) is not what a copied page carries; the
+text is indexed both with and without it. Which choice is gold is not used: a page that
+pairs a question with a wrong answer still copies the question.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..config import ConfigError
+
+# a short leading label ("Question: ", "Passage: ", "Roof shingle removal: ") and a
+# trailing answer prompt ("\nAnswer:")
+_LABEL = re.compile(r"^\s*[A-Z][\w ,'()-]{0,40}:\s+")
+_PROMPT = re.compile(r"\s*\b(?:Answer|A)\s*:\s*$")
+
+
+def _open(path: Path) -> Any:
+    name = path.name.lower()
+    opener: Any = bz2.open if name.endswith(".bz2") else gzip.open if name.endswith(".gz") \
+        else open
+    return opener(path, "rt", encoding="utf-8")
+
+
+def bare(text: str) -> str:
+    """The text without llm-foundry's prompt scaffolding."""
+    return _PROMPT.sub("", _LABEL.sub("", text, count=1)).strip()
+
+
+def joined(firsts: list[str], seconds: list[str]) -> list[str]:
+    """Each first part joined to each second part, the first part also without its
+    scaffolding when it has some."""
+    out = []
+    for a in firsts:
+        for head in dict.fromkeys([a.strip(), bare(a)]):
+            out += [f"{head} {b.strip()}" for b in seconds]
+    return out
+
+
+def item_texts(rec: Any) -> list[str]:
+    """The texts one jsonl record of a benchmark appears as in a document."""
+    if isinstance(rec, dict):
+        query, choices = rec.get("query"), rec.get("choices")
+        context, cont = rec.get("context"), rec.get("continuation")
+        options = rec.get("context_options")
+        if isinstance(query, str) and isinstance(choices, list):
+            options = [c for c in choices if isinstance(c, str)]
+            # each answer after the question, and the question with its options listed
+            return joined([query], options + [" ".join(options)])
+        if isinstance(options, list) and isinstance(cont, str):
+            return joined([c for c in options if isinstance(c, str)], [cont])
+        if isinstance(context, str) and isinstance(cont, str):
+            return joined([context], [cont])
+    strings = list(_strings(rec))
+    return [" ".join(strings)] if strings else []
+
+
+def _strings(x: Any) -> Iterator[str]:
+    if isinstance(x, str):
+        yield x
+    elif isinstance(x, list):
+        for v in x:
+            yield from _strings(v)
+    elif isinstance(x, dict):
+        for v in x.values():
+            yield from _strings(v)
+
+
+def _is_hellaswag(head: list[str]) -> bool:
+    """HellaSwag's six-lines-an-item text file: the second line of every item is the gold
+    index (0-3)."""
+    return len(head) >= 12 and all(head[i].strip() in {"0", "1", "2", "3"} for i in (1, 7))
+
+
+def read_items(path: Path) -> Iterator[list[str]]:
+    """Each item of a benchmark file as the texts it appears as."""
+    name = path.name.lower()
+    try:
+        with _open(path) as f:
+            if ".jsonl" in name or name.endswith(".json"):
+                for lineno, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise ConfigError(f"{path}:{lineno}: not JSON ({e})") from None
+                    texts = item_texts(rec)
+                    if texts:
+                        yield texts
+                return
+            lines = [line.rstrip("\n") for line in f]
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise ConfigError(f"benchmark file {path}: cannot read it ({e})") from None
+    if _is_hellaswag(lines[:12]):
+        for i in range(0, len(lines) - 5, 6):
+            yield joined([lines[i]], lines[i + 2:i + 6])
+    else:
+        yield from ([line] for line in lines if line.strip())
+
+
+def benchmark_texts(path: Path) -> list[str]:
+    """Every text a benchmark file's items appear as."""
+    return [t for texts in read_items(path) for t in texts]
+
+
+def name_of(path: str | Path) -> str:
+    """A benchmark's name in counts and reports: the file name up to its first dot."""
+    return Path(path).name.split(".")[0]

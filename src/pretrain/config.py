@@ -140,8 +140,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 
 def _hints(cls: type) -> dict[str, Any]:
-    module = sys.modules[cls.__module__]
-    return typing.get_type_hints(cls, vars(module))
+    # the names of every module along the MRO: a subclass defined in another module (the
+    # huggingface source) inherits annotations written with its base module's imports
+    names: dict[str, Any] = {}
+    for c in reversed(cls.__mro__):
+        names.update(vars(sys.modules[c.__module__]))
+    return typing.get_type_hints(cls, names)
 
 
 def build(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:

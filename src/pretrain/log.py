@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from types import TracebackType
 from typing import Any
@@ -34,7 +35,8 @@ def log0(msg: str) -> None:
 
 
 class Progress:
-    """``with Progress("train", total=n) as p: p.update(1, loss=...)``."""
+    """``with Progress("train", total=n) as p: p.update(1, loss=...)``. ``update`` may be
+    called from several threads (the data stage's counts come from a watcher thread)."""
 
     def __init__(self, desc: str, total: int | None = None, unit: str = "it", every_s: float = 10.0):
         self.desc, self.total, self.unit, self.every_s = desc, total, unit, every_s
@@ -43,7 +45,8 @@ class Progress:
         self._rich: Any = None
         self._task: Any = None
         self._t0 = self._last = time.monotonic()
-        self._printed_n = -1
+        self._printed: tuple[int, str] = (-1, "")
+        self._lock = threading.Lock()
         self.enabled = rank() == 0
 
     def __enter__(self) -> Progress:
@@ -66,6 +69,10 @@ class Progress:
         return self
 
     def update(self, n: int = 1, **info: Any) -> None:
+        with self._lock:
+            self._update(n, info)
+
+    def _update(self, n: int, info: dict[str, Any]) -> None:
         self.n += n
         if info:
             self.info = "  ".join(f"{k}={_fmt(v)}" for k, v in info.items())
@@ -80,7 +87,7 @@ class Progress:
             self._line()
 
     def _line(self) -> None:
-        self._printed_n = self.n
+        self._printed = (self.n, self.info)
         total = f"/{self.total}" if self.total else ""
         elapsed = time.monotonic() - self._t0
         print(f"[{self.desc}] {self.n}{total} {self.unit}  {elapsed:.0f}s  {self.info}".rstrip(),
@@ -90,7 +97,7 @@ class Progress:
                  tb: TracebackType | None) -> None:
         if self._rich is not None:
             self._rich.stop()
-        elif self.enabled and et is None and self._printed_n != self.n:
+        elif self.enabled and et is None and self._printed != (self.n, self.info):
             self._line()
 
 

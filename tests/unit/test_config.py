@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from pretrain.config import ConfigError, apply_override, build, parse_override_args, to_toml
-from pretrain.data.sources import HuggingFaceSource, LocalSource, PythonInstallationSource
+from pretrain.data.hf_source import HuggingFaceSource
+from pretrain.data.sources import LocalSource, PythonInstallationSource
 from pretrain.run_config import RunConfig, load_config, shipped_configs
 
 

@@ -1,7 +1,9 @@
 """Where the data stage's tasks run: in this process, in a pool of worker processes on
 this machine, or as Ray tasks on a cluster. The tasks themselves (``runner.run_task``) do
 not know which: each writes its files under temporary names and renames them when done,
-so a retried or resumed task gives the same output.
+so a retried or resumed task gives the same output. Progress counts tasks and, from the
+tasks' heartbeat files (``heartbeat.py``), the documents and bytes read so far, the same
+way for all three.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from pathlib import Path
 from ..config import ConfigError
 from ..log import Progress
 from .config import DataConfig
+from .heartbeat import Watch, beat_path
 from .runner import Task, run_task
 
 # Below this much input in files, worker processes cost more to start (~1 s each: spawn
 # re-imports numpy, the language model) than they save.
 _MIN_PARALLEL_BYTES = 8 << 20
+LINE_EVERY_S = 10.0   # a plain progress line (a log, not a terminal) at most this often
 
 
 def execute(cfg: DataConfig, todo: list[Task], work: Path, ngrams_path: str) -> None:
@@ -32,10 +36,9 @@ def execute(cfg: DataConfig, todo: list[Task], work: Path, ngrams_path: str) -> 
         _ray(cfg, todo, work, ngrams_path)
         return
     workers = min(cfg.workers or os.cpu_count() or 1, len(todo))
-    if all(t.files for t in todo) and sum(
-            Path(f).stat().st_size for t in todo for f in t.files or []) < _MIN_PARALLEL_BYTES:
+    if _small(todo):
         workers = 1
-    with Progress("data", unit="tasks") as bar:
+    with _bar(todo) as bar, _watch(bar, todo, work):
         if workers <= 1:
             for t in todo:
                 run_task(cfg, t, work, ngrams_path)
@@ -48,6 +51,23 @@ def execute(cfg: DataConfig, todo: list[Task], work: Path, ngrams_path: str) -> 
             for fut in as_completed(futures):
                 fut.result()
                 bar.update(1)
+
+
+def _small(todo: list[Task]) -> bool:
+    """Whether the tasks are local files of less than ``_MIN_PARALLEL_BYTES`` in all (a
+    whole-source task or a remote file may be any size: worth a worker)."""
+    files = [f for t in todo for f in t.files or []]
+    if not all(t.files for t in todo) or any("://" in f for f in files):
+        return False
+    return sum(Path(f).stat().st_size for f in files) < _MIN_PARALLEL_BYTES
+
+
+def _bar(todo: list[Task]) -> Progress:
+    return Progress("data", total=len(todo), unit="tasks", every_s=LINE_EVERY_S)
+
+
+def _watch(bar: Progress, todo: list[Task], work: Path) -> Watch:
+    return Watch(bar, [beat_path(work, t.stem) for t in todo])
 
 
 def die_with_parent(parent: int) -> None:
@@ -87,7 +107,7 @@ def _ray(cfg: DataConfig, todo: list[Task], work: Path, ngrams_path: str) -> Non
     try:
         remote = ray.remote(num_cpus=1)(run_task)
         pending = [remote.remote(cfg, t, work, ngrams_path) for t in todo]
-        with Progress("data", unit="tasks") as bar:
+        with _bar(todo) as bar, _watch(bar, todo, work):
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
                 ray.get(done)  # a task's exception is raised here

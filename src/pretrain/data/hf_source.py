@@ -1,0 +1,184 @@
+"""The ``huggingface`` source: a ``datasets`` dataset, streamed one data file per task.
+
+A dataset on the Hub is a set of data files (FineWeb-Edu's ``sample-10BT`` is 14 parquet
+files of about 2 GB). Streaming it as one iterator makes it one task, so ``data.workers``
+did nothing and a killed run started the whole stream over. Here the source lists the files
+of the named dataset, config and split the way ``datasets`` itself resolves them (the
+builder's ``data_files``; for the Hub these are ``hf://`` URLs pinned to a commit), and each
+file is one task that streams only that file through the dataset's packaged reader
+(``parquet``, ``json``, ...). Tasks run in parallel and a rerun skips finished files.
+
+``data_files`` (globs of local files, or ``hf://`` URLs) replaces the Hub lookup, exactly as
+``load_dataset(name, data_files=...)`` does: ``name = "parquet"`` with local shards reads
+a downloaded copy, and it is how the tests run without network. A dataset whose files
+cannot be listed (a loading script) falls back to one task over the whole stream.
+
+Because this source runs one task per file, its ``max_docs``/``max_bytes`` are shared out
+over the files (``shares_limits``; the split is ``runner.limit_shares``): each file's task
+reads up to its share, so the output does not depend on which task finishes first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..config import ConfigError
+from .document import Document, Skip
+from .sources import SourceConfig, SourceType
+
+_INSTALL_HINT = "huggingface sources need the datasets library: pip install 'pretrain[hf]'"
+# datasets' packaged readers of text data whose files can be read one at a time
+_FILE_READERS = frozenset({"parquet", "json", "csv", "text", "arrow"})
+
+
+@dataclass
+class HuggingFaceSource(SourceConfig):
+    """A ``datasets`` dataset, streamed. FineWeb-Edu: ``name = "HuggingFaceFW/fineweb-edu"``."""
+
+    type: SourceType = "huggingface"
+    name: str = ""                   # a Hub dataset, a local folder, or "parquet"/"json"/...
+    subset: str = ""                 # the dataset config, e.g. "sample-10BT"
+    split: str = "train"
+    revision: str = ""
+    streaming: bool = True
+    text_field: str = "text"
+    id_field: str = "id"
+    min_int_score: int = 0           # FineWeb-Edu's classifier score; 0 keeps everything
+    # the dataset's files, instead of the ones the Hub lists: local globs or hf:// URLs
+    # (with name = "parquet" or "json", like load_dataset's data_files)
+    data_files: list[str] = field(default_factory=list)
+
+    shares_limits: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.name:
+            raise ConfigError("name: a huggingface source needs a dataset name (or 'parquet' "
+                              "/ 'json' with data_files)")
+
+    def label(self) -> str:
+        return self.domain or self.name.rstrip("/").split("/")[-1]
+
+    def fingerprint(self) -> Any:
+        out: dict[str, Any] = {"name": self.name, "subset": self.subset, "split": self.split,
+                               "revision": self.revision or "main",
+                               "min_int_score": self.min_int_score}
+        # local files (data_files, or a dataset folder): their sizes and times, as a local
+        # source's; a Hub dataset is named by its revision, without asking the network
+        files = self._local_files() or ([str(p) for p in sorted(Path(self.name).rglob("*"))
+                                          if p.is_file()] if os.path.isdir(self.name) else [])
+        if files:
+            out["files"] = [(p, os.path.getsize(p), os.stat(p).st_mtime_ns)
+                            if os.path.isfile(p) else p for p in files]
+        return out
+
+    def _local_files(self) -> list[str]:
+        """``data_files`` with local globs expanded (sorted); URLs as they are."""
+        out: list[str] = []
+        for pattern in self.data_files:
+            if "://" in pattern:
+                out.append(pattern)
+                continue
+            matched = sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
+            out += [m for m in matched if os.path.isfile(m)] or [pattern]
+        return out
+
+    def unavailable(self) -> str | None:
+        try:
+            import datasets  # noqa: F401
+        except ImportError:
+            return _INSTALL_HINT
+        missing = [p for p in self._local_files() if "://" not in p and not os.path.isfile(p)]
+        if missing:
+            return f"huggingface source {self.name!r}: no file matches data_files {missing}"
+        return None
+
+    def task_files(self) -> list[str]:
+        """The split's data files, sorted; [] when the dataset has none to list (one task).
+        Reads the dataset's metadata (network for a Hub dataset), no data."""
+        return sorted(_builder_files(self)[1])
+
+    def read(self, files: list[str] | None = None) -> Iterator[Document | Skip]:
+        try:
+            import datasets
+        except ImportError:
+            raise ConfigError(_INSTALL_HINT) from None
+        if not files:   # the whole stream; failing to open it is an error, not bad input
+            ds = datasets.load_dataset(self.name, self.subset or None, split=self.split,
+                                       streaming=self.streaming,
+                                       data_files=self.data_files or None,
+                                       revision=self.revision or None)
+            yield from self._records(lambda: ds, f"{self.name}:{self.split}")
+            return
+        module, _, kwargs = _builder_files(self)
+        yield from self._records(
+            lambda: datasets.load_dataset(module, data_files={"train": list(files)},
+                                          split="train", streaming=self.streaming, **kwargs),
+            ",".join(files))
+
+    def _records(self, open_: Callable[[], Any], where: str) -> Iterator[Document | Skip]:
+        """The records of ``open_()``; a file that cannot be opened or ends early (corrupt,
+        truncated) is one counted skip after what it yielded, as a local source's."""
+        n = 0
+        try:
+            for n, rec in enumerate(open_(), 1):
+                yield self._record(rec, where, n - 1)
+        except Exception as e:  # pyarrow and fsspec raise many types for a corrupt file
+            yield Skip(f"{where}:{n}", "unreadable",
+                       f"{where} after record {n}: {type(e).__name__}: {e}")
+
+    def _record(self, rec: dict[str, Any], where: str, i: int) -> Document | Skip:
+        doc_id = str(rec.get(self.id_field) or f"{where}:{i}")
+        if self.min_int_score and int(rec.get("int_score") or 0) < self.min_int_score:
+            return Skip(doc_id, "below_min_int_score")
+        text = rec.get(self.text_field)
+        if not isinstance(text, str):
+            return Skip(doc_id, "missing_text",
+                        f"{where} record {i}: no string field {self.text_field!r}")
+        meta = {k: v for k, v in rec.items() if k not in (self.text_field, self.id_field)
+                and isinstance(v, (str, int, float))}
+        return Document(doc_id, text, self.label(), meta)
+
+
+def _builder_files(src: HuggingFaceSource) -> tuple[str, list[str], dict[str, Any]]:
+    """(packaged reader, the split's data files, the reader's non-default options) of the
+    source's dataset, as ``datasets.load_dataset_builder`` resolves them; no files when
+    the dataset is not a set of files a packaged reader reads."""
+    try:
+        import datasets
+    except ImportError:
+        raise ConfigError(_INSTALL_HINT) from None
+    try:
+        builder = datasets.load_dataset_builder(src.name, src.subset or None,
+                                                data_files=src.data_files or None,
+                                                revision=src.revision or None)
+    except Exception as e:   # network, authentication, a missing name: many types
+        raise ConfigError(
+            f"huggingface source {src.name!r} (subset {src.subset!r}): could not list its "
+            f"data files ({type(e).__name__}: {e}); check the name, subset and network, or "
+            "download the files and point data_files at them") from None
+    files = builder.config.data_files
+    if builder.name not in _FILE_READERS or not files:
+        return builder.name, [], {}
+    split = src.split
+    if split not in files and src.data_files and list(files) == ["train"]:
+        split = "train"   # a plain list of data files is one split, which datasets calls train
+    if split not in files:
+        raise ConfigError(f"huggingface source {src.name!r}: no split {src.split!r}; it has "
+                          + ", ".join(repr(s) for s in files))
+    # options the dataset's card sets for its reader (a json field, csv separators, the
+    # features), so that one file is read the way the whole dataset would be
+    config, default = builder.config, type(builder.config)()
+    kwargs = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+              if f.name not in ("name", "version", "data_dir", "data_files", "description")
+              and getattr(config, f.name) != getattr(default, f.name)}
+    return builder.name, [str(f) for f in files[split]], kwargs
+
+
+SourceConfig.variants["huggingface"] = HuggingFaceSource

@@ -1,0 +1,167 @@
+"""The Hugging Face source split into one task per data file: a local parquet dataset read
+through the same ``datasets`` code path a Hub dataset takes, by two worker processes, gives
+one worker's output; its limits are shared out over the files the same way every run; a
+rerun redoes only unfinished files; progress shows documents and bytes, also from inside
+one long task."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from pretrain.data import executor, heartbeat
+from pretrain.data.config import DataConfig, MinHashConfig
+from pretrain.data.docs import read_docs
+from pretrain.data.hf_source import HuggingFaceSource
+from pretrain.data.runner import limit_shares, plan_tasks
+
+from .test_data_stage import _prose, _run
+
+pytest.importorskip("datasets")
+
+N_FILES, PER_FILE = 4, 25
+
+
+def _dataset(root: Path, n_files: int = N_FILES, per_file: int = PER_FILE) -> Path:
+    """A folder laid out as on the Hub (``data/train-0000k-of-0000n.parquet``), with
+    FineWeb-Edu's fields."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    (root / "data").mkdir(parents=True)
+    for f in range(n_files):
+        rows = [{"text": _prose(f * 1000 + i), "id": f"f{f}-{i}", "url": f"https://e.org/{f}/{i}",
+                 "int_score": 3} for i in range(per_file)]
+        pq.write_table(pa.Table.from_pylist(rows),
+                       root / "data" / f"train-{f:05d}-of-{n_files:05d}.parquet")
+    return root
+
+
+def _cfg(src: HuggingFaceSource, workers: int) -> DataConfig:
+    return DataConfig(sources=[src], workers=workers, minhash=MinHashConfig(enabled=False))
+
+
+def test_data_files_are_listed_as_datasets_resolves_them(tmp_path):
+    ds = _dataset(tmp_path / "ds")
+    want = sorted(str(p) for p in (ds / "data").glob("*.parquet"))
+    by_folder = HuggingFaceSource(name=str(ds))
+    by_files = HuggingFaceSource(name="parquet", data_files=[str(ds / "data" / "*.parquet")])
+    assert by_folder.task_files() == want and by_files.task_files() == want
+    docs = list(by_files.read([want[2]]))   # one task streams only its own file
+    assert [d.id for d in docs] == [f"f2-{i}" for i in range(PER_FILE)]
+    assert docs[0].meta["url"] == "https://e.org/2/0"
+    with pytest.raises(Exception, match="no split 'validation'"):
+        HuggingFaceSource(name=str(ds), split="validation").task_files()
+
+
+def test_two_workers_give_the_output_of_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(executor, "_MIN_PARALLEL_BYTES", 0)  # two processes even for tiny input
+    src = HuggingFaceSource(name=str(_dataset(tmp_path / "ds")), quality="none")
+    assert len(plan_tasks(_cfg(src, 2))) == N_FILES
+    one = _run(tmp_path, _cfg(src, 1), "one")
+    two = _run(tmp_path, _cfg(src, 2), "two")
+    assert one == two and one["tasks"] == N_FILES
+    ids = {d["id"] for d in read_docs(tmp_path / "two")}
+    assert ids == {f"f{f}-{i}" for f in range(N_FILES) for i in range(PER_FILE)}
+    for p in sorted((tmp_path / "one").iterdir()):
+        assert p.read_bytes() == (tmp_path / "two" / p.name).read_bytes(), p.name
+
+
+def test_limit_shares_are_even_with_the_remainder_to_the_first_files():
+    assert limit_shares(10, 4) == [3, 3, 2, 2]
+    assert limit_shares(8, 4) == [2, 2, 2, 2]
+    assert limit_shares(0, 3) == [0, 0, 0]     # no limit
+    assert limit_shares(2, 5) == [1, 1]        # fewer units than files: the first files only
+
+
+def test_max_docs_and_max_bytes_are_split_over_files_the_same_way_each_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(executor, "_MIN_PARALLEL_BYTES", 0)
+    ds = _dataset(tmp_path / "ds")
+    src = HuggingFaceSource(name=str(ds), quality="none", max_docs=10)
+    _run(tmp_path, _cfg(src, 1), "docs")
+    got = sorted(d["id"] for d in read_docs(tmp_path / "docs"))
+    # 10 over 4 files: 3, 3, 2, 2, each file's first documents
+    assert got == sorted(f"f{f}-{i}" for f, n in enumerate([3, 3, 2, 2]) for i in range(n))
+
+    max_bytes = 9_000
+    src = HuggingFaceSource(name=str(ds), quality="none", max_bytes=max_bytes)
+    tasks = plan_tasks(_cfg(src, 2))
+    assert [t.max_bytes for t in tasks] == limit_shares(max_bytes, N_FILES) == [2250] * 4
+    runs = [_run(tmp_path, _cfg(src, w), f"bytes-{w}") for w in (1, 2)]
+    assert runs[0] == runs[1]
+    for p in sorted((tmp_path / "bytes-1").iterdir()):
+        assert p.read_bytes() == (tmp_path / "bytes-2" / p.name).read_bytes(), p.name
+    kept = [d for d in read_docs(tmp_path / "bytes-2")]
+    for f in range(N_FILES):
+        sizes = [len(_prose(f * 1000 + i).encode()) for i in range(PER_FILE)]
+        n = next(k for k in range(PER_FILE + 1) if sum(sizes[:k + 1]) > 2250)
+        assert sorted(d["id"] for d in kept if d["id"].startswith(f"f{f}-")) == \
+            sorted(f"f{f}-{i}" for i in range(n)), f
+    assert sum(len(d["text"].encode()) for d in kept) <= max_bytes
+
+
+def test_a_rerun_skips_the_files_already_done(tmp_path, monkeypatch):
+    src = HuggingFaceSource(name=str(_dataset(tmp_path / "ds")), quality="none")
+    cfg = _cfg(src, 1)
+    _run(tmp_path, cfg, "whole")
+    real, ran = executor.run_task, []
+
+    def dies_on_the_third(cfg, task, work, ngrams):
+        if len(ran) == 2:
+            raise KeyboardInterrupt("killed")
+        real(cfg, task, work, ngrams)
+        ran.append(task.index)
+
+    monkeypatch.setattr(executor, "run_task", dies_on_the_third)
+    work = tmp_path / "work"
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, cfg, "resumed", work=work)
+    ran.clear()
+    monkeypatch.setattr(executor, "run_task", lambda *a: (ran.append(a[1].index), real(*a)))
+    _run(tmp_path, cfg, "resumed", work=work)
+    assert ran == [2, 3]
+    for p in sorted((tmp_path / "whole").iterdir()):
+        assert p.read_bytes() == (tmp_path / "resumed" / p.name).read_bytes(), p.name
+
+
+def _lines(err: str) -> list[str]:
+    return [x for x in err.splitlines() if x.startswith("[data]")]
+
+
+def test_progress_shows_documents_and_bytes_read(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(executor, "_MIN_PARALLEL_BYTES", 0)
+    src = HuggingFaceSource(name=str(_dataset(tmp_path / "ds")), quality="none")
+    _run(tmp_path, _cfg(src, 2), "out")
+    total = sum(len(_prose(f * 1000 + i).encode()) for f in range(N_FILES)
+                for i in range(PER_FILE))
+    last = _lines(capsys.readouterr().err)[-1]
+    assert last.startswith(f"[data] {N_FILES}/{N_FILES} tasks"), last
+    assert f"docs={N_FILES * PER_FILE:,}" in last and f"read={total / 1e6:,.1f} MB" in last
+
+
+def test_one_long_task_reports_progress_before_it_ends(tmp_path, monkeypatch, capsys):
+    """One file, one task, in this process: the counts on the line grow while it runs."""
+    monkeypatch.setattr(heartbeat, "BEAT_S", 0.0)
+    monkeypatch.setattr(heartbeat, "POLL_S", 0.002)
+    monkeypatch.setattr(executor, "LINE_EVERY_S", 0.0)
+    src = HuggingFaceSource(name=str(_dataset(tmp_path / "ds", n_files=1, per_file=1500)),
+                            quality="none")
+    _run(tmp_path, _cfg(src, 1), "out")
+    lines = _lines(capsys.readouterr().err)
+    during = [int(re.search(r"docs=([\d,]+)", x)[1].replace(",", ""))
+              for x in lines if x.startswith("[data] 0/1") and "docs=" in x]
+    # lines with part of the file read, while the one task still runs
+    assert len({n for n in during if 0 < n < 1500}) >= 2, lines
+    assert "docs=1,500" in lines[-1] and lines[-1].startswith("[data] 1/1"), lines[-1]
+
+
+def test_a_truncated_shard_is_a_counted_skip_and_the_others_are_read(tmp_path):
+    ds = _dataset(tmp_path / "ds", n_files=3, per_file=5)
+    bad = ds / "data" / "train-00001-of-00003.parquet"
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    src = HuggingFaceSource(name=str(ds), quality="none")
+    counts = _run(tmp_path, _cfg(src, 1), "out")
+    assert {d["id"] for d in read_docs(tmp_path / "out")} == \
+        {f"f{f}-{i}" for f in (0, 2) for i in range(5)}
+    assert counts["dropped"]["unreadable"] == 1
+    audit = (tmp_path / "out" / "dropped.jsonl").read_text()
+    assert "train-00001-of-00003.parquet" in audit

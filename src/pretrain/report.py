@@ -64,7 +64,27 @@ def _data(root: Path) -> str:
     return (f"{first['docs_in']:,} documents read, {last['docs_out']:,} kept "
             f"({last['docs_out'] / max(first['docs_in'], 1):.1%}); every drop with its reason "
             "is in `data/dropped.jsonl` (`pretrain data inspect RUN`).\n\n"
-            + _block(format_funnel(funnel)))
+            + _block(format_funnel(funnel)) + _licenses(root))
+
+
+def _licenses(root: Path) -> str:
+    """Sources with their licence fields, and training tokens per licence."""
+    counts = (_json(root / "data" / "manifest.json") or {}).get("counts", {})
+    sources = counts.get("sources")
+    if sources is None:
+        return ""
+    lines = ["\n| source | license | terms | source URL | notes |", "|---|---|---|---|---|"]
+    for label, g in sources.items():
+        lines.append(f"| {label} | {g.get('license') or '**none**'} | {g.get('terms_url', '')} "
+                     f"| {g.get('source_url', '')} | {g.get('notes', '')} |")
+    meta = _json(root / "tokenize" / "meta.json")
+    per = (meta or {}).get("splits", {}).get("train", {}).get("tokens_per_license")
+    if per:
+        total = max(1, sum(per.values()))
+        lines += ["", "| license | train tokens | share |", "|---|---|---|"]
+        lines += [f"| {lic or '**none**'} | {n:,} | {n / total:.1%} |"
+                  for lic, n in sorted(per.items(), key=lambda kv: -kv[1])]
+    return "\n".join(lines) + "\n"
 
 
 def _tokenizer(root: Path) -> str:
@@ -140,6 +160,8 @@ def _train(root: Path) -> str:
             ("tokens/s", _num(c.get("tok_per_s"), "{:,.0f}")),
             ("MFU (median)", _num(c.get("mfu_median"), "{:.1%}")),
             ("matmul peak", _num(c.get("peak_gflops"), "{:,.0f} GFLOP/s")),
+            ("passes over each domain", ", ".join(f"{d} {e:.2f}" for d, e in
+                                                   c.get("epochs", {}).items()) or None),
             ("skipped steps / rollbacks", f"{c.get('skipped_steps')} / {c.get('rollbacks')}"),
             ("device, processes", f"{c.get('device')}, {c.get('processes')}")]
     out = ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]

@@ -56,8 +56,12 @@ def _check_jsonl(lines: list[bytes], gz: bool) -> None:
         raw = b"\n".join(lines) + b"\n"
         path.write_bytes(gzip.compress(raw) if gz else raw)
         docs, skips = _read(LocalSource(paths=[str(path)]))
-        # every line that holds something is a document or a skip naming file and line
+        # every line that holds something is a document or a skip naming file and line;
+        # a file with none is one skip naming the file
         expected = sum(1 for ln in raw.split(b"\n")[:-1] if ln.strip())
+        if not expected:
+            assert not docs and [(s.id, s.reason) for s in skips] == [(str(path), "empty_file")]
+            return
         assert len(docs) + len(skips) == expected
         for s in skips:
             assert s.id.startswith(f"{path}:") and s.reason and str(path) in s.detail

@@ -14,7 +14,9 @@ from pretrain.config import PretrainError
 from pretrain.data import executor, stage
 from pretrain.data.config import DataConfig, MinHashConfig
 from pretrain.data.docs import read_docs
-from pretrain.data.sources import HuggingFaceSource, LocalSource, WarcSource
+from pretrain.data.document import Document, Skip
+from pretrain.data.hf_source import HuggingFaceSource
+from pretrain.data.sources import LocalSource, WarcSource
 
 from ..conftest import shared_data
 from .test_filters import PROSE
@@ -149,13 +151,15 @@ def test_bad_inputs_are_counted_skips_and_good_documents_survive(tmp_path):
     d = counts["dropped"]
     assert d["invalid_utf8"] == 1 and d["malformed_json"] == 1 and d["nonprintable"] == 1
     assert d["record_too_large"] == 1 and d["unreadable"] == 3  # gzip, zstd, parquet
+    assert d["empty_file"] == 1
     audit = [json.loads(x) for x in open(out / "dropped.jsonl")]
     details = " ".join(a.get("detail", "") for a in audit)
-    for name in ("c-mixed.jsonl:1", "c-mixed.jsonl:2", "d-trunc.jsonl.gz", "e-trunc.jsonl.zst",
-                 "f-huge.jsonl:1", "h-trunc.parquet"):
+    for name in ("b-empty.jsonl", "c-mixed.jsonl:1", "c-mixed.jsonl:2", "d-trunc.jsonl.gz",
+                 "e-trunc.jsonl.zst", "f-huge.jsonl:1", "h-trunc.parquet"):
         assert name in details, name
-    # strict mode: the first unreadable record stops the stage, naming file and line
-    with pytest.raises(PretrainError, match=r"c-mixed.jsonl:1"):
+    # strict mode: the first skip stops the stage, naming the file (and line); which file's
+    # task gets there first depends on the workers' timing
+    with pytest.raises(PretrainError, match=r"b-empty.jsonl|c-mixed.jsonl:1"):
         _run(tmp_path / "..", DataConfig(sources=[src], strict=True),
              out=tmp_path.name + "-strict")
 
@@ -210,21 +214,157 @@ def test_inspect_prints_the_funnel_and_examples(tmp_path, capsys):
     assert main(["data", "inspect", str(tmp_path / "nothing")]) == 2
 
 
-def test_benchmark_reader_handles_bz2_text():
-    from pretrain.data.decontam import read_benchmark
+def test_benchmark_reader_reads_hellaswag_items_from_bz2_text():
+    from pretrain.data.benchmarks import read_items
     path = shared_data("eval/hellaswag/hellaswag_val_full.txt.bz2")
-    first = next(read_benchmark(path))
+    first = next(read_items(path))
     with bz2.open(path, "rt") as f:
-        assert first == f.readline()
+        ctx, _, *endings = [f.readline().strip() for _ in range(6)]
+    # the context joined to each ending, with and without its activity label
+    assert first[:4] == [f"{ctx} {e}" for e in endings]
+    assert first[4] == ctx.split(": ", 1)[1] + " " + endings[0] and len(first) == 8
 
 
-def test_ray_executor_gives_the_output_of_the_local_one(tmp_path):
-    """Ray is not a dependency (the local executor must not need it); where it is
-    installed, its tasks must produce exactly the local run's output."""
-    pytest.importorskip("ray", reason="Ray is not installed (optional: pip install ray)")
+def test_ray_executor_gives_the_output_of_the_local_one(tmp_path, capsys):
+    """Ray is an extra (the local executor must not need it; ``[dev]`` installs it): on a
+    local Ray instance of two CPUs, its tasks, a local source's and a Hugging Face source's
+    one per file, produce exactly the local run's output, with documents on the progress
+    line. About 10 s on two cores, most of it Ray starting and stopping."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'pretrain[ray]'")
+    pytest.importorskip("datasets")
+    from .test_hf_source import _dataset
     _web_files(tmp_path, n_files=3)
-    src = LocalSource(paths=[str(tmp_path / "in-*.jsonl")])
-    _run(tmp_path, DataConfig(sources=[src]), "local")
-    _run(tmp_path, DataConfig(sources=[src], executor="ray"), "ray")
+    sources = [LocalSource(paths=[str(tmp_path / "in-*.jsonl")]),
+               HuggingFaceSource(name=str(_dataset(tmp_path / "ds", n_files=2, per_file=5)),
+                                 quality="none")]
+    _run(tmp_path, DataConfig(sources=sources), "local")
+    capsys.readouterr()
+    # started here, so the executor uses it and leaves it running; small object store:
+    # the tasks pass only their config through it
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             configure_logging=False, object_store_memory=80 << 20)
+    try:
+        counts = _run(tmp_path, DataConfig(sources=sources, executor="ray"), "ray")
+    finally:
+        ray.shutdown()
+    assert counts["tasks"] == 5
+    last = [x for x in capsys.readouterr().err.splitlines() if x.startswith("[data]")][-1]
+    assert last.startswith("[data] 5/5 tasks") and "docs=31 " in last, last
     for p in sorted((tmp_path / "local").iterdir()):
         assert p.read_bytes() == (tmp_path / "ray" / p.name).read_bytes(), p.name
+
+
+# --- failure paths ---------------------------------------------------------------------
+
+def test_empty_and_blank_files_are_counted_skips(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "blank.jsonl").write_text("\n  \n")
+    (tmp_path / "blank.txt").write_text(" \n\n")
+    with gzip.open(tmp_path / "empty.jsonl.gz", "wt") as f:
+        f.write("")
+    (tmp_path / "ok.jsonl").write_text(json.dumps({"text": "hello"}) + "\n")
+    items = list(LocalSource(paths=[str(tmp_path / "*")]).read())
+    skips = {Path(s.id).name: s for s in items if isinstance(s, Skip)}
+    assert set(skips) == {"empty.jsonl", "blank.jsonl", "blank.txt", "empty.jsonl.gz"}
+    assert all(s.reason == "empty_file" and s.id in s.detail for s in skips.values())
+    assert [d.text for d in items if isinstance(d, Document)] == ["hello"]
+
+
+def test_invisible_characters_inside_text_are_removed_and_counted():
+    from pretrain.data.config import CleanConfig
+    from pretrain.data.filters import Normalize
+    step = Normalize(CleanConfig(fix_mojibake=False))
+    doc = Document("d", "\ufeffone\ufefftwo zero\u200bwidth soft\u00adhyphen "
+                   "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645 \U0001f468\u200d\U0001f469", "web")
+    assert list(step(iter([doc]))) == [doc]
+    # ZWNJ (Persian spelling) and ZWJ (an emoji sequence) stay
+    assert doc.text == ("onetwo zerowidth softhyphen \u0645\u06cc\u200c\u062e\u0648\u0627\u0647"
+                        "\u0645 \U0001f468\u200d\U0001f469")
+    assert step.stats == {"invisible_chars_removed": 4, "invisible_docs": 1}
+
+
+def _failing_run(tmp_path: Path, records: list[dict], extra: str = "") -> tuple[int, Path]:
+    src = tmp_path / "src.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in records))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'name = "r"\nruns_dir = "{tmp_path / "runs"}"\n[[data.sources]]\n'
+                   f'type = "local"\npaths = ["{src}"]\nquality = "none"\n{extra}')
+    return main(["data", "-c", str(cfg)]), tmp_path / "runs" / "r"
+
+
+def test_a_stage_that_keeps_nothing_says_why_and_keeps_its_audit(tmp_path, capsys):
+    # every record lacks the text field: the message blames the reading, not the filters
+    rc, run = _failing_run(tmp_path, [{"body": f"text {i} " * 80} for i in range(4)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "no source produced a document: all 4 records were skipped" in err
+    assert "missing_text (read): 4" in err and "no string field 'text'" in err
+    assert main(["data", "inspect", str(run)]) == 0
+    assert "missing_text 4" in capsys.readouterr().out
+    # every document is too short: the filter's reason with an example of its text
+    rc, run = _failing_run(tmp_path, [{"id": f"d{i}", "text": f"tiny {i}"} for i in range(3)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no source produced" not in err
+    assert "too_short (length): 3  e.g. d0: tiny 0" in err
+    assert main(["data", "inspect", str(run), "--reason", "too_short"]) == 0
+    assert "tiny 1" in capsys.readouterr().out
+    # a run that keeps documents again removes the failed attempt's trail
+    rc, run = _failing_run(tmp_path, [{"text": f"long enough {i} " * 40} for i in range(3)])
+    assert rc == 0 and not (run / "data-failed").exists() and (run / "data").is_dir()
+
+
+def test_licences_travel_from_the_sources_to_the_shards_and_the_report(tmp_path, capsys):
+    body = "The harbour was quiet that morning, and the boats rocked at anchor. " * 6
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.jsonl").write_text("".join(
+            json.dumps({"id": f"{name}{i}", "text": f"{name} {i}. {body}"}) + "\n"
+            for i in range(30)))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'''name = "lic"
+runs_dir = "{tmp_path / 'runs'}"
+[[data.sources]]
+type = "local"
+paths = ["{tmp_path / 'a.jsonl'}"]
+domain = "alpha"
+quality = "none"
+license = "CC-BY-4.0"
+terms_url = "https://example.org/terms"
+[[data.sources]]
+type = "local"
+paths = ["{tmp_path / 'b.jsonl'}"]
+domain = "beta"
+quality = "none"
+[data.minhash]
+enabled = false
+[tokenizer]
+vocab_size = 300
+[tokenize]
+val_fraction = 0.2
+''')
+    assert main(["data", "-c", str(cfg)]) == 0
+    err = capsys.readouterr().err
+    assert "source(s) ['beta'] have no license" in err
+    run = tmp_path / "runs" / "lic"
+    docs = {d["domain"]: d["meta"] for d in read_docs(run / "data")}
+    assert docs["alpha"]["license"] == "CC-BY-4.0" and "license" not in docs["beta"]
+    shards = json.loads((run / "data" / "shards.json").read_text())
+    by_source = {v["source"]: v for v in shards.values()}
+    assert by_source["alpha"]["terms_url"] == "https://example.org/terms"
+    assert "license" not in by_source["beta"]
+    assert main(["data", "inspect", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "kept by licence:" in out and "CC-BY-4.0" in out
+    assert "sources without a licence: beta" in out
+    assert main(["tokenizer", "-c", str(cfg)]) == 0
+    assert main(["tokenize", "-c", str(cfg)]) == 0
+    meta = json.loads((run / "tokenize" / "meta.json").read_text())
+    per = meta["splits"]["train"]["tokens_per_license"]
+    assert set(per) == {"CC-BY-4.0", ""}
+    assert sum(per.values()) == meta["splits"]["train"]["tokens"]
+    assert main(["report", str(run)]) == 0
+    report = (run / "report.md").read_text()
+    assert "| alpha | CC-BY-4.0 | https://example.org/terms |" in report
+    assert "| beta | **none** |" in report and "| CC-BY-4.0 |" in report
+    # required: the missing licence is an error before anything runs
+    assert main(["data", "-c", str(cfg), "--data.require_license=true"]) == 2
+    assert "source(s) ['beta'] have no license" in capsys.readouterr().err

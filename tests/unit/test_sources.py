@@ -123,10 +123,11 @@ def test_only_folders_matching_is_an_error(tmp_path: Path):
         LocalSource(paths=[str(tmp_path / "*.jsonl")]).files()
 
 
-def test_empty_file_yields_nothing(tmp_path: Path):
+def test_empty_file_is_a_counted_skip(tmp_path: Path):
     p = tmp_path / "empty.jsonl"
     p.write_text("")
-    assert _read(LocalSource(paths=[str(p)])) == ([], [])
+    docs, skips = _read(LocalSource(paths=[str(p)]))
+    assert docs == [] and [(s.id, s.reason) for s in skips] == [(str(p), "empty_file")]
 
 
 def test_glob_matching_nothing_is_an_error(tmp_path: Path):

@@ -10,17 +10,70 @@ import json
 import textwrap
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from ..config import PretrainError
 from .funnel import format_funnel
 
+FAILED = "data-failed"   # a data stage that kept nothing leaves its audit trail here
+
 
 def _data_dir(run: Path) -> Path:
-    for d in (run, run / "data"):
+    for d in (run, run / "data", run / FAILED):
         if (d / "funnel.json").is_file():
             return d
-    raise PretrainError(f"{run}: no data stage output here (looked for funnel.json in it and "
-                        "in its data/ folder); run `pretrain data` first")
+    raise PretrainError(f"{run}: no data stage output here (looked for funnel.json in it, "
+                        f"in its data/ and {FAILED}/ folders); run `pretrain data` first")
+
+
+def _licenses(counts: dict[str, Any]) -> list[str]:
+    """The kept documents by licence, and which sources have none."""
+    lic = counts.get("licenses")
+    if not lic:
+        return []
+    out = ["", "kept by licence:"]
+    for name, c in sorted(lic.items(), key=lambda kv: -kv[1]["bytes"]):
+        out.append(f"  {name or '(none given)':<24}{c['docs']:>10} docs {c['bytes'] / 1e6:>10.2f} MB")
+    missing = [s for s, g in counts.get("sources", {}).items() if not g.get("license")]
+    if missing:
+        out.append(f"  sources without a licence: {', '.join(missing)}")
+    return out
+
+
+def why_empty(d: Path, top: int = 5, chars: int = 160) -> str:
+    """For a data stage that kept nothing: where documents were lost, the most frequent
+    reasons (records that could not be read count as such, not as filtered) and one
+    example of each, from the audit files in ``d``."""
+    rows = json.loads((d / "funnel.json").read_text())
+    totals: Counter[str] = Counter()
+    steps: dict[str, str] = {}
+    for r in rows:
+        for reason, k in r["dropped"].items():
+            totals[reason] += k
+            steps.setdefault(reason, r["step"])
+    examples: dict[str, str] = {}
+    with open(d / "dropped.jsonl", encoding="utf-8") as f:
+        for line in f:
+            rec = json.loads(line)
+            if rec["reason"] not in examples:
+                examples[rec["reason"]] = f"{rec['id']}: {rec.get('detail', '')}".rstrip(": ")
+            if len(examples) == len(totals):
+                break
+    with open(d / "samples.jsonl", encoding="utf-8") as f:
+        for line in f:
+            rec = json.loads(line)
+            if " " not in examples.get(rec["reason"], ""):
+                examples[rec["reason"]] = f"{rec['id']}: " + textwrap.shorten(
+                    rec["text"], chars, placeholder=" ...")
+    read = next((r for r in rows if r["step"] == "read"), None)
+    out = [format_funnel(rows), ""]
+    if read is not None and read["docs_out"] == 0:
+        out.append(f"no source produced a document: all {read['docs_in']} records were "
+                   "skipped as unreadable (check the source's paths, format and text_field)")
+    out.append("top reasons, with an example each:")
+    for reason, k in totals.most_common(top):
+        out.append(f"  {reason} ({steps[reason]}): {k}  e.g. {examples.get(reason, '?')}")
+    return "\n".join(out)
 
 
 def inspect(run: Path, reason: str = "", n: int = 3, chars: int = 600) -> str:
@@ -33,6 +86,7 @@ def inspect(run: Path, reason: str = "", n: int = 3, chars: int = 600) -> str:
     if counts:
         out += ["", f"kept: {counts.get('docs_total')} documents "
                     f"{counts.get('docs_kept')}, {sum(counts.get('bytes_kept', {}).values()) / 1e6:.2f} MB"]
+        out += _licenses(counts)
     samples = [json.loads(line) for line in open(d / "samples.jsonl", encoding="utf-8")]
     by_reason = Counter(s["reason"] for s in samples)
     if not reason:

@@ -6,7 +6,8 @@
     dropped.jsonl         every dropped or unreadable record: id, domain, step, reason, detail
     samples.jsonl         up to ``audit_samples`` dropped documents per reason, with text
     funnel.json           per step: documents and bytes in and out, drops by reason, counts
-    shards.json           per output shard: its task, source and input files (sha256, size)
+    shards.json           per output shard: its task, source, licence fields, input files
+                          (sha256, size)
     manifest.json         (written by the run directory) with the ``DataOutput`` fields
 
 Later stages read the documents with ``read_docs`` and what they need to know about them
@@ -40,6 +41,10 @@ class DataOutput:
     decontam_hits: dict[str, int] = field(default_factory=dict)  # benchmark -> documents hit
     shards: list[str] = field(default_factory=list)
     tasks: int = 0
+    # source label -> its licence fields (SourceConfig.governance); licence -> documents
+    # and bytes kept under it ("" = none given)
+    sources: dict[str, dict[str, str]] = field(default_factory=dict)
+    licenses: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def domains(self) -> list[str]:
@@ -63,8 +68,10 @@ class ShardWriter:
     """Kept documents into ``docs-NNNNN.jsonl``: a new shard per task (so every shard has
     one task's inputs as provenance) and every ``docs_per_shard`` documents."""
 
-    def __init__(self, out: Path, docs_per_shard: int):
+    def __init__(self, out: Path, docs_per_shard: int,
+                 governance: dict[str, dict[str, str]] | None = None):
         self.out, self.per = out, docs_per_shard
+        self.governance = governance or {}   # source label -> licence fields
         self.n = self.in_shard = 0
         self.f: IO[str] | None = None
         self.shards: list[str] = []
@@ -88,6 +95,7 @@ class ShardWriter:
             assert self.task is not None
             task, stats = self.task
             self.provenance[name] = {"task": task.stem, "source": stats["source"],
+                                     **self.governance.get(stats["source"], {}),
                                      "inputs": stats["inputs"]}
             self.f = open(self.out / name, "w", encoding="utf-8")
             self.in_shard = 0

@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,26 +24,27 @@ import numpy as np
 from ..config import PretrainError
 from . import quality as q
 from .config import DataConfig
-from .decontam import Decontaminate
+from .decontam import Decontaminate, Index, load_index
 from .document import Document, Skip, Step
 from .filters import (
     C4Lines,
     LanguageFilter,
     LengthAndBinaryFilter,
     Normalize,
-    PiiScrub,
     UnsafeWords,
     UrlFilter,
     WordRule,
 )
 from .funnel import DropLog, Funnel
+from .heartbeat import Beat, beat_path
 from .minhash import MinHasher
+from .pii import PiiScrub
 from .sources import SourceConfig
 
 TMP_MARK = ".tmp-"   # in the name of every file a task is still writing
 
 
-def build_steps(cfg: DataConfig, src: SourceConfig, ngrams: dict[str, np.ndarray]) -> list[Step]:
+def build_steps(cfg: DataConfig, src: SourceConfig, ngrams: Index) -> list[Step]:
     """The per-document steps for one source, in order."""
     steps: list[Step] = [Normalize(cfg.clean), LengthAndBinaryFilter(cfg.clean)]
     if src.quality == "web":
@@ -75,6 +76,8 @@ class Task:
     index: int
     source: int                     # index into cfg.sources
     files: list[str] | None = None  # None: the whole source
+    max_docs: int = 0               # this task's limits (0: none): the source's, or its
+    max_bytes: int = 0              # share of them (limit_shares)
 
     @property
     def stem(self) -> str:
@@ -84,20 +87,42 @@ class Task:
 def plan_tasks(cfg: DataConfig) -> list[Task]:
     tasks: list[Task] = []
     for i, src in enumerate(cfg.sources):
-        files = src.task_files()
-        if files and not (src.max_docs or src.max_bytes):
-            tasks += [Task(len(tasks) + k, i, [str(f)]) for k, f in enumerate(files)]
+        files = [str(f) for f in src.task_files()]
+        limited = bool(src.max_docs or src.max_bytes)
+        if files and (not limited or src.shares_limits):
+            docs = limit_shares(src.max_docs, len(files))
+            nbytes = limit_shares(src.max_bytes, len(files))
+            n = min(len(docs), len(nbytes))   # files past the limit's units: not read
+            tasks += [Task(len(tasks) + k, i, [files[k]], docs[k], nbytes[k])
+                      for k in range(n)]
         else:
-            tasks.append(Task(len(tasks), i, None))
+            tasks.append(Task(len(tasks), i, None, src.max_docs, src.max_bytes))
     return tasks
 
 
-def _limited(src: SourceConfig, items: Iterator[Document | Skip], skips: list[Skip],
-             row: dict[str, Any], strict: bool = False) -> Iterator[Document]:
-    """The source's documents up to its max_docs/max_bytes; unreadable records go to skips
-    (or stop the stage, in strict mode)."""
+def limit_shares(total: int, n_files: int) -> list[int]:
+    """A source's limit shared out over its files, in file order: ``total // n`` each and
+    one more to each of the first ``total % n``, so the split depends only on the sorted
+    file list and the limit, never on which task runs first. ``total = 0`` (no limit) is 0
+    for every file; a limit smaller than the number of files covers only the first
+    ``total`` files (one unit each). A file that ends before its share leaves the rest
+    unread: moving it to other files would make the output depend on timing."""
+    if not total:
+        return [0] * n_files
+    n = min(n_files, total)
+    return [total // n + (1 if k < total % n else 0) for k in range(n)]
+
+
+def _limited(src: SourceConfig, task: Task, items: Iterator[Document | Skip],
+             skips: list[Skip], row: dict[str, Any], strict: bool = False,
+             beat: Callable[[int, int], None] | None = None) -> Iterator[Document]:
+    """The source's documents up to the task's max_docs/max_bytes; unreadable records go to
+    skips (or stop the stage, in strict mode). ``beat(docs, bytes)`` is told the counts so
+    far at every record."""
     n_docs = n_bytes = 0
     for item in items:
+        if beat is not None:
+            beat(row["docs_in"], row["bytes_in"])
         if isinstance(item, Skip) and strict:
             raise PretrainError(f"unreadable input ({item.reason}): {item.detail or item.id} "
                                 "(data.strict = true; false counts and skips such records)")
@@ -106,7 +131,7 @@ def _limited(src: SourceConfig, items: Iterator[Document | Skip], skips: list[Sk
             row["docs_in"] += 1
             row["dropped"][item.reason] += 1
             continue
-        if src.max_docs and n_docs >= src.max_docs:
+        if task.max_docs and n_docs >= task.max_docs:
             return
         try:  # JSON can carry lone surrogates ("\ud800"), which no UTF-8 file can hold
             size = item.nbytes
@@ -118,7 +143,7 @@ def _limited(src: SourceConfig, items: Iterator[Document | Skip], skips: list[Sk
             row["dropped"]["invalid_unicode"] += 1
             continue
         item.meta = {k: v for k, v in item.meta.items() if not _bad_str(v)}
-        if src.max_bytes and n_bytes + size > src.max_bytes:
+        if task.max_bytes and n_bytes + size > task.max_bytes:
             if n_bytes:  # keep going only if nothing fits yet
                 return
         n_docs += 1
@@ -129,6 +154,8 @@ def _limited(src: SourceConfig, items: Iterator[Document | Skip], skips: list[Sk
         row["bytes_out"] += size
         if src.use_for != "auto":
             item.split = src.use_for
+        if src.license:  # a record's own licence (The Stack has one per file) is more precise
+            item.meta.setdefault("license", src.license)
         yield item
 
 
@@ -150,7 +177,7 @@ def _exact_key(text: str) -> int:
 def run_task(cfg: DataConfig, task: Task, work: Path, ngrams_path: str) -> None:
     """Run one task's per-document steps; its files appear in ``work`` only when complete."""
     src = cfg.sources[task.source]
-    ngrams = dict(np.load(ngrams_path)) if ngrams_path else {}
+    ngrams = load_index(ngrams_path) if ngrams_path else {}
     steps = build_steps(cfg, src, ngrams)
     hasher = MinHasher(cfg.minhash) if cfg.minhash.enabled else None
     funnel = Funnel()
@@ -178,7 +205,10 @@ def run_task(cfg: DataConfig, task: Task, work: Path, ngrams_path: str) -> None:
         skips.clear()
         drops.clear()
 
-    read = _limited(src, src.read(task.files), skips, funnel.row("read"), cfg.strict)
+    read_row = funnel.row("read")
+    beat = Beat(beat_path(work, task.stem), work / f"{task.stem}{attempt}.progress.json")
+    beat(0, 0, final=True)   # replaces a killed attempt's counts
+    read = _limited(src, task, src.read(task.files), skips, read_row, cfg.strict, beat)
     with open(tmp["jsonl"], "w", encoding="utf-8") as out, \
             open(tmp["drops.jsonl"], "w", encoding="utf-8") as audit, \
             open(tmp["samples.jsonl"], "w", encoding="utf-8") as sample_f:
@@ -192,13 +222,14 @@ def run_task(cfg: DataConfig, task: Task, work: Path, ngrams_path: str) -> None:
             flush_drops()
         flush_keys()
         flush_drops()
+    beat(read_row["docs_in"], read_row["bytes_in"], final=True)
     n_bands = cfg.minhash.bands if hasher is not None else 0
     band = np.concatenate(keys) if keys else np.zeros((len(exact), n_bands), np.uint64)
     key_arr = np.concatenate([np.array(exact, np.uint64).reshape(-1, 2), band], axis=1)
     np.save(tmp["keys.npy"], key_arr)
     for step in steps:
         funnel.row(step.name)["stats"].update(step.stats)
-    inputs = [_file_fingerprint(Path(f)) for f in task.files] if task.files else \
+    inputs = [_file_fingerprint(f) for f in task.files] if task.files else \
         [{"source": src.label(), "fingerprint": src.fingerprint()}]
     stats = {"funnel": funnel.as_json(), "inputs": inputs, "source": src.label()}
     tmp["stats.json"].write_text(json.dumps(stats, default=str))
@@ -207,9 +238,12 @@ def run_task(cfg: DataConfig, task: Task, work: Path, ngrams_path: str) -> None:
     (work / f"{task.stem}.done").touch()  # last: the task is complete
 
 
-def _file_fingerprint(p: Path) -> dict[str, Any]:
+def _file_fingerprint(f: str) -> dict[str, Any]:
+    if "://" in f:   # a remote file (hf://...@commit/...): its URL names its content
+        return {"path": f}
+    p = Path(f)
     h = hashlib.sha256()
-    with open(p, "rb") as f:
-        while block := f.read(1 << 22):
+    with open(p, "rb") as fh:
+        while block := fh.read(1 << 22):
             h.update(block)
     return {"path": str(p), "bytes": p.stat().st_size, "sha256": h.hexdigest()}

@@ -11,7 +11,8 @@ Source types:
   import), and the descriptions of installed distributions (their ``METADATA``). It is
   real and messy: licence headers, vendored copies, generated tables.
 - ``local``: jsonl / jsonl.gz / jsonl.zst / txt / parquet files by glob.
-- ``huggingface``: a ``datasets`` dataset by name, streamed (needs the ``[hf]`` extra).
+- ``huggingface``: a ``datasets`` dataset by name, streamed one data file per task
+  (``hf_source.py``; needs the ``[hf]`` extra).
 - ``warc``: WARC files, HTML extracted to text by resiliparse (the ``[warc]`` extra).
 """
 
@@ -27,10 +28,10 @@ import sys
 import sysconfig
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 from ..config import ConfigError
 from ..log import log0
@@ -55,15 +56,27 @@ class SourceConfig:
     # source; "none": only normalisation, length, PII, decontamination and dedup (code,
     # or a dataset that was filtered already, such as FineWeb-Edu)
     quality: Literal["web", "none"] = "web"
+    # governance: under what terms the text may be used (an SPDX id such as "ODC-By-1.0"
+    # where there is one), where those terms and the data are published, anything else a
+    # reviewer should know. Carried into every document's meta (``license``), shards.json,
+    # the manifest, the token shards' meta (tokens per licence) and the run report.
+    license: str = ""
+    terms_url: str = ""
+    source_url: str = ""
+    notes: str = ""
 
     variants: ClassVar[dict[str, Any]] = {}  # not `type`: a field of that name shadows it
+    # True: one task per file even with max_docs/max_bytes, each file reading its share of
+    # the limits (runner.limit_shares); False: a limited source is one task reading its
+    # files in order until the limit
+    shares_limits: ClassVar[bool] = False
 
     @classmethod
     def variant_for(cls, values: dict[str, Any], key: str) -> Any:
         kind = values.get("type", "python-installation")
         if kind not in cls.variants:
             raise ConfigError(f"{key}.type: {kind!r} is not allowed; choose one of "
-                              + " | ".join(repr(k) for k in cls.variants))
+                              + " | ".join(repr(k) for k in get_args(SourceType)))
         return cls.variants[kind]
 
     def __post_init__(self) -> None:
@@ -73,12 +86,18 @@ class SourceConfig:
     def label(self) -> str:
         return self.domain or self.type
 
+    def governance(self) -> dict[str, str]:
+        """The licence fields that are set."""
+        return {k: v for k, v in (("license", self.license), ("terms_url", self.terms_url),
+                                  ("source_url", self.source_url), ("notes", self.notes)) if v}
+
     def read(self, files: list[str] | None = None) -> Iterator[Document | Skip]:
         """The source's records; ``files`` (from ``task_files``) restricts to those."""
         raise NotImplementedError
 
-    def task_files(self) -> list[Path]:
-        """Input files that can be processed independently, one task each; [] = one task."""
+    def task_files(self) -> Sequence[str | Path]:
+        """Input files (or URLs) that can be processed independently, one task each;
+        [] = one task."""
         return []
 
     def fingerprint(self) -> Any:
@@ -95,6 +114,16 @@ class SourceConfig:
 class PythonInstallationSource(SourceConfig):
     part: Literal["code", "prose"] = "code"
     quality: Literal["web", "none"] = "none"
+    license: str = "PSF-2.0"
+    terms_url: str = "https://docs.python.org/3/license.html"
+    source_url: str = "https://www.python.org/downloads/source/"
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.part == "prose" and not self.notes:
+            self.notes = ("also the descriptions of the installed distributions (their "
+                          "METADATA), each under its own licence")
 
     def label(self) -> str:
         return self.domain or self.part
@@ -307,12 +336,9 @@ class LocalSource(SourceConfig):
             fmt = self._format(p)
             if fmt != "txt" and self.char_range != [0.0, 1.0]:
                 raise ConfigError(f"{p}: char_range applies to text files only, not {fmt}")
-            if fmt == "jsonl":
-                yield from self._read_jsonl(p)
-            elif fmt == "txt":
-                yield from self._read_txt(p)
-            else:
-                yield from self._read_parquet(p)
+            reader = self._read_jsonl if fmt == "jsonl" else self._read_txt if fmt == "txt" \
+                else self._read_parquet
+            yield from nonempty(reader(p), p)
 
     def _record(self, rec: Any, where: str, default_id: str) -> Document | Skip:
         if not isinstance(rec, dict):
@@ -365,6 +391,8 @@ class LocalSource(SourceConfig):
         except _read_errors() as e:
             yield Skip(str(p), "unreadable", f"{p}: {type(e).__name__}: {e}")
             return
+        if not text.strip():
+            return  # a blank file: `nonempty` counts it
         if self.char_range != [0.0, 1.0]:
             lo, hi = (int(len(text) * f) for f in self.char_range)
             text = text[lo:hi]
@@ -439,54 +467,6 @@ def _zstd_lines(p: Path, chunk: int = 1 << 20) -> Iterator[bytes]:
 
 
 @dataclass
-class HuggingFaceSource(SourceConfig):
-    """A ``datasets`` dataset, streamed. FineWeb-Edu: ``name = "HuggingFaceFW/fineweb-edu"``."""
-
-    type: SourceType = "huggingface"
-    name: str = ""
-    subset: str = ""                 # the dataset config, e.g. "sample-10BT"
-    split: str = "train"
-    revision: str = ""
-    streaming: bool = True
-    text_field: str = "text"
-    id_field: str = "id"
-    min_int_score: int = 0           # FineWeb-Edu's classifier score; 0 keeps everything
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.name:
-            raise ConfigError("name: a huggingface source needs a dataset name")
-
-    def label(self) -> str:
-        return self.domain or self.name.split("/")[-1]
-
-    def fingerprint(self) -> Any:
-        return {"name": self.name, "subset": self.subset, "split": self.split,
-                "revision": self.revision or "main", "min_int_score": self.min_int_score}
-
-    def read(self, files: list[str] | None = None) -> Iterator[Document | Skip]:
-        try:
-            import datasets
-        except ImportError:
-            raise ConfigError("huggingface sources need the datasets library: "
-                              "pip install 'pretrain[hf]'") from None
-        ds = datasets.load_dataset(self.name, self.subset or None, split=self.split,
-                                   streaming=self.streaming, revision=self.revision or None)
-        for i, rec in enumerate(ds):
-            doc_id = str(rec.get(self.id_field) or f"{self.name}:{self.split}:{i}")
-            if self.min_int_score and int(rec.get("int_score") or 0) < self.min_int_score:
-                yield Skip(doc_id, "below_min_int_score")
-                continue
-            text = rec.get(self.text_field)
-            if not isinstance(text, str):
-                yield Skip(doc_id, "missing_text", f"record {i}: no field {self.text_field!r}")
-                continue
-            meta = {k: v for k, v in rec.items() if k not in (self.text_field, self.id_field)
-                    and isinstance(v, (str, int, float))}
-            yield Document(doc_id, text, self.label(), meta)
-
-
-@dataclass
 class WarcSource(SourceConfig):
     """WARC files (Common Crawl's format; .warc or .warc.gz), HTML responses extracted to
     text with resiliparse (``main_content``: boilerplate such as menus and footers removed).
@@ -551,8 +531,21 @@ class WarcSource(SourceConfig):
             except Exception as e:  # fastwarc raises several types on corrupt input
                 yield Skip(f"{p}:{n + 1}", "unreadable",
                            f"{p} after record {n}: {type(e).__name__}: {e}")
+                continue
+            if not n:
+                yield Skip(str(p), "empty_file", f"{p}: no WARC response records")
 
 
+def nonempty(items: Iterator[Document | Skip], path: Path) -> Iterator[Document | Skip]:
+    """``items`` of one file, and a skip (``empty_file``) when it had none: an empty or
+    blank file is counted and logged, not silently nothing."""
+    n = 0
+    for n, item in enumerate(items, 1):  # noqa: B007
+        yield item
+    if not n:
+        yield Skip(str(path), "empty_file", f"{path}: empty or blank file, no records")
+
+
+# "huggingface" registers itself in hf_source.py
 SourceConfig.variants.update({"python-installation": PythonInstallationSource,
-                              "local": LocalSource, "huggingface": HuggingFaceSource,
-                              "warc": WarcSource})
+                              "local": LocalSource, "warc": WarcSource})

@@ -1,8 +1,9 @@
 """The data stage: sources -> per-document steps -> deduplication -> shards, with a funnel.
 
 Execution follows datatrove's model. The input is split into tasks (one per input file of a
-local or WARC source; one for a source that is read as a stream or has a
-``max_docs``/``max_bytes`` limit). Each task (``runner.py``) runs the per-document steps
+local or WARC source and per data file of a Hugging Face dataset, which shares its
+``max_docs``/``max_bytes`` out over them; one for a local source with such a limit, or a
+stream with no files to list). Each task (``runner.py``) runs the per-document steps
 (normalisation, length, the web chain for ``quality = "web"`` sources, PII,
 decontamination) and writes, in the stage's work folder, its kept documents, their dedup
 keys, its drop records and counts, then a ``.done`` marker, last; ``executor.py`` runs the
@@ -26,8 +27,9 @@ import numpy as np
 from ..config import PretrainError
 from ..log import log0
 from ..rundir import StageRun
+from .audit import FAILED, why_empty
 from .config import DataConfig
-from .decontam import benchmark_ngrams, hits
+from .decontam import benchmark_index, hits, save_index
 from .dedup import deduplicate
 from .docs import DataOutput, ShardWriter
 from .executor import execute
@@ -40,9 +42,26 @@ def run(run: StageRun, cfg: DataConfig) -> None:
     killed run resumes from them; they are keyed by the stage key and removed once it
     completes. ``--force data`` starts them over."""
     work = run.root / ".work" / f"data-{run.key[:16]}"
-    out = process(cfg, run.out, work=work, fresh=run.forced)
+    failed = run.root / FAILED
+    shutil.rmtree(failed, ignore_errors=True)
+    try:
+        out = process(cfg, run.out, work=work, fresh=run.forced)
+    except NothingKept as e:
+        # the stage's output folder goes with the failure; its audit trail stays readable
+        failed.mkdir()
+        for name in AUDIT_FILES:
+            shutil.copy2(run.out / name, failed / name)
+        raise PretrainError(f"{e}\nThe audit trail is kept in {failed}; `pretrain data "
+                            f"inspect {run.root}` reads it (--reason R for examples).") from None
     run.counts.update(out.counts())
     shutil.rmtree(work, ignore_errors=True)
+
+
+class NothingKept(PretrainError):
+    """The data stage kept no document; the message says why."""
+
+
+AUDIT_FILES = ("funnel.json", "dropped.jsonl", "samples.jsonl")
 
 
 def process(cfg: DataConfig, out: Path, work: Path | None = None,
@@ -70,7 +89,8 @@ def process(cfg: DataConfig, out: Path, work: Path | None = None,
         funnel.merge(st["funnel"])
         stats.append(st)
     removed = deduplicate(cfg, tasks, work, funnel)
-    writer = ShardWriter(out, cfg.docs_per_shard)
+    governance = _governance(cfg)
+    writer = ShardWriter(out, cfg.docs_per_shard, governance)
     kept: Counter[str] = Counter()
     kept_bytes: Counter[str] = Counter()
     with open(out / "dropped.jsonl", "w", encoding="utf-8") as audit, \
@@ -100,19 +120,38 @@ def process(cfg: DataConfig, out: Path, work: Path | None = None,
     if own_work:
         shutil.rmtree(work)
     if not writer.n:
-        raise PretrainError("the data stage kept no documents; see dropped.jsonl and "
-                            "funnel.json in the stage output for the reasons, or relax "
-                            "the filters ([data.clean], [data.gopher_quality], ...)")
+        raise NothingKept("the data stage kept no documents:\n" + why_empty(out))
     read = {st["source"]: 0 for st in stats}
     for st in stats:
         read[st["source"]] += next(r["docs_out"] for r in st["funnel"] if r["step"] == "read")
     decontam = funnel.rows.get("decontam")
     log0(format_funnel(rows))
     log0(f"data: kept {writer.n} docs ({sum(kept_bytes.values()) / 1e6:.1f} MB) {dict(kept)}")
+    licenses: dict[str, dict[str, int]] = {}
+    for label, k in kept.items():
+        lic = licenses.setdefault(governance.get(label, {}).get("license", ""),
+                                  {"docs": 0, "bytes": 0})
+        lic["docs"] += k
+        lic["bytes"] += kept_bytes[label]
     return DataOutput(docs_kept=dict(kept), bytes_kept=dict(kept_bytes), docs_total=writer.n,
                       docs_read=read, dropped=dict(funnel.dropped()),
                       decontam_hits=hits(dict(decontam["stats"])) if decontam else {},
-                      shards=writer.shards, tasks=len(tasks))
+                      shards=writer.shards, tasks=len(tasks), sources=governance,
+                      licenses=licenses)
+
+
+def _governance(cfg: DataConfig) -> dict[str, dict[str, str]]:
+    """Source label -> licence fields; sources sharing a label share one entry, with
+    differing values joined by " + ". Warns about sources without a licence."""
+    out: dict[str, dict[str, str]] = {}
+    for src in cfg.sources:
+        mine = out.setdefault(src.label(), {})
+        for k, v in src.governance().items():
+            mine[k] = v if mine.get(k, v) == v else f"{mine[k]} + {v}"
+    if cfg.unlicensed():
+        log0(f"data: warning: source(s) {cfg.unlicensed()} have no license; set "
+             "data.sources.N.license (data.require_license = true makes this an error)")
+    return out
 
 
 def _sweep_attempts(work: Path) -> None:
@@ -126,12 +165,14 @@ def _sweep_attempts(work: Path) -> None:
 
 
 def _prepare_benchmarks(cfg: DataConfig, work: Path) -> str:
-    if not (cfg.decontam.enabled and cfg.decontam.benchmarks):
+    files = cfg.decontam.files()
+    if not (cfg.decontam.enabled and files):
         return ""
-    path = work / "benchmark_ngrams.npz"
+    path = work / "benchmark_index.npz"
     if not path.exists():
-        ngrams = benchmark_ngrams(cfg.decontam.benchmarks, cfg.decontam.ngram)
-        tmp = work / f"benchmark_ngrams{TMP_MARK}{os.getpid()}.npz"
-        np.savez(tmp, **ngrams)  # type: ignore[arg-type]
+        index = benchmark_index(files, cfg.decontam.ngram, cfg.decontam.min_item_words)
+        tmp = work / f"benchmark_index{TMP_MARK}{os.getpid()}.npz"
+        save_index(index, tmp)
         os.replace(tmp, path)
+        log0(f"data: decontaminating against {len(index)} benchmarks ({', '.join(index)})")
     return str(path)

@@ -41,12 +41,12 @@ from ..model import io
 from ..model.config import ModelConfig
 from ..model.generate import generate
 from ..model.transformer import Transformer
-from ..plan.memory import Split, estimate, largest_batch
 from ..rundir import write_failure
 from ..tokenizer.shards import TokenShards
 from . import state
 from .config import TrainConfig
 from .data import MixtureWindows, RandomWindows
+from .fits import check_memory
 from .monitor import Monitor, memory_gb
 from .optim import (
     lr_at,
@@ -527,7 +527,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: Run
     if init is not None:
         model_cfg = init.cfg
     layout = make_layout(cfg.parallel, d, dev)
-    _check_memory(model_cfg, cfg, layout, dev)
+    check_memory(model_cfg, cfg, layout, dev)
     model, net = build(model_cfg, cfg, layout, dev, init)
     tokens_per_step = cfg.batch_size * cfg.grad_accum * layout.dp * model_cfg.seq_len
     log0(f"train: {model_cfg.num_params() / 1e6:.2f} M params, {tokens_per_step:,} tokens/step, "
@@ -591,37 +591,3 @@ def _final_weights(t: Trainer, paths: RunPaths) -> dict[str, torch.Tensor] | Non
         shutil.rmtree(paths.out / ".final", ignore_errors=True)
     distributed.barrier(t.d)
     return sd
-
-
-def _device_memory(device: torch.device) -> float | None:
-    """Bytes a process may use: the GPU's memory, or the memory Linux says is available."""
-    if device.type == "cuda":
-        return float(torch.cuda.get_device_properties(device).total_memory)
-    try:
-        with open("/proc/meminfo") as f:
-            return next(int(line.split()[1]) * 1024.0 for line in f if line.startswith("MemAvailable"))
-    except (OSError, StopIteration):
-        return None
-
-
-def _check_memory(model_cfg: ModelConfig, cfg: TrainConfig, layout: Layout,
-                  device: torch.device) -> None:
-    """Log the memory estimate; refuse, before allocating anything, a run that cannot fit."""
-    split = Split(layout["dp_replicate"], layout["dp_shard"], layout["tp"], layout["pp"],
-                  cfg.parallel.sequence_parallel, cfg.parallel.microbatches, cfg.parallel.pp_schedule)
-    kw: dict[str, Any] = dict(layout=split, checkpointing=cfg.activation_checkpointing,
-                              optimizer=cfg.optimizer,
-                              precision="bf16" if device.type == "cuda" else "fp32")
-    est = estimate(model_cfg, cfg.batch_size, **kw)
-    parts = ", ".join(f"{k} {v:.2f}" for k, v in est.as_gb().items() if k != "total")
-    have = _device_memory(device)
-    log0(f"train: memory estimate {est.total / 1e9:.2f} GB per device ({parts})"
-         + (f" of {have / 1e9:.1f} GB" if have else ""))
-    if have and est.total > have:
-        fits = largest_batch(model_cfg, have, **kw)
-        raise PretrainError(
-            f"this run needs about {est.total / 1e9:.1f} GB per device ({parts} GB) and "
-            f"{device} has {have / 1e9:.1f} GB: "
-            + (f"train.batch_size = {fits} fits" if fits else "not even one sequence fits")
-            + "; or shard it (train.parallel.dp_shard = -1 under torchrun), recompute "
-            "activations (train.activation_checkpointing = true), or see `pretrain plan`")

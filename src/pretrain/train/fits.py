@@ -1,0 +1,50 @@
+"""Whether a training run fits on its device, decided before anything is allocated: the
+memory model of ``plan/memory.py`` for this layout, against the GPU's memory or the
+memory Linux says is available; a run that cannot fit is refused with what would."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..config import PretrainError
+from ..log import log0
+from ..model.config import ModelConfig
+from ..plan.memory import Split, estimate, largest_batch
+from .config import TrainConfig
+from .parallelize import Layout
+
+
+def device_memory(device: torch.device) -> float | None:
+    """Bytes a process may use: the GPU's memory, or the memory Linux says is available."""
+    if device.type == "cuda":
+        return float(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024.0 for line in f if line.startswith("MemAvailable"))
+    except (OSError, StopIteration):
+        return None
+
+
+def check_memory(model_cfg: ModelConfig, cfg: TrainConfig, layout: Layout,
+                  device: torch.device) -> None:
+    """Log the memory estimate; refuse, before allocating anything, a run that cannot fit."""
+    split = Split(layout["dp_replicate"], layout["dp_shard"], layout["tp"], layout["pp"],
+                  cfg.parallel.sequence_parallel, cfg.parallel.microbatches, cfg.parallel.pp_schedule)
+    kw: dict[str, Any] = dict(layout=split, checkpointing=cfg.activation_checkpointing,
+                              optimizer=cfg.optimizer,
+                              precision="bf16" if device.type == "cuda" else "fp32")
+    est = estimate(model_cfg, cfg.batch_size, **kw)
+    parts = ", ".join(f"{k} {v:.2f}" for k, v in est.as_gb().items() if k != "total")
+    have = device_memory(device)
+    log0(f"train: memory estimate {est.total / 1e9:.2f} GB per device ({parts})"
+         + (f" of {have / 1e9:.1f} GB" if have else ""))
+    if have and est.total > have:
+        fits = largest_batch(model_cfg, have, **kw)
+        raise PretrainError(
+            f"this run needs about {est.total / 1e9:.1f} GB per device ({parts} GB) and "
+            f"{device} has {have / 1e9:.1f} GB: "
+            + (f"train.batch_size = {fits} fits" if fits else "not even one sequence fits")
+            + "; or shard it (train.parallel.dp_shard = -1 under torchrun), recompute "
+            "activations (train.activation_checkpointing = true), or see `pretrain plan`")

@@ -1,3 +1,4 @@
+import json
 import math
 
 import pytest
@@ -24,7 +25,9 @@ VARIANTS = [{}, {"tie_embeddings": True}, {"n_kv_heads": 4}, {"n_kv_heads": 1, "
 def test_param_count_from_config_matches_the_module(kw):
     cfg = _cfg(**kw)
     model = Transformer(cfg)
-    assert cfg.num_params() == sum(p.numel() for p in model.parameters())
+    # the published count is the real vocabulary's; the stored matrices also hold padding
+    padding = (cfg.padded_vocab - cfg.vocab_size) * cfg.d_model * (1 if cfg.tied else 2)
+    assert cfg.num_params() + padding == sum(p.numel() for p in model.parameters())
     non_emb = sum(p.numel() for n, p in model.named_parameters()
                   if not n.startswith(("embed.", "head.", "pos_embed.")))
     assert cfg.num_params(embeddings=False) == non_emb
@@ -35,6 +38,8 @@ def test_flops_per_token_is_6n_plus_attention(kw):
     cfg = _cfg(**kw)
     linear = sum(m.weight.numel() for m in Transformer(cfg).modules()
                  if isinstance(m, torch.nn.Linear))  # every matmul weight, the head included
+    # model FLOPs count the real vocabulary: the head's padding columns are work, not use
+    linear -= (cfg.padded_vocab - cfg.vocab_size) * cfg.d_model
     if cfg.arch == "mla":
         per_head = (16 + 8) + 12   # QK^T over the qk dims, AV over the v dims
     else:
@@ -173,3 +178,33 @@ def test_fused_chunked_loss_equals_the_plain_loss_and_its_gradients(arch, reduct
         _, plain = a(x[:, :-1], y)
         _, fused = b(x[:, :-1], y, fused_loss=True)
     assert abs(float(fused) - float(plain)) < 1e-3
+
+
+def test_padded_vocabulary_rows_are_never_scored_or_chosen(tmp_path):
+    from pretrain.model import io
+    from pretrain.model.generate import generate
+    cfg = _cfg(vocab_size=100)
+    assert cfg.padded_vocab == 128
+    torch.manual_seed(0)
+    model = Transformer(cfg)
+    assert model.head.weight.shape[0] == 128 and not model.head.weight[100:].any()
+    x = torch.randint(0, 100, (2, 32))
+    logits, loss = model(x[:, :-1], x[:, 1:])
+    _, fused = model(x[:, :-1], x[:, 1:], fused_loss=True)
+    with torch.no_grad():   # padding rows that would win every argmax if they were scored
+        model.head.weight[100:] = 50.0 * model.head.weight[:28].sign()
+    logits2, loss2 = model(x[:, :-1], x[:, 1:])
+    _, fused2 = model(x[:, :-1], x[:, 1:], fused_loss=True)
+    assert logits2.shape[-1] == 100 and torch.equal(logits, logits2)
+    assert torch.allclose(loss, loss2) and torch.allclose(fused, fused2)
+    fused2.backward()
+    assert not model.head.weight.grad[100:].any()
+    out = generate(model.eval(), [[1, 2, 3]], 30, temperature=1.0, top_k=0)
+    assert max(out[0]) < 100
+    # weights saved before padding existed load as they were
+    io.save(tmp_path, _cfg(vocab_size=100, pad_vocab_multiple=1),
+            Transformer(_cfg(vocab_size=100, pad_vocab_multiple=1)).state_dict(), {})
+    stored = json.loads((tmp_path / io.CONFIG).read_text())
+    del stored["pad_vocab_multiple"]
+    (tmp_path / io.CONFIG).write_text(json.dumps(stored))
+    assert io.load(tmp_path).embed.weight.shape[0] == 100

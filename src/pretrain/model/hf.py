@@ -174,6 +174,9 @@ def export(model: Transformer, out: Path, bos_id: int | None = None,
     cfg = model.cfg
     # the table maps the canonical layout ([q; k; v], [gate; up]), not our stored one
     ours = {k: model.to_canonical(k, v.detach().cpu()) for k, v in model.state_dict().items()}
+    for k in ("embed.weight", "head.weight"):   # without the padding rows
+        if k in ours:
+            ours[k] = ours[k][:cfg.vocab_size]
     tensors = {hf: t.contiguous() for names_hf, names, to_hf, _ in _table(cfg)
                for hf, t in zip(names_hf, to_hf([ours[n] for n in names]), strict=True)}
     out.mkdir(parents=True, exist_ok=True)
@@ -287,6 +290,9 @@ def import_hf(folder: Path) -> Transformer:
         try:
             parts = from_hf([tensors[n] for n in names_hf])
             for n, t in zip(names, parts, strict=True):
+                if n in ("embed.weight", "head.weight") and t.shape[0] == cfg.vocab_size:
+                    t = torch.cat([t, t.new_zeros(cfg.padded_vocab - cfg.vocab_size,
+                                                  *t.shape[1:])])   # our padding rows
                 if t.shape != expected[n].shape:
                     raise ValueError(f"{tuple(t.shape)} where {tuple(expected[n].shape)} is expected")
                 state[n] = model.to_stored(n, t)

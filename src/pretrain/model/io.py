@@ -110,7 +110,9 @@ def consolidated(folder: Path) -> dict[str, torch.Tensor]:
 def read_config(folder: Path) -> ModelConfig:
     path = folder / CONFIG
     try:
-        return build(ModelConfig, json.loads(path.read_text()))
+        values = json.loads(path.read_text())
+        values.setdefault("pad_vocab_multiple", 1)   # saved before the vocabulary was padded
+        return build(ModelConfig, values)
     except (OSError, json.JSONDecodeError) as e:
         raise ConfigError(f"{path}: cannot read the model config: {e}") from None
 

@@ -23,14 +23,17 @@ CHUNK_TOKENS = 4096  # rows of logits made at a time: 4096 x 50k x 4 B = 0.8 GB 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                chunk: int, mean: bool) -> torch.Tensor:
+                chunk: int, mean: bool, vocab: int) -> torch.Tensor:
         n_valid = (targets >= 0).sum()
         dx = torch.empty_like(x)
         dw: torch.Tensor | None = None
         total = torch.zeros((), dtype=torch.float32, device=x.device)
         for s in range(0, x.shape[0], chunk):
             xc, tc = x[s:s + chunk], targets[s:s + chunk]
-            logp = torch.log_softmax((xc @ weight.t()).float(), dim=-1)   # (c, V); autocast-aware
+            logits = (xc @ weight.t()).float()                            # (c, V); autocast-aware
+            if vocab < logits.shape[1]:   # padding columns: no probability, so no gradient
+                logits[:, vocab:] = float("-inf")
+            logp = torch.log_softmax(logits, dim=-1)
             valid, tgt = tc >= 0, tc.clamp(min=0)
             total -= (logp.gather(1, tgt[:, None]).squeeze(1) * valid).sum()
             # d(sum of losses)/d logits = softmax - one-hot, zero on ignored rows
@@ -53,15 +56,18 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         dx, dw = ctx.saved_tensors
         g = grad * ctx.scale
-        return dx * g.to(dx.dtype), dw * g.to(dw.dtype), None, None, None
+        return dx * g.to(dx.dtype), dw * g.to(dw.dtype), None, None, None, None
 
 
 def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                         reduction: str = "mean", chunk: int = 0) -> torch.Tensor:
-    """``F.cross_entropy(x @ weight.T, targets, ignore_index=-1, reduction=reduction)`` for
+                         reduction: str = "mean", chunk: int = 0,
+                         vocab: int = 0) -> torch.Tensor:
+    """``F.cross_entropy(x @ weight[:vocab].T, targets, ignore_index=-1, reduction=...)`` for
     ``x`` (..., d) and ``targets`` (...), without the whole logits; ``chunk`` tokens at a
-    time (0: ``CHUNK_TOKENS``)."""
+    time (0: ``CHUNK_TOKENS``). The matmul runs at the weight's full (padded) width; rows
+    from ``vocab`` on (0: none) get no probability and so no gradient."""
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     return _LinearCrossEntropy.apply(x.reshape(-1, x.shape[-1]), weight, targets.reshape(-1),
-                                     chunk or CHUNK_TOKENS, reduction == "mean")
+                                     chunk or CHUNK_TOKENS, reduction == "mean",
+                                     vocab or weight.shape[0])

@@ -68,7 +68,7 @@ class Transformer(nn.Module):
         # random numbers; then every parameter is drawn once, by `init_value`: the same seed
         # gives the same weights whether the model is built here or on meta and sharded
         with torch.device("meta"):
-            self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+            self.embed = nn.Embedding(cfg.padded_vocab, cfg.d_model)
             self.pos_embed = nn.Embedding(cfg.seq_len, cfg.d_model) if cfg.arch == "gpt2" else None
             self.drop: nn.Module = nn.Dropout(cfg.dropout) if cfg.dropout else nn.Identity()
             # a dict keyed by layer number, not a list: a pipeline stage keeps some of the
@@ -76,7 +76,7 @@ class Transformer(nn.Module):
             self.layers = nn.ModuleDict({str(i): Block(cfg) for i in range(cfg.n_layers)})
             self.norm = (nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps, bias=cfg.bias)
                          if cfg.arch == "gpt2" else RMSNorm(cfg.d_model, cfg.norm_eps))
-            self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+            self.head = nn.Linear(cfg.d_model, cfg.padded_vocab, bias=False)
             self.register_buffer("rope_cos", torch.empty(0), persistent=False)
             self.register_buffer("rope_sin", torch.empty(0), persistent=False)
         if device.type != "meta":
@@ -108,6 +108,12 @@ class Transformer(nn.Module):
         from torch's global generator as if the parameter were in the canonical layout."""
         std = self.cfg.init_std
         residual = ("wo.weight", "w2.weight", "proj.weight")
+        vocab = self.cfg.vocab_size
+        if name in ("embed.weight", "head.weight") and shape[0] > vocab:
+            # the padding rows: zero, drawn after the real ones (which so get the values an
+            # unpadded model of the same seed gets)
+            real = self.init_value(name, (vocab, *shape[1:]))
+            return torch.cat([real, real.new_zeros(shape[0] - vocab, *shape[1:])])
         value = torch.empty(tuple(shape))
         if value.dim() == 2:
             scale = 1 / math.sqrt(2 * self.cfg.n_layers) if name.endswith(residual) else 1.0
@@ -190,16 +196,20 @@ class Transformer(nn.Module):
             cache.length += T
         if self.head is None:  # a pipeline stage before the last
             return x, None
+        V = self.cfg.vocab_size
         if fused_loss and targets is not None:
             h = self.norm(x)
-            return h.new_empty(0), linear_cross_entropy(h, self.head.weight, targets, reduction)
+            return h.new_empty(0), linear_cross_entropy(h, self.head.weight, targets, reduction,
+                                                        vocab=V)
         logits = self.head(self.norm(x))
+        if logits.shape[-1] > V:  # the padding columns: made at the aligned width, dropped
+            logits = logits[..., :V]
         return logits, None if targets is None else self.loss(logits, targets, reduction)
 
     @staticmethod
     def loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         """Next-token cross-entropy in fp32; targets of -1 (padding) are not scored."""
-        return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1),
+        return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1),
                                ignore_index=-1, reduction=reduction)
 
     def new_cache(self, batch: int, max_len: int, pad: torch.Tensor | None = None) -> KVCache:
@@ -221,16 +231,21 @@ def grow_vocab(model: Transformer, parts: list[list[int]]) -> None:
     if not parts:
         return
 
+    new_cfg = dataclasses.replace(model.cfg, vocab_size=old + len(parts))
+    padded = new_cfg.padded_vocab
+
     def grown(weight: torch.Tensor) -> nn.Parameter:
+        real = weight[:old]
         rows: list[torch.Tensor] = []
         for p in parts:
-            table = torch.cat([weight, torch.stack(rows)]) if rows else weight
+            table = torch.cat([real, torch.stack(rows)]) if rows else real
             rows.append(table[p].mean(dim=0))
-        return nn.Parameter(torch.cat([weight, torch.stack(rows)]))
+        table = torch.cat([real, torch.stack(rows)])
+        return nn.Parameter(torch.cat([table, table.new_zeros(padded - len(table),
+                                                              table.shape[1])]))
 
-    new = old + len(parts)
     model.embed.weight = grown(model.embed.weight)
-    model.embed.num_embeddings = new
+    model.embed.num_embeddings = padded
     model.head.weight = model.embed.weight if model.cfg.tied else grown(model.head.weight)
-    model.head.out_features = new
-    model.cfg = dataclasses.replace(model.cfg, vocab_size=new)
+    model.head.out_features = padded
+    model.cfg = new_cfg

@@ -109,8 +109,8 @@ def _split_params(cfg: ModelConfig, layout: Split) -> float:
     embedding), before data-parallel sharding."""
     d, L = cfg.d_model, cfg.n_layers
     per_layer = (cfg.num_params(embeddings=False) - d) / L   # less the final norm
-    embed = cfg.vocab_size * d + (cfg.seq_len * d if cfg.arch == "gpt2" else 0)
-    head = 0 if cfg.tied else cfg.vocab_size * d
+    embed = cfg.padded_vocab * d + (cfg.seq_len * d if cfg.arch == "gpt2" else 0)
+    head = 0 if cfg.tied else cfg.padded_vocab * d
     layers = math.ceil(L / layout.pp) * per_layer
     stage = layers + embed + (head + d if layout.pp == 1 else 0)
     return stage / layout.tp
@@ -147,7 +147,7 @@ def estimate(cfg: ModelConfig, batch: int, *, layout: Split | None = None,
     activations = act_bytes * tokens * (layers + outside)
     # backward starts with two gradients of the logits' size alive (the loss's, then the
     # log-softmax's), beside the saved activations
-    working = 2 * 4 * batch * cfg.seq_len * cfg.vocab_size / layout.tp
+    working = 2 * 4 * batch * cfg.seq_len * cfg.padded_vocab / layout.tp
     if precision in ("bf16", "fp16"):
         working += 2 * params  # autocast's low-precision copies of the weights in use
     if shard > 1:  # FSDP: one block gathered at a time, and the root's parameters

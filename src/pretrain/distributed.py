@@ -78,6 +78,16 @@ def mean(values: list[float], d: Dist, device: torch.device, weight: float = 1.0
     return [float(v) / float(t[-1]) for v in t[:-1]]
 
 
+def mean_tensor(value: torch.Tensor, d: Dist, weight: float = 1.0) -> torch.Tensor:
+    """``mean`` of one scalar tensor, on its device, without reading it back."""
+    if not d.enabled:
+        return value
+    t = torch.stack([value.double() * weight, torch.tensor(weight, dtype=torch.float64,
+                                                            device=value.device)])
+    dist.all_reduce(t)
+    return t[0] / t[1]
+
+
 def any_rank(flag: bool, d: Dist, device: torch.device) -> bool:
     """True on every rank when ``flag`` is true on any (a collective under torchrun)."""
     if not d.enabled:

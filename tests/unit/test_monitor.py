@@ -14,7 +14,8 @@ from pretrain.tokenizer import shards
 from pretrain.tokenizer.bpe import Tokenizer
 from pretrain.tokenizer.config import BOS, EOS, TokenizeConfig
 from pretrain.train.config import TrainConfig
-from pretrain.train.loop import RunPaths, log_line, train
+from pretrain.train.loop import RunPaths, train
+from pretrain.train.monitor import log_line
 from pretrain.train.optim import lr_at
 
 MODEL = ModelConfig(d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, seq_len=16, vocab_size=258)

@@ -138,3 +138,27 @@ def test_activation_checkpointing_gives_the_same_gradients():
     assert set(a.state_dict()) == set(b.state_dict())   # names unchanged
     for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-6, atol=1e-7, msg=n)
+
+
+def test_prefetched_batches_are_the_loaders_in_any_order_of_requests():
+    from pretrain.train.data import Prefetcher
+    made: list[tuple[int, int]] = []
+
+    def batch(key):
+        return torch.full((2, 3), key[0] * 10 + key[1]), torch.full((2, 3), -key[0])
+
+    def make(key):
+        made.append(key)
+        return batch(key)
+    pf = Prefetcher(make, torch.device("cpu"), background=True)
+    try:
+        # two micro-steps a step, as the loop asks: each request names the one after it;
+        # after position 2 a rollback goes back to position 1
+        for pos, micro in [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1), (1, 0), (1, 1)]:
+            ahead = (pos, 1) if micro == 0 else (pos + 1, 0)
+            x, y = pf.get((pos, micro), ahead)
+            assert torch.equal(x, batch((pos, micro))[0]) and torch.equal(y, batch((pos, micro))[1])
+    finally:
+        pf.close()
+    # made ahead once each, but (1, 0) twice: the rollback asked for it instead of (3, 0)
+    assert made.count((1, 0)) == 2 and made.count((3, 0)) == 1 and made.count((2, 1)) == 1

@@ -45,9 +45,9 @@ from ..rundir import write_failure
 from ..tokenizer.shards import TokenShards
 from . import state
 from .config import TrainConfig
-from .data import MixtureWindows, RandomWindows
+from .data import MixtureWindows, Prefetcher, RandomWindows
 from .fits import check_memory
-from .monitor import Monitor, memory_gb
+from .monitor import Monitor, log_line, memory_gb
 from .optim import (
     lr_at,
     make_optimizer,
@@ -100,6 +100,9 @@ class Trainer:
                                           cfg.mixture_phases)
         else:
             self.windows = RandomWindows(train_shards, seq_len, seed)
+        rank, layout_dp = self.layout.dp_rank, dp
+        self.batches = Prefetcher(lambda key: self.windows.batch(
+            key[0], key[1], cfg.batch_size, rank, layout_dp), device)
         # fixed val windows, the same whatever the layout (global batch rows, split evenly
         # over the domains), scored on every rank so that all take the same decisions
         val = TokenShards(tokens_dir, "val")
@@ -174,13 +177,19 @@ class Trainer:
         return self.step >= self.cfg.steps or bool(budget and self.t_train >= budget)
 
     def forward_backward(self, data_pos: int) -> tuple[float, float]:
-        """One optimizer step's gradients; returns (mean loss, gradient norm before clipping)."""
+        """One optimizer step's gradients; returns (mean loss, gradient norm before clipping).
+
+        The loss is summed on the device and fetched with the norm in one transfer: the
+        step's one host synchronisation (needed there, since the update is skipped or taken
+        on their values: a masked update on the device could not undo AdamW's moment and
+        step-count updates exactly). The batches come from the prefetcher, made while the
+        previous micro-step computed."""
         cfg, layout = self.cfg, self.layout
-        loss_sum = 0.0
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         has_loss = self.pipeline is None or layout.last_stage
         for micro in range(cfg.grad_accum):
-            x, y = self.windows.batch(data_pos, micro, cfg.batch_size, layout.dp_rank, layout.dp)
-            x, y = x.to(self.device), y.to(self.device)
+            ahead = (data_pos, micro + 1) if micro + 1 < cfg.grad_accum else (data_pos + 1, 0)
+            x, y = self.batches.get((data_pos, micro), ahead)
             if self.pipeline is not None:  # forward and backward of every microbatch
                 with self.autocast:
                     loss_sum += self.pipeline.step(x, y) or 0.0
@@ -198,22 +207,27 @@ class Trainer:
                 _, loss = self.net(x, y, fused_loss=layout["tp"] == 1)
                 scaled = loss / cfg.grad_accum
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
-            loss_sum += float(loss.detach())
+            loss_sum += loss.detach().double()
         if self.scaler is not None:
             self.scaler.unscale_(self.opt)
         norm = self._clip()
         # every rank must take the same skip/rollback decision: use the global mean loss
-        return distributed.mean([loss_sum / cfg.grad_accum], self.d, self.device,
-                                weight=1.0 if has_loss else 0.0)[0], norm
+        mean = distributed.mean_tensor(loss_sum / cfg.grad_accum, self.d,
+                                       weight=1.0 if has_loss else 0.0)
+        loss_v, norm_v = torch.stack([mean.double(), norm.double()]).tolist()
+        return loss_v, norm_v
 
-    def _clip(self) -> float:
-        """The norm of all gradients (sharded, split by stage, or whole) before clipping;
-        clips them to ``grad_clip`` (0 = only measure)."""
+    def _clip(self) -> torch.Tensor:
+        """The norm of all gradients (sharded, split by stage, or whole) before clipping, on
+        the device; clips them to ``grad_clip`` (0 = only measure)."""
         cfg, layout = self.cfg, self.layout
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
         params = [p for p in self.model.parameters() if p.grad is not None]
         if not any(isinstance(p, DTensor) for p in params) and layout["pp"] == 1:
-            return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+            if not params:
+                return torch.zeros((), device=self.device)
+            # on the device: the clip factor is applied without reading the norm back
+            return torch.nn.utils.clip_grad_norm_(params, max_norm).detach()
         squares = torch.zeros((), dtype=torch.float64, device=self.device)
         for group in ([p for p in params if isinstance(p, DTensor)],
                       [p for p in params if not isinstance(p, DTensor)]):
@@ -223,11 +237,11 @@ class Trainer:
                 squares += n.double() ** 2
         if layout["pp"] > 1:  # each stage holds different parameters
             squares = distributed.all_reduce_sum(squares, layout.group("pp"))
-        norm = float(squares.sqrt())
+        norm = float(squares.sqrt())   # sharded grads take a Python factor: a host sync here
         if math.isfinite(norm) and norm > max_norm:
             for p in params:
                 p.grad.mul_(max_norm / (norm + 1e-6))  # type: ignore[union-attr]
-        return norm
+        return torch.tensor(norm)
 
     # ---- checkpoints -----------------------------------------------------------------------
     def _loop_state(self) -> dict[str, Any]:
@@ -346,6 +360,7 @@ class Trainer:
         try:
             self._loop()
         finally:
+            self.batches.close()
             self.monitor.close()
             if threading.current_thread() is threading.main_thread():
                 for sig, handler in previous.items():
@@ -486,25 +501,6 @@ def _probe_prompts(val: TokenShards, k: int) -> dict[str, list[int]]:
             if len(out) == n_domains:
                 break
     return dict(sorted(out.items()))
-
-
-def log_line(rec: dict[str, Any], steps: int, budget_s: float = 0.0) -> str:
-    """``train: step 100/500 loss 4.1234 lr 3.00e-03 ...``: one line per logged step."""
-    where = f"step {rec['step']}/{steps}" if not budget_s else \
-        f"step {rec['step']} ({rec['time_s']:.0f}/{budget_s:.0f} s)"
-    parts = [f"train: {where}", f"loss {rec['loss']:.4f}", f"lr {rec['lr']:.2e}",
-             f"gnorm {rec['grad_norm']:.3f}", f"{rec['tok_per_s']:,.0f} tok/s"]
-    if "mfu" in rec:
-        parts.append(f"MFU {rec['mfu']:.1%}")
-    parts.append(f"mem {rec['mem_gb']:.2f} GB")
-    if "val_loss" in rec:
-        val = f"val {rec['val_loss']:.4f}"
-        if "val_bpb" in rec:
-            val += f" ({rec['val_bpb']:.3f} bpb)"
-        if "val" in rec:
-            val += " [" + ", ".join(f"{d} {m['loss']:.3f}" for d, m in rec["val"].items()) + "]"
-        parts.append(val)
-    return "  ".join(parts)
 
 
 def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: RunPaths,

@@ -1,6 +1,6 @@
 """MHA vs GQA vs MLA at (nearly) equal parameter count: KV-cache size, decode speed, training speed.
 
-Run:  python bench/attention_variants.py [--repeats 5] [--d-model 512] [--layers 8]
+Run:  python bench/attention_variants.py [--repeats 5] [--d-model 512] [--layers 8] [--device cuda]
 
 Every variant is a LLaMA-style model with the same d_model, layers and heads; the SwiGLU
 width is adjusted so that all three have about the same parameter count, which makes the
@@ -14,6 +14,7 @@ busy second core slows 2-thread PyTorch 5-20x, so compare only rows from one qui
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import time
@@ -40,12 +41,19 @@ def variants(d: int, layers: int, heads: int, seq_len: int, vocab: int) -> dict[
     return cfgs
 
 
-def median_time(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
+def median_time(fn, repeats: int, device: torch.device) -> float:  # type: ignore[no-untyped-def]
+    """Median seconds of ``fn()``; on a GPU each call is bracketed by synchronisations, so
+    the time is the kernels' and not only their launch."""
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
     fn()  # warm-up
     times = []
     for _ in range(repeats):
+        sync()
         t0 = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -59,34 +67,41 @@ def main() -> None:
     ap.add_argument("--prompt", type=int, default=64)
     ap.add_argument("--new", type=int, default=128)
     ap.add_argument("--train-batch", type=int, default=8)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="cuda: bf16 autocast for the training step, synchronised timings")
     args = ap.parse_args()
+    dev = torch.device(args.device)
+    autocast = torch.autocast("cuda", torch.bfloat16) if dev.type == "cuda" \
+        else contextlib.nullcontext()
     seq_len, vocab = args.prompt + args.new, 8192
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"load avg before {os.getloadavg()[0]:.2f}")
     rows = []
     for name, cfg in variants(args.d_model, args.layers, args.heads, seq_len, vocab).items():
         torch.manual_seed(0)
-        model = Transformer(cfg).eval()
+        model = Transformer(cfg).to(dev).eval()
         prompt = torch.randint(0, vocab, (args.prompt,)).tolist()
         row: dict[str, float | str] = {"variant": name, "params_M": cfg.num_params() / 1e6,
                                        "kv_bytes_per_token": cfg.kv_cache_bytes_per_token(2)}
         cache = model.new_cache(1, seq_len)
         with torch.no_grad():
-            model(torch.tensor([prompt]), cache=cache)
+            model(torch.tensor([prompt], device=dev), cache=cache)
         row["measured_cache_bytes_per_token"] = cache.bytes() / cache.max_len / 2  # fp32 -> bf16
         for batch in (1, 8):
             t = median_time(lambda b=batch, m=model, p=prompt: generate(m, [p] * b, args.new,
                                                                          temperature=0.0),
-                            args.repeats)
+                            args.repeats, dev)
             row[f"decode_tok_s_b{batch}"] = batch * args.new / t
         model.train()
-        x = torch.randint(0, vocab, (args.train_batch, seq_len))
+        x = torch.randint(0, vocab, (args.train_batch, seq_len), device=dev)
 
         def step(m: Transformer = model, x: torch.Tensor = x) -> None:
-            _, loss = m(x[:, :-1], x[:, 1:])
+            with autocast:
+                _, loss = m(x[:, :-1], x[:, 1:], fused_loss=True)
             loss.backward()
             m.zero_grad(set_to_none=True)
-        row["train_tok_s"] = args.train_batch * (seq_len - 1) / median_time(step, args.repeats)
+        row["train_tok_s"] = args.train_batch * (seq_len - 1) / median_time(step, args.repeats,
+                                                                             dev)
         rows.append(row)
     ref = rows[0]
     cols = ["params_M", "kv_bytes_per_token", "measured_cache_bytes_per_token", "decode_tok_s_b1",

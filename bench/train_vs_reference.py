@@ -1,10 +1,13 @@
 """Our training step vs a reference loop written the nanoGPT way, same shapes, one invocation.
 
 Run:  python bench/train_vs_reference.py [--steps 12] [--rounds 6] [--shapes tiny,mid,baby]
+      python bench/train_vs_reference.py --device cuda --compile   # GPT-2 124M, LLaMA 153M/0.76B
 
 The reference is a plain PyTorch GPT-2 (LayerNorm, GELU MLP, SDPA causal attention, tied
-embeddings, no biases as in nanoGPT's `bias=False`) trained with AdamW and grad clipping on
-random windows of a uint16 array, written here from nanoGPT's description (no code copied).
+embeddings, no biases as in nanoGPT's `bias=False`) trained with fused AdamW and grad
+clipping on random windows of a uint16 array, written here from nanoGPT's description (no
+code copied); on a GPU (``--device cuda``) in its strong form: bf16 autocast, batches pinned
+and copied ahead, one host read a step, and torch.compile with ``--compile``.
 Ours is `pretrain.train.loop.Trainer` on token shards of the same text (Tiny Shakespeare,
 bytes) with the same model (`arch = "gpt2"`, `bias = false`, `gelu_approximate = "none"`:
 nanoGPT's bias=False and PyTorch's exact GELU) and with the LLaMA-style default (more
@@ -19,7 +22,9 @@ compare numbers from a quiet run only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -33,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pretrain import hardware
 from pretrain.model.config import ModelConfig
 from pretrain.tokenizer import shards
 from pretrain.tokenizer.bpe import Tokenizer
@@ -46,7 +52,13 @@ SHAPES = {  # name: (layers, heads, d_model, seq_len, batch) as in the reference
     "tiny": (4, 4, 128, 64, 12),
     "mid": (4, 4, 128, 256, 32),
     "baby": (6, 6, 384, 256, 8),
+    # GPU shapes (issue 14): GPT-2 124M; LLaMA 153M and 0.76B with 4 kv heads
+    "gpt2-124m": (12, 12, 768, 1024, 32),
+    "llama-153m": (12, 12, 768, 2048, 16),
+    "llama-760m": (24, 12, 1536, 2048, 8),
 }
+VOCAB = {"gpt2-124m": 50257, "llama-153m": 50257, "llama-760m": 50257}  # else bytes: 258
+KV_HEADS = {"llama-153m": 4, "llama-760m": 4}   # our LLaMA loop only; else n_heads
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare" / "input.txt"
 
 
@@ -80,65 +92,115 @@ class RefGPT(nn.Module):
                 nn.init.normal_(p, std=0.02)
 
     def forward(self, idx: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
+        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1], device=idx.device))
         for b in self.blocks:
             x = b(x)
         logits = self.head(self.ln(x))
         return F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))
 
 
-def reference_step(model: RefGPT, opt: torch.optim.Optimizer, data: np.ndarray, T: int, B: int,
-                   rng: np.random.Generator) -> float:
-    """One nanoGPT-style step on random windows of ``data``; returns the loss."""
+def _windows(data: np.ndarray, T: int, B: int, rng: np.random.Generator,
+             device: torch.device) -> torch.Tensor:
     ix = rng.integers(0, len(data) - T - 1, B)
     xy = torch.from_numpy(np.stack([data[i:i + T + 1].astype(np.int64) for i in ix]))
-    loss = model(xy[:, :-1], xy[:, 1:])
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-    return float(loss.detach())
+    return xy.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else xy
 
 
-def reference_steps(data: np.ndarray, shape: tuple, steps: int) -> list[float]:
-    L, H, D, T, B = shape
+def reference_steps(data: np.ndarray, shape: str, steps: int, device: torch.device,
+                    compile_: bool = False) -> list[float]:
+    """nanoGPT-style steps on random windows of ``data``; each step's seconds. On a GPU
+    the strong form: bf16 autocast, fused AdamW, the next batch pinned and copied ahead
+    while the step runs, ``compile_`` = torch.compile, one host read (the loss) a step."""
+    L, H, D, T, B = SHAPES[shape]
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    model = RefGPT(L, H, D, T, 258)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
+    model = RefGPT(L, H, D, T, VOCAB.get(shape, 258)).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1,
+                            fused=True)
+    step_model = torch.compile(model) if compile_ else model
+    cuda = device.type == "cuda"
+    autocast = torch.autocast("cuda", torch.bfloat16) if cuda else contextlib.nullcontext()
     times = []
+    xy = _windows(data, T, B, rng, device)
     for _ in range(steps):
         t0 = time.perf_counter()
-        reference_step(model, opt, data, T, B, rng)
+        with autocast:
+            loss = step_model(xy[:, :-1], xy[:, 1:])
+        loss.backward()
+        xy = _windows(data, T, B, rng, device)   # the next batch, while the GPU works
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        float(loss.detach())
         times.append(time.perf_counter() - t0)
     return times
 
 
-def _model_cfg(arch: str, shape: tuple) -> ModelConfig:
-    L, H, D, T, _ = shape
+def _model_cfg(arch: str, shape: str) -> ModelConfig:
+    L, H, D, T, _ = SHAPES[shape]
     gpt2 = dict(bias=False, gelu_approximate="none") if arch == "gpt2" else {}
-    return ModelConfig(arch=arch, d_model=D, n_layers=L, n_heads=H, n_kv_heads=H, seq_len=T,  # type: ignore[arg-type]
-                       vocab_size=258, tie_embeddings=True, **gpt2)
+    kv = KV_HEADS.get(shape, H) if arch == "llama" else H
+    return ModelConfig(arch=arch, d_model=D, n_layers=L, n_heads=H, n_kv_heads=kv, seq_len=T,  # type: ignore[arg-type]
+                       vocab_size=VOCAB.get(shape, 258), tie_embeddings=True, **gpt2)
 
 
-def our_steps(tokens: Path, shape: tuple, steps: int, arch: str, compile_: bool) -> list[float]:
-    L, H, D, T, B = shape
+def our_steps(tokens: Path, shape: str, steps: int, arch: str, compile_: bool,
+              device: torch.device) -> list[float]:
+    L, H, D, T, B = SHAPES[shape]
     cfg = _model_cfg(arch, shape)
     tc = TrainConfig(steps=steps, batch_size=B, warmup_steps=1, eval_every=10**6,
                      eval_batches=1, log_every=1, checkpoint_every=0, lr=1e-3, compile=compile_)
     torch.manual_seed(0)
     layout = Layout(tc.parallel.degrees(1))
-    model, net = build(cfg, tc, layout, torch.device("cpu"))  # compile per block, as training does
-    t = Trainer(tc, model, tokens, RunPaths(tokens), 0, torch.device("cpu"), layout=layout, net=net)
+    model, net = build(cfg, tc, layout, device)  # compile per block, as training does
+    t = Trainer(tc, model, tokens, RunPaths(tokens), 0, device, layout=layout, net=net)
     t.run()
     return [T * B / r["tok_per_s"] for r in t.history]
 
 
-def _in_subprocess(tokens: Path, shape: str, steps: int, which: tuple | None) -> list[float]:
-    loop = "ref" if which is None else f"{which[0]}+{'compile' if which[1] else 'eager'}"
-    out = subprocess.run([sys.executable, __file__, "--one", str(tokens), shape, str(steps), loop],
-                         capture_output=True, text=True, check=True)
-    return list(json.loads(out.stdout.strip().splitlines()[-1]))
+def _peak_memory_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6   # KB -> GB
+
+
+def _matmul_peak(device: torch.device) -> float:
+    """FLOP/s of the fastest of 5 square matmuls: fp32 n=2048 on CPU, bf16 n=8192 on a GPU."""
+    if device.type != "cuda":
+        return measured_peak_flops(device, reps=5) or 1.0
+    n = 8192
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    a @ b
+    best = math.inf
+    for _ in range(5):
+        torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        a @ b
+        torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+def _in_subprocess(tokens: Path, shape: str, steps: int, which: tuple | None,
+                   device: str, ref_compile: bool) -> dict:
+    loop = ("ref+compile" if ref_compile else "ref") if which is None \
+        else f"{which[0]}+{'compile' if which[1] else 'eager'}"
+    out = subprocess.run([sys.executable, __file__, "--one", str(tokens), shape, str(steps), loop,
+                          device], capture_output=True, text=True, check=True)
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def _one(data: np.ndarray, tokens: Path, shape: str, steps: int, loop: str,
+         device: torch.device) -> dict:
+    """One loop's step times and peak memory, in this process."""
+    name, _, mode = loop.partition("+")
+    if name == "ref":
+        ts = reference_steps(data, shape, steps, device, mode == "compile")
+    else:
+        ts = our_steps(tokens, shape, steps, name, mode == "compile", device)
+    return {"times": ts, "peak_gb": _peak_memory_gb(device)}
 
 
 def main() -> None:
@@ -151,21 +213,20 @@ def main() -> None:
     ap.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=True,
                     help="each loop and round in a fresh process (default), so that no loop "
                          "inherits another's allocator and cache state")
-    ap.add_argument("--one", nargs=4, metavar=("TOKENS", "SHAPE", "STEPS", "LOOP"),
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="cuda: bf16 autocast in both loops, the reference compiled with "
+                         "--compile too, MFU against the accelerator table's bf16 peak and a "
+                         "measured bf16 matmul; shapes gpt2-124m,llama-153m,llama-760m")
+    ap.add_argument("--one", nargs=5, metavar=("TOKENS", "SHAPE", "STEPS", "LOOP", "DEVICE"),
                     help=argparse.SUPPRESS)  # the child of --isolate
     args = ap.parse_args()
     if args.one:
-        tokens, shape_name, steps, loop = args.one
-        text = DATA.read_bytes()
-        data = np.frombuffer(text, dtype=np.uint8).astype(np.uint16)
-        shape = SHAPES[shape_name]
-        if loop == "ref":
-            ts = reference_steps(data, shape, int(steps))
-        else:
-            arch, compiled = loop.split("+")
-            ts = our_steps(Path(tokens), shape, int(steps), arch, compiled == "compile")
-        print(json.dumps(ts))
+        tokens, shape_name, steps, loop, device = args.one
+        data = np.frombuffer(DATA.read_bytes(), dtype=np.uint8).astype(np.uint16)
+        print(json.dumps(_one(data, Path(tokens), shape_name, int(steps), loop,
+                              torch.device(device))))
         return
+    dev = torch.device(args.device)
     if not DATA.is_file():
         raise SystemExit(f"needs {DATA}")
     text = DATA.read_bytes()
@@ -175,34 +236,50 @@ def main() -> None:
     docs = [{"id": str(i), "domain": "text", "text": text[i:i + 20000].decode("utf-8", "replace")}
             for i in range(0, len(text), 20000)]
     shards.run(TokenizeConfig(val_fraction=0.1), tok, iter(docs), ["text"], tmp, {})
+    cuda = dev.type == "cuda"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"load avg {os.getloadavg()[0]:.2f}")
-    peak = measured_peak_flops(torch.device("cpu"), reps=5) or 1.0
-    print(f"fp32 matmul peak (n=2048, this run): {peak / 1e9:.0f} GFLOP/s")
-    loops = [("reference (nanoGPT-style GPT-2)", None), ("ours, same GPT-2", ("gpt2", False)),
+          f"load avg {os.getloadavg()[0]:.2f}"
+          + (f", {torch.cuda.get_device_name(dev)}" if cuda else ""))
+    peak = _matmul_peak(dev)
+    acc = hardware.detect(torch.cuda.get_device_name(dev)) if cuda else None
+    table = acc.peak("bf16") if acc else None
+    print(f"{'bf16 matmul peak (n=8192' if cuda else 'fp32 matmul peak (n=2048'}, this run): "
+          f"{peak / 1e12:.1f} TFLOP/s" + (f"; table bf16 dense peak {table / 1e12:.0f} TFLOP/s"
+                                           if table else ""))
+    ref_label = "reference (nanoGPT-style GPT-2" + (", compiled)" if cuda and args.compile
+                                                   else ")")
+    loops = [(ref_label, None), ("ours, same GPT-2", ("gpt2", False)),
              ("ours, llama", ("llama", False))]
     if args.compile:
         loops.append(("ours, llama + compile", ("llama", True)))
-    for name in args.shapes.split(","):
-        shape = SHAPES[name]
-        L, H, D, T, B = shape
+        if cuda:
+            loops.insert(2, ("ours, same GPT-2 + compile", ("gpt2", True)))
+    shapes = args.shapes if args.shapes != "tiny,mid,baby" or not cuda \
+        else "gpt2-124m,llama-153m,llama-760m"
+    for name in shapes.split(","):
+        L, H, D, T, B = SHAPES[name]
         times: dict[str, list[float]] = {n: [] for n, _ in loops}
+        mem: dict[str, float] = {n: 0.0 for n, _ in loops}
         for r in range(args.rounds):
             # short rounds, order reversed every other round: a slow spell of this shared
             # machine then hits every loop alike instead of biasing whichever ran during it
             for label, which in (loops if r % 2 == 0 else loops[::-1]):
-                ts = _in_subprocess(tmp, name, args.steps, which) if args.isolate else (
-                    reference_steps(data, shape, args.steps) if which is None
-                    else our_steps(tmp, shape, args.steps, *which))
-                times[label] += ts[args.skip:]
-        print(f"\n{name}: L{L} H{H} E{D} T{T} B{B}")
+                loop = ("ref+compile" if cuda and args.compile else "ref") if which is None \
+                    else f"{which[0]}+{'compile' if which[1] else 'eager'}"
+                res = _in_subprocess(tmp, name, args.steps, which, args.device,
+                                     cuda and args.compile) if args.isolate \
+                    else _one(data, tmp, name, args.steps, loop, dev)
+                times[label] += res["times"][args.skip:]
+                mem[label] = max(mem[label], res["peak_gb"])
+        print(f"\n{name}: L{L} H{H} E{D} T{T} B{B} vocab {VOCAB.get(name, 258)}")
         ref_ms = statistics.median(times[loops[0][0]])
         for label, which in loops:
             ms = statistics.median(times[label])
-            mc = _model_cfg(which[0] if which else "gpt2", shape)
-            mfu = mc.flops_per_token() * T * B / ms / peak
-            print(f"  {label:34} {ms * 1e3:8.1f} ms/step  {T * B / ms:9,.0f} tok/s  "
-                  f"MFU {mfu:5.1%}  ours/ref {ref_ms / ms:5.2f}x")
+            flops = _model_cfg(which[0] if which else "gpt2", name).flops_per_token() * T * B / ms
+            mfu = f"MFU {flops / peak:5.1%}" + (f" ({flops / table:5.1%} of table)"
+                                                 if table else "")
+            print(f"  {label:34} {ms * 1e3:8.1f} ms/step  {T * B / ms:9,.0f} tok/s  {mfu}  "
+                  f"peak {mem[label]:5.1f} GB  ours/ref {ref_ms / ms:5.2f}x")
     print(f"\nload avg after: {os.getloadavg()[0]:.2f}")
 
 

@@ -368,3 +368,23 @@ val_fraction = 0.2
     # required: the missing licence is an error before anything runs
     assert main(["data", "-c", str(cfg), "--data.require_license=true"]) == 2
     assert "source(s) ['beta'] have no license" in capsys.readouterr().err
+
+
+def test_sources_sharing_a_domain_keep_their_own_licences(tmp_path):
+    body = "The lighthouse keeper wrote down the weather every evening at six. " * 6
+    srcs = []
+    for name, lic in (("a", "CC-BY-4.0"), ("b", "MIT")):
+        (tmp_path / f"{name}.jsonl").write_text("".join(
+            json.dumps({"id": f"{name}{i}", "text": f"{name} {i}. {body}"}) + "\n"
+            for i in range(5 if name == "a" else 3)))
+        srcs.append(LocalSource(paths=[str(tmp_path / f"{name}.jsonl")], domain="books",
+                                quality="none", license=lic))
+    (tmp_path / "out").mkdir()
+    out = stage.process(DataConfig(sources=srcs, minhash=MinHashConfig(enabled=False)),
+                        tmp_path / "out")
+    assert out.sources == {"books": {"license": "CC-BY-4.0 + MIT"}}
+    assert {k: v["docs"] for k, v in out.licenses.items()} == {"CC-BY-4.0": 5, "MIT": 3}
+    shards = json.loads((tmp_path / "out" / "shards.json").read_text())
+    assert sorted(v["license"] for v in shards.values()) == ["CC-BY-4.0", "MIT"]
+    assert {d["id"][0] + d["meta"]["license"] for d in read_docs(tmp_path / "out")} == {
+        "aCC-BY-4.0", "bMIT"}

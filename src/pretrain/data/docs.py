@@ -69,9 +69,9 @@ class ShardWriter:
     one task's inputs as provenance) and every ``docs_per_shard`` documents."""
 
     def __init__(self, out: Path, docs_per_shard: int,
-                 governance: dict[str, dict[str, str]] | None = None):
+                 governance: list[dict[str, str]] | None = None):
         self.out, self.per = out, docs_per_shard
-        self.governance = governance or {}   # source label -> licence fields
+        self.governance = governance or []   # per source (Task.source): its licence fields
         self.n = self.in_shard = 0
         self.f: IO[str] | None = None
         self.shards: list[str] = []
@@ -94,8 +94,8 @@ class ShardWriter:
             self.shards.append(name)
             assert self.task is not None
             task, stats = self.task
-            self.provenance[name] = {"task": task.stem, "source": stats["source"],
-                                     **self.governance.get(stats["source"], {}),
+            own = self.governance[task.source] if task.source < len(self.governance) else {}
+            self.provenance[name] = {"task": task.stem, "source": stats["source"], **own,
                                      "inputs": stats["inputs"]}
             self.f = open(self.out / name, "w", encoding="utf-8")
             self.in_shard = 0

@@ -90,7 +90,8 @@ def process(cfg: DataConfig, out: Path, work: Path | None = None,
         stats.append(st)
     removed = deduplicate(cfg, tasks, work, funnel)
     governance = _governance(cfg)
-    writer = ShardWriter(out, cfg.docs_per_shard, governance)
+    writer = ShardWriter(out, cfg.docs_per_shard, [s.governance() for s in cfg.sources])
+    licenses: dict[str, dict[str, int]] = {}
     kept: Counter[str] = Counter()
     kept_bytes: Counter[str] = Counter()
     with open(out / "dropped.jsonl", "w", encoding="utf-8") as audit, \
@@ -103,6 +104,7 @@ def process(cfg: DataConfig, out: Path, work: Path | None = None,
             # a task's documents all carry its source's label; sizes come from the keys
             sizes = np.load(work / f"{t.stem}.keys.npy", mmap_mode="r")[:, 1]
             domain = st["source"]
+            lic = licenses.setdefault(cfg.sources[t.source].license, {"docs": 0, "bytes": 0})
             with open(work / f"{t.stem}.jsonl", encoding="utf-8") as f:
                 for i, line in enumerate(f):
                     if i in gone:
@@ -113,6 +115,8 @@ def process(cfg: DataConfig, out: Path, work: Path | None = None,
                     writer.write_line(line)
                     kept[domain] += 1
                     kept_bytes[domain] += int(sizes[i])
+                    lic["docs"] += 1
+                    lic["bytes"] += int(sizes[i])
     writer.close()
     rows = funnel.as_json()
     (out / "funnel.json").write_text(json.dumps(rows, indent=1) + "\n")
@@ -127,17 +131,11 @@ def process(cfg: DataConfig, out: Path, work: Path | None = None,
     decontam = funnel.rows.get("decontam")
     log0(format_funnel(rows))
     log0(f"data: kept {writer.n} docs ({sum(kept_bytes.values()) / 1e6:.1f} MB) {dict(kept)}")
-    licenses: dict[str, dict[str, int]] = {}
-    for label, k in kept.items():
-        lic = licenses.setdefault(governance.get(label, {}).get("license", ""),
-                                  {"docs": 0, "bytes": 0})
-        lic["docs"] += k
-        lic["bytes"] += kept_bytes[label]
     return DataOutput(docs_kept=dict(kept), bytes_kept=dict(kept_bytes), docs_total=writer.n,
                       docs_read=read, dropped=dict(funnel.dropped()),
                       decontam_hits=hits(dict(decontam["stats"])) if decontam else {},
                       shards=writer.shards, tasks=len(tasks), sources=governance,
-                      licenses=licenses)
+                      licenses={k: v for k, v in licenses.items() if v["docs"]})
 
 
 def _governance(cfg: DataConfig) -> dict[str, dict[str, str]]:

@@ -215,3 +215,48 @@ def test_the_quickstart_decontaminates_against_every_file_it_scores():
     scored = benchmark_files(cfg.eval)
     assert len(scored) >= 18 and any("hellaswag" in f for f in scored)
     assert set(scored) <= set(cfg.data.decontam.files())
+
+
+def test_hugging_face_schemas_and_arrow_files_are_read_as_items():
+    from pretrain.data.benchmarks import item_texts, read_items
+    assert item_texts({"sentence": "Sam beat Kim so _ was glad.", "option1": "Sam",
+                       "option2": "Kim", "answer": "1"}) == ["Sam beat Kim so Sam was glad.",
+                                                             "Sam beat Kim so Kim was glad."]
+    assert item_texts({"goal": "Open a jar", "sol1": "twist", "sol2": "pull", "label": 0})[:2] == [
+        "Open a jar twist", "Open a jar pull"]
+    assert item_texts({"question": "Which is a gas?", "answerKey": "B",
+                       "choices": {"text": ["rock", "air"], "label": ["A", "B"]}})[:2] == [
+        "Which is a gas? rock", "Which is a gas? air"]
+    # the .arrow files `datasets` writes (IPC streams), as OLMo evaluates from
+    arrow = shared_data("eval/olmo-hf-arrow/winogrande_xl_validation.arrow")
+    first = next(read_items(arrow))
+    assert first[0] == "Sarah was a much better surgeon than Maria so Sarah always got the easier cases."
+
+
+def test_items_planted_from_arrow_benchmarks_are_caught():
+    import random
+
+    import pyarrow as pa
+
+    from tests.planted import web_texts
+    folder = shared_data("eval/olmo-hf-arrow")
+    files = [folder / f"{n}.arrow" for n in ("arc_easy_validation", "piqa_validation",
+                                             "winogrande_xl_validation")]
+    index = benchmark_index([str(f) for f in files], 13, 6)
+    rng = random.Random(3)
+    hosts = web_texts(shared_data("webtext/c4_sample.jsonl"), 300)
+    docs = []
+    for f in files:
+        rows = pa.ipc.open_stream(open(f, "rb")).read_all().to_pylist()
+        for r in rng.sample(rows, 30):
+            if "question" in r:
+                gold = r["choices"]["text"][r["choices"]["label"].index(r["answerKey"])]
+                item = f"Q: {r['question']}\nA: {gold}"
+            elif "goal" in r:
+                item = f"{r['goal']} {[r['sol1'], r['sol2']][r['label']]}"
+            else:
+                item = r["sentence"].replace("_", r["option" + r["answer"]])
+            docs.append(rng.choice(hosts) + "\n\n" + item.upper() + "\n\n" + rng.choice(hosts))
+    caught = _dropped(index, docs)
+    assert sum(caught) >= 0.95 * len(docs)
+    assert not any(_dropped(index, hosts))

@@ -13,7 +13,10 @@ is rendered the way it reads in a document, one text per candidate answer:
 - ``{"context", "continuation"}`` (LAMBADA, Jeopardy, BIG-bench): the two joined;
 - HellaSwag's text file (context, gold index, four endings; six lines an item): the
   context joined to each ending;
-- any other jsonl record: its strings joined in file order (the old behaviour);
+- the Hugging Face datasets' own schemas, in jsonl, parquet or ``.arrow`` files (ARC and
+  OpenBookQA's question + choices, PIQA's goal + solutions, WinoGrande's sentence with its
+  blank filled, HellaSwag's ctx + endings, COPA, BoolQ, question/answer sets);
+- any other record: its strings joined in file order (the old behaviour);
 - any other text file: one passage per line, whole (WikiText).
 
 llm-foundry's prompt scaffolding (a leading ``Question:``/``Passage:`` label or a
@@ -62,20 +65,58 @@ def joined(firsts: list[str], seconds: list[str]) -> list[str]:
     return out
 
 
+def _choices(x: Any) -> list[str]:
+    """A choice list: strings, or Hugging Face's {"text": [...], "label": [...]}."""
+    if isinstance(x, dict):
+        x = x.get("text")
+    return [str(c) for c in x if isinstance(c, (str, int, float))] if isinstance(x, list) else []
+
+
+def _with_answers(question: str, answers: list[str]) -> list[str]:
+    """Each answer after the question, and the question with its answers listed."""
+    return joined([question], answers + ([" ".join(answers)] if len(answers) > 1 else []))
+
+
 def item_texts(rec: Any) -> list[str]:
-    """The texts one jsonl record of a benchmark appears as in a document."""
-    if isinstance(rec, dict):
-        query, choices = rec.get("query"), rec.get("choices")
-        context, cont = rec.get("context"), rec.get("continuation")
-        options = rec.get("context_options")
-        if isinstance(query, str) and isinstance(choices, list):
-            options = [c for c in choices if isinstance(c, str)]
-            # each answer after the question, and the question with its options listed
-            return joined([query], options + [" ".join(options)])
-        if isinstance(options, list) and isinstance(cont, str):
-            return joined([c for c in options if isinstance(c, str)], [cont])
-        if isinstance(context, str) and isinstance(cont, str):
-            return joined([context], [cont])
+    """The texts one record of a benchmark appears as in a document: llm-foundry's
+    schemas, and the Hugging Face datasets' own (ARC/OpenBookQA, PIQA, WinoGrande,
+    HellaSwag, COPA, BoolQ, question/answer sets); anything else its strings joined."""
+    if not isinstance(rec, dict):
+        strings = list(_strings(rec))
+        return [" ".join(strings)] if strings else []
+    get = rec.get
+
+    def text(key: str) -> str | None:
+        v = get(key)
+        return v if isinstance(v, str) else None
+    query, context, cont = text("query"), text("context"), text("continuation")
+    options = get("context_options")
+    question = text("question") or text("question_stem")
+    sentence, goal, ctx = text("sentence"), text("goal"), text("ctx")
+    premise, passage = text("premise"), text("passage")
+    if query is not None and _choices(get("choices")):
+        return _with_answers(query, _choices(get("choices")))
+    if isinstance(options, list) and cont is not None:
+        return joined([c for c in options if isinstance(c, str)], [cont])
+    if context is not None and cont is not None:
+        return joined([context], [cont])
+    if sentence is not None and "_" in sentence and "option1" in rec:     # WinoGrande
+        return [sentence.replace("_", str(get(k)), 1) for k in ("option1", "option2") if k in rec]
+    if goal is not None and "sol1" in rec:                                 # PIQA
+        return _with_answers(goal, [str(get(k)) for k in ("sol1", "sol2") if k in rec])
+    if ctx is not None and _choices(get("endings")):                       # HellaSwag
+        return joined([ctx], _choices(get("endings")))
+    if premise is not None and "choice1" in rec:                           # COPA
+        return joined([premise], [str(get(k)) for k in ("choice1", "choice2") if k in rec])
+    if question is not None and _choices(get("choices")):                  # ARC, OpenBookQA
+        return _with_answers(question, _choices(get("choices")))
+    if passage is not None and question is not None:                       # BoolQ
+        return [passage, f"{question} {get('answer', '')}".strip()]
+    if question is not None and "answer" in rec:                           # QA sets
+        answer = get("answer")
+        answers = _choices(answer) or ([str(answer.get("value", ""))] if isinstance(answer, dict)
+                                       else [str(answer)])
+        return _with_answers(question, answers)
     strings = list(_strings(rec))
     return [" ".join(strings)] if strings else []
 
@@ -97,9 +138,37 @@ def _is_hellaswag(head: list[str]) -> bool:
     return len(head) >= 12 and all(head[i].strip() in {"0", "1", "2", "3"} for i in (1, 7))
 
 
+def _table_records(path: Path) -> Iterator[Any]:
+    """The rows of a parquet file or an Arrow IPC file (the ``.arrow`` files ``datasets``
+    writes are IPC streams), as dicts."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    if path.name.lower().endswith(".parquet"):
+        table = pq.read_table(path)
+    else:
+        with open(path, "rb") as f:
+            try:
+                table = pa.ipc.open_stream(f).read_all()
+            except pa.ArrowInvalid:
+                f.seek(0)
+                table = pa.ipc.open_file(f).read_all()
+    for batch in table.to_batches():
+        yield from batch.to_pylist()
+
+
 def read_items(path: Path) -> Iterator[list[str]]:
     """Each item of a benchmark file as the texts it appears as."""
     name = path.name.lower()
+    if name.endswith((".parquet", ".arrow")):
+        try:
+            records = list(_table_records(path))
+        except Exception as e:  # pyarrow raises several types for a file it cannot read
+            raise ConfigError(f"benchmark file {path}: cannot read it ({e})") from None
+        for rec in records:
+            texts = item_texts(rec)
+            if texts:
+                yield texts
+        return
     try:
         with _open(path) as f:
             if ".jsonl" in name or name.endswith(".json"):

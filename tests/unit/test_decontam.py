@@ -260,3 +260,16 @@ def test_items_planted_from_arrow_benchmarks_are_caught():
     caught = _dropped(index, docs)
     assert sum(caught) >= 0.95 * len(docs)
     assert not any(_dropped(index, hosts))
+
+
+def test_an_empty_or_unreadable_benchmark_file_is_an_error_naming_it(tmp_path):
+    import pytest
+
+    from pretrain.config import ConfigError
+    (tmp_path / "empty.jsonl").write_text("\n")
+    (tmp_path / "bad.jsonl").write_text('{"query": "x", "choices": ["a"]}\n{nope\n')
+    (tmp_path / "bin.arrow").write_bytes(b"\x00\x01 not arrow")
+    for name, match in (("empty.jsonl", "holds no items"), ("bad.jsonl", "bad.jsonl:2"),
+                        ("bin.arrow", "bin.arrow: cannot read")):
+        with pytest.raises(ConfigError, match=match):
+            benchmark_index([str(tmp_path / name)], 13, 6)

@@ -114,7 +114,10 @@ def benchmark_index(paths: list[str], n: int, min_words: int) -> Index:
     for p in map(Path, dict.fromkeys(paths)):
         if not p.is_file():
             raise ConfigError(f"data.decontam.benchmarks: no such file {p}")
-        texts[name_of(p)] += benchmark_texts(p)
+        found = benchmark_texts(p)
+        if not found:
+            raise ConfigError(f"data.decontam: benchmark file {p} holds no items")
+        texts[name_of(p)] += found
     return {name: texts_index(t, n, min_words) for name, t in texts.items()}
 
 

@@ -48,7 +48,8 @@ class RunConfig:
         # a run never trains on what it scores: the data stage decontaminates against the
         # eval stage's benchmark files (and reruns when they change)
         decontam = self.data.decontam
-        decontam.eval_benchmarks = benchmark_files(self.eval) if decontam.from_eval else []
+        decontam.eval_benchmarks = (benchmark_files(self.eval)
+                                    if decontam.enabled and decontam.from_eval else [])
 
     @property
     def run_dir(self) -> Path:

@@ -388,3 +388,14 @@ def test_sources_sharing_a_domain_keep_their_own_licences(tmp_path):
     assert sorted(v["license"] for v in shards.values()) == ["CC-BY-4.0", "MIT"]
     assert {d["id"][0] + d["meta"]["license"] for d in read_docs(tmp_path / "out")} == {
         "aCC-BY-4.0", "bMIT"}
+
+
+def test_a_records_own_licence_is_kept_apart_from_the_sources(tmp_path):
+    src = tmp_path / "s.jsonl"
+    src.write_text(json.dumps({"id": "x", "text": "some text " * 40, "license": "GPL-3.0"}) + "\n")
+    (tmp_path / "out").mkdir()
+    stage.process(DataConfig(sources=[LocalSource(paths=[str(src)], quality="none",
+                                                  license="MIT")],
+                             minhash=MinHashConfig(enabled=False)), tmp_path / "out")
+    (doc,) = read_docs(tmp_path / "out")
+    assert doc["meta"]["license"] == "MIT" and doc["meta"]["record_license"] == "GPL-3.0"

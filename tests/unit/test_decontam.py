@@ -273,3 +273,20 @@ def test_an_empty_or_unreadable_benchmark_file_is_an_error_naming_it(tmp_path):
                         ("bin.arrow", "bin.arrow: cannot read")):
         with pytest.raises(ConfigError, match=match):
             benchmark_index([str(tmp_path / name)], 13, 6)
+
+
+def test_compressed_json_benchmarks_are_read_as_records_and_decontam_off_takes_no_eval_files(
+        tmp_path):
+    import gzip
+
+    from pretrain.data.benchmarks import read_items
+    from pretrain.run_config import load_config
+    path = tmp_path / "b.jsonl.gz"
+    with gzip.open(path, "wt") as f:
+        f.write(json.dumps({"context": "The capital of Peru is", "continuation": "Lima"}) + "\n")
+    assert next(read_items(path)) == ["The capital of Peru is Lima"]
+    task = tmp_path / "t.jsonl"
+    task.write_text(json.dumps({"query": QUESTION, "choices": ["a"], "gold": 0}) + "\n")
+    off = load_config(None, [("eval.tasks", f"[{json.dumps(str(task))}]"),
+                             ("data.decontam.enabled", "false")])
+    assert off.data.decontam.eval_benchmarks == []

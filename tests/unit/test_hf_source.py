@@ -165,3 +165,11 @@ def test_a_truncated_shard_is_a_counted_skip_and_the_others_are_read(tmp_path):
     assert counts["dropped"]["unreadable"] == 1
     audit = (tmp_path / "out" / "dropped.jsonl").read_text()
     assert "train-00001-of-00003.parquet" in audit
+
+
+def test_both_limits_are_shared_over_the_files_that_are_read(tmp_path):
+    ds = _dataset(tmp_path / "ds", n_files=4)
+    src = HuggingFaceSource(name=str(ds), max_docs=3, max_bytes=1000, quality="none")
+    tasks = plan_tasks(_cfg(src, 1))
+    # 3 documents reach only 3 files: the 1,000 bytes are shared over those 3, not 4
+    assert [(t.max_docs, t.max_bytes) for t in tasks] == [(1, 334), (1, 333), (1, 333)]

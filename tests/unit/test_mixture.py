@@ -169,3 +169,13 @@ def test_the_shipped_five_domain_mixture_has_the_seed_proportions():
     assert cfg.train.mixture_phases == [0.0, 0.6, 0.9]
     assert {s.label() for s in cfg.data.sources} == set(first)
     assert all(s.license for s in cfg.data.sources)
+
+
+def test_a_phased_mixture_is_not_continued_under_other_steps():
+    from pretrain.train.config import TrainConfig
+    from pretrain.train.stage import _schedules_differ
+    mix = [MixtureEntry("a", phase_weights=[1.0, 0.0]), MixtureEntry("b")]
+    old = TrainConfig(steps=100, schedule="wsd", mixture=mix, mixture_phases=[0.0, 0.5])
+    new = TrainConfig(steps=200, schedule="wsd", mixture=mix, mixture_phases=[0.0, 0.5])
+    # the phases are fractions of train.steps: at 200 steps step 60 is still phase one
+    assert "phase_weights" in (_schedules_differ(old, new, 60) or "")

@@ -151,3 +151,12 @@ def test_counts_reach_the_document_and_the_funnel():
                             "docs_modified": 1}
     table = format_funnel(total.as_json())
     assert "ipv6_replaced 2" in table and "ipv4_kept 4" in table
+
+
+def test_a_replacement_the_scrubber_would_replace_again_is_refused():
+    from pretrain.config import ConfigError
+    from pretrain.data.config import PiiConfig
+    from pretrain.data.pii import PiiScrub
+    with pytest.raises(ConfigError, match="ipv6_replacement"):
+        PiiScrub(PiiConfig(ipv6_replacement="2001::1"))   # not "global", but public-looking
+    PiiScrub(PiiConfig(ipv6_replacement="<IPv6>"))        # markers are fine

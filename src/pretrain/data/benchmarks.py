@@ -171,7 +171,7 @@ def read_items(path: Path) -> Iterator[list[str]]:
         return
     try:
         with _open(path) as f:
-            if ".jsonl" in name or name.endswith(".json"):
+            if name.removesuffix(".gz").removesuffix(".bz2").endswith((".jsonl", ".json")):
                 for lineno, line in enumerate(f, 1):
                     if not line.strip():
                         continue

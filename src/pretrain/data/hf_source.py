@@ -114,22 +114,29 @@ class HuggingFaceSource(SourceConfig):
                                        streaming=self.streaming,
                                        data_files=self.data_files or None,
                                        revision=self.revision or None)
-            yield from self._records(lambda: ds, f"{self.name}:{self.split}")
+            yield from self._records(lambda: ds, f"{self.name}:{self.split}",
+                                     remote=not os.path.isdir(self.name))
             return
         module, _, kwargs = _builder_files(self)
         yield from self._records(
             lambda: datasets.load_dataset(module, data_files={"train": list(files)},
                                           split="train", streaming=self.streaming, **kwargs),
-            ",".join(files))
+            ",".join(files), remote=any("://" in f for f in files))
 
-    def _records(self, open_: Callable[[], Any], where: str) -> Iterator[Document | Skip]:
+    def _records(self, open_: Callable[[], Any], where: str,
+                 remote: bool = False) -> Iterator[Document | Skip]:
         """The records of ``open_()``; a file that cannot be opened or ends early (corrupt,
-        truncated) is one counted skip after what it yielded, as a local source's."""
+        truncated) is one counted skip after what it yielded, as a local source's. Over
+        the network an I/O error (a timeout, an HTTP error: requests' and the Hub's are
+        OSErrors) fails the task instead, so that a rerun reads the file again rather than
+        keeping it cut short."""
         n = 0
         try:
             for n, rec in enumerate(open_(), 1):
                 yield self._record(rec, where, n - 1)
         except Exception as e:  # pyarrow and fsspec raise many types for a corrupt file
+            if remote and isinstance(e, OSError):
+                raise
             yield Skip(f"{where}:{n}", "unreadable",
                        f"{where} after record {n}: {type(e).__name__}: {e}")
 

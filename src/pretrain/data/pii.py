@@ -51,6 +51,7 @@ import ipaddress
 import re
 from collections import Counter
 
+from ..config import ConfigError
 from .config import PiiConfig
 from .document import Document, Step
 
@@ -162,6 +163,18 @@ class PiiScrub(Step):
     def __init__(self, cfg: PiiConfig):
         super().__init__()
         self.cfg = cfg
+        for flag in ("ip_replacement", "ipv6_replacement"):
+            value = getattr(cfg, flag)
+            try:
+                addr = ipaddress.ip_address(value)
+            except ValueError:
+                continue  # a marker such as "<IP>"
+            kind = classify_ipv4(addr) if isinstance(addr, ipaddress.IPv4Address) \
+                else classify_ipv6(addr)
+            if kind == REPLACE:  # a second pass would replace (and count) it again
+                raise ConfigError(f"data.pii.{flag} = {value!r} is an address this step "
+                                  "replaces; use a documentation one (192.0.2.0/24, "
+                                  "2001:db8::/32) or a marker such as \"<IP>\"")
 
     def scrub(self, text: str) -> tuple[str, Counter[str]]:
         """``text`` scrubbed, and the counts: ``<kind>_replaced`` and ``<kind>_kept``."""

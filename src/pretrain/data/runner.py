@@ -90,9 +90,11 @@ def plan_tasks(cfg: DataConfig) -> list[Task]:
         files = [str(f) for f in src.task_files()]
         limited = bool(src.max_docs or src.max_bytes)
         if files and (not limited or src.shares_limits):
-            docs = limit_shares(src.max_docs, len(files))
-            nbytes = limit_shares(src.max_bytes, len(files))
-            n = min(len(docs), len(nbytes))   # files past the limit's units: not read
+            # files past either limit's units are not read; both limits are shared over
+            # the files that are
+            n = min(len(files), src.max_docs or len(files), src.max_bytes or len(files))
+            docs = limit_shares(src.max_docs, n)
+            nbytes = limit_shares(src.max_bytes, n)
             tasks += [Task(len(tasks) + k, i, [files[k]], docs[k], nbytes[k])
                       for k in range(n)]
         else:
@@ -154,8 +156,10 @@ def _limited(src: SourceConfig, task: Task, items: Iterator[Document | Skip],
         row["bytes_out"] += size
         if src.use_for != "auto":
             item.split = src.use_for
-        if src.license:  # a record's own licence (The Stack has one per file) is more precise
-            item.meta.setdefault("license", src.license)
+        if src.license:  # a record's own licence (The Stack has one per file) is kept apart
+            if item.meta.get("license", src.license) != src.license:
+                item.meta["record_license"] = item.meta["license"]
+            item.meta["license"] = src.license
         yield item
 
 

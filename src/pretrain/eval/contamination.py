@@ -13,10 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
-
 from ..data.benchmarks import name_of
-from ..data.decontam import benchmark_index, find, is_member
+from ..data.decontam import benchmark_index, find, is_member, union
 from .files import resolve
 
 
@@ -32,8 +30,7 @@ def report(docs: Iterator[dict[str, Any]], task_names: list[str], tasks_dir: str
     found: dict[str, set[int]] = {k: set() for k in index}
     train_docs = 0
     texts: list[str] = []
-    every = {k: np.unique(np.concatenate([by_k[k] for by_k in index.values() if k in by_k]))
-             for k in sorted({k for by_k in index.values() for k in by_k})}
+    every = union(index)
 
     def flush() -> None:
         if not texts:

@@ -212,7 +212,8 @@ class Prefetcher:
     def get(self, key: tuple[int, int], next_key: tuple[int, int]
             ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.pool is None:
-            return self.make(key)
+            x, y = self.make(key)
+            return x.to(self.device), y.to(self.device)
         if self.ahead is not None and self.ahead[0] == key:
             x, y = self.ahead[1].result()
         else:

@@ -241,7 +241,7 @@ class Trainer:
         if math.isfinite(norm) and norm > max_norm:
             for p in params:
                 p.grad.mul_(max_norm / (norm + 1e-6))  # type: ignore[union-attr]
-        return torch.tensor(norm)
+        return torch.tensor(norm, device=self.device)
 
     # ---- checkpoints -----------------------------------------------------------------------
     def _loop_state(self) -> dict[str, Any]:
@@ -558,7 +558,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: Run
         "skipped_steps": sum(1 for e in t.events if e["action"] == "skipped update"),
         "rollbacks": t.rollbacks, "device": str(dev), "processes": d.world,
         "layout": layout.describe(),
-        "epochs": t.windows.epochs(t.step, tokens_per_step // model_cfg.seq_len)}
+        # batches are drawn by data position (skipped updates and rollbacks move it on)
+        "epochs": t.windows.epochs(t.data_pos, tokens_per_step // model_cfg.seq_len)}
     last_val = next(r for r in reversed(t.history) if "val_loss" in r)
     for key in ("val_bpb", "val"):
         if key in last_val:

@@ -135,8 +135,8 @@ def _schedules_differ(old: TrainConfig, new: TrainConfig, step: int) -> str | No
         return f"it is past train.steps = {new.steps}"
     if old.time_budget_s or new.time_budget_s:
         return "with train.time_budget_s the learning rate depends on the time taken"
-    if any(m.weight_end != -1.0 for m in new.mixture):
-        return "a mixture curriculum (weight_end) spreads over train.steps"
+    if any(m.weight_end != -1.0 or m.phase_weights for m in new.mixture):
+        return "a mixture curriculum (weight_end, phase_weights) spreads over train.steps"
     for t in range(step):
         if lr_at(t, old) != lr_at(t, new):
             hint = ("; schedule = 'wsd' lets a run be extended (its stable phase lengthens)"

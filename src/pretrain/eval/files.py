@@ -88,24 +88,30 @@ TASKS: tuple[CoreTask, ...] = (
 )
 
 
+def _task_paths(cfg: EvalConfig, first_core_only: bool) -> list[Path]:
+    """The task files of ``cfg`` and, with ``core``, CORE's: each CORE task's first file
+    found, or (for the stage key) every candidate, since adding a preferred one changes
+    what is read."""
+    paths = [p for _, p, _, _ in resolve(cfg.tasks, cfg.tasks_dir)]
+    if cfg.core:
+        for t in TASKS:
+            candidates = [Path(cfg.tasks_dir) / f for f in t.files]
+            paths += [p for p in candidates if p.is_file()][:1] if first_core_only \
+                else candidates
+    return paths
+
+
 def benchmark_files(cfg: EvalConfig) -> list[str]:
     """The benchmark files this config scores that exist here (a missing one is skipped
     by the eval stage with a line in its log): the data stage decontaminates against
     them (``data.decontam.from_eval``)."""
-    paths = [p for _, p, _, _ in resolve(cfg.tasks, cfg.tasks_dir)]
-    if cfg.core:
-        for t in TASKS:
-            found = [Path(cfg.tasks_dir) / f for f in t.files if (Path(cfg.tasks_dir) / f).is_file()]
-            paths += found[:1]
-    return list(dict.fromkeys(str(p) for p in paths if p.is_file()))
+    return list(dict.fromkeys(str(p) for p in _task_paths(cfg, True) if p.is_file()))
 
 
 def fingerprint(cfg: EvalConfig) -> list[tuple[str, int, int]]:
     """(path, size, mtime) of every benchmark file this config makes the eval stage read
     that exists: its tasks, the CORE files when ``core`` is on, lm-eval's task YAMLs."""
-    paths = [p for _, p, _, _ in resolve(cfg.tasks, cfg.tasks_dir)]
-    if cfg.core:
-        paths += [Path(cfg.tasks_dir) / f for t in TASKS for f in t.files]
+    paths = _task_paths(cfg, False)
     if cfg.harness_include:
         paths += sorted(Path(cfg.harness_include).glob("**/*"))
     return [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths if p.is_file()]

@@ -83,6 +83,10 @@ class MixtureWindows:
                  total_steps: int, rows_per_step: int, phases: list[float] | None = None):
         self.seq_len, self.seed, self.mixture = seq_len, seed, mixture
         self.phases = np.asarray(phases or [0.0])
+        # expected_tokens' table: the cumulative domain shares per step, made on first use
+        # (it read O(step) of the schedule on every micro-batch before)
+        self._cum: np.ndarray | None = None
+        self._last = np.zeros(0)
         self.total_steps, self.rows_per_step = total_steps, rows_per_step
         spans: dict[str, list[tuple[int, int, int]]] = {m.domain: [] for m in mixture}
         for s_i, idx in enumerate(shards.index):
@@ -133,9 +137,14 @@ class MixtureWindows:
         weights (closed form, stateless: what the epoch limit is judged by)."""
         if step <= 0:
             return 0.0
-        raw = self.raw_weights(np.arange(step))
-        share = raw[:, i] / np.maximum(raw.sum(axis=1), 1e-12)
-        return float(share.sum()) * self.rows_per_step * self.seq_len
+        if self._cum is None:  # once: the shares of steps 0 .. total_steps, summed
+            raw = self.raw_weights(np.arange(self.total_steps + 1))
+            share = raw / np.maximum(raw.sum(axis=1, keepdims=True), 1e-12)
+            self._last = share[-1]   # past total_steps the weights stay at their end
+            self._cum = np.concatenate([np.zeros((1, share.shape[1])), np.cumsum(share, axis=0)])
+        n = min(step, self.total_steps + 1)
+        drawn = self._cum[n, i] + (step - n) * self._last[i]
+        return float(drawn) * self.rows_per_step * self.seq_len
 
     def epochs(self, steps: int, rows_per_step: int = 0) -> dict[str, float]:
         """Passes over each domain's train tokens that ``steps`` steps draw, expected, with

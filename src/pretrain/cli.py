@@ -344,7 +344,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         return _run(args, overrides)
     except Preempted as e:
-        print(f"preempted: {e}", file=sys.stderr)
+        sys.stderr.write(f"preempted: {e}\n")  # one write: under torchrun the ranks share stderr
+        sys.stderr.flush()
         return EXIT_PREEMPTED
     except (PretrainError, OSError) as e:  # OSError: permissions, a full disk, a file for a folder
         print(f"error: {e}", file=sys.stderr)

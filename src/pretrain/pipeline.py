@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import distributed, stages
-from .config import PretrainError, fingerprint, jsonable, to_toml
+from .config import Preempted, PretrainError, fingerprint, jsonable, to_toml
 from .log import log0
 from .run_config import RunConfig
 from .rundir import RunDir, StageRun
@@ -149,5 +149,10 @@ def _process_group(cfg: RunConfig, d: distributed.Dist) -> Iterator[None]:
     distributed.init(distributed.resolve_device(cfg.device).type)
     try:
         yield
+    except Preempted:
+        # every rank stops at the same step; none exits (and has torchrun stop the others,
+        # mid-cleanup) before all have closed their files
+        distributed.barrier(d)
+        raise
     finally:
         distributed.shutdown()

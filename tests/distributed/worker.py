@@ -56,7 +56,10 @@ try:
     counts = train(cfg, model_config(args.arch), args.tokens,
                    RunPaths(args.out, checkpoints=args.out / "ckpt"), seed=5, device="cpu", d=d)
 except Preempted as e:
-    print(f"rank {d.rank}: preempted: {e}", file=sys.stderr, flush=True)
+    sys.stderr.write(f"rank {d.rank}: preempted: {e}\n")  # one write: the ranks share a pipe
+    sys.stderr.flush()
+    # torchrun stops the other workers as soon as one exits non-zero: none leaves before all spoke
+    distributed.barrier(d)
     distributed.shutdown()
     sys.exit(EXIT_PREEMPTED)
 if d.rank == 0:

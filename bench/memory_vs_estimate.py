@@ -16,6 +16,7 @@ being alive. Prints one line per config and the ratio.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -87,6 +88,7 @@ def measure_all() -> list[tuple[str, dict]]:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     print(f"{'config':<18}{'params':>8}{'estimate MB':>13}{'measured MB':>13}{'ratio':>8}")
     for name, r in measure_all():
         print(f"{name:<18}{r['params'] / 1e6:>7.1f}M{r['estimate'] / 2**20:>13.0f}"

@@ -106,6 +106,19 @@ def _windows(data: np.ndarray, T: int, B: int, rng: np.random.Generator,
     return xy.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else xy
 
 
+def reference_step(model: RefGPT, opt: torch.optim.Optimizer, data: np.ndarray, T: int, B: int,
+                   rng: np.random.Generator) -> float:
+    """One plain nanoGPT-style CPU step on random windows of ``data`` (the speedrun's
+    reference recipe); returns the loss."""
+    xy = _windows(data, T, B, rng, torch.device("cpu"))
+    loss = model(xy[:, :-1], xy[:, 1:])
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
 def reference_steps(data: np.ndarray, shape: str, steps: int, device: torch.device,
                     compile_: bool = False) -> list[float]:
     """nanoGPT-style steps on random windows of ``data``; each step's seconds. On a GPU

@@ -27,6 +27,7 @@ TINY = [
     ("eval.task_limit", "40"),
     ("eval.core_limit", "12"),
     ("train.steps", "40"),
+    ("train.time_budget_s", "0"),   # the quickstart's clock would make the runs differ
     ("train.batch_size", "8"),
     ("train.warmup_steps", "5"),
     ("train.eval_every", "20"),

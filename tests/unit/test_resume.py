@@ -193,6 +193,35 @@ def test_muon_trains_and_resumes_bit_identically(tokens, tmp_path, monkeypatch):
     assert _losses(tmp_path / "a") == _losses(tmp_path / "b")
 
 
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_embed_lr_mult_scales_the_embedding_tables_steps_only(tokens, tmp_path, monkeypatch,
+                                                               optimizer):
+    """``embed_lr_mult = 0``: the loop's learning rate reaches the embedding table times 0 (it
+    stays as initialised) and everything else as before; a multiplier survives kill + resume."""
+    first: dict[str, torch.Tensor] = {}
+    real = Trainer.forward_backward
+
+    def snapshot(self, data_pos):
+        if data_pos == 0:
+            first.update({k: v.detach().clone() for k, v in self.model.state_dict().items()})
+        return real(self, data_pos)
+
+    monkeypatch.setattr(Trainer, "forward_backward", snapshot)
+    _run(tokens, tmp_path / "frozen", tmp_path / "ckpt-f", steps=6, optimizer=optimizer,
+         embed_lr_mult=0.0)
+    monkeypatch.setattr(Trainer, "forward_backward", real)
+    w = load_file(tmp_path / "frozen" / "model.safetensors")
+    assert torch.equal(w["embed.weight"], first["embed.weight"])
+    assert not torch.equal(w["head.weight"], first["head.weight"])
+    assert not torch.equal(w["norm.weight"], first["norm.weight"])
+    _run(tokens, tmp_path / "a", tmp_path / "ckpt-a", optimizer=optimizer, embed_lr_mult=4.0)
+    _run(tokens, tmp_path / "one", tmp_path / "ckpt-one", optimizer=optimizer)
+    assert _losses(tmp_path / "a") != _losses(tmp_path / "one")
+    _killed_then_resumed(tokens, tmp_path / "b", tmp_path / "ckpt-b", monkeypatch,
+                         optimizer=optimizer, embed_lr_mult=4.0)
+    assert _losses(tmp_path / "a") == _losses(tmp_path / "b")
+
+
 def test_a_checkpoint_is_a_model_folder_for_export_and_init_from(tokens, tmp_path):
     """A resumable checkpoint (DCP shards + model_config.json) loads as a model: its
     weights consolidated in one process, as `pretrain export` and `train.init_from` do."""

@@ -106,6 +106,7 @@ class TrainConfig:
     decay_frac: float = 0.2           # wsd: the share of steps spent decaying
     optimizer: Literal["adamw", "muon"] = "adamw"  # muon: hidden matrices (AdamW for the rest)
     weight_decay: float = 0.1         # matrices only; norms and embeddings are not decayed
+    embed_lr_mult: float = 1.0        # the input embedding table's lr = the scheduled lr * this
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0            # 0 = off

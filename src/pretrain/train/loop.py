@@ -392,7 +392,7 @@ class Trainer:
                 frac = self.t_train / cfg.time_budget_s if cfg.time_budget_s else None
                 lr = lr_at(self.step, cfg, frac) * self.lr_scale
                 for g in self.opt.param_groups:  # every optimizer's groups
-                    g["lr"] = lr
+                    g["lr"] = lr * g.get("lr_mult", 1.0)
                 loss, norm = self.forward_backward(self.data_pos)
                 self.data_pos += 1
                 if self.scaler is not None and math.isfinite(loss) and not math.isfinite(norm):

@@ -11,16 +11,30 @@ from .. import hardware
 from .config import TrainConfig
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+def param_groups(model: torch.nn.Module, weight_decay: float,
+                 embed_lr_mult: float = 1.0) -> list[dict[str, Any]]:
+    """Decayed matrices, then the rest (norm gains, biases, embedding tables: no decay).
+    With ``embed_lr_mult != 1`` the input embedding table is a third group whose ``lr_mult``
+    the loop applies to the scheduled learning rate (only then, so that optimizer states
+    saved with two groups still load)."""
     decay: list[torch.nn.Parameter] = []
     no_decay: list[torch.nn.Parameter] = []
+    embed: list[torch.nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
+        if embed_lr_mult != 1.0 and name.startswith("embed."):
+            embed.append(p)
         # matrices of linear layers decay; norms gains and embedding tables do not
-        (decay if p.dim() == 2 and not name.startswith("embed.") else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+        elif p.dim() == 2 and not name.startswith("embed."):
+            decay.append(p)
+        else:
+            no_decay.append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if embed:
+        groups.append({"params": embed, "weight_decay": 0.0, "lr_mult": embed_lr_mult})
+    return groups
 
 
 class Optimizers(torch.optim.Optimizer):
@@ -61,16 +75,23 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     """
     adamw = {"lr": cfg.lr, "betas": (cfg.beta1, cfg.beta2), "fused": True}
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(param_groups(model, cfg.weight_decay), **adamw)  # type: ignore[arg-type]
+        groups = param_groups(model, cfg.weight_decay, cfg.embed_lr_mult)
+        return torch.optim.AdamW(groups, **adamw)  # type: ignore[arg-type]
     hidden: list[torch.nn.Parameter] = []
     rest: list[torch.nn.Parameter] = []
+    embed: list[torch.nn.Parameter] = []
     for name, p in model.named_parameters():
         if p.requires_grad:
+            if cfg.embed_lr_mult != 1.0 and name.startswith("embed."):
+                embed.append(p)
+                continue
             is_hidden = p.dim() == 2 and not name.startswith(("embed.", "head.", "pos_embed."))
             (hidden if is_hidden else rest).append(p)
     muon = torch.optim.Muon(hidden, lr=cfg.lr, weight_decay=cfg.weight_decay,
                             adjust_lr_fn="match_rms_adamw")
-    rest_groups = [{"params": rest, "weight_decay": 0.0}]
+    rest_groups: list[dict[str, Any]] = [{"params": rest, "weight_decay": 0.0}]
+    if embed:
+        rest_groups.append({"params": embed, "weight_decay": 0.0, "lr_mult": cfg.embed_lr_mult})
     return Optimizers([muon, torch.optim.AdamW(rest_groups, **adamw)])  # type: ignore[arg-type]
 
 

@@ -173,3 +173,20 @@ def test_both_limits_are_shared_over_the_files_that_are_read(tmp_path):
     tasks = plan_tasks(_cfg(src, 1))
     # 3 documents reach only 3 files: the 1,000 bytes are shared over those 3, not 4
     assert [(t.max_docs, t.max_bytes) for t in tasks] == [(1, 334), (1, 333), (1, 333)]
+
+
+def test_the_progress_reader_does_not_reread_ended_tasks(tmp_path, monkeypatch):
+    paths = [heartbeat.beat_path(tmp_path, f"t-{i:05d}") for i in range(3)]
+    beats = [heartbeat.Beat(p, tmp_path / f"{p.name}.tmp", every_s=0.0) for p in paths]
+    beats[0](10, 100, done=True)
+    beats[1](20, 200)                       # the third has not written yet
+    done: dict = {}
+    assert heartbeat.read_beats(paths, done) == (30, 300)
+    reads = []
+    real = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: reads.append(self) or real(self, *a, **k))
+    beats[1](25, 250)
+    beats[2](5, 50)
+    assert heartbeat.read_beats(paths, done) == (40, 400)
+    assert sorted(reads) == sorted(paths[1:])      # the ended first task came from memory
+    assert heartbeat.read_beats(paths) == (40, 400)   # and without the memory, the same

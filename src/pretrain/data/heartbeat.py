@@ -5,7 +5,8 @@ Counting finished tasks says nothing for most of a run that streams a few large 
 ``t-NNNNN.progress.json`` = ``{"docs": n, "bytes": n}`` (records read and UTF-8 bytes of
 text read, as the funnel's ``read`` row counts them), at most every ``BEAT_S`` seconds and
 when it ends; the process running the stage sums the files of its tasks once a second and
-shows the totals on its progress line.
+shows the totals on its progress line (a task's file is not read again once it says
+the task is done).
 
 Files rather than a queue or shared counter: the same code serves the in-process run,
 worker processes and Ray tasks on other machines (whose work folder is on storage every
@@ -43,24 +44,34 @@ class Beat:
         self.every_s = BEAT_S if every_s is None else every_s
         self._last = float("-inf")
 
-    def __call__(self, docs: int, nbytes: int, final: bool = False) -> None:
+    def __call__(self, docs: int, nbytes: int, final: bool = False, done: bool = False) -> None:
+        """``done``: the task has ended (implies ``final``); readers keep these counts."""
         now = time.monotonic()
-        if not final and now - self._last < self.every_s:
+        if not (final or done) and now - self._last < self.every_s:
             return
         self._last = now
-        self.tmp.write_text(json.dumps({"docs": docs, "bytes": nbytes}))
+        self.tmp.write_text(json.dumps({"docs": docs, "bytes": nbytes, "done": done}))
         os.replace(self.tmp, self.path)
 
 
-def read_beats(paths: list[Path]) -> tuple[int, int]:
-    """(documents, bytes) summed over the files that exist and parse."""
+def read_beats(paths: list[Path], done: dict[Path, tuple[int, int]] | None = None
+               ) -> tuple[int, int]:
+    """(documents, bytes) summed over the files that exist and parse. ``done`` (kept by the
+    caller between polls) remembers the counts of tasks that have ended, which are not read
+    again: a stage of many thousands of files re-reads only its running tasks'."""
     docs = nbytes = 0
     for p in paths:
-        try:
-            d = json.loads(p.read_text())
-            docs, nbytes = docs + int(d["docs"]), nbytes + int(d["bytes"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue   # not written yet
+        if done is not None and p in done:
+            d_docs, d_bytes = done[p]
+        else:
+            try:
+                d = json.loads(p.read_text())
+                d_docs, d_bytes = int(d["docs"]), int(d["bytes"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue   # not written yet
+            if done is not None and d.get("done") is True:
+                done[p] = (d_docs, d_bytes)
+        docs, nbytes = docs + d_docs, nbytes + d_bytes
     return docs, nbytes
 
 
@@ -73,9 +84,10 @@ class Watch:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="data-progress")
         self._seen = (-1, -1)
+        self._done: dict[Path, tuple[int, int]] = {}
 
     def poll(self) -> None:
-        counts = read_beats(self.paths)
+        counts = read_beats(self.paths, self._done)
         if counts != self._seen:
             self._seen = counts
             self.bar.update(0, docs=f"{counts[0]:,}", read=f"{counts[1] / 1e6:,.1f} MB")
@@ -92,4 +104,5 @@ class Watch:
                  tb: TracebackType | None) -> None:
         self._stop.set()
         self._thread.join()
+        self._done.clear()   # the last totals from every file as it is now (a retried task)
         self.poll()

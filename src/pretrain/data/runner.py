@@ -226,7 +226,7 @@ def run_task(cfg: DataConfig, task: Task, work: Path, ngrams_path: str) -> None:
             flush_drops()
         flush_keys()
         flush_drops()
-    beat(read_row["docs_in"], read_row["bytes_in"], final=True)
+    beat(read_row["docs_in"], read_row["bytes_in"], done=True)
     n_bands = cfg.minhash.bands if hasher is not None else 0
     band = np.concatenate(keys) if keys else np.zeros((len(exact), n_bands), np.uint64)
     key_arr = np.concatenate([np.array(exact, np.uint64).reshape(-1, 2), band], axis=1)

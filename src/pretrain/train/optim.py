@@ -11,30 +11,32 @@ from .. import hardware
 from .config import TrainConfig
 
 
+def _trainable(model: torch.nn.Module, embed_lr_mult: float
+               ) -> tuple[list[tuple[str, torch.nn.Parameter]], list[dict[str, Any]]]:
+    """The trainable parameters by name, less the input embedding table when
+    ``embed_lr_mult != 1``; and then that table's own group, whose ``lr_mult`` the loop
+    applies to the scheduled learning rate ([] otherwise, so that optimizer states saved
+    without the group still load)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if embed_lr_mult == 1.0:
+        return named, []
+    table = [p for n, p in named if n.startswith("embed.")]
+    rest = [(n, p) for n, p in named if not n.startswith("embed.")]
+    return rest, [{"params": table, "weight_decay": 0.0, "lr_mult": embed_lr_mult}] if table else []
+
+
 def param_groups(model: torch.nn.Module, weight_decay: float,
                  embed_lr_mult: float = 1.0) -> list[dict[str, Any]]:
-    """Decayed matrices, then the rest (norm gains, biases, embedding tables: no decay).
-    With ``embed_lr_mult != 1`` the input embedding table is a third group whose ``lr_mult``
-    the loop applies to the scheduled learning rate (only then, so that optimizer states
-    saved with two groups still load)."""
+    """Decayed matrices, then the rest (norm gains, biases, embedding tables: no decay),
+    then the embedding table's own group when it has a learning-rate multiplier."""
+    named, embed = _trainable(model, embed_lr_mult)
     decay: list[torch.nn.Parameter] = []
     no_decay: list[torch.nn.Parameter] = []
-    embed: list[torch.nn.Parameter] = []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        if embed_lr_mult != 1.0 and name.startswith("embed."):
-            embed.append(p)
+    for name, p in named:
         # matrices of linear layers decay; norms gains and embedding tables do not
-        elif p.dim() == 2 and not name.startswith("embed."):
-            decay.append(p)
-        else:
-            no_decay.append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    if embed:
-        groups.append({"params": embed, "weight_decay": 0.0, "lr_mult": embed_lr_mult})
-    return groups
+        (decay if p.dim() == 2 and not name.startswith("embed.") else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}, *embed]
 
 
 class Optimizers(torch.optim.Optimizer):
@@ -77,21 +79,15 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     if cfg.optimizer == "adamw":
         groups = param_groups(model, cfg.weight_decay, cfg.embed_lr_mult)
         return torch.optim.AdamW(groups, **adamw)  # type: ignore[arg-type]
+    named, embed = _trainable(model, cfg.embed_lr_mult)
     hidden: list[torch.nn.Parameter] = []
     rest: list[torch.nn.Parameter] = []
-    embed: list[torch.nn.Parameter] = []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            if cfg.embed_lr_mult != 1.0 and name.startswith("embed."):
-                embed.append(p)
-                continue
-            is_hidden = p.dim() == 2 and not name.startswith(("embed.", "head.", "pos_embed."))
-            (hidden if is_hidden else rest).append(p)
+    for name, p in named:
+        is_hidden = p.dim() == 2 and not name.startswith(("embed.", "head.", "pos_embed."))
+        (hidden if is_hidden else rest).append(p)
     muon = torch.optim.Muon(hidden, lr=cfg.lr, weight_decay=cfg.weight_decay,
                             adjust_lr_fn="match_rms_adamw")
-    rest_groups: list[dict[str, Any]] = [{"params": rest, "weight_decay": 0.0}]
-    if embed:
-        rest_groups.append({"params": embed, "weight_decay": 0.0, "lr_mult": cfg.embed_lr_mult})
+    rest_groups: list[dict[str, Any]] = [{"params": rest, "weight_decay": 0.0}, *embed]
     return Optimizers([muon, torch.optim.AdamW(rest_groups, **adamw)])  # type: ignore[arg-type]
 
 

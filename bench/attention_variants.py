@@ -58,6 +58,40 @@ def median_time(fn, repeats: int, device: torch.device) -> float:  # type: ignor
     return statistics.median(times)
 
 
+def sdpa_backends(device: torch.device, repeats: int) -> None:
+    """Each SDPA kernel alone (forward + backward, bf16, causal) at the attention shapes of
+    the GPU training benchmarks, against the kernel PyTorch picks by itself."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from pretrain.model.attention import sdpa_backend
+    kinds = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+             "efficient": SDPBackend.EFFICIENT_ATTENTION}
+    print("\nSDPA kernels, forward + backward, bf16, causal (ms; ratio to PyTorch's own pick)")
+    for B, H, Hkv, T, hd in ((32, 12, 12, 1024, 64), (16, 12, 4, 2048, 64), (8, 12, 4, 2048, 128)):
+        q = torch.randn(B, H, T, hd, device=device, dtype=torch.bfloat16, requires_grad=True)
+        k = torch.randn(B, Hkv, T, hd, device=device, dtype=torch.bfloat16, requires_grad=True)
+        v = torch.randn(B, Hkv, T, hd, device=device, dtype=torch.bfloat16, requires_grad=True)
+
+        def step(q: torch.Tensor = q, k: torch.Tensor = k, v: torch.Tensor = v,
+                 gqa: bool = Hkv != H) -> None:
+            y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                                                 enable_gqa=gqa)
+            y.sum().backward()
+        cfg = ModelConfig(d_model=H * hd, n_layers=1, n_heads=H, n_kv_heads=Hkv, seq_len=T,
+                          vocab_size=258)
+        picked = sdpa_backend(cfg, device, torch.bfloat16)
+        base = median_time(step, repeats, device)
+        cells = [f"auto={picked} {base * 1e3:.2f}"]
+        for name, kind in kinds.items():
+            try:
+                with sdpa_kernel(kind):
+                    t = median_time(step, repeats, device)
+                cells.append(f"{name} {t * 1e3:.2f} ({base / t:.2f}x)")
+            except RuntimeError as e:   # this kernel does not take these arguments
+                cells.append(f"{name} n/a ({str(e).splitlines()[0][:40]})")
+        print(f"  B{B} H{H} kv{Hkv} T{T} hd{hd}: " + "; ".join(cells))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
@@ -111,6 +145,8 @@ def main() -> None:
         cells = [f"{row[c]:,.1f} ({float(row[c]) / float(ref[c]):.2f}x)" for c in cols]
         print(f"{row['variant']:18}" + "".join(f"{c:>32}" for c in cells))
     print(f"load avg after {os.getloadavg()[0]:.2f}; ratios are against MHA in this run")
+    if dev.type == "cuda":
+        sdpa_backends(dev, args.repeats)
 
 
 if __name__ == "__main__":

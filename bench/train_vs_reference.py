@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -45,7 +44,7 @@ from pretrain.tokenizer.bpe import Tokenizer
 from pretrain.tokenizer.config import BOS, EOS, TokenizeConfig
 from pretrain.train.config import TrainConfig
 from pretrain.train.loop import RunPaths, Trainer
-from pretrain.train.optim import measured_peak_flops
+from pretrain.train.optim import matmul_flops
 from pretrain.train.parallelize import Layout, build
 
 SHAPES = {  # name: (layers, heads, d_model, seq_len, batch) as in the reference notes
@@ -158,11 +157,12 @@ def _model_cfg(arch: str, shape: str) -> ModelConfig:
 
 
 def our_steps(tokens: Path, shape: str, steps: int, arch: str, compile_: bool,
-              device: torch.device) -> list[float]:
+              device: torch.device, precision: str = "auto") -> list[float]:
     L, H, D, T, B = SHAPES[shape]
     cfg = _model_cfg(arch, shape)
     tc = TrainConfig(steps=steps, batch_size=B, warmup_steps=1, eval_every=10**6,
-                     eval_batches=1, log_every=1, checkpoint_every=0, lr=1e-3, compile=compile_)
+                     eval_batches=1, log_every=1, checkpoint_every=0, lr=1e-3, compile=compile_,
+                     precision=precision, tensorboard=False, probe_new_tokens=0)
     torch.manual_seed(0)
     layout = Layout(tc.parallel.degrees(1))
     model, net = build(cfg, tc, layout, device)  # compile per block, as training does
@@ -178,42 +178,33 @@ def _peak_memory_gb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6   # KB -> GB
 
 
-def _matmul_peak(device: torch.device) -> float:
-    """FLOP/s of the fastest of 5 square matmuls: fp32 n=2048 on CPU, bf16 n=8192 on a GPU."""
-    if device.type != "cuda":
-        return measured_peak_flops(device, reps=5) or 1.0
-    n = 8192
-    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    a @ b
-    best = math.inf
-    for _ in range(5):
-        torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        a @ b
-        torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
-
-
-def _in_subprocess(tokens: Path, shape: str, steps: int, which: tuple | None,
-                   device: str, ref_compile: bool) -> dict:
-    loop = ("ref+compile" if ref_compile else "ref") if which is None \
-        else f"{which[0]}+{'compile' if which[1] else 'eager'}"
+def _in_subprocess(tokens: Path, shape: str, steps: int, loop: str, device: str) -> dict:
     out = subprocess.run([sys.executable, __file__, "--one", str(tokens), shape, str(steps), loop,
-                          device], capture_output=True, text=True, check=True)
+                          device], capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"{loop} at {shape} failed:\n{out.stderr[-3000:]}")
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def _one(data: np.ndarray, tokens: Path, shape: str, steps: int, loop: str,
          device: torch.device) -> dict:
-    """One loop's step times and peak memory, in this process."""
-    name, _, mode = loop.partition("+")
+    """One loop's step times and peak memory, in this process. ``loop``: "ref", "ref+compile",
+    or our arch + "eager"/"compile", + "fp8" for torchao's float8 linears."""
+    name, *modes = loop.split("+")
     if name == "ref":
-        ts = reference_steps(data, shape, steps, device, mode == "compile")
+        ts = reference_steps(data, shape, steps, device, "compile" in modes)
     else:
-        ts = our_steps(tokens, shape, steps, name, mode == "compile", device)
+        ts = our_steps(tokens, shape, steps, name, "compile" in modes, device,
+                       "fp8" if "fp8" in modes else "auto")
     return {"times": ts, "peak_gb": _peak_memory_gb(device)}
+
+
+def _label(loop: str) -> str:
+    if loop.startswith("ref"):
+        return "reference (nanoGPT-style GPT-2" + (", compiled)" if "compile" in loop else ")")
+    arch, *modes = loop.split("+")
+    name = "ours, same GPT-2" if arch == "gpt2" else f"ours, {arch}"
+    return name + "".join(f" + {m}" for m in modes if m != "eager")
 
 
 def main() -> None:
@@ -230,6 +221,13 @@ def main() -> None:
                     help="cuda: bf16 autocast in both loops, the reference compiled with "
                          "--compile too, MFU against the accelerator table's bf16 peak and a "
                          "measured bf16 matmul; shapes gpt2-124m,llama-153m,llama-760m")
+    ap.add_argument("--loops", default="",
+                    help="ours to time against the reference, comma-separated, each an arch "
+                         "(gpt2, llama) + eager|compile [+fp8]: e.g. gpt2+compile,"
+                         "llama+compile,llama+compile+fp8 (default: gpt2 and llama, eager, "
+                         "and compiled with --compile)")
+    ap.add_argument("--no-ref", action="store_true",
+                    help="time only the --loops named (ratios against the first)")
     ap.add_argument("--one", nargs=5, metavar=("TOKENS", "SHAPE", "STEPS", "LOOP", "DEVICE"),
                     help=argparse.SUPPRESS)  # the child of --isolate
     args = ap.parse_args()
@@ -253,20 +251,21 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"load avg {os.getloadavg()[0]:.2f}"
           + (f", {torch.cuda.get_device_name(dev)}" if cuda else ""))
-    peak = _matmul_peak(dev)
+    peak = matmul_flops(dev)
     acc = hardware.detect(torch.cuda.get_device_name(dev)) if cuda else None
     table = acc.peak("bf16") if acc else None
     print(f"{'bf16 matmul peak (n=8192' if cuda else 'fp32 matmul peak (n=2048'}, this run): "
           f"{peak / 1e12:.1f} TFLOP/s" + (f"; table bf16 dense peak {table / 1e12:.0f} TFLOP/s"
                                            if table else ""))
-    ref_label = "reference (nanoGPT-style GPT-2" + (", compiled)" if cuda and args.compile
-                                                   else ")")
-    loops = [(ref_label, None), ("ours, same GPT-2", ("gpt2", False)),
-             ("ours, llama", ("llama", False))]
-    if args.compile:
-        loops.append(("ours, llama + compile", ("llama", True)))
-        if cuda:
-            loops.insert(2, ("ours, same GPT-2 + compile", ("gpt2", True)))
+    ref = "ref+compile" if cuda and args.compile else "ref"
+    if args.loops:
+        keys = [ref, *(k for k in args.loops.split(",") if not k.startswith("ref"))]
+    else:
+        keys = [ref, "gpt2+eager", *(["gpt2+compile"] if cuda and args.compile else []),
+                "llama+eager", *(["llama+compile"] if args.compile else [])]
+    if args.no_ref:   # ratios then against the first loop named
+        keys = keys[1:]
+    loops = [(_label(k), k) for k in keys]
     shapes = args.shapes if args.shapes != "tiny,mid,baby" or not cuda \
         else "gpt2-124m,llama-153m,llama-760m"
     for name in shapes.split(","):
@@ -276,23 +275,22 @@ def main() -> None:
         for r in range(args.rounds):
             # short rounds, order reversed every other round: a slow spell of this shared
             # machine then hits every loop alike instead of biasing whichever ran during it
-            for label, which in (loops if r % 2 == 0 else loops[::-1]):
-                loop = ("ref+compile" if cuda and args.compile else "ref") if which is None \
-                    else f"{which[0]}+{'compile' if which[1] else 'eager'}"
-                res = _in_subprocess(tmp, name, args.steps, which, args.device,
-                                     cuda and args.compile) if args.isolate \
+            for label, loop in (loops if r % 2 == 0 else loops[::-1]):
+                res = _in_subprocess(tmp, name, args.steps, loop, args.device) if args.isolate \
                     else _one(data, tmp, name, args.steps, loop, dev)
                 times[label] += res["times"][args.skip:]
                 mem[label] = max(mem[label], res["peak_gb"])
         print(f"\n{name}: L{L} H{H} E{D} T{T} B{B} vocab {VOCAB.get(name, 258)}")
         ref_ms = statistics.median(times[loops[0][0]])
-        for label, which in loops:
+        for label, loop in loops:
             ms = statistics.median(times[label])
-            flops = _model_cfg(which[0] if which else "gpt2", name).flops_per_token() * T * B / ms
+            arch = "gpt2" if loop.startswith("ref") else loop.split("+")[0]
+            flops = _model_cfg(arch, name).flops_per_token() * T * B / ms
             mfu = f"MFU {flops / peak:5.1%}" + (f" ({flops / table:5.1%} of table)"
                                                  if table else "")
             print(f"  {label:34} {ms * 1e3:8.1f} ms/step  {T * B / ms:9,.0f} tok/s  {mfu}  "
-                  f"peak {mem[label]:5.1f} GB  ours/ref {ref_ms / ms:5.2f}x")
+                  f"peak {mem[label]:5.1f} GB  {'vs first' if args.no_ref else 'ours/ref'} "
+                  f"{ref_ms / ms:5.2f}x")
     print(f"\nload avg after: {os.getloadavg()[0]:.2f}")
 
 

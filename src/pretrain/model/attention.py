@@ -17,9 +17,53 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from .config import ModelConfig
 from .layers import KVCache, RMSNorm, apply_rope
+
+
+class _AttentionOps(TorchDispatchMode):
+    """Records the names of the fused attention kernels that the dispatcher runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        name = func.overloadpacket.__name__
+        if "attention" in name:
+            self.ops.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+def sdpa_backend(cfg: ModelConfig, device: torch.device, dtype: torch.dtype,
+                 batch: int = 1) -> str:
+    """The kernel ``F.scaled_dot_product_attention`` runs for this model's training attention
+    (its heads, head dims, sequence length and dropout) on ``device`` in ``dtype``: "flash",
+    "cudnn", "efficient" (memory-efficient), "math" (unfused: the T x T scores are made
+    whole) or another fused kernel's name. Found by running one forward and backward of
+    the call the model makes and recording which aten kernel the dispatcher picked, under
+    the SDPA settings in force (``torch.backends.cuda.enable_*_sdp``, ``sdpa_kernel``).
+    torch.compile keeps the kernel the dispatcher picks for the same arguments. On CPU the
+    fused kernel is "flash" too (``_scaled_dot_product_flash_attention_for_cpu``)."""
+    T, H = cfg.seq_len, cfg.n_heads
+    if cfg.arch == "mla":
+        Hkv, qk, v_dim = H, cfg.qk_nope_head_dim + cfg.qk_rope_head_dim, cfg.v_head_dim
+    else:
+        Hkv, qk, v_dim = cfg.kv_heads, cfg.head_dim, cfg.head_dim
+    q = torch.randn(batch, H, T, qk, device=device, dtype=dtype, requires_grad=True)
+    k = torch.randn(batch, Hkv, T, qk, device=device, dtype=dtype, requires_grad=True)
+    v = torch.randn(batch, Hkv, T, v_dim, device=device, dtype=dtype, requires_grad=True)
+    with _AttentionOps() as rec:
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=cfg.dropout,
+                                           enable_gqa=Hkv != H)
+        y.sum().backward()
+    for op in rec.ops:
+        for kind in ("flash", "cudnn", "efficient", "math"):
+            if kind in op:
+                return kind
+    return rec.ops[0] if rec.ops else "math"
 
 
 class Attention(nn.Module):

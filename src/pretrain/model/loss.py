@@ -28,21 +28,22 @@ class _LinearCrossEntropy(torch.autograd.Function):
         dx = torch.empty_like(x)
         dw: torch.Tensor | None = None
         total = torch.zeros((), dtype=torch.float32, device=x.device)
+        low = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled() else x.dtype
+        # no value is read back to the host and no branch depends on one: under
+        # torch.compile the whole chunk (upcast, log-sum-exp, softmax minus one-hot, mask,
+        # downcast) is then one fused kernel between the matmuls
         for s in range(0, x.shape[0], chunk):
             xc, tc = x[s:s + chunk], targets[s:s + chunk]
             logits = (xc @ weight.t()).float()                            # (c, V); autocast-aware
             if vocab < logits.shape[1]:   # padding columns: no probability, so no gradient
                 logits[:, vocab:] = float("-inf")
-            logp = torch.log_softmax(logits, dim=-1)
             valid, tgt = tc >= 0, tc.clamp(min=0)
+            logp = torch.log_softmax(logits, dim=-1)
             total -= (logp.gather(1, tgt[:, None]).squeeze(1) * valid).sum()
             # d(sum of losses)/d logits = softmax - one-hot, zero on ignored rows
             grad = logp.exp_()
             grad[torch.arange(len(tc), device=tc.device), tgt] -= 1
-            if not bool(valid.all()):
-                grad[~valid] = 0
-            g = grad.to(xc.dtype if not torch.is_autocast_enabled() else torch.get_autocast_dtype(
-                x.device.type))
+            g = grad.to(low).mul_(valid[:, None])
             dx[s:s + chunk] = (g @ weight.to(g.dtype)).to(dx.dtype)
             part = (g.t() @ xc.to(g.dtype)).float()
             dw = part if dw is None else dw.add_(part)

@@ -33,11 +33,12 @@ import numpy as np
 import torch
 from torch.distributed.tensor import DTensor
 
-from .. import distributed
+from .. import distributed, hardware
 from ..config import ConfigError, Preempted, PretrainError
 from ..eval.loss import domain_windows, metrics, score
 from ..log import Progress, log0
 from ..model import io
+from ..model.attention import sdpa_backend
 from ..model.config import ModelConfig
 from ..model.generate import generate
 from ..model.transformer import Transformer
@@ -51,6 +52,7 @@ from .monitor import Monitor, log_line, memory_gb
 from .optim import (
     lr_at,
     make_optimizer,
+    matmul_flops,
     measured_peak_flops,
 )
 from .parallelize import Layout, build, make_layout, resolve_precision
@@ -129,6 +131,12 @@ class Trainer:
                                             cfg.divergence_rise)
         self.lr_scale = 1.0   # lowered by each divergence rollback
         self.peak_flops = cfg.peak_tflops * 1e12 or measured_peak_flops(device)
+        # the measured matmul beside the table's peak (on CPU the measured one is the peak)
+        self.matmul_flops = matmul_flops(device) if device.type == "cuda" else \
+            (self.peak_flops if device.type == "cpu" and not cfg.peak_tflops else None)
+        low_dtype = low.get(self.precision, torch.float32)
+        # which SDPA kernel the attention runs here (flash, cuDNN, memory-efficient, math)
+        self.sdpa = sdpa_backend(self.model_cfg, device, low_dtype)
         # the loop state, all of it saved in checkpoints
         self.step = self.data_pos = self.rollbacks = 0
         self.history: list[dict[str, Any]] = []      # logged records
@@ -456,7 +464,8 @@ class Trainer:
         rec: dict[str, Any] = {"step": done, "loss": round(loss, 5), "lr": lr,
                                "grad_norm": round(norm, 4), "tok_per_s": round(tokens / dt, 1)}
         if self.peak_flops:
-            rec["mfu"] = round(flops / dt / (self.peak_flops * self.d.world), 4)  # per device
+            # per device; 4 significant digits (a tiny model on a GPU reads 1e-6)
+            rec["mfu"] = float(f"{flops / dt / (self.peak_flops * self.d.world):.4g}")
         rec["mem_gb"] = round(memory_gb(self.device), 3)
         if evaluate:
             res = self.evaluate()
@@ -529,6 +538,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: Run
     log0(f"train: {model_cfg.num_params() / 1e6:.2f} M params, {tokens_per_step:,} tokens/step, "
          f"{cfg.steps} steps on {dev}" + (f" x {d.world} processes ({layout.describe()})" if d.enabled else ""))
     t = Trainer(cfg, model, tokens_dir, paths, seed, dev, d, layout, net)
+    log0(f"train: {t.precision}, attention kernel {t.sdpa}, " + _peaks(t, dev))
     t.run()
     final_sd = _final_weights(t, paths)
     if d.rank != 0:
@@ -557,13 +567,15 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: Run
         "train_time_s": round(t.t_train, 2), "warmup_time_s": round(t.t_warmup, 2),
         "skipped_steps": sum(1 for e in t.events if e["action"] == "skipped update"),
         "rollbacks": t.rollbacks, "device": str(dev), "processes": d.world,
-        "layout": layout.describe(),
+        "layout": layout.describe(), "precision": t.precision, "sdpa_backend": t.sdpa,
         # batches are drawn by data position (skipped updates and rollbacks move it on)
         "epochs": t.windows.epochs(t.data_pos, tokens_per_step // model_cfg.seq_len)}
     last_val = next(r for r in reversed(t.history) if "val_loss" in r)
     for key in ("val_bpb", "val"):
         if key in last_val:
             counts[f"{key}_final"] = last_val[key]
+    if t.matmul_flops:
+        counts["matmul_gflops"] = round(t.matmul_flops / 1e9, 1)
     mfus = sorted(r["mfu"] for r in t.history if "mfu" in r)
     if mfus:
         counts["mfu_median"] = mfus[len(mfus) // 2]
@@ -572,6 +584,27 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: Run
     log0(f"train: val loss {first:.4f} -> {last:.4f} "
          f"({counts['tok_per_s']:,.0f} tokens/s over {t.t_train:.0f}s of steps{mfu})")
     return counts
+
+
+def _peaks(t: Trainer, dev: torch.device) -> str:
+    """Where MFU's denominator comes from, and the matmul measured beside it."""
+    def rate(f: float) -> str:
+        return f"{f / 1e12:,.1f} TFLOP/s" if f >= 1e12 else f"{f / 1e9:,.1f} GFLOP/s"
+    measured = rate(t.matmul_flops) if t.matmul_flops else ""
+    if t.cfg.peak_tflops:
+        where = "train.peak_tflops"
+    elif dev.type == "cuda":
+        acc = hardware.detect(torch.cuda.get_device_name(dev))
+        where = f"{acc.name}, bf16 dense, from the table" if acc else ""
+    else:
+        return f"MFU against the measured fp32 matmul, {measured}"
+    if not t.peak_flops:
+        return (f"no MFU: {torch.cuda.get_device_name(dev) if dev.type == 'cuda' else dev} "
+                "is not in the accelerator table; set train.peak_tflops"
+                + (f" (a bf16 matmul measured {measured})" if measured else ""))
+    return (f"MFU against {rate(t.peak_flops)} ({where})"
+            + (f"; a {'bf16' if dev.type == 'cuda' else 'fp32'} matmul measured {measured}"
+               if measured else ""))
 
 
 def _final_weights(t: Trainer, paths: RunPaths) -> dict[str, torch.Tensor] | None:

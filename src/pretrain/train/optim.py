@@ -128,25 +128,41 @@ def lr_at(step: int, cfg: TrainConfig, time_frac: float | None = None) -> float:
 def measured_peak_flops(device: torch.device, n: int = 2048, reps: int = 5) -> float | None:
     """The MFU denominator. On a GPU: the dense bf16 peak of the accelerator table
     (``hardware.py``, matched by device name; None for a GPU not in it). On CPU: fp32
-    matmul FLOP/s with the current thread count, measured.
+    matmul FLOP/s with the current thread count, measured (``matmul_flops``).
 
-    Measured once at the start of training (well under a second): the fastest of ``reps``
-    products, since a peak is the best the machine does and a shared machine's slow spells
-    only ever lower it. The reference notes give 160 GFLOP/s on 1 thread and 268 on 2 for
-    this project's machine when quiet; a busy machine reads lower, and MFU then reads
-    higher. ``train.peak_tflops`` overrides both.
+    The reference notes give 160 GFLOP/s on 1 thread and 268 on 2 for this project's
+    machine when quiet; a busy machine reads lower, and MFU then reads higher.
+    ``train.peak_tflops`` overrides both.
     """
     if device.type == "cuda":
         acc = hardware.detect(torch.cuda.get_device_name(device))
         return acc.peak("bf16") if acc else None
     if device.type != "cpu":
         return None
+    return matmul_flops(device, n, reps)
+
+
+def matmul_flops(device: torch.device, n: int | None = None, reps: int = 5) -> float:
+    """FLOP/s of the fastest of ``reps`` square matmuls, measured here and now: fp32 of
+    side 2048 on CPU, bf16 of side 8192 on a GPU (timed between synchronisations). A peak
+    is the best the machine does, and a shared machine's slow spells only ever lower it, so
+    the fastest counts, not the median. Well under a second on either."""
     import time
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    cuda = device.type == "cuda"
+    n = n or (8192 if cuda else 2048)
+    dtype = torch.bfloat16 if cuda else torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize(device)
     a @ b
     times = []
     for _ in range(reps):
+        sync()
         t0 = time.perf_counter()
         a @ b
+        sync()
         times.append(time.perf_counter() - t0)
     return 2 * n**3 / min(times)

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The GPU checks of issue 14, in the order they were run on a lent H100, each under its own
+# time limit so that one that hangs does not take the others' time. Logs go to $LOGS
+# (default /tmp/gpu_checks). Run from the repository root with the package importable:
+#   bash bench/gpu_checks.sh info      # the GPU, torch and CUDA versions
+#   bash bench/gpu_checks.sh tests     # CUDA tests + the tests that once failed on CUDA
+#   bash bench/gpu_checks.sh gputests  # CUDA tests + the monitor's (shorter)
+#   bash bench/gpu_checks.sh gpt2      # GPT-2 124M (T1024 B32): ours vs the compiled reference
+#   bash bench/gpu_checks.sh llama     # LLaMA 153M (T2048 B16) vs the reference; 0.76B
+#                                      # (T2048 B8) in bf16 and fp8, no reference
+#   bash bench/gpu_checks.sh attention # MHA/GQA/MLA and the SDPA kernels
+set -u
+LOGS=${LOGS:-/tmp/gpu_checks}
+mkdir -p "$LOGS"
+export PYTHONUNBUFFERED=1
+py=${PYTHON:-python3}
+run() {  # seconds, name, command...
+  local limit=$1 name=$2; shift 2
+  echo "=== $name ($(date +%T), limit ${limit}s)"
+  timeout "$limit" "$@" 2>&1 | tee "$LOGS/$name.log" | grep -v "^USDT"
+  echo "=== $name exit ${PIPESTATUS[0]} ($(date +%T))"
+}
+case "${1:-}" in
+  info)
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+    $py -c "import torch; print(torch.__version__, torch.cuda.get_device_name(), torch.version.cuda)" ;;
+  tests)   # the CUDA tests and those that once failed only on a CUDA machine
+    run "${2:-170}" tests $py -m pytest -q -rfEs -p no:cacheprovider -n 6 \
+      tests/gpu tests/unit/test_monitor.py tests/unit/test_model.py tests/distributed/test_ddp.py \
+      "tests/e2e/test_pipeline.py::test_loss_is_finite_and_falls" ;;
+  gputests)
+    run "${2:-80}" gputests $py -m pytest -q -rfEs -p no:cacheprovider -n 4 \
+      tests/gpu tests/unit/test_monitor.py ;;
+  gpt2)
+    run "${2:-200}" bench_gpt2 $py bench/train_vs_reference.py --device cuda --compile \
+      --rounds 1 --steps 25 --skip 5 --shapes gpt2-124m --loops gpt2+compile ;;
+  llama)
+    run "${2:-100}" bench_llama153 $py bench/train_vs_reference.py --device cuda --compile \
+      --rounds 1 --steps 25 --skip 5 --shapes llama-153m --loops llama+compile
+    run "${3:-150}" bench_llama760 $py bench/train_vs_reference.py --device cuda --compile \
+      --rounds 1 --steps 20 --skip 5 --shapes llama-760m --loops llama+compile,llama+compile+fp8 \
+      --no-ref ;;
+  attention)
+    run "${2:-90}" attention $py bench/attention_variants.py --device cuda --repeats 5 ;;
+  *) echo "usage: $0 info|tests|gputests|gpt2|llama|attention [limits...]"; exit 2 ;;
+esac

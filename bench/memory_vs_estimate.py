@@ -1,10 +1,11 @@
 """Peak memory of real training steps against ``plan.memory.estimate``.
 
 Each config trains 2 steps in a fresh process (one thread) through ``parallelize.build``,
-the loop's optimizer and the loop's loss, and reports the growth of its peak resident
+the loop's optimizer and the loop's loss (the head fused with the cross-entropy in
+chunks), and reports the growth of its peak resident
 set over what the process held before building the model. On CPU that is everything
-the estimate counts (fp32 weights, gradients, AdamW state, saved activations, the logits
-and their gradient) plus the allocator's slack. The children run with glibc's
+the estimate counts (fp32 weights, gradients, AdamW state, saved activations, one chunk
+of logits and the head's gradient) plus the allocator's slack. The children run with glibc's
 ``MALLOC_MMAP_THRESHOLD_=65536``: every tensor above 64 KiB gets its own mapping, returned
 to the system when freed, so the resident set follows the live tensors. With glibc's
 default (a threshold that grows as large blocks are freed), freed activations stay in the
@@ -62,7 +63,7 @@ before = rss()
 model, net = build(cfg, tc, Layout(tc.parallel.degrees(1)), torch.device("cpu"))
 opt = make_optimizer(model, tc)
 for _ in range(2):  # the second step holds the optimizer state and the activations
-    _, loss = net(x[:, :-1], x[:, 1:])
+    _, loss = net(x[:, :-1], x[:, 1:], fused_loss=True)   # the loop's chunked loss
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)

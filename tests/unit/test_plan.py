@@ -55,9 +55,11 @@ def test_flops_per_token_equal_a_hand_count():
 @pytest.mark.parametrize("kw", [dict(arch="llama", n_kv_heads=2), dict(arch="llama", n_kv_heads=4),
                                 dict(arch="llama", d_model=96, n_heads=6, n_kv_heads=1),
                                 dict(arch="gpt2"), dict(arch="mla"), dict(arch="mla", q_lora_rank=24)])
-def test_activation_counts_are_what_autograd_saves(kw):
+@pytest.mark.parametrize("fused", [False, True])
+def test_activation_counts_are_what_autograd_saves(kw, fused):
     """Every tensor the forward saves for backward (parameters and buffers aside) plus the
-    logits, counted by storage, equals the estimate's elements."""
+    logits, counted by storage, equals the estimate's elements; with the fused chunked
+    loss (no logits kept), plus the head's gradient that its forward keeps."""
     cfg = ModelConfig(**{**dict(d_model=64, n_layers=2, n_heads=4, seq_len=32, vocab_size=120), **kw})
     model = Transformer(cfg)
     own = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
@@ -69,11 +71,14 @@ def test_activation_counts_are_what_autograd_saves(kw):
         return t
     x = torch.randint(0, 120, (3, 32))
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        logits, _ = model(x, x)
-    measured = sum(seen.values()) + logits.nbytes - 4  # the scalar loss aside
+        logits, _ = model(x, x, fused_loss=fused)
+    measured = sum(seen.values()) + logits.nbytes - (0 if fused else 4)  # the scalar loss aside
     if cfg.arch == "gpt2":
         measured -= 8 * 32  # the (1, T) positions, per sequence length, not per token
-    assert measured == 4 * 3 * 32 * (cfg.n_layers * layer_elements(cfg) + outside_elements(cfg))
+    if fused:
+        measured -= 4 * cfg.padded_vocab * cfg.d_model   # the head's gradient: not per token
+    assert measured == 4 * 3 * 32 * (cfg.n_layers * layer_elements(cfg)
+                                     + outside_elements(cfg, fused_loss=fused))
 
 
 @pytest.mark.slow

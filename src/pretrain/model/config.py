@@ -19,6 +19,10 @@ from typing import Literal
 
 from ..config import ConfigError
 
+# tokens whose logits the fused loss (loss.py) makes at a time: 4096 x 50k x 4 B = 0.8 GB
+# at most; here, beside the config, so that the memory planner reads it without torch
+LOSS_CHUNK_TOKENS = 4096
+
 Arch = Literal["llama", "mla", "gpt2"]
 
 

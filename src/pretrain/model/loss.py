@@ -17,7 +17,9 @@ from typing import Any
 
 import torch
 
-CHUNK_TOKENS = 4096  # rows of logits made at a time: 4096 x 50k x 4 B = 0.8 GB at most
+from .config import LOSS_CHUNK_TOKENS
+
+CHUNK_TOKENS = LOSS_CHUNK_TOKENS  # rows of logits made at a time
 
 
 class _LinearCrossEntropy(torch.autograd.Function):

@@ -19,12 +19,15 @@ counts against ``torch.autograd.graph.saved_tensors_hooks`` on real forwards):
 - mla: its latent path, and the math SDPA kernel's attention probabilities, ``H T`` per
   token (quadratic in the sequence: the fused kernels need equal q/k and v head dims).
 
-Outside the layers: the token ids, the final norm, the head input and the logits. With
-activation checkpointing a layer keeps only its input (``d``) and one layer's activations
-are rebuilt at a time. On a GPU with bf16 autocast the same elements are counted at 2
-bytes except the norms' statistics (not measured here: no GPU was lent). The working set
-adds the two logits-sized gradients backward starts with (and, under FSDP, one block's
-gathered weights and the root's; under DDP its gradient buckets).
+Outside the layers: the token ids, the final norm, and either (the plain loss, kept under
+tensor parallelism) the head input and the logits, or (the fused chunked loss that
+training uses otherwise) the gradient of the head input, which that loss's forward
+computes and keeps. With activation checkpointing a layer keeps only its input (``d``) and
+one layer's activations are rebuilt at a time. On a GPU with bf16 autocast the same
+elements are counted at 2 bytes except the norms' statistics (on an H100, compiled runs
+measured 0.84-1.14x the estimate; README). The working set adds the fused loss's chunk of
+logits (or the plain loss's two logits-sized gradients that backward starts with), under
+FSDP one block's gathered weights and the root's, under DDP its gradient buckets.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from ..model.config import ModelConfig
+from ..model.config import LOSS_CHUNK_TOKENS, ModelConfig
 
 GB = 1e9
 
@@ -97,11 +100,24 @@ def layer_elements(cfg: ModelConfig) -> float:
     return norms + d + q_path + latent + attention + mlp
 
 
-def outside_elements(cfg: ModelConfig) -> float:
-    """Per token, outside the layers: token ids (8 bytes), the final norm, the head's input
-    and the logits (kept for the loss, and alive while backward runs)."""
+def outside_elements(cfg: ModelConfig, fused_loss: bool = False) -> float:
+    """Per token, outside the layers: token ids (8 bytes), the final norm and, with the
+    plain loss, the head's input and the logits (kept for the loss, and alive while
+    backward runs); with the fused chunked loss (``model/loss.py``) instead only the
+    gradient of the head's input, which its forward computes and keeps."""
     norm = cfg.d_model + 2 if cfg.arch == "gpt2" else 2 * cfg.d_model + 1
-    return 2 + norm + cfg.d_model + 2 * cfg.vocab_size
+    return 2 + norm + cfg.d_model + (0 if fused_loss else 2 * cfg.vocab_size)
+
+
+def loss_working_bytes(cfg: ModelConfig, tokens: int, low_precision: bool,
+                       chunk: int = LOSS_CHUNK_TOKENS) -> float:
+    """The fused loss's working set at its peak, in eager mode (compiled, its elementwise
+    steps fuse and it holds less): one chunk's logits from the matmul (2 bytes under
+    autocast), their fp32 copy, the fp32 log-probabilities and the low-precision softmax
+    gradient (the fp32 ones are the same tensors without autocast), plus the head's
+    gradient, accumulated and per chunk, in fp32."""
+    per_logit = 2 + 4 + 4 + 2 if low_precision else 4 + 4
+    return min(chunk, tokens) * cfg.padded_vocab * per_logit + 2 * 4 * cfg.padded_vocab * cfg.d_model
 
 
 def _split_params(cfg: ModelConfig, layout: Split) -> float:
@@ -118,10 +134,13 @@ def _split_params(cfg: ModelConfig, layout: Split) -> float:
 
 def estimate(cfg: ModelConfig, batch: int, *, layout: Split | None = None,
              checkpointing: bool = False, optimizer: str = "adamw",
-             precision: str = "fp32") -> Memory:
+             precision: str = "fp32", fused_loss: bool | None = None) -> Memory:
     """Memory per device for micro-batches of ``batch`` sequences of ``cfg.seq_len`` tokens
-    (per data-parallel rank). ``precision``: "fp32" (CPU) or "bf16" (GPU autocast)."""
+    (per data-parallel rank). ``precision``: "fp32" (CPU) or "bf16" (GPU autocast).
+    ``fused_loss``: the head and cross-entropy in chunks, as training runs them except
+    under tensor parallelism (the default: fused unless ``layout.tp > 1``)."""
     layout = layout or Split()
+    fused = layout.tp == 1 if fused_loss is None else fused_loss
     params = _split_params(cfg, layout)
     shard = layout.dp_shard
     weights, grads = 4 * params / shard, 4 * params / shard
@@ -143,11 +162,15 @@ def estimate(cfg: ModelConfig, batch: int, *, layout: Split | None = None,
         layers = L * cfg.d_model + per_layer
     else:
         layers = L * per_layer
-    outside = outside_elements(cfg) / layout.tp
+    outside = outside_elements(cfg, fused) / layout.tp
     activations = act_bytes * tokens * (layers + outside)
-    # backward starts with two gradients of the logits' size alive (the loss's, then the
-    # log-softmax's), beside the saved activations
-    working = 2 * 4 * batch * cfg.seq_len * cfg.padded_vocab / layout.tp
+    if fused:   # the loss's forward: one chunk of logits at a time, beside the activations
+        working = loss_working_bytes(cfg, batch * cfg.seq_len, act_bytes == 2)
+        if checkpointing:  # freed before backward rebuilds a layer: the larger of the two
+            working = max(0.0, working - act_bytes * tokens * per_layer)
+    else:  # backward starts with two gradients of the logits' size alive (the loss's, then
+        # the log-softmax's), beside the saved activations
+        working = 2 * 4 * batch * cfg.seq_len * cfg.padded_vocab / layout.tp
     if precision in ("bf16", "fp16"):
         working += 2 * params  # autocast's low-precision copies of the weights in use
     if shard > 1:  # FSDP: one block gathered at a time, and the root's parameters

@@ -35,7 +35,11 @@ def test_python_installation_code_is_the_stdlib():
     assert any("import " in d.text for d in docs)
 
 
-def test_python_installation_prose_has_topics_docstrings_and_metadata():
+def test_python_installation_prose_has_topics_docstrings_and_metadata(monkeypatch):
+    # the docstrings of 40 stdlib files, not all ~2,000 (ast-parsing them all took 29 s)
+    every_file = PythonInstallationSource._stdlib_files
+    monkeypatch.setattr(PythonInstallationSource, "_stdlib_files",
+                        lambda self: every_file(self)[:40])
     kinds = set()
     for item in PythonInstallationSource(part="prose").read():
         if isinstance(item, Document):

@@ -591,17 +591,17 @@ def _peaks(t: Trainer, dev: torch.device) -> str:
     def rate(f: float) -> str:
         return f"{f / 1e12:,.1f} TFLOP/s" if f >= 1e12 else f"{f / 1e9:,.1f} GFLOP/s"
     measured = rate(t.matmul_flops) if t.matmul_flops else ""
+    if not t.peak_flops:
+        name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else str(dev)
+        return (f"no MFU: {name} is not in the accelerator table; set train.peak_tflops"
+                + (f" (a bf16 matmul measured {measured})" if measured else ""))
     if t.cfg.peak_tflops:
         where = "train.peak_tflops"
     elif dev.type == "cuda":
         acc = hardware.detect(torch.cuda.get_device_name(dev))
-        where = f"{acc.name}, bf16 dense, from the table" if acc else ""
+        where = f"{acc.name}, bf16 dense, from the table" if acc else "the table"
     else:
         return f"MFU against the measured fp32 matmul, {measured}"
-    if not t.peak_flops:
-        return (f"no MFU: {torch.cuda.get_device_name(dev) if dev.type == 'cuda' else dev} "
-                "is not in the accelerator table; set train.peak_tflops"
-                + (f" (a bf16 matmul measured {measured})" if measured else ""))
     return (f"MFU against {rate(t.peak_flops)} ({where})"
             + (f"; a {'bf16' if dev.type == 'cuda' else 'fp32'} matmul measured {measured}"
                if measured else ""))

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch.distributed.tensor import DTensor
 
-from .. import distributed, hardware
+from .. import distributed
 from ..config import ConfigError, Preempted, PretrainError
 from ..eval.loss import domain_windows, metrics, score
 from ..log import Progress, log0
@@ -52,8 +52,7 @@ from .monitor import Monitor, log_line, memory_gb
 from .optim import (
     lr_at,
     make_optimizer,
-    matmul_flops,
-    measured_peak_flops,
+    peaks,
 )
 from .parallelize import Layout, build, make_layout, resolve_precision
 from .pipelining import Pipeline
@@ -130,10 +129,7 @@ class Trainer:
         self.divergence = DivergenceMonitor(cfg.divergence_factor, cfg.divergence_window,
                                             cfg.divergence_rise)
         self.lr_scale = 1.0   # lowered by each divergence rollback
-        self.peak_flops = cfg.peak_tflops * 1e12 or measured_peak_flops(device)
-        # the measured matmul beside the table's peak (on CPU the measured one is the peak)
-        self.matmul_flops = matmul_flops(device) if device.type == "cuda" else \
-            (self.peak_flops if device.type == "cpu" and not cfg.peak_tflops else None)
+        self.peaks = peaks(device, cfg.peak_tflops)   # MFU's denominator, a matmul beside it
         low_dtype = low.get(self.precision, torch.float32)
         # which SDPA kernel the attention runs here (flash, cuDNN, memory-efficient, math)
         self.sdpa = sdpa_backend(self.model_cfg, device, low_dtype)
@@ -463,9 +459,9 @@ class Trainer:
             return  # most steps: nothing to record
         rec: dict[str, Any] = {"step": done, "loss": round(loss, 5), "lr": lr,
                                "grad_norm": round(norm, 4), "tok_per_s": round(tokens / dt, 1)}
-        if self.peak_flops:
+        if self.peaks.mfu:
             # per device; 4 significant digits (a tiny model on a GPU reads 1e-6)
-            rec["mfu"] = float(f"{flops / dt / (self.peak_flops * self.d.world):.4g}")
+            rec["mfu"] = float(f"{flops / dt / (self.peaks.mfu * self.d.world):.4g}")
         rec["mem_gb"] = round(memory_gb(self.device), 3)
         if evaluate:
             res = self.evaluate()
@@ -538,7 +534,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: Run
     log0(f"train: {model_cfg.num_params() / 1e6:.2f} M params, {tokens_per_step:,} tokens/step, "
          f"{cfg.steps} steps on {dev}" + (f" x {d.world} processes ({layout.describe()})" if d.enabled else ""))
     t = Trainer(cfg, model, tokens_dir, paths, seed, dev, d, layout, net)
-    log0(f"train: {t.precision}, attention kernel {t.sdpa}, " + _peaks(t, dev))
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else str(dev)
+    log0(f"train: {t.precision}, attention kernel {t.sdpa}, {t.peaks.describe(name)}")
     t.run()
     final_sd = _final_weights(t, paths)
     if d.rank != 0:
@@ -574,37 +571,16 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: Run
     for key in ("val_bpb", "val"):
         if key in last_val:
             counts[f"{key}_final"] = last_val[key]
-    if t.matmul_flops:
-        counts["matmul_gflops"] = round(t.matmul_flops / 1e9, 1)
+    if t.peaks.matmul:
+        counts["matmul_gflops"] = round(t.peaks.matmul / 1e9, 1)
     mfus = sorted(r["mfu"] for r in t.history if "mfu" in r)
     if mfus:
         counts["mfu_median"] = mfus[len(mfus) // 2]
-        counts["peak_gflops"] = round((t.peak_flops or 0) / 1e9, 1)
+        counts["peak_gflops"] = round((t.peaks.mfu or 0) / 1e9, 1)
     mfu = f", MFU {counts['mfu_median']:.1%} of {counts['peak_gflops']:.0f} GFLOP/s" if mfus else ""
     log0(f"train: val loss {first:.4f} -> {last:.4f} "
          f"({counts['tok_per_s']:,.0f} tokens/s over {t.t_train:.0f}s of steps{mfu})")
     return counts
-
-
-def _peaks(t: Trainer, dev: torch.device) -> str:
-    """Where MFU's denominator comes from, and the matmul measured beside it."""
-    def rate(f: float) -> str:
-        return f"{f / 1e12:,.1f} TFLOP/s" if f >= 1e12 else f"{f / 1e9:,.1f} GFLOP/s"
-    measured = rate(t.matmul_flops) if t.matmul_flops else ""
-    if not t.peak_flops:
-        name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else str(dev)
-        return (f"no MFU: {name} is not in the accelerator table; set train.peak_tflops"
-                + (f" (a bf16 matmul measured {measured})" if measured else ""))
-    if t.cfg.peak_tflops:
-        where = "train.peak_tflops"
-    elif dev.type == "cuda":
-        acc = hardware.detect(torch.cuda.get_device_name(dev))
-        where = f"{acc.name}, bf16 dense, from the table" if acc else "the table"
-    else:
-        return f"MFU against the measured fp32 matmul, {measured}"
-    return (f"MFU against {rate(t.peak_flops)} ({where})"
-            + (f"; a {'bf16' if dev.type == 'cuda' else 'fp32'} matmul measured {measured}"
-               if measured else ""))
 
 
 def _final_weights(t: Trainer, paths: RunPaths) -> dict[str, torch.Tensor] | None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -125,21 +127,53 @@ def lr_at(step: int, cfg: TrainConfig, time_frac: float | None = None) -> float:
     return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * progress))
 
 
-def measured_peak_flops(device: torch.device, n: int = 2048, reps: int = 5) -> float | None:
-    """The MFU denominator. On a GPU: the dense bf16 peak of the accelerator table
-    (``hardware.py``, matched by device name; None for a GPU not in it). On CPU: fp32
-    matmul FLOP/s with the current thread count, measured (``matmul_flops``).
+MEASURED = "the measured fp32 matmul"   # Peaks.source on CPU: the matmul is the peak
+
+
+@dataclass(frozen=True)
+class Peaks:
+    """MFU's denominator and where it came from, and the matmul measured beside it."""
+
+    mfu: float | None       # FLOP/s per device; None: no MFU is logged
+    matmul: float | None    # the matmul measured at the start, where one was
+    source: str             # where ``mfu`` came from
+
+    def describe(self, device_name: str) -> str:
+        def rate(f: float) -> str:
+            return f"{f / 1e12:,.1f} TFLOP/s" if f >= 1e12 else f"{f / 1e9:,.1f} GFLOP/s"
+        beside = f"a bf16 matmul measured {rate(self.matmul)}" if self.matmul else ""
+        if not self.mfu:
+            return (f"no MFU: {device_name} is not in the accelerator table; set "
+                    "train.peak_tflops" + (f" ({beside})" if beside else ""))
+        if self.source == MEASURED:
+            return f"MFU against {MEASURED}, {rate(self.mfu)}"
+        return f"MFU against {rate(self.mfu)} ({self.source})" + (f"; {beside}" if beside else "")
+
+
+def peaks(device: torch.device, peak_tflops: float = 0.0) -> Peaks:
+    """MFU's denominator: ``peak_tflops`` (``train.peak_tflops``) when set; else on a GPU
+    the dense bf16 peak of the accelerator table (``hardware.py``, matched by device name;
+    none for a GPU not in it), on CPU fp32 matmul FLOP/s with the current thread count,
+    measured. On a GPU a bf16 matmul is measured beside it either way.
 
     The reference notes give 160 GFLOP/s on 1 thread and 268 on 2 for this project's
     machine when quiet; a busy machine reads lower, and MFU then reads higher.
-    ``train.peak_tflops`` overrides both.
     """
     if device.type == "cuda":
         acc = hardware.detect(torch.cuda.get_device_name(device))
-        return acc.peak("bf16") if acc else None
+        mfu: float | None
+        if peak_tflops:
+            mfu, source = peak_tflops * 1e12, "train.peak_tflops"
+        else:
+            mfu = acc.peak("bf16") if acc else None
+            source = f"{acc.name}, bf16 dense, from the table" if acc else ""
+        return Peaks(mfu, matmul_flops(device), source)
+    if peak_tflops:
+        return Peaks(peak_tflops * 1e12, None, "train.peak_tflops")
     if device.type != "cpu":
-        return None
-    return matmul_flops(device, n, reps)
+        return Peaks(None, None, "")
+    measured = matmul_flops(device)
+    return Peaks(measured, measured, MEASURED)
 
 
 def matmul_flops(device: torch.device, n: int | None = None, reps: int = 5) -> float:
@@ -147,7 +181,6 @@ def matmul_flops(device: torch.device, n: int | None = None, reps: int = 5) -> f
     side 2048 on CPU, bf16 of side 8192 on a GPU (timed between synchronisations). A peak
     is the best the machine does, and a shared machine's slow spells only ever lower it, so
     the fastest counts, not the median. Well under a second on either."""
-    import time
     cuda = device.type == "cuda"
     n = n or (8192 if cuda else 2048)
     dtype = torch.bfloat16 if cuda else torch.float32

@@ -1,8 +1,10 @@
-"""Shared fixtures: a tiny run config that goes through every stage in seconds; a model
-that was told the answers of a benchmark."""
+"""Shared fixtures: a tiny run config that goes through every stage in seconds; byte-level
+token shards of two domains; a model that was told the answers of a benchmark."""
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -10,6 +12,9 @@ import pytest
 import torch
 
 from pretrain.run_config import RunConfig, load_config
+from pretrain.tokenizer import shards
+from pretrain.tokenizer.bpe import Tokenizer
+from pretrain.tokenizer.config import BOS, EOS, TokenizeConfig
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -49,6 +54,23 @@ def tiny_overrides(tmp_path: Path, **extra: str) -> list[tuple[str, str]]:
 @pytest.fixture
 def tiny_cfg(tmp_path: Path) -> RunConfig:
     return load_config(None, tiny_overrides(tmp_path))
+
+
+def code_and_prose_shards(out: Path, docs: int = 20, code_chars: int = 300,
+                          prose_chars: int = 200, cats: int = 200) -> Path:
+    """Byte-level token shards in ``out``: ``docs`` documents of code (json's source, in
+    pieces of ``code_chars``) and ``docs`` of prose (math's docstring and ``cats`` times a
+    plain sentence, in pieces of ``prose_chars``); a fifth of them held out."""
+    tok = Tokenizer([bytes([i]) for i in range(256)], r"[\s\S]", [BOS, EOS])
+    code = Path(json.__file__).read_text()
+    prose = (math.__doc__ or "") + " ".join(["the cat sat on the mat"] * cats)
+    texts = [{"id": f"c{i}", "domain": "code", "text": code[i * code_chars:(i + 1) * code_chars]}
+             for i in range(docs)]
+    texts += [{"id": f"p{i}", "domain": "prose",
+               "text": prose[i * prose_chars:(i + 1) * prose_chars]} for i in range(docs)]
+    shards.run(TokenizeConfig(val_fraction=0.2, min_val_docs=2), tok, iter(texts),
+               ["code", "prose"], out, {})
+    return out
 
 
 def shared_data(rel: str) -> Path:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -19,11 +18,10 @@ from pretrain.model.attention import sdpa_backend
 from pretrain.model.config import ModelConfig
 from pretrain.model.generate import generate
 from pretrain.model.transformer import Transformer
-from pretrain.tokenizer import shards
-from pretrain.tokenizer.bpe import Tokenizer
-from pretrain.tokenizer.config import BOS, EOS, TokenizeConfig
 from pretrain.train.config import TrainConfig
 from pretrain.train.loop import RunPaths, train
+
+from ..conftest import code_and_prose_shards
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 CUDA = torch.device("cuda")
@@ -32,15 +30,8 @@ MODEL = ModelConfig(d_model=128, n_layers=2, n_heads=4, n_kv_heads=2, seq_len=12
 
 @pytest.fixture(scope="module")
 def tokens(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("tokens")
-    tok = Tokenizer([bytes([i]) for i in range(256)], r"[\s\S]", [BOS, EOS])
-    code = Path(json.__file__).read_text()
-    prose = (math.__doc__ or "") + " ".join(["the cat sat on the mat"] * 400)
-    docs = [{"id": f"c{i}", "domain": "code", "text": code[i * 600:(i + 1) * 600]} for i in range(30)]
-    docs += [{"id": f"p{i}", "domain": "prose", "text": prose[i * 300:(i + 1) * 300]} for i in range(30)]
-    shards.run(TokenizeConfig(val_fraction=0.2, min_val_docs=2), tok, iter(docs),
-               ["code", "prose"], out, {})
-    return out
+    return code_and_prose_shards(tmp_path_factory.mktemp("tokens"), docs=30, code_chars=600,
+                                 prose_chars=300, cats=400)
 
 
 def _train(tokens: Path, tmp_path: Path, model: ModelConfig = MODEL, **kw) -> tuple[dict, list]:

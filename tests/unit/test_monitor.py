@@ -10,28 +10,19 @@ from pathlib import Path
 import pytest
 
 from pretrain.model.config import ModelConfig
-from pretrain.tokenizer import shards
-from pretrain.tokenizer.bpe import Tokenizer
-from pretrain.tokenizer.config import BOS, EOS, TokenizeConfig
 from pretrain.train.config import TrainConfig
 from pretrain.train.loop import RunPaths, train
 from pretrain.train.monitor import log_line
 from pretrain.train.optim import lr_at
+
+from ..conftest import code_and_prose_shards
 
 MODEL = ModelConfig(d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, seq_len=16, vocab_size=258)
 
 
 @pytest.fixture(scope="module")
 def tokens(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("tokens")
-    tok = Tokenizer([bytes([i]) for i in range(256)], r"[\s\S]", [BOS, EOS])
-    code = Path(json.__file__).read_text()
-    prose = (math.__doc__ or "") + " ".join(["the cat sat on the mat"] * 200)
-    docs = [{"id": f"c{i}", "domain": "code", "text": code[i * 300:(i + 1) * 300]} for i in range(20)]
-    docs += [{"id": f"p{i}", "domain": "prose", "text": prose[i * 200:(i + 1) * 200]} for i in range(20)]
-    shards.run(TokenizeConfig(val_fraction=0.2, min_val_docs=2), tok, iter(docs),
-               ["code", "prose"], out, {})
-    return out
+    return code_and_prose_shards(tmp_path_factory.mktemp("tokens"))
 
 
 def _train(tokens: Path, tmp_path: Path, **kw) -> tuple[dict, list[dict]]:

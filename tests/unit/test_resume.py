@@ -285,6 +285,17 @@ def test_fp8_without_a_hopper_gpu_is_a_clear_error(tokens, tmp_path):
         _run(tokens, tmp_path / "a", tmp_path / "ckpt", precision="fp8")
 
 
+def test_compile_on_cpu_without_a_cxx_compiler_is_a_clear_error(tokens, tmp_path, monkeypatch):
+    """inductor's compiler list, as torch reads it ($CXX or g++), names none on PATH: the
+    run stops before its first step with the fix, not inside the first compilation."""
+    import torch._inductor.config as inductor
+    monkeypatch.setattr(inductor.cpp, "cxx", (None, "no-such-cxx"))
+    with pytest.raises(ConfigError, match="train.compile on CPU needs a C\\+\\+ compiler: "
+                                          "no-such-cxx is not on PATH"):
+        _run(tokens, tmp_path / "a", tmp_path / "ckpt", compile=True)
+    assert not (tmp_path / "a" / "log.jsonl").exists()
+
+
 @pytest.mark.parametrize("damage", ["flip", "truncate", "no_checksums"])
 def test_damaged_latest_checkpoint_falls_back_to_the_one_before(tokens, tmp_path, monkeypatch,
                                                                capsys, damage):

@@ -30,6 +30,8 @@ blocks. MLA is refused: its latent down-projections are shared by every head.
 from __future__ import annotations
 
 import math
+import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -163,6 +165,20 @@ def check(model_cfg: ModelConfig, cfg: TrainConfig, layout: Layout) -> None:
                           "does not run: use bf16 with pp > 1")
     if cfg.optimizer == "muon" and (layout["dp_shard"] > 1 or tp > 1):
         raise ConfigError("optimizer = 'muon' needs whole matrices: not with dp_shard or tp")
+
+
+def check_cpu_compiler() -> None:
+    """``train.compile`` on CPU: inductor builds its kernels with the C++ compiler named in
+    ``torch._inductor.config.cpp.cxx`` (``$CXX``, else ``g++``; ``clang++`` on macOS).
+    Without one, torch fails inside the first step's compilation, after the stages before
+    training have run; this says so at the start."""
+    import torch._inductor.config as inductor  # noqa: PLC0415 -- torch's own, loaded only here
+    wanted = [c for c in inductor.cpp.cxx if c] if isinstance(inductor.cpp.cxx, (list, tuple)) \
+        else [inductor.cpp.cxx]
+    if sys.platform != "win32" and not any(shutil.which(c) for c in wanted):
+        raise ConfigError(f"train.compile on CPU needs a C++ compiler: {' or '.join(wanted)} is "
+                          "not on PATH (install one, e.g. `apt install g++`, or name it in "
+                          "$CXX), or set train.compile = false")
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -329,6 +345,8 @@ def build(model_cfg: ModelConfig, cfg: TrainConfig, layout: Layout, device: torc
     CPU to start from instead of the seeded initialisation."""
     check(model_cfg, cfg, layout)
     resolve_precision(cfg.precision, device)  # fp8 where the device cannot: an error now
+    if cfg.compile and device.type == "cpu":
+        check_cpu_compiler()
     with torch.device("meta"):
         whole = Transformer(model_cfg)  # the parameter order and init rule of the whole model
         model = Transformer(model_cfg)

@@ -534,8 +534,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: Run
     log0(f"train: {model_cfg.num_params() / 1e6:.2f} M params, {tokens_per_step:,} tokens/step, "
          f"{cfg.steps} steps on {dev}" + (f" x {d.world} processes ({layout.describe()})" if d.enabled else ""))
     t = Trainer(cfg, model, tokens_dir, paths, seed, dev, d, layout, net)
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else str(dev)
-    log0(f"train: {t.precision}, attention kernel {t.sdpa}, {t.peaks.describe(name)}")
+    log0(f"train: {t.precision}, attention kernel {t.sdpa}, {t.peaks.describe()}")
     t.run()
     final_sd = _final_weights(t, paths)
     if d.rank != 0:

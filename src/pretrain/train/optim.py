@@ -137,13 +137,14 @@ class Peaks:
     mfu: float | None       # FLOP/s per device; None: no MFU is logged
     matmul: float | None    # the matmul measured at the start, where one was
     source: str             # where ``mfu`` came from
+    device: str             # the device's name (a GPU's as torch reports it)
 
-    def describe(self, device_name: str) -> str:
+    def describe(self) -> str:
         def rate(f: float) -> str:
             return f"{f / 1e12:,.1f} TFLOP/s" if f >= 1e12 else f"{f / 1e9:,.1f} GFLOP/s"
         beside = f"a bf16 matmul measured {rate(self.matmul)}" if self.matmul else ""
         if not self.mfu:
-            return (f"no MFU: {device_name} is not in the accelerator table; set "
+            return (f"no MFU: {self.device} is not in the accelerator table; set "
                     "train.peak_tflops" + (f" ({beside})" if beside else ""))
         if self.source == MEASURED:
             return f"MFU against {MEASURED}, {rate(self.mfu)}"
@@ -160,20 +161,21 @@ def peaks(device: torch.device, peak_tflops: float = 0.0) -> Peaks:
     machine when quiet; a busy machine reads lower, and MFU then reads higher.
     """
     if device.type == "cuda":
-        acc = hardware.detect(torch.cuda.get_device_name(device))
+        name = torch.cuda.get_device_name(device)
+        acc = hardware.detect(name)
         mfu: float | None
         if peak_tflops:
             mfu, source = peak_tflops * 1e12, "train.peak_tflops"
         else:
             mfu = acc.peak("bf16") if acc else None
             source = f"{acc.name}, bf16 dense, from the table" if acc else ""
-        return Peaks(mfu, matmul_flops(device), source)
+        return Peaks(mfu, matmul_flops(device), source, name)
     if peak_tflops:
-        return Peaks(peak_tflops * 1e12, None, "train.peak_tflops")
+        return Peaks(peak_tflops * 1e12, None, "train.peak_tflops", str(device))
     if device.type != "cpu":
-        return Peaks(None, None, "")
+        return Peaks(None, None, "", str(device))
     measured = matmul_flops(device)
-    return Peaks(measured, measured, MEASURED)
+    return Peaks(measured, measured, MEASURED, str(device))
 
 
 def matmul_flops(device: torch.device, n: int | None = None, reps: int = 5) -> float:

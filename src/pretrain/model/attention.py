@@ -87,9 +87,11 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         # the kv heads this rank holds: all of them, or a slice under tensor parallelism
         qkv = self.wqkv(x).view(B, T, -1, self.group + 2, self.hd)     # (B, T, Hkv, G+2, hd)
-        q = qkv[:, :, :, :self.group].flatten(2, 3).transpose(1, 2)      # (B, H, T, hd)
-        k = qkv[:, :, :, self.group].transpose(1, 2)                      # (B, Hkv, T, hd)
-        v = qkv[:, :, :, self.group + 1].transpose(1, 2)
+        # split, not indexing: its backward is one concatenation, where each index's is a
+        # zero-filled copy of the whole qkv gradient (CPU profile: fill_ 7% of an eager step)
+        q, k, v = qkv.split((self.group, 1, 1), dim=3)
+        q = q.flatten(2, 3).transpose(1, 2)                              # (B, H, T, hd)
+        k, v = k.squeeze(3).transpose(1, 2), v.squeeze(3).transpose(1, 2)  # (B, Hkv, T, hd)
         if self.rope:
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:

@@ -50,8 +50,9 @@ class SwiGLU(nn.Module):
         self.w2 = nn.Linear(hidden, d, bias=False)       # down
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.w13(x).unflatten(-1, (-1, 2, self.block))       # (..., pairs, 2, block)
-        return self.w2((F.silu(h[..., 0, :]) * h[..., 1, :]).flatten(-2))
+        # (..., pairs, block) each; unbind's backward is one stack, not two zero-filled copies
+        gate, up = self.w13(x).unflatten(-1, (-1, 2, self.block)).unbind(-2)
+        return self.w2((F.silu(gate) * up).flatten(-2))
 
     def stored(self, name: str, canonical: torch.Tensor) -> torch.Tensor:
         """``w13.weight`` from [gate; up] rows to the stored block pairs."""

@@ -9,6 +9,14 @@
 #   bash bench/gpu_checks.sh llama     # LLaMA 153M (T2048 B16) vs the reference; 0.76B
 #                                      # (T2048 B8) in bf16 and fp8, no reference
 #   bash bench/gpu_checks.sh attention # MHA/GQA/MLA and the SDPA kernels
+#   bash bench/gpu_checks.sh loss      # train.loss chunked vs full against the reference, GPT-2
+#                                      # 124M and LLaMA 153M, the kernels of 4 steps profiled
+#   bash bench/gpu_checks.sh big       # LLaMA 0.76B: chunked vs full (no reference)
+#   bash bench/gpu_checks.sh profile   # GPT-2 124M, ours and the reference, each run's whole
+#                                      # kernel list kept in $LOGS/profile_*.txt
+#   bash bench/gpu_checks.sh fp8       # LLaMA 153M compiled, bf16 vs fp8 (no reference)
+# Seen on an H100 (2026-11-26): each compiled 124M-153M loop takes ~50 s with its compile
+# (the loss phase ~150 s a shape), fp8 longer: 120 s did not finish a bf16 + fp8 pair.
 set -u
 LOGS=${LOGS:-/tmp/gpu_checks}
 mkdir -p "$LOGS"
@@ -40,7 +48,26 @@ case "${1:-}" in
     run "${3:-150}" bench_llama760 $py bench/train_vs_reference.py --device cuda --compile \
       --rounds 1 --steps 20 --skip 5 --shapes llama-760m --loops llama+compile,llama+compile+fp8 \
       --no-ref ;;
+  loss)
+    run "${2:-200}" loss_gpt2 $py bench/train_vs_reference.py --device cuda --compile \
+      --rounds 1 --steps 20 --skip 5 --profile 4 --shapes gpt2-124m \
+      --loops gpt2+compile+chunked,gpt2+compile+full
+    run "${3:-170}" loss_llama153 $py bench/train_vs_reference.py --device cuda --compile \
+      --rounds 1 --steps 20 --skip 5 --profile 4 --shapes llama-153m \
+      --loops llama+compile+chunked,llama+compile+full ;;
+  big)
+    run "${2:-200}" loss_llama760 $py bench/train_vs_reference.py --device cuda --compile \
+      --rounds 1 --steps 16 --skip 4 --shapes llama-760m \
+      --loops llama+compile+chunked,llama+compile+full --no-ref ;;
+  profile)
+    run "${2:-200}" profile_gpt2 $py bench/train_vs_reference.py --device cuda --compile \
+      --rounds 1 --steps 18 --skip 5 --profile 4 --profile-dir "$LOGS" --shapes gpt2-124m \
+      --loops gpt2+compile ;;
+  fp8)
+    run "${2:-240}" fp8_llama153 $py bench/train_vs_reference.py --device cuda --compile \
+      --rounds 1 --steps 20 --skip 5 --shapes llama-153m --loops llama+compile,llama+compile+fp8 \
+      --no-ref ;;
   attention)
     run "${2:-90}" attention $py bench/attention_variants.py --device cuda --repeats 5 ;;
-  *) echo "usage: $0 info|tests|gputests|gpt2|llama|attention [limits...]"; exit 2 ;;
+  *) echo "usage: $0 info|tests|gputests|gpt2|llama|attention|loss|big|profile|fp8 [limits...]"; exit 2 ;;
 esac

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -38,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pretrain import hardware
+from pretrain.model import loss as model_loss
 from pretrain.model.config import ModelConfig
 from pretrain.tokenizer import shards
 from pretrain.tokenizer.bpe import Tokenizer
@@ -119,7 +121,7 @@ def reference_step(model: RefGPT, opt: torch.optim.Optimizer, data: np.ndarray, 
 
 
 def reference_steps(data: np.ndarray, shape: str, steps: int, device: torch.device,
-                    compile_: bool = False) -> list[float]:
+                    compile_: bool = False, profile: int = 0) -> list[float]:
     """nanoGPT-style steps on random windows of ``data``; each step's seconds. On a GPU
     the strong form: bf16 autocast, fused AdamW, the next batch pinned and copied ahead
     while the step runs, ``compile_`` = torch.compile, one host read (the loss) a step."""
@@ -134,17 +136,20 @@ def reference_steps(data: np.ndarray, shape: str, steps: int, device: torch.devi
     autocast = torch.autocast("cuda", torch.bfloat16) if cuda else contextlib.nullcontext()
     times = []
     xy = _windows(data, T, B, rng, device)
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        with autocast:
-            loss = step_model(xy[:, :-1], xy[:, 1:])
-        loss.backward()
-        xy = _windows(data, T, B, rng, device)   # the next batch, while the GPU works
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        float(loss.detach())
-        times.append(time.perf_counter() - t0)
+    with _profiler(steps, profile, device) as prof:
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            with autocast:
+                loss = step_model(xy[:, :-1], xy[:, 1:])
+            loss.backward()
+            xy = _windows(data, T, B, rng, device)   # the next batch, while the GPU works
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            float(loss.detach())
+            times.append(time.perf_counter() - t0)
+            if prof is not None:
+                prof.step()
     return times
 
 
@@ -157,18 +162,52 @@ def _model_cfg(arch: str, shape: str) -> ModelConfig:
 
 
 def our_steps(tokens: Path, shape: str, steps: int, arch: str, compile_: bool,
-              device: torch.device, precision: str = "auto") -> list[float]:
+              device: torch.device, precision: str = "auto", loss: str = "auto",
+              profile: int = 0) -> list[float]:
     L, H, D, T, B = SHAPES[shape]
     cfg = _model_cfg(arch, shape)
     tc = TrainConfig(steps=steps, batch_size=B, warmup_steps=1, eval_every=10**6,
                      eval_batches=1, log_every=1, checkpoint_every=0, lr=1e-3, compile=compile_,
-                     precision=precision, tensorboard=False, probe_new_tokens=0)
+                     precision=precision, tensorboard=False, probe_new_tokens=0,
+                     loss=loss)  # type: ignore[arg-type]
     torch.manual_seed(0)
     layout = Layout(tc.parallel.degrees(1))
-    model, net = build(cfg, tc, layout, device)  # compile per block, as training does
+    model, net = build(cfg, tc, layout, device)  # compiled as training does
     t = Trainer(tc, model, tokens, RunPaths(tokens), 0, device, layout=layout, net=net)
-    t.run()
+    with _profiler(steps, profile, device) as prof:
+        if prof is not None:   # a profiler step at each logged step (log_every = 1)
+            record = t._record
+            t._record = lambda *a: (record(*a), prof.step())  # type: ignore[method-assign]
+        t.run()
     return [T * B / r["tok_per_s"] for r in t.history]
+
+
+@contextlib.contextmanager
+def _profiler(steps: int, last: int, device: torch.device):  # type: ignore[no-untyped-def]
+    """``last`` > 0: torch.profiler over ``last`` steps before the final one (whose end runs
+    our loop's evaluation); the caller calls ``step()`` after each step. Prints the kernels
+    taking most device time, per step, to stderr."""
+    if last <= 0:
+        yield None
+        return
+    acts = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        acts.append(torch.profiler.ProfilerActivity.CUDA)
+    sched = torch.profiler.schedule(wait=steps - last - 2, warmup=1, active=last, repeat=1)
+    with torch.profiler.profile(activities=acts, schedule=sched) as prof:
+        yield prof
+    cuda = device.type == "cuda"
+    attr = "self_device_time_total" if cuda else "self_cpu_time_total"
+    # on a GPU the kernels alone (the CPU ops that launched them carry their time too)
+    events = [e for e in prof.key_averages() if getattr(e, attr) > 0
+              and (not cuda or e.device_type == torch.autograd.DeviceType.CUDA)]
+    total = sum(getattr(e, attr) for e in events)
+    events.sort(key=lambda e: -getattr(e, attr))
+    print(f"{device.type} time {total / last / 1e3:.2f} ms/step over {last} steps",
+          file=sys.stderr)
+    for e in events:   # all of them: the parent shows the first and keeps the rest
+        print(f"  {getattr(e, attr) / last / 1e3:7.3f} ms {e.count / last:5.1f}x "
+              f"{e.key[:150]}", file=sys.stderr)
 
 
 def _peak_memory_gb(device: torch.device) -> float:
@@ -178,25 +217,39 @@ def _peak_memory_gb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6   # KB -> GB
 
 
-def _in_subprocess(tokens: Path, shape: str, steps: int, loop: str, device: str) -> dict:
+def _in_subprocess(tokens: Path, shape: str, steps: int, loop: str, device: str,
+                   profile: int, profile_dir: str = "") -> dict:
     out = subprocess.run([sys.executable, __file__, "--one", str(tokens), shape, str(steps), loop,
-                          device], capture_output=True, text=True)
-    if out.returncode:
-        raise SystemExit(f"{loop} at {shape} failed:\n{out.stderr[-3000:]}")
+                          device, "--profile", str(profile)], capture_output=True, text=True)
+    if out.returncode:   # the others still run
+        print(f"{loop} at {shape} failed:\n{out.stderr[-3000:]}")
+        return {"times": [], "peak_gb": 0.0}
+    if profile:
+        table = out.stderr[out.stderr.rfind(f"{device} time"):]
+        print(f"profile of {loop} at {shape}: " + "\n".join(table.splitlines()[:13]))
+        if profile_dir:
+            Path(profile_dir, f"profile_{shape}_{loop.replace('+', '-')}.txt").write_text(table)
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def _one(data: np.ndarray, tokens: Path, shape: str, steps: int, loop: str,
-         device: torch.device) -> dict:
+         device: torch.device, profile: int = 0) -> dict:
     """One loop's step times and peak memory, in this process. ``loop``: "ref", "ref+compile",
-    or our arch + "eager"/"compile", + "fp8" for torchao's float8 linears."""
+    or our arch + "eager"/"compile", + "fp8" for torchao's float8 linears, + "full" or
+    "chunked" for ``train.loss``, + "chunkN" for N tokens per chunk of the chunked loss.
+    ``profile``: the last steps profiled, and left out of the times returned."""
     name, *modes = loop.split("+")
     if name == "ref":
-        ts = reference_steps(data, shape, steps, device, "compile" in modes)
+        ts = reference_steps(data, shape, steps, device, "compile" in modes, profile)
     else:
+        for m in modes:
+            if m.startswith("chunk") and m[5:].isdigit():
+                model_loss.CHUNK_TOKENS = int(m[5:])
+        loss = "full" if "full" in modes else "chunked" if "chunked" in modes else "auto"
         ts = our_steps(tokens, shape, steps, name, "compile" in modes, device,
-                       "fp8" if "fp8" in modes else "auto")
-    return {"times": ts, "peak_gb": _peak_memory_gb(device)}
+                       "fp8" if "fp8" in modes else "auto", loss, profile)
+    kept = len(ts) - profile - 1 if profile else len(ts)   # the profiled steps left out
+    return {"times": ts[:kept], "peak_gb": _peak_memory_gb(device)}
 
 
 def _label(loop: str) -> str:
@@ -228,6 +281,11 @@ def main() -> None:
                          "and compiled with --compile)")
     ap.add_argument("--no-ref", action="store_true",
                     help="time only the --loops named (ratios against the first)")
+    ap.add_argument("--profile", type=int, default=0, metavar="K",
+                    help="torch.profiler over K steps at each run's end (K + 1 more steps are "
+                         "run, not timed); the first kernels printed, all in --profile-dir")
+    ap.add_argument("--profile-dir", default="",
+                    help="where each run's whole profile goes, as profile_SHAPE_LOOP.txt")
     ap.add_argument("--one", nargs=5, metavar=("TOKENS", "SHAPE", "STEPS", "LOOP", "DEVICE"),
                     help=argparse.SUPPRESS)  # the child of --isolate
     args = ap.parse_args()
@@ -235,7 +293,7 @@ def main() -> None:
         tokens, shape_name, steps, loop, device = args.one
         data = np.frombuffer(DATA.read_bytes(), dtype=np.uint8).astype(np.uint16)
         print(json.dumps(_one(data, Path(tokens), shape_name, int(steps), loop,
-                              torch.device(device))))
+                              torch.device(device), args.profile)))
         return
     dev = torch.device(args.device)
     if not DATA.is_file():
@@ -276,13 +334,18 @@ def main() -> None:
             # short rounds, order reversed every other round: a slow spell of this shared
             # machine then hits every loop alike instead of biasing whichever ran during it
             for label, loop in (loops if r % 2 == 0 else loops[::-1]):
-                res = _in_subprocess(tmp, name, args.steps, loop, args.device) if args.isolate \
-                    else _one(data, tmp, name, args.steps, loop, dev)
+                steps = args.steps + (args.profile + 1 if args.profile else 0)
+                res = _in_subprocess(tmp, name, steps, loop, args.device, args.profile,
+                                     args.profile_dir) \
+                    if args.isolate else _one(data, tmp, name, steps, loop, dev, args.profile)
                 times[label] += res["times"][args.skip:]
                 mem[label] = max(mem[label], res["peak_gb"])
         print(f"\n{name}: L{L} H{H} E{D} T{T} B{B} vocab {VOCAB.get(name, 258)}")
-        ref_ms = statistics.median(times[loops[0][0]])
+        ref_ms = statistics.median(times[loops[0][0]] or [math.nan])
         for label, loop in loops:
+            if not times[label]:
+                print(f"  {label:34} failed")
+                continue
             ms = statistics.median(times[label])
             arch = "gpt2" if loop.startswith("ref") else loop.split("+")[0]
             flops = _model_cfg(arch, name).flops_per_token() * T * B / ms

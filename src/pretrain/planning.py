@@ -121,7 +121,8 @@ def dry_run_summary(cfg: RunConfig) -> str:
     precision = "bf16" if cfg.device == "cuda" else "fp32"
     sh = shape(cfg, 1, precision)
     m = report.estimate(model, sh.batch, layout=sh.layout, checkpointing=sh.checkpointing,
-                        optimizer=sh.optimizer, precision=precision)
+                        optimizer=sh.optimizer, precision=precision,
+                        fused_loss=cfg.train.loss != "full" and sh.layout.tp == 1)
     tokens = sh.tokens(model.seq_len)
     return (f"{report.size(model)}\ntraining: {tokens:,} tokens = "
             f"{model.flops_per_token() * tokens:.3g} FLOPs\nmemory per device, one process ("

@@ -98,6 +98,16 @@ def test_dry_run_prints_resolved_config_and_runs_nothing(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_dry_run_memory_follows_the_loss_path(capsys):
+    """train.loss = "full" keeps the whole logits and their gradient: the estimate says so."""
+    totals = {}
+    for loss in ("auto", "full"):
+        assert main(["train", "--dry-run", f"--train.loss={loss}"]) == 0
+        line = next(x for x in capsys.readouterr().out.splitlines() if "memory per device" in x)
+        totals[loss] = float(line.split("total ")[1].split()[0])
+    assert totals["full"] > totals["auto"] * 1.2
+
+
 @pytest.mark.parametrize("how", [["fineweb-edu-debug"], ["-c", "fineweb-edu-debug"],
                                  ["--config=fineweb-edu-debug"]])
 def test_config_show_applies_file_and_overrides(how, capsys):

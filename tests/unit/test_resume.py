@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from pretrain import distributed
 from pretrain.config import ConfigError, PretrainError
 from pretrain.export import export_run
-from pretrain.model import hf, io
+from pretrain.model import hf, io, transformer
 from pretrain.model.config import ModelConfig
 from pretrain.model.transformer import Transformer
 from pretrain.tokenizer import shards
@@ -22,6 +22,7 @@ from pretrain.tokenizer.config import BOS, EOS, TokenizeConfig
 from pretrain.train import loop, state
 from pretrain.train.config import TrainConfig
 from pretrain.train.loop import RunPaths, Trainer, train
+from pretrain.train.parallelize import Layout, resolve_loss
 
 MODEL = ModelConfig(d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, seq_len=32, vocab_size=258,
                     dropout=0.1)  # dropout: the RNG state must be restored too
@@ -237,6 +238,42 @@ def test_a_checkpoint_is_a_model_folder_for_export_and_init_from(tokens, tmp_pat
     again = hf.import_hf(out)
     for name, value in loaded.state_dict().items():
         assert torch.equal(again.state_dict()[name], value), name
+
+
+def test_train_loss_full_or_chunked_trains_alike_and_picks_the_path(tokens, tmp_path,
+                                                                    monkeypatch):
+    """train.loss: "full" makes the whole logits, "chunked" (and "auto" on one process) the
+    fused chunks; the same losses within fp32 tolerance."""
+    calls = {"n": 0}
+    fused = transformer.linear_cross_entropy
+
+    def counting(*a, **kw):  # the real function, counted
+        calls["n"] += 1
+        return fused(*a, **kw)
+
+    monkeypatch.setattr(transformer, "linear_cross_entropy", counting)
+    model = ModelConfig(**{**MODEL.__dict__, "dropout": 0.0})
+    outs, used = {}, {}
+    for mode in ("full", "chunked", "auto"):
+        out = tmp_path / mode
+        out.mkdir()
+        calls["n"] = 0
+        train(_cfg(steps=3, loss=mode, checkpoint_every=0), model, tokens, RunPaths(out), seed=3)
+        outs[mode], used[mode] = [loss for _, loss in _losses(out)], calls["n"]
+    assert used == {"full": 0, "chunked": 3, "auto": 3}   # one call per training step
+    assert outs["chunked"] == outs["auto"]
+    assert outs["full"] == pytest.approx(outs["chunked"], abs=1e-4)
+
+
+def test_chunked_loss_under_tensor_parallelism_is_a_config_error():
+    """TP splits the head that the chunked loss needs whole: "auto" falls back to "full"."""
+    tp2 = Layout({"pp": 1, "dp_replicate": 1, "dp_shard": 1, "tp": 2})
+    one = Layout({"pp": 1, "dp_replicate": 1, "dp_shard": 1, "tp": 1})
+    assert resolve_loss(_cfg(loss="auto"), tp2) == "full"
+    assert resolve_loss(_cfg(loss="auto"), one) == "chunked"
+    assert resolve_loss(_cfg(loss="full"), one) == "full"
+    with pytest.raises(ConfigError, match="tp > 1"):
+        resolve_loss(_cfg(loss="chunked"), tp2)
 
 
 def test_bf16_autocast_trains_close_to_fp32(tokens, tmp_path):

@@ -31,12 +31,13 @@ class _LinearCrossEntropy(torch.autograd.Function):
         dw: torch.Tensor | None = None
         total = torch.zeros((), dtype=torch.float32, device=x.device)
         low = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled() else x.dtype
+        w = weight.to(low)   # cast once, not once per chunk and matmul
         # no value is read back to the host and no branch depends on one: under
         # torch.compile the whole chunk (upcast, log-sum-exp, softmax minus one-hot, mask,
         # downcast) is then one fused kernel between the matmuls
         for s in range(0, x.shape[0], chunk):
             xc, tc = x[s:s + chunk], targets[s:s + chunk]
-            logits = (xc @ weight.t()).float()                            # (c, V); autocast-aware
+            logits = (xc.to(low) @ w.t()).float()                         # (c, V)
             if vocab < logits.shape[1]:   # padding columns: no probability, so no gradient
                 logits[:, vocab:] = float("-inf")
             valid, tgt = tc >= 0, tc.clamp(min=0)
@@ -46,8 +47,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad = logp.exp_()
             grad[torch.arange(len(tc), device=tc.device), tgt] -= 1
             g = grad.to(low).mul_(valid[:, None])
-            dx[s:s + chunk] = (g @ weight.to(g.dtype)).to(dx.dtype)
-            part = (g.t() @ xc.to(g.dtype)).float()
+            dx[s:s + chunk] = (g @ w).to(dx.dtype)
+            part = (g.t() @ xc.to(low)).float()
             dw = part if dw is None else dw.add_(part)
         scale = 1 / n_valid.clamp(min=1).to(torch.float32) if mean else 1.0
         assert dw is not None

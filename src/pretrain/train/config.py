@@ -129,6 +129,11 @@ class TrainConfig:
     # training on Hopper or newer (the [fp8] extra). Weights and optimizer state stay fp32.
     precision: Literal["auto", "fp32", "bf16", "fp16", "fp8"] = "auto"
     compile: bool = False             # torch.compile the model (inductor; needs a C++ compiler on CPU)
+    # the head and the cross-entropy: "chunked" (fused, the logits made a chunk of tokens at a
+    # time: no full-vocabulary logits in memory), "full" (the whole logits in the autocast
+    # dtype; compiled, their fp32 upcast is fused into the loss kernels), "auto": see
+    # parallelize.resolve_loss. Equal within fp32 tolerance: not part of the stage's key.
+    loss: Literal["auto", "chunked", "full"] = "auto"
     activation_checkpointing: bool = False  # recompute block activations in backward
     checkpoint_every: int = 100       # steps between resumable checkpoints; 0 = none
     keep_last: int = 2                # checkpoints kept (plus the best by val loss)
@@ -163,7 +168,7 @@ class TrainConfig:
     UNKEYED: ClassVar[tuple[str, ...]] = (
         "resume", "remove_other_checkpoints", "log_every", "eval_every", "eval_batches", "probe_prompt_tokens",
         "probe_new_tokens", "threads", "peak_tflops", "checkpoint_every", "keep_last",
-        "tensorboard", "wandb", "wandb_project", "parallel")
+        "tensorboard", "wandb", "wandb_project", "parallel", "loss")
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "eval_every", "eval_batches", "log_every"):

@@ -54,7 +54,7 @@ from .optim import (
     make_optimizer,
     peaks,
 )
-from .parallelize import Layout, build, make_layout, resolve_precision
+from .parallelize import Layout, build, make_layout, resolve_loss, resolve_precision
 from .pipelining import Pipeline
 from .stability import DivergenceMonitor, SpikeGuard
 
@@ -119,6 +119,7 @@ class Trainer:
         self.decode = val.tokenizer().decode if self.probes else None
         self.generations: list[dict[str, Any]] = []
         self.precision = resolve_precision(cfg.precision, device)
+        self.fused_loss = resolve_loss(cfg, self.layout) == "chunked"   # head + loss in chunks
         low = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp8": torch.bfloat16}
         self.autocast = torch.autocast(device.type, dtype=low.get(self.precision, torch.float32),
                                        enabled=self.precision in low)
@@ -207,8 +208,7 @@ class Trainer:
             elif layout.ddp and not sync:
                 no_sync = self.net.no_sync()  # type: ignore[operator]
             with self.autocast, no_sync:
-                # the head fused with the loss in chunks, except where TP splits the head
-                _, loss = self.net(x, y, fused_loss=layout["tp"] == 1)
+                _, loss = self.net(x, y, fused_loss=self.fused_loss)
                 scaled = loss / cfg.grad_accum
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             loss_sum += loss.detach().double()

@@ -195,6 +195,17 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+def resolve_loss(cfg: TrainConfig, layout: Layout) -> str:
+    """``train.loss`` for this run: "chunked" or "full". Tensor parallelism splits the head,
+    which the chunked loss needs whole: "full" there. "auto" is "chunked" everywhere else."""
+    if layout["tp"] > 1:
+        if cfg.loss == "chunked":
+            raise ConfigError("train.loss = 'chunked' needs the whole output head: not with "
+                              "train.parallel.tp > 1 (use 'auto' or 'full')")
+        return "full"
+    return "chunked" if cfg.loss == "auto" else cfg.loss
+
+
 # ---- 3. parallelize ----------------------------------------------------------------------
 
 def parallelize(model: Transformer, cfg: TrainConfig, layout: Layout) -> None:

@@ -200,14 +200,38 @@ def _profiler(steps: int, last: int, device: torch.device):  # type: ignore[no-u
     attr = "self_device_time_total" if cuda else "self_cpu_time_total"
     # on a GPU the kernels alone (the CPU ops that launched them carry their time too)
     events = [e for e in prof.key_averages() if getattr(e, attr) > 0
-              and (not cuda or e.device_type == torch.autograd.DeviceType.CUDA)]
+              and (not cuda or e.device_type == torch.autograd.DeviceType.CUDA)
+              and not e.key.startswith("ProfilerStep")]   # the step's range, not a kernel
     total = sum(getattr(e, attr) for e in events)
     events.sort(key=lambda e: -getattr(e, attr))
-    print(f"{device.type} time {total / last / 1e3:.2f} ms/step over {last} steps",
+    groups: dict[str, float] = {}
+    for e in events:
+        kind = _kernel_kind(e.key)
+        groups[kind] = groups.get(kind, 0.0) + getattr(e, attr) / last / 1e3
+    print(f"{device.type} time {total / last / 1e3:.2f} ms/step over {last} steps: "
+          + ", ".join(f"{k} {v:.2f}" for k, v in sorted(groups.items(), key=lambda kv: -kv[1])),
           file=sys.stderr)
     for e in events:   # all of them: the parent shows the first and keeps the rest
         print(f"  {getattr(e, attr) / last / 1e3:7.3f} ms {e.count / last:5.1f}x "
               f"{e.key[:150]}", file=sys.stderr)
+
+
+KINDS = (  # (kind, substrings of a kernel's or op's name), the first match wins
+    ("attention", ("sdpa", "attention", "flash", "fmha", "cudnn")),
+    ("matmul", ("nvjet", "gemm", "cutlass", "xmma", "splitk", "cublas", "aten::mm",
+                "aten::addmm", "aten::bmm")),
+    ("clip", ("lpnorm", "vector_norm", "normtwo")),
+    ("optimizer", ("adam", "multi_tensor_apply", "Optimizer")),
+    ("loss", ("softmax", "nll", "cross_entropy", "LinearCrossEntropy")),
+    ("activation", ("gelu", "silu")),
+    ("norm", ("norm",)),
+)
+
+
+def _kernel_kind(name: str) -> str:
+    """A profiled kernel's (or CPU op's) kind, for the per-kind sums of a profile."""
+    low = name.lower()
+    return next((kind for kind, keys in KINDS if any(k.lower() in low for k in keys)), "other")
 
 
 def _peak_memory_gb(device: torch.device) -> float:
@@ -317,7 +341,7 @@ def main() -> None:
                                            if table else ""))
     ref = "ref+compile" if cuda and args.compile else "ref"
     if args.loops:
-        keys = [ref, *(k for k in args.loops.split(",") if not k.startswith("ref"))]
+        keys = [ref, *(k for k in args.loops.split(",") if k != ref)]   # e.g. ref+compile on CPU
     else:
         keys = [ref, "gpt2+eager", *(["gpt2+compile"] if cuda and args.compile else []),
                 "llama+eager", *(["llama+compile"] if args.compile else [])]

@@ -11,10 +11,13 @@ def model_config(arch: str = "llama") -> ModelConfig:
                        ffn_hidden=96, seq_len=32, vocab_size=258)
 
 
-def train_config(steps: int, batch: int, accum: int, parallel: str = "") -> TrainConfig:
-    """``parallel``: "dp_shard=2,tp=2" (the keys of ParallelConfig)."""
+def train_config(steps: int, batch: int, accum: int, parallel: str = "",
+                 **more: object) -> TrainConfig:
+    """``parallel``: "dp_shard=2,tp=2" (the keys of ParallelConfig); ``more``: other
+    TrainConfig fields."""
     kw = {k: (v if k == "pp_schedule" else int(v))
           for k, v in (item.split("=") for item in parallel.split(",") if item)}
-    return TrainConfig(steps=steps, batch_size=batch, grad_accum=accum, warmup_steps=2,
-                       eval_every=3, eval_batches=2, log_every=1, checkpoint_every=3, lr=3e-3,
-                       parallel=ParallelConfig(**kw))
+    base: dict[str, object] = dict(steps=steps, batch_size=batch, grad_accum=accum,
+                                   warmup_steps=2, eval_every=3, eval_batches=2, log_every=1,
+                                   checkpoint_every=3, lr=3e-3)
+    return TrainConfig(**{**base, **more}, parallel=ParallelConfig(**kw))  # type: ignore[arg-type]

@@ -37,6 +37,21 @@ def test_two_processes_match_one_with_the_same_global_batch(tokens, reference, t
     assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
 
 
+def test_ddp_with_the_host_reading_steps_late_makes_the_same_run(tokens, tmp_path):
+    """host_sync = "lagged" under DDP (2 processes): the skip decided on each rank's device
+    from the all-reduced loss, the host reading a step late between the steps that log or
+    evaluate: the same losses and weights, bit for bit, as reading every step."""
+    runs = {}
+    for sync in ("step", "lagged"):
+        res = worker(tokens, tmp_path / sync, batch=4, steps=10, parallel="dp_replicate=-1",
+                     host_sync=sync, log_every=4, eval_every=5)
+        assert res.returncode == 0, res.stderr[-3000:]
+        runs[sync] = (losses(tmp_path / sync), weights(tmp_path / sync))
+    assert runs["lagged"][0] == runs["step"][0] and len(runs["step"][0]) == 4  # steps 4 5 8 10
+    a, b = runs["lagged"][1], runs["step"][1]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_fsdp_kill_and_resume_continues_exactly(tokens, tmp_path):
     """Killed after the step-3 checkpoint, resumed under FSDP: the same run as uninterrupted.
     The checkpoint is sharded (each rank wrote its shards), and one process resumes it too."""

@@ -2,7 +2,8 @@
 layout given. Usage:
 
     worker.py TOKENS OUT [--parallel dp_shard=2,tp=2] [--batch 4] [--accum 2] [--steps 6]
-              [--arch llama] [--kill-at N] [--signal-at N]
+              [--arch llama] [--kill-at N] [--signal-at N] [--host-sync lagged]
+              [--log-every 1] [--eval-every 3]
 
 ``--kill-at N``: every rank stops at data position N (a simulated kill); a rerun resumes
 from OUT/ckpt. ``--signal-at N``: at data position N rank 1 alone sends itself SIGUSR1 (a
@@ -34,10 +35,14 @@ ap.add_argument("--steps", type=int, default=6)
 ap.add_argument("--arch", default="llama")
 ap.add_argument("--kill-at", type=int, default=-1)
 ap.add_argument("--signal-at", type=int, default=-1)
+ap.add_argument("--host-sync", default="auto")
+ap.add_argument("--log-every", type=int, default=1)
+ap.add_argument("--eval-every", type=int, default=3)
 args = ap.parse_args()
 
 d = distributed.init("cpu")
-cfg = train_config(args.steps, args.batch, args.accum, args.parallel)
+cfg = train_config(args.steps, args.batch, args.accum, args.parallel, host_sync=args.host_sync,
+                   log_every=args.log_every, eval_every=args.eval_every)
 args.out.mkdir(parents=True, exist_ok=True)
 real = Trainer.forward_backward
 

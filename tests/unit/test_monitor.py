@@ -84,9 +84,14 @@ def test_wandb_offline_needs_no_account(tokens: Path, tmp_path: Path, monkeypatc
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
 
 
-def test_time_budget_stops_training_and_decays_the_schedule(tokens: Path, tmp_path: Path):
+@pytest.mark.parametrize("sync,log_every", [("step", 1), ("lagged", 3)])
+def test_time_budget_stops_training_and_decays_the_schedule(tokens: Path, tmp_path: Path,
+                                                            sync: str, log_every: int):
+    """Also with the host reading steps late (lagged): the step that finds the budget spent
+    is the last, evaluated."""
     counts, log = _train(tokens, tmp_path, steps=100_000, time_budget_s=1.0, tensorboard=False,
-                         log_every=1, eval_every=100_000, warmup_steps=0, min_lr_ratio=0.0)
+                         log_every=log_every, eval_every=100_000, warmup_steps=0,
+                         min_lr_ratio=0.0, host_sync=sync)
     assert counts["train_time_s"] >= 1.0 and 2 < counts["steps"] < 100_000
     assert log[-1]["step"] == counts["steps"] and "val_loss" in log[-1]  # a final eval
     lrs = [r["lr"] for r in log]

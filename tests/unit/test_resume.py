@@ -22,7 +22,7 @@ from pretrain.tokenizer.config import BOS, EOS, TokenizeConfig
 from pretrain.train import loop, state
 from pretrain.train.config import TrainConfig
 from pretrain.train.loop import RunPaths, Trainer, train
-from pretrain.train.parallelize import Layout, resolve_loss
+from pretrain.train.parallelize import Layout, resolve_host_sync, resolve_loss
 
 MODEL = ModelConfig(d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, seq_len=32, vocab_size=258,
                     dropout=0.1)  # dropout: the RNG state must be restored too
@@ -101,7 +101,7 @@ def test_nan_gradient_skips_the_update_and_logs_it(tokens, tmp_path, monkeypatch
         loss, norm = real(self, data_pos)
         if data_pos == 5:
             next(self.model.parameters()).grad.fill_(float("nan"))
-            return loss, float("nan")
+            return loss, torch.full_like(norm, float("nan"))
         return loss, norm
 
     monkeypatch.setattr(Trainer, "forward_backward", nan_at_5)
@@ -112,6 +112,69 @@ def test_nan_gradient_skips_the_update_and_logs_it(tokens, tmp_path, monkeypatch
     weights = load_file(tmp_path / "a" / "model.safetensors")
     assert all(torch.isfinite(w).all() for w in weights.values())
     assert len(_losses(tmp_path / "a")) == 24   # still 24 optimizer steps
+
+
+def _nan_and_spikes(real):
+    """forward_backward with a NaN gradient at data position 5 and loss spikes at 18-20."""
+    def bad(self, data_pos):
+        loss, norm = real(self, data_pos)
+        if data_pos == 5:
+            next(self.model.parameters()).grad.fill_(float("nan"))
+            return loss, torch.full_like(norm, float("nan"))
+        return (loss * 50, norm) if data_pos in (18, 19, 20) else (loss, norm)
+    return bad
+
+
+def test_lagged_host_sync_makes_the_same_run_as_reading_each_step(tokens, tmp_path,
+                                                                  monkeypatch):
+    """host_sync = "lagged" (the device skips bad updates, the host reads a step late except
+    at steps that log, evaluate or checkpoint): the same skips, rollback, losses and
+    weights, bit for bit, as reading every step; and it did read late."""
+    monkeypatch.setattr(Trainer, "forward_backward", _nan_and_spikes(Trainer.forward_backward))
+    late: list[bool] = []
+    read = Trainer._read
+    monkeypatch.setattr(Trainer, "_read",
+                        lambda self, p, now, nxt: late.append(now is not None) or read(self, p, now, nxt))
+    runs = {}
+    for sync in ("step", "lagged"):
+        late.clear()
+        counts = _run(tokens, tmp_path / sync, tmp_path / f"ckpt-{sync}", host_sync=sync,
+                      log_every=5)
+        events = [json.loads(x) for x in (tmp_path / sync / "events.jsonl").open()]
+        log = [{k: r[k] for k in ("step", "loss", "grad_norm", "lr", "val_loss") if k in r}
+               for r in map(json.loads, (tmp_path / sync / "log.jsonl").open())]
+        runs[sync] = (counts["skipped_steps"], counts["rollbacks"], events, log,
+                      load_file(tmp_path / sync / "model.safetensors"), sum(late), len(late))
+    step, lagged = runs["step"], runs["lagged"]
+    assert step[0] == 3 and step[1] == 1   # NaN at 5 and spikes at 18, 19 skipped; 20 rolls back
+    assert lagged[:4] == step[:4]
+    assert all(torch.equal(lagged[4][k], step[4][k]) for k in step[4])
+    assert step[5:] == (0, 0) and lagged[5] >= 10          # read late on most steps
+
+
+def test_lagged_host_sync_kill_and_resume_is_bit_identical(tokens, tmp_path, monkeypatch):
+    _run(tokens, tmp_path / "a", tmp_path / "ckpt-a", host_sync="lagged", log_every=5)
+    _killed_then_resumed(tokens, tmp_path / "b", tmp_path / "ckpt-b", monkeypatch,
+                         host_sync="lagged", log_every=5)
+    a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _losses(tmp_path / "a") == _losses(tmp_path / "b")
+
+
+def test_lagged_host_sync_needs_the_skip_on_the_device():
+    one = Layout({"pp": 1, "dp_replicate": 1, "dp_shard": 1, "tp": 1})
+    fsdp = Layout({"pp": 1, "dp_replicate": 1, "dp_shard": 2, "tp": 1})
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_host_sync(_cfg(), one, cpu) == "step"        # auto: lagged on a GPU only
+    assert resolve_host_sync(_cfg(), one, cuda) == "lagged"
+    assert resolve_host_sync(_cfg(), fsdp, cuda) == "step"
+    assert resolve_host_sync(_cfg(precision="fp16"), one, cuda) == "step"
+    assert resolve_host_sync(_cfg(host_sync="lagged"), one, cpu) == "lagged"
+    for cfg, layout, why in ((_cfg(host_sync="lagged", optimizer="muon"), one, "muon"),
+                             (_cfg(host_sync="lagged", precision="fp16"), one, "fp16"),
+                             (_cfg(host_sync="lagged"), fsdp, "sharded")):
+        with pytest.raises(ConfigError, match=why):
+            resolve_host_sync(cfg, layout, cpu)
 
 
 def test_repeated_spikes_roll_back_and_skip_the_data(tokens, tmp_path, monkeypatch):
@@ -137,7 +200,8 @@ def test_repeated_spikes_roll_back_and_skip_the_data(tokens, tmp_path, monkeypat
 
 
 def test_divergence_without_a_checkpoint_is_a_clear_error(tokens, tmp_path, monkeypatch):
-    monkeypatch.setattr(Trainer, "forward_backward", lambda s, p: (float("nan"), float("nan")))
+    nan = torch.tensor(float("nan"), dtype=torch.float64)
+    monkeypatch.setattr(Trainer, "forward_backward", lambda s, p: (nan, nan))
     with pytest.raises(PretrainError, match="diverged at step 0 .* no checkpoint"):
         _run(tokens, tmp_path / "a", tmp_path / "ckpt")
 

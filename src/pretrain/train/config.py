@@ -134,6 +134,13 @@ class TrainConfig:
     # dtype; compiled, their fp32 upcast is fused into the loss kernels), "auto": see
     # parallelize.resolve_loss. Equal within fp32 tolerance: not part of the stage's key.
     loss: Literal["auto", "chunked", "full"] = "auto"
+    # when the host reads a step's loss and gradient norm: "step" (each step, before its
+    # update; the host takes or skips it), "lagged" (the device skips a bad update, through
+    # fused AdamW's found_inf, and the host reads a step late, at once only at steps that
+    # log, evaluate, checkpoint or end: no host synchronisation in other steps), "auto"
+    # (lagged on a GPU where it applies: AdamW, no fp16 scaler, no sharded parameters).
+    # The same decisions either way: not part of the stage's key.
+    host_sync: Literal["auto", "step", "lagged"] = "auto"
     activation_checkpointing: bool = False  # recompute block activations in backward
     checkpoint_every: int = 100       # steps between resumable checkpoints; 0 = none
     keep_last: int = 2                # checkpoints kept (plus the best by val loss)
@@ -168,7 +175,7 @@ class TrainConfig:
     UNKEYED: ClassVar[tuple[str, ...]] = (
         "resume", "remove_other_checkpoints", "log_every", "eval_every", "eval_batches", "probe_prompt_tokens",
         "probe_new_tokens", "threads", "peak_tflops", "checkpoint_every", "keep_last",
-        "tensorboard", "wandb", "wandb_project", "parallel", "loss")
+        "tensorboard", "wandb", "wandb_project", "parallel", "loss", "host_sync")
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "eval_every", "eval_batches", "log_every"):

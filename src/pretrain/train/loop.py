@@ -12,8 +12,11 @@ optionally W&B (``monitor.py``).
 Resume is exact: the loader's state is one integer (the data position), and a checkpoint
 holds the model, the optimizer, the RNG states and the loop state (``train/state.py``,
 sharded through DCP, loadable under any layout), so on CPU ``k`` steps + kill + resume
-gives the same weights and losses, bit for bit, as an uninterrupted run. Bad steps (NaN/Inf, loss spikes: ``train/stability.py``) skip their
-update; repeated ones roll back to the last checkpoint and skip the data that caused them.
+gives the same weights and losses, bit for bit, as an uninterrupted run. Bad steps (NaN/Inf,
+loss spikes: ``train/stability.py``) skip their update; repeated ones roll back to the last
+checkpoint and skip the data that caused them (``recovery.py``). The host reads each step
+(``host_sync = "step"``) or, on a GPU, lets the device skip bad updates and reads a step late
+("lagged"): the same decisions either way.
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ import torch
 from torch.distributed.tensor import DTensor
 
 from .. import distributed
-from ..config import ConfigError, Preempted, PretrainError
-from ..eval.loss import domain_windows, metrics, score
+from ..config import ConfigError, PretrainError
+from ..eval.loss import domain_windows, score
 from ..log import Progress, log0
 from ..model import io
 from ..model.attention import sdpa_backend
@@ -49,13 +52,17 @@ from .config import TrainConfig
 from .data import MixtureWindows, Prefetcher, RandomWindows
 from .fits import check_memory
 from .monitor import Monitor, log_line, memory_gb
-from .optim import (
-    lr_at,
-    make_optimizer,
-    peaks,
+from .optim import lr_at, make_optimizer, peaks
+from .parallelize import (
+    Layout,
+    build,
+    make_layout,
+    resolve_host_sync,
+    resolve_loss,
+    resolve_precision,
 )
-from .parallelize import Layout, build, make_layout, resolve_loss, resolve_precision
 from .pipelining import Pipeline
+from .recovery import Recovery
 from .stability import DivergenceMonitor, SpikeGuard
 
 
@@ -69,10 +76,21 @@ class RunPaths:
     name: str = "train"               # the run's name (W&B)
 
 
+@dataclass
+class _Pending:
+    """A step launched with its skip decided on the device, not read yet (host_sync lagged)."""
+
+    values: torch.Tensor              # loss, gradient norm, skipped (1.0) or not: on the host
+    event: torch.cuda.Event | None    # recorded after the copy (GPU); None: already there
+    data_pos: int
+    lr: float
+    t0: float
+
+
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
-class Trainer:
+class Trainer(Recovery):
     """The loop around one rank's model. ``layout`` says where the rank sits in the device
     mesh (one process when None); ``net`` is what forward and backward run through (a DDP
     wrapper, or the model itself); ``parallelize.build`` makes both."""
@@ -120,6 +138,9 @@ class Trainer:
         self.generations: list[dict[str, Any]] = []
         self.precision = resolve_precision(cfg.precision, device)
         self.fused_loss = resolve_loss(cfg, self.layout) == "chunked"   # head + loss in chunks
+        self.lagged = resolve_host_sync(cfg, self.layout, device) == "lagged"
+        self._host_buffers = [torch.empty(3, dtype=torch.float64, pin_memory=True)
+                              for _ in range(2)] if self.lagged and device.type == "cuda" else []
         low = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp8": torch.bfloat16}
         self.autocast = torch.autocast(device.type, dtype=low.get(self.precision, torch.float32),
                                        enabled=self.precision in low)
@@ -144,6 +165,8 @@ class Trainer:
         # neither toward time_budget_s nor toward the throughput
         self.t_warmup = 0.0
         self.timed_steps = 0
+        self._warm = True   # the next step is this process's first
+        self._bar: Any = None
         self.stop_requested = False
         self.monitor: Monitor | None = None
 
@@ -151,44 +174,18 @@ class Trainer:
         batch = self.cfg.batch_size * self.layout.dp
         if self.pipeline is None:
             return score(self.model, self.val, self.token_bytes, batch, self.device)
-        return self._pipeline_score()
+        return self.pipeline.score(self.val, self.token_bytes, self.cfg.batch_size,
+                                   self.model_cfg.seq_len, self.d)
 
-    def _pipeline_score(self) -> dict[str, dict[str, float]]:
-        """The held-out metrics through the pipeline: batches of the training shape (the
-        stages' buffers have that shape), padding scored as nothing; the last stage's
-        sums shared with every rank."""
-        rows, T = self.cfg.batch_size, self.model_cfg.seq_len
-        nbytes = torch.as_tensor(self.token_bytes) if self.token_bytes is not None else None
-        sums = []
-        for wins in self.val.values():
-            nll, tokens, n_bytes = 0.0, 0, 0
-            for i in range(0, len(wins), rows):
-                xy = torch.full((rows, T + 1), -1, dtype=torch.int64)
-                for r, w in enumerate(wins[i:i + rows]):
-                    xy[r, :len(w)] = torch.as_tensor(w)
-                x, y = xy[:, :-1].clamp(min=0), xy[:, 1:]
-                nll += self.pipeline.nll(x.to(self.device), y.to(self.device)) or 0.0  # type: ignore[union-attr]
-                tokens += int((y >= 0).sum())
-                n_bytes += int(nbytes[y[y >= 0]].sum()) if nbytes is not None else 0
-            sums.append((nll, tokens, n_bytes))
-        shared = distributed.mean([s[0] for s in sums], self.d, self.device,
-                                  weight=1.0 if self.layout.last_stage else 0.0)
-        out = {d: metrics(n, t, b) for d, n, (_, t, b) in zip(self.val, shared, sums, strict=True)}
-        out["all"] = metrics(sum(shared), sum(s[1] for s in sums), sum(s[2] for s in sums))
-        return out
-
-    def done(self) -> bool:
+    def done(self, ahead: int = 0) -> bool:
+        """Trained enough steps (counting ``ahead`` more) or the time budget is spent."""
         budget = self.cfg.time_budget_s
-        return self.step >= self.cfg.steps or bool(budget and self.t_train >= budget)
+        return self.step + ahead >= self.cfg.steps or bool(budget and self.t_train >= budget)
 
-    def forward_backward(self, data_pos: int) -> tuple[float, float]:
-        """One optimizer step's gradients; returns (mean loss, gradient norm before clipping).
-
-        The loss is summed on the device and fetched with the norm in one transfer: the
-        step's one host synchronisation (needed there, since the update is skipped or taken
-        on their values: a masked update on the device could not undo AdamW's moment and
-        step-count updates exactly). The batches come from the prefetcher, made while the
-        previous micro-step computed."""
+    def forward_backward(self, data_pos: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step's gradients; returns (mean loss, gradient norm before
+        clipping), on the device: nothing is read back here. The batches come from the
+        prefetcher, made while the previous micro-step computed."""
         cfg, layout = self.cfg, self.layout
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         has_loss = self.pipeline is None or layout.last_stage
@@ -218,8 +215,7 @@ class Trainer:
         # every rank must take the same skip/rollback decision: use the global mean loss
         mean = distributed.mean_tensor(loss_sum / cfg.grad_accum, self.d,
                                        weight=1.0 if has_loss else 0.0)
-        loss_v, norm_v = torch.stack([mean.double(), norm.double()]).tolist()
-        return loss_v, norm_v
+        return mean.double(), norm.double()
 
     def _clip(self) -> torch.Tensor:
         """The norm of all gradients (sharded, split by stage, or whole) before clipping, on
@@ -276,72 +272,6 @@ class Trainer:
         if self.scaler is not None and st.get("scaler"):
             self.scaler.load_state_dict(st["scaler"])
 
-    def _intact_checkpoint(self, at_most: int | None = None,
-                           oldest: bool = False) -> Path | None:
-        """The newest (or ``oldest``) checkpoint that verifies, of step ``at_most`` or earlier
-        if given (rank 0 checks, every rank takes its answer)."""
-        found = state.latest_intact(self.ckpt_dir, at_most, oldest) if self.d.rank == 0 else None
-        return distributed.broadcast(found, self.d)  # type: ignore[no-any-return]
-
-    def _rollback(self, rec: dict[str, Any]) -> None:
-        ckpt = self._intact_checkpoint()
-        if ckpt is None or self.rollbacks >= self.cfg.max_rollbacks:
-            raise PretrainError(f"training diverged at step {self.step} ({rec['reason']}) and "
-                                f"{'no checkpoint is left to roll back to' if ckpt is None else 'the rollback budget is spent'}; "
-                                "lower train.lr or raise train.warmup_steps")
-        bad_pos = self.data_pos
-        events, rollbacks = self.events, self.rollbacks + 1
-        self.restore(ckpt)
-        self.data_pos, self.events, self.rollbacks = bad_pos, events, rollbacks  # skip that data
-        rec["action"] = f"rollback to step {self.step}, data position {bad_pos}"
-
-    def _diverged(self, loss: float) -> bool:
-        """After an accepted step: watch for slow divergence; True if it rolled back."""
-        cfg = self.cfg
-        if cfg.on_divergence == "off":
-            return False
-        found = self.divergence.observe(self.step, loss)
-        if found is None:
-            return False
-        assert self.monitor is not None
-        reason, began = found
-        rec: dict[str, Any] = {"step": self.step, "data_pos": self.data_pos - 1, "loss": loss,
-                               "reason": reason, "began_at_step": began}
-        ckpt, nearest = None, ""
-        if cfg.on_divergence == "rollback":
-            # from before it began; else the oldest one kept (rotation may have removed those)
-            ckpt = self._intact_checkpoint(at_most=began)
-            if ckpt is None:
-                ckpt = self._intact_checkpoint(oldest=True)
-                nearest = (f" (none is left from step {began} or earlier: the oldest kept; "
-                           "raise train.keep_last to keep more)")
-        if ckpt is None or self.rollbacks >= cfg.max_rollbacks:
-            why = ("train.on_divergence = 'stop'" if cfg.on_divergence == "stop" else
-                   "there is no checkpoint to roll back to"
-                   if ckpt is None else "the rollback budget (train.max_rollbacks) is spent")
-            rec["action"] = "stopped"
-            self.events.append(rec)
-            self.monitor.event(rec)
-            raise PretrainError(
-                f"training diverged at step {self.step} ({reason}; it began after step "
-                f"{began}) and {why}; lower train.lr (to {cfg.lr * self.lr_scale * cfg.divergence_lr_factor:.3g}?) "
-                "or raise train.warmup_steps")
-        bad_pos, events, rollbacks = self.data_pos, self.events, self.rollbacks + 1
-        lr_scale = self.lr_scale * cfg.divergence_lr_factor
-        if self.d.rank == 0 and self.ckpt_dir is not None:
-            gone = state.discard_after(self.ckpt_dir, state.step_of(ckpt))
-            if gone:
-                log0(f"train: removed the checkpoints of the diverged steps: {', '.join(gone)}")
-        self.restore(ckpt)
-        self.data_pos, self.events, self.rollbacks = bad_pos, events, rollbacks
-        self.lr_scale = lr_scale
-        rec["action"] = (f"rollback to step {self.step}, data position {bad_pos}, learning "
-                         f"rate x{lr_scale:g} from now on{nearest}")
-        self.events.append(rec)
-        self.monitor.event(rec)
-        log0(f"train: step {rec['step']}: {reason}; {rec['action']}")
-        return True
-
     # ---- the loop ----------------------------------------------------------------------------
     def run(self) -> None:
         cfg = self.cfg
@@ -370,86 +300,137 @@ class Trainer:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
 
-    def _request_stop(self, signum: int, frame: Any) -> None:
-        """SIGTERM/SIGUSR1 (a scheduler's notice): stop at the next step boundary."""
-        self.stop_requested = True
-
-    def _stop_if_requested(self) -> None:
-        """At a step boundary: if any rank was asked to stop, all write a checkpoint and stop."""
-        if not distributed.any_rank(self.stop_requested, self.d, self.device):
-            return
-        ckpt = self.save()
-        where = f"checkpoint {ckpt}" if ckpt else "no checkpoint (no checkpoint folder)"
-        raise Preempted(f"stopped by a signal at step {self.step}, {where}; run the same "
-                        "command again to resume")
-
     def _loop(self) -> None:
-        cfg = self.cfg
-        assert self.monitor is not None
-        tokens_per_step = cfg.batch_size * cfg.grad_accum * self.layout.dp * self.model_cfg.seq_len
-        flops_per_step = self.model.cfg.flops_per_token() * tokens_per_step
-        warm = True
-        with Progress("train", total=None if cfg.time_budget_s else cfg.steps, unit="steps") as bar:
+        """Steps until done. With ``host_sync = "step"`` the host reads each step's loss and
+        norm and then takes or skips its update; with "lagged" the device skips a bad update
+        itself and the host reads a step late (``_launch``, ``_read``), while the next
+        step's forward and backward already run, except at steps that log, evaluate,
+        checkpoint or end, which are read at once: the same decisions, in the same order."""
+        pending: _Pending | None = None
+        with Progress("train", total=None if self.cfg.time_budget_s else self.cfg.steps,
+                      unit="steps") as bar:
+            self._bar = bar
             bar.update(self.step)
-            while not self.done():
+            while pending is not None or not self.done():
+                if pending is not None and self.done(ahead=1):  # it may be the last: read it
+                    self._read(pending, None, self.data_pos)
+                    pending = None
+                    continue
                 t0 = time.perf_counter()
-                frac = self.t_train / cfg.time_budget_s if cfg.time_budget_s else None
-                lr = lr_at(self.step, cfg, frac) * self.lr_scale
+                pos = self.data_pos
+                mean, norm = self.forward_backward(pos)
+                self.data_pos = pos + 1
+                if pending is not None:
+                    rolled = self._read(pending, t0, pos + 1)
+                    pending = None
+                    if rolled or self.done():  # this step's gradients are of a state now gone
+                        self.opt.zero_grad(set_to_none=True)
+                        self.data_pos = self.data_pos if rolled else pos
+                        continue
+                frac = self.t_train / self.cfg.time_budget_s if self.cfg.time_budget_s else None
+                lr = lr_at(self.step, self.cfg, frac) * self.lr_scale
                 for g in self.opt.param_groups:  # every optimizer's groups
                     g["lr"] = lr * g.get("lr_mult", 1.0)
-                loss, norm = self.forward_backward(self.data_pos)
-                self.data_pos += 1
-                if self.scaler is not None and math.isfinite(loss) and not math.isfinite(norm):
+                if self.lagged:
+                    pending = self._launch(mean, norm, pos, lr, t0)
+                    if self._read_now():
+                        self._read(pending, None, pos + 1)
+                        pending = None
+                    continue
+                loss, norm_v = torch.stack([mean, norm]).tolist()  # the step's one host read
+                if self.scaler is not None and math.isfinite(loss) and not math.isfinite(norm_v):
                     self._fp16_overflow(loss)  # not a bad step: the scale was too high
                     continue
-                reason = self.guard.check(loss, norm)
-                if reason is not None:
-                    self.opt.zero_grad(set_to_none=True)
-                    if self.scaler is not None:
-                        self.scaler.update()
-                    rec = {"step": self.step, "data_pos": self.data_pos - 1, "loss": loss,
-                           "grad_norm": norm, "reason": reason, "action": "skipped update"}
-                    if self.guard.reject():
-                        self._rollback(rec)
-                    self.events.append(rec)
-                    self.monitor.event(rec)
-                    log0(f"train: step {rec['step']}: {reason}, loss {loss:.4g}; {rec['action']}")
-                    continue
-                self.guard.accept(loss)
-                if self.scaler is not None:
+                reason = self.guard.check(loss, norm_v)
+                if reason is None and self.scaler is not None:
                     self.scaler.step(self.opt)
-                    self.scaler.update()
-                else:
+                elif reason is None:
                     self.opt.step()
+                if self.scaler is not None:
+                    self.scaler.update()
                 self.opt.zero_grad(set_to_none=True)
-                self.step += 1
-                dt = time.perf_counter() - t0
-                if warm:
-                    self.t_warmup += dt
-                    warm = False
-                else:
-                    self.t_train += dt
-                    self.timed_steps += 1
-                self._record(loss, lr, norm, dt, tokens_per_step, flops_per_step)
-                bar.update(1, loss=loss)
-                if self._diverged(loss):
-                    continue   # rolled back: nothing of the diverged state is saved
-                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 \
-                        and not self.done():
-                    self.save()
-                self._stop_if_requested()
+                self._settle(loss, norm_v, reason, lr, time.perf_counter() - t0, True)
 
-    def _fp16_overflow(self, loss: float) -> None:
-        """fp16 gradients overflowed: skip the update, lower the scale, record the event."""
-        assert self.scaler is not None and self.monitor is not None
-        self.scaler.update()  # the overflow found by unscale_ halves the scale
+    def _launch(self, mean: torch.Tensor, norm: torch.Tensor, pos: int, lr: float,
+                t0: float) -> _Pending:
+        """The update, skipped on the device if the step is bad (a non-finite loss or norm,
+        or a loss above the spike guard's threshold): fused AdamW's ``found_inf`` leaves the
+        weights, moments and step count as they were. The loss, norm and skip flag are
+        copied to pinned host memory behind an event, to be read later."""
+        bad = ~(torch.isfinite(mean) & torch.isfinite(norm)) | (mean > self.guard.threshold())
+        self.opt.found_inf = bad.float()  # type: ignore[attr-defined]
+        self.opt.step()
         self.opt.zero_grad(set_to_none=True)
-        rec = {"step": self.step, "data_pos": self.data_pos - 1, "loss": loss,
-               "grad_norm": math.inf, "reason": "fp16 gradient overflow",
-               "action": f"skipped update, loss scale now {self.scaler.get_scale():g}"}
-        self.events.append(rec)
-        self.monitor.event(rec)
-        log0(f"train: step {rec['step']}: {rec['reason']}; {rec['action']}")
+        values = torch.stack([mean, norm, bad.double()])
+        event = None
+        if self.device.type == "cuda":
+            host = self._host_buffers[pos % 2]   # the step before may still be unread
+            host.copy_(values, non_blocking=True)
+            values, event = host, torch.cuda.Event()
+            event.record()
+        return _Pending(values, event, pos, lr, t0)
+
+    def _read_now(self) -> bool:
+        """Whether the step just launched is read at once: it logs, evaluates, checkpoints
+        or may end the run (step number known: the step before was read), it is the first
+        of this process (timed apart) or a stop was asked (one process; under torchrun the
+        ranks agree on it at the steps that log)."""
+        cfg, n = self.cfg, self.step + 1
+        return (n % cfg.log_every == 0 or n % cfg.eval_every == 0 or n >= cfg.steps
+                or bool(cfg.checkpoint_every and n % cfg.checkpoint_every == 0)
+                or self._warm or (self.stop_requested and not self.d.enabled))
+
+    def _read(self, p: _Pending, now: float | None, next_pos: int) -> bool:
+        """The host's part of a lagged step: read its values (at once when ``now`` is None,
+        else late, at ``now``, with the next step's gradients made) and record it as
+        ``_settle`` does; True if that rolled back."""
+        if p.event is not None:
+            p.event.synchronize()
+        loss, norm, bad = p.values.tolist()
+        reason = (self.guard.check(loss, norm) or "loss spike") if bad else None
+        dt = (time.perf_counter() if now is None else now) - p.t0
+        self.data_pos = p.data_pos + 1  # as when it was made (records, rollbacks)
+        rolled = self._settle(loss, norm, reason, p.lr, dt, now is None)
+        if not rolled:
+            self.data_pos = next_pos
+        return rolled
+
+    def _settle(self, loss: float, norm: float, reason: str | None, lr: float, dt: float,
+                boundary: bool) -> bool:
+        """Record a step whose update was taken (``reason`` None) or skipped; True if it rolled
+        back. ``boundary``: no later step's work has begun, so a checkpoint or a stop may
+        be taken here."""
+        assert self.monitor is not None
+        if reason is not None:
+            rec = {"step": self.step, "data_pos": self.data_pos - 1, "loss": loss,
+                   "grad_norm": norm, "reason": reason, "action": "skipped update"}
+            rolled = self.guard.reject()
+            if rolled:
+                self._rollback(rec)
+            self.events.append(rec)
+            self.monitor.event(rec)
+            log0(f"train: step {rec['step']}: {reason}, loss {loss:.4g}; {rec['action']}")
+            return rolled
+        self.guard.accept(loss)
+        self.step += 1
+        if self._warm:
+            self.t_warmup += dt
+            self._warm = False
+        else:
+            self.t_train += dt
+            self.timed_steps += 1
+        cfg = self.cfg
+        tokens = cfg.batch_size * cfg.grad_accum * self.layout.dp * self.model_cfg.seq_len
+        self._record(loss, lr, norm, dt, tokens, self.model.cfg.flops_per_token() * tokens)
+        self._bar.update(1, loss=loss)
+        if self._diverged(loss):
+            return True   # rolled back: nothing of the diverged state is saved
+        if boundary and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 \
+                and not self.done():
+            self.save()
+        if boundary:
+            self._stop_if_requested()
+        return False
 
     def _record(self, loss: float, lr: float, norm: float, dt: float, tokens: int,
                 flops: int) -> None:

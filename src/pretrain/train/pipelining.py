@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import distributed
+from ..eval.loss import metrics
 from ..model.transformer import Transformer
 
 
@@ -63,6 +65,7 @@ class Pipeline:
                  device: torch.device, group: Any):
         from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
         self.first, self.last, self.microbatches = stage == 0, stage == pp - 1, microbatches
+        self.device = device
         self.stage = PipelineStage(_Stage(net), stage, pp, device, group=group)
         kind = Schedule1F1B if schedule == "1F1B" else ScheduleGPipe
         self.schedule = kind(self.stage, microbatches, loss_fn=_loss)
@@ -82,6 +85,30 @@ class Pipeline:
             return None
         counts = [int((c >= 0).sum()) for c in y.tensor_split(self.microbatches)]
         return sum(float(loss) * n for loss, n in zip(losses, counts, strict=True))
+
+    def score(self, val: dict[str, list[Any]], token_bytes: Any, rows: int, T: int,
+              d: distributed.Dist) -> dict[str, dict[str, float]]:
+        """The held-out metrics of ``val`` (windows by domain) through the pipeline: batches
+        of the training shape (``rows`` x ``T``: the stages' buffers have that shape),
+        padding scored as nothing; the last stage's sums shared with every rank."""
+        nbytes = torch.as_tensor(token_bytes) if token_bytes is not None else None
+        sums = []
+        for wins in val.values():
+            nll, tokens, n_bytes = 0.0, 0, 0
+            for i in range(0, len(wins), rows):
+                xy = torch.full((rows, T + 1), -1, dtype=torch.int64)
+                for r, w in enumerate(wins[i:i + rows]):
+                    xy[r, :len(w)] = torch.as_tensor(w)
+                x, y = xy[:, :-1].clamp(min=0), xy[:, 1:]
+                nll += self.nll(x.to(self.device), y.to(self.device)) or 0.0
+                tokens += int((y >= 0).sum())
+                n_bytes += int(nbytes[y[y >= 0]].sum()) if nbytes is not None else 0
+            sums.append((nll, tokens, n_bytes))
+        shared = distributed.mean([s[0] for s in sums], d, self.device,
+                                  weight=1.0 if self.last else 0.0)
+        out = {k: metrics(n, t, b) for k, n, (_, t, b) in zip(val, shared, sums, strict=True)}
+        out["all"] = metrics(sum(shared), sum(s[1] for s in sums), sum(s[2] for s in sums))
+        return out
 
     def _run(self, fn: Any, x: torch.Tensor, y: torch.Tensor, losses: list[torch.Tensor]) -> None:
         args = (x,) if self.first else ()

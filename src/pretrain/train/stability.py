@@ -34,13 +34,23 @@ class SpikeGuard:
         """None if the step is fine, else the reason it is bad."""
         if not math.isfinite(loss) or not math.isfinite(grad_norm):
             return "non-finite loss or gradient"
-        if len(self.losses) >= self.min_history and self.zscore > 0:
-            mean = sum(self.losses) / len(self.losses)
-            std = math.sqrt(sum((x - mean) ** 2 for x in self.losses) / len(self.losses))
+        if loss > self.threshold():
+            mean, std = self._stats()
             z = (loss - mean) / max(std, 1e-8)
-            if z > self.zscore:
-                return f"loss spike (z = {z:.1f} over the last {len(self.losses)} steps)"
+            return f"loss spike (z = {z:.1f} over the last {len(self.losses)} steps)"
         return None
+
+    def threshold(self) -> float:
+        """The loss above which a step is a spike (inf until ``min_history`` losses are in):
+        one number, so that the device can make the same decision (``host_sync = lagged``)."""
+        if len(self.losses) < self.min_history or self.zscore <= 0:
+            return math.inf
+        mean, std = self._stats()
+        return mean + self.zscore * max(std, 1e-8)
+
+    def _stats(self) -> tuple[float, float]:
+        mean = sum(self.losses) / len(self.losses)
+        return mean, math.sqrt(sum((x - mean) ** 2 for x in self.losses) / len(self.losses))
 
     def accept(self, loss: float) -> None:
         self.losses.append(loss)

@@ -1,0 +1,135 @@
+"""What the training loop does when a step goes wrong or a stop is asked: roll back to a
+checkpoint (after repeated bad steps, or on slow divergence, with a lower learning rate),
+skip an fp16 step whose gradients overflowed, and stop at a step boundary with a checkpoint
+when a scheduler sends SIGTERM/SIGUSR1. A mixin of ``loop.Trainer``: the state it reads and
+writes is the trainer's, declared below."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import distributed
+from ..config import Preempted, PretrainError
+from ..log import log0
+from . import state
+from .config import TrainConfig
+from .monitor import Monitor
+from .stability import DivergenceMonitor
+
+
+class Recovery:
+    cfg: TrainConfig
+    d: distributed.Dist
+    device: torch.device
+    ckpt_dir: Path | None
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    divergence: DivergenceMonitor
+    monitor: Monitor | None
+    step: int
+    data_pos: int
+    rollbacks: int
+    lr_scale: float
+    events: list[dict[str, Any]]
+    stop_requested: bool
+
+    def save(self, folder: Path | None = None) -> Path | None:
+        raise NotImplementedError
+
+    def restore(self, ckpt: Path) -> None:
+        raise NotImplementedError
+
+    def _intact_checkpoint(self, at_most: int | None = None,
+                           oldest: bool = False) -> Path | None:
+        """The newest (or ``oldest``) checkpoint that verifies, of step ``at_most`` or earlier
+        if given (rank 0 checks, every rank takes its answer)."""
+        found = state.latest_intact(self.ckpt_dir, at_most, oldest) if self.d.rank == 0 else None
+        return distributed.broadcast(found, self.d)  # type: ignore[no-any-return]
+
+    def _rollback(self, rec: dict[str, Any]) -> None:
+        ckpt = self._intact_checkpoint()
+        if ckpt is None or self.rollbacks >= self.cfg.max_rollbacks:
+            raise PretrainError(f"training diverged at step {self.step} ({rec['reason']}) and "
+                                f"{'no checkpoint is left to roll back to' if ckpt is None else 'the rollback budget is spent'}; "
+                                "lower train.lr or raise train.warmup_steps")
+        bad_pos = self.data_pos
+        events, rollbacks = self.events, self.rollbacks + 1
+        self.restore(ckpt)
+        self.data_pos, self.events, self.rollbacks = bad_pos, events, rollbacks  # skip that data
+        rec["action"] = f"rollback to step {self.step}, data position {bad_pos}"
+
+    def _diverged(self, loss: float) -> bool:
+        """After an accepted step: watch for slow divergence; True if it rolled back."""
+        cfg = self.cfg
+        if cfg.on_divergence == "off":
+            return False
+        found = self.divergence.observe(self.step, loss)
+        if found is None:
+            return False
+        assert self.monitor is not None
+        reason, began = found
+        rec: dict[str, Any] = {"step": self.step, "data_pos": self.data_pos - 1, "loss": loss,
+                               "reason": reason, "began_at_step": began}
+        ckpt, nearest = None, ""
+        if cfg.on_divergence == "rollback":
+            # from before it began; else the oldest one kept (rotation may have removed those)
+            ckpt = self._intact_checkpoint(at_most=began)
+            if ckpt is None:
+                ckpt = self._intact_checkpoint(oldest=True)
+                nearest = (f" (none is left from step {began} or earlier: the oldest kept; "
+                           "raise train.keep_last to keep more)")
+        if ckpt is None or self.rollbacks >= cfg.max_rollbacks:
+            why = ("train.on_divergence = 'stop'" if cfg.on_divergence == "stop" else
+                   "there is no checkpoint to roll back to"
+                   if ckpt is None else "the rollback budget (train.max_rollbacks) is spent")
+            rec["action"] = "stopped"
+            self.events.append(rec)
+            self.monitor.event(rec)
+            raise PretrainError(
+                f"training diverged at step {self.step} ({reason}; it began after step "
+                f"{began}) and {why}; lower train.lr (to {cfg.lr * self.lr_scale * cfg.divergence_lr_factor:.3g}?) "
+                "or raise train.warmup_steps")
+        bad_pos, events, rollbacks = self.data_pos, self.events, self.rollbacks + 1
+        lr_scale = self.lr_scale * cfg.divergence_lr_factor
+        if self.d.rank == 0 and self.ckpt_dir is not None:
+            gone = state.discard_after(self.ckpt_dir, state.step_of(ckpt))
+            if gone:
+                log0(f"train: removed the checkpoints of the diverged steps: {', '.join(gone)}")
+        self.restore(ckpt)
+        self.data_pos, self.events, self.rollbacks = bad_pos, events, rollbacks
+        self.lr_scale = lr_scale
+        rec["action"] = (f"rollback to step {self.step}, data position {bad_pos}, learning "
+                         f"rate x{lr_scale:g} from now on{nearest}")
+        self.events.append(rec)
+        self.monitor.event(rec)
+        log0(f"train: step {rec['step']}: {reason}; {rec['action']}")
+        return True
+
+    def _request_stop(self, signum: int, frame: Any) -> None:
+        """SIGTERM/SIGUSR1 (a scheduler's notice): stop at the next step boundary."""
+        self.stop_requested = True
+
+    def _stop_if_requested(self) -> None:
+        """At a step boundary: if any rank was asked to stop, all write a checkpoint and stop."""
+        if not distributed.any_rank(self.stop_requested, self.d, self.device):
+            return
+        ckpt = self.save()
+        where = f"checkpoint {ckpt}" if ckpt else "no checkpoint (no checkpoint folder)"
+        raise Preempted(f"stopped by a signal at step {self.step}, {where}; run the same "
+                        "command again to resume")
+
+    def _fp16_overflow(self, loss: float) -> None:
+        """fp16 gradients overflowed: skip the update, lower the scale, record the event."""
+        assert self.scaler is not None and self.monitor is not None
+        self.scaler.update()  # the overflow found by unscale_ halves the scale
+        self.opt.zero_grad(set_to_none=True)
+        rec = {"step": self.step, "data_pos": self.data_pos - 1, "loss": loss,
+               "grad_norm": math.inf, "reason": "fp16 gradient overflow",
+               "action": f"skipped update, loss scale now {self.scaler.get_scale():g}"}
+        self.events.append(rec)
+        self.monitor.event(rec)
+        log0(f"train: step {rec['step']}: {rec['reason']}; {rec['action']}")

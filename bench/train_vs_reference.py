@@ -163,13 +163,17 @@ def _model_cfg(arch: str, shape: str) -> ModelConfig:
 
 def our_steps(tokens: Path, shape: str, steps: int, arch: str, compile_: bool,
               device: torch.device, precision: str = "auto", loss: str = "auto",
-              profile: int = 0) -> list[float]:
+              profile: int = 0, host_sync: str = "auto") -> list[float]:
     L, H, D, T, B = SHAPES[shape]
     cfg = _model_cfg(arch, shape)
+    # per-step times from the log (a host read each step), or with host_sync named, the
+    # mean over the timed steps, logging only the last (a logged step is read at once)
+    by_mean = host_sync != "auto"
     tc = TrainConfig(steps=steps, batch_size=B, warmup_steps=1, eval_every=10**6,
-                     eval_batches=1, log_every=1, checkpoint_every=0, lr=1e-3, compile=compile_,
+                     eval_batches=1, log_every=steps if by_mean else 1, checkpoint_every=0,
+                     lr=1e-3, compile=compile_,
                      precision=precision, tensorboard=False, probe_new_tokens=0,
-                     loss=loss)  # type: ignore[arg-type]
+                     loss=loss, host_sync=host_sync)  # type: ignore[arg-type]
     torch.manual_seed(0)
     layout = Layout(tc.parallel.degrees(1))
     model, net = build(cfg, tc, layout, device)  # compiled as training does
@@ -179,6 +183,8 @@ def our_steps(tokens: Path, shape: str, steps: int, arch: str, compile_: bool,
             record = t._record
             t._record = lambda *a: (record(*a), prof.step())  # type: ignore[method-assign]
         t.run()
+    if by_mean:
+        return [t.t_train / t.timed_steps] * t.timed_steps
     return [T * B / r["tok_per_s"] for r in t.history]
 
 
@@ -260,7 +266,8 @@ def _one(data: np.ndarray, tokens: Path, shape: str, steps: int, loop: str,
          device: torch.device, profile: int = 0) -> dict:
     """One loop's step times and peak memory, in this process. ``loop``: "ref", "ref+compile",
     or our arch + "eager"/"compile", + "fp8" for torchao's float8 linears, + "full" or
-    "chunked" for ``train.loss``, + "chunkN" for N tokens per chunk of the chunked loss.
+    "chunked" for ``train.loss``, + "chunkN" for N tokens per chunk of the chunked loss,
+    + "lagged" or "step" for ``train.host_sync``.
     ``profile``: the last steps profiled, and left out of the times returned."""
     name, *modes = loop.split("+")
     if name == "ref":
@@ -270,8 +277,9 @@ def _one(data: np.ndarray, tokens: Path, shape: str, steps: int, loop: str,
             if m.startswith("chunk") and m[5:].isdigit():
                 model_loss.CHUNK_TOKENS = int(m[5:])
         loss = "full" if "full" in modes else "chunked" if "chunked" in modes else "auto"
+        sync = "lagged" if "lagged" in modes else "step" if "step" in modes else "auto"
         ts = our_steps(tokens, shape, steps, name, "compile" in modes, device,
-                       "fp8" if "fp8" in modes else "auto", loss, profile)
+                       "fp8" if "fp8" in modes else "auto", loss, profile, sync)
     kept = len(ts) - profile - 1 if profile else len(ts)   # the profiled steps left out
     return {"times": ts[:kept], "peak_gb": _peak_memory_gb(device)}
 

@@ -19,7 +19,7 @@ from pretrain.model.config import ModelConfig
 from pretrain.model.generate import generate
 from pretrain.model.transformer import Transformer
 from pretrain.train.config import TrainConfig
-from pretrain.train.loop import RunPaths, train
+from pretrain.train.loop import RunPaths, Trainer, train
 
 from ..conftest import code_and_prose_shards
 
@@ -119,3 +119,27 @@ def test_cached_generation_on_the_gpu_equals_recomputing_the_whole_prefix():
     cached = generate(model, prompts, 12, temperature=0.0)
     assert cached == generate(model, prompts, 12, temperature=0.0, use_cache=False)
     assert all(len(c) == 12 for c in cached)
+
+
+def test_lagged_host_sync_on_the_gpu_skips_like_reading_each_step(tokens, tmp_path,
+                                                                 monkeypatch):
+    """host_sync = "lagged" on CUDA (pinned copies behind events, fused AdamW's found_inf):
+    a NaN gradient at data position 7 is skipped, as when the host reads each step, and the
+    losses agree (bf16 on the GPU: not bit for bit, atomics in the embedding's backward)."""
+    real = Trainer.forward_backward
+
+    def nan_at_7(self, data_pos):
+        loss, norm = real(self, data_pos)
+        if data_pos == 7:
+            next(self.model.parameters()).grad.fill_(float("nan"))
+            return loss, torch.full_like(norm, float("nan"))
+        return loss, norm
+
+    monkeypatch.setattr(Trainer, "forward_backward", nan_at_7)
+    runs = {}
+    for sync in ("step", "lagged"):
+        (tmp_path / sync).mkdir()
+        counts, log = _train(tokens, tmp_path / sync, host_sync=sync)
+        runs[sync] = (counts["skipped_steps"], [r["step"] for r in log], [r["loss"] for r in log])
+    assert runs["lagged"][:2] == runs["step"][:2] and runs["step"][0] == 1
+    assert runs["lagged"][2] == pytest.approx(runs["step"][2], abs=2e-2)

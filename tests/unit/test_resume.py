@@ -164,17 +164,14 @@ def test_lagged_host_sync_kill_and_resume_is_bit_identical(tokens, tmp_path, mon
 def test_lagged_host_sync_needs_the_skip_on_the_device():
     one = Layout({"pp": 1, "dp_replicate": 1, "dp_shard": 1, "tp": 1})
     fsdp = Layout({"pp": 1, "dp_replicate": 1, "dp_shard": 2, "tp": 1})
-    cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert resolve_host_sync(_cfg(), one, cpu) == "step"        # auto: lagged on a GPU only
-    assert resolve_host_sync(_cfg(), one, cuda) == "lagged"
-    assert resolve_host_sync(_cfg(), fsdp, cuda) == "step"
-    assert resolve_host_sync(_cfg(precision="fp16"), one, cuda) == "step"
-    assert resolve_host_sync(_cfg(host_sync="lagged"), one, cpu) == "lagged"
+    assert resolve_host_sync(_cfg(), one) == "step"          # auto: step, until measured
+    assert resolve_host_sync(_cfg(precision="fp16"), fsdp) == "step"
+    assert resolve_host_sync(_cfg(host_sync="lagged"), one) == "lagged"
     for cfg, layout, why in ((_cfg(host_sync="lagged", optimizer="muon"), one, "muon"),
                              (_cfg(host_sync="lagged", precision="fp16"), one, "fp16"),
                              (_cfg(host_sync="lagged"), fsdp, "sharded")):
         with pytest.raises(ConfigError, match=why):
-            resolve_host_sync(cfg, layout, cpu)
+            resolve_host_sync(cfg, layout)
 
 
 def test_repeated_spikes_roll_back_and_skip_the_data(tokens, tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ sharded through DCP, loadable under any layout), so on CPU ``k`` steps + kill + 
 gives the same weights and losses, bit for bit, as an uninterrupted run. Bad steps (NaN/Inf,
 loss spikes: ``train/stability.py``) skip their update; repeated ones roll back to the last
 checkpoint and skip the data that caused them (``recovery.py``). The host reads each step
-(``host_sync = "step"``) or, on a GPU, lets the device skip bad updates and reads a step late
+(``host_sync = "step"``) or lets the device skip bad updates and reads a step late
 ("lagged"): the same decisions either way.
 """
 
@@ -138,7 +138,7 @@ class Trainer(Recovery):
         self.generations: list[dict[str, Any]] = []
         self.precision = resolve_precision(cfg.precision, device)
         self.fused_loss = resolve_loss(cfg, self.layout) == "chunked"   # head + loss in chunks
-        self.lagged = resolve_host_sync(cfg, self.layout, device) == "lagged"
+        self.lagged = resolve_host_sync(cfg, self.layout) == "lagged"
         self._host_buffers = [torch.empty(3, dtype=torch.float64, pin_memory=True)
                               for _ in range(2)] if self.lagged and device.type == "cuda" else []
         low = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp8": torch.bfloat16}

@@ -206,18 +206,17 @@ def resolve_loss(cfg: TrainConfig, layout: Layout) -> str:
     return "chunked" if cfg.loss == "auto" else cfg.loss
 
 
-def resolve_host_sync(cfg: TrainConfig, layout: Layout, device: torch.device) -> str:
+def resolve_host_sync(cfg: TrainConfig, layout: Layout) -> str:
     """``train.host_sync`` for this run: "step" or "lagged". Lagged needs the skip decided on
     the device: fused AdamW (its found_inf), no fp16 scaler (which reads its own), and
-    local parameters (sharded ones read their norm back for the clip factor)."""
+    local parameters (sharded ones read their norm back for the clip factor). "auto" is
+    "step" until lagged's gain is measured on a GPU (it was built without one)."""
     why = ("train.optimizer = 'muon'" if cfg.optimizer != "adamw" else
            "train.precision = 'fp16' (its scaler)" if cfg.precision == "fp16" else
            "sharded parameters (dp_shard, tp or pp > 1)" if layout.sharded else "")
     if cfg.host_sync == "lagged" and why:
         raise ConfigError(f"train.host_sync = 'lagged' does not apply with {why}: use 'auto'")
-    if cfg.host_sync == "auto":
-        return "lagged" if device.type == "cuda" and not why else "step"
-    return cfg.host_sync
+    return "lagged" if cfg.host_sync == "lagged" else "step"
 
 
 # ---- 3. parallelize ----------------------------------------------------------------------

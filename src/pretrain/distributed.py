@@ -82,8 +82,10 @@ def mean_tensor(value: torch.Tensor, d: Dist, weight: float = 1.0) -> torch.Tens
     """``mean`` of one scalar tensor, on its device, without reading it back."""
     if not d.enabled:
         return value
-    t = torch.stack([value.double() * weight, torch.tensor(weight, dtype=torch.float64,
-                                                            device=value.device)])
+    # torch.full, not torch.tensor: a fill on the device, where a copy from host memory
+    # would wait for the stream (a host synchronisation every step on a GPU)
+    t = torch.stack([value.double() * weight, torch.full((), weight, dtype=torch.float64,
+                                                          device=value.device)])
     dist.all_reduce(t)
     return t[0] / t[1]
 

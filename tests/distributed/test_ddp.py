@@ -38,17 +38,20 @@ def test_two_processes_match_one_with_the_same_global_batch(tokens, reference, t
 
 
 def test_ddp_with_the_host_reading_steps_late_makes_the_same_run(tokens, tmp_path):
-    """host_sync = "lagged" under DDP (2 processes): the skip decided on each rank's device
-    from the all-reduced loss, the host reading a step late between the steps that log or
-    evaluate: the same losses and weights, bit for bit, as reading every step."""
+    """host_sync = "lagged" under DDP (2 processes): the skip decided on the device (a NaN
+    gradient norm at data position 6, read late), the host reading a step late between the
+    steps that log or evaluate: the same skip, losses and weights, bit for bit, as
+    reading every step."""
     runs = {}
     for sync in ("step", "lagged"):
         res = worker(tokens, tmp_path / sync, batch=4, steps=10, parallel="dp_replicate=-1",
-                     host_sync=sync, log_every=4, eval_every=5)
+                     host_sync=sync, log_every=4, eval_every=5, nan_at=6)
         assert res.returncode == 0, res.stderr[-3000:]
-        runs[sync] = (losses(tmp_path / sync), weights(tmp_path / sync))
-    assert runs["lagged"][0] == runs["step"][0] and len(runs["step"][0]) == 4  # steps 4 5 8 10
-    a, b = runs["lagged"][1], runs["step"][1]
+        counts = json.loads((tmp_path / sync / "counts.json").read_text())
+        runs[sync] = (counts["skipped_steps"], losses(tmp_path / sync), weights(tmp_path / sync))
+    assert runs["step"][0] == runs["lagged"][0] == 1
+    assert runs["lagged"][1] == runs["step"][1] and len(runs["step"][1]) == 4  # 4 5 8 10
+    a, b = runs["lagged"][2], runs["step"][2]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 

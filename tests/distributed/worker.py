@@ -3,8 +3,9 @@ layout given. Usage:
 
     worker.py TOKENS OUT [--parallel dp_shard=2,tp=2] [--batch 4] [--accum 2] [--steps 6]
               [--arch llama] [--kill-at N] [--signal-at N] [--host-sync lagged]
-              [--log-every 1] [--eval-every 3]
+              [--log-every 1] [--eval-every 3] [--nan-at N]
 
+``--nan-at N``: the gradient norm is NaN at data position N (every rank).
 ``--kill-at N``: every rank stops at data position N (a simulated kill); a rerun resumes
 from OUT/ckpt. ``--signal-at N``: at data position N rank 1 alone sends itself SIGUSR1 (a
 preemption notice that reached one process); every rank then exits 75. Rank 0 writes
@@ -36,6 +37,7 @@ ap.add_argument("--arch", default="llama")
 ap.add_argument("--kill-at", type=int, default=-1)
 ap.add_argument("--signal-at", type=int, default=-1)
 ap.add_argument("--host-sync", default="auto")
+ap.add_argument("--nan-at", type=int, default=-1)
 ap.add_argument("--log-every", type=int, default=1)
 ap.add_argument("--eval-every", type=int, default=3)
 args = ap.parse_args()
@@ -52,7 +54,10 @@ def killed(self, data_pos):
         sys.exit(3)
     if data_pos == args.signal_at and d.rank == 1:
         os.kill(os.getpid(), signal.SIGUSR1)
-    return real(self, data_pos)
+    loss, norm = real(self, data_pos)
+    if data_pos == args.nan_at:   # as a NaN in one rank's gradients is, once all-reduced
+        return loss, norm.new_tensor(float("nan"))
+    return loss, norm
 
 
 Trainer.forward_backward = killed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from pretrain import distributed
-from pretrain.config import ConfigError, PretrainError
+from pretrain.config import ConfigError, Preempted, PretrainError
 from pretrain.export import export_run
 from pretrain.model import hf, io, transformer
 from pretrain.model.config import ModelConfig
@@ -134,22 +135,25 @@ def test_lagged_host_sync_makes_the_same_run_as_reading_each_step(tokens, tmp_pa
     late: list[bool] = []
     read = Trainer._read
     monkeypatch.setattr(Trainer, "_read",
-                        lambda self, p, now, nxt: late.append(now is not None) or read(self, p, now, nxt))
+                        lambda self, p, is_late, nxt: late.append(is_late) or read(self, p, is_late, nxt))
     runs = {}
     for sync in ("step", "lagged"):
         late.clear()
+        # checkpoints every 6 steps, off the log (5) and eval (8) steps: read at once too
         counts = _run(tokens, tmp_path / sync, tmp_path / f"ckpt-{sync}", host_sync=sync,
-                      log_every=5)
+                      log_every=5, checkpoint_every=6, keep_last=10)
         events = [json.loads(x) for x in (tmp_path / sync / "events.jsonl").open()]
         log = [{k: r[k] for k in ("step", "loss", "grad_norm", "lr", "val_loss") if k in r}
                for r in map(json.loads, (tmp_path / sync / "log.jsonl").open())]
-        runs[sync] = (counts["skipped_steps"], counts["rollbacks"], events, log,
+        kept = [c.name for c in state.complete(tmp_path / f"ckpt-{sync}")]
+        runs[sync] = (counts["skipped_steps"], counts["rollbacks"], events, log, kept,
                       load_file(tmp_path / sync / "model.safetensors"), sum(late), len(late))
     step, lagged = runs["step"], runs["lagged"]
     assert step[0] == 3 and step[1] == 1   # NaN at 5 and spikes at 18, 19 skipped; 20 rolls back
-    assert lagged[:4] == step[:4]
-    assert all(torch.equal(lagged[4][k], step[4][k]) for k in step[4])
-    assert step[5:] == (0, 0) and lagged[5] >= 10          # read late on most steps
+    assert "step-0000018" in step[4]
+    assert lagged[:5] == step[:5]
+    assert all(torch.equal(lagged[5][k], step[5][k]) for k in step[5])
+    assert step[6:] == (0, 0) and lagged[6] >= 10          # read late on most steps
 
 
 def test_lagged_host_sync_kill_and_resume_is_bit_identical(tokens, tmp_path, monkeypatch):
@@ -159,6 +163,29 @@ def test_lagged_host_sync_kill_and_resume_is_bit_identical(tokens, tmp_path, mon
     a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert _losses(tmp_path / "a") == _losses(tmp_path / "b")
+
+
+def test_lagged_host_sync_stops_on_a_signal_at_a_boundary_and_resumes_exactly(
+        tokens, tmp_path, monkeypatch):
+    """A stop asked mid-step (SIGUSR1's handler) with the host reading late: the step is
+    read at once, a checkpoint written there, Preempted raised; the rerun ends as an
+    uninterrupted run does, bit for bit."""
+    kw = dict(host_sync="lagged", log_every=5)
+    _run(tokens, tmp_path / "a", tmp_path / "ckpt-a", **kw)
+    real = Trainer.forward_backward
+
+    def stop_at_10(self, data_pos):
+        if data_pos == 10:
+            self._request_stop(signal.SIGUSR1, None)
+        return real(self, data_pos)
+
+    monkeypatch.setattr(Trainer, "forward_backward", stop_at_10)
+    with pytest.raises(Preempted, match="at step 11"):
+        _run(tokens, tmp_path / "b", tmp_path / "ckpt-b", **kw)
+    monkeypatch.setattr(Trainer, "forward_backward", real)
+    _run(tokens, tmp_path / "b", tmp_path / "ckpt-b", **kw)
+    a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_lagged_host_sync_needs_the_skip_on_the_device():

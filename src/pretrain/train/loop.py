@@ -166,6 +166,7 @@ class Trainer(Recovery):
         self.t_warmup = 0.0
         self.timed_steps = 0
         self._warm = True   # the next step is this process's first
+        self._last_end = 0.0   # when the last lagged step's values were read
         self._bar: Any = None
         self.stop_requested = False
         self.monitor: Monitor | None = None
@@ -311,17 +312,15 @@ class Trainer(Recovery):
                       unit="steps") as bar:
             self._bar = bar
             bar.update(self.step)
-            while pending is not None or not self.done():
-                if pending is not None and self.done(ahead=1):  # it may be the last: read it
-                    self._read(pending, None, self.data_pos)
-                    pending = None
-                    continue
+            # a pending step is never the last (_read_now) and is read before the budget is
+            # looked at again: the loop ends with none
+            while not self.done():
                 t0 = time.perf_counter()
                 pos = self.data_pos
                 mean, norm = self.forward_backward(pos)
                 self.data_pos = pos + 1
                 if pending is not None:
-                    rolled = self._read(pending, t0, pos + 1)
+                    rolled = self._read(pending, True, pos + 1)
                     pending = None
                     if rolled or self.done():  # this step's gradients are of a state now gone
                         self.opt.zero_grad(set_to_none=True)
@@ -334,7 +333,7 @@ class Trainer(Recovery):
                 if self.lagged:
                     pending = self._launch(mean, norm, pos, lr, t0)
                     if self._read_now():
-                        self._read(pending, None, pos + 1)
+                        self._read(pending, False, pos + 1)
                         pending = None
                     continue
                 loss, norm_v = torch.stack([mean, norm]).tolist()  # the step's one host read
@@ -366,7 +365,7 @@ class Trainer(Recovery):
         if self.device.type == "cuda":
             host = self._host_buffers[pos % 2]   # the step before may still be unread
             host.copy_(values, non_blocking=True)
-            values, event = host, torch.cuda.Event()
+            values, event = host, torch.cuda.Event(blocking=True)  # waits without spinning
             event.record()
         return _Pending(values, event, pos, lr, t0)
 
@@ -380,17 +379,20 @@ class Trainer(Recovery):
                 or bool(cfg.checkpoint_every and n % cfg.checkpoint_every == 0)
                 or self._warm or (self.stop_requested and not self.d.enabled))
 
-    def _read(self, p: _Pending, now: float | None, next_pos: int) -> bool:
-        """The host's part of a lagged step: read its values (at once when ``now`` is None,
-        else late, at ``now``, with the next step's gradients made) and record it as
-        ``_settle`` does; True if that rolled back."""
+    def _read(self, p: _Pending, late: bool, next_pos: int) -> bool:
+        """The host's part of a lagged step: read its values (``late``: with the next step's
+        forward and backward launched) and record it as ``_settle`` does; True if that
+        rolled back. Its time runs from its launch, or from the end of the step before if
+        that was later, to when its values are there: a GPU-bound step's own time, whether
+        read late or at once (the sum is the wall time either way)."""
         if p.event is not None:
             p.event.synchronize()
+        end = time.perf_counter()
+        dt, self._last_end = end - max(p.t0, self._last_end), end
         loss, norm, bad = p.values.tolist()
         reason = (self.guard.check(loss, norm) or "loss spike") if bad else None
-        dt = (time.perf_counter() if now is None else now) - p.t0
         self.data_pos = p.data_pos + 1  # as when it was made (records, rollbacks)
-        rolled = self._settle(loss, norm, reason, p.lr, dt, now is None)
+        rolled = self._settle(loss, norm, reason, p.lr, dt, not late)
         if not rolled:
             self.data_pos = next_pos
         return rolled

@@ -73,6 +73,18 @@ def code_and_prose_shards(out: Path, docs: int = 20, code_chars: int = 300,
     return out
 
 
+def bad_steps(real, nan_at: tuple[int, ...] = (), spikes: tuple[int, ...] = ()):
+    """``Trainer.forward_backward`` (``real``) with a NaN gradient (and norm) at the data
+    positions ``nan_at`` and the loss 50x (a spike) at ``spikes``."""
+    def forward_backward(self, data_pos):
+        loss, norm = real(self, data_pos)
+        if data_pos in nan_at:
+            next(self.model.parameters()).grad.fill_(float("nan"))
+            return loss, torch.full_like(norm, float("nan"))
+        return (loss * 50, norm) if data_pos in spikes else (loss, norm)
+    return forward_backward
+
+
 def shared_data(rel: str) -> Path:
     p = SHARED_DATA / rel
     if not p.exists():

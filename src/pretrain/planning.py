@@ -122,7 +122,7 @@ def dry_run_summary(cfg: RunConfig) -> str:
     sh = shape(cfg, 1, precision)
     m = report.estimate(model, sh.batch, layout=sh.layout, checkpointing=sh.checkpointing,
                         optimizer=sh.optimizer, precision=precision,
-                        fused_loss=cfg.train.loss != "full" and sh.layout.tp == 1)
+                        fused_loss=cfg.train.loss_path(sh.layout.tp) == "chunked")
     tokens = sh.tokens(model.seq_len)
     return (f"{report.size(model)}\ntraining: {tokens:,} tokens = "
             f"{model.flops_per_token() * tokens:.3g} FLOPs\nmemory per device, one process ("

@@ -21,7 +21,7 @@ from pretrain.model.transformer import Transformer
 from pretrain.train.config import TrainConfig
 from pretrain.train.loop import RunPaths, Trainer, train
 
-from ..conftest import code_and_prose_shards
+from ..conftest import bad_steps, code_and_prose_shards
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 CUDA = torch.device("cuda")
@@ -126,16 +126,8 @@ def test_lagged_host_sync_on_the_gpu_skips_like_reading_each_step(tokens, tmp_pa
     """host_sync = "lagged" on CUDA (pinned copies behind events, fused AdamW's found_inf):
     a NaN gradient at data position 7 is skipped, as when the host reads each step, and the
     losses agree (bf16 on the GPU: not bit for bit, atomics in the embedding's backward)."""
-    real = Trainer.forward_backward
-
-    def nan_at_7(self, data_pos):
-        loss, norm = real(self, data_pos)
-        if data_pos == 7:
-            next(self.model.parameters()).grad.fill_(float("nan"))
-            return loss, torch.full_like(norm, float("nan"))
-        return loss, norm
-
-    monkeypatch.setattr(Trainer, "forward_backward", nan_at_7)
+    monkeypatch.setattr(Trainer, "forward_backward",
+                        bad_steps(Trainer.forward_backward, nan_at=(7,)))
     runs = {}
     for sync in ("step", "lagged"):
         (tmp_path / sync).mkdir()

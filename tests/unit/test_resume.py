@@ -25,6 +25,8 @@ from pretrain.train.config import TrainConfig
 from pretrain.train.loop import RunPaths, Trainer, train
 from pretrain.train.parallelize import Layout, resolve_host_sync, resolve_loss
 
+from ..conftest import bad_steps
+
 MODEL = ModelConfig(d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, seq_len=32, vocab_size=258,
                     dropout=0.1)  # dropout: the RNG state must be restored too
 
@@ -96,16 +98,8 @@ def test_without_resume_it_starts_over(tokens, tmp_path, monkeypatch):
 
 
 def test_nan_gradient_skips_the_update_and_logs_it(tokens, tmp_path, monkeypatch):
-    real = Trainer.forward_backward
-
-    def nan_at_5(self, data_pos):
-        loss, norm = real(self, data_pos)
-        if data_pos == 5:
-            next(self.model.parameters()).grad.fill_(float("nan"))
-            return loss, torch.full_like(norm, float("nan"))
-        return loss, norm
-
-    monkeypatch.setattr(Trainer, "forward_backward", nan_at_5)
+    monkeypatch.setattr(Trainer, "forward_backward",
+                        bad_steps(Trainer.forward_backward, nan_at=(5,)))
     counts = _run(tokens, tmp_path / "a", tmp_path / "ckpt")
     events = [json.loads(x) for x in (tmp_path / "a" / "events.jsonl").open()]
     assert [(e["step"], e["data_pos"], e["action"]) for e in events] == [(5, 5, "skipped update")]
@@ -115,30 +109,20 @@ def test_nan_gradient_skips_the_update_and_logs_it(tokens, tmp_path, monkeypatch
     assert len(_losses(tmp_path / "a")) == 24   # still 24 optimizer steps
 
 
-def _nan_and_spikes(real):
-    """forward_backward with a NaN gradient at data position 5 and loss spikes at 18-20."""
-    def bad(self, data_pos):
-        loss, norm = real(self, data_pos)
-        if data_pos == 5:
-            next(self.model.parameters()).grad.fill_(float("nan"))
-            return loss, torch.full_like(norm, float("nan"))
-        return (loss * 50, norm) if data_pos in (18, 19, 20) else (loss, norm)
-    return bad
-
-
 def test_lagged_host_sync_makes_the_same_run_as_reading_each_step(tokens, tmp_path,
                                                                   monkeypatch):
     """host_sync = "lagged" (the device skips bad updates, the host reads a step late except
     at steps that log, evaluate or checkpoint): the same skips, rollback, losses and
     weights, bit for bit, as reading every step; and it did read late."""
-    monkeypatch.setattr(Trainer, "forward_backward", _nan_and_spikes(Trainer.forward_backward))
-    late: list[bool] = []
+    monkeypatch.setattr(Trainer, "forward_backward",
+                        bad_steps(Trainer.forward_backward, nan_at=(5,), spikes=(18, 19, 20)))
+    reads: list[bool] = []   # late or not, per read
     read = Trainer._read
     monkeypatch.setattr(Trainer, "_read",
-                        lambda self, p, is_late, nxt: late.append(is_late) or read(self, p, is_late, nxt))
+                        lambda self, p, late: reads.append(late) or read(self, p, late=late))
     runs = {}
     for sync in ("step", "lagged"):
-        late.clear()
+        reads.clear()
         # checkpoints every 6 steps, off the log (5) and eval (8) steps: read at once too
         counts = _run(tokens, tmp_path / sync, tmp_path / f"ckpt-{sync}", host_sync=sync,
                       log_every=5, checkpoint_every=6, keep_last=10)
@@ -147,7 +131,7 @@ def test_lagged_host_sync_makes_the_same_run_as_reading_each_step(tokens, tmp_pa
                for r in map(json.loads, (tmp_path / sync / "log.jsonl").open())]
         kept = [c.name for c in state.complete(tmp_path / f"ckpt-{sync}")]
         runs[sync] = (counts["skipped_steps"], counts["rollbacks"], events, log, kept,
-                      load_file(tmp_path / sync / "model.safetensors"), sum(late), len(late))
+                      load_file(tmp_path / sync / "model.safetensors"), sum(reads), len(reads))
     step, lagged = runs["step"], runs["lagged"]
     assert step[0] == 3 and step[1] == 1   # NaN at 5 and spikes at 18, 19 skipped; 20 rolls back
     assert "step-0000018" in step[4]

@@ -205,6 +205,17 @@ class TrainConfig:
             raise ConfigError("spike_window >= 2, max_bad_steps >= 1, max_rollbacks >= 0 needed")
         self._check_phases()
 
+    def loss_path(self, tp: int) -> str:
+        """``loss`` under tensor parallelism of degree ``tp``: "chunked" or "full". TP splits
+        the head, which the chunked loss needs whole: "full" there; "auto" is "chunked"
+        everywhere else. Here (no torch) so that the memory estimates follow it too."""
+        if tp > 1:
+            if self.loss == "chunked":
+                raise ConfigError("train.loss = 'chunked' needs the whole output head: not "
+                                  "with train.parallel.tp > 1 (use 'auto' or 'full')")
+            return "full"
+        return "chunked" if self.loss == "auto" else self.loss
+
     def _check_phases(self) -> None:
         ph = self.mixture_phases
         if ph and (ph[0] != 0.0 or any(b <= a for a, b in zip(ph, ph[1:], strict=False))

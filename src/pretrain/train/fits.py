@@ -35,7 +35,7 @@ def check_memory(model_cfg: ModelConfig, cfg: TrainConfig, layout: Layout,
     kw: dict[str, Any] = dict(layout=split, checkpointing=cfg.activation_checkpointing,
                               optimizer=cfg.optimizer,
                               precision="bf16" if device.type == "cuda" else "fp32",
-                              fused_loss=cfg.loss != "full" and layout["tp"] == 1)
+                              fused_loss=cfg.loss_path(layout["tp"]) == "chunked")
     est = estimate(model_cfg, cfg.batch_size, **kw)
     parts = ", ".join(f"{k} {v:.2f}" for k, v in est.as_gb().items() if k != "total")
     have = device_memory(device)

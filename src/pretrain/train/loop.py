@@ -137,10 +137,14 @@ class Trainer(Recovery):
         self.decode = val.tokenizer().decode if self.probes else None
         self.generations: list[dict[str, Any]] = []
         self.precision = resolve_precision(cfg.precision, device)
+        self.tokens_per_step = cfg.batch_size * cfg.grad_accum * dp * seq_len
+        self.flops_per_step = model.cfg.flops_per_token() * self.tokens_per_step
         self.fused_loss = resolve_loss(cfg, self.layout) == "chunked"   # head + loss in chunks
         self.lagged = resolve_host_sync(cfg, self.layout) == "lagged"
-        self._host_buffers = [torch.empty(3, dtype=torch.float64, pin_memory=True)
-                              for _ in range(2)] if self.lagged and device.type == "cuda" else []
+        # where a lagged step's values land (pinned: copied without blocking); one is enough,
+        # since a step is always read before the next one's values are copied
+        self._host_values = torch.empty(3, dtype=torch.float64, pin_memory=True) \
+            if self.lagged and device.type == "cuda" else None
         low = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp8": torch.bfloat16}
         self.autocast = torch.autocast(device.type, dtype=low.get(self.precision, torch.float32),
                                        enabled=self.precision in low)
@@ -178,10 +182,10 @@ class Trainer(Recovery):
         return self.pipeline.score(self.val, self.token_bytes, self.cfg.batch_size,
                                    self.model_cfg.seq_len, self.d)
 
-    def done(self, ahead: int = 0) -> bool:
-        """Trained enough steps (counting ``ahead`` more) or the time budget is spent."""
+    def done(self) -> bool:
+        """Trained enough steps or the time budget is spent."""
         budget = self.cfg.time_budget_s
-        return self.step + ahead >= self.cfg.steps or bool(budget and self.t_train >= budget)
+        return self.step >= self.cfg.steps or bool(budget and self.t_train >= budget)
 
     def forward_backward(self, data_pos: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step's gradients; returns (mean loss, gradient norm before
@@ -320,11 +324,12 @@ class Trainer(Recovery):
                 mean, norm = self.forward_backward(pos)
                 self.data_pos = pos + 1
                 if pending is not None:
-                    rolled = self._read(pending, True, pos + 1)
+                    rolled = self._read(pending, late=True)
                     pending = None
                     if rolled or self.done():  # this step's gradients are of a state now gone
                         self.opt.zero_grad(set_to_none=True)
-                        self.data_pos = self.data_pos if rolled else pos
+                        if not rolled:   # the budget is spent: this data was not used
+                            self.data_pos = pos
                         continue
                 frac = self.t_train / self.cfg.time_budget_s if self.cfg.time_budget_s else None
                 lr = lr_at(self.step, self.cfg, frac) * self.lr_scale
@@ -333,7 +338,7 @@ class Trainer(Recovery):
                 if self.lagged:
                     pending = self._launch(mean, norm, pos, lr, t0)
                     if self._read_now():
-                        self._read(pending, False, pos + 1)
+                        self._read(pending, late=False)
                         pending = None
                     continue
                 loss, norm_v = torch.stack([mean, norm]).tolist()  # the step's one host read
@@ -363,9 +368,9 @@ class Trainer(Recovery):
         values = torch.stack([mean, norm, bad.double()])
         event = None
         if self.device.type == "cuda":
-            host = self._host_buffers[pos % 2]   # the step before may still be unread
-            host.copy_(values, non_blocking=True)
-            values, event = host, torch.cuda.Event(blocking=True)  # waits without spinning
+            assert self._host_values is not None
+            values = self._host_values.copy_(values, non_blocking=True)
+            event = torch.cuda.Event(blocking=True)  # waits without spinning
             event.record()
         return _Pending(values, event, pos, lr, t0)
 
@@ -379,7 +384,7 @@ class Trainer(Recovery):
                 or bool(cfg.checkpoint_every and n % cfg.checkpoint_every == 0)
                 or self._warm or (self.stop_requested and not self.d.enabled))
 
-    def _read(self, p: _Pending, late: bool, next_pos: int) -> bool:
+    def _read(self, p: _Pending, late: bool) -> bool:
         """The host's part of a lagged step: read its values (``late``: with the next step's
         forward and backward launched) and record it as ``_settle`` does; True if that
         rolled back. Its time runs from its launch, or from the end of the step before if
@@ -390,6 +395,7 @@ class Trainer(Recovery):
         end = time.perf_counter()
         dt, self._last_end = end - max(p.t0, self._last_end), end
         loss, norm, bad = p.values.tolist()
+        next_pos = self.data_pos
         reason = (self.guard.check(loss, norm) or "loss spike") if bad else None
         self.data_pos = p.data_pos + 1  # as when it was made (records, rollbacks)
         rolled = self._settle(loss, norm, reason, p.lr, dt, not late)
@@ -422,8 +428,7 @@ class Trainer(Recovery):
             self.t_train += dt
             self.timed_steps += 1
         cfg = self.cfg
-        tokens = cfg.batch_size * cfg.grad_accum * self.layout.dp * self.model_cfg.seq_len
-        self._record(loss, lr, norm, dt, tokens, self.model.cfg.flops_per_token() * tokens)
+        self._record(loss, lr, norm, dt, self.tokens_per_step, self.flops_per_step)
         self._bar.update(1, loss=loss)
         if self._diverged(loss):
             return True   # rolled back: nothing of the diverged state is saved

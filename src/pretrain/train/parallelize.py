@@ -196,14 +196,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def resolve_loss(cfg: TrainConfig, layout: Layout) -> str:
-    """``train.loss`` for this run: "chunked" or "full". Tensor parallelism splits the head,
-    which the chunked loss needs whole: "full" there. "auto" is "chunked" everywhere else."""
-    if layout["tp"] > 1:
-        if cfg.loss == "chunked":
-            raise ConfigError("train.loss = 'chunked' needs the whole output head: not with "
-                              "train.parallel.tp > 1 (use 'auto' or 'full')")
-        return "full"
-    return "chunked" if cfg.loss == "auto" else cfg.loss
+    """``train.loss`` for this run's layout: "chunked" or "full" (``TrainConfig.loss_path``)."""
+    return cfg.loss_path(layout["tp"])
 
 
 def resolve_host_sync(cfg: TrainConfig, layout: Layout) -> str:

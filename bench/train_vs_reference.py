@@ -11,7 +11,11 @@ and copied ahead, one host read a step, and torch.compile with ``--compile``.
 Ours is `pretrain.train.loop.Trainer` on token shards of the same text (Tiny Shakespeare,
 bytes) with the same model (`arch = "gpt2"`, `bias = false`, `gelu_approximate = "none"`:
 nanoGPT's bias=False and PyTorch's exact GELU) and with the LLaMA-style default (more
-FLOPs per token at these shapes: SwiGLU's three matrices; compare its MFU).
+FLOPs per token at these shapes: SwiGLU's three matrices; compare its MFU). The loop
+``ref-llama`` is a second reference, a LLaMA written the llama2.c way (``nn.RMSNorm``,
+separate q/k/v and gate/up matrices, rotate-half RoPE, repeated kv heads) at our LLaMA's
+shape: ``--loops ref-llama,llama+eager --no-ref`` sets our LLaMA against it, which parts
+what the architecture costs from what our implementation costs.
 Per shape and loop: median step time over the timed steps of every round (rounds are
 interleaved), tokens/s, MFU against the fp32 matmul peak measured in this run, and the
 ratio ours/reference. Rounds alternate the order of the loops, and each loop of each round
@@ -100,6 +104,65 @@ class RefGPT(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))
 
 
+class RefLlamaBlock(nn.Module):
+    """A LLaMA block written the llama2.c way: separate gate/up/down and q/k/v matrices,
+    ``nn.RMSNorm``, rotate-half RoPE on q and k, SDPA with the kv heads repeated."""
+
+    def __init__(self, d: int, h: int, kv: int, hidden: int):
+        super().__init__()
+        self.h, self.kv, self.hd = h, kv, d // h
+        self.n1, self.n2 = nn.RMSNorm(d, eps=1e-5), nn.RMSNorm(d, eps=1e-5)
+        self.wq, self.wo = nn.Linear(d, d, bias=False), nn.Linear(d, d, bias=False)
+        self.wk, self.wv = (nn.Linear(d, kv * self.hd, bias=False) for _ in range(2))
+        self.w1, self.w3 = (nn.Linear(d, hidden, bias=False) for _ in range(2))
+        self.w2 = nn.Linear(hidden, d, bias=False)
+
+    @staticmethod
+    def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        x1, x2 = x.chunk(2, dim=-1)
+        return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        h = self.n1(x)
+        q = self.wq(h).view(B, T, self.h, self.hd).transpose(1, 2)
+        k = self.wk(h).view(B, T, self.kv, self.hd).transpose(1, 2)
+        v = self.wv(h).view(B, T, self.kv, self.hd).transpose(1, 2)
+        q, k = self.rope(q, cos, sin), self.rope(k, cos, sin)
+        k, v = (t.repeat_interleave(self.h // self.kv, dim=1) for t in (k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.wo(y.transpose(1, 2).reshape(B, T, C))
+        h = self.n2(x)
+        return x + self.w2(F.silu(self.w1(h)) * self.w3(h))
+
+
+class RefLlama(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d, T = cfg.d_model, cfg.seq_len
+        self.wte = nn.Embedding(cfg.vocab_size, d)
+        self.blocks = nn.ModuleList(RefLlamaBlock(d, cfg.n_heads, cfg.kv_heads, cfg.hidden)
+                                    for _ in range(cfg.n_layers))
+        self.ln = nn.RMSNorm(d, eps=1e-5)
+        self.head = nn.Linear(d, cfg.vocab_size, bias=False)
+        self.head.weight = self.wte.weight
+        hd = d // cfg.n_heads
+        inv = 1.0 / 10000.0 ** (torch.arange(0, hd, 2).float() / hd)
+        ang = torch.outer(torch.arange(T).float(), inv).repeat(1, 2)       # (T, hd)
+        self.register_buffer("cos", ang.cos(), persistent=False)
+        self.register_buffer("sin", ang.sin(), persistent=False)
+        for p in self.parameters():
+            if p.dim() == 2:
+                nn.init.normal_(p, std=0.02)
+
+    def forward(self, idx: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x = self.wte(idx)
+        for b in self.blocks:
+            x = b(x, self.cos, self.sin)
+        logits = self.head(self.ln(x))
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))
+
+
 def _windows(data: np.ndarray, T: int, B: int, rng: np.random.Generator,
              device: torch.device) -> torch.Tensor:
     ix = rng.integers(0, len(data) - T - 1, B)
@@ -121,14 +184,16 @@ def reference_step(model: RefGPT, opt: torch.optim.Optimizer, data: np.ndarray, 
 
 
 def reference_steps(data: np.ndarray, shape: str, steps: int, device: torch.device,
-                    compile_: bool = False, profile: int = 0) -> list[float]:
+                    compile_: bool = False, profile: int = 0, arch: str = "gpt2") -> list[float]:
     """nanoGPT-style steps on random windows of ``data``; each step's seconds. On a GPU
     the strong form: bf16 autocast, fused AdamW, the next batch pinned and copied ahead
-    while the step runs, ``compile_`` = torch.compile, one host read (the loss) a step."""
+    while the step runs, ``compile_`` = torch.compile, one host read (the loss) a step.
+    ``arch`` "llama": the llama2.c-style model (our LLaMA loop's shape) instead of GPT-2."""
     L, H, D, T, B = SHAPES[shape]
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    model = RefGPT(L, H, D, T, VOCAB.get(shape, 258)).to(device)
+    model: nn.Module = (RefLlama(_model_cfg("llama", shape)) if arch == "llama"
+                        else RefGPT(L, H, D, T, VOCAB.get(shape, 258))).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1,
                             fused=True)
     step_model = torch.compile(model) if compile_ else model
@@ -264,14 +329,15 @@ def _in_subprocess(tokens: Path, shape: str, steps: int, loop: str, device: str,
 
 def _one(data: np.ndarray, tokens: Path, shape: str, steps: int, loop: str,
          device: torch.device, profile: int = 0) -> dict:
-    """One loop's step times and peak memory, in this process. ``loop``: "ref", "ref+compile",
-    or our arch + "eager"/"compile", + "fp8" for torchao's float8 linears, + "full" or
-    "chunked" for ``train.loss``, + "chunkN" for N tokens per chunk of the chunked loss,
-    + "lagged" or "step" for ``train.host_sync``.
+    """One loop's step times and peak memory, in this process. ``loop``: "ref" or
+    "ref-llama" [+ "compile"], or our arch + "eager"/"compile", + "fp8" for torchao's
+    float8 linears, + "full" or "chunked" for ``train.loss``, + "chunkN" for N tokens per
+    chunk of the chunked loss, + "lagged" or "step" for ``train.host_sync``.
     ``profile``: the last steps profiled, and left out of the times returned."""
     name, *modes = loop.split("+")
-    if name == "ref":
-        ts = reference_steps(data, shape, steps, device, "compile" in modes, profile)
+    if name in ("ref", "ref-llama"):
+        ts = reference_steps(data, shape, steps, device, "compile" in modes, profile,
+                             "llama" if name == "ref-llama" else "gpt2")
     else:
         for m in modes:
             if m.startswith("chunk") and m[5:].isdigit():
@@ -286,7 +352,8 @@ def _one(data: np.ndarray, tokens: Path, shape: str, steps: int, loop: str,
 
 def _label(loop: str) -> str:
     if loop.startswith("ref"):
-        return "reference (nanoGPT-style GPT-2" + (", compiled)" if "compile" in loop else ")")
+        arch = "llama2.c-style LLaMA" if loop.startswith("ref-llama") else "nanoGPT-style GPT-2"
+        return f"reference ({arch}" + (", compiled)" if "compile" in loop else ")")
     arch, *modes = loop.split("+")
     name = "ours, same GPT-2" if arch == "gpt2" else f"ours, {arch}"
     return name + "".join(f" + {m}" for m in modes if m != "eager")
@@ -310,7 +377,8 @@ def main() -> None:
                     help="ours to time against the reference, comma-separated, each an arch "
                          "(gpt2, llama) + eager|compile [+fp8]: e.g. gpt2+compile,"
                          "llama+compile,llama+compile+fp8 (default: gpt2 and llama, eager, "
-                         "and compiled with --compile)")
+                         "and compiled with --compile); ref-llama[+compile] is the "
+                         "llama2.c-style reference")
     ap.add_argument("--no-ref", action="store_true",
                     help="time only the --loops named (ratios against the first)")
     ap.add_argument("--profile", type=int, default=0, metavar="K",
@@ -356,6 +424,7 @@ def main() -> None:
     if args.no_ref:   # ratios then against the first loop named
         keys = keys[1:]
     loops = [(_label(k), k) for k in keys]
+    w = max(len(label) for label, _ in loops)
     shapes = args.shapes if args.shapes != "tiny,mid,baby" or not cuda \
         else "gpt2-124m,llama-153m,llama-760m"
     for name in shapes.split(","):
@@ -376,14 +445,15 @@ def main() -> None:
         ref_ms = statistics.median(times[loops[0][0]] or [math.nan])
         for label, loop in loops:
             if not times[label]:
-                print(f"  {label:34} failed")
+                print(f"  {label:{w}} failed")
                 continue
             ms = statistics.median(times[label])
-            arch = "gpt2" if loop.startswith("ref") else loop.split("+")[0]
+            arch = ("llama" if loop.startswith("ref-llama") else "gpt2" if loop.startswith("ref")
+                    else loop.split("+")[0])
             flops = _model_cfg(arch, name).flops_per_token() * T * B / ms
             mfu = f"MFU {flops / peak:5.1%}" + (f" ({flops / table:5.1%} of table)"
                                                  if table else "")
-            print(f"  {label:34} {ms * 1e3:8.1f} ms/step  {T * B / ms:9,.0f} tok/s  {mfu}  "
+            print(f"  {label:{w}} {ms * 1e3:8.1f} ms/step  {T * B / ms:9,.0f} tok/s  {mfu}  "
                   f"peak {mem[label]:5.1f} GB  {'vs first' if args.no_ref else 'ours/ref'} "
                   f"{ref_ms / ms:5.2f}x")
     print(f"\nload avg after: {os.getloadavg()[0]:.2f}")

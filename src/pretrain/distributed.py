@@ -90,13 +90,19 @@ def mean_tensor(value: torch.Tensor, d: Dist, weight: float = 1.0) -> torch.Tens
     return t[0] / t[1]
 
 
+def max_all(values: list[float], d: Dist, device: torch.device) -> list[float]:
+    """The largest of each of ``values`` over all ranks, on every rank (a collective under
+    torchrun: one all-reduce however many values)."""
+    if not d.enabled:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [float(v) for v in t.tolist()]
+
+
 def any_rank(flag: bool, d: Dist, device: torch.device) -> bool:
     """True on every rank when ``flag`` is true on any (a collective under torchrun)."""
-    if not d.enabled:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return bool(max_all([1.0 if flag else 0.0], d, device)[0])
 
 
 def all_reduce_sum(t: torch.Tensor, group: Any) -> torch.Tensor:

@@ -3,13 +3,15 @@ layout given. Usage:
 
     worker.py TOKENS OUT [--parallel dp_shard=2,tp=2] [--batch 4] [--accum 2] [--steps 6]
               [--arch llama] [--kill-at N] [--signal-at N] [--host-sync lagged]
-              [--log-every 1] [--eval-every 3] [--nan-at N]
+              [--log-every 1] [--eval-every 3] [--nan-at N] [--budget S] [--slow-rank1 MS]
 
 ``--nan-at N``: the gradient norm is NaN at data position N (every rank).
 ``--kill-at N``: every rank stops at data position N (a simulated kill); a rerun resumes
 from OUT/ckpt. ``--signal-at N``: at data position N rank 1 alone sends itself SIGUSR1 (a
 preemption notice that reached one process); every rank then exits 75. Rank 0 writes
-OUT/counts.json.
+OUT/counts.json. ``--budget S``: train.time_budget_s = S; every rank writes the learning
+rates it stepped with to OUT/lrs_rank{R}.json. ``--slow-rank1 MS``: rank 1 sleeps MS ms
+between its steps (outside its own step's time; rank 0 waits for it inside its next one).
 """
 
 import argparse
@@ -17,6 +19,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 from pretrain import distributed
@@ -40,13 +43,25 @@ ap.add_argument("--host-sync", default="auto")
 ap.add_argument("--nan-at", type=int, default=-1)
 ap.add_argument("--log-every", type=int, default=1)
 ap.add_argument("--eval-every", type=int, default=3)
+ap.add_argument("--budget", type=float, default=0.0)
+ap.add_argument("--slow-rank1", type=float, default=0.0)
 args = ap.parse_args()
 
 d = distributed.init("cpu")
 cfg = train_config(args.steps, args.batch, args.accum, args.parallel, host_sync=args.host_sync,
-                   log_every=args.log_every, eval_every=args.eval_every)
+                   log_every=args.log_every, eval_every=args.eval_every,
+                   time_budget_s=args.budget)
 args.out.mkdir(parents=True, exist_ok=True)
 real = Trainer.forward_backward
+real_settle = Trainer._settle
+lrs: list[float] = []
+
+
+def settle(self, loss, norm, reason, lr, dt, boundary):
+    lrs.append(lr)
+    if d.rank == 1 and args.slow_rank1:
+        time.sleep(args.slow_rank1 / 1000)   # after this step's time was taken
+    return real_settle(self, loss, norm, reason, lr, dt, boundary)
 
 
 def killed(self, data_pos):
@@ -61,6 +76,7 @@ def killed(self, data_pos):
 
 
 Trainer.forward_backward = killed
+Trainer._settle = settle
 # gloo on CPU whatever the machine has: on a one-GPU machine "auto" would put rank 1 on cuda:1
 try:
     counts = train(cfg, model_config(args.arch), args.tokens,
@@ -74,5 +90,7 @@ except Preempted as e:
     sys.exit(EXIT_PREEMPTED)
 if d.rank == 0:
     (args.out / "counts.json").write_text(json.dumps(counts))
+if args.budget:
+    (args.out / f"lrs_rank{d.rank}.json").write_text(json.dumps(lrs))
 distributed.barrier(d)
 distributed.shutdown()

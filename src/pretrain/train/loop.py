@@ -169,6 +169,7 @@ class Trainer(Recovery):
         # neither toward time_budget_s nor toward the throughput
         self.t_warmup = 0.0
         self.timed_steps = 0
+        self._agreed = (0.0, 0)   # (t_train, timed_steps) as the ranks last agreed on them
         self._warm = True   # the next step is this process's first
         self._last_end = 0.0   # when the last lagged step's values were read
         self._bar: Any = None
@@ -185,7 +186,18 @@ class Trainer(Recovery):
     def done(self) -> bool:
         """Trained enough steps or the time budget is spent."""
         budget = self.cfg.time_budget_s
-        return self.step >= self.cfg.steps or bool(budget and self.t_train >= budget)
+        return self.step >= self.cfg.steps or bool(budget and self.clock() >= budget)
+
+    def clock(self) -> float:
+        """The training time ``time_budget_s`` and a time-based schedule follow. Under torchrun
+        ranks reading their own clocks would take different learning rates (the replicas
+        drift apart) or stop at different steps (one waits forever in a collective): there it
+        is the slowest rank's time agreed at the last step boundary (each step, or those read
+        at once when lagged), carried on by the agreed mean step time: one clock for all."""
+        if not self.d.enabled:
+            return self.t_train
+        t, n = self._agreed
+        return t + (self.timed_steps - n) * (t / n if n else 0.0)
 
     def forward_backward(self, data_pos: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step's gradients; returns (mean loss, gradient norm before
@@ -270,6 +282,7 @@ class Trainer(Recovery):
         self.step, self.data_pos, self.rollbacks = st["step"], st["data_pos"], st["rollbacks"]
         self.history, self.val_losses, self.events = st["history"], st["val_losses"], st["events"]
         self.t_train = st["t_train"]
+        self._agreed = (self.t_train, self.timed_steps)   # the same checkpoint on every rank
         self.generations = st.get("generations", [])
         self.guard.load(st["guard"])
         self.divergence.load(st.get("divergence"))
@@ -331,7 +344,7 @@ class Trainer(Recovery):
                         if not rolled:   # the budget is spent: this data was not used
                             self.data_pos = pos
                         continue
-                frac = self.t_train / self.cfg.time_budget_s if self.cfg.time_budget_s else None
+                frac = self.clock() / self.cfg.time_budget_s if self.cfg.time_budget_s else None
                 lr = lr_at(self.step, self.cfg, frac) * self.lr_scale
                 for g in self.opt.param_groups:  # every optimizer's groups
                     g["lr"] = lr * g.get("lr_mult", 1.0)

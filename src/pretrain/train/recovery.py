@@ -36,6 +36,9 @@ class Recovery:
     lr_scale: float
     events: list[dict[str, Any]]
     stop_requested: bool
+    t_train: float
+    timed_steps: int
+    _agreed: tuple[float, int]
 
     def save(self, folder: Path | None = None) -> Path | None:
         raise NotImplementedError
@@ -114,8 +117,13 @@ class Recovery:
         self.stop_requested = True
 
     def _stop_if_requested(self) -> None:
-        """At a step boundary: if any rank was asked to stop, all write a checkpoint and stop."""
-        if not distributed.any_rank(self.stop_requested, self.d, self.device):
+        """At a step boundary, one collective: the ranks agree on the training clock (the
+        slowest rank's, ``Trainer.clock``) and on whether any rank was asked to stop; if one
+        was, all write a checkpoint and stop."""
+        stop, clock = distributed.max_all([float(self.stop_requested), self.t_train], self.d,
+                                          self.device)
+        self._agreed = (clock, self.timed_steps)
+        if not stop:
             return
         ckpt = self.save()
         where = f"checkpoint {ckpt}" if ckpt else "no checkpoint (no checkpoint folder)"

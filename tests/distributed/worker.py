@@ -3,15 +3,16 @@ layout given. Usage:
 
     worker.py TOKENS OUT [--parallel dp_shard=2,tp=2] [--batch 4] [--accum 2] [--steps 6]
               [--arch llama] [--kill-at N] [--signal-at N] [--host-sync lagged]
-              [--log-every 1] [--eval-every 3] [--nan-at N] [--budget S] [--slow-rank1 MS]
+              [--log-every 1] [--eval-every 3] [--nan-at N] [--budget S] [--clock-rank1 X]
 
 ``--nan-at N``: the gradient norm is NaN at data position N (every rank).
 ``--kill-at N``: every rank stops at data position N (a simulated kill); a rerun resumes
 from OUT/ckpt. ``--signal-at N``: at data position N rank 1 alone sends itself SIGUSR1 (a
 preemption notice that reached one process); every rank then exits 75. Rank 0 writes
 OUT/counts.json. ``--budget S``: train.time_budget_s = S; every rank writes the learning
-rates it stepped with to OUT/lrs_rank{R}.json. ``--slow-rank1 MS``: rank 1 sleeps MS ms
-between its steps (outside its own step's time; rank 0 waits for it inside its next one).
+rates of the updates it took to OUT/lrs_rank{R}.json. ``--clock-rank1 X``: rank 1's
+``time.perf_counter`` runs X times as fast as the real one (its own step times read X times
+longer than rank 0's).
 """
 
 import argparse
@@ -44,7 +45,7 @@ ap.add_argument("--nan-at", type=int, default=-1)
 ap.add_argument("--log-every", type=int, default=1)
 ap.add_argument("--eval-every", type=int, default=3)
 ap.add_argument("--budget", type=float, default=0.0)
-ap.add_argument("--slow-rank1", type=float, default=0.0)
+ap.add_argument("--clock-rank1", type=float, default=1.0)
 args = ap.parse_args()
 
 d = distributed.init("cpu")
@@ -58,10 +59,14 @@ lrs: list[float] = []
 
 
 def settle(self, loss, norm, reason, lr, dt, boundary):
-    lrs.append(lr)
-    if d.rank == 1 and args.slow_rank1:
-        time.sleep(args.slow_rank1 / 1000)   # after this step's time was taken
+    if reason is None:
+        lrs.append(lr)
     return real_settle(self, loss, norm, reason, lr, dt, boundary)
+
+
+if d.rank == 1 and args.clock_rank1 != 1.0:
+    real_clock, t_start = time.perf_counter, time.perf_counter()
+    time.perf_counter = lambda: t_start + (real_clock() - t_start) * args.clock_rank1
 
 
 def killed(self, data_pos):

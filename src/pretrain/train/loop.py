@@ -169,7 +169,8 @@ class Trainer(Recovery):
         # neither toward time_budget_s nor toward the throughput
         self.t_warmup = 0.0
         self.timed_steps = 0
-        self._agreed = (0.0, 0)   # (t_train, timed_steps) as the ranks last agreed on them
+        # (t_train, timed_steps): as the ranks last agreed, and at the start or last restore
+        self._agreed = self._clock_base = (0.0, 0)
         self._warm = True   # the next step is this process's first
         self._last_end = 0.0   # when the last lagged step's values were read
         self._bar: Any = None
@@ -187,17 +188,6 @@ class Trainer(Recovery):
         """Trained enough steps or the time budget is spent."""
         budget = self.cfg.time_budget_s
         return self.step >= self.cfg.steps or bool(budget and self.clock() >= budget)
-
-    def clock(self) -> float:
-        """The training time ``time_budget_s`` and a time-based schedule follow. Under torchrun
-        ranks reading their own clocks would take different learning rates (the replicas
-        drift apart) or stop at different steps (one waits forever in a collective): there it
-        is the slowest rank's time agreed at the last step boundary (each step, or those read
-        at once when lagged), carried on by the agreed mean step time: one clock for all."""
-        if not self.d.enabled:
-            return self.t_train
-        t, n = self._agreed
-        return t + (self.timed_steps - n) * (t / n if n else 0.0)
 
     def forward_backward(self, data_pos: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step's gradients; returns (mean loss, gradient norm before
@@ -282,7 +272,8 @@ class Trainer(Recovery):
         self.step, self.data_pos, self.rollbacks = st["step"], st["data_pos"], st["rollbacks"]
         self.history, self.val_losses, self.events = st["history"], st["val_losses"], st["events"]
         self.t_train = st["t_train"]
-        self._agreed = (self.t_train, self.timed_steps)   # the same checkpoint on every rank
+        # the same checkpoint on every rank: the clock goes on from its time
+        self._agreed = self._clock_base = (self.t_train, self.timed_steps)
         self.generations = st.get("generations", [])
         self.guard.load(st["guard"])
         self.divergence.load(st.get("divergence"))
@@ -391,11 +382,14 @@ class Trainer(Recovery):
         """Whether the step just launched is read at once: it logs, evaluates, checkpoints
         or may end the run (step number known: the step before was read), it is the first
         of this process (timed apart) or a stop was asked (one process; under torchrun the
-        ranks agree on it at the steps that log)."""
-        cfg, n = self.cfg, self.step + 1
+        ranks agree on it at the steps that log). Under torchrun with a time budget, also
+        the first timed step (of the process, or after a rollback): the ranks then agree on
+        a step's time to carry the clock on with (``clock``)."""
+        cfg, n, first = self.cfg, self.step + 1, self._clock_base[1] == self.timed_steps
         return (n % cfg.log_every == 0 or n % cfg.eval_every == 0 or n >= cfg.steps
                 or bool(cfg.checkpoint_every and n % cfg.checkpoint_every == 0)
-                or self._warm or (self.stop_requested and not self.d.enabled))
+                or self._warm or (self.stop_requested and not self.d.enabled)
+                or (first and self.d.enabled and bool(cfg.time_budget_s)))
 
     def _read(self, p: _Pending, late: bool) -> bool:
         """The host's part of a lagged step: read its values (``late``: with the next step's
@@ -441,6 +435,7 @@ class Trainer(Recovery):
             self.t_train += dt
             self.timed_steps += 1
         cfg = self.cfg
+        stop = boundary and self._agree()   # before done() is asked again, in _record
         self._record(loss, lr, norm, dt, self.tokens_per_step, self.flops_per_step)
         self._bar.update(1, loss=loss)
         if self._diverged(loss):
@@ -448,8 +443,8 @@ class Trainer(Recovery):
         if boundary and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 \
                 and not self.done():
             self.save()
-        if boundary:
-            self._stop_if_requested()
+        if stop:
+            self._stop()
         return False
 
     def _record(self, loss: float, lr: float, norm: float, dt: float, tokens: int,

@@ -1,7 +1,8 @@
 """What the training loop does when a step goes wrong or a stop is asked: roll back to a
 checkpoint (after repeated bad steps, or on slow divergence, with a lower learning rate),
 skip an fp16 step whose gradients overflowed, and stop at a step boundary with a checkpoint
-when a scheduler sends SIGTERM/SIGUSR1. A mixin of ``loop.Trainer``: the state it reads and
+when a scheduler sends SIGTERM/SIGUSR1; under torchrun, the ranks' agreement at a step
+boundary on the stop and on the training clock. A mixin of ``loop.Trainer``: the state it reads and
 writes is the trainer's, declared below."""
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Recovery:
     t_train: float
     timed_steps: int
     _agreed: tuple[float, int]
+    _clock_base: tuple[float, int]
 
     def save(self, folder: Path | None = None) -> Path | None:
         raise NotImplementedError
@@ -116,15 +118,27 @@ class Recovery:
         """SIGTERM/SIGUSR1 (a scheduler's notice): stop at the next step boundary."""
         self.stop_requested = True
 
-    def _stop_if_requested(self) -> None:
+    def clock(self) -> float:
+        """The training time ``time_budget_s`` and a time-based schedule follow. Under torchrun
+        ranks reading their own clocks would take different learning rates (the replicas
+        drift apart) or stop at different steps (one waits forever in a collective): there it
+        is the slowest rank's time agreed at the last step boundary (each step, or those read
+        at once when lagged), carried on by the agreed mean step time: one clock for all."""
+        if not self.d.enabled:
+            return self.t_train
+        (t, n), (t0, n0) = self._agreed, self._clock_base
+        return t + (self.timed_steps - n) * ((t - t0) / (n - n0) if n > n0 else 0.0)
+
+    def _agree(self) -> bool:
         """At a step boundary, one collective: the ranks agree on the training clock (the
-        slowest rank's, ``Trainer.clock``) and on whether any rank was asked to stop; if one
-        was, all write a checkpoint and stop."""
+        slowest rank's, ``Trainer.clock``) and on whether any rank was asked to stop."""
         stop, clock = distributed.max_all([float(self.stop_requested), self.t_train], self.d,
                                           self.device)
         self._agreed = (clock, self.timed_steps)
-        if not stop:
-            return
+        return bool(stop)
+
+    def _stop(self) -> None:
+        """A rank was asked to stop (``_agree``): all write a checkpoint and stop."""
         ckpt = self.save()
         where = f"checkpoint {ckpt}" if ckpt else "no checkpoint (no checkpoint folder)"
         raise Preempted(f"stopped by a signal at step {self.step}, {where}; run the same "

@@ -73,6 +73,24 @@ def test_a_time_budget_under_ddp_gives_every_rank_one_clock(tokens, tmp_path, sy
     assert counts["steps"] == len(a)
 
 
+def test_a_time_budget_under_ddp_resumed_runs_to_its_end(tokens, tmp_path):
+    """Killed at step 102 of a 6 s budget, resumed from the step-100 checkpoint with lagged
+    host reads (the ranks agree on the clock only at the steps read at once): the clock goes
+    on from the checkpoint's time at this process's own pace, so the run ends when the
+    budget is spent, not a step or two after the resume (as the restored time divided by
+    this process's steps alone, taken as the mean step time, would make it)."""
+    out = tmp_path / "run"
+    kw = dict(batch=4, steps=100_000, parallel="dp_replicate=-1", host_sync="lagged",
+              log_every=1000, eval_every=100_000, checkpoint_every=100, budget=6)
+    killed = worker(tokens, out, kill_at=102, **kw)
+    assert killed.returncode != 0 and (out / "ckpt" / "step-0000100").is_dir()
+    resumed = worker(tokens, out, **kw)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "(step 100)" in resumed.stderr
+    counts = json.loads((out / "counts.json").read_text())
+    assert counts["train_time_s"] >= 6 * 0.9 and counts["steps"] > 110, counts
+
+
 def test_fsdp_kill_and_resume_continues_exactly(tokens, tmp_path):
     """Killed after the step-3 checkpoint, resumed under FSDP: the same run as uninterrupted.
     The checkpoint is sharded (each rank wrote its shards), and one process resumes it too."""

@@ -4,6 +4,7 @@ layout given. Usage:
     worker.py TOKENS OUT [--parallel dp_shard=2,tp=2] [--batch 4] [--accum 2] [--steps 6]
               [--arch llama] [--kill-at N] [--signal-at N] [--host-sync lagged]
               [--log-every 1] [--eval-every 3] [--nan-at N] [--budget S] [--clock-rank1 X]
+              [--checkpoint-every 3]
 
 ``--nan-at N``: the gradient norm is NaN at data position N (every rank).
 ``--kill-at N``: every rank stops at data position N (a simulated kill); a rerun resumes
@@ -46,12 +47,13 @@ ap.add_argument("--log-every", type=int, default=1)
 ap.add_argument("--eval-every", type=int, default=3)
 ap.add_argument("--budget", type=float, default=0.0)
 ap.add_argument("--clock-rank1", type=float, default=1.0)
+ap.add_argument("--checkpoint-every", type=int, default=3)
 args = ap.parse_args()
 
 d = distributed.init("cpu")
 cfg = train_config(args.steps, args.batch, args.accum, args.parallel, host_sync=args.host_sync,
                    log_every=args.log_every, eval_every=args.eval_every,
-                   time_budget_s=args.budget)
+                   time_budget_s=args.budget, checkpoint_every=args.checkpoint_every)
 args.out.mkdir(parents=True, exist_ok=True)
 real = Trainer.forward_backward
 real_settle = Trainer._settle

@@ -100,11 +100,6 @@ def max_all(values: list[float], d: Dist, device: torch.device) -> list[float]:
     return [float(v) for v in t.tolist()]
 
 
-def any_rank(flag: bool, d: Dist, device: torch.device) -> bool:
-    """True on every rank when ``flag`` is true on any (a collective under torchrun)."""
-    return bool(max_all([1.0 if flag else 0.0], d, device)[0])
-
-
 def all_reduce_sum(t: torch.Tensor, group: Any) -> torch.Tensor:
     """``t`` summed over the ranks of ``group`` (a new tensor)."""
     out = t.clone()

@@ -382,7 +382,7 @@ class Trainer(Recovery):
         """Whether the step just launched is read at once: it logs, evaluates, checkpoints
         or may end the run (step number known: the step before was read), it is the first
         of this process (timed apart) or a stop was asked (one process; under torchrun the
-        ranks agree on it at the steps that log). Under torchrun with a time budget, also
+        ranks agree on it at the steps read at once). Under torchrun with a time budget, also
         the first timed step (of the process, or after a rollback): the ranks then agree on
         a step's time to carry the clock on with (``clock``)."""
         cfg, n, first = self.cfg, self.step + 1, self._clock_base[1] == self.timed_steps

@@ -2,8 +2,8 @@
 checkpoint (after repeated bad steps, or on slow divergence, with a lower learning rate),
 skip an fp16 step whose gradients overflowed, and stop at a step boundary with a checkpoint
 when a scheduler sends SIGTERM/SIGUSR1; under torchrun, the ranks' agreement at a step
-boundary on the stop and on the training clock. A mixin of ``loop.Trainer``: the state it reads and
-writes is the trainer's, declared below."""
+boundary on the stop and on the training clock. A mixin of ``loop.Trainer``: the state it
+reads and writes is the trainer's, declared below."""
 
 from __future__ import annotations
 
@@ -131,7 +131,7 @@ class Recovery:
 
     def _agree(self) -> bool:
         """At a step boundary, one collective: the ranks agree on the training clock (the
-        slowest rank's, ``Trainer.clock``) and on whether any rank was asked to stop."""
+        slowest rank's, ``clock``) and on whether any rank was asked to stop."""
         stop, clock = distributed.max_all([float(self.stop_requested), self.t_train], self.d,
                                           self.device)
         self._agreed = (clock, self.timed_steps)

@@ -71,6 +71,12 @@ def test_a_time_budget_under_ddp_gives_every_rank_one_clock(tokens, tmp_path, sy
     assert max(a) > 2 * a[-1]    # the schedule followed the clock: warmup, then the decay
     counts = json.loads((out / "counts.json").read_text())
     assert counts["steps"] == len(a)
+    # the last checkpoint keeps the agreed clock (rank 1's, 1.5x), not rank 0's own time:
+    # else a resume would rewind the clock and train past the budget
+    last = state.latest_intact(out / "ckpt")
+    assert last is not None
+    saved = json.loads((last / state.STATE).read_text())["t_train"]
+    assert saved > 1.3 * counts["train_time_s"], (saved, counts["train_time_s"])
 
 
 def test_a_time_budget_under_ddp_resumed_runs_to_its_end(tokens, tmp_path):

@@ -253,7 +253,7 @@ class Trainer(Recovery):
     # ---- checkpoints -----------------------------------------------------------------------
     def _loop_state(self) -> dict[str, Any]:
         return {"data_pos": self.data_pos, "rollbacks": self.rollbacks, "history": self.history,
-                "val_losses": self.val_losses, "events": self.events, "t_train": self.t_train,
+                "val_losses": self.val_losses, "events": self.events, "t_train": self.clock(),
                 "guard": self.guard.state(), "generations": self.generations,
                 "divergence": self.divergence.state(), "lr_scale": self.lr_scale,
                 "scaler": self.scaler.state_dict() if self.scaler else None,

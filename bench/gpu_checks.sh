@@ -17,6 +17,8 @@
 #   bash bench/gpu_checks.sh fp8       # LLaMA 153M compiled, bf16 vs fp8 (no reference)
 #   bash bench/gpu_checks.sh lagged    # GPT-2 124M compiled: train.host_sync step vs lagged,
 #                                      # then the CUDA tests (lagged among them)
+#   bash bench/gpu_checks.sh suite     # the whole test suite on the GPU machine (8 workers);
+#                                      # the modules it lacks show as skips with their reason
 # Seen on an H100 (2026-11-26): each compiled 124M-153M loop takes ~50 s with its compile
 # (the loss phase ~150 s a shape), fp8 longer: 120 s did not finish a bf16 + fp8 pair.
 set -u
@@ -73,7 +75,9 @@ case "${1:-}" in
     run "${2:-200}" lagged_gpt2 $py bench/train_vs_reference.py --device cuda --compile \
       --rounds 1 --steps 30 --shapes gpt2-124m --loops gpt2+compile+step,gpt2+compile+lagged
     run "${3:-90}" gputests_lagged $py -m pytest -q -rfEs -p no:cacheprovider -n 4 tests/gpu ;;
+  suite)
+    run "${2:-400}" suite $py -m pytest -q -rfEs -p no:cacheprovider -n 8 tests ;;
   attention)
     run "${2:-90}" attention $py bench/attention_variants.py --device cuda --repeats 5 ;;
-  *) echo "usage: $0 info|tests|gputests|gpt2|llama|attention|loss|big|profile|fp8|lagged [limits...]"; exit 2 ;;
+  *) echo "usage: $0 info|tests|gputests|gpt2|llama|attention|loss|big|profile|fp8|lagged|suite [limits...]"; exit 2 ;;
 esac

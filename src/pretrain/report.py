@@ -100,7 +100,8 @@ def _plot(log: list[dict[str, Any]], out: Path) -> str:
     except ImportError:
         return "(no loss plot: matplotlib is not installed; `pip install pretrain[report]`)\n"
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot([r["step"] for r in log], [r["loss"] for r in log], label="train loss", lw=1)
+    train = [r for r in log if "loss" in r]   # a record may hold only an evaluation
+    ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss", lw=1)
     val = [r for r in log if "val_loss" in r]
     ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="val loss")
     domains = sorted({d for r in val for d in r.get("val", {})})

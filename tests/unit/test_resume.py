@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import signal
 from pathlib import Path
 
@@ -95,6 +96,29 @@ def test_without_resume_it_starts_over(tokens, tmp_path, monkeypatch):
     monkeypatch.setattr(Trainer, "forward_backward", lambda s, p: calls.append(p) or real(s, p))
     _run(tokens, tmp_path / "b", tmp_path / "ckpt", steps=16, resume=False)
     assert calls[0] == 0 and len(calls) == 16
+
+
+def test_resumed_at_its_last_step_it_evaluates_there_and_ends(tokens, tmp_path):
+    """A checkpoint at exactly train.steps (a longer run's, which `pretrain train` continues
+    from when the schedules agree up to it) that no eval saw: nothing left to train, so the
+    run evaluates that step and ends with its weights, as the longer run had them there."""
+    flat = dict(schedule="cosine", min_lr_ratio=1.0, eval_every=5, log_every=4)  # lr flat after warmup
+    _run(tokens, tmp_path / "long", tmp_path / "ckpt-long", steps=16, **flat)
+    ckpt = tmp_path / "ckpt" / "step-0000008"
+    ckpt.parent.mkdir()
+    shutil.copytree(tmp_path / "ckpt-long" / ckpt.name, ckpt)
+    counts = _run(tokens, tmp_path / "short", ckpt.parent, steps=8, **flat)
+    assert counts["steps"] == 8 and math.isfinite(counts["val_loss_final"])
+    log = [json.loads(x) for x in (tmp_path / "short" / "log.jsonl").open()]
+    assert [r["step"] for r in log if "val_loss" in r] == [5, 8]   # the restored eval, then 8
+    assert counts["val_loss_final"] == log[-1]["val_loss"]
+    want = io.load_any(ckpt).state_dict()
+    got = load_file(tmp_path / "short" / "model.safetensors")
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    # the longer run, evaluated at step 10 and 15 only, was at the same loss at step 8
+    again = Trainer(_cfg(steps=8, **flat), io.load_any(ckpt), tokens, RunPaths(tmp_path / "x"),
+                    3, torch.device("cpu"))
+    assert again.evaluate()["all"]["loss"] == pytest.approx(counts["val_loss_final"], abs=1e-6)
 
 
 def test_nan_gradient_skips_the_update_and_logs_it(tokens, tmp_path, monkeypatch):

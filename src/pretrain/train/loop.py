@@ -302,6 +302,8 @@ class Trainer(Recovery):
                 signal.signal(sig, self._request_stop)
         try:
             self._loop()
+            if str(self.step) not in self.val_losses:  # resumed at its end, never evaluated
+                self._record_eval(self.step, {"step": self.step})
         finally:
             self.batches.close()
             self.monitor.close()
@@ -460,19 +462,28 @@ class Trainer(Recovery):
             rec["mfu"] = float(f"{flops / dt / (self.peaks.mfu * self.d.world):.4g}")
         rec["mem_gb"] = round(memory_gb(self.device), 3)
         if evaluate:
-            res = self.evaluate()
-            self.val_losses[str(done)] = rec["val_loss"] = res["all"]["loss"]
-            if "bpb" in res["all"]:
-                rec["val_bpb"] = res["all"]["bpb"]
-            if len(res) > 2:  # more than one domain besides "all"
-                rec["val"] = {d: {k: m[k] for k in ("loss", "bpb") if k in m}
-                              for d, m in res.items() if d != "all"}
-            self._generate(done)
+            self._record_eval(done, rec)
+        else:
+            self._log(rec)
+
+    def _record_eval(self, done: int, rec: dict[str, Any]) -> None:
+        """Evaluate and generate at step ``done``, into ``rec``, and log it."""
+        res = self.evaluate()
+        self.val_losses[str(done)] = rec["val_loss"] = res["all"]["loss"]
+        if "bpb" in res["all"]:
+            rec["val_bpb"] = res["all"]["bpb"]
+        if len(res) > 2:  # more than one domain besides "all"
+            rec["val"] = {d: {k: m[k] for k in ("loss", "bpb") if k in m}
+                          for d, m in res.items() if d != "all"}
+        self._generate(done)
+        self._log(rec)
+
+    def _log(self, rec: dict[str, Any]) -> None:
         rec["time_s"] = round(self.t_train, 2)
         self.history.append(rec)
         assert self.monitor is not None
         self.monitor.log(rec)
-        log0(log_line(rec, cfg.steps, cfg.time_budget_s))
+        log0(log_line(rec, self.cfg.steps, self.cfg.time_budget_s))
 
     def _generate(self, step: int) -> None:
         if not self.probes or self.decode is None:
@@ -554,7 +565,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: Run
     counts: dict[str, Any] = {
         "params": model_cfg.num_params(), "steps": t.step, "tokens_seen": tokens_per_step * t.step,
         "val_loss_initial": round(first, 5), "val_loss_final": round(last, 5),
-        "train_loss_final": t.history[-1]["loss"],
+        "train_loss_final": next((r["loss"] for r in reversed(t.history) if "loss" in r), None),
         "tok_per_s": round(tokens_per_step * t.timed_steps / max(t.t_train, 1e-9), 1),
         "train_time_s": round(t.t_train, 2), "warmup_time_s": round(t.t_warmup, 2),
         "skipped_steps": sum(1 for e in t.events if e["action"] == "skipped update"),

@@ -100,11 +100,14 @@ def log_line(rec: dict[str, Any], steps: int, budget_s: float = 0.0) -> str:
     """``train: step 100/500 loss 4.1234 lr 3.00e-03 ...``: one line per logged step."""
     where = f"step {rec['step']}/{steps}" if not budget_s else \
         f"step {rec['step']} ({rec['time_s']:.0f}/{budget_s:.0f} s)"
-    parts = [f"train: {where}", f"loss {rec['loss']:.4f}", f"lr {rec['lr']:.2e}",
-             f"gnorm {rec['grad_norm']:.3f}", f"{rec['tok_per_s']:,.0f} tok/s"]
+    parts = [f"train: {where}"]
+    if "loss" in rec:   # else only evaluated (a run resumed at its last step)
+        parts += [f"loss {rec['loss']:.4f}", f"lr {rec['lr']:.2e}",
+                  f"gnorm {rec['grad_norm']:.3f}", f"{rec['tok_per_s']:,.0f} tok/s"]
     if "mfu" in rec:
         parts.append(f"MFU {rec['mfu']:.1%}")
-    parts.append(f"mem {rec['mem_gb']:.2f} GB")
+    if "mem_gb" in rec:
+        parts.append(f"mem {rec['mem_gb']:.2f} GB")
     if "val_loss" in rec:
         val = f"val {rec['val_loss']:.4f}"
         if "val_bpb" in rec:

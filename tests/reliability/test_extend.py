@@ -1,7 +1,8 @@
 """Resume across harmless changes, through the real CLI: raising `train.steps` of a WSD run
 continues from its stable phase to the weights of a run started with the new value; a
 cosine run says why it starts over; the checkpoints of other configs are listed and
-removable with one option; a logging change retrains nothing."""
+removable with one option; --force train starts from step 0; a logging change retrains
+nothing."""
 
 from __future__ import annotations
 
@@ -23,9 +24,9 @@ WSD = {"train__schedule": "wsd", "train__decay_frac": "0.25", "train__checkpoint
        "train__eval_every": "8", "device": "cpu", "train__threads": "1"}
 
 
-def _train(root: Path, **kw: str) -> str:
+def _train(root: Path, *flags: str, **kw: str) -> str:
     overrides = tiny_overrides(root, **{**WSD, **kw})
-    res = subprocess.run([sys.executable, "-m", "pretrain", "train", "--plain",
+    res = subprocess.run([sys.executable, "-m", "pretrain", "train", "--plain", *flags,
                           *(f"--{k}={v}" for k, v in overrides)], capture_output=True,
                          text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert res.returncode == 0, res.stderr[-3000:]
@@ -58,6 +59,11 @@ def test_raising_steps_of_a_wsd_run_continues_from_its_stable_phase(prepared):
     a, b = _weights(fresh), _weights(extended)
     assert all(torch.equal(a[k], b[k]) for k in a)   # as if started with steps = 32
     assert "checkpoints of another config of this run" in err
+    # --force train trains again from step 0: no other config's checkpoint is taken
+    err = _train(extended, "--force", "train", train__steps="32")
+    assert "continuing from" not in err and "resumed from" not in err
+    b = _weights(extended)
+    assert all(torch.equal(a[k], b[k]) for k in a)
     # a change of logging and checkpoint cadence retrains nothing
     err = _train(extended, train__steps="32", train__log_every="5", train__checkpoint_every="8",
                  train__threads="2")

@@ -2,8 +2,8 @@
 
 Checkpoints live beside the stage output, in ``checkpoints/train-<key>/`` (keyed by the
 stage key, so a changed config never resumes from another run's checkpoints) and
-TensorBoard files in ``tensorboard/train-<key>/``. ``--force train`` removes both first:
-it means train again from the start.
+TensorBoard files in ``tensorboard/train-<key>/``. ``--force train`` removes both first
+and continues from no other config's checkpoint: it means train again from the start.
 
 A config that differs from an earlier one of the same run only in its learning-rate
 schedule (``steps``, ``schedule``, ``lr``, ``warmup_steps``, ``decay_frac``,
@@ -56,20 +56,22 @@ def run(run: StageRun, model_cfg: ModelConfig, cfg: TrainConfig, seed: int, devi
         if run.forced:  # --force train means train again from the start
             for folder in (paths.checkpoints, paths.monitor):
                 shutil.rmtree(folder, ignore_errors=True)  # type: ignore[arg-type]
-        _checkpoint_lineage(run, cfg, paths.checkpoints)
+        _checkpoint_lineage(run, cfg, paths.checkpoints, continue_earlier=not run.forced)
     distributed.barrier(d)
     run.counts.update(train(cfg, model_cfg, run.inputs["tokenize"], paths, seed, device, init, d))
 
 
-def _checkpoint_lineage(run: StageRun, cfg: TrainConfig, folder: Path) -> None:
+def _checkpoint_lineage(run: StageRun, cfg: TrainConfig, folder: Path,
+                        continue_earlier: bool) -> None:
     """Rank 0, before training: mark ``folder`` with its lineage; continue from an earlier
-    config's checkpoint where the schedules agree; list (or remove) the other folders."""
+    config's checkpoint where the schedules agree (unless not ``continue_earlier``: --force
+    train); list (or remove) the other folders."""
     lineage = lineage_of(run.key_parts)
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / LINEAGE).exists():
         (folder / LINEAGE).write_text(json.dumps({"lineage": lineage, "train": asdict(cfg)}))
     others = sorted(p for p in folder.parent.glob("train-*") if p.is_dir() and p != folder)
-    if cfg.resume and not state.complete(folder):
+    if cfg.resume and continue_earlier and not state.complete(folder):
         found = continuation(cfg, lineage, others)
         if found is not None:
             _link_copy(found, folder / found.name)

@@ -7,6 +7,18 @@ import pytest
 from pretrain.config import ConfigError
 from pretrain.eval import contamination, gates
 from pretrain.eval.config import EvalConfig
+from pretrain.tokenizer import shards
+from pretrain.tokenizer.bpe import Tokenizer
+from pretrain.tokenizer.config import BOS, EOS, TokenizeConfig
+
+STORY = ("A man is sitting on a roof. He starts pulling up roofing on a roof and the old "
+         "shingles fall down into the yard below while his dog watches")
+
+
+def _hellaswag(folder):
+    (folder / "hellaswag").mkdir()
+    (folder / "hellaswag" / "hellaswag_val_full.txt.bz2").write_bytes(
+        __import__("bz2").compress(f"Roofing: {STORY}\n0\na\nb\nc\nd\n".encode()))
 
 
 def test_gates_pass_fail_and_missing_metrics():
@@ -21,11 +33,8 @@ def test_gates_pass_fail_and_missing_metrics():
 
 
 def test_contamination_report_counts_what_remains(tmp_path):
-    story = ("A man is sitting on a roof. He starts pulling up roofing on a roof and the old "
-             "shingles fall down into the yard below while his dog watches")
-    (tmp_path / "hellaswag").mkdir()
-    (tmp_path / "hellaswag" / "hellaswag_val_full.txt.bz2").write_bytes(
-        __import__("bz2").compress(f"Roofing: {story}\n0\na\nb\nc\nd\n".encode()))
+    story = STORY
+    _hellaswag(tmp_path)
     docs = [{"text": "unrelated words about gardens and rivers " * 10},
             {"text": "blog post. " + story + " the end."},
             {"text": story, "split": "val"}]  # held out: not training data
@@ -51,3 +60,27 @@ def test_a_gate_can_compare_with_another_metric_times_a_factor():
         "all.bpb <= baselines.kn5.all.bpb: no value at baselines.kn5.all.bpb in the results"]
     with pytest.raises(ConfigError, match="<metric> \\[\\* <number>\\]"):
         EvalConfig(gates=["all.bpb <= baselines.trigram.all.bpb * lots"])
+
+
+def test_contamination_leaves_out_what_the_tokenize_stage_held_out(tmp_path):
+    """Documents without a ``split`` of their own are split by the tokenize stage (the first
+    of each domain, then by hash): the report tells them again from meta.json, so a
+    benchmark item in a held-out document is not training contamination."""
+    _hellaswag(tmp_path)
+    docs = [{"id": "0", "domain": "web", "text": "roofs. " + STORY},  # first of its domain: val
+            *({"id": str(i), "domain": "web", "text": f"gardens and rivers {i} " * 20}
+              for i in range(1, 40)),
+            {"id": "40", "domain": "web", "text": "blog post. " + STORY + " the end."}]
+    tok = Tokenizer([bytes([i]) for i in range(256)], r"[\s\S]", [BOS, EOS])
+    cfg = TokenizeConfig(val_fraction=0.1, min_val_docs=1)
+    (tmp_path / "tok").mkdir()
+    shards.run(cfg, tok, iter(docs), ["web"], tmp_path / "tok", {})
+    meta = json.loads((tmp_path / "tok" / "meta.json").read_text())
+    rep = contamination.report(iter(docs), ["hellaswag"], str(tmp_path), {},
+                               shards.Splitter.of(meta))["hellaswag"]
+    assert 0 < meta["splits"]["val"]["docs"] < 41 - 1
+    assert rep["train_docs"] == meta["splits"]["train"]["docs"]
+    assert rep["docs"] == 1 - (shards.is_val("40", 0.1))   # the blog post, unless held out
+    # without the rule, as before: the held-out story counted as training data
+    assert contamination.report(iter(docs), ["hellaswag"], str(tmp_path), {})["hellaswag"][
+        "train_docs"] == 41

@@ -10,7 +10,7 @@ its items, and the share of its distinct indexed n-grams that occur in training.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..data.benchmarks import name_of
@@ -19,8 +19,11 @@ from .files import resolve
 
 
 def report(docs: Iterator[dict[str, Any]], task_names: list[str], tasks_dir: str,
-           removed: dict[str, int], n: int = 13, min_words: int = 6,
-           batch: int = 256) -> dict[str, Any]:
+           removed: dict[str, int], split_of: Callable[[dict[str, Any]], str] | None = None,
+           n: int = 13, min_words: int = 6, batch: int = 256) -> dict[str, Any]:
+    """``docs`` in the data stage's order; ``split_of``: the tokenize stage's split of each
+    (``shards.Splitter``), so that held-out documents are not counted as training ones;
+    without it only the documents marked ``split = "val"`` are left out."""
     files = {name: str(p) for name, p, _, _ in resolve(task_names, tasks_dir) if p.is_file()}
     if not files:
         return {}
@@ -48,7 +51,7 @@ def report(docs: Iterator[dict[str, Any]], task_names: list[str], tasks_dir: str
         texts.clear()
 
     for d in docs:
-        if d.get("split") == "val":
+        if (split_of(d) if split_of else d.get("split")) == "val":
             continue  # held out: never trained on
         train_docs += 1
         texts.append(d["text"])

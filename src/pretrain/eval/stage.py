@@ -15,7 +15,7 @@ from typing import Any
 from ..data.docs import read_docs, read_output
 from ..log import log0
 from ..rundir import StageRun
-from ..tokenizer.shards import TokenShards
+from ..tokenizer.shards import Splitter, TokenShards
 from . import baselines, contamination, core, harness, memorization, tasks
 from .config import EvalConfig
 from .loss import domain_windows, held_out
@@ -45,7 +45,8 @@ def _evaluate(run: StageRun, cfg: EvalConfig, model: Any, tok: Any) -> None:
         if cfg.contamination:
             removed = read_output(run.inputs["data"]).decontam_hits
             res["contamination"] = contamination.report(
-                read_docs(run.inputs["data"]), cfg.tasks, cfg.tasks_dir, removed)
+                read_docs(run.inputs["data"]), cfg.tasks, cfg.tasks_dir, removed,
+                Splitter.of(val.meta))
             if res["contamination"]:
                 log0("eval: contamination of the training data\n"
                      + contamination.table(res["contamination"]))

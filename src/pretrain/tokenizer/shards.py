@@ -45,6 +45,34 @@ def is_val(doc_id: str, fraction: float) -> bool:
     return (h % 1_000_000) < fraction * 1_000_000
 
 
+class Splitter:
+    """The split of each document, in the data stage's order: its own ``split`` if it has
+    one, else val for the first ``min_val_docs`` of its domain and for a hash-chosen
+    ``val_fraction`` of the rest. The tokenize stage decides with it and records its
+    settings in ``meta.json`` (``split_rule``), so a reader of the documents (the
+    contamination report) can tell the held-out ones again."""
+
+    def __init__(self, val_fraction: float, min_val_docs: int):
+        self.val_fraction, self.min_val_docs = val_fraction, min_val_docs
+        self.val_docs: dict[str, int] = {}
+
+    @classmethod
+    def of(cls, meta: dict[str, Any]) -> Splitter | None:
+        rule = meta.get("split_rule")
+        return cls(rule["val_fraction"], rule["min_val_docs"]) if rule else None
+
+    def rule(self) -> dict[str, Any]:
+        return {"val_fraction": self.val_fraction, "min_val_docs": self.min_val_docs}
+
+    def __call__(self, doc: dict[str, Any]) -> str:
+        domain = doc["domain"]
+        n = self.val_docs.get(domain, 0)
+        split = doc.get("split") or (
+            "val" if n < self.min_val_docs or is_val(doc["id"], self.val_fraction) else "train")
+        self.val_docs[domain] = n + (split == "val")
+        return str(split)
+
+
 class _SplitWriter:
     def __init__(self, out: Path, split: str, dtype: np.dtype, shard_tokens: int):
         self.out, self.split, self.dtype, self.shard_tokens = out, split, dtype, shard_tokens
@@ -101,16 +129,13 @@ def run(cfg: TokenizeConfig, tok: TextTokenizer, docs: Iterator[dict[str, Any]],
     dom_index = {d: i for i, d in enumerate(domains)}
     per_domain = {s: dict.fromkeys(domains, 0) for s in writers}
     per_license: dict[str, dict[str, int]] = {s: {} for s in writers}  # "" = none given
-    val_docs = dict.fromkeys(domains, 0)
+    split_of = Splitter(cfg.val_fraction, cfg.min_val_docs)
     threads = cfg.num_threads or (os.cpu_count() or 1)
     with Progress("tokenize", total=total_docs, unit="docs") as bar:
         for batch in _batches(docs, cfg.batch_docs):
             encoded = tok.encode_batch([d["text"] for d in batch], num_threads=threads)
             for d, ids in zip(batch, encoded, strict=True):
-                short = val_docs[d["domain"]] < cfg.min_val_docs
-                split = d.get("split") or (
-                    "val" if short or is_val(d["id"], cfg.val_fraction) else "train")
-                val_docs[d["domain"]] += split == "val"
+                split = split_of(d)
                 writers[split].write([tok.bos_id, *ids, tok.eos_id], dom_index[d["domain"]])
                 per_domain[split][d["domain"]] += len(ids) + 2
                 lic = d.get("meta", {}).get("license", "")
@@ -129,7 +154,7 @@ def run(cfg: TokenizeConfig, tok: TextTokenizer, docs: Iterator[dict[str, Any]],
                                f"val_fraction={cfg.val_fraction}; use more data or change it")
     meta = {"format": FORMAT, "dtype": dtype.name, "vocab_size": tok.vocab_size,
             "vocab_hash": tok.vocab_hash(), "bos_id": tok.bos_id, "eos_id": tok.eos_id,
-            "domains": domains, "splits": splits}
+            "domains": domains, "splits": splits, "split_rule": split_of.rule()}
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     tok.save(out / TOKENIZER)  # the shards carry the tokenizer that wrote them
     counts.update({s: {k: v for k, v in info.items() if k != "shards"}

@@ -85,9 +85,46 @@ def test_every_schema_loads(tmp_path: Path):
     kind, items = tasks.load(shared_data("eval/llm-foundry/lambada_openai.jsonl"), "auto", " ", 3)
     assert kind == "lm" and len(items[0].contexts) == 1
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"query": "q", "choices": ["a"], "gold": 0}\n{"query": "q"}\n')
+    bad.write_text('{"query": "q", "choices": ["a", "b"], "gold": 0}\n{"query": "q"}\n')
     with pytest.raises(ConfigError, match=r"bad.jsonl:2"):
         tasks.load(bad, "auto")
+
+
+@pytest.mark.parametrize("record, why", [
+    ('{"query": "q", "choices": ["a", "b"], "gold": 5}', "not one of the 2 choices"),
+    ('{"query": "q", "choices": ["a", "b"], "gold": -1}', "not one of the 2 choices"),
+    ('{"query": "q", "choices": ["a", "b"], "gold": 0.5}', "not an index"),
+    ('{"query": "q", "choices": [], "gold": 0}', "a list of 2 or more"),
+    ('{"query": "q", "choices": "ab", "gold": 0}', "a list of 2 or more"),
+    ('{"context_options": ["a"], "continuation": "b", "gold": 0}', "a list of 2 or more"),
+    ('{"context_options": ["a", "b"], "continuation": "c", "gold": 2}', "not one of the 2"),
+])
+def test_a_malformed_task_record_names_its_file_and_line(tmp_path: Path, record: str, why: str):
+    path = tmp_path / "task.jsonl"
+    good = ('{"query": "q", "choices": ["a", "b"], "gold": 1}' if "choices" in record else
+            '{"context_options": ["a", "b"], "continuation": "c", "gold": 1}')
+    path.write_text(good + "\n\n" + record + "\n")
+    with pytest.raises(ConfigError, match=rf"task.jsonl:3: not a .* task record .*{why}"):
+        tasks.load(path, "auto")
+
+
+def test_an_empty_or_cut_task_file_is_a_clear_error(tmp_path: Path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(ConfigError, match="empty.jsonl: no task items"):
+        tasks.load(empty, "auto")
+    item = ["ctx", "1", "a", "b", "c", "d"]
+    swag = tmp_path / "swag.txt"
+    swag.write_text("\n".join(item + item[:4]) + "\n\n")
+    with pytest.raises(ConfigError, match="swag.txt: 10 lines.*from line 7, is cut short"):
+        tasks.load(swag, "hellaswag")
+    swag.write_text("\n".join(item + ["ctx", "x", "a", "b", "c", "d"]) + "\n")
+    with pytest.raises(ConfigError, match="swag.txt:8: not a hellaswag gold line"):
+        tasks.load(swag, "hellaswag")
+    swag.write_text("\n".join(item + ["ctx", "4", "a", "b", "c", "d"]))
+    with pytest.raises(ConfigError, match="swag.txt:8: .*not one of the 4 choices"):
+        tasks.load(swag, "hellaswag")
+    assert tasks.load(swag, "hellaswag", limit=1)[1][0].gold == 1
 
 
 def test_lm_tasks_need_every_token_greedy(tmp_path: Path):

@@ -69,12 +69,21 @@ def load(path: Path, kind: str, delimiter: str = " ", limit: int = 0) -> tuple[s
     with _open(path) as f:
         if kind == "hellaswag":
             lines = [line.rstrip("\n") for line in f]
-            for i in range(0, len(lines) - 5, 6):
-                ctx, gold, endings = lines[i], int(lines[i + 1]), lines[i + 2:i + 6]
-                items.append(Item([ctx] * 4, endings, gold, delimiter))
+            while lines and not lines[-1].strip():
+                lines.pop()
+            if len(lines) % 6:
+                raise ConfigError(f"{path}: {len(lines)} lines, not items of 6 (context, gold, "
+                                  f"4 endings): the last item, from line {len(lines) // 6 * 6 + 1}, "
+                                  "is cut short")
+            for i in range(0, len(lines), 6):
+                try:
+                    gold = _gold(lines[i + 1], 4)
+                except ValueError as e:
+                    raise ConfigError(f"{path}:{i + 2}: not a hellaswag gold line ({e})") from None
+                items.append(Item([lines[i]] * 4, lines[i + 2:i + 6], gold, delimiter))
                 if limit and len(items) >= limit:
                     break
-            return "mc", items
+            return "mc", _some(items, path)
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -89,16 +98,39 @@ def load(path: Path, kind: str, delimiter: str = " ", limit: int = 0) -> tuple[s
                                   f"({type(e).__name__}: {e})") from None
             if limit and len(items) >= limit:
                 break
-    return kind, items
+    return kind, _some(items, path)
+
+
+def _some(items: list[Item], path: Path) -> list[Item]:
+    if not items:
+        raise ConfigError(f"{path}: no task items in the file")
+    return items
+
+
+def _gold(value: Any, choices: int) -> int:
+    """The index of the right choice: an integer (or its digits) below ``choices``."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(f"gold {value!r} is not an index")
+    gold = int(value)
+    if not 0 <= gold < choices:
+        raise ValueError(f"gold {gold} is not one of the {choices} choices (0..{choices - 1})")
+    return gold
 
 
 def _item(rec: dict[str, Any], kind: str, delimiter: str) -> Item:
+    if kind in ("mc", "schema"):
+        many = rec["choices"] if kind == "mc" else rec["context_options"]
+        if not isinstance(many, list) or len(many) < 2:
+            raise ValueError(f"{'choices' if kind == 'mc' else 'context_options'} must be a "
+                             f"list of 2 or more, not {many!r}")
     if kind == "mc":
         choices = [str(c) for c in rec["choices"]]
-        return Item([rec["query"]] * len(choices), choices, int(rec["gold"]), delimiter)
+        return Item([rec["query"]] * len(choices), choices, _gold(rec["gold"], len(choices)),
+                    delimiter)
     if kind == "schema":
         ctxs = list(rec["context_options"])
-        return Item(ctxs, [rec["continuation"]] * len(ctxs), int(rec["gold"]), delimiter)
+        return Item(ctxs, [rec["continuation"]] * len(ctxs), _gold(rec["gold"], len(ctxs)),
+                    delimiter)
     if kind == "lm":
         return Item([rec["context"]], [rec["continuation"]], 0, delimiter)
     raise ValueError(f"unknown task kind {kind!r}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import sys
 from collections.abc import Sequence
@@ -206,13 +207,21 @@ def _gates(cfg: RunConfig, eval_dir: Path) -> int:
 
 
 def _number(args: argparse.Namespace, name: str, kind: type = float) -> object:
+    """The option's value if given: a finite number above 0 (``--mfu`` at most 1)."""
     raw = getattr(args, name)
     if raw is None:
         return None
+    flag = f"--{name.replace('_', '-')}"
     try:
-        return kind(float(raw)) if kind is int else kind(raw)
+        value = float(raw)
     except ValueError:
-        raise ConfigError(f"--{name.replace('_', '-')}: expected a number, got {raw!r}") from None
+        raise ConfigError(f"{flag}: expected a number, got {raw!r}") from None
+    if not (math.isfinite(value) and value > 0) or (name == "mfu" and value > 1) \
+            or (kind is int and not value.is_integer()):
+        what = "a whole number" if kind is int else "a number"
+        raise ConfigError(f"{flag}: expected {what} above 0"
+                          f"{' and at most 1' if name == 'mfu' else ''}, got {raw!r}")
+    return kind(value)
 
 
 def _plan(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
@@ -230,9 +239,11 @@ def _sweep(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
     try:
         budgets = [float(b) for b in args.budgets.split(",") if b]
         sizes = int(args.sizes)
+        if not all(math.isfinite(b) and b > 0 for b in budgets):
+            raise ValueError
     except ValueError:
-        raise ConfigError(f"--budgets takes numbers separated by commas and --sizes a number, "
-                          f"got {args.budgets!r} and {args.sizes!r}") from None
+        raise ConfigError(f"--budgets takes numbers above 0 separated by commas and --sizes a "
+                          f"number, got {args.budgets!r} and {args.sizes!r}") from None
     set_plain(args.plain)
     from .sweep import run  # torch: it trains
     fit = run(load_config(args.config, overrides), budgets, sizes, args.predict)

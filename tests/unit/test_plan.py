@@ -160,7 +160,17 @@ def test_the_fit_recovers_known_constants_from_noisy_losses():
     (["plan", "--budget", "lots"], "error: --budget: expected a number, got 'lots'"),
     (["plan", "--gpu", "tpu-v9"], "error: unknown accelerator 'tpu-v9'; known: h100"),
     (["plan", "--budget", "1e20", "--dollars", "5"], "error: give one budget"),
-    (["plan", "--gpus", "0"], "error: --gpus must be >= 1"),
+    (["plan", "--gpus", "0"], "error: --gpus: expected a whole number above 0, got '0'"),
+    (["plan", "--gpus", "1.5"], "error: --gpus: expected a whole number above 0"),
+    # zero, negative or not finite: never taken as "not given" or left to divide by
+    (["plan", "--budget", "0"], "error: --budget: expected a number above 0, got '0'"),
+    (["plan", "--dollars", "0"], "error: --dollars: expected a number above 0"),
+    (["plan", "--gpu-hours", "-5"], "error: --gpu-hours: expected a number above 0"),
+    (["plan", "--budget", "nan"], "error: --budget: expected a number above 0, got 'nan'"),
+    (["plan", "--budget", "inf"], "error: --budget: expected a number above 0, got 'inf'"),
+    (["plan", "--dollars", "100", "--price", "0"], "error: --price: expected a number above 0"),
+    (["plan", "--mfu", "1.5"], "error: --mfu: expected a number above 0 and at most 1"),
+    (["sweep", "--budgets", "0,1e3"], "error: --budgets takes numbers above 0"),
 ])
 def test_plan_errors_are_one_line(argv, message, capsys):
     assert main(argv) == 2

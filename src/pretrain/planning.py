@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import hardware
 from .config import ConfigError
+from .log import log0
 from .model.config import ModelConfig
 from .plan import report
 from .plan.laws import Law
@@ -63,7 +64,15 @@ def _fit(cfg: RunConfig, opts: Options) -> Law | None:
         if opts.fit:
             raise ConfigError(f"--fit {path}: no such file")
         return None
-    law = json.loads(path.read_text())["law"]
+    fit = json.loads(path.read_text())
+    law = fit["law"]
+    if len(fit.get("isoflop", [])) < 2 or min(law[k] for k in ("A", "B", "alpha", "beta")) <= 0:
+        why = (f"{path}: the law was fitted from fewer than 2 budgets of 3 sizes or does not "
+               "depend on both N and D; rerun `pretrain sweep` with more budgets or sizes")
+        if opts.fit:
+            raise ConfigError(why)
+        log0(f"plan: not using {why}")
+        return None
     return Law(**{k: law[k] for k in ("E", "A", "B", "alpha", "beta")}, source=f"fitted ({path})")
 
 

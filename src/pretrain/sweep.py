@@ -87,6 +87,13 @@ def run(cfg: RunConfig, budgets: list[float], sizes: int, predict: bool) -> Path
     run_stages(cfg, list(SHARED), set())
     results = []
     points = _points(cfg, sorted(budgets), sizes)
+    per_budget = {c: sum(1 for b, _ in points if b == c) for c in budgets}
+    enough = [c for c, n in per_budget.items() if n >= 3]
+    if len(enough) < 2:
+        raise ConfigError(
+            f"a sweep needs at least 2 budgets with 3 sizes each of {MIN_STEPS} steps or more; "
+            "sizes left per budget: " + ", ".join(f"C={c:.2g}: {n}" for c, n in per_budget.items())
+            + "; raise --budgets (or lower train.batch_size or model.seq_len)")
     for i, (c, point) in enumerate(points, 1):
         log0(f"sweep: point {i}/{len(points)}: C={c:.2g}, {point.model.matmul_params():,} "
              f"parameters, {point.train.steps:,} steps")
@@ -96,6 +103,7 @@ def run(cfg: RunConfig, budgets: list[float], sizes: int, predict: bool) -> Path
     if predict:
         fit["prediction"] = _predict(cfg, fit, sorted(budgets))
     path = out / "fit.json"
+    out.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(fit, indent=1) + "\n")
     tmp.replace(path)

@@ -47,3 +47,14 @@ def test_a_micro_sweep_fits_predicts_resumes_and_feeds_plan(tmp_path, capsys):
     assert err.count("[train] up to date") == 10 and "[train] running" not in err
     assert main(["plan", *args]) == 0               # the plan uses the sweep's law
     assert "fitted (" in capsys.readouterr().out
+
+
+def test_a_sweep_whose_budgets_leave_too_few_sizes_trains_nothing(tmp_path, capsys):
+    """Budgets so small that most sizes would take fewer than 20 steps: refused before any
+    point trains (it had fitted a law from the 2 points left, which `plan` then used)."""
+    args = [f"--{k}={v}" for k, v in tiny_overrides(tmp_path)]
+    assert main(["sweep", *args, "--budgets", "1e3,2e3", "--sizes", "3", "--plain"]) == 2
+    err = capsys.readouterr().err
+    assert "at least 2 budgets with 3 sizes each of 20 steps" in err
+    assert "C=1e+03: 0, C=2e+03: 0" in err
+    assert not (tmp_path / "runs" / "tiny" / "sweep" / "fit.json").exists()

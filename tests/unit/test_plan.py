@@ -5,6 +5,7 @@ peaks, the laws and their fit, and the `pretrain plan` command."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -216,3 +217,19 @@ def test_accelerators_are_found_by_the_names_torch_reports():
         assert acc is get(key), reported
     assert detect("NVIDIA GeForce GTX 1080") is None
     assert get("h100").peak("bf16") == 989e12 and get("a100").peak("bf16") == 312e12
+
+
+def test_plan_leaves_out_a_law_fitted_from_too_few_runs(tmp_path, capsys):
+    """A fit.json of fewer than 2 isoFLOP optima (or whose law ignores N or D) is not used:
+    the default one is passed over with a note, one named by --fit is an error."""
+    fit = tmp_path / "fit.json"
+    law = {"E": 1.0, "A": 400.0, "B": 400.0, "alpha": 2.54, "beta": 0.3}
+    fit.write_text(json.dumps({"runs": [], "isoflop": [{"C": 1e9}], "law": law}))
+    assert main(["plan", "--budget", "1e18", "--fit", str(fit)]) == 2
+    assert "fewer than 2 budgets of 3 sizes" in capsys.readouterr().err
+    run = tmp_path / "runs" / "quickstart" / "sweep"
+    run.mkdir(parents=True)
+    (run / "fit.json").write_text(fit.read_text())
+    assert main(["plan", "--budget", "1e18", f"--runs_dir={tmp_path / 'runs'}"]) == 0
+    out = capsys.readouterr()
+    assert "plan: not using" in out.err and "fitted (" not in out.out

@@ -100,7 +100,7 @@ class TrainConfig:
     batch_size: int = 16              # sequences per micro-batch
     grad_accum: int = 1               # micro-batches per optimizer step
     lr: float = 3e-3
-    min_lr_ratio: float = 0.1         # cosine decays to lr * min_lr_ratio
+    min_lr_ratio: float = 0.1         # the decay reaches lr * min_lr_ratio at step `steps`
     warmup_steps: int = 50
     schedule: Literal["cosine", "linear", "wsd"] = "cosine"
     decay_frac: float = 0.2           # wsd: the share of steps spent decaying

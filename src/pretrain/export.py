@@ -14,7 +14,7 @@ from .model import hf as model_hf
 from .model import io
 from .rundir import write_failure
 from .tokenizer import hf as tok_hf
-from .tokenizer.files import load_tokenizer
+from .tokenizer.files import load_tokenizer, run_tokenizer
 
 
 def export_run(source: Path, out: Path) -> Path:
@@ -30,7 +30,7 @@ def export_run(source: Path, out: Path) -> Path:
         raise ConfigError(f"{source}: neither a run directory with a completed train stage nor "
                           f"a folder with {io.WEIGHTS} and {io.CONFIG}")
     model = io.load(folder)
-    tok_path = _run_tokenizer(folder)
+    tok_path = run_tokenizer(folder)
     tok = load_tokenizer(tok_path) if tok_path else None
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -44,12 +44,3 @@ def export_run(source: Path, out: Path) -> Path:
         raise PretrainError(f"export: {write_failure(out, e)}; nothing was left at {out}") from e
     return out
 
-
-def _run_tokenizer(folder: Path) -> Path | None:
-    """The tokenizer of the run that ``folder`` (its train/ folder or a checkpoint under
-    ``checkpoints/<key>/``) belongs to, if there is one."""
-    for run in folder.parents[:3]:
-        path = run / "tokenizer" / "tokenizer.json"
-        if path.is_file():
-            return path
-    return None

@@ -282,6 +282,13 @@ def test_continued_pretraining_from_an_hf_export(tiny_run, tmp_path):
                              ("tokenizer.vocab_size", "600")])
     with pytest.raises(PretrainError, match="token ids"):
         run_stages(bad, stages.names()[:4], force=set())
+    # another tokenizer of the same size (its ids stand for other tokens): refused too, from
+    # the HF export (its tokenizer.json) and from the run directory (the run's tokenizer)
+    other = [*cont, ("name", "other"), ("train.steps", "5"), ("tokenizer.pattern", "gpt2")]
+    for source in (hf_dir, root):
+        cfg = load_config(None, [*other, ("train.init_from", str(source))])
+        with pytest.raises(PretrainError, match="trained with another tokenizer: id"):
+            run_stages(cfg, stages.names()[:4], force=set())
 
 
 def test_gates_pass_or_fail_with_status_3_without_rerunning_eval(tiny_run, capsys):

@@ -69,7 +69,7 @@ def test_unsupported_files_are_refused_with_the_reason(tmp_path: Path):
 
 
 def test_merge_order_that_ranks_cannot_express_is_refused(tmp_path: Path):
-    from pretrain.tokenizer.hf import byte_to_unicode
+    from pretrain.tokenizer.bytelevel import byte_to_unicode
     table = byte_to_unicode()
     vocab = {table[b]: b for b in range(256)}
     vocab.update({"ab": 256, "bc": 257, "<|endoftext|>": 259})  # id 258 unused

@@ -13,6 +13,9 @@ from pathlib import Path
 from ..config import ConfigError
 from . import bpe, spm
 from .base import TextTokenizer
+from .bytelevel import hf_token_bytes
+
+TOKENIZER = "tokenizer.json"
 
 
 def load_tokenizer(path: Path) -> TextTokenizer:
@@ -27,3 +30,32 @@ def load_tokenizer(path: Path) -> TextTokenizer:
         return spm.SentencePieceTokenizer.from_dict(obj, path)
     raise ConfigError(f"{path}: unknown tokenizer format {fmt!r}; expected {bpe.FORMAT} or "
                       f"{spm.FORMAT} (written by `pretrain tokenizer`)")
+
+
+def run_tokenizer(model_folder: Path) -> Path | None:
+    """The tokenizer of the run that ``model_folder`` (its ``train/`` folder or a checkpoint
+    under ``checkpoints/<key>/``) belongs to, if there is one."""
+    for run in model_folder.parents[:3]:
+        path = run / "tokenizer" / TOKENIZER
+        if path.is_file():
+            return path
+    return None
+
+
+def model_tokens(model_folder: Path) -> dict[int, bytes] | None:
+    """What each ordinary id of the tokenizer a model was trained with stands for: the run's
+    (a folder of ours) or the ``tokenizer.json`` of a Hugging Face model directory if it is
+    a byte-level BPE; None where neither is found."""
+    ours = run_tokenizer(model_folder)
+    if ours is not None:
+        tok = load_tokenizer(ours)
+        return {i: tok.bytes_of(i) for i in tok.ordinary_ids()}
+    hf = model_folder / TOKENIZER
+    return hf_token_bytes(hf) if hf.is_file() else None
+
+
+def first_difference(a: dict[int, bytes], b: dict[int, bytes], below: int) -> int | None:
+    """The lowest id under ``below`` that stands for different bytes in ``a`` and ``b`` (or
+    is ordinary in one only); None if they agree."""
+    ids = sorted({i for i in (*a, *b) if i < below and a.get(i) != b.get(i)})
+    return ids[0] if ids else None

@@ -28,28 +28,14 @@ C4 documents at 8,192 pieces, "▁p al e" vs "▁ pa le"); document text is othe
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from .base import TextTokenizer
 from .bpe import Tokenizer
+from .bytelevel import byte_to_unicode
 from .config import PAD
 from .spm import SPACE, SentencePieceTokenizer
-
-
-@lru_cache(maxsize=1)
-def byte_to_unicode() -> dict[int, str]:
-    """GPT-2's printable stand-in for each byte (the alphabet of byte-level tokenizer.json)."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    table, extra = {}, 0
-    for b in range(256):
-        if b in keep:
-            table[b] = chr(b)
-        else:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return table
 
 
 def _as_text(b: bytes) -> str:

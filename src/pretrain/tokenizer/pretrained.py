@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import json
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +33,8 @@ from ..config import ConfigError
 from . import spm
 from .base import TextTokenizer
 from .bpe import Tokenizer
+from .bytelevel import text_to_bytes
 from .config import BOS, EOS, GPT2_PATTERN, parse_spec
-from .hf import byte_to_unicode
 
 LLAMA3_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"""
                   r""" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""")
@@ -48,20 +47,6 @@ LLAMA3_SPECIALS = _LLAMA3_NAMED + [f"<|reserved_special_token_{2 + i}|>"
                                    for i in range(256 - len(_LLAMA3_NAMED))]
 
 
-@lru_cache(maxsize=1)
-def _unicode_to_byte() -> dict[str, int]:
-    return {c: b for b, c in byte_to_unicode().items()}
-
-
-def _text_to_bytes(token: str, where: str) -> bytes:
-    table = _unicode_to_byte()
-    try:
-        return bytes(table[c] for c in token)
-    except KeyError as e:
-        raise ConfigError(f"{where}: token {token!r} has a character outside the byte-level "
-                          f"alphabet ({e}); not a byte-level BPE") from None
-
-
 def _ranks_from_vocab(vocab: dict[str, int], merges: list[tuple[str, str]], where: str
                       ) -> list[bytes]:
     """Ranks (index = id) from a byte-level vocab, checked against its merge list."""
@@ -70,7 +55,7 @@ def _ranks_from_vocab(vocab: dict[str, int], merges: list[tuple[str, str]], wher
         raise ConfigError(f"{where}: the BPE ids are not 0..{n - 1} without gaps")
     ranks: list[bytes] = [b""] * n
     for text, i in vocab.items():
-        ranks[i] = _text_to_bytes(text, where)
+        ranks[i] = text_to_bytes(text, where)
     singles = sum(1 for r in ranks if len(r) == 1)
     if singles != 256 or any(len(r) != 1 for r in ranks[:256]):
         raise ConfigError(f"{where}: expected the 256 single bytes as ids 0..255")

@@ -30,6 +30,7 @@ from ..model import io
 from ..model.config import ModelConfig
 from ..model.transformer import Transformer, grow_vocab
 from ..rundir import StageRun
+from ..tokenizer.files import first_difference, model_tokens
 from ..tokenizer.shards import TokenShards
 from . import state
 from .config import TrainConfig
@@ -186,6 +187,27 @@ def _init(cfg: TrainConfig, shards: TokenShards, vocab: int) -> Transformer:
         raise PretrainError(f"train.init_from: the checkpoint has {init.cfg.vocab_size} token "
                             f"ids, the tokenizer of this run {vocab}; continue with the "
                             "checkpoint's tokenizer")
+    _same_tokens(Path(cfg.init_from), shards, init.cfg.vocab_size)
     log0(f"train: continuing from {cfg.init_from} ({init.cfg.arch}, "
          f"{init.cfg.num_params() / 1e6:.2f} M params); [model] settings are taken from it")
     return init.train()
+
+
+def _same_tokens(source: Path, shards: TokenShards, below: int) -> None:
+    """The ids the checkpoint was trained with stand for the same bytes in this run's
+    tokenizer (two tokenizers of one size are not the same tokenizer)."""
+    folder = next((f for f in (source / "train", source) if io.is_model_folder(f)), source)
+    theirs = model_tokens(folder)
+    if theirs is None:
+        log0(f"train: init_from: no tokenizer found with {source} (a run's tokenizer/ or an "
+             "HF byte-level tokenizer.json): its ids are taken to mean this run's")
+        return
+    tok = shards.tokenizer()
+    ours = {i: tok.bytes_of(i) for i in tok.ordinary_ids()}
+    i = first_difference(theirs, ours, below)
+    if i is not None:
+        raise PretrainError(
+            f"train.init_from: {source} was trained with another tokenizer: id {i} is "
+            f"{theirs.get(i, b'(not an ordinary token)')!r} there and "
+            f"{ours.get(i, b'(not an ordinary token)')!r} here; continue with the checkpoint's "
+            "tokenizer (tokenizer.pretrained)")

@@ -43,15 +43,20 @@ def run_tokenizer(model_folder: Path) -> Path | None:
 
 
 def model_tokens(model_folder: Path) -> dict[int, bytes] | None:
-    """What each ordinary id of the tokenizer a model was trained with stands for: the run's
+    """What each id of text (``id_bytes``) of the tokenizer a model was trained with stands for: the run's
     (a folder of ours) or the ``tokenizer.json`` of a Hugging Face model directory if it is
     a byte-level BPE; None where neither is found."""
     ours = run_tokenizer(model_folder)
     if ours is not None:
-        tok = load_tokenizer(ours)
-        return {i: tok.bytes_of(i) for i in tok.ordinary_ids()}
+        return id_bytes(load_tokenizer(ours))
     hf = model_folder / TOKENIZER
     return hf_token_bytes(hf) if hf.is_file() else None
+
+
+def id_bytes(tok: TextTokenizer) -> dict[int, bytes]:
+    """The bytes each id of document text stands for: ordinary and added (domain) tokens."""
+    return {**{i: tok.bytes_of(i) for i in tok.ordinary_ids()},
+            **{a.id: a.bytes for a in tok.added}}
 
 
 def first_difference(a: dict[int, bytes], b: dict[int, bytes], below: int) -> int | None:

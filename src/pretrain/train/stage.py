@@ -30,7 +30,7 @@ from ..model import io
 from ..model.config import ModelConfig
 from ..model.transformer import Transformer, grow_vocab
 from ..rundir import StageRun
-from ..tokenizer.files import first_difference, model_tokens
+from ..tokenizer.files import first_difference, id_bytes, model_tokens
 from ..tokenizer.shards import TokenShards
 from . import state
 from .config import TrainConfig
@@ -202,12 +202,11 @@ def _same_tokens(source: Path, shards: TokenShards, below: int) -> None:
         log0(f"train: init_from: no tokenizer found with {source} (a run's tokenizer/ or an "
              "HF byte-level tokenizer.json): its ids are taken to mean this run's")
         return
-    tok = shards.tokenizer()
-    ours = {i: tok.bytes_of(i) for i in tok.ordinary_ids()}
+    ours = id_bytes(shards.tokenizer())
     i = first_difference(theirs, ours, below)
     if i is not None:
         raise PretrainError(
             f"train.init_from: {source} was trained with another tokenizer: id {i} is "
-            f"{theirs.get(i, b'(not an ordinary token)')!r} there and "
-            f"{ours.get(i, b'(not an ordinary token)')!r} here; continue with the checkpoint's "
+            f"{theirs.get(i, b'(not a token of text)')!r} there and "
+            f"{ours.get(i, b'(not a token of text)')!r} here; continue with the checkpoint's "
             "tokenizer (tokenizer.pretrained)")

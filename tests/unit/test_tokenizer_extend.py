@@ -102,3 +102,20 @@ def test_extended_tokenizer_exports_to_hf_with_the_same_ids(tok: Tokenizer, tmp_
     assert hf.convert_tokens_to_ids("<|bos|>") == new.bos_id
     for text in [TEXT, *CORPUS]:
         assert hf(text, add_special_tokens=False)["input_ids"] == new.encode(text)
+
+
+def test_repeated_and_run_together_domain_words_export_with_the_same_ids(tok: Tokenizer):
+    """tiktoken merges any adjacent pair whose bytes are a token; HF only the merges listed:
+    an added token must be listed from every pair of tokens it splits into, or "hahaha"
+    becomes three "ha" in HF and "haha" + "ha" here."""
+    import random
+
+    from pretrain.tokenizer.hf import to_hf
+    words = ["haha", "decoder", "🙂🙂", "日本語", "naïve", "isinstance", "aaaa", "abab"]
+    new, _ = extend(tok, words)
+    hf = to_hf(new)
+    rng = random.Random(0)
+    pool = [*words, "ha", "de", "code", "r", "🙂", "語", "is", "instance", " ", "\n", "a", "b"]
+    for _ in range(400):
+        text = "".join(rng.choice(pool) for _ in range(rng.randint(1, 10)))
+        assert hf.encode(text, add_special_tokens=False).ids == new.encode(text), text

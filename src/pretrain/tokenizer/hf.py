@@ -79,10 +79,14 @@ def to_hf(tok: Tokenizer) -> Any:
     first_added = tok.vocab_size - len(tok.added)
     specials = [names.get(i, f"<|unused_{i}|>") for i in range(len(tok.ranks), first_added)]
     vocab.update({t: len(tok.ranks) + k for k, t in enumerate(specials)})
-    for a in tok.added:  # each chain token is one merge: (the chain so far, the next piece)
-        left, right = _chain_merge(tok, a)
+    # an added token merges from any two tokens it is made of, as tiktoken merges any
+    # adjacent pair whose bytes are a token ("ha" + "ha" -> "haha" as well as "hah" + "a")
+    known = set(tok.ranks) | {a.bytes for a in tok.added}
+    for a in tok.added:
+        _chain_merge(tok, a)   # made of its pieces: checked
         vocab[_as_text(a.bytes)] = a.id
-        merges.append((_as_text(left), _as_text(right)))
+        merges += [(_as_text(a.bytes[:k]), _as_text(a.bytes[k:])) for k in range(1, len(a.bytes))
+                   if a.bytes[:k] in known and a.bytes[k:] in known]
     hf = HFTokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=True))
     hf.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(tok.pattern), behavior="isolated", invert=False),

@@ -173,13 +173,37 @@ def test_warc_source_extracts_html():
     assert any("facts about me" in d.text for d in docs)
 
 
-def test_truncated_warc_keeps_what_was_read(tmp_path):
+@pytest.mark.parametrize("gz", [False, True])
+def test_truncated_warc_keeps_what_was_read_and_counts_the_cut_record(tmp_path, gz):
+    """Cut in the middle of a record (of the gzip stream too): the whole records before it
+    are documents; the cut one is a counted skip naming the file, not a shortened page."""
     path = shared_data("webtext/dolma_sample-0000.warc.gz")
-    raw = gzip.decompress(path.read_bytes())
-    (tmp_path / "cut.warc").write_bytes(raw[: len(raw) // 2])
-    items = list(WarcSource(paths=[str(tmp_path / "cut.warc")]).read())
+    blob = path.read_bytes() if gz else gzip.decompress(path.read_bytes())
+    cut = tmp_path / ("cut.warc.gz" if gz else "cut.warc")
+    cut.write_bytes(blob[: len(blob) // 2])
+    items = list(WarcSource(paths=[str(cut)]).read())
     docs = [d for d in items if hasattr(d, "text")]
     assert 5 <= len(docs) < 22
+    whole = {d.id: d.text for d in WarcSource(paths=[str(path)]).read() if hasattr(d, "text")}
+    assert all(whole[d.id] == d.text for d in docs)
+    assert [(type(i).__name__, getattr(i, "reason", "")) for i in items[len(docs):]] == [
+        ("Skip", "truncated_record")]
+    assert cut.name in items[-1].detail and "cut short" in items[-1].detail
+
+
+def test_a_warc_record_that_cannot_be_decoded_skips_only_itself(tmp_path):
+    def record(n: int, content_type: bytes = b"text/html") -> bytes:
+        http = (b"HTTP/1.1 200 OK\r\nContent-Type: " + content_type + b"\r\n\r\n<html><body><p>"
+                + b"Plain English text about plants and gardens. " * 20 + b"</p></body></html>")
+        return (b"WARC/1.0\r\nWARC-Type: response\r\nWARC-Record-ID: <urn:uuid:%d>\r\n"
+                b"WARC-Target-URI: http://x.org/%d\r\nContent-Type: application/http; "
+                b"msgtype=response\r\nContent-Length: %d\r\n\r\n" % (n, n, len(http))
+                + http + b"\r\n\r\n")
+    path = tmp_path / "f.warc"
+    path.write_bytes(record(1) + record(2, b"text/html; charset=x-bogus") + record(3) + record(4))
+    items = list(WarcSource(paths=[str(path)]).read())
+    assert [i.id for i in items] == [f"urn:uuid:{n}" for n in (1, 2, 3, 4)]
+    assert all(hasattr(i, "text") and "plants and gardens" in i.text for i in items)
 
 
 def test_huggingface_source_streams_a_local_dataset_with_fineweb_edu_fields(tmp_path):

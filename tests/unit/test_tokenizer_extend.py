@@ -119,3 +119,15 @@ def test_repeated_and_run_together_domain_words_export_with_the_same_ids(tok: To
     for _ in range(400):
         text = "".join(rng.choice(pool) for _ in range(rng.randint(1, 10)))
         assert hf.encode(text, add_special_tokens=False).ids == new.encode(text), text
+
+
+def test_the_same_words_added_in_another_order_are_another_tokenizer(tok: Tokenizer):
+    """What train.init_from compares: the bytes of every id of text, domain tokens too."""
+    from pretrain.tokenizer.files import first_difference, id_bytes
+    a, _ = extend(tok, ["pharmacokinetics", "immunohistochemistry"])
+    b, _ = extend(tok, ["immunohistochemistry", "pharmacokinetics"])
+    again, _ = extend(tok, ["pharmacokinetics", "immunohistochemistry"])
+    assert a.vocab_size == b.vocab_size
+    assert first_difference(id_bytes(a), id_bytes(b), a.vocab_size) == a.added[0].id
+    assert first_difference(id_bytes(a), id_bytes(again), a.vocab_size) is None
+    assert first_difference(id_bytes(a), id_bytes(b), tok.vocab_size) is None  # below: the same

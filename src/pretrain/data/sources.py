@@ -522,9 +522,19 @@ class WarcSource(SourceConfig):
                             yield Skip(rid, "not_html", f"{where}: {rec.http_content_type}")
                             continue
                         body = rec.reader.read()
-                        charset = rec.http_charset or detect_encoding(body) or "utf-8"
-                        html = bytes_to_str(body, charset)
-                        text = extract_plain_text(html, main_content=self.main_content)
+                        if len(body) < rec.content_length:  # the file ends inside it
+                            yield Skip(rid, "truncated_record",
+                                       f"{where}: {len(body)} of its {rec.content_length} "
+                                       "bytes; the file is cut short")
+                            continue
+                        try:
+                            html = self._decode(body, rec.http_charset, bytes_to_str,
+                                                detect_encoding)
+                            text = extract_plain_text(html, main_content=self.main_content)
+                        except Exception as e:  # noqa: BLE001 -- this record only
+                            yield Skip(rid, "unreadable_record",
+                                       f"{where}: {type(e).__name__}: {e}")
+                            continue
                         meta = {"url": url, "date": rec.headers.get("WARC-Date") or "",
                                 "path": str(p)}
                         yield Document(rid, text, self.label(), meta)
@@ -534,6 +544,19 @@ class WarcSource(SourceConfig):
                 continue
             if not n:
                 yield Skip(str(p), "empty_file", f"{p}: no WARC response records")
+
+
+    @staticmethod
+    def _decode(body: bytes, charset: str | None, bytes_to_str: Any, detect: Any) -> str:
+        """The page as text in its declared charset, or the detected one where the declared
+        one is unknown (``x-bogus``), or UTF-8."""
+        for name in (charset, detect(body), "utf-8"):
+            if name:
+                try:
+                    return str(bytes_to_str(body, name))
+                except LookupError:
+                    continue
+        return body.decode("utf-8", errors="replace")
 
 
 def nonempty(items: Iterator[Document | Skip], path: Path) -> Iterator[Document | Skip]:

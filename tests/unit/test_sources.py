@@ -97,14 +97,18 @@ def test_lone_surrogate_is_skipped_by_the_data_stage(tmp_path: Path):
     good = "fine words " * 30
     src.write_text(json.dumps({"id": "ok", "text": good}) + "\n"
                    + '{"id": "bad", "text": "bad \\ud800 ' + "words " * 50 + '", "url": "\\udfff"}\n'
-                   + json.dumps({"id": "meta", "text": good + "x", "url": "\ud800"}) + "\n")
+                   + json.dumps({"id": "meta", "text": good + "x", "url": "\ud800"}) + "\n"
+                   # in a key, and nested: the whole stage had died with a traceback
+                   + '{"id": "key", "text": "' + good + 'y", "\\ud800k": "v", "ok": 1, '
+                   '"metadata": {"tags": ["a", "\\udc00"]}}\n')
     cfg = DataConfig(sources=[LocalSource(paths=[str(src)], quality="none")])
     counts: dict = {}
     counts.update(data_stage.process(cfg, tmp_path).counts())
     assert counts["dropped"] == {"invalid_unicode": 1}
     kept = list(read_docs(tmp_path))
-    assert [d["id"] for d in kept] == ["ok", "meta"]
+    assert [d["id"] for d in kept] == ["ok", "meta", "key"]
     assert "url" not in kept[1]["meta"]  # an unencodable metadata value is dropped, not the doc
+    assert kept[2]["meta"].get("ok") == 1 and "tags" not in json.dumps(kept[2]["meta"])
 
 
 def test_corrupt_gzip_is_a_counted_skip(tmp_path: Path):

@@ -144,7 +144,7 @@ def _limited(src: SourceConfig, task: Task, items: Iterator[Document | Skip],
             row["docs_in"] += 1
             row["dropped"]["invalid_unicode"] += 1
             continue
-        item.meta = {k: v for k, v in item.meta.items() if not _bad_str(v)}
+        item.meta = {k: v for k, v in item.meta.items() if not _unencodable({k: v})}
         if task.max_bytes and n_bytes + size > task.max_bytes:
             if n_bytes:  # keep going only if nothing fits yet
                 return
@@ -163,13 +163,13 @@ def _limited(src: SourceConfig, task: Task, items: Iterator[Document | Skip],
         yield item
 
 
-def _bad_str(v: Any) -> bool:
-    if not isinstance(v, str):
-        return False
+def _unencodable(v: Any) -> bool:
+    """True if ``v`` (metadata: its keys and nested values too) cannot be written as UTF-8
+    JSON: a lone surrogate from a JSON escape ("\\ud800") somewhere in it."""
     try:
-        v.encode("utf-8")
+        json.dumps(v, ensure_ascii=False).encode("utf-8")
         return False
-    except UnicodeEncodeError:
+    except (UnicodeEncodeError, TypeError, ValueError):
         return True
 
 

@@ -54,7 +54,7 @@ class Normalize(Step):
                 t = fixed
         if self.cfg.normalize_unicode:
             t = unicodedata.normalize("NFC", t.replace("\r\n", "\n").replace("\r", "\n"))
-            t = _MANY_BLANK.sub("\n\n\n", _TRAILING_WS.sub("\n", t)).strip("\n")
+            t = _MANY_BLANK.sub("\n\n\n", _TRAILING_WS.sub("", t)).strip("\n")
             t, n = _INVISIBLE.subn("", t)
             if n:
                 self.stats["invisible_chars_removed"] += n
@@ -81,7 +81,7 @@ class LengthAndBinaryFilter(Step):
         return None
 
 
-_TRAILING_WS = re.compile(r"[ \t]+\n")
+_TRAILING_WS = re.compile(r"[ \t]+$", re.MULTILINE)  # the last line's too
 _MANY_BLANK = re.compile(r"\n{4,}")
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ufffd]")  # Cc but \t \n, and U+FFFD
 # UTF-8 read as cp1252/latin-1 leaves a lead byte (Â Ã â ...) before a continuation byte:

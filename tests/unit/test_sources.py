@@ -318,3 +318,11 @@ def test_a_url_source_downloads_once_checks_its_sum_and_splits_by_characters(tmp
         LocalSource(paths=["x.txt"], char_range=[0.5, 0.2])
     with pytest.raises(ConfigError, match="exactly one file"):
         LocalSource(paths=["*.txt"], url=remote.as_uri())
+
+
+def test_a_byte_order_mark_before_the_first_jsonl_record_is_no_error(tmp_path: Path):
+    p = tmp_path / "bom.jsonl"
+    p.write_bytes(b"\xef\xbb\xbf" + json.dumps({"text": "first"}).encode() + b"\n"
+                  + json.dumps({"text": "second"}).encode() + b"\n")
+    docs, skips = _read(LocalSource(paths=[str(p)]))
+    assert [d.text for d in docs] == ["first", "second"] and skips == []

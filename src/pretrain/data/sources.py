@@ -368,8 +368,8 @@ class LocalSource(SourceConfig):
                     yield Skip(where, "record_too_large",
                                f"{where}: {len(raw):,} bytes > max_record_bytes")
                     continue
-                try:
-                    rec = json.loads(raw.decode("utf-8"))
+                try:  # a byte-order mark before the first record is not part of it
+                    rec = json.loads(raw.decode("utf-8-sig" if lineno == 1 else "utf-8"))
                 except UnicodeDecodeError as e:
                     yield Skip(where, "invalid_utf8", f"{where}: {e}")
                     continue

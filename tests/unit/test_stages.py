@@ -70,6 +70,13 @@ def test_a_body_sees_only_its_keyed_sections(tmp_path: Path):
                      ("train.checkpoint_every", "3"), ("train.parallel.dp_shard", "-1")):
         quiet = load_config(None, [("runs_dir", str(tmp_path)), harmless])
         assert train.key_config(quiet) == train.key_config(base), harmless
+    data = stages.get("data")
+    for harmless in (("data.workers", "3"), ("data.executor", "ray"),
+                     ("data.ray_address", "auto")):
+        other = load_config(None, [("runs_dir", str(tmp_path)), harmless])
+        assert data.key_config(other) == data.key_config(base), harmless
+    stricter = load_config(None, [("runs_dir", str(tmp_path)), ("data.clean.min_chars", "7")])
+    assert data.key_config(stricter) != data.key_config(base)
     longer = load_config(None, [("runs_dir", str(tmp_path)), ("train.steps", "9")])
     assert train.key_config(longer) != train.key_config(base)
     assert set(train.key_config(base)) == {"model", "train", "seed", "device", "external"}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from ..config import ConfigError
 from . import hf_source  # noqa: F401  (registers the "huggingface" source type)
@@ -254,6 +254,9 @@ class DataConfig:
     strict: bool = False              # an unreadable record or empty file stops the stage
     # a source without `license` is a warning in the data stage's log; true: an error
     require_license: bool = False
+    # how the stage runs, not what it writes: left out of its key (a rerun with other
+    # workers resumes the finished tasks and retrains nothing downstream)
+    UNKEYED: ClassVar[tuple[str, ...]] = ("workers", "executor", "ray_address")
 
     def __post_init__(self) -> None:
         if not self.sources:

@@ -4,6 +4,7 @@ one worker's output; its limits are shared out over the files the same way every
 rerun redoes only unfinished files; progress shows documents and bytes, also from inside
 one long task."""
 
+import json
 import re
 from pathlib import Path
 
@@ -190,3 +191,32 @@ def test_the_progress_reader_does_not_reread_ended_tasks(tmp_path, monkeypatch):
     assert heartbeat.read_beats(paths, done) == (40, 400)
     assert sorted(reads) == sorted(paths[1:])      # the ended first task came from memory
     assert heartbeat.read_beats(paths) == (40, 400)   # and without the memory, the same
+
+
+def test_a_bad_record_costs_itself_and_a_blank_file_is_counted(tmp_path):
+    """A non-numeric int_score skips its record, not the rest of its file; a file with no
+    records is an empty_file skip, as a local source's."""
+    good = _prose(1)
+    (tmp_path / "sc.jsonl").write_text("".join(
+        json.dumps({"text": f"{good} {i}", "int_score": s}) + "\n"
+        for i, s in enumerate(["3", "high", "4", "5"])))
+    (tmp_path / "blank.jsonl").write_text("\n\n")
+    for name, want in (("sc.jsonl", [("D", ""), ("S", "bad_int_score"), ("D", ""), ("D", "")]),
+                       ("blank.jsonl", [("S", "empty_file")])):
+        src = HuggingFaceSource(name="json", data_files=[str(tmp_path / name)], min_int_score=3)
+        items = list(src.read(src.task_files()))
+        assert [(type(i).__name__[0], getattr(i, "reason", "")) for i in items] == want, name
+
+
+def test_a_save_to_disk_folder_is_read_from_its_arrow_files(tmp_path):
+    import datasets
+    rows = [{"text": _prose(i), "id": f"r{i}"} for i in range(20)]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "saved"))
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows[:5]),
+                          "test": datasets.Dataset.from_list(rows[5:8])}
+                         ).save_to_disk(str(tmp_path / "dict"))
+    src = HuggingFaceSource(name=str(tmp_path / "saved"))
+    assert src.task_files() == []
+    assert [d.id for d in src.read()] == [r["id"] for r in rows]
+    test = HuggingFaceSource(name=str(tmp_path / "dict"), split="test")
+    assert [d.id for d in test.read()] == ["r5", "r6", "r7"]

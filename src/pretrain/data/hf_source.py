@@ -109,6 +109,15 @@ class HuggingFaceSource(SourceConfig):
             import datasets
         except ImportError:
             raise ConfigError(_INSTALL_HINT) from None
+        if not files and _saved(self.name):   # a save_to_disk folder: its arrow files
+            saved = datasets.load_from_disk(self.name)
+            if isinstance(saved, datasets.DatasetDict):
+                if self.split not in saved:
+                    raise ConfigError(f"huggingface source {self.name!r}: no split "
+                                      f"{self.split!r}; it has {', '.join(map(repr, saved))}")
+                saved = saved[self.split]
+            yield from self._records(lambda: saved, f"{self.name}:{self.split}")
+            return
         if not files:   # the whole stream; failing to open it is an error, not bad input
             ds = datasets.load_dataset(self.name, self.subset or None, split=self.split,
                                        streaming=self.streaming,
@@ -139,11 +148,20 @@ class HuggingFaceSource(SourceConfig):
                 raise
             yield Skip(f"{where}:{n}", "unreadable",
                        f"{where} after record {n}: {type(e).__name__}: {e}")
+            return
+        if not n:
+            yield Skip(where, "empty_file", f"{where}: no records")
 
     def _record(self, rec: dict[str, Any], where: str, i: int) -> Document | Skip:
         doc_id = str(rec.get(self.id_field) or f"{where}:{i}")
-        if self.min_int_score and int(rec.get("int_score") or 0) < self.min_int_score:
-            return Skip(doc_id, "below_min_int_score")
+        if self.min_int_score:
+            try:
+                score = float(rec.get("int_score") or 0)
+            except (TypeError, ValueError):
+                return Skip(doc_id, "bad_int_score", f"{where} record {i}: int_score "
+                            f"{rec.get('int_score')!r} is not a number")
+            if score < self.min_int_score:
+                return Skip(doc_id, "below_min_int_score")
         text = rec.get(self.text_field)
         if not isinstance(text, str):
             return Skip(doc_id, "missing_text",
@@ -151,6 +169,14 @@ class HuggingFaceSource(SourceConfig):
         meta = {k: v for k, v in rec.items() if k not in (self.text_field, self.id_field)
                 and isinstance(v, (str, int, float))}
         return Document(doc_id, text, self.label(), meta)
+
+
+def _saved(name: str) -> bool:
+    """A folder written by ``Dataset.save_to_disk`` (or a DatasetDict's), which
+    ``load_dataset`` would misread as a folder of json files (its state.json)."""
+    folder = Path(name)
+    return folder.is_dir() and ((folder / "state.json").is_file()
+                                or (folder / "dataset_dict.json").is_file())
 
 
 def _builder_files(src: HuggingFaceSource) -> tuple[str, list[str], dict[str, Any]]:
@@ -161,6 +187,8 @@ def _builder_files(src: HuggingFaceSource) -> tuple[str, list[str], dict[str, An
         import datasets
     except ImportError:
         raise ConfigError(_INSTALL_HINT) from None
+    if _saved(src.name) and not src.data_files:
+        return "save_to_disk", [], {}   # read whole by load_from_disk: one task
     try:
         builder = datasets.load_dataset_builder(src.name, src.subset or None,
                                                 data_files=src.data_files or None,

@@ -46,6 +46,11 @@ def test_int_given_for_float_is_accepted_from_toml(tmp_path: Path):
     ([("data.sources.5.max_bytes", "1")], "data.sources.5: no list element '5'"),
     ([("model.n_heads", "3")], "model.d_model (128) must be divisible by n_heads (3)"),
     ([("train.warmup_steps", "-1")], "train.warmup_steps must be >= 0"),
+    # a shape crash deep in torch, a NaN loss blamed on the learning rate, before
+    ([("model.ffn_hidden", "-8")], "ffn_hidden must be >= 0 (0 = the default), got -8"),
+    ([("model.rope_theta", "0")], "rope_theta must be a finite number > 0, got 0.0"),
+    ([("model.init_std", "-1")], "init_std must be a finite number >= 0, got -1.0"),
+    ([("model.norm_eps", "-1e-5")], "norm_eps must be a finite number >= 0"),
 ])
 def test_bad_values_name_the_key(overrides, message):
     with pytest.raises(ConfigError) as e:

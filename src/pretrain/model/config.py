@@ -81,6 +81,13 @@ class ModelConfig:
                 raise ConfigError("qk_rope_head_dim must be even for RoPE")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError("dropout must be within [0, 1)")
+        for name in ("ffn_hidden", "vocab_size"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0 (0 = the default), got {getattr(self, name)}")
+        for name, low in (("rope_theta", "> 0"), ("norm_eps", ">= 0"), ("init_std", ">= 0")):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0 or (low == "> 0" and value == 0):
+                raise ConfigError(f"{name} must be a finite number {low}, got {value}")
 
     @property
     def padded_vocab(self) -> int:

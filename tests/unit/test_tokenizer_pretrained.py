@@ -103,3 +103,23 @@ def test_loaded_tokenizer_survives_our_format_and_hf_export(tmp_path: Path):
     assert hf("Hello world", add_special_tokens=False)["input_ids"] == [9906, 1917]
     assert hf.convert_tokens_to_ids("<|endoftext|>") == 100257 and len(hf) == 100278
     assert [hf(t, add_special_tokens=False)["input_ids"] for t in texts] == [tok.encode(t) for t in texts]
+    # and our export (Split(regex, Isolated) + ByteLevel) loads back as a published one
+    back = pretrained.load(str(tmp_path / "tokenizer.json"), "", [], "", "<|endoftext|>")
+    assert back.ranks == tok.ranks and back.pattern == tok.pattern
+    assert [back.encode(t) for t in texts] == [tok.encode(t) for t in texts]
+
+
+@pytest.mark.parametrize("change, why", [
+    (lambda o: o["pre_tokenizer"].update(add_prefix_space=True), "add_prefix_space"),
+    (lambda o: o["model"].update(end_of_word_suffix="</w>"), "end_of_word_suffix"),
+    (lambda o: o["model"].update(dropout=0.5), "dropout"),
+])
+def test_settings_that_change_the_ids_are_refused(tmp_path: Path, change, why: str):
+    """GPT-2's tokenizer.json with a setting that makes HF give other ids ("Hello world":
+    18435 995 with a prefix space, not 15496 995): refused, not loaded as if plain."""
+    obj = json.loads(shared_data("tokenizers/gpt2/tokenizer.json").read_text())
+    change(obj)
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(obj))
+    with pytest.raises(ConfigError, match=why):
+        pretrained.load(str(path), "", [], "", "")

@@ -88,19 +88,27 @@ def load_gpt2(folder: Path) -> Tokenizer:
 
 
 def _hf_pattern(pre: dict[str, Any] | None, where: str) -> str:
+    """The split regex of an HF byte-level pre-tokenizer, where it splits text as tiktoken's
+    ``findall`` of that regex does: the pieces are the matches, kept (``invert``) or
+    isolated (the regexes of byte-level BPEs match every character, so there is no text
+    between matches to differ on)."""
     if pre is None:
         raise ConfigError(f"{where}: no pre_tokenizer; not a byte-level BPE")
-    if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
+    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
+    if any(s.get("type") == "ByteLevel" and s.get("add_prefix_space") for s in steps):
+        raise ConfigError(f"{where}: ByteLevel add_prefix_space = true (a space is put before "
+                          "the text, which changes its first ids); not supported")
+    if len(steps) == 1 and steps[0].get("type") == "ByteLevel" and steps[0].get("use_regex", True):
         return GPT2_PATTERN
-    if pre.get("type") == "Sequence":
-        steps = pre.get("pretokenizers", [])
-        if (len(steps) == 2 and steps[0].get("type") == "Split"
-                and "Regex" in steps[0].get("pattern", {}) and steps[0].get("invert") is True
-                and steps[0].get("behavior") in ("Removed", "Isolated")
-                and steps[1].get("type") == "ByteLevel" and not steps[1].get("use_regex", True)):
-            return str(steps[0]["pattern"]["Regex"])
+    if (len(steps) == 2 and steps[0].get("type") == "Split"
+            and "Regex" in steps[0].get("pattern", {})
+            and (steps[0].get("behavior"), steps[0].get("invert")) in
+            (("Removed", True), ("Isolated", True), ("Isolated", False))
+            and steps[1].get("type") == "ByteLevel" and not steps[1].get("use_regex", True)):
+        return str(steps[0]["pattern"]["Regex"])
     raise ConfigError(f"{where}: unsupported pre_tokenizer {json.dumps(pre)[:200]}; supported: "
-                      "ByteLevel, or Split(regex) followed by ByteLevel(use_regex=false)")
+                      "ByteLevel, or Split(regex, Isolated, or Removed inverted) followed by "
+                      "ByteLevel(use_regex=false)")
 
 
 def load_hf(path: Path, bos: str = "", eos: str = "") -> Tokenizer:
@@ -115,6 +123,11 @@ def load_hf(path: Path, bos: str = "", eos: str = "") -> Tokenizer:
     if obj.get("normalizer") is not None:
         raise ConfigError(f"{path}: has a normalizer ({obj['normalizer'].get('type')}); "
                           "tokenizers with normalizers are not supported")
+    unlike = {k: model[k] for k in ("dropout", "end_of_word_suffix", "continuing_subword_prefix")
+              if model.get(k)}
+    if unlike:
+        raise ConfigError(f"{path}: a BPE with {unlike} encodes otherwise than plain byte-level "
+                          "BPE; not supported")
     pattern = _hf_pattern(obj.get("pre_tokenizer"), str(path))
     added = {t["content"]: int(t["id"]) for t in obj.get("added_tokens", [])}
     vocab = {k: v for k, v in model["vocab"].items() if k not in added}

@@ -39,6 +39,9 @@ def export_run(source: Path, out: Path) -> Path:
         if tok is not None:
             tok_hf.save_pretrained(tok, tmp, model.cfg.seq_len)
         tmp.rename(out)
+    except ValueError as e:   # what the HF format cannot express (model or tokenizer)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise PretrainError(f"export: {e}; nothing was left at {out}") from e
     except Exception as e:   # noqa: BLE001 -- safetensors raises its own type for a full disk
         shutil.rmtree(tmp, ignore_errors=True)
         raise PretrainError(f"export: {write_failure(out, e)}; nothing was left at {out}") from e

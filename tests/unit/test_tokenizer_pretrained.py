@@ -45,6 +45,19 @@ def test_llama3_published_ids():
     assert tok.decode(tok.encode("naïve 東京 🙂")) == "naïve 東京 🙂"
 
 
+def test_llama3_exports_to_hf_with_the_same_ids():
+    """Llama-3 has tokens no merge of lower-ranked tokens makes (b'.:.:', id 100421):
+    tiktoken makes them from a whole piece or any two tokens they split into, and so must
+    the export (it refused the tokenizer, reported as a failure to write)."""
+    from pretrain.tokenizer.hf import to_hf
+    tok = pretrained.load("llama3:" + str(shared_data("tokenizers/llama3/tokenizer.model")), "", [], "", "")
+    pytest.importorskip("tokenizers", reason="HF tokenizers (a dev dependency)")
+    hf = to_hf(tok)
+    texts = [*_web_texts(200), ".:.:.:.:", "a.:.:b", Path(json.__file__).read_text()]
+    assert [e.ids for e in hf.encode_batch(texts, add_special_tokens=False)] == \
+        [tok.encode(t) for t in texts]
+
+
 def test_olmo_dolma2_published_ids_and_hf_agreement():
     path = shared_data("tokenizers/olmo/allenai_dolma2.json")
     tok = pretrained.load(str(path), "", [], "", "")

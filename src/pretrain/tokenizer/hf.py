@@ -44,7 +44,10 @@ def _as_text(b: bytes) -> str:
 
 
 def recover_merges(ranks: list[bytes]) -> list[tuple[bytes, bytes]]:
-    """The pair each multi-byte token was merged from, in rank order."""
+    """The pair each multi-byte token was merged from, in rank order. A token that no merge
+    of lower-ranked tokens makes (Llama-3 has some) is made by tiktoken only from a whole
+    piece (which HF's ``ignore_merges`` looks up too) or from any two tokens it splits
+    into: it gets a merge from each such pair, none if there is none."""
     rank = {b: i for i, b in enumerate(ranks)}
     merges = []
     for r, token in enumerate(ranks):
@@ -58,9 +61,11 @@ def recover_merges(ranks: list[bytes]) -> list[tuple[bytes, bytes]]:
             if rank.get(merged, 1 << 62) >= r:
                 break
             parts[best:best + 2] = [merged]
-        if len(parts) != 2:
-            raise ValueError(f"token {r} ({token!r}) is not a merge of two lower-ranked tokens")
-        merges.append((parts[0], parts[1]))
+        if len(parts) == 2:
+            merges.append((parts[0], parts[1]))
+        else:
+            merges += [(token[:k], token[k:]) for k in range(1, len(token))
+                       if token[:k] in rank and token[k:] in rank]
     return merges
 
 

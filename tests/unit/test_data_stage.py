@@ -225,6 +225,7 @@ def test_huggingface_source_streams_a_local_dataset_with_fineweb_edu_fields(tmp_
 
 def test_inspect_prints_the_funnel_and_examples(tmp_path, capsys):
     _web_files(tmp_path, n_files=2)
+    (tmp_path / "in-bad.jsonl").write_text('{"txt": "renamed"}\n{"text": 5}\n')
     cfg = DataConfig(sources=[LocalSource(paths=[str(tmp_path / "in-*.jsonl")])])
     _run(tmp_path, cfg)
     assert main(["data", "inspect", str(tmp_path / "out")]) == 0
@@ -233,8 +234,13 @@ def test_inspect_prints_the_funnel_and_examples(tmp_path, capsys):
     assert main(["data", "inspect", str(tmp_path / "out"), "--reason", "too_short"]) == 0
     text = capsys.readouterr().out
     assert "f0-short" in text and "too short" in text
+    # read-level drops keep no text: their records' details (they were 'no examples')
+    assert main(["data", "inspect", str(tmp_path / "out"), "--reason", "missing_text"]) == 0
+    text = capsys.readouterr().out
+    assert text.count("missing_text (no text kept)") == 2 and "in-bad.jsonl:2" in text
     assert main(["data", "inspect", str(tmp_path / "out"), "--reason", "nope"]) == 2
-    assert "too_short" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "too_short" in err and "missing_text" in err
     assert main(["data", "inspect", str(tmp_path / "nothing")]) == 2
 
 

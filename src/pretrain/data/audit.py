@@ -94,13 +94,51 @@ def inspect(run: Path, reason: str = "", n: int = 3, chars: int = 600) -> str:
                 + ", ".join(f"{r} {k}" for r, k in by_reason.most_common())]
         return "\n".join(out)
     chosen = [s for s in samples if s["reason"] == reason][:n]
-    if not chosen:
-        known = ", ".join(sorted(by_reason)) or "none"
-        raise PretrainError(f"no dropped examples with reason {reason!r}; reasons with "
-                            f"examples: {known}")
+    if not chosen:   # records dropped without their text (unreadable input): their details
+        records = _dropped(d, reason, n)
+        if not records:
+            known = ", ".join(sorted({*by_reason, *_reasons(d)})) or "none"
+            raise PretrainError(f"no dropped records with reason {reason!r}; reasons: {known}")
+        for r in records:
+            out += ["", f"--- {r['id']}  [{r.get('domain', '')}] step {r.get('step', '')}: "
+                        f"{r['reason']} (no text kept)", str(r.get("detail", ""))]
+        return "\n".join(out)
     for s in chosen:
         extra = f" (duplicate of {s['duplicate_of']})" if "duplicate_of" in s else ""
         out += ["", f"--- {s['id']}  [{s['domain']}] step {s['step']}: {s['reason']}{extra}",
                 textwrap.shorten(s["text"], chars, placeholder=" ...") if chars < len(s["text"])
                 else s["text"]]
     return "\n".join(out)
+
+
+def _dropped(d: Path, reason: str, n: int) -> list[dict[str, Any]]:
+    """The first ``n`` records of ``dropped.jsonl`` with ``reason``."""
+    out: list[dict[str, Any]] = []
+    with open(d / "dropped.jsonl", encoding="utf-8") as f:
+        for line in f:
+            if f'"{reason}"' in line:   # cheap test before parsing
+                rec = json.loads(line)
+                if rec.get("reason") == reason:
+                    out.append(rec)
+                    if len(out) >= n:
+                        break
+    return out
+
+
+def _reasons(d: Path) -> set[str]:
+    """Every drop reason the funnel counted."""
+    funnel = json.loads((d / "funnel.json").read_text())
+    found: set[str] = set()
+
+    def walk(x: Any) -> None:
+        if isinstance(x, dict):
+            for k, v in x.items():
+                if k == "dropped" and isinstance(v, dict):
+                    found.update(v)
+                else:
+                    walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+    walk(funnel)
+    return found

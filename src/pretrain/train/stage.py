@@ -169,6 +169,7 @@ def _init(cfg: TrainConfig, shards: TokenShards, vocab: int) -> Transformer:
     """The model ``train.init_from`` names, its vocabulary grown to this run's tokenizer
     when that tokenizer is the checkpoint's extended with domain tokens."""
     init = io.load_any(Path(cfg.init_from))
+    trained_vocab = init.cfg.vocab_size   # the ids the checkpoint was trained with
     added = {a.id: a.parts for a in shards.tokenizer().added}
     if init.cfg.vocab_size < vocab and added:
         new_ids = range(init.cfg.vocab_size, vocab)
@@ -187,7 +188,7 @@ def _init(cfg: TrainConfig, shards: TokenShards, vocab: int) -> Transformer:
         raise PretrainError(f"train.init_from: the checkpoint has {init.cfg.vocab_size} token "
                             f"ids, the tokenizer of this run {vocab}; continue with the "
                             "checkpoint's tokenizer")
-    _same_tokens(Path(cfg.init_from), shards, init.cfg.vocab_size)
+    _same_tokens(Path(cfg.init_from), shards, trained_vocab)
     log0(f"train: continuing from {cfg.init_from} ({init.cfg.arch}, "
          f"{init.cfg.num_params() / 1e6:.2f} M params); [model] settings are taken from it")
     return init.train()

@@ -27,6 +27,7 @@ C4 documents at 8,192 pieces, "▁p al e" vs "▁ pa le"); document text is othe
 
 from __future__ import annotations
 
+import heapq
 import json
 from pathlib import Path
 from typing import Any
@@ -53,20 +54,46 @@ def recover_merges(ranks: list[bytes]) -> list[tuple[bytes, bytes]]:
     for r, token in enumerate(ranks):
         if len(token) == 1:
             continue
-        parts = [token[i:i + 1] for i in range(len(token))]
-        while len(parts) > 2:
-            best = min(range(len(parts) - 1),
-                       key=lambda i: rank.get(parts[i] + parts[i + 1], 1 << 62))
-            merged = parts[best] + parts[best + 1]
-            if rank.get(merged, 1 << 62) >= r:
-                break
-            parts[best:best + 2] = [merged]
+        parts = _merged_below(token, rank, r)
         if len(parts) == 2:
             merges.append((parts[0], parts[1]))
         else:
             merges += [(token[:k], token[k:]) for k in range(1, len(token))
                        if token[:k] in rank and token[k:] in rank]
     return merges
+
+
+def _merged_below(token: bytes, rank: dict[bytes, int], limit: int) -> list[bytes]:
+    """``token``'s bytes merged as tiktoken merges them (the adjacent pair whose joined bytes
+    rank lowest first, the leftmost of equals) with the tokens ranked below ``limit``, until
+    none applies: a heap of candidate pairs over a linked list, n log n in the token's
+    length (a rescan per merge took 1.9 s for a token of 4,097 bytes)."""
+    parts = [token[i:i + 1] for i in range(len(token))]
+    n = len(parts)
+    nxt, prv, alive = list(range(1, n + 1)), list(range(-1, n - 1)), [True] * n
+    heap: list[tuple[int, int, bytes, bytes]] = []
+
+    def push(i: int) -> None:
+        j = nxt[i]
+        if j < n:
+            r = rank.get(parts[i] + parts[j])
+            if r is not None and r < limit:
+                heapq.heappush(heap, (r, i, parts[i], parts[j]))
+
+    for i in range(n - 1):
+        push(i)
+    while heap:
+        _, i, a, b = heapq.heappop(heap)
+        j = nxt[i] if alive[i] else n
+        if j >= n or parts[i] != a or parts[j] != b:
+            continue   # stale: one side has merged since
+        parts[i], alive[j], nxt[i] = a + b, False, nxt[j]
+        if nxt[i] < n:
+            prv[nxt[i]] = i
+        if prv[i] >= 0:
+            push(prv[i])
+        push(i)
+    return [p for p, keep in zip(parts, alive, strict=True) if keep]
 
 
 def to_hf(tok: Tokenizer) -> Any:

@@ -31,16 +31,29 @@ def _train(overrides: list[tuple[str, str]], cwd: Path) -> subprocess.Popen:
     return subprocess.Popen(args, cwd=cwd, env=env, stderr=subprocess.PIPE, text=True)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
-def test_a_signal_checkpoints_and_the_rerun_resumes_exactly(tmp_path, sig):
-    common = {"train__steps": STEPS, "train__checkpoint_every": "1000", "train__log_every": "1",
-              "train__threads": "1", "device": "cpu"}
-    ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
-    for where in (ref_dir, run_dir):
-        run_stages(load_config(None, tiny_overrides(where, **common)),
-                   ("data", "tokenizer", "tokenize"), force=set())
-    ref = _train(tiny_overrides(ref_dir, **common), tmp_path)
+COMMON = {"train__steps": STEPS, "train__checkpoint_every": "1000", "train__log_every": "1",
+          "train__threads": "1", "device": "cpu"}
+
+
+def _prepared(where: Path) -> Path:
+    run_stages(load_config(None, tiny_overrides(where, **COMMON)),
+               ("data", "tokenizer", "tokenize"), force=set())
+    return where
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict[str, torch.Tensor]:
+    """The weights of the run trained without a signal (one for both signals)."""
+    ref_dir = _prepared(tmp_path_factory.mktemp("ref"))
+    ref = _train(tiny_overrides(ref_dir, **COMMON), ref_dir)
     assert ref.wait(timeout=300) == 0, ref.stderr.read()[-2000:] if ref.stderr else ""
+    return load_file(ref_dir / "runs" / "tiny" / "train" / "model.safetensors")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_a_signal_checkpoints_and_the_rerun_resumes_exactly(tmp_path, sig, reference):
+    common = COMMON
+    run_dir = _prepared(tmp_path / "run")
     proc = _train(tiny_overrides(run_dir, **common), tmp_path)
     assert proc.stderr is not None
     for line in proc.stderr:  # signal once training is under way
@@ -58,6 +71,6 @@ def test_a_signal_checkpoints_and_the_rerun_resumes_exactly(tmp_path, sig):
     out = again.stderr.read() if again.stderr else ""
     assert again.wait(timeout=300) == 0, out[-2000:]
     assert "resumed from" in out and time.time() - start < 300
-    a = load_file(ref_dir / "runs" / "tiny" / "train" / "model.safetensors")
+    a = reference
     b = load_file(run_dir / "runs" / "tiny" / "train" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)

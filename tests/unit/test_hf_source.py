@@ -199,9 +199,10 @@ def test_a_bad_record_costs_itself_and_a_blank_file_is_counted(tmp_path):
     good = _prose(1)
     (tmp_path / "sc.jsonl").write_text("".join(
         json.dumps({"text": f"{good} {i}", "int_score": s}) + "\n"
-        for i, s in enumerate(["3", "high", "4", "5"])))
+        for i, s in enumerate(["3", "high", "4", "5", "nan"])))
     (tmp_path / "blank.jsonl").write_text("\n\n")
-    for name, want in (("sc.jsonl", [("D", ""), ("S", "bad_int_score"), ("D", ""), ("D", "")]),
+    for name, want in (("sc.jsonl", [("D", ""), ("S", "bad_int_score"), ("D", ""), ("D", ""),
+                                     ("S", "bad_int_score")]),
                        ("blank.jsonl", [("S", "empty_file")])):
         src = HuggingFaceSource(name="json", data_files=[str(tmp_path / name)], min_int_score=3)
         items = list(src.read(src.task_files()))

@@ -131,3 +131,15 @@ def test_the_same_words_added_in_another_order_are_another_tokenizer(tok: Tokeni
     assert first_difference(id_bytes(a), id_bytes(b), a.vocab_size) == a.added[0].id
     assert first_difference(id_bytes(a), id_bytes(again), a.vocab_size) is None
     assert first_difference(id_bytes(a), id_bytes(b), tok.vocab_size) is None  # below: the same
+
+
+def test_an_hf_directory_is_read_for_its_own_tokenizer(tok: Tokenizer, tmp_path: Path):
+    """An HF export inside another run's folder: its own tokenizer.json, not the run's."""
+    from pretrain.tokenizer.files import id_bytes, model_tokens
+    other, _ = extend(tok, ["pharmacokinetics"])
+    (tmp_path / "tokenizer").mkdir()
+    other.save(tmp_path / "tokenizer" / "tokenizer.json")
+    (tmp_path / "hf").mkdir()
+    save_pretrained(tok, tmp_path / "hf", 1024)
+    assert model_tokens(tmp_path / "hf", ours=False) == id_bytes(tok)
+    assert model_tokens(tmp_path / "hf" / "x", ours=True) == id_bytes(other)  # a folder of ours

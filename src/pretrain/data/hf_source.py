@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -157,6 +158,8 @@ class HuggingFaceSource(SourceConfig):
         if self.min_int_score:
             try:
                 score = float(rec.get("int_score") or 0)
+                if not math.isfinite(score):
+                    raise ValueError
             except (TypeError, ValueError):
                 return Skip(doc_id, "bad_int_score", f"{where} record {i}: int_score "
                             f"{rec.get('int_score')!r} is not a number")

@@ -42,13 +42,14 @@ def run_tokenizer(model_folder: Path) -> Path | None:
     return None
 
 
-def model_tokens(model_folder: Path) -> dict[int, bytes] | None:
-    """What each id of text (``id_bytes``) of the tokenizer a model was trained with stands for: the run's
-    (a folder of ours) or the ``tokenizer.json`` of a Hugging Face model directory if it is
-    a byte-level BPE; None where neither is found."""
-    ours = run_tokenizer(model_folder)
-    if ours is not None:
-        return id_bytes(load_tokenizer(ours))
+def model_tokens(model_folder: Path, ours: bool) -> dict[int, bytes] | None:
+    """What each id of text (``id_bytes``) of the tokenizer a model was trained with stands
+    for: for a model folder of ours (``ours``) its run's tokenizer, else (a Hugging Face
+    model directory) its own ``tokenizer.json`` if that is a byte-level BPE; None where
+    there is none to read."""
+    if ours:
+        path = run_tokenizer(model_folder.resolve())
+        return id_bytes(load_tokenizer(path)) if path is not None else None
     hf = model_folder / TOKENIZER
     return hf_token_bytes(hf) if hf.is_file() else None
 

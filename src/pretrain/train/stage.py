@@ -197,8 +197,8 @@ def _init(cfg: TrainConfig, shards: TokenShards, vocab: int) -> Transformer:
 def _same_tokens(source: Path, shards: TokenShards, below: int) -> None:
     """The ids the checkpoint was trained with stand for the same bytes in this run's
     tokenizer (two tokenizers of one size are not the same tokenizer)."""
-    folder = next((f for f in (source / "train", source) if io.is_model_folder(f)), source)
-    theirs = model_tokens(folder)
+    folder = next((f for f in (source / "train", source) if io.is_model_folder(f)), None)
+    theirs = model_tokens(folder or source, ours=folder is not None)
     if theirs is None:
         log0(f"train: init_from: no tokenizer found with {source} (a run's tokenizer/ or an "
              "HF byte-level tokenizer.json): its ids are taken to mean this run's")

@@ -32,7 +32,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.distributed.tensor import DTensor
 
@@ -49,7 +48,7 @@ from ..rundir import write_failure
 from ..tokenizer.shards import TokenShards
 from . import state
 from .config import TrainConfig
-from .data import MixtureWindows, Prefetcher, RandomWindows
+from .data import MixtureWindows, Prefetcher, RandomWindows, domain_ids, probe_prompts
 from .fits import check_memory
 from .monitor import Monitor, log_line, memory_gb
 from .optim import lr_at, make_optimizer, peaks
@@ -126,14 +125,14 @@ class Trainer(Recovery):
         # over the domains), scored on every rank so that all take the same decisions
         val = TokenShards(tokens_dir, "val")
         rows = cfg.batch_size * dp * cfg.eval_batches
-        n_domains = max(1, len(_domain_ids(val)))
+        n_domains = max(1, len(domain_ids(val)))
         self.val = domain_windows(val, seq_len, max(1, rows // n_domains) * seq_len)
         if not self.val:
             raise ConfigError("the val split is empty: nothing to evaluate on")
         self.token_bytes = val.token_bytes()
         # generation steps would need every rank of a sharded model in their collectives
         self.probes = {} if self.layout.sharded or not cfg.probe_new_tokens else \
-            _probe_prompts(val, min(cfg.probe_prompt_tokens, seq_len // 2))
+            probe_prompts(val, min(cfg.probe_prompt_tokens, seq_len // 2))
         self.decode = val.tokenizer().decode if self.probes else None
         self.generations: list[dict[str, Any]] = []
         self.precision = resolve_precision(cfg.precision, device)
@@ -495,24 +494,6 @@ class Trainer(Recovery):
             self.generations.append({"step": step, "domain": domain,
                                      "prompt": self.decode(prompt[1:]),
                                      "completion": self.decode(out)})
-
-
-def _domain_ids(shards: TokenShards) -> set[int]:
-    """The domains that have documents in ``shards`` (from the index, no document read)."""
-    return {int(d) for idx in shards.index for d in np.unique(idx[:, 2])}
-
-
-def _probe_prompts(val: TokenShards, k: int) -> dict[str, list[int]]:
-    """BOS + the first ``k`` tokens of each domain's first held-out document long enough;
-    the scan stops once every domain has one."""
-    out: dict[str, list[int]] = {}
-    n_domains = len(_domain_ids(val))
-    for toks, domain in val.documents():
-        if domain not in out and len(toks) > k + 1:
-            out[domain] = [int(t) for t in toks[:k + 1]]
-            if len(out) == n_domains:
-                break
-    return dict(sorted(out.items()))
 
 
 def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: RunPaths,

@@ -25,7 +25,7 @@ def export_run(source: Path, out: Path) -> Path:
     """
     if out.exists():
         raise ConfigError(f"{out} exists; remove it or choose another folder")
-    folder = next((f for f in (source / "train", source) if io.is_model_folder(f)), None)
+    folder = io.model_folder(source)
     if folder is None:
         raise ConfigError(f"{source}: neither a run directory with a completed train stage nor "
                           f"a folder with {io.WEIGHTS} and {io.CONFIG}")

@@ -93,6 +93,12 @@ def is_model_folder(path: Path) -> bool:
     return ((path / WEIGHTS).is_file() and (path / CONFIG).is_file()) or _is_dcp(path)
 
 
+def model_folder(path: Path) -> Path | None:
+    """The folder of ours that ``path`` names: a run directory's ``train/``, or ``path``
+    itself (a ``train/`` folder or a resumable checkpoint); None if neither is one."""
+    return next((f for f in (path / "train", path) if is_model_folder(f)), None)
+
+
 def consolidated(folder: Path) -> dict[str, torch.Tensor]:
     """The whole model state dict (CPU) of a DCP checkpoint, read by this process alone."""
     import torch.distributed.checkpoint as dcp
@@ -143,9 +149,9 @@ def load(folder: Path, device: str | torch.device = "cpu") -> Transformer:
 def load_any(path: Path, device: str | torch.device = "cpu") -> Transformer:
     """Weights to start from or export: a run directory, its ``train/`` folder, a folder of
     ours (a resumable checkpoint too) or a Hugging Face model directory."""
-    for folder in (path / "train", path):
-        if is_model_folder(folder):
-            return load(folder, device)
+    folder = model_folder(path)
+    if folder is not None:
+        return load(folder, device)
     if (path / "config.json").is_file():
         return import_hf(path).to(device).eval()
     raise ConfigError(f"{path}: not a run directory, a model or checkpoint folder of pretrain "

@@ -170,7 +170,8 @@ def _init(cfg: TrainConfig, shards: TokenShards, vocab: int) -> Transformer:
     when that tokenizer is the checkpoint's extended with domain tokens."""
     init = io.load_any(Path(cfg.init_from))
     trained_vocab = init.cfg.vocab_size   # the ids the checkpoint was trained with
-    added = {a.id: a.parts for a in shards.tokenizer().added}
+    tok = shards.tokenizer()
+    added = {a.id: a.parts for a in tok.added}
     if init.cfg.vocab_size < vocab and added:
         new_ids = range(init.cfg.vocab_size, vocab)
         missing = [i for i in new_ids if i not in added]
@@ -188,22 +189,22 @@ def _init(cfg: TrainConfig, shards: TokenShards, vocab: int) -> Transformer:
         raise PretrainError(f"train.init_from: the checkpoint has {init.cfg.vocab_size} token "
                             f"ids, the tokenizer of this run {vocab}; continue with the "
                             "checkpoint's tokenizer")
-    _same_tokens(Path(cfg.init_from), shards, trained_vocab)
+    _same_tokens(Path(cfg.init_from), id_bytes(tok), trained_vocab)
     log0(f"train: continuing from {cfg.init_from} ({init.cfg.arch}, "
          f"{init.cfg.num_params() / 1e6:.2f} M params); [model] settings are taken from it")
     return init.train()
 
 
-def _same_tokens(source: Path, shards: TokenShards, below: int) -> None:
-    """The ids the checkpoint was trained with stand for the same bytes in this run's
-    tokenizer (two tokenizers of one size are not the same tokenizer)."""
-    folder = next((f for f in (source / "train", source) if io.is_model_folder(f)), None)
+def _same_tokens(source: Path, ours: dict[int, bytes], below: int) -> None:
+    """The ids the checkpoint was trained with stand for the same bytes (``ours``, this
+    run's tokenizer's) as in the tokenizer it was trained with (two tokenizers of one size
+    are not the same tokenizer)."""
+    folder = io.model_folder(source)
     theirs = model_tokens(folder or source, ours=folder is not None)
     if theirs is None:
         log0(f"train: init_from: no tokenizer found with {source} (a run's tokenizer/ or an "
              "HF byte-level tokenizer.json): its ids are taken to mean this run's")
         return
-    ours = id_bytes(shards.tokenizer())
     i = first_difference(theirs, ours, below)
     if i is not None:
         raise PretrainError(

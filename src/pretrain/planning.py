@@ -65,15 +65,15 @@ def _fit(cfg: RunConfig, opts: Options) -> Law | None:
             raise ConfigError(f"--fit {path}: no such file")
         return None
     fit = json.loads(path.read_text())
-    law = fit["law"]
-    if len(fit.get("isoflop", [])) < 2 or min(law[k] for k in ("A", "B", "alpha", "beta")) <= 0:
+    law = Law.from_dict(fit["law"], source=f"fitted ({path})")
+    if len(fit.get("isoflop", [])) < 2 or law.degenerate:
         why = (f"{path}: the law was fitted from fewer than 2 budgets of 3 sizes or does not "
                "depend on both N and D; rerun `pretrain sweep` with more budgets or sizes")
         if opts.fit:
             raise ConfigError(why)
         log0(f"plan: not using {why}")
         return None
-    return Law(**{k: law[k] for k in ("E", "A", "B", "alpha", "beta")}, source=f"fitted ({path})")
+    return law
 
 
 def _mfu(cfg: RunConfig, opts: Options) -> tuple[float, str]:

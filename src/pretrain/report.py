@@ -240,7 +240,7 @@ def _plan(root: Path) -> str:
     fit = None
     if fit_path.is_file():
         law = _json(fit_path)["law"]
-        fit = Law(**{k: law[k] for k in ("E", "A", "B", "alpha", "beta")}, source="this run's sweep")
+        fit = Law.from_dict(law, source="this run's sweep")
     text += _block(frontier(model, tokens, flops, fit)) if tokens else ""
     for plot in ("isoflop.png", "fit.png"):
         if (root / "sweep" / plot).is_file():

@@ -134,9 +134,9 @@ def fit_results(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _predict(cfg: RunConfig, fit: dict[str, Any], budgets: list[float]) -> dict[str, Any]:
     """The fitted law's optimal model for the next budget up, predicted then trained."""
-    law = Law(**{k: fit["law"][k] for k in ("E", "A", "B", "alpha", "beta")})
+    law = Law.from_dict(fit["law"])
     c = budgets[-1] * budgets[-1] / budgets[-2]
-    if min(law.A, law.B, law.alpha, law.beta) <= 0:
+    if law.degenerate:
         log0("sweep: the fitted law does not depend on both N and D (too few or too noisy "
              "runs); no prediction: add budgets or sizes")
         return {"C": c, "skipped": "degenerate fit"}
@@ -170,7 +170,7 @@ def _plots(fit: dict[str, Any], out: Path) -> None:
     except ImportError:
         log0("sweep: no plots (matplotlib is not installed: pip install 'pretrain[report]')")
         return
-    law = Law(**{k: fit["law"][k] for k in ("E", "A", "B", "alpha", "beta")})
+    law = Law.from_dict(fit["law"])
     fig, ax = plt.subplots(figsize=(7, 4))
     for c in sorted({r["C"] for r in fit["runs"]}):
         runs = sorted((r for r in fit["runs"] if r["C"] == c), key=lambda r: r["N"])

@@ -58,6 +58,17 @@ class Law:
     def as_dict(self) -> dict[str, float | str]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "") -> Law:
+        """The law of a fit.json's ``law`` (its other keys, the intervals, left out)."""
+        return cls(float(d["E"]), float(d["A"]), float(d["B"]), float(d["alpha"]),
+                   float(d["beta"]), source)
+
+    @property
+    def degenerate(self) -> bool:
+        """A fit that does not depend on both N and D (too few or too noisy runs)."""
+        return min(self.A, self.B, self.alpha, self.beta) <= 0
+
 
 HOFFMANN = Law(1.69, 406.4, 410.7, 0.34, 0.28, "Hoffmann et al. 2022")
 BESIROGLU = Law(1.82, 482.01, 2085.43, 0.3478, 0.3658, "Besiroglu et al. 2024")

@@ -58,9 +58,15 @@ def recover_merges(ranks: list[bytes]) -> list[tuple[bytes, bytes]]:
         if len(parts) == 2:
             merges.append((parts[0], parts[1]))
         else:
-            merges += [(token[:k], token[k:]) for k in range(1, len(token))
-                       if token[:k] in rank and token[k:] in rank]
+            merges += _splits(token, rank.keys())
     return merges
+
+
+def _splits(token: bytes, known: Any) -> list[tuple[bytes, bytes]]:
+    """Every pair of ``known`` tokens ``token`` splits into, left piece shortest first:
+    what tiktoken may merge into it (any adjacent pair whose bytes are a token)."""
+    return [(token[:k], token[k:]) for k in range(1, len(token))
+            if token[:k] in known and token[k:] in known]
 
 
 def _merged_below(token: bytes, rank: dict[bytes, int], limit: int) -> list[bytes]:
@@ -117,8 +123,7 @@ def to_hf(tok: Tokenizer) -> Any:
     for a in tok.added:
         _chain_merge(tok, a)   # made of its pieces: checked
         vocab[_as_text(a.bytes)] = a.id
-        merges += [(_as_text(a.bytes[:k]), _as_text(a.bytes[k:])) for k in range(1, len(a.bytes))
-                   if a.bytes[:k] in known and a.bytes[k:] in known]
+        merges += [(_as_text(x), _as_text(y)) for x, y in _splits(a.bytes, known)]
     hf = HFTokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=True))
     hf.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(tok.pattern), behavior="isolated", invert=False),

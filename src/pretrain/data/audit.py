@@ -97,7 +97,8 @@ def inspect(run: Path, reason: str = "", n: int = 3, chars: int = 600) -> str:
     if not chosen:   # records dropped without their text (unreadable input): their details
         records = _dropped(d, reason, n)
         if not records:
-            known = ", ".join(sorted({*by_reason, *_reasons(d)})) or "none"
+            counted = {r for row in funnel for r in row["dropped"]}   # every reason counted
+            known = ", ".join(sorted({*by_reason, *counted})) or "none"
             raise PretrainError(f"no dropped records with reason {reason!r}; reasons: {known}")
         for r in records:
             out += ["", f"--- {r['id']}  [{r.get('domain', '')}] step {r.get('step', '')}: "
@@ -124,21 +125,3 @@ def _dropped(d: Path, reason: str, n: int) -> list[dict[str, Any]]:
                         break
     return out
 
-
-def _reasons(d: Path) -> set[str]:
-    """Every drop reason the funnel counted."""
-    funnel = json.loads((d / "funnel.json").read_text())
-    found: set[str] = set()
-
-    def walk(x: Any) -> None:
-        if isinstance(x, dict):
-            for k, v in x.items():
-                if k == "dropped" and isinstance(v, dict):
-                    found.update(v)
-                else:
-                    walk(v)
-        elif isinstance(x, list):
-            for v in x:
-                walk(v)
-    walk(funnel)
-    return found

@@ -545,7 +545,6 @@ class WarcSource(SourceConfig):
             if not n:
                 yield Skip(str(p), "empty_file", f"{p}: no WARC response records")
 
-
     @staticmethod
     def _decode(body: bytes, charset: str | None, bytes_to_str: Any, detect: Any) -> str:
         """The page as text in its declared charset, or the detected one where the declared

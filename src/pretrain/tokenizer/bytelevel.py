@@ -51,4 +51,3 @@ def hf_token_bytes(path: Path) -> dict[int, bytes] | None:
                 if int(i) not in added}
     except (OSError, ValueError, KeyError, TypeError, AttributeError, ConfigError):
         return None
-

@@ -99,10 +99,10 @@ def lr_at(step: int, cfg: TrainConfig, time_frac: float | None = None) -> float:
     All schedules warm up linearly over ``warmup_steps`` and decay towards ``lr *
     min_lr_ratio``, which they reach at step ``steps``: the last update (step ``steps - 1``)
     takes the rate one step of decay above it (with ``min_lr_ratio = 0``, WSD's last update
-    is at ``lr / decay steps``, not 0). ``cosine`` decays along a half cosine over the rest of the run; ``linear`` decays
-    in a straight line; ``wsd`` (warmup-stable-decay) holds ``lr`` and decays linearly over
-    the last ``decay_frac`` of the run, which lets a run be extended or branched from a
-    stable-phase checkpoint (MiniCPM, DeepSeek-V3).
+    is at ``lr / decay steps``, not 0). ``cosine`` decays along a half cosine over the rest
+    of the run; ``linear`` decays in a straight line; ``wsd`` (warmup-stable-decay) holds
+    ``lr`` and decays linearly over the last ``decay_frac`` of the run, which lets a run be
+    extended or branched from a stable-phase checkpoint (MiniCPM, DeepSeek-V3).
 
     With a time budget, ``time_frac`` (training time spent / budget) replaces the step
     count as the run's progress after warmup, so the decay ends when the time does.

@@ -338,9 +338,14 @@ def test_a_stage_that_keeps_nothing_says_why_and_keeps_its_audit(tmp_path, capsy
     assert "too_short (length): 3  e.g. d0: tiny 0" in err
     assert main(["data", "inspect", str(run), "--reason", "too_short"]) == 0
     assert "tiny 1" in capsys.readouterr().out
-    # a run that keeps documents again removes the failed attempt's trail
+    # the failed attempts' per-task results wait for a rerun of their config
+    assert len(list((run / ".work").glob("data-*"))) == 2
+    # a run that keeps documents again removes the failed attempt's trail, and the other
+    # configs' per-task results with its own
     rc, run = _failing_run(tmp_path, [{"text": f"long enough {i} " * 40} for i in range(3)])
     assert rc == 0 and not (run / "data-failed").exists() and (run / "data").is_dir()
+    assert "unfinished work of an earlier data config" in capsys.readouterr().err
+    assert not (run / ".work").exists()
 
 
 def test_licences_travel_from_the_sources_to_the_shards_and_the_report(tmp_path, capsys):

@@ -40,7 +40,8 @@ from .runner import TMP_MARK, plan_tasks
 def run(run: StageRun, cfg: DataConfig) -> None:
     """The stage body. Per-task results live outside the stage's temporary folder, so that a
     killed run resumes from them; they are keyed by the stage key and removed once it
-    completes. ``--force data`` starts them over."""
+    completes, with those a killed run of another data config left (their output can no
+    longer be the run's). ``--force data`` starts them over."""
     work = run.root / ".work" / f"data-{run.key[:16]}"
     failed = run.root / FAILED
     shutil.rmtree(failed, ignore_errors=True)
@@ -54,7 +55,23 @@ def run(run: StageRun, cfg: DataConfig) -> None:
         raise PretrainError(f"{e}\nThe audit trail is kept in {failed}; `pretrain data "
                             f"inspect {run.root}` reads it (--reason R for examples).") from None
     run.counts.update(out.counts())
-    shutil.rmtree(work, ignore_errors=True)
+    _remove_work(work)
+
+
+def _remove_work(work: Path) -> None:
+    """Remove this run's per-task folder and any a killed run of an earlier data config left
+    beside it (named in the log with their size: they may be large); then ``.work`` itself
+    if nothing else is in it."""
+    for folder in sorted(work.parent.glob("data-*")):
+        if folder != work:
+            size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+            log0(f"data: removing {folder} ({size / 1e6:.1f} MB), the unfinished work of an "
+                 "earlier data config")
+        shutil.rmtree(folder, ignore_errors=True)
+    try:
+        work.parent.rmdir()
+    except OSError:
+        pass   # not empty (or already gone)
 
 
 class NothingKept(PretrainError):

@@ -52,6 +52,13 @@ def test_data_files_are_listed_as_datasets_resolves_them(tmp_path):
     assert docs[0].meta["url"] == "https://e.org/2/0"
     with pytest.raises(Exception, match="no split 'validation'"):
         HuggingFaceSource(name=str(ds), split="validation").task_files()
+    # relative data_files of a dataset folder are relative to it, as datasets reads them:
+    # the same files, checked and fingerprinted (sizes, times) from wherever the run starts
+    part = HuggingFaceSource(name=str(ds), data_files=["data/train-0000[01]-*.parquet"])
+    assert part.unavailable() is None and part.task_files() == want[:2]
+    assert [f[0] for f in part.fingerprint()["files"]] == want[:2]
+    gone = HuggingFaceSource(name=str(ds), data_files=["data/none-*.parquet"])
+    assert "no file matches data_files" in (gone.unavailable() or "")
 
 
 def test_two_workers_give_the_output_of_one(tmp_path, monkeypatch):

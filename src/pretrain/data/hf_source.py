@@ -80,13 +80,18 @@ class HuggingFaceSource(SourceConfig):
         return out
 
     def _local_files(self) -> list[str]:
-        """``data_files`` with local globs expanded (sorted); URLs as they are."""
+        """``data_files`` with local globs expanded (sorted); URLs as they are. A relative
+        pattern is relative to the dataset's folder when ``name`` is one, as ``datasets``
+        resolves it, else to the current directory."""
         out: list[str] = []
         for pattern in self.data_files:
             if "://" in pattern:
                 out.append(pattern)
                 continue
-            matched = sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
+            pattern = os.path.expanduser(pattern)
+            if os.path.isdir(self.name):
+                pattern = os.path.join(self.name, pattern)   # unchanged when absolute
+            matched = sorted(glob.glob(pattern, recursive=True))
             out += [m for m in matched if os.path.isfile(m)] or [pattern]
         return out
 

@@ -119,6 +119,18 @@ def test_repeated_and_run_together_domain_words_export_with_the_same_ids(tok: To
     for _ in range(400):
         text = "".join(rng.choice(pool) for _ in range(rng.randint(1, 10)))
         assert hf.encode(text, add_special_tokens=False).ids == new.encode(text), text
+    # words that overlap each other in every way (prefixes, suffixes, repeats, "abcab"
+    # made of "abc" + "ab" or "ab" + "cab"), run together with their letters
+    for alphabet in ("ab", "abc", "xyz", "ae") * 10:
+        words = ["abcab", "abc", "cab"] if alphabet == "abc" else []
+        words += ["".join(rng.choice(alphabet) for _ in range(rng.randint(2, 10)))
+                  for _ in range(rng.randint(1, 12))]
+        new, _ = extend(tok, words)
+        hf = to_hf(new)
+        for _ in range(100):
+            text = "".join(rng.choice([*words, *alphabet, " "]) for _ in range(rng.randint(1, 8)))
+            assert hf.encode(text, add_special_tokens=False).ids == new.encode(text), (words,
+                                                                                     text)
 
 
 def test_the_same_words_added_in_another_order_are_another_tokenizer(tok: Tokenizer):

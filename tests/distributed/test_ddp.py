@@ -11,6 +11,7 @@ import shutil
 import pytest
 import torch
 
+from pretrain.cli import main
 from pretrain.pipeline import run_stages
 from pretrain.run_config import load_config
 from pretrain.train import state
@@ -142,9 +143,9 @@ def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(tokens, tmp_path
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_pretrain_train_under_torchrun(tmp_path):
+def test_pretrain_train_under_torchrun(tmp_path, capsys):
     overrides = tiny_overrides(tmp_path, train__steps="8", train__checkpoint_every="4",
-                               device="cpu")  # gloo, whatever GPUs the machine has
+                               train__batch_size="4", device="cpu")  # gloo, whatever GPUs
     run_stages(load_config(None, overrides), ("data", "tokenizer", "tokenize"), force=set())
     args = ["-m", "pretrain", "train", *(f"--{k}={v}" for k, v in overrides)]
     res = torchrun(args, cwd=tmp_path)
@@ -156,3 +157,23 @@ def test_pretrain_train_under_torchrun(tmp_path):
     assert again.returncode == 0 and "up to date" in again.stderr
     bad = torchrun(["-m", "pretrain", "eval", *args[3:]], cwd=tmp_path)
     assert bad.returncode != 0 and "only `pretrain train`" in bad.stderr
+
+    # resumed from its step-4 checkpoint (the last: the end is not one) by one process: at
+    # the same per-rank batch it would train on half the rows (other data, another global
+    # batch) and is refused; at twice the batch it continues from the two ranks' checkpoint
+    # and ends where they ended
+    run = tmp_path / "runs" / "tiny"
+    shutil.rmtree(run / "train")
+    one = [f"--{k}={v}" for k, v in overrides]
+    rc = main(["train", *one])
+    err = capsys.readouterr().err
+    assert rc == 2, err[-3000:]
+    assert "was trained on 8 rows a micro-step" in err and "4 x 1 = 4" in err, err[-2000:]
+    assert "resume with 2 data-parallel ranks or train.batch_size = 8" in err
+    assert main(["train", *one, "--train.batch_size=8"]) == 0
+    err = capsys.readouterr().err
+    assert "continuing from" in err and "(step 4)" in err
+    again = json.loads((run / "train" / "manifest.json").read_text())["counts"]
+    assert again["processes"] == 1 and again["steps"] == 8
+    assert again["val_loss_final"] == pytest.approx(manifest["counts"]["val_loss_final"],
+                                                    abs=2e-4)

@@ -171,7 +171,8 @@ class TrainConfig:
     # evaluates, generates and checkpoints, where its metrics go, its threads, the MFU's
     # denominator and how the processes split the work (the layout changes only the order of
     # float sums). Left out of the train stage's key: changing them never retrains, and a
-    # run resumes its checkpoints under any of them.
+    # run resumes its checkpoints under any of them (a layout with another number of
+    # data-parallel ranks only with the batch_size that keeps the batch: loop._check_rows).
     UNKEYED: ClassVar[tuple[str, ...]] = (
         "resume", "remove_other_checkpoints", "log_every", "eval_every", "eval_batches", "probe_prompt_tokens",
         "probe_new_tokens", "threads", "peak_tflops", "checkpoint_every", "keep_last",

@@ -136,7 +136,8 @@ class Trainer(Recovery):
         self.decode = val.tokenizer().decode if self.probes else None
         self.generations: list[dict[str, Any]] = []
         self.precision = resolve_precision(cfg.precision, device)
-        self.tokens_per_step = cfg.batch_size * cfg.grad_accum * dp * seq_len
+        self.batch_rows = cfg.batch_size * dp   # of one micro-step, over the ranks
+        self.tokens_per_step = self.batch_rows * cfg.grad_accum * seq_len
         self.flops_per_step = model.cfg.flops_per_token() * self.tokens_per_step
         self.fused_loss = resolve_loss(cfg, self.layout) == "chunked"   # head + loss in chunks
         self.lagged = resolve_host_sync(cfg, self.layout) == "lagged"
@@ -251,7 +252,8 @@ class Trainer(Recovery):
 
     # ---- checkpoints -----------------------------------------------------------------------
     def _loop_state(self) -> dict[str, Any]:
-        return {"data_pos": self.data_pos, "rollbacks": self.rollbacks, "history": self.history,
+        return {"data_pos": self.data_pos, "batch_rows": self.batch_rows,
+                "rollbacks": self.rollbacks, "history": self.history,
                 "val_losses": self.val_losses, "events": self.events, "t_train": self.clock(),
                 "guard": self.guard.state(), "generations": self.generations,
                 "divergence": self.divergence.state(), "lr_scale": self.lr_scale,
@@ -268,6 +270,7 @@ class Trainer(Recovery):
 
     def restore(self, ckpt: Path) -> None:
         st = state.load(ckpt, self.model, self.opt, self.d)
+        self._check_rows(ckpt, st.get("batch_rows"))
         self.step, self.data_pos, self.rollbacks = st["step"], st["data_pos"], st["rollbacks"]
         self.history, self.val_losses, self.events = st["history"], st["val_losses"], st["events"]
         self.t_train = st["t_train"]
@@ -279,6 +282,24 @@ class Trainer(Recovery):
         self.lr_scale = st.get("lr_scale", 1.0)
         if self.scaler is not None and st.get("scaler"):
             self.scaler.load_state_dict(st["scaler"])
+
+    def _check_rows(self, ckpt: Path, had: int | None) -> None:
+        """A checkpoint resumes only under the batch it was trained on: the rows of a
+        micro-step over all data-parallel ranks pick the data and make the global batch (a
+        different number of ranks at the same per-rank batch would silently change both)."""
+        if had is None or had == self.batch_rows:
+            return
+        b, dp = self.cfg.batch_size, self.layout.dp
+        ways = [f"{had // b} data-parallel ranks"] if had % b == 0 else []
+        if had % dp == 0:
+            ways.append(f"train.batch_size = {had // dp} (it continues from these "
+                        "checkpoints)")
+        raise PretrainError(
+            f"train: {ckpt} was trained on {had} rows a micro-step (train.batch_size x "
+            f"data-parallel ranks) and this launch makes {b} x {dp} = {self.batch_rows}, "
+            "which would change the global batch and the data; resume with "
+            + (" or ".join(ways) or "the layout it was trained with")
+            + ", or --force train to start over")
 
     # ---- the loop ----------------------------------------------------------------------------
     def run(self) -> None:

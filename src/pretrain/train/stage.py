@@ -38,6 +38,9 @@ from .loop import RunPaths, train
 from .optim import lr_at
 
 SCHEDULE = ("steps", "schedule", "lr", "warmup_steps", "decay_frac", "min_lr_ratio")
+# the per-rank batch: what the data and the model see is its product with the data-parallel
+# ranks (a checkpoint's "batch_rows", checked on resume), which a lineage shares
+PER_RANK = ("batch_size",)
 LINEAGE = "lineage.json"
 
 
@@ -52,20 +55,23 @@ def run(run: StageRun, model_cfg: ModelConfig, cfg: TrainConfig, seed: int, devi
     paths = RunPaths(out=run.out, checkpoints=run.root / "checkpoints" / f"train-{run.key}",
                      monitor=run.root / "tensorboard" / f"train-{run.key}", name=run.root.name)
     d = distributed.from_env()
+    degrees = cfg.parallel.degrees(d.world)   # on every rank: a bad layout stops them all
+    rows = cfg.batch_size * degrees["dp_replicate"] * degrees["dp_shard"]
     if d.rank == 0:
         assert paths.checkpoints is not None
         if run.forced:  # --force train means train again from the start
             for folder in (paths.checkpoints, paths.monitor):
                 shutil.rmtree(folder, ignore_errors=True)  # type: ignore[arg-type]
-        _checkpoint_lineage(run, cfg, paths.checkpoints, continue_earlier=not run.forced)
+        _checkpoint_lineage(run, cfg, paths.checkpoints, rows, continue_earlier=not run.forced)
     distributed.barrier(d)
     run.counts.update(train(cfg, model_cfg, run.inputs["tokenize"], paths, seed, device, init, d))
 
 
-def _checkpoint_lineage(run: StageRun, cfg: TrainConfig, folder: Path,
+def _checkpoint_lineage(run: StageRun, cfg: TrainConfig, folder: Path, rows: int,
                         continue_earlier: bool) -> None:
     """Rank 0, before training: mark ``folder`` with its lineage; continue from an earlier
-    config's checkpoint where the schedules agree (unless not ``continue_earlier``: --force
+    config's checkpoint where the schedules agree and the batch has the same ``rows`` (a
+    micro-step's over the data-parallel ranks), unless not ``continue_earlier`` (--force
     train); list (or remove) the other folders."""
     lineage = lineage_of(run.key_parts)
     folder.mkdir(parents=True, exist_ok=True)
@@ -73,7 +79,7 @@ def _checkpoint_lineage(run: StageRun, cfg: TrainConfig, folder: Path,
         (folder / LINEAGE).write_text(json.dumps({"lineage": lineage, "train": asdict(cfg)}))
     others = sorted(p for p in folder.parent.glob("train-*") if p.is_dir() and p != folder)
     if cfg.resume and continue_earlier and not state.complete(folder):
-        found = continuation(cfg, lineage, others)
+        found = continuation(cfg, lineage, others, rows)
         if found is not None:
             _link_copy(found, folder / found.name)
             log0(f"train: continuing from {found} (an earlier config of this run whose "
@@ -92,17 +98,20 @@ def _checkpoint_lineage(run: StageRun, cfg: TrainConfig, folder: Path,
 
 
 def lineage_of(key_parts: dict[str, Any]) -> str:
-    """The train key without the schedule: two configs of one lineage train the same model
-    on the same data in the same order, and may differ only in their learning rates."""
+    """The train key without the schedule and the per-rank batch: two configs of one
+    lineage train the same model on the same data in the same order, and may differ only in
+    their learning rates (and in how a batch is split over the ranks)."""
     parts = json.loads(json.dumps(key_parts))
-    for k in SCHEDULE:
+    for k in SCHEDULE + PER_RANK:
         parts.get("config", {}).get("train", {}).pop(k, None)
     return fingerprint(parts)
 
 
-def continuation(cfg: TrainConfig, lineage: str, folders: list[Path]) -> Path | None:
+def continuation(cfg: TrainConfig, lineage: str, folders: list[Path],
+                 rows: int) -> Path | None:
     """The newest intact checkpoint, in ``folders`` of the same lineage, that training with
-    ``cfg`` would also have written; each refusal is logged with its reason."""
+    ``cfg`` on ``rows`` rows a micro-step would also have written; each refusal is logged
+    with its reason."""
     best: tuple[int, Path] | None = None
     refusals: list[str] = []
     for other in folders:
@@ -116,7 +125,7 @@ def continuation(cfg: TrainConfig, lineage: str, folders: list[Path]) -> Path | 
         refusal = ""
         for ckpt in reversed(state.complete(other)):
             step = state.step_of(ckpt)
-            why = _schedules_differ(old, cfg, step)
+            why = _schedules_differ(old, cfg, step) or _rows_differ(ckpt, rows)
             if why is None and state.verify(ckpt) is None:
                 if best is None or step > best[0]:
                     best = (step, ckpt)
@@ -148,6 +157,15 @@ def _schedules_differ(old: TrainConfig, new: TrainConfig, step: int) -> str | No
                     f"steps {old.steps} -> {new.schedule!r}, {new.steps}), before this "
                     f"checkpoint's step {step}{hint}")
     return None
+
+
+def _rows_differ(ckpt: Path, rows: int) -> str | None:
+    """Why ``ckpt`` was not trained on ``rows`` rows a micro-step, or None."""
+    had = state.batch_rows(ckpt)
+    if had == rows:
+        return None
+    return (f"it was trained on {had} rows a micro-step (train.batch_size x data-parallel "
+            f"ranks), this launch makes {rows}")
 
 
 def _link_copy(src: Path, dst: Path) -> None:

@@ -132,6 +132,16 @@ def latest_intact(folder: Path | None, at_most: int | None = None,
     return None
 
 
+def batch_rows(ckpt: Path) -> int | None:
+    """The rows of one micro-step's batch over all data-parallel ranks ``ckpt`` was trained
+    on (None when it does not say, or its state cannot be read)."""
+    try:
+        rows = json.loads((ckpt / STATE).read_text()).get("batch_rows")
+    except (OSError, ValueError):
+        return None
+    return rows if isinstance(rows, int) else None
+
+
 def step_of(ckpt: Path) -> int:
     return int(ckpt.name.split("-")[1])
 

@@ -4,6 +4,7 @@ its checkpoints resume under other layouts, and FSDP ranks hold half the state."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -13,10 +14,11 @@ from pretrain import distributed
 from pretrain.config import ConfigError
 from pretrain.model.transformer import Transformer
 from pretrain.train.config import ParallelConfig, TrainConfig
+from pretrain.train.loop import RunPaths, train
 from pretrain.train.parallelize import Layout, build, check
 from pretrain.train.pipelining import stage_layers
 
-from .common import model_config
+from .common import model_config, train_config
 from .conftest import losses, torchrun, weights, worker
 
 MEMORY_WORKER = __file__.replace("test_parallel.py", "memory_worker.py")
@@ -44,6 +46,24 @@ def test_tensor_parallel_matches_one_process(tokens, reference, tmp_path, n, lay
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"({name})" in res.stderr
     _same_run(tmp_path / "run", reference(8, arch=arch, steps=20), 20)
+
+
+def test_sequence_parallel_scores_a_short_last_val_window(tokens, tmp_path):
+    """More val windows asked for than the domain has: its last window is short (30 tokens
+    of 33) and alone in its batch (88 windows in batches of 3), and the ranks that split
+    positions score it padded to the whole length, as one process does."""
+    res = worker(tokens, tmp_path / "run", 2, batch=3, parallel="tp=2,dp_replicate=1", steps=3,
+                 eval_batches=30)
+    assert res.returncode == 0, res.stderr[-3000:]
+    one = tmp_path / "one"
+    one.mkdir()
+    train(train_config(3, 3, 2, eval_batches=30), model_config(), tokens, RunPaths(one), seed=5,
+          device="cpu")
+    val = [json.loads(x)["val_loss"] for x in (tmp_path / "run" / "log.jsonl").open()
+           if "val_loss" in json.loads(x)]
+    want = [json.loads(x)["val_loss"] for x in (one / "log.jsonl").open()
+            if "val_loss" in json.loads(x)]
+    assert val and val == pytest.approx(want, abs=2e-4)
 
 
 @pytest.mark.parametrize("n, layout, batch, name", [
@@ -120,6 +140,18 @@ def test_layouts_the_model_cannot_take_are_one_line_errors():
         check(model_config("gpt2"), cfg, layout(pp=2))
     with pytest.raises(ConfigError, match="grad_accum = 1"):
         check(model_config(), TrainConfig(grad_accum=2), layout(pp=2))
+    with pytest.raises(ConfigError, match=r"the 1F1B schedule needs at least one per stage"):
+        check(model_config(), TrainConfig(parallel=ParallelConfig(pp_microbatches=1)),
+              layout(pp=2))
+    check(model_config(), TrainConfig(parallel=ParallelConfig(pp_microbatches=1,
+                                                              pp_schedule="GPipe")), layout(pp=2))
+    odd = dataclasses.replace(model_config(), seq_len=33)
+    with pytest.raises(ConfigError, match=r"must divide model.seq_len \(33\) with sequence"):
+        check(odd, cfg, layout(tp=2, dp_shard=2))
+    check(odd, TrainConfig(parallel=ParallelConfig(sequence_parallel=False)),
+          layout(tp=2, dp_shard=2))
+    with pytest.raises(ConfigError, match="train.compile with train.parallel.tp > 1"):
+        check(model_config(), TrainConfig(compile=True), layout(tp=2, dp_shard=2))
 
 
 def test_pipeline_stages_split_the_layers_and_keep_their_names():

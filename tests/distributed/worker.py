@@ -48,12 +48,14 @@ ap.add_argument("--eval-every", type=int, default=3)
 ap.add_argument("--budget", type=float, default=0.0)
 ap.add_argument("--clock-rank1", type=float, default=1.0)
 ap.add_argument("--checkpoint-every", type=int, default=3)
+ap.add_argument("--eval-batches", type=int, default=2)
 args = ap.parse_args()
 
 d = distributed.init("cpu")
 cfg = train_config(args.steps, args.batch, args.accum, args.parallel, host_sync=args.host_sync,
                    log_every=args.log_every, eval_every=args.eval_every,
-                   time_budget_s=args.budget, checkpoint_every=args.checkpoint_every)
+                   time_budget_s=args.budget, checkpoint_every=args.checkpoint_every,
+                   eval_batches=args.eval_batches)
 args.out.mkdir(parents=True, exist_ok=True)
 real = Trainer.forward_backward
 real_settle = Trainer._settle

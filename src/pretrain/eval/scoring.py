@@ -62,9 +62,9 @@ def evaluating(model: torch.nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def _padded(rows: Sequence[Row]) -> torch.Tensor:
-    """Rows right-padded with -1 into one (len(rows), longest) tensor."""
-    width = max(len(r) for r in rows)
+def _padded(rows: Sequence[Row], width: int = 0) -> torch.Tensor:
+    """Rows right-padded with -1 into one (len(rows), longest or ``width``) tensor."""
+    width = max(width, *(len(r) for r in rows))
     xy = torch.full((len(rows), width), -1, dtype=torch.int64)
     for i, r in enumerate(rows):
         xy[i, :len(r)] = torch.as_tensor(np.asarray(r, dtype=np.int64))
@@ -72,14 +72,16 @@ def _padded(rows: Sequence[Row]) -> torch.Tensor:
 
 
 def nll_total(model: torch.nn.Module, rows: Sequence[Row], batch_size: int,
-              device: torch.device) -> tuple[float, torch.Tensor]:
+              device: torch.device, width: int = 0) -> tuple[float, torch.Tensor]:
     """(summed negative log-likelihood in nats, the targets scored, padding removed) of
-    every token after the first of every row; each row at most ``seq_len + 1`` tokens."""
+    every token after the first of every row; each row at most ``seq_len + 1`` tokens.
+    ``width``: pad every batch to that many tokens (a model whose sequence is split over
+    ranks needs whole ``seq_len + 1`` rows)."""
     nll = 0.0
     targets = []
     with evaluating(model):
         for i in range(0, len(rows), batch_size):
-            xy = _padded(rows[i:i + batch_size])
+            xy = _padded(rows[i:i + batch_size], width)
             x, y = xy[:, :-1].clamp(min=0), xy[:, 1:]
             _, loss = model(x.to(device), y.to(device), reduction="sum")
             nll += float(loss)

@@ -180,7 +180,10 @@ class Trainer(Recovery):
     def evaluate(self) -> dict[str, dict[str, float]]:
         batch = self.cfg.batch_size * self.layout.dp
         if self.pipeline is None:
-            return score(self.model, self.val, self.token_bytes, batch, self.device)
+            # sequence parallel splits the positions over the tp ranks: whole windows only
+            split = self.layout["tp"] > 1 and self.cfg.parallel.sequence_parallel
+            return score(self.model, self.val, self.token_bytes, batch, self.device,
+                         width=self.model_cfg.seq_len + 1 if split else 0)
         return self.pipeline.score(self.val, self.token_bytes, self.cfg.batch_size,
                                    self.model_cfg.seq_len, self.d)
 

@@ -145,6 +145,14 @@ def check(model_cfg: ModelConfig, cfg: TrainConfig, layout: Layout) -> None:
             raise ConfigError("DDP with tensor parallelism is not supported: shard the data "
                               "dimension instead (train.parallel.dp_shard = -1, or with "
                               "dp_replicate > 1 for HSDP)")
+        if cfg.parallel.sequence_parallel and model_cfg.seq_len % tp:
+            raise ConfigError(f"train.parallel.tp = {tp} must divide model.seq_len "
+                              f"({model_cfg.seq_len}) with sequence parallel (the norms split "
+                              "the positions); or set train.parallel.sequence_parallel = false")
+        if cfg.compile:
+            raise ConfigError("train.compile with train.parallel.tp > 1 fails in torch's "
+                              "DTensor backward (tested with torch 2.13 on CPU): leave compile "
+                              "off under tensor parallelism, or use dp_shard (FSDP) or pp")
     if pp > 1:
         if model_cfg.tied:
             raise ConfigError("pipeline parallelism needs untied embeddings (the embedding is "
@@ -156,6 +164,10 @@ def check(model_cfg: ModelConfig, cfg: TrainConfig, layout: Layout) -> None:
         if cfg.batch_size % cfg.parallel.microbatches:
             raise ConfigError(f"train.batch_size ({cfg.batch_size}) must be a multiple of the "
                               f"pipeline's microbatches ({cfg.parallel.microbatches})")
+        if cfg.parallel.pp_schedule == "1F1B" and cfg.parallel.microbatches < pp:
+            raise ConfigError(f"train.parallel.pp_microbatches = {cfg.parallel.microbatches}: "
+                              f"the 1F1B schedule needs at least one per stage ({pp}); raise "
+                              "it or use pp_schedule = 'GPipe'")
         if cfg.grad_accum != 1:
             raise ConfigError("with pp > 1 the pipeline's microbatches accumulate the "
                               "gradients: set train.grad_accum = 1 and raise "

@@ -109,6 +109,13 @@ def test_mixture_in_the_training_stage(tmp_path):
     drawn = {d: e * tokens[d] for d, e in counts["epochs"].items()}
     assert drawn["prose"] / drawn["code"] == pytest.approx(2.0, rel=1e-3)
     assert sum(drawn.values()) == pytest.approx(counts["tokens_seen"], rel=1e-3)
+    # capped below what 10 steps draw: refused before the first step, not at the step
+    short = load_config(None, tiny_overrides(
+        tmp_path, train__steps="10", train__mixture='[{domain = "prose", max_epochs = 1e-3}, '
+        '{domain = "code", max_epochs = 1e-3}]'))
+    with pytest.raises(ConfigError, match=r"capped \(max_epochs\) or weighted 0 from step "
+                                          r"\d+ on, before train.steps = 10"):
+        run_stages(short, ("train",), force=set())
 
 
 def load_stage_tokens(tokenize_dir) -> dict[str, int]:
@@ -130,6 +137,34 @@ def test_phases_switch_the_weights_at_their_fractions(train_shards):
     e = w.epochs(100)
     assert e["high"] * w.tokens["high"] == pytest.approx((30 + 7.5) * 64 * 16)
     assert e["low"] * w.tokens["low"] == pytest.approx((30 + 30 + 2.5) * 64 * 16)
+
+
+def test_a_domain_left_out_or_weighted_0_is_said_and_counted(train_shards, capsys):
+    w = MixtureWindows(train_shards, 16, 0, [MixtureEntry("high")], 100, 8)
+    assert "the mixture never draws from 'low' (no [[train.mixture]] entry)" in \
+        capsys.readouterr().err
+    assert w.epochs(100) == {"high": pytest.approx(100 * 8 * 16 / w.tokens["high"], abs=1e-5),
+                             "low": 0.0}
+    MixtureWindows(train_shards, 16, 0, [MixtureEntry("high"), MixtureEntry("low", weight=0.0)],
+                   100, 8)
+    assert "never draws from 'low' (low weighted 0 throughout)" in capsys.readouterr().err
+    MixtureWindows(train_shards, 16, 0, [MixtureEntry("high", weight_end=0.0),
+                                         MixtureEntry("low", weight=0.0, weight_end=1.0)], 100, 8)
+    assert "never draws" not in capsys.readouterr().err
+
+
+def test_a_mixture_that_runs_out_is_found_before_the_first_step(train_shards):
+    mix = [MixtureEntry("high", max_epochs=0.5), MixtureEntry("low", max_epochs=0.25)]
+    w = MixtureWindows(train_shards, 16, 0, mix, 1000, 8)
+    end = w.exhausted_at()
+    assert end is not None and 0 < end < 1000
+    w.weights(end - 1)
+    with pytest.raises(ConfigError, match=f"weighted 0 at step {end}"):
+        w.weights(end)
+    assert MixtureWindows(train_shards, 16, 0, mix, end, 8).exhausted_at() is None
+    phased = [MixtureEntry("high", phase_weights=[1.0, 0.0]),
+              MixtureEntry("low", phase_weights=[1.0, 0.0])]
+    assert MixtureWindows(train_shards, 16, 0, phased, 100, 8, [0.0, 0.5]).exhausted_at() == 50
 
 
 def test_epochs_count_a_capped_domain_up_to_its_cap(train_shards):
@@ -154,6 +189,12 @@ def test_epochs_count_a_capped_domain_up_to_its_cap(train_shards):
     ({"mixture_phases": [0.0, 0.5], "mixture": [{"domain": "a"}]}, "no \\[\\[train.mixture"),
     ({"mixture_phases": [0.0, 0.5], "mixture": [{"domain": "a", "phase_weights": [1, 2],
                                                  "weight_end": 0.0}]}, "not both"),
+    ({"mixture": [{"domain": "a"}, {"domain": "b"}, {"domain": "a", "weight": 2.0}]},
+     r"names domain\(s\) \['a'\] more than once"),
+    ({"time_budget_s": 60, "mixture": [{"domain": "a", "weight_end": 0.0}, {"domain": "b"}]},
+     "with train.time_budget_s is only a cap"),
+    ({"time_budget_s": 60, "mixture_phases": [0.0, 0.5],
+      "mixture": [{"domain": "a", "phase_weights": [1, 0]}]}, "only a cap"),
 ])
 def test_phase_configs_are_checked(bad, match):
     from pretrain.config import build

@@ -230,6 +230,16 @@ class TrainConfig:
         if ph and not any(m.phase_weights for m in self.mixture):
             raise ConfigError("train.mixture_phases is set but no [[train.mixture]] entry has "
                               "phase_weights")
+        names = [m.domain for m in self.mixture]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ConfigError(f"train.mixture names domain(s) {twice} more than once: one "
+                              "entry per domain (its weight and max_epochs)")
+        if self.time_budget_s and any(m.weight_end != -1.0 or m.phase_weights
+                                      for m in self.mixture):
+            raise ConfigError("a mixture curriculum (weight_end, phase_weights) spreads over "
+                              "train.steps, which with train.time_budget_s is only a cap: "
+                              "set train.steps without a budget, or use constant weights")
 
     def init_fingerprint(self) -> list[tuple[str, int, int]]:
         """What identifies the weights ``init_from`` names without reading them (each file's

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ..config import ConfigError
+from ..log import log0
 from ..tokenizer.shards import TokenShards
 from .config import MixtureEntry
 
@@ -93,9 +94,11 @@ class MixtureWindows:
         self._last = np.zeros(0)
         self.total_steps, self.rows_per_step = total_steps, rows_per_step
         spans: dict[str, list[tuple[int, int, int]]] = {m.domain: [] for m in mixture}
+        present: set[str] = set()
         for s_i, idx in enumerate(shards.index):
             for start, length, dom in idx:
                 name = shards.domains[dom]
+                present.add(name)
                 if name in spans:
                     spans[name].append((s_i, int(start), int(length)))
         unknown = [d for d, sp in spans.items() if not sp]
@@ -110,6 +113,25 @@ class MixtureWindows:
             if n < seq_len + 1:
                 raise ConfigError(f"train.mixture: domain {d!r} has {n} tokens, fewer than "
                                   f"seq_len + 1 = {seq_len + 1}")
+        # the train domains no entry draws from: never trained on, said once
+        self.left_out = [d for d in shards.domains if d in present and d not in spans]
+        drawn: list[bool] = self.raw_weights(np.arange(total_steps + 1)).any(axis=0).tolist()
+        never = [m.domain for m, any_weight in zip(mixture, drawn, strict=True) if not any_weight]
+        if self.left_out or never:
+            log0("train: the mixture never draws from "
+                 + ", ".join(f"{d!r}" for d in self.left_out + never)
+                 + (" (no [[train.mixture]] entry)" if self.left_out else "")
+                 + (f" ({', '.join(never)} weighted 0 throughout)" if never else "")
+                 + "; their train tokens are not trained on")
+
+    def exhausted_at(self) -> int | None:
+        """The first step before ``total_steps`` at which every domain is capped or weighted
+        0 (``weights`` would stop the run there), or None."""
+        if self.total_steps <= 0:
+            return None
+        w = self._capped(self.total_steps, self.rows_per_step)
+        empty = np.flatnonzero(w.sum(axis=1) <= 0)
+        return int(empty[0]) if len(empty) else None
 
     def raw_weights(self, steps: np.ndarray) -> np.ndarray:
         """(len(steps), domains): the configured weights at these optimizer steps, not
@@ -155,19 +177,24 @@ class MixtureWindows:
         the epoch limits applied as ``weights`` applies them (a stopped domain's share goes
         to the others)."""
         rows = rows_per_step or self.rows_per_step
+        out = {d: 0.0 for d in self.left_out}
         if steps <= 0:
-            return {m.domain: 0.0 for m in self.mixture}
+            return {**{m.domain: 0.0 for m in self.mixture}, **out}
+        w = self._capped(steps, rows)
+        w = w / np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
+        drawn = w.sum(axis=0) * rows * self.seq_len
+        return {**{m.domain: round(float(drawn[i]) / self.tokens[m.domain], 6)
+                   for i, m in enumerate(self.mixture)}, **out}
+
+    def _capped(self, steps: int, rows: int) -> np.ndarray:
+        """(steps, domains): the raw weights of steps 0 .. ``steps`` - 1 with each domain at
+        0 from the step its closed-form draws reach its cap, as ``weights`` judges it."""
         raw = self.raw_weights(np.arange(steps))
         share = raw / np.maximum(raw.sum(axis=1, keepdims=True), 1e-12)
-        # the closed-form draws before each step, as the limit judges them
         before = (np.cumsum(share, axis=0) - share) * rows * self.seq_len
         caps = np.array([m.max_epochs * self.tokens[m.domain] if m.max_epochs else np.inf
                          for m in self.mixture])
-        w = np.where(before >= caps, 0.0, raw)
-        w = w / np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
-        drawn = w.sum(axis=0) * rows * self.seq_len
-        return {m.domain: round(float(drawn[i]) / self.tokens[m.domain], 6)
-                for i, m in enumerate(self.mixture)}
+        return np.where(before >= caps, 0.0, raw)
 
     def _window(self, domain: str, pos: int) -> np.ndarray:
         """``seq_len + 1`` tokens of the domain's concatenated documents, from ``pos`` on."""

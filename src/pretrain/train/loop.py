@@ -116,6 +116,14 @@ class Trainer(Recovery):
             self.windows = MixtureWindows(train_shards, seq_len, seed, cfg.mixture, cfg.steps,
                                           cfg.batch_size * cfg.grad_accum * dp,
                                           cfg.mixture_phases)
+            end = self.windows.exhausted_at()
+            if end is not None:
+                why = (f"train.mixture: every domain is capped (max_epochs) or weighted 0 from "
+                       f"step {end} on")
+                if not cfg.time_budget_s:
+                    raise ConfigError(f"{why}, before train.steps = {cfg.steps}; raise "
+                                      "max_epochs or a weight, or train fewer steps")
+                log0(f"train: {why}: the run stops there if the time budget lasts that long")
         else:
             self.windows = RandomWindows(train_shards, seq_len, seed)
         rank, layout_dp = self.layout.dp_rank, dp

@@ -115,8 +115,8 @@ class MixtureWindows:
                                   f"seq_len + 1 = {seq_len + 1}")
         # the train domains no entry draws from: never trained on, said once
         self.left_out = [d for d in shards.domains if d in present and d not in spans]
-        drawn: list[bool] = self.raw_weights(np.arange(total_steps + 1)).any(axis=0).tolist()
-        never = [m.domain for m, any_weight in zip(mixture, drawn, strict=True) if not any_weight]
+        raw = self.raw_weights(np.arange(total_steps + 1))
+        never = [m.domain for i, m in enumerate(mixture) if not raw[:, i].any()]
         if self.left_out or never:
             log0("train: the mixture never draws from "
                  + ", ".join(f"{d!r}" for d in self.left_out + never)

@@ -12,7 +12,7 @@ from pathlib import Path
 from .config import ConfigError, PretrainError
 from .model import hf as model_hf
 from .model import io
-from .rundir import write_failure
+from .rundir import verify_folder, write_failure
 from .tokenizer import hf as tok_hf
 from .tokenizer.files import load_tokenizer, run_tokenizer
 
@@ -29,8 +29,13 @@ def export_run(source: Path, out: Path) -> Path:
     if folder is None:
         raise ConfigError(f"{source}: neither a run directory with a completed train stage nor "
                           f"a folder with {io.WEIGHTS} and {io.CONFIG}")
-    model = io.load(folder)
     tok_path = run_tokenizer(folder)
+    for written in [folder] + ([tok_path.parent] if tok_path else []):
+        damaged = verify_folder(written)
+        if damaged:
+            raise PretrainError(f"export: {written} does not match what was recorded when it "
+                                f"was written: {'; '.join(damaged[:3])}; nothing was exported")
+    model = io.load(folder)
     tok = load_tokenizer(tok_path) if tok_path else None
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -28,7 +28,7 @@ from . import distributed, stages
 from .config import Preempted, PretrainError, fingerprint, jsonable, to_toml
 from .log import log0
 from .run_config import RunConfig
-from .rundir import RunDir, StageRun
+from .rundir import RunDir, StageRun, verify_files
 
 T = TypeVar("T")
 
@@ -119,8 +119,30 @@ def _plan(cfg: RunConfig, rd: RunDir, stage: stages.Stage, forcing: bool) -> dic
         log0(f"[{stage.name}] up to date (completed {m['finished_at'][:19]}, "
              f"{m['wall_s']:.1f}s); skipped. --force {stage.name} reruns it")
         return {"skip": True}
+    _check_inputs(rd, stage)
     why = "forced" if forcing else ("config or inputs changed" if m else "not run yet")
     return {"skip": False, "key": key, "parts": parts, "why": why, "forced": forcing}
+
+
+def _check_inputs(rd: RunDir, stage: stages.Stage) -> None:
+    """Re-hash the outputs of the stages ``stage`` reads against their manifests before it
+    runs: a file changed in place (same size: a flipped byte, an edit) would otherwise go
+    into it unnoticed (a changed size or a missing file makes the stage incomplete)."""
+    problems: list[str] = []
+    owners: list[str] = []
+    for u in stage.reads:
+        m = rd.manifest(u)
+        found = verify_files(rd.stage_dir(u), m["outputs"]) if m is not None else []
+        problems += found
+        owners += [u] if found else []
+    if problems:
+        owner = owners[0]   # the earliest: --force reruns it and every stage after it
+        raise PretrainError(
+            f"[{stage.name}] its inputs changed after they were written: "
+            + "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3
+                                         else "")
+            + f". Rerun the stage that wrote them (`pretrain run --force {owner}`) or restore "
+            "them")
 
 
 def _execute(cfg: RunConfig, rd: RunDir, stage: stages.Stage, plan: dict[str, Any],

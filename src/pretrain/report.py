@@ -14,12 +14,13 @@ the end. A stage that has not run is reported as such, not guessed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 from . import stages
-from .config import ConfigError, build
+from .config import ConfigError, build, jsonable
 from .data.funnel import format_funnel
 from .eval import baselines, contamination, core, memorization, tasks
 from .eval.gates import check
@@ -28,6 +29,7 @@ from .plan.laws import Law
 from .plan.report import frontier, size
 from .run_config import RunConfig, load_config
 from .tokenizer.report import table as tokenizer_table
+from .train.config import TrainConfig
 
 
 def _json(path: Path) -> Any:
@@ -126,8 +128,37 @@ def _num(v: Any, fmt: str) -> str:
     return "n/a" if v is None else fmt.format(v)
 
 
-def _hyperparameters(cfg: RunConfig | None) -> str:
-    """The settings that shape the model and its optimisation, as the run resolved them."""
+def _as_trained(root: Path, cfg: RunConfig) -> tuple[RunConfig, list[str]]:
+    """``cfg`` with the model, train and seed settings the train stage's manifest recorded
+    (and the tokenizer's vocabulary its manifest recorded): ``config.toml`` is rewritten by
+    every command, also one that reran nothing. And the keys where the two differ."""
+    recorded = ((_json(root / "train" / "manifest.json") or {}).get("inputs") or {}) \
+        .get("config") or {}
+    now = json.loads(json.dumps(stages.get("train").key_config(cfg), default=jsonable))
+    changed = [f"{section}.{k}" for section in ("model", "train")
+               for k, v in (recorded.get(section) or {}).items() if now[section].get(k) != v]
+    changed += ["seed"] if recorded.get("seed", now["seed"]) != now["seed"] else []
+    try:
+        if "model" in recorded:
+            cfg = dataclasses.replace(cfg, model=build(ModelConfig, recorded["model"], "model"))
+        if "train" in recorded:
+            cfg = dataclasses.replace(cfg, train=build(
+                TrainConfig, {**dataclasses.asdict(cfg.train), **recorded["train"]}, "train"))
+        if "seed" in recorded:
+            cfg = dataclasses.replace(cfg, seed=recorded["seed"])
+        tok = ((_json(root / "tokenizer" / "manifest.json") or {}).get("inputs") or {}) \
+            .get("config", {}).get("tokenizer", {})
+        if "vocab_size" in tok:
+            cfg = dataclasses.replace(cfg, tokenizer=dataclasses.replace(
+                cfg.tokenizer, vocab_size=tok["vocab_size"]))
+    except (ConfigError, TypeError):   # recorded by another version: config.toml's values
+        return cfg, []
+    return cfg, changed
+
+
+def _hyperparameters(cfg: RunConfig | None, changed: list[str]) -> str:
+    """The settings that shape the model and its optimisation, as the run trained with them
+    (``_as_trained``)."""
     if cfg is None:
         return ""
     m, t = cfg.model, cfg.train
@@ -144,8 +175,13 @@ def _hyperparameters(cfg: RunConfig | None) -> str:
             ("schedule", sched), ("length", budget),
             ("precision, compile", f"{t.precision}, {'on' if t.compile else 'off'}"),
             ("seed", f"{cfg.seed}")]
-    return ("Hyperparameters (`config.toml`):\n\n| | |\n|---|---|\n"
-            + "".join(f"| {k} | {v} |\n" for k, v in rows) + "\nResults:\n\n")
+    note = (f"\n`config.toml` now differs from what the model was trained with in "
+            f"{', '.join(f'`{k}`' for k in changed)} (a later command rewrote it; the train "
+            "stage has not rerun): the table shows what it was trained with.\n"
+            if changed else "")
+    return ("Hyperparameters (as trained, from the train stage's manifest):\n\n| | |\n"
+            "|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows) + note
+            + "\nResults:\n\n")
 
 
 def _train(root: Path) -> str:
@@ -261,7 +297,8 @@ def write_report(root: Path) -> Path:
         gates, gate_note = [], f"(gates not checked: {root / 'config.toml'}: {e})\n"
     train = _train(root)
     if train != NOT_RUN:
-        train = _hyperparameters(cfg) + train
+        trained, changed = _as_trained(root, cfg) if cfg is not None else (None, [])
+        train = _hyperparameters(trained, changed) + train
     parts = [f"# Run report: {root.name}\n", "## Stages\n", _stages(root),
              "## Data\n", _data(root), "## Tokenizer\n", _tokenizer(root),
              "## Training\n", train, "## Plan\n", _plan(root),

@@ -167,6 +167,24 @@ def read_checksums(folder: Path) -> dict[str, dict[str, Any]]:
     return sums
 
 
+def verify_folder(folder: Path) -> list[str]:
+    """A stage's output folder against its manifest, or a checkpoint against its checksums:
+    one line per file that differs ([] when it matches, or records nothing)."""
+    if (folder / MANIFEST).is_file():
+        try:
+            recorded = json.loads((folder / MANIFEST).read_text())["outputs"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            return [f"{folder / MANIFEST}: unreadable ({type(e).__name__})"]
+    elif (folder / CHECKSUMS).is_file():
+        try:
+            recorded = read_checksums(folder)
+        except (OSError, ValueError) as e:
+            return [f"{folder / CHECKSUMS}: unreadable ({type(e).__name__})"]
+    else:
+        return []
+    return verify_files(folder, recorded)
+
+
 def verify_run(root: Path) -> tuple[int, list[str]]:
     """Every output of every stage of the run directory ``root`` against its manifest, and
     every checkpoint against its checksums: (files checked, one line per problem)."""

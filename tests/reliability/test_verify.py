@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from pretrain.cli import main
 from pretrain.pipeline import run_stages
 from pretrain.run_config import load_config
 
@@ -82,3 +83,53 @@ def test_an_unreadable_manifest_or_a_folder_that_is_no_run(run, tmp_path):
     assert res.returncode == 1 and f"{copy / 'eval' / 'manifest.json'}: unreadable" in res.stdout
     res = _verify(tmp_path / "nothing")
     assert res.returncode == 2 and res.stderr.startswith("error: ") and "not a run" in res.stderr
+
+
+def test_a_stage_refuses_inputs_changed_after_they_were_written(run, tmp_path, capsys):
+    """A same-size change keeps a stage complete (sizes match), so the next stage re-hashes
+    what it reads before it runs: it names the file and the stage to rerun."""
+    copy = tmp_path / "tiny"
+    shutil.copytree(run, copy)
+    args = ["-c", str(copy / "config.toml"), f"--runs_dir={tmp_path}"]
+    shard = sorted((copy / "tokenize").glob("train-*.bin"))[0]
+    _flip(shard)
+    assert main(["train", *args, "--force", "train"]) == 2
+    err = capsys.readouterr().err
+    assert f"{shard}: sha256 differs from the one recorded" in err
+    assert "`pretrain run --force tokenize`" in err
+    _flip(shard)   # restored: the stage runs
+    weights = copy / "train" / "model.safetensors"
+    _flip(weights)
+    assert main(["sample", *args]) == 2
+    err = capsys.readouterr().err
+    assert f"{weights}: sha256 differs" in err and "`pretrain run --force train`" in err
+    # export and init_from read a model folder outside the stages: checked the same way,
+    # a checkpoint against its checksums
+    assert main(["export", str(copy), str(tmp_path / "hf")]) == 2
+    assert f"{weights}: sha256 differs" in capsys.readouterr().err
+    assert not (tmp_path / "hf").exists()
+    init = [*args, f"--train.init_from={copy}", "--name=second", "--train.steps=2"]
+    assert main(["run", *init]) == 2
+    assert f"train.init_from: {copy / 'train'} does not match" in capsys.readouterr().err
+    _flip(weights)
+    assert main(["sample", *args]) == 0
+    ckpt = sorted((copy / "checkpoints").glob("*/step-*"))[-1]
+    _flip(next(ckpt.glob("*.distcp")))
+    assert main(["export", str(ckpt), str(tmp_path / "hf")]) == 2
+    assert "sha256 differs" in capsys.readouterr().err
+
+
+def test_the_report_shows_what_the_model_was_trained_with(run, tmp_path, capsys):
+    """Every command rewrites config.toml, also one that reruns nothing: the report's
+    hyperparameters come from the train stage's manifest, and it says where they differ."""
+    copy = tmp_path / "tiny"
+    shutil.copytree(run, copy)
+    args = ["-c", str(copy / "config.toml"), f"--runs_dir={tmp_path}"]
+    assert main(["tokenizer", *args, "--train.lr=0.7", "--model.n_layers=9"]) == 0
+    assert "lr = 0.7" in (copy / "config.toml").read_text()
+    assert main(["report", str(copy)]) == 0
+    report = (copy / "report.md").read_text()
+    assert "llama, d_model 64, 2 layers" in report and "adamw, lr 0.005," in report
+    assert "differs from what the model was trained with in `model.n_layers`, `train.lr`" \
+        in report
+    capsys.readouterr()

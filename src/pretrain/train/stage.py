@@ -29,7 +29,7 @@ from ..log import log0
 from ..model import io
 from ..model.config import ModelConfig
 from ..model.transformer import Transformer, grow_vocab
-from ..rundir import StageRun
+from ..rundir import StageRun, verify_folder
 from ..tokenizer.files import first_difference, id_bytes, model_tokens
 from ..tokenizer.shards import TokenShards
 from . import state
@@ -186,6 +186,11 @@ def _link_copy(src: Path, dst: Path) -> None:
 def _init(cfg: TrainConfig, shards: TokenShards, vocab: int) -> Transformer:
     """The model ``train.init_from`` names, its vocabulary grown to this run's tokenizer
     when that tokenizer is the checkpoint's extended with domain tokens."""
+    folder = io.model_folder(Path(cfg.init_from))
+    damaged = verify_folder(folder) if folder is not None else []
+    if damaged:
+        raise PretrainError(f"train.init_from: {folder} does not match what was recorded when "
+                            f"it was written: {'; '.join(damaged[:3])}")
     init = io.load_any(Path(cfg.init_from))
     trained_vocab = init.cfg.vocab_size   # the ids the checkpoint was trained with
     tok = shards.tokenizer()

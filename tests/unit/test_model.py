@@ -208,3 +208,16 @@ def test_padded_vocabulary_rows_are_never_scored_or_chosen(tmp_path):
     del stored["pad_vocab_multiple"]
     (tmp_path / io.CONFIG).write_text(json.dumps(stored))
     assert io.load(tmp_path).embed.weight.shape[0] == 100
+
+
+def test_the_same_weights_are_written_as_the_same_bytes(tmp_path):
+    """A stage's output fingerprint hashes its files: an identical retrain must not make eval
+    and sample rerun (safetensors orders several metadata keys at random)."""
+    from pretrain.model import io
+    model = Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, seq_len=16, vocab_size=64))
+    blobs = set()
+    for i in range(12):
+        io.save_weights(model.state_dict(), io.tied_aliases(model), tmp_path / f"{i}.safetensors")
+        blobs.add((tmp_path / f"{i}.safetensors").read_bytes())
+    assert len(blobs) == 1
+    io.check_layout(tmp_path / "0.safetensors")   # the layout mark is still there

@@ -46,10 +46,12 @@ def tied_aliases(model: torch.nn.Module) -> dict[str, str]:
 
 
 def save_weights(model_sd: dict[str, torch.Tensor], aliases: dict[str, str], path: Path) -> None:
-    """A full state dict as safetensors, each shared tensor once (as ``save_model`` does)."""
+    """A full state dict as safetensors, each shared tensor once (as ``save_model`` does).
+    One metadata key: safetensors writes several in a random order, and the same weights
+    must give the same bytes (a stage's output fingerprint is their hash)."""
     from safetensors.torch import save_file
     save_file({k: v.contiguous() for k, v in model_sd.items() if k not in aliases}, str(path),
-              metadata={"format": "pt", **LAYOUT})
+              metadata=dict(LAYOUT))
     honour_umask(path)
 
 

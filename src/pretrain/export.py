@@ -49,6 +49,9 @@ def export_run(source: Path, out: Path) -> Path:
         raise PretrainError(f"export: {e}; nothing was left at {out}") from e
     except Exception as e:   # noqa: BLE001 -- safetensors raises its own type for a full disk
         shutil.rmtree(tmp, ignore_errors=True)
+        if out.exists():   # the rename found it: written meanwhile, by another export
+            raise PretrainError(f"export: {out} appeared while this export ran (another "
+                                "export to the same folder?); it was left as it is") from e
         raise PretrainError(f"export: {write_failure(out, e)}; nothing was left at {out}") from e
     return out
 

@@ -332,8 +332,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = _inspect_parser().parse_args(argv[2:])
             print(inspect(Path(args.run), args.reason, args.n, args.chars))
             return 0
-        args, rest = build_parser().parse_known_args(_join_override_values(argv))
-        overrides = parse_override_args(rest)
+        # overrides (--key=value) go around argparse, which takes one with a space in its
+        # value for a positional argument (CONFIG)
+        joined = _join_override_values(argv)
+        pulled = [a.startswith("--") and "=" in a and a.split("=", 1)[0] not in _OPTIONS
+                  for a in joined]
+        args, rest = build_parser().parse_known_args(
+            [a for a, o in zip(joined, pulled, strict=True) if not o])
+        overrides = parse_override_args(
+            [a for a, o in zip(joined, pulled, strict=True) if o] + rest)
         if args.command == "config":
             return _config(args, overrides)
         if args.command == "plan":

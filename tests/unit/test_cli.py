@@ -125,6 +125,13 @@ def test_config_show_refuses_two_configs(capsys):
 def test_space_separated_override_is_not_taken_for_the_config(capsys):
     assert main(["config", "show", "--model.d_model", "256"]) == 0
     assert "d_model = 256" in capsys.readouterr().out
+    # a value with a space in it (argparse takes such an argument for a positional one),
+    # joined or given as the next argument, with and without a config
+    for argv in (["-c", "quickstart", '--sample.prompts=["Once upon a time"]'],
+                 ['--sample.prompts=["Once upon a time"]'],
+                 ["quickstart", "--sample.prompts", '["Once upon a time", "b c"]']):
+        assert main(["config", "show", *argv]) == 0, argv
+        assert '    "Once upon a time",\n' in capsys.readouterr().out
 
 
 def test_runs_dir_that_is_a_file_is_a_one_line_error(tmp_path, capsys):

@@ -87,6 +87,8 @@ def run_stages(cfg: RunConfig, names: Sequence[str], force: set[str],
         allowed = " or ".join(f"`pretrain {s.name}`" for s in stages.STAGES if s.torchrun)
         raise PretrainError(f"under torchrun only {allowed} runs; run {', '.join(refused)} "
                             "in one process")
+    if "train" in names:   # a layout the processes cannot make fails now, not after the data
+        cfg.train.parallel.degrees(d.world)
     rd = RunDir(cfg.run_dir)
     with _process_group(cfg, d):
         with ExitStack() as held:

@@ -134,6 +134,12 @@ def test_space_separated_override_is_not_taken_for_the_config(capsys):
         assert '    "Once upon a time",\n' in capsys.readouterr().out
 
 
+def test_a_layout_one_process_cannot_make_fails_before_the_first_stage(tmp_path, capsys):
+    assert main(["run", f"--runs_dir={tmp_path}", "--train.parallel.tp=2"]) == 2
+    assert "tp 2 = 2 processes, but there are 1" in capsys.readouterr().err
+    assert not (tmp_path / "quickstart").exists()
+
+
 def test_runs_dir_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
     f = tmp_path / "file"
     f.write_text("")

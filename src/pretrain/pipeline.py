@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -132,11 +133,16 @@ def _check_inputs(rd: RunDir, stage: stages.Stage) -> None:
     into it unnoticed (a changed size or a missing file makes the stage incomplete)."""
     problems: list[str] = []
     owners: list[str] = []
+    started, nbytes = time.perf_counter(), 0
     for u in stage.reads:
         m = rd.manifest(u)
         found = verify_files(rd.stage_dir(u), m["outputs"]) if m is not None else []
+        nbytes += sum(f["bytes"] for f in m["outputs"].values()) if m is not None else 0
         problems += found
         owners += [u] if found else []
+    took = time.perf_counter() - started
+    if took > 5:   # ~1 GB/s: worth saying for a large corpus
+        log0(f"[{stage.name}] re-hashed its inputs ({nbytes / 1e9:.1f} GB) in {took:.0f}s")
     if problems:
         owner = owners[0]   # the earliest: --force reruns it and every stage after it
         raise PretrainError(

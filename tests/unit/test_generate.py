@@ -117,3 +117,24 @@ def test_bf16_activations_keep_a_bf16_cache(arch):
     model(torch.randint(0, 97, (1, 8)), cache=cache)
     assert {b.dtype for layer in cache.buffers for b in layer.values()} == {torch.bfloat16}
     assert cache.bytes() == 8 * model.cfg.kv_cache_bytes_per_token(dtype_bytes=2)
+
+
+def test_the_sample_stage_names_a_prompt_too_long_and_refuses_empty_or_bad_configs():
+    from pretrain.config import ConfigError, PretrainError
+    from pretrain.eval.config import SampleConfig
+    from pretrain.eval.sample import samples
+    from pretrain.tokenizer.bpe import Tokenizer
+    from pretrain.tokenizer.config import BOS, EOS
+    tok = Tokenizer([bytes([i]) for i in range(256)], r"[\s\S]", [BOS, EOS])
+    model = Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, seq_len=16,
+                                    vocab_size=tok.vocab_size))
+    cfg = SampleConfig(prompts=["ok", "x" * 15], max_new_tokens=2)
+    with pytest.raises(PretrainError, match=r"sample.prompts\[1\] .* 16 tokens with BOS: no "
+                                            r"room to generate in model.seq_len = 16"):
+        samples(model, tok, cfg)
+    assert len(samples(model, tok, SampleConfig(prompts=["ok", "x" * 14], max_new_tokens=2))) == 2
+    with pytest.raises(ConfigError, match="sample.prompts is empty"):
+        SampleConfig(prompts=[])
+    for seed in (-1, 10**20):
+        with pytest.raises(ConfigError, match="sample.seed must be within"):
+            SampleConfig(seed=seed)

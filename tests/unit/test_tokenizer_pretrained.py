@@ -136,3 +136,18 @@ def test_settings_that_change_the_ids_are_refused(tmp_path: Path, change, why: s
     path.write_text(json.dumps(obj))
     with pytest.raises(ConfigError, match=why):
         pretrained.load(str(path), "", [], "", "")
+
+
+def test_a_run_tokenizer_is_found_from_a_relative_model_folder(tmp_path, monkeypatch):
+    """`pretrain export . OUT` inside a run's train/ (or a checkpoint) finds the run's
+    tokenizer as the absolute path does (Path(".").parents is empty)."""
+    from pretrain.tokenizer.files import run_tokenizer
+    ckpt = tmp_path / "run" / "checkpoints" / "train-k" / "step-0000010"
+    ckpt.mkdir(parents=True)
+    (tmp_path / "run" / "train").mkdir()
+    (tmp_path / "run" / "tokenizer").mkdir()
+    want = tmp_path / "run" / "tokenizer" / "tokenizer.json"
+    want.write_text("{}")
+    for folder in (tmp_path / "run" / "train", ckpt):
+        monkeypatch.chdir(folder)
+        assert run_tokenizer(Path(".")) == want

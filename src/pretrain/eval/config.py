@@ -78,3 +78,7 @@ class SampleConfig:
             raise ConfigError("temperature and top_k must be >= 0")
         if not 0.0 < self.top_p <= 1.0:
             raise ConfigError("top_p must be within (0, 1]")
+        if not self.prompts:
+            raise ConfigError("sample.prompts is empty: give at least one prompt")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"sample.seed must be within [0, 2**63), got {self.seed}")

@@ -10,6 +10,7 @@ import json
 
 import torch
 
+from ..config import PretrainError
 from ..model.generate import generate
 from ..model.transformer import Transformer
 from ..rundir import StageRun
@@ -21,6 +22,12 @@ from .trained import autocast, load_trained
 def samples(model: Transformer, tok: TextTokenizer, cfg: SampleConfig) -> list[dict[str, str]]:
     gen = torch.Generator().manual_seed(cfg.seed)
     prompts = [[tok.bos_id, *tok.encode(p)] for p in cfg.prompts]
+    seq_len = model.cfg.seq_len
+    for i, ids in enumerate(prompts):
+        if len(ids) >= seq_len:
+            raise PretrainError(f"sample.prompts[{i}] ({cfg.prompts[i][:40]!r}...) is {len(ids)} "
+                                f"tokens with BOS: no room to generate in model.seq_len = "
+                                f"{seq_len}; shorten it")
     outs = generate(model, prompts, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p,
                     stop_ids=(tok.eos_id,), generator=gen)
     return [{"prompt": p, "completion": tok.decode(o)} for p, o in zip(cfg.prompts, outs, strict=True)]

@@ -35,7 +35,7 @@ def load_tokenizer(path: Path) -> TextTokenizer:
 def run_tokenizer(model_folder: Path) -> Path | None:
     """The tokenizer of the run that ``model_folder`` (its ``train/`` folder or a checkpoint
     under ``checkpoints/<key>/``) belongs to, if there is one."""
-    for run in model_folder.parents[:3]:
+    for run in model_folder.resolve().parents[:3]:   # "." has no parents unresolved
         path = run / "tokenizer" / TOKENIZER
         if path.is_file():
             return path

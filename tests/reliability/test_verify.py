@@ -4,6 +4,7 @@ shard, an unreadable manifest) is named, file by file, and the exit status is 1.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -133,3 +134,21 @@ def test_the_report_shows_what_the_model_was_trained_with(run, tmp_path, capsys)
     assert "differs from what the model was trained with in `model.n_layers`, `train.lr`" \
         in report
     capsys.readouterr()
+
+
+def test_export_pairs_the_model_with_the_tokenizer_it_was_trained_with(run, tmp_path, capsys):
+    """A tokenizer stage rerun after training (another vocabulary) is not exported beside
+    the model; once the shards are rewritten too, the export is refused."""
+    pytest.importorskip("transformers")
+    from transformers import PreTrainedTokenizerFast
+    copy = tmp_path / "tiny"
+    shutil.copytree(run, copy)
+    args = ["-c", str(copy / "config.toml"), f"--runs_dir={tmp_path}"]
+    assert main(["tokenizer", *args, "--tokenizer.vocab_size=640"]) == 0
+    assert main(["export", str(copy), str(tmp_path / "hf")]) == 0
+    exported = PreTrainedTokenizerFast.from_pretrained(str(tmp_path / "hf"))
+    trained = json.loads((copy / "train" / "model_config.json").read_text())["vocab_size"]
+    assert len(exported) <= trained < 640
+    assert main(["tokenize", *args, "--tokenizer.vocab_size=640"]) == 0
+    assert main(["export", str(copy), str(tmp_path / "hf2")]) == 2
+    assert "was rewritten after" in capsys.readouterr().err

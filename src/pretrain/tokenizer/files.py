@@ -34,11 +34,14 @@ def load_tokenizer(path: Path) -> TextTokenizer:
 
 def run_tokenizer(model_folder: Path) -> Path | None:
     """The tokenizer of the run that ``model_folder`` (its ``train/`` folder or a checkpoint
-    under ``checkpoints/<key>/``) belongs to, if there is one."""
+    under ``checkpoints/<key>/``) belongs to, if there is one: the copy in ``tokenize/``
+    that encoded the shards the model trained on (a tokenizer stage rerun since has not
+    changed it), else ``tokenizer/``'s."""
     for run in model_folder.resolve().parents[:3]:   # "." has no parents unresolved
-        path = run / "tokenizer" / TOKENIZER
-        if path.is_file():
-            return path
+        for stage in ("tokenize", "tokenizer"):
+            path = run / stage / TOKENIZER
+            if path.is_file():
+                return path
     return None
 
 

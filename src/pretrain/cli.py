@@ -312,7 +312,7 @@ def _inspect_parser() -> argparse.ArgumentParser:
 
 
 def _verify(run: Path) -> int:
-    checked, problems = verify_run(run)
+    checked, problems = verify_run(run, tuple(stages.names()))
     for line in problems:
         print(line)
     print(f"verify: {checked} files checked in {run}: "

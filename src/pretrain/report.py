@@ -33,7 +33,12 @@ from .train.config import TrainConfig
 
 
 def _json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
+    """The file's JSON; None when it is missing or unreadable (a stage folder damaged by
+    hand: `pretrain verify` names it; the report shows what it can)."""
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:

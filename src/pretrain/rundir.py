@@ -185,9 +185,10 @@ def verify_folder(folder: Path) -> list[str]:
     return verify_files(folder, recorded)
 
 
-def verify_run(root: Path) -> tuple[int, list[str]]:
+def verify_run(root: Path, stage_names: tuple[str, ...] = ()) -> tuple[int, list[str]]:
     """Every output of every stage of the run directory ``root`` against its manifest, and
-    every checkpoint against its checksums: (files checked, one line per problem)."""
+    every checkpoint against its checksums: (files checked, one line per problem). A
+    folder of ``stage_names`` without a manifest is a problem too (nothing vouches for it)."""
     if not (root / "config.toml").is_file() and not any(root.glob(f"*/{MANIFEST}")):
         raise PretrainError(f"{root}: not a run directory (no config.toml, no stage manifest)")
     checked, problems = 0, []
@@ -206,6 +207,12 @@ def verify_run(root: Path) -> tuple[int, list[str]]:
                        if p.is_file() and p.name != MANIFEST
                        and str(p.relative_to(stage_dir)) not in outputs)
         problems += [f"{stage_dir / rel}: not in the manifest" for rel in extra]
+    for name in stage_names:
+        folder = root / name
+        if folder.is_dir() and not (folder / MANIFEST).is_file():
+            files = sum(1 for p in folder.rglob("*") if p.is_file())
+            problems.append(f"{folder}: no {MANIFEST} ({files} files nothing vouches for; "
+                            f"rerun the stage: `pretrain run --force {name}`)")
     for ckpt in sorted(root.glob("checkpoints/*/step-*")):
         if not ckpt.is_dir() or ckpt.name.endswith(".tmp"):
             continue
@@ -216,6 +223,9 @@ def verify_run(root: Path) -> tuple[int, list[str]]:
             continue
         checked += len(sums)
         problems += verify_files(ckpt, sums)
+        problems += [f"{p}: not in {CHECKSUMS}" for p in sorted(ckpt.rglob("*"))
+                     if p.is_file() and p.name != CHECKSUMS
+                     and str(p.relative_to(ckpt)) not in sums]
     return checked, problems
 
 

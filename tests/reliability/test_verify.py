@@ -65,6 +65,9 @@ def test_every_damaged_file_is_named(run, tmp_path):
     gone = sorted((copy / "tokenize").rglob("*.bin"))[0]
     gone.unlink()
     (copy / "data" / "stray.txt").write_text("not written by the stage")
+    (ckpt / "__9_0.distcp").write_text("slipped into a checkpoint")
+    (copy / "sample").mkdir()
+    (copy / "sample" / "samples.json").write_text("[]")   # a stage folder without manifest
     res = _verify(copy)
     assert res.returncode == 1
     lines = res.stdout.splitlines()
@@ -72,7 +75,9 @@ def test_every_damaged_file_is_named(run, tmp_path):
         assert any(line.startswith(f"{path}:") and what in line for line in lines), path
     assert f"{gone}: missing" in lines
     assert f"{copy / 'data' / 'stray.txt'}: not in the manifest" in lines
-    assert lines[-1].endswith("6 problems")
+    assert f"{ckpt / '__9_0.distcp'}: not in checksums.json" in lines
+    assert any(line.startswith(f"{copy / 'sample'}: no manifest.json (1 files") for line in lines)
+    assert lines[-1].endswith("8 problems")
 
 
 def test_an_unreadable_manifest_or_a_folder_that_is_no_run(run, tmp_path):
@@ -133,6 +138,9 @@ def test_the_report_shows_what_the_model_was_trained_with(run, tmp_path, capsys)
     assert "llama, d_model 64, 2 layers" in report and "adamw, lr 0.005," in report
     assert "differs from what the model was trained with in `model.n_layers`, `train.lr`" \
         in report
+    (copy / "eval").mkdir()
+    (copy / "eval" / "results.json").write_text("{junk")   # damaged by hand: no traceback
+    assert main(["report", str(copy)]) == 0
     capsys.readouterr()
 
 

@@ -51,14 +51,39 @@ def _block(text: str) -> str:
     return f"```\n{text}\n```\n"
 
 
+def stale(root: Path) -> dict[str, list[str]]:
+    """Completed stages whose inputs were rewritten since they ran (a stage before them
+    rerun on its own), each with the stages that changed: their outputs describe an older
+    model or data, and the report says so where it shows them."""
+    out: dict[str, list[str]] = {}
+    for s in stages.names():
+        m = _json(root / s / "manifest.json")
+        used = ((m or {}).get("inputs") or {}).get("upstream") or {}
+        changed = [u for u, fp in used.items()
+                   if fp != (_json(root / u / "manifest.json") or {}).get("output_fingerprint")]
+        if changed:
+            out[s] = changed
+    return out
+
+
+def _stale_note(root: Path, stage: str) -> str:
+    changed = stale(root).get(stage)
+    return (f"**Out of date:** {', '.join(changed)} changed after this stage ran; these "
+            f"results are of the earlier {', '.join(changed)} (`pretrain run` reruns it).\n\n"
+            if changed else "")
+
+
 def _stages(root: Path) -> str:
     lines = ["| stage | status | wall | finished | commit |", "|---|---|---|---|---|"]
+    old = stale(root)
     for s in stages.names():
         m = _json(root / s / "manifest.json")
         if m is None:
             lines.append(f"| {s} | not run | | | |")
             continue
-        lines.append(f"| {s} | {m['status']} | {m.get('wall_s', 0):.1f} s | "
+        status = m["status"] + (f", out of date ({', '.join(old[s])} changed since)"
+                                if s in old else "")
+        lines.append(f"| {s} | {status} | {m.get('wall_s', 0):.1f} s | "
                      f"{m.get('finished_at', '')} | {str(m.get('git_commit') or '')[:10]} |")
     return "\n".join(lines) + "\n"
 
@@ -306,9 +331,9 @@ def write_report(root: Path) -> Path:
         train = _hyperparameters(trained, changed) + train
     parts = [f"# Run report: {root.name}\n", "## Stages\n", _stages(root),
              "## Data\n", _data(root), "## Tokenizer\n", _tokenizer(root),
-             "## Training\n", train, "## Plan\n", _plan(root),
-             "## Evaluation\n", _eval(root, gates) + gate_note,
-             "## Samples\n", _samples(root)]
+             "## Training\n", _stale_note(root, "train") + train, "## Plan\n", _plan(root),
+             "## Evaluation\n", _stale_note(root, "eval") + _eval(root, gates) + gate_note,
+             "## Samples\n", _stale_note(root, "sample") + _samples(root)]
     out = root / "report.md"
     tmp = out.with_suffix(".md.tmp")
     tmp.write_text("\n".join(parts))

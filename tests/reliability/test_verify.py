@@ -160,3 +160,9 @@ def test_export_pairs_the_model_with_the_tokenizer_it_was_trained_with(run, tmp_
     assert main(["tokenize", *args, "--tokenizer.vocab_size=640"]) == 0
     assert main(["export", str(copy), str(tmp_path / "hf2")]) == 2
     assert "was rewritten after" in capsys.readouterr().err
+    # the report shows the model as out of date, where it lists the stages and its results
+    assert main(["report", str(copy)]) == 0
+    report = (copy / "report.md").read_text()
+    assert "| train | complete, out of date (tokenize changed since) |" in report
+    assert "**Out of date:** tokenize changed after this stage ran" in report
+    assert "| tokenize | complete |" in report

@@ -35,10 +35,11 @@ class Stage:
     body: str                              # "module:function"
     external: Callable[[RunConfig], Any] | None = None  # inputs outside the run directory
     torchrun: bool = False                 # runs on every process under torchrun
+    unkeyed: tuple[str, ...] = ()          # of the sections: given, but not in the key
 
     def key_config(self, cfg: RunConfig) -> dict[str, Any]:
         """What of the config (and of the outside world) its output depends on."""
-        part = {s: keyed(getattr(cfg, s)) for s in self.sections}
+        part = {s: keyed(getattr(cfg, s)) for s in self.sections if s not in self.unkeyed}
         if self.external is not None:
             part["external"] = self.external(cfg)
         return part
@@ -65,7 +66,9 @@ STAGES: tuple[Stage, ...] = (
           "under torchrun)",
           reads=("tokenize",), sections=("model", "train", "seed", "device"),
           body="pretrain.train.stage:run", external=lambda cfg: cfg.train.init_fingerprint(),
-          torchrun=True),
+          # where it trains, like the layout, is not what it trains ("auto" and "cpu" on a
+          # CPU are the same, and a GPU-trained model is evaluated and sampled on a CPU)
+          torchrun=True, unkeyed=("device",)),
     Stage("eval", "held-out loss, perplexity and bits per byte per domain; benchmarks, CORE, "
           "contamination, memorization",
           reads=("data", "tokenizer", "tokenize", "train"), sections=("eval", "device"),

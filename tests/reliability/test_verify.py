@@ -119,6 +119,8 @@ def test_a_stage_refuses_inputs_changed_after_they_were_written(run, tmp_path, c
     assert f"train.init_from: {copy / 'train'} does not match" in capsys.readouterr().err
     _flip(weights)
     assert main(["sample", *args]) == 0
+    # the device is where a model trains, not what it is: another one samples it as it is
+    assert main(["sample", *args, "--device=auto"]) == 0
     ckpt = sorted((copy / "checkpoints").glob("*/step-*"))[-1]
     _flip(next(ckpt.glob("*.distcp")))
     assert main(["export", str(ckpt), str(tmp_path / "hf")]) == 2

@@ -257,10 +257,11 @@ def _config(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
             raise ConfigError("config show: give the config once (-c CONFIG or CONFIG)")
         print(to_toml(load_config(args.config or args.name, overrides)), end="")
         return 0
-    paths = [str(resolve_config_path(c)) for c in args.configs] or [str(p) for p in shipped_configs()]
+    paths = args.configs or [str(p) for p in shipped_configs()]
     failed = 0
     for path in paths:
         try:
+            path = str(resolve_config_path(path))   # a missing one is one line of the list
             cfg = load_config(path, overrides)
             missing = _missing_inputs(cfg)
             print(f"ok      {path}" + (f" (but on this machine: {'; '.join(missing)}; "

@@ -263,6 +263,8 @@ def parse_override_args(args: list[str]) -> list[tuple[str, str]]:
                 raise ConfigError(f"override --{body} needs a value: --{body}=VALUE")
             key, value = body, args[i + 1]
             i += 1
-        out.append((key.replace("-", "_"), value))
+        # --train.grad-accum is train.grad_accum; a list index (-1) keeps its sign
+        out.append((".".join(k if k.lstrip("-").isdigit() else k.replace("-", "_")
+                             for k in key.split(".")), value))
         i += 1
     return out

@@ -154,6 +154,19 @@ def test_config_validate_reports_each_file(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "ok      " in out and "quickstart.toml" in out
     assert f"invalid {bad}: model.n_layers: expected int, got 'four'" in out
+    # a file that is not there is one line of the list; the others are still checked
+    assert main(["config", "validate", str(tmp_path / "none.toml"), "quickstart"]) == 1
+    out = capsys.readouterr().out
+    assert f"invalid {tmp_path / 'none.toml'}: config" in out and "ok      " in out
+
+
+def test_a_negative_list_index_in_an_override_keeps_its_sign(capsys):
+    assert main(["config", "show", "--data.sources.-1.max_bytes=7",
+                 "--train.grad-accum=3"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("max_bytes = 7") == 1 and "grad_accum = 3" in out
+    last = out.rindex("[[data.sources]]")
+    assert "max_bytes = 7" in out[last:]
 
 
 def test_stage_without_upstream_says_what_to_run(tmp_path, capsys):

@@ -54,7 +54,9 @@ def export_run(source: Path, out: Path) -> Path:
                                 f"was written: {'; '.join(damaged[:3])}; nothing was exported")
     model = io.load(folder)
     tok = load_tokenizer(tok_path) if tok_path else None
-    tmp = out.with_name(out.name + ".tmp")
+    # a name of ours (``OUT.tmp`` could be the user's folder): a killed export's leftover is
+    # cleared by the next export to the same folder
+    tmp = out.with_name(f".{out.name}.pretrain-export-tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         model_hf.export(model, tmp, tok.bos_id if tok else None, tok.eos_id if tok else None)

@@ -155,7 +155,10 @@ def test_export_pairs_the_model_with_the_tokenizer_it_was_trained_with(run, tmp_
     shutil.copytree(run, copy)
     args = ["-c", str(copy / "config.toml"), f"--runs_dir={tmp_path}"]
     assert main(["tokenizer", *args, "--tokenizer.vocab_size=640"]) == 0
+    (tmp_path / "hf.tmp").mkdir()   # the user's, beside the export: left alone
+    (tmp_path / "hf.tmp" / "notes.txt").write_text("mine")
     assert main(["export", str(copy), str(tmp_path / "hf")]) == 0
+    assert (tmp_path / "hf.tmp" / "notes.txt").read_text() == "mine"
     exported = PreTrainedTokenizerFast.from_pretrained(str(tmp_path / "hf"))
     trained = json.loads((copy / "train" / "model_config.json").read_text())["vocab_size"]
     assert len(exported) <= trained < 640

@@ -67,7 +67,8 @@ def test_a_body_sees_only_its_keyed_sections(tmp_path: Path):
     assert stages.get("eval").key_config(gated) == stages.get("eval").key_config(base)
     for harmless in (("train.tensorboard", "false"), ("train.log_every", "1"),
                      ("train.threads", "1"), ("train.eval_every", "7"),
-                     ("train.checkpoint_every", "3"), ("train.parallel.dp_shard", "-1")):
+                     ("train.checkpoint_every", "3"), ("train.parallel.dp_shard", "-1"),
+                     ("device", "cpu")):   # where it trains, not what
         quiet = load_config(None, [("runs_dir", str(tmp_path)), harmless])
         assert train.key_config(quiet) == train.key_config(base), harmless
     data = stages.get("data")
@@ -79,7 +80,9 @@ def test_a_body_sees_only_its_keyed_sections(tmp_path: Path):
     assert data.key_config(stricter) != data.key_config(base)
     longer = load_config(None, [("runs_dir", str(tmp_path)), ("train.steps", "9")])
     assert train.key_config(longer) != train.key_config(base)
-    assert set(train.key_config(base)) == {"model", "train", "seed", "device", "external"}
+    assert set(train.key_config(base)) == {"model", "train", "seed", "external"}
+    on_cpu = load_config(None, [("runs_dir", str(tmp_path)), ("device", "cpu")])
+    assert stages.get("eval").key_config(on_cpu) != stages.get("eval").key_config(base)
 
 
 def test_the_eval_key_follows_the_benchmark_files(tmp_path: Path):

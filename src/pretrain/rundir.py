@@ -167,22 +167,40 @@ def read_checksums(folder: Path) -> dict[str, dict[str, Any]]:
     return sums
 
 
-def verify_folder(folder: Path) -> list[str]:
-    """A stage's output folder against its manifest, or a checkpoint against its checksums:
-    one line per file that differs ([] when it matches, or records nothing)."""
+def _check_folder(folder: Path, extras: bool) -> tuple[int, list[str]]:
+    """(files recorded, one line per problem) of a stage's output folder against its
+    manifest, or of a checkpoint against its checksums; with ``extras``, files the record
+    does not name are problems too. Nothing recorded: (0, [])."""
     if (folder / MANIFEST).is_file():
+        record, label = MANIFEST, "the manifest"
         try:
-            recorded = json.loads((folder / MANIFEST).read_text())["outputs"]
+            m = json.loads((folder / MANIFEST).read_text())
+            recorded = m["outputs"]
         except (OSError, ValueError, KeyError, TypeError) as e:
-            return [f"{folder / MANIFEST}: unreadable ({type(e).__name__})"]
+            return 0, [f"{folder / MANIFEST}: unreadable ({type(e).__name__})"]
+        problems = [] if m.get("status") == "complete" else \
+            [f"{folder / MANIFEST}: status {m.get('status')!r}, not complete"]
     elif (folder / CHECKSUMS).is_file():
+        record, label = CHECKSUMS, CHECKSUMS
         try:
             recorded = read_checksums(folder)
         except (OSError, ValueError) as e:
-            return [f"{folder / CHECKSUMS}: unreadable ({type(e).__name__})"]
+            return 0, [f"{folder / CHECKSUMS}: unreadable ({type(e).__name__})"]
+        problems = []
     else:
-        return []
-    return verify_files(folder, recorded)
+        return 0, []
+    problems += verify_files(folder, recorded)
+    if extras:
+        problems += [f"{p}: not in {label}" for p in sorted(folder.rglob("*"))
+                     if p.is_file() and p.name != record
+                     and str(p.relative_to(folder)) not in recorded]
+    return len(recorded), problems
+
+
+def verify_folder(folder: Path) -> list[str]:
+    """A stage's output folder against its manifest, or a checkpoint against its checksums:
+    one line per file that differs ([] when it matches, or records nothing)."""
+    return _check_folder(folder, extras=False)[1]
 
 
 def verify_run(root: Path, stage_names: tuple[str, ...] = ()) -> tuple[int, list[str]]:
@@ -192,21 +210,7 @@ def verify_run(root: Path, stage_names: tuple[str, ...] = ()) -> tuple[int, list
     if not (root / "config.toml").is_file() and not any(root.glob(f"*/{MANIFEST}")):
         raise PretrainError(f"{root}: not a run directory (no config.toml, no stage manifest)")
     checked, problems = 0, []
-    for stage_dir in sorted(p.parent for p in root.glob(f"*/{MANIFEST}")):
-        try:
-            m = json.loads((stage_dir / MANIFEST).read_text())
-            outputs = m["outputs"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            problems.append(f"{stage_dir / MANIFEST}: unreadable ({type(e).__name__})")
-            continue
-        if m.get("status") != "complete":
-            problems.append(f"{stage_dir / MANIFEST}: status {m.get('status')!r}, not complete")
-        checked += len(outputs)
-        problems += verify_files(stage_dir, outputs)
-        extra = sorted(str(p.relative_to(stage_dir)) for p in stage_dir.rglob("*")
-                       if p.is_file() and p.name != MANIFEST
-                       and str(p.relative_to(stage_dir)) not in outputs)
-        problems += [f"{stage_dir / rel}: not in the manifest" for rel in extra]
+    folders = sorted(p.parent for p in root.glob(f"*/{MANIFEST}"))
     for name in stage_names:
         folder = root / name
         if folder.is_dir() and not (folder / MANIFEST).is_file():
@@ -216,16 +220,14 @@ def verify_run(root: Path, stage_names: tuple[str, ...] = ()) -> tuple[int, list
     for ckpt in sorted(root.glob("checkpoints/*/step-*")):
         if not ckpt.is_dir() or ckpt.name.endswith(".tmp"):
             continue
-        try:
-            sums = read_checksums(ckpt)
-        except (OSError, ValueError) as e:
-            problems.append(f"{ckpt / CHECKSUMS}: unreadable ({type(e).__name__})")
+        if not (ckpt / CHECKSUMS).is_file():
+            problems.append(f"{ckpt / CHECKSUMS}: unreadable (FileNotFoundError)")
             continue
-        checked += len(sums)
-        problems += verify_files(ckpt, sums)
-        problems += [f"{p}: not in {CHECKSUMS}" for p in sorted(ckpt.rglob("*"))
-                     if p.is_file() and p.name != CHECKSUMS
-                     and str(p.relative_to(ckpt)) not in sums]
+        folders.append(ckpt)
+    for folder in folders:
+        n, found = _check_folder(folder, extras=True)
+        checked += n
+        problems += found
     return checked, problems
 
 

@@ -51,7 +51,7 @@ def _block(text: str) -> str:
     return f"```\n{text}\n```\n"
 
 
-def stale(root: Path) -> dict[str, list[str]]:
+def _stale(root: Path) -> dict[str, list[str]]:
     """Completed stages whose inputs were rewritten since they ran (a stage before them
     rerun on its own), each with the stages that changed: their outputs describe an older
     model or data, and the report says so where it shows them."""
@@ -66,16 +66,15 @@ def stale(root: Path) -> dict[str, list[str]]:
     return out
 
 
-def _stale_note(root: Path, stage: str) -> str:
-    changed = stale(root).get(stage)
+def _stale_note(old: dict[str, list[str]], stage: str) -> str:
+    changed = old.get(stage)
     return (f"**Out of date:** {', '.join(changed)} changed after this stage ran; these "
             f"results are of the earlier {', '.join(changed)} (`pretrain run` reruns it).\n\n"
             if changed else "")
 
 
-def _stages(root: Path) -> str:
+def _stages(root: Path, old: dict[str, list[str]]) -> str:
     lines = ["| stage | status | wall | finished | commit |", "|---|---|---|---|---|"]
-    old = stale(root)
     for s in stages.names():
         m = _json(root / s / "manifest.json")
         if m is None:
@@ -329,11 +328,12 @@ def write_report(root: Path) -> Path:
     if train != NOT_RUN:
         trained, changed = _as_trained(root, cfg) if cfg is not None else (None, [])
         train = _hyperparameters(trained, changed) + train
-    parts = [f"# Run report: {root.name}\n", "## Stages\n", _stages(root),
+    old = _stale(root)
+    parts = [f"# Run report: {root.name}\n", "## Stages\n", _stages(root, old),
              "## Data\n", _data(root), "## Tokenizer\n", _tokenizer(root),
-             "## Training\n", _stale_note(root, "train") + train, "## Plan\n", _plan(root),
-             "## Evaluation\n", _stale_note(root, "eval") + _eval(root, gates) + gate_note,
-             "## Samples\n", _stale_note(root, "sample") + _samples(root)]
+             "## Training\n", _stale_note(old, "train") + train, "## Plan\n", _plan(root),
+             "## Evaluation\n", _stale_note(old, "eval") + _eval(root, gates) + gate_note,
+             "## Samples\n", _stale_note(old, "sample") + _samples(root)]
     out = root / "report.md"
     tmp = out.with_suffix(".md.tmp")
     tmp.write_text("\n".join(parts))

@@ -116,14 +116,7 @@ class Trainer(Recovery):
             self.windows = MixtureWindows(train_shards, seq_len, seed, cfg.mixture, cfg.steps,
                                           cfg.batch_size * cfg.grad_accum * dp,
                                           cfg.mixture_phases)
-            end = self.windows.exhausted_at()
-            if end is not None:
-                why = (f"train.mixture: every domain is capped (max_epochs) or weighted 0 from "
-                       f"step {end} on")
-                if not cfg.time_budget_s:
-                    raise ConfigError(f"{why}, before train.steps = {cfg.steps}; raise "
-                                      "max_epochs or a weight, or train fewer steps")
-                log0(f"train: {why}: the run stops there if the time budget lasts that long")
+            self.windows.check_end(budgeted=bool(cfg.time_budget_s))
         else:
             self.windows = RandomWindows(train_shards, seq_len, seed)
         rank, layout_dp = self.layout.dp_rank, dp
@@ -281,7 +274,7 @@ class Trainer(Recovery):
 
     def restore(self, ckpt: Path) -> None:
         st = state.load(ckpt, self.model, self.opt, self.d)
-        self._check_rows(ckpt, st.get("batch_rows"))
+        state.check_batch_rows(ckpt, st.get("batch_rows"), self.cfg.batch_size, self.layout.dp)
         self.step, self.data_pos, self.rollbacks = st["step"], st["data_pos"], st["rollbacks"]
         self.history, self.val_losses, self.events = st["history"], st["val_losses"], st["events"]
         self.t_train = st["t_train"]
@@ -293,24 +286,6 @@ class Trainer(Recovery):
         self.lr_scale = st.get("lr_scale", 1.0)
         if self.scaler is not None and st.get("scaler"):
             self.scaler.load_state_dict(st["scaler"])
-
-    def _check_rows(self, ckpt: Path, had: int | None) -> None:
-        """A checkpoint resumes only under the batch it was trained on: the rows of a
-        micro-step over all data-parallel ranks pick the data and make the global batch (a
-        different number of ranks at the same per-rank batch would silently change both)."""
-        if had is None or had == self.batch_rows:
-            return
-        b, dp = self.cfg.batch_size, self.layout.dp
-        ways = [f"{had // b} data-parallel ranks"] if had % b == 0 else []
-        if had % dp == 0:
-            ways.append(f"train.batch_size = {had // dp} (it continues from these "
-                        "checkpoints)")
-        raise PretrainError(
-            f"train: {ckpt} was trained on {had} rows a micro-step (train.batch_size x "
-            f"data-parallel ranks) and this launch makes {b} x {dp} = {self.batch_rows}, "
-            "which would change the global batch and the data; resume with "
-            + (" or ".join(ways) or "the layout it was trained with")
-            + ", or --force train to start over")
 
     # ---- the loop ----------------------------------------------------------------------------
     def run(self) -> None:

@@ -36,6 +36,7 @@ from . import state
 from .config import TrainConfig
 from .loop import RunPaths, train
 from .optim import lr_at
+from .parallelize import Layout
 
 SCHEDULE = ("steps", "schedule", "lr", "warmup_steps", "decay_frac", "min_lr_ratio")
 # the per-rank batch: what the data and the model see is its product with the data-parallel
@@ -55,8 +56,8 @@ def run(run: StageRun, model_cfg: ModelConfig, cfg: TrainConfig, seed: int, devi
     paths = RunPaths(out=run.out, checkpoints=run.root / "checkpoints" / f"train-{run.key}",
                      monitor=run.root / "tensorboard" / f"train-{run.key}", name=run.root.name)
     d = distributed.from_env()
-    degrees = cfg.parallel.degrees(d.world)   # on every rank: a bad layout stops them all
-    rows = cfg.batch_size * degrees["dp_replicate"] * degrees["dp_shard"]
+    # on every rank: a bad layout stops them all
+    rows = cfg.batch_size * Layout(cfg.parallel.degrees(d.world)).dp
     if d.rank == 0:
         assert paths.checkpoints is not None
         if run.forced:  # --force train means train again from the start

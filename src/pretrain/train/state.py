@@ -142,6 +142,25 @@ def batch_rows(ckpt: Path) -> int | None:
     return rows if isinstance(rows, int) else None
 
 
+def check_batch_rows(ckpt: Path, had: int | None, batch_size: int, dp: int) -> None:
+    """A checkpoint resumes only under the batch it was trained on: the rows of a
+    micro-step over all data-parallel ranks (``had``; None for a checkpoint that does not
+    say) pick the data and make the global batch, and ``batch_size`` on ``dp`` ranks that
+    make another number would silently change both."""
+    rows = batch_size * dp
+    if had is None or had == rows:
+        return
+    ways = [f"{had // batch_size} data-parallel ranks"] if had % batch_size == 0 else []
+    if had % dp == 0:
+        ways.append(f"train.batch_size = {had // dp} (it continues from these checkpoints)")
+    raise PretrainError(
+        f"train: {ckpt} was trained on {had} rows a micro-step (train.batch_size x "
+        f"data-parallel ranks) and this launch makes {batch_size} x {dp} = {rows}, which "
+        "would change the global batch and the data; resume with "
+        + (" or ".join(ways) or "the layout it was trained with")
+        + ", or --force train to start over")
+
+
 def step_of(ckpt: Path) -> int:
     return int(ckpt.name.split("-")[1])
 

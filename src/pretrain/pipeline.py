@@ -131,20 +131,17 @@ def _check_inputs(rd: RunDir, stage: stages.Stage) -> None:
     """Re-hash the outputs of the stages ``stage`` reads against their manifests before it
     runs: a file changed in place (same size: a flipped byte, an edit) would otherwise go
     into it unnoticed (a changed size or a missing file makes the stage incomplete)."""
-    problems: list[str] = []
-    owners: list[str] = []
-    started, nbytes = time.perf_counter(), 0
-    for u in stage.reads:
-        m = rd.manifest(u)
-        found = verify_files(rd.stage_dir(u), m["outputs"]) if m is not None else []
-        nbytes += sum(f["bytes"] for f in m["outputs"].values()) if m is not None else 0
-        problems += found
-        owners += [u] if found else []
+    started = time.perf_counter()
+    recorded = {u: m["outputs"] for u in stage.reads if (m := rd.manifest(u)) is not None}
+    found = {u: verify_files(rd.stage_dir(u), outputs) for u, outputs in recorded.items()}
     took = time.perf_counter() - started
     if took > 5:   # ~1 GB/s: worth saying for a large corpus
+        nbytes = sum(f["bytes"] for outputs in recorded.values() for f in outputs.values())
         log0(f"[{stage.name}] re-hashed its inputs ({nbytes / 1e9:.1f} GB) in {took:.0f}s")
+    problems = [line for lines in found.values() for line in lines]
     if problems:
-        owner = owners[0]   # the earliest: --force reruns it and every stage after it
+        # the earliest stage that wrote one: --force reruns it and every stage after it
+        owner = next(u for u, lines in found.items() if lines)
         raise PretrainError(
             f"[{stage.name}] its inputs changed after they were written: "
             + "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3

@@ -11,7 +11,8 @@ method of the config. Values resolve in this order:
 
 Everything funnels through :func:`build`, which walks the dataclass type hints and
 rejects unknown keys and wrong types with a :class:`ConfigError` that names the
-dotted key and what would have been accepted. We wrote this by hand (about 230 lines)
+dotted key and what would have been accepted. Fields that name files (``metadata=PATH``)
+are made absolute as they are built, relative to the directory the command runs in. We wrote this by hand (about 230 lines)
 instead of pulling in OmegaConf/Hydra/pydantic: those bring their own override
 grammar and error style, and the behaviour we need (strict keys, clear one-line
 errors, TOML round trip) is small.
@@ -24,6 +25,7 @@ import difflib
 import hashlib
 import json
 import math
+import os
 import sys
 import tomllib
 import typing
@@ -139,6 +141,35 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+def absolute(path: str) -> str:
+    """A path a config names, made independent of where the command runs: ``~`` expanded and
+    a relative path (a glob too) joined to the current directory. ``""`` (not set) and URLs
+    stay as they are."""
+    if not path or "://" in path:
+        return path
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def absolute_if_here(value: str) -> str:
+    """For a value that is a path or a name (a Hub dataset, ``gpt2``): absolute when a file
+    or folder of that name is here, else the name as it is."""
+    return absolute(value) if value and os.path.exists(os.path.expanduser(value)) else value
+
+
+# ``field(metadata=PATH)``: the field names files (a string or a list of strings). A relative
+# path is relative to the directory the command runs in, and is stored absolute when the
+# config is built, so that the run's ``config.toml`` names the same files from anywhere.
+PATH = {"resolve": absolute}
+PATH_OR_NAME = {"resolve": absolute_if_here}
+
+
+def _resolve(value: Any, f: dataclasses.Field[Any]) -> Any:
+    how = f.metadata.get("resolve")
+    if how is None:
+        return value
+    return [how(v) for v in value] if isinstance(value, list) else how(value)
+
+
 def _hints(cls: type) -> dict[str, Any]:
     # the names of every module along the MRO: a subclass defined in another module (the
     # huggingface source) inherits annotations written with its base module's imports
@@ -160,7 +191,7 @@ def build(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
             guess = f"did you mean {(prefix + '.' if prefix else '') + close[0]!r}? " if close else ""
             allowed = ", ".join(sorted(fields))
             raise ConfigError(f"unknown config key {key!r}; {guess}allowed here: {allowed}")
-        kwargs[name] = _coerce(value, hints[name], key)
+        kwargs[name] = _resolve(_coerce(value, hints[name], key), fields[name])
     try:
         return cls(**kwargs)
     except ConfigError as e:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .config import ConfigError, apply_override, build, load_toml, to_dict
+from .config import PATH, ConfigError, apply_override, build, load_toml, to_dict
 from .data.config import DataConfig
 from .eval.config import EvalConfig, SampleConfig
 from .eval.files import benchmark_files
@@ -28,7 +28,7 @@ DEFAULT_CONFIG = "quickstart"
 @dataclass
 class RunConfig:
     name: str = "quickstart"          # the run directory is <runs_dir>/<name>
-    runs_dir: str = "runs"
+    runs_dir: str = field(default="runs", metadata=PATH)
     seed: int = 1337
     # where the model trains, is evaluated and samples: "auto" = the GPU when there is one
     device: Literal["auto", "cpu", "cuda"] = "auto"

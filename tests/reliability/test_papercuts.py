@@ -3,6 +3,7 @@ command run out of order, failed commands leaving run directories behind, typos.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -78,8 +79,8 @@ def test_config_validate_says_when_a_valid_configs_inputs_are_missing_here(tmp_p
     assert main(["config", "validate", "speedrun-shakespeare"]) == 0   # the config is valid
     out = capsys.readouterr().out
     assert out.startswith("ok ") and "but on this machine: data.sources.0: " \
-        "data/tinyshakespeare/input.txt is not here yet; the data stage will download it " \
-        "from https://" in out
+        f"{tmp_path}/data/tinyshakespeare/input.txt is not here yet; the data stage will " \
+        "download it from https://" in out
     assert not (tmp_path / "data").exists()   # validating downloads nothing
     (tmp_path / "data" / "tinyshakespeare").mkdir(parents=True)
     (tmp_path / "data" / "tinyshakespeare" / "input.txt").write_text("To be.\n")
@@ -89,7 +90,7 @@ def test_config_validate_says_when_a_valid_configs_inputs_are_missing_here(tmp_p
     cfg.write_text('[[data.sources]]\ntype = "local"\npaths = ["corpus/*.txt"]\n')
     assert main(["config", "validate", str(cfg)]) == 0
     assert "but on this machine: data.sources.0: local source: no file matches " \
-        f"'corpus/*.txt' (relative to {tmp_path})" in capsys.readouterr().out
+        f"'{tmp_path}/corpus/*.txt'" in capsys.readouterr().out
 
 
 def test_tokenizer_training_and_benchmark_scoring_show_progress(tmp_path, capsys):
@@ -107,3 +108,29 @@ def test_tokenizer_training_and_benchmark_scoring_show_progress(tmp_path, capsys
     assert f"merging pairs up to a vocabulary of {cfg.tokenizer.vocab_size}" in err
     assert "[eval benchmarks] 2/2 tasks" in err
     assert "[eval CORE] 22/22 tasks" in err
+
+
+def test_the_runs_config_toml_names_the_same_files_from_another_directory(tmp_path, monkeypatch,
+                                                                           capsys):
+    """Relative paths are relative to where the command runs, and the run's config.toml
+    records them absolute: rerun with it from elsewhere, the stage is up to date (before,
+    its sources were looked for, and a new run made, in the other directory)."""
+    proj = tmp_path / "proj"
+    (proj / "docs").mkdir(parents=True)
+    (proj / "docs" / "a.jsonl").write_text("".join(
+        json.dumps({"id": f"d{i}", "text": f"document {i}: " + f"word{i} " * 60}) + "\n"
+        for i in range(6)))
+    (proj / "c.toml").write_text('name = "r"\n[[data.sources]]\ntype = "local"\n'
+                                 'paths = ["docs/*.jsonl"]\nquality = "none"\n')
+    monkeypatch.chdir(proj)
+    assert main(["data", "-c", "c.toml"]) == 0
+    recorded = proj / "runs" / "r" / "config.toml"
+    assert f'"{proj / "docs" / "*.jsonl"}"' in recorded.read_text()
+    capsys.readouterr()
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["data", "-c", str(recorded)]) == 0
+    assert "[data] up to date" in capsys.readouterr().err
+    assert list(elsewhere.iterdir()) == []

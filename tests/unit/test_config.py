@@ -164,3 +164,65 @@ def test_override_into_a_value_is_an_error():
     tree = {"train": {"lr": 1.0}}
     with pytest.raises(ConfigError, match="train.lr is a value, not a section"):
         apply_override(tree, "train.lr.x", "1")
+
+
+def test_relative_paths_are_stored_absolute_and_names_are_kept(tmp_path: Path, monkeypatch):
+    """A config's relative paths are relative to where the command runs; the built config
+    holds them absolute (what the run's config.toml records), names stay names."""
+    here = tmp_path / "here"
+    (here / "docs").mkdir(parents=True)
+    (here / "docs" / "a.jsonl").write_text('{"text": "x"}\n')
+    (here / "local-ds").mkdir()
+    (here / "mine").mkdir()
+    for task in ("mine/task.jsonl", "task.jsonl"):
+        (here / task).write_text('{"query": "q", "choices": ["a", "b"], "gold": 0}\n')
+    monkeypatch.chdir(here)
+    (here / "c.toml").write_text(
+        'runs_dir = "out/runs"\n'
+        '[[data.sources]]\ntype = "local"\npaths = ["docs/*.jsonl", "~/never/*.txt"]\n'
+        '[[data.sources]]\ntype = "huggingface"\nname = "HuggingFaceFW/fineweb-edu"\n'
+        '[[data.sources]]\ntype = "huggingface"\nname = "local-ds"\n'
+        '[[data.sources]]\ntype = "huggingface"\nname = "parquet"\n'
+        'data_files = ["shards/*.parquet", "hf://datasets/a/b/x.parquet"]\n'
+        '[data.url]\nblock_domains_file = "lists/adult"\n'
+        '[data.decontam]\nbenchmarks = ["bench/x.jsonl"]\n'
+        '[tokenizer]\npretrained = "llama3:tok/llama.tiktoken"\ncompare_with = "gpt2"\n'
+        '[train]\ninit_from = "../old/runs/base"\n'
+        '[eval]\ntasks = ["hellaswag", "mine/task.jsonl", "task.jsonl"]\ntasks_dir = "evals"\n')
+    cfg = load_config("c.toml")
+    local, hub, folder, files = cfg.data.sources
+    assert cfg.runs_dir == str(here / "out" / "runs")
+    assert local.paths == [str(here / "docs" / "*.jsonl"), str(Path.home() / "never" / "*.txt")]
+    assert hub.name == "HuggingFaceFW/fineweb-edu"          # a Hub id: no such folder here
+    assert folder.name == str(here / "local-ds")
+    assert files.name == "parquet"
+    assert files.data_files == [str(here / "shards" / "*.parquet"), "hf://datasets/a/b/x.parquet"]
+    assert cfg.data.url.block_domains_file == str(here / "lists" / "adult")
+    assert cfg.data.decontam.benchmarks == [str(here / "bench" / "x.jsonl")]
+    assert cfg.tokenizer.pretrained == f"llama3:{here / 'tok' / 'llama.tiktoken'}"
+    assert cfg.tokenizer.compare_with == "gpt2"
+    assert cfg.train.init_from == str(tmp_path / "old" / "runs" / "base")
+    assert cfg.eval.tasks == ["hellaswag", str(here / "mine" / "task.jsonl"),
+                              str(here / "task.jsonl")]
+    assert cfg.eval.tasks_dir == str(here / "evals")
+    # the decontamination's eval files follow from the resolved [eval]
+    assert cfg.data.decontam.eval_benchmarks == [str(here / "mine" / "task.jsonl"),
+                                                 str(here / "task.jsonl")]
+    # unset paths stay unset
+    assert cfg.eval.harness_include == "" and cfg.data.language.model_path == ""
+
+    # the recorded config names the same files from another directory
+    (here / "recorded.toml").write_text(to_toml(cfg))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    again = load_config(str(here / "recorded.toml"))
+    assert to_toml(again) == to_toml(cfg)
+
+
+def test_a_folder_on_the_data_files_side_keeps_them_relative_to_it(tmp_path: Path, monkeypatch):
+    # with name a dataset folder, data_files are relative to it (as `datasets` reads them)
+    (tmp_path / "ds").mkdir()
+    monkeypatch.chdir(tmp_path)
+    src = build(HuggingFaceSource, {"name": "ds", "data_files": ["train/*.parquet"]})
+    assert src.name == str(tmp_path / "ds") and src.data_files == ["train/*.parquet"]

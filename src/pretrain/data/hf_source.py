@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..config import ConfigError
+from ..config import PATH_OR_NAME, ConfigError, absolute
 from .document import Document, Skip
 from .sources import SourceConfig, SourceType
 
@@ -43,7 +43,7 @@ class HuggingFaceSource(SourceConfig):
     """A ``datasets`` dataset, streamed. FineWeb-Edu: ``name = "HuggingFaceFW/fineweb-edu"``."""
 
     type: SourceType = "huggingface"
-    name: str = ""                   # a Hub dataset, a local folder, or "parquet"/"json"/...
+    name: str = field(default="", metadata=PATH_OR_NAME)  # a Hub dataset, a local folder, "parquet", ...
     subset: str = ""                 # the dataset config, e.g. "sample-10BT"
     split: str = "train"
     revision: str = ""
@@ -62,6 +62,8 @@ class HuggingFaceSource(SourceConfig):
         if not self.name:
             raise ConfigError("name: a huggingface source needs a dataset name (or 'parquet' "
                               "/ 'json' with data_files)")
+        if not os.path.isdir(self.name):   # relative to the current directory, see config.PATH
+            self.data_files = [absolute(p) for p in self.data_files]
 
     def label(self) -> str:
         return self.domain or self.name.rstrip("/").split("/")[-1]

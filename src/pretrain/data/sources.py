@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args
 
-from ..config import ConfigError
+from ..config import PATH, ConfigError
 from ..log import log0
 from ..rundir import file_sha256
 from .document import Document, Skip
@@ -230,7 +230,7 @@ def _distributions() -> list[tuple[str, str]]:
 @dataclass
 class LocalSource(SourceConfig):
     type: SourceType = "local"
-    paths: list[str] = field(default_factory=list)   # globs; "**" recurses
+    paths: list[str] = field(default_factory=list, metadata=PATH)   # globs; "**" recurses
     format: Literal["auto", "jsonl", "txt", "parquet"] = "auto"
     text_field: str = "text"
     id_field: str = "id"
@@ -475,7 +475,7 @@ class WarcSource(SourceConfig):
     wheel. Non-HTML and non-200 responses are counted skips."""
 
     type: SourceType = "warc"
-    paths: list[str] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list, metadata=PATH)
     main_content: bool = True
 
     def __post_init__(self) -> None:

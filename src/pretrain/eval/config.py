@@ -5,11 +5,19 @@ Light on purpose (no torch): ``pretrain config show`` and ``--dry-run`` import i
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
-from ..config import ConfigError
+from ..config import PATH, ConfigError, absolute
 from .gates import parse as parse_gate
+
+
+def _task_path(spec: str) -> str:
+    """``eval.tasks``: a built-in name (no folder, no suffix) as it is; a file absolute."""
+    is_name = os.sep not in spec and not Path(spec).suffix and not spec.startswith("~")
+    return spec if is_name else absolute(spec)
 
 
 @dataclass
@@ -23,14 +31,14 @@ class EvalConfig:
     # benchmark tasks (eval/tasks.py): built-in names (hellaswag, arc_easy, arc_challenge,
     # piqa, openbook_qa, copa, boolq, commonsense_qa, winogrande, winograd_wsc,
     # lambada_openai, wikitext2) found under tasks_dir, or paths of jsonl files in one of their schemas
-    tasks: list[str] = field(default_factory=list)
-    tasks_dir: str = "../shared/data/eval"
+    tasks: list[str] = field(default_factory=list, metadata={"resolve": _task_path})
+    tasks_dir: str = field(default="../shared/data/eval", metadata=PATH)
     task_limit: int = 0                    # items per task (the first ones); 0 = all
     num_fewshot: int = 0                   # answered examples of the task before each item
     # lm-evaluation-harness tasks (eval/harness.py, the [eval] extra), results in
     # eval/harness.json; harness_include: a folder of task YAMLs (local files, offline)
     harness: list[str] = field(default_factory=list)
-    harness_include: str = ""
+    harness_include: str = field(default="", metadata=PATH)
     # DCLM's CORE score (eval/core.py) over the CORE task files found under tasks_dir
     core: bool = False
     core_limit: int = 500                  # items per CORE task after DCLM's shuffle; 0 = all

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import regex
 
-from ..config import ConfigError
+from ..config import ConfigError, absolute
 
 # The "GPT-4" split as used by minbpe/rustbpe, with digits in runs of 1-3.
 GPT4_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*"""
@@ -39,6 +39,19 @@ def parse_spec(spec: str) -> tuple[str, Path]:
     return "", Path(spec).expanduser()
 
 
+def absolute_spec(spec: str) -> str:
+    """``tokenizer.pretrained`` with its path absolute (see ``config.PATH``); a prefix kept."""
+    kind, _, rest = spec.partition(":")
+    if kind in SPEC_PREFIXES and rest:
+        return f"{kind}:{absolute(rest)}"
+    return absolute(spec)
+
+
+def _baseline_spec(spec: str) -> str:
+    """``tokenizer.compare_with``: ``gpt2`` names tiktoken's; anything else is a spec."""
+    return spec if spec == "gpt2" else absolute_spec(spec)
+
+
 @dataclass
 class TokenizerConfig:
     kind: str = "bpe"                 # "bpe" (byte-level), "unigram" or "sp_bpe" (SentencePiece)
@@ -50,7 +63,7 @@ class TokenizerConfig:
     # load a published tokenizer instead of training (tokenizer/pretrained.py): a GPT-2
     # folder, an HF tokenizer.json, llama3:PATH or a .tiktoken file
     # a SentencePiece model (LLaMA-2's tokenizer.model): sentencepiece:PATH or a .model file
-    pretrained: str = ""
+    pretrained: str = field(default="", metadata={"resolve": absolute_spec})
     bos_token: str = ""               # for a loaded tokenizer; "" = its own (e.g. <|endoftext|>)
     eos_token: str = ""
     # domain tokens added after training or loading (tokenizer/extend.py): words given, and
@@ -60,7 +73,7 @@ class TokenizerConfig:
     report_chars: int = 1_000_000     # per domain, for report.json; 0 = no report
     # baseline of the report: "gpt2" (tiktoken's, downloaded once and cached) or anything
     # `pretrained` accepts (e.g. a local GPT-2 folder); "" = none
-    compare_with: str = ""
+    compare_with: str = field(default="", metadata={"resolve": _baseline_spec})
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from ..config import ConfigError
+from ..config import PATH, ConfigError
 
 
 @dataclass
@@ -119,7 +119,7 @@ class TrainConfig:
     probe_new_tokens: int = 32        # 0 = off
     threads: int = 0                  # torch intra-op threads; 0 = torch's default
     peak_tflops: float = 0.0          # hardware peak for MFU; 0 = measure it (CPU) or skip (GPU)
-    init_from: str = ""               # continue from: run dir, checkpoint or HF model dir
+    init_from: str = field(default="", metadata=PATH)  # continue from: run dir, checkpoint or HF model dir
     mixture: list[MixtureEntry] = field(default_factory=list)  # domain weights; [] = by size
     # where each phase of the mixture starts, as fractions of training (first 0.0), for
     # entries with phase_weights; e.g. [0.0, 0.6, 0.9]

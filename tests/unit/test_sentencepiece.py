@@ -122,6 +122,18 @@ def trained(request) -> spm.SentencePieceTokenizer:
     return spm.train(iter(CORPUS), TokenizerConfig(kind=request.param, vocab_size=700))
 
 
+@pytest.mark.parametrize("kind", ["unigram", "sp_bpe"])
+def test_training_does_not_depend_on_the_machines_cores(kind, monkeypatch):
+    """The same sample trains the same model on 1 core and on 16 (the Unigram's pieces moved
+    with the thread count, and both kinds stored it in the model)."""
+    texts = _web_texts(400)
+    models = []
+    for cores in (1, 16):
+        monkeypatch.setattr("os.cpu_count", lambda cores=cores: cores)
+        models.append(spm.train(iter(texts), TokenizerConfig(kind=kind, vocab_size=1000)))
+    assert models[0].proto == models[1].proto
+
+
 def test_trained_vocab_specials_and_lossless_text(trained):
     assert trained.vocab_size == 700
     assert (trained.piece(0), trained.bos_id, trained.eos_id, trained.piece(3)) == ("<unk>", 1, 2, PAD)

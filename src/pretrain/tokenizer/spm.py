@@ -32,7 +32,6 @@ import base64
 import hashlib
 import io
 import json
-import os
 from collections.abc import Iterable, Iterator
 from functools import cached_property
 from pathlib import Path
@@ -46,6 +45,10 @@ from .config import BOS, EOS, TokenizerConfig
 FORMAT = "pretrain-sentencepiece/1"
 SPACE = "\u2581"   # "▁", SentencePiece's stand-in for a space
 INSTALL_HINT = "pip install 'pretrain[sentencepiece]' (or: pip install sentencepiece)"
+# SentencePiece's trainers split the sample over their threads and the Unigram's pieces
+# depend on the split: a fixed count (the library's default), not the machine's cores, so
+# that a config trains the same tokenizer on a laptop and on a 16-core GPU node
+THREADS = 16
 
 
 def _sentencepiece() -> Any:
@@ -191,7 +194,7 @@ def train(texts: Iterable[str], cfg: TokenizerConfig) -> SentencePieceTokenizer:
             remove_extra_whitespaces=False, add_dummy_prefix=True, split_digits=True,
             allow_whitespace_only_pieces=True, max_sentence_length=4 * cfg.doc_cap_chars + 4,
             unk_id=0, bos_id=1, eos_id=2, pad_id=-1, bos_piece=BOS, eos_piece=EOS,
-            control_symbols=others, num_threads=os.cpu_count() or 1, minloglevel=2)
+            control_symbols=others, num_threads=THREADS, minloglevel=2)
     except RuntimeError as e:
         raise ConfigError(f"tokenizer ({cfg.kind}): SentencePiece training failed: {e} "
                           "(check tokenizer.vocab_size against the sample, tokenizer.max_chars)"

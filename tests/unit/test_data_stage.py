@@ -4,7 +4,9 @@ bad inputs are counted skips (or errors in strict mode), every source type reads
 
 import bz2
 import gzip
+import io
 import json
+import zlib
 from pathlib import Path
 
 import pytest
@@ -82,6 +84,25 @@ def test_funnel_adds_up_and_names_every_drop(tmp_path):
     assert len(shards) == 4 and all(len(s["inputs"][0]["sha256"]) == 64 for s in shards.values())
     kept = list(read_docs(tmp_path / "out"))
     assert kept[0]["meta"]["language"] == "en" and kept[0]["meta"]["url"]
+
+
+def test_funnel_keeps_pipeline_order_when_a_shorter_source_comes_first(tmp_path, capsys):
+    """The first task's source skips the web filters: their rows still come before pii (they
+    were appended after it), and a dropped Chinese page shows its text in the audit
+    (``textwrap.shorten`` dropped a first 'word' longer than the width: all of it)."""
+    _web_files(tmp_path, n_files=1)
+    chinese = "\u8fd9\u662f\u4e00\u4e2a\u5173\u4e8e\u6cb3\u6d41\u548c\u5c71\u8c37\u7684\u957f\u7bc7\u6587\u7ae0\u3002" * 40
+    (tmp_path / "in-0.jsonl").open("a").write(json.dumps({"id": "zh", "text": chinese}) + "\n")
+    (tmp_path / "code.jsonl").write_text("".join(
+        json.dumps({"id": f"c{i}", "text": _prose(500 + i)}) + "\n" for i in range(3)))
+    cfg = DataConfig(sources=[LocalSource(paths=[str(tmp_path / "code.jsonl")], quality="none"),
+                              LocalSource(paths=[str(tmp_path / "in-*.jsonl")])])
+    _run(tmp_path, cfg)
+    steps = [r["step"] for r in json.loads((tmp_path / "out" / "funnel.json").read_text())]
+    assert steps == ["read", "normalize", "length", "url", "language", "gopher_repetition",
+                     "gopher_quality", "c4", "fineweb", "pii", "exact_dedup", "minhash_dedup"]
+    assert main(["data", "inspect", str(tmp_path / "out"), "--reason", "language"]) == 0
+    assert chinese[:60] in capsys.readouterr().out
 
 
 def test_killed_run_resumes_to_identical_output(tmp_path, monkeypatch):
@@ -206,6 +227,64 @@ def test_a_warc_record_that_cannot_be_decoded_skips_only_itself(tmp_path):
     assert all(hasattr(i, "text") and "plants and gardens" in i.text for i in items)
 
 
+def _brotli(data: bytes) -> bytes:
+    from fastwarc.stream_io import BrotliWriter
+    buf = io.BytesIO()
+    writer = BrotliWriter(buf)
+    writer.write(data)
+    writer.close()   # finish() alone leaves the stream unflushed
+    return buf.getvalue()
+
+
+def test_warc_payloads_are_read_without_their_http_codings(tmp_path):
+    """Chunked transfer and gzip/deflate/br content codings come off before extraction (the
+    chunk sizes were text, a gzip page 'too short'); a body its header mislabels is a skip
+    of its own and the records after it are read."""
+    page = (b"<html><body><article>" + b"".join(
+        b"<p>Paragraph %d of a long English article about rivers and valleys.</p>" % j
+        for j in range(40)) + b"</article></body></html>")
+
+    def chunked(b: bytes, n: int = 300) -> bytes:
+        return b"".join(b"%x\r\n" % len(b[i:i + n]) + b[i:i + n] + b"\r\n"
+                        for i in range(0, len(b), n)) + b"0\r\n\r\n"
+
+    def record(n: int, payload: bytes, headers: bytes = b"") -> bytes:
+        http = (b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n" + headers
+                + b"\r\n" + payload)
+        return (b"WARC/1.0\r\nWARC-Type: response\r\nWARC-Record-ID: <urn:uuid:%d>\r\n"
+                b"WARC-Target-URI: http://x.org/%d\r\nContent-Type: application/http; "
+                b"msgtype=response\r\nContent-Length: %d\r\n\r\n" % (n, n, len(http))
+                + http + b"\r\n\r\n")
+    raw_deflate = zlib.compressobj(wbits=-15)
+    records = [
+        (page, b""),
+        (chunked(page), b"Transfer-Encoding: chunked\r\n"),
+        (gzip.compress(page), b"Content-Encoding: gzip\r\n"),
+        (zlib.compress(page), b"Content-Encoding: deflate\r\n"),
+        (raw_deflate.compress(page) + raw_deflate.flush(), b"Content-Encoding: deflate\r\n"),
+        (_brotli(page), b"Content-Encoding: br\r\n"),
+        (chunked(gzip.compress(page), 100),
+         b"Content-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"),
+        (page, b"Content-Encoding: gzip\r\n"),      # mislabelled: stored decoded
+        (page, b"Transfer-Encoding: chunked\r\n"),  # the same for the framing
+        (page, b"X-Crawler-Content-Encoding: gzip\r\n"),   # Common Crawl's: decoded already
+        (b"%x;ext=1\n" % len(page) + page + b"\n0\n\n", b"Transfer-Encoding: chunked\r\n"),
+        (chunked(page)[:-700], b"Transfer-Encoding: chunked\r\n"),   # the server cut it
+    ]
+    path = tmp_path / "codings.warc"
+    path.write_bytes(b"".join(record(n, p, h) for n, (p, h) in enumerate(records)))
+    items = list(WarcSource(paths=[str(path)]).read())
+    assert [i.id for i in items] == [f"urn:uuid:{n}" for n in range(len(records))]
+    plain = items[0].text
+    assert "Paragraph 39 of a long" in plain
+    docs = [i for i in items if isinstance(i, Document)]
+    assert [d.id for d in docs] == [f"urn:uuid:{n}" for n in (0, 1, 2, 3, 4, 5, 6, 9, 10)]
+    assert all(d.text == plain for d in docs)
+    skips = [i for i in items if isinstance(i, Skip)]
+    assert [s.reason for s in skips] == ["undecodable_payload"] * 3
+    assert all(path.name in s.detail and "http://x.org/" in s.detail for s in skips)
+
+
 def test_huggingface_source_streams_a_local_dataset_with_fineweb_edu_fields(tmp_path):
     pytest.importorskip("datasets")
     import pyarrow as pa
@@ -311,6 +390,23 @@ def test_invisible_characters_inside_text_are_removed_and_counted():
     assert doc.text == ("onetwo zerowidth softhyphen \u0645\u06cc\u200c\u062e\u0648\u0627\u0647"
                         "\u0645 \U0001f468\u200d\U0001f469")
     assert step.stats == {"invisible_chars_removed": 4, "invisible_docs": 1}
+
+
+def test_normalised_text_is_nfc_without_trailing_spaces_of_any_script():
+    from pretrain.data.config import CleanConfig
+    from pretrain.data.filters import LengthAndBinaryFilter, Normalize
+    step = Normalize(CleanConfig(fix_mojibake=False))
+    doc = Document("d", "Cafe\u00ad\u0301 au lait \u200b\nline\u3000\u00a0\u2003\t\n\fpage\f\n"
+                   "end \u200b ", "web")
+    assert list(step(iter([doc]))) == [doc]
+    # the soft hyphen no longer keeps e and its accent apart; spaces before a line end go,
+    # whatever their script, also behind an invisible character; form feeds stay
+    assert doc.text == "Caf\u00e9 au lait\nline\n\fpage\f\nend"
+    # a record of spaces and line breaks only (ideographic, no-break, em) is no document
+    blank = Document("b", " \u3000\u00a0\u2003\t\n\n" * 60, "web")
+    length = LengthAndBinaryFilter(CleanConfig())
+    assert length.check(blank) == "blank"
+    assert list(step(iter([blank]))) == [blank] and length.check(blank) == "blank"
 
 
 def _failing_run(tmp_path: Path, records: list[dict], extra: str = "") -> tuple[int, Path]:

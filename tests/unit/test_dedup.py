@@ -139,6 +139,25 @@ def test_stage_removes_near_duplicates_across_files(tmp_path):
     assert samples and all(s["reason"] == "near_duplicate" and s["text"] for s in samples)
 
 
+def test_texts_without_words_are_not_near_duplicates_of_each_other(tmp_path):
+    """Emoji, box drawing and punctuation have no word shingles (an all-ones signature): they
+    were all one 'near-duplicate' cluster; now each meets only its exact copies."""
+    originals, _ = _corpus(tmp_path)
+    wordless = [("emoji", "\U0001f600\U0001f680\u2728 " * 90), ("box", "\u2554\u2550\u2557\n" * 90),
+                ("punct", "!?.,;:-- " * 50), ("arrows", "\u2190\u2192\u2191\u2193 " * 90),
+                ("emoji-again", "\U0001f600\U0001f680\u2728 " * 90)]
+    _write(tmp_path / "c.jsonl", wordless)
+    src = LocalSource(paths=[str(tmp_path / "*.jsonl")], domain="x", quality="none")
+    kept, counts = _run(tmp_path, "out", [src])
+    assert kept == originals + ["emoji", "box", "punct", "arrows"]
+    assert counts["dropped"] == {"near_duplicate": 10, "exact_duplicate": 1}
+    # a one-word difference still links two texts that have words
+    hasher = MinHasher(MinHashConfig())
+    text = " ".join(f"w{i}" for i in range(200))
+    keys = hasher.keys([text, text + " extra", "\u2728", "\u2729"])
+    assert (keys[0] == keys[1]).any() and not (keys[2] == keys[3]).any()
+
+
 def test_scope_source_keeps_duplicates_that_are_in_different_sources(tmp_path):
     _, copies = _corpus(tmp_path)
     a = LocalSource(paths=[str(tmp_path / "a.jsonl")], domain="a", quality="none")

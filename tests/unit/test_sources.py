@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pretrain.config import ConfigError
+from pretrain.config import ConfigError, PretrainError
 from pretrain.data import stage as data_stage
 from pretrain.data.config import CleanConfig, DataConfig, MinHashConfig
 from pretrain.data.docs import _prefetched, read_docs
@@ -102,13 +102,72 @@ def test_lone_surrogate_is_skipped_by_the_data_stage(tmp_path: Path):
                    + '{"id": "key", "text": "' + good + 'y", "\\ud800k": "v", "ok": 1, '
                    '"metadata": {"tags": ["a", "\\udc00"]}}\n')
     cfg = DataConfig(sources=[LocalSource(paths=[str(src)], quality="none")])
+    out = tmp_path / "out"
+    out.mkdir()
     counts: dict = {}
-    counts.update(data_stage.process(cfg, tmp_path).counts())
+    counts.update(data_stage.process(cfg, out).counts())
     assert counts["dropped"] == {"invalid_unicode": 1}
-    kept = list(read_docs(tmp_path))
+    kept = list(read_docs(out))
     assert [d["id"] for d in kept] == ["ok", "meta", "key"]
-    assert "url" not in kept[1]["meta"]  # an unencodable metadata value is dropped, not the doc
-    assert kept[2]["meta"].get("ok") == 1 and "tags" not in json.dumps(kept[2]["meta"])
+    # in metadata a lone surrogate becomes U+FFFD, counted: the URL still meets the URL filter
+    assert kept[1]["meta"]["url"] == "\ufffd"
+    assert kept[2]["meta"]["\ufffdk"] == "v" and kept[2]["meta"]["ok"] == 1
+    funnel = json.loads((out / "funnel.json").read_text())
+    assert funnel[0]["stats"] == {"meta_invalid_unicode": 2}
+    # the skip names the file and line
+    (skip,) = [json.loads(line) for line in open(out / "dropped.jsonl")]
+    assert skip["id"] == f"{src}:2" and "lone surrogate U+D800" in skip["detail"]
+    # and strict mode stops at it, as at any unreadable record
+    strict = tmp_path / "strict"
+    strict.mkdir()
+    with pytest.raises(PretrainError, match=f"invalid_unicode.*{src.name}:2"):
+        data_stage.process(DataConfig(sources=cfg.sources, strict=True), strict)
+
+
+def test_a_damaged_parquet_row_group_costs_only_its_rows_each_counted(tmp_path: Path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    p = tmp_path / "rg.parquet"
+    texts = [f"Row {i} has its own sentence about item {i * i}, long enough. " * 4
+             for i in range(30)]
+    pq.write_table(pa.table({"id": [f"r{i}" for i in range(30)], "text": texts}), p,
+                   row_group_size=10, compression="NONE")
+    blob = bytearray(p.read_bytes())
+    page = pq.ParquetFile(p).metadata.row_group(1).column(1).data_page_offset
+    blob[page + 10:page + 60] = b"\xff" * 50     # row group 1's text page header only
+    p.write_bytes(bytes(blob))
+    docs, skips = _read(LocalSource(paths=[str(p)]))
+    assert [d.id for d in docs] == [f"r{i}" for i in (*range(10), *range(20, 30))]
+    assert [(s.id, s.reason, s.records) for s in skips] == [(f"{p}:row 10", "unreadable", 10)]
+    assert "rows 10..19 (row group 1)" in skips[0].detail
+    # the funnel counts the ten lost rows, not one record
+    cfg = DataConfig(sources=[LocalSource(paths=[str(p)], quality="none")],
+                     minhash=MinHashConfig(enabled=False))
+    out = tmp_path / "out"
+    out.mkdir()
+    counts = data_stage.process(cfg, out).counts()
+    read = json.loads((out / "funnel.json").read_text())[0]
+    assert (read["docs_in"], read["docs_out"], read["dropped"]) == (30, 20, {"unreadable": 10})
+    assert counts["dropped"] == {"unreadable": 10}
+
+
+def test_record_ids_empty_files_and_a_bom_before_a_blank_line(tmp_path: Path):
+    for lang in ("en", "de"):   # same-named files in two folders: ids told apart by folder
+        (tmp_path / lang).mkdir()
+        (tmp_path / lang / "part-0.jsonl").write_text(
+            json.dumps({"text": f"{lang} one"}) + "\n" + json.dumps({"id": 0, "text": "zero"}))
+    docs, skips = _read(LocalSource(paths=[str(tmp_path / "*" / "part-0.jsonl")]))
+    assert [d.id for d in docs] == ["de/part-0.jsonl:1", "0", "en/part-0.jsonl:1", "0"] and not skips
+    # the files of one folder keep their names as before
+    docs, _ = _read(LocalSource(paths=[str(tmp_path / "en" / "*.jsonl")]))
+    assert docs[0].id == "part-0.jsonl:1"
+    # a BOM on a blank first line is not a malformed record; a 0-byte .zst is an empty file
+    (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf\n" + json.dumps({"text": "a"}).encode())
+    (tmp_path / "empty.jsonl.zst").write_bytes(b"")
+    docs, skips = _read(LocalSource(paths=[str(tmp_path / "bom.jsonl"),
+                                           str(tmp_path / "empty.jsonl.zst")]))
+    assert [d.text for d in docs] == ["a"]
+    assert [(s.reason, s.id) for s in skips] == [("empty_file", str(tmp_path / "empty.jsonl.zst"))]
 
 
 def test_corrupt_gzip_is_a_counted_skip(tmp_path: Path):

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import json
-import textwrap
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,18 @@ def _licenses(counts: dict[str, Any]) -> list[str]:
     return out
 
 
+def shorten(text: str, chars: int) -> str:
+    """``text`` on one line, cut to about ``chars`` characters at a space where there is one
+    in its second half, else within the word: ``textwrap.shorten`` drops a whole first
+    word longer than ``chars``, which is all of a Chinese or Thai paragraph."""
+    flat = " ".join(text.split())
+    if len(flat) <= chars:
+        return flat
+    cut = flat[:max(1, chars - 4)]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > chars // 2 else cut) + " ..."
+
+
 def why_empty(d: Path, top: int = 5, chars: int = 160) -> str:
     """For a data stage that kept nothing: where documents were lost, the most frequent
     reasons (records that could not be read count as such, not as filtered) and one
@@ -55,16 +66,17 @@ def why_empty(d: Path, top: int = 5, chars: int = 160) -> str:
     with open(d / "dropped.jsonl", encoding="utf-8") as f:
         for line in f:
             rec = json.loads(line)
-            if rec["reason"] not in examples:
-                examples[rec["reason"]] = f"{rec['id']}: {rec.get('detail', '')}".rstrip(": ")
+            if rec["reason"] not in examples:   # a reader's detail starts with the record
+                detail = rec.get("detail", "")
+                examples[rec["reason"]] = detail if detail.startswith(rec["id"]) else \
+                    f"{rec['id']}: {detail}".rstrip(": ")
             if len(examples) == len(totals):
                 break
     with open(d / "samples.jsonl", encoding="utf-8") as f:
         for line in f:
             rec = json.loads(line)
             if " " not in examples.get(rec["reason"], ""):
-                examples[rec["reason"]] = f"{rec['id']}: " + textwrap.shorten(
-                    rec["text"], chars, placeholder=" ...")
+                examples[rec["reason"]] = f"{rec['id']}: " + shorten(rec["text"], chars)
     read = next((r for r in rows if r["step"] == "read"), None)
     out = [format_funnel(rows), ""]
     if read is not None and read["docs_out"] == 0:
@@ -107,8 +119,7 @@ def inspect(run: Path, reason: str = "", n: int = 3, chars: int = 600) -> str:
     for s in chosen:
         extra = f" (duplicate of {s['duplicate_of']})" if "duplicate_of" in s else ""
         out += ["", f"--- {s['id']}  [{s['domain']}] step {s['step']}: {s['reason']}{extra}",
-                textwrap.shorten(s["text"], chars, placeholder=" ...") if chars < len(s["text"])
-                else s["text"]]
+                shorten(s["text"], chars) if chars < len(s["text"]) else s["text"]]
     return "\n".join(out)
 
 

@@ -63,6 +63,7 @@ class Skip:
     id: str
     reason: str
     detail: str = ""
+    records: int = 1   # how many records it stands for (a parquet row group's lost rows)
 
 
 Drop = tuple[Document, str]

@@ -53,12 +53,14 @@ class Normalize(Step):
                 self.stats["mojibake_fixed"] += 1
                 t = fixed
         if self.cfg.normalize_unicode:
-            t = unicodedata.normalize("NFC", t.replace("\r\n", "\n").replace("\r", "\n"))
-            t = _MANY_BLANK.sub("\n\n\n", _TRAILING_WS.sub("", t)).strip("\n")
+            # invisible characters first: one between a letter and its accent would keep
+            # the pair from composing, one before a line end would shield its spaces
             t, n = _INVISIBLE.subn("", t)
             if n:
                 self.stats["invisible_chars_removed"] += n
                 self.stats["invisible_docs"] += 1
+            t = unicodedata.normalize("NFC", t.replace("\r\n", "\n").replace("\r", "\n"))
+            t = _MANY_BLANK.sub("\n\n\n", _TRAILING_WS.sub("", t)).strip("\n")
         doc.text = t
         return None
 
@@ -72,6 +74,8 @@ class LengthAndBinaryFilter(Step):
 
     def check(self, doc: Document) -> str | None:
         n = len(doc.text)
+        if not doc.text.strip():   # only spaces of any script, tabs and line breaks
+            return "blank"
         if n < self.cfg.min_chars:
             return "too_short"
         if n > self.cfg.max_chars:
@@ -81,7 +85,9 @@ class LengthAndBinaryFilter(Step):
         return None
 
 
-_TRAILING_WS = re.compile(r"[ \t]+$", re.MULTILINE)  # the last line's too
+# spaces (Unicode's Zs: no-break, ideographic, em ...) and tabs at line ends, the last
+# line's too; form feeds and other controls stay
+_TRAILING_WS = re.compile("[\t \u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]+$", re.MULTILINE)
 _MANY_BLANK = re.compile(r"\n{4,}")
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ufffd]")  # Cc but \t \n, and U+FFFD
 # UTF-8 read as cp1252/latin-1 leaves a lead byte (Â Ã â ...) before a continuation byte:

@@ -28,8 +28,17 @@ class Funnel:
                                            "stats": Counter()})
 
     def merge(self, rows: list[dict[str, Any]]) -> None:
-        """Add the rows of another funnel (``as_json`` form: a task's)."""
+        """Add the rows of another funnel (``as_json`` form: a task's). A step this funnel
+        has not seen goes right after the step before it there, so that a source with
+        fewer steps merged first does not put the later ones out of pipeline order."""
+        before = ""
         for r in rows:
+            if r["step"] not in self.rows:
+                order = list(self.rows)
+                at = order.index(before) + 1 if before in self.rows else 0
+                self.row(r["step"])
+                self.rows = {s: self.rows[s] for s in order[:at] + [r["step"]] + order[at:]}
+            before = r["step"]
             mine = self.row(r["step"])
             for k in ("docs_in", "bytes_in", "docs_out", "bytes_out"):
                 mine[k] += r[k]
@@ -86,7 +95,9 @@ class DropLog:
 
     def skip(self, skip: Skip, domain: str) -> None:
         self.audit.write(json.dumps({"id": skip.id, "domain": domain, "step": "read",
-                                     "reason": skip.reason, "detail": skip.detail}) + "\n")
+                                     "reason": skip.reason, "detail": skip.detail,
+                                     **({"records": skip.records} if skip.records != 1 else {})})
+                         + "\n")
 
     def drop(self, step: str, rec: dict[str, Any], reason: str, detail: str = "",
              **extra: str) -> None:

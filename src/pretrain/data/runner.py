@@ -125,26 +125,19 @@ def _limited(src: SourceConfig, task: Task, items: Iterator[Document | Skip],
     for item in items:
         if beat is not None:
             beat(row["docs_in"], row["bytes_in"])
+        if isinstance(item, Document):
+            item = _unicode_checked(item, src.label(), row)
         if isinstance(item, Skip) and strict:
             raise PretrainError(f"unreadable input ({item.reason}): {item.detail or item.id} "
                                 "(data.strict = true; false counts and skips such records)")
         if isinstance(item, Skip):
             skips.append(item)
-            row["docs_in"] += 1
-            row["dropped"][item.reason] += 1
+            row["docs_in"] += item.records
+            row["dropped"][item.reason] += item.records
             continue
         if task.max_docs and n_docs >= task.max_docs:
             return
-        try:  # JSON can carry lone surrogates ("\ud800"), which no UTF-8 file can hold
-            size = item.nbytes
-            item.id.encode("utf-8")
-        except UnicodeEncodeError as e:
-            skips.append(Skip(item.id.encode("utf-8", "backslashreplace").decode(),
-                              "invalid_unicode", str(e)))
-            row["docs_in"] += 1
-            row["dropped"]["invalid_unicode"] += 1
-            continue
-        item.meta = {k: v for k, v in item.meta.items() if not _unencodable({k: v})}
+        size = item.nbytes
         if task.max_bytes and n_bytes + size > task.max_bytes:
             if n_bytes:  # keep going only if nothing fits yet
                 return
@@ -163,14 +156,42 @@ def _limited(src: SourceConfig, task: Task, items: Iterator[Document | Skip],
         yield item
 
 
-def _unencodable(v: Any) -> bool:
-    """True if ``v`` (metadata: its keys and nested values too) cannot be written as UTF-8
-    JSON: a lone surrogate from a JSON escape ("\\ud800") somewhere in it."""
+def _unicode_checked(doc: Document, source: str, row: dict[str, Any]) -> Document | Skip:
+    """JSON can carry lone surrogates ("\\ud800"), which no UTF-8 file can hold. In the
+    text or id the record is unreadable (a skip; the readers that know the file and line
+    catch it first and name them); in metadata each one becomes U+FFFD, counted
+    (``meta_invalid_unicode`` of the read row), so that a URL keeps reaching the URL filter."""
+    try:
+        doc.text.encode("utf-8")
+        doc.id.encode("utf-8")
+    except UnicodeEncodeError as e:
+        rid = doc.id.encode("utf-8", "backslashreplace").decode()
+        return Skip(rid, "invalid_unicode", f"source {source}, record {rid}: a lone surrogate "
+                    f"U+{ord(e.object[e.start]):04X} at character {e.start} of the "
+                    f"{'text' if e.object is doc.text else 'id'}")
+    if not _encodable(doc.meta):
+        doc.meta = _repaired(doc.meta)
+        row["stats"]["meta_invalid_unicode"] += 1
+    return doc
+
+
+def _encodable(v: Any) -> bool:
     try:
         json.dumps(v, ensure_ascii=False).encode("utf-8")
-        return False
-    except (UnicodeEncodeError, TypeError, ValueError):
         return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _repaired(v: Any) -> Any:
+    """``v`` with each lone surrogate in its strings (keys too, nested) replaced by U+FFFD."""
+    if isinstance(v, str):
+        return v.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(v, dict):
+        return {_repaired(k): _repaired(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_repaired(x) for x in v]
+    return v
 
 
 def _exact_key(text: str) -> int:
@@ -198,7 +219,7 @@ def run_task(cfg: DataConfig, task: Task, work: Path, ngrams_path: str) -> None:
 
     def flush_keys() -> None:
         if hasher is not None and batch:
-            keys.append(hasher.band_keys(hasher.signatures(batch)))
+            keys.append(hasher.keys(batch))
         batch.clear()
 
     def flush_drops() -> None:

@@ -19,11 +19,14 @@ Source types:
 from __future__ import annotations
 
 import ast
+import functools
 import glob
 import gzip
 import hashlib
+import io
 import json
 import os
+import re
 import sys
 import sysconfig
 import warnings
@@ -331,6 +334,24 @@ class LocalSource(SourceConfig):
     def task_files(self) -> list[Path]:
         return self.files()
 
+    @functools.cached_property
+    def _root(self) -> str:
+        """The folder all of ``paths`` start in (a glob's part before its first wildcard,
+        a file's folder)."""
+        bases = []
+        for pattern in self.paths:
+            parts = Path(os.path.expanduser(pattern)).parts
+            i = next((k for k, part in enumerate(parts) if glob.has_magic(part)), len(parts) - 1)
+            bases.append(os.path.abspath(os.path.join(*parts[:i]) if i else "."))
+        return os.path.commonpath(bases)
+
+    def _name(self, p: Path) -> str:
+        """A file in the ids of records without one: its path below ``_root``, so that
+        same-named files in different folders (en/part-0.jsonl, de/part-0.jsonl) give
+        different ids; for the files of one folder, their names."""
+        rel = os.path.relpath(os.path.abspath(p), self._root)
+        return p.name if rel.startswith("..") else rel
+
     def read(self, files: list[str] | None = None) -> Iterator[Document | Skip]:
         for p in map(Path, files) if files else self.files():
             fmt = self._format(p)
@@ -347,7 +368,13 @@ class LocalSource(SourceConfig):
         if not isinstance(text, str):
             return Skip(where, "missing_text",
                         f"{where}: no string field {self.text_field!r}")
-        doc_id = str(rec.get(self.id_field) or default_id)
+        try:   # a lone surrogate from a JSON escape ("\ud800") cannot be written as UTF-8
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            return Skip(where, "invalid_unicode", f"{where}: text: a lone surrogate "
+                        f"U+{ord(e.object[e.start]):04X} at character {e.start}")
+        rid = rec.get(self.id_field)
+        doc_id = default_id if rid is None or rid == "" else str(rid)
         meta = {k: v for k, v in rec.items()
                 if k not in (self.text_field, self.id_field) and isinstance(v, (str, int, float))}
         nested = rec.get("metadata")  # Dolma keeps url, language, ... one level down
@@ -361,7 +388,7 @@ class LocalSource(SourceConfig):
         lineno = 0
         try:
             for lineno, raw in enumerate(_lines(p), 1):
-                if not raw.strip():
+                if not raw.strip() or (lineno == 1 and not raw.removeprefix(BOM).strip()):
                     continue
                 where = f"{p}:{lineno}"
                 if len(raw) > self.max_record_bytes:
@@ -376,7 +403,7 @@ class LocalSource(SourceConfig):
                 except json.JSONDecodeError as e:
                     yield Skip(where, "malformed_json", f"{where}: {e}")
                     continue
-                yield self._record(rec, where, f"{p.name}:{lineno}")
+                yield self._record(rec, where, f"{self._name(p)}:{lineno}")
         except _read_errors() as e:
             # truncated or corrupt compression: everything before it was yielded already
             yield Skip(f"{p}:{lineno + 1}", "unreadable",
@@ -396,9 +423,9 @@ class LocalSource(SourceConfig):
         if self.char_range != [0.0, 1.0]:
             lo, hi = (int(len(text) * f) for f in self.char_range)
             text = text[lo:hi]
-            yield Document(f"{p.name}[{lo}:{hi}]", text, self.label(), {"path": str(p)})
+            yield Document(f"{self._name(p)}[{lo}:{hi}]", text, self.label(), {"path": str(p)})
             return
-        yield Document(p.name, text, self.label(), {"path": str(p)})
+        yield Document(self._name(p), text, self.label(), {"path": str(p)})
 
     def _read_parquet(self, p: Path) -> Iterator[Document | Skip]:
         try:
@@ -407,13 +434,86 @@ class LocalSource(SourceConfig):
             raise ConfigError("parquet sources need pyarrow: pip install pyarrow") from None
         try:
             pf = pq.ParquetFile(p)
-            row = 0
-            for batch in pf.iter_batches(batch_size=1024):
-                for rec in batch.to_pylist():
-                    yield self._record(rec, f"{p}:row {row}", f"{p.name}:{row}")
-                    row += 1
         except Exception as e:  # pyarrow raises several types for corrupt files
             yield Skip(str(p), "unreadable", f"{p}: {type(e).__name__}: {e}")
+            return
+        # row group by row group: a damaged one costs its own rows (counted, from the
+        # footer's row counts), not the rest of the file
+        row = 0
+        for g in range(pf.metadata.num_row_groups):
+            end = row + pf.metadata.row_group(g).num_rows
+            try:
+                for batch in pf.iter_batches(batch_size=1024, row_groups=[g]):
+                    for rec in batch.to_pylist():
+                        yield self._record(rec, f"{p}:row {row}", f"{self._name(p)}:{row}")
+                        row += 1
+            except Exception as e:  # noqa: BLE001 -- this row group only
+                if row < end:
+                    yield Skip(f"{p}:row {row}", "unreadable",
+                               f"{p}: rows {row}..{end - 1} (row group {g}): "
+                               f"{type(e).__name__}: {e}", records=end - row)
+            row = end
+
+
+def _http_payload(body: bytes, headers: Any) -> bytes:
+    """An HTTP response body without the codings its headers name, as a browser reads it:
+    ``Transfer-Encoding: chunked`` and ``Content-Encoding`` gzip, deflate or br (outermost
+    last in the header). We decode after reading the raw
+    record rather than with FastWARC's ``auto_decode``: that gives the truncation check the
+    record's raw length, and a body that does not decode (a crawler that stored it decoded
+    but kept the header) is a skip of its own instead of a stream error that ends the file.
+    Common Crawl's WARCs come decoded, the original headers renamed ``X-Crawler-...``."""
+    from fastwarc.stream_io import BrotliReader
+
+    def codings(name: str) -> list[str]:
+        return [c.strip() for c in (headers.get(name) or "").lower().split(",") if c.strip()]
+
+    if "chunked" in codings("Transfer-Encoding"):
+        body = _unchunk(body)
+    for coding in reversed(codings("Content-Encoding")):
+        if coding in ("gzip", "x-gzip"):
+            body = gzip.decompress(body)
+        elif coding == "deflate":   # zlib-wrapped as the RFC says, or raw as some servers send
+            try:
+                body = zlib.decompress(body)
+            except zlib.error:
+                body = zlib.decompress(body, -15)
+        elif coding == "br":
+            body = BrotliReader(io.BytesIO(body)).read()
+        elif coding != "identity":
+            raise ValueError(f"Content-Encoding {coding!r} is not one this reader decodes")
+    return body
+
+
+_CHUNK_SIZE = re.compile(rb"[0-9a-fA-F]{1,16}")
+
+
+def _unchunk(body: bytes) -> bytes:
+    """The data of a ``Transfer-Encoding: chunked`` body (RFC 9112 7.1: hex size line, data,
+    CRLF, ..., size 0, trailers). Written here because resiliparse's ``read_http_chunk``
+    returns nothing for a line that is not a chunk size, which would turn a mislabelled
+    page into an empty one; this one raises, naming the byte. A body that ends after a
+    whole chunk without the last one is taken as complete, as browsers do."""
+    out, pos = [], 0
+    while pos < len(body):
+        eol = body.find(b"\n", pos)
+        line = body[pos:eol if eol >= 0 else len(body)].split(b";", 1)[0].strip()
+        if eol < 0 or not _CHUNK_SIZE.fullmatch(line):
+            raise ValueError(f"chunked body: {line[:24]!r} at byte {pos} is not a chunk size")
+        size, pos = int(line, 16), eol + 1
+        if size == 0:
+            break   # the trailer fields, if any, are not the page
+        if pos + size > len(body):
+            raise ValueError(f"chunked body ends inside a chunk of {size} bytes at byte {pos}")
+        out.append(body[pos:pos + size])
+        pos += size
+        for end in (b"\r\n", b"\n"):
+            if body.startswith(end, pos):
+                pos += len(end)
+                break
+        else:
+            raise ValueError(f"chunked body: no line end after the chunk at byte {pos}")
+    return b"".join(out)
 
 
 def _read_errors() -> tuple[type[BaseException], ...]:
@@ -425,6 +525,9 @@ def _read_errors() -> tuple[type[BaseException], ...]:
     except ImportError:
         pass
     return tuple(errors)
+
+
+BOM = b"\xef\xbb\xbf"   # UTF-8's byte-order mark, which some writers put first
 
 
 def _lines(p: Path) -> Iterator[bytes]:
@@ -448,9 +551,10 @@ def _zstd_lines(p: Path, chunk: int = 1 << 20) -> Iterator[bytes]:
         raise ConfigError(f"{p}: .zst files need zstandard: pip install zstandard") from None
     dctx = zstandard.ZstdDecompressor()
     dobj = dctx.decompressobj()
-    pending = b""
+    pending, size = b"", 0
     with open(p, "rb") as f:
         while block := f.read(chunk):
+            size += len(block)
             data = dobj.decompress(block)
             while dobj.eof and dobj.unused_data:  # concatenated frames
                 rest = dobj.unused_data
@@ -460,7 +564,7 @@ def _zstd_lines(p: Path, chunk: int = 1 << 20) -> Iterator[bytes]:
             *full, pending = pending.split(b"\n")
             for line in full:
                 yield line + b"\n"
-    if not dobj.eof:
+    if not dobj.eof and size:   # a 0-byte file is an empty file, not a cut frame
         raise EOFError("zstd stream ends before its frame is complete (truncated file)")
     if pending:
         yield pending
@@ -526,6 +630,12 @@ class WarcSource(SourceConfig):
                             yield Skip(rid, "truncated_record",
                                        f"{where}: {len(body)} of its {rec.content_length} "
                                        "bytes; the file is cut short")
+                            continue
+                        try:
+                            body = _http_payload(body, rec.http_headers)
+                        except Exception as e:  # noqa: BLE001 -- this record only
+                            yield Skip(rid, "undecodable_payload",
+                                       f"{where}: {type(e).__name__}: {e}")
                             continue
                         try:
                             html = self._decode(body, rec.http_charset, bytes_to_str,

@@ -199,6 +199,18 @@ def test_single_stage_refuses_any_out_of_date_upstream(tiny_run, tmp_path, stage
     assert (copy / "config.toml").read_text() == config_before  # still describes the outputs
 
 
+@pytest.mark.parametrize("delta", [-1, 100])
+def test_a_model_vocabulary_other_than_the_tokenizers_is_refused(tiny_run, tmp_path, delta):
+    """Larger, its extra ids were sampled by the probe and the sample stage (KeyError in
+    the tokenizer's decode) and never trained."""
+    copy, overrides = _copy(tiny_run, tmp_path)
+    vocab = json.loads((copy / "tokenize" / "meta.json").read_text())["vocab_size"]
+    cfg = load_config(None, [*overrides, ("model.vocab_size", str(vocab + delta))])
+    with pytest.raises(PretrainError, match=f"model.vocab_size={vocab + delta} is not the "
+                                            f"tokenizer's {vocab}"):
+        run_stages(cfg, ("train",), force={"train"}, require_current_upstream=True)
+
+
 def test_force_naming_a_stage_the_command_does_not_run_is_an_error(tiny_run, tmp_path):
     copy, overrides = _copy(tiny_run, tmp_path)
     with pytest.raises(PretrainError, match="--force data has no effect"):

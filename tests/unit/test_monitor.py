@@ -108,3 +108,7 @@ def test_time_fraction_schedule_matches_the_step_schedule(schedule: str):
     for step in (0, 250, 600, 700, 850, 999):
         assert lr_at(step, cfg, step / 1000) == pytest.approx(lr_at(step, cfg), abs=2e-3)
     assert lr_at(5, cfg, 1.7) == pytest.approx(0.1)   # past the budget: the floor
+    # the step cap reached before the budget: the schedule ends there all the same (it
+    # stayed at the peak, and a budgeted run stopped by train.steps was never annealed)
+    for step in (600, 850, 999):
+        assert lr_at(step, cfg, 0.05) == pytest.approx(lr_at(step, cfg), abs=2e-3)

@@ -89,6 +89,24 @@ def test_kill_and_resume_is_bit_identical(tokens, tmp_path, monkeypatch):
     assert gens and gens == (tmp_path / "b" / "generations.jsonl").read_text()
 
 
+def test_tokens_per_second_covers_the_steps_of_every_process(tokens, tmp_path, monkeypatch):
+    """The throughput divides the timed steps of every process by their time: after a resume
+    it took the whole run's time (saved in the checkpoint) over this process's steps only,
+    half the rate. Each process's first step is timed apart; a run of one step has none."""
+    real = Trainer.forward_backward
+    monkeypatch.setattr(Trainer, "forward_backward", lambda self, pos: (
+        (_ for _ in ()).throw(KeyboardInterrupt("killed")) if pos == 13 else real(self, pos)))
+    with pytest.raises(KeyboardInterrupt):
+        _run(tokens, tmp_path / "b", tmp_path / "ckpt")
+    monkeypatch.setattr(Trainer, "forward_backward", real)
+    counts = _run(tokens, tmp_path / "b", tmp_path / "ckpt")
+    per_step = counts["tokens_seen"] / counts["steps"]
+    # timed: steps 2..8 of the first process (its checkpoint), 10..24 of the second
+    timed = counts["tok_per_s"] * counts["train_time_s"] / per_step
+    assert timed == pytest.approx(7 + 15, rel=0.03)
+    assert _run(tokens, tmp_path / "one", tmp_path / "ckpt-one", steps=1)["tok_per_s"] is None
+
+
 def test_without_resume_it_starts_over(tokens, tmp_path, monkeypatch):
     _run(tokens, tmp_path / "a", tmp_path / "ckpt", steps=16)
     calls = []
@@ -256,6 +274,12 @@ def test_rotation_keeps_last_k_and_the_best(tmp_path):
     assert [p.name for p in state.complete(tmp_path)] == ["step-0000020", "step-0000040", "step-0000050"]
     (tmp_path / "step-0000060.tmp").mkdir()  # a torn write is never a checkpoint
     assert state.complete(tmp_path)[-1].name == "step-0000050"
+    # checkpoints no eval saw (val_loss inf) are none of them the best: the oldest of them
+    # was kept forever (checkpoint_every not a multiple of eval_every)
+    other = tmp_path / "unevaluated"
+    for step in (5, 10, 15, 20):
+        state.save(other, step, MODEL, model, opt, {"val_loss": math.inf}, 1, distributed.Dist())
+    assert [p.name for p in state.complete(other)] == ["step-0000020"]
 
 
 def test_compiled_training_matches_eager(tokens, tmp_path):
@@ -488,8 +512,10 @@ def _events(out: Path) -> list[dict]:
 
 # lr = 3 reached over a 60-step warmup: the loss falls to ~3.7, then climbs past 8 as the lr
 # grows (spike guard off: only the slow rise is left to catch)
+# every checkpoint kept (none is evaluated, so none is kept as the best): the one from
+# before the divergence began is there to roll back to
 _TOO_HIGH = dict(lr=3.0, warmup_steps=60, steps=60, checkpoint_every=4, spike_zscore=0,
-                 eval_every=60)
+                 eval_every=60, keep_last=15)
 
 
 def test_slow_divergence_rolls_back_before_it_began_with_a_lower_lr(tokens, tmp_path):
@@ -508,6 +534,14 @@ def test_slow_divergence_rolls_back_before_it_began_with_a_lower_lr(tokens, tmp_
         want = 3.0 * r["step"] / 60 * (0.5 ** len(div) if r["step"] > back_to else 1.0)
         assert r["lr"] == pytest.approx(want), r["step"]
     assert log[-1]["val_loss"] < log[0]["loss"]
+
+
+def test_divergence_without_a_checkpoint_from_before_it_takes_the_oldest_kept(tokens, tmp_path):
+    out = tmp_path / "run"
+    _run(tokens, out, tmp_path / "ckpt", **{**_TOO_HIGH, "keep_last": 2})
+    first = next(e for e in _events(out) if e["reason"].startswith("divergence"))
+    assert f"none is left from step {first['began_at_step']} or earlier" in first["action"]
+    assert "raise train.keep_last" in first["action"]
 
 
 def test_divergence_with_on_divergence_stop_is_a_one_line_error(tokens, tmp_path):

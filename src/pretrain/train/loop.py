@@ -259,6 +259,7 @@ class Trainer(Recovery):
         return {"data_pos": self.data_pos, "batch_rows": self.batch_rows,
                 "rollbacks": self.rollbacks, "history": self.history,
                 "val_losses": self.val_losses, "events": self.events, "t_train": self.clock(),
+                "timed_steps": self.timed_steps,
                 "guard": self.guard.state(), "generations": self.generations,
                 "divergence": self.divergence.state(), "lr_scale": self.lr_scale,
                 "scaler": self.scaler.state_dict() if self.scaler else None,
@@ -278,6 +279,9 @@ class Trainer(Recovery):
         self.step, self.data_pos, self.rollbacks = st["step"], st["data_pos"], st["rollbacks"]
         self.history, self.val_losses, self.events = st["history"], st["val_losses"], st["events"]
         self.t_train = st["t_train"]
+        # the steps that time covers (each process's first step is not timed); a checkpoint
+        # of before they were saved: all but its first
+        self.timed_steps = st.get("timed_steps", max(0, self.step - 1))
         # the same checkpoint on every rank: the clock goes on from its time
         self._agreed = self._clock_base = (self.t_train, self.timed_steps)
         self.generations = st.get("generations", [])
@@ -554,7 +558,9 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: Run
         "params": model_cfg.num_params(), "steps": t.step, "tokens_seen": tokens_per_step * t.step,
         "val_loss_initial": round(first, 5), "val_loss_final": round(last, 5),
         "train_loss_final": next((r["loss"] for r in reversed(t.history) if "loss" in r), None),
-        "tok_per_s": round(tokens_per_step * t.timed_steps / max(t.t_train, 1e-9), 1),
+        # over the timed steps of every process of the run (None: only a warm-up step ran)
+        "tok_per_s": round(tokens_per_step * t.timed_steps / t.t_train, 1)
+        if t.timed_steps and t.t_train > 0 else None,
         "train_time_s": round(t.t_train, 2), "warmup_time_s": round(t.t_warmup, 2),
         "skipped_steps": sum(1 for e in t.events if e["action"] == "skipped update"),
         "rollbacks": t.rollbacks, "device": str(dev), "processes": d.world,
@@ -572,8 +578,9 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: Run
         counts["mfu_median"] = mfus[len(mfus) // 2]
         counts["peak_gflops"] = round((t.peaks.mfu or 0) / 1e9, 1)
     mfu = f", MFU {counts['mfu_median']:.1%} of {counts['peak_gflops']:.0f} GFLOP/s" if mfus else ""
+    tps = counts["tok_per_s"]
     log0(f"train: val loss {first:.4f} -> {last:.4f} "
-         f"({counts['tok_per_s']:,.0f} tokens/s over {t.t_train:.0f}s of steps{mfu})")
+         f"({'n/a' if tps is None else f'{tps:,.0f}'} tokens/s over {t.t_train:.0f}s of steps{mfu})")
     return counts
 
 

@@ -104,14 +104,16 @@ def lr_at(step: int, cfg: TrainConfig, time_frac: float | None = None) -> float:
     ``lr`` and decays linearly over the last ``decay_frac`` of the run, which lets a run be
     extended or branched from a stable-phase checkpoint (MiniCPM, DeepSeek-V3).
 
-    With a time budget, ``time_frac`` (training time spent / budget) replaces the step
-    count as the run's progress after warmup, so the decay ends when the time does.
+    With a time budget, the run's progress after warmup is ``time_frac`` (training time
+    spent / budget) or the step count's, whichever is further: the decay ends when the time
+    does, or at ``steps`` when the step cap comes first (it stayed at the peak there).
     """
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     floor = cfg.lr * cfg.min_lr_ratio
     if time_frac is not None:
-        progress = min(1.0, time_frac)
+        by_steps = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        progress = min(1.0, max(time_frac, by_steps))
         if cfg.schedule == "wsd":
             stable_end = 1.0 - cfg.decay_frac
             if progress < stable_end:

@@ -48,9 +48,12 @@ LINEAGE = "lineage.json"
 def run(run: StageRun, model_cfg: ModelConfig, cfg: TrainConfig, seed: int, device: str) -> None:
     shards = TokenShards(run.inputs["tokenize"], "train")
     vocab = shards.meta["vocab_size"]
-    if model_cfg.vocab_size and model_cfg.vocab_size < vocab:
-        raise PretrainError(f"model.vocab_size={model_cfg.vocab_size} is smaller than the "
-                            f"tokenizer's {vocab}")
+    if model_cfg.vocab_size and model_cfg.vocab_size != vocab:
+        # larger, its extra ids are never trained yet sampled, and no tokenizer decodes them
+        raise PretrainError(
+            f"model.vocab_size={model_cfg.vocab_size} is not the tokenizer's {vocab}: leave "
+            "it 0 (the tokenizer's); model.pad_vocab_multiple pads the matrices for speed, "
+            "with the padding never sampled or scored")
     model_cfg = replace(model_cfg, vocab_size=model_cfg.vocab_size or vocab)
     init = _init(cfg, shards, vocab) if cfg.init_from else None
     paths = RunPaths(out=run.out, checkpoints=run.root / "checkpoints" / f"train-{run.key}",

@@ -27,6 +27,7 @@ files and the state file are on disk; one without ``state.json`` is never used. 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -184,7 +185,11 @@ def complete(folder: Path) -> list[Path]:
 
 def _rotate(folder: Path, keep_last: int) -> None:
     ckpts = complete(folder)
-    best = min(ckpts, key=lambda p: json.loads((p / STATE).read_text()).get("val_loss", 1e30),
+    # the best of those evaluated at their step (the others' val_loss is inf: were one of
+    # them the "best", the oldest such checkpoint would be kept forever)
+    losses = {p: float(json.loads((p / STATE).read_text()).get("val_loss", math.inf))
+              for p in ckpts}
+    best = min((p for p in ckpts if math.isfinite(losses[p])), key=losses.__getitem__,
                default=None)
     for p in ckpts[:-keep_last]:
         if p != best:

@@ -12,6 +12,7 @@ from pretrain.config import ConfigError
 from pretrain.eval import tasks
 from pretrain.eval.config import EvalConfig
 from pretrain.model.transformer import ModelConfig, Transformer
+from pretrain.run_config import load_config
 from pretrain.tokenizer.bpe import Tokenizer
 from pretrain.tokenizer.config import BOS, EOS
 
@@ -48,6 +49,22 @@ def test_loglikelihood_matches_a_hand_computation():
     # a context longer than the model's seq_len is cut from the left, the continuation kept
     (cut,) = tasks.loglikelihoods(_model(seq_len=64), tok, [("z" * 600, "cd")])
     assert cut.tokens == 2 and cut.logprob < 0
+
+
+def test_an_empty_context_is_scored_after_bos():
+    """A record with an empty context or query crashed the scoring (a row of the
+    continuation alone leaves its first token nothing to be predicted from)."""
+    tok, model = _bytes_tok(), _model()
+    alone, batched, _ = tasks.loglikelihoods(model, tok, [("", "def"), ("", "d"), ("ab", "cd")],
+                                             batch_size=3)
+    ids = [tok.bos_id, *tok.encode("def")]
+    with torch.no_grad():
+        logp = F.log_softmax(model(torch.tensor([ids[:-1]]))[0][0], -1)
+    assert alone.tokens == 3
+    assert alone.logprob == pytest.approx(float(sum(logp[i, ids[i + 1]] for i in range(3))),
+                                          abs=1e-5)
+    assert batched.tokens == 1 and batched.logprob == pytest.approx(float(logp[0, ids[1]]),
+                                                                    abs=1e-5)
 
 
 def test_a_model_told_the_answers_scores_one(tmp_path: Path):
@@ -176,3 +193,12 @@ def test_fewshot_prefixes_other_answered_items():
     assert tasks.with_fewshot(items, 2)[3].contexts == shot[3].contexts  # same shots each run
     with pytest.raises(ConfigError, match="needs more than 6 items"):
         tasks.with_fewshot(items, 6)
+
+
+@pytest.mark.parametrize("tasks", [["/a/mytask.v1.jsonl", "/b/mytask.v2.jsonl"],
+                                   ["piqa", "/mine/piqa.jsonl"], ["copa", "copa"]])
+def test_two_tasks_of_one_name_are_a_config_error(tasks):
+    """Results are keyed by task name: the second of two same-named tasks replaced the
+    first's result (and contamination row) without a word."""
+    with pytest.raises(ConfigError, match=r"eval.tasks: .* are both task"):
+        load_config(None, [("eval.tasks", json.dumps(tasks))])

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import ConfigError
 from .config import EvalConfig
 
 # name -> (file under eval.tasks_dir, kind, continuation delimiter, metric CORE centres)
@@ -29,14 +30,25 @@ BUILTIN: dict[str, tuple[str, str, str, str]] = {
 
 def resolve(names: list[str], tasks_dir: str) -> Iterator[tuple[str, Path, str, str]]:
     """(name, file, kind, delimiter) for each configured task: a built-in name (its file
-    under ``tasks_dir``) or a path to a jsonl file in one of the three schemas."""
+    under ``tasks_dir``) or a path to a jsonl file in one of the three schemas, named by
+    its file name up to the first dot. Results are keyed by name: two tasks of one name
+    (``a/piqa.jsonl`` beside the built-in ``piqa``, ``mytask.v1`` and ``mytask.v2``) are a
+    config error, not one result silently replacing the other."""
+    out: list[tuple[str, Path, str, str]] = []
+    seen: dict[str, str] = {}
     for spec in names:
         if spec in BUILTIN:
             rel, kind, delim, _ = BUILTIN[spec]
-            yield spec, Path(tasks_dir) / rel, kind, delim
+            out.append((spec, Path(tasks_dir) / rel, kind, delim))
         else:
             p = Path(spec)
-            yield p.name.split(".")[0], p, "auto", " "
+            out.append((p.name.split(".")[0], p, "auto", " "))
+        name = out[-1][0]
+        if name in seen:
+            raise ConfigError(f"eval.tasks: {seen[name]!r} and {spec!r} are both task "
+                              f"{name!r}; rename a file (its name up to the first dot names it)")
+        seen[name] = spec
+    yield from out
 
 
 @dataclass(frozen=True)

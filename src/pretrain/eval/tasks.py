@@ -138,13 +138,15 @@ def _item(rec: dict[str, Any], kind: str, delimiter: str) -> Item:
 
 def loglikelihoods(model: torch.nn.Module, tok: Any, pairs: list[tuple[str, str]],
                    batch_size: int = 16) -> list[Tail]:
-    """For each (context, continuation): the scored continuation tokens (``Tail``)."""
+    """For each (context, continuation): the scored continuation tokens (``Tail``). An
+    empty context is the BOS token, as lm-eval makes it (its end-of-text): the first
+    continuation token needs something to be predicted from."""
     encoded = []
     for ctx, cont in pairs:
         x = tok.encode(cont)
         if not x:
             raise ConfigError(f"empty continuation after tokenizing: {cont!r}")
-        encoded.append((tok.encode(ctx) + x, len(x)))
+        encoded.append(((tok.encode(ctx) or [tok.bos_id]) + x, len(x)))
     return score_tails(model, encoded, seq_len_of(model), device_of(model), batch_size)
 
 

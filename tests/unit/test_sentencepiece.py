@@ -13,14 +13,16 @@ import numpy as np
 import pytest
 
 from pretrain import stages
-from pretrain.config import ConfigError
+from pretrain.config import ConfigError, PretrainError
 from pretrain.pipeline import run_stages
 from pretrain.run_config import load_config
 from pretrain.tokenizer import bpe, pretrained, shards, spm
+from pretrain.tokenizer.bytelevel import hf_token_bytes
 from pretrain.tokenizer.config import BOS, EOS, PAD, TokenizeConfig, TokenizerConfig
-from pretrain.tokenizer.files import load_tokenizer
+from pretrain.tokenizer.files import id_bytes, load_tokenizer
 from pretrain.tokenizer.hf import save_pretrained
 from pretrain.tokenizer.report import report
+from pretrain.train.stage import _same_tokens
 
 from ..conftest import shared_data, tiny_overrides
 
@@ -169,6 +171,17 @@ def test_trained_export_loads_with_identical_ids(trained, tmp_path: Path):
     assert hf("if")["input_ids"][0] == 1 and hf.pad_token_id == 3
     auto = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
     assert auto(UNSEEN, add_special_tokens=False)["input_ids"] == trained.encode(UNSEEN)
+
+
+def test_init_from_reads_what_the_ids_of_a_sentencepiece_export_stand_for(trained, tmp_path):
+    """An HF folder with a SentencePiece tokenizer.json (ours exported): its ids were taken
+    to mean the run's, unread, and a byte-level run trained on from it with wrong ids."""
+    save_pretrained(trained, tmp_path, 64)
+    assert hf_token_bytes(tmp_path / "tokenizer.json") == id_bytes(trained)
+    _same_tokens(tmp_path, id_bytes(trained), trained.vocab_size)   # the same: goes on
+    byte_level = bpe.Tokenizer([bytes([i]) for i in range(256)], r"[\s\S]", [BOS, EOS])
+    with pytest.raises(PretrainError, match="was trained with another tokenizer"):
+        _same_tokens(tmp_path, id_bytes(byte_level), trained.vocab_size)
 
 
 def test_config_combinations_are_refused_by_flag():

@@ -386,3 +386,14 @@ def test_a_byte_order_mark_before_the_first_jsonl_record_is_no_error(tmp_path: P
                   + json.dumps({"text": "second"}).encode() + b"\n")
     docs, skips = _read(LocalSource(paths=[str(p)]))
     assert [d.text for d in docs] == ["first", "second"] and skips == []
+
+
+def test_a_domain_missing_from_a_split_gets_advice_that_fits_the_split(tmp_path: Path, capsys):
+    tok = Tokenizer([bytes([i]) for i in range(256)], r"[\s\S]", [BOS, EOS])
+    docs = [{"id": f"w{i}", "domain": "web", "text": f"web text {i} " * 20} for i in range(30)]
+    docs += [{"id": "c0", "domain": "code", "text": "x = 1\n" * 40, "split": "val"}]
+    shards.run(TokenizeConfig(val_fraction=0.2), tok, iter(docs), ["web", "code"], tmp_path, {})
+    err = capsys.readouterr().err
+    # too few train documents: a larger val share makes it worse, not better
+    assert "no train documents for domain(s) ['code']; the model will not train on them " \
+        "(lower tokenize.val_fraction or add data)" in err

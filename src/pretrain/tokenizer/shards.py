@@ -147,8 +147,10 @@ def run(cfg: TokenizeConfig, tok: TextTokenizer, docs: Iterator[dict[str, Any]],
         info["tokens_per_license"] = dict(sorted(per_license[s].items()))
         empty = [d for d, n in per_domain[s].items() if n == 0]
         if empty and info["tokens"]:
-            log0(f"tokenize: warning: no {s} documents for domain(s) {empty}; per-domain "
-                 f"metrics will not cover them (raise tokenize.val_fraction or add data)")
+            fix = "raise tokenize.val_fraction" if s == "val" else "lower tokenize.val_fraction"
+            log0(f"tokenize: warning: no {s} documents for domain(s) {empty}; "
+                 + ("per-domain metrics will not cover them" if s == "val" else
+                    "the model will not train on them") + f" ({fix} or add data)")
         if info["tokens"] == 0:
             raise PretrainError(f"the {s} split is empty: {total_docs} documents with "
                                f"val_fraction={cfg.val_fraction}; use more data or change it")

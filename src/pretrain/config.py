@@ -160,7 +160,6 @@ def absolute_if_here(value: str) -> str:
 # path is relative to the directory the command runs in, and is stored absolute when the
 # config is built, so that the run's ``config.toml`` names the same files from anywhere.
 PATH = {"resolve": absolute}
-PATH_OR_NAME = {"resolve": absolute_if_here}
 
 
 def _resolve(value: Any, f: dataclasses.Field[Any]) -> Any:

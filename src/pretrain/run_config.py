@@ -17,6 +17,7 @@ from .config import PATH, ConfigError, apply_override, build, load_toml, to_dict
 from .data.config import DataConfig
 from .eval.config import EvalConfig, SampleConfig
 from .eval.files import benchmark_files
+from .eval.files import resolve as resolve_tasks
 from .model.config import ModelConfig
 from .tokenizer.config import TokenizeConfig, TokenizerConfig
 from .train.config import TrainConfig
@@ -47,6 +48,7 @@ class RunConfig:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
         # a run never trains on what it scores: the data stage decontaminates against the
         # eval stage's benchmark files (and reruns when they change)
+        resolve_tasks(self.eval.tasks, self.eval.tasks_dir)   # two of one name: an error here
         decontam = self.data.decontam
         decontam.eval_benchmarks = (benchmark_files(self.eval)
                                     if decontam.enabled and decontam.from_eval else [])

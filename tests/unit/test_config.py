@@ -173,8 +173,9 @@ def test_relative_paths_are_stored_absolute_and_names_are_kept(tmp_path: Path, m
     (here / "docs").mkdir(parents=True)
     (here / "docs" / "a.jsonl").write_text('{"text": "x"}\n')
     (here / "local-ds").mkdir()
+    (here / "parquet").mkdir()   # a folder named like a packaged builder: the builder still
     (here / "mine").mkdir()
-    for task in ("mine/task.jsonl", "task.jsonl"):
+    for task in ("mine/other.jsonl", "task.jsonl"):
         (here / task).write_text('{"query": "q", "choices": ["a", "b"], "gold": 0}\n')
     monkeypatch.chdir(here)
     (here / "c.toml").write_text(
@@ -188,7 +189,7 @@ def test_relative_paths_are_stored_absolute_and_names_are_kept(tmp_path: Path, m
         '[data.decontam]\nbenchmarks = ["bench/x.jsonl"]\n'
         '[tokenizer]\npretrained = "llama3:tok/llama.tiktoken"\ncompare_with = "gpt2"\n'
         '[train]\ninit_from = "../old/runs/base"\n'
-        '[eval]\ntasks = ["hellaswag", "mine/task.jsonl", "task.jsonl"]\ntasks_dir = "evals"\n')
+        '[eval]\ntasks = ["hellaswag", "mine/other.jsonl", "task.jsonl"]\ntasks_dir = "evals"\n')
     cfg = load_config("c.toml")
     local, hub, folder, files = cfg.data.sources
     assert cfg.runs_dir == str(here / "out" / "runs")
@@ -202,11 +203,11 @@ def test_relative_paths_are_stored_absolute_and_names_are_kept(tmp_path: Path, m
     assert cfg.tokenizer.pretrained == f"llama3:{here / 'tok' / 'llama.tiktoken'}"
     assert cfg.tokenizer.compare_with == "gpt2"
     assert cfg.train.init_from == str(tmp_path / "old" / "runs" / "base")
-    assert cfg.eval.tasks == ["hellaswag", str(here / "mine" / "task.jsonl"),
+    assert cfg.eval.tasks == ["hellaswag", str(here / "mine" / "other.jsonl"),
                               str(here / "task.jsonl")]
     assert cfg.eval.tasks_dir == str(here / "evals")
     # the decontamination's eval files follow from the resolved [eval]
-    assert cfg.data.decontam.eval_benchmarks == [str(here / "mine" / "task.jsonl"),
+    assert cfg.data.decontam.eval_benchmarks == [str(here / "mine" / "other.jsonl"),
                                                  str(here / "task.jsonl")]
     # unset paths stay unset
     assert cfg.eval.harness_include == "" and cfg.data.language.model_path == ""

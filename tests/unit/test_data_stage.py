@@ -270,6 +270,8 @@ def test_warc_payloads_are_read_without_their_http_codings(tmp_path):
         (page, b"X-Crawler-Content-Encoding: gzip\r\n"),   # Common Crawl's: decoded already
         (b"%x;ext=1\n" % len(page) + page + b"\n0\n\n", b"Transfer-Encoding: chunked\r\n"),
         (chunked(page)[:-700], b"Transfer-Encoding: chunked\r\n"),   # the server cut it
+        (chunked(page)[:-5], b"Transfer-Encoding: chunked\r\n"),     # no last chunk: whole
+        (page, b"Content-Encoding: UTF-8\r\n"),   # a server's mistake: read as it is
     ]
     path = tmp_path / "codings.warc"
     path.write_bytes(b"".join(record(n, p, h) for n, (p, h) in enumerate(records)))
@@ -278,7 +280,7 @@ def test_warc_payloads_are_read_without_their_http_codings(tmp_path):
     plain = items[0].text
     assert "Paragraph 39 of a long" in plain
     docs = [i for i in items if isinstance(i, Document)]
-    assert [d.id for d in docs] == [f"urn:uuid:{n}" for n in (0, 1, 2, 3, 4, 5, 6, 9, 10)]
+    assert [d.id for d in docs] == [f"urn:uuid:{n}" for n in (0, 1, 2, 3, 4, 5, 6, 9, 10, 12, 13)]
     assert all(d.text == plain for d in docs)
     skips = [i for i in items if isinstance(i, Skip)]
     assert [s.reason for s in skips] == ["undecodable_payload"] * 3

@@ -156,8 +156,8 @@ def test_normalize_fixes_mojibake_and_whitespace():
     plain = _doc("Ordinary text with an accent: café, and “quotes”.")
     (same,) = list(step(iter([plain])))
     assert same.text == plain.text and step.stats["mojibake_fixed"] == 1
-    # the last line's trailing blanks too: a document of spaces is then empty, and too short
+    # the last line's trailing blanks too: a document of spaces is then empty, and blank
     (last,) = list(step(iter([_doc("Last line \t ")])))
     assert last.text == "Last line"
     blank = list(f.LengthAndBinaryFilter(f.CleanConfig())(step(iter([_doc(" " * 300)]))))
-    assert [x[1] for x in blank if isinstance(x, tuple)] == ["too_short"] and len(blank) == 1
+    assert [x[1] for x in blank if isinstance(x, tuple)] == ["blank"] and len(blank) == 1

@@ -228,3 +228,10 @@ def test_a_save_to_disk_folder_is_read_from_its_arrow_files(tmp_path):
     assert [d.id for d in src.read()] == [r["id"] for r in rows]
     test = HuggingFaceSource(name=str(tmp_path / "dict"), split="test")
     assert [d.id for d in test.read()] == ["r5", "r6", "r7"]
+
+
+def test_an_id_of_zero_is_an_id(tmp_path):
+    (tmp_path / "z.jsonl").write_text("".join(
+        json.dumps({"id": i, "text": _prose(i)}) + "\n" for i in (0, 1)))
+    src = HuggingFaceSource(name="json", data_files=[str(tmp_path / "z.jsonl")])
+    assert [d.id for d in src.read(src.task_files())] == ["0", "1"]

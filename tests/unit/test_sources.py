@@ -170,6 +170,18 @@ def test_record_ids_empty_files_and_a_bom_before_a_blank_line(tmp_path: Path):
     assert [(s.reason, s.id) for s in skips] == [("empty_file", str(tmp_path / "empty.jsonl.zst"))]
 
 
+def test_records_past_a_sources_limit_are_not_read_counted_or_strict(tmp_path: Path):
+    src = tmp_path / "s.jsonl"
+    src.write_text(json.dumps({"text": "fine words " * 30}) + "\n"
+                   + '{"text": "bad \\ud800 ' + "words " * 50 + '"}\n' + '{"text": 5}\n')
+    cfg = DataConfig(sources=[LocalSource(paths=[str(src)], quality="none", max_docs=1)],
+                     strict=True)
+    (tmp_path / "out").mkdir()
+    data_stage.process(cfg, tmp_path / "out")   # strict: the bad records were never read
+    read = json.loads((tmp_path / "out" / "funnel.json").read_text())[0]
+    assert (read["docs_in"], read["dropped"]) == (1, {})
+
+
 def test_corrupt_gzip_is_a_counted_skip(tmp_path: Path):
     p = tmp_path / "c.jsonl.gz"
     rng = random.Random(0)
@@ -396,4 +408,4 @@ def test_a_domain_missing_from_a_split_gets_advice_that_fits_the_split(tmp_path:
     err = capsys.readouterr().err
     # too few train documents: a larger val share makes it worse, not better
     assert "no train documents for domain(s) ['code']; the model will not train on them " \
-        "(lower tokenize.val_fraction or add data)" in err
+        "(lower tokenize.val_fraction, check the source's use_for or add data)" in err

@@ -200,5 +200,7 @@ def test_fewshot_prefixes_other_answered_items():
 def test_two_tasks_of_one_name_are_a_config_error(tasks):
     """Results are keyed by task name: the second of two same-named tasks replaced the
     first's result (and contamination row) without a word."""
-    with pytest.raises(ConfigError, match=r"eval.tasks: .* are both task"):
-        load_config(None, [("eval.tasks", json.dumps(tasks))])
+    for decontam in ("true", "false"):   # at load, also when nothing else reads the tasks
+        with pytest.raises(ConfigError, match=r"eval.tasks: .* are both task"):
+            load_config(None, [("eval.tasks", json.dumps(tasks)),
+                               ("data.decontam.enabled", decontam)])

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..config import PATH_OR_NAME, ConfigError, absolute
+from ..config import ConfigError, absolute, absolute_if_here
 from .document import Document, Skip
 from .sources import SourceConfig, SourceType
 
@@ -38,12 +38,22 @@ _INSTALL_HINT = "huggingface sources need the datasets library: pip install 'pre
 _FILE_READERS = frozenset({"parquet", "json", "csv", "text", "arrow"})
 
 
+# datasets' packaged builders: these names are never a folder, as `load_dataset` reads them
+_PACKAGED = ("parquet", "json", "csv", "text", "arrow", "pandas", "webdataset", "xml", "sql")
+
+
+def _dataset_name(name: str) -> str:
+    """``name`` absolute where it is a folder here (see ``config.PATH``), else a Hub id or a
+    packaged builder as it is."""
+    return name if name in _PACKAGED else absolute_if_here(name)
+
+
 @dataclass
 class HuggingFaceSource(SourceConfig):
     """A ``datasets`` dataset, streamed. FineWeb-Edu: ``name = "HuggingFaceFW/fineweb-edu"``."""
 
     type: SourceType = "huggingface"
-    name: str = field(default="", metadata=PATH_OR_NAME)  # a Hub dataset, a local folder, "parquet", ...
+    name: str = field(default="", metadata={"resolve": _dataset_name})  # Hub id, folder, "parquet"...
     subset: str = ""                 # the dataset config, e.g. "sample-10BT"
     split: str = "train"
     revision: str = ""
@@ -62,8 +72,12 @@ class HuggingFaceSource(SourceConfig):
         if not self.name:
             raise ConfigError("name: a huggingface source needs a dataset name (or 'parquet' "
                               "/ 'json' with data_files)")
-        if not os.path.isdir(self.name):   # relative to the current directory, see config.PATH
+        if not self._is_folder():   # relative to the current directory, see config.PATH
             self.data_files = [absolute(p) for p in self.data_files]
+
+    def _is_folder(self) -> bool:
+        """``name`` is a dataset folder here (a packaged builder's name never is)."""
+        return self.name not in _PACKAGED and os.path.isdir(self.name)
 
     def label(self) -> str:
         return self.domain or self.name.rstrip("/").split("/")[-1]
@@ -75,7 +89,7 @@ class HuggingFaceSource(SourceConfig):
         # local files (data_files, or a dataset folder): their sizes and times, as a local
         # source's; a Hub dataset is named by its revision, without asking the network
         files = self._local_files() or ([str(p) for p in sorted(Path(self.name).rglob("*"))
-                                          if p.is_file()] if os.path.isdir(self.name) else [])
+                                          if p.is_file()] if self._is_folder() else [])
         if files:
             out["files"] = [(p, os.path.getsize(p), os.stat(p).st_mtime_ns)
                             if os.path.isfile(p) else p for p in files]
@@ -91,7 +105,7 @@ class HuggingFaceSource(SourceConfig):
                 out.append(pattern)
                 continue
             pattern = os.path.expanduser(pattern)
-            if os.path.isdir(self.name):
+            if self._is_folder():
                 pattern = os.path.join(self.name, pattern)   # unchanged when absolute
             matched = sorted(glob.glob(pattern, recursive=True))
             out += [m for m in matched if os.path.isfile(m)] or [pattern]
@@ -132,7 +146,7 @@ class HuggingFaceSource(SourceConfig):
                                        data_files=self.data_files or None,
                                        revision=self.revision or None)
             yield from self._records(lambda: ds, f"{self.name}:{self.split}",
-                                     remote=not os.path.isdir(self.name))
+                                     remote=not self._is_folder())
             return
         module, _, kwargs = _builder_files(self)
         yield from self._records(
@@ -161,7 +175,8 @@ class HuggingFaceSource(SourceConfig):
             yield Skip(where, "empty_file", f"{where}: no records")
 
     def _record(self, rec: dict[str, Any], where: str, i: int) -> Document | Skip:
-        doc_id = str(rec.get(self.id_field) or f"{where}:{i}")
+        rid = rec.get(self.id_field)
+        doc_id = f"{where}:{i}" if rid is None or rid == "" else str(rid)   # 0 is an id
         if self.min_int_score:
             try:
                 score = float(rec.get("int_score") or 0)

@@ -123,6 +123,11 @@ def _limited(src: SourceConfig, task: Task, items: Iterator[Document | Skip],
     far at every record."""
     n_docs = n_bytes = 0
     for item in items:
+        # at a limit, before anything else is read: a record past it (an unreadable one,
+        # a damaged parquet row group's rows) is not counted and does not stop strict mode
+        if (task.max_docs and n_docs >= task.max_docs) or \
+                (task.max_bytes and n_bytes >= task.max_bytes):
+            return
         if beat is not None:
             beat(row["docs_in"], row["bytes_in"])
         if isinstance(item, Document):
@@ -135,8 +140,6 @@ def _limited(src: SourceConfig, task: Task, items: Iterator[Document | Skip],
             row["docs_in"] += item.records
             row["dropped"][item.reason] += item.records
             continue
-        if task.max_docs and n_docs >= task.max_docs:
-            return
         size = item.nbytes
         if task.max_bytes and n_bytes + size > task.max_bytes:
             if n_bytes:  # keep going only if nothing fits yet

@@ -368,13 +368,14 @@ class LocalSource(SourceConfig):
         if not isinstance(text, str):
             return Skip(where, "missing_text",
                         f"{where}: no string field {self.text_field!r}")
-        try:   # a lone surrogate from a JSON escape ("\ud800") cannot be written as UTF-8
-            text.encode("utf-8")
-        except UnicodeEncodeError as e:
-            return Skip(where, "invalid_unicode", f"{where}: text: a lone surrogate "
-                        f"U+{ord(e.object[e.start]):04X} at character {e.start}")
         rid = rec.get(self.id_field)
         doc_id = default_id if rid is None or rid == "" else str(rid)
+        for part, value in (("text", text), ("id", doc_id)):
+            try:   # a lone surrogate from a JSON escape ("\ud800") cannot be written as UTF-8
+                value.encode("utf-8")
+            except UnicodeEncodeError as e:
+                return Skip(where, "invalid_unicode", f"{where}: {part}: a lone surrogate "
+                            f"U+{ord(e.object[e.start]):04X} at character {e.start}")
         meta = {k: v for k, v in rec.items()
                 if k not in (self.text_field, self.id_field) and isinstance(v, (str, int, float))}
         nested = rec.get("metadata")  # Dolma keeps url, language, ... one level down
@@ -385,7 +386,7 @@ class LocalSource(SourceConfig):
         return Document(doc_id, text, self.label(), meta)
 
     def _read_jsonl(self, p: Path) -> Iterator[Document | Skip]:
-        lineno = 0
+        lineno, name = 0, self._name(p)
         try:
             for lineno, raw in enumerate(_lines(p), 1):
                 if not raw.strip() or (lineno == 1 and not raw.removeprefix(BOM).strip()):
@@ -403,7 +404,7 @@ class LocalSource(SourceConfig):
                 except json.JSONDecodeError as e:
                     yield Skip(where, "malformed_json", f"{where}: {e}")
                     continue
-                yield self._record(rec, where, f"{self._name(p)}:{lineno}")
+                yield self._record(rec, where, f"{name}:{lineno}")
         except _read_errors() as e:
             # truncated or corrupt compression: everything before it was yielded already
             yield Skip(f"{p}:{lineno + 1}", "unreadable",
@@ -434,6 +435,7 @@ class LocalSource(SourceConfig):
             raise ConfigError("parquet sources need pyarrow: pip install pyarrow") from None
         try:
             pf = pq.ParquetFile(p)
+            name = self._name(p)
         except Exception as e:  # pyarrow raises several types for corrupt files
             yield Skip(str(p), "unreadable", f"{p}: {type(e).__name__}: {e}")
             return
@@ -445,7 +447,7 @@ class LocalSource(SourceConfig):
             try:
                 for batch in pf.iter_batches(batch_size=1024, row_groups=[g]):
                     for rec in batch.to_pylist():
-                        yield self._record(rec, f"{p}:row {row}", f"{self._name(p)}:{row}")
+                        yield self._record(rec, f"{p}:row {row}", f"{name}:{row}")
                         row += 1
             except Exception as e:  # noqa: BLE001 -- this row group only
                 if row < end:
@@ -458,7 +460,7 @@ class LocalSource(SourceConfig):
 def _http_payload(body: bytes, headers: Any) -> bytes:
     """An HTTP response body without the codings its headers name, as a browser reads it:
     ``Transfer-Encoding: chunked`` and ``Content-Encoding`` gzip, deflate or br (outermost
-    last in the header). We decode after reading the raw
+    last in the header; another name, a server's mistake, leaves the body as it is). We decode after reading the raw
     record rather than with FastWARC's ``auto_decode``: that gives the truncation check the
     record's raw length, and a body that does not decode (a crawler that stored it decoded
     but kept the header) is a skip of its own instead of a stream error that ends the file.
@@ -480,8 +482,8 @@ def _http_payload(body: bytes, headers: Any) -> bytes:
                 body = zlib.decompress(body, -15)
         elif coding == "br":
             body = BrotliReader(io.BytesIO(body)).read()
-        elif coding != "identity":
-            raise ValueError(f"Content-Encoding {coding!r} is not one this reader decodes")
+        # anything else ("identity", and servers' mistakes such as "UTF-8", "none",
+        # "binary"): the body as it is, as browsers read it
     return body
 
 
@@ -493,12 +495,14 @@ def _unchunk(body: bytes) -> bytes:
     CRLF, ..., size 0, trailers). Written here because resiliparse's ``read_http_chunk``
     returns nothing for a line that is not a chunk size, which would turn a mislabelled
     page into an empty one; this one raises, naming the byte. A body that ends after a
-    whole chunk without the last one is taken as complete, as browsers do."""
+    whole chunk (with or without its line end, or a last ``0`` without one) is taken as
+    complete, as browsers do."""
     out, pos = [], 0
     while pos < len(body):
         eol = body.find(b"\n", pos)
-        line = body[pos:eol if eol >= 0 else len(body)].split(b";", 1)[0].strip()
-        if eol < 0 or not _CHUNK_SIZE.fullmatch(line):
+        eol = len(body) if eol < 0 else eol
+        line = body[pos:eol].split(b";", 1)[0].strip()
+        if not _CHUNK_SIZE.fullmatch(line):
             raise ValueError(f"chunked body: {line[:24]!r} at byte {pos} is not a chunk size")
         size, pos = int(line, 16), eol + 1
         if size == 0:
@@ -507,8 +511,8 @@ def _unchunk(body: bytes) -> bytes:
             raise ValueError(f"chunked body ends inside a chunk of {size} bytes at byte {pos}")
         out.append(body[pos:pos + size])
         pos += size
-        for end in (b"\r\n", b"\n"):
-            if body.startswith(end, pos):
+        for end in (b"\r\n", b"\n", b""):   # b"": the body ends with the chunk's data
+            if body.startswith(end, pos) and (end or pos == len(body)):
                 pos += len(end)
                 break
         else:

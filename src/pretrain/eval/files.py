@@ -4,7 +4,6 @@ changing a benchmark file reruns the evaluation). Light: no torch."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +27,7 @@ BUILTIN: dict[str, tuple[str, str, str, str]] = {
 }
 
 
-def resolve(names: list[str], tasks_dir: str) -> Iterator[tuple[str, Path, str, str]]:
+def resolve(names: list[str], tasks_dir: str) -> list[tuple[str, Path, str, str]]:
     """(name, file, kind, delimiter) for each configured task: a built-in name (its file
     under ``tasks_dir``) or a path to a jsonl file in one of the three schemas, named by
     its file name up to the first dot. Results are keyed by name: two tasks of one name
@@ -48,7 +47,7 @@ def resolve(names: list[str], tasks_dir: str) -> Iterator[tuple[str, Path, str, 
             raise ConfigError(f"eval.tasks: {seen[name]!r} and {spec!r} are both task "
                               f"{name!r}; rename a file (its name up to the first dot names it)")
         seen[name] = spec
-    yield from out
+    return out
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,14 @@ from pydoc_data.topics import topics as pydoc_topics
 
 import numpy as np
 import pytest
+import torch
 
 from pretrain import stages
 from pretrain.config import ConfigError, PretrainError
+from pretrain.eval import baselines
+from pretrain.eval.loss import domain_windows, score
+from pretrain.model.config import ModelConfig
+from pretrain.model.transformer import Transformer
 from pretrain.pipeline import run_stages
 from pretrain.run_config import load_config
 from pretrain.tokenizer import bpe, pretrained, shards, spm
@@ -182,6 +187,28 @@ def test_init_from_reads_what_the_ids_of_a_sentencepiece_export_stand_for(traine
     byte_level = bpe.Tokenizer([bytes([i]) for i in range(256)], r"[\s\S]", [BOS, EOS])
     with pytest.raises(PretrainError, match="was trained with another tokenizer"):
         _same_tokens(tmp_path, id_bytes(byte_level), trained.vocab_size)
+
+
+def test_bits_per_byte_counts_the_texts_bytes_not_the_dummy_prefix(trained, tmp_path):
+    """The dummy-prefix "▁" before each document is one byte of its first token that is
+    not in the text: the denominator counted it, one byte per document too many."""
+    texts = [t[:400] for t in CORPUS] + ["Ünïcode and 東京 text", "x"]
+    docs = [{"id": f"v{i}", "domain": "prose", "text": t, "split": "val"}
+            for i, t in enumerate(texts)]
+    docs.append({"id": "t", "domain": "prose", "text": CORPUS[0], "split": "train"})
+    shards.run(TokenizeConfig(), trained, iter(docs), ["prose"], tmp_path, {})
+    val = shards.TokenShards(tmp_path, "val")
+    assert val.doc_start() == (1, trained.bos_id)
+    wins = domain_windows(val, 64, 0)
+    model = Transformer(ModelConfig(vocab_size=trained.vocab_size, d_model=16, n_layers=1,
+                                    n_heads=2, seq_len=64))
+    res = score(model, wins, val.token_bytes(), 8, torch.device("cpu"),
+                doc_start=val.doc_start())
+    want = sum(len(t.encode()) for t in texts)
+    assert res["all"]["bytes"] == want
+    base = baselines.run(shards.TokenShards(tmp_path, "train").shards, wins, val.token_bytes(),
+                         0, val.doc_start())
+    assert base["unigram"]["all"]["bytes"] == want
 
 
 def test_config_combinations_are_refused_by_flag():

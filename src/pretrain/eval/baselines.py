@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .loss import Windows, metrics
+from .loss import NO_PREFIX, Windows, metrics, prefix_bytes
 
 ORDERS = ("unigram", "bigram", "trigram")
 
@@ -137,7 +137,8 @@ def _targets(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return np.concatenate(us), np.concatenate(vs), np.concatenate(ws)
 
 
-def score(model: NGrams, wins: Windows, token_bytes: np.ndarray | None) -> dict[str, Any]:
+def score(model: NGrams, wins: Windows, token_bytes: np.ndarray | None,
+          doc_start: tuple[int, int] = NO_PREFIX) -> dict[str, Any]:
     """{order: {domain | "all": loss, ppl, tokens, bpb, bytes}} over the same windows."""
     nbytes = np.asarray(token_bytes, dtype=np.int64) if token_bytes is not None else None
     out: dict[str, Any] = {o: {} for o in ORDERS}
@@ -146,7 +147,7 @@ def score(model: NGrams, wins: Windows, token_bytes: np.ndarray | None) -> dict[
         if not rows:
             continue
         u, v, w = _targets(rows)
-        b = int(nbytes[w].sum()) if nbytes is not None else 0
+        b = int(nbytes[w].sum()) - prefix_bytes(rows, doc_start) if nbytes is not None else 0
         bigram = model.bigram(v, w)
         probs = {"unigram": model.unigram(w), "bigram": bigram,
                  "trigram": model.trigram(u, v, w, bigram)}
@@ -184,12 +185,12 @@ def table(model_res: dict[str, Any], baselines: dict[str, Any]) -> str:
 
 
 def run(train_shards: Sequence[np.ndarray], wins: Windows, token_bytes: np.ndarray | None,
-        max_train_tokens: int) -> dict[str, Any]:
+        max_train_tokens: int, doc_start: tuple[int, int] = NO_PREFIX) -> dict[str, Any]:
     """Count the baselines from ``train_shards`` and score them on ``wins``."""
     tokens, sampled = sample_tokens(train_shards, max_train_tokens)
     top = max((int(r.max()) for rows in wins.values() for r in rows if len(r)), default=0)
     vocab = max(len(token_bytes) if token_bytes is not None else 0, top + 1)
-    res = score(NGrams(tokens, vocab), wins, token_bytes)
+    res = score(NGrams(tokens, vocab), wins, token_bytes, doc_start)
     res["train_tokens"] = len(tokens)
     res["sampled"] = sampled
     return res

@@ -8,6 +8,8 @@ training loop's periodic evaluation and the eval stage.
 Bits per byte = summed NLL (nats) / ln 2 / UTF-8 bytes of the predicted tokens. Special
 tokens count zero bytes, so BOS/EOS predictions cost bits without adding bytes; that is
 the convention of nanochat's ``evaluate_bpb`` and makes bpb comparable across tokenizers.
+A SentencePiece tokenizer's dummy-prefix "▁" before each document is not the text's: its
+byte is taken off once per document predicted (``doc_start``), so the bytes are the text's.
 """
 
 from __future__ import annotations
@@ -23,6 +25,14 @@ from ..tokenizer.shards import TokenShards
 from .scoring import nll_total, seq_len_of, windows
 
 Windows = dict[str, list[np.ndarray]]
+NO_PREFIX = (0, -1)   # ``doc_start`` of a tokenizer that adds nothing before a document
+
+
+def prefix_bytes(rows: list[np.ndarray], doc_start: tuple[int, int]) -> int:
+    """The bytes ``doc_start`` = (bytes, BOS id) adds before the documents whose first
+    token these windows predict (a BOS followed, in its window, by a predicted token)."""
+    n, bos = doc_start
+    return n * sum(int(np.count_nonzero(np.asarray(r[:-1]) == bos)) for r in rows) if n else 0
 
 
 def domain_windows(shards: TokenShards, seq_len: int, cap: int) -> Windows:
@@ -41,7 +51,7 @@ def domain_windows(shards: TokenShards, seq_len: int, cap: int) -> Windows:
 
 def score(model: torch.nn.Module, wins: Windows, token_bytes: np.ndarray | None,
           batch_size: int, device: torch.device, progress: bool = False,
-          width: int = 0) -> dict[str, dict[str, float]]:
+          width: int = 0, doc_start: tuple[int, int] = NO_PREFIX) -> dict[str, dict[str, float]]:
     """Loss, perplexity and (with ``token_bytes``) bits per byte of each domain's windows
     and of all of them together ("all"); ``width`` as ``nll_total``'s."""
     nbytes = torch.from_numpy(np.asarray(token_bytes, dtype=np.int64)) if token_bytes is not None else None
@@ -51,7 +61,8 @@ def score(model: torch.nn.Module, wins: Windows, token_bytes: np.ndarray | None,
             else contextlib.nullcontext() as bar:
         for domain, rows in wins.items():
             nll, targets = nll_total(model, rows, batch_size, device, width)
-            n_bytes = int(nbytes[targets].sum()) if nbytes is not None else 0
+            n_bytes = int(nbytes[targets].sum()) - prefix_bytes(rows, doc_start) \
+                if nbytes is not None else 0
             results[domain] = metrics(nll, len(targets), n_bytes)
             totals[0] += nll
             totals[1] += len(targets)
@@ -77,7 +88,8 @@ def held_out(model: torch.nn.Module, shards: TokenShards, max_tokens_per_domain:
              batch_size: int, device: torch.device) -> dict[str, dict[str, float]]:
     """The eval stage's held-out metrics over ``shards`` (the val split), logged."""
     wins = domain_windows(shards, seq_len_of(model), max_tokens_per_domain)
-    res = score(model, wins, shards.token_bytes(), batch_size, device, progress=True)
+    res = score(model, wins, shards.token_bytes(), batch_size, device, progress=True,
+                doc_start=shards.doc_start())
     for name, m in res.items():
         log0(f"eval: {name:>8}  loss {m['loss']:.4f}  ppl {m['ppl']:.2f}  bpb {m.get('bpb', float('nan')):.4f}  "
              f"({m['tokens']:,} tokens)")

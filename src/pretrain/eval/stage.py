@@ -36,7 +36,8 @@ def _evaluate(run: StageRun, cfg: EvalConfig, model: Any, tok: Any) -> None:
     if cfg.baselines:
         wins = domain_windows(val, seq_len_of(model), cfg.max_tokens_per_domain)
         res["baselines"] = baselines.run(TokenShards(run.inputs["tokenize"], "train").shards,
-                                         wins, val.token_bytes(), cfg.baseline_train_tokens)
+                                         wins, val.token_bytes(), cfg.baseline_train_tokens,
+                                         val.doc_start())
         log0(f"eval: n-gram baselines counted on {res['baselines']['train_tokens']:,} training "
              "tokens, scored on the same held-out tokens\n" + baselines.table(res, res["baselines"]))
     if cfg.tasks:

@@ -67,6 +67,12 @@ class TextTokenizer(ABC):
         """UTF-8 byte length of every id (0 for specials and unused ids): the bits-per-byte
         denominator."""
 
+    def doc_start_bytes(self) -> int:
+        """Bytes the encoder puts before each document's text that are not in it, counted in
+        its first token's ``token_bytes`` (SentencePiece's dummy-prefix "▁"): bits per
+        byte takes them off again, once per document. None for byte-level BPE."""
+        return 0
+
     @abstractmethod
     def vocab_hash(self) -> str:
         """A short hash that changes whenever any id would encode or decode differently."""

@@ -195,6 +195,13 @@ class TokenShards:
             return None
         return np.asarray(self.tokenizer().token_bytes(), dtype=np.int64)
 
+    def doc_start(self) -> tuple[int, int]:
+        """(bytes the tokenizer adds at each document's start, the BOS id that starts each
+        document): ``TextTokenizer.doc_start_bytes``, for bits per byte."""
+        if not (self.folder / TOKENIZER).exists():
+            return 0, -1
+        return self.tokenizer().doc_start_bytes(), int(self.meta["bos_id"])
+
     def documents(self) -> Iterator[tuple[np.ndarray, str]]:
         """Every document as (tokens, domain), in stored order."""
         for arr, idx in zip(self.shards, self.index, strict=True):

@@ -125,6 +125,10 @@ class SentencePieceTokenizer(TextTokenizer):
             return bytes([int(piece[3:5], 16)])   # "<0xAB>"
         return piece.replace(SPACE, " ").encode("utf-8")
 
+    def doc_start_bytes(self) -> int:
+        # with the dummy prefix "a" alone encodes as "▁a" (or "▁", "a"): one space, one byte
+        return int(self._sp.encode("a", out_type=str)[0].startswith(SPACE))
+
     def ordinary_ids(self) -> list[int]:
         return [i for i in range(self.vocab_size) if not self.is_special(i)]
 

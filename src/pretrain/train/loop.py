@@ -130,7 +130,7 @@ class Trainer(Recovery):
         self.val = domain_windows(val, seq_len, max(1, rows // n_domains) * seq_len)
         if not self.val:
             raise ConfigError("the val split is empty: nothing to evaluate on")
-        self.token_bytes = val.token_bytes()
+        self.token_bytes, self.doc_start = val.token_bytes(), val.doc_start()
         # generation steps would need every rank of a sharded model in their collectives
         self.probes = {} if self.layout.sharded or not cfg.probe_new_tokens else \
             probe_prompts(val, min(cfg.probe_prompt_tokens, seq_len // 2))
@@ -184,9 +184,9 @@ class Trainer(Recovery):
             # sequence parallel splits the positions over the tp ranks: whole windows only
             split = self.layout["tp"] > 1 and self.cfg.parallel.sequence_parallel
             return score(self.model, self.val, self.token_bytes, batch, self.device,
-                         width=self.model_cfg.seq_len + 1 if split else 0)
+                         width=self.model_cfg.seq_len + 1 if split else 0, doc_start=self.doc_start)
         return self.pipeline.score(self.val, self.token_bytes, self.cfg.batch_size,
-                                   self.model_cfg.seq_len, self.d)
+                                   self.model_cfg.seq_len, self.d, self.doc_start)
 
     def done(self) -> bool:
         """Trained enough steps or the time budget is spent."""

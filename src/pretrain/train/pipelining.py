@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .. import distributed
-from ..eval.loss import metrics
+from ..eval.loss import NO_PREFIX, metrics, prefix_bytes
 from ..model.transformer import Transformer
 
 
@@ -87,7 +87,8 @@ class Pipeline:
         return sum(float(loss) * n for loss, n in zip(losses, counts, strict=True))
 
     def score(self, val: dict[str, list[Any]], token_bytes: Any, rows: int, T: int,
-              d: distributed.Dist) -> dict[str, dict[str, float]]:
+              d: distributed.Dist, doc_start: tuple[int, int] = NO_PREFIX
+              ) -> dict[str, dict[str, float]]:
         """The held-out metrics of ``val`` (windows by domain) through the pipeline: batches
         of the training shape (``rows`` x ``T``: the stages' buffers have that shape),
         padding scored as nothing; the last stage's sums shared with every rank."""
@@ -103,6 +104,7 @@ class Pipeline:
                 nll += self.nll(x.to(self.device), y.to(self.device)) or 0.0
                 tokens += int((y >= 0).sum())
                 n_bytes += int(nbytes[y[y >= 0]].sum()) if nbytes is not None else 0
+            n_bytes -= prefix_bytes(wins, doc_start) if nbytes is not None else 0
             sums.append((nll, tokens, n_bytes))
         shared = distributed.mean([s[0] for s in sums], d, self.device,
                                   weight=1.0 if self.last else 0.0)

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from pretrain.config import ConfigError, apply_override, build, to_dict, to_toml
 from pretrain.data.document import Document, Skip
-from pretrain.data.sources import LocalSource, WarcSource
+from pretrain.data.sources import LocalSource
+from pretrain.data.warc import WarcSource
 from pretrain.run_config import RunConfig, load_config
 
 QUICK = settings(max_examples=60, deadline=None,

@@ -18,7 +18,8 @@ from pretrain.data.config import DataConfig, MinHashConfig
 from pretrain.data.docs import read_docs
 from pretrain.data.document import Document, Skip
 from pretrain.data.hf_source import HuggingFaceSource
-from pretrain.data.sources import LocalSource, WarcSource
+from pretrain.data.sources import LocalSource
+from pretrain.data.warc import WarcSource
 
 from ..conftest import shared_data
 from .test_filters import PROSE

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from ..config import PATH, ConfigError
-from . import hf_source  # noqa: F401  (registers the "huggingface" source type)
+from . import hf_source, warc  # noqa: F401  (register the "huggingface" and "warc" source types)
 from .sources import PythonInstallationSource, SourceConfig
 
 

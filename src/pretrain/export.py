@@ -12,7 +12,7 @@ from pathlib import Path
 from .config import ConfigError, PretrainError
 from .model import hf as model_hf
 from .model import io
-from .rundir import read_manifest, verify_folder, write_failure
+from .rundir import changed_upstream, read_manifest, verify_folder, write_failure
 from .tokenizer import hf as tok_hf
 from .tokenizer.files import load_tokenizer, run_tokenizer
 
@@ -21,13 +21,11 @@ def _check_trained_on(folder: Path) -> None:
     """A run's ``train/`` folder: refuse when its token shards were rewritten since it was
     trained (``tokenize`` rerun, with another tokenizer perhaps): the tokenizer exported
     beside the model would not be the one it learned."""
-    trained = read_manifest(folder)
-    tokenize = read_manifest(folder.resolve().parent / "tokenize")
-    if trained is None or tokenize is None:
+    run = folder.resolve().parent
+    if read_manifest(run / "tokenize") is None:
         return
-    used = (trained.get("inputs") or {}).get("upstream", {}).get("tokenize")
-    if used is not None and used != tokenize["output_fingerprint"]:
-        raise PretrainError(f"export: {folder.resolve().parent / 'tokenize'} was rewritten after "
+    if "tokenize" in changed_upstream(read_manifest(folder), lambda u: read_manifest(run / u)):
+        raise PretrainError(f"export: {run / 'tokenize'} was rewritten after "
                             f"{folder} was trained (the train stage is out of date): its "
                             "tokenizer is not the model's; rerun the stages (`pretrain run` "
                             "with that config) or export a checkpoint of the new training")

@@ -28,6 +28,7 @@ from .model.config import ModelConfig
 from .plan.laws import Law
 from .plan.report import frontier, size
 from .run_config import RunConfig, load_config
+from .rundir import changed_upstream
 from .tokenizer.report import table as tokenizer_table
 from .train.config import TrainConfig
 
@@ -57,10 +58,8 @@ def _stale(root: Path) -> dict[str, list[str]]:
     model or data, and the report says so where it shows them."""
     out: dict[str, list[str]] = {}
     for s in stages.names():
-        m = _json(root / s / "manifest.json")
-        used = ((m or {}).get("inputs") or {}).get("upstream") or {}
-        changed = [u for u, fp in used.items()
-                   if fp != (_json(root / u / "manifest.json") or {}).get("output_fingerprint")]
+        changed = changed_upstream(_json(root / s / "manifest.json"),
+                                   lambda u: _json(root / u / "manifest.json"))
         if changed:
             out[s] = changed
     return out

@@ -30,7 +30,7 @@ import resource
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -76,6 +76,14 @@ def git_commit() -> str | None:
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
                            capture_output=True, text=True, timeout=5).stdout.strip()
     return res.stdout.strip() + ("-dirty" if dirty else "")
+
+
+def changed_upstream(manifest: dict[str, Any] | None,
+                     current: Callable[[str], dict[str, Any] | None]) -> list[str]:
+    """The stages a stage read whose outputs were rewritten since it ran: the output
+    fingerprints its ``manifest`` recorded against ``current(stage)``'s manifest now."""
+    used = ((manifest or {}).get("inputs") or {}).get("upstream") or {}
+    return [u for u, fp in used.items() if fp != (current(u) or {}).get("output_fingerprint")]
 
 
 def read_manifest(stage_dir: Path) -> dict[str, Any] | None:

@@ -48,6 +48,7 @@ def test_bf16_by_default_with_mfu_from_the_table_and_a_fused_attention_kernel(to
     counts, log = _train(tokens, tmp_path)
     assert counts["device"].startswith("cuda") and counts["precision"] == "bf16"
     assert counts["sdpa_backend"] in ("flash", "cudnn", "efficient"), counts["sdpa_backend"]
+    assert counts["host_sync"] == "lagged"   # "auto" on a GPU, with AdamW and bf16
     assert counts["val_loss_final"] < counts["val_loss_initial"] - 0.5
     assert counts["matmul_gflops"] > 1000    # a measured bf16 matmul, beside the table's peak
     acc = hardware.detect(torch.cuda.get_device_name(CUDA))

@@ -176,6 +176,7 @@ def test_lagged_host_sync_makes_the_same_run_as_reading_each_step(tokens, tmp_pa
         log = [{k: r[k] for k in ("step", "loss", "grad_norm", "lr", "val_loss") if k in r}
                for r in map(json.loads, (tmp_path / sync / "log.jsonl").open())]
         kept = [c.name for c in state.complete(tmp_path / f"ckpt-{sync}")]
+        assert counts["host_sync"] == sync   # the manifest says which mode ran
         runs[sync] = (counts["skipped_steps"], counts["rollbacks"], events, log, kept,
                       load_file(tmp_path / sync / "model.safetensors"), sum(reads), len(reads))
     step, lagged = runs["step"], runs["lagged"]
@@ -221,14 +222,19 @@ def test_lagged_host_sync_stops_on_a_signal_at_a_boundary_and_resumes_exactly(
 def test_lagged_host_sync_needs_the_skip_on_the_device():
     one = Layout({"pp": 1, "dp_replicate": 1, "dp_shard": 1, "tp": 1})
     fsdp = Layout({"pp": 1, "dp_replicate": 1, "dp_shard": 2, "tp": 1})
-    assert resolve_host_sync(_cfg(), one) == "step"          # auto: step, until measured
-    assert resolve_host_sync(_cfg(precision="fp16"), fsdp) == "step"
-    assert resolve_host_sync(_cfg(host_sync="lagged"), one) == "lagged"
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")   # only its type is read
+    assert resolve_host_sync(_cfg(), one, cpu) == "step"          # auto: a read is free on CPU
+    assert resolve_host_sync(_cfg(), one, gpu) == "lagged"        # auto: lagged on a GPU...
+    assert resolve_host_sync(_cfg(precision="fp16"), one, gpu) == "step"   # ...where it applies
+    assert resolve_host_sync(_cfg(optimizer="muon"), one, gpu) == "step"
+    assert resolve_host_sync(_cfg(), fsdp, gpu) == "step"
+    assert resolve_host_sync(_cfg(host_sync="step"), one, gpu) == "step"
+    assert resolve_host_sync(_cfg(host_sync="lagged"), one, cpu) == "lagged"
     for cfg, layout, why in ((_cfg(host_sync="lagged", optimizer="muon"), one, "muon"),
                              (_cfg(host_sync="lagged", precision="fp16"), one, "fp16"),
                              (_cfg(host_sync="lagged"), fsdp, "sharded")):
         with pytest.raises(ConfigError, match=why):
-            resolve_host_sync(cfg, layout)
+            resolve_host_sync(cfg, layout, gpu)
 
 
 def test_repeated_spikes_roll_back_and_skip_the_data(tokens, tmp_path, monkeypatch):

@@ -138,8 +138,8 @@ class TrainConfig:
     # update; the host takes or skips it), "lagged" (the device skips a bad update, through
     # fused AdamW's found_inf, and the host reads a step late, at once only at steps that
     # log, evaluate, checkpoint or end: no host synchronisation in other steps; with AdamW,
-    # no fp16 scaler, no sharded parameters), "auto" (step, until lagged is measured on a
-    # GPU). The same decisions either way: not part of the stage's key.
+    # no fp16 scaler, no sharded parameters), "auto" (lagged on a GPU where it applies,
+    # step otherwise). The same decisions either way: not part of the stage's key.
     host_sync: Literal["auto", "step", "lagged"] = "auto"
     activation_checkpointing: bool = False  # recompute block activations in backward
     checkpoint_every: int = 100       # steps between resumable checkpoints; 0 = none

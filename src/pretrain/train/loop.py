@@ -141,14 +141,14 @@ class Trainer(Recovery):
         self.tokens_per_step = self.batch_rows * cfg.grad_accum * seq_len
         self.flops_per_step = model.cfg.flops_per_token() * self.tokens_per_step
         self.fused_loss = resolve_loss(cfg, self.layout) == "chunked"   # head + loss in chunks
-        self.lagged = resolve_host_sync(cfg, self.layout) == "lagged"
-        # where a lagged step's values land (pinned: copied without blocking); one is enough,
-        # since a step is always read before the next one's values are copied
+        self.host_sync = resolve_host_sync(cfg, self.layout, device)   # "step" or "lagged"
+        self.lagged = self.host_sync == "lagged"
+        # a lagged step's values land here (pinned); one suffices: each is read before the next
         self._host_values = torch.empty(3, dtype=torch.float64, pin_memory=True) \
             if self.lagged and device.type == "cuda" else None
         low = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp8": torch.bfloat16}
-        self.autocast = torch.autocast(device.type, dtype=low.get(self.precision, torch.float32),
-                                       enabled=self.precision in low)
+        low_dtype = low.get(self.precision, torch.float32)
+        self.autocast = torch.autocast(device.type, dtype=low_dtype, enabled=self.precision in low)
         # fp16's narrow range: the loss scaled up before backward, the gradients unscaled
         # before clipping, a step with overflowed gradients skipped and the scale lowered
         self.scaler = torch.amp.GradScaler(device.type) if self.precision == "fp16" else None
@@ -157,7 +157,6 @@ class Trainer(Recovery):
                                             cfg.divergence_rise)
         self.lr_scale = 1.0   # lowered by each divergence rollback
         self.peaks = peaks(device, cfg.peak_tflops)   # MFU's denominator, a matmul beside it
-        low_dtype = low.get(self.precision, torch.float32)
         # which SDPA kernel the attention runs here (flash, cuDNN, memory-efficient, math)
         self.sdpa = sdpa_backend(self.model_cfg, device, low_dtype)
         # the loop state, all of it saved in checkpoints
@@ -524,8 +523,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: Run
     d = d or distributed.Dist()
     dev = distributed.device_for(d, distributed.resolve_device(device))
     torch.manual_seed(seed)
-    if init is not None:
-        model_cfg = init.cfg
+    model_cfg = init.cfg if init is not None else model_cfg
     layout = make_layout(cfg.parallel, d, dev)
     check_memory(model_cfg, cfg, layout, dev)
     model, net = build(model_cfg, cfg, layout, dev, init)
@@ -533,7 +531,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: Run
     log0(f"train: {model_cfg.num_params() / 1e6:.2f} M params, {tokens_per_step:,} tokens/step, "
          f"{cfg.steps} steps on {dev}" + (f" x {d.world} processes ({layout.describe()})" if d.enabled else ""))
     t = Trainer(cfg, model, tokens_dir, paths, seed, dev, d, layout, net)
-    log0(f"train: {t.precision}, attention kernel {t.sdpa}, {t.peaks.describe()}")
+    log0(f"train: {t.precision}, attention kernel {t.sdpa}, host_sync {t.host_sync}, "
+         f"{t.peaks.describe()}")
     t.run()
     final_sd = _final_weights(t, paths)
     if d.rank != 0:
@@ -565,6 +564,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: Run
         "skipped_steps": sum(1 for e in t.events if e["action"] == "skipped update"),
         "rollbacks": t.rollbacks, "device": str(dev), "processes": d.world,
         "layout": layout.describe(), "precision": t.precision, "sdpa_backend": t.sdpa,
+        "host_sync": t.host_sync,
         # batches are drawn by data position (skipped updates and rollbacks move it on)
         "epochs": t.windows.epochs(t.data_pos, tokens_per_step // model_cfg.seq_len)}
     last_val = next(r for r in reversed(t.history) if "val_loss" in r)

@@ -10,6 +10,7 @@ overrides them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from .config import ConfigError
@@ -37,6 +38,9 @@ ACCELERATORS: dict[str, Accelerator] = {
     "h100-pcie": Accelerator("NVIDIA H100 PCIe 80 GB", 80,
                              {"bf16": 756.0, "fp16": 756.0, "fp8": 1513.0, "tf32": 378.0,
                               "fp32": 51.2}, 2.2, ("H100 PCIe",)),
+    "h100-nvl": Accelerator("NVIDIA H100 NVL 94 GB", 94,
+                            {"bf16": 835.0, "fp16": 835.0, "fp8": 1670.0, "tf32": 417.5,
+                             "fp32": 60.0}, 2.5, ("H100 NVL",)),
     "h200": Accelerator("NVIDIA H200 141 GB", 141, _HOPPER, 3.5, ("H200",)),
     "b200": Accelerator("NVIDIA B200 180 GB", 180,
                         {"bf16": 2250.0, "fp16": 2250.0, "fp8": 4500.0, "tf32": 1100.0,
@@ -50,6 +54,9 @@ ACCELERATORS: dict[str, Accelerator] = {
     "l40s": Accelerator("NVIDIA L40S 48 GB", 48,
                         {"bf16": 362.0, "fp16": 362.0, "fp8": 733.0, "tf32": 183.0,
                          "fp32": 91.6}, 1.0, ("L40S",)),
+    "l40": Accelerator("NVIDIA L40 48 GB", 48,
+                       {"bf16": 181.0, "fp16": 181.0, "fp8": 362.0, "tf32": 90.5, "fp32": 90.5},
+                       0.9, ("L40",)),
     "l4": Accelerator("NVIDIA L4 24 GB", 24,
                       {"bf16": 121.0, "fp16": 121.0, "fp8": 242.0, "tf32": 60.0, "fp32": 30.3},
                       0.8, ("L4",)),
@@ -70,8 +77,10 @@ def get(name: str) -> Accelerator:
 
 
 def detect(device_name: str) -> Accelerator | None:
-    """The table's entry for a device name as torch reports it, if there is one."""
+    """The table's entry for a device name as torch reports it, if there is one. A match is
+    a whole word of the name ("L4" is not "L40", "L40" is not "L40S")."""
     for acc in ACCELERATORS.values():
-        if any(m.lower() in device_name.lower() for m in acc.match):
+        if any(re.search(rf"(?<![\w-]){re.escape(m)}(?![\w])", device_name, re.IGNORECASE)
+               for m in acc.match):
             return acc
     return None

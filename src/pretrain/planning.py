@@ -18,7 +18,7 @@ from .config import ConfigError
 from .log import log0
 from .model.config import ModelConfig
 from .plan import report
-from .plan.laws import Law
+from .plan.laws import Law, chinchilla_rule, read_fit
 from .plan.memory import Split
 from .run_config import RunConfig
 
@@ -49,13 +49,20 @@ def _model(cfg: RunConfig) -> ModelConfig:
     return replace(cfg.model, vocab_size=cfg.tokenizer.vocab_size)
 
 
+def precision(cfg: RunConfig, gpu: bool) -> str:
+    """The precision the run computes in, as training resolves ``train.precision``: "auto"
+    is bf16 on a GPU and fp32 on CPU."""
+    return ("bf16" if gpu else "fp32") if cfg.train.precision == "auto" else cfg.train.precision
+
+
 def shape(cfg: RunConfig, gpus: int, precision: str) -> report.Shape:
     deg = cfg.train.parallel.degrees(gpus)
     layout = Split(deg["dp_replicate"], deg["dp_shard"], deg["tp"], deg["pp"],
                     cfg.train.parallel.sequence_parallel, cfg.train.parallel.microbatches,
                     cfg.train.parallel.pp_schedule)
     return report.Shape(cfg.train.steps, cfg.train.batch_size, cfg.train.grad_accum, layout,
-                        cfg.train.activation_checkpointing, cfg.train.optimizer, precision)
+                        cfg.train.activation_checkpointing, cfg.train.optimizer, precision,
+                        fused_loss=cfg.train.loss_path(1) == "chunked")
 
 
 def _fit(cfg: RunConfig, opts: Options) -> Law | None:
@@ -64,15 +71,15 @@ def _fit(cfg: RunConfig, opts: Options) -> Law | None:
         if opts.fit:
             raise ConfigError(f"--fit {path}: no such file")
         return None
-    fit = json.loads(path.read_text())
-    law = Law.from_dict(fit["law"], source=f"fitted ({path})")
-    if len(fit.get("isoflop", [])) < 2 or law.degenerate:
-        why = (f"{path}: the law was fitted from fewer than 2 budgets of 3 sizes or does not "
-               "depend on both N and D; rerun `pretrain sweep` with more budgets or sizes")
+    try:
+        fit = json.loads(path.read_text())
+    except (OSError, ValueError):
+        fit = None
+    law, why = read_fit(fit, str(path), source=f"fitted ({path})")
+    if law is None:
         if opts.fit:
             raise ConfigError(why)
         log0(f"plan: not using {why}")
-        return None
     return law
 
 
@@ -97,28 +104,50 @@ def plan(cfg: RunConfig, opts: Options) -> str:
         raise ConfigError("budgets must be positive and --mfu within (0, 1]")
     model, fit = _model(cfg), _fit(cfg, opts)
     mfu, mfu_from = _mfu(cfg, opts)
-    precision = "bf16"
+    prec = precision(cfg, gpu=True)
+    timed = "bf16" if prec == "fp8" else prec   # fp8's speed-up is not assumed (README)
     price = opts.price if opts.price is not None else acc.dollars_per_hour
-    budget = opts.budget or (opts.gpu_hours or opts.dollars / price) * 3600 * acc.peak(precision) * mfu
-    sh = shape(cfg, opts.gpus, precision)
+    flop_s = opts.gpus * acc.peak(timed) * mfu
+    budget = opts.budget or (opts.gpu_hours or opts.dollars / price) * 3600 * flop_s / opts.gpus
+    sh = shape(cfg, opts.gpus, prec)
+    per_step = sh.tokens(model.seq_len) // max(sh.steps, 1)
     out = [f"# plan for {cfg.name} ({acc.name} x {opts.gpus}, MFU {mfu:.0%} {mfu_from})"]
     if budget:
         model, tokens = report.suggest(model, budget, fit)
-        per_step = sh.tokens(model.seq_len) // max(sh.steps, 1)
-        sh = replace(sh, steps=max(1, round(tokens / per_step)))
+        if tokens < per_step:
+            raise ConfigError(f"a budget of {budget:.3g} FLOPs buys {tokens:,.0f} tokens for "
+                              f"the model it suggests (d_model {model.d_model}, "
+                              f"{model.n_layers} layers), less than one step of {per_step:,} "
+                              "tokens: raise the budget, or lower train.batch_size or "
+                              "model.seq_len")
+        sh = replace(sh, steps=round(tokens / per_step))
         out.append(f"\n## budget {budget:.3g} FLOPs\n"
                    f"suggested: d_model {model.d_model}, n_layers {model.n_layers}, n_heads "
                    f"{model.n_heads}, n_kv_heads {model.n_kv_heads}, {sh.steps:,} steps of "
                    f"{per_step:,} tokens\n  --model.d_model={model.d_model} "
                    f"--model.n_layers={model.n_layers} --model.n_heads={model.n_heads} "
                    f"--model.n_kv_heads={model.n_kv_heads} --model.ffn_hidden=0 "
-                   f"--train.steps={sh.steps}")
+                   f"--train.steps={sh.steps}"
+                   + (" --train.time_budget_s=0" if cfg.train.time_budget_s else ""))
+        n_opt = fit.optimum(budget)[0] if fit else chinchilla_rule(budget)[0]
+        n = model.matmul_params() if fit else model.num_params()
+        if n < n_opt / 2:
+            out.append(f"note: the family's largest model ({n:.3g} parameters) is "
+                       f"{n / n_opt:.2g}x the compute-optimal N for this budget ({n_opt:.3g}); "
+                       "it is trained on more tokens instead")
+    elif cfg.train.time_budget_s:
+        fits_in = cfg.train.time_budget_s * flop_s / (model.flops_per_token() * per_step)
+        if fits_in < sh.steps:   # the time budget ends the run first
+            sh = replace(sh, steps=max(1, int(fits_in)))
+            out.append(f"\ntrain.time_budget_s = {cfg.train.time_budget_s:g} s ends the run "
+                       f"before train.steps = {cfg.train.steps:,}: at MFU {mfu:.0%} about "
+                       f"{sh.steps:,} steps, which the tables below are for")
     tokens = sh.tokens(model.seq_len)
     flops = model.flops_per_token() * tokens
     out += ["\n## size", report.size(model),
             f"training: {tokens:,} tokens ({sh.steps:,} steps) = {flops:.3g} FLOPs",
             "\n## memory per device", report.memory(model, sh, opts.gpus, acc.memory_gb),
-            "\n## time and cost", report.time_and_cost(flops, acc, opts.gpus, mfu, precision,
+            "\n## time and cost", report.time_and_cost(flops, acc, opts.gpus, mfu, timed,
                                                          opts.price),
             "\n## compute-optimal", report.frontier(model, tokens, flops, fit)]
     return "\n".join(out)
@@ -126,14 +155,24 @@ def plan(cfg: RunConfig, opts: Options) -> str:
 
 def dry_run_summary(cfg: RunConfig) -> str:
     """Size and memory per device of the configured run, for ``--dry-run``."""
-    model = _model(cfg)
-    precision = "bf16" if cfg.device == "cuda" else "fp32"
-    sh = shape(cfg, 1, precision)
-    m = report.estimate(model, sh.batch, layout=sh.layout, checkpointing=sh.checkpointing,
-                        optimizer=sh.optimizer, precision=precision,
-                        fused_loss=cfg.train.loss_path(sh.layout.tp) == "chunked")
-    tokens = sh.tokens(model.seq_len)
-    return (f"{report.size(model)}\ntraining: {tokens:,} tokens = "
-            f"{model.flops_per_token() * tokens:.3g} FLOPs\nmemory per device, one process ("
-            f"{precision}): " + ", ".join(f"{k} {v:.3g} GB" for k, v in m.as_gb().items())
-            + "\n(`pretrain plan` for other layouts, time, cost and the compute-optimal size)")
+    try:
+        model = _model(cfg)
+    except ConfigError as e:   # a pretrained tokenizer not loaded yet: nothing to size
+        return f"size and memory not estimated: {e}"
+    # device "auto" is decided when the run starts (torch is not imported here): both
+    devices = {"cpu": [False], "cuda": [True]}.get(cfg.device, [False, True])
+    lines = [report.size(model)]
+    for gpu in devices:
+        prec = precision(cfg, gpu)
+        sh = shape(cfg, 1, prec)
+        m = report.estimate(model, sh.batch, layout=sh.layout, checkpointing=sh.checkpointing,
+                            optimizer=sh.optimizer, precision=prec,
+                            fused_loss=cfg.train.loss_path(sh.layout.tp) == "chunked")
+        if len(lines) == 1:
+            tokens = sh.tokens(model.seq_len)
+            lines.append(f"training: {tokens:,} tokens = {model.flops_per_token() * tokens:.3g} "
+                         "FLOPs")
+        lines.append(f"memory per device, one process{' on a GPU' if gpu else ''} ({prec}): "
+                     + ", ".join(f"{k} {v:.3g} GB" for k, v in m.as_gb().items()))
+    return "\n".join(lines) + ("\n(`pretrain plan` for other layouts, time, cost and the "
+                               "compute-optimal size)")

@@ -24,11 +24,12 @@ from .config import ConfigError, build, jsonable
 from .data.funnel import format_funnel
 from .eval import baselines, contamination, core, memorization, tasks
 from .eval.gates import check
+from .log import log0
 from .model.config import ModelConfig
-from .plan.laws import Law
+from .plan.laws import read_fit
 from .plan.report import frontier, size
 from .run_config import RunConfig, load_config
-from .rundir import changed_upstream
+from .rundir import changed_upstream, upstream
 from .tokenizer.report import table as tokenizer_table
 from .train.config import TrainConfig
 
@@ -43,9 +44,26 @@ def _json(path: Path) -> Any:
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
+    """The file's records; a damaged line (a crash mid-write, an edit by hand) is skipped,
+    counted and logged with its line number."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.open() if line.strip()]
+    out, bad = [], []
+    with path.open(errors="replace") as f:
+        for i, line in enumerate(f, 1):
+            try:
+                rec = json.loads(line) if line.strip() else None
+            except ValueError:
+                rec = None
+                bad.append(i)
+            if isinstance(rec, dict):
+                out.append(rec)
+            elif rec is not None:
+                bad.append(i)
+    if bad:
+        log0(f"report: {path}: {len(bad)} damaged line(s) skipped (line "
+             f"{', '.join(map(str, bad[:5]))}{', ...' if len(bad) > 5 else ''})")
+    return out
 
 
 def _block(text: str) -> str:
@@ -55,13 +73,16 @@ def _block(text: str) -> str:
 def _stale(root: Path) -> dict[str, list[str]]:
     """Completed stages whose inputs were rewritten since they ran (a stage before them
     rerun on its own), each with the stages that changed: their outputs describe an older
-    model or data, and the report says so where it shows them."""
+    model or data, and the report says so where it shows them. Transitive: a stage that
+    read an out-of-date stage's outputs is out of date for the same reasons (the model
+    trained on tokens of the earlier data)."""
     out: dict[str, list[str]] = {}
-    for s in stages.names():
-        changed = changed_upstream(_json(root / s / "manifest.json"),
-                                   lambda u: _json(root / u / "manifest.json"))
+    for s in stages.names():   # in pipeline order: upstream stages first
+        m = _json(root / s / "manifest.json")
+        changed = changed_upstream(m, lambda u: _json(root / u / "manifest.json"))
+        changed += [c for u in upstream(m) if u in out for c in out[u]]
         if changed:
-            out[s] = changed
+            out[s] = list(dict.fromkeys(changed))
     return out
 
 
@@ -216,7 +237,7 @@ def _train(root: Path) -> str:
     m = _json(root / "train" / "manifest.json")
     if m is None:
         return NOT_RUN
-    c = m["counts"]
+    c = m.get("counts") or {}
     rows = [("parameters", f"{c.get('params', 0):,}"), ("steps", c.get("steps")),
             ("tokens seen", f"{c.get('tokens_seen', 0):,}"),
             ("val loss, start -> end", f"{c.get('val_loss_initial')} -> {c.get('val_loss_final')}"),
@@ -292,7 +313,7 @@ def _plan(root: Path) -> str:
     if m is None or model_json is None:
         return "Not run.\n"
     model = build(ModelConfig, model_json)
-    c = m["counts"]
+    c = m.get("counts") or {}
     tokens = c.get("tokens_seen", 0)
     flops = model.flops_per_token() * tokens
     text = _block(size(model)) + (
@@ -303,8 +324,8 @@ def _plan(root: Path) -> str:
     fit_path = root / "sweep" / "fit.json"
     fit = None
     if fit_path.is_file():
-        law = _json(fit_path)["law"]
-        fit = Law.from_dict(law, source="this run's sweep")
+        fit, why = read_fit(_json(fit_path), "sweep/fit.json", source="this run's sweep")
+        text += f"(the sweep's law is not used: {why})\n\n" if fit is None else ""
     text += _block(frontier(model, tokens, flops, fit)) if tokens else ""
     for plot in ("isoflop.png", "fit.png"):
         if (root / "sweep" / plot).is_file():
@@ -329,7 +350,8 @@ def write_report(root: Path) -> Path:
         train = _hyperparameters(trained, changed) + train
     old = _stale(root)
     parts = [f"# Run report: {root.name}\n", "## Stages\n", _stages(root, old),
-             "## Data\n", _data(root), "## Tokenizer\n", _tokenizer(root),
+             "## Data\n", _data(root), "## Tokenizer\n",
+             _stale_note(old, "tokenizer") + _tokenizer(root),
              "## Training\n", _stale_note(old, "train") + train, "## Plan\n", _plan(root),
              "## Evaluation\n", _stale_note(old, "eval") + _eval(root, gates) + gate_note,
              "## Samples\n", _stale_note(old, "sample") + _samples(root)]

@@ -82,8 +82,13 @@ def changed_upstream(manifest: dict[str, Any] | None,
                      current: Callable[[str], dict[str, Any] | None]) -> list[str]:
     """The stages a stage read whose outputs were rewritten since it ran: the output
     fingerprints its ``manifest`` recorded against ``current(stage)``'s manifest now."""
-    used = ((manifest or {}).get("inputs") or {}).get("upstream") or {}
-    return [u for u, fp in used.items() if fp != (current(u) or {}).get("output_fingerprint")]
+    return [u for u, fp in upstream(manifest).items()
+            if fp != (current(u) or {}).get("output_fingerprint")]
+
+
+def upstream(manifest: dict[str, Any] | None) -> dict[str, Any]:
+    """The stages a stage read, each with the output fingerprint it read (its manifest's)."""
+    return ((manifest or {}).get("inputs") or {}).get("upstream") or {}
 
 
 def read_manifest(stage_dir: Path) -> dict[str, Any] | None:

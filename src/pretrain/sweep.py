@@ -22,12 +22,15 @@ then uses the fitted law. ``--predict``: the law's optimal model for the next bu
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError
+import numpy as np
+
+from .config import ConfigError, PretrainError
 from .log import log0
 from .pipeline import run_stages
 from .plan.laws import Law, bootstrap, chinchilla_rule, fit_law, isoflop_optimum, power_law
@@ -112,15 +115,29 @@ def run(cfg: RunConfig, budgets: list[float], sizes: int, predict: bool) -> Path
 
 
 def fit_results(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """isoFLOP optima, their power laws and the parametric law of the sweep's runs."""
-    budgets = sorted({r["C"] for r in results})
+    """isoFLOP optima, their power laws and the parametric law of the sweep's runs. A run
+    whose held-out loss is not finite (it diverged) is left out of the fits, named in
+    ``excluded``. A budget's D_opt is the tokens its C buys at N_opt: C / (6 N_opt) over
+    the runs' ratio of their FLOPs per token to 6 N (attention's share), interpolated in
+    log N."""
+    excluded = [r["name"] for r in results if not math.isfinite(r["loss"])]
+    if excluded:
+        log0(f"sweep: {len(excluded)} run(s) with a non-finite held-out loss left out of the "
+             f"fit: {', '.join(excluded)}")
+    results = [r for r in results if math.isfinite(r["loss"])]
+    if not results:
+        raise PretrainError("every run of the sweep ended with a non-finite held-out loss: "
+                            "lower train.lr or check the data")
     optima = []
-    for c in budgets:
-        runs = [r for r in results if r["C"] == c]
+    for c in sorted({r["C"] for r in results}):
+        runs = sorted((r for r in results if r["C"] == c), key=lambda r: r["N"])
         if len(runs) >= 3:
             n_opt, loss = isoflop_optimum([r["N"] for r in runs], [r["loss"] for r in runs])
-            optima.append({"C": c, "N_opt": n_opt, "D_opt": c / (6 * n_opt), "loss": loss})
-    out: dict[str, Any] = {"runs": results, "isoflop": optima}
+            share = np.interp(math.log(n_opt), [math.log(r["N"]) for r in runs],
+                              [c / (6 * r["N"] * r["D"]) for r in runs])
+            optima.append({"C": c, "N_opt": n_opt, "D_opt": c / (6 * n_opt * float(share)),
+                           "loss": loss})
+    out: dict[str, Any] = {"runs": results, "excluded": excluded, "isoflop": optima}
     if len(optima) >= 2:
         kn, a = power_law([o["C"] for o in optima], [o["N_opt"] for o in optima])
         kd, b = power_law([o["C"] for o in optima], [o["D_opt"] for o in optima])
@@ -190,7 +207,7 @@ def _plots(fit: dict[str, Any], out: Path) -> None:
     fig, ax = plt.subplots(figsize=(5, 5))
     measured = [r["loss"] for r in fit["runs"]]
     ax.plot(measured, [law.loss(r["N"], r["D"]) for r in fit["runs"]], "o", label="sweep")
-    if "prediction" in fit:
+    if "measured" in fit.get("prediction", {}):   # not when the prediction was skipped
         p = fit["prediction"]
         ax.plot([p["measured"]], [p["predicted"]], "r*", ms=12, label="predicted run")
     lo, hi = min(measured) * 0.98, max(measured) * 1.02

@@ -171,3 +171,30 @@ def test_export_pairs_the_model_with_the_tokenizer_it_was_trained_with(run, tmp_
     assert "| train | complete, out of date (tokenize changed since) |" in report
     assert "**Out of date:** tokenize changed after this stage ran" in report
     assert "| tokenize | complete |" in report
+
+
+def test_the_report_marks_what_an_earlier_stage_rerun_left_behind_and_skips_damage(
+        run, tmp_path, capsys):
+    """The data stage rerun on its own (other data): every stage after it is out of date,
+    also those that read it only through another stage (the model trained on tokens of the
+    earlier data), and the tokenizer's section says so too. A damaged log line is skipped
+    and named; a sweep law that cannot be used is named, not divided by."""
+    copy = tmp_path / "tiny"
+    shutil.copytree(run, copy)
+    args = ["-c", str(copy / "config.toml"), f"--runs_dir={tmp_path}"]
+    assert main(["data", *args, "--data.sources.0.max_bytes=400000"]) == 0
+    with open(copy / "train" / "log.jsonl", "a") as f:
+        f.write('{"step": 13, "lo')                    # a crash mid-write
+    (copy / "sweep").mkdir()
+    law = {"E": 1.6, "A": 131.0, "B": 1.46, "alpha": 0.74, "beta": 0.0}   # loss ignores D
+    (copy / "sweep" / "fit.json").write_text(json.dumps(
+        {"runs": [], "isoflop": [{"C": 1e12}, {"C": 3e12}], "law": law}))
+    capsys.readouterr()
+    assert main(["report", str(copy)]) == 0
+    assert "train/log.jsonl: 1 damaged line(s) skipped (line " in capsys.readouterr().err
+    report = (copy / "report.md").read_text()
+    for stage in ("tokenizer", "tokenize", "train"):
+        assert f"| {stage} | complete, out of date (data changed since) |" in report, stage
+    tokenizer_section = report.split("## Tokenizer")[1].split("## Training")[0]
+    assert "**Out of date:** data changed after this stage ran" in tokenizer_section
+    assert "the sweep's law is not used: sweep/fit.json" in report

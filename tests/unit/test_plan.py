@@ -211,6 +211,7 @@ def test_accelerators_are_found_by_the_names_torch_reports():
     names = {"NVIDIA H100 80GB HBM3": "h100", "NVIDIA H100 PCIe": "h100-pcie",
              "NVIDIA H200": "h200", "NVIDIA A100-SXM4-80GB": "a100",
              "NVIDIA A100-SXM4-40GB": "a100-40gb", "NVIDIA L40S": "l40s", "NVIDIA L4": "l4",
+             "NVIDIA L40": "l40", "NVIDIA H100 NVL": "h100-nvl",   # not L4's, H100 SXM's
              "NVIDIA GeForce RTX 4090": "rtx4090", "AMD Instinct MI300X": "mi300x"}
     for reported, key in names.items():
         acc = detect(reported)
@@ -233,3 +234,98 @@ def test_plan_leaves_out_a_law_fitted_from_too_few_runs(tmp_path, capsys):
     assert main(["plan", "--budget", "1e18", f"--runs_dir={tmp_path / 'runs'}"]) == 0
     out = capsys.readouterr()
     assert "plan: not using" in out.err and "fitted (" not in out.out
+
+
+@pytest.mark.parametrize("text", ["{}", '{"law": {"E": 1.7, "A"',
+                                  json.dumps({"isoflop": [{"C": 1e9}, {"C": 1e10}], "law": {
+                                      "E": float("nan"), "A": 1.0, "B": 1.0, "alpha": 0.3,
+                                      "beta": 0.3}})])
+def test_a_fit_file_that_is_no_usable_fit_is_refused_in_one_line(text, tmp_path, capsys):
+    fit = tmp_path / "fit.json"
+    fit.write_text(text)
+    assert main(["plan", "--budget", "1e18", "--fit", str(fit)]) == 2
+    err = capsys.readouterr().err
+    assert str(fit) in err and len(err.strip().splitlines()) == 1
+
+
+def _row(argv: list[str], capsys) -> str:
+    """The configured layout's row of the plan's memory table (and the time line)."""
+    assert main(["plan", "-c", "fineweb-edu-124m", *argv]) == 0
+    out = capsys.readouterr().out
+    return next(x for x in out.splitlines() if x.startswith("*")) + "\n" + \
+        next(x for x in out.splitlines() if " FLOPs on " in x)
+
+
+def _total(row: str) -> float:
+    return float(row.split()[7])   # weights grads optim activ. work total, after "*1 device"
+
+
+def test_the_plan_follows_the_configured_loss_precision_and_checkpointing(capsys):
+    """The memory table and the time are for the run as configured: the whole-logits loss
+    costs memory, fp32 is planned as fp32 (memory and the fp32 peak), and a run that fits
+    only with activation checkpointing is not called a fit."""
+    auto, full = _row([], capsys), _row(["--train.loss=full"], capsys)
+    assert _total(full) > 1.5 * _total(auto)
+    fp32 = _row(["--train.precision=fp32"], capsys)
+    assert _total(fp32) > 1.5 * _total(auto) and "TFLOP/s fp32" in fp32
+    assert "TFLOP/s bf16" in auto
+    l4 = _row(["--gpu", "l4", "--train.batch_size=64"], capsys)
+    assert "no (yes with AC)" in l4
+    assert "  yes" in _row(["--gpu", "l4", "--train.batch_size=64",
+                            "--train.activation_checkpointing=true"], capsys)
+
+
+def test_plan_layouts_use_every_device_and_budgets_out_of_reach_are_said(capsys):
+    assert main(["plan", "-c", "fineweb-edu-124m", "--gpus", "20"]) == 0
+    assert "PP 8" not in capsys.readouterr().out            # 2 x 8 would leave 4 idle
+    assert main(["plan", "-c", "fineweb-edu-124m", "--gpus", "16"]) == 0
+    assert "FSDP 2 x PP 8" in capsys.readouterr().out
+    assert main(["plan", "--budget", "1"]) == 2
+    assert "less than one step of" in capsys.readouterr().err
+    assert main(["plan", "--budget", "1e30"]) == 0
+    assert "note: the family's largest model" in capsys.readouterr().out
+
+
+def test_a_dry_run_with_a_pretrained_tokenizer_says_what_it_cannot_size(tmp_path, capsys):
+    assert main(["run", "--tokenizer.pretrained=gpt2", f"--runs_dir={tmp_path}", "--dry-run"]) == 0
+    assert "size and memory not estimated: the vocabulary of a pretrained tokenizer" \
+        in capsys.readouterr().out
+
+
+def test_muon_state_under_pipeline_parallelism_is_the_stage_s():
+    """Muon keeps one momentum for the hidden matrices of this stage's layers, AdamW's two
+    moments for the rest of the stage (the embedding on the first)."""
+    cfg = ModelConfig(d_model=1024, n_layers=32, n_heads=16, n_kv_heads=8, seq_len=1024,
+                      vocab_size=32000)
+    per_layer = (cfg.num_params(embeddings=False) - cfg.d_model) / cfg.n_layers
+    for pp in (1, 4):
+        lay = Split(pp=pp, microbatches=2 * pp)
+        muon, adamw = (estimate(cfg, 4, layout=lay, optimizer=o, precision="bf16")
+                       for o in ("muon", "adamw"))
+        stage = adamw.optimizer / 8                   # the stage's parameters
+        hidden = 32 // pp * per_layer
+        assert muon.optimizer == pytest.approx(4 * hidden + 8 * (stage - hidden))
+        assert muon.optimizer < adamw.optimizer
+
+
+def test_the_sweep_fit_leaves_out_diverged_runs_and_counts_attention_in_d_opt(tmp_path):
+    """A run whose held-out loss is NaN is named in ``excluded``, not fitted; a budget's
+    D_opt is the tokens C buys at N_opt with the runs' FLOPs per token (here 1.2 x 6 N),
+    not C / 6 N. A skipped prediction (degenerate law) is left out of the plots."""
+    from pretrain.sweep import _plots, fit_results
+    results = []
+    for c in (1e15, 1e16):
+        for n in np.geomspace(2e5, 2e7, 5):
+            d = c / (6 * n * 1.2)
+            results.append({"C": c, "name": f"c{c:g}-n{n:.0f}", "N": n, "D": d,
+                             "loss": HOFFMANN.loss(n, d)})
+    results.append({"C": 1e16, "name": "diverged", "N": 1e6, "D": 1e9, "loss": float("nan")})
+    fit = fit_results(results)
+    assert fit["excluded"] == ["diverged"] and len(fit["runs"]) == 10
+    assert len(fit["isoflop"]) == 2
+    for o in fit["isoflop"]:
+        assert o["D_opt"] == pytest.approx(o["C"] / (6 * o["N_opt"] * 1.2))
+    assert not Law.from_dict(fit["law"]).degenerate
+    if importlib.util.find_spec("matplotlib"):
+        _plots({**fit, "prediction": {"C": 1e17, "skipped": "degenerate fit"}}, tmp_path)
+        assert (tmp_path / "fit.png").is_file()

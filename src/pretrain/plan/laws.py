@@ -66,8 +66,26 @@ class Law:
 
     @property
     def degenerate(self) -> bool:
-        """A fit that does not depend on both N and D (too few or too noisy runs)."""
-        return min(self.A, self.B, self.alpha, self.beta) <= 0
+        """A fit that does not depend on both N and D (too few or too noisy runs), or whose
+        constants are not all finite."""
+        values = (self.E, self.A, self.B, self.alpha, self.beta)
+        return not all(map(math.isfinite, values)) or min(values[1:]) <= 0
+
+
+def read_fit(fit: Any, path: str, source: str) -> tuple[Law | None, str]:
+    """The law of a sweep's ``fit.json`` (``fit``: its parsed JSON, None if it could not be
+    read), or None and why it cannot be used: not a fit, a law fitted from fewer than 2
+    budgets of 3 sizes, or one that does not depend on both N and D."""
+    try:
+        law = Law.from_dict(fit["law"], source=source)
+    except (TypeError, KeyError, ValueError):
+        return None, (f"{path} is not a fit written by `pretrain sweep` (unreadable, or no "
+                      "law with E, A, B, alpha and beta)")
+    if len(fit.get("isoflop") or []) < 2 or law.degenerate:
+        return None, (f"{path}: the law was fitted from fewer than 2 budgets of 3 sizes or "
+                      "does not depend on both N and D; rerun `pretrain sweep` with more "
+                      "budgets or sizes")
+    return law, ""
 
 
 HOFFMANN = Law(1.69, 406.4, 410.7, 0.34, 0.28, "Hoffmann et al. 2022")

@@ -136,20 +136,23 @@ def estimate(cfg: ModelConfig, batch: int, *, layout: Split | None = None,
              checkpointing: bool = False, optimizer: str = "adamw",
              precision: str = "fp32", fused_loss: bool | None = None) -> Memory:
     """Memory per device for micro-batches of ``batch`` sequences of ``cfg.seq_len`` tokens
-    (per data-parallel rank). ``precision``: "fp32" (CPU) or "bf16" (GPU autocast).
+    (per data-parallel rank). ``precision``: "fp32" (CPU) or "bf16"/"fp16" (autocast; "fp8",
+    whose float8 linears run inside bf16 autocast, counts as bf16).
     ``fused_loss``: the head and cross-entropy in chunks, as training runs them except
     under tensor parallelism (the default: fused unless ``layout.tp > 1``)."""
     layout = layout or Split()
     fused = layout.tp == 1 if fused_loss is None else fused_loss
     params = _split_params(cfg, layout)
+    per_layer_params = (cfg.num_params(embeddings=False) - cfg.d_model) / cfg.n_layers
     shard = layout.dp_shard
     weights, grads = 4 * params / shard, 4 * params / shard
     if optimizer == "muon":  # momentum for hidden matrices, AdamW's two moments for the rest
-        hidden = cfg.n_layers * (cfg.num_params(embeddings=False) / cfg.n_layers) / layout.tp
-        opt = (4 * hidden + 8 * max(params - hidden, 0)) / shard
+        hidden = math.ceil(cfg.n_layers / layout.pp) * per_layer_params / layout.tp  # this stage's
+        opt = (4 * hidden + 8 * (params - hidden)) / shard
     else:
         opt = 8 * params / shard
-    act_bytes = 2 if precision in ("bf16", "fp16") else 4
+    low = precision in ("bf16", "fp16", "fp8")
+    act_bytes = 2 if low else 4
     tokens = batch * cfg.seq_len
     L = math.ceil(cfg.n_layers / layout.pp)
     if layout.pp > 1:  # micro-batches in flight on the first stage
@@ -171,10 +174,9 @@ def estimate(cfg: ModelConfig, batch: int, *, layout: Split | None = None,
     else:  # backward starts with two gradients of the logits' size alive (the loss's, then
         # the log-softmax's), beside the saved activations
         working = 2 * 4 * batch * cfg.seq_len * cfg.padded_vocab / layout.tp
-    if precision in ("bf16", "fp16"):
+    if low:
         working += 2 * params  # autocast's low-precision copies of the weights in use
     if shard > 1:  # FSDP: one block gathered at a time, and the root's parameters
-        per_layer_params = (cfg.num_params(embeddings=False) - cfg.d_model) / cfg.n_layers
         working += 4 * (per_layer_params / layout.tp + (params - L * per_layer_params / layout.tp))
     if layout.dp_replicate > 1 and shard == 1:
         working += 4 * params  # DDP's gradient buckets

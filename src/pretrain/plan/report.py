@@ -32,6 +32,7 @@ class Shape:
     checkpointing: bool = False
     optimizer: str = "adamw"
     precision: str = "bf16"         # "bf16" on a GPU (autocast), "fp32" on CPU
+    fused_loss: bool = True         # the chunked loss wherever the head is whole (not TP)
 
     def tokens(self, seq_len: int) -> int:
         dp = self.layout.dp_replicate * self.layout.dp_shard
@@ -76,7 +77,7 @@ def layouts(cfg: ModelConfig, shape: Shape, gpus: int) -> list[Split]:
         if tp > 1 and gpus % tp == 0 and cfg.arch != "mla" and cfg.kv_heads % tp == 0 \
                 and math.gcd(cfg.hidden, cfg.n_heads) % tp == 0:
             out.append(Split(dp_shard=gpus // tp, tp=tp))
-        if gpus >= 16 and not cfg.tied and cfg.n_layers >= 8:
+        if gpus >= 16 and gpus % 8 == 0 and not cfg.tied and cfg.n_layers >= 8:
             out.append(Split(dp_shard=gpus // 8, pp=8, microbatches=16))
     seen, unique = set(), []
     for lay in out:
@@ -92,18 +93,21 @@ def memory(cfg: ModelConfig, shape: Shape, gpus: int, device_gb: float | None) -
              f"{'total':>8}{'with AC':>9}  GB per device" + (f" (fits {device_gb:g} GB?)"
                                                             if device_gb else "")]
     for lay in layouts(cfg, shape, gpus):
-        kw = dict(layout=lay, optimizer=shape.optimizer, precision=shape.precision)
+        kw = dict(layout=lay, optimizer=shape.optimizer, precision=shape.precision,
+                  fused_loss=shape.fused_loss and lay.tp == 1)   # TP splits the head
         m = estimate(cfg, shape.batch, checkpointing=False, **kw)  # type: ignore[arg-type]
         ac = estimate(cfg, shape.batch, checkpointing=True, **kw)  # type: ignore[arg-type]
         fits = ""
-        if device_gb:
+        if device_gb:   # the configured setting fits, or only with activation checkpointing
             best = largest_batch(cfg, device_gb * GB, checkpointing=shape.checkpointing, **kw)
-            fits = "  yes" if min(m.total, ac.total) <= device_gb * GB else "  no"
+            fits = "  yes" if (ac if shape.checkpointing else m).total <= device_gb * GB \
+                else "  no (yes with AC)" if ac.total <= device_gb * GB else "  no"
             fits += f", largest micro-batch {best}" + (" with AC" if shape.checkpointing else "")
         mark = "*" if lay is layouts(cfg, shape, gpus)[0] else " "
-        lines.append(f"{mark}{lay.name():<21}{m.weights / GB:>9.2f}{m.grads / GB:>8.2f}"
-                     f"{m.optimizer / GB:>8.2f}{m.activations / GB:>8.2f}{m.working / GB:>7.2f}"
-                     f"{m.total / GB:>8.2f}{ac.total / GB:>9.2f}{fits}")
+        cols = zip((m.weights, m.grads, m.optimizer, m.activations, m.working, m.total,
+                    ac.total), (8, 7, 7, 7, 6, 7, 8), strict=True)
+        lines.append(f"{mark}{lay.name():<21}" + "".join(f" {v / GB:>{w}.2f}" for v, w in cols)
+                     + fits)
     lines.append(f"(* the configured layout; micro-batch {shape.batch} x {cfg.seq_len} tokens, "
                  f"{shape.precision}, {shape.optimizer}; activations scale with the micro-batch)")
     return "\n".join(lines)

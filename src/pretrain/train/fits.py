@@ -13,7 +13,7 @@ from ..log import log0
 from ..model.config import ModelConfig
 from ..plan.memory import Split, estimate, largest_batch
 from .config import TrainConfig
-from .parallelize import Layout
+from .parallelize import Layout, resolve_precision
 
 
 def device_memory(device: torch.device) -> float | None:
@@ -34,7 +34,7 @@ def check_memory(model_cfg: ModelConfig, cfg: TrainConfig, layout: Layout,
                   cfg.parallel.sequence_parallel, cfg.parallel.microbatches, cfg.parallel.pp_schedule)
     kw: dict[str, Any] = dict(layout=split, checkpointing=cfg.activation_checkpointing,
                               optimizer=cfg.optimizer,
-                              precision="bf16" if device.type == "cuda" else "fp32",
+                              precision=resolve_precision(cfg.precision, device),
                               fused_loss=cfg.loss_path(layout["tp"]) == "chunked")
     est = estimate(model_cfg, cfg.batch_size, **kw)
     parts = ", ".join(f"{k} {v:.2f}" for k, v in est.as_gb().items() if k != "total")

@@ -1,6 +1,6 @@
-"""lm-evaluation-harness and our scorer on the same model and the same local task file:
-the same accuracy, item for item, because both go through ``tasks.loglikelihoods``
-(lm-eval builds the prompts, we build ours; the numbers must not depend on who did)."""
+"""lm-evaluation-harness and our scorer: on the same model and local task file the same
+accuracy whether lm-eval or we build the prompts; and lm-eval's own Hugging Face model
+(``HFLM``) on our export gives our scores, request by request."""
 
 from pathlib import Path
 
@@ -76,3 +76,34 @@ def test_rolling_loglikelihood_and_generation():
     assert total == pytest.approx(expect, rel=1e-5)
     (out,) = lm.generate_until([Req("abc", {"until": ["\n"], "max_gen_toks": 8})])
     assert isinstance(out, str) and "\n" not in out and len(out) <= 8  # 8 byte tokens
+    # a prompt longer than the context keeps its end and room for max_gen_toks (it kept
+    # seq_len - 1 tokens, which left room for one)
+    (out,) = lm.generate_until([Req("x" * 900, {"until": [], "max_gen_toks": 8})])
+    assert len(out.encode()) == 8
+    assert [harness._metric(k) for k in ("acc,none", "exact_match,strict-match", "f1")] == \
+        ["acc", "exact_match/strict-match", "f1"]   # every filter of a task kept apart
+
+
+def test_our_scores_are_lm_evals_hugging_face_model_on_the_export(tmp_path: Path):
+    """The reference, not our own code on both sides: lm-eval's ``HFLM`` on the exported
+    model and tokenizer scores every (context, continuation) of a real task as our scorer
+    does (BOS before the context, the context's trailing space moved into the
+    continuation, the continuation as it tokenizes in running text)."""
+    pytest.importorskip("accelerate", reason="lm-eval's HFLM needs accelerate")
+    pytest.importorskip("transformers")
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    from pretrain.model import hf as model_hf
+    from pretrain.tokenizer import hf as tok_hf
+    model, tok = _model_and_tok()
+    model_hf.export(model, tmp_path / "hf", tok.bos_id, tok.eos_id)
+    tok_hf.save_pretrained(tok, tmp_path / "hf", model.cfg.seq_len)
+    ref = HFLM(pretrained=str(tmp_path / "hf"), device="cpu", batch_size=1, dtype="float32")
+    kind, items = tasks.load(shared_data("eval/llm-foundry/arc_easy.jsonl"), "mc",
+                             "\nAnswer: ", limit=8)
+    pairs = [p for it in items for p in it.pairs()] + [("Question: 2 + 2 = ", "4"), ("", "ab")]
+    theirs = [ref.loglikelihood([Instance("loglikelihood", {}, p, 0)], disable_tqdm=True)[0][0]
+              for p in pairs]   # one at a time: HFLM would share a context's forward
+    ours = [t.logprob for t in tasks.loglikelihoods(model, tok, pairs)]
+    assert ours == pytest.approx(theirs, abs=2e-4)

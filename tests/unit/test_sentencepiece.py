@@ -17,6 +17,7 @@ from pretrain import stages
 from pretrain.config import ConfigError, PretrainError
 from pretrain.eval import baselines
 from pretrain.eval.loss import domain_windows, score
+from pretrain.eval.tasks import encode_pair
 from pretrain.model.config import ModelConfig
 from pretrain.model.transformer import Transformer
 from pretrain.pipeline import run_stages
@@ -235,3 +236,17 @@ def test_unigram_through_the_tokenizer_and_tokenize_stages(tmp_path: Path):
     assert (meta["vocab_size"], meta["vocab_hash"]) == (1024, tok.vocab_hash())
     docs = list(shards.TokenShards(rd.root / "tokenize", "train").documents())
     assert docs and all(d[0] == tok.bos_id and d[-1] == tok.eos_id for d, _ in docs)
+
+
+def test_a_task_continuation_is_scored_as_in_running_text(trained):
+    """A choice is scored with the pieces it has mid-document: no dummy-prefix "▁" of its
+    own (which alone cost a model that knows the text several nats per choice), and a
+    context's trailing space scored with the continuation (lm-eval's convention)."""
+    for ctx, cont in (("The cat sat on the", " mat"), ("Question: why?\nAnswer: ", "because"),
+                      ("", "Once upon a time")):
+        head, tail = encode_pair(trained, ctx, cont)
+        assert head + tail == trained.encode(ctx + cont)
+        assert trained.decode(tail).strip() == cont.strip()
+    head, tail = encode_pair(trained, "Answer: ", "yes")
+    assert head == trained.encode("Answer:") and tail == trained.encode("Answer: yes")[len(head):]
+    assert trained.decode_after(head, tail) == " yes"   # the space kept, though "▁" leads

@@ -35,13 +35,13 @@ def test_loglikelihood_matches_a_hand_computation():
     tok, model = _bytes_tok(), _model()
     (t,) = tasks.loglikelihoods(model, tok, [("ab", "cd")])
     lp, n, greedy = t.logprob, t.tokens, t.greedy
-    ids = tok.encode("abcd")
+    ids = [tok.bos_id, *tok.encode("abcd")]   # every context is read from BOS
     with torch.no_grad():
         logits, _ = model(torch.tensor([ids[:-1]]))
     logp = F.log_softmax(logits[0], -1)
-    expected = float(logp[1, ids[2]] + logp[2, ids[3]])  # P(c | ab) * P(d | abc)
+    expected = float(logp[2, ids[3]] + logp[3, ids[4]])  # P(c | BOS ab) * P(d | BOS abc)
     assert n == 2 and lp == pytest.approx(expected, abs=1e-5)
-    assert greedy == bool(logp[1].argmax() == ids[2] and logp[2].argmax() == ids[3])
+    assert greedy == bool(logp[2].argmax() == ids[3] and logp[3].argmax() == ids[4])
     # batched with longer and shorter rows (right padding) the number is the same
     many = tasks.loglikelihoods(model, tok, [("x" * 40, "y"), ("ab", "cd"), ("q", "rs")],
                                 batch_size=3)
@@ -75,7 +75,8 @@ def test_a_model_told_the_answers_scores_one(tmp_path: Path):
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
     kind, items = tasks.load(path, "auto", " ")
     assert kind == "mc" and len(items) == 9
-    oracle = Oracle([tok.encode("".join(it.pairs()[it.gold])) for it in items], 258)
+    oracle = Oracle([[tok.bos_id, *tok.encode("".join(it.pairs()[it.gold]))] for it in items],
+                    258)   # documents are read from BOS
     res = tasks.evaluate(oracle, tok, "mine", kind, items)
     assert res["acc"] == res["acc_norm"] == 1.0 and res["centered"] == 1.0
     assert res["chance"] == pytest.approx(1 / 3, abs=1e-4)
@@ -150,7 +151,7 @@ def test_lm_tasks_need_every_token_greedy(tmp_path: Path):
     path.write_text(json.dumps({"context": "The sky is", "continuation": "blue"}) + "\n"
                     + json.dumps({"context": "Grass is", "continuation": "green"}) + "\n")
     kind, items = tasks.load(path, "auto")
-    oracle = Oracle([tok.encode("The sky is blue")], 258)  # knows only the first answer
+    oracle = Oracle([[tok.bos_id, *tok.encode("The sky is blue")]], 258)  # only the first
     res = tasks.evaluate(oracle, tok, "lm", kind, items)
     assert res["acc"] == 0.5 and res["chance"] == 0.0
 

@@ -162,3 +162,21 @@ def test_prefetched_batches_are_the_loaders_in_any_order_of_requests():
         pf.close()
     # made ahead once each, but (1, 0) twice: the rollback asked for it instead of (3, 0)
     assert made.count((1, 0)) == 2 and made.count((3, 0)) == 1 and made.count((2, 1)) == 1
+
+
+@pytest.mark.parametrize("seq_len", [2, 3])
+def test_the_shortest_contexts_train_with_probes_only_where_they_fit(tmp_path: Path, seq_len):
+    """A probe prompt is BOS and seq_len // 2 tokens: at seq_len 2 that left no position to
+    generate into and crashed the first step; such a run now trains without probes."""
+    from pretrain.train.loop import RunPaths, train
+
+    from ..conftest import code_and_prose_shards
+    (tmp_path / "tok").mkdir()
+    (tmp_path / "out").mkdir()
+    tokens = code_and_prose_shards(tmp_path / "tok", docs=6)
+    cfg = ModelConfig(vocab_size=258, d_model=16, n_layers=1, n_heads=2, seq_len=seq_len)
+    counts = train(TrainConfig(steps=4, batch_size=2, eval_every=4, eval_batches=1,
+                               checkpoint_every=0), cfg, tokens, RunPaths(tmp_path / "out"),
+                   device="cpu")
+    gens = (tmp_path / "out" / "generations.jsonl").read_text().splitlines()
+    assert counts["steps"] == 4 and (gens == []) == (seq_len < 3)

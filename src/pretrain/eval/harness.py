@@ -61,10 +61,12 @@ def make_lm(model: Any, tok: Any, batch_size: int = 16) -> Any:
                 context, kwargs = r.args
                 until = kwargs.get("until") or []
                 until = [until] if isinstance(until, str) else list(until)
-                prompt = [self.tok.bos_id, *self.tok.encode(context)][-(self.seq_len - 1):]
-                (new,) = generate(self.model, [prompt], int(kwargs.get("max_gen_toks", 64)),
-                                  temperature=0.0, stop_ids=(self.tok.eos_id,))
-                text = self.tok.decode(new)
+                # the prompt's end, leaving room for max_gen_toks (as lm-eval's HF model)
+                budget = min(int(kwargs.get("max_gen_toks", 64)), self.seq_len - 1)
+                prompt = [self.tok.bos_id, *self.tok.encode(context)][-(self.seq_len - budget):]
+                (new,) = generate(self.model, [prompt], budget, temperature=0.0,
+                                  stop_ids=(self.tok.eos_id,))
+                text = self.tok.decode_after(prompt, new)
                 for stop in until:
                     text = text.split(stop)[0]
                 out.append(text)
@@ -89,6 +91,13 @@ def run(model: Any, tok: Any, cfg: EvalConfig) -> dict[str, Any]:
                                   bootstrap_iters=0)
     if res is None:
         return {}
-    return {name: {k.split(",")[0]: v for k, v in metrics.items()
+    return {name: {_metric(k): v for k, v in metrics.items()
                    if isinstance(v, (int, float)) and "stderr" not in k}
             for name, metrics in res["results"].items()}
+
+
+def _metric(key: str) -> str:
+    """lm-eval's "metric,filter" as a results key: "acc" for the plain filter ("none"),
+    "exact_match/strict-match" where a task reports one metric under several filters."""
+    metric, _, filt = key.partition(",")
+    return metric if filt in ("", "none") else f"{metric}/{filt}"

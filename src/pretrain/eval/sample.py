@@ -30,7 +30,8 @@ def samples(model: Transformer, tok: TextTokenizer, cfg: SampleConfig) -> list[d
                                 f"{seq_len}; shorten it")
     outs = generate(model, prompts, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p,
                     stop_ids=(tok.eos_id,), generator=gen)
-    return [{"prompt": p, "completion": tok.decode(o)} for p, o in zip(cfg.prompts, outs, strict=True)]
+    return [{"prompt": p, "completion": tok.decode_after(ids, o)}
+            for p, ids, o in zip(cfg.prompts, prompts, outs, strict=True)]
 
 
 def run(run: StageRun, cfg: SampleConfig, device: str) -> None:

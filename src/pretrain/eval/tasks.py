@@ -136,17 +136,30 @@ def _item(rec: dict[str, Any], kind: str, delimiter: str) -> Item:
     raise ValueError(f"unknown task kind {kind!r}")
 
 
+def encode_pair(tok: Any, ctx: str, cont: str) -> tuple[list[int], list[int]]:
+    """(context ids, continuation ids) as lm-eval's Hugging Face model makes them: the
+    context's trailing whitespace goes with the continuation, and the continuation is what
+    the whole text's tokens add after the context's. So a continuation is scored as it
+    tokenizes in running text: a byte-level BPE's leading space merged into its first word,
+    no SentencePiece word prefix of its own."""
+    n = len(ctx) - len(ctx.rstrip())
+    if n:
+        ctx, cont = ctx[:-n], ctx[-n:] + cont
+    head = tok.encode(ctx) if ctx else []
+    return head, tok.encode(ctx + cont)[len(head):]
+
+
 def loglikelihoods(model: torch.nn.Module, tok: Any, pairs: list[tuple[str, str]],
                    batch_size: int = 16) -> list[Tail]:
-    """For each (context, continuation): the scored continuation tokens (``Tail``). An
-    empty context is the BOS token, as lm-eval makes it (its end-of-text): the first
-    continuation token needs something to be predicted from."""
+    """For each (context, continuation): the scored continuation tokens (``Tail``), after
+    BOS and the context (``encode_pair``): the model reads every document from BOS in
+    training, and lm-eval's Hugging Face model of our export adds it too."""
     encoded = []
     for ctx, cont in pairs:
-        x = tok.encode(cont)
+        head, x = encode_pair(tok, ctx, cont)
         if not x:
-            raise ConfigError(f"empty continuation after tokenizing: {cont!r}")
-        encoded.append(((tok.encode(ctx) or [tok.bos_id]) + x, len(x)))
+            raise ConfigError(f"empty continuation after tokenizing: {cont!r} after {ctx[-40:]!r}")
+        encoded.append(([tok.bos_id, *head, *x], len(x)))
     return score_tails(model, encoded, seq_len_of(model), device_of(model), batch_size)
 
 

@@ -54,6 +54,14 @@ class TextTokenizer(ABC):
     @abstractmethod
     def decode(self, ids: Iterable[int]) -> str: ...
 
+    def decode_after(self, prompt: list[int], new: list[int]) -> str:
+        """The text ``new`` adds after ``prompt``: decoded together, the prompt's text taken
+        off (alone, a SentencePiece continuation's first "▁" would decode to no space).
+        ``new`` alone where the prompt's text is not a prefix of the whole (a character
+        split between the two)."""
+        head, whole = self.decode(prompt), self.decode([*prompt, *new])
+        return whole[len(head):] if whole.startswith(head) else self.decode(new)
+
     @abstractmethod
     def bytes_of(self, i: int) -> bytes:
         """The UTF-8 bytes token ``i`` stands for (b"" for special tokens)."""

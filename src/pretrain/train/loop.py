@@ -131,10 +131,10 @@ class Trainer(Recovery):
         if not self.val:
             raise ConfigError("the val split is empty: nothing to evaluate on")
         self.token_bytes, self.doc_start = val.token_bytes(), val.doc_start()
-        # generation steps would need every rank of a sharded model in their collectives
-        self.probes = {} if self.layout.sharded or not cfg.probe_new_tokens else \
-            probe_prompts(val, min(cfg.probe_prompt_tokens, seq_len // 2))
-        self.decode = val.tokenizer().decode if self.probes else None
+        # none sharded (each rank in the generation's collectives) or with no room (seq_len < 3)
+        self.probes = {} if self.layout.sharded or not cfg.probe_new_tokens or seq_len < 3 \
+            else probe_prompts(val, min(cfg.probe_prompt_tokens, seq_len // 2))
+        self.tokenizer = val.tokenizer() if self.probes else None
         self.generations: list[dict[str, Any]] = []
         self.precision = resolve_precision(cfg.precision, device)
         self.batch_rows = cfg.batch_size * dp   # of one micro-step, over the ranks
@@ -495,15 +495,15 @@ class Trainer(Recovery):
         log0(log_line(rec, self.cfg.steps, self.cfg.time_budget_s))
 
     def _generate(self, step: int) -> None:
-        if not self.probes or self.decode is None:
+        if not self.probes or self.tokenizer is None:
             return
         outs = generate(self.model, list(self.probes.values()), self.cfg.probe_new_tokens,
                         temperature=0.0)  # greedy: draws nothing from the RNG
         self.model.train()
         for (domain, prompt), out in zip(self.probes.items(), outs, strict=True):
             self.generations.append({"step": step, "domain": domain,
-                                     "prompt": self.decode(prompt[1:]),
-                                     "completion": self.decode(out)})
+                                     "prompt": self.tokenizer.decode(prompt[1:]),
+                                     "completion": self.tokenizer.decode_after(prompt, out)})
 
 
 def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: RunPaths,

@@ -3,6 +3,7 @@ greedy generation; export -> import round trip; the tokenizer through AutoTokeni
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -147,8 +148,14 @@ def _hf_llama(tmp_path, **kw):
     return tmp_path
 
 
-def test_import_of_a_native_hf_checkpoint_matches_it(tmp_path):
-    d = _hf_llama(tmp_path, rope_theta=1234.0)
+@pytest.mark.parametrize("scaling", [None, {"rope_type": "default"}])
+def test_import_of_a_native_hf_checkpoint_matches_it(tmp_path, scaling):
+    # (transformers 5 reads a rope_scaling dict as the whole of the rope parameters, its
+    # theta then the default: the case with one keeps theta at the default)
+    d = _hf_llama(tmp_path, rope_theta=10000.0 if scaling else 1234.0)
+    if scaling:   # what some checkpoints' config.json say for plain RoPE: not scaling
+        c = json.loads((d / "config.json").read_text())
+        (d / "config.json").write_text(json.dumps({**c, "rope_scaling": scaling}))
     ours = hf.import_hf(d).eval()
     theirs = transformers.AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
     x = torch.randint(0, 50, (1, 16))

@@ -135,13 +135,15 @@ def test_kv_cache_bytes_per_token():
     assert _cfg(arch="mla").kv_cache_bytes_per_token(2) == 3 * (24 + 8) * 2  # latent + rope key
 
 
-def test_residual_projections_get_depth_scaled_init():
-    cfg = _cfg(n_layers=8, d_model=256, n_heads=4, n_kv_heads=4)
-    model = Transformer(cfg)
-    wq = model.layers["0"].attn.wqkv.weight.std().item()
-    wo = model.layers["0"].attn.wo.weight.std().item()
-    assert wq == pytest.approx(0.02, rel=0.05)
-    assert wo == pytest.approx(0.02 / math.sqrt(16), rel=0.05)
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "mla"])
+def test_residual_projections_get_depth_scaled_init(arch):
+    """Only the projections back into the residual stream (attention's wo, the MLP's w2 or
+    GPT-2's proj) are scaled by 1/sqrt(2L); MLA's q_proj is an input projection."""
+    model = Transformer(_cfg(arch=arch, n_layers=8, d_model=256, n_heads=4, n_kv_heads=4))
+    for name, p in model.layers["0"].named_parameters():
+        if p.dim() == 2:
+            out = name in ("attn.wo.weight", "ffn.w2.weight", "ffn.proj.weight")
+            assert p.std().item() == pytest.approx(0.02 / (4 if out else 1), rel=0.05), name
 
 
 def test_too_long_input_is_rejected():

@@ -2,6 +2,7 @@
 an untrained model scores at chance, and every task schema loads."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from pretrain.config import ConfigError
 from pretrain.eval import tasks
 from pretrain.eval.config import EvalConfig
+from pretrain.eval.files import fingerprint
 from pretrain.model.transformer import ModelConfig, Transformer
 from pretrain.run_config import load_config
 from pretrain.tokenizer.bpe import Tokenizer
@@ -205,3 +207,25 @@ def test_two_tasks_of_one_name_are_a_config_error(tasks):
         with pytest.raises(ConfigError, match=r"eval.tasks: .* are both task"):
             load_config(None, [("eval.tasks", json.dumps(tasks)),
                                ("data.decontam.enabled", decontam)])
+
+
+def test_a_misspelt_built_in_task_is_a_config_error_and_a_file_may_share_a_built_in_name(
+        tmp_path: Path):
+    with pytest.raises(ConfigError, match="'arc_easyy' is neither a built-in task"):
+        load_config(None, [("eval.tasks", '["arc_easyy"]'), ("runs_dir", str(tmp_path))])
+    path = tmp_path / "wikitext2.jsonl"   # a user's task named like the perplexity built-in
+    path.write_text(json.dumps({"query": "Pick", "choices": ["a", "b"], "gold": 0}) + "\n")
+    kind, items = tasks.load(path, "auto")
+    assert tasks.evaluate(_model(), _bytes_tok(), "wikitext2", kind, items)["items"] == 1
+
+
+def test_a_task_file_edited_in_place_changes_the_eval_key(tmp_path: Path):
+    """Same size and modification time (labels fixed in place, `cp -p`): the content's
+    hash still changes the eval stage's key, and the data stage's decontamination key."""
+    path = tmp_path / "mine.jsonl"
+    path.write_text(json.dumps({"query": "Pick", "choices": ["a", "b"], "gold": 0}) + "\n")
+    cfg = EvalConfig(tasks=[str(path)])
+    before, st = fingerprint(cfg), path.stat()
+    path.write_text(path.read_text().replace('"gold": 0', '"gold": 1'))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and fingerprint(cfg) != before

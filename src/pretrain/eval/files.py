@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import ConfigError
+from ..rundir import file_sha256
 from .config import EvalConfig
 
 # name -> (file under eval.tasks_dir, kind, continuation delimiter, metric CORE centres)
@@ -41,6 +42,9 @@ def resolve(names: list[str], tasks_dir: str) -> list[tuple[str, Path, str, str]
             out.append((spec, Path(tasks_dir) / rel, kind, delim))
         else:
             p = Path(spec)
+            if not p.suffix and not p.is_file():   # a misspelt built-in, not a file name
+                raise ConfigError(f"eval.tasks: {p.name!r} is neither a built-in task ("
+                                  f"{', '.join(BUILTIN)}) nor a task file")
             out.append((p.name.split(".")[0], p, "auto", " "))
         name = out[-1][0]
         if name in seen:
@@ -119,10 +123,12 @@ def benchmark_files(cfg: EvalConfig) -> list[str]:
     return list(dict.fromkeys(str(p) for p in _task_paths(cfg, True) if p.is_file()))
 
 
-def fingerprint(cfg: EvalConfig) -> list[tuple[str, int, int]]:
-    """(path, size, mtime) of every benchmark file this config makes the eval stage read
-    that exists: its tasks, the CORE files when ``core`` is on, lm-eval's task YAMLs."""
+def fingerprint(cfg: EvalConfig) -> list[tuple[str, str]]:
+    """(path, sha256) of every benchmark file this config makes the eval stage read that
+    exists: its tasks, the CORE files when ``core`` is on, lm-eval's task YAMLs. Contents,
+    not size and time: an edit that keeps both (labels fixed in place, a copy with its
+    times kept) still reruns the evaluation."""
     paths = _task_paths(cfg, False)
     if cfg.harness_include:
         paths += sorted(Path(cfg.harness_include).glob("**/*"))
-    return [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths if p.is_file()]
+    return [(str(p), file_sha256(p)) for p in paths if p.is_file()]

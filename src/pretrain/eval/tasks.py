@@ -186,7 +186,7 @@ def evaluate(model: torch.nn.Module, tok: Any, name: str, kind: str, items: list
             == it.gold
     n = len(items)
     res = {"acc": acc / n, "acc_norm": acc_norm / n, "chance": chance / n, "items": n}
-    metric = BUILTIN.get(name, ("", "", "", "acc"))[3]
+    metric = BUILTIN.get(name, ("", "", "", ""))[3] or "acc"   # a file named as a built-in
     base = res["chance"]
     res["centered"] = (res[metric] - base) / (1 - base) if base < 1 else float("nan")
     res["stderr"] = math.sqrt(max(res[metric] * (1 - res[metric]), 1e-12) / n)

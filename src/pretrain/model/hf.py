@@ -207,7 +207,9 @@ def _unsupported(c: dict[str, Any], arch: str) -> list[str]:
         if c.get(k):
             bad.append(f"{k}=true")
     rope = c.get("rope_parameters") or {}
-    if c.get("rope_scaling") or rope.get("rope_type", "default") != "default" or "mscale_all_dim" in rope:
+    scaling = c.get("rope_scaling") or {}   # transformers writes {"rope_type": "default"} too
+    if scaling.get("rope_type", scaling.get("type", "default")) != "default" \
+            or rope.get("rope_type", "default") != "default" or "mscale_all_dim" in rope:
         bad.append("rope scaling (only rope_type 'default')")
     if arch == "llama" and c.get("head_dim") not in (None, c["hidden_size"] // c["num_attention_heads"]):
         bad.append(f"head_dim={c['head_dim']} != hidden_size / num_attention_heads")

@@ -107,7 +107,7 @@ class Transformer(nn.Module):
         """The initial value of parameter ``name`` (fp32, CPU, in its stored layout), drawn
         from torch's global generator as if the parameter were in the canonical layout."""
         std = self.cfg.init_std
-        residual = ("wo.weight", "w2.weight", "proj.weight")
+        residual = (".wo.weight", ".w2.weight", ".ffn.proj.weight")   # not MLA's attn.q_proj
         vocab = self.cfg.vocab_size
         if name in ("embed.weight", "head.weight") and shape[0] > vocab:
             # the padding rows: zero, drawn after the real ones (which so get the values an

@@ -198,3 +198,31 @@ def test_the_report_marks_what_an_earlier_stage_rerun_left_behind_and_skips_dama
     tokenizer_section = report.split("## Tokenizer")[1].split("## Training")[0]
     assert "**Out of date:** data changed after this stage ran" in tokenizer_section
     assert "the sweep's law is not used: sweep/fit.json" in report
+
+
+def test_a_checkpoint_carries_the_tokenizer_it_was_trained_with(run, tmp_path, capsys):
+    """The run's tokenizer replaced after training by another of the same size (trained on
+    less text): a checkpoint still exports with its own tokenizer, and `train.init_from` of
+    it in the changed run is refused (its ids mean other tokens there); both had read the
+    run's new tokenizer."""
+    pytest.importorskip("transformers")
+    from transformers import PreTrainedTokenizerFast
+
+    from pretrain.tokenizer.files import load_tokenizer
+    copy = tmp_path / "tiny"
+    shutil.copytree(run, copy)
+    ckpt = sorted(copy.glob("checkpoints/*/step-*"))[-1]
+    shutil.copyfile(copy / "tokenize" / "tokenizer.json", tmp_path / "trained.json")
+    args = ["-c", str(copy / "config.toml"), f"--runs_dir={tmp_path}",
+            "--tokenizer.max_chars=150000"]
+    assert main(["tokenizer", *args]) == 0 and main(["tokenize", *args]) == 0
+    text = "The little dog ran to the park, and then it was time for dinner."
+    trained, now = (load_tokenizer(p) for p in (tmp_path / "trained.json",
+                                                copy / "tokenize" / "tokenizer.json"))
+    assert trained.vocab_size == now.vocab_size and trained.encode(text) != now.encode(text)
+    assert main(["export", str(ckpt), str(tmp_path / "hf")]) == 0
+    exported = PreTrainedTokenizerFast.from_pretrained(str(tmp_path / "hf"))
+    assert exported.encode(text, add_special_tokens=False) == trained.encode(text)
+    capsys.readouterr()
+    assert main(["train", *args, f"--train.init_from={ckpt}", "--train.steps=2"]) != 0
+    assert "was trained with another tokenizer" in capsys.readouterr().err

@@ -33,10 +33,12 @@ def load_tokenizer(path: Path) -> TextTokenizer:
 
 
 def run_tokenizer(model_folder: Path) -> Path | None:
-    """The tokenizer of the run that ``model_folder`` (its ``train/`` folder or a checkpoint
-    under ``checkpoints/<key>/``) belongs to, if there is one: the copy in ``tokenize/``
-    that encoded the shards the model trained on (a tokenizer stage rerun since has not
-    changed it), else ``tokenizer/``'s."""
+    """The tokenizer ``model_folder`` was trained with: a checkpoint's own copy; else that of
+    the run it belongs to (its ``train/`` folder, or a checkpoint written before checkpoints
+    carried one): the copy in ``tokenize/`` that encoded the shards the model trained on (a
+    tokenizer stage rerun since has not changed it), else ``tokenizer/``'s."""
+    if (model_folder / TOKENIZER).is_file():
+        return model_folder / TOKENIZER
     for run in model_folder.resolve().parents[:3]:   # "." has no parents unresolved
         for stage in ("tokenize", "tokenizer"):
             path = run / stage / TOKENIZER

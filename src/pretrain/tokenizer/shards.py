@@ -185,8 +185,12 @@ class TokenShards:
         self.domains: list[str] = self.meta["domains"]
         self.n_tokens = int(info["tokens"])
 
+    @property
+    def tokenizer_file(self) -> Path:
+        return self.folder / TOKENIZER
+
     def tokenizer(self) -> TextTokenizer:
-        return load_tokenizer(self.folder / TOKENIZER)
+        return load_tokenizer(self.tokenizer_file)
 
     def token_bytes(self) -> np.ndarray | None:
         """UTF-8 byte length of every token id, or None for shards written without their

@@ -68,7 +68,6 @@ from .stability import DivergenceMonitor, SpikeGuard
 @dataclass
 class RunPaths:
     """Where a training run writes."""
-
     out: Path                         # final weights, log.jsonl, events.jsonl, generations.jsonl
     checkpoints: Path | None = None   # resumable checkpoints; a rerun resumes from the latest
     monitor: Path | None = None       # TensorBoard event files
@@ -111,6 +110,7 @@ class Trainer(Recovery):
         seq_len = model.cfg.seq_len
         dp = self.layout.dp
         train_shards = TokenShards(tokens_dir, "train")
+        self.tokenizer_file = train_shards.tokenizer_file   # copied into each checkpoint
         self.windows: RandomWindows | MixtureWindows
         if cfg.mixture:
             self.windows = MixtureWindows(train_shards, seq_len, seed, cfg.mixture, cfg.steps,
@@ -270,7 +270,7 @@ class Trainer(Recovery):
         if folder is None:
             return None
         return state.save(folder, self.step, self.model_cfg, self.model, self.opt,
-                          self._loop_state(), self.cfg.keep_last, self.d)
+                          self._loop_state(), self.cfg.keep_last, self.d, self.tokenizer_file)
 
     def restore(self, ckpt: Path) -> None:
         st = state.load(ckpt, self.model, self.opt, self.d)

@@ -66,8 +66,11 @@ def _optimizers(opt: torch.optim.Optimizer) -> Any:
 
 def save(folder: Path, step: int, model_cfg: ModelConfig, model: nn.Module,
          opt: torch.optim.Optimizer, state: dict[str, Any], keep_last: int,
-         d: distributed.Dist) -> Path:
-    """Write one checkpoint (a collective: every rank calls it); see the module docstring."""
+         d: distributed.Dist, tokenizer: Path | None = None) -> Path:
+    """Write one checkpoint (a collective: every rank calls it); see the module docstring.
+    ``tokenizer``: the file of the tokenizer the model trains with, copied in, so that an
+    export or an ``init_from`` of the checkpoint reads its ids with it, whatever the run's
+    tokenizer is later."""
     final = folder / f"step-{step:07d}"
     tmp = folder / f"step-{step:07d}.tmp"
     if d.rank == 0:
@@ -85,6 +88,8 @@ def save(folder: Path, step: int, model_cfg: ModelConfig, model: nn.Module,
                 rng["cuda"] = torch.cuda.get_rng_state_all()  # type: ignore[assignment]
             torch.save(rng, tmp / "rng.pt")
             (tmp / STATE).write_text(json.dumps({**state, "step": step}))
+            if tokenizer is not None and tokenizer.is_file():
+                shutil.copyfile(tokenizer, tmp / tokenizer.name)
             sums = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
                     for p in sorted(tmp.iterdir()) if p.is_file()}
             (tmp / CHECKSUMS).write_text(json.dumps(sums, indent=1))

@@ -2,6 +2,7 @@
 an untrained model scores at chance, and every task schema loads."""
 
 import json
+import lzma
 import os
 from pathlib import Path
 
@@ -229,3 +230,27 @@ def test_a_task_file_edited_in_place_changes_the_eval_key(tmp_path: Path):
     path.write_text(path.read_text().replace('"gold": 0', '"gold": 1'))
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert path.stat().st_size == st.st_size and fingerprint(cfg) != before
+
+
+def test_task_files_of_other_encodings_and_wrong_field_types(tmp_path: Path):
+    """A BOM before the first record and a .zst or .xz file load; a field that is not text,
+    or a file that is not UTF-8, is an error naming the file and line, not a traceback in
+    the middle of the evaluation."""
+    rec = {"query": "Pick", "choices": ["a", "b"], "gold": 1}
+    (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + json.dumps(rec).encode() + b"\n")
+    assert tasks.load(tmp_path / "bom.jsonl", "auto")[1][0].gold == 1
+    (tmp_path / "t.jsonl.xz").write_bytes(lzma.compress(json.dumps(rec).encode()))
+    assert tasks.load(tmp_path / "t.jsonl.xz", "auto")[0] == "mc"
+    zstandard = pytest.importorskip("zstandard")
+    (tmp_path / "t.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(
+        json.dumps(rec).encode()))
+    assert tasks.load(tmp_path / "t.jsonl.zst", "auto")[0] == "mc"
+    for bad, field in (({"context_options": ["The cat", 5], "continuation": "x", "gold": 0},
+                        "context_options"), ({"query": None, "choices": ["a", "b"], "gold": 0},
+                                             "query"), ({"context": "x", "continuation": 3}, "continuation")):
+        (tmp_path / "bad.jsonl").write_text("\n" + json.dumps(bad) + "\n")
+        with pytest.raises(ConfigError, match=f"bad.jsonl:2: .*{field} must be text"):
+            tasks.load(tmp_path / "bad.jsonl", "auto")
+    (tmp_path / "latin.jsonl").write_bytes(json.dumps(rec).encode() + b"\n\xe9t\xe9\n")
+    with pytest.raises(ConfigError, match="latin.jsonl: not a UTF-8 task file"):
+        tasks.load(tmp_path / "latin.jsonl", "auto")

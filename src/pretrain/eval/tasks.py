@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import json
+import lzma
 import math
 import random
 from dataclasses import dataclass
@@ -53,12 +55,41 @@ class Item:
 
 
 def _open(path: Path) -> Any:
-    name = path.name.lower()
+    """The file as text: plain, .gz, .bz2, .xz or .zst (zstandard installed); a UTF-8 BOM
+    is not part of the first record."""
+    name, enc = path.name.lower(), "utf-8-sig"
     if name.endswith(".bz2"):
-        return bz2.open(path, "rt", encoding="utf-8")
+        return bz2.open(path, "rt", encoding=enc)
     if name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+        return gzip.open(path, "rt", encoding=enc)
+    if name.endswith(".xz"):
+        return lzma.open(path, "rt", encoding=enc)
+    if name.endswith(".zst"):
+        try:
+            import zstandard
+        except ImportError:
+            raise ConfigError(f"{path}: a .zst task file needs zstandard: pip install "
+                              "'pretrain[zstd]'") from None
+        raw = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
+        return io.TextIOWrapper(raw, encoding=enc)
+    return open(path, encoding=enc)
+
+
+def _lines(f: Any, path: Path) -> Any:
+    """The file's lines; text that is not UTF-8 (or a compressed file under another name)
+    is an error naming the file."""
+    try:
+        yield from f
+    except (UnicodeDecodeError, OSError, EOFError) as e:
+        raise ConfigError(f"{path}: not a UTF-8 task file (or not the compression its name "
+                          f"says): {type(e).__name__}: {e}") from None
+
+
+def _text(rec: dict[str, Any], key: str) -> str:
+    value = rec[key]
+    if not isinstance(value, str):
+        raise ValueError(f"{key} must be text, not {value!r}")
+    return value
 
 
 def load(path: Path, kind: str, delimiter: str = " ", limit: int = 0) -> tuple[str, list[Item]]:
@@ -68,7 +99,7 @@ def load(path: Path, kind: str, delimiter: str = " ", limit: int = 0) -> tuple[s
     items: list[Item] = []
     with _open(path) as f:
         if kind == "hellaswag":
-            lines = [line.rstrip("\n") for line in f]
+            lines = [line.rstrip("\n") for line in _lines(f, path)]
             while lines and not lines[-1].strip():
                 lines.pop()
             if len(lines) % 6:
@@ -84,7 +115,7 @@ def load(path: Path, kind: str, delimiter: str = " ", limit: int = 0) -> tuple[s
                 if limit and len(items) >= limit:
                     break
             return "mc", _some(items, path)
-        for lineno, line in enumerate(f, 1):
+        for lineno, line in enumerate(_lines(f, path), 1):
             if not line.strip():
                 continue
             try:
@@ -124,15 +155,15 @@ def _item(rec: dict[str, Any], kind: str, delimiter: str) -> Item:
             raise ValueError(f"{'choices' if kind == 'mc' else 'context_options'} must be a "
                              f"list of 2 or more, not {many!r}")
     if kind == "mc":
-        choices = [str(c) for c in rec["choices"]]
-        return Item([rec["query"]] * len(choices), choices, _gold(rec["gold"], len(choices)),
-                    delimiter)
+        choices = [str(c) for c in rec["choices"]]   # numbers as choices are their digits
+        return Item([_text(rec, "query")] * len(choices), choices,
+                    _gold(rec["gold"], len(choices)), delimiter)
     if kind == "schema":
-        ctxs = list(rec["context_options"])
-        return Item(ctxs, [rec["continuation"]] * len(ctxs), _gold(rec["gold"], len(ctxs)),
-                    delimiter)
+        ctxs = [_text({"context_options": c}, "context_options") for c in rec["context_options"]]
+        return Item(ctxs, [_text(rec, "continuation")] * len(ctxs),
+                    _gold(rec["gold"], len(ctxs)), delimiter)
     if kind == "lm":
-        return Item([rec["context"]], [rec["continuation"]], 0, delimiter)
+        return Item([_text(rec, "context")], [_text(rec, "continuation")], 0, delimiter)
     raise ValueError(f"unknown task kind {kind!r}")
 
 

@@ -1,12 +1,14 @@
 """Quality gates and the contamination report."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from pretrain.config import ConfigError
 from pretrain.eval import contamination, gates
 from pretrain.eval.config import EvalConfig
+from pretrain.eval.files import scored
 from pretrain.tokenizer import shards
 from pretrain.tokenizer.bpe import Tokenizer
 from pretrain.tokenizer.config import BOS, EOS, TokenizeConfig
@@ -32,13 +34,17 @@ def test_gates_pass_fail_and_missing_metrics():
         EvalConfig(gates=["bpb is low"])
 
 
+def _files(tasks_dir: Path, *names: str, core: bool = False) -> dict[str, Path]:
+    return scored(EvalConfig(tasks=list(names), tasks_dir=str(tasks_dir), core=core))
+
+
 def test_contamination_report_counts_what_remains(tmp_path):
     story = STORY
     _hellaswag(tmp_path)
     docs = [{"text": "unrelated words about gardens and rivers " * 10},
             {"text": "blog post. " + story + " the end."},
             {"text": story, "split": "val"}]  # held out: not training data
-    rep = contamination.report(iter(docs), ["hellaswag", "arc_easy"], str(tmp_path),
+    rep = contamination.report(iter(docs), _files(tmp_path, "hellaswag", "arc_easy"),
                                {"hellaswag_val_full": 2})
     assert set(rep) == {"hellaswag"}  # arc_easy has no file here
     r = rep["hellaswag"]
@@ -76,11 +82,32 @@ def test_contamination_leaves_out_what_the_tokenize_stage_held_out(tmp_path):
     (tmp_path / "tok").mkdir()
     shards.run(cfg, tok, iter(docs), ["web"], tmp_path / "tok", {})
     meta = json.loads((tmp_path / "tok" / "meta.json").read_text())
-    rep = contamination.report(iter(docs), ["hellaswag"], str(tmp_path), {},
+    rep = contamination.report(iter(docs), _files(tmp_path, "hellaswag"), {},
                                shards.Splitter.of(meta))["hellaswag"]
     assert 0 < meta["splits"]["val"]["docs"] < 41 - 1
     assert rep["train_docs"] == meta["splits"]["train"]["docs"]
     assert rep["docs"] == 1 - (shards.is_val("40", 0.1))   # the blog post, unless held out
     # without the rule, as before: the held-out story counted as training data
-    assert contamination.report(iter(docs), ["hellaswag"], str(tmp_path), {})["hellaswag"][
+    assert contamination.report(iter(docs), _files(tmp_path, "hellaswag"), {})["hellaswag"][
         "train_docs"] == 41
+
+
+def test_contamination_keeps_benchmarks_of_one_file_stem_apart_and_covers_core(tmp_path):
+    """wikitext2's file is test.txt: a task file test.jsonl is another benchmark, with its
+    own index (a leaked item of it was reported as wikitext2's); with ``core`` CORE's
+    files are scanned too (the data stage removes them, the report had left them out)."""
+    item = {"query": STORY, "choices": ["yes", "no"], "gold": 0}
+    (tmp_path / "wikitext-2").mkdir()
+    (tmp_path / "wikitext-2" / "test.txt").write_text("gardens and rivers " * 50)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "test.jsonl").write_text(json.dumps(item) + "\n")
+    lf = tmp_path / "llm-foundry"
+    lf.mkdir()
+    (lf / "copa.jsonl").write_text(json.dumps(item) + "\n")
+    docs = [{"text": "blog post. " + STORY + " the end."}]
+    files = _files(tmp_path, "wikitext2", str(tmp_path / "mine" / "test.jsonl"), core=True)
+    assert files["copa"] == lf / "copa.jsonl"
+    rep = contamination.report(iter(docs), files, {"test": 3})
+    assert rep["wikitext2"]["docs"] == 0 and rep["test"]["docs"] == 1 and rep["copa"]["docs"] == 1
+    assert rep["wikitext2"]["removed_by_data_stage"] is None   # the data stage's count of both
+    assert "shared stem" in contamination.table(rep)

@@ -2,7 +2,8 @@
 
 The data stage can remove documents that contain a benchmark item (its ``decontam`` step
 counts what it removed); this report looks at what remains: every kept training document
-is scanned for the items of every benchmark the eval stage scores, indexed and matched
+is scanned for the items of every benchmark the eval stage scores (its tasks and, with
+``core``, CORE's), indexed and matched
 exactly as the data stage does (``data/decontam.py``: each item as the texts it appears
 as, 13-grams, short items whole). Per benchmark: training documents containing one of
 its items, and the share of its distinct indexed n-grams that occur in training.
@@ -10,25 +11,29 @@ its items, and the share of its distinct indexed n-grams that occur in training.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from ..data.benchmarks import name_of
 from ..data.decontam import benchmark_index, find, is_member, union
-from .files import resolve
 
 
-def report(docs: Iterator[dict[str, Any]], task_names: list[str], tasks_dir: str,
-           removed: dict[str, int], split_of: Callable[[dict[str, Any]], str] | None = None,
+def report(docs: Iterator[dict[str, Any]], files: dict[str, Path], removed: dict[str, int],
+           split_of: Callable[[dict[str, Any]], str] | None = None,
            n: int = 13, min_words: int = 6, batch: int = 256) -> dict[str, Any]:
-    """``docs`` in the data stage's order; ``split_of``: the tokenize stage's split of each
-    (``shards.Splitter``), so that held-out documents are not counted as training ones;
-    without it only the documents marked ``split = "val"`` are left out."""
-    files = {name: str(p) for name, p, _, _ in resolve(task_names, tasks_dir) if p.is_file()}
+    """``files``: benchmark name -> its file (``files.scored``), each indexed on its own
+    (two files of one stem are two benchmarks here). ``docs`` in the data stage's order;
+    ``split_of``: the tokenize stage's split of each (``shards.Splitter``), so that
+    held-out documents are not counted as training ones; without it only the documents
+    marked ``split = "val"`` are left out. ``removed``: the data stage's counts, by file
+    stem (None where several of ``files`` share one: the count is theirs together)."""
     if not files:
         return {}
-    by_file = benchmark_index(list(files.values()), n, min_words)
-    index = {name: by_file[name_of(p)] for name, p in files.items()}
+    index = {name: benchmark_index([str(p)], n, min_words)[name_of(p)]
+             for name, p in files.items()}
+    stems = Counter(name_of(p) for p in files.values())
     hit_docs = dict.fromkeys(index, 0)
     found: dict[str, set[int]] = {k: set() for k in index}
     train_docs = 0
@@ -62,7 +67,8 @@ def report(docs: Iterator[dict[str, Any]], task_names: list[str], tasks_dir: str
     return {name: {"docs": hit_docs[name], "train_docs": train_docs,
                    "ngrams_in_train": len(found[name]), "ngrams": sizes[name],
                    "ngram_share": round(len(found[name]) / max(1, sizes[name]), 6),
-                   "removed_by_data_stage": removed.get(name_of(files[name]), 0)}
+                   "removed_by_data_stage": removed.get(name_of(files[name]), 0)
+                   if stems[name_of(files[name])] == 1 else None}
             for name in index}
 
 
@@ -71,5 +77,10 @@ def table(rep: dict[str, Any]) -> str:
              f"{'removed by data':>17}"]
     for name, r in rep.items():
         lines.append(f"{name:<16}{r['docs']:>17} of {r['train_docs']:<7}"
-                     f"{r['ngram_share']:>18.4%}{r['removed_by_data_stage']:>17}")
+                     f"{r['ngram_share']:>18.4%}"
+                     f"{_removed(r['removed_by_data_stage']):>17}")
     return "\n".join(lines)
+
+
+def _removed(n: int | None) -> str:
+    return "shared stem" if n is None else str(n)

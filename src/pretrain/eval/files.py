@@ -116,6 +116,19 @@ def _task_paths(cfg: EvalConfig, first_core_only: bool) -> list[Path]:
     return paths
 
 
+def scored(cfg: EvalConfig) -> dict[str, Path]:
+    """Benchmark name -> file, of every benchmark file this config scores that exists: its
+    tasks, and with ``core`` each CORE task's first file found, by its label (where a task
+    already reads that file, once; ``core_<label>`` where a task holds the name)."""
+    out = {name: p for name, p, _, _ in resolve(cfg.tasks, cfg.tasks_dir) if p.is_file()}
+    if cfg.core:
+        for t in TASKS:
+            found = [p for p in (Path(cfg.tasks_dir) / f for f in t.files) if p.is_file()][:1]
+            if found and found[0] not in out.values():
+                out[t.label if t.label not in out else f"core_{t.label}"] = found[0]
+    return out
+
+
 def benchmark_files(cfg: EvalConfig) -> list[str]:
     """The benchmark files this config scores that exist here (a missing one is skipped
     by the eval stage with a line in its log): the data stage decontaminates against

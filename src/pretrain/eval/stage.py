@@ -18,6 +18,7 @@ from ..rundir import StageRun
 from ..tokenizer.shards import Splitter, TokenShards
 from . import baselines, contamination, core, harness, memorization, tasks
 from .config import EvalConfig
+from .files import scored
 from .loss import domain_windows, held_out
 from .scoring import seq_len_of
 from .trained import autocast, load_trained
@@ -43,14 +44,13 @@ def _evaluate(run: StageRun, cfg: EvalConfig, model: Any, tok: Any) -> None:
     if cfg.tasks:
         res["tasks"] = tasks.run_tasks(model, tok, cfg)
         log0("eval: benchmarks (log-likelihood of the choices)\n" + tasks.table(res["tasks"]))
-        if cfg.contamination:
-            removed = read_output(run.inputs["data"]).decontam_hits
-            res["contamination"] = contamination.report(
-                read_docs(run.inputs["data"]), cfg.tasks, cfg.tasks_dir, removed,
-                Splitter.of(val.meta))
-            if res["contamination"]:
-                log0("eval: contamination of the training data\n"
-                     + contamination.table(res["contamination"]))
+    if cfg.contamination and (cfg.tasks or cfg.core):
+        removed = read_output(run.inputs["data"]).decontam_hits
+        res["contamination"] = contamination.report(
+            read_docs(run.inputs["data"]), scored(cfg), removed, Splitter.of(val.meta))
+        if res["contamination"]:
+            log0("eval: contamination of the training data\n"
+                 + contamination.table(res["contamination"]))
     if cfg.core:
         res["core"] = core.run(model, tok, cfg)
         log0("eval: DCLM CORE\n" + core.table(res["core"]))

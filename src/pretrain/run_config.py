@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from .config import PATH, ConfigError, apply_override, build, load_toml, to_dict
 from .data.config import DataConfig
-from .eval.config import EvalConfig, SampleConfig
+from .eval.config import RESULT_KEYS, EvalConfig, SampleConfig
 from .eval.files import benchmark_files
 from .eval.files import resolve as resolve_tasks
 from .model.config import ModelConfig
@@ -49,6 +49,11 @@ class RunConfig:
         # a run never trains on what it scores: the data stage decontaminates against the
         # eval stage's benchmark files (and reruns when they change)
         resolve_tasks(self.eval.tasks, self.eval.tasks_dir)   # two of one name: an error here
+        for i, src in enumerate(self.data.sources):   # results.json keys domains by name
+            if src.label() in RESULT_KEYS or "." in src.label():
+                raise ConfigError(f"data.sources[{i}]: domain {src.label()!r} would be "
+                                  "unreachable in the eval results: not "
+                                  f"{', '.join(RESULT_KEYS)}, and no '.'; rename it")
         decontam = self.data.decontam
         decontam.eval_benchmarks = (benchmark_files(self.eval)
                                     if decontam.enabled and decontam.from_eval else [])

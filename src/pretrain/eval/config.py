@@ -20,6 +20,11 @@ def _task_path(spec: str) -> str:
     return spec if is_name else absolute(spec)
 
 
+# the keys of results.json beside the held-out domains: no domain may take one of these
+# names (or a dot, which a gate's metric path splits on)
+RESULT_KEYS = ("all", "baselines", "tasks", "core", "contamination", "memorization")
+
+
 @dataclass
 class EvalConfig:
     max_tokens_per_domain: int = 100_000   # 0 = the whole val split

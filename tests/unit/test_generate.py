@@ -138,3 +138,17 @@ def test_the_sample_stage_names_a_prompt_too_long_and_refuses_empty_or_bad_confi
     for seed in (-1, 10**20):
         with pytest.raises(ConfigError, match="sample.seed must be within"):
             SampleConfig(seed=seed)
+
+
+def test_bad_arguments_are_named_and_a_tiny_temperature_is_greedy():
+    model = _model("llama")
+    for kw, what in ((dict(max_new_tokens=0), "max_new_tokens"), (dict(temperature=-1.0), "temperature"),
+                     (dict(top_k=-2), "top_k"), (dict(top_p=0.0), "top_p")):
+        with pytest.raises(ValueError, match=what):
+            generate(model, [[1, 2, 3]], **{"max_new_tokens": 4, **kw})
+    vocab = model.cfg.vocab_size
+    for bad in (vocab, -1):   # a padding row's id, or none at all
+        with pytest.raises(ValueError, match=f"prompt id {bad} is not a token id"):
+            generate(model, [[1, bad]], 4)
+    tiny = generate(model, [[1, 2, 3]], 6, temperature=1e-40, generator=torch.Generator().manual_seed(0))
+    assert tiny == generate(model, [[1, 2, 3]], 6, temperature=0.0)

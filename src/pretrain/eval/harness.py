@@ -63,6 +63,9 @@ def make_lm(model: Any, tok: Any, batch_size: int = 16) -> Any:
                 until = [until] if isinstance(until, str) else list(until)
                 # the prompt's end, leaving room for max_gen_toks (as lm-eval's HF model)
                 budget = min(int(kwargs.get("max_gen_toks", 64)), self.seq_len - 1)
+                if budget < 1:
+                    out.append("")
+                    continue
                 prompt = [self.tok.bos_id, *self.tok.encode(context)][-(self.seq_len - budget):]
                 (new,) = generate(self.model, [prompt], budget, temperature=0.0,
                                   stop_ids=(self.tok.eos_id,))

@@ -14,7 +14,10 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: int, top_p: flo
     """logits (B, V) -> next ids (B,). temperature 0 is greedy."""
     if temperature == 0:
         return logits.argmax(dim=-1)
-    logits = logits.float() / temperature
+    scaled = logits.float() / temperature
+    if not bool(torch.isfinite(scaled.max(dim=-1).values).all()):
+        return logits.argmax(dim=-1)   # so small a temperature overflows: greedy is its limit
+    logits = scaled
     if top_k:
         kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -42,6 +45,13 @@ def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int,
     """
     if not prompts or any(not p for p in prompts):
         raise ValueError("every prompt needs at least one token (e.g. BOS)")
+    if max_new_tokens < 1 or temperature < 0 or top_k < 0 or not 0 < top_p <= 1:
+        raise ValueError(f"max_new_tokens >= 1, temperature >= 0, top_k >= 0 and top_p in "
+                         f"(0, 1], not {max_new_tokens}, {temperature}, {top_k}, {top_p}")
+    vocab = model.cfg.vocab_size   # the padding rows above it are no tokens
+    bad = next((i for p in prompts for i in p if not 0 <= i < vocab), None)
+    if bad is not None:
+        raise ValueError(f"prompt id {bad} is not a token id of this model (0..{vocab - 1})")
     model.eval()
     device = model.embed.weight.device
     longest = max(len(p) for p in prompts)

@@ -98,13 +98,22 @@ def _stages(root: Path, old: dict[str, list[str]]) -> str:
     for s in stages.names():
         m = _json(root / s / "manifest.json")
         if m is None:
-            lines.append(f"| {s} | not run | | | |")
+            lines.append(f"| {s} | {_unfinished(root) if s == 'train' else 'not run'} | | | |")
             continue
         status = m["status"] + (f", out of date ({', '.join(old[s])} changed since)"
                                 if s in old else "")
         lines.append(f"| {s} | {status} | {m.get('wall_s', 0):.1f} s | "
                      f"{m.get('finished_at', '')} | {str(m.get('git_commit') or '')[:10]} |")
     return "\n".join(lines) + "\n"
+
+
+def _unfinished(root: Path) -> str:
+    """A train stage without a manifest: not run, or stopped with checkpoints kept (a rerun
+    of the same config resumes from the latest)."""
+    steps = [int(c.name.split("-")[1]) for c in root.glob("checkpoints/*/step-*")
+             if c.is_dir() and c.name.split("-")[1].isdigit()]
+    return f"not complete (checkpoints up to step {max(steps):,}; a rerun resumes)" \
+        if steps else "not run"
 
 
 def _data(root: Path) -> str:
@@ -317,7 +326,7 @@ def _plan(root: Path) -> str:
     tokens = c.get("tokens_seen", 0)
     flops = model.flops_per_token() * tokens
     text = _block(size(model)) + (
-        f"\n{tokens:,} tokens, {flops:.3g} FLOPs in {c.get('train_time_s', 0):.0f} s of steps "
+        f"\n{tokens:,} tokens, {flops:.3g} FLOPs in {c.get('train_time_s', 0):.3g} s of steps "
         f"on {c.get('device')} x {c.get('processes', 1)}"
         + (f" (MFU {c['mfu_median']:.1%} of {c.get('peak_gflops')} GFLOP/s)" if c.get("mfu_median") else "")
         + ".\n\n")

@@ -226,3 +226,15 @@ def test_a_checkpoint_carries_the_tokenizer_it_was_trained_with(run, tmp_path, c
     capsys.readouterr()
     assert main(["train", *args, f"--train.init_from={ckpt}", "--train.steps=2"]) != 0
     assert "was trained with another tokenizer" in capsys.readouterr().err
+
+
+def test_the_report_of_a_training_stopped_with_checkpoints_says_so(run, tmp_path):
+    """Killed before its manifest was written: the train stage is reported as not complete
+    with its latest checkpoint, not as never run."""
+    copy = tmp_path / "tiny"
+    shutil.copytree(run, copy)
+    shutil.rmtree(copy / "train")
+    latest = max(int(c.name.split("-")[1]) for c in copy.glob("checkpoints/*/step-*"))
+    assert main(["report", str(copy)]) == 0
+    assert f"| train | not complete (checkpoints up to step {latest}; a rerun resumes) |" in \
+        (copy / "report.md").read_text()

@@ -31,10 +31,14 @@ py=${PYTHON:-python3}
 run() {  # seconds, name, command...
   # The output goes to a file, not through a pipe: on 2026-11-27 pytest's xdist workers
   # outlived a timed-out run and held a pipe open, which hung the whole call.
-  local limit=$1 name=$2 rc; shift 2
+  # Each check runs in a process group of its own; whatever of it is left after its
+  # limit (xdist workers) is killed with the group, and nothing else.
+  local limit=$1 name=$2 rc pid; shift 2
   echo "=== $name ($(date +%T), limit ${limit}s)"
-  timeout -k 10 "$limit" "$@" > "$LOGS/$name.log" 2>&1; rc=$?
-  if [ "$rc" -ge 124 ]; then pkill -KILL -f "python3 -m pytest|execnet" 2>/dev/null; fi
+  setsid timeout -k 10 "$limit" "$@" > "$LOGS/$name.log" 2>&1 &
+  pid=$!
+  wait "$pid"; rc=$?
+  kill -KILL -- "-$pid" 2>/dev/null
   grep -v "^USDT" "$LOGS/$name.log"
   echo "=== $name exit $rc ($(date +%T))"
 }

@@ -111,8 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
             ("--dollars", "N", "... or for this many dollars at the GPU's price"),
             ("--gpu", "NAME", "accelerator: " + ", ".join(hardware.ACCELERATORS) + " (default h100)"),
             ("--gpus", "N", "devices (default 1)"),
-            ("--mfu", "F", "model FLOPs utilisation (default: the run's measured one on a GPU, "
-                           "else 0.4)"),
+            ("--mfu", "F", "model FLOPs utilisation of the bf16 peak, as training logs it "
+                           "(default: the run's measured one on a GPU, else 0.4 of the "
+                           "configured precision's peak)"),
             ("--price", "DOLLARS", "per GPU-hour (default: the table's indicative price)"),
             ("--fit", "FIT_JSON", "a scaling-law fit (default: runs/<name>/sweep/fit.json)")):
         p.add_argument(flag, default=None, metavar=meta, help=text)

@@ -107,6 +107,8 @@ def plan(cfg: RunConfig, opts: Options) -> str:
     prec = precision(cfg, gpu=True)
     timed = "bf16" if prec == "fp8" else prec   # fp8's speed-up is not assumed (README)
     price = opts.price if opts.price is not None else acc.dollars_per_hour
+    if mfu_from != "assumed" and timed != "bf16":   # a run's (or --mfu's) is of bf16's peak
+        mfu = min(1.0, mfu * acc.peak("bf16") / acc.peak(timed))
     flop_s = opts.gpus * acc.peak(timed) * mfu
     budget = opts.budget or (opts.gpu_hours or opts.dollars / price) * 3600 * flop_s / opts.gpus
     sh = shape(cfg, opts.gpus, prec)

@@ -107,6 +107,10 @@ def _stages(root: Path, old: dict[str, list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _seconds(t: float) -> str:
+    return f"{t:.3g}" if t < 100 else f"{t:,.0f}"
+
+
 def _unfinished(root: Path) -> str:
     """A train stage without a manifest: not run, or stopped with checkpoints kept (a rerun
     of the same config resumes from the latest)."""
@@ -326,7 +330,7 @@ def _plan(root: Path) -> str:
     tokens = c.get("tokens_seen", 0)
     flops = model.flops_per_token() * tokens
     text = _block(size(model)) + (
-        f"\n{tokens:,} tokens, {flops:.3g} FLOPs in {c.get('train_time_s', 0):.3g} s of steps "
+        f"\n{tokens:,} tokens, {flops:.3g} FLOPs in {_seconds(c.get('train_time_s', 0))} s of steps "
         f"on {c.get('device')} x {c.get('processes', 1)}"
         + (f" (MFU {c['mfu_median']:.1%} of {c.get('peak_gflops')} GFLOP/s)" if c.get("mfu_median") else "")
         + ".\n\n")

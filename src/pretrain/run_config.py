@@ -9,6 +9,7 @@ repository links there).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -50,10 +51,11 @@ class RunConfig:
         # eval stage's benchmark files (and reruns when they change)
         resolve_tasks(self.eval.tasks, self.eval.tasks_dir)   # two of one name: an error here
         for i, src in enumerate(self.data.sources):   # results.json keys domains by name
-            if src.label() in RESULT_KEYS or "." in src.label():
-                raise ConfigError(f"data.sources[{i}]: domain {src.label()!r} would be "
-                                  "unreachable in the eval results: not "
-                                  f"{', '.join(RESULT_KEYS)}, and no '.'; rename it")
+            d = src.domain   # a set one (a source's default label is left as it was)
+            if d and (d in RESULT_KEYS or not re.fullmatch(r"[\w\-]+", d)):
+                raise ConfigError(f"data.sources[{i}].domain = {d!r} would be unreachable in "
+                                  f"the eval results: not {', '.join(RESULT_KEYS)}; letters, "
+                                  "digits, '_' and '-' only (a gate's metric path)")
         decontam = self.data.decontam
         decontam.eval_benchmarks = (benchmark_files(self.eval)
                                     if decontam.enabled and decontam.from_eval else [])

@@ -133,9 +133,7 @@ def fit_results(results: list[dict[str, Any]]) -> dict[str, Any]:
         runs = sorted((r for r in results if r["C"] == c), key=lambda r: r["N"])
         if len(runs) >= 3:
             n_opt, loss = isoflop_optimum([r["N"] for r in runs], [r["loss"] for r in runs])
-            share = np.interp(math.log(n_opt), [math.log(r["N"]) for r in runs],
-                              [c / (6 * r["N"] * r["D"]) for r in runs])
-            optima.append({"C": c, "N_opt": n_opt, "D_opt": c / (6 * n_opt * float(share)),
+            optima.append({"C": c, "N_opt": n_opt, "D_opt": _tokens(c, n_opt, runs),
                            "loss": loss})
     out: dict[str, Any] = {"runs": results, "excluded": excluded, "isoflop": optima}
     if len(optima) >= 2:
@@ -147,6 +145,15 @@ def fit_results(results: list[dict[str, Any]]) -> dict[str, Any]:
     out["law"] = {**law.as_dict(), "intervals": bootstrap(ns, ds, ls, law, samples=20)}
     out["residuals"] = [round(law.loss(r["N"], r["D"]) / r["loss"] - 1, 5) for r in results]
     return out
+
+
+def _tokens(c: float, n: float, runs: list[dict[str, Any]]) -> float:
+    """The tokens budget ``c`` buys a model of ``n`` matmul parameters: C / 6N over the
+    ratio of a token's FLOPs to 6N (attention's share), interpolated in log N between the
+    budget's ``runs`` (sorted by N), each of which spent C on its D tokens."""
+    share = np.interp(math.log(n), [math.log(r["N"]) for r in runs],
+                      [c / (6 * r["N"] * r["D"]) for r in runs])
+    return c / (6 * n * float(share))
 
 
 def _predict(cfg: RunConfig, fit: dict[str, Any], budgets: list[float]) -> dict[str, Any]:
@@ -193,7 +200,8 @@ def _plots(fit: dict[str, Any], out: Path) -> None:
         runs = sorted((r for r in fit["runs"] if r["C"] == c), key=lambda r: r["N"])
         line = ax.plot([r["N"] for r in runs], [r["loss"] for r in runs], "o", label=f"C = {c:.1g}")
         ns = [runs[0]["N"] * (runs[-1]["N"] / runs[0]["N"]) ** (i / 40) for i in range(41)]
-        ax.plot(ns, [law.loss(n, c / 6 / n) for n in ns], "-", color=line[0].get_color(), lw=1)
+        ax.plot(ns, [law.loss(n, _tokens(c, n, runs)) for n in ns], "-",
+                color=line[0].get_color(), lw=1)
     for o in fit["isoflop"]:
         ax.plot([o["N_opt"]], [o["loss"]], "k*", ms=10)
     ax.set_xscale("log")

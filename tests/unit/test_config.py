@@ -229,9 +229,11 @@ def test_a_folder_on_the_data_files_side_keeps_them_relative_to_it(tmp_path: Pat
     assert src.name == str(tmp_path / "ds") and src.data_files == ["train/*.parquet"]
 
 
-@pytest.mark.parametrize("domain", ["all", "tasks", "web.en"])
+@pytest.mark.parametrize("domain", ["all", "tasks", "harness", "web.en", "web en"])
 def test_a_domain_the_eval_results_could_not_hold_is_refused(domain, tmp_path):
     """results.json keys held-out domains beside "all", "tasks", ...: a domain named "all"
-    overwrote the overall figures, and one with a dot could not be gated."""
-    with pytest.raises(ConfigError, match=f"data.sources\\[0\\]: domain '{domain}' would be"):
+    overwrote the overall figures, and one with a dot could not be gated. A source's
+    default label (a dataset id's last part, "dclm-baseline-1.0") is left as it was."""
+    with pytest.raises(ConfigError, match=f"data.sources\\[0\\].domain = '{domain}' would be"):
         load_config(None, [("data.sources.0.domain", domain), ("runs_dir", str(tmp_path))])
+    load_config(None, [("data.sources.0.domain", "web-en_2"), ("runs_dir", str(tmp_path))])

@@ -329,3 +329,18 @@ def test_the_sweep_fit_leaves_out_diverged_runs_and_counts_attention_in_d_opt(tm
     if importlib.util.find_spec("matplotlib"):
         _plots({**fit, "prediction": {"C": 1e17, "skipped": "degenerate fit"}}, tmp_path)
         assert (tmp_path / "fit.png").is_file()
+
+
+def test_a_measured_mfu_is_of_the_bf16_peak_whatever_the_planned_precision(tmp_path, capsys):
+    """Training logs MFU against the bf16 peak: a run measured at 5% does the same FLOP/s
+    planned in fp32 (it had been taken as 5% of the fp32 peak, 15x slower)."""
+    (tmp_path / "runs" / "quickstart" / "train").mkdir(parents=True)
+    (tmp_path / "runs" / "quickstart" / "train" / "manifest.json").write_text(json.dumps(
+        {"counts": {"mfu_median": 0.05, "device": "cuda:0"}}))
+    times = {}
+    for prec in ("bf16", "fp32"):
+        assert main(["plan", f"--runs_dir={tmp_path / 'runs'}", f"--train.precision={prec}",
+                     "--train.time_budget_s=0"]) == 0
+        line = next(x for x in capsys.readouterr().out.splitlines() if " FLOPs on " in x)
+        times[prec] = line.split(": ")[1].split(" (")[0]
+    assert times["bf16"] == times["fp32"]

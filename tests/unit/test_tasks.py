@@ -11,13 +11,14 @@ import torch
 import torch.nn.functional as F
 
 from pretrain.config import ConfigError
+from pretrain.data.benchmarks import benchmark_texts
 from pretrain.eval import tasks
 from pretrain.eval.config import EvalConfig
 from pretrain.eval.files import fingerprint
 from pretrain.model.transformer import ModelConfig, Transformer
 from pretrain.run_config import load_config
 from pretrain.tokenizer.bpe import Tokenizer
-from pretrain.tokenizer.config import BOS, EOS
+from pretrain.tokenizer.config import BOS, EOS, GPT4_PATTERN
 
 from ..conftest import Oracle, shared_data
 
@@ -222,7 +223,7 @@ def test_a_misspelt_built_in_task_is_a_config_error_and_a_file_may_share_a_built
 
 def test_a_task_file_edited_in_place_changes_the_eval_key(tmp_path: Path):
     """Same size and modification time (labels fixed in place, `cp -p`): the content's
-    hash still changes the eval stage's key, and the data stage's decontamination key."""
+    hash still changes the eval stage's key."""
     path = tmp_path / "mine.jsonl"
     path.write_text(json.dumps({"query": "Pick", "choices": ["a", "b"], "gold": 0}) + "\n")
     cfg = EvalConfig(tasks=[str(path)])
@@ -254,3 +255,30 @@ def test_task_files_of_other_encodings_and_wrong_field_types(tmp_path: Path):
     (tmp_path / "latin.jsonl").write_bytes(json.dumps(rec).encode() + b"\n\xe9t\xe9\n")
     with pytest.raises(ConfigError, match="latin.jsonl: not a UTF-8 task file"):
         tasks.load(tmp_path / "latin.jsonl", "auto")
+    for name in ("plain.jsonl.xz", "plain.jsonl.zst"):   # named as compressed, but not
+        (tmp_path / name).write_text(json.dumps(rec) + "\n")
+        with pytest.raises(ConfigError, match=f"{name}: not a UTF-8 task file .*compression"):
+            tasks.load(tmp_path / name, "auto")
+    # the data stage reads every file the eval stage scores (decontamination, from_eval)
+    for name in ("bom.jsonl", "t.jsonl.xz", "t.jsonl.zst"):
+        assert "Pick b" in benchmark_texts(tmp_path / name)
+
+
+def test_a_token_merged_across_context_and_choice_keeps_the_text_the_model_reads():
+    """With the GPT-4 split "?" and "\\n" form one token: the context's tokens are then not
+    a prefix of the whole text's, and cutting the whole at the context's length showed the
+    model "...webs?Answer: B" (the newline gone) or "Total: 124" for "Total: 12" + "34".
+    The pair is the whole text's tokens, split where they stop agreeing with the
+    context's."""
+    ranks = [bytes([i]) for i in range(256)] + [b"?\n", b"12", b"123", b"34"]
+    tok = Tokenizer(ranks, GPT4_PATTERN, [BOS, EOS])
+    for ctx, cont in (("Why do webs?", "\nAnswer: Sunlight"), ("Total: 12", "34"),
+                      ("Total: 12", "3"), ("Answer: ", "yes")):
+        head, tail = tasks.encode_pair(tok, ctx, cont)
+        assert tok.decode(head + tail) == ctx + cont and tail, (ctx, cont)
+        assert head == tok.encode(ctx.rstrip())[:len(head)]
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(vocab_size=tok.vocab_size, d_model=32, n_layers=1,
+                                    n_heads=2, seq_len=64))
+    (t,) = tasks.loglikelihoods(model, tok, [("Total: 12", "3")])   # was an error
+    assert t.tokens == 1

@@ -190,3 +190,13 @@ def test_empty_documents_are_bos_eos_and_specials_never_come_from_text(tok, tmp_
     assert stored[""] == [tok.bos_id, tok.eos_id]
     body = stored[f"{BOS}{EOS}<|pad|> plain"][1:-1]
     assert not set(body) & set(tok.special.values())
+
+
+def test_decode_after_gives_a_character_split_at_the_prompt_to_the_continuation():
+    """Probe prompts are cut at any token: a prompt ending inside "é" decodes to U+FFFD
+    alone; the continuation is "é est", not a second U+FFFD and " est"."""
+    tok = bpe.Tokenizer([bytes([i]) for i in range(256)], r"[\s\S]", [BOS, EOS])
+    ids = tok.encode("café est")
+    cut = 4   # "caf" and the first of the two bytes of "é"
+    assert tok.decode_after(ids[:cut], ids[cut:]) == "é est"
+    assert tok.decode_after(ids[:3], ids[3:]) == "é est"   # at a character boundary too

@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import json
+import lzma
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,11 +45,33 @@ _LABEL = re.compile(r"^\s*[A-Z][\w ,'()-]{0,40}:\s+")
 _PROMPT = re.compile(r"\s*\b(?:Answer|A)\s*:\s*$")
 
 
-def _open(path: Path) -> Any:
+COMPRESSED = (".gz", ".bz2", ".xz", ".zst")
+
+
+def open_text(path: Path) -> Any:
+    """A benchmark or task file as text: plain, .gz, .bz2, .xz or .zst (zstandard
+    installed); a UTF-8 BOM is not part of the first record. The eval stage reads its task
+    files through this too, so decontamination reads every file it scores."""
+    name, enc = path.name.lower(), "utf-8-sig"
+    if name.endswith(".zst"):
+        try:
+            import zstandard
+        except ImportError:
+            raise ConfigError(f"{path}: a .zst file needs zstandard: pip install "
+                              "'pretrain[zstd]'") from None
+        raw = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
+        return io.TextIOWrapper(raw, encoding=enc)
+    opener: Any = {".bz2": bz2.open, ".gz": gzip.open, ".xz": lzma.open}.get(
+        Path(name).suffix, open)
+    return opener(path, "rt", encoding=enc)
+
+
+def base_name(path: Path) -> str:
+    """The file name without a compression suffix."""
     name = path.name.lower()
-    opener: Any = bz2.open if name.endswith(".bz2") else gzip.open if name.endswith(".gz") \
-        else open
-    return opener(path, "rt", encoding="utf-8")
+    for suffix in COMPRESSED:
+        name = name.removesuffix(suffix)
+    return name
 
 
 def bare(text: str) -> str:
@@ -170,8 +194,8 @@ def read_items(path: Path) -> Iterator[list[str]]:
                 yield texts
         return
     try:
-        with _open(path) as f:
-            if name.removesuffix(".gz").removesuffix(".bz2").endswith((".jsonl", ".json")):
+        with open_text(path) as f:
+            if base_name(path).endswith((".jsonl", ".json")):
                 for lineno, line in enumerate(f, 1):
                     if not line.strip():
                         continue
@@ -184,8 +208,11 @@ def read_items(path: Path) -> Iterator[list[str]]:
                         yield texts
                 return
             lines = [line.rstrip("\n") for line in f]
-    except (OSError, EOFError, UnicodeDecodeError) as e:
-        raise ConfigError(f"benchmark file {path}: cannot read it ({e})") from None
+    except ConfigError:
+        raise
+    except Exception as e:   # noqa: BLE001 -- each codec raises its own type (LZMAError, ZstdError)
+        raise ConfigError(f"benchmark file {path}: cannot read it ({type(e).__name__}: {e})"
+                          ) from None
     if _is_hellaswag(lines[:12]):
         for i in range(0, len(lines) - 5, 6):
             yield joined([lines[i]], lines[i + 2:i + 6])

@@ -12,11 +12,9 @@ from __future__ import annotations
 import ipaddress
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import ClassVar, Literal
 
 from ..config import PATH, ConfigError
-from ..rundir import file_sha256
 from . import hf_source, warc  # noqa: F401  (register the "huggingface" and "warc" source types)
 from .sources import PythonInstallationSource, SourceConfig
 
@@ -200,11 +198,16 @@ class DecontamConfig:
         """Every benchmark file to decontaminate against, each once."""
         return list(dict.fromkeys(self.benchmarks + self.eval_benchmarks))
 
-    def fingerprint(self) -> list[tuple[str, str]]:
-        """(path, sha256) of the benchmark files ("" for a missing one): part of the data
-        stage's key, by content (benchmark files are small)."""
-        return [(f, file_sha256(Path(f)) if os.path.isfile(f) else "")
-                for f in (self.files() if self.enabled else [])]
+    def fingerprint(self) -> list[tuple[str, int, int]]:
+        """(path, size, mtime) of the benchmark files: part of the data stage's key. Not
+        their sha256, as the eval stage's key has: a rerun of the data stage costs hours
+        where one of the evaluation costs minutes, and changing this key's form would rerun
+        it in every existing run directory."""
+        out = []
+        for f in self.files() if self.enabled else []:
+            st = os.stat(f) if os.path.isfile(f) else None
+            out.append((f, st.st_size if st else -1, st.st_mtime_ns if st else -1))
+        return out
 
 
 @dataclass

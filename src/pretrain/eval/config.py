@@ -22,7 +22,8 @@ def _task_path(spec: str) -> str:
 
 # the keys of results.json beside the held-out domains: no domain may take one of these
 # names (or a dot, which a gate's metric path splits on)
-RESULT_KEYS = ("all", "baselines", "tasks", "core", "contamination", "memorization")
+RESULT_KEYS = ("all", "baselines", "tasks", "core", "contamination", "memorization",
+               "harness")
 
 
 @dataclass

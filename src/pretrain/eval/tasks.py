@@ -20,11 +20,7 @@ file in one of these schemas in ``eval.tasks``.
 
 from __future__ import annotations
 
-import bz2
-import gzip
-import io
 import json
-import lzma
 import math
 import random
 from dataclasses import dataclass
@@ -35,6 +31,7 @@ import numpy as np
 import torch
 
 from ..config import ConfigError
+from ..data.benchmarks import open_text
 from ..log import Progress, log0
 from .config import EvalConfig
 from .files import BUILTIN, resolve
@@ -54,33 +51,12 @@ class Item:
                                                          strict=True)]
 
 
-def _open(path: Path) -> Any:
-    """The file as text: plain, .gz, .bz2, .xz or .zst (zstandard installed); a UTF-8 BOM
-    is not part of the first record."""
-    name, enc = path.name.lower(), "utf-8-sig"
-    if name.endswith(".bz2"):
-        return bz2.open(path, "rt", encoding=enc)
-    if name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding=enc)
-    if name.endswith(".xz"):
-        return lzma.open(path, "rt", encoding=enc)
-    if name.endswith(".zst"):
-        try:
-            import zstandard
-        except ImportError:
-            raise ConfigError(f"{path}: a .zst task file needs zstandard: pip install "
-                              "'pretrain[zstd]'") from None
-        raw = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
-        return io.TextIOWrapper(raw, encoding=enc)
-    return open(path, encoding=enc)
-
-
 def _lines(f: Any, path: Path) -> Any:
     """The file's lines; text that is not UTF-8 (or a compressed file under another name)
     is an error naming the file."""
     try:
         yield from f
-    except (UnicodeDecodeError, OSError, EOFError) as e:
+    except Exception as e:   # noqa: BLE001 -- each codec raises its own type (LZMAError, ZstdError)
         raise ConfigError(f"{path}: not a UTF-8 task file (or not the compression its name "
                           f"says): {type(e).__name__}: {e}") from None
 
@@ -97,7 +73,7 @@ def load(path: Path, kind: str, delimiter: str = " ", limit: int = 0) -> tuple[s
     if not path.is_file():
         raise ConfigError(f"eval task file not found: {path}")
     items: list[Item] = []
-    with _open(path) as f:
+    with open_text(path) as f:
         if kind == "hellaswag":
             lines = [line.rstrip("\n") for line in _lines(f, path)]
             while lines and not lines[-1].strip():
@@ -168,16 +144,23 @@ def _item(rec: dict[str, Any], kind: str, delimiter: str) -> Item:
 
 
 def encode_pair(tok: Any, ctx: str, cont: str) -> tuple[list[int], list[int]]:
-    """(context ids, continuation ids) as lm-eval's Hugging Face model makes them: the
-    context's trailing whitespace goes with the continuation, and the continuation is what
-    the whole text's tokens add after the context's. So a continuation is scored as it
-    tokenizes in running text: a byte-level BPE's leading space merged into its first word,
-    no SentencePiece word prefix of its own."""
+    """(context ids, continuation ids), together the tokens of the whole text ``ctx +
+    cont``, so a continuation is scored as it tokenizes in running text (a byte-level BPE's
+    leading space merged into its first word, no SentencePiece word prefix of its own).
+    As lm-eval's Hugging Face model does, the context's trailing whitespace goes with the
+    continuation; the split is where the whole text's tokens stop agreeing with the
+    context's alone (a token merged across the boundary, "?" + "\n", is scored with the
+    continuation: lm-eval's plain cut there would drop the newline from what the model
+    reads), leaving the continuation one token at least."""
     n = len(ctx) - len(ctx.rstrip())
     if n:
         ctx, cont = ctx[:-n], ctx[-n:] + cont
+    whole = tok.encode(ctx + cont)
     head = tok.encode(ctx) if ctx else []
-    return head, tok.encode(ctx + cont)[len(head):]
+    k = next((i for i, (a, b) in enumerate(zip(head, whole, strict=False)) if a != b),
+             min(len(head), len(whole)))
+    k = min(k, len(whole) - 1) if whole else 0
+    return whole[:k], whole[k:]
 
 
 def loglikelihoods(model: torch.nn.Module, tok: Any, pairs: list[tuple[str, str]],

@@ -56,10 +56,11 @@ class TextTokenizer(ABC):
 
     def decode_after(self, prompt: list[int], new: list[int]) -> str:
         """The text ``new`` adds after ``prompt``: decoded together, the prompt's text taken
-        off (alone, a SentencePiece continuation's first "▁" would decode to no space).
-        ``new`` alone where the prompt's text is not a prefix of the whole (a character
-        split between the two)."""
-        head, whole = self.decode(prompt), self.decode([*prompt, *new])
+        off (alone, a SentencePiece continuation's first "▁" would decode to no space). A
+        character split between the two is the continuation's (the prompt alone decodes
+        its first bytes to U+FFFD)."""
+        head = self.decode(prompt).rstrip("\ufffd")
+        whole = self.decode([*prompt, *new])
         return whole[len(head):] if whole.startswith(head) else self.decode(new)
 
     @abstractmethod

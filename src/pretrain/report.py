@@ -27,10 +27,11 @@ from .eval.gates import check
 from .log import log0
 from .model.config import ModelConfig
 from .plan.laws import read_fit
-from .plan.report import frontier, size
+from .plan.report import duration, frontier, size
 from .run_config import RunConfig, load_config
 from .rundir import changed_upstream, upstream
 from .tokenizer.report import table as tokenizer_table
+from .train import state
 from .train.config import TrainConfig
 
 
@@ -107,15 +108,11 @@ def _stages(root: Path, old: dict[str, list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _seconds(t: float) -> str:
-    return f"{t:.3g}" if t < 100 else f"{t:,.0f}"
-
-
 def _unfinished(root: Path) -> str:
     """A train stage without a manifest: not run, or stopped with checkpoints kept (a rerun
     of the same config resumes from the latest)."""
-    steps = [int(c.name.split("-")[1]) for c in root.glob("checkpoints/*/step-*")
-             if c.is_dir() and c.name.split("-")[1].isdigit()]
+    steps = [state.step_of(c) for key in root.glob("checkpoints/*")
+             for c in state.complete(key)]
     return f"not complete (checkpoints up to step {max(steps):,}; a rerun resumes)" \
         if steps else "not run"
 
@@ -330,7 +327,7 @@ def _plan(root: Path) -> str:
     tokens = c.get("tokens_seen", 0)
     flops = model.flops_per_token() * tokens
     text = _block(size(model)) + (
-        f"\n{tokens:,} tokens, {flops:.3g} FLOPs in {_seconds(c.get('train_time_s', 0))} s of steps "
+        f"\n{tokens:,} tokens, {flops:.3g} FLOPs in {duration(c.get('train_time_s', 0))} of steps "
         f"on {c.get('device')} x {c.get('processes', 1)}"
         + (f" (MFU {c['mfu_median']:.1%} of {c.get('peak_gflops')} GFLOP/s)" if c.get("mfu_median") else "")
         + ".\n\n")

@@ -43,7 +43,7 @@ from ..config import ConfigError
 from ..log import Progress, log0
 from .config import EvalConfig
 from .files import TASKS, CoreTask
-from .scoring import device_of, score_tails, seq_len_of
+from .scoring import common_prefix, device_of, score_tails, seq_len_of
 from .tasks import Item, load, shot_indices
 
 GPT2_XL_CORE = 0.256525  # nanochat's reference: GPT-2 1.5B on all 22 tasks
@@ -66,23 +66,15 @@ def sequences(it: Item, kind: str, delim: str, shots: list[Item], tok: Any
         full = bos + tok.encode(ctx + it.continuations[0])
         n = len(full) - len(without)
         if full[:len(without)] != without:  # the tokenizer merged across the boundary
-            n = len(full) - _common_prefix([full, without])
+            n = len(full) - common_prefix([full, without])
         return [(full, max(n, 1))]
     rows = [bos + tok.encode(prefix + c + delim + x)
             for c, x in zip(it.contexts, it.continuations, strict=True)]
     if kind == "mc":
-        shared = _common_prefix(rows)
+        shared = common_prefix(rows)
         return [(r, max(len(r) - shared, 1)) for r in rows]
-    shared = _common_prefix([r[::-1] for r in rows])  # schema: the shared suffix
+    shared = common_prefix([r[::-1] for r in rows])  # schema: the shared suffix
     return [(r, max(min(shared, len(r) - 1), 1)) for r in rows]
-
-
-def _common_prefix(rows: list[list[int]]) -> int:
-    n = min(len(r) for r in rows)
-    for i in range(n):
-        if any(r[i] != rows[0][i] for r in rows[1:]):
-            return i
-    return n
 
 
 def score_task(model: torch.nn.Module, tok: Any, task: CoreTask, items: list[Item],

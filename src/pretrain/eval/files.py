@@ -103,16 +103,12 @@ TASKS: tuple[CoreTask, ...] = (
 )
 
 
-def _task_paths(cfg: EvalConfig, first_core_only: bool) -> list[Path]:
-    """The task files of ``cfg`` and, with ``core``, CORE's: each CORE task's first file
-    found, or (for the stage key) every candidate, since adding a preferred one changes
-    what is read."""
+def _task_paths(cfg: EvalConfig) -> list[Path]:
+    """The task files of ``cfg`` and, with ``core``, every candidate file of each CORE task
+    (for the stage key: adding a preferred one changes what is read)."""
     paths = [p for _, p, _, _ in resolve(cfg.tasks, cfg.tasks_dir)]
     if cfg.core:
-        for t in TASKS:
-            candidates = [Path(cfg.tasks_dir) / f for f in t.files]
-            paths += [p for p in candidates if p.is_file()][:1] if first_core_only \
-                else candidates
+        paths += [Path(cfg.tasks_dir) / f for t in TASKS for f in t.files]
     return paths
 
 
@@ -133,7 +129,7 @@ def benchmark_files(cfg: EvalConfig) -> list[str]:
     """The benchmark files this config scores that exist here (a missing one is skipped
     by the eval stage with a line in its log): the data stage decontaminates against
     them (``data.decontam.from_eval``)."""
-    return list(dict.fromkeys(str(p) for p in _task_paths(cfg, True) if p.is_file()))
+    return list(dict.fromkeys(str(p) for p in scored(cfg).values()))
 
 
 def fingerprint(cfg: EvalConfig) -> list[tuple[str, str]]:
@@ -141,7 +137,7 @@ def fingerprint(cfg: EvalConfig) -> list[tuple[str, str]]:
     exists: its tasks, the CORE files when ``core`` is on, lm-eval's task YAMLs. Contents,
     not size and time: an edit that keeps both (labels fixed in place, a copy with its
     times kept) still reruns the evaluation."""
-    paths = _task_paths(cfg, False)
+    paths = _task_paths(cfg)
     if cfg.harness_include:
         paths += sorted(Path(cfg.harness_include).glob("**/*"))
     return [(str(p), file_sha256(p)) for p in paths if p.is_file()]

@@ -128,3 +128,12 @@ def score_tails(model: torch.nn.Module, rows: Sequence[tuple[Row, int]], seq_len
                 prefix = hits.index(False) if False in hits else n
                 out[i] = Tail(float(tail.gather(1, target[:, None]).sum()), n, prefix)
     return [out[i] for i in range(len(cut))]
+
+
+def common_prefix(rows: list[list[int]]) -> int:
+    """How many leading ids all ``rows`` share."""
+    n = min(len(r) for r in rows)
+    for i in range(n):
+        if any(r[i] != rows[0][i] for r in rows[1:]):
+            return i
+    return n

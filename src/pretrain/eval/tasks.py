@@ -36,7 +36,7 @@ from ..log import Progress, log0
 from .config import EvalConfig
 from .files import BUILTIN, resolve
 from .loss import score
-from .scoring import Tail, device_of, score_tails, seq_len_of, windows
+from .scoring import Tail, common_prefix, device_of, score_tails, seq_len_of, windows
 
 
 @dataclass
@@ -157,9 +157,7 @@ def encode_pair(tok: Any, ctx: str, cont: str) -> tuple[list[int], list[int]]:
         ctx, cont = ctx[:-n], ctx[-n:] + cont
     whole = tok.encode(ctx + cont)
     head = tok.encode(ctx) if ctx else []
-    k = next((i for i, (a, b) in enumerate(zip(head, whole, strict=False)) if a != b),
-             min(len(head), len(whole)))
-    k = min(k, len(whole) - 1) if whole else 0
+    k = min(common_prefix([head, whole]), len(whole) - 1) if whole else 0
     return whole[:k], whole[k:]
 
 

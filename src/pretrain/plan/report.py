@@ -17,7 +17,7 @@ from ..model.config import ModelConfig
 from .laws import BESIROGLU, HOFFMANN, Law, chinchilla_rule
 from .memory import GB, Split, estimate, largest_batch
 
-__all__ = ["GB", "Split", "Shape", "estimate", "frontier", "memory", "size", "suggest",
+__all__ = ["GB", "Split", "Shape", "duration", "estimate", "frontier", "memory", "size", "suggest",
            "time_and_cost"]
 
 
@@ -46,7 +46,7 @@ def _n(x: float) -> str:
     return f"{x:.3g}"
 
 
-def _time(seconds: float) -> str:
+def duration(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.1f} s"
     if seconds < 3600:
@@ -119,7 +119,7 @@ def time_and_cost(flops: float, acc: hardware.Accelerator, gpus: int, mfu: float
     seconds = flops / (gpus * peak * mfu)
     dollars = seconds / 3600 * gpus * (price if price is not None else acc.dollars_per_hour)
     return (f"{flops:.3g} FLOPs on {gpus} x {acc.name} ({acc.peak_tflops[precision]:g} "
-            f"TFLOP/s {precision}) at MFU {mfu:.0%}: {_time(seconds)} "
+            f"TFLOP/s {precision}) at MFU {mfu:.0%}: {duration(seconds)} "
             f"({seconds * gpus / 3600:,.0f} GPU-hours, ${dollars:,.0f} at "
             f"${price if price is not None else acc.dollars_per_hour:g}/GPU-hour)")
 

@@ -48,9 +48,10 @@ def _cfg(**kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
-def _run(tokens: Path, out: Path, ckpt: Path, **kw) -> dict:
+def _run(tokens: Path, out: Path, ckpt: Path, device: str = "auto", **kw) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    return train(_cfg(**kw), MODEL, tokens, RunPaths(out, checkpoints=ckpt), seed=3)
+    return train(_cfg(**kw), MODEL, tokens, RunPaths(out, checkpoints=ckpt), seed=3,
+                 device=device)
 
 
 def _losses(out: Path) -> list[tuple[int, float]]:
@@ -334,7 +335,7 @@ def test_embed_lr_mult_scales_the_embedding_tables_steps_only(tokens, tmp_path, 
 
     def snapshot(self, data_pos):
         if data_pos == 0:
-            first.update({k: v.detach().clone() for k, v in self.model.state_dict().items()})
+            first.update({k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()})
         return real(self, data_pos)
 
     monkeypatch.setattr(Trainer, "forward_backward", snapshot)
@@ -448,8 +449,9 @@ def test_fp16_scales_the_loss_skips_overflow_and_resumes_exactly(tokens, tmp_pat
 
 
 def test_fp8_without_a_hopper_gpu_is_a_clear_error(tokens, tmp_path):
+    """On the CPU of any machine (a GPU machine's too: there "auto" is its GPU)."""
     with pytest.raises(ConfigError, match="'fp8' needs a Hopper GPU or newer"):
-        _run(tokens, tmp_path / "a", tmp_path / "ckpt", precision="fp8")
+        _run(tokens, tmp_path / "a", tmp_path / "ckpt", device="cpu", precision="fp8")
 
 
 def test_compile_on_cpu_without_a_cxx_compiler_is_a_clear_error(tokens, tmp_path, monkeypatch):
@@ -459,7 +461,7 @@ def test_compile_on_cpu_without_a_cxx_compiler_is_a_clear_error(tokens, tmp_path
     monkeypatch.setattr(inductor.cpp, "cxx", (None, "no-such-cxx"))
     with pytest.raises(ConfigError, match="train.compile on CPU needs a C\\+\\+ compiler: "
                                           "no-such-cxx is not on PATH"):
-        _run(tokens, tmp_path / "a", tmp_path / "ckpt", compile=True)
+        _run(tokens, tmp_path / "a", tmp_path / "ckpt", device="cpu", compile=True)
     assert not (tmp_path / "a" / "log.jsonl").exists()
 
 

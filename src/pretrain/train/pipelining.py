@@ -49,7 +49,11 @@ class _Stage(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)[0]  # type: ignore[no-any-return]
+        # contiguous: the last stage's logits are a view of the padded vocabulary's, and
+        # torch 2.11's schedules check an output's strides against a contiguous tensor of
+        # its shape (a PipeliningShapeError at the first evaluation); on the last stage only
+        # with a padded vocabulary is this a copy
+        return self.net(x)[0].contiguous()  # type: ignore[no-any-return]
 
 
 def _loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -66,9 +70,15 @@ class Pipeline:
         from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
         self.first, self.last, self.microbatches = stage == 0, stage == pp - 1, microbatches
         self.device = device
-        self.stage = PipelineStage(_Stage(net), stage, pp, device, group=group)
         kind = Schedule1F1B if schedule == "1F1B" else ScheduleGPipe
-        self.schedule = kind(self.stage, microbatches, loss_fn=_loss)
+        self.schedule = kind(PipelineStage(_Stage(net), stage, pp, device, group=group),
+                             microbatches, loss_fn=_loss)
+        # scoring runs a stage and schedule of its own over the same module: a stage makes
+        # its receive buffers at its first run, and in torch 2.11 they need gradients only
+        # if that run had a backward, so an evaluation first (step 0) left the training
+        # schedule's without (its first backward then failed with "gradients None")
+        self.scorer = kind(PipelineStage(_Stage(net), stage, pp, device, group=group),
+                           microbatches, loss_fn=_loss)
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> float | None:
         """Forward and backward of the batch; its mean loss on the last stage, else None."""
@@ -80,7 +90,7 @@ class Pipeline:
     def nll(self, x: torch.Tensor, y: torch.Tensor) -> float | None:
         """Summed negative log-likelihood of the batch's scored targets, on the last stage."""
         losses: list[torch.Tensor] = []
-        self._run(self.schedule.eval, x, y, losses)
+        self._run(self.scorer.eval, x, y, losses)
         if not self.last:
             return None
         counts = [int((c >= 0).sum()) for c in y.tensor_split(self.microbatches)]
@@ -113,7 +123,9 @@ class Pipeline:
         return out
 
     def _run(self, fn: Any, x: torch.Tensor, y: torch.Tensor, losses: list[torch.Tensor]) -> None:
-        args = (x,) if self.first else ()
+        # contiguous: a batch is a view of its (B, T + 1) windows, whose strides torch
+        # 2.11 checks against a contiguous input's
+        args = (x.contiguous(),) if self.first else ()
         if self.last:
             fn(*args, target=y, losses=losses)
         else:

@@ -44,7 +44,7 @@ CONFIGS = [
 ]
 
 CHILD = r"""
-import json, sys, torch
+import gc, json, sys, torch
 torch.set_num_threads(1)
 from pretrain.model.config import ModelConfig
 from pretrain.plan.memory import estimate
@@ -52,24 +52,29 @@ from pretrain.train.config import TrainConfig
 from pretrain.train.optim import make_optimizer
 from pretrain.train.parallelize import Layout, build
 
-def rss():
-    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) * 1024
+def rss(key):
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(key)) * 1024
+
+def train(batch):
+    x = torch.randint(0, cfg.vocab_size, (batch, cfg.seq_len + 1))
+    model, net = build(cfg, tc, Layout(tc.parallel.degrees(1)), torch.device("cpu"))
+    opt = make_optimizer(model, tc)
+    for _ in range(2):  # the second step holds the optimizer state and the activations
+        _, loss = net(x[:, :-1], x[:, 1:], fused_loss=True)   # the loop's chunked loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
 
 kw, batch, ac = json.loads(sys.argv[1])
 cfg = ModelConfig(**kw)
 tc = TrainConfig(activation_checkpointing=ac)
-x = torch.randint(0, cfg.vocab_size, (batch, cfg.seq_len + 1))
-before = rss()
-model, net = build(cfg, tc, Layout(tc.parallel.degrees(1)), torch.device("cpu"))
-opt = make_optimizer(model, tc)
-for _ in range(2):  # the second step holds the optimizer state and the activations
-    _, loss = net(x[:, :-1], x[:, 1:], fused_loss=True)   # the loop's chunked loss
-    loss.backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
+train(1)   # the same code on one row first: what torch loads on a first run (code pages,
+gc.collect()   # kernel tables) is resident from then on and is none of the estimate's
+before = rss("VmRSS")
+train(batch)
 est = estimate(cfg, batch, checkpointing=ac)
-print(json.dumps({"measured": rss() - before, "estimate": est.total, "parts": est.as_gb(),
-                  "params": cfg.num_params()}))
+print(json.dumps({"measured": rss("VmHWM") - before, "estimate": est.total,
+                  "parts": est.as_gb(), "params": cfg.num_params()}))
 """
 
 

@@ -83,16 +83,18 @@ def test_activation_counts_are_what_autograd_saves(kw, fused):
 
 
 @pytest.mark.slow
-def test_the_memory_estimate_is_within_15_percent_of_measured_peaks():
-    """Peak resident memory of 3 real training steps in a fresh process, for seven configs
+def test_the_memory_estimate_is_within_10_percent_of_measured_peaks():
+    """Peak resident memory of 2 real training steps in a fresh process, for seven configs
     (three architectures, batch, sequence length, activation checkpointing), against the
-    estimate: ``bench/memory_vs_estimate.py`` measures, this asserts."""
+    estimate: ``bench/memory_vs_estimate.py`` measures, this asserts. The same with torch
+    2.11 and 2.13 (what torch loads on its first run is resident before measuring); summing
+    gradients and activations as if alive together read 0.86 with checkpointing."""
     spec = importlib.util.spec_from_file_location("memory_bench", ROOT / "bench" / "memory_vs_estimate.py")
     bench = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(bench)  # type: ignore[union-attr]
     ratios = {name: r["measured"] / r["estimate"] for name, r in bench.measure_all()}
     assert len(ratios) >= 6
-    assert all(0.85 <= v <= 1.15 for v in ratios.values()), ratios
+    assert all(0.90 <= v <= 1.10 for v in ratios.values()), ratios
 
 
 def test_memory_divides_as_the_layout_says():
@@ -257,7 +259,8 @@ def _row(argv: list[str], capsys) -> str:
 
 
 def _total(row: str) -> float:
-    return float(row.split()[7])   # weights grads optim activ. work total, after "*1 device"
+    return float(row.split()[8])   # weights grads optim activ. work overlap total, after
+    #                                "*1 device"
 
 
 def test_the_plan_follows_the_configured_loss_precision_and_checkpointing(capsys):

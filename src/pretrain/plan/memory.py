@@ -25,9 +25,14 @@ training uses otherwise) the gradient of the head input, which that loss's forwa
 computes and keeps. With activation checkpointing a layer keeps only its input (``d``) and
 one layer's activations are rebuilt at a time. On a GPU with bf16 autocast the same
 elements are counted at 2 bytes except the norms' statistics (on an H100, compiled runs
-measured 0.84-1.14x the estimate; README). The working set adds the fused loss's chunk of
+measured 0.90-1.19x the estimate; README). The working set adds the fused loss's chunk of
 logits (or the plain loss's two logits-sized gradients that backward starts with), under
 FSDP one block's gathered weights and the root's, under DDP its gradient buckets.
+Activations and gradients are not all alive at once: the forward ends holding the
+activations and the loss's working set (the fused loss has the head's gradient by then),
+backward frees a layer's activations as it fills that layer's gradients and ends holding
+the gradients (and one layer's rebuilt activations under checkpointing); the peak is the
+larger end, and ``overlap`` is what the sum of the parts counts twice.
 """
 
 from __future__ import annotations
@@ -73,10 +78,15 @@ class Memory:
     optimizer: float
     activations: float
     working: float
+    # what is never alive at once, subtracted: the forward ends with the activations and
+    # the loss's working set, backward frees them as the gradients fill, and ends with
+    # the gradients (and, with activation checkpointing, one layer's rebuilt activations)
+    overlap: float = 0.0
 
     @property
     def total(self) -> float:
-        return self.weights + self.grads + self.optimizer + self.activations + self.working
+        return (self.weights + self.grads + self.optimizer + self.activations + self.working
+                - self.overlap)
 
     def as_gb(self) -> dict[str, float]:
         return {k: round(v / GB, 3) for k, v in {**asdict(self), "total": self.total}.items()}
@@ -174,13 +184,16 @@ def estimate(cfg: ModelConfig, batch: int, *, layout: Split | None = None,
     else:  # backward starts with two gradients of the logits' size alive (the loss's, then
         # the log-softmax's), beside the saved activations
         working = 2 * 4 * batch * cfg.seq_len * cfg.padded_vocab / layout.tp
+    # the peak is the larger of the forward's end and the backward's (module doc)
+    rebuilt = act_bytes * tokens * per_layer if checkpointing else 0.0
+    overlap = min(grads, activations + working - rebuilt)
     if low:
         working += 2 * params  # autocast's low-precision copies of the weights in use
     if shard > 1:  # FSDP: one block gathered at a time, and the root's parameters
         working += 4 * (per_layer_params / layout.tp + (params - L * per_layer_params / layout.tp))
     if layout.dp_replicate > 1 and shard == 1:
         working += 4 * params  # DDP's gradient buckets
-    return Memory(weights, grads, opt, activations, working)
+    return Memory(weights, grads, opt, activations, working, overlap)
 
 
 def largest_batch(cfg: ModelConfig, memory_bytes: float, **kw: object) -> int:

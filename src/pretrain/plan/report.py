@@ -90,7 +90,7 @@ def layouts(cfg: ModelConfig, shape: Shape, gpus: int) -> list[Split]:
 
 def memory(cfg: ModelConfig, shape: Shape, gpus: int, device_gb: float | None) -> str:
     lines = [f"{'layout':<22}{'weights':>9}{'grads':>8}{'optim':>8}{'activ.':>8}{'work':>7}"
-             f"{'total':>8}{'with AC':>9}  GB per device" + (f" (fits {device_gb:g} GB?)"
+             f"{'overlap':>8}{'total':>8}{'with AC':>9}  GB per device" + (f" (fits {device_gb:g} GB?)"
                                                             if device_gb else "")]
     for lay in layouts(cfg, shape, gpus):
         kw = dict(layout=lay, optimizer=shape.optimizer, precision=shape.precision,
@@ -104,8 +104,8 @@ def memory(cfg: ModelConfig, shape: Shape, gpus: int, device_gb: float | None) -
                 else "  no (yes with AC)" if ac.total <= device_gb * GB else "  no"
             fits += f", largest micro-batch {best}" + (" with AC" if shape.checkpointing else "")
         mark = "*" if lay is layouts(cfg, shape, gpus)[0] else " "
-        cols = zip((m.weights, m.grads, m.optimizer, m.activations, m.working, m.total,
-                    ac.total), (8, 7, 7, 7, 6, 7, 8), strict=True)
+        cols = zip((m.weights, m.grads, m.optimizer, m.activations, m.working, -m.overlap,
+                    m.total, ac.total), (8, 7, 7, 7, 6, 7, 7, 8), strict=True)
         lines.append(f"{mark}{lay.name():<21}" + "".join(f" {v / GB:>{w}.2f}" for v, w in cols)
                      + fits)
     lines.append(f"(* the configured layout; micro-batch {shape.batch} x {cfg.seq_len} tokens, "

@@ -109,7 +109,8 @@ def memory(cfg: ModelConfig, shape: Shape, gpus: int, device_gb: float | None) -
         lines.append(f"{mark}{lay.name():<21}" + "".join(f" {v / GB:>{w}.2f}" for v, w in cols)
                      + fits)
     lines.append(f"(* the configured layout; micro-batch {shape.batch} x {cfg.seq_len} tokens, "
-                 f"{shape.precision}, {shape.optimizer}; activations scale with the micro-batch)")
+                 f"{shape.precision}, {shape.optimizer}; activations scale with the micro-batch;"
+                 " overlap: backward frees activations as gradients fill, never all alive)")
     return "\n".join(lines)
 
 

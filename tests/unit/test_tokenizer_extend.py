@@ -155,3 +155,21 @@ def test_an_hf_directory_is_read_for_its_own_tokenizer(tok: Tokenizer, tmp_path:
     save_pretrained(tok, tmp_path / "hf", 1024)
     assert model_tokens(tmp_path / "hf", ours=False) == id_bytes(tok)
     assert model_tokens(tmp_path / "hf" / "x", ours=True) == id_bytes(other)  # a folder of ours
+
+
+def test_a_word_holding_a_special_token_is_skipped_and_the_export_keeps_its_ids(tmp_path: Path):
+    """A split regex of one's own can leave "<|bos|>" whole: added as a plain token it took
+    the special token's name in the export (HF's BOS became another id than ours)."""
+    own = bpe.train(iter(CORPUS), TokenizerConfig(vocab_size=600, pattern=r" ?\S+|\s+"))
+    new, report = extend(own, ["<|bos|>", "x<|eos|>", "pharmacokinetics"])
+    assert report["skipped"] == ["'<|bos|>': holds the special token '<|bos|>'",
+                                 "' <|bos|>': holds the special token '<|bos|>'",
+                                 "'x<|eos|>': holds the special token '<|eos|>'",
+                                 "' x<|eos|>': holds the special token '<|eos|>'"]
+    assert report["added"] == ["pharmacokinetics", " pharmacokinetics"]
+    pytest.importorskip("transformers", reason="HF export needs transformers")
+    from transformers import PreTrainedTokenizerFast
+    save_pretrained(new, tmp_path, 1024)
+    hf = PreTrainedTokenizerFast.from_pretrained(str(tmp_path))
+    assert (hf.bos_token_id, hf.eos_token_id, len(hf)) == (new.bos_id, new.eos_id, new.vocab_size)
+    assert hf(TEXT, add_special_tokens=False)["input_ids"] == new.encode(TEXT)

@@ -81,6 +81,71 @@ def test_unsupported_files_are_refused_with_the_reason(tmp_path: Path):
         pretrained.load(str(bad), "x", ["<|bos|>", "<|eos|>"], "", "")
 
 
+def test_bos_and_eos_names_are_honoured_or_refused_naming_the_file():
+    """``tokenizer.bos_token`` / ``eos_token`` on a GPT-2 folder and on Llama-3 (both were
+    ignored: an instruct model's <|eot_id|> silently stayed <|end_of_text|>)."""
+    llama3 = "llama3:" + str(shared_data("tokenizers/llama3/tokenizer.model"))
+    tok = pretrained.load(llama3, "", [], "", "<|eot_id|>")
+    assert (tok.bos_id, tok.eos_id) == (128000, 128009)
+    gpt2 = shared_data("tokenizers/gpt2")
+    with pytest.raises(ConfigError, match=f"{gpt2}: tokenizer.bos_token = '<\\|nope\\|>' is "
+                                          "not one of its special tokens \\(<\\|endoftext"):
+        pretrained.load(str(gpt2), "", [], "<|nope|>", "")
+    with pytest.raises(ConfigError, match="tokenizer.eos_token = 'x' .*, \\.\\.\\.\\)"):
+        pretrained.load(llama3, "", [], "", "x")
+
+
+def _hf_file(tmp_path: Path) -> dict:
+    from pretrain.tokenizer import bpe
+    from pretrain.tokenizer.config import TokenizerConfig
+    from pretrain.tokenizer.hf import save_pretrained
+    pytest.importorskip("transformers", reason="HF export needs transformers")
+    tok = bpe.train(iter([Path(json.__file__).read_text()]), TokenizerConfig(vocab_size=300))
+    save_pretrained(tok, tmp_path / "hf", 1024)
+    tok.save(tmp_path / "ours.json")
+    return json.loads((tmp_path / "hf" / "tokenizer.json").read_text())
+
+
+@pytest.mark.parametrize("damage, why", [
+    (lambda o: o["model"].pop("merges"), "KeyError: 'merges'"),
+    (lambda o: o["model"]["merges"].__setitem__(0, ["a", "b", "c"]), "ValueError: too many"),
+    (lambda o: o.__setitem__("pre_tokenizer", "ByteLevel"), "AttributeError"),
+    (lambda o: o["added_tokens"][0].pop("content"), "KeyError: 'content'"),
+    (lambda o: o["added_tokens"][0].__setitem__("id", "x"), "ValueError: invalid literal"),
+])
+def test_a_malformed_hf_tokenizer_file_is_one_line_naming_it(tmp_path: Path, damage, why: str):
+    """Each of these was a traceback (KeyError, ValueError, AttributeError) out of the CLI."""
+    obj = _hf_file(tmp_path)
+    damage(obj)
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(obj))
+    with pytest.raises(ConfigError, match=f"'{path}': not a well-formed tokenizer file .*{why}"):
+        pretrained.load(str(path), "", [], "", "")
+
+
+@pytest.mark.parametrize("damage, why", [
+    (lambda o: o.pop("ranks"), "KeyError: 'ranks'"),
+    (lambda o: o["ranks"].__setitem__(3, "not base64!"), "Error: "),
+    (lambda o: o.__setitem__("bos", "<|nope|>"), "'<\\|nope\\|>' is not one of the special"),
+])
+def test_a_damaged_tokenizer_of_ours_is_one_line_naming_it(tmp_path: Path, damage, why: str):
+    _hf_file(tmp_path)
+    obj = json.loads((tmp_path / "ours.json").read_text())
+    damage(obj)
+    (tmp_path / "ours.json").write_text(json.dumps(obj))
+    with pytest.raises(ConfigError, match=f"{tmp_path / 'ours.json'}: .*{why}"):
+        Tokenizer.load(tmp_path / "ours.json")
+
+
+def test_a_gpt2_merges_file_without_its_version_header_loads(tmp_path: Path):
+    src = shared_data("tokenizers/gpt2")
+    (tmp_path / "encoder.json").write_bytes((src / "encoder.json").read_bytes())
+    lines = (src / "vocab.bpe").read_text(encoding="utf-8").split("\n")
+    assert lines[0].startswith("#version")
+    (tmp_path / "vocab.bpe").write_text("\n".join(lines[1:]), encoding="utf-8")
+    assert pretrained.load(str(tmp_path), "", [], "", "").encode("Hello world") == [15496, 995]
+
+
 def test_merge_order_that_ranks_cannot_express_is_refused(tmp_path: Path):
     from pretrain.tokenizer.bytelevel import byte_to_unicode
     table = byte_to_unicode()

@@ -136,13 +136,21 @@ class Tokenizer(TextTokenizer):
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any], path: Path) -> Tokenizer:
-        if obj.get("format") != FORMAT:
-            raise ConfigError(f"{path}: unknown tokenizer format {obj.get('format')!r}")
-        ranks = [base64.b64decode(s) for s in obj["ranks"]]
-        special = {k: int(v) for k, v in obj["special_tokens"].items()}
-        added = [AddedToken(int(a["id"]), base64.b64decode(a["bytes"]), [int(i) for i in a["parts"]])
-                 for a in obj.get("added", [])]
-        return cls(ranks, obj["pattern"], special, obj.get("bos", BOS), obj.get("eos", EOS), added)
+        if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+            found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
+            raise ConfigError(f"{path}: unknown tokenizer format {found!r}")
+        try:
+            ranks = [base64.b64decode(s, validate=True) for s in obj["ranks"]]
+            special = {k: int(v) for k, v in obj["special_tokens"].items()}
+            added = [AddedToken(int(a["id"]), base64.b64decode(a["bytes"], validate=True),
+                                [int(i) for i in a["parts"]]) for a in obj.get("added", [])]
+            pattern = obj["pattern"]
+        except (KeyError, TypeError, AttributeError, ValueError) as e:  # binascii.Error too
+            raise ConfigError(f"{path}: a damaged tokenizer file ({type(e).__name__}: {e})") from None
+        try:
+            return cls(ranks, pattern, special, obj.get("bos", BOS), obj.get("eos", EOS), added)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
 
 
 def training_sample(docs: Iterator[dict], cfg: TokenizerConfig,

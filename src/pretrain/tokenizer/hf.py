@@ -218,6 +218,7 @@ def save_pretrained(tok: TextTokenizer, out: Path, model_max_length: int) -> Non
         hf = to_hf(tok)
     else:
         raise TypeError(f"no Hugging Face export for {type(tok).__name__}")
+    out.mkdir(parents=True, exist_ok=True)
     hf.save(str(out / "tokenizer.json"))
     cfg: dict[str, Any] = {
         "tokenizer_class": "PreTrainedTokenizerFast",  # 5.x writes TokenizersBackend: 4.x fails

@@ -69,22 +69,38 @@ def _ranks_from_vocab(vocab: dict[str, int], merges: list[tuple[str, str]], wher
     return ranks
 
 
-def load_gpt2(folder: Path) -> Tokenizer:
+def _named(special: dict[str, int], bos: str, eos: str, default_bos: str, default_eos: str,
+           where: Path) -> tuple[str, str]:
+    """``tokenizer.bos_token`` / ``eos_token`` ('' = the tokenizer's own), each one of its
+    special tokens."""
+    bos, eos = bos or default_bos, eos or default_eos
+    for key, name in (("bos_token", bos), ("eos_token", eos)):
+        if name not in special:
+            raise ConfigError(f"{where}: tokenizer.{key} = {name!r} is not one of its special "
+                              f"tokens ({', '.join(sorted(special)[:6])}"
+                              f"{', ...' if len(special) > 6 else ''})")
+    return bos, eos
+
+
+def load_gpt2(folder: Path, bos: str = "", eos: str = "") -> Tokenizer:
     """OpenAI's ``encoder.json`` + ``vocab.bpe``: 50,257 ids, ``<|endoftext|>`` = 50256 as
-    both BOS and EOS."""
+    both BOS and EOS (its only special token)."""
     enc_path, bpe_path = folder / "encoder.json", folder / "vocab.bpe"
     try:
         encoder: dict[str, int] = json.loads(enc_path.read_text(encoding="utf-8"))
         lines = bpe_path.read_text(encoding="utf-8").split("\n")
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{folder}: cannot read GPT-2 encoder.json / vocab.bpe: {e}") from None
-    merges = [tuple(line.split(" ")) for line in lines[1:] if line]  # line 0: "#version"
+    if lines and lines[0].startswith("#version"):
+        lines = lines[1:]  # the header OpenAI's file has; a copy may lack it
+    merges = [tuple(line.split(" ")) for line in lines if line]
     eot = "<|endoftext|>"
     if eot not in encoder:
         raise ConfigError(f"{enc_path}: no {eot} entry; not GPT-2's encoder.json")
     special = {eot: encoder.pop(eot)}
+    bos, eos = _named(special, bos, eos, eot, eot, folder)
     ranks = _ranks_from_vocab(encoder, merges, str(folder))  # type: ignore[arg-type]
-    return Tokenizer(ranks, GPT2_PATTERN, special, bos=eot, eos=eot)
+    return Tokenizer(ranks, GPT2_PATTERN, special, bos=bos, eos=eos)
 
 
 def _hf_pattern(pre: dict[str, Any] | None, where: str) -> str:
@@ -163,22 +179,40 @@ def read_tiktoken(path: Path) -> list[bytes]:
     return [ranks[i] for i in range(len(ranks))]
 
 
-def load_llama3(path: Path) -> Tokenizer:
+def load_llama3(path: Path, bos: str = "", eos: str = "") -> Tokenizer:
+    """Meta's Llama-3 ``tokenizer.model``; BOS/EOS its ``<|begin_of_text|>`` /
+    ``<|end_of_text|>`` unless named (an instruct model's ``<|eot_id|>``, say)."""
     ranks = read_tiktoken(path)
     special = {t: len(ranks) + i for i, t in enumerate(LLAMA3_SPECIALS)}
-    return Tokenizer(ranks, LLAMA3_PATTERN, special, bos="<|begin_of_text|>", eos="<|end_of_text|>")
+    bos, eos = _named(special, bos, eos, "<|begin_of_text|>", "<|end_of_text|>", path)
+    return Tokenizer(ranks, LLAMA3_PATTERN, special, bos=bos, eos=eos)
 
 
 def load(spec: str, pattern: str, special_tokens: list[str], bos: str, eos: str) -> TextTokenizer:
-    """``tokenizer.pretrained``: see the module docstring for what ``spec`` may be."""
+    """``tokenizer.pretrained``: see the module docstring for what ``spec`` may be. A file
+    whose structure is not what its kind has (a missing key, a field of another type, a
+    merge line that is not two pieces) is a one-line error naming it."""
+    try:
+        return _load(spec, pattern, special_tokens, bos, eos)
+    except ConfigError as e:
+        if str(parse_spec(spec)[1]) in str(e):
+            raise
+        raise ConfigError(f"tokenizer.pretrained = {spec!r}: {e}") from None
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as e:
+        raise ConfigError(f"tokenizer.pretrained = {spec!r}: not a well-formed tokenizer file "
+                          f"({type(e).__name__}: {e})") from None
+
+
+def _load(spec: str, pattern: str, special_tokens: list[str], bos: str, eos: str
+          ) -> TextTokenizer:
     kind, path = parse_spec(spec)
     if kind == "llama3":
-        return load_llama3(path)
+        return load_llama3(path, bos, eos)
     if kind == "sentencepiece" or (path.suffix == ".model" and not path.is_dir()):
         return spm.load_model(path, bos, eos)
     if path.is_dir():
         if (path / "encoder.json").is_file() and (path / "vocab.bpe").is_file():
-            return load_gpt2(path)
+            return load_gpt2(path, bos, eos)
         if (path / "tokenizer.json").is_file():
             return load_hf(path / "tokenizer.json", bos, eos)
         raise ConfigError(f"tokenizer.pretrained: {path} holds neither encoder.json + vocab.bpe "

@@ -173,3 +173,24 @@ def test_a_word_holding_a_special_token_is_skipped_and_the_export_keeps_its_ids(
     hf = PreTrainedTokenizerFast.from_pretrained(str(tmp_path))
     assert (hf.bos_token_id, hf.eos_token_id, len(hf)) == (new.bos_id, new.eos_id, new.vocab_size)
     assert hf(TEXT, add_special_tokens=False)["input_ids"] == new.encode(TEXT)
+
+
+def test_an_extended_tokenizer_is_loaded_again_from_our_file_not_its_hf_export(
+        tok: Tokenizer, tmp_path: Path):
+    """A run's own tokenizer.json (domain tokens included) is a ``tokenizer.pretrained`` for
+    the next run; its HF export, whose domain tokens sit after the special tokens, is
+    refused with where to look instead (it said "ids are not 0..N without gaps")."""
+    from pretrain.config import ConfigError
+    from pretrain.tokenizer import pretrained
+    new, _ = extend(tok, ["pharmacokinetics", "immunohistochemistry"])
+    (tmp_path / "run").mkdir()
+    new.save(tmp_path / "run" / "tokenizer.json")
+    again = pretrained.load(str(tmp_path / "run"), "", [], "", "")
+    assert isinstance(again, Tokenizer) and again.encode(TEXT) == new.encode(TEXT)
+    assert (again.vocab_size, again.bos_id, again.eos_id) == (new.vocab_size, new.bos_id, new.eos_id)
+    renamed = pretrained.load(str(tmp_path / "run" / "tokenizer.json"), "", [], "", "<|bos|>")
+    assert renamed.eos_id == new.bos_id
+    pytest.importorskip("transformers", reason="HF export needs transformers")
+    save_pretrained(new, tmp_path / "hf", 1024)
+    with pytest.raises(ConfigError, match="extended with domain tokens.*run's own tokenizer"):
+        pretrained.load(str(tmp_path / "hf"), "", [], "", "")

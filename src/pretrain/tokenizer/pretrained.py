@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError
-from . import spm
+from . import bpe, files, spm
 from .base import TextTokenizer
 from .bpe import Tokenizer
 from .bytelevel import text_to_bytes
@@ -147,6 +147,11 @@ def load_hf(path: Path, bos: str = "", eos: str = "") -> Tokenizer:
     pattern = _hf_pattern(obj.get("pre_tokenizer"), str(path))
     added = {t["content"]: int(t["id"]) for t in obj.get("added_tokens", [])}
     vocab = {k: v for k, v in model["vocab"].items() if k not in added}
+    if added and vocab and max(vocab.values()) > min(added.values()):
+        raise ConfigError(f"{path}: BPE tokens after its added tokens (ids above "
+                          f"{min(added.values())}): the export of a tokenizer extended with "
+                          "domain tokens? Give the run's own tokenizer (tokenizer/tokenizer.json "
+                          "of the run, or a checkpoint folder), which keeps them")
     merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
     ranks = _ranks_from_vocab(vocab, merges, str(path))  # type: ignore[arg-type]
     if any(i < len(ranks) for i in added.values()):
@@ -203,6 +208,25 @@ def load(spec: str, pattern: str, special_tokens: list[str], bos: str, eos: str)
                           f"({type(e).__name__}: {e})") from None
 
 
+def _load_json(path: Path, bos: str, eos: str) -> TextTokenizer:
+    """An HF ``tokenizer.json``, or one that ``pretrain tokenizer`` wrote (a run's, domain
+    tokens included: their HF export cannot be read back as a plain BPE)."""
+    try:
+        fmt = json.loads(path.read_text(encoding="utf-8")).get("format")
+    except (OSError, ValueError, AttributeError):
+        fmt = None   # load_hf says what is wrong with it
+    if fmt not in (bpe.FORMAT, spm.FORMAT):
+        return load_hf(path, bos, eos)
+    tok = files.load_tokenizer(path)
+    if isinstance(tok, Tokenizer):
+        return Tokenizer(tok.ranks, tok.pattern, tok.special, bos or tok.bos, eos or tok.eos,
+                         tok.added)
+    if (bos or tok.bos, eos or tok.eos) != (tok.bos, tok.eos):
+        raise ConfigError(f"{path}: a trained SentencePiece model keeps the BOS/EOS it was "
+                          "trained with; leave tokenizer.bos_token / eos_token empty")
+    return tok
+
+
 def _load(spec: str, pattern: str, special_tokens: list[str], bos: str, eos: str
           ) -> TextTokenizer:
     kind, path = parse_spec(spec)
@@ -214,11 +238,11 @@ def _load(spec: str, pattern: str, special_tokens: list[str], bos: str, eos: str
         if (path / "encoder.json").is_file() and (path / "vocab.bpe").is_file():
             return load_gpt2(path, bos, eos)
         if (path / "tokenizer.json").is_file():
-            return load_hf(path / "tokenizer.json", bos, eos)
+            return _load_json(path / "tokenizer.json", bos, eos)
         raise ConfigError(f"tokenizer.pretrained: {path} holds neither encoder.json + vocab.bpe "
                           "nor tokenizer.json")
     if path.suffix == ".json":
-        return load_hf(path, bos, eos)
+        return _load_json(path, bos, eos)
     if path.suffix == ".tiktoken":
         return Tokenizer(read_tiktoken(path), pattern, special_tokens, bos or BOS, eos or EOS)
     raise ConfigError(f"tokenizer.pretrained: cannot tell what {spec!r} is; give a GPT-2 folder, "

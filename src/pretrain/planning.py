@@ -169,7 +169,8 @@ def dry_run_summary(cfg: RunConfig) -> str:
         sh = shape(cfg, 1, prec)
         m = report.estimate(model, sh.batch, layout=sh.layout, checkpointing=sh.checkpointing,
                             optimizer=sh.optimizer, precision=prec,
-                            fused_loss=cfg.train.loss_path(sh.layout.tp) == "chunked")
+                            fused_loss=cfg.train.loss_path(sh.layout.tp) == "chunked",
+                            grad_accum=sh.grad_accum)
         if len(lines) == 1:
             tokens = sh.tokens(model.seq_len)
             lines.append(f"training: {tokens:,} tokens = {model.flops_per_token() * tokens:.3g} "

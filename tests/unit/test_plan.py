@@ -84,8 +84,9 @@ def test_activation_counts_are_what_autograd_saves(kw, fused):
 
 @pytest.mark.slow
 def test_the_memory_estimate_is_within_10_percent_of_measured_peaks():
-    """Peak resident memory of 2 real training steps in a fresh process, for seven configs
-    (three architectures, batch, sequence length, activation checkpointing), against the
+    """Peak resident memory of 2 real training steps in a fresh process, for nine configs
+    (three architectures, batch, sequence length, activation checkpointing, two micro-batches
+    a step, whose gradients outlive the first one's activations), against the
     estimate: ``bench/memory_vs_estimate.py`` measures, this asserts. The same with torch
     2.11 and 2.13 (what torch loads on its first run is resident before measuring); summing
     gradients and activations as if alive together read 0.86 with checkpointing."""
@@ -93,7 +94,7 @@ def test_the_memory_estimate_is_within_10_percent_of_measured_peaks():
     bench = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(bench)  # type: ignore[union-attr]
     ratios = {name: r["measured"] / r["estimate"] for name, r in bench.measure_all()}
-    assert len(ratios) >= 6
+    assert len(ratios) >= 9 and "llama 9M b8 AC x2" in ratios
     assert all(0.90 <= v <= 1.10 for v in ratios.values()), ratios
 
 

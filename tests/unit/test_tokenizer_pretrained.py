@@ -102,7 +102,6 @@ def _hf_file(tmp_path: Path) -> dict:
     pytest.importorskip("transformers", reason="HF export needs transformers")
     tok = bpe.train(iter([Path(json.__file__).read_text()]), TokenizerConfig(vocab_size=300))
     save_pretrained(tok, tmp_path / "hf", 1024)
-    tok.save(tmp_path / "ours.json")
     return json.loads((tmp_path / "hf" / "tokenizer.json").read_text())
 
 
@@ -129,7 +128,10 @@ def test_a_malformed_hf_tokenizer_file_is_one_line_naming_it(tmp_path: Path, dam
     (lambda o: o.__setitem__("bos", "<|nope|>"), "'<\\|nope\\|>' is not one of the special"),
 ])
 def test_a_damaged_tokenizer_of_ours_is_one_line_naming_it(tmp_path: Path, damage, why: str):
-    _hf_file(tmp_path)
+    from pretrain.tokenizer import bpe
+    from pretrain.tokenizer.config import TokenizerConfig
+    bpe.train(iter([Path(json.__file__).read_text()]), TokenizerConfig(vocab_size=300)).save(
+        tmp_path / "ours.json")
     obj = json.loads((tmp_path / "ours.json").read_text())
     damage(obj)
     (tmp_path / "ours.json").write_text(json.dumps(obj))

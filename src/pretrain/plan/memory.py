@@ -32,7 +32,9 @@ Activations and gradients are not all alive at once: the forward ends holding th
 activations and the loss's working set (the fused loss has the head's gradient by then),
 backward frees a layer's activations as it fills that layer's gradients and ends holding
 the gradients (and one layer's rebuilt activations under checkpointing); the peak is the
-larger end, and ``overlap`` is what the sum of the parts counts twice.
+larger end, and ``overlap`` is what the sum of the parts counts twice. Not so when a step
+accumulates micro-batches (``grad_accum``, a pipeline's microbatches): the gradients then
+stay alive through the later forwards, and the parts add up.
 """
 
 from __future__ import annotations
@@ -89,7 +91,9 @@ class Memory:
                 - self.overlap)
 
     def as_gb(self) -> dict[str, float]:
-        return {k: round(v / GB, 3) for k, v in {**asdict(self), "total": self.total}.items()}
+        """The parts in GB, the overlap negative: they add up to the total."""
+        parts = {**asdict(self), "overlap": -self.overlap, "total": self.total}
+        return {k: round(v / GB, 3) for k, v in parts.items()}
 
 
 def layer_elements(cfg: ModelConfig) -> float:
@@ -144,12 +148,15 @@ def _split_params(cfg: ModelConfig, layout: Split) -> float:
 
 def estimate(cfg: ModelConfig, batch: int, *, layout: Split | None = None,
              checkpointing: bool = False, optimizer: str = "adamw",
-             precision: str = "fp32", fused_loss: bool | None = None) -> Memory:
+             precision: str = "fp32", fused_loss: bool | None = None,
+             grad_accum: int = 1) -> Memory:
     """Memory per device for micro-batches of ``batch`` sequences of ``cfg.seq_len`` tokens
     (per data-parallel rank). ``precision``: "fp32" (CPU) or "bf16"/"fp16" (autocast; "fp8",
     whose float8 linears run inside bf16 autocast, counts as bf16).
     ``fused_loss``: the head and cross-entropy in chunks, as training runs them except
-    under tensor parallelism (the default: fused unless ``layout.tp > 1``)."""
+    under tensor parallelism (the default: fused unless ``layout.tp > 1``). ``grad_accum``
+    micro-batches a step: above 1 (and under pipeline parallelism, whose microbatches
+    accumulate too) the gradients are alive through the later forwards: no overlap."""
     layout = layout or Split()
     fused = layout.tp == 1 if fused_loss is None else fused_loss
     params = _split_params(cfg, layout)
@@ -186,7 +193,8 @@ def estimate(cfg: ModelConfig, batch: int, *, layout: Split | None = None,
         working = 2 * 4 * batch * cfg.seq_len * cfg.padded_vocab / layout.tp
     # the peak is the larger of the forward's end and the backward's (module doc)
     rebuilt = act_bytes * tokens * per_layer if checkpointing else 0.0
-    overlap = min(grads, activations + working - rebuilt)
+    accumulates = grad_accum > 1 or layout.pp > 1
+    overlap = 0.0 if accumulates else min(grads, activations + working - rebuilt)
     if low:
         working += 2 * params  # autocast's low-precision copies of the weights in use
     if shard > 1:  # FSDP: one block gathered at a time, and the root's parameters

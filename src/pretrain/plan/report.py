@@ -94,7 +94,8 @@ def memory(cfg: ModelConfig, shape: Shape, gpus: int, device_gb: float | None) -
                                                             if device_gb else "")]
     for lay in layouts(cfg, shape, gpus):
         kw = dict(layout=lay, optimizer=shape.optimizer, precision=shape.precision,
-                  fused_loss=shape.fused_loss and lay.tp == 1)   # TP splits the head
+                  fused_loss=shape.fused_loss and lay.tp == 1,   # TP splits the head
+                  grad_accum=shape.grad_accum)
         m = estimate(cfg, shape.batch, checkpointing=False, **kw)  # type: ignore[arg-type]
         ac = estimate(cfg, shape.batch, checkpointing=True, **kw)  # type: ignore[arg-type]
         fits = ""
@@ -110,7 +111,8 @@ def memory(cfg: ModelConfig, shape: Shape, gpus: int, device_gb: float | None) -
                      + fits)
     lines.append(f"(* the configured layout; micro-batch {shape.batch} x {cfg.seq_len} tokens, "
                  f"{shape.precision}, {shape.optimizer}; activations scale with the micro-batch;"
-                 " overlap: backward frees activations as gradients fill, never all alive)")
+                 " overlap: backward frees activations as gradients fill, where a step has one"
+                 " micro-batch)")
     return "\n".join(lines)
 
 

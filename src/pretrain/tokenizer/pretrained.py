@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError
-from . import bpe, files, spm
+from . import files, spm
 from .base import TextTokenizer
 from .bpe import Tokenizer
 from .bytelevel import text_to_bytes
@@ -147,7 +147,8 @@ def load_hf(path: Path, bos: str = "", eos: str = "") -> Tokenizer:
     pattern = _hf_pattern(obj.get("pre_tokenizer"), str(path))
     added = {t["content"]: int(t["id"]) for t in obj.get("added_tokens", [])}
     vocab = {k: v for k, v in model["vocab"].items() if k not in added}
-    if added and vocab and max(vocab.values()) > min(added.values()):
+    if added and vocab and min(vocab.values()) < min(added.values()) \
+            and max(vocab.values()) > max(added.values()):   # added tokens amid the BPE's
         raise ConfigError(f"{path}: BPE tokens after its added tokens (ids above "
                           f"{min(added.values())}): the export of a tokenizer extended with "
                           "domain tokens? Give the run's own tokenizer (tokenizer/tokenizer.json "
@@ -199,13 +200,13 @@ def load(spec: str, pattern: str, special_tokens: list[str], bos: str, eos: str)
     merge line that is not two pieces) is a one-line error naming it."""
     try:
         return _load(spec, pattern, special_tokens, bos, eos)
-    except ConfigError as e:
-        if str(parse_spec(spec)[1]) in str(e):
+    except ConfigError as e:   # the loaders' own messages start with the file, or the key
+        if str(e).startswith((str(parse_spec(spec)[1]), "tokenizer.pretrained")):
             raise
         raise ConfigError(f"tokenizer.pretrained = {spec!r}: {e}") from None
     except (KeyError, IndexError, TypeError, AttributeError, ValueError) as e:
         raise ConfigError(f"tokenizer.pretrained = {spec!r}: not a well-formed tokenizer file "
-                          f"({type(e).__name__}: {e})") from None
+                          f"({type(e).__name__}: {e})") from e   # the traceback stays chained
 
 
 def _load_json(path: Path, bos: str, eos: str) -> TextTokenizer:
@@ -215,12 +216,12 @@ def _load_json(path: Path, bos: str, eos: str) -> TextTokenizer:
         fmt = json.loads(path.read_text(encoding="utf-8")).get("format")
     except (OSError, ValueError, AttributeError):
         fmt = None   # load_hf says what is wrong with it
-    if fmt not in (bpe.FORMAT, spm.FORMAT):
+    if not (isinstance(fmt, str) and fmt.startswith("pretrain-")):
         return load_hf(path, bos, eos)
-    tok = files.load_tokenizer(path)
+    tok = files.load_tokenizer(path)   # says so if it is a format version it does not know
     if isinstance(tok, Tokenizer):
-        return Tokenizer(tok.ranks, tok.pattern, tok.special, bos or tok.bos, eos or tok.eos,
-                         tok.added)
+        bos, eos = _named(tok.special, bos, eos, tok.bos, tok.eos, path)
+        return Tokenizer(tok.ranks, tok.pattern, tok.special, bos, eos, tok.added)
     if (bos or tok.bos, eos or tok.eos) != (tok.bos, tok.eos):
         raise ConfigError(f"{path}: a trained SentencePiece model keeps the BOS/EOS it was "
                           "trained with; leave tokenizer.bos_token / eos_token empty")

@@ -122,6 +122,22 @@ def test_a_malformed_hf_tokenizer_file_is_one_line_naming_it(tmp_path: Path, dam
         pretrained.load(str(path), "", [], "", "")
 
 
+def test_special_tokens_before_the_bpe_ids_are_refused_saying_so(tmp_path: Path):
+    """StarCoder's layout (<|endoftext|> = 0, the BPE after): it was "ids are not 0..N"."""
+    obj = _hf_file(tmp_path)
+    names = {t["content"] for t in obj["added_tokens"]}
+    n = len(names)
+    vocab = {k: v + n for k, v in obj["model"]["vocab"].items() if k not in names}
+    for i, t in enumerate(obj["added_tokens"]):
+        t["id"] = vocab[t["content"]] = i
+    obj["model"]["vocab"] = vocab
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(obj))
+    with pytest.raises(ConfigError, match=r"tokenizer.json: its added tokens come before the "
+                                          r"BPE's ids \('<\|bos\|>' = 0"):
+        pretrained.load(str(path), "", [], "", "")
+
+
 @pytest.mark.parametrize("damage, why", [
     (lambda o: o.pop("ranks"), "KeyError: 'ranks'"),
     (lambda o: o["ranks"].__setitem__(3, "not base64!"), "Error: "),

@@ -147,6 +147,11 @@ def load_hf(path: Path, bos: str = "", eos: str = "") -> Tokenizer:
     pattern = _hf_pattern(obj.get("pre_tokenizer"), str(path))
     added = {t["content"]: int(t["id"]) for t in obj.get("added_tokens", [])}
     vocab = {k: v for k, v in model["vocab"].items() if k not in added}
+    if added and vocab and min(added.values()) < min(vocab.values()):
+        first = min(added, key=added.__getitem__)
+        raise ConfigError(f"{path}: its added tokens come before the BPE's ids ({first!r} = "
+                          f"{added[first]}, as StarCoder's and GPT-NeoX-style files have); "
+                          "our ids put the BPE's first, so those ids cannot be kept: not supported")
     if added and vocab and min(vocab.values()) < min(added.values()) \
             and max(vocab.values()) > max(added.values()):   # added tokens amid the BPE's
         raise ConfigError(f"{path}: BPE tokens after its added tokens (ids above "

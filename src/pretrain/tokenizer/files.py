@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from ..config import ConfigError
 from . import bpe, spm
@@ -23,6 +24,11 @@ def load_tokenizer(path: Path) -> TextTokenizer:
         obj = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not a readable tokenizer file: {e}") from None
+    return from_dict(obj, path)
+
+
+def from_dict(obj: Any, path: Path) -> TextTokenizer:
+    """The tokenizer of a parsed canonical ``tokenizer.json``, whatever its kind."""
     fmt = obj.get("format") if isinstance(obj, dict) else None
     if fmt == bpe.FORMAT:
         return bpe.Tokenizer.from_dict(obj, path)

@@ -75,6 +75,9 @@ def _named(special: dict[str, int], bos: str, eos: str, default_bos: str, defaul
     special tokens."""
     bos, eos = bos or default_bos, eos or default_eos
     for key, name in (("bos_token", bos), ("eos_token", eos)):
+        if not name:   # no name given and none the tokenizer is known by
+            raise ConfigError(f"{where}: name its BOS/EOS tokens (tokenizer.bos_token / "
+                              f"eos_token); its special tokens: {sorted(special)[:10]}")
         if name not in special:
             raise ConfigError(f"{where}: tokenizer.{key} = {name!r} is not one of its special "
                               f"tokens ({', '.join(sorted(special)[:6])}"
@@ -127,12 +130,17 @@ def _hf_pattern(pre: dict[str, Any] | None, where: str) -> str:
                       "ByteLevel(use_regex=false)")
 
 
-def load_hf(path: Path, bos: str = "", eos: str = "") -> Tokenizer:
-    """An HF ``tokenizer.json`` of a byte-level BPE without a normalizer."""
+def _read_json(path: Path) -> Any:
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read an HF tokenizer.json: {e}") from None
+
+
+def load_hf(path: Path, bos: str = "", eos: str = "", obj: Any = None) -> Tokenizer:
+    """An HF ``tokenizer.json`` of a byte-level BPE without a normalizer (``obj``: its
+    parsed contents, where the caller has them)."""
+    obj = _read_json(path) if obj is None else obj
     model = obj.get("model") or {}
     if model.get("type", "BPE") != "BPE" or "vocab" not in model:
         raise ConfigError(f"{path}: not a BPE tokenizer.json (model type {model.get('type')!r})")
@@ -163,10 +171,7 @@ def load_hf(path: Path, bos: str = "", eos: str = "") -> Tokenizer:
     if any(i < len(ranks) for i in added.values()):
         raise ConfigError(f"{path}: added tokens inside the BPE id range are not supported")
     eot = next((t for t in ("<|endoftext|>", "</s>", "<|end_of_text|>") if t in added), "")
-    bos, eos = bos or eot, eos or eot
-    if bos not in added or eos not in added:
-        raise ConfigError(f"{path}: name its BOS/EOS tokens (tokenizer.bos_token / eos_token); "
-                          f"added tokens: {sorted(added)[:10]}")
+    bos, eos = _named(added, bos, eos, eot, eot, path)
     return Tokenizer(ranks, pattern, added, bos=bos, eos=eos)
 
 
@@ -217,13 +222,11 @@ def load(spec: str, pattern: str, special_tokens: list[str], bos: str, eos: str)
 def _load_json(path: Path, bos: str, eos: str) -> TextTokenizer:
     """An HF ``tokenizer.json``, or one that ``pretrain tokenizer`` wrote (a run's, domain
     tokens included: their HF export cannot be read back as a plain BPE)."""
-    try:
-        fmt = json.loads(path.read_text(encoding="utf-8")).get("format")
-    except (OSError, ValueError, AttributeError):
-        fmt = None   # load_hf says what is wrong with it
+    obj = _read_json(path)
+    fmt = obj.get("format") if isinstance(obj, dict) else None
     if not (isinstance(fmt, str) and fmt.startswith("pretrain-")):
-        return load_hf(path, bos, eos)
-    tok = files.load_tokenizer(path)   # says so if it is a format version it does not know
+        return load_hf(path, bos, eos, obj)
+    tok = files.from_dict(obj, path)   # says so if it is a format version it does not know
     if isinstance(tok, Tokenizer):
         bos, eos = _named(tok.special, bos, eos, tok.bos, tok.eos, path)
         return Tokenizer(tok.ranks, tok.pattern, tok.special, bos, eos, tok.added)

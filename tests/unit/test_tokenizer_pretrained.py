@@ -95,6 +95,19 @@ def test_bos_and_eos_names_are_honoured_or_refused_naming_the_file():
         pretrained.load(llama3, "", [], "", "x")
 
 
+def test_a_tiktoken_file_takes_the_configs_special_tokens_and_names_itself(tmp_path: Path):
+    """A ``.tiktoken`` file has no special tokens of its own: the config's follow its ranks,
+    BOS/EOS one of them; a name that is not one is refused naming the file."""
+    import base64
+    ranks = tmp_path / "bytes.tiktoken"
+    ranks.write_text("".join(f"{base64.b64encode(bytes([i])).decode()} {i}\n" for i in range(256)))
+    tok = pretrained.load(str(ranks), r"\S+|\s+", ["<s>", "</s>", "<pad>"], "<s>", "</s>")
+    assert (tok.bos_id, tok.eos_id, tok.vocab_size) == (256, 257, 259)
+    assert tok.encode("hi") == [104, 105]
+    with pytest.raises(ConfigError, match=f"{ranks}: tokenizer.eos_token = '<eot>' is not one"):
+        pretrained.load(str(ranks), r"\S+", ["<s>", "</s>"], "<s>", "<eot>")
+
+
 def _hf_file(tmp_path: Path) -> dict:
     from pretrain.tokenizer import bpe
     from pretrain.tokenizer.config import TokenizerConfig

@@ -252,8 +252,11 @@ def _load(spec: str, pattern: str, special_tokens: list[str], bos: str, eos: str
                           "nor tokenizer.json")
     if path.suffix == ".json":
         return _load_json(path, bos, eos)
-    if path.suffix == ".tiktoken":
-        return Tokenizer(read_tiktoken(path), pattern, special_tokens, bos or BOS, eos or EOS)
+    if path.suffix == ".tiktoken":   # no names in the file: the config's, ids after the ranks
+        ranks = read_tiktoken(path)
+        special = {t: len(ranks) + i for i, t in enumerate(special_tokens)}
+        bos, eos = _named(special, bos, eos, BOS, EOS, path)
+        return Tokenizer(ranks, pattern, special, bos, eos)
     raise ConfigError(f"tokenizer.pretrained: cannot tell what {spec!r} is; give a GPT-2 folder, "
                       "a tokenizer.json, a .tiktoken file, llama3:PATH or a SentencePiece "
                       "model (sentencepiece:PATH)")

@@ -48,10 +48,20 @@ def _cfg(**kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
-def _run(tokens: Path, out: Path, ckpt: Path, device: str = "auto", **kw) -> dict:
+def _run(tokens: Path, out: Path, ckpt: Path, device: str = "auto", tb: Path | None = None,
+         **kw) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    return train(_cfg(**kw), MODEL, tokens, RunPaths(out, checkpoints=ckpt), seed=3,
+    return train(_cfg(**kw), MODEL, tokens, RunPaths(out, checkpoints=ckpt, monitor=tb), seed=3,
                  device=device)
+
+
+def _scalars(folder: Path, tag: str) -> list[tuple[int, float]]:
+    """What TensorBoard shows of ``tag``: (step, value) after its purges of resumed runs."""
+    pytest.importorskip("tensorboard", reason="tensorboard is a core dependency; not installed here")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(folder))
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars(tag)]
 
 
 def _losses(out: Path) -> list[tuple[int, float]]:
@@ -88,6 +98,38 @@ def test_kill_and_resume_is_bit_identical(tokens, tmp_path, monkeypatch):
     # the probe generations of every eval, before and after the kill, are there and equal
     gens = (tmp_path / "a" / "generations.jsonl").read_text()
     assert gens and gens == (tmp_path / "b" / "generations.jsonl").read_text()
+
+
+def test_tensorboard_after_a_kill_and_resume_has_every_step_once(tokens, tmp_path, monkeypatch):
+    """The step of the checkpoint resumed from was logged (and evaluated) before the kill;
+    the resumed writer purged it (purge_step = the step resumed from), losing an eval point
+    at every resume. Step 0's evaluation is there too."""
+    _killed_then_resumed(tokens, tmp_path / "b", tmp_path / "ckpt", monkeypatch, tb=tmp_path / "tb")
+    log = [json.loads(x) for x in (tmp_path / "b" / "log.jsonl").open()]
+    assert _scalars(tmp_path / "tb", "train/loss") == [
+        (r["step"], pytest.approx(r["loss"], rel=1e-6)) for r in log]
+    assert [s for s, _ in _scalars(tmp_path / "tb", "val/loss")] == [0, 8, 16, 24]
+
+
+@pytest.mark.parametrize("host_sync", ["step", "lagged"])
+def test_logged_throughput_covers_every_timed_step_once(tokens, tmp_path, host_sync):
+    """A record's tokens/s is over the timed steps since the record before, so the records'
+    times add up to the run's training time. It was the logged step's own time: the steps
+    between records went uncounted, and a lagged step read late on CPU had run its forward
+    and backward before the step before it was read (70x the real rate)."""
+    counts = _run(tokens, tmp_path / "a", tmp_path / "ckpt", steps=12, log_every=3,
+                  eval_every=6, checkpoint_every=0, host_sync=host_sync)
+    log = [json.loads(x) for x in (tmp_path / "a" / "log.jsonl").open()]
+    assert [r["step"] for r in log] == [3, 6, 9, 12]
+    steps = [2, 3, 3, 3]   # step 1, this process's first, is timed apart
+    assert sum(n / r["tok_per_s"] for n, r in zip(steps, log, strict=True)) == \
+        pytest.approx(sum(steps) / counts["tok_per_s"], rel=1e-3)
+    assert counts["mfu_median"] == sorted(r["mfu"] for r in log)[2]
+    # a record after the warm-up step alone has no rate (it timed the compile or warm-up)
+    _run(tokens, tmp_path / "b", tmp_path / "ckpt-b", steps=2, checkpoint_every=0,
+         host_sync=host_sync)
+    first = [json.loads(x) for x in (tmp_path / "b" / "log.jsonl").open()]
+    assert "tok_per_s" not in first[0] and "mfu" not in first[0] and "tok_per_s" in first[1]
 
 
 def test_tokens_per_second_covers_the_steps_of_every_process(tokens, tmp_path, monkeypatch):
@@ -532,7 +574,7 @@ _TOO_HIGH = dict(lr=3.0, warmup_steps=60, steps=60, checkpoint_every=4, spike_zs
 
 def test_slow_divergence_rolls_back_before_it_began_with_a_lower_lr(tokens, tmp_path):
     out = tmp_path / "run"
-    _run(tokens, out, tmp_path / "ckpt", **_TOO_HIGH)
+    _run(tokens, out, tmp_path / "ckpt", tb=tmp_path / "tb", **_TOO_HIGH)
     div = [e for e in _events(out) if e["reason"].startswith("divergence")]
     assert div, "the climbing loss went unnoticed"
     first = div[0]
@@ -546,6 +588,9 @@ def test_slow_divergence_rolls_back_before_it_began_with_a_lower_lr(tokens, tmp_
         want = 3.0 * r["step"] / 60 * (0.5 ** len(div) if r["step"] > back_to else 1.0)
         assert r["lr"] == pytest.approx(want), r["step"]
     assert log[-1]["val_loss"] < log[0]["loss"]
+    # TensorBoard too drops the rolled-back steps (it showed both trajectories there)
+    assert _scalars(tmp_path / "tb", "train/loss") == [
+        (r["step"], pytest.approx(r["loss"], rel=1e-6)) for r in log]
 
 
 def test_divergence_without_a_checkpoint_from_before_it_takes_the_oldest_kept(tokens, tmp_path):

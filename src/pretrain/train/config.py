@@ -111,7 +111,7 @@ class TrainConfig:
     beta2: float = 0.95
     grad_clip: float = 1.0            # 0 = off
     eval_every: int = 100
-    eval_batches: int = 8             # val windows: eval_batches * global batch rows, split by domain
+    eval_batches: int = 8             # val windows: eval_batches * batch_size * dp rows, split by domain
     log_every: int = 10
     # at every eval, greedy continuations of a fixed prompt per data domain (the start of
     # its first held-out document), stored with the step in train/generations.jsonl

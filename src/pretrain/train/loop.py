@@ -50,7 +50,7 @@ from . import state
 from .config import TrainConfig
 from .data import MixtureWindows, Prefetcher, RandomWindows, domain_ids, probe_prompts
 from .fits import check_memory
-from .monitor import Monitor, log_line, memory_gb
+from .monitor import Monitor, log_line, memory_gb, val_fields
 from .optim import lr_at, make_optimizer, peaks
 from .parallelize import (
     Layout,
@@ -122,8 +122,8 @@ class Trainer(Recovery):
         rank, layout_dp = self.layout.dp_rank, dp
         self.batches = Prefetcher(lambda key: self.windows.batch(
             key[0], key[1], cfg.batch_size, rank, layout_dp), device)
-        # fixed val windows, the same whatever the layout (global batch rows, split evenly
-        # over the domains), scored on every rank so that all take the same decisions
+        # fixed val windows (eval_batches micro-batches of every data-parallel rank, split
+        # evenly over the domains), scored on every rank so that all take the same decisions
         val = TokenShards(tokens_dir, "val")
         rows = cfg.batch_size * dp * cfg.eval_batches
         n_domains = max(1, len(domain_ids(val)))
@@ -170,7 +170,7 @@ class Trainer(Recovery):
         self.t_warmup = 0.0
         self.timed_steps = 0
         # (t_train, timed_steps): as the ranks last agreed, and at the start or last restore
-        self._agreed = self._clock_base = (0.0, 0)
+        self._agreed = self._clock_base = self._logged = (0.0, 0)   # _logged: at the last record
         self._warm = True   # the next step is this process's first
         self._last_end = 0.0   # when the last lagged step's values were read
         self._bar: Any = None
@@ -282,7 +282,7 @@ class Trainer(Recovery):
         # of before they were saved: all but its first
         self.timed_steps = st.get("timed_steps", max(0, self.step - 1))
         # the same checkpoint on every rank: the clock goes on from its time
-        self._agreed = self._clock_base = (self.t_train, self.timed_steps)
+        self._agreed = self._clock_base = self._logged = (self.t_train, self.timed_steps)
         self.generations = st.get("generations", [])
         self.guard.load(st["guard"])
         self.divergence.load(st.get("divergence"))
@@ -298,13 +298,15 @@ class Trainer(Recovery):
         if ckpt is not None:
             self.restore(ckpt)
             log0(f"train: resumed from {ckpt} (step {self.step})")
-        else:
-            self.val_losses["0"] = self.evaluate()["all"]["loss"]
-            log0(f"train: step 0 val loss {self.val_losses['0']:.4f}")
-            self._generate(0)
         self.monitor = Monitor(self.paths.monitor, cfg.tensorboard, cfg.wandb, cfg.wandb_project,
                                self.paths.name, {"train": asdict(cfg), "model": asdict(self.model_cfg)},
                                self.step, enabled=self.d.rank == 0)
+        if ckpt is None:   # step 0's evaluation: in TensorBoard and the manifest, not log.jsonl
+            res = self.evaluate()
+            self.val_losses["0"] = res["all"]["loss"]
+            self.monitor.log({"step": 0, **val_fields(res)})
+            log0(f"train: step 0 val loss {self.val_losses['0']:.4f}")
+            self._generate(0)
         previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
         if threading.current_thread() is threading.main_thread():
             for sig in STOP_SIGNALS:
@@ -447,7 +449,7 @@ class Trainer(Recovery):
             self.timed_steps += 1
         cfg = self.cfg
         stop = boundary and self._agree()   # before done() is asked again, in _record
-        self._record(loss, lr, norm, dt, self.tokens_per_step, self.flops_per_step)
+        self._record(loss, lr, norm, self.tokens_per_step, self.flops_per_step)
         self._bar.update(1, loss=loss)
         if self._diverged(loss):
             return True   # rolled back: nothing of the diverged state is saved
@@ -458,17 +460,21 @@ class Trainer(Recovery):
             self._stop()
         return False
 
-    def _record(self, loss: float, lr: float, norm: float, dt: float, tokens: int,
-                flops: int) -> None:
+    def _record(self, loss: float, lr: float, norm: float, tokens: int, flops: int) -> None:
+        """Log (and evaluate) if due; tokens/s and MFU over the timed steps since the last
+        record (a late-read step's time is not its own work's: on CPU that ran earlier)."""
         cfg, done = self.cfg, self.step
         evaluate = done % cfg.eval_every == 0 or self.done()
         if not evaluate and done % cfg.log_every:
             return  # most steps: nothing to record
         rec: dict[str, Any] = {"step": done, "loss": round(loss, 5), "lr": lr,
-                               "grad_norm": round(norm, 4), "tok_per_s": round(tokens / dt, 1)}
-        if self.peaks.mfu:
-            # per device; 4 significant digits (a tiny model on a GPU reads 1e-6)
-            rec["mfu"] = float(f"{flops / dt / (self.peaks.mfu * self.d.world):.4g}")
+                               "grad_norm": round(norm, 4)}
+        t, n = self.t_train - self._logged[0], self.timed_steps - self._logged[1]
+        self._logged = (self.t_train, self.timed_steps)
+        if n and t > 0:   # none when only the warm-up step ran since (timed apart)
+            rec["tok_per_s"] = round(tokens * n / t, 1)
+            if self.peaks.mfu:   # per device; 4 significant digits (tiny models on a GPU: 1e-6)
+                rec["mfu"] = float(f"{flops * n / t / (self.peaks.mfu * self.d.world):.4g}")
         rec["mem_gb"] = round(memory_gb(self.device), 3)
         if evaluate:
             self._record_eval(done, rec)
@@ -478,12 +484,8 @@ class Trainer(Recovery):
     def _record_eval(self, done: int, rec: dict[str, Any]) -> None:
         """Evaluate and generate at step ``done``, into ``rec``, and log it."""
         res = self.evaluate()
-        self.val_losses[str(done)] = rec["val_loss"] = res["all"]["loss"]
-        if "bpb" in res["all"]:
-            rec["val_bpb"] = res["all"]["bpb"]
-        if len(res) > 2:  # more than one domain besides "all"
-            rec["val"] = {d: {k: m[k] for k in ("loss", "bpb") if k in m}
-                          for d, m in res.items() if d != "all"}
+        rec.update(val_fields(res))
+        self.val_losses[str(done)] = rec["val_loss"]
         self._generate(done)
         self._log(rec)
 
@@ -538,12 +540,9 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: Run
     if d.rank != 0:
         return {}
     out = paths.out
-    with open(out / "log.jsonl", "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in t.history)
-    with open(out / "events.jsonl", "w") as f:
-        f.writelines(json.dumps(e) + "\n" for e in t.events)
-    with open(out / "generations.jsonl", "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(g, ensure_ascii=False) + "\n" for g in t.generations)
+    for name, rows in (("log", t.history), ("events", t.events), ("generations", t.generations)):
+        with open(out / f"{name}.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     assert final_sd is not None
     try:
         io.save(out, model_cfg, final_sd, io.aliases_for(model_cfg))

@@ -43,6 +43,18 @@ def flatten(rec: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def val_fields(res: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """An evaluation (``Trainer.evaluate``'s) as a log record's fields: the overall loss
+    and bits per byte, and each domain's when there is more than one."""
+    rec: dict[str, Any] = {"val_loss": res["all"]["loss"]}
+    if "bpb" in res["all"]:
+        rec["val_bpb"] = res["all"]["bpb"]
+    if len(res) > 2:  # more than one domain besides "all"
+        rec["val"] = {d: {k: m[k] for k in ("loss", "bpb") if k in m}
+                      for d, m in res.items() if d != "all"}
+    return rec
+
+
 class Monitor:
     def __init__(self, folder: Path | None, tensorboard: bool, wandb_mode: str, project: str,
                  run_name: str, config: dict[str, Any], start_step: int, enabled: bool = True):
@@ -57,8 +69,8 @@ class Monitor:
                 log0("train: tensorboard is not installed (pip install tensorboard); "
                      "metrics go to log.jsonl only")
             else:
-                # purge_step drops events a crashed or rolled-back attempt wrote past here
-                self.tb = SummaryWriter(str(folder), purge_step=start_step or None)
+                self._writer = lambda step: SummaryWriter(str(folder), purge_step=step + 1)
+                self.tb = self._writer(start_step)
         if wandb_mode != "off":
             try:
                 import wandb
@@ -80,6 +92,13 @@ class Monitor:
                 self.tb.add_scalar(k, v, rec["step"])
         if self.wandb is not None:
             self.wandb.log(scalars, step=rec["step"])
+
+    def rewind(self, step: int) -> None:
+        """Training goes on from ``step`` (a rollback): TensorBoard drops what was written
+        after it (W&B cannot; its later points are overwritten as the steps come again)."""
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = self._writer(step)
 
     def event(self, rec: dict[str, Any]) -> None:
         """A skipped step or rollback: text in TensorBoard, a table row in W&B."""
@@ -103,7 +122,9 @@ def log_line(rec: dict[str, Any], steps: int, budget_s: float = 0.0) -> str:
     parts = [f"train: {where}"]
     if "loss" in rec:   # else only evaluated (a run resumed at its last step)
         parts += [f"loss {rec['loss']:.4f}", f"lr {rec['lr']:.2e}",
-                  f"gnorm {rec['grad_norm']:.3f}", f"{rec['tok_per_s']:,.0f} tok/s"]
+                  f"gnorm {rec['grad_norm']:.3f}"]
+    if "tok_per_s" in rec:   # not when only the warm-up step ran since the last line
+        parts.append(f"{rec['tok_per_s']:,.0f} tok/s")
     if "mfu" in rec:
         parts.append(f"MFU {rec['mfu']:.1%}")
     if "mem_gb" in rec:

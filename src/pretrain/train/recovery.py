@@ -64,6 +64,8 @@ class Recovery:
         bad_pos = self.data_pos
         events, rollbacks = self.events, self.rollbacks + 1
         self.restore(ckpt)
+        assert self.monitor is not None
+        self.monitor.rewind(self.step)   # TensorBoard drops the steps after it
         self.data_pos, self.events, self.rollbacks = bad_pos, events, rollbacks  # skip that data
         rec["action"] = f"rollback to step {self.step}, data position {bad_pos}"
 
@@ -105,6 +107,7 @@ class Recovery:
             if gone:
                 log0(f"train: removed the checkpoints of the diverged steps: {', '.join(gone)}")
         self.restore(ckpt)
+        self.monitor.rewind(self.step)
         self.data_pos, self.events, self.rollbacks = bad_pos, events, rollbacks
         self.lr_scale = lr_scale
         rec["action"] = (f"rollback to step {self.step}, data position {bad_pos}, learning "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -56,13 +56,13 @@ class Funnel:
                                for k, v in r.items()}} for s, r in self.rows.items()]
 
     def run(self, steps: list[Step], docs: Iterator[Document],
-            drops: list[tuple[str, Document, str]]) -> Iterator[Document]:
-        """``docs`` through ``steps``, every step metered; each drop appended to ``drops``
-        as (step, document, reason)."""
+            drop: Callable[[str, Document, str], None]) -> Iterator[Document]:
+        """``docs`` through ``steps``, every step metered; ``drop(step, document, reason)``
+        is told each drop as it happens (a long run of drops is never held)."""
         stream: Iterator[Document] = docs
         for step in steps:
             row = self.row(step.name)
-            stream = _collect(step.name, step(_metered(stream, row)), row, drops)
+            stream = _collect(step.name, step(_metered(stream, row)), row, drop)
         return stream
 
 
@@ -74,11 +74,11 @@ def _metered(stream: Iterator[Document], row: dict[str, Any]) -> Iterator[Docume
 
 
 def _collect(name: str, stream: Iterator[Any], row: dict[str, Any],
-             drops: list[tuple[str, Document, str]]) -> Iterator[Document]:
+             drop: Callable[[str, Document, str], None]) -> Iterator[Document]:
     for item in stream:
         if isinstance(item, tuple):
             row["dropped"][item[1]] += 1
-            drops.append((name, *item))
+            drop(name, *item)
         else:
             row["docs_out"] += 1
             row["bytes_out"] += item.nbytes

@@ -116,10 +116,10 @@ def limit_shares(total: int, n_files: int) -> list[int]:
 
 
 def _limited(src: SourceConfig, task: Task, items: Iterator[Document | Skip],
-             skips: list[Skip], row: dict[str, Any], strict: bool = False,
+             skip: Callable[[Skip], None], row: dict[str, Any], strict: bool = False,
              beat: Callable[[int, int], None] | None = None) -> Iterator[Document]:
-    """The source's documents up to the task's max_docs/max_bytes; unreadable records go to
-    skips (or stop the stage, in strict mode). ``beat(docs, bytes)`` is told the counts so
+    """The source's documents up to the task's max_docs/max_bytes; unreadable records are
+    told to ``skip`` (or stop the stage, in strict mode). ``beat(docs, bytes)`` is told the counts so
     far at every record."""
     n_docs = n_bytes = 0
     for item in items:
@@ -136,7 +136,7 @@ def _limited(src: SourceConfig, task: Task, items: Iterator[Document | Skip],
             raise PretrainError(f"unreadable input ({item.reason}): {item.detail or item.id} "
                                 "(data.strict = true; false counts and skips such records)")
         if isinstance(item, Skip):
-            skips.append(item)
+            skip(item)
             row["docs_in"] += item.records
             row["dropped"][item.reason] += item.records
             continue
@@ -209,8 +209,6 @@ def run_task(cfg: DataConfig, task: Task, work: Path, ngrams_path: str) -> None:
     steps = build_steps(cfg, src, ngrams)
     hasher = MinHasher(cfg.minhash) if cfg.minhash.enabled else None
     funnel = Funnel()
-    skips: list[Skip] = []
-    drops: list[tuple[str, Document, str]] = []
     # temporary names unique to this attempt: a retried task never meets another attempt's
     # files (``stage.process`` sweeps those of dead attempts)
     attempt = f"{TMP_MARK}{os.getpid()}-{secrets.token_hex(3)}"
@@ -225,31 +223,24 @@ def run_task(cfg: DataConfig, task: Task, work: Path, ngrams_path: str) -> None:
             keys.append(hasher.keys(batch))
         batch.clear()
 
-    def flush_drops() -> None:
-        for s in skips:
-            log.skip(s, src.label())
-        for step, doc, reason in drops:
-            log.drop(step, doc.record(), reason)
-        skips.clear()
-        drops.clear()
-
     read_row = funnel.row("read")
     beat = Beat(beat_path(work, task.stem), work / f"{task.stem}{attempt}.progress.json")
     beat(0, 0, final=True)   # replaces a killed attempt's counts
-    read = _limited(src, task, src.read(task.files), skips, read_row, cfg.strict, beat)
     with open(tmp["jsonl"], "w", encoding="utf-8") as out, \
             open(tmp["drops.jsonl"], "w", encoding="utf-8") as audit, \
             open(tmp["samples.jsonl"], "w", encoding="utf-8") as sample_f:
         log = DropLog(audit, sample_f, cfg.audit_samples)
-        for doc in funnel.run(steps, read, drops):
+        # skips and drops are written as they happen: a file all dropped is never held
+        read = _limited(src, task, src.read(task.files), lambda s: log.skip(s, src.label()),
+                        read_row, cfg.strict, beat)
+        for doc in funnel.run(steps, read,
+                              lambda step, d, why: log.drop(step, d.record(), why)):
             out.write(json.dumps(doc.record(), ensure_ascii=False) + "\n")
             exact.append((_exact_key(doc.text), doc.nbytes))
             batch.append(doc.text)
             if len(batch) >= 512:
                 flush_keys()
-            flush_drops()
         flush_keys()
-        flush_drops()
     beat(read_row["docs_in"], read_row["bytes_in"], done=True)
     n_bands = cfg.minhash.bands if hasher is not None else 0
     band = np.concatenate(keys) if keys else np.zeros((len(exact), n_bands), np.uint64)

@@ -59,6 +59,22 @@ def test_weights_set_the_share_and_rows_stay_within_a_domain(train_shards):
     assert _rows_pure(x)
 
 
+def test_each_domains_spans_are_its_documents_in_stored_order(train_shards):
+    """The spans are made with array masks per shard (a loop over the documents took 14 s
+    and 1.7 GB at 10M documents): the same rows as the walk over the index."""
+    w = MixtureWindows(train_shards, 16, seed=0, mixture=[MixtureEntry("high"),
+                                                          MixtureEntry("low")],
+                       total_steps=10, rows_per_step=8)
+    for name in ("high", "low"):
+        dom = train_shards.domains.index(name)
+        want = [(s, int(a), int(n)) for s, idx in enumerate(train_shards.index)
+                for a, n, d in idx if d == dom]
+        assert [tuple(r) for r in w.spans[name].tolist()] == want
+        assert w.tokens[name] == sum(n for *_, n in want)
+        assert len({s for s, *_ in want}) > 1   # the fixture's domains span shards
+    assert w.epochs(0) == {"high": 0.0, "low": 0.0}
+
+
 def test_curriculum_moves_the_weights_over_the_run(train_shards):
     mix = [MixtureEntry("high", weight=1.0, weight_end=0.0), MixtureEntry("low", weight=0.0, weight_end=1.0)]
     w = MixtureWindows(train_shards, 16, seed=0, mixture=mix, total_steps=100, rows_per_step=32)

@@ -181,7 +181,9 @@ class TokenShards:
         info = self.meta["splits"][split]
         dtype = np.dtype(self.meta["dtype"])
         self.shards = [np.memmap(folder / f"{n}.bin", dtype=dtype, mode="r") for n in info["shards"]]
-        self.index = [np.load(folder / f"{n}.idx.npy") for n in info["shards"]]
+        # (start, length, domain) per document, mapped too: 24 bytes a document, shared
+        # by the processes of a machine through the page cache
+        self.index = [np.load(folder / f"{n}.idx.npy", mmap_mode="r") for n in info["shards"]]
         self.domains: list[str] = self.meta["domains"]
         self.n_tokens = int(info["tokens"])
 

@@ -74,11 +74,10 @@ class RandomWindows:
 
 
 def _domain_tokens(shards: Any) -> dict[str, int]:
-    out = dict.fromkeys(shards.domains, 0)
-    for idx in shards.index:
-        for _, length, dom in idx:
-            out[shards.domains[dom]] += int(length)
-    return out
+    n = len(shards.domains)
+    total = sum((np.bincount(idx[:, 2], weights=idx[:, 1], minlength=n) for idx in shards.index),
+                np.zeros(n))
+    return {d: int(t) for d, t in zip(shards.domains, total, strict=True)}
 
 
 class MixtureWindows:
@@ -93,20 +92,23 @@ class MixtureWindows:
         self._cum: np.ndarray | None = None
         self._last = np.zeros(0)
         self.total_steps, self.rows_per_step = total_steps, rows_per_step
-        spans: dict[str, list[tuple[int, int, int]]] = {m.domain: [] for m in mixture}
-        present: set[str] = set()
+        # each entry's documents as (shard, start, length) rows, in stored order (vectorised:
+        # a loop over 10M documents took 14 s and 1.7 GB)
+        ids = {name: i for i, name in enumerate(shards.domains)}
+        parts: dict[str, list[np.ndarray]] = {m.domain: [] for m in mixture}
+        present = np.zeros(len(shards.domains), dtype=bool)
         for s_i, idx in enumerate(shards.index):
-            for start, length, dom in idx:
-                name = shards.domains[dom]
-                present.add(name)
-                if name in spans:
-                    spans[name].append((s_i, int(start), int(length)))
-        unknown = [d for d, sp in spans.items() if not sp]
+            present[idx[:, 2]] = True
+            for name, part in parts.items():
+                rows = idx[idx[:, 2] == ids.get(name, -1)]
+                if len(rows):
+                    part.append(np.column_stack([np.full(len(rows), s_i), rows[:, :2]]))
+        unknown = [d for d, p in parts.items() if not p]
         if unknown:
             raise ConfigError(f"train.mixture: no training tokens for domain(s) {unknown}; "
                               f"the shards have {shards.domains}")
         self.arrays = shards.shards
-        self.spans = {d: np.asarray(sp, dtype=np.int64) for d, sp in spans.items()}
+        self.spans = {d: np.concatenate(p).astype(np.int64) for d, p in parts.items()}
         self.cum = {d: np.concatenate([[0], np.cumsum(sp[:, 2])]) for d, sp in self.spans.items()}
         self.tokens = {d: int(c[-1]) for d, c in self.cum.items()}
         for d, n in self.tokens.items():
@@ -114,7 +116,7 @@ class MixtureWindows:
                 raise ConfigError(f"train.mixture: domain {d!r} has {n} tokens, fewer than "
                                   f"seq_len + 1 = {seq_len + 1}")
         # the train domains no entry draws from: never trained on, said once
-        self.left_out = [d for d in shards.domains if d in present and d not in spans]
+        self.left_out = [d for d, i in ids.items() if present[i] and d not in parts]
         raw = self.raw_weights(np.arange(total_steps + 1))
         never = [m.domain for i, m in enumerate(mixture) if not raw[:, i].any()]
         if self.left_out or never:

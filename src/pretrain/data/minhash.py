@@ -202,7 +202,8 @@ def estimate_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> float:
 
 class UnionFind:
     def __init__(self, n: int):
-        self.parent = np.arange(n, dtype=np.int64)
+        # 4 bytes a document below 2**31 documents (two of these live through the dedup)
+        self.parent = np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)
 
     def find(self, x: int) -> int:
         p = self.parent

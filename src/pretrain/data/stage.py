@@ -114,10 +114,10 @@ def process(cfg: DataConfig, out: Path, work: Path | None = None,
     with open(out / "dropped.jsonl", "w", encoding="utf-8") as audit, \
             open(out / "samples.jsonl", "w", encoding="utf-8") as sample_f:
         log = DropLog(audit, sample_f, cfg.audit_samples)
-        for t, st in zip(tasks, stats, strict=True):
+        for k, (t, st) in enumerate(zip(tasks, stats, strict=True)):
             log.copy(work / f"{t.stem}.drops.jsonl", work / f"{t.stem}.samples.jsonl")
             writer.start_task(t, st)
-            gone = removed.get(t.index, {})
+            gone = removed.of_task(k)
             # a task's documents all carry its source's label; sizes come from the keys
             sizes = np.load(work / f"{t.stem}.keys.npy", mmap_mode="r")[:, 1]
             domain = st["source"]

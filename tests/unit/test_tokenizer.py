@@ -18,6 +18,7 @@ from pretrain.tokenizer.config import (
     TokenizeConfig,
     TokenizerConfig,
 )
+from pretrain.tokenizer.report import sample_by_domain
 
 # real text that every Python installation has: two modules' sources and a help topic
 CORPUS = [
@@ -90,6 +91,18 @@ def test_training_sample_is_balanced_and_capped():
     assert sum(len(p) for p in pieces if p[0] == "x") == 150
     assert sum(len(p) for p in pieces if p[0] == "y") == 150
     assert max(len(p) for p in pieces) == 40
+    # the read stops once every domain has its share (it read the whole corpus, twice:
+    # for the sample, then the report's)
+    read = []
+
+    def corpus():
+        for d in docs[:10] + docs[10:] + [{"domain": "a", "text": "z" * 100}] * 1000:
+            read.append(d)
+            yield d
+    assert list(bpe.training_sample(corpus(), cfg, ["a", "b"])) == pieces and len(read) == 14
+    read.clear()
+    texts = sample_by_domain(corpus(), 150, ["a", "b"])
+    assert [len(t) for t in texts["a"]] == [100, 50] and len(read) == 12
 
 
 def test_shards_are_byte_identical_for_any_thread_count(tok, tmp_path: Path):

@@ -157,12 +157,13 @@ def training_sample(docs: Iterator[dict], cfg: TokenizerConfig,
                     domains: list[str]) -> Iterator[str]:
     """Documents capped at ``doc_cap_chars``, an equal share of ``max_chars`` per domain.
 
-    One streaming pass; a domain with less text than its share leaves the rest unused
-    (simple and deterministic). Documents a source holds
-    out (``use_for = "val"``) are never trained on.
+    One streaming pass, which stops once every domain has its share (it read the whole
+    corpus); a domain with less text than its share leaves the rest unused (simple and
+    deterministic). Documents a source holds out (``use_for = "val"``) are never trained on.
     """
     share = cfg.max_chars // max(1, len(domains))
     used = dict.fromkeys(domains, 0)
+    short = len(used)   # domains still under their share
     for d in docs:
         if d.get("split") == "val":
             continue
@@ -172,6 +173,9 @@ def training_sample(docs: Iterator[dict], cfg: TokenizerConfig,
         piece = d["text"][: min(cfg.doc_cap_chars, left)]
         used[d["domain"]] += len(piece)
         yield piece
+        short -= used[d["domain"]] >= share
+        if not short:
+            return
 
 
 def train(texts: Iterator[str], cfg: TokenizerConfig) -> Tokenizer:

@@ -82,16 +82,23 @@ def _fragmenting(tok: TextTokenizer, words: Counter[str], top: int, min_count: i
             for w, p in ranked[:top]]
 
 
-def sample_by_domain(docs: Iterable[dict[str, Any]], max_chars_per_domain: int) -> dict[str, list[str]]:
-    """The first documents of each domain, up to ``max_chars_per_domain`` characters."""
+def sample_by_domain(docs: Iterable[dict[str, Any]], max_chars_per_domain: int,
+                     domains: list[str] | None = None) -> dict[str, list[str]]:
+    """The first documents of each domain, up to ``max_chars_per_domain`` characters; with
+    ``domains`` (all there are), the read stops once each has that many."""
     out: dict[str, list[str]] = {}
     size: Counter[str] = Counter()
+    wanted = set(domains or ())
+    short = len(wanted) or -1
     for d in docs:
         if size[d["domain"]] >= max_chars_per_domain:
             continue
         text = d["text"][: max_chars_per_domain - size[d["domain"]]]
         out.setdefault(d["domain"], []).append(text)
         size[d["domain"]] += len(text)
+        short -= d["domain"] in wanted and size[d["domain"]] >= max_chars_per_domain
+        if not short:
+            break
     return out
 
 

@@ -63,7 +63,7 @@ def run_tokenizer(run: StageRun, cfg: TokenizerConfig) -> None:
              f"in {time.time() - t0:.1f}s")
     texts: dict[str, list[str]] = {}
     if cfg.report_chars:
-        texts = rep_mod.sample_by_domain(read_docs(data), cfg.report_chars)
+        texts = rep_mod.sample_by_domain(read_docs(data), cfg.report_chars, domains)
     words = list(cfg.extend_words)
     if cfg.extend_mined:
         words += rep_mod.fragmenting_words(tok, texts, cfg.extend_mined)

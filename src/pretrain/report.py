@@ -262,6 +262,8 @@ def _train(root: Path) -> str:
             ("device, processes", f"{c.get('device')}, {c.get('processes')}")]
     out = ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
     log = _jsonl(root / "train" / "log.jsonl")
+    if log and c.get("val_loss_initial") is not None:   # step 0's evaluation starts the val curve
+        log = [{"step": 0, "val_loss": c["val_loss_initial"]}, *log]
     text = "\n".join(out) + "\n\n" + (_plot(log, root / "report" / "loss.png") if log else "")
     events = _jsonl(root / "train" / "events.jsonl")
     if events:

@@ -490,6 +490,62 @@ def test_fp16_scales_the_loss_skips_overflow_and_resumes_exactly(tokens, tmp_pat
     assert math.isfinite(full["val_loss_final"])
 
 
+def _overflowing_from(real, first: int):
+    """``forward_backward`` whose gradients overflow (the loss finite) from data position
+    ``first`` on."""
+    def forward_backward(self, data_pos):
+        if data_pos < first:
+            return real(self, data_pos)
+        hook = next(self.model.parameters()).register_hook(lambda g: g * math.inf)
+        try:
+            return real(self, data_pos)
+        finally:
+            hook.remove()
+    return forward_backward
+
+
+def test_fp16_overflowing_for_good_ends_in_rollbacks_then_an_error(tokens, tmp_path,
+                                                                    monkeypatch):
+    """Gradients that overflow whatever the scale: the scale halved to 0 (then 0 x inf =
+    NaN: every step overflowed) and the run never ended. The scale stops at 1; an overflow
+    there is a bad step, toward a rollback, then the one-line error."""
+    monkeypatch.setattr(Trainer, "forward_backward",
+                        _overflowing_from(Trainer.forward_backward, 10))
+    with pytest.raises(PretrainError, match="rollback budget is spent"):
+        _run(tokens, tmp_path / "a", tmp_path / "ckpt", precision="fp16", max_rollbacks=1,
+             tb=tmp_path / "tb")
+    scales = [float(a.rsplit(" ", 1)[1]) for a in _event_texts(tmp_path / "tb")
+              if "loss scale now" in a]
+    # 65536 halved to 1, then bad steps and a rollback to step 8 (its scale: 65536 again)
+    assert scales[:17] == [2.0 ** k for k in range(15, -1, -1)] + [32768] and min(scales) == 1
+    assert sum("non-finite" in a for a in _event_texts(tmp_path / "tb")) >= 3
+
+
+def _event_texts(tb: Path) -> list[str]:
+    """The stability events TensorBoard holds (``events.jsonl`` is written at the end)."""
+    pytest.importorskip("tensorboard", reason="tensorboard is a core dependency; not installed here")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(tb), size_guidance={"tensors": 0})
+    acc.Reload()
+    return [e.tensor_proto.string_val[0].decode() for e in acc.Tensors("events/text_summary")]
+
+
+def test_a_stop_signal_is_taken_at_a_skipped_step(tokens, tmp_path, monkeypatch):
+    """A stop asked while no step is accepted (bad steps, fp16 overflows) was only taken at
+    the next accepted step: a run stuck on them ignored SIGTERM. Now at the skip itself."""
+    bad = bad_steps(Trainer.forward_backward, nan_at=tuple(range(11, 60)))
+
+    def asked_at_11(self, data_pos):
+        if data_pos == 11:
+            self.stop_requested = True   # what the SIGTERM handler sets
+        return bad(self, data_pos)
+
+    monkeypatch.setattr(Trainer, "forward_backward", asked_at_11)
+    with pytest.raises(Preempted, match="at step 11"):
+        _run(tokens, tmp_path / "a", tmp_path / "ckpt")
+    assert [p.name for p in state.complete(tmp_path / "ckpt")] == ["step-0000008", "step-0000011"]
+
+
 def test_fp8_without_a_hopper_gpu_is_a_clear_error(tokens, tmp_path):
     """On the CPU of any machine (a GPU machine's too: there "auto" is its GPU)."""
     with pytest.raises(ConfigError, match="'fp8' needs a Hopper GPU or newer"):

@@ -359,8 +359,8 @@ class Trainer(Recovery):
                         pending = None
                     continue
                 loss, norm_v = torch.stack([mean, norm]).tolist()  # the step's one host read
-                if self.scaler is not None and math.isfinite(loss) and not math.isfinite(norm_v):
-                    self._fp16_overflow(loss)  # not a bad step: the scale was too high
+                if self.scaler is not None and math.isfinite(loss) and not math.isfinite(norm_v) \
+                        and self._fp16_overflow(loss):   # not a bad step: the scale was too high
                     continue
                 reason = self.guard.check(loss, norm_v)
                 if reason is None and self.scaler is not None:
@@ -368,7 +368,7 @@ class Trainer(Recovery):
                 elif reason is None:
                     self.opt.step()
                 if self.scaler is not None:
-                    self.scaler.update()
+                    self._scale_update()
                 self.opt.zero_grad(set_to_none=True)
                 self._settle(loss, norm_v, reason, lr, time.perf_counter() - t0, True)
 
@@ -438,6 +438,8 @@ class Trainer(Recovery):
             self.events.append(rec)
             self.monitor.event(rec)
             log0(f"train: step {rec['step']}: {reason}, loss {loss:.4g}; {rec['action']}")
+            if not rolled and boundary and self._agree():   # a stop is taken at skips too
+                self._stop()
             return rolled
         self.guard.accept(loss)
         self.step += 1
@@ -447,14 +449,13 @@ class Trainer(Recovery):
         else:
             self.t_train += dt
             self.timed_steps += 1
-        cfg = self.cfg
         stop = boundary and self._agree()   # before done() is asked again, in _record
         self._record(loss, lr, norm, self.tokens_per_step, self.flops_per_step)
         self._bar.update(1, loss=loss)
         if self._diverged(loss):
             return True   # rolled back: nothing of the diverged state is saved
-        if boundary and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 \
-                and not self.done():
+        every = self.cfg.checkpoint_every
+        if boundary and every and self.step % every == 0 and not self.done():
             self.save()
         if stop:
             self._stop()

@@ -21,6 +21,9 @@ from .config import TrainConfig
 from .monitor import Monitor
 from .stability import DivergenceMonitor
 
+# the loss scale's floor (DeepSpeed's min_loss_scale): gradients that overflow at scale 1
+# overflow in fp16 itself; halving on (to 0, then 0 x inf = NaN) never recovers
+FP16_MIN_SCALE = 1.0
 
 class Recovery:
     cfg: TrainConfig
@@ -147,10 +150,14 @@ class Recovery:
         raise Preempted(f"stopped by a signal at step {self.step}, {where}; run the same "
                         "command again to resume")
 
-    def _fp16_overflow(self, loss: float) -> None:
-        """fp16 gradients overflowed: skip the update, lower the scale, record the event."""
+    def _fp16_overflow(self, loss: float) -> bool:
+        """fp16 gradients overflowed: skip the update, lower the scale, record the event;
+        False (nothing done) once the scale is at its floor: the step is then a bad step
+        like any other, toward a rollback (a scale halved to 0 overflowed forever)."""
         assert self.scaler is not None and self.monitor is not None
-        self.scaler.update()  # the overflow found by unscale_ halves the scale
+        if self.scaler.get_scale() <= FP16_MIN_SCALE:
+            return False
+        self._scale_update()  # the overflow found by unscale_ halves the scale
         self.opt.zero_grad(set_to_none=True)
         rec = {"step": self.step, "data_pos": self.data_pos - 1, "loss": loss,
                "grad_norm": math.inf, "reason": "fp16 gradient overflow",
@@ -158,3 +165,13 @@ class Recovery:
         self.events.append(rec)
         self.monitor.event(rec)
         log0(f"train: step {rec['step']}: {rec['reason']}; {rec['action']}")
+        if self._agree():   # a stop asked during a run of overflows is taken here
+            self._stop()
+        return True
+
+    def _scale_update(self) -> None:
+        """The scaler's update, the scale kept at or above ``FP16_MIN_SCALE``."""
+        assert self.scaler is not None
+        self.scaler.update()
+        if self.scaler.get_scale() < FP16_MIN_SCALE:
+            self.scaler.update(new_scale=FP16_MIN_SCALE)

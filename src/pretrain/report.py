@@ -268,7 +268,8 @@ def _train(root: Path) -> str:
     events = _jsonl(root / "train" / "events.jsonl")
     if events:
         text += "\nStability events:\n\n" + "\n".join(
-            f"- step {e['step']}: {e['reason']}, loss {e['loss']:.4g}: {e['action']}"
+            f"- step {e['step']}: {e['reason']}, loss "
+            f"{'NaN' if e['loss'] is None else format(e['loss'], '.4g')}: {e['action']}"
             for e in events) + "\n"
     gens = _jsonl(root / "train" / "generations.jsonl")
     if gens:

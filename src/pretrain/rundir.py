@@ -231,7 +231,7 @@ def verify_run(root: Path, stage_names: tuple[str, ...] = ()) -> tuple[int, list
             problems.append(f"{folder}: no {MANIFEST} ({files} files nothing vouches for; "
                             f"rerun the stage: `pretrain run --force {name}`)")
     for ckpt in sorted(root.glob("checkpoints/*/step-*")):
-        if not ckpt.is_dir() or ckpt.name.endswith(".tmp"):
+        if not ckpt.is_dir() or ckpt.name.endswith((".tmp", ".deleting")):   # written, removed
             continue
         if not (ckpt / CHECKSUMS).is_file():
             problems.append(f"{ckpt / CHECKSUMS}: unreadable (FileNotFoundError)")

@@ -22,7 +22,6 @@ checkpoint and skip the data that caused them (``recovery.py``). The host reads 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import shutil
 import signal
@@ -50,7 +49,7 @@ from . import state
 from .config import TrainConfig
 from .data import MixtureWindows, Prefetcher, RandomWindows, domain_ids, probe_prompts
 from .fits import check_memory
-from .monitor import Monitor, log_line, memory_gb, val_fields
+from .monitor import Monitor, log_line, memory_gb, val_fields, write_logs
 from .optim import lr_at, make_optimizer, peaks
 from .parallelize import (
     Layout,
@@ -536,14 +535,15 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: Run
     t = Trainer(cfg, model, tokens_dir, paths, seed, dev, d, layout, net)
     log0(f"train: {t.precision}, attention kernel {t.sdpa}, host_sync {t.host_sync}, "
          f"{t.peaks.describe()}")
-    t.run()
+    try:
+        t.run()
+    finally:   # a run that fails writes them too: its events say why
+        if d.rank == 0:
+            write_logs(paths.out, t.history, t.events, t.generations)
     final_sd = _final_weights(t, paths)
     if d.rank != 0:
         return {}
     out = paths.out
-    for name, rows in (("log", t.history), ("events", t.events), ("generations", t.generations)):
-        with open(out / f"{name}.jsonl", "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     assert final_sd is not None
     try:
         io.save(out, model_cfg, final_sd, io.aliases_for(model_cfg))

@@ -10,6 +10,8 @@ missing package is one logged line, never a failed run: metrics are still in ``l
 
 from __future__ import annotations
 
+import json
+import math
 import resource
 import sys
 from pathlib import Path
@@ -41,6 +43,17 @@ def flatten(rec: dict[str, Any]) -> dict[str, float]:
         for name, v in m.items():
             out[f"val/{name}/{domain}"] = float(v)
     return out
+
+
+def write_logs(out: Path, history: list[dict[str, Any]], events: list[dict[str, Any]],
+               generations: list[dict[str, Any]]) -> None:
+    """``log.jsonl``, ``events.jsonl`` and ``generations.jsonl`` in ``out``, strict JSON: a
+    NaN or infinite loss or norm (a bad step's) is null."""
+    for name, rows in (("log", history), ("events", events), ("generations", generations)):
+        with open(out / f"{name}.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps({k: None if isinstance(v, float) and not math.isfinite(v)
+                                     else v for k, v in r.items()}, ensure_ascii=False) + "\n"
+                         for r in rows)
 
 
 def val_fields(res: dict[str, dict[str, float]]) -> dict[str, Any]:

@@ -52,6 +52,7 @@ from ..model.config import ModelConfig
 from ..rundir import CHECKSUMS, file_sha256, fsync, read_checksums, verify_files, write_failure
 
 STATE = "state.json"
+DELETING = ".deleting"   # a checkpoint being removed (renamed first)
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -73,11 +74,11 @@ def save(folder: Path, step: int, model_cfg: ModelConfig, model: nn.Module,
     tokenizer is later."""
     final = folder / f"step-{step:07d}"
     tmp = folder / f"step-{step:07d}.tmp"
-    if d.rank == 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    distributed.barrier(d)
     try:
+        if d.rank == 0:   # a read-only or inode-less disk fails here: the same message
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        distributed.barrier(d)
         dcp.save({"model": get_model_state_dict(model),
                   "optim": get_optimizer_state_dict(model, _optimizers(opt))}, checkpoint_id=tmp,
                  no_dist=not d.enabled)
@@ -97,7 +98,6 @@ def save(folder: Path, step: int, model_cfg: ModelConfig, model: nn.Module,
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
             fsync(folder)   # the rename itself on disk
-            _rotate(folder, keep_last)
     except (Exception, CheckpointException) as e:   # DCP's is a BaseException
         if d.rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -106,6 +106,8 @@ def save(folder: Path, step: int, model_cfg: ModelConfig, model: nn.Module,
                 else "no earlier checkpoint existed; nothing written before was touched")
         raise PretrainError(f"train: {write_failure(final, e)}; {kept}; make room and rerun "
                             "the same command to resume") from e
+    if d.rank == 0:   # written: what rotation does is no write failure
+        _rotate(folder, keep_last)
     distributed.barrier(d)
     return final
 
@@ -176,8 +178,17 @@ def discard_after(folder: Path, step: int) -> list[str]:
     back: a resume must never pick them); returns their names."""
     gone = [p for p in complete(folder) if step_of(p) > step]
     for p in gone:
-        shutil.rmtree(p)
+        _remove(p)
     return [p.name for p in gone]
+
+
+def _remove(ckpt: Path) -> None:
+    """Delete a checkpoint: renamed first (a kill while its files go leaves a
+    ``.deleting`` folder, swept at the next rotation, never a half checkpoint)."""
+    gone = ckpt.with_name(ckpt.name + DELETING)
+    shutil.rmtree(gone, ignore_errors=True)
+    os.replace(ckpt, gone)
+    shutil.rmtree(gone, ignore_errors=True)
 
 
 def complete(folder: Path) -> list[Path]:
@@ -185,22 +196,31 @@ def complete(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.glob("step-*") if p.is_dir() and (p / STATE).is_file()
-                  and not p.name.endswith(".tmp"))
+                  and not p.name.endswith((".tmp", DELETING)))
 
 
 def _rotate(folder: Path, keep_last: int) -> None:
     ckpts = complete(folder)
     # the best of those evaluated at their step (the others' val_loss is inf: were one of
     # them the "best", the oldest such checkpoint would be kept forever)
-    losses = {p: float(json.loads((p / STATE).read_text()).get("val_loss", math.inf))
-              for p in ckpts}
+    losses = {p: _val_loss(p) for p in ckpts}
     best = min((p for p in ckpts if math.isfinite(losses[p])), key=losses.__getitem__,
                default=None)
     for p in ckpts[:-keep_last]:
         if p != best:
-            shutil.rmtree(p, ignore_errors=True)
-    for p in folder.glob("step-*.tmp"):
+            _remove(p)
+    for p in [*folder.glob("step-*.tmp"), *folder.glob(f"step-*{DELETING}")]:
         shutil.rmtree(p, ignore_errors=True)
+
+
+def _val_loss(ckpt: Path) -> float:
+    """A checkpoint's val loss at its step (inf: not evaluated there, or a state file that
+    cannot be read, which a resume skips with its own warning)."""
+    try:
+        return float(json.loads((ckpt / STATE).read_text()).get("val_loss", math.inf))
+    except (OSError, ValueError, AttributeError) as e:
+        log0(f"train: {ckpt / STATE}: unreadable ({type(e).__name__}); not kept as the best")
+        return math.inf
 
 
 def load(ckpt: Path, model: nn.Module, opt: torch.optim.Optimizer,

@@ -91,6 +91,7 @@ class MixtureWindows:
         # (it read O(step) of the schedule on every micro-batch before)
         self._cum: np.ndarray | None = None
         self._last = np.zeros(0)
+        self._past = False   # said once: drawing past the schedule with every domain capped
         self.total_steps, self.rows_per_step = total_steps, rows_per_step
         # each entry's documents as (shard, start, length) rows, in stored order (vectorised:
         # a loop over 10M documents took 14 s and 1.7 GB)
@@ -168,6 +169,14 @@ class MixtureWindows:
         for i, m in enumerate(self.mixture):
             if m.max_epochs and self.expected_tokens(i, step) >= m.max_epochs * self.tokens[m.domain]:
                 w[i] = 0.0
+        if w.sum() <= 0 and step >= self.total_steps:
+            # past the schedule (skipped updates move the data position on; ``check_end``
+            # looked up to train.steps): the end's weights, the caps overdrawn a little
+            w = self.raw_weights(np.array([step]))[0]
+            if not self._past:
+                self._past = True
+                log0(f"train: data position {step} is past train.steps (skipped updates) with "
+                     "every domain at its max_epochs: drawing by the end's weights")
         if w.sum() <= 0:
             raise ConfigError(f"train.mixture: every domain is exhausted or weighted 0 at step {step}; "
                               "raise max_epochs or train fewer steps")

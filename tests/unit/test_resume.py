@@ -302,6 +302,27 @@ def test_repeated_spikes_roll_back_and_skip_the_data(tokens, tmp_path, monkeypat
     assert len(_losses(tmp_path / "a")) == 24 and not (set(seen[-8:]) & bad)
 
 
+def test_a_second_rollback_to_the_same_checkpoint_lowers_the_learning_rate(tokens, tmp_path,
+                                                                         monkeypatch):
+    """Three rollbacks to one checkpoint had each met the same spike again (the trouble in
+    its state, not in the data skipped): the second on lowers the lr, as for divergence."""
+    monkeypatch.setattr(Trainer, "forward_backward",
+                        bad_steps(Trainer.forward_backward, spikes=(18, 19, 20, 21, 22, 23)))
+    counts = _run(tokens, tmp_path / "a", tmp_path / "ckpt")
+    events = [json.loads(x) for x in (tmp_path / "a" / "events.jsonl").open()]
+    actions = [e["action"] for e in events if e["action"].startswith("rollback")]
+    assert actions == ["rollback to step 16, data position 21",
+                       "rollback to step 16, data position 24, learning rate x0.5 from now on "
+                       "(rollback 2 to this checkpoint)"]
+    assert counts["rollbacks"] == 2
+    monkeypatch.undo()
+    _run(tokens, tmp_path / "ref", tmp_path / "ckpt-ref")
+    lrs = [[r["lr"] for r in map(json.loads, (tmp_path / run / "log.jsonl").open())]
+           for run in ("a", "ref")]
+    assert lrs[0] == pytest.approx([lr * (0.5 if s > 16 else 1) for s, lr in
+                                    enumerate(lrs[1], 1)])
+
+
 def test_divergence_without_a_checkpoint_is_a_clear_error(tokens, tmp_path, monkeypatch):
     nan = torch.tensor(float("nan"), dtype=torch.float64)
     monkeypatch.setattr(Trainer, "forward_backward", lambda s, p: (nan, nan))

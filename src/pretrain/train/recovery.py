@@ -71,6 +71,13 @@ class Recovery:
         self.monitor.rewind(self.step)   # TensorBoard drops the steps after it
         self.data_pos, self.events, self.rollbacks = bad_pos, events, rollbacks  # skip that data
         rec["action"] = f"rollback to step {self.step}, data position {bad_pos}"
+        # back to the same checkpoint again: the trouble is in its state, not the data
+        # skipped, so the learning rate is lowered as a divergence's rollback lowers it
+        again = sum(e["action"].startswith(f"rollback to step {self.step},") for e in events)
+        if again:
+            self.lr_scale *= self.cfg.divergence_lr_factor ** again
+            rec["action"] += (f", learning rate x{self.lr_scale:g} from now on (rollback "
+                              f"{again + 1} to this checkpoint)")
 
     def _diverged(self, loss: float) -> bool:
         """After an accepted step: watch for slow divergence; True if it rolled back."""

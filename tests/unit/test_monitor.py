@@ -112,3 +112,16 @@ def test_time_fraction_schedule_matches_the_step_schedule(schedule: str):
     # stayed at the peak, and a budgeted run stopped by train.steps was never annealed)
     for step in (600, 850, 999):
         assert lr_at(step, cfg, 0.05) == pytest.approx(lr_at(step, cfg), abs=2e-3)
+
+
+def test_logs_that_cannot_be_written_are_one_line_naming_the_file(tmp_path: Path):
+    """A full disk (or anything in the way) at the end of training: a one-line error naming
+    log.jsonl, not a bare OSError. Their values are strict JSON: NaN is null."""
+    from pretrain.config import PretrainError
+    from pretrain.train.monitor import write_logs
+    blocked = tmp_path / "train"
+    blocked.write_text("")   # a file where the folder should be
+    with pytest.raises(PretrainError, match=f"could not write {blocked}/log.jsonl.*make room"):
+        write_logs(blocked, [{"step": 1, "loss": 2.0}], [], [])
+    write_logs(tmp_path, [{"step": 1, "loss": 2.0}], [{"loss": math.nan, "norm": -math.inf}], [])
+    assert (tmp_path / "events.jsonl").read_text() == '{"loss": null, "norm": null}\n'

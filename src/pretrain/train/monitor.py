@@ -19,7 +19,9 @@ from typing import Any
 
 import torch
 
+from ..config import PretrainError
 from ..log import log0
+from ..rundir import write_failure
 
 
 def memory_gb(device: torch.device) -> float:
@@ -50,10 +52,15 @@ def write_logs(out: Path, history: list[dict[str, Any]], events: list[dict[str, 
     """``log.jsonl``, ``events.jsonl`` and ``generations.jsonl`` in ``out``, strict JSON: a
     NaN or infinite loss or norm (a bad step's) is null."""
     for name, rows in (("log", history), ("events", events), ("generations", generations)):
-        with open(out / f"{name}.jsonl", "w", encoding="utf-8") as f:
-            f.writelines(json.dumps({k: None if isinstance(v, float) and not math.isfinite(v)
-                                     else v for k, v in r.items()}, ensure_ascii=False) + "\n"
-                         for r in rows)
+        path = out / f"{name}.jsonl"
+        try:
+            with open(path, "w", encoding="utf-8") as f:
+                f.writelines(json.dumps({k: None if isinstance(v, float) and not math.isfinite(v)
+                                         else v for k, v in r.items()}, ensure_ascii=False)
+                             + "\n" for r in rows)
+        except OSError as e:
+            raise PretrainError(f"train: {write_failure(path, e)}; the checkpoints are intact: "
+                                "make room and rerun the same command") from e
 
 
 def val_fields(res: dict[str, dict[str, float]]) -> dict[str, Any]:
@@ -101,8 +108,12 @@ class Monitor:
     def log(self, rec: dict[str, Any]) -> None:
         scalars = flatten(rec)
         if self.tb is not None:
-            for k, v in scalars.items():
-                self.tb.add_scalar(k, v, rec["step"])
+            try:
+                for k, v in scalars.items():
+                    self.tb.add_scalar(k, v, rec["step"])
+            except OSError as e:   # a full disk: training goes on, the checkpoint will tell
+                log0(f"train: TensorBoard stopped: {write_failure(Path(self.tb.log_dir), e)}")
+                self.tb = None
         if self.wandb is not None:
             self.wandb.log(scalars, step=rec["step"])
 

@@ -566,9 +566,9 @@ def test_fp16_overflowing_for_good_ends_in_rollbacks_then_an_error(tokens, tmp_p
                         _overflowing_from(Trainer.forward_backward, 10))
     with pytest.raises(PretrainError, match="rollback budget is spent"):
         _run(tokens, tmp_path / "a", tmp_path / "ckpt", precision="fp16", max_rollbacks=1)
-    # a failed run writes its events too (they were on stderr only), in strict JSON (a
-    # bad step's NaN or infinite norm is null: a bare NaN is no JSON)
-    lines = (tmp_path / "a" / "events.jsonl").read_text().splitlines()
+    # a failed run leaves its events (they were on stderr only) in its checkpoint folder
+    # (the stage's own is removed), in strict JSON (a bad step's NaN or inf is null)
+    lines = (tmp_path / "ckpt" / "events.jsonl").read_text().splitlines()
     events = [json.loads(x, parse_constant=lambda c: pytest.fail(f"{c} in events.jsonl"))
               for x in lines]
     scales = [float(e["action"].rsplit(" ", 1)[1]) for e in events if "scale" in e["action"]]
@@ -577,13 +577,18 @@ def test_fp16_overflowing_for_good_ends_in_rollbacks_then_an_error(tokens, tmp_p
     bad = [e for e in events if e["reason"] == "non-finite loss or gradient"]
     assert len(bad) >= 3 and all(e["grad_norm"] is None for e in bad)
     # the log as kept: steps 1-8 (9 and 10 were rolled back)
-    assert (tmp_path / "a" / "log.jsonl").read_text().count("\n") == 8
+    assert (tmp_path / "ckpt" / "log.jsonl").read_text().count("\n") == 8
 
 
-def test_a_stop_signal_is_taken_at_a_skipped_step(tokens, tmp_path, monkeypatch):
+def test_a_stop_signal_is_taken_at_a_skipped_step_and_resumes_exactly(tokens, tmp_path,
+                                                                      monkeypatch):
     """A stop asked while no step is accepted (bad steps, fp16 overflows) was only taken at
-    the next accepted step: a run stuck on them ignored SIGTERM. Now at the skip itself."""
-    bad = bad_steps(Trainer.forward_backward, nan_at=tuple(range(11, 60)))
+    the next accepted step: a run stuck on them ignored SIGTERM. Now at the skip itself,
+    without a checkpoint there (it would hold the streak half counted and be what the
+    rollback restores): the rerun resumes from step 8 and makes the uninterrupted run."""
+    bad = bad_steps(Trainer.forward_backward, nan_at=(11, 12, 13))
+    monkeypatch.setattr(Trainer, "forward_backward", bad)
+    _run(tokens, tmp_path / "full", tmp_path / "ckpt-full")
 
     def asked_at_11(self, data_pos):
         if data_pos == 11:
@@ -591,9 +596,16 @@ def test_a_stop_signal_is_taken_at_a_skipped_step(tokens, tmp_path, monkeypatch)
         return bad(self, data_pos)
 
     monkeypatch.setattr(Trainer, "forward_backward", asked_at_11)
-    with pytest.raises(Preempted, match="at step 11"):
-        _run(tokens, tmp_path / "a", tmp_path / "ckpt")
-    assert [p.name for p in state.complete(tmp_path / "ckpt")] == ["step-0000008", "step-0000011"]
+    with pytest.raises(Preempted, match=r"at step 11, no checkpoint at a skipped update "
+                                        r"\(the last is .*step-0000008\)"):
+        _run(tokens, tmp_path / "b", tmp_path / "ckpt")
+    assert [p.name for p in state.complete(tmp_path / "ckpt")] == ["step-0000008"]
+    monkeypatch.setattr(Trainer, "forward_backward", bad)
+    _run(tokens, tmp_path / "b", tmp_path / "ckpt")
+    assert _losses(tmp_path / "b") == _losses(tmp_path / "full")
+    events = (tmp_path / "b" / "events.jsonl").read_text()
+    assert events == (tmp_path / "full" / "events.jsonl").read_text()
+    assert "rollback to step 8" in events
 
 
 def test_fp8_without_a_hopper_gpu_is_a_clear_error(tokens, tmp_path):

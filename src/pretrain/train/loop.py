@@ -49,7 +49,7 @@ from . import state
 from .config import TrainConfig
 from .data import MixtureWindows, Prefetcher, RandomWindows, domain_ids, probe_prompts
 from .fits import check_memory
-from .monitor import Monitor, log_line, memory_gb, val_fields, write_logs
+from .monitor import Monitor, log_line, logs_on_failure, memory_gb, val_fields, write_logs
 from .optim import lr_at, make_optimizer, peaks
 from .parallelize import (
     Layout,
@@ -438,7 +438,7 @@ class Trainer(Recovery):
             self.monitor.event(rec)
             log0(f"train: step {rec['step']}: {reason}, loss {loss:.4g}; {rec['action']}")
             if not rolled and boundary and self._agree():   # a stop is taken at skips too
-                self._stop()
+                self._stop(save=False)
             return rolled
         self.guard.accept(loss)
         self.step += 1
@@ -535,15 +535,13 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: Run
     t = Trainer(cfg, model, tokens_dir, paths, seed, dev, d, layout, net)
     log0(f"train: {t.precision}, attention kernel {t.sdpa}, host_sync {t.host_sync}, "
          f"{t.peaks.describe()}")
-    try:
+    with logs_on_failure(paths.checkpoints if d.rank == 0 else None, t):
         t.run()
-    finally:   # a run that fails writes them too: its events say why
-        if d.rank == 0:
-            write_logs(paths.out, t.history, t.events, t.generations)
     final_sd = _final_weights(t, paths)
     if d.rank != 0:
         return {}
     out = paths.out
+    write_logs(out, t.history, t.events, t.generations)
     assert final_sd is not None
     try:
         io.save(out, model_cfg, final_sd, io.aliases_for(model_cfg))

@@ -10,10 +10,12 @@ missing package is one logged line, never a failed run: metrics are still in ``l
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import resource
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,20 +49,50 @@ def flatten(rec: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+LOGS = ("log", "events", "generations")   # the run's .jsonl files
+
+
 def write_logs(out: Path, history: list[dict[str, Any]], events: list[dict[str, Any]],
                generations: list[dict[str, Any]]) -> None:
     """``log.jsonl``, ``events.jsonl`` and ``generations.jsonl`` in ``out``, strict JSON: a
-    NaN or infinite loss or norm (a bad step's) is null."""
-    for name, rows in (("log", history), ("events", events), ("generations", generations)):
+    NaN or infinite value (a bad step's loss or norm) is null."""
+    for name, rows in zip(LOGS, (history, events, generations), strict=True):
         path = out / f"{name}.jsonl"
         try:
             with open(path, "w", encoding="utf-8") as f:
-                f.writelines(json.dumps({k: None if isinstance(v, float) and not math.isfinite(v)
-                                         else v for k, v in r.items()}, ensure_ascii=False)
-                             + "\n" for r in rows)
+                f.writelines(json.dumps(_finite(r), ensure_ascii=False) + "\n" for r in rows)
         except OSError as e:
             raise PretrainError(f"train: {write_failure(path, e)}; the checkpoints are intact: "
                                 "make room and rerun the same command") from e
+
+
+def _finite(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    return [_finite(x) for x in v] if isinstance(v, list) else v
+
+
+@contextlib.contextmanager
+def logs_on_failure(folder: Path | None, t: Any) -> Iterator[None]:
+    """A run that fails (diverged, stopped, killed by an exception) leaves its logs in
+    ``folder`` (the checkpoints'; the stage's own folder is removed with the failure): its
+    events say why; a run that ends well removes them there (its own are in its folder).
+    A failure to write them is said, never raised over the run's own."""
+    try:
+        yield
+        for name in LOGS:
+            if folder is not None:
+                (folder / f"{name}.jsonl").unlink(missing_ok=True)
+    except BaseException:
+        if folder is not None and folder.is_dir():
+            try:
+                write_logs(folder, t.history, t.events, t.generations)
+                log0(f"train: the failed run's log, events and generations are in {folder}")
+            except PretrainError as e:
+                log0(str(e))
+        raise
 
 
 def val_fields(res: dict[str, dict[str, float]]) -> dict[str, Any]:
@@ -105,36 +137,40 @@ class Monitor:
                                         config=config,
                                         resume="allow")
 
+    def _tb(self, write: Callable[[Any], Any]) -> None:
+        """One TensorBoard call; a write that fails (a full disk, raised by the writer's
+        thread at any later call) stops TensorBoard with one line, never the run."""
+        if self.tb is None:
+            return
+        try:
+            write(self.tb)
+        except OSError as e:   # training goes on; the next checkpoint will tell
+            log0(f"train: TensorBoard stopped: {write_failure(Path(self.tb.log_dir), e)}")
+            self.tb = None
+
     def log(self, rec: dict[str, Any]) -> None:
         scalars = flatten(rec)
-        if self.tb is not None:
-            try:
-                for k, v in scalars.items():
-                    self.tb.add_scalar(k, v, rec["step"])
-            except OSError as e:   # a full disk: training goes on, the checkpoint will tell
-                log0(f"train: TensorBoard stopped: {write_failure(Path(self.tb.log_dir), e)}")
-                self.tb = None
+        self._tb(lambda tb: [tb.add_scalar(k, v, rec["step"]) for k, v in scalars.items()])
         if self.wandb is not None:
             self.wandb.log(scalars, step=rec["step"])
 
     def rewind(self, step: int) -> None:
         """Training goes on from ``step`` (a rollback): TensorBoard drops what was written
-        after it (W&B cannot; its later points are overwritten as the steps come again)."""
+        after it. W&B cannot: it ignores points at steps below its last, so its charts miss
+        the redone steps until they pass the step rolled back from."""
+        self._tb(lambda tb: tb.close())
         if self.tb is not None:
-            self.tb.close()
             self.tb = self._writer(step)
 
     def event(self, rec: dict[str, Any]) -> None:
         """A skipped step or rollback: text in TensorBoard, a table row in W&B."""
         text = f"step {rec['step']}: {rec['reason']}, loss {rec['loss']:.4g}; {rec['action']}"
-        if self.tb is not None:
-            self.tb.add_text("events", text, rec["step"])
+        self._tb(lambda tb: tb.add_text("events", text, rec["step"]))
         if self.wandb is not None:
             self.wandb.log({"events/bad_steps": 1, "events/text": text}, step=rec["step"])
 
     def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
+        self._tb(lambda tb: tb.close())
         if self.wandb is not None:
             self.wandb.finish()
 

@@ -150,10 +150,15 @@ class Recovery:
         self._agreed = (clock, self.timed_steps)
         return bool(stop)
 
-    def _stop(self) -> None:
-        """A rank was asked to stop (``_agree``): all write a checkpoint and stop."""
-        ckpt = self.save()
-        where = f"checkpoint {ckpt}" if ckpt else "no checkpoint (no checkpoint folder)"
+    def _stop(self, save: bool = True) -> None:
+        """A rank was asked to stop (``_agree``): all write a checkpoint and stop. Not at a
+        skipped update (``save`` False): a checkpoint there would hold a streak of bad
+        steps half counted and become what a later rollback restores, so the resumed run
+        would differ; the rerun resumes from the last checkpoint and redoes the steps."""
+        ckpt = self.save() if save else None
+        kept = state.complete(self.ckpt_dir) if self.ckpt_dir is not None else []
+        where = (f"checkpoint {ckpt}" if ckpt else f"no checkpoint at a skipped update (the "
+                 f"last is {kept[-1]})" if kept else "no checkpoint")
         raise Preempted(f"stopped by a signal at step {self.step}, {where}; run the same "
                         "command again to resume")
 
@@ -173,7 +178,7 @@ class Recovery:
         self.monitor.event(rec)
         log0(f"train: step {rec['step']}: {rec['reason']}; {rec['action']}")
         if self._agree():   # a stop asked during a run of overflows is taken here
-            self._stop()
+            self._stop(save=False)
         return True
 
     def _scale_update(self) -> None:

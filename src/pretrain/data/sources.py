@@ -507,7 +507,10 @@ def _zstd_lines(p: Path, cap: int = 0, chunk: int = 1 << 16) -> Iterator[bytes |
         raise ConfigError(f"{p}: .zst files need zstandard: pip install zstandard") from None
     dctx = zstandard.ZstdDecompressor()
     dobj = dctx.decompressobj()
-    pending, size, skipped = b"", 0, 0
+    # the line being read, in pieces (joined once it ends: a long line is not copied again
+    # at every piece), and its length; past ``cap`` its pieces are dropped, only counted
+    pieces: list[bytes] = []
+    size = held = 0
     with open(p, "rb") as f:
         while block := f.read(chunk):
             size += len(block)
@@ -516,22 +519,24 @@ def _zstd_lines(p: Path, cap: int = 0, chunk: int = 1 << 16) -> Iterator[bytes |
                 rest = dobj.unused_data
                 dobj = dctx.decompressobj()
                 data += dobj.decompress(rest)
-            pending += data
-            *full, pending = pending.split(b"\n")
+            *full, tail = data.split(b"\n")
             for line in full:
-                if skipped:   # the end of a line over the cap
-                    yield skipped + len(line) + 1
-                    skipped = 0
+                if held > cap > 0:
+                    yield held + len(line) + 1
                 else:
-                    yield line + b"\n"
-            if cap and len(pending) > cap:   # read past, counted
-                skipped, pending = skipped + len(pending), b""
+                    yield b"".join([*pieces, line, b"\n"])
+                pieces, held = [], 0
+            held += len(tail)
+            if not (held > cap > 0):
+                pieces.append(tail)
+            else:
+                pieces.clear()
     if not dobj.eof and size:   # a 0-byte file is an empty file, not a cut frame
         raise EOFError("zstd stream ends before its frame is complete (truncated file)")
-    if skipped:
-        yield skipped + len(pending)
-    elif pending:
-        yield pending
+    if held > cap > 0:
+        yield held
+    elif held:
+        yield b"".join(pieces)
 
 
 def nonempty(items: Iterator[Document | Skip], path: Path) -> Iterator[Document | Skip]:

@@ -560,12 +560,12 @@ def test_a_file_dropped_whole_is_written_out_as_it_goes_not_held(tmp_path):
         tracemalloc.start()
         try:
             counts = _run(folder, cfg)
-            return tracemalloc.get_traced_memory()[1]
+            peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
-            assert counts["dropped"]["too_long"] == n and counts["docs_total"] == 1
-            audit = (folder / "out" / "dropped.jsonl").read_text().splitlines()
-            assert len(audit) == n + n // 4
+        assert counts["dropped"]["too_long"] == n and counts["docs_total"] == 1
+        assert len((folder / "out" / "dropped.jsonl").read_text().splitlines()) == n + n // 4
+        return peak
 
     peak(20)   # what is loaded once (the language tables, ftfy) is not counted below
     # both files over the 4 MB blocks their fingerprints are read in

@@ -136,7 +136,9 @@ def test_counts_reach_the_document_and_the_funnel():
             Document("b", "Nothing here but 2024-01-15 and version 1.2.3.4.", "web"),
             Document("c", "Only the loopback ::1 and 127.0.0.1.", "web")]
     funnel = Funnel()
-    out = list(funnel.run([step], iter(docs), []))
+    dropped: list[tuple] = []
+    out = list(funnel.run([step], iter(docs), lambda *drop: dropped.append(drop)))
+    assert not dropped   # PII is scrubbed, never a reason to drop
     funnel.row(step.name)["stats"].update(step.stats)  # as a task does (runner.py)
     total = Funnel()
     total.merge(funnel.as_json())                       # as the stage does over tasks

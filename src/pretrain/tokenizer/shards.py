@@ -211,5 +211,5 @@ class TokenShards:
     def documents(self) -> Iterator[tuple[np.ndarray, str]]:
         """Every document as (tokens, domain), in stored order."""
         for arr, idx in zip(self.shards, self.index, strict=True):
-            for start, length, dom in idx:
+            for start, length, dom in np.asarray(idx).tolist():   # rows of a mapped array: slow
                 yield arr[start:start + length], self.domains[dom]

@@ -175,8 +175,8 @@ class MixtureWindows:
             w = self.raw_weights(np.array([step]))[0]
             if not self._past:
                 self._past = True
-                log0(f"train: data position {step} is past train.steps (skipped updates) with "
-                     "every domain at its max_epochs: drawing by the end's weights")
+                log0(f"train: data position {step} is past train.steps with every domain at "
+                     "its max_epochs: rows there follow the end's weights")
         if w.sum() <= 0:
             raise ConfigError(f"train.mixture: every domain is exhausted or weighted 0 at step {step}; "
                               "raise max_epochs or train fewer steps")

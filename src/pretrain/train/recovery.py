@@ -67,13 +67,17 @@ class Recovery:
         bad_pos = self.data_pos
         events, rollbacks = self.events, self.rollbacks + 1
         self.restore(ckpt)
+        ckpt_pos = self.data_pos
         assert self.monitor is not None
         self.monitor.rewind(self.step)   # TensorBoard drops the steps after it
         self.data_pos, self.events, self.rollbacks = bad_pos, events, rollbacks  # skip that data
         rec["action"] = f"rollback to step {self.step}, data position {bad_pos}"
         # back to the same checkpoint again: the trouble is in its state, not the data
-        # skipped, so the learning rate is lowered as a divergence's rollback lowers it
-        again = sum(e["action"].startswith(f"rollback to step {self.step},") for e in events)
+        # skipped, so the learning rate is lowered as a divergence's rollback lowers it (a
+        # checkpoint is its step and data position: a step rewritten after a rollback is
+        # another checkpoint)
+        rec["restored"] = [self.step, ckpt_pos]
+        again = sum(e.get("restored") == rec["restored"] for e in events)
         if again:
             self.lr_scale *= self.cfg.divergence_lr_factor ** again
             rec["action"] += (f", learning rate x{self.lr_scale:g} from now on (rollback "
@@ -167,9 +171,14 @@ class Recovery:
         False (nothing done) once the scale is at its floor: the step is then a bad step
         like any other, toward a rollback (a scale halved to 0 overflowed forever)."""
         assert self.scaler is not None and self.monitor is not None
-        if self.scaler.get_scale() <= FP16_MIN_SCALE:
+        scale = self.scaler.get_scale()
+        if scale <= FP16_MIN_SCALE:
             return False
-        self._scale_update()  # the overflow found by unscale_ halves the scale
+        # halved as the scaler's own update would, but from the decision all ranks share
+        # (the global norm): under FSDP a rank's own found_inf sees its shards only, and
+        # the ranks' scales (then their paths here) could part
+        self.scaler.update(new_scale=max(FP16_MIN_SCALE, scale * self.scaler.get_backoff_factor()))
+        self.scaler.load_state_dict({**self.scaler.state_dict(), "_growth_tracker": 0})
         self.opt.zero_grad(set_to_none=True)
         rec = {"step": self.step, "data_pos": self.data_pos - 1, "loss": loss,
                "grad_norm": math.inf, "reason": "fp16 gradient overflow",

@@ -180,3 +180,15 @@ def test_pretrain_train_under_torchrun(tmp_path, capsys):
     assert again["processes"] == 1 and again["steps"] == 8
     assert again["val_loss_final"] == pytest.approx(manifest["counts"]["val_loss_final"],
                                                     abs=2e-4)
+
+
+def test_fp16_overflow_in_one_ranks_shard_halves_every_ranks_scale(tokens, tmp_path):
+    """Under FSDP a rank's gradients are its own shards: an overflow in one rank's part must
+    halve every rank's scale (else the ranks scale their gradients differently and the
+    reduce-scatter sums them). torch's DTensor reduces the scaler's found_inf over the
+    mesh; this guards that the loop keeps the ranks' scales equal on that path."""
+    res = worker(tokens, tmp_path, batch=4, parallel="dp_shard=-1", precision="fp16",
+                 overflow_at=2, steps=5)
+    assert res.returncode == 0, res.stderr[-3000:]
+    scales = [json.loads((tmp_path / f"scales_rank{r}.json").read_text()) for r in (0, 1)]
+    assert scales[0] == scales[1] and 32768.0 in scales[0], scales

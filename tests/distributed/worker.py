@@ -13,16 +13,21 @@ preemption notice that reached one process); every rank then exits 75. Rank 0 wr
 OUT/counts.json. ``--budget S``: train.time_budget_s = S; every rank writes the learning
 rates of the updates it took to OUT/lrs_rank{R}.json. ``--clock-rank1 X``: rank 1's
 ``time.perf_counter`` runs X times as fast as the real one (its own step times read X times
-longer than rank 0's).
+longer than rank 0's). ``--precision fp16 --overflow-at N``: at data position N one
+gradient's local part on rank 1 alone overflows before the scaler looks; every rank writes
+its loss scale after each step to OUT/scales_rank{R}.json.
 """
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
 import time
 from pathlib import Path
+
+import torch
 
 from pretrain import distributed
 from pretrain.config import EXIT_PREEMPTED, Preempted
@@ -49,23 +54,43 @@ ap.add_argument("--budget", type=float, default=0.0)
 ap.add_argument("--clock-rank1", type=float, default=1.0)
 ap.add_argument("--checkpoint-every", type=int, default=3)
 ap.add_argument("--eval-batches", type=int, default=2)
+ap.add_argument("--precision", default="auto")
+ap.add_argument("--overflow-at", type=int, default=-1)   # rank 1's gradient shard overflows
 args = ap.parse_args()
 
 d = distributed.init("cpu")
 cfg = train_config(args.steps, args.batch, args.accum, args.parallel, host_sync=args.host_sync,
                    log_every=args.log_every, eval_every=args.eval_every,
                    time_budget_s=args.budget, checkpoint_every=args.checkpoint_every,
-                   eval_batches=args.eval_batches)
+                   eval_batches=args.eval_batches, precision=args.precision)
 args.out.mkdir(parents=True, exist_ok=True)
 real = Trainer.forward_backward
 real_settle = Trainer._settle
 lrs: list[float] = []
 
 
+scales: list[float] = []
+data_at = [-1]
+
+
 def settle(self, loss, norm, reason, lr, dt, boundary):
     if reason is None:
         lrs.append(lr)
+    if self.scaler is not None:
+        scales.append(self.scaler.get_scale())
     return real_settle(self, loss, norm, reason, lr, dt, boundary)
+
+
+real_unscale = torch.amp.GradScaler.unscale_
+
+
+def unscale(scaler, opt):
+    """On rank 1 at ``--overflow-at``, one gradient's local shard overflows before the
+    scaler looks (as an fp16 overflow in one rank's part of the model does)."""
+    if d.rank == 1 and data_at[0] == args.overflow_at:
+        grad = opt.param_groups[0]["params"][0].grad
+        (grad.to_local() if hasattr(grad, "to_local") else grad).mul_(math.inf)
+    return real_unscale(scaler, opt)
 
 
 if d.rank == 1 and args.clock_rank1 != 1.0:
@@ -74,6 +99,7 @@ if d.rank == 1 and args.clock_rank1 != 1.0:
 
 
 def killed(self, data_pos):
+    data_at[0] = data_pos
     if data_pos == args.kill_at:
         sys.exit(3)
     if data_pos == args.signal_at and d.rank == 1:
@@ -86,6 +112,7 @@ def killed(self, data_pos):
 
 Trainer.forward_backward = killed
 Trainer._settle = settle
+torch.amp.GradScaler.unscale_ = unscale
 # gloo on CPU whatever the machine has: on a one-GPU machine "auto" would put rank 1 on cuda:1
 try:
     counts = train(cfg, model_config(args.arch), args.tokens,
@@ -101,5 +128,7 @@ if d.rank == 0:
     (args.out / "counts.json").write_text(json.dumps(counts))
 if args.budget:
     (args.out / f"lrs_rank{d.rank}.json").write_text(json.dumps(lrs))
+if scales:
+    (args.out / f"scales_rank{d.rank}.json").write_text(json.dumps(scales))
 distributed.barrier(d)
 distributed.shutdown()

@@ -171,14 +171,11 @@ class Recovery:
         False (nothing done) once the scale is at its floor: the step is then a bad step
         like any other, toward a rollback (a scale halved to 0 overflowed forever)."""
         assert self.scaler is not None and self.monitor is not None
-        scale = self.scaler.get_scale()
-        if scale <= FP16_MIN_SCALE:
+        if self.scaler.get_scale() <= FP16_MIN_SCALE:
             return False
-        # halved as the scaler's own update would, but from the decision all ranks share
-        # (the global norm): under FSDP a rank's own found_inf sees its shards only, and
-        # the ranks' scales (then their paths here) could part
-        self.scaler.update(new_scale=max(FP16_MIN_SCALE, scale * self.scaler.get_backoff_factor()))
-        self.scaler.load_state_dict({**self.scaler.state_dict(), "_growth_tracker": 0})
+        # halves the scale; under FSDP the overflow check on DTensor gradients is reduced
+        # over the mesh, so every rank halves (tests/distributed: one rank's shard overflows)
+        self._scale_update()
         self.opt.zero_grad(set_to_none=True)
         rec = {"step": self.step, "data_pos": self.data_pos - 1, "loss": loss,
                "grad_norm": math.inf, "reason": "fp16 gradient overflow",

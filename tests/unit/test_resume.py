@@ -357,7 +357,8 @@ def test_rotation_keeps_last_k_and_the_best(tmp_path):
 
 
 def test_rotation_survives_a_damaged_state_file_and_a_half_removed_checkpoint(tmp_path,
-                                                                               capsys):
+                                                                               capsys,
+                                                                               monkeypatch):
     """A kept checkpoint whose state.json cannot be read made every later save fail ("could
     not write", though it had been written) and rotation stop; a kill while a checkpoint's
     files were removed left a half checkpoint forever (and ``pretrain verify`` failing)."""
@@ -380,6 +381,15 @@ def test_rotation_survives_a_damaged_state_file_and_a_half_removed_checkpoint(tm
     # a removal goes through the rename: what a kill leaves is never taken as a checkpoint
     assert state.discard_after(tmp_path, 30) == ["step-0000040"]
     assert not list(tmp_path.glob("*.deleting"))
+    # a checkpoint rotation cannot remove (a busy network file system) is left, said: the
+    # save that rotated was written and does not fail for it
+    real_replace = state.os.replace
+    monkeypatch.setattr(state.os, "replace", lambda a, b: (_ for _ in ()).throw(
+        OSError(16, "Device or resource busy")) if str(b).endswith(".deleting") else real_replace(a, b))
+    state.save(tmp_path, 50, MODEL, model, opt, {"val_loss": 50.0}, 1, dist)
+    assert [p.name for p in state.complete(tmp_path)][-2:] == ["step-0000030", "step-0000050"]
+    assert "could not remove" in capsys.readouterr().err
+    monkeypatch.undo()
     # the checkpoint's folder cannot be made (here a file is in the way; a read-only disk
     # or one out of inodes fails the same mkdir): the one-line message, not a bare OSError
     (tmp_path / "blocked").write_text("")

@@ -208,7 +208,10 @@ def _rotate(folder: Path, keep_last: int) -> None:
                default=None)
     for p in ckpts[:-keep_last]:
         if p != best:
-            _remove(p)
+            try:
+                _remove(p)
+            except OSError as e:   # rotation is housekeeping: never the end of a run
+                log0(f"train: could not remove {p} ({type(e).__name__}: {e}); left in place")
     for p in [*folder.glob("step-*.tmp"), *folder.glob(f"step-*{DELETING}")]:
         shutil.rmtree(p, ignore_errors=True)
 

@@ -42,6 +42,7 @@ from .config import PretrainError
 
 MANIFEST = "manifest.json"
 CHECKSUMS = "checksums.json"   # a checkpoint's {file: {bytes, sha256}}, written last
+DELETING = ".deleting"         # a checkpoint being removed (renamed first, then deleted)
 _VERSIONED = ("torch", "numpy", "tiktoken", "rustbpe", "safetensors", "pretrain")
 
 
@@ -231,7 +232,7 @@ def verify_run(root: Path, stage_names: tuple[str, ...] = ()) -> tuple[int, list
             problems.append(f"{folder}: no {MANIFEST} ({files} files nothing vouches for; "
                             f"rerun the stage: `pretrain run --force {name}`)")
     for ckpt in sorted(root.glob("checkpoints/*/step-*")):
-        if not ckpt.is_dir() or ckpt.name.endswith((".tmp", ".deleting")):   # written, removed
+        if not ckpt.is_dir() or ckpt.name.endswith((".tmp", DELETING)):   # written, removed
             continue
         if not (ckpt / CHECKSUMS).is_file():
             problems.append(f"{ckpt / CHECKSUMS}: unreadable (FileNotFoundError)")

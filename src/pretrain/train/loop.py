@@ -366,7 +366,9 @@ class Trainer(Recovery):
                     self.scaler.step(self.opt)
                 elif reason is None:
                     self.opt.step()
-                if self.scaler is not None:
+                if self.scaler is not None and reason is None:
+                    self.scaler.update()   # an update taken: the scale can only grow
+                elif self.scaler is not None:
                     self._scale_update()
                 self.opt.zero_grad(set_to_none=True)
                 self._settle(loss, norm_v, reason, lr, time.perf_counter() - t0, True)

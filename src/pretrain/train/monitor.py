@@ -86,12 +86,13 @@ def logs_on_failure(folder: Path | None, t: Any) -> Iterator[None]:
             if folder is not None:
                 (folder / f"{name}.jsonl").unlink(missing_ok=True)
     except BaseException:
-        if folder is not None and folder.is_dir():
+        if folder is not None:
             try:
+                folder.mkdir(parents=True, exist_ok=True)   # a run failing before its first save
                 write_logs(folder, t.history, t.events, t.generations)
                 log0(f"train: the failed run's log, events and generations are in {folder}")
-            except PretrainError as e:
-                log0(str(e))
+            except (PretrainError, OSError) as e:
+                log0(f"train: the failed run's logs were not kept: {e}")
         raise
 
 

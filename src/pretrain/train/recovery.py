@@ -188,7 +188,8 @@ class Recovery:
         return True
 
     def _scale_update(self) -> None:
-        """The scaler's update, the scale kept at or above ``FP16_MIN_SCALE``."""
+        """The scaler's update after a skipped step, the scale kept at or above
+        ``FP16_MIN_SCALE`` (a read of the scale: not at the steps whose update was taken)."""
         assert self.scaler is not None
         self.scaler.update()
         if self.scaler.get_scale() < FP16_MIN_SCALE:

@@ -49,10 +49,17 @@ from ..config import PretrainError
 from ..log import log0
 from ..model import io
 from ..model.config import ModelConfig
-from ..rundir import CHECKSUMS, file_sha256, fsync, read_checksums, verify_files, write_failure
+from ..rundir import (
+    CHECKSUMS,
+    DELETING,
+    file_sha256,
+    fsync,
+    read_checksums,
+    verify_files,
+    write_failure,
+)
 
 STATE = "state.json"
-DELETING = ".deleting"   # a checkpoint being removed (renamed first)
 
 
 def _fsync_tree(folder: Path) -> None:

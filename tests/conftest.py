@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Container
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -73,10 +74,18 @@ def code_and_prose_shards(out: Path, docs: int = 20, code_chars: int = 300,
     return out
 
 
-def bad_steps(real, nan_at: tuple[int, ...] = (), spikes: tuple[int, ...] = ()):
+def bad_steps(real, nan_at: Container[int] = (), spikes: Container[int] = (),
+              overflow_at: Container[int] = ()):
     """``Trainer.forward_backward`` (``real``) with a NaN gradient (and norm) at the data
-    positions ``nan_at`` and the loss 50x (a spike) at ``spikes``."""
+    positions ``nan_at``, the loss 50x (a spike) at ``spikes``, and at ``overflow_at`` a
+    gradient that overflows in backward, the loss itself finite (what fp16 meets)."""
     def forward_backward(self, data_pos):
+        if data_pos in overflow_at:
+            hook = next(self.model.parameters()).register_hook(lambda g: g * math.inf)
+            try:
+                return real(self, data_pos)
+            finally:
+                hook.remove()
         loss, norm = real(self, data_pos)
         if data_pos in nan_at:
             next(self.model.parameters()).grad.fill_(float("nan"))

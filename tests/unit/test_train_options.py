@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from safetensors.torch import load_file
 from pretrain.config import ConfigError, PretrainError
 from pretrain.model import transformer
 from pretrain.model.config import ModelConfig
-from pretrain.train import loop
+from pretrain.train import loop, optim
 from pretrain.train.loop import RunPaths, Trainer, train
 from pretrain.train.parallelize import Layout, resolve_loss
 
@@ -138,6 +139,22 @@ def test_bf16_autocast_trains_close_to_fp32(tokens, tmp_path):
     assert max(abs(x - y) for (_, x), (_, y) in zip(a, b, strict=True)) < 0.05
     assert a != b                                  # it did run in bf16
     assert bf16["val_loss_final"] == pytest.approx(fp32["val_loss_final"], abs=0.05)
+    # MFU on CPU against a matmul measured in the dtype the matmuls run in
+    assert fp32["peak_source"] == "the measured fp32 matmul"
+    assert bf16["peak_source"] == "the measured bf16 matmul"
+
+
+def test_the_start_line_suggests_the_other_precision_only_where_it_runs_faster():
+    p = optim.peaks(torch.device("cpu"))
+    assert p.measured and p.mfu == p.matmul and p.other and p.other[0] == "bf16"
+    assert p.other[1] > 0
+    fast, slow = replace(p, other=("bf16", 4.4)), replace(p, other=("bf16", 0.3))
+    assert "train.precision = 'bf16' may train faster" in fast.describe()
+    assert "bf16" not in slow.describe() and "GFLOP/s" in slow.describe()
+    # fp16 here has no fast path (1/80 of fp32): measured on a small matmul, fp32 suggested
+    half = optim.peaks(torch.device("cpu"), dtype=torch.float16)
+    assert half.source == "the measured fp16 matmul" and half.other and half.other[0] == "fp32"
+    assert "fp32" in replace(half, other=("fp32", 80.0)).describe()
 
 
 def test_fp16_scales_the_loss_skips_overflow_and_resumes_exactly(tokens, tmp_path, monkeypatch):

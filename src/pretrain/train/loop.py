@@ -155,7 +155,7 @@ class Trainer(Recovery):
         self.divergence = DivergenceMonitor(cfg.divergence_factor, cfg.divergence_window,
                                             cfg.divergence_rise)
         self.lr_scale = 1.0   # lowered by each divergence rollback
-        self.peaks = peaks(device, cfg.peak_tflops)   # MFU's denominator, a matmul beside it
+        self.peaks = peaks(device, cfg.peak_tflops, low_dtype)  # MFU's (CPU: in low_dtype)
         # which SDPA kernel the attention runs here (flash, cuDNN, memory-efficient, math)
         self.sdpa = sdpa_backend(self.model_cfg, device, low_dtype)
         # the loop state, all of it saved in checkpoints
@@ -535,8 +535,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: Run
     log0(f"train: {model_cfg.num_params() / 1e6:.2f} M params, {tokens_per_step:,} tokens/step, "
          f"{cfg.steps} steps on {dev}" + (f" x {d.world} processes ({layout.describe()})" if d.enabled else ""))
     t = Trainer(cfg, model, tokens_dir, paths, seed, dev, d, layout, net)
-    log0(f"train: {t.precision}, attention kernel {t.sdpa}, host_sync {t.host_sync}, "
-         f"{t.peaks.describe()}")
+    log0(f"train: {t.precision}, attention kernel {t.sdpa}, host_sync {t.host_sync}, {t.peaks.describe()}")
     with logs_on_failure(paths.checkpoints if d.rank == 0 else None, t):
         t.run()
     final_sd = _final_weights(t, paths)
@@ -576,7 +575,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: Run
     mfus = sorted(r["mfu"] for r in t.history if "mfu" in r)
     if mfus:
         counts["mfu_median"] = mfus[len(mfus) // 2]
-        counts["peak_gflops"] = round((t.peaks.mfu or 0) / 1e9, 1)
+        counts["peak_gflops"], counts["peak_source"] = round((t.peaks.mfu or 0) / 1e9, 1), \
+            t.peaks.source   # e.g. "the measured bf16 matmul"
     mfu = f", MFU {counts['mfu_median']:.1%} of {counts['peak_gflops']:.0f} GFLOP/s" if mfus else ""
     tps = counts["tok_per_s"]
     log0(f"train: val loss {first:.4f} -> {last:.4f} "

@@ -131,7 +131,7 @@ def lr_at(step: int, cfg: TrainConfig, time_frac: float | None = None) -> float:
     return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * progress))
 
 
-MEASURED = "the measured fp32 matmul"   # Peaks.source on CPU: the matmul is the peak
+DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
 @dataclass(frozen=True)
@@ -142,6 +142,11 @@ class Peaks:
     matmul: float | None    # the matmul measured at the start, where one was
     source: str             # where ``mfu`` came from
     device: str             # the device's name (a GPU's as torch reports it)
+    measured: bool = False  # on CPU: ``mfu`` is ``matmul``, measured in the training's dtype
+    # on CPU: the other precision and how many times as fast its matmul runs here as the
+    # training's: bf16 beside fp32 (a CPU with bf16 instructions, AVX512-BF16 or AMX, runs
+    # it several times as fast; one without, slower), fp32 beside bf16 and fp16
+    other: tuple[str, float] | None = None
 
     def describe(self) -> str:
         def rate(f: float) -> str:
@@ -150,19 +155,34 @@ class Peaks:
         if not self.mfu:
             return (f"no MFU: {self.device} is not in the accelerator table; set "
                     "train.peak_tflops" + (f" ({beside})" if beside else ""))
-        if self.source == MEASURED:
-            return f"MFU against {MEASURED}, {rate(self.mfu)}"
+        if self.measured:
+            hint = ""
+            if self.other and self.other[1] >= FASTER_HINT:
+                name, speedup = self.other
+                hint = (f"; {'an' if name.startswith('f') else 'a'} {name} matmul runs {speedup:.1f}x as fast on this CPU: "
+                        f"train.precision = '{name}' may train faster")
+            return f"MFU against {self.source}, {rate(self.mfu)}{hint}"
         return f"MFU against {rate(self.mfu)} ({self.source})" + (f"; {beside}" if beside else "")
 
 
-def peaks(device: torch.device, peak_tflops: float = 0.0) -> Peaks:
+# the other precision's matmul at this many times the speed is worth a line at the start:
+# bf16 measured 4.4x fp32 on this project's AMD EPYC (AVX512-BF16), where a compiled step at
+# the bench's mid shape ran 1.9x the tokens/s of fp32 (bench/train_vs_reference.py); fp16
+# there ran at 1/80 of fp32
+FASTER_HINT = 1.5
+
+
+def peaks(device: torch.device, peak_tflops: float = 0.0,
+          dtype: torch.dtype = torch.float32) -> Peaks:
     """MFU's denominator: ``peak_tflops`` (``train.peak_tflops``) when set; else on a GPU
     the dense bf16 peak of the accelerator table (``hardware.py``, matched by device name;
-    none for a GPU not in it), on CPU fp32 matmul FLOP/s with the current thread count,
-    measured. On a GPU a bf16 matmul is measured beside it either way.
+    none for a GPU not in it), on CPU the FLOP/s of a matmul in ``dtype`` (the training's
+    autocast dtype) with the current thread count, measured. On a GPU a bf16 matmul is
+    measured beside it either way; on CPU the other precision's too (``Peaks.other``: bf16
+    beside fp32, fp32 beside bf16 or fp16), at a side of at most 1024.
 
     The reference notes give 160 GFLOP/s on 1 thread and 268 on 2 for this project's
-    machine when quiet; a busy machine reads lower, and MFU then reads higher.
+    machine when quiet (fp32); a busy machine reads lower, and MFU then reads higher.
     """
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
@@ -178,18 +198,37 @@ def peaks(device: torch.device, peak_tflops: float = 0.0) -> Peaks:
         return Peaks(peak_tflops * 1e12, None, "train.peak_tflops", str(device))
     if device.type != "cpu":
         return Peaks(None, None, "", str(device))
-    measured = matmul_flops(device)
-    return Peaks(measured, measured, MEASURED, str(device))
+    measured = matmul_flops(device, dtype=dtype)
+    alt = torch.bfloat16 if dtype == torch.float32 else torch.float32
+    speedup = matmul_flops(device, 1024, dtype=alt) / matmul_flops(device, 1024, dtype=dtype)
+    return Peaks(measured, measured, f"the measured {DTYPE_NAMES.get(dtype, dtype)} matmul",
+                 str(device), measured=True, other=(DTYPE_NAMES[alt], speedup))
 
 
-def matmul_flops(device: torch.device, n: int | None = None, reps: int = 5) -> float:
-    """FLOP/s of the fastest of ``reps`` square matmuls, measured here and now: fp32 of
-    side 2048 on CPU, bf16 of side 8192 on a GPU (timed between synchronisations). A peak
-    is the best the machine does, and a shared machine's slow spells only ever lower it, so
-    the fastest counts, not the median. Well under a second on either."""
+def matmul_flops(device: torch.device, n: int | None = None, reps: int = 5,
+                 dtype: torch.dtype | None = None) -> float:
+    """FLOP/s of the fastest of ``reps`` square matmuls, measured here and now: by default
+    fp32 of side 2048 on CPU, bf16 of side 8192 on a GPU (timed between synchronisations).
+    A peak is the best the machine does, and a shared machine's slow spells only ever lower
+    it, so the fastest counts, not the median. Well under a second on either.
+
+    On CPU ``n`` is the largest side: a dtype the CPU has no fast path for runs at a
+    fraction of fp32's speed (fp16 here: 2.5 GFLOP/s, 80 times slower), and one matmul of
+    side 2048 would then take 7 s; the side stops growing from 256 at the first that takes
+    over 25 ms, so that the next (8 times the work) stays under about 0.2 s."""
     cuda = device.type == "cuda"
     n = n or (8192 if cuda else 2048)
-    dtype = torch.bfloat16 if cuda else torch.float32
+    dtype = dtype or (torch.bfloat16 if cuda else torch.float32)
+    if not cuda:
+        side = min(n, 256)
+        while side < n:
+            a = torch.randn(side, side, dtype=dtype)
+            t0 = time.perf_counter()
+            a @ a
+            if time.perf_counter() - t0 > 0.025:
+                break
+            side *= 2
+        n = min(side, n)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
 

@@ -17,8 +17,9 @@ separate q/k/v and gate/up matrices, rotate-half RoPE, repeated kv heads) at our
 shape: ``--loops ref-llama,llama+eager --no-ref`` sets our LLaMA against it, which parts
 what the architecture costs from what our implementation costs.
 Per shape and loop: median step time over the timed steps of every round (rounds are
-interleaved), tokens/s, MFU against the fp32 matmul peak measured in this run, and the
-ratio ours/reference. Rounds alternate the order of the loops, and each loop of each round
+interleaved), tokens/s, MFU against the fp32 matmul peak measured in this run (a loop
+with ``+bf16``, bf16 autocast on CPU: against the bf16 matmul measured), and the ratio
+ours/reference. Rounds alternate the order of the loops, and each loop of each round
 runs in a fresh process (``--no-isolate``: all in this one). Load average is printed:
 compare numbers from a quiet run only.
 """
@@ -184,7 +185,8 @@ def reference_step(model: RefGPT, opt: torch.optim.Optimizer, data: np.ndarray, 
 
 
 def reference_steps(data: np.ndarray, shape: str, steps: int, device: torch.device,
-                    compile_: bool = False, profile: int = 0, arch: str = "gpt2") -> list[float]:
+                    compile_: bool = False, profile: int = 0, arch: str = "gpt2",
+                    bf16: bool = False) -> list[float]:
     """nanoGPT-style steps on random windows of ``data``; each step's seconds. On a GPU
     the strong form: bf16 autocast, fused AdamW, the next batch pinned and copied ahead
     while the step runs, ``compile_`` = torch.compile, one host read (the loss) a step.
@@ -198,7 +200,8 @@ def reference_steps(data: np.ndarray, shape: str, steps: int, device: torch.devi
                             fused=True)
     step_model = torch.compile(model) if compile_ else model
     cuda = device.type == "cuda"
-    autocast = torch.autocast("cuda", torch.bfloat16) if cuda else contextlib.nullcontext()
+    autocast = torch.autocast(device.type, torch.bfloat16) if cuda or bf16 \
+        else contextlib.nullcontext()
     times = []
     xy = _windows(data, T, B, rng, device)
     with _profiler(steps, profile, device) as prof:
@@ -249,8 +252,10 @@ def our_steps(tokens: Path, shape: str, steps: int, arch: str, compile_: bool,
             t._record = lambda *a: (record(*a), prof.step())  # type: ignore[method-assign]
         t.run()
     if by_mean:
-        return [t.t_train / t.timed_steps] * t.timed_steps
-    return [T * B / r["tok_per_s"] for r in t.history]
+        return [math.nan] + [t.t_train / t.timed_steps] * t.timed_steps
+    # the first step (warm-up and compilation) is timed apart and has no tokens/s: NaN
+    # keeps the steps aligned with the reference's for --skip, and is left out after it
+    return [T * B / r["tok_per_s"] if "tok_per_s" in r else math.nan for r in t.history]
 
 
 @contextlib.contextmanager
@@ -330,14 +335,14 @@ def _in_subprocess(tokens: Path, shape: str, steps: int, loop: str, device: str,
 def _one(data: np.ndarray, tokens: Path, shape: str, steps: int, loop: str,
          device: torch.device, profile: int = 0) -> dict:
     """One loop's step times and peak memory, in this process. ``loop``: "ref" or
-    "ref-llama" [+ "compile"], or our arch + "eager"/"compile", + "fp8" for torchao's
-    float8 linears, + "full" or "chunked" for ``train.loss``, + "chunkN" for N tokens per
+    "ref-llama" [+ "compile"] [+ "bf16"], or our arch + "eager"/"compile", + "fp8" for
+    torchao's float8 linears or "bf16" (``train.precision``), + "full" or "chunked" for ``train.loss``, + "chunkN" for N tokens per
     chunk of the chunked loss, + "lagged" or "step" for ``train.host_sync``.
     ``profile``: the last steps profiled, and left out of the times returned."""
     name, *modes = loop.split("+")
     if name in ("ref", "ref-llama"):
         ts = reference_steps(data, shape, steps, device, "compile" in modes, profile,
-                             "llama" if name == "ref-llama" else "gpt2")
+                             "llama" if name == "ref-llama" else "gpt2", "bf16" in modes)
     else:
         for m in modes:
             if m.startswith("chunk") and m[5:].isdigit():
@@ -345,7 +350,8 @@ def _one(data: np.ndarray, tokens: Path, shape: str, steps: int, loop: str,
         loss = "full" if "full" in modes else "chunked" if "chunked" in modes else "auto"
         sync = "lagged" if "lagged" in modes else "step" if "step" in modes else "auto"
         ts = our_steps(tokens, shape, steps, name, "compile" in modes, device,
-                       "fp8" if "fp8" in modes else "auto", loss, profile, sync)
+                       next((p for p in ("fp8", "bf16", "fp32") if p in modes), "auto"),
+                       loss, profile, sync)
     kept = len(ts) - profile - 1 if profile else len(ts)   # the profiled steps left out
     return {"times": ts[:kept], "peak_gb": _peak_memory_gb(device)}
 
@@ -353,7 +359,8 @@ def _one(data: np.ndarray, tokens: Path, shape: str, steps: int, loop: str,
 def _label(loop: str) -> str:
     if loop.startswith("ref"):
         arch = "llama2.c-style LLaMA" if loop.startswith("ref-llama") else "nanoGPT-style GPT-2"
-        return f"reference ({arch}" + (", compiled)" if "compile" in loop else ")")
+        modes = loop.split("+")[1:]
+        return f"reference ({arch}" + "".join(f", {m}" for m in modes) + ")"
     arch, *modes = loop.split("+")
     name = "ours, same GPT-2" if arch == "gpt2" else f"ours, {arch}"
     return name + "".join(f" + {m}" for m in modes if m != "eager")
@@ -375,10 +382,11 @@ def main() -> None:
                          "measured bf16 matmul; shapes gpt2-124m,llama-153m,llama-760m")
     ap.add_argument("--loops", default="",
                     help="ours to time against the reference, comma-separated, each an arch "
-                         "(gpt2, llama) + eager|compile [+fp8]: e.g. gpt2+compile,"
+                         "(gpt2, llama) + eager|compile [+fp8|bf16]: e.g. gpt2+compile,"
                          "llama+compile,llama+compile+fp8 (default: gpt2 and llama, eager, "
                          "and compiled with --compile); ref-llama[+compile] is the "
-                         "llama2.c-style reference")
+                         "llama2.c-style reference; ref+bf16: the reference under bf16 "
+                         "autocast on CPU")
     ap.add_argument("--no-ref", action="store_true",
                     help="time only the --loops named (ratios against the first)")
     ap.add_argument("--profile", type=int, default=0, metavar="K",
@@ -410,11 +418,12 @@ def main() -> None:
           f"load avg {os.getloadavg()[0]:.2f}"
           + (f", {torch.cuda.get_device_name(dev)}" if cuda else ""))
     peak = matmul_flops(dev)
+    peak_bf16 = peak if cuda else matmul_flops(dev, dtype=torch.bfloat16)   # +bf16 loops' MFU
     acc = hardware.detect(torch.cuda.get_device_name(dev)) if cuda else None
     table = acc.peak("bf16") if acc else None
     print(f"{'bf16 matmul peak (n=8192' if cuda else 'fp32 matmul peak (n=2048'}, this run): "
           f"{peak / 1e12:.1f} TFLOP/s" + (f"; table bf16 dense peak {table / 1e12:.0f} TFLOP/s"
-                                           if table else ""))
+                                           if table else f"; bf16 {peak_bf16 / 1e12:.1f} TFLOP/s"))
     ref = "ref+compile" if cuda and args.compile else "ref"
     if args.loops:
         keys = [ref, *(k for k in args.loops.split(",") if k != ref)]   # e.g. ref+compile on CPU
@@ -427,6 +436,7 @@ def main() -> None:
     w = max(len(label) for label, _ in loops)
     shapes = args.shapes if args.shapes != "tiny,mid,baby" or not cuda \
         else "gpt2-124m,llama-153m,llama-760m"
+    failed: list[str] = []
     for name in shapes.split(","):
         L, H, D, T, B = SHAPES[name]
         times: dict[str, list[float]] = {n: [] for n, _ in loops}
@@ -439,24 +449,27 @@ def main() -> None:
                 res = _in_subprocess(tmp, name, steps, loop, args.device, args.profile,
                                      args.profile_dir) \
                     if args.isolate else _one(data, tmp, name, steps, loop, dev, args.profile)
-                times[label] += res["times"][args.skip:]
+                times[label] += [t for t in res["times"][args.skip:] if not math.isnan(t)]
                 mem[label] = max(mem[label], res["peak_gb"])
         print(f"\n{name}: L{L} H{H} E{D} T{T} B{B} vocab {VOCAB.get(name, 258)}")
         ref_ms = statistics.median(times[loops[0][0]] or [math.nan])
         for label, loop in loops:
             if not times[label]:
                 print(f"  {label:{w}} failed")
+                failed.append(f"{loop} at {name}")
                 continue
             ms = statistics.median(times[label])
             arch = ("llama" if loop.startswith("ref-llama") else "gpt2" if loop.startswith("ref")
                     else loop.split("+")[0])
             flops = _model_cfg(arch, name).flops_per_token() * T * B / ms
-            mfu = f"MFU {flops / peak:5.1%}" + (f" ({flops / table:5.1%} of table)"
+            mfu = f"MFU {flops / (peak_bf16 if 'bf16' in loop else peak):5.1%}" + (f" ({flops / table:5.1%} of table)"
                                                  if table else "")
             print(f"  {label:{w}} {ms * 1e3:8.1f} ms/step  {T * B / ms:9,.0f} tok/s  {mfu}  "
                   f"peak {mem[label]:5.1f} GB  {'vs first' if args.no_ref else 'ours/ref'} "
                   f"{ref_ms / ms:5.2f}x")
     print(f"\nload avg after: {os.getloadavg()[0]:.2f}")
+    if failed:   # the others' figures are printed; the run still fails
+        raise SystemExit(f"failed: {', '.join(failed)}")
 
 
 

@@ -1,0 +1,67 @@
+"""Every benchmark in bench/ runs to its end on a small setting and prints its ratio.
+
+The benches are not imported by anything else, so nothing but running them notices when a
+change to the package breaks one (train_vs_reference failed with a KeyError on every loop for
+a whole session after the first step stopped reporting tokens/s). Numbers are not checked
+here: only that each finishes, exits 0 and prints the comparison it exists for."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ..conftest import shared_data
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# name -> (arguments, shared data it reads, a pattern its report must contain)
+BENCHES = {
+    "train_vs_reference": (
+        ["--shapes", "tiny", "--rounds", "1", "--steps", "4", "--skip", "1",
+         "--loops", "ref,llama+eager"],
+        ["tinyshakespeare/input.txt"], r"\d\.\d+x"),
+    "attention_variants": (
+        ["--repeats", "1", "--d-model", "64", "--layers", "1", "--heads", "4",
+         "--prompt", "8", "--new", "4", "--train-batch", "2"], [], r"\d\.\d+x"),
+    "data_scale": (["--n", "400"], [], r"mixture\s+400\s"),
+    "decontam_planted": (
+        ["--per-benchmark", "3", "--repeats", "1", "--min-words", "8"],
+        ["eval/llm-foundry", "eval/hellaswag", "webtext/c4_sample.jsonl"], r"\d+(\.\d+)?%"),
+    "pii_planted": (["--per-kind", "5", "--rounds", "1"], ["webtext/c4_sample.jsonl"],
+                    r"\d\.\d+x"),
+    "tokenizer_vs_reference": (["--vocab", "300", "--rounds", "1", "--max-mb", "0.2"], [],
+                               r"\d\.\d+x"),
+    "data_vs_datatrove": (["--rounds", "1", "--copies", "1"], ["webtext/c4_sample.jsonl"],
+                          r"\d\.\d+x"),
+    "speedrun_shakespeare": (["--budgets", "3", "--ref-steps", "20"],
+                             ["tinyshakespeare/input.txt"], r"bpb"),
+}
+SLOW = {"speedrun_shakespeare", "data_vs_datatrove", "decontam_planted"}
+
+
+def test_every_bench_is_listed():
+    on_disk = {p.stem for p in (ROOT / "bench").glob("*.py")}
+    # memory_vs_estimate's comparison is the one tests/unit/test_plan.py makes
+    assert on_disk - {"memory_vs_estimate"} == set(BENCHES)
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n
+                                  for n in BENCHES])
+def test_bench_runs(name, tmp_path):
+    args, needs, pattern = BENCHES[name]
+    for rel in needs:
+        shared_data(rel)
+    if name == "data_vs_datatrove":
+        pytest.importorskip("datatrove", reason="the reference it measures against")
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run([sys.executable, f"bench/{name}.py", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert re.search(pattern, proc.stdout), out[-3000:]
+    assert "Traceback" not in out and "failed" not in proc.stdout.lower(), out[-3000:]

@@ -157,6 +157,16 @@ def test_the_start_line_suggests_the_other_precision_only_where_it_runs_faster()
     assert "fp32" in replace(half, other=("fp32", 80.0)).describe()
 
 
+def test_measuring_the_peak_leaves_the_training_random_numbers_alone(tokens, tmp_path):
+    """The start-up probes (the peak matmul, the attention kernel) draw their inputs
+    elsewhere than the global generator the dropout masks come from: a run given
+    train.peak_tflops, which measures nothing, trains exactly as one that measures (it had
+    other losses, and the tests of slow divergence had passed on those draws)."""
+    _run(tokens, tmp_path / "a", tmp_path / "ca", steps=6)
+    _run(tokens, tmp_path / "b", tmp_path / "cb", steps=6, peak_tflops=1.0)
+    assert _losses(tmp_path / "a") == _losses(tmp_path / "b")
+
+
 def test_fp16_scales_the_loss_skips_overflow_and_resumes_exactly(tokens, tmp_path, monkeypatch):
     """fp16: a gradient scaler; an overflowed step is skipped with an event (not a bad step:
     no rollback), the scale halves; the scale goes through checkpoints (exact resume)."""

@@ -52,13 +52,18 @@ def sdpa_backend(cfg: ModelConfig, device: torch.device, dtype: torch.dtype,
         Hkv, qk, v_dim = H, cfg.qk_nope_head_dim + cfg.qk_rope_head_dim, cfg.v_head_dim
     else:
         Hkv, qk, v_dim = cfg.kv_heads, cfg.head_dim, cfg.head_dim
-    q = torch.randn(batch, H, T, qk, device=device, dtype=dtype, requires_grad=True)
-    k = torch.randn(batch, Hkv, T, qk, device=device, dtype=dtype, requires_grad=True)
-    v = torch.randn(batch, Hkv, T, v_dim, device=device, dtype=dtype, requires_grad=True)
-    with _AttentionOps() as rec:
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=cfg.dropout,
-                                           enable_gqa=Hkv != H)
-        y.sum().backward()
+    # the random numbers drawn here (the inputs; dropout's mask) leave the global generators
+    # where they were: the training's dropout draws from them, and a probe must not move it
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        q = torch.randn(batch, H, T, qk, device=device, dtype=dtype, requires_grad=True)
+        k = torch.randn(batch, Hkv, T, qk, device=device, dtype=dtype, requires_grad=True)
+        v = torch.randn(batch, Hkv, T, v_dim, device=device, dtype=dtype, requires_grad=True)
+        with _AttentionOps() as rec:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=cfg.dropout,
+                                               enable_gqa=Hkv != H)
+            y.sum().backward()
     for op in rec.ops:
         for kind in ("flash", "cudnn", "efficient", "math"):
             if kind in op:

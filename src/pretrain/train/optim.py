@@ -219,18 +219,21 @@ def matmul_flops(device: torch.device, n: int | None = None, reps: int = 5,
     cuda = device.type == "cuda"
     n = n or (8192 if cuda else 2048)
     dtype = dtype or (torch.bfloat16 if cuda else torch.float32)
+    # its own generator: the training's dropout draws from the global one, and a measurement
+    # must not move it (else train.peak_tflops, which skips this, changed the losses)
+    gen = torch.Generator(device).manual_seed(0)
     if not cuda:
         side = min(n, 256)
         while side < n:
-            a = torch.randn(side, side, dtype=dtype)
+            a = torch.randn(side, side, dtype=dtype, generator=gen)
             t0 = time.perf_counter()
             a @ a
             if time.perf_counter() - t0 > 0.025:
                 break
             side *= 2
         n = min(side, n)
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
+    a = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
+    b = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
 
     def sync() -> None:
         if cuda:

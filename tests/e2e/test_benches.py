@@ -36,6 +36,8 @@ BENCHES = {
                     r"\d\.\d+x"),
     "tokenizer_vs_reference": (["--vocab", "300", "--rounds", "1", "--max-mb", "0.2"], [],
                                r"\d\.\d+x"),
+    "data_split": (["--copies", "1", "--rounds", "1", "--part-mb", "0.5"],
+                   ["webtext/c4_sample.jsonl"], r"parts/whole speed \d\.\d+x"),
     "data_vs_datatrove": (["--rounds", "1", "--copies", "1"], ["webtext/c4_sample.jsonl"],
                           r"\d\.\d+x"),
     "speedrun_shakespeare": (["--budgets", "3", "--ref-steps", "20"],

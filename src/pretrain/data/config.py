@@ -253,6 +253,11 @@ class DataConfig:
     executor: Literal["local", "ray"] = "local"
     ray_address: str = ""             # "" = a Ray instance of this machine; "auto" = the cluster
     docs_per_shard: int = 50_000
+    # a local parquet file whose row groups hold more than this (uncompressed, as its
+    # footer says) runs as several tasks of whole row groups, at most about this much each:
+    # one 10 GB file then uses every worker. The documents are the same either way (only
+    # the shard files start anew at each part). 0: one task per file.
+    task_bytes: int = 500_000_000
     audit_samples: int = 20           # dropped documents kept with their text, per reason
     strict: bool = False              # an unreadable record or empty file stops the stage
     # a source without `license` is a warning in the data stage's log; true: an error
@@ -266,8 +271,8 @@ class DataConfig:
             raise ConfigError("sources: at least one source is needed")
         if self.docs_per_shard <= 0:
             raise ConfigError("docs_per_shard must be positive")
-        if self.workers < 0 or self.audit_samples < 0:
-            raise ConfigError("workers and audit_samples must be >= 0")
+        if self.workers < 0 or self.audit_samples < 0 or self.task_bytes < 0:
+            raise ConfigError("workers, audit_samples and task_bytes must be >= 0")
         unlicensed = self.unlicensed()
         if self.require_license and unlicensed:
             raise ConfigError(f"data.require_license = true, but source(s) {unlicensed} have "

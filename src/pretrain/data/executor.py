@@ -59,7 +59,7 @@ def _small(todo: list[Task]) -> bool:
     files = [f for t in todo for f in t.files or []]
     if not all(t.files for t in todo) or any("://" in f for f in files):
         return False
-    return sum(Path(f).stat().st_size for f in files) < _MIN_PARALLEL_BYTES
+    return sum(Path(f).stat().st_size for f in set(files)) < _MIN_PARALLEL_BYTES
 
 
 def _bar(todo: list[Task]) -> Progress:

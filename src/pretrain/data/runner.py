@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..config import PretrainError
+from . import parquet_parts
 from . import quality as q
 from .config import DataConfig
 from .decontam import Decontaminate, Index, load_index
@@ -38,6 +39,7 @@ from .filters import (
 from .funnel import DropLog, Funnel
 from .heartbeat import Beat, beat_path
 from .minhash import MinHasher
+from .parquet_parts import Part
 from .pii import PiiScrub
 from .sources import SourceConfig
 
@@ -78,6 +80,7 @@ class Task:
     files: list[str] | None = None  # None: the whole source
     max_docs: int = 0               # this task's limits (0: none): the source's, or its
     max_bytes: int = 0              # share of them (limit_shares)
+    part: Part | None = None        # of files[0]: row groups [first, end) (parquet_parts)
 
     @property
     def stem(self) -> str:
@@ -95,8 +98,11 @@ def plan_tasks(cfg: DataConfig) -> list[Task]:
             n = min(len(files), src.max_docs or len(files), src.max_bytes or len(files))
             docs = limit_shares(src.max_docs, n)
             nbytes = limit_shares(src.max_bytes, n)
-            tasks += [Task(len(tasks) + k, i, [files[k]], docs[k], nbytes[k])
-                      for k in range(n)]
+            for k in range(n):   # a large parquet file: a task per run of row groups
+                parts: list[Part | None] = [] if limited else \
+                    list(src.task_parts(files[k], cfg.task_bytes))
+                tasks += [Task(len(tasks) + j, i, [files[k]], docs[k], nbytes[k], part)
+                          for j, part in enumerate(parts or [None])]
         else:
             tasks.append(Task(len(tasks), i, None, src.max_docs, src.max_bytes))
     return tasks
@@ -240,8 +246,10 @@ def run_task(cfg: DataConfig, task: Task, work: Path, ngrams_path: str) -> None:
             open(tmp["samples.jsonl"], "w", encoding="utf-8") as sample_f:
         log = DropLog(audit, sample_f, cfg.audit_samples)
         # skips and drops are written as they happen: a file all dropped is never held
-        read = _limited(src, task, src.read(task.files), lambda s: log.skip(s, src.label()),
-                        read_row, cfg.strict, beat)
+        items = src.read_part(task.files[0], task.part) if task.files and task.part \
+            else src.read(task.files)
+        read = _limited(src, task, items, lambda s: log.skip(s, src.label()), read_row,
+                        cfg.strict, beat)
         for doc in funnel.run(steps, read,
                               lambda step, d, why: log.drop(step, d.record(), why)):
             out.write(json.dumps(doc.record(), ensure_ascii=False) + "\n")
@@ -254,7 +262,8 @@ def run_task(cfg: DataConfig, task: Task, work: Path, ngrams_path: str) -> None:
     np.save(tmp["keys.npy"], np.concatenate(keys) if keys else np.zeros((0, n_cols), np.uint64))
     for step in steps:
         funnel.row(step.name)["stats"].update(step.stats)
-    inputs = [_file_fingerprint(f) for f in task.files] if task.files else \
+    inputs = [parquet_parts.fingerprint(task.files[0], task.part)] if task.files and task.part \
+        else [_file_fingerprint(f) for f in task.files] if task.files else \
         [{"source": src.label(), "fingerprint": src.fingerprint()}]
     stats = {"funnel": funnel.as_json(), "inputs": inputs, "source": src.label()}
     tmp["stats.json"].write_text(json.dumps(stats, default=str))

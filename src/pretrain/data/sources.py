@@ -38,6 +38,7 @@ from ..config import PATH, ConfigError
 from ..log import log0
 from ..rundir import file_sha256
 from .document import Document, Skip
+from .parquet_parts import Part, first_row, row_group_parts
 
 SourceType = Literal["python-installation", "local", "huggingface", "warc"]
 
@@ -100,6 +101,15 @@ class SourceConfig:
         """Input files (or URLs) that can be processed independently, one task each;
         [] = one task."""
         return []
+
+    def task_parts(self, file: str, max_bytes: int) -> list[Part]:
+        """``file`` (one of ``task_files``) cut into parts of at most about ``max_bytes``,
+        each read by a task of its own (``read_part``); [] = the file is one task."""
+        return []
+
+    def read_part(self, file: str, part: Part) -> Iterator[Document | Skip]:
+        """The records of one part of ``file`` (from ``task_parts``)."""
+        raise NotImplementedError
 
     def fingerprint(self) -> Any:
         """What identifies this source's content without reading it all."""
@@ -332,6 +342,14 @@ class LocalSource(SourceConfig):
     def task_files(self) -> list[Path]:
         return self.files()
 
+    def task_parts(self, file: str, max_bytes: int) -> list[Part]:
+        return row_group_parts(file, max_bytes) if self._format(Path(file)) == "parquet" else []
+
+    def read_part(self, file: str, part: Part) -> Iterator[Document | Skip]:
+        if self.char_range != [0.0, 1.0]:
+            raise ConfigError(f"{file}: char_range applies to text files only, not parquet")
+        yield from self._read_parquet(Path(file), part)
+
     @functools.cached_property
     def _root(self) -> str:
         """The folder all of ``paths`` start in (a glob's part before its first wildcard,
@@ -427,7 +445,7 @@ class LocalSource(SourceConfig):
             return
         yield Document(self._name(p), text, self.label(), {"path": str(p)})
 
-    def _read_parquet(self, p: Path) -> Iterator[Document | Skip]:
+    def _read_parquet(self, p: Path, part: Part | None = None) -> Iterator[Document | Skip]:
         try:
             import pyarrow.parquet as pq
         except ImportError:
@@ -441,9 +459,11 @@ class LocalSource(SourceConfig):
             yield Skip(str(p), "unreadable", f"{p}: {type(e).__name__}: {e}")
             return
         # row group by row group: a damaged one costs its own rows (counted, from the
-        # footer's row counts), not the rest of the file
-        row = 0
-        for g in range(pf.metadata.num_row_groups):
+        # footer's row counts), not the rest of the file; a part reads its own groups,
+        # its rows numbered as in the whole file
+        groups = range(*part) if part else range(pf.metadata.num_row_groups)
+        row = first_row(pf.metadata, groups.start)
+        for g in groups:
             end = row + pf.metadata.row_group(g).num_rows
             try:
                 for batch in pf.iter_batches(batch_size=1024, row_groups=[g]):

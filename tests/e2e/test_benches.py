@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCHES = {
     "train_vs_reference": (
         ["--shapes", "tiny", "--rounds", "1", "--steps", "4", "--skip", "1",
-         "--loops", "ref,llama+eager"],
+         "--loops", "ref,ref+bf16,llama+eager,llama+eager+bf16"],
         ["tinyshakespeare/input.txt"], r"\d\.\d+x"),
     "attention_variants": (
         ["--repeats", "1", "--d-model", "64", "--layers", "1", "--heads", "4",

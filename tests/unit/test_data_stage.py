@@ -4,7 +4,6 @@ bad inputs are counted skips (or errors in strict mode), every source type reads
 
 import bz2
 import gzip
-import hashlib
 import io
 import json
 import zlib
@@ -14,7 +13,7 @@ import pytest
 
 from pretrain.cli import main
 from pretrain.config import PretrainError
-from pretrain.data import executor, runner, stage
+from pretrain.data import executor, stage
 from pretrain.data.config import DataConfig, MinHashConfig
 from pretrain.data.docs import read_docs
 from pretrain.data.document import Document, Skip
@@ -572,54 +571,3 @@ def test_a_file_dropped_whole_is_written_out_as_it_goes_not_held(tmp_path):
     # both files over the 4 MB blocks their fingerprints are read in
     small, big = peak(1000), peak(4000)
     assert big - small < 2e6, (small, big)   # the old code: +10 MB (3,000 more 6 KB documents)
-
-
-def test_a_large_parquet_file_runs_as_tasks_of_row_groups_with_the_output_of_one(tmp_path):
-    """Cut into runs of row groups, one task each, a parquet file gives the documents, ids,
-    drops, duplicates and damaged-group skips of one task reading it whole."""
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
-    texts = [_prose(i) for i in range(120)]
-    texts[95] = texts[5]           # a duplicate in another part than its original
-    texts[50] = "too short"
-    p = tmp_path / "big.parquet"   # no id column: ids are the rows of the whole file
-    pq.write_table(pa.table({"text": texts, "url": [f"https://a.example/{i}" for i in
-                                                    range(120)]}),
-                   p, row_group_size=10, compression="NONE")
-    blob = bytearray(p.read_bytes())
-    page = pq.ParquetFile(p).metadata.row_group(7).column(0).data_page_offset
-    blob[page + 10:page + 60] = b"\xff" * 50     # row group 7 (rows 70..79) is damaged
-    p.write_bytes(bytes(blob))
-    meta = pq.ParquetFile(p).metadata
-    group = max(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups))
-
-    def cfg(task_bytes: int) -> DataConfig:
-        return DataConfig(sources=[LocalSource(paths=[str(p)])], task_bytes=task_bytes,
-                          workers=2)
-    assert len(runner.plan_tasks(cfg(0))) == 1
-    split = runner.plan_tasks(cfg(3 * group))
-    assert len(split) >= 4 and split[0].part == (0, split[1].part[0])
-    assert [t.part[1] for t in split[:-1]] == [t.part[0] for t in split[1:]]
-    assert split[-1].part[1] == 12
-    assert all(sum(meta.row_group(g).total_byte_size for g in range(*t.part)) <= 3 * group
-               for t in split)
-
-    whole, parts = _run(tmp_path, cfg(0), "whole"), _run(tmp_path, cfg(3 * group), "parts")
-    assert (whole.pop("tasks"), parts.pop("tasks")) == (1, len(split))
-    assert len(parts.pop("shards")) == len(split) and len(whole.pop("shards")) == 1
-    assert whole == parts
-    assert list(read_docs(tmp_path / "whole")) == list(read_docs(tmp_path / "parts"))
-    for name in ("funnel.json", "dropped.jsonl", "samples.jsonl"):
-        assert (tmp_path / "whole" / name).read_text() == (tmp_path / "parts" / name).read_text()
-    drops = [json.loads(x) for x in (tmp_path / "parts" / "dropped.jsonl").open()]
-    assert {(d["id"], d["reason"]) for d in drops} >= {
-        ("big.parquet:95", "exact_duplicate"), (f"{p}:row 70", "unreadable")}
-    # each part's provenance: its row groups and rows, and the sha256 of its own bytes
-    prov = json.loads((tmp_path / "parts" / "shards.json").read_text())
-    inputs = {json.dumps(s["inputs"][0], sort_keys=True): s["inputs"][0] for s in prov.values()}
-    got = sorted(inputs.values(), key=lambda x: x["rows"])
-    assert len(got) == len(split) and got[0]["rows"][0] == 0 and got[-1]["rows"][1] == 120
-    raw = p.read_bytes()
-    for x in got:
-        lo, hi = x["byte_range"]
-        assert x["sha256"] == hashlib.sha256(raw[lo:hi]).hexdigest()

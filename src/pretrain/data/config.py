@@ -255,8 +255,8 @@ class DataConfig:
     docs_per_shard: int = 50_000
     # a local parquet file whose row groups hold more than this (uncompressed, as its
     # footer says) runs as several tasks of whole row groups, at most about this much each:
-    # one 10 GB file then uses every worker. The documents are the same either way (only
-    # the shard files start anew at each part). 0: one task per file.
+    # one 10 GB file then uses every worker. The output is the same either way. 0: one task
+    # per file.
     task_bytes: int = 500_000_000
     audit_samples: int = 20           # dropped documents kept with their text, per reason
     strict: bool = False              # an unreadable record or empty file stops the stage
@@ -264,7 +264,7 @@ class DataConfig:
     require_license: bool = False
     # how the stage runs, not what it writes: left out of its key (a rerun with other
     # workers resumes the finished tasks and retrains nothing downstream)
-    UNKEYED: ClassVar[tuple[str, ...]] = ("workers", "executor", "ray_address")
+    UNKEYED: ClassVar[tuple[str, ...]] = ("workers", "executor", "ray_address", "task_bytes")
 
     def __post_init__(self) -> None:
         if not self.sources:

@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 
 from ..config import PretrainError
-from . import parquet_parts
 from . import quality as q
 from .config import DataConfig
 from .decontam import Decontaminate, Index, load_index
@@ -81,6 +80,16 @@ class Task:
     max_docs: int = 0               # this task's limits (0: none): the source's, or its
     max_bytes: int = 0              # share of them (limit_shares)
     part: Part | None = None        # of files[0]: row groups [first, end) (parquet_parts)
+
+    def continues(self, before: Task | None) -> bool:
+        """Whether this task reads the part of a file that follows ``before``'s."""
+        return before is not None and self.part is not None and before.part is not None \
+            and self.files == before.files and self.part[0] == before.part[1]
+
+    def plan(self) -> list[Any]:
+        """What the task reads, as JSON: a rerun resumes done tasks only under the same plan."""
+        return [self.source, self.files, list(self.part) if self.part else None,
+                self.max_docs, self.max_bytes]
 
     @property
     def stem(self) -> str:
@@ -262,8 +271,11 @@ def run_task(cfg: DataConfig, task: Task, work: Path, ngrams_path: str) -> None:
     np.save(tmp["keys.npy"], np.concatenate(keys) if keys else np.zeros((0, n_cols), np.uint64))
     for step in steps:
         funnel.row(step.name)["stats"].update(step.stats)
-    inputs = [parquet_parts.fingerprint(task.files[0], task.part)] if task.files and task.part \
-        else [_file_fingerprint(f) for f in task.files] if task.files else \
+    # a file's first part fingerprints the whole file, as one task reading it would (the
+    # shards of a file give its inputs from there); the others name their row groups only
+    inputs = [{"path": task.files[0], "row_groups": list(task.part)}] \
+        if task.files and task.part and task.part[0] else \
+        [_file_fingerprint(f) for f in task.files] if task.files else \
         [{"source": src.label(), "fingerprint": src.fingerprint()}]
     stats = {"funnel": funnel.as_json(), "inputs": inputs, "source": src.label()}
     tmp["stats.json"].write_text(json.dumps(stats, default=str))

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args
 
-from ..config import PATH, ConfigError
+from ..config import PATH, ConfigError, PretrainError
 from ..log import log0
 from ..rundir import file_sha256
 from .document import Document, Skip
@@ -462,6 +462,10 @@ class LocalSource(SourceConfig):
         # footer's row counts), not the rest of the file; a part reads its own groups,
         # its rows numbered as in the whole file
         groups = range(*part) if part else range(pf.metadata.num_row_groups)
+        if groups.stop > pf.metadata.num_row_groups:
+            raise PretrainError(f"{p} changed while the data stage ran: it has "
+                                f"{pf.metadata.num_row_groups} row groups, planned for "
+                                f"{groups.stop}; rerun the stage")
         row = first_row(pf.metadata, groups.start)
         for g in groups:
             end = row + pf.metadata.row_group(g).num_rows

@@ -34,7 +34,7 @@ from .dedup import deduplicate
 from .docs import DataOutput, ShardWriter
 from .executor import execute
 from .funnel import DropLog, Funnel, format_funnel
-from .runner import TMP_MARK, plan_tasks
+from .runner import TMP_MARK, Task, plan_tasks
 
 
 def run(run: StageRun, cfg: DataConfig) -> None:
@@ -93,6 +93,7 @@ def process(cfg: DataConfig, out: Path, work: Path | None = None,
     work.mkdir(parents=True, exist_ok=True)
     _sweep_attempts(work)
     tasks = plan_tasks(cfg)
+    _keep_plan(tasks, work)
     ngrams_path = _prepare_benchmarks(cfg, work)
     todo = [t for t in tasks if not (work / f"{t.stem}.done").exists()]
     if len(todo) < len(tasks):
@@ -116,7 +117,8 @@ def process(cfg: DataConfig, out: Path, work: Path | None = None,
         log = DropLog(audit, sample_f, cfg.audit_samples)
         for k, (t, st) in enumerate(zip(tasks, stats, strict=True)):
             log.copy(work / f"{t.stem}.drops.jsonl", work / f"{t.stem}.samples.jsonl")
-            writer.start_task(t, st)
+            if not t.continues(tasks[k - 1] if k else None):   # a file's parts: one run
+                writer.start_task(t, st)
             gone = removed.of_task(k)
             # a task's documents all carry its source's label; sizes come from the keys
             sizes = np.load(work / f"{t.stem}.keys.npy", mmap_mode="r")[:, 1]
@@ -167,6 +169,23 @@ def _governance(cfg: DataConfig) -> dict[str, dict[str, str]]:
         log0(f"data: warning: source(s) {cfg.unlicensed()} have no license; set "
              "data.sources.N.license (data.require_license = true makes this an error)")
     return out
+
+
+def _keep_plan(tasks: list[Task], work: Path) -> None:
+    """Record what each task reads in ``work``; where an unfinished run planned otherwise
+    (a parquet file cut at another ``data.task_bytes``, or its footer unreadable then), a
+    task's number names other input now, so the finished tasks are redone, said in a line."""
+    path = work / "plan.json"
+    plan = json.loads(json.dumps([t.plan() for t in tasks]))
+    if path.exists() and json.loads(path.read_text()) != plan:
+        done = list(work.glob("t-*.done"))
+        log0(f"data: the tasks are planned otherwise than in the unfinished run (a parquet "
+             f"file cut at another data.task_bytes?); its {len(done)} finished tasks are redone")
+        for p in work.glob("t-*"):
+            p.unlink()
+    tmp = work / f"plan.json{TMP_MARK}"
+    tmp.write_text(json.dumps(plan))
+    os.replace(tmp, path)
 
 
 def _sweep_attempts(work: Path) -> None:

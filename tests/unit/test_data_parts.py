@@ -1,0 +1,134 @@
+"""A large parquet file cut into data tasks of row groups (``data.task_bytes``): the output
+of one task reading it whole, resumed safely under another cut."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from pretrain.data import executor, runner
+from pretrain.data.config import DataConfig
+from pretrain.data.sources import LocalSource
+
+from .test_data_stage import _prose, _run
+
+
+def _big_parquet(tmp_path: Path) -> Path:
+    """120 documents in 12 row groups of 10, no id column (ids are the rows of the whole
+    file): a duplicate in another group than its original, a short one, a damaged group."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    texts = [_prose(i) for i in range(120)]
+    texts[95] = texts[5]
+    texts[50] = "too short"
+    p = tmp_path / "big.parquet"
+    pq.write_table(pa.table({"text": texts,
+                             "url": [f"https://a.example/{i}" for i in range(120)]}),
+                   p, row_group_size=10, compression="NONE")
+    blob = bytearray(p.read_bytes())
+    page = pq.ParquetFile(p).metadata.row_group(7).column(0).data_page_offset
+    blob[page + 10:page + 60] = b"\xff" * 50     # row group 7 (rows 70..79) is damaged
+    p.write_bytes(bytes(blob))
+    return p
+
+
+def _group_bytes(p: Path) -> int:
+    import pyarrow.parquet as pq
+    meta = pq.ParquetFile(p).metadata
+    return max(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups))
+
+
+def test_a_large_parquet_file_runs_as_tasks_of_row_groups_with_the_output_of_one(
+        tmp_path, monkeypatch):
+    """Cut into runs of row groups, one task each, run by worker processes, a parquet file
+    gives the output of one task reading it whole: the same shard files (documents, ids,
+    order), drops, duplicates, damaged-group skips and provenance."""
+    import pyarrow.parquet as pq
+    p = _big_parquet(tmp_path)
+    meta = pq.ParquetFile(p).metadata
+    group = _group_bytes(p)
+
+    def cfg(task_bytes: int) -> DataConfig:
+        return DataConfig(sources=[LocalSource(paths=[str(p)])], task_bytes=task_bytes,
+                          workers=2, docs_per_shard=40)
+    assert len(runner.plan_tasks(cfg(0))) == 1
+    split = runner.plan_tasks(cfg(3 * group))
+    assert len(split) >= 4 and split[0].part == (0, split[1].part[0])
+    assert [t.part[1] for t in split[:-1]] == [t.part[0] for t in split[1:]]
+    assert split[-1].part[1] == 12
+    assert all(sum(meta.row_group(g).total_byte_size for g in range(*t.part)) <= 3 * group
+               for t in split)
+    # a file this small would run its tasks in this process: in workers, as a large one
+    monkeypatch.setattr(executor, "_MIN_PARALLEL_BYTES", 0)
+    whole, parts = _run(tmp_path, cfg(0), "whole"), _run(tmp_path, cfg(3 * group), "parts")
+    assert (whole.pop("tasks"), parts.pop("tasks")) == (1, len(split))
+    assert whole == parts and len(whole["shards"]) == 3   # 106 kept, 40 a shard
+    for f in sorted((tmp_path / "whole").iterdir()):
+        if f.name != "shards.json":
+            assert f.read_bytes() == (tmp_path / "parts" / f.name).read_bytes(), f.name
+    drops = [json.loads(x) for x in (tmp_path / "parts" / "dropped.jsonl").open()]
+    assert {(d["id"], d["reason"]) for d in drops} >= {
+        ("big.parquet:95", "exact_duplicate"), (f"{p}:row 70", "unreadable")}
+    # each shard's provenance: the whole file, fingerprinted once (by its first part)
+    for prov in (tmp_path / "whole" / "shards.json", tmp_path / "parts" / "shards.json"):
+        shards = json.loads(prov.read_text())
+        assert [s["inputs"] for s in shards.values()] == [[{
+            "path": str(p), "bytes": p.stat().st_size,
+            "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}]] * 3
+
+
+def test_a_rerun_that_cuts_a_file_otherwise_redoes_the_finished_tasks(tmp_path, monkeypatch,
+                                                                      capsys):
+    """A killed run resumed with another data.task_bytes: the task numbers name other row
+    groups now, so the finished tasks are redone (not taken for the new ones), said in a
+    line, and the output is the uninterrupted run's."""
+    p = _big_parquet(tmp_path)
+    group = _group_bytes(p)
+
+    def cfg(task_bytes: int) -> DataConfig:
+        return DataConfig(sources=[LocalSource(paths=[str(p)])], task_bytes=task_bytes,
+                          workers=1)
+    _run(tmp_path, cfg(0), "whole")
+    real, done = executor.run_task, []
+
+    def dies_after_two(cfg, task, work, ngrams):
+        if len(done) == 2:
+            raise KeyboardInterrupt("killed")
+        real(cfg, task, work, ngrams)
+        done.append(task.index)
+    monkeypatch.setattr(executor, "run_task", dies_after_two)
+    work = tmp_path / "work"
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, cfg(2 * group), "resumed", work=work)
+    monkeypatch.setattr(executor, "run_task", real)
+    capsys.readouterr()
+    _run(tmp_path, cfg(5 * group), "resumed", work=work)
+    assert "its 2 finished tasks are redone" in capsys.readouterr().err
+    for f in sorted((tmp_path / "whole").iterdir()):
+        if f.name != "shards.json":
+            assert f.read_bytes() == (tmp_path / "resumed" / f.name).read_bytes(), f.name
+
+
+def test_a_row_group_without_rows_never_makes_a_task_of_its_own(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    from pretrain.data.parquet_parts import row_group_parts
+
+    def write(name: str, sizes: list[int]) -> Path:
+        path = tmp_path / name
+        with pq.ParquetWriter(path, pa.schema([("text", pa.string())])) as w:
+            for n in sizes:
+                w.write_table(pa.table({"text": [_prose(i) for i in range(n)]},
+                                       schema=pa.schema([("text", pa.string())])))
+        assert pq.ParquetFile(path).metadata.num_row_groups == len(sizes)
+        return path
+    # every group over the limit: each with rows is a task, the empty one joins the one before
+    assert row_group_parts(write("a.parquet", [10, 0, 10, 0]), 1) == [(0, 2), (2, 4)]
+    assert row_group_parts(write("b.parquet", [0, 0, 0]), 1) == []
+    assert row_group_parts(write("c.parquet", [0, 10, 10]), 1) == [(0, 2), (2, 3)]
+    assert row_group_parts(write("d.parquet", [10, 10]), 0) == []     # task_bytes = 0: off
+    (tmp_path / "e.parquet").write_bytes(b"PAR1 not a parquet file")
+    assert row_group_parts(tmp_path / "e.parquet", 1) == []

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from pretrain.data import executor
 from pretrain.run_config import RunConfig, load_config
 from pretrain.tokenizer import shards
 from pretrain.tokenizer.bpe import Tokenizer
@@ -122,3 +123,28 @@ class Oracle(torch.nn.Module):
                 if nxt is not None:
                     out[r, t, nxt] = 50.0
         return out, None
+
+
+class KilledTasks:
+    """The data stage's tasks (``executor.run_task``, in this process: ``workers = 1``),
+    their indexes recorded in ``ran`` as they finish; once ``after`` have finished, the next
+    is killed (KeyboardInterrupt), first leaving a half-written file when ``half_written``.
+    ``revive()`` clears ``ran`` and kills no more."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, after: int, half_written: bool = False):
+        self.real, self.ran = executor.run_task, []
+        self.after: int | None = after
+        self.half_written = half_written
+        monkeypatch.setattr(executor, "run_task", self)
+
+    def __call__(self, cfg, task, work: Path, ngrams: str) -> None:
+        if self.after is not None and len(self.ran) == self.after:
+            if self.half_written:   # files without the .done marker
+                (work / f"{task.stem}.jsonl").write_text("garbage\n")
+            raise KeyboardInterrupt("killed")
+        self.real(cfg, task, work, ngrams)
+        self.ran.append(task.index)
+
+    def revive(self) -> None:
+        self.after = None
+        self.ran.clear()

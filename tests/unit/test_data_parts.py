@@ -13,6 +13,7 @@ from pretrain.data import executor, runner
 from pretrain.data.config import DataConfig
 from pretrain.data.sources import LocalSource
 
+from ..conftest import KilledTasks
 from .test_data_stage import _prose, _run
 
 
@@ -92,18 +93,11 @@ def test_a_rerun_that_cuts_a_file_otherwise_redoes_the_finished_tasks(tmp_path, 
         return DataConfig(sources=[LocalSource(paths=[str(p)])], task_bytes=task_bytes,
                           workers=1)
     _run(tmp_path, cfg(0), "whole")
-    real, done = executor.run_task, []
-
-    def dies_after_two(cfg, task, work, ngrams):
-        if len(done) == 2:
-            raise KeyboardInterrupt("killed")
-        real(cfg, task, work, ngrams)
-        done.append(task.index)
-    monkeypatch.setattr(executor, "run_task", dies_after_two)
+    tasks = KilledTasks(monkeypatch, after=2)
     work = tmp_path / "work"
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path, cfg(2 * group), "resumed", work=work)
-    monkeypatch.setattr(executor, "run_task", real)
+    tasks.revive()
     capsys.readouterr()
     _run(tmp_path, cfg(5 * group), "resumed", work=work)
     assert "its 2 finished tasks are redone" in capsys.readouterr().err

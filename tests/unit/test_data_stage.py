@@ -13,7 +13,7 @@ import pytest
 
 from pretrain.cli import main
 from pretrain.config import PretrainError
-from pretrain.data import executor, stage
+from pretrain.data import stage
 from pretrain.data.config import DataConfig, MinHashConfig
 from pretrain.data.docs import read_docs
 from pretrain.data.document import Document, Skip
@@ -21,7 +21,7 @@ from pretrain.data.hf_source import HuggingFaceSource
 from pretrain.data.sources import LocalSource
 from pretrain.data.warc import WarcSource
 
-from ..conftest import shared_data
+from ..conftest import KilledTasks, shared_data
 from .test_filters import PROSE
 
 _SENTENCES = [s.strip() + "." for s in PROSE.replace("\n", " ").split(".") if s.strip()] + [
@@ -112,25 +112,14 @@ def test_killed_run_resumes_to_identical_output(tmp_path, monkeypatch):
                            workers=1)
     _run(tmp_path, cfg, "whole")
 
-    real, done = executor.run_task, []
-
-    def dies_after_two(cfg, task, work, ngrams):
-        if len(done) == 2:
-            # a task half written when the process dies: files without the .done marker
-            (work / f"{task.stem}.jsonl").write_text("garbage\n")
-            raise KeyboardInterrupt("killed")
-        real(cfg, task, work, ngrams)
-        done.append(task.index)
-
-    monkeypatch.setattr(executor, "run_task", dies_after_two)
+    tasks = KilledTasks(monkeypatch, after=2, half_written=True)
     work = tmp_path / "work"
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path, cfg, "resumed", work=work)
     assert sorted(p.name for p in work.glob("*.done")) == ["t-00000.done", "t-00001.done"]
-    monkeypatch.setattr(executor, "run_task", lambda *a: (done.append(a[1].index), real(*a)))
-    done.clear()
+    tasks.revive()
     _run(tmp_path, cfg, "resumed", work=work)
-    assert done == [2, 3, 4]  # only the tasks without a marker ran again
+    assert tasks.ran == [2, 3, 4]  # only the tasks without a marker ran again
     for p in sorted((tmp_path / "whole").iterdir()):
         assert p.read_bytes() == (tmp_path / "resumed" / p.name).read_bytes(), p.name
 

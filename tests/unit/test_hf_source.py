@@ -16,6 +16,7 @@ from pretrain.data.docs import read_docs
 from pretrain.data.hf_source import HuggingFaceSource
 from pretrain.data.runner import limit_shares, plan_tasks
 
+from ..conftest import KilledTasks
 from .test_data_stage import _prose, _run
 
 pytest.importorskip("datasets")
@@ -111,22 +112,13 @@ def test_a_rerun_skips_the_files_already_done(tmp_path, monkeypatch):
     src = HuggingFaceSource(name=str(_dataset(tmp_path / "ds")), quality="none")
     cfg = _cfg(src, 1)
     _run(tmp_path, cfg, "whole")
-    real, ran = executor.run_task, []
-
-    def dies_on_the_third(cfg, task, work, ngrams):
-        if len(ran) == 2:
-            raise KeyboardInterrupt("killed")
-        real(cfg, task, work, ngrams)
-        ran.append(task.index)
-
-    monkeypatch.setattr(executor, "run_task", dies_on_the_third)
+    tasks = KilledTasks(monkeypatch, after=2)
     work = tmp_path / "work"
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path, cfg, "resumed", work=work)
-    ran.clear()
-    monkeypatch.setattr(executor, "run_task", lambda *a: (ran.append(a[1].index), real(*a)))
+    tasks.revive()
     _run(tmp_path, cfg, "resumed", work=work)
-    assert ran == [2, 3]
+    assert tasks.ran == [2, 3]
     for p in sorted((tmp_path / "whole").iterdir()):
         assert p.read_bytes() == (tmp_path / "resumed" / p.name).read_bytes(), p.name
 

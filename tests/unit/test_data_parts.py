@@ -81,11 +81,14 @@ def test_a_large_parquet_file_runs_as_tasks_of_row_groups_with_the_output_of_one
             "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}]] * 3
 
 
-def test_a_rerun_that_cuts_a_file_otherwise_redoes_the_finished_tasks(tmp_path, monkeypatch,
-                                                                      capsys):
+@pytest.mark.parametrize("planned", [True, False])
+def test_a_rerun_that_cuts_a_file_otherwise_redoes_the_finished_tasks(
+        tmp_path, monkeypatch, capsys, planned):
     """A killed run resumed with another data.task_bytes: the task numbers name other row
     groups now, so the finished tasks are redone (not taken for the new ones), said in a
-    line, and the output is the uninterrupted run's."""
+    line, and the output is the uninterrupted run's. Also where the killed run left no
+    plan (a version before parts): finished tasks are then trusted only where nothing is
+    cut."""
     p = _big_parquet(tmp_path)
     group = _group_bytes(p)
 
@@ -97,6 +100,8 @@ def test_a_rerun_that_cuts_a_file_otherwise_redoes_the_finished_tasks(tmp_path, 
     work = tmp_path / "work"
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path, cfg(2 * group), "resumed", work=work)
+    if not planned:
+        (work / "plan.json").unlink()
     tasks.revive()
     capsys.readouterr()
     _run(tmp_path, cfg(5 * group), "resumed", work=work)

@@ -263,7 +263,9 @@ class DataConfig:
     # a source without `license` is a warning in the data stage's log; true: an error
     require_license: bool = False
     # how the stage runs, not what it writes: left out of its key (a rerun with other
-    # workers resumes the finished tasks and retrains nothing downstream)
+    # workers resumes the finished tasks and retrains nothing downstream; one with another
+    # task_bytes redoes the finished tasks of an unfinished run, and a finished stage kept
+    # keeps its manifest's task count and shards.json's task names)
     UNKEYED: ClassVar[tuple[str, ...]] = ("workers", "executor", "ray_address", "task_bytes")
 
     def __post_init__(self) -> None:

@@ -6,8 +6,8 @@
     dropped.jsonl         every dropped or unreadable record: id, domain, step, reason, detail
     samples.jsonl         up to ``audit_samples`` dropped documents per reason, with text
     funnel.json           per step: documents and bytes in and out, drops by reason, counts
-    shards.json           per output shard: its task, source, licence fields, input files
-                          (sha256, size)
+    shards.json           per output shard: its task (a parquet file's first part, where
+                          the file was cut), source, licence fields, input files (sha256, size)
     manifest.json         (written by the run directory) with the ``DataOutput`` fields
 
 Later stages read the documents with ``read_docs`` and what they need to know about them
@@ -66,7 +66,9 @@ def read_output(data_dir: Path) -> DataOutput:
 
 class ShardWriter:
     """Kept documents into ``docs-NNNNN.jsonl``: a new shard per task (so every shard has
-    one task's inputs as provenance) and every ``docs_per_shard`` documents."""
+    one task's inputs as provenance) and every ``docs_per_shard`` documents. The parts of
+    one parquet file are one run (the stage calls ``start_task`` at a file's first part
+    only): their shards name that first task, whose inputs are the whole file."""
 
     def __init__(self, out: Path, docs_per_shard: int,
                  governance: list[dict[str, str]] | None = None):

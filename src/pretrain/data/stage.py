@@ -174,13 +174,19 @@ def _governance(cfg: DataConfig) -> dict[str, dict[str, str]]:
 def _keep_plan(tasks: list[Task], work: Path) -> None:
     """Record what each task reads in ``work``; where an unfinished run planned otherwise
     (a parquet file cut at another ``data.task_bytes``, or its footer unreadable then), a
-    task's number names other input now, so the finished tasks are redone, said in a line."""
+    task's number names other input now, so the finished tasks are redone, said in a line.
+    A folder of finished tasks without a plan (left by a version before parts) is trusted
+    only where nothing is cut now: its numbering was one task per file, as it is then."""
     path = work / "plan.json"
     plan = json.loads(json.dumps([t.plan() for t in tasks]))
-    if path.exists() and json.loads(path.read_text()) != plan:
-        done = list(work.glob("t-*.done"))
+    done = list(work.glob("t-*.done"))
+    known = json.loads(path.read_text()) if path.exists() else \
+        (plan if not any(t.part for t in tasks) else None)
+    if done and known != plan:
         log0(f"data: the tasks are planned otherwise than in the unfinished run (a parquet "
              f"file cut at another data.task_bytes?); its {len(done)} finished tasks are redone")
+        for p in done:     # the markers first: a kill in between leaves no task done
+            p.unlink()     # whose files are gone
         for p in work.glob("t-*"):
             p.unlink()
     tmp = work / f"plan.json{TMP_MARK}"

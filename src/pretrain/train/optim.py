@@ -142,11 +142,15 @@ class Peaks:
     matmul: float | None    # the matmul measured at the start, where one was
     source: str             # where ``mfu`` came from
     device: str             # the device's name (a GPU's as torch reports it)
-    measured: bool = False  # on CPU: ``mfu`` is ``matmul``, measured in the training's dtype
     # on CPU: the other precision and how many times as fast its matmul runs here as the
     # training's: bf16 beside fp32 (a CPU with bf16 instructions, AVX512-BF16 or AMX, runs
     # it several times as fast; one without, slower), fp32 beside bf16 and fp16
     other: tuple[str, float] | None = None
+
+    @property
+    def measured(self) -> bool:
+        """On CPU: ``mfu`` is ``matmul``, measured in the training's dtype."""
+        return self.other is not None
 
     def describe(self) -> str:
         def rate(f: float) -> str:
@@ -179,7 +183,7 @@ def peaks(device: torch.device, peak_tflops: float = 0.0,
     none for a GPU not in it), on CPU the FLOP/s of a matmul in ``dtype`` (the training's
     autocast dtype) with the current thread count, measured. On a GPU a bf16 matmul is
     measured beside it either way; on CPU the other precision's too (``Peaks.other``: bf16
-    beside fp32, fp32 beside bf16 or fp16), at a side of at most 1024.
+    beside fp32, fp32 beside bf16 or fp16).
 
     The reference notes give 160 GFLOP/s on 1 thread and 268 on 2 for this project's
     machine when quiet (fp32); a busy machine reads lower, and MFU then reads higher.
@@ -200,9 +204,8 @@ def peaks(device: torch.device, peak_tflops: float = 0.0,
         return Peaks(None, None, "", str(device))
     measured = matmul_flops(device, dtype=dtype)
     alt = torch.bfloat16 if dtype == torch.float32 else torch.float32
-    speedup = matmul_flops(device, 1024, dtype=alt) / matmul_flops(device, 1024, dtype=dtype)
     return Peaks(measured, measured, f"the measured {DTYPE_NAMES.get(dtype, dtype)} matmul",
-                 str(device), measured=True, other=(DTYPE_NAMES[alt], speedup))
+                 str(device), other=(DTYPE_NAMES[alt], matmul_flops(device, dtype=alt) / measured))
 
 
 def matmul_flops(device: torch.device, n: int | None = None, reps: int = 5,

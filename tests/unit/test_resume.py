@@ -22,7 +22,7 @@ from pretrain.train.loop import RunPaths, Trainer
 from pretrain.train.parallelize import Layout, resolve_host_sync
 
 from ..conftest import bad_steps
-from .training_runs import MODEL, make_tokens
+from .training_runs import MODEL, kill_at, make_tokens
 from .training_runs import cfg as _cfg
 from .training_runs import killed_then_resumed as _killed_then_resumed
 from .training_runs import losses as _losses
@@ -92,12 +92,10 @@ def test_tokens_per_second_covers_the_steps_of_every_process(tokens, tmp_path, m
     """The throughput divides the timed steps of every process by their time: after a resume
     it took the whole run's time (saved in the checkpoint) over this process's steps only,
     half the rate. Each process's first step is timed apart; a run of one step has none."""
-    real = Trainer.forward_backward
-    monkeypatch.setattr(Trainer, "forward_backward", lambda self, pos: (
-        (_ for _ in ()).throw(KeyboardInterrupt("killed")) if pos == 13 else real(self, pos)))
+    revive = kill_at(monkeypatch, 13)
     with pytest.raises(KeyboardInterrupt):
         _run(tokens, tmp_path / "b", tmp_path / "ckpt")
-    monkeypatch.setattr(Trainer, "forward_backward", real)
+    revive()
     counts = _run(tokens, tmp_path / "b", tmp_path / "ckpt")
     # timed: steps 2..8 of the first process (its checkpoint at 8), then 10..16 of the second
     st = json.loads((tmp_path / "ckpt" / "step-0000016" / state.STATE).read_text())
@@ -406,17 +404,10 @@ def test_damaged_latest_checkpoint_falls_back_to_the_one_before(tokens, tmp_path
     detected by its checksums; the resume warns and takes the previous one, and the run still
     ends bit-identical to an uninterrupted one."""
     _run(tokens, tmp_path / "a", tmp_path / "ckpt-a")
-    real = Trainer.forward_backward
-
-    def killed_at_20(self, data_pos):
-        if data_pos == 20:
-            raise KeyboardInterrupt("killed")
-        return real(self, data_pos)
-
-    monkeypatch.setattr(Trainer, "forward_backward", killed_at_20)
+    revive = kill_at(monkeypatch, 20)
     with pytest.raises(KeyboardInterrupt):
         _run(tokens, tmp_path / "b", tmp_path / "ckpt-b")
-    monkeypatch.setattr(Trainer, "forward_backward", real)
+    revive()
     latest = tmp_path / "ckpt-b" / "step-0000016"
     assert [p.name for p in state.complete(tmp_path / "ckpt-b")] == ["step-0000008", latest.name]
     assert state.verify(latest) is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -49,20 +50,27 @@ def losses(out: Path) -> list[tuple[int, float]]:
     return [(r["step"], r["loss"]) for r in map(json.loads, (out / "log.jsonl").open())]
 
 
+def kill_at(monkeypatch, data_pos: int) -> Callable[[], None]:
+    """Training is killed (KeyboardInterrupt) when it reaches ``data_pos``; returns what
+    lets the next run go on."""
+    real = Trainer.forward_backward
+
+    def killed(self, pos):
+        if pos == data_pos:
+            raise KeyboardInterrupt("killed")
+        return real(self, pos)
+
+    monkeypatch.setattr(Trainer, "forward_backward", killed)
+    return lambda: monkeypatch.setattr(Trainer, "forward_backward", real)
+
+
 def killed_then_resumed(tokens: Path, out: Path, ckpt: Path, monkeypatch, **kw) -> list[str]:
     """A run killed at data position 13, then rerun (it resumes); returns the checkpoints
     that were on disk after the kill."""
-    real = Trainer.forward_backward
-
-    def killed_at_13(self, data_pos):
-        if data_pos == 13:
-            raise KeyboardInterrupt("killed")
-        return real(self, data_pos)
-
-    monkeypatch.setattr(Trainer, "forward_backward", killed_at_13)
+    revive = kill_at(monkeypatch, 13)
     with pytest.raises(KeyboardInterrupt):
         run(tokens, out, ckpt, **kw)
     left = [p.name for p in state.complete(ckpt)]
-    monkeypatch.setattr(Trainer, "forward_backward", real)
+    revive()
     run(tokens, out, ckpt, **kw)
     return left

@@ -310,6 +310,17 @@ def test_rotation_keeps_last_k_and_the_best(tmp_path):
     assert [p.name for p in state.complete(other)] == ["step-0000020"]
 
 
+
+def test_a_one_process_checkpoint_saves_and_loads_without_warnings(tmp_path, recwarn):
+    """DCP warned at every save and load of a one-process run that it assumed one process
+    (in the quickstart's output)."""
+    model = Transformer(MODEL)
+    opt = torch.optim.AdamW(model.parameters())
+    ckpt = state.save(tmp_path, 1, MODEL, model, opt, {}, 1, distributed.Dist())
+    state.load(ckpt, model, opt)
+    io.consolidated(ckpt)
+    assert [str(w.message) for w in recwarn] == []
+
 def test_rotation_survives_a_damaged_state_file_and_a_half_removed_checkpoint(tmp_path,
                                                                                capsys,
                                                                                monkeypatch):

@@ -14,8 +14,11 @@ model's weights only, never the optimizer state).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -101,6 +104,17 @@ def model_folder(path: Path) -> Path | None:
     return next((f for f in (path / "train", path) if is_model_folder(f)), None)
 
 
+@contextlib.contextmanager
+def one_process_dcp() -> Iterator[None]:
+    """Around a DCP save or load without a process group: DCP warns at each one that it
+    assumes a single process, which is what a one-process run means; only that warning
+    is silenced."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"torch\.distributed is .*assuming the intent",
+                                UserWarning)
+        yield
+
+
 def consolidated(folder: Path) -> dict[str, torch.Tensor]:
     """The whole model state dict (CPU) of a DCP checkpoint, read by this process alone."""
     import torch.distributed.checkpoint as dcp
@@ -109,7 +123,8 @@ def consolidated(folder: Path) -> dict[str, torch.Tensor]:
     model.to_empty(device="cpu")
     sd = model.state_dict()
     try:
-        dcp.load({"model": sd}, checkpoint_id=folder, no_dist=True)
+        with one_process_dcp():
+            dcp.load({"model": sd}, checkpoint_id=folder, no_dist=True)
     except Exception as e:  # DCP's CheckpointException wraps what went wrong on read
         raise ConfigError(f"{folder}: unreadable checkpoint: {str(e).strip().splitlines()[-1][:300]}") from None
     return sd

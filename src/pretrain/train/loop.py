@@ -532,8 +532,9 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: Run
     check_memory(model_cfg, cfg, layout, dev)
     model, net = build(model_cfg, cfg, layout, dev, init)
     tokens_per_step = cfg.batch_size * cfg.grad_accum * layout.dp * model_cfg.seq_len
-    log0(f"train: {model_cfg.num_params() / 1e6:.2f} M params, {tokens_per_step:,} tokens/step, "
-         f"{cfg.steps} steps on {dev}" + (f" x {d.world} processes ({layout.describe()})" if d.enabled else ""))
+    budget = f" or {cfg.time_budget_s:g} s" if cfg.time_budget_s else ""
+    log0(f"train: {model_cfg.num_params() / 1e6:.2f} M params, {tokens_per_step:,} tokens/step, {cfg.steps:,} "
+         f"steps{budget} on {dev}" + (f" x {d.world} processes ({layout.describe()})" if d.enabled else ""))
     t = Trainer(cfg, model, tokens_dir, paths, seed, dev, d, layout, net)
     log0(f"train: {t.precision}, attention kernel {t.sdpa}, host_sync {t.host_sync}, {t.peaks.describe()}")
     with logs_on_failure(paths.checkpoints if d.rank == 0 else None, t):
@@ -561,9 +562,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: Run
         if t.timed_steps and t.t_train > 0 else None,
         "train_time_s": round(t.t_train, 2), "warmup_time_s": round(t.t_warmup, 2),
         "skipped_steps": sum(1 for e in t.events if e["action"] == "skipped update"),
-        "rollbacks": t.rollbacks, "device": str(dev), "processes": d.world,
-        "layout": layout.describe(), "precision": t.precision, "sdpa_backend": t.sdpa,
-        "host_sync": t.host_sync,
+        "rollbacks": t.rollbacks, "device": str(dev), "processes": d.world, "layout": layout.describe(),
+        "precision": t.precision, "sdpa_backend": t.sdpa, "host_sync": t.host_sync,
         # batches are drawn by data position (skipped updates and rollbacks move it on)
         "epochs": t.windows.epochs(t.data_pos, tokens_per_step // model_cfg.seq_len)}
     last_val = next(r for r in reversed(t.history) if "val_loss" in r)

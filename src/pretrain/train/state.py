@@ -26,6 +26,7 @@ files and the state file are on disk; one without ``state.json`` is never used. 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -86,9 +87,10 @@ def save(folder: Path, step: int, model_cfg: ModelConfig, model: nn.Module,
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         distributed.barrier(d)
-        dcp.save({"model": get_model_state_dict(model),
-                  "optim": get_optimizer_state_dict(model, _optimizers(opt))}, checkpoint_id=tmp,
-                 no_dist=not d.enabled)
+        with contextlib.nullcontext() if d.enabled else io.one_process_dcp():
+            dcp.save({"model": get_model_state_dict(model),
+                      "optim": get_optimizer_state_dict(model, _optimizers(opt))},
+                     checkpoint_id=tmp, no_dist=not d.enabled)
         if d.rank == 0:
             (tmp / io.CONFIG).write_text(json.dumps(io.config_dict(model_cfg), indent=2))
             rng = {"cpu": torch.get_rng_state()}
@@ -239,8 +241,9 @@ def load(ckpt: Path, model: nn.Module, opt: torch.optim.Optimizer,
     checkpoint, restore the RNG states; returns the loop state. A collective."""
     model_sd = get_model_state_dict(model)
     optim_sd = get_optimizer_state_dict(model, _optimizers(opt))
-    dcp.load({"model": model_sd, "optim": optim_sd}, checkpoint_id=ckpt,
-             no_dist=not (d and d.enabled))
+    with contextlib.nullcontext() if d and d.enabled else io.one_process_dcp():
+        dcp.load({"model": model_sd, "optim": optim_sd}, checkpoint_id=ckpt,
+                 no_dist=not (d and d.enabled))
     set_model_state_dict(model, model_sd)
     set_optimizer_state_dict(model, _optimizers(opt), optim_sd)
     rng = torch.load(ckpt / "rng.pt", weights_only=True)

@@ -6,6 +6,7 @@ import bz2
 import gzip
 import io
 import json
+import random
 import zlib
 from pathlib import Path
 
@@ -204,6 +205,25 @@ def test_truncated_warc_keeps_what_was_read_and_counts_the_cut_record(tmp_path, 
         ("Skip", "truncated_record")]
     assert cut.name in items[-1].detail and "cut short" in items[-1].detail
 
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_warc_cut_anywhere_says_so(tmp_path, gz):
+    """Cut inside a record's header (or, gzipped, anywhere in a member) the file read as a
+    whole shorter one, with no skip: fastwarc stops there without a word. 40 cuts spread
+    over the file, and the one inside the third response's header that was found."""
+    path = shared_data("webtext/dolma_sample-0000.warc.gz")
+    blob = path.read_bytes() if gz else gzip.decompress(path.read_bytes())
+    whole = {d.id: d.text for d in WarcSource(paths=[str(path)]).read() if hasattr(d, "text")}
+    rng = random.Random(0)
+    cut = tmp_path / ("cut.warc.gz" if gz else "cut.warc")
+    for at in sorted(rng.sample(range(1, len(blob) - 1), 40)) + [119319] * (not gz):
+        cut.write_bytes(blob[:at])
+        items = list(WarcSource(paths=[str(cut)]).read())
+        docs = [d for d in items if hasattr(d, "text")]
+        assert all(whole[d.id] == d.text for d in docs), at
+        assert items and getattr(items[-1], "reason", "") == "truncated_record", (at, items[-1:])
+        assert str(cut) in items[-1].detail and "cut short" in items[-1].detail
 
 def test_a_warc_record_that_cannot_be_decoded_skips_only_itself(tmp_path):
     def record(n: int, content_type: bytes = b"text/html") -> bytes:

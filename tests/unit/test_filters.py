@@ -122,6 +122,10 @@ def test_url_filter(tmp_path):
     assert step.check(_doc(PROSE, url="http://x.org/free/xxx")) == "url_soft_banned_words"
     assert step.check(_doc(PROSE, url="http://x.org/bestspamwordever")) == "url_banned_subword"
     assert step.check(_doc(PROSE)) is None  # no url: nothing to judge
+    # a url whose host cannot be read (urlsplit raised, and the stage died): its words count
+    for bad in ("http://[2001:db8::1/page", "http://[abc]/x", "//[::1"):
+        assert step.check(_doc(PROSE, url=bad)) is None
+    assert step.check(_doc(PROSE, url="http://[bad/casino")) == "url_banned_word"
     with pytest.raises(ConfigError, match="block_domains_file"):
         f.UrlFilter(f.UrlConfig(block_domains_file=str(tmp_path / "missing")))
 

@@ -11,7 +11,12 @@ from pretrain.data import stage as data_stage
 from pretrain.data.config import CleanConfig, DataConfig, MinHashConfig
 from pretrain.data.docs import _prefetched, read_docs
 from pretrain.data.document import Document, Skip
-from pretrain.data.sources import LocalSource, PythonInstallationSource, _distributions
+from pretrain.data.sources import (
+    LocalSource,
+    PythonInstallationSource,
+    _distributions,
+    _zstd_lines,
+)
 from pretrain.tokenizer import shards
 from pretrain.tokenizer.bpe import Tokenizer, training_sample
 from pretrain.tokenizer.config import BOS, EOS, TokenizeConfig, TokenizerConfig
@@ -61,6 +66,14 @@ def test_jsonl_bad_records_are_counted_skips_naming_file_and_line(tmp_path: Path
     assert docs[0].id == "a" and docs[1].id == "docs.jsonl:6"  # ids do not depend on the folder
     assert [(s.reason, s.id) for s in skips] == [
         ("malformed_json", f"{p}:2"), ("not_an_object", f"{p}:4"), ("missing_text", f"{p}:5")]
+    # valid JSON that Python's reader still refuses: an integer past 4,300 digits and
+    # arrays nested past the recursion limit (each stopped the stage, naming nothing)
+    p.write_text('{"text": "ok", "n": ' + "9" * 5000 + '}\n' + "[" * 100_000 + "]" * 100_000
+                 + '\n{"text": "after"}\n')
+    docs, skips = _read(LocalSource(paths=[str(p)]))
+    assert [d.text for d in docs] == ["after"]
+    assert [(s.reason, s.id) for s in skips] == [("malformed_json", f"{p}:1"),
+                                                 ("malformed_json", f"{p}:2")]
 
 
 def test_truncated_gzip_keeps_what_was_read_and_reports_the_rest(tmp_path: Path):
@@ -284,6 +297,14 @@ def test_zstd_jsonl(tmp_path: Path):
     docs, skips = _read(LocalSource(paths=[str(p)]))
     assert len(skips) == 1 and skips[0].reason == "unreadable" and "truncated" in skips[0].detail
     assert len(docs) < 2000
+    # one frame per record, as a writer that appends makes: a frame ending exactly at a
+    # 64 KB read was taken for the end of the file's readable part (the rest lost)
+    frames = [zstandard.ZstdCompressor().compress(json.dumps({"text": f"doc {i}"}).encode()
+                                                   + b"\n") for i in range(3)]
+    p.write_bytes(b"".join(frames))
+    for chunk in (len(frames[0]), len(frames[0]) + len(frames[1]), 7):
+        lines = list(_zstd_lines(p, chunk=chunk))
+        assert [json.loads(b)["text"] for b in lines] == ["doc 0", "doc 1", "doc 2"], chunk
     # not zstd at all
     p.write_bytes(b"this is not a zstd frame" * 10)
     docs, skips = _read(LocalSource(paths=[str(p)]))

@@ -126,7 +126,10 @@ class UrlFilter(Step):
         if not isinstance(url, str) or not url:
             return None
         url = url.lower()
-        host = (urlsplit(url if "//" in url else "//" + url).hostname or "").strip(".")
+        try:
+            host = (urlsplit(url if "//" in url else "//" + url).hostname or "").strip(".")
+        except ValueError:   # "http://[2001:db8::1/": no host to read; its words still count
+            host = ""
         parts = host.split(".")
         if any(".".join(parts[i:]) in self.domains for i in range(len(parts) - 1)):
             return "url_blocked_domain"

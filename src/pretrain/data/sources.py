@@ -418,8 +418,11 @@ class LocalSource(SourceConfig):
                 except UnicodeDecodeError as e:
                     yield Skip(where, "invalid_utf8", f"{where}: {e}")
                     continue
-                except json.JSONDecodeError as e:
-                    yield Skip(where, "malformed_json", f"{where}: {e}")
+                except (ValueError, RecursionError) as e:
+                    # JSONDecodeError, and what valid JSON can still raise: an integer of
+                    # more than 4,300 digits (ValueError), arrays nested 100,000 deep
+                    yield Skip(where, "malformed_json", f"{where}: {type(e).__name__}: "
+                               f"{str(e)[:200]}")
                     continue
                 yield self._record(rec, where, f"{name}:{lineno}")
         except _read_errors() as e:
@@ -538,6 +541,8 @@ def _zstd_lines(p: Path, cap: int = 0, chunk: int = 1 << 16) -> Iterator[bytes |
     with open(p, "rb") as f:
         while block := f.read(chunk):
             size += len(block)
+            if dobj.eof:   # the last block ended exactly where a frame does
+                dobj = dctx.decompressobj()
             data = dobj.decompress(block)
             while dobj.eof and dobj.unused_data:  # concatenated frames
                 rest = dobj.unused_data

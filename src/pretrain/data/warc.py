@@ -11,7 +11,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from ..config import PATH, ConfigError
 from .document import Document, Skip
@@ -59,10 +59,24 @@ class WarcSource(SourceConfig):
             raise ConfigError("warc sources need resiliparse: pip install 'pretrain[warc]'"
                               ) from None
         for p in map(Path, files) if files else self.files():
-            n = 0
+            n = k = 0   # response records, records of any type
             try:
                 with open(p, "rb") as f:
-                    for rec in ArchiveIterator(f, record_types=WarcRecordType.response):
+                    for rec in ArchiveIterator(_uncompressed(f)):
+                        k += 1
+                        if (rec.record_type == WarcRecordType.no_type
+                                or rec.headers.get("Content-Length") is None):
+                            # what fastwarc makes of a header the file ends inside
+                            yield Skip(f"{p}:{k}", "truncated_record",
+                                       f"{p} record {k}: a header without WARC-Type or "
+                                       "Content-Length; the file is cut short (or damaged)")
+                            continue
+                        if rec.record_type != WarcRecordType.response:
+                            if len(rec.reader.read()) < rec.content_length:
+                                yield Skip(f"{p}:{k}", "truncated_record",
+                                           f"{p} record {k} ({rec.record_type}): the file "
+                                           "is cut short inside it")
+                            continue
                         n += 1
                         url = (rec.headers.get("WARC-Target-URI") or "").strip("<>")
                         rid = (rec.record_id or f"{p.name}:{n}").strip("<>")
@@ -96,9 +110,13 @@ class WarcSource(SourceConfig):
                         meta = {"url": url, "date": rec.headers.get("WARC-Date") or "",
                                 "path": str(p)}
                         yield Document(rid, text, self.label(), meta)
+            except EOFError as e:  # the gzip stream ends inside a member
+                yield Skip(f"{p}:{k + 1}", "truncated_record",
+                           f"{p} after record {k}: the file is cut short ({e})")
+                continue
             except Exception as e:  # fastwarc raises several types on corrupt input
-                yield Skip(f"{p}:{n + 1}", "unreadable",
-                           f"{p} after record {n}: {type(e).__name__}: {e}")
+                yield Skip(f"{p}:{k + 1}", "unreadable",
+                           f"{p} after record {k}: {type(e).__name__}: {e}")
                 continue
             if not n:
                 yield Skip(str(p), "empty_file", f"{p}: no WARC response records")
@@ -114,6 +132,15 @@ class WarcSource(SourceConfig):
                 except LookupError:
                     continue
         return body.decode("utf-8", errors="replace")
+
+
+def _uncompressed(f: BinaryIO) -> BinaryIO:
+    """The WARC bytes of an open file: a gzip file through Python's ``gzip``, which raises
+    EOFError where the file ends inside a member; fastwarc's own reader stops there
+    silently, so a file cut short between records read as a whole one."""
+    gz = f.read(2) == b"\x1f\x8b"
+    f.seek(0)
+    return cast(BinaryIO, gzip.GzipFile(fileobj=f)) if gz else f
 
 
 def _http_payload(body: bytes, headers: Any) -> bytes:

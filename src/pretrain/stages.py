@@ -54,7 +54,7 @@ STAGES: tuple[Stage, ...] = (
           "audit trail (`pretrain data inspect RUN` shows it)",
           reads=(), sections=("data",), body="pretrain.data.stage:run",
           external=lambda cfg: [s.fingerprint() for s in cfg.data.sources]
-          + cfg.data.decontam.fingerprint()),
+          + cfg.data.decontam.fingerprint() + cfg.data.side_files()),
     Stage("tokenizer", "train a byte-level BPE tokenizer on a sample of the cleaned documents, "
           "or load a published one",
           reads=("data",), sections=("tokenizer",), body="pretrain.tokenizer.stage:run_tokenizer",

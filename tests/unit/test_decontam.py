@@ -80,6 +80,21 @@ def test_cut_mode_removes_the_match_with_its_window(tmp_path):
     assert list(step(iter([many]))) == [(many, "contaminated_too_many_cuts")]
 
 
+
+def test_a_dotted_capital_i_elsewhere_in_the_document_hides_nothing(tmp_path):
+    """"İ".lower() is two characters: the whole document then kept its case, so a
+    capitalised item in any text naming İstanbul or İzmir went through."""
+    ngrams = benchmark_index(_benchmarks(tmp_path), 13, 8)
+    text = "Flights from İstanbul. " + _filler(1) + " " + QUESTION + ". " + _filler(2)
+    doc = Document("tr", text, "web")
+    assert list(Decontaminate(DecontamConfig(), ngrams)(iter([doc]))) == [(doc, "contaminated")]
+    # cut: the offsets are still the original text's
+    before, after = "İ " + _filler(7, 200), _filler(8, 200) + " İ"
+    out = list(Decontaminate(DecontamConfig(mode="cut"), ngrams)(
+        iter([Document("c", before + " " + QUESTION.upper() + " " + after, "web")])))
+    assert before.startswith(out[0].text) and after.endswith(out[1].text)
+    assert len(before) - len(out[0].text) in range(197, 202)
+
 def test_stage_reports_hits_in_the_funnel(tmp_path):
     benches = _benchmarks(tmp_path)
     src = tmp_path / "docs.jsonl"

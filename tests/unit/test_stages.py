@@ -99,3 +99,24 @@ def test_the_eval_key_follows_the_benchmark_files(tmp_path: Path):
     assert present != missing and present["external"][0][0] == str(path)
     path.write_text('{"query": "q", "choices": ["a", "b"], "gold": 1}\n')
     assert stage.key_config(cfg) != present
+
+
+def test_the_data_key_follows_the_filters_lists(tmp_path: Path):
+    """An edited domain blocklist or words list left the data stage 'up to date' with the
+    documents it now blocks; a config without such files keeps the key it had."""
+    block, words = tmp_path / "domains", tmp_path / "words"
+    block.write_text("bad.example\n")
+    words.write_text("badword\n")
+    base = load_config(None, [("runs_dir", str(tmp_path))])
+    cfg = load_config(None, [("runs_dir", str(tmp_path)), ("data.url.block_domains_file", str(block)),
+                             ("data.unsafe.enabled", "true"), ("data.unsafe.words_file", str(words))])
+    data = stages.get("data")
+    assert data.key_config(base)["external"] == [s.fingerprint() for s in base.data.sources] \
+        + base.data.decontam.fingerprint()
+    first = data.key_config(cfg)
+    block.write_text("bad.example\nworse.example\n")
+    second = data.key_config(cfg)
+    assert second != first
+    words.write_text("badword\nworseword\n")
+    assert data.key_config(cfg) != second
+

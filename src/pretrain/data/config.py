@@ -203,11 +203,16 @@ class DecontamConfig:
         their sha256, as the eval stage's key has: a rerun of the data stage costs hours
         where one of the evaluation costs minutes, and changing this key's form would rerun
         it in every existing run directory."""
-        out = []
-        for f in self.files() if self.enabled else []:
-            st = os.stat(f) if os.path.isfile(f) else None
-            out.append((f, st.st_size if st else -1, st.st_mtime_ns if st else -1))
-        return out
+        return _stat_key(self.files() if self.enabled else [])
+
+
+def _stat_key(files: list[str]) -> list[tuple[str, int, int]]:
+    """(path, size, mtime) of each file, (path, -1, -1) of one that is not there."""
+    out = []
+    for f in files:
+        st = os.stat(f) if os.path.isfile(f) else None
+        out.append((f, st.st_size if st else -1, st.st_mtime_ns if st else -1))
+    return out
 
 
 @dataclass
@@ -279,6 +284,16 @@ class DataConfig:
         if self.require_license and unlicensed:
             raise ConfigError(f"data.require_license = true, but source(s) {unlicensed} have "
                               "no license; set data.sources.N.license (e.g. \"ODC-By-1.0\")")
+
+    def side_files(self) -> list[tuple[str, int, int]]:
+        """(path, size, mtime) of the files the enabled filters read beside the sources (a
+        domain blocklist, a words list, a language model): in the stage's key, so that an
+        edited blocklist reruns it. [] where none is set, so such a config's key is the
+        same as before they were in it."""
+        files = [f for on, f in ((self.url.enabled, self.url.block_domains_file),
+                                 (self.unsafe.enabled, self.unsafe.words_file),
+                                 (self.language.enabled, self.language.model_path)) if on and f]
+        return _stat_key(files)
 
     def unlicensed(self) -> list[str]:
         """Labels of the sources without a licence."""

@@ -47,7 +47,9 @@ def _prep(text: str) -> str:
     """Lower case and punctuation to spaces, one character for one (so that offsets in
     the result are offsets in the original)."""
     low = text.lower()
-    return NOT_WORD.sub(" ", low if len(low) == len(text) else text)
+    if len(low) != len(text):   # "İ" lowers to two characters: each its first, "i"
+        low = "".join(c.lower()[:1] for c in text)
+    return NOT_WORD.sub(" ", low)
 
 
 # Quiz scaffolding that a copied item gains between its words: option letters, "Q:",

@@ -137,6 +137,28 @@ def test_lone_surrogate_is_skipped_by_the_data_stage(tmp_path: Path):
         data_stage.process(DataConfig(sources=cfg.sources, strict=True), strict)
 
 
+
+def test_a_metadata_nan_or_infinity_is_written_as_null_and_counted(tmp_path: Path):
+    """Python's json writes NaN and Infinity as bare words, which strict readers (jq, Rust's
+    serde, Spark) refuse: the docs files must be JSON."""
+    src = tmp_path / "n.jsonl"
+    good = "fine words " * 30
+    src.write_text('{"id": "a", "text": "' + good + '", "score": NaN, "n": 3}\n'
+                   '{"id": "b", "text": "' + good + 'b", "metadata": {"w": -Infinity}}\n'
+                   '{"id": "c", "text": "' + good + 'c", "score": 0.5}\n')
+    out = tmp_path / "out"
+    out.mkdir()
+    data_stage.process(DataConfig(sources=[LocalSource(paths=[str(src)], quality="none")]), out)
+    def strict(word: str) -> None:
+        raise ValueError(word)
+    lines = [line for f in sorted(out.glob("docs-*.jsonl")) for line in open(f)]
+    kept = [json.loads(line, parse_constant=strict) for line in lines]
+    assert [(d["id"], d["meta"].get("score"), d["meta"].get("w", 0)) for d in kept] == [
+        ("a", None, 0), ("b", None, None), ("c", 0.5, 0)]
+    assert kept[0]["meta"]["n"] == 3
+    funnel = json.loads((out / "funnel.json").read_text())
+    assert funnel[0]["stats"] == {"meta_not_finite": 2}
+
 def test_a_damaged_parquet_row_group_costs_only_its_rows_each_counted(tmp_path: Path):
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -57,7 +57,7 @@ from .document import Document, Step
 
 # --- e-mail -------------------------------------------------------------------------
 
-_EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@((?:[A-Za-z0-9-]+\.)+([A-Za-z]{2,}))\b")
+_EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]{1,64}@((?:[A-Za-z0-9-]{1,63}\.)+([A-Za-z]{2,63}))\b")
 _EXAMPLE_DOMAINS = frozenset({"example.com", "example.net", "example.org"})
 _EXAMPLE_TLDS = frozenset({"example", "test", "invalid", "localhost"})
 # "logo@2x.png": retina asset names have an e-mail's shape; no TLD is a file extension

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import secrets
 from collections.abc import Callable, Iterator
@@ -178,7 +179,9 @@ def _unicode_checked(doc: Document, source: str, row: dict[str, Any]) -> Documen
     """JSON can carry lone surrogates ("\\ud800"), which no UTF-8 file can hold. In the
     text or id the record is unreadable (a skip; the readers that know the file and line
     catch it first and name them); in metadata each one becomes U+FFFD, counted
-    (``meta_invalid_unicode`` of the read row), so that a URL keeps reaching the URL filter."""
+    (``meta_invalid_unicode`` of the read row), so that a URL keeps reaching the URL filter.
+    A metadata NaN or Infinity, which strict JSON readers refuse, becomes null, counted
+    (``meta_not_finite``)."""
     try:
         doc.nbytes   # noqa: B018 -- encodes the text once, the size kept for the funnel
         doc.id.encode("utf-8")
@@ -187,22 +190,29 @@ def _unicode_checked(doc: Document, source: str, row: dict[str, Any]) -> Documen
         return Skip(rid, "invalid_unicode", f"source {source}, record {rid}: a lone surrogate "
                     f"U+{ord(e.object[e.start]):04X} at character {e.start} of the "
                     f"{'text' if e.object is doc.text else 'id'}")
-    if not _encodable(doc.meta):
+    problem = _unencodable(doc.meta)
+    if problem:
         doc.meta = _repaired(doc.meta)
-        row["stats"]["meta_invalid_unicode"] += 1
+        row["stats"][problem] += 1
     return doc
 
 
-def _encodable(v: Any) -> bool:
+def _unencodable(v: Any) -> str | None:
+    """What keeps ``v`` from a strict JSON line of UTF-8 (the first found), None if nothing."""
     try:
-        json.dumps(v, ensure_ascii=False).encode("utf-8")
-        return True
+        json.dumps(v, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        return None
     except UnicodeEncodeError:
-        return False
+        return "meta_invalid_unicode"
+    except ValueError:
+        return "meta_not_finite"
 
 
 def _repaired(v: Any) -> Any:
-    """``v`` with each lone surrogate in its strings (keys too, nested) replaced by U+FFFD."""
+    """``v`` with each lone surrogate in its strings (keys too, nested) replaced by U+FFFD
+    and each NaN or infinity by None."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
     if isinstance(v, str):
         return v.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     if isinstance(v, dict):

@@ -10,7 +10,7 @@ repository links there).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -57,8 +57,9 @@ class RunConfig:
                                   f"the eval results: not {', '.join(RESULT_KEYS)}; letters, "
                                   "digits, '_' and '-' only (a gate's metric path)")
         decontam = self.data.decontam
-        decontam.eval_benchmarks = (benchmark_files(self.eval)
-                                    if decontam.enabled and decontam.from_eval else [])
+        files = benchmark_files(self.eval) if decontam.enabled and decontam.from_eval else []
+        if files != decontam.eval_benchmarks:   # new objects: a replace()d config shares them
+            self.data = replace(self.data, decontam=replace(decontam, eval_benchmarks=files))
 
     @property
     def run_dir(self) -> Path:

@@ -62,6 +62,9 @@ def _points(cfg: RunConfig, budgets: list[float], sizes: int) -> list[tuple[floa
                                           time_budget_s=0.0, checkpoint_every=0),
                             eval=replace(cfg.eval, tasks=[], core=False, harness=[],
                                          contamination=False, memorization_docs=0, gates=[]))
+            # the base's data stage, which the point reads: decontaminated against the
+            # base's tasks, not the point's none
+            point.data = cfg.data
             out.append((c, point))
     return out
 

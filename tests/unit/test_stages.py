@@ -120,3 +120,25 @@ def test_the_data_key_follows_the_filters_lists(tmp_path: Path):
     words.write_text("badword\nworseword\n")
     assert data.key_config(cfg) != second
 
+
+
+def test_a_sweep_point_reads_the_base_runs_data_stage_as_it_is(tmp_path: Path):
+    """With eval.tasks set (the quickstart sets them), every sweep point stopped at "stage
+    'data' is out of date": the point's eval has no tasks, so its decontamination set, a
+    part of the data key, was empty; and the base config's own set was emptied with it
+    (replace() shared the object that __post_init__ then rewrote)."""
+    from pretrain.sweep import _points
+    arc = tmp_path / "eval" / "llm-foundry" / "arc_easy.jsonl"
+    arc.parent.mkdir(parents=True)
+    arc.write_text('{"query": "q", "choices": ["a", "b"], "gold": 0}\n')
+    cfg = load_config(None, [("runs_dir", str(tmp_path)), ("eval.tasks", '["arc_easy"]'),
+                             ("eval.tasks_dir", str(tmp_path / "eval")), ("eval.core", "false")])
+    assert cfg.data.decontam.eval_benchmarks == [str(arc)]
+    (cfg.run_dir / "tokenize").mkdir(parents=True)   # what the points read of the base run
+    (cfg.run_dir / "tokenize" / "meta.json").write_text('{"vocab_size": 512}')
+    data = stages.get("data")
+    base_key = data.key_config(cfg)
+    points = _points(cfg, [1e10, 3e10], 3)
+    assert points and all(data.key_config(p) == base_key for _, p in points)
+    assert all(p.eval.tasks == [] for _, p in points)
+    assert cfg.data.decontam.eval_benchmarks == [str(arc)]

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from pretrain.cli import main
 from pretrain.model.config import ModelConfig
 from pretrain.model.transformer import Transformer, grow_vocab
 from pretrain.tokenizer import bpe
@@ -40,6 +41,10 @@ def test_added_words_become_one_token_and_old_ids_stay(tok: Tokenizer, tmp_path:
         assert new.token_bytes()[one] == len(w) + 1
         added = next(a for a in new.added if a.id == one)
         assert added.parts == tok.encode(" " + w)                      # what it was made of
+    # every link of a chain is made of the pieces it joins (each had the whole word's
+    # pieces: " ph" started as the mean of all of " pharmacokinetics"'s rows)
+    for a in new.added:
+        assert b"".join(new.bytes_of(i) for i in a.parts) == a.bytes, a
     # the chain's intermediate tokens (prefixes such as " pharm") may also merge inside
     # other words: never longer than before, always the same text back; text that holds
     # none of the added tokens' bytes encodes exactly as before
@@ -194,3 +199,39 @@ def test_an_extended_tokenizer_is_loaded_again_from_our_file_not_its_hf_export(
     save_pretrained(new, tmp_path / "hf", 1024)
     with pytest.raises(ConfigError, match="extended with domain tokens.*run's own tokenizer"):
         pretrained.load(str(tmp_path / "hf"), "", [], "", "")
+
+
+def test_mined_domain_words_come_from_training_documents_only(tmp_path: Path):
+    """tokenizer.extend_mined took words from the held-out documents (use_for = "val")
+    too: a word that only a held-out document repeats became a token."""
+    body = "The harbour was quiet that morning, and the boats rocked at anchor. " * 6
+    (tmp_path / "train.jsonl").write_text("".join(
+        json.dumps({"id": f"t{i}", "text": f"{i}. {body} Xylophonists tune marimbas."}) + "\n"
+        for i in range(30)))
+    (tmp_path / "held.jsonl").write_text(json.dumps(
+        {"id": "h", "text": "Quuxzorbification " * 40 + body}) + "\n")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'''name = "mined"
+runs_dir = "{tmp_path / 'runs'}"
+[[data.sources]]
+type = "local"
+paths = ["{tmp_path / 'train.jsonl'}"]
+domain = "web"
+quality = "none"
+[[data.sources]]
+type = "local"
+paths = ["{tmp_path / 'held.jsonl'}"]
+domain = "web"
+quality = "none"
+use_for = "val"
+[data.minhash]
+enabled = false
+[tokenizer]
+vocab_size = 300
+extend_mined = 4
+''')
+    assert main(["data", "-c", str(cfg)]) == 0 and main(["tokenizer", "-c", str(cfg)]) == 0
+    added = json.loads((tmp_path / "runs" / "mined" / "tokenizer" / "extension.json").read_text())
+    words = json.dumps(added)
+    assert "Xylophonists" in words or "marimbas" in words   # mined from the training text
+    assert "Quuxzorbification" not in words

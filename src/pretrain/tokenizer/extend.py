@@ -46,12 +46,14 @@ def extend(tok: Tokenizer, words: Iterable[str]) -> tuple[Tokenizer, dict[str, l
             if len(ids) == 1:
                 continue  # already one token
             pieces = [current.bytes_of(i) for i in ids]
+            # each link made of the pieces it joins: its embedding row starts as their mean
             chain, acc = [], pieces[0]
-            for piece in pieces[1:]:
+            for k, piece in enumerate(pieces[1:], 2):
                 acc += piece
                 if acc not in vocab:
-                    chain.append(acc)
-            new = [AddedToken(current.vocab_size + j, b, list(ids)) for j, b in enumerate(chain)]
+                    chain.append((acc, ids[:k]))
+            new = [AddedToken(current.vocab_size + j, b, list(made_of))
+                   for j, (b, made_of) in enumerate(chain)]
             trial = Tokenizer(tok.ranks, tok.pattern, tok.special, tok.bos, tok.eos, added + new)
             if len(trial.encode(form)) != 1:
                 result["skipped"].append(f"{form!r}: earlier added tokens take its pieces first")

@@ -242,7 +242,11 @@ def test_plan_leaves_out_a_law_fitted_from_too_few_runs(tmp_path, capsys):
 @pytest.mark.parametrize("text", ["{}", '{"law": {"E": 1.7, "A"',
                                   json.dumps({"isoflop": [{"C": 1e9}, {"C": 1e10}], "law": {
                                       "E": float("nan"), "A": 1.0, "B": 1.0, "alpha": 0.3,
-                                      "beta": 0.3}})])
+                                      "beta": 0.3}}),
+                                  # a law, but isoflop no list (a traceback), and no object
+                                  json.dumps({"isoflop": 5, "law": {
+                                      "E": 1, "A": 1, "B": 1, "alpha": 0.3, "beta": 0.3}}),
+                                  "[1, 2]"])
 def test_a_fit_file_that_is_no_usable_fit_is_refused_in_one_line(text, tmp_path, capsys):
     fit = tmp_path / "fit.json"
     fit.write_text(text)
@@ -283,7 +287,14 @@ def test_plan_layouts_use_every_device_and_budgets_out_of_reach_are_said(capsys)
     assert main(["plan", "-c", "fineweb-edu-124m", "--gpus", "20"]) == 0
     assert "PP 8" not in capsys.readouterr().out            # 2 x 8 would leave 4 idle
     assert main(["plan", "-c", "fineweb-edu-124m", "--gpus", "16"]) == 0
-    assert "FSDP 2 x PP 8" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    # as training would take it: microbatches dividing the batch (32), no grad_accum
+    assert "FSDP 2 x PP 8" in out and "pp_microbatches = 16 and train.grad_accum = 1" in out
+    assert main(["plan", "-c", "fineweb-edu-124m", "--gpus", "16", "--train.batch_size=24"]) == 0
+    assert "pp_microbatches = 12" in capsys.readouterr().out
+    # no microbatch count from 8 to 16 divides 7: no pipeline row training would refuse
+    assert main(["plan", "-c", "fineweb-edu-124m", "--gpus", "16", "--train.batch_size=7"]) == 0
+    assert "PP 8" not in capsys.readouterr().out
     assert main(["plan", "--budget", "1"]) == 2
     assert "less than one step of" in capsys.readouterr().err
     assert main(["plan", "--budget", "1e30"]) == 0
@@ -348,3 +359,10 @@ def test_a_measured_mfu_is_of_the_bf16_peak_whatever_the_planned_precision(tmp_p
         line = next(x for x in capsys.readouterr().out.splitlines() if " FLOPs on " in x)
         times[prec] = line.split(": ")[1].split(" (")[0]
     assert times["bf16"] == times["fp32"]
+
+
+def test_sizes_are_written_in_the_unit_they_round_to():
+    from pretrain.plan.report import _n
+    assert [_n(x) for x in (999.7, 999_999, 1_234_567, 999_950_000_000, 12)] == [
+        "1 k", "1 M", "1.23 M", "1 T", "12"]
+

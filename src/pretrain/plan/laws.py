@@ -78,10 +78,11 @@ def read_fit(fit: Any, path: str, source: str) -> tuple[Law | None, str]:
     budgets of 3 sizes, or one that does not depend on both N and D."""
     try:
         law = Law.from_dict(fit["law"], source=source)
-    except (TypeError, KeyError, ValueError):
+        budgets = len(fit.get("isoflop") or [])
+    except (TypeError, KeyError, ValueError, AttributeError):
         return None, (f"{path} is not a fit written by `pretrain sweep` (unreadable, or no "
                       "law with E, A, B, alpha and beta)")
-    if len(fit.get("isoflop") or []) < 2 or law.degenerate:
+    if budgets < 2 or law.degenerate:
         return None, (f"{path}: the law was fitted from fewer than 2 budgets of 3 sizes or "
                       "does not depend on both N and D; rerun `pretrain sweep` with more "
                       "budgets or sizes")

@@ -40,6 +40,7 @@ class Shape:
 
 
 def _n(x: float) -> str:
+    x = float(f"{x:.3g}")   # the unit after rounding: 999,999 is "1 M", not "1e+03 k"
     for unit, v in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(x) >= v:
             return f"{x / v:.3g} {unit}"
@@ -77,8 +78,11 @@ def layouts(cfg: ModelConfig, shape: Shape, gpus: int) -> list[Split]:
         if tp > 1 and gpus % tp == 0 and cfg.arch != "mla" and cfg.kv_heads % tp == 0 \
                 and math.gcd(cfg.hidden, cfg.n_heads) % tp == 0:
             out.append(Split(dp_shard=gpus // tp, tp=tp))
-        if gpus >= 16 and gpus % 8 == 0 and not cfg.tied and cfg.n_layers >= 8:
-            out.append(Split(dp_shard=gpus // 8, pp=8, microbatches=16))
+        # as training accepts a pipeline: microbatches dividing the batch, at least one per
+        # stage for 1F1B (16 at most), and no grad_accum (memory() counts it as 1)
+        mb = max((m for m in range(8, 17) if shape.batch % m == 0), default=0)
+        if gpus >= 16 and gpus % 8 == 0 and not cfg.tied and cfg.n_layers >= 8 and mb:
+            out.append(Split(dp_shard=gpus // 8, pp=8, microbatches=mb))
     seen, unique = set(), []
     for lay in out:
         key = (lay.dp_replicate, lay.dp_shard, lay.tp, lay.pp)
@@ -95,7 +99,7 @@ def memory(cfg: ModelConfig, shape: Shape, gpus: int, device_gb: float | None) -
     for lay in layouts(cfg, shape, gpus):
         kw = dict(layout=lay, optimizer=shape.optimizer, precision=shape.precision,
                   fused_loss=shape.fused_loss and lay.tp == 1,   # TP splits the head
-                  grad_accum=shape.grad_accum)
+                  grad_accum=1 if lay.pp > 1 else shape.grad_accum)
         m = estimate(cfg, shape.batch, checkpointing=False, **kw)  # type: ignore[arg-type]
         ac = estimate(cfg, shape.batch, checkpointing=True, **kw)  # type: ignore[arg-type]
         fits = ""
@@ -113,6 +117,11 @@ def memory(cfg: ModelConfig, shape: Shape, gpus: int, device_gb: float | None) -
                  f"{shape.precision}, {shape.optimizer}; activations scale with the micro-batch;"
                  " overlap: backward frees activations as gradients fill, where a step has one"
                  " micro-batch)")
+    piped = [lay for lay in layouts(cfg, shape, gpus)[1:] if lay.pp > 1]
+    if piped:
+        lines.append(f"(PP {piped[0].pp}: train.parallel.pp_microbatches = "
+                     f"{piped[0].microbatches} and train.grad_accum = 1, as a pipeline trains: "
+                     "its microbatches accumulate the gradients)")
     return "\n".join(lines)
 
 

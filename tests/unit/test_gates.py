@@ -32,6 +32,11 @@ def test_gates_pass_fail_and_missing_metrics():
                       "tasks.piqa.acc > 0.5: no value at tasks.piqa.acc in the results"]
     with pytest.raises(ConfigError, match="not '<metric> <op> <number>'"):
         EvalConfig(gates=["bpb is low"])
+    # numbers as TOML and Python write them (these were config errors)
+    assert [gates.parse(g)[2] for g in ("all.bpb <= 1e+3", "all.bpb < 1E3", "all.bpb <= .5",
+                                        "all.bpb > +2", "x <= y * 2.5E-1")] == [
+        1000.0, 1000.0, 0.5, 2.0, ("y", 0.25)]
+    assert gates.check(["all.bpb <= 1e+3", "all.bpb <= .5"], results) == ["all.bpb <= .5: got 1.8"]
 
 
 def _files(tasks_dir: Path, *names: str, core: bool = False) -> dict[str, Path]:

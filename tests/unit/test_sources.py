@@ -481,4 +481,5 @@ def test_a_domain_missing_from_a_split_gets_advice_that_fits_the_split(tmp_path:
     err = capsys.readouterr().err
     # too few train documents: a larger val share makes it worse, not better
     assert "no train documents for domain(s) ['code']; the model will not train on them " \
-        "(lower tokenize.val_fraction, check the source's use_for or add data)" in err
+        "(lower tokenize.val_fraction or tokenize.min_val_docs (a domain's first 1 " \
+        "document(s) are held out), check the source's use_for or add data)" in err

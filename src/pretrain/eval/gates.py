@@ -18,7 +18,7 @@ from ..config import ConfigError
 
 _OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt,
         "==": operator.eq, "!=": operator.ne}
-_NUM = r"-?\d+(?:\.\d*)?(?:e-?\d+)?"
+_NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 _GATE = re.compile(r"^\s*([\w.\-]+)\s*(<=|>=|==|!=|<|>)\s*(.+?)\s*$")
 _RHS = re.compile(rf"^(?:({_NUM})|([A-Za-z_][\w.\-]*)(?:\s*\*\s*({_NUM}))?)$")
 

@@ -227,3 +227,23 @@ def test_an_id_of_zero_is_an_id(tmp_path):
         json.dumps({"id": i, "text": _prose(i)}) + "\n" for i in (0, 1)))
     src = HuggingFaceSource(name="json", data_files=[str(tmp_path / "z.jsonl")])
     assert [d.id for d in src.read(src.task_files())] == ["0", "1"]
+
+
+def test_a_bad_json_line_counts_the_records_datasets_drops_with_it(tmp_path):
+    """datasets' json reader fails a whole file (block) at one bad line: the skip said one
+    record for the file's 100. It counts them, names the line and the way to lose one only."""
+    lines = [json.dumps({"text": f"{_prose(i)} {i}"}) for i in range(100)]
+    lines[50] = '{"text": broken'
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    src = HuggingFaceSource(name="json", data_files=[str(path)], quality="none")
+    items = list(src.read(src.task_files()))
+    docs = [i for i in items if hasattr(i, "text")]
+    (skip,) = [i for i in items if not hasattr(i, "text")]
+    assert skip.reason == "unreadable" and skip.records == 100 - len(docs)
+    assert "line 51 is not JSON" in skip.detail and "`local` source" in skip.detail
+    # a JSON array file: no lines to count, one skip as before
+    (tmp_path / "arr.json").write_text("[" + ",\n".join(lines) + "]\n")
+    src = HuggingFaceSource(name="json", data_files=[str(tmp_path / "arr.json")])
+    skips = [i for i in src.read(src.task_files()) if not hasattr(i, "text")]
+    assert [s.records for s in skips] == [1]

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import json
 import math
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +33,7 @@ from typing import Any, ClassVar
 
 from ..config import ConfigError, absolute, absolute_if_here
 from .document import Document, Skip
-from .sources import SourceConfig, SourceType
+from .sources import SourceConfig, SourceType, _lines
 
 _INSTALL_HINT = "huggingface sources need the datasets library: pip install 'pretrain[hf]'"
 # datasets' packaged readers of text data whose files can be read one at a time
@@ -149,18 +151,22 @@ class HuggingFaceSource(SourceConfig):
                                      remote=not self._is_folder())
             return
         module, _, kwargs = _builder_files(self)
+        lines = files[0] if module == "json" and len(files) == 1 else ""
         yield from self._records(
             lambda: datasets.load_dataset(module, data_files={"train": list(files)},
                                           split="train", streaming=self.streaming, **kwargs),
-            ",".join(files), remote=any("://" in f for f in files))
+            ",".join(files), remote=any("://" in f for f in files),
+            lost=(lambda n: _json_lines_lost(lines, n)) if lines else None)
 
-    def _records(self, open_: Callable[[], Any], where: str,
-                 remote: bool = False) -> Iterator[Document | Skip]:
+    def _records(self, open_: Callable[[], Any], where: str, remote: bool = False,
+                 lost: Callable[[int], tuple[int, str]] | None = None
+                 ) -> Iterator[Document | Skip]:
         """The records of ``open_()``; a file that cannot be opened or ends early (corrupt,
-        truncated) is one counted skip after what it yielded, as a local source's. Over
-        the network an I/O error (a timeout, an HTTP error: requests' and the Hub's are
-        OSErrors) fails the task instead, so that a rerun reads the file again rather than
-        keeping it cut short."""
+        truncated) is one counted skip after what it yielded, as a local source's, standing
+        for ``lost(yielded)``'s records where that can count them. Over the network an I/O
+        error (a timeout, an HTTP error: requests' and the Hub's are OSErrors) fails the
+        task instead, so that a rerun reads the file again rather than keeping it cut
+        short."""
         n = 0
         try:
             for n, rec in enumerate(open_(), 1):
@@ -168,8 +174,10 @@ class HuggingFaceSource(SourceConfig):
         except Exception as e:  # pyarrow and fsspec raise many types for a corrupt file
             if remote and isinstance(e, OSError):
                 raise
+            records, why = lost(n) if lost else (1, "")
             yield Skip(f"{where}:{n}", "unreadable",
-                       f"{where} after record {n}: {type(e).__name__}: {e}")
+                       f"{where} after record {n}: {type(e).__name__}: {str(e)[:300]}{why}",
+                       records)
             return
         if not n:
             yield Skip(where, "empty_file", f"{where}: no records")
@@ -194,6 +202,34 @@ class HuggingFaceSource(SourceConfig):
         meta = {k: v for k, v in rec.items() if k not in (self.text_field, self.id_field)
                 and isinstance(v, (str, int, float))}
         return Document(doc_id, text, self.label(), meta)
+
+
+def _json_lines_lost(path: str, read: int) -> tuple[int, str]:
+    """(records lost, what to say) for a local JSON-lines file ``datasets``' json reader
+    stopped in after ``read`` records: it reads a file in blocks and drops the whole block
+    at one bad line (often the whole file), where a ``local`` source loses that line only.
+    (1, "") for a file that is not JSON lines (a JSON array) or cannot be read again."""
+    p = Path(path)
+    if "://" in path or not re.search(r"\.jsonl?(\.gz|\.zst)?$", p.name.lower()):
+        return 1, ""
+    total, first = 0, ""
+    try:
+        for lineno, raw in enumerate(_lines(p), 1):
+            if isinstance(raw, int) or not raw.strip():
+                continue
+            if not total and raw.lstrip().startswith(b"["):
+                return 1, ""   # one JSON document, not lines
+            total += 1
+            if not first:
+                try:
+                    json.loads(raw)
+                except (ValueError, RecursionError):
+                    first = f"; line {lineno} is not JSON"
+    except Exception:  # noqa: BLE001 -- a recount only; the skip stands without it
+        return 1, ""
+    return max(1, total - read), (f"{first}; datasets' json reader lost the rest of the "
+                                  "file with it: read local JSON lines with a `local` source "
+                                  "(one bad line costs one record there)")
 
 
 def _saved(name: str) -> bool:

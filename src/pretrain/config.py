@@ -225,11 +225,17 @@ def jsonable(obj: Any) -> Any:
 def keyed(cfg: Any) -> Any:
     """What of a config section identifies the output it produces: the dataclass as a dict
     without the fields it lists in ``UNKEYED`` (those that change how a stage runs or
-    reports, not what it writes). Anything else is returned as it is."""
+    reports, not what it writes), and with its default for each it lists in
+    ``KEYED_AS_DEFAULT`` (the same, for fields that once were keyed). Anything else is
+    returned as it is."""
     if not (dataclasses.is_dataclass(cfg) and not isinstance(cfg, type)):
         return cfg
     skip = getattr(cfg, "UNKEYED", ())
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip}
+    out = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip}
+    for f in dataclasses.fields(cfg):   # unkeyed too, but keys made with them kept theirs
+        if f.name in getattr(cfg, "KEYED_AS_DEFAULT", ()):
+            out[f.name] = f.default   # plain values only (no default_factory)
+    return out
 
 
 def fingerprint(obj: Any) -> str:

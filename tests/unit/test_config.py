@@ -51,6 +51,12 @@ def test_int_given_for_float_is_accepted_from_toml(tmp_path: Path):
     ([("model.rope_theta", "0")], "rope_theta must be a finite number > 0, got 0.0"),
     ([("model.init_std", "-1")], "init_std must be a finite number >= 0, got -1.0"),
     ([("model.norm_eps", "-1e-5")], "norm_eps must be a finite number >= 0"),
+    # AdamW's traceback after the data had loaded, or gradient ascent without a word
+    ([("train.beta1", "1.0")], "beta1 and beta2 must be within [0, 1), got 1.0, 0.95"),
+    ([("train.beta2", "-0.5")], "beta1 and beta2 must be within [0, 1)"),
+    ([("train.embed_lr_mult", "-1")], "embed_lr_mult > 0 needed"),
+    ([("train.weight_decay", "-0.1")], "weight_decay >= 0"),
+    ([("train.grad_clip", "-1")], "grad_clip >= 0 (0 = off)"),
 ])
 def test_bad_values_name_the_key(overrides, message):
     with pytest.raises(ConfigError) as e:

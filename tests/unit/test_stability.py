@@ -8,7 +8,7 @@ import pytest
 
 from pretrain.config import ConfigError
 from pretrain.train.config import TrainConfig
-from pretrain.train.stability import DivergenceMonitor
+from pretrain.train.stability import DivergenceMonitor, SpikeGuard
 
 
 def _healthy(n: int, seed: int) -> list[float]:
@@ -68,3 +68,16 @@ def test_divergence_settings_are_checked():
         with pytest.raises(ConfigError):
             TrainConfig(**bad)
     assert math.isclose(TrainConfig(divergence_factor=0).divergence_factor, 0)
+
+
+@pytest.mark.parametrize("window", [2, 5, 9, 10, 50])
+def test_a_spike_is_caught_over_any_window_the_config_allows(window):
+    """A window under 10 (min_history) never filled enough: no spike was ever caught."""
+    guard = SpikeGuard(window=window, zscore=3, max_bad=3)
+    rng = random.Random(0)
+    for _ in range(window):
+        assert guard.threshold() == math.inf or guard.check(1.0, 1.0) is None
+        guard.losses.append(1.0 + 0.01 * rng.random())
+    assert guard.threshold() < 2
+    assert "loss spike" in (guard.check(1000.0, 1.0) or "")
+

@@ -142,3 +142,19 @@ def test_a_sweep_point_reads_the_base_runs_data_stage_as_it_is(tmp_path: Path):
     assert points and all(data.key_config(p) == base_key for _, p in points)
     assert all(p.eval.tasks == [] for _, p in points)
     assert cfg.data.decontam.eval_benchmarks == [str(arc)]
+
+
+def test_activation_checkpointing_keeps_the_train_key_and_its_lineage(tmp_path: Path):
+    """Turned on after an out-of-memory error, it retrained from step 0 (its checkpoints
+    were "another config"); the key still holds its default, so runs keyed before it left
+    the key keep theirs."""
+    from pretrain.train.stage import lineage_of
+    base = load_config(None, [("runs_dir", str(tmp_path))])
+    ac = load_config(None, [("runs_dir", str(tmp_path)), ("train.activation_checkpointing", "true")])
+    train = stages.get("train")
+    assert train.key_config(ac) == train.key_config(base)
+    assert train.key_config(base)["train"]["activation_checkpointing"] is False
+    assert lineage_of({"config": train.key_config(ac)}) == lineage_of({"config": train.key_config(base)})
+    other = load_config(None, [("runs_dir", str(tmp_path)), ("train.compile", "true")])
+    assert train.key_config(other) != train.key_config(base)   # keyed fields still count
+

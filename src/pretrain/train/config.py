@@ -177,6 +177,11 @@ class TrainConfig:
         "resume", "remove_other_checkpoints", "log_every", "eval_every", "eval_batches", "probe_prompt_tokens",
         "probe_new_tokens", "threads", "peak_tflops", "checkpoint_every", "keep_last",
         "tensorboard", "wandb", "wandb_project", "parallel", "loss", "host_sync")
+    # the same, but left the key after runs were keyed with them: the key holds their
+    # default whatever they are set to, so that those runs' keys (and checkpoint lineages)
+    # stay what they were. Activation checkpointing recomputes the same activations: a run
+    # that hit an out-of-memory error resumes its checkpoints with it.
+    KEYED_AS_DEFAULT: ClassVar[tuple[str, ...]] = ("activation_checkpointing",)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "eval_every", "eval_batches", "log_every"):
@@ -202,6 +207,12 @@ class TrainConfig:
                 or not 0 < self.divergence_lr_factor <= 1):
             raise ConfigError("divergence_window must be 0 (off) or >= 2, divergence_rise > 0 "
                               "and divergence_lr_factor within (0, 1]")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ConfigError(f"beta1 and beta2 must be within [0, 1), got {self.beta1}, "
+                              f"{self.beta2}")
+        if self.weight_decay < 0 or self.grad_clip < 0 or self.embed_lr_mult <= 0:
+            raise ConfigError("weight_decay >= 0, grad_clip >= 0 (0 = off) and embed_lr_mult "
+                              "> 0 needed")
         if self.spike_window < 2 or self.max_bad_steps < 1 or self.max_rollbacks < 0:
             raise ConfigError("spike_window >= 2, max_bad_steps >= 1, max_rollbacks >= 0 needed")
         self._check_phases()

@@ -27,7 +27,10 @@ from typing import Any
 class SpikeGuard:
     def __init__(self, window: int, zscore: float, max_bad: int, min_history: int = 10):
         self.losses: deque[float] = deque(maxlen=window)
-        self.zscore, self.max_bad, self.min_history = zscore, max_bad, min_history
+        # a window shorter than min_history must still fill: it never could, and no spike
+        # was ever caught under spike_window < 10
+        self.zscore, self.max_bad = zscore, max_bad
+        self.min_history = min(min_history, window)
         self.bad_in_a_row = 0
 
     def check(self, loss: float, grad_norm: float) -> str | None:

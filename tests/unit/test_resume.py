@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -498,6 +499,26 @@ def test_divergence_without_a_checkpoint_from_before_it_takes_the_oldest_kept(to
     assert f"none is left from step {first['began_at_step']} or earlier" in first["action"]
     assert "raise train.keep_last" in first["action"]
 
+
+
+def test_after_a_rollback_the_rising_trend_is_judged_on_new_steps(tokens, tmp_path):
+    """Rolled back to a checkpoint taken while the loss already rose (the oldest kept), the
+    monitor saw the same rise at the next step: back to the same checkpoint, again and
+    again, the learning rate halved each time."""
+    out = tmp_path / "run"
+    window = 6
+    with contextlib.suppress(PretrainError):   # the budget may still be spent: not the point
+        _run(tokens, out, tmp_path / "ckpt", **{**_TOO_HIGH, "keep_last": 2, "max_rollbacks": 6,
+                                               "divergence_factor": 0, "divergence_window": window,
+                                               "divergence_rise": 0.01})
+    # the events of a run that ends spent are beside its checkpoints
+    done = out / "events.jsonl"
+    events = _events(out) if done.exists() else _events(tmp_path / "ckpt")
+    rollbacks = [e for e in events if e["action"].startswith("rollback")]
+    assert len(rollbacks) >= 2
+    for before, after in zip(rollbacks, rollbacks[1:], strict=False):
+        back_to = int(before["action"].split("rollback to step ")[1].split(",")[0])
+        assert after["step"] - back_to >= window, (before, after)
 
 def test_divergence_with_on_divergence_stop_is_a_one_line_error(tokens, tmp_path):
     out = tmp_path / "run"

@@ -62,6 +62,23 @@ def test_the_state_round_trips_so_a_resume_sees_the_same_alarms():
     assert found == whole
 
 
+
+def test_after_a_rollback_the_trend_is_judged_on_new_losses_only():
+    """Restored from a checkpoint taken while the loss rose, the monitor alarmed at the next
+    step: rolled back to the same checkpoint again and again, the lr lowered each time."""
+    rising = [4 * 1.01 ** s for s in range(60)]
+    mon = DivergenceMonitor(0, 20, 0.05)
+    assert _first_alarm(mon, rising) is not None
+    saved = mon.state()
+    mon.load(saved)          # what a rollback to that checkpoint restores
+    assert mon.observe(61, rising[-1]) is not None       # at once, as before the fix
+    mon.load(saved)
+    mon.restart_trend()
+    flat = [rising[-1] * (1 + 0.001 * ((-1) ** s)) for s in range(100)]
+    assert _first_alarm(mon, flat) is None               # a flat curve after the rollback
+    mon.restart_trend()
+    assert _first_alarm(mon, rising)[0] >= 20            # a rise is still caught, once seen
+
 def test_divergence_settings_are_checked():
     for bad in ({"divergence_factor": 0.9}, {"divergence_window": 1},
                 {"divergence_lr_factor": 0.0}, {"divergence_rise": -1.0}):

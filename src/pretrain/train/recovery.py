@@ -121,6 +121,7 @@ class Recovery:
             if gone:
                 log0(f"train: removed the checkpoints of the diverged steps: {', '.join(gone)}")
         self.restore(ckpt)
+        self.divergence.restart_trend()
         self.monitor.rewind(self.step)
         self.data_pos, self.events, self.rollbacks = bad_pos, events, rollbacks
         self.lr_scale = lr_scale

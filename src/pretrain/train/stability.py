@@ -110,6 +110,13 @@ class DivergenceMonitor:
                         f"(+{100 * (newer / older - 1):.0f}%)", began)
         return None
 
+    def restart_trend(self) -> None:
+        """After a rollback: the rising-loss test waits for ``window`` new losses. The
+        checkpoint's own window may already be rising (the oldest one kept, when none from
+        before the divergence is left), and judging it again at once rolled back to the same
+        checkpoint step after step, the learning rate lowered each time."""
+        self.recent.clear()
+
     def state(self) -> dict[str, Any]:
         return {"start": self.start, "recent": list(self.recent),
                 "smoothed": [list(x) for x in self.smoothed],

@@ -168,6 +168,25 @@ def test_scope_source_keeps_duplicates_that_are_in_different_sources(tmp_path):
     assert not set(copies) & set(kept) and counts["dropped"] == {"near_duplicate": 10}
 
 
+
+def test_the_audit_names_a_kept_document_when_an_exact_root_was_a_near_duplicate(tmp_path):
+    """c0 is an exact copy of b0, which is itself a near copy of a0: c0's audit record said
+    "duplicate of b0", a document removed too."""
+    rng = random.Random(1)
+    vocab = _vocab(rng)
+    p, q = [rng.choice(vocab) for _ in range(300)], [rng.choice(vocab) for _ in range(300)]
+    near = " ".join(p[:-3] + [rng.choice(vocab) for _ in range(3)])
+    _write(tmp_path / "a.jsonl", [("a0", " ".join(p)), ("a1", " ".join(q))])
+    _write(tmp_path / "b.jsonl", [("b0", near), ("b1", "  \n".join(p)), ("b2", " ".join(q) + " ")])
+    _write(tmp_path / "c.jsonl", [("c0", near)])
+    src = LocalSource(paths=[str(tmp_path / "*.jsonl")], domain="x", quality="none")
+    kept, counts = _run(tmp_path, "out", [src])
+    assert kept == ["a0", "a1"]
+    assert counts["dropped"] == {"exact_duplicate": 3, "near_duplicate": 1}
+    audit = {a["id"]: a["detail"] for a in map(json.loads, open(tmp_path / "out" / "dropped.jsonl"))}
+    assert audit == {"b0": "duplicate of a0", "b1": "duplicate of a0", "b2": "duplicate of a1",
+                     "c0": "duplicate of a0"}
+
 def test_output_does_not_depend_on_worker_processes(tmp_path, monkeypatch):
     _corpus(tmp_path)
     src = LocalSource(paths=[str(tmp_path / "*.jsonl")], domain="x", quality="none")

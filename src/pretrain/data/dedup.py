@@ -69,7 +69,8 @@ def deduplicate(cfg: DataConfig, tasks: list[Task], work: Path, funnel: Funnel) 
     near_root = near_uf.roots()
     gone = np.flatnonzero(exact | (near_root != index))
     exact = exact[gone]
-    kept = np.where(exact, exact_root[gone], near_root[gone]).astype(np.int64)
+    # an exact duplicate's root may itself be a near duplicate: the kept one is its root's
+    kept = near_root[np.where(exact, exact_root[gone], gone)].astype(np.int64)
     del exact_root, near_root, index
     dups = Duplicates(offsets, gone, exact, kept, _ids(tasks, work, np.unique(kept), offsets))
     row_e, row_n = funnel.row("exact_dedup"), funnel.row("minhash_dedup")

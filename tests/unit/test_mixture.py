@@ -241,3 +241,41 @@ def test_a_phased_mixture_is_not_continued_under_other_steps():
     new = TrainConfig(steps=200, schedule="wsd", mixture=mix, mixture_phases=[0.0, 0.5])
     # the phases are fractions of train.steps: at 200 steps step 60 is still phase one
     assert "phase_weights" in (_schedules_differ(old, new, 60) or "")
+
+
+@pytest.fixture(scope="module")
+def three_domains(tmp_path_factory):
+    """Domains 'a' (small), 'b' (10x) and 'c' (100x), each of its own letters."""
+    out = tmp_path_factory.mktemp("mix3")
+    tok = Tokenizer([bytes([i]) for i in range(256)], r"[\s\S]", [BOS, EOS])
+    rng = np.random.default_rng(1)
+    docs = []
+    for name, letters, n_docs in (("a", "abcdefgh", 2), ("b", "ijklmnop", 20), ("c", "qrstuvwx", 200)):
+        docs += [{"id": f"{name}{i}", "domain": name, "text": "".join(rng.choice(list(letters), 200))}
+                 for i in range(n_docs)]
+    shards.run(TokenizeConfig(val_fraction=0.01, min_val_docs=0, shard_tokens=20_000), tok,
+               iter(docs), ["a", "b", "c"], out, {})
+    return shards.TokenShards(out, "train")
+
+
+def test_a_cap_holds_when_another_domain_was_capped_first(three_domains):
+    """Once 'a' is capped its share goes to 'b', which then reaches its cap sooner: counted
+    at its uncapped share, 'b' was drawn 1.45 passes for max_epochs = 1."""
+    mix = [MixtureEntry("a", max_epochs=1.0), MixtureEntry("b", max_epochs=1.0),
+           MixtureEntry("c")]
+    rows, seq, steps = 10, 10, 1000
+    w = MixtureWindows(three_domains, seq, 0, mix, steps, rows)
+    step_share = rows * seq / np.array([w.tokens[d] for d in "abc"])   # one step's passes
+    weights = np.array([w.weights(s) for s in range(steps)])
+    passes = weights.sum(axis=0) * rows * seq / np.array([w.tokens[d] for d in "abc"])
+    assert np.all(np.abs(passes[:2] - 1.0) <= step_share[:2])   # within a step's draws
+    assert np.argmax(weights[:, 0] == 0) < np.argmax(weights[:, 1] == 0)   # a first
+    e = w.epochs(steps)
+    assert [e[d] for d in "abc"] == pytest.approx(passes, abs=1e-6)
+    # what the batches hold: 'b' rows counted by their letters
+    drawn_b = 0
+    for s in range(steps):
+        x, _ = w.batch(s, 0, rows)
+        body = x[(x != 256) & (x != 257)]
+        drawn_b += int(((body >= ord("i")) & (body <= ord("p"))).sum())
+    assert drawn_b / w.tokens["b"] == pytest.approx(1.0, abs=0.1)

@@ -9,8 +9,8 @@ whole state is the data position, an integer saved in every checkpoint:
   weight, then a window made of that domain's documents only. Weights may change linearly
   over the run (a curriculum) or by phases (``train.mixture_phases``: a pretraining mix,
   mid-training, an annealing mix), and a domain stops being drawn once its *expected*
-  draws reach ``max_epochs`` passes over its tokens (computed from the schedule, not
-  counted, so no extra state is needed and resume stays exact). ``max_epochs > 1``
+  draws reach ``max_epochs`` passes over its tokens (computed from the schedule with the
+  earlier stops applied, not counted, so no extra state is needed and resume stays exact). ``max_epochs > 1``
   upsamples. ``epochs`` gives the passes over each domain a run of n steps makes, for the
   manifest and the report.
 
@@ -184,12 +184,12 @@ class MixtureWindows:
 
     def expected_tokens(self, i: int, step: int) -> float:
         """Tokens of domain ``i`` expected to be drawn before ``step`` by the configured
-        weights (closed form, stateless: what the epoch limit is judged by)."""
+        weights with the epoch limits applied (stateless: what the limit is judged by)."""
         if step <= 0:
             return 0.0
         if self._cum is None:  # once: the shares of steps 0 .. total_steps, summed
-            raw = self.raw_weights(np.arange(self.total_steps + 1))
-            share = raw / np.maximum(raw.sum(axis=1, keepdims=True), 1e-12)
+            capped = self._capped(self.total_steps + 1, self.rows_per_step)
+            share = capped / np.maximum(capped.sum(axis=1, keepdims=True), 1e-12)
             self._last = share[-1]   # past total_steps the weights stay at their end
             self._cum = np.concatenate([np.zeros((1, share.shape[1])), np.cumsum(share, axis=0)])
         n = min(step, self.total_steps + 1)
@@ -212,13 +212,26 @@ class MixtureWindows:
 
     def _capped(self, steps: int, rows: int) -> np.ndarray:
         """(steps, domains): the raw weights of steps 0 .. ``steps`` - 1 with each domain at
-        0 from the step its closed-form draws reach its cap, as ``weights`` judges it."""
+        0 from the step its expected draws reach its cap, as ``weights`` judges it. The draws
+        are counted with the caps applied: a stopped domain's share goes to the others,
+        which then reach their own caps sooner (counted at their uncapped shares, a second
+        capped domain overdrew its cap by half in a three-domain mix). Domains are stopped
+        in the order they reach their caps, each stop changing only the steps after it, so
+        this ends after one pass per capped domain."""
         raw = self.raw_weights(np.arange(steps))
-        share = raw / np.maximum(raw.sum(axis=1, keepdims=True), 1e-12)
-        before = (np.cumsum(share, axis=0) - share) * rows * self.seq_len
         caps = np.array([m.max_epochs * self.tokens[m.domain] if m.max_epochs else np.inf
                          for m in self.mixture])
-        return np.where(before >= caps, 0.0, raw)
+        at = np.arange(steps)[:, None]
+        stop = np.full(len(caps), steps)   # the step each domain is at 0 from
+        while True:
+            w = np.where(at < stop, raw, 0.0)
+            share = w / np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
+            hit = (np.cumsum(share, axis=0) - share) * rows * self.seq_len >= caps
+            first = np.where(hit.any(axis=0), hit.argmax(axis=0), steps)
+            new = first < stop
+            if not new.any():
+                return w
+            stop[new & (first == first[new].min())] = first[new].min()
 
     def _window(self, domain: str, pos: int) -> np.ndarray:
         """``seq_len + 1`` tokens of the domain's concatenated documents, from ``pos`` on."""

@@ -13,8 +13,9 @@ Layout of the ``tokenize/`` stage folder::
 
 Each document is stored as ``BOS, tokens..., EOS``. The train/val split is decided by a
 hash of the document id, so it does not depend on order or on the other documents;
-only a domain that would otherwise have fewer than ``min_val_docs`` held-out documents
-gives its first documents (in data-stage order) to val, so that per-domain metrics exist.
+besides, each domain's documents go to val (in data-stage order) while it has fewer than
+``min_val_docs`` held-out ones, so that per-domain metrics exist: its first ones, in one
+streaming pass, whether or not the hash would have chosen enough later.
 A source configured with ``use_for = "val"`` (or ``"train"``) sends all its documents there,
 for corpora that come with their own held-out file.
 """

@@ -109,6 +109,25 @@ def test_tokens_per_second_covers_the_steps_of_every_process(tokens, tmp_path, m
     assert _run(tokens, tmp_path / "one", tmp_path / "ckpt-one", steps=1)["tok_per_s"] is None
 
 
+
+def test_after_a_resume_the_records_times_still_add_up(tokens, tmp_path, monkeypatch):
+    """A resumed run's next record took the checkpoint's clock as the last record's: the
+    steps between the last record (9) and the checkpoint (10) were in no record's rate."""
+    revive = kill_at(monkeypatch, 13)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tokens, tmp_path / "r", tmp_path / "ckpt", log_every=3, checkpoint_every=5)
+    revive()
+    counts = _run(tokens, tmp_path / "r", tmp_path / "ckpt", log_every=3, checkpoint_every=5)
+    log = [json.loads(x) for x in (tmp_path / "r" / "log.jsonl").open()]
+    steps = [r["step"] for r in log]   # every 3rd, and the evaluations' every 8th
+    assert steps == sorted({*range(3, 25, 3), *range(8, 25, 8)})
+    # timed: 2..10 by the first process, 12..24 by the second (11, its first, apart)
+    timed = [sum(1 for s in range(a + 1, b + 1) if s not in (1, 11))
+             for a, b in zip([0, *steps], steps, strict=False)]
+    assert sum(timed) == 9 + 13 and all(timed)
+    assert sum(n / r["tok_per_s"] for n, r in zip(timed, log, strict=True)) == \
+        pytest.approx(sum(timed) / counts["tok_per_s"], rel=1e-3)
+
 def test_without_resume_it_starts_over(tokens, tmp_path, monkeypatch):
     _run(tokens, tmp_path / "a", tmp_path / "ckpt", steps=16)
     calls = []

@@ -257,9 +257,8 @@ class Trainer(Recovery):
         return {"data_pos": self.data_pos, "batch_rows": self.batch_rows,
                 "rollbacks": self.rollbacks, "history": self.history,
                 "val_losses": self.val_losses, "events": self.events, "t_train": self.clock(),
-                "timed_steps": self.timed_steps,
-                "guard": self.guard.state(), "generations": self.generations,
-                "divergence": self.divergence.state(), "lr_scale": self.lr_scale,
+                "timed_steps": self.timed_steps, "logged": list(self._logged), "guard": self.guard.state(),
+                "generations": self.generations, "divergence": self.divergence.state(), "lr_scale": self.lr_scale,
                 "scaler": self.scaler.state_dict() if self.scaler else None,
                 "val_loss": self.val_losses.get(str(self.step), math.inf)}
 
@@ -280,8 +279,9 @@ class Trainer(Recovery):
         # the steps that time covers (each process's first step is not timed); a checkpoint
         # of before they were saved: all but its first
         self.timed_steps = st.get("timed_steps", max(0, self.step - 1))
-        # the same checkpoint on every rank: the clock goes on from its time
-        self._agreed = self._clock_base = self._logged = (self.t_train, self.timed_steps)
+        # the same checkpoint on every rank: the clock goes on from its time, records from the last's
+        self._agreed = self._clock_base = (self.t_train, self.timed_steps)
+        self._logged = tuple(st.get("logged", self._agreed))  # type: ignore[assignment]
         self.generations = st.get("generations", [])
         self.guard.load(st["guard"])
         self.divergence.load(st.get("divergence"))

@@ -54,7 +54,7 @@ def test_int_given_for_float_is_accepted_from_toml(tmp_path: Path):
     # AdamW's traceback after the data had loaded, or gradient ascent without a word
     ([("train.beta1", "1.0")], "beta1 and beta2 must be within [0, 1), got 1.0, 0.95"),
     ([("train.beta2", "-0.5")], "beta1 and beta2 must be within [0, 1)"),
-    ([("train.embed_lr_mult", "-1")], "embed_lr_mult > 0 needed"),
+    ([("train.embed_lr_mult", "-1")], "embed_lr_mult >= 0 (0 = the embedding table frozen)"),
     ([("train.weight_decay", "-0.1")], "weight_decay >= 0"),
     ([("train.grad_clip", "-1")], "grad_clip >= 0 (0 = off)"),
 ])

@@ -210,9 +210,9 @@ class TrainConfig:
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise ConfigError(f"beta1 and beta2 must be within [0, 1), got {self.beta1}, "
                               f"{self.beta2}")
-        if self.weight_decay < 0 or self.grad_clip < 0 or self.embed_lr_mult <= 0:
+        if self.weight_decay < 0 or self.grad_clip < 0 or self.embed_lr_mult < 0:
             raise ConfigError("weight_decay >= 0, grad_clip >= 0 (0 = off) and embed_lr_mult "
-                              "> 0 needed")
+                              ">= 0 (0 = the embedding table frozen) needed")
         if self.spike_window < 2 or self.max_bad_steps < 1 or self.max_rollbacks < 0:
             raise ConfigError("spike_window >= 2, max_bad_steps >= 1, max_rollbacks >= 0 needed")
         self._check_phases()

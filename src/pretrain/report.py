@@ -29,7 +29,7 @@ from .model.config import ModelConfig
 from .plan.laws import read_fit
 from .plan.report import duration, frontier, size
 from .run_config import RunConfig, load_config
-from .rundir import changed_upstream, upstream
+from .rundir import changed_upstream, read_manifest, upstream
 from .tokenizer.report import table as tokenizer_table
 from .train import state
 from .train.config import TrainConfig
@@ -44,9 +44,9 @@ def _json(path: Path) -> Any:
         return None
 
 
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    """The file's records; a damaged line (a crash mid-write, an edit by hand) is skipped,
-    counted and logged with its line number."""
+def _jsonl(path: Path, needs: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The file's records; a damaged line (a crash mid-write, an edit by hand, a record
+    without one of the keys ``needs``) is skipped, counted and logged with its number."""
     if not path.is_file():
         return []
     out, bad = [], []
@@ -57,7 +57,7 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
             except ValueError:
                 rec = None
                 bad.append(i)
-            if isinstance(rec, dict):
+            if isinstance(rec, dict) and all(k in rec for k in needs):
                 out.append(rec)
             elif rec is not None:
                 bad.append(i)
@@ -99,10 +99,15 @@ def _stages(root: Path, old: dict[str, list[str]]) -> str:
     for s in stages.names():
         m = _json(root / s / "manifest.json")
         if m is None:
-            lines.append(f"| {s} | {_unfinished(root) if s == 'train' else 'not run'} | | | |")
+            why = _unfinished(root) if s == "train" else (
+                "failed (its audit trail in data-failed/: `pretrain data inspect RUN`)"
+                if s == "data" and (root / "data-failed").is_dir() else "not run")
+            lines.append(f"| {s} | {why} | | | |")
             continue
-        status = m["status"] + (f", out of date ({', '.join(old[s])} changed since)"
-                                if s in old else "")
+        status = m.get("status", "?")
+        if status == "complete" and read_manifest(root / s) is None:   # as the pipeline reads it
+            status = "damaged: an output file is missing or changed (`pretrain verify RUN`)"
+        status += f", out of date ({', '.join(old[s])} changed since)" if s in old else ""
         lines.append(f"| {s} | {status} | {m.get('wall_s', 0):.1f} s | "
                      f"{m.get('finished_at', '')} | {str(m.get('git_commit') or '')[:10]} |")
     return "\n".join(lines) + "\n"
@@ -118,11 +123,15 @@ def _unfinished(root: Path) -> str:
 
 
 def _data(root: Path) -> str:
-    funnel = _json(root / "data" / "funnel.json")
+    funnel, failed = _json(root / "data" / "funnel.json"), ""
+    if not funnel and (root / "data-failed").is_dir():
+        funnel = _json(root / "data-failed" / "funnel.json")
+        failed = ("**The data stage failed** (it kept no documents, or too few): its funnel, "
+                  "from `data-failed/`.\n\n")
     if not funnel:
         return "Not run.\n"
     first, last = funnel[0], funnel[-1]
-    return (f"{first['docs_in']:,} documents read, {last['docs_out']:,} kept "
+    return failed + (f"{first['docs_in']:,} documents read, {last['docs_out']:,} kept "
             f"({last['docs_out'] / max(first['docs_in'], 1):.1%}); every drop with its reason "
             "is in `data/dropped.jsonl` (`pretrain data inspect RUN`).\n\n"
             + _block(format_funnel(funnel)) + _licenses(root))
@@ -210,6 +219,10 @@ def _as_trained(root: Path, cfg: RunConfig) -> tuple[RunConfig, list[str]]:
         if "vocab_size" in tok:
             cfg = dataclasses.replace(cfg, tokenizer=dataclasses.replace(
                 cfg.tokenizer, vocab_size=tok["vocab_size"]))
+        trained = _json(root / "train" / "model_config.json")   # the model's own
+        if isinstance(trained, dict) and isinstance(trained.get("vocab_size"), int):
+            cfg = dataclasses.replace(cfg, model=dataclasses.replace(
+                cfg.model, vocab_size=trained["vocab_size"]))
     except (ConfigError, TypeError):   # recorded by another version: config.toml's values
         return cfg, []
     return cfg, changed
@@ -265,13 +278,13 @@ def _train(root: Path) -> str:
     if log and c.get("val_loss_initial") is not None:   # step 0's evaluation starts the val curve
         log = [{"step": 0, "val_loss": c["val_loss_initial"]}, *log]
     text = "\n".join(out) + "\n\n" + (_plot(log, root / "report" / "loss.png") if log else "")
-    events = _jsonl(root / "train" / "events.jsonl")
+    events = _jsonl(root / "train" / "events.jsonl", ("step", "reason", "loss", "action"))
     if events:
         text += "\nStability events:\n\n" + "\n".join(
             f"- step {e['step']}: {e['reason']}, loss "
             f"{'NaN' if e['loss'] is None else format(e['loss'], '.4g')}: {e['action']}"
             for e in events) + "\n"
-    gens = _jsonl(root / "train" / "generations.jsonl")
+    gens = _jsonl(root / "train" / "generations.jsonl", ("step", "domain", "prompt", "completion"))
     if gens:
         last = max(g["step"] for g in gens)
         text += f"\nProbe generations at step {last} (every step's in `train/generations.jsonl`):\n\n"
@@ -362,7 +375,7 @@ def write_report(root: Path) -> Path:
         trained, changed = _as_trained(root, cfg) if cfg is not None else (None, [])
         train = _hyperparameters(trained, changed) + train
     old = _stale(root)
-    parts = [f"# Run report: {root.name}\n", "## Stages\n", _stages(root, old),
+    parts = [f"# Run report: {root.resolve().name}\n", "## Stages\n", _stages(root, old),
              "## Data\n", _data(root), "## Tokenizer\n",
              _stale_note(old, "tokenizer") + _tokenizer(root),
              "## Training\n", _stale_note(old, "train") + train, "## Plan\n", _plan(root),

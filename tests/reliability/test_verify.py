@@ -162,6 +162,10 @@ def test_export_pairs_the_model_with_the_tokenizer_it_was_trained_with(run, tmp_
     exported = PreTrainedTokenizerFast.from_pretrained(str(tmp_path / "hf"))
     trained = json.loads((copy / "train" / "model_config.json").read_text())["vocab_size"]
     assert len(exported) <= trained < 640
+    assert main(["report", str(copy)]) == 0   # the model's vocabulary, not the tokenizer's now
+    row = next(x for x in (copy / "report.md").read_text().splitlines()
+               if x.startswith("| context, vocabulary |"))
+    assert row.endswith(f", {trained:,} |"), row
     assert main(["tokenize", *args, "--tokenizer.vocab_size=640"]) == 0
     assert main(["export", str(copy), str(tmp_path / "hf2")]) == 2
     assert "was rewritten after" in capsys.readouterr().err
@@ -185,16 +189,23 @@ def test_the_report_marks_what_an_earlier_stage_rerun_left_behind_and_skips_dama
     assert main(["data", *args, "--data.sources.0.max_bytes=400000"]) == 0
     with open(copy / "train" / "log.jsonl", "a") as f:
         f.write('{"step": 13, "lo')                    # a crash mid-write
+    with open(copy / "train" / "events.jsonl", "a") as f:
+        f.write('{"step": 99}\n')                      # a record short of its fields
     (copy / "sweep").mkdir()
     law = {"E": 1.6, "A": 131.0, "B": 1.46, "alpha": 0.74, "beta": 0.0}   # loss ignores D
     (copy / "sweep" / "fit.json").write_text(json.dumps(
         {"runs": [], "isoflop": [{"C": 1e12}, {"C": 3e12}], "law": law}))
     capsys.readouterr()
     assert main(["report", str(copy)]) == 0
-    assert "train/log.jsonl: 1 damaged line(s) skipped (line " in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "train/log.jsonl: 1 damaged line(s) skipped (line " in err
+    assert "train/events.jsonl: 1 damaged line(s) skipped (line " in err
     report = (copy / "report.md").read_text()
-    for stage in ("tokenizer", "tokenize", "train"):
+    for stage in ("tokenizer", "tokenize"):
         assert f"| {stage} | complete, out of date (data changed since) |" in report, stage
+    # its log and events files were written to by hand: damaged, as the pipeline sees them
+    assert "| train | damaged: an output file is missing or changed (`pretrain verify RUN`), " \
+        "out of date (data changed since) |" in report
     tokenizer_section = report.split("## Tokenizer")[1].split("## Training")[0]
     assert "**Out of date:** data changed after this stage ran" in tokenizer_section
     assert "the sweep's law is not used: sweep/fit.json" in report
@@ -238,3 +249,19 @@ def test_the_report_of_a_training_stopped_with_checkpoints_says_so(run, tmp_path
     assert main(["report", str(copy)]) == 0
     assert f"| train | not complete (checkpoints up to step {latest}; a rerun resumes) |" in \
         (copy / "report.md").read_text()
+
+
+def test_the_report_shows_a_damaged_stage_as_the_pipeline_sees_it(run, tmp_path, monkeypatch):
+    """A stage whose output file is gone is not completed for the pipeline (`pretrain eval`
+    refuses it); the report said "complete". And `pretrain report .` named no run."""
+    copy = tmp_path / "tiny"
+    shutil.copytree(run, copy)
+    (copy / "train" / "model.safetensors").unlink()
+    monkeypatch.chdir(copy)
+    assert main(["report", "."]) == 0
+    report = (copy / "report.md").read_text()
+    assert report.startswith("# Run report: tiny\n")
+    assert "| train | damaged: an output file is missing or changed (`pretrain verify RUN`) |" \
+        in report
+    assert "| tokenize | complete |" in report
+

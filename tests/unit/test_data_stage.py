@@ -449,6 +449,11 @@ def test_a_stage_that_keeps_nothing_says_why_and_keeps_its_audit(tmp_path, capsy
     assert "too_short (length): 3  e.g. d0: tiny 0" in err
     assert main(["data", "inspect", str(run), "--reason", "too_short"]) == 0
     assert "tiny 1" in capsys.readouterr().out
+    # the report shows the failure and its funnel ("not run" before)
+    assert main(["report", str(run)]) == 0
+    report = (run / "report.md").read_text()
+    assert "| data | failed (its audit trail in data-failed/" in report
+    assert "**The data stage failed**" in report and "too_short" in report
     # the failed attempts' per-task results wait for a rerun of their config
     assert len(list((run / ".work").glob("data-*"))) == 2
     # a run that keeps documents again removes the failed attempt's trail, and the other

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -308,9 +309,20 @@ def _inspect_parser() -> argparse.ArgumentParser:
                     "step, drops by reason) and examples of dropped documents.")
     p.add_argument("run", metavar="RUN", help="run directory (runs/<name>) or its data/ folder")
     p.add_argument("--reason", default="", help="show dropped documents with this reason")
-    p.add_argument("-n", type=int, default=3, help="how many examples (default 3)")
-    p.add_argument("--chars", type=int, default=600, help="characters of text per example")
+    p.add_argument("-n", type=_positive, default=3, help="how many examples (default 3)")
+    p.add_argument("--chars", type=_positive, default=600, help="characters of text per example")
     return p
+
+
+def _positive(text: str) -> int:
+    """An argparse type: an integer >= 1 (-n 0 printed one example, -n -1 all but one)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} is not >= 1")
+    return n
 
 
 def _verify(run: Path) -> int:
@@ -367,6 +379,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"preempted: {e}\n")  # one write: under torchrun the ranks share stderr
         sys.stderr.flush()
         return EXIT_PREEMPTED
+    except BrokenPipeError:   # `... | head`: the reader has what it wanted; say nothing
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # the exit's flush too
+        return 141   # as a process killed by SIGPIPE
     except (PretrainError, OSError) as e:  # OSError: permissions, a full disk, a file for a folder
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -182,3 +182,21 @@ def test_multi_process_launch_runs_only_the_train_stage(tmp_path, monkeypatch, c
     assert "under torchrun only `pretrain train` runs; run data, tokenizer, tokenize, eval, " \
            "sample in one process" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
+    """`pretrain ... | head`: the reader gone, the command printed "error: [Errno 32] Broken
+    pipe" and exited 2."""
+    proc = subprocess.Popen([sys.executable, "-m", "pretrain", "config", "show"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()   # before it writes: its first write finds no reader
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and err == ""
+
+
+@pytest.mark.parametrize("n", ["0", "-1", "x"])
+def test_inspect_takes_a_positive_number_of_examples(n, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["data", "inspect", str(tmp_path), "-n", n])
+    assert e.value.code == 2 and "argument -n" in capsys.readouterr().err

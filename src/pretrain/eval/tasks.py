@@ -32,7 +32,7 @@ import torch
 
 from ..config import ConfigError
 from ..data.benchmarks import open_text
-from ..log import Progress, log0
+from ..log import Progress
 from .config import EvalConfig
 from .files import BUILTIN, resolve
 from .loss import score
@@ -238,8 +238,7 @@ def run_tasks(model: torch.nn.Module, tok: Any, cfg: EvalConfig) -> dict[str, An
     with Progress("eval benchmarks", total=len(todo), unit="tasks", every_s=5.0) as bar:
         for name, path, kind, delim in todo:
             bar.update(0, task=name)
-            if not path.is_file():
-                log0(f"eval: task {name} skipped: no file at {path}")
+            if not path.is_file():   # said in the table, once
                 results[name] = {"skipped": f"no file at {path}"}
             elif kind == "perplexity":
                 results[name] = perplexity(model, tok, path, cfg.batch_size, cfg.task_limit)

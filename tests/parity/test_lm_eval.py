@@ -1,6 +1,7 @@
 """lm-evaluation-harness and our scorer: on the same model and local task file the same
-accuracy whether lm-eval or we build the prompts; and lm-eval's own Hugging Face model
-(``HFLM``) on our export gives our scores, request by request."""
+accuracy whether lm-eval (in its own ARC layout: "Answer:" ends the context, the choice
+after one space is the continuation) or we build the prompts; and lm-eval's own Hugging Face
+model (``HFLM``) on our export gives our scores, request by request."""
 
 from pathlib import Path
 
@@ -24,10 +25,10 @@ dataset_kwargs:
     test: {path}
 test_split: test
 output_type: multiple_choice
-doc_to_text: "{{{{query}}}}"
+doc_to_text: "{{{{query}}}}\\nAnswer:"
 doc_to_choice: "{{{{choices}}}}"
 doc_to_target: "{{{{gold}}}}"
-target_delimiter: "\\nAnswer: "
+target_delimiter: " "
 metric_list:
   - metric: acc
   - metric: acc_norm

@@ -47,8 +47,15 @@ class Item:
     delimiter: str = " "       # between context and continuation (scored with the continuation)
 
     def pairs(self) -> list[tuple[str, str]]:
-        return [(c, self.delimiter + x) for c, x in zip(self.contexts, self.continuations,
-                                                         strict=True)]
+        """(context, continuation) per choice, laid out as lm-eval's own prompts are: a
+        delimiter's label ("\nAnswer:") ends the context and only its trailing whitespace
+        starts the continuation. Scored with the continuation, the label's log-probability,
+        the same for every choice, was divided by each choice's length in acc_norm, which
+        then favoured the longest choice."""
+        sep = self.delimiter[len(self.delimiter.rstrip()):]
+        label = self.delimiter[:len(self.delimiter) - len(sep)]
+        return [(c + label, sep + x) for c, x in zip(self.contexts, self.continuations,
+                                                     strict=True)]
 
 
 def _lines(f: Any, path: Path) -> Any:

@@ -55,6 +55,16 @@ def test_loglikelihood_matches_a_hand_computation():
     assert cut.tokens == 2 and cut.logprob < 0
 
 
+def test_a_choice_longer_than_the_context_is_said_to_be_cut(capsys):
+    """A continuation of more tokens than the model reads is scored on its last seq_len
+    only: said, not silent (24 PIQA choices at the quickstart's 128 under GPT-2's tokens)."""
+    short, long = tasks.loglikelihoods(_model(seq_len=64), _bytes_tok(),
+                                       [("q", "ab"), ("q", "y" * 100)])
+    assert short.tokens == 2 and long.tokens == 64
+    assert "eval: 1 of 2 continuations are longer than the model's context (64 tokens): " \
+        "scored on their last tokens only" in capsys.readouterr().err
+
+
 def test_an_empty_context_is_scored_after_bos():
     """A record with an empty context or query crashed the scoring (a row of the
     continuation alone leaves its first token nothing to be predicted from)."""

@@ -32,7 +32,7 @@ import torch
 
 from ..config import ConfigError
 from ..data.benchmarks import open_text
-from ..log import Progress
+from ..log import Progress, log0
 from .config import EvalConfig
 from .files import BUILTIN, resolve
 from .loss import score
@@ -179,7 +179,12 @@ def loglikelihoods(model: torch.nn.Module, tok: Any, pairs: list[tuple[str, str]
         if not x:
             raise ConfigError(f"empty continuation after tokenizing: {cont!r} after {ctx[-40:]!r}")
         encoded.append(([tok.bos_id, *head, *x], len(x)))
-    return score_tails(model, encoded, seq_len_of(model), device_of(model), batch_size)
+    tails = score_tails(model, encoded, seq_len_of(model), device_of(model), batch_size)
+    cut = sum(t.tokens < n for t, (_, n) in zip(tails, encoded, strict=True))
+    if cut:   # acc_norm still divides by the whole choice's characters
+        log0(f"eval: {cut} of {len(pairs)} continuations are longer than the model's context "
+             f"({seq_len_of(model)} tokens): scored on their last tokens only")
+    return tails
 
 
 def evaluate(model: torch.nn.Module, tok: Any, name: str, kind: str, items: list[Item],

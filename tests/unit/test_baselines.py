@@ -37,6 +37,15 @@ def test_every_model_is_a_distribution_over_the_vocabulary(seed):
             assert math.isclose(p.sum(), 1.0, rel_tol=1e-9) and (p > 0).all()
 
 
+def test_a_text_seen_twice_over_leaves_every_token_a_probability():
+    """No n-gram seen exactly once: the discount estimate n1 / (n1 + 2 n2) was 0, and an
+    unseen token's probability 0 (690 nats after the floor)."""
+    m = NGrams(np.array([0, 1, 0, 1, 0, 1]), 5)   # bigrams 3 and 2 times, trigrams 2 and 2
+    every = np.arange(5)
+    for p in (m.bigram(np.full(5, 0), every), m.trigram(np.full(5, 1), np.full(5, 0), every)):
+        assert (p > 0).all() and math.isclose(p.sum(), 1.0, rel_tol=1e-9)
+
+
 def test_bigram_counts_match_kneser_ney_by_hand():
     # "a b a b a c": c(a b) = 2, c(a .) = 3 with 2 types; D from counts of counts:
     # bigram counts {ab: 2, ba: 2, ac: 1} -> n1 = 1, n2 = 2, D = 1 / 5

@@ -33,7 +33,9 @@ ORDERS = ("unigram", "bigram", "trigram")
 
 def _discount(counts: np.ndarray) -> float:
     n1, n2 = int((counts == 1).sum()), int((counts == 2).sum())
-    return n1 / (n1 + 2 * n2) if n1 + n2 else 0.5
+    # no singletons (a text seen twice over) gave D = 0: no mass left for the lower order,
+    # an unseen token probability 0; counted as one singleton, D stays above 0
+    return max(n1, 1) / (max(n1, 1) + 2 * n2) if n1 + n2 else 0.5
 
 
 def _lookup(keys: np.ndarray, table: np.ndarray, values: np.ndarray) -> np.ndarray:

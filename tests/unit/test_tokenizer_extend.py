@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import tiktoken
 import torch
 
 from pretrain.cli import main
@@ -235,3 +236,30 @@ extend_mined = 4
     words = json.dumps(added)
     assert "Xylophonists" in words or "marimbas" in words   # mined from the training text
     assert "Quuxzorbification" not in words
+
+
+def test_a_comparison_tokenizer_that_cannot_load_is_said_before_training(tmp_path: Path,
+                                                                         monkeypatch, capsys):
+    """compare_with = "gpt2" offline: the report went on without it and then read its
+    columns (KeyError, the stage failed); a path that is no tokenizer was named as
+    tokenizer.pretrained, after the training."""
+    body = "The harbour was quiet that morning, and the boats rocked at anchor. " * 6
+    (tmp_path / "t.jsonl").write_text("".join(
+        json.dumps({"id": f"t{i}", "text": f"{i}. {body}"}) + "\n" for i in range(30)))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'name = "cmp"\nruns_dir = "{tmp_path / "runs"}"\n[[data.sources]]\n'
+                   f'type = "local"\npaths = ["{tmp_path / "t.jsonl"}"]\nquality = "none"\n'
+                   '[data.minhash]\nenabled = false\n[tokenizer]\nvocab_size = 300\n')
+    assert main(["data", "-c", str(cfg)]) == 0
+
+    def offline(name):
+        raise ConnectionError("no network")
+    monkeypatch.setattr(tiktoken, "get_encoding", offline)
+    assert main(["tokenizer", "-c", str(cfg), "--tokenizer.compare_with=gpt2"]) == 0
+    err = capsys.readouterr().err
+    assert "cannot load tiktoken's gpt2" in err and "bytes/token" in err
+    report = json.loads((tmp_path / "runs" / "cmp" / "tokenizer" / "report.json").read_text())
+    assert report["baseline"] is None
+    assert main(["tokenizer", "-c", str(cfg), f"--tokenizer.compare_with={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "tokenizer.compare_with" in err and "tokenizer: vocab" not in err

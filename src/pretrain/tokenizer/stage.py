@@ -40,6 +40,8 @@ def build(cfg: TokenizerConfig, sample: Callable[[], Iterator[str]]) -> TextToke
 def run_tokenizer(run: StageRun, cfg: TokenizerConfig) -> None:
     data = run.inputs["data"]
     domains = read_output(data).domains
+    # before training: a compare_with that cannot be read is said now, not after
+    baseline = _baseline(cfg.compare_with) if cfg.report_chars else None
     t0 = time.time()
     chars = 0
 
@@ -82,7 +84,7 @@ def run_tokenizer(run: StageRun, cfg: TokenizerConfig) -> None:
     if texts:
         spec = cfg.compare_with
         kind, path = parse_spec(spec)
-        rep = rep_mod.report(tok, texts, _baseline(spec), kind or path.name)
+        rep = rep_mod.report(tok, texts, baseline, (kind or path.name) if baseline else "")
         (run.out / "report.json").write_text(json.dumps(rep, indent=2, ensure_ascii=False))
         run.counts["bytes_per_token"] = {d: r["bytes_per_token"] for d, r in rep["domains"].items()}
         log0(rep_mod.table(rep))
@@ -105,7 +107,11 @@ def _baseline(spec: str) -> TextTokenizer | None:
         # GPT-2's ranks are its token ids, 0 .. 50255; <|endoftext|> comes after them
         ranks = [enc.decode_single_token_bytes(i) for i in range(enc.n_vocab) if i != eot_id]
         return Tokenizer(ranks, GPT2_PATTERN, {eot: eot_id}, eot, eot)
-    return pretrained.load(spec, "", [], "", "")
+    try:
+        return pretrained.load(spec, "", [], "", "")
+    except ConfigError as e:   # its messages name the key that usually gives a tokenizer
+        raise ConfigError(str(e).replace("tokenizer.pretrained", "tokenizer.compare_with")
+                          ) from None
 
 
 def run_tokenize(run: StageRun, cfg: TokenizeConfig) -> None:

@@ -214,7 +214,7 @@ def test_lagged_host_sync_kill_and_resume_is_bit_identical(tokens, tmp_path, mon
 
 
 def test_lagged_host_sync_stops_on_a_signal_at_a_boundary_and_resumes_exactly(
-        tokens, tmp_path, monkeypatch):
+        tokens, tmp_path, monkeypatch, capsys):
     """A stop asked mid-step (SIGUSR1's handler) with the host reading late: the step is
     read at once, a checkpoint written there, Preempted raised; the rerun ends as an
     uninterrupted run does, bit for bit."""
@@ -228,8 +228,11 @@ def test_lagged_host_sync_stops_on_a_signal_at_a_boundary_and_resumes_exactly(
         return real(self, data_pos)
 
     monkeypatch.setattr(Trainer, "forward_backward", stop_at_10)
-    with pytest.raises(Preempted, match="at step 11"):
+    # the same command resumes unless it forced the stage, which would start it over
+    with pytest.raises(Preempted, match="at step 11.*rerun the command to resume "
+                       r"\(without --force, which would start it over\)"):
         _run(tokens, tmp_path / "b", tmp_path / "ckpt-b", **kw)
+    assert "the stopped run's log, events and generations are in" in capsys.readouterr().err
     monkeypatch.setattr(Trainer, "forward_backward", real)
     _run(tokens, tmp_path / "b", tmp_path / "ckpt-b", **kw)
     a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ..config import PretrainError
+from ..config import Preempted, PretrainError
 from ..log import log0
 from ..rundir import write_failure
 
@@ -85,14 +85,15 @@ def logs_on_failure(folder: Path | None, t: Any) -> Iterator[None]:
         for name in LOGS:
             if folder is not None:
                 (folder / f"{name}.jsonl").unlink(missing_ok=True)
-    except BaseException:
+    except BaseException as e:
         if folder is not None:
+            run = "stopped" if isinstance(e, Preempted) else "failed"
             try:
                 folder.mkdir(parents=True, exist_ok=True)   # a run failing before its first save
                 write_logs(folder, t.history, t.events, t.generations)
-                log0(f"train: the failed run's log, events and generations are in {folder}")
-            except (PretrainError, OSError) as e:
-                log0(f"train: the failed run's logs were not kept: {e}")
+                log0(f"train: the {run} run's log, events and generations are in {folder}")
+            except (PretrainError, OSError) as why:
+                log0(f"train: the {run} run's logs were not kept: {why}")
         raise
 
 

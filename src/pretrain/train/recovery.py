@@ -164,8 +164,8 @@ class Recovery:
         kept = state.complete(self.ckpt_dir) if self.ckpt_dir is not None else []
         where = (f"checkpoint {ckpt}" if ckpt else f"no checkpoint at a skipped update (the "
                  f"last is {kept[-1]})" if kept else "no checkpoint")
-        raise Preempted(f"stopped by a signal at step {self.step}, {where}; run the same "
-                        "command again to resume")
+        raise Preempted(f"stopped by a signal at step {self.step}, {where}; rerun the "
+                        "command to resume (without --force, which would start it over)")
 
     def _fp16_overflow(self, loss: float) -> bool:
         """fp16 gradients overflowed: skip the update, lower the scale, record the event;

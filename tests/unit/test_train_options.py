@@ -224,3 +224,17 @@ def test_compile_on_cpu_without_a_cxx_compiler_is_a_clear_error(tokens, tmp_path
                                           "no-such-cxx is not on PATH"):
         _run(tokens, tmp_path / "a", tmp_path / "ckpt", device="cpu", compile=True)
     assert not (tmp_path / "a" / "log.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_a_compiled_run_generates_its_probes_without_compiling_them(tokens, tmp_path):
+    """The probe generations went through the compiled model: a graph break at the padding's
+    int() and a recompile for each cache length, and dynamo's warning block in every
+    compiled run's output (the shipped speedrun's)."""
+    from torch._dynamo.utils import counters
+    counters.clear()
+    _run(tokens, tmp_path / "a", tmp_path / "ckpt", device="cpu", compile=True, steps=8,
+         eval_every=4, checkpoint_every=0)
+    gens = [json.loads(x) for x in (tmp_path / "a" / "generations.jsonl").open()]
+    assert {g["step"] for g in gens} == {0, 4, 8}
+    assert not counters["graph_break"], dict(counters["graph_break"])

@@ -166,8 +166,7 @@ class Trainer(Recovery):
         self.t_train = 0.0
         # the first step of a process (CUDA warm-up, compilation) is timed apart: it counts
         # neither toward time_budget_s nor toward the throughput
-        self.t_warmup = 0.0
-        self.timed_steps = 0
+        self.t_warmup, self.timed_steps = 0.0, 0
         # (t_train, timed_steps): as the ranks last agreed, and at the start or last restore
         self._agreed = self._clock_base = self._logged = (0.0, 0)   # _logged: at the last record
         self._warm = True   # the next step is this process's first
@@ -501,8 +500,9 @@ class Trainer(Recovery):
     def _generate(self, step: int) -> None:
         if not self.probes or self.tokenizer is None:
             return
-        outs = generate(self.model, list(self.probes.values()), self.cfg.probe_new_tokens,
-                        temperature=0.0)  # greedy: draws nothing from the RNG
+        with torch.compiler.set_stance("force_eager"):   # compiled, a cache and padding recompile
+            outs = generate(self.model, list(self.probes.values()), self.cfg.probe_new_tokens,
+                            temperature=0.0)  # greedy: draws nothing from the RNG
         self.model.train()
         for (domain, prompt), out in zip(self.probes.items(), outs, strict=True):
             self.generations.append({"step": step, "domain": domain,

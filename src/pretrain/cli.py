@@ -86,8 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     for stage in stages.STAGES:
         p = sub.add_parser(stage.name, allow_abbrev=False, help=stage.help, epilog=EPILOG,
                            formatter_class=_RAW,
-                           description=stage.help[0].upper() + stage.help[1:] + ". Needs the "
-                           "stages before it to have completed in the same run directory.")
+                           description=stage.help[0].upper() + stage.help[1:] + (
+                               ". Needs the stages it reads (" + ", ".join(stage.reads)
+                               + ") completed in the same run directory." if stage.reads else "."))
         _stage_options(p, gate=stage.name == "eval")
     p = sub.add_parser("export", allow_abbrev=False, help="write a run's model in Hugging Face format",
                        description="Write the trained model of a run (runs/<name>, its train/ "

@@ -73,10 +73,11 @@ def report(docs: Iterator[dict[str, Any]], files: dict[str, Path], removed: dict
 
 
 def table(rep: dict[str, Any]) -> str:
-    lines = [f"{'benchmark':<16}{'train docs with an item':>27}{'n-grams in train':>19}"
+    w = max([16, *(len(name) + 1 for name in rep)])   # CORE's names run to 33 characters
+    lines = [f"{'benchmark':<{w}}{'train docs with an item':>27}{'n-grams in train':>19}"
              f"{'removed by data':>17}"]
     for name, r in rep.items():
-        lines.append(f"{name:<16}{r['docs']:>17} of {r['train_docs']:<7}"
+        lines.append(f"{name:<{w}}{r['docs']:>17} of {r['train_docs']:<7}"
                      f"{r['ngram_share']:>18.4%}"
                      f"{_removed(r['removed_by_data_stage']):>17}")
     return "\n".join(lines)

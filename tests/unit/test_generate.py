@@ -119,7 +119,7 @@ def test_bf16_activations_keep_a_bf16_cache(arch):
     assert cache.bytes() == 8 * model.cfg.kv_cache_bytes_per_token(dtype_bytes=2)
 
 
-def test_the_sample_stage_names_a_prompt_too_long_and_refuses_empty_or_bad_configs():
+def test_the_sample_stage_names_a_prompt_too_long_and_refuses_empty_or_bad_configs(capsys):
     from pretrain.config import ConfigError, PretrainError
     from pretrain.eval.config import SampleConfig
     from pretrain.eval.sample import samples
@@ -132,7 +132,11 @@ def test_the_sample_stage_names_a_prompt_too_long_and_refuses_empty_or_bad_confi
     with pytest.raises(PretrainError, match=r"sample.prompts\[1\] .* 16 tokens with BOS: no "
                                             r"room to generate in model.seq_len = 16"):
         samples(model, tok, cfg)
-    assert len(samples(model, tok, SampleConfig(prompts=["ok", "x" * 14], max_new_tokens=2))) == 2
+    capsys.readouterr()
+    out = samples(model, tok, SampleConfig(prompts=["ok", "x" * 14], max_new_tokens=2))
+    assert len(out) == 2 and len(out[1]["completion"]) <= 1   # cut to fit, and said
+    assert "sample: prompt(s) [1] get fewer than sample.max_new_tokens = 2 new tokens" \
+        in capsys.readouterr().err
     with pytest.raises(ConfigError, match="sample.prompts is empty"):
         SampleConfig(prompts=[])
     for seed in (-1, 10**20):

@@ -11,6 +11,7 @@ import json
 import torch
 
 from ..config import PretrainError
+from ..log import log0
 from ..model.generate import generate
 from ..model.transformer import Transformer
 from ..rundir import StageRun
@@ -28,6 +29,11 @@ def samples(model: Transformer, tok: TextTokenizer, cfg: SampleConfig) -> list[d
             raise PretrainError(f"sample.prompts[{i}] ({cfg.prompts[i][:40]!r}...) is {len(ids)} "
                                 f"tokens with BOS: no room to generate in model.seq_len = "
                                 f"{seq_len}; shorten it")
+    cut = [i for i, ids in enumerate(prompts) if len(ids) + cfg.max_new_tokens > seq_len]
+    if cut:   # generate() cuts each row to fit the model's context
+        log0(f"sample: prompt(s) {cut} get fewer than sample.max_new_tokens = "
+             f"{cfg.max_new_tokens} new tokens: prompt and continuation fit in model.seq_len = "
+             f"{seq_len}")
     outs = generate(model, prompts, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p,
                     stop_ids=(tok.eos_id,), generator=gen)
     return [{"prompt": p, "completion": tok.decode_after(ids, o)}

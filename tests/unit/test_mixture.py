@@ -19,22 +19,26 @@ from pretrain.train.data import MixtureWindows
 from ..conftest import tiny_overrides
 
 
+def _lettered_shards(out, docs: list[tuple[str, str, int]], seed: int,
+                     cfg: TokenizeConfig) -> shards.TokenShards:
+    """Byte-level train shards of ``docs`` (domain, its letters, characters), each document
+    random letters of its domain's, so that every token tells its domain."""
+    tok = Tokenizer([bytes([i]) for i in range(256)], r"[\s\S]", [BOS, EOS])
+    rng = np.random.default_rng(seed)
+    rows = [{"id": f"d{i}", "domain": d, "text": "".join(rng.choice(list(letters), n))}
+            for i, (d, letters, n) in enumerate(docs)]
+    shards.run(cfg, tok, iter(rows), sorted({d for d, _, _ in docs}), out, {})
+    return shards.TokenShards(out, "train")
+
+
 @pytest.fixture(scope="module")
 def train_shards(tmp_path_factory):
     """Domain 'low' uses bytes a-z, domain 'high' bytes A-Z: every token tells its domain."""
-    out = tmp_path_factory.mktemp("mix")
-    tok = Tokenizer([bytes([i]) for i in range(256)], r"[\s\S]", [BOS, EOS])
-    rng = np.random.default_rng(0)
-    docs = []
-    for i in range(60):
-        low = i % 3 != 0                      # 40 'low' docs, 20 shorter 'high' docs
-        letters = "abcdefghijklmnopqrstuvwxyz" if low else "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-        n = 300 if low else 100
-        docs.append({"id": f"d{i}", "domain": "low" if low else "high",
-                     "text": "".join(rng.choice(list(letters), n))})
-    shards.run(TokenizeConfig(val_fraction=0.05, shard_tokens=4000), tok, iter(docs),
-               ["high", "low"], out, {})
-    return shards.TokenShards(out, "train")
+    low, high = "abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    docs = [("low", low, 300) if i % 3 else ("high", high, 100)   # 40 'low', 20 shorter 'high'
+            for i in range(60)]
+    return _lettered_shards(tmp_path_factory.mktemp("mix"), docs, 0,
+                            TokenizeConfig(val_fraction=0.05, shard_tokens=4000))
 
 
 def _share_high(x: torch.Tensor) -> float:
@@ -246,17 +250,10 @@ def test_a_phased_mixture_is_not_continued_under_other_steps():
 @pytest.fixture(scope="module")
 def three_domains(tmp_path_factory):
     """Domains 'a' (small), 'b' (10x) and 'c' (100x), each of its own letters."""
-    out = tmp_path_factory.mktemp("mix3")
-    tok = Tokenizer([bytes([i]) for i in range(256)], r"[\s\S]", [BOS, EOS])
-    rng = np.random.default_rng(1)
-    docs = []
-    for name, letters, n_docs in (("a", "abcdefgh", 2), ("b", "ijklmnop", 20), ("c", "qrstuvwx", 200)):
-        docs += [{"id": f"{name}{i}", "domain": name, "text": "".join(rng.choice(list(letters), 200))}
-                 for i in range(n_docs)]
-    shards.run(TokenizeConfig(val_fraction=0.01, min_val_docs=0, shard_tokens=20_000), tok,
-               iter(docs), ["a", "b", "c"], out, {})
-    return shards.TokenShards(out, "train")
-
+    docs = [(name, letters, 200) for name, letters, n in
+            (("a", "abcdefgh", 2), ("b", "ijklmnop", 20), ("c", "qrstuvwx", 200)) for _ in range(n)]
+    return _lettered_shards(tmp_path_factory.mktemp("mix3"), docs, 1,
+                            TokenizeConfig(val_fraction=0.01, min_val_docs=0, shard_tokens=20_000))
 
 def test_a_cap_holds_when_another_domain_was_capped_first(three_domains):
     """Once 'a' is capped its share goes to 'b', which then reaches its cap sooner: counted

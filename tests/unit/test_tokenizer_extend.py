@@ -202,6 +202,17 @@ def test_an_extended_tokenizer_is_loaded_again_from_our_file_not_its_hf_export(
         pretrained.load(str(tmp_path / "hf"), "", [], "", "")
 
 
+def _config(tmp_path: Path, name: str, sources: list[tuple[Path, str]], tokenizer: str = "") -> Path:
+    """A run config of local jsonl sources (each with its own TOML lines), no near-dedup,
+    a 300-token vocabulary and ``tokenizer``'s lines."""
+    text = f'name = "{name}"\nruns_dir = "{tmp_path / "runs"}"\n'
+    for path, own in sources:
+        text += f'[[data.sources]]\ntype = "local"\npaths = ["{path}"]\nquality = "none"\n{own}'
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text + "[data.minhash]\nenabled = false\n[tokenizer]\nvocab_size = 300\n" + tokenizer)
+    return cfg
+
+
 def test_mined_domain_words_come_from_training_documents_only(tmp_path: Path):
     """tokenizer.extend_mined took words from the held-out documents (use_for = "val")
     too: a word that only a held-out document repeats became a token."""
@@ -211,26 +222,9 @@ def test_mined_domain_words_come_from_training_documents_only(tmp_path: Path):
         for i in range(30)))
     (tmp_path / "held.jsonl").write_text(json.dumps(
         {"id": "h", "text": "Quuxzorbification " * 40 + body}) + "\n")
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(f'''name = "mined"
-runs_dir = "{tmp_path / 'runs'}"
-[[data.sources]]
-type = "local"
-paths = ["{tmp_path / 'train.jsonl'}"]
-domain = "web"
-quality = "none"
-[[data.sources]]
-type = "local"
-paths = ["{tmp_path / 'held.jsonl'}"]
-domain = "web"
-quality = "none"
-use_for = "val"
-[data.minhash]
-enabled = false
-[tokenizer]
-vocab_size = 300
-extend_mined = 4
-''')
+    cfg = _config(tmp_path, "mined", [(tmp_path / "train.jsonl", 'domain = "web"\n'),
+                                       (tmp_path / "held.jsonl", 'domain = "web"\nuse_for = "val"\n')],
+                  "extend_mined = 4\n")
     assert main(["data", "-c", str(cfg)]) == 0 and main(["tokenizer", "-c", str(cfg)]) == 0
     added = json.loads((tmp_path / "runs" / "mined" / "tokenizer" / "extension.json").read_text())
     words = json.dumps(added)
@@ -246,10 +240,7 @@ def test_a_comparison_tokenizer_that_cannot_load_is_said_before_training(tmp_pat
     body = "The harbour was quiet that morning, and the boats rocked at anchor. " * 6
     (tmp_path / "t.jsonl").write_text("".join(
         json.dumps({"id": f"t{i}", "text": f"{i}. {body}"}) + "\n" for i in range(30)))
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(f'name = "cmp"\nruns_dir = "{tmp_path / "runs"}"\n[[data.sources]]\n'
-                   f'type = "local"\npaths = ["{tmp_path / "t.jsonl"}"]\nquality = "none"\n'
-                   '[data.minhash]\nenabled = false\n[tokenizer]\nvocab_size = 300\n')
+    cfg = _config(tmp_path, "cmp", [(tmp_path / "t.jsonl", "")])
     assert main(["data", "-c", str(cfg)]) == 0
 
     def offline(name):

@@ -35,15 +35,21 @@ from .config import MinHashConfig
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 NOT_WORD = regex.compile(r"[^\w ]|_")   # punctuation, symbols, every other space, NUL
 _MARKS = regex.compile(r"\p{Mn}+")
+_NUMBER = regex.compile(r"\p{Nd}+(?:[.,\u060c\u066b\u2396\u2397\u2398]\p{Nd}+)?")
+_ASCII_NUMBER = regex.compile(r"[0-9]+(?:[.,][0-9]+)?")
 
 
 def prepare(text: str) -> str:
-    """Lower case, accents removed, everything but letters, digits and spaces made a
-    space. ``word_hashes`` then folds digits to 0 and splits on spaces; together that is
-    FineWeb's ``simplify_text``. The text keeps no NUL, which separates documents."""
+    """Lower case, each number one "0" (digits with at most one "," or "." group: "1,299"
+    and "3.5" are one number, "1,299.99" two, as in FineWeb's ``simplify_text``, so pages
+    that differ only in their prices and dates still share their shingles), accents
+    removed, everything but letters, digits and spaces made a space. ``word_hashes`` then
+    splits on spaces. The text keeps no NUL, which separates documents."""
     text = text.lower()
-    if not text.isascii():
-        text = _MARKS.sub("", unicodedata.normalize("NFKD", text))
+    if text.isascii():
+        text = _ASCII_NUMBER.sub("0", text)
+    else:
+        text = _MARKS.sub("", unicodedata.normalize("NFKD", _NUMBER.sub("0", text)))
     return NOT_WORD.sub(" ", text)
 
 

@@ -121,6 +121,10 @@ def test_url_filter(tmp_path):
     assert step.check(_doc(PROSE, url="http://x.org/free/stuff")) is None
     assert step.check(_doc(PROSE, url="http://x.org/free/xxx")) == "url_soft_banned_words"
     assert step.check(_doc(PROSE, url="http://x.org/bestspamwordever")) == "url_banned_subword"
+    # FineWeb's subword list has spaces ("2 girls 1 cup"): compared as the URL is, bare
+    spaced = f.UrlFilter(f.UrlConfig(banned_subwords=["two girls", "x-rated"]))
+    assert spaced.check(_doc(PROSE, url="https://x.com/two-girls-video")) == "url_banned_subword"
+    assert spaced.check(_doc(PROSE, url="https://x.com/XRated")) == "url_banned_subword"
     assert step.check(_doc(PROSE)) is None  # no url: nothing to judge
     # a url whose host cannot be read (urlsplit raised, and the stage died): its words count
     for bad in ("http://[2001:db8::1/page", "http://[abc]/x", "//[::1"):
@@ -147,6 +151,12 @@ def test_unsafe_words_is_off_by_default_and_counts_whole_words():
     assert step.check(_doc(PROSE + " badword")) is None
     assert step.check(_doc(PROSE + " BADWORD and badword")) == "unsafe_words"
     assert step.check(_doc(PROSE + " badwords badwordy")) is None  # whole words only
+    # entries that start or end with a non-word character (LDNOOBW has "f.u.p.a."): \b
+    # never matched them
+    odd = f.UnsafeWords(f.UnsafeConfig(enabled=True, words=["s.o.b.", "$hit", "a$$"]))
+    for text in ("you s.o.b. go", "what $hit now", "nice a$$ here"):
+        assert odd.check(_doc(PROSE + " " + text)) == "unsafe_words", text
+    assert odd.check(_doc(PROSE + " x$hit a$$y")) is None
     with pytest.raises(ConfigError, match="no words"):
         f.UnsafeWords(f.UnsafeConfig(enabled=True))
 

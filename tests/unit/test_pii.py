@@ -68,6 +68,9 @@ def test_ipv4_public_replaced_reserved_kept_versions_ignored():
                  "300.1.2.3", "1.2.3.4.5", "1.2.3.4-beta"):
         assert kept in out, kept
     assert counts == {"ipv4_replaced": 4, "ipv4_kept": 7}
+    # a range: its first address is not "1.2.3.4-beta" (it was kept, public)
+    assert _scrub("blocked 81.2.69.160-81.2.69.255 today") == (
+        "blocked 192.0.2.1-192.0.2.1 today", {"ipv4_replaced": 2})
 
 
 @pytest.mark.parametrize("phone", [
@@ -99,6 +102,9 @@ def test_emails_replaced_example_domains_kept():
     assert out == ("Mail email@example.com or <email@example.com>; examples: a@mx.example.org, "
                    "b@test.example, email@example.com.")
     assert counts == {"email_replaced": 2, "email_kept": 3}
+    # an apostrophe is allowed in a local part (RFC 5322): "john.o'" was left before it
+    assert _scrub("Write to john.o'reilly@company.com.") == (
+        "Write to email@example.com.", {"email_replaced": 1})
 
 
 def test_scrubbing_is_idempotent_and_switches_work():

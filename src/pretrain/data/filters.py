@@ -119,7 +119,9 @@ class UrlFilter(Step):
         self.domains = domains
         self.hard = {w.lower() for w in cfg.banned_words}
         self.soft = {w.lower() for w in cfg.soft_banned_words}
-        self.subwords = [w.lower() for w in cfg.banned_subwords]
+        # as the URL they are looked for in: letters and digits only ("2 girls 1 cup" is
+        # "2girls1cup"; with its spaces kept it could never match)
+        self.subwords = [b for w in cfg.banned_subwords if (b := re.sub(r"[^a-z0-9]", "", w.lower()))]
 
     def check(self, doc: Document) -> str | None:
         url = doc.meta.get("url")
@@ -234,7 +236,9 @@ class UnsafeWords(Step):
         if not words:
             raise ConfigError("data.unsafe is enabled but has no words (data.unsafe.words "
                               "or data.unsafe.words_file)")
-        self.pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, words)) + r")\b",
+        # whole words, as C4's (?:\W|^)word(?:\W|$): not \b, which never matches before "$hit"
+        # or after "s.o.b." (no word character there to have a boundary with)
+        self.pattern = re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, words)) + r")(?!\w)",
                                   re.IGNORECASE)
         self.max_hits = cfg.max_hits
 

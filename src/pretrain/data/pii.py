@@ -57,7 +57,7 @@ from .document import Document, Step
 
 # --- e-mail -------------------------------------------------------------------------
 
-_EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]{1,64}@((?:[A-Za-z0-9-]{1,63}\.)+([A-Za-z]{2,63}))\b")
+_EMAIL = re.compile(r"\b[A-Za-z0-9._%+'-]{1,64}@((?:[A-Za-z0-9-]{1,63}\.)+([A-Za-z]{2,63}))\b")
 _EXAMPLE_DOMAINS = frozenset({"example.com", "example.net", "example.org"})
 _EXAMPLE_TLDS = frozenset({"example", "test", "invalid", "localhost"})
 # "logo@2x.png": retina asset names have an e-mail's shape; no TLD is a file extension
@@ -69,12 +69,13 @@ _FILE_TLDS = frozenset({"png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "css"
 # not seen again. IPv6: a maximal run of hex digits, colons and dots holding at least two
 # colons, not inside a word or a longer run, with an optional zone id (``%eth0``);
 # possessive, so a run that ends inside a word fails at once instead of backtracking.
-# IPv4: a dotted quad not inside a word, a longer dotted number or ``1.2.3.4-beta``.
+# IPv4: a dotted quad not inside a word, a longer dotted number or ``1.2.3.4-beta`` (the
+# first of a range ``1.1.1.1-1.1.1.255`` is one: another quad follows the dash).
 _IP = re.compile(
     r"(?<![\w:.%])(?=[0-9A-Fa-f.]*:[0-9A-Fa-f.]*:)(?P<v6>[0-9A-Fa-f:.]++)"
     r"(?P<zone>%[0-9A-Za-z_.~-]++)?+(?!\w)"
-    r"|(?<![\w.])(?P<v4>(?:\d{1,3}\.){3}\d{1,3})(?!\.?\d|\w|-\w)")
-_V4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\.?\d|\w|-\w)")
+    r"|(?<![\w.])(?P<v4>(?:\d{1,3}\.){3}\d{1,3})(?!\.?\d|\w|-(?!(?:\d{1,3}\.){3}\d)\w)")
+_V4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\.?\d|\w|-(?!(?:\d{1,3}\.){3}\d)\w)")
 # the words before a dotted quad that make it a version or section number (case-blind)
 _NUMBERING = re.compile(r"(?:\b(?:v|ver|version|release|build|firmware|rev|revision|"
                         r"update|driver|bios|patch|sdk|section|chapter|step|figure|table|item|rule)\.?|§)"

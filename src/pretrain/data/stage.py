@@ -93,6 +93,7 @@ def process(cfg: DataConfig, out: Path, work: Path | None = None,
     work.mkdir(parents=True, exist_ok=True)
     _sweep_attempts(work)
     tasks = plan_tasks(cfg)
+    _warn_english_rules(cfg)
     _keep_plan(tasks, work)
     ngrams_path = _prepare_benchmarks(cfg, work)
     todo = [t for t in tasks if not (work / f"{t.stem}.done").exists()]
@@ -155,6 +156,22 @@ def process(cfg: DataConfig, out: Path, work: Path | None = None,
                       decontam_hits=hits(dict(decontam["stats"])) if decontam else {},
                       shards=writer.shards, tasks=len(tasks), sources=governance,
                       licenses={k: v for k, v in licenses.items() if v["docs"]})
+
+
+def _warn_english_rules(cfg: DataConfig) -> None:
+    """The Gopher and C4 rules count whitespace-split words and English stop words: a
+    language filter that lets other languages through sends their text to rules that drop
+    it (a Chinese page is 4 "words": gopher_short_doc, too_few_sentences). Said once."""
+    lang = cfg.language
+    other = [x for x in lang.languages if x != "en"] if lang.languages else ["any language"]
+    rules = [n for n, on in (("gopher_quality", cfg.gopher_quality.enabled),
+                             ("gopher_repetition", cfg.gopher_repetition.enabled),
+                             ("c4", cfg.c4.enabled)) if on]
+    if lang.enabled and other and rules and any(s.quality == "web" for s in cfg.sources):
+        log0(f"data: warning: data.language lets {', '.join(other)} through to rules written "
+             f"for English ({', '.join(rules)}: whitespace-split words, English stop words), "
+             "which drop most text without spaces between words (Chinese, Japanese, Thai); "
+             "turn them off in [data.<rule>] or give such sources quality = 'none'")
 
 
 def _governance(cfg: DataConfig) -> dict[str, dict[str, str]]:

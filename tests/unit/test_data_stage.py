@@ -15,7 +15,7 @@ import pytest
 from pretrain.cli import main
 from pretrain.config import PretrainError
 from pretrain.data import stage
-from pretrain.data.config import DataConfig, LanguageConfig, MinHashConfig
+from pretrain.data.config import DataConfig, MinHashConfig
 from pretrain.data.docs import read_docs
 from pretrain.data.document import Document, Skip
 from pretrain.data.hf_source import HuggingFaceSource
@@ -586,18 +586,3 @@ def test_a_file_dropped_whole_is_written_out_as_it_goes_not_held(tmp_path):
     small, big = peak(1000), peak(4000)
     assert big - small < 2e6, (small, big)   # the old code: +10 MB (3,000 more 6 KB documents)
 
-
-def test_letting_other_languages_through_english_word_rules_is_said(tmp_path, capsys):
-    """A Chinese page passes the language filter with languages = ["zh"] and is then always
-    dropped as 4 "words" by Gopher and C4: the config allowed it without a word."""
-    web = LocalSource(paths=[str(tmp_path / "x.jsonl")], quality="web")
-    stage._warn_english_rules(DataConfig(sources=[web]))
-    assert capsys.readouterr().err == ""            # English only: nothing to say
-    zh = DataConfig(sources=[web], language=LanguageConfig(languages=["zh"]))
-    stage._warn_english_rules(zh)
-    err = capsys.readouterr().err
-    assert "data.language lets zh through to rules written for English (gopher_quality, " \
-        "gopher_repetition, c4" in err
-    stage._warn_english_rules(DataConfig(sources=[LocalSource(paths=["x"], quality="none")],
-                                         language=LanguageConfig(languages=[])))
-    assert capsys.readouterr().err == ""            # no web source meets the rules

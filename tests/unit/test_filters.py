@@ -6,7 +6,10 @@ import pytest
 from pretrain.config import ConfigError
 from pretrain.data import filters as f
 from pretrain.data import quality as q
+from pretrain.data import stage as data_stage
+from pretrain.data.config import DataConfig
 from pretrain.data.document import Document
+from pretrain.data.sources import LocalSource
 
 PROSE = ("The history of the town is long and it has seen many changes over the years. "
          "Farmers came to the valley with their families, and they built houses with stone "
@@ -175,3 +178,18 @@ def test_normalize_fixes_mojibake_and_whitespace():
     assert last.text == "Last line"
     blank = list(f.LengthAndBinaryFilter(f.CleanConfig())(step(iter([_doc(" " * 300)]))))
     assert [x[1] for x in blank if isinstance(x, tuple)] == ["blank"] and len(blank) == 1
+
+def test_letting_other_languages_through_english_word_rules_is_said(tmp_path, capsys):
+    """A Chinese page passes the language filter with languages = ["zh"] and is then always
+    dropped as 4 "words" by Gopher and C4: the config allowed it without a word."""
+    web = LocalSource(paths=[str(tmp_path / "x.jsonl")], quality="web")
+    data_stage._warn_english_rules(DataConfig(sources=[web]))
+    assert capsys.readouterr().err == ""            # English only: nothing to say
+    zh = DataConfig(sources=[web], language=f.LanguageConfig(languages=["zh"]))
+    data_stage._warn_english_rules(zh)
+    err = capsys.readouterr().err
+    assert "data.language lets zh through to rules written for English (gopher_quality, " \
+        "gopher_repetition, c4" in err
+    data_stage._warn_english_rules(DataConfig(sources=[LocalSource(paths=["x"], quality="none")],
+                                         language=f.LanguageConfig(languages=[])))
+    assert capsys.readouterr().err == ""            # no web source meets the rules

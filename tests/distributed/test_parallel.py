@@ -102,6 +102,20 @@ def test_a_checkpoint_resumes_under_another_layout(tokens, reference, tmp_path, 
     _same_run(run, reference(8, accum=accum), 6)
 
 
+
+@pytest.mark.slow
+def test_a_pipeline_checkpoint_resumes_under_the_pipeline(tokens, reference, tmp_path):
+    """Each stage had saved its optimizer's param groups under the same index keys, so one
+    stage's list survived: the other's parameters lost their group on load (KeyError
+    'betas' at the resumed run's first step)."""
+    run, pp = tmp_path / "run", "pp=2,dp_replicate=1,pp_microbatches=2"
+    killed = worker(tokens, run, 2, batch=8, accum=1, parallel=pp, kill_at=4)
+    assert killed.returncode != 0 and (run / "ckpt" / "step-0000003").is_dir()
+    resumed = worker(tokens, run, 2, batch=8, accum=1, parallel=pp)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stderr and "(step 3)" in resumed.stderr
+    _same_run(run, reference(8, accum=1), 6)
+
 @pytest.mark.slow
 def test_fsdp_ranks_hold_half_the_state_and_never_the_whole_model(tmp_path):
     """Meta-device init: each of 2 FSDP ranks holds half the parameters, gradients and

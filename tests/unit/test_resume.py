@@ -344,6 +344,29 @@ def test_a_one_process_checkpoint_saves_and_loads_without_warnings(tmp_path, rec
     io.consolidated(ckpt)
     assert [str(w.message) for w in recwarn] == []
 
+
+@pytest.mark.parametrize("flat", [True, False])
+def test_checkpoints_of_either_optimizer_layout_load(tmp_path, monkeypatch, flat):
+    """The optimizer state is saved by parameter name, param groups too (a pipeline's stages
+    had overwritten each other's groups); checkpoints written by group index still load."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+    torch.manual_seed(0)
+    model = Transformer(MODEL)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.8, 0.9))
+    model(torch.randint(0, MODEL.vocab_size, (2, 8)))[0].sum().backward()
+    opt.step()
+    if not flat:   # as written before
+        monkeypatch.setattr(state, "FLAT", StateDictOptions())
+    ckpt = state.save(tmp_path, 1, MODEL, model, opt, {}, 1, distributed.Dist())
+    monkeypatch.undo()
+    assert state._flat(ckpt) is flat
+    again = Transformer(MODEL)
+    opt2 = torch.optim.AdamW(again.parameters(), lr=5.0)
+    state.load(ckpt, again, opt2)
+    assert opt2.param_groups[0]["betas"] == (0.8, 0.9) and opt2.param_groups[0]["lr"] == 1e-3
+    for p1, p2 in zip(model.parameters(), again.parameters(), strict=True):
+        assert torch.equal(opt.state[p1]["exp_avg"], opt2.state[p2]["exp_avg"])
+
 def test_rotation_survives_a_damaged_state_file_and_a_half_removed_checkpoint(tmp_path,
                                                                                capsys,
                                                                                monkeypatch):

@@ -39,6 +39,7 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
     get_model_state_dict,
     get_optimizer_state_dict,
     set_model_state_dict,
@@ -89,7 +90,7 @@ def save(folder: Path, step: int, model_cfg: ModelConfig, model: nn.Module,
         distributed.barrier(d)
         with contextlib.nullcontext() if d.enabled else io.one_process_dcp():
             dcp.save({"model": get_model_state_dict(model),
-                      "optim": get_optimizer_state_dict(model, _optimizers(opt))},
+                      "optim": get_optimizer_state_dict(model, _optimizers(opt), options=FLAT)},
                      checkpoint_id=tmp, no_dist=not d.enabled)
         if d.rank == 0:
             (tmp / io.CONFIG).write_text(json.dumps(io.config_dict(model_cfg), indent=2))
@@ -235,17 +236,32 @@ def _val_loss(ckpt: Path) -> float:
         return math.inf
 
 
+# The optimizer state keyed by parameter name, its param groups too. Unflattened, a
+# group is keyed by its index and lists its parameters: each pipeline stage wrote its own
+# list under the same key and DCP kept one, so a stage's parameters lost their group on
+# load (KeyError 'betas' at the first step of a resumed PP run).
+FLAT = StateDictOptions(flatten_optimizer_state_dict=True)
+
+
+def _flat(ckpt: Path) -> bool:
+    """Whether ``ckpt`` holds the optimizer state flattened (``FLAT``); earlier checkpoints
+    hold it by group index ("optim.param_groups.0....")."""
+    keys = dcp.FileSystemReader(str(ckpt)).read_metadata().state_dict_metadata
+    return not any(k.startswith("optim.param_groups.0.") for k in keys)
+
+
 def load(ckpt: Path, model: nn.Module, opt: torch.optim.Optimizer,
          d: distributed.Dist | None = None) -> dict[str, Any]:
     """Fill ``model`` and ``opt`` (each rank its shards, whatever layout wrote them) from a
     checkpoint, restore the RNG states; returns the loop state. A collective."""
     model_sd = get_model_state_dict(model)
-    optim_sd = get_optimizer_state_dict(model, _optimizers(opt))
+    options = FLAT if _flat(ckpt) else None
+    optim_sd = get_optimizer_state_dict(model, _optimizers(opt), options=options)
     with contextlib.nullcontext() if d and d.enabled else io.one_process_dcp():
         dcp.load({"model": model_sd, "optim": optim_sd}, checkpoint_id=ckpt,
                  no_dist=not (d and d.enabled))
     set_model_state_dict(model, model_sd)
-    set_optimizer_state_dict(model, _optimizers(opt), optim_sd)
+    set_optimizer_state_dict(model, _optimizers(opt), optim_sd, options=options)
     rng = torch.load(ckpt / "rng.pt", weights_only=True)
     torch.set_rng_state(rng["cpu"])
     if "cuda" in rng and torch.cuda.is_available():

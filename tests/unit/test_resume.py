@@ -367,6 +367,22 @@ def test_checkpoints_of_either_optimizer_layout_load(tmp_path, monkeypatch, flat
     for p1, p2 in zip(model.parameters(), again.parameters(), strict=True):
         assert torch.equal(opt.state[p1]["exp_avg"], opt2.state[p2]["exp_avg"])
 
+
+def test_a_save_that_fails_for_another_reason_than_space_does_not_ask_for_room(tmp_path,
+                                                                             monkeypatch):
+    """A peer lost during a collective save (gloo's "Connection reset by peer") was told to
+    make room on the disk."""
+    model = Transformer(MODEL)
+    opt = torch.optim.AdamW(model.parameters())
+
+    def lost(*a, **k):
+        raise RuntimeError("[gloo] Connection reset by peer")
+    monkeypatch.setattr(state.dcp, "save", lost)
+    with pytest.raises(PretrainError) as e:
+        state.save(tmp_path, 1, MODEL, model, opt, {}, 1, distributed.Dist())
+    assert "Connection reset by peer" in str(e.value) and "make room" not in str(e.value)
+    assert str(e.value).endswith("rerun the same command to resume")
+
 def test_rotation_survives_a_damaged_state_file_and_a_half_removed_checkpoint(tmp_path,
                                                                                capsys,
                                                                                monkeypatch):

@@ -114,8 +114,10 @@ def save(folder: Path, step: int, model_cfg: ModelConfig, model: nn.Module,
         before = [c for c in complete(folder) if c != final]
         kept = (f"the checkpoint before it, {before[-1]}, is intact" if before
                 else "no earlier checkpoint existed; nothing written before was touched")
-        raise PretrainError(f"train: {write_failure(final, e)}; {kept}; make room and rerun "
-                            "the same command to resume") from e
+        why = write_failure(final, e)   # a full disk, or not: a peer lost mid-save
+        room = "make room and " if "disk is full" in why or "size limit" in why else ""
+        raise PretrainError(f"train: {why}; {kept}; {room}rerun the same command to "
+                            "resume") from e
     if d.rank == 0:   # written: what rotation does is no write failure
         _rotate(folder, keep_last)
     distributed.barrier(d)

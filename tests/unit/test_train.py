@@ -9,10 +9,15 @@ from pretrain.config import ConfigError
 from pretrain.model import io
 from pretrain.model.config import ModelConfig
 from pretrain.model.transformer import Transformer
+from pretrain.pipeline import run_stages
+from pretrain.run_config import load_config
 from pretrain.train.config import TrainConfig
 from pretrain.train.data import RandomWindows
 from pretrain.train.optim import lr_at, param_groups
 from pretrain.train.parallelize import apply_activation_checkpointing
+
+from ..conftest import tiny_overrides
+from .training_runs import kill_at
 
 
 def test_warmup_then_cosine_to_the_floor():
@@ -180,3 +185,28 @@ def test_the_shortest_contexts_train_with_probes_only_where_they_fit(tmp_path: P
                    device="cpu")
     gens = (tmp_path / "out" / "generations.jsonl").read_text().splitlines()
     assert counts["steps"] == 4 and (gens == []) == (seq_len < 3)
+
+
+def test_resume_false_starts_over_without_the_earlier_checkpoints(tmp_path: Path, monkeypatch,
+                                                                  capsys):
+    """train.resume = false kept the earlier attempt's checkpoints in the folder: with higher
+    steps than the new run's, the rotation removed each new one as it was written (a
+    preempted rerun then had nothing of its own to resume), and a rollback could restore
+    the other run's."""
+    cfg = load_config(None, tiny_overrides(tmp_path, train__steps="12", train__time_budget_s="0",
+                                           train__checkpoint_every="4", train__keep_last="1"))
+    revive = kill_at(monkeypatch, 10)
+    with pytest.raises(KeyboardInterrupt):
+        run_stages(cfg, ("data", "tokenizer", "tokenize", "train"), force=set())
+    revive()
+    folder = next((tmp_path / "runs" / "tiny" / "checkpoints").glob("train-*"))
+    assert [p.name for p in folder.glob("step-*")] == ["step-0000008"]
+    again = load_config(None, [*tiny_overrides(tmp_path, train__steps="12", train__time_budget_s="0",
+                                               train__checkpoint_every="4", train__keep_last="1"),
+                               ("train.resume", "false")])
+    revive = kill_at(monkeypatch, 5)   # the new run stopped after its step-4 checkpoint
+    with pytest.raises(KeyboardInterrupt):
+        run_stages(again, ("train",), force=set())
+    revive()
+    assert [p.name for p in folder.glob("step-*")] == ["step-0000004"]
+    assert "train.resume = false: removing the earlier checkpoints" in capsys.readouterr().err

@@ -63,7 +63,13 @@ def run(run: StageRun, model_cfg: ModelConfig, cfg: TrainConfig, seed: int, devi
     rows = cfg.batch_size * Layout(cfg.parallel.degrees(d.world)).dp
     if d.rank == 0:
         assert paths.checkpoints is not None
-        if run.forced:  # --force train means train again from the start
+        # --force train, or train.resume = false: train again from the start. The earlier
+        # checkpoints of this config go (kept, they outnumbered the new run's, which the
+        # rotation then removed as they were written, and a rollback could restore them)
+        if run.forced or not cfg.resume:
+            if not run.forced and state.complete(paths.checkpoints):
+                log0(f"train: train.resume = false: removing the earlier checkpoints of this "
+                     f"config in {paths.checkpoints}")
             for folder in (paths.checkpoints, paths.monitor):
                 shutil.rmtree(folder, ignore_errors=True)  # type: ignore[arg-type]
         _checkpoint_lineage(run, cfg, paths.checkpoints, rows, continue_earlier=not run.forced)

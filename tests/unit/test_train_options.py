@@ -215,13 +215,15 @@ def test_fp8_without_a_hopper_gpu_is_a_clear_error(tokens, tmp_path):
         _run(tokens, tmp_path / "a", tmp_path / "ckpt", device="cpu", precision="fp8")
 
 
-def test_compile_on_cpu_without_a_cxx_compiler_is_a_clear_error(tokens, tmp_path, monkeypatch):
+def test_compile_on_cpu_without_a_cxx_compiler_is_a_clear_error(tokens, tmp_path):
     """inductor's compiler list, as torch reads it ($CXX or g++), names none on PATH: the
-    run stops before its first step with the fix, not inside the first compilation."""
+    run stops before its first step with the fix, not inside the first compilation. (Set
+    through inductor's own patch: monkeypatch's undo left the setting hidden, and every
+    later compile in the process failed on it.)"""
     import torch._inductor.config as inductor
-    monkeypatch.setattr(inductor.cpp, "cxx", (None, "no-such-cxx"))
-    with pytest.raises(ConfigError, match="train.compile on CPU needs a C\\+\\+ compiler: "
-                                          "no-such-cxx is not on PATH"):
+    with inductor.patch({"cpp.cxx": (None, "no-such-cxx")}), \
+            pytest.raises(ConfigError, match="train.compile on CPU needs a C\\+\\+ compiler: "
+                                             "no-such-cxx is not on PATH"):
         _run(tokens, tmp_path / "a", tmp_path / "ckpt", device="cpu", compile=True)
     assert not (tmp_path / "a" / "log.jsonl").exists()
 

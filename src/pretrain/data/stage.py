@@ -117,8 +117,15 @@ def process(cfg: DataConfig, out: Path, work: Path | None = None,
             open(out / "samples.jsonl", "w", encoding="utf-8") as sample_f:
         log = DropLog(audit, sample_f, cfg.audit_samples)
         for k, (t, st) in enumerate(zip(tasks, stats, strict=True)):
-            log.copy(work / f"{t.stem}.drops.jsonl", work / f"{t.stem}.samples.jsonl")
             if not t.continues(tasks[k - 1] if k else None):   # a file's parts: one run
+                # the drops of all its parts, then each part's duplicates: the order of
+                # one task reading the file whole (each part's own, then its duplicates,
+                # put a part's duplicates before a later part's unreadable rows)
+                end = k + 1
+                while end < len(tasks) and tasks[end].continues(tasks[end - 1]):
+                    end += 1
+                for u in tasks[k:end]:
+                    log.copy(work / f"{u.stem}.drops.jsonl", work / f"{u.stem}.samples.jsonl")
                 writer.start_task(t, st)
             gone = removed.of_task(k)
             # a task's documents all carry its source's label; sizes come from the keys

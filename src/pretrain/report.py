@@ -123,9 +123,11 @@ def _unfinished(root: Path) -> str:
 
 
 def _data(root: Path) -> str:
-    funnel, failed = _json(root / "data" / "funnel.json"), ""
+    folder, failed = "data", ""
+    funnel = _json(root / folder / "funnel.json")
     if not funnel and (root / "data-failed").is_dir():
-        funnel = _json(root / "data-failed" / "funnel.json")
+        folder = "data-failed"
+        funnel = _json(root / folder / "funnel.json")
         failed = ("**The data stage failed** (it kept no documents, or too few): its funnel, "
                   "from `data-failed/`.\n\n")
     if not funnel:
@@ -133,7 +135,7 @@ def _data(root: Path) -> str:
     first, last = funnel[0], funnel[-1]
     return failed + (f"{first['docs_in']:,} documents read, {last['docs_out']:,} kept "
             f"({last['docs_out'] / max(first['docs_in'], 1):.1%}); every drop with its reason "
-            "is in `data/dropped.jsonl` (`pretrain data inspect RUN`).\n\n"
+            f"is in `{folder}/dropped.jsonl` (`pretrain data inspect RUN`).\n\n"
             + _block(format_funnel(funnel)) + _licenses(root))
 
 

@@ -96,7 +96,8 @@ def memory(cfg: ModelConfig, shape: Shape, gpus: int, device_gb: float | None) -
     lines = [f"{'layout':<22}{'weights':>9}{'grads':>8}{'optim':>8}{'activ.':>8}{'work':>7}"
              f"{'overlap':>8}{'total':>8}{'with AC':>9}  GB per device" + (f" (fits {device_gb:g} GB?)"
                                                             if device_gb else "")]
-    for lay in layouts(cfg, shape, gpus):
+    lays = layouts(cfg, shape, gpus)
+    for lay in lays:
         kw = dict(layout=lay, optimizer=shape.optimizer, precision=shape.precision,
                   fused_loss=shape.fused_loss and lay.tp == 1,   # TP splits the head
                   grad_accum=1 if lay.pp > 1 else shape.grad_accum)
@@ -108,7 +109,7 @@ def memory(cfg: ModelConfig, shape: Shape, gpus: int, device_gb: float | None) -
             fits = "  yes" if (ac if shape.checkpointing else m).total <= device_gb * GB \
                 else "  no (yes with AC)" if ac.total <= device_gb * GB else "  no"
             fits += f", largest micro-batch {best}" + (" with AC" if shape.checkpointing else "")
-        mark = "*" if lay is layouts(cfg, shape, gpus)[0] else " "
+        mark = "*" if lay is lays[0] else " "
         cols = zip((m.weights, m.grads, m.optimizer, m.activations, m.working, -m.overlap,
                     m.total, ac.total), (8, 7, 7, 7, 6, 7, 7, 8), strict=True)
         lines.append(f"{mark}{lay.name():<21}" + "".join(f" {v / GB:>{w}.2f}" for v, w in cols)
@@ -117,7 +118,7 @@ def memory(cfg: ModelConfig, shape: Shape, gpus: int, device_gb: float | None) -
                  f"{shape.precision}, {shape.optimizer}; activations scale with the micro-batch;"
                  " overlap: backward frees activations as gradients fill, where a step has one"
                  " micro-batch)")
-    piped = [lay for lay in layouts(cfg, shape, gpus)[1:] if lay.pp > 1]
+    piped = [lay for lay in lays[1:] if lay.pp > 1]
     if piped:
         lines.append(f"(PP {piped[0].pp}: train.parallel.pp_microbatches = "
                      f"{piped[0].microbatches} and train.grad_accum = 1, as a pipeline trains: "

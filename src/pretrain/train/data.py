@@ -10,8 +10,8 @@ whole state is the data position, an integer saved in every checkpoint:
   over the run (a curriculum) or by phases (``train.mixture_phases``: a pretraining mix,
   mid-training, an annealing mix), and a domain stops being drawn once its *expected*
   draws reach ``max_epochs`` passes over its tokens (computed from the schedule with the
-  earlier stops applied, not counted, so no extra state is needed and resume stays exact). ``max_epochs > 1``
-  upsamples. ``epochs`` gives the passes over each domain a run of n steps makes, for the
+  earlier stops applied, not counted, so no extra state is needed and resume stays exact).
+  ``max_epochs > 1`` upsamples. ``epochs`` gives the passes over each domain a run of n steps makes, for the
   manifest and the report.
 
 Also what the loop reads of the shards' index: the domains present (``domain_ids``) and one
@@ -231,7 +231,8 @@ class MixtureWindows:
             new = first < stop
             if not new.any():
                 return w
-            stop[new & (first == first[new].min())] = first[new].min()
+            earliest = first[new].min()
+            stop[new & (first == earliest)] = earliest
 
     def _window(self, domain: str, pos: int) -> np.ndarray:
         """``seq_len + 1`` tokens of the domain's concatenated documents, from ``pos`` on."""

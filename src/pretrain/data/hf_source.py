@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 from ..config import ConfigError, absolute, absolute_if_here
 from .document import Document, Skip
-from .sources import SourceConfig, SourceType, _lines
+from .sources import SourceConfig, SourceType, file_lines
 
 _INSTALL_HINT = "huggingface sources need the datasets library: pip install 'pretrain[hf]'"
 # datasets' packaged readers of text data whose files can be read one at a time
@@ -214,7 +214,7 @@ def _json_lines_lost(path: str, read: int) -> tuple[int, str]:
         return 1, ""
     total, first = 0, ""
     try:
-        for lineno, raw in enumerate(_lines(p), 1):
+        for lineno, raw in enumerate(file_lines(p), 1):
             if isinstance(raw, int) or not raw.strip():
                 continue
             if not total and raw.lstrip().startswith(b"["):

@@ -404,7 +404,7 @@ class LocalSource(SourceConfig):
     def _read_jsonl(self, p: Path) -> Iterator[Document | Skip]:
         lineno, name = 0, self._name(p)
         try:
-            for lineno, raw in enumerate(_lines(p, self.max_record_bytes), 1):
+            for lineno, raw in enumerate(file_lines(p, self.max_record_bytes), 1):
                 where = f"{p}:{lineno}"
                 if isinstance(raw, int) or len(raw) > self.max_record_bytes:
                     size = raw if isinstance(raw, int) else len(raw)
@@ -432,7 +432,7 @@ class LocalSource(SourceConfig):
 
     def _read_txt(self, p: Path) -> Iterator[Document | Skip]:
         try:
-            text = b"".join(_lines(p)).decode("utf-8")  # type: ignore[arg-type]
+            text = b"".join(file_lines(p)).decode("utf-8")  # type: ignore[arg-type]
         except UnicodeDecodeError as e:
             yield Skip(str(p), "invalid_utf8", f"{p}: {e}")
             return
@@ -499,7 +499,7 @@ def _read_errors() -> tuple[type[BaseException], ...]:
 BOM = b"\xef\xbb\xbf"   # UTF-8's byte-order mark, which some writers put first
 
 
-def _lines(p: Path, cap: int = 0) -> Iterator[bytes | int]:
+def file_lines(p: Path, cap: int = 0) -> Iterator[bytes | int]:
     """The file's lines as bytes (decoded per line by the caller, so that one bad line
     costs one record), through gzip or zstd by extension. With ``cap``, a line longer than
     that is read past in 1 MB pieces and given as its length (a one-line JSON array of
@@ -525,7 +525,7 @@ def _lines(p: Path, cap: int = 0) -> Iterator[bytes | int]:
 
 
 def _zstd_lines(p: Path, cap: int = 0, chunk: int = 1 << 16) -> Iterator[bytes | int]:
-    """``_lines`` of a .zst file: decompressed 64 KB of input at a time (what one piece
+    """``file_lines`` of a .zst file: decompressed 64 KB of input at a time (what one piece
     holds is that times the compression ratio: ~0.3 MB for text, more for runs of one
     byte), one frame after another; a file cut inside a frame raises EOFError."""
     try:

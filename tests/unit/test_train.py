@@ -15,6 +15,7 @@ from pretrain.train.config import TrainConfig
 from pretrain.train.data import RandomWindows
 from pretrain.train.optim import lr_at, param_groups
 from pretrain.train.parallelize import apply_activation_checkpointing
+from pretrain.train.stage import warmup_note
 
 from ..conftest import tiny_overrides
 from .training_runs import kill_at
@@ -73,6 +74,13 @@ def test_no_decay_on_norms_and_embeddings():
     assert {names[id(p)] for p in no_decay["params"]} == {
         "embed.weight", "layers.0.attn_norm.weight", "layers.0.ffn_norm.weight", "norm.weight"}
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    # GPT-2's position table is an embedding table too (it was decayed under AdamW)
+    gpt2 = Transformer(ModelConfig(arch="gpt2", d_model=32, n_layers=1, n_heads=2, seq_len=8,
+                                   vocab_size=50))
+    names = {id(p): n for n, p in gpt2.named_parameters()}
+    decay, no_decay = param_groups(gpt2, 0.1)
+    assert {"embed.weight", "pos_embed.weight"} <= {names[id(p)] for p in no_decay["params"]}
+    assert all(p.dim() == 2 for p in decay["params"])
 
 
 @pytest.mark.parametrize("tie", [False, True])
@@ -128,6 +136,25 @@ def test_every_schedule_warms_up_and_ends_at_the_floor(schedule):
         assert lr_at(85, cfg) == pytest.approx(0.55)    # halfway down the linear decay
     if schedule == "linear":
         assert lr_at(55, cfg) == pytest.approx(0.55)
+
+
+@pytest.mark.parametrize("steps,decay_frac,decay_steps",
+                         [(10, 0.8, 8), (1000, 0.8, 800), (10, 0.7, 7), (24, 0.2, 5)])
+def test_wsd_decays_over_its_share_of_the_steps(steps, decay_frac, decay_steps):
+    """The stable phase ends at steps * (1 - decay_frac), floored after rounding away the
+    float error (10 * (1 - 0.8) had floored to 1: 9 decay steps for 8)."""
+    cfg = TrainConfig(steps=steps, warmup_steps=0, lr=1.0, schedule="wsd",
+                      decay_frac=decay_frac)
+    # the decay's first step is still at the peak (progress 0)
+    assert sum(lr_at(s, cfg) < 1.0 for s in range(steps)) == decay_steps - 1
+
+
+def test_a_warmup_as_long_as_the_run_is_said():
+    """The default 50 warmup steps with --train.steps=20 train at 0.4x the peak and never
+    decay: the start says so, and says nothing for a warmup shorter than the run."""
+    note = warmup_note(TrainConfig(steps=20, warmup_steps=50, lr=3e-3))
+    assert note is not None and "rises to 0.0012 (train.lr 0.003) and never decays" in note
+    assert warmup_note(TrainConfig(steps=20, warmup_steps=19)) is None
 
 
 def test_activation_checkpointing_gives_the_same_gradients():

@@ -35,8 +35,10 @@ def param_groups(model: torch.nn.Module, weight_decay: float,
     decay: list[torch.nn.Parameter] = []
     no_decay: list[torch.nn.Parameter] = []
     for name, p in named:
-        # matrices of linear layers decay; norms gains and embedding tables do not
-        (decay if p.dim() == 2 and not name.startswith("embed.") else no_decay).append(p)
+        # matrices of linear layers decay; norms gains and embedding tables (the tokens',
+        # and GPT-2's positions') do not
+        table = name.startswith(("embed.", "pos_embed."))
+        (decay if p.dim() == 2 and not table else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0}, *embed]
 
@@ -70,7 +72,9 @@ class Optimizers(torch.optim.Optimizer):
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW over everything, or Muon over the hidden layers' matrices + AdamW over the
-    embeddings, the output head, norms and biases (as modded-nanogpt and nanochat do).
+    embeddings, the output head, norms and biases (as modded-nanogpt and nanochat do, and
+    like theirs without weight decay: under Muon an untied head is not decayed, under
+    AdamW it is, as every matrix but the embedding tables).
 
     fused AdamW runs on CPU too: 0.9 ms instead of 4.5 ms per step for the tiny GPT-2 of
     bench/train_vs_reference.py (foreach); one kernel over all parameters. Muon is
@@ -120,7 +124,9 @@ def lr_at(step: int, cfg: TrainConfig, time_frac: float | None = None) -> float:
                 return cfg.lr
             progress = (progress - stable_end) / cfg.decay_frac
     elif cfg.schedule == "wsd":
-        decay_start = max(cfg.warmup_steps, int(cfg.steps * (1 - cfg.decay_frac)))
+        # rounded before the floor: 10 * (1 - 0.8) is 1.9999999999999996, not 2
+        decay_start = max(cfg.warmup_steps,
+                          math.floor(round(cfg.steps * (1 - cfg.decay_frac), 9)))
         if step < decay_start:
             return cfg.lr
         progress = min(1.0, (step - decay_start) / max(1, cfg.steps - decay_start))

@@ -63,6 +63,8 @@ def run(run: StageRun, model_cfg: ModelConfig, cfg: TrainConfig, seed: int, devi
     rows = cfg.batch_size * Layout(cfg.parallel.degrees(d.world)).dp
     if d.rank == 0:
         assert paths.checkpoints is not None
+        if note := warmup_note(cfg):
+            log0(note)
         # --force train, or train.resume = false: train again from the start. The earlier
         # checkpoints of this config go (kept, they outnumbered the new run's, which the
         # rotation then removed as they were written, and a rollback could restore them)
@@ -75,6 +77,16 @@ def run(run: StageRun, model_cfg: ModelConfig, cfg: TrainConfig, seed: int, devi
         _checkpoint_lineage(run, cfg, paths.checkpoints, rows, continue_earlier=not run.forced)
     distributed.barrier(d)
     run.counts.update(train(cfg, model_cfg, run.inputs["tokenize"], paths, seed, device, init, d))
+
+
+def warmup_note(cfg: TrainConfig) -> str | None:
+    """What a warmup as long as the run does to it (the default 50 steps, with a short
+    ``--train.steps``), said at the start; None otherwise."""
+    if cfg.warmup_steps < cfg.steps:
+        return None
+    return (f"train: warmup_steps = {cfg.warmup_steps} >= steps = {cfg.steps}: the learning "
+            f"rate rises to {lr_at(cfg.steps - 1, cfg):.3g} (train.lr {cfg.lr:.3g}) and never "
+            "decays; lower train.warmup_steps")
 
 
 def _checkpoint_lineage(run: StageRun, cfg: TrainConfig, folder: Path, rows: int,

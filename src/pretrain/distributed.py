@@ -125,6 +125,15 @@ def broadcast(obj: Any, d: Dist) -> Any:
     return box[0]
 
 
+def gather(obj: Any, d: Dist) -> list[Any]:
+    """Every rank's ``obj``, in rank order, on every rank (``[obj]`` in one process)."""
+    if not d.enabled:
+        return [obj]
+    out: list[Any] = [None] * d.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def barrier(d: Dist) -> None:
     if d.enabled:
         dist.barrier()

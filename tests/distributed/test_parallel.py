@@ -117,6 +117,24 @@ def test_a_pipeline_checkpoint_resumes_under_the_pipeline(tokens, reference, tmp
     _same_run(run, reference(8, accum=1), 6)
 
 @pytest.mark.slow
+def test_a_pipeline_with_dropout_resumes_bit_identically(tokens, tmp_path):
+    """The stages draw dropout masks for different layers, so their generators part; the
+    checkpoint kept rank 0's alone and put it on both, and the resumed run's losses left
+    the uninterrupted run's at the first step after the checkpoint."""
+    pp = "pp=2,dp_replicate=1,pp_microbatches=2"
+    whole = worker(tokens, tmp_path / "whole", 2, batch=8, accum=1, parallel=pp, dropout=0.1)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    run = tmp_path / "run"
+    killed = worker(tokens, run, 2, batch=8, accum=1, parallel=pp, dropout=0.1, kill_at=4)
+    assert killed.returncode != 0 and (run / "ckpt" / "step-0000003").is_dir()
+    resumed = worker(tokens, run, 2, batch=8, accum=1, parallel=pp, dropout=0.1)
+    assert resumed.returncode == 0 and "(step 3)" in resumed.stderr, resumed.stderr[-3000:]
+    assert losses(run) == losses(tmp_path / "whole")
+    a, b = weights(run), weights(tmp_path / "whole")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
 def test_fsdp_ranks_hold_half_the_state_and_never_the_whole_model(tmp_path):
     """Meta-device init: each of 2 FSDP ranks holds half the parameters, gradients and
     AdamW state of one process, and never built the whole model (its resident memory after

@@ -4,7 +4,7 @@ layout given. Usage:
     worker.py TOKENS OUT [--parallel dp_shard=2,tp=2] [--batch 4] [--accum 2] [--steps 6]
               [--arch llama] [--kill-at N] [--signal-at N] [--host-sync lagged]
               [--log-every 1] [--eval-every 3] [--nan-at N] [--budget S] [--clock-rank1 X]
-              [--checkpoint-every 3]
+              [--checkpoint-every 3] [--dropout P]
 
 ``--nan-at N``: the gradient norm is NaN at data position N (every rank).
 ``--kill-at N``: every rank stops at data position N (a simulated kill); a rerun resumes
@@ -19,6 +19,7 @@ its loss scale after each step to OUT/scales_rank{R}.json.
 """
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -56,6 +57,7 @@ ap.add_argument("--checkpoint-every", type=int, default=3)
 ap.add_argument("--eval-batches", type=int, default=2)
 ap.add_argument("--precision", default="auto")
 ap.add_argument("--overflow-at", type=int, default=-1)   # rank 1's gradient shard overflows
+ap.add_argument("--dropout", type=float, default=0.0)
 args = ap.parse_args()
 
 d = distributed.init("cpu")
@@ -115,7 +117,8 @@ Trainer._settle = settle
 torch.amp.GradScaler.unscale_ = unscale
 # gloo on CPU whatever the machine has: on a one-GPU machine "auto" would put rank 1 on cuda:1
 try:
-    counts = train(cfg, model_config(args.arch), args.tokens,
+    counts = train(cfg, dataclasses.replace(model_config(args.arch), dropout=args.dropout),
+                   args.tokens,
                    RunPaths(args.out, checkpoints=args.out / "ckpt"), seed=5, device="cpu", d=d)
 except Preempted as e:
     sys.stderr.write(f"rank {d.rank}: preempted: {e}\n")  # one write: the ranks share a pipe

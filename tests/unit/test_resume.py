@@ -215,9 +215,8 @@ def test_lagged_host_sync_kill_and_resume_is_bit_identical(tokens, tmp_path, mon
 
 def test_lagged_host_sync_stops_on_a_signal_at_a_boundary_and_resumes_exactly(
         tokens, tmp_path, monkeypatch, capsys):
-    """A stop asked mid-step (SIGUSR1's handler) with the host reading late: the step is
-    read at once, a checkpoint written there, Preempted raised; the rerun ends as an
-    uninterrupted run does, bit for bit."""
+    """A stop asked mid-step (SIGUSR1's handler) with the host reading late: the step is read
+    at once, a checkpoint written, Preempted raised; the rerun ends as an uninterrupted one."""
     kw = dict(host_sync="lagged", log_every=5)
     _run(tokens, tmp_path / "a", tmp_path / "ckpt-a", **kw)
     real = Trainer.forward_backward
@@ -234,6 +233,12 @@ def test_lagged_host_sync_stops_on_a_signal_at_a_boundary_and_resumes_exactly(
         _run(tokens, tmp_path / "b", tmp_path / "ckpt-b", **kw)
     assert "the stopped run's log, events and generations are in" in capsys.readouterr().err
     monkeypatch.setattr(Trainer, "forward_backward", real)
+    # a relaunch refused at its resume (nothing recorded) keeps the stopped run's logs
+    logs = {p.name: p.read_bytes() for p in (tmp_path / "ckpt-b").glob("*.jsonl")}
+    with pytest.raises(PretrainError, match="rows a micro-step"):
+        _run(tokens, tmp_path / "b", tmp_path / "ckpt-b", **kw, batch_size=2)
+    assert logs["log.jsonl"] and logs == {p.name: p.read_bytes()
+                                          for p in (tmp_path / "ckpt-b").glob("*.jsonl")}
     _run(tokens, tmp_path / "b", tmp_path / "ckpt-b", **kw)
     a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -573,8 +578,7 @@ def test_after_a_rollback_the_rising_trend_is_judged_on_new_steps(tokens, tmp_pa
                                                "divergence_factor": 0, "divergence_window": window,
                                                "divergence_rise": 0.01})
     # the events of a run that ends spent are beside its checkpoints
-    done = out / "events.jsonl"
-    events = _events(out) if done.exists() else _events(tmp_path / "ckpt")
+    events = _events(out) if (out / "events.jsonl").exists() else _events(tmp_path / "ckpt")
     rollbacks = [e for e in events if e["action"].startswith("rollback")]
     assert len(rollbacks) >= 2
     for before, after in zip(rollbacks, rollbacks[1:], strict=False):

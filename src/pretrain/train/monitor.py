@@ -79,14 +79,16 @@ def logs_on_failure(folder: Path | None, t: Any) -> Iterator[None]:
     """A run that fails (diverged, stopped, killed by an exception) leaves its logs in
     ``folder`` (the checkpoints'; the stage's own folder is removed with the failure): its
     events say why; a run that ends well removes them there (its own are in its folder).
-    A failure to write them is said, never raised over the run's own."""
+    A failure to write them is said, never raised over the run's own. A run that failed
+    before it recorded anything (refused at its resume) leaves the logs there as they are:
+    they are an earlier run's, which it had replaced with empty files."""
     try:
         yield
         for name in LOGS:
             if folder is not None:
                 (folder / f"{name}.jsonl").unlink(missing_ok=True)
     except BaseException as e:
-        if folder is not None:
+        if folder is not None and (t.history or t.events or t.generations):
             run = "stopped" if isinstance(e, Preempted) else "failed"
             try:
                 folder.mkdir(parents=True, exist_ok=True)   # a run failing before its first save

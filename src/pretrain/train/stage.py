@@ -96,9 +96,13 @@ def _checkpoint_lineage(run: StageRun, cfg: TrainConfig, folder: Path, rows: int
     micro-step's over the data-parallel ranks), unless not ``continue_earlier`` (--force
     train); list (or remove) the other folders."""
     lineage = lineage_of(run.key_parts)
+    # the lineage but for grad_accum, which picks the data too: a config of another one
+    # starts over, and the listing below says how to continue instead
+    any_accum = lineage_of(run.key_parts, ("grad_accum",))
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / LINEAGE).exists():
-        (folder / LINEAGE).write_text(json.dumps({"lineage": lineage, "train": asdict(cfg)}))
+        (folder / LINEAGE).write_text(json.dumps({"lineage": lineage, "any_accum": any_accum,
+                                                  "train": asdict(cfg)}), encoding="utf-8")
     others = sorted(p for p in folder.parent.glob("train-*") if p.is_dir() and p != folder)
     if cfg.resume and continue_earlier and not state.complete(folder):
         found = continuation(cfg, lineage, others, rows)
@@ -116,15 +120,33 @@ def _checkpoint_lineage(run: StageRun, cfg: TrainConfig, folder: Path, rows: int
         latest = f", latest step {state.step_of(ckpts[-1])}" if ckpts else ""
         log0(f"train: checkpoints of another config of this run: {other} ({len(ckpts)} "
              f"checkpoints{latest}, {size / 1e6:.1f} MB); --train.remove_other_checkpoints=true "
-             "removes them")
+             "removes them" + (_accum_hint(other, lineage, any_accum, ckpts) if ckpts else ""))
 
 
-def lineage_of(key_parts: dict[str, Any]) -> str:
-    """The train key without the schedule and the per-rank batch: two configs of one
-    lineage train the same model on the same data in the same order, and may differ only in
-    their learning rates (and in how a batch is split over the ranks)."""
+def _accum_hint(other: Path, lineage: str, any_accum: str, ckpts: list[Path]) -> str:
+    """How to continue ``other``'s checkpoints where only train.grad_accum keeps them from
+    this run (kept global batch on fewer processes, the usual change); "" otherwise."""
+    try:
+        meta = json.loads((other / LINEAGE).read_text(encoding="utf-8"))
+        accum = int(meta["train"]["grad_accum"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    if meta.get("any_accum") != any_accum or meta.get("lineage") == lineage:
+        return ""
+    rows = state.batch_rows(ckpts[-1])
+    return (f"; they differ from this config in train.grad_accum ({accum}), which picks the "
+            "data as the batch does, so this run starts over: to continue them instead, keep "
+            f"train.grad_accum = {accum} with {rows or 'the same'} rows a micro-step "
+            "(train.batch_size x data-parallel ranks)")
+
+
+def lineage_of(key_parts: dict[str, Any], also: tuple[str, ...] = ()) -> str:
+    """The train key without the schedule and the per-rank batch (and the train keys
+    ``also``): two configs of one lineage train the same model on the same data in the same
+    order, and may differ only in their learning rates (and in how a batch is split over
+    the ranks)."""
     parts = json.loads(json.dumps(key_parts))
-    for k in SCHEDULE + PER_RANK:
+    for k in SCHEDULE + PER_RANK + also:
         parts.get("config", {}).get("train", {}).pop(k, None)
     return fingerprint(parts)
 
@@ -138,7 +160,7 @@ def continuation(cfg: TrainConfig, lineage: str, folders: list[Path],
     refusals: list[str] = []
     for other in folders:
         try:
-            meta = json.loads((other / LINEAGE).read_text())
+            meta = json.loads((other / LINEAGE).read_text(encoding="utf-8"))
             old = build(TrainConfig, meta["train"]) if meta["lineage"] == lineage else None
         except (OSError, ValueError, KeyError, ConfigError):
             continue

@@ -9,7 +9,9 @@ Layout: ``runs/<name>/checkpoints/<train key>/step-NNNNNNN/`` with
     model_config.json        the model config, so a checkpoint is also a model folder
                              (``model/io.py`` consolidates its weights for export and
                              ``train.init_from``)
-    rng.pt                   torch CPU (and CUDA) RNG states, loaded ``weights_only=True``
+    rng.pt                   torch CPU (and CUDA) RNG states, each rank's (pipeline stages
+                             draw dropout masks for other layers, a different number of
+                             times), loaded ``weights_only=True``
     state.json               step, data position, schedule/guard state, the log so far
     checksums.json           every other file's size and sha256, written last: a resume
                              verifies them and falls back to the previous checkpoint when
@@ -88,22 +90,28 @@ def save(folder: Path, step: int, model_cfg: ModelConfig, model: nn.Module,
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         distributed.barrier(d)
+        # each rank's generator (a collective): one of rank 0's put on every rank had made
+        # a resumed pipeline with dropout differ from the run it continued
+        cpu_rngs = distributed.gather(torch.get_rng_state(), d)
+        cuda_rngs = distributed.gather(torch.cuda.get_rng_state(), d) \
+            if torch.cuda.is_available() else None
         with contextlib.nullcontext() if d.enabled else io.one_process_dcp():
             dcp.save({"model": get_model_state_dict(model),
                       "optim": get_optimizer_state_dict(model, _optimizers(opt), options=FLAT)},
                      checkpoint_id=tmp, no_dist=not d.enabled)
         if d.rank == 0:
-            (tmp / io.CONFIG).write_text(json.dumps(io.config_dict(model_cfg), indent=2))
-            rng = {"cpu": torch.get_rng_state()}
-            if torch.cuda.is_available():
-                rng["cuda"] = torch.cuda.get_rng_state_all()  # type: ignore[assignment]
+            (tmp / io.CONFIG).write_text(json.dumps(io.config_dict(model_cfg), indent=2), encoding="utf-8")
+            rng: dict[str, Any] = {"cpu": cpu_rngs[0], "cpu_ranks": cpu_rngs}
+            if cuda_rngs is not None:
+                rng["cuda"] = torch.cuda.get_rng_state_all()
+                rng["cuda_ranks"] = cuda_rngs
             torch.save(rng, tmp / "rng.pt")
-            (tmp / STATE).write_text(json.dumps({**state, "step": step}))
+            (tmp / STATE).write_text(json.dumps({**state, "step": step}), encoding="utf-8")
             if tokenizer is not None and tokenizer.is_file():
                 shutil.copyfile(tokenizer, tmp / tokenizer.name)
             sums = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
                     for p in sorted(tmp.iterdir()) if p.is_file()}
-            (tmp / CHECKSUMS).write_text(json.dumps(sums, indent=1))
+            (tmp / CHECKSUMS).write_text(json.dumps(sums, indent=1), encoding="utf-8")
             _fsync_tree(tmp)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
@@ -156,7 +164,7 @@ def batch_rows(ckpt: Path) -> int | None:
     """The rows of one micro-step's batch over all data-parallel ranks ``ckpt`` was trained
     on (None when it does not say, or its state cannot be read)."""
     try:
-        rows = json.loads((ckpt / STATE).read_text()).get("batch_rows")
+        rows = json.loads((ckpt / STATE).read_text(encoding="utf-8")).get("batch_rows")
     except (OSError, ValueError):
         return None
     return rows if isinstance(rows, int) else None
@@ -232,7 +240,7 @@ def _val_loss(ckpt: Path) -> float:
     """A checkpoint's val loss at its step (inf: not evaluated there, or a state file that
     cannot be read, which a resume skips with its own warning)."""
     try:
-        return float(json.loads((ckpt / STATE).read_text()).get("val_loss", math.inf))
+        return float(json.loads((ckpt / STATE).read_text(encoding="utf-8")).get("val_loss", math.inf))
     except (OSError, ValueError, AttributeError) as e:
         log0(f"train: {ckpt / STATE}: unreadable ({type(e).__name__}); not kept as the best")
         return math.inf
@@ -265,8 +273,14 @@ def load(ckpt: Path, model: nn.Module, opt: torch.optim.Optimizer,
     set_model_state_dict(model, model_sd)
     set_optimizer_state_dict(model, _optimizers(opt), optim_sd, options=options)
     rng = torch.load(ckpt / "rng.pt", weights_only=True)
-    torch.set_rng_state(rng["cpu"])
-    if "cuda" in rng and torch.cuda.is_available():
+    # this rank's own state where the checkpoint has one per rank of this many; else (another
+    # world size, or written before it kept them) rank 0's on every rank
+    rank, world = (d.rank, d.world) if d and d.enabled else (0, 1)
+    own = len(rng.get("cpu_ranks", [])) == world
+    torch.set_rng_state(rng["cpu_ranks"][rank] if own else rng["cpu"])
+    if torch.cuda.is_available() and len(rng.get("cuda_ranks", [])) == world:
+        torch.cuda.set_rng_state(rng["cuda_ranks"][rank])
+    elif "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
-    state: dict[str, Any] = json.loads((ckpt / STATE).read_text())
+    state: dict[str, Any] = json.loads((ckpt / STATE).read_text(encoding="utf-8"))
     return state

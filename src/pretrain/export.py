@@ -57,7 +57,8 @@ def export_run(source: Path, out: Path) -> Path:
     tmp = out.with_name(f".{out.name}.pretrain-export-tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        model_hf.export(model, tmp, tok.bos_id if tok else None, tok.eos_id if tok else None)
+        model_hf.export(model, tmp, tok.bos_id if tok else None, tok.eos_id if tok else None,
+                        tok_hf.pad_id(tok) if tok else None)
         if tok is not None:
             tok_hf.save_pretrained(tok, tmp, model.cfg.seq_len)
         tmp.rename(out)

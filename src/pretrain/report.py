@@ -23,7 +23,7 @@ from . import stages
 from .config import ConfigError, build, jsonable
 from .data.funnel import format_funnel
 from .eval import baselines, contamination, core, memorization, tasks
-from .eval.gates import check
+from .eval.gates import check, load_results
 from .log import log0
 from .model.config import ModelConfig
 from .plan.laws import read_fit
@@ -39,7 +39,7 @@ def _json(path: Path) -> Any:
     """The file's JSON; None when it is missing or unreadable (a stage folder damaged by
     hand: `pretrain verify` names it; the report shows what it can)."""
     try:
-        return json.loads(path.read_text()) if path.is_file() else None
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
     except (OSError, ValueError):
         return None
 
@@ -50,7 +50,7 @@ def _jsonl(path: Path, needs: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     out, bad = [], []
-    with path.open(errors="replace") as f:
+    with path.open(errors="replace", encoding="utf-8") as f:
         for i, line in enumerate(f, 1):
             try:
                 rec = json.loads(line) if line.strip() else None
@@ -186,8 +186,10 @@ def _plot(log: list[dict[str, Any]], out: Path) -> str:
     ax.grid(alpha=0.3)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    tmp = out.with_name(f".{out.name}.tmp")   # as report.md: never half a picture
+    fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
+    tmp.replace(out)
     return f"![loss]({out.parent.name}/{out.name})\n"
 
 
@@ -296,7 +298,10 @@ def _train(root: Path) -> str:
 
 
 def _eval(root: Path, gates: list[str]) -> str:
-    res = _json(root / "eval" / "results.json")
+    try:
+        res = load_results(root / "eval")
+    except (OSError, ValueError):   # a damaged file: the report says what it can
+        res = None
     if res is None:
         return "Not run.\n"
     lines = ["| held-out | loss | perplexity | bits per byte | tokens |", "|---|---|---|---|---|"]
@@ -385,6 +390,6 @@ def write_report(root: Path) -> Path:
              "## Samples\n", _stale_note(old, "sample") + _samples(root)]
     out = root / "report.md"
     tmp = out.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(parts))
+    tmp.write_text("\n".join(parts), encoding="utf-8")
     tmp.replace(out)  # a crash never leaves half a report
     return out

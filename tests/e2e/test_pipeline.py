@@ -256,7 +256,9 @@ def test_exported_run_generates_in_plain_transformers(tiny_run, tmp_path):
     enc = tok("def main():", return_tensors="pt")
     assert set(enc) == {"input_ids", "attention_mask"}  # no token_type_ids: generate() rejects them
     ids = enc["input_ids"]
-    gen = model.generate(ids, max_new_tokens=10, do_sample=False, pad_token_id=tok.pad_token_id)
+    # the padding token is the model's too (generate took EOS for it, with a warning)
+    assert model.generation_config.pad_token_id == tok.pad_token_id is not None
+    gen = model.generate(ids, max_new_tokens=10, do_sample=False)
     ours_tok = Tokenizer.load(root / "tokenizer" / "tokenizer.json")
     assert ids[0].tolist() == [ours_tok.bos_id, *ours_tok.encode("def main():")]
     ours = generate(io.load(root / "train"), [ids[0].tolist()], 10, temperature=0.0,

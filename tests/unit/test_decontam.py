@@ -2,11 +2,13 @@
 and counted per benchmark; clean documents pass untouched."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from pretrain.data import stage
 from pretrain.data.config import DataConfig, DecontamConfig
 from pretrain.data.decontam import Decontaminate, benchmark_index
+from pretrain.data.docs import DataOutput
 from pretrain.data.document import Document
 from pretrain.data.sources import LocalSource
 
@@ -219,7 +221,17 @@ def test_a_run_decontaminates_against_the_tasks_it_scores(tmp_path):
     data = DataConfig(sources=[LocalSource(paths=[str(src)], quality="none")],
                       decontam=cfg.data.decontam)
     (tmp_path / "out").mkdir()
-    assert stage.process(data, tmp_path / "out").counts()["dropped"] == {"contaminated": 1}
+    counts = stage.process(data, tmp_path / "out").counts()
+    assert counts["dropped"] == {"contaminated": 1}
+    # how it matched goes to the eval stage, whose contamination report matches the same way
+    # (it kept 13 and 6 whatever data.decontam said)
+    assert counts["decontam_match"] == {"ngram": 13, "min_item_words": 6}
+    longer = replace(cfg.data.decontam, ngram=20, min_item_words=12)
+    out = tmp_path / "out20"
+    out.mkdir()
+    counts = stage.process(replace(data, decontam=longer), out).counts()
+    assert counts["decontam_match"] == {"ngram": 20, "min_item_words": 12}
+    assert DataOutput(**counts).decontam_match["ngram"] == 20
 
 
 def test_the_quickstart_decontaminates_against_every_file_it_scores():

@@ -39,6 +39,23 @@ def test_gates_pass_fail_and_missing_metrics():
     assert gates.check(["all.bpb <= 1e+3", "all.bpb <= .5"], results) == ["all.bpb <= .5: got 1.8"]
 
 
+def test_gates_that_cannot_be_checked_fail_and_say_why(tmp_path):
+    """A NaN (a domain with nothing scored) passed any `!=` gate; a path ending at a table
+    said "no value"; a right side could not name a domain starting with a digit; and lm-eval's
+    scores, in harness.json (written after results.json), could never be gated."""
+    results = {"all": {"bpb": float("nan"), "loss": 1.2}, "2024": {"bpb": 1.5},
+               "web": {"bpb": 1.4}}
+    assert gates.check(["all.bpb != 0", "all <= 1", "web.bpb < 2024.bpb"], results) == [
+        "all.bpb != 0: all.bpb is NaN (nothing scored)",
+        "all <= 1: all is a table (bpb, loss), not a number"]
+    (tmp_path / "results.json").write_text(json.dumps({"all": {"bpb": 1.8}}))
+    (tmp_path / "harness.json").write_text(json.dumps({"arc_easy": {"acc": 0.5}}))
+    loaded = gates.load_results(tmp_path)
+    assert loaded is not None
+    assert gates.check(["harness.arc_easy.acc >= 0.5", "all.bpb <= 1.9"], loaded) == []
+    assert gates.load_results(tmp_path / "missing") is None
+
+
 def _files(tasks_dir: Path, *names: str, core: bool = False) -> dict[str, Path]:
     return scored(EvalConfig(tasks=list(names), tasks_dir=str(tasks_dir), core=core))
 

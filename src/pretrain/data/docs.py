@@ -39,6 +39,10 @@ class DataOutput:
     docs_read: dict[str, int] = field(default_factory=dict)   # source label -> records read
     dropped: dict[str, int] = field(default_factory=dict)     # reason -> documents
     decontam_hits: dict[str, int] = field(default_factory=dict)  # benchmark -> documents hit
+    # how items were matched (data.decontam): the eval stage's contamination report matches
+    # the same way; the defaults are what manifests written without it used
+    decontam_match: dict[str, int] = field(
+        default_factory=lambda: {"ngram": 13, "min_item_words": 6})
     shards: list[str] = field(default_factory=list)
     tasks: int = 0
     # source label -> its licence fields (SourceConfig.governance); licence -> documents
@@ -58,7 +62,7 @@ def read_output(data_dir: Path) -> DataOutput:
     """The ``DataOutput`` of a completed data stage."""
     path = data_dir / MANIFEST
     try:
-        counts = json.loads(path.read_text())["counts"]
+        counts = json.loads(path.read_text(encoding="utf-8"))["counts"]
     except (OSError, json.JSONDecodeError, KeyError) as e:
         raise ConfigError(f"{path}: not a completed data stage ({e})") from None
     return DataOutput(**{k: counts[k] for k in DataOutput.__dataclass_fields__ if k in counts})

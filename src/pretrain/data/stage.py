@@ -104,7 +104,7 @@ def process(cfg: DataConfig, out: Path, work: Path | None = None,
     funnel = Funnel()
     stats = []
     for t in tasks:
-        st = json.loads((work / f"{t.stem}.stats.json").read_text())
+        st = json.loads((work / f"{t.stem}.stats.json").read_text(encoding="utf-8"))
         funnel.merge(st["funnel"])
         stats.append(st)
     removed = deduplicate(cfg, tasks, work, funnel)
@@ -146,8 +146,8 @@ def process(cfg: DataConfig, out: Path, work: Path | None = None,
                     lic["bytes"] += int(sizes[i])
     writer.close()
     rows = funnel.as_json()
-    (out / "funnel.json").write_text(json.dumps(rows, indent=1) + "\n")
-    (out / "shards.json").write_text(json.dumps(writer.provenance, indent=1) + "\n")
+    (out / "funnel.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+    (out / "shards.json").write_text(json.dumps(writer.provenance, indent=1) + "\n", encoding="utf-8")
     if own_work:
         shutil.rmtree(work)
     if not writer.n:
@@ -161,6 +161,8 @@ def process(cfg: DataConfig, out: Path, work: Path | None = None,
     return DataOutput(docs_kept=dict(kept), bytes_kept=dict(kept_bytes), docs_total=writer.n,
                       docs_read=read, dropped=dict(funnel.dropped()),
                       decontam_hits=hits(dict(decontam["stats"])) if decontam else {},
+                      decontam_match={"ngram": cfg.decontam.ngram,
+                                      "min_item_words": cfg.decontam.min_item_words},
                       shards=writer.shards, tasks=len(tasks), sources=governance,
                       licenses={k: v for k, v in licenses.items() if v["docs"]})
 
@@ -204,7 +206,7 @@ def _keep_plan(tasks: list[Task], work: Path) -> None:
     path = work / "plan.json"
     plan = json.loads(json.dumps([t.plan() for t in tasks]))
     done = list(work.glob("t-*.done"))
-    known = json.loads(path.read_text()) if path.exists() else \
+    known = json.loads(path.read_text(encoding="utf-8")) if path.exists() else \
         (plan if not any(t.part for t in tasks) else None)
     if done and known != plan:
         log0(f"data: the tasks are planned otherwise than in the unfinished run (a parquet "
@@ -214,7 +216,7 @@ def _keep_plan(tasks: list[Task], work: Path) -> None:
         for p in work.glob("t-*"):
             p.unlink()
     tmp = work / f"plan.json{TMP_MARK}"
-    tmp.write_text(json.dumps(plan))
+    tmp.write_text(json.dumps(plan), encoding="utf-8")
     os.replace(tmp, path)
 
 

@@ -28,7 +28,8 @@ RESULT_KEYS = ("all", "baselines", "tasks", "core", "contamination", "memorizati
 
 @dataclass
 class EvalConfig:
-    max_tokens_per_domain: int = 100_000   # 0 = the whole val split
+    # 0 = the whole val split; capped domains weigh equally in `all`
+    max_tokens_per_domain: int = 100_000
     # unigram, bigram and trigram (Kneser-Ney) models counted from the training shards and
     # scored on the same held-out tokens; results.json "baselines" (gates can use them)
     baselines: bool = True

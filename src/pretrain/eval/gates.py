@@ -4,14 +4,18 @@ A gate is a string ``"<metric> <op> <value>"`` where the metric is a dotted path
 ``eval/results.json``: ``all.bpb <= 1.9``, ``code.loss < 4``, ``tasks.hellaswag.acc_norm
 >= 0.3``, ``contamination.arc_easy.docs == 0``. The right side may be another metric times a
 factor: ``all.bpb <= baselines.trigram.all.bpb * 0.85`` (the model at least 15% below the
-trigram baseline). A gate whose metric is missing (a task that was skipped) fails: a gate
-that cannot be checked is not a pass.
+trigram baseline). A gate whose metric is missing (a task that was skipped) or not a number
+(NaN: nothing was scored) fails: a gate that cannot be checked is not a pass. lm-eval's
+scores (``eval/harness.json``) are read under ``harness``: ``harness.arc_easy.acc >= 0.3``.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import operator
 import re
+from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError
@@ -20,7 +24,8 @@ _OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt
         "==": operator.eq, "!=": operator.ne}
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 _GATE = re.compile(r"^\s*([\w.\-]+)\s*(<=|>=|==|!=|<|>)\s*(.+?)\s*$")
-_RHS = re.compile(rf"^(?:({_NUM})|([A-Za-z_][\w.\-]*)(?:\s*\*\s*({_NUM}))?)$")
+# a metric path may start with a digit (a domain's name may): a number is tried first
+_RHS = re.compile(rf"^(?:({_NUM})|(\w[\w.\-]*)(?:\s*\*\s*({_NUM}))?)$")
 
 Threshold = float | tuple[str, float]   # a number, or another metric times a factor
 
@@ -44,23 +49,45 @@ def _value(results: dict[str, Any], path: str) -> Any:
     return node
 
 
+def load_results(eval_dir: Path) -> dict[str, Any] | None:
+    """What gates read: ``results.json``, with lm-eval's ``harness.json`` (written after it)
+    under ``harness``; None without ``results.json``."""
+    path = eval_dir / "results.json"
+    if not path.is_file():
+        return None
+    res: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    harness = eval_dir / "harness.json"
+    if harness.is_file():
+        res["harness"] = json.loads(harness.read_text(encoding="utf-8"))
+    return res
+
+
+def _missing(results: dict[str, Any], path: str) -> str | None:
+    """Why ``path`` holds no number to compare; None where it does."""
+    node = _value(results, path)
+    if isinstance(node, dict):
+        return f"{path} is a table ({', '.join(sorted(node)[:6])}), not a number"
+    if isinstance(node, bool) or not isinstance(node, (int, float)):
+        return f"no value at {path} in the results"
+    if math.isnan(node):
+        return f"{path} is NaN (nothing scored)"
+    return None
+
+
 def check(gates: list[str], results: dict[str, Any]) -> list[str]:
     """The failed gates, each with the value found (or why there is none)."""
     failed = []
     for gate in gates:
         path, op, threshold = parse(gate)
         node = _value(results, path)
-        if isinstance(threshold, tuple):
-            other = _value(results, threshold[0])
-            if not isinstance(other, (int, float)):
-                failed.append(f"{gate}: no value at {threshold[0]} in the results")
-                continue
-            want = other * threshold[1]
-        else:
-            want = threshold
-        if not isinstance(node, (int, float)):
-            failed.append(f"{gate}: no value at {path} in the results")
-        elif not _OPS[op](node, want):
+        paths = [path, threshold[0]] if isinstance(threshold, tuple) else [path]
+        why = next(filter(None, (_missing(results, p) for p in paths)), None)
+        if why:
+            failed.append(f"{gate}: {why}")
+            continue
+        want = _value(results, threshold[0]) * threshold[1] if isinstance(threshold, tuple) \
+            else threshold
+        if not _OPS[op](node, want):
             failed.append(f"{gate}: got {node}" + (f" against {want:.5g}"
                                                    if isinstance(threshold, tuple) else ""))
     return failed

@@ -2,8 +2,10 @@
 
 Each domain's validation documents are concatenated (they already carry BOS/EOS) and cut
 into windows (``scoring.windows``), so every token after the first is predicted exactly
-once, with between 0 and seq_len - 1 tokens of context. The same windows serve the
-training loop's periodic evaluation and the eval stage.
+once, with between 1 and seq_len tokens of context. The same windows serve the
+training loop's periodic evaluation and the eval stage. With ``eval.max_tokens_per_domain``
+each domain is scored on its first that many tokens (stored order), and ``all`` sums what
+was scored: once domains are capped, it weighs them equally, not as the split does.
 
 Bits per byte = summed NLL (nats) / ln 2 / UTF-8 bytes of the predicted tokens. Special
 tokens count zero bytes, so BOS/EOS predictions cost bits without adding bytes; that is

@@ -89,6 +89,8 @@ def table(rep: dict[str, Any]) -> str:
         if r["docs"]:
             lines.append(f"{group:<18}{r['docs']:>8}{r['exact_rate']:>8.3f}"
                          f"{r['mean_prefix_tokens']:>13.2f}")
+        elif group == "train_duplicated":   # what dedup leaves: no probed span twice
+            lines.append(f"{group:<18}{0:>8}  (no probed span occurs twice)")
         else:
             lines.append(f"{group:<18}{0:>8}  (none long enough)")
     return "\n".join(lines)

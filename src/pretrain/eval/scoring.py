@@ -6,8 +6,8 @@ Every evaluation that reads log-probabilities comes here: held-out loss and bits
 (``memorization.py``). What is decided once, here:
 
 - a token stream is cut into windows of ``seq_len + 1`` tokens at stride ``seq_len``
-  (``windows``), so every token after the first is predicted exactly once, with between 0
-  and ``seq_len - 1`` tokens of context;
+  (``windows``), so every token after the first is predicted exactly once, with between 1
+  and ``seq_len`` tokens of context (a window's first token is context only);
 - rows longer than the model's context are cut from the left, keeping the scored tail;
 - rows are right-padded in batches (causal attention never looks right, so padding changes
   nothing before it), targets that are padding or context are ignored (-1);

@@ -45,9 +45,11 @@ def _evaluate(run: StageRun, cfg: EvalConfig, model: Any, tok: Any) -> None:
         res["tasks"] = tasks.run_tasks(model, tok, cfg)
         log0("eval: benchmarks (log-likelihood of the choices)\n" + tasks.table(res["tasks"]))
     if cfg.contamination and (cfg.tasks or cfg.core):
-        removed = read_output(run.inputs["data"]).decontam_hits
+        data = read_output(run.inputs["data"])   # matched as the data stage matched
         res["contamination"] = contamination.report(
-            read_docs(run.inputs["data"]), scored(cfg), removed, Splitter.of(val.meta))
+            read_docs(run.inputs["data"]), scored(cfg), data.decontam_hits,
+            Splitter.of(val.meta), data.decontam_match["ngram"],
+            data.decontam_match["min_item_words"])
         if res["contamination"]:
             log0("eval: contamination of the training data\n"
                  + contamination.table(res["contamination"]))
@@ -57,11 +59,11 @@ def _evaluate(run: StageRun, cfg: EvalConfig, model: Any, tok: Any) -> None:
     if cfg.memorization_docs:
         res["memorization"] = memorization.probe(model, run.inputs["tokenize"], cfg)
         log0(memorization.table(res["memorization"]))
-    (run.out / "results.json").write_text(json.dumps(res, indent=2))
+    (run.out / "results.json").write_text(json.dumps(res, indent=2), encoding="utf-8")
     run.counts.update(res)
     if cfg.harness:
         scores = harness.run(model, tok, cfg)
-        (run.out / "harness.json").write_text(json.dumps(scores, indent=2) + "\n")
+        (run.out / "harness.json").write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
         run.counts["harness"] = scores
         for name, metrics in scores.items():
             log0(f"eval: harness {name}: " + ", ".join(

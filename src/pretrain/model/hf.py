@@ -168,8 +168,10 @@ def hf_config(cfg: ModelConfig, bos_id: int | None, eos_id: int | None) -> dict[
 
 
 def export(model: Transformer, out: Path, bos_id: int | None = None,
-           eos_id: int | None = None) -> None:
-    """Write ``model.safetensors``, ``config.json`` and ``generation_config.json`` into ``out``."""
+           eos_id: int | None = None, pad_id: int | None = None) -> None:
+    """Write ``model.safetensors``, ``config.json`` and ``generation_config.json`` into ``out``
+    (``pad_id``: the tokenizer's padding token, which transformers' ``generate`` otherwise
+    takes to be EOS, with a warning)."""
     from safetensors.torch import save_file
     cfg = model.cfg
     # the table maps the canonical layout ([q; k; v], [gate; up]), not our stored one
@@ -182,9 +184,11 @@ def export(model: Transformer, out: Path, bos_id: int | None = None,
     out.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
     honour_umask(out / "model.safetensors")
-    (out / "config.json").write_text(json.dumps(hf_config(cfg, bos_id, eos_id), indent=2))
-    gen = {"bos_token_id": bos_id, "eos_token_id": eos_id, "use_cache": True}
-    (out / "generation_config.json").write_text(json.dumps(gen, indent=2))
+    pad = {"pad_token_id": pad_id} if pad_id is not None else {}
+    (out / "config.json").write_text(
+        json.dumps({**hf_config(cfg, bos_id, eos_id), **pad}, indent=2), encoding="utf-8")
+    gen = {"bos_token_id": bos_id, "eos_token_id": eos_id, **pad, "use_cache": True}
+    (out / "generation_config.json").write_text(json.dumps(gen, indent=2), encoding="utf-8")
 
 
 def _unsupported(c: dict[str, Any], arch: str) -> list[str]:
@@ -261,7 +265,7 @@ def import_hf(folder: Path) -> Transformer:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
     try:
-        c = json.loads((folder / "config.json").read_text())
+        c = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         cfg = config_from_hf(c)
     except (OSError, json.JSONDecodeError) as e:
         raise ConfigError(f"{folder}/config.json: cannot read: {e}") from None

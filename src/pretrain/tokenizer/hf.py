@@ -210,6 +210,13 @@ def _sp_merges(pieces: Any, vocab: dict[str, int], normal: int) -> list[tuple[st
     return [(left, right) for *_, left, right in found]
 
 
+def pad_id(tok: TextTokenizer) -> int | None:
+    """The id of the padding token the exported tokenizer names (``pad_token``), if any."""
+    if isinstance(tok, SentencePieceTokenizer):
+        return tok.piece_id(PAD)
+    return tok.special.get(PAD) if isinstance(tok, Tokenizer) else None
+
+
 def save_pretrained(tok: TextTokenizer, out: Path, model_max_length: int) -> None:
     """``tokenizer.json`` + ``tokenizer_config.json`` loadable by transformers 4.x and 5.x."""
     if isinstance(tok, SentencePieceTokenizer):
@@ -234,4 +241,4 @@ def save_pretrained(tok: TextTokenizer, out: Path, model_max_length: int) -> Non
             cfg["pad_token"] = PAD
     elif PAD in tok.special:
         cfg["pad_token"] = PAD
-    (out / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2))
+    (out / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2), encoding="utf-8")

@@ -113,6 +113,10 @@ class SentencePieceTokenizer(TextTokenizer):
         i = int(self._sp.piece_to_id(piece))
         return i != self.unk_id or piece == self.piece(i)
 
+    def piece_id(self, piece: str) -> int | None:
+        """The id of ``piece``; None where the model has no such piece."""
+        return int(self._sp.piece_to_id(piece)) if self.has_piece(piece) else None
+
     def is_special(self, i: int) -> bool:
         """Control, unknown and unused pieces: never a piece of document text."""
         return bool(self._sp.is_control(i) or self._sp.is_unknown(i) or self._sp.is_unused(i))
@@ -154,7 +158,7 @@ class SentencePieceTokenizer(TextTokenizer):
     def save(self, path: Path) -> None:
         obj = {"format": FORMAT, "model": base64.b64encode(self.proto).decode("ascii"),
                "bos": self.bos, "eos": self.eos, "vocab_size": self.vocab_size}
-        path.write_text(json.dumps(obj))
+        path.write_text(json.dumps(obj), encoding="utf-8")
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any], path: Path) -> SentencePieceTokenizer:

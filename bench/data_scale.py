@@ -37,7 +37,7 @@ def _stage(n: int, folder: Path, dropped: bool) -> None:
     from pretrain.data.config import CleanConfig, DataConfig
     from pretrain.data.sources import LocalSource
     words = [f"w{i}" for i in range(5000)]
-    with open(folder / "in.jsonl", "w") as f:
+    with open(folder / "in.jsonl", "w", encoding="utf-8") as f:
         for i in range(n):
             body = " ".join(words[(i * 7 + j * 13) % 5000] for j in range(60 if not dropped else 200))
             f.write(json.dumps({"id": f"d{i}", "text": f"Document {i} says {body}."}) + "\n")
@@ -64,7 +64,8 @@ def _dedup(n: int, folder: Path) -> None:
         k[j[::2]] = k[prev[::2]]
         k[j[1::2], 2] = k[prev[1::2], 2]
         np.save(folder / f"t-{t:05d}.keys.npy", k)
-        (folder / f"t-{t:05d}.jsonl").write_text("".join(f'{{"id": "d{t}-{i}"}}\n' for i in range(per)))
+        (folder / f"t-{t:05d}.jsonl").write_text(
+            "".join(f'{{"id": "d{t}-{i}"}}\n' for i in range(per)), encoding="utf-8")
     tracemalloc.start()
     deduplicate(DataConfig(), [Task(t, 0) for t in range(n_tasks)], folder, Funnel())
 

@@ -83,8 +83,8 @@ def ours(budget: float, overrides: list[tuple[str, str]]) -> dict[str, float]:
                       [("train.time_budget_s", str(budget)), *overrides])
     run_stages(cfg, stages.names(), set())
     root = Path(cfg.runs_dir) / cfg.name
-    tr = json.loads((root / "train" / "manifest.json").read_text())["counts"]
-    ev = json.loads((root / "eval" / "manifest.json").read_text())["counts"]["all"]
+    tr = json.loads((root / "train" / "manifest.json").read_text(encoding="utf-8"))["counts"]
+    ev = json.loads((root / "eval" / "manifest.json").read_text(encoding="utf-8"))["counts"]["all"]
     return {"steps": tr["steps"], "train_s": tr["train_time_s"], "tok_per_s": tr["tok_per_s"],
             "bpb": ev["bpb"], "tokens": ev["tokens"], "bytes": ev["bytes"]}
 

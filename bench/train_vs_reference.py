@@ -328,7 +328,8 @@ def _in_subprocess(tokens: Path, shape: str, steps: int, loop: str, device: str,
         table = out.stderr[out.stderr.rfind(f"{device} time"):]
         print(f"profile of {loop} at {shape}: " + "\n".join(table.splitlines()[:13]))
         if profile_dir:
-            Path(profile_dir, f"profile_{shape}_{loop.replace('+', '-')}.txt").write_text(table)
+            Path(profile_dir, f"profile_{shape}_{loop.replace('+', '-')}.txt").write_text(
+                table, encoding="utf-8")
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 

@@ -35,7 +35,7 @@ from .config import (
     to_toml,
 )
 from .data.audit import inspect
-from .eval.gates import check
+from .eval.gates import check, load_results
 from .log import rank, set_plain
 from .planning import Options, dry_run_summary, plan
 from .run_config import RunConfig, load_config, resolve_config_path, shipped_configs
@@ -62,7 +62,7 @@ def _stage_options(p: argparse.ArgumentParser, gate: bool) -> None:
                    choices=("all", *stages.names()),
                    help="rerun STAGE (and every stage after it) even if it is up to date")
     p.add_argument("--plain", action="store_true",
-                   help="progress as plain timestamped lines, not a progress bar (what a "
+                   help="progress as plain lines (seconds elapsed), not a progress bar (what a "
                         "pipe or a log file gets anyway)")
     if gate:
         p.add_argument("--gate", action="store_true",
@@ -198,9 +198,7 @@ def _run(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
 def _gates(cfg: RunConfig, eval_dir: Path) -> int:
     if not cfg.eval.gates:
         raise PretrainError("--gate: no gates configured (eval.gates = [\"all.bpb <= 1.9\", ...])")
-    results_path = eval_dir / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
-    failed = check(cfg.eval.gates, results)
+    failed = check(cfg.eval.gates, load_results(eval_dir) or {})
     for f in failed:
         print(f"gate failed: {f}", file=sys.stderr)
     if failed:
@@ -340,8 +338,18 @@ def _no_overrides(command: str, overrides: list[tuple[str, str]]) -> None:
         raise PretrainError(f"{command} takes no config overrides")
 
 
+def _printable_streams() -> None:
+    """Text that the terminal's encoding cannot show (a Latin-1 or ASCII locale, a pipe under
+    one) is printed escaped, not a UnicodeEncodeError halfway through a listing."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _printable_streams()
     try:
         if argv[:2] == ["data", "inspect"]:
             args = _inspect_parser().parse_args(argv[2:])
@@ -387,6 +395,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; completed stages are kept, the interrupted one will rerun",
-              file=sys.stderr)
+        runs_stages = bool(argv) and argv[0] in ("run", *stages.names()) \
+            and argv[:2] != ["data", "inspect"]
+        print("interrupted; completed stages are kept, the interrupted one will rerun"
+              if runs_stages else "interrupted", file=sys.stderr)
         return 130

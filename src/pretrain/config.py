@@ -246,8 +246,9 @@ def fingerprint(obj: Any) -> str:
 
 def load_toml(path: Path) -> dict[str, Any]:
     try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
+        # utf-8-sig: a byte-order mark (Windows editors write one) is read past, where
+        # tomllib said only "Invalid statement (at line 1, column 1)"
+        return tomllib.loads(path.read_bytes().decode("utf-8-sig"))
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
@@ -296,7 +297,8 @@ def parse_override_args(args: list[str]) -> list[tuple[str, str]]:
             key, value = body.split("=", 1)
         else:
             if i + 1 >= len(args) or args[i + 1].startswith("--"):
-                raise ConfigError(f"override --{body} needs a value: --{body}=VALUE")
+                raise ConfigError(f"--{body} is not an option of this command; as a config "
+                                  f"override it needs a value: --{body}=VALUE")
             key, value = body, args[i + 1]
             i += 1
         # --train.grad-accum is train.grad_accum; a list index (-1) keeps its sign

@@ -2,8 +2,8 @@
 
 ``log0`` prints only on global rank 0 (read from the ``RANK`` variable torchrun sets), so
 no code needs ``if rank == 0``. ``Progress`` draws a rich progress bar on a terminal and
-falls back to plain, timestamped lines (at most one every ``every_s`` seconds) when
-stderr is a pipe or a file, which is what CI logs and ``nohup`` need, or when asked
+falls back to plain lines with the seconds elapsed (at most one every ``every_s`` seconds)
+when stderr is a pipe or a file, which is what CI logs and ``nohup`` need, or when asked
 (``--plain``).
 """
 

@@ -43,7 +43,7 @@ def _model(cfg: RunConfig) -> ModelConfig:
     if cfg.tokenizer.pretrained:
         meta = cfg.run_dir / "tokenize" / "meta.json"
         if meta.is_file():
-            return replace(cfg.model, vocab_size=json.loads(meta.read_text())["vocab_size"])
+            return replace(cfg.model, vocab_size=json.loads(meta.read_text(encoding="utf-8"))["vocab_size"])
         raise ConfigError("the vocabulary of a pretrained tokenizer is known once it is loaded: "
                           "set --model.vocab_size or run `pretrain tokenize` first")
     return replace(cfg.model, vocab_size=cfg.tokenizer.vocab_size)
@@ -72,7 +72,7 @@ def _fit(cfg: RunConfig, opts: Options) -> Law | None:
             raise ConfigError(f"--fit {path}: no such file")
         return None
     try:
-        fit = json.loads(path.read_text())
+        fit = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         fit = None
     law, why = read_fit(fit, str(path), source=f"fitted ({path})")
@@ -88,7 +88,7 @@ def _mfu(cfg: RunConfig, opts: Options) -> tuple[float, str]:
         return opts.mfu, "given"
     manifest = cfg.run_dir / "train" / "manifest.json"
     if manifest.is_file():
-        counts = json.loads(manifest.read_text()).get("counts", {})
+        counts = json.loads(manifest.read_text(encoding="utf-8")).get("counts", {})
         if counts.get("mfu_median") and str(counts.get("device", "")).startswith("cuda"):
             return float(counts["mfu_median"]), f"measured in {cfg.run_dir}"
     return 0.4, "assumed"

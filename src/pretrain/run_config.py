@@ -73,7 +73,7 @@ def shipped_configs() -> list[Path]:
 def resolve_config_path(arg: str | None) -> Path:
     if arg is None:
         arg = DEFAULT_CONFIG
-    p = Path(arg)
+    p = Path(arg).expanduser()   # --config=~/x.toml: no shell expands `~` after `=`
     if p.is_file():
         return p
     shipped = CONFIG_DIR / (arg if arg.endswith(".toml") else f"{arg}.toml")

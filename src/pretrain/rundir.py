@@ -95,7 +95,7 @@ def upstream(manifest: dict[str, Any] | None) -> dict[str, Any]:
 def read_manifest(stage_dir: Path) -> dict[str, Any] | None:
     """The stage's manifest if it completed and its output files are all still there."""
     try:
-        with open(stage_dir / MANIFEST) as f:
+        with open(stage_dir / MANIFEST, encoding="utf-8") as f:
             m = json.load(f)
     except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
         return None
@@ -174,7 +174,7 @@ def verify_files(folder: Path, recorded: dict[str, dict[str, Any]]) -> list[str]
 
 def read_checksums(folder: Path) -> dict[str, dict[str, Any]]:
     """A checkpoint's recorded sums; OSError or ValueError when unreadable."""
-    sums = json.loads((folder / CHECKSUMS).read_text())
+    sums = json.loads((folder / CHECKSUMS).read_text(encoding="utf-8"))
     if not isinstance(sums, dict) or not all(
             isinstance(v, dict) and {"bytes", "sha256"} <= v.keys() for v in sums.values()):
         raise ValueError("not a {file: {bytes, sha256}} table")
@@ -188,7 +188,7 @@ def _check_folder(folder: Path, extras: bool) -> tuple[int, list[str]]:
     if (folder / MANIFEST).is_file():
         record, label = MANIFEST, "the manifest"
         try:
-            m = json.loads((folder / MANIFEST).read_text())
+            m = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
             recorded = m["outputs"]
         except (OSError, ValueError, KeyError, TypeError) as e:
             return 0, [f"{folder / MANIFEST}: unreadable ({type(e).__name__})"]
@@ -290,7 +290,7 @@ class RunDir:
         created = [p for p in [self.root, *self.root.parents] if not p.exists()]
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            f = open(self.root / ".lock", "a+")  # noqa: SIM115 -- closed by the with below
+            f = open(self.root / ".lock", "a+", encoding="utf-8")  # noqa: SIM115 -- closed by the with below
         except OSError as e:
             raise PretrainError(f"{write_failure(self.root, e)}: a run directory must be "
                                 "writable (choose another place with --runs_dir=...)") from e
@@ -340,7 +340,7 @@ class RunDir:
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / "config.toml"
         tmp = path.with_suffix(".toml.tmp")
-        tmp.write_text(toml_text)
+        tmp.write_text(toml_text, encoding="utf-8")
         os.replace(tmp, path)
         return path
 
@@ -380,7 +380,7 @@ class RunDir:
             "versions": library_versions(),
             "git_commit": git_commit(),
         }
-        with open(tmp / MANIFEST, "w") as f:
+        with open(tmp / MANIFEST, "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=2)
             f.flush()
             os.fsync(f.fileno())

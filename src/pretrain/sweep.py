@@ -43,7 +43,7 @@ MIN_STEPS = 20
 
 def _points(cfg: RunConfig, budgets: list[float], sizes: int) -> list[tuple[float, RunConfig]]:
     """(budget, the point's run config) for every size of every budget."""
-    vocab = json.loads((cfg.run_dir / "tokenize" / "meta.json").read_text())["vocab_size"]
+    vocab = json.loads((cfg.run_dir / "tokenize" / "meta.json").read_text(encoding="utf-8"))["vocab_size"]
     model = replace(cfg.model, vocab_size=vocab)
     tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum * model.seq_len
     out = []
@@ -111,7 +111,7 @@ def run(cfg: RunConfig, budgets: list[float], sizes: int, predict: bool) -> Path
     path = out / "fit.json"
     out.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(fit, indent=1) + "\n")
+    tmp.write_text(json.dumps(fit, indent=1) + "\n", encoding="utf-8")
     tmp.replace(path)
     _plots(fit, out)
     return path
@@ -167,7 +167,7 @@ def _predict(cfg: RunConfig, fit: dict[str, Any], budgets: list[float]) -> dict[
         log0("sweep: the fitted law does not depend on both N and D (too few or too noisy "
              "runs); no prediction: add budgets or sizes")
         return {"C": c, "skipped": "degenerate fit"}
-    vocab = json.loads((cfg.run_dir / "tokenize" / "meta.json").read_text())["vocab_size"]
+    vocab = json.loads((cfg.run_dir / "tokenize" / "meta.json").read_text(encoding="utf-8"))["vocab_size"]
     model = replace(cfg.model, vocab_size=vocab)
     shape, tokens = suggest(model, c, law, params=law.optimum(c)[0], count="matmul")
     tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum * model.seq_len

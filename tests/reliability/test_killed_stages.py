@@ -1,4 +1,4 @@
-"""`pretrain data` killed by its pid, SIGTERM or SIGKILL, at seeded moments while its worker
+"""`pretrain data` killed by its pid, SIGTERM, SIGKILL or Ctrl-C, at seeded moments while its worker
 processes run: every worker dies with it, and the immediate rerun resumes to the output of an
 uninterrupted run (no clash with the dead attempt's temporary files)."""
 
@@ -39,14 +39,14 @@ def _corpus(folder: Path) -> None:
                 size, i = size + len(text), i + 1
 
 
-def _data(root: Path, corpus: Path, name: str) -> subprocess.Popen:
+def _data(root: Path, corpus: Path, name: str, session: bool = False) -> subprocess.Popen:
     cfg = root / f"{name}.toml"
     cfg.write_text(f'name = "{name}"\n[data]\nworkers = 2\n[[data.sources]]\ntype = "local"\n'
                    f'paths = ["{corpus}/*.jsonl"]\n')
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     return subprocess.Popen([sys.executable, "-m", "pretrain", "data", "-c", str(cfg),
                              f"--runs_dir={root / 'runs'}"], env=env, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, start_new_session=session)
 
 
 def _children(pid: int) -> list[int]:
@@ -86,14 +86,16 @@ def uninterrupted(tmp_path_factory) -> tuple[Path, dict[str, bytes]]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed, sig", [(1, signal.SIGKILL), (2, signal.SIGTERM),
-                                       (3, signal.SIGKILL)])
+                                       (3, signal.SIGKILL), (4, "ctrl-c")])
 def test_killed_data_stage_leaves_no_worker_and_reruns_to_the_same_output(uninterrupted, seed,
                                                                            sig):
     root, want = uninterrupted
     name = f"killed-{seed}"
     work = root / "runs" / name / ".work"
-    done_before_kill = random.Random(seed).randint(0, N_FILES // 2)
-    proc = _data(root, root / "corpus", name)
+    # Ctrl-C as the workers start: where an idle or importing worker printed its traceback
+    done_before_kill = 0 if sig == "ctrl-c" else random.Random(seed).randint(0, N_FILES // 2)
+    # Ctrl-C: SIGINT to the terminal's process group, the workers included
+    proc = _data(root, root / "corpus", name, session=sig == "ctrl-c")
     deadline = time.time() + 120
     workers: list[int] = []
     while time.time() < deadline and proc.poll() is None:
@@ -103,8 +105,14 @@ def test_killed_data_stage_leaves_no_worker_and_reruns_to_the_same_output(uninte
         time.sleep(0.05)
     assert proc.poll() is None, "the stage ended before the kill point"
     workers = sorted(set(workers + _children(proc.pid)))
-    proc.send_signal(sig)
-    proc.wait(timeout=30)
+    if sig == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        # one line from the parent, no worker's KeyboardInterrupt traceback
+        assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+    else:
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
     assert len(workers) >= 2, workers   # the pool and the resource tracker at least
     deadline = time.time() + 10
     while any(_alive(w) for w in workers) and time.time() < deadline:

@@ -67,7 +67,9 @@ def test_stage_help_names_the_command_and_overrides(command, capsys):
     (["train", "--model.d_model=abc"], "error: model.d_model: expected int, got 'abc'"),
     (["run", "--nope=1"], "error: unknown config key 'nope'"),
     (["eval", "stray"], "error: unexpected argument 'stray'"),
-    (["train", "--resume"], "error: override --resume needs a value"),
+    (["train", "--resume"], "error: --resume is not an option of this command; as a config "
+                            "override it needs a value"),
+    (["run", "--predict"], "error: --predict is not an option of this command"),  # sweep's
 ])
 def test_user_errors_are_one_line_without_traceback(argv, message):
     # a real subprocess: what a user sees, including `python -m pretrain`

@@ -105,6 +105,15 @@ def test_undecodable_or_directory_config_files(tmp_path: Path):
         load_config(str(tmp_path))
 
 
+def test_a_config_with_a_byte_order_mark_or_a_tilde_path_loads(tmp_path: Path, monkeypatch):
+    """A TOML file saved with a BOM (Windows editors) said only "Invalid statement (at line 1,
+    column 1)"; `--config=~/x.toml`, which no shell expands, was "neither a file nor..."."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "bom.toml").write_bytes("\ufeffname = \"bom\"\n".encode())
+    assert load_config(str(tmp_path / "bom.toml")).name == "bom"
+    assert load_config("~/bom.toml").name == "bom"
+
+
 def test_unknown_key_in_toml_is_rejected(tmp_path: Path):
     toml = tmp_path / "c.toml"
     toml.write_text("[model]\nd_modle = 64\n")

@@ -8,8 +8,10 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from pretrain.model.config import ModelConfig
+from pretrain.train import optim
 from pretrain.train.config import TrainConfig
 from pretrain.train.loop import RunPaths, train
 from pretrain.train.monitor import log_line
@@ -125,3 +127,26 @@ def test_logs_that_cannot_be_written_are_one_line_naming_the_file(tmp_path: Path
         write_logs(blocked, [{"step": 1, "loss": 2.0}], [], [])
     write_logs(tmp_path, [{"step": 1, "loss": 2.0}], [{"loss": math.nan, "norm": -math.inf}], [])
     assert (tmp_path / "events.jsonl").read_text() == '{"loss": null, "norm": null}\n'
+
+
+def test_a_busy_cpu_does_not_measure_the_fp32_peak_on_a_tiny_matmul(monkeypatch):
+    """A machine busy for long made every matmul slow, and the side stopped growing at 256,
+    whose peak (0.8 GFLOP/s for a usual 215) later logged an MFU of 121% and a bf16 hint of
+    23.9x: fp32 is measured at side 1024 at least, and an MFU above 100% is explained."""
+    sides: list[int] = []
+    real_randn = torch.randn
+    clock = iter(range(10**6))
+
+    def randn(*size, **kw):
+        sides.append(size[0])
+        return real_randn(*size, **kw)
+    monkeypatch.setattr(optim.torch, "randn", randn)
+    monkeypatch.setattr(optim.time, "perf_counter", lambda: next(clock) * 0.1)  # all slow
+    optim.matmul_flops(torch.device("cpu"))
+    assert min(sides) >= 1024
+    sides.clear()
+    optim.matmul_flops(torch.device("cpu"), dtype=torch.float16)   # no fast path: stays small
+    assert sides[0] == 256 and max(sides) == 256
+    measured = optim.Peaks(1e9, 1e9, "the measured fp32 matmul", "cpu", other=("bf16", 1.0))
+    assert "above 100%" in measured.summary(1.21) and "above" not in measured.summary(0.5)
+    assert optim.Peaks(None, None, "", "cpu").summary(0.5) == ""

@@ -55,7 +55,7 @@ def why_empty(d: Path, top: int = 5, chars: int = 160) -> str:
     """For a data stage that kept nothing: where documents were lost, the most frequent
     reasons (records that could not be read count as such, not as filtered) and one
     example of each, from the audit files in ``d``."""
-    rows = json.loads((d / "funnel.json").read_text())
+    rows = json.loads((d / "funnel.json").read_text(encoding="utf-8"))
     totals: Counter[str] = Counter()
     steps: dict[str, str] = {}
     for r in rows:
@@ -90,9 +90,9 @@ def why_empty(d: Path, top: int = 5, chars: int = 160) -> str:
 
 def inspect(run: Path, reason: str = "", n: int = 3, chars: int = 600) -> str:
     d = _data_dir(run)
-    funnel = json.loads((d / "funnel.json").read_text())
-    manifest = json.loads((d / "manifest.json").read_text()) if (d / "manifest.json").exists() \
-        else {}
+    funnel = json.loads((d / "funnel.json").read_text(encoding="utf-8"))
+    mpath = d / "manifest.json"
+    manifest = json.loads(mpath.read_text(encoding="utf-8")) if mpath.exists() else {}
     counts = manifest.get("counts", {})
     out = [f"data stage: {d}", "", format_funnel(funnel)]
     if counts:

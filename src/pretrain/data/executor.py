@@ -8,6 +8,7 @@ way for all three.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import multiprocessing
@@ -16,6 +17,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -47,10 +49,36 @@ def execute(cfg: DataConfig, todo: list[Task], work: Path, ngrams_path: str) -> 
         # spawn, not fork: the parent may hold threads (torch, the progress bar)
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=die_with_parent, initargs=(os.getpid(),)) as ex:
-            futures = [ex.submit(run_task, cfg, t, work, ngrams_path) for t in todo]
-            for fut in as_completed(futures):
-                fut.result()
-                bar.update(1)
+            with _sigint_ignored():   # the workers start now, and keep it ignored
+                futures = [ex.submit(run_task, cfg, t, work, ngrams_path) for t in todo]
+            try:
+                for fut in as_completed(futures):
+                    fut.result()
+                    bar.update(1)
+            except KeyboardInterrupt:
+                # Ctrl-C reached the workers' process group too: they ignore it (each had
+                # printed a traceback) and stop here, their unfinished tasks redone on the
+                # rerun; the pool would otherwise wait for every queued task
+                for p in multiprocessing.active_children():
+                    p.kill()
+                ex.shutdown(cancel_futures=True)
+                raise
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored while worker processes are started, which inherit that through exec:
+    a Ctrl-C while a worker imports or waits for a task printed its KeyboardInterrupt
+    traceback. The main process handles Ctrl-C alone (a Ctrl-C in these few milliseconds of
+    process starts is lost)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def _small(todo: list[Task]) -> bool:

@@ -50,7 +50,7 @@ class Beat:
         if not (final or done) and now - self._last < self.every_s:
             return
         self._last = now
-        self.tmp.write_text(json.dumps({"docs": docs, "bytes": nbytes, "done": done}))
+        self.tmp.write_text(json.dumps({"docs": docs, "bytes": nbytes, "done": done}), encoding="utf-8")
         os.replace(self.tmp, self.path)
 
 
@@ -65,7 +65,7 @@ def read_beats(paths: list[Path], done: dict[Path, tuple[int, int]] | None = Non
             d_docs, d_bytes = done[p]
         else:
             try:
-                d = json.loads(p.read_text())
+                d = json.loads(p.read_text(encoding="utf-8"))
                 d_docs, d_bytes = int(d["docs"]), int(d["bytes"])
             except (OSError, ValueError, KeyError, TypeError):
                 continue   # not written yet

@@ -288,7 +288,7 @@ def run_task(cfg: DataConfig, task: Task, work: Path, ngrams_path: str) -> None:
         [_file_fingerprint(f) for f in task.files] if task.files else \
         [{"source": src.label(), "fingerprint": src.fingerprint()}]
     stats = {"funnel": funnel.as_json(), "inputs": inputs, "source": src.label()}
-    tmp["stats.json"].write_text(json.dumps(stats, default=str))
+    tmp["stats.json"].write_text(json.dumps(stats, default=str), encoding="utf-8")
     for name in names:
         os.replace(tmp[name], work / f"{task.stem}.{name}")
     (work / f"{task.stem}.done").touch()  # last: the task is complete

@@ -87,7 +87,7 @@ def save(folder: Path, cfg: ModelConfig, model_sd: dict[str, torch.Tensor],
          aliases: dict[str, str]) -> None:
     """The weights of a full state dict (a model's, or a consolidated one) and the config."""
     save_weights(model_sd, aliases, folder / WEIGHTS)
-    (folder / CONFIG).write_text(json.dumps(config_dict(cfg), indent=2))
+    (folder / CONFIG).write_text(json.dumps(config_dict(cfg), indent=2), encoding="utf-8")
 
 
 def _is_dcp(path: Path) -> bool:
@@ -133,7 +133,7 @@ def consolidated(folder: Path) -> dict[str, torch.Tensor]:
 def read_config(folder: Path) -> ModelConfig:
     path = folder / CONFIG
     try:
-        values = json.loads(path.read_text())
+        values = json.loads(path.read_text(encoding="utf-8"))
         values.setdefault("pad_vocab_multiple", 1)   # saved before the vocabulary was padded
         return build(ModelConfig, values)
     except (OSError, json.JSONDecodeError) as e:

@@ -123,13 +123,13 @@ class Tokenizer(TextTokenizer):
         if self.added:
             obj["added"] = [{"id": a.id, "bytes": base64.b64encode(a.bytes).decode("ascii"),
                              "parts": a.parts} for a in self.added]
-        path.write_text(json.dumps(obj))
+        path.write_text(json.dumps(obj), encoding="utf-8")
 
     @classmethod
     def load(cls, path: Path) -> Tokenizer:
         """A BPE ``tokenizer.json``; ``io.load_tokenizer`` reads any of our formats."""
         try:
-            obj = json.loads(path.read_text())
+            obj = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
             raise ConfigError(f"{path}: not a readable tokenizer file: {e}") from None
         return cls.from_dict(obj, path)

@@ -21,7 +21,7 @@ TOKENIZER = "tokenizer.json"
 
 def load_tokenizer(path: Path) -> TextTokenizer:
     try:
-        obj = json.loads(path.read_text())
+        obj = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not a readable tokenizer file: {e}") from None
     return from_dict(obj, path)

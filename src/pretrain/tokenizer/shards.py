@@ -160,7 +160,7 @@ def run(cfg: TokenizeConfig, tok: TextTokenizer, docs: Iterator[dict[str, Any]],
     meta = {"format": FORMAT, "dtype": dtype.name, "vocab_size": tok.vocab_size,
             "vocab_hash": tok.vocab_hash(), "bos_id": tok.bos_id, "eos_id": tok.eos_id,
             "domains": domains, "splits": splits, "split_rule": split_of.rule()}
-    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+    (out / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     tok.save(out / TOKENIZER)  # the shards carry the tokenizer that wrote them
     counts.update({s: {k: v for k, v in info.items() if k != "shards"}
                    for s, info in splits.items()})
@@ -175,7 +175,7 @@ class TokenShards:
         self.folder = folder
         meta_path = folder / "meta.json"
         try:
-            self.meta = json.loads(meta_path.read_text())
+            self.meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
             raise ConfigError(f"{meta_path}: cannot read token shard metadata: {e}") from None
         if self.meta.get("format") != FORMAT:

@@ -76,7 +76,8 @@ def run_tokenizer(run: StageRun, cfg: TokenizerConfig) -> None:
             raise ConfigError("tokenizer.extend_words / extend_mined add merges to a byte-level "
                               f"BPE; {cfg.pretrained} is a SentencePiece model")
         tok, ext = extend(tok, words)
-        (run.out / "extension.json").write_text(json.dumps(ext, indent=2, ensure_ascii=False))
+        (run.out / "extension.json").write_text(json.dumps(ext, indent=2, ensure_ascii=False),
+                                                encoding="utf-8")
         run.counts["added_tokens"] = len(tok.added)
     tok.save(run.out / "tokenizer.json")
     run.counts.update({"vocab_size": tok.vocab_size, "train_chars": chars,
@@ -85,7 +86,7 @@ def run_tokenizer(run: StageRun, cfg: TokenizerConfig) -> None:
         spec = cfg.compare_with
         kind, path = parse_spec(spec)
         rep = rep_mod.report(tok, texts, baseline, (kind or path.name) if baseline else "")
-        (run.out / "report.json").write_text(json.dumps(rep, indent=2, ensure_ascii=False))
+        (run.out / "report.json").write_text(json.dumps(rep, indent=2, ensure_ascii=False), encoding="utf-8")
         run.counts["bytes_per_token"] = {d: r["bytes_per_token"] for d, r in rep["domains"].items()}
         log0(rep_mod.table(rep))
 

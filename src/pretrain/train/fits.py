@@ -21,7 +21,7 @@ def device_memory(device: torch.device) -> float | None:
     if device.type == "cuda":
         return float(torch.cuda.get_device_properties(device).total_memory)
     try:
-        with open("/proc/meminfo") as f:
+        with open("/proc/meminfo", encoding="utf-8") as f:
             return next(int(line.split()[1]) * 1024.0 for line in f if line.startswith("MemAvailable"))
     except (OSError, StopIteration):
         return None

@@ -577,7 +577,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: Run
         counts["mfu_median"] = mfus[len(mfus) // 2]
         counts["peak_gflops"], counts["peak_source"] = round((t.peaks.mfu or 0) / 1e9, 1), \
             t.peaks.source   # e.g. "the measured bf16 matmul"
-    mfu = f", MFU {counts['mfu_median']:.1%} of {counts['peak_gflops']:.0f} GFLOP/s" if mfus else ""
+    mfu = t.peaks.summary(counts.get("mfu_median"))
     tps = counts["tok_per_s"]
     log0(f"train: val loss {first:.4f} -> {last:.4f} "
          f"({'n/a' if tps is None else f'{tps:,.0f}'} tokens/s over {t.t_train:.0f}s of steps{mfu})")

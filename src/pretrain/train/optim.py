@@ -174,6 +174,17 @@ class Peaks:
             return f"MFU against {self.source}, {rate(self.mfu)}{hint}"
         return f"MFU against {rate(self.mfu)} ({self.source})" + (f"; {beside}" if beside else "")
 
+    def summary(self, mfu_median: float | None) -> str:
+        """The end line's MFU, and what an MFU above 100% means."""
+        if mfu_median is None or not self.mfu:
+            return ""
+        out = f", MFU {mfu_median:.1%} of {self.mfu / 1e9:.0f} GFLOP/s"
+        if mfu_median > 1:
+            out += (" (above 100%: the peak was measured low, a busy machine at the start?"
+                    " train.peak_tflops sets it)" if self.measured else
+                    " (above 100%: the peak is too low; train.peak_tflops is per device)")
+        return out
+
 
 # the other precision's matmul at this many times the speed is worth a line at the start:
 # bf16 measured 4.4x fp32 on this project's AMD EPYC (AVX512-BF16), where a compiled step at
@@ -225,7 +236,9 @@ def matmul_flops(device: torch.device, n: int | None = None, reps: int = 5,
     fraction of fp32's speed (fp16 here: 2.5 GFLOP/s, 80 times slower), and one matmul of
     side 2048 would then take 7 s; the side stops growing from 256 at the first where the
     faster of two matmuls takes over 25 ms, so that the next (8 times the work) stays under
-    about 0.2 s (the faster of two: one slow spell on a busy machine stops no growth)."""
+    about 0.2 s (the faster of two: one slow spell on a busy machine stops no growth). fp32,
+    which every CPU runs fast, starts at 1024: on a machine busy for long, growth stopped at
+    256, whose matmul measured 0.8 GFLOP/s for a usual 215 (MFU 121% logged later)."""
     cuda = device.type == "cuda"
     n = n or (8192 if cuda else 2048)
     dtype = dtype or (torch.bfloat16 if cuda else torch.float32)
@@ -233,7 +246,7 @@ def matmul_flops(device: torch.device, n: int | None = None, reps: int = 5,
     # must not move it (else train.peak_tflops, which skips this, changed the losses)
     gen = torch.Generator(device).manual_seed(0)
     if not cuda:
-        side = min(n, 256)
+        side = min(n, 1024 if dtype == torch.float32 else 256)
         while side < n:
             a = torch.randn(side, side, dtype=dtype, generator=gen)
             took = []

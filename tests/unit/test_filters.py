@@ -179,6 +179,23 @@ def test_normalize_fixes_mojibake_and_whitespace():
     blank = list(f.LengthAndBinaryFilter(f.CleanConfig())(step(iter([_doc(" " * 300)]))))
     assert [x[1] for x in blank if isinstance(x, tuple)] == ["blank"] and len(blank) == 1
 
+
+def test_a_run_of_a_hundred_thousand_blanks_is_dropped_and_normalises_in_linear_time():
+    """Each blank of a run inside a line tried to reach the line end (40,000 took 3.2 s, a
+    million half an hour); a run of a million then crashed the tokenizers (a Rust panic in
+    tiktoken and rustbpe): over 100,000 blank characters in a row, a document is dropped."""
+    clean = f.CleanConfig(max_chars=10_000_000)
+    step, length = f.Normalize(clean), f.LengthAndBinaryFilter(clean)
+    for blanks, want in ((" " * 150_000, "blank_run"), ("\u3000\t" * 50_001, "blank_run"),
+                         (" " * 99_999, None)):   # + PROSE's last line break: 100,000
+        (doc,) = list(step(iter([_doc(PROSE + blanks + PROSE + "  \nend  ")])))
+        assert doc.text.endswith(PROSE + "\nend")   # line ends' blanks go, the run stays
+        assert blanks in doc.text and length.check(doc) == want
+    # blank lines: their spaces go at each line end, and more than 3 line breaks are 3
+    (doc,) = list(step(iter([_doc(PROSE + " \n" * 60_000 + PROSE)])))
+    body = PROSE.strip("\n")
+    assert doc.text == body + "\n\n\n" + body and length.check(doc) is None
+
 def test_letting_other_languages_through_english_word_rules_is_said(tmp_path, capsys):
     """A Chinese page passes the language filter with languages = ["zh"] and is then always
     dropped as 4 "words" by Gopher and C4: the config allowed it without a word."""

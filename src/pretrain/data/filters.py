@@ -82,12 +82,25 @@ class LengthAndBinaryFilter(Step):
             return "too_long"
         if _nonprintable(doc.text) > self.cfg.max_nonprintable_frac * n:
             return "nonprintable"
+        if n > MAX_BLANK_RUN and _BLANK_RUN.search(doc.text):
+            return "blank_run"
         return None
+
+
+# a longer run of blanks (spaces, tabs, line breaks of any script) is no text, and the
+# tokenizers' split patterns overflow their stack on one of about a million (tiktoken and
+# rustbpe with the GPT-2, GPT-4 and Llama-3 patterns: a Rust panic in a later stage); the
+# lookbehind makes only a run's first blank try to match (linear)
+MAX_BLANK_RUN = 100_000
+_BLANK_RUN = re.compile(rf"(?<!\s)\s{{{MAX_BLANK_RUN + 1}}}")
 
 
 # spaces (Unicode's Zs: no-break, ideographic, em ...) and tabs at line ends, the last
 # line's too; form feeds and other controls stay
-_TRAILING_WS = re.compile("[\t \u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]+$", re.MULTILINE)
+# (the lookbehind: only a run's first blank tries to reach the line end; without it each
+# blank of a run inside a line did, and 40,000 blanks took 3.2 s, a million half an hour)
+_BLANK = "\t \u00a0\u1680\u2000-\u200a\u202f\u205f\u3000"
+_TRAILING_WS = re.compile(f"(?<![{_BLANK}])[{_BLANK}]+$", re.MULTILINE)
 _MANY_BLANK = re.compile(r"\n{4,}")
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ufffd]")  # Cc but \t \n, and U+FFFD
 # UTF-8 read as cp1252/latin-1 leaves a lead byte (Â Ã â ...) before a continuation byte:

@@ -141,6 +141,10 @@ def test_report_compression_usage_and_fragmenting_words(tok):
     assert rep["unused_tokens"] == len(tok.ranks) - len(used)
     assert rep["longest_tokens"][0]["bytes"] == max(len(r) for r in tok.ranks)
     assert "most fragmented: Floccinaucinihilipilification" in table(rep)
+    # the share and its "of" count the same tokens: the ordinary ones (the vocabulary's
+    # size, specials included, had stood beside a share of the ordinary ones)
+    assert f"unused tokens: {rep['unused_tokens']:,} of {len(tok.ranks):,} ordinary (" \
+        f"{rep['unused_tokens'] / len(tok.ranks):.1%})" in table(rep)
     # what tokenizer.extend_mined takes: the same words without the rest of the report
     from pretrain.tokenizer.report import fragmenting_words
     assert fragmenting_words(tok, texts, 20) == [

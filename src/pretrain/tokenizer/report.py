@@ -55,7 +55,8 @@ def report(tok: TextTokenizer, texts_by_domain: dict[str, list[str]],
     longest = sorted(ordinary, key=lambda i: (-size[i], i))[:top]
     return {
         "vocab_size": tok.vocab_size, "baseline": baseline_name or None, "domains": domains,
-        "unused_tokens": unused, "unused_share": round(unused / max(1, len(ordinary)), 4),
+        "unused_tokens": unused, "ordinary_tokens": len(ordinary),
+        "unused_share": round(unused / max(1, len(ordinary)), 4),
         "longest_tokens": [{"id": i, "bytes": size[i],
                             "text": tok.bytes_of(i).decode("utf-8", "replace")} for i in longest],
     }
@@ -117,7 +118,10 @@ def table(rep: dict[str, Any]) -> str:
         lines.append(f"{'':>12} most fragmented: {frag}")
         if r.get("unk_tokens"):
             lines.append(f"{'':>12} <unk>: {r['unk_tokens']:,} tokens (text outside the vocabulary, lost)")
-    lines.append(f"unused tokens: {rep['unused_tokens']:,} of {rep['vocab_size']:,} "
+    # of the ordinary tokens, the share's denominator (the vocabulary has the specials too)
+    of = f"{rep['ordinary_tokens']:,} ordinary" if "ordinary_tokens" in rep \
+        else f"{rep['vocab_size']:,}"
+    lines.append(f"unused tokens: {rep['unused_tokens']:,} of {of} "
                  f"({rep['unused_share']:.1%}); longest: "
                  + ", ".join(repr(t["text"]) for t in rep["longest_tokens"][:5]))
     return "\n".join(lines)

@@ -17,7 +17,8 @@ counts against ``torch.autograd.graph.saved_tensors_hooks`` on real forwards):
 - gpt2: ``8 d + 4 + H + 2 h`` (LayerNorms keep input, mean and rstd; q/k/v; the GELU's
   input and output);
 - mla: its latent path, and the math SDPA kernel's attention probabilities, ``H T`` per
-  token (quadratic in the sequence: the fused kernels need equal q/k and v head dims).
+  token (quadratic in the sequence: the fused kernels need equal q/k and v head dims);
+- with dropout, its masks, and on CPU the math kernel's probabilities (``dropout_bytes``).
 
 Outside the layers: the token ids, the final norm, and either (the plain loss, kept under
 tensor parallelism) the head input and the logits, or (the fused chunked loss that
@@ -114,6 +115,24 @@ def layer_elements(cfg: ModelConfig) -> float:
     return norms + d + q_path + latent + attention + mlp
 
 
+def dropout_bytes(cfg: ModelConfig, math_attention: bool) -> float:
+    """Bytes per token one layer saves for dropout (``model.dropout > 0``): the masks of the
+    two residual dropouts (a byte an element) and, where attention runs the math SDPA
+    kernel (``math_attention``: on CPU, which has no fused kernel with dropout; always for
+    MLA), what it saves per head and key: the scores, the probabilities, their mask and
+    their dropped copy, 13 bytes (fp32; ``saved_tensors_hooks`` counted 12.7-12.9; the
+    fused GPU kernels keep only their random state). Measured on CPU without it: 1.55x
+    the estimate at T 512 and 2.28x at T 1024."""
+    if not cfg.dropout:
+        return 0.0
+    T, H = cfg.seq_len, cfg.n_heads
+    if cfg.arch == "mla":           # its probabilities are counted already (layer_elements)
+        attention = H * T * (4 + 1 + 4)
+    else:                           # the fused kernel's H (log-sum-exp) stays counted
+        attention = H * T * (4 + 4 + 1 + 4) if math_attention else 0
+    return 2 * cfg.d_model + attention
+
+
 def outside_elements(cfg: ModelConfig, fused_loss: bool = False) -> float:
     """Per token, outside the layers: token ids (8 bytes), the final norm and, with the
     plain loss, the head's input and the logits (kept for the loss, and alive while
@@ -184,6 +203,9 @@ def estimate(cfg: ModelConfig, batch: int, *, layout: Split | None = None,
         layers = L * per_layer
     outside = outside_elements(cfg, fused) / layout.tp
     activations = act_bytes * tokens * (layers + outside)
+    drop = dropout_bytes(cfg, math_attention=not low) / layout.tp   # per token and layer
+    if drop:   # and the embeddings' mask, a byte an element
+        activations += tokens * ((1 if checkpointing else L) * drop + cfg.d_model)
     if fused:   # the loss's forward: one chunk of logits at a time, beside the activations
         working = loss_working_bytes(cfg, batch * cfg.seq_len, act_bytes == 2)
         if checkpointing:  # freed before backward rebuilds a layer: the larger of the two
@@ -192,7 +214,7 @@ def estimate(cfg: ModelConfig, batch: int, *, layout: Split | None = None,
         # the log-softmax's), beside the saved activations
         working = 2 * 4 * batch * cfg.seq_len * cfg.padded_vocab / layout.tp
     # the peak is the larger of the forward's end and the backward's (module doc)
-    rebuilt = act_bytes * tokens * per_layer if checkpointing else 0.0
+    rebuilt = tokens * (act_bytes * per_layer + drop) if checkpointing else 0.0
     accumulates = grad_accum > 1 or layout.pp > 1
     overlap = 0.0 if accumulates else min(grads, activations + working - rebuilt)
     if low:

@@ -108,12 +108,18 @@ def plan(cfg: RunConfig, opts: Options) -> str:
     timed = "bf16" if prec == "fp8" else prec   # fp8's speed-up is not assumed (README)
     price = opts.price if opts.price is not None else acc.dollars_per_hour
     if mfu_from != "assumed" and timed != "bf16":   # a run's (or --mfu's) is of bf16's peak
+        of_bf16 = mfu
         mfu = min(1.0, mfu * acc.peak("bf16") / acc.peak(timed))
+        mfu_from += f", {of_bf16:.0%} of the bf16 peak" + (" (capped at 100%)" if mfu == 1.0
+                                                           else "")
     flop_s = opts.gpus * acc.peak(timed) * mfu
     budget = opts.budget or (opts.gpu_hours or opts.dollars / price) * 3600 * flop_s / opts.gpus
     sh = shape(cfg, opts.gpus, prec)
     per_step = sh.tokens(model.seq_len) // max(sh.steps, 1)
     out = [f"# plan for {cfg.name} ({acc.name} x {opts.gpus}, MFU {mfu:.0%} {mfu_from})"]
+    if prec == "fp8" and "fp8" not in acc.peak_tflops:
+        out.append(f"note: {acc.name} has no fp8 (Hopper or newer): training refuses "
+                   "train.precision = 'fp8' there; planned at bf16's speed")
     if budget:
         model, tokens = report.suggest(model, budget, fit)
         if tokens < per_step:

@@ -33,7 +33,15 @@ import numpy as np
 from .config import ConfigError, PretrainError
 from .log import log0
 from .pipeline import run_stages
-from .plan.laws import Law, bootstrap, chinchilla_rule, fit_law, isoflop_optimum, power_law
+from .plan.laws import (
+    Law,
+    bootstrap,
+    chinchilla_rule,
+    fit_law,
+    isoflop_optimum,
+    power_law,
+    read_fit,
+)
 from .plan.report import ladder, suggest
 from .run_config import RunConfig
 
@@ -134,19 +142,39 @@ def fit_results(results: list[dict[str, Any]]) -> dict[str, Any]:
     optima = []
     for c in sorted({r["C"] for r in results}):
         runs = sorted((r for r in results if r["C"] == c), key=lambda r: r["N"])
-        if len(runs) >= 3:
+        if len({r["N"] for r in runs}) >= 3:   # a parabola needs 3 sizes
             n_opt, loss = isoflop_optimum([r["N"] for r in runs], [r["loss"] for r in runs])
+            # at the ladder's end: the budget's optimum is not bracketed, only bounded
+            edge = next((end for end, r in (("smallest", runs[0]), ("largest", runs[-1]))
+                         if math.isclose(n_opt, r["N"], rel_tol=1e-9)), "")
             optima.append({"C": c, "N_opt": n_opt, "D_opt": _tokens(c, n_opt, runs),
-                           "loss": loss})
+                           "loss": loss, **({"clipped": True} if edge else {})})
+            if edge:
+                log0(f"sweep: C={c:.3g}: the lowest loss is at the ladder's {edge} model, so its "
+                     "optimum is a bound, not a minimum (marked clipped; left out of the "
+                     "power laws while 2 others remain)")
     out: dict[str, Any] = {"runs": results, "excluded": excluded, "isoflop": optima}
-    if len(optima) >= 2:
-        kn, a = power_law([o["C"] for o in optima], [o["N_opt"] for o in optima])
-        kd, b = power_law([o["C"] for o in optima], [o["D_opt"] for o in optima])
+    bracketed = [o for o in optima if not o.get("clipped")]
+    laws_of = bracketed if len(bracketed) >= 2 else optima
+    if len(laws_of) >= 2:
+        kn, a = power_law([o["C"] for o in laws_of], [o["N_opt"] for o in laws_of])
+        kd, b = power_law([o["C"] for o in laws_of], [o["D_opt"] for o in laws_of])
         out["power_laws"] = {"N_opt": {"k": kn, "exponent": a}, "D_opt": {"k": kd, "exponent": b}}
     ns, ds, ls = ([r[k] for r in results] for k in ("N", "D", "loss"))
     law = fit_law(ns, ds, ls)
     out["law"] = {**law.as_dict(), "intervals": bootstrap(ns, ds, ls, law, samples=20)}
+    # a term worth under 0.1% of every run's loss: the law does not depend on it
+    flat = [name for name, term in (("N", lambda r: law.A / r["N"] ** law.alpha),
+                                    ("D", lambda r: law.B / r["D"] ** law.beta))
+            if max(term(r) / r["loss"] for r in results) < 1e-3]
+    if flat:
+        out["law"]["flat_in"] = flat
     out["residuals"] = [round(law.loss(r["N"], r["D"]) / r["loss"] - 1, 5) for r in results]
+    off = [f"{r['name']} ({res:+.0%})" for r, res in zip(results, out["residuals"], strict=True)
+           if abs(res) > 0.1]
+    if off:   # a run far above the law: diverged or undertrained, though its loss is finite
+        log0(f"sweep: {len(off)} run(s) more than 10% off the fitted law: {', '.join(off)}; "
+             "check their training logs (a diverged run pulls its budget's optimum)")
     return out
 
 
@@ -161,11 +189,10 @@ def _tokens(c: float, n: float, runs: list[dict[str, Any]]) -> float:
 
 def _predict(cfg: RunConfig, fit: dict[str, Any], budgets: list[float]) -> dict[str, Any]:
     """The fitted law's optimal model for the next budget up, predicted then trained."""
-    law = Law.from_dict(fit["law"])
+    law, why = read_fit(fit, "the sweep's fit", "fitted")
     c = budgets[-1] * budgets[-1] / budgets[-2]
-    if law.degenerate:
-        log0("sweep: the fitted law does not depend on both N and D (too few or too noisy "
-             "runs); no prediction: add budgets or sizes")
+    if law is None:   # what `pretrain plan` would refuse too
+        log0(f"sweep: no prediction: {why}")
         return {"C": c, "skipped": "degenerate fit"}
     vocab = json.loads((cfg.run_dir / "tokenize" / "meta.json").read_text(encoding="utf-8"))["vocab_size"]
     model = replace(cfg.model, vocab_size=vocab)

@@ -18,7 +18,15 @@ from pretrain.config import PretrainError
 from pretrain.hardware import get
 from pretrain.model.config import ModelConfig
 from pretrain.model.transformer import Transformer
-from pretrain.plan.laws import BESIROGLU, HOFFMANN, Law, chinchilla_rule, fit_law, isoflop_optimum
+from pretrain.plan.laws import (
+    BESIROGLU,
+    HOFFMANN,
+    Law,
+    chinchilla_rule,
+    fit_law,
+    isoflop_optimum,
+    read_fit,
+)
 from pretrain.plan.memory import (
     Split,
     dropout_bytes,
@@ -379,6 +387,32 @@ def test_the_sweep_fit_leaves_out_diverged_runs_and_counts_attention_in_d_opt(tm
         assert (tmp_path / "fit.png").is_file()
 
 
+def test_the_sweep_fit_flags_what_it_cannot_trust(capsys):
+    """A finite but diverged run (loss ~ ln vocab) moved its budget's optimum 2.3x without
+    a word; a budget whose best run is the ladder's smallest fed that bound to the power
+    laws as an optimum; a law with no N dependence (every run the same N: A = 1, alpha = 1,
+    the grid's start) was used by `plan` and `--predict` (N_opt = 57 parameters)."""
+    from pretrain.sweep import fit_results
+    results = []
+    for c in (1e15, 1e16, 1e17):
+        for n in np.geomspace(2e5, 2e7, 5) if c > 1e15 else np.geomspace(2e7, 2e9, 5):
+            d = c / (6 * n)
+            results.append({"C": c, "name": f"c{c:g}-n{n:.0f}", "N": n, "D": d,
+                            "loss": HOFFMANN.loss(n, d)})
+    results[7]["loss"] *= 1.5   # diverged, finite
+    fit = fit_results(results)
+    err = capsys.readouterr().err
+    assert "1 run(s) more than 10% off the fitted law: c1e+16-n2000000" in err
+    assert [o.get("clipped", False) for o in fit["isoflop"]] == [True, False, False]
+    assert "C=1e+15: the lowest loss is at the ladder's smallest model" in err
+    law, _ = read_fit(fit, "fit.json", "fitted")
+    assert law is not None and "flat_in" not in fit["law"]
+    same_n = [{**r, "N": 1e6, "D": r["C"] / 6e6} for r in results]
+    fit = fit_results(same_n)
+    assert "N" in fit["law"].get("flat_in", []) or Law.from_dict(fit["law"]).degenerate
+    assert read_fit(fit, "fit.json", "fitted")[0] is None
+
+
 def test_a_measured_mfu_is_of_the_bf16_peak_whatever_the_planned_precision(tmp_path, capsys):
     """Training logs MFU against the bf16 peak: a run measured at 5% does the same FLOP/s
     planned in fp32 (it had been taken as 5% of the fp32 peak, 15x slower)."""
@@ -392,6 +426,17 @@ def test_a_measured_mfu_is_of_the_bf16_peak_whatever_the_planned_precision(tmp_p
         line = next(x for x in capsys.readouterr().out.splitlines() if " FLOPs on " in x)
         times[prec] = line.split(": ")[1].split(" (")[0]
     assert times["bf16"] == times["fp32"]
+
+
+def test_a_converted_mfu_says_so_and_fp8_where_there_is_none_is_noted(capsys):
+    """--mfu 0.4 planned in fp32 printed "MFU 100% given" (0.4 of the bf16 peak is 5.9x
+    the fp32 one, capped without a word); fp8 on an A100 was planned without a note."""
+    assert main(["plan", "--mfu", "0.4", "--train.precision=fp32"]) == 0
+    assert "MFU 100% given, 40% of the bf16 peak (capped at 100%)" in capsys.readouterr().out
+    assert main(["plan", "--gpu", "a100", "--train.precision=fp8"]) == 0
+    assert "has no fp8 (Hopper or newer)" in capsys.readouterr().out
+    assert main(["plan", "--gpu", "h100", "--train.precision=fp8"]) == 0
+    assert "has no fp8" not in capsys.readouterr().out
 
 
 def test_sizes_are_written_in_the_unit_they_round_to():

@@ -82,7 +82,7 @@ def read_fit(fit: Any, path: str, source: str) -> tuple[Law | None, str]:
     except (TypeError, KeyError, ValueError, AttributeError):
         return None, (f"{path} is not a fit written by `pretrain sweep` (unreadable, or no "
                       "law with E, A, B, alpha and beta)")
-    if budgets < 2 or law.degenerate:
+    if budgets < 2 or law.degenerate or fit["law"].get("flat_in"):
         return None, (f"{path}: the law was fitted from fewer than 2 budgets of 3 sizes or "
                       "does not depend on both N and D; rerun `pretrain sweep` with more "
                       "budgets or sizes")

@@ -68,6 +68,22 @@ def test_flops_per_token_equal_a_hand_count():
     assert cfg.flops_per_token() == 6 * matmul + attention
 
 
+def _saved_bytes(model: Transformer, x: torch.Tensor, fused: bool = True
+                 ) -> tuple[int, torch.Tensor]:
+    """Bytes of every tensor the forward saves for backward, counted by storage
+    (parameters and buffers aside), and the logits."""
+    own = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.untyped_storage().data_ptr() not in own:
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        logits, _ = model(x, x, fused_loss=fused)
+    return sum(seen.values()), logits
+
+
 @pytest.mark.parametrize("kw", [dict(arch="llama", n_kv_heads=2), dict(arch="llama", n_kv_heads=4),
                                 dict(arch="llama", d_model=96, n_heads=6, n_kv_heads=1),
                                 dict(arch="gpt2"), dict(arch="mla"), dict(arch="mla", q_lora_rank=24)])
@@ -77,18 +93,8 @@ def test_activation_counts_are_what_autograd_saves(kw, fused):
     logits, counted by storage, equals the estimate's elements; with the fused chunked
     loss (no logits kept), plus the head's gradient that its forward keeps."""
     cfg = ModelConfig(**{**dict(d_model=64, n_layers=2, n_heads=4, seq_len=32, vocab_size=120), **kw})
-    model = Transformer(cfg)
-    own = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        if t.untyped_storage().data_ptr() not in own:
-            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-    x = torch.randint(0, 120, (3, 32))
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        logits, _ = model(x, x, fused_loss=fused)
-    measured = sum(seen.values()) + logits.nbytes - (0 if fused else 4)  # the scalar loss aside
+    saved, logits = _saved_bytes(Transformer(cfg), torch.randint(0, 120, (3, 32)), fused)
+    measured = saved + logits.nbytes - (0 if fused else 4)  # the scalar loss aside
     if cfg.arch == "gpt2":
         measured -= 8 * 32  # the (1, T) positions, per sequence length, not per token
     if fused:
@@ -105,18 +111,7 @@ def test_dropout_adds_what_autograd_saves_for_it(arch):
     def saved(dropout: float) -> tuple[ModelConfig, int]:
         cfg = ModelConfig(arch=arch, d_model=64, n_layers=2, n_heads=4, seq_len=128,
                           vocab_size=120, dropout=dropout)
-        model = Transformer(cfg).train()
-        own = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
-        seen: dict[int, int] = {}
-
-        def pack(t: torch.Tensor) -> torch.Tensor:
-            if t.untyped_storage().data_ptr() not in own:
-                seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-            return t
-        x = torch.randint(0, 120, (2, 128))
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            model(x, x, fused_loss=True)
-        return cfg, sum(seen.values())
+        return cfg, _saved_bytes(Transformer(cfg).train(), torch.randint(0, 120, (2, 128)))[0]
     cfg, with_dropout = saved(0.1)
     per_token = (with_dropout - saved(0.0)[1]) / (2 * 128)
     want = cfg.n_layers * dropout_bytes(cfg, math_attention=True) + cfg.d_model

@@ -49,16 +49,16 @@ def execute(cfg: DataConfig, todo: list[Task], work: Path, ngrams_path: str) -> 
         # spawn, not fork: the parent may hold threads (torch, the progress bar)
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=die_with_parent, initargs=(os.getpid(),)) as ex:
-            with _sigint_ignored():   # the workers start now, and keep it ignored
-                futures = [ex.submit(run_task, cfg, t, work, ngrams_path) for t in todo]
             try:
+                with _sigint_blocked():   # the workers start now, and keep it blocked
+                    futures = [ex.submit(run_task, cfg, t, work, ngrams_path) for t in todo]
                 for fut in as_completed(futures):
                     fut.result()
                     bar.update(1)
             except KeyboardInterrupt:
-                # Ctrl-C reached the workers' process group too: they ignore it (each had
-                # printed a traceback) and stop here, their unfinished tasks redone on the
-                # rerun; the pool would otherwise wait for every queued task
+                # Ctrl-C reached the workers' process group too: they never take it (each
+                # had printed a traceback) and stop here, their unfinished tasks redone on
+                # the rerun; the pool would otherwise wait for every queued task
                 for p in multiprocessing.active_children():
                     p.kill()
                 ex.shutdown(cancel_futures=True)
@@ -66,19 +66,20 @@ def execute(cfg: DataConfig, todo: list[Task], work: Path, ngrams_path: str) -> 
 
 
 @contextlib.contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """SIGINT ignored while worker processes are started, which inherit that through exec:
-    a Ctrl-C while a worker imports or waits for a task printed its KeyboardInterrupt
-    traceback. The main process handles Ctrl-C alone (a Ctrl-C in these few milliseconds of
-    process starts is lost)."""
-    if threading.current_thread() is not threading.main_thread():
+def _sigint_blocked() -> Iterator[None]:
+    """SIGINT blocked in this thread while it starts worker processes, which inherit the
+    mask through exec and so never take a Ctrl-C: one while a worker imported or waited
+    for a task printed its KeyboardInterrupt traceback. This process still gets it: from
+    another thread, or when the mask is lifted (a blocked signal waits; an ignored one, as
+    first tried, was lost when it came during the starts)."""
+    if not hasattr(signal, "pthread_sigmask"):   # not POSIX: workers keep the default
         yield
         return
-    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, before)
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _small(todo: list[Task]) -> bool:

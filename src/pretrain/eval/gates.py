@@ -67,7 +67,7 @@ def _missing(results: dict[str, Any], path: str) -> str | None:
     node = _value(results, path)
     if isinstance(node, dict):
         return f"{path} is a table ({', '.join(sorted(node)[:6])}), not a number"
-    if isinstance(node, bool) or not isinstance(node, (int, float)):
+    if not isinstance(node, (int, float)):   # a bool is a number here (== 1)
         return f"no value at {path} in the results"
     if math.isnan(node):
         return f"{path} is NaN (nothing scored)"

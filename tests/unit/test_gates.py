@@ -49,10 +49,15 @@ def test_gates_that_cannot_be_checked_fail_and_say_why(tmp_path):
         "all.bpb != 0: all.bpb is NaN (nothing scored)",
         "all <= 1: all is a table (bpb, loss), not a number"]
     (tmp_path / "results.json").write_text(json.dumps({"all": {"bpb": 1.8}}))
-    (tmp_path / "harness.json").write_text(json.dumps({"arc_easy": {"acc": 0.5}}))
+    (tmp_path / "harness.json").write_text(json.dumps({"arc_easy": {"acc": 0.5}, "gsm8k": {
+        "exact_match/strict-match": 0.2}}))   # a metric under a filter, as harness.py names it
     loaded = gates.load_results(tmp_path)
     assert loaded is not None
-    assert gates.check(["harness.arc_easy.acc >= 0.5", "all.bpb <= 1.9"], loaded) == []
+    assert gates.check(["harness.arc_easy.acc >= 0.5", "all.bpb <= 1.9",
+                        "harness.gsm8k.exact_match/strict-match >= 0.1",
+                        "all.bpb >= harness.gsm8k.exact_match/strict-match * 5"], loaded) == []
+    with pytest.raises(ConfigError):   # a mistyped number is no metric path
+        gates.parse("all.bpb <= 1.9x")
     assert gates.load_results(tmp_path / "missing") is None
 
 

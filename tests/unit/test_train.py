@@ -237,3 +237,62 @@ def test_resume_false_starts_over_without_the_earlier_checkpoints(tmp_path: Path
     revive()
     assert [p.name for p in folder.glob("step-*")] == ["step-0000004"]
     assert "train.resume = false: removing the earlier checkpoints" in capsys.readouterr().err
+
+
+def test_a_checkpoint_of_the_former_decay_groups_resumes_with_the_configs(tmp_path, monkeypatch):
+    """GPT-2's position table was decayed before it counted as an embedding table: resumed
+    with embed_lr_mult != 1, the flat optimizer state gave the no-decay group (whose first
+    parameter the table now is) the table's former decay, norms and biases included."""
+    from pretrain import distributed
+    from pretrain.train import optim, state
+
+    def former(model, wd, mult=1.0):
+        named, embed = optim._trainable(model, mult)
+        decay = [p for n, p in named if p.dim() == 2 and not n.startswith("embed.")]
+        rest = [p for n, p in named if not (p.dim() == 2 and not n.startswith("embed."))]
+        return [{"params": decay, "weight_decay": wd}, {"params": rest, "weight_decay": 0.0},
+                *embed]
+    mc = ModelConfig(arch="gpt2", d_model=32, n_layers=1, n_heads=2, seq_len=8, vocab_size=50)
+    cfg = TrainConfig(weight_decay=0.1, embed_lr_mult=2.0)
+    with monkeypatch.context() as m:
+        m.setattr(optim, "param_groups", former)
+        model = Transformer(mc)
+        opt = optim.make_optimizer(model, cfg)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    opt.step()
+    ckpt = state.save(tmp_path, 1, mc, model, opt, {"batch_rows": 2}, 2, distributed.Dist())
+    again = Transformer(mc)
+    opt2 = optim.make_optimizer(again, cfg)
+    want = [g["weight_decay"] for g in opt2.param_groups]
+    state.load(ckpt, again, opt2, distributed.Dist())
+    assert [g["weight_decay"] for g in opt2.param_groups] == want == [0.1, 0.0, 0.0]
+
+
+def test_the_grad_accum_hint_is_only_for_a_run_that_starts_over(tmp_path, capsys):
+    """A relaunch that resumes its own checkpoints was told it "starts over" and to keep the
+    other folder's grad_accum, which would have thrown its own steps away."""
+    import json
+    from dataclasses import asdict
+    from types import SimpleNamespace
+
+    from pretrain.train import stage
+
+    def checkpoint(folder, step):
+        (folder / f"step-{step:07d}").mkdir(parents=True)
+        (folder / f"step-{step:07d}" / "state.json").write_text(
+            json.dumps({"step": step, "batch_rows": 8}))
+        (folder / f"step-{step:07d}" / "checksums.json").write_text("{}")
+
+    def launch(cfg: TrainConfig, folder) -> str:
+        run = SimpleNamespace(key_parts={"config": {"train": asdict(cfg)}})
+        stage._checkpoint_lineage(run, cfg, folder, 8, True)
+        return capsys.readouterr().err
+    one, two = TrainConfig(grad_accum=1), TrainConfig(grad_accum=2, batch_size=8)
+    launch(one, tmp_path / "train-a")
+    checkpoint(tmp_path / "train-a", 10)
+    err = launch(two, tmp_path / "train-b")   # from step 0: the hint
+    assert "keep train.grad_accum = 1 with 8 rows a micro-step" in err
+    checkpoint(tmp_path / "train-b", 20)
+    err = launch(two, tmp_path / "train-b")   # resumes its own step 20: listed, no hint
+    assert "checkpoints of another config of this run" in err and "train.grad_accum" not in err

@@ -23,9 +23,12 @@ from ..config import ConfigError
 _OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt,
         "==": operator.eq, "!=": operator.ne}
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
-_GATE = re.compile(r"^\s*([\w.\-]+)\s*(<=|>=|==|!=|<|>)\s*(.+?)\s*$")
-# a metric path may start with a digit (a domain's name may): a number is tried first
-_RHS = re.compile(rf"^(?:({_NUM})|(\w[\w.\-]*)(?:\s*\*\s*({_NUM}))?)$")
+# lm-eval's metrics under several filters are "exact_match/strict-match" (harness.json)
+_GATE = re.compile(r"^\s*([\w.\-/]+)\s*(<=|>=|==|!=|<|>)\s*(.+?)\s*$")
+# a metric path may start with a digit (a domain's name may: "2024.bpb"), its next part
+# with a letter, so that a mistyped number ("1.9x") is no path
+_PATH = r"(?:[A-Za-z_][\w\-/]*|\w[\w\-]*\.[A-Za-z_][\w\-/]*)(?:\.[\w\-/]+)*"
+_RHS = re.compile(rf"^(?:({_NUM})|({_PATH})(?:\s*\*\s*({_NUM}))?)$")
 
 Threshold = float | tuple[str, float]   # a number, or another metric times a factor
 

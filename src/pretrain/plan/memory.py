@@ -115,21 +115,22 @@ def layer_elements(cfg: ModelConfig) -> float:
     return norms + d + q_path + latent + attention + mlp
 
 
-def dropout_bytes(cfg: ModelConfig, math_attention: bool) -> float:
+def dropout_bytes(cfg: ModelConfig, math_attention: bool, act_bytes: int = 4) -> float:
     """Bytes per token one layer saves for dropout (``model.dropout > 0``): the masks of the
     two residual dropouts (a byte an element) and, where attention runs the math SDPA
     kernel (``math_attention``: on CPU, which has no fused kernel with dropout; always for
     MLA), what it saves per head and key: the scores, the probabilities, their mask and
-    their dropped copy, 13 bytes (fp32; ``saved_tensors_hooks`` counted 12.7-12.9; the
-    fused GPU kernels keep only their random state). Measured on CPU without it: 1.55x
+    their dropped copy, 13 bytes in fp32 (``saved_tensors_hooks`` counted 12.7-12.9), 7 in
+    bf16 (``act_bytes`` 2: MLA's on a GPU; CPU autocast keeps them fp32); the fused GPU
+    kernels keep only their random state. Measured on CPU without it: 1.55x
     the estimate at T 512 and 2.28x at T 1024."""
     if not cfg.dropout:
         return 0.0
     T, H = cfg.seq_len, cfg.n_heads
     if cfg.arch == "mla":           # its probabilities are counted already (layer_elements)
-        attention = H * T * (4 + 1 + 4)
+        attention = H * T * (2 * act_bytes + 1)
     else:                           # the fused kernel's H (log-sum-exp) stays counted
-        attention = H * T * (4 + 4 + 1 + 4) if math_attention else 0
+        attention = H * T * (3 * act_bytes + 1) if math_attention else 0
     return 2 * cfg.d_model + attention
 
 
@@ -168,14 +169,16 @@ def _split_params(cfg: ModelConfig, layout: Split) -> float:
 def estimate(cfg: ModelConfig, batch: int, *, layout: Split | None = None,
              checkpointing: bool = False, optimizer: str = "adamw",
              precision: str = "fp32", fused_loss: bool | None = None,
-             grad_accum: int = 1) -> Memory:
+             grad_accum: int = 1, cpu: bool | None = None) -> Memory:
     """Memory per device for micro-batches of ``batch`` sequences of ``cfg.seq_len`` tokens
     (per data-parallel rank). ``precision``: "fp32" (CPU) or "bf16"/"fp16" (autocast; "fp8",
     whose float8 linears run inside bf16 autocast, counts as bf16).
     ``fused_loss``: the head and cross-entropy in chunks, as training runs them except
     under tensor parallelism (the default: fused unless ``layout.tp > 1``). ``grad_accum``
     micro-batches a step: above 1 (and under pipeline parallelism, whose microbatches
-    accumulate too) the gradients are alive through the later forwards: no overlap."""
+    accumulate too) the gradients are alive through the later forwards: no overlap.
+    ``cpu``: whether it runs on a CPU, whose attention falls back to the math kernel with
+    dropout (None: fp32 is taken for a CPU, the rest for a GPU)."""
     layout = layout or Split()
     fused = layout.tp == 1 if fused_loss is None else fused_loss
     params = _split_params(cfg, layout)
@@ -203,7 +206,9 @@ def estimate(cfg: ModelConfig, batch: int, *, layout: Split | None = None,
         layers = L * per_layer
     outside = outside_elements(cfg, fused) / layout.tp
     activations = act_bytes * tokens * (layers + outside)
-    drop = dropout_bytes(cfg, math_attention=not low) / layout.tp   # per token and layer
+    on_cpu = not low if cpu is None else cpu
+    # per token and layer; CPU autocast leaves the math kernel in fp32 (bf16 saved 0.93x fp32)
+    drop = dropout_bytes(cfg, on_cpu, 4 if on_cpu else act_bytes) / layout.tp
     if drop:   # and the embeddings' mask, a byte an element
         activations += tokens * ((1 if checkpointing else L) * drop + cfg.d_model)
     if fused:   # the loss's forward: one chunk of logits at a time, beside the activations

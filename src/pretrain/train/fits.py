@@ -36,7 +36,7 @@ def check_memory(model_cfg: ModelConfig, cfg: TrainConfig, layout: Layout,
                               optimizer=cfg.optimizer,
                               precision=resolve_precision(cfg.precision, device),
                               fused_loss=cfg.loss_path(layout["tp"]) == "chunked",
-                              grad_accum=cfg.grad_accum)
+                              grad_accum=cfg.grad_accum, cpu=device.type == "cpu")
     est = estimate(model_cfg, cfg.batch_size, **kw)
     parts = ", ".join(f"{k} {v:.2f}" for k, v in est.as_gb().items() if k != "total")
     have = device_memory(device)

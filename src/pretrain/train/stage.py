@@ -110,6 +110,7 @@ def _checkpoint_lineage(run: StageRun, cfg: TrainConfig, folder: Path, rows: int
             _link_copy(found, folder / found.name)
             log0(f"train: continuing from {found} (an earlier config of this run whose "
                  "learning rate is the same at every step before it)")
+    from_zero = not state.complete(folder)   # else it resumes: no hint to start elsewhere
     for other in others:
         if cfg.remove_other_checkpoints:
             shutil.rmtree(other)
@@ -120,7 +121,8 @@ def _checkpoint_lineage(run: StageRun, cfg: TrainConfig, folder: Path, rows: int
         latest = f", latest step {state.step_of(ckpts[-1])}" if ckpts else ""
         log0(f"train: checkpoints of another config of this run: {other} ({len(ckpts)} "
              f"checkpoints{latest}, {size / 1e6:.1f} MB); --train.remove_other_checkpoints=true "
-             "removes them" + (_accum_hint(other, lineage, any_accum, ckpts) if ckpts else ""))
+             "removes them" + (_accum_hint(other, lineage, any_accum, ckpts)
+                               if ckpts and from_zero else ""))
 
 
 def _accum_hint(other: Path, lineage: str, any_accum: str, ckpts: list[Path]) -> str:

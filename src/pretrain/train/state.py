@@ -271,7 +271,14 @@ def load(ckpt: Path, model: nn.Module, opt: torch.optim.Optimizer,
         dcp.load({"model": model_sd, "optim": optim_sd}, checkpoint_id=ckpt,
                  no_dist=not (d and d.enabled))
     set_model_state_dict(model, model_sd)
+    # the config's settings of each group stay: the flat state gives a group those of its
+    # first parameter's group in the checkpoint, and a parameter that changed group (GPT-2's
+    # position table, decayed before it counted as a table) brought its decay to them all
+    config: list[dict[str, Any]] = [{k: g[k] for k in ("weight_decay", "lr_mult") if k in g}
+                                    for g in opt.param_groups]
     set_optimizer_state_dict(model, _optimizers(opt), optim_sd, options=options)
+    for group, settings in zip(opt.param_groups, config, strict=True):
+        group.update(settings)
     rng = torch.load(ckpt / "rng.pt", weights_only=True)
     # this rank's own state where the checkpoint has one per rank of this many; else (another
     # world size, or written before it kept them) rank 0's on every rank

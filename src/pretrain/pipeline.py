@@ -29,7 +29,7 @@ from . import distributed, stages
 from .config import Preempted, PretrainError, fingerprint, jsonable, to_toml
 from .log import log0
 from .run_config import RunConfig
-from .rundir import RunDir, StageRun, verify_files
+from .rundir import MANIFEST, RunDir, StageRun, verify_files
 
 T = TypeVar("T")
 
@@ -123,7 +123,10 @@ def _plan(cfg: RunConfig, rd: RunDir, stage: stages.Stage, forcing: bool) -> dic
              f"{m['wall_s']:.1f}s); skipped. --force {stage.name} reruns it")
         return {"skip": True}
     _check_inputs(rd, stage)
-    why = "forced" if forcing else ("config or inputs changed" if m else "not run yet")
+    ran = (rd.stage_dir(stage.name) / MANIFEST).is_file()   # but its outputs are damaged
+    why = "forced" if forcing else ("config or inputs changed" if m else
+                                    "an output is missing or changed size" if ran
+                                    else "not run yet")
     return {"skip": False, "key": key, "parts": parts, "why": why, "forced": forcing}
 
 

@@ -9,7 +9,8 @@ Layout of ``runs/<name>/``::
 A stage is *complete* when ``<stage>/manifest.json`` exists with ``status == "complete"``
 and every output file it lists is there with its size. The manifest records the stage's
 ``key`` (``pipeline.py`` computes it and decides what to skip), the sha256 of every output
-and an ``output_fingerprint`` over them, which the keys of later stages include.
+and an ``output_fingerprint`` over them (less the run's logs, ``StageRun.logs``), which the
+keys of later stages include.
 
 Atomicity: a stage only ever writes into its temporary folder. The manifest is written
 last, then the folder is renamed over the old one (``os.replace`` cannot replace a
@@ -270,6 +271,9 @@ class StageRun:
     root: Path = Path(".")                      # the run directory
     forced: bool = False                        # rerun on request: start over, do not resume
     counts: dict[str, Any] = field(default_factory=dict)
+    # outputs that record how the stage ran (times, throughput), which no later stage reads:
+    # fingerprinted as files (verify), left out of the output fingerprint later keys take
+    logs: set[str] = field(default_factory=set)
 
 
 class RunDir:
@@ -365,7 +369,10 @@ class RunDir:
                 outputs[str(p.relative_to(tmp))] = {"bytes": p.stat().st_size,
                                                     "sha256": file_sha256(p)}
                 fsync(p)  # on disk before the rename makes the stage look complete
-        out_fp = hashlib.sha256(json.dumps(outputs, sort_keys=True).encode()).hexdigest()[:16]
+        # the logs left out: a retrained identical model had changed the eval's key by
+        # its log's tokens/s, and eval and sample reran
+        read_later = {k: v for k, v in outputs.items() if k not in run.logs}
+        out_fp = hashlib.sha256(json.dumps(read_later, sort_keys=True).encode()).hexdigest()[:16]
         manifest = {
             "stage": stage,
             "status": "complete",

@@ -225,12 +225,27 @@ def test_a_second_process_on_the_same_run_directory_is_refused(tiny_run, tmp_pat
             run_stages(load_config(None, overrides), stages.names(), force=set())
 
 
-def test_missing_output_file_makes_the_stage_incomplete(tiny_run, tmp_path):
+def test_an_identical_retrain_leaves_eval_and_sample_current(tiny_run, tmp_path):
+    """The train log's tokens/s was in the stage's output fingerprint: a retrain to the
+    same model changed the eval and sample keys, and both reran."""
+    copy, overrides = _copy(tiny_run, tmp_path)
+    done = {s: RunDir(copy).manifest(s)["finished_at"] for s in ("eval", "sample")}
+    weights = file_sha256(copy / "train" / "model.safetensors")
+    cfg = load_config(None, overrides)
+    run_stages(cfg, ("train",), force={"train"}, require_current_upstream=True)
+    assert file_sha256(copy / "train" / "model.safetensors") == weights
+    run_stages(cfg, stages.names(), force=set())
+    assert {s: RunDir(copy).manifest(s)["finished_at"] for s in ("eval", "sample")} == done
+
+
+def test_missing_output_file_makes_the_stage_incomplete(tiny_run, tmp_path, capsys):
     copy, overrides = _copy(tiny_run, tmp_path)
     (copy / "tokenize" / "val-00000.bin").unlink()
     assert RunDir(copy).manifest("tokenize") is None
     run_stages(load_config(None, overrides), stages.names(), force=set())  # reruns tokenize and after
     assert RunDir(copy).manifest("tokenize") is not None
+    # said as what it is (it said "not run yet")
+    assert "[tokenize] running (an output is missing or changed size)" in capsys.readouterr().err
 
 
 def test_kill_between_the_two_renames_of_a_publish_is_recovered(tiny_run, tmp_path):

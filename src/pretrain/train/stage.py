@@ -35,6 +35,7 @@ from ..tokenizer.shards import TokenShards
 from . import state
 from .config import TrainConfig
 from .loop import RunPaths, train
+from .monitor import LOGS
 from .optim import lr_at
 from .parallelize import Layout
 
@@ -76,6 +77,7 @@ def run(run: StageRun, model_cfg: ModelConfig, cfg: TrainConfig, seed: int, devi
                 shutil.rmtree(folder, ignore_errors=True)  # type: ignore[arg-type]
         _checkpoint_lineage(run, cfg, paths.checkpoints, rows, continue_earlier=not run.forced)
     distributed.barrier(d)
+    run.logs.update(f"{name}.jsonl" for name in LOGS)   # times and throughput: no later input
     run.counts.update(train(cfg, model_cfg, run.inputs["tokenize"], paths, seed, device, init, d))
 
 

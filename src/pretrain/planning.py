@@ -43,7 +43,8 @@ def _model(cfg: RunConfig) -> ModelConfig:
     if cfg.tokenizer.pretrained:
         meta = cfg.run_dir / "tokenize" / "meta.json"
         if meta.is_file():
-            return replace(cfg.model, vocab_size=json.loads(meta.read_text(encoding="utf-8"))["vocab_size"])
+            vocab = json.loads(meta.read_text(encoding="utf-8"))["vocab_size"]
+            return replace(cfg.model, vocab_size=vocab)
         raise ConfigError("the vocabulary of a pretrained tokenizer is known once it is loaded: "
                           "set --model.vocab_size or run `pretrain tokenize` first")
     return replace(cfg.model, vocab_size=cfg.tokenizer.vocab_size)

@@ -51,7 +51,7 @@ MIN_STEPS = 20
 
 def _points(cfg: RunConfig, budgets: list[float], sizes: int) -> list[tuple[float, RunConfig]]:
     """(budget, the point's run config) for every size of every budget."""
-    vocab = json.loads((cfg.run_dir / "tokenize" / "meta.json").read_text(encoding="utf-8"))["vocab_size"]
+    vocab = _vocab(cfg)
     model = replace(cfg.model, vocab_size=vocab)
     tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum * model.seq_len
     out = []
@@ -75,6 +75,12 @@ def _points(cfg: RunConfig, budgets: list[float], sizes: int) -> list[tuple[floa
             point.data = cfg.data
             out.append((c, point))
     return out
+
+
+def _vocab(cfg: RunConfig) -> int:
+    """The vocabulary size of the base run's token shards."""
+    meta = cfg.run_dir / "tokenize" / "meta.json"
+    return int(json.loads(meta.read_text(encoding="utf-8"))["vocab_size"])
 
 
 def _link_shared(base: Path, point: Path) -> None:
@@ -194,7 +200,7 @@ def _predict(cfg: RunConfig, fit: dict[str, Any], budgets: list[float]) -> dict[
     if law is None:   # what `pretrain plan` would refuse too
         log0(f"sweep: no prediction: {why}")
         return {"C": c, "skipped": "degenerate fit"}
-    vocab = json.loads((cfg.run_dir / "tokenize" / "meta.json").read_text(encoding="utf-8"))["vocab_size"]
+    vocab = _vocab(cfg)
     model = replace(cfg.model, vocab_size=vocab)
     shape, tokens = suggest(model, c, law, params=law.optimum(c)[0], count="matmul")
     tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum * model.seq_len

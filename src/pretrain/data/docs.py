@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..config import ConfigError
+from .config import DecontamConfig
 from .runner import Task
 
 MANIFEST = "manifest.json"
@@ -41,8 +42,8 @@ class DataOutput:
     decontam_hits: dict[str, int] = field(default_factory=dict)  # benchmark -> documents hit
     # how items were matched (data.decontam): the eval stage's contamination report matches
     # the same way; the defaults are what manifests written without it used
-    decontam_match: dict[str, int] = field(
-        default_factory=lambda: {"ngram": 13, "min_item_words": 6})
+    decontam_match: dict[str, int] = field(default_factory=lambda: {
+        "ngram": DecontamConfig.ngram, "min_item_words": DecontamConfig.min_item_words})
     shards: list[str] = field(default_factory=list)
     tasks: int = 0
     # source label -> its licence fields (SourceConfig.governance); licence -> documents

@@ -134,7 +134,8 @@ class UrlFilter(Step):
         self.soft = {w.lower() for w in cfg.soft_banned_words}
         # as the URL they are looked for in: letters and digits only ("2 girls 1 cup" is
         # "2girls1cup"; with its spaces kept it could never match)
-        self.subwords = [b for w in cfg.banned_subwords if (b := re.sub(r"[^a-z0-9]", "", w.lower()))]
+        self.subwords = [b for w in cfg.banned_subwords
+                         if (b := re.sub(r"[^a-z0-9]", "", w.lower()))]
 
     def check(self, doc: Document) -> str | None:
         url = doc.meta.get("url")

@@ -50,7 +50,8 @@ class Beat:
         if not (final or done) and now - self._last < self.every_s:
             return
         self._last = now
-        self.tmp.write_text(json.dumps({"docs": docs, "bytes": nbytes, "done": done}), encoding="utf-8")
+        self.tmp.write_text(json.dumps({"docs": docs, "bytes": nbytes, "done": done}),
+                            encoding="utf-8")
         os.replace(self.tmp, self.path)
 
 

@@ -147,7 +147,8 @@ def process(cfg: DataConfig, out: Path, work: Path | None = None,
     writer.close()
     rows = funnel.as_json()
     (out / "funnel.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
-    (out / "shards.json").write_text(json.dumps(writer.provenance, indent=1) + "\n", encoding="utf-8")
+    (out / "shards.json").write_text(json.dumps(writer.provenance, indent=1) + "\n",
+                                     encoding="utf-8")
     if own_work:
         shutil.rmtree(work)
     if not writer.n:

@@ -6,8 +6,9 @@ is scanned for the items of every benchmark the eval stage scores (its tasks and
 ``core``, CORE's), indexed and matched
 exactly as the data stage does (``data/decontam.py``: each item as the texts it appears
 as, n-grams of ``data.decontam.ngram`` words, 13, shorter items whole down to
-``min_item_words``, with the data stage's values). Per benchmark: training documents containing one of
-its items, and the share of its distinct indexed n-grams that occur in training.
+``min_item_words``, with the data stage's values). Per benchmark: training documents
+containing one of its items, and the share of its distinct indexed n-grams that occur in
+training.
 """
 
 from __future__ import annotations

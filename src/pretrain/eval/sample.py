@@ -44,5 +44,6 @@ def run(run: StageRun, cfg: SampleConfig, device: str) -> None:
     model, tok = load_trained(run.inputs["train"], run.inputs["tokenizer"], device)
     with autocast(model.embed.weight.device):
         out = samples(model, tok, cfg)
-    (run.out / "samples.json").write_text(json.dumps(out, indent=2, ensure_ascii=False), encoding="utf-8")
+    (run.out / "samples.json").write_text(json.dumps(out, indent=2, ensure_ascii=False),
+                                          encoding="utf-8")
     run.counts["samples"] = out

@@ -86,7 +86,8 @@ def run_tokenizer(run: StageRun, cfg: TokenizerConfig) -> None:
         spec = cfg.compare_with
         kind, path = parse_spec(spec)
         rep = rep_mod.report(tok, texts, baseline, (kind or path.name) if baseline else "")
-        (run.out / "report.json").write_text(json.dumps(rep, indent=2, ensure_ascii=False), encoding="utf-8")
+        (run.out / "report.json").write_text(json.dumps(rep, indent=2, ensure_ascii=False),
+                                             encoding="utf-8")
         run.counts["bytes_per_token"] = {d: r["bytes_per_token"] for d, r in rep["domains"].items()}
         log0(rep_mod.table(rep))
 

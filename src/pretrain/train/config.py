@@ -105,7 +105,7 @@ class TrainConfig:
     schedule: Literal["cosine", "linear", "wsd"] = "cosine"
     decay_frac: float = 0.2           # wsd: the share of steps spent decaying
     optimizer: Literal["adamw", "muon"] = "adamw"  # muon: hidden matrices (AdamW for the rest)
-    weight_decay: float = 0.1         # matrices only (not norms, embeddings; nor the head under muon)
+    weight_decay: float = 0.1         # matrices but embeddings (and the head under muon)
     embed_lr_mult: float = 1.0        # the input embedding table's lr = the scheduled lr * this
     beta1: float = 0.9
     beta2: float = 0.95

@@ -11,8 +11,8 @@ whole state is the data position, an integer saved in every checkpoint:
   mid-training, an annealing mix), and a domain stops being drawn once its *expected*
   draws reach ``max_epochs`` passes over its tokens (computed from the schedule with the
   earlier stops applied, not counted, so no extra state is needed and resume stays exact).
-  ``max_epochs > 1`` upsamples. ``epochs`` gives the passes over each domain a run of n steps makes, for the
-  manifest and the report.
+  ``max_epochs > 1`` upsamples. ``epochs`` gives the passes over each domain a run of n
+  steps makes, for the manifest and the report.
 
 Also what the loop reads of the shards' index: the domains present (``domain_ids``) and one
 held-out prompt per domain for the probe generations (``probe_prompts``).

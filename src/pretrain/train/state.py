@@ -100,7 +100,8 @@ def save(folder: Path, step: int, model_cfg: ModelConfig, model: nn.Module,
                       "optim": get_optimizer_state_dict(model, _optimizers(opt), options=FLAT)},
                      checkpoint_id=tmp, no_dist=not d.enabled)
         if d.rank == 0:
-            (tmp / io.CONFIG).write_text(json.dumps(io.config_dict(model_cfg), indent=2), encoding="utf-8")
+            (tmp / io.CONFIG).write_text(json.dumps(io.config_dict(model_cfg), indent=2),
+                                         encoding="utf-8")
             rng: dict[str, Any] = {"cpu": cpu_rngs[0], "cpu_ranks": cpu_rngs}
             if cuda_rngs is not None:
                 rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -240,7 +241,8 @@ def _val_loss(ckpt: Path) -> float:
     """A checkpoint's val loss at its step (inf: not evaluated there, or a state file that
     cannot be read, which a resume skips with its own warning)."""
     try:
-        return float(json.loads((ckpt / STATE).read_text(encoding="utf-8")).get("val_loss", math.inf))
+        state = json.loads((ckpt / STATE).read_text(encoding="utf-8"))
+        return float(state.get("val_loss", math.inf))
     except (OSError, ValueError, AttributeError) as e:
         log0(f"train: {ckpt / STATE}: unreadable ({type(e).__name__}); not kept as the best")
         return math.inf

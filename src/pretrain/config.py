@@ -20,6 +20,7 @@ errors, TOML round trip) is small.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import hashlib
@@ -226,16 +227,33 @@ def keyed(cfg: Any) -> Any:
     """What of a config section identifies the output it produces: the dataclass as a dict
     without the fields it lists in ``UNKEYED`` (those that change how a stage runs or
     reports, not what it writes), and with its default for each it lists in
-    ``KEYED_AS_DEFAULT`` (the same, for fields that once were keyed). Anything else is
-    returned as it is."""
+    ``KEYED_AS_DEFAULT`` (the same, for fields that once were keyed). A field listed in
+    ``KEYED_IF_SET`` (at any depth: a source in a list too) is left out while it holds its
+    default, so that adding an option keeps the keys of the configs that do not use it.
+    Anything else is returned as it is."""
     if not (dataclasses.is_dataclass(cfg) and not isinstance(cfg, type)):
         return cfg
     skip = getattr(cfg, "UNKEYED", ())
-    out = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip}
+    out = {k: _keyed_value(v) for k, v in
+           ((f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg)) if k not in skip}
     for f in dataclasses.fields(cfg):   # unkeyed too, but keys made with them kept theirs
         if f.name in getattr(cfg, "KEYED_AS_DEFAULT", ()):
             out[f.name] = f.default   # plain values only (no default_factory)
     return out
+
+
+def _keyed_value(v: Any) -> Any:
+    """A value inside a keyed section: as ``dataclasses.asdict`` gives it, less the
+    ``KEYED_IF_SET`` fields at their defaults of the dataclasses within."""
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        unset = getattr(v, "KEYED_IF_SET", ())
+        return {f.name: _keyed_value(getattr(v, f.name)) for f in dataclasses.fields(v)
+                if not (f.name in unset and getattr(v, f.name) == f.default)}
+    if isinstance(v, (list, tuple)):
+        return type(v)(_keyed_value(x) for x in v)
+    if isinstance(v, dict):
+        return {k: _keyed_value(x) for k, x in v.items()}
+    return copy.deepcopy(v)
 
 
 def fingerprint(obj: Any) -> str:

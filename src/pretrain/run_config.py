@@ -56,6 +56,11 @@ class RunConfig:
                 raise ConfigError(f"data.sources[{i}].domain = {d!r} would be unreachable in "
                                   f"the eval results: not {', '.join(RESULT_KEYS)}; letters, "
                                   "digits, '_' and '-' only (a gate's metric path)")
+        labels = {src.label() for src in self.data.sources}
+        unknown = [m.domain for m in self.train.mixture if m.domain not in labels]
+        if unknown:   # said now, not after the data, tokenizer and tokenize stages ran
+            raise ConfigError(f"train.mixture: domain(s) {unknown} are no source's; the "
+                              f"data sources' domains are {sorted(labels)}")
         decontam = self.data.decontam
         files = benchmark_files(self.eval) if decontam.enabled and decontam.from_eval else []
         if files != decontam.eval_benchmarks:   # new objects: a replace()d config shares them

@@ -6,7 +6,8 @@ import pytest
 
 from pretrain.config import ConfigError, apply_override, build, parse_override_args, to_toml
 from pretrain.data.hf_source import HuggingFaceSource
-from pretrain.data.sources import LocalSource, PythonInstallationSource
+from pretrain.data.pysource import PythonInstallationSource
+from pretrain.data.sources import LocalSource
 from pretrain.run_config import RunConfig, load_config, shipped_configs
 
 

@@ -247,3 +247,30 @@ def test_a_bad_json_line_counts_the_records_datasets_drops_with_it(tmp_path):
     src = HuggingFaceSource(name="json", data_files=[str(tmp_path / "arr.json")])
     skips = [i for i in src.read(src.task_files()) if not hasattr(i, "text")]
     assert [s.records for s in skips] == [1]
+
+
+def test_records_without_ids_keep_theirs_when_the_dataset_moves(tmp_path):
+    """The tokenize stage's held-out split hashes document ids: a record without one is
+    named by its file below the dataset's folder (or where data_files start), not by an
+    absolute path, so a copied dataset holds out the same documents."""
+    import shutil
+
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    rows = [{"text": _prose(i)} for i in range(6)]
+    (tmp_path / "a" / "data").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "a" / "data" / "train-0.parquet")
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "a" / "saved"))
+    shutil.copytree(tmp_path / "a", tmp_path / "b" / "deeper")
+
+    def ids(root: Path) -> list[list[str]]:
+        folder = HuggingFaceSource(name=str(root / "data"))
+        files = HuggingFaceSource(name="parquet", data_files=[str(root / "data" / "*.parquet")])
+        saved = HuggingFaceSource(name=str(root / "saved"))
+        return [[d.id for d in s.read(s.task_files())] for s in (folder, files, saved)]
+
+    here, there = ids(tmp_path / "a"), ids(tmp_path / "b" / "deeper")
+    assert here == there
+    assert here[0][:2] == ["train-0.parquet:0", "train-0.parquet:1"]
+    assert here[2][:1] == ["saved:train:0"]

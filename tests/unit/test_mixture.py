@@ -114,6 +114,15 @@ def test_unknown_domain_is_a_config_error(train_shards):
         MixtureEntry("")
 
 
+def test_a_mixture_domain_no_source_has_is_refused_with_the_config(tmp_path):
+    """Before the data, tokenizer and tokenize stages run (the shards' check comes after
+    them)."""
+    with pytest.raises(ConfigError, match=r"train.mixture: domain\(s\) \['prosee'\] are no "
+                                          r"source's; the data sources' domains are \['code', "
+                                          r"'prose'\]"):
+        load_config(None, tiny_overrides(tmp_path, train__mixture='[{domain = "prosee"}]'))
+
+
 def test_mixture_in_the_training_stage(tmp_path):
     cfg = load_config(None, tiny_overrides(
         tmp_path, train__steps="10",

@@ -11,12 +11,8 @@ from pretrain.data import stage as data_stage
 from pretrain.data.config import CleanConfig, DataConfig, MinHashConfig
 from pretrain.data.docs import _prefetched, read_docs
 from pretrain.data.document import Document, Skip
-from pretrain.data.sources import (
-    LocalSource,
-    PythonInstallationSource,
-    _distributions,
-    _zstd_lines,
-)
+from pretrain.data.pysource import PythonInstallationSource, _distributions
+from pretrain.data.sources import LocalSource, _zstd_lines
 from pretrain.tokenizer import shards
 from pretrain.tokenizer.bpe import Tokenizer, training_sample
 from pretrain.tokenizer.config import BOS, EOS, TokenizeConfig, TokenizerConfig
@@ -483,3 +479,67 @@ def test_a_domain_missing_from_a_split_gets_advice_that_fits_the_split(tmp_path:
     assert "no train documents for domain(s) ['code']; the model will not train on them " \
         "(lower tokenize.val_fraction or tokenize.min_val_docs (a domain's first 1 " \
         "document(s) are held out), check the source's use_for or add data)" in err
+
+
+def test_docs_shards_are_read_in_their_numbers_order_past_99999(tmp_path: Path):
+    """One shard per input file at least: a corpus of 100,000 small files has docs-100000,
+    which sorts before docs-10001 by name."""
+    for n in (9, 10_001, 99_999, 100_000, 100_001):
+        (tmp_path / f"docs-{n:05d}.jsonl").write_text(json.dumps({"id": str(n)}) + "\n")
+    assert [d["id"] for d in read_docs(tmp_path)] == ["9", "10001", "99999", "100000", "100001"]
+
+
+def test_a_text_file_is_one_document_or_the_pieces_between_its_separators(tmp_path: Path):
+    stories = ["Once upon a time.\r\nThe end.", "A second story.", "  Indented third."]
+    (tmp_path / "s.txt").write_text("\r\n<|endoftext|>\r\n".join(stories[:2])
+                                    + "\n<|endoftext|>\n\n<|endoftext|>\n" + stories[2] + "\n")
+    whole = list(LocalSource(paths=[str(tmp_path / "s.txt")]).read())
+    assert [d.id for d in whole] == ["s.txt"]
+    src = LocalSource(paths=[str(tmp_path / "s.txt")], separator="<|endoftext|>")
+    docs = list(src.read())
+    assert [(d.id, d.text) for d in docs] == [
+        ("s.txt:1", stories[0]), ("s.txt:2", stories[1]), ("s.txt:4", stories[2])]
+    (tmp_path / "r.jsonl").write_text(json.dumps({"text": "x"}) + "\n")
+    with pytest.raises(ConfigError, match="separator applies to text files only"):
+        list(LocalSource(paths=[str(tmp_path / "r.jsonl")], separator="\n\n").read())
+    # overlapping globs read a file once
+    both = LocalSource(paths=[str(tmp_path / "*.txt"), str(tmp_path / "s*")])
+    assert both.files() == [tmp_path / "s.txt"]
+
+
+def test_a_source_that_loses_every_document_is_named(tmp_path: Path, capsys):
+    """The funnel sums the sources: a wrong text_field, or a text file of stories read as
+    one too-long document, lost a whole source with only a count to show for it."""
+    (tmp_path / "good.jsonl").write_text("".join(
+        json.dumps({"text": _long_prose(i)}) + "\n" for i in range(3)))
+    (tmp_path / "body.jsonl").write_text("".join(
+        json.dumps({"body": _long_prose(i)}) + "\n" for i in range(4)))
+    (tmp_path / "stories.txt").write_text("\n\n".join(_long_prose(i) for i in range(9)))
+    sources = [LocalSource(paths=[str(tmp_path / "good.jsonl")], domain="good", quality="none"),
+               LocalSource(paths=[str(tmp_path / "body.jsonl")], domain="web", quality="none"),
+               LocalSource(paths=[str(tmp_path / "stories.txt")], domain="tales",
+                           quality="none")]
+
+    def cfg(srcs: list) -> DataConfig:
+        return DataConfig(sources=srcs, clean=CleanConfig(max_chars=3000),
+                          minhash=MinHashConfig(enabled=False))
+    (tmp_path / "out").mkdir()
+    data_stage.process(cfg(sources), tmp_path / "out")
+    log = capsys.readouterr().err
+    assert "data.sources.1 (local 'web') produced no document (missing_text 4)" in log
+    assert "data.sources.2 (local 'tales') kept none of its 1 documents (too_long 1); a text " \
+           "file is one document unless the source sets separator" in log
+    assert "data.sources.0" not in log
+    (tmp_path / "out2").mkdir()
+    with pytest.raises(PretrainError, match=r"(?s)kept no documents.*data\.sources\.0 "
+                       r"\(local 'web'\) produced no document"):
+        data_stage.process(cfg(sources[1:2]), tmp_path / "out2")
+    sources[2].separator = "\n\n"
+    (tmp_path / "out3").mkdir()
+    assert data_stage.process(cfg(sources[2:]), tmp_path / "out3").docs_total == 9
+
+
+def _long_prose(i: int) -> str:
+    rng = random.Random(i)
+    words = ["river", "stone", "light", "garden", "winter", "market", "letter", "window"]
+    return " ".join(rng.choice(words) for _ in range(60)) + f" {i}."

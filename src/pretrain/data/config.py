@@ -16,7 +16,8 @@ from typing import ClassVar, Literal
 
 from ..config import PATH, ConfigError
 from . import hf_source, warc  # noqa: F401  (register the "huggingface" and "warc" source types)
-from .sources import PythonInstallationSource, SourceConfig
+from .pysource import PythonInstallationSource
+from .sources import SourceConfig
 
 
 @dataclass

@@ -122,11 +122,17 @@ def read_docs(data_dir: Path, prefetch: int = 0) -> Iterator[dict[str, Any]]:
     they work, so the JSON parsing then overlaps with them instead of adding to them.
     """
     def docs() -> Iterator[dict[str, Any]]:
-        for shard in sorted(data_dir.glob("docs-*.jsonl")):
+        # by number: past docs-99999 the names grow a digit, and docs-100000 sorts first
+        for shard in sorted(data_dir.glob("docs-*.jsonl"), key=_shard_number):
             with open(shard, encoding="utf-8") as f:
                 for line in f:
                     yield json.loads(line)
     return _prefetched(docs(), prefetch) if prefetch > 0 else docs()
+
+
+def _shard_number(path: Path) -> tuple[int, str]:
+    number = path.stem.removeprefix("docs-")
+    return (int(number), "") if number.isdigit() else (-1, path.name)
 
 
 _DONE = object()

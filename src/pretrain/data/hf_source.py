@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 from ..config import ConfigError, absolute, absolute_if_here
 from .document import Document, Skip
-from .sources import SourceConfig, SourceType, file_lines
+from .sources import SourceConfig, SourceType, file_lines, glob_root
 
 _INSTALL_HINT = "huggingface sources need the datasets library: pip install 'pretrain[hf]'"
 # datasets' packaged readers of text data whose files can be read one at a time
@@ -140,7 +140,8 @@ class HuggingFaceSource(SourceConfig):
                     raise ConfigError(f"huggingface source {self.name!r}: no split "
                                       f"{self.split!r}; it has {', '.join(map(repr, saved))}")
                 saved = saved[self.split]
-            yield from self._records(lambda: saved, f"{self.name}:{self.split}")
+            yield from self._records(lambda: saved, f"{self.name}:{self.split}",
+                                     ids=f"{Path(self.name).name}:{self.split}")
             return
         if not files:   # the whole stream; failing to open it is an error, not bad input
             ds = datasets.load_dataset(self.name, self.subset or None, split=self.split,
@@ -148,7 +149,9 @@ class HuggingFaceSource(SourceConfig):
                                        data_files=self.data_files or None,
                                        revision=self.revision or None)
             yield from self._records(lambda: ds, f"{self.name}:{self.split}",
-                                     remote=not self._is_folder())
+                                     remote=not self._is_folder(),
+                                     ids=f"{Path(self.name).name}:{self.split}"
+                                     if self._is_folder() else "")
             return
         module, _, kwargs = _builder_files(self)
         lines = files[0] if module == "json" and len(files) == 1 else ""
@@ -156,10 +159,22 @@ class HuggingFaceSource(SourceConfig):
             lambda: datasets.load_dataset(module, data_files={"train": list(files)},
                                           split="train", streaming=self.streaming, **kwargs),
             ",".join(files), remote=any("://" in f for f in files),
-            lost=(lambda n: _json_lines_lost(lines, n)) if lines else None)
+            lost=(lambda n: _json_lines_lost(lines, n)) if lines else None,
+            ids=",".join(self._file_id(f) for f in files))
+
+    def _file_id(self, file: str) -> str:
+        """A file in the ids of records without one: a URL as it is, a local file by its
+        path below the dataset's folder (or the folder ``data_files`` start in), so that
+        ids, and the tokenize stage's held-out split that hashes them, do not change when
+        the dataset is moved."""
+        if "://" in file:
+            return file
+        root = self.name if self._is_folder() else glob_root(self.data_files or [file])
+        rel = os.path.relpath(os.path.abspath(file), root)
+        return Path(file).name if rel.startswith("..") else rel
 
     def _records(self, open_: Callable[[], Any], where: str, remote: bool = False,
-                 lost: Callable[[int], tuple[int, str]] | None = None
+                 lost: Callable[[int], tuple[int, str]] | None = None, ids: str = ""
                  ) -> Iterator[Document | Skip]:
         """The records of ``open_()``; a file that cannot be opened or ends early (corrupt,
         truncated) is one counted skip after what it yielded, as a local source's, standing
@@ -170,7 +185,7 @@ class HuggingFaceSource(SourceConfig):
         n = 0
         try:
             for n, rec in enumerate(open_(), 1):
-                yield self._record(rec, where, n - 1)
+                yield self._record(rec, where, n - 1, ids or where)
         except Exception as e:  # pyarrow and fsspec raise many types for a corrupt file
             if remote and isinstance(e, OSError):
                 raise
@@ -182,9 +197,9 @@ class HuggingFaceSource(SourceConfig):
         if not n:
             yield Skip(where, "empty_file", f"{where}: no records")
 
-    def _record(self, rec: dict[str, Any], where: str, i: int) -> Document | Skip:
+    def _record(self, rec: dict[str, Any], where: str, i: int, ids: str) -> Document | Skip:
         rid = rec.get(self.id_field)
-        doc_id = f"{where}:{i}" if rid is None or rid == "" else str(rid)   # 0 is an id
+        doc_id = f"{ids}:{i}" if rid is None or rid == "" else str(rid)   # 0 is an id
         if self.min_int_score:
             try:
                 score = float(rec.get("int_score") or 0)

@@ -5,12 +5,10 @@ Every reader yields :class:`Document` (with ``id``, ``text``, ``domain`` and met
 Skips are counted and written to the audit log by the data stage, never dropped silently.
 
 Source types:
-- ``python-installation``: the offline default corpus, built from the running Python.
-  ``part = "code"`` is the standard library's ``*.py`` files; ``part = "prose"`` is the
-  pydoc topic help, the docstrings of standard-library modules (read with ``ast``, no
-  import), and the descriptions of installed distributions (their ``METADATA``). It is
-  real and messy: licence headers, vendored copies, generated tables.
-- ``local``: jsonl / jsonl.gz / jsonl.zst / txt / parquet files by glob.
+- ``python-installation``: the offline default corpus, built from the running Python
+  (``pysource.py``).
+- ``local``: jsonl / jsonl.gz / jsonl.zst / txt / parquet files by glob; a text file is
+  one document, or several with ``separator``.
 - ``huggingface``: a ``datasets`` dataset by name, streamed one data file per task
   (``hf_source.py``; needs the ``[hf]`` extra).
 - ``warc``: WARC files, HTML extracted to text by resiliparse (the ``[warc]`` extra).
@@ -18,16 +16,11 @@ Source types:
 
 from __future__ import annotations
 
-import ast
 import functools
 import glob
 import gzip
-import hashlib
 import json
 import os
-import sys
-import sysconfig
-import warnings
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -122,123 +115,6 @@ class SourceConfig:
 
 
 @dataclass
-class PythonInstallationSource(SourceConfig):
-    part: Literal["code", "prose"] = "code"
-    quality: Literal["web", "none"] = "none"
-    license: str = "PSF-2.0"
-    terms_url: str = "https://docs.python.org/3/license.html"
-    source_url: str = "https://www.python.org/downloads/source/"
-    notes: str = ""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.part == "prose" and not self.notes:
-            self.notes = ("also the descriptions of the installed distributions (their "
-                          "METADATA), each under its own licence")
-
-    def label(self) -> str:
-        return self.domain or self.part
-
-    def _stdlib_files(self) -> list[Path]:
-        std = Path(sysconfig.get_paths()["stdlib"])
-        files = []
-        for p in sorted(std.rglob("*.py")):
-            rel = p.relative_to(std).parts
-            if "site-packages" in rel or "dist-packages" in rel or p.is_symlink():
-                continue
-            files.append(p)
-        return files
-
-    def fingerprint(self) -> Any:
-        files = self._stdlib_files()
-        h = hashlib.sha256()
-        for p in files:
-            st = p.stat()
-            h.update(f"{p}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-        if self.part == "prose":
-            for d in sorted(f"{d.metadata['Name']}=={d.version}" for d in _site_distributions()):
-                h.update(f"{d}\n".encode())
-        return {"python": sys.version, "stdlib_files": len(files), "hash": h.hexdigest()[:16]}
-
-    def read(self, files: list[str] | None = None) -> Iterator[Document | Skip]:
-        std = Path(sysconfig.get_paths()["stdlib"])
-        if self.part == "code":
-            for p in self._stdlib_files():
-                doc_id = f"stdlib/{p.relative_to(std)}"
-                try:
-                    text = p.read_bytes().decode("utf-8")
-                except UnicodeDecodeError as e:
-                    yield Skip(doc_id, "invalid_utf8", f"{p}: {e}")
-                    continue
-                except OSError as e:
-                    yield Skip(doc_id, "unreadable", f"{p}: {e}")
-                    continue
-                yield Document(doc_id, text, self.label(), {"path": str(p)})
-            return
-        yield from self._pydoc_topics()
-        yield from self._docstrings(std)
-        for name, text in _distributions():
-            yield Document(f"metadata/{name}", text, self.label(), {"distribution": name})
-
-    def _pydoc_topics(self) -> Iterator[Document]:
-        try:
-            from pydoc_data.topics import topics
-        except ImportError:  # some distributions strip pydoc_data
-            return
-        for name in sorted(topics):
-            yield Document(f"pydoc-topic/{name}", topics[name], self.label(), {"topic": name})
-
-    def _docstrings(self, std: Path) -> Iterator[Document | Skip]:
-        for p in self._stdlib_files():
-            rel = p.relative_to(std)
-            doc_id = f"docstrings/{rel}"
-            try:
-                with warnings.catch_warnings():  # invalid escapes in old test files
-                    warnings.simplefilter("ignore")
-                    tree = ast.parse(p.read_bytes(), filename=str(p))
-            except (SyntaxError, ValueError, OSError) as e:
-                # the stdlib ships deliberately broken files under test/ (bad encodings)
-                yield Skip(doc_id, "unparsable", f"{p}: {type(e).__name__}: {e}")
-                continue
-            parts = []
-            module = ".".join(rel.with_suffix("").parts)
-            for node in ast.walk(tree):
-                if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
-                                     ast.AsyncFunctionDef)):
-                    doc = ast.get_docstring(node)
-                    if doc:
-                        title = module if isinstance(node, ast.Module) else f"{module}.{node.name}"
-                        parts.append(f"{title}\n\n{doc}")
-            if parts:
-                yield Document(doc_id, "\n\n".join(parts), self.label(), {"module": module})
-
-
-def _site_distributions() -> Any:
-    """Distributions in this interpreter's site-packages, not in whatever else is on
-    ``sys.path``: importing setuptools (torch.compile does) puts its ``_vendor`` folder
-    there, which made the corpus and its fingerprint depend on what the process had
-    imported before (a data stage looked out of date in the next process)."""
-    from importlib import metadata
-    paths = sorted({sysconfig.get_paths()[k] for k in ("purelib", "platlib")})
-    return metadata.distributions(path=paths)
-
-
-def _distributions() -> list[tuple[str, str]]:
-    """(name, description) of installed distributions, deduplicated by name, sorted."""
-    seen: dict[str, str] = {}
-    for dist in _site_distributions():
-        meta: Any = dist.metadata  # an email.message.Message underneath
-        name = meta.get("Name") or ""
-        if not name or name.lower() in seen:
-            continue
-        body = meta.get_payload() or meta.get("Description") or ""
-        summary = meta.get("Summary") or ""
-        text = f"{name}: {summary}\n\n{body}".strip()
-        seen[name.lower()] = text
-    return sorted(seen.items())
-
-
-@dataclass
 class LocalSource(SourceConfig):
     type: SourceType = "local"
     paths: list[str] = field(default_factory=list, metadata=PATH)   # globs; "**" recurses
@@ -256,6 +132,12 @@ class LocalSource(SourceConfig):
     # text files: the share of each file's characters to read, [start, end) as fractions;
     # [0, 0.9] and [0.9, 1] split one file into train and val the way nanoGPT does
     char_range: list[float] = field(default_factory=lambda: [0.0, 1.0])
+    # text files: a file is one document, unless this string separates its documents
+    # ("<|endoftext|>" in TinyStories' own .txt files, "\n\n" for blank-line-separated
+    # ones); each piece loses the line breaks around it, and blank pieces are not documents
+    separator: str = ""
+
+    KEYED_IF_SET: ClassVar[tuple[str, ...]] = ("separator",)   # added after keys existed
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -310,6 +192,7 @@ class LocalSource(SourceConfig):
         if self.url:
             return [self.fetch()]
         out: list[Path] = []
+        seen: set[str] = set()
         for pattern in self.paths:
             matched = [Path(m) for m in sorted(glob.glob(os.path.expanduser(pattern), recursive=True))]
             files = [m for m in matched if m.is_file()]
@@ -318,7 +201,9 @@ class LocalSource(SourceConfig):
                 where = "" if os.path.isabs(os.path.expanduser(pattern)) else \
                     f" (relative to {os.getcwd()})"
                 raise ConfigError(f"local source: {what} {pattern!r}{where}")
-            out += files
+            # a file two patterns match is read once (overlapping globs: "*.jsonl", "a*")
+            out += [f for f in files if os.path.realpath(f) not in seen]
+            seen.update(os.path.realpath(f) for f in files)
         return out
 
     def fingerprint(self) -> Any:
@@ -346,20 +231,14 @@ class LocalSource(SourceConfig):
         return row_group_parts(file, max_bytes) if self._format(Path(file)) == "parquet" else []
 
     def read_part(self, file: str, part: Part) -> Iterator[Document | Skip]:
-        if self.char_range != [0.0, 1.0]:
-            raise ConfigError(f"{file}: char_range applies to text files only, not parquet")
+        if self.char_range != [0.0, 1.0] or self.separator:
+            what = "separator" if self.separator else "char_range"
+            raise ConfigError(f"{file}: {what} applies to text files only, not parquet")
         yield from self._read_parquet(Path(file), part)
 
     @functools.cached_property
     def _root(self) -> str:
-        """The folder all of ``paths`` start in (a glob's part before its first wildcard,
-        a file's folder)."""
-        bases = []
-        for pattern in self.paths:
-            parts = Path(os.path.expanduser(pattern)).parts
-            i = next((k for k, part in enumerate(parts) if glob.has_magic(part)), len(parts) - 1)
-            bases.append(os.path.abspath(os.path.join(*parts[:i]) if i else "."))
-        return os.path.commonpath(bases)
+        return glob_root(self.paths)
 
     def _name(self, p: Path) -> str:
         """A file in the ids of records without one: its path below ``_root``, so that
@@ -371,8 +250,9 @@ class LocalSource(SourceConfig):
     def read(self, files: list[str] | None = None) -> Iterator[Document | Skip]:
         for p in map(Path, files) if files else self.files():
             fmt = self._format(p)
-            if fmt != "txt" and self.char_range != [0.0, 1.0]:
-                raise ConfigError(f"{p}: char_range applies to text files only, not {fmt}")
+            if fmt != "txt" and (self.char_range != [0.0, 1.0] or self.separator):
+                what = "separator" if self.separator else "char_range"
+                raise ConfigError(f"{p}: {what} applies to text files only, not {fmt}")
             reader = self._read_jsonl if fmt == "jsonl" else self._read_txt if fmt == "txt" \
                 else self._read_parquet
             yield from nonempty(reader(p), p)
@@ -441,12 +321,17 @@ class LocalSource(SourceConfig):
             return
         if not text.strip():
             return  # a blank file: `nonempty` counts it
+        name = self._name(p)
         if self.char_range != [0.0, 1.0]:
             lo, hi = (int(len(text) * f) for f in self.char_range)
-            text = text[lo:hi]
-            yield Document(f"{self._name(p)}[{lo}:{hi}]", text, self.label(), {"path": str(p)})
+            text, name = text[lo:hi], f"{name}[{lo}:{hi}]"
+        if not self.separator:
+            yield Document(name, text, self.label(), {"path": str(p)})
             return
-        yield Document(self._name(p), text, self.label(), {"path": str(p)})
+        for k, piece in enumerate(text.split(self.separator), 1):   # ids: the piece's number
+            piece = piece.strip("\r\n")
+            if piece.strip():
+                yield Document(f"{name}:{k}", piece, self.label(), {"path": str(p)})
 
     def _read_parquet(self, p: Path, part: Part | None = None) -> Iterator[Document | Skip]:
         try:
@@ -568,6 +453,17 @@ def _zstd_lines(p: Path, cap: int = 0, chunk: int = 1 << 16) -> Iterator[bytes |
         yield b"".join(pieces)
 
 
+def glob_root(patterns: Sequence[str]) -> str:
+    """The folder all of ``patterns`` start in (a glob's part before its first wildcard,
+    a file's folder), absolute."""
+    bases = []
+    for pattern in patterns:
+        parts = Path(os.path.expanduser(pattern)).parts
+        i = next((k for k, part in enumerate(parts) if glob.has_magic(part)), len(parts) - 1)
+        bases.append(os.path.abspath(os.path.join(*parts[:i]) if i else "."))
+    return os.path.commonpath(bases)
+
+
 def nonempty(items: Iterator[Document | Skip], path: Path) -> Iterator[Document | Skip]:
     """``items`` of one file, and a skip (``empty_file``) when it had none: an empty or
     blank file is counted and logged, not silently nothing."""
@@ -578,6 +474,6 @@ def nonempty(items: Iterator[Document | Skip], path: Path) -> Iterator[Document 
         yield Skip(str(path), "empty_file", f"{path}: empty or blank file, no records")
 
 
-# "huggingface" and "warc" register themselves in hf_source.py and warc.py
-SourceConfig.variants.update({"python-installation": PythonInstallationSource,
-                              "local": LocalSource})
+# "python-installation", "huggingface" and "warc" register themselves in pysource.py,
+# hf_source.py and warc.py
+SourceConfig.variants["local"] = LocalSource

@@ -35,6 +35,7 @@ from .docs import DataOutput, ShardWriter
 from .executor import execute
 from .funnel import DropLog, Funnel, format_funnel
 from .runner import TMP_MARK, Task, plan_tasks
+from .sources import LocalSource
 
 
 def run(run: StageRun, cfg: DataConfig) -> None:
@@ -113,6 +114,8 @@ def process(cfg: DataConfig, out: Path, work: Path | None = None,
     licenses: dict[str, dict[str, int]] = {}
     kept: Counter[str] = Counter()
     kept_bytes: Counter[str] = Counter()
+    kept_src: Counter[int] = Counter()          # by source index: sources may share a label
+    deduped_src: dict[int, Counter[str]] = {}
     with open(out / "dropped.jsonl", "w", encoding="utf-8") as audit, \
             open(out / "samples.jsonl", "w", encoding="utf-8") as sample_f:
         log = DropLog(audit, sample_f, cfg.audit_samples)
@@ -138,8 +141,10 @@ def process(cfg: DataConfig, out: Path, work: Path | None = None,
                         reason, of = gone[i]
                         log.drop("dedup", json.loads(line), reason, detail=f"duplicate of {of}",
                                  duplicate_of=of)
+                        deduped_src.setdefault(t.source, Counter())[reason] += 1
                         continue
                     writer.write_line(line)
+                    kept_src[t.source] += 1
                     kept[domain] += 1
                     kept_bytes[domain] += int(sizes[i])
                     lic["docs"] += 1
@@ -151,8 +156,12 @@ def process(cfg: DataConfig, out: Path, work: Path | None = None,
                                      encoding="utf-8")
     if own_work:
         shutil.rmtree(work)
+    notes = _source_notes(cfg, tasks, stats, kept_src, deduped_src)
     if not writer.n:
-        raise NothingKept("the data stage kept no documents:\n" + why_empty(out))
+        raise NothingKept("the data stage kept no documents:\n" + why_empty(out)
+                          + "".join(f"\n{n}" for n in notes))
+    for n in notes:
+        log0(f"data: warning: {n}")
     read = {st["source"]: 0 for st in stats}
     for st in stats:
         read[st["source"]] += next(r["docs_out"] for r in st["funnel"] if r["step"] == "read")
@@ -166,6 +175,40 @@ def process(cfg: DataConfig, out: Path, work: Path | None = None,
                                       "min_item_words": cfg.decontam.min_item_words},
                       shards=writer.shards, tasks=len(tasks), sources=governance,
                       licenses={k: v for k, v in licenses.items() if v["docs"]})
+
+
+def _source_notes(cfg: DataConfig, tasks: list[Task], stats: list[dict],
+                  kept: Counter[int], deduped: dict[int, Counter[str]]) -> list[str]:
+    """A line for each source that read no document (every record skipped: a wrong
+    ``text_field``, an unreadable file) or kept none, with its top reasons: the funnel
+    sums sources, so one source lost whole would show only as a count there."""
+    read: Counter[int] = Counter()
+    reasons: dict[int, Counter[str]] = {}
+    for t, st in zip(tasks, stats, strict=True):
+        read[t.source] += next(r["docs_out"] for r in st["funnel"] if r["step"] == "read")
+        mine = reasons.setdefault(t.source, Counter())
+        for row in st["funnel"]:
+            mine.update(row["dropped"])
+    notes = []
+    for i, src in enumerate(cfg.sources):
+        if kept[i]:
+            continue
+        why = reasons.get(i, Counter()) + deduped.get(i, Counter())
+        top = ", ".join(f"{r} {k:,}" for r, k in why.most_common(3)) or "no records"
+        name = f"data.sources.{i} ({src.type} '{src.label()}')"
+        if not read[i]:
+            notes.append(f"{name} produced no document ({top}); check its paths, format "
+                         "and text_field")
+            continue
+        line = f"{name} kept none of its {read[i]:,} documents ({top})"
+        files = [f for t in tasks if t.source == i for f in t.files or []]
+        if "too_long" in why and isinstance(src, LocalSource) and not src.separator and (
+                src.format == "txt" or any(f.lower().endswith((".txt", ".txt.gz"))
+                                           for f in files)):
+            line += ("; a text file is one document unless the source sets separator "
+                     "(e.g. '<|endoftext|>' or '\\n\\n')")
+        notes.append(line)
+    return notes
 
 
 def _warn_english_rules(cfg: DataConfig) -> None:

@@ -177,7 +177,7 @@ def dry_run_summary(cfg: RunConfig) -> str:
         m = report.estimate(model, sh.batch, layout=sh.layout, checkpointing=sh.checkpointing,
                             optimizer=sh.optimizer, precision=prec,
                             fused_loss=cfg.train.loss_path(sh.layout.tp) == "chunked",
-                            grad_accum=sh.grad_accum)
+                            grad_accum=sh.grad_accum, cpu=not gpu)
         if len(lines) == 1:
             tokens = sh.tokens(model.seq_len)
             lines.append(f"training: {tokens:,} tokens = {model.flops_per_token() * tokens:.3g} "

@@ -4,6 +4,7 @@ peaks, the laws and their fit, and the `pretrain plan` command."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -32,10 +33,12 @@ from pretrain.plan.memory import (
     dropout_bytes,
     estimate,
     largest_batch,
+    layer_bytes,
     layer_elements,
     outside_elements,
 )
 from pretrain.plan.report import time_and_cost
+from pretrain.run_config import load_config
 from pretrain.train.config import TrainConfig
 from pretrain.train.loop import RunPaths, train
 
@@ -103,6 +106,24 @@ def test_activation_counts_are_what_autograd_saves(kw, fused):
                                      + outside_elements(cfg, fused_loss=fused))
 
 
+@pytest.mark.parametrize("kw", [dict(arch="llama", n_kv_heads=2), dict(arch="gpt2"),
+                                dict(arch="mla"), dict(arch="mla", q_lora_rank=24)])
+def test_activation_bytes_under_cpu_autocast_are_what_autograd_saves(kw):
+    """Under bf16 autocast the residual stream, the norms and (on CPU) MLA's attention stay
+    fp32: counted at 2 bytes an element, llama saved 1.22x the estimate, gpt2 1.15x, MLA
+    1.45x. Per token (two batch sizes: autocast's weight copies are not per token)."""
+    cfg = ModelConfig(**{**dict(d_model=64, n_layers=2, n_heads=4, seq_len=32, vocab_size=120), **kw})
+    with torch.autocast("cpu", torch.bfloat16):
+        small, big = (_saved_bytes(Transformer(cfg), torch.randint(0, 120, (b, 32)))[0]
+                      for b in (3, 6))
+    per_token = (big - small) / (3 * 32)
+    assert per_token == cfg.n_layers * layer_bytes(cfg, True, cpu=True) \
+        + 4 * outside_elements(cfg, fused_loss=True)
+    want = estimate(cfg, 6, precision="bf16", cpu=True).activations \
+        - estimate(cfg, 3, precision="bf16", cpu=True).activations
+    assert big - small == want
+
+
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "mla"])
 def test_dropout_adds_what_autograd_saves_for_it(arch):
     """With model.dropout its masks and, on CPU, the math attention kernel's scores and
@@ -151,8 +172,12 @@ def test_memory_divides_as_the_layout_says():
     fsdp = estimate(cfg, 4, layout=Split(dp_shard=8), precision="bf16")
     assert fsdp.weights == pytest.approx(one.weights / 8) and fsdp.optimizer == pytest.approx(one.optimizer / 8)
     assert fsdp.activations == one.activations              # data parallel: the same per rank
+    # tensor parallelism splits the layers' activations, not the plain loss's logits: the
+    # head's output is gathered whole on every rank (1.37-1.68x measured when split)
     tp = estimate(cfg, 4, layout=Split(tp=4), precision="bf16")
-    assert tp.activations < one.activations / 3
+    plain = estimate(cfg, 4, precision="bf16", fused_loss=False)
+    logits = 4 * (4 * 2048) * 2 * 32000
+    assert tp.activations - logits == pytest.approx((plain.activations - logits) / 4)
     ac = estimate(cfg, 4, checkpointing=True, precision="bf16")
     assert ac.activations < one.activations / 3  # the logits stay whole
     assert estimate(cfg, 8).activations == pytest.approx(2 * estimate(cfg, 4).activations)
@@ -321,7 +346,7 @@ def test_the_plan_follows_the_configured_loss_precision_and_checkpointing(capsys
     auto, full = _row([], capsys), _row(["--train.loss=full"], capsys)
     assert _total(full) > 1.5 * _total(auto)
     fp32 = _row(["--train.precision=fp32"], capsys)
-    assert _total(fp32) > 1.5 * _total(auto) and "TFLOP/s fp32" in fp32
+    assert _total(fp32) > 1.4 * _total(auto) and "TFLOP/s fp32" in fp32   # norms stay fp32
     assert "TFLOP/s bf16" in auto
     l4 = _row(["--gpu", "l4", "--train.batch_size=64"], capsys)
     assert "no (yes with AC)" in l4
@@ -449,3 +474,20 @@ def test_sizes_are_written_in_the_unit_they_round_to():
     assert [_n(x) for x in (999.7, 999_999, 1_234_567, 999_950_000_000, 12)] == [
         "1 k", "1 M", "1.23 M", "1 T", "12"]
 
+
+
+def test_muon_is_planned_without_sharded_layouts_and_a_cpu_dry_run_as_the_cpu_runs(capsys):
+    """Training refuses Muon with FSDP or TP: the plan listed them as fits. A CPU run's
+    dry run is sized as the run's own check sizes it (the math attention kernel that
+    dropout falls back to on CPU, kept fp32 under autocast: it printed a fifth)."""
+    assert main(["plan", "-c", "quickstart", "--train.optimizer=muon", "--gpus", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "DDP 8" in out and "FSDP" not in out.split("(muon")[0] and "no FSDP or TP" in out
+    argv = ["train", "--device=cpu", "--train.precision=bf16", "--model.dropout=0.1",
+            "--model.seq_len=1024", "--dry-run"]
+    assert main(argv) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "memory per device" in x)
+    cfg = load_config(None, [tuple(a[2:].split("=", 1)) for a in argv[1:-1]])
+    model = dataclasses.replace(cfg.model, vocab_size=cfg.tokenizer.vocab_size)
+    want = estimate(model, cfg.train.batch_size, precision="bf16", cpu=True).as_gb()
+    assert f"activations {want['activations']:.3g} GB" in line and want["activations"] > 1

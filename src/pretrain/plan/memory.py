@@ -21,14 +21,15 @@ counts against ``torch.autograd.graph.saved_tensors_hooks`` on real forwards):
 - with dropout, its masks, and on CPU the math kernel's probabilities (``dropout_bytes``).
 
 Outside the layers: the token ids, the final norm, and either (the plain loss, kept under
-tensor parallelism) the head input and the logits, or (the fused chunked loss that
-training uses otherwise) the gradient of the head input, which that loss's forward
-computes and keeps. With activation checkpointing a layer keeps only its input (``d``) and
-one layer's activations are rebuilt at a time. On a GPU with bf16 autocast the same
-elements are counted at 2 bytes except the norms' statistics (on an H100, compiled runs
-measured 0.90-1.19x the estimate; README). The working set adds the fused loss's chunk of
-logits (or the plain loss's two logits-sized gradients that backward starts with), under
-FSDP one block's gathered weights and the root's, under DDP its gradient buckets.
+tensor parallelism, where the logits are whole on every rank) the head input and the
+logits, or (the fused chunked loss that training uses otherwise) the gradient of the head
+input, which that loss's forward computes and keeps. With activation checkpointing a layer
+keeps only its input (``d``) and one layer's activations are rebuilt at a time. Under
+autocast the elements are counted at 2 bytes except what stays fp32 (``layer_bytes``: the
+norms, the log-sum-exp, what is outside the layers; these are eager counts, a compiled
+model keeps less; README). The working set adds the fused loss's chunk of logits (or the
+plain loss's two logits-sized gradients that backward starts with), under FSDP one block's
+gathered weights and the root's, under DDP its gradient buckets.
 Activations and gradients are not all alive at once: the forward ends holding the
 activations and the loss's working set (the fused loss has the head's gradient by then),
 backward frees a layer's activations as it fills that layer's gradients and ends holding
@@ -115,6 +116,38 @@ def layer_elements(cfg: ModelConfig) -> float:
     return norms + d + q_path + latent + attention + mlp
 
 
+def layer_bytes(cfg: ModelConfig, low_precision: bool, cpu: bool) -> float:
+    """Bytes one layer saves for backward, per token: ``layer_elements`` at 4 bytes, or
+    under autocast (``low_precision``) what it keeps in bf16/fp16 and what it keeps in
+    fp32: the norms' inputs, statistics and outputs (the residual stream stays fp32, and
+    the norms compute in fp32), the fused kernel's log-sum-exp; an MLA layer also casts
+    its normed input twice (the q and latent projections each keep their own copy), and
+    on CPU, where autocast leaves attention alone, its q/k/v and probabilities stay fp32
+    (RoPE's fp32 tables promote q and k). Checked against ``saved_tensors_hooks`` under
+    CPU autocast (``tests/unit/test_plan.py``): counted at 2 bytes, llama 1.22x, gpt2
+    1.15x, mla 1.45x of the estimate."""
+    elements = layer_elements(cfg)
+    if not low_precision:
+        return 4 * elements
+    d, H, h, T = cfg.d_model, cfg.n_heads, cfg.hidden, cfg.seq_len
+    if cfg.arch == "gpt2":   # LayerNorms (input, mean, rstd) and log-sum-exp in fp32
+        return 2 * elements + 2 * (2 * (d + 2) + H)
+    norms = 2 * (2 * d + 1)
+    if cfg.arch == "llama":
+        return 2 * elements + 2 * (norms + H)
+    qk, v, r = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim, cfg.v_head_dim, cfg.kv_lora_rank
+    r_q = cfg.q_lora_rank
+    # per latent norm: its input's fp32 copy and statistic, the normed output and the next
+    # projection's input in the low precision
+    q_path = 8 * r_q + 4 if r_q else 0
+    latent = 8 * r + 4
+    if cpu:   # q, k, the probabilities and v in fp32; the output cast for wo
+        attention = 4 * (2 * H * qk + H * T + H * v) + 2 * H * v
+    else:
+        attention = 2 * (2 * H * qk + 2 * H * v + H * T)
+    return 4 * norms + 2 * 2 * d + q_path + latent + attention + 2 * (d + 4 * h)
+
+
 def dropout_bytes(cfg: ModelConfig, math_attention: bool, act_bytes: int = 4) -> float:
     """Bytes per token one layer saves for dropout (``model.dropout > 0``): the masks of the
     two residual dropouts (a byte an element) and, where attention runs the math SDPA
@@ -192,21 +225,30 @@ def estimate(cfg: ModelConfig, batch: int, *, layout: Split | None = None,
         opt = 8 * params / shard
     low = precision in ("bf16", "fp16", "fp8")
     act_bytes = 2 if low else 4
+    on_cpu = not low if cpu is None else cpu
     tokens = batch * cfg.seq_len
     L = math.ceil(cfg.n_layers / layout.pp)
     if layout.pp > 1:  # micro-batches in flight on the first stage
         in_flight = layout.microbatches if layout.schedule == "GPipe" else min(layout.pp, layout.microbatches)
         tokens = tokens * in_flight // layout.microbatches
-    per_layer = layer_elements(cfg) / layout.tp
-    if layout.tp > 1 and not layout.sequence_parallel:  # norms and the residual whole on each rank
-        per_layer += (4 * cfg.d_model) * (1 - 1 / layout.tp)
-    if checkpointing:
-        layers = L * cfg.d_model + per_layer
+    # bytes per token; the residual stream, the norms and what is outside the layers stay
+    # fp32 under autocast
+    per_layer = layer_bytes(cfg, low, on_cpu) / layout.tp
+    norm = cfg.d_model + 2 if cfg.arch == "gpt2" else 2 * cfg.d_model + 1   # one norm's
+    if layout.tp > 1:   # the column-parallel matmuls' inputs are gathered whole; without
+        # sequence parallelism the norms (and the residual) are whole on each rank too
+        whole = 2 * cfg.d_model * act_bytes + (0 if layout.sequence_parallel else 2 * 4 * norm)
+        per_layer += whole * (1 - 1 / layout.tp)
+    if checkpointing:   # each layer's input, and one layer rebuilt
+        layers = L * 4 * cfg.d_model + per_layer
     else:
         layers = L * per_layer
-    outside = outside_elements(cfg, fused) / layout.tp
-    activations = act_bytes * tokens * (layers + outside)
-    on_cpu = not low if cpu is None else cpu
+    # under tensor parallelism the plain loss's logits are whole on every rank (the head's
+    # output is gathered, as training runs it), and so is the head's input; the rest split
+    whole = (0 if fused else 2 * cfg.vocab_size) + (cfg.d_model if layout.tp > 1 else 0) \
+        + (norm if layout.tp > 1 and not layout.sequence_parallel else 0)   # the head's input
+    outside = 4 * ((outside_elements(cfg, fused) - whole) / layout.tp + whole)
+    activations = tokens * (layers + outside)
     # per token and layer; CPU autocast leaves the math kernel in fp32 (bf16 saved 0.93x fp32)
     drop = dropout_bytes(cfg, on_cpu, 4 if on_cpu else act_bytes) / layout.tp
     if drop:   # and the embeddings' mask, a byte an element
@@ -214,12 +256,12 @@ def estimate(cfg: ModelConfig, batch: int, *, layout: Split | None = None,
     if fused:   # the loss's forward: one chunk of logits at a time, beside the activations
         working = loss_working_bytes(cfg, batch * cfg.seq_len, act_bytes == 2)
         if checkpointing:  # freed before backward rebuilds a layer: the larger of the two
-            working = max(0.0, working - act_bytes * tokens * per_layer)
+            working = max(0.0, working - tokens * per_layer)
     else:  # backward starts with two gradients of the logits' size alive (the loss's, then
-        # the log-softmax's), beside the saved activations
-        working = 2 * 4 * batch * cfg.seq_len * cfg.padded_vocab / layout.tp
+        # the log-softmax's), beside the saved activations; whole under tensor parallelism
+        working = 2 * 4 * batch * cfg.seq_len * cfg.padded_vocab
     # the peak is the larger of the forward's end and the backward's (module doc)
-    rebuilt = tokens * (act_bytes * per_layer + drop) if checkpointing else 0.0
+    rebuilt = tokens * (per_layer + drop) if checkpointing else 0.0
     accumulates = grad_accum > 1 or layout.pp > 1
     overlap = 0.0 if accumulates else min(grads, activations + working - rebuilt)
     if low:

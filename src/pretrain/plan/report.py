@@ -70,9 +70,11 @@ def size(cfg: ModelConfig) -> str:
 
 def layouts(cfg: ModelConfig, shape: Shape, gpus: int) -> list[Split]:
     """The configured layout, and for ``gpus`` devices DDP, FSDP and (where the model
-    allows) FSDP x TP 8 and PP x FSDP."""
+    allows) FSDP x TP 8 and PP x FSDP; under Muon DDP only."""
     out = [shape.layout]
-    if gpus > 1:
+    if gpus > 1 and shape.optimizer == "muon":   # whole matrices: no FSDP, TP (training's rule)
+        out.append(Split(dp_replicate=gpus))
+    elif gpus > 1:
         out += [Split(dp_replicate=gpus), Split(dp_shard=gpus)]
         tp = min(8, gpus)
         if tp > 1 and gpus % tp == 0 and cfg.arch != "mla" and cfg.kv_heads % tp == 0 \
@@ -118,6 +120,9 @@ def memory(cfg: ModelConfig, shape: Shape, gpus: int, device_gb: float | None) -
                  f"{shape.precision}, {shape.optimizer}; activations scale with the micro-batch;"
                  " overlap: backward frees activations as gradients fill, where a step has one"
                  " micro-batch)")
+    if gpus > 1 and shape.optimizer == "muon":
+        lines.append("(muon orthogonalises whole matrices: no FSDP or TP layouts, as training "
+                     "refuses them)")
     piped = [lay for lay in lays[1:] if lay.pp > 1]
     if piped:
         lines.append(f"(PP {piped[0].pp}: train.parallel.pp_microbatches = "

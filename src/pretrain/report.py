@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import stages
-from .config import ConfigError, build, jsonable
+from .config import ConfigError, PretrainError, build, jsonable
 from .data.funnel import format_funnel
 from .eval import baselines, contamination, core, memorization, tasks
 from .eval.gates import check, load_results
@@ -29,7 +29,7 @@ from .model.config import ModelConfig
 from .plan.laws import read_fit
 from .plan.report import duration, frontier, size
 from .run_config import RunConfig, load_config
-from .rundir import changed_upstream, read_manifest, upstream
+from .rundir import changed_upstream, read_manifest, upstream, write_failure
 from .tokenizer.report import table as tokenizer_table
 from .train import state
 from .train.config import TrainConfig
@@ -184,12 +184,17 @@ def _plot(log: list[dict[str, Any]], out: Path) -> str:
     ax.set_ylabel("loss (nats/token)")
     ax.legend()
     ax.grid(alpha=0.3)
-    out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     tmp = out.with_name(f".{out.name}.tmp")   # as report.md: never half a picture
-    fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    tmp.replace(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(tmp, dpi=100, format="png")
+        tmp.replace(out)
+    except OSError as e:   # the plot is optional: the report is written without it
+        tmp.unlink(missing_ok=True)
+        return f"(no loss plot: {write_failure(out, e)})\n"
+    finally:
+        plt.close(fig)
     return f"![loss]({out.parent.name}/{out.name})\n"
 
 
@@ -390,6 +395,11 @@ def write_report(root: Path) -> Path:
              "## Samples\n", _stale_note(old, "sample") + _samples(root)]
     out = root / "report.md"
     tmp = out.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    tmp.replace(out)  # a crash never leaves half a report
+    try:
+        tmp.write_text("\n".join(parts), encoding="utf-8")
+        tmp.replace(out)  # a crash never leaves half a report
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise PretrainError(f"{write_failure(out, e)}; the run's stages are intact: make "
+                            f"room and rerun `pretrain report {root}`") from None
     return out

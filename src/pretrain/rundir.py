@@ -30,6 +30,7 @@ import platform
 import resource
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -117,6 +118,10 @@ def honour_umask(path: Path) -> None:
     mask = os.umask(0)
     os.umask(mask)
     os.chmod(path, 0o666 & ~mask)
+
+
+# what a full disk, a file size limit or a read-only file system says to a write
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
 
 def write_failure(path: Path, exc: BaseException) -> str:
@@ -344,8 +349,15 @@ class RunDir:
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / "config.toml"
         tmp = path.with_suffix(".toml.tmp")
-        tmp.write_text(toml_text, encoding="utf-8")
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(toml_text, encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            if e.errno not in WRITE_ERRNOS:
+                raise
+            raise PretrainError(f"{write_failure(path, e)}; nothing ran: make room and rerun "
+                                "the same command") from None
         return path
 
     def execute(self, stage: str, key: str, key_parts: dict[str, Any], inputs: dict[str, Path],
@@ -355,14 +367,40 @@ class RunDir:
         tmp = self.root / f".tmp-{stage}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        started, started_at = time.time(), _now()
         run = StageRun(name=stage, out=tmp, inputs=inputs, key=key, key_parts=key_parts,
                        root=self.root, forced=forced)
         try:
-            fn(run)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            manifest = self._run_and_record(stage, key, key_parts, run, fn)
+        except BaseException as e:
+            shutil.rmtree(tmp, ignore_errors=True)   # the manifest's write failing too
+            if isinstance(e, OSError) and e.errno in WRITE_ERRNOS:
+                # the stage's own writes (a worker's, the manifest's) name no file in
+                # their error: which stage, where, and why the disk said no
+                where = Path(e.filename) if isinstance(e.filename, str) else self.stage_dir(stage)
+                raise PretrainError(f"stage {stage}: {write_failure(where, e)}; the stages "
+                                    "before it are intact: make room and rerun the same "
+                                    "command") from None
             raise
+        final = self.stage_dir(stage)
+        if final.exists():
+            old = self.root / f".old-{stage}-{os.getpid()}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            try:
+                shutil.rmtree(old)
+            except OSError as e:   # said: it may hold as much as the new output
+                print(f"{stage}: could not remove the replaced output {old} ({e}); remove "
+                      "it by hand", file=sys.stderr)
+        else:
+            os.replace(tmp, final)
+        fsync(self.root)
+        return manifest
+
+    def _run_and_record(self, stage: str, key: str, key_parts: dict[str, Any], run: StageRun,
+                        fn: Any) -> dict[str, Any]:
+        """``fn(run)``, then its outputs hashed and the manifest written into ``run.out``."""
+        tmp, started, started_at = run.out, time.time(), _now()
+        fn(run)
         outputs = {}
         for p in sorted(tmp.rglob("*")):
             if p.is_file():
@@ -391,13 +429,4 @@ class RunDir:
             json.dump(manifest, f, indent=2)
             f.flush()
             os.fsync(f.fileno())
-        final = self.stage_dir(stage)
-        if final.exists():
-            old = self.root / f".old-{stage}-{os.getpid()}"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-        fsync(self.root)
         return manifest

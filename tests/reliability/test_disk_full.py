@@ -107,3 +107,48 @@ def test_the_reason_is_found_however_the_library_wraps_it(tmp_path):
     assert "no permission to write in" in write_failure(target, PermissionError(errno.EACCES, "x"))
     other = write_failure(target, ValueError("bad header\nmore"))
     assert other == f"could not write {target}: ValueError: bad header"
+
+
+STAGE_WRITER = """
+import sys
+from pathlib import Path
+from pretrain.config import PretrainError
+from pretrain.rundir import RunDir
+
+def body(run):
+    with open(run.out / "shard.bin", "wb") as f:   # a write names no file in its error
+        f.write(b"x" * int(sys.argv[2]))
+
+try:
+    RunDir(Path(sys.argv[1])).execute("tokenize", "k", {}, {}, body)
+except PretrainError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+"""
+
+
+def test_a_stage_that_fills_the_disk_names_itself_and_leaves_nothing_half_written(tmp_path):
+    """Outside training a full disk said only '[Errno 27] File too large' (or 28), naming
+    neither the stage nor the file; a manifest that could not be written left its stage's
+    temporary folder behind, which `pretrain verify` then failed on."""
+    root = tmp_path / "runs" / "x"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    p = subprocess.run([sys.executable, "-c", STAGE_WRITER, str(root), str(200_000)],
+                       capture_output=True, text=True, env=env,
+                       preexec_fn=_limit_file_size(100_000))
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip() == (
+        f"error: stage tokenize: could not write {root}/tokenize: the file size limit "
+        "(ulimit -f) of 100,000 bytes was reached; the stages before it are intact: make "
+        "room and rerun the same command")
+    assert [q.name for q in root.iterdir()] == []   # no .tmp-tokenize-PID
+    ok = subprocess.run([sys.executable, "-c", STAGE_WRITER, str(root), "1000"], env=env)
+    assert ok.returncode == 0 and (root / "tokenize" / "shard.bin").stat().st_size == 1000
+    # a manifest that cannot be written takes the stage's temporary folder with it
+    from pretrain.rundir import RunDir
+
+    def blocks_the_manifest(run) -> None:
+        (run.out / "manifest.json").mkdir()
+    with pytest.raises(IsADirectoryError):
+        RunDir(root).execute("eval", "k", {}, {}, blocks_the_manifest)
+    assert sorted(q.name for q in root.iterdir()) == ["tokenize"]

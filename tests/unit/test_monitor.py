@@ -123,10 +123,42 @@ def test_logs_that_cannot_be_written_are_one_line_naming_the_file(tmp_path: Path
     from pretrain.train.monitor import write_logs
     blocked = tmp_path / "train"
     blocked.write_text("")   # a file where the folder should be
-    with pytest.raises(PretrainError, match=f"could not write {blocked}/log.jsonl.*make room"):
+    with pytest.raises(PretrainError, match=f"could not write {blocked}/log.jsonl"):
         write_logs(blocked, [{"step": 1, "loss": 2.0}], [], [])
     write_logs(tmp_path, [{"step": 1, "loss": 2.0}], [{"loss": math.nan, "norm": -math.inf}], [])
     assert (tmp_path / "events.jsonl").read_text() == '{"loss": null, "norm": null}\n'
+
+
+@pytest.mark.parametrize("every", [0, 4])
+def test_final_weights_that_cannot_be_written_say_where_the_rerun_starts(
+        tokens: Path, tmp_path: Path, every: int):
+    """It said 'make room and rerun to write the weights' where the rerun retrained from
+    step 0, and the logs of the failed run were lost: they are kept with the checkpoints."""
+    from pretrain.config import PretrainError
+    out, ckpts = tmp_path / "out", tmp_path / "ckpt"
+    (out / "model.safetensors").mkdir(parents=True)   # in the way of the final weights
+    cfg = TrainConfig(steps=6, batch_size=4, warmup_steps=2, eval_every=3, eval_batches=2,
+                      log_every=2, checkpoint_every=every, tensorboard=False)
+    with pytest.raises(PretrainError) as e:
+        train(cfg, MODEL, tokens, RunPaths(out, checkpoints=ckpts), seed=1)
+    if every:
+        assert "step-0000004, is intact and the same command resumes from it" in str(e.value)
+        assert (ckpts / "log.jsonl").read_text().count("\n") == 4   # steps 2, 3, 4, 6
+    else:
+        assert "no checkpoint was kept: the same command trains again from step 0" in str(e.value)
+
+
+def test_a_tensorboard_folder_that_cannot_be_made_leaves_the_run_to_log_jsonl(
+        tmp_path: Path, capsys):
+    """It stopped the run at its start (a 70-line traceback); a failure later in the run
+    already stopped TensorBoard alone."""
+    pytest.importorskip("torch.utils.tensorboard")
+    from pretrain.train.monitor import Monitor
+    (tmp_path / "tb").write_text("")   # a file where the folder should be
+    mon = Monitor(tmp_path / "tb" / "train-key", True, "off", "p", "r", {}, 0)
+    assert mon.tb is None
+    mon.log({"step": 1, "loss": 2.0})   # goes on without it
+    assert "train: no TensorBoard: could not write" in capsys.readouterr().err
 
 
 def test_a_busy_cpu_does_not_measure_the_fp32_peak_on_a_tiny_matmul(monkeypatch):

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import shutil
 import signal
 import threading
 import time
@@ -35,21 +34,19 @@ import torch
 from torch.distributed.tensor import DTensor
 
 from .. import distributed
-from ..config import ConfigError, PretrainError
+from ..config import ConfigError
 from ..eval.loss import domain_windows, score
 from ..log import Progress, log0
-from ..model import io
 from ..model.attention import sdpa_backend
 from ..model.config import ModelConfig
 from ..model.generate import generate
 from ..model.transformer import Transformer
-from ..rundir import write_failure
 from ..tokenizer.shards import TokenShards
 from . import state
 from .config import TrainConfig
 from .data import MixtureWindows, Prefetcher, RandomWindows, domain_ids, probe_prompts
 from .fits import check_memory
-from .monitor import Monitor, log_line, logs_on_failure, memory_gb, val_fields, write_logs
+from .monitor import Monitor, log_line, logs_on_failure, memory_gb, val_fields
 from .optim import lr_at, make_optimizer, peaks
 from .parallelize import (
     Layout,
@@ -539,19 +536,11 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: Run
     log0(f"train: {t.precision}, attention kernel {t.sdpa}, host_sync {t.host_sync}, {t.peaks.describe()}")
     with logs_on_failure(paths.checkpoints if d.rank == 0 else None, t):
         t.run()
-    final_sd = _final_weights(t, paths)
+        final_sd = state.final_weights(t, paths.checkpoints, paths.out)
+        if d.rank == 0:   # a failure to write them keeps the logs with the checkpoints
+            state.write_final(t, paths.out, model_cfg, final_sd)
     if d.rank != 0:
         return {}
-    out = paths.out
-    write_logs(out, t.history, t.events, t.generations)
-    assert final_sd is not None
-    try:
-        io.save(out, model_cfg, final_sd, io.aliases_for(model_cfg))
-    except Exception as e:   # noqa: BLE001 -- safetensors raises its own type for a full disk
-        ckpt = state.latest_intact(t.ckpt_dir)
-        kept = (f"the last checkpoint, {ckpt}, is intact" if ckpt else "no checkpoint was kept")
-        raise PretrainError(f"train: {write_failure(out / io.WEIGHTS, e)}; {kept}; make room "
-                            "and rerun the same command to write the weights") from e
     first, last = t.val_losses["0"], t.val_losses[str(t.step)]
     counts: dict[str, Any] = {
         "params": model_cfg.num_params(), "steps": t.step, "tokens_seen": tokens_per_step * t.step,
@@ -582,19 +571,3 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: Run
     log0(f"train: val loss {first:.4f} -> {last:.4f} "
          f"({'n/a' if tps is None else f'{tps:,.0f}'} tokens/s over {t.t_train:.0f}s of steps{mfu})")
     return counts
-
-
-def _final_weights(t: Trainer, paths: RunPaths) -> dict[str, torch.Tensor] | None:
-    """The whole model's state dict on rank 0 (None elsewhere). A model split over ranks is
-    written as a checkpoint (each rank its shards, a collective) and read back whole by
-    rank 0: its weights only, never the optimizer state."""
-    if not t.layout.sharded:
-        return {k: v.detach().cpu() for k, v in t.model.state_dict().items()} \
-            if t.d.rank == 0 else None
-    final = t.save(paths.checkpoints or paths.out / ".final")
-    assert final is not None
-    sd = io.consolidated(final) if t.d.rank == 0 else None
-    if paths.checkpoints is None and t.d.rank == 0:
-        shutil.rmtree(paths.out / ".final", ignore_errors=True)
-    distributed.barrier(t.d)
-    return sd

@@ -62,8 +62,7 @@ def write_logs(out: Path, history: list[dict[str, Any]], events: list[dict[str, 
             with open(path, "w", encoding="utf-8") as f:
                 f.writelines(json.dumps(_finite(r), ensure_ascii=False) + "\n" for r in rows)
         except OSError as e:
-            raise PretrainError(f"train: {write_failure(path, e)}; the checkpoints are intact: "
-                                "make room and rerun the same command") from e
+            raise PretrainError(f"train: {write_failure(path, e)}") from e
 
 
 def _finite(v: Any) -> Any:
@@ -118,6 +117,7 @@ class Monitor:
         self.wandb: Any = None
         if not enabled or folder is None:
             return
+        self._folder = folder
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -126,7 +126,7 @@ class Monitor:
                      "metrics go to log.jsonl only")
             else:
                 self._writer = lambda step: SummaryWriter(str(folder), purge_step=step + 1)
-                self.tb = self._writer(start_step)
+                self._open(start_step)
         if wandb_mode != "off":
             try:
                 import wandb
@@ -164,7 +164,17 @@ class Monitor:
         the redone steps until they pass the step rolled back from."""
         self._tb(lambda tb: tb.close())
         if self.tb is not None:
+            self._open(step)
+
+    def _open(self, step: int) -> None:
+        """A TensorBoard writer from ``step`` on; one that cannot be made (a folder that
+        cannot be written) is said in one line, and the run goes on without it."""
+        try:
             self.tb = self._writer(step)
+        except OSError as e:
+            log0(f"train: no TensorBoard: {write_failure(self._folder, e)}; metrics go to "
+                 "log.jsonl only")
+            self.tb = None
 
     def event(self, rec: dict[str, Any]) -> None:
         """A skipped step or rollback: text in TensorBoard, a table row in W&B."""

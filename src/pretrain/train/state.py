@@ -62,6 +62,7 @@ from ..rundir import (
     verify_files,
     write_failure,
 )
+from .monitor import write_logs
 
 STATE = "state.json"
 
@@ -293,3 +294,37 @@ def load(ckpt: Path, model: nn.Module, opt: torch.optim.Optimizer,
         torch.cuda.set_rng_state_all(rng["cuda"])
     state: dict[str, Any] = json.loads((ckpt / STATE).read_text(encoding="utf-8"))
     return state
+
+
+def final_weights(t: Any, checkpoints: Path | None, out: Path) -> dict[str, torch.Tensor] | None:
+    """The trainer ``t``'s whole model state dict on rank 0 (None elsewhere). A model split
+    over ranks is written as a checkpoint (each rank its shards, a collective) and read back
+    whole by rank 0: its weights only, never the optimizer state."""
+    if not t.layout.sharded:
+        return {k: v.detach().cpu() for k, v in t.model.state_dict().items()} \
+            if t.d.rank == 0 else None
+    final = t.save(checkpoints or out / ".final")
+    assert final is not None
+    sd = io.consolidated(final) if t.d.rank == 0 else None
+    if checkpoints is None and t.d.rank == 0:
+        shutil.rmtree(out / ".final", ignore_errors=True)
+    distributed.barrier(t.d)
+    return sd
+
+
+def write_final(t: Any, out: Path, model_cfg: ModelConfig,
+                sd: dict[str, torch.Tensor] | None) -> None:
+    """The run's logs and final weights in ``out``; a write that fails says where the same
+    command will start again: the last checkpoint, or step 0 when none was kept."""
+    assert sd is not None
+    target = out / io.WEIGHTS
+    try:
+        write_logs(out, t.history, t.events, t.generations)
+        io.save(out, model_cfg, sd, io.aliases_for(model_cfg))
+    except Exception as e:   # noqa: BLE001 -- safetensors raises its own type for a full disk
+        ckpt = latest_intact(t.ckpt_dir)
+        rerun = (f"the last checkpoint, {ckpt}, is intact and the same command resumes from "
+                 f"it" if ckpt else "no checkpoint was kept: the same command trains again "
+                 "from step 0")
+        why = str(e) if isinstance(e, PretrainError) else f"train: {write_failure(target, e)}"
+        raise PretrainError(f"{why}; {rerun} once there is room") from e

@@ -160,8 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+NO_GATES = "--gate: no gates configured (eval.gates = [\"all.bpb <= 1.9\", ...])"
+
+
 def _run(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
     cfg = load_config(args.config, overrides)
+    if getattr(args, "gate", False) and not cfg.eval.gates:   # before the stages, not after
+        raise PretrainError(NO_GATES)
     if args.dry_run:
         print(to_toml(cfg), end="")
         print("\n".join("# " + line for line in dry_run_summary(cfg).splitlines()))
@@ -197,7 +202,7 @@ def _run(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
 
 def _gates(cfg: RunConfig, eval_dir: Path) -> int:
     if not cfg.eval.gates:
-        raise PretrainError("--gate: no gates configured (eval.gates = [\"all.bpb <= 1.9\", ...])")
+        raise PretrainError(NO_GATES)
     failed = check(cfg.eval.gates, load_results(eval_dir) or {})
     for f in failed:
         print(f"gate failed: {f}", file=sys.stderr)

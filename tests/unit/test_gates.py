@@ -138,3 +138,11 @@ def test_contamination_keeps_benchmarks_of_one_file_stem_apart_and_covers_core(t
     assert rep["wikitext2"]["docs"] == 0 and rep["test"]["docs"] == 1 and rep["copa"]["docs"] == 1
     assert rep["wikitext2"]["removed_by_data_stage"] is None   # the data stage's count of both
     assert "shared stem" in contamination.table(rep)
+
+
+def test_gate_without_gates_is_refused_before_any_stage_runs(tmp_path, capsys):
+    """A CI config that forgot its gates ran the whole pipeline before saying so."""
+    from pretrain.cli import main
+    rc = main(["run", "--gate", f"--runs_dir={tmp_path}", "--eval.gates=[]"])
+    assert rc == 2 and "--gate: no gates configured" in capsys.readouterr().err
+    assert not (tmp_path / "quickstart").exists()   # nothing ran, nothing written

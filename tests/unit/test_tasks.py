@@ -130,6 +130,9 @@ def test_every_schema_loads(tmp_path: Path):
     ('{"query": "q", "choices": "ab", "gold": 0}', "a list of 2 or more"),
     ('{"context_options": ["a"], "continuation": "b", "gold": 0}', "a list of 2 or more"),
     ('{"context_options": ["a", "b"], "continuation": "c", "gold": 2}', "not one of the 2"),
+    ('[{"query": "q", "choices": ["a", "b"], "gold": 0}]', "a JSON list, not an object: task "
+     "files are JSON lines, one object per line"),   # (it said: list indices must be ...)
+    ('[', "; task files are JSON lines, one object per line"),   # an indented JSON array
 ])
 def test_a_malformed_task_record_names_its_file_and_line(tmp_path: Path, record: str, why: str):
     path = tmp_path / "task.jsonl"

@@ -103,13 +103,18 @@ def load(path: Path, kind: str, delimiter: str = " ", limit: int = 0) -> tuple[s
                 continue
             try:
                 rec = json.loads(line)
+                if not isinstance(rec, dict):   # a JSON array file, a list per line
+                    raise TypeError(f"a JSON {type(rec).__name__}, not an object: task files "
+                                    "are JSON lines, one object per line")
                 if kind == "auto":
                     kind = "mc" if "choices" in rec else "schema" if "context_options" in rec \
                         else "lm"
                 items.append(_item(rec, kind, delimiter))
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+                hint = "; task files are JSON lines, one object per line" if isinstance(
+                    e, json.JSONDecodeError) and line.lstrip()[:1] in "[{" else ""
                 raise ConfigError(f"{path}:{lineno}: not a {kind} task record "
-                                  f"({type(e).__name__}: {e})") from None
+                                  f"({type(e).__name__}: {e}){hint}") from None
             if limit and len(items) >= limit:
                 break
     return kind, _some(items, path)

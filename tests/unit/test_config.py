@@ -253,3 +253,36 @@ def test_a_domain_the_eval_results_could_not_hold_is_refused(domain, tmp_path):
     with pytest.raises(ConfigError, match=f"data.sources\\[0\\].domain = '{domain}' would be"):
         load_config(None, [("data.sources.0.domain", domain), ("runs_dir", str(tmp_path))])
     load_config(None, [("data.sources.0.domain", "web-en_2"), ("runs_dir", str(tmp_path))])
+
+
+def test_init_from_is_keyed_by_the_weights_it_loads_not_the_base_runs_checkpoints(tmp_path):
+    """Removing the base run's old checkpoints made a finished continued run out of date (a
+    killed one started over at step 0 under a new key)."""
+    import shutil
+
+    from pretrain.train.config import TrainConfig
+    base = tmp_path / "base"
+    for folder in (base / "train", base / "checkpoints" / "train-k" / "step-0000010"):
+        folder.mkdir(parents=True)
+        (folder / "model_config.json").write_text("{}")
+    (base / "train" / "model.safetensors").write_bytes(b"w" * 10)
+    cfg = TrainConfig(init_from=str(base))
+    before = cfg.init_fingerprint()
+    assert [Path(p).relative_to(base).as_posix() for p, _, _ in before] == [
+        "train/model.safetensors", "train/model_config.json"]
+    shutil.rmtree(base / "checkpoints")
+    assert cfg.init_fingerprint() == before
+    (base / "train" / "model.safetensors").write_bytes(b"v" * 11)   # other weights: rerun
+    assert cfg.init_fingerprint() != before
+
+
+def test_model_settings_a_continued_run_sets_against_its_checkpoint_are_said(capsys):
+    """A longer seq_len (or another width) trained silently at the checkpoint's."""
+    from pretrain.model.config import ModelConfig
+    from pretrain.train.stage import _ignored_model_settings
+    taken = ModelConfig(d_model=64, n_layers=2, n_heads=2, seq_len=64, vocab_size=512)
+    _ignored_model_settings(ModelConfig(seq_len=256, n_layers=2), taken)
+    err = capsys.readouterr().err
+    assert "ignored: model.seq_len = 256 (it has 64)" in err and "n_layers" not in err
+    _ignored_model_settings(ModelConfig(), taken)   # nothing set: nothing to say
+    assert capsys.readouterr().err == ""

@@ -254,10 +254,18 @@ class TrainConfig:
 
     def init_fingerprint(self) -> list[tuple[str, int, int]]:
         """What identifies the weights ``init_from`` names without reading them (each file's
-        name, size and mtime): part of the train stage's key."""
+        name, size and mtime): part of the train stage's key. A run directory's
+        checkpoints (and stage folders being written) are left out: removing the base
+        run's old checkpoints made every run continued from it out of date."""
         if not self.init_from:
             return []
         path = Path(self.init_from)
+
+        def loaded(p: Path) -> bool:
+            parts = p.relative_to(path).parts[:-1]
+            return not any(q == "checkpoints" or q.startswith((".tmp-", ".old-", ".work"))
+                           for q in parts)
         return [(str(p), p.stat().st_size, p.stat().st_mtime_ns)
-                for p in sorted(path.rglob("*.safetensors")) + sorted(path.rglob("*config.json"))]
+                for p in sorted(path.rglob("*.safetensors")) + sorted(path.rglob("*config.json"))
+                if loaded(p)]
 

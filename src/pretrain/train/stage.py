@@ -57,6 +57,8 @@ def run(run: StageRun, model_cfg: ModelConfig, cfg: TrainConfig, seed: int, devi
             "with the padding never sampled or scored")
     model_cfg = replace(model_cfg, vocab_size=model_cfg.vocab_size or vocab)
     init = _init(cfg, shards, vocab) if cfg.init_from else None
+    if init is not None:
+        _ignored_model_settings(model_cfg, init.cfg)
     paths = RunPaths(out=run.out, checkpoints=run.root / "checkpoints" / f"train-{run.key}",
                      monitor=run.root / "tensorboard" / f"train-{run.key}", name=run.root.name)
     d = distributed.from_env()
@@ -264,6 +266,18 @@ def _init(cfg: TrainConfig, shards: TokenShards, vocab: int) -> Transformer:
     log0(f"train: continuing from {cfg.init_from} ({init.cfg.arch}, "
          f"{init.cfg.num_params() / 1e6:.2f} M params); [model] settings are taken from it")
     return init.train()
+
+
+def _ignored_model_settings(given: ModelConfig, taken: ModelConfig) -> None:
+    """Say the [model] settings a run continued from a checkpoint sets against it (set: not
+    the default) and does not get: a longer seq_len or another width trained silently at
+    the checkpoint's."""
+    default = ModelConfig()
+    ignored = [f"{k} = {v!r} (it has {getattr(taken, k)!r})" for k, v in asdict(given).items()
+               if k != "vocab_size" and v != getattr(default, k) and v != getattr(taken, k)]
+    if ignored:
+        log0("train: warning: init_from's model is trained as it is; ignored: model."
+             + ", model.".join(ignored))
 
 
 def _same_tokens(source: Path, ours: dict[int, bytes], below: int) -> None:

@@ -55,8 +55,28 @@ def init(device_type: str) -> Dist:
                                     f"start at most {n} processes per node "
                                     "(--nproc_per_node), or set device = 'cpu'")
             torch.cuda.set_device(d.local_rank)
-        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        store = _attempt_store()
+        if store is None:
+            dist.init_process_group(backend)
+        else:
+            dist.init_process_group(backend, store=store, rank=d.rank, world_size=d.world)
     return d
+
+
+def _attempt_store() -> dist.Store | None:
+    """Under torchrun's agent, its store seen under a prefix of this attempt's: a restarted
+    group (``--max-restarts``, after a worker died) otherwise read the earlier attempt's
+    addresses from it and failed to connect to the dead worker (gloo's 'connectFullMesh
+    failed ... Connection refused'), each failure costing a restart, or hung; pytorch
+    issue 167288. None outside an elastic agent (the default init)."""
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or attempt is None:
+        return None
+    from torch.distributed.constants import default_pg_timeout
+    agent = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                          is_master=False, timeout=default_pg_timeout)
+    return dist.PrefixStore(f"pretrain/attempt_{attempt}", agent)
 
 
 def shutdown() -> None:

@@ -176,6 +176,19 @@ def test_tensor_parallel_ranks_save_what_the_estimate_counts(tmp_path, sp):
         assert got == pytest.approx(want, rel=1e-3)
 
 
+def test_a_group_torchrun_restarts_after_a_worker_died_connects_at_once(tmp_path):
+    """torchrun --max-restarts after a worker's death: the restarted gloo group read the
+    dead attempt's addresses from the agent's store ('connectFullMesh failed ... Connection
+    refused'), each such failure taking a restart (two deaths with 3 restarts: failed in
+    3 of 3 tries), or hung. Each attempt joins under its own prefix: 2 deaths, 2 restarts."""
+    args = ["--max-restarts=2", __file__.replace("test_parallel.py", "restart_worker.py"),
+            str(tmp_path), "2"]
+    res = torchrun(args)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)] == ["2 2", "2 2"]
+    assert "Connection refused" not in res.stderr
+
+
 def test_layouts_the_model_cannot_take_are_one_line_errors():
     with pytest.raises(ConfigError, match=r"pp 1 x dp_replicate 1 x dp_shard 1 x tp 2 = 2 "
                                           r"processes, but there are 4"):

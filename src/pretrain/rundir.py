@@ -143,7 +143,8 @@ def write_failure(path: Path, exc: BaseException) -> str:
     free = shutil.disk_usage(where).free
     fsize = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
     code = os_err.errno if os_err else None
-    full = f"the disk is full ({free / 2**20:.0f} MiB free on the file system of {where})"
+    left = f"{free / 2**20:.0f} MiB" if free >= 2**20 else f"{free / 2**10:.0f} KiB"
+    full = f"the disk is full ({left} free on the file system of {where})"
     limit = f"the file size limit (ulimit -f) of {fsize:,} bytes was reached"
     if code == errno.EROFS:
         why = f"{where} is on a read-only file system"

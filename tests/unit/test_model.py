@@ -223,3 +223,14 @@ def test_the_same_weights_are_written_as_the_same_bytes(tmp_path):
         blobs.add((tmp_path / f"{i}.safetensors").read_bytes())
     assert len(blobs) == 1
     io.check_layout(tmp_path / "0.safetensors")   # the layout mark is still there
+
+
+def test_weights_to_start_from_that_are_not_there_are_said_as_such(tmp_path):
+    """A run directory whose train stage never completed was 'not a run directory'."""
+    from pretrain.config import ConfigError
+    from pretrain.model import io
+    with pytest.raises(ConfigError, match="missing: no such folder"):
+        io.load_any(tmp_path / "missing")
+    (tmp_path / "config.toml").write_text("")
+    with pytest.raises(ConfigError, match="neither a run directory with a completed train stage"):
+        io.load_any(tmp_path)

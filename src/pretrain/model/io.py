@@ -171,5 +171,8 @@ def load_any(path: Path, device: str | torch.device = "cpu") -> Transformer:
         return load(folder, device)
     if (path / "config.json").is_file():
         return import_hf(path).to(device).eval()
-    raise ConfigError(f"{path}: not a run directory, a model or checkpoint folder of pretrain "
-                      f"({WEIGHTS} + {CONFIG}) or a Hugging Face model directory (config.json)")
+    if not path.exists():
+        raise ConfigError(f"{path}: no such folder")
+    raise ConfigError(f"{path}: neither a run directory with a completed train stage, a model "
+                      f"or checkpoint folder of pretrain ({WEIGHTS} + {CONFIG}) nor a Hugging "
+                      "Face model directory (config.json)")

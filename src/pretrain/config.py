@@ -234,8 +234,7 @@ def keyed(cfg: Any) -> Any:
     if not (dataclasses.is_dataclass(cfg) and not isinstance(cfg, type)):
         return cfg
     skip = getattr(cfg, "UNKEYED", ())
-    out = {k: _keyed_value(v) for k, v in
-           ((f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg)) if k not in skip}
+    out = {k: v for k, v in _keyed_value(cfg).items() if k not in skip}
     for f in dataclasses.fields(cfg):   # unkeyed too, but keys made with them kept theirs
         if f.name in getattr(cfg, "KEYED_AS_DEFAULT", ()):
             out[f.name] = f.default   # plain values only (no default_factory)

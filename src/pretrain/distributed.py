@@ -69,9 +69,13 @@ def _attempt_store() -> dist.Store | None:
     group (``--max-restarts``, after a worker died) otherwise read the earlier attempt's
     addresses from it and failed to connect to the dead worker (gloo's 'connectFullMesh
     failed ... Connection refused'), each failure costing a restart, or hung; pytorch
-    issue 167288. None outside an elastic agent (the default init)."""
+    issue 167288. One agent only (one node): each node's agent counts its own restarts (a
+    node whose workers lived restarts without counting one), so on several nodes the
+    counts differ and the ranks would wait under different prefixes. None there, and
+    outside an elastic agent: the default init."""
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
-    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or attempt is None:
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or attempt is None \
+            or os.environ.get("GROUP_WORLD_SIZE", "1") != "1":
         return None
     from torch.distributed.constants import default_pg_timeout
     agent = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),

@@ -400,6 +400,6 @@ def write_report(root: Path) -> Path:
         tmp.replace(out)  # a crash never leaves half a report
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise PretrainError(f"{write_failure(out, e)}; the run's stages are intact: make "
-                            f"room and rerun `pretrain report {root}`") from None
+        raise PretrainError(f"{write_failure(out, e)}; the run's stages are intact: rerun "
+                            f"`pretrain report {root}` once it can be written") from None
     return out

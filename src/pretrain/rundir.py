@@ -124,6 +124,12 @@ def honour_umask(path: Path) -> None:
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
 
+def write_remedy(exc: OSError) -> str:
+    """What to do before the rerun, for a write that failed with ``exc`` (WRITE_ERRNOS)."""
+    return {errno.EFBIG: "raise the file size limit (ulimit -f)",
+            errno.EROFS: "make the file system writable"}.get(exc.errno or 0, "make room")
+
+
 def write_failure(path: Path, exc: BaseException) -> str:
     """Why writing ``path`` failed, in one line a user can act on: the disk full, the file
     size limit, a read-only or forbidden place, else the underlying error's first line.
@@ -357,8 +363,8 @@ class RunDir:
             tmp.unlink(missing_ok=True)
             if e.errno not in WRITE_ERRNOS:
                 raise
-            raise PretrainError(f"{write_failure(path, e)}; nothing ran: make room and rerun "
-                                "the same command") from None
+            raise PretrainError(f"{write_failure(path, e)}; nothing ran: {write_remedy(e)} "
+                                "and rerun the same command") from None
         return path
 
     def execute(self, stage: str, key: str, key_parts: dict[str, Any], inputs: dict[str, Path],
@@ -373,15 +379,17 @@ class RunDir:
         try:
             manifest = self._run_and_record(stage, key, key_parts, run, fn)
         except BaseException as e:
-            shutil.rmtree(tmp, ignore_errors=True)   # the manifest's write failing too
-            if isinstance(e, OSError) and e.errno in WRITE_ERRNOS:
-                # the stage's own writes (a worker's, the manifest's) name no file in
-                # their error: which stage, where, and why the disk said no
-                where = Path(e.filename) if isinstance(e.filename, str) else self.stage_dir(stage)
-                raise PretrainError(f"stage {stage}: {write_failure(where, e)}; the stages "
-                                    "before it are intact: make room and rerun the same "
-                                    "command") from None
-            raise
+            if not (isinstance(e, OSError) and e.errno in WRITE_ERRNOS):
+                shutil.rmtree(tmp, ignore_errors=True)   # the manifest's write failing too
+                raise
+            # the stage's own writes (a worker's, the manifest's) name no file in their
+            # error: which stage, where, and why the disk said no (its free space read
+            # before the stage's partial output is removed)
+            where = Path(e.filename) if isinstance(e.filename, str) else self.stage_dir(stage)
+            why = write_failure(where, e)
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise PretrainError(f"stage {stage}: {why}; the stages before it are intact: "
+                                f"{write_remedy(e)} and rerun the same command") from None
         final = self.stage_dir(stage)
         if final.exists():
             old = self.root / f".old-{stage}-{os.getpid()}"

@@ -139,8 +139,8 @@ def test_a_stage_that_fills_the_disk_names_itself_and_leaves_nothing_half_writte
     assert p.returncode == 2, p.stderr
     assert p.stderr.strip() == (
         f"error: stage tokenize: could not write {root}/tokenize: the file size limit "
-        "(ulimit -f) of 100,000 bytes was reached; the stages before it are intact: make "
-        "room and rerun the same command")
+        "(ulimit -f) of 100,000 bytes was reached; the stages before it are intact: raise "
+        "the file size limit (ulimit -f) and rerun the same command")
     assert [q.name for q in root.iterdir()] == []   # no .tmp-tokenize-PID
     ok = subprocess.run([sys.executable, "-c", STAGE_WRITER, str(root), "1000"], env=env)
     assert ok.returncode == 0 and (root / "tokenize" / "shard.bin").stat().st_size == 1000

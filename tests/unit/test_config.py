@@ -286,3 +286,37 @@ def test_model_settings_a_continued_run_sets_against_its_checkpoint_are_said(cap
     assert "ignored: model.seq_len = 256 (it has 64)" in err and "n_layers" not in err
     _ignored_model_settings(ModelConfig(), taken)   # nothing set: nothing to say
     assert capsys.readouterr().err == ""
+
+
+def test_an_option_added_keyed_if_set_keeps_the_keys_of_configs_without_it(tmp_path):
+    """A source's separator is in the data key only when set; the same rule holds for a
+    section's own fields and for dataclasses at any depth."""
+    import dataclasses
+    from typing import ClassVar
+
+    from pretrain.config import fingerprint, keyed
+    from pretrain.data.config import DataConfig
+    from pretrain.data.sources import LocalSource
+
+    @dataclasses.dataclass
+    class Inner:
+        a: int = 1
+        new: str = ""
+        KEYED_IF_SET: ClassVar[tuple[str, ...]] = ("new",)
+
+    @dataclasses.dataclass
+    class Section:
+        inner: list[Inner] = dataclasses.field(default_factory=lambda: [Inner()])
+        new: str = ""
+        KEYED_IF_SET: ClassVar[tuple[str, ...]] = ("new",)
+    assert keyed(Section()) == {"inner": [{"a": 1}]}
+    assert keyed(Section(new="x", inner=[Inner(new="y")])) == {
+        "inner": [{"a": 1, "new": "y"}], "new": "x"}
+    (tmp_path / "a.txt").write_text("x")
+    plain = DataConfig(sources=[LocalSource(paths=[str(tmp_path / "a.txt")])])
+    before = dataclasses.asdict(plain)
+    before["sources"][0].pop("separator")   # the key as it was before the option existed
+    assert fingerprint(keyed(plain)) == fingerprint({k: v for k, v in before.items()
+                                                      if k not in DataConfig.UNKEYED})
+    cut = DataConfig(sources=[LocalSource(paths=[str(tmp_path / "a.txt")], separator="\n\n")])
+    assert fingerprint(keyed(cut)) != fingerprint(keyed(plain))

@@ -497,14 +497,41 @@ def test_a_text_file_is_one_document_or_the_pieces_between_its_separators(tmp_pa
     assert [d.id for d in whole] == ["s.txt"]
     src = LocalSource(paths=[str(tmp_path / "s.txt")], separator="<|endoftext|>")
     docs = list(src.read())
-    assert [(d.id, d.text) for d in docs] == [
-        ("s.txt:1", stories[0]), ("s.txt:2", stories[1]), ("s.txt:4", stories[2])]
+    assert [(d.id, d.text) for d in docs] == [   # CRLF read as LF
+        ("s.txt:1", "Once upon a time.\nThe end."), ("s.txt:2", stories[1]),
+        ("s.txt:4", stories[2])]
     (tmp_path / "r.jsonl").write_text(json.dumps({"text": "x"}) + "\n")
     with pytest.raises(ConfigError, match="separator applies to text files only"):
         list(LocalSource(paths=[str(tmp_path / "r.jsonl")], separator="\n\n").read())
+    # CRLF files with a separator written "\n\n"; the pieces of a 2 MB file streamed in
+    # blocks, one separator straddling two blocks
+    (tmp_path / "crlf.txt").write_bytes(b"story one\r\nline two\r\n\r\nstory two\r\n")
+    crlf = LocalSource(paths=[str(tmp_path / "crlf.txt")], separator="\n\n")
+    assert [d.text for d in crlf.read()] == ["story one\nline two", "story two"]
+    (tmp_path / "big.txt").write_text("a" * (1 << 20) + "\n" + "\nb c\n\n" + "d" * (1 << 20))
+    big = LocalSource(paths=[str(tmp_path / "big.txt")], separator="\n\n")
+    assert [len(d.text) for d in big.read()] == [1 << 20, 3, 1 << 20]
+    assert [d.text for d in big.read()][1] == "b c"
+    # a range of a file of documents takes whole documents, those that start in it
+    (tmp_path / "r.txt").write_text("aaaa aaaa|bbbb bbbb|cccc cccc")
+    halves = [LocalSource(paths=[str(tmp_path / "r.txt")], separator="|", char_range=r)
+              for r in ([0.0, 0.5], [0.5, 1.0])]
+    assert [[(d.id, d.text) for d in h.read()] for h in halves] == [
+        [("r.txt:1", "aaaa aaaa"), ("r.txt:2", "bbbb bbbb")], [("r.txt:3", "cccc cccc")]]
     # overlapping globs read a file once
-    both = LocalSource(paths=[str(tmp_path / "*.txt"), str(tmp_path / "s*")])
+    both = LocalSource(paths=[str(tmp_path / "s*.txt"), str(tmp_path / "s*")])
     assert both.files() == [tmp_path / "s.txt"]
+
+
+def test_split_stream_is_split_whatever_the_blocks():
+    from pretrain.data.sources import split_stream
+    rng = random.Random(0)
+    for _ in range(300):
+        text = "".join(rng.choice(["a", "b", "<>", "<", ">", "\n"]) for _ in range(rng.randint(0, 40)))
+        sep = rng.choice(["<>", "\n", "<><", "ab"])
+        cuts = sorted(rng.sample(range(len(text) + 1), min(len(text) + 1, rng.randint(0, 5))))
+        blocks = [text[i:j] for i, j in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+        assert list(split_stream(blocks, sep)) == text.split(sep), (text, sep, blocks)
 
 
 def test_a_source_that_loses_every_document_is_named(tmp_path: Path, capsys):

@@ -170,8 +170,8 @@ class HuggingFaceSource(SourceConfig):
         if "://" in file:
             return file
         root = self.name if self._is_folder() else glob_root(self.data_files or [file])
-        rel = os.path.relpath(os.path.abspath(file), root)
-        return Path(file).name if rel.startswith("..") else rel
+        # both resolved: datasets resolves a folder reached through a symbolic link
+        return os.path.relpath(os.path.realpath(file), os.path.realpath(root))
 
     def _records(self, open_: Callable[[], Any], where: str, remote: bool = False,
                  lost: Callable[[int], tuple[int, str]] | None = None, ids: str = ""

@@ -16,13 +16,14 @@ Source types:
 
 from __future__ import annotations
 
+import codecs
 import functools
 import glob
 import gzip
 import json
 import os
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args
@@ -134,7 +135,8 @@ class LocalSource(SourceConfig):
     char_range: list[float] = field(default_factory=lambda: [0.0, 1.0])
     # text files: a file is one document, unless this string separates its documents
     # ("<|endoftext|>" in TinyStories' own .txt files, "\n\n" for blank-line-separated
-    # ones); each piece loses the line breaks around it, and blank pieces are not documents
+    # ones, CRLF read as LF); each piece loses the line breaks around it, and blank pieces
+    # are not documents; with char_range, a range takes the documents that start in it
     separator: str = ""
 
     KEYED_IF_SET: ClassVar[tuple[str, ...]] = ("separator",)   # added after keys existed
@@ -311,6 +313,10 @@ class LocalSource(SourceConfig):
                        f"{p} after line {lineno}: {type(e).__name__}: {e}")
 
     def _read_txt(self, p: Path) -> Iterator[Document | Skip]:
+        name = self._name(p)
+        if self.separator and self.char_range == [0.0, 1.0]:
+            yield from self._txt_pieces(p, name)   # streamed: a 2 GB file is not held twice
+            return
         try:
             text = b"".join(file_lines(p)).decode("utf-8")  # type: ignore[arg-type]
         except UnicodeDecodeError as e:
@@ -321,17 +327,56 @@ class LocalSource(SourceConfig):
             return
         if not text.strip():
             return  # a blank file: `nonempty` counts it
-        name = self._name(p)
-        if self.char_range != [0.0, 1.0]:
-            lo, hi = (int(len(text) * f) for f in self.char_range)
-            text, name = text[lo:hi], f"{name}[{lo}:{hi}]"
         if not self.separator:
+            if self.char_range != [0.0, 1.0]:
+                lo, hi = (int(len(text) * f) for f in self.char_range)
+                text, name = text[lo:hi], f"{name}[{lo}:{hi}]"
             yield Document(name, text, self.label(), {"path": str(p)})
             return
-        for k, piece in enumerate(text.split(self.separator), 1):   # ids: the piece's number
-            piece = piece.strip("\r\n")
-            if piece.strip():
-                yield Document(f"{name}:{k}", piece, self.label(), {"path": str(p)})
+        # a range of a file of documents: the documents that start in it, whole (a cut
+        # would put half a story in train and half in val), numbered as in the whole file
+        text = self._lf(text)
+        lo, hi = (int(len(text) * f) for f in self.char_range)
+        at = 0
+        for k, piece in enumerate(text.split(self.separator), 1):
+            if lo <= at < hi:
+                yield from self._piece(name, k, piece, p)
+            at += len(piece) + len(self.separator)
+
+    def _lf(self, text: str) -> str:
+        """CRLF as LF before a separator written with LF ("\n\n") is looked for."""
+        return text if "\r" in self.separator else text.replace("\r\n", "\n")
+
+    def _piece(self, name: str, k: int, piece: str, p: Path) -> Iterator[Document]:
+        piece = piece.strip("\r\n")
+        if piece.strip():   # blank pieces (a separator at the end) are not documents
+            yield Document(f"{name}:{k}", piece, self.label(), {"path": str(p)})
+
+    def _txt_pieces(self, p: Path, name: str) -> Iterator[Document | Skip]:
+        """The documents between ``separator``s, read in blocks of about 1 MB of whole lines
+        (a CRLF pair never straddles two); a decoding or read error ends the file with a
+        counted skip after the documents before it."""
+        decoder = codecs.getincrementaldecoder("utf-8")()
+
+        def blocks() -> Iterator[str]:
+            lines: list[bytes] = []
+            size = 0
+            for raw in file_lines(p):
+                lines.append(raw)  # type: ignore[arg-type]   # no cap: bytes only
+                size += len(raw)  # type: ignore[arg-type]
+                if size >= 1 << 20:
+                    yield self._lf(decoder.decode(b"".join(lines)))
+                    lines, size = [], 0
+            yield self._lf(decoder.decode(b"".join(lines), final=True))
+        k = 0
+        try:
+            for k, piece in enumerate(split_stream(blocks(), self.separator), 1):
+                yield from self._piece(name, k, piece, p)
+        except UnicodeDecodeError as e:
+            yield Skip(f"{p}:{k + 1}", "invalid_utf8", f"{p} after document {k}: {e}")
+        except _read_errors() as e:
+            yield Skip(f"{p}:{k + 1}", "unreadable",
+                       f"{p} after document {k}: {type(e).__name__}: {e}")
 
     def _read_parquet(self, p: Path, part: Part | None = None) -> Iterator[Document | Skip]:
         try:
@@ -451,6 +496,25 @@ def _zstd_lines(p: Path, cap: int = 0, chunk: int = 1 << 16) -> Iterator[bytes |
         yield held
     elif held:
         yield b"".join(pieces)
+
+
+def split_stream(blocks: Iterable[str], sep: str) -> Iterator[str]:
+    """``"".join(blocks).split(sep)``, one piece at a time, never holding more than the
+    current piece and a block (a separator may straddle two blocks)."""
+    parts: list[str] = []
+    carry, keep = "", len(sep) - 1
+    for block in blocks:
+        s, start = carry + block, 0
+        while (i := s.find(sep, start)) >= 0:
+            parts.append(s[start:i])
+            yield "".join(parts)
+            parts, start = [], i + len(sep)
+        rest = s[start:]
+        cut = max(0, len(rest) - keep)   # the end that may begin a separator waits
+        parts.append(rest[:cut])
+        carry = rest[cut:]
+    parts.append(carry)
+    yield "".join(parts)
 
 
 def glob_root(patterns: Sequence[str]) -> str:

@@ -202,7 +202,8 @@ def _split_params(cfg: ModelConfig, layout: Split) -> float:
 def estimate(cfg: ModelConfig, batch: int, *, layout: Split | None = None,
              checkpointing: bool = False, optimizer: str = "adamw",
              precision: str = "fp32", fused_loss: bool | None = None,
-             grad_accum: int = 1, cpu: bool | None = None) -> Memory:
+             grad_accum: int = 1, cpu: bool | None = None,
+             activation_share: float = 1.0) -> Memory:
     """Memory per device for micro-batches of ``batch`` sequences of ``cfg.seq_len`` tokens
     (per data-parallel rank). ``precision``: "fp32" (CPU) or "bf16"/"fp16" (autocast; "fp8",
     whose float8 linears run inside bf16 autocast, counts as bf16).
@@ -211,7 +212,9 @@ def estimate(cfg: ModelConfig, batch: int, *, layout: Split | None = None,
     micro-batches a step: above 1 (and under pipeline parallelism, whose microbatches
     accumulate too) the gradients are alive through the later forwards: no overlap.
     ``cpu``: whether it runs on a CPU, whose attention falls back to the math kernel with
-    dropout (None: fp32 is taken for a CPU, the rest for a GPU)."""
+    dropout (None: fp32 is taken for a CPU, the rest for a GPU). ``activation_share``: the
+    share of these (eager) activations kept, for a compiled model that keeps fewer; the
+    peak follows (the overlap with the gradients is taken from them)."""
     layout = layout or Split()
     fused = layout.tp == 1 if fused_loss is None else fused_loss
     params = _split_params(cfg, layout)
@@ -253,15 +256,16 @@ def estimate(cfg: ModelConfig, batch: int, *, layout: Split | None = None,
     drop = dropout_bytes(cfg, on_cpu, 4 if on_cpu else act_bytes) / layout.tp
     if drop:   # and the embeddings' mask, a byte an element
         activations += tokens * ((1 if checkpointing else L) * drop + cfg.d_model)
+    activations *= activation_share
     if fused:   # the loss's forward: one chunk of logits at a time, beside the activations
         working = loss_working_bytes(cfg, batch * cfg.seq_len, act_bytes == 2)
         if checkpointing:  # freed before backward rebuilds a layer: the larger of the two
-            working = max(0.0, working - tokens * per_layer)
+            working = max(0.0, working - tokens * per_layer * activation_share)
     else:  # backward starts with two gradients of the logits' size alive (the loss's, then
         # the log-softmax's), beside the saved activations; whole under tensor parallelism
         working = 2 * 4 * batch * cfg.seq_len * cfg.padded_vocab
     # the peak is the larger of the forward's end and the backward's (module doc)
-    rebuilt = tokens * (per_layer + drop) if checkpointing else 0.0
+    rebuilt = tokens * (per_layer + drop) * activation_share if checkpointing else 0.0
     accumulates = grad_accum > 1 or layout.pp > 1
     overlap = 0.0 if accumulates else min(grads, activations + working - rebuilt)
     if low:

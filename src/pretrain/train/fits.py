@@ -39,17 +39,19 @@ def check_memory(model_cfg: ModelConfig, cfg: TrainConfig, layout: Layout,
                               optimizer=cfg.optimizer,
                               precision=resolve_precision(cfg.precision, device),
                               fused_loss=cfg.loss_path(layout["tp"]) == "chunked",
-                              grad_accum=cfg.grad_accum, cpu=device.type == "cpu")
+                              grad_accum=cfg.grad_accum, cpu=device.type == "cpu",
+                              # a compiled model keeps fewer activations than the eager
+                              # counts (inductor recomputes norms and elementwise steps in
+                              # backward: 0.70x for llama, 0.97x for gpt2 under CPU bf16
+                              # autocast): sized with the least share seen
+                              activation_share=COMPILED_ACTIVATIONS if cfg.compile else 1.0)
     est = estimate(model_cfg, cfg.batch_size, **kw)
     parts = ", ".join(f"{k} {v:.2f}" for k, v in est.as_gb().items() if k != "total")
     have = device_memory(device)
     log0(f"train: memory estimate {est.total / 1e9:.2f} GB per device ({parts})"
-         + (f" of {have / 1e9:.1f} GB" if have else ""))
-    # a compiled model keeps fewer activations than the eager counts (inductor recomputes
-    # norms and elementwise steps in backward: 0.70x for llama, 0.97x for gpt2 under CPU
-    # bf16 autocast): it is refused only where even that much would not fit
-    least = est.total - (1 - COMPILED_ACTIVATIONS) * est.activations if cfg.compile else est.total
-    if have and least > have:
+         + (f" of {have / 1e9:.1f} GB" if have else "")
+         + (f"; compiled: {COMPILED_ACTIVATIONS:g}x the eager activations" if cfg.compile else ""))
+    if have and est.total > have:
         fits = largest_batch(model_cfg, have, **kw)
         raise PretrainError(
             f"this run needs about {est.total / 1e9:.1f} GB per device ({parts} GB) and "

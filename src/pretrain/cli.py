@@ -54,13 +54,14 @@ def _config_option(p: argparse.ArgumentParser) -> None:
                    help="TOML config file, or the name of a shipped config (default: quickstart)")
 
 
-def _stage_options(p: argparse.ArgumentParser, gate: bool) -> None:
+def _stage_options(p: argparse.ArgumentParser, gate: bool, stage: str = "") -> None:
     _config_option(p)
     p.add_argument("--dry-run", action="store_true",
                    help="print the resolved config and exit without running anything")
     p.add_argument("--force", action="append", default=[], metavar="STAGE",
                    choices=("all", *stages.names()),
-                   help="rerun STAGE (and every stage after it) even if it is up to date")
+                   help=f"rerun this stage ({stage} or all) even if it is up to date" if stage
+                   else "rerun STAGE (and every stage after it) even if it is up to date")
     p.add_argument("--plain", action="store_true",
                    help="progress as plain lines (seconds elapsed), not a progress bar (what a "
                         "pipe or a log file gets anyway)")
@@ -87,9 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(stage.name, allow_abbrev=False, help=stage.help, epilog=EPILOG,
                            formatter_class=_RAW,
                            description=stage.help[0].upper() + stage.help[1:] + (
-                               ". Needs the stages it reads (" + ", ".join(stage.reads)
-                               + ") completed in the same run directory." if stage.reads else "."))
-        _stage_options(p, gate=stage.name == "eval")
+                               ". Needs the stages before it (" + ", ".join(
+                                   stages.ancestors(stage.name)) + ") completed with the same "
+                               "config in the same run directory." if stage.reads else "."))
+        _stage_options(p, gate=stage.name == "eval", stage=stage.name)
     p = sub.add_parser("export", allow_abbrev=False, help="write a run's model in Hugging Face format",
                        description="Write the trained model of a run (runs/<name>, its train/ "
                                    "folder or a checkpoint folder) as a Hugging Face directory: "
@@ -297,7 +299,8 @@ def _join_override_values(argv: list[str]) -> list[str]:
     while i < len(argv):
         arg = argv[i]
         if (arg.startswith("--") and "=" not in arg and arg not in _OPTIONS
-                and i + 1 < len(argv) and not argv[i + 1].startswith("--")):
+                and i + 1 < len(argv) and not argv[i + 1].startswith("--")
+                and argv[i + 1] not in _OPTIONS):   # "--dryrun -c my.toml": not its value
             out.append(f"{arg}={argv[i + 1]}")
             i += 2
         else:

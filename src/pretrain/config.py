@@ -95,6 +95,13 @@ def _parse_cli(text: str, tp: Any, key: str) -> Any:
         except ValueError:
             raise ConfigError(f"{key}: expected float, got {text!r}") from None
     if tp is str:
+        # in double quotes: a TOML string, escapes read (`'"\n\n"'`: two line breaks,
+        # which a shell cannot pass otherwise); anything else as typed
+        if len(text) >= 2 and text[0] == text[-1] == '"':
+            try:
+                return str(tomllib.loads(f"v = {text}")["v"])
+            except tomllib.TOMLDecodeError:
+                pass
         return str(text)
     try:
         return tomllib.loads(f"v = {text}")["v"]

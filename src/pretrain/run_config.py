@@ -53,7 +53,7 @@ class RunConfig:
         for i, src in enumerate(self.data.sources):   # results.json keys domains by name
             d = src.domain   # a set one (a source's default label is left as it was)
             if d and (d in RESULT_KEYS or not re.fullmatch(r"[\w\-]+", d)):
-                raise ConfigError(f"data.sources[{i}].domain = {d!r} would be unreachable in "
+                raise ConfigError(f"data.sources.{i}.domain = {d!r} would be unreachable in "
                                   f"the eval results: not {', '.join(RESULT_KEYS)}; letters, "
                                   "digits, '_' and '-' only (a gate's metric path)")
         labels = {src.label() for src in self.data.sources}

@@ -70,6 +70,9 @@ def test_stage_help_names_the_command_and_overrides(command, capsys):
     (["train", "--resume"], "error: --resume is not an option of this command; as a config "
                             "override it needs a value"),
     (["run", "--predict"], "error: --predict is not an option of this command"),  # sweep's
+    # a misspelled flag before -c took "-c" for its value ("unexpected argument 'my.toml'")
+    (["train", "--dryrun", "-c", "quickstart"], "error: --dryrun is not an option of this "
+                                                 "command"),
 ])
 def test_user_errors_are_one_line_without_traceback(argv, message):
     # a real subprocess: what a user sees, including `python -m pretrain`

@@ -250,7 +250,7 @@ def test_a_domain_the_eval_results_could_not_hold_is_refused(domain, tmp_path):
     """results.json keys held-out domains beside "all", "tasks", ...: a domain named "all"
     overwrote the overall figures, and one with a dot could not be gated. A source's
     default label (a dataset id's last part, "dclm-baseline-1.0") is left as it was."""
-    with pytest.raises(ConfigError, match=f"data.sources\\[0\\].domain = '{domain}' would be"):
+    with pytest.raises(ConfigError, match=f"data.sources.0.domain = '{domain}' would be"):
         load_config(None, [("data.sources.0.domain", domain), ("runs_dir", str(tmp_path))])
     load_config(None, [("data.sources.0.domain", "web-en_2"), ("runs_dir", str(tmp_path))])
 
@@ -320,3 +320,25 @@ def test_an_option_added_keyed_if_set_keeps_the_keys_of_configs_without_it(tmp_p
                                                       if k not in DataConfig.UNKEYED})
     cut = DataConfig(sources=[LocalSource(paths=[str(tmp_path / "a.txt")], separator="\n\n")])
     assert fingerprint(keyed(cut)) != fingerprint(keyed(plain))
+
+
+def test_a_double_quoted_override_is_a_toml_string_and_source_type_slips_are_named(tmp_path):
+    """`--data.sources.0.separator='\\n\\n'` stayed a backslash and an n twice, and the file
+    one document: in double quotes a value is read as TOML. A misspelled or missing source
+    type blamed the next key ('paths'; did you mean 'part'?)."""
+    from pretrain.run_config import load_config
+    (tmp_path / "x.txt").write_text("a")
+    src = tmp_path / "s.toml"
+    src.write_text(f'[[data.sources]]\ntype = "local"\npaths = ["{tmp_path}/x.txt"]\n')
+    cfg = load_config(str(src), [("data.sources.0.separator", '"\\n\\n"'),
+                                 ("name", '"quoted"'), ("sample.prompts.0", "a\\nb")])
+    assert cfg.data.sources[0].separator == "\n\n" and cfg.name == "quoted"
+    assert cfg.sample.prompts[0] == "a\\nb"   # unquoted: as typed
+    for body, message in (
+            ('typ = "local"\npaths = ["x"]', r"data.sources.0.typ: unknown key; did you mean 'type'\?"),
+            ('paths = ["x"]', r"data.sources.0: no type given \('python-installation' assumed\), "
+                              r"and 'paths' is not one of its keys; it belongs to type 'local' or 'warc'"),
+            ('type = "Local"\npaths = ["x"]', r"did you mean 'local'\?")):
+        src.write_text(f"[[data.sources]]\n{body}\n")
+        with pytest.raises(ConfigError, match=message):
+            load_config(str(src))

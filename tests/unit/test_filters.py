@@ -206,7 +206,12 @@ def test_letting_other_languages_through_english_word_rules_is_said(tmp_path, ca
     data_stage._warn_english_rules(zh)
     err = capsys.readouterr().err
     assert "data.language lets zh through to rules written for English (gopher_quality, " \
-        "gopher_repetition, c4" in err
+        "gopher_repetition, c4, fineweb" in err
+    # no language filter at all: every language meets them (FineWeb's own rules dropped all
+    # Chinese, Japanese and Thai, Gopher's stop words nearly all German, without a word)
+    data_stage._warn_english_rules(DataConfig(sources=[web],
+                                              language=f.LanguageConfig(enabled=False)))
+    assert "data.language is off: it lets every language through" in capsys.readouterr().err
     data_stage._warn_english_rules(DataConfig(sources=[LocalSource(paths=["x"], quality="none")],
                                          language=f.LanguageConfig(languages=[])))
     assert capsys.readouterr().err == ""            # no web source meets the rules

@@ -168,3 +168,23 @@ def test_a_replacement_the_scrubber_would_replace_again_is_refused():
     with pytest.raises(ConfigError, match="ipv6_replacement"):
         PiiScrub(PiiConfig(ipv6_replacement="2001::1"))   # not "global", but public-looking
     PiiScrub(PiiConfig(ipv6_replacement="<IPv6>"))        # markers are fine
+
+
+@pytest.mark.parametrize("text, kind", [
+    ("请联系john.smith@gmail.com获取更多信息。", "email"),
+    ("メールはjohn.smith@gmail.comまでお送りください。", "email"),
+    ("이메일은john.smith@gmail.com입니다.", "email"),
+    ("ईमेलjohn.smith@gmail.comपर", "email"),
+    ("電話は+81-3-1234-5678です。", "phone"),
+    ("电话+86 10 6552 9988，传真。", "phone"),
+    ("电话(212) 555-7890。", "phone"),
+    ("โทร+66 2 123 4567ครับ", "phone"),
+    ("服务器地址是8.8.8.8，请勿公开。", "ipv4"),
+    ("サーバー8.8.8.8に接続", "ipv4"),
+    ("地址2606:4700:4700::1111。", "ipv6"),
+])
+def test_addresses_against_letters_of_scripts_without_spaces_are_replaced(text, kind):
+    """Chinese, Japanese, Korean, Thai and Devanagari letters are Unicode word characters,
+    and those scripts put no space before an address: none of these was found."""
+    out, counts = PiiScrub(PiiConfig()).scrub(text)
+    assert counts == {f"{kind}_replaced": 1}, (out, counts)

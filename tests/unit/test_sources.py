@@ -570,3 +570,23 @@ def _long_prose(i: int) -> str:
     rng = random.Random(i)
     words = ["river", "stone", "light", "garden", "winter", "market", "letter", "window"]
     return " ".join(rng.choice(words) for _ in range(60)) + f" {i}."
+
+
+def test_a_cut_text_file_of_documents_keeps_those_before_the_cut(tmp_path: Path):
+    """A truncated .txt.gz lost the last block of stories read before the cut (about 1 MB):
+    a read error ended the block unyielded. A byte-order mark before a first separator was
+    a document of its own."""
+    stories = [f"Story {i}: " + "word " * 40 for i in range(8000)]
+    blob = gzip.compress(("\n<|endoftext|>\n".join(stories)).encode())
+    (tmp_path / "cut.txt.gz").write_bytes(blob[: len(blob) * 3 // 4])
+    items = list(LocalSource(paths=[str(tmp_path / "cut.txt.gz")],
+                             separator="<|endoftext|>").read())
+    docs = [d for d in items if isinstance(d, Document)]
+    (skip,) = [s for s in items if isinstance(s, Skip)]
+    assert skip.reason == "unreadable" and f"after document {len(docs)}" in skip.detail
+    assert [d.text for d in docs] == stories[:len(docs)]
+    # all but the story the cut runs through (the gzip stream's last ~100 KB are unread)
+    assert len(docs) > 5000
+    (tmp_path / "bom.txt").write_text("\ufeff<|endoftext|>one<|endoftext|>two")
+    bom = LocalSource(paths=[str(tmp_path / "bom.txt")], separator="<|endoftext|>")
+    assert [(d.id, d.text) for d in bom.read()] == [("bom.txt:2", "one"), ("bom.txt:3", "two")]

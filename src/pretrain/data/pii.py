@@ -57,7 +57,11 @@ from .document import Document, Step
 
 # --- e-mail -------------------------------------------------------------------------
 
-_EMAIL = re.compile(r"\b[A-Za-z0-9._%+'-]{1,64}@((?:[A-Za-z0-9-]{1,63}\.)+([A-Za-z]{2,63}))\b")
+# re.ASCII in the patterns below: their word boundaries are ASCII ones. Chinese, Japanese,
+# Korean, Thai and Devanagari letters are Unicode word characters, and those scripts put
+# no space before an address ("请联系john@gmail.com获取"): none was found there.
+_EMAIL = re.compile(r"\b[A-Za-z0-9._%+'-]{1,64}@((?:[A-Za-z0-9-]{1,63}\.)+([A-Za-z]{2,63}))\b",
+                    re.ASCII)
 _EXAMPLE_DOMAINS = frozenset({"example.com", "example.net", "example.org"})
 _EXAMPLE_TLDS = frozenset({"example", "test", "invalid", "localhost"})
 # "logo@2x.png": retina asset names have an e-mail's shape; no TLD is a file extension
@@ -74,8 +78,10 @@ _FILE_TLDS = frozenset({"png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "css"
 _IP = re.compile(
     r"(?<![\w:.%])(?=[0-9A-Fa-f.]*:[0-9A-Fa-f.]*:)(?P<v6>[0-9A-Fa-f:.]++)"
     r"(?P<zone>%[0-9A-Za-z_.~-]++)?+(?!\w)"
-    r"|(?<![\w.])(?P<v4>(?:\d{1,3}\.){3}\d{1,3})(?!\.?\d|\w|-(?!(?:\d{1,3}\.){3}\d)\w)")
-_V4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\.?\d|\w|-(?!(?:\d{1,3}\.){3}\d)\w)")
+    r"|(?<![\w.])(?P<v4>(?:\d{1,3}\.){3}\d{1,3})(?!\.?\d|\w|-(?!(?:\d{1,3}\.){3}\d)\w)",
+    re.ASCII)
+_V4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\.?\d|\w|-(?!(?:\d{1,3}\.){3}\d)\w)",
+                 re.ASCII)
 # the words before a dotted quad that make it a version or section number (case-blind)
 _NUMBERING = re.compile(r"(?:\b(?:v|ver|version|release|build|firmware|rev|revision|"
                         r"update|driver|bios|patch|sdk|section|chapter|step|figure|table|item|rule)\.?|§)"
@@ -124,11 +130,11 @@ _SEP = r"[ .\-/\u00a0]"  # "/": German "+49 30/901820"
 # written after the phone ("... 0958 5 days") is not taken in. Length is checked after.
 _INTL = re.compile(
     rf"(?<![\w+.,/])(?:\+|00(?=[1-9]))[1-9]\d{{0,2}}(?:{_SEP}?\(0\))?"
-    rf"(?:{_SEP}?(?:\(\d{{1,4}}\)|\d{{1,5}})){{0,6}}{_SEP}?\d{{2,5}}(?![\w+]|-\d)")
+    rf"(?:{_SEP}?(?:\(\d{{1,4}}\)|\d{{1,5}})){{0,6}}{_SEP}?\d{{2,5}}(?![\w+]|-\d)", re.ASCII)
 # North American (NANP): area code and exchange start with 2-9, optional leading 1
 _NANP = re.compile(
     r"(?<![\w+\-./])(?:1[ .\-])?(?:\([2-9]\d{2}\)[ \-\u00a0]?|[2-9]\d{2}[ .\-\u00a0])"
-    r"[2-9]\d{2}[ .\-\u00a0]\d{4}(?![\w]|-\d)")
+    r"[2-9]\d{2}[ .\-\u00a0]\d{4}(?![\w]|-\d)", re.ASCII)
 # E.164 two-digit country codes (ITU-T E.164 assigned list); 1 and 7 are one digit, all
 # others three. Country codes are prefix-free, so this splits an unseparated "+4930...".
 _CC2 = frozenset({20, 27, 30, 31, 32, 33, 34, 36, 39, 40, 41, 43, 44, 45, 46, 47, 48, 49,

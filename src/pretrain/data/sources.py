@@ -17,6 +17,8 @@ Source types:
 from __future__ import annotations
 
 import codecs
+import dataclasses
+import difflib
 import functools
 import glob
 import gzip
@@ -69,10 +71,27 @@ class SourceConfig:
 
     @classmethod
     def variant_for(cls, values: dict[str, Any], key: str) -> Any:
+        kinds = get_args(SourceType)
+        if "type" not in values:   # the default type, unless the keys say another was meant
+            mine = {f.name for f in dataclasses.fields(cls.variants["python-installation"])}
+            alien = [k for k in values if k not in mine]
+            typo = next((k for k in alien if difflib.get_close_matches(k, ["type"])), None)
+            if typo:
+                raise ConfigError(f"{key}.{typo}: unknown key; did you mean 'type'?")
+            if alien:
+                owners = [t for t in kinds if alien[0] in
+                          {f.name for f in dataclasses.fields(cls.variants[t])}]
+                raise ConfigError(
+                    f"{key}: no type given ('python-installation' assumed), and "
+                    f"{alien[0]!r} is not one of its keys" + (
+                        f"; it belongs to type {' or '.join(map(repr, owners))}: set type"
+                        if owners else ""))
         kind = values.get("type", "python-installation")
         if kind not in cls.variants:
+            near = difflib.get_close_matches(str(kind).lower(), kinds, n=1)
             raise ConfigError(f"{key}.type: {kind!r} is not allowed; choose one of "
-                              + " | ".join(repr(k) for k in get_args(SourceType)))
+                              + " | ".join(repr(k) for k in kinds)
+                              + (f" (did you mean {near[0]!r}?)" if near else ""))
         return cls.variants[kind]
 
     def __post_init__(self) -> None:
@@ -348,7 +367,7 @@ class LocalSource(SourceConfig):
         return text if "\r" in self.separator else text.replace("\r\n", "\n")
 
     def _piece(self, name: str, k: int, piece: str, p: Path) -> Iterator[Document]:
-        piece = piece.strip("\r\n")
+        piece = (piece.removeprefix("\ufeff") if k == 1 else piece).strip("\r\n")   # a BOM
         if piece.strip():   # blank pieces (a separator at the end) are not documents
             yield Document(f"{name}:{k}", piece, self.label(), {"path": str(p)})
 
@@ -361,12 +380,16 @@ class LocalSource(SourceConfig):
         def blocks() -> Iterator[str]:
             lines: list[bytes] = []
             size = 0
-            for raw in file_lines(p):
-                lines.append(raw)  # type: ignore[arg-type]   # no cap: bytes only
-                size += len(raw)  # type: ignore[arg-type]
-                if size >= 1 << 20:
-                    yield self._lf(decoder.decode(b"".join(lines)))
-                    lines, size = [], 0
+            try:
+                for raw in file_lines(p):
+                    lines.append(raw)  # type: ignore[arg-type]   # no cap: bytes only
+                    size += len(raw)  # type: ignore[arg-type]
+                    if size >= 1 << 20:
+                        yield self._lf(decoder.decode(b"".join(lines)))
+                        lines, size = [], 0
+            except _read_errors():   # a cut file: the documents read before the cut first
+                yield self._lf(decoder.decode(b"".join(lines)))
+                raise
             yield self._lf(decoder.decode(b"".join(lines), final=True))
         k = 0
         try:

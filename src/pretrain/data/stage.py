@@ -212,19 +212,27 @@ def _source_notes(cfg: DataConfig, tasks: list[Task], stats: list[dict],
 
 
 def _warn_english_rules(cfg: DataConfig) -> None:
-    """The Gopher and C4 rules count whitespace-split words and English stop words: a
-    language filter that lets other languages through sends their text to rules that drop
-    it (a Chinese page is 4 "words": gopher_short_doc, too_few_sentences). Said once."""
+    """The Gopher, C4 and FineWeb rules count whitespace-split words, English stop words and
+    line-end punctuation: a language filter that lets other languages through (or none at
+    all) sends their text to rules that drop it (Gopher's stop words drop nearly all German
+    or Russian; a Chinese page is 4 "words", and FineWeb's list ratio drops it too; Thai
+    ends no line with punctuation). Said once."""
     lang = cfg.language
-    other = [x for x in lang.languages if x != "en"] if lang.languages else ["any language"]
+    if lang.enabled:
+        other = [x for x in lang.languages if x != "en"] if lang.languages else ["any language"]
+        through = f"data.language lets {', '.join(other)}"
+    else:
+        other, through = ["all"], "data.language is off: it lets every language"
     rules = [n for n, on in (("gopher_quality", cfg.gopher_quality.enabled),
                              ("gopher_repetition", cfg.gopher_repetition.enabled),
-                             ("c4", cfg.c4.enabled)) if on]
-    if lang.enabled and other and rules and any(s.quality == "web" for s in cfg.sources):
-        log0(f"data: warning: data.language lets {', '.join(other)} through to rules written "
-             f"for English ({', '.join(rules)}: whitespace-split words, English stop words), "
-             "which drop most text without spaces between words (Chinese, Japanese, Thai); "
-             "turn them off in [data.<rule>] or give such sources quality = 'none'")
+                             ("c4", cfg.c4.enabled), ("fineweb", cfg.fineweb.enabled)) if on]
+    if other and rules and any(s.quality == "web" for s in cfg.sources):
+        log0(f"data: warning: {through} through to rules written for English "
+             f"({', '.join(rules)}: whitespace-split words, English stop words, line-end "
+             "punctuation), which drop most text in other languages (Gopher's stop words are "
+             "English ones) and nearly all text without spaces between words (Chinese, "
+             "Japanese, Thai); turn them off in [data.<rule>] or give such sources quality = "
+             "'none'")
 
 
 def _governance(cfg: DataConfig) -> dict[str, dict[str, str]]:

@@ -90,8 +90,9 @@ def _mfu(cfg: RunConfig, opts: Options) -> tuple[float, str]:
     manifest = cfg.run_dir / "train" / "manifest.json"
     if manifest.is_file():
         counts = json.loads(manifest.read_text(encoding="utf-8")).get("counts", {})
-        if counts.get("mfu_median") and str(counts.get("device", "")).startswith("cuda"):
-            return float(counts["mfu_median"]), f"measured in {cfg.run_dir}"
+        mfu = counts.get("mfu") or counts.get("mfu_median")   # older runs: the median
+        if mfu and str(counts.get("device", "")).startswith("cuda"):
+            return float(mfu), f"measured in {cfg.run_dir}"
     return 0.4, "assumed"
 
 

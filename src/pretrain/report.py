@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,10 @@ def _jsonl(path: Path, needs: tuple[str, ...] = ()) -> list[dict[str, Any]]:
 
 
 def _block(text: str) -> str:
-    return f"```\n{text}\n```\n"
+    """``text`` in a code fence longer than any run of backticks in it (a sample with ```
+    closed a plain fence and the rest became markdown)."""
+    fence = "`" * max(3, 1 + max((len(r) for r in re.findall("`+", text)), default=0))
+    return f"{fence}\n{text}\n{fence}\n"
 
 
 def _stale(root: Path) -> dict[str, list[str]]:
@@ -116,13 +120,18 @@ def _stages(root: Path, old: dict[str, list[str]]) -> str:
 def _unfinished(root: Path) -> str:
     """A train stage without a manifest: not run, or stopped with checkpoints kept (a rerun
     of the same config resumes from the latest)."""
+    latest = _latest_checkpoint(root)
+    return f"not complete (checkpoints up to step {latest:,}; a rerun resumes)" \
+        if latest is not None else "not run"
+
+
+def _latest_checkpoint(root: Path) -> int | None:
     steps = [state.step_of(c) for key in root.glob("checkpoints/*")
              for c in state.complete(key)]
-    return f"not complete (checkpoints up to step {max(steps):,}; a rerun resumes)" \
-        if steps else "not run"
+    return max(steps) if steps else None
 
 
-def _data(root: Path) -> str:
+def _data(root: Path, old: dict[str, list[str]]) -> str:
     folder, failed = "data", ""
     funnel = _json(root / folder / "funnel.json")
     if not funnel and (root / "data-failed").is_dir():
@@ -136,10 +145,10 @@ def _data(root: Path) -> str:
     return failed + (f"{first['docs_in']:,} documents read, {last['docs_out']:,} kept "
             f"({last['docs_out'] / max(first['docs_in'], 1):.1%}); every drop with its reason "
             f"is in `{folder}/dropped.jsonl` (`pretrain data inspect RUN`).\n\n"
-            + _block(format_funnel(funnel)) + _licenses(root))
+            + _block(format_funnel(funnel)) + _licenses(root, old))
 
 
-def _licenses(root: Path) -> str:
+def _licenses(root: Path, old: dict[str, list[str]]) -> str:
     """Sources with their licence fields, and training tokens per licence."""
     counts = (_json(root / "data" / "manifest.json") or {}).get("counts", {})
     sources = counts.get("sources")
@@ -153,7 +162,8 @@ def _licenses(root: Path) -> str:
     per = (meta or {}).get("splits", {}).get("train", {}).get("tokens_per_license")
     if per:
         total = max(1, sum(per.values()))
-        lines += ["", "| license | train tokens | share |", "|---|---|---|"]
+        lines += ["", _stale_note(old, "tokenize").rstrip("\n"),
+                  "| license | train tokens | share |", "|---|---|---|"]
         lines += [f"| {lic or '**none**'} | {n:,} | {n / total:.1%} |"
                   for lic, n in sorted(per.items(), key=lambda kv: -kv[1])]
     return "\n".join(lines) + "\n"
@@ -237,9 +247,10 @@ def _as_trained(root: Path, cfg: RunConfig) -> tuple[RunConfig, list[str]]:
     return cfg, changed
 
 
-def _hyperparameters(cfg: RunConfig | None, changed: list[str]) -> str:
+def _hyperparameters(cfg: RunConfig | None, changed: list[str], ran: str | None = None) -> str:
     """The settings that shape the model and its optimisation, as the run trained with them
-    (``_as_trained``)."""
+    (``_as_trained``); ``ran``: the precision it ran in (the manifest's), where the config
+    says "auto"."""
     if cfg is None:
         return ""
     m, t = cfg.model, cfg.train
@@ -254,7 +265,8 @@ def _hyperparameters(cfg: RunConfig | None, changed: list[str]) -> str:
             ("optimizer", f"{t.optimizer}, lr {t.lr:g}, betas ({t.beta1:g}, {t.beta2:g}), "
                           f"weight decay {t.weight_decay:g}, clip {t.grad_clip:g}"),
             ("schedule", sched), ("length", budget),
-            ("precision, compile", f"{t.precision}, {'on' if t.compile else 'off'}"),
+            ("precision, compile", (f"{ran} ({t.precision})" if ran and ran != t.precision
+                                    else t.precision) + f", {'on' if t.compile else 'off'}"),
             ("seed", f"{cfg.seed}")]
     note = (f"\n`config.toml` now differs from what the model was trained with in "
             f"{', '.join(f'`{k}`' for k in changed)} (a later command rewrote it; the train "
@@ -267,8 +279,17 @@ def _hyperparameters(cfg: RunConfig | None, changed: list[str]) -> str:
 
 def _train(root: Path) -> str:
     m = _json(root / "train" / "manifest.json")
-    if m is None:
-        return NOT_RUN
+    if m is None:   # a stopped or failed run leaves its logs with its checkpoints
+        logs = sorted(root.glob("checkpoints/*/log.jsonl"), key=lambda p: p.stat().st_mtime)
+        log = _jsonl(logs[-1]) if logs else []
+        if not log:
+            return NOT_RUN
+        latest = _latest_checkpoint(root)
+        kept = f"checkpoints up to step {latest:,}: a rerun resumes" if latest is not None \
+            else "no checkpoint: a rerun starts over"
+        return (f"**Not complete**: stopped at step {log[-1]['step']:,} ({kept}); its logs, "
+                f"from `{logs[-1].parent.relative_to(root)}/`:\n\n"
+                + _train_logs(logs[-1].parent, log, root))
     c = m.get("counts") or {}
     rows = [("parameters", f"{c.get('params', 0):,}"), ("steps", c.get("steps")),
             ("tokens seen", f"{c.get('tokens_seen', 0):,}"),
@@ -276,7 +297,8 @@ def _train(root: Path) -> str:
             ("val bits per byte, end", c.get("val_bpb_final")),
             ("train loss, end", c.get("train_loss_final")),
             ("tokens/s", _num(c.get("tok_per_s"), "{:,.0f}")),
-            ("MFU (median)", _num(c.get("mfu_median"), "{:.1%}")),
+            ("MFU, over the timed steps / median of the log records",
+             f"{_num(c.get('mfu'), '{:.1%}')} / {_num(c.get('mfu_median'), '{:.1%}')}"),
             ("matmul peak", _num(c.get("peak_gflops"), "{:,.0f} GFLOP/s")),
             ("passes over each domain", ", ".join(f"{d} {e:.2f}" for d, e in
                                                    c.get("epochs", {}).items()) or None),
@@ -286,17 +308,24 @@ def _train(root: Path) -> str:
     log = _jsonl(root / "train" / "log.jsonl")
     if log and c.get("val_loss_initial") is not None:   # step 0's evaluation starts the val curve
         log = [{"step": 0, "val_loss": c["val_loss_initial"]}, *log]
-    text = "\n".join(out) + "\n\n" + (_plot(log, root / "report" / "loss.png") if log else "")
-    events = _jsonl(root / "train" / "events.jsonl", ("step", "reason", "loss", "action"))
+    return "\n".join(out) + "\n\n" + _train_logs(root / "train", log, root)
+
+
+def _train_logs(folder: Path, log: list[dict[str, Any]], root: Path) -> str:
+    """The loss plot of ``log``, and the stability events and last probe generations of
+    ``folder`` (a completed train stage's, or a stopped run's checkpoint folder)."""
+    text = _plot(log, root / "report" / "loss.png") if log else ""
+    events = _jsonl(folder / "events.jsonl", ("step", "reason", "loss", "action"))
     if events:
         text += "\nStability events:\n\n" + "\n".join(
             f"- step {e['step']}: {e['reason']}, loss "
             f"{'NaN' if e['loss'] is None else format(e['loss'], '.4g')}: {e['action']}"
             for e in events) + "\n"
-    gens = _jsonl(root / "train" / "generations.jsonl", ("step", "domain", "prompt", "completion"))
+    gens = _jsonl(folder / "generations.jsonl", ("step", "domain", "prompt", "completion"))
     if gens:
         last = max(g["step"] for g in gens)
-        text += f"\nProbe generations at step {last} (every step's in `train/generations.jsonl`):\n\n"
+        text += (f"\nProbe generations at step {last} (every step's in "
+                 f"`{folder.relative_to(root)}/generations.jsonl`):\n\n")
         text += "\n".join(_block(f"[{g['domain']}] {g['prompt']}|{g['completion']}").rstrip()
                           for g in gens if g["step"] == last) + "\n"
     return text
@@ -357,7 +386,8 @@ def _plan(root: Path) -> str:
     text = _block(size(model)) + (
         f"\n{tokens:,} tokens, {flops:.3g} FLOPs in {duration(c.get('train_time_s', 0))} of steps "
         f"on {c.get('device')} x {c.get('processes', 1)}"
-        + (f" (MFU {c['mfu_median']:.1%} of {c.get('peak_gflops')} GFLOP/s)" if c.get("mfu_median") else "")
+        + (f" (MFU {c['mfu']:.1%} of {c.get('peak_gflops')} GFLOP/s over the timed steps)"
+           if c.get("mfu") else "")
         + ".\n\n")
     fit_path = root / "sweep" / "fit.json"
     fit = None
@@ -383,14 +413,16 @@ def write_report(root: Path) -> Path:
     except ConfigError as e:  # written by another version of pretrain
         gates, gate_note = [], f"(gates not checked: {root / 'config.toml'}: {e})\n"
     train = _train(root)
-    if train != NOT_RUN:
+    if (root / "train" / "manifest.json").is_file():   # a stopped run's: its logs only
         trained, changed = _as_trained(root, cfg) if cfg is not None else (None, [])
-        train = _hyperparameters(trained, changed) + train
+        ran = ((_json(root / "train" / "manifest.json") or {}).get("counts") or {}).get("precision")
+        train = _hyperparameters(trained, changed, ran) + train
     old = _stale(root)
     parts = [f"# Run report: {root.resolve().name}\n", "## Stages\n", _stages(root, old),
-             "## Data\n", _data(root), "## Tokenizer\n",
+             "## Data\n", _data(root, old), "## Tokenizer\n",
              _stale_note(old, "tokenizer") + _tokenizer(root),
-             "## Training\n", _stale_note(old, "train") + train, "## Plan\n", _plan(root),
+             "## Training\n", _stale_note(old, "train") + train,
+             "## Plan\n", _stale_note(old, "train") + _plan(root),
              "## Evaluation\n", _stale_note(old, "eval") + _eval(root, gates) + gate_note,
              "## Samples\n", _stale_note(old, "sample") + _samples(root)]
     out = root / "report.md"

@@ -138,6 +138,7 @@ def test_the_report_shows_what_the_model_was_trained_with(run, tmp_path, capsys)
     assert main(["report", str(copy)]) == 0
     report = (copy / "report.md").read_text()
     assert "llama, d_model 64, 2 layers" in report and "adamw, lr 0.005," in report
+    assert "| precision, compile | fp32 (auto), off |" in report   # what "auto" ran as
     assert "differs from what the model was trained with in `model.n_layers`, `train.lr`" \
         in report
     (copy / "eval").mkdir()
@@ -208,6 +209,10 @@ def test_the_report_marks_what_an_earlier_stage_rerun_left_behind_and_skips_dama
         "out of date (data changed since) |" in report
     tokenizer_section = report.split("## Tokenizer")[1].split("## Training")[0]
     assert "**Out of date:** data changed after this stage ran" in tokenizer_section
+    # the training tokens per licence are the tokenize stage's, and the plan the train's
+    data_section = report.split("## Data")[1].split("## Tokenizer")[0]
+    assert "**Out of date:** data changed" in data_section.split("| license | train tokens")[0]
+    assert "**Out of date:** data changed" in report.split("## Plan")[1]
     assert "the sweep's law is not used: sweep/fit.json" in report
 
 
@@ -244,11 +249,19 @@ def test_the_report_of_a_training_stopped_with_checkpoints_says_so(run, tmp_path
     with its latest checkpoint, not as never run."""
     copy = tmp_path / "tiny"
     shutil.copytree(run, copy)
+    (folder,) = copy.glob("checkpoints/*")   # where a stopped run leaves its logs
+    shutil.copy(copy / "train" / "log.jsonl", folder / "log.jsonl")
     shutil.rmtree(copy / "train")
     latest = max(int(c.name.split("-")[1]) for c in copy.glob("checkpoints/*/step-*"))
     assert main(["report", str(copy)]) == 0
-    assert f"| train | not complete (checkpoints up to step {latest}; a rerun resumes) |" in \
-        (copy / "report.md").read_text()
+    report = (copy / "report.md").read_text()
+    assert f"| train | not complete (checkpoints up to step {latest}; a rerun resumes) |" in report
+    # its logs are shown (the section said "Not run.")
+    training = report.split("## Training")[1].split("## Plan")[0]
+    assert training.lstrip().startswith(f"**Not complete**: stopped at step 12 (checkpoints up to "
+                               f"step {latest}: a rerun resumes); its logs, from "
+                               f"`checkpoints/{folder.name}/`")
+    assert "loss" in training
 
 
 def test_the_report_shows_a_damaged_stage_as_the_pipeline_sees_it(run, tmp_path, monkeypatch):
@@ -265,3 +278,10 @@ def test_the_report_shows_a_damaged_stage_as_the_pipeline_sees_it(run, tmp_path,
         in report
     assert "| tokenize | complete |" in report
 
+
+def test_a_report_block_holds_text_with_backticks():
+    """A sample holding ``` closed the report's plain fence; the rest became markdown."""
+    from pretrain.report import _block
+    text = "def f():\n    '''doc ```code``` ````x````'''"
+    block = _block(text)
+    assert block == f"`````\n{text}\n`````\n" and _block("plain") == "```\nplain\n```\n"

@@ -146,3 +146,4 @@ def test_gate_without_gates_is_refused_before_any_stage_runs(tmp_path, capsys):
     rc = main(["run", "--gate", f"--runs_dir={tmp_path}", "--eval.gates=[]"])
     assert rc == 2 and "--gate: no gates configured" in capsys.readouterr().err
     assert not (tmp_path / "quickstart").exists()   # nothing ran, nothing written
+

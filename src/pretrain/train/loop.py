@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
+import statistics
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -561,12 +562,15 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: Run
             counts[f"{key}_final"] = last_val[key]
     if t.peaks.matmul:
         counts["matmul_gflops"] = round(t.peaks.matmul / 1e9, 1)
-    mfus = sorted(r["mfu"] for r in t.history if "mfu" in r)
-    if mfus:
-        counts["mfu_median"] = mfus[len(mfus) // 2]
+    mfus = [r["mfu"] for r in t.history if "mfu" in r]
+    if mfus:   # of the records (each one counts once), and over every timed step
+        counts["mfu_median"] = statistics.median(mfus)
         counts["peak_gflops"], counts["peak_source"] = round((t.peaks.mfu or 0) / 1e9, 1), \
             t.peaks.source   # e.g. "the measured bf16 matmul"
-    mfu = t.peaks.summary(counts.get("mfu_median"))
+        if counts["tok_per_s"] and t.peaks.mfu:
+            per_device = counts["tok_per_s"] * model_cfg.flops_per_token() / d.world
+            counts["mfu"] = float(f"{per_device / t.peaks.mfu:.4g}")
+    mfu = t.peaks.summary(counts.get("mfu"))
     tps = counts["tok_per_s"]
     log0(f"train: val loss {first:.4f} -> {last:.4f} "
          f"({'n/a' if tps is None else f'{tps:,.0f}'} tokens/s over {t.t_train:.0f}s of steps{mfu})")

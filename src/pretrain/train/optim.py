@@ -174,12 +174,12 @@ class Peaks:
             return f"MFU against {self.source}, {rate(self.mfu)}{hint}"
         return f"MFU against {rate(self.mfu)} ({self.source})" + (f"; {beside}" if beside else "")
 
-    def summary(self, mfu_median: float | None) -> str:
-        """The end line's MFU, and what an MFU above 100% means."""
-        if mfu_median is None or not self.mfu:
+    def summary(self, mfu: float | None) -> str:
+        """The end line's MFU (over every timed step), and what one above 100% means."""
+        if mfu is None or not self.mfu:
             return ""
-        out = f", MFU {mfu_median:.1%} of {self.mfu / 1e9:.0f} GFLOP/s"
-        if mfu_median > 1:
+        out = f", MFU {mfu:.1%} of {self.mfu / 1e9:.0f} GFLOP/s"
+        if mfu > 1:
             out += (" (above 100%: the peak was measured low, a busy machine at the start?"
                     " train.peak_tflops sets it)" if self.measured else
                     " (above 100%: the peak is too low; train.peak_tflops is per device)")

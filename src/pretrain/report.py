@@ -281,15 +281,15 @@ def _train(root: Path) -> str:
     m = _json(root / "train" / "manifest.json")
     if m is None:   # a stopped or failed run leaves its logs with its checkpoints
         logs = sorted(root.glob("checkpoints/*/log.jsonl"), key=lambda p: p.stat().st_mtime)
-        log = _jsonl(logs[-1]) if logs else []
+        log = _jsonl(logs[-1], ("step",)) if logs else []
         if not log:
             return NOT_RUN
-        latest = _latest_checkpoint(root)
+        folder = logs[-1].parent   # one config's: its own checkpoints, not another's
+        latest = max((state.step_of(c) for c in state.complete(folder)), default=None)
         kept = f"checkpoints up to step {latest:,}: a rerun resumes" if latest is not None \
             else "no checkpoint: a rerun starts over"
-        return (f"**Not complete**: stopped at step {log[-1]['step']:,} ({kept}); its logs, "
-                f"from `{logs[-1].parent.relative_to(root)}/`:\n\n"
-                + _train_logs(logs[-1].parent, log, root))
+        return (f"**Not complete**: logged up to step {log[-1]['step']:,} ({kept}); its logs, "
+                f"from `{folder.relative_to(root)}/`:\n\n" + _train_logs(folder, log, root))
     c = m.get("counts") or {}
     rows = [("parameters", f"{c.get('params', 0):,}"), ("steps", c.get("steps")),
             ("tokens seen", f"{c.get('tokens_seen', 0):,}"),

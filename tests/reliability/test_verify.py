@@ -212,7 +212,7 @@ def test_the_report_marks_what_an_earlier_stage_rerun_left_behind_and_skips_dama
     # the training tokens per licence are the tokenize stage's, and the plan the train's
     data_section = report.split("## Data")[1].split("## Tokenizer")[0]
     assert "**Out of date:** data changed" in data_section.split("| license | train tokens")[0]
-    assert "**Out of date:** data changed" in report.split("## Plan")[1]
+    assert "**Out of date:** data changed" in report.split("## Plan")[1].split("## Evaluation")[0]
     assert "the sweep's law is not used: sweep/fit.json" in report
 
 
@@ -258,7 +258,7 @@ def test_the_report_of_a_training_stopped_with_checkpoints_says_so(run, tmp_path
     assert f"| train | not complete (checkpoints up to step {latest}; a rerun resumes) |" in report
     # its logs are shown (the section said "Not run.")
     training = report.split("## Training")[1].split("## Plan")[0]
-    assert training.lstrip().startswith(f"**Not complete**: stopped at step 12 (checkpoints up to "
+    assert training.lstrip().startswith(f"**Not complete**: logged up to step 12 (checkpoints up to "
                                f"step {latest}: a rerun resumes); its logs, from "
                                f"`checkpoints/{folder.name}/`")
     assert "loss" in training

@@ -338,7 +338,8 @@ def test_a_double_quoted_override_is_a_toml_string_and_source_type_slips_are_nam
             ('typ = "local"\npaths = ["x"]', r"data.sources.0.typ: unknown key; did you mean 'type'\?"),
             ('paths = ["x"]', r"data.sources.0: no type given \('python-installation' assumed\), "
                               r"and 'paths' is not one of its keys; it belongs to type 'local' or 'warc'"),
-            ('type = "Local"\npaths = ["x"]', r"did you mean 'local'\?")):
+            ('type = "Local"\npaths = ["x"]', r"did you mean 'local'\?"),
+            ('max_byte = 5', r"did you mean 'data.sources.0.max_bytes'\?")):   # a typo, no type
         src.write_text(f"[[data.sources]]\n{body}\n")
         with pytest.raises(ConfigError, match=message):
             load_config(str(src))

@@ -188,3 +188,13 @@ def test_addresses_against_letters_of_scripts_without_spaces_are_replaced(text, 
     and those scripts put no space before an address: none of these was found."""
     out, counts = PiiScrub(PiiConfig()).scrub(text)
     assert counts == {f"{kind}_replaced": 1}, (out, counts)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("müller@gmail.com hi", "email@example.com hi"),      # whole, not "müemail@..."
+    ("驱动程序driver 14.0.1.0", "驱动程序driver 14.0.1.0"),   # a version after CJK letters
+    ("8.8.8.8-бета", "8.8.8.8-бета"),                     # a version suffix in any script
+    ("8.8.8.8-β1", "8.8.8.8-β1"),
+])
+def test_ascii_boundaries_keep_what_unicode_ones_did(text, expected):
+    assert _scrub(text)[0] == expected

@@ -587,6 +587,14 @@ def test_a_cut_text_file_of_documents_keeps_those_before_the_cut(tmp_path: Path)
     assert [d.text for d in docs] == stories[:len(docs)]
     # all but the story the cut runs through (the gzip stream's last ~100 KB are unread)
     assert len(docs) > 5000
+    # an invalid byte: the documents before it are kept (a block of ~1 MB was lost)
+    body = "\n<|endoftext|>\n".join(stories).encode()
+    bad = body.index(b"Story 6000:")
+    (tmp_path / "bad.txt").write_bytes(body[:bad] + b"\xff" + body[bad:])
+    items = list(LocalSource(paths=[str(tmp_path / "bad.txt")], separator="<|endoftext|>").read())
+    docs = [d for d in items if isinstance(d, Document)]
+    assert [d.text for d in docs] == stories[:6000]
+    assert [s.reason for s in items if isinstance(s, Skip)] == ["invalid_utf8"]
     (tmp_path / "bom.txt").write_text("\ufeff<|endoftext|>one<|endoftext|>two")
     bom = LocalSource(paths=[str(tmp_path / "bom.txt")], separator="<|endoftext|>")
     assert [(d.id, d.text) for d in bom.read()] == [("bom.txt:2", "one"), ("bom.txt:3", "two")]

@@ -60,8 +60,10 @@ from .document import Document, Step
 # re.ASCII in the patterns below: their word boundaries are ASCII ones. Chinese, Japanese,
 # Korean, Thai and Devanagari letters are Unicode word characters, and those scripts put
 # no space before an address ("请联系john@gmail.com获取"): none was found there.
-_EMAIL = re.compile(r"\b[A-Za-z0-9._%+'-]{1,64}@((?:[A-Za-z0-9-]{1,63}\.)+([A-Za-z]{2,63}))\b",
-                    re.ASCII)
+# A local part may hold Latin letters with accents ("müller@"): matched whole, not from
+# the first ASCII letter after them.
+_EMAIL = re.compile(r"(?<![A-Za-z0-9._%+'\-\u00c0-\u024f])[A-Za-z0-9._%+'\-\u00c0-\u024f]{1,64}"
+                    r"@((?:[A-Za-z0-9-]{1,63}\.)+([A-Za-z]{2,63}))\b", re.ASCII)
 _EXAMPLE_DOMAINS = frozenset({"example.com", "example.net", "example.org"})
 _EXAMPLE_TLDS = frozenset({"example", "test", "invalid", "localhost"})
 # "logo@2x.png": retina asset names have an e-mail's shape; no TLD is a file extension
@@ -78,14 +80,14 @@ _FILE_TLDS = frozenset({"png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "css"
 _IP = re.compile(
     r"(?<![\w:.%])(?=[0-9A-Fa-f.]*:[0-9A-Fa-f.]*:)(?P<v6>[0-9A-Fa-f:.]++)"
     r"(?P<zone>%[0-9A-Za-z_.~-]++)?+(?!\w)"
-    r"|(?<![\w.])(?P<v4>(?:\d{1,3}\.){3}\d{1,3})(?!\.?\d|\w|-(?!(?:\d{1,3}\.){3}\d)\w)",
+    r"|(?<![\w.])(?P<v4>(?:\d{1,3}\.){3}\d{1,3})(?!\.?\d|\w|-(?!(?:\d{1,3}\.){3}\d)(?u:\w))",
     re.ASCII)
-_V4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\.?\d|\w|-(?!(?:\d{1,3}\.){3}\d)\w)",
+_V4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\.?\d|\w|-(?!(?:\d{1,3}\.){3}\d)(?u:\w))",
                  re.ASCII)
 # the words before a dotted quad that make it a version or section number (case-blind)
 _NUMBERING = re.compile(r"(?:\b(?:v|ver|version|release|build|firmware|rev|revision|"
                         r"update|driver|bios|patch|sdk|section|chapter|step|figure|table|item|rule)\.?|§)"
-                        r"\s*[:#]?\s*$", re.IGNORECASE)
+                        r"\s*[:#]?\s*$", re.IGNORECASE | re.ASCII)
 
 _N4 = ipaddress.IPv4Network
 _N6 = ipaddress.IPv6Network

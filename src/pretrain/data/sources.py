@@ -78,14 +78,14 @@ class SourceConfig:
             typo = next((k for k in alien if difflib.get_close_matches(k, ["type"])), None)
             if typo:
                 raise ConfigError(f"{key}.{typo}: unknown key; did you mean 'type'?")
-            if alien:
-                owners = [t for t in kinds if alien[0] in
-                          {f.name for f in dataclasses.fields(cls.variants[t])}]
-                raise ConfigError(
-                    f"{key}: no type given ('python-installation' assumed), and "
-                    f"{alien[0]!r} is not one of its keys" + (
-                        f"; it belongs to type {' or '.join(map(repr, owners))}: set type"
-                        if owners else ""))
+            for k in alien:   # a key of another type: the type was left out (else a typo,
+                owners = [t for t in kinds   # which the unknown-key message suggests for)
+                          if k in {f.name for f in dataclasses.fields(cls.variants[t])}]
+                if owners:
+                    raise ConfigError(
+                        f"{key}: no type given ('python-installation' assumed), and {k!r} is "
+                        f"not one of its keys; it belongs to type "
+                        f"{' or '.join(map(repr, owners))}: set type")
         kind = values.get("type", "python-installation")
         if kind not in cls.variants:
             near = difflib.get_close_matches(str(kind).lower(), kinds, n=1)
@@ -239,7 +239,7 @@ class LocalSource(SourceConfig):
         name = p.name.lower()
         for suffix, fmt in ((".jsonl", "jsonl"), (".jsonl.gz", "jsonl"), (".jsonl.zst", "jsonl"),
                             (".json", "jsonl"), (".json.gz", "jsonl"), (".parquet", "parquet"),
-                            (".txt", "txt"), (".txt.gz", "txt")):
+                            (".txt", "txt"), (".txt.gz", "txt"), (".txt.zst", "txt")):
             if name.endswith(suffix):
                 return fmt
         raise ConfigError(f"{p}: cannot tell the format from the name; set format = "
@@ -380,17 +380,24 @@ class LocalSource(SourceConfig):
         def blocks() -> Iterator[str]:
             lines: list[bytes] = []
             size = 0
+            def decoded(data: bytes, final: bool = False) -> Iterator[str]:
+                try:
+                    text = decoder.decode(data, final)
+                except UnicodeDecodeError as e:   # the documents before the bad byte first
+                    yield self._lf(data[:e.start].decode("utf-8", "ignore"))   # whole lines:
+                    raise                                                      # none pending
+                yield self._lf(text)
             try:
                 for raw in file_lines(p):
                     lines.append(raw)  # type: ignore[arg-type]   # no cap: bytes only
                     size += len(raw)  # type: ignore[arg-type]
                     if size >= 1 << 20:
-                        yield self._lf(decoder.decode(b"".join(lines)))
+                        yield from decoded(b"".join(lines))
                         lines, size = [], 0
             except _read_errors():   # a cut file: the documents read before the cut first
-                yield self._lf(decoder.decode(b"".join(lines)))
+                yield from decoded(b"".join(lines))
                 raise
-            yield self._lf(decoder.decode(b"".join(lines), final=True))
+            yield from decoded(b"".join(lines), final=True)
         k = 0
         try:
             for k, piece in enumerate(split_stream(blocks(), self.separator), 1):

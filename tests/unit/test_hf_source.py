@@ -274,3 +274,46 @@ def test_records_without_ids_keep_theirs_when_the_dataset_moves(tmp_path):
     assert here == there
     assert here[0][:2] == ["train-0.parquet:0", "train-0.parquet:1"]
     assert here[2][:1] == ["saved:train:0"]
+
+
+def test_a_damaged_row_group_counts_the_rows_datasets_loses_with_it(tmp_path):
+    """datasets' parquet stream stops at a damaged row group: the skip counted 1 record
+    where the rest of the file (350 rows) was lost."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.Table.from_pylist([{"text": _prose(i)} for i in range(450)]), path,
+                   row_group_size=90)
+    offset = pq.ParquetFile(path).metadata.row_group(1).column(0).data_page_offset
+    data = bytearray(path.read_bytes())
+    data[offset:offset + 64] = b"\xff" * 64
+    path.write_bytes(bytes(data))
+    src = HuggingFaceSource(name="parquet", data_files=[str(path)], quality="none")
+    items = list(src.read(src.task_files()))
+    read = sum(1 for i in items if not hasattr(i, "reason"))
+    (skip,) = [i for i in items if hasattr(i, "reason")]
+    assert skip.reason == "unreadable" and skip.records == 450 - read
+    assert "read local parquet files with a `local` source" in skip.detail
+
+
+def test_record_fields_reach_the_filters_as_a_local_source_gives_them(tmp_path):
+    """The id taken from `url` (C4 has no other id) left the URL filter nothing to read,
+    and Dolma's nested metadata (its url) was not lifted: the URL filter never fired. A
+    dataset without int_score was all 'below_min_int_score'; split with data_files was
+    ignored (every file read as that split)."""
+    (tmp_path / "c4.jsonl").write_text(json.dumps({"text": "t", "url": "https://x.org/a"}) + "\n")
+    (tmp_path / "dolma.jsonl").write_text(json.dumps(
+        {"text": "t", "id": "d1", "metadata": {"url": "https://y.org/b"}}) + "\n")
+    c4 = HuggingFaceSource(name="json", data_files=[str(tmp_path / "c4.jsonl")], id_field="url")
+    (doc,) = c4.read(c4.task_files())
+    assert doc.id == "https://x.org/a" and doc.meta["url"] == "https://x.org/a"
+    dolma = HuggingFaceSource(name="json", data_files=[str(tmp_path / "dolma.jsonl")])
+    (doc,) = dolma.read(dolma.task_files())
+    assert doc.meta["url"] == "https://y.org/b"
+    scored = HuggingFaceSource(name="json", data_files=[str(tmp_path / "c4.jsonl")],
+                               min_int_score=3)
+    (skip,) = scored.read(scored.task_files())
+    assert skip.reason == "missing_int_score"
+    with pytest.raises(Exception, match="data_files name the files themselves"):
+        HuggingFaceSource(name="json", data_files=[str(tmp_path / "c4.jsonl")],
+                          split="validation").task_files()

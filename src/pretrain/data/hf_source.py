@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 from ..config import ConfigError, absolute, absolute_if_here
 from .document import Document, Skip
-from .sources import SourceConfig, SourceType, file_lines, glob_root
+from .sources import SourceConfig, SourceType, file_lines, glob_root, record_meta
 
 _INSTALL_HINT = "huggingface sources need the datasets library: pip install 'pretrain[hf]'"
 # datasets' packaged readers of text data whose files can be read one at a time
@@ -141,7 +141,7 @@ class HuggingFaceSource(SourceConfig):
                                       f"{self.split!r}; it has {', '.join(map(repr, saved))}")
                 saved = saved[self.split]
             yield from self._records(lambda: saved, f"{self.name}:{self.split}",
-                                     ids=f"{Path(self.name).name}:{self.split}")
+                                     ids=f"{Path(os.path.realpath(self.name)).name}:{self.split}")
             return
         if not files:   # the whole stream; failing to open it is an error, not bad input
             ds = datasets.load_dataset(self.name, self.subset or None, split=self.split,
@@ -150,16 +150,17 @@ class HuggingFaceSource(SourceConfig):
                                        revision=self.revision or None)
             yield from self._records(lambda: ds, f"{self.name}:{self.split}",
                                      remote=not self._is_folder(),
-                                     ids=f"{Path(self.name).name}:{self.split}"
-                                     if self._is_folder() else "")
+                                     ids=f"{Path(os.path.realpath(self.name)).name}:"
+                                     f"{self.split}" if self._is_folder() else "")
             return
         module, _, kwargs = _builder_files(self)
-        lines = files[0] if module == "json" and len(files) == 1 else ""
+        one = files[0] if len(files) == 1 and "://" not in files[0] else ""
+        counts = {"json": _json_lines_lost, "parquet": _parquet_rows_lost}.get(module)
         yield from self._records(
             lambda: datasets.load_dataset(module, data_files={"train": list(files)},
                                           split="train", streaming=self.streaming, **kwargs),
             ",".join(files), remote=any("://" in f for f in files),
-            lost=(lambda n: _json_lines_lost(lines, n)) if lines else None,
+            lost=(lambda n: counts(one, n)) if one and counts else None,
             ids=",".join(self._file_id(f) for f in files))
 
     def _file_id(self, file: str) -> str:
@@ -170,8 +171,10 @@ class HuggingFaceSource(SourceConfig):
         if "://" in file:
             return file
         root = self.name if self._is_folder() else glob_root(self.data_files or [file])
-        # both resolved: datasets resolves a folder reached through a symbolic link
-        return os.path.relpath(os.path.realpath(file), os.path.realpath(root))
+        # folders resolved (datasets resolves one reached through a symbolic link), not the
+        # file: the Hub cache's files are links to blobs/<sha>
+        here = os.path.join(os.path.realpath(os.path.dirname(file)), os.path.basename(file))
+        return os.path.relpath(here, os.path.realpath(root))
 
     def _records(self, open_: Callable[[], Any], where: str, remote: bool = False,
                  lost: Callable[[int], tuple[int, str]] | None = None, ids: str = ""
@@ -201,8 +204,11 @@ class HuggingFaceSource(SourceConfig):
         rid = rec.get(self.id_field)
         doc_id = f"{ids}:{i}" if rid is None or rid == "" else str(rid)   # 0 is an id
         if self.min_int_score:
+            if rec.get("int_score") is None:   # no such column (or null): not a low score
+                return Skip(doc_id, "missing_int_score", f"{where} record {i}: no int_score "
+                            "(min_int_score needs FineWeb-Edu's classifier score)")
             try:
-                score = float(rec.get("int_score") or 0)
+                score = float(rec["int_score"])
                 if not math.isfinite(score):
                     raise ValueError
             except (TypeError, ValueError):
@@ -214,9 +220,22 @@ class HuggingFaceSource(SourceConfig):
         if not isinstance(text, str):
             return Skip(doc_id, "missing_text",
                         f"{where} record {i}: no string field {self.text_field!r}")
-        meta = {k: v for k, v in rec.items() if k not in (self.text_field, self.id_field)
-                and isinstance(v, (str, int, float))}
-        return Document(doc_id, text, self.label(), meta)
+        return Document(doc_id, text, self.label(), record_meta(rec, self.text_field,
+                                                                self.id_field))
+
+
+def _parquet_rows_lost(path: str, read: int) -> tuple[int, str]:
+    """(records lost, what to say) for a local parquet file ``datasets``' reader stopped in
+    after ``read`` records (a damaged row group ends its stream): the rest of the file, by
+    its footer's row count."""
+    try:
+        import pyarrow.parquet as pq
+        total = pq.ParquetFile(path).metadata.num_rows
+    except Exception:  # noqa: BLE001 -- a count only; the skip stands without it
+        return 1, ""
+    return max(1, total - read), ("; datasets' parquet reader lost the rest of the file with "
+                                  "it: read local parquet files with a `local` source (a "
+                                  "damaged row group costs its own rows there)")
 
 
 def _json_lines_lost(path: str, read: int) -> tuple[int, str]:
@@ -279,7 +298,10 @@ def _builder_files(src: HuggingFaceSource) -> tuple[str, list[str], dict[str, An
         return builder.name, [], {}
     split = src.split
     if split not in files and src.data_files and list(files) == ["train"]:
-        split = "train"   # a plain list of data files is one split, which datasets calls train
+        # a plain list of data files is one split, which datasets calls train
+        raise ConfigError(f"huggingface source {src.name!r}: data_files name the files "
+                          f"themselves, which datasets reads as split 'train', not "
+                          f"{src.split!r}: leave split at 'train' (it was ignored)")
     if split not in files:
         raise ConfigError(f"huggingface source {src.name!r}: no split {src.split!r}; it has "
                           + ", ".join(repr(s) for s in files))

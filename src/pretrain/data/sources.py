@@ -293,14 +293,8 @@ class LocalSource(SourceConfig):
             except UnicodeEncodeError as e:
                 return Skip(where, "invalid_unicode", f"{where}: {part}: a lone surrogate "
                             f"U+{ord(e.object[e.start]):04X} at character {e.start}")
-        meta = {k: v for k, v in rec.items()
-                if k not in (self.text_field, self.id_field) and isinstance(v, (str, int, float))}
-        nested = rec.get("metadata")  # Dolma keeps url, language, ... one level down
-        if isinstance(nested, dict):
-            for k, v in nested.items():
-                if isinstance(v, (str, int, float)) and k not in meta:
-                    meta[k] = v
-        return Document(doc_id, text, self.label(), meta)
+        return Document(doc_id, text, self.label(), record_meta(rec, self.text_field,
+                                                                self.id_field))
 
     def _read_jsonl(self, p: Path) -> Iterator[Document | Skip]:
         lineno, name = 0, self._name(p)
@@ -526,6 +520,20 @@ def _zstd_lines(p: Path, cap: int = 0, chunk: int = 1 << 16) -> Iterator[bytes |
         yield held
     elif held:
         yield b"".join(pieces)
+
+
+def record_meta(rec: dict[str, Any], text_field: str, id_field: str) -> dict[str, Any]:
+    """A record's scalar fields but its text and id, as a document's metadata; Dolma's
+    nested ``metadata`` (url, language, ...) lifted one level up. ``url`` is kept when it
+    is the id too (C4 has no other id), since the URL filter reads it there."""
+    meta = {k: v for k, v in rec.items() if k != text_field and (k != id_field or k == "url")
+            and isinstance(v, (str, int, float))}
+    nested = rec.get("metadata")  # Dolma keeps url, language, ... one level down
+    if isinstance(nested, dict):
+        for k, v in nested.items():
+            if isinstance(v, (str, int, float)) and k not in meta:
+                meta[k] = v
+    return meta
 
 
 def split_stream(blocks: Iterable[str], sep: str) -> Iterator[str]:

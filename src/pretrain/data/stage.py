@@ -160,14 +160,14 @@ def process(cfg: DataConfig, out: Path, work: Path | None = None,
     if not writer.n:
         raise NothingKept("the data stage kept no documents:\n" + why_empty(out)
                           + "".join(f"\n{n}" for n in notes))
-    for n in notes:
-        log0(f"data: warning: {n}")
     read = {st["source"]: 0 for st in stats}
     for st in stats:
         read[st["source"]] += next(r["docs_out"] for r in st["funnel"] if r["step"] == "read")
     decontam = funnel.rows.get("decontam")
     log0(format_funnel(rows))
     log0(f"data: kept {writer.n} docs ({sum(kept_bytes.values()) / 1e6:.1f} MB) {dict(kept)}")
+    for n in notes:   # after the funnel, the stage's last lines
+        log0(f"data: warning: {n}")
     return DataOutput(docs_kept=dict(kept), bytes_kept=dict(kept_bytes), docs_total=writer.n,
                       docs_read=read, dropped=dict(funnel.dropped()),
                       decontam_hits=hits(dict(decontam["stats"])) if decontam else {},

@@ -379,7 +379,8 @@ def test_run_writes_a_report_from_the_stage_outputs(tiny_run):
             "layers") in text
     assert f"lr {cfg.train.lr:g}, betas" in text and f"| seed | {cfg.seed} |" in text
     if "mfu_median" in counts:   # one format for MFU: a percentage, as the training log prints
-        assert f"| MFU (median) | {counts['mfu_median']:.1%} |" in text
+        assert (f"| MFU, over the timed steps / median of the log records | "
+                f"{counts['mfu']:.1%} / {counts['mfu_median']:.1%} |") in text
 
 
 def test_report_of_a_partial_run_names_what_did_not_run_and_checks_gates(tiny_run, tmp_path):

@@ -81,7 +81,7 @@ def test_logged_throughput_covers_every_timed_step_once(tokens, tmp_path, host_s
     steps = [2, 3, 3, 3]   # step 1, this process's first, is timed apart
     assert sum(n / r["tok_per_s"] for n, r in zip(steps, log, strict=True)) == \
         pytest.approx(sum(steps) / counts["tok_per_s"], rel=1e-3)
-    assert counts["mfu_median"] == sorted(r["mfu"] for r in log)[2]
+    assert counts["mfu_median"] == pytest.approx(sum(sorted(r["mfu"] for r in log)[1:3]) / 2)
     # a record after the warm-up step alone has no rate (it timed the compile or warm-up)
     _run(tokens, tmp_path / "b", tmp_path / "ckpt-b", steps=2, checkpoint_every=0,
          host_sync=host_sync)

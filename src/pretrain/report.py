@@ -120,15 +120,22 @@ def _stages(root: Path, old: dict[str, list[str]]) -> str:
 def _unfinished(root: Path) -> str:
     """A train stage without a manifest: not run, or stopped with checkpoints kept (a rerun
     of the same config resumes from the latest)."""
-    latest = _latest_checkpoint(root)
+    folder = _last_training(root)
+    latest = _latest_checkpoint(folder) if folder else None
     return f"not complete (checkpoints up to step {latest:,}; a rerun resumes)" \
         if latest is not None else "not run"
 
 
-def _latest_checkpoint(root: Path) -> int | None:
-    steps = [state.step_of(c) for key in root.glob("checkpoints/*")
-             for c in state.complete(key)]
-    return max(steps) if steps else None
+def _last_training(root: Path) -> Path | None:
+    """The checkpoint folder (one train config's) written to last: its checkpoints and
+    logs are the stopped run's, not those of another config kept beside them."""
+    folders = [f for f in root.glob("checkpoints/*") if f.is_dir()]
+    return max(folders, key=lambda f: max((q.stat().st_mtime for q in f.iterdir()),
+                                          default=f.stat().st_mtime), default=None)
+
+
+def _latest_checkpoint(folder: Path) -> int | None:
+    return max((state.step_of(c) for c in state.complete(folder)), default=None)
 
 
 def _data(root: Path, old: dict[str, list[str]]) -> str:
@@ -280,12 +287,11 @@ def _hyperparameters(cfg: RunConfig | None, changed: list[str], ran: str | None 
 def _train(root: Path) -> str:
     m = _json(root / "train" / "manifest.json")
     if m is None:   # a stopped or failed run leaves its logs with its checkpoints
-        logs = sorted(root.glob("checkpoints/*/log.jsonl"), key=lambda p: p.stat().st_mtime)
-        log = _jsonl(logs[-1], ("step",)) if logs else []
-        if not log:
+        folder = _last_training(root)
+        log = _jsonl(folder / "log.jsonl", ("step",)) if folder else []
+        if not folder or not log:
             return NOT_RUN
-        folder = logs[-1].parent   # one config's: its own checkpoints, not another's
-        latest = max((state.step_of(c) for c in state.complete(folder)), default=None)
+        latest = _latest_checkpoint(folder)
         kept = f"checkpoints up to step {latest:,}: a rerun resumes" if latest is not None \
             else "no checkpoint: a rerun starts over"
         return (f"**Not complete**: logged up to step {log[-1]['step']:,} ({kept}); its logs, "

@@ -5,6 +5,7 @@ rerun redoes only unfinished files; progress shows documents and bytes, also fro
 one long task."""
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -272,6 +273,14 @@ def test_records_without_ids_keep_theirs_when_the_dataset_moves(tmp_path):
 
     here, there = ids(tmp_path / "a"), ids(tmp_path / "b" / "deeper")
     assert here == there
+    # the Hub cache's layout: a snapshot's files are links to blobs/<sha>
+    snap = tmp_path / "hub" / "snapshots" / "rev1" / "data"
+    snap.mkdir(parents=True)
+    (tmp_path / "hub" / "blobs").mkdir()
+    os.replace(tmp_path / "a" / "data" / "train-0.parquet", tmp_path / "hub" / "blobs" / "f00d")
+    (snap / "train-0.parquet").symlink_to(tmp_path / "hub" / "blobs" / "f00d")
+    hub = HuggingFaceSource(name=str(snap.parent))
+    assert [d.id for d in hub.read(hub.task_files())][:1] == ["data/train-0.parquet:0"]
     assert here[0][:2] == ["train-0.parquet:0", "train-0.parquet:1"]
     assert here[2][:1] == ["saved:train:0"]
 

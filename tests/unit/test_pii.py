@@ -195,6 +195,10 @@ def test_addresses_against_letters_of_scripts_without_spaces_are_replaced(text, 
     ("驱动程序driver 14.0.1.0", "驱动程序driver 14.0.1.0"),   # a version after CJK letters
     ("8.8.8.8-бета", "8.8.8.8-бета"),                     # a version suffix in any script
     ("8.8.8.8-β1", "8.8.8.8-β1"),
+    ("§\xa08.8.8.8", "§\xa08.8.8.8"),                       # numbering, then a no-break space
+    ("Email" + "." * 65 + "john@gmail.com", "Email" + "." * 65 + "email@example.com"),
+    ("Email: 'john@gmail.com'", "Email: 'email@example.com'"),   # the quote stays
+    ("nguyễn.van@gmail.com", "email@example.com"),
 ])
 def test_ascii_boundaries_keep_what_unicode_ones_did(text, expected):
     assert _scrub(text)[0] == expected

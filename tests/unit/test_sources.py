@@ -557,6 +557,7 @@ def test_a_source_that_loses_every_document_is_named(tmp_path: Path, capsys):
     assert "data.sources.2 (local 'tales') kept none of its 1 documents (too_long 1); a text " \
            "file is one document unless the source sets separator" in log
     assert "data.sources.0" not in log
+    assert log.index("data: kept") < log.index("data: warning: data.sources.1")   # at the end
     (tmp_path / "out2").mkdir()
     with pytest.raises(PretrainError, match=r"(?s)kept no documents.*data\.sources\.0 "
                        r"\(local 'web'\) produced no document"):
@@ -587,14 +588,19 @@ def test_a_cut_text_file_of_documents_keeps_those_before_the_cut(tmp_path: Path)
     assert [d.text for d in docs] == stories[:len(docs)]
     # all but the story the cut runs through (the gzip stream's last ~100 KB are unread)
     assert len(docs) > 5000
-    # an invalid byte: the documents before it are kept (a block of ~1 MB was lost)
+    # an invalid byte costs its document only (the ~1 MB block before it and the rest of
+    # the file were lost, counted as one record), streamed or in a range
     body = "\n<|endoftext|>\n".join(stories).encode()
     bad = body.index(b"Story 6000:")
     (tmp_path / "bad.txt").write_bytes(body[:bad] + b"\xff" + body[bad:])
-    items = list(LocalSource(paths=[str(tmp_path / "bad.txt")], separator="<|endoftext|>").read())
-    docs = [d for d in items if isinstance(d, Document)]
-    assert [d.text for d in docs] == stories[:6000]
-    assert [s.reason for s in items if isinstance(s, Skip)] == ["invalid_utf8"]
+    for rng in ([0.0, 1.0], [0.5, 1.0]):
+        items = list(LocalSource(paths=[str(tmp_path / "bad.txt")], separator="<|endoftext|>",
+                                 char_range=rng).read())
+        docs = [d for d in items if isinstance(d, Document)]
+        skips = [(s.id, s.reason) for s in items if isinstance(s, Skip)]
+        assert skips == [("bad.txt:6001", "invalid_utf8")]
+        assert [d.text for d in docs] == [t for t in stories if not t.startswith(
+            "Story 6000:")][len(stories) - len(docs) - 1:]
     (tmp_path / "bom.txt").write_text("\ufeff<|endoftext|>one<|endoftext|>two")
     bom = LocalSource(paths=[str(tmp_path / "bom.txt")], separator="<|endoftext|>")
     assert [(d.id, d.text) for d in bom.read()] == [("bom.txt:2", "one"), ("bom.txt:3", "two")]

@@ -141,7 +141,7 @@ class HuggingFaceSource(SourceConfig):
                                       f"{self.split!r}; it has {', '.join(map(repr, saved))}")
                 saved = saved[self.split]
             yield from self._records(lambda: saved, f"{self.name}:{self.split}",
-                                     ids=f"{Path(os.path.realpath(self.name)).name}:{self.split}")
+                                     ids=f"{Path(self.name).name}:{self.split}")
             return
         if not files:   # the whole stream; failing to open it is an error, not bad input
             ds = datasets.load_dataset(self.name, self.subset or None, split=self.split,
@@ -150,8 +150,8 @@ class HuggingFaceSource(SourceConfig):
                                        revision=self.revision or None)
             yield from self._records(lambda: ds, f"{self.name}:{self.split}",
                                      remote=not self._is_folder(),
-                                     ids=f"{Path(os.path.realpath(self.name)).name}:"
-                                     f"{self.split}" if self._is_folder() else "")
+                                     ids=f"{Path(self.name).name}:{self.split}"
+                                     if self._is_folder() else "")
             return
         module, _, kwargs = _builder_files(self)
         one = files[0] if len(files) == 1 and "://" not in files[0] else ""
@@ -301,7 +301,8 @@ def _builder_files(src: HuggingFaceSource) -> tuple[str, list[str], dict[str, An
         # a plain list of data files is one split, which datasets calls train
         raise ConfigError(f"huggingface source {src.name!r}: data_files name the files "
                           f"themselves, which datasets reads as split 'train', not "
-                          f"{src.split!r}: leave split at 'train' (it was ignored)")
+                          f"{src.split!r}: leave split at 'train' (or name the folder "
+                          "without data_files, whose file names give the splits)")
     if split not in files:
         raise ConfigError(f"huggingface source {src.name!r}: no split {src.split!r}; it has "
                           + ", ".join(repr(s) for s in files))

@@ -60,9 +60,11 @@ from .document import Document, Step
 # re.ASCII in the patterns below: their word boundaries are ASCII ones. Chinese, Japanese,
 # Korean, Thai and Devanagari letters are Unicode word characters, and those scripts put
 # no space before an address ("请联系john@gmail.com获取"): none was found there.
-# A local part may hold Latin letters with accents ("müller@"): matched whole, not from
-# the first ASCII letter after them.
-_EMAIL = re.compile(r"(?<![A-Za-z0-9._%+'\-\u00c0-\u024f])[A-Za-z0-9._%+'\-\u00c0-\u024f]{1,64}"
+# A local part may hold Latin letters with accents ("müller@", "nguyễn@", a combining
+# mark): matched whole, not from the first ASCII letter after them; it starts at a
+# letter or digit after none (a run of dots or dashes before it is not taken in).
+_LATIN = "A-Za-z0-9_\u00c0-\u024f\u0300-\u036f\u1e00-\u1eff"
+_EMAIL = re.compile(rf"(?<![{_LATIN}])(?=[{_LATIN}])[{_LATIN}.%+'\-]{{1,64}}"
                     r"@((?:[A-Za-z0-9-]{1,63}\.)+([A-Za-z]{2,63}))\b", re.ASCII)
 _EXAMPLE_DOMAINS = frozenset({"example.com", "example.net", "example.org"})
 _EXAMPLE_TLDS = frozenset({"example", "test", "invalid", "localhost"})
@@ -85,9 +87,10 @@ _IP = re.compile(
 _V4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\.?\d|\w|-(?!(?:\d{1,3}\.){3}\d)(?u:\w))",
                  re.ASCII)
 # the words before a dotted quad that make it a version or section number (case-blind)
-_NUMBERING = re.compile(r"(?:\b(?:v|ver|version|release|build|firmware|rev|revision|"
-                        r"update|driver|bios|patch|sdk|section|chapter|step|figure|table|item|rule)\.?|§)"
-                        r"\s*[:#]?\s*$", re.IGNORECASE | re.ASCII)
+# (an ASCII word start, as above; any space after it: "§\xa08.8.8.8")
+_NUMBERING = re.compile(r"(?:(?<![A-Za-z0-9_])(?:v|ver|version|release|build|firmware|rev|"
+                        r"revision|update|driver|bios|patch|sdk|section|chapter|step|figure|"
+                        r"table|item|rule)\.?|§)\s*[:#]?\s*$", re.IGNORECASE)
 
 _N4 = ipaddress.IPv4Network
 _N6 = ipaddress.IPv6Network

@@ -330,8 +330,9 @@ class LocalSource(SourceConfig):
         if self.separator and self.char_range == [0.0, 1.0]:
             yield from self._txt_pieces(p, name)   # streamed: a 2 GB file is not held twice
             return
-        try:
-            text = b"".join(file_lines(p)).decode("utf-8")  # type: ignore[arg-type]
+        try:   # a file of documents: an invalid byte costs its document only (_piece)
+            text = b"".join(file_lines(p)).decode(  # type: ignore[arg-type]
+                "utf-8", "surrogateescape" if self.separator else "strict")
         except UnicodeDecodeError as e:
             yield Skip(str(p), "invalid_utf8", f"{p}: {e}")
             return
@@ -360,44 +361,44 @@ class LocalSource(SourceConfig):
         """CRLF as LF before a separator written with LF ("\n\n") is looked for."""
         return text if "\r" in self.separator else text.replace("\r\n", "\n")
 
-    def _piece(self, name: str, k: int, piece: str, p: Path) -> Iterator[Document]:
+    def _piece(self, name: str, k: int, piece: str, p: Path) -> Iterator[Document | Skip]:
+        """Document ``k`` of a file of documents, decoded with ``surrogateescape``: one
+        holding an invalid byte is a skip of its own (not the rest of the file)."""
         piece = (piece.removeprefix("\ufeff") if k == 1 else piece).strip("\r\n")   # a BOM
-        if piece.strip():   # blank pieces (a separator at the end) are not documents
-            yield Document(f"{name}:{k}", piece, self.label(), {"path": str(p)})
+        if not piece.strip():   # blank pieces (a separator at the end) are not documents
+            return
+        try:
+            piece.encode("utf-8")
+        except UnicodeEncodeError as e:
+            yield Skip(f"{name}:{k}", "invalid_utf8", f"{p}: document {k}: an invalid byte "
+                       f"at character {e.start}")
+            return
+        yield Document(f"{name}:{k}", piece, self.label(), {"path": str(p)})
 
     def _txt_pieces(self, p: Path, name: str) -> Iterator[Document | Skip]:
         """The documents between ``separator``s, read in blocks of about 1 MB of whole lines
-        (a CRLF pair never straddles two); a decoding or read error ends the file with a
+        (a CRLF pair never straddles two); a read error (a cut file) ends the file with a
         counted skip after the documents before it."""
-        decoder = codecs.getincrementaldecoder("utf-8")()
+        decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
 
         def blocks() -> Iterator[str]:
             lines: list[bytes] = []
             size = 0
-            def decoded(data: bytes, final: bool = False) -> Iterator[str]:
-                try:
-                    text = decoder.decode(data, final)
-                except UnicodeDecodeError as e:   # the documents before the bad byte first
-                    yield self._lf(data[:e.start].decode("utf-8", "ignore"))   # whole lines:
-                    raise                                                      # none pending
-                yield self._lf(text)
             try:
                 for raw in file_lines(p):
                     lines.append(raw)  # type: ignore[arg-type]   # no cap: bytes only
                     size += len(raw)  # type: ignore[arg-type]
                     if size >= 1 << 20:
-                        yield from decoded(b"".join(lines))
+                        yield self._lf(decoder.decode(b"".join(lines)))
                         lines, size = [], 0
             except _read_errors():   # a cut file: the documents read before the cut first
-                yield from decoded(b"".join(lines))
+                yield self._lf(decoder.decode(b"".join(lines)))
                 raise
-            yield from decoded(b"".join(lines), final=True)
+            yield self._lf(decoder.decode(b"".join(lines), final=True))
         k = 0
         try:
             for k, piece in enumerate(split_stream(blocks(), self.separator), 1):
                 yield from self._piece(name, k, piece, p)
-        except UnicodeDecodeError as e:
-            yield Skip(f"{p}:{k + 1}", "invalid_utf8", f"{p} after document {k}: {e}")
         except _read_errors() as e:
             yield Skip(f"{p}:{k + 1}", "unreadable",
                        f"{p} after document {k}: {type(e).__name__}: {e}")
@@ -530,8 +531,9 @@ def record_meta(rec: dict[str, Any], text_field: str, id_field: str) -> dict[str
             and isinstance(v, (str, int, float))}
     nested = rec.get("metadata")  # Dolma keeps url, language, ... one level down
     if isinstance(nested, dict):
-        for k, v in nested.items():
-            if isinstance(v, (str, int, float)) and k not in meta:
+        for k, v in nested.items():   # (a url that is no string gives way to one that is)
+            if isinstance(v, (str, int, float)) and (
+                    k not in meta or k == "url" and not isinstance(meta[k], str)):
                 meta[k] = v
     return meta
 

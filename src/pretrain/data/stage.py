@@ -203,7 +203,7 @@ def _source_notes(cfg: DataConfig, tasks: list[Task], stats: list[dict],
         line = f"{name} kept none of its {read[i]:,} documents ({top})"
         files = [f for t in tasks if t.source == i for f in t.files or []]
         if "too_long" in why and isinstance(src, LocalSource) and not src.separator and (
-                src.format == "txt" or any(f.lower().endswith((".txt", ".txt.gz"))
+                src.format == "txt" or any(f.lower().endswith((".txt", ".txt.gz", ".txt.zst"))
                                            for f in files)):
             line += ("; a text file is one document unless the source sets separator "
                      "(e.g. '<|endoftext|>' or '\\n\\n')")

@@ -120,8 +120,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return build(tp, value, prefix=key)
     if origin is Literal:
         allowed = get_args(tp)
-        if isinstance(value, CliValue):
-            value = next((a for a in allowed if str(a) == value), str(value))
+        if isinstance(value, CliValue):   # quoted or not, as a str field takes it
+            text = _parse_cli(value, str, key)
+            value = next((a for a in allowed if str(a) == text), text)
         if value not in allowed:
             close = difflib.get_close_matches(str(value), [str(a) for a in typing.get_args(tp)],
                                               n=1, cutoff=0.6)

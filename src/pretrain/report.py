@@ -341,7 +341,8 @@ def _eval(root: Path, gates: list[str]) -> str:
     try:
         res = load_results(root / "eval")
     except (OSError, ValueError):   # a damaged file: the report says what it can
-        res = None
+        return ("Damaged: `eval/results.json` cannot be read (`pretrain verify RUN`; "
+                "`pretrain eval --force eval` rewrites it).\n")
     if res is None:
         return "Not run.\n"
     lines = ["| held-out | loss | perplexity | bits per byte | tokens |", "|---|---|---|---|---|"]

@@ -144,6 +144,7 @@ def test_the_report_shows_what_the_model_was_trained_with(run, tmp_path, capsys)
     (copy / "eval").mkdir()
     (copy / "eval" / "results.json").write_text("{junk")   # damaged by hand: no traceback
     assert main(["report", str(copy)]) == 0
+    assert "Damaged: `eval/results.json` cannot be read" in (copy / "report.md").read_text()
     capsys.readouterr()
 
 

@@ -333,6 +333,7 @@ def test_a_double_quoted_override_is_a_toml_string_and_source_type_slips_are_nam
     cfg = load_config(str(src), [("data.sources.0.separator", '"\\n\\n"'),
                                  ("name", '"quoted"'), ("sample.prompts.0", "a\\nb")])
     assert cfg.data.sources[0].separator == "\n\n" and cfg.name == "quoted"
+    assert load_config(None, [("model.arch", '"gpt2"')]).model.arch == "gpt2"   # a choice too
     assert cfg.sample.prompts[0] == "a\\nb"   # unquoted: as typed
     for body, message in (
             ('typ = "local"\npaths = ["x"]', r"data.sources.0.typ: unknown key; did you mean 'type'\?"),

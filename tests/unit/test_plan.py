@@ -494,6 +494,19 @@ def test_sizes_are_written_in_the_unit_they_round_to():
 
 
 
+def test_an_fp32_plan_with_dropout_is_sized_for_the_gpu_it_prices(capsys):
+    """fp32 was taken for a CPU run, whose math attention kernel keeps the scores dropout
+    needs: an H100 plan at 4 x 4096 read 23.6 GB where the GPU's fused kernel needs 2.7."""
+    argv = ["plan", "--model.dropout=0.1", "--train.precision=fp32", "--model.seq_len=4096",
+            "--train.batch_size=4"]
+    assert main(argv) == 0
+    row = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("*"))
+    cfg = load_config(None, [tuple(a[2:].split("=", 1)) for a in argv[1:]])
+    model = dataclasses.replace(cfg.model, vocab_size=cfg.tokenizer.vocab_size)
+    gpu, cpu = (estimate(model, 4, precision="fp32", cpu=c).total / 1e9 for c in (False, True))
+    assert float(row.split()[-6]) == pytest.approx(gpu, abs=0.01) and cpu > 3 * gpu
+
+
 def test_muon_is_planned_without_sharded_layouts_and_a_cpu_dry_run_as_the_cpu_runs(capsys):
     """Training refuses Muon with FSDP or TP: the plan listed them as fits. A CPU run's
     dry run is sized as the run's own check sizes it (the math attention kernel that

@@ -554,7 +554,8 @@ def test_a_source_that_loses_every_document_is_named(tmp_path: Path, capsys):
     data_stage.process(cfg(sources), tmp_path / "out")
     log = capsys.readouterr().err
     assert "data.sources.1 (local 'web') produced no document (missing_text 4)" in log
-    assert "data.sources.2 (local 'tales') kept none of its 1 documents (too_long 1); a text " \
+    assert "data.sources.2 (local 'tales') kept none of its 1 documents (drops and skips: " \
+           "too_long 1); a text " \
            "file is one document unless the source sets separator" in log
     assert "data.sources.0" not in log
     assert log.index("data: kept") < log.index("data: warning: data.sources.1")   # at the end

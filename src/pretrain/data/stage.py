@@ -200,7 +200,7 @@ def _source_notes(cfg: DataConfig, tasks: list[Task], stats: list[dict],
             notes.append(f"{name} produced no document ({top}); check its paths, format "
                          "and text_field")
             continue
-        line = f"{name} kept none of its {read[i]:,} documents ({top})"
+        line = f"{name} kept none of its {read[i]:,} documents (drops and skips: {top})"
         files = [f for t in tasks if t.source == i for f in t.files or []]
         if "too_long" in why and isinstance(src, LocalSource) and not src.separator and (
                 src.format == "txt" or any(f.lower().endswith((".txt", ".txt.gz", ".txt.zst"))

@@ -102,7 +102,8 @@ def memory(cfg: ModelConfig, shape: Shape, gpus: int, device_gb: float | None) -
     for lay in lays:
         kw = dict(layout=lay, optimizer=shape.optimizer, precision=shape.precision,
                   fused_loss=shape.fused_loss and lay.tp == 1,   # TP splits the head
-                  grad_accum=1 if lay.pp > 1 else shape.grad_accum)
+                  grad_accum=1 if lay.pp > 1 else shape.grad_accum,
+                  cpu=False)   # the accelerators of the table: fp32 there is no CPU run
         m = estimate(cfg, shape.batch, checkpointing=False, **kw)  # type: ignore[arg-type]
         ac = estimate(cfg, shape.batch, checkpointing=True, **kw)  # type: ignore[arg-type]
         fits = ""

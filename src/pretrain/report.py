@@ -420,9 +420,10 @@ def write_report(root: Path) -> Path:
     except ConfigError as e:  # written by another version of pretrain
         gates, gate_note = [], f"(gates not checked: {root / 'config.toml'}: {e})\n"
     train = _train(root)
-    if (root / "train" / "manifest.json").is_file():   # a stopped run's: its logs only
+    trained_m = _json(root / "train" / "manifest.json")
+    if trained_m is not None:   # a stopped run's: its logs only
         trained, changed = _as_trained(root, cfg) if cfg is not None else (None, [])
-        ran = ((_json(root / "train" / "manifest.json") or {}).get("counts") or {}).get("precision")
+        ran = (trained_m.get("counts") or {}).get("precision")
         train = _hyperparameters(trained, changed, ran) + train
     old = _stale(root)
     parts = [f"# Run report: {root.resolve().name}\n", "## Stages\n", _stages(root, old),

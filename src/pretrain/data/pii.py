@@ -79,13 +79,13 @@ _FILE_TLDS = frozenset({"png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "css"
 # possessive, so a run that ends inside a word fails at once instead of backtracking.
 # IPv4: a dotted quad not inside a word, a longer dotted number or ``1.2.3.4-beta`` (the
 # first of a range ``1.1.1.1-1.1.1.255`` is one: another quad follows the dash).
+_QUAD = r"(?:\d{1,3}\.){3}\d{1,3}"
+_QUAD_END = r"(?!\.?\d|\w|-(?!(?:\d{1,3}\.){3}\d)(?u:\w))"   # a version suffix in any script
 _IP = re.compile(
     r"(?<![\w:.%])(?=[0-9A-Fa-f.]*:[0-9A-Fa-f.]*:)(?P<v6>[0-9A-Fa-f:.]++)"
     r"(?P<zone>%[0-9A-Za-z_.~-]++)?+(?!\w)"
-    r"|(?<![\w.])(?P<v4>(?:\d{1,3}\.){3}\d{1,3})(?!\.?\d|\w|-(?!(?:\d{1,3}\.){3}\d)(?u:\w))",
-    re.ASCII)
-_V4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\.?\d|\w|-(?!(?:\d{1,3}\.){3}\d)(?u:\w))",
-                 re.ASCII)
+    rf"|(?<![\w.])(?P<v4>{_QUAD}){_QUAD_END}", re.ASCII)
+_V4 = re.compile(rf"(?<![\w.]){_QUAD}{_QUAD_END}", re.ASCII)
 # the words before a dotted quad that make it a version or section number (case-blind)
 # (an ASCII word start, as above; any space after it: "§\xa08.8.8.8")
 _NUMBERING = re.compile(r"(?:(?<![A-Za-z0-9_])(?:v|ver|version|release|build|firmware|rev|"

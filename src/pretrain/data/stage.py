@@ -156,18 +156,21 @@ def process(cfg: DataConfig, out: Path, work: Path | None = None,
                                      encoding="utf-8")
     if own_work:
         shutil.rmtree(work)
-    notes = _source_notes(cfg, tasks, stats, kept_src, deduped_src)
+    read_src: Counter[int] = Counter()   # documents read, by source index
+    for t, st in zip(tasks, stats, strict=True):
+        read_src[t.source] += next(r["docs_out"] for r in st["funnel"] if r["step"] == "read")
+    notes = _source_notes(cfg, tasks, stats, read_src, kept_src, deduped_src)
     if not writer.n:
         raise NothingKept("the data stage kept no documents:\n" + why_empty(out)
                           + "".join(f"\n{n}" for n in notes))
-    read = {st["source"]: 0 for st in stats}
-    for st in stats:
-        read[st["source"]] += next(r["docs_out"] for r in st["funnel"] if r["step"] == "read")
+    read: dict[str, int] = {}   # by label: sources may share one
+    for i, count in read_src.items():   # every source with a task, one that read nothing too
+        read[cfg.sources[i].label()] = read.get(cfg.sources[i].label(), 0) + count
     decontam = funnel.rows.get("decontam")
     log0(format_funnel(rows))
     log0(f"data: kept {writer.n} docs ({sum(kept_bytes.values()) / 1e6:.1f} MB) {dict(kept)}")
-    for n in notes:   # after the funnel, the stage's last lines
-        log0(f"data: warning: {n}")
+    for note in notes:   # after the funnel, the stage's last lines
+        log0(f"data: warning: {note}")
     return DataOutput(docs_kept=dict(kept), bytes_kept=dict(kept_bytes), docs_total=writer.n,
                       docs_read=read, dropped=dict(funnel.dropped()),
                       decontam_hits=hits(dict(decontam["stats"])) if decontam else {},
@@ -177,15 +180,13 @@ def process(cfg: DataConfig, out: Path, work: Path | None = None,
                       licenses={k: v for k, v in licenses.items() if v["docs"]})
 
 
-def _source_notes(cfg: DataConfig, tasks: list[Task], stats: list[dict],
+def _source_notes(cfg: DataConfig, tasks: list[Task], stats: list[dict], read: Counter[int],
                   kept: Counter[int], deduped: dict[int, Counter[str]]) -> list[str]:
     """A line for each source that read no document (every record skipped: a wrong
     ``text_field``, an unreadable file) or kept none, with its top reasons: the funnel
     sums sources, so one source lost whole would show only as a count there."""
-    read: Counter[int] = Counter()
     reasons: dict[int, Counter[str]] = {}
     for t, st in zip(tasks, stats, strict=True):
-        read[t.source] += next(r["docs_out"] for r in st["funnel"] if r["step"] == "read")
         mine = reasons.setdefault(t.source, Counter())
         for row in st["funnel"]:
             mine.update(row["dropped"])
@@ -218,15 +219,13 @@ def _warn_english_rules(cfg: DataConfig) -> None:
     or Russian; a Chinese page is 4 "words", and FineWeb's list ratio drops it too; Thai
     ends no line with punctuation). Said once."""
     lang = cfg.language
-    if lang.enabled:
-        other = [x for x in lang.languages if x != "en"] if lang.languages else ["any language"]
-        through = f"data.language lets {', '.join(other)}"
-    else:
-        other, through = ["all"], "data.language is off: it lets every language"
+    other = [x for x in lang.languages if x != "en"] if lang.languages else ["any language"]
+    through = f"data.language lets {', '.join(other)}" if lang.enabled else \
+        "data.language is off: it lets every language"
     rules = [n for n, on in (("gopher_quality", cfg.gopher_quality.enabled),
                              ("gopher_repetition", cfg.gopher_repetition.enabled),
                              ("c4", cfg.c4.enabled), ("fineweb", cfg.fineweb.enabled)) if on]
-    if other and rules and any(s.quality == "web" for s in cfg.sources):
+    if (other or not lang.enabled) and rules and any(s.quality == "web" for s in cfg.sources):
         log0(f"data: warning: {through} through to rules written for English "
              f"({', '.join(rules)}: whitespace-split words, English stop words, line-end "
              "punctuation), which drop most text in other languages (Gopher's stop words are "

@@ -98,14 +98,20 @@ class Memory:
         return {k: round(v / GB, 3) for k, v in parts.items()}
 
 
+def norm_elements(cfg: ModelConfig) -> int:
+    """What one norm saves, per token: a LayerNorm its input, mean and rstd; an RMSNorm
+    its input, rsqrt and normed output. All fp32 under autocast."""
+    return cfg.d_model + 2 if cfg.arch == "gpt2" else 2 * cfg.d_model + 1
+
+
 def layer_elements(cfg: ModelConfig) -> float:
     """Activation elements one layer saves for backward, per token (see the module doc)."""
     d, H, h, T = cfg.d_model, cfg.n_heads, cfg.hidden, cfg.seq_len
     mlp = d + (2 * h if cfg.arch == "gpt2" else 4 * h)   # fc/w13 input + activations
+    norms = 2 * norm_elements(cfg)
     if cfg.arch == "gpt2":
-        # two LayerNorms (input, mean, rstd), c_attn input, q/k/v, attention out + lse
-        return 2 * (d + 2) + d + 3 * d + d + H + mlp
-    norms = 2 * (2 * d + 1)
+        # two LayerNorms, c_attn input, q/k/v, attention out + lse
+        return norms + d + 3 * d + d + H + mlp
     if cfg.arch == "llama":
         q, kv = H * cfg.head_dim, cfg.kv_heads * cfg.head_dim
         return norms + d + (q + 2 * kv) + q + kv + q + H + mlp
@@ -130,10 +136,8 @@ def layer_bytes(cfg: ModelConfig, low_precision: bool, cpu: bool) -> float:
     if not low_precision:
         return 4 * elements
     d, H, h, T = cfg.d_model, cfg.n_heads, cfg.hidden, cfg.seq_len
-    if cfg.arch == "gpt2":   # LayerNorms (input, mean, rstd) and log-sum-exp in fp32
-        return 2 * elements + 2 * (2 * (d + 2) + H)
-    norms = 2 * (2 * d + 1)
-    if cfg.arch == "llama":
+    norms = 2 * norm_elements(cfg)
+    if cfg.arch != "mla":   # the norms and the log-sum-exp in fp32
         return 2 * elements + 2 * (norms + H)
     qk, v, r = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim, cfg.v_head_dim, cfg.kv_lora_rank
     r_q = cfg.q_lora_rank
@@ -172,8 +176,7 @@ def outside_elements(cfg: ModelConfig, fused_loss: bool = False) -> float:
     plain loss, the head's input and the logits (kept for the loss, and alive while
     backward runs); with the fused chunked loss (``model/loss.py``) instead only the
     gradient of the head's input, which its forward computes and keeps."""
-    norm = cfg.d_model + 2 if cfg.arch == "gpt2" else 2 * cfg.d_model + 1
-    return 2 + norm + cfg.d_model + (0 if fused_loss else 2 * cfg.vocab_size)
+    return 2 + norm_elements(cfg) + cfg.d_model + (0 if fused_loss else 2 * cfg.vocab_size)
 
 
 def loss_working_bytes(cfg: ModelConfig, tokens: int, low_precision: bool,
@@ -237,7 +240,7 @@ def estimate(cfg: ModelConfig, batch: int, *, layout: Split | None = None,
     # bytes per token; the residual stream, the norms and what is outside the layers stay
     # fp32 under autocast
     per_layer = layer_bytes(cfg, low, on_cpu) / layout.tp
-    norm = cfg.d_model + 2 if cfg.arch == "gpt2" else 2 * cfg.d_model + 1   # one norm's
+    norm = norm_elements(cfg)
     if layout.tp > 1:   # the column-parallel matmuls' inputs are gathered whole; without
         # sequence parallelism the norms (and the residual) are whole on each rank too
         whole = 2 * cfg.d_model * act_bytes + (0 if layout.sequence_parallel else 2 * 4 * norm)

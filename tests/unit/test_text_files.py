@@ -1,0 +1,133 @@
+"""A local source's text files of several documents (``separator``): the pieces, streamed
+in blocks, with CRLF, char_range, cut files, invalid bytes and byte-order marks; and the
+data stage's line for a source that produced or kept nothing."""
+
+import gzip
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from pretrain.config import ConfigError, PretrainError
+from pretrain.data import stage as data_stage
+from pretrain.data.config import CleanConfig, DataConfig, MinHashConfig
+from pretrain.data.document import Document, Skip
+from pretrain.data.sources import LocalSource, split_stream
+
+
+def test_a_text_file_is_one_document_or_the_pieces_between_its_separators(tmp_path: Path):
+    stories = ["Once upon a time.\r\nThe end.", "A second story.", "  Indented third."]
+    (tmp_path / "s.txt").write_text("\r\n<|endoftext|>\r\n".join(stories[:2])
+                                    + "\n<|endoftext|>\n\n<|endoftext|>\n" + stories[2] + "\n")
+    whole = list(LocalSource(paths=[str(tmp_path / "s.txt")]).read())
+    assert [d.id for d in whole] == ["s.txt"]
+    src = LocalSource(paths=[str(tmp_path / "s.txt")], separator="<|endoftext|>")
+    docs = list(src.read())
+    assert [(d.id, d.text) for d in docs] == [   # CRLF read as LF
+        ("s.txt:1", "Once upon a time.\nThe end."), ("s.txt:2", stories[1]),
+        ("s.txt:4", stories[2])]
+    (tmp_path / "r.jsonl").write_text(json.dumps({"text": "x"}) + "\n")
+    with pytest.raises(ConfigError, match="separator applies to text files only"):
+        list(LocalSource(paths=[str(tmp_path / "r.jsonl")], separator="\n\n").read())
+    # CRLF files with a separator written "\n\n"; the pieces of a 2 MB file streamed in
+    # blocks, one separator straddling two blocks
+    (tmp_path / "crlf.txt").write_bytes(b"story one\r\nline two\r\n\r\nstory two\r\n")
+    crlf = LocalSource(paths=[str(tmp_path / "crlf.txt")], separator="\n\n")
+    assert [d.text for d in crlf.read()] == ["story one\nline two", "story two"]
+    (tmp_path / "big.txt").write_text("a" * (1 << 20) + "\n" + "\nb c\n\n" + "d" * (1 << 20))
+    big = LocalSource(paths=[str(tmp_path / "big.txt")], separator="\n\n")
+    assert [len(d.text) for d in big.read()] == [1 << 20, 3, 1 << 20]
+    assert [d.text for d in big.read()][1] == "b c"
+    # a range of a file of documents takes whole documents, those that start in it
+    (tmp_path / "r.txt").write_text("aaaa aaaa|bbbb bbbb|cccc cccc")
+    halves = [LocalSource(paths=[str(tmp_path / "r.txt")], separator="|", char_range=r)
+              for r in ([0.0, 0.5], [0.5, 1.0])]
+    assert [[(d.id, d.text) for d in h.read()] for h in halves] == [
+        [("r.txt:1", "aaaa aaaa"), ("r.txt:2", "bbbb bbbb")], [("r.txt:3", "cccc cccc")]]
+    # overlapping globs read a file once
+    both = LocalSource(paths=[str(tmp_path / "s*.txt"), str(tmp_path / "s*")])
+    assert both.files() == [tmp_path / "s.txt"]
+
+
+def test_split_stream_is_split_whatever_the_blocks():
+    rng = random.Random(0)
+    for _ in range(300):
+        text = "".join(rng.choice(["a", "b", "<>", "<", ">", "\n"]) for _ in range(rng.randint(0, 40)))
+        sep = rng.choice(["<>", "\n", "<><", "ab"])
+        cuts = sorted(rng.sample(range(len(text) + 1), min(len(text) + 1, rng.randint(0, 5))))
+        blocks = [text[i:j] for i, j in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+        assert list(split_stream(blocks, sep)) == text.split(sep), (text, sep, blocks)
+
+
+def test_a_source_that_loses_every_document_is_named(tmp_path: Path, capsys):
+    """The funnel sums the sources: a wrong text_field, or a text file of stories read as
+    one too-long document, lost a whole source with only a count to show for it."""
+    (tmp_path / "good.jsonl").write_text("".join(
+        json.dumps({"text": _long_prose(i)}) + "\n" for i in range(3)))
+    (tmp_path / "body.jsonl").write_text("".join(
+        json.dumps({"body": _long_prose(i)}) + "\n" for i in range(4)))
+    (tmp_path / "stories.txt").write_text("\n\n".join(_long_prose(i) for i in range(9)))
+    sources = [LocalSource(paths=[str(tmp_path / "good.jsonl")], domain="good", quality="none"),
+               LocalSource(paths=[str(tmp_path / "body.jsonl")], domain="web", quality="none"),
+               LocalSource(paths=[str(tmp_path / "stories.txt")], domain="tales",
+                           quality="none")]
+
+    def cfg(srcs: list) -> DataConfig:
+        return DataConfig(sources=srcs, clean=CleanConfig(max_chars=3000),
+                          minhash=MinHashConfig(enabled=False))
+    (tmp_path / "out").mkdir()
+    data_stage.process(cfg(sources), tmp_path / "out")
+    log = capsys.readouterr().err
+    assert "data.sources.1 (local 'web') produced no document (missing_text 4)" in log
+    assert "data.sources.2 (local 'tales') kept none of its 1 documents (drops and skips: " \
+           "too_long 1); a text " \
+           "file is one document unless the source sets separator" in log
+    assert "data.sources.0" not in log
+    assert log.index("data: kept") < log.index("data: warning: data.sources.1")   # at the end
+    (tmp_path / "out2").mkdir()
+    with pytest.raises(PretrainError, match=r"(?s)kept no documents.*data\.sources\.0 "
+                       r"\(local 'web'\) produced no document"):
+        data_stage.process(cfg(sources[1:2]), tmp_path / "out2")
+    sources[2].separator = "\n\n"
+    (tmp_path / "out3").mkdir()
+    assert data_stage.process(cfg(sources[2:]), tmp_path / "out3").docs_total == 9
+
+
+def _long_prose(i: int) -> str:
+    rng = random.Random(i)
+    words = ["river", "stone", "light", "garden", "winter", "market", "letter", "window"]
+    return " ".join(rng.choice(words) for _ in range(60)) + f" {i}."
+
+
+def test_a_cut_text_file_of_documents_keeps_those_before_the_cut(tmp_path: Path):
+    """A truncated .txt.gz lost the last block of stories read before the cut (about 1 MB):
+    a read error ended the block unyielded. A byte-order mark before a first separator was
+    a document of its own."""
+    stories = [f"Story {i}: " + "word " * 40 for i in range(8000)]
+    blob = gzip.compress(("\n<|endoftext|>\n".join(stories)).encode())
+    (tmp_path / "cut.txt.gz").write_bytes(blob[: len(blob) * 3 // 4])
+    items = list(LocalSource(paths=[str(tmp_path / "cut.txt.gz")],
+                             separator="<|endoftext|>").read())
+    docs = [d for d in items if isinstance(d, Document)]
+    (skip,) = [s for s in items if isinstance(s, Skip)]
+    assert skip.reason == "unreadable" and f"after document {len(docs)}" in skip.detail
+    assert [d.text for d in docs] == stories[:len(docs)]
+    # all but the story the cut runs through (the gzip stream's last ~100 KB are unread)
+    assert len(docs) > 5000
+    # an invalid byte costs its document only (the ~1 MB block before it and the rest of
+    # the file were lost, counted as one record), streamed or in a range
+    body = "\n<|endoftext|>\n".join(stories).encode()
+    bad = body.index(b"Story 6000:")
+    (tmp_path / "bad.txt").write_bytes(body[:bad] + b"\xff" + body[bad:])
+    for rng in ([0.0, 1.0], [0.5, 1.0]):
+        items = list(LocalSource(paths=[str(tmp_path / "bad.txt")], separator="<|endoftext|>",
+                                 char_range=rng).read())
+        docs = [d for d in items if isinstance(d, Document)]
+        skips = [(s.id, s.reason) for s in items if isinstance(s, Skip)]
+        assert skips == [("bad.txt:6001", "invalid_utf8")]
+        assert [d.text for d in docs] == [t for t in stories if not t.startswith(
+            "Story 6000:")][len(stories) - len(docs) - 1:]
+    (tmp_path / "bom.txt").write_text("\ufeff<|endoftext|>one<|endoftext|>two")
+    bom = LocalSource(paths=[str(tmp_path / "bom.txt")], separator="<|endoftext|>")
+    assert [(d.id, d.text) for d in bom.read()] == [("bom.txt:2", "one"), ("bom.txt:3", "two")]

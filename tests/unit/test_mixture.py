@@ -145,6 +145,16 @@ def test_mixture_in_the_training_stage(tmp_path):
     with pytest.raises(ConfigError, match=r"capped \(max_epochs\) or weighted 0 from step "
                                           r"\d+ on, before train.steps = 10"):
         run_stages(short, ("train",), force=set())
+    # under a time budget the same mixture ends the run where it runs out, its model written
+    end = MixtureWindows(shards.TokenShards(rd.root / "tokenize", "train"), cfg.model.seq_len,
+                         0, short.train.mixture, 10, cfg.train.batch_size).exhausted_at()
+    for sync in ("step", "lagged"):   # the host reads each step, or a step late
+        budgeted = load_config(None, tiny_overrides(
+            tmp_path, train__steps="1000", train__time_budget_s="600", train__host_sync=sync,
+            train__mixture='[{domain = "prose", max_epochs = 1e-3}, '
+            '{domain = "code", max_epochs = 1e-3}]'))
+        done = run_stages(budgeted, ("train",), force={"train"}).manifest("train")["counts"]
+        assert done["steps"] == end and (rd.root / "train" / "model.safetensors").exists()
 
 
 def load_stage_tokens(tokenize_dir) -> dict[str, int]:

@@ -136,18 +136,20 @@ class MixtureWindows:
         empty = np.flatnonzero(w.sum(axis=1) <= 0)
         return int(empty[0]) if len(empty) else None
 
-    def check_end(self, budgeted: bool) -> None:
+    def check_end(self, budgeted: bool) -> int | None:
         """Refuse a mixture that runs out before ``total_steps`` (before the first step, not
-        at the step); under a time budget (``total_steps`` only a cap) say where instead."""
+        at the step); under a time budget (``total_steps`` only a cap) say where instead and
+        return that data position: the run ends there."""
         end = self.exhausted_at()
         if end is None:
-            return
+            return None
         why = (f"train.mixture: every domain is capped (max_epochs) or weighted 0 from step "
                f"{end} on")
         if not budgeted:
             raise ConfigError(f"{why}, before train.steps = {self.total_steps}; raise "
                               "max_epochs or a weight, or train fewer steps")
         log0(f"train: {why}: the run stops there if the time budget lasts that long")
+        return end
 
     def raw_weights(self, steps: np.ndarray) -> np.ndarray:
         """(len(steps), domains): the configured weights at these optimizer steps, not

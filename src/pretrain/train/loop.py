@@ -109,11 +109,12 @@ class Trainer(Recovery):
         train_shards = TokenShards(tokens_dir, "train")
         self.tokenizer_file = train_shards.tokenizer_file   # copied into each checkpoint
         self.windows: RandomWindows | MixtureWindows
+        self.data_end: int | None = None   # a capped mixture's end under a time budget
         if cfg.mixture:
             self.windows = MixtureWindows(train_shards, seq_len, seed, cfg.mixture, cfg.steps,
                                           cfg.batch_size * cfg.grad_accum * dp,
                                           cfg.mixture_phases)
-            self.windows.check_end(budgeted=bool(cfg.time_budget_s))
+            self.data_end = self.windows.check_end(budgeted=bool(cfg.time_budget_s))
         else:
             self.windows = RandomWindows(train_shards, seq_len, seed)
         rank, layout_dp = self.layout.dp_rank, dp
@@ -183,10 +184,13 @@ class Trainer(Recovery):
         return self.pipeline.score(self.val, self.token_bytes, self.cfg.batch_size,
                                    self.model_cfg.seq_len, self.d, self.doc_start)
 
-    def done(self) -> bool:
-        """Trained enough steps or the time budget is spent."""
+    def done(self, pos: int | None = None) -> bool:
+        """Trained enough steps, the time budget is spent, or a capped mixture has nothing
+        left to draw at data position ``pos`` (default: the next step's)."""
         budget = self.cfg.time_budget_s
-        return self.step >= self.cfg.steps or bool(budget and self.clock() >= budget)
+        pos = self.data_pos if pos is None else pos
+        return (self.step >= self.cfg.steps or bool(budget and self.clock() >= budget)
+                or (self.data_end is not None and pos >= self.data_end))
 
     def forward_backward(self, data_pos: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step's gradients; returns (mean loss, gradient norm before
@@ -309,6 +313,9 @@ class Trainer(Recovery):
                 signal.signal(sig, self._request_stop)
         try:
             self._loop()
+            if self.data_end is not None and self.data_pos >= self.data_end:
+                log0(f"train: every train.mixture domain is at its max_epochs: the run ends at "
+                     f"step {self.step}, before its time budget")
             if str(self.step) not in self.val_losses:  # resumed at its end, never evaluated
                 self._record_eval(self.step, {"step": self.step})
         finally:
@@ -339,7 +346,7 @@ class Trainer(Recovery):
                 if pending is not None:
                     rolled = self._read(pending, late=True)
                     pending = None
-                    if rolled or self.done():  # this step's gradients are of a state now gone
+                    if rolled or self.done(pos):  # this step's gradients are of a state now gone
                         self.opt.zero_grad(set_to_none=True)
                         if not rolled:   # the budget is spent: this data was not used
                             self.data_pos = pos
@@ -399,6 +406,7 @@ class Trainer(Recovery):
         cfg, n, first = self.cfg, self.step + 1, self._clock_base[1] == self.timed_steps
         return (n % cfg.log_every == 0 or n % cfg.eval_every == 0 or n >= cfg.steps
                 or bool(cfg.checkpoint_every and n % cfg.checkpoint_every == 0)
+                or (self.data_end is not None and self.data_pos >= self.data_end)
                 or self._warm or (self.stop_requested and not self.d.enabled)
                 or (first and self.d.enabled and bool(cfg.time_budget_s)))
 

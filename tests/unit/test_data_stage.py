@@ -4,10 +4,8 @@ bad inputs are counted skips (or errors in strict mode), every source type reads
 
 import bz2
 import gzip
-import io
 import json
 import random
-import zlib
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,6 @@ from pretrain.data.docs import read_docs
 from pretrain.data.document import Document, Skip
 from pretrain.data.hf_source import HuggingFaceSource
 from pretrain.data.sources import LocalSource
-from pretrain.data.warc import WarcSource
 
 from ..conftest import KilledTasks, shared_data
 from .test_filters import PROSE
@@ -42,7 +39,6 @@ _SENTENCES = [s.strip() + "." for s in PROSE.replace("\n", " ").split(".") if s.
 
 
 def _prose(i: int) -> str:
-    import random
     rng = random.Random(i)
     picked = rng.sample(_SENTENCES, 9)
     return f"Record {i} of the archive.\n" + " ".join(picked[:5]) + "\n" + " ".join(picked[5:])
@@ -177,127 +173,6 @@ def test_bad_inputs_are_counted_skips_and_good_documents_survive(tmp_path):
                        r"f-huge\.jsonl:1|h-trunc\.parquet)"):
         _run(tmp_path / "..", DataConfig(sources=[src], strict=True),
              out=tmp_path.name + "-strict")
-
-
-def test_warc_source_extracts_html():
-    path = shared_data("webtext/dolma_sample-0000.warc.gz")
-    items = list(WarcSource(paths=[str(path)]).read())
-    docs = [d for d in items if hasattr(d, "text")]
-    assert len(docs) == 22 and all(d.meta["url"].startswith("http") for d in docs)
-    assert all("<html" not in d.text.lower() and "<div" not in d.text for d in docs)
-    assert any("facts about me" in d.text for d in docs)
-
-
-@pytest.mark.parametrize("gz", [False, True])
-def test_truncated_warc_keeps_what_was_read_and_counts_the_cut_record(tmp_path, gz):
-    """Cut in the middle of a record (of the gzip stream too): the whole records before it
-    are documents; the cut one is a counted skip naming the file, not a shortened page."""
-    path = shared_data("webtext/dolma_sample-0000.warc.gz")
-    blob = path.read_bytes() if gz else gzip.decompress(path.read_bytes())
-    cut = tmp_path / ("cut.warc.gz" if gz else "cut.warc")
-    cut.write_bytes(blob[: len(blob) // 2])
-    items = list(WarcSource(paths=[str(cut)]).read())
-    docs = [d for d in items if hasattr(d, "text")]
-    assert 5 <= len(docs) < 22
-    whole = {d.id: d.text for d in WarcSource(paths=[str(path)]).read() if hasattr(d, "text")}
-    assert all(whole[d.id] == d.text for d in docs)
-    assert [(type(i).__name__, getattr(i, "reason", "")) for i in items[len(docs):]] == [
-        ("Skip", "truncated_record")]
-    assert cut.name in items[-1].detail and "cut short" in items[-1].detail
-
-
-
-@pytest.mark.parametrize("gz", [False, True])
-def test_a_warc_cut_anywhere_says_so(tmp_path, gz):
-    """Cut inside a record's header (or, gzipped, anywhere in a member) the file read as a
-    whole shorter one, with no skip: fastwarc stops there without a word. 40 cuts spread
-    over the file, and the one inside the third response's header that was found."""
-    path = shared_data("webtext/dolma_sample-0000.warc.gz")
-    blob = path.read_bytes() if gz else gzip.decompress(path.read_bytes())
-    whole = {d.id: d.text for d in WarcSource(paths=[str(path)]).read() if hasattr(d, "text")}
-    rng = random.Random(0)
-    cut = tmp_path / ("cut.warc.gz" if gz else "cut.warc")
-    for at in sorted(rng.sample(range(1, len(blob) - 1), 40)) + [119319] * (not gz):
-        cut.write_bytes(blob[:at])
-        items = list(WarcSource(paths=[str(cut)]).read())
-        docs = [d for d in items if hasattr(d, "text")]
-        assert all(whole[d.id] == d.text for d in docs), at
-        assert items and getattr(items[-1], "reason", "") == "truncated_record", (at, items[-1:])
-        assert str(cut) in items[-1].detail and "cut short" in items[-1].detail
-
-def test_a_warc_record_that_cannot_be_decoded_skips_only_itself(tmp_path):
-    def record(n: int, content_type: bytes = b"text/html") -> bytes:
-        http = (b"HTTP/1.1 200 OK\r\nContent-Type: " + content_type + b"\r\n\r\n<html><body><p>"
-                + b"Plain English text about plants and gardens. " * 20 + b"</p></body></html>")
-        return (b"WARC/1.0\r\nWARC-Type: response\r\nWARC-Record-ID: <urn:uuid:%d>\r\n"
-                b"WARC-Target-URI: http://x.org/%d\r\nContent-Type: application/http; "
-                b"msgtype=response\r\nContent-Length: %d\r\n\r\n" % (n, n, len(http))
-                + http + b"\r\n\r\n")
-    path = tmp_path / "f.warc"
-    path.write_bytes(record(1) + record(2, b"text/html; charset=x-bogus") + record(3) + record(4))
-    items = list(WarcSource(paths=[str(path)]).read())
-    assert [i.id for i in items] == [f"urn:uuid:{n}" for n in (1, 2, 3, 4)]
-    assert all(hasattr(i, "text") and "plants and gardens" in i.text for i in items)
-
-
-def _brotli(data: bytes) -> bytes:
-    from fastwarc.stream_io import BrotliWriter
-    buf = io.BytesIO()
-    writer = BrotliWriter(buf)
-    writer.write(data)
-    writer.close()   # finish() alone leaves the stream unflushed
-    return buf.getvalue()
-
-
-def test_warc_payloads_are_read_without_their_http_codings(tmp_path):
-    """Chunked transfer and gzip/deflate/br content codings come off before extraction (the
-    chunk sizes were text, a gzip page 'too short'); a body its header mislabels is a skip
-    of its own and the records after it are read."""
-    page = (b"<html><body><article>" + b"".join(
-        b"<p>Paragraph %d of a long English article about rivers and valleys.</p>" % j
-        for j in range(40)) + b"</article></body></html>")
-
-    def chunked(b: bytes, n: int = 300) -> bytes:
-        return b"".join(b"%x\r\n" % len(b[i:i + n]) + b[i:i + n] + b"\r\n"
-                        for i in range(0, len(b), n)) + b"0\r\n\r\n"
-
-    def record(n: int, payload: bytes, headers: bytes = b"") -> bytes:
-        http = (b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n" + headers
-                + b"\r\n" + payload)
-        return (b"WARC/1.0\r\nWARC-Type: response\r\nWARC-Record-ID: <urn:uuid:%d>\r\n"
-                b"WARC-Target-URI: http://x.org/%d\r\nContent-Type: application/http; "
-                b"msgtype=response\r\nContent-Length: %d\r\n\r\n" % (n, n, len(http))
-                + http + b"\r\n\r\n")
-    raw_deflate = zlib.compressobj(wbits=-15)
-    records = [
-        (page, b""),
-        (chunked(page), b"Transfer-Encoding: chunked\r\n"),
-        (gzip.compress(page), b"Content-Encoding: gzip\r\n"),
-        (zlib.compress(page), b"Content-Encoding: deflate\r\n"),
-        (raw_deflate.compress(page) + raw_deflate.flush(), b"Content-Encoding: deflate\r\n"),
-        (_brotli(page), b"Content-Encoding: br\r\n"),
-        (chunked(gzip.compress(page), 100),
-         b"Content-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"),
-        (page, b"Content-Encoding: gzip\r\n"),      # mislabelled: stored decoded
-        (page, b"Transfer-Encoding: chunked\r\n"),  # the same for the framing
-        (page, b"X-Crawler-Content-Encoding: gzip\r\n"),   # Common Crawl's: decoded already
-        (b"%x;ext=1\n" % len(page) + page + b"\n0\n\n", b"Transfer-Encoding: chunked\r\n"),
-        (chunked(page)[:-700], b"Transfer-Encoding: chunked\r\n"),   # the server cut it
-        (chunked(page)[:-5], b"Transfer-Encoding: chunked\r\n"),     # no last chunk: whole
-        (page, b"Content-Encoding: UTF-8\r\n"),   # a server's mistake: read as it is
-    ]
-    path = tmp_path / "codings.warc"
-    path.write_bytes(b"".join(record(n, p, h) for n, (p, h) in enumerate(records)))
-    items = list(WarcSource(paths=[str(path)]).read())
-    assert [i.id for i in items] == [f"urn:uuid:{n}" for n in range(len(records))]
-    plain = items[0].text
-    assert "Paragraph 39 of a long" in plain
-    docs = [i for i in items if isinstance(i, Document)]
-    assert [d.id for d in docs] == [f"urn:uuid:{n}" for n in (0, 1, 2, 3, 4, 5, 6, 9, 10, 12, 13)]
-    assert all(d.text == plain for d in docs)
-    skips = [i for i in items if isinstance(i, Skip)]
-    assert [s.reason for s in skips] == ["undecodable_payload"] * 3
-    assert all(path.name in s.detail and "http://x.org/" in s.detail for s in skips)
 
 
 def test_huggingface_source_streams_a_local_dataset_with_fineweb_edu_fields(tmp_path):

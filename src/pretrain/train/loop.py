@@ -440,7 +440,7 @@ class Trainer(Recovery):
                    "grad_norm": norm, "reason": reason, "action": "skipped update"}
             rolled = self.guard.reject()
             if rolled:
-                self._rollback(rec)
+                self._rollback(rec)   # records the event itself if it stops the run
             self.events.append(rec)
             self.monitor.event(rec)
             log0(f"train: step {rec['step']}: {reason}, loss {loss:.4g}; {rec['action']}")

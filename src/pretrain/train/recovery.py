@@ -59,18 +59,26 @@ class Recovery:
         return distributed.broadcast(found, self.d)  # type: ignore[no-any-return]
 
     def _rollback(self, rec: dict[str, Any]) -> None:
+        """Back to the newest intact checkpoint, past the data of the bad steps; at its end
+        (none left, or the budget spent) the event is recorded and the run stops."""
         ckpt = self._intact_checkpoint()
         if ckpt is None or self.rollbacks >= self.cfg.max_rollbacks:
+            rec["action"] = "stopped"
+            self.events.append(rec)
+            assert self.monitor is not None
+            self.monitor.event(rec)
             raise PretrainError(f"training diverged at step {self.step} ({rec['reason']}) and "
                                 f"{'no checkpoint is left to roll back to' if ckpt is None else 'the rollback budget is spent'}; "
                                 "lower train.lr or raise train.warmup_steps")
         bad_pos = self.data_pos
-        events, rollbacks = self.events, self.rollbacks + 1
+        # a divergence's lower learning rate holds past a checkpoint saved before it
+        events, rollbacks, lr_scale = self.events, self.rollbacks + 1, self.lr_scale
         self.restore(ckpt)
         ckpt_pos = self.data_pos
         assert self.monitor is not None
         self.monitor.rewind(self.step)   # TensorBoard drops the steps after it
         self.data_pos, self.events, self.rollbacks = bad_pos, events, rollbacks  # skip that data
+        self.lr_scale = min(self.lr_scale, lr_scale)
         rec["action"] = f"rollback to step {self.step}, data position {bad_pos}"
         # back to the same checkpoint again: the trouble is in its state, not the data
         # skipped, so the learning rate is lowered as a divergence's rollback lowers it (a
@@ -78,8 +86,8 @@ class Recovery:
         # another checkpoint)
         rec["restored"] = [self.step, ckpt_pos]
         again = sum(e.get("restored") == rec["restored"] for e in events)
-        if again:
-            self.lr_scale *= self.cfg.divergence_lr_factor ** again
+        if again:   # once per rollback: the scale carried over holds the earlier ones
+            self.lr_scale *= self.cfg.divergence_lr_factor
             rec["action"] += (f", learning rate x{self.lr_scale:g} from now on (rollback "
                               f"{again + 1} to this checkpoint)")
 

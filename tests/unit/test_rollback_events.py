@@ -1,0 +1,67 @@
+"""Rollbacks that follow one another, and the one a run cannot take: the learning rate a
+divergence lowered, and the event that stops the run, are kept."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pretrain.config import PretrainError
+from pretrain.train.loop import Trainer
+from pretrain.train.stability import DivergenceMonitor
+
+from ..conftest import bad_steps
+from .training_runs import make_tokens
+from .training_runs import run as _run
+
+
+@pytest.fixture(scope="module")
+def tokens(tmp_path_factory) -> Path:
+    return make_tokens(tmp_path_factory)
+
+
+def _lrs(out: Path) -> list[float]:
+    return [r["lr"] for r in map(json.loads, (out / "log.jsonl").open())]
+
+
+def test_a_rollback_after_a_divergence_keeps_its_lower_learning_rate(tokens, tmp_path,
+                                                                     monkeypatch):
+    """A divergence at step 20 rolls back to step 16 at half the learning rate; three NaN
+    steps after it roll back to the same checkpoint, saved before the lowering: its
+    stored scale (1) had brought the full learning rate back."""
+    real = DivergenceMonitor.observe
+    fired: list[int] = []
+
+    def observe(self, step, loss):
+        found = real(self, step, loss)
+        if step == 20 and not fired:
+            fired.append(step)
+            return "divergence: forced", 16
+        return found
+    monkeypatch.setattr(DivergenceMonitor, "observe", observe)
+    monkeypatch.setattr(Trainer, "forward_backward",
+                        bad_steps(Trainer.forward_backward, nan_at=(21, 22, 23)))
+    counts = _run(tokens, tmp_path / "a", tmp_path / "ckpt")
+    events = [json.loads(x) for x in (tmp_path / "a" / "events.jsonl").open()]
+    assert [e["action"].split(",")[0] for e in events if "rollback" in e["action"]] == [
+        "rollback to step 16"] * 2 and counts["rollbacks"] == 2
+    monkeypatch.undo()
+    _run(tokens, tmp_path / "ref", tmp_path / "ckpt-ref")
+    assert _lrs(tmp_path / "a") == pytest.approx(
+        [lr * (0.5 if s > 16 else 1) for s, lr in enumerate(_lrs(tmp_path / "ref"), 1)])
+
+
+def test_the_bad_step_that_stops_the_run_is_in_its_events(tokens, tmp_path, monkeypatch):
+    """The rollback budget spent: the streak's last bad step, which stops the run, was
+    missing from events.jsonl (the divergence stop recorded its own)."""
+    monkeypatch.setattr(Trainer, "forward_backward",
+                        bad_steps(Trainer.forward_backward, nan_at=range(10, 1000)))
+    with pytest.raises(PretrainError, match="the rollback budget is spent"):
+        _run(tokens, tmp_path / "a", tmp_path / "ckpt", max_rollbacks=1)
+    events = [json.loads(x) for x in next((tmp_path / "ckpt").rglob("events.jsonl")).open()]
+    assert [e["action"].split(",")[0] for e in events] == [
+        "skipped update", "skipped update", "rollback to step 8",
+        "skipped update", "skipped update", "stopped"]
+    assert [e["data_pos"] for e in events] == [10, 11, 12, 13, 14, 15]

@@ -87,15 +87,20 @@ def test_curriculum_moves_the_weights_over_the_run(train_shards):
     assert np.allclose(w.weights(50), [0.5, 0.5])
 
 
-def test_epoch_limit_stops_a_domain_once_its_passes_are_used(train_shards):
+def test_epoch_limit_stops_a_domain_once_its_passes_are_used(train_shards, capsys):
     mix = [MixtureEntry("high", weight=1.0, max_epochs=1.0), MixtureEntry("low", weight=1.0)]
     rows, seq = 8, 16
     w = MixtureWindows(train_shards, seq, seed=0, mixture=mix, total_steps=1000, rows_per_step=rows)
     high_tokens = w.tokens["high"]
     limit_step = int(np.ceil(high_tokens / (0.5 * rows * seq)))   # half the rows until then
     assert w.weights(limit_step - 1)[0] == 0.5
+    assert "max_epochs" not in capsys.readouterr().err
     assert w.weights(limit_step + 1)[0] == 0.0
     assert _share_high(w.batch(limit_step + 1, 0, rows)[0]) == 0.0
+    # the step it stops at is logged, once
+    err = capsys.readouterr().err
+    assert err.count("domain 'high' is at its max_epochs = 1 from data position "
+                     f"{limit_step + 1} on") == 1
 
 
 def test_ranks_split_the_global_batch_and_draws_are_deterministic(train_shards):
@@ -186,7 +191,12 @@ def test_a_domain_left_out_or_weighted_0_is_said_and_counted(train_shards, capsy
                              "low": 0.0}
     MixtureWindows(train_shards, 16, 0, [MixtureEntry("high"), MixtureEntry("low", weight=0.0)],
                    100, 8)
-    assert "never draws from 'low' (low weighted 0 throughout)" in capsys.readouterr().err
+    assert "never draws from 'low' (weighted 0 throughout)" in capsys.readouterr().err
+    MixtureWindows(train_shards, 16, 0, [MixtureEntry("high", weight=0.0, weight_end=1.0)], 100, 8)
+    assert "never draws from 'low' (no [[train.mixture]] entry);" in capsys.readouterr().err
+    MixtureWindows(train_shards, 16, 0, [MixtureEntry("high", weight=0.0)], 100, 8)
+    assert ("never draws from 'low' (no [[train.mixture]] entry) or 'high' (weighted 0 "
+            "throughout);") in capsys.readouterr().err
     MixtureWindows(train_shards, 16, 0, [MixtureEntry("high", weight_end=0.0),
                                          MixtureEntry("low", weight=0.0, weight_end=1.0)], 100, 8)
     assert "never draws" not in capsys.readouterr().err

@@ -92,6 +92,7 @@ class MixtureWindows:
         self._cum: np.ndarray | None = None
         self._last = np.zeros(0)
         self._past = False   # said once: drawing past the schedule with every domain capped
+        self._capped_said: set[str] = set()   # the domains whose cap was said reached
         self.total_steps, self.rows_per_step = total_steps, rows_per_step
         # each entry's documents as (shard, start, length) rows, in stored order (vectorised:
         # a loop over 10M documents took 14 s and 1.7 GB)
@@ -121,11 +122,11 @@ class MixtureWindows:
         raw = self.raw_weights(np.arange(total_steps + 1))
         never = [m.domain for i, m in enumerate(mixture) if not raw[:, i].any()]
         if self.left_out or never:
-            log0("train: the mixture never draws from "
-                 + ", ".join(f"{d!r}" for d in self.left_out + never)
-                 + (" (no [[train.mixture]] entry)" if self.left_out else "")
-                 + (f" ({', '.join(never)} weighted 0 throughout)" if never else "")
-                 + "; their train tokens are not trained on")
+            why = ([f"{', '.join(map(repr, self.left_out))} (no [[train.mixture]] entry)"]
+                   * bool(self.left_out)
+                   + [f"{', '.join(map(repr, never))} (weighted 0 throughout)"] * bool(never))
+            log0(f"train: the mixture never draws from {' or '.join(why)}; their train "
+                 "tokens are not trained on")
 
     def exhausted_at(self) -> int | None:
         """The first step before ``total_steps`` at which every domain is capped or weighted
@@ -171,6 +172,10 @@ class MixtureWindows:
         for i, m in enumerate(self.mixture):
             if m.max_epochs and self.expected_tokens(i, step) >= m.max_epochs * self.tokens[m.domain]:
                 w[i] = 0.0
+                if m.domain not in self._capped_said:
+                    self._capped_said.add(m.domain)
+                    log0(f"train: domain {m.domain!r} is at its max_epochs = {m.max_epochs:g} "
+                         f"from data position {step} on; the other domains share its weight")
         if w.sum() <= 0 and step >= self.total_steps:
             # past the schedule (skipped updates move the data position on; ``check_end``
             # looked up to train.steps): the end's weights, the caps overdrawn a little

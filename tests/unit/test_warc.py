@@ -134,6 +134,7 @@ def test_warc_payloads_are_read_without_their_http_codings(tmp_path):
                 b"WARC-Target-URI: http://x.org/%d\r\nContent-Type: application/http; "
                 b"msgtype=response\r\nContent-Length: %d\r\n\r\n" % (n, n, len(http))
                 + http + b"\r\n\r\n")
+    zstandard = pytest.importorskip("zstandard")
     raw_deflate = zlib.compressobj(wbits=-15)
     records = [
         (page, b""),
@@ -151,6 +152,8 @@ def test_warc_payloads_are_read_without_their_http_codings(tmp_path):
         (chunked(page)[:-700], b"Transfer-Encoding: chunked\r\n"),   # the server cut it
         (chunked(page)[:-5], b"Transfer-Encoding: chunked\r\n"),     # no last chunk: whole
         (page, b"Content-Encoding: UTF-8\r\n"),   # a server's mistake: read as it is
+        (page, b"Content-Encoding: compress\r\n"),   # LZW: not read, a skip
+        (zstandard.ZstdCompressor().compress(page), b"Content-Encoding: zstd\r\n"),
     ]
     path = tmp_path / "codings.warc"
     path.write_bytes(b"".join(record(n, p, h) for n, (p, h) in enumerate(records)))
@@ -159,10 +162,10 @@ def test_warc_payloads_are_read_without_their_http_codings(tmp_path):
     plain = items[0].text
     assert "Paragraph 39 of a long" in plain
     docs = [i for i in items if isinstance(i, Document)]
-    assert [d.id for d in docs] == [f"urn:uuid:{n}" for n in (0, 1, 2, 3, 4, 5, 6, 9, 10, 12, 13)]
+    assert [d.id for d in docs] == [f"urn:uuid:{n}" for n in (0, 1, 2, 3, 4, 5, 6, 9, 10, 12, 13, 15)]
     assert all(d.text == plain for d in docs)
     skips = [i for i in items if isinstance(i, Skip)]
-    assert [s.reason for s in skips] == ["undecodable_payload"] * 3
+    assert [s.reason for s in skips] == ["undecodable_payload"] * 4
     assert all(path.name in s.detail and "http://x.org/" in s.detail for s in skips)
 
 

@@ -459,6 +459,14 @@ def _http_payload(body: bytes, headers: Any) -> bytes:
                 body = zlib.decompress(body, -15)
         elif coding == "br":
             body = BrotliReader(io.BytesIO(body)).read()
+        elif coding == "zstd":
+            try:
+                import zstandard
+            except ImportError:
+                raise ValueError("Content-Encoding zstd needs pip install zstandard") from None
+            body = zstandard.ZstdDecompressor().decompressobj().decompress(body)
+        elif coding in ("compress", "x-compress"):   # LZW, which no browser reads any more
+            raise ValueError(f"Content-Encoding {coding} is not read")
         # anything else ("identity", and servers' mistakes such as "UTF-8", "none",
         # "binary"): the body as it is, as browsers read it
     return body

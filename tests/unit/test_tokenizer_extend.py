@@ -18,6 +18,7 @@ from pretrain.tokenizer.bpe import Tokenizer
 from pretrain.tokenizer.config import TokenizerConfig
 from pretrain.tokenizer.extend import extend
 from pretrain.tokenizer.hf import save_pretrained
+from pretrain.tokenizer.report import report, table
 
 CORPUS = [Path(textwrap.__file__).read_text(), Path(json.decoder.__file__).read_text()]
 TEXT = "The transformer's tokenization of pharmacokinetics and immunohistochemistry: fine."
@@ -254,3 +255,21 @@ def test_a_comparison_tokenizer_that_cannot_load_is_said_before_training(tmp_pat
     assert main(["tokenizer", "-c", str(cfg), f"--tokenizer.compare_with={tmp_path}"]) == 2
     err = capsys.readouterr().err
     assert "tokenizer.compare_with" in err and "tokenizer: vocab" not in err
+
+
+def test_what_extension_leaves_out_is_listed_and_unused_added_tokens_are_reported(
+        tok: Tokenizer):
+    """A word already one token, an empty word and a repeated one were dropped without a
+    word, and the report counted unused tokens over the original ids only: whether the
+    domain tokens ever occur was not said."""
+    new, result = extend(tok, ["x", "", "pharmacokinetics", "pharmacokinetics",
+                               "immunohistochemistry"])
+    assert "x" in result["already_one_token"]
+    assert result["ignored"] == ["'': empty", "'pharmacokinetics': given again"]
+    rep = report(new, {"med": ["A note on pharmacokinetics and pharmacokinetics."]})
+    assert rep["added_tokens"] == len(new.added) > 2
+    used = {i for t in ["A note on pharmacokinetics and pharmacokinetics."] for i in new.encode(t)}
+    assert rep["unused_added_tokens"] == sum(a.id not in used for a in new.added)
+    assert " immunohistochemistry" in rep["unused_added"]
+    assert " pharmacokinetics" not in rep["unused_added"]
+    assert f"added tokens: {rep['unused_added_tokens']} of {len(new.added)} never used" in table(rep)

@@ -26,13 +26,20 @@ from .bpe import AddedToken, Tokenizer
 
 
 def extend(tok: Tokenizer, words: Iterable[str]) -> tuple[Tokenizer, dict[str, list[str]]]:
-    """(new tokenizer, {"added": forms, "skipped": "form: reason" lines})."""
+    """(new tokenizer, {"added": forms, "skipped": "form: reason" lines, "already_one_token":
+    forms that needed nothing, "ignored": empty or repeated words})."""
     split = regex.compile(tok.pattern)
     vocab = tok.mergeable_ranks()
     added = list(tok.added)
-    result: dict[str, list[str]] = {"added": [], "skipped": []}
+    result: dict[str, list[str]] = {"added": [], "skipped": [], "already_one_token": [],
+                                    "ignored": []}
     current = tok
-    for word in dict.fromkeys(w for w in words if w):
+    unique: dict[str, None] = {}
+    for w in words:
+        if not w or w in unique:
+            result["ignored"].append(f"{w!r}: " + ("empty" if not w else "given again"))
+        unique[w] = None
+    for word in filter(None, unique):
         for form in (word, " " + word):
             inside = [name for name in tok.special if name in form]
             if inside:  # HF tokenizers match special tokens inside text: the export would differ
@@ -44,7 +51,8 @@ def extend(tok: Tokenizer, words: Iterable[str]) -> tuple[Tokenizer, dict[str, l
                 continue
             ids = current.encode(form)
             if len(ids) == 1:
-                continue  # already one token
+                result["already_one_token"].append(form)
+                continue
             pieces = [current.bytes_of(i) for i in ids]
             # each link made of the pieces it joins: its embedding row starts as their mean
             chain, acc = [], pieces[0]
@@ -63,5 +71,7 @@ def extend(tok: Tokenizer, words: Iterable[str]) -> tuple[Tokenizer, dict[str, l
             current = trial
             result["added"].append(form)
     log0(f"tokenizer: extended by {len(added) - len(tok.added)} tokens for "
-         f"{len(result['added'])} word forms; {len(result['skipped'])} skipped")
+         f"{len(result['added'])} word forms; {len(result['skipped'])} skipped, "
+         f"{len(result['already_one_token'])} already one token, {len(result['ignored'])} "
+         "empty or repeated (extension.json lists them)")
     return current, result

@@ -53,13 +53,19 @@ def report(tok: TextTokenizer, texts_by_domain: dict[str, list[str]],
     unused = sum(1 for i in ordinary if used[i] == 0)
     size = tok.token_bytes()
     longest = sorted(ordinary, key=lambda i: (-size[i], i))[:top]
-    return {
+    out: dict[str, Any] = {
         "vocab_size": tok.vocab_size, "baseline": baseline_name or None, "domains": domains,
         "unused_tokens": unused, "ordinary_tokens": len(ordinary),
         "unused_share": round(unused / max(1, len(ordinary)), 4),
         "longest_tokens": [{"id": i, "bytes": size[i],
                             "text": tok.bytes_of(i).decode("utf-8", "replace")} for i in longest],
     }
+    if tok.added:   # domain tokens (their chains' links included): used on the sample?
+        never = sorted((a for a in tok.added if used[a.id] == 0), key=lambda a: (-len(a.bytes), a.id))
+        out["added_tokens"] = len(tok.added)
+        out["unused_added_tokens"] = len(never)
+        out["unused_added"] = [a.bytes.decode("utf-8", "replace") for a in never[:top]]
+    return out
 
 
 def fragmenting_words(tok: TextTokenizer, texts_by_domain: dict[str, list[str]], top: int,
@@ -124,4 +130,9 @@ def table(rep: dict[str, Any]) -> str:
     lines.append(f"unused tokens: {rep['unused_tokens']:,} of {of} "
                  f"({rep['unused_share']:.1%}); longest: "
                  + ", ".join(repr(t["text"]) for t in rep["longest_tokens"][:5]))
+    if rep.get("added_tokens"):
+        lines.append(f"added tokens: {rep['unused_added_tokens']:,} of {rep['added_tokens']:,} "
+                     "never used on the sample (a chain's links among them)"
+                     + (": " + ", ".join(map(repr, rep["unused_added"][:8]))
+                        if rep["unused_added"] else ""))
     return "\n".join(lines)

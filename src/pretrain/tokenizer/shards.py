@@ -148,7 +148,8 @@ def run(cfg: TokenizeConfig, tok: TextTokenizer, docs: Iterator[dict[str, Any]],
         info["tokens_per_license"] = dict(sorted(per_license[s].items()))
         empty = [d for d, n in per_domain[s].items() if n == 0]
         if empty and info["tokens"]:
-            fix = "raise tokenize.val_fraction" if s == "val" else \
+            fix = ("raise tokenize.val_fraction (a use_for = \"train\" source holds none out: "
+                   "'auto' or a source with use_for = \"val\")") if s == "val" else \
                 ("lower tokenize.val_fraction or tokenize.min_val_docs (a domain's first "
                  f"{cfg.min_val_docs} document(s) are held out), check the source's use_for")
             log0(f"tokenize: warning: no {s} documents for domain(s) {empty}; "

@@ -26,7 +26,7 @@ from fastwarc.warc import ArchiveIterator
 
 from pretrain.data.warc import WarcSource, _records
 
-SAMPLE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "webtext" / \
+SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "webtext" / \
     "dolma_sample-0000.warc.gz"
 
 

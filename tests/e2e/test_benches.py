@@ -40,6 +40,8 @@ BENCHES = {
                    ["webtext/c4_sample.jsonl"], r"parts/whole speed \d\.\d+x"),
     "data_vs_datatrove": (["--rounds", "1", "--copies", "1"], ["webtext/c4_sample.jsonl"],
                           r"\d\.\d+x"),
+    "warc_read": (["--copies", "2", "--repeats", "1"], ["webtext/dolma_sample-0000.warc.gz"],
+                  r"ours / fastwarc \d+\.\d+x"),
     "speedrun_shakespeare": (["--budgets", "3", "--ref-steps", "20"],
                              ["tinyshakespeare/input.txt"], r"bpb"),
 }

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from fastwarc.warc import ArchiveIterator
 
-from pretrain.data.warc import WarcSource, _records
+from pretrain.data.warc import WarcSource
+from pretrain.data.warcframe import records
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "webtext" / \
     "dolma_sample-0000.warc.gz"
@@ -32,7 +33,7 @@ SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "webtext" / \
 
 def ours(path: Path) -> int:
     with open(path, "rb") as f:
-        return sum(len(r.block) for r in _records(f) if hasattr(r, "block"))
+        return sum(len(r.block) for r in records(f) if hasattr(r, "block"))
 
 
 def fastwarc(path: Path) -> int:

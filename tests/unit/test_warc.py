@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from pretrain.data import warcframe
 from pretrain.data.document import Document, Skip
 from pretrain.data.warc import WarcSource
 
@@ -190,7 +191,7 @@ def test_a_cut_or_damaged_gzip_member_costs_its_own_record(tmp_path):
 
 
 @pytest.mark.parametrize("gz", [False, True])
-@pytest.mark.parametrize("off", [40, -40, 2])
+@pytest.mark.parametrize("off", [40, -40, -2])
 def test_a_wrong_content_length_costs_its_own_record(tmp_path, gz, off):
     """Too long, the next record's header was read into the page, which was kept, and the
     rest of the file was one skip; too short, the page was cut mid-sentence."""
@@ -273,3 +274,54 @@ def test_record_kinds_and_http_heads_as_crawlers_write_them(tmp_path):
     assert docs[2].text == text.decode() and all("gardens" in d.text for d in docs[:2])
     assert [(s.reason, s.detail.rsplit(": ", 1)[1]) for s in skips] == [
         ("http_not_ok", "HTTP 404"), ("not_html", "image/png")]
+
+
+def test_what_writers_put_between_records_and_after_the_last(tmp_path):
+    """Records ended by LF LF or by nothing, and a .warc.gz padded with zeros, are whole
+    (the CRLF CRLF check lost every record; Python's gzip ignores the padding)."""
+    plain = [_record(n) for n in range(3)]
+    for name, blob in [("lf.warc", b"".join(r[:-4] + b"\n\n" for r in plain)),
+                       ("none.warc", b"".join(r[:-4] for r in plain)),
+                       ("padded.warc.gz", b"".join(map(gzip.compress, plain)) + b"\0" * 512)]:
+        (tmp_path / name).write_bytes(blob)
+        docs, skips = _read(tmp_path / name)
+        assert _ids(docs) == [0, 1, 2] and not skips, name
+
+
+def test_a_page_quoting_a_warc_record_is_not_read_as_one(tmp_path, monkeypatch):
+    """After a record whose Content-Length is wrong (or too large to read), the reader went
+    on at a WARC/ line inside the page: a record the page quotes became a document."""
+    quoted = _record(99, b"<html><body><p>A quoted page.</p></body></html>")
+    page = b"<html><body><p>" + PROSE + b"</p><pre>\r\n" + quoted + b"</pre></body></html>"
+    path = tmp_path / "f.warc"
+    path.write_bytes(_record(0) + _record(1, page, length_off=40) + _record(2))
+    docs, skips = _read(path)
+    assert _ids(docs) == [0, 2] and [s.reason for s in skips] == ["bad_content_length"]
+    monkeypatch.setattr(warcframe, "MAX_RECORD", 800)   # passed over, not held in memory
+    path.write_bytes(_record(0) + _record(1, page) + _record(2))
+    docs, skips = _read(path)
+    assert _ids(docs) == [0, 2] and [s.reason for s in skips] == ["too_large"]
+
+
+def test_a_header_cut_short_by_the_next_record_and_a_status_of_many_digits(tmp_path):
+    path = tmp_path / "f.warc"
+    cut = _record(1)[:60]   # inside its header
+    path.write_bytes(_record(0) + cut + b"\r\n" + _record(2)
+                     + _record(3, http=b"HTTP/1.1 " + b"2" * 5000 + b" OK"))
+    docs, skips = _read(path)   # the status raised ValueError (int's digit limit)
+    assert _ids(docs) == [0, 2]
+    assert [(s.reason, s.detail.split(": ", 1)[1]) for s in skips] == [
+        ("unreadable", "its header is cut short where the next record starts"),
+        ("http_not_ok", "not an HTTP response")]
+
+
+@pytest.mark.parametrize("pad", [b"", b" "])   # an even or odd number of bytes
+def test_a_meta_charset_of_utf16_means_utf8(tmp_path, pad):
+    """HTML5: a <meta> that says UTF-16 in a page without a byte order mark is UTF-8 (the
+    page was decoded as UTF-16 into CJK-looking garbage and kept)."""
+    page = (b'<html><head><meta charset="utf-16"></head><body><p>' + PROSE + pad
+            + b"</p></body></html>")
+    path = tmp_path / "f.warc"
+    path.write_bytes(_record(1, page, http=b"HTTP/1.1 200 OK\r\nContent-Type: text/html"))
+    docs, _ = _read(path)
+    assert docs[0].text.startswith("Plain English text")

@@ -12,11 +12,12 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, NamedTuple
 
 from ..config import PATH, ConfigError
 from .document import Document, Skip
 from .sources import LocalSource, SourceConfig, SourceType
+from .warcframe import Bad, Record, fields, records
 
 
 @dataclass
@@ -60,8 +61,8 @@ class WarcSource(SourceConfig):
         for p in map(Path, files) if files else self.files():
             n = bad = 0   # records that hold a page (their number names records without an id)
             with open(p, "rb") as f:
-                for item in _records(f):
-                    if isinstance(item, _Bad):
+                for item in records(f):
+                    if isinstance(item, Bad):
                         bad += 1
                         at = f" record {item.k}" if item.k else ""
                         yield Skip(f"{p}:{item.k}" if item.k else str(p), item.reason,
@@ -93,236 +94,6 @@ class WarcSource(SourceConfig):
                 yield Skip(str(p), "empty_file", f"{p}: no WARC record with a page")
 
 
-# ---- WARC framing ------------------------------------------------------------------------------
-# Written here rather than read with fastwarc: fastwarc reads a .warc.gz as one stream, so a
-# wrong Content-Length put the next record's header into a page and lost the rest of the file
-# as one skip, a damaged or cut gzip member lost the whole records decompressed before it,
-# and bytes between records ended the file. Here each gzip member is decompressed on its
-# own (a damaged one costs its records, the file goes on at the next member), each record
-# is checked to end where its Content-Length says (CRLF CRLF), and a record that does not is
-# a skip: the reader finds the next ``WARC/`` line and goes on. Measured with
-# bench/warc_read.py: the framing is 3-10% of a read with extraction (the .warc.gz: 173 ms
-# against fastwarc's 62 ms for 960 records, mostly zlib's; with extraction 1,646 ms).
-
-_BLOCK = 1 << 20
-_MAX_RECORD = 256 << 20   # a record above it is passed over, not held in memory
-_GZIP = b"\x1f\x8b\x08"
-
-
-@dataclass
-class _Record:
-    k: int                   # its number among the file's records, from 1
-    headers: dict[str, str]   # by lower-cased name
-    block: bytes
-
-
-@dataclass
-class _Bad:
-    k: int
-    reason: str              # "truncated_record", "unreadable", "bad_content_length", ...
-    detail: str
-
-
-@dataclass
-class _Break:
-    """The bytes stop making sense here: a damaged gzip member (the stream goes on at the
-    next member) or the file's end inside one."""
-    reason: str
-    detail: str
-
-
-def _chunks(f: BinaryIO) -> Iterator[bytes | _Break]:
-    """The file's WARC bytes, decompressed member by member when gzipped."""
-    gz = f.read(2) == _GZIP[:2]
-    f.seek(0)
-    if not gz:
-        while block := f.read(_BLOCK):
-            yield block
-        return
-    at, raw = 0, b""   # the file offset of the member being read; read bytes not yet fed
-    while True:
-        d = zlib.decompressobj(31)
-        try:
-            while not d.eof:
-                if not raw:   # small reads: what follows a member's end is copied
-                    raw = f.read(1 << 16)
-                    if not raw:
-                        if f.tell() > at:   # the file ends inside the member
-                            yield _Break("truncated_record", "the file is cut short inside "
-                                         f"the gzip member at byte {at}")
-                        return
-                fed, raw = raw, b""
-                out = d.decompress(fed)
-                if out:
-                    yield out
-        except zlib.error as e:
-            yield _Break("unreadable", f"the gzip member at byte {at} is damaged ({e})")
-            nxt = _next_member(f, at + 1)
-            if nxt is None:
-                return
-            f.seek(nxt)
-            at, raw = nxt, b""
-            continue
-        raw = d.unused_data
-        at = f.tell() - len(raw)
-
-
-def _next_member(f: BinaryIO, start: int) -> int | None:
-    """The offset of the next gzip member from ``start`` that decompresses."""
-    pos = start
-    while True:
-        f.seek(pos)
-        window = f.read(_BLOCK + len(_GZIP))
-        if len(window) < len(_GZIP):
-            return None
-        i = window.find(_GZIP)
-        while i >= 0:
-            f.seek(pos + i)
-            try:
-                zlib.decompressobj(31).decompress(f.read(1 << 16))
-                return pos + i
-            except zlib.error:
-                i = window.find(_GZIP, i + 1)
-        pos += _BLOCK
-
-
-class _Bytes:
-    """The decompressed bytes, read on demand: ``buf[at:]`` is what is not used yet. A
-    ``_Break`` in the stream stops the reads (``broken``) until ``resume``."""
-
-    def __init__(self, chunks: Iterator[bytes | _Break]):
-        self.chunks, self.buf, self.at = chunks, bytearray(), 0
-        self.broken: _Break | None = None
-        self.eof = False
-
-    def more(self) -> bool:
-        if self.broken is not None or self.eof:
-            return False
-        nxt = next(self.chunks, None)
-        if nxt is None:
-            self.eof = True
-            return False
-        if isinstance(nxt, _Break):
-            self.broken = nxt
-            return False
-        self.buf += nxt
-        return True
-
-    def compact(self) -> None:
-        """Drop the bytes used (between records: offsets into ``buf`` are kept within one)."""
-        if self.at > _BLOCK:
-            del self.buf[:self.at]
-            self.at = 0
-
-    def resume(self) -> None:
-        """After a break: what was read of the lost member is dropped."""
-        self.buf, self.at, self.broken = bytearray(), 0, None
-
-    def left(self) -> int:
-        return len(self.buf) - self.at
-
-    def need(self, n: int) -> bool:
-        while self.left() < n:
-            if not self.more():
-                return False
-        return True
-
-    def header_end(self) -> int:
-        """The offset past the blank line that ends the header at ``at`` (CRLF or LF
-        lines), or -1 at the end of the bytes or past 1 MiB."""
-        while True:
-            m = _BLANK_LINE.search(self.buf, self.at)
-            if m:
-                return m.end()
-            if self.left() > _BLOCK or not self.more():
-                return -1
-
-    def to_next_record(self) -> int:
-        """Pass over bytes up to the next line that starts with ``WARC/`` (or the end of
-        what can be read); the number of bytes other than whitespace passed over."""
-        passed = 0
-        while True:
-            m = _RECORD_START.match(self.buf, self.at)
-            if m:
-                self.at = m.end() - 5
-                return passed
-            if len(self.buf) - self.at < 64 and self.more():   # "WARC/" may be coming
-                continue
-            i = self.buf.find(b"\nWARC/", self.at)
-            # without one, all but the last bytes (the start of a "\nWARC/" to come)
-            stop = i + 1 if i >= 0 else max(self.at, len(self.buf) - 5)
-            passed += len(bytes(self.buf[self.at:stop]).strip())
-            self.at = stop
-            if i < 0 and not self.more():
-                passed += len(bytes(self.buf[self.at:]).strip())
-                self.at = len(self.buf)
-                return passed
-
-
-_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
-_RECORD_START = re.compile(rb"[ \t\r\n]*WARC/")
-
-
-def _records(f: BinaryIO) -> Iterator[_Record | _Bad]:
-    """The file's WARC records, each checked to end where its Content-Length says. What
-    cannot be read is a ``_Bad`` naming the record; the reader goes on at the next record
-    it finds (after a damaged gzip member, at the next member)."""
-    s, k, quiet = _Bytes(_chunks(f)), 0, False
-    while True:
-        s.compact()
-        junk = s.to_next_record()
-        if junk and not quiet:   # k 0: not a record's skip
-            yield _Bad(0, "unreadable", f"{junk} bytes that are no WARC record "
-                       + (f"after record {k}" if k else "at its start"))
-        quiet = False
-        if s.broken is not None:   # a member lost, and the record in it
-            k += 1
-            yield _Bad(k, s.broken.reason, s.broken.detail)
-            s.resume()
-            continue
-        if not s.left():
-            return
-        k += 1
-        end = s.header_end()
-        if end < 0:
-            if s.broken is not None:
-                k -= 1   # said for this record at the top of the loop
-            elif s.left() > _BLOCK:
-                yield _Bad(k, "unreadable", "a header of over 1 MiB")
-            else:
-                yield _Bad(k, "truncated_record", "the file is cut short inside its header")
-            s.at, quiet = s.at + 5, True
-            continue
-        try:
-            headers = _fields(bytes(s.buf[s.at:end]).split(b"\n", 1)[1], "utf-8")
-            length = int(headers.get("content-length", "").strip())
-            if length < 0:
-                raise ValueError(length)
-        except (ValueError, IndexError):
-            yield _Bad(k, "unreadable", "no valid Content-Length in its header")
-            s.at, quiet = end, True
-            continue
-        if length > _MAX_RECORD:
-            yield _Bad(k, "too_large", f"{length} bytes (over {_MAX_RECORD >> 20} MiB)")
-            s.at, quiet = end, True
-            continue
-        block_end = end + length
-        if not s.need(block_end + 4 - s.at) and s.buf.find(b"\nWARC/", end) < 0:
-            if s.broken is not None:
-                k -= 1   # said for this record at the top of the loop
-                continue
-            yield _Bad(k, "truncated_record",
-                       f"{len(s.buf) - end} of its {length} bytes; the file is cut short")
-            return
-        if bytes(s.buf[block_end:block_end + 4]).strip() or block_end + 4 > len(s.buf):
-            yield _Bad(k, "bad_content_length",
-                       f"it does not end where its Content-Length ({length}) says")
-            s.at, quiet = end, True
-            continue
-        yield _Record(k, headers, bytes(s.buf[end:block_end]))
-        s.at = block_end + 4
-
-
 class _Page(NamedTuple):
     body: bytes
     charset: str | None      # as declared
@@ -334,7 +105,7 @@ class _NotRead(NamedTuple):
     detail: str
 
 
-def _page(rec: _Record) -> _Page | _NotRead | None:
+def _page(rec: Record) -> _Page | _NotRead | None:
     """What a record holds of a page, a response that is not a page we read (a skip's
     reason and detail), or None for a
     record that holds no page (request, metadata, warcinfo, revisit). A ``response`` is an
@@ -363,27 +134,6 @@ def _page(rec: _Record) -> _Page | _NotRead | None:
         return _NotRead("undecodable_payload", f": {type(e).__name__}: {e}")
 
 
-def _fields(lines: bytes, encoding: str) -> dict[str, str]:
-    """Header fields by lower-cased name: the first of a name given twice, folded lines
-    joined. Written here because the email package's parser cost two thirds of reading
-    a record (its policies and Message objects, none of which a WARC needs)."""
-    out: dict[str, str] = {}
-    name: str | None = None
-    for line in lines.decode(encoding, errors="replace").splitlines():
-        if line[:1] in (" ", "\t"):   # a folded line goes on with the field before
-            if name is not None:
-                out[name] += " " + line.strip()
-            continue
-        key, sep, value = line.partition(":")
-        name = key.strip().lower() if sep else None
-        if name is not None:
-            if name in out:
-                name = None
-            else:
-                out[name] = value.strip()
-    return out
-
-
 _CHARSET = re.compile(r";\s*charset\s*=\s*[\"']?([^\"';\s]+)", re.IGNORECASE)
 
 
@@ -401,9 +151,10 @@ def _http(block: bytes) -> tuple[int | None, dict[str, str] | None, bytes]:
     i, n = min(ends)
     head = block[:i].split(b"\n", 1)
     parts = head[0].split(None, 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit() \
+            or len(parts[1]) != 3:
         return None, None, b""
-    return int(parts[1]), _fields(head[1] if len(head) > 1 else b"", "latin-1"), block[i + n:]
+    return int(parts[1]), fields(head[1] if len(head) > 1 else b"", "latin-1"), block[i + n:]
 
 
 # HTML5 decodes these labels with wider tables than Python's codecs of the same name
@@ -429,6 +180,8 @@ def _decode(body: bytes, declared: str | None) -> str:
             pass
     if name is None:
         name = str(detect_encoding(body, from_html_meta=True))
+        if name.startswith("utf-16"):   # HTML5: a <meta> UTF-16 without a BOM means UTF-8
+            name = "utf-8"
     name = _WIDER.get(name, name)
     fallback = ["cp1252"] if name == "utf-8" else ["utf-8", "cp1252"]
     return str(bytes_to_str(body, name, errors="replace", fallback_encodings=fallback))

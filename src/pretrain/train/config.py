@@ -248,7 +248,7 @@ class TrainConfig:
                               "entry per domain (its weight and max_epochs)")
         if self.time_budget_s and any(m.weight_end != -1.0 or m.phase_weights
                                       for m in self.mixture):
-            raise ConfigError("a mixture curriculum (weight_end, phase_weights) spreads over "
+            raise ConfigError("mixture: a curriculum (weight_end, phase_weights) spreads over "
                               "train.steps, which with train.time_budget_s is only a cap: "
                               "set train.steps without a budget, or use constant weights")
 

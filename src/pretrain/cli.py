@@ -252,6 +252,9 @@ def _sweep(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
     except ValueError:
         raise ConfigError(f"--budgets takes numbers above 0 separated by commas and --sizes a "
                           f"number, got {args.budgets!r} and {args.sizes!r}") from None
+    twice = sorted({b for b in budgets if budgets.count(b) > 1})
+    if twice:   # its runs would count twice in the fit
+        raise ConfigError(f"--budgets gives {', '.join(f'{b:g}' for b in twice)} more than once")
     set_plain(args.plain)
     from .sweep import run  # torch: it trains
     fit = run(load_config(args.config, overrides), budgets, sizes, args.predict)

@@ -8,6 +8,7 @@ import dataclasses
 import importlib.util
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -522,3 +523,22 @@ def test_muon_is_planned_without_sharded_layouts_and_a_cpu_dry_run_as_the_cpu_ru
     model = dataclasses.replace(cfg.model, vocab_size=cfg.tokenizer.vocab_size)
     want = estimate(model, cfg.train.batch_size, precision="bf16", cpu=True).as_gb()
     assert f"activations {want['activations']:.3g} GB" in line and want["activations"] > 1
+
+
+@pytest.mark.parametrize("argv", [["-c", "fineweb-edu-124m", "--gpus", "8", "--train.grad_accum=2"],
+                                  ["-c", "quickstart", "--budget", "2e11"]])
+def test_no_run_is_predicted_below_the_optimum_for_its_compute(argv, capsys):
+    """The optimum was taken at the run's FLOPs (attention in, embeddings out) and the run's
+    loss at its whole parameter count: a 124M run read 3.364 against 3.375 'at the
+    optimum' for the same compute."""
+    assert main(["plan", *argv]) == 0
+    out = capsys.readouterr().out
+    pairs = [(float(a), float(b)) for a, b in
+             re.findall(r"predicted loss ([\d.]+) for this run, ([\d.]+) at the", out)]
+    assert len(pairs) >= 2 and all(own >= best for own, best in pairs), out
+
+
+def test_a_budget_given_twice_is_refused_before_any_run(capsys):
+    """Its runs were trained once and counted twice in the fit (the law moved)."""
+    assert main(["sweep", "-c", "sweep-quickstart", "--budgets", "1e11,3e11,3e11"]) == 2
+    assert "--budgets gives 3e+11 more than once" in capsys.readouterr().err

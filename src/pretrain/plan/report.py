@@ -151,8 +151,10 @@ def frontier(cfg: ModelConfig, tokens: float, flops: float, fit: Law | None) -> 
     lines.append(f"compute-optimal for C (20 tokens/param): N = {_n(n20)}, D = {_n(d20)}; "
                  f"this run is {n / n20:.2g}x that N")
     for law in [HOFFMANN, BESIROGLU, *([fit] if fit else [])]:
-        no, do = law.optimum(flops)
         own = cfg.matmul_params() if law is fit else n  # a sweep's law counts matmul weights
+        # the optimum for this run's compute as the law counts it (6 N D of its N): at the
+        # run's FLOPs (attention in, embeddings out) a run could beat its own optimum
+        no, do = law.optimum(6 * own * tokens)
         lines.append(f"{law.source + ':':<22} N_opt {_n(no)}, D_opt {_n(do)}; "
                      f"predicted loss {law.loss(own, tokens):.3f} for this run, "
                      f"{law.loss(no, do):.3f} at the optimum")

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from . import hardware
+from . import hardware, stages
 from .config import ConfigError
 from .log import log0
 from .model.config import ModelConfig
@@ -77,6 +77,11 @@ def _fit(cfg: RunConfig, opts: Options) -> Law | None:
     except (OSError, ValueError):
         fit = None
     law, why = read_fit(fit, str(path), source=f"fitted ({path})")
+    if law is not None and (other := stages.fit_mismatch(fit, cfg, str(path))):
+        if opts.fit:   # named on purpose: used, with the note
+            log0(f"plan: note: {other}")
+        else:
+            law, why = None, other
     if law is None:
         if opts.fit:
             raise ConfigError(why)

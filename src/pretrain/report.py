@@ -379,9 +379,10 @@ def _samples(root: Path) -> str:
     return "\n".join(_block(s["prompt"] + s["completion"]).rstrip() for s in samples) + "\n"
 
 
-def _plan(root: Path) -> str:
+def _plan(root: Path, cfg: RunConfig | None) -> str:
     """Size, compute used, time and MFU, and where the run sits against the compute-optimal
-    frontier (with the sweep's fitted law and plots when the run has one)."""
+    frontier (with the sweep's fitted law, if fitted for ``cfg``, and plots when the run
+    has one)."""
     m = _json(root / "train" / "manifest.json")
     model_json = _json(root / "train" / "model_config.json")
     if m is None or model_json is None:
@@ -399,7 +400,11 @@ def _plan(root: Path) -> str:
     fit_path = root / "sweep" / "fit.json"
     fit = None
     if fit_path.is_file():
-        fit, why = read_fit(_json(fit_path), "sweep/fit.json", source="this run's sweep")
+        raw = _json(fit_path)
+        fit, why = read_fit(raw, "sweep/fit.json", source="this run's sweep")
+        if fit is not None and cfg is not None and (
+                other := stages.fit_mismatch(raw, cfg, "sweep/fit.json")):
+            fit, why = None, other
         text += f"(the sweep's law is not used: {why})\n\n" if fit is None else ""
     text += _block(frontier(model, tokens, flops, fit)) if tokens else ""
     for plot in ("isoflop.png", "fit.png"):
@@ -430,7 +435,7 @@ def write_report(root: Path) -> Path:
              "## Data\n", _data(root, old), "## Tokenizer\n",
              _stale_note(old, "tokenizer") + _tokenizer(root),
              "## Training\n", _stale_note(old, "train") + train,
-             "## Plan\n", _stale_note(old, "train") + _plan(root),
+             "## Plan\n", _stale_note(old, "train") + _plan(root, cfg),
              "## Evaluation\n", _stale_note(old, "eval") + _eval(root, gates) + gate_note,
              "## Samples\n", _stale_note(old, "sample") + _samples(root)]
     out = root / "report.md"

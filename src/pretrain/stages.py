@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .config import PretrainError, keyed
+from .config import PretrainError, fingerprint, keyed
 from .eval import files as eval_files
 from .run_config import RunConfig
 from .rundir import StageRun
@@ -100,3 +100,22 @@ def ancestors(name: str) -> list[str]:
             found.add(u)
             todo += get(u).reads
     return [s for s in names() if s in found]
+
+
+def law_key(cfg: RunConfig) -> str:
+    """What a scaling law fitted on ``cfg``'s runs holds for: the corpus, the tokenizer and
+    its shards (the units of the losses), the architecture and the context length, as
+    configured (the source files themselves are not read: ``pretrain plan`` reads none)."""
+    return fingerprint({"data": keyed(cfg.data), "tokenizer": keyed(cfg.tokenizer),
+                        "tokenize": keyed(cfg.tokenize), "arch": cfg.model.arch,
+                        "seq_len": cfg.model.seq_len})
+
+
+def fit_mismatch(fit: Any, cfg: RunConfig, path: str) -> str:
+    """Why a sweep's parsed ``fit.json`` does not hold for ``cfg`` ("" if it does, or if
+    it predates the record)."""
+    made = fit.get("fitted_on") if isinstance(fit, dict) else None
+    if made is None or made == law_key(cfg):
+        return ""
+    return (f"{path} was fitted with another corpus, tokenizer, architecture or seq_len than "
+            "this config's (its losses are in other units); rerun `pretrain sweep` for it")

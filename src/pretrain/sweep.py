@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from . import stages
 from .config import ConfigError, PretrainError
 from .log import log0
 from .pipeline import run_stages
@@ -119,6 +120,7 @@ def run(cfg: RunConfig, budgets: list[float], sizes: int, predict: bool) -> Path
              f"parameters, {point.train.steps:,} steps")
         results.append({"C": c, **_train_point(point, cfg.run_dir)})
     fit = fit_results(results)
+    fit["fitted_on"] = stages.law_key(cfg)   # plan and the report use the law for it only
     out = cfg.run_dir / "sweep"
     if predict:
         fit["prediction"] = _predict(cfg, fit, sorted(budgets))

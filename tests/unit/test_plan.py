@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from pretrain import stages
 from pretrain.cli import main
 from pretrain.config import PretrainError
 from pretrain.hardware import get
@@ -327,6 +328,29 @@ def test_plan_leaves_out_a_law_fitted_from_too_few_runs(tmp_path, capsys):
     assert main(["plan", "--budget", "1e18", f"--runs_dir={tmp_path / 'runs'}"]) == 0
     out = capsys.readouterr()
     assert "plan: not using" in out.err and "fitted (" not in out.out
+
+
+def test_a_law_fitted_for_another_corpus_or_tokenizer_is_not_taken_for_this_one(tmp_path,
+                                                                                capsys):
+    """fit.json recorded nothing of the config it was fitted under: after a new tokenizer,
+    architecture or seq_len, plan used the old law, its losses in other units."""
+    runs = tmp_path / "runs"
+    cfg = load_config(None, [("runs_dir", str(runs))])
+    law = {"E": 1.8, "A": 400.0, "B": 400.0, "alpha": 0.3, "beta": 0.3}
+    fit = {"isoflop": [{"C": 1e9}, {"C": 1e10}], "law": law, "fitted_on": stages.law_key(cfg)}
+    (runs / "quickstart" / "sweep").mkdir(parents=True)
+    (runs / "quickstart" / "sweep" / "fit.json").write_text(json.dumps(fit))
+    assert main(["plan", "--budget", "1e18", f"--runs_dir={runs}"]) == 0
+    assert "fitted (" in capsys.readouterr().out
+    for change in ("--tokenizer.vocab_size=1024", "--model.arch=gpt2", "--model.seq_len=512"):
+        assert main(["plan", "--budget", "1e18", f"--runs_dir={runs}", change]) == 0
+        out = capsys.readouterr()
+        assert "fitted (" not in out.out and "with another corpus, tokenizer" in out.err, change
+    # named on purpose with --fit: used, with the note
+    path = runs / "quickstart" / "sweep" / "fit.json"
+    assert main(["plan", "--budget", "1e18", "--fit", str(path), "--model.seq_len=512"]) == 0
+    out = capsys.readouterr()
+    assert "fitted (" in out.out and "plan: note:" in out.err
 
 
 @pytest.mark.parametrize("text", ["{}", '{"law": {"E": 1.7, "A"',

@@ -325,3 +325,16 @@ def test_a_meta_charset_of_utf16_means_utf8(tmp_path, pad):
     path.write_bytes(_record(1, page, http=b"HTTP/1.1 200 OK\r\nContent-Type: text/html"))
     docs, _ = _read(path)
     assert docs[0].text.startswith("Plain English text")
+
+
+def test_a_file_that_cannot_be_read_is_a_skip_naming_it(tmp_path):
+    """An OSError opening or reading a file (here: a folder where a file was listed) is a
+    skip of that file; the files after it are read."""
+    good = tmp_path / "good.warc"
+    good.write_bytes(_record(1))
+    folder = tmp_path / "gone.warc"
+    folder.mkdir()
+    items = list(WarcSource(paths=[str(good)]).read(files=[str(folder), str(good)]))
+    assert [(type(i).__name__, getattr(i, "reason", "")) for i in items] == [
+        ("Skip", "unreadable"), ("Document", "")]
+    assert str(folder) in items[0].detail

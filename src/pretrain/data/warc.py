@@ -59,7 +59,11 @@ class WarcSource(SourceConfig):
             raise ConfigError("warc sources need resiliparse: pip install 'pretrain[warc]'"
                               ) from None
         for p in map(Path, files) if files else self.files():
-            n = bad = 0   # records that hold a page (their number names records without an id)
+            yield from self._read_file(p, extract_plain_text)
+
+    def _read_file(self, p: Path, extract: Any) -> Iterator[Document | Skip]:
+        n = bad = 0   # records that hold a page (their number names records without an id)
+        try:
             with open(p, "rb") as f:
                 for item in records(f):
                     if isinstance(item, Bad):
@@ -67,31 +71,33 @@ class WarcSource(SourceConfig):
                         at = f" record {item.k}" if item.k else ""
                         yield Skip(f"{p}:{item.k}" if item.k else str(p), item.reason,
                                    f"{p}{at}: {item.detail}")
-                        continue
-                    page = _page(item)
-                    if page is None:   # request, metadata, warcinfo, revisit: no page
-                        continue
-                    n += 1
-                    url = item.headers.get("warc-target-uri", "").strip("<>")
-                    rid = (item.headers.get("warc-record-id") or f"{p.name}:{n}").strip("<>")
-                    where = f"{p} record {item.k} ({url})"
-                    if isinstance(page, _NotRead):
-                        yield Skip(rid, page.reason, f"{where}{page.detail}")
-                        continue
-                    try:
-                        text = _decode(page.body, page.charset)
-                        if page.html:
-                            text = extract_plain_text(text, main_content=self.main_content)
-                    except Exception as e:  # noqa: BLE001 -- this record only
-                        yield Skip(rid, "unreadable_record", f"{where}: {type(e).__name__}: {e}")
-                        continue
-                    meta = {"url": url, "date": item.headers.get("warc-date", ""),
-                            "path": str(p)}
-                    if cut := item.headers.get("warc-truncated"):   # the crawler cut it short
-                        meta["warc_truncated"] = str(cut)
-                    yield Document(rid, text, self.label(), meta)
-            if not n and not bad:
-                yield Skip(str(p), "empty_file", f"{p}: no WARC record with a page")
+                    elif (page := _page(item)) is not None:   # else no page: request, ...
+                        n += 1
+                        yield self._document(p, item, n, page, extract)
+        except OSError as e:   # the file itself (permissions, an I/O error)
+            bad += 1
+            yield Skip(str(p), "unreadable", f"{p}: {e}")
+        if not n and not bad:
+            yield Skip(str(p), "empty_file", f"{p}: no WARC record with a page")
+
+    def _document(self, p: Path, rec: Record, n: int, page: _Page | _NotRead,
+                  extract: Any) -> Document | Skip:
+        """The document of the ``n``-th record of ``p`` that holds a page, or its skip."""
+        url = rec.headers.get("warc-target-uri", "").strip("<>")
+        rid = (rec.headers.get("warc-record-id") or f"{p.name}:{n}").strip("<>")
+        where = f"{p} record {rec.k} ({url})"
+        if isinstance(page, _NotRead):
+            return Skip(rid, page.reason, f"{where}{page.detail}")
+        try:
+            text = _decode(page.body, page.charset)
+            if page.html:
+                text = extract(text, main_content=self.main_content)
+        except Exception as e:  # noqa: BLE001 -- this record only
+            return Skip(rid, "unreadable_record", f"{where}: {type(e).__name__}: {e}")
+        meta = {"url": url, "date": rec.headers.get("warc-date", ""), "path": str(p)}
+        if cut := rec.headers.get("warc-truncated"):   # the crawler cut the page short
+            meta["warc_truncated"] = cut
+        return Document(rid, str(text), self.label(), meta)
 
 
 class _Page(NamedTuple):

@@ -27,6 +27,7 @@ _BLOCK = 1 << 20
 _FEED = 1 << 14           # compressed bytes fed to zlib at a time
 _MAX_HEADER = 1 << 20
 MAX_RECORD = 256 << 20   # a record above it is passed over, not held in memory
+_SCAN = 64 << 20         # how far past a bad record its successor is looked for in memory
 _GZIP = b"\x1f\x8b\x08"
 
 
@@ -172,10 +173,10 @@ class _Bytes:
         return True
 
     def member_after(self, pos: int) -> int:
-        """Where the first gzip member after ``pos`` starts, or -1."""
+        """Where the first gzip member after ``pos`` starts (within ``_SCAN``), or -1."""
         while True:
             nxt = next((m for m in self.members if m > pos), -1)
-            if nxt >= 0 or not self.more():
+            if nxt >= 0 or len(self.buf) - pos > _SCAN or not self.more():
                 return nxt
 
     def ends(self, end: int, final: bool) -> bool:
@@ -256,7 +257,7 @@ class _Bytes:
                         or self.buf[i - 4:i] == b"\r\n\r\n") and self.plausible(i):
                     return i
             i = max(start, len(self.buf) - 6)
-            if not self.more():
+            if len(self.buf) - start > _SCAN or not self.more():
                 return -1
 
 

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 from ..config import PATH, ConfigError
 from .document import Document, Skip
 from .sources import LocalSource, SourceConfig, SourceType
-from .warcframe import Bad, Record, fields, records
+from .warcframe import BLANK_LINE, Bad, Record, fields, records
 
 
 @dataclass
@@ -151,16 +151,16 @@ def _charset(content_type: str) -> str | None:
 def _http(block: bytes) -> tuple[int | None, dict[str, str] | None, bytes]:
     """(status, headers, payload) of an HTTP response (CRLF or bare LF lines); a status of
     None where the block is not one."""
-    ends = [(i, len(e)) for e in (b"\r\n\r\n", b"\n\n") if (i := block.find(e)) >= 0]
-    if not ends:
+    blank = BLANK_LINE.search(block)
+    if not blank:
         return None, None, b""
-    i, n = min(ends)
-    head = block[:i].split(b"\n", 1)
+    head = block[:blank.start()].split(b"\n", 1)
     parts = head[0].split(None, 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit() \
             or len(parts[1]) != 3:
         return None, None, b""
-    return int(parts[1]), fields(head[1] if len(head) > 1 else b"", "latin-1"), block[i + n:]
+    return int(parts[1]), fields(head[1] if len(head) > 1 else b"", "latin-1"), \
+        block[blank.end():]
 
 
 # HTML5 decodes these labels with wider tables than Python's codecs of the same name

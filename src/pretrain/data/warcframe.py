@@ -197,7 +197,7 @@ class _Bytes:
         """The offset past the blank line that ends the header at ``at`` (CRLF or LF
         lines); -1 where the bytes end first, -2 past ``_MAX_HEADER``."""
         while True:
-            m = _BLANK_LINE.search(self.buf, self.at, self.at + _MAX_HEADER)
+            m = BLANK_LINE.search(self.buf, self.at, self.at + _MAX_HEADER)
             if m:
                 return m.end()
             if self.left() > _MAX_HEADER:
@@ -235,7 +235,7 @@ class _Bytes:
     def plausible(self, pos: int) -> bool:
         """Whether a record starts at ``pos`` and ends where its Content-Length says (in
         the bytes read so far): where to go on after a record whose end was not found."""
-        m = _BLANK_LINE.search(self.buf, pos, pos + _MAX_HEADER)
+        m = BLANK_LINE.search(self.buf, pos, pos + _MAX_HEADER)
         if not m or not self.buf.startswith(b"WARC/", pos):
             return False
         length = fields(bytes(self.buf[pos:m.start()]), "utf-8").get("content-length", "")
@@ -263,7 +263,7 @@ class _Bytes:
 
 _SPACE = b" \t\r\n"
 _TRAILER = 64   # what is read past a record's block to see how it ends
-_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 _RECORD_START = re.compile(rb"[ \t\r\n]*WARC/")
 
 

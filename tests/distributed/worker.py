@@ -4,7 +4,7 @@ layout given. Usage:
     worker.py TOKENS OUT [--parallel dp_shard=2,tp=2] [--batch 4] [--accum 2] [--steps 6]
               [--arch llama] [--kill-at N] [--signal-at N] [--host-sync lagged]
               [--log-every 1] [--eval-every 3] [--nan-at N] [--budget S] [--clock-rank1 X]
-              [--checkpoint-every 3] [--dropout P]
+              [--checkpoint-every 3] [--dropout P] [--sleep N:S] [--sleep N-:S]
 
 ``--nan-at N``: the gradient norm is NaN at data position N (every rank).
 ``--kill-at N``: every rank stops at data position N (a simulated kill); a rerun resumes
@@ -15,7 +15,8 @@ rates of the updates it took to OUT/lrs_rank{R}.json. ``--clock-rank1 X``: rank 
 ``time.perf_counter`` runs X times as fast as the real one (its own step times read X times
 longer than rank 0's). ``--precision fp16 --overflow-at N``: at data position N one
 gradient's local part on rank 1 alone overflows before the scaler looks; every rank writes
-its loss scale after each step to OUT/scales_rank{R}.json.
+its loss scale after each step to OUT/scales_rank{R}.json. ``--sleep N:S``: every rank
+sleeps S seconds in the step at data position N (``N-:S``: in each from N on); repeatable.
 """
 
 import argparse
@@ -58,6 +59,7 @@ ap.add_argument("--eval-batches", type=int, default=2)
 ap.add_argument("--precision", default="auto")
 ap.add_argument("--overflow-at", type=int, default=-1)   # rank 1's gradient shard overflows
 ap.add_argument("--dropout", type=float, default=0.0)
+ap.add_argument("--sleep", action="append", default=[])
 args = ap.parse_args()
 
 d = distributed.init("cpu")
@@ -100,8 +102,19 @@ if d.rank == 1 and args.clock_rank1 != 1.0:
     time.perf_counter = lambda: t_start + (real_clock() - t_start) * args.clock_rank1
 
 
+def pause(data_pos):
+    """The sleep ``--sleep`` asks for at this data position (the last that matches)."""
+    secs = 0.0
+    for spec in args.sleep:
+        where, s = spec.split(":")
+        hit = data_pos >= int(where[:-1]) if where.endswith("-") else data_pos == int(where)
+        secs = float(s) if hit else secs
+    return secs
+
+
 def killed(self, data_pos):
     data_at[0] = data_pos
+    time.sleep(pause(data_pos))
     if data_pos == args.kill_at:
         sys.exit(3)
     if data_pos == args.signal_at and d.rank == 1:

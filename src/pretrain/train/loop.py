@@ -400,15 +400,21 @@ class Trainer(Recovery):
         """Whether the step just launched is read at once: it logs, evaluates, checkpoints
         or may end the run (step number known: the step before was read), it is the first
         of this process (timed apart) or a stop was asked (one process; under torchrun the
-        ranks agree on it at the steps read at once). Under torchrun with a time budget, also
-        the first timed step (of the process, or after a rollback): the ranks then agree on
-        a step's time to carry the clock on with (``clock``)."""
-        cfg, n, first = self.cfg, self.step + 1, self._clock_base[1] == self.timed_steps
+        ranks agree on it at the steps read at once). Under torchrun with a time budget the
+        ranks carry the clock on between those steps with the mean step time they agreed
+        on (``clock``): they also agree at the 1st, 2nd, 4th, 8th... timed step since the
+        clock's base (the process's start or a rollback), and every 64th, so that a first
+        step slower or faster than the rest is soon outweighed, and at each step the carried
+        clock says would end the run (it ends when the time agreed is spent, not the guess)."""
+        cfg, n = self.cfg, self.step + 1
+        k = self.timed_steps + 1 - self._clock_base[1]   # this step's, among those timed
+        budget = cfg.time_budget_s
         return (n % cfg.log_every == 0 or n % cfg.eval_every == 0 or n >= cfg.steps
                 or bool(cfg.checkpoint_every and n % cfg.checkpoint_every == 0)
                 or (self.data_end is not None and self.data_pos >= self.data_end)
                 or self._warm or (self.stop_requested and not self.d.enabled)
-                or (first and self.d.enabled and bool(cfg.time_budget_s)))
+                or (self.d.enabled and bool(budget)
+                    and (k & (k - 1) == 0 or k % 64 == 0 or self.clock(1) >= budget)))
 
     def _read(self, p: _Pending, late: bool) -> bool:
         """The host's part of a lagged step: read its values (``late``: with the next step's

@@ -144,16 +144,17 @@ class Recovery:
         """SIGTERM/SIGUSR1 (a scheduler's notice): stop at the next step boundary."""
         self.stop_requested = True
 
-    def clock(self) -> float:
-        """The training time ``time_budget_s`` and a time-based schedule follow. Under torchrun
-        ranks reading their own clocks would take different learning rates (the replicas
-        drift apart) or stop at different steps (one waits forever in a collective): there it
-        is the slowest rank's time agreed at the last step boundary (each step, or those read
-        at once when lagged), carried on by the agreed mean step time: one clock for all."""
+    def clock(self, ahead: int = 0) -> float:
+        """The training time ``time_budget_s`` and a time-based schedule follow (``ahead``:
+        once that many more steps are timed). Under torchrun ranks reading their own clocks
+        would take different learning rates (the replicas drift apart) or stop at different
+        steps (one waits forever in a collective): there it is the slowest rank's time agreed
+        at the last step boundary (each step, or those read at once when lagged), carried on
+        by the agreed mean step time: one clock for all."""
         if not self.d.enabled:
             return self.t_train
         (t, n), (t0, n0) = self._agreed, self._clock_base
-        return t + (self.timed_steps - n) * ((t - t0) / (n - n0) if n > n0 else 0.0)
+        return t + (self.timed_steps + ahead - n) * ((t - t0) / (n - n0) if n > n0 else 0.0)
 
     def _agree(self) -> bool:
         """At a step boundary, one collective: the ranks agree on the training clock (the

@@ -4,6 +4,7 @@ bad inputs are counted skips (or errors in strict mode), every source type reads
 
 import bz2
 import gzip
+import io
 import json
 import random
 from pathlib import Path
@@ -16,6 +17,7 @@ from pretrain.data import stage
 from pretrain.data.config import DataConfig, MinHashConfig
 from pretrain.data.docs import read_docs
 from pretrain.data.document import Document, Skip
+from pretrain.data.funnel import SAMPLE_CHARS, DropLog
 from pretrain.data.hf_source import HuggingFaceSource
 from pretrain.data.sources import LocalSource
 
@@ -461,3 +463,17 @@ def test_a_file_dropped_whole_is_written_out_as_it_goes_not_held(tmp_path):
     small, big = peak(1000), peak(4000)
     assert big - small < 2e6, (small, big)   # the old code: +10 MB (3,000 more 6 KB documents)
 
+
+
+def test_a_long_dropped_documents_sample_keeps_its_start_and_length():
+    """samples.jsonl is read by a person: a 250,000-character document dropped as too long
+    keeps its first 100,000 characters and its length (the whole of a 230 MB one was
+    written, and `inspect` then took 1.9 GB to print 100 characters)."""
+    audit, samples = io.StringIO(), io.StringIO()
+    log = DropLog(audit, samples, max_samples=5)
+    log.drop("length", {"id": "big", "domain": "web", "text": "ab" * 125_000}, "too_long")
+    log.drop("length", {"id": "small", "domain": "web", "text": "short"}, "too_short")
+    big, small = map(json.loads, samples.getvalue().splitlines())
+    assert big["text"] == ("ab" * 125_000)[:SAMPLE_CHARS] and big["chars"] == 250_000
+    assert small["text"] == "short" and "chars" not in small
+    assert [json.loads(x)["chars"] for x in audit.getvalue().splitlines()] == [250_000, 5]

@@ -5,6 +5,7 @@ data stage's line for a source that produced or kept nothing."""
 import gzip
 import json
 import random
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,41 @@ def test_split_stream_is_split_whatever_the_blocks():
         cuts = sorted(rng.sample(range(len(text) + 1), min(len(text) + 1, rng.randint(0, 5))))
         blocks = [text[i:j] for i, j in zip([0, *cuts], [*cuts, len(text)], strict=True)]
         assert list(split_stream(blocks, sep)) == text.split(sep), (text, sep, blocks)
+        cap = rng.randint(1, 8)   # a piece longer than cap is given as its length
+        assert list(split_stream(blocks, sep, cap)) == [
+            len(x) if len(x) > cap else x for x in text.split(sep)], (text, sep, blocks, cap)
+
+
+@pytest.mark.parametrize("ext", ["txt", "txt.gz", "txt.zst"])
+def test_a_text_document_over_max_record_bytes_is_a_skip_never_held(tmp_path: Path, ext):
+    """A separator that never comes (a 19 MB piece on one line, 64 KiB allowed) is one
+    counted `record_too_large` skip, read past in blocks: the old reader held the line,
+    the piece and their copies (4.2 GB for a 230 MB one). A piece of fewer characters
+    than the cap but more bytes is one too; the documents around them are read."""
+    p = tmp_path / f"t.{ext}"
+    rng = random.Random(0)   # words, not one repeated: a zstd block of that is 64 MB out
+    words = "".join(rng.choice(["tale ", "of ", "two ", "cities "]) for _ in range(4 << 20))
+    raw = ("first\n\n" + words + "\n\n" + "\u00e9" * 40_000 + "\n\nlast\n").encode()
+    if ext.endswith("gz"):
+        raw = gzip.compress(raw)
+    elif ext.endswith("zst"):
+        raw = pytest.importorskip("zstandard").ZstdCompressor().compress(raw)
+    p.write_bytes(raw)
+    name = p.name
+    tracemalloc.start()
+    try:
+        got = list(LocalSource(paths=[str(p)], separator="\n\n", max_record_bytes=1 << 16)
+                   .read())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [(x.id, x.text) for x in got if isinstance(x, Document)] == [
+        (f"{name}:1", "first"), (f"{name}:4", "last")]
+    assert [(x.id, x.reason, x.detail) for x in got if isinstance(x, Skip)] == [
+        (f"{name}:2", "record_too_large",
+         f"{p}: document 2: {len(words):,} characters > max_record_bytes"),
+        (f"{name}:3", "record_too_large", f"{p}: document 3: 80,000 bytes > max_record_bytes")]
+    assert peak < 16e6, peak   # the old reader: 80 MB and more
 
 
 def test_a_source_that_loses_every_document_is_named(tmp_path: Path, capsys):

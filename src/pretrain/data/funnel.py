@@ -85,9 +85,13 @@ def _collect(name: str, stream: Iterator[Any], row: dict[str, Any],
             yield item
 
 
+SAMPLE_CHARS = 100_000   # a sample's text beyond this is left out ("chars": its length)
+
+
 class DropLog:
     """The one writer of drop records: every drop to ``audit`` (no text), and the first
-    ``max_samples`` dropped documents of each reason, with their text, to ``samples``."""
+    ``max_samples`` dropped documents of each reason, with their text (its first
+    ``SAMPLE_CHARS``), to ``samples``."""
 
     def __init__(self, audit: IO[str], samples: IO[str], max_samples: int):
         self.audit, self.samples, self.max_samples = audit, samples, max_samples
@@ -108,7 +112,10 @@ class DropLog:
                                      **extra, "chars": len(rec["text"])}) + "\n")
         if self.sampled[reason] < self.max_samples:
             self.sampled[reason] += 1
-            self.samples.write(json.dumps({"step": step, "reason": reason, **extra, **rec},
+            text = rec["text"]   # a sample is read by a person: a 200 MB one is cut short
+            cut = {"text": text[:SAMPLE_CHARS], "chars": len(text)} \
+                if len(text) > SAMPLE_CHARS else {}
+            self.samples.write(json.dumps({"step": step, "reason": reason, **extra, **rec, **cut},
                                           ensure_ascii=False) + "\n")
 
     def copy(self, audit: Path, samples: Path) -> None:

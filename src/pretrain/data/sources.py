@@ -141,8 +141,9 @@ class LocalSource(SourceConfig):
     format: Literal["auto", "jsonl", "txt", "parquet"] = "auto"
     text_field: str = "text"
     id_field: str = "id"
-    # a longer jsonl line is a counted skip without being parsed (a runaway record, such
-    # as a whole dump on one line, would otherwise cost its size several times in memory)
+    # a longer jsonl line, or txt document between separators, is a counted skip without
+    # being parsed or held (a runaway record, such as a whole dump on one line or a file
+    # whose separator never comes, would otherwise cost its size several times in memory)
     max_record_bytes: int = 64 << 20
     # One file a user may not have yet: with ``url`` the single path is downloaded there
     # when it is missing (and checked against ``sha256`` when given). The source is then
@@ -368,10 +369,14 @@ class LocalSource(SourceConfig):
         if not piece.strip():   # blank pieces (a separator at the end) are not documents
             return
         try:
-            piece.encode("utf-8")
+            size = len(piece.encode("utf-8"))
         except UnicodeEncodeError as e:
             yield Skip(f"{name}:{k}", "invalid_utf8", f"{p}: document {k}: an invalid byte "
                        f"at character {e.start}")
+            return
+        if size > self.max_record_bytes:
+            yield Skip(f"{name}:{k}", "record_too_large",
+                       f"{p}: document {k}: {size:,} bytes > max_record_bytes")
             return
         yield Document(f"{name}:{k}", piece, self.label(), {"path": str(p)})
 
@@ -384,20 +389,27 @@ class LocalSource(SourceConfig):
         def blocks() -> Iterator[str]:
             lines: list[bytes] = []
             size = 0
-            try:
-                for raw in file_lines(p):
+            try:   # a long line in 1 MB pieces: a CR ending one waits for the next block
+                for raw in file_lines(p, split=1 << 20):
                     lines.append(raw)  # type: ignore[arg-type]   # no cap: bytes only
                     size += len(raw)  # type: ignore[arg-type]
                     if size >= 1 << 20:
-                        yield self._lf(decoder.decode(b"".join(lines)))
-                        lines, size = [], 0
+                        block = b"".join(lines)
+                        cr = block.endswith(b"\r")
+                        yield self._lf(decoder.decode(block[:-1] if cr else block))
+                        lines, size = ([b"\r"], 1) if cr else ([], 0)
             except _read_errors():   # a cut file: the documents read before the cut first
                 yield self._lf(decoder.decode(b"".join(lines)))
                 raise
             yield self._lf(decoder.decode(b"".join(lines), final=True))
         k = 0
         try:
-            for k, piece in enumerate(split_stream(blocks(), self.separator), 1):
+            for k, piece in enumerate(split_stream(blocks(), self.separator,
+                                                   self.max_record_bytes), 1):
+                if isinstance(piece, int):   # characters: at least as many bytes
+                    yield Skip(f"{name}:{k}", "record_too_large", f"{p}: document {k}: "
+                               f"{piece:,} characters > max_record_bytes")
+                    continue
                 yield from self._piece(name, k, piece, p)
         except _read_errors() as e:
             yield Skip(f"{p}:{k + 1}", "unreadable",
@@ -454,16 +466,21 @@ def _read_errors() -> tuple[type[BaseException], ...]:
 BOM = b"\xef\xbb\xbf"   # UTF-8's byte-order mark, which some writers put first
 
 
-def file_lines(p: Path, cap: int = 0) -> Iterator[bytes | int]:
+def file_lines(p: Path, cap: int = 0, split: int = 0) -> Iterator[bytes | int]:
     """The file's lines as bytes (decoded per line by the caller, so that one bad line
     costs one record), through gzip or zstd by extension. With ``cap``, a line longer than
     that is read past in 1 MB pieces and given as its length (a one-line JSON array of
-    gigabytes is never held whole)."""
+    gigabytes is never held whole). With ``split``, a longer line comes in pieces of
+    about that many bytes (for a caller that joins them again)."""
     name = p.name.lower()
     if name.endswith(".zst"):
-        yield from _zstd_lines(p, cap)
+        yield from _zstd_lines(p, cap, split=split)
         return
     with (gzip.open(p, "rb") if name.endswith(".gz") else open(p, "rb")) as f:
+        if split:
+            while line := f.readline(split):
+                yield line
+            return
         if not cap:
             yield from f
             return
@@ -479,7 +496,8 @@ def file_lines(p: Path, cap: int = 0) -> Iterator[bytes | int]:
             yield n
 
 
-def _zstd_lines(p: Path, cap: int = 0, chunk: int = 1 << 16) -> Iterator[bytes | int]:
+def _zstd_lines(p: Path, cap: int = 0, chunk: int = 1 << 16,
+                split: int = 0) -> Iterator[bytes | int]:
     """``file_lines`` of a .zst file: decompressed 64 KB of input at a time (what one piece
     holds is that times the compression ratio: ~0.3 MB for text, more for runs of one
     byte), one frame after another; a file cut inside a frame raises EOFError."""
@@ -515,6 +533,9 @@ def _zstd_lines(p: Path, cap: int = 0, chunk: int = 1 << 16) -> Iterator[bytes |
                 pieces.append(tail)
             else:
                 pieces.clear()
+            if split and held >= split:   # a long line's piece, for the caller to join
+                yield b"".join(pieces)
+                pieces, held = [], 0
     if not dobj.eof and size:   # a 0-byte file is an empty file, not a cut frame
         raise EOFError("zstd stream ends before its frame is complete (truncated file)")
     if held > cap > 0:
@@ -538,23 +559,34 @@ def record_meta(rec: dict[str, Any], text_field: str, id_field: str) -> dict[str
     return meta
 
 
-def split_stream(blocks: Iterable[str], sep: str) -> Iterator[str]:
+def split_stream(blocks: Iterable[str], sep: str, cap: int = 0) -> Iterator[str | int]:
     """``"".join(blocks).split(sep)``, one piece at a time, never holding more than the
-    current piece and a block (a separator may straddle two blocks)."""
+    current piece and a block (a separator may straddle two blocks). With ``cap``, a piece
+    of more characters than that is not held: it is given as its length."""
     parts: list[str] = []
-    carry, keep = "", len(sep) - 1
+    carry, keep, held, over = "", len(sep) - 1, 0, 0   # over: a piece past cap, its length
+
+    def piece() -> str | int:
+        n = over + held
+        return n if cap and n > cap else "".join(parts)
+
     for block in blocks:
         s, start = carry + block, 0
         while (i := s.find(sep, start)) >= 0:
             parts.append(s[start:i])
-            yield "".join(parts)
-            parts, start = [], i + len(sep)
+            held += i - start
+            yield piece()
+            parts, start, held, over = [], i + len(sep), 0, 0
         rest = s[start:]
         cut = max(0, len(rest) - keep)   # the end that may begin a separator waits
         parts.append(rest[:cut])
+        held += cut
         carry = rest[cut:]
+        if cap and held > cap:   # too long to be a document: counted on, not kept
+            over, parts, held = over + held, [], 0
     parts.append(carry)
-    yield "".join(parts)
+    held += len(carry)
+    yield piece()
 
 
 def glob_root(patterns: Sequence[str]) -> str:

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 from . import distributed, stages
 from .config import Preempted, PretrainError, fingerprint, jsonable, to_toml
+from .eval import files as eval_files
 from .log import log0
 from .run_config import RunConfig
 from .rundir import MANIFEST, RunDir, StageRun, verify_files
@@ -164,6 +165,13 @@ def _execute(cfg: RunConfig, rd: RunDir, stage: stages.Stage, plan: dict[str, An
         return
     on = f" on {d.world} processes" if d.enabled else ""
     log0(f"[{stage.name}] running{on} ({plan['why']})")
+    decontam = cfg.data.decontam
+    if stage.name == "data" and decontam.enabled and decontam.from_eval \
+            and (missing := eval_files.missing_benchmarks(cfg.eval)):
+        log0(f"[data] warning: {len(missing)} of eval.tasks' files not found, so not "
+             f"decontaminated against: {', '.join(missing[:4])}"
+             + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+             + f" (relative paths are read from {Path.cwd()}; set eval.tasks_dir)")
     manifest = rd.execute(stage.name, plan["key"], plan["parts"], inputs,
                           lambda run: stage.run(cfg, run), forced=plan["forced"])
     log0(f"[{stage.name}] done in {manifest['wall_s']:.1f}s")

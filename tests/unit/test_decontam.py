@@ -317,3 +317,31 @@ def test_compressed_json_benchmarks_are_read_as_records_and_decontam_off_takes_n
     off = load_config(None, [("eval.tasks", f"[{json.dumps(str(task))}]"),
                              ("data.decontam.enabled", "false")])
     assert off.data.decontam.eval_benchmarks == []
+
+
+def test_the_data_stage_says_which_scored_tasks_it_cannot_decontaminate_against(
+        tmp_path, capsys):
+    """eval.tasks named but their files not found (tasks_dir read from another current
+    directory): the data stage said nothing and kept every planted item; it now warns,
+    naming the files, and says nothing when every file is there."""
+    from pretrain.cli import main
+    task = tmp_path / "mytask.jsonl"
+    task.write_text(json.dumps({"query": QUESTION, "choices": ["a", "b"], "gold": 0}) + "\n")
+    (tmp_path / "docs.jsonl").write_text(
+        json.dumps({"id": "clean", "text": _filler(1, 150)}) + "\n"
+        + json.dumps({"id": "leak", "text": _filler(2) + " " + QUESTION}) + "\n")
+    for name, tasks in (("missing", ["arc_easy", str(task)]), ("found", [str(task)])):
+        cfg = tmp_path / f"{name}.toml"
+        cfg.write_text(f'name = "{name}"\nruns_dir = {json.dumps(str(tmp_path / "runs"))}\n'
+                       f'[[data.sources]]\ntype = "local"\n'
+                       f'paths = [{json.dumps(str(tmp_path / "docs.jsonl"))}]\n'
+                       f'quality = "none"\n[eval]\ntasks = {json.dumps(tasks)}\n'
+                       f'tasks_dir = {json.dumps(str(tmp_path / "nowhere"))}\ncore = false\n')
+        assert main(["data", "-c", str(cfg)]) == 0
+        err = capsys.readouterr().err
+        warned = "[data] warning: 1 of eval.tasks' files not found, so not decontaminated " \
+                 f"against: {tmp_path / 'nowhere' / 'llm-foundry' / 'arc_easy.jsonl'}"
+        assert (warned in err) == (name == "missing"), err
+        funnel = json.loads((tmp_path / "runs" / name / "data" / "funnel.json").read_text())
+        assert [r["dropped"] for r in funnel if r["step"] == "decontam"] == [
+            {"contaminated": 1}]   # the task found is still decontaminated against

@@ -125,6 +125,12 @@ def scored(cfg: EvalConfig) -> dict[str, Path]:
     return out
 
 
+def missing_benchmarks(cfg: EvalConfig) -> list[str]:
+    """The configured tasks' files that are not there (relative paths are read from the
+    current directory): the data stage cannot decontaminate against them."""
+    return [str(p) for _, p, _, _ in resolve(cfg.tasks, cfg.tasks_dir) if not p.is_file()]
+
+
 def benchmark_files(cfg: EvalConfig) -> list[str]:
     """The benchmark files this config scores that exist here (a missing one is skipped
     by the eval stage with a line in its log): the data stage decontaminates against

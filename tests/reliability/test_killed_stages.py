@@ -1,6 +1,7 @@
-"""`pretrain data` killed by its pid, SIGTERM, SIGKILL or Ctrl-C, at seeded moments while its worker
-processes run: every worker dies with it, and the immediate rerun resumes to the output of an
-uninterrupted run (no clash with the dead attempt's temporary files)."""
+"""`pretrain data` killed by its pid, SIGTERM, SIGKILL or Ctrl-C, or one of its workers killed,
+at seeded moments while its worker processes run: every worker dies with it, and the
+immediate rerun resumes to the output of an uninterrupted run (no clash with the dead
+attempt's temporary files)."""
 
 from __future__ import annotations
 
@@ -61,6 +62,13 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -86,7 +94,7 @@ def uninterrupted(tmp_path_factory) -> tuple[Path, dict[str, bytes]]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed, sig", [(1, signal.SIGKILL), (2, signal.SIGTERM),
-                                       (3, signal.SIGKILL), (4, "ctrl-c")])
+                                       (3, signal.SIGKILL), (4, "ctrl-c"), (5, "worker")])
 def test_killed_data_stage_leaves_no_worker_and_reruns_to_the_same_output(uninterrupted, seed,
                                                                            sig):
     root, want = uninterrupted
@@ -105,7 +113,13 @@ def test_killed_data_stage_leaves_no_worker_and_reruns_to_the_same_output(uninte
         time.sleep(0.05)
     assert proc.poll() is None, "the stage ended before the kill point"
     workers = sorted(set(workers + _children(proc.pid)))
-    if sig == "ctrl-c":
+    if sig == "worker":   # one worker killed from outside (as the OOM killer does)
+        os.kill(next(w for w in workers if b"spawn_main" in _cmdline(w)), signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+        # one line saying what happened and what to do, no BrokenProcessPool traceback
+        assert proc.returncode == 2 and "Traceback" not in err, err[-3000:]
+        assert "a worker process died" in err and "rerun to resume" in err, err[-3000:]
+    elif sig == "ctrl-c":
         os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=30)
         # one line from the parent, no worker's KeyboardInterrupt traceback

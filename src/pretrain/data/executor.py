@@ -19,9 +19,10 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from ..config import ConfigError
+from ..config import ConfigError, PretrainError
 from ..log import Progress
 from .config import DataConfig
 from .heartbeat import Watch, beat_path
@@ -52,9 +53,16 @@ def execute(cfg: DataConfig, todo: list[Task], work: Path, ngrams_path: str) -> 
             try:
                 with _sigint_blocked():   # the workers start now, and keep it blocked
                     futures = [ex.submit(run_task, cfg, t, work, ngrams_path) for t in todo]
+                done = 0
                 for fut in as_completed(futures):
                     fut.result()
                     bar.update(1)
+                    done += 1
+            except BrokenProcessPool as e:   # killed from outside (the OOM killer, a user)
+                raise PretrainError(
+                    f"data: a worker process died (killed from outside, e.g. by the system "
+                    f"when memory ran out) with {done} of {len(todo)} tasks done; rerun to "
+                    f"resume the others (a lower data.workers needs less memory)") from e
             except KeyboardInterrupt:
                 # Ctrl-C reached the workers' process group too: they never take it (each
                 # had printed a traceback) and stop here, their unfinished tasks redone on

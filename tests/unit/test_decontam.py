@@ -5,9 +5,9 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from pretrain.data import stage
+from pretrain.data import decontam, stage
 from pretrain.data.config import DataConfig, DecontamConfig
-from pretrain.data.decontam import Decontaminate, benchmark_index
+from pretrain.data.decontam import Decontaminate, benchmark_index, union
 from pretrain.data.docs import DataOutput
 from pretrain.data.document import Document
 from pretrain.data.sources import LocalSource
@@ -345,3 +345,26 @@ def test_the_data_stage_says_which_scored_tasks_it_cannot_decontaminate_against(
         funnel = json.loads((tmp_path / "runs" / name / "data" / "funnel.json").read_text())
         assert [r["dropped"] for r in funnel if r["step"] == "decontam"] == [
             {"contaminated": 1}]   # the task found is still decontaminated against
+
+
+def test_the_benchmark_union_is_made_once_per_process_not_per_task(tmp_path, monkeypatch):
+    """Three files, three tasks in this process: the union of the benchmark hashes is made
+    once (it was made per task, 2-3 s each for the shared benchmarks) and every task still
+    drops the document carrying the item."""
+    from pretrain.data import runner
+    task = tmp_path / "mytask.jsonl"
+    task.write_text(json.dumps({"query": QUESTION, "choices": ["a", "b"], "gold": 0}) + "\n")
+    for i in range(3):
+        (tmp_path / f"docs{i}.jsonl").write_text(
+            json.dumps({"id": f"clean{i}", "text": _filler(i, 150)}) + "\n"
+            + json.dumps({"id": f"leak{i}", "text": _filler(i + 5) + " " + QUESTION}) + "\n")
+    made = []
+    for module in (runner, decontam):
+        monkeypatch.setattr(module, "union", lambda index: made.append(1) or union(index),
+                            raising=False)
+    data = DataConfig(sources=[LocalSource(paths=[str(tmp_path / "docs*.jsonl")],
+                                           quality="none")],
+                      decontam=DecontamConfig(benchmarks=[str(task)], from_eval=False))
+    (tmp_path / "out").mkdir()
+    counts = stage.process(data, tmp_path / "out", work=tmp_path / "work").counts()
+    assert counts["dropped"] == {"contaminated": 3} and len(made) == 1

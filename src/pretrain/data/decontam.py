@@ -194,11 +194,12 @@ class Decontaminate(Step):
 
     name = "decontam"
 
-    def __init__(self, cfg: DecontamConfig, index: Index):
+    def __init__(self, cfg: DecontamConfig, index: Index,
+                 sets: dict[int, np.ndarray] | None = None):
         super().__init__()
         self.cfg = cfg
         self.index = index
-        self.all = union(index)
+        self.all = union(index) if sets is None else sets   # sets: union(index), made once
 
     def process(self, doc: Document) -> Iterator[Document | Drop]:
         found = find([doc.text], self.all)

@@ -10,6 +10,7 @@ the marker is redone from scratch, so a killed run resumes to the uninterrupted 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -25,7 +26,7 @@ import numpy as np
 from ..config import PretrainError
 from . import quality as q
 from .config import DataConfig
-from .decontam import Decontaminate, Index, load_index
+from .decontam import Decontaminate, Index, load_index, union
 from .document import Document, Skip, Step
 from .filters import (
     C4Lines,
@@ -46,8 +47,9 @@ from .sources import SourceConfig
 TMP_MARK = ".tmp-"   # in the name of every file a task is still writing
 
 
-def build_steps(cfg: DataConfig, src: SourceConfig, ngrams: Index) -> list[Step]:
-    """The per-document steps for one source, in order."""
+def build_steps(cfg: DataConfig, src: SourceConfig, ngrams: Index,
+                sets: dict[int, np.ndarray] | None = None) -> list[Step]:
+    """The per-document steps for one source, in order (``sets``: ``union(ngrams)``)."""
     steps: list[Step] = [Normalize(cfg.clean), LengthAndBinaryFilter(cfg.clean)]
     if src.quality == "web":
         for enabled, make in ((cfg.url.enabled, lambda: UrlFilter(cfg.url)),
@@ -67,7 +69,7 @@ def build_steps(cfg: DataConfig, src: SourceConfig, ngrams: Index) -> list[Step]
     if cfg.pii.enabled:
         steps.append(PiiScrub(cfg.pii))
     if cfg.decontam.enabled and ngrams:
-        steps.append(Decontaminate(cfg.decontam, ngrams))
+        steps.append(Decontaminate(cfg.decontam, ngrams, sets))
     return steps
 
 
@@ -227,11 +229,25 @@ def _exact_key(text: str) -> int:
     return int.from_bytes(digest, "little")
 
 
+def _stamp(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_mtime_ns, st.st_size
+
+
+@functools.lru_cache(maxsize=1)
+def _benchmarks(path: str, stamp: tuple[int, int]) -> tuple[Index, dict[int, np.ndarray]]:
+    """The benchmark index and the union of its hashes, made once per process (and file
+    version), not per task: the union alone took 2-3 s a task (1.6 M 13-grams), which made
+    a corpus in 40 small files 2.8x slower to clean than the same in one."""
+    index = load_index(path)
+    return index, union(index)
+
+
 def run_task(cfg: DataConfig, task: Task, work: Path, ngrams_path: str) -> None:
     """Run one task's per-document steps; its files appear in ``work`` only when complete."""
     src = cfg.sources[task.source]
-    ngrams = load_index(ngrams_path) if ngrams_path else {}
-    steps = build_steps(cfg, src, ngrams)
+    ngrams, sets = _benchmarks(ngrams_path, _stamp(ngrams_path)) if ngrams_path else ({}, {})
+    steps = build_steps(cfg, src, ngrams, sets)
     hasher = MinHasher(cfg.minhash) if cfg.minhash.enabled else None
     funnel = Funnel()
     # temporary names unique to this attempt: a retried task never meets another attempt's

@@ -11,8 +11,9 @@ from pretrain.data import stage as data_stage
 from pretrain.data.config import CleanConfig, DataConfig, MinHashConfig
 from pretrain.data.docs import _prefetched, read_docs
 from pretrain.data.document import Document, Skip
+from pretrain.data.filelines import _zstd_lines
 from pretrain.data.pysource import PythonInstallationSource, _distributions
-from pretrain.data.sources import LocalSource, _zstd_lines
+from pretrain.data.sources import LocalSource
 from pretrain.tokenizer import shards
 from pretrain.tokenizer.bpe import Tokenizer, training_sample
 from pretrain.tokenizer.config import BOS, EOS, TokenizeConfig, TokenizerConfig

@@ -14,7 +14,8 @@ from pretrain.config import ConfigError, PretrainError
 from pretrain.data import stage as data_stage
 from pretrain.data.config import CleanConfig, DataConfig, MinHashConfig
 from pretrain.data.document import Document, Skip
-from pretrain.data.sources import LocalSource, split_stream
+from pretrain.data.filelines import split_stream
+from pretrain.data.sources import LocalSource
 
 
 def test_a_text_file_is_one_document_or_the_pieces_between_its_separators(tmp_path: Path):

@@ -33,7 +33,8 @@ from typing import Any, ClassVar
 
 from ..config import ConfigError, absolute, absolute_if_here
 from .document import Document, Skip
-from .sources import SourceConfig, SourceType, file_lines, glob_root, record_meta
+from .filelines import file_lines
+from .sources import SourceConfig, SourceType, glob_root, record_meta
 
 _INSTALL_HINT = "huggingface sources need the datasets library: pip install 'pretrain[hf]'"
 # datasets' packaged readers of text data whose files can be read one at a time

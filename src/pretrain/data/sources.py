@@ -21,11 +21,9 @@ import dataclasses
 import difflib
 import functools
 import glob
-import gzip
 import json
 import os
-import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args
@@ -34,6 +32,7 @@ from ..config import PATH, ConfigError, PretrainError
 from ..log import log0
 from ..rundir import file_sha256
 from .document import Document, Skip
+from .filelines import BOM, file_lines, read_errors, split_stream
 from .parquet_parts import Part, first_row, row_group_parts
 
 SourceType = Literal["python-installation", "local", "huggingface", "warc"]
@@ -321,7 +320,7 @@ class LocalSource(SourceConfig):
                                f"{str(e)[:200]}")
                     continue
                 yield self._record(rec, where, f"{name}:{lineno}")
-        except _read_errors() as e:
+        except read_errors() as e:
             # truncated or corrupt compression: everything before it was yielded already
             yield Skip(f"{p}:{lineno + 1}", "unreadable",
                        f"{p} after line {lineno}: {type(e).__name__}: {e}")
@@ -337,7 +336,7 @@ class LocalSource(SourceConfig):
         except UnicodeDecodeError as e:
             yield Skip(str(p), "invalid_utf8", f"{p}: {e}")
             return
-        except _read_errors() as e:
+        except read_errors() as e:
             yield Skip(str(p), "unreadable", f"{p}: {type(e).__name__}: {e}")
             return
         if not text.strip():
@@ -398,7 +397,7 @@ class LocalSource(SourceConfig):
                         cr = block.endswith(b"\r")
                         yield self._lf(decoder.decode(block[:-1] if cr else block))
                         lines, size = ([b"\r"], 1) if cr else ([], 0)
-            except _read_errors():   # a cut file: the documents read before the cut first
+            except read_errors():   # a cut file: the documents read before the cut first
                 yield self._lf(decoder.decode(b"".join(lines)))
                 raise
             yield self._lf(decoder.decode(b"".join(lines), final=True))
@@ -411,7 +410,7 @@ class LocalSource(SourceConfig):
                                f"{piece:,} characters > max_record_bytes")
                     continue
                 yield from self._piece(name, k, piece, p)
-        except _read_errors() as e:
+        except read_errors() as e:
             yield Skip(f"{p}:{k + 1}", "unreadable",
                        f"{p} after document {k}: {type(e).__name__}: {e}")
 
@@ -452,98 +451,6 @@ class LocalSource(SourceConfig):
             row = end
 
 
-def _read_errors() -> tuple[type[BaseException], ...]:
-    """What a truncated or corrupt (compressed) file raises while being read."""
-    errors: list[type[BaseException]] = [EOFError, OSError, zlib.error]
-    try:
-        import zstandard
-        errors.append(zstandard.ZstdError)
-    except ImportError:
-        pass
-    return tuple(errors)
-
-
-BOM = b"\xef\xbb\xbf"   # UTF-8's byte-order mark, which some writers put first
-
-
-def file_lines(p: Path, cap: int = 0, split: int = 0) -> Iterator[bytes | int]:
-    """The file's lines as bytes (decoded per line by the caller, so that one bad line
-    costs one record), through gzip or zstd by extension. With ``cap``, a line longer than
-    that is read past in 1 MB pieces and given as its length (a one-line JSON array of
-    gigabytes is never held whole). With ``split``, a longer line comes in pieces of
-    about that many bytes (for a caller that joins them again)."""
-    name = p.name.lower()
-    if name.endswith(".zst"):
-        yield from _zstd_lines(p, cap, split=split)
-        return
-    with (gzip.open(p, "rb") if name.endswith(".gz") else open(p, "rb")) as f:
-        if split:
-            while line := f.readline(split):
-                yield line
-            return
-        if not cap:
-            yield from f
-            return
-        while line := f.readline(cap + 1):
-            if len(line) <= cap or line.endswith(b"\n"):
-                yield line
-                continue
-            n = len(line)
-            while more := f.readline(1 << 20):
-                n += len(more)
-                if more.endswith(b"\n"):
-                    break
-            yield n
-
-
-def _zstd_lines(p: Path, cap: int = 0, chunk: int = 1 << 16,
-                split: int = 0) -> Iterator[bytes | int]:
-    """``file_lines`` of a .zst file: decompressed 64 KB of input at a time (what one piece
-    holds is that times the compression ratio: ~0.3 MB for text, more for runs of one
-    byte), one frame after another; a file cut inside a frame raises EOFError."""
-    try:
-        import zstandard
-    except ImportError:
-        raise ConfigError(f"{p}: .zst files need zstandard: pip install zstandard") from None
-    dctx = zstandard.ZstdDecompressor()
-    dobj = dctx.decompressobj()
-    # the line being read, in pieces (joined once it ends: a long line is not copied again
-    # at every piece), and its length; past ``cap`` its pieces are dropped, only counted
-    pieces: list[bytes] = []
-    size = held = 0
-    with open(p, "rb") as f:
-        while block := f.read(chunk):
-            size += len(block)
-            if dobj.eof:   # the last block ended exactly where a frame does
-                dobj = dctx.decompressobj()
-            data = dobj.decompress(block)
-            while dobj.eof and dobj.unused_data:  # concatenated frames
-                rest = dobj.unused_data
-                dobj = dctx.decompressobj()
-                data += dobj.decompress(rest)
-            *full, tail = data.split(b"\n")
-            for line in full:
-                if held > cap > 0:
-                    yield held + len(line) + 1
-                else:
-                    yield b"".join([*pieces, line, b"\n"])
-                pieces, held = [], 0
-            held += len(tail)
-            if not (held > cap > 0):
-                pieces.append(tail)
-            else:
-                pieces.clear()
-            if split and held >= split:   # a long line's piece, for the caller to join
-                yield b"".join(pieces)
-                pieces, held = [], 0
-    if not dobj.eof and size:   # a 0-byte file is an empty file, not a cut frame
-        raise EOFError("zstd stream ends before its frame is complete (truncated file)")
-    if held > cap > 0:
-        yield held
-    elif held:
-        yield b"".join(pieces)
-
-
 def record_meta(rec: dict[str, Any], text_field: str, id_field: str) -> dict[str, Any]:
     """A record's scalar fields but its text and id, as a document's metadata; Dolma's
     nested ``metadata`` (url, language, ...) lifted one level up. ``url`` is kept when it
@@ -557,36 +464,6 @@ def record_meta(rec: dict[str, Any], text_field: str, id_field: str) -> dict[str
                     k not in meta or k == "url" and not isinstance(meta[k], str)):
                 meta[k] = v
     return meta
-
-
-def split_stream(blocks: Iterable[str], sep: str, cap: int = 0) -> Iterator[str | int]:
-    """``"".join(blocks).split(sep)``, one piece at a time, never holding more than the
-    current piece and a block (a separator may straddle two blocks). With ``cap``, a piece
-    of more characters than that is not held: it is given as its length."""
-    parts: list[str] = []
-    carry, keep, held, over = "", len(sep) - 1, 0, 0   # over: a piece past cap, its length
-
-    def piece() -> str | int:
-        n = over + held
-        return n if cap and n > cap else "".join(parts)
-
-    for block in blocks:
-        s, start = carry + block, 0
-        while (i := s.find(sep, start)) >= 0:
-            parts.append(s[start:i])
-            held += i - start
-            yield piece()
-            parts, start, held, over = [], i + len(sep), 0, 0
-        rest = s[start:]
-        cut = max(0, len(rest) - keep)   # the end that may begin a separator waits
-        parts.append(rest[:cut])
-        held += cut
-        carry = rest[cut:]
-        if cap and held > cap:   # too long to be a document: counted on, not kept
-            over, parts, held = over + held, [], 0
-    parts.append(carry)
-    held += len(carry)
-    yield piece()
 
 
 def glob_root(patterns: Sequence[str]) -> str:

@@ -297,10 +297,18 @@ class LocalSource(SourceConfig):
                                                                 self.id_field))
 
     def _read_jsonl(self, p: Path) -> Iterator[Document | Skip]:
-        lineno, name = 0, self._name(p)
+        lineno, name, first = 0, self._name(p), True
         try:
-            for lineno, raw in enumerate(file_lines(p, self.max_record_bytes), 1):
+            lines = enumerate(file_lines(p, self.max_record_bytes), 1)
+            for lineno, raw in lines:
                 where = f"{p}:{lineno}"
+                if first and (isinstance(raw, int) or raw.removeprefix(BOM).strip()):
+                    first = False
+                    if isinstance(raw, bytes) and raw.removeprefix(BOM).lstrip().startswith(b"["):
+                        # a JSON array of records (`.json` as many tools write it), not
+                        # JSON lines: no JSON line holding an array is a document anyway
+                        yield from self._json_array(p, raw, (r for _, r in lines))
+                        return
                 if isinstance(raw, int) or len(raw) > self.max_record_bytes:
                     size = raw if isinstance(raw, int) else len(raw)
                     yield Skip(where, "record_too_large",
@@ -324,6 +332,38 @@ class LocalSource(SourceConfig):
             # truncated or corrupt compression: everything before it was yielded already
             yield Skip(f"{p}:{lineno + 1}", "unreadable",
                        f"{p} after line {lineno}: {type(e).__name__}: {e}")
+
+    def _json_array(self, p: Path, first: bytes, rest: Iterator[bytes | int]
+                    ) -> Iterator[Document | Skip]:
+        """A file holding one JSON array of records: parsed whole, so up to
+        ``max_record_bytes``; a record is named by its index, ``file[0]``."""
+        parts, size = [first], len(first)
+        for raw in rest:
+            size += raw if isinstance(raw, int) else len(raw)
+            if size > self.max_record_bytes:
+                for raw in rest:   # counted to the end, not held
+                    size += raw if isinstance(raw, int) else len(raw)
+                yield Skip(str(p), "record_too_large", f"{p}: a JSON array of {size:,} bytes "
+                           f"> max_record_bytes ({self.max_record_bytes:,}); write it as "
+                           "JSON lines (one record per line) or raise max_record_bytes")
+                return
+            parts.append(raw)   # type: ignore[arg-type]
+        try:
+            records = json.loads(b"".join(parts).decode("utf-8-sig"))
+        except UnicodeDecodeError as e:
+            yield Skip(str(p), "invalid_utf8", f"{p}: a JSON array file: {e}")
+            return
+        except (ValueError, RecursionError) as e:
+            yield Skip(str(p), "malformed_json", f"{p}: a JSON array file (its first "
+                       f"character is '['), not JSON lines: {type(e).__name__}: "
+                       f"{str(e)[:200]}")
+            return
+        if not isinstance(records, list):   # "[1] x": valid JSON is one value only
+            yield Skip(str(p), "malformed_json", f"{p}: not one JSON array")
+            return
+        name = self._name(p)
+        for i, rec in enumerate(records):
+            yield self._record(rec, f"{p}[{i}]", f"{name}:{i + 1}")
 
     def _read_txt(self, p: Path) -> Iterator[Document | Skip]:
         name = self._name(p)

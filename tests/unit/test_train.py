@@ -296,3 +296,8 @@ def test_the_grad_accum_hint_is_only_for_a_run_that_starts_over(tmp_path, capsys
     checkpoint(tmp_path / "train-b", 20)
     err = launch(two, tmp_path / "train-b")   # resumes its own step 20: listed, no hint
     assert "checkpoints of another config of this run" in err and "train.grad_accum" not in err
+    # a launch refused before its first checkpoint (too large a batch for memory) leaves
+    # only its lineage: not listed to every later run as "checkpoints of another config"
+    launch(TrainConfig(batch_size=100_000, weight_decay=0.3), tmp_path / "train-c")
+    err = launch(two, tmp_path / "train-b")
+    assert str(tmp_path / "train-a") in err and "train-c" not in err

@@ -120,6 +120,8 @@ def _checkpoint_lineage(run: StageRun, cfg: TrainConfig, folder: Path, rows: int
             shutil.rmtree(other)
             log0(f"train: removed {other} (train.remove_other_checkpoints)")
             continue
+        if {f.name for f in other.iterdir()} <= {LINEAGE}:
+            continue   # a run refused before its first checkpoint: nothing to keep or say
         ckpts = state.complete(other)
         size = sum(f.stat().st_size for f in other.rglob("*") if f.is_file())
         latest = f", latest step {state.step_of(ckpts[-1])}" if ckpts else ""

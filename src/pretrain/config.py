@@ -141,6 +141,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         value = _parse_cli(value, tp, key)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if tp is int and isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)   # TOML's `steps = 1e6`, as the command line's --train.steps=1e6
     if tp not in (int, float, str, bool):
         raise ConfigError(f"{key}: unsupported config type {tp!r}")  # a bug in a dataclass
     if type(value) is not tp:

@@ -86,6 +86,21 @@ def test_toml_strings_are_not_coerced(tmp_path: Path):
         load_config(str(toml))
 
 
+def test_an_exact_float_is_an_int_in_toml_as_on_the_command_line(tmp_path: Path):
+    """`steps = 1e3` in a file was refused while --train.steps=1e3 was 1000."""
+    toml = tmp_path / "c.toml"
+    toml.write_text("[train]\nsteps = 1e3\nbatch_size = 8.0\n")
+    cfg = load_config(str(toml))
+    assert (cfg.train.steps, cfg.train.batch_size) == (1000, 8)
+    assert type(cfg.train.steps) is int
+    assert load_config(None, [("train.steps", "1e3")]).train.steps == 1000
+    toml.write_text("[train]\nsteps = 1.5e2\n")
+    assert load_config(str(toml)).train.steps == 150
+    toml.write_text("[train]\nsteps = 1000.5\n")
+    with pytest.raises(ConfigError, match="train.steps: expected int, got 1000.5"):
+        load_config(str(toml))
+
+
 @pytest.mark.parametrize("overrides, message", [
     ([("sample.prompts.0.x", "1")], "sample.prompts.0 is a value, not a section"),
     ([("tokenizer.pattern", "(")], "tokenizer.pattern: invalid regex"),

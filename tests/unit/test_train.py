@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import numpy as np
@@ -5,16 +6,18 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from pretrain.config import ConfigError
+from pretrain.config import ConfigError, PretrainError
 from pretrain.model import io
 from pretrain.model.config import ModelConfig
 from pretrain.model.transformer import Transformer
 from pretrain.pipeline import run_stages
+from pretrain.plan.memory import Split, estimate
 from pretrain.run_config import load_config
 from pretrain.train.config import TrainConfig
 from pretrain.train.data import RandomWindows
+from pretrain.train.fits import MARGIN, check_memory
 from pretrain.train.optim import lr_at, param_groups
-from pretrain.train.parallelize import apply_activation_checkpointing
+from pretrain.train.parallelize import Layout, apply_activation_checkpointing, resolve_precision
 from pretrain.train.stage import warmup_note
 
 from ..conftest import tiny_overrides
@@ -301,3 +304,30 @@ def test_the_grad_accum_hint_is_only_for_a_run_that_starts_over(tmp_path, capsys
     launch(TrainConfig(batch_size=100_000, weight_decay=0.3), tmp_path / "train-c")
     err = launch(two, tmp_path / "train-b")
     assert str(tmp_path / "train-a") in err and "train-c" not in err
+
+
+def test_a_run_near_the_memory_limit_is_warned_and_the_advised_batch_leaves_a_margin(
+        capsys):
+    """The estimate is within 10% of measured peaks: a batch it sizes to the last byte was
+    advised (and passed) and then killed for memory. Near the limit is a warning; the
+    advice, refused or warned, leaves 10%."""
+    mc = ModelConfig(d_model=64, n_layers=2, n_heads=4, seq_len=64, vocab_size=256)
+    one = Layout({"pp": 1, "dp_replicate": 1, "dp_shard": 1, "tp": 1})
+    cfg = TrainConfig(batch_size=512)
+    kw = dict(layout=Split(), checkpointing=False, optimizer="adamw", grad_accum=1, cpu=True,
+              precision=resolve_precision(cfg.precision, torch.device("cpu")),
+              fused_loss=cfg.loss_path(1) == "chunked")
+    need = estimate(mc, 512, **kw).total
+    check_memory(mc, cfg, one, torch.device("cpu"), have=need / 0.8)
+    assert "warning" not in capsys.readouterr().err
+    check_memory(mc, cfg, one, torch.device("cpu"), have=need / 0.95)
+    err = capsys.readouterr().err
+    assert "train: warning: the estimate is within 10% of the" in err
+    advised = int(re.search(r"train.batch_size = (\d+) leaves a 10% margin", err)[1])
+    with pytest.raises(PretrainError, match=r"needs about .* train.batch_size = \d+ leaves "
+                                            r"a 10% margin") as e:
+        check_memory(mc, cfg, one, torch.device("cpu"), have=need / 1.05)
+    for batch, have in ((advised, need / 0.95),
+                        (int(re.search(r"batch_size = (\d+)", str(e.value))[1]), need / 1.05)):
+        fit = estimate(mc, batch, **kw).total
+        assert 0.85 * have < fit <= MARGIN * have

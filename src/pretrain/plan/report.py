@@ -115,7 +115,8 @@ def memory(cfg: ModelConfig, shape: Shape, gpus: int, device_gb: float | None) -
         mark = "*" if lay is lays[0] else " "
         cols = zip((m.weights, m.grads, m.optimizer, m.activations, m.working, -m.overlap,
                     m.total, ac.total), (8, 7, 7, 7, 6, 7, 7, 8), strict=True)
-        lines.append(f"{mark}{lay.name():<21}" + "".join(f" {v / GB:>{w}.2f}" for v, w in cols)
+        lines.append(f"{mark}{lay.name():<21}" + "".join(f" {round(v / GB, 2) + 0.0:>{w}.2f}"
+                                                         for v, w in cols)
                      + fits)
     lines.append(f"(* the configured layout; micro-batch {shape.batch} x {cfg.seq_len} tokens, "
                  f"{shape.precision}, {shape.optimizer}; activations scale with the micro-batch;"

@@ -244,6 +244,18 @@ def verify_run(root: Path, stage_names: tuple[str, ...] = ()) -> tuple[int, list
             files = sum(1 for p in folder.rglob("*") if p.is_file())
             problems.append(f"{folder}: no {MANIFEST} ({files} files nothing vouches for; "
                             f"rerun the stage: `pretrain run --force {name}`)")
+    # a stage's folder removed while the stages made from it are still there: nothing of
+    # theirs is damaged, but what they came from is gone (a rerun of them fails)
+    made_from: dict[str, list[str]] = {}
+    for folder in folders:
+        m = read_manifest(folder)
+        for u, fp in ((m or {}).get("inputs", {}).get("upstream") or {}).items():
+            if fp is not None and not (root / u / MANIFEST).is_file():
+                made_from.setdefault(u, []).append(folder.name)
+    for u, users in sorted(made_from.items()):
+        problems.append(f"{root / u}: missing (or its {MANIFEST}), though {', '.join(users)} "
+                        f"{'was' if len(users) == 1 else 'were'} made from it; rerun it: "
+                        f"`pretrain run --force {u}`")
     for ckpt in sorted(root.glob("checkpoints/*/step-*")):
         if not ckpt.is_dir() or ckpt.name.endswith((".tmp", DELETING)):   # written, removed
             continue

@@ -80,6 +80,19 @@ def test_every_damaged_file_is_named(run, tmp_path):
     assert lines[-1].endswith("8 problems")
 
 
+def test_a_removed_stage_that_later_stages_were_made_from_is_named(run, tmp_path):
+    """`rm -rf tokenizer` verified as "all match": what is left is intact, but what the
+    tokens were encoded with is gone."""
+    copy = tmp_path / "tiny"
+    shutil.copytree(run, copy)
+    shutil.rmtree(copy / "tokenizer")
+    res = _verify(copy)
+    assert res.returncode == 1
+    assert res.stdout.splitlines()[:-1] == [
+        f"{copy / 'tokenizer'}: missing (or its manifest.json), though tokenize was made from "
+        "it; rerun it: `pretrain run --force tokenizer`"]
+
+
 def test_an_unreadable_manifest_or_a_folder_that_is_no_run(run, tmp_path):
     copy = tmp_path / "tiny"
     shutil.copytree(run, copy)

@@ -9,6 +9,7 @@ tables for it, and the overrides that make the config that run.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,6 +22,7 @@ from .plan import report
 from .plan.laws import Law, chinchilla_rule, read_fit
 from .plan.memory import Split
 from .run_config import RunConfig
+from .train.config import TrainConfig, check_layout
 
 FIT = Path("sweep") / "fit.json"
 
@@ -64,6 +66,23 @@ def shape(cfg: RunConfig, gpus: int, precision: str) -> report.Shape:
     return report.Shape(cfg.train.steps, cfg.train.batch_size, cfg.train.grad_accum, layout,
                         cfg.train.activation_checkpointing, cfg.train.optimizer, precision,
                         fused_loss=cfg.train.loss_path(1) == "chunked")
+
+
+def refusal(model: ModelConfig, train: TrainConfig, split: Split) -> str | None:
+    """Why training would refuse ``split`` for ``model``: training's own check, with the
+    split's pipeline settings (its microbatches, and no grad_accum under a pipeline, as the
+    table counts it); None where it runs it."""
+    cfg = replace(train, grad_accum=1 if split.pp > 1 else train.grad_accum,
+                  parallel=replace(train.parallel, pp_microbatches=split.microbatches,
+                                   pp_schedule=split.schedule,  # type: ignore[arg-type]
+                                   sequence_parallel=split.sequence_parallel))
+    degrees = {"dp_replicate": split.dp_replicate, "dp_shard": split.dp_shard,
+               "tp": split.tp, "pp": split.pp}
+    try:
+        check_layout(model, cfg, degrees)
+    except ConfigError as e:
+        return str(e)
+    return None
 
 
 def _fit(cfg: RunConfig, opts: Options) -> Law | None:
@@ -150,6 +169,12 @@ def plan(cfg: RunConfig, opts: Options) -> str:
             out.append(f"note: the family's largest model ({n:.3g} parameters) is "
                        f"{n / n_opt:.2g}x the compute-optimal N for this budget ({n_opt:.3g}); "
                        "it is trained on more tokens instead")
+        elif n > 2 * n_opt:   # the family's widths step coarsely (a multiple of the head
+            # size and of 64), or its smallest model's embedding already outweighs the optimum
+            out.append(f"note: the family's nearest model ({n:.3g} parameters) is "
+                       f"{n / n_opt:.2g}x the compute-optimal N for this budget ({n_opt:.3g}), "
+                       f"trained on {sh.tokens(model.seq_len) / n:.2g} tokens per parameter; "
+                       "a smaller vocabulary, head size or seq_len lets the family come closer")
     elif cfg.train.time_budget_s:
         fits_in = cfg.train.time_budget_s * flop_s / (model.flops_per_token() * per_step)
         if fits_in < sh.steps:   # the time budget ends the run first
@@ -161,7 +186,8 @@ def plan(cfg: RunConfig, opts: Options) -> str:
     flops = model.flops_per_token() * tokens
     out += ["\n## size", report.size(model),
             f"training: {tokens:,} tokens ({sh.steps:,} steps) = {flops:.3g} FLOPs",
-            "\n## memory per device", report.memory(model, sh, opts.gpus, acc.memory_gb),
+            "\n## memory per device", report.memory(model, sh, opts.gpus, acc.memory_gb,
+                                                     functools.partial(refusal, model, cfg.train)),
             "\n## time and cost", report.time_and_cost(flops, acc, opts.gpus, mfu, timed,
                                                          opts.price),
             "\n## compute-optimal", report.frontier(model, tokens, flops, fit)]

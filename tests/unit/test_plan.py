@@ -516,6 +516,13 @@ def test_sizes_are_written_in_the_unit_they_round_to():
     from pretrain.plan.report import _n
     assert [_n(x) for x in (999.7, 999_999, 1_234_567, 999_950_000_000, 12)] == [
         "1 k", "1 M", "1.23 M", "1 T", "12"]
+    # small costs were "0 GPU-hours, $0"; $3.16 was "$3"
+    h100 = get("h100")
+    two_minutes = 120 * 4 * h100.peak("bf16") * 0.4
+    assert "(0.133 GPU-hours, $0.333 at $2.5/GPU-hour)" in time_and_cost(
+        two_minutes, h100, 4, 0.4, "bf16", None)
+    assert "(1.26 GPU-hours, $3.16 at" in time_and_cost(1.8e18, h100, 1, 0.4, "bf16", None)
+    assert "(1,264 GPU-hours, $3,160 at" in time_and_cost(1.8e21, h100, 1, 0.4, "bf16", None)
 
 
 
@@ -566,3 +573,43 @@ def test_a_budget_given_twice_is_refused_before_any_run(capsys):
     """Its runs were trained once and counted twice in the fit (the law moved)."""
     assert main(["sweep", "-c", "sweep-quickstart", "--budgets", "1e11,3e11,3e11"]) == 2
     assert "--budgets gives 3e+11 more than once" in capsys.readouterr().err
+
+
+def test_a_budget_model_far_above_the_optimum_says_so(capsys):
+    """A head size of 100 leaves the family widths 100, 3200, 6400...: 1e18 FLOPs was
+    planned as 3.03 B parameters on 0.018 tokens each (33x the optimum), without a word."""
+    argv = ["plan", "-c", "fineweb-edu-124m", "--model.d_model=400", "--model.n_heads=4",
+            "--model.n_kv_heads=2"]
+    assert main([*argv, "--budget", "1e18"]) == 0
+    out = capsys.readouterr().out
+    ratio = float(re.search(r"nearest model \(\S+ parameters\) is (\S+)x the compute-optimal",
+                            out)[1])
+    assert ratio > 10
+    assert main(["plan", "-c", "fineweb-edu-124m", "--budget", "1e21"]) == 0
+    assert "compute-optimal N for this budget" not in capsys.readouterr().out
+
+
+def test_the_plan_shows_only_layouts_training_runs_and_marks_a_refused_configured_one(
+        capsys):
+    """DDP x TP, TP 8 with 4 kv heads, TP for mla, a pipeline of a tied model were all
+    planned 'yes' and refused by training; a proposed TP 8 over 1,004 positions too."""
+    base = ["plan", "-c", "fineweb-edu-124m", "--gpus", "8"]
+    for extra, why in ((["--train.parallel.tp=2"], "DDP with tensor parallelism"),
+                       (["--train.parallel.tp=8"], "must divide the kv heads (4)"),
+                       (["--train.parallel.tp=2", "--train.parallel.dp_shard=4",
+                         "--train.parallel.dp_replicate=1", "--model.arch=mla"],
+                        "not implemented for mla"),
+                       (["--train.parallel.pp=2", "--train.parallel.dp_shard=4",
+                         "--train.parallel.dp_replicate=1", "--model.arch=gpt2"],
+                        "pipeline parallelism needs untied embeddings")):
+        assert main([*base, *extra]) == 0
+        out = capsys.readouterr().out
+        row = next(line for line in out.splitlines() if line.startswith("*"))
+        assert row.endswith("no: training refuses this layout (below)"), row
+        assert "(* training refuses the configured layout: " in out and why in out
+    wide = [*base, "--model.d_model=1024", "--model.n_heads=16", "--model.n_kv_heads=8"]
+    assert main(wide) == 0
+    assert "\n TP 8 " in capsys.readouterr().out
+    assert main([*wide, "--model.seq_len=1004"]) == 0   # sequence parallel: tp | seq_len
+    out = capsys.readouterr().out
+    assert "\n TP 8 " not in out and "\n FSDP 8 " in out and "refuses" not in out

@@ -10,6 +10,7 @@ laws, and the user's own fitted law when a sweep wrote one); the loss the laws p
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from .. import hardware
@@ -94,11 +95,17 @@ def layouts(cfg: ModelConfig, shape: Shape, gpus: int) -> list[Split]:
     return unique
 
 
-def memory(cfg: ModelConfig, shape: Shape, gpus: int, device_gb: float | None) -> str:
+def memory(cfg: ModelConfig, shape: Shape, gpus: int, device_gb: float | None,
+           refusal: Callable[[Split], str | None] | None = None) -> str:
+    """The memory table of the configured layout and the others for ``gpus`` devices;
+    ``refusal(layout)``: why training refuses a layout (None where it runs it): another
+    layout is then left out, the configured one is marked."""
     lines = [f"{'layout':<22}{'weights':>9}{'grads':>8}{'optim':>8}{'activ.':>8}{'work':>7}"
              f"{'overlap':>8}{'total':>8}{'with AC':>9}  GB per device" + (f" (fits {device_gb:g} GB?)"
                                                             if device_gb else "")]
-    lays = layouts(cfg, shape, gpus)
+    refused = refusal(shape.layout) if refusal else None
+    lays = [lay for lay in layouts(cfg, shape, gpus)
+            if lay is shape.layout or not (refusal and refusal(lay))]
     for lay in lays:
         kw = dict(layout=lay, optimizer=shape.optimizer, precision=shape.precision,
                   fused_loss=shape.fused_loss and lay.tp == 1,   # TP splits the head
@@ -112,6 +119,8 @@ def memory(cfg: ModelConfig, shape: Shape, gpus: int, device_gb: float | None) -
             fits = "  yes" if (ac if shape.checkpointing else m).total <= device_gb * GB \
                 else "  no (yes with AC)" if ac.total <= device_gb * GB else "  no"
             fits += f", largest micro-batch {best}" + (" with AC" if shape.checkpointing else "")
+        if refused and lay is shape.layout:
+            fits = "  no: training refuses this layout (below)"
         mark = "*" if lay is lays[0] else " "
         cols = zip((m.weights, m.grads, m.optimizer, m.activations, m.working, -m.overlap,
                     m.total, ac.total), (8, 7, 7, 7, 6, 7, 7, 8), strict=True)
@@ -122,6 +131,8 @@ def memory(cfg: ModelConfig, shape: Shape, gpus: int, device_gb: float | None) -
                  f"{shape.precision}, {shape.optimizer}; activations scale with the micro-batch;"
                  " overlap: backward frees activations as gradients fill, where a step has one"
                  " micro-batch)")
+    if refused:
+        lines.append(f"(* training refuses the configured layout: {refused})")
     if gpus > 1 and shape.optimizer == "muon":
         lines.append("(muon orthogonalises whole matrices: no FSDP or TP layouts, as training "
                      "refuses them)")
@@ -140,14 +151,20 @@ def time_and_cost(flops: float, acc: hardware.Accelerator, gpus: int, mfu: float
     dollars = seconds / 3600 * gpus * (price if price is not None else acc.dollars_per_hour)
     return (f"{flops:.3g} FLOPs on {gpus} x {acc.name} ({acc.peak_tflops[precision]:g} "
             f"TFLOP/s {precision}) at MFU {mfu:.0%}: {duration(seconds)} "
-            f"({seconds * gpus / 3600:,.0f} GPU-hours, ${dollars:,.0f} at "
+            f"({_amount(seconds * gpus / 3600)} GPU-hours, ${_amount(dollars)} at "
             f"${price if price is not None else acc.dollars_per_hour:g}/GPU-hour)")
+
+
+def _amount(x: float) -> str:
+    """Whole above 100, else 3 significant digits: `0.0333`, `3.16`, `1,234` (whole
+    numbers had made 2 minutes on 4 GPUs "0 GPU-hours, $0")."""
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
 
 
 def frontier(cfg: ModelConfig, tokens: float, flops: float, fit: Law | None) -> str:
     n = cfg.num_params()
     lines = [f"this run: N = {_n(n)} parameters, D = {_n(tokens)} tokens "
-             f"({tokens / n:.1f} tokens per parameter), C = {flops:.3g} FLOPs"]
+             f"({_amount(tokens / n)} tokens per parameter), C = {flops:.3g} FLOPs"]
     n20, d20 = chinchilla_rule(flops)
     lines.append(f"compute-optimal for C (20 tokens/param): N = {_n(n20)}, D = {_n(d20)}; "
                  f"this run is {n / n20:.2g}x that N")

@@ -7,11 +7,14 @@ and schedule), ``data.py`` (batches and mixtures), ``stability.py`` and ``monito
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
 
 from ..config import PATH, ConfigError
+from ..model.config import ModelConfig
 
 
 @dataclass
@@ -269,3 +272,55 @@ class TrainConfig:
                 for p in sorted(path.rglob("*.safetensors")) + sorted(path.rglob("*config.json"))
                 if loaded(p)]
 
+
+def check_layout(model_cfg: ModelConfig, cfg: TrainConfig, layout: Mapping[str, int]) -> None:
+    """What a layout (``train.parallel``'s degrees) cannot do with this model, as one-line
+    errors before anything runs; `pretrain plan` asks it of the layouts it shows."""
+    tp, pp = layout["tp"], layout["pp"]
+    if tp > 1:
+        if model_cfg.arch == "mla":
+            raise ConfigError("train.parallel.tp > 1 is not implemented for mla: its latent "
+                              "down-projections (kv_a, q_a) feed every head, so they do not "
+                              "split by head; use dp_shard (FSDP) or pp")
+        hidden_blocks = math.gcd(model_cfg.hidden, model_cfg.n_heads)
+        if model_cfg.kv_heads % tp or (model_cfg.arch == "llama" and hidden_blocks % tp) \
+                or model_cfg.hidden % tp:
+            raise ConfigError(f"train.parallel.tp = {tp} must divide the kv heads "
+                              f"({model_cfg.kv_heads}) and the MLP's hidden size "
+                              f"({model_cfg.hidden}, in {hidden_blocks} gate/up blocks)")
+        if layout["dp_replicate"] > 1 and layout["dp_shard"] == 1:
+            raise ConfigError("DDP with tensor parallelism is not supported: shard the data "
+                              "dimension instead (train.parallel.dp_shard = -1, or with "
+                              "dp_replicate > 1 for HSDP)")
+        if cfg.parallel.sequence_parallel and model_cfg.seq_len % tp:
+            raise ConfigError(f"train.parallel.tp = {tp} must divide model.seq_len "
+                              f"({model_cfg.seq_len}) with sequence parallel (the norms split "
+                              "the positions); or set train.parallel.sequence_parallel = false")
+        if cfg.compile:
+            raise ConfigError("train.compile with train.parallel.tp > 1 fails in torch's "
+                              "DTensor backward (tested with torch 2.13 on CPU): leave compile "
+                              "off under tensor parallelism, or use dp_shard (FSDP) or pp")
+    if pp > 1:
+        if model_cfg.tied:
+            raise ConfigError("pipeline parallelism needs untied embeddings (the embedding is "
+                              "on the first stage, the head on the last): set "
+                              "model.tie_embeddings = false (gpt2 always ties)")
+        if model_cfg.n_layers < pp:
+            raise ConfigError(f"train.parallel.pp = {pp} stages need at least {pp} layers, "
+                              f"the model has {model_cfg.n_layers}")
+        if cfg.batch_size % cfg.parallel.microbatches:
+            raise ConfigError(f"train.batch_size ({cfg.batch_size}) must be a multiple of the "
+                              f"pipeline's microbatches ({cfg.parallel.microbatches})")
+        if cfg.parallel.pp_schedule == "1F1B" and cfg.parallel.microbatches < pp:
+            raise ConfigError(f"train.parallel.pp_microbatches = {cfg.parallel.microbatches}: "
+                              f"the 1F1B schedule needs at least one per stage ({pp}); raise "
+                              "it or use pp_schedule = 'GPipe'")
+        if cfg.grad_accum != 1:
+            raise ConfigError("with pp > 1 the pipeline's microbatches accumulate the "
+                              "gradients: set train.grad_accum = 1 and raise "
+                              "train.parallel.pp_microbatches instead")
+    if cfg.precision == "fp16" and pp > 1:
+        raise ConfigError("train.precision = 'fp16' needs a loss scaler the pipeline schedule "
+                          "does not run: use bf16 with pp > 1")
+    if cfg.optimizer == "muon" and (layout["dp_shard"] > 1 or tp > 1):
+        raise ConfigError("optimizer = 'muon' needs whole matrices: not with dp_shard or tp")

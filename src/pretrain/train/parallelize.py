@@ -29,7 +29,6 @@ blocks. MLA is refused: its latent down-projections are shared by every head.
 
 from __future__ import annotations
 
-import math
 import shutil
 import sys
 from collections.abc import Callable
@@ -52,7 +51,7 @@ from .. import distributed
 from ..config import ConfigError
 from ..model.config import ModelConfig
 from ..model.transformer import Transformer
-from .config import ParallelConfig, TrainConfig
+from .config import ParallelConfig, TrainConfig, check_layout
 from .pipelining import keep_stage
 
 DIMS = ("pp", "dp_replicate", "dp_shard", "tp")
@@ -125,58 +124,6 @@ def make_layout(cfg: ParallelConfig, d: distributed.Dist, device: torch.device) 
     mesh = init_device_mesh(device.type, tuple(degrees[n] for n in DIMS), mesh_dim_names=DIMS)
     coords = tuple(int(c) for c in mesh.get_coordinate() or (0, 0, 0, 0))
     return Layout(degrees, mesh, coords)
-
-
-def check(model_cfg: ModelConfig, cfg: TrainConfig, layout: Layout) -> None:
-    """What a layout cannot do with this model, as one-line errors before anything runs."""
-    tp, pp = layout["tp"], layout["pp"]
-    if tp > 1:
-        if model_cfg.arch == "mla":
-            raise ConfigError("train.parallel.tp > 1 is not implemented for mla: its latent "
-                              "down-projections (kv_a, q_a) feed every head, so they do not "
-                              "split by head; use dp_shard (FSDP) or pp")
-        hidden_blocks = math.gcd(model_cfg.hidden, model_cfg.n_heads)
-        if model_cfg.kv_heads % tp or (model_cfg.arch == "llama" and hidden_blocks % tp) \
-                or model_cfg.hidden % tp:
-            raise ConfigError(f"train.parallel.tp = {tp} must divide the kv heads "
-                              f"({model_cfg.kv_heads}) and the MLP's hidden size "
-                              f"({model_cfg.hidden}, in {hidden_blocks} gate/up blocks)")
-        if layout["dp_replicate"] > 1 and layout["dp_shard"] == 1:
-            raise ConfigError("DDP with tensor parallelism is not supported: shard the data "
-                              "dimension instead (train.parallel.dp_shard = -1, or with "
-                              "dp_replicate > 1 for HSDP)")
-        if cfg.parallel.sequence_parallel and model_cfg.seq_len % tp:
-            raise ConfigError(f"train.parallel.tp = {tp} must divide model.seq_len "
-                              f"({model_cfg.seq_len}) with sequence parallel (the norms split "
-                              "the positions); or set train.parallel.sequence_parallel = false")
-        if cfg.compile:
-            raise ConfigError("train.compile with train.parallel.tp > 1 fails in torch's "
-                              "DTensor backward (tested with torch 2.13 on CPU): leave compile "
-                              "off under tensor parallelism, or use dp_shard (FSDP) or pp")
-    if pp > 1:
-        if model_cfg.tied:
-            raise ConfigError("pipeline parallelism needs untied embeddings (the embedding is "
-                              "on the first stage, the head on the last): set "
-                              "model.tie_embeddings = false (gpt2 always ties)")
-        if model_cfg.n_layers < pp:
-            raise ConfigError(f"train.parallel.pp = {pp} stages need at least {pp} layers, "
-                              f"the model has {model_cfg.n_layers}")
-        if cfg.batch_size % cfg.parallel.microbatches:
-            raise ConfigError(f"train.batch_size ({cfg.batch_size}) must be a multiple of the "
-                              f"pipeline's microbatches ({cfg.parallel.microbatches})")
-        if cfg.parallel.pp_schedule == "1F1B" and cfg.parallel.microbatches < pp:
-            raise ConfigError(f"train.parallel.pp_microbatches = {cfg.parallel.microbatches}: "
-                              f"the 1F1B schedule needs at least one per stage ({pp}); raise "
-                              "it or use pp_schedule = 'GPipe'")
-        if cfg.grad_accum != 1:
-            raise ConfigError("with pp > 1 the pipeline's microbatches accumulate the "
-                              "gradients: set train.grad_accum = 1 and raise "
-                              "train.parallel.pp_microbatches instead")
-    if cfg.precision == "fp16" and pp > 1:
-        raise ConfigError("train.precision = 'fp16' needs a loss scaler the pipeline schedule "
-                          "does not run: use bf16 with pp > 1")
-    if cfg.optimizer == "muon" and (layout["dp_shard"] > 1 or tp > 1):
-        raise ConfigError("optimizer = 'muon' needs whole matrices: not with dp_shard or tp")
 
 
 def check_cpu_compiler() -> None:
@@ -377,7 +324,7 @@ def build(model_cfg: ModelConfig, cfg: TrainConfig, layout: Layout, device: torc
     """(the model this rank holds, parallelized and initialised; the module to run forward
     and backward through: a DDP wrapper, or the model itself). ``init``: a whole model on
     CPU to start from instead of the seeded initialisation."""
-    check(model_cfg, cfg, layout)
+    check_layout(model_cfg, cfg, layout.degrees)
     resolve_precision(cfg.precision, device)  # fp8 where the device cannot: an error now
     if cfg.compile and device.type == "cpu":
         check_cpu_compiler()

@@ -40,6 +40,11 @@ class PretrainError(Exception):
     """An error caused by the user's input; the CLI prints its message as one line."""
 
 
+class Diverged(PretrainError):
+    """Training diverged and no rollback was left to mend it: the run's config (its
+    learning rate) is at fault, and the same command diverges again."""
+
+
 class Preempted(Exception):
     """Training stopped on request (SIGTERM, SIGUSR1) after writing a checkpoint; the same
     command resumes it. The CLI exits with ``EXIT_PREEMPTED``."""

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from . import stages
-from .config import ConfigError, PretrainError
+from .config import ConfigError, Diverged, PretrainError
 from .log import log0
 from .pipeline import run_stages
 from .plan.laws import (
@@ -50,6 +50,13 @@ SHARED = ("data", "tokenizer", "tokenize")
 MIN_STEPS = 20
 
 
+def budget_name(c: float) -> str:
+    """A budget as few digits as tell it apart: ``1e+11``, ``1.0004e+11`` (3 digits had
+    named both 1e11 and 1.0004e11 ``1e11``, and the second reused the first's points)."""
+    short = f"{c:.3g}"
+    return short if float(short) == c else f"{c:.12g}"
+
+
 def _points(cfg: RunConfig, budgets: list[float], sizes: int) -> list[tuple[float, RunConfig]]:
     """(budget, the point's run config) for every size of every budget."""
     vocab = _vocab(cfg)
@@ -62,9 +69,9 @@ def _points(cfg: RunConfig, budgets: list[float], sizes: int) -> list[tuple[floa
         for shape in ladder(model, targets):
             steps = round(c / shape.flops_per_token() / tokens_per_step)
             if steps < MIN_STEPS:
-                log0(f"sweep: C={c:.2g} N={shape.matmul_params():,}: {steps} steps, skipped")
+                log0(f"sweep: C={budget_name(c)} N={shape.matmul_params():,}: {steps} steps, skipped")
                 continue
-            name = f"c{c:.3g}-d{shape.d_model}-l{shape.n_layers}".replace("+", "")
+            name = f"c{budget_name(c)}-d{shape.d_model}-l{shape.n_layers}".replace("+", "")
             point = replace(cfg, name=name, runs_dir=str(cfg.run_dir / "sweep"), model=shape,
                             train=replace(cfg.train, steps=steps, eval_every=max(steps, 1),
                                           warmup_steps=min(cfg.train.warmup_steps, steps // 10),
@@ -94,11 +101,16 @@ def _link_shared(base: Path, point: Path) -> None:
 
 def _train_point(point: RunConfig, base: Path) -> dict[str, Any]:
     _link_shared(base, point.run_dir)
-    rd = run_stages(point, ["train", "eval"], set(), require_current_upstream=True)
+    tokens = point.train.steps * point.train.batch_size * point.train.grad_accum \
+        * point.model.seq_len
+    try:
+        rd = run_stages(point, ["train", "eval"], set(), require_current_upstream=True)
+    except Diverged as e:   # the point's loss is no point of the law: left out, named
+        log0(f"sweep: {point.name} diverged, left out of the fit: {e}")
+        return {"name": point.name, "N": point.model.matmul_params(), "D": tokens,
+                "loss": math.nan, "diverged": str(e)}
     loss = (rd.manifest("eval") or {})["counts"]["all"]["loss"]
-    return {"name": point.name, "N": point.model.matmul_params(),
-            "D": point.train.steps * point.train.batch_size * point.train.grad_accum
-            * point.model.seq_len, "loss": loss}
+    return {"name": point.name, "N": point.model.matmul_params(), "D": tokens, "loss": loss}
 
 
 def run(cfg: RunConfig, budgets: list[float], sizes: int, predict: bool) -> Path:
@@ -113,10 +125,10 @@ def run(cfg: RunConfig, budgets: list[float], sizes: int, predict: bool) -> Path
     if len(enough) < 2:
         raise ConfigError(
             f"a sweep needs at least 2 budgets with 3 sizes each of {MIN_STEPS} steps or more; "
-            "sizes left per budget: " + ", ".join(f"C={c:.2g}: {n}" for c, n in per_budget.items())
+            "sizes left per budget: " + ", ".join(f"C={budget_name(c)}: {n}" for c, n in per_budget.items())
             + "; raise --budgets (or lower train.batch_size or model.seq_len)")
     for i, (c, point) in enumerate(points, 1):
-        log0(f"sweep: point {i}/{len(points)}: C={c:.2g}, {point.model.matmul_params():,} "
+        log0(f"sweep: point {i}/{len(points)}: C={budget_name(c)}, {point.model.matmul_params():,} "
              f"parameters, {point.train.steps:,} steps")
         results.append({"C": c, **_train_point(point, cfg.run_dir)})
     fit = fit_results(results)
@@ -215,7 +227,7 @@ def _predict(cfg: RunConfig, fit: dict[str, Any], budgets: list[float]) -> dict[
                                  memorization_docs=0, gates=[]))
     d = steps * tokens_per_step
     predicted = law.loss(shape.matmul_params(), d)
-    log0(f"sweep: predicting C={c:.2g}: {shape.matmul_params():,} parameters, {d:,} tokens, "
+    log0(f"sweep: predicting C={budget_name(c)}: {shape.matmul_params():,} parameters, {d:,} tokens, "
          f"loss {predicted:.4f}; training it")
     measured = _train_point(point, cfg.run_dir)["loss"]
     err = measured / predicted - 1
@@ -236,7 +248,7 @@ def _plots(fit: dict[str, Any], out: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     for c in sorted({r["C"] for r in fit["runs"]}):
         runs = sorted((r for r in fit["runs"] if r["C"] == c), key=lambda r: r["N"])
-        line = ax.plot([r["N"] for r in runs], [r["loss"] for r in runs], "o", label=f"C = {c:.1g}")
+        line = ax.plot([r["N"] for r in runs], [r["loss"] for r in runs], "o", label=f"C = {budget_name(c)}")
         ns = [runs[0]["N"] * (runs[-1]["N"] / runs[0]["N"]) ** (i / 40) for i in range(41)]
         ax.plot(ns, [law.loss(n, _tokens(c, n, runs)) for n in ns], "-",
                 color=line[0].get_color(), lw=1)

@@ -10,6 +10,7 @@ import pytest
 
 from pretrain.cli import main
 from pretrain.rundir import RunDir
+from pretrain.sweep import budget_name
 
 from ..conftest import tiny_overrides
 
@@ -57,3 +58,21 @@ def test_a_sweep_whose_budgets_leave_too_few_sizes_trains_nothing(tmp_path, caps
     assert "at least 2 budgets with 3 sizes each of 20 steps" in err
     assert "C=1e+03: 0, C=2e+03: 0" in err
     assert not (tmp_path / "runs" / "tiny" / "sweep" / "fit.json").exists()
+
+
+def test_a_point_that_diverges_is_left_out_not_the_end_of_the_sweep(tmp_path, capsys):
+    """Sweep points keep no checkpoint to roll back to: a point diverging ended the whole
+    sweep with no fit. Here every point diverges (lr 1e4): each is named and left out, and
+    the end says why there is no law."""
+    args = [f"--{k}={v}" for k, v in tiny_overrides(tmp_path)]
+    assert main(["sweep", *args, "--budgets", "1e10,3e10", "--sizes", "3", "--plain",
+                 "--train.lr=1e4", "--train.warmup_steps=0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("diverged, left out of the fit: training diverged at step") == 6
+    assert "error: every run of the sweep ended with a non-finite held-out loss" in err
+
+
+def test_budgets_are_named_with_the_digits_that_tell_them_apart():
+    """1e11 and 1.0004e11 were both `c1e11-...`: the second budget reused the first's runs."""
+    assert [budget_name(c) for c in (1e10, 3e10, 1.5e12, 1e11, 1.0004e11, 1 / 3 * 1e11)] == [
+        "1e+10", "3e+10", "1.5e+12", "1e+11", "100040000000", "33333333333.3"]

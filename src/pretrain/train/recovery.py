@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from .. import distributed
-from ..config import Preempted, PretrainError
+from ..config import Diverged, Preempted
 from ..log import log0
 from . import state
 from .config import TrainConfig
@@ -67,7 +67,7 @@ class Recovery:
             self.events.append(rec)
             assert self.monitor is not None
             self.monitor.event(rec)
-            raise PretrainError(f"training diverged at step {self.step} ({rec['reason']}) and "
+            raise Diverged(f"training diverged at step {self.step} ({rec['reason']}) and "
                                 f"{'no checkpoint is left to roll back to' if ckpt is None else 'the rollback budget is spent'}; "
                                 "lower train.lr or raise train.warmup_steps")
         bad_pos = self.data_pos
@@ -118,7 +118,7 @@ class Recovery:
             rec["action"] = "stopped"
             self.events.append(rec)
             self.monitor.event(rec)
-            raise PretrainError(
+            raise Diverged(
                 f"training diverged at step {self.step} ({reason}; it began after step "
                 f"{began}) and {why}; lower train.lr (to {cfg.lr * self.lr_scale * cfg.divergence_lr_factor:.3g}?) "
                 "or raise train.warmup_steps")

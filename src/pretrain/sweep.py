@@ -66,7 +66,14 @@ def _points(cfg: RunConfig, budgets: list[float], sizes: int) -> list[tuple[floa
     for c in budgets:
         n20 = chinchilla_rule(c)[0]
         targets = [n20 * 4 ** (2 * k / max(1, sizes - 1) - 1) for k in range(sizes)]  # n20/4 .. 4 n20
-        for shape in ladder(model, targets):
+        shapes = ladder(model, targets)
+        low, high = (shapes[0].matmul_params(), shapes[-1].matmul_params()) if shapes else (0, 0)
+        if shapes and (low > 2 * targets[0] or high < targets[-1] / 2):
+            log0(f"sweep: C={budget_name(c)}: the ladder's targets ({targets[0]:,.0f} to "
+                 f"{targets[-1]:,.0f} parameters) reach past the family's models: it trains "
+                 f"{low:,} to {high:,}, so this budget's optimum may be only a bound; "
+                 + ("raise --budgets" if low > 2 * targets[0] else "lower --budgets"))
+        for shape in shapes:
             steps = round(c / shape.flops_per_token() / tokens_per_step)
             if steps < MIN_STEPS:
                 log0(f"sweep: C={budget_name(c)} N={shape.matmul_params():,}: {steps} steps, skipped")
@@ -180,6 +187,11 @@ def fit_results(results: list[dict[str, Any]]) -> dict[str, Any]:
         kn, a = power_law([o["C"] for o in laws_of], [o["N_opt"] for o in laws_of])
         kd, b = power_law([o["C"] for o in laws_of], [o["D_opt"] for o in laws_of])
         out["power_laws"] = {"N_opt": {"k": kn, "exponent": a}, "D_opt": {"k": kd, "exponent": b}}
+        if laws_of is not bracketed:
+            out["power_laws"]["from_bounds"] = True
+            log0(f"sweep: only {len(bracketed)} budget(s) bracket their optimum: the power "
+                 "laws are fitted through bounds, not minima (from_bounds in fit.json); "
+                 "move --budgets so that each ladder's lowest loss is inside it")
     ns, ds, ls = ([r[k] for r in results] for k in ("N", "D", "loss"))
     law = fit_law(ns, ds, ls)
     out["law"] = {**law.as_dict(), "intervals": bootstrap(ns, ds, ls, law, samples=20)}

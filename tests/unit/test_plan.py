@@ -480,6 +480,13 @@ def test_the_sweep_fit_flags_what_it_cannot_trust(capsys):
     assert "C=1e+15: the lowest loss is at the ladder's smallest model" in err
     law, _ = read_fit(fit, "fit.json", "fitted")
     assert law is not None and "flat_in" not in fit["law"]
+    assert "from_bounds" not in fit["power_laws"]   # two budgets bracket theirs
+    # every budget's lowest loss at its smallest model: power laws through bounds, said
+    lowest = [{**r, "loss": 3 + math.log(r["N"]) / 100} for r in results]
+    bounds = fit_results(lowest)
+    assert all(o.get("clipped") for o in bounds["isoflop"])
+    assert bounds["power_laws"]["from_bounds"] is True
+    assert "only 0 budget(s) bracket their optimum" in capsys.readouterr().err
     same_n = [{**r, "N": 1e6, "D": r["C"] / 6e6} for r in results]
     fit = fit_results(same_n)
     assert "N" in fit["law"].get("flat_in", []) or Law.from_dict(fit["law"]).degenerate

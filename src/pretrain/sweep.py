@@ -158,11 +158,13 @@ def fit_results(results: list[dict[str, Any]]) -> dict[str, Any]:
     ``excluded``. A budget's D_opt is the tokens its C buys at N_opt: C / (6 N_opt) over
     the runs' ratio of their FLOPs per token to 6 N (attention's share), interpolated in
     log N."""
-    excluded = [r["name"] for r in results if not math.isfinite(r["loss"])]
+    def usable(r: dict[str, Any]) -> bool:   # a law of log-losses: above 0 and finite
+        return math.isfinite(r["loss"]) and r["loss"] > 0
+    excluded = [r["name"] for r in results if not usable(r)]
     if excluded:
-        log0(f"sweep: {len(excluded)} run(s) with a non-finite held-out loss left out of the "
-             f"fit: {', '.join(excluded)}")
-    results = [r for r in results if math.isfinite(r["loss"])]
+        log0(f"sweep: {len(excluded)} run(s) with a non-finite (or zero) held-out loss left "
+             f"out of the fit: {', '.join(excluded)}")
+    results = [r for r in results if usable(r)]
     if not results:
         raise PretrainError("every run of the sweep ended with a non-finite held-out loss: "
                             "lower train.lr or check the data")

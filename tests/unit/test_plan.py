@@ -473,8 +473,11 @@ def test_the_sweep_fit_flags_what_it_cannot_trust(capsys):
             results.append({"C": c, "name": f"c{c:g}-n{n:.0f}", "N": n, "D": d,
                             "loss": HOFFMANN.loss(n, d)})
     results[7]["loss"] *= 1.5   # diverged, finite
+    # degenerate: log(0) had raised ZeroDivisionError
+    results.append({"C": 1e17, "name": "zero", "N": 1e6, "D": 1e17 / 6e6, "loss": 0.0})
     fit = fit_results(results)
     err = capsys.readouterr().err
+    assert fit["excluded"] == ["zero"]
     assert "1 run(s) more than 10% off the fitted law: c1e+16-n2000000" in err
     assert [o.get("clipped", False) for o in fit["isoflop"]] == [True, False, False]
     assert "C=1e+15: the lowest loss is at the ladder's smallest model" in err

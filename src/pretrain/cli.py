@@ -39,7 +39,7 @@ from .eval.gates import check, load_results
 from .log import rank, set_plain
 from .planning import Options, dry_run_summary, plan
 from .run_config import RunConfig, load_config, resolve_config_path, shipped_configs
-from .rundir import verify_run
+from .rundir import verify_files, verify_run
 
 EPILOG = """\
 overrides: any config value can be set with --section.key=value, e.g.
@@ -198,13 +198,23 @@ def _run(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
         if m:
             print("eval: " + json.dumps(m["counts"]["all"]))
     if getattr(args, "gate", False):
-        return _gates(cfg, rd.stage_dir("eval"))
+        return _gates(cfg, rd.stage_dir("eval"), rd.manifest("eval"))
     return 0
 
 
-def _gates(cfg: RunConfig, eval_dir: Path) -> int:
+def _gates(cfg: RunConfig, eval_dir: Path, manifest: dict | None) -> int:
+    """Check the gates against the eval stage's results, as it recorded them: a
+    ``results.json`` edited since (the stage, up to date by its key, is not rerun) is
+    refused, not gated."""
     if not cfg.eval.gates:
         raise PretrainError(NO_GATES)
+    recorded = (manifest or {}).get("outputs", {})
+    changed = verify_files(eval_dir, {k: v for k, v in recorded.items()
+                                      if k in ("results.json", "harness.json")})
+    if changed:
+        raise PretrainError(f"gates: the eval results changed after the eval stage wrote "
+                            f"them ({'; '.join(changed)}); rerun it (`--force eval`) or "
+                            "restore them")
     failed = check(cfg.eval.gates, load_results(eval_dir) or {})
     for f in failed:
         print(f"gate failed: {f}", file=sys.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -332,6 +333,20 @@ def test_gates_pass_or_fail_with_status_3_without_rerunning_eval(tiny_run, capsy
     assert code == 3 and "gate failed: all.bpb <= 0.01: got" in err
     assert "tasks.nope.acc > 0: no value" in err and "all.loss > 0" not in err
     assert (root / "eval" / "manifest.json").read_text() == before  # gates are not in the key
+    # results edited since the stage wrote them (same size, so the stage looks complete)
+    # are refused, not gated: a gate had passed on them, and eval printed the recorded ones
+    results = root / "eval" / "results.json"
+    kept = results.read_bytes()
+    try:
+        results.write_bytes(re.sub(rb'"bpb": (\d)', lambda m: b'"bpb": ' + bytes(
+            [48 + (int(m[1]) + 1) % 10]), kept, count=1))
+        assert results.read_bytes() != kept and len(results.read_bytes()) == len(kept)
+        assert main(["eval", "--gate", *args, '--eval.gates=["all.bpb <= 100"]']) == 2
+        err = capsys.readouterr().err
+        assert "gates: the eval results changed after the eval stage wrote them" in err
+        assert f"{results}: sha256 differs" in err
+    finally:
+        results.write_bytes(kept)
 
 
 def test_harness_tasks_run_in_the_eval_stage(tiny_run, tmp_path, capsys, monkeypatch):

@@ -168,10 +168,10 @@ def test_pretrain_train_under_torchrun(tmp_path, capsys):
     bad = torchrun(["-m", "pretrain", "eval", *args[3:]], cwd=tmp_path)
     assert bad.returncode != 0 and "only `pretrain train`" in bad.stderr
 
-    # resumed from its step-4 checkpoint (the last: the end is not one) by one process: at
-    # the same per-rank batch it would train on half the rows (other data, another global
-    # batch) and is refused; at twice the batch it continues from the two ranks' checkpoint
-    # and ends where they ended
+    # resumed from its last checkpoint (step 8, the end) by one process: at the same
+    # per-rank batch it would train on half the rows (other data, another global batch)
+    # and is refused; at twice the batch it continues from the two ranks' checkpoint and
+    # ends where they ended
     run = tmp_path / "runs" / "tiny"
     shutil.rmtree(run / "train")
     one = [f"--{k}={v}" for k, v in overrides]
@@ -182,7 +182,7 @@ def test_pretrain_train_under_torchrun(tmp_path, capsys):
     assert "resume with 2 data-parallel ranks or train.batch_size = 8" in err
     assert main(["train", *one, "--train.batch_size=8"]) == 0
     err = capsys.readouterr().err
-    assert "continuing from" in err and "(step 4)" in err
+    assert "continuing from" in err and "(step 8)" in err
     again = json.loads((run / "train" / "manifest.json").read_text())["counts"]
     assert again["processes"] == 1 and again["steps"] == 8
     assert again["val_loss_final"] == pytest.approx(manifest["counts"]["val_loss_final"],

@@ -95,15 +95,17 @@ def test_time_budget_stops_training_and_decays_the_schedule(tokens: Path, tmp_pa
                                                             sync: str, log_every: int):
     """Also with the host reading steps late (lagged): the step that finds the budget spent
     is the last, evaluated."""
-    counts, log = _train(tokens, tmp_path, steps=100_000, time_budget_s=1.0, tensorboard=False,
+    # 2 s: at a load of 6 on 2 cores a 1 s budget held 2 steps
+    counts, log = _train(tokens, tmp_path, steps=100_000, time_budget_s=2.0, tensorboard=False,
                          log_every=log_every, eval_every=100_000, warmup_steps=0,
                          min_lr_ratio=0.0, host_sync=sync)
-    assert counts["train_time_s"] >= 1.0 and 2 < counts["steps"] < 100_000
+    assert counts["train_time_s"] >= 2.0 and 2 < counts["steps"] < 100_000
     assert log[-1]["step"] == counts["steps"] and "val_loss" in log[-1]  # a final eval
     lrs = [r["lr"] for r in log]
     # decays with the time spent (how far depends on how long the last step took: a busy
-    # machine's last step may start at 70% of the budget)
-    assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.5 * lrs[0]
+    # machine's last step may start at 70% of the budget), from the peak (no warmup; the
+    # first logged step's lr has decayed already, to 0.68 of it at a load of 6)
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.5 * TrainConfig().lr
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "linear", "wsd"])
@@ -145,8 +147,8 @@ def test_final_weights_that_cannot_be_written_say_where_the_rerun_starts(
                       log_every=2, checkpoint_every=every, tensorboard=False)
     with pytest.raises(PretrainError) as e:
         train(cfg, MODEL, tokens, RunPaths(out, checkpoints=ckpts), seed=1)
-    if every:
-        assert "step-0000004, is intact and the same command resumes from it" in str(e.value)
+    if every:   # the last step is a checkpoint: the rerun only writes the weights
+        assert "step-0000006, is intact and the same command resumes from it" in str(e.value)
         assert (ckpts / "log.jsonl").read_text().count("\n") == 4   # steps 2, 3, 4, 6
     else:
         assert "no checkpoint was kept: the same command trains again from step 0" in str(e.value)

@@ -1,3 +1,4 @@
+import json
 import re
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from pretrain.model.transformer import Transformer
 from pretrain.pipeline import run_stages
 from pretrain.plan.memory import Split, estimate
 from pretrain.run_config import load_config
+from pretrain.train import state
 from pretrain.train.config import TrainConfig
 from pretrain.train.data import RandomWindows
 from pretrain.train.fits import MARGIN, check_memory
@@ -21,7 +23,8 @@ from pretrain.train.parallelize import Layout, apply_activation_checkpointing, r
 from pretrain.train.stage import warmup_note
 
 from ..conftest import tiny_overrides
-from .training_runs import kill_at
+from .training_runs import kill_at, make_tokens
+from .training_runs import run as small_run
 
 
 def test_warmup_then_cosine_to_the_floor():
@@ -275,7 +278,6 @@ def test_a_checkpoint_of_the_former_decay_groups_resumes_with_the_configs(tmp_pa
 def test_the_grad_accum_hint_is_only_for_a_run_that_starts_over(tmp_path, capsys):
     """A relaunch that resumes its own checkpoints was told it "starts over" and to keep the
     other folder's grad_accum, which would have thrown its own steps away."""
-    import json
     from dataclasses import asdict
     from types import SimpleNamespace
 
@@ -331,3 +333,19 @@ def test_a_run_near_the_memory_limit_is_warned_and_the_advised_batch_leaves_a_ma
                         (int(re.search(r"batch_size = (\d+)", str(e.value))[1]), need / 1.05)):
         fit = estimate(mc, batch, **kw).total
         assert 0.85 * have < fit <= MARGIN * have
+
+
+def test_the_last_step_is_a_checkpoint_too(tmp_path, tmp_path_factory):
+    """Its weights were only train/model.safetensors, which a later config of the run
+    replaces: the earlier model was lost (its last checkpoint 70 steps before the end of a
+    time budget), and nothing could continue from its end. Not where checkpoints are off."""
+    tokens = make_tokens(tmp_path_factory)
+    small_run(tokens, tmp_path / "a", tmp_path / "ckpt", steps=20, checkpoint_every=8)
+    last = state.complete(tmp_path / "ckpt")[-1]
+    assert last.name == "step-0000020"
+    want = load_file(tmp_path / "a" / "model.safetensors")
+    got = io.load_any(last).state_dict()
+    assert want.keys() == got.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    assert json.loads((last / "state.json").read_text())["data_pos"] == 20
+    small_run(tokens, tmp_path / "b", tmp_path / "none", steps=4, checkpoint_every=0)
+    assert state.complete(tmp_path / "none") == []

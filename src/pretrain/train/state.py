@@ -299,8 +299,14 @@ def load(ckpt: Path, model: nn.Module, opt: torch.optim.Optimizer,
 def final_weights(t: Any, checkpoints: Path | None, out: Path) -> dict[str, torch.Tensor] | None:
     """The trainer ``t``'s whole model state dict on rank 0 (None elsewhere). A model split
     over ranks is written as a checkpoint (each rank its shards, a collective) and read back
-    whole by rank 0: its weights only, never the optimizer state."""
+    whole by rank 0: its weights only, never the optimizer state. With checkpoints on,
+    the last step is one too: what a later config of the run continues from, and the
+    earlier config's model when one replaces this ``out`` (it had been lost, the last
+    checkpoint 70 steps before the end of a time budget)."""
     if not t.layout.sharded:
+        ckpts = complete(checkpoints) if checkpoints and t.cfg.checkpoint_every else []
+        if checkpoints and t.cfg.checkpoint_every and not (ckpts and step_of(ckpts[-1]) == t.step):
+            t.save(checkpoints)
         return {k: v.detach().cpu() for k, v in t.model.state_dict().items()} \
             if t.d.rank == 0 else None
     final = t.save(checkpoints or out / ".final")

@@ -15,9 +15,9 @@ from pretrain.config import ConfigError
 from pretrain.model.config import ModelConfig
 from pretrain.model.transformer import Transformer
 from pretrain.plan.memory import Split, estimate
-from pretrain.train.config import ParallelConfig, TrainConfig
+from pretrain.train.config import ParallelConfig, TrainConfig, check_layout
 from pretrain.train.loop import RunPaths, train
-from pretrain.train.parallelize import Layout, build, check
+from pretrain.train.parallelize import Layout, build
 from pretrain.train.pipelining import stage_layers
 
 from .common import model_config, train_config
@@ -25,6 +25,11 @@ from .conftest import losses, torchrun, weights, worker
 
 MEMORY_WORKER = __file__.replace("test_parallel.py", "memory_worker.py")
 
+
+
+def check(model_cfg, cfg, lay: Layout) -> None:
+    """Training's layout rules (`check_layout`, which plan asks too) for a mesh layout."""
+    check_layout(model_cfg, cfg, lay.degrees)
 
 def _same_run(out, ref, steps: int) -> None:
     got, want = losses(out), losses(ref)

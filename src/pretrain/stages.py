@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .config import PretrainError, fingerprint, keyed
+from .config import ConfigError, PretrainError, fingerprint, keyed
 from .eval import files as eval_files
 from .run_config import RunConfig
 from .rundir import StageRun
@@ -49,11 +49,23 @@ class Stage:
         getattr(importlib.import_module(module), fn)(run, *(getattr(cfg, s) for s in self.sections))
 
 
+def _source_fingerprints(cfg: RunConfig) -> list[Any]:
+    """Each source's fingerprint (its files' sizes and times); a source that cannot give
+    one (a glob matching nothing) is named by its place in the config."""
+    out = []
+    for i, src in enumerate(cfg.data.sources):
+        try:
+            out.append(src.fingerprint())
+        except ConfigError as e:
+            raise ConfigError(f"data.sources.{i}: {e}") from None
+    return out
+
+
 STAGES: tuple[Stage, ...] = (
     Stage("data", "read sources, filter, deduplicate, decontaminate; write documents and an "
           "audit trail (`pretrain data inspect RUN` shows it)",
           reads=(), sections=("data",), body="pretrain.data.stage:run",
-          external=lambda cfg: [s.fingerprint() for s in cfg.data.sources]
+          external=lambda cfg: _source_fingerprints(cfg)
           + cfg.data.decontam.fingerprint() + cfg.data.side_files()),
     Stage("tokenizer", "train a byte-level BPE tokenizer on a sample of the cleaned documents, "
           "or load a published one",

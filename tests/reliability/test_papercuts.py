@@ -91,6 +91,10 @@ def test_config_validate_says_when_a_valid_configs_inputs_are_missing_here(tmp_p
     assert main(["config", "validate", str(cfg)]) == 0
     assert "but on this machine: data.sources.0: local source: no file matches " \
         f"'{tmp_path}/corpus/*.txt'" in capsys.readouterr().out
+    # running it names the source too (it said only "local source: no file matches")
+    assert main(["data", "-c", str(cfg)]) == 2
+    assert "error: data.sources.0: local source: no file matches " \
+        f"'{tmp_path}/corpus/*.txt'" in capsys.readouterr().err
 
 
 def test_tokenizer_training_and_benchmark_scoring_show_progress(tmp_path, capsys):

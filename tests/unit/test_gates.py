@@ -37,6 +37,13 @@ def test_gates_pass_fail_and_missing_metrics():
                                         "all.bpb > +2", "x <= y * 2.5E-1")] == [
         1000.0, 1000.0, 0.5, 2.0, ("y", 0.25)]
     assert gates.check(["all.bpb <= 1e+3", "all.bpb <= .5"], results) == ["all.bpb <= .5: got 1.8"]
+    # a mistyped key (known only once eval has run) says what was meant
+    assert gates.check(["all.bbp <= 2", "tasks.helaswag.acc_norm > 0", "alll.bpb < 2"],
+                       results) == [
+        "all.bbp <= 2: no value at all.bbp in the results (did you mean all.bpb?)",
+        "tasks.helaswag.acc_norm > 0: no value at tasks.helaswag.acc_norm in the results "
+        "(did you mean tasks.hellaswag.acc_norm?)",
+        "alll.bpb < 2: no value at alll.bpb in the results (did you mean all.bpb?)"]
 
 
 def test_gates_that_cannot_be_checked_fail_and_say_why(tmp_path):

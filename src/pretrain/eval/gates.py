@@ -11,6 +11,7 @@ scores (``eval/harness.json``) are read under ``harness``: ``harness.arc_easy.ac
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import operator
@@ -65,13 +66,29 @@ def load_results(eval_dir: Path) -> dict[str, Any] | None:
     return res
 
 
+def _near(results: dict[str, Any], path: str) -> str:
+    """' (did you mean all.bpb?)' for a mistyped key of ``path`` (all.bbp): the first
+    key the results lack, against the keys beside it; '' when none is close."""
+    node: Any = results
+    keys = path.split(".")
+    for i, key in enumerate(keys):
+        if not isinstance(node, dict):
+            return ""
+        if key not in node:
+            close = difflib.get_close_matches(key, [str(k) for k in node], n=1, cutoff=0.6)
+            return f" (did you mean {'.'.join([*keys[:i], close[0], *keys[i + 1:]])}?)" \
+                if close else ""
+        node = node[key]
+    return ""
+
+
 def _missing(results: dict[str, Any], path: str) -> str | None:
     """Why ``path`` holds no number to compare; None where it does."""
     node = _value(results, path)
     if isinstance(node, dict):
         return f"{path} is a table ({', '.join(sorted(node)[:6])}), not a number"
     if not isinstance(node, (int, float)):   # a bool is a number here (== 1)
-        return f"no value at {path} in the results"
+        return f"no value at {path} in the results" + _near(results, path)
     if math.isnan(node):
         return f"{path} is NaN (nothing scored)"
     return None

@@ -349,3 +349,16 @@ def test_the_last_step_is_a_checkpoint_too(tmp_path, tmp_path_factory):
     assert json.loads((last / "state.json").read_text())["data_pos"] == 20
     small_run(tokens, tmp_path / "b", tmp_path / "none", steps=4, checkpoint_every=0)
     assert state.complete(tmp_path / "none") == []
+
+
+def test_an_interrupted_run_keeps_its_logs_and_says_interrupted(tmp_path, tmp_path_factory,
+                                                                 monkeypatch, capsys):
+    """Ctrl-C was told "the failed run's log ... are in": it did not fail."""
+    tokens = make_tokens(tmp_path_factory)
+    kill_at(monkeypatch, 5)
+    with pytest.raises(KeyboardInterrupt):
+        small_run(tokens, tmp_path / "a", tmp_path / "ckpt", steps=8, checkpoint_every=4)
+    err = capsys.readouterr().err
+    assert f"train: the interrupted run's log, events and generations are in {tmp_path / 'ckpt'}" \
+        in err and "failed" not in err
+    assert (tmp_path / "ckpt" / "log.jsonl").read_text().count("\n") == 5   # steps 1-5

@@ -88,7 +88,8 @@ def logs_on_failure(folder: Path | None, t: Any) -> Iterator[None]:
                 (folder / f"{name}.jsonl").unlink(missing_ok=True)
     except BaseException as e:
         if folder is not None and (t.history or t.events or t.generations):
-            run = "stopped" if isinstance(e, Preempted) else "failed"
+            run = "stopped" if isinstance(e, Preempted) else \
+                "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
             try:
                 folder.mkdir(parents=True, exist_ok=True)   # a run failing before its first save
                 write_logs(folder, t.history, t.events, t.generations)

@@ -496,10 +496,14 @@ def test_a_json_array_file_is_read_as_records_whole_or_named_when_it_cannot_be(
     assert docs == [] and [s.reason for s in skips] == ["record_too_large"]
     assert f"{size:,} bytes" in skips[0].detail and "JSON lines" in skips[0].detail
     assert len(_read(LocalSource(paths=[str(tmp_path / "big.json")]))[0]) == 400
-    # JSON lines whose first record is an object stay JSON lines
+    # JSON lines whose first record is an object stay JSON lines; a `.jsonl` file is JSON
+    # lines whatever its first line holds (a line "[..." is one bad record)
     (tmp_path / "l.json").write_text("\n".join(json.dumps(r) for r in recs[:3]))
     assert [d.id for d in _read(LocalSource(paths=[str(tmp_path / "l.json")]))[0]] == [
         "s0", "s1", "s2"]
+    (tmp_path / "l.jsonl").write_text("[1, 2\n" + json.dumps(recs[0]) + "\n")
+    docs, skips = _read(LocalSource(paths=[str(tmp_path / "l.jsonl")]))
+    assert [d.id for d in docs] == ["s0"] and [s.reason for s in skips] == ["malformed_json"]
 
 
 def test_a_domain_missing_from_a_split_gets_advice_that_fits_the_split(tmp_path: Path, capsys):

@@ -297,7 +297,10 @@ class LocalSource(SourceConfig):
                                                                 self.id_field))
 
     def _read_jsonl(self, p: Path) -> Iterator[Document | Skip]:
-        lineno, name, first = 0, self._name(p), True
+        # a `.json` file may hold one JSON array of records (as `json.dump` writes a list);
+        # a `.jsonl` one is JSON lines whatever its first line holds
+        lineno, name = 0, self._name(p)
+        first = p.name.lower().endswith((".json", ".json.gz", ".json.zst"))
         try:
             lines = enumerate(file_lines(p, self.max_record_bytes), 1)
             for lineno, raw in lines:
@@ -305,8 +308,8 @@ class LocalSource(SourceConfig):
                 if first and (isinstance(raw, int) or raw.removeprefix(BOM).strip()):
                     first = False
                     if isinstance(raw, bytes) and raw.removeprefix(BOM).lstrip().startswith(b"["):
-                        # a JSON array of records (`.json` as many tools write it), not
-                        # JSON lines: no JSON line holding an array is a document anyway
+                        # a JSON array of records, not JSON lines: no JSON line holding
+                        # an array is a document anyway
                         yield from self._json_array(p, raw, (r for _, r in lines))
                         return
                 if isinstance(raw, int) or len(raw) > self.max_record_bytes:

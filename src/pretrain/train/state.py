@@ -304,9 +304,10 @@ def final_weights(t: Any, checkpoints: Path | None, out: Path) -> dict[str, torc
     earlier config's model when one replaces this ``out`` (it had been lost, the last
     checkpoint 70 steps before the end of a time budget)."""
     if not t.layout.sharded:
-        ckpts = complete(checkpoints) if checkpoints and t.cfg.checkpoint_every else []
-        if checkpoints and t.cfg.checkpoint_every and not (ckpts and step_of(ckpts[-1]) == t.step):
-            t.save(checkpoints)
+        if checkpoints and t.cfg.checkpoint_every:
+            ckpts = complete(checkpoints)
+            if not ckpts or step_of(ckpts[-1]) != t.step:
+                t.save(checkpoints)
         return {k: v.detach().cpu() for k, v in t.model.state_dict().items()} \
             if t.d.rank == 0 else None
     final = t.save(checkpoints or out / ".final")

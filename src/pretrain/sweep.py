@@ -7,7 +7,8 @@ D = C / FLOPs-per-token tokens that budget buys (an isoFLOP ladder), with the co
 learning rate and schedule (warmup at most a tenth of the run). Every point is an
 ordinary run directory, ``runs/<name>/sweep/<point>/``, whose data, tokenizer and token
 shards are links to the base run's (``runs/<name>/``, run first): a point reruns only when
-its own config changes, and a killed sweep resumes point by point.
+its own config changes (a point that diverged is remembered as such, not retrained), and
+a killed sweep resumes point by point.
 
 The fit (``plan/laws.py``): per budget a parabola of held-out loss in log N, its minimum
 the budget's optimal N and D; power laws N_opt ~ C**a, D_opt ~ C**b across budgets; and
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from . import stages
-from .config import ConfigError, Diverged, PretrainError
+from .config import ConfigError, Diverged, PretrainError, fingerprint
 from .log import log0
 from .pipeline import run_stages
 from .plan.laws import (
@@ -45,9 +46,11 @@ from .plan.laws import (
 )
 from .plan.report import ladder, suggest
 from .run_config import RunConfig
+from .rundir import RunDir
 
 SHARED = ("data", "tokenizer", "tokenize")
 MIN_STEPS = 20
+DIVERGED = "diverged.json"   # in a point's run directory: it diverged with this key
 
 
 def budget_name(c: float) -> str:
@@ -92,6 +95,14 @@ def _points(cfg: RunConfig, budgets: list[float], sizes: int) -> list[tuple[floa
     return out
 
 
+def _divergence_key(point: RunConfig, base: Path) -> str:
+    """What a point's divergence depends on: its train stage's config and the base run's
+    token shards (a point keeps no checkpoint, so a diverged one has no train manifest)."""
+    shards = RunDir(base).manifest("tokenize") or {}
+    return fingerprint({"train": stages.get("train").key_config(point),
+                        "tokens": shards.get("output_fingerprint")})
+
+
 def _vocab(cfg: RunConfig) -> int:
     """The vocabulary size of the base run's token shards."""
     meta = cfg.run_dir / "tokenize" / "meta.json"
@@ -110,12 +121,27 @@ def _train_point(point: RunConfig, base: Path) -> dict[str, Any]:
     _link_shared(base, point.run_dir)
     tokens = point.train.steps * point.train.batch_size * point.train.grad_accum \
         * point.model.seq_len
+    marker = point.run_dir / DIVERGED
+    key = _divergence_key(point, base)
+    try:
+        before = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        before = {}
+    if before.get("key") == key:   # diverges again, deterministically: not retrained
+        log0(f"sweep: {point.name} diverged before with this config, left out of the fit: "
+             f"{before['error']} (delete {marker} to train it again)")
+        return {"name": point.name, "N": point.model.matmul_params(), "D": tokens,
+                "loss": math.nan, "diverged": before["error"]}
     try:
         rd = run_stages(point, ["train", "eval"], set(), require_current_upstream=True)
     except Diverged as e:   # the point's loss is no point of the law: left out, named
         log0(f"sweep: {point.name} diverged, left out of the fit: {e}")
+        tmp = marker.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({"key": key, "error": str(e)}) + "\n", encoding="utf-8")
+        tmp.replace(marker)
         return {"name": point.name, "N": point.model.matmul_params(), "D": tokens,
                 "loss": math.nan, "diverged": str(e)}
+    marker.unlink(missing_ok=True)
     loss = (rd.manifest("eval") or {})["counts"]["all"]["loss"]
     return {"name": point.name, "N": point.model.matmul_params(), "D": tokens, "loss": loss}
 

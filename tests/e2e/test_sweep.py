@@ -10,7 +10,7 @@ import pytest
 
 from pretrain.cli import main
 from pretrain.rundir import RunDir
-from pretrain.sweep import budget_name
+from pretrain.sweep import DIVERGED, budget_name
 
 from ..conftest import tiny_overrides
 
@@ -63,13 +63,28 @@ def test_a_sweep_whose_budgets_leave_too_few_sizes_trains_nothing(tmp_path, caps
 def test_a_point_that_diverges_is_left_out_not_the_end_of_the_sweep(tmp_path, capsys):
     """Sweep points keep no checkpoint to roll back to: a point diverging ended the whole
     sweep with no fit. Here every point diverges (lr 1e4): each is named and left out, and
-    the end says why there is no law."""
+    the end says why there is no law. Rerun, they are not trained again (they had been,
+    to diverge again), unless their config changes."""
     args = [f"--{k}={v}" for k, v in tiny_overrides(tmp_path)]
-    assert main(["sweep", *args, "--budgets", "1e10,3e10", "--sizes", "3", "--plain",
-                 "--train.lr=1e4", "--train.warmup_steps=0"]) == 2
+    sweep = ["sweep", *args, "--budgets", "1e10,3e10", "--sizes", "3", "--plain",
+             "--train.lr=1e4", "--train.warmup_steps=0"]
+    assert main(sweep) == 2
     err = capsys.readouterr().err
     assert err.count("diverged, left out of the fit: training diverged at step") == 6
     assert "error: every run of the sweep ended with a non-finite held-out loss" in err
+    assert main(sweep) == 2
+    err = capsys.readouterr().err
+    assert "[train] running" not in err
+    assert err.count("diverged before with this config, left out of the fit: training "
+                     "diverged at step") == 6
+    assert "error: every run of the sweep ended with a non-finite held-out loss" in err
+    markers = sorted((tmp_path / "runs" / "tiny" / "sweep").glob(f"*/{DIVERGED}"))
+    assert len(markers) == 6
+    markers[0].unlink()                               # as the message advises: trained again
+    assert main(sweep) == 2
+    err = capsys.readouterr().err
+    assert err.count("[train] running") == 1 and err.count("diverged before") == 5
+    assert markers[0].is_file()
 
 
 def test_budgets_are_named_with_the_digits_that_tell_them_apart():

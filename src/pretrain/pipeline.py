@@ -30,7 +30,7 @@ from .config import Preempted, PretrainError, fingerprint, jsonable, to_toml
 from .eval import files as eval_files
 from .log import log0
 from .run_config import RunConfig
-from .rundir import MANIFEST, RunDir, StageRun, verify_files
+from .rundir import MANIFEST, RunDir, StageRun, changed_outputs, verify_files
 
 T = TypeVar("T")
 
@@ -46,6 +46,13 @@ def _key(cfg: RunConfig, rd: RunDir, stage: stages.Stage) -> tuple[str, dict[str
 
 def _check_current(cfg: RunConfig, rd: RunDir, name: str, args: str) -> None:
     m = rd.manifest(name)
+    changed = changed_outputs(rd.stage_dir(name))
+    if changed:
+        more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+        raise PretrainError(
+            f"stage {name!r} in {rd.root} completed, but its output "
+            f"{rd.stage_dir(name) / changed[0]}{more} is missing or not the size it wrote "
+            f"(damaged); run `pretrain {name}{args}` or `pretrain run{args}` to make it again")
     if m is None:
         raise PretrainError(f"stage {name!r} has not completed in {rd.root}; run "
                             f"`pretrain {name}{args}` or `pretrain run{args}` first")

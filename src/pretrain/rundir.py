@@ -96,20 +96,33 @@ def upstream(manifest: dict[str, Any] | None) -> dict[str, Any]:
 
 def read_manifest(stage_dir: Path) -> dict[str, Any] | None:
     """The stage's manifest if it completed and its output files are all still there."""
+    m = _completed(stage_dir)
+    if m is None or changed_outputs(stage_dir):
+        return None
+    return m
+
+
+def _completed(stage_dir: Path) -> dict[str, Any] | None:
     try:
         with open(stage_dir / MANIFEST, encoding="utf-8") as f:
             m = json.load(f)
     except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
         return None
-    if m.get("status") != "complete":
-        return None
-    for rel, info in m.get("outputs", {}).items():
+    return m if isinstance(m, dict) and m.get("status") == "complete" else None
+
+
+def changed_outputs(stage_dir: Path) -> list[str]:
+    """The outputs of a completed stage that are missing or not the size it wrote (a
+    truncated or replaced file); none where the stage has not completed."""
+    m = _completed(stage_dir)
+    out = []
+    for rel, info in (m or {}).get("outputs", {}).items():
         try:
             if (stage_dir / rel).stat().st_size != info["bytes"]:
-                return None
+                out.append(rel)
         except OSError:
-            return None
-    return m
+            out.append(rel)
+    return out
 
 
 def honour_umask(path: Path) -> None:

@@ -93,6 +93,27 @@ def test_a_removed_stage_that_later_stages_were_made_from_is_named(run, tmp_path
         "it; rerun it: `pretrain run --force tokenizer`"]
 
 
+def test_a_truncated_output_is_named_as_damaged_and_made_again(run, tmp_path, capsys):
+    """A truncated model.safetensors read "stage 'train' has not completed": it had, and
+    its weights were damaged afterwards. Training again rewrites them from the last-step
+    checkpoint."""
+    copy = tmp_path / "tiny"
+    shutil.copytree(run, copy)
+    args = ["-c", str(copy / "config.toml"), f"--runs_dir={tmp_path}"]
+    weights = copy / "train" / "model.safetensors"
+    with open(weights, "r+b") as f:
+        f.truncate(weights.stat().st_size // 2)
+    assert main(["sample", *args]) == 2
+    err = capsys.readouterr().err
+    assert f"stage 'train' in {copy} completed, but its output {weights} is missing or " \
+           "not the size it wrote (damaged); run `pretrain train -c " in err
+    assert "has not completed" not in err
+    assert main(["train", *args]) == 0
+    err = capsys.readouterr().err
+    assert "train: resumed from " in err and "(step 12)" in err and "step 10/12" not in err
+    assert main(["sample", *args]) == 0
+
+
 def test_an_unreadable_manifest_or_a_folder_that_is_no_run(run, tmp_path):
     copy = tmp_path / "tiny"
     shutil.copytree(run, copy)

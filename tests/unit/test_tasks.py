@@ -162,6 +162,32 @@ def test_an_empty_or_cut_task_file_is_a_clear_error(tmp_path: Path):
     assert tasks.load(swag, "hellaswag", limit=1)[1][0].gold == 1
 
 
+def test_each_items_scores_are_saved_and_give_the_tasks_figures(tmp_path: Path):
+    """Per-item scores (``eval/samples/<task>.jsonl``): the accuracies recount from them
+    without the model, and an item's scores are its own choices' log-likelihoods."""
+    tok, model = _bytes_tok(), _model()
+    recs = [{"query": f"Q{i}: which", "choices": ["a", "bb", "ccc", "dddd"][: 2 + i % 3],
+             "gold": i % 2} for i in range(12)]
+    (tmp_path / "mine.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    (tmp_path / "lm.jsonl").write_text("".join(
+        json.dumps({"context": f"{i} is", "continuation": " x"}) + "\n" for i in range(5)))
+    cfg = EvalConfig(tasks=[str(tmp_path / "mine.jsonl"), str(tmp_path / "lm.jsonl")],
+                     batch_size=4)
+    res = tasks.run_tasks(model, tok, cfg, tmp_path / "samples")
+    rows = [json.loads(x) for x in (tmp_path / "samples" / "mine.jsonl").read_text().splitlines()]
+    assert [r["item"] for r in rows] == list(range(12))
+    assert [len(r["logprob"]) for r in rows] == [len(r["choices"]) for r in recs]
+    assert res["mine"]["acc"] == pytest.approx(
+        sum(r["pred"] == r["gold"] for r in rows) / 12, abs=1e-5)
+    assert res["mine"]["acc_norm"] == pytest.approx(
+        sum(r["pred_norm"] == r["gold"] for r in rows) / 12, abs=1e-5)
+    kind, items = tasks.load(tmp_path / "mine.jsonl", "auto", " ")
+    assert rows[5]["logprob"] == pytest.approx(
+        [t.logprob for t in tasks.loglikelihoods(model, tok, items[5].pairs())], abs=1e-5)
+    lm = [json.loads(x) for x in (tmp_path / "samples" / "lm.jsonl").read_text().splitlines()]
+    assert len(lm) == 5 and res["lm"]["acc"] == sum(r["greedy"] for r in lm) / 5
+
+
 def test_lm_tasks_need_every_token_greedy(tmp_path: Path):
     tok = _bytes_tok()
     path = tmp_path / "lm.jsonl"

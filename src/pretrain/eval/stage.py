@@ -42,7 +42,7 @@ def _evaluate(run: StageRun, cfg: EvalConfig, model: Any, tok: Any) -> None:
         log0(f"eval: n-gram baselines counted on {res['baselines']['train_tokens']:,} training "
              "tokens, scored on the same held-out tokens\n" + baselines.table(res, res["baselines"]))
     if cfg.tasks:
-        res["tasks"] = tasks.run_tasks(model, tok, cfg)
+        res["tasks"] = tasks.run_tasks(model, tok, cfg, run.out / "samples")
         log0("eval: benchmarks (log-likelihood of the choices)\n" + tasks.table(res["tasks"]))
     if cfg.contamination and (cfg.tasks or cfg.core):
         data = read_output(run.inputs["data"])   # matched as the data stage matched

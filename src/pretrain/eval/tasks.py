@@ -193,26 +193,35 @@ def loglikelihoods(model: torch.nn.Module, tok: Any, pairs: list[tuple[str, str]
 
 
 def evaluate(model: torch.nn.Module, tok: Any, name: str, kind: str, items: list[Item],
-             batch_size: int = 16) -> dict[str, float]:
-    """acc, acc_norm, chance, centered and stderr of ``items``, a task of ``kind``."""
+             batch_size: int = 16, samples: list[dict[str, Any]] | None = None
+             ) -> dict[str, float]:
+    """acc, acc_norm, chance, centered and stderr of ``items``, a task of ``kind``; each
+    item's scores appended to ``samples`` when given (what the figures are counted from)."""
     pairs = [p for it in items for p in it.pairs()]
     scores = loglikelihoods(model, tok, pairs, batch_size)
     acc = acc_norm = 0.0
     chance = 0.0
     k = 0
-    for it in items:
+    for i, it in enumerate(items):
         s = scores[k:k + len(it.contexts)]
         k += len(it.contexts)
         if kind == "lm":
             acc += s[0].greedy
             acc_norm += s[0].greedy
+            if samples is not None:
+                samples.append({"item": i, "logprob": s[0].logprob, "tokens": s[0].tokens,
+                                "greedy": s[0].greedy})
             continue
         chance += 1 / len(s)
         # lm-eval's acc_norm: log-likelihood per character of the choice (delimiter excluded)
         chars = [max(1, len(x)) for x in it.continuations]
-        acc += int(np.argmax([t.logprob for t in s])) == it.gold
-        acc_norm += int(np.argmax([t.logprob / n for t, n in zip(s, chars, strict=True)])) \
-            == it.gold
+        pred = int(np.argmax([t.logprob for t in s]))
+        pred_norm = int(np.argmax([t.logprob / n for t, n in zip(s, chars, strict=True)]))
+        acc += pred == it.gold
+        acc_norm += pred_norm == it.gold
+        if samples is not None:
+            samples.append({"item": i, "gold": it.gold, "pred": pred, "pred_norm": pred_norm,
+                            "logprob": [t.logprob for t in s], "chars": chars})
     n = len(items)
     res = {"acc": acc / n, "acc_norm": acc_norm / n, "chance": chance / n, "items": n}
     metric = BUILTIN.get(name, ("", "", "", ""))[3] or "acc"   # a file named as a built-in
@@ -247,9 +256,12 @@ def with_fewshot(items: list[Item], k: int, sep: str = "\n\n") -> list[Item]:
     return out
 
 
-def run_tasks(model: torch.nn.Module, tok: Any, cfg: EvalConfig) -> dict[str, Any]:
+def run_tasks(model: torch.nn.Module, tok: Any, cfg: EvalConfig,
+              samples_dir: Path | None = None) -> dict[str, Any]:
     """Every task of ``cfg.tasks`` whose file exists; a missing file is a logged skip (the
-    quickstart must run where the shared evaluation files are absent)."""
+    quickstart must run where the shared evaluation files are absent). With
+    ``samples_dir``, each choice task's per-item scores go to ``<task>.jsonl`` there, so
+    two models can be compared item by item without either."""
     results: dict[str, Any] = {}
     todo = list(resolve(cfg.tasks, cfg.tasks_dir))
     with Progress("eval benchmarks", total=len(todo), unit="tasks", every_s=5.0) as bar:
@@ -262,8 +274,14 @@ def run_tasks(model: torch.nn.Module, tok: Any, cfg: EvalConfig) -> dict[str, An
             else:
                 kind, items = load(path, kind, delim, cfg.task_limit)
                 items = with_fewshot(items, cfg.num_fewshot)
-                results[name] = evaluate(model, tok, name, kind, items, cfg.batch_size)
+                samples: list[dict[str, Any]] = []
+                results[name] = evaluate(model, tok, name, kind, items, cfg.batch_size,
+                                         samples)
                 results[name]["num_fewshot"] = cfg.num_fewshot
+                if samples_dir is not None:
+                    samples_dir.mkdir(parents=True, exist_ok=True)
+                    (samples_dir / f"{name}.jsonl").write_text(
+                        "".join(json.dumps(r) + "\n" for r in samples), encoding="utf-8")
             bar.update(1)
     return results
 

@@ -68,11 +68,12 @@ def shape(cfg: RunConfig, gpus: int, precision: str) -> report.Shape:
                         fused_loss=cfg.train.loss_path(1) == "chunked")
 
 
-def refusal(model: ModelConfig, train: TrainConfig, split: Split) -> str | None:
+def refusal(model: ModelConfig, train: TrainConfig, split: Split,
+            configured: bool = False) -> str | None:
     """Why training would refuse ``split`` for ``model``: training's own check, with the
-    split's pipeline settings (its microbatches, and no grad_accum under a pipeline, as the
-    table counts it); None where it runs it."""
-    cfg = replace(train, grad_accum=1 if split.pp > 1 else train.grad_accum,
+    split's pipeline settings (its microbatches; a proposed pipeline without grad_accum, as
+    the table counts it, the ``configured`` one with the config's); None where it runs it."""
+    cfg = replace(train, grad_accum=1 if split.pp > 1 and not configured else train.grad_accum,
                   parallel=replace(train.parallel, pp_microbatches=split.microbatches,
                                    pp_schedule=split.schedule,  # type: ignore[arg-type]
                                    sequence_parallel=split.sequence_parallel))

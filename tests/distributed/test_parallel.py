@@ -77,6 +77,7 @@ def test_sequence_parallel_scores_a_short_last_val_window(tokens, tmp_path):
     (2, "pp=2,dp_replicate=1", 8, "PP 2"),                                         # 1F1B
     (4, "pp=2,dp_shard=2,dp_replicate=1,pp_microbatches=2,pp_schedule=GPipe", 4, "FSDP 2 x PP 2"),
     (4, "pp=2,pp_microbatches=2", 4, "DDP 2 x PP 2"),
+    (4, "pp=2,tp=2,dp_replicate=1,sequence_parallel=0", 8, "TP 2 x PP 2"),
 ])
 def test_pipeline_parallel_matches_one_process(tokens, reference, tmp_path, n, layout, batch,
                                                name):
@@ -139,6 +140,34 @@ def test_a_pipeline_with_dropout_resumes_bit_identically(tokens, tmp_path):
     assert losses(run) == losses(tmp_path / "whole")
     a, b = weights(run), weights(tmp_path / "whole")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_a_pipeline_resumed_as_tensor_parallel_ranks_keeps_their_weights_equal(tokens, tmp_path):
+    """Each stage of a pipeline saves its own generator; resumed under tensor parallelism,
+    each rank had taken back its stage's and drawn other dropout masks than its peer on
+    weights both hold whole: the norms parted (3e-3 by step 8). Another layout now starts
+    every rank from rank 0's generator."""
+    run = tmp_path / "run"
+    killed = worker(tokens, run, 2, batch=8, accum=1, parallel="pp=2,dp_replicate=1",
+                    dropout=0.1, kill_at=4)
+    assert killed.returncode != 0 and (run / "ckpt" / "step-0000003").is_dir()
+    resumed = worker(tokens, run, 2, batch=8, accum=1, dropout=0.1, check_replicas=1,
+                     parallel="tp=2,dp_replicate=1,sequence_parallel=0")
+    assert resumed.returncode == 0 and "(step 3)" in resumed.stderr, resumed.stderr[-3000:]
+    spread = json.loads((run / "replicas.json").read_text())
+    assert any("norm" in k for k in spread) and max(spread.values()) == 0.0, spread
+
+
+@pytest.mark.slow
+def test_a_sharded_run_without_checkpoints_keeps_none(tokens, reference, tmp_path):
+    """``checkpoint_every = 0`` left the final step's model and optimizer shards in the
+    checkpoint folder under FSDP (16 bytes a parameter), where one process leaves none."""
+    run = tmp_path / "run"
+    res = worker(tokens, run, 2, batch=4, parallel="dp_shard=-1", steps=3, checkpoint_every=0)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert not list((run / "ckpt").glob("step-*")) and not (run / ".final").exists()
+    _same_run(run, reference(8, accum=2, steps=3), 3)
 
 
 @pytest.mark.slow
@@ -226,6 +255,12 @@ def test_layouts_the_model_cannot_take_are_one_line_errors():
           layout(tp=2, dp_shard=2))
     with pytest.raises(ConfigError, match="train.compile with train.parallel.tp > 1"):
         check(model_config(), TrainConfig(compile=True), layout(tp=2, dp_shard=2))
+    with pytest.raises(ConfigError, match="'chunked' needs the whole output head"):
+        check(model_config(), TrainConfig(loss="chunked"), layout(tp=2, dp_shard=2))
+    with pytest.raises(ConfigError, match="a pipeline .* needs train.parallel.sequence_parallel"):
+        check(model_config(), TrainConfig(), layout(tp=2, pp=2))
+    check(model_config(), TrainConfig(parallel=ParallelConfig(sequence_parallel=False)),
+          layout(tp=2, pp=2))
 
 
 def test_pipeline_stages_split_the_layers_and_keep_their_names():

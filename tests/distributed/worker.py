@@ -5,6 +5,7 @@ layout given. Usage:
               [--arch llama] [--kill-at N] [--signal-at N] [--host-sync lagged]
               [--log-every 1] [--eval-every 3] [--nan-at N] [--budget S] [--clock-rank1 X]
               [--checkpoint-every 3] [--dropout P] [--sleep N:S] [--sleep N-:S]
+              [--check-replicas 1]
 
 ``--nan-at N``: the gradient norm is NaN at data position N (every rank).
 ``--kill-at N``: every rank stops at data position N (a simulated kill); a rerun resumes
@@ -17,6 +18,8 @@ longer than rank 0's). ``--precision fp16 --overflow-at N``: at data position N 
 gradient's local part on rank 1 alone overflows before the scaler looks; every rank writes
 its loss scale after each step to OUT/scales_rank{R}.json. ``--sleep N:S``: every rank
 sleeps S seconds in the step at data position N (``N-:S``: in each from N on); repeatable.
+``--check-replicas``: after training, rank 0 writes OUT/replicas.json, the largest
+difference across ranks of each parameter every rank holds whole (a replicated DTensor).
 """
 
 import argparse
@@ -30,6 +33,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.distributed.tensor import DTensor, Replicate
 
 from pretrain import distributed
 from pretrain.config import EXIT_PREEMPTED, Preempted
@@ -60,6 +64,7 @@ ap.add_argument("--precision", default="auto")
 ap.add_argument("--overflow-at", type=int, default=-1)   # rank 1's gradient shard overflows
 ap.add_argument("--dropout", type=float, default=0.0)
 ap.add_argument("--sleep", action="append", default=[])
+ap.add_argument("--check-replicas", type=int, default=0)
 args = ap.parse_args()
 
 d = distributed.init("cpu")
@@ -77,7 +82,11 @@ scales: list[float] = []
 data_at = [-1]
 
 
+trainers: list[Trainer] = []
+
+
 def settle(self, loss, norm, reason, lr, dt, boundary):
+    trainers[:] = [self]
     if reason is None:
         lrs.append(lr)
     if self.scaler is not None:
@@ -142,6 +151,16 @@ except Preempted as e:
     sys.exit(EXIT_PREEMPTED)
 if d.rank == 0:
     (args.out / "counts.json").write_text(json.dumps(counts))
+if args.check_replicas:
+    spread = {}
+    for name, p in trainers[0].model.named_parameters():
+        if isinstance(p, DTensor) and all(isinstance(x, Replicate) for x in p.placements):
+            local = p.to_local().detach()
+            every = [torch.empty_like(local) for _ in range(d.world)]
+            torch.distributed.all_gather(every, local)
+            spread[name] = max(float((x - local).abs().max()) for x in every)
+    if d.rank == 0:
+        (args.out / "replicas.json").write_text(json.dumps(spread))
 if args.budget:
     (args.out / f"lrs_rank{d.rank}.json").write_text(json.dumps(lrs))
 if scales:

@@ -436,7 +436,17 @@ def test_the_plan_shows_only_layouts_training_runs_and_marks_a_refused_configure
                         "not implemented for mla"),
                        (["--train.parallel.pp=2", "--train.parallel.dp_shard=4",
                          "--train.parallel.dp_replicate=1", "--model.arch=gpt2"],
-                        "pipeline parallelism needs untied embeddings")):
+                        "pipeline parallelism needs untied embeddings"),
+                       # the configured pipeline keeps its grad_accum (proposed ones have none)
+                       (["--train.parallel.pp=2", "--train.grad_accum=2",
+                         "--model.tie_embeddings=false"], "set train.grad_accum = 1"),
+                       (["--train.parallel.tp=2", "--train.parallel.dp_shard=4",
+                         "--train.parallel.dp_replicate=1", "--train.loss=chunked"],
+                        "needs the whole output head"),
+                       (["--train.parallel.tp=2", "--train.parallel.pp=2",
+                         "--train.parallel.dp_shard=2", "--train.parallel.dp_replicate=1",
+                         "--model.tie_embeddings=false"],
+                        "needs train.parallel.sequence_parallel = false")):
         assert main([*base, *extra]) == 0
         out = capsys.readouterr().out
         row = next(line for line in out.splitlines() if line.startswith("*"))

@@ -96,16 +96,16 @@ def layouts(cfg: ModelConfig, shape: Shape, gpus: int) -> list[Split]:
 
 
 def memory(cfg: ModelConfig, shape: Shape, gpus: int, device_gb: float | None,
-           refusal: Callable[[Split], str | None] | None = None) -> str:
+           refusal: Callable[[Split, bool], str | None] | None = None) -> str:
     """The memory table of the configured layout and the others for ``gpus`` devices;
-    ``refusal(layout)``: why training refuses a layout (None where it runs it): another
-    layout is then left out, the configured one is marked."""
+    ``refusal(layout, configured)``: why training refuses a layout (None where it runs
+    it): another layout is then left out, the configured one is marked."""
     lines = [f"{'layout':<22}{'weights':>9}{'grads':>8}{'optim':>8}{'activ.':>8}{'work':>7}"
              f"{'overlap':>8}{'total':>8}{'with AC':>9}  GB per device" + (f" (fits {device_gb:g} GB?)"
                                                             if device_gb else "")]
-    refused = refusal(shape.layout) if refusal else None
+    refused = refusal(shape.layout, True) if refusal else None
     lays = [lay for lay in layouts(cfg, shape, gpus)
-            if lay is shape.layout or not (refusal and refusal(lay))]
+            if lay is shape.layout or not (refusal and refusal(lay, False))]
     for lay in lays:
         kw = dict(layout=lay, optimizer=shape.optimizer, precision=shape.precision,
                   fused_loss=shape.fused_loss and lay.tp == 1,   # TP splits the head

@@ -192,8 +192,9 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1:
             raise ConfigError("lr must be positive and min_lr_ratio within [0, 1]")
-        if self.warmup_steps < 0:
-            raise ConfigError("warmup_steps must be >= 0")
+        for name in ("warmup_steps", "probe_prompt_tokens", "probe_new_tokens"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.checkpoint_every < 0 or self.keep_last < 1 or self.spike_zscore < 0:
             raise ConfigError("checkpoint_every >= 0, keep_last >= 1 and spike_zscore >= 0 needed")
         if not 0.0 < self.decay_frac <= 1.0:
@@ -296,6 +297,12 @@ def check_layout(model_cfg: ModelConfig, cfg: TrainConfig, layout: Mapping[str, 
             raise ConfigError(f"train.parallel.tp = {tp} must divide model.seq_len "
                               f"({model_cfg.seq_len}) with sequence parallel (the norms split "
                               "the positions); or set train.parallel.sequence_parallel = false")
+        if cfg.parallel.sequence_parallel and pp > 1:
+            raise ConfigError("a pipeline (pp > 1) over tensor parallel stages needs "
+                              "train.parallel.sequence_parallel = false: a later stage "
+                              "receives its positions split and the model's rotary "
+                              "positions need them whole")
+        cfg.loss_path(tp)   # the chunked loss needs the whole head
         if cfg.compile:
             raise ConfigError("train.compile with train.parallel.tp > 1 fails in torch's "
                               "DTensor backward (tested with torch 2.13 on CPU): leave compile "

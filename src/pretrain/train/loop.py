@@ -261,7 +261,8 @@ class Trainer(Recovery):
                 "timed_steps": self.timed_steps, "logged": list(self._logged), "guard": self.guard.state(),
                 "generations": self.generations, "divergence": self.divergence.state(), "lr_scale": self.lr_scale,
                 "scaler": self.scaler.state_dict() if self.scaler else None,
-                "val_loss": self.val_losses.get(str(self.step), math.inf)}
+                "val_loss": self.val_losses.get(str(self.step), math.inf),
+                "layout": self.layout.degrees}
 
     def save(self, folder: Path | None = None) -> Path | None:
         """A resumable checkpoint (a collective: each rank writes its shards)."""
@@ -272,7 +273,7 @@ class Trainer(Recovery):
                           self._loop_state(), self.cfg.keep_last, self.d, self.tokenizer_file)
 
     def restore(self, ckpt: Path) -> None:
-        st = state.load(ckpt, self.model, self.opt, self.d)
+        st = state.load(ckpt, self.model, self.opt, self.d, self.layout.degrees)
         state.check_batch_rows(ckpt, st.get("batch_rows"), self.cfg.batch_size, self.layout.dp)
         self.step, self.data_pos, self.rollbacks = st["step"], st["data_pos"], st["rollbacks"]
         self.history, self.val_losses, self.events = st["history"], st["val_losses"], st["events"]

@@ -264,9 +264,12 @@ def _flat(ckpt: Path) -> bool:
 
 
 def load(ckpt: Path, model: nn.Module, opt: torch.optim.Optimizer,
-         d: distributed.Dist | None = None) -> dict[str, Any]:
+         d: distributed.Dist | None = None, layout: dict[str, int] | None = None
+         ) -> dict[str, Any]:
     """Fill ``model`` and ``opt`` (each rank its shards, whatever layout wrote them) from a
-    checkpoint, restore the RNG states; returns the loop state. A collective."""
+    checkpoint, restore the RNG states; returns the loop state. A collective. ``layout``:
+    the degrees this run trains with (each rank takes back its own generator only under
+    the layout that saved them)."""
     model_sd = get_model_state_dict(model)
     options = FLAT if _flat(ckpt) else None
     optim_sd = get_optimizer_state_dict(model, _optimizers(opt), options=options)
@@ -282,17 +285,20 @@ def load(ckpt: Path, model: nn.Module, opt: torch.optim.Optimizer,
     set_optimizer_state_dict(model, _optimizers(opt), optim_sd, options=options)
     for group, settings in zip(opt.param_groups, config, strict=True):
         group.update(settings)
+    state: dict[str, Any] = json.loads((ckpt / STATE).read_text(encoding="utf-8"))
     rng = torch.load(ckpt / "rng.pt", weights_only=True)
-    # this rank's own state where the checkpoint has one per rank of this many; else (another
-    # world size, or written before it kept them) rank 0's on every rank
+    # this rank's own state where the checkpoint has one per rank of this many, saved under
+    # this layout; else (another world size or layout, or written before it kept them) rank
+    # 0's on every rank: a pipeline's stages part their generators, and resumed as tensor
+    # parallel ranks they drew different dropout masks on replicated weights, which drifted
     rank, world = (d.rank, d.world) if d and d.enabled else (0, 1)
-    own = len(rng.get("cpu_ranks", [])) == world
+    same = state.get("layout", layout) == layout
+    own = same and len(rng.get("cpu_ranks", [])) == world
     torch.set_rng_state(rng["cpu_ranks"][rank] if own else rng["cpu"])
-    if torch.cuda.is_available() and len(rng.get("cuda_ranks", [])) == world:
+    if torch.cuda.is_available() and same and len(rng.get("cuda_ranks", [])) == world:
         torch.cuda.set_rng_state(rng["cuda_ranks"][rank])
     elif "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
-    state: dict[str, Any] = json.loads((ckpt / STATE).read_text(encoding="utf-8"))
     return state
 
 
@@ -303,17 +309,18 @@ def final_weights(t: Any, checkpoints: Path | None, out: Path) -> dict[str, torc
     the last step is one too: what a later config of the run continues from, and the
     earlier config's model when one replaces this ``out`` (it had been lost, the last
     checkpoint 70 steps before the end of a time budget)."""
+    keep = checkpoints if t.cfg.checkpoint_every else None   # 0: the run keeps none
     if not t.layout.sharded:
-        if checkpoints and t.cfg.checkpoint_every:
-            ckpts = complete(checkpoints)
+        if keep:
+            ckpts = complete(keep)
             if not ckpts or step_of(ckpts[-1]) != t.step:
-                t.save(checkpoints)
+                t.save(keep)
         return {k: v.detach().cpu() for k, v in t.model.state_dict().items()} \
             if t.d.rank == 0 else None
-    final = t.save(checkpoints or out / ".final")
+    final = t.save(keep or out / ".final")
     assert final is not None
     sd = io.consolidated(final) if t.d.rank == 0 else None
-    if checkpoints is None and t.d.rank == 0:
+    if keep is None and t.d.rank == 0:
         shutil.rmtree(out / ".final", ignore_errors=True)
     distributed.barrier(t.d)
     return sd

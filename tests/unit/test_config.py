@@ -47,6 +47,9 @@ def test_int_given_for_float_is_accepted_from_toml(tmp_path: Path):
     ([("data.sources.5.max_bytes", "1")], "data.sources.5: no list element '5'"),
     ([("model.n_heads", "3")], "model.d_model (128) must be divisible by n_heads (3)"),
     ([("train.warmup_steps", "-1")], "train.warmup_steps must be >= 0"),
+    # the step-0 sample probe's traceback after the model was built
+    ([("train.probe_new_tokens", "-1")], "train.probe_new_tokens must be >= 0, got -1"),
+    ([("train.probe_prompt_tokens", "-3")], "train.probe_prompt_tokens must be >= 0, got -3"),
     # a shape crash deep in torch, a NaN loss blamed on the learning rate, before
     ([("model.ffn_hidden", "-8")], "ffn_hidden must be >= 0 (0 = the default), got -8"),
     ([("model.rope_theta", "0")], "rope_theta must be a finite number > 0, got 0.0"),

@@ -60,6 +60,19 @@ def test_val_loss_per_domain_and_bpb_are_logged(tokens: Path, tmp_path: Path, ca
     assert "[code " in err and ", prose " in err
 
 
+def test_an_mfu_above_100_percent_in_the_log_lines_is_explained_once(tokens: Path,
+                                                                     tmp_path: Path, capsys):
+    """Only the end line explained an MFU above 100%; on a busy machine the per-step lines
+    read 127% with an end line of 27%, and nothing said why."""
+    counts, log = _train(tokens, tmp_path, tensorboard=False, peak_tflops=1e-9)  # 1 kFLOP/s
+    assert all(r["mfu"] > 1 for r in log if "mfu" in r)
+    err = capsys.readouterr().err
+    first = next(r["step"] for r in log if "mfu" in r)
+    assert err.count("train: MFU ") == 1
+    assert f"at step {first}: above 100%: the peak is too low; train.peak_tflops is per " \
+           "device" in err
+
+
 def test_log_line_without_optional_fields():
     line = log_line({"step": 5, "loss": 2.5, "lr": 1e-3, "grad_norm": 0.5, "tok_per_s": 1234.0,
                      "mem_gb": 1.5, "val_loss": 2.25}, 10)

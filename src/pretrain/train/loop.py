@@ -168,6 +168,7 @@ class Trainer(Recovery):
         self.t_warmup, self.timed_steps = 0.0, 0
         # (t_train, timed_steps): as the ranks last agreed, and at the start or last restore
         self._agreed = self._clock_base = self._logged = (0.0, 0)   # _logged: at the last record
+        self._said_mfu = False   # an MFU above 100% explained
         self._warm = True   # the next step is this process's first
         self._last_end = 0.0   # when the last lagged step's values were read
         self._bar: Any = None
@@ -489,6 +490,9 @@ class Trainer(Recovery):
             rec["tok_per_s"] = round(tokens * n / t, 1)
             if self.peaks.mfu:   # per device; 4 significant digits (tiny models on a GPU: 1e-6)
                 rec["mfu"] = float(f"{flops * n / t / (self.peaks.mfu * self.d.world):.4g}")
+                if rec["mfu"] > 1 and not self._said_mfu:   # once, not on every line
+                    self._said_mfu = True
+                    log0(f"train: MFU {rec['mfu']:.0%} at step {done}: {self.peaks.above_100()}")
         rec["mem_gb"] = round(memory_gb(self.device), 3)
         if evaluate:
             self._record_eval(done, rec)

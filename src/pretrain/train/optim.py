@@ -179,11 +179,13 @@ class Peaks:
         if mfu is None or not self.mfu:
             return ""
         out = f", MFU {mfu:.1%} of {self.mfu / 1e9:.0f} GFLOP/s"
-        if mfu > 1:
-            out += (" (above 100%: the peak was measured low, a busy machine at the start?"
-                    " train.peak_tflops sets it)" if self.measured else
-                    " (above 100%: the peak is too low; train.peak_tflops is per device)")
-        return out
+        return out + (f" ({self.above_100()})" if mfu > 1 else "")
+
+    def above_100(self) -> str:
+        """What an MFU above 100% means here."""
+        return ("above 100%: the peak was measured low, a busy machine at the start? "
+                "train.peak_tflops sets it" if self.measured else
+                "above 100%: the peak is too low; train.peak_tflops is per device")
 
 
 # the other precision's matmul at this many times the speed is worth a line at the start:

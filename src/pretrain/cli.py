@@ -349,8 +349,9 @@ def _verify(run: Path) -> int:
     checked, problems = verify_run(run, tuple(stages.names()))
     for line in problems:
         print(line)
+    many = "s" if len(problems) != 1 else ""
     print(f"verify: {checked} files checked in {run}: "
-          + (f"{len(problems)} problems" if problems else "all match their records"))
+          + (f"{len(problems)} problem{many}" if problems else "all match their records"))
     return 1 if problems else 0
 
 

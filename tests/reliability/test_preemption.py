@@ -14,13 +14,17 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch.distributed.checkpoint import FileSystemWriter
 
-from pretrain.config import EXIT_PREEMPTED
+from pretrain.config import EXIT_PREEMPTED, Preempted
+from pretrain.model.config import ModelConfig
 from pretrain.pipeline import run_stages
 from pretrain.run_config import load_config
 from pretrain.train import state
+from pretrain.train.config import TrainConfig
+from pretrain.train.loop import RunPaths, Trainer, train
 
-from ..conftest import tiny_overrides
+from ..conftest import code_and_prose_shards, tiny_overrides
 
 STEPS = "60"
 
@@ -74,3 +78,73 @@ def test_a_signal_checkpoints_and_the_rerun_resumes_exactly(tmp_path, sig, refer
     a = reference
     b = load_file(run_dir / "runs" / "tiny" / "train" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---- in one process: the signal or Ctrl-C at the moments outside the step loop ----------
+
+TINY = ModelConfig(d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, seq_len=16, vocab_size=258)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    return code_and_prose_shards(tmp_path_factory.mktemp("tokens"))
+
+
+def _run(shards: Path, where: Path) -> dict:
+    cfg = TrainConfig(steps=6, batch_size=4, warmup_steps=2, eval_every=3, eval_batches=2,
+                      log_every=1, checkpoint_every=3, tensorboard=False)
+    (where / "out").mkdir(parents=True, exist_ok=True)
+    return train(cfg, TINY, shards, RunPaths(where / "out", checkpoints=where / "ckpt"), seed=1)
+
+
+def test_a_signal_after_the_last_step_stops_once_the_end_is_written(shards, tmp_path,
+                                                                   monkeypatch, capsys):
+    """The handlers covered the step loop alone: a SIGTERM while the final weights were
+    written killed the process (143, no word), the last step's checkpoint unwritten."""
+    real = state.write_final
+
+    def write_final(*args, **kw):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kw)
+    monkeypatch.setattr(state, "write_final", write_final)
+    with pytest.raises(Preempted, match=r"stopped by a signal after the last step \(6\), its "
+                                        r"checkpoint .*step-0000006 and weights are written"):
+        _run(shards, tmp_path)
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+    monkeypatch.setattr(state, "write_final", real)
+    capsys.readouterr()
+    assert _run(shards, tmp_path)["steps"] == 6   # the rerun trains nothing and completes
+    err = capsys.readouterr().err
+    assert "resumed from " in err and "(step 6)" in err and "train: step 4/6" not in err
+
+
+def test_a_signal_during_the_first_evaluation_stops_at_the_first_step(shards, tmp_path,
+                                                                      monkeypatch):
+    real = Trainer._generate
+
+    def generate(self, step):
+        os.kill(os.getpid(), signal.SIGUSR1)
+        return real(self, step)
+    monkeypatch.setattr(Trainer, "_generate", generate)
+    with pytest.raises(Preempted, match=r"stopped by a signal at step 1, checkpoint "):
+        _run(shards, tmp_path)
+    assert [c.name for c in state.complete(tmp_path / "ckpt")] == ["step-0000001"]
+
+
+def test_ctrl_c_during_a_checkpoint_is_an_interruption_not_a_failed_write(shards, tmp_path,
+                                                                         monkeypatch):
+    """DCP wraps every exception of a save, KeyboardInterrupt too, into a CheckpointException,
+    which was reported as "could not write ... step-N" (status 2, not 130)."""
+    real = FileSystemWriter.write_data
+    calls = []
+
+    def write_data(self, *args, **kw):
+        calls.append(1)
+        if len(calls) == 2:   # the step-6 checkpoint
+            raise KeyboardInterrupt
+        return real(self, *args, **kw)
+    monkeypatch.setattr(FileSystemWriter, "write_data", write_data)
+    with pytest.raises(KeyboardInterrupt):
+        _run(shards, tmp_path)
+    assert [c.name for c in state.complete(tmp_path / "ckpt")] == ["step-0000003"]
+    assert not list((tmp_path / "ckpt").glob("*.tmp"))

@@ -213,6 +213,25 @@ def test_inspect_prints_the_funnel_and_examples(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "too_short" in err and "missing_text" in err
     assert main(["data", "inspect", str(tmp_path / "nothing")]) == 2
+    # damaged audit files: one line naming the file (and line), not a traceback
+    out = tmp_path / "out"
+    samples = (out / "samples.jsonl").read_text()
+    with open(out / "samples.jsonl", "a") as f:
+        f.write('{"id": broken\n')
+    lines = (out / "samples.jsonl").read_text().count("\n")
+    assert main(["data", "inspect", str(out), "--reason", "too_short"]) == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'samples.jsonl'}: line {lines} is damaged" in err
+    assert "`pretrain data --force data`" in err and "Traceback" not in err
+    (out / "samples.jsonl").write_text(samples)
+    with open(out / "dropped.jsonl", "a") as f:
+        f.write('{"reason": "missing_text", "id": \n')
+    assert main(["data", "inspect", str(out), "--reason", "missing_text", "-n", "9"]) == 2
+    assert f"{out / 'dropped.jsonl'}: line " in capsys.readouterr().err
+    funnel = (out / "funnel.json").read_text()
+    (out / "funnel.json").write_text(funnel[:30])
+    assert main(["data", "inspect", str(out)]) == 2
+    assert f"{out / 'funnel.json'}: unreadable or damaged" in capsys.readouterr().err
 
 
 def test_benchmark_reader_reads_hellaswag_items_from_bz2_text():

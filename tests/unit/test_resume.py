@@ -512,12 +512,12 @@ def test_damaged_latest_checkpoint_falls_back_to_the_one_before(tokens, tmp_path
 
 def test_every_damaged_checkpoint_is_warned_and_none_is_taken(tokens, tmp_path, capsys):
     _run(tokens, tmp_path / "a", tmp_path / "ckpt", steps=8)
-    for ckpt in state.complete(tmp_path / "ckpt"):
+    for ckpt in (damaged := state.complete(tmp_path / "ckpt")):
         (ckpt / state.CHECKSUMS).write_text("{")
-    capsys.readouterr()
-    assert state.latest_intact(tmp_path / "ckpt") is None
+    _run(tokens, tmp_path / "a", tmp_path / "ckpt", steps=8)   # trained again, and said
     err = capsys.readouterr().err
-    assert all(f"{c.name} is damaged" in err for c in state.complete(tmp_path / "ckpt"))
+    assert all(f"{c.name} is damaged" in err for c in damaged) and "resumed from" not in err
+    assert "no checkpoint of this config is intact: training starts from step 0" in err
 
 
 def _events(out: Path) -> list[dict]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,39 @@ from ..config import PretrainError
 from .funnel import format_funnel
 
 FAILED = "data-failed"   # a data stage that kept nothing leaves its audit trail here
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise PretrainError(f"{path}: {_why(e)}; {RERUN}") from None
+
+
+def _jsonl(path: Path, holding: str = "") -> Iterator[dict[str, Any]]:
+    """The records of an audit file (only the lines ``holding`` a text, which is cheaper
+    than parsing every one); a damaged line is an error naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            for i, line in enumerate(f, 1):
+                if holding not in line:
+                    continue
+                try:
+                    rec = json.loads(line)
+                except ValueError as e:
+                    raise PretrainError(f"{path}: line {i} is damaged ({e}); {RERUN}") from None
+                if not isinstance(rec, dict):
+                    raise PretrainError(f"{path}: line {i} is not a record; {RERUN}")
+                yield rec
+    except (OSError, UnicodeDecodeError) as e:
+        raise PretrainError(f"{path}: {_why(e)}; {RERUN}") from None
+
+
+def _why(e: Exception) -> str:
+    return "missing" if isinstance(e, FileNotFoundError) else f"unreadable or damaged ({e})"
+
+
+RERUN = "the audit is written by the data stage: rerun it with `pretrain data --force data`"
 
 
 def _data_dir(run: Path) -> Path:
@@ -55,7 +89,7 @@ def why_empty(d: Path, top: int = 5, chars: int = 160) -> str:
     """For a data stage that kept nothing: where documents were lost, the most frequent
     reasons (records that could not be read count as such, not as filtered) and one
     example of each, from the audit files in ``d``."""
-    rows = json.loads((d / "funnel.json").read_text(encoding="utf-8"))
+    rows = _json(d / "funnel.json")
     totals: Counter[str] = Counter()
     steps: dict[str, str] = {}
     for r in rows:
@@ -63,20 +97,16 @@ def why_empty(d: Path, top: int = 5, chars: int = 160) -> str:
             totals[reason] += k
             steps.setdefault(reason, r["step"])
     examples: dict[str, str] = {}
-    with open(d / "dropped.jsonl", encoding="utf-8") as f:
-        for line in f:
-            rec = json.loads(line)
-            if rec["reason"] not in examples:   # a reader's detail starts with the record
-                detail = rec.get("detail", "")
-                examples[rec["reason"]] = detail if detail.startswith(rec["id"]) else \
-                    f"{rec['id']}: {detail}".rstrip(": ")
-            if len(examples) == len(totals):
-                break
-    with open(d / "samples.jsonl", encoding="utf-8") as f:
-        for line in f:
-            rec = json.loads(line)
-            if " " not in examples.get(rec["reason"], ""):
-                examples[rec["reason"]] = f"{rec['id']}: " + shorten(rec["text"], chars)
+    for rec in _jsonl(d / "dropped.jsonl"):
+        if rec["reason"] not in examples:   # a reader's detail starts with the record
+            detail = rec.get("detail", "")
+            examples[rec["reason"]] = detail if detail.startswith(rec["id"]) else \
+                f"{rec['id']}: {detail}".rstrip(": ")
+        if len(examples) == len(totals):
+            break
+    for rec in _jsonl(d / "samples.jsonl"):
+        if " " not in examples.get(rec["reason"], ""):
+            examples[rec["reason"]] = f"{rec['id']}: " + shorten(rec["text"], chars)
     read = next((r for r in rows if r["step"] == "read"), None)
     out = [format_funnel(rows), ""]
     if read is not None and read["docs_out"] == 0:
@@ -90,16 +120,16 @@ def why_empty(d: Path, top: int = 5, chars: int = 160) -> str:
 
 def inspect(run: Path, reason: str = "", n: int = 3, chars: int = 600) -> str:
     d = _data_dir(run)
-    funnel = json.loads((d / "funnel.json").read_text(encoding="utf-8"))
+    funnel = _json(d / "funnel.json")
     mpath = d / "manifest.json"
-    manifest = json.loads(mpath.read_text(encoding="utf-8")) if mpath.exists() else {}
+    manifest = _json(mpath) if mpath.exists() else {}
     counts = manifest.get("counts", {})
     out = [f"data stage: {d}", "", format_funnel(funnel)]
     if counts:
         out += ["", f"kept: {counts.get('docs_total')} documents "
                     f"{counts.get('docs_kept')}, {sum(counts.get('bytes_kept', {}).values()) / 1e6:.2f} MB"]
         out += _licenses(counts)
-    samples = [json.loads(line) for line in open(d / "samples.jsonl", encoding="utf-8")]
+    samples = list(_jsonl(d / "samples.jsonl"))
     by_reason = Counter(s["reason"] for s in samples)
     if not reason:
         out += ["", "examples kept per drop reason (show with --reason R): "
@@ -126,13 +156,10 @@ def inspect(run: Path, reason: str = "", n: int = 3, chars: int = 600) -> str:
 def _dropped(d: Path, reason: str, n: int) -> list[dict[str, Any]]:
     """The first ``n`` records of ``dropped.jsonl`` with ``reason``."""
     out: list[dict[str, Any]] = []
-    with open(d / "dropped.jsonl", encoding="utf-8") as f:
-        for line in f:
-            if f'"{reason}"' in line:   # cheap test before parsing
-                rec = json.loads(line)
-                if rec.get("reason") == reason:
-                    out.append(rec)
-                    if len(out) >= n:
-                        break
+    for rec in _jsonl(d / "dropped.jsonl", holding=json.dumps(reason)):
+        if rec.get("reason") == reason:
+            out.append(rec)
+            if len(out) >= n:
+                break
     return out
 

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-import signal
 import statistics
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -81,8 +79,6 @@ class _Pending:
     lr: float
     t0: float
 
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
 class Trainer(Recovery):
@@ -300,6 +296,8 @@ class Trainer(Recovery):
         if ckpt is not None:
             self.restore(ckpt)
             log0(f"train: resumed from {ckpt} (step {self.step})")
+        elif cfg.resume and self.ckpt_dir is not None and state.complete(self.ckpt_dir):
+            log0("train: no checkpoint of this config is intact: training starts from step 0")
         self.monitor = Monitor(self.paths.monitor, cfg.tensorboard, cfg.wandb, cfg.wandb_project,
                                self.paths.name, {"train": asdict(cfg), "model": asdict(self.model_cfg)},
                                self.step, enabled=self.d.rank == 0)
@@ -309,10 +307,6 @@ class Trainer(Recovery):
             self.monitor.log({"step": 0, **val_fields(res)})
             log0(f"train: step 0 val loss {self.val_losses['0']:.4f}")
             self._generate(0)
-        previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
-        if threading.current_thread() is threading.main_thread():
-            for sig in STOP_SIGNALS:
-                signal.signal(sig, self._request_stop)
         try:
             self._loop()
             if self.data_end is not None and self.data_pos >= self.data_end:
@@ -323,9 +317,6 @@ class Trainer(Recovery):
         finally:
             self.batches.close()
             self.monitor.close()
-            if threading.current_thread() is threading.main_thread():
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
 
     def _loop(self) -> None:
         """Steps until done. With ``host_sync = "step"`` the host reads each step's loss and
@@ -554,7 +545,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: Run
          f"steps{budget} on {dev}" + (f" x {d.world} processes ({layout.describe()})" if d.enabled else ""))
     t = Trainer(cfg, model, tokens_dir, paths, seed, dev, d, layout, net)
     log0(f"train: {t.precision}, attention kernel {t.sdpa}, host_sync {t.host_sync}, {t.peaks.describe()}")
-    with logs_on_failure(paths.checkpoints if d.rank == 0 else None, t):
+    with logs_on_failure(paths.checkpoints if d.rank == 0 else None, t), t.stop_signals():
         t.run()
         final_sd = state.final_weights(t, paths.checkpoints, paths.out)
         if d.rank == 0:   # a failure to write them keeps the logs with the checkpoints

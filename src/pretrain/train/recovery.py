@@ -7,7 +7,11 @@ reads and writes is the trainer's, declared below."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,8 @@ from . import state
 from .config import TrainConfig
 from .monitor import Monitor
 from .stability import DivergenceMonitor
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)   # a scheduler's notice: stop, resumable
 
 # the loss scale's floor (DeepSpeed's min_loss_scale): gradients that overflow at scale 1
 # overflow in fp16 itself; halving on (to 0, then 0 x inf = NaN) never recovers
@@ -143,6 +149,30 @@ class Recovery:
     def _request_stop(self, signum: int, frame: Any) -> None:
         """SIGTERM/SIGUSR1 (a scheduler's notice): stop at the next step boundary."""
         self.stop_requested = True
+
+    @contextlib.contextmanager
+    def stop_signals(self) -> Iterator[None]:
+        """SIGTERM/SIGUSR1 ask the run to stop (``_request_stop``) from here on: the loop
+        stops at its next step boundary with a checkpoint; one that came after the last
+        step stops the run once its end is written (a signal then had killed the process
+        with no word, the last step's checkpoint unwritten)."""
+        main = threading.current_thread() is threading.main_thread()
+        previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+        if main:
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, self._request_stop)
+        try:
+            yield
+            if self._agree():   # every rank: one was asked to stop after the loop
+                kept = state.complete(self.ckpt_dir) if self.ckpt_dir is not None else []
+                where = (f"its checkpoint {kept[-1]} and weights are written" if kept
+                         and state.step_of(kept[-1]) == self.step else "its weights are written")
+                raise Preempted(f"stopped by a signal after the last step ({self.step}), "
+                                f"{where}; rerun the command to complete the stage")
+        finally:
+            if main:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
 
     def clock(self, ahead: int = 0) -> float:
         """The training time ``time_budget_s`` and a time-based schedule follow (``ahead``:

@@ -121,6 +121,10 @@ def save(folder: Path, step: int, model_cfg: ModelConfig, model: nn.Module,
     except (Exception, CheckpointException) as e:   # DCP's is a BaseException
         if d.rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, CheckpointException) and any(
+                isinstance(f[0] if isinstance(f, tuple) else f, KeyboardInterrupt)
+                for f in e.failures.values()):
+            raise KeyboardInterrupt from e   # Ctrl-C, which DCP wraps: no failed write
         before = [c for c in complete(folder) if c != final]
         kept = (f"the checkpoint before it, {before[-1]}, is intact" if before
                 else "no earlier checkpoint existed; nothing written before was touched")

@@ -97,9 +97,7 @@ def upstream(manifest: dict[str, Any] | None) -> dict[str, Any]:
 def read_manifest(stage_dir: Path) -> dict[str, Any] | None:
     """The stage's manifest if it completed and its output files are all still there."""
     m = _completed(stage_dir)
-    if m is None or changed_outputs(stage_dir):
-        return None
-    return m
+    return None if m is None or _changed(stage_dir, m) else m
 
 
 def _completed(stage_dir: Path) -> dict[str, Any] | None:
@@ -114,9 +112,12 @@ def _completed(stage_dir: Path) -> dict[str, Any] | None:
 def changed_outputs(stage_dir: Path) -> list[str]:
     """The outputs of a completed stage that are missing or not the size it wrote (a
     truncated or replaced file); none where the stage has not completed."""
-    m = _completed(stage_dir)
+    return _changed(stage_dir, _completed(stage_dir) or {})
+
+
+def _changed(stage_dir: Path, m: dict[str, Any]) -> list[str]:
     out = []
-    for rel, info in (m or {}).get("outputs", {}).items():
+    for rel, info in m.get("outputs", {}).items():
         try:
             if (stage_dir / rel).stat().st_size != info["bytes"]:
                 out.append(rel)

@@ -44,6 +44,12 @@ def _key(cfg: RunConfig, rd: RunDir, stage: stages.Stage) -> tuple[str, dict[str
     return fingerprint(parts), json.loads(json.dumps(parts, default=jsonable))
 
 
+def stage_key(cfg: RunConfig, name: str) -> str:
+    """The key stage ``name`` of ``cfg`` would complete under now: its config and the
+    outputs of the stages it reads."""
+    return _key(cfg, RunDir(cfg.run_dir), stages.get(name))[0]
+
+
 def _check_current(cfg: RunConfig, rd: RunDir, name: str, args: str) -> None:
     m = rd.manifest(name)
     changed = changed_outputs(rd.stage_dir(name))

@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 
 from . import stages
-from .config import ConfigError, Diverged, PretrainError, fingerprint
+from .config import ConfigError, Diverged, PretrainError
 from .log import log0
-from .pipeline import run_stages
+from .pipeline import run_stages, stage_key
 from .plan.laws import (
     Law,
     bootstrap,
@@ -46,11 +46,10 @@ from .plan.laws import (
 )
 from .plan.report import ladder, suggest
 from .run_config import RunConfig
-from .rundir import RunDir
 
 SHARED = ("data", "tokenizer", "tokenize")
 MIN_STEPS = 20
-DIVERGED = "diverged.json"   # in a point's run directory: it diverged with this key
+DIVERGED = "diverged.json"   # in a point's run directory: it diverged under this train key
 
 
 def budget_name(c: float) -> str:
@@ -95,14 +94,6 @@ def _points(cfg: RunConfig, budgets: list[float], sizes: int) -> list[tuple[floa
     return out
 
 
-def _divergence_key(point: RunConfig, base: Path) -> str:
-    """What a point's divergence depends on: its train stage's config and the base run's
-    token shards (a point keeps no checkpoint, so a diverged one has no train manifest)."""
-    shards = RunDir(base).manifest("tokenize") or {}
-    return fingerprint({"train": stages.get("train").key_config(point),
-                        "tokens": shards.get("output_fingerprint")})
-
-
 def _vocab(cfg: RunConfig) -> int:
     """The vocabulary size of the base run's token shards."""
     meta = cfg.run_dir / "tokenize" / "meta.json"
@@ -122,7 +113,7 @@ def _train_point(point: RunConfig, base: Path) -> dict[str, Any]:
     tokens = point.train.steps * point.train.batch_size * point.train.grad_accum \
         * point.model.seq_len
     marker = point.run_dir / DIVERGED
-    key = _divergence_key(point, base)
+    key = stage_key(point, "train")   # what a completed train stage would be keyed by
     try:
         before = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -260,8 +260,9 @@ def run_tasks(model: torch.nn.Module, tok: Any, cfg: EvalConfig,
               samples_dir: Path | None = None) -> dict[str, Any]:
     """Every task of ``cfg.tasks`` whose file exists; a missing file is a logged skip (the
     quickstart must run where the shared evaluation files are absent). With
-    ``samples_dir``, each choice task's per-item scores go to ``<task>.jsonl`` there, so
-    two models can be compared item by item without either."""
+    ``samples_dir``, the per-item scores of each task of items (all but a perplexity
+    file's) go to ``<task>.jsonl`` there, so two models can be compared item by item
+    without either."""
     results: dict[str, Any] = {}
     todo = list(resolve(cfg.tasks, cfg.tasks_dir))
     with Progress("eval benchmarks", total=len(todo), unit="tasks", every_s=5.0) as bar:

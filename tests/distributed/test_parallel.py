@@ -78,6 +78,7 @@ def test_sequence_parallel_scores_a_short_last_val_window(tokens, tmp_path):
     (4, "pp=2,dp_shard=2,dp_replicate=1,pp_microbatches=2,pp_schedule=GPipe", 4, "FSDP 2 x PP 2"),
     (4, "pp=2,pp_microbatches=2", 4, "DDP 2 x PP 2"),
     (4, "pp=2,tp=2,dp_replicate=1,sequence_parallel=0", 8, "TP 2 x PP 2"),
+    (4, "pp=2,tp=2,dp_replicate=1", 8, "TP 2 x PP 2"),    # sequence parallel: split positions
 ])
 def test_pipeline_parallel_matches_one_process(tokens, reference, tmp_path, n, layout, batch,
                                                name):
@@ -257,8 +258,7 @@ def test_layouts_the_model_cannot_take_are_one_line_errors():
         check(model_config(), TrainConfig(compile=True), layout(tp=2, dp_shard=2))
     with pytest.raises(ConfigError, match="'chunked' needs the whole output head"):
         check(model_config(), TrainConfig(loss="chunked"), layout(tp=2, dp_shard=2))
-    with pytest.raises(ConfigError, match="a pipeline .* needs train.parallel.sequence_parallel"):
-        check(model_config(), TrainConfig(), layout(tp=2, pp=2))
+    check(model_config(), TrainConfig(), layout(tp=2, pp=2))
     check(model_config(), TrainConfig(parallel=ParallelConfig(sequence_parallel=False)),
           layout(tp=2, pp=2))
 

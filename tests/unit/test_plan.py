@@ -442,16 +442,17 @@ def test_the_plan_shows_only_layouts_training_runs_and_marks_a_refused_configure
                          "--model.tie_embeddings=false"], "set train.grad_accum = 1"),
                        (["--train.parallel.tp=2", "--train.parallel.dp_shard=4",
                          "--train.parallel.dp_replicate=1", "--train.loss=chunked"],
-                        "needs the whole output head"),
-                       (["--train.parallel.tp=2", "--train.parallel.pp=2",
-                         "--train.parallel.dp_shard=2", "--train.parallel.dp_replicate=1",
-                         "--model.tie_embeddings=false"],
-                        "needs train.parallel.sequence_parallel = false")):
+                        "needs the whole output head")):
         assert main([*base, *extra]) == 0
         out = capsys.readouterr().out
         row = next(line for line in out.splitlines() if line.startswith("*"))
         assert row.endswith("no: training refuses this layout (below)"), row
         assert "(* training refuses the configured layout: " in out and why in out
+    # a pipeline over sequence-parallel TP stages runs (tests/distributed/test_parallel.py)
+    assert main([*base, "--train.parallel.tp=2", "--train.parallel.pp=2",
+                 "--train.parallel.dp_shard=2", "--train.parallel.dp_replicate=1",
+                 "--train.grad_accum=1", "--model.tie_embeddings=false"]) == 0
+    assert "refuses" not in capsys.readouterr().out
     wide = [*base, "--model.d_model=1024", "--model.n_heads=16", "--model.n_kv_heads=8"]
     assert main(wide) == 0
     assert "\n TP 8 " in capsys.readouterr().out

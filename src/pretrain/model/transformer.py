@@ -79,6 +79,10 @@ class Transformer(nn.Module):
             self.head = nn.Linear(cfg.d_model, cfg.padded_vocab, bias=False)
             self.register_buffer("rope_cos", torch.empty(0), persistent=False)
             self.register_buffer("rope_sin", torch.empty(0), persistent=False)
+        # a stage without the embedding whose hidden-state input holds 1/n of each window's
+        # positions (tensor parallel with sequence parallel): its rotary positions cover n
+        # times its input's length, since its attention sees the window whole
+        self.input_split = 1
         if device.type != "meta":
             self.to_empty(device=device)
         if cfg.tied:
@@ -161,6 +165,8 @@ class Transformer(nn.Module):
         shift that row's positions so its first real token is at position 0.
         """
         B, T = idx.shape[:2]
+        if self.embed is None:
+            T *= self.input_split
         start = cache.length if cache is not None else 0
         if cache is not None and pad is None:
             pad = cache.pad

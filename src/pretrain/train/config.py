@@ -297,11 +297,6 @@ def check_layout(model_cfg: ModelConfig, cfg: TrainConfig, layout: Mapping[str, 
             raise ConfigError(f"train.parallel.tp = {tp} must divide model.seq_len "
                               f"({model_cfg.seq_len}) with sequence parallel (the norms split "
                               "the positions); or set train.parallel.sequence_parallel = false")
-        if cfg.parallel.sequence_parallel and pp > 1:
-            raise ConfigError("a pipeline (pp > 1) over tensor parallel stages needs "
-                              "train.parallel.sequence_parallel = false: a later stage "
-                              "receives its positions split and the model's rotary "
-                              "positions need them whole")
         cfg.loss_path(tp)   # the chunked loss needs the whole head
         if cfg.compile:
             raise ConfigError("train.compile with train.parallel.tp > 1 fails in torch's "

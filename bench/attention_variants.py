@@ -20,6 +20,7 @@ import statistics
 import time
 
 import torch
+from _common import announce
 
 from pretrain.model.config import ModelConfig
 from pretrain.model.generate import generate
@@ -104,6 +105,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                     help="cuda: bf16 autocast for the training step, synchronised timings")
     args = ap.parse_args()
+    announce()
     dev = torch.device(args.device)
     autocast = torch.autocast("cuda", torch.bfloat16) if dev.type == "cuda" \
         else contextlib.nullcontext()

@@ -30,6 +30,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+from _common import announce, pick
 
 
 def _stage(n: int, folder: Path, dropped: bool) -> None:
@@ -109,15 +110,19 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:
         return child(args.child[0], int(args.child[1]))
+    parts = pick(ap, "--parts", args.parts, ["stage", "dropped", "dedup", "mixture"])
+    announce()
     print(f"{'part':<9}{'n':>10}{'peak n':>10}{'peak 4n':>10}{'B/doc':>8}{'4n/n':>7}"
           f"{'s at 4n':>9}")
-    for part in args.parts.split(","):
+    for part in parts:
         n = args.n or (10_000 if part in ("stage", "dropped") else 500_000)
         got = []
         for size in (n, 4 * n):
-            out = subprocess.run([sys.executable, __file__, "--child", part, str(size)],
-                                 capture_output=True, text=True, check=True).stdout
-            got.append(json.loads(out.strip().splitlines()[-1]))
+            proc = subprocess.run([sys.executable, __file__, "--child", part, str(size)],
+                                  capture_output=True, text=True)
+            if proc.returncode:
+                raise SystemExit(f"{part} at n={size} failed:\n{proc.stderr[-3000:]}")
+            got.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         small, big = got[0]["peak"], got[1]["peak"]
         print(f"{part:<9}{n:>10,}{small / 1e6:>9.1f}M{big / 1e6:>9.1f}M"
               f"{(big - small) / (3 * n):>8.0f}{big / small:>7.2f}{got[1]['s']:>9.1f}")

@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import announce
+
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
@@ -59,6 +61,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--part-mb", type=float, default=4.0, help="data.task_bytes, in MB")
     args = ap.parse_args()
+    announce()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "big.parquet"
         n = build(path, args.copies)

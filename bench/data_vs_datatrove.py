@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import announce
+
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
@@ -125,6 +127,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--copies", type=int, default=8)
     args = ap.parse_args()
+    announce()
     path = SHARED / "webtext" / "c4_sample.jsonl"
     if not path.exists():
         sys.exit(f"needs {path}")

@@ -23,6 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _common import announce  # noqa: E402
+
 from pretrain.data.benchmarks import name_of  # noqa: E402
 from pretrain.data.config import DecontamConfig  # noqa: E402
 from pretrain.data.decontam import Decontaminate, Index, benchmark_index, texts_index  # noqa: E402
@@ -63,6 +65,7 @@ def main() -> None:
     ap.add_argument("--min-words", default="5,6,7,8,10")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
+    announce()
     files = sorted((SHARED / "eval" / "llm-foundry").glob("*.jsonl")) \
         + [SHARED / "eval" / "hellaswag" / "hellaswag_val_full.txt.bz2"]
     hosts = web_texts(SHARED / "webtext" / "c4_sample.jsonl", 500)
@@ -95,7 +98,6 @@ def main() -> None:
         print(f"{label:<28}{rec:>8.3f}{fpr:>10.2%} ({nfp}){speed:>9.0f}")
     print("\nmissed per benchmark (first index, last index):")
     print(json.dumps({"old": dict(rows[0][5]), "new": dict(rows[-1][5])}, indent=None))
-    print("\ncommand: python bench/decontam_planted.py " + " ".join(sys.argv[1:]))
 
 
 if __name__ == "__main__":

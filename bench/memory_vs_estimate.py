@@ -103,6 +103,8 @@ def measure_all() -> list[tuple[str, dict]]:
 
 def main() -> None:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    from _common import announce  # here, not above: tests/unit/test_plan.py loads this file
+    announce()                    # as a module, without bench/ on the path
     print(f"{'config':<18}{'params':>8}{'estimate MB':>13}{'measured MB':>13}{'ratio':>8}")
     for name, r in measure_all():
         print(f"{name:<18}{r['params'] / 1e6:>7.1f}M{r['estimate'] / 2**20:>13.0f}"

@@ -40,6 +40,8 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from _common import announce
+
 from pretrain.data.config import PiiConfig
 from pretrain.data.pii import PiiScrub
 
@@ -245,12 +247,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--corpus", default=str(SHARED / "webtext" / "c4_sample.jsonl"))
     args = ap.parse_args()
+    announce()
     with open(args.corpus, encoding="utf-8") as f:
         texts = [json.loads(line)["text"] for line in f]
     planted, items = build(texts, args.per_kind, args.seed)
-    print(f"$ python bench/pii_planted.py --per-kind {args.per_kind} --rounds {args.rounds} "
-          f"--seed {args.seed}\nload average {os.getloadavg()}; {len(texts)} C4 docs, "
-          f"{args.per_kind} planted items per kind")
+    print(f"{len(texts)} C4 docs, {args.per_kind} planted items per kind")
     step = PiiScrub(CFG)
 
     def ours(text: str) -> str:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import announce
 from train_vs_reference import DATA, RefGPT, reference_step
 
 from pretrain import stages
@@ -81,7 +82,7 @@ def reference(text: str, steps: int) -> dict[str, float]:
 def ours(budget: float, overrides: list[tuple[str, str]]) -> dict[str, float]:
     cfg = load_config("speedrun-shakespeare",
                       [("train.time_budget_s", str(budget)), *overrides])
-    run_stages(cfg, stages.names(), set())
+    run_stages(cfg, stages.names(), {"train"})  # timed here, never taken from a --workdir's last run
     root = Path(cfg.runs_dir) / cfg.name
     tr = json.loads((root / "train" / "manifest.json").read_text(encoding="utf-8"))["counts"]
     ev = json.loads((root / "eval" / "manifest.json").read_text(encoding="utf-8"))["counts"]["all"]
@@ -97,6 +98,7 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="config overrides for ours, e.g. model.d_model=192")
     args = ap.parse_args()
+    announce()
     if not DATA.is_file():
         raise SystemExit(f"needs {DATA}")
     overrides = parse_override_args([f"--{kv}" for kv in args.set])

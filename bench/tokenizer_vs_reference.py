@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import announce
+
 from pretrain.data import stage
 from pretrain.data.config import DataConfig
 from pretrain.data.docs import read_docs
@@ -82,6 +84,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--max-mb", type=float, default=0, help="cap the corpus (0 = all of it)")
     args = ap.parse_args()
+    announce()
     work = Path(tempfile.mkdtemp(prefix="tokbench-"))
     data = work / "data"
     data.mkdir()

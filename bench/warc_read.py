@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from _common import announce
 from fastwarc.warc import ArchiveIterator
 
 from pretrain.data.warc import WarcSource
@@ -50,6 +51,7 @@ def main() -> None:
     ap.add_argument("--copies", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=7)
     args = ap.parse_args()
+    announce()
     if not SAMPLE.exists():
         sys.exit(f"{SAMPLE} is missing (the shared data folder)")
     with tempfile.TemporaryDirectory() as tmp:
@@ -73,8 +75,7 @@ def main() -> None:
                 print(f"  {name:16s} {t * 1e3:8.1f} ms")
             print(f"  ours / fastwarc {med['ours'] / med['fastwarc']:.2f}x; framing "
                   f"{med['ours'] / med['with extraction']:.1%} of the read with extraction")
-    print(f"load average {os.getloadavg()[0]:.2f} at the end "
-          f"({os.cpu_count()} cores); command: {' '.join(sys.argv)}")
+    print(f"load average {os.getloadavg()[0]:.2f} at the end")
 
 
 if __name__ == "__main__":

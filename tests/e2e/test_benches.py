@@ -49,7 +49,7 @@ SLOW = {"speedrun_shakespeare", "data_vs_datatrove", "decontam_planted"}
 
 
 def test_every_bench_is_listed():
-    on_disk = {p.stem for p in (ROOT / "bench").glob("*.py")}
+    on_disk = {p.stem for p in (ROOT / "bench").glob("*.py") if not p.stem.startswith("_")}
     # memory_vs_estimate's comparison is the one tests/unit/test_plan.py makes
     assert on_disk - {"memory_vs_estimate"} == set(BENCHES)
 
@@ -68,4 +68,7 @@ def test_bench_runs(name, tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert re.search(pattern, proc.stdout), out[-3000:]
+    # how to get the figures again, and how busy the machine was
+    assert f"$ python bench/{name}.py {' '.join(args)}\n" in proc.stdout, out[:3000]
+    assert re.search(r"\d+ cores, load average \d+\.\d+", proc.stdout), out[:3000]
     assert "Traceback" not in out and "failed" not in proc.stdout.lower(), out[-3000:]

@@ -90,10 +90,16 @@ def test_export_import_round_trip_is_bit_identical(name, tmp_path):
     ours, _ = _pair(VARIANTS[name], tmp_path)
     back = hf.import_hf(tmp_path)
     assert hf.hf_config(back.cfg, None, None) == hf.hf_config(ours.cfg, None, None)
+    # a bias-free gpt2 came back with GPT-2's biases, all zero, which init_from then trained
+    assert back.cfg.bias == ours.cfg.bias and back.cfg.num_params() == ours.cfg.num_params()
+    if not ours.cfg.bias:  # biases trained elsewhere (HF trains them) are not dropped
+        from safetensors.torch import load_file, save_file
+        w = load_file(tmp_path / "model.safetensors")
+        w["transformer.h.1.mlp.c_fc.bias"][3] = 0.5
+        save_file(w, str(tmp_path / "model.safetensors"))
+        with pytest.raises(ConfigError, match=r"transformer.h.1.mlp.c_fc.bias is not zero"):
+            hf.import_hf(tmp_path)
     a, b = ours.state_dict(), back.state_dict()
-    if not ours.cfg.bias:  # comes back with GPT-2's biases, all zero
-        assert all(not b[k].any() for k in b.keys() - a.keys())
-        b = {k: b[k] for k in a}
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 

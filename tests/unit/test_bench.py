@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
-SCRIPTS = sorted(BENCH.glob("*.py"))
+SCRIPTS = sorted(p for p in BENCH.glob("*.py") if not p.name.startswith("_"))  # _common: shared
 
 
 def test_there_are_benchmarks():
@@ -24,3 +24,19 @@ def test_a_benchmark_loads_and_answers_help(script):
                          timeout=120, cwd=BENCH)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "usage:" in res.stdout
+
+
+@pytest.mark.parametrize("script, args, message", [
+    # were timed as something else: "compiled" is not "compile", and an unknown mode was
+    # dropped, so both ran eager fp32 under the labels given
+    ("train_vs_reference.py", ["--loops", "llama+compiled"], "unknown mode 'compiled'"),
+    ("train_vs_reference.py", ["--loops", "llama+eager+bf61"], "unknown mode 'bf61'"),
+    ("train_vs_reference.py", ["--loops", "foo"], "'foo' is not ref, ref-llama, gpt2, llama"),
+    ("train_vs_reference.py", ["--loops", "ref+fp8"], "unknown mode 'fp8'; known: compile, bf16"),
+    ("train_vs_reference.py", ["--shapes", "huge"], "--shapes: unknown 'huge'; known: tiny"),
+    ("data_scale.py", ["--parts", "bogus,stage"], "--parts: unknown 'bogus'"),  # ran mixture
+])
+def test_a_benchmark_refuses_names_it_does_not_know(script, args, message):
+    res = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True,
+                         text=True, timeout=120, cwd=BENCH)
+    assert res.returncode == 2 and message in res.stderr, res.stderr[-2000:]

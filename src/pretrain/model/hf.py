@@ -12,7 +12,8 @@ ecosystem-and-interop.md`` §1.5): both ``rope_theta`` (4.x) and ``rope_paramete
   llama.cpp expect); only the rope rows of the q and kv_a projections are permuted. Dense:
   ``first_k_dense_replace = n_layers``, the MoE keys set to valid but unused values.
 - gpt2: ``Conv1D`` stores weights as (in, out), the transpose of ``nn.Linear``; q/k/v are
-  fused in ``c_attn`` as in ours. A ``bias = false`` model exports zero biases.
+  fused in ``c_attn`` as in ours. A ``bias = false`` model exports zero biases and
+  ``pretrain_bias: false`` in ``config.json``, which import reads back.
 
 Import maps the same tables backwards, so export -> import is bit-identical.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -110,14 +112,23 @@ def _t(name_hf: str, name: str) -> Entry:
             lambda ts: [ts[0].t().contiguous()])
 
 
+def _zero(name: str, ts: list[Tensor]) -> list[Tensor]:
+    """A bias-free model's exported bias: nothing to load, if it is still zero (one trained
+    elsewhere would be lost)."""
+    if ts[0].any():
+        raise ValueError(f"{name} is not zero, and config.json says pretrain_bias = false "
+                         "(biases trained elsewhere?): remove that key to import them")
+    return []
+
+
 def _gpt2_table(cfg: ModelConfig) -> list[Entry]:
     d = cfg.d_model
 
     def bias(name_hf: str, name: str, size: int) -> Entry:
         if cfg.bias:
             return _same(name_hf, name)
-        # HF's GPT-2 always has biases: a bias-free model exports zeros (and imports with biases)
-        return [name_hf], [], lambda ts: [torch.zeros(size)], lambda ts: []
+        # HF's GPT-2 always has biases: a bias-free model exports zeros (and pretrain_bias)
+        return [name_hf], [], lambda ts: [torch.zeros(size)], partial(_zero, name_hf)
 
     out: list[Entry] = [_same("transformer.wte.weight", "embed.weight"),
                         _same("transformer.wpe.weight", "pos_embed.weight")]
@@ -146,7 +157,9 @@ def hf_config(cfg: ModelConfig, bos_id: int | None, eos_id: int | None) -> dict[
                 "n_inner": cfg.hidden,
                 "activation_function": "gelu_new" if cfg.gelu_approximate == "tanh" else "gelu",
                 "layer_norm_epsilon": cfg.norm_eps, "resid_pdrop": 0.0, "embd_pdrop": 0.0,
-                "attn_pdrop": 0.0, "scale_attn_weights": True}
+                "attn_pdrop": 0.0, "scale_attn_weights": True,
+                # HF's GPT-2 has no such setting (its biases are zeros here); import reads it
+                **({} if cfg.bias else {"pretrain_bias": False})}
     rope = {"rope_theta": cfg.rope_theta, "rope_scaling": None,
             "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta}}
     base = {**common, **rope, "hidden_size": cfg.d_model, "intermediate_size": cfg.hidden,
@@ -236,6 +249,7 @@ def config_from_hf(c: dict[str, Any]) -> ModelConfig:
                            vocab_size=c["vocab_size"], ffn_hidden=c.get("n_inner") or 4 * c["n_embd"],
                            norm_eps=c.get("layer_norm_epsilon", 1e-5), tie_embeddings=True,
                            init_std=c.get("initializer_range", 0.02),
+                           bias=bool(c.get("pretrain_bias", True)),
                            gelu_approximate="none" if c.get("activation_function") == "gelu"
                            else "tanh")
     theta = (c.get("rope_parameters") or {}).get("rope_theta", c.get("rope_theta", 10000.0))

@@ -156,3 +156,25 @@ def test_bad_arguments_are_named_and_a_tiny_temperature_is_greedy():
             generate(model, [[1, bad]], 4)
     tiny = generate(model, [[1, 2, 3]], 6, temperature=1e-40, generator=torch.Generator().manual_seed(0))
     assert tiny == generate(model, [[1, 2, 3]], 6, temperature=0.0)
+
+
+def test_a_prompts_sample_does_not_depend_on_the_other_prompts():
+    """One generator drew for the whole batch: with the same seed, adding a prompt before
+    or after "ROMEO:" changed ROMEO's sample."""
+    from pretrain.eval.config import SampleConfig
+    from pretrain.eval.sample import samples
+    from pretrain.tokenizer.bpe import Tokenizer
+    from pretrain.tokenizer.config import BOS, EOS
+    tok = Tokenizer([bytes([i]) for i in range(256)], r"[\s\S]", [BOS, EOS])
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, seq_len=32,
+                                    vocab_size=tok.vocab_size)).eval()
+
+    def romeo(prompts: list[str], seed: int = 1) -> str:
+        out = samples(model, tok, SampleConfig(prompts=prompts, max_new_tokens=12,
+                                               temperature=1.0, seed=seed))
+        return next(s["completion"] for s in out if s["prompt"] == "ROMEO:")
+    alone = romeo(["ROMEO:"])
+    assert len(alone) >= 6   # sampled text, not an early stop
+    assert romeo(["a", "ROMEO:"]) == alone == romeo(["ROMEO:", "a longer prompt"])
+    assert romeo(["ROMEO:"], seed=2) != alone

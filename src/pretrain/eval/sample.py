@@ -6,6 +6,7 @@ until EOS or ``max_new_tokens``, all prompts in one batch through the KV cache.
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import torch
@@ -20,8 +21,17 @@ from .config import SampleConfig
 from .trained import autocast, load_trained
 
 
+def prompt_seed(seed: int, prompt: str) -> int:
+    """The seed of ``prompt``'s generator under ``sample.seed``: stable across runs and
+    machines (a digest, not Python's salted ``hash``)."""
+    digest = hashlib.sha256(f"{seed}\0{prompt}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
 def samples(model: Transformer, tok: TextTokenizer, cfg: SampleConfig) -> list[dict[str, str]]:
-    gen = torch.Generator().manual_seed(cfg.seed)
+    # a generator per prompt, seeded by the seed and the prompt's text: a prompt's sample
+    # stays the same when others are added, removed or reordered
+    gens = [torch.Generator().manual_seed(prompt_seed(cfg.seed, p)) for p in cfg.prompts]
     prompts = [[tok.bos_id, *tok.encode(p)] for p in cfg.prompts]
     seq_len = model.cfg.seq_len
     for i, ids in enumerate(prompts):
@@ -35,7 +45,7 @@ def samples(model: Transformer, tok: TextTokenizer, cfg: SampleConfig) -> list[d
              f"{cfg.max_new_tokens} new tokens: prompt and continuation fit in model.seq_len = "
              f"{seq_len}")
     outs = generate(model, prompts, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p,
-                    stop_ids=(tok.eos_id,), generator=gen)
+                    stop_ids=(tok.eos_id,), generator=gens)
     return [{"prompt": p, "completion": tok.decode_after(ids, o)}
             for p, ids, o in zip(cfg.prompts, prompts, outs, strict=True)]
 

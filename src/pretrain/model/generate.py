@@ -8,10 +8,13 @@ import torch
 
 from .transformer import Transformer
 
+Generators = torch.Generator | list[torch.Generator] | None
+
 
 def sample_next(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,
-                generator: torch.Generator | None) -> torch.Tensor:
-    """logits (B, V) -> next ids (B,). temperature 0 is greedy."""
+                generator: Generators) -> torch.Tensor:
+    """logits (B, V) -> next ids (B,). temperature 0 is greedy. ``generator``: one for the
+    batch, or a list of one per row (each row's draws then its own)."""
     if temperature == 0:
         return logits.argmax(dim=-1)
     scaled = logits.float() / temperature
@@ -29,19 +32,25 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: int, top_p: flo
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     probs = logits.softmax(dim=-1).cpu()
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1).to(logits.device)
+    if isinstance(generator, list):
+        drawn = torch.cat([torch.multinomial(row, 1, generator=g)
+                           for row, g in zip(probs, generator, strict=True)])
+    else:
+        drawn = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return drawn.to(logits.device)
 
 
 @torch.no_grad()
 def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-             stop_ids: tuple[int, ...] = (), generator: torch.Generator | None = None,
+             stop_ids: tuple[int, ...] = (), generator: Generators = None,
              use_cache: bool = True, pad_id: int = 0) -> list[list[int]]:
     """Continue each prompt; returns the new tokens of each (without the stop token).
 
     Each row gets up to ``max_new_tokens``, cut so that its prompt + new tokens fit in
     ``seq_len``; a row's greedy output does not depend on the other rows. Sampled output
-    does (one generator draws for the whole batch), but is reproducible for the same batch.
+    does when one generator draws for the whole batch (reproducible for the same batch);
+    with a list of one generator per row, each row's draws are its own.
     """
     if not prompts or any(not p for p in prompts):
         raise ValueError("every prompt needs at least one token (e.g. BOS)")

@@ -29,6 +29,7 @@ VARIANTS = {
     "gpt2-nanogpt": dict(arch="gpt2", bias=False, gelu_approximate="none"),  # exports zero biases
     "mla": dict(arch="mla"),
     "mla-qlora": dict(arch="mla", q_lora_rank=20),
+    "mla-6-heads": dict(arch="mla", n_heads=6),   # MLA's heads need not divide d_model
 }
 
 

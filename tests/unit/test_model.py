@@ -18,7 +18,8 @@ def _cfg(**kw) -> ModelConfig:
 
 VARIANTS = [{}, {"tie_embeddings": True}, {"n_kv_heads": 4}, {"n_kv_heads": 1, "ffn_hidden": 100},
             {"arch": "gpt2"}, {"arch": "gpt2", "ffn_hidden": 72}, {"arch": "mla"},
-            {"arch": "mla", "q_lora_rank": 20, "tie_embeddings": True}]
+            {"arch": "mla", "q_lora_rank": 20, "tie_embeddings": True},
+            {"arch": "mla", "n_heads": 6}]   # MLA's head sizes are its own: 6 need not divide 64
 
 
 @pytest.mark.parametrize("kw", VARIANTS, ids=str)

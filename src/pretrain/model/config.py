@@ -62,7 +62,7 @@ class ModelConfig:
                      "pad_vocab_multiple"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.d_model % self.n_heads:
+        if self.arch != "mla" and self.d_model % self.n_heads:  # MLA's head sizes are its own
             raise ConfigError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if self.arch == "llama":
             if self.n_heads % self.n_kv_heads:

@@ -75,7 +75,7 @@ def main() -> None:
     docs = [Document(f"p{i}", p.text, "web") for i, p in enumerate(planted)]
     clean_docs = [Document(f"c{i}", t, "web") for i, t in enumerate(clean)]
     kind_of = [k for k, texts in kinds.items() for _ in texts]
-    print(f"{len(planted)} planted documents ({len(files)} benchmarks x {args.per_benchmark}), "
+    print(f"{len(planted)} planted documents ({len(files)} benchmarks, up to {args.per_benchmark} each), "
           f"{len(clean_docs)} clean documents "
           f"({', '.join(f'{k} {len(v)}' for k, v in kinds.items())})")
     indexes: dict[str, Index] = {"old (fields, 13-grams)": old_index(files, 13)}

@@ -26,27 +26,27 @@ import sys
 
 CONFIGS = [
     # (name, model overrides, batch, activation checkpointing[, micro-batches a step]):
-    # 7-12 M parameters, so that
+    # 7-13.5 M parameters (as printed: embeddings included), so that
     # the state and the activations are hundreds of MB, well above the allocator's noise
-    ("llama 9M b8", dict(d_model=384, n_layers=4, n_heads=6, n_kv_heads=2, seq_len=256,
+    ("llama 12.6M b8", dict(d_model=384, n_layers=4, n_heads=6, n_kv_heads=2, seq_len=256,
                          vocab_size=8192), 8, False),
-    ("llama 9M b8 AC", dict(d_model=384, n_layers=4, n_heads=6, n_kv_heads=2, seq_len=256,
+    ("llama 12.6M b8 AC", dict(d_model=384, n_layers=4, n_heads=6, n_kv_heads=2, seq_len=256,
                             vocab_size=8192), 8, True),
-    ("llama 9M b24", dict(d_model=384, n_layers=4, n_heads=6, n_kv_heads=2, seq_len=256,
+    ("llama 12.6M b24", dict(d_model=384, n_layers=4, n_heads=6, n_kv_heads=2, seq_len=256,
                           vocab_size=8192), 24, False),
     ("llama 7M T1024", dict(d_model=256, n_layers=4, n_heads=4, n_kv_heads=2, seq_len=1024,
                             vocab_size=8192), 4, False),
-    ("gpt2 12M b8", dict(arch="gpt2", d_model=384, n_layers=4, n_heads=6, seq_len=256,
+    ("gpt2 13.5M b8", dict(arch="gpt2", d_model=384, n_layers=4, n_heads=6, seq_len=256,
                          vocab_size=16384), 8, False),
-    ("gpt2 12M b8 AC", dict(arch="gpt2", d_model=384, n_layers=4, n_heads=6, seq_len=256,
+    ("gpt2 13.5M b8 AC", dict(arch="gpt2", d_model=384, n_layers=4, n_heads=6, seq_len=256,
                             vocab_size=16384), 8, True),
-    ("mla 9M b8", dict(arch="mla", d_model=384, n_layers=4, n_heads=6, seq_len=256,
+    ("mla 12.4M b8", dict(arch="mla", d_model=384, n_layers=4, n_heads=6, seq_len=256,
                        vocab_size=8192, kv_lora_rank=96, qk_nope_head_dim=48,
                        qk_rope_head_dim=16, v_head_dim=48), 8, False),
     # two micro-batches a step: the first one's gradients live through the second's forward
-    ("llama 9M b8 x2", dict(d_model=384, n_layers=4, n_heads=6, n_kv_heads=2, seq_len=256,
+    ("llama 12.6M b8 x2", dict(d_model=384, n_layers=4, n_heads=6, n_kv_heads=2, seq_len=256,
                             vocab_size=8192), 8, False, 2),
-    ("llama 9M b8 AC x2", dict(d_model=384, n_layers=4, n_heads=6, n_kv_heads=2, seq_len=256,
+    ("llama 12.6M b8 AC x2", dict(d_model=384, n_layers=4, n_heads=6, n_kv_heads=2, seq_len=256,
                                vocab_size=8192), 8, True, 2),
 ]
 

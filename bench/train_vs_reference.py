@@ -358,21 +358,27 @@ def _one(data: np.ndarray, tokens: Path, shape: str, steps: int, loop: str,
     return {"times": ts[:kept], "peak_gb": _peak_memory_gb(device)}
 
 
-OURS_MODES = ("eager", "compile", "fp8", "bf16", "fp32", "full", "chunked", "lagged", "step")
+# our loops' modes, at most one of each group (chunkN: N tokens a chunk of the chunked loss)
+OURS_MODES = (("eager", "compile"), ("fp8", "bf16", "fp32"), ("full", "chunked"),
+              ("lagged", "step"), ("chunkN",))
 
 
 def check_loop(loop: str) -> str | None:
     """Why ``loop`` (see ``_one``) names no loop this bench can time; None when it does."""
     name, *modes = loop.split("+")
     if name in ("ref", "ref-llama"):
-        known: tuple[str, ...] = ("compile", "bf16")
+        groups: tuple[tuple[str, ...], ...] = (("compile",), ("bf16",))
     elif name in ("gpt2", "llama", "mla"):
-        known = OURS_MODES
+        groups = OURS_MODES
     else:
         return f"{loop!r}: {name!r} is not ref, ref-llama, gpt2, llama or mla"
-    bad = [m for m in modes if m not in known and not (m.startswith("chunk") and m[5:].isdigit()
-                                                        and name not in ("ref", "ref-llama"))]
-    return f"{loop!r}: unknown mode {bad[0]!r}; known: {', '.join(known)}" if bad else None
+    known = [m for g in groups for m in g]
+    generic = ["chunkN" if m.startswith("chunk") and m[5:].isdigit() else m for m in modes]
+    bad = [m for m, g in zip(modes, generic, strict=True) if g not in known]
+    if bad:
+        return f"{loop!r}: unknown mode {bad[0]!r}; known: {', '.join(known)}"
+    both = next((g for g in groups if sum(m in g for m in generic) > 1), None)
+    return f"{loop!r}: at most one of {', '.join(both)}" if both else None
 
 
 def _rate(flops: float) -> str:
@@ -405,7 +411,8 @@ def main() -> None:
                          "measured bf16 matmul; shapes gpt2-124m,llama-153m,llama-760m")
     ap.add_argument("--loops", default="",
                     help="ours to time against the reference, comma-separated, each an arch "
-                         "(gpt2, llama) + eager|compile [+fp8|bf16]: e.g. gpt2+compile,"
+                         "(gpt2, llama, mla) + eager|compile [+fp8|bf16|fp32] [+full|chunked] "
+                         "[+lagged|step] [+chunkN]: e.g. gpt2+compile,"
                          "llama+compile,llama+compile+fp8 (default: gpt2 and llama, eager, "
                          "and compiled with --compile); ref-llama[+compile] is the "
                          "llama2.c-style reference; ref+bf16: the reference under bf16 "

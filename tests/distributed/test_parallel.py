@@ -78,7 +78,7 @@ def test_sequence_parallel_scores_a_short_last_val_window(tokens, tmp_path):
     (4, "pp=2,dp_shard=2,dp_replicate=1,pp_microbatches=2,pp_schedule=GPipe", 4, "FSDP 2 x PP 2"),
     (4, "pp=2,pp_microbatches=2", 4, "DDP 2 x PP 2"),
     (4, "pp=2,tp=2,dp_replicate=1,sequence_parallel=0", 8, "TP 2 x PP 2"),
-    (4, "pp=2,tp=2,dp_replicate=1", 8, "TP 2 x PP 2"),    # sequence parallel: split positions
+    pytest.param(4, "pp=2,tp=2,dp_replicate=1", 8, "TP 2 x PP 2", id="TP 2 x PP 2 with SP"),
 ])
 def test_pipeline_parallel_matches_one_process(tokens, reference, tmp_path, n, layout, batch,
                                                name):

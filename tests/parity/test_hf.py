@@ -98,7 +98,7 @@ def test_export_import_round_trip_is_bit_identical(name, tmp_path):
         w = load_file(tmp_path / "model.safetensors")
         w["transformer.h.1.mlp.c_fc.bias"][3] = 0.5
         save_file(w, str(tmp_path / "model.safetensors"))
-        with pytest.raises(ConfigError, match=r"transformer.h.1.mlp.c_fc.bias is not zero"):
+        with pytest.raises(ConfigError, match=r"transformer.h.1.mlp.c_fc.bias does not fit the config: it is not zero"):
             hf.import_hf(tmp_path)
     a, b = ours.state_dict(), back.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -34,6 +34,9 @@ def test_a_benchmark_loads_and_answers_help(script):
     ("train_vs_reference.py", ["--loops", "foo"], "'foo' is not ref, ref-llama, gpt2, llama"),
     ("train_vs_reference.py", ["--loops", "ref+fp8"], "unknown mode 'fp8'; known: compile, bf16"),
     ("train_vs_reference.py", ["--shapes", "huge"], "--shapes: unknown 'huge'; known: tiny"),
+    # ran compiled, or fp8 with the bf16 peak's MFU
+    ("train_vs_reference.py", ["--loops", "llama+eager+compile"], "at most one of eager, compile"),
+    ("train_vs_reference.py", ["--loops", "gpt2+fp8+bf16"], "at most one of fp8, bf16, fp32"),
     ("data_scale.py", ["--parts", "bogus,stage"], "--parts: unknown 'bogus'"),  # ran mixture
 ])
 def test_a_benchmark_refuses_names_it_does_not_know(script, args, message):

@@ -178,3 +178,9 @@ def test_a_prompts_sample_does_not_depend_on_the_other_prompts():
     assert len(alone) >= 6   # sampled text, not an early stop
     assert romeo(["a", "ROMEO:"]) == alone == romeo(["ROMEO:", "a longer prompt"])
     assert romeo(["ROMEO:"], seed=2) != alone
+    # a prompt listed twice: two samples (the copy number is part of the seed)
+    twice = samples(model, tok, SampleConfig(prompts=["ROMEO:", "a", "ROMEO:"], max_new_tokens=12,
+                                             temperature=1.0, seed=1))
+    assert twice[0]["completion"] == alone != twice[2]["completion"]
+    with pytest.raises(ValueError, match="generator: one per prompt, got 1 for 2"):
+        generate(model, [[1], [2]], 2, generator=[torch.Generator()])

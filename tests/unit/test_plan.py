@@ -410,6 +410,18 @@ def test_no_run_is_predicted_below_the_optimum_for_its_compute(argv, capsys):
     assert len(pairs) >= 2 and all(own >= best for own, best in pairs), out
 
 
+def test_an_mla_family_whose_heads_do_not_divide_the_width(capsys):
+    """MLA's heads need not divide d_model: its family stepped widths by d_model // n_heads,
+    0 for 128 heads at d_model 64 (a traceback), 10 for 6 heads."""
+    for heads in (6, 128):
+        argv = ["plan", "-c", "quickstart", "--model.arch=mla", "--model.d_model=64",
+                f"--model.n_heads={heads}", "--budget", "1e17"]
+        assert main(argv) == 0
+        d, h = map(int, re.search(r"suggested: d_model (\d+), n_layers \d+, n_heads (\d+)",
+                                  capsys.readouterr().out).groups())
+        assert d % 64 == 0 and h == round(d * heads / 64)
+
+
 def test_a_budget_model_far_above_the_optimum_says_so(capsys):
     """A head size of 100 leaves the family widths 100, 3200, 6400...: 1e18 FLOPs was
     planned as 3.03 B parameters on 0.018 tokens each (33x the optimum), without a word."""

@@ -21,17 +21,19 @@ from .config import SampleConfig
 from .trained import autocast, load_trained
 
 
-def prompt_seed(seed: int, prompt: str) -> int:
-    """The seed of ``prompt``'s generator under ``sample.seed``: stable across runs and
-    machines (a digest, not Python's salted ``hash``)."""
-    digest = hashlib.sha256(f"{seed}\0{prompt}".encode()).digest()
+def prompt_seed(seed: int, prompt: str, copy: int = 0) -> int:
+    """The seed of the generator of ``prompt``'s ``copy``-th occurrence in the list under
+    ``sample.seed``: stable across runs and machines (a digest, not Python's salted
+    ``hash``); a prompt listed twice gets two samples."""
+    digest = hashlib.sha256(f"{seed}\0{copy}\0{prompt}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
 
 
 def samples(model: Transformer, tok: TextTokenizer, cfg: SampleConfig) -> list[dict[str, str]]:
-    # a generator per prompt, seeded by the seed and the prompt's text: a prompt's sample
-    # stays the same when others are added, removed or reordered
-    gens = [torch.Generator().manual_seed(prompt_seed(cfg.seed, p)) for p in cfg.prompts]
+    # a generator per prompt, seeded by the seed, the prompt's text and its copy number: a
+    # prompt's random draws stay the same when others are added, removed or reordered
+    gens = [torch.Generator().manual_seed(prompt_seed(cfg.seed, p, cfg.prompts[:i].count(p)))
+            for i, p in enumerate(cfg.prompts)]
     prompts = [[tok.bos_id, *tok.encode(p)] for p in cfg.prompts]
     seq_len = model.cfg.seq_len
     for i, ids in enumerate(prompts):

@@ -57,6 +57,8 @@ def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int,
     if max_new_tokens < 1 or temperature < 0 or top_k < 0 or not 0 < top_p <= 1:
         raise ValueError(f"max_new_tokens >= 1, temperature >= 0, top_k >= 0 and top_p in "
                          f"(0, 1], not {max_new_tokens}, {temperature}, {top_k}, {top_p}")
+    if isinstance(generator, list) and len(generator) != len(prompts):
+        raise ValueError(f"generator: one per prompt, got {len(generator)} for {len(prompts)}")
     vocab = model.cfg.vocab_size   # the padding rows above it are no tokens
     bad = next((i for p in prompts for i in p if not 0 <= i < vocab), None)
     if bad is not None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -112,11 +111,11 @@ def _t(name_hf: str, name: str) -> Entry:
             lambda ts: [ts[0].t().contiguous()])
 
 
-def _zero(name: str, ts: list[Tensor]) -> list[Tensor]:
+def _zero(ts: list[Tensor]) -> list[Tensor]:
     """A bias-free model's exported bias: nothing to load, if it is still zero (one trained
     elsewhere would be lost)."""
     if ts[0].any():
-        raise ValueError(f"{name} is not zero, and config.json says pretrain_bias = false "
+        raise ValueError("it is not zero, and config.json says pretrain_bias = false "
                          "(biases trained elsewhere?): remove that key to import them")
     return []
 
@@ -128,7 +127,7 @@ def _gpt2_table(cfg: ModelConfig) -> list[Entry]:
         if cfg.bias:
             return _same(name_hf, name)
         # HF's GPT-2 always has biases: a bias-free model exports zeros (and pretrain_bias)
-        return [name_hf], [], lambda ts: [torch.zeros(size)], partial(_zero, name_hf)
+        return [name_hf], [], lambda ts: [torch.zeros(size)], _zero
 
     out: list[Entry] = [_same("transformer.wte.weight", "embed.weight"),
                         _same("transformer.wpe.weight", "pos_embed.weight")]

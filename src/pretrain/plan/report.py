@@ -185,12 +185,15 @@ def frontier(cfg: ModelConfig, tokens: float, flops: float, fit: Law | None) -> 
 def family(cfg: ModelConfig) -> list[ModelConfig]:
     """Models of ``cfg``'s family, smallest first: its head size and query heads per kv
     head, widths in steps of the head size (64 from 128, 128 from 512), depth between
-    d/128 and d/32 (the aspect ratios of GPT-3 and LLaMA), at least one layer."""
-    head_dim = cfg.head_dim if cfg.arch != "mla" else cfg.d_model // cfg.n_heads
+    d/128 and d/32 (the aspect ratios of GPT-3 and LLaMA), at least one layer. An MLA
+    config whose heads do not divide d_model (its head sizes are settings of their own):
+    widths in steps of 64, heads in the config's proportion to the width."""
+    even = cfg.d_model % cfg.n_heads == 0
+    step = cfg.d_model // cfg.n_heads if even else 64
     group = max(1, cfg.n_heads // cfg.kv_heads) if cfg.arch == "llama" else 1
     out = []
-    for d in range(head_dim, 32768 + 1, head_dim):
-        heads = d // head_dim
+    for d in range(step, 32768 + 1, step):
+        heads = d // step if even else max(1, round(d * cfg.n_heads / cfg.d_model))
         if heads % group or (d >= 128 and d % 64) or (d >= 512 and d % 128):
             continue
         for layers in range(max(1, d // 128), max(1, d // 32) + 1):

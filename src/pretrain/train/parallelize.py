@@ -219,8 +219,9 @@ def apply_tp(model: Transformer, mesh: DeviceMesh, sequence_parallel: bool) -> N
         top["norm"] = norm_style()
         top["head"] = ColwiseParallel(input_layouts=seq, output_layouts=Replicate())
     parallelize_module(model, mesh, top)
-    if model.embed is None and sequence_parallel:  # a later pipeline stage: it receives the
-        model.input_split = mesh.size()             # previous stage's split residual stream
+    # a later pipeline stage receives the previous stage's residual stream split by position
+    if model.embed is None and sequence_parallel:
+        model.input_split = mesh.size()
     mlp = ("ffn.fc", "ffn.proj") if model.cfg.arch == "gpt2" else ("ffn.w13", "ffn.w2")
     for block in model.layers.values():
         plan: dict[str, Any] = {

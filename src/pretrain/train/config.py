@@ -305,8 +305,10 @@ def check_layout(model_cfg: ModelConfig, cfg: TrainConfig, layout: Mapping[str, 
     if pp > 1:
         if model_cfg.tied:
             raise ConfigError("pipeline parallelism needs untied embeddings (the embedding is "
-                              "on the first stage, the head on the last): set "
-                              "model.tie_embeddings = false (gpt2 always ties)")
+                              "on the first stage, the head on the last): "
+                              + ("gpt2 always ties them, use model.arch = 'llama' or 'mla'"
+                                 if model_cfg.arch == "gpt2"
+                                 else "set model.tie_embeddings = false"))
         if model_cfg.n_layers < pp:
             raise ConfigError(f"train.parallel.pp = {pp} stages need at least {pp} layers, "
                               f"the model has {model_cfg.n_layers}")

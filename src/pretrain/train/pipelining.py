@@ -69,7 +69,7 @@ class Pipeline:
                  device: torch.device, group: Any):
         from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
         self.first, self.last, self.microbatches = stage == 0, stage == pp - 1, microbatches
-        self.device = device
+        self.device, self.net = device, net
         kind = Schedule1F1B if schedule == "1F1B" else ScheduleGPipe
         self.schedule = kind(PipelineStage(_Stage(net), stage, pp, device, group=group),
                              microbatches, loss_fn=_loss)
@@ -84,7 +84,7 @@ class Pipeline:
         """Forward and backward of the batch; its mean loss on the last stage, else None."""
         losses: list[torch.Tensor] = []
         self._run(self.schedule.step, x, y, losses)
-        return float(torch.stack(losses).mean()) if self.last else None
+        return float(torch.stack(losses).mean().detach()) if self.last else None
 
     @torch.no_grad()
     def nll(self, x: torch.Tensor, y: torch.Tensor) -> float | None:
@@ -104,6 +104,21 @@ class Pipeline:
         padding scored as nothing; the last stage's sums shared with every rank."""
         nbytes = torch.as_tensor(token_bytes) if token_bytes is not None else None
         sums = []
+        self.net.eval()   # no dropout while scoring (nor its draws from training's generator)
+        try:
+            sums = self._sums(val, nbytes, rows, T, doc_start)
+        finally:
+            self.net.train()
+        shared = distributed.mean([s[0] for s in sums], d, self.device,
+                                  weight=1.0 if self.last else 0.0)
+        out = {k: metrics(n, t, b) for k, n, (_, t, b) in zip(val, shared, sums, strict=True)}
+        out["all"] = metrics(sum(shared), sum(s[1] for s in sums), sum(s[2] for s in sums))
+        return out
+
+    def _sums(self, val: dict[str, list[Any]], nbytes: torch.Tensor | None, rows: int, T: int,
+              doc_start: tuple[int, int]) -> list[tuple[float, int, int]]:
+        """Each domain's summed NLL (on the last stage; 0 elsewhere), tokens and bytes."""
+        sums = []
         for wins in val.values():
             nll, tokens, n_bytes = 0.0, 0, 0
             for i in range(0, len(wins), rows):
@@ -116,11 +131,7 @@ class Pipeline:
                 n_bytes += int(nbytes[y[y >= 0]].sum()) if nbytes is not None else 0
             n_bytes -= prefix_bytes(wins, doc_start) if nbytes is not None else 0
             sums.append((nll, tokens, n_bytes))
-        shared = distributed.mean([s[0] for s in sums], d, self.device,
-                                  weight=1.0 if self.last else 0.0)
-        out = {k: metrics(n, t, b) for k, n, (_, t, b) in zip(val, shared, sums, strict=True)}
-        out["all"] = metrics(sum(shared), sum(s[1] for s in sums), sum(s[2] for s in sums))
-        return out
+        return sums
 
     def _run(self, fn: Any, x: torch.Tensor, y: torch.Tensor, losses: list[torch.Tensor]) -> None:
         # contiguous: a batch is a view of its (B, T + 1) windows, whose strides torch

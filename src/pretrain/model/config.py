@@ -6,9 +6,9 @@ Three architectures share one vocabulary of knobs:
 - ``mla``: as llama, with DeepSeek-V2/V3 Multi-head Latent Attention (DeepSeek's names:
   ``q_lora_rank``, ``kv_lora_rank``, ``qk_nope_head_dim``, ``qk_rope_head_dim``, ``v_head_dim``).
 - ``gpt2``: learned positions, LayerNorm with bias, GELU MLP, biases, tied embeddings;
-  ``bias = false`` drops every bias (nanoGPT's ``bias=False``; exported to HF as zeros with ``pretrain_bias: false``) and
-  ``gelu_approximate = "none"`` uses the exact GELU (HF ``activation_function = "gelu"``)
-  instead of GPT-2's tanh form.
+  ``bias = false`` drops every bias (nanoGPT's ``bias=False``; exported to HF as zeros,
+  with ``pretrain_bias: false``) and ``gelu_approximate = "none"`` uses the exact GELU
+  (HF ``activation_function = "gelu"``) instead of GPT-2's tanh form.
 """
 
 from __future__ import annotations

@@ -103,12 +103,12 @@ class Pipeline:
         of the training shape (``rows`` x ``T``: the stages' buffers have that shape),
         padding scored as nothing; the last stage's sums shared with every rank."""
         nbytes = torch.as_tensor(token_bytes) if token_bytes is not None else None
-        sums = []
+        training = self.net.training
         self.net.eval()   # no dropout while scoring (nor its draws from training's generator)
         try:
             sums = self._sums(val, nbytes, rows, T, doc_start)
         finally:
-            self.net.train()
+            self.net.train(training)
         shared = distributed.mean([s[0] for s in sums], d, self.device,
                                   weight=1.0 if self.last else 0.0)
         out = {k: metrics(n, t, b) for k, n, (_, t, b) in zip(val, shared, sums, strict=True)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import os
 import sys
 import sysconfig
 import warnings
@@ -42,12 +43,15 @@ class PythonInstallationSource(SourceConfig):
     def _stdlib_files(self) -> list[Path]:
         std = Path(sysconfig.get_paths()["stdlib"])
         files = []
-        for p in sorted(std.rglob("*.py")):
-            rel = p.relative_to(std).parts
-            if "site-packages" in rel or "dist-packages" in rel or p.is_symlink():
-                continue
-            files.append(p)
-        return files
+        # os.walk, pruning the installed packages: rglob walked every file under
+        # site-packages (most of the tree) before dropping them, ~1.3 s a call
+        for root, dirs, names in os.walk(std):
+            dirs[:] = [d for d in dirs if d not in ("site-packages", "dist-packages")]
+            for name in names:
+                p = Path(root, name)
+                if name.endswith(".py") and not p.is_symlink():
+                    files.append(p)
+        return sorted(files)
 
     def fingerprint(self) -> Any:
         files = self._stdlib_files()

@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: quickstart test test-fast install clean
+.PHONY: quickstart test test-slow test-all install clean
 
 $(BIN)/pretrain: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,18 +20,19 @@ install: $(BIN)/pretrain
 quickstart: install
 	$(BIN)/pretrain run --config configs/quickstart.toml
 
+# the default tier (about 15 minutes on 2 cores); the tests marked slow deepen what it checks
+# (4-process layouts, other variants, the longer benches and fuzzing) and run in `test-slow`
 test: install
 	$(BIN)/ruff check src tests bench tools
 	$(BIN)/mypy src
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest -q
-
-# the same checks without the tests marked slow (end-to-end runs, long fuzzing); CI runs all
-test-fast: install
-	$(BIN)/ruff check src tests bench tools
-	$(BIN)/mypy src
-	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow
+
+# both tiers, as CI runs them
+test-all: test test-slow
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -38,6 +38,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tokens, reference, t
     assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
 
 
+@pytest.mark.slow
 def test_ddp_with_the_host_reading_steps_late_makes_the_same_run(tokens, tmp_path):
     """host_sync = "lagged" under DDP (2 processes): the skip decided on the device (a NaN
     gradient norm at data position 6, read late), the host reading a step late between the
@@ -56,7 +57,7 @@ def test_ddp_with_the_host_reading_steps_late_makes_the_same_run(tokens, tmp_pat
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("sync", ["step", "lagged"])
+@pytest.mark.parametrize("sync", ["step", pytest.param("lagged", marks=pytest.mark.slow)])
 def test_a_time_budget_under_ddp_gives_every_rank_one_clock(tokens, tmp_path, sync):
     """time_budget_s and the schedule that follows it, under DDP with the ranks' own clocks
     apart: rank 1's runs 1.5 times as fast as rank 0's. Every rank must still step with the
@@ -80,6 +81,7 @@ def test_a_time_budget_under_ddp_gives_every_rank_one_clock(tokens, tmp_path, sy
     assert saved > 1.3 * counts["train_time_s"], (saved, counts["train_time_s"])
 
 
+@pytest.mark.slow
 def test_a_time_budget_under_ddp_resumed_runs_to_its_end(tokens, tmp_path):
     """Killed at step 102 of an 8 s budget, resumed from the step-100 checkpoint with lagged
     host reads (the ranks agree on the clock only at some steps, carrying it on between
@@ -134,6 +136,7 @@ def test_fsdp_kill_and_resume_continues_exactly(tokens, tmp_path):
     assert losses(tmp_path / "one") == pytest.approx(losses(full), abs=2e-4)
 
 
+@pytest.mark.slow
 def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(tokens, tmp_path):
     """SIGUSR1 reaching rank 1 only: both ranks finish the step, write one checkpoint at the
     same step and exit 75; the rerun resumes from it to the uninterrupted run's weights."""

@@ -24,6 +24,9 @@ from .common import model_config, train_config
 from .conftest import losses, torchrun, weights, worker
 
 MEMORY_WORKER = __file__.replace("test_parallel.py", "memory_worker.py")
+# the default tier keeps one 2-process run of each kind (TP, PP); the layouts of 4 processes
+# and the variants run in the slow tier (`make test-slow`, and CI)
+SLOW = pytest.mark.slow
 
 
 
@@ -43,9 +46,9 @@ def _same_run(out, ref, steps: int) -> None:
 
 @pytest.mark.parametrize("n, layout, batch, arch, name", [
     (2, "tp=2,dp_replicate=1", 8, "llama", "TP 2"),
-    (2, "tp=2,dp_replicate=1,sequence_parallel=0", 8, "llama", "TP 2"),
-    (2, "tp=2,dp_replicate=1", 8, "gpt2", "TP 2"),                   # tied embeddings
-    (4, "tp=2,dp_shard=2,dp_replicate=1", 4, "llama", "FSDP 2 x TP 2"),
+    pytest.param(2, "tp=2,dp_replicate=1,sequence_parallel=0", 8, "llama", "TP 2", marks=SLOW),
+    pytest.param(2, "tp=2,dp_replicate=1", 8, "gpt2", "TP 2", marks=SLOW),  # tied embeddings
+    pytest.param(4, "tp=2,dp_shard=2,dp_replicate=1", 4, "llama", "FSDP 2 x TP 2", marks=SLOW),
 ])
 def test_tensor_parallel_matches_one_process(tokens, reference, tmp_path, n, layout, batch,
                                              arch, name):
@@ -55,6 +58,7 @@ def test_tensor_parallel_matches_one_process(tokens, reference, tmp_path, n, lay
     _same_run(tmp_path / "run", reference(8, arch=arch, steps=20), 20)
 
 
+@pytest.mark.slow
 def test_sequence_parallel_scores_a_short_last_val_window(tokens, tmp_path):
     """More val windows asked for than the domain has: its last window is short (30 tokens
     of 33) and alone in its batch (88 windows in batches of 3), and the ranks that split
@@ -75,10 +79,12 @@ def test_sequence_parallel_scores_a_short_last_val_window(tokens, tmp_path):
 
 @pytest.mark.parametrize("n, layout, batch, name", [
     (2, "pp=2,dp_replicate=1", 8, "PP 2"),                                         # 1F1B
-    (4, "pp=2,dp_shard=2,dp_replicate=1,pp_microbatches=2,pp_schedule=GPipe", 4, "FSDP 2 x PP 2"),
-    (4, "pp=2,pp_microbatches=2", 4, "DDP 2 x PP 2"),
-    (4, "pp=2,tp=2,dp_replicate=1,sequence_parallel=0", 8, "TP 2 x PP 2"),
-    pytest.param(4, "pp=2,tp=2,dp_replicate=1", 8, "TP 2 x PP 2", id="TP 2 x PP 2 with SP"),
+    pytest.param(4, "pp=2,dp_shard=2,dp_replicate=1,pp_microbatches=2,pp_schedule=GPipe", 4,
+                 "FSDP 2 x PP 2", marks=SLOW),
+    pytest.param(4, "pp=2,pp_microbatches=2", 4, "DDP 2 x PP 2", marks=SLOW),
+    pytest.param(4, "pp=2,tp=2,dp_replicate=1,sequence_parallel=0", 8, "TP 2 x PP 2", marks=SLOW),
+    pytest.param(4, "pp=2,tp=2,dp_replicate=1", 8, "TP 2 x PP 2", id="TP 2 x PP 2 with SP",
+                 marks=SLOW),
 ])
 def test_pipeline_parallel_matches_one_process(tokens, reference, tmp_path, n, layout, batch,
                                                name):
@@ -215,6 +221,7 @@ def test_tensor_parallel_ranks_save_what_the_estimate_counts(tmp_path, sp):
         assert got == pytest.approx(want, rel=1e-3)
 
 
+@pytest.mark.slow
 def test_a_group_torchrun_restarts_after_a_worker_died_connects_at_once(tmp_path):
     """torchrun --max-restarts after a worker's death: the restarted gloo group read the
     dead attempt's addresses from the agent's store ('connectFullMesh failed ... Connection

@@ -45,7 +45,9 @@ BENCHES = {
     "speedrun_shakespeare": (["--budgets", "3", "--ref-steps", "20"],
                              ["tinyshakespeare/input.txt"], r"bpb"),
 }
-SLOW = {"speedrun_shakespeare", "data_vs_datatrove", "decontam_planted"}
+# the default tier runs the quick ones; these run in the slow tier (`make test-slow`, and CI)
+SLOW = {"speedrun_shakespeare", "data_vs_datatrove", "decontam_planted", "train_vs_reference",
+        "tokenizer_vs_reference", "data_scale", "data_split"}
 
 
 def test_every_bench_is_listed():

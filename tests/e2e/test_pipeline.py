@@ -124,6 +124,7 @@ def test_rerun_skips_every_stage(tiny_run):
     assert {s: (root / s / "manifest.json").stat().st_mtime_ns for s in stages.names()} == mtimes
 
 
+@pytest.mark.slow
 def test_changed_config_reruns_that_stage_and_later_ones(tiny_run, tmp_path):
     root, overrides = tiny_run
     copy = tmp_path / "runs" / "tiny"
@@ -284,6 +285,7 @@ def test_exported_run_generates_in_plain_transformers(tiny_run, tmp_path):
     assert main(["export", str(root), str(out)]) == 2  # never overwrites
 
 
+@pytest.mark.slow
 def test_continued_pretraining_from_an_hf_export(tiny_run, tmp_path):
     pytest.importorskip("safetensors")
     root, overrides = tiny_run
@@ -349,6 +351,7 @@ def test_gates_pass_or_fail_with_status_3_without_rerunning_eval(tiny_run, capsy
         results.write_bytes(kept)
 
 
+@pytest.mark.slow
 def test_harness_tasks_run_in_the_eval_stage(tiny_run, tmp_path, capsys, monkeypatch):
     pytest.importorskip("lm_eval", reason="lm-evaluation-harness (the [eval] extra) is not installed")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

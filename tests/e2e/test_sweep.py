@@ -60,6 +60,7 @@ def test_a_sweep_whose_budgets_leave_too_few_sizes_trains_nothing(tmp_path, caps
     assert not (tmp_path / "runs" / "tiny" / "sweep" / "fit.json").exists()
 
 
+@pytest.mark.slow
 def test_a_point_that_diverges_is_left_out_not_the_end_of_the_sweep(tmp_path, capsys):
     """Sweep points keep no checkpoint to roll back to: a point diverging ended the whole
     sweep with no fit. Here every point diverges (lr 1e4): each is named and left out, and

@@ -46,6 +46,7 @@ def docs() -> list[str]:
     return [json.loads(line)["text"] for line in open(path, encoding="utf-8")]
 
 
+@pytest.mark.slow
 def test_filters_agree_with_datatrove(docs):
     theirs = {"gopher_repetition": dt_filters.GopherRepetitionFilter(),
               "gopher_quality": dt_filters.GopherQualityFilter(),

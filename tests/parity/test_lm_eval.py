@@ -42,6 +42,7 @@ def _model_and_tok():
     return model, Tokenizer([bytes([i]) for i in range(256)], r"[\s\S]", [BOS, EOS])
 
 
+@pytest.mark.slow
 def test_lm_eval_and_our_scorer_agree_exactly(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

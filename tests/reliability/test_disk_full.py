@@ -46,6 +46,7 @@ def _train(where: Path, limit: int | None = None) -> subprocess.Popen:
                             preexec_fn=_limit_file_size(limit) if limit else None)
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_checkpointing_keeps_the_one_before_and_the_rerun_resumes(tmp_path):
     run_stages(load_config(None, tiny_overrides(tmp_path, **COMMON)),
                ("data", "tokenizer", "tokenize"), force=set())

@@ -16,7 +16,7 @@ from pretrain.run_config import load_config
 from ..conftest import tiny_overrides
 
 
-@pytest.mark.parametrize("mode", ["rollback", "stop"])
+@pytest.mark.parametrize("mode", ["rollback", pytest.param("stop", marks=pytest.mark.slow)])
 def test_lr_3_is_caught_and_reported_in_one_line(tmp_path, mode):
     overrides = tiny_overrides(tmp_path, train__lr="3", train__steps="60", device="cpu",
                                train__on_divergence=mode, train__threads="1")

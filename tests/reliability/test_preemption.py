@@ -54,7 +54,8 @@ def reference(tmp_path_factory) -> dict[str, torch.Tensor]:
     return load_file(ref_dir / "runs" / "tiny" / "train" / "model.safetensors")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+@pytest.mark.parametrize("sig", [signal.SIGTERM,
+                                 pytest.param(signal.SIGUSR1, marks=pytest.mark.slow)])
 def test_a_signal_checkpoints_and_the_rerun_resumes_exactly(tmp_path, sig, reference):
     common = COMMON
     run_dir = _prepared(tmp_path / "run")

@@ -245,6 +245,7 @@ def test_benchmark_reader_reads_hellaswag_items_from_bz2_text():
     assert first[4] == ctx.split(": ", 1)[1] + " " + endings[0] and len(first) == 8
 
 
+@pytest.mark.slow
 def test_ray_executor_gives_the_output_of_the_local_one(tmp_path, capsys):
     """Ray is an extra (the local executor must not need it; ``[dev]`` installs it): on a
     local Ray instance of two CPUs, its tasks, a local source's and a Hugging Face source's

@@ -150,6 +150,7 @@ def test_the_sweep_fit_leaves_out_diverged_runs_and_counts_attention_in_d_opt(tm
         assert (tmp_path / "fit.png").is_file()
 
 
+@pytest.mark.slow   # three fits from the whole grid of starts, ~90 s
 def test_the_sweep_fit_flags_what_it_cannot_trust(capsys):
     """A finite but diverged run (loss ~ ln vocab) moved its budget's optimum 2.3x without
     a word; a budget whose best run is the ladder's smallest fed that bound to the power

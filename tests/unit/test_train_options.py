@@ -65,7 +65,7 @@ def test_muon_trains_and_resumes_bit_identically(tokens, tmp_path, monkeypatch):
     assert _losses(tmp_path / "a") == _losses(tmp_path / "b")
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+@pytest.mark.parametrize("optimizer", ["adamw", pytest.param("muon", marks=pytest.mark.slow)])
 def test_embed_lr_mult_scales_the_embedding_tables_steps_only(tokens, tmp_path, monkeypatch,
                                                                optimizer):
     """``embed_lr_mult = 0``: the loop's learning rate reaches the embedding table times 0 (it

@@ -407,8 +407,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         return _run(args, overrides)
     except Preempted as e:
-        sys.stderr.write(f"preempted: {e}\n")  # one write: under torchrun the ranks share stderr
-        sys.stderr.flush()
+        # every rank stops at the step they agreed on, so rank 0's line speaks for all (each
+        # rank printed the same line under torchrun)
+        if rank() == 0:
+            sys.stderr.write(f"preempted: {e}\n")  # one write: the ranks share stderr
+            sys.stderr.flush()
         return EXIT_PREEMPTED
     except BrokenPipeError:   # `... | head`: the reader has what it wanted; say nothing
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # the exit's flush too

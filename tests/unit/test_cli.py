@@ -8,8 +8,9 @@ import sys
 
 import pytest
 
-from pretrain import stages
-from pretrain.cli import build_parser, main
+from pretrain import cli, stages
+from pretrain.cli import EXIT_PREEMPTED, build_parser, main
+from pretrain.config import Preempted
 
 STAGE_OPTIONS = ["--config", "--dry-run", "--force", "--help", "--plain", "-c", "-h"]
 SURFACE = {
@@ -188,6 +189,18 @@ def test_multi_process_launch_runs_only_the_train_stage(tmp_path, monkeypatch, c
            "sample in one process" in err
     assert list(tmp_path.iterdir()) == []
 
+
+
+@pytest.mark.parametrize("rank, said", [("0", 1), ("1", 0)])
+def test_a_preempted_run_says_so_once_for_all_ranks(rank, said, monkeypatch, capsys):
+    """Every rank stops at the step they agreed on; each printed the same line under
+    torchrun (8 lines on 8 GPUs). Rank 0's speaks for all; every rank exits 75."""
+    def stopped(args, overrides):
+        raise Preempted("stopped by a signal at step 7, checkpoint step-0000007 written")
+    monkeypatch.setattr(cli, "_run", stopped)
+    monkeypatch.setenv("RANK", rank)
+    assert main(["train"]) == EXIT_PREEMPTED == 75
+    assert capsys.readouterr().err.count("preempted: stopped by a signal at step 7") == said
 
 def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
     """`pretrain ... | head`: the reader gone, the command printed "error: [Errno 32] Broken

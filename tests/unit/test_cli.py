@@ -190,7 +190,6 @@ def test_multi_process_launch_runs_only_the_train_stage(tmp_path, monkeypatch, c
     assert list(tmp_path.iterdir()) == []
 
 
-
 @pytest.mark.parametrize("rank, said", [("0", 1), ("1", 0)])
 def test_a_preempted_run_says_so_once_for_all_ranks(rank, said, monkeypatch, capsys):
     """Every rank stops at the step they agreed on; each printed the same line under
@@ -201,6 +200,7 @@ def test_a_preempted_run_says_so_once_for_all_ranks(rank, said, monkeypatch, cap
     monkeypatch.setenv("RANK", rank)
     assert main(["train"]) == EXIT_PREEMPTED == 75
     assert capsys.readouterr().err.count("preempted: stopped by a signal at step 7") == said
+
 
 def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
     """`pretrain ... | head`: the reader gone, the command printed "error: [Errno 32] Broken

@@ -18,8 +18,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from torch.distributed.checkpoint.api import CheckpointException
 
+from pretrain import distributed
+from pretrain.config import PretrainError
+from pretrain.model.config import ModelConfig
+from pretrain.model.transformer import Transformer
 from pretrain.pipeline import run_stages
 from pretrain.run_config import load_config
 from pretrain.rundir import write_failure
@@ -76,6 +81,40 @@ def test_a_full_disk_while_checkpointing_keeps_the_one_before_and_the_rerun_resu
     out = again.stderr.read() if again.stderr else ""
     assert again.wait(timeout=300) == 0, out[-2000:]
     assert f"resumed from {kept}" in out or f"resumed from {kept.name}" in out, out[-2000:]
+
+
+def test_a_checkpoint_that_cannot_be_written_keeps_the_one_before(tmp_path):
+    """The cheap half of the test above, in this process: a real write failure (the file
+    size limit lowered around the save) inside DCP's save of the second checkpoint."""
+    cfg = ModelConfig(d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, seq_len=8, vocab_size=64)
+    model = Transformer(cfg)
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.randint(0, 64, (2, 8)), torch.randint(0, 64, (2, 8)))[1].backward()
+    opt.step()
+    folder, d = tmp_path / "checkpoints", distributed.Dist()
+    kept = state.save(folder, 5, cfg, model, opt, {"tokens": 80}, keep_last=2, d=d)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    opt.step()   # the state the failed save would have held
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, hard))   # a checkpoint is 0.7 MB
+        with pytest.raises(PretrainError) as failed:
+            state.save(folder, 10, cfg, model, opt, {"tokens": 160}, keep_last=2, d=d)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+    line = str(failed.value)
+    assert line.startswith(f"train: could not write {folder / 'step-0000010'}: the file size "
+                           "limit"), line
+    assert f"the checkpoint before it, {kept}, is intact; make room and rerun" in line
+    assert state.complete(folder) == [kept] and state.verify(kept) is None
+    assert not list(folder.glob("*.tmp")), "the failed checkpoint's partial files are left"
+
+    again = Transformer(cfg)
+    assert state.load(kept, again, torch.optim.AdamW(again.parameters()))["step"] == 5
+    assert all(torch.equal(v, weights[k]) for k, v in again.state_dict().items())
 
 
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")

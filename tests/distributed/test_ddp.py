@@ -36,6 +36,13 @@ def test_two_processes_match_one_with_the_same_global_batch(tokens, reference, t
     a, b = weights(tmp_path / "run"), weights(ref)
     assert a.keys() == b.keys()
     assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
+    # each FSDP rank holds half the parameters and AdamW's two moments of them; DDP all
+    whole = sum(t.numel() for t in b.values())
+    for rank in (0, 1):
+        held = json.loads((tmp_path / "run" / f"held_rank{rank}.json").read_text())
+        share = 0.5 if name == "FSDP 2" else 1.0
+        assert held["params"] / whole == pytest.approx(share, abs=0.01), held
+        assert held["optimizer"] == 2 * held["params"]
 
 
 @pytest.mark.slow

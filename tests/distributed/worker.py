@@ -20,6 +20,8 @@ its loss scale after each step to OUT/scales_rank{R}.json. ``--sleep N:S``: ever
 sleeps S seconds in the step at data position N (``N-:S``: in each from N on); repeatable.
 ``--check-replicas``: after training, rank 0 writes OUT/replicas.json, the largest
 difference across ranks of each parameter every rank holds whole (a replicated DTensor).
+Every rank writes OUT/held_rank{R}.json: the elements of the parameters and of the
+optimizer's state it holds itself (its shards under FSDP or TP).
 """
 
 import argparse
@@ -161,6 +163,18 @@ if args.check_replicas:
             spread[name] = max(float((x - local).abs().max()) for x in every)
     if d.rank == 0:
         (args.out / "replicas.json").write_text(json.dumps(spread))
+
+
+def held(t: torch.Tensor) -> int:
+    return (t.to_local() if isinstance(t, DTensor) else t).numel()
+
+
+if trainers:   # none where a rerun found every step done
+    trainer = trainers[0]
+    (args.out / f"held_rank{d.rank}.json").write_text(json.dumps({
+        "params": sum(held(p) for p in trainer.model.parameters()),
+        "optimizer": sum(held(v) for s in trainer.opt.state.values() for v in s.values()
+                         if isinstance(v, torch.Tensor) and v.dim() > 0)}))
 if args.budget:
     (args.out / f"lrs_rank{d.rank}.json").write_text(json.dumps(lrs))
 if scales:

@@ -29,10 +29,10 @@ MEMORY_WORKER = __file__.replace("test_parallel.py", "memory_worker.py")
 SLOW = pytest.mark.slow
 
 
-
 def check(model_cfg, cfg, lay: Layout) -> None:
     """Training's layout rules (`check_layout`, which plan asks too) for a mesh layout."""
     check_layout(model_cfg, cfg, lay.degrees)
+
 
 def _same_run(out, ref, steps: int) -> None:
     got, want = losses(out), losses(ref)
@@ -78,7 +78,8 @@ def test_sequence_parallel_scores_a_short_last_val_window(tokens, tmp_path):
 
 
 @pytest.mark.parametrize("n, layout, batch, name", [
-    (2, "pp=2,dp_replicate=1", 8, "PP 2"),                                         # 1F1B
+    # the default tier's pipeline run is the resume test below (PP 2, 1F1B, 6 steps)
+    pytest.param(2, "pp=2,dp_replicate=1", 8, "PP 2", marks=SLOW),                 # 1F1B
     pytest.param(4, "pp=2,dp_shard=2,dp_replicate=1,pp_microbatches=2,pp_schedule=GPipe", 4,
                  "FSDP 2 x PP 2", marks=SLOW),
     pytest.param(4, "pp=2,pp_microbatches=2", 4, "DDP 2 x PP 2", marks=SLOW),
@@ -118,18 +119,22 @@ def test_a_checkpoint_resumes_under_another_layout(tokens, reference, tmp_path, 
 
 
 
-@pytest.mark.slow
 def test_a_pipeline_checkpoint_resumes_under_the_pipeline(tokens, reference, tmp_path):
-    """Each stage had saved its optimizer's param groups under the same index keys, so one
-    stage's list survived: the other's parameters lost their group on load (KeyError
-    'betas' at the resumed run's first step)."""
+    """Killed after the step-3 checkpoint and resumed, 2 stages (1F1B) take one process's
+    steps and score its held-out loss. Each stage had saved its optimizer's param groups
+    under the same index keys, so one stage's list survived: the other's parameters lost
+    their group on load (KeyError 'betas' at the resumed run's first step)."""
     run, pp = tmp_path / "run", "pp=2,dp_replicate=1,pp_microbatches=2"
     killed = worker(tokens, run, 2, batch=8, accum=1, parallel=pp, kill_at=4)
     assert killed.returncode != 0 and (run / "ckpt" / "step-0000003").is_dir()
     resumed = worker(tokens, run, 2, batch=8, accum=1, parallel=pp)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stderr and "(step 3)" in resumed.stderr
+    assert "(PP 2)" in resumed.stderr
     _same_run(run, reference(8, accum=1), 6)
+    got = json.loads((run / "counts.json").read_text())
+    want = json.loads((reference(8, accum=1) / "counts.json").read_text())
+    assert got["val_loss_final"] == pytest.approx(want["val_loss_final"], abs=2e-4)
 
 @pytest.mark.slow
 def test_a_pipeline_with_dropout_resumes_bit_identically(tokens, reference, tmp_path):

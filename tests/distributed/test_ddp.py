@@ -143,12 +143,10 @@ def test_fsdp_kill_and_resume_continues_exactly(tokens, tmp_path):
     assert losses(tmp_path / "one") == pytest.approx(losses(full), abs=2e-4)
 
 
-@pytest.mark.slow
-def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(tokens, tmp_path):
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(tokens, reference, tmp_path):
     """SIGUSR1 reaching rank 1 only: both ranks finish the step, write one checkpoint at the
-    same step and exit 75; the rerun resumes from it to the uninterrupted run's weights."""
-    full = tmp_path / "full"
-    assert worker(tokens, full, batch=4, parallel="dp_shard=-1", steps=8).returncode == 0
+    same step and exit 75; the rerun resumes from it to one uninterrupted process's losses
+    and weights (that a resume under FSDP is bit for bit is the kill test's above)."""
     run = tmp_path / "run"
     stopped = worker(tokens, run, batch=4, parallel="dp_shard=-1", steps=8, signal_at=4)
     assert stopped.returncode != 0   # torchrun reports the workers' exit code 75 as a failure
@@ -159,8 +157,10 @@ def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(tokens, tmp_path
     resumed = worker(tokens, run, batch=4, parallel="dp_shard=-1", steps=8)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "(step 5)" in resumed.stderr
+    full = reference(8, steps=8)
+    assert losses(run) == pytest.approx(losses(full), abs=2e-4)
     a, b = weights(full), weights(run)
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
 
 
 def test_pretrain_train_under_torchrun(tmp_path, capsys):

@@ -285,20 +285,35 @@ def test_exported_run_generates_in_plain_transformers(tiny_run, tmp_path):
     assert main(["export", str(root), str(out)]) == 2  # never overwrites
 
 
-@pytest.mark.slow
-def test_continued_pretraining_from_an_hf_export(tiny_run, tmp_path):
-    pytest.importorskip("safetensors")
+def _continued(tiny_run, tmp_path, name: str, *more: tuple[str, str]) -> tuple[Path, RunDir]:
+    """The tiny run exported to Hugging Face, and a run of 5 steps from that export (its
+    own runs directory; ``more``: further settings)."""
     root, overrides = tiny_run
     hf_dir = tmp_path / "hf"
-    assert main(["export", str(root), str(hf_dir)]) == 0
-    final = _manifests(root)["train"]["counts"]["val_loss_final"]
+    if not hf_dir.exists():
+        assert main(["export", str(root), str(hf_dir)]) == 0
     cont = [(k, str(tmp_path / "runs")) if k == "runs_dir" else (k, v) for k, v in overrides]
-    cfg = load_config(None, [*cont, ("name", "cont"), ("train.steps", "5"),
-                             ("train.init_from", str(hf_dir)), ("train.lr", "1e-4")])
-    rd = run_stages(cfg, stages.names()[:4], force=set())
+    cfg = load_config(None, [*cont, ("name", name), ("train.steps", "5"),
+                             ("train.init_from", str(hf_dir)), ("train.lr", "1e-4"), *more])
+    return hf_dir, run_stages(cfg, stages.names()[:4], force=set())
+
+
+def test_continued_pretraining_from_an_hf_export(tiny_run, tmp_path):
+    _, rd = _continued(tiny_run, tmp_path, "cont")
+    final = _manifests(tiny_run[0])["train"]["counts"]["val_loss_final"]
     counts = rd.manifest("train")["counts"]
     # it starts where the first run ended (same data, same deterministic tokenizer), not at ln V
     assert counts["val_loss_initial"] == pytest.approx(final, abs=1e-3)
+    assert counts["val_loss_final"] < counts["val_loss_initial"]
+
+
+@pytest.mark.slow
+def test_continued_pretraining_grows_the_vocabulary_or_refuses_another(tiny_run, tmp_path):
+    root, overrides = tiny_run
+    hf_dir, rd = _continued(tiny_run, tmp_path, "cont")
+    final = _manifests(root)["train"]["counts"]["val_loss_final"]
+    counts = rd.manifest("train")["counts"]
+    cont = [(k, str(tmp_path / "runs")) if k == "runs_dir" else (k, v) for k, v in overrides]
     # the same tokenizer extended with domain tokens: the checkpoint's embeddings grow
     ext = load_config(None, [*cont, ("name", "ext"), ("train.steps", "5"),
                              ("train.init_from", str(hf_dir)), ("train.lr", "1e-4"),

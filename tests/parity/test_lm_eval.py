@@ -42,7 +42,6 @@ def _model_and_tok():
     return model, Tokenizer([bytes([i]) for i in range(256)], r"[\s\S]", [BOS, EOS])
 
 
-@pytest.mark.slow
 def test_lm_eval_and_our_scorer_agree_exactly(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -55,6 +54,35 @@ def test_lm_eval_and_our_scorer_agree_exactly(tmp_path: Path, monkeypatch):
     ours = tasks.evaluate(model, tok, "arc_easy", kind, items)
     print(f"\nlm-eval {theirs}\nours    {ours}")
     assert theirs["acc"] == ours["acc"] and theirs["acc_norm"] == ours["acc_norm"]
+
+
+MINI = """task: mini
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: mini.jsonl
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{query}}"
+doc_to_choice: "{{choices}}"
+doc_to_target: "{{gold}}"
+"""
+
+
+@pytest.mark.parametrize("names, own", [
+    (["mini"], True),
+    # a group of the folder may name lm-eval's own tasks; so may the list
+    pytest.param(["both"], False, marks=pytest.mark.slow),
+    pytest.param(["mini", "arc_easy"], False, marks=pytest.mark.slow),
+])
+def test_tasks_of_the_include_folder_alone_skip_the_index_of_lm_evals_own(tmp_path: Path,
+                                                                           names, own):
+    """lm-eval's index of its own tasks takes 12 s; tasks all found in the folder need it not."""
+    (tmp_path / "mini.yaml").write_text(MINI)
+    (tmp_path / "both.yaml").write_text("group: both\ntask:\n  - mini\n  - arc_easy\n")
+    manager = harness.task_manager(EvalConfig(harness=names, harness_include=str(tmp_path)))
+    assert {"mini", "both"} <= set(manager.all_tasks)
+    assert ("arc_easy" in manager.all_tasks) is not own
 
 
 def test_rolling_loglikelihood_and_generation():

@@ -1,8 +1,11 @@
 """The memorization probe on a model that did memorise: trained to overfit a few
-documents, it reproduces them, not the held-out ones; duplicated documents are found."""
+documents, it reproduces them, not the held-out ones; duplicated documents are found,
+and so are openings quoted inside other documents."""
 
 import random
 
+import numpy as np
+import pytest
 import torch
 
 from pretrain.eval import memorization
@@ -21,8 +24,9 @@ def test_probe_tells_memorised_training_text_from_held_out(tmp_path):
         return "".join(rng.choice("abcdefghij ") for _ in range(60))
 
     train = [text() for _ in range(3)]
+    quoting = text()[:20] + train[1][:40] + text()[:20]   # t1's opening inside another
     docs = [{"id": f"t{i}", "text": t, "domain": "d", "split": "train"}
-            for i, t in enumerate(train + [train[0]])]          # t0 twice: duplicated
+            for i, t in enumerate(train + [train[0], quoting])]   # t0 twice: duplicated
     docs += [{"id": f"v{i}", "text": text(), "domain": "d", "split": "val"} for i in range(3)]
     shards.run(TokenizeConfig(), tok, iter(docs), ["d"], tmp_path, {})
     torch.manual_seed(0)
@@ -38,7 +42,28 @@ def test_probe_tells_memorised_training_text_from_held_out(tmp_path):
     rep = memorization.probe(model, tmp_path, EvalConfig(memorization_docs=10,
                                                        memorization_prompt_tokens=16,
                                                        memorization_tokens=16))
-    assert rep["train"] == {"docs": 4, "exact_rate": 1.0, "mean_prefix_tokens": 16.0}
+    # the quoting document's own opening was never trained on
+    assert rep["train"]["docs"] == 5 and rep["train"]["exact_rate"] == 0.8
     assert rep["val"]["docs"] == 3 and rep["val"]["exact_rate"] == 0.0
-    assert rep["train_duplicated"]["docs"] == 1  # the one text that is there twice
+    # t0, there twice, and t1, whose probed 32 tokens the last document quotes
+    assert rep["train_duplicated"] == {"docs": 2, "exact_rate": 1.0, "mean_prefix_tokens": 16.0}
     assert "train_duplicated" in memorization.table(rep)
+
+
+@pytest.mark.parametrize("chunk", [1 << 22, 5])   # 5: windows across the chunks' seams
+def test_spans_are_counted_wherever_they_occur(monkeypatch, chunk):
+    """Against a plain count over every position: overlapping occurrences, spans across
+    the end of one stream and the start of the next (not one), repeated rows, few symbols
+    (hash hits of the same top bits), a stream shorter than the span."""
+    monkeypatch.setattr(memorization, "_CHUNK", chunk)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        length = int(rng.integers(1, 6))
+        streams = [rng.integers(0, 3, int(rng.integers(0, 40))).astype(np.uint16)
+                   for _ in range(3)]
+        spans = rng.integers(0, 3, (int(rng.integers(0, 7)), length)).astype(np.uint16)
+        if len(spans) > 1:
+            spans[-1] = spans[0]
+        want = [sum(int((s[i:i + length] == span).all()) for s in streams
+                    for i in range(len(s) - length + 1)) for span in spans]
+        assert memorization.count_spans(streams, spans).tolist() == want

@@ -50,12 +50,18 @@ def test_probe_tells_memorised_training_text_from_held_out(tmp_path):
     assert "train_duplicated" in memorization.table(rep)
 
 
-@pytest.mark.parametrize("chunk", [1 << 22, 5])   # 5: windows across the chunks' seams
-def test_spans_are_counted_wherever_they_occur(monkeypatch, chunk):
+@pytest.mark.parametrize("chunk, base", [
+    (1 << 22, memorization._B),
+    (5, memorization._B),   # windows across the chunks' seams
+    (5, 1),                 # a hash of the tokens' sum: distinct spans of one hash, each hit
+])                          # compared with every one of them
+def test_spans_are_counted_wherever_they_occur(monkeypatch, chunk, base):
     """Against a plain count over every position: overlapping occurrences, spans across
     the end of one stream and the start of the next (not one), repeated rows, few symbols
     (hash hits of the same top bits), a stream shorter than the span."""
     monkeypatch.setattr(memorization, "_CHUNK", chunk)
+    monkeypatch.setattr(memorization, "_B", base)
+    monkeypatch.setattr(memorization, "_B_INV", pow(base, -1, 1 << 64))
     rng = np.random.default_rng(0)
     for _ in range(50):
         length = int(rng.integers(1, 6))

@@ -10,8 +10,9 @@ long as it matches. Reported per group:
 - ``train``: training documents; ``val``: held-out documents (the baseline: what the
   model predicts exactly without having seen the text, e.g. licence boilerplate);
 - ``train_duplicated``: training documents whose probed span (prompt + continuation)
-  occurs again anywhere in the training split: exact duplicates, documents that start
-  alike (boilerplate headers) and openings quoted inside other documents, which is what
+  occurs again anywhere in the training split (later in the same document too): exact
+  duplicates, documents that start alike (boilerplate headers) and openings quoted inside
+  other documents, which is what
   models memorise first (Carlini et al. 2022) and what deduplication is for. Found by one
   scan of every training token: a rolling hash of each window of the span's length
   (``count_spans``), every hit compared token by token, so the counts are exact.
@@ -93,7 +94,6 @@ def count_spans(streams: Iterable[np.ndarray], spans: np.ndarray) -> np.ndarray:
     table[keys >> shift] = True
     n = _CHUNK + length - 1
     up, down = _powers(_B, n), _powers(_B_INV, n)
-    offsets = np.arange(length)
     for stream in streams:
         for start in range(0, max(len(stream) - length + 1, 0), _CHUNK):
             part = np.asarray(stream[start:start + n])
@@ -104,7 +104,9 @@ def count_spans(streams: Iterable[np.ndarray], spans: np.ndarray) -> np.ndarray:
             for k in range(int((last - first).max(initial=0))):   # rows sharing a hash: rare
                 live = first + k < last
                 rows, where = order[first[live] + k], at[live]
-                same = (part[where[:, None] + offsets] == distinct[rows]).all(axis=1)
+                same = np.ones(len(rows), dtype=bool)
+                for j in range(length):   # column by column: memory of the hits, not x L
+                    same &= part[where + j] == distinct[rows, j]
                 np.add.at(counts, rows[same], 1)
     return counts[row_of.reshape(-1)]
 

@@ -130,6 +130,30 @@ def test_weights_in_the_old_row_layout_are_refused(tmp_path: Path):
         io.load(tmp_path)
 
 
+def _truncate(path: Path, keep: int) -> None:
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+@pytest.mark.parametrize("damage, said", [
+    (lambda f: _truncate(f / io.WEIGHTS, 2000), r"model.safetensors: not a readable "
+                                                r"safetensors file \(SafetensorError: "),
+    (lambda f: _truncate(f / io.WEIGHTS, (f / io.WEIGHTS).stat().st_size - 100),
+     r"model.safetensors: not a readable safetensors file .*truncated or damaged"),
+    (lambda f: (f / io.CONFIG).write_text("[1]"), r"model_config.json: the model config is "
+                                                  r"a JSON list, not an object"),
+    (lambda f: (f / io.CONFIG).write_text('{"d_model": "x"}'),
+     r"model_config.json: d_model: expected int, got 'x'"),
+    (lambda f: (f / io.CONFIG).write_bytes(b'{"d_model": "\xff"}'),
+     r"model_config.json: cannot read the model config: .*utf-8"),
+], ids=["header cut", "body cut", "a list", "a wrong type", "not utf-8"])
+def test_a_damaged_model_folder_is_one_line_naming_the_file(tmp_path: Path, damage, said):
+    cfg = ModelConfig(d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, seq_len=8, vocab_size=50)
+    io.save(tmp_path, cfg, Transformer(cfg).state_dict(), {})
+    damage(tmp_path)
+    with pytest.raises(ConfigError, match=said):
+        io.load(tmp_path)
+
+
 @pytest.mark.parametrize("schedule", ["cosine", "linear", "wsd"])
 def test_every_schedule_warms_up_and_ends_at_the_floor(schedule):
     cfg = TrainConfig(steps=100, warmup_steps=10, lr=1.0, min_lr_ratio=0.1, schedule=schedule,

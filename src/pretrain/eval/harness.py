@@ -101,8 +101,8 @@ def task_manager(cfg: EvalConfig) -> Any:
     """lm-eval's index of the tasks to run. Its own thousands of task YAMLs take 12 s to
     index (lm-eval 0.4.13 here); where every task ``cfg.harness`` names is a plain task of
     ``eval.harness_include``, the index of that folder alone serves (``include_defaults``:
-    lm-eval 0.4.3 on, the floor ``pyproject.toml`` sets; the folder's task of a name lm-eval
-    has too is the one either index gives from 0.4.10 on)."""
+    lm-eval 0.4.3 on, the floor ``pyproject.toml`` sets; with 0.4.13 the folder's task wins
+    a name lm-eval has too in either index, as it did not in some earlier 0.4s)."""
     from lm_eval.tasks import TaskManager
     if cfg.harness_include:
         own = TaskManager(include_path=cfg.harness_include, include_defaults=False)

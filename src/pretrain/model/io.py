@@ -58,11 +58,21 @@ def save_weights(model_sd: dict[str, torch.Tensor], aliases: dict[str, str], pat
     honour_umask(path)
 
 
+def _unreadable(path: Path, e: Exception) -> ConfigError:
+    first = str(e).strip().splitlines()
+    return ConfigError(f"{path}: not a readable safetensors file ({type(e).__name__}: "
+                       f"{first[0][:200] if first else ''}); it may be truncated or damaged")
+
+
 def check_layout(path: Path) -> None:
-    """Refuse a weights file written with another row layout (by an older version)."""
-    from safetensors import safe_open
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
+    """Refuse a weights file written with another row layout (by an older version), or
+    one whose header cannot be read (truncated, not safetensors)."""
+    from safetensors import SafetensorError, safe_open
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError) as e:
+        raise _unreadable(path, e) from None
     if meta.get("pretrain_layout") != LAYOUT["pretrain_layout"]:
         raise ConfigError(f"{path}: written by an older version of pretrain with another row "
                           "layout of the fused q/k/v and gate/up matrices; train again "
@@ -71,9 +81,13 @@ def check_layout(path: Path) -> None:
 
 
 def load_weights(path: Path, aliases: dict[str, str]) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
     check_layout(path)
-    sd = load_file(str(path))
+    try:
+        sd = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise _unreadable(path, e) from None
     for alias, name in aliases.items():
         sd.setdefault(alias, sd[name])
     return sd
@@ -134,14 +148,21 @@ def read_config(folder: Path) -> ModelConfig:
     path = folder / CONFIG
     try:
         values = json.loads(path.read_text(encoding="utf-8"))
-        values.setdefault("pad_vocab_multiple", 1)   # saved before the vocabulary was padded
-        return build(ModelConfig, values)
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:   # ValueError: not JSON, or not UTF-8
         raise ConfigError(f"{path}: cannot read the model config: {e}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: the model config is a JSON {type(values).__name__}, "
+                          "not an object of settings")
+    values.setdefault("pad_vocab_multiple", 1)   # saved before the vocabulary was padded
+    try:
+        return build(ModelConfig, values)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def load(folder: Path, device: str | torch.device = "cpu") -> Transformer:
     """The model saved in ``folder`` (``save``), in eval mode on ``device``."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_model
     cfg = read_config(folder)
     if not (folder / WEIGHTS).is_file() and _is_dcp(folder):
@@ -160,6 +181,8 @@ def load(folder: Path, device: str | torch.device = "cpu") -> Transformer:
         raise ConfigError(f"{folder / WEIGHTS}: the weights do not fit {CONFIG} "
                           f"({str(e).strip().splitlines()[0][:300]}); if an older version of "
                           "pretrain wrote them, train again (`--force train`)") from None
+    except SafetensorError as e:
+        raise _unreadable(folder / WEIGHTS, e) from None
     return model.to(device).eval()
 
 

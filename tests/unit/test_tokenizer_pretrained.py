@@ -155,6 +155,10 @@ def test_special_tokens_before_the_bpe_ids_are_refused_saying_so(tmp_path: Path)
     (lambda o: o.pop("ranks"), "KeyError: 'ranks'"),
     (lambda o: o["ranks"].__setitem__(3, "not base64!"), "Error: "),
     (lambda o: o.__setitem__("bos", "<|nope|>"), "'<\\|nope\\|>' is not one of the special"),
+    (lambda o: o.__setitem__("pattern", "(["), r"the split pattern '\(\[' is not a valid regex"),
+    # id 201 could never come out of the encoder: a silent loss before
+    (lambda o: o["ranks"].__setitem__(201, o["ranks"][200]), "token ids 200 and 201 are the "
+                                                             "same bytes"),
 ])
 def test_a_damaged_tokenizer_of_ours_is_one_line_naming_it(tmp_path: Path, damage, why: str):
     from pretrain.tokenizer import bpe

@@ -26,6 +26,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import regex
+
 from ..config import ConfigError
 from ..log import log0
 from .base import AddedToken, TextTokenizer
@@ -60,6 +62,13 @@ class Tokenizer(TextTokenizer):
             if a.id != self.vocab_size:
                 raise ConfigError(f"added token {a.text!r} has id {a.id}, expected {self.vocab_size}")
             self.vocab_size += 1
+        if len(set(ranks) | {a.bytes for a in self.added}) != len(ranks) + len(self.added):
+            seen: dict[bytes, int] = {}
+            for i, b in [*enumerate(ranks), *((a.id, a.bytes) for a in self.added)]:
+                if b in seen:   # the later id could never be produced
+                    raise ConfigError(f"token ids {seen[b]} and {i} are the same bytes {b!r}: "
+                                      "every token's bytes must be distinct")
+                seen[b] = i
         self.bos, self.eos = bos, eos
         self.bos_id = self.special[bos]
         self.eos_id = self.special[eos]
@@ -145,6 +154,10 @@ class Tokenizer(TextTokenizer):
             added = [AddedToken(int(a["id"]), base64.b64decode(a["bytes"], validate=True),
                                 [int(i) for i in a["parts"]]) for a in obj.get("added", [])]
             pattern = obj["pattern"]
+            regex.compile(pattern)   # the engine tiktoken's patterns are written for
+        except regex.error as e:
+            raise ConfigError(f"{path}: the split pattern {obj['pattern']!r} is not a valid "
+                              f"regex ({e})") from None
         except (KeyError, TypeError, AttributeError, ValueError) as e:  # binascii.Error too
             raise ConfigError(f"{path}: a damaged tokenizer file ({type(e).__name__}: {e})") from None
         try:

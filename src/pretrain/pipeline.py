@@ -30,7 +30,7 @@ from .config import Preempted, PretrainError, fingerprint, jsonable, to_toml
 from .eval import files as eval_files
 from .log import log0
 from .run_config import RunConfig
-from .rundir import MANIFEST, RunDir, StageRun, changed_outputs, verify_files
+from .rundir import MANIFEST, RunDir, StageRun, changed_outputs, manifest_problem, verify_files
 
 T = TypeVar("T")
 
@@ -60,7 +60,9 @@ def _check_current(cfg: RunConfig, rd: RunDir, name: str, args: str) -> None:
             f"{rd.stage_dir(name) / changed[0]}{more} is missing or not the size it wrote "
             f"(damaged); run `pretrain {name}{args}` or `pretrain run{args}` to make it again")
     if m is None:
-        raise PretrainError(f"stage {name!r} has not completed in {rd.root}; run "
+        damaged = manifest_problem(rd.stage_dir(name))
+        why = f" (its manifest is damaged: {damaged})" if damaged else ""
+        raise PretrainError(f"stage {name!r} has not completed in {rd.root}{why}; run "
                             f"`pretrain {name}{args}` or `pretrain run{args}` first")
     if m["key"] != _key(cfg, rd, stages.get(name))[0]:
         raise PretrainError(f"stage {name!r} in {rd.root} is out of date with this config; "

@@ -22,6 +22,7 @@ from .plan import report
 from .plan.laws import Law, chinchilla_rule, read_fit
 from .plan.memory import Split
 from .run_config import RunConfig
+from .rundir import sound_manifest
 from .train.config import TrainConfig, check_layout
 
 FIT = Path("sweep") / "fit.json"
@@ -45,7 +46,11 @@ def _model(cfg: RunConfig) -> ModelConfig:
     if cfg.tokenizer.pretrained:
         meta = cfg.run_dir / "tokenize" / "meta.json"
         if meta.is_file():
-            vocab = json.loads(meta.read_text(encoding="utf-8"))["vocab_size"]
+            try:
+                vocab = int(json.loads(meta.read_text(encoding="utf-8"))["vocab_size"])
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise ConfigError(f"{meta}: no vocabulary size to read ({type(e).__name__}: "
+                                  f"{e}); rerun `pretrain tokenize --force tokenize`") from None
             return replace(cfg.model, vocab_size=vocab)
         raise ConfigError("the vocabulary of a pretrained tokenizer is known once it is loaded: "
                           "set --model.vocab_size or run `pretrain tokenize` first")
@@ -112,9 +117,9 @@ def _fit(cfg: RunConfig, opts: Options) -> Law | None:
 def _mfu(cfg: RunConfig, opts: Options) -> tuple[float, str]:
     if opts.mfu:
         return opts.mfu, "given"
-    manifest = cfg.run_dir / "train" / "manifest.json"
-    if manifest.is_file():
-        counts = json.loads(manifest.read_text(encoding="utf-8")).get("counts", {})
+    manifest = sound_manifest(cfg.run_dir / "train")   # a damaged one: none measured
+    if manifest is not None:
+        counts = manifest.get("counts", {})
         mfu = counts.get("mfu") or counts.get("mfu_median")   # older runs: the median
         if mfu and str(counts.get("device", "")).startswith("cuda"):
             return float(mfu), f"measured in {cfg.run_dir}"

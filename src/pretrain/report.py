@@ -30,7 +30,14 @@ from .model.config import ModelConfig
 from .plan.laws import read_fit
 from .plan.report import duration, frontier, size
 from .run_config import RunConfig, load_config
-from .rundir import changed_upstream, read_manifest, upstream, write_failure
+from .rundir import (
+    changed_upstream,
+    manifest_problem,
+    read_manifest,
+    sound_manifest,
+    upstream,
+    write_failure,
+)
 from .tokenizer.report import table as tokenizer_table
 from .train import state
 from .train.config import TrainConfig
@@ -83,8 +90,8 @@ def _stale(root: Path) -> dict[str, list[str]]:
     trained on tokens of the earlier data)."""
     out: dict[str, list[str]] = {}
     for s in stages.names():   # in pipeline order: upstream stages first
-        m = _json(root / s / "manifest.json")
-        changed = changed_upstream(m, lambda u: _json(root / u / "manifest.json"))
+        m = sound_manifest(root / s)
+        changed = changed_upstream(m, lambda u: sound_manifest(root / u))
         changed += [c for u in upstream(m) if u in out for c in out[u]]
         if changed:
             out[s] = list(dict.fromkeys(changed))
@@ -101,7 +108,10 @@ def _stale_note(old: dict[str, list[str]], stage: str) -> str:
 def _stages(root: Path, old: dict[str, list[str]]) -> str:
     lines = ["| stage | status | wall | finished | commit |", "|---|---|---|---|---|"]
     for s in stages.names():
-        m = _json(root / s / "manifest.json")
+        m, damaged = sound_manifest(root / s), manifest_problem(root / s)
+        if damaged:
+            lines.append(f"| {s} | damaged: {damaged} (`pretrain run` makes it again) | | | |")
+            continue
         if m is None:
             why = _unfinished(root) if s == "train" else (
                 "failed (its audit trail in data-failed/: `pretrain data inspect RUN`)"
@@ -157,7 +167,7 @@ def _data(root: Path, old: dict[str, list[str]]) -> str:
 
 def _licenses(root: Path, old: dict[str, list[str]]) -> str:
     """Sources with their licence fields, and training tokens per licence."""
-    counts = (_json(root / "data" / "manifest.json") or {}).get("counts", {})
+    counts = (sound_manifest(root / "data") or {}).get("counts", {})
     sources = counts.get("sources")
     if sources is None:
         return ""
@@ -226,7 +236,7 @@ def _as_trained(root: Path, cfg: RunConfig) -> tuple[RunConfig, list[str]]:
     """``cfg`` with the model, train and seed settings the train stage's manifest recorded
     (and the tokenizer's vocabulary its manifest recorded): ``config.toml`` is rewritten by
     every command, also one that reran nothing. And the keys where the two differ."""
-    recorded = ((_json(root / "train" / "manifest.json") or {}).get("inputs") or {}) \
+    recorded = ((sound_manifest(root / "train") or {}).get("inputs") or {}) \
         .get("config") or {}
     now = json.loads(json.dumps(stages.get("train").key_config(cfg), default=jsonable))
     changed = [f"{section}.{k}" for section in ("model", "train")
@@ -240,7 +250,7 @@ def _as_trained(root: Path, cfg: RunConfig) -> tuple[RunConfig, list[str]]:
                 TrainConfig, {**dataclasses.asdict(cfg.train), **recorded["train"]}, "train"))
         if "seed" in recorded:
             cfg = dataclasses.replace(cfg, seed=recorded["seed"])
-        tok = ((_json(root / "tokenizer" / "manifest.json") or {}).get("inputs") or {}) \
+        tok = ((sound_manifest(root / "tokenizer") or {}).get("inputs") or {}) \
             .get("config", {}).get("tokenizer", {})
         if "vocab_size" in tok:
             cfg = dataclasses.replace(cfg, tokenizer=dataclasses.replace(
@@ -285,7 +295,7 @@ def _hyperparameters(cfg: RunConfig | None, changed: list[str], ran: str | None 
 
 
 def _train(root: Path) -> str:
-    m = _json(root / "train" / "manifest.json")
+    m = sound_manifest(root / "train")
     if m is None:   # a stopped or failed run leaves its logs with its checkpoints
         folder = _last_training(root)
         log = _jsonl(folder / "log.jsonl", ("step",)) if folder else []
@@ -383,7 +393,7 @@ def _plan(root: Path, cfg: RunConfig | None) -> str:
     """Size, compute used, time and MFU, and where the run sits against the compute-optimal
     frontier (with the sweep's fitted law, if fitted for ``cfg``, and plots when the run
     has one)."""
-    m = _json(root / "train" / "manifest.json")
+    m = sound_manifest(root / "train")
     model_json = _json(root / "train" / "model_config.json")
     if m is None or model_json is None:
         return "Not run.\n"
@@ -425,7 +435,7 @@ def write_report(root: Path) -> Path:
     except ConfigError as e:  # written by another version of pretrain
         gates, gate_note = [], f"(gates not checked: {root / 'config.toml'}: {e})\n"
     train = _train(root)
-    trained_m = _json(root / "train" / "manifest.json")
+    trained_m = sound_manifest(root / "train")
     if trained_m is not None:   # a stopped run's: its logs only
         trained, changed = _as_trained(root, cfg) if cfg is not None else (None, [])
         ran = (trained_m.get("counts") or {}).get("precision")

@@ -100,13 +100,45 @@ def read_manifest(stage_dir: Path) -> dict[str, Any] | None:
     return None if m is None or _changed(stage_dir, m) else m
 
 
-def _completed(stage_dir: Path) -> dict[str, Any] | None:
+def _load_manifest(stage_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(the manifest, None), (None, why it cannot be used: one line naming it), or (None,
+    None) where there is none."""
+    path = stage_dir / MANIFEST
     try:
-        with open(stage_dir / MANIFEST, encoding="utf-8") as f:
-            m = json.load(f)
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
-        return None
-    return m if isinstance(m, dict) and m.get("status") == "complete" else None
+        m = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, NotADirectoryError):
+        return None, None
+    except (OSError, ValueError) as e:   # not JSON, not UTF-8, unreadable
+        return None, f"{path}: unreadable ({type(e).__name__}: {str(e)[:200]})"
+    if not isinstance(m, dict):
+        return None, f"{path}: a JSON {type(m).__name__}, not a stage's manifest"
+    outputs = m.get("outputs", {})
+    if not isinstance(outputs, dict) or not all(
+            isinstance(v, dict) and isinstance(v.get("bytes"), int)
+            and isinstance(v.get("sha256"), str) for v in outputs.values()):
+        return None, f"{path}: its outputs are not a record of files (bytes and sha256 each)"
+    if m.get("status") == "complete" and not isinstance(m.get("key"), str):
+        return None, f"{path}: complete, but without the key of what the stage ran"
+    inputs = m.get("inputs", {})
+    if not isinstance(inputs, dict) or not isinstance(inputs.get("upstream", {}), dict) \
+            or not isinstance(m.get("counts", {}), dict):
+        return None, f"{path}: its inputs or counts are not the records a stage writes"
+    return m, None
+
+
+def manifest_problem(stage_dir: Path) -> str | None:
+    """Why the stage's manifest cannot be used (damaged), or None: sound, or none there."""
+    return _load_manifest(stage_dir)[1]
+
+
+def sound_manifest(stage_dir: Path) -> dict[str, Any] | None:
+    """The stage's manifest, complete or not, where it has the shape a stage writes."""
+    return _load_manifest(stage_dir)[0]
+
+
+def _completed(stage_dir: Path) -> dict[str, Any] | None:
+    m = _load_manifest(stage_dir)[0]
+    return m if m is not None and m.get("status") == "complete" else None
 
 
 def changed_outputs(stage_dir: Path) -> list[str]:
@@ -214,11 +246,10 @@ def _check_folder(folder: Path, extras: bool) -> tuple[int, list[str]]:
     does not name are problems too. Nothing recorded: (0, [])."""
     if (folder / MANIFEST).is_file():
         record, label = MANIFEST, "the manifest"
-        try:
-            m = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-            recorded = m["outputs"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            return 0, [f"{folder / MANIFEST}: unreadable ({type(e).__name__})"]
+        m, why = _load_manifest(folder)
+        if m is None:
+            return 0, [why or f"{folder / MANIFEST}: unreadable"]
+        recorded = m.get("outputs", {})
         problems = [] if m.get("status") == "complete" else \
             [f"{folder / MANIFEST}: status {m.get('status')!r}, not complete"]
     elif (folder / CHECKSUMS).is_file():

@@ -125,6 +125,49 @@ def test_an_unreadable_manifest_or_a_folder_that_is_no_run(run, tmp_path):
     assert res.returncode == 2 and res.stderr.startswith("error: ") and "not a run" in res.stderr
 
 
+@pytest.mark.parametrize("text, said", [
+    ("[1]", "a JSON list, not a stage's manifest"),
+    ('{"status": "complete", "outputs": 5}', "its outputs are not a record of files"),
+    ('{"status": "complete", "outputs": {"meta.json": 12}}', "its outputs are not a record"),
+    ('{"status": "complete", "outputs": {}}', "complete, but without the key"),
+    (b"{\"stage\": \"\xff\"}", "unreadable (UnicodeDecodeError"),
+])
+def test_a_manifest_not_of_a_stages_shape_is_named_by_each_command(run, tmp_path, capsys,
+                                                                   text, said):
+    """verify, a stage that reads it and the report each name the damaged manifest (an
+    AttributeError traceback in verify before; "has not completed" alone, or "?", in the
+    others)."""
+    copy = tmp_path / "tiny"
+    shutil.copytree(run, copy)
+    manifest = copy / "tokenize" / "manifest.json"
+    manifest.write_bytes(text if isinstance(text, bytes) else text.encode())
+    line = f"{manifest}: {said}"
+    res = _verify(copy)
+    assert res.returncode == 1 and line in res.stdout, res.stdout + res.stderr
+    args = ["-c", str(copy / "config.toml"), f"--runs_dir={tmp_path}"]
+    assert main(["sample", *args]) == 2
+    err = capsys.readouterr().err
+    assert f"stage 'tokenize' has not completed in {copy} (its manifest is damaged: {line}"\
+        in err, err
+    assert main(["report", str(copy)]) == 0
+    assert f"| tokenize | damaged: {line}" in (copy / "report.md").read_text()
+
+
+def test_plan_and_the_audit_read_past_or_name_a_damaged_manifest(run, tmp_path, capsys):
+    """plan measured its MFU from the train manifest and the audit its counts from the
+    data manifest: a JSON list in either was an AttributeError traceback."""
+    copy = tmp_path / "tiny"
+    shutil.copytree(run, copy)
+    for stage in ("train", "data"):
+        (copy / stage / "manifest.json").write_text("[1]")
+    args = ["-c", str(copy / "config.toml"), f"--runs_dir={tmp_path}"]
+    assert main(["plan", *args, "--budget", "1e15"]) == 0
+    assert "MFU 40% assumed" in capsys.readouterr().out
+    assert main(["data", "inspect", str(copy)]) == 2
+    assert f"{copy / 'data' / 'manifest.json'}: not the manifest a data stage writes" in \
+        capsys.readouterr().err
+
+
 def test_a_stage_refuses_inputs_changed_after_they_were_written(run, tmp_path, capsys):
     """A same-size change keeps a stage complete (sizes match), so the next stage re-hashes
     what it reads before it runs: it names the file and the stage to rerun."""

@@ -123,7 +123,9 @@ def inspect(run: Path, reason: str = "", n: int = 3, chars: int = 600) -> str:
     funnel = _json(d / "funnel.json")
     mpath = d / "manifest.json"
     manifest = _json(mpath) if mpath.exists() else {}
-    counts = manifest.get("counts", {})
+    counts = manifest.get("counts", {}) if isinstance(manifest, dict) else None
+    if not isinstance(counts, dict):
+        raise PretrainError(f"{mpath}: not the manifest a data stage writes; {RERUN}")
     out = [f"data stage: {d}", "", format_funnel(funnel)]
     if counts:
         out += ["", f"kept: {counts.get('docs_total')} documents "

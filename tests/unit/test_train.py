@@ -332,6 +332,38 @@ def test_the_grad_accum_hint_is_only_for_a_run_that_starts_over(tmp_path, capsys
     assert str(tmp_path / "train-a") in err and "train-c" not in err
 
 
+def test_a_damaged_checkpoint_or_lineage_of_another_config_is_said(tmp_path, capsys):
+    """Continuing an earlier config's checkpoints: its newest one damaged, the one before
+    was taken without a word; an unreadable lineage.json dropped the folder silently."""
+    from dataclasses import asdict
+
+    from pretrain.rundir import file_sha256
+    from pretrain.train import stage
+    folder = tmp_path / "train-a"
+    folder.mkdir()
+    old, new = (TrainConfig(steps=n, schedule="wsd", decay_frac=0.25) for n in (16, 32))
+    (folder / stage.LINEAGE).write_text(json.dumps({"lineage": "L", "train": asdict(old)}))
+    for step in (8, 12):
+        ckpt = folder / f"step-{step:07d}"
+        ckpt.mkdir()
+        (ckpt / "state.json").write_text(json.dumps({"step": step, "batch_rows": 8}))
+        (ckpt / "w.bin").write_bytes(bytes(100))
+        (ckpt / "checksums.json").write_text(json.dumps({
+            n: {"bytes": (ckpt / n).stat().st_size, "sha256": file_sha256(ckpt / n)}
+            for n in ("state.json", "w.bin")}))
+    newest = folder / "step-0000012"
+    assert stage.continuation(new, "L", [folder], 8) == newest   # the schedules agree to 12
+    assert "not continuing" not in capsys.readouterr().err
+    (newest / "w.bin").write_bytes(bytes(99) + b"x")   # the same size
+    assert stage.continuation(new, "L", [folder], 8) == folder / "step-0000008"
+    assert (f"train: not continuing from {newest}: damaged ({newest / 'w.bin'}: sha256 "
+            "differs") in capsys.readouterr().err
+    (folder / stage.LINEAGE).write_text("{bad")
+    assert stage.continuation(new, "L", [folder], 8) is None
+    assert (f"train: {folder / stage.LINEAGE} is unreadable (JSONDecodeError: "
+            in capsys.readouterr().err)
+
+
 def test_a_run_near_the_memory_limit_is_warned_and_the_advised_batch_leaves_a_margin(
         capsys):
     """The estimate is within 10% of measured peaks: a batch it sizes to the last byte was

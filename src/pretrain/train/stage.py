@@ -170,7 +170,10 @@ def continuation(cfg: TrainConfig, lineage: str, folders: list[Path],
         try:
             meta = json.loads((other / LINEAGE).read_text(encoding="utf-8"))
             old = build(TrainConfig, meta["train"]) if meta["lineage"] == lineage else None
-        except (OSError, ValueError, KeyError, ConfigError):
+        except (OSError, ValueError, KeyError, TypeError, ConfigError) as e:
+            if state.complete(other):   # its checkpoints cannot be placed: said, not dropped
+                log0(f"train: {other / LINEAGE} is unreadable ({type(e).__name__}: "
+                     f"{str(e)[:200]}); not continuing from the checkpoints in {other}")
             continue
         if old is None:
             continue
@@ -178,10 +181,13 @@ def continuation(cfg: TrainConfig, lineage: str, folders: list[Path],
         for ckpt in reversed(state.complete(other)):
             step = state.step_of(ckpt)
             why = _schedules_differ(old, cfg, step) or _rows_differ(ckpt, rows)
-            if why is None and state.verify(ckpt) is None:
+            damaged = state.verify(ckpt) if why is None else None
+            if why is None and damaged is None:
                 if best is None or step > best[0]:
                     best = (step, ckpt)
                 break
+            if damaged:   # said whether or not an older one serves
+                log0(f"train: not continuing from {ckpt}: damaged ({damaged})")
             refusal = refusal or f"not continuing from {ckpt}: {why or 'damaged'}"
         else:
             if refusal:   # none of this folder's checkpoints would do: why not the newest

@@ -289,7 +289,7 @@ def _config(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
                                        "see the config's comments)" if missing else ""))
         except ConfigError as e:
             failed += 1
-            print(f"invalid {path}: {e}")
+            print(f"invalid {path}: {str(e).removeprefix(f'{path}: ')}")
     return 1 if failed else 0
 
 

@@ -9,6 +9,7 @@ repository links there).
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -100,8 +101,20 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 def load_config(path: str | None = None, overrides: list[tuple[str, str]] = ()) -> RunConfig:  # type: ignore[assignment]
     tree = to_dict(RunConfig())
-    if path != "":
-        tree = _merge(tree, load_toml(resolve_config_path(path)))
+    file = resolve_config_path(path) if path != "" else None
+    if file is not None:
+        tree = _merge(tree, load_toml(file))
+    from_file = copy.deepcopy(tree)
     for key, value in overrides:
         apply_override(tree, key, value)
-    return build(RunConfig, tree)
+    try:
+        return build(RunConfig, tree)
+    except ConfigError as e:
+        if file is None:
+            raise
+        try:   # the same error from the file alone: its value, not an override's
+            build(RunConfig, from_file)
+        except ConfigError as alone:
+            if str(alone) == str(e):
+                raise ConfigError(f"{file}: {e}") from None
+        raise

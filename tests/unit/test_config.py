@@ -124,6 +124,21 @@ def test_undecodable_or_directory_config_files(tmp_path: Path):
         load_config(str(tmp_path))
 
 
+def test_a_bad_value_of_the_file_names_the_file_and_one_of_an_override_does_not(
+        tmp_path: Path):
+    f = tmp_path / "a.toml"
+    f.write_text('[train]\nsteps = "twenty"\n')
+    with pytest.raises(ConfigError, match=re.escape(f"{f}: train.steps: expected int, got")):
+        load_config(str(f))
+    assert load_config(str(f), [("train.steps", "5")]).train.steps == 5   # mended on the line
+    f.write_text("[train]\nstepz = 3\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{f}: unknown config key 'train.stepz'")):
+        load_config(str(f))
+    f.write_text("[train]\nsteps = 3\n")
+    with pytest.raises(ConfigError, match="^train.lr: expected float"):
+        load_config(str(f), [("train.lr", "x")])
+
+
 def test_a_config_with_a_byte_order_mark_or_a_tilde_path_loads(tmp_path: Path, monkeypatch):
     """A TOML file saved with a BOM (Windows editors) said only "Invalid statement (at line 1,
     column 1)"; `--config=~/x.toml`, which no shell expands, was "neither a file nor..."."""

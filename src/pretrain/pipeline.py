@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from . import distributed, stages
 from .config import Preempted, PretrainError, fingerprint, jsonable, to_toml
 from .eval import files as eval_files
+from .eval import tasks as eval_tasks
 from .log import log0
 from .run_config import RunConfig
 from .rundir import MANIFEST, RunDir, StageRun, changed_outputs, manifest_problem, verify_files
@@ -106,6 +107,8 @@ def run_stages(cfg: RunConfig, names: Sequence[str], force: set[str],
                             "in one process")
     if "train" in names:   # a layout the processes cannot make fails now, not after the data
         cfg.train.parallel.degrees(d.world)
+    if "eval" in names:   # a bad record in a task file of one's own too, not after training
+        eval_tasks.check_own_files(cfg.eval)
     rd = RunDir(cfg.run_dir)
     with _process_group(cfg, d):
         with ExitStack() as held:

@@ -20,7 +20,7 @@ from pretrain.run_config import load_config
 from pretrain.tokenizer.bpe import Tokenizer
 from pretrain.tokenizer.config import BOS, EOS, GPT4_PATTERN
 
-from ..conftest import Oracle, shared_data
+from ..conftest import Oracle, shared_data, tiny_overrides
 
 DEVICE = torch.device("cpu")
 
@@ -321,3 +321,18 @@ def test_a_token_merged_across_context_and_choice_keeps_the_text_the_model_reads
                                     n_heads=2, seq_len=64))
     (t,) = tasks.loglikelihoods(model, tok, [("Total: 12", "3")])   # was an error
     assert t.tokens == 1
+
+
+def test_a_bad_record_of_ones_own_task_file_stops_the_run_before_its_first_stage(tmp_path):
+    """It was the eval stage's error, after data, tokenizer, tokenize and train had run."""
+    from pretrain.pipeline import run_stages
+    from pretrain.stages import names
+    bad = tmp_path / "mine.jsonl"
+    bad.write_text(json.dumps({"query": "q", "choices": ["a", "b"], "gold": 0}) + "\n"
+                   + json.dumps({"query": "q", "choices": ["a", "b"], "gold": 5}) + "\n")
+    cfg = load_config(None, [*tiny_overrides(tmp_path), ("eval.tasks", json.dumps([str(bad)]))])
+    with pytest.raises(ConfigError, match=f"{bad}:2: .*gold 5 is not one of the 2 choices"):
+        run_stages(cfg, names(), force=set())
+    assert not (cfg.run_dir / "data").exists()
+    bad.write_text(json.dumps({"query": "q", "choices": ["a", "b"], "gold": 1}) + "\n")
+    tasks.check_own_files(cfg.eval)   # mended: nothing to say

@@ -256,6 +256,16 @@ def with_fewshot(items: list[Item], k: int, sep: str = "\n\n") -> list[Item]:
     return out
 
 
+def check_own_files(cfg: EvalConfig) -> None:
+    """Read every task file of one's own in ``cfg.tasks`` (not a built-in's) that exists, as
+    the eval stage will: a bad record is its error (file and line) before the stages that
+    come first have run (it had come after training). Skipping ones are left to the stage."""
+    for spec, (_, path, kind, delim) in zip(cfg.tasks, resolve(cfg.tasks, cfg.tasks_dir),
+                                           strict=True):
+        if spec not in BUILTIN and path.is_file() and kind != "perplexity":
+            load(path, kind, delim, cfg.task_limit)
+
+
 def run_tasks(model: torch.nn.Module, tok: Any, cfg: EvalConfig,
               samples_dir: Path | None = None) -> dict[str, Any]:
     """Every task of ``cfg.tasks`` whose file exists; a missing file is a logged skip (the

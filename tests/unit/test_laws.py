@@ -127,6 +127,7 @@ def test_a_fit_file_that_is_no_usable_fit_is_refused_in_one_line(text, tmp_path,
     assert str(fit) in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow   # a fit from the whole grid of starts and the plots, ~25-30 s
 def test_the_sweep_fit_leaves_out_diverged_runs_and_counts_attention_in_d_opt(tmp_path):
     """A run whose held-out loss is NaN is named in ``excluded``, not fitted; a budget's
     D_opt is the tokens C buys at N_opt with the runs' FLOPs per token (here 1.2 x 6 N),

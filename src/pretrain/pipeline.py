@@ -31,7 +31,7 @@ from .eval import files as eval_files
 from .eval import tasks as eval_tasks
 from .log import log0
 from .run_config import RunConfig
-from .rundir import MANIFEST, RunDir, StageRun, changed_outputs, manifest_problem, verify_files
+from .rundir import MANIFEST, RunDir, StageRun, changed_outputs, load_manifest, verify_files
 
 T = TypeVar("T")
 
@@ -61,7 +61,7 @@ def _check_current(cfg: RunConfig, rd: RunDir, name: str, args: str) -> None:
             f"{rd.stage_dir(name) / changed[0]}{more} is missing or not the size it wrote "
             f"(damaged); run `pretrain {name}{args}` or `pretrain run{args}` to make it again")
     if m is None:
-        damaged = manifest_problem(rd.stage_dir(name))
+        damaged = load_manifest(rd.stage_dir(name))[1]
         why = f" (its manifest is damaged: {damaged})" if damaged else ""
         raise PretrainError(f"stage {name!r} has not completed in {rd.root}{why}; run "
                             f"`pretrain {name}{args}` or `pretrain run{args}` first")
@@ -107,7 +107,7 @@ def run_stages(cfg: RunConfig, names: Sequence[str], force: set[str],
                             "in one process")
     if "train" in names:   # a layout the processes cannot make fails now, not after the data
         cfg.train.parallel.degrees(d.world)
-    if "eval" in names:   # a bad record in a task file of one's own too, not after training
+    if "eval" in names[1:]:   # a bad record in a task file of one's own: not after training
         eval_tasks.check_own_files(cfg.eval)
     rd = RunDir(cfg.run_dir)
     with _process_group(cfg, d):

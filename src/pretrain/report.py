@@ -32,7 +32,7 @@ from .plan.report import duration, frontier, size
 from .run_config import RunConfig, load_config
 from .rundir import (
     changed_upstream,
-    manifest_problem,
+    load_manifest,
     read_manifest,
     sound_manifest,
     upstream,
@@ -108,7 +108,7 @@ def _stale_note(old: dict[str, list[str]], stage: str) -> str:
 def _stages(root: Path, old: dict[str, list[str]]) -> str:
     lines = ["| stage | status | wall | finished | commit |", "|---|---|---|---|---|"]
     for s in stages.names():
-        m, damaged = sound_manifest(root / s), manifest_problem(root / s)
+        m, damaged = load_manifest(root / s)
         if damaged:
             lines.append(f"| {s} | damaged: {damaged} (`pretrain run` makes it again) | | | |")
             continue

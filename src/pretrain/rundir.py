@@ -100,7 +100,7 @@ def read_manifest(stage_dir: Path) -> dict[str, Any] | None:
     return None if m is None or _changed(stage_dir, m) else m
 
 
-def _load_manifest(stage_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
+def load_manifest(stage_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
     """(the manifest, None), (None, why it cannot be used: one line naming it), or (None,
     None) where there is none."""
     path = stage_dir / MANIFEST
@@ -126,18 +126,13 @@ def _load_manifest(stage_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
     return m, None
 
 
-def manifest_problem(stage_dir: Path) -> str | None:
-    """Why the stage's manifest cannot be used (damaged), or None: sound, or none there."""
-    return _load_manifest(stage_dir)[1]
-
-
 def sound_manifest(stage_dir: Path) -> dict[str, Any] | None:
     """The stage's manifest, complete or not, where it has the shape a stage writes."""
-    return _load_manifest(stage_dir)[0]
+    return load_manifest(stage_dir)[0]
 
 
 def _completed(stage_dir: Path) -> dict[str, Any] | None:
-    m = _load_manifest(stage_dir)[0]
+    m = load_manifest(stage_dir)[0]
     return m if m is not None and m.get("status") == "complete" else None
 
 
@@ -246,7 +241,7 @@ def _check_folder(folder: Path, extras: bool) -> tuple[int, list[str]]:
     does not name are problems too. Nothing recorded: (0, [])."""
     if (folder / MANIFEST).is_file():
         record, label = MANIFEST, "the manifest"
-        m, why = _load_manifest(folder)
+        m, why = load_manifest(folder)
         if m is None:
             return 0, [why or f"{folder / MANIFEST}: unreadable"]
         recorded = m.get("outputs", {})

@@ -315,10 +315,8 @@ def test_continued_pretraining_grows_the_vocabulary_or_refuses_another(tiny_run,
     counts = rd.manifest("train")["counts"]
     cont = [(k, str(tmp_path / "runs")) if k == "runs_dir" else (k, v) for k, v in overrides]
     # the same tokenizer extended with domain tokens: the checkpoint's embeddings grow
-    ext = load_config(None, [*cont, ("name", "ext"), ("train.steps", "5"),
-                             ("train.init_from", str(hf_dir)), ("train.lr", "1e-4"),
-                             ("tokenizer.extend_words", '["tokenization", "interpreter"]')])
-    rd = run_stages(ext, stages.names()[:4], force=set())
+    _, rd = _continued(tiny_run, tmp_path, "ext",
+                       ("tokenizer.extend_words", '["tokenization", "interpreter"]'))
     added = rd.manifest("tokenizer")["counts"]["added_tokens"]
     grown = rd.manifest("train")["counts"]
     assert added > 0 and grown["params"] > counts["params"]

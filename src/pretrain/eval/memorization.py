@@ -140,11 +140,12 @@ def probe(model: torch.nn.Module, tokens_dir: Path, cfg: EvalConfig) -> dict[str
     m = min(cfg.memorization_tokens, seq_len // 2)
     k = max(1, min(cfg.memorization_prompt_tokens, seq_len - m - 1))
     n_docs, batch_size = cfg.memorization_docs, cfg.batch_size
-    train = _probe_docs(TokenShards(tokens_dir, "train"), k + m)
+    train_shards = TokenShards(tokens_dir, "train")
+    train = _probe_docs(train_shards, k + m)
     val = _probe_docs(TokenShards(tokens_dir, "val"), k + m)
     spans = np.stack([d[1:k + 1 + m] for d in train]) if train else \
         np.zeros((0, k + m), dtype=np.int64)   # the probed span of each document
-    found = count_spans(TokenShards(tokens_dir, "train").shards, spans)
+    found = count_spans(train_shards.shards, spans)
     first: dict[bytes, np.ndarray] = {}  # one copy per duplicated span: rates over distinct texts
     for span, copies, d in zip(spans, found, train, strict=True):
         if copies > 1:

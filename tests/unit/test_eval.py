@@ -86,3 +86,13 @@ def test_domain_windows_are_capped_per_domain_and_cover_a_one_window_split(tmp_p
     assert all(np.array_equal(a, b) for a, b in zip(capped["a"], full["a"], strict=False))
     # a split of exactly seq_len + 1 tokens is one window
     assert [w.tolist() for w in domain_windows(val, 4, 4)["b"]] == [full["b"][0].tolist()]
+    # once every domain has its cap, no further document is read
+    every = list(val.documents())
+
+    def documents():
+        yield from every
+        raise AssertionError("read on after every domain had its cap")
+
+    val.documents = documents
+    assert [w.tolist() for w in domain_windows(val, 4, 8)["b"]] == \
+        [w.tolist() for w in capped["b"]]

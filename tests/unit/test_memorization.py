@@ -50,12 +50,13 @@ def test_probe_tells_memorised_training_text_from_held_out(tmp_path):
     assert "train_duplicated" in memorization.table(rep)
 
 
-@pytest.mark.parametrize("chunk, base", [
-    (1 << 22, memorization._B),
-    (5, memorization._B),   # windows across the chunks' seams
-    (5, 1),                 # a hash of the tokens' sum: distinct spans of one hash, each hit
-])                          # compared with every one of them
-def test_spans_are_counted_wherever_they_occur(monkeypatch, chunk, base):
+@pytest.mark.parametrize("chunk, base, threads", [
+    (1 << 20, memorization._B, 1),
+    (5, memorization._B, 1),   # windows across the chunks' seams
+    (5, memorization._B, 3),   # chunks counted on three threads
+    (5, 1, 2),                 # a hash of the tokens' sum: distinct spans of one hash, each
+])                             # hit compared with every one of them
+def test_spans_are_counted_wherever_they_occur(monkeypatch, chunk, base, threads):
     """Against a plain count over every position: overlapping occurrences, spans across
     the end of one stream and the start of the next (not one), repeated rows, few symbols
     (hash hits of the same top bits), a stream shorter than the span."""
@@ -72,4 +73,42 @@ def test_spans_are_counted_wherever_they_occur(monkeypatch, chunk, base):
             spans[-1] = spans[0]
         want = [sum(int((s[i:i + length] == span).all()) for s in streams
                     for i in range(len(s) - length + 1)) for span in spans]
-        assert memorization.count_spans(streams, spans).tolist() == want
+        assert memorization.count_spans(streams, spans, threads).tolist() == want
+
+
+def test_documents_are_picked_at_a_stride_across_shards(tmp_path, monkeypatch):
+    """The probe's documents come from the document index, a shard at a time: those long
+    enough, at a fixed stride in stored order, cut to the tokens the probe reads. A pool
+    cap smaller than the split still finds the duplicated documents in what it picks."""
+    tok = Tokenizer([bytes([i]) for i in range(256)], r"[\s\S]", [BOS, EOS])
+    rng = random.Random(1)
+    texts = ["".join(rng.choice("abcdef") for _ in range(rng.randrange(2, 30)))
+             for _ in range(60)]
+    texts += [texts[i] for i in range(0, 60, 3) if len(texts[i]) >= 12]   # copies
+    docs = [{"id": f"t{i}", "text": t, "domain": "d", "split": "train"}
+            for i, t in enumerate(texts)] + [{"id": "v", "text": "abc", "domain": "d",
+                                              "split": "val"}]
+    shards.run(TokenizeConfig(shard_tokens=50), tok, iter(docs), ["d"], tmp_path, {})
+    split = shards.TokenShards(tmp_path, "train")
+    assert len(split.shards) > 5
+    need = 12
+    long = [np.asarray(t[:need + 1]) for t, _ in split.documents() if len(t) >= need + 1]
+    for n in (1, 4, 7, len(long), 1000):
+        rows, total = memorization._pick(split, need, n)
+        want = long if n >= len(long) else [long[int(i * len(long) / n)] for i in range(n)]
+        assert total == len(long) and rows.shape == (len(want), need + 1)
+        assert [r.tolist() for r in rows] == [w.tolist() for w in want]
+    model = Transformer(ModelConfig(vocab_size=258, d_model=32, n_layers=1, n_heads=2,
+                                    seq_len=24))
+    cfg = EvalConfig(memorization_docs=100, memorization_prompt_tokens=4,
+                     memorization_tokens=8)   # spans of the first 12 tokens after BOS
+    spans = {w[1:].tobytes() for w in long}
+    dup_spans = {s for s in spans if sum(w[1:].tobytes() == s for w in long) > 1}
+    assert memorization.probe(model, tmp_path, cfg)["train_duplicated"]["docs"] == \
+        len(dup_spans) > 0
+    monkeypatch.setattr(memorization, "_POOL", 9)
+    pool = [w[1:].tobytes() for w in memorization._pick(split, need, 9)[0]]
+    copied = {s for s in pool if s in dup_spans}   # copies outside the pool count too
+    rep = memorization.probe(model, tmp_path, cfg)
+    assert rep["train"]["docs"] == 9 and 0 < len(copied) < len(dup_spans)
+    assert rep["train_duplicated"]["docs"] == len(copied)

@@ -42,11 +42,17 @@ def domain_windows(shards: TokenShards, seq_len: int, cap: int) -> Windows:
     predicted tokens per domain (0 = all). The same shards always give the same windows."""
     parts: dict[str, list[np.ndarray]] = {}
     sizes: dict[str, int] = {}
+    present = len({int(d) for idx in shards.index for d in np.unique(idx[:, 2])})
+    full = 0   # domains that have their cap: once all have, the rest of the split is not read
     for toks, domain in shards.documents():
         if cap and sizes.get(domain, 0) >= cap + 1:
             continue
         parts.setdefault(domain, []).append(np.asarray(toks, dtype=np.int64))
         sizes[domain] = sizes.get(domain, 0) + len(toks)
+        if cap and sizes[domain] >= cap + 1:
+            full += 1
+            if full == present:
+                break
     return {domain: windows(np.concatenate(p)[: cap + 1 if cap else None], seq_len)
             for domain, p in sorted(parts.items())}
 

@@ -132,6 +132,15 @@ def run_stages(cfg: RunConfig, names: Sequence[str], force: set[str],
 
 
 def _plan(cfg: RunConfig, rd: RunDir, stage: stages.Stage, forcing: bool) -> dict[str, Any]:
+    decontam = cfg.data.decontam
+    # said whether the stage runs or not: a missing file is not in the stage's key, so
+    # naming a task whose file is missing does not rerun it
+    if stage.name == "data" and decontam.enabled and decontam.from_eval \
+            and (missing := eval_files.missing_benchmarks(cfg.eval)):
+        log0(f"[data] warning: {len(missing)} of eval.tasks' files not found, so not "
+             f"decontaminated against: {', '.join(missing[:4])}"
+             + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+             + f" (relative paths are read from {Path.cwd()}; set eval.tasks_dir)")
     for u in stage.reads:
         if rd.manifest(u) is None:
             _check_current(cfg, rd, u, "")  # raises: names the missing stage
@@ -183,13 +192,6 @@ def _execute(cfg: RunConfig, rd: RunDir, stage: stages.Stage, plan: dict[str, An
         return
     on = f" on {d.world} processes" if d.enabled else ""
     log0(f"[{stage.name}] running{on} ({plan['why']})")
-    decontam = cfg.data.decontam
-    if stage.name == "data" and decontam.enabled and decontam.from_eval \
-            and (missing := eval_files.missing_benchmarks(cfg.eval)):
-        log0(f"[data] warning: {len(missing)} of eval.tasks' files not found, so not "
-             f"decontaminated against: {', '.join(missing[:4])}"
-             + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
-             + f" (relative paths are read from {Path.cwd()}; set eval.tasks_dir)")
     manifest = rd.execute(stage.name, plan["key"], plan["parts"], inputs,
                           lambda run: stage.run(cfg, run), forced=plan["forced"])
     log0(f"[{stage.name}] done in {manifest['wall_s']:.1f}s")

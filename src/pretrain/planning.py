@@ -219,7 +219,9 @@ def dry_run_summary(cfg: RunConfig) -> str:
         if len(lines) == 1:
             tokens = sh.tokens(model.seq_len)
             lines.append(f"training: {tokens:,} tokens = {model.flops_per_token() * tokens:.3g} "
-                         "FLOPs")
+                         "FLOPs" + (f", at most: train.time_budget_s = "
+                                    f"{cfg.train.time_budget_s:g} s may end it first (`pretrain "
+                                    "plan` says when)" if cfg.train.time_budget_s else ""))
         lines.append(f"memory per device, one process{' on a GPU' if gpu else ''} ({prec}): "
                      + ", ".join(f"{k} {v:.3g} GB" for k, v in m.as_gb().items()))
     return "\n".join(lines) + ("\n(`pretrain plan` for other layouts, time, cost and the "

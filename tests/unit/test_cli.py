@@ -102,6 +102,12 @@ def test_dry_run_prints_resolved_config_and_runs_nothing(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "[train]\nsteps = 3" in out
     assert list(tmp_path.iterdir()) == []
+    # the default's steps are a cap its time budget ends first: the token count says so
+    assert main(["run", "--dry-run", f"--runs_dir={tmp_path}"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "# training:" in x)
+    assert "at most: train.time_budget_s = 120 s" in line
+    assert main(["run", "--dry-run", f"--runs_dir={tmp_path}", "--train.time_budget_s=0"]) == 0
+    assert "at most" not in capsys.readouterr().out
 
 
 def test_dry_run_memory_follows_the_loss_path(capsys):

@@ -323,7 +323,8 @@ def test_the_data_stage_says_which_scored_tasks_it_cannot_decontaminate_against(
         tmp_path, capsys):
     """eval.tasks named but their files not found (tasks_dir read from another current
     directory): the data stage said nothing and kept every planted item; it now warns,
-    naming the files, and says nothing when every file is there."""
+    naming the files, whether it runs or is up to date, and says nothing when every file
+    is there."""
     from pretrain.cli import main
     task = tmp_path / "mytask.jsonl"
     task.write_text(json.dumps({"query": QUESTION, "choices": ["a", "b"], "gold": 0}) + "\n")
@@ -345,6 +346,12 @@ def test_the_data_stage_says_which_scored_tasks_it_cannot_decontaminate_against(
         funnel = json.loads((tmp_path / "runs" / name / "data" / "funnel.json").read_text())
         assert [r["dropped"] for r in funnel if r["step"] == "decontam"] == [
             {"contaminated": 1}]   # the task found is still decontaminated against
+    # a task whose file is missing leaves the stage's key as it was, so the stage is
+    # skipped: it still says which files it cannot decontaminate against
+    tasks = json.dumps(["arc_easy", str(task)])
+    assert main(["data", "-c", str(cfg), f"--eval.tasks={tasks}"]) == 0
+    err = capsys.readouterr().err
+    assert "[data] up to date" in err and warned in err, err
 
 
 def test_the_benchmark_union_is_made_once_per_process_not_per_task(tmp_path, monkeypatch):

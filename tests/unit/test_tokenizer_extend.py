@@ -244,12 +244,14 @@ def test_a_comparison_tokenizer_that_cannot_load_is_said_before_training(tmp_pat
     cfg = _config(tmp_path, "cmp", [(tmp_path / "t.jsonl", "")])
     assert main(["data", "-c", str(cfg)]) == 0
 
-    def offline(name):
-        raise ConnectionError("no network")
+    def offline(name):   # urllib3's message runs to a screen
+        raise ConnectionError("no network" + " and more" * 100 + "\nTraceback and more")
     monkeypatch.setattr(tiktoken, "get_encoding", offline)
     assert main(["tokenizer", "-c", str(cfg), "--tokenizer.compare_with=gpt2"]) == 0
     err = capsys.readouterr().err
     assert "cannot load tiktoken's gpt2" in err and "bytes/token" in err
+    assert "(ConnectionError: no network and more" in err and "Traceback" not in err
+    assert max(len(line) for line in err.splitlines()) < 400
     report = json.loads((tmp_path / "runs" / "cmp" / "tokenizer" / "report.json").read_text())
     assert report["baseline"] is None
     assert main(["tokenizer", "-c", str(cfg), f"--tokenizer.compare_with={tmp_path}"]) == 2

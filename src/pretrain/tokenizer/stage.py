@@ -101,8 +101,12 @@ def _baseline(spec: str) -> TextTokenizer | None:
         try:
             enc = tiktoken.get_encoding("gpt2")  # downloads once into tiktoken's cache
         except Exception as e:  # no network and no cache: the report goes on without it
-            log0(f"tokenizer: cannot load tiktoken's gpt2 ({type(e).__name__}: {e}); "
-                 "set tokenizer.compare_with to a local GPT-2 folder")
+            said = str(e).splitlines()[0] if str(e) else ""   # urllib3's run to a screen
+            log0(f"tokenizer: warning: cannot load tiktoken's gpt2, not in its cache and not "
+                 f"downloadable ({type(e).__name__}"
+                 + (f": {said[:120]}{'...' if len(said) > 120 else ''}" if said else "")
+                 + "); the report has no baseline column. Set tokenizer.compare_with to a "
+                 "local GPT-2 folder, or run once with the network to fill the cache")
             return None
         eot = "<|endoftext|>"
         eot_id = enc.encode_single_token(eot)

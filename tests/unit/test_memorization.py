@@ -51,7 +51,7 @@ def test_probe_tells_memorised_training_text_from_held_out(tmp_path):
 
 
 @pytest.mark.parametrize("chunk, base, threads", [
-    (1 << 20, memorization._B, 1),
+    (1 << 20, memorization._B, None),   # as many threads as cores
     (5, memorization._B, 1),   # windows across the chunks' seams
     (5, memorization._B, 3),   # chunks counted on three threads
     (5, 1, 2),                 # a hash of the tokens' sum: distinct spans of one hash, each

@@ -154,7 +154,9 @@ def count_spans(streams: Iterable[np.ndarray], spans: np.ndarray,
                      table, distinct)
 
     counts = np.zeros(len(distinct), dtype=np.int64)
-    threads = threads or min(len(os.sched_getaffinity(0)), 8)
+    if not threads:   # the cores this process may use (macOS has no affinity: all)
+        cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+        threads = min(len(cores) if cores else os.cpu_count() or 1, 8)
     with ThreadPoolExecutor(max(1, threads)) as pool:
         for rows in pool.map(scan, chunks):
             counts += np.bincount(rows, minlength=len(distinct))

@@ -199,6 +199,25 @@ def test_pretrain_train_under_torchrun(tmp_path, capsys):
                                                     abs=2e-4)
 
 
+@pytest.mark.parametrize("layout", ["dp_shard=-1", pytest.param("pp=2", marks=pytest.mark.slow)])
+def test_pretrain_train_sharded_without_checkpoints_writes_its_model(tmp_path, layout):
+    """``checkpoint_every = 0`` under a sharded layout: the final weights go through a
+    temporary checkpoint every rank writes its shards into and rank 0 reads whole. Each
+    rank but 0 had its own temporary stage folder, wrote there, and rank 0 failed reading
+    (FileNotFoundError) after the last step: no model."""
+    overrides = tiny_overrides(tmp_path, train__steps="3", train__checkpoint_every="0",
+                               train__batch_size="4", device="cpu")
+    run_stages(load_config(None, overrides), ("data", "tokenizer", "tokenize"), force=set())
+    key, value = layout.split("=")
+    args = ["-m", "pretrain", "train", *(f"--{k}={v}" for k, v in overrides),
+            f"--train.parallel.{key}={value}"]
+    res = torchrun(args, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    run = tmp_path / "runs" / "tiny"
+    assert (run / "train" / "model.safetensors").is_file()
+    assert not [p for p in run.rglob("*") if p.name == ".final" or p.name.startswith("step-")]
+
+
 def test_fp16_overflow_in_one_ranks_shard_halves_every_ranks_scale(tokens, tmp_path):
     """Under FSDP a rank's gradients are its own shards: an overflow in one rank's part must
     halve every rank's scale (else the ranks scale their gradients differently and the

@@ -182,7 +182,7 @@ def test_a_sharded_run_without_checkpoints_keeps_none(tokens, reference, tmp_pat
     run = tmp_path / "run"
     res = worker(tokens, run, 2, batch=4, parallel="dp_shard=-1", steps=3, checkpoint_every=0)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert not list((run / "ckpt").glob("step-*")) and not (run / ".final").exists()
+    assert not list((run / "ckpt").glob("step-*")) and not (run / "ckpt" / ".final").exists()
     _same_run(run, reference(8, accum=2, steps=3), 3)
 
 

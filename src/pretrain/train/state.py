@@ -321,11 +321,18 @@ def final_weights(t: Any, checkpoints: Path | None, out: Path) -> dict[str, torc
                 t.save(keep)
         return {k: v.detach().cpu() for k, v in t.model.state_dict().items()} \
             if t.d.rank == 0 else None
-    final = t.save(keep or out / ".final")
+    # without checkpoints, a temporary one where every rank writes: beside the checkpoints
+    # (under torchrun each rank but 0 has a stage folder of its own, in its temp directory)
+    temp = (checkpoints or out) / ".final"
+    if keep is None:
+        if t.d.rank == 0:   # what a run that crashed here left
+            shutil.rmtree(temp, ignore_errors=True)
+        distributed.barrier(t.d)
+    final = t.save(keep or temp)
     assert final is not None
     sd = io.consolidated(final) if t.d.rank == 0 else None
     if keep is None and t.d.rank == 0:
-        shutil.rmtree(out / ".final", ignore_errors=True)
+        shutil.rmtree(temp, ignore_errors=True)
     distributed.barrier(t.d)
     return sd
 

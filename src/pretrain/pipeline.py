@@ -87,12 +87,14 @@ def _agreed(d: distributed.Dist, decide: Callable[[], T]) -> T:
 
 
 def run_stages(cfg: RunConfig, names: Sequence[str], force: set[str],
-               require_current_upstream: bool = False, args: str = "") -> RunDir:
+               require_current_upstream: bool = False, args: str = "",
+               has_force: bool = True) -> RunDir:
     """Run the stages ``names`` in order, skipping completed ones; ``force`` reruns a stage
     and all after it. With ``require_current_upstream`` (single-stage commands), every
     stage the first one reads from, transitively, must have completed with this config.
     ``args``: the user's config options as typed (`` -c X --k=v``), repeated in the hints
-    of the commands to run first."""
+    of the commands to run first. ``has_force``: whether the command takes ``--force``
+    (a sweep does not: a skipped stage says which folder to delete instead)."""
     todo = [stages.get(n) for n in names]
     stray = sorted(force - {"all", *names})
     if stray:
@@ -124,14 +126,15 @@ def run_stages(cfg: RunConfig, names: Sequence[str], force: set[str],
             forcing = False
             for stage in todo:
                 forcing = forcing or stage.name in force or "all" in force
-                plan = _agreed(d, functools.partial(_plan, cfg, rd, stage, forcing))
+                plan = _agreed(d, functools.partial(_plan, cfg, rd, stage, forcing, has_force))
                 if plan["skip"]:
                     continue
                 _execute(cfg, rd, stage, plan, d)
     return rd
 
 
-def _plan(cfg: RunConfig, rd: RunDir, stage: stages.Stage, forcing: bool) -> dict[str, Any]:
+def _plan(cfg: RunConfig, rd: RunDir, stage: stages.Stage, forcing: bool,
+          has_force: bool = True) -> dict[str, Any]:
     decontam = cfg.data.decontam
     # said whether the stage runs or not: a missing file is not in the stage's key, so
     # naming a task whose file is missing does not rerun it
@@ -148,7 +151,9 @@ def _plan(cfg: RunConfig, rd: RunDir, stage: stages.Stage, forcing: bool) -> dic
     m = rd.manifest(stage.name)
     if m is not None and m["key"] == key and not forcing:
         log0(f"[{stage.name}] up to date (completed {m['finished_at'][:19]}, "
-             f"{m['wall_s']:.1f}s); skipped. --force {stage.name} reruns it")
+             f"{m['wall_s']:.1f}s); skipped. "
+             + (f"--force {stage.name} reruns it" if has_force
+                else f"Delete {rd.stage_dir(stage.name)} to rerun it"))
         return {"skip": True}
     _check_inputs(rd, stage)
     ran = (rd.stage_dir(stage.name) / MANIFEST).is_file()   # but its outputs are damaged

@@ -64,7 +64,11 @@ def precision(cfg: RunConfig, gpu: bool) -> str:
 
 
 def shape(cfg: RunConfig, gpus: int, precision: str) -> report.Shape:
-    deg = cfg.train.parallel.degrees(gpus)
+    try:
+        deg = cfg.train.parallel.degrees(gpus)
+    except ConfigError as e:   # plan's --gpus is 1 unless given
+        raise ConfigError(f"{e} (plan this layout with --gpus "
+                          f"{cfg.train.parallel.fewest_processes})") from None
     layout = Split(deg["dp_replicate"], deg["dp_shard"], deg["tp"], deg["pp"],
                     cfg.train.parallel.sequence_parallel, cfg.train.parallel.microbatches,
                     cfg.train.parallel.pp_schedule)
@@ -110,7 +114,7 @@ def _fit(cfg: RunConfig, opts: Options) -> Law | None:
     if law is None:
         if opts.fit:
             raise ConfigError(why)
-        log0(f"plan: not using {why}")
+        log0(f"plan: not using the run's own fit: {why}")
     return law
 
 
@@ -209,9 +213,10 @@ def dry_run_summary(cfg: RunConfig) -> str:
     # device "auto" is decided when the run starts (torch is not imported here): both
     devices = {"cpu": [False], "cuda": [True]}.get(cfg.device, [False, True])
     lines = [report.size(model)]
+    world = cfg.train.parallel.fewest_processes   # a layout for torchrun: its own count
     for gpu in devices:
         prec = precision(cfg, gpu)
-        sh = shape(cfg, 1, prec)
+        sh = shape(cfg, world, prec)
         m = report.estimate(model, sh.batch, layout=sh.layout, checkpointing=sh.checkpointing,
                             optimizer=sh.optimizer, precision=prec,
                             fused_loss=cfg.train.loss_path(sh.layout.tp) == "chunked",
@@ -222,7 +227,8 @@ def dry_run_summary(cfg: RunConfig) -> str:
                          "FLOPs" + (f", at most: train.time_budget_s = "
                                     f"{cfg.train.time_budget_s:g} s may end it first (`pretrain "
                                     "plan` says when)" if cfg.train.time_budget_s else ""))
-        lines.append(f"memory per device, one process{' on a GPU' if gpu else ''} ({prec}): "
+        procs = f"{world} processes" if world > 1 else "one process"
+        lines.append(f"memory per device, {procs}{' on a GPU' if gpu else ''} ({prec}): "
                      + ", ".join(f"{k} {v:.3g} GB" for k, v in m.as_gb().items()))
     return "\n".join(lines) + ("\n(`pretrain plan` for other layouts, time, cost and the "
                                "compute-optimal size)")

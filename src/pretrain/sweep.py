@@ -124,7 +124,8 @@ def _train_point(point: RunConfig, base: Path) -> dict[str, Any]:
         return {"name": point.name, "N": point.model.matmul_params(), "D": tokens,
                 "loss": math.nan, "diverged": before["error"]}
     try:
-        rd = run_stages(point, ["train", "eval"], set(), require_current_upstream=True)
+        rd = run_stages(point, ["train", "eval"], set(), require_current_upstream=True,
+                        has_force=False)
     except Diverged as e:   # the point's loss is no point of the law: left out, named
         log0(f"sweep: {point.name} diverged, left out of the fit: {e}")
         tmp = marker.with_suffix(".json.tmp")
@@ -141,7 +142,7 @@ def run(cfg: RunConfig, budgets: list[float], sizes: int, predict: bool) -> Path
     """The sweep of ``cfg`` (its data stages run first); returns the fit file."""
     if len(budgets) < 2 or sizes < 3:
         raise ConfigError("a sweep needs at least 2 budgets and 3 sizes per budget")
-    run_stages(cfg, list(SHARED), set())
+    run_stages(cfg, list(SHARED), set(), has_force=False)
     results = []
     points = _points(cfg, sorted(budgets), sizes)
     per_budget = {c: sum(1 for b, _ in points if b == c) for c in budgets}
@@ -158,9 +159,17 @@ def run(cfg: RunConfig, budgets: list[float], sizes: int, predict: bool) -> Path
     fit = fit_results(results)
     fit["fitted_on"] = stages.law_key(cfg)   # plan and the report use the law for it only
     out = cfg.run_dir / "sweep"
+    path = out / "fit.json"
     if predict:
         fit["prediction"] = _predict(cfg, fit, sorted(budgets))
-    path = out / "fit.json"
+    else:   # a rerun without --predict keeps the prediction of the same runs
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            old = {}
+        if isinstance(old, dict) and "prediction" in old and old.get("runs") == fit["runs"] \
+                and old.get("fitted_on") == fit["fitted_on"]:
+            fit["prediction"] = old["prediction"]
     out.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(fit, indent=1) + "\n", encoding="utf-8")

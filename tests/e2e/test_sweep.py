@@ -45,6 +45,9 @@ def test_a_micro_sweep_fits_predicts_resumes_and_feeds_plan(tmp_path, capsys):
     assert main(sweep) == 0                         # resumed: nothing trains again
     err = capsys.readouterr().err
     assert err.count("[train] up to date") == 7 and "[train] running" not in err
+    assert "--force" not in err and f"Delete {root / 'sweep'}" in err   # sweep has none
+    assert main([a for a in sweep if a != "--predict"]) == 0   # the same runs: kept
+    assert json.loads((root / "sweep" / "fit.json").read_text())["prediction"] == pred
     assert main(["plan", *args]) == 0               # the plan uses the sweep's law
     assert "fitted (" in capsys.readouterr().out
 

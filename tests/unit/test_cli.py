@@ -108,6 +108,12 @@ def test_dry_run_prints_resolved_config_and_runs_nothing(tmp_path, capsys):
     assert "at most: train.time_budget_s = 120 s" in line
     assert main(["run", "--dry-run", f"--runs_dir={tmp_path}", "--train.time_budget_s=0"]) == 0
     assert "at most" not in capsys.readouterr().out
+    # a layout for torchrun is sized on its processes (it was an error: "there are 1"),
+    # and plan, which plans one device unless told, says how to plan it
+    assert main(["train", "--dry-run", "--train.parallel.tp=2"]) == 0
+    assert "memory per device, 2 processes (fp32)" in capsys.readouterr().out
+    assert main(["plan", "--train.parallel.tp=2", "--train.parallel.dp_shard=2"]) == 2
+    assert "(plan this layout with --gpus 4)" in capsys.readouterr().err
 
 
 def test_dry_run_memory_follows_the_loss_path(capsys):

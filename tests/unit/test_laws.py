@@ -85,7 +85,8 @@ def test_plan_leaves_out_a_law_fitted_from_too_few_runs(tmp_path, capsys):
     (run / "fit.json").write_text(fit.read_text())
     assert main(["plan", "--budget", "1e18", f"--runs_dir={tmp_path / 'runs'}"]) == 0
     out = capsys.readouterr()
-    assert "plan: not using" in out.err and "fitted (" not in out.out
+    assert "plan: not using the run's own fit: " in out.err and "fitted (" not in out.out
+    assert f"fit: {run / 'fit.json'}: the law was fitted from fewer" in out.err
 
 
 def test_a_law_fitted_for_another_corpus_or_tokenizer_is_not_taken_for_this_one(tmp_path,

@@ -177,8 +177,8 @@ def frontier(cfg: ModelConfig, tokens: float, flops: float, fit: Law | None) -> 
                      f"predicted loss {law.loss(own, tokens):.3f} for this run, "
                      f"{law.loss(no, do):.3f} at the optimum")
     if not fit:
-        lines.append("(no fit of your own: `pretrain sweep` writes one; the published laws "
-                     "are for their data and tokenizer, not yours)")
+        lines.append("(no fit of your own in use: `pretrain sweep` writes one; the published "
+                     "laws are for their data and tokenizer, not yours)")
     return "\n".join(lines)
 
 

@@ -95,6 +95,11 @@ class ParallelConfig:
     def microbatches(self) -> int:
         return self.pp_microbatches or 2 * self.pp
 
+    @property
+    def fewest_processes(self) -> int:
+        """The smallest world the layout runs on (-1 degrees as 1)."""
+        return self.tp * self.pp * max(self.dp_replicate, 1) * max(self.dp_shard, 1)
+
 
 @dataclass
 class TrainConfig:

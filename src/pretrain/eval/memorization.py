@@ -106,8 +106,9 @@ def _row_hashes(spans: np.ndarray) -> np.ndarray:
 
 def _hits(part: np.ndarray, length: int, up: np.ndarray, down: np.ndarray, keys: np.ndarray,
           order: np.ndarray, table: np.ndarray, distinct: np.ndarray) -> np.ndarray:
-    """The row of ``distinct`` at each window of ``part`` that holds one of them."""
-    shift = np.uint64(64 - int(table.size).bit_length() + 1)
+    """The row of ``distinct`` at each window of ``part`` that holds one of them (``table``:
+    2**bits slots, one for each value of a hash's top bits)."""
+    shift = np.uint64(64 - (table.size.bit_length() - 1))
     hashes = _window_hashes(part, length, up, down)
     at = np.flatnonzero(table[hashes >> shift])
     first = np.searchsorted(keys, hashes[at])

@@ -42,6 +42,8 @@ BENCHES = {
                           r"\d\.\d+x"),
     "warc_read": (["--copies", "2", "--repeats", "1"], ["webtext/dolma_sample-0000.warc.gz"],
                   r"ours / fastwarc \d+\.\d+x"),
+    "memorization_scale": (["--tokens", "2e6", "--rounds", "1"], [],
+                           r"= \d+\.\dx the read"),
     "speedrun_shakespeare": (["--budgets", "3", "--ref-steps", "20"],
                              ["tinyshakespeare/input.txt"], r"bpb"),
 }

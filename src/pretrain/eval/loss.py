@@ -42,7 +42,7 @@ def domain_windows(shards: TokenShards, seq_len: int, cap: int) -> Windows:
     predicted tokens per domain (0 = all). The same shards always give the same windows."""
     parts: dict[str, list[np.ndarray]] = {}
     sizes: dict[str, int] = {}
-    present = len({int(d) for idx in shards.index for d in np.unique(idx[:, 2])})
+    present = len(shards.domain_ids())
     full = 0   # domains that have their cap: once all have, the rest of the split is not read
     for toks, domain in shards.documents():
         if cap and sizes.get(domain, 0) >= cap + 1:

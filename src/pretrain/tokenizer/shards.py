@@ -211,6 +211,10 @@ class TokenShards:
             return 0, -1
         return self.tokenizer().doc_start_bytes(), int(self.meta["bos_id"])
 
+    def domain_ids(self) -> set[int]:
+        """The domains that have documents in the split (from the index, no document read)."""
+        return {int(d) for idx in self.index for d in np.unique(idx[:, 2])}
+
     def documents(self) -> Iterator[tuple[np.ndarray, str]]:
         """Every document as (tokens, domain), in stored order."""
         for arr, idx in zip(self.shards, self.index, strict=True):

@@ -14,8 +14,8 @@ whole state is the data position, an integer saved in every checkpoint:
   ``max_epochs > 1`` upsamples. ``epochs`` gives the passes over each domain a run of n
   steps makes, for the manifest and the report.
 
-Also what the loop reads of the shards' index: the domains present (``domain_ids``) and one
-held-out prompt per domain for the probe generations (``probe_prompts``).
+Also what the loop reads of the held-out shards: one prompt per domain for the probe
+generations (``probe_prompts``).
 """
 
 from __future__ import annotations
@@ -311,16 +311,11 @@ class Prefetcher:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def domain_ids(shards: TokenShards) -> set[int]:
-    """The domains that have documents in ``shards`` (from the index, no document read)."""
-    return {int(d) for idx in shards.index for d in np.unique(idx[:, 2])}
-
-
 def probe_prompts(val: TokenShards, k: int) -> dict[str, list[int]]:
     """BOS + the first ``k`` tokens of each domain's first held-out document long enough;
     the scan stops once every domain has one."""
     out: dict[str, list[int]] = {}
-    n_domains = len(domain_ids(val))
+    n_domains = len(val.domain_ids())
     for toks, domain in val.documents():
         if domain not in out and len(toks) > k + 1:
             out[domain] = [int(t) for t in toks[:k + 1]]

@@ -43,7 +43,7 @@ from ..model.transformer import Transformer
 from ..tokenizer.shards import TokenShards
 from . import state
 from .config import TrainConfig
-from .data import MixtureWindows, Prefetcher, RandomWindows, domain_ids, probe_prompts
+from .data import MixtureWindows, Prefetcher, RandomWindows, probe_prompts
 from .fits import check_memory
 from .monitor import Monitor, log_line, logs_on_failure, memory_gb, val_fields
 from .optim import lr_at, make_optimizer, peaks
@@ -120,7 +120,7 @@ class Trainer(Recovery):
         # evenly over the domains), scored on every rank so that all take the same decisions
         val = TokenShards(tokens_dir, "val")
         rows = cfg.batch_size * dp * cfg.eval_batches
-        n_domains = max(1, len(domain_ids(val)))
+        n_domains = max(1, len(val.domain_ids()))
         self.val = domain_windows(val, seq_len, max(1, rows // n_domains) * seq_len)
         if not self.val:
             raise ConfigError("the val split is empty: nothing to evaluate on")

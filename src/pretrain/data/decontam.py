@@ -15,7 +15,7 @@ BIG-bench fact, a COPA pair) can never share a 13-gram. Texts shorter than
 (README, "Decontamination", has recall and clean-text rates per value).
 Every run of k words is hashed to 64 bits (``minhash.word_hashes``, numpy on the UTF-8
 bytes) and kept in one sorted array per benchmark and k; a document's runs of each k
-are hashed the same way and looked up by binary search.
+are hashed the same way and looked up (``HashSet``: a bit table, then binary search).
 
 Modes: ``"drop"`` removes the whole document (datatrove's choice); ``"cut"`` removes each
 match with 200 characters either side, splits the document there, drops pieces shorter
@@ -26,6 +26,7 @@ counted either way.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,16 +138,44 @@ def load_index(path: str) -> Index:
     return dict(out)
 
 
-def union(index: Index) -> dict[int, np.ndarray]:
+class HashSet:
+    """Sorted unique 64-bit hashes with a table of their top bits, one bit per value
+    (about 32 slots a hash: ~3% of them set), so that a membership test of a batch rules
+    out nearly every absent hash with one table read and searches only the rest: a binary
+    search of millions of hashes reads ~22 places in memory for each (the lookups of a
+    document's runs were 80% of the contamination report's time)."""
+
+    def __init__(self, hashes: np.ndarray):
+        self.sorted = hashes
+        bits = int(min(max(math.ceil(math.log2(max(len(hashes), 1))) + 5, 16), 30))
+        self.shift = np.uint64(64 - bits)
+        table = np.zeros(1 << bits, dtype=bool)
+        table[hashes >> self.shift] = True
+        self.table = np.packbits(table, bitorder="little")
+
+    def __len__(self) -> int:
+        return len(self.sorted)
+
+    def contains(self, x: np.ndarray) -> np.ndarray:
+        """``is_member(x, self.sorted)``."""
+        slot = x >> self.shift
+        maybe = (self.table[slot >> np.uint64(3)] >> (slot & np.uint64(7)).astype(np.uint8)) & 1
+        out = np.zeros(len(x), bool)
+        at = np.flatnonzero(maybe)
+        out[at] = is_member(x[at], self.sorted)
+        return out
+
+
+def union(index: Index) -> dict[int, HashSet]:
     """k -> the hashes of every benchmark together."""
     ks: dict[int, list[np.ndarray]] = defaultdict(list)
     for by_k in index.values():
         for k, v in by_k.items():
             ks[k].append(v)
-    return {k: np.unique(np.concatenate(v)) for k, v in sorted(ks.items())}
+    return {k: HashSet(np.unique(np.concatenate(v))) for k, v in sorted(ks.items())}
 
 
-def find(texts: list[str], sets: dict[int, np.ndarray]
+def find(texts: list[str], sets: dict[int, HashSet]
          ) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """Per k with hits: (k, hash, doc index, byte start, byte end) of every run of k words
     of ``texts`` found in ``sets[k]``. The runs of k + 1 words are extended from those of
@@ -164,7 +193,7 @@ def find(texts: list[str], sets: dict[int, np.ndarray]
                 continue
             ok = doc[:len(g)] == doc[k - 1:]
             hashed = mix64(g[ok])
-            hit = is_member(hashed, sets[k])
+            hit = sets[k].contains(hashed)
             if hit.any():
                 out.append((k, hashed[hit], doc[:len(g)][ok][hit], starts[:len(g)][ok][hit],
                             ends[k - 1:][ok][hit]))
@@ -195,7 +224,7 @@ class Decontaminate(Step):
     name = "decontam"
 
     def __init__(self, cfg: DecontamConfig, index: Index,
-                 sets: dict[int, np.ndarray] | None = None):
+                 sets: dict[int, HashSet] | None = None):
         super().__init__()
         self.cfg = cfg
         self.index = index

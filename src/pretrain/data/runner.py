@@ -26,7 +26,7 @@ import numpy as np
 from ..config import PretrainError
 from . import quality as q
 from .config import DataConfig
-from .decontam import Decontaminate, Index, load_index, union
+from .decontam import Decontaminate, HashSet, Index, load_index, union
 from .document import Document, Skip, Step
 from .filters import (
     C4Lines,
@@ -48,7 +48,7 @@ TMP_MARK = ".tmp-"   # in the name of every file a task is still writing
 
 
 def build_steps(cfg: DataConfig, src: SourceConfig, ngrams: Index,
-                sets: dict[int, np.ndarray] | None = None) -> list[Step]:
+                sets: dict[int, HashSet] | None = None) -> list[Step]:
     """The per-document steps for one source, in order (``sets``: ``union(ngrams)``)."""
     steps: list[Step] = [Normalize(cfg.clean), LengthAndBinaryFilter(cfg.clean)]
     if src.quality == "web":
@@ -235,7 +235,7 @@ def _stamp(path: str) -> tuple[int, int]:
 
 
 @functools.lru_cache(maxsize=1)
-def _benchmarks(path: str, stamp: tuple[int, int]) -> tuple[Index, dict[int, np.ndarray]]:
+def _benchmarks(path: str, stamp: tuple[int, int]) -> tuple[Index, dict[int, HashSet]]:
     """The benchmark index and the union of its hashes, made once per process (and file
     version), not per task: the union alone took 2-3 s a task (1.6 M 13-grams), which made
     a corpus in 40 small files 2.8x slower to clean than the same in one."""

@@ -44,6 +44,10 @@ BENCHES = {
                   r"ours / fastwarc \d+\.\d+x"),
     "memorization_scale": (["--tokens", "2e6", "--rounds", "1"], [],
                            r"= \d+\.\dx the read"),
+    "contamination_scale": (["--mb", "1", "--rounds", "1", "--docs-per-file", "200"],
+                            ["eval/llm-foundry", "eval/hellaswag", "webtext/c4_sample.jsonl",
+                             "tinystories/tinystories-valid-sample.txt"],
+                            r"2 processes.*\d\.\d+x the before"),
     "speedrun_shakespeare": (["--budgets", "3", "--ref-steps", "20"],
                              ["tinyshakespeare/input.txt"], r"bpb"),
 }

@@ -375,3 +375,21 @@ def test_the_benchmark_union_is_made_once_per_process_not_per_task(tmp_path, mon
     (tmp_path / "out").mkdir()
     counts = stage.process(data, tmp_path / "out", work=tmp_path / "work").counts()
     assert counts["dropped"] == {"contaminated": 3} and len(made) == 1
+
+
+def test_hash_set_membership_is_binary_search_membership():
+    """The bit table in front of the binary search only rules out absent hashes: every
+    answer is ``is_member``'s, for sets of every size (one table slot for all of them
+    too) and hashes either side of the set's ends."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    for size in (0, 1, 7, 5000, 300_000):
+        hashes = np.unique(rng.integers(0, 2**64 - 1, size, dtype=np.uint64))
+        if size == 7:   # all in one slot of the table
+            hashes = np.unique(np.uint64(2**63) + np.arange(7, dtype=np.uint64))
+        x = np.concatenate([rng.integers(0, 2**64 - 1, 20_000, dtype=np.uint64), hashes,
+                            hashes + np.uint64(1), np.array([0, 2**64 - 1], np.uint64)])
+        s = decontam.HashSet(hashes)
+        got = s.contains(x)
+        assert (got == decontam.is_member(x, hashes)).all() and len(s) == len(hashes)
+        assert got[20_000:20_000 + len(hashes)].all()

@@ -122,12 +122,23 @@ def read_docs(data_dir: Path, prefetch: int = 0) -> Iterator[dict[str, Any]]:
     they work, so the JSON parsing then overlaps with them instead of adding to them.
     """
     def docs() -> Iterator[dict[str, Any]]:
-        # by number: past docs-99999 the names grow a digit, and docs-100000 sorts first
-        for shard in sorted(data_dir.glob("docs-*.jsonl"), key=_shard_number):
-            with open(shard, encoding="utf-8") as f:
-                for line in f:
-                    yield json.loads(line)
+        for shard in doc_files(data_dir):
+            yield from read_doc_file(shard)
     return _prefetched(docs(), prefetch) if prefetch > 0 else docs()
+
+
+def doc_files(data_dir: Path) -> list[Path]:
+    """The files of kept documents, in order (``read_docs`` reads them one after another;
+    a reader may also read them apart with ``read_doc_file``, e.g. in parallel)."""
+    # by number: past docs-99999 the names grow a digit, and docs-100000 sorts first
+    return sorted(data_dir.glob("docs-*.jsonl"), key=_shard_number)
+
+
+def read_doc_file(path: Path) -> Iterator[dict[str, Any]]:
+    """The documents of one of ``doc_files``, in order."""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            yield json.loads(line)
 
 
 def _shard_number(path: Path) -> tuple[int, str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..data.docs import read_docs, read_output
+from ..data.docs import doc_files, read_output
 from ..log import log0
 from ..rundir import StageRun
 from ..tokenizer.shards import Splitter, TokenShards
@@ -46,8 +46,8 @@ def _evaluate(run: StageRun, cfg: EvalConfig, model: Any, tok: Any) -> None:
         log0("eval: benchmarks (log-likelihood of the choices)\n" + tasks.table(res["tasks"]))
     if cfg.contamination and (cfg.tasks or cfg.core):
         data = read_output(run.inputs["data"])   # matched as the data stage matched
-        res["contamination"] = contamination.report(
-            read_docs(run.inputs["data"]), scored(cfg), data.decontam_hits,
+        res["contamination"] = contamination.report_files(
+            doc_files(run.inputs["data"]), scored(cfg), data.decontam_hits,
             Splitter.of(val.meta), data.decontam_match["ngram"],
             data.decontam_match["min_item_words"])
         if res["contamination"]:

@@ -68,10 +68,16 @@ class Splitter:
     def __call__(self, doc: dict[str, Any]) -> str:
         domain = doc["domain"]
         n = self.val_docs.get(domain, 0)
-        split = doc.get("split") or (
-            "val" if n < self.min_val_docs or is_val(doc["id"], self.val_fraction) else "train")
+        split = self.own(doc) if doc.get("split") or n >= self.min_val_docs else "val"
         self.val_docs[domain] = n + (split == "val")
-        return str(split)
+        return split
+
+    def own(self, doc: dict[str, Any]) -> str:
+        """The document's split as the documents before it do not change it: its own
+        ``split``, else the hash's choice. ``__call__`` gives it too once its domain has
+        ``min_val_docs`` held-out documents (or when the document has a split)."""
+        return str(doc.get("split") or ("val" if is_val(doc["id"], self.val_fraction)
+                                        else "train"))
 
 
 class _SplitWriter:

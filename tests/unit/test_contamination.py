@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pretrain.config import PretrainError
 from pretrain.data.decontam import benchmark_index, find, is_member, union
-from pretrain.data.docs import doc_files
+from pretrain.data.docs import doc_files, read_docs
 from pretrain.eval import contamination
 from pretrain.eval.config import EvalConfig
 from pretrain.eval.files import scored
@@ -127,3 +128,18 @@ def test_every_planted_item_in_a_training_document_is_counted(tmp_path):
                                      workers=2)
     assert {name: r["docs"] for name, r in rep.items()} == {name: planted[name] for name in items}
     assert all(0 < r["ngram_share"] <= 1 for r in rep.values())
+
+
+def test_a_damaged_file_of_documents_is_an_error_naming_it(tmp_path):
+    rng = random.Random(3)
+    files, items = _benchmarks(tmp_path, rng)
+    _corpus(tmp_path / "data", rng, items)
+    bad = tmp_path / "data" / "docs-00007.jsonl"
+    bad.write_bytes(bad.read_bytes() + b'{"id": "x", "text": "cut off\n')
+    paths = doc_files(tmp_path / "data")
+    for workers in (1, 2):
+        with pytest.raises(PretrainError, match=r"docs-00007.jsonl: line \d+ is not a document"):
+            contamination.report_files(paths, files, {}, Splitter(0.2, 1), workers=workers)
+    bad.write_bytes(b'{"id": "x", "text": "\xff"}\n')   # not UTF-8
+    with pytest.raises(PretrainError, match="docs-00007.jsonl: line 1 is not a document"):
+        list(read_docs(tmp_path / "data"))

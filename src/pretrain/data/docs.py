@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ..config import ConfigError
+from ..config import ConfigError, PretrainError
 from .config import DecontamConfig
 from .runner import Task
 
@@ -135,10 +135,16 @@ def doc_files(data_dir: Path) -> list[Path]:
 
 
 def read_doc_file(path: Path) -> Iterator[dict[str, Any]]:
-    """The documents of one of ``doc_files``, in order."""
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            yield json.loads(line)
+    """The documents of one of ``doc_files``, in order. The data stage wrote them, so a
+    line that is not a document means the file was damaged since: an error naming it."""
+    with open(path, "rb") as f:
+        for n, line in enumerate(f, 1):
+            try:
+                yield json.loads(line)
+            except ValueError as e:   # not JSON, or not UTF-8
+                raise PretrainError(f"{path}: line {n} is not a document ({e}); the data "
+                                    "stage's output was changed or damaged since it ran: "
+                                    "rerun it (`--force data`)") from None
 
 
 def _shard_number(path: Path) -> tuple[int, str]:

@@ -31,6 +31,7 @@ from .config import (
     ConfigError,
     Preempted,
     PretrainError,
+    SaidOnRankZero,
     parse_override_args,
     to_toml,
 )
@@ -417,7 +418,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # the exit's flush too
         return 141   # as a process killed by SIGPIPE
     except (PretrainError, OSError) as e:  # OSError: permissions, a full disk, a file for a folder
-        print(f"error: {e}", file=sys.stderr)
+        if not isinstance(e, SaidOnRankZero):
+            print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         runs_stages = bool(argv) and argv[0] in ("run", *stages.names()) \

@@ -40,6 +40,12 @@ class PretrainError(Exception):
     """An error caused by the user's input; the CLI prints its message as one line."""
 
 
+class SaidOnRankZero(PretrainError):
+    """Under torchrun, an error every process meets alike (a check of the config and the
+    number of processes, or rank 0's decision handed to the others): rank 0 prints it and
+    the others exit with its status without a word (it was printed once per process)."""
+
+
 class Diverged(PretrainError):
     """Training diverged and no rollback was left to mend it: the run's config (its
     learning rate) is at fault, and the same command diverges again."""

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import distributed, stages
-from .config import Preempted, PretrainError, fingerprint, jsonable, to_toml
+from .config import Preempted, PretrainError, SaidOnRankZero, fingerprint, jsonable, to_toml
 from .eval import files as eval_files
 from .eval import tasks as eval_tasks
 from .log import log0
@@ -82,8 +82,19 @@ def _agreed(d: distributed.Dist, decide: Callable[[], T]) -> T:
             box["error"] = str(e)
     box = distributed.broadcast(box, d)
     if box["error"] is not None:
-        raise PretrainError(box["error"])
+        raise (PretrainError if d.rank == 0 else SaidOnRankZero)(box["error"])
     return box["value"]  # type: ignore[no-any-return]
+
+
+def _alike(d: distributed.Dist, check: Callable[[], None]) -> None:
+    """``check()``, which every process makes alike (from the config and the number of
+    processes): its error is printed by rank 0 only."""
+    try:
+        check()
+    except PretrainError as e:
+        if d.rank == 0:
+            raise
+        raise SaidOnRankZero(str(e)) from None
 
 
 def run_stages(cfg: RunConfig, names: Sequence[str], force: set[str],
@@ -96,21 +107,26 @@ def run_stages(cfg: RunConfig, names: Sequence[str], force: set[str],
     of the commands to run first. ``has_force``: whether the command takes ``--force``
     (a sweep does not: a skipped stage says which folder to delete instead)."""
     todo = [stages.get(n) for n in names]
-    stray = sorted(force - {"all", *names})
-    if stray:
-        raise PretrainError(f"--force {stray[0]} has no effect here: it reruns a stage this "
-                            f"command does not run (try `pretrain {stray[0]} --force {stray[0]}` "
-                            f"or `pretrain run --force {stray[0]}`)")
     d = distributed.from_env()
-    refused = [s.name for s in todo if d.enabled and not s.torchrun]
-    if refused:
-        allowed = " or ".join(f"`pretrain {s.name}`" for s in stages.STAGES if s.torchrun)
-        raise PretrainError(f"under torchrun only {allowed} runs; run {', '.join(refused)} "
-                            "in one process")
-    if "train" in names:   # a layout the processes cannot make fails now, not after the data
-        cfg.train.parallel.degrees(d.world)
-    if "eval" in names[1:]:   # a bad record in a task file of one's own: not after training
-        eval_tasks.check_own_files(cfg.eval)
+
+    def checks() -> None:
+        stray = sorted(force - {"all", *names})
+        if stray:
+            raise PretrainError(
+                f"--force {stray[0]} has no effect here: it reruns a stage this command does "
+                f"not run (try `pretrain {stray[0]} --force {stray[0]}` or `pretrain run "
+                f"--force {stray[0]}`)")
+        refused = [s.name for s in todo if d.enabled and not s.torchrun]
+        if refused:
+            allowed = " or ".join(f"`pretrain {s.name}`" for s in stages.STAGES if s.torchrun)
+            raise PretrainError(f"under torchrun only {allowed} runs; run "
+                                f"{', '.join(refused)} in one process")
+        if "train" in names:   # a layout the processes cannot make fails now, not after data
+            cfg.train.parallel.degrees(d.world)
+        if "eval" in names[1:]:   # a bad record in a task file of one's own: not after training
+            eval_tasks.check_own_files(cfg.eval)
+
+    _alike(d, checks)
     rd = RunDir(cfg.run_dir)
     with _process_group(cfg, d):
         with ExitStack() as held:

@@ -175,8 +175,12 @@ def test_pretrain_train_under_torchrun(tmp_path, capsys):
     assert manifest["counts"]["val_loss_final"] < manifest["counts"]["val_loss_initial"]
     again = torchrun(args, cwd=tmp_path)   # up to date: both ranks skip
     assert again.returncode == 0 and "up to date" in again.stderr
+    # errors every rank meets alike are printed once, by rank 0 (they were once a rank)
     bad = torchrun(["-m", "pretrain", "eval", *args[3:]], cwd=tmp_path)
-    assert bad.returncode != 0 and "only `pretrain train`" in bad.stderr
+    assert bad.returncode != 0 and bad.stderr.count("error: under torchrun only") == 1
+    bad = torchrun([*args, "--train.parallel.tp=3"], cwd=tmp_path)
+    assert bad.returncode != 0, bad.stderr[-3000:]
+    assert bad.stderr.count("= 3 processes, but there are 2") == 1, bad.stderr[-3000:]
 
     # resumed from its last checkpoint (step 8, the end) by one process: at the same
     # per-rank batch it would train on half the rows (other data, another global batch)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
 import sys
@@ -105,8 +104,8 @@ def main() -> None:
             "one process, bit table + search":
                 lambda: c._settle([c._scan(read_docs(data), index, every, rule, 256)], rule),
             f"{args.workers} processes, bit table + search":
-                lambda: c._settle(c._parallel(paths, args.workers,
-                                              (os.getpid(), index, every, rule, 256)), rule),
+                lambda: c._settle(c._parallel(paths, args.workers, index, every, rule, 256),
+                                  rule),
         }
         times: dict[str, list[float]] = {k: [] for k in runs}
         results = {}

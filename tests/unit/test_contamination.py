@@ -4,7 +4,9 @@ stage's split rule included, whose first held-out documents of a domain depend o
 files before."""
 
 import json
+import multiprocessing
 import random
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -137,9 +139,14 @@ def test_a_damaged_file_of_documents_is_an_error_naming_it(tmp_path):
     bad = tmp_path / "data" / "docs-00007.jsonl"
     bad.write_bytes(bad.read_bytes() + b'{"id": "x", "text": "cut off\n')
     paths = doc_files(tmp_path / "data")
+    # a process of the caller's own, which the failing scan stops its workers beside
+    bystander = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(60,))
+    bystander.start()
     for workers in (1, 2):
         with pytest.raises(PretrainError, match=r"docs-00007.jsonl: line \d+ is not a document"):
             contamination.report_files(paths, files, {}, Splitter(0.2, 1), workers=workers)
+    assert bystander.is_alive()
+    bystander.kill()
     bad.write_bytes(b'{"id": "x", "text": "\xff"}\n')   # not UTF-8
     with pytest.raises(PretrainError, match="docs-00007.jsonl: line 1 is not a document"):
         list(read_docs(tmp_path / "data"))

@@ -140,11 +140,12 @@ def read_doc_file(path: Path) -> Iterator[dict[str, Any]]:
     with open(path, "rb") as f:
         for n, line in enumerate(f, 1):
             try:
-                yield json.loads(line)
+                doc = json.loads(line)
             except ValueError as e:   # not JSON, or not UTF-8
-                raise PretrainError(f"{path}: line {n} is not a document ({e}); the data "
-                                    "stage's output was changed or damaged since it ran: "
-                                    "rerun it (`--force data`)") from None
+                raise PretrainError(f"{path}: line {n} is not a document ({getattr(e, 'msg', e)})"
+                                    "; the data stage's output was changed or damaged since "
+                                    "it ran: rerun it (`--force data`)") from None
+            yield doc
 
 
 def _shard_number(path: Path) -> tuple[int, str]:

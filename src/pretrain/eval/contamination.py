@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,16 @@ import numpy as np
 
 from ..config import PretrainError
 from ..data.benchmarks import name_of
-from ..data.decontam import HashSet, Index, benchmark_index, find, is_member, union
+from ..data.decontam import (
+    HashSet,
+    Index,
+    benchmark_index,
+    find,
+    is_member,
+    load_index,
+    save_index,
+    union,
+)
 from ..data.docs import read_doc_file
 from ..data.executor import die_with_parent
 from ..log import Progress, log0
@@ -105,8 +116,8 @@ def report_files(paths: list[Path], files: dict[str, Path], removed: dict[str, i
                                      for p in paths)
             settled = _settle(_counted(parts, bar), split_of)
         else:
-            parts = _parallel(paths, workers, (os.getpid(), index, every, split_of, batch))
-            settled = _settle(_counted(parts, bar), split_of)
+            with closing(_parallel(paths, workers, index, every, split_of, batch)) as parts:
+                settled = _settle(_counted(parts, bar), split_of)
     log0(f"eval: contamination: {len(paths)} files of documents ({size / 1e6:,.1f} MB) "
          f"scanned in {time.monotonic() - t0:.1f} s on {workers} process"
          + ("es" if workers > 1 else ""))
@@ -124,33 +135,43 @@ def _counted(parts: Iterable[Part], bar: Progress) -> Iterator[Part]:
         yield part
 
 
-def _parallel(paths: list[Path], workers: int, initargs: tuple[Any, ...]) -> Iterator[Part]:
+def _parallel(paths: list[Path], workers: int, index: Index, every: dict[int, HashSet],
+              split_of: Splitter | None, batch: int) -> Generator[Part, None, None]:
     """The parts of ``paths`` in order, scanned by ``workers`` processes (spawned, not
-    forked: the parent holds threads, torch's); each gets the index once and returns its
-    files' parts, which hold hits only."""
-    ex = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_start, initargs=initargs)
-    try:
-        yield from ex.map(_scan_file, paths)
-    except BrokenProcessPool as e:
-        raise PretrainError(
-            "eval: a contamination worker process died (killed from outside, e.g. by the "
-            "system when memory ran out); rerun the eval stage") from e
-    except BaseException:   # Ctrl-C, a bad file: the other files' scans are not waited for
-        for p in multiprocessing.active_children():
-            p.kill()
-        raise
-    finally:
-        ex.shutdown(cancel_futures=True)
+    forked: the parent holds threads, torch's), which return hits only. Each reads the
+    index from a file: as a starting argument its ~60 MB went down a pipe, and a worker
+    dying while it started (an import failing, the OOM killer) left the parent blocked
+    on that write for ever (Python closes its own end of the pipe only after it)."""
+    with tempfile.TemporaryDirectory(prefix="pretrain-contamination-") as tmp:
+        save_index(index, Path(tmp) / "index.npz")
+        np.savez(Path(tmp) / "every.npz",
+                 **{str(k): s.sorted for k, s in every.items()})  # type: ignore[arg-type]
+        ex = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_start, initargs=(os.getpid(), tmp, split_of, batch))
+        try:
+            yield from ex.map(_scan_file, paths)
+        except BrokenProcessPool as e:
+            raise PretrainError(
+                "eval: a contamination worker process died (killed from outside, e.g. by the "
+                "system when memory ran out); rerun the eval stage") from e
+        except BaseException:   # Ctrl-C, a bad file: the other files' scans are not waited for
+            # this pool's processes only (not public: none to kill where Python changes it)
+            for proc in list((getattr(ex, "_processes", None) or {}).values()):
+                proc.kill()
+            raise
+        finally:
+            ex.shutdown(cancel_futures=True)
 
 
 _WORKER: dict[str, Any] = {}
 
 
-def _start(parent: int, index: Index, every: dict[int, HashSet], split_of: Splitter | None,
-           batch: int) -> None:
+def _start(parent: int, folder: str, split_of: Splitter | None, batch: int) -> None:
     die_with_parent(parent)
-    _WORKER.update(index=index, every=every, split_of=split_of, batch=batch)
+    with np.load(Path(folder) / "every.npz") as z:
+        every = {int(k): HashSet(z[k]) for k in z.files}
+    _WORKER.update(index=load_index(str(Path(folder) / "index.npz")), every=every,
+                   split_of=split_of, batch=batch)
 
 
 def _scan_file(path: Path) -> Part:

@@ -53,7 +53,7 @@ BENCHES = {
 }
 # the default tier runs the quick ones; these run in the slow tier (`make test-slow`, and CI)
 SLOW = {"speedrun_shakespeare", "data_vs_datatrove", "decontam_planted", "train_vs_reference",
-        "tokenizer_vs_reference", "data_scale", "data_split"}
+        "tokenizer_vs_reference", "data_scale", "data_split", "contamination_scale"}
 
 
 def test_every_bench_is_listed():

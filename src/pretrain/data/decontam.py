@@ -140,7 +140,8 @@ def load_index(path: str) -> Index:
 
 class HashSet:
     """Sorted unique 64-bit hashes with a table of their top bits, one bit per value
-    (about 32 slots a hash: ~3% of them set), so that a membership test of a batch rules
+    (32 to 64 slots a hash: at most ~3% of them set; at most 2**28 slots, a 32 MiB table,
+    filled more past 8 M hashes), so that a membership test of a batch rules
     out nearly every absent hash with one table read and searches only the rest: a binary
     search of millions of hashes reads ~22 places in memory for each (the lookups of a
     document's runs were 80% of the contamination report's time)."""

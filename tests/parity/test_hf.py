@@ -89,7 +89,7 @@ def test_greedy_generation_matches_hf_generate(name, tmp_path):
 @pytest.mark.parametrize("name", VARIANTS)
 def test_export_import_round_trip_is_bit_identical(name, tmp_path):
     ours, _ = _pair(VARIANTS[name], tmp_path)
-    back = hf.import_hf(tmp_path)
+    back = hf.import_hf(str(tmp_path))   # a path as typed, as the README shows it
     assert hf.hf_config(back.cfg, None, None) == hf.hf_config(ours.cfg, None, None)
     # a bias-free gpt2 came back with GPT-2's biases, all zero, which init_from then trained
     assert back.cfg.bias == ours.cfg.bias and back.cfg.num_params() == ours.cfg.num_params()

@@ -269,7 +269,7 @@ def config_from_hf(c: dict[str, Any]) -> ModelConfig:
                        v_head_dim=c["v_head_dim"], **kw)
 
 
-def import_hf(folder: Path) -> Transformer:
+def import_hf(folder: str | Path) -> Transformer:
     """Build our model from an HF-format directory (ours, or any matching checkpoint).
 
     Every tensor must be used and every shape must match; a setting we cannot represent
@@ -277,6 +277,7 @@ def import_hf(folder: Path) -> Transformer:
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
+    folder = Path(folder)   # a str had failed on ``/`` as "config.json: missing or invalid"
     try:
         c = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         cfg = config_from_hf(c)

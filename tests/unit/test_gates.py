@@ -154,3 +154,23 @@ def test_gate_without_gates_is_refused_before_any_stage_runs(tmp_path, capsys):
     assert rc == 2 and "--gate: no gates configured" in capsys.readouterr().err
     assert not (tmp_path / "quickstart").exists()   # nothing ran, nothing written
 
+
+
+def test_a_gate_on_a_metric_the_results_never_hold_is_refused_before_any_stage_runs(tmp_path,
+                                                                                  capsys):
+    """A mistyped first key (``al.bpb``, a domain no source has) failed as a gate only
+    after the whole pipeline had run; the results' own keys and the sources' domains
+    pass, on either side of a gate."""
+    from pretrain.cli import main
+    from pretrain.run_config import load_config
+    rc = main(["run", f"--runs_dir={tmp_path}", '--eval.gates=["al.bpb <= 2"]'])
+    err = capsys.readouterr().err
+    assert rc == 2 and "'al' is not in the eval results (did you mean all?)" in err, err
+    assert not (tmp_path / "quickstart").exists()
+    domains = sorted(s.label() for s in load_config(None, []).data.sources)
+    ok = [f"{domains[0]}.bpb <= 2", "all.bpb <= baselines.trigram.all.bpb * 0.9",
+          "harness.arc_easy.acc >= 0.3", "contamination.arc_easy.docs == 0"]
+    assert load_config(None, [("eval.gates", json.dumps(ok))]).eval.gates == ok
+    for bad in ("poetry.bpb <= 2", "all.bpb <= baseline.trigram.all.bpb"):
+        with pytest.raises(ConfigError, match="is not in the eval results"):
+            load_config(None, [("eval.gates", json.dumps([bad]))])

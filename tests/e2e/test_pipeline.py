@@ -347,6 +347,10 @@ def test_gates_pass_or_fail_with_status_3_without_rerunning_eval(tiny_run, capsy
     err = capsys.readouterr().err
     assert code == 3 and "gate failed: all.bpb <= 0.01: got" in err
     assert "tasks.nope.acc > 0: no value" in err and "all.loss > 0" not in err
+    # without --gate the gates are said, the status stays 0 (they had gone unmentioned)
+    assert main(["eval", *args, '--eval.gates=["all.bpb <= 0.01", "all.loss > 0"]']) == 0
+    err = capsys.readouterr().err
+    assert "gate failed: all.bpb <= 0.01: got" in err and "gates: 1 of 2 failed" in err
     assert (root / "eval" / "manifest.json").read_text() == before  # gates are not in the key
     # results edited since the stage wrote them (same size, so the stage looks complete)
     # are refused, not gated: a gate had passed on them, and eval printed the recorded ones

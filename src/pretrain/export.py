@@ -37,8 +37,9 @@ def export_run(source: Path, out: Path) -> Path:
     Writes the model files and, when the run has one, the tokenizer (``tokenizer.json`` +
     ``tokenizer_config.json``), so ``AutoModelForCausalLM`` and ``AutoTokenizer`` both load it.
     """
-    if out.exists():
-        raise ConfigError(f"{out} exists; remove it or choose another folder")
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())):   # an empty one: ok
+        raise ConfigError(f"{out} exists and is not an empty folder; remove it or choose "
+                          "another folder")
     folder = io.model_folder(source)
     if folder is None:
         raise ConfigError(f"{source}: neither a run directory with a completed train stage nor "

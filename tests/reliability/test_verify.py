@@ -238,6 +238,12 @@ def test_export_pairs_the_model_with_the_tokenizer_it_was_trained_with(run, tmp_
     (tmp_path / "hf.tmp" / "notes.txt").write_text("mine")
     assert main(["export", str(copy), str(tmp_path / "hf")]) == 0
     assert (tmp_path / "hf.tmp" / "notes.txt").read_text() == "mine"
+    # a folder made for it beforehand is taken while empty (it had been refused), not after
+    (tmp_path / "made").mkdir()
+    assert main(["export", str(copy), str(tmp_path / "made")]) == 0
+    assert (tmp_path / "made" / "config.json").is_file()
+    assert main(["export", str(copy), str(tmp_path / "made")]) == 2
+    assert "made exists and is not an empty folder" in capsys.readouterr().err
     exported = PreTrainedTokenizerFast.from_pretrained(str(tmp_path / "hf"))
     trained = json.loads((copy / "train" / "model_config.json").read_text())["vocab_size"]
     assert len(exported) <= trained < 640

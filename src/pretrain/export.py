@@ -42,8 +42,9 @@ def export_run(source: Path, out: Path) -> Path:
                           "another folder")
     folder = io.model_folder(source)
     if folder is None:
-        raise ConfigError(f"{source}: neither a run directory with a completed train stage nor "
-                          f"a folder with {io.WEIGHTS} and {io.CONFIG}")
+        raise ConfigError(f"{source}: neither a run directory with a completed train stage, "
+                          f"a checkpoint folder (step-N), nor a folder with {io.WEIGHTS} and "
+                          f"{io.CONFIG}")
     tok_path = run_tokenizer(folder)
     _check_trained_on(folder)
     for written in [folder] + ([tok_path.parent] if tok_path else []):

@@ -66,8 +66,9 @@ def _check_current(cfg: RunConfig, rd: RunDir, name: str, args: str) -> None:
         raise PretrainError(f"stage {name!r} has not completed in {rd.root}{why}; run "
                             f"`pretrain {name}{args}` or `pretrain run{args}` first")
     if m["key"] != _key(cfg, rd, stages.get(name))[0]:
-        raise PretrainError(f"stage {name!r} in {rd.root} is out of date with this config; "
-                            f"run `pretrain {name}{args}` or `pretrain run{args}` first")
+        raise PretrainError(f"stage {name!r} in {rd.root} is out of date with this config "
+                            "or the files it reads (a task file, a source edited since); run "
+                            f"`pretrain {name}{args}` or `pretrain run{args}` first")
 
 
 def _agreed(d: distributed.Dist, decide: Callable[[], T]) -> T:

@@ -31,6 +31,7 @@ from .plan.laws import read_fit
 from .plan.report import duration, frontier, size
 from .run_config import RunConfig, load_config
 from .rundir import (
+    MANIFEST,
     changed_upstream,
     load_manifest,
     read_manifest,
@@ -50,6 +51,15 @@ def _json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
     except (OSError, ValueError):
         return None
+
+
+def _missing(root: Path, stage: str, name: str) -> str:
+    """What a section says without its file: not run, or, where the stage completed (its
+    manifest is there), that the file is damaged or gone."""
+    if not (root / stage / MANIFEST).is_file():
+        return "Not run.\n"
+    return (f"Damaged: `{stage}/{name}` is missing or cannot be read (`pretrain verify RUN` "
+            f"names what changed; `--force {stage}` makes it again).\n")
 
 
 def _jsonl(path: Path, needs: tuple[str, ...] = ()) -> list[dict[str, Any]]:
@@ -157,7 +167,7 @@ def _data(root: Path, old: dict[str, list[str]]) -> str:
         failed = ("**The data stage failed** (it kept no documents, or too few): its funnel, "
                   "from `data-failed/`.\n\n")
     if not funnel:
-        return "Not run.\n"
+        return _missing(root, "data", "funnel.json")
     first, last = funnel[0], funnel[-1]
     return failed + (f"{first['docs_in']:,} documents read, {last['docs_out']:,} kept "
             f"({last['docs_out'] / max(first['docs_in'], 1):.1%}); every drop with its reason "
@@ -188,7 +198,7 @@ def _licenses(root: Path, old: dict[str, list[str]]) -> str:
 
 def _tokenizer(root: Path) -> str:
     rep = _json(root / "tokenizer" / "report.json")
-    return _block(tokenizer_table(rep)) if rep else "Not run.\n"
+    return _block(tokenizer_table(rep)) if rep else _missing(root, "tokenizer", "report.json")
 
 
 def _plot(log: list[dict[str, Any]], out: Path) -> str:
@@ -384,8 +394,10 @@ def _eval(root: Path, gates: list[str]) -> str:
 
 def _samples(root: Path) -> str:
     samples = _json(root / "sample" / "samples.json")
+    if samples is None:
+        return _missing(root, "sample", "samples.json")
     if not samples:
-        return "Not run.\n"
+        return "No samples (no prompts).\n"
     return "\n".join(_block(s["prompt"] + s["completion"]).rstrip() for s in samples) + "\n"
 
 

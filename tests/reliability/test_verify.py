@@ -222,6 +222,14 @@ def test_the_report_shows_what_the_model_was_trained_with(run, tmp_path, capsys)
     (copy / "eval" / "results.json").write_text("{junk")   # damaged by hand: no traceback
     assert main(["report", str(copy)]) == 0
     assert "Damaged: `eval/results.json` cannot be read" in (copy / "report.md").read_text()
+    # a completed stage's file gone is damage, not a stage that never ran (it said "Not run.")
+    (copy / "tokenizer" / "report.json").unlink()
+    (copy / "data" / "funnel.json").write_text("[junk")
+    assert main(["report", str(copy)]) == 0
+    report = (copy / "report.md").read_text()
+    assert "Damaged: `tokenizer/report.json` is missing or cannot be read" in report
+    assert "Damaged: `data/funnel.json` is missing or cannot be read" in report
+    assert "## Samples\n\nNot run." in report   # no sample stage in this run
     capsys.readouterr()
 
 

@@ -336,3 +336,13 @@ def test_a_bad_record_of_ones_own_task_file_stops_the_run_before_its_first_stage
     assert not (cfg.run_dir / "data").exists()
     bad.write_text(json.dumps({"query": "q", "choices": ["a", "b"], "gold": 1}) + "\n")
     tasks.check_own_files(cfg.eval)   # mended: nothing to say
+
+
+def test_the_table_heads_its_columns_only_when_a_task_has_numbers():
+    skipped = {"piqa": {"skipped": "no file at x/piqa.jsonl"}}
+    assert tasks.table(skipped) == "piqa              skipped: no file at x/piqa.jsonl"
+    scored = {**skipped, "mine": {"items": 4, "acc": 0.5, "acc_norm": 0.25, "chance": 0.5,
+                                  "centered": 0.0}}
+    lines = tasks.table(scored).splitlines()
+    assert lines[0].split() == ["task", "items", "acc", "acc_norm", "chance", "centered"]
+    assert lines[2].split() == ["mine", "4", "0.500", "0.250", "0.500", "0.000"]

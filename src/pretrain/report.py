@@ -31,7 +31,6 @@ from .plan.laws import read_fit
 from .plan.report import duration, frontier, size
 from .run_config import RunConfig, load_config
 from .rundir import (
-    MANIFEST,
     changed_upstream,
     load_manifest,
     read_manifest,
@@ -54,10 +53,14 @@ def _json(path: Path) -> Any:
 
 
 def _missing(root: Path, stage: str, name: str) -> str:
-    """What a section says without its file: not run, or, where the stage completed (its
-    manifest is there), that the file is damaged or gone."""
-    if not (root / stage / MANIFEST).is_file():
+    """What a section says without its file: not run; that the file is damaged or gone,
+    where the stage's manifest records it; else that the stage wrote none (a setting
+    turned it off: ``tokenizer.report_chars = 0``)."""
+    m = sound_manifest(root / stage)
+    if m is None:
         return "Not run.\n"
+    if name not in (m.get("outputs") or {}):
+        return f"The stage wrote no `{name}` (its config turned it off).\n"
     return (f"Damaged: `{stage}/{name}` is missing or cannot be read (`pretrain verify RUN` "
             f"names what changed; `--force {stage}` makes it again).\n")
 
@@ -394,10 +397,8 @@ def _eval(root: Path, gates: list[str]) -> str:
 
 def _samples(root: Path) -> str:
     samples = _json(root / "sample" / "samples.json")
-    if samples is None:
-        return _missing(root, "sample", "samples.json")
     if not samples:
-        return "No samples (no prompts).\n"
+        return _missing(root, "sample", "samples.json")
     return "\n".join(_block(s["prompt"] + s["completion"]).rstrip() for s in samples) + "\n"
 
 

@@ -230,6 +230,13 @@ def test_the_report_shows_what_the_model_was_trained_with(run, tmp_path, capsys)
     assert "Damaged: `tokenizer/report.json` is missing or cannot be read" in report
     assert "Damaged: `data/funnel.json` is missing or cannot be read" in report
     assert "## Samples\n\nNot run." in report   # no sample stage in this run
+    # one the stage never wrote (tokenizer.report_chars = 0) is no damage
+    manifest = copy / "tokenizer" / "manifest.json"
+    m = json.loads(manifest.read_text())
+    del m["outputs"]["report.json"]
+    manifest.write_text(json.dumps(m))
+    assert main(["report", str(copy)]) == 0
+    assert "The stage wrote no `report.json`" in (copy / "report.md").read_text()
     capsys.readouterr()
 
 

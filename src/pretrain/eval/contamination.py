@@ -54,7 +54,7 @@ from ..log import Progress, log0
 from ..tokenizer.shards import Splitter
 
 # Below this much text in files, worker processes cost more to start (~1 s each, and
-# each is sent the benchmarks' index) than they save.
+# each reads the benchmarks' index from a file) than they save.
 _MIN_PARALLEL_BYTES = 8 << 20
 _COMPACT = 1 << 20   # found n-grams kept in pieces up to this many, then made unique
 

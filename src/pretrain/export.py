@@ -6,6 +6,7 @@ the one place that knows a run has both, so neither package knows the other.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -31,13 +32,20 @@ def _check_trained_on(folder: Path) -> None:
                             "with that config) or export a checkpoint of the new training")
 
 
+_TMP_IN = ".pretrain-export-tmp"   # inside an empty OUT folder, while it is written
+
+
 def export_run(source: Path, out: Path) -> Path:
     """A run directory, its ``train/`` folder or a checkpoint folder -> an HF directory.
 
     Writes the model files and, when the run has one, the tokenizer (``tokenizer.json`` +
     ``tokenizer_config.json``), so ``AutoModelForCausalLM`` and ``AutoTokenizer`` both load it.
     """
-    if out.exists() and not (out.is_dir() and not any(out.iterdir())):   # an empty one: ok
+    out = Path(os.path.abspath(out))   # "." has no name to put a temporary one beside
+    # an empty folder made for it (a mount point, a link to one, "."): filled in place,
+    # from a temporary folder inside it (same file system, and the folder itself kept)
+    into = out.is_dir() and all(p.name == _TMP_IN for p in out.iterdir())
+    if out.exists() and not into:
         raise ConfigError(f"{out} exists and is not an empty folder; remove it or choose "
                           "another folder")
     folder = io.model_folder(source)
@@ -56,20 +64,25 @@ def export_run(source: Path, out: Path) -> Path:
     tok = load_tokenizer(tok_path) if tok_path else None
     # a name of ours (``OUT.tmp`` could be the user's folder): a killed export's leftover is
     # cleared by the next export to the same folder
-    tmp = out.with_name(f".{out.name}.pretrain-export-tmp")
+    tmp = out / _TMP_IN if into else out.with_name(f".{out.name}.pretrain-export-tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         model_hf.export(model, tmp, tok.bos_id if tok else None, tok.eos_id if tok else None,
                         tok_hf.pad_id(tok) if tok else None)
         if tok is not None:
             tok_hf.save_pretrained(tok, tmp, model.cfg.seq_len)
-        tmp.rename(out)
+        if into:
+            for f in sorted(tmp.iterdir()):
+                os.replace(f, out / f.name)
+            tmp.rmdir()
+        else:
+            tmp.rename(out)
     except ValueError as e:   # what the HF format cannot express (model or tokenizer)
         shutil.rmtree(tmp, ignore_errors=True)
         raise PretrainError(f"export: {e}; nothing was left at {out}") from e
     except Exception as e:   # noqa: BLE001 -- safetensors raises its own type for a full disk
         shutil.rmtree(tmp, ignore_errors=True)
-        if out.exists():   # the rename found it: written meanwhile, by another export
+        if out.exists() and not into:   # the rename found it: made meanwhile, by another export
             raise PretrainError(f"export: {out} appeared while this export ran (another "
                                 "export to the same folder?); it was left as it is") from e
         raise PretrainError(f"export: {write_failure(out, e)}; nothing was left at {out}") from e

@@ -240,7 +240,8 @@ def test_the_report_shows_what_the_model_was_trained_with(run, tmp_path, capsys)
     capsys.readouterr()
 
 
-def test_export_pairs_the_model_with_the_tokenizer_it_was_trained_with(run, tmp_path, capsys):
+def test_export_pairs_the_model_with_the_tokenizer_it_was_trained_with(run, tmp_path, capsys,
+                                                                      monkeypatch):
     """A tokenizer stage rerun after training (another vocabulary) is not exported beside
     the model; once the shards are rewritten too, the export is refused."""
     pytest.importorskip("transformers")
@@ -259,6 +260,18 @@ def test_export_pairs_the_model_with_the_tokenizer_it_was_trained_with(run, tmp_
     assert (tmp_path / "made" / "config.json").is_file()
     assert main(["export", str(copy), str(tmp_path / "made")]) == 2
     assert "made exists and is not an empty folder" in capsys.readouterr().err
+    # the current folder ("." had no name to put a temporary one beside), and a link to an
+    # empty folder (a folder cannot be renamed onto a link), keep what they are
+    (tmp_path / "here").mkdir()
+    (tmp_path / "there").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "there")
+    monkeypatch.chdir(tmp_path / "here")
+    assert main(["export", str(copy), "."]) == 0
+    assert main(["export", str(copy), str(tmp_path / "link")]) == 0, capsys.readouterr().err
+    assert (tmp_path / "link").is_symlink()
+    for out in ("here", "there"):
+        assert sorted(p.name for p in (tmp_path / out).iterdir()) == sorted(
+            p.name for p in (tmp_path / "made").iterdir())
     exported = PreTrainedTokenizerFast.from_pretrained(str(tmp_path / "hf"))
     trained = json.loads((copy / "train" / "model_config.json").read_text())["vocab_size"]
     assert len(exported) <= trained < 640

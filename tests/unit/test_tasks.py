@@ -341,6 +341,8 @@ def test_a_bad_record_of_ones_own_task_file_stops_the_run_before_its_first_stage
 def test_the_table_heads_its_columns_only_when_a_task_has_numbers():
     skipped = {"piqa": {"skipped": "no file at x/piqa.jsonl"}}
     assert tasks.table(skipped) == "piqa              skipped: no file at x/piqa.jsonl"
+    wiki = {"kind": "perplexity", "loss": 4.0, "ppl": 54.6, "bpb": 1.5, "tokens": 128}
+    assert tasks.table({**skipped, "wikitext2": wiki}).splitlines()[1].startswith("wikitext2")
     scored = {**skipped, "mine": {"items": 4, "acc": 0.5, "acc_norm": 0.25, "chance": 0.5,
                                   "centered": 0.0}}
     lines = tasks.table(scored).splitlines()

@@ -311,8 +311,8 @@ def perplexity(model: torch.nn.Module, tok: Any, path: Path, batch_size: int,
 
 def table(results: dict[str, Any]) -> str:
     lines = [f"{'task':<16}{'items':>7}{'acc':>8}{'acc_norm':>10}{'chance':>8}{'centered':>10}"]
-    if all("skipped" in r for r in results.values()):
-        lines = []   # no column of numbers to head
+    if all("skipped" in r or r.get("kind") == "perplexity" for r in results.values()):
+        lines = []   # no column of numbers to head (a perplexity file's row says its own)
     for name, r in results.items():
         if "skipped" in r:
             lines.append(f"{name:<16}  skipped: {r['skipped']}")

@@ -110,7 +110,7 @@ def run_stages(cfg: RunConfig, names: Sequence[str], force: set[str],
     todo = [stages.get(n) for n in names]
     d = distributed.from_env()
 
-    def checks() -> None:
+    def checks() -> None:   # from the config and the process count only: alike on every rank
         stray = sorted(force - {"all", *names})
         if stray:
             raise PretrainError(
@@ -124,10 +124,10 @@ def run_stages(cfg: RunConfig, names: Sequence[str], force: set[str],
                                 f"{', '.join(refused)} in one process")
         if "train" in names:   # a layout the processes cannot make fails now, not after data
             cfg.train.parallel.degrees(d.world)
-        if "eval" in names[1:]:   # a bad record in a task file of one's own: not after training
-            eval_tasks.check_own_files(cfg.eval)
 
     _alike(d, checks)
+    if "eval" in names[1:]:   # a bad record in a task file of one's own: not after training
+        eval_tasks.check_own_files(cfg.eval)
     rd = RunDir(cfg.run_dir)
     with _process_group(cfg, d):
         with ExitStack() as held:

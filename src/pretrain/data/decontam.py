@@ -148,7 +148,7 @@ class HashSet:
 
     def __init__(self, hashes: np.ndarray):
         self.sorted = hashes
-        bits = int(min(max(math.ceil(math.log2(max(len(hashes), 1))) + 5, 16), 30))
+        bits = int(min(max(math.ceil(math.log2(max(len(hashes), 1))) + 5, 16), 28))
         self.shift = np.uint64(64 - bits)
         table = np.zeros(1 << bits, dtype=bool)
         table[hashes >> self.shift] = True

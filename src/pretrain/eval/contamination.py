@@ -72,10 +72,11 @@ class Part:
     first: dict[str, list[tuple[bool, dict[str, np.ndarray]]]] = field(
         default_factory=lambda: defaultdict(list))
 
-    def add_found(self, name: str, g: np.ndarray) -> None:
-        self.found[name].append(g)
-        if sum(map(len, self.found[name])) > _COMPACT:
-            self.found[name] = [np.unique(np.concatenate(self.found[name]))]
+
+def _gather(pieces: list[np.ndarray], g: np.ndarray) -> list[np.ndarray]:
+    """``pieces`` of found n-grams with ``g``, made one unique array past ``_COMPACT``."""
+    pieces.append(g)
+    return [np.unique(np.concatenate(pieces))] if sum(map(len, pieces)) > _COMPACT else pieces
 
 
 def report(docs: Iterable[dict[str, Any]], files: dict[str, Path], removed: dict[str, int],
@@ -230,7 +231,7 @@ def _flush(texts: list[str], slots: list[tuple[str, int] | None], part: Part, in
         mine = ~apart[doc]
         if mine.any():
             part.docs[name] += len(np.unique(doc[mine]))
-            part.add_found(name, g[mine])
+            part.found[name] = _gather(part.found[name], g[mine])
         for i in np.unique(doc[~mine]).tolist():
             domain, j = slots[i]  # type: ignore[misc]
             part.first[domain][j][1][name] = np.unique(g[doc == i])
@@ -255,8 +256,9 @@ def _settle(parts: Iterable[Part], split_of: Splitter | None) -> _Settled:
     for part in parts:
         train += part.train_docs
         docs.update(part.docs)
-        for name, g in part.found.items():
-            found[name] += g
+        for name, pieces in part.found.items():
+            for g in pieces:
+                found[name] = _gather(found[name], g)
         for domain, first in part.first.items():
             before = held[domain]
             for j, (own_val, hits) in enumerate(first):
@@ -264,12 +266,9 @@ def _settle(parts: Iterable[Part], split_of: Splitter | None) -> _Settled:
                     held[domain] += 1
                     continue
                 train += 1
-                for name, g1 in hits.items():
+                for name, g in hits.items():
                     docs[name] += 1
-                    found[name].append(g1)
-        for name, g in found.items():
-            if sum(map(len, g)) > _COMPACT:
-                found[name] = [np.unique(np.concatenate(g))]
+                    found[name] = _gather(found[name], g)
     return _Settled(train, docs, {name: len(np.unique(np.concatenate(g))) if g else 0
                                   for name, g in found.items()})
 

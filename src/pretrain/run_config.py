@@ -10,7 +10,6 @@ repository links there).
 from __future__ import annotations
 
 import copy
-import difflib
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,7 +20,7 @@ from .data.config import DataConfig
 from .eval.config import RESULT_KEYS, EvalConfig, SampleConfig
 from .eval.files import benchmark_files
 from .eval.files import resolve as resolve_tasks
-from .eval.gates import parse as parse_gate
+from .eval.gates import check_heads as check_gate_heads
 from .model.config import ModelConfig
 from .tokenizer.config import TokenizeConfig, TokenizerConfig
 from .train.config import TrainConfig
@@ -64,26 +63,11 @@ class RunConfig:
         if unknown:   # said now, not after the data, tokenizer and tokenize stages ran
             raise ConfigError(f"train.mixture: domain(s) {unknown} are no source's; the "
                               f"data sources' domains are {sorted(labels)}")
-        self._check_gates(labels)
+        check_gate_heads(self.eval.gates, {*RESULT_KEYS, *labels})
         decontam = self.data.decontam
         files = benchmark_files(self.eval) if decontam.enabled and decontam.from_eval else []
         if files != decontam.eval_benchmarks:   # new objects: a replace()d config shares them
             self.data = replace(self.data, decontam=replace(decontam, eval_benchmarks=files))
-
-    def _check_gates(self, domains: set[str]) -> None:
-        """A gate's metric starts with a key of results.json (``RESULT_KEYS``) or a
-        domain: a mistyped one is said now, not as a failed gate after training."""
-        heads = sorted({*RESULT_KEYS, *domains})
-        for gate in self.eval.gates:
-            metric, _, threshold = parse_gate(gate)
-            for path in (metric, threshold[0]) if isinstance(threshold, tuple) else (metric,):
-                head = path.split(".")[0]
-                if head not in heads:
-                    close = difflib.get_close_matches(head, heads, n=1, cutoff=0.6)
-                    hint = f" (did you mean {close[0]}?)" if close else ""
-                    raise ConfigError(
-                        f"eval.gates: {gate!r}: {head!r} is not in the eval results{hint}: a "
-                        f"metric starts with one of {', '.join(heads)}")
 
     @property
     def run_dir(self) -> Path:

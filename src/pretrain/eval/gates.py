@@ -75,11 +75,32 @@ def _near(results: dict[str, Any], path: str) -> str:
         if not isinstance(node, dict):
             return ""
         if key not in node:
-            close = difflib.get_close_matches(key, [str(k) for k in node], n=1, cutoff=0.6)
-            return f" (did you mean {'.'.join([*keys[:i], close[0], *keys[i + 1:]])}?)" \
+            close = _close(key, [str(k) for k in node])
+            return f" (did you mean {'.'.join([*keys[:i], close, *keys[i + 1:]])}?)" \
                 if close else ""
         node = node[key]
     return ""
+
+
+def _close(key: str, keys: list[str]) -> str | None:
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def check_heads(gates: list[str], heads: set[str]) -> None:
+    """Each gate's metrics (either side) start with one of ``heads`` (results.json's keys
+    and the held-out domains): a mistyped one is a config error before any stage runs,
+    not a failed gate after training."""
+    for gate in gates:
+        metric, _, threshold = parse(gate)
+        for path in (metric, threshold[0]) if isinstance(threshold, tuple) else (metric,):
+            head = path.split(".")[0]
+            if head not in heads:
+                close = _close(head, sorted(heads))
+                hint = f" (did you mean {close}?)" if close else ""
+                raise ConfigError(f"eval.gates: {gate!r}: {head!r} is not in the eval results"
+                                  f"{hint}: a metric starts with one of "
+                                  f"{', '.join(sorted(heads))}")
 
 
 def _missing(results: dict[str, Any], path: str) -> str | None:

@@ -76,12 +76,18 @@ def _agreed(d: distributed.Dist, decide: Callable[[], T]) -> T:
     if not d.enabled:
         return decide()
     box: dict[str, Any] = {"error": None, "value": None}
+    failed: Exception | None = None
     if d.rank == 0:
         try:
             box["value"] = decide()
         except PretrainError as e:
             box["error"] = str(e)
+        except Exception as e:  # a full disk, a file for a folder, a bug: rank 0 raises it
+            failed = e          # as it is, and the others stop (they would wait for ever)
+            box["error"] = f"{type(e).__name__}: {e}"
     box = distributed.broadcast(box, d)
+    if failed is not None:
+        raise failed
     if box["error"] is not None:
         raise (PretrainError if d.rank == 0 else SaidOnRankZero)(box["error"])
     return box["value"]  # type: ignore[no-any-return]

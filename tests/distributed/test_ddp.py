@@ -181,6 +181,18 @@ def test_pretrain_train_under_torchrun(tmp_path, capsys):
     bad = torchrun([*args, "--train.parallel.tp=3"], cwd=tmp_path)
     assert bad.returncode != 0, bad.stderr[-3000:]
     assert bad.stderr.count("= 3 processes, but there are 2") == 1, bad.stderr[-3000:]
+    # rank 0's OSError while it opens the run (a folder where config.toml goes): the others
+    # stop with it, silently (rank 1 waited on rank 0, and printed gloo's traceback when
+    # rank 0 went)
+    conf = tmp_path / "runs" / "tiny" / "config.toml"
+    kept = conf.read_bytes()
+    conf.unlink()
+    conf.mkdir()
+    bad = torchrun(args, cwd=tmp_path)
+    assert bad.returncode != 0 and bad.stderr.count("error:") == 1, bad.stderr[-3000:]
+    assert "Is a directory" in bad.stderr and "[rank1]" not in bad.stderr, bad.stderr[-3000:]
+    conf.rmdir()
+    conf.write_bytes(kept)
 
     # resumed from its last checkpoint (step 8, the end) by one process: at the same
     # per-rank batch it would train on half the rows (other data, another global batch)

@@ -393,3 +393,24 @@ def test_hash_set_membership_is_binary_search_membership():
         got = s.contains(x)
         assert (got == decontam.is_member(x, hashes)).all() and len(s) == len(hashes)
         assert got[20_000:20_000 + len(hashes)].all()
+
+
+def test_normalising_is_the_regex_one_character_for_one():
+    """``_prep`` (a byte table for ASCII, the regex for the rest) equals lower case (one
+    character for one) then ``minhash.NOT_WORD`` to a space, on text of any script."""
+    import random
+
+    from pretrain.data.minhash import NOT_WORD
+
+    rng = random.Random(0)
+    alphabet = [chr(i) for i in range(0x3000)] + list("İKß_\u00a0\u2019\U0001F600") \
+        + ["\ud800", "\udfff"]   # lone surrogates: documents read from a file can hold them
+    texts = ["", "Hello, World_2!", "İstanbul\tÇay\n", "a\u2019b c\u00a0d"] + [
+        "".join(rng.choice(alphabet if k % 2 else alphabet[:128]) for _ in range(rng.randint(0, 60)))
+        for k in range(6000)]
+    for t in texts:
+        low = t.lower()   # in context ("Σ" ends a word as "ς"), unless a length changes
+        if len(low) != len(t):
+            low = "".join(c.lower()[:1] for c in t)
+        want = NOT_WORD.sub(" ", low)
+        assert decontam._prep(t) == want, repr(t)

@@ -32,25 +32,38 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import regex
 
 from ..config import ConfigError
 from .benchmarks import benchmark_texts, name_of
 from .config import DecontamConfig
 from .document import Document, Drop, Step
-from .minhash import _P, NOT_WORD, mix64, runs, word_hashes
+from .minhash import _P, mix64, runs, word_hashes
 
 # benchmark name -> words k -> sorted unique hashes of its texts' runs of k words (k = n:
 # the n-grams of long texts; k < n: short texts whole)
 Index = dict[str, dict[int, np.ndarray]]
 
 
+# ASCII bytes that are not a word character (after lower case: not a-z or 0-9) and not a
+# space, "_" too, to a space; the bytes of other characters as they are
+_ASCII_NOT_WORD = bytes(c if 97 <= c <= 122 or 48 <= c <= 57 else 32 for c in range(128)) \
+    + bytes(range(128, 256))
+_OTHER_NOT_WORD = regex.compile(r"[^\w\x00-\x7f]")
+
+
 def _prep(text: str) -> str:
     """Lower case and punctuation to spaces, one character for one (so that offsets in
-    the result are offsets in the original)."""
+    the result are offsets in the original): ``minhash.NOT_WORD`` to a space. The ASCII
+    characters go through a byte table, the regex sees only the others (2.7x faster on
+    C4 and TinyStories than the regex alone, which was half the contamination scan)."""
     low = text.lower()
     if len(low) != len(text):   # "İ" lowers to two characters: each its first, "i"
         low = "".join(c.lower()[:1] for c in text)
-    return NOT_WORD.sub(" ", low)
+    b = low.encode("utf-8", "surrogatepass").translate(_ASCII_NOT_WORD)
+    if len(b) == len(low):   # all ASCII
+        return b.decode("ascii")
+    return _OTHER_NOT_WORD.sub(" ", b.decode("utf-8", "surrogatepass"))
 
 
 # Quiz scaffolding that a copied item gains between its words: option letters, "Q:",

@@ -135,6 +135,20 @@ def test_a_malformed_hf_tokenizer_file_is_one_line_naming_it(tmp_path: Path, dam
         pretrained.load(str(path), "", [], "", "")
 
 
+def test_a_json_file_that_is_no_tokenizer_says_so(tmp_path: Path):
+    """GPT-2's encoder.json named itself was "not a well-formed tokenizer file
+    (AttributeError: 'int' object has no attribute 'get')"."""
+    enc = tmp_path / "encoder.json"
+    enc.write_text(json.dumps({"!": 0, "a": 1}))
+    with pytest.raises(ConfigError, match="encoder.json: not a tokenizer.json: no \"model\" "
+                       "object .*give the folder holding it and vocab.bpe"):
+        pretrained.load(str(enc), "", [], "", "")
+    other = tmp_path / "list.json"
+    other.write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="list.json: not a tokenizer.json: no \"model\" object$"):
+        pretrained.load(str(other), "", [], "", "")
+
+
 def test_special_tokens_before_the_bpe_ids_are_refused_saying_so(tmp_path: Path):
     """StarCoder's layout (<|endoftext|> = 0, the BPE after): it was "ids are not 0..N"."""
     obj = _hf_file(tmp_path)

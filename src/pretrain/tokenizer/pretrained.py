@@ -141,7 +141,11 @@ def load_hf(path: Path, bos: str = "", eos: str = "", obj: Any = None) -> Tokeni
     """An HF ``tokenizer.json`` of a byte-level BPE without a normalizer (``obj``: its
     parsed contents, where the caller has them)."""
     obj = _read_json(path) if obj is None else obj
-    model = obj.get("model") or {}
+    if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict):
+        hint = " (GPT-2's encoder.json: give the folder holding it and vocab.bpe)" \
+            if path.name == "encoder.json" else ""
+        raise ConfigError(f"{path}: not a tokenizer.json: no \"model\" object{hint}")
+    model = obj["model"]
     if model.get("type", "BPE") != "BPE" or "vocab" not in model:
         raise ConfigError(f"{path}: not a BPE tokenizer.json (model type {model.get('type')!r})")
     if obj.get("normalizer") is not None:

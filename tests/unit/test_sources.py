@@ -61,16 +61,19 @@ def test_jsonl_bad_records_are_counted_skips_naming_file_and_line(tmp_path: Path
     docs, skips = _read(LocalSource(paths=[str(p)]))
     assert [d.text for d in docs] == ["good one", "good two"]
     assert docs[0].id == "a" and docs[1].id == "docs.jsonl:6"  # ids do not depend on the folder
-    assert [(s.reason, s.id) for s in skips] == [
-        ("malformed_json", f"{p}:2"), ("not_an_object", f"{p}:4"), ("missing_text", f"{p}:5")]
+    # a skip has the id its document would have had, its detail the file as given
+    assert [(s.reason, s.id) for s in skips] == [("malformed_json", "docs.jsonl:2"),
+                                                 ("not_an_object", "docs.jsonl:4"),
+                                                 ("missing_text", "docs.jsonl:5")]
+    assert all(s.detail.startswith(f"{p}:") for s in skips)
     # valid JSON that Python's reader still refuses: an integer past 4,300 digits and
     # arrays nested past the recursion limit (each stopped the stage, naming nothing)
     p.write_text('{"text": "ok", "n": ' + "9" * 5000 + '}\n' + "[" * 100_000 + "]" * 100_000
                  + '\n{"text": "after"}\n')
     docs, skips = _read(LocalSource(paths=[str(p)]))
     assert [d.text for d in docs] == ["after"]
-    assert [(s.reason, s.id) for s in skips] == [("malformed_json", f"{p}:1"),
-                                                 ("malformed_json", f"{p}:2")]
+    assert [(s.reason, s.id) for s in skips] == [("malformed_json", "docs.jsonl:1"),
+                                                 ("malformed_json", "docs.jsonl:2")]
 
 
 def test_truncated_gzip_keeps_what_was_read_and_reports_the_rest(tmp_path: Path):
@@ -99,7 +102,8 @@ def test_invalid_utf8_line_costs_one_record(tmp_path: Path):
     p.write_bytes(b"\n".join(lines) + b"\n")
     docs, skips = _read(LocalSource(paths=[str(p)]))
     assert len(docs) == 100
-    assert [(s.reason, s.id) for s in skips] == [("invalid_utf8", f"{p}:51")]
+    assert [(s.reason, s.id) for s in skips] == [("invalid_utf8", "u.jsonl:51")]
+    assert skips[0].detail.startswith(f"{p}:51: ")
 
 
 def test_lone_surrogate_is_skipped_by_the_data_stage(tmp_path: Path):
@@ -124,9 +128,9 @@ def test_lone_surrogate_is_skipped_by_the_data_stage(tmp_path: Path):
     assert kept[2]["meta"]["\ufffdk"] == "v" and kept[2]["meta"]["ok"] == 1
     funnel = json.loads((out / "funnel.json").read_text())
     assert funnel[0]["stats"] == {"meta_invalid_unicode": 2}
-    # the skip names the file and line
+    # the skip has the record's id, its detail names the file and line
     (skip,) = [json.loads(line) for line in open(out / "dropped.jsonl")]
-    assert skip["id"] == f"{src}:2" and "lone surrogate U+D800" in skip["detail"]
+    assert skip["id"] == "bad" and skip["detail"].startswith(f"{src}:2: text: a lone surrogate U+D800")
     # and strict mode stops at it, as at any unreadable record
     strict = tmp_path / "strict"
     strict.mkdir()
@@ -170,7 +174,8 @@ def test_a_damaged_parquet_row_group_costs_only_its_rows_each_counted(tmp_path: 
     p.write_bytes(bytes(blob))
     docs, skips = _read(LocalSource(paths=[str(p)]))
     assert [d.id for d in docs] == [f"r{i}" for i in (*range(10), *range(20, 30))]
-    assert [(s.id, s.reason, s.records) for s in skips] == [(f"{p}:row 10", "unreadable", 10)]
+    assert [(s.id, s.reason, s.records) for s in skips] == [("rg.parquet:10", "unreadable", 10)]
+    assert skips[0].detail.startswith(f"{p}: rows 10..19")
     assert "rows 10..19 (row group 1)" in skips[0].detail
     # the funnel counts the ten lost rows, not one record
     cfg = DataConfig(sources=[LocalSource(paths=[str(p)], quality="none")],
@@ -282,7 +287,7 @@ def test_data_stage_drops_are_audited(tmp_path: Path):
     audit = [json.loads(x) for x in (out / "dropped.jsonl").open()]
     assert {a["id"]: a["reason"] for a in audit} == {
         "2": "exact_duplicate", "3": "too_short", "4": "nonprintable",
-        f"{src}:5": "malformed_json"}
+        "in.jsonl:5": "malformed_json"}
     kept = list(read_docs(out))
     assert [d["id"] for d in kept] == ["1"]
 
@@ -474,15 +479,18 @@ def test_a_json_array_file_is_read_as_records_whole_or_named_when_it_cannot_be(
         tmp_path: Path):
     """`.json` as many tools write it: one array of records, pretty-printed or on one
     line, plain or gzipped, with a BOM; its records are named by index."""
-    recs = [{"text": f"story {i}", "id": f"s{i}"} for i in range(3)] + [{"text": 5}, "x"]
+    recs = [{"text": f"story {i}", "id": f"s{i}"} for i in range(3)] + [{"text": 5}, "x",
+                                                                         {"text": "no id"}]
     for name, raw in (("a.json", b"\xef\xbb\xbf" + json.dumps(recs, indent=2).encode()),
                       ("b.json", json.dumps(recs).encode()),
                       ("c.json.gz", gzip.compress(b"  \n" + json.dumps(recs).encode()))):
         (tmp_path / name).write_bytes(raw)
         docs, skips = _read(LocalSource(paths=[str(tmp_path / name)]))
-        assert [(d.id, d.text) for d in docs] == [(f"s{i}", f"story {i}") for i in range(3)]
-        assert [(s.reason, s.id) for s in skips] == [
-            ("missing_text", f"{tmp_path / name}[3]"), ("not_an_object", f"{tmp_path / name}[4]")]
+        assert [(d.id, d.text) for d in docs] == [(f"s{i}", f"story {i}") for i in range(3)] \
+            + [(f"{name}[5]", "no id")]   # a record and its skip are named alike
+        assert [(s.reason, s.id) for s in skips] == [("missing_text", f"{name}[3]"),
+                                                     ("not_an_object", f"{name}[4]")]
+        assert skips[0].detail.startswith(f"{tmp_path / name}[3]: ")
     # cut short: one skip naming the file and what it is; over the cap: counted, not held
     (tmp_path / "cut.json").write_text(json.dumps(recs, indent=2)[:-30])
     docs, skips = _read(LocalSource(paths=[str(tmp_path / "cut.json")]))

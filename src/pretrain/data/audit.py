@@ -111,7 +111,8 @@ def why_empty(d: Path, top: int = 5, chars: int = 160) -> str:
     out = [format_funnel(rows), ""]
     if read is not None and read["docs_out"] == 0:
         out.append(f"no source produced a document: all {read['docs_in']} records were "
-                   "skipped as unreadable (check the source's paths, format and text_field)")
+                   "skipped while read (the reasons below: check the source's paths, format and "
+                   "text_field)")
     out.append("top reasons, with an example each:")
     for reason, k in totals.most_common(top):
         out.append(f"  {reason} ({steps[reason]}): {k}  e.g. {examples.get(reason, '?')}")

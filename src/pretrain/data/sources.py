@@ -279,19 +279,24 @@ class LocalSource(SourceConfig):
             yield from nonempty(reader(p), p)
 
     def _record(self, rec: Any, where: str, default_id: str) -> Document | Skip:
+        """The record at ``where`` (the file's path as given and the line: the skips'
+        details), named ``default_id`` (``_name``'s form) unless it has an id: a skip has
+        the id its document would have had."""
         if not isinstance(rec, dict):
-            return Skip(where, "not_an_object", f"{where}: record is {type(rec).__name__}")
-        text = rec.get(self.text_field)
-        if not isinstance(text, str):
-            return Skip(where, "missing_text",
-                        f"{where}: no string field {self.text_field!r}")
+            return Skip(default_id, "not_an_object",
+                        f"{where}: record is {type(rec).__name__}")
         rid = rec.get(self.id_field)
         doc_id = default_id if rid is None or rid == "" else str(rid)
+        text = rec.get(self.text_field)
+        if not isinstance(text, str):
+            return Skip(doc_id, "missing_text",
+                        f"{where}: no string field {self.text_field!r}")
         for part, value in (("text", text), ("id", doc_id)):
             try:   # a lone surrogate from a JSON escape ("\ud800") cannot be written as UTF-8
                 value.encode("utf-8")
             except UnicodeEncodeError as e:
-                return Skip(where, "invalid_unicode", f"{where}: {part}: a lone surrogate "
+                return Skip(default_id if part == "id" else doc_id, "invalid_unicode",
+                            f"{where}: {part}: a lone surrogate "
                             f"U+{ord(e.object[e.start]):04X} at character {e.start}")
         return Document(doc_id, text, self.label(), record_meta(rec, self.text_field,
                                                                 self.id_field))
@@ -304,7 +309,7 @@ class LocalSource(SourceConfig):
         try:
             lines = enumerate(file_lines(p, self.max_record_bytes), 1)
             for lineno, raw in lines:
-                where = f"{p}:{lineno}"
+                where, rid = f"{p}:{lineno}", f"{name}:{lineno}"
                 if first and (isinstance(raw, int) or raw.removeprefix(BOM).strip()):
                     first = False
                     if isinstance(raw, bytes) and raw.removeprefix(BOM).lstrip().startswith(b"["):
@@ -314,7 +319,7 @@ class LocalSource(SourceConfig):
                         return
                 if isinstance(raw, int) or len(raw) > self.max_record_bytes:
                     size = raw if isinstance(raw, int) else len(raw)
-                    yield Skip(where, "record_too_large",
+                    yield Skip(rid, "record_too_large",
                                f"{where}: {size:,} bytes > max_record_bytes")
                     continue
                 if not raw.strip() or (lineno == 1 and not raw.removeprefix(BOM).strip()):
@@ -322,18 +327,18 @@ class LocalSource(SourceConfig):
                 try:  # a byte-order mark before the first record is not part of it
                     rec = json.loads(raw.decode("utf-8-sig" if lineno == 1 else "utf-8"))
                 except UnicodeDecodeError as e:
-                    yield Skip(where, "invalid_utf8", f"{where}: {e}")
+                    yield Skip(rid, "invalid_utf8", f"{where}: {e}")
                     continue
                 except (ValueError, RecursionError) as e:
                     # JSONDecodeError, and what valid JSON can still raise: an integer of
                     # more than 4,300 digits (ValueError), arrays nested 100,000 deep
-                    yield Skip(where, "malformed_json", f"{where}: {type(e).__name__}: "
+                    yield Skip(rid, "malformed_json", f"{where}: {type(e).__name__}: "
                                f"{str(e)[:200]}")
                     continue
-                yield self._record(rec, where, f"{name}:{lineno}")
+                yield self._record(rec, where, rid)
         except read_errors() as e:
             # truncated or corrupt compression: everything before it was yielded already
-            yield Skip(f"{p}:{lineno + 1}", "unreadable",
+            yield Skip(f"{name}:{lineno + 1}", "unreadable",
                        f"{p} after line {lineno}: {type(e).__name__}: {e}")
 
     def _json_array(self, p: Path, first: bytes, rest: Iterator[bytes | int]
@@ -366,7 +371,7 @@ class LocalSource(SourceConfig):
             return
         name = self._name(p)
         for i, rec in enumerate(records):
-            yield self._record(rec, f"{p}[{i}]", f"{name}:{i + 1}")
+            yield self._record(rec, f"{p}[{i}]", f"{name}[{i}]")
 
     def _read_txt(self, p: Path) -> Iterator[Document | Skip]:
         name = self._name(p)
@@ -454,7 +459,7 @@ class LocalSource(SourceConfig):
                     continue
                 yield from self._piece(name, k, piece, p)
         except read_errors() as e:
-            yield Skip(f"{p}:{k + 1}", "unreadable",
+            yield Skip(f"{name}:{k + 1}", "unreadable",
                        f"{p} after document {k}: {type(e).__name__}: {e}")
 
     def _read_parquet(self, p: Path, part: Part | None = None) -> Iterator[Document | Skip]:
@@ -488,7 +493,7 @@ class LocalSource(SourceConfig):
                         row += 1
             except Exception as e:  # noqa: BLE001 -- this row group only
                 if row < end:
-                    yield Skip(f"{p}:row {row}", "unreadable",
+                    yield Skip(f"{name}:{row}", "unreadable",
                                f"{p}: rows {row}..{end - 1} (row group {g}): "
                                f"{type(e).__name__}: {e}", records=end - row)
             row = end

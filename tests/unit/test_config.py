@@ -1,5 +1,6 @@
 import re
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -314,10 +315,13 @@ def test_model_settings_a_continued_run_sets_against_its_checkpoint_are_said(cap
     from pretrain.model.config import ModelConfig
     from pretrain.train.stage import _ignored_model_settings
     taken = ModelConfig(d_model=64, n_layers=2, n_heads=2, seq_len=64, vocab_size=512)
-    _ignored_model_settings(ModelConfig(seq_len=256, n_layers=2), taken)
+    _ignored_model_settings(replace(taken, seq_len=256, n_heads=4, vocab_size=1024), taken)
     err = capsys.readouterr().err
-    assert "ignored: model.seq_len = 256 (it has 64)" in err and "n_layers" not in err
-    _ignored_model_settings(ModelConfig(), taken)   # nothing set: nothing to say
+    assert "not used: model.n_heads = 4 (it has 2), model.seq_len = 256 (it has 64)\n" in err
+    # a default is said too: --model.seq_len=128 beside init_from was dropped unsaid
+    _ignored_model_settings(ModelConfig(d_model=64, n_layers=2, n_heads=2), taken)
+    assert "not used: model.seq_len = 128 (it has 64)\n" in capsys.readouterr().err
+    _ignored_model_settings(replace(taken, vocab_size=1024), taken)   # the same model
     assert capsys.readouterr().err == ""
 
 

@@ -277,15 +277,16 @@ def _init(cfg: TrainConfig, shards: TokenShards, vocab: int) -> Transformer:
 
 
 def _ignored_model_settings(given: ModelConfig, taken: ModelConfig) -> None:
-    """Say the [model] settings a run continued from a checkpoint sets against it (set: not
-    the default) and does not get: a longer seq_len or another width trained silently at
-    the checkpoint's."""
-    default = ModelConfig()
+    """Say the [model] settings of a run continued from a checkpoint that differ from the
+    checkpoint's, which it does not get: a longer seq_len or another width trained silently
+    at the checkpoint's. Every one that differs, a default too: ``--model.seq_len=128``
+    typed beside ``init_from`` is a default (and went unsaid when only values other than
+    the defaults were named)."""
     ignored = [f"{k} = {v!r} (it has {getattr(taken, k)!r})" for k, v in asdict(given).items()
-               if k != "vocab_size" and v != getattr(default, k) and v != getattr(taken, k)]
+               if k != "vocab_size" and v != getattr(taken, k)]
     if ignored:
-        log0("train: warning: init_from's model is trained as it is; ignored: model."
-             + ", model.".join(ignored))
+        log0("train: warning: init_from's model is trained as it is; this config's "
+             "settings that differ from it are not used: model." + ", model.".join(ignored))
 
 
 def _same_tokens(source: Path, ours: dict[int, bytes], below: int) -> None:

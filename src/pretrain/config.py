@@ -208,7 +208,9 @@ def build(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
     for name, value in values.items():
         key = f"{prefix}.{name}" if prefix else name
         if name not in fields:
-            close = difflib.get_close_matches(name, fields, n=1, cutoff=0.6)
+            known = getattr(cls, "ELSEWHERE", {}).get(name)   # another tool's name for it
+            close = [known] if known else difflib.get_close_matches(name, fields, n=1,
+                                                                     cutoff=0.6)
             guess = f"did you mean {(prefix + '.' if prefix else '') + close[0]!r}? " if close else ""
             allowed = ", ".join(sorted(fields))
             raise ConfigError(f"unknown config key {key!r}; {guess}allowed here: {allowed}")

@@ -1,3 +1,4 @@
+import dataclasses
 import re
 import tomllib
 from dataclasses import replace
@@ -57,11 +58,21 @@ def test_int_given_for_float_is_accepted_from_toml(tmp_path: Path):
     ([("model.init_std", "-1")], "init_std must be a finite number >= 0, got -1.0"),
     ([("model.norm_eps", "-1e-5")], "norm_eps must be a finite number >= 0"),
     # AdamW's traceback after the data had loaded, or gradient ascent without a word
-    ([("train.beta1", "1.0")], "beta1 and beta2 must be within [0, 1), got 1.0, 0.95"),
-    ([("train.beta2", "-0.5")], "beta1 and beta2 must be within [0, 1)"),
-    ([("train.embed_lr_mult", "-1")], "embed_lr_mult >= 0 (0 = the embedding table frozen)"),
-    ([("train.weight_decay", "-0.1")], "weight_decay >= 0"),
-    ([("train.grad_clip", "-1")], "grad_clip >= 0 (0 = off)"),
+    ([("train.beta1", "1.0")], "train.beta1 must be within [0, 1), got 1.0"),
+    ([("train.beta2", "-0.5")], "train.beta2 must be within [0, 1), got -0.5"),
+    ([("train.embed_lr_mult", "-1")],
+     "embed_lr_mult must be >= 0 (0 = the embedding table frozen), got -1.0"),
+    ([("train.weight_decay", "-0.1")], "train.weight_decay must be >= 0, got -0.1"),
+    ([("train.grad_clip", "-1")], "train.grad_clip must be >= 0 (0 = off), got -1.0"),
+    # one message for several keys, not saying which (lr and min_lr_ratio; checkpoint_every,
+    # keep_last and spike_zscore; the divergence rules)
+    ([("train.lr", "-1e-3")], "train.lr must be > 0, got -0.001"),
+    ([("train.keep_last", "0")], "train.keep_last must be >= 1, got 0"),
+    ([("train.spike_zscore", "-1")], "train.spike_zscore must be >= 0 (0 = off), got -1.0"),
+    ([("train.divergence_lr_factor", "2")],
+     "train.divergence_lr_factor must be within (0, 1], got 2.0"),
+    ([("train.divergence_window", "1")],
+     "train.divergence_window must be 0 (off) or >= 2, got 1"),
 ])
 def test_bad_values_name_the_key(overrides, message):
     with pytest.raises(ConfigError) as e:
@@ -381,3 +392,18 @@ def test_a_double_quoted_override_is_a_toml_string_and_source_type_slips_are_nam
         src.write_text(f"[[data.sources]]\n{body}\n")
         with pytest.raises(ConfigError, match=message):
             load_config(str(src))
+
+
+def test_other_tools_names_for_a_key_are_answered_with_ours():
+    """``learning_rate`` (Hugging Face's name) had no suggestion: too far from ``lr``."""
+    from pretrain.model.config import ModelConfig
+    from pretrain.train.config import TrainConfig
+    for cls in (TrainConfig, ModelConfig):
+        fields = {f.name for f in dataclasses.fields(cls)}
+        assert set(cls.ELSEWHERE.values()) <= fields and not set(cls.ELSEWHERE) & fields
+    with pytest.raises(ConfigError, match=r"unknown config key 'train.learning_rate'; did you "
+                       r"mean 'train.lr'\?"):
+        load_config(None, [("train.learning_rate", "1e-3")])
+    with pytest.raises(ConfigError, match=r"'model.num_hidden_layers'; did you mean "
+                       r"'model.n_layers'\?"):
+        load_config(None, [("model.num_hidden_layers", "2")])

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from ..config import ConfigError
 
@@ -56,6 +56,17 @@ class ModelConfig:
     qk_nope_head_dim: int = 32
     qk_rope_head_dim: int = 16        # the decoupled RoPE key, shared by all heads
     v_head_dim: int = 32
+    # the names Hugging Face's configs and nanoGPT give these keys: an unknown key among
+    # them is answered with ours
+    ELSEWHERE: ClassVar[dict[str, str]] = {
+        "hidden_size": "d_model", "n_embd": "d_model", "dim": "d_model",
+        "num_hidden_layers": "n_layers", "n_layer": "n_layers",
+        "num_attention_heads": "n_heads", "n_head": "n_heads",
+        "num_key_value_heads": "n_kv_heads", "intermediate_size": "ffn_hidden",
+        "max_position_embeddings": "seq_len", "block_size": "seq_len",
+        "max_seq_len": "seq_len", "context_length": "seq_len", "rms_norm_eps": "norm_eps",
+        "layer_norm_epsilon": "norm_eps", "tie_word_embeddings": "tie_embeddings",
+        "initializer_range": "init_std"}
 
     def __post_init__(self) -> None:
         for name in ("d_model", "n_layers", "n_heads", "n_kv_heads", "seq_len", "multiple_of",

@@ -190,40 +190,55 @@ class TrainConfig:
     # stay what they were. Activation checkpointing recomputes the same activations: a run
     # that hit an out-of-memory error resumes its checkpoints with it.
     KEYED_AS_DEFAULT: ClassVar[tuple[str, ...]] = ("activation_checkpointing",)
+    # the names other tools give these keys (Hugging Face's Trainer, nanoGPT, litgpt): an
+    # unknown key among them is answered with ours
+    ELSEWHERE: ClassVar[dict[str, str]] = {
+        "learning_rate": "lr", "max_steps": "steps", "max_iters": "steps",
+        "train_steps": "steps", "warmup": "warmup_steps", "warmup_iters": "warmup_steps",
+        "micro_batch_size": "batch_size", "per_device_train_batch_size": "batch_size",
+        "gradient_accumulation_steps": "grad_accum", "max_grad_norm": "grad_clip",
+        "clip_grad_norm": "grad_clip", "save_steps": "checkpoint_every",
+        "save_interval": "checkpoint_every", "eval_interval": "eval_every",
+        "eval_steps": "eval_every", "log_interval": "log_every", "logging_steps": "log_every",
+        "adam_beta1": "beta1", "adam_beta2": "beta2"}
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "eval_every", "eval_batches", "log_every"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1:
-            raise ConfigError("lr must be positive and min_lr_ratio within [0, 1]")
-        for name in ("warmup_steps", "probe_prompt_tokens", "probe_new_tokens"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.checkpoint_every < 0 or self.keep_last < 1 or self.spike_zscore < 0:
-            raise ConfigError("checkpoint_every >= 0, keep_last >= 1 and spike_zscore >= 0 needed")
-        if not 0.0 < self.decay_frac <= 1.0:
-            raise ConfigError("decay_frac must be within (0, 1]")
+        # each rule names its key and the value given (several keys were one message,
+        # and which of them was wrong went unsaid)
+        for name, ok, want in (
+                ("lr", self.lr > 0, "> 0"),
+                ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "within [0, 1]"),
+                ("warmup_steps", self.warmup_steps >= 0, ">= 0"),
+                ("probe_prompt_tokens", self.probe_prompt_tokens >= 0, ">= 0"),
+                ("probe_new_tokens", self.probe_new_tokens >= 0, ">= 0"),
+                ("checkpoint_every", self.checkpoint_every >= 0, ">= 0 (0 = none)"),
+                ("keep_last", self.keep_last >= 1, ">= 1"),
+                ("spike_zscore", self.spike_zscore >= 0, ">= 0 (0 = off)"),
+                ("decay_frac", 0 < self.decay_frac <= 1, "within (0, 1]"),
+                ("time_budget_s", self.time_budget_s >= 0, ">= 0 (0 = train for `steps` steps)"),
+                ("divergence_factor", self.divergence_factor == 0 or self.divergence_factor > 1,
+                 "> 1 (or 0 = off)"),
+                ("divergence_window", self.divergence_window == 0 or self.divergence_window >= 2,
+                 "0 (off) or >= 2"),
+                ("divergence_rise", self.divergence_rise > 0, "> 0"),
+                ("divergence_lr_factor", 0 < self.divergence_lr_factor <= 1, "within (0, 1]"),
+                ("beta1", 0 <= self.beta1 < 1, "within [0, 1)"),
+                ("beta2", 0 <= self.beta2 < 1, "within [0, 1)"),
+                ("weight_decay", self.weight_decay >= 0, ">= 0"),
+                ("grad_clip", self.grad_clip >= 0, ">= 0 (0 = off)"),
+                ("embed_lr_mult", self.embed_lr_mult >= 0,
+                 ">= 0 (0 = the embedding table frozen)"),
+                ("spike_window", self.spike_window >= 2, ">= 2"),
+                ("max_bad_steps", self.max_bad_steps >= 1, ">= 1"),
+                ("max_rollbacks", self.max_rollbacks >= 0, ">= 0")):
+            if not ok:
+                raise ConfigError(f"{name} must be {want}, got {getattr(self, name)!r}")
         if self.optimizer == "muon" and (self.parallel.dp_shard != 1 or self.parallel.tp > 1):
             raise ConfigError("optimizer = 'muon' needs whole matrices: not with dp_shard or tp "
                               "(train.parallel)")
-        if self.time_budget_s < 0:
-            raise ConfigError("time_budget_s must be >= 0 (0 = train for `steps` steps)")
-        if self.divergence_factor != 0 and self.divergence_factor <= 1:
-            raise ConfigError("divergence_factor must be > 1 (or 0 = off), got "
-                              f"{self.divergence_factor}")
-        if (self.divergence_window < 0 or self.divergence_window == 1 or self.divergence_rise <= 0
-                or not 0 < self.divergence_lr_factor <= 1):
-            raise ConfigError("divergence_window must be 0 (off) or >= 2, divergence_rise > 0 "
-                              "and divergence_lr_factor within (0, 1]")
-        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
-            raise ConfigError(f"beta1 and beta2 must be within [0, 1), got {self.beta1}, "
-                              f"{self.beta2}")
-        if self.weight_decay < 0 or self.grad_clip < 0 or self.embed_lr_mult < 0:
-            raise ConfigError("weight_decay >= 0, grad_clip >= 0 (0 = off) and embed_lr_mult "
-                              ">= 0 (0 = the embedding table frozen) needed")
-        if self.spike_window < 2 or self.max_bad_steps < 1 or self.max_rollbacks < 0:
-            raise ConfigError("spike_window >= 2, max_bad_steps >= 1, max_rollbacks >= 0 needed")
         self._check_phases()
 
     def loss_path(self, tp: int) -> str:

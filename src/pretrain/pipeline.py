@@ -32,6 +32,7 @@ from .eval import tasks as eval_tasks
 from .log import log0
 from .run_config import RunConfig
 from .rundir import MANIFEST, RunDir, StageRun, changed_outputs, load_manifest, verify_files
+from .train.config import check_layout
 
 T = TypeVar("T")
 
@@ -129,7 +130,9 @@ def run_stages(cfg: RunConfig, names: Sequence[str], force: set[str],
             raise PretrainError(f"under torchrun only {allowed} runs; run "
                                 f"{', '.join(refused)} in one process")
         if "train" in names:   # a layout the processes cannot make fails now, not after data
-            cfg.train.parallel.degrees(d.world)
+            degrees = cfg.train.parallel.degrees(d.world)
+            if not cfg.train.init_from:   # else the checkpoint's model: checked once read
+                check_layout(cfg.model, cfg.train, degrees)
 
     _alike(d, checks)
     if "eval" in names[1:]:   # a bad record in a task file of one's own: not after training

@@ -181,6 +181,12 @@ def test_pretrain_train_under_torchrun(tmp_path, capsys):
     bad = torchrun([*args, "--train.parallel.tp=3"], cwd=tmp_path)
     assert bad.returncode != 0, bad.stderr[-3000:]
     assert bad.stderr.count("= 3 processes, but there are 2") == 1, bad.stderr[-3000:]
+    # a layout the model or batch cannot take: before the group forms, once (it was once a rank)
+    bad = torchrun([*args, "--train.parallel.pp=2", "--train.parallel.pp_microbatches=3"],
+                   cwd=tmp_path)
+    assert bad.returncode != 0, bad.stderr[-3000:]
+    assert bad.stderr.count("must be a multiple of the pipeline's microbatches (3)") == 1, \
+        bad.stderr[-3000:]
     # rank 0's OSError while it opens the run (a folder where config.toml goes): the others
     # stop with it, silently (rank 1 waited on rank 0, and printed gloo's traceback when
     # rank 0 went)

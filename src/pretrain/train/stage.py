@@ -124,11 +124,12 @@ def _checkpoint_lineage(run: StageRun, cfg: TrainConfig, folder: Path, rows: int
             continue   # a run refused before its first checkpoint: nothing to keep or say
         ckpts = state.complete(other)
         size = sum(f.stat().st_size for f in other.rglob("*") if f.is_file())
-        latest = f", latest step {state.step_of(ckpts[-1])}" if ckpts else ""
-        log0(f"train: checkpoints of another config of this run: {other} ({len(ckpts)} "
-             f"checkpoints{latest}, {size / 1e6:.1f} MB); --train.remove_other_checkpoints=true "
-             "removes them" + (_accum_hint(other, lineage, any_accum, ckpts)
-                               if ckpts and from_zero else ""))
+        held = (f"{len(ckpts)} checkpoint{'s' * (len(ckpts) != 1)}, latest step "
+                f"{state.step_of(ckpts[-1])}" if ckpts
+                else "no checkpoint: the logs of a run stopped before its first")
+        log0(f"train: checkpoints of another config of this run: {other} ({held}, "
+             f"{size / 1e6:.1f} MB); --train.remove_other_checkpoints=true removes them"
+             + (_accum_hint(other, lineage, any_accum, ckpts) if ckpts and from_zero else ""))
 
 
 def _accum_hint(other: Path, lineage: str, any_accum: str, ckpts: list[Path]) -> str:

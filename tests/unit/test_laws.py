@@ -79,14 +79,22 @@ def test_plan_leaves_out_a_law_fitted_from_too_few_runs(tmp_path, capsys):
     law = {"E": 1.0, "A": 400.0, "B": 400.0, "alpha": 2.54, "beta": 0.3}
     fit.write_text(json.dumps({"runs": [], "isoflop": [{"C": 1e9}], "law": law}))
     assert main(["plan", "--budget", "1e18", "--fit", str(fit)]) == 2
-    assert "fewer than 2 budgets of 3 sizes" in capsys.readouterr().err
+    assert "fitted from 1 budget of 3 sizes or more, 2 needed" in capsys.readouterr().err
+    few = fit.read_text()
+    # which of the reasons it is, not "fewer than 2 budgets ... or does not depend on both"
+    fit.write_text(json.dumps({"isoflop": [{"C": 1e9}, {"C": 1e10}],
+                               "law": {**law, "flat_in": ["N"]}}))
+    assert main(["plan", "--budget", "1e18", "--fit", str(fit)]) == 2
+    err = capsys.readouterr().err
+    assert "it does not depend on N (the runs too few or too noisy to tell)" in err
+    assert "budget" not in err.split("; rerun")[0]
     run = tmp_path / "runs" / "quickstart" / "sweep"
     run.mkdir(parents=True)
-    (run / "fit.json").write_text(fit.read_text())
+    (run / "fit.json").write_text(few)
     assert main(["plan", "--budget", "1e18", f"--runs_dir={tmp_path / 'runs'}"]) == 0
     out = capsys.readouterr()
     assert "plan: not using the run's own fit: " in out.err and "fitted (" not in out.out
-    assert f"fit: {run / 'fit.json'}: the law was fitted from fewer" in out.err
+    assert f"fit: {run / 'fit.json'}: it was fitted from 1 budget" in out.err
 
 
 def test_a_law_fitted_for_another_corpus_or_tokenizer_is_not_taken_for_this_one(tmp_path,

@@ -82,11 +82,16 @@ def read_fit(fit: Any, path: str, source: str) -> tuple[Law | None, str]:
     except (TypeError, KeyError, ValueError, AttributeError):
         return None, (f"{path} is not a fit written by `pretrain sweep` (unreadable, or no "
                       "law with E, A, B, alpha and beta)")
-    if budgets < 2 or law.degenerate or fit["law"].get("flat_in"):
-        return None, (f"{path}: the law was fitted from fewer than 2 budgets of 3 sizes or "
-                      "does not depend on both N and D; rerun `pretrain sweep` with more "
-                      "budgets or sizes")
-    return law, ""
+    flat = fit["law"].get("flat_in")
+    if budgets < 2:
+        why = f"it was fitted from {budgets} budget{'s' * (budgets != 1)} of 3 sizes or more, 2 needed"
+    elif flat or law.degenerate:
+        why = ("it does not depend on " + " or ".join(map(str, flat)) if flat else
+               "its constants are not all finite and positive") \
+            + " (the runs too few or too noisy to tell)"
+    else:
+        return law, ""
+    return None, f"{path}: {why}; rerun `pretrain sweep` with more budgets or sizes"
 
 
 HOFFMANN = Law(1.69, 406.4, 410.7, 0.34, 0.28, "Hoffmann et al. 2022")

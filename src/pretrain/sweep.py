@@ -41,6 +41,7 @@ from .plan.laws import (
     chinchilla_rule,
     fit_law,
     isoflop_optimum,
+    loose,
     power_law,
     read_fit,
 )
@@ -206,8 +207,8 @@ def fit_results(results: list[dict[str, Any]]) -> dict[str, Any]:
                            "loss": loss, **({"clipped": True} if edge else {})})
             if edge:
                 log0(f"sweep: C={c:.3g}: the lowest loss is at the ladder's {edge} model, so its "
-                     "optimum is a bound, not a minimum (marked clipped; left out of the "
-                     "power laws while 2 others remain)")
+                     "optimum is a bound, not a minimum (marked clipped; the power laws "
+                     "leave it out when 2 budgets or more bracket theirs)")
     out: dict[str, Any] = {"runs": results, "excluded": excluded, "isoflop": optima}
     bracketed = [o for o in optima if not o.get("clipped")]
     laws_of = bracketed if len(bracketed) >= 2 else optima
@@ -222,7 +223,13 @@ def fit_results(results: list[dict[str, Any]]) -> dict[str, Any]:
                  "move --budgets so that each ladder's lowest loss is inside it")
     ns, ds, ls = ([r[k] for r in results] for k in ("N", "D", "loss"))
     law = fit_law(ns, ds, ls)
-    out["law"] = {**law.as_dict(), "intervals": bootstrap(ns, ds, ls, law, samples=20)}
+    intervals = bootstrap(ns, ds, ls, law, samples=20)
+    out["law"] = {**law.as_dict(), "intervals": intervals}
+    if wide := loose(law, intervals):
+        out["law"]["loose"] = wide
+        log0(f"sweep: the bootstrap intervals of {', '.join(wide)} say little (they reach "
+             "the fit's bounds or leave out the fitted value): too few or too noisy runs "
+             "to pin them down (loose in fit.json)")
     # a term worth under 0.1% of every run's loss: the law does not depend on it
     flat = [name for name, term in (("N", lambda r: law.A / r["N"] ** law.alpha),
                                     ("D", lambda r: law.B / r["D"] ** law.beta))

@@ -15,11 +15,14 @@ from pretrain.cli import main
 from pretrain.hardware import get
 from pretrain.plan.laws import (
     BESIROGLU,
+    GRID,
     HOFFMANN,
     Law,
+    bootstrap,
     chinchilla_rule,
     fit_law,
     isoflop_optimum,
+    loose,
     read_fit,
 )
 from pretrain.plan.report import time_and_cost
@@ -201,3 +204,25 @@ def test_a_budget_given_twice_is_refused_before_any_run(capsys):
     """Its runs were trained once and counted twice in the fit (the law moved)."""
     assert main(["sweep", "-c", "sweep-quickstart", "--budgets", "1e11,3e11,3e11"]) == 2
     assert "--budgets gives 3e+11 more than once" in capsys.readouterr().err
+
+
+def test_intervals_that_reach_the_fits_bounds_or_miss_its_value_are_said_loose():
+    """A sweep's fit.json held alpha 0.541 with the interval [0.686, 3.0]: the resampled
+    fits stopped at the bound 3.0, and the interval left out the fitted value."""
+    law = Law(1.8, 400.0, 400.0, 0.541, 0.3)
+    iv = {"E": (1.7, 1.9), "A": (300.0, 500.0), "B": (350.0, 450.0), "alpha": (0.686, 3.0),
+          "beta": (0.25, 0.35)}
+    assert loose(law, iv) == ["alpha"]
+    assert loose(law, {**iv, "alpha": (0.4, 0.7)}) == []
+    assert loose(law, {**iv, "alpha": (0.4, 0.7), "beta": (0.0, 0.35)}) == ["beta"]   # at 0
+    assert loose(law, {**iv, "alpha": (0.4, 0.7), "E": (1.81, 2.0)}) == ["E"]   # misses 1.8
+    assert loose(law, {**iv, "alpha": (0.4, 0.7), "A": (300.0, math.exp(50.0))}) == ["A"]
+    # runs that pin the law down: no constant loose
+    rng = np.random.default_rng(1)
+    true = Law(1.9, 300.0, 900.0, 0.32, 0.30)
+    grid = [(n, d) for n in np.geomspace(2e6, 2e8, 5) for d in np.geomspace(4e7, 4e9, 4)]
+    ns, ds = zip(*grid, strict=True)
+    ls = [true.loss(n, d) * math.exp(rng.normal(0, 0.002)) for n, d in grid]
+    fit = fit_law(ns, ds, ls, starts=GRID[::50])   # a few starts: seconds, not half a minute
+    assert fit.alpha == pytest.approx(true.alpha, abs=0.03)
+    assert loose(fit, bootstrap(ns, ds, ls, fit, samples=10)) == []

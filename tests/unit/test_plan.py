@@ -285,6 +285,10 @@ def test_the_plan_follows_the_configured_loss_precision_and_checkpointing(capsys
     assert "no (yes with AC)" in l4
     assert "  yes" in _row(["--gpu", "l4", "--train.batch_size=64",
                             "--train.activation_checkpointing=true"], capsys)
+    # a model whose replicas do not fit at all: said so (it read "largest micro-batch 0")
+    big = _row(["--gpu", "l4", "--model.d_model=3072", "--model.n_layers=24",
+                "--model.n_heads=24"], capsys)
+    assert "  no, not one sequence" in big and "micro-batch 0" not in big
 
 
 def test_plan_layouts_use_every_device_and_budgets_out_of_reach_are_said(capsys):

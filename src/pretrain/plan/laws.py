@@ -168,6 +168,23 @@ def fit_law(ns: Sequence[float] | Any, ds: Sequence[float] | Any, losses: Sequen
     return Law(math.exp(e), math.exp(a), math.exp(b), float(alpha), float(beta), "fitted")
 
 
+def loose(law: Law, intervals: dict[str, tuple[float, float]]) -> list[str]:
+    """The constants whose bootstrap interval says little: it reaches a bound of the fit
+    (``BOUNDS``: resampled fits stopped there, not at a minimum) or leaves out the value
+    fitted to all the runs. Too few or too noisy runs to pin them down."""
+    edges = dict(zip(("A", "B", "E", "alpha", "beta"),
+                     [(math.exp(lo), math.exp(hi)) for lo, hi in BOUNDS[:3]] + BOUNDS[3:],
+                     strict=True))
+    out = []
+    for k, (lo, hi) in intervals.items():
+        value, (low, high) = getattr(law, k), edges[k]
+        at_edge = any(math.isclose(v, edge, rel_tol=1e-6, abs_tol=1e-9)
+                      for v in (lo, hi) for edge in (low, high))
+        if at_edge or not lo <= value <= hi:
+            out.append(k)
+    return out
+
+
 def law_params(law: Law) -> list[float]:
     """``fit_law``'s parametrisation (a, b, e, alpha, beta) of a law: a start for another fit."""
     return [math.log(max(v, 1e-300)) for v in (law.A, law.B, law.E)] + [law.alpha, law.beta]

@@ -118,7 +118,8 @@ def memory(cfg: ModelConfig, shape: Shape, gpus: int, device_gb: float | None,
             best = largest_batch(cfg, device_gb * GB, checkpointing=shape.checkpointing, **kw)
             fits = "  yes" if (ac if shape.checkpointing else m).total <= device_gb * GB \
                 else "  no (yes with AC)" if ac.total <= device_gb * GB else "  no"
-            fits += f", largest micro-batch {best}" + (" with AC" if shape.checkpointing else "")
+            fits += (f", largest micro-batch {best}" if best else ", not one sequence") \
+                + (" with AC" if shape.checkpointing else "")
         if refused and lay is shape.layout:
             fits = "  no: training refuses this layout (below)"
         mark = "*" if lay is lays[0] else " "

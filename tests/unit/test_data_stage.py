@@ -17,7 +17,7 @@ from pretrain.data import stage
 from pretrain.data.config import DataConfig, MinHashConfig
 from pretrain.data.docs import read_docs
 from pretrain.data.document import Document, Skip
-from pretrain.data.funnel import SAMPLE_CHARS, DropLog
+from pretrain.data.funnel import SAMPLE_CHARS, DropLog, format_funnel
 from pretrain.data.hf_source import HuggingFaceSource
 from pretrain.data.sources import LocalSource
 
@@ -102,7 +102,13 @@ def test_funnel_keeps_pipeline_order_when_a_shorter_source_comes_first(tmp_path,
     assert steps == ["read", "normalize", "length", "url", "language", "gopher_repetition",
                      "gopher_quality", "c4", "fineweb", "pii", "exact_dedup", "minhash_dedup"]
     assert main(["data", "inspect", str(tmp_path / "out"), "--reason", "language"]) == 0
-    assert chinese[:60] in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert chinese[:60] in out
+    # the rows do not chain (url sees the web source's documents only): the table says why
+    assert "where some sources skip it" in out
+    rows = json.loads((tmp_path / "out" / "funnel.json").read_text())
+    assert "where some sources skip it" not in format_funnel(
+        [{**r, "docs_in": 5, "docs_out": 5} for r in rows])
 
 
 def test_killed_run_resumes_to_identical_output(tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ reason with their text). Nothing leaves the stage without a row here.
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from collections import Counter
@@ -143,4 +144,7 @@ def format_funnel(rows: list[dict[str, Any]]) -> str:
     for r in rows:  # what steps did besides dropping: lines cut, PII replaced, hits
         if r.get("stats"):
             lines.append(f"  {r['step']}: " + ", ".join(f"{k} {v}" for k, v in r["stats"].items()))
+    if any(a["docs_out"] != b["docs_in"] for a, b in itertools.pairwise(rows)):
+        lines.append("  (a step's docs in differ from the step before's docs out where some "
+                     "sources skip it: each step counts the documents it saw)")
     return "\n".join(lines)

@@ -334,6 +334,16 @@ def test_model_settings_a_continued_run_sets_against_its_checkpoint_are_said(cap
     assert "not used: model.seq_len = 128 (it has 64)\n" in capsys.readouterr().err
     _ignored_model_settings(replace(taken, vocab_size=1024), taken)   # the same model
     assert capsys.readouterr().err == ""
+    # compared as the model uses them: ffn_hidden 0 is its size, gpt2 ties and has no kv
+    # heads of its own (an exact GPT-2 config was told its n_kv_heads, ffn_hidden and
+    # tie_embeddings were not used)
+    _ignored_model_settings(replace(taken, ffn_hidden=taken.hidden), taken)
+    gpt2 = ModelConfig(arch="gpt2", d_model=64, n_layers=2, n_heads=2, seq_len=64)
+    _ignored_model_settings(gpt2, replace(gpt2, ffn_hidden=256, n_kv_heads=2,
+                                          tie_embeddings=True, kv_lora_rank=8))
+    assert capsys.readouterr().err == ""
+    _ignored_model_settings(replace(gpt2, bias=False), gpt2)
+    assert "not used: model.bias = False (it has True)\n" in capsys.readouterr().err
 
 
 def test_an_option_added_keyed_if_set_keeps_the_keys_of_configs_without_it(tmp_path):

@@ -181,9 +181,10 @@ def test_pretrain_train_under_torchrun(tmp_path, capsys):
     bad = torchrun([*args, "--train.parallel.tp=3"], cwd=tmp_path)
     assert bad.returncode != 0, bad.stderr[-3000:]
     assert bad.stderr.count("= 3 processes, but there are 2") == 1, bad.stderr[-3000:]
-    # a layout the model or batch cannot take: before the group forms, once (it was once a rank)
-    bad = torchrun([*args, "--train.parallel.pp=2", "--train.parallel.pp_microbatches=3"],
-                   cwd=tmp_path)
+    # a layout the model or batch cannot take, training again: in the first checks, said
+    # once (each rank failed in its model build, and said it)
+    bad = torchrun([*args, "--train.parallel.pp=2", "--train.parallel.pp_microbatches=3",
+                    "--force", "train"], cwd=tmp_path)
     assert bad.returncode != 0, bad.stderr[-3000:]
     assert bad.stderr.count("must be a multiple of the pipeline's microbatches (3)") == 1, \
         bad.stderr[-3000:]

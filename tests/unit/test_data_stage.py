@@ -341,8 +341,11 @@ def test_a_stage_that_keeps_nothing_says_why_and_keeps_its_audit(tmp_path, capsy
     rc, run = _failing_run(tmp_path, [{"body": f"text {i} " * 80} for i in range(4)])
     err = capsys.readouterr().err
     assert rc == 2
-    assert "no source produced a document: all 4 records were skipped" in err
+    assert "no source produced a document: all 4 records were skipped while read" in err
     assert "missing_text (read): 4" in err and "no string field 'text'" in err
+    # the example names the record once: its file as given (the id is its path below the
+    # source's root, which the detail's path ends with)
+    assert f"e.g. {tmp_path / 'src.jsonl'}:1: no string field" in err and "src.jsonl:1: /" not in err
     assert main(["data", "inspect", str(run)]) == 0
     assert "missing_text 4" in capsys.readouterr().out
     # every document is too short: the filter's reason with an example of its text

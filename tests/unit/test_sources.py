@@ -93,6 +93,7 @@ def test_invalid_utf8_txt_is_a_counted_skip(tmp_path: Path):
     docs, skips = _read(LocalSource(paths=[str(tmp_path / "*.txt")]))
     assert [d.text for d in docs] == ["fine text"]
     assert skips[0].reason == "invalid_utf8" and str(bad) in skips[0].detail
+    assert (docs[0].id, skips[0].id) == ("a.txt", "b.txt")   # the file's document's name
 
 
 def test_invalid_utf8_line_costs_one_record(tmp_path: Path):

@@ -99,9 +99,9 @@ def why_empty(d: Path, top: int = 5, chars: int = 160) -> str:
     examples: dict[str, str] = {}
     for rec in _jsonl(d / "dropped.jsonl"):
         if rec["reason"] not in examples:   # a reader's detail starts with the record
-            detail = rec.get("detail", "")
-            examples[rec["reason"]] = detail if detail.startswith(rec["id"]) else \
-                f"{rec['id']}: {detail}".rstrip(": ")
+            detail = rec.get("detail", "")  # (its file as given: the id is the path below
+            named = detail.split(": ", 1)[0].endswith(rec["id"])   # the source's root)
+            examples[rec["reason"]] = detail if named else f"{rec['id']}: {detail}".rstrip(": ")
         if len(examples) == len(totals):
             break
     for rec in _jsonl(d / "samples.jsonl"):

@@ -381,11 +381,11 @@ class LocalSource(SourceConfig):
         try:   # a file of documents: an invalid byte costs its document only (_piece)
             text = b"".join(file_lines(p)).decode(  # type: ignore[arg-type]
                 "utf-8", "surrogateescape" if self.separator else "strict")
-        except UnicodeDecodeError as e:
-            yield Skip(str(p), "invalid_utf8", f"{p}: {e}")
+        except UnicodeDecodeError as e:   # named as the file's document would have been
+            yield Skip(name, "invalid_utf8", f"{p}: {e}")
             return
         except read_errors() as e:
-            yield Skip(str(p), "unreadable", f"{p}: {type(e).__name__}: {e}")
+            yield Skip(name, "unreadable", f"{p}: {type(e).__name__}: {e}")
             return
         if not text.strip():
             return  # a blank file: `nonempty` counts it

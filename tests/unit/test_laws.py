@@ -90,6 +90,10 @@ def test_plan_leaves_out_a_law_fitted_from_too_few_runs(tmp_path, capsys):
     assert main(["plan", "--budget", "1e18", "--fit", str(fit)]) == 2
     err = capsys.readouterr().err
     assert "it does not depend on N (the runs too few or too noisy to tell)" in err
+    fit.write_text(json.dumps({"isoflop": [{"C": 1e9}, {"C": 1e10}],   # edited by hand
+                               "law": {**law, "flat_in": True}}))
+    assert main(["plan", "--budget", "1e18", "--fit", str(fit)]) == 2
+    assert "it does not depend on both N and D" in capsys.readouterr().err
     assert "budget" not in err.split("; rerun")[0]
     run = tmp_path / "runs" / "quickstart" / "sweep"
     run.mkdir(parents=True)
@@ -217,6 +221,8 @@ def test_intervals_that_reach_the_fits_bounds_or_miss_its_value_are_said_loose()
     assert loose(law, {**iv, "alpha": (0.4, 0.7), "beta": (0.0, 0.35)}) == ["beta"]   # at 0
     assert loose(law, {**iv, "alpha": (0.4, 0.7), "E": (1.81, 2.0)}) == ["E"]   # misses 1.8
     assert loose(law, {**iv, "alpha": (0.4, 0.7), "A": (300.0, math.exp(50.0))}) == ["A"]
+    # an interval of one point (every resample agreeing), off by rounding: not loose
+    assert loose(law, {**iv, "alpha": (0.4, 0.7), "E": (1.8000000000000003,) * 2}) == []
     # runs that pin the law down: no constant loose
     rng = np.random.default_rng(1)
     true = Law(1.9, 300.0, 900.0, 0.32, 0.30)

@@ -139,7 +139,7 @@ def test_a_json_file_that_is_no_tokenizer_says_so(tmp_path: Path):
     """GPT-2's encoder.json named itself was "not a well-formed tokenizer file
     (AttributeError: 'int' object has no attribute 'get')"."""
     enc = tmp_path / "encoder.json"
-    enc.write_text(json.dumps({"!": 0, "a": 1}))
+    enc.write_text(json.dumps({"!": 0, "a": 1, "model": 19849}))   # "model" is a GPT-2 token
     with pytest.raises(ConfigError, match="encoder.json: not a tokenizer.json: no \"model\" "
                        "object .*give the folder holding it and vocab.bpe"):
         pretrained.load(str(enc), "", [], "", "")

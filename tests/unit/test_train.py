@@ -331,11 +331,11 @@ def test_the_grad_accum_hint_is_only_for_a_run_that_starts_over(tmp_path, capsys
     launch(TrainConfig(batch_size=100_000, weight_decay=0.3), tmp_path / "train-c")
     err = launch(two, tmp_path / "train-b")
     assert str(tmp_path / "train-a") in err and "train-c" not in err
-    # one that stopped before its first checkpoint but left its logs: said as such (it
-    # read "(0 checkpoints, 0.0 MB)")
+    # one that stopped before its first complete checkpoint, with its logs (or half a
+    # checkpoint): said as such (it read "(0 checkpoints, 0.0 MB)")
     (tmp_path / "train-c" / "events.jsonl").write_text("{}\n")
     err = launch(two, tmp_path / "train-b")
-    assert "train-c (no checkpoint: the logs of a run stopped before its first, " in err
+    assert "train-c (no complete checkpoint: a run stopped before its first, " in err
 
 
 def test_a_damaged_checkpoint_or_lineage_of_another_config_is_said(tmp_path, capsys):

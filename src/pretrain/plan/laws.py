@@ -86,7 +86,8 @@ def read_fit(fit: Any, path: str, source: str) -> tuple[Law | None, str]:
     if budgets < 2:
         why = f"it was fitted from {budgets} budget{'s' * (budgets != 1)} of 3 sizes or more, 2 needed"
     elif flat or law.degenerate:
-        why = ("it does not depend on " + " or ".join(map(str, flat)) if flat else
+        names = " or ".join(map(str, flat)) if isinstance(flat, list) else "both N and D"
+        why = (f"it does not depend on {names}" if flat else
                "its constants are not all finite and positive") \
             + " (the runs too few or too noisy to tell)"
     else:
@@ -178,9 +179,12 @@ def loose(law: Law, intervals: dict[str, tuple[float, float]]) -> list[str]:
     out = []
     for k, (lo, hi) in intervals.items():
         value, (low, high) = getattr(law, k), edges[k]
-        at_edge = any(math.isclose(v, edge, rel_tol=1e-6, abs_tol=1e-9)
-                      for v in (lo, hi) for edge in (low, high))
-        if at_edge or not lo <= value <= hi:
+
+        def near(a: float, b: float) -> bool:
+            return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+        at_edge = any(near(v, edge) for v in (lo, hi) for edge in (low, high))
+        inside = lo <= value <= hi or near(value, lo) or near(value, hi)
+        if at_edge or not inside:
             out.append(k)
     return out
 

@@ -105,6 +105,10 @@ def _alike(d: distributed.Dist, check: Callable[[], None]) -> None:
         raise SaidOnRankZero(str(e)) from None
 
 
+def _raise(error: Exception) -> None:
+    raise error
+
+
 def run_stages(cfg: RunConfig, names: Sequence[str], force: set[str],
                require_current_upstream: bool = False, args: str = "",
                has_force: bool = True) -> RunDir:
@@ -116,6 +120,13 @@ def run_stages(cfg: RunConfig, names: Sequence[str], force: set[str],
     (a sweep does not: a skipped stage says which folder to delete instead)."""
     todo = [stages.get(n) for n in names]
     d = distributed.from_env()
+    rd = RunDir(cfg.run_dir)
+    deferred: list[PretrainError] = []
+
+    def layout() -> None:
+        degrees = cfg.train.parallel.degrees(d.world)
+        if not cfg.train.init_from:   # else the checkpoint's model: checked once read
+            check_layout(cfg.model, cfg.train, degrees)
 
     def checks() -> None:   # from the config and the process count only: alike on every rank
         stray = sorted(force - {"all", *names})
@@ -130,14 +141,19 @@ def run_stages(cfg: RunConfig, names: Sequence[str], force: set[str],
             raise PretrainError(f"under torchrun only {allowed} runs; run "
                                 f"{', '.join(refused)} in one process")
         if "train" in names:   # a layout the processes cannot make fails now, not after data
-            degrees = cfg.train.parallel.degrees(d.world)
-            if not cfg.train.init_from:   # else the checkpoint's model: checked once read
-                check_layout(cfg.model, cfg.train, degrees)
+            try:
+                layout()
+            except PretrainError as e:
+                # a train stage that completed (under torchrun, tp = 2) may be up to date:
+                # the layout is not in its key, and `pretrain run` in one process then
+                # goes on to eval and sample. Said if it is to run after all
+                if rd.manifest("train") is None:
+                    raise
+                deferred.append(e)
 
     _alike(d, checks)
     if "eval" in names[1:]:   # a bad record in a task file of one's own: not after training
         eval_tasks.check_own_files(cfg.eval)
-    rd = RunDir(cfg.run_dir)
     with _process_group(cfg, d):
         with ExitStack() as held:
             def open_run() -> None:  # rank 0: the run directory is ours until we finish
@@ -155,6 +171,8 @@ def run_stages(cfg: RunConfig, names: Sequence[str], force: set[str],
                 plan = _agreed(d, functools.partial(_plan, cfg, rd, stage, forcing, has_force))
                 if plan["skip"]:
                     continue
+                if stage.name == "train" and deferred:
+                    _alike(d, functools.partial(_raise, deferred[0]))
                 _execute(cfg, rd, stage, plan, d)
     return rd
 

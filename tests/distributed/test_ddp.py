@@ -175,10 +175,17 @@ def test_pretrain_train_under_torchrun(tmp_path, capsys):
     assert manifest["counts"]["val_loss_final"] < manifest["counts"]["val_loss_initial"]
     again = torchrun(args, cwd=tmp_path)   # up to date: both ranks skip
     assert again.returncode == 0 and "up to date" in again.stderr
+    # its config rerun in one process: a layout of 2 (not in the key) does not refuse the
+    # train stage it skips, and refuses it when it is to run (the first was refused)
+    one = [f"--{k}={v}" for k, v in overrides]
+    assert main(["train", *one, "--train.parallel.tp=2"]) == 0
+    assert "up to date" in capsys.readouterr().err
+    assert main(["train", *one, "--train.parallel.tp=2", "--force", "train"]) == 2
+    assert "= 2 processes, but there are 1" in capsys.readouterr().err
     # errors every rank meets alike are printed once, by rank 0 (they were once a rank)
     bad = torchrun(["-m", "pretrain", "eval", *args[3:]], cwd=tmp_path)
     assert bad.returncode != 0 and bad.stderr.count("error: under torchrun only") == 1
-    bad = torchrun([*args, "--train.parallel.tp=3"], cwd=tmp_path)
+    bad = torchrun([*args, "--train.parallel.tp=3", "--force", "train"], cwd=tmp_path)
     assert bad.returncode != 0, bad.stderr[-3000:]
     assert bad.stderr.count("= 3 processes, but there are 2") == 1, bad.stderr[-3000:]
     # a layout the model or batch cannot take, training again: in the first checks, said
@@ -207,7 +214,6 @@ def test_pretrain_train_under_torchrun(tmp_path, capsys):
     # ends where they ended
     run = tmp_path / "runs" / "tiny"
     shutil.rmtree(run / "train")
-    one = [f"--{k}={v}" for k, v in overrides]
     rc = main(["train", *one])
     err = capsys.readouterr().err
     assert rc == 2, err[-3000:]

@@ -377,11 +377,21 @@ def _printable_streams() -> None:
             reconfigure(errors="backslashreplace")
 
 
+def _one_process(command: str) -> None:
+    """Under torchrun, commands that are not stages are refused (each rank ran them: a report
+    written twice at once, every line printed once a rank), said by rank 0."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise (PretrainError if rank() == 0 else SaidOnRankZero)(
+            f"`pretrain {command}` runs in one process, not under torchrun (only `pretrain "
+            "train` runs there)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     _printable_streams()
     try:
         if argv[:2] == ["data", "inspect"]:
+            _one_process("data inspect")
             args = _inspect_parser().parse_args(argv[2:])
             print(inspect(Path(args.run), args.reason, args.n, args.chars))
             return 0
@@ -394,6 +404,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             [a for a, o in zip(joined, pulled, strict=True) if not o])
         overrides = parse_override_args(
             [a for a, o in zip(joined, pulled, strict=True) if o] + rest)
+        if args.command in ("config", "plan", "sweep", "report", "verify", "export"):
+            _one_process(args.command)
         if args.command == "config":
             return _config(args, overrides)
         if args.command == "plan":

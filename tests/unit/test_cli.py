@@ -230,3 +230,17 @@ def test_inspect_takes_a_positive_number_of_examples(n, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["data", "inspect", str(tmp_path), "-n", n])
     assert e.value.code == 2 and "argument -n" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["verify", "runs/x"], ["report", "runs/x"], ["config", "show"],
+                                  ["plan", "--budget", "1e18"], ["data", "inspect", "runs/x"]])
+def test_commands_that_are_not_stages_are_refused_under_torchrun_said_once(argv, monkeypatch,
+                                                                          capsys):
+    """Each rank ran them: `report` wrote its report twice at once, every line came twice."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert main(argv) == 2
+    assert f"`pretrain {' '.join(argv[:2]) if argv[0] == 'data' else argv[0]}` runs in one " \
+        "process, not under torchrun" in capsys.readouterr().err
+    monkeypatch.setenv("RANK", "1")
+    assert main(argv) == 2 and capsys.readouterr().err == ""

@@ -399,6 +399,9 @@ def test_muon_is_planned_without_sharded_layouts_and_a_cpu_dry_run_as_the_cpu_ru
     model = dataclasses.replace(cfg.model, vocab_size=cfg.tokenizer.vocab_size)
     want = estimate(model, cfg.train.batch_size, precision="bf16", cpu=True).as_gb()
     assert f"activations {want['activations']:.3g} GB" in line and want["activations"] > 1
+    # an overlap that rounds to nothing reads 0, not "-0" (a tiny model's dry run)
+    tiny = dataclasses.replace(estimate(model, 1, precision="bf16", cpu=True), overlap=1.0)
+    assert f"{tiny.as_gb()['overlap']:.3g}" == "0"
 
 
 @pytest.mark.parametrize("argv", [["-c", "fineweb-edu-124m", "--gpus", "8", "--train.grad_accum=2"],

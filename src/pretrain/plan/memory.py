@@ -95,7 +95,7 @@ class Memory:
     def as_gb(self) -> dict[str, float]:
         """The parts in GB, the overlap negative: they add up to the total."""
         parts = {**asdict(self), "overlap": -self.overlap, "total": self.total}
-        return {k: round(v / GB, 3) for k, v in parts.items()}
+        return {k: round(v / GB, 3) + 0.0 for k, v in parts.items()}   # + 0.0: no "-0" shown
 
 
 def norm_elements(cfg: ModelConfig) -> int:

@@ -105,10 +105,6 @@ def _alike(d: distributed.Dist, check: Callable[[], None]) -> None:
         raise SaidOnRankZero(str(e)) from None
 
 
-def _raise(error: Exception) -> None:
-    raise error
-
-
 def run_stages(cfg: RunConfig, names: Sequence[str], force: set[str],
                require_current_upstream: bool = False, args: str = "",
                has_force: bool = True) -> RunDir:
@@ -121,9 +117,8 @@ def run_stages(cfg: RunConfig, names: Sequence[str], force: set[str],
     todo = [stages.get(n) for n in names]
     d = distributed.from_env()
     rd = RunDir(cfg.run_dir)
-    deferred: list[PretrainError] = []
 
-    def layout() -> None:
+    def layout() -> None:   # alike on every rank too
         degrees = cfg.train.parallel.degrees(d.world)
         if not cfg.train.init_from:   # else the checkpoint's model: checked once read
             check_layout(cfg.model, cfg.train, degrees)
@@ -140,16 +135,12 @@ def run_stages(cfg: RunConfig, names: Sequence[str], force: set[str],
             allowed = " or ".join(f"`pretrain {s.name}`" for s in stages.STAGES if s.torchrun)
             raise PretrainError(f"under torchrun only {allowed} runs; run "
                                 f"{', '.join(refused)} in one process")
-        if "train" in names:   # a layout the processes cannot make fails now, not after data
-            try:
-                layout()
-            except PretrainError as e:
-                # a train stage that completed (under torchrun, tp = 2) may be up to date:
-                # the layout is not in its key, and `pretrain run` in one process then
-                # goes on to eval and sample. Said if it is to run after all
-                if rd.manifest("train") is None:
-                    raise
-                deferred.append(e)
+        # a layout the processes cannot make fails now, not after data; but a train stage
+        # that completed (under torchrun, tp = 2) may be up to date, the layout not being in
+        # its key, and `pretrain run` in one process then goes on to eval and sample: its
+        # layout is checked where it is to train (below)
+        if "train" in names and rd.manifest("train") is None:
+            layout()
 
     _alike(d, checks)
     if "eval" in names[1:]:   # a bad record in a task file of one's own: not after training
@@ -171,8 +162,8 @@ def run_stages(cfg: RunConfig, names: Sequence[str], force: set[str],
                 plan = _agreed(d, functools.partial(_plan, cfg, rd, stage, forcing, has_force))
                 if plan["skip"]:
                     continue
-                if stage.name == "train" and deferred:
-                    _alike(d, functools.partial(_raise, deferred[0]))
+                if stage.name == "train":
+                    _alike(d, layout)
                 _execute(cfg, rd, stage, plan, d)
     return rd
 

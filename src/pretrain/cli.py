@@ -404,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             [a for a, o in zip(joined, pulled, strict=True) if not o])
         overrides = parse_override_args(
             [a for a, o in zip(joined, pulled, strict=True) if o] + rest)
-        if args.command in ("config", "plan", "sweep", "report", "verify", "export"):
+        if args.command not in ("run", *stages.names()):   # not a stage: one process
             _one_process(args.command)
         if args.command == "config":
             return _config(args, overrides)

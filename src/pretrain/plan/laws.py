@@ -176,12 +176,12 @@ def loose(law: Law, intervals: dict[str, tuple[float, float]]) -> list[str]:
     edges = dict(zip(("A", "B", "E", "alpha", "beta"),
                      [(math.exp(lo), math.exp(hi)) for lo, hi in BOUNDS[:3]] + BOUNDS[3:],
                      strict=True))
+    def near(a: float, b: float) -> bool:
+        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+
     out = []
     for k, (lo, hi) in intervals.items():
         value, (low, high) = getattr(law, k), edges[k]
-
-        def near(a: float, b: float) -> bool:
-            return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
         at_edge = any(near(v, edge) for v in (lo, hi) for edge in (low, high))
         inside = lo <= value <= hi or near(value, lo) or near(value, hi)
         if at_edge or not inside:

@@ -171,7 +171,7 @@ def _run(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
     if getattr(args, "gate", False) and not cfg.eval.gates:   # before the stages, not after
         raise PretrainError(NO_GATES)
     if args.dry_run:
-        print(to_toml(cfg), end="")
+        print(to_toml(cfg, notes=True), end="")
         print("\n".join("# " + line for line in dry_run_summary(cfg).splitlines()))
         return 0
     set_plain(args.plain)
@@ -284,7 +284,7 @@ def _config(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
     if args.action == "show":
         if args.config and args.name:
             raise ConfigError("config show: give the config once (-c CONFIG or CONFIG)")
-        print(to_toml(load_config(args.config or args.name, overrides)), end="")
+        print(to_toml(load_config(args.config or args.name, overrides), notes=True), end="")
         return 0
     paths = args.configs or [str(p) for p in shipped_configs()]
     failed = 0

@@ -234,9 +234,23 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return clean(dataclasses.asdict(cfg))
 
 
-def to_toml(cfg: Any) -> str:
+def to_toml(cfg: Any, notes: bool = False) -> str:
+    """The config as TOML; with ``notes``, each key a section's ``notes()`` has a word for
+    (a value not the one in use) followed by it as a comment."""
     import tomli_w
-    return tomli_w.dumps(to_dict(cfg))
+    text = tomli_w.dumps(to_dict(cfg))
+    if not notes:
+        return text
+    said = {f.name: section.notes() for f in dataclasses.fields(cfg)
+            if callable(getattr(section := getattr(cfg, f.name), "notes", None))}
+    lines, table = [], ""
+    for line in text.splitlines(keepends=True):
+        if line.startswith("["):
+            table = line.strip("[]\n")
+        elif (key := line.split(" = ", 1)[0]) in said.get(table, {}):
+            line = f"{line.rstrip()}   # {said[table][key]}\n"
+        lines.append(line)
+    return "".join(lines)
 
 
 def jsonable(obj: Any) -> Any:

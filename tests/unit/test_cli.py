@@ -5,12 +5,14 @@ import argparse
 import os
 import subprocess
 import sys
+import tomllib
 
 import pytest
 
 from pretrain import cli, stages
 from pretrain.cli import EXIT_PREEMPTED, build_parser, main
-from pretrain.config import Preempted
+from pretrain.config import Preempted, to_toml
+from pretrain.run_config import load_config
 
 STAGE_OPTIONS = ["--config", "--dry-run", "--force", "--help", "--plain", "-c", "-h"]
 SURFACE = {
@@ -244,3 +246,21 @@ def test_commands_that_are_not_stages_are_refused_under_torchrun_said_once(argv,
         "process, not under torchrun" in capsys.readouterr().err
     monkeypatch.setenv("RANK", "1")
     assert main(argv) == 2 and capsys.readouterr().err == ""
+
+
+def test_config_show_says_the_model_values_not_in_use(capsys):
+    """gpt2 ties its embeddings whatever tie_embeddings says, and reads neither n_kv_heads
+    nor rope_theta: `config show` printed `tie_embeddings = false` for it without a word."""
+    assert main(["config", "show", "--model.arch=gpt2", "--model.d_model=64"]) == 0
+    out = capsys.readouterr().out
+    for line in ("tie_embeddings = false   # in use: true\n", "ffn_hidden = 0   # in use: 256\n",
+                 'rope_theta = 10000.0   # not used by arch = "gpt2"\n',
+                 "vocab_size = 0   # the tokenizer's size\n", "n_layers = 2\n", 'bias = true\n'):
+        assert line in out, line
+    assert tomllib.loads(out) == tomllib.loads(to_toml(load_config("quickstart", [
+        ("model.arch", "gpt2"), ("model.d_model", "64")])))   # comments only
+    assert main(["config", "show", "--model.ffn_hidden=96"]) == 0
+    out = capsys.readouterr().out
+    assert "multiple_of = 32   # not used: ffn_hidden is given\n" in out
+    assert 'bias = true   # not used by arch = "llama"\n' in out
+    assert "ffn_hidden = 96\n" in out

@@ -13,9 +13,10 @@ Three architectures share one vocabulary of knobs:
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
-from typing import ClassVar, Literal
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, Literal
 
 from ..config import ConfigError
 
@@ -125,6 +126,37 @@ class ModelConfig:
             return 4 * self.d_model
         h = int(8 * self.d_model / 3)
         return self.multiple_of * math.ceil(h / self.multiple_of)
+
+    # the keys an architecture does not read (gpt2's learned positions have no rope_theta)
+    UNREAD: ClassVar[dict[str, tuple[str, ...]]] = {
+        "llama": ("bias", "gelu_approximate", "q_lora_rank", "kv_lora_rank",
+                  "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"),
+        "mla": ("n_kv_heads", "bias", "gelu_approximate"),
+        "gpt2": ("n_kv_heads", "rope_theta", "multiple_of", "q_lora_rank", "kv_lora_rank",
+                 "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")}
+
+    def in_use(self) -> dict[str, Any]:
+        """The settings as the model uses them: ffn_hidden 0 as its size, gpt2's tied
+        embeddings; the keys its architecture does not read left out (multiple_of too where
+        ffn_hidden is given)."""
+        out = asdict(self)
+        out.update(ffn_hidden=self.hidden, tie_embeddings=self.tied)
+        unread = self.UNREAD[self.arch] + (("multiple_of",) if self.ffn_hidden else ())
+        return {k: v for k, v in out.items() if k not in unread}
+
+    def notes(self) -> dict[str, str]:
+        """A word for each key whose value is not the one in use (``config show`` writes
+        it beside the key): ``tie_embeddings = false`` under gpt2, which ties."""
+        used, out = self.in_use(), {}
+        for k, v in asdict(self).items():
+            if k not in used:
+                out[k] = (f"not used by arch = {json.dumps(self.arch)}"
+                          if k in self.UNREAD[self.arch] else "not used: ffn_hidden is given")
+            elif used[k] != v:
+                out[k] = f"in use: {json.dumps(used[k])}"
+        if not self.vocab_size:
+            out["vocab_size"] = "the tokenizer's size"
+        return out
 
     # ---- counting, from the config alone (checked against the modules in the tests) --------
 

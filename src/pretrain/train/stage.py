@@ -283,27 +283,12 @@ def _ignored_model_settings(given: ModelConfig, taken: ModelConfig) -> None:
     at the checkpoint's. Every one that differs, a default too: ``--model.seq_len=128``
     typed beside ``init_from`` is a default (and went unsaid when only values other than
     the defaults were named)."""
-    mine, theirs = _in_use(given), _in_use(taken)
+    mine, theirs = given.in_use(), taken.in_use()
     ignored = [f"{k} = {v!r} (it has {theirs[k]!r})" for k, v in mine.items()
-               if k in theirs and v != theirs[k]]
+               if k in theirs and k != "vocab_size" and v != theirs[k]]
     if ignored:
         log0("train: warning: init_from's model is trained as it is; this config's "
              "settings that differ from it are not used: model." + ", model.".join(ignored))
-
-
-def _in_use(m: ModelConfig) -> dict[str, Any]:
-    """The [model] settings as the model uses them: ffn_hidden 0 as its size, gpt2's tied
-    embeddings and its heads for kv heads; the settings of other architectures left out."""
-    out = {k: v for k, v in asdict(m).items() if k != "vocab_size"}
-    out.update(ffn_hidden=m.hidden, n_kv_heads=m.kv_heads, tie_embeddings=m.tied)
-    unused = {"gpt2": ("bias", "gelu_approximate"),
-              "mla": ("q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim",
-                      "v_head_dim")}
-    for arch, keys in unused.items():
-        if m.arch != arch:
-            for k in keys:
-                out.pop(k)
-    return out
 
 
 def _same_tokens(source: Path, ours: dict[int, bytes], below: int) -> None:

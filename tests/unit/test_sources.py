@@ -86,6 +86,34 @@ def test_truncated_gzip_keeps_what_was_read_and_reports_the_rest(tmp_path: Path)
     assert len(skips) == 1 and skips[0].reason == "unreadable" and str(p) in skips[0].detail
 
 
+def test_a_gzip_file_failing_its_check_is_left_out_whole(tmp_path: Path):
+    """gzip checks a member's CRC at its end, after its lines were read: a flipped bit
+    decoded to other text and was kept ("opened up to" read "opened upto u"), then the
+    file's end was a skip. Each flip here either fails the CRC or the deflate stream."""
+    p = tmp_path / "docs.jsonl.gz"
+    lines = "".join(json.dumps({"text": f"document number {i} " * 20}) + "\n" for i in range(200))
+    blob = gzip.compress(lines.encode())
+    crc = 0
+    for at in range(len(blob) // 3, 2 * len(blob) // 3, len(blob) // 20):
+        flipped = bytearray(blob)
+        flipped[at] ^= 0x10
+        p.write_bytes(flipped)
+        docs, skips = _read(LocalSource(paths=[str(p)]))
+        assert docs == [], at
+        assert [(s.reason, s.id) for s in skips] == [("unreadable", "docs.jsonl.gz")], at
+        assert skips[0].detail.startswith(f"{p}: ") and "none of its" in skips[0].detail
+        assert 1 <= skips[0].records <= 200
+        crc += "CRC check failed" in skips[0].detail
+    assert crc   # the case that kept damaged text
+    for name in ("docs.txt.gz", "stories.txt.gz"):   # one document, or documents between separators
+        (tmp_path / name).write_bytes(flipped)
+    source = LocalSource(paths=[str(tmp_path / "docs.txt.gz")])
+    assert [s.reason for s in _read(source)[1]] == ["unreadable"] and not _read(source)[0]
+    source = LocalSource(paths=[str(tmp_path / "stories.txt.gz")], separator="\n")
+    docs, skips = _read(source)
+    assert (docs, [(s.reason, s.id) for s in skips]) == ([], [("unreadable", "stories.txt.gz")])
+
+
 def test_invalid_utf8_txt_is_a_counted_skip(tmp_path: Path):
     good, bad = tmp_path / "a.txt", tmp_path / "b.txt"
     good.write_text("fine text")

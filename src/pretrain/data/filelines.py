@@ -1,4 +1,4 @@
-"""Reading a local file's bytes: its lines through gzip or zstd by extension, long lines
+"""Reading a local file's bytes: its lines through gzip (checked first) or zstd by extension, long lines
 read past or cut into pieces, and a text stream split at a separator one piece at a time,
 each in bounded memory (``sources.py`` and ``hf_source.py`` build their readers on them)."""
 
@@ -26,6 +26,36 @@ def read_errors() -> tuple[type[BaseException], ...]:
 BOM = b"\xef\xbb\xbf"   # UTF-8's byte-order mark, which some writers put first
 
 
+class DamagedGzip(OSError):
+    """A gzip file whose data fails its check (a member's CRC or length, or a deflate
+    stream that does not decode): the bytes decoded before the failure cannot be trusted
+    either (a flipped bit decodes to other text without an error until the member's end),
+    so none of the file is read. ``lines``: how many it had up to the failure."""
+
+    def __init__(self, p: Path, cause: BaseException, lines: int):
+        super().__init__(f"{p}: {type(cause).__name__}: {cause}; none of its {lines:,} lines "
+                         "are read, since the text before a failed check is not sound either")
+        self.lines = lines
+
+
+def check_gzip(p: Path) -> None:
+    """Read a .gz file through once, for the checks gzip makes at each member's end only
+    (after its lines were given): raise ``DamagedGzip`` when one fails. A file cut short
+    passes: what was written before the cut is sound, and the reading says where it ends."""
+    lines = 0
+    try:
+        with gzip.open(p, "rb") as f:
+            while block := f.read(1 << 20):
+                lines += block.count(b"\n")
+    except zlib.error as e:
+        raise DamagedGzip(p, e, lines) from None
+    except gzip.BadGzipFile as e:   # not "Not a gzipped file": junk after a sound member
+        if "CRC check failed" in str(e) or "Incorrect length" in str(e):
+            raise DamagedGzip(p, e, lines) from None
+    except read_errors():
+        pass
+
+
 def file_lines(p: Path, cap: int = 0, split: int = 0) -> Iterator[bytes | int]:
     """The file's lines as bytes (decoded per line by the caller, so that one bad line
     costs one record), through gzip or zstd by extension. With ``cap``, a line longer than
@@ -36,6 +66,8 @@ def file_lines(p: Path, cap: int = 0, split: int = 0) -> Iterator[bytes | int]:
     if name.endswith(".zst"):
         yield from _zstd_lines(p, cap, split=split)
         return
+    if name.endswith(".gz"):
+        check_gzip(p)
     with (gzip.open(p, "rb") if name.endswith(".gz") else open(p, "rb")) as f:
         if split:
             while line := f.readline(split):

@@ -32,7 +32,7 @@ from ..config import PATH, ConfigError, PretrainError
 from ..log import log0
 from ..rundir import file_sha256
 from .document import Document, Skip
-from .filelines import BOM, file_lines, read_errors, split_stream
+from .filelines import BOM, DamagedGzip, file_lines, read_errors, split_stream
 from .parquet_parts import Part, first_row, row_group_parts
 
 SourceType = Literal["python-installation", "local", "huggingface", "warc"]
@@ -336,6 +336,8 @@ class LocalSource(SourceConfig):
                                f"{str(e)[:200]}")
                     continue
                 yield self._record(rec, where, rid)
+        except DamagedGzip as e:   # found before any line was given
+            yield Skip(name, "unreadable", str(e), records=max(1, e.lines))
         except read_errors() as e:
             # truncated or corrupt compression: everything before it was yielded already
             yield Skip(f"{name}:{lineno + 1}", "unreadable",
@@ -383,6 +385,9 @@ class LocalSource(SourceConfig):
                 "utf-8", "surrogateescape" if self.separator else "strict")
         except UnicodeDecodeError as e:   # named as the file's document would have been
             yield Skip(name, "invalid_utf8", f"{p}: {e}")
+            return
+        except DamagedGzip as e:
+            yield Skip(name, "unreadable", str(e))
             return
         except read_errors() as e:
             yield Skip(name, "unreadable", f"{p}: {type(e).__name__}: {e}")
@@ -458,6 +463,8 @@ class LocalSource(SourceConfig):
                                f"{piece:,} characters > max_record_bytes")
                     continue
                 yield from self._piece(name, k, piece, p)
+        except DamagedGzip as e:   # found before any document was given
+            yield Skip(name, "unreadable", str(e))
         except read_errors() as e:
             yield Skip(f"{name}:{k + 1}", "unreadable",
                        f"{p} after document {k}: {type(e).__name__}: {e}")

@@ -268,6 +268,29 @@ def test_only_folders_matching_is_an_error(tmp_path: Path):
         LocalSource(paths=[str(tmp_path / "*.jsonl")]).files()
 
 
+def test_a_broken_link_a_glob_matches_is_an_error(tmp_path: Path):
+    """It was passed over as folders are, unsaid even under strict; alone, it read "only
+    folders match"."""
+    (tmp_path / "a.jsonl").write_text('{"text": "a"}\n')
+    (tmp_path / "c.jsonl").symlink_to(tmp_path / "gone" / "x.jsonl")
+    for paths in ([str(tmp_path / "*.jsonl")], [str(tmp_path / "c.jsonl")]):
+        with pytest.raises(ConfigError, match=r"c.jsonl \(matched by .*\) is a link to "
+                                              r".*gone/x.jsonl, which does not exist"):
+            LocalSource(paths=paths).files()
+
+
+def test_a_file_is_read_once_whatever_names_it_has(tmp_path: Path):
+    """A link beside a file, and a link to a folder above it that "**" goes round (one
+    file of 3 records was read 41 times)."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.jsonl").write_text("".join(f'{{"text": "doc {i}"}}\n' for i in range(3)))
+    (tmp_path / "sub" / "b.jsonl").symlink_to("a.jsonl")
+    (tmp_path / "sub" / "up").symlink_to("..")
+    source = LocalSource(paths=[str(tmp_path / "**" / "*.jsonl")])
+    assert source.files() == [tmp_path / "sub" / "a.jsonl"]
+    assert [d.text for d in _read(source)[0]] == ["doc 0", "doc 1", "doc 2"]
+
+
 def test_empty_file_is_a_counted_skip(tmp_path: Path):
     p = tmp_path / "empty.jsonl"
     p.write_text("")

@@ -216,15 +216,26 @@ class LocalSource(SourceConfig):
         seen: set[str] = set()
         for pattern in self.paths:
             matched = [Path(m) for m in sorted(glob.glob(os.path.expanduser(pattern), recursive=True))]
-            files = [m for m in matched if m.is_file()]
+            # resolved once: a path "**" made through a linked folder many times over is
+            # past what the system resolves (ELOOP), not what realpath does
+            real = {m: os.path.realpath(m) for m in matched}
+            broken = [m for m in matched if not os.path.exists(real[m])]
+            if broken:   # a file meant to be read, gone: not passed over as a folder is
+                raise ConfigError(f"local source: {broken[0]} (matched by {pattern!r}) is a "
+                                  f"link to {real[broken[0]]}, which does not exist; "
+                                  "restore that file or remove the link")
+            files = [m for m in matched if os.path.isfile(real[m])]
             if not files:
                 what = "only folders match" if matched else "no file matches"
                 where = "" if os.path.isabs(os.path.expanduser(pattern)) else \
                     f" (relative to {os.getcwd()})"
                 raise ConfigError(f"local source: {what} {pattern!r}{where}")
-            # a file two patterns match is read once (overlapping globs: "*.jsonl", "a*")
-            out += [f for f in files if os.path.realpath(f) not in seen]
-            seen.update(os.path.realpath(f) for f in files)
+            # a file is read once, however many names it has: two patterns that match it
+            # ("*.jsonl", "a*"), a link beside it, or a linked folder "**" goes round
+            for f in files:
+                if real[f] not in seen:
+                    seen.add(real[f])
+                    out.append(f)
         return out
 
     def fingerprint(self) -> Any:

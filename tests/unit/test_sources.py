@@ -344,6 +344,33 @@ def test_data_stage_drops_are_audited(tmp_path: Path):
     assert [d["id"] for d in kept] == ["1"]
 
 
+def test_a_parquet_string_that_is_not_utf8_costs_its_row(tmp_path: Path):
+    """One bad byte in any string column lost its whole batch of rows (and a real row
+    group is ~100k rows), said without the column or the row."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    def strings(values: list[bytes]):   # as a writer that does not check UTF-8 writes them
+        offsets = [0]
+        for v in values:
+            offsets.append(offsets[-1] + len(v))
+        return pa.Array.from_buffers(pa.string(), len(values), [
+            None, pa.py_buffer(pa.array(offsets, pa.int32()).buffers()[1]),
+            pa.py_buffer(b"".join(values))])
+    urls = [b"http://ok/%d" % i for i in range(10)]
+    urls[3] = b"http://bad\xff.com/"
+    texts = [b"row %d text" % i for i in range(10)]
+    texts[7] = b"caf\xe9"
+    pq.write_table(pa.table({"text": strings(texts), "url": strings(urls)}),
+                   tmp_path / "t.parquet", row_group_size=5)
+    docs, skips = _read(LocalSource(paths=[str(tmp_path / "t.parquet")]))
+    assert [d.id for d in docs] == [f"t.parquet:{i}" for i in (0, 1, 2, 4, 5, 6, 8, 9)]
+    assert [(s.reason, s.id, s.records) for s in skips] == [
+        ("invalid_utf8", "t.parquet:3", 1), ("invalid_utf8", "t.parquet:7", 1)]
+    assert skips[0].detail.startswith(f"{tmp_path / 't.parquet'}:row 3: column 'url': ")
+    assert skips[1].detail.startswith(f"{tmp_path / 't.parquet'}:row 7: column 'text': ")
+
+
 def test_parquet_rows_and_a_truncated_file(tmp_path: Path):
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq

@@ -506,8 +506,10 @@ class LocalSource(SourceConfig):
             end = row + pf.metadata.row_group(g).num_rows
             try:
                 for batch in pf.iter_batches(batch_size=1024, row_groups=[g]):
-                    for rec in batch.to_pylist():
-                        yield self._record(rec, f"{p}:row {row}", f"{name}:{row}")
+                    for rec in _rows(batch):
+                        yield (self._record(rec, f"{p}:row {row}", f"{name}:{row}")
+                               if isinstance(rec, dict) else
+                               Skip(f"{name}:{row}", "invalid_utf8", f"{p}:row {row}: {rec}"))
                         row += 1
             except Exception as e:  # noqa: BLE001 -- this row group only
                 if row < end:
@@ -515,6 +517,34 @@ class LocalSource(SourceConfig):
                                f"{p}: rows {row}..{end - 1} (row group {g}): "
                                f"{type(e).__name__}: {e}", records=end - row)
             row = end
+
+
+def _rows(batch: Any) -> Iterator[dict[str, Any] | str]:
+    """A parquet batch's rows as dicts; a row holding a string that is not UTF-8 (parquet
+    writers do not all check) as what to say of it: it costs that row, not its batch."""
+    try:
+        rows = batch.to_pylist()
+    except UnicodeDecodeError:
+        rows = None
+    if rows is not None:
+        yield from rows
+        return
+    for i in range(batch.num_rows):
+        one = batch.slice(i, 1)
+        try:
+            yield one.to_pylist()[0]
+        except UnicodeDecodeError as e:
+            bad = [n for n, column in zip(one.schema.names, one.columns, strict=True)
+                   if not _decodes(column)]
+            yield f"column {bad[0]!r}: {e}" if bad else str(e)
+
+
+def _decodes(column: Any) -> bool:
+    try:
+        column.to_pylist()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def record_meta(rec: dict[str, Any], text_field: str, id_field: str) -> dict[str, Any]:

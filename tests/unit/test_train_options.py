@@ -65,6 +65,18 @@ def test_muon_trains_and_resumes_bit_identically(tokens, tmp_path, monkeypatch):
     assert _losses(tmp_path / "a") == _losses(tmp_path / "b")
 
 
+def test_embed_lr_mult_on_a_tied_head_is_said(capsys):
+    """Under tying, the table is the output head: embed_lr_mult = 0 froze the head too,
+    without a word."""
+    for arch, tie, said in (("gpt2", False, True), ("llama", True, True), ("llama", False, False)):
+        model = loop.Transformer(replace(MODEL, arch=arch, tie_embeddings=tie))
+        optim.make_optimizer(model, _cfg(embed_lr_mult=0.0))
+        err = capsys.readouterr().err
+        assert ("train.embed_lr_mult = 0 applies to head.weight too" in err) == said, arch
+        optim.make_optimizer(model, _cfg())   # 1: nothing to say
+        assert capsys.readouterr().err == ""
+
+
 @pytest.mark.parametrize("optimizer", ["adamw", pytest.param("muon", marks=pytest.mark.slow)])
 def test_embed_lr_mult_scales_the_embedding_tables_steps_only(tokens, tmp_path, monkeypatch,
                                                                optimizer):

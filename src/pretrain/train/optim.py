@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from .. import hardware
+from ..log import log0
 from .config import TrainConfig
 
 
@@ -25,6 +26,14 @@ def _trainable(model: torch.nn.Module, embed_lr_mult: float
     table = [p for n, p in named if n.startswith("embed.")]
     rest = [(n, p) for n, p in named if not n.startswith("embed.")]
     return rest, [{"params": table, "weight_decay": 0.0, "lr_mult": embed_lr_mult}] if table else []
+
+
+def _tied_to_embedding(model: torch.nn.Module) -> list[str]:
+    """The names, outside the input embedding, of parameters that are its table (a tied
+    output head): ``named_parameters`` gives them under the table's name only."""
+    table = [p for n, p in model.named_parameters() if n.startswith("embed.")]
+    return [n for n, p in model.named_parameters(remove_duplicate=False)
+            if not n.startswith("embed.") and any(p is t for t in table)]
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float,
@@ -82,6 +91,10 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     AdamW's RMS, so one ``train.lr`` serves both (Moonshot's recipe).
     """
     adamw = {"lr": cfg.lr, "betas": (cfg.beta1, cfg.beta2), "fused": True}
+    if cfg.embed_lr_mult != 1.0 and (tied := _tied_to_embedding(model)):
+        log0(f"train: warning: train.embed_lr_mult = {cfg.embed_lr_mult:g} applies to "
+             f"{', '.join(tied)} too: the model ties it to the input embedding table "
+             "(model.tie_embeddings; gpt2 always does)")
     if cfg.optimizer == "adamw":
         groups = param_groups(model, cfg.weight_decay, cfg.embed_lr_mult)
         return torch.optim.AdamW(groups, **adamw)  # type: ignore[arg-type]

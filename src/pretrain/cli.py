@@ -303,9 +303,9 @@ def _config(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
 
 def _missing_inputs(cfg: RunConfig) -> list[str]:
     """The local files a valid config names but this machine lacks (paths resolve from
-    the current directory): the config is fine, its data stage would stop."""
+    the current directory): the config is fine, its data or train stage would stop."""
     return [f"data.sources.{i}: {why}" for i, src in enumerate(cfg.data.sources)
-            if (why := src.unavailable())]
+            if (why := src.unavailable())] + [why for why in [cfg.train.unavailable()] if why]
 
 
 _OPTIONS = {"-c", "--config", "--dry-run", "--force", "--gate", "--plain", "-h", "--help",

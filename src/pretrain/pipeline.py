@@ -119,6 +119,8 @@ def run_stages(cfg: RunConfig, names: Sequence[str], force: set[str],
     rd = RunDir(cfg.run_dir)
 
     def layout() -> None:   # alike on every rank too
+        if missing := cfg.train.unavailable():   # not after the data stages
+            raise PretrainError(missing)
         degrees = cfg.train.parallel.degrees(d.world)
         if not cfg.train.init_from:   # else the checkpoint's model: checked once read
             check_layout(cfg.model, cfg.train, degrees)

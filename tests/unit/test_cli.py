@@ -154,6 +154,17 @@ def test_space_separated_override_is_not_taken_for_the_config(capsys):
         assert '    "Once upon a time",\n' in capsys.readouterr().out
 
 
+def test_a_missing_init_from_fails_before_the_first_stage(tmp_path, capsys):
+    """It passed validate and ran the data, tokenizer and tokenize stages first (hours on
+    real data), then said "/x: no such folder" without the key."""
+    gone = tmp_path / "no-such-run"
+    assert main(["run", f"--runs_dir={tmp_path}", f"--train.init_from={gone}"]) == 2
+    assert f"error: train.init_from: {gone} does not exist\n" in capsys.readouterr().err
+    assert not (tmp_path / "quickstart").exists()
+    assert main(["config", "validate", f"--train.init_from={gone}"]) == 0   # valid, not here
+    assert f"but on this machine: train.init_from: {gone} does not exist" in capsys.readouterr().out
+
+
 def test_a_layout_one_process_cannot_make_fails_before_the_first_stage(tmp_path, capsys):
     assert main(["run", f"--runs_dir={tmp_path}", "--train.parallel.tp=2"]) == 2
     assert "tp 2 = 2 processes, but there are 1" in capsys.readouterr().err

@@ -276,6 +276,12 @@ class TrainConfig:
                               "train.steps, which with train.time_budget_s is only a cap: "
                               "set train.steps without a budget, or use constant weights")
 
+    def unavailable(self) -> str | None:
+        """What this machine lacks for the config to train: the ``init_from`` it names."""
+        if self.init_from and not Path(self.init_from).exists():
+            return f"train.init_from: {self.init_from} does not exist"
+        return None
+
     def init_fingerprint(self) -> list[tuple[str, int, int]]:
         """What identifies the weights ``init_from`` names without reading them (each file's
         name, size and mtime): part of the train stage's key. A run directory's

@@ -276,6 +276,19 @@ def test_a_phased_mixture_is_not_continued_under_other_steps():
     assert "phase_weights" in (_schedules_differ(old, new, 60) or "")
 
 
+def test_a_schedule_that_differs_is_said_from_the_step_the_log_shows_it():
+    """The log's step s took lr_at(s - 1): 'differs from step 3' was the log's step 4."""
+    from pretrain.train.config import TrainConfig
+    from pretrain.train.optim import lr_at
+    from pretrain.train.stage import _schedules_differ
+    old = TrainConfig(steps=6, schedule="cosine", warmup_steps=2, time_budget_s=0)
+    new = TrainConfig(steps=12, schedule="cosine", warmup_steps=2, time_budget_s=0)
+    said = _schedules_differ(old, new, 6) or ""
+    s = int(said.split("differs from step ")[1].split()[0])
+    assert lr_at(s - 1, old) != lr_at(s - 1, new)   # what the log shows at step s
+    assert all(lr_at(t, old) == lr_at(t, new) for t in range(s - 1))
+
+
 @pytest.fixture(scope="module")
 def three_domains(tmp_path_factory):
     """Domains 'a' (small), 'b' (10x) and 'c' (100x), each of its own letters."""

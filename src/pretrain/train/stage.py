@@ -212,7 +212,8 @@ def _schedules_differ(old: TrainConfig, new: TrainConfig, step: int) -> str | No
         if lr_at(t, old) != lr_at(t, new):
             hint = ("; schedule = 'wsd' lets a run be extended (its stable phase lengthens)"
                     if new.schedule != "wsd" else "")
-            return (f"the learning rate differs from step {t} on (schedule {old.schedule!r}, "
+            # update t is the log's step t + 1 (a step is numbered by the updates done)
+            return (f"the learning rate differs from step {t + 1} on (schedule {old.schedule!r}, "
                     f"steps {old.steps} -> {new.schedule!r}, {new.steps}), before this "
                     f"checkpoint's step {step}{hint}")
     return None

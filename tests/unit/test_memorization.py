@@ -3,6 +3,7 @@ documents, it reproduces them, not the held-out ones; duplicated documents are f
 and so are openings quoted inside other documents."""
 
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -76,7 +77,7 @@ def test_spans_are_counted_wherever_they_occur(monkeypatch, chunk, base, threads
         assert memorization.count_spans(streams, spans, threads).tolist() == want
 
 
-def test_documents_are_picked_at_a_stride_across_shards(tmp_path, monkeypatch):
+def test_documents_are_picked_at_a_stride_across_shards(tmp_path, monkeypatch, capsys):
     """The probe's documents come from the document index, a shard at a time: those long
     enough, at a fixed stride in stored order, cut to the tokens the probe reads. A pool
     cap smaller than the split still finds the duplicated documents in what it picks."""
@@ -112,3 +113,10 @@ def test_documents_are_picked_at_a_stride_across_shards(tmp_path, monkeypatch):
     rep = memorization.probe(model, tmp_path, cfg)
     assert rep["train"]["docs"] == 9 and 0 < len(copied) < len(dup_spans)
     assert rep["train_duplicated"]["docs"] == len(copied)
+    assert "not the config's" not in capsys.readouterr().err
+    # settings longer than the model takes are shortened, and said (they were not)
+    rep = memorization.probe(model, tmp_path, replace(cfg, memorization_prompt_tokens=60,
+                                                      memorization_tokens=30))
+    assert (rep["prompt_tokens"], rep["continuation_tokens"]) == (11, 12)
+    assert ("memorization: 11 prompt and 12 continuation tokens, not the config's 60 and 30: "
+            "the model's seq_len is 24") in capsys.readouterr().err

@@ -192,6 +192,10 @@ def probe(model: torch.nn.Module, tokens_dir: Path, cfg: EvalConfig) -> dict[str
     seq_len = seq_len_of(model)
     m = min(cfg.memorization_tokens, seq_len // 2)
     k = max(1, min(cfg.memorization_prompt_tokens, seq_len - m - 1))
+    if (k, m) != (cfg.memorization_prompt_tokens, cfg.memorization_tokens):
+        log0(f"eval: memorization: {k} prompt and {m} continuation tokens, not the "
+             f"config's {cfg.memorization_prompt_tokens} and {cfg.memorization_tokens}: "
+             f"the model's seq_len is {seq_len} (a continuation at most half of it)")
     n_docs, batch_size = cfg.memorization_docs, cfg.batch_size
     train_shards = TokenShards(tokens_dir, "train")
     pool, n_long = _pick(train_shards, k + m, _POOL)

@@ -59,11 +59,14 @@ def _check_jsonl(lines: list[bytes], gz: bool) -> None:
         docs, skips = _read(LocalSource(paths=[str(path)]))
         # every line that holds something is a document or a skip naming file and line;
         # a file with none is one skip naming the file
+        if raw.startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")):  # UTF-16/32
+            assert not docs and [(s.id, s.reason) for s in skips] == [(path.name, "invalid_utf8")]
+            return
         rows = raw.split(b"\n")[:-1]
         rows[0] = rows[0].removeprefix(b"\xef\xbb\xbf")   # a BOM alone makes no record
         expected = sum(1 for ln in rows if ln.strip())
         if not expected:
-            assert not docs and [(s.id, s.reason) for s in skips] == [(str(path), "empty_file")]
+            assert not docs and [(s.id, s.reason) for s in skips] == [(path.name, "empty_file")]
             return
         assert len(docs) + len(skips) == expected
         for s in skips:   # named as its document would have been; the detail: file and line

@@ -178,6 +178,12 @@ def test_normalize_fixes_mojibake_and_whitespace():
     assert last.text == "Last line"
     blank = list(f.LengthAndBinaryFilter(f.CleanConfig())(step(iter([_doc(" " * 300)]))))
     assert [x[1] for x in blank if isinstance(x, tuple)] == ["blank"] and len(blank) == 1
+    # zero-width joiners (kept by normalising: scripts need them) and other format
+    # characters alone are no text either; beside letters they are
+    length = f.LengthAndBinaryFilter(f.CleanConfig(min_chars=1))
+    for text, want in (("\u200d" * 300, "blank"), (" \u200c\n\u200d\u2063 " * 50, "blank"),
+                       ("\u200d" * 300 + "a", None), ("a\u200d" * 150, None)):
+        assert length.check(_doc(text)) == want, text[:4]
 
 
 def test_a_run_of_a_hundred_thousand_blanks_is_dropped_and_normalises_in_linear_time():

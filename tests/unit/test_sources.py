@@ -233,7 +233,8 @@ def test_record_ids_empty_files_and_a_bom_before_a_blank_line(tmp_path: Path):
     docs, skips = _read(LocalSource(paths=[str(tmp_path / "bom.jsonl"),
                                            str(tmp_path / "empty.jsonl.zst")]))
     assert [d.text for d in docs] == ["a"]
-    assert [(s.reason, s.id) for s in skips] == [("empty_file", str(tmp_path / "empty.jsonl.zst"))]
+    # a whole file's skip has the file's name in the ids' form (it had the absolute path)
+    assert [(s.reason, s.id) for s in skips] == [("empty_file", "empty.jsonl.zst")]
 
 
 def test_records_past_a_sources_limit_are_not_read_counted_or_strict(tmp_path: Path):
@@ -295,7 +296,7 @@ def test_empty_file_is_a_counted_skip(tmp_path: Path):
     p = tmp_path / "empty.jsonl"
     p.write_text("")
     docs, skips = _read(LocalSource(paths=[str(p)]))
-    assert docs == [] and [(s.id, s.reason) for s in skips] == [(str(p), "empty_file")]
+    assert docs == [] and [(s.id, s.reason) for s in skips] == [("empty.jsonl", "empty_file")]
 
 
 def test_glob_matching_nothing_is_an_error(tmp_path: Path):

@@ -168,3 +168,32 @@ def test_a_cut_text_file_of_documents_keeps_those_before_the_cut(tmp_path: Path)
     (tmp_path / "bom.txt").write_text("\ufeff<|endoftext|>one<|endoftext|>two")
     bom = LocalSource(paths=[str(tmp_path / "bom.txt")], separator="<|endoftext|>")
     assert [(d.id, d.text) for d in bom.read()] == [("bom.txt:2", "one"), ("bom.txt:3", "two")]
+
+
+def test_lone_cr_line_ends_and_text_that_is_not_utf8(tmp_path: Path):
+    """A file of lone CRs was one document under separator "\n\n" (normalising made them
+    LF only later); a UTF-16 file was a skip a line ("malformed_json" three times, one for
+    its last NUL) and a jsonl of lone CRs one malformed record that did not say why."""
+    (tmp_path / "cr.txt").write_bytes(b"story one\rline two\r\rstory two\r")
+    src = LocalSource(paths=[str(tmp_path / "cr.txt")], separator="\n\n")
+    assert [d.text for d in src.read()] == ["story one\nline two", "story two"]
+    records = "\n".join(json.dumps({"text": f"record {i}"}) for i in range(3)) + "\n"
+    (tmp_path / "cr.jsonl").write_text(records.replace("\n", "\r"), newline="")
+    (skip,) = LocalSource(paths=[str(tmp_path / "cr.jsonl")]).read()
+    assert skip.reason == "malformed_json" and skip.detail.endswith(
+        "; the line holds a lone CR: lines end at LF only here, so re-save the file with LF "
+        "line ends")
+    stories = "story one\n\nstory two\n\n\n\nstory three\n"
+    (tmp_path / "w.jsonl").write_bytes(records.encode("utf-16"))                  # LE, a BOM
+    (tmp_path / "w.jsonl.gz").write_bytes(gzip.compress(records.encode("utf-32")))
+    (tmp_path / "w.txt").write_bytes(b"\xfe\xff" + stories.encode("utf-16-be"))
+    for name, sep, said, records_ in (("w.jsonl", "", "UTF-16 LE", 3),
+                                      ("w.jsonl.gz", "", "UTF-32 LE", 3),
+                                      ("w.txt", "\n\n", "UTF-16 BE", 3), ("w.txt", "", "UTF-16 BE", 1)):
+        out = list(LocalSource(paths=[str(tmp_path / name)], separator=sep).read())
+        assert [(s.reason, s.id, s.records) for s in out] == [("invalid_utf8", name, records_)]
+        assert out[0].detail == (f"{tmp_path / name}: {said} text (its byte-order mark), not "
+                                 "UTF-8: re-save it as UTF-8 (iconv -t UTF-8)")
+    # UTF-8 with its own byte-order mark is read as before
+    (tmp_path / "u.jsonl").write_bytes(b"\xef\xbb\xbf" + records.encode())
+    assert len(list(LocalSource(paths=[str(tmp_path / "u.jsonl")]).read())) == 3

@@ -4,6 +4,7 @@ each in bounded memory (``sources.py`` and ``hf_source.py`` build their readers 
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import zlib
 from collections.abc import Iterable, Iterator
@@ -54,6 +55,41 @@ def check_gzip(p: Path) -> None:
             raise DamagedGzip(p, e, lines) from None
     except read_errors():
         pass
+
+
+# the byte-order marks of text in UTF-32 and UTF-16 (UTF-32 LE's begins as UTF-16 LE's)
+_WIDE = ((b"\xff\xfe\x00\x00", "UTF-32 LE", "utf-32"), (b"\x00\x00\xfe\xff", "UTF-32 BE", "utf-32"),
+         (b"\xff\xfe", "UTF-16 LE", "utf-16"), (b"\xfe\xff", "UTF-16 BE", "utf-16"))
+
+
+def wide_text(p: Path) -> tuple[str, str] | None:
+    """(its name, the codec) when a text file (through gzip; not .zst) opens with a UTF-16
+    or UTF-32 byte-order mark: read as UTF-8, its every line would be a skip of its own."""
+    if p.name.lower().endswith(".zst"):
+        return None
+    try:
+        with gzip.open(p, "rb") if p.name.lower().endswith(".gz") else open(p, "rb") as f:
+            head = f.read(4)
+    except read_errors():
+        return None   # the reader says what is wrong
+    return next(((name, codec) for bom, name, codec in _WIDE if head.startswith(bom)), None)
+
+
+def wide_records(p: Path, codec: str, sep: str | None) -> int:
+    """The records of a wide-text file: its non-blank lines, or with ``sep`` its non-blank
+    pieces between separators (those before a cut, in a file cut short; at least 1);
+    read in bounded memory, never kept."""
+    n = 0
+    try:
+        with gzip.open(p, "rb") if p.name.lower().endswith(".gz") else open(p, "rb") as f:
+            text = codecs.getreader(codec)(f, "replace")
+            pieces = text if sep is None else split_stream(
+                iter(lambda: text.read(1 << 20), ""), sep, 1 << 20)
+            for piece in pieces:
+                n += isinstance(piece, int) or bool(piece.strip())
+    except read_errors():
+        pass
+    return max(1, n)
 
 
 def file_lines(p: Path, cap: int = 0, split: int = 0) -> Iterator[bytes | int]:

@@ -73,8 +73,11 @@ class LengthAndBinaryFilter(Step):
         self.cfg = cfg
 
     def check(self, doc: Document) -> str | None:
-        n = len(doc.text)
-        if not doc.text.strip():   # only spaces of any script, tabs and line breaks
+        n, text = len(doc.text), doc.text.strip()
+        # only spaces of any script, tabs and line breaks; or format characters among them
+        # (zero-width joiners, which normalising keeps: they join letters in some scripts)
+        if not text or unicodedata.category(text[0]) == "Cf" and all(
+                c.isspace() or unicodedata.category(c) == "Cf" for c in text):
             return "blank"
         if n < self.cfg.min_chars:
             return "too_short"

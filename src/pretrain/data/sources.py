@@ -31,6 +31,7 @@ from typing import Any, ClassVar, Literal, get_args
 from ..config import PATH, ConfigError, PretrainError
 from ..log import log0
 from ..rundir import file_sha256
+from . import filelines
 from .document import Document, Skip
 from .filelines import BOM, DamagedGzip, file_lines, read_errors, split_stream
 from .parquet_parts import Part, first_row, row_group_parts
@@ -285,9 +286,15 @@ class LocalSource(SourceConfig):
             if fmt != "txt" and (self.char_range != [0.0, 1.0] or self.separator):
                 what = "separator" if self.separator else "char_range"
                 raise ConfigError(f"{p}: {what} applies to text files only, not {fmt}")
+            if fmt != "parquet" and (wide := filelines.wide_text(p)):   # one skip, not one a line
+                sep = None if fmt == "jsonl" else self.separator
+                yield Skip(self._name(p), "invalid_utf8", f"{p}: {wide[0]} text (its byte-order "
+                           "mark), not UTF-8: re-save it as UTF-8 (iconv -t UTF-8)",
+                           records=filelines.wide_records(p, wide[1], sep) if sep != "" else 1)
+                continue
             reader = self._read_jsonl if fmt == "jsonl" else self._read_txt if fmt == "txt" \
                 else self._read_parquet
-            yield from nonempty(reader(p), p)
+            yield from nonempty(reader(p), p, self._name(p))
 
     def _record(self, rec: Any, where: str, default_id: str) -> Document | Skip:
         """The record at ``where`` (the file's path as given and the line: the skips'
@@ -343,8 +350,11 @@ class LocalSource(SourceConfig):
                 except (ValueError, RecursionError) as e:
                     # JSONDecodeError, and what valid JSON can still raise: an integer of
                     # more than 4,300 digits (ValueError), arrays nested 100,000 deep
+                    cr = ("; the line holds a lone CR: lines end at LF only here, so "
+                          "re-save the file with LF line ends" if b"\r" in raw.rstrip(b"\r\n")
+                          else "")
                     yield Skip(rid, "malformed_json", f"{where}: {type(e).__name__}: "
-                               f"{str(e)[:200]}")
+                               f"{str(e)[:200]}{cr}")
                     continue
                 yield self._record(rec, where, rid)
         except DamagedGzip as e:   # found before any line was given
@@ -358,13 +368,13 @@ class LocalSource(SourceConfig):
                     ) -> Iterator[Document | Skip]:
         """A file holding one JSON array of records: parsed whole, so up to
         ``max_record_bytes``; a record is named by its index, ``file[0]``."""
-        parts, size = [first], len(first)
+        parts, size, name = [first], len(first), self._name(p)
         for raw in rest:
             size += raw if isinstance(raw, int) else len(raw)
             if size > self.max_record_bytes:
                 for raw in rest:   # counted to the end, not held
                     size += raw if isinstance(raw, int) else len(raw)
-                yield Skip(str(p), "record_too_large", f"{p}: a JSON array of {size:,} bytes "
+                yield Skip(name, "record_too_large", f"{p}: a JSON array of {size:,} bytes "
                            f"> max_record_bytes ({self.max_record_bytes:,}); write it as "
                            "JSON lines (one record per line) or raise max_record_bytes")
                 return
@@ -372,17 +382,16 @@ class LocalSource(SourceConfig):
         try:
             records = json.loads(b"".join(parts).decode("utf-8-sig"))
         except UnicodeDecodeError as e:
-            yield Skip(str(p), "invalid_utf8", f"{p}: a JSON array file: {e}")
+            yield Skip(name, "invalid_utf8", f"{p}: a JSON array file: {e}")
             return
         except (ValueError, RecursionError) as e:
-            yield Skip(str(p), "malformed_json", f"{p}: a JSON array file (its first "
+            yield Skip(name, "malformed_json", f"{p}: a JSON array file (its first "
                        f"character is '['), not JSON lines: {type(e).__name__}: "
                        f"{str(e)[:200]}")
             return
         if not isinstance(records, list):   # "[1] x": valid JSON is one value only
-            yield Skip(str(p), "malformed_json", f"{p}: not one JSON array")
+            yield Skip(name, "malformed_json", f"{p}: not one JSON array")
             return
-        name = self._name(p)
         for i, rec in enumerate(records):
             yield self._record(rec, f"{p}[{i}]", f"{name}[{i}]")
 
@@ -422,8 +431,10 @@ class LocalSource(SourceConfig):
             at += len(piece) + len(self.separator)
 
     def _lf(self, text: str) -> str:
-        """CRLF as LF before a separator written with LF ("\n\n") is looked for."""
-        return text if "\r" in self.separator else text.replace("\r\n", "\n")
+        """CRLF and a lone CR as LF before a separator written with LF ("\n\n") is looked
+        for (normalising makes them LF later: a file of lone CRs was one document)."""
+        return text if "\r" in self.separator else \
+            text.replace("\r\n", "\n").replace("\r", "\n")
 
     def _piece(self, name: str, k: int, piece: str, p: Path) -> Iterator[Document | Skip]:
         """Document ``k`` of a file of documents, decoded with ``surrogateescape``: one
@@ -485,13 +496,13 @@ class LocalSource(SourceConfig):
             import pyarrow.parquet as pq
         except ImportError:
             raise ConfigError("parquet sources need pyarrow: pip install pyarrow") from None
+        name = self._name(p)
         try:
             # pages read through a 1 MB buffer, not each row group's column chunks whole
             # (a 130 MB row group: +64 MB instead of +185 MB, as fast)
             pf = pq.ParquetFile(p, pre_buffer=False, buffer_size=1 << 20)
-            name = self._name(p)
         except Exception as e:  # pyarrow raises several types for corrupt files
-            yield Skip(str(p), "unreadable", f"{p}: {type(e).__name__}: {e}")
+            yield Skip(name, "unreadable", f"{p}: {type(e).__name__}: {e}")
             return
         # row group by row group: a damaged one costs its own rows (counted, from the
         # footer's row counts), not the rest of the file; a part reads its own groups,
@@ -534,17 +545,14 @@ def _rows(batch: Any) -> Iterator[dict[str, Any] | str]:
         try:
             yield one.to_pylist()[0]
         except UnicodeDecodeError as e:
-            bad = [n for n, column in zip(one.schema.names, one.columns, strict=True)
-                   if not _decodes(column)]
-            yield f"column {bad[0]!r}: {e}" if bad else str(e)
-
-
-def _decodes(column: Any) -> bool:
-    try:
-        column.to_pylist()
-    except UnicodeDecodeError:
-        return False
-    return True
+            for n, column in zip(one.schema.names, one.columns, strict=True):
+                try:
+                    column.to_pylist()
+                except UnicodeDecodeError:
+                    yield f"column {n!r}: {e}"
+                    break
+            else:
+                yield str(e)
 
 
 def record_meta(rec: dict[str, Any], text_field: str, id_field: str) -> dict[str, Any]:
@@ -573,14 +581,16 @@ def glob_root(patterns: Sequence[str]) -> str:
     return os.path.commonpath(bases)
 
 
-def nonempty(items: Iterator[Document | Skip], path: Path) -> Iterator[Document | Skip]:
-    """``items`` of one file, and a skip (``empty_file``) when it had none: an empty or
-    blank file is counted and logged, not silently nothing."""
+def nonempty(items: Iterator[Document | Skip], path: Path, name: str
+             ) -> Iterator[Document | Skip]:
+    """``items`` of one file, and a skip (``empty_file``, with the file's ``name`` in
+    the ids' form as its id) when it had none: an empty or blank file is counted and
+    logged, not silently nothing."""
     n = 0
     for n, item in enumerate(items, 1):  # noqa: B007
         yield item
     if not n:
-        yield Skip(str(path), "empty_file", f"{path}: empty or blank file, no records")
+        yield Skip(name, "empty_file", f"{path}: empty or blank file, no records")
 
 
 # "python-installation", "huggingface" and "warc" register themselves in pysource.py,

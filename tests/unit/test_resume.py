@@ -518,6 +518,9 @@ def test_every_damaged_checkpoint_is_warned_and_none_is_taken(tokens, tmp_path, 
     err = capsys.readouterr().err
     assert all(f"{c.name} is damaged" in err for c in damaged) and "resumed from" not in err
     assert "no checkpoint of this config is intact: training starts from step 0" in err
+    # each is written again, the last step's too (it had stayed damaged, the run's last)
+    assert [c.name for c in state.complete(tmp_path / "ckpt")] == [c.name for c in damaged]
+    assert all(state.verify(c) is None for c in damaged)
 
 
 def _events(out: Path) -> list[dict]:

@@ -316,8 +316,12 @@ def final_weights(t: Any, checkpoints: Path | None, out: Path) -> dict[str, torc
     keep = checkpoints if t.cfg.checkpoint_every else None   # 0: the run keeps none
     if not t.layout.sharded:
         if keep:
-            ckpts = complete(keep)
-            if not ckpts or step_of(ckpts[-1]) != t.step:
+            # one of this step there already is written again if damaged: a resume passed
+            # over it for an earlier one, and it would stay, the run's last checkpoint
+            # (rank 0 decides, every rank saves)
+            ckpts = complete(keep) if t.d.rank == 0 else []
+            sound = bool(ckpts) and step_of(ckpts[-1]) == t.step and verify(ckpts[-1]) is None
+            if not distributed.broadcast(sound, t.d):
                 t.save(keep)
         return {k: v.detach().cpu() for k, v in t.model.state_dict().items()} \
             if t.d.rank == 0 else None

@@ -7,7 +7,8 @@ reads a config takes ``-c/--config`` (a TOML file or a shipped config name; defa
 ``quickstart``) and any number of dotted overrides ``--section.key=value``; there is no
 flag that duplicates a config key. User errors (bad config, missing stage) print one
 ``error:`` line and exit with status 2; failed gates exit with 3; training stopped by
-SIGTERM or SIGUSR1 writes a checkpoint and exits with 75 (rerun to resume); ``verify``
+SIGTERM or SIGUSR1 writes a checkpoint and exits with 75 (rerun to resume; in another
+stage, the stage stops as at Ctrl-C and the exit is 75 too); ``verify``
 exits with 1 when a file differs from its record.
 
 The commands that run stages import the pipeline (and with it torch) when they run, so
@@ -21,9 +22,13 @@ import json
 import math
 import os
 import shlex
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from . import hardware, stages
 from .config import (
@@ -386,6 +391,29 @@ def _one_process(command: str) -> None:
             "train` runs there)")
 
 
+@contextmanager
+def _stop_notices() -> Iterator[list[str]]:
+    """SIGTERM and SIGUSR1 (a scheduler's notice) stop a stage outside training as Ctrl-C
+    does, and the command exits 75 as a preempted training does (it died with 143 and no
+    word, so a scheduler that requeues on 75 did not requeue a job stopped in its data
+    stage); the trainer answers them itself, with a checkpoint. Yields the signals heard."""
+    heard: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield heard
+        return
+
+    def stop(signum: int, _frame: Any) -> None:
+        heard.append(signal.Signals(signum).name)
+        raise KeyboardInterrupt
+    sigs = [getattr(signal, n) for n in ("SIGTERM", "SIGUSR1") if hasattr(signal, n)]
+    before = {sig: signal.signal(sig, stop) for sig in sigs}
+    try:
+        yield heard
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     _printable_streams()
@@ -425,7 +453,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .export import export_run  # torch and transformers' formats
             print(f"exported: {export_run(Path(args.source), Path(args.out))}")
             return 0
-        return _run(args, overrides)
+        with _stop_notices() as notice:
+            try:
+                return _run(args, overrides)
+            except KeyboardInterrupt:
+                if notice:   # not Ctrl-C: a scheduler's notice, which a requeue answers
+                    raise Preempted(f"{notice[0]} outside training: completed stages are "
+                                    "kept, the interrupted one reruns with the same "
+                                    "command") from None
+                raise
     except Preempted as e:
         # every rank stops at the step they agreed on, so rank 0's line speaks for all (each
         # rank printed the same line under torchrun)

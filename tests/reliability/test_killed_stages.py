@@ -126,7 +126,10 @@ def test_killed_data_stage_leaves_no_worker_and_reruns_to_the_same_output(uninte
         assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
     else:
         proc.send_signal(sig)
-        proc.wait(timeout=30)
+        _, err = proc.communicate(timeout=30)
+        if sig == signal.SIGTERM:   # a scheduler's notice: stopped as at Ctrl-C, exit 75
+            assert proc.returncode == 75 and "Traceback" not in err, err[-3000:]
+            assert "preempted: SIGTERM outside training" in err
     assert len(workers) >= 2, workers   # the pool and the resource tracker at least
     deadline = time.time() + 10
     while any(_alive(w) for w in workers) and time.time() < deadline:

@@ -3,8 +3,10 @@ one-line user errors, dry runs, config commands, and that reading configs import
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
+import time
 import tomllib
 
 import pytest
@@ -275,3 +277,21 @@ def test_config_show_says_the_model_values_not_in_use(capsys):
     assert "multiple_of = 32   # not used: ffn_hidden is given\n" in out
     assert 'bias = true   # not used by arch = "llama"\n' in out
     assert "ffn_hidden = 96\n" in out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_a_preemption_notice_outside_training_exits_75(sig, tmp_path, monkeypatch, capsys):
+    """In the data stage it killed the process (143, no word): a scheduler that requeues
+    on 75 did not requeue the job. Now the stage stops as at Ctrl-C, and the exit is 75."""
+    from pretrain import pipeline
+
+    def execute(*args, **kw):
+        os.kill(os.getpid(), sig)
+        time.sleep(10)
+        raise AssertionError("the signal did not stop the stage")
+    monkeypatch.setattr(pipeline, "_execute", execute)
+    before = signal.getsignal(sig)
+    assert main(["data", f"--runs_dir={tmp_path}"]) == EXIT_PREEMPTED
+    assert (f"preempted: {sig.name} outside training: completed stages are kept, the "
+            "interrupted one reruns with the same command\n") in capsys.readouterr().err
+    assert signal.getsignal(sig) is before   # the process's own handler again

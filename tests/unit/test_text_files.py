@@ -75,6 +75,7 @@ def test_a_text_document_over_max_record_bytes_is_a_skip_never_held(tmp_path: Pa
     rng = random.Random(0)   # words, not one repeated: a zstd block of that is 64 MB out
     words = "".join(rng.choice(["tale ", "of ", "two ", "cities "]) for _ in range(4 << 20))
     raw = ("first\n\n" + words + "\n\n" + "\u00e9" * 40_000 + "\n\nlast\n").encode()
+    size = len(raw)
     if ext.endswith("gz"):
         raw = gzip.compress(raw, compresslevel=1)   # level 9 took 8 s of the test
     elif ext.endswith("zst"):
@@ -95,6 +96,18 @@ def test_a_text_document_over_max_record_bytes_is_a_skip_never_held(tmp_path: Pa
          f"{p}: document 2: {len(words):,} characters > max_record_bytes"),
         (f"{name}:3", "record_too_large", f"{p}: document 3: 80,000 bytes > max_record_bytes")]
     assert peak < 16e6, peak   # the old reader: 80 MB and more
+    # the file as one document (no separator): held up to the cap only (the file and its
+    # text were held whole, and dropped later by the length filter)
+    tracemalloc.start()
+    try:
+        got = list(LocalSource(paths=[str(p)], max_record_bytes=1 << 16).read())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [(x.id, x.reason, x.detail) for x in got] == [
+        (name, "record_too_large", f"{p}: one document of {size:,} bytes > max_record_bytes; "
+         "a file of several documents needs the source's separator")]
+    assert peak < 16e6, peak
 
 
 def test_a_source_that_loses_every_document_is_named(tmp_path: Path, capsys):

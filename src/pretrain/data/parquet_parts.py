@@ -1,4 +1,5 @@
-"""One large parquet file as several data tasks: consecutive row groups, cut from the footer.
+"""One large parquet file as several data tasks: consecutive row groups, cut from the footer;
+and a batch's rows, one bad string costing its row.
 
 A task is one file (``runner.plan_tasks``), so a corpus of a few large files (one 10 GB
 export) runs in as many processes as it has files whatever ``data.workers`` says. A parquet
@@ -12,6 +13,7 @@ those of one task reading the file whole.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,3 +49,28 @@ def row_group_parts(path: str | Path, max_bytes: int) -> list[Part]:
 def first_row(meta: Any, group: int) -> int:
     """The row of the whole file that row group ``group`` starts at."""
     return sum(meta.row_group(g).num_rows for g in range(group))
+
+
+def batch_rows(batch: Any) -> Iterator[dict[str, Any] | str]:
+    """A parquet batch's rows as dicts; a row holding a string that is not UTF-8 (parquet
+    writers do not all check) as what to say of it: it costs that row, not its batch."""
+    try:
+        rows = batch.to_pylist()
+    except UnicodeDecodeError:
+        rows = None
+    if rows is not None:
+        yield from rows
+        return
+    for i in range(batch.num_rows):
+        one = batch.slice(i, 1)
+        try:
+            yield one.to_pylist()[0]
+        except UnicodeDecodeError as e:
+            for n, column in zip(one.schema.names, one.columns, strict=True):
+                try:
+                    column.to_pylist()
+                except UnicodeDecodeError:
+                    yield f"column {n!r}: {e}"
+                    break
+            else:
+                yield str(e)

@@ -34,7 +34,7 @@ from ..rundir import file_sha256
 from . import filelines
 from .document import Document, Skip
 from .filelines import BOM, DamagedGzip, file_lines, read_errors, split_stream
-from .parquet_parts import Part, first_row, row_group_parts
+from .parquet_parts import Part, batch_rows, first_row, row_group_parts
 
 SourceType = Literal["python-installation", "local", "huggingface", "warc"]
 
@@ -400,9 +400,25 @@ class LocalSource(SourceConfig):
         if self.separator and self.char_range == [0.0, 1.0]:
             yield from self._txt_pieces(p, name)   # streamed: a 2 GB file is not held twice
             return
+        # one document (no separator, the whole file) is held only up to max_record_bytes:
+        # one of 89 MB had taken 840 MB before its length filter dropped it
+        cap = self.max_record_bytes if not self.separator and self.char_range == [0.0, 1.0] \
+            else 0
         try:   # a file of documents: an invalid byte costs its document only (_piece)
-            text = b"".join(file_lines(p)).decode(  # type: ignore[arg-type]
-                "utf-8", "surrogateescape" if self.separator else "strict")
+            held: list[bytes] = []
+            size = 0
+            for raw in file_lines(p, split=1 << 20):
+                size += len(raw)  # type: ignore[arg-type]   # no cap: bytes only
+                if cap and size > cap:
+                    held.clear()
+                else:
+                    held.append(raw)  # type: ignore[arg-type]
+            if cap and size > cap:
+                yield Skip(name, "record_too_large", f"{p}: one document of {size:,} bytes > "
+                           "max_record_bytes; a file of several documents needs the "
+                           "source's separator")
+                return
+            text = b"".join(held).decode("utf-8", "surrogateescape" if self.separator else "strict")
         except UnicodeDecodeError as e:   # named as the file's document would have been
             yield Skip(name, "invalid_utf8", f"{p}: {e}")
             return
@@ -517,7 +533,7 @@ class LocalSource(SourceConfig):
             end = row + pf.metadata.row_group(g).num_rows
             try:
                 for batch in pf.iter_batches(batch_size=1024, row_groups=[g]):
-                    for rec in _rows(batch):
+                    for rec in batch_rows(batch):
                         yield (self._record(rec, f"{p}:row {row}", f"{name}:{row}")
                                if isinstance(rec, dict) else
                                Skip(f"{name}:{row}", "invalid_utf8", f"{p}:row {row}: {rec}"))
@@ -528,31 +544,6 @@ class LocalSource(SourceConfig):
                                f"{p}: rows {row}..{end - 1} (row group {g}): "
                                f"{type(e).__name__}: {e}", records=end - row)
             row = end
-
-
-def _rows(batch: Any) -> Iterator[dict[str, Any] | str]:
-    """A parquet batch's rows as dicts; a row holding a string that is not UTF-8 (parquet
-    writers do not all check) as what to say of it: it costs that row, not its batch."""
-    try:
-        rows = batch.to_pylist()
-    except UnicodeDecodeError:
-        rows = None
-    if rows is not None:
-        yield from rows
-        return
-    for i in range(batch.num_rows):
-        one = batch.slice(i, 1)
-        try:
-            yield one.to_pylist()[0]
-        except UnicodeDecodeError as e:
-            for n, column in zip(one.schema.names, one.columns, strict=True):
-                try:
-                    column.to_pylist()
-                except UnicodeDecodeError:
-                    yield f"column {n!r}: {e}"
-                    break
-            else:
-                yield str(e)
 
 
 def record_meta(rec: dict[str, Any], text_field: str, id_field: str) -> dict[str, Any]:

@@ -1,6 +1,7 @@
-"""Reading a local file's bytes: its lines through gzip (checked first) or zstd by extension, long lines
-read past or cut into pieces, and a text stream split at a separator one piece at a time,
-each in bounded memory (``sources.py`` and ``hf_source.py`` build their readers on them)."""
+"""Reading a local file's bytes: its lines through gzip (checked first) or zstd by
+extension, long lines read past or cut into pieces, and a text stream split at a separator
+one piece at a time, each in bounded memory (``sources.py`` and ``hf_source.py`` build
+their readers on them); a file in UTF-16 or UTF-32 told by its byte-order mark."""
 
 from __future__ import annotations
 

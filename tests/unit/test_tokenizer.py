@@ -1,5 +1,6 @@
 import json
 import json.decoder
+import re
 import textwrap
 from pathlib import Path
 from pydoc_data.topics import topics as pydoc_topics
@@ -79,7 +80,24 @@ def test_load_rejects_other_files(tmp_path: Path):
 
 def test_pattern_names_and_custom_regex():
     assert TokenizerConfig(pattern="gpt2").regex() == GPT2_PATTERN
-    assert TokenizerConfig(pattern=r"\w+|\s+").regex() == r"\w+|\s+"
+    assert TokenizerConfig(pattern=r"\w+|\s+|\W").regex() == r"\w+|\s+|\W"
+    # one that leaves text between its matches: tiktoken kept only the matches, and every
+    # document lost its punctuation and line breaks without a word
+    letters = r" ?\p{L}+| ?\p{N}+"
+    with pytest.raises(ConfigError, match=re.escape(f"tokenizer.pattern {letters!r} leaves ',' "
+                                                    "between its matches")):
+        TokenizerConfig(pattern=letters)
+    for pattern in (r"\w+|\s+", r"[a-z]+|\s+|\d"):
+        with pytest.raises(ConfigError, match="between its matches"):
+            TokenizerConfig(pattern=pattern)
+    # one that Python's regex takes and the Rust engine that trains and encodes does not
+    # (a traceback in the tokenizer stage)
+    with pytest.raises(ConfigError, match=re.escape(f"tokenizer.pattern {chr(92) + 'X'!r}: ")
+                       + ".*Invalid escape.*fancy-regex"):
+        TokenizerConfig(pattern=r"\X")
+    # bos_token and eos_token name a loaded tokenizer's: a trained one's were ignored
+    with pytest.raises(ConfigError, match="tokenizer.bos_token and eos_token name a loaded"):
+        TokenizerConfig(bos_token="<|pad|>")
     with pytest.raises(ConfigError, match="must include <\\|bos\\|>"):
         TokenizerConfig(special_tokens=["<|eos|>"])
 

@@ -240,6 +240,13 @@ def test_loaded_tokenizer_survives_our_format_and_hf_export(tmp_path: Path):
     (lambda o: o["pre_tokenizer"].update(add_prefix_space=True), "add_prefix_space"),
     (lambda o: o["model"].update(end_of_word_suffix="</w>"), "end_of_word_suffix"),
     (lambda o: o["model"].update(dropout=0.5), "dropout"),
+    # HF keeps the text between an Isolated pattern's matches, tiktoken's encoder drops it
+    # ("Hello, world!" decoded "Hello world")
+    *[(lambda o, invert=invert: o.__setitem__("pre_tokenizer", {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": r" ?\p{L}+| ?\p{N}+"}, "behavior": "Isolated",
+         "invert": invert},
+        {"type": "ByteLevel", "add_prefix_space": False, "use_regex": False}]}),
+       "its Split pattern leaves text between its matches") for invert in (False, True)],
 ])
 def test_settings_that_change_the_ids_are_refused(tmp_path: Path, change, why: str):
     """GPT-2's tokenizer.json with a setting that makes HF give other ids ("Hello world":

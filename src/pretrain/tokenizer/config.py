@@ -22,6 +22,35 @@ PATTERNS = {"gpt4": GPT4_PATTERN, "gpt2": GPT2_PATTERN}
 
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
 
+# text a split pattern must cover whole: a byte-level BPE (tiktoken's and rustbpe's findall)
+# keeps only what its pattern matches, so text between matches is lost without a word
+_PROBE = ("Hello, world!  It's 42.5% of $1,234 -- ok?\n\n\tend  \r\n\r\n"
+          "日本語のテキスト、です。 مرحبا بالعالم नमस्ते दुनिया Ünïcödé e\u0301 "
+          "🇫🇷👍🏽👨\u200d👩\u200d👧 \u00a0\u3000 \x00\x07 (a)[b]{c}<d>/\\|`~_-+=;:'\"\n")
+
+
+def uncovered(pattern: str) -> str | None:
+    """The first text of a probe of many scripts, digits, punctuation and white space that
+    ``pattern`` leaves between its matches; None when it covers the probe whole."""
+    at = 0
+    for m in regex.finditer(pattern, _PROBE):
+        if m.start() > at:
+            return _PROBE[at:m.start()]
+        at = max(at, m.end())
+    return _PROBE[at:] or None
+
+
+def rust_regex_error(pattern: str) -> str | None:
+    """What tiktoken's regex engine (fancy-regex, as rustbpe's) says of ``pattern`` where it
+    cannot compile it (Python's ``regex`` has more: ``\\X``), or None."""
+    import tiktoken
+    try:
+        tiktoken.Encoding("check", pat_str=pattern,
+                          mergeable_ranks={bytes([i]): i for i in range(256)}, special_tokens={})
+    except ValueError as e:
+        return str(e)
+    return None
+
 
 # tokenizer.kind: what `pretrain tokenizer` trains. "bpe": byte-level BPE (rustbpe, bpe.py);
 # "unigram" and "sp_bpe": SentencePiece's Unigram and BPE trainers (spm.py), byte fallback on
@@ -92,12 +121,32 @@ class TokenizerConfig:
             regex.compile(self.regex())  # the engine tiktoken's patterns are written for
         except regex.error as e:
             raise ConfigError(f"pattern: invalid regex {self.regex()!r}: {e}") from None
+        if self.pattern not in PATTERNS:   # one's own
+            self._check_pattern()
+        if (self.bos_token or self.eos_token) and not self.pretrained:
+            raise ConfigError("tokenizer.bos_token and eos_token name a loaded tokenizer's "
+                              f"tokens (tokenizer.pretrained); a trained one's are {BOS} and "
+                              f"{EOS}, among special_tokens")
         if self.max_chars <= 0 or self.doc_cap_chars <= 0:
             raise ConfigError("max_chars and doc_cap_chars must be positive")
         if self.report_chars < 0 or self.extend_mined < 0:
             raise ConfigError("report_chars and extend_mined must be >= 0")
         if self.extend_mined and not self.report_chars:
             raise ConfigError("extend_mined needs the report (report_chars > 0) to mine words from")
+
+    def _check_pattern(self) -> None:
+        """A pattern of one's own compiles in the Rust engine that trains and encodes with
+        it (it failed with a traceback in the stage), and covers all text."""
+        if why := rust_regex_error(self.pattern):
+            raise ConfigError(f"tokenizer.pattern {self.pattern!r}: {why} (rustbpe and "
+                              "tiktoken compile it with fancy-regex, which lacks some of "
+                              "Python regex's syntax)")
+        if gap := uncovered(self.pattern):
+            raise ConfigError(
+                f"tokenizer.pattern {self.pattern!r} leaves {gap[:20]!r} between its "
+                "matches: a byte-level BPE keeps only the text its pattern matches, so that "
+                "text would be lost; end it with alternatives for the rest (GPT-4's ends "
+                "in |\\s+(?!\\S)|\\s+), or use \"gpt4\"")
 
     def _check_sentencepiece(self) -> None:
         """What a SentencePiece ``kind`` cannot combine with, named by flag."""

@@ -34,7 +34,7 @@ from . import files, spm
 from .base import TextTokenizer
 from .bpe import Tokenizer
 from .bytelevel import text_to_bytes
-from .config import BOS, EOS, GPT2_PATTERN, parse_spec
+from .config import BOS, EOS, GPT2_PATTERN, parse_spec, uncovered
 
 LLAMA3_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"""
                   r""" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""")
@@ -124,7 +124,13 @@ def _hf_pattern(pre: dict[str, Any] | None, where: str) -> str:
             and (steps[0].get("behavior"), steps[0].get("invert")) in
             (("Removed", True), ("Isolated", True), ("Isolated", False))
             and steps[1].get("type") == "ByteLevel" and not steps[1].get("use_regex", True)):
-        return str(steps[0]["pattern"]["Regex"])
+        pattern = str(steps[0]["pattern"]["Regex"])
+        gap = uncovered(pattern) if steps[0].get("behavior") == "Isolated" else None
+        if gap:   # HF keeps the text between matches as pieces; this encoder would drop it
+            raise ConfigError(f"{where}: its Split pattern leaves text between its matches "
+                              f"({gap[:20]!r}), which HF's Isolated keeps as pieces of their "
+                              "own and tiktoken's encoder drops; not supported")
+        return pattern
     raise ConfigError(f"{where}: unsupported pre_tokenizer {json.dumps(pre)[:200]}; supported: "
                       "ByteLevel, or Split(regex, Isolated, or Removed inverted) followed by "
                       "ByteLevel(use_regex=false)")

@@ -25,6 +25,7 @@ import shlex
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,6 +39,7 @@ from .config import (
     PretrainError,
     SaidOnRankZero,
     parse_override_args,
+    said_once,
     to_toml,
 )
 from .data.audit import inspect
@@ -172,7 +174,10 @@ NO_GATES = "--gate: no gates configured (eval.gates = [\"all.bpb <= 1.9\", ...])
 
 
 def _run(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
-    cfg = load_config(args.config, overrides)
+    try:
+        cfg = load_config(args.config, overrides)
+    except ConfigError as e:   # alike on every rank: said once under torchrun
+        raise said_once(e) from None
     if getattr(args, "gate", False) and not cfg.eval.gates:   # before the stages, not after
         raise PretrainError(NO_GATES)
     if args.dry_run:
@@ -386,9 +391,12 @@ def _one_process(command: str) -> None:
     """Under torchrun, commands that are not stages are refused (each rank ran them: a report
     written twice at once, every line printed once a rank), said by rank 0."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise (PretrainError if rank() == 0 else SaidOnRankZero)(
+        raise said_once(PretrainError(
             f"`pretrain {command}` runs in one process, not under torchrun (only `pretrain "
-            "train` runs there)")
+            "train` runs there)"))
+
+
+QUIET_EXIT_S = 5.0   # how long a rank that stops without a word waits for rank 0's line
 
 
 @contextmanager
@@ -398,7 +406,10 @@ def _stop_notices() -> Iterator[list[str]]:
     word, so a scheduler that requeues on 75 did not requeue a job stopped in its data
     stage); the trainer answers them itself, with a checkpoint. Yields the signals heard."""
     heard: list[str] = []
-    if threading.current_thread() is not threading.main_thread():
+    # under torchrun a SIGTERM is as often torchrun stopping the ranks after one failed:
+    # not a preemption to be said, as the trainer's own handling of it is
+    if threading.current_thread() is not threading.main_thread() or \
+            int(os.environ.get("WORLD_SIZE", "1")) > 1:
         yield heard
         return
 
@@ -430,8 +441,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                   for a in joined]
         args, rest = build_parser().parse_known_args(
             [a for a, o in zip(joined, pulled, strict=True) if not o])
-        overrides = parse_override_args(
-            [a for a, o in zip(joined, pulled, strict=True) if o] + rest)
+        try:
+            overrides = parse_override_args(
+                [a for a, o in zip(joined, pulled, strict=True) if o] + rest)
+        except ConfigError as e:
+            raise said_once(e) from None
         if args.command not in ("run", *stages.names()):   # not a stage: one process
             _one_process(args.command)
         if args.command == "config":
@@ -475,6 +489,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (PretrainError, OSError) as e:  # OSError: permissions, a full disk, a file for a folder
         if not isinstance(e, SaidOnRankZero):
             print(f"error: {e}", file=sys.stderr)
+        else:   # rank 0 says it: torchrun stops the others at the first exit, and the
+            time.sleep(QUIET_EXIT_S)   # quiet ranks' had come first and cut its line off
         return 2
     except KeyboardInterrupt:
         runs_stages = bool(argv) and argv[0] in ("run", *stages.names()) \

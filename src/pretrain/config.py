@@ -46,6 +46,12 @@ class SaidOnRankZero(PretrainError):
     the others exit with its status without a word (it was printed once per process)."""
 
 
+def said_once(error: PretrainError) -> PretrainError:
+    """``error`` on rank 0; on the others (under torchrun) a ``SaidOnRankZero`` of it: for
+    an error every process meets alike (its config, a checkpoint they all read)."""
+    return error if int(os.environ.get("RANK", "0")) == 0 else SaidOnRankZero(str(error))
+
+
 class Diverged(PretrainError):
     """Training diverged and no rollback was left to mend it: the run's config (its
     learning rate) is at fault, and the same command diverges again."""

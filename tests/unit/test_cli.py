@@ -258,7 +258,26 @@ def test_commands_that_are_not_stages_are_refused_under_torchrun_said_once(argv,
     assert f"`pretrain {' '.join(argv[:2]) if argv[0] == 'data' else argv[0]}` runs in one " \
         "process, not under torchrun" in capsys.readouterr().err
     monkeypatch.setenv("RANK", "1")
+    slept: list[float] = []
+    monkeypatch.setattr(cli.time, "sleep", slept.append)
     assert main(argv) == 2 and capsys.readouterr().err == ""
+    # the quiet rank waits for rank 0's line: its exit came first, torchrun stopped rank 0,
+    # and the line was lost (2 of 8 tries)
+    assert slept == [cli.QUIET_EXIT_S]
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["train", "--model.d_model=abc"], "error: model.d_model: expected int, got 'abc'\n"),
+    (["train", "-c", "no-such.toml"], "error: config 'no-such.toml' is neither"),
+    (["train", "--model.d_model"], "error: --model.d_model is not an option of this command")])
+def test_a_config_error_under_torchrun_is_said_once(argv, said, monkeypatch, capsys):
+    """Every rank printed it (twice on 2 processes)."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(cli.time, "sleep", lambda s: None)
+    for rank, n in (("0", 1), ("1", 0)):
+        monkeypatch.setenv("RANK", rank)
+        assert main(argv) == 2
+        assert capsys.readouterr().err.count(said) == n, rank
 
 
 def test_config_show_says_the_model_values_not_in_use(capsys):

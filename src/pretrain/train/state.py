@@ -49,7 +49,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from .. import distributed
-from ..config import PretrainError
+from ..config import PretrainError, said_once
 from ..log import log0
 from ..model import io
 from ..model.config import ModelConfig
@@ -184,15 +184,17 @@ def check_batch_rows(ckpt: Path, had: int | None, batch_size: int, dp: int) -> N
     rows = batch_size * dp
     if had is None or had == rows:
         return
-    ways = [f"{had // batch_size} data-parallel ranks"] if had % batch_size == 0 else []
+    ranks = had // batch_size
+    ways = [f"{ranks} data-parallel rank{'s' if ranks > 1 else ''}"] if had % batch_size == 0 \
+        else []
     if had % dp == 0:
         ways.append(f"train.batch_size = {had // dp} (it continues from these checkpoints)")
-    raise PretrainError(
+    raise said_once(PretrainError(   # every rank reads the same checkpoint
         f"train: {ckpt} was trained on {had} rows a micro-step (train.batch_size x "
         f"data-parallel ranks) and this launch makes {batch_size} x {dp} = {rows}, which "
         "would change the global batch and the data; resume with "
         + (" or ".join(ways) or "the layout it was trained with")
-        + ", or --force train to start over")
+        + ", or --force train to start over"))
 
 
 def step_of(ckpt: Path) -> int:

@@ -112,8 +112,9 @@ def _checkpoint_lineage(run: StageRun, cfg: TrainConfig, folder: Path, rows: int
         found = continuation(cfg, lineage, others, rows)
         if found is not None:
             _link_copy(found, folder / found.name)
-            log0(f"train: continuing from {found} (an earlier config of this run whose "
-                 "learning rate is the same at every step before it)")
+            log0(f"train: continuing from {found} (an earlier config of this run, of the "
+                 "same model, data and rows a micro-step, whose learning rate is the same at "
+                 "every step before it)")
     from_zero = not state.complete(folder)   # else it resumes: no hint to start elsewhere
     for other in others:
         if cfg.remove_other_checkpoints:

@@ -285,11 +285,20 @@ def test_a_file_is_read_once_whatever_names_it_has(tmp_path: Path):
     file of 3 records was read 41 times)."""
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "a.jsonl").write_text("".join(f'{{"text": "doc {i}"}}\n' for i in range(3)))
+    # names that sort before the file's own: it is named by its own (its ids are made of it)
+    (tmp_path / "sub" / "0.jsonl").symlink_to("a.jsonl")
     (tmp_path / "sub" / "b.jsonl").symlink_to("a.jsonl")
-    (tmp_path / "sub" / "up").symlink_to("..")
+    (tmp_path / "sub" / "0up").symlink_to("..")   # (two such links: 2^40 paths to glob)
     source = LocalSource(paths=[str(tmp_path / "**" / "*.jsonl")])
     assert source.files() == [tmp_path / "sub" / "a.jsonl"]
-    assert [d.text for d in _read(source)[0]] == ["doc 0", "doc 1", "doc 2"]
+    assert [(d.id, d.text) for d in _read(source)[0]] == [
+        (f"sub/a.jsonl:{i + 1}", f"doc {i}") for i in range(3)]
+    # a link alone: by the shortest of its names
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "z.jsonl").symlink_to(tmp_path / "sub" / "a.jsonl")
+    (tmp_path / "other" / "loop").symlink_to(".")
+    assert LocalSource(paths=[str(tmp_path / "other" / "**" / "*.jsonl")]).files() == [
+        tmp_path / "other" / "z.jsonl"]
 
 
 def test_empty_file_is_a_counted_skip(tmp_path: Path):

@@ -232,11 +232,15 @@ class LocalSource(SourceConfig):
                     f" (relative to {os.getcwd()})"
                 raise ConfigError(f"local source: {what} {pattern!r}{where}")
             # a file is read once, however many names it has: two patterns that match it
-            # ("*.jsonl", "a*"), a link beside it, or a linked folder "**" goes round
+            # ("*.jsonl", "a*"), a link beside it, or a linked folder "**" goes round; by
+            # its own name where that matches, else its shortest (its ids are made of it)
+            best: dict[str, Path] = {}
             for f in files:
                 if real[f] not in seen:
-                    seen.add(real[f])
-                    out.append(f)
+                    best[real[f]] = min(best.get(real[f], f), f, key=lambda m: (
+                        os.path.abspath(m) != real[m], len(m.parts), str(m)))
+            out += [f for f in files if best.get(real[f]) == f]
+            seen.update(best)
         return out
 
     def fingerprint(self) -> Any:

@@ -176,7 +176,11 @@ NO_GATES = "--gate: no gates configured (eval.gates = [\"all.bpb <= 1.9\", ...])
 def _run(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
     try:
         cfg = load_config(args.config, overrides)
-    except ConfigError as e:   # alike on every rank: said once under torchrun
+    except ConfigError as e:   # alike on every rank: said once under torchrun; but a file
+        try:                   # that only some machines have, by each rank without it
+            resolve_config_path(args.config)
+        except ConfigError:
+            raise e from None
         raise said_once(e) from None
     if getattr(args, "gate", False) and not cfg.eval.gates:   # before the stages, not after
         raise PretrainError(NO_GATES)

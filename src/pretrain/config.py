@@ -48,8 +48,10 @@ class SaidOnRankZero(PretrainError):
 
 def said_once(error: PretrainError) -> PretrainError:
     """``error`` on rank 0; on the others (under torchrun) a ``SaidOnRankZero`` of it: for
-    an error every process meets alike (its config, a checkpoint they all read)."""
-    return error if int(os.environ.get("RANK", "0")) == 0 else SaidOnRankZero(str(error))
+    an error every process meets alike (its config, a checkpoint they all read); never
+    one a machine's own files decide (a path only some machines have)."""
+    quiet = int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) != 0
+    return SaidOnRankZero(str(error)) if quiet else error
 
 
 class Diverged(PretrainError):

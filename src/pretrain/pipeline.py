@@ -119,8 +119,6 @@ def run_stages(cfg: RunConfig, names: Sequence[str], force: set[str],
     rd = RunDir(cfg.run_dir)
 
     def layout() -> None:   # alike on every rank too
-        if missing := cfg.train.unavailable():   # not after the data stages
-            raise PretrainError(missing)
         degrees = cfg.train.parallel.degrees(d.world)
         if not cfg.train.init_from:   # else the checkpoint's model: checked once read
             check_layout(cfg.model, cfg.train, degrees)
@@ -144,7 +142,16 @@ def run_stages(cfg: RunConfig, names: Sequence[str], force: set[str],
         if "train" in names and rd.manifest("train") is None:
             layout()
 
+    def init_here() -> None:
+        """The init_from checkpoint, by each rank that lacks it: on a machine of its own,
+        where the others have it, a check said by rank 0 was said by none."""
+        if missing := cfg.train.unavailable():
+            raise PretrainError(missing + (f" on this machine (rank {d.rank})"
+                                           if d.enabled else ""))
+
     _alike(d, checks)
+    if "train" in names and rd.manifest("train") is None:   # not after the data stages
+        init_here()
     if "eval" in names[1:]:   # a bad record in a task file of one's own: not after training
         eval_tasks.check_own_files(cfg.eval)
     with _process_group(cfg, d):
@@ -165,6 +172,7 @@ def run_stages(cfg: RunConfig, names: Sequence[str], force: set[str],
                 if plan["skip"]:
                     continue
                 if stage.name == "train":
+                    init_here()
                     _alike(d, layout)
                 _execute(cfg, rd, stage, plan, d)
     return rd

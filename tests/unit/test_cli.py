@@ -266,18 +266,27 @@ def test_commands_that_are_not_stages_are_refused_under_torchrun_said_once(argv,
     assert slept == [cli.QUIET_EXIT_S]
 
 
-@pytest.mark.parametrize("argv, said", [
-    (["train", "--model.d_model=abc"], "error: model.d_model: expected int, got 'abc'\n"),
-    (["train", "-c", "no-such.toml"], "error: config 'no-such.toml' is neither"),
-    (["train", "--model.d_model"], "error: --model.d_model is not an option of this command")])
-def test_a_config_error_under_torchrun_is_said_once(argv, said, monkeypatch, capsys):
+@pytest.mark.parametrize("argv, said, by_each", [
+    (["train", "--model.d_model=abc"], "error: model.d_model: expected int, got 'abc'\n", False),
+    (["train", "--model.d_model"], "error: --model.d_model is not an option of this command", False),
+    # a file only some machines may have: said by each rank without it (said by rank 0
+    # alone, one that has it would wait for the others, and nobody say why)
+    (["train", "-c", "no-such.toml"], "error: config 'no-such.toml' is neither", True),
+    (["train", "--train.init_from=/no/such/run"], "error: train.init_from: /no/such/run does "
+                                                  "not exist on this machine (rank ", True)])
+def test_a_config_error_under_torchrun_is_said_once(argv, said, by_each, tmp_path, monkeypatch,
+                                                    capsys):
     """Every rank printed it (twice on 2 processes)."""
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setattr(cli.time, "sleep", lambda s: None)
-    for rank, n in (("0", 1), ("1", 0)):
+    for rank, n in (("0", 1), ("1", int(by_each))):
         monkeypatch.setenv("RANK", rank)
-        assert main(argv) == 2
+        assert main([*argv, f"--runs_dir={tmp_path}"]) == 2
         assert capsys.readouterr().err.count(said) == n, rank
+    # RANK alone (left in the environment, or a pod's) is no torchrun: said
+    monkeypatch.delenv("WORLD_SIZE")
+    assert main([*argv, f"--runs_dir={tmp_path}"]) == 2
+    assert capsys.readouterr().err.count(said.split(" on this machine")[0]) == 1
 
 
 def test_config_show_says_the_model_values_not_in_use(capsys):

@@ -207,6 +207,14 @@ def test_lone_cr_line_ends_and_text_that_is_not_utf8(tmp_path: Path):
         assert [(s.reason, s.id, s.records) for s in out] == [("invalid_utf8", name, records_)]
         assert out[0].detail == (f"{tmp_path / name}: {said} text (its byte-order mark), not "
                                  "UTF-8: re-save it as UTF-8 (iconv -t UTF-8)")
+    # counted as the UTF-8 readers count: CRLF before a separator written with LF, and
+    # lines at LF only (U+2028 may be inside a JSON string)
+    (tmp_path / "crlf.txt").write_bytes(stories.replace("\n", "\r\n").encode("utf-16"))
+    (tmp_path / "ls.jsonl").write_bytes((json.dumps({"text": "a\u2028b"}, ensure_ascii=False)
+                                         + "\n" + records).encode("utf-16"))
+    for name, sep, records_ in (("crlf.txt", "\n\n", 3), ("ls.jsonl", "", 4)):
+        (skip,) = LocalSource(paths=[str(tmp_path / name)], separator=sep).read()
+        assert (skip.reason, skip.records) == ("invalid_utf8", records_), name
     # UTF-8 with its own byte-order mark is read as before
     (tmp_path / "u.jsonl").write_bytes(b"\xef\xbb\xbf" + records.encode())
     assert len(list(LocalSource(paths=[str(tmp_path / "u.jsonl")]).read())) == 3

@@ -44,16 +44,18 @@ def check_gzip(p: Path) -> None:
     """Read a .gz file through once, for the checks gzip makes at each member's end only
     (after its lines were given): raise ``DamagedGzip`` when one fails. A file cut short
     passes: what was written before the cut is sound, and the reading says where it ends."""
-    lines = 0
+    lines, last = 0, b"\n"
     try:
         with gzip.open(p, "rb") as f:
-            while block := f.read(1 << 20):
-                lines += block.count(b"\n")
+            # read1: one decompression a call, so a member's last text is counted before
+            # the next call checks it (read() loses what it gathered when the check fails)
+            while block := f.read1(1 << 20):
+                lines, last = lines + block.count(b"\n"), block[-1:]
     except zlib.error as e:
-        raise DamagedGzip(p, e, lines) from None
+        raise DamagedGzip(p, e, lines + (last != b"\n")) from None
     except gzip.BadGzipFile as e:   # not "Not a gzipped file": junk after a sound member
         if "CRC check failed" in str(e) or "Incorrect length" in str(e):
-            raise DamagedGzip(p, e, lines) from None
+            raise DamagedGzip(p, e, lines + (last != b"\n")) from None
     except read_errors():
         pass
 
@@ -84,9 +86,12 @@ def wide_records(p: Path, codec: str, sep: str | None) -> int:
     try:
         with gzip.open(p, "rb") if p.name.lower().endswith(".gz") else open(p, "rb") as f:
             text = codecs.getreader(codec)(f, "replace")
-            pieces = text if sep is None else split_stream(
-                iter(lambda: text.read(1 << 20), ""), sep, 1 << 20)
-            for piece in pieces:
+            # lines end at LF only (not at U+2028, which a JSON string may hold); before a
+            # separator written with LF, CRLF and CR are LF as the UTF-8 reader has them
+            lf = sep is None or "\r" not in sep
+            blocks = (b.replace("\r\n", "\n").replace("\r", "\n") if lf else b
+                      for b in iter(lambda: text.read(1 << 20), ""))
+            for piece in split_stream(blocks, "\n" if sep is None else sep, 1 << 20):
                 n += isinstance(piece, int) or bool(piece.strip())
     except read_errors():
         pass

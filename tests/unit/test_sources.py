@@ -102,7 +102,7 @@ def test_a_gzip_file_failing_its_check_is_left_out_whole(tmp_path: Path):
         assert docs == [], at
         assert [(s.reason, s.id) for s in skips] == [("unreadable", "docs.jsonl.gz")], at
         assert skips[0].detail.startswith(f"{p}: ") and "none of its" in skips[0].detail
-        assert 1 <= skips[0].records <= 200
+        assert skips[0].records >= 1   # the lines of the damaged text: more or fewer
         if "CRC check failed" in skips[0].detail:   # decoded to the end: its lines counted,
             crc += 1   # as many as the damaged text has (read() had lost them all: 0)
             assert skips[0].records > 50, skips[0].records

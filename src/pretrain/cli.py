@@ -456,8 +456,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _config(args, overrides)
         if args.command == "plan":
             return _plan(args, overrides)
-        if args.command == "sweep":
-            return _sweep(args, overrides)
         if args.command == "report":
             _no_overrides("report", overrides)
             from .report import write_report  # the result tables import torch
@@ -473,7 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         with _stop_notices() as notice:
             try:
-                return _run(args, overrides)
+                return (_sweep if args.command == "sweep" else _run)(args, overrides)
             except KeyboardInterrupt:
                 if notice:   # not Ctrl-C: a scheduler's notice, which a requeue answers
                     raise Preempted(f"{notice[0]} outside training: completed stages are "

@@ -491,8 +491,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (PretrainError, OSError) as e:  # OSError: permissions, a full disk, a file for a folder
         if not isinstance(e, SaidOnRankZero):
             print(f"error: {e}", file=sys.stderr)
-        else:   # rank 0 says it: torchrun stops the others at the first exit, and the
-            time.sleep(QUIET_EXIT_S)   # quiet ranks' had come first and cut its line off
+        else:   # rank 0 says it: exiting first, this rank had torchrun stop rank 0
+            time.sleep(QUIET_EXIT_S)   # before its line was printed
         return 2
     except KeyboardInterrupt:
         runs_stages = bool(argv) and argv[0] in ("run", *stages.names()) \

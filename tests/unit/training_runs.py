@@ -74,3 +74,12 @@ def killed_then_resumed(tokens: Path, out: Path, ckpt: Path, monkeypatch, **kw) 
     revive()
     run(tokens, out, ckpt, **kw)
     return left
+
+
+def scalars(folder: Path, tag: str) -> list[tuple[int, float]]:
+    """What TensorBoard shows of ``tag``: (step, value) after its purges of resumed runs."""
+    pytest.importorskip("tensorboard", reason="tensorboard is a core dependency; not installed here")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(folder))
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars(tag)]

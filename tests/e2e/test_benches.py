@@ -40,6 +40,8 @@ BENCHES = {
                    ["webtext/c4_sample.jsonl"], r"parts/whole speed \d\.\d+x"),
     "data_vs_datatrove": (["--rounds", "1", "--copies", "1"], ["webtext/c4_sample.jsonl"],
                           r"\d\.\d+x"),
+    "gzip_check": (["--copies", "1", "--repeats", "1"], ["webtext/c4_sample.jsonl"],
+                   r"checked / unchecked reader: \d\.\d+x"),
     "warc_read": (["--copies", "2", "--repeats", "1"], ["webtext/dolma_sample-0000.warc.gz"],
                   r"ours / fastwarc \d+\.\d+x"),
     "memorization_scale": (["--tokens", "2e6", "--rounds", "1"], [],

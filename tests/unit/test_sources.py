@@ -553,6 +553,12 @@ def test_a_json_array_file_is_read_as_records_whole_or_named_when_it_cannot_be(
     (tmp_path / "l.jsonl").write_text("[1, 2\n" + json.dumps(recs[0]) + "\n")
     docs, skips = _read(LocalSource(paths=[str(tmp_path / "l.jsonl")]))
     assert [d.id for d in docs] == ["s0"] and [s.reason for s in skips] == ["malformed_json"]
+    # one object over several lines: its first line says what a .json file may hold
+    (tmp_path / "o.json").write_text("\n" + json.dumps(recs[0], indent=2))
+    skips = _read(LocalSource(paths=[str(tmp_path / "o.json")]))[1]
+    assert [s.id for s in skips] == ["o.json:2", "o.json:3", "o.json:4", "o.json:5"]
+    assert skips[0].detail.endswith("one object written over several lines is neither: put "
+                                    "it in [ ]") and "[ ]" not in skips[1].detail
 
 
 def test_a_domain_missing_from_a_split_gets_advice_that_fits_the_split(tmp_path: Path, capsys):

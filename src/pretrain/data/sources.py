@@ -326,14 +326,14 @@ class LocalSource(SourceConfig):
     def _read_jsonl(self, p: Path) -> Iterator[Document | Skip]:
         # a `.json` file may hold one JSON array of records (as `json.dump` writes a list);
         # a `.jsonl` one is JSON lines whatever its first line holds
-        lineno, name = 0, self._name(p)
+        lineno, head, name = 0, 0, self._name(p)
         first = p.name.lower().endswith((".json", ".json.gz", ".json.zst"))
         try:
             lines = enumerate(file_lines(p, self.max_record_bytes), 1)
             for lineno, raw in lines:
                 where, rid = f"{p}:{lineno}", f"{name}:{lineno}"
                 if first and (isinstance(raw, int) or raw.removeprefix(BOM).strip()):
-                    first = False
+                    first, head = False, lineno   # a .json file's first line that holds any
                     if isinstance(raw, bytes) and raw.removeprefix(BOM).lstrip().startswith(b"["):
                         # a JSON array of records, not JSON lines: no JSON line holding
                         # an array is a document anyway
@@ -356,7 +356,9 @@ class LocalSource(SourceConfig):
                     # more than 4,300 digits (ValueError), arrays nested 100,000 deep
                     cr = ("; the line holds a lone CR: lines end at LF only here, so "
                           "re-save the file with LF line ends" if b"\r" in raw.rstrip(b"\r\n")
-                          else "")
+                          else "; a .json file is JSON lines or one JSON array of records, and "
+                          "one object written over several lines is neither: put it in [ ]"
+                          if lineno == head and raw.removeprefix(BOM).strip() == b"{" else "")
                     yield Skip(rid, "malformed_json", f"{where}: {type(e).__name__}: "
                                f"{str(e)[:200]}{cr}")
                     continue

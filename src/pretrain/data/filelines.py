@@ -9,6 +9,7 @@ import codecs
 import gzip
 import zlib
 from collections.abc import Iterable, Iterator
+from io import BufferedIOBase
 from pathlib import Path
 
 from ..config import ConfigError
@@ -60,6 +61,11 @@ def check_gzip(p: Path) -> None:
         pass
 
 
+def _opened(p: Path) -> BufferedIOBase:
+    """``p``'s bytes, through gzip by its extension (a .zst file is read by ``_zstd_lines``)."""
+    return gzip.open(p, "rb") if p.name.lower().endswith(".gz") else open(p, "rb")
+
+
 # the byte-order marks of text in UTF-32 and UTF-16 (UTF-32 LE's begins as UTF-16 LE's)
 _WIDE = ((b"\xff\xfe\x00\x00", "UTF-32 LE", "utf-32"), (b"\x00\x00\xfe\xff", "UTF-32 BE", "utf-32"),
          (b"\xff\xfe", "UTF-16 LE", "utf-16"), (b"\xfe\xff", "UTF-16 BE", "utf-16"))
@@ -71,7 +77,7 @@ def wide_text(p: Path) -> tuple[str, str] | None:
     if p.name.lower().endswith(".zst"):
         return None
     try:
-        with gzip.open(p, "rb") if p.name.lower().endswith(".gz") else open(p, "rb") as f:
+        with _opened(p) as f:
             head = f.read(4)
     except read_errors():
         return None   # the reader says what is wrong
@@ -84,7 +90,7 @@ def wide_records(p: Path, codec: str, sep: str | None) -> int:
     read in bounded memory, never kept."""
     n = 0
     try:
-        with gzip.open(p, "rb") if p.name.lower().endswith(".gz") else open(p, "rb") as f:
+        with _opened(p) as f:
             text = codecs.getreader(codec)(f, "replace")
             # lines end at LF only (not at U+2028, which a JSON string may hold); before a
             # separator written with LF, CRLF and CR are LF as the UTF-8 reader has them
@@ -110,7 +116,7 @@ def file_lines(p: Path, cap: int = 0, split: int = 0) -> Iterator[bytes | int]:
         return
     if name.endswith(".gz"):
         check_gzip(p)
-    with (gzip.open(p, "rb") if name.endswith(".gz") else open(p, "rb")) as f:
+    with _opened(p) as f:
         if split:
             while line := f.readline(split):
                 yield line

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import distributed, stages
-from .config import Preempted, PretrainError, SaidOnRankZero, fingerprint, jsonable, to_toml
+from .config import Preempted, PretrainError, fingerprint, jsonable, said_once, to_toml
 from .eval import files as eval_files
 from .eval import tasks as eval_tasks
 from .log import log0
@@ -90,7 +90,7 @@ def _agreed(d: distributed.Dist, decide: Callable[[], T]) -> T:
     if failed is not None:
         raise failed
     if box["error"] is not None:
-        raise (PretrainError if d.rank == 0 else SaidOnRankZero)(box["error"])
+        raise said_once(PretrainError(box["error"]))
     return box["value"]  # type: ignore[no-any-return]
 
 
@@ -100,9 +100,7 @@ def _alike(d: distributed.Dist, check: Callable[[], None]) -> None:
     try:
         check()
     except PretrainError as e:
-        if d.rank == 0:
-            raise
-        raise SaidOnRankZero(str(e)) from None
+        raise said_once(e) from None
 
 
 def run_stages(cfg: RunConfig, names: Sequence[str], force: set[str],

@@ -1,11 +1,14 @@
 """Which files a local source reads: its globs, the folders and links they match, a file
 matched under several names, a file with nothing in it."""
 
+import glob
+import os
 from pathlib import Path
 
 import pytest
 
 from pretrain.config import ConfigError
+from pretrain.data.pathglob import expand
 from pretrain.data.sources import LocalSource
 
 from .test_sources import _read
@@ -47,6 +50,42 @@ def test_a_file_is_read_once_whatever_names_it_has(tmp_path: Path):
     (tmp_path / "other" / "loop").symlink_to(".")
     assert LocalSource(paths=[str(tmp_path / "other" / "**" / "*.jsonl")]).files() == [
         tmp_path / "other" / "z.jsonl"]
+
+
+def test_links_going_round_twice_are_walked_once(tmp_path: Path):
+    """Two links to the folder above in one folder: Python's glob makes 2^40 paths of
+    them (it did not finish); each real folder is walked once."""
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    (tmp_path / "d" / "sub" / "a.jsonl").write_text('{"text": "a"}\n')
+    for name in ("up1", "up2", "up3"):
+        (tmp_path / "d" / "sub" / name).symlink_to("..")
+    (tmp_path / "d" / "side").symlink_to("sub")
+    assert LocalSource(paths=[str(tmp_path / "**" / "*.jsonl")]).files() == [
+        tmp_path / "d" / "sub" / "a.jsonl"]
+    # reached only through a link, the link's name is the one the pattern asks for
+    assert expand(str(tmp_path / "d" / "**" / "s?de" / "*.jsonl")) == [
+        str(tmp_path / "d" / "side" / "a.jsonl")]
+
+
+@pytest.mark.parametrize("pattern", ["**/*.jsonl", "**", "*/**/*.jsonl", "**/.h*", "**/.h/*",
+                                     "a/**/*", "**/b/**/*.txt", "**/l*/*", "a/**/b/*.jsonl"])
+def test_double_star_matches_the_files_glob_does(tmp_path: Path, pattern: str,
+                                                  monkeypatch: pytest.MonkeyPatch):
+    """Hidden names only by a part that starts with ".", no folder or any depth of them,
+    linked folders followed: the files glob.glob finds, by names it gives too."""
+    for f in ("x.jsonl", "a/y.jsonl", "a/b/z.jsonl", "a/b/c.txt", ".h/w.jsonl",
+              "a/.h/v.jsonl", "b/b/b/u.jsonl", "a/b/.g.jsonl", "e/b/t.txt"):
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_text("{}\n")
+    (tmp_path / "e" / "link").symlink_to("../a")
+    (tmp_path / "lone.jsonl").symlink_to("b/b/b/u.jsonl")
+    for root, prefix in ((tmp_path, ""), (None, str(tmp_path) + os.sep)):
+        if root:
+            monkeypatch.chdir(root)
+        ours = [m for m in expand(prefix + pattern) if os.path.isfile(m)]
+        theirs = {m for m in glob.glob(prefix + pattern, recursive=True) if os.path.isfile(m)}
+        assert set(ours) <= theirs
+        assert {os.path.realpath(m) for m in ours} == {os.path.realpath(m) for m in theirs}
 
 
 def test_empty_file_is_a_counted_skip(tmp_path: Path):

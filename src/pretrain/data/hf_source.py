@@ -21,7 +21,6 @@ reads up to its share, so the output does not depend on which task finishes firs
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 import math
 import os
@@ -34,7 +33,8 @@ from typing import Any, ClassVar
 from ..config import ConfigError, absolute, absolute_if_here
 from .document import Document, Skip
 from .filelines import file_lines
-from .sources import SourceConfig, SourceType, glob_root, record_meta
+from .pathglob import expand, glob_root
+from .sources import SourceConfig, SourceType, record_meta
 
 _INSTALL_HINT = "huggingface sources need the datasets library: pip install 'pretrain[hf]'"
 # datasets' packaged readers of text data whose files can be read one at a time
@@ -110,7 +110,7 @@ class HuggingFaceSource(SourceConfig):
             pattern = os.path.expanduser(pattern)
             if self._is_folder():
                 pattern = os.path.join(self.name, pattern)   # unchanged when absolute
-            matched = sorted(glob.glob(pattern, recursive=True))
+            matched = expand(pattern)
             out += [m for m in matched if os.path.isfile(m)] or [pattern]
         return out
 

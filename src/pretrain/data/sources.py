@@ -35,6 +35,7 @@ from . import filelines
 from .document import Document, Skip
 from .filelines import BOM, DamagedGzip, file_lines, read_errors, split_stream
 from .parquet_parts import Part, batch_rows, first_row, row_group_parts
+from .pathglob import glob_root, local_files
 
 SourceType = Literal["python-installation", "local", "huggingface", "warc"]
 
@@ -213,35 +214,7 @@ class LocalSource(SourceConfig):
     def files(self) -> list[Path]:
         if self.url:
             return [self.fetch()]
-        out: list[Path] = []
-        seen: set[str] = set()
-        for pattern in self.paths:
-            matched = [Path(m) for m in sorted(glob.glob(os.path.expanduser(pattern), recursive=True))]
-            # resolved once: a path "**" made through a linked folder many times over is
-            # past what the system resolves (ELOOP), not what realpath does
-            real = {m: os.path.realpath(m) for m in matched}
-            broken = [m for m in matched if not os.path.exists(real[m])]
-            if broken:   # a file meant to be read, gone: not passed over as a folder is
-                raise ConfigError(f"local source: {broken[0]} (matched by {pattern!r}) is a "
-                                  f"link to {real[broken[0]]}, which does not exist; "
-                                  "restore that file or remove the link")
-            files = [m for m in matched if os.path.isfile(real[m])]
-            if not files:
-                what = "only folders match" if matched else "no file matches"
-                where = "" if os.path.isabs(os.path.expanduser(pattern)) else \
-                    f" (relative to {os.getcwd()})"
-                raise ConfigError(f"local source: {what} {pattern!r}{where}")
-            # a file is read once, however many names it has: two patterns that match it
-            # ("*.jsonl", "a*"), a link beside it, or a linked folder "**" goes round; by
-            # its own name where that matches, else its shortest (its ids are made of it)
-            best: dict[str, Path] = {}
-            for f in files:
-                if real[f] not in seen:
-                    best[real[f]] = min(best.get(real[f], f), f, key=lambda m: (
-                        os.path.abspath(m) != real[m], len(m.parts), str(m)))
-            out += [f for f in files if best.get(real[f]) == f]
-            seen.update(best)
-        return out
+        return local_files(self.paths)
 
     def fingerprint(self) -> Any:
         if self.url:   # what the URL and checksum name, whether downloaded yet or not
@@ -565,17 +538,6 @@ def record_meta(rec: dict[str, Any], text_field: str, id_field: str) -> dict[str
                     k not in meta or k == "url" and not isinstance(meta[k], str)):
                 meta[k] = v
     return meta
-
-
-def glob_root(patterns: Sequence[str]) -> str:
-    """The folder all of ``patterns`` start in (a glob's part before its first wildcard,
-    a file's folder), absolute."""
-    bases = []
-    for pattern in patterns:
-        parts = Path(os.path.expanduser(pattern)).parts
-        i = next((k for k, part in enumerate(parts) if glob.has_magic(part)), len(parts) - 1)
-        bases.append(os.path.abspath(os.path.join(*parts[:i]) if i else "."))
-    return os.path.commonpath(bases)
 
 
 def nonempty(items: Iterator[Document | Skip], path: Path, name: str

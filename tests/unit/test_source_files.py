@@ -2,6 +2,8 @@
 matched under several names, a file with nothing in it."""
 
 import glob
+import gzip
+import json
 import os
 from pathlib import Path
 
@@ -98,3 +100,68 @@ def test_empty_file_is_a_counted_skip(tmp_path: Path):
 def test_glob_matching_nothing_is_an_error(tmp_path: Path):
     with pytest.raises(ConfigError, match="no file matches"):
         list(LocalSource(paths=[str(tmp_path / "*.jsonl")]).read())
+
+
+def test_a_json_array_file_is_read_as_records_whole_or_named_when_it_cannot_be(
+        tmp_path: Path):
+    """`.json` as many tools write it: one array of records, pretty-printed or on one
+    line, plain or gzipped, with a BOM; its records are named by index."""
+    recs = [{"text": f"story {i}", "id": f"s{i}"} for i in range(3)] + [{"text": 5}, "x",
+                                                                         {"text": "no id"}]
+    for name, raw in (("a.json", b"\xef\xbb\xbf" + json.dumps(recs, indent=2).encode()),
+                      ("b.json", json.dumps(recs).encode()),
+                      ("c.json.gz", gzip.compress(b"  \n" + json.dumps(recs).encode()))):
+        (tmp_path / name).write_bytes(raw)
+        docs, skips = _read(LocalSource(paths=[str(tmp_path / name)]))
+        assert [(d.id, d.text) for d in docs] == [(f"s{i}", f"story {i}") for i in range(3)] \
+            + [(f"{name}[5]", "no id")]   # a record and its skip are named alike
+        assert [(s.reason, s.id) for s in skips] == [("missing_text", f"{name}[3]"),
+                                                     ("not_an_object", f"{name}[4]")]
+        assert skips[0].detail.startswith(f"{tmp_path / name}[3]: ")
+    # cut short: one skip naming the file and what it is; over the cap: counted, not held
+    (tmp_path / "cut.json").write_text(json.dumps(recs, indent=2)[:-30])
+    docs, skips = _read(LocalSource(paths=[str(tmp_path / "cut.json")]))
+    assert docs == [] and [s.reason for s in skips] == ["malformed_json"]
+    assert "a JSON array file" in skips[0].detail and "not JSON lines" in skips[0].detail
+    big = [{"text": "w " * 500}] * 400
+    (tmp_path / "big.json").write_text(json.dumps(big, indent=1))
+    size = (tmp_path / "big.json").stat().st_size
+    docs, skips = _read(LocalSource(paths=[str(tmp_path / "big.json")],
+                                    max_record_bytes=100_000))
+    assert docs == [] and [s.reason for s in skips] == ["record_too_large"]
+    assert f"{size:,} bytes" in skips[0].detail and "JSON lines" in skips[0].detail
+    assert len(_read(LocalSource(paths=[str(tmp_path / "big.json")]))[0]) == 400
+    # JSON lines whose first record is an object stay JSON lines; a `.jsonl` file is JSON
+    # lines whatever its first line holds (a line "[..." is one bad record)
+    (tmp_path / "l.json").write_text("\n".join(json.dumps(r) for r in recs[:3]))
+    assert [d.id for d in _read(LocalSource(paths=[str(tmp_path / "l.json")]))[0]] == [
+        "s0", "s1", "s2"]
+    (tmp_path / "l.jsonl").write_text("[1, 2\n" + json.dumps(recs[0]) + "\n")
+    docs, skips = _read(LocalSource(paths=[str(tmp_path / "l.jsonl")]))
+    assert [d.id for d in docs] == ["s0"] and [s.reason for s in skips] == ["malformed_json"]
+
+
+def test_a_json_file_of_one_object_over_several_lines_is_one_record(tmp_path: Path):
+    """json.dump(obj, indent=2) was a malformed_json skip a line; it is one record, named
+    by its id field or the file. A file that is not one object after all (a broken first
+    JSON line, an object past max_record_bytes) is JSON lines, read from the start."""
+    rec = {"id": "s0", "text": "a story\nover lines", "meta": {"k": [1, 2]}}
+    (tmp_path / "o.json").write_text("\n" + json.dumps(rec, indent=2))
+    (tmp_path / "n.json").write_text(json.dumps({"text": "no id"}, indent=1))
+    docs, skips = _read(LocalSource(paths=[str(tmp_path / "*.json")]))
+    assert [(d.id, d.text) for d in docs] == [("n.json", "no id"), ("s0", rec["text"])]
+    assert skips == []
+    lines = ['{"text": "cut', '{"text": "a"}', '{"text": "b"}']
+    (tmp_path / "l.json").write_text("\n".join(lines) + "\n")
+    docs, skips = _read(LocalSource(paths=[str(tmp_path / "l.json")]))
+    assert [(d.id, d.text) for d in docs] == [("l.json:2", "a"), ("l.json:3", "b")]
+    assert [(s.id, s.reason) for s in skips] == [("l.json:1", "malformed_json")]
+    assert "not one JSON object either" in skips[0].detail
+    cap = (tmp_path / "o.json").stat().st_size - 2   # each line fits, the object does not
+    docs, skips = _read(LocalSource(paths=[str(tmp_path / "o.json")], max_record_bytes=cap))
+    assert docs == [] and [s.id for s in skips][:2] == ["o.json:2", "o.json:3"]
+    assert {s.reason for s in skips} == {"malformed_json", "not_an_object"}   # "    2"
+    # a .jsonl file is JSON lines whatever it holds
+    (tmp_path / "o.jsonl").write_text(json.dumps(rec, indent=2))
+    docs, skips = _read(LocalSource(paths=[str(tmp_path / "o.jsonl")]))
+    assert docs == [] and len(skips) == len(json.dumps(rec, indent=2).splitlines())

@@ -516,51 +516,6 @@ def test_a_byte_order_mark_before_the_first_jsonl_record_is_no_error(tmp_path: P
     assert [d.text for d in docs] == ["first", "second"] and skips == []
 
 
-def test_a_json_array_file_is_read_as_records_whole_or_named_when_it_cannot_be(
-        tmp_path: Path):
-    """`.json` as many tools write it: one array of records, pretty-printed or on one
-    line, plain or gzipped, with a BOM; its records are named by index."""
-    recs = [{"text": f"story {i}", "id": f"s{i}"} for i in range(3)] + [{"text": 5}, "x",
-                                                                         {"text": "no id"}]
-    for name, raw in (("a.json", b"\xef\xbb\xbf" + json.dumps(recs, indent=2).encode()),
-                      ("b.json", json.dumps(recs).encode()),
-                      ("c.json.gz", gzip.compress(b"  \n" + json.dumps(recs).encode()))):
-        (tmp_path / name).write_bytes(raw)
-        docs, skips = _read(LocalSource(paths=[str(tmp_path / name)]))
-        assert [(d.id, d.text) for d in docs] == [(f"s{i}", f"story {i}") for i in range(3)] \
-            + [(f"{name}[5]", "no id")]   # a record and its skip are named alike
-        assert [(s.reason, s.id) for s in skips] == [("missing_text", f"{name}[3]"),
-                                                     ("not_an_object", f"{name}[4]")]
-        assert skips[0].detail.startswith(f"{tmp_path / name}[3]: ")
-    # cut short: one skip naming the file and what it is; over the cap: counted, not held
-    (tmp_path / "cut.json").write_text(json.dumps(recs, indent=2)[:-30])
-    docs, skips = _read(LocalSource(paths=[str(tmp_path / "cut.json")]))
-    assert docs == [] and [s.reason for s in skips] == ["malformed_json"]
-    assert "a JSON array file" in skips[0].detail and "not JSON lines" in skips[0].detail
-    big = [{"text": "w " * 500}] * 400
-    (tmp_path / "big.json").write_text(json.dumps(big, indent=1))
-    size = (tmp_path / "big.json").stat().st_size
-    docs, skips = _read(LocalSource(paths=[str(tmp_path / "big.json")],
-                                    max_record_bytes=100_000))
-    assert docs == [] and [s.reason for s in skips] == ["record_too_large"]
-    assert f"{size:,} bytes" in skips[0].detail and "JSON lines" in skips[0].detail
-    assert len(_read(LocalSource(paths=[str(tmp_path / "big.json")]))[0]) == 400
-    # JSON lines whose first record is an object stay JSON lines; a `.jsonl` file is JSON
-    # lines whatever its first line holds (a line "[..." is one bad record)
-    (tmp_path / "l.json").write_text("\n".join(json.dumps(r) for r in recs[:3]))
-    assert [d.id for d in _read(LocalSource(paths=[str(tmp_path / "l.json")]))[0]] == [
-        "s0", "s1", "s2"]
-    (tmp_path / "l.jsonl").write_text("[1, 2\n" + json.dumps(recs[0]) + "\n")
-    docs, skips = _read(LocalSource(paths=[str(tmp_path / "l.jsonl")]))
-    assert [d.id for d in docs] == ["s0"] and [s.reason for s in skips] == ["malformed_json"]
-    # one object over several lines: its first line says what a .json file may hold
-    (tmp_path / "o.json").write_text("\n" + json.dumps(recs[0], indent=2))
-    skips = _read(LocalSource(paths=[str(tmp_path / "o.json")]))[1]
-    assert [s.id for s in skips] == ["o.json:2", "o.json:3", "o.json:4", "o.json:5"]
-    assert skips[0].detail.endswith("one object written over several lines is neither: put "
-                                    "it in [ ]") and "[ ]" not in skips[1].detail
-
-
 def test_a_domain_missing_from_a_split_gets_advice_that_fits_the_split(tmp_path: Path, capsys):
     tok = Tokenizer([bytes([i]) for i in range(256)], r"[\s\S]", [BOS, EOS])
     docs = [{"id": f"w{i}", "domain": "web", "text": f"web text {i} " * 20} for i in range(30)]

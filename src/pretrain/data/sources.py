@@ -296,21 +296,30 @@ class LocalSource(SourceConfig):
         return Document(doc_id, text, self.label(), record_meta(rec, self.text_field,
                                                                 self.id_field))
 
-    def _read_jsonl(self, p: Path) -> Iterator[Document | Skip]:
-        # a `.json` file may hold one JSON array of records (as `json.dump` writes a list);
-        # a `.jsonl` one is JSON lines whatever its first line holds
-        lineno, head, name = 0, 0, self._name(p)
-        first = p.name.lower().endswith((".json", ".json.gz", ".json.zst"))
+    def _read_jsonl(self, p: Path, whole: bool = True) -> Iterator[Document | Skip]:
+        # a `.json` file may hold one JSON array of records (as `json.dump` writes a list)
+        # or one object over several lines; a `.jsonl` one is JSON lines whatever its
+        # first line holds
+        lineno, head, name, first = 0, 0, self._name(p), True
+        json_file = whole and p.name.lower().endswith((".json", ".json.gz", ".json.zst"))
         try:
             lines = enumerate(file_lines(p, self.max_record_bytes), 1)
             for lineno, raw in lines:
                 where, rid = f"{p}:{lineno}", f"{name}:{lineno}"
                 if first and (isinstance(raw, int) or raw.removeprefix(BOM).strip()):
-                    first, head = False, lineno   # a .json file's first line that holds any
-                    if isinstance(raw, bytes) and raw.removeprefix(BOM).lstrip().startswith(b"["):
+                    first, head = False, lineno   # the first line that holds any
+                    lead = raw.removeprefix(BOM).lstrip()[:1] if json_file and isinstance(
+                        raw, bytes) else b""
+                    if lead == b"[" and isinstance(raw, bytes):
                         # a JSON array of records, not JSON lines: no JSON line holding
                         # an array is a document anyway
                         yield from self._json_array(p, raw, (r for _, r in lines))
+                        return
+                    if lead == b"{" and isinstance(raw, bytes) and not _is_json(raw):
+                        # one object over several lines (json.dump(obj, indent=2)): one
+                        # record; else JSON lines after all, from the start
+                        one = self._json_object(p, raw, (r for _, r in lines))
+                        yield from self._read_jsonl(p, whole=False) if one is None else one
                         return
                 if isinstance(raw, int) or len(raw) > self.max_record_bytes:
                     size = raw if isinstance(raw, int) else len(raw)
@@ -329,9 +338,9 @@ class LocalSource(SourceConfig):
                     # more than 4,300 digits (ValueError), arrays nested 100,000 deep
                     cr = ("; the line holds a lone CR: lines end at LF only here, so "
                           "re-save the file with LF line ends" if b"\r" in raw.rstrip(b"\r\n")
-                          else "; a .json file is JSON lines or one JSON array of records, and "
-                          "one object written over several lines is neither: put it in [ ]"
-                          if lineno == head and raw.removeprefix(BOM).strip() == b"{" else "")
+                          else "; the file is not one JSON object either (read whole up to "
+                          "max_record_bytes), so it is read as JSON lines"
+                          if not whole and lineno == head else "")
                     yield Skip(rid, "malformed_json", f"{where}: {type(e).__name__}: "
                                f"{str(e)[:200]}{cr}")
                     continue
@@ -342,6 +351,22 @@ class LocalSource(SourceConfig):
             # truncated or corrupt compression: everything before it was yielded already
             yield Skip(f"{name}:{lineno + 1}", "unreadable",
                        f"{p} after line {lineno}: {type(e).__name__}: {e}")
+
+    def _json_object(self, p: Path, first: bytes, rest: Iterator[bytes | int]
+                     ) -> list[Document | Skip] | None:
+        """A file holding one JSON object over several lines, as its one record named
+        by the file; None when it is not one object of up to ``max_record_bytes``."""
+        parts, size = [first], len(first)
+        for raw in rest:
+            size += raw if isinstance(raw, int) else len(raw)
+            if size > self.max_record_bytes:
+                return None
+            parts.append(raw)   # type: ignore[arg-type]
+        try:
+            rec = json.loads(b"".join(parts).decode("utf-8-sig"))
+        except (ValueError, RecursionError):   # UnicodeDecodeError is a ValueError
+            return None
+        return [self._record(rec, str(p), self._name(p))] if isinstance(rec, dict) else None
 
     def _json_array(self, p: Path, first: bytes, rest: Iterator[bytes | int]
                     ) -> Iterator[Document | Skip]:
@@ -538,6 +563,14 @@ def record_meta(rec: dict[str, Any], text_field: str, id_field: str) -> dict[str
                     k not in meta or k == "url" and not isinstance(meta[k], str)):
                 meta[k] = v
     return meta
+
+
+def _is_json(raw: bytes) -> bool:
+    try:
+        json.loads(raw.removeprefix(BOM))
+    except (ValueError, RecursionError):
+        return False
+    return True
 
 
 def nonempty(items: Iterator[Document | Skip], path: Path, name: str

@@ -80,6 +80,9 @@ def test_funnel_adds_up_and_names_every_drop(tmp_path):
     assert counts["docs_total"] == funnel[-1]["docs_out"] == 24
     audit = [json.loads(x) for x in open(tmp_path / "out" / "dropped.jsonl")]
     assert len(audit) == 6 and {a["step"] for a in audit} == {"length", "language", "dedup"}
+    # a filter's drop says the value it measured against its limit, or what it found
+    why = {a["reason"]: a["detail"] for a in audit}
+    assert why["too_short"] == "9 < 200" and why["language"].startswith("fr 0.8")
     shards = json.loads((tmp_path / "out" / "shards.json").read_text())
     assert len(shards) == 4 and all(len(s["inputs"][0]["sha256"]) == 64 for s in shards.values())
     kept = list(read_docs(tmp_path / "out"))
@@ -352,7 +355,7 @@ def test_a_stage_that_keeps_nothing_says_why_and_keeps_its_audit(tmp_path, capsy
     rc, run = _failing_run(tmp_path, [{"id": f"d{i}", "text": f"tiny {i}"} for i in range(3)])
     err = capsys.readouterr().err
     assert rc == 2 and "no source produced" not in err
-    assert "too_short (length): 3  e.g. d0: tiny 0" in err
+    assert "too_short (length): 3  e.g. d0 (6 < 200): tiny 0" in err
     assert main(["data", "inspect", str(run), "--reason", "too_short"]) == 0
     assert "tiny 1" in capsys.readouterr().out
     # the report shows the failure and its funnel ("not run" before)

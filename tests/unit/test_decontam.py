@@ -109,6 +109,10 @@ def test_stage_reports_hits_in_the_funnel(tmp_path):
     counts: dict = {}
     counts.update(stage.process(cfg, tmp_path / "out").counts())
     assert counts["dropped"] == {"contaminated": 1}
+    # the audit line names the benchmark (the samples keep 20 documents a reason only)
+    audit = [json.loads(x) for x in open(tmp_path / "out" / "dropped.jsonl")]
+    assert [(a["id"], a["reason"], a["detail"]) for a in audit] == [
+        ("bad", "contaminated", "hellaswag")]
     funnel = {r["step"]: r for r in json.loads((tmp_path / "out" / "funnel.json").read_text())}
     assert funnel["decontam"]["stats"] == {"hits_hellaswag": 1}
 

@@ -42,6 +42,10 @@ def test_gopher_quality_rules():
 
     assert check(PROSE) is None
     assert check("the cat and the dog " * 5) == "gopher_short_doc"
+    # the value each rule measured and the limit it passed: the audit line's detail
+    assert check("the cat and the dog " * 5).detail == "25 < 50"
+    tagged = PROSE + " #tag" * 20
+    assert check(tagged).detail == f"{20 / len(q.words(tagged)):.4g} > 0.1"
     assert check("a an to of it is be " * 20 + "the and") == "gopher_below_avg_threshold"
     assert check(("the and " + "incomprehensibilities " * 8) * 10) == "gopher_above_avg_threshold"
     assert check(PROSE + " #tag" * 20) == "gopher_too_many_hashes"
@@ -66,6 +70,7 @@ def test_gopher_repetition_rules():
     assert check(lines) == "dup_line_frac"
     # one 2-gram makes up more than 20% of the characters
     assert check(PROSE + " buy now" * 60) == "top_2_gram"
+    assert check("\n\n".join(["same paragraph here"] * 3 + ["other one"])).detail == "0.5 > 0.3"
     # a 5+-word passage repeated inside running text
     rep = "the quick brown fox jumps over the lazy dog near the bank "
     assert check(PROSE + rep * 6).startswith(("duplicated_", "top_"))
@@ -102,6 +107,7 @@ def test_fineweb_rules():
     assert check(PROSE) is None
     no_punct = "\n".join(f"a line of words number {i} that never ends properly" for i in range(20))
     assert check(no_punct) == "line_punct_ratio"
+    assert check(no_punct).detail == "0 < 0.12"
     short = "\n".join(["Short line."] * 3 + [f"Menu {i}" for i in range(10)] + [PROSE])
     assert check(short) == "short_line_ratio"
     dup = PROSE + "\nThis exact line appears twice in the document.\n" * 2
@@ -123,6 +129,9 @@ def test_url_filter(tmp_path):
     assert step.check(_doc(PROSE, url="http://x.org/online-casino/")) == "url_banned_word"
     assert step.check(_doc(PROSE, url="http://x.org/free/stuff")) is None
     assert step.check(_doc(PROSE, url="http://x.org/free/xxx")) == "url_soft_banned_words"
+    # what matched, for the audit line
+    assert step.check(_doc(PROSE, url="https://www.bad.example/p")).detail == "bad.example"
+    assert step.check(_doc(PROSE, url="http://x.org/free/xxx")).detail == "free, xxx"
     assert step.check(_doc(PROSE, url="http://x.org/bestspamwordever")) == "url_banned_subword"
     # FineWeb's subword list has spaces ("2 girls 1 cup"): compared as the URL is, bare
     spaced = f.UrlFilter(f.UrlConfig(banned_subwords=["two girls", "x-rated"]))

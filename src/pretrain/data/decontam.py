@@ -37,7 +37,7 @@ import regex
 from ..config import ConfigError
 from .benchmarks import benchmark_texts, name_of
 from .config import DecontamConfig
-from .document import Document, Drop, Step
+from .document import Document, Drop, Step, Why
 from .minhash import _P, mix64, runs, word_hashes
 
 # benchmark name -> words k -> sorted unique hashes of its texts' runs of k words (k = n:
@@ -255,7 +255,7 @@ class Decontaminate(Step):
             self.stats[HITS + name] += 1
         doc.meta["contaminated"] = names
         if self.cfg.mode == "drop":
-            yield doc, "contaminated"
+            yield doc, Why("contaminated", ", ".join(names))
             return
         yield from self._cut(doc, np.concatenate([f[3] for f in found]),
                              np.concatenate([f[4] for f in found]))

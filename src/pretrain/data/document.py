@@ -66,6 +66,26 @@ class Skip:
     records: int = 1   # how many records it stands for (a parquet row group's lost rows)
 
 
+class Why(str):
+    """A drop reason that says more: the value a filter measured and the limit it passed
+    (``0.42 > 0.3``), for the audit line's ``detail``. Counted as its reason."""
+
+    detail: str
+
+    def __new__(cls, reason: str, detail: str) -> Why:
+        self = super().__new__(cls, reason)
+        self.detail = detail
+        return self
+
+    def __reduce__(self) -> tuple[type[Why], tuple[str, str]]:
+        return Why, (str(self), self.detail)
+
+
+def over(reason: str, value: float, limit: float, op: str = ">") -> Why:
+    """``reason``, with ``value`` and the ``limit`` it passed (by ``op``) as its detail."""
+    return Why(reason, f"{value:.4g} {op} {limit:.4g}")
+
+
 Drop = tuple[Document, str]
 
 

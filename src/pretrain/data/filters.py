@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from ..config import ConfigError
 from . import quality as q
 from .config import C4Config, CleanConfig, LanguageConfig, UnsafeConfig, UrlConfig
-from .document import Document, Step
+from .document import Document, Step, Why, over
 
 # --- normalisation and length ------------------------------------------------------
 
@@ -80,13 +80,14 @@ class LengthAndBinaryFilter(Step):
                 c.isspace() or unicodedata.category(c) == "Cf" for c in text):
             return "blank"
         if n < self.cfg.min_chars:
-            return "too_short"
+            return over("too_short", n, self.cfg.min_chars, "<")
         if n > self.cfg.max_chars:
-            return "too_long"
-        if _nonprintable(doc.text) > self.cfg.max_nonprintable_frac * n:
-            return "nonprintable"
-        if n > MAX_BLANK_RUN and _BLANK_RUN.search(doc.text):
-            return "blank_run"
+            return over("too_long", n, self.cfg.max_chars)
+        if (bad := _nonprintable(doc.text)) > self.cfg.max_nonprintable_frac * n:
+            return over("nonprintable", bad / n, self.cfg.max_nonprintable_frac)
+        if n > MAX_BLANK_RUN and (run := _BLANK_RUN.search(doc.text)):
+            return Why("blank_run", f"more than {MAX_BLANK_RUN:,} blanks from character "
+                       f"{run.start():,}")
         return None
 
 
@@ -150,16 +151,18 @@ class UrlFilter(Step):
         except ValueError:   # "http://[2001:db8::1/": no host to read; its words still count
             host = ""
         parts = host.split(".")
-        if any(".".join(parts[i:]) in self.domains for i in range(len(parts) - 1)):
-            return "url_blocked_domain"
+        blocked = [d for i in range(len(parts) - 1) if (d := ".".join(parts[i:])) in self.domains]
+        if blocked:
+            return Why("url_blocked_domain", blocked[0])
         url_words = set(re.split(r"[^a-z0-9]+", url))
-        if url_words & self.hard:
-            return "url_banned_word"
-        if self.soft and len(url_words & self.soft) >= self.cfg.soft_word_threshold:
-            return "url_soft_banned_words"
+        if hard := sorted(url_words & self.hard):
+            return Why("url_banned_word", ", ".join(hard))
+        soft = sorted(url_words & self.soft)
+        if soft and len(soft) >= self.cfg.soft_word_threshold:
+            return Why("url_soft_banned_words", ", ".join(soft))
         bare = re.sub(r"[^a-z0-9]", "", url)
-        if any(w in bare for w in self.subwords):
-            return "url_banned_subword"
+        if sub := [w for w in self.subwords if w in bare]:
+            return Why("url_banned_subword", sub[0])
         return None
 
 
@@ -198,11 +201,13 @@ class LanguageFilter(Step):
         doc.meta["language"] = best
         doc.meta["language_score"] = round(float(scores[0]), 4)
         if not self.cfg.languages:
-            return None if scores[0] > self.cfg.min_score else "language_low_score"
+            return None if scores[0] > self.cfg.min_score else over(
+                "language_low_score", float(scores[0]), self.cfg.min_score, "<=")
         for label, score in zip(labels, scores, strict=True):
             if label.removeprefix("__label__") in self.cfg.languages and score > self.cfg.min_score:
                 return None
-        return "language"
+        return Why("language", ", ".join(f"{label.removeprefix('__label__')} {float(score):.3f}"
+                                         for label, score in zip(labels, scores, strict=True)))
 
 
 # --- the heuristic filters of quality.py, as steps ----------------------------------
@@ -260,9 +265,10 @@ class UnsafeWords(Step):
         self.max_hits = cfg.max_hits
 
     def check(self, doc: Document) -> str | None:
-        hits = 0
-        for _ in self.pattern.finditer(doc.text):
-            hits += 1
-            if hits >= self.max_hits:
-                return "unsafe_words"
+        words: list[str] = []
+        for m in self.pattern.finditer(doc.text):
+            words.append(m.group().lower())
+            if len(words) >= self.max_hits:
+                return Why("unsafe_words", f"{len(words)} >= {self.max_hits}: "
+                           + ", ".join(sorted(set(words))))
         return None

@@ -59,7 +59,8 @@ class Funnel:
     def run(self, steps: list[Step], docs: Iterator[Document],
             drop: Callable[[str, Document, str], None]) -> Iterator[Document]:
         """``docs`` through ``steps``, every step metered; ``drop(step, document, reason)``
-        is told each drop as it happens (a long run of drops is never held)."""
+        is told each drop as it happens (a long run of drops is never held); a reason
+        that says more is a :class:`Why`, its ``detail`` the value the step measured."""
         stream: Iterator[Document] = docs
         for step in steps:
             row = self.row(step.name)
@@ -78,7 +79,7 @@ def _collect(name: str, stream: Iterator[Any], row: dict[str, Any],
              drop: Callable[[str, Document, str], None]) -> Iterator[Document]:
     for item in stream:
         if isinstance(item, tuple):
-            row["dropped"][item[1]] += 1
+            row["dropped"][str(item[1])] += 1   # a Why counted as its reason
             drop(name, *item)
         else:
             row["docs_out"] += 1

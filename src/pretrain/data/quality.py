@@ -3,7 +3,8 @@ lines and FineWeb's own three rules (plus the list-ratio rule its code has).
 
 Thresholds are FineWeb's (datatrove's constructor defaults, which is what FineWeb ran);
 the comparison each rule makes is written next to it. Every filter returns the reason of
-a drop (a short snake_case string) or ``None``; C4 also rewrites the text (it removes lines).
+a drop (a short snake_case string; a ``Why`` carrying the value measured and its limit,
+for the audit trail) or ``None``; C4 also rewrites the text (it removes lines).
 
 Why not datatrove's code: it splits every document into words with spaCy's English
 tokenizer, which is ~95% of its cost (0.3-0.4 MB per CPU-second on this box). Here one
@@ -24,6 +25,7 @@ import numpy as np
 import regex
 
 from .config import C4Config, FineWebConfig, GopherQualityConfig, GopherRepetitionConfig
+from .document import over
 from .minhash import runs
 
 # Words are split the way spaCy's English tokenizer does it (datatrove's word splitter for
@@ -231,27 +233,27 @@ def gopher_repetition(text: str, ws: list[str], cfg: GopherRepetitionConfig) -> 
     paras = _PARAGRAPHS.split(text.strip())
     n, chars = _duplicates(paras)
     if n / len(paras) > cfg.dup_para_frac:
-        return "dup_para_frac"
+        return over("dup_para_frac", n / len(paras), cfg.dup_para_frac)
     if chars / len(text) > cfg.dup_para_char_frac:
-        return "dup_para_char_frac"
+        return over("dup_para_char_frac", chars / len(text), cfg.dup_para_char_frac)
     lines = _LINES.split(text)
     n, chars = _duplicates(lines)
     if n / len(lines) > cfg.dup_line_frac:
-        return "dup_line_frac"
+        return over("dup_line_frac", n / len(lines), cfg.dup_line_frac)
     if chars / len(text) > cfg.dup_line_char_frac:
-        return "dup_line_char_frac"
+        return over("dup_line_char_frac", chars / len(text), cfg.dup_line_char_frac)
     if len(ws) < 2:
         return None
     vocab: dict[str, int] = {}
     ids = np.fromiter((vocab.setdefault(w, len(vocab) + 1) for w in ws), np.uint64, len(ws))
     lens = np.fromiter(map(len, ws), np.int64, len(ws))
     for n, frac in zip((2, 3, 4), cfg.top_ngram_char_frac, strict=True):
-        if len(ws) >= n and _top_ngram_chars(runs(ids, n), lens, n) / len(text) > frac:
-            return f"top_{n}_gram"
+        if len(ws) >= n and (v := _top_ngram_chars(runs(ids, n), lens, n) / len(text)) > frac:
+            return over(f"top_{n}_gram", v, frac)
     for n, frac in zip(range(5, 11), cfg.dup_ngram_char_frac, strict=True):
-        if len(ws) >= n and _dup_ngram_chars(runs(ids, n), lens, n,
-                                             frac * len(text)) / len(text) > frac:
-            return f"duplicated_{n}_n_grams"
+        if len(ws) >= n and (v := _dup_ngram_chars(runs(ids, n), lens, n,
+                                                   frac * len(text)) / len(text)) > frac:
+            return over(f"duplicated_{n}_n_grams", v, frac)
     return None
 
 
@@ -271,27 +273,29 @@ def gopher_quality(text: str, ws: list[str], cfg: GopherQualityConfig) -> str | 
             real_chars += len(w)
             n_alpha += any(c.isalpha() for c in w)
     if n_real < cfg.min_words:
-        return "gopher_short_doc"
+        return over("gopher_short_doc", n_real, cfg.min_words, "<")
     if n_real > cfg.max_words:
-        return "gopher_long_doc"
+        return over("gopher_long_doc", n_real, cfg.max_words)
     mean_len = real_chars / n_real
     if mean_len < cfg.min_mean_word_len:
-        return "gopher_below_avg_threshold"
+        return over("gopher_below_avg_threshold", mean_len, cfg.min_mean_word_len, "<")
     if mean_len > cfg.max_mean_word_len:
-        return "gopher_above_avg_threshold"
-    if text.count("#") / len(ws) > cfg.max_symbol_word_ratio:
-        return "gopher_too_many_hashes"
-    if (text.count("...") + text.count("…")) / len(ws) > cfg.max_symbol_word_ratio:
-        return "gopher_too_many_ellipsis"
+        return over("gopher_above_avg_threshold", mean_len, cfg.max_mean_word_len)
+    if (v := text.count("#") / len(ws)) > cfg.max_symbol_word_ratio:
+        return over("gopher_too_many_hashes", v, cfg.max_symbol_word_ratio)
+    if (v := (text.count("...") + text.count("…")) / len(ws)) > cfg.max_symbol_word_ratio:
+        return over("gopher_too_many_ellipsis", v, cfg.max_symbol_word_ratio)
     lines = text.splitlines() or [""]
-    if sum(s.lstrip().startswith(("•", "-")) for s in lines) / len(lines) > cfg.max_bullet_lines:
-        return "gopher_too_many_bullets"
-    if sum(s.rstrip().endswith(("...", "…")) for s in lines) / len(lines) > cfg.max_ellipsis_lines:
-        return "gopher_too_many_end_ellipsis"
+    if (v := sum(s.lstrip().startswith(("•", "-")) for s in lines) / len(lines)
+            ) > cfg.max_bullet_lines:
+        return over("gopher_too_many_bullets", v, cfg.max_bullet_lines)
+    if (v := sum(s.rstrip().endswith(("...", "…")) for s in lines) / len(lines)
+            ) > cfg.max_ellipsis_lines:
+        return over("gopher_too_many_end_ellipsis", v, cfg.max_ellipsis_lines)
     if n_alpha / len(ws) < cfg.min_alpha_words:
-        return "gopher_below_alpha_threshold"
-    if len(set(STOP_WORDS).intersection(ws)) < cfg.min_stop_words:
-        return "gopher_enough_stop_words"
+        return over("gopher_below_alpha_threshold", n_alpha / len(ws), cfg.min_alpha_words, "<")
+    if (n := len(set(STOP_WORDS).intersection(ws))) < cfg.min_stop_words:
+        return over("gopher_enough_stop_words", n, cfg.min_stop_words, "<")
     return None
 
 
@@ -351,7 +355,7 @@ def c4_lines(text: str, cfg: C4Config) -> tuple[str | None, str]:
             sentences += _sentences(line)
         kept.append(line)
     if sentences < cfg.min_sentences:
-        return "too_few_sentences", text
+        return over("too_few_sentences", sentences, cfg.min_sentences, "<"), text
     return None, "\n".join(kept).strip()
 
 
@@ -361,13 +365,17 @@ def fineweb(text: str, ws: list[str], cfg: FineWebConfig) -> str | None:
     lines = [s for s in text.split("\n") if s.strip()]
     if not lines:
         return "empty"
-    if sum(s.endswith(terminal_punct()) for s in lines) / len(lines) < cfg.min_punct_lines:
-        return "line_punct_ratio"
-    if sum(len(s) <= cfg.short_line_chars for s in lines) / len(lines) > cfg.max_short_lines:
-        return "short_line_ratio"
+    if (v := sum(s.endswith(terminal_punct()) for s in lines) / len(lines)
+            ) < cfg.min_punct_lines:
+        return over("line_punct_ratio", v, cfg.min_punct_lines, "<")
+    if (v := sum(len(s) <= cfg.short_line_chars for s in lines) / len(lines)
+            ) > cfg.max_short_lines:
+        return over("short_line_ratio", v, cfg.max_short_lines)
     chars = len(text) - text.count("\n")
-    if chars and _duplicates(lines)[1] / chars > cfg.max_dup_line_chars:
-        return "char_dup_ratio"
-    if not ws or text.count("\n") / len(ws) > cfg.max_newlines_per_word:
+    if chars and (v := _duplicates(lines)[1] / chars) > cfg.max_dup_line_chars:
+        return over("char_dup_ratio", v, cfg.max_dup_line_chars)
+    if not ws:
         return "list_ratio"
+    if (v := text.count("\n") / len(ws)) > cfg.max_newlines_per_word:
+        return over("list_ratio", v, cfg.max_newlines_per_word)
     return None

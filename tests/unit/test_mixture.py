@@ -101,6 +101,14 @@ def test_epoch_limit_stops_a_domain_once_its_passes_are_used(train_shards, capsy
     err = capsys.readouterr().err
     assert err.count("domain 'high' is at its max_epochs = 1 from data position "
                      f"{limit_step + 1} on") == 1
+    # the uncapped domain, drawn many times over, is said at the start (it was not)
+    w.say_repeats()
+    low = w.epochs(1000)["low"]
+    assert low > 2 and f"the mixture draws 'low' {low:.2f} epochs of its train tokens over " \
+        "train.steps = 1000, with no max_epochs to cap it" in capsys.readouterr().err
+    short = MixtureWindows(train_shards, seq, seed=0, mixture=mix, total_steps=2, rows_per_step=1)
+    short.say_repeats()
+    assert "epochs of its train tokens" not in capsys.readouterr().err   # under one: quiet
 
 
 def test_ranks_split_the_global_batch_and_draws_are_deterministic(train_shards):

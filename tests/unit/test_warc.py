@@ -268,12 +268,14 @@ def test_record_kinds_and_http_heads_as_crawlers_write_them(tmp_path):
                 ctype=b"application/warc-fields"),
         _record(7, http=b"HTTP/1.1 404 Not Found\r\nContent-Type: text/html"),
         _record(8, http=b"HTTP/1.1 200 OK\r\nContent-Type: image/png"),
+        _record(9, http=b"HTTP/1.1 200 OK\r\nServer: x"),
     ]))
     docs, skips = _read(path)
     assert _ids(docs) == [0, 1, 2, 3]
     assert docs[2].text == text.decode() and all("gardens" in d.text for d in docs[:2])
     assert [(s.reason, s.detail.rsplit(": ", 1)[1]) for s in skips] == [
-        ("http_not_ok", "HTTP 404"), ("not_html", "image/png")]
+        ("http_not_ok", "HTTP 404"), ("not_html", "image/png"),
+        ("not_html", "no Content-Type in its HTTP header")]   # (it read "None")
 
 
 def test_what_writers_put_between_records_and_after_the_last(tmp_path):

@@ -133,7 +133,8 @@ def _page(rec: Record) -> _Page | _NotRead | None:
                         else f": HTTP {status}")
     http_type = http.get("content-type")
     if http_type is None or "html" not in http_type.lower():
-        return _NotRead("not_html", f": {http_type}")
+        return _NotRead("not_html", ": no Content-Type in its HTTP header" if http_type is None
+                        else f": {http_type}")
     try:
         return _Page(_http_payload(payload, http), _charset(http_type), True)
     except Exception as e:  # noqa: BLE001 -- this record only

@@ -152,6 +152,18 @@ class MixtureWindows:
         log0(f"train: {why}: the run stops there if the time budget lasts that long")
         return end
 
+    def say_repeats(self, above: float = 1.0) -> None:
+        """Say which domains without a ``max_epochs`` the schedule draws more than
+        ``above`` times over (a small domain under a large weight): repetition a capped
+        domain has said, an uncapped one had not."""
+        planned = self.epochs(self.total_steps)
+        many = [f"{m.domain!r} {planned[m.domain]:.2f}" for m in self.mixture
+                if not m.max_epochs and planned[m.domain] > above]
+        if many:
+            log0(f"train: the mixture draws {', '.join(many)} epochs of its train tokens "
+                 f"over train.steps = {self.total_steps}, with no max_epochs to cap "
+                 f"{'them' if len(many) > 1 else 'it'}")
+
     def raw_weights(self, steps: np.ndarray) -> np.ndarray:
         """(len(steps), domains): the configured weights at these optimizer steps, not
         normalised, before any epoch limit."""

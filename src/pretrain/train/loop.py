@@ -111,6 +111,7 @@ class Trainer(Recovery):
                                           cfg.batch_size * cfg.grad_accum * dp,
                                           cfg.mixture_phases)
             self.data_end = self.windows.check_end(budgeted=bool(cfg.time_budget_s))
+            self.windows.say_repeats()
         else:
             self.windows = RandomWindows(train_shards, seq_len, seed)
         rank, layout_dp = self.layout.dp_rank, dp

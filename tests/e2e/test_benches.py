@@ -40,6 +40,8 @@ BENCHES = {
                    ["webtext/c4_sample.jsonl"], r"parts/whole speed \d\.\d+x"),
     "data_vs_datatrove": (["--rounds", "1", "--copies", "1"], ["webtext/c4_sample.jsonl"],
                           r"\d\.\d+x"),
+    "many_files": (["--files", "60", "--repeats", "1"], [],
+                   r"grouped: \d+\.\d+x the time of one file"),
     "gzip_check": (["--copies", "1", "--repeats", "1"], ["webtext/c4_sample.jsonl"],
                    r"checked / unchecked reader: \d\.\d+x"),
     "warc_read": (["--copies", "2", "--repeats", "1"], ["webtext/dolma_sample-0000.warc.gz"],

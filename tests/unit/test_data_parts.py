@@ -1,5 +1,6 @@
 """A large parquet file cut into data tasks of row groups (``data.task_bytes``): the output
-of one task reading it whole, resumed safely under another cut."""
+of one task reading it whole, resumed safely under another cut. Small files the other
+way round: several a task, with the output of a task each."""
 
 from __future__ import annotations
 
@@ -131,3 +132,33 @@ def test_a_row_group_without_rows_never_makes_a_task_of_its_own(tmp_path):
     assert row_group_parts(write("d.parquet", [10, 10]), 0) == []     # task_bytes = 0: off
     (tmp_path / "e.parquet").write_bytes(b"PAR1 not a parquet file")
     assert row_group_parts(tmp_path / "e.parquet", 1) == []
+
+
+def test_small_files_share_a_task_with_the_output_of_a_task_each(tmp_path, monkeypatch):
+    """3,000 one-record files were 3,000 tasks and shards (40x the time of one file of
+    the same records). Consecutive small files now share a task, up to GROUP_BYTES or
+    GROUP_FILES; a large file keeps a task of its own."""
+    monkeypatch.setattr(runner, "GROUP_FILES", 4)
+    monkeypatch.setattr(runner, "GROUP_BYTES", 4000)
+    for i in range(11):
+        (tmp_path / f"f{i:02d}.jsonl").write_text(json.dumps({"id": f"d{i}", "text": _prose(i)})
+                                                   + "\n" * (1 + 3000 * (i == 6)))
+    src = LocalSource(paths=[str(tmp_path / "f*.jsonl")])
+    groups = [[Path(f).name[1:3] for f in t.files or []]
+              for t in runner.plan_tasks(DataConfig(sources=[src]))]
+    # four files a task at most; f06 is large (3,000 more bytes): a task of its own, after
+    # which the files group again
+    assert groups == [["00", "01", "02", "03"], ["04", "05"], ["06"], ["07", "08", "09", "10"]]
+    _run(tmp_path, DataConfig(sources=[src]), "grouped")
+    monkeypatch.setattr(runner, "GROUP_FILES", 1)
+    _run(tmp_path, DataConfig(sources=[src]), "each")
+
+    def docs(folder: str) -> list[str]:
+        return [line for f in sorted((tmp_path / folder).glob("docs-*.jsonl"))
+                for line in f.read_text().splitlines()]
+
+    assert docs("grouped") == docs("each") and len(docs("each")) == 11
+    assert len(list((tmp_path / "grouped").glob("docs-*"))) == 4
+    assert len(list((tmp_path / "each").glob("docs-*"))) == 11
+    shards = json.loads((tmp_path / "grouped" / "shards.json").read_text())
+    assert [len(s["inputs"]) for s in shards.values()] == [4, 2, 1, 4]

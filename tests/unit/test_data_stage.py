@@ -13,7 +13,7 @@ import pytest
 
 from pretrain.cli import main
 from pretrain.config import PretrainError
-from pretrain.data import stage
+from pretrain.data import runner, stage
 from pretrain.data.config import DataConfig, MinHashConfig
 from pretrain.data.docs import read_docs
 from pretrain.data.document import Document, Skip
@@ -84,7 +84,10 @@ def test_funnel_adds_up_and_names_every_drop(tmp_path):
     why = {a["reason"]: a["detail"] for a in audit}
     assert why["too_short"] == "9 < 200" and why["language"].startswith("fr 0.8")
     shards = json.loads((tmp_path / "out" / "shards.json").read_text())
-    assert len(shards) == 4 and all(len(s["inputs"][0]["sha256"]) == 64 for s in shards.values())
+    # four small files: one task, one shard, whose provenance names each of them
+    assert len(shards) == 1 and [Path(i["path"]).name for i in shards["docs-00000.jsonl"][
+        "inputs"]] == [f"in-{f}.jsonl" for f in range(4)]
+    assert all(len(i["sha256"]) == 64 for i in shards["docs-00000.jsonl"]["inputs"])
     kept = list(read_docs(tmp_path / "out"))
     assert kept[0]["meta"]["language"] == "en" and kept[0]["meta"]["url"]
 
@@ -115,6 +118,7 @@ def test_funnel_keeps_pipeline_order_when_a_shorter_source_comes_first(tmp_path,
 
 
 def test_killed_run_resumes_to_identical_output(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "GROUP_FILES", 1)   # a task a file: small files, five tasks
     _web_files(tmp_path, n_files=5)
     cfg = DataConfig(sources=[LocalSource(paths=[str(tmp_path / "in-*.jsonl")])],
                            workers=1)
@@ -257,8 +261,8 @@ def test_benchmark_reader_reads_hellaswag_items_from_bz2_text():
 @pytest.mark.slow
 def test_ray_executor_gives_the_output_of_the_local_one(tmp_path, capsys):
     """Ray is an extra (the local executor must not need it; ``[dev]`` installs it): on a
-    local Ray instance of two CPUs, its tasks, a local source's and a Hugging Face source's
-    one per file, produce exactly the local run's output, with documents on the progress
+    local Ray instance of two CPUs, its tasks, a local source's small files in one and a
+    Hugging Face source's one per file, produce exactly the local run's output, with documents on the progress
     line. About 10 s on two cores, most of it Ray starting and stopping."""
     ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'pretrain[ray]'")
     pytest.importorskip("datasets")
@@ -277,9 +281,9 @@ def test_ray_executor_gives_the_output_of_the_local_one(tmp_path, capsys):
         counts = _run(tmp_path, DataConfig(sources=sources, executor="ray"), "ray")
     finally:
         ray.shutdown()
-    assert counts["tasks"] == 5
+    assert counts["tasks"] == 3
     last = [x for x in capsys.readouterr().err.splitlines() if x.startswith("[data]")][-1]
-    assert last.startswith("[data] 5/5 tasks") and "docs=31 " in last, last
+    assert last.startswith("[data] 3/3 tasks") and "docs=31 " in last, last
     for p in sorted((tmp_path / "local").iterdir()):
         assert p.read_bytes() == (tmp_path / "ray" / p.name).read_bytes(), p.name
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pretrain.data import executor, minhash, stage
+from pretrain.data import executor, minhash, runner, stage
 from pretrain.data.config import DataConfig, MinHashConfig
 from pretrain.data.docs import read_docs
 from pretrain.data.minhash import MinHasher, estimate_jaccard, simplify
@@ -198,6 +198,7 @@ def test_the_audit_names_a_kept_document_when_an_exact_root_was_a_near_duplicate
                      "c0": "duplicate of a0"}
 
 def test_output_does_not_depend_on_worker_processes(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "GROUP_FILES", 1)   # a task a file: two tasks of small files
     _corpus(tmp_path)
     src = LocalSource(paths=[str(tmp_path / "*.jsonl")], domain="x", quality="none")
     _run(tmp_path, "one", [src], workers=1)

@@ -111,9 +111,13 @@ class SourceConfig:
         """The source's records; ``files`` (from ``task_files``) restricts to those."""
         raise NotImplementedError
 
+    # whether ``read`` takes several of ``task_files`` at once: small local files then
+    # share a task (runner.plan_tasks)
+    groups_files: ClassVar[bool] = False
+
     def task_files(self) -> Sequence[str | Path]:
-        """Input files (or URLs) that can be processed independently, one task each;
-        [] = one task."""
+        """Input files (or URLs) that can be processed independently, a task each (small
+        ones a task together, where ``groups_files``); [] = one task."""
         return []
 
     def task_parts(self, file: str, max_bytes: int) -> list[Part]:
@@ -233,6 +237,8 @@ class LocalSource(SourceConfig):
                 return fmt
         raise ConfigError(f"{p}: cannot tell the format from the name; set format = "
                           "'jsonl', 'txt' or 'parquet' on this source")
+
+    groups_files = True
 
     def task_files(self) -> list[Path]:
         return self.files()

@@ -46,6 +46,8 @@ class WarcSource(SourceConfig):
     def unavailable(self) -> str | None:
         return LocalSource(paths=self.paths).unavailable()
 
+    groups_files = True
+
     def task_files(self) -> list[Path]:
         return self.files()
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -146,6 +147,15 @@ def run_stages(cfg: RunConfig, names: Sequence[str], force: set[str],
         if missing := cfg.train.unavailable():
             raise PretrainError(missing + (f" on this machine (rank {d.rank})"
                                            if d.enabled else ""))
+        init = os.path.realpath(cfg.train.init_from) if cfg.train.init_from else ""
+        run = os.path.realpath(rd.root)
+        if init and (init == run or init.startswith(run + os.sep)):
+            # its weights are what this train stage writes: each rerun trained again from
+            # the last one's result, and the stage was never up to date
+            raise PretrainError(f"train.init_from: {cfg.train.init_from} is in this run's own "
+                                f"directory ({rd.root}), whose weights the train stage "
+                                "replaces; continue into a run of another name (run_name), "
+                                "or copy the weights out of this run first")
 
     _alike(d, checks)
     if "train" in names and rd.manifest("train") is None:   # not after the data stages

@@ -305,6 +305,16 @@ def test_continued_pretraining_from_an_hf_export(tiny_run, tmp_path):
     # it starts where the first run ended (same data, same deterministic tokenizer), not at ln V
     assert counts["val_loss_initial"] == pytest.approx(final, abs=1e-3)
     assert counts["val_loss_final"] < counts["val_loss_initial"]
+    # continued from its own weights, or a checkpoint of its own: each rerun trained again
+    # from the last one's result and the stage was never up to date; refused
+    root, overrides = tiny_run
+    cont = [(k, str(tmp_path / "runs")) if k == "runs_dir" else (k, v) for k, v in overrides]
+    for own in (rd.root, rd.root / "train"):
+        cfg = load_config(None, [*cont, ("name", "cont"), ("train.steps", "5"),
+                                 ("train.init_from", str(own)), ("train.lr", "1e-4")])
+        with pytest.raises(PretrainError, match="is in this run's own directory"):
+            run_stages(cfg, stages.names()[:4], force=set())
+    assert rd.manifest("train")["counts"] == counts   # untouched
 
 
 @pytest.mark.slow

@@ -346,6 +346,24 @@ def test_model_settings_a_continued_run_sets_against_its_checkpoint_are_said(cap
     assert "not used: model.bias = False (it has True)\n" in capsys.readouterr().err
 
 
+def test_a_continued_run_drawing_its_sources_batches_again_is_said(tmp_path, capsys):
+    """Batches are drawn by seed and step from step 0: from a run of ours with this seed,
+    on its data, the continued run saw its batches again in their order, unsaid."""
+    from pretrain.train.stage import _same_seed
+    run = tmp_path / "runs" / "base"
+    (run / "checkpoints" / "train-k" / "step-0000004").mkdir(parents=True)
+    (run / "train").mkdir()
+    (run / "config.toml").write_text('name = "base"\nseed = 7\n\n[train]\nsteps = 4\n')
+    for init in (run, run / "train", run / "checkpoints" / "train-k" / "step-0000004"):
+        _same_seed(init, 7)
+        assert f"{run} was trained with seed = 7 too" in capsys.readouterr().err
+        _same_seed(init, 8)
+        assert capsys.readouterr().err == ""
+    (tmp_path / "hf").mkdir()   # an HF folder: nothing known of its batches
+    _same_seed(tmp_path / "hf", 7)
+    assert capsys.readouterr().err == ""
+
+
 def test_an_option_added_keyed_if_set_keeps_the_keys_of_configs_without_it(tmp_path):
     """A source's separator is in the data key only when set; the same rule holds for a
     section's own fields and for dataclasses at any depth."""

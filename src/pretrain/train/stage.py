@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tomllib
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ def run(run: StageRun, model_cfg: ModelConfig, cfg: TrainConfig, seed: int, devi
     init = _init(cfg, shards, vocab) if cfg.init_from else None
     if init is not None:
         _ignored_model_settings(model_cfg, init.cfg)
+        _same_seed(Path(cfg.init_from), seed)
     paths = RunPaths(out=run.out, checkpoints=run.root / "checkpoints" / f"train-{run.key}",
                      monitor=run.root / "tensorboard" / f"train-{run.key}", name=run.root.name)
     d = distributed.from_env()
@@ -277,6 +279,23 @@ def _init(cfg: TrainConfig, shards: TokenShards, vocab: int) -> Transformer:
     log0(f"train: continuing from {cfg.init_from} ({init.cfg.arch}, "
          f"{init.cfg.num_params() / 1e6:.2f} M params); [model] settings are taken from it")
     return init.train()
+
+
+def _same_seed(init: Path, seed: int) -> None:
+    """Say when ``init`` is (a checkpoint of) a run trained with this ``seed``: batches
+    are drawn by seed and step, and a continued run starts at step 0, so on the same data
+    it sees the source's batches again, in their order."""
+    for folder in (init, *list(init.resolve().parents)[:3]):
+        try:
+            with open(folder / "config.toml", "rb") as f:
+                theirs = tomllib.load(f).get("seed")
+        except (OSError, tomllib.TOMLDecodeError):
+            continue
+        if theirs == seed:
+            log0(f"train: {folder} was trained with seed = {seed} too: batches are drawn by "
+                 "seed and step, so on its data this run sees its batches again, in their "
+                 "order; set seed to another value to draw others")
+        return
 
 
 def _ignored_model_settings(given: ModelConfig, taken: ModelConfig) -> None:

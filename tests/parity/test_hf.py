@@ -118,6 +118,15 @@ def test_import_rejects_unknown_model_types(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "bert"}')
     with pytest.raises(ConfigError, match="cannot import model_type 'bert'"):
         hf.import_hf(tmp_path)
+    # hidden_size changed by hand: the head size it then disagrees with is named with both
+    _pair(VARIANTS["llama"], tmp_path / "l")
+    import json
+    c = json.loads((tmp_path / "l" / "config.json").read_text())
+    (tmp_path / "l" / "config.json").write_text(json.dumps({**c, "hidden_size": 2 * c["hidden_size"]}))
+    with pytest.raises(ConfigError, match=rf"head_dim=16 != hidden_size / num_attention_heads = "
+                                          rf"{2 * c['hidden_size']} / {c['num_attention_heads']} "
+                                          r"\(a head size of its own; or hidden_size changed"):
+        hf.import_hf(tmp_path / "l")
 
 
 def test_tokenizer_json_gives_our_ids_through_autotokenizer(tmp_path):

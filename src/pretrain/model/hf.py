@@ -228,7 +228,9 @@ def _unsupported(c: dict[str, Any], arch: str) -> list[str]:
             or rope.get("rope_type", "default") != "default" or "mscale_all_dim" in rope:
         bad.append("rope scaling (only rope_type 'default')")
     if arch == "llama" and c.get("head_dim") not in (None, c["hidden_size"] // c["num_attention_heads"]):
-        bad.append(f"head_dim={c['head_dim']} != hidden_size / num_attention_heads")
+        bad.append(f"head_dim={c['head_dim']} != hidden_size / num_attention_heads = "
+                   f"{c['hidden_size']} / {c['num_attention_heads']} (a head size of its own; "
+                   "or hidden_size changed without head_dim)")
     return bad
 
 

@@ -336,6 +336,17 @@ def test_a_bad_record_of_ones_own_task_file_stops_the_run_before_its_first_stage
     assert not (cfg.run_dir / "data").exists()
     bad.write_text(json.dumps({"query": "q", "choices": ["a", "b"], "gold": 1}) + "\n")
     tasks.check_own_files(cfg.eval)   # mended: nothing to say
+    # too few items for eval.num_fewshot: said there too, naming the file (it came after
+    # training, with the scores of the tasks before it lost, naming no task)
+    few = load_config(None, [*tiny_overrides(tmp_path), ("eval.tasks", json.dumps([str(bad)])),
+                             ("eval.num_fewshot", "2")])
+    with pytest.raises(ConfigError, match=f"num_fewshot = 2 needs more than 2 items in {bad}, "
+                                          "which has 1"):
+        run_stages(few, names(), force=set())
+    assert not (cfg.run_dir / "data").exists()
+    with pytest.raises(ConfigError, match="task_limit = 3 leaves too few"):
+        load_config(None, [*tiny_overrides(tmp_path), ("eval.num_fewshot", "3"),
+                           ("eval.task_limit", "3")])
 
 
 def test_the_table_heads_its_columns_only_when_a_task_has_numbers():

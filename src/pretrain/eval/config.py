@@ -75,6 +75,11 @@ class EvalConfig:
                 or self.num_fewshot < 0 or self.core_limit < 0:
             raise ConfigError("max_tokens_per_domain, task_limit, num_fewshot and core_limit "
                               "must be >= 0 and batch_size positive")
+        if self.num_fewshot and self.task_limit and self.task_limit <= self.num_fewshot:
+            raise ConfigError(f"eval.num_fewshot = {self.num_fewshot} draws each item's "
+                              "examples from the task's other items, of which task_limit = "
+                              f"{self.task_limit} leaves too few: raise task_limit above "
+                              "num_fewshot (or 0, all)")
 
 
 @dataclass

@@ -239,13 +239,16 @@ def shot_indices(i: int, n: int, k: int, seed: int = 1234) -> list[int]:
     return [j + (j >= i) for j in random.Random(seed + i).sample(range(n - 1), k)]
 
 
-def with_fewshot(items: list[Item], k: int, sep: str = "\n\n") -> list[Item]:
+def with_fewshot(items: list[Item], k: int, sep: str = "\n\n", where: str = "the task"
+                 ) -> list[Item]:
     """Each item's contexts prefixed with ``k`` other items of the task, answered (their
     gold context + continuation), chosen by ``shot_indices``."""
     if k <= 0:
         return items
     if len(items) <= k:
-        raise ConfigError(f"eval.num_fewshot = {k} needs more than {k} items in the task")
+        raise ConfigError(f"eval.num_fewshot = {k} needs more than {k} items in {where}, "
+                          f"which has {len(items)}: draw fewer examples, or leave the task "
+                          "out of eval.tasks")
     out = []
     for i, it in enumerate(items):
         shots = [items[j] for j in shot_indices(i, len(items), k)]
@@ -263,7 +266,8 @@ def check_own_files(cfg: EvalConfig) -> None:
     for spec, (_, path, kind, delim) in zip(cfg.tasks, resolve(cfg.tasks, cfg.tasks_dir),
                                            strict=True):
         if spec not in BUILTIN and path.is_file() and kind != "perplexity":
-            load(path, kind, delim, cfg.task_limit)
+            items = load(path, kind, delim, cfg.task_limit)[1]
+            with_fewshot(items, cfg.num_fewshot, where=f"{path}")
 
 
 def run_tasks(model: torch.nn.Module, tok: Any, cfg: EvalConfig,
@@ -284,7 +288,7 @@ def run_tasks(model: torch.nn.Module, tok: Any, cfg: EvalConfig,
                 results[name] = perplexity(model, tok, path, cfg.batch_size, cfg.task_limit)
             else:
                 kind, items = load(path, kind, delim, cfg.task_limit)
-                items = with_fewshot(items, cfg.num_fewshot)
+                items = with_fewshot(items, cfg.num_fewshot, where=f"task {name!r} ({path})")
                 samples: list[dict[str, Any]] = []
                 results[name] = evaluate(model, tok, name, kind, items, cfg.batch_size,
                                          samples)

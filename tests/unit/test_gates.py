@@ -44,6 +44,11 @@ def test_gates_pass_fail_and_missing_metrics():
         "tasks.helaswag.acc_norm > 0: no value at tasks.helaswag.acc_norm in the results "
         "(did you mean tasks.hellaswag.acc_norm?)",
         "alll.bpb < 2: no value at alll.bpb in the results (did you mean all.bpb?)"]
+    # no close spelling: the keys it begins (the CORE score's two were not suggested)
+    core = {"core": {"core_exact": 0.1, "core_offline": 0.12, "tasks": {}}}
+    assert gates.check(["core.core >= 0"], core) == [
+        "core.core >= 0: no value at core.core in the results "
+        "(did you mean core.core_exact or core.core_offline?)"]
 
 
 def test_gates_that_cannot_be_checked_fail_and_say_why(tmp_path):

@@ -75,8 +75,11 @@ def _near(results: dict[str, Any], path: str) -> str:
         if not isinstance(node, dict):
             return ""
         if key not in node:
-            close = _close(key, [str(k) for k in node])
-            return f" (did you mean {'.'.join([*keys[:i], close, *keys[i + 1:]])}?)" \
+            names = [str(k) for k in node]
+            # a close spelling, else the keys it begins (core.core: core_exact, core_offline)
+            close = [c] if (c := _close(key, names)) else \
+                sorted(k for k in names if k.startswith(key))[:3]
+            return f" (did you mean {' or '.join('.'.join([*keys[:i], c, *keys[i + 1:]]) for c in close)}?)" \
                 if close else ""
         node = node[key]
     return ""

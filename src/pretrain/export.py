@@ -52,7 +52,7 @@ def export_run(source: Path, out: Path) -> Path:
     if folder is None:
         raise ConfigError(f"{source}: neither a run directory with a completed train stage, "
                           f"a checkpoint folder (step-N), nor a folder with {io.WEIGHTS} and "
-                          f"{io.CONFIG}")
+                          f"{io.CONFIG}{io.checkpoint_hint(source)}")
     tok_path = run_tokenizer(folder)
     _check_trained_on(folder)
     for written in [folder] + ([tok_path.parent] if tok_path else []):

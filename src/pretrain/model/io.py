@@ -198,4 +198,15 @@ def load_any(path: Path, device: str | torch.device = "cpu") -> Transformer:
         raise ConfigError(f"{path}: no such folder")
     raise ConfigError(f"{path}: neither a run directory with a completed train stage, a model "
                       f"or checkpoint folder of pretrain ({WEIGHTS} + {CONFIG}) nor a Hugging "
-                      "Face model directory (config.json)")
+                      f"Face model directory (config.json){checkpoint_hint(path)}")
+
+
+def checkpoint_hint(path: Path) -> str:
+    """'; ... name that folder' for a run directory whose train stage has not completed
+    but has checkpoints: the latest written (by any config of the run); '' otherwise."""
+    written = [p for p in path.glob("checkpoints/*/step-*") if is_model_folder(p)]
+    if not written:
+        return ""
+    latest = max(written, key=lambda p: ((p / CONFIG).stat().st_mtime_ns, p.name))
+    return (f"; its train stage has not completed, but it has checkpoints, the latest "
+            f"{latest}: name that folder")

@@ -278,12 +278,15 @@ def _plan(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
 def _sweep(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
     try:
         budgets = [float(b) for b in args.budgets.split(",") if b]
-        sizes = int(args.sizes)
         if not all(math.isfinite(b) and b > 0 for b in budgets):
             raise ValueError
     except ValueError:
-        raise ConfigError(f"--budgets takes numbers above 0 separated by commas and --sizes a "
-                          f"number, got {args.budgets!r} and {args.sizes!r}") from None
+        raise ConfigError("--budgets takes numbers above 0 separated by commas, got "
+                          f"{args.budgets!r}") from None
+    try:
+        sizes = int(args.sizes)
+    except ValueError:
+        raise ConfigError(f"--sizes takes a whole number, got {args.sizes!r}") from None
     twice = sorted({b for b in budgets if budgets.count(b) > 1})
     if twice:   # its runs would count twice in the fit
         raise ConfigError(f"--budgets gives {', '.join(f'{b:g}' for b in twice)} more than once")

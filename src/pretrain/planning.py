@@ -13,13 +13,14 @@ import functools
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from . import hardware, stages
 from .config import ConfigError
 from .log import log0
 from .model.config import ModelConfig
 from .plan import report
-from .plan.laws import Law, chinchilla_rule, read_fit
+from .plan.laws import Law, chinchilla_rule, fit_caveats, read_fit
 from .plan.memory import Split
 from .run_config import RunConfig
 from .rundir import sound_manifest
@@ -95,12 +96,13 @@ def refusal(model: ModelConfig, train: TrainConfig, split: Split,
     return None
 
 
-def _fit(cfg: RunConfig, opts: Options) -> Law | None:
+def _fit(cfg: RunConfig, opts: Options) -> tuple[Law | None, dict[str, Any]]:
+    """The sweep's law the plan uses (None: the published ones) and its fit.json."""
     path = Path(opts.fit) if opts.fit else cfg.run_dir / FIT
     if not path.is_file():
         if opts.fit:
             raise ConfigError(f"--fit {path}: no such file")
-        return None
+        return None, {}
     try:
         fit = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -115,7 +117,7 @@ def _fit(cfg: RunConfig, opts: Options) -> Law | None:
         if opts.fit:
             raise ConfigError(why)
         log0(f"plan: not using the run's own fit: {why}")
-    return law
+    return law, fit if law is not None else {}
 
 
 def _mfu(cfg: RunConfig, opts: Options) -> tuple[float, str]:
@@ -138,7 +140,7 @@ def plan(cfg: RunConfig, opts: Options) -> str:
         raise ConfigError("give one budget: --budget, --gpu-hours or --dollars")
     if min(opts.budget, opts.gpu_hours, opts.dollars) < 0 or not 0 <= opts.mfu <= 1:
         raise ConfigError("budgets must be positive and --mfu within (0, 1]")
-    model, fit = _model(cfg), _fit(cfg, opts)
+    model, (fit, fit_json) = _model(cfg), _fit(cfg, opts)
     mfu, mfu_from = _mfu(cfg, opts)
     prec = precision(cfg, gpu=True)
     timed = "bf16" if prec == "fp8" else prec   # fp8's speed-up is not assumed (README)
@@ -175,6 +177,7 @@ def plan(cfg: RunConfig, opts: Options) -> str:
                    + (" --train.time_budget_s=0" if cfg.train.time_budget_s else ""))
         n_opt = fit.optimum(budget)[0] if fit else chinchilla_rule(budget)[0]
         n = model.matmul_params() if fit else model.num_params()
+        out += [f"note: {c}" for c in fit_caveats(fit_json, budget)]
         if n < n_opt / 2:
             out.append(f"note: the family's largest model ({n:.3g} parameters) is "
                        f"{n / n_opt:.2g}x the compute-optimal N for this budget ({n_opt:.3g}); "

@@ -222,6 +222,9 @@ def fit_results(results: list[dict[str, Any]]) -> dict[str, Any]:
                  "laws are fitted through bounds, not minima (from_bounds in fit.json); "
                  "move --budgets so that each ladder's lowest loss is inside it")
     ns, ds, ls = ([r[k] for r in results] for k in ("N", "D", "loss"))
+    # minutes on a busy CPU, in one call each: said, so the sweep is not taken for hung
+    log0(f"sweep: fitting the law to {len(ls)} runs (L-BFGS from a grid of starting points, "
+         "then 20 bootstrap refits; a few minutes)")
     law = fit_law(ns, ds, ls)
     intervals = bootstrap(ns, ds, ls, law, samples=20)
     out["law"] = {**law.as_dict(), "intervals": intervals}

@@ -127,6 +127,27 @@ def test_a_law_fitted_for_another_corpus_or_tokenizer_is_not_taken_for_this_one(
     assert "fitted (" in out.out and "plan: note:" in out.err
 
 
+def test_plan_says_what_a_usable_fit_leaves_uncertain(tmp_path, capsys):
+    """A sweep whose every budget's best run was clipped, alpha loose, planned 7 orders of
+    magnitude past its runs: plan sized the model from it without a word."""
+    law = {"E": 1.8, "A": 400.0, "B": 400.0, "alpha": 0.3, "beta": 0.3, "loose": ["alpha"]}
+    fit = tmp_path / "fit.json"
+    fit.write_text(json.dumps({"isoflop": [{"C": 1e9, "clipped": True},
+                                           {"C": 1e10, "clipped": True}], "law": law}))
+    assert main(["plan", "--budget", "1e18", "--fit", str(fit)]) == 0
+    out = capsys.readouterr().out
+    assert "note: every budget's best run is at an end of the sizes swept (clipped)" in out
+    assert "note: the runs do not pin down alpha (loose" in out
+    assert "note: this budget is 1e+08x the sweep's largest (1e+10 FLOPs): the law is " \
+        "carried 8.0 orders of magnitude past its runs" in out
+    fit.write_text(json.dumps({"isoflop": [{"C": 1e9, "clipped": True}, {"C": 1e10}],
+                               "law": {**law, "loose": []}}))
+    assert main(["plan", "--budget", "1e11", "--fit", str(fit)]) == 0
+    out = capsys.readouterr().out
+    assert "note: 1 of 2 budgets' best runs are at an end" in out
+    assert "loose" not in out and "orders of magnitude" not in out   # 10x: within reach
+
+
 @pytest.mark.parametrize("text", ["{}", '{"law": {"E": 1.7, "A"',
                                   json.dumps({"isoflop": [{"C": 1e9}, {"C": 1e10}], "law": {
                                       "E": float("nan"), "A": 1.0, "B": 1.0, "alpha": 0.3,

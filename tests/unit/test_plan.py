@@ -211,6 +211,9 @@ def test_memory_divides_as_the_layout_says():
     (["plan", "--dollars", "100", "--price", "0"], "error: --price: expected a number above 0"),
     (["plan", "--mfu", "1.5"], "error: --mfu: expected a number above 0 and at most 1"),
     (["sweep", "--budgets", "0,1e3"], "error: --budgets takes numbers above 0"),
+    # the one at fault named (it named both; 1.5 is a number)
+    (["sweep", "--budgets", "1e12,3e12", "--sizes", "1.5"],
+     "error: --sizes takes a whole number, got '1.5'"),
 ])
 def test_plan_errors_are_one_line(argv, message, capsys):
     assert main(argv) == 2

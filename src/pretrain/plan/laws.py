@@ -95,6 +95,31 @@ def read_fit(fit: Any, path: str, source: str) -> tuple[Law | None, str]:
     return None, f"{path}: {why}; rerun `pretrain sweep` with more budgets or sizes"
 
 
+def fit_caveats(fit: dict[str, Any], budget: float) -> list[str]:
+    """What a usable ``fit.json`` (``read_fit`` took it) leaves uncertain for a plan at
+    ``budget`` FLOPs (0: none): budgets whose best run ended the ladder (an optimum
+    that is a bound), constants the runs do not pin down, and how far past the sweep's
+    largest budget the law is carried."""
+    out = []
+    iso = [b for b in fit.get("isoflop") or [] if isinstance(b, dict)]
+    clipped = sum(bool(b.get("clipped")) for b in iso)
+    if clipped:
+        which = "every budget's best run is" if clipped == len(iso) else \
+            f"{clipped} of {len(iso)} budgets' best runs are"
+        out.append(f"{which} at an end of the sizes swept (clipped): the optimal N there is "
+                   "a bound, not found; sweep sizes that bracket it")
+    loose = fit.get("law", {}).get("loose") or []
+    if loose:
+        out.append(f"the runs do not pin down {', '.join(map(str, loose))} (loose: its "
+                   "bootstrap interval reaches the fit's bounds or leaves out its value)")
+    largest = max((float(b.get("C", 0)) for b in iso), default=0.0)
+    if budget and largest and budget > 100 * largest:
+        out.append(f"this budget is {budget / largest:.2g}x the sweep's largest "
+                   f"({largest:.3g} FLOPs): the law is carried "
+                   f"{math.log10(budget / largest):.1f} orders of magnitude past its runs")
+    return out
+
+
 HOFFMANN = Law(1.69, 406.4, 410.7, 0.34, 0.28, "Hoffmann et al. 2022")
 BESIROGLU = Law(1.82, 482.01, 2085.43, 0.3478, 0.3658, "Besiroglu et al. 2024")
 TOKENS_PER_PARAM = 20  # Chinchilla's rule of thumb

@@ -148,14 +148,15 @@ def run_stages(cfg: RunConfig, names: Sequence[str], force: set[str],
             raise PretrainError(missing + (f" on this machine (rank {d.rank})"
                                            if d.enabled else ""))
         init = os.path.realpath(cfg.train.init_from) if cfg.train.init_from else ""
-        run = os.path.realpath(rd.root)
-        if init and (init == run or init.startswith(run + os.sep)):
+        run, train = os.path.realpath(rd.root), os.path.realpath(rd.root / "train")
+        if init and (init in (run, train) or init.startswith(train + os.sep)):
             # its weights are what this train stage writes: each rerun trained again from
-            # the last one's result, and the stage was never up to date
-            raise PretrainError(f"train.init_from: {cfg.train.init_from} is in this run's own "
-                                f"directory ({rd.root}), whose weights the train stage "
-                                "replaces; continue into a run of another name (run_name), "
-                                "or copy the weights out of this run first")
+            # the last one's result, and the stage was never up to date (a checkpoint
+            # folder of the run stays: the new train stage writes under another key)
+            raise PretrainError(f"train.init_from: {cfg.train.init_from} is this run's own "
+                                f"model ({rd.root / 'train'}), which its train stage "
+                                "replaces; continue into a run of another name, or from a "
+                                "checkpoint folder of this run, or copy the weights out")
 
     _alike(d, checks)
     if "train" in names and rd.manifest("train") is None:   # not after the data stages

@@ -312,7 +312,7 @@ def test_continued_pretraining_from_an_hf_export(tiny_run, tmp_path):
     for own in (rd.root, rd.root / "train"):
         cfg = load_config(None, [*cont, ("name", "cont"), ("train.steps", "5"),
                                  ("train.init_from", str(own)), ("train.lr", "1e-4")])
-        with pytest.raises(PretrainError, match="is in this run's own directory"):
+        with pytest.raises(PretrainError, match="is this run's own model"):
             run_stages(cfg, stages.names()[:4], force=set())
     assert rd.manifest("train")["counts"] == counts   # untouched
 

@@ -118,8 +118,8 @@ def test_funnel_keeps_pipeline_order_when_a_shorter_source_comes_first(tmp_path,
 
 
 def test_killed_run_resumes_to_identical_output(tmp_path, monkeypatch):
-    monkeypatch.setattr(runner, "GROUP_FILES", 1)   # a task a file: small files, five tasks
-    _web_files(tmp_path, n_files=5)
+    monkeypatch.setattr(runner, "GROUP_FILES", 2)   # small files two a task: three tasks
+    _web_files(tmp_path, n_files=6)
     cfg = DataConfig(sources=[LocalSource(paths=[str(tmp_path / "in-*.jsonl")])],
                            workers=1)
     _run(tmp_path, cfg, "whole")
@@ -131,9 +131,18 @@ def test_killed_run_resumes_to_identical_output(tmp_path, monkeypatch):
     assert sorted(p.name for p in work.glob("*.done")) == ["t-00000.done", "t-00001.done"]
     tasks.revive()
     _run(tmp_path, cfg, "resumed", work=work)
-    assert tasks.ran == [2, 3, 4]  # only the tasks without a marker ran again
+    assert tasks.ran == [2]  # only the task without a marker ran again
     for p in sorted((tmp_path / "whole").iterdir()):
         assert p.read_bytes() == (tmp_path / "resumed" / p.name).read_bytes(), p.name
+    # finished tasks without a plan (an earlier version's: a task a file) are not trusted
+    # where files are grouped now (its t-00000 read in-0 alone; in-1 was never read)
+    again = KilledTasks(monkeypatch, after=2)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, cfg, "again", work=tmp_path / "work2")
+    (tmp_path / "work2" / "plan.json").unlink()
+    again.revive()
+    _run(tmp_path, cfg, "again", work=tmp_path / "work2")
+    assert again.ran == [0, 1, 2]
 
 
 def test_bad_inputs_are_counted_skips_and_good_documents_survive(tmp_path):

@@ -44,6 +44,8 @@ def test_gopher_quality_rules():
     assert check("the cat and the dog " * 5) == "gopher_short_doc"
     # the value each rule measured and the limit it passed: the audit line's detail
     assert check("the cat and the dog " * 5).detail == "25 < 50"
+    long = q.gopher_quality(PROSE, q.words(PROSE), q.GopherQualityConfig(max_words=20))
+    assert long == "gopher_long_doc" and long.detail == "94 > 20"   # a count as it is
     tagged = PROSE + " #tag" * 20
     assert check(tagged).detail == f"{20 / len(q.words(tagged)):.4g} > 0.1"
     assert check("a an to of it is be " * 20 + "the and") == "gopher_below_avg_threshold"
@@ -144,6 +146,8 @@ def test_url_filter(tmp_path):
     assert step.check(_doc(PROSE, url="http://[bad/casino")) == "url_banned_word"
     with pytest.raises(ConfigError, match="block_domains_file"):
         f.UrlFilter(f.UrlConfig(block_domains_file=str(tmp_path / "missing")))
+    with pytest.raises(ConfigError, match="soft_word_threshold must be >= 1"):
+        f.UrlConfig(soft_word_threshold=0)   # it dropped every document with a URL
 
 
 def test_language_filter_keeps_english_and_records_the_score():

@@ -157,6 +157,12 @@ def test_a_json_file_of_one_object_over_several_lines_is_one_record(tmp_path: Pa
     assert [(d.id, d.text) for d in docs] == [("l.json:2", "a"), ("l.json:3", "b")]
     assert [(s.id, s.reason) for s in skips] == [("l.json:1", "malformed_json")]
     assert "not one JSON object either" in skips[0].detail
+    # cut short as well (an interrupted download): the lines before the cut are kept, not
+    # lost in one unreadable skip while it was tried as one object
+    (tmp_path / "cut.json.gz").write_bytes(gzip.compress(
+        ("\n".join(lines + [f'{{"text": "d{i}"}}' for i in range(3000)]) + "\n").encode())[:-2000])
+    docs, skips = _read(LocalSource(paths=[str(tmp_path / "cut.json.gz")]))
+    assert len(docs) > 100 and [s.reason for s in skips] == ["malformed_json", "unreadable"]
     cap = (tmp_path / "o.json").stat().st_size - 2   # each line fits, the object does not
     docs, skips = _read(LocalSource(paths=[str(tmp_path / "o.json")], max_record_bytes=cap))
     assert docs == [] and [s.id for s in skips][:2] == ["o.json:2", "o.json:3"]

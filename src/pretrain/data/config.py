@@ -51,6 +51,11 @@ class UrlConfig:
     soft_word_threshold: int = 2
     banned_subwords: list[str] = field(default_factory=list)    # substrings of the bare URL
 
+    def __post_init__(self) -> None:
+        if self.soft_word_threshold < 1:   # 0 dropped every document with a URL
+            raise ConfigError("data.url.soft_word_threshold must be >= 1 (the soft-banned "
+                              "words a URL needs to be dropped)")
+
 
 @dataclass
 class LanguageConfig:

@@ -83,7 +83,12 @@ class Why(str):
 
 def over(reason: str, value: float, limit: float, op: str = ">") -> Why:
     """``reason``, with ``value`` and the ``limit`` it passed (by ``op``) as its detail."""
-    return Why(reason, f"{value:.4g} {op} {limit:.4g}")
+    return Why(reason, f"{_num(value)} {op} {_num(limit)}")
+
+
+def _num(x: float) -> str:
+    """A count as it is (123456 words), a ratio to 4 significant digits."""
+    return str(x) if isinstance(x, int) else f"{x:.4g}"
 
 
 Drop = tuple[Document, str]

@@ -133,7 +133,7 @@ def plan_tasks(cfg: DataConfig) -> list[Task]:
 # bytes or files: a task has costs of its own besides its reading (3,000 one-record files
 # took 40x the time of one file of the same records, a task each; 1.4x grouped:
 # bench/many_files.py)
-GROUP_BYTES = 16 << 20
+GROUP_BYTES = 4 << 20
 GROUP_FILES = 1000
 
 

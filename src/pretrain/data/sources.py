@@ -363,11 +363,14 @@ class LocalSource(SourceConfig):
         """A file holding one JSON object over several lines, as its one record named
         by the file; None when it is not one object of up to ``max_record_bytes``."""
         parts, size = [first], len(first)
-        for raw in rest:
-            size += raw if isinstance(raw, int) else len(raw)
-            if size > self.max_record_bytes:
-                return None
-            parts.append(raw)   # type: ignore[arg-type]
+        try:
+            for raw in rest:
+                size += raw if isinstance(raw, int) else len(raw)
+                if size > self.max_record_bytes:
+                    return None
+                parts.append(raw)   # type: ignore[arg-type]
+        except read_errors():   # cut short: no object, and its lines up to the cut are kept
+            return None
         try:
             rec = json.loads(b"".join(parts).decode("utf-8-sig"))
         except (ValueError, RecursionError):   # UnicodeDecodeError is a ValueError

@@ -253,15 +253,17 @@ def _keep_plan(tasks: list[Task], work: Path) -> None:
     (a parquet file cut at another ``data.task_bytes``, or its footer unreadable then), a
     task's number names other input now, so the finished tasks are redone, said in a line.
     A folder of finished tasks without a plan (left by a version before parts) is trusted
-    only where nothing is cut now: its numbering was one task per file, as it is then."""
+    only where nothing is cut or grouped now: its numbering was one task per file, as it
+    is then."""
     path = work / "plan.json"
     plan = json.loads(json.dumps([t.plan() for t in tasks]))
     done = list(work.glob("t-*.done"))
     known = json.loads(path.read_text(encoding="utf-8")) if path.exists() else \
-        (plan if not any(t.part for t in tasks) else None)
+        (plan if not any(t.part or len(t.files or []) > 1 for t in tasks) else None)
     if done and known != plan:
         log0(f"data: the tasks are planned otherwise than in the unfinished run (a parquet "
-             f"file cut at another data.task_bytes?); its {len(done)} finished tasks are redone")
+             f"file cut at another data.task_bytes, small files grouped otherwise, or an "
+             f"earlier version's plan?); its {len(done)} finished tasks are redone")
         for p in done:     # the markers first: a kill in between leaves no task done
             p.unlink()     # whose files are gone
         for p in work.glob("t-*"):

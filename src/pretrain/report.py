@@ -212,13 +212,22 @@ def _plot(log: list[dict[str, Any]], out: Path) -> str:
     except ImportError:
         return "(no loss plot: matplotlib is not installed; `pip install pretrain[report]`)\n"
     fig, ax = plt.subplots(figsize=(7, 4))
-    train = [r for r in log if "loss" in r]   # a record may hold only an evaluation
+    def num(x: Any) -> bool:   # an edited record may hold anything under a known key
+        return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+    def per_domain(r: dict[str, Any]) -> dict[str, float]:
+        v = r.get("val")
+        return {d: x["loss"] for d, x in v.items() if isinstance(x, dict) and num(x.get("loss"))
+                } if isinstance(v, dict) else {}
+
+    log = [r for r in log if num(r.get("step"))]
+    train = [r for r in log if num(r.get("loss"))]   # a record may hold only an evaluation
     ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss", lw=1)
-    val = [r for r in log if "val_loss" in r]
+    val = [r for r in log if num(r.get("val_loss"))]
     ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="val loss")
-    domains = sorted({d for r in val for d in r.get("val", {})})
+    domains = sorted({d for r in val for d in per_domain(r)})
     for d in domains:
-        pts = [(r["step"], r["val"][d]["loss"]) for r in val if d in r.get("val", {})]
+        pts = [(r["step"], per_domain(r)[d]) for r in val if d in per_domain(r)]
         ax.plot(*zip(*pts, strict=True), "--", lw=1, label=f"val loss, {d}")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats/token)")
@@ -334,6 +343,8 @@ def _train(root: Path) -> str:
             ("skipped steps / rollbacks", f"{c.get('skipped_steps')} / {c.get('rollbacks')}"),
             ("device, processes", f"{c.get('device')}, {c.get('processes')}")]
     out = ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
+    if not (root / "train" / "log.jsonl").is_file():
+        out += ["", _missing(root, "train", "log.jsonl").rstrip("\n")]
     log = _jsonl(root / "train" / "log.jsonl")
     if log and c.get("val_loss_initial") is not None:   # step 0's evaluation starts the val curve
         log = [{"step": 0, "val_loss": c["val_loss_initial"]}, *log]
@@ -366,8 +377,8 @@ def _eval(root: Path, gates: list[str]) -> str:
     except (OSError, ValueError):   # a damaged file: the report says what it can
         return ("Damaged: `eval/results.json` cannot be read (`pretrain verify RUN`; "
                 "`pretrain eval --force eval` rewrites it).\n")
-    if res is None:
-        return "Not run.\n"
+    if res is None:   # a completed stage whose file is gone is not a stage never run
+        return _missing(root, "eval", "results.json")
     lines = ["| held-out | loss | perplexity | bits per byte | tokens |", "|---|---|---|---|---|"]
     for d, r in res.items():
         if isinstance(r, dict) and "loss" in r and "ppl" in r:
@@ -397,7 +408,9 @@ def _eval(root: Path, gates: list[str]) -> str:
 
 def _samples(root: Path) -> str:
     samples = _json(root / "sample" / "samples.json")
-    if not samples:
+    if not samples or not isinstance(samples, list) or not all(   # valid JSON, other shape
+            isinstance(s, dict) and isinstance(s.get("prompt"), str)
+            and isinstance(s.get("completion"), str) for s in samples):
         return _missing(root, "sample", "samples.json")
     return "\n".join(_block(s["prompt"] + s["completion"]).rstrip() for s in samples) + "\n"
 
@@ -408,8 +421,10 @@ def _plan(root: Path, cfg: RunConfig | None) -> str:
     has one)."""
     m = sound_manifest(root / "train")
     model_json = _json(root / "train" / "model_config.json")
-    if m is None or model_json is None:
+    if m is None:
         return "Not run.\n"
+    if not isinstance(model_json, dict):
+        return _missing(root, "train", "model_config.json")
     model = build(ModelConfig, model_json)
     c = m.get("counts") or {}
     tokens = c.get("tokens_seen", 0)

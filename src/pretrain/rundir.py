@@ -259,8 +259,8 @@ def _check_folder(folder: Path, extras: bool) -> tuple[int, list[str]]:
     problems += verify_files(folder, recorded)
     if extras:
         problems += [f"{p}: not in {label}" for p in sorted(folder.rglob("*"))
-                     if p.is_file() and p.name != record
-                     and str(p.relative_to(folder)) not in recorded]
+                     if p.is_file() and p != folder / record   # (one of that name deeper
+                     and str(p.relative_to(folder)) not in recorded]   # down is a stray)
     return len(recorded), problems
 
 

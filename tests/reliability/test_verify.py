@@ -66,6 +66,8 @@ def test_every_damaged_file_is_named(run, tmp_path):
     gone.unlink()
     (copy / "data" / "stray.txt").write_text("not written by the stage")
     (ckpt / "__9_0.distcp").write_text("slipped into a checkpoint")
+    (ckpt / "sub").mkdir()   # named as a record file, one folder down: a stray all the same
+    (ckpt / "sub" / "checksums.json").write_text("{}")
     (copy / "sample").mkdir()
     (copy / "sample" / "samples.json").write_text("[]")   # a stage folder without manifest
     res = _verify(copy)
@@ -76,8 +78,9 @@ def test_every_damaged_file_is_named(run, tmp_path):
     assert f"{gone}: missing" in lines
     assert f"{copy / 'data' / 'stray.txt'}: not in the manifest" in lines
     assert f"{ckpt / '__9_0.distcp'}: not in checksums.json" in lines
+    assert f"{ckpt / 'sub' / 'checksums.json'}: not in checksums.json" in lines
     assert any(line.startswith(f"{copy / 'sample'}: no manifest.json (1 files") for line in lines)
-    assert lines[-1].endswith("8 problems")
+    assert lines[-1].endswith("9 problems")
 
 
 def test_a_removed_stage_that_later_stages_were_made_from_is_named(run, tmp_path):
@@ -237,6 +240,20 @@ def test_the_report_shows_what_the_model_was_trained_with(run, tmp_path, capsys)
     manifest.write_text(json.dumps(m))
     assert main(["report", str(copy)]) == 0
     assert "The stage wrote no `report.json`" in (copy / "report.md").read_text()
+    # valid JSON of another shape in a log record (a traceback in the plot), the sample
+    # stage's file another shape; the train stage's model config and log gone ("Not run.")
+    log = copy / "train" / "log.jsonl"
+    recs = [json.loads(x) for x in log.read_text().splitlines()]
+    log.write_text("".join(json.dumps({**r, "val": 5, "loss": "x"}) + "\n" for r in recs))
+    (copy / "sample").mkdir(exist_ok=True)
+    (copy / "sample" / "samples.json").write_text('{"x": 1}')
+    assert main(["report", str(copy)]) == 0
+    (copy / "train" / "model_config.json").unlink()
+    log.unlink()
+    assert main(["report", str(copy)]) == 0
+    report = (copy / "report.md").read_text()
+    assert "Damaged: `train/model_config.json` is missing" in report
+    assert "Damaged: `train/log.jsonl` is missing" in report
     capsys.readouterr()
 
 

@@ -384,6 +384,14 @@ def test_a_stage_that_keeps_nothing_says_why_and_keeps_its_audit(tmp_path, capsy
     assert rc == 0 and not (run / "data-failed").exists() and (run / "data").is_dir()
     assert "unfinished work of an earlier data config" in capsys.readouterr().err
     assert not (run / ".work").exists()
+    # failing beside the completed stage: `data inspect` on the path the failure names, and
+    # on the run, reads the failure's trail (the run gave the completed stage's)
+    rc, run = _failing_run(tmp_path, [{"id": "x", "text": "tiny"}])
+    assert rc == 2 and (run / "data").is_dir()
+    assert f"`pretrain data inspect {run / 'data-failed'}` reads it" in capsys.readouterr().err
+    for where in (run / "data-failed", run):
+        assert main(["data", "inspect", str(where)]) == 0
+        assert "too_short 1" in capsys.readouterr().out
 
 
 def test_licences_travel_from_the_sources_to_the_shards_and_the_report(tmp_path, capsys):

@@ -52,9 +52,13 @@ RERUN = "the audit is written by the data stage: rerun it with `pretrain data --
 
 
 def _data_dir(run: Path) -> Path:
-    for d in (run, run / "data", run / FAILED):
-        if (d / "funnel.json").is_file():
-            return d
+    """The data stage's output in ``run`` (or ``run`` itself): of a completed stage and a
+    failed rerun beside it, the later (the failure's message sends one here)."""
+    if (run / "funnel.json").is_file():
+        return run
+    found = [d for d in (run / "data", run / FAILED) if (d / "funnel.json").is_file()]
+    if found:
+        return max(found, key=lambda d: (d / "funnel.json").stat().st_mtime_ns)
     raise PretrainError(f"{run}: no data stage output here (looked for funnel.json in it, "
                         f"in its data/ and {FAILED}/ folders); run `pretrain data` first")
 

@@ -54,7 +54,7 @@ def run(run: StageRun, cfg: DataConfig) -> None:
         for name in AUDIT_FILES:
             shutil.copy2(run.out / name, failed / name)
         raise PretrainError(f"{e}\nThe audit trail is kept in {failed}; `pretrain data "
-                            f"inspect {run.root}` reads it (--reason R for examples).") from None
+                            f"inspect {failed}` reads it (--reason R for examples).") from None
     run.counts.update(out.counts())
     _remove_work(work)
 

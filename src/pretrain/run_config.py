@@ -21,6 +21,7 @@ from .eval.config import RESULT_KEYS, EvalConfig, SampleConfig
 from .eval.files import benchmark_files
 from .eval.files import resolve as resolve_tasks
 from .eval.gates import check_heads as check_gate_heads
+from .log import log0
 from .model.config import ModelConfig
 from .tokenizer.config import TokenizeConfig, TokenizerConfig
 from .train.config import TrainConfig
@@ -47,8 +48,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or self.name.startswith("."):
             raise ConfigError(f"name: {self.name!r} must be a plain folder name")
-        if self.seed < 0:
-            raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        if not 0 <= self.seed < 2**64:   # torch's generators take 64 bits (a larger one
+            raise ConfigError(f"seed must be >= 0 and below 2**64, got {self.seed}")   # failed at train)
         # a run never trains on what it scores: the data stage decontaminates against the
         # eval stage's benchmark files (and reruns when they change)
         resolve_tasks(self.eval.tasks, self.eval.tasks_dir)   # two of one name: an error here
@@ -84,8 +85,19 @@ def resolve_config_path(arg: str | None) -> Path:
     p = Path(arg).expanduser()   # --config=~/x.toml: no shell expands `~` after `=`
     if p.is_file():
         return p
-    shipped = CONFIG_DIR / (arg if arg.endswith(".toml") else f"{arg}.toml")
+    if p.is_dir():
+        raise ConfigError(f"config {arg!r} is a folder, not a config file")
+    named = p if p.suffix == ".toml" else p.with_name(f"{p.name}.toml")
+    if "/" in arg or "\\" in arg or arg.startswith("~"):   # a path: its .toml, never a
+        if named.is_file():                               # shipped one (./quickstart read
+            return named                                  # the shipped quickstart)
+        raise ConfigError(f"config {arg!r}: no such file" + (
+            f" (nor {named})" if named != p else ""))
+    shipped = CONFIG_DIR / named.name
     if shipped.is_file():
+        if named.is_file():   # quickstart beside ./quickstart.toml: which was meant?
+            log0(f"config: {arg!r} is the shipped {shipped.name}; ./{named.name} here is "
+                 f"not read (name it {named.name!r} or ./{named.name})")
         return shipped
     names = ", ".join(c.stem for c in shipped_configs())
     raise ConfigError(f"config {arg!r} is neither a file nor a shipped config ({names})")

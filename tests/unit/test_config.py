@@ -132,8 +132,27 @@ def test_undecodable_or_directory_config_files(tmp_path: Path):
     bad.write_bytes(b"\xff\xfename = 1\n")
     with pytest.raises(ConfigError, match="bad.toml: invalid TOML"):
         load_config(str(bad))
-    with pytest.raises(ConfigError, match="is neither a file nor a shipped config"):
+    with pytest.raises(ConfigError, match="is a folder, not a config file"):
         load_config(str(tmp_path))
+
+
+def test_a_config_named_by_a_path_is_that_file_and_a_bare_name_a_shipped_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
+    """./quickstart read the shipped quickstart, not ./quickstart.toml; hf/x (x.toml there)
+    was not found while /abs/x was."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "quickstart.toml").write_text('name = "mine"\n')
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "x.toml").write_text('name = "x"\n')
+    for arg in ("./quickstart", "quickstart.toml", str(tmp_path / "quickstart")):
+        assert load_config(arg).name == "mine", arg
+    for arg in ("hf/x", "hf/x.toml", str(tmp_path / "hf" / "x")):
+        assert load_config(arg).name == "x", arg
+    with pytest.raises(ConfigError, match=r"config 'hf/y': no such file \(nor hf/y.toml\)"):
+        load_config("hf/y")
+    # a bare name is the shipped config, and a file of that name here is said not read
+    assert load_config("quickstart").name == "quickstart"
+    assert "./quickstart.toml here is not read" in capsys.readouterr().err
 
 
 def test_a_bad_value_of_the_file_names_the_file_and_one_of_an_override_does_not(

@@ -77,6 +77,8 @@ class HuggingFaceSource(SourceConfig):
                               "/ 'json' with data_files)")
         if not self._is_folder():   # relative to the current directory, see config.PATH
             self.data_files = [absolute(p) for p in self.data_files]
+        else:   # relative to the folder, as datasets joins them; "~" is no folder's
+            self.data_files = [os.path.expanduser(p) for p in self.data_files]
 
     def _is_folder(self) -> bool:
         """``name`` is a dataset folder here (a packaged builder's name never is)."""
@@ -145,10 +147,15 @@ class HuggingFaceSource(SourceConfig):
                                      ids=f"{Path(self.name).name}:{self.split}")
             return
         if not files:   # the whole stream; failing to open it is an error, not bad input
-            ds = datasets.load_dataset(self.name, self.subset or None, split=self.split,
-                                       streaming=self.streaming,
-                                       data_files=self.data_files or None,
-                                       revision=self.revision or None)
+            try:
+                ds = datasets.load_dataset(self.name, self.subset or None, split=self.split,
+                                           streaming=self.streaming,
+                                           data_files=self.data_files or None,
+                                           revision=self.revision or None)
+            except Exception as e:   # noqa: BLE001 -- as listing its files: many types
+                raise ConfigError(f"huggingface source {self.name!r} (subset {self.subset!r}, "
+                                  f"split {self.split!r}): could not open it "
+                                  f"({type(e).__name__}: {str(e)[:300]})") from None
             yield from self._records(lambda: ds, f"{self.name}:{self.split}",
                                      remote=not self._is_folder(),
                                      ids=f"{Path(self.name).name}:{self.split}"
@@ -285,6 +292,10 @@ def _builder_files(src: HuggingFaceSource) -> tuple[str, list[str], dict[str, An
         raise ConfigError(_INSTALL_HINT) from None
     if _saved(src.name) and not src.data_files:
         return "save_to_disk", [], {}   # read whole by load_from_disk: one task
+    if src.data_files and (missing := src.unavailable()):
+        # a packaged reader's builder takes a pattern matching nothing, and its load failed
+        # later with a traceback
+        raise ConfigError(missing)
     try:
         builder = datasets.load_dataset_builder(src.name, src.subset or None,
                                                 data_files=src.data_files or None,

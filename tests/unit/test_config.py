@@ -121,6 +121,7 @@ def test_an_exact_float_is_an_int_in_toml_as_on_the_command_line(tmp_path: Path)
     ([("tokenizer.pattern", "(")], "tokenizer.pattern: invalid regex"),
     ([("tokenizer.special_tokens", '["<|bos|>", "<|eos|>", "<|bos|>"]')], "has duplicates"),
     ([("seed", "-5")], "seed must be >= 0"),
+    ([("seed", str(2**64))], "below 2**64"),   # torch's generators failed at train
 ])
 def test_more_bad_values(overrides, message):
     with pytest.raises(ConfigError, match=re.escape(message)):

@@ -61,6 +61,17 @@ def test_data_files_are_listed_as_datasets_resolves_them(tmp_path):
     assert [f[0] for f in part.fingerprint()["files"]] == want[:2]
     gone = HuggingFaceSource(name=str(ds), data_files=["data/none-*.parquet"])
     assert "no file matches data_files" in (gone.unavailable() or "")
+    # a packaged reader's pattern matching nothing: a one-line error when the stage plans
+    # its tasks (datasets' builder took it, and the load raised a traceback later)
+    from pretrain.config import ConfigError
+    for name, pattern in (("parquet", "*.parquet"), ("json", "*.jsonX")):
+        none = HuggingFaceSource(name=name, data_files=[str(tmp_path / "nothere" / pattern)])
+        with pytest.raises(ConfigError, match="no file matches data_files"):
+            none.task_files()
+    # "~" in a folder's data_files is the home folder, as validate read it (datasets
+    # joined "~/..." under the folder)
+    home = HuggingFaceSource(name=str(ds), data_files=[f"~/{Path(want[0]).name}"])
+    assert home.data_files == [os.path.expanduser(f"~/{Path(want[0]).name}")]
 
 
 def test_two_workers_give_the_output_of_one(tmp_path, monkeypatch):

@@ -132,6 +132,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` (from TOML, or a :class:`CliValue`) against the type hint ``tp``."""
     origin = get_origin(tp)
     if dataclasses.is_dataclass(tp):
+        if isinstance(value, CliValue):   # --data.clean={min_chars=100}: a TOML inline table
+            value = _parse_cli(value, tp, key)
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a table of {_type_name(tp)} fields, got {value!r}")
         if hasattr(tp, "variant_for"):  # tagged union, e.g. data sources keyed by `type`
@@ -343,6 +345,11 @@ def apply_override(tree: dict[str, Any], dotted: str, raw: str) -> None:
         if last:
             node[idx] = CliValue(raw)
         else:
+            if isinstance(node[idx], CliValue):   # a list or table typed before this one
+                try:                              # (--train.mixture=[..] then .0.weight)
+                    node[idx] = tomllib.loads(f"v = {node[idx]}")["v"]
+                except tomllib.TOMLDecodeError:
+                    pass
             node = node[idx]
 
 

@@ -216,6 +216,13 @@ def test_source_variants_dispatch_on_type(tmp_path: Path):
 def test_list_override_parses_toml_syntax():
     cfg = load_config(None, [("sample.prompts", '["a", "b c"]')])
     assert cfg.sample.prompts == ["a", "b c"]
+    # a table as a TOML inline table (it was "expected a table ..., got '{min_chars=100}'"),
+    # and a key inside a list typed before it ("train.mixture is a value, not a section")
+    cfg = load_config(None, [("data.clean", "{min_chars = 100}"),
+                             ("train.mixture", '[{domain = "code"}, {domain = "prose"}]'),
+                             ("train.mixture.0.weight", "3")])
+    assert cfg.data.clean.min_chars == 100
+    assert [(m.domain, m.weight) for m in cfg.train.mixture] == [("code", 3.0), ("prose", 1.0)]
 
 
 @pytest.mark.parametrize("path", shipped_configs(), ids=lambda p: p.name)

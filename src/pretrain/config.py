@@ -128,6 +128,12 @@ def _parse_cli(text: str, tp: Any, key: str) -> Any:
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {text!r}") from None
 
 
+# values other tools write for an allowed one, suggested before a close spelling (device
+# "gpu" was told "did you mean 'cpu'?")
+_VALUE_ALIASES = {"gpu": "cuda", "bfloat16": "bf16", "float16": "fp16", "half": "fp16",
+                  "float32": "fp32", "float": "fp32"}
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` (from TOML, or a :class:`CliValue`) against the type hint ``tp``."""
     origin = get_origin(tp)
@@ -145,8 +151,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             text = _parse_cli(value, str, key)
             value = next((a for a in allowed if str(a) == text), text)
         if value not in allowed:
-            close = difflib.get_close_matches(str(value), [str(a) for a in typing.get_args(tp)],
-                                              n=1, cutoff=0.6)
+            alias = _VALUE_ALIASES.get(str(value).lower())
+            close = [alias] if alias in allowed else difflib.get_close_matches(
+                str(value), [str(a) for a in typing.get_args(tp)], n=1, cutoff=0.6)
             guess = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(f"{key}: {value!r} is not allowed{guess}; choose one of "
                               f"{_type_name(tp)}")

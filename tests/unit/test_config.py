@@ -122,6 +122,9 @@ def test_an_exact_float_is_an_int_in_toml_as_on_the_command_line(tmp_path: Path)
     ([("tokenizer.special_tokens", '["<|bos|>", "<|eos|>", "<|bos|>"]')], "has duplicates"),
     ([("seed", "-5")], "seed must be >= 0"),
     ([("seed", str(2**64))], "below 2**64"),   # torch's generators failed at train
+    # another tool's word for an allowed value is suggested (gpu was told "cpu")
+    ([("device", "gpu")], "'gpu' is not allowed (did you mean 'cuda'?)"),
+    ([("train.precision", "bfloat16")], "(did you mean 'bf16'?)"),
 ])
 def test_more_bad_values(overrides, message):
     with pytest.raises(ConfigError, match=re.escape(message)):

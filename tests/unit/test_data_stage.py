@@ -227,6 +227,7 @@ def test_inspect_prints_the_funnel_and_examples(tmp_path, capsys):
     assert main(["data", "inspect", str(tmp_path / "out"), "--reason", "too_short"]) == 0
     text = capsys.readouterr().out
     assert "f0-short" in text and "too short" in text
+    assert "too_short (9 < 200)" in text   # what the filter measured, as in dropped.jsonl
     # read-level drops keep no text: their records' details (they were 'no examples')
     assert main(["data", "inspect", str(tmp_path / "out"), "--reason", "missing_text"]) == 0
     text = capsys.readouterr().out
@@ -384,6 +385,8 @@ def test_a_stage_that_keeps_nothing_says_why_and_keeps_its_audit(tmp_path, capsy
     assert rc == 0 and not (run / "data-failed").exists() and (run / "data").is_dir()
     assert "unfinished work of an earlier data config" in capsys.readouterr().err
     assert not (run / ".work").exists()
+    assert main(["data", "inspect", str(run)]) == 0
+    assert "kept: 1 documents (local 1), " in capsys.readouterr().out   # (a Python dict)
     # failing beside the completed stage: `data inspect` on the path the failure names, and
     # on the run, reads the failure's trail (the run gave the completed stage's)
     rc, run = _failing_run(tmp_path, [{"id": "x", "text": "tiny"}])

@@ -139,8 +139,10 @@ def inspect(run: Path, reason: str = "", n: int = 3, chars: int = 600) -> str:
         raise PretrainError(f"{mpath}: not the manifest a data stage writes; {RERUN}")
     out = [f"data stage: {d}", "", format_funnel(funnel)]
     if counts:
-        out += ["", f"kept: {counts.get('docs_total')} documents "
-                    f"{counts.get('docs_kept')}, {sum(counts.get('bytes_kept', {}).values()) / 1e6:.2f} MB"]
+        per = counts.get("docs_kept") or {}
+        out += ["", f"kept: {counts.get('docs_total')} documents ("
+                    + ", ".join(f"{k} {v:,}" for k, v in per.items()) + "), "
+                    f"{sum(counts.get('bytes_kept', {}).values()) / 1e6:.2f} MB"]
         out += _licenses(counts)
     samples = list(_jsonl(d / "samples.jsonl"))
     by_reason = Counter(s["reason"] for s in samples)
@@ -160,9 +162,12 @@ def inspect(run: Path, reason: str = "", n: int = 3, chars: int = 600) -> str:
                         f"{r['reason']} (no text kept)", str(r.get("detail", ""))]
         return "\n".join(out)
     for s in chosen:
-        extra = f" (duplicate of {s['duplicate_of']})" if "duplicate_of" in s else ""
-        out += ["", f"--- {s['id']}  [{s['domain']}] step {s['step']}: {s['reason']}{extra}",
-                shorten(s["text"], chars) if chars < len(s["text"]) else s["text"]]
+        extra = f" (duplicate of {s['duplicate_of']})" if "duplicate_of" in s else \
+            f" ({s['detail']})" if s.get("detail") else ""   # what the filter measured
+        cut = f"  [{s['chars']:,} characters, the first {len(s['text']):,} kept]" \
+            if isinstance(s.get("chars"), int) else ""
+        out += ["", f"--- {s['id']}  [{s['domain']}] step {s['step']}: {s['reason']}{extra}"
+                    f"{cut}", shorten(s["text"], chars) if chars < len(s["text"]) else s["text"]]
     return "\n".join(out)
 
 

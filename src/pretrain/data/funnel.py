@@ -108,7 +108,7 @@ class DropLog:
     def drop(self, step: str, rec: dict[str, Any], reason: str, detail: str = "",
              **extra: str) -> None:
         """A dropped document (``rec``: its record, as written to the shards); ``detail``
-        goes to the audit line, ``extra`` to the audit line and the sample."""
+        and ``extra`` go to the audit line and the sample."""
         self.audit.write(json.dumps({"id": rec["id"], "domain": rec["domain"], "step": step,
                                      "reason": reason, **({"detail": detail} if detail else {}),
                                      **extra, "chars": len(rec["text"])}) + "\n")
@@ -117,7 +117,9 @@ class DropLog:
             text = rec["text"]   # a sample is read by a person: a 200 MB one is cut short
             cut = {"text": text[:SAMPLE_CHARS], "chars": len(text)} \
                 if len(text) > SAMPLE_CHARS else {}
-            self.samples.write(json.dumps({"step": step, "reason": reason, **extra, **rec, **cut},
+            why = {"detail": detail} if detail else {}
+            self.samples.write(json.dumps({"step": step, "reason": reason, **why, **extra,
+                                           **rec, **cut},
                                           ensure_ascii=False) + "\n")
 
     def copy(self, audit: Path, samples: Path) -> None:

@@ -179,6 +179,25 @@ def test_a_truncated_shard_is_a_counted_skip_and_the_others_are_read(tmp_path):
     assert "train-00001-of-00003.parquet" in audit
 
 
+def test_a_file_ending_before_its_share_of_max_docs_is_said(tmp_path, capsys):
+    """max_docs = 90 over files of 5, 30 and 30 rows read 65, unsaid; a source smaller
+    than its limit in every file reads all it has and needs no word."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    (tmp_path / "ds" / "data").mkdir(parents=True)
+    for f, rows in enumerate((5, 30, 30)):
+        pq.write_table(pa.Table.from_pylist([{"text": _prose(f * 100 + i), "id": f"f{f}-{i}"}
+                                             for i in range(rows)]),
+                       tmp_path / "ds" / "data" / f"train-{f:05d}-of-00003.parquet")
+    src = HuggingFaceSource(name=str(tmp_path / "ds"), quality="none", max_docs=90)
+    _run(tmp_path, _cfg(src, 1), "short")
+    assert "read 65 documents of its max_docs = 90: the limit is shared over its 3 files " \
+        "(about 30 each), and the files with fewer left 25 unread" in capsys.readouterr().err
+    src = HuggingFaceSource(name=str(tmp_path / "ds"), quality="none", max_docs=300)
+    _run(tmp_path, _cfg(src, 1), "all")
+    assert "documents of its max_docs" not in capsys.readouterr().err
+
+
 def test_both_limits_are_shared_over_the_files_that_are_read(tmp_path):
     ds = _dataset(tmp_path / "ds", n_files=4)
     src = HuggingFaceSource(name=str(ds), max_docs=3, max_bytes=1000, quality="none")

@@ -182,7 +182,8 @@ def process(cfg: DataConfig, out: Path, work: Path | None = None,
 
 def _source_notes(cfg: DataConfig, tasks: list[Task], stats: list[dict], read: Counter[int],
                   kept: Counter[int], deduped: dict[int, Counter[str]]) -> list[str]:
-    """A line for each source that read no document (every record skipped: a wrong
+    """A line for each source whose files ended before their shares of its max_docs, and
+    for each that read no document (every record skipped: a wrong
     ``text_field``, an unreadable file) or kept none, with its top reasons: the funnel
     sums sources, so one source lost whole would show only as a count there."""
     reasons: dict[int, Counter[str]] = {}
@@ -191,12 +192,23 @@ def _source_notes(cfg: DataConfig, tasks: list[Task], stats: list[dict], read: C
         for row in st["funnel"]:
             mine.update(row["dropped"])
     notes = []
+    got = [next(r["docs_out"] for r in st["funnel"] if r["step"] == "read") for st in stats]
     for i, src in enumerate(cfg.sources):
+        name = f"data.sources.{i} ({src.type} '{src.label()}')"
+        caps = [(t.max_docs, n) for t, n in zip(tasks, got, strict=True) if t.source == i]
+        short = sum(cap - n for cap, n in caps if cap and n < cap)
+        if src.max_docs and short and any(cap and n >= cap for cap, n in caps):
+            # a file that ends before its share leaves the rest unread, which the others,
+            # at their share, could have given: unsaid, max_docs = 90 read 65
+            notes.append(f"{name} read {read[i]:,} documents of its max_docs = "
+                         f"{src.max_docs:,}: the limit is shared over its {len(caps)} files "
+                         f"(about {src.max_docs // max(len(caps), 1):,} each), and the "
+                         f"files with fewer left {short:,} unread, not moved to the others "
+                         "(that would make the output depend on which task ran first)")
         if kept[i]:
             continue
         why = reasons.get(i, Counter()) + deduped.get(i, Counter())
         top = ", ".join(f"{r} {k:,}" for r, k in why.most_common(3)) or "no records"
-        name = f"data.sources.{i} ({src.type} '{src.label()}')"
         if not read[i]:
             notes.append(f"{name} produced no document ({top}); check its paths, format "
                          "and text_field")

@@ -10,6 +10,7 @@ repository links there).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -113,6 +114,28 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _misplaced(tree: dict[str, Any]) -> None:
+    """A key given in a section (or at the top) that is another section's is named where
+    it lives: ``train.seq_len`` is ``model.seq_len``; a close spelling in its own section
+    misled (``train.vocab_size`` was told ``train.batch_size``)."""
+    default = RunConfig()
+    sections = {f.name: {g.name for g in dataclasses.fields(getattr(default, f.name))}
+                for f in dataclasses.fields(RunConfig)
+                if dataclasses.is_dataclass(getattr(default, f.name))}
+    top = {f.name for f in dataclasses.fields(RunConfig)} - set(sections)
+    for where, keys in [("", [k for k in tree if k not in sections])] + [
+            (s, list(v)) for s, v in tree.items() if s in sections and isinstance(v, dict)]:
+        own = sections.get(where, top | set(sections))
+        for key in keys:
+            if key in own:
+                continue
+            homes = [f"{s}.{key}" for s, names in sections.items() if s != where and key in names]
+            homes += [key] if where and key in top else []
+            if homes:
+                raise ConfigError(f"unknown config key {(where + '.' if where else '') + key!r}: "
+                                  f"it is {' or '.join(map(repr, homes))}")
+
+
 def load_config(path: str | None = None, overrides: list[tuple[str, str]] = ()) -> RunConfig:  # type: ignore[assignment]
     tree = to_dict(RunConfig())
     file = resolve_config_path(path) if path != "" else None
@@ -122,6 +145,7 @@ def load_config(path: str | None = None, overrides: list[tuple[str, str]] = ()) 
     for key, value in overrides:
         apply_override(tree, key, value)
     try:
+        _misplaced(tree)
         return build(RunConfig, tree)
     except ConfigError as e:
         if file is None:

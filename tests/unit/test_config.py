@@ -124,6 +124,12 @@ def test_an_exact_float_is_an_int_in_toml_as_on_the_command_line(tmp_path: Path)
     ([("seed", str(2**64))], "below 2**64"),   # torch's generators failed at train
     # another tool's word for an allowed value is suggested (gpu was told "cpu")
     ([("device", "gpu")], "'gpu' is not allowed (did you mean 'cuda'?)"),
+    # a key of another section is named where it lives (train.vocab_size was told
+    # train.batch_size; train.seq_len and model.lr had no hint)
+    ([("train.vocab_size", "9")], "'train.vocab_size': it is 'tokenizer.vocab_size' or "
+                                  "'model.vocab_size'"),
+    ([("train.seq_len", "64")], "'train.seq_len': it is 'model.seq_len'"),
+    ([("lr", "1")], "unknown config key 'lr': it is 'train.lr'"),
     ([("train.precision", "bfloat16")], "(did you mean 'bf16'?)"),
 ])
 def test_more_bad_values(overrides, message):

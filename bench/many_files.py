@@ -4,8 +4,8 @@ record each against one file holding the same records, through the whole data st
 
     .venv/bin/python bench/many_files.py [--files 3000] [--repeats 3]
 
-Small local files share a task (``runner.GROUP_BYTES``, ``GROUP_FILES``); the third
-layout gives every file a task of its own, as the stage did before, for comparison. Each timing
+Small local files share a task (``data.group_bytes``, ``runner.GROUP_FILES``); the third
+layout (``group_bytes = 0``) gives every file a task of its own, as the stage did before. Each timing
 is the median of ``--repeats`` runs, the layouts interleaved; ratios compare runs of this
 process only.
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from _common import announce
 
-from pretrain.data import runner, stage
+from pretrain.data import stage
 from pretrain.data.config import DataConfig
 from pretrain.data.sources import LocalSource
 
@@ -60,14 +60,10 @@ def main() -> None:
             out = root / "out"
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir()
-            cfg = DataConfig(sources=[LocalSource(paths=[str(root / folder / "*.jsonl")])])
-            keep = runner.GROUP_FILES
-            runner.GROUP_FILES = 1 if ungrouped else keep
-            try:
-                with open(os.devnull, "w") as quiet, contextlib.redirect_stderr(quiet):
-                    return int(stage.process(cfg, out).counts()["docs_total"])
-            finally:
-                runner.GROUP_FILES = keep
+            cfg = DataConfig(sources=[LocalSource(paths=[str(root / folder / "*.jsonl")])],
+                             **({"group_bytes": 0} if ungrouped else {}))
+            with open(os.devnull, "w") as quiet, contextlib.redirect_stderr(quiet):
+                return int(stage.process(cfg, out).counts()["docs_total"])
 
         layouts = {"one file": lambda: run("one"), "many, grouped": lambda: run("many"),
                    "many, a task each": lambda: run("many", ungrouped=True)}

@@ -42,7 +42,8 @@ def _corpus(folder: Path) -> None:
 
 def _data(root: Path, corpus: Path, name: str, session: bool = False) -> subprocess.Popen:
     cfg = root / f"{name}.toml"
-    cfg.write_text(f'name = "{name}"\n[data]\nworkers = 2\n[[data.sources]]\ntype = "local"\n'
+    cfg.write_text(f'name = "{name}"\n[data]\nworkers = 2\ngroup_bytes = 0\n'   # a task a file
+                   f'[[data.sources]]\ntype = "local"\n'
                    f'paths = ["{corpus}/*.jsonl"]\n')
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     return subprocess.Popen([sys.executable, "-m", "pretrain", "data", "-c", str(cfg),

@@ -136,22 +136,20 @@ def test_a_row_group_without_rows_never_makes_a_task_of_its_own(tmp_path):
 
 def test_small_files_share_a_task_with_the_output_of_a_task_each(tmp_path, monkeypatch):
     """3,000 one-record files were 3,000 tasks and shards (40x the time of one file of
-    the same records). Consecutive small files now share a task, up to GROUP_BYTES or
-    GROUP_FILES; a large file keeps a task of its own."""
+    the same records). Consecutive small files now share a task, up to data.group_bytes
+    or GROUP_FILES; a large file keeps a task of its own."""
     monkeypatch.setattr(runner, "GROUP_FILES", 4)
-    monkeypatch.setattr(runner, "GROUP_BYTES", 4000)
     for i in range(11):
         (tmp_path / f"f{i:02d}.jsonl").write_text(json.dumps({"id": f"d{i}", "text": _prose(i)})
                                                    + "\n" * (1 + 3000 * (i == 6)))
     src = LocalSource(paths=[str(tmp_path / "f*.jsonl")])
     groups = [[Path(f).name[1:3] for f in t.files or []]
-              for t in runner.plan_tasks(DataConfig(sources=[src]))]
+              for t in runner.plan_tasks(DataConfig(sources=[src], group_bytes=4000))]
     # four files a task at most; f06 is large (3,000 more bytes): a task of its own, after
     # which the files group again
     assert groups == [["00", "01", "02", "03"], ["04", "05"], ["06"], ["07", "08", "09", "10"]]
-    _run(tmp_path, DataConfig(sources=[src]), "grouped")
-    monkeypatch.setattr(runner, "GROUP_FILES", 1)
-    _run(tmp_path, DataConfig(sources=[src]), "each")
+    _run(tmp_path, DataConfig(sources=[src], group_bytes=4000), "grouped")
+    _run(tmp_path, DataConfig(sources=[src], group_bytes=0), "each")   # 0: a task a file
 
     def docs(folder: str) -> list[str]:
         return [line for f in sorted((tmp_path / folder).glob("docs-*.jsonl"))

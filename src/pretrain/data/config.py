@@ -269,23 +269,29 @@ class DataConfig:
     # one 10 GB file then uses every worker. The output is the same either way. 0: one task
     # per file.
     task_bytes: int = 500_000_000
+    # consecutive local (or WARC) files smaller than this share a task and so a shard, up
+    # to this many bytes (on disk) or 1,000 files: thousands of tiny files were a task and
+    # a shard each (40x the time of one file of their records). The same documents either
+    # way. 0: a task per file.
+    group_bytes: int = 4 << 20
     audit_samples: int = 20           # dropped documents kept with their text, per reason
     strict: bool = False              # an unreadable record or empty file stops the stage
     # a source without `license` is a warning in the data stage's log; true: an error
     require_license: bool = False
     # how the stage runs, not what it writes: left out of its key (a rerun with other
     # workers resumes the finished tasks and retrains nothing downstream; one with another
-    # task_bytes redoes the finished tasks of an unfinished run, and a finished stage kept
-    # keeps its manifest's task count and shards.json's task names)
-    UNKEYED: ClassVar[tuple[str, ...]] = ("workers", "executor", "ray_address", "task_bytes")
+    # task_bytes or group_bytes redoes the finished tasks of an unfinished run, and a
+    # finished stage kept keeps its manifest's task count and shards.json's task names)
+    UNKEYED: ClassVar[tuple[str, ...]] = ("workers", "executor", "ray_address", "task_bytes",
+                                          "group_bytes")
 
     def __post_init__(self) -> None:
         if not self.sources:
             raise ConfigError("sources: at least one source is needed")
         if self.docs_per_shard <= 0:
             raise ConfigError("docs_per_shard must be positive")
-        if self.workers < 0 or self.audit_samples < 0 or self.task_bytes < 0:
-            raise ConfigError("workers, audit_samples and task_bytes must be >= 0")
+        if min(self.workers, self.audit_samples, self.task_bytes, self.group_bytes) < 0:
+            raise ConfigError("workers, audit_samples, task_bytes and group_bytes must be >= 0")
         unlicensed = self.unlicensed()
         if self.require_license and unlicensed:
             raise ConfigError(f"data.require_license = true, but source(s) {unlicensed} have "

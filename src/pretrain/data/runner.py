@@ -114,9 +114,9 @@ def plan_tasks(cfg: DataConfig) -> list[Task]:
             for k in range(n):   # a large parquet file: a task per run of row groups
                 parts: list[Part | None] = [] if limited else \
                     list(src.task_parts(files[k], cfg.task_bytes))
-                size = _small(files[k]) if src.groups_files and not limited and not parts \
-                    else None
-                if size is not None and group and group + size <= GROUP_BYTES \
+                size = _small(files[k], cfg.group_bytes) if src.groups_files and not limited \
+                    and not parts else None
+                if size is not None and group and group + size <= cfg.group_bytes \
                         and len(tasks[-1].files or []) < GROUP_FILES:
                     tasks[-1].files.append(files[k])   # type: ignore[union-attr]
                     group += size
@@ -129,21 +129,20 @@ def plan_tasks(cfg: DataConfig) -> list[Task]:
     return tasks
 
 
-# small files share a task (and so a shard) with the files after them, up to this many
-# bytes or files: a task has costs of its own besides its reading (3,000 one-record files
-# took 40x the time of one file of the same records, a task each; 1.4x grouped:
-# bench/many_files.py)
-GROUP_BYTES = 4 << 20
+# small files share a task (and so a shard) with the files after them, up to
+# data.group_bytes or this many files: a task has costs of its own besides its reading
+# (3,000 one-record files took 40x the time of one file of the same records, a task each;
+# 1.4x grouped: bench/many_files.py)
 GROUP_FILES = 1000
 
 
-def _small(f: str) -> int | None:
-    """The size of a local file under ``GROUP_BYTES``, else None (a large or remote one)."""
+def _small(f: str, limit: int) -> int | None:
+    """The size of a local file under ``limit``, else None (a large or remote one)."""
     try:
         size = os.path.getsize(f)
     except OSError:
         return None
-    return size if size < GROUP_BYTES else None
+    return size if size < limit else None
 
 
 def limit_shares(total: int, n_files: int) -> list[int]:

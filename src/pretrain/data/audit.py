@@ -101,22 +101,19 @@ def why_empty(d: Path, top: int = 5, chars: int = 160) -> str:
             totals[reason] += k
             steps.setdefault(reason, r["step"])
     examples: dict[str, str] = {}
-    drops: dict[str, tuple[str, str]] = {}   # a document dropped after it was read: its
-    for rec in _jsonl(d / "dropped.jsonl"):   # id and detail, its text from the samples
+    for rec in _jsonl(d / "dropped.jsonl"):
         if rec["reason"] not in examples:   # a reader's detail starts with the record
             detail = rec.get("detail", "")  # (its file as given: the id is the path below
             named = detail.split(": ", 1)[0].endswith(rec["id"])   # the source's root)
             examples[rec["reason"]] = detail if named else f"{rec['id']}: {detail}".rstrip(": ")
-            if "chars" in rec:
-                drops[rec["reason"]] = (rec["id"], detail)
         if len(examples) == len(totals):
             break
+    sampled: set[str] = set()   # a dropped document's first sample: its text and detail
     for rec in _jsonl(d / "samples.jsonl"):
-        reason = rec["reason"]
-        if reason in drops or reason not in examples:
-            first, detail = drops.pop(reason, ("", ""))
-            why = f" ({detail})" if detail and rec["id"] == first else ""
-            examples[reason] = f"{rec['id']}{why}: " + shorten(rec["text"], chars)
+        if rec["reason"] not in sampled:
+            sampled.add(rec["reason"])
+            why = f" ({rec['detail']})" if rec.get("detail") else ""
+            examples[rec["reason"]] = f"{rec['id']}{why}: " + shorten(rec["text"], chars)
     read = next((r for r in rows if r["step"] == "read"), None)
     out = [format_funnel(rows), ""]
     if read is not None and read["docs_out"] == 0:

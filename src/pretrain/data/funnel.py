@@ -57,10 +57,10 @@ class Funnel:
                                for k, v in r.items()}} for s, r in self.rows.items()]
 
     def run(self, steps: list[Step], docs: Iterator[Document],
-            drop: Callable[[str, Document, str], None]) -> Iterator[Document]:
-        """``docs`` through ``steps``, every step metered; ``drop(step, document, reason)``
-        is told each drop as it happens (a long run of drops is never held); a reason
-        that says more is a :class:`Why`, its ``detail`` the value the step measured."""
+            drop: Callable[[str, Document, str, str], None]) -> Iterator[Document]:
+        """``docs`` through ``steps``, every step metered; ``drop(step, document, reason,
+        detail)`` is told each drop as it happens (a long run of drops is never held); the
+        detail is a :class:`Why` reason's (the value the step measured), else ''."""
         stream: Iterator[Document] = docs
         for step in steps:
             row = self.row(step.name)
@@ -76,11 +76,12 @@ def _metered(stream: Iterator[Document], row: dict[str, Any]) -> Iterator[Docume
 
 
 def _collect(name: str, stream: Iterator[Any], row: dict[str, Any],
-             drop: Callable[[str, Document, str], None]) -> Iterator[Document]:
+             drop: Callable[[str, Document, str, str], None]) -> Iterator[Document]:
     for item in stream:
         if isinstance(item, tuple):
-            row["dropped"][str(item[1])] += 1   # a Why counted as its reason
-            drop(name, *item)
+            doc, why = item
+            row["dropped"][str(why)] += 1   # a Why counted as its reason
+            drop(name, doc, str(why), getattr(why, "detail", ""))
         else:
             row["docs_out"] += 1
             row["bytes_out"] += item.nbytes

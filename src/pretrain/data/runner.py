@@ -311,8 +311,8 @@ def run_task(cfg: DataConfig, task: Task, work: Path, ngrams_path: str) -> None:
         read = _limited(src, task, items, lambda s: log.skip(s, src.label()), read_row,
                         cfg.strict, beat)
         for doc in funnel.run(steps, read,
-                              lambda step, d, why: log.drop(step, d.record(), str(why),
-                                                               getattr(why, "detail", ""))):
+                              lambda step, d, why, detail: log.drop(step, d.record(), why,
+                                                                    detail)):
             out.write(json.dumps(doc.record(), ensure_ascii=False) + "\n")
             batch.append(doc.text)
             sizes.append(doc.nbytes)

@@ -156,10 +156,11 @@ def process(cfg: DataConfig, out: Path, work: Path | None = None,
                                      encoding="utf-8")
     if own_work:
         shutil.rmtree(work)
+    got = [next(r["docs_out"] for r in st["funnel"] if r["step"] == "read") for st in stats]
     read_src: Counter[int] = Counter()   # documents read, by source index
-    for t, st in zip(tasks, stats, strict=True):
-        read_src[t.source] += next(r["docs_out"] for r in st["funnel"] if r["step"] == "read")
-    notes = _source_notes(cfg, tasks, stats, read_src, kept_src, deduped_src)
+    for t, n in zip(tasks, got, strict=True):
+        read_src[t.source] += n
+    notes = _source_notes(cfg, tasks, stats, got, read_src, kept_src, deduped_src)
     if not writer.n:
         raise NothingKept("the data stage kept no documents:\n" + why_empty(out)
                           + "".join(f"\n{n}" for n in notes))
@@ -180,8 +181,9 @@ def process(cfg: DataConfig, out: Path, work: Path | None = None,
                       licenses={k: v for k, v in licenses.items() if v["docs"]})
 
 
-def _source_notes(cfg: DataConfig, tasks: list[Task], stats: list[dict], read: Counter[int],
-                  kept: Counter[int], deduped: dict[int, Counter[str]]) -> list[str]:
+def _source_notes(cfg: DataConfig, tasks: list[Task], stats: list[dict], got: list[int],
+                  read: Counter[int], kept: Counter[int], deduped: dict[int, Counter[str]]
+                  ) -> list[str]:
     """A line for each source whose files ended before their shares of its max_docs, and
     for each that read no document (every record skipped: a wrong
     ``text_field``, an unreadable file) or kept none, with its top reasons: the funnel
@@ -191,8 +193,7 @@ def _source_notes(cfg: DataConfig, tasks: list[Task], stats: list[dict], read: C
         mine = reasons.setdefault(t.source, Counter())
         for row in st["funnel"]:
             mine.update(row["dropped"])
-    notes = []
-    got = [next(r["docs_out"] for r in st["funnel"] if r["step"] == "read") for st in stats]
+    notes = []   # (got: the documents each task read; read: by source)
     for i, src in enumerate(cfg.sources):
         name = f"data.sources.{i} ({src.type} '{src.label()}')"
         caps = [(t.max_docs, n) for t, n in zip(tasks, got, strict=True) if t.source == i]

@@ -10,7 +10,6 @@ repository links there).
 from __future__ import annotations
 
 import copy
-import dataclasses
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -114,15 +113,13 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _misplaced(tree: dict[str, Any]) -> None:
+def _misplaced(tree: dict[str, Any], defaults: dict[str, Any]) -> None:
     """A key given in a section (or at the top) that is another section's is named where
     it lives: ``train.seq_len`` is ``model.seq_len``; a close spelling in its own section
-    misled (``train.vocab_size`` was told ``train.batch_size``)."""
-    default = RunConfig()
-    sections = {f.name: {g.name for g in dataclasses.fields(getattr(default, f.name))}
-                for f in dataclasses.fields(RunConfig)
-                if dataclasses.is_dataclass(getattr(default, f.name))}
-    top = {f.name for f in dataclasses.fields(RunConfig)} - set(sections)
+    misled (``train.vocab_size`` was told ``train.batch_size``). ``defaults``: the default
+    config as a tree, whose tables are the sections."""
+    sections = {k: set(v) for k, v in defaults.items() if isinstance(v, dict)}
+    top = set(defaults) - set(sections)
     for where, keys in [("", [k for k in tree if k not in sections])] + [
             (s, list(v)) for s, v in tree.items() if s in sections and isinstance(v, dict)]:
         own = sections.get(where, top | set(sections))
@@ -137,7 +134,8 @@ def _misplaced(tree: dict[str, Any]) -> None:
 
 
 def load_config(path: str | None = None, overrides: list[tuple[str, str]] = ()) -> RunConfig:  # type: ignore[assignment]
-    tree = to_dict(RunConfig())
+    defaults = to_dict(RunConfig())
+    tree = copy.deepcopy(defaults)
     file = resolve_config_path(path) if path != "" else None
     if file is not None:
         tree = _merge(tree, load_toml(file))
@@ -145,7 +143,7 @@ def load_config(path: str | None = None, overrides: list[tuple[str, str]] = ()) 
     for key, value in overrides:
         apply_override(tree, key, value)
     try:
-        _misplaced(tree)
+        _misplaced(tree, defaults)
         return build(RunConfig, tree)
     except ConfigError as e:
         if file is None:

@@ -31,17 +31,17 @@ def expand(pattern: str) -> list[str]:
     parts = [p for p in parts if p]
     found: set[str] = set()
     done: set[tuple[str, int]] = set()
-    queue: list[tuple[tuple[bool, int, str], int]] = []
+    queue: list[tuple[tuple[bool, int, str], int, str]] = []
 
-    def reach(path: str, i: int) -> None:
-        key = (os.path.abspath(path or ".") != os.path.realpath(path or "."),
-               path.count(os.sep), path)
-        heapq.heappush(queue, (key, i))
+    def reach(path: str, i: int) -> None:   # resolved once: a syscall per part of the path
+        real = os.path.realpath(path or ".")
+        heapq.heappush(queue, ((os.path.abspath(path or ".") != real, path.count(os.sep),
+                                path), i, real))
 
     reach(start, 0)
     while queue:
-        (_, _, path), i = heapq.heappop(queue)
-        state = (os.path.realpath(path or "."), i)
+        (_, _, path), i, real = heapq.heappop(queue)
+        state = (real, i)
         if state in done:   # this folder at this place in the pattern: by a better name before
             continue
         done.add(state)

@@ -225,9 +225,9 @@ def _plot(log: list[dict[str, Any]], out: Path) -> str:
     ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss", lw=1)
     val = [r for r in log if num(r.get("val_loss"))]
     ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="val loss")
-    domains = sorted({d for r in val for d in per_domain(r)})
-    for d in domains:
-        pts = [(r["step"], per_domain(r)[d]) for r in val if d in per_domain(r)]
+    by_domain = [(r["step"], per_domain(r)) for r in val]
+    for d in sorted({d for _, losses in by_domain for d in losses}):
+        pts = [(step, losses[d]) for step, losses in by_domain if d in losses]
         ax.plot(*zip(*pts, strict=True), "--", lw=1, label=f"val loss, {d}")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats/token)")

@@ -184,7 +184,9 @@ def _run(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
         raise said_once(e) from None
     if getattr(args, "gate", False) and not cfg.eval.gates:   # before the stages, not after
         raise PretrainError(NO_GATES)
-    if args.dry_run:
+    if args.dry_run:   # what the run would refuse, the dry run refuses too
+        stages.check_force(set(args.force), stages.names() if args.command == "run"
+                           else [args.command])
         print(to_toml(cfg, notes=True), end="")
         print("\n".join("# " + line for line in dry_run_summary(cfg).splitlines()))
         return 0

@@ -123,12 +123,7 @@ def run_stages(cfg: RunConfig, names: Sequence[str], force: set[str],
             check_layout(cfg.model, cfg.train, degrees)
 
     def checks() -> None:   # from the config and the process count only: alike on every rank
-        stray = sorted(force - {"all", *names})
-        if stray:
-            raise PretrainError(
-                f"--force {stray[0]} has no effect here: it reruns a stage this command does "
-                f"not run (try `pretrain {stray[0]} --force {stray[0]}` or `pretrain run "
-                f"--force {stray[0]}`)")
+        stages.check_force(force, names)
         refused = [s.name for s in todo if d.enabled and not s.torchrun]
         if refused:
             allowed = " or ".join(f"`pretrain {s.name}`" for s in stages.STAGES if s.torchrun)

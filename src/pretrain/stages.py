@@ -16,7 +16,7 @@ in the order listed. Adding a stage: a module with the body, and one line below.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,6 +100,16 @@ def get(name: str) -> Stage:
         if s.name == name:
             return s
     raise PretrainError(f"no stage {name!r}; the stages are {', '.join(names())}")
+
+
+def check_force(force: set[str], names: Sequence[str]) -> None:
+    """Refuse a ``--force`` naming a stage the command does not run (it would do nothing)."""
+    stray = sorted(force - {"all", *names})
+    if stray:
+        raise PretrainError(
+            f"--force {stray[0]} has no effect here: it reruns a stage this command does "
+            f"not run (try `pretrain {stray[0]} --force {stray[0]}` or `pretrain run "
+            f"--force {stray[0]}`)")
 
 
 def ancestors(name: str) -> list[str]:

@@ -118,6 +118,10 @@ def test_dry_run_prints_resolved_config_and_runs_nothing(tmp_path, capsys):
     assert "memory per device, 2 processes (fp32)" in capsys.readouterr().out
     assert main(["plan", "--train.parallel.tp=2", "--train.parallel.dp_shard=2"]) == 2
     assert "(plan this layout with --gpus 4)" in capsys.readouterr().err
+    # a --force the command would refuse, its dry run refuses too (it printed and said 0)
+    assert main(["data", "--dry-run", "--force", "train"]) == 2
+    assert "--force train has no effect here" in capsys.readouterr().err
+    assert main(["train", "--dry-run", "--force", "train"]) == 0
 
 
 def test_dry_run_memory_follows_the_loss_path(capsys):

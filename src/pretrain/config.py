@@ -27,6 +27,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import sys
 import tomllib
 import typing
@@ -180,19 +181,37 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+_ENV_VAR = re.compile(r"\$(\w+|\{[^}]*\})")
+
+
+def expand_path(path: str) -> str:
+    """``~`` and environment variables (``$HOME``, ``${SCRATCH}``) expanded. A variable that
+    is not set is an error (it made a folder named ``$SCRATCH``), unless a file of that very
+    name exists (then it is that file)."""
+    home = os.path.expanduser(path)
+    if "$" not in home or os.path.lexists(home):
+        return home
+    expanded = os.path.expandvars(home)
+    unset = _ENV_VAR.search(expanded)
+    if unset:
+        raise ConfigError(f"{path!r} names the environment variable {unset.group()}, which is "
+                          "not set here")
+    return expanded
+
+
 def absolute(path: str) -> str:
-    """A path a config names, made independent of where the command runs: ``~`` expanded and
-    a relative path (a glob too) joined to the current directory. ``""`` (not set) and URLs
-    stay as they are."""
+    """A path a config names, made independent of where the command runs: expanded
+    (``expand_path``) and a relative path (a glob too) joined to the current directory. ``""``
+    (not set) and URLs stay as they are."""
     if not path or "://" in path:
         return path
-    return os.path.abspath(os.path.expanduser(path))
+    return os.path.abspath(expand_path(path))
 
 
 def absolute_if_here(value: str) -> str:
     """For a value that is a path or a name (a Hub dataset, ``gpt2``): absolute when a file
     or folder of that name is here, else the name as it is."""
-    return absolute(value) if value and os.path.exists(os.path.expanduser(value)) else value
+    return absolute(value) if value and os.path.exists(expand_path(value)) else value
 
 
 # ``field(metadata=PATH)``: the field names files (a string or a list of strings). A relative
@@ -231,7 +250,11 @@ def build(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
             guess = f"did you mean {(prefix + '.' if prefix else '') + close[0]!r}? " if close else ""
             allowed = ", ".join(sorted(fields))
             raise ConfigError(f"unknown config key {key!r}; {guess}allowed here: {allowed}")
-        kwargs[name] = _resolve(_coerce(value, hints[name], key), fields[name])
+        value = _coerce(value, hints[name], key)
+        try:
+            kwargs[name] = _resolve(value, fields[name])
+        except ConfigError as e:   # a path's unset variable
+            raise ConfigError(f"{key}: {e}") from None
     try:
         return cls(**kwargs)
     except ConfigError as e:

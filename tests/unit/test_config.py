@@ -318,6 +318,29 @@ def test_relative_paths_are_stored_absolute_and_names_are_kept(tmp_path: Path, m
     assert to_toml(again) == to_toml(cfg)
 
 
+def test_environment_variables_in_paths_are_expanded_or_named_when_unset(tmp_path: Path,
+                                                                          monkeypatch):
+    """``$SCRATCH/runs`` made a folder named ``$SCRATCH`` under the current directory."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SCRATCH", str(tmp_path / "scratch"))
+    monkeypatch.delenv("NOT_SET_HERE", raising=False)
+    (tmp_path / "c.toml").write_text(
+        'runs_dir = "${SCRATCH}/runs"\n'
+        '[[data.sources]]\ntype = "local"\npaths = ["$SCRATCH/docs/*.jsonl"]\n'
+        '[tokenizer]\npretrained = "llama3:$SCRATCH/tok.tiktoken"\n')
+    cfg = load_config("c.toml")
+    assert cfg.runs_dir == str(tmp_path / "scratch" / "runs")
+    assert cfg.data.sources[0].paths == [str(tmp_path / "scratch" / "docs" / "*.jsonl")]
+    assert cfg.tokenizer.pretrained == f"llama3:{tmp_path / 'scratch' / 'tok.tiktoken'}"
+    with pytest.raises(ConfigError, match=r"runs_dir: '\$NOT_SET_HERE/r' names the environment "
+                                          r"variable \$NOT_SET_HERE, which is not set here"):
+        load_config("c.toml", [("runs_dir", "$NOT_SET_HERE/r")])
+    # a file of that very name is that file
+    (tmp_path / "$NOT_SET_HERE").mkdir()
+    assert load_config("c.toml", [("runs_dir", "$NOT_SET_HERE")]).runs_dir == \
+        str(tmp_path / "$NOT_SET_HERE")
+
+
 def test_a_folder_on_the_data_files_side_keeps_them_relative_to_it(tmp_path: Path, monkeypatch):
     # with name a dataset folder, data_files are relative to it (as `datasets` reads them)
     (tmp_path / "ds").mkdir()

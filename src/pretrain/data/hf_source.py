@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..config import ConfigError, absolute, absolute_if_here
+from ..config import ConfigError, absolute, absolute_if_here, expand_path
 from .document import Document, Skip
 from .filelines import file_lines
 from .pathglob import expand, glob_root
@@ -78,7 +78,7 @@ class HuggingFaceSource(SourceConfig):
         if not self._is_folder():   # relative to the current directory, see config.PATH
             self.data_files = [absolute(p) for p in self.data_files]
         else:   # relative to the folder, as datasets joins them; "~" is no folder's
-            self.data_files = [os.path.expanduser(p) for p in self.data_files]
+            self.data_files = [expand_path(p) for p in self.data_files]
 
     def _is_folder(self) -> bool:
         """``name`` is a dataset folder here (a packaged builder's name never is)."""

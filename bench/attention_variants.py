@@ -20,7 +20,7 @@ import statistics
 import time
 
 import torch
-from _common import announce
+from _common import announce, at_least
 
 from pretrain.model.config import ModelConfig
 from pretrain.model.generate import generate
@@ -33,7 +33,7 @@ def variants(d: int, layers: int, heads: int, seq_len: int, vocab: int) -> dict[
     mha = ModelConfig(arch="llama", n_kv_heads=heads, **base)
     target = mha.num_params()
     cfgs = {"MHA": mha,
-            "GQA (kv=heads/4)": ModelConfig(arch="llama", n_kv_heads=max(1, heads // 4), **base),
+            f"GQA (kv={max(1, heads // 4)})": ModelConfig(arch="llama", n_kv_heads=max(1, heads // 4), **base),
             "MLA": ModelConfig(arch="mla", n_kv_heads=heads, kv_lora_rank=2 * hd,
                                qk_nope_head_dim=hd, qk_rope_head_dim=hd // 2, v_head_dim=hd, **base)}
     for name, cfg in list(cfgs.items())[1:]:  # widen the MLP until the counts match
@@ -95,13 +95,13 @@ def sdpa_backends(device: torch.device, repeats: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--d-model", type=int, default=512)
-    ap.add_argument("--layers", type=int, default=8)
-    ap.add_argument("--heads", type=int, default=8)
-    ap.add_argument("--prompt", type=int, default=64)
-    ap.add_argument("--new", type=int, default=128)
-    ap.add_argument("--train-batch", type=int, default=8)
+    ap.add_argument("--repeats", type=at_least(1), default=5)
+    ap.add_argument("--d-model", type=at_least(1), default=512)
+    ap.add_argument("--layers", type=at_least(1), default=8)
+    ap.add_argument("--heads", type=at_least(1), default=8)
+    ap.add_argument("--prompt", type=at_least(1), default=64)
+    ap.add_argument("--new", type=at_least(1), default=128)
+    ap.add_argument("--train-batch", type=at_least(1), default=8)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                     help="cuda: bf16 autocast for the training step, synchronised timings")
     args = ap.parse_args()
@@ -146,7 +146,7 @@ def main() -> None:
     for row in rows:
         cells = [f"{row[c]:,.1f} ({float(row[c]) / float(ref[c]):.2f}x)" for c in cols]
         print(f"{row['variant']:18}" + "".join(f"{c:>32}" for c in cells))
-    print(f"load avg after {os.getloadavg()[0]:.2f}; ratios are against MHA in this run")
+    print("ratios are against MHA in this run")
     if dev.type == "cuda":
         sdpa_backends(dev, args.repeats)
 

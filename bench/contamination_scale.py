@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import announce  # noqa: E402
+from _common import announce, at_least  # noqa: E402
 
 from pretrain.data import decontam  # noqa: E402
 from pretrain.data.benchmarks import benchmark_texts  # noqa: E402
@@ -99,11 +99,11 @@ def write_corpus(out: Path, mb: float, per_file: int, items: list[str], share: f
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--mb", type=float, default=64, help="corpus size, MB of JSON lines")
-    ap.add_argument("--docs-per-file", type=int, default=2000)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--mb", type=at_least(1e-06, float), default=64, help="corpus size, MB of JSON lines")
+    ap.add_argument("--docs-per-file", type=at_least(1), default=2000)
+    ap.add_argument("--workers", type=at_least(1), default=2)
     ap.add_argument("--share", type=float, default=0.02, help="of documents with an item")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=at_least(1), default=3)
     args = ap.parse_args()
     announce()
     files = scored(EvalConfig(tasks=["hellaswag"], tasks_dir=str(SHARED / "eval"), core=True))

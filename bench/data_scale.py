@@ -30,7 +30,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-from _common import announce, pick
+from _common import announce, at_least, pick
 
 
 def _stage(n: int, folder: Path, dropped: bool) -> None:
@@ -104,7 +104,7 @@ def child(part: str, n: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--parts", default="stage,dropped,dedup,mixture")
-    ap.add_argument("--n", type=int, default=0, help="documents (default: 10,000 for the "
+    ap.add_argument("--n", type=at_least(0), default=0, help="documents (default: 10,000 for the "
                     "stage parts, 500,000 for the others); each part also runs at 4n")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import announce
+from _common import announce, at_least
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -56,10 +56,10 @@ def run(path: Path, out: Path, workers: int, task_bytes: int) -> tuple[float, li
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--copies", type=int, default=8)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--part-mb", type=float, default=4.0, help="data.task_bytes, in MB")
+    ap.add_argument("--copies", type=at_least(1), default=8)
+    ap.add_argument("--workers", type=at_least(1), default=2)
+    ap.add_argument("--rounds", type=at_least(1), default=3)
+    ap.add_argument("--part-mb", type=at_least(1e-06, float), default=4.0, help="data.task_bytes, in MB")
     args = ap.parse_args()
     announce()
     with tempfile.TemporaryDirectory() as tmp:

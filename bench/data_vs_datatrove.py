@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import announce
+from _common import announce, at_least
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -123,9 +123,9 @@ print(json.dumps({"s": time.perf_counter() - t, "kept": counts["docs_total"],
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--copies", type=int, default=8)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=at_least(1), default=3)
+    ap.add_argument("--copies", type=at_least(1), default=8)
     args = ap.parse_args()
     announce()
     path = SHARED / "webtext" / "c4_sample.jsonl"
@@ -191,7 +191,6 @@ def main() -> None:
               f"edited copies), one worker: {s:.1f} s wall = {big_mb / s:.1f} MB/s; kept "
               f"{runs[0]['kept']}, dropped {runs[0]['dropped']}; peak RSS "
               f"{max(x['rss_mb'] for x in runs):.0f} MB")
-    print(f"\nload average {os.getloadavg()}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 the share of clean web documents touched, for the item index (``data/benchmarks.py``) at
 several ``min_item_words`` against the old field-by-field 13-gram index, in one run.
 
-    python bench/decontam_planted.py [--per-benchmark 60] [--seed 1]
+    python bench/decontam_planted.py [--per-benchmark 60] [--seed 1] [--min-words 5,6,7,8,10]
+                                     [--repeats 3]
 
 Hosts are 500 C4 documents; clean documents the other 500, the Dolma CC sample,
 TinyStories and WikiText-2's validation articles (``tests/planted.clean_texts``); the
@@ -23,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _common import announce  # noqa: E402
+from _common import announce, at_least  # noqa: E402
 
 from pretrain.data.benchmarks import name_of  # noqa: E402
 from pretrain.data.config import DecontamConfig  # noqa: E402
@@ -59,11 +60,11 @@ def touched(index: Index, docs: list[Document]) -> tuple[set[str], float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--per-benchmark", type=int, default=60)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--per-benchmark", type=at_least(1), default=60)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--min-words", default="5,6,7,8,10")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=at_least(1), default=3)
     args = ap.parse_args()
     announce()
     files = sorted((SHARED / "eval" / "llm-foundry").glob("*.jsonl")) \
@@ -97,7 +98,7 @@ def main() -> None:
     for label, rec, fpr, nfp, speed, _ in rows:
         print(f"{label:<28}{rec:>8.3f}{fpr:>10.2%} ({nfp}){speed:>9.0f}")
     print("\nmissed per benchmark (first index, last index):")
-    print(json.dumps({"old": dict(rows[0][5]), "new": dict(rows[-1][5])}, indent=None))
+    print(json.dumps({rows[0][0]: dict(rows[0][5]), rows[-1][0]: dict(rows[-1][5])}, indent=None))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from _common import announce
+from _common import announce, at_least
 
 from pretrain.data import filelines
 from pretrain.data.sources import LocalSource
@@ -31,8 +31,8 @@ SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "webtext" / "
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--copies", type=int, default=10)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--copies", type=at_least(1), default=10)
+    ap.add_argument("--repeats", type=at_least(1), default=5)
     args = ap.parse_args()
     announce()
     if not SAMPLE.exists():

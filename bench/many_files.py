@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import announce
+from _common import announce, at_least
 
 from pretrain.data import stage
 from pretrain.data.config import DataConfig
@@ -43,8 +43,8 @@ def _record(i: int) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--files", type=int, default=3000)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--files", type=at_least(1), default=3000)
+    ap.add_argument("--repeats", type=at_least(1), default=3)
     args = ap.parse_args()
     announce()
     with tempfile.TemporaryDirectory() as tmp:

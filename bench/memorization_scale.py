@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import announce  # noqa: E402
+from _common import announce, at_least  # noqa: E402
 
 from pretrain.eval import memorization  # noqa: E402
 from pretrain.eval.config import EvalConfig  # noqa: E402
@@ -66,13 +66,15 @@ def write_split(out: Path, split: str, tokens: int, doc_tokens: int, dup_share: 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tokens", type=float, default=200e6, help="training tokens")
-    ap.add_argument("--doc-tokens", type=int, default=100, help="mean document length")
+    ap.add_argument("--tokens", type=at_least(1, float), default=200e6, help="training tokens")
+    ap.add_argument("--doc-tokens", type=at_least(1), default=100, help="mean document length")
     ap.add_argument("--dup-share", type=float, default=0.001)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=at_least(1), default=3)
     ap.add_argument("--folder", type=Path, default=None,
                     help="where to write the split (default: a temporary folder)")
     args = ap.parse_args()
+    if args.folder is not None and not args.folder.is_dir():
+        raise SystemExit(f"--folder: no folder {args.folder}")
     announce()
     torch.set_num_threads(2)
     rng = np.random.default_rng(0)

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
-import os
 import random
 import re
 import statistics
@@ -40,7 +39,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from _common import announce
+from _common import announce, at_least
 
 from pretrain.data.config import PiiConfig
 from pretrain.data.pii import PiiScrub
@@ -242,11 +241,13 @@ def cpu(fn: Callable[[str], object], texts: list[str], rounds: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--per-kind", type=int, default=400)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--per-kind", type=at_least(1), default=400)
+    ap.add_argument("--rounds", type=at_least(1), default=5)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--corpus", default=str(SHARED / "webtext" / "c4_sample.jsonl"))
     args = ap.parse_args()
+    if not Path(args.corpus).is_file():
+        raise SystemExit(f"--corpus: no file {args.corpus}")
     announce()
     with open(args.corpus, encoding="utf-8") as f:
         texts = [json.loads(line)["text"] for line in f]
@@ -291,7 +292,6 @@ def main() -> None:
             print(f"   phonenumbers {lev.lower()} (phones only) planted "
                   f"{cpu(pn, planted, 1):6.3f} s (1 round)")
     print(f"   current / previous time: {speed['current'] / speed['previous']:.2f}x")
-    print(f"load average {os.getloadavg()}")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import announce
+from _common import announce, at_least
 from train_vs_reference import DATA, RefGPT, reference_step
 
 from pretrain import stages
@@ -93,7 +93,7 @@ def ours(budget: float, overrides: list[tuple[str, str]]) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budgets", default="30,120", help="training seconds, comma-separated")
-    ap.add_argument("--ref-steps", type=int, default=2000)
+    ap.add_argument("--ref-steps", type=at_least(1), default=2000)
     ap.add_argument("--workdir", default="", help="default: a new temporary folder")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="config overrides for ours, e.g. model.d_model=192")
@@ -120,7 +120,6 @@ def main() -> None:
               f"{r['tok_per_s']:,.0f} tok/s, val {r['bpb']:.4f} bits/byte over {r['bytes']:,} bytes "
               f"({r['bytes'] / r['tokens']:.2f} bytes/token); reference/ours bpb "
               f"{ref['bpb'] / r['bpb']:.3f}x")
-    print(f"load avg after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import announce
+from _common import announce, at_least
 
 from pretrain.data import stage
 from pretrain.data.config import DataConfig
@@ -80,9 +80,9 @@ def timed(fn) -> float:  # type: ignore[no-untyped-def]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--vocab", type=int, default=8192)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--max-mb", type=float, default=0, help="cap the corpus (0 = all of it)")
+    ap.add_argument("--vocab", type=at_least(1), default=8192)
+    ap.add_argument("--rounds", type=at_least(1), default=3)
+    ap.add_argument("--max-mb", type=at_least(0, float), default=0, help="cap the corpus (0 = all of it)")
     args = ap.parse_args()
     announce()
     work = Path(tempfile.mkdtemp(prefix="tokbench-"))
@@ -154,7 +154,6 @@ def main() -> None:
             t = statistics.median(ts)
             print(f"  {threads} thread(s) {name:9} {t:6.2f} s  {mb / t:6.2f} MB/s  "
                   f"{mb / t / threads:6.2f} MB/s per core   this/tiktoken {ref / t:5.2f}x")
-    print(f"\nload avg after: {os.getloadavg()[0]:.2f}")
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -27,10 +27,11 @@ compare numbers from a quiet run only.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
 import math
-import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -41,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _common import announce, pick
+from _common import announce, at_least, pick
 from torch import nn
 
 from pretrain import hardware
@@ -397,9 +398,9 @@ def _label(loop: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=12)
-    ap.add_argument("--skip", type=int, default=3, help="untimed warm-up steps per run")
-    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--steps", type=at_least(1), default=12)
+    ap.add_argument("--skip", type=at_least(0), default=3, help="untimed warm-up steps per run")
+    ap.add_argument("--rounds", type=at_least(1), default=6)
     ap.add_argument("--shapes", default="tiny,mid,baby")
     ap.add_argument("--compile", action="store_true", help="also time ours with torch.compile")
     ap.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=True,
@@ -419,7 +420,7 @@ def main() -> None:
                          "autocast on CPU")
     ap.add_argument("--no-ref", action="store_true",
                     help="time only the --loops named (ratios against the first)")
-    ap.add_argument("--profile", type=int, default=0, metavar="K",
+    ap.add_argument("--profile", type=at_least(0), default=0, metavar="K",
                     help="torch.profiler over K steps at each run's end (K + 1 more steps are "
                          "run, not timed); the first kernels printed, all in --profile-dir")
     ap.add_argument("--profile-dir", default="",
@@ -433,6 +434,12 @@ def main() -> None:
         print(json.dumps(_one(data, Path(tokens), shape_name, int(steps), loop,
                               torch.device(device), args.profile)))
         return
+    if args.steps <= args.skip:
+        ap.error(f"--steps {args.steps} leaves no step to time after --skip {args.skip}")
+    if args.profile_dir and not (args.profile and args.isolate):
+        ap.error("--profile-dir keeps the profiles of --profile K, run with --isolate")
+    if args.profile_dir:   # made now, not found missing after the measurement
+        Path(args.profile_dir).mkdir(parents=True, exist_ok=True)
     shape_names = pick(ap, "--shapes", args.shapes, list(SHAPES))
     for loop in args.loops.split(",") if args.loops else []:
         if why := check_loop(loop):
@@ -444,6 +451,7 @@ def main() -> None:
     text = DATA.read_bytes()
     data = np.frombuffer(text, dtype=np.uint8).astype(np.uint16)
     tmp = Path(tempfile.mkdtemp())
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
     tok = Tokenizer([bytes([i]) for i in range(256)], r"[\s\S]", [BOS, EOS])
     docs = [{"id": str(i), "domain": "text", "text": text[i:i + 20000].decode("utf-8", "replace")}
             for i in range(0, len(text), 20000)]
@@ -503,11 +511,13 @@ def main() -> None:
             print(f"  {label:{w}} {ms * 1e3:8.1f} ms/step  {T * B / ms:9,.0f} tok/s  {mfu}  "
                   f"peak {mem[label]:5.1f} GB  {'vs first' if args.no_ref else 'ours/ref'} "
                   f"{ref_ms / ms:5.2f}x")
+    if any(m in loop.split("+") for _, loop in loops for m in ("lagged", "step")):
+        print("\n+lagged/+step loops: their mean step time after the first step (they log "
+              "only the last step), --skip not applied; the others' median after --skip")
     if above:
         print("\nMFU above 100%: the step ran faster than the matmul measured above, so that "
               "figure is no ceiling here (measured in a busy spell of the machine, or, for "
               "bf16 on a CPU without bf16 instructions, a matmul slower than the step's mix)")
-    print(f"\nload avg after: {os.getloadavg()[0]:.2f}")
     if failed:   # the others' figures are printed; the run still fails
         raise SystemExit(f"failed: {', '.join(failed)}")
 

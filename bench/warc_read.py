@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import os
 import statistics
 import sys
 import tempfile
@@ -22,7 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from _common import announce
+from _common import announce, at_least
 from fastwarc.warc import ArchiveIterator
 
 from pretrain.data.warc import WarcSource
@@ -48,8 +47,8 @@ def extracted(path: Path) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--copies", type=int, default=20)
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--copies", type=at_least(1), default=20)
+    ap.add_argument("--repeats", type=at_least(1), default=7)
     args = ap.parse_args()
     announce()
     if not SAMPLE.exists():
@@ -75,7 +74,6 @@ def main() -> None:
                 print(f"  {name:16s} {t * 1e3:8.1f} ms")
             print(f"  ours / fastwarc {med['ours'] / med['fastwarc']:.2f}x; framing "
                   f"{med['ours'] / med['with extraction']:.1%} of the read with extraction")
-    print(f"load average {os.getloadavg()[0]:.2f} at the end")
 
 
 if __name__ == "__main__":

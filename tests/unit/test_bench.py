@@ -38,6 +38,13 @@ def test_a_benchmark_loads_and_answers_help(script):
     ("train_vs_reference.py", ["--loops", "llama+eager+compile"], "at most one of eager, compile"),
     ("train_vs_reference.py", ["--loops", "gpt2+fp8+bf16"], "at most one of fp8, bf16, fp32"),
     ("data_scale.py", ["--parts", "bogus,stage"], "--parts: unknown 'bogus'"),  # ran mixture
+    # tracebacks after the measurement (no median of nothing; a failure reported), or a
+    # size of 0 measured as one
+    ("many_files.py", ["--repeats", "0"], "--repeats: expected an int >= 1, got '0'"),
+    ("gzip_check.py", ["--copies", "-1"], "--copies: expected an int >= 1, got '-1'"),
+    ("memorization_scale.py", ["--tokens", "nan"], "--tokens: expected a float >= 1"),
+    ("train_vs_reference.py", ["--steps", "2", "--skip", "3"], "leaves no step to time"),
+    ("train_vs_reference.py", ["--profile-dir", "x"], "--profile-dir keeps the profiles of"),
 ])
 def test_a_benchmark_refuses_names_it_does_not_know(script, args, message):
     res = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True,

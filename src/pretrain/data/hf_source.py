@@ -34,7 +34,8 @@ from ..config import ConfigError, absolute, absolute_if_here, expand_path
 from .document import Document, Skip
 from .filelines import file_lines
 from .pathglob import expand, glob_root
-from .sources import SourceConfig, SourceType, record_meta
+from .records import record_meta
+from .sources import SourceConfig, SourceType
 
 _INSTALL_HINT = "huggingface sources need the datasets library: pip install 'pretrain[hf]'"
 # datasets' packaged readers of text data whose files can be read one at a time

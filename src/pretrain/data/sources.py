@@ -36,6 +36,7 @@ from .document import Document, Skip
 from .filelines import BOM, DamagedGzip, file_lines, read_errors, split_stream
 from .parquet_parts import Part, batch_rows, first_row, row_group_parts
 from .pathglob import glob_root, local_files
+from .records import is_json, nonempty, record_meta
 
 SourceType = Literal["python-installation", "local", "huggingface", "warc"]
 
@@ -321,7 +322,7 @@ class LocalSource(SourceConfig):
                         # an array is a document anyway
                         yield from self._json_array(p, raw, (r for _, r in lines))
                         return
-                    if lead == b"{" and isinstance(raw, bytes) and not _is_json(raw):
+                    if lead == b"{" and isinstance(raw, bytes) and not is_json(raw):
                         # one object over several lines (json.dump(obj, indent=2)): one
                         # record; else JSON lines after all, from the start
                         one = self._json_object(p, raw, (r for _, r in lines))
@@ -557,41 +558,6 @@ class LocalSource(SourceConfig):
                                f"{p}: rows {row}..{end - 1} (row group {g}): "
                                f"{type(e).__name__}: {e}", records=end - row)
             row = end
-
-
-def record_meta(rec: dict[str, Any], text_field: str, id_field: str) -> dict[str, Any]:
-    """A record's scalar fields but its text and id, as a document's metadata; Dolma's
-    nested ``metadata`` (url, language, ...) lifted one level up. ``url`` is kept when it
-    is the id too (C4 has no other id), since the URL filter reads it there."""
-    meta = {k: v for k, v in rec.items() if k != text_field and (k != id_field or k == "url")
-            and isinstance(v, (str, int, float))}
-    nested = rec.get("metadata")  # Dolma keeps url, language, ... one level down
-    if isinstance(nested, dict):
-        for k, v in nested.items():   # (a url that is no string gives way to one that is)
-            if isinstance(v, (str, int, float)) and (
-                    k not in meta or k == "url" and not isinstance(meta[k], str)):
-                meta[k] = v
-    return meta
-
-
-def _is_json(raw: bytes) -> bool:
-    try:
-        json.loads(raw.removeprefix(BOM))
-    except (ValueError, RecursionError):
-        return False
-    return True
-
-
-def nonempty(items: Iterator[Document | Skip], path: Path, name: str
-             ) -> Iterator[Document | Skip]:
-    """``items`` of one file, and a skip (``empty_file``, with the file's ``name`` in
-    the ids' form as its id) when it had none: an empty or blank file is counted and
-    logged, not silently nothing."""
-    n = 0
-    for n, item in enumerate(items, 1):  # noqa: B007
-        yield item
-    if not n:
-        yield Skip(name, "empty_file", f"{path}: empty or blank file, no records")
 
 
 # "python-installation", "huggingface" and "warc" register themselves in pysource.py,

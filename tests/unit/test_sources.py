@@ -402,8 +402,32 @@ def test_a_line_over_max_record_bytes_is_read_past_not_held(tmp_path: Path, ext:
         tracemalloc.stop()
     assert [d.id for d in docs] == ["a0", "a1", "a2", "after"]
     assert [(s.reason, s.detail) for s in skips] == [
-        ("record_too_large", f"{p}:4: {len(huge) + 1:,} bytes > max_record_bytes")]
+        ("record_too_large", f"{p}:4: {len(huge):,} bytes > max_record_bytes (65,536)")]
     assert peak < 4e6, peak   # the old reader: 15 MB and more (the line, then its copies)
+
+
+@pytest.mark.parametrize("ext", ["jsonl", "jsonl.gz", "json.zst"])
+def test_max_record_bytes_is_the_record_without_its_line_break(tmp_path: Path, ext: str):
+    """A line of exactly max_record_bytes was a skip ("101 bytes > max_record_bytes": its LF
+    counted), and with CRLF; 0 and -1 read every line as too long or the file as empty;
+    a .json.zst file was refused (no format from its name)."""
+    cap = 100
+    lines = [json.dumps({"id": f"r{i}", "text": "x" * (cap - 25 + i)}) for i in range(3)]
+    assert [len(x) for x in lines] == [cap - 1, cap, cap + 1]
+    raw = ("\n".join(lines[:2]) + "\r\n" + lines[2] + "\n" + lines[0] + "\r\n").encode()
+    if ext.endswith("gz"):
+        raw = gzip.compress(raw)
+    elif ext.endswith("zst"):
+        raw = pytest.importorskip("zstandard").ZstdCompressor().compress(raw)
+    p = tmp_path / f"docs.{ext}"
+    p.write_bytes(raw)
+    docs, skips = _read(LocalSource(paths=[str(p)], max_record_bytes=cap))
+    assert [d.id for d in docs] == ["r0", "r1", "r0"]
+    assert [(s.reason, s.detail) for s in skips] == [
+        ("record_too_large", f"{p}:3: {cap + 1} bytes > max_record_bytes ({cap})")]
+    for bad in (0, -1):
+        with pytest.raises(ConfigError, match=f"max_record_bytes: .* got {bad}"):
+            LocalSource(paths=[str(p)], max_record_bytes=bad)
 
 
 def test_unknown_extension_asks_for_a_format(tmp_path: Path):

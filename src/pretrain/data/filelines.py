@@ -71,14 +71,20 @@ _WIDE = ((b"\xff\xfe\x00\x00", "UTF-32 LE", "utf-32"), (b"\x00\x00\xfe\xff", "UT
          (b"\xff\xfe", "UTF-16 LE", "utf-16"), (b"\xfe\xff", "UTF-16 BE", "utf-16"))
 
 
-def wide_text(p: Path) -> tuple[str, str] | None:
-    """(its name, the codec) when a text file (through gzip; not .zst) opens with a UTF-16
-    or UTF-32 byte-order mark: read as UTF-8, its every line would be a skip of its own."""
+def _blocks(p: Path, size: int = 1 << 20) -> Iterator[bytes]:
+    """``p``'s bytes in blocks of about ``size``, through gzip or zstd by its extension."""
     if p.name.lower().endswith(".zst"):
-        return None
+        yield from (b for b in _zstd_lines(p, split=size) if isinstance(b, bytes))
+        return
+    with _opened(p) as f:
+        yield from iter(lambda: f.read(size), b"")
+
+
+def wide_text(p: Path) -> tuple[str, str] | None:
+    """(its name, the codec) when a text file (through gzip or zstd) opens with a UTF-16
+    or UTF-32 byte-order mark: read as UTF-8, its every line would be a skip of its own."""
     try:
-        with _opened(p) as f:
-            head = f.read(4)
+        head = next(_blocks(p, 64), b"")
     except read_errors():
         return None   # the reader says what is wrong
     return next(((name, codec) for bom, name, codec in _WIDE if head.startswith(bom)), None)
@@ -89,16 +95,19 @@ def wide_records(p: Path, codec: str, sep: str | None) -> int:
     pieces between separators (those before a cut, in a file cut short; at least 1);
     read in bounded memory, never kept."""
     n = 0
+    decoder = codecs.getincrementaldecoder(codec)("replace")
+
+    def text() -> Iterator[str]:
+        for block in _blocks(p):
+            yield decoder.decode(block)
+        yield decoder.decode(b"", final=True)
     try:
-        with _opened(p) as f:
-            text = codecs.getreader(codec)(f, "replace")
-            # lines end at LF only (not at U+2028, which a JSON string may hold); before a
-            # separator written with LF, CRLF and CR are LF as the UTF-8 reader has them
-            lf = sep is None or "\r" not in sep
-            blocks = (b.replace("\r\n", "\n").replace("\r", "\n") if lf else b
-                      for b in iter(lambda: text.read(1 << 20), ""))
-            for piece in split_stream(blocks, "\n" if sep is None else sep, 1 << 20):
-                n += isinstance(piece, int) or bool(piece.strip())
+        # lines end at LF only (not at U+2028, which a JSON string may hold); before a
+        # separator written with LF, CRLF and CR are LF as the UTF-8 reader has them
+        lf = sep is None or "\r" not in sep
+        blocks = (b.replace("\r\n", "\n").replace("\r", "\n") if lf else b for b in text())
+        for piece in split_stream(blocks, "\n" if sep is None else sep, 1 << 20):
+            n += isinstance(piece, int) or bool(piece.strip())
     except read_errors():
         pass
     return max(1, n)
@@ -107,8 +116,8 @@ def wide_records(p: Path, codec: str, sep: str | None) -> int:
 def file_lines(p: Path, cap: int = 0, split: int = 0) -> Iterator[bytes | int]:
     """The file's lines as bytes (decoded per line by the caller, so that one bad line
     costs one record), through gzip or zstd by extension. With ``cap``, a line longer than
-    that is read past in 1 MB pieces and given as its length (a one-line JSON array of
-    gigabytes is never held whole). With ``split``, a longer line comes in pieces of
+    that (its line break not counted) is read past in 1 MB pieces and given as its length
+    (a one-line JSON array of gigabytes is never held whole). With ``split``, a longer line comes in pieces of
     about that many bytes (for a caller that joins them again)."""
     name = p.name.lower()
     if name.endswith(".zst"):
@@ -124,16 +133,16 @@ def file_lines(p: Path, cap: int = 0, split: int = 0) -> Iterator[bytes | int]:
         if not cap:
             yield from f
             return
-        while line := f.readline(cap + 1):
+        while line := f.readline(cap + 2):   # a line of ``cap`` bytes, and its CRLF
             if len(line) <= cap or line.endswith(b"\n"):
                 yield line
                 continue
-            n = len(line)
+            n, last = len(line), line
             while more := f.readline(1 << 20):
-                n += len(more)
+                n, last = n + len(more), more
                 if more.endswith(b"\n"):
                     break
-            yield n
+            yield n - (len(last) - len(last.rstrip(b"\r\n")))   # its line break not counted
 
 
 def _zstd_lines(p: Path, cap: int = 0, chunk: int = 1 << 16,
@@ -164,7 +173,7 @@ def _zstd_lines(p: Path, cap: int = 0, chunk: int = 1 << 16,
             *full, tail = data.split(b"\n")
             for line in full:
                 if held > cap > 0:
-                    yield held + len(line) + 1
+                    yield held + len(line)   # its line break not counted
                 else:
                     yield b"".join([*pieces, line, b"\n"])
                 pieces, held = [], 0

@@ -174,6 +174,9 @@ class LocalSource(SourceConfig):
         if self.url and (len(self.paths) != 1 or glob.has_magic(self.paths[0])):
             raise ConfigError("url: a downloaded source names exactly one file in paths "
                               f"(not a glob), got {self.paths}")
+        if self.max_record_bytes < 1:   # 0 and -1 read a file as empty or every line too long
+            raise ConfigError(f"max_record_bytes: the longest record to read, in bytes (>= 1), "
+                              f"got {self.max_record_bytes}")
         lo, hi = (list(self.char_range) + [None, None])[:2]
         if len(self.char_range) != 2 or not (lo is not None and hi is not None
                                              and 0.0 <= lo < hi <= 1.0):
@@ -232,7 +235,8 @@ class LocalSource(SourceConfig):
             return self.format
         name = p.name.lower()
         for suffix, fmt in ((".jsonl", "jsonl"), (".jsonl.gz", "jsonl"), (".jsonl.zst", "jsonl"),
-                            (".json", "jsonl"), (".json.gz", "jsonl"), (".parquet", "parquet"),
+                            (".json", "jsonl"), (".json.gz", "jsonl"), (".json.zst", "jsonl"),
+                            (".parquet", "parquet"),
                             (".txt", "txt"), (".txt.gz", "txt"), (".txt.zst", "txt")):
             if name.endswith(suffix):
                 return fmt
@@ -328,10 +332,10 @@ class LocalSource(SourceConfig):
                         one = self._json_object(p, raw, (r for _, r in lines))
                         yield from self._read_jsonl(p, whole=False) if one is None else one
                         return
-                if isinstance(raw, int) or len(raw) > self.max_record_bytes:
-                    size = raw if isinstance(raw, int) else len(raw)
-                    yield Skip(rid, "record_too_large",
-                               f"{where}: {size:,} bytes > max_record_bytes")
+                size = raw if isinstance(raw, int) else len(raw.rstrip(b"\r\n"))
+                if size > self.max_record_bytes:   # (its line break not counted)
+                    yield Skip(rid, "record_too_large", f"{where}: {size:,} bytes > "
+                               f"max_record_bytes ({self.max_record_bytes:,})")
                     continue
                 if not raw.strip() or (lineno == 1 and not raw.removeprefix(BOM).strip()):
                     continue
@@ -480,7 +484,8 @@ class LocalSource(SourceConfig):
             return
         if size > self.max_record_bytes:
             yield Skip(f"{name}:{k}", "record_too_large",
-                       f"{p}: document {k}: {size:,} bytes > max_record_bytes")
+                       f"{p}: document {k}: {size:,} bytes > max_record_bytes "
+                       f"({self.max_record_bytes:,})")
             return
         yield Document(f"{name}:{k}", piece, self.label(), {"path": str(p)})
 
@@ -512,7 +517,8 @@ class LocalSource(SourceConfig):
                                                    self.max_record_bytes), 1):
                 if isinstance(piece, int):   # characters: at least as many bytes
                     yield Skip(f"{name}:{k}", "record_too_large", f"{p}: document {k}: "
-                               f"{piece:,} characters > max_record_bytes")
+                               f"{piece:,} characters > max_record_bytes "
+                               f"({self.max_record_bytes:,})")
                     continue
                 yield from self._piece(name, k, piece, p)
         except DamagedGzip as e:   # found before any document was given

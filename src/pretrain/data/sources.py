@@ -333,7 +333,7 @@ class LocalSource(SourceConfig):
                         yield from self._read_jsonl(p, whole=False) if one is None else one
                         return
                 size = raw if isinstance(raw, int) else len(raw.rstrip(b"\r\n"))
-                if size > self.max_record_bytes:   # (its line break not counted)
+                if isinstance(raw, int) or size > self.max_record_bytes:   # (line break not counted)
                     yield Skip(rid, "record_too_large", f"{where}: {size:,} bytes > "
                                f"max_record_bytes ({self.max_record_bytes:,})")
                     continue

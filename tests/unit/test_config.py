@@ -120,6 +120,10 @@ def test_an_exact_float_is_an_int_in_toml_as_on_the_command_line(tmp_path: Path)
     ([("sample.prompts.0.x", "1")], "sample.prompts.0 is a value, not a section"),
     ([("tokenizer.pattern", "(")], "tokenizer.pattern: invalid regex"),
     ([("tokenizer.special_tokens", '["<|bos|>", "<|eos|>", "<|bos|>"]')], "has duplicates"),
+    # the Hugging Face export matched "a" in text ("banana" came back "bnn")
+    ([("tokenizer.special_tokens", '["<|bos|>", "<|eos|>", "a"]')],
+     "special_tokens: 'a' is ordinary text; a special token's text is found"),
+    ([("tokenizer.special_tokens", '["<|bos|>", "<|eos|>", " "]')], "' ' is blank;"),
     ([("seed", "-5")], "seed must be >= 0"),
     ([("seed", str(2**64))], "below 2**64"),   # torch's generators failed at train
     # another tool's word for an allowed value is suggested (gpu was told "cpu")

@@ -10,6 +10,8 @@ import pytest
 from pretrain.config import ConfigError
 from pretrain.tokenizer import pretrained
 from pretrain.tokenizer.bpe import Tokenizer
+from pretrain.tokenizer.config import BOS, EOS
+from pretrain.tokenizer.hf import to_hf
 
 from ..conftest import shared_data
 
@@ -272,3 +274,15 @@ def test_a_run_tokenizer_is_found_from_a_relative_model_folder(tmp_path, monkeyp
     for folder in (tmp_path / "run" / "train", ckpt):
         monkeypatch.chdir(folder)
         assert run_tokenizer(Path(".")) == want
+
+
+def test_a_special_token_that_is_also_a_learned_token_is_refused_by_the_export():
+    """Its id replaced the learned token's in the exported vocabulary: text holding those
+    bytes lost them (a special token "a" read "banana" back as "bnn")."""
+    pytest.importorskip("tokenizers")
+    learned = [b"<|", b"<|e", b"<|eo", b"<|eos", b"<|eos|", b"<|eos|>"]
+    tok = Tokenizer([bytes([i]) for i in range(256)] + learned, r"[\s\S]+", [BOS, EOS])
+    with pytest.raises(ValueError, match=r"special token '<\|eos\|>' is also a learned token "
+                                         r"of the vocabulary \(id 261\)"):
+        to_hf(tok)
+    to_hf(Tokenizer([bytes([i]) for i in range(256)] + learned[:-1], r"[\s\S]+", [BOS, EOS]))

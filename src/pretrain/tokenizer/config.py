@@ -117,6 +117,15 @@ class TokenizerConfig:
                 raise ConfigError(f"special_tokens must include {tok}")
         if len(set(self.special_tokens)) != len(self.special_tokens):
             raise ConfigError(f"special_tokens has duplicates: {self.special_tokens}")
+        for t in self.special_tokens:
+            # the Hugging Face export finds a special token's text in what it encodes: "a"
+            # made every "a" of a text the token ("banana" read back as "bnn")
+            if not t.strip() or regex.fullmatch(r"[\w\s]+", t):
+                raise ConfigError(
+                    f"special_tokens: {t!r} is {'blank' if not t.strip() else 'ordinary text'}"
+                    "; a special token's text is found in the text a Hugging Face tokenizer "
+                    "encodes, so it needs marks no prose has: name it like "
+                    f"<|{t.strip() or 'name'}|>")
         try:
             regex.compile(self.regex())  # the engine tiktoken's patterns are written for
         except regex.error as e:

@@ -116,6 +116,11 @@ def to_hf(tok: Tokenizer) -> Any:
     names = {i: t for t, i in tok.special.items()}
     first_added = tok.vocab_size - len(tok.added)
     specials = [names.get(i, f"<|unused_{i}|>") for i in range(len(tok.ranks), first_added)]
+    clash = [t for t in specials if t in vocab]
+    if clash:   # its id would replace the learned token's, and text lose those bytes
+        raise ValueError(f"special token {clash[0]!r} is also a learned token of the "
+                         f"vocabulary (id {vocab[clash[0]]}): the Hugging Face format cannot "
+                         "hold both; rename the special token")
     vocab.update({t: len(tok.ranks) + k for k, t in enumerate(specials)})
     # an added token merges from any two tokens it is made of, as tiktoken merges any
     # adjacent pair whose bytes are a token ("ha" + "ha" -> "haha" as well as "hah" + "a")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pretrain.config import PretrainError
+from pretrain.train import loop
 from pretrain.train.loop import Trainer
 from pretrain.train.stability import DivergenceMonitor
 
@@ -65,3 +66,28 @@ def test_the_bad_step_that_stops_the_run_is_in_its_events(tokens, tmp_path, monk
         "skipped update", "skipped update", "rollback to step 8",
         "skipped update", "skipped update", "stopped"]
     assert [e["data_pos"] for e in events] == [10, 11, 12, 13, 14, 15]
+
+
+def test_the_progress_bar_goes_back_with_a_rollback(tokens, tmp_path, monkeypatch):
+    """The bar counted the rolled-back steps again: "27/24 steps" at the end of 24."""
+    bars: list[loop.Progress] = []
+
+    class Kept(loop.Progress):
+        def __enter__(self):
+            bars.append(self)
+            return super().__enter__()
+    monkeypatch.setattr(loop, "Progress", Kept)
+    monkeypatch.setattr(Trainer, "forward_backward",
+                        bad_steps(Trainer.forward_backward, nan_at=(18, 19, 20)))
+    counts = _run(tokens, tmp_path / "a", tmp_path / "ckpt")
+    assert counts["rollbacks"] == 1 and [b.n for b in bars] == [24]
+
+
+def test_a_streak_before_the_first_checkpoint_says_what_would_have_kept_one(tokens, tmp_path,
+                                                                            monkeypatch):
+    """It said "no checkpoint is left to roll back to", as if one had been removed."""
+    monkeypatch.setattr(Trainer, "forward_backward",
+                        bad_steps(Trainer.forward_backward, nan_at=range(3, 1000)))
+    with pytest.raises(PretrainError, match=r"no checkpoint was written before it \(the first "
+                                            r"comes at step 8; a smaller train.checkpoint_every"):
+        _run(tokens, tmp_path / "a", tmp_path / "ckpt")

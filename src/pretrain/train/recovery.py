@@ -50,12 +50,32 @@ class Recovery:
     timed_steps: int
     _agreed: tuple[float, int]
     _clock_base: tuple[float, int]
+    _bar: Any
 
     def save(self, folder: Path | None = None) -> Path | None:
         raise NotImplementedError
 
     def restore(self, ckpt: Path) -> None:
         raise NotImplementedError
+
+    def _rewound(self) -> None:
+        """After a rollback's restore: TensorBoard and the progress bar back at its step
+        (the bar counted on: 42/40 steps at the end of a run of 40)."""
+        assert self.monitor is not None
+        self.monitor.rewind(self.step)   # TensorBoard drops the steps after it
+        if self._bar is not None:
+            self._bar.update(self.step - self._bar.n)
+
+    def _no_checkpoint(self, before: int | None = None) -> str:
+        """Why there is no checkpoint to roll back to (from ``before`` or earlier), with
+        what would have kept one."""
+        every = self.cfg.checkpoint_every
+        if not every:
+            return "there is no checkpoint to roll back to (train.checkpoint_every = 0)"
+        if (before if before is not None else self.step) < every:
+            return (f"no checkpoint was written before it (the first comes at step {every}; "
+                    "a smaller train.checkpoint_every keeps an earlier one)")
+        return "no checkpoint is left to roll back to"
 
     def _intact_checkpoint(self, at_most: int | None = None,
                            oldest: bool = False) -> Path | None:
@@ -74,15 +94,14 @@ class Recovery:
             assert self.monitor is not None
             self.monitor.event(rec)
             raise Diverged(f"training diverged at step {self.step} ({rec['reason']}) and "
-                                f"{'no checkpoint is left to roll back to' if ckpt is None else 'the rollback budget is spent'}; "
-                                "lower train.lr or raise train.warmup_steps")
+                           f"{self._no_checkpoint() if ckpt is None else 'the rollback budget is spent'}; "
+                           "lower train.lr or raise train.warmup_steps")
         bad_pos = self.data_pos
         # a divergence's lower learning rate holds past a checkpoint saved before it
         events, rollbacks, lr_scale = self.events, self.rollbacks + 1, self.lr_scale
         self.restore(ckpt)
         ckpt_pos = self.data_pos
-        assert self.monitor is not None
-        self.monitor.rewind(self.step)   # TensorBoard drops the steps after it
+        self._rewound()
         self.data_pos, self.events, self.rollbacks = bad_pos, events, rollbacks  # skip that data
         self.lr_scale = min(self.lr_scale, lr_scale)
         rec["action"] = f"rollback to step {self.step}, data position {bad_pos}"
@@ -115,12 +134,16 @@ class Recovery:
             ckpt = self._intact_checkpoint(at_most=began)
             if ckpt is None:
                 ckpt = self._intact_checkpoint(oldest=True)
-                nearest = (f" (none is left from step {began} or earlier: the oldest kept; "
+                nearest = (f" (the oldest kept: none was written by step {began}, the first "
+                           f"comes at step {cfg.checkpoint_every}; a smaller "
+                           "train.checkpoint_every keeps an earlier one)"
+                           if began < cfg.checkpoint_every else
+                           f" (none is left from step {began} or earlier: the oldest kept; "
                            "raise train.keep_last to keep more)")
         if ckpt is None or self.rollbacks >= cfg.max_rollbacks:
             why = ("train.on_divergence = 'stop'" if cfg.on_divergence == "stop" else
-                   "there is no checkpoint to roll back to"
-                   if ckpt is None else "the rollback budget (train.max_rollbacks) is spent")
+                   self._no_checkpoint() if ckpt is None
+                   else "the rollback budget (train.max_rollbacks) is spent")
             rec["action"] = "stopped"
             self.events.append(rec)
             self.monitor.event(rec)
@@ -136,7 +159,7 @@ class Recovery:
                 log0(f"train: removed the checkpoints of the diverged steps: {', '.join(gone)}")
         self.restore(ckpt)
         self.divergence.restart_trend()
-        self.monitor.rewind(self.step)
+        self._rewound()
         self.data_pos, self.events, self.rollbacks = bad_pos, events, rollbacks
         self.lr_scale = lr_scale
         rec["action"] = (f"rollback to step {self.step}, data position {bad_pos}, learning "

@@ -145,8 +145,18 @@ def _unfinished(root: Path) -> str:
     of the same config resumes from the latest)."""
     folder = _last_training(root)
     latest = _latest_checkpoint(folder) if folder else None
+    stop = _stopped(folder) if folder else None
+    if stop:   # a divergence or a streak of bad steps it could not roll back from
+        kept = f"checkpoints up to step {latest:,}" if latest is not None else "no checkpoint"
+        return f"stopped at step {stop['step']}: {stop['reason']} ({kept}; see Training)"
     return f"not complete (checkpoints up to step {latest:,}; a rerun resumes)" \
         if latest is not None else "not run"
+
+
+def _stopped(folder: Path) -> dict[str, Any] | None:
+    """The stability event that stopped the run training in ``folder``, if one did."""
+    events = _jsonl(folder / "events.jsonl", ("step", "reason", "action"))
+    return events[-1] if events and events[-1]["action"] == "stopped" else None
 
 
 def _last_training(root: Path) -> Path | None:
@@ -321,13 +331,17 @@ def _train(root: Path) -> str:
     if m is None:   # a stopped or failed run leaves its logs with its checkpoints
         folder = _last_training(root)
         log = _jsonl(folder / "log.jsonl", ("step",)) if folder else []
-        if not folder or not log:
+        # a run stopped before its first log record still has its events
+        if not folder or not (log or (folder / "events.jsonl").is_file()):
             return NOT_RUN
-        latest = _latest_checkpoint(folder)
-        kept = f"checkpoints up to step {latest:,}: a rerun resumes" if latest is not None \
-            else "no checkpoint: a rerun starts over"
-        return (f"**Not complete**: logged up to step {log[-1]['step']:,} ({kept}); its logs, "
-                f"from `{folder.relative_to(root)}/`:\n\n" + _train_logs(folder, log, root))
+        latest, stop = _latest_checkpoint(folder), _stopped(folder)
+        kept = f"checkpoints up to step {latest:,}" + ("" if stop else ": a rerun resumes") \
+            if latest is not None else "no checkpoint" + ("" if stop else ": a rerun starts over")
+        logged = f"logged up to step {log[-1]['step']:,}" if log else "nothing logged"
+        head = (f"**Stopped** at step {stop['step']:,} ({stop['reason']}): {logged}"
+                if stop else f"**Not complete**: {logged}")
+        return (f"{head} ({kept}); its logs, from `{folder.relative_to(root)}/`:\n\n"
+                + _train_logs(folder, log, root))
     c = m.get("counts") or {}
     rows = [("parameters", f"{c.get('params', 0):,}"), ("steps", c.get("steps")),
             ("tokens seen", f"{c.get('tokens_seen', 0):,}"),

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from pretrain.pipeline import run_stages
+from pretrain.report import write_report
 from pretrain.run_config import load_config
 
 from ..conftest import tiny_overrides
@@ -19,7 +20,8 @@ from ..conftest import tiny_overrides
 @pytest.mark.parametrize("mode", ["rollback", pytest.param("stop", marks=pytest.mark.slow)])
 def test_lr_3_is_caught_and_reported_in_one_line(tmp_path, mode):
     overrides = tiny_overrides(tmp_path, train__lr="3", train__steps="60", device="cpu",
-                               train__on_divergence=mode, train__threads="1")
+                               train__on_divergence=mode, train__threads="1",
+                               train__log_every="100")   # stopped before its first record
     run_stages(load_config(None, overrides), ("data", "tokenizer", "tokenize"), force=set())
     res = subprocess.run([sys.executable, "-m", "pretrain", "train", "--plain",
                           *(f"--{k}={v}" for k, v in overrides)], capture_output=True,
@@ -34,4 +36,11 @@ def test_lr_3_is_caught_and_reported_in_one_line(tmp_path, mode):
             "no checkpoint was written before it (the first comes at step ") in last
     step = int(last.split("at step ")[1].split()[0])
     assert step < 20   # caught early, not after the 60 steps
-    assert not (tmp_path / "runs" / "tiny" / "train").exists()
+    root = tmp_path / "runs" / "tiny"
+    assert not (root / "train").exists()
+    # the report says so, with its events (it said "not run": nothing was logged yet)
+    report = write_report(root).read_text()
+    assert f"| train | stopped at step {step}: divergence: " in report
+    training = report.split("## Training")[1].split("\n## ")[0]
+    assert training.lstrip().startswith(f"**Stopped** at step {step:,} (divergence: ")
+    assert "nothing logged (no checkpoint)" in training and "Stability events:" in training

@@ -10,8 +10,9 @@ import pytest
 from pretrain.config import ConfigError
 from pretrain.tokenizer import pretrained
 from pretrain.tokenizer.bpe import Tokenizer
-from pretrain.tokenizer.config import BOS, EOS
+from pretrain.tokenizer.config import BOS, EOS, TokenizerConfig
 from pretrain.tokenizer.hf import to_hf
+from pretrain.tokenizer.stage import unused_settings
 
 from ..conftest import shared_data
 
@@ -286,3 +287,15 @@ def test_a_special_token_that_is_also_a_learned_token_is_refused_by_the_export()
                                          r"of the vocabulary \(id 261\)"):
         to_hf(tok)
     to_hf(Tokenizer([bytes([i]) for i in range(256)] + learned[:-1], r"[\s\S]+", [BOS, EOS]))
+
+
+def test_training_settings_a_loaded_tokenizer_does_not_take_are_said():
+    """``--tokenizer.pretrained=gpt2`` over a config training 32,768 tokens was silent."""
+    tok = Tokenizer([bytes([i]) for i in range(256)], r"[\s\S]+", [BOS, EOS])
+    cfg = TokenizerConfig(pretrained="/x/tokenizer.json", vocab_size=32768, pattern="gpt2")
+    assert unused_settings(cfg, tok) == [
+        "tokenizer.vocab_size = 32768 is not used: the loaded tokenizer has 258 tokens",
+        "tokenizer.pattern = 'gpt2' is not used: a loaded tokenizer keeps its own"]
+    # a .tiktoken file takes the config's special tokens and pattern; defaults say nothing
+    assert unused_settings(TokenizerConfig(pretrained="/x/a.tiktoken", pattern="gpt2"), tok) == []
+    assert unused_settings(TokenizerConfig(pretrained="/x/tokenizer.json"), tok) == []

@@ -37,6 +37,22 @@ def build(cfg: TokenizerConfig, sample: Callable[[], Iterator[str]]) -> TextToke
     return spm.train(sample(), cfg)
 
 
+def unused_settings(cfg: TokenizerConfig, tok: TextTokenizer) -> list[str]:
+    """The training settings a loaded tokenizer does not take, where the config changed
+    them from their defaults (or, for ``vocab_size``, they disagree with what was loaded):
+    ``--tokenizer.pretrained=gpt2`` over a config that trains 32,768 tokens was silent."""
+    default, out = TokenizerConfig(), []
+    if cfg.vocab_size != default.vocab_size and cfg.vocab_size != tok.vocab_size:
+        out.append(f"tokenizer.vocab_size = {cfg.vocab_size} is not used: the loaded "
+                   f"tokenizer has {tok.vocab_size:,} tokens")
+    # a .tiktoken file has no special tokens or split pattern of its own: it takes these
+    if not str(parse_spec(cfg.pretrained)[1]).endswith(".tiktoken"):
+        out += [f"tokenizer.{key} = {getattr(cfg, key)!r} is not used: a loaded tokenizer "
+                "keeps its own" for key in ("special_tokens", "pattern")
+                if getattr(cfg, key) != getattr(default, key)]
+    return out
+
+
 def run_tokenizer(run: StageRun, cfg: TokenizerConfig) -> None:
     data = run.inputs["data"]
     domains = read_output(data).domains
@@ -60,6 +76,8 @@ def run_tokenizer(run: StageRun, cfg: TokenizerConfig) -> None:
     if cfg.pretrained:
         run.counts["pretrained"] = cfg.pretrained
         log0(f"tokenizer: loaded {cfg.pretrained} (vocab {tok.vocab_size})")
+        for line in unused_settings(cfg, tok):
+            log0(f"tokenizer: note: {line}")
     else:
         log0(f"tokenizer: vocab {tok.vocab_size} trained on {chars / 1e6:.1f} M chars "
              f"in {time.time() - t0:.1f}s")

@@ -126,6 +126,14 @@ def test_not_a_sentencepiece_model_is_refused_with_a_hint(tmp_path: Path):
         pretrained.load("sentencepiece:" + str(shared_data(LLAMA2)), "", [], "<unk>", "")
 
 
+def test_a_vocab_too_small_for_the_sample_says_which_setting_to_raise():
+    """SentencePiece's own advice named its CLI's --character_coverage, no setting of ours."""
+    with pytest.raises(ConfigError, match=r"tokenizer.vocab_size = 270 is smaller than the "
+                                          r"\d+ pieces SentencePiece needs .* raise "
+                                          r"tokenizer.vocab_size$"):
+        spm.train(iter(CORPUS), TokenizerConfig(kind="unigram", vocab_size=270))
+
+
 @pytest.fixture(scope="module", params=["unigram", "sp_bpe"])
 def trained(request) -> spm.SentencePieceTokenizer:
     return spm.train(iter(CORPUS), TokenizerConfig(kind=request.param, vocab_size=700))

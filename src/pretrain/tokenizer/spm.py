@@ -32,6 +32,7 @@ import base64
 import hashlib
 import io
 import json
+import re
 from collections.abc import Iterable, Iterator
 from functools import cached_property
 from pathlib import Path
@@ -204,7 +205,15 @@ def train(texts: Iterable[str], cfg: TokenizerConfig) -> SentencePieceTokenizer:
             unk_id=0, bos_id=1, eos_id=2, pad_id=-1, bos_piece=BOS, eos_piece=EOS,
             control_symbols=others, num_threads=THREADS, minloglevel=2)
     except RuntimeError as e:
-        raise ConfigError(f"tokenizer ({cfg.kind}): SentencePiece training failed: {e} "
+        why = str(e).strip()
+        too_small = re.search(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)", why)
+        if too_small:   # its own advice names options of its CLI, not ours
+            raise ConfigError(
+                f"tokenizer ({cfg.kind}): tokenizer.vocab_size = {too_small[1]} is smaller than "
+                f"the {too_small[2]} pieces SentencePiece needs for the sample's characters "
+                "(those covering 99.95% of it, the byte pieces and the special tokens): raise "
+                "tokenizer.vocab_size") from None
+        raise ConfigError(f"tokenizer ({cfg.kind}): SentencePiece training failed: {why} "
                           "(check tokenizer.vocab_size against the sample, tokenizer.max_chars)"
                           ) from None
     tok = SentencePieceTokenizer(out.getvalue(), BOS, EOS, f"trained {cfg.kind} model")

@@ -121,6 +121,10 @@ def test_training_sample_is_balanced_and_capped():
     read.clear()
     texts = sample_by_domain(corpus(), 150, ["a", "b"])
     assert [len(t) for t in texts["a"]] == [100, 50] and len(read) == 12
+    # a share of 0 characters: an empty sample read the whole corpus and "ran out of pairs"
+    with pytest.raises(ConfigError, match="max_chars = 1 is below one character for each "
+                                          "of the 2 domains"):
+        next(bpe.training_sample(corpus(), TokenizerConfig(max_chars=1), ["a", "b"]))
 
 
 def test_shards_are_byte_identical_for_any_thread_count(tok, tmp_path: Path):

@@ -175,6 +175,9 @@ def training_sample(docs: Iterator[dict], cfg: TokenizerConfig,
     deterministic). Documents a source holds out (``use_for = "val"``) are never trained on.
     """
     share = cfg.max_chars // max(1, len(domains))
+    if not share:   # an empty sample, then a vocabulary of bytes "for want of text"
+        raise ConfigError(f"tokenizer.max_chars = {cfg.max_chars} is below one character for "
+                          f"each of the {len(domains)} domains")
     used = dict.fromkeys(domains, 0)
     short = len(used)   # domains still under their share
     for d in docs:

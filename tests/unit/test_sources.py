@@ -346,6 +346,12 @@ def test_parquet_rows_and_a_truncated_file(tmp_path: Path):
     bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     docs, skips = _read(LocalSource(paths=[str(bad)]))
     assert len(skips) == 1 and skips[0].reason == "unreadable" and str(bad) in skips[0].detail
+    # a 0-byte file is an empty file, as a 0-byte jsonl is (it was "unreadable")
+    empty = tmp_path / "empty.parquet"
+    empty.write_bytes(b"")
+    docs, skips = _read(LocalSource(paths=[str(empty)]))
+    assert [(s.reason, s.detail) for s in skips] == [
+        ("empty_file", f"{empty}: empty or blank file, no records")]
 
 
 def test_zstd_jsonl(tmp_path: Path):

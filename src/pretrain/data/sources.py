@@ -533,6 +533,8 @@ class LocalSource(SourceConfig):
         except ImportError:
             raise ConfigError("parquet sources need pyarrow: pip install pyarrow") from None
         name = self._name(p)
+        if os.path.getsize(p) == 0:   # an empty file, as a 0-byte jsonl is (not "unreadable")
+            return
         try:
             # pages read through a 1 MB buffer, not each row group's column chunks whole
             # (a 130 MB row group: +64 MB instead of +185 MB, as fast)

@@ -359,10 +359,12 @@ def test_a_stage_that_keeps_nothing_says_why_and_keeps_its_audit(tmp_path, capsy
     err = capsys.readouterr().err
     assert rc == 2
     assert "no source produced a document: all 4 records were skipped while read" in err
-    assert "missing_text (read): 4" in err and "no string field 'text'" in err
+    # and the fields it has, to set text_field from ("no string field 'text'" said neither)
+    assert "missing_text (read): 4" in err and (
+        "no field 'text' (its fields: 'body'; text_field names the text)") in err
     # the example names the record once: its file as given (the id is its path below the
     # source's root, which the detail's path ends with)
-    assert f"e.g. {tmp_path / 'src.jsonl'}:1: no string field" in err and "src.jsonl:1: /" not in err
+    assert f"e.g. {tmp_path / 'src.jsonl'}:1: no field" in err and "src.jsonl:1: /" not in err
     assert main(["data", "inspect", str(run)]) == 0
     assert "missing_text 4" in capsys.readouterr().out
     # every document is too short: the filter's reason with an example of its text

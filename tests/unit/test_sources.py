@@ -57,9 +57,15 @@ def test_jsonl_bad_records_are_counted_skips_naming_file_and_line(tmp_path: Path
                  '\n'
                  '["not", "an", "object"]\n'
                  '{"body": "no text field"}\n'
-                 '{"text": "good two"}\n')
+                 '{"text": "good two"}\n'
+                 '{"text": null}\n{"text": ["a list"]}\n')
     docs, skips = _read(LocalSource(paths=[str(p)]))
     assert [d.text for d in docs] == ["good one", "good two"]
+    # the text field missing, null or of another type, each said as it is
+    assert [s.detail.split(": ", 1)[1] for s in skips if s.reason == "missing_text"] == [
+        "no field 'text' (its fields: 'body'; text_field names the text)",
+        "field 'text' is null", "field 'text' is a list, not a string"]
+    skips = skips[:3]
     assert docs[0].id == "a" and docs[1].id == "docs.jsonl:6"  # ids do not depend on the folder
     # a skip has the id its document would have had, its detail the file as given
     assert [(s.reason, s.id) for s in skips] == [("malformed_json", "docs.jsonl:2"),

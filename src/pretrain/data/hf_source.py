@@ -34,7 +34,7 @@ from ..config import ConfigError, absolute, absolute_if_here, expand_path
 from .document import Document, Skip
 from .filelines import file_lines
 from .pathglob import expand, glob_root
-from .records import record_meta
+from .records import no_text, record_meta
 from .sources import SourceConfig, SourceType
 
 _INSTALL_HINT = "huggingface sources need the datasets library: pip install 'pretrain[hf]'"
@@ -228,7 +228,7 @@ class HuggingFaceSource(SourceConfig):
         text = rec.get(self.text_field)
         if not isinstance(text, str):
             return Skip(doc_id, "missing_text",
-                        f"{where} record {i}: no string field {self.text_field!r}")
+                        f"{where} record {i}: {no_text(rec, self.text_field)}")
         return Document(doc_id, text, self.label(), record_meta(rec, self.text_field,
                                                                 self.id_field))
 

@@ -45,3 +45,16 @@ def nonempty(items: Iterator[Document | Skip], path: Path, name: str
         yield item
     if not n:
         yield Skip(name, "empty_file", f"{path}: empty or blank file, no records")
+
+
+def no_text(rec: dict[str, Any], field: str) -> str:
+    """Why ``rec`` has no text in ``field``: missing (its fields named, for ``text_field``),
+    null, or a value of another type."""
+    if field not in rec:
+        keys = list(rec)
+        shown = ", ".join(map(repr, keys[:8])) + (", ..." if len(keys) > 8 else "")
+        return f"no field {field!r} (its fields: {shown or 'none'}; text_field names the text)"
+    value = rec[field]
+    if value is None:
+        return f"field {field!r} is null"
+    return f"field {field!r} is a {type(value).__name__}, not a string"

@@ -36,7 +36,7 @@ from .document import Document, Skip
 from .filelines import BOM, DamagedGzip, file_lines, read_errors, split_stream
 from .parquet_parts import Part, batch_rows, first_row, row_group_parts
 from .pathglob import glob_root, local_files
-from .records import is_json, nonempty, record_meta
+from .records import is_json, no_text, nonempty, record_meta
 
 SourceType = Literal["python-installation", "local", "huggingface", "warc"]
 
@@ -295,8 +295,7 @@ class LocalSource(SourceConfig):
         doc_id = default_id if rid is None or rid == "" else str(rid)
         text = rec.get(self.text_field)
         if not isinstance(text, str):
-            return Skip(doc_id, "missing_text",
-                        f"{where}: no string field {self.text_field!r}")
+            return Skip(doc_id, "missing_text", f"{where}: {no_text(rec, self.text_field)}")
         for part, value in (("text", text), ("id", doc_id)):
             try:   # a lone surrogate from a JSON escape ("\ud800") cannot be written as UTF-8
                 value.encode("utf-8")

@@ -442,6 +442,26 @@ def test_max_record_bytes_is_the_record_without_its_line_break(tmp_path: Path, e
             LocalSource(paths=[str(p)], max_record_bytes=bad)
 
 
+def test_compressed_bytes_the_name_does_not_say_are_one_skip_saying_so(tmp_path: Path):
+    """``format = "jsonl"`` on a .bz2 file read its compressed bytes as 3,167 bad lines."""
+    import bz2
+    import lzma
+    raw = "".join(json.dumps({"text": f"record {i}"}) + "\n" for i in range(50)).encode()
+    for name, packed, said in (
+            ("a.jsonl.bz2", bz2.compress(raw), "bzip2-compressed, which is not read here"),
+            ("b.jsonl.xz", lzma.compress(raw), "xz-compressed, which is not read here"),
+            ("c.jsonl", gzip.compress(raw), "gzip-compressed, though its name does not end "
+                                            "in .gz: rename it to end in .gz")):
+        (tmp_path / name).write_bytes(packed)
+        docs, skips = _read(LocalSource(paths=[str(tmp_path / name)], format="jsonl"))
+        assert not docs and [s.reason for s in skips] == ["unreadable"]
+        assert skips[0].detail.startswith(f"{tmp_path / name}: {said}")
+    # text that merely begins as a bzip2 header does is text
+    (tmp_path / "t.txt").write_text("BZh is how a bzip2 file begins")
+    docs, skips = _read(LocalSource(paths=[str(tmp_path / "t.txt")]))
+    assert [d.text for d in docs] == ["BZh is how a bzip2 file begins"] and not skips
+
+
 def test_unknown_extension_asks_for_a_format(tmp_path: Path):
     p = tmp_path / "docs.data"
     p.write_text("x")

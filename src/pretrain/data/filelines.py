@@ -90,6 +90,34 @@ def wide_text(p: Path) -> tuple[str, str] | None:
     return next(((name, codec) for bom, name, codec in _WIDE if head.startswith(bom)), None)
 
 
+# what a compressed file begins with, and the suffix that has it read through that codec
+_MAGIC = ((b"\x1f\x8b", "gzip", ".gz"), (b"\x28\xb5\x2f\xfd", "zstd", ".zst"),
+          (b"BZh", "bzip2", ""), (b"\xfd7zXZ\x00", "xz", ""))
+_BZIP2_BLOCK = b"1AY&SY"   # after "BZh" and the block size digit
+
+
+def compressed_unread(p: Path) -> str | None:
+    """Why ``p`` cannot be read as text although its name lets it be: its bytes are
+    compressed with a codec its name does not say (``format = "jsonl"`` on a .bz2 file
+    read the compressed bytes as thousands of bad lines); None when they are not."""
+    name = p.name.lower()
+    if name.endswith((".gz", ".zst")):
+        return None
+    try:
+        with open(p, "rb") as f:
+            head = f.read(10)
+    except OSError:
+        return None   # the reader says what is wrong
+    for magic, codec, suffix in _MAGIC:
+        if head.startswith(magic) and (codec != "bzip2" or head[4:10] == _BZIP2_BLOCK):
+            if suffix:
+                return (f"{p}: {codec}-compressed, though its name does not end in {suffix}: "
+                        f"rename it to end in {suffix} to have it read through {codec}")
+            return (f"{p}: {codec}-compressed, which is not read here: decompress it, or "
+                    "re-compress it as .gz or .zst")
+    return None
+
+
 def wide_records(p: Path, codec: str, sep: str | None) -> int:
     """The records of a wide-text file: its non-blank lines, or with ``sep`` its non-blank
     pieces between separators (those before a cut, in a file cut short; at least 1);

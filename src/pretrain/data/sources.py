@@ -274,6 +274,9 @@ class LocalSource(SourceConfig):
             if fmt != "txt" and (self.char_range != [0.0, 1.0] or self.separator):
                 what = "separator" if self.separator else "char_range"
                 raise ConfigError(f"{p}: {what} applies to text files only, not {fmt}")
+            if fmt != "parquet" and (packed := filelines.compressed_unread(p)):
+                yield Skip(self._name(p), "unreadable", packed)   # not thousands of bad lines
+                continue
             if fmt != "parquet" and (wide := filelines.wide_text(p)):   # one skip, not one a line
                 sep = None if fmt == "jsonl" else self.separator
                 yield Skip(self._name(p), "invalid_utf8", f"{p}: {wide[0]} text (its byte-order "

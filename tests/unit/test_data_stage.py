@@ -366,7 +366,8 @@ def test_a_stage_that_keeps_nothing_says_why_and_keeps_its_audit(tmp_path, capsy
     # source's root, which the detail's path ends with)
     assert f"e.g. {tmp_path / 'src.jsonl'}:1: no field" in err and "src.jsonl:1: /" not in err
     assert main(["data", "inspect", str(run)]) == 0
-    assert "missing_text 4" in capsys.readouterr().out
+    out = capsys.readouterr().out   # (the examples' line ended in nothing)
+    assert "missing_text 4" in out and "examples kept per drop reason: none (a record" in out
     # every document is too short: the filter's reason with an example of its text
     rc, run = _failing_run(tmp_path, [{"id": f"d{i}", "text": f"tiny {i}"} for i in range(3)])
     err = capsys.readouterr().err

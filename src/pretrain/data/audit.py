@@ -145,7 +145,9 @@ def inspect(run: Path, reason: str = "", n: int = 3, chars: int = 600) -> str:
     by_reason = Counter(s["reason"] for s in samples)
     if not reason:
         out += ["", "examples kept per drop reason (show with --reason R): "
-                + ", ".join(f"{r} {k}" for r, k in by_reason.most_common())]
+                + ", ".join(f"{r} {k}" for r, k in by_reason.most_common()) if by_reason else
+                "examples kept per drop reason: none (a record that could not be read keeps "
+                "only its details: --reason R)"]
         return "\n".join(out)
     chosen = [s for s in samples if s["reason"] == reason][:n]
     if not chosen:   # records dropped without their text (unreadable input): their details

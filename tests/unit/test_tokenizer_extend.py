@@ -231,6 +231,11 @@ def test_mined_domain_words_come_from_training_documents_only(tmp_path: Path):
     words = json.dumps(added)
     assert "Xylophonists" in words or "marimbas" in words   # mined from the training text
     assert "Quuxzorbification" not in words
+    # a word given and mined too is one word (the mined one was ignored, "given again")
+    assert main(["tokenizer", "-c", str(cfg),
+                 '--tokenizer.extend_words=["Xylophonists", "marimbas"]']) == 0
+    added = json.loads((tmp_path / "runs" / "mined" / "tokenizer" / "extension.json").read_text())
+    assert added["ignored"] == [] and "Xylophonists" in json.dumps(added)
 
 
 def test_a_comparison_tokenizer_that_cannot_load_is_said_before_training(tmp_path: Path,

@@ -87,8 +87,9 @@ def run_tokenizer(run: StageRun, cfg: TokenizerConfig) -> None:
     words = list(cfg.extend_words)
     if cfg.extend_mined and cfg.report_chars:  # from training documents only, as the sample
         train = (d for d in read_docs(data) if d.get("split") != "val")
-        words += rep_mod.fragmenting_words(
+        mined = rep_mod.fragmenting_words(
             tok, rep_mod.sample_by_domain(train, cfg.report_chars, domains), cfg.extend_mined)
+        words += [w for w in mined if w not in words]   # a given word mined too: not "given again"
     if words:
         if not isinstance(tok, Tokenizer):
             raise ConfigError("tokenizer.extend_words / extend_mined add merges to a byte-level "

@@ -155,7 +155,8 @@ def test_nan_gradient_skips_the_update_and_logs_it(tokens, tmp_path, monkeypatch
                         bad_steps(Trainer.forward_backward, nan_at=(5,)))
     counts = _run(tokens, tmp_path / "a", tmp_path / "ckpt")
     events = [json.loads(x) for x in (tmp_path / "a" / "events.jsonl").open()]
-    assert [(e["step"], e["data_pos"], e["action"]) for e in events] == [(5, 5, "skipped update")]
+    # the 6th step's (data positions 0-4 made steps 1-5): it was labelled step 5
+    assert [(e["step"], e["data_pos"], e["action"]) for e in events] == [(6, 5, "skipped update")]
     assert counts["skipped_steps"] == 1 and counts["rollbacks"] == 0
     weights = load_file(tmp_path / "a" / "model.safetensors")
     assert all(torch.isfinite(w).all() for w in weights.values())
@@ -298,7 +299,7 @@ def test_a_second_rollback_to_the_same_checkpoint_lowers_the_learning_rate(token
 def test_divergence_without_a_checkpoint_is_a_clear_error(tokens, tmp_path, monkeypatch):
     nan = torch.tensor(float("nan"), dtype=torch.float64)
     monkeypatch.setattr(Trainer, "forward_backward", lambda s, p: (nan, nan))
-    with pytest.raises(PretrainError, match="diverged at step 0 .* no checkpoint"):
+    with pytest.raises(PretrainError, match="diverged at step 1 .* no checkpoint was written"):
         _run(tokens, tmp_path / "a", tmp_path / "ckpt")
 
 

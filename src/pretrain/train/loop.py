@@ -436,7 +436,8 @@ class Trainer(Recovery):
         be taken here."""
         assert self.monitor is not None
         if reason is not None:
-            rec = {"step": self.step, "data_pos": self.data_pos - 1, "loss": loss,
+            # the step it was to be, as log.jsonl numbers steps (it said the one before)
+            rec = {"step": self.step + 1, "data_pos": self.data_pos - 1, "loss": loss,
                    "grad_norm": norm, "reason": reason, "action": "skipped update"}
             rolled = self.guard.reject()
             if rolled:

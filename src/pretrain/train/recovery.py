@@ -93,7 +93,7 @@ class Recovery:
             self.events.append(rec)
             assert self.monitor is not None
             self.monitor.event(rec)
-            raise Diverged(f"training diverged at step {self.step} ({rec['reason']}) and "
+            raise Diverged(f"training diverged at step {rec['step']} ({rec['reason']}) and "
                            f"{self._no_checkpoint() if ckpt is None else 'the rollback budget is spent'}; "
                            "lower train.lr or raise train.warmup_steps")
         bad_pos = self.data_pos
@@ -240,7 +240,7 @@ class Recovery:
         # over the mesh, so every rank halves (tests/distributed: one rank's shard overflows)
         self._scale_update()
         self.opt.zero_grad(set_to_none=True)
-        rec = {"step": self.step, "data_pos": self.data_pos - 1, "loss": loss,
+        rec = {"step": self.step + 1, "data_pos": self.data_pos - 1, "loss": loss,
                "grad_norm": math.inf, "reason": "fp16 gradient overflow",
                "action": f"skipped update, loss scale now {self.scaler.get_scale():g}"}
         self.events.append(rec)

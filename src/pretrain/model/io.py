@@ -2,7 +2,10 @@
 model from whatever a user points at (a run, its ``train/`` folder, a resumable
 checkpoint, a Hugging Face directory through ``hf.py``'s conversion table).
 
-Loading never unpickles: safetensors, DCP tensors and JSON only. A folder of ours holds::
+Loading never unpickles arbitrary objects: safetensors, DCP tensors and JSON, and DCP's
+``.metadata`` (a pickle in torch's format) through ``SafeReader``, which builds only DCP's
+own metadata classes (a checkpoint whose ``.metadata`` names anything else, such as
+``os.system``, is refused before anything of it runs). A folder of ours holds::
 
     model.safetensors   the weights, each tied tensor once
     model_config.json   the ModelConfig (``dataclasses.asdict``)
@@ -17,9 +20,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import pickle
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -129,6 +134,50 @@ def one_process_dcp() -> Iterator[None]:
         yield
 
 
+# what a DCP ``.metadata`` pickle may name: torch's metadata records, dtypes, sizes, layouts
+# and paths (``_metadata_globals``)
+_DCP_CLASSES = {
+    "torch.distributed.checkpoint.metadata": {
+        "Metadata", "TensorProperties", "MetadataIndex", "StorageMeta", "TensorStorageMetadata",
+        "BytesStorageMetadata", "ChunkStorageMetadata", "_MEM_FORMAT_ENCODING"},
+    "torch.distributed.checkpoint.filesystem": {"_StorageInfo"},
+    "torch.serialization": {"_get_layout"},
+    "torch": {"Size"},
+    "pathlib": {"Path", "PosixPath", "WindowsPath", "PurePath", "PurePosixPath",
+                "PureWindowsPath"},
+    "collections": {"OrderedDict"},
+    "builtins": {"set", "frozenset", "slice"},
+}
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if name in _DCP_CLASSES.get(module, ()) or (
+                module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"its .metadata names {module}.{name}, which is not a "
+                                     "part of DCP's checkpoint metadata: not loaded")
+
+
+def safe_reader(folder: Path) -> Any:
+    """A DCP storage reader of ``folder`` whose ``.metadata`` is read by
+    ``_MetadataUnpickler`` (torch's reader unpickles it with ``pickle.load``: a checkpoint
+    someone sent ran their code on load)."""
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.metadata import StorageMeta
+
+    class SafeReader(FileSystemReader):
+        def read_metadata(self, *args: Any, **kwargs: Any) -> Any:
+            path = self._get_metadata_path(kwargs.get("rank"))
+            with self.fs.create_stream(path, "rb") as f:
+                metadata = _MetadataUnpickler(f).load()
+            if getattr(metadata, "storage_meta", None) is None:
+                metadata.storage_meta = StorageMeta()
+            metadata.storage_meta.load_id = self.load_id
+            return metadata
+    return SafeReader(str(folder))
+
+
 def consolidated(folder: Path) -> dict[str, torch.Tensor]:
     """The whole model state dict (CPU) of a DCP checkpoint, read by this process alone."""
     import torch.distributed.checkpoint as dcp
@@ -136,10 +185,13 @@ def consolidated(folder: Path) -> dict[str, torch.Tensor]:
         model = Transformer(read_config(folder))
     model.to_empty(device="cpu")
     sd = model.state_dict()
+    from torch.distributed.checkpoint.api import CheckpointException
     try:
         with one_process_dcp():
-            dcp.load({"model": sd}, checkpoint_id=folder, no_dist=True)
-    except Exception as e:  # DCP's CheckpointException wraps what went wrong on read
+            dcp.load({"model": sd}, checkpoint_id=folder, storage_reader=safe_reader(folder),
+                     no_dist=True)
+    # DCP's CheckpointException (a BaseException) wraps what went wrong on read
+    except (Exception, CheckpointException) as e:
         raise ConfigError(f"{folder}: unreadable checkpoint: {str(e).strip().splitlines()[-1][:300]}") from None
     return sd
 

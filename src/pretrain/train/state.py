@@ -265,7 +265,7 @@ FLAT = StateDictOptions(flatten_optimizer_state_dict=True)
 def _flat(ckpt: Path) -> bool:
     """Whether ``ckpt`` holds the optimizer state flattened (``FLAT``); earlier checkpoints
     hold it by group index ("optim.param_groups.0....")."""
-    keys = dcp.FileSystemReader(str(ckpt)).read_metadata().state_dict_metadata
+    keys = io.safe_reader(ckpt).read_metadata().state_dict_metadata
     return not any(k.startswith("optim.param_groups.0.") for k in keys)
 
 
@@ -281,7 +281,7 @@ def load(ckpt: Path, model: nn.Module, opt: torch.optim.Optimizer,
     optim_sd = get_optimizer_state_dict(model, _optimizers(opt), options=options)
     with contextlib.nullcontext() if d and d.enabled else io.one_process_dcp():
         dcp.load({"model": model_sd, "optim": optim_sd}, checkpoint_id=ckpt,
-                 no_dist=not (d and d.enabled))
+                 storage_reader=io.safe_reader(ckpt), no_dist=not (d and d.enabled))
     set_model_state_dict(model, model_sd)
     # the config's settings of each group stay: the flat state gives a group those of its
     # first parameter's group in the checkpoint, and a parameter that changed group (GPT-2's

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -203,6 +204,13 @@ def _plan(cfg: RunConfig, rd: RunDir, stage: stages.Stage, forcing: bool,
              f"{m['wall_s']:.1f}s); skipped. "
              + (f"--force {stage.name} reruns it" if has_force
                 else f"Delete {rd.stage_dir(stage.name)} to rerun it"))
+        if stage.name == "train" and cfg.train.remove_other_checkpoints:
+            # what the train stage does when it runs, done though it does not (the flag is
+            # not in its key: the hint to set it, followed after a completed run, did nothing)
+            for other in sorted(rd.root.glob("checkpoints/train-*")):
+                if other.is_dir() and other.name != f"train-{key}":
+                    shutil.rmtree(other)
+                    log0(f"[train] removed {other} (train.remove_other_checkpoints)")
         return {"skip": True}
     _check_inputs(rd, stage)
     ran = (rd.stage_dir(stage.name) / MANIFEST).is_file()   # but its outputs are damaged

@@ -90,3 +90,9 @@ def test_raising_steps_of_a_cosine_run_says_why_it_starts_over_and_prunes_on_req
                  train__grad_accum="2")
     assert "differ from this config in train.grad_accum (1)" in err
     assert "keep train.grad_accum = 1 with 8 rows a micro-step" in err
+    # followed once the stage completed, the hint removes them too (the stage was skipped,
+    # and the flag with it)
+    err = _train(root, train__schedule="cosine", train__steps="24", train__batch_size="4",
+                 train__grad_accum="2", train__remove_other_checkpoints="true")
+    assert "[train] up to date" in err and err.count("(train.remove_other_checkpoints)") == 1
+    assert len(list((root / "runs" / "tiny" / "checkpoints").glob("train-*"))) == 1

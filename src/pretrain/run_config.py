@@ -100,7 +100,8 @@ def resolve_config_path(arg: str | None) -> Path:
                  f"not read (name it {named.name!r} or ./{named.name})")
         return shipped
     names = ", ".join(c.stem for c in shipped_configs())
-    raise ConfigError(f"config {arg!r} is neither a file nor a shipped config ({names})")
+    here = f"; ./{named.name} is here: name it {named.name!r} or ./{arg}" if named.is_file() else ""
+    raise ConfigError(f"config {arg!r} is neither a file nor a shipped config ({names}){here}")
 
 
 def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

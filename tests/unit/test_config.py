@@ -167,6 +167,11 @@ def test_a_config_named_by_a_path_is_that_file_and_a_bare_name_a_shipped_one(
     # a bare name is the shipped config, and a file of that name here is said not read
     assert load_config("quickstart").name == "quickstart"
     assert "./quickstart.toml here is not read" in capsys.readouterr().err
+    # a bare name that is no shipped config, with its .toml here: said how to name it
+    (tmp_path / "my.toml").write_text('name = "my"\n')
+    with pytest.raises(ConfigError, match=r"neither a file nor a shipped config \(.*\); "
+                                          r"\./my\.toml is here: name it 'my\.toml' or \./my$"):
+        load_config("my")
 
 
 def test_a_bad_value_of_the_file_names_the_file_and_one_of_an_override_does_not(

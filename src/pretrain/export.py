@@ -11,9 +11,10 @@ import shutil
 from pathlib import Path
 
 from .config import ConfigError, PretrainError
+from .log import log0
 from .model import hf as model_hf
 from .model import io
-from .rundir import changed_upstream, read_manifest, verify_folder, write_failure
+from .rundir import CHECKSUMS, changed_upstream, read_manifest, verify_folder, write_failure
 from .tokenizer import hf as tok_hf
 from .tokenizer.files import load_tokenizer, run_tokenizer
 
@@ -55,6 +56,8 @@ def export_run(source: Path, out: Path) -> Path:
                           f"{io.CONFIG}{io.checkpoint_hint(source)}")
     tok_path = run_tokenizer(folder)
     _check_trained_on(folder)
+    if (folder / ".metadata").is_file() and not (folder / CHECKSUMS).is_file():
+        log0(f"export: note: {folder} has no {CHECKSUMS}: its files are exported unverified")
     for written in [folder] + ([tok_path.parent] if tok_path else []):
         damaged = verify_folder(written)
         if damaged:

@@ -421,7 +421,7 @@ def test_rotation_survives_a_damaged_state_file_and_a_half_removed_checkpoint(tm
         state.save(tmp_path / "blocked", 1, MODEL, model, opt, {}, 2, dist)
 
 
-def test_a_checkpoint_is_a_model_folder_for_export_and_init_from(tokens, tmp_path):
+def test_a_checkpoint_is_a_model_folder_for_export_and_init_from(tokens, tmp_path, capsys):
     """A resumable checkpoint (DCP shards + model_config.json) loads as a model: its
     weights consolidated in one process, as `pretrain export` and `train.init_from` do."""
     t = Trainer(_cfg(steps=4, checkpoint_every=0), Transformer(MODEL), tokens,
@@ -436,6 +436,11 @@ def test_a_checkpoint_is_a_model_folder_for_export_and_init_from(tokens, tmp_pat
     again = hf.import_hf(out)
     for name, value in loaded.state_dict().items():
         assert torch.equal(again.state_dict()[name], value), name
+    # without its checksums: exported, said unverified (it said nothing)
+    (ckpt / "checksums.json").unlink()
+    export_run(ckpt, tmp_path / "hf2")
+    assert f"{ckpt} has no checksums.json: its files are exported unverified" in \
+        capsys.readouterr().err
 
 
 def test_a_stop_signal_is_taken_at_a_skipped_step_and_resumes_exactly(tokens, tmp_path,

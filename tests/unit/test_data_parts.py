@@ -160,3 +160,13 @@ def test_small_files_share_a_task_with_the_output_of_a_task_each(tmp_path, monke
     assert len(list((tmp_path / "each").glob("docs-*"))) == 11
     shards = json.loads((tmp_path / "grouped" / "shards.json").read_text())
     assert [len(s["inputs"]) for s in shards.values()] == [4, 2, 1, 4]
+
+
+def test_compressed_inputs_count_as_the_text_they_hold_for_workers(tmp_path):
+    """3 MB of .zst (~12 MB of text) ran in one process, its size on disk under the 8 MB
+    below which workers cost more than they save."""
+    plain, packed = tmp_path / "a.jsonl", tmp_path / "a.jsonl.zst"
+    for p in (plain, packed):
+        p.write_bytes(b"x" * (3 << 20))
+    assert executor._small([runner.Task(0, 0, [str(plain)])])
+    assert not executor._small([runner.Task(0, 0, [str(packed)])])

@@ -2,10 +2,12 @@
 model from whatever a user points at (a run, its ``train/`` folder, a resumable
 checkpoint, a Hugging Face directory through ``hf.py``'s conversion table).
 
-Loading never unpickles arbitrary objects: safetensors, DCP tensors and JSON, and DCP's
-``.metadata`` (a pickle in torch's format) through ``SafeReader``, which builds only DCP's
+Loading never unpickles arbitrary objects: safetensors, DCP tensors and JSON; DCP's
+``.metadata`` (a pickle in torch's format) through ``safe_reader``, which builds only DCP's
 own metadata classes (a checkpoint whose ``.metadata`` names anything else, such as
-``os.system``, is refused before anything of it runs). A folder of ours holds::
+``os.system``, is refused before anything of it runs), and DCP's non-tensor entries (torch
+``save`` blobs) through ``safe_planner``'s ``torch.load(weights_only=True)``. A folder of
+ours holds::
 
     model.safetensors   the weights, each tied tensor once
     model_config.json   the ModelConfig (``dataclasses.asdict``)
@@ -178,6 +180,24 @@ def safe_reader(folder: Path) -> Any:
     return SafeReader(str(folder))
 
 
+def safe_planner() -> Any:
+    """DCP's load planner, its non-tensor entries (an optimizer's lr, betas: ``torch.save``
+    blobs in the ``.distcp`` files) read by ``torch.load(weights_only=True)``: torch's
+    reads them with ``weights_only=False``, so a doctored entry ran code too."""
+    from torch.distributed.checkpoint import DefaultLoadPlanner
+    from torch.distributed.checkpoint._nested_dict import set_element
+
+    class SafePlanner(DefaultLoadPlanner):
+        def load_bytes(self, read_item: Any, value: Any) -> None:
+            loaded = torch.load(value, weights_only=True)
+            if self.flatten_state_dict:
+                set_element(self.original_state_dict,
+                            self.mappings[read_item.dest_index.fqn], loaded)
+            else:
+                self.state_dict[read_item.dest_index.fqn] = loaded
+    return SafePlanner()
+
+
 def consolidated(folder: Path) -> dict[str, torch.Tensor]:
     """The whole model state dict (CPU) of a DCP checkpoint, read by this process alone."""
     import torch.distributed.checkpoint as dcp
@@ -189,7 +209,7 @@ def consolidated(folder: Path) -> dict[str, torch.Tensor]:
     try:
         with one_process_dcp():
             dcp.load({"model": sd}, checkpoint_id=folder, storage_reader=safe_reader(folder),
-                     no_dist=True)
+                     planner=safe_planner(), no_dist=True)
     # DCP's CheckpointException (a BaseException) wraps what went wrong on read
     except (Exception, CheckpointException) as e:
         raise ConfigError(f"{folder}: unreadable checkpoint: {str(e).strip().splitlines()[-1][:300]}") from None

@@ -32,6 +32,7 @@ import contextlib
 import json
 import math
 import os
+import pickle
 import shutil
 from pathlib import Path
 from typing import Any
@@ -277,11 +278,22 @@ def load(ckpt: Path, model: nn.Module, opt: torch.optim.Optimizer,
     the degrees this run trains with (each rank takes back its own generator only under
     the layout that saved them)."""
     model_sd = get_model_state_dict(model)
-    options = FLAT if _flat(ckpt) else None
-    optim_sd = get_optimizer_state_dict(model, _optimizers(opt), options=options)
-    with contextlib.nullcontext() if d and d.enabled else io.one_process_dcp():
-        dcp.load({"model": model_sd, "optim": optim_sd}, checkpoint_id=ckpt,
-                 storage_reader=io.safe_reader(ckpt), no_dist=not (d and d.enabled))
+    try:
+        options = FLAT if _flat(ckpt) else None
+        optim_sd = get_optimizer_state_dict(model, _optimizers(opt), options=options)
+        with contextlib.nullcontext() if d and d.enabled else io.one_process_dcp():
+            dcp.load({"model": model_sd, "optim": optim_sd}, checkpoint_id=ckpt,
+                     storage_reader=io.safe_reader(ckpt), planner=io.safe_planner(),
+                     no_dist=not (d and d.enabled))
+    # what its checksums did not catch (they were rewritten with it): a one-line error
+    except (pickle.UnpicklingError, CheckpointException) as e:   # DCP's is a BaseException
+        if isinstance(e, CheckpointException) and any(
+                isinstance(f[0] if isinstance(f, tuple) else f, KeyboardInterrupt)
+                for f in e.failures.values()):
+            raise KeyboardInterrupt from e
+        last = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
+        raise PretrainError(f"train: {ckpt}: unreadable checkpoint ({last}); move it aside to "
+                            "resume from the one before it") from None
     set_model_state_dict(model, model_sd)
     # the config's settings of each group stay: the flat state gives a group those of its
     # first parameter's group in the checkpoint, and a parameter that changed group (GPT-2's

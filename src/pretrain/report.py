@@ -148,15 +148,22 @@ def _unfinished(root: Path) -> str:
     stop = _stopped(folder) if folder else None
     if stop:   # a divergence or a streak of bad steps it could not roll back from
         kept = f"checkpoints up to step {latest:,}" if latest is not None else "no checkpoint"
-        return f"stopped at step {stop['step']}: {stop['reason']} ({kept}; see Training)"
-    return f"not complete (checkpoints up to step {latest:,}; a rerun resumes)" \
-        if latest is not None else "not run"
+        return f"stopped at step {stop['step']:,}: {stop['reason']} ({kept}; see Training)"
+    if latest is not None:
+        return f"not complete (checkpoints up to step {latest:,}; a rerun resumes)"
+    ran = folder is not None and any((folder / f).is_file() for f in ("log.jsonl",
+                                                                      "events.jsonl"))
+    return "not complete (no checkpoint: a rerun starts over)" if ran else "not run"
 
 
 def _stopped(folder: Path) -> dict[str, Any] | None:
-    """The stability event that stopped the run training in ``folder``, if one did."""
+    """The stability event that stopped the run training in ``folder``, if one did (and
+    no later attempt got past it: a rerun killed further on leaves the old events)."""
     events = _jsonl(folder / "events.jsonl", ("step", "reason", "action"))
-    return events[-1] if events and events[-1]["action"] == "stopped" else None
+    if not events or events[-1]["action"] != "stopped":
+        return None
+    latest = _latest_checkpoint(folder)
+    return events[-1] if latest is None or latest < events[-1]["step"] else None
 
 
 def _last_training(root: Path) -> Path | None:

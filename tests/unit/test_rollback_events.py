@@ -91,3 +91,17 @@ def test_a_streak_before_the_first_checkpoint_says_what_would_have_kept_one(toke
     with pytest.raises(PretrainError, match=r"no checkpoint was written before it \(the first "
                                             r"comes at step 8; a smaller train.checkpoint_every"):
         _run(tokens, tmp_path / "a", tmp_path / "ckpt")
+
+
+def test_a_divergence_found_at_the_first_checkpoints_step_says_none_was_written(
+        tokens, tmp_path, monkeypatch):
+    """Found at step 8 = checkpoint_every, before that step's checkpoint is written, it
+    said "no checkpoint is left", as if one had been removed."""
+    real = DivergenceMonitor.observe
+
+    def observe(self, step, loss):
+        return ("divergence: forced", 0) if step == 8 else real(self, step, loss)
+    monkeypatch.setattr(DivergenceMonitor, "observe", observe)
+    with pytest.raises(PretrainError, match=r"training diverged at step 8 .* no checkpoint was "
+                                            r"written before it \(the first comes at step 8;"):
+        _run(tokens, tmp_path / "a", tmp_path / "ckpt")

@@ -76,10 +76,13 @@ class HuggingFaceSource(SourceConfig):
         if not self.name:
             raise ConfigError("name: a huggingface source needs a dataset name (or 'parquet' "
                               "/ 'json' with data_files)")
-        if not self._is_folder():   # relative to the current directory, see config.PATH
-            self.data_files = [absolute(p) for p in self.data_files]
-        else:   # relative to the folder, as datasets joins them; "~" is no folder's
-            self.data_files = [expand_path(p) for p in self.data_files]
+        try:
+            if not self._is_folder():   # relative to the current directory, see config.PATH
+                self.data_files = [absolute(p) for p in self.data_files]
+            else:   # relative to the folder, as datasets joins them; "~" is no folder's
+                self.data_files = [expand_path(p) for p in self.data_files]
+        except ConfigError as e:   # an unset variable
+            raise ConfigError(f"data_files: {e}") from None
 
     def _is_folder(self) -> bool:
         """``name`` is a dataset folder here (a packaged builder's name never is)."""

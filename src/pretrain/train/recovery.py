@@ -66,13 +66,13 @@ class Recovery:
         if self._bar is not None:
             self._bar.update(self.step - self._bar.n)
 
-    def _no_checkpoint(self, before: int | None = None) -> str:
-        """Why there is no checkpoint to roll back to (from ``before`` or earlier), with
-        what would have kept one."""
+    def _no_checkpoint(self, saved: int) -> str:
+        """Why there is no checkpoint to roll back to, the steps up to ``saved`` having had
+        their chance to be saved, with what would have kept one."""
         every = self.cfg.checkpoint_every
         if not every:
             return "there is no checkpoint to roll back to (train.checkpoint_every = 0)"
-        if (before if before is not None else self.step) < every:
+        if saved < every:
             return (f"no checkpoint was written before it (the first comes at step {every}; "
                     "a smaller train.checkpoint_every keeps an earlier one)")
         return "no checkpoint is left to roll back to"
@@ -94,7 +94,7 @@ class Recovery:
             assert self.monitor is not None
             self.monitor.event(rec)
             raise Diverged(f"training diverged at step {rec['step']} ({rec['reason']}) and "
-                           f"{self._no_checkpoint() if ckpt is None else 'the rollback budget is spent'}; "
+                           f"{self._no_checkpoint(self.step) if ckpt is None else 'the rollback budget is spent'}; "
                            "lower train.lr or raise train.warmup_steps")
         bad_pos = self.data_pos
         # a divergence's lower learning rate holds past a checkpoint saved before it
@@ -142,7 +142,7 @@ class Recovery:
                            "raise train.keep_last to keep more)")
         if ckpt is None or self.rollbacks >= cfg.max_rollbacks:
             why = ("train.on_divergence = 'stop'" if cfg.on_divergence == "stop" else
-                   self._no_checkpoint() if ckpt is None
+                   self._no_checkpoint(self.step - 1) if ckpt is None   # (this one's is not yet)
                    else "the rollback budget (train.max_rollbacks) is spent")
             rec["action"] = "stopped"
             self.events.append(rec)

@@ -21,6 +21,16 @@ from pretrain.tokenizer.config import BOS, EOS, TokenizeConfig, TokenizerConfig
 from ..conftest import shared_data
 
 
+def _written(p: Path, raw: bytes) -> Path:
+    """``raw`` written to ``p``, through gzip or zstd as its name says."""
+    if p.name.endswith("gz"):
+        raw = gzip.compress(raw)
+    elif p.name.endswith("zst"):
+        raw = pytest.importorskip("zstandard").ZstdCompressor().compress(raw)
+    p.write_bytes(raw)
+    return p
+
+
 def _read(src):
     items = list(src.read())
     return [i for i in items if isinstance(i, Document)], [i for i in items if isinstance(i, Skip)]
@@ -400,12 +410,7 @@ def test_a_line_over_max_record_bytes_is_read_past_not_held(tmp_path: Path, ext:
     body = "".join(json.dumps({"id": f"a{i}", "text": f"record {i}"}) + "\n" for i in range(3))
     body += huge + "\n" + json.dumps({"id": "after", "text": "still read"}) + "\n"
     raw = body.encode()
-    if ext.endswith("gz"):
-        raw = gzip.compress(raw)
-    elif ext.endswith("zst"):
-        raw = pytest.importorskip("zstandard").ZstdCompressor().compress(raw)
-    p = tmp_path / f"docs.{ext}"
-    p.write_bytes(raw)
+    p = _written(tmp_path / f"docs.{ext}", raw)
     tracemalloc.start()
     try:
         docs, skips = _read(LocalSource(paths=[str(p)], max_record_bytes=1 << 16))
@@ -427,12 +432,7 @@ def test_max_record_bytes_is_the_record_without_its_line_break(tmp_path: Path, e
     lines = [json.dumps({"id": f"r{i}", "text": "x" * (cap - 25 + i)}) for i in range(3)]
     assert [len(x) for x in lines] == [cap - 1, cap, cap + 1]
     raw = ("\n".join(lines[:2]) + "\r\n" + lines[2] + "\n" + lines[0] + "\r\n").encode()
-    if ext.endswith("gz"):
-        raw = gzip.compress(raw)
-    elif ext.endswith("zst"):
-        raw = pytest.importorskip("zstandard").ZstdCompressor().compress(raw)
-    p = tmp_path / f"docs.{ext}"
-    p.write_bytes(raw)
+    p = _written(tmp_path / f"docs.{ext}", raw)
     docs, skips = _read(LocalSource(paths=[str(p)], max_record_bytes=cap))
     assert [d.id for d in docs] == ["r0", "r1", "r0"]
     assert [(s.reason, s.detail) for s in skips] == [

@@ -145,8 +145,8 @@ def file_lines(p: Path, cap: int = 0, split: int = 0) -> Iterator[bytes | int]:
     """The file's lines as bytes (decoded per line by the caller, so that one bad line
     costs one record), through gzip or zstd by extension. With ``cap``, a line longer than
     that (its line break not counted) is read past in 1 MB pieces and given as its length
-    (a one-line JSON array of gigabytes is never held whole). With ``split``, a longer line comes in pieces of
-    about that many bytes (for a caller that joins them again)."""
+    (a one-line JSON array of gigabytes is never held whole). With ``split``, a longer
+    line comes in pieces of about that many bytes (for a caller that joins them again)."""
     name = p.name.lower()
     if name.endswith(".zst"):
         yield from _zstd_lines(p, cap, split=split)

@@ -193,6 +193,9 @@ def expand_path(path: str) -> str:
         return home
     expanded = os.path.expandvars(home)
     unset = _ENV_VAR.search(expanded)
+    if unset and not re.fullmatch(r"\$(\w+|\{\w+\})", unset.group()):   # ${X:-d}, ${X%.gz}
+        raise ConfigError(f"{path!r}: {unset.group()} is a shell form not read here: only $NAME "
+                          "and ${NAME} are expanded")
     if unset:
         raise ConfigError(f"{path!r} names the environment variable {unset.group()}, which is "
                           "not set here")

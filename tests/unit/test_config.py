@@ -344,6 +344,10 @@ def test_environment_variables_in_paths_are_expanded_or_named_when_unset(tmp_pat
     with pytest.raises(ConfigError, match=r"runs_dir: '\$NOT_SET_HERE/r' names the environment "
                                           r"variable \$NOT_SET_HERE, which is not set here"):
         load_config("c.toml", [("runs_dir", "$NOT_SET_HERE/r")])
+    monkeypatch.setenv("SET_HERE", "x")   # a shell form is no unset variable
+    with pytest.raises(ConfigError, match=r"'\$\{SET_HERE:-/d\}/r': \$\{SET_HERE:-/d\} is a "
+                                          r"shell form not read here"):
+        load_config("c.toml", [("runs_dir", "${SET_HERE:-/d}/r")])
     # a file of that very name is that file
     (tmp_path / "$NOT_SET_HERE").mkdir()
     assert load_config("c.toml", [("runs_dir", "$NOT_SET_HERE")]).runs_dir == \

@@ -73,6 +73,13 @@ def _fsync_tree(folder: Path) -> None:
         fsync(p)
 
 
+def _interrupted(e: BaseException) -> bool:
+    """Whether ``e`` is DCP's wrapping of a Ctrl-C on some rank (not a failed read or write)."""
+    return isinstance(e, CheckpointException) and any(
+        isinstance(f[0] if isinstance(f, tuple) else f, KeyboardInterrupt)
+        for f in e.failures.values())
+
+
 def _optimizers(opt: torch.optim.Optimizer) -> Any:
     """Several optimizers stepped as one (``optim.Optimizers``) are saved as the list."""
     return getattr(opt, "optimizers", opt)
@@ -122,9 +129,7 @@ def save(folder: Path, step: int, model_cfg: ModelConfig, model: nn.Module,
     except (Exception, CheckpointException) as e:   # DCP's is a BaseException
         if d.rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, CheckpointException) and any(
-                isinstance(f[0] if isinstance(f, tuple) else f, KeyboardInterrupt)
-                for f in e.failures.values()):
+        if _interrupted(e):
             raise KeyboardInterrupt from e   # Ctrl-C, which DCP wraps: no failed write
         before = [c for c in complete(folder) if c != final]
         kept = (f"the checkpoint before it, {before[-1]}, is intact" if before
@@ -287,9 +292,7 @@ def load(ckpt: Path, model: nn.Module, opt: torch.optim.Optimizer,
                      no_dist=not (d and d.enabled))
     # what its checksums did not catch (they were rewritten with it): a one-line error
     except (pickle.UnpicklingError, CheckpointException) as e:   # DCP's is a BaseException
-        if isinstance(e, CheckpointException) and any(
-                isinstance(f[0] if isinstance(f, tuple) else f, KeyboardInterrupt)
-                for f in e.failures.values()):
+        if _interrupted(e):
             raise KeyboardInterrupt from e
         last = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
         raise PretrainError(f"train: {ckpt}: unreadable checkpoint ({last}); move it aside to "

@@ -33,7 +33,15 @@ from .eval import files as eval_files
 from .eval import tasks as eval_tasks
 from .log import log0
 from .run_config import RunConfig
-from .rundir import MANIFEST, RunDir, StageRun, changed_outputs, load_manifest, verify_files
+from .rundir import (
+    MANIFEST,
+    RunDir,
+    StageRun,
+    changed_outputs,
+    load_manifest,
+    other_train_checkpoints,
+    verify_files,
+)
 from .train.config import check_layout
 
 T = TypeVar("T")
@@ -207,10 +215,9 @@ def _plan(cfg: RunConfig, rd: RunDir, stage: stages.Stage, forcing: bool,
         if stage.name == "train" and cfg.train.remove_other_checkpoints:
             # what the train stage does when it runs, done though it does not (the flag is
             # not in its key: the hint to set it, followed after a completed run, did nothing)
-            for other in sorted(rd.root.glob("checkpoints/train-*")):
-                if other.is_dir() and other.name != f"train-{key}":
-                    shutil.rmtree(other)
-                    log0(f"[train] removed {other} (train.remove_other_checkpoints)")
+            for other in other_train_checkpoints(rd.root / "checkpoints" / f"train-{key}"):
+                shutil.rmtree(other)
+                log0(f"[train] removed {other} (train.remove_other_checkpoints)")
         return {"skip": True}
     _check_inputs(rd, stage)
     ran = (rd.stage_dir(stage.name) / MANIFEST).is_file()   # but its outputs are damaged

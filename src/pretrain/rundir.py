@@ -153,6 +153,12 @@ def _changed(stage_dir: Path, m: dict[str, Any]) -> list[str]:
     return out
 
 
+def other_train_checkpoints(folder: Path) -> list[Path]:
+    """The checkpoint folders of a run's other train configs: those beside ``folder``
+    (``checkpoints/train-<key>``, this config's)."""
+    return sorted(p for p in folder.parent.glob("train-*") if p.is_dir() and p != folder)
+
+
 def honour_umask(path: Path) -> None:
     """Give ``path`` the mode a plain ``open()`` would (0666 less the umask): writers that go
     through a private temporary file (safetensors) leave 0600 whatever the umask."""

@@ -30,7 +30,7 @@ from ..log import log0
 from ..model import io
 from ..model.config import ModelConfig
 from ..model.transformer import Transformer, grow_vocab
-from ..rundir import StageRun, verify_folder
+from ..rundir import StageRun, other_train_checkpoints, verify_folder
 from ..tokenizer.files import first_difference, id_bytes, model_tokens
 from ..tokenizer.shards import TokenShards
 from . import state
@@ -109,7 +109,7 @@ def _checkpoint_lineage(run: StageRun, cfg: TrainConfig, folder: Path, rows: int
     if not (folder / LINEAGE).exists():
         (folder / LINEAGE).write_text(json.dumps({"lineage": lineage, "any_accum": any_accum,
                                                   "train": asdict(cfg)}), encoding="utf-8")
-    others = sorted(p for p in folder.parent.glob("train-*") if p.is_dir() and p != folder)
+    others = other_train_checkpoints(folder)
     if cfg.resume and continue_earlier and not state.complete(folder):
         found = continuation(cfg, lineage, others, rows)
         if found is not None:

@@ -145,7 +145,7 @@ def _unfinished(root: Path) -> str:
     of the same config resumes from the latest)."""
     folder = _last_training(root)
     latest = _latest_checkpoint(folder) if folder else None
-    stop = _stopped(folder) if folder else None
+    stop = _stopped(folder, latest) if folder else None
     if stop:   # a divergence or a streak of bad steps it could not roll back from
         kept = f"checkpoints up to step {latest:,}" if latest is not None else "no checkpoint"
         return f"stopped at step {stop['step']:,}: {stop['reason']} ({kept}; see Training)"
@@ -156,13 +156,13 @@ def _unfinished(root: Path) -> str:
     return "not complete (no checkpoint: a rerun starts over)" if ran else "not run"
 
 
-def _stopped(folder: Path) -> dict[str, Any] | None:
+def _stopped(folder: Path, latest: int | None) -> dict[str, Any] | None:
     """The stability event that stopped the run training in ``folder``, if one did (and
-    no later attempt got past it: a rerun killed further on leaves the old events)."""
+    no later attempt got past it, to checkpoint ``latest``: a rerun killed further on
+    leaves the old events)."""
     events = _jsonl(folder / "events.jsonl", ("step", "reason", "action"))
     if not events or events[-1]["action"] != "stopped":
         return None
-    latest = _latest_checkpoint(folder)
     return events[-1] if latest is None or latest < events[-1]["step"] else None
 
 
@@ -341,7 +341,8 @@ def _train(root: Path) -> str:
         # a run stopped before its first log record still has its events
         if not folder or not (log or (folder / "events.jsonl").is_file()):
             return NOT_RUN
-        latest, stop = _latest_checkpoint(folder), _stopped(folder)
+        latest = _latest_checkpoint(folder)
+        stop = _stopped(folder, latest)
         kept = f"checkpoints up to step {latest:,}" + ("" if stop else ": a rerun resumes") \
             if latest is not None else "no checkpoint" + ("" if stop else ": a rerun starts over")
         logged = f"logged up to step {log[-1]['step']:,}" if log else "nothing logged"

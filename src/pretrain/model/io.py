@@ -137,7 +137,7 @@ def one_process_dcp() -> Iterator[None]:
 
 
 # what a DCP ``.metadata`` pickle may name: torch's metadata records, dtypes, sizes, layouts
-# and paths (``_metadata_globals``)
+# and paths (the names torch 2.13's saves use, DTensor and ShardedTensor ones included)
 _DCP_CLASSES = {
     "torch.distributed.checkpoint.metadata": {
         "Metadata", "TensorProperties", "MetadataIndex", "StorageMeta", "TensorStorageMetadata",

@@ -299,3 +299,45 @@ def test_training_settings_a_loaded_tokenizer_does_not_take_are_said():
     # a .tiktoken file takes the config's special tokens and pattern; defaults say nothing
     assert unused_settings(TokenizerConfig(pretrained="/x/a.tiktoken", pattern="gpt2"), tok) == []
     assert unused_settings(TokenizerConfig(pretrained="/x/tokenizer.json"), tok) == []
+
+
+@pytest.mark.parametrize("spec, marks", [
+    ("", 1),                                            # GPT-2: <|endoftext|> is BOS and EOS
+    ("llama3:", 2),                                     # Llama-3: its own BOS and EOS
+])
+def test_shards_put_one_mark_between_documents_when_bos_is_eos(tmp_path: Path, spec: str,
+                                                               marks: int):
+    """GPT-2 was trained on documents joined by one <|endoftext|>; BOS ... EOS of one id
+    wrote it twice at every boundary, a token the model learns to predict for nothing."""
+    import numpy as np
+
+    from pretrain.tokenizer import shards
+    from pretrain.tokenizer.config import TokenizeConfig
+    where = {"": "tokenizers/gpt2", "llama3:": "tokenizers/llama3/tokenizer.model"}[spec]
+    tok = pretrained.load(spec + str(shared_data(where)), "", [], "", "")
+    texts = _web_texts(12)
+    docs = [{"id": f"d{i}", "domain": "web", "text": t} for i, t in enumerate(texts)]
+    counts: dict = {}
+    shards.run(TokenizeConfig(val_fraction=0.01, min_val_docs=2), tok, iter(docs), ["web"],
+               tmp_path, counts)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta["doc_layout"] == ("bos,text" if marks == 1 else "bos,text,eos")
+    for split in ("train", "val"):
+        ts = shards.TokenShards(tmp_path, split)
+        stream = np.concatenate([np.asarray(a) for a in ts.shards]).tolist()
+        specials = {tok.bos_id, tok.eos_id}
+        # every boundary is `marks` special ids; none is ever doubled beyond that
+        runs, n = [], 0
+        for t in stream:
+            if t in specials:
+                n += 1
+            elif n:
+                runs.append(n)
+                n = 0
+        assert runs[0] == 1 and set(runs[1:]) == {marks}   # the stream's BOS, then boundaries
+        for toks, _ in ts.documents():   # each document starts with BOS: what eval expects
+            assert toks[0] == tok.bos_id
+            body = np.asarray(toks[1:len(toks) - (marks - 1)]).tolist()
+            assert tok.decode(body) in texts and tok.bos_id not in body
+        assert ts.n_tokens == counts[split]["tokens"] == len(stream)
+        assert sum(counts[split]["tokens_per_domain"].values()) == len(stream)

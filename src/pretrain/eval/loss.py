@@ -1,6 +1,6 @@
 """Held-out loss, perplexity and bits-per-byte, overall and per data domain.
 
-Each domain's validation documents are concatenated (they already carry BOS/EOS) and cut
+Each domain's validation documents are concatenated (each starts with its BOS) and cut
 into windows (``scoring.windows``), so every token after the first is predicted exactly
 once, with between 1 and seq_len tokens of context. The same windows serve the
 training loop's periodic evaluation and the eval stage. With ``eval.max_tokens_per_domain``

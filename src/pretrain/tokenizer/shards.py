@@ -11,7 +11,10 @@ Layout of the ``tokenize/`` stage folder::
     tokenizer.json               the tokenizer that wrote the shards (its token byte
                                  lengths give bits per byte without the tokenizer stage)
 
-Each document is stored as ``BOS, tokens..., EOS``. The train/val split is decided by a
+Each document is stored as ``BOS, tokens..., EOS``; when BOS and EOS are one id (GPT-2's
+and dolma2's ``<|endoftext|>``) as ``BOS, tokens...``, so that one mark, not two, separates
+documents, as those tokenizers' models were trained (``meta.json``'s ``doc_layout``; the
+split's last document then has no end mark). The train/val split is decided by a
 hash of the document id, so it does not depend on order or on the other documents;
 besides, each domain's documents go to val (in data-stage order) while it has fewer than
 ``min_val_docs`` held-out ones, so that per-domain metrics exist: its first ones, in one
@@ -138,15 +141,17 @@ def run(cfg: TokenizeConfig, tok: TextTokenizer, docs: Iterator[dict[str, Any]],
     per_license: dict[str, dict[str, int]] = {s: {} for s in writers}  # "" = none given
     split_of = Splitter(cfg.val_fraction, cfg.min_val_docs)
     threads = cfg.num_threads or (os.cpu_count() or 1)
+    ends = [] if tok.bos_id == tok.eos_id else [tok.eos_id]   # one mark between documents
     with Progress("tokenize", total=total_docs, unit="docs") as bar:
         for batch in _batches(docs, cfg.batch_docs):
             encoded = tok.encode_batch([d["text"] for d in batch], num_threads=threads)
             for d, ids in zip(batch, encoded, strict=True):
                 split = split_of(d)
-                writers[split].write([tok.bos_id, *ids, tok.eos_id], dom_index[d["domain"]])
-                per_domain[split][d["domain"]] += len(ids) + 2
+                framed = [tok.bos_id, *ids, *ends]
+                writers[split].write(framed, dom_index[d["domain"]])
+                per_domain[split][d["domain"]] += len(framed)
                 lic = d.get("meta", {}).get("license", "")
-                per_license[split][lic] = per_license[split].get(lic, 0) + len(ids) + 2
+                per_license[split][lic] = per_license[split].get(lic, 0) + len(framed)
             bar.update(len(batch))
     splits = {s: w.close() for s, w in writers.items()}
     for s, info in splits.items():
@@ -166,6 +171,7 @@ def run(cfg: TokenizeConfig, tok: TextTokenizer, docs: Iterator[dict[str, Any]],
                                f"val_fraction={cfg.val_fraction}; use more data or change it")
     meta = {"format": FORMAT, "dtype": dtype.name, "vocab_size": tok.vocab_size,
             "vocab_hash": tok.vocab_hash(), "bos_id": tok.bos_id, "eos_id": tok.eos_id,
+            "doc_layout": "bos,text,eos" if ends else "bos,text",
             "domains": domains, "splits": splits, "split_rule": split_of.rule()}
     (out / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     tok.save(out / TOKENIZER)  # the shards carry the tokenizer that wrote them

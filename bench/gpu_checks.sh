@@ -27,7 +27,7 @@
 # tests of `gputests` ran in 75 s (4 workers). Done: lagged, fp8. Later that day (torch
 # 2.11): `inductor` ran the reference in 67.7 ms and ours 68.1 (0.99x), then ours under
 # coordinate-descent tuning did not finish compiling in 140 s; `suite 250 10` got through
-# 98% in 250 s: every CUDA test passed, seven others failed (tests that assumed a CPU run,
+# 98% in 250 s: every CUDA test passed, eight others failed (tests that assumed a CPU run,
 # torch 2.11's pipelining and first-run memory, sentencepiece 0.2.2), all since fixed.
 # Next: profile, inductor with a limit of 300 s, fp8 at 0.76B, the suite (-n 12, 300 s).
 set -u

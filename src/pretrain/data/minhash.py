@@ -2,7 +2,7 @@
 clustering one band at a time.
 
 Parameters are FineWeb's: word 5-grams of simplified text (lower case, punctuation
-removed, digits folded to 0), 112 hash functions in 14 bands of 8 rows, no Jaccard
+removed, each number folded to one 0), 112 hash functions in 14 bands of 8 rows, no Jaccard
 verification, transitive clusters, one document kept per cluster (here: the first in
 input order, so the result does not depend on the number of worker processes).
 

@@ -97,10 +97,11 @@ def test_epoch_limit_stops_a_domain_once_its_passes_are_used(train_shards, capsy
     assert "max_epochs" not in capsys.readouterr().err
     assert w.weights(limit_step + 1)[0] == 0.0
     assert _share_high(w.batch(limit_step + 1, 0, rows)[0]) == 0.0
-    # the step it stops at is logged, once
+    # the step it stops at is logged, once: the step the cap was reached, not the first
+    # one asked after it (a resumed run's first step; it said {limit_step + 1} here)
     err = capsys.readouterr().err
     assert err.count("domain 'high' is at its max_epochs = 1 from data position "
-                     f"{limit_step + 1} on") == 1
+                     f"{limit_step} on") == 1
     # the uncapped domain, drawn many times over, is said at the start (it was not)
     w.say_repeats()
     low = w.epochs(1000)["low"]
@@ -210,6 +211,24 @@ def test_a_domain_left_out_or_weighted_0_is_said_and_counted(train_shards, capsy
     assert "never draws" not in capsys.readouterr().err
 
 
+def test_a_phase_after_the_last_step_is_said_and_its_domain_never_drawn(train_shards, capsys):
+    """Steps run 0 .. train.steps - 1: a phase from 0.99 of 40 steps would start at step 40,
+    which is never trained (the check looked at step 40 too, and said nothing)."""
+    mix = [MixtureEntry("high", phase_weights=[1.0, 0.0]), MixtureEntry("low", phase_weights=[0.0, 1.0])]
+    w = MixtureWindows(train_shards, 16, 0, mix, 40, 8, [0.0, 0.99])
+    err = capsys.readouterr().err
+    assert "mixture phase(s) 1 (from 0.99 of the run) get no step of train.steps = 40" in err
+    assert "never draws from 'low' (weighted 0 throughout)" in err
+    assert w.epochs(40)["low"] == 0.0
+    # two starts within one step: the first of them is left with none
+    MixtureWindows(train_shards, 16, 0, [MixtureEntry("high", phase_weights=[1.0, 2.0, 3.0])],
+                   10, 8, [0.0, 0.52, 0.55])
+    err = capsys.readouterr().err
+    assert "phase(s) 1 (from 0.52 of the run) get no step of train.steps = 10" in err
+    MixtureWindows(train_shards, 16, 0, mix, 40, 8, [0.0, 0.975])   # starts at step 39
+    assert "get no step" not in capsys.readouterr().err
+
+
 def test_a_mixture_that_runs_out_is_found_before_the_first_step(train_shards):
     mix = [MixtureEntry("high", max_epochs=0.5), MixtureEntry("low", max_epochs=0.25)]
     w = MixtureWindows(train_shards, 16, 0, mix, 1000, 8)
@@ -251,6 +270,8 @@ def test_epochs_count_a_capped_domain_up_to_its_cap(train_shards):
     ({"mixture_phases": [0.0, 0.5], "mixture": [{"domain": "a"}]}, "no \\[\\[train.mixture"),
     ({"mixture_phases": [0.0, 0.5], "mixture": [{"domain": "a", "phase_weights": [1, 2],
                                                  "weight_end": 0.0}]}, "not both"),
+    ({"mixture_phases": [0.0, 0.5], "mixture": [{"domain": "a", "phase_weights": [-1, 1]}]},
+     r"^mixture.0.phase_weights must be >= 0 \(domain 'a'\)$"),
     ({"mixture": [{"domain": "a"}, {"domain": "b"}, {"domain": "a", "weight": 2.0}]},
      r"names domain\(s\) \['a'\] more than once"),
     ({"time_budget_s": 60, "mixture": [{"domain": "a", "weight_end": 0.0}, {"domain": "b"}]},

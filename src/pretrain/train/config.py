@@ -35,10 +35,10 @@ class MixtureEntry:
         if self.weight < 0 or (self.weight_end < 0 and self.weight_end != -1.0) or self.max_epochs < 0:
             raise ConfigError("weight, weight_end (or -1) and max_epochs must be >= 0")
         if any(w < 0 for w in self.phase_weights):
-            raise ConfigError(f"train.mixture {self.domain!r}: phase_weights must be >= 0")
+            # the loader puts the entry's place (train.mixture.N.) before the field's name
+            raise ConfigError(f"phase_weights must be >= 0 (domain {self.domain!r})")
         if self.phase_weights and self.weight_end != -1.0:
-            raise ConfigError(f"train.mixture {self.domain!r}: phase_weights or weight_end, "
-                              "not both")
+            raise ConfigError(f"phase_weights or weight_end, not both (domain {self.domain!r})")
 
 
 

@@ -20,6 +20,7 @@ generations (``probe_prompts``).
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -119,8 +120,16 @@ class MixtureWindows:
                                   f"seq_len + 1 = {seq_len + 1}")
         # the train domains no entry draws from: never trained on, said once
         self.left_out = [d for d, i in ids.items() if present[i] and d not in parts]
-        raw = self.raw_weights(np.arange(total_steps + 1))
+        trained = np.arange(total_steps)   # the optimizer steps 0 .. train.steps - 1
+        raw = self.raw_weights(trained)
         never = [m.domain for i, m in enumerate(mixture) if not raw[:, i].any()]
+        starts = np.unique(self.phase_of(trained))
+        idle = [k for k in range(len(self.phases)) if k not in starts]
+        if idle and total_steps > 0:
+            log0("train: mixture phase(s) " + ", ".join(
+                f"{k} (from {self.phases[k]:g} of the run)" for k in idle)
+                + f" get no step of train.steps = {total_steps}: a phase starts at step "
+                "ceil(start x train.steps), and the next one or the end comes first")
         if self.left_out or never:
             why = ([f"{', '.join(map(repr, self.left_out))} (no [[train.mixture]] entry)"]
                    * bool(self.left_out)
@@ -164,11 +173,18 @@ class MixtureWindows:
                  f"over train.steps = {self.total_steps}, with no max_epochs to cap "
                  f"{'them' if len(many) > 1 else 'it'}")
 
+    def _progress(self, steps: np.ndarray) -> np.ndarray:
+        return np.minimum(1.0, np.asarray(steps, dtype=np.float64) / max(1, self.total_steps))
+
+    def phase_of(self, steps: np.ndarray) -> np.ndarray:
+        """The ``train.mixture_phases`` index each optimizer step is in."""
+        return np.searchsorted(self.phases, self._progress(steps), side="right") - 1
+
     def raw_weights(self, steps: np.ndarray) -> np.ndarray:
         """(len(steps), domains): the configured weights at these optimizer steps, not
         normalised, before any epoch limit."""
-        progress = np.minimum(1.0, np.asarray(steps, dtype=np.float64) / max(1, self.total_steps))
-        phase = np.searchsorted(self.phases, progress, side="right") - 1
+        progress = self._progress(steps)
+        phase = self.phase_of(steps)
         cols = []
         for m in self.mixture:
             if m.phase_weights:
@@ -187,7 +203,8 @@ class MixtureWindows:
                 if m.domain not in self._capped_said:
                     self._capped_said.add(m.domain)
                     log0(f"train: domain {m.domain!r} is at its max_epochs = {m.max_epochs:g} "
-                         f"from data position {step} on; the other domains share its weight")
+                         f"from data position {self._cap_step(i, step)} on; the other "
+                         "domains share its weight")
         if w.sum() <= 0 and step >= self.total_steps:
             # past the schedule (skipped updates move the data position on; ``check_end``
             # looked up to train.steps): the end's weights, the caps overdrawn a little
@@ -214,6 +231,12 @@ class MixtureWindows:
         n = min(step, self.total_steps + 1)
         drawn = self._cum[n, i] + (step - n) * self._last[i]
         return float(drawn) * self.rows_per_step * self.seq_len
+
+    def _cap_step(self, i: int, step: int) -> int:
+        """The first data position at which domain ``i`` is at its cap (``step``, where
+        it is, or an earlier one: a resumed run first asks after the cap was reached)."""
+        cap = self.mixture[i].max_epochs * self.tokens[self.mixture[i].domain]
+        return bisect.bisect_left(range(step + 1), cap, key=lambda s: self.expected_tokens(i, s))
 
     def epochs(self, steps: int, rows_per_step: int = 0) -> dict[str, float]:
         """Passes over each domain's train tokens that ``steps`` steps draw, expected, with

@@ -64,6 +64,12 @@ class RunConfig:
         if unknown:   # said now, not after the data, tokenizer and tokenize stages ran
             raise ConfigError(f"train.mixture: domain(s) {unknown} are no source's; the "
                               f"data sources' domains are {sorted(labels)}")
+        trained = {src.label() for src in self.data.sources if src.use_for != "val"}
+        held = [m.domain for m in self.train.mixture if m.domain not in trained]
+        if held:   # the data are only held out: training would find no tokens of them
+            raise ConfigError(f"train.mixture: domain(s) {held} come only from sources with "
+                              "use_for = \"val\": held out, never trained on; drop the entry "
+                              "or add a source of that domain to train on")
         check_gate_heads(self.eval.gates, {*RESULT_KEYS, *labels})
         decontam = self.data.decontam
         files = benchmark_files(self.eval) if decontam.enabled and decontam.from_eval else []

@@ -135,6 +135,14 @@ def test_a_mixture_domain_no_source_has_is_refused_with_the_config(tmp_path):
                                           r"source's; the data sources' domains are \['code', "
                                           r"'prose'\]"):
         load_config(None, tiny_overrides(tmp_path, train__mixture='[{domain = "prosee"}]'))
+    # a domain whose sources are all held out: refused now too, saying so (it was refused
+    # after the tokenize stage, listing the very domain among the shards' domains)
+    with pytest.raises(ConfigError, match=r"domain\(s\) \['prose'\] come only from sources "
+                                          r"with use_for = \"val\""):
+        load_config(None, tiny_overrides(tmp_path, data__sources__1__use_for='"val"',
+                                         train__mixture='[{domain = "prose"}]'))
+    load_config(None, tiny_overrides(tmp_path, data__sources__1__use_for='"train"',
+                                     train__mixture='[{domain = "prose"}]'))
 
 
 def test_mixture_in_the_training_stage(tmp_path):

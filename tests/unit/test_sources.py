@@ -575,13 +575,21 @@ def test_a_byte_order_mark_before_the_first_jsonl_record_is_no_error(tmp_path: P
 def test_a_domain_missing_from_a_split_gets_advice_that_fits_the_split(tmp_path: Path, capsys):
     tok = Tokenizer([bytes([i]) for i in range(256)], r"[\s\S]", [BOS, EOS])
     docs = [{"id": f"w{i}", "domain": "web", "text": f"web text {i} " * 20} for i in range(30)]
-    docs += [{"id": "c0", "domain": "code", "text": "x = 1\n" * 40, "split": "val"}]
-    shards.run(TokenizeConfig(val_fraction=0.2), tok, iter(docs), ["web", "code"], tmp_path, {})
+    code = {"id": "c0", "domain": "code", "text": "x = 1\n" * 40}
+    shards.run(TokenizeConfig(val_fraction=0.2), tok, iter([*docs, code]), ["web", "code"],
+               tmp_path, {})
     err = capsys.readouterr().err
     # too few train documents: a larger val share makes it worse, not better
     assert "no train documents for domain(s) ['code']; the model will not train on them " \
         "(lower tokenize.val_fraction or tokenize.min_val_docs (a domain's first 1 " \
         "document(s) are held out), check the source's use_for or add data)" in err
+    # held out whole by its source's use_for = "val": as configured, said as such
+    (tmp_path / "held").mkdir()
+    shards.run(TokenizeConfig(val_fraction=0.2), tok, iter([*docs, {**code, "split": "val"}]),
+               ["web", "code"], tmp_path / "held", {})
+    err = capsys.readouterr().err
+    assert "no train documents" not in err and "domain(s) ['code'] held out whole, as " \
+        "their sources' use_for = \"val\" says: scored, not trained on" in err
 
 
 def test_docs_shards_are_read_in_their_numbers_order_past_99999(tmp_path: Path):

@@ -140,6 +140,7 @@ def run(cfg: TokenizeConfig, tok: TextTokenizer, docs: Iterator[dict[str, Any]],
     per_domain = {s: dict.fromkeys(domains, 0) for s in writers}
     per_license: dict[str, dict[str, int]] = {s: {} for s in writers}  # "" = none given
     split_of = Splitter(cfg.val_fraction, cfg.min_val_docs)
+    chosen: set[str] = set()   # domains with a document the hash or min_val_docs placed
     threads = cfg.num_threads or (os.cpu_count() or 1)
     ends = [] if tok.bos_id == tok.eos_id else [tok.eos_id]   # one mark between documents
     with Progress("tokenize", total=total_docs, unit="docs") as bar:
@@ -147,6 +148,8 @@ def run(cfg: TokenizeConfig, tok: TextTokenizer, docs: Iterator[dict[str, Any]],
             encoded = tok.encode_batch([d["text"] for d in batch], num_threads=threads)
             for d, ids in zip(batch, encoded, strict=True):
                 split = split_of(d)
+                if not d.get("split"):
+                    chosen.add(d["domain"])
                 framed = [tok.bos_id, *ids, *ends]
                 writers[split].write(framed, dom_index[d["domain"]])
                 per_domain[split][d["domain"]] += len(framed)
@@ -157,7 +160,13 @@ def run(cfg: TokenizeConfig, tok: TextTokenizer, docs: Iterator[dict[str, Any]],
     for s, info in splits.items():
         info["tokens_per_domain"] = per_domain[s]
         info["tokens_per_license"] = dict(sorted(per_license[s].items()))
-        empty = [d for d, n in per_domain[s].items() if n == 0]
+        # a domain whose every document is held out by its sources' use_for = "val" has
+        # no train documents by design: not warned about
+        empty = [d for d, n in per_domain[s].items() if n == 0 and (s == "val" or d in chosen)]
+        held = [d for d, n in per_domain[s].items() if n == 0 and d not in empty]
+        if held and info["tokens"]:
+            log0(f"tokenize: domain(s) {held} held out whole, as their sources' use_for = "
+                 "\"val\" says: scored, not trained on")
         if empty and info["tokens"]:
             fix = ("raise tokenize.val_fraction (a use_for = \"train\" source holds none out: "
                    "'auto' or a source with use_for = \"val\")") if s == "val" else \

@@ -406,7 +406,7 @@ def _eval(root: Path, gates: list[str]) -> str:
         if isinstance(r, dict) and "loss" in r and "ppl" in r:
             lines.append(f"| {d} | {r['loss']:.4f} | {r['ppl']:.2f} | {r.get('bpb', float('nan')):.4f} "
                          f"| {r.get('tokens', 0):,} |")
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n" + _unscored(root, res)
     if res.get("baselines"):
         b = res["baselines"]
         text += (f"\nN-gram baselines (counted on {b['train_tokens']:,} training tokens, "
@@ -426,6 +426,20 @@ def _eval(root: Path, gates: list[str]) -> str:
             failed = check([g], res)
             text += f"- {failed[0]}: FAILED\n" if failed else f"- {g}: passed\n"
     return text
+
+
+def _unscored(root: Path, res: dict[str, Any]) -> str:
+    """A line naming the domains trained on that the table leaves out: the tokenize
+    stage held out none of their documents, so nothing scores them."""
+    meta = _json(root / "tokenize" / "meta.json")
+    try:
+        trained = meta["splits"]["train"]["tokens_per_domain"]
+        held = meta["splits"]["val"]["tokens_per_domain"]
+        missing = [d for d, n in trained.items() if n and not held.get(d) and d not in res]
+    except (TypeError, KeyError, AttributeError):   # no shards, or written before the counts
+        return ""
+    return (f"\nNot scored: {', '.join(missing)} (trained on, with no held-out documents; "
+            "raise tokenize.min_val_docs or val_fraction).\n") if missing else ""
 
 
 def _samples(root: Path) -> str:

@@ -1,3 +1,4 @@
+import json
 import math
 from pathlib import Path
 
@@ -96,3 +97,24 @@ def test_domain_windows_are_capped_per_domain_and_cover_a_one_window_split(tmp_p
     val.documents = documents
     assert [w.tolist() for w in domain_windows(val, 4, 8)["b"]] == \
         [w.tolist() for w in capped["b"]]
+
+
+def test_the_report_names_trained_domains_nothing_scores(tmp_path):
+    """A domain trained on with no held-out documents has no row in the held-out table;
+    the report said nothing of it (the tokenize stage's warning alone did)."""
+    from pretrain.report import _eval
+    (tmp_path / "tokenize").mkdir()
+    (tmp_path / "eval").mkdir()
+    splits = {"train": {"tokens_per_domain": {"web": 900, "books": 500, "stories": 700}},
+              "val": {"tokens_per_domain": {"web": 0, "books": 0, "stories": 90}}}
+    (tmp_path / "tokenize" / "meta.json").write_text(json.dumps({"splits": splits}))
+    row = {"loss": 2.0, "ppl": 7.39, "bpb": 1.1, "tokens": 90}
+    (tmp_path / "eval" / "results.json").write_text(json.dumps({"all": row, "stories": row}))
+    text = _eval(tmp_path, [])
+    assert "| stories | 2.0000 |" in text
+    assert "Not scored: web, books (trained on, with no held-out documents;" in text
+    splits["val"]["tokens_per_domain"] = {"web": 5, "books": 5, "stories": 90}
+    (tmp_path / "tokenize" / "meta.json").write_text(json.dumps({"splits": splits}))
+    assert "Not scored" not in _eval(tmp_path, [])
+    (tmp_path / "tokenize" / "meta.json").write_text("{junk")   # damaged: the table alone
+    assert "| stories |" in _eval(tmp_path, [])

@@ -359,7 +359,7 @@ def _train(root: Path) -> str:
             ("tokens/s", _num(c.get("tok_per_s"), "{:,.0f}")),
             ("MFU, over the timed steps / median of the log records",
              f"{_num(c.get('mfu'), '{:.1%}')} / {_num(c.get('mfu_median'), '{:.1%}')}"),
-            ("matmul peak", _num(c.get("peak_gflops"), "{:,.0f} GFLOP/s")),
+            ("matmul peak", _num(c.get("peak_gflops"), "{:,.1f} GFLOP/s")),
             ("passes over each domain", ", ".join(f"{d} {e:.2f}" for d, e in
                                                    c.get("epochs", {}).items()) or None),
             ("skipped steps / rollbacks", f"{c.get('skipped_steps')} / {c.get('rollbacks')}"),

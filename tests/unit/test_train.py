@@ -324,8 +324,16 @@ def test_the_grad_accum_hint_is_only_for_a_run_that_starts_over(tmp_path, capsys
     assert "keep train.grad_accum = 1 with 8 rows a micro-step" in err
     checkpoint(tmp_path / "train-b", 20)
     err = launch(two, tmp_path / "train-b")   # resumes its own step 20: listed, no hint
-    assert "checkpoints of another config of this run" in err and "train.grad_accum" not in err
+    assert "checkpoints of another config of this run" in err and "keep train.grad_accum" not in err
     assert "train-a (1 checkpoint, latest step 10, " in err   # it said "1 checkpoints"
+    # each listing says what differs (a change of optimizer alone started over unexplained)
+    assert "MB, trained with another train.batch_size, train.grad_accum)" in err
+    launch(TrainConfig(grad_accum=2, batch_size=8, optimizer="muon"), tmp_path / "train-m")
+    checkpoint(tmp_path / "train-m", 5)
+    assert "MB, trained with another train.optimizer)" in launch(two, tmp_path / "train-b")
+    launch(two, tmp_path / "train-d")   # the same train settings: the model or data moved
+    checkpoint(tmp_path / "train-d", 5)
+    assert "MB, of another model, data or seed)" in launch(two, tmp_path / "train-b")
     # a launch refused before its first checkpoint (too large a batch for memory) leaves
     # only its lineage: not listed to every later run as "checkpoints of another config"
     launch(TrainConfig(batch_size=100_000, weight_decay=0.3), tmp_path / "train-c")

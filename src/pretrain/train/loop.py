@@ -546,7 +546,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: Run
     log0(f"train: {model_cfg.num_params() / 1e6:.2f} M params, {tokens_per_step:,} tokens/step, {cfg.steps:,} "
          f"steps{budget} on {dev}" + (f" x {d.world} processes ({layout.describe()})" if d.enabled else ""))
     t = Trainer(cfg, model, tokens_dir, paths, seed, dev, d, layout, net)
-    log0(f"train: {t.precision}, attention kernel {t.sdpa}, host_sync {t.host_sync}, {t.peaks.describe()}")
+    log0(f"train: {t.precision}, {cfg.optimizer}, attention kernel {t.sdpa}, host_sync "
+         f"{t.host_sync}, {t.peaks.describe()}")
     with logs_on_failure(paths.checkpoints if d.rank == 0 else None, t), t.stop_signals():
         t.run()
         final_sd = state.final_weights(t, paths.checkpoints, paths.out)

@@ -131,8 +131,25 @@ def _checkpoint_lineage(run: StageRun, cfg: TrainConfig, folder: Path, rows: int
                 f"{state.step_of(ckpts[-1])}" if ckpts
                 else "no complete checkpoint: a run stopped before its first")
         log0(f"train: checkpoints of another config of this run: {other} ({held}, "
-             f"{size / 1e6:.1f} MB); --train.remove_other_checkpoints=true removes them"
+             f"{size / 1e6:.1f} MB{_differs(other, cfg)}); "
+             "--train.remove_other_checkpoints=true removes them"
              + (_accum_hint(other, lineage, any_accum, ckpts) if ckpts and from_zero else ""))
+
+
+def _differs(other: Path, cfg: TrainConfig) -> str:
+    """Which train settings ``other``'s checkpoints were made under differ from ``cfg``'s
+    (', trained with another train.optimizer'), so that a run that starts over says why;
+    where none do, the model, the data or the seed did."""
+    try:
+        old = json.loads((other / LINEAGE).read_text(encoding="utf-8"))["train"]
+        keys = [k for k, v in asdict(cfg).items()
+                if k in old and json.dumps(old[k], default=str) != json.dumps(v, default=str)]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    if not keys:
+        return ", of another model, data or seed"
+    shown = ", ".join(f"train.{k}" for k in keys[:4]) + (" ..." if len(keys) > 4 else "")
+    return f", trained with another {shown}"
 
 
 def _accum_hint(other: Path, lineage: str, any_accum: str, ckpts: list[Path]) -> str:

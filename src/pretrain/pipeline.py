@@ -223,8 +223,18 @@ def _plan(cfg: RunConfig, rd: RunDir, stage: stages.Stage, forcing: bool,
     ran = (rd.stage_dir(stage.name) / MANIFEST).is_file()   # but its outputs are damaged
     why = "forced" if forcing else ("config or inputs changed" if m else
                                     "an output is missing or changed size" if ran
-                                    else "not run yet")
+                                    else _unfinished(cfg, rd, stage.name, key))
     return {"skip": False, "key": key, "parts": parts, "why": why, "forced": forcing}
+
+
+def _unfinished(cfg: RunConfig, rd: RunDir, name: str, key: str) -> str:
+    """Why a stage without a manifest runs: never run, or (train) an earlier attempt of
+    this key left checkpoints, which it resumes from."""
+    folder = rd.root / "checkpoints" / f"train-{key}"
+    if name == "train" and cfg.train.resume and folder.is_dir() and any(
+            p.is_dir() and not p.name.endswith(".tmp") for p in folder.glob("step-*")):
+        return "not complete: an earlier attempt's checkpoints are there to resume from"
+    return "not run yet"
 
 
 def _check_inputs(rd: RunDir, stage: stages.Stage) -> None:

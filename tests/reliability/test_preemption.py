@@ -76,6 +76,9 @@ def test_a_signal_checkpoints_and_the_rerun_resumes_exactly(tmp_path, sig, refer
     out = again.stderr.read() if again.stderr else ""
     assert again.wait(timeout=300) == 0, out[-2000:]
     assert "resumed from" in out and time.time() - start < 300
+    # announced as what it is (it said "[train] running (not run yet)")
+    assert "[train] running (not complete: an earlier attempt's checkpoints are there to " \
+        "resume from)" in out
     a = reference
     b = load_file(run_dir / "runs" / "tiny" / "train" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -176,7 +176,17 @@ def run(cfg: RunConfig, budgets: list[float], sizes: int, predict: bool) -> Path
     tmp.write_text(json.dumps(fit, indent=1) + "\n", encoding="utf-8")
     tmp.replace(path)
     _plots(fit, out)
+    if not predict:   # with --predict, said there
+        say_unusable(fit, path)
     return path
+
+
+def say_unusable(fit: dict[str, Any], path: Path) -> None:
+    """Warn when ``plan`` would refuse the fit just written (too few budgets left with
+    an optimum, a law flat in N or D): the sweep ended without a law to plan with."""
+    law, why = read_fit(fit, str(path), "fitted")
+    if law is None:
+        log0(f"sweep: warning: {why}; `pretrain plan` will not use this fit")
 
 
 def fit_results(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -198,7 +208,10 @@ def fit_results(results: list[dict[str, Any]]) -> dict[str, Any]:
     optima = []
     for c in sorted({r["C"] for r in results}):
         runs = sorted((r for r in results if r["C"] == c), key=lambda r: r["N"])
-        if len({r["N"] for r in runs}) >= 3:   # a parabola needs 3 sizes
+        if len({r["N"] for r in runs}) < 3:   # a parabola needs 3 sizes
+            log0(f"sweep: C={c:.3g} has {len({r['N'] for r in runs})} size(s) left after the "
+                 "runs left out: no isoFLOP optimum for it")
+        else:
             n_opt, loss = isoflop_optimum([r["N"] for r in runs], [r["loss"] for r in runs])
             # at the ladder's end: the budget's optimum is not bracketed, only bounded
             edge = next((end for end, r in (("smallest", runs[0]), ("largest", runs[-1]))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,6 +189,19 @@ def test_the_sweep_fit_leaves_out_diverged_runs_and_counts_attention_in_d_opt(tm
         assert (tmp_path / "fit.png").is_file()
 
 
+def test_a_sweep_that_ends_without_a_usable_fit_says_so(capsys):
+    """One budget left with an optimum (a run of another left out): the sweep wrote its
+    fit.json and exited 0, and only `pretrain plan` said the fit would not do."""
+    from pretrain.sweep import say_unusable
+    law = {"E": 1.7, "A": 400.0, "B": 400.0, "alpha": 0.34, "beta": 0.28}
+    say_unusable({"isoflop": [{"C": 1e11}], "law": law}, Path("fit.json"))
+    assert "sweep: warning: fit.json: it was fitted from 1 budget of 3 sizes or more, 2 " \
+        "needed; rerun `pretrain sweep` with more budgets or sizes; `pretrain plan` will not " \
+        "use this fit" in capsys.readouterr().err
+    say_unusable({"isoflop": [{"C": 1e11}, {"C": 3e11}], "law": law}, Path("fit.json"))
+    assert "warning" not in capsys.readouterr().err
+
+
 @pytest.mark.slow   # three fits from the whole grid of starts, ~90 s
 def test_the_sweep_fit_flags_what_it_cannot_trust(capsys):
     """A finite but diverged run (loss ~ ln vocab) moved its budget's optimum 2.3x without
@@ -219,6 +233,12 @@ def test_the_sweep_fit_flags_what_it_cannot_trust(capsys):
     assert all(o.get("clipped") for o in bounds["isoflop"])
     assert bounds["power_laws"]["from_bounds"] is True
     assert "only 0 budget(s) bracket their optimum" in capsys.readouterr().err
+    # a budget left with 2 sizes by the runs left out: said (its optimum was dropped silently)
+    fit = fit_results([r if r["name"] not in ("c1e+17-n2000000", "c1e+17-n6324555",
+                                              "c1e+17-n20000000") else
+                       {**r, "loss": float("nan")} for r in results[:-1]])
+    assert len(fit["isoflop"]) == 2
+    assert "C=1e+17 has 2 size(s) left after the runs left out" in capsys.readouterr().err
     same_n = [{**r, "N": 1e6, "D": r["C"] / 6e6} for r in results]
     fit = fit_results(same_n)
     assert "N" in fit["law"].get("flat_in", []) or Law.from_dict(fit["law"]).degenerate

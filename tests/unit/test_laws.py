@@ -96,6 +96,11 @@ def test_plan_leaves_out_a_law_fitted_from_too_few_runs(tmp_path, capsys):
     assert main(["plan", "--budget", "1e18", "--fit", str(fit)]) == 2
     assert "it does not depend on both N and D" in capsys.readouterr().err
     assert "budget" not in err.split("; rerun")[0]
+    # an exponent of ~0 (the fit's bounds allow 0): the plan asked for d_model 32768 x 1024
+    # layers and blamed the budget ("buys 0 tokens")
+    fit.write_text(json.dumps({"isoflop": [{"C": 1e9}, {"C": 1e10}], "law": {**law, "beta": 1e-9}}))
+    assert main(["plan", "--budget", "2e11", "--fit", str(fit)]) == 2
+    assert "or an exponent is ~0" in capsys.readouterr().err
     run = tmp_path / "runs" / "quickstart" / "sweep"
     run.mkdir(parents=True)
     (run / "fit.json").write_text(few)

@@ -67,9 +67,11 @@ class Law:
     @property
     def degenerate(self) -> bool:
         """A fit that does not depend on both N and D (too few or too noisy runs), or whose
-        constants are not all finite."""
+        constants are not all finite. An exponent under 1e-3 is none: N**1e-3 moves 2% over
+        a billion-fold range (a plan from beta = 1e-9 asked for a 1,024-layer model)."""
         values = (self.E, self.A, self.B, self.alpha, self.beta)
-        return not all(map(math.isfinite, values)) or min(values[1:]) <= 0
+        return not all(map(math.isfinite, values)) or min(values[1:3]) <= 0 \
+            or min(values[3:]) < 1e-3
 
 
 def read_fit(fit: Any, path: str, source: str) -> tuple[Law | None, str]:
@@ -88,7 +90,7 @@ def read_fit(fit: Any, path: str, source: str) -> tuple[Law | None, str]:
     elif flat or law.degenerate:
         names = " or ".join(map(str, flat)) if isinstance(flat, list) else "both N and D"
         why = (f"it does not depend on {names}" if flat else
-               "its constants are not all finite and positive") \
+               "its constants are not all finite and positive, or an exponent is ~0") \
             + " (the runs too few or too noisy to tell)"
     else:
         return law, ""

@@ -331,7 +331,9 @@ def test_the_grad_accum_hint_is_only_for_a_run_that_starts_over(tmp_path, capsys
     launch(TrainConfig(grad_accum=2, batch_size=8, optimizer="muon"), tmp_path / "train-m")
     checkpoint(tmp_path / "train-m", 5)
     assert "MB, trained with another train.optimizer)" in launch(two, tmp_path / "train-b")
-    launch(two, tmp_path / "train-d")   # the same train settings: the model or data moved
+    # the same keyed train settings (log_every and keep_last are not in the key: they
+    # split no folder, and are not named): the model or data moved
+    launch(TrainConfig(grad_accum=2, batch_size=8, log_every=3, keep_last=9), tmp_path / "train-d")
     checkpoint(tmp_path / "train-d", 5)
     assert "MB, of another model, data or seed)" in launch(two, tmp_path / "train-b")
     # a launch refused before its first checkpoint (too large a batch for memory) leaves

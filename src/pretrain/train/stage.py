@@ -142,8 +142,9 @@ def _differs(other: Path, cfg: TrainConfig) -> str:
     where none do, the model, the data or the seed did."""
     try:
         old = json.loads((other / LINEAGE).read_text(encoding="utf-8"))["train"]
-        keys = [k for k, v in asdict(cfg).items()
-                if k in old and json.dumps(old[k], default=str) != json.dumps(v, default=str)]
+        skip = {*TrainConfig.UNKEYED, *TrainConfig.KEYED_AS_DEFAULT}   # not in the key
+        keys = [k for k, v in asdict(cfg).items() if k in old and k not in skip
+                and json.dumps(old[k], default=str) != json.dumps(v, default=str)]
     except (OSError, ValueError, KeyError, TypeError):
         return ""
     if not keys:

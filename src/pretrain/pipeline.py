@@ -40,6 +40,7 @@ from .rundir import (
     changed_outputs,
     load_manifest,
     other_train_checkpoints,
+    train_checkpoints,
     verify_files,
 )
 from .train.config import check_layout
@@ -230,9 +231,8 @@ def _plan(cfg: RunConfig, rd: RunDir, stage: stages.Stage, forcing: bool,
 def _unfinished(cfg: RunConfig, rd: RunDir, name: str, key: str) -> str:
     """Why a stage without a manifest runs: never run, or (train) an earlier attempt of
     this key left checkpoints, which it resumes from."""
-    folder = rd.root / "checkpoints" / f"train-{key}"
-    if name == "train" and cfg.train.resume and folder.is_dir() and any(
-            p.is_dir() and not p.name.endswith(".tmp") for p in folder.glob("step-*")):
+    if name == "train" and cfg.train.resume and train_checkpoints(
+            rd.root / "checkpoints" / f"train-{key}"):
         return "not complete: an earlier attempt's checkpoints are there to resume from"
     return "not run yet"
 

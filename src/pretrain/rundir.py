@@ -159,6 +159,15 @@ def other_train_checkpoints(folder: Path) -> list[Path]:
     return sorted(p for p in folder.parent.glob("train-*") if p.is_dir() and p != folder)
 
 
+def train_checkpoints(folder: Path, state_file: str = "state.json") -> list[Path]:
+    """The complete checkpoints in a train config's ``folder``, oldest first: ``step-N``
+    folders with their state file, neither half-written (``.tmp``) nor being removed."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("step-*") if p.is_dir() and (p / state_file).is_file()
+                  and not p.name.endswith((".tmp", DELETING)))
+
+
 def honour_umask(path: Path) -> None:
     """Give ``path`` the mode a plain ``open()`` would (0666 less the umask): writers that go
     through a private temporary file (safetensors) leave 0600 whatever the umask."""

@@ -60,6 +60,7 @@ from ..rundir import (
     file_sha256,
     fsync,
     read_checksums,
+    train_checkpoints,
     verify_files,
     write_failure,
 )
@@ -227,10 +228,7 @@ def _remove(ckpt: Path) -> None:
 
 def complete(folder: Path) -> list[Path]:
     """Checkpoints with a state file, oldest first."""
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.glob("step-*") if p.is_dir() and (p / STATE).is_file()
-                  and not p.name.endswith((".tmp", DELETING)))
+    return train_checkpoints(folder, STATE)
 
 
 def _rotate(folder: Path, keep_last: int) -> None:

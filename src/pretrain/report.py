@@ -294,10 +294,16 @@ def _as_trained(root: Path, cfg: RunConfig) -> tuple[RunConfig, list[str]]:
         if "vocab_size" in tok:
             cfg = dataclasses.replace(cfg, tokenizer=dataclasses.replace(
                 cfg.tokenizer, vocab_size=tok["vocab_size"]))
-        trained = _json(root / "train" / "model_config.json")   # the model's own
-        if isinstance(trained, dict) and isinstance(trained.get("vocab_size"), int):
-            cfg = dataclasses.replace(cfg, model=dataclasses.replace(
-                cfg.model, vocab_size=trained["vocab_size"]))
+        # the model's own: the tokenizer's vocabulary, and under train.init_from the whole
+        # model of the checkpoint it started from (the config's model settings not used)
+        trained = _json(root / "train" / "model_config.json")
+        if isinstance(trained, dict):
+            try:
+                cfg = dataclasses.replace(cfg, model=build(ModelConfig, trained, "model"))
+            except ConfigError:   # written by another version: its vocabulary at least
+                if isinstance(trained.get("vocab_size"), int):
+                    cfg = dataclasses.replace(cfg, model=dataclasses.replace(
+                        cfg.model, vocab_size=trained["vocab_size"]))
     except (ConfigError, TypeError):   # recorded by another version: config.toml's values
         return cfg, []
     return cfg, changed
@@ -324,6 +330,9 @@ def _hyperparameters(cfg: RunConfig | None, changed: list[str], ran: str | None 
             ("precision, compile", (f"{ran} ({t.precision})" if ran and ran != t.precision
                                     else t.precision) + f", {'on' if t.compile else 'off'}"),
             ("seed", f"{cfg.seed}")]
+    if t.init_from:   # continued pretraining: not from scratch, and the model is the source's
+        rows.insert(0, ("started from", f"`{t.init_from}` (train.init_from: its weights and "
+                                        "model settings)"))
     note = (f"\n`config.toml` now differs from what the model was trained with in "
             f"{', '.join(f'`{k}`' for k in changed)} (a later command rewrote it; the train "
             "stage has not rerun): the table shows what it was trained with.\n"
@@ -438,8 +447,10 @@ def _unscored(root: Path, res: dict[str, Any]) -> str:
         missing = [d for d, n in trained.items() if n and not held.get(d) and d not in res]
     except (TypeError, KeyError, AttributeError):   # no shards, or written before the counts
         return ""
-    return (f"\nNot scored: {', '.join(missing)} (trained on, with no held-out documents; "
-            "raise tokenize.min_val_docs or val_fraction).\n") if missing else ""
+    return (f"\nNot scored: {', '.join(missing)} (train documents, none held out: a source "
+            "with use_for = \"train\" holds none out; give the domain one with \"auto\" or "
+            "\"val\", or, if its sources are \"auto\", raise tokenize.min_val_docs).\n"
+            ) if missing else ""
 
 
 def _samples(root: Path) -> str:

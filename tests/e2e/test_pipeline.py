@@ -299,12 +299,18 @@ def _continued(tiny_run, tmp_path, name: str, *more: tuple[str, str]) -> tuple[P
 
 
 def test_continued_pretraining_from_an_hf_export(tiny_run, tmp_path):
-    _, rd = _continued(tiny_run, tmp_path, "cont")
+    hf_dir, rd = _continued(tiny_run, tmp_path, "cont", ("model.n_layers", "5"))
     final = _manifests(tiny_run[0])["train"]["counts"]["val_loss_final"]
     counts = rd.manifest("train")["counts"]
     # it starts where the first run ended (same data, same deterministic tokenizer), not at ln V
     assert counts["val_loss_initial"] == pytest.approx(final, abs=1e-3)
     assert counts["val_loss_final"] < counts["val_loss_initial"]
+    # the report shows the model trained, the checkpoint's (2 layers; the config's 5 are not
+    # used: it showed them), and where it started from (it read as trained from scratch)
+    from pretrain.report import write_report
+    report = write_report(rd.root).read_text()
+    assert "| model | llama, d_model 64, 2 layers," in report and "5 layers" not in report
+    assert f"| started from | `{hf_dir}` (train.init_from: its weights and model" in report
     # continued from its own weights, or a checkpoint of its own: each rerun trained again
     # from the last one's result and the stage was never up to date; refused
     root, overrides = tiny_run

@@ -112,7 +112,8 @@ def test_the_report_names_trained_domains_nothing_scores(tmp_path):
     (tmp_path / "eval" / "results.json").write_text(json.dumps({"all": row, "stories": row}))
     text = _eval(tmp_path, [])
     assert "| stories | 2.0000 |" in text
-    assert "Not scored: web, books (trained on, with no held-out documents;" in text
+    assert "Not scored: web, books (train documents, none held out: a source with " \
+        "use_for = \"train\" holds none out;" in text
     splits["val"]["tokens_per_domain"] = {"web": 5, "books": 5, "stories": 90}
     (tmp_path / "tokenize" / "meta.json").write_text(json.dumps({"splits": splits}))
     assert "Not scored" not in _eval(tmp_path, [])

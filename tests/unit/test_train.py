@@ -434,3 +434,26 @@ def test_an_interrupted_run_keeps_its_logs_and_says_interrupted(tmp_path, tmp_pa
     assert f"train: the interrupted run's log, events and generations are in {tmp_path / 'ckpt'}" \
         in err and "failed" not in err
     assert (tmp_path / "ckpt" / "log.jsonl").read_text().count("\n") == 5   # steps 1-5
+
+
+def test_init_from_a_folder_whose_weights_hold_nan_is_refused(tmp_path):
+    """A Hugging Face folder carries no checksums: damaged in place, its NaN weights gave a
+    NaN loss at step 0 and "training diverged: lower train.lr"."""
+    from safetensors.torch import load_file, save_file
+
+    from pretrain.config import PretrainError
+    from pretrain.model import hf as model_hf
+    from pretrain.model.config import ModelConfig
+    from pretrain.model.transformer import Transformer
+    from pretrain.train import stage
+    model = Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, n_kv_heads=1,
+                                    seq_len=16, vocab_size=258))
+    model_hf.export(model, tmp_path / "hf")
+    weights = tmp_path / "hf" / "model.safetensors"
+    sd = load_file(weights)
+    name = sorted(sd)[3]
+    sd[name][0] = float("nan")
+    save_file(sd, weights, metadata={"format": "pt"})
+    with pytest.raises(PretrainError, match=r"train.init_from: .*hf: its weight \S+ holds NaN "
+                                            r"or inf values \(a damaged file\?\)"):
+        stage._init(TrainConfig(init_from=str(tmp_path / "hf")), None, 258)

@@ -24,6 +24,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .. import distributed
 from ..config import ConfigError, PretrainError, build, fingerprint
 from ..log import log0
@@ -273,6 +275,13 @@ def _init(cfg: TrainConfig, shards: TokenShards, vocab: int) -> Transformer:
         raise PretrainError(f"train.init_from: {folder} does not match what was recorded when "
                             f"it was written: {'; '.join(damaged[:3])}")
     init = io.load_any(Path(cfg.init_from))
+    # a folder without checksums (a Hugging Face one) damaged in place: NaN weights gave a
+    # NaN loss at step 0, then "training diverged: lower train.lr"
+    bad = next((n for n, t in init.state_dict().items()
+                if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+    if bad is not None:
+        raise PretrainError(f"train.init_from: {cfg.init_from}: its weight {bad} holds NaN or "
+                            "inf values (a damaged file?); export or copy it again")
     trained_vocab = init.cfg.vocab_size   # the ids the checkpoint was trained with
     tok = shards.tokenizer()
     added = {a.id: a.parts for a in tok.added}

@@ -457,3 +457,7 @@ def test_init_from_a_folder_whose_weights_hold_nan_is_refused(tmp_path):
     with pytest.raises(PretrainError, match=r"train.init_from: .*hf: its weight \S+ holds NaN "
                                             r"or inf values \(a damaged file\?\)"):
         stage._init(TrainConfig(init_from=str(tmp_path / "hf")), None, 258)
+    # what the loader refuses is named as the stage's other init_from errors are
+    with pytest.raises(PretrainError, match=r"^train.init_from: .*safetensors: neither a run "
+                                            "directory"):
+        stage._init(TrainConfig(init_from=str(weights)), None, 258)

@@ -274,7 +274,11 @@ def _init(cfg: TrainConfig, shards: TokenShards, vocab: int) -> Transformer:
     if damaged:
         raise PretrainError(f"train.init_from: {folder} does not match what was recorded when "
                             f"it was written: {'; '.join(damaged[:3])}")
-    init = io.load_any(Path(cfg.init_from))
+    try:
+        init = io.load_any(Path(cfg.init_from))
+    except PretrainError as e:   # named as the other init_from errors are
+        raise (ConfigError if isinstance(e, ConfigError) else PretrainError)(
+            f"train.init_from: {e}") from None
     # a folder without checksums (a Hugging Face one) damaged in place: NaN weights gave a
     # NaN loss at step 0, then "training diverged: lower train.lr"
     bad = next((n for n, t in init.state_dict().items()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from .plan.report import duration, frontier, size
 from .run_config import RunConfig, load_config
 from .rundir import (
     changed_upstream,
+    drop,
     load_manifest,
     read_manifest,
     sound_manifest,
@@ -251,13 +253,13 @@ def _plot(log: list[dict[str, Any]], out: Path) -> str:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = out.with_name(f".{out.name}.tmp")   # as report.md: never half a picture
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")   # as report.md: never half a picture
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(tmp, dpi=100, format="png")
         tmp.replace(out)
     except OSError as e:   # the plot is optional: the report is written without it
-        tmp.unlink(missing_ok=True)
+        drop(tmp)
         return f"(no loss plot: {write_failure(out, e)})\n"
     finally:
         plt.close(fig)
@@ -524,12 +526,12 @@ def write_report(root: Path) -> Path:
              "## Evaluation\n", _stale_note(old, "eval") + _eval(root, gates) + gate_note,
              "## Samples\n", _stale_note(old, "sample") + _samples(root)]
     out = root / "report.md"
-    tmp = out.with_suffix(".md.tmp")
+    tmp = out.with_suffix(f".md.tmp-{os.getpid()}")   # two reports at once: each its own
     try:
         tmp.write_text("\n".join(parts), encoding="utf-8")
         tmp.replace(out)  # a crash never leaves half a report
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        drop(tmp)
         raise PretrainError(f"{write_failure(out, e)}; the run's stages are intact: rerun "
                             f"`pretrain report {root}` once it can be written") from None
     return out

@@ -21,6 +21,7 @@ and is swept on the next run.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -166,6 +167,14 @@ def train_checkpoints(folder: Path, state_file: str = "state.json") -> list[Path
         return []
     return sorted(p for p in folder.glob("step-*") if p.is_dir() and (p / state_file).is_file()
                   and not p.name.endswith((".tmp", DELETING)))
+
+
+def drop(tmp: Path) -> None:
+    """Remove a temporary file after a failed write, if it is there and can be: on a
+    read-only file system unlink() says EROFS even of a file that does not exist, and that
+    error would replace the one being handled."""
+    with contextlib.suppress(OSError):
+        tmp.unlink(missing_ok=True)
 
 
 def honour_umask(path: Path) -> None:
@@ -427,7 +436,7 @@ class RunDir:
             tmp.write_text(toml_text, encoding="utf-8")
             os.replace(tmp, path)
         except OSError as e:
-            tmp.unlink(missing_ok=True)
+            drop(tmp)
             if e.errno not in WRITE_ERRNOS:
                 raise
             raise PretrainError(f"{write_failure(path, e)}; nothing ran: {write_remedy(e)} "

@@ -414,3 +414,33 @@ def test_a_report_block_holds_text_with_backticks():
     text = "def f():\n    '''doc ```code``` ````x````'''"
     block = _block(text)
     assert block == f"`````\n{text}\n`````\n" and _block("plain") == "```\nplain\n```\n"
+
+
+def test_a_report_on_a_read_only_file_system_says_so_in_one_line(run, tmp_path, monkeypatch,
+                                                                 capsys):
+    """On a read-only file system unlink() fails with EROFS even of a file that is not
+    there: the cleanup of the temporary file raised it in place of the failure being
+    handled (a bare "[Errno 30]", neither the plot's note nor the report's own line).
+    Writes fail here as such a file system fails them: with EROFS."""
+    import errno
+    import importlib.util
+    import pathlib
+    copy = tmp_path / "tiny"
+    shutil.copytree(run, copy)
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+    for name in ("write_text", "write_bytes", "replace", "unlink", "touch"):
+        monkeypatch.setattr(pathlib.Path, name, read_only)
+    if importlib.util.find_spec("matplotlib"):   # the plot (the report extra)
+        monkeypatch.setattr("matplotlib.figure.Figure.savefig", read_only)
+    assert main(["report", str(copy)]) == 2
+    err = capsys.readouterr().err
+    assert "the run's stages are intact: rerun `pretrain report" in err, err
+    assert "[Errno 30]" not in err.splitlines()[-1][:20]
+    # two reports at once each write their own temporary file (one took the other's away:
+    # "No such file or directory: report.md.tmp -> report.md")
+    monkeypatch.undo()
+    from pretrain.report import write_report
+    assert write_report(copy).is_file()
+    assert not [p.name for p in copy.rglob("*.tmp*")]

@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Literal, get_args
 
 from ..config import PATH, ConfigError, PretrainError
 from ..log import log0
-from ..rundir import file_sha256
+from ..rundir import drop, file_sha256
 from . import filelines
 from .document import Document, Skip
 from .filelines import BOM, DamagedGzip, file_lines, read_errors, split_stream
@@ -196,7 +196,7 @@ class LocalSource(SourceConfig):
                     while block := r.read(1 << 20):
                         f.write(block)
             except (OSError, ValueError) as e:   # URLError is an OSError
-                tmp.unlink(missing_ok=True)
+                drop(tmp)
                 raise ConfigError(f"local source: {path} is missing and could not be "
                                   f"downloaded from {self.url} ({e}); put the file there "
                                   "yourself, or point paths at a copy") from None

@@ -40,6 +40,7 @@ from .rundir import (
     changed_outputs,
     load_manifest,
     other_train_checkpoints,
+    remove_work,
     train_checkpoints,
     verify_files,
 )
@@ -213,6 +214,9 @@ def _plan(cfg: RunConfig, rd: RunDir, stage: stages.Stage, forcing: bool,
              f"{m['wall_s']:.1f}s); skipped. "
              + (f"--force {stage.name} reruns it" if has_force
                 else f"Delete {rd.stage_dir(stage.name)} to rerun it"))
+        if stage.name == "data":   # a killed --force data attempt's work: of no more use
+            for folder in remove_work(rd.root / ".work", "data"):
+                log0(f"[data] removed {folder}, the unfinished work of an interrupted attempt")
         if stage.name == "train" and cfg.train.remove_other_checkpoints:
             # what the train stage does when it runs, done though it does not (the flag is
             # not in its key: the hint to set it, followed after a completed run, did nothing)

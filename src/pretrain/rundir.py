@@ -169,6 +169,21 @@ def train_checkpoints(folder: Path, state_file: str = "state.json") -> list[Path
                   and not p.name.endswith((".tmp", DELETING)))
 
 
+def remove_work(work: Path, stage: str, current: Path | None = None) -> list[str]:
+    """Remove ``work``'s per-attempt folders of ``stage`` (``.work/<stage>-<key>``): this
+    attempt's (``current``) and any a killed attempt left, then ``work`` itself if nothing
+    else is in it. Returns the others, each with its size, for the log (they may be large)."""
+    said = []
+    for folder in sorted(work.glob(f"{stage}-*")):
+        if folder != current:
+            size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+            said.append(f"{folder} ({size / 1e6:.1f} MB)")
+        shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.suppress(OSError):   # not empty (or already gone)
+        work.rmdir()
+    return said
+
+
 def drop(tmp: Path) -> None:
     """Remove a temporary file after a failed write, if it is there and can be: on a
     read-only file system unlink() says EROFS even of a file that does not exist, and that

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..config import PretrainError
 from ..log import log0
-from ..rundir import StageRun
+from ..rundir import StageRun, remove_work
 from .audit import FAILED, why_empty
 from .config import DataConfig
 from .decontam import benchmark_index, hits, save_index
@@ -56,23 +56,8 @@ def run(run: StageRun, cfg: DataConfig) -> None:
         raise PretrainError(f"{e}\nThe audit trail is kept in {failed}; `pretrain data "
                             f"inspect {failed}` reads it (--reason R for examples).") from None
     run.counts.update(out.counts())
-    _remove_work(work)
-
-
-def _remove_work(work: Path) -> None:
-    """Remove this run's per-task folder and any a killed run of an earlier data config left
-    beside it (named in the log with their size: they may be large); then ``.work`` itself
-    if nothing else is in it."""
-    for folder in sorted(work.parent.glob("data-*")):
-        if folder != work:
-            size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-            log0(f"data: removing {folder} ({size / 1e6:.1f} MB), the unfinished work of an "
-                 "earlier data config")
-        shutil.rmtree(folder, ignore_errors=True)
-    try:
-        work.parent.rmdir()
-    except OSError:
-        pass   # not empty (or already gone)
+    for folder in remove_work(work.parent, "data", work):
+        log0(f"data: removed {folder}, the unfinished work of an earlier data config")
 
 
 class NothingKept(PretrainError):

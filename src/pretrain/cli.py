@@ -47,7 +47,7 @@ from .eval.gates import check, load_results
 from .log import rank, set_plain
 from .planning import Options, dry_run_summary, plan
 from .run_config import RunConfig, load_config, resolve_config_path, shipped_configs
-from .rundir import verify_files, verify_run
+from .rundir import MANIFEST, verify_files, verify_run
 
 EPILOG = """\
 overrides: any config value can be set with --section.key=value, e.g.
@@ -173,6 +173,23 @@ def build_parser() -> argparse.ArgumentParser:
 NO_GATES = "--gate: no gates configured (eval.gates = [\"all.bpb <= 1.9\", ...])"
 
 
+def _moved_run_note(config: str | None, cfg: RunConfig,
+                    overrides: list[tuple[str, str]]) -> None:
+    """Say when ``config`` is a run directory's own config.toml naming another run
+    directory: a moved (or copied) run's file keeps the absolute path it was written with,
+    and the command quietly works on the old place."""
+    if config is None or rank() != 0 or any(k in ("runs_dir", "name") for k, _ in overrides):
+        return
+    path = Path(config).expanduser()
+    here = path.parent.resolve()
+    if path.name != "config.toml" or not any(here.glob(f"*/{MANIFEST}")) \
+            or here == cfg.run_dir.resolve():
+        return
+    print(f"note: {path} is the config of the run directory {here}, but names "
+          f"{cfg.run_dir} (the run was moved or copied?): working on {cfg.run_dir}; for "
+          f"{here}, add --runs_dir={here.parent} --name={here.name}", file=sys.stderr)
+
+
 def _run(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
     try:
         cfg = load_config(args.config, overrides)
@@ -184,6 +201,7 @@ def _run(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
         raise said_once(e) from None
     if getattr(args, "gate", False) and not cfg.eval.gates:   # before the stages, not after
         raise PretrainError(NO_GATES)
+    _moved_run_note(args.config, cfg, overrides)
     if args.dry_run:   # what the run would refuse, the dry run refuses too
         stages.check_force(set(args.force), stages.names() if args.command == "run"
                            else [args.command])

@@ -444,3 +444,19 @@ def test_a_report_on_a_read_only_file_system_says_so_in_one_line(run, tmp_path, 
     from pretrain.report import write_report
     assert write_report(copy).is_file()
     assert not [p.name for p in copy.rglob("*.tmp*")]
+
+
+def test_a_moved_runs_own_config_says_it_names_the_old_place(run, tmp_path, capsys):
+    """A run's config.toml keeps the absolute runs_dir it was written with: a command given
+    a moved copy's config quietly worked on the old place."""
+    copy = tmp_path / "moved" / "tiny"
+    shutil.copytree(run, copy)
+    assert main(["tokenize", "-c", str(copy / "config.toml")]) == 0
+    err = capsys.readouterr().err
+    assert f"note: {copy / 'config.toml'} is the config of the run directory {copy}, but " \
+        f"names {run}" in err and f"add --runs_dir={copy.parent} --name=tiny" in err
+    assert main(["tokenize", "-c", str(copy / "config.toml"), f"--runs_dir={copy.parent}"]) == 0
+    err = capsys.readouterr().err
+    assert "note:" not in err and "[tokenize] up to date" in err
+    assert main(["tokenize", "-c", str(run / "config.toml")]) == 0   # its own place: quiet
+    assert "note:" not in capsys.readouterr().err

@@ -180,7 +180,10 @@ def _moved_run_note(config: str | None, cfg: RunConfig,
     and the command quietly works on the old place."""
     if config is None or rank() != 0 or any(k in ("runs_dir", "name") for k, _ in overrides):
         return
-    path = Path(config).expanduser()
+    try:
+        path = resolve_config_path(config)   # -c runs/x/config finds runs/x/config.toml
+    except ConfigError:
+        return
     here = path.parent.resolve()
     if path.name != "config.toml" or not any(here.glob(f"*/{MANIFEST}")) \
             or here == cfg.run_dir.resolve():

@@ -215,7 +215,8 @@ def _plan(cfg: RunConfig, rd: RunDir, stage: stages.Stage, forcing: bool,
              + (f"--force {stage.name} reruns it" if has_force
                 else f"Delete {rd.stage_dir(stage.name)} to rerun it"))
         if stage.name == "data":   # a killed --force data attempt's work: of no more use
-            for folder in remove_work(rd.root / ".work", "data"):
+            # (another data config's stays: a rerun of that config resumes from it)
+            for folder in remove_work(rd.root / ".work", f"data-{key[:16]}"):
                 log0(f"[data] removed {folder}, the unfinished work of an interrupted attempt")
         if stage.name == "train" and cfg.train.remove_other_checkpoints:
             # what the train stage does when it runs, done though it does not (the flag is

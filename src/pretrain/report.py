@@ -474,7 +474,10 @@ def _plan(root: Path, cfg: RunConfig | None) -> str:
         return "Not run.\n"
     if not isinstance(model_json, dict):
         return _missing(root, "train", "model_config.json")
-    model = build(ModelConfig, model_json)
+    try:
+        model = build(ModelConfig, model_json)
+    except ConfigError as e:   # written by another version (a key this one lacks)
+        return f"`train/model_config.json` is not one this version reads ({e}).\n"
     c = m.get("counts") or {}
     tokens = c.get("tokens_seen", 0)
     flops = model.flops_per_token() * tokens

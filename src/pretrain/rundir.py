@@ -169,12 +169,12 @@ def train_checkpoints(folder: Path, state_file: str = "state.json") -> list[Path
                   and not p.name.endswith((".tmp", DELETING)))
 
 
-def remove_work(work: Path, stage: str, current: Path | None = None) -> list[str]:
-    """Remove ``work``'s per-attempt folders of ``stage`` (``.work/<stage>-<key>``): this
-    attempt's (``current``) and any a killed attempt left, then ``work`` itself if nothing
+def remove_work(work: Path, pattern: str, current: Path | None = None) -> list[str]:
+    """Remove the per-attempt folders in ``work`` that match ``pattern`` (``data-*``: a
+    stage's ``.work/data-<key>``), ``current`` among them, then ``work`` itself if nothing
     else is in it. Returns the others, each with its size, for the log (they may be large)."""
     said = []
-    for folder in sorted(work.glob(f"{stage}-*")):
+    for folder in sorted(work.glob(pattern)):
         if folder != current:
             size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
             said.append(f"{folder} ({size / 1e6:.1f} MB)")

@@ -455,8 +455,24 @@ def test_a_moved_runs_own_config_says_it_names_the_old_place(run, tmp_path, caps
     err = capsys.readouterr().err
     assert f"note: {copy / 'config.toml'} is the config of the run directory {copy}, but " \
         f"names {run}" in err and f"add --runs_dir={copy.parent} --name=tiny" in err
+    assert main(["tokenize", "-c", str(copy / "config")]) == 0   # named without .toml
+    assert f"is the config of the run directory {copy}" in capsys.readouterr().err
+    # with the note's settings the copy is up to date, and its config.toml names it again
     assert main(["tokenize", "-c", str(copy / "config.toml"), f"--runs_dir={copy.parent}"]) == 0
     err = capsys.readouterr().err
     assert "note:" not in err and "[tokenize] up to date" in err
     assert main(["tokenize", "-c", str(run / "config.toml")]) == 0   # its own place: quiet
     assert "note:" not in capsys.readouterr().err
+
+
+def test_a_model_config_of_another_version_leaves_the_report_written(run, tmp_path, capsys):
+    """A key this version lacks in train/model_config.json stopped the whole report
+    ("unknown config key"), naming no file."""
+    copy = tmp_path / "tiny"
+    shutil.copytree(run, copy)
+    conf = copy / "train" / "model_config.json"
+    conf.write_text(json.dumps({**json.loads(conf.read_text()), "future_key": 1}))
+    assert main(["report", str(copy)]) == 0
+    report = (copy / "report.md").read_text()
+    assert "`train/model_config.json` is not one this version reads (unknown config key " \
+        "'future_key'" in report and "## Evaluation" in report

@@ -390,14 +390,17 @@ def test_a_stage_that_keeps_nothing_says_why_and_keeps_its_audit(tmp_path, capsy
     assert not (run / ".work").exists()
     # a killed `--force data` attempt's work, with the stage up to date: removed on the next
     # command (it was left for good, as large as the documents)
-    left = run / ".work" / "data-0123456789abcdef"
-    left.mkdir(parents=True)
-    (left / "t-00002.tmp-1-x.jsonl").write_text("{}\n" * 100)
+    key = json.loads((run / "data" / "manifest.json").read_text())["key"]
+    left = run / ".work" / f"data-{key[:16]}"
+    other = run / ".work" / "data-0123456789abcdef"   # another data config's: it resumes it
+    for folder in (left, other):
+        folder.mkdir(parents=True)
+        (folder / "t-00002.tmp-1-x.jsonl").write_text("{}\n" * 100)
     assert main(["data", "-c", str(tmp_path / "c.toml")]) == 0
     err = capsys.readouterr().err
     assert "[data] up to date" in err and f"[data] removed {left} (0.0 MB), the unfinished " \
         "work of an interrupted attempt" in err
-    assert not (run / ".work").exists()
+    assert not left.exists() and other.is_dir() and str(other) not in err
     assert main(["data", "inspect", str(run)]) == 0
     assert "kept: 1 documents (local 1), " in capsys.readouterr().out   # (a Python dict)
     # failing beside the completed stage: `data inspect` on the path the failure names, and

@@ -238,11 +238,12 @@ def test_weights_to_start_from_that_are_not_there_are_said_as_such(tmp_path):
     # interrupted, with checkpoints: the latest is named (export said nothing of them)
     from pretrain.export import export_run
     model = Transformer(ModelConfig(vocab_size=16, d_model=8, n_layers=1, n_heads=2, seq_len=8))
-    for step in (2, 4):
-        folder = tmp_path / "checkpoints" / "train-k" / f"step-{step:07d}"
+    # newer, but half-written or being removed: not the latest to name (they were)
+    for name in ("step-0000002", "step-0000004", "step-0000006.tmp", "step-0000008.deleting"):
+        folder = tmp_path / "checkpoints" / "train-k" / name
         folder.mkdir(parents=True)
         io.save(folder, model.cfg, model.state_dict(), io.tied_aliases(model))
-    hint = f"has checkpoints, the latest {tmp_path / 'checkpoints' / 'train-k' / 'step-0000004'}"
+    hint = f"has checkpoints, the latest {tmp_path / 'checkpoints' / 'train-k' / 'step-0000004'}:"
     for call in (io.load_any, lambda p: export_run(p, p.parent / "hf")):
         with pytest.raises(ConfigError, match=hint):
             call(tmp_path)

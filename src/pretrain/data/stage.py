@@ -56,7 +56,7 @@ def run(run: StageRun, cfg: DataConfig) -> None:
         raise PretrainError(f"{e}\nThe audit trail is kept in {failed}; `pretrain data "
                             f"inspect {failed}` reads it (--reason R for examples).") from None
     run.counts.update(out.counts())
-    for folder in remove_work(work.parent, "data", work):
+    for folder in remove_work(work.parent, "data-*", work):
         log0(f"data: removed {folder}, the unfinished work of an earlier data config")
 
 

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from ..config import ConfigError, build
-from ..rundir import honour_umask
+from ..rundir import DELETING, honour_umask
 from .config import ModelConfig
 from .hf import import_hf
 from .transformer import Transformer
@@ -276,7 +276,8 @@ def load_any(path: Path, device: str | torch.device = "cpu") -> Transformer:
 def checkpoint_hint(path: Path) -> str:
     """'; ... name that folder' for a run directory whose train stage has not completed
     but has checkpoints: the latest written (by any config of the run); '' otherwise."""
-    written = [p for p in path.glob("checkpoints/*/step-*") if is_model_folder(p)]
+    written = [p for p in path.glob("checkpoints/*/step-*") if is_model_folder(p)
+               and not p.name.endswith((".tmp", DELETING))]   # half-written, being removed
     if not written:
         return ""
     latest = max(written, key=lambda p: ((p / CONFIG).stat().st_mtime_ns, p.name))

@@ -503,6 +503,20 @@ def _plan(root: Path, cfg: RunConfig | None) -> str:
     return text
 
 
+def _drop_orphans(root: Path) -> None:
+    """Remove the temporary files of reports whose process is gone (killed mid-write):
+    each report writes its own, named by its process id, which no later one reuses."""
+    for tmp in [*root.glob("report.md.tmp-*"), *(root / "report").glob(".*.tmp-*")]:
+        try:
+            os.kill(int(tmp.name.rsplit("-", 1)[1]), 0)
+        except ValueError:
+            continue   # not one of ours
+        except ProcessLookupError:
+            drop(tmp)
+        except OSError:
+            pass   # alive, another user's
+
+
 def write_report(root: Path) -> Path:
     """Build ``root/report.md`` (and ``root/report/loss.png``); returns its path. The gates
     are those of the run's own ``config.toml``."""
@@ -530,6 +544,7 @@ def write_report(root: Path) -> Path:
              "## Samples\n", _stale_note(old, "sample") + _samples(root)]
     out = root / "report.md"
     tmp = out.with_suffix(f".md.tmp-{os.getpid()}")   # two reports at once: each its own
+    _drop_orphans(root)
     try:
         tmp.write_text("\n".join(parts), encoding="utf-8")
         tmp.replace(out)  # a crash never leaves half a report

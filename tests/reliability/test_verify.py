@@ -442,8 +442,28 @@ def test_a_report_on_a_read_only_file_system_says_so_in_one_line(run, tmp_path, 
     # "No such file or directory: report.md.tmp -> report.md")
     monkeypatch.undo()
     from pretrain.report import write_report
-    assert write_report(copy).is_file()
+    # those a killed report left (its process gone) are removed; a live one's stay
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        orphan = copy / "report" / f".loss.png.tmp-{_dead_pid()}"
+        live = copy / f"report.md.tmp-{proc.pid}"
+        for f in (orphan, live):
+            f.parent.mkdir(exist_ok=True)
+            f.write_text("half")
+        assert write_report(copy).is_file()
+        assert not orphan.exists() and live.exists()
+    finally:
+        proc.kill()
+        proc.wait()
+    live.unlink()
     assert not [p.name for p in copy.rglob("*.tmp*")]
+
+
+def _dead_pid() -> int:
+    """The id of a process that has ended (reaped, so no process holds it now)."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
 
 
 def test_a_moved_runs_own_config_says_it_names_the_old_place(run, tmp_path, capsys):

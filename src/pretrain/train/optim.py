@@ -216,10 +216,10 @@ def peaks(device: torch.device, peak_tflops: float = 0.0,
           dtype: torch.dtype = torch.float32) -> Peaks:
     """MFU's denominator: ``peak_tflops`` (``train.peak_tflops``) when set; else on a GPU
     the dense bf16 peak of the accelerator table (``hardware.py``, matched by device name;
-    none for a GPU not in it), on CPU the FLOP/s of a matmul in ``dtype`` (the training's
-    autocast dtype) with the current thread count, measured. On a GPU a bf16 matmul is
-    measured beside it either way; on CPU the other precision's too (``Peaks.other``: bf16
-    beside fp32, fp32 beside bf16 or fp16).
+    none for a GPU not in it), on CPU the FLOP/s of the faster of two matmuls measured with
+    the current thread count: one in ``dtype`` (the training's autocast dtype, kept as
+    ``Peaks.matmul``) and one in the other precision (``Peaks.other``: bf16 beside fp32,
+    fp32 beside bf16 or fp16). On a GPU a bf16 matmul is measured beside it either way.
 
     The reference notes give 160 GFLOP/s on 1 thread and 268 on 2 for this project's
     machine when quiet (fp32); a busy machine reads lower, and MFU then reads higher.

@@ -178,7 +178,7 @@ def _moved_run_note(config: str | None, cfg: RunConfig,
     """Say when ``config`` is a run directory's own config.toml naming another run
     directory: a moved (or copied) run's file keeps the absolute path it was written with,
     and the command quietly works on the old place."""
-    if config is None or rank() != 0 or any(k in ("runs_dir", "name") for k, _ in overrides):
+    if config is None or rank() != 0 or any(k == "runs_dir" for k, _ in overrides):
         return
     try:
         path = resolve_config_path(config)   # -c runs/x/config finds runs/x/config.toml

@@ -477,6 +477,10 @@ def test_a_moved_runs_own_config_says_it_names_the_old_place(run, tmp_path, caps
         f"names {run}" in err and f"add --runs_dir={copy.parent} --name=tiny" in err
     assert main(["tokenize", "-c", str(copy / "config")]) == 0   # named without .toml
     assert f"is the config of the run directory {copy}" in capsys.readouterr().err
+    # another name alone still puts the run under the old runs_dir: said too
+    assert main(["tokenize", "-c", str(copy / "config.toml"), "--name=other"]) == 2
+    assert f"but names {run.parent / 'other'}" in capsys.readouterr().err
+    shutil.rmtree(run.parent / "other", ignore_errors=True)   # the shared run's neighbour
     # with the note's settings the copy is up to date, and its config.toml names it again
     assert main(["tokenize", "-c", str(copy / "config.toml"), f"--runs_dir={copy.parent}"]) == 0
     err = capsys.readouterr().err

@@ -208,9 +208,10 @@ def fit_results(results: list[dict[str, Any]]) -> dict[str, Any]:
     optima = []
     for c in sorted({r["C"] for r in results}):
         runs = sorted((r for r in results if r["C"] == c), key=lambda r: r["N"])
-        if len({r["N"] for r in runs}) < 3:   # a parabola needs 3 sizes
-            log0(f"sweep: C={c:.3g} has {len({r['N'] for r in runs})} size(s) left after the "
-                 "runs left out: no isoFLOP optimum for it")
+        sizes = len({r["N"] for r in runs})
+        if sizes < 3:   # a parabola needs 3 sizes
+            log0(f"sweep: C={c:.3g} has {sizes} size(s) left after the runs left out: no "
+                 "isoFLOP optimum for it")
         else:
             n_opt, loss = isoflop_optimum([r["N"] for r in runs], [r["loss"] for r in runs])
             # at the ladder's end: the budget's optimum is not bracketed, only bounded

@@ -182,31 +182,6 @@ def test_pretrain_train_under_torchrun(tmp_path, capsys):
     assert "up to date" in capsys.readouterr().err
     assert main(["train", *one, "--train.parallel.tp=2", "--force", "train"]) == 2
     assert "= 2 processes, but there are 1" in capsys.readouterr().err
-    # errors every rank meets alike are printed once, by rank 0 (they were once a rank)
-    bad = torchrun(["-m", "pretrain", "eval", *args[3:]], cwd=tmp_path)
-    assert bad.returncode != 0 and bad.stderr.count("error: under torchrun only") == 1
-    bad = torchrun([*args, "--train.parallel.tp=3", "--force", "train"], cwd=tmp_path)
-    assert bad.returncode != 0, bad.stderr[-3000:]
-    assert bad.stderr.count("= 3 processes, but there are 2") == 1, bad.stderr[-3000:]
-    # a layout the model or batch cannot take, training again: in the first checks, said
-    # once (each rank failed in its model build, and said it)
-    bad = torchrun([*args, "--train.parallel.pp=2", "--train.parallel.pp_microbatches=3",
-                    "--force", "train"], cwd=tmp_path)
-    assert bad.returncode != 0, bad.stderr[-3000:]
-    assert bad.stderr.count("must be a multiple of the pipeline's microbatches (3)") == 1, \
-        bad.stderr[-3000:]
-    # rank 0's OSError while it opens the run (a folder where config.toml goes): the others
-    # stop with it, silently (rank 1 waited on rank 0, and printed gloo's traceback when
-    # rank 0 went)
-    conf = tmp_path / "runs" / "tiny" / "config.toml"
-    kept = conf.read_bytes()
-    conf.unlink()
-    conf.mkdir()
-    bad = torchrun(args, cwd=tmp_path)
-    assert bad.returncode != 0 and bad.stderr.count("error:") == 1, bad.stderr[-3000:]
-    assert "Is a directory" in bad.stderr and "[rank1]" not in bad.stderr, bad.stderr[-3000:]
-    conf.rmdir()
-    conf.write_bytes(kept)
 
     # resumed from its last checkpoint (step 8, the end) by one process: at the same
     # per-rank batch it would train on half the rows (other data, another global batch)
@@ -226,6 +201,36 @@ def test_pretrain_train_under_torchrun(tmp_path, capsys):
     assert again["processes"] == 1 and again["steps"] == 8
     assert again["val_loss_final"] == pytest.approx(manifest["counts"]["val_loss_final"],
                                                     abs=2e-4)
+
+
+@pytest.mark.slow
+def test_pretrain_train_under_torchrun_says_each_error_once(tmp_path):
+    """Errors every rank meets alike are printed once, by rank 0 (they were once a rank)."""
+    overrides = tiny_overrides(tmp_path, train__steps="8", train__checkpoint_every="4",
+                               train__batch_size="4", device="cpu")
+    run_stages(load_config(None, overrides), ("data", "tokenizer", "tokenize"), force=set())
+    args = ["-m", "pretrain", "train", *(f"--{k}={v}" for k, v in overrides)]
+    bad = torchrun(["-m", "pretrain", "eval", *args[3:]], cwd=tmp_path)
+    assert bad.returncode != 0 and bad.stderr.count("error: under torchrun only") == 1
+    bad = torchrun([*args, "--train.parallel.tp=3", "--force", "train"], cwd=tmp_path)
+    assert bad.returncode != 0, bad.stderr[-3000:]
+    assert bad.stderr.count("= 3 processes, but there are 2") == 1, bad.stderr[-3000:]
+    # a layout the model or batch cannot take, training again: in the first checks, said
+    # once (each rank failed in its model build, and said it)
+    bad = torchrun([*args, "--train.parallel.pp=2", "--train.parallel.pp_microbatches=3",
+                    "--force", "train"], cwd=tmp_path)
+    assert bad.returncode != 0, bad.stderr[-3000:]
+    assert bad.stderr.count("must be a multiple of the pipeline's microbatches (3)") == 1, \
+        bad.stderr[-3000:]
+    # rank 0's OSError while it opens the run (a folder where config.toml goes): the others
+    # stop with it, silently (rank 1 waited on rank 0, and printed gloo's traceback when
+    # rank 0 went)
+    conf = tmp_path / "runs" / "tiny" / "config.toml"
+    conf.unlink()
+    conf.mkdir()
+    bad = torchrun(args, cwd=tmp_path)
+    assert bad.returncode != 0 and bad.stderr.count("error:") == 1, bad.stderr[-3000:]
+    assert "Is a directory" in bad.stderr and "[rank1]" not in bad.stderr, bad.stderr[-3000:]
 
 
 @pytest.mark.parametrize("layout", ["dp_shard=-1", pytest.param("pp=2", marks=pytest.mark.slow)])

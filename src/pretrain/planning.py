@@ -75,7 +75,8 @@ def shape(cfg: RunConfig, gpus: int, precision: str) -> report.Shape:
                     cfg.train.parallel.pp_schedule)
     return report.Shape(cfg.train.steps, cfg.train.batch_size, cfg.train.grad_accum, layout,
                         cfg.train.activation_checkpointing, cfg.train.optimizer, precision,
-                        fused_loss=cfg.train.loss_path(1) == "chunked")
+                        fused_loss=cfg.train.loss_path(1) == "chunked",
+                        compiled=cfg.train.compile)
 
 
 def refusal(model: ModelConfig, train: TrainConfig, split: Split,
@@ -155,9 +156,11 @@ def plan(cfg: RunConfig, opts: Options) -> str:
     sh = shape(cfg, opts.gpus, prec)
     per_step = sh.tokens(model.seq_len) // max(sh.steps, 1)
     out = [f"# plan for {cfg.name} ({acc.name} x {opts.gpus}, MFU {mfu:.0%} {mfu_from})"]
-    if prec == "fp8" and "fp8" not in acc.peak_tflops:
-        out.append(f"note: {acc.name} has no fp8 (Hopper or newer): training refuses "
-                   "train.precision = 'fp8' there; planned at bf16's speed")
+    if prec == "fp8" and not acc.fp8_training:
+        out.append(f"note: training refuses train.precision = 'fp8' on {acc.name} (it needs "
+                   "Hopper or newer" + (", though the card has fp8 tensor cores"
+                                        if "fp8" in acc.peak_tflops else "")
+                   + "); planned at bf16's speed")
     if budget:
         model, tokens = report.suggest(model, budget, fit)
         if tokens < per_step:

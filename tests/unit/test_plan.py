@@ -33,6 +33,7 @@ from pretrain.plan.memory import (
 from pretrain.plan.report import time_and_cost
 from pretrain.run_config import load_config
 from pretrain.train.config import TrainConfig
+from pretrain.train.fits import check_memory
 from pretrain.train.loop import RunPaths, train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -351,13 +352,20 @@ def test_a_measured_mfu_is_of_the_bf16_peak_whatever_the_planned_precision(tmp_p
 
 def test_a_converted_mfu_says_so_and_fp8_where_there_is_none_is_noted(capsys):
     """--mfu 0.4 planned in fp32 printed "MFU 100% given" (0.4 of the bf16 peak is 5.9x
-    the fp32 one, capped without a word); fp8 on an A100 was planned without a note."""
+    the fp32 one, capped without a word); fp8 on an A100 was planned without a note, and
+    on an L40S (fp8 tensor cores, a rate in the table, but not Hopper) too."""
     assert main(["plan", "--mfu", "0.4", "--train.precision=fp32"]) == 0
     assert "MFU 100% given, 40% of the bf16 peak (capped at 100%)" in capsys.readouterr().out
     assert main(["plan", "--gpu", "a100", "--train.precision=fp8"]) == 0
-    assert "has no fp8 (Hopper or newer)" in capsys.readouterr().out
-    assert main(["plan", "--gpu", "h100", "--train.precision=fp8"]) == 0
-    assert "has no fp8" not in capsys.readouterr().out
+    assert "refuses train.precision = 'fp8' on NVIDIA A100 SXM 80 GB (it needs Hopper or " \
+        "newer); planned at bf16's speed" in capsys.readouterr().out
+    for gpu in ("l40s", "l4", "rtx4090"):
+        assert main(["plan", "--gpu", gpu, "--train.precision=fp8"]) == 0
+        assert "needs Hopper or newer, though the card has fp8 tensor cores" \
+            in capsys.readouterr().out
+    for gpu in ("h100", "h200", "b200"):
+        assert main(["plan", "--gpu", gpu, "--train.precision=fp8"]) == 0
+        assert "refuses train.precision = 'fp8'" not in capsys.readouterr().out
 
 
 def test_sizes_are_written_in_the_unit_they_round_to():
@@ -481,3 +489,35 @@ def test_the_plan_shows_only_layouts_training_runs_and_marks_a_refused_configure
     assert main([*wide, "--model.seq_len=1004"]) == 0   # sequence parallel: tp | seq_len
     out = capsys.readouterr().out
     assert "\n TP 8 " not in out and "\n FSDP 8 " in out and "refuses" not in out
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_the_plan_calls_a_fit_what_training_runs_without_a_warning(capsys, compiled):
+    """The plan's "fits?" and largest micro-batch are training's own pre-flight verdict on
+    the table's memory: the plan filled the device to the last byte and counted a compiled
+    model's eager activations, so it called "no" a run training accepts without a word
+    (124M compiled at 200 sequences on an H100) and "yes" one training warns of."""
+    have = get("h100").memory_gb * 1e9
+    verdicts = {}
+    for batch in (8, 148, 160, 200, 228, 260, 400):   # each verdict, eager and compiled
+        argv = [f"--train.compile={str(compiled).lower()}", f"--train.batch_size={batch}",
+                "--train.grad_accum=1", "--train.precision=bf16"]
+        row = _row(["--gpu", "h100", *argv], capsys).splitlines()[0]
+        said = row
+        cfg = load_config("fineweb-edu-124m", [tuple(a[2:].split("=")) for a in argv])
+        one = {"dp_replicate": 1, "dp_shard": 1, "tp": 1, "pp": 1}
+        try:
+            model = dataclasses.replace(cfg.model, vocab_size=cfg.tokenizer.vocab_size)
+            check_memory(model, cfg.train, one, torch.device("cuda"), have=have)
+            err = capsys.readouterr().err
+            training = "warns" if "warning" in err else "runs"
+        except PretrainError as e:
+            training, err = "refuses", str(e)
+        plan = "warns" if "without the 10% margin" in said else \
+            "runs" if "  yes" in said else "refuses"
+        verdicts[batch] = (plan, training)
+        advised = re.search(r"train.batch_size = (\d+) leaves", err)
+        if advised:   # training's advice is the plan's largest micro-batch
+            assert f"largest micro-batch {advised[1]}" in said, (said, err)
+    assert all(p == t for p, t in verdicts.values()), verdicts
+    assert {t for _, t in verdicts.values()} == {"runs", "warns", "refuses"}, verdicts

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from .. import hardware
 from ..model.config import ModelConfig
 from .laws import BESIROGLU, HOFFMANN, Law, chinchilla_rule
-from .memory import GB, Split, estimate, largest_batch
+from .memory import COMPILED_ACTIVATIONS, GB, MARGIN, Split, estimate, largest_batch
 
 __all__ = ["GB", "Split", "Shape", "duration", "estimate", "frontier", "memory", "size", "suggest",
            "time_and_cost"]
@@ -34,6 +34,7 @@ class Shape:
     optimizer: str = "adamw"
     precision: str = "bf16"         # "bf16" on a GPU (autocast), "fp32" on CPU
     fused_loss: bool = True         # the chunked loss wherever the head is whole (not TP)
+    compiled: bool = False          # train.compile: fewer activations kept (COMPILED_ACTIVATIONS)
 
     def tokens(self, seq_len: int) -> int:
         dp = self.layout.dp_replicate * self.layout.dp_shard
@@ -101,23 +102,27 @@ def memory(cfg: ModelConfig, shape: Shape, gpus: int, device_gb: float | None,
     ``refusal(layout, configured)``: why training refuses a layout (None where it runs
     it): another layout is then left out, the configured one is marked."""
     lines = [f"{'layout':<22}{'weights':>9}{'grads':>8}{'optim':>8}{'activ.':>8}{'work':>7}"
-             f"{'overlap':>8}{'total':>8}{'with AC':>9}  GB per device" + (f" (fits {device_gb:g} GB?)"
-                                                            if device_gb else "")]
+             f"{'overlap':>8}{'total':>8}{'with AC':>9}  GB per device"
+             + (f" (fits {device_gb:g} GB?)" if device_gb else "")]
     refused = refusal(shape.layout, True) if refusal else None
     lays = [lay for lay in layouts(cfg, shape, gpus)
             if lay is shape.layout or not (refusal and refusal(lay, False))]
+    room = MARGIN * (device_gb or 0) * GB   # as training decides: 10% left for the error
     for lay in lays:
         kw = dict(layout=lay, optimizer=shape.optimizer, precision=shape.precision,
                   fused_loss=shape.fused_loss and lay.tp == 1,   # TP splits the head
                   grad_accum=1 if lay.pp > 1 else shape.grad_accum,
-                  cpu=False)   # the accelerators of the table: fp32 there is no CPU run
+                  cpu=False,   # the accelerators of the table: fp32 there is no CPU run
+                  activation_share=COMPILED_ACTIVATIONS if shape.compiled else 1.0)
         m = estimate(cfg, shape.batch, checkpointing=False, **kw)  # type: ignore[arg-type]
         ac = estimate(cfg, shape.batch, checkpointing=True, **kw)  # type: ignore[arg-type]
         fits = ""
         if device_gb:   # the configured setting fits, or only with activation checkpointing
-            best = largest_batch(cfg, device_gb * GB, checkpointing=shape.checkpointing, **kw)
-            fits = "  yes" if (ac if shape.checkpointing else m).total <= device_gb * GB \
-                else "  no (yes with AC)" if ac.total <= device_gb * GB else "  no"
+            best = largest_batch(cfg, room, checkpointing=shape.checkpointing, **kw)
+            mine = ac if shape.checkpointing else m
+            fits = "  yes" if mine.total <= room \
+                else "  yes, without the 10% margin (training warns)" if mine.total <= device_gb * GB \
+                else "  no (yes with AC)" if ac.total <= room else "  no"
             fits += (f", largest micro-batch {best}" if best else ", not one sequence") \
                 + (" with AC" if shape.checkpointing else "")
         if refused and lay is shape.layout:
@@ -129,9 +134,14 @@ def memory(cfg: ModelConfig, shape: Shape, gpus: int, device_gb: float | None,
                                                          for v, w in cols)
                      + fits)
     lines.append(f"(* the configured layout; micro-batch {shape.batch} x {cfg.seq_len} tokens, "
-                 f"{shape.precision}, {shape.optimizer}; activations scale with the micro-batch;"
+                 f"{shape.precision}, {shape.optimizer}"
+                 + (f", compiled ({COMPILED_ACTIVATIONS:g}x the eager activations)"
+                    if shape.compiled else "")
+                 + "; activations scale with the micro-batch;"
                  " overlap: backward frees activations as gradients fill, where a step has one"
-                 " micro-batch)")
+                 " micro-batch" + (f"; fits: within {MARGIN:.0%} of the device's memory, as "
+                                   "training decides (the estimate's error is within 10%)"
+                                   if device_gb else "") + ")")
     if refused:
         lines.append(f"(* training refuses the configured layout: {refused})")
     if gpus > 1 and shape.optimizer == "muon":

@@ -11,7 +11,7 @@ import torch
 from ..config import PretrainError
 from ..log import log0
 from ..model.config import ModelConfig
-from ..plan.memory import Split, estimate, largest_batch
+from ..plan.memory import COMPILED_ACTIVATIONS, MARGIN, Split, estimate, largest_batch
 from .config import TrainConfig
 from .parallelize import Layout, resolve_precision
 
@@ -27,10 +27,6 @@ def device_memory(device: torch.device) -> float | None:
         return None
 
 
-COMPILED_ACTIVATIONS = 0.7
-MARGIN = 0.9   # the share of the device's memory a batch is advised to fill   # the least share of the eager activations a compiled model kept
-
-
 def check_memory(model_cfg: ModelConfig, cfg: TrainConfig, layout: Layout,
                   device: torch.device, have: float | None = None) -> None:
     """Log the memory estimate; refuse, before allocating anything, a run that cannot fit
@@ -43,10 +39,6 @@ def check_memory(model_cfg: ModelConfig, cfg: TrainConfig, layout: Layout,
                               precision=resolve_precision(cfg.precision, device),
                               fused_loss=cfg.loss_path(layout["tp"]) == "chunked",
                               grad_accum=cfg.grad_accum, cpu=device.type == "cpu",
-                              # a compiled model keeps fewer activations than the eager
-                              # counts (inductor recomputes norms and elementwise steps in
-                              # backward: 0.70x for llama, 0.97x for gpt2 under CPU bf16
-                              # autocast): sized with the least share seen
                               activation_share=COMPILED_ACTIVATIONS if cfg.compile else 1.0)
     est = estimate(model_cfg, cfg.batch_size, **kw)
     parts = ", ".join(f"{k} {round(v, 2) + 0.0:.2f}"   # + 0.0: never "-0.00"
@@ -57,8 +49,6 @@ def check_memory(model_cfg: ModelConfig, cfg: TrainConfig, layout: Layout,
          + (f"; compiled: {COMPILED_ACTIVATIONS:g}x the eager activations" if cfg.compile else ""))
     if not have or est.total <= MARGIN * have:
         return
-    # the estimate is within 10% of measured peaks (tests/unit/test_plan.py), so a batch
-    # sized to the last byte can be killed for memory: the advice leaves that margin
     fits = largest_batch(model_cfg, MARGIN * have, **kw)
     advice = (f"train.batch_size = {fits} leaves a {1 - MARGIN:.0%} margin for the "
               "estimate's error" if fits else "not even one sequence fits")

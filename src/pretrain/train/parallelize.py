@@ -49,6 +49,7 @@ from torch.distributed.tensor.parallel import ParallelStyle
 
 from .. import distributed
 from ..config import ConfigError
+from ..hardware import FP8_CC_MAJOR
 from ..model.config import ModelConfig
 from ..model.transformer import Transformer
 from .config import ParallelConfig, TrainConfig, check_layout
@@ -148,7 +149,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         return "bf16" if cuda_bf16 else "fp32"
     if precision == "fp8":
         major = torch.cuda.get_device_capability(device)[0] if device.type == "cuda" else 0
-        if major < 9:
+        if major < FP8_CC_MAJOR:
             raise ConfigError("train.precision = 'fp8' needs a Hopper GPU or newer (an H100, "
                               f"H200, B200); this is {device}")
     return precision

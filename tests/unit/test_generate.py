@@ -91,8 +91,20 @@ def test_sampling_filters():
 
 def test_prompt_too_long_for_the_context_is_an_error():
     model = _model("llama")
-    with pytest.raises(ValueError, match="leaves no room"):
-        generate(model, [list(range(48))], 5)
+    with pytest.raises(ValueError, match="longer than the model's context"):
+        generate(model, [list(range(49))], 5)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_a_prompt_as_long_as_the_context_gets_its_next_token(arch):
+    """The last new token is never read: a prompt of seq_len tokens has room for one, the
+    greedy one of the whole context (it was refused, and every prompt got one too few)."""
+    model = _model(arch)   # seq_len 48
+    prompt = [(7 * i) % 50 + 1 for i in range(48)]
+    (new,) = generate(model, [prompt], 5, temperature=0.0)
+    logits, _ = model(torch.tensor([prompt]))
+    assert new == [int(logits[0, -1].argmax())]
+    assert len(generate(model, [prompt[:40]], 100, temperature=0.0)[0]) == 9
 
 
 @pytest.mark.parametrize("use_cache", [True, False])
@@ -101,8 +113,8 @@ def test_each_row_gets_its_own_length_budget(use_cache):
     short, long = [3], list(range(1, 40))
     alone = generate(model, [short], 100, temperature=0.0, use_cache=use_cache)[0]
     both = generate(model, [short, long], 100, temperature=0.0, use_cache=use_cache)
-    assert len(alone) == 47 and both[0] == alone
-    assert len(both[1]) == 9
+    assert len(alone) == 48 and both[0] == alone
+    assert len(both[1]) == 10
 
 
 def test_tiny_top_p_keeps_the_most_likely_token():
@@ -128,12 +140,14 @@ def test_the_sample_stage_names_a_prompt_too_long_and_refuses_empty_or_bad_confi
     tok = Tokenizer([bytes([i]) for i in range(256)], r"[\s\S]", [BOS, EOS])
     model = Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, seq_len=16,
                                     vocab_size=tok.vocab_size))
-    cfg = SampleConfig(prompts=["ok", "x" * 15], max_new_tokens=2)
-    with pytest.raises(PretrainError, match=r"sample.prompts\[1\] .* 16 tokens with BOS: no "
-                                            r"room to generate in model.seq_len = 16"):
+    cfg = SampleConfig(prompts=["ok", "x" * 16], max_new_tokens=2)
+    with pytest.raises(PretrainError, match=r"sample.prompts\[1\] \('x{16}'\) is 17 tokens with "
+                                            r"BOS, more than the model reads \(model.seq_len = 16\)"):
         samples(model, tok, cfg)
     capsys.readouterr()
     out = samples(model, tok, SampleConfig(prompts=["ok", "x" * 14], max_new_tokens=2))
+    assert "get fewer" not in capsys.readouterr().err   # 15 + 2 new, the last never read
+    out = samples(model, tok, SampleConfig(prompts=["ok", "x" * 15], max_new_tokens=2))
     assert len(out) == 2 and len(out[1]["completion"]) <= 1   # cut to fit, and said
     assert "sample: prompt(s) [1] get fewer than sample.max_new_tokens = 2 new tokens" \
         in capsys.readouterr().err

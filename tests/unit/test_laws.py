@@ -63,7 +63,9 @@ def test_the_fit_recovers_known_constants_from_noisy_losses():
             ns.append(n)
             ds.append(d)
             ls.append(true.loss(n, d) * math.exp(rng.normal(0, 0.003)))  # 0.3% noise
-    fit = fit_law(ns, ds, ls)
+    # every 10th start of the grid (the fit of 2000 starts lands within 1e-4 of it, 10x
+    # slower; the sweep's tests fit from the whole grid)
+    fit = fit_law(ns, ds, ls, starts=GRID[::10])
     assert fit.alpha == pytest.approx(true.alpha, abs=0.02)
     assert fit.beta == pytest.approx(true.beta, abs=0.02)
     assert fit.E == pytest.approx(true.E, abs=0.1)

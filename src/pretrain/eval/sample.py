@@ -37,15 +37,17 @@ def samples(model: Transformer, tok: TextTokenizer, cfg: SampleConfig) -> list[d
     prompts = [[tok.bos_id, *tok.encode(p)] for p in cfg.prompts]
     seq_len = model.cfg.seq_len
     for i, ids in enumerate(prompts):
-        if len(ids) >= seq_len:
-            raise PretrainError(f"sample.prompts[{i}] ({cfg.prompts[i][:40]!r}...) is {len(ids)} "
-                                f"tokens with BOS: no room to generate in model.seq_len = "
-                                f"{seq_len}; shorten it")
-    cut = [i for i, ids in enumerate(prompts) if len(ids) + cfg.max_new_tokens > seq_len]
+        if len(ids) > seq_len:
+            text = cfg.prompts[i]
+            raise PretrainError(f"sample.prompts[{i}] ({text[:40]!r}{'...' if len(text) > 40 else ''})"
+                                f" is {len(ids)} tokens with BOS, more than the model reads "
+                                f"(model.seq_len = {seq_len}): shorten it")
+    # the model reads the prompt and every new token but the last
+    cut = [i for i, ids in enumerate(prompts) if len(ids) + cfg.max_new_tokens - 1 > seq_len]
     if cut:   # generate() cuts each row to fit the model's context
         log0(f"sample: prompt(s) {cut} get fewer than sample.max_new_tokens = "
-             f"{cfg.max_new_tokens} new tokens: prompt and continuation fit in model.seq_len = "
-             f"{seq_len}")
+             f"{cfg.max_new_tokens} new tokens: the model reads at most model.seq_len = "
+             f"{seq_len} tokens, the prompt's and all new ones but the last")
     outs = generate(model, prompts, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p,
                     stop_ids=(tok.eos_id,), generator=gens)
     return [{"prompt": p, "completion": tok.decode_after(ids, o)}

@@ -47,8 +47,9 @@ def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int,
              use_cache: bool = True, pad_id: int = 0) -> list[list[int]]:
     """Continue each prompt; returns the new tokens of each (without the stop token).
 
-    Each row gets up to ``max_new_tokens``, cut so that its prompt + new tokens fit in
-    ``seq_len``; a row's greedy output does not depend on the other rows. Sampled output
+    Each row gets up to ``max_new_tokens``, cut so that the model reads at most ``seq_len``
+    tokens: its prompt and every new token but the last (which is never read), so a
+    prompt of ``seq_len`` tokens still gets one; a row's greedy output does not depend on the other rows. Sampled output
     does when one generator draws for the whole batch (reproducible for the same batch);
     with a list of one generator per row, each row's draws are its own.
     """
@@ -66,9 +67,10 @@ def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int,
     model.eval()
     device = model.embed.weight.device
     longest = max(len(p) for p in prompts)
-    budget = [min(max_new_tokens, model.cfg.seq_len - len(p)) for p in prompts]
+    budget = [min(max_new_tokens, model.cfg.seq_len - len(p) + 1) for p in prompts]
     if min(budget) <= 0:
-        raise ValueError(f"a prompt of {longest} tokens leaves no room in seq_len={model.cfg.seq_len}")
+        raise ValueError(f"a prompt of {longest} tokens is longer than the model's context "
+                         f"(seq_len={model.cfg.seq_len})")
     max_new_tokens = max(budget)
     B = len(prompts)
     pad = torch.tensor([longest - len(p) for p in prompts], device=device)

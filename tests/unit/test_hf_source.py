@@ -237,6 +237,21 @@ def test_a_bad_record_costs_itself_and_a_blank_file_is_counted(tmp_path):
         src = HuggingFaceSource(name="json", data_files=[str(tmp_path / name)], min_int_score=3)
         items = list(src.read(src.task_files()))
         assert [(type(i).__name__[0], getattr(i, "reason", "")) for i in items] == want, name
+    # a parquet file of 0 rows (well formed) and a 0-byte file in a dataset's folder: empty,
+    # named as its records would be (they were "unreadable", the reader "lost the rest of
+    # the file", under the absolute path); a damaged file too
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    data = tmp_path / "ds" / "data"
+    data.mkdir(parents=True)
+    pq.write_table(pa.table({"text": pa.array([], pa.string())}), data / "none.parquet")
+    (data / "zero.parquet").write_bytes(b"")
+    (data / "bad.parquet").write_bytes(b"PAR1 not a parquet file PAR1")
+    for name, reason in (("none", "empty_file"), ("zero", "empty_file"), ("bad", "unreadable")):
+        src = HuggingFaceSource(name=str(tmp_path / "ds"),
+                                data_files=[f"data/{name}.parquet"])
+        (skip,) = list(src.read(src.task_files()))
+        assert (skip.reason, skip.id.split(":")[0]) == (reason, f"data/{name}.parquet"), skip
 
 
 def test_a_save_to_disk_folder_is_read_from_its_arrow_files(tmp_path):

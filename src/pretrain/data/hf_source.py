@@ -168,6 +168,9 @@ class HuggingFaceSource(SourceConfig):
         module, _, kwargs = _builder_files(self)
         one = files[0] if len(files) == 1 and "://" not in files[0] else ""
         counts = {"json": _json_lines_lost, "parquet": _parquet_rows_lost}.get(module)
+        if one and _no_rows(one, module):   # datasets' parquet reader raises on one
+            yield Skip(self._file_id(one), "empty_file", f"{one}: empty, no records")
+            return
         yield from self._records(
             lambda: datasets.load_dataset(module, data_files={"train": list(files)},
                                           split="train", streaming=self.streaming, **kwargs),
@@ -205,12 +208,12 @@ class HuggingFaceSource(SourceConfig):
             if remote and isinstance(e, OSError):
                 raise
             records, why = lost(n) if lost else (1, "")
-            yield Skip(f"{where}:{n}", "unreadable",
+            yield Skip(f"{ids or where}:{n}", "unreadable",
                        f"{where} after record {n}: {type(e).__name__}: {str(e)[:300]}{why}",
                        records)
             return
         if not n:
-            yield Skip(where, "empty_file", f"{where}: no records")
+            yield Skip(ids or where, "empty_file", f"{where}: no records")
 
     def _record(self, rec: dict[str, Any], where: str, i: int, ids: str) -> Document | Skip:
         rid = rec.get(self.id_field)
@@ -234,6 +237,21 @@ class HuggingFaceSource(SourceConfig):
                         f"{where} record {i}: {no_text(rec, self.text_field)}")
         return Document(doc_id, text, self.label(), record_meta(rec, self.text_field,
                                                                 self.id_field))
+
+
+def _no_rows(path: str, module: str) -> bool:
+    """Whether the local file ``path`` holds no records: 0 bytes, or a parquet footer that
+    counts 0 rows (a well-formed file, which ``datasets``' reader fails on: "BatchSize
+    must be greater than 0", read as damaged)."""
+    try:
+        if os.path.getsize(path) == 0:
+            return True
+        if module == "parquet":
+            import pyarrow.parquet as pq
+            return bool(pq.ParquetFile(path).metadata.num_rows == 0)
+    except Exception:  # noqa: BLE001 -- unreadable: the reader's own error says so
+        return False
+    return False
 
 
 def _parquet_rows_lost(path: str, read: int) -> tuple[int, str]:

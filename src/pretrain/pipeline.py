@@ -159,10 +159,11 @@ def run_stages(cfg: RunConfig, names: Sequence[str], force: set[str],
             # its weights are what this train stage writes: each rerun trained again from
             # the last one's result, and the stage was never up to date (a checkpoint
             # folder of the run stays: the new train stage writes under another key)
-            raise PretrainError(f"train.init_from: {cfg.train.init_from} is this run's own "
-                                f"model ({rd.root / 'train'}), which its train stage "
-                                "replaces; continue into a run of another name, or from a "
-                                "checkpoint folder of this run, or copy the weights out")
+            raise said_once(PretrainError(   # the config's and the run's paths: alike
+                f"train.init_from: {cfg.train.init_from} is this run's own model "
+                f"({rd.root / 'train'}), which its train stage replaces; continue into a run "
+                "of another name, or from a checkpoint folder of this run, or copy the "
+                "weights out"))
 
     _alike(d, checks)
     if "train" in names and rd.manifest("train") is None:   # not after the data stages

@@ -12,6 +12,9 @@ import pytest
 import torch
 
 from pretrain.cli import main
+from pretrain.model import io
+from pretrain.model.config import ModelConfig
+from pretrain.model.transformer import Transformer
 from pretrain.pipeline import run_stages
 from pretrain.run_config import load_config
 from pretrain.train import state
@@ -225,6 +228,15 @@ def test_pretrain_train_under_torchrun_says_each_error_once(tmp_path):
     # rank 0's OSError while it opens the run (a folder where config.toml goes): the others
     # stop with it, silently (rank 1 waited on rank 0, and printed gloo's traceback when
     # rank 0 went)
+    # a checkpoint every rank reads alike, refused (another vocabulary): said once (each
+    # rank printed it)
+    other = ModelConfig(d_model=16, n_layers=1, n_heads=2, seq_len=16, vocab_size=300)
+    (tmp_path / "other").mkdir()
+    io.save(tmp_path / "other", other, Transformer(other).state_dict(), {})
+    bad = torchrun([*args, f"--train.init_from={tmp_path / 'other'}"], cwd=tmp_path)
+    assert bad.returncode != 0, bad.stderr[-3000:]
+    assert bad.stderr.count("error: train.init_from: the checkpoint has 300 token ids") == 1, \
+        bad.stderr[-3000:]
     conf = tmp_path / "runs" / "tiny" / "config.toml"
     conf.unlink()
     conf.mkdir()

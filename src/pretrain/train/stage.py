@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from .. import distributed
-from ..config import ConfigError, PretrainError, build, fingerprint
+from ..config import ConfigError, PretrainError, SaidOnRankZero, build, fingerprint
 from ..log import log0
 from ..model import io
 from ..model.config import ModelConfig
@@ -59,7 +59,7 @@ def run(run: StageRun, model_cfg: ModelConfig, cfg: TrainConfig, seed: int, devi
             "it 0 (the tokenizer's); model.pad_vocab_multiple pads the matrices for speed, "
             "with the padding never sampled or scored")
     model_cfg = replace(model_cfg, vocab_size=model_cfg.vocab_size or vocab)
-    init = _init(cfg, shards, vocab) if cfg.init_from else None
+    init = _init_everywhere(cfg, shards, vocab) if cfg.init_from else None
     if init is not None:
         _ignored_model_settings(model_cfg, init.cfg)
         _same_seed(Path(cfg.init_from), seed)
@@ -264,6 +264,32 @@ def _link_copy(src: Path, dst: Path) -> None:
 
     shutil.copytree(src, tmp, copy_function=link)
     os.replace(tmp, dst)
+
+
+def _init_everywhere(cfg: TrainConfig, shards: TokenShards, vocab: int) -> Transformer | None:
+    """:func:`_init` on every rank, its refusals said once under torchrun: each message by
+    the lowest rank that met it (with the ranks, where not all did: a machine's own copy),
+    and every rank stops when one does (they had each printed the same line)."""
+    d = distributed.from_env()
+    try:
+        init, error = _init(cfg, shards, vocab), None
+    except PretrainError as e:
+        init, error = None, e
+    if not d.enabled:
+        if error is not None:
+            raise error
+        return init
+    said = distributed.gather(str(error) if error is not None else None, d)
+    failed = [r for r, m in enumerate(said) if m is not None]
+    if not failed:
+        return init
+    if error is None or said.index(str(error)) != d.rank:
+        raise SaidOnRankZero(said[failed[0]])   # said by another rank
+    ranks = [r for r, m in enumerate(said) if m == str(error)]
+    if len(ranks) == d.world:
+        raise error
+    raise type(error)(f"{error} (on rank{'s' if len(ranks) > 1 else ''} "
+                      f"{', '.join(map(str, ranks))} of {d.world})")
 
 
 def _init(cfg: TrainConfig, shards: TokenShards, vocab: int) -> Transformer:

@@ -287,12 +287,16 @@ def test_task_files_of_other_encodings_and_wrong_field_types(tmp_path: Path):
     assert tasks.load(tmp_path / "t.jsonl.zst", "auto")[0] == "mc"
     for bad, field in (({"context_options": ["The cat", 5], "continuation": "x", "gold": 0},
                         "context_options"), ({"query": None, "choices": ["a", "b"], "gold": 0},
-                                             "query"), ({"context": "x", "continuation": 3}, "continuation")):
+                                             "query"), ({"context": "x", "continuation": 3}, "continuation"),
+                       ({"query": "q", "choices": ["a", None], "gold": 0}, "choices")):
         (tmp_path / "bad.jsonl").write_text("\n" + json.dumps(bad) + "\n")
         with pytest.raises(ConfigError, match=f"bad.jsonl:2: .*{field} must be text"):
             tasks.load(tmp_path / "bad.jsonl", "auto")
-    (tmp_path / "latin.jsonl").write_bytes(json.dumps(rec).encode() + b"\n\xe9t\xe9\n")
-    with pytest.raises(ConfigError, match="latin.jsonl: not a UTF-8 task file"):
+    # the line is named (it was the decoder's offset in a block of the file)
+    latin = json.dumps({**rec, "query": "Caf\u00e9?"}, ensure_ascii=False).encode("latin-1")
+    (tmp_path / "latin.jsonl").write_bytes((json.dumps(rec).encode() + b"\n") * 300 + latin)
+    with pytest.raises(ConfigError, match=r"latin.jsonl:301: not UTF-8 \(byte 0xe9 at "
+                                          r"character 15 of the line\)"):
         tasks.load(tmp_path / "latin.jsonl", "auto")
     for name in ("plain.jsonl.xz", "plain.jsonl.zst"):   # named as compressed, but not
         (tmp_path / name).write_text(json.dumps(rec) + "\n")

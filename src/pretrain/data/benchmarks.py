@@ -48,10 +48,11 @@ _PROMPT = re.compile(r"\s*\b(?:Answer|A)\s*:\s*$")
 COMPRESSED = (".gz", ".bz2", ".xz", ".zst")
 
 
-def open_text(path: Path) -> Any:
+def open_text(path: Path, errors: str = "strict") -> Any:
     """A benchmark or task file as text: plain, .gz, .bz2, .xz or .zst (zstandard
     installed); a UTF-8 BOM is not part of the first record. The eval stage reads its task
-    files through this too, so decontamination reads every file it scores."""
+    files through this too, so decontamination reads every file it scores. ``errors``: as
+    ``open``'s ("surrogateescape" lets the reader name the line that is not UTF-8)."""
     name, enc = path.name.lower(), "utf-8-sig"
     if name.endswith(".zst"):
         try:
@@ -60,10 +61,10 @@ def open_text(path: Path) -> Any:
             raise ConfigError(f"{path}: a .zst file needs zstandard: pip install "
                               "'pretrain[zstd]'") from None
         raw = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
-        return io.TextIOWrapper(raw, encoding=enc)
+        return io.TextIOWrapper(raw, encoding=enc, errors=errors)
     opener: Any = {".bz2": bz2.open, ".gz": gzip.open, ".xz": lzma.open}.get(
         Path(name).suffix, open)
-    return opener(path, "rt", encoding=enc)
+    return opener(path, "rt", encoding=enc, errors=errors)
 
 
 def base_name(path: Path) -> str:

@@ -59,10 +59,21 @@ class Item:
 
 
 def _lines(f: Any, path: Path) -> Any:
-    """The file's lines; text that is not UTF-8 (or a compressed file under another name)
-    is an error naming the file."""
+    """The file's lines (``f`` opened with errors="surrogateescape"); a line that is not
+    UTF-8 is an error naming the file and the line, a compressed file under another name
+    (or a damaged one) an error naming the file."""
     try:
-        yield from f
+        for n, line in enumerate(f, 1):
+            try:
+                line.encode("utf-8")   # the bytes that were not UTF-8 are surrogates here
+            except UnicodeEncodeError as e:
+                bad = line[e.start].encode("utf-8", "surrogateescape")[0]
+                raise ConfigError(f"{path}:{n}: not UTF-8 (byte 0x{bad:02x} at character "
+                                  f"{e.start + 1} of the line): save the task file as "
+                                  "UTF-8") from None
+            yield line
+    except ConfigError:
+        raise
     except Exception as e:   # noqa: BLE001 -- each codec raises its own type (LZMAError, ZstdError)
         raise ConfigError(f"{path}: not a UTF-8 task file (or not the compression its name "
                           f"says): {type(e).__name__}: {e}") from None
@@ -80,7 +91,7 @@ def load(path: Path, kind: str, delimiter: str = " ", limit: int = 0) -> tuple[s
     if not path.is_file():
         raise ConfigError(f"eval task file not found: {path}")
     items: list[Item] = []
-    with open_text(path) as f:
+    with open_text(path, errors="surrogateescape") as f:
         if kind == "hellaswag":
             lines = [line.rstrip("\n") for line in _lines(f, path)]
             while lines and not lines[-1].strip():
@@ -143,6 +154,8 @@ def _item(rec: dict[str, Any], kind: str, delimiter: str) -> Item:
             raise ValueError(f"{'choices' if kind == 'mc' else 'context_options'} must be a "
                              f"list of 2 or more, not {many!r}")
     if kind == "mc":
+        if any(c is None or isinstance(c, (bool, list, dict)) for c in rec["choices"]):
+            raise ValueError(f"choices must be text (or numbers), not {rec['choices']!r}")
         choices = [str(c) for c in rec["choices"]]   # numbers as choices are their digits
         return Item([_text(rec, "query")] * len(choices), choices,
                     _gold(rec["gold"], len(choices)), delimiter)

@@ -523,6 +523,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         runs_stages = bool(argv) and argv[0] in ("run", *stages.names()) \
             and argv[:2] != ["data", "inspect"]
+        forced = any(a == "--force" or a.startswith("--force=") for a in argv)
         print("interrupted; completed stages are kept, the interrupted one will rerun"
-              if runs_stages else "interrupted", file=sys.stderr)
+              + (" (rerun without --force to resume it; with --force it starts over)"
+                 if forced else "") if runs_stages else "interrupted", file=sys.stderr)
         return 130

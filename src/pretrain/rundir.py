@@ -460,8 +460,14 @@ class RunDir:
 
     def execute(self, stage: str, key: str, key_parts: dict[str, Any], inputs: dict[str, Path],
                 fn: Any, forced: bool = False) -> dict[str, Any]:
-        """Run ``fn(StageRun)`` into a temporary folder and publish it atomically."""
+        """Run ``fn(StageRun)`` into a temporary folder and publish it atomically. A
+        ``forced`` rerun first withdraws the output's manifest (the files stay until the
+        new ones replace them): interrupted, the stage is unfinished, and a plain rerun
+        resumes the forced attempt (it was up to date, and the attempt was lost)."""
         self.root.mkdir(parents=True, exist_ok=True)
+        if forced and (self.stage_dir(stage) / MANIFEST).is_file():
+            (self.stage_dir(stage) / MANIFEST).unlink()
+            fsync(self.stage_dir(stage))
         tmp = self.root / f".tmp-{stage}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()

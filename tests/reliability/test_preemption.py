@@ -84,6 +84,31 @@ def test_a_signal_checkpoints_and_the_rerun_resumes_exactly(tmp_path, sig, refer
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
+def test_a_preempted_forced_retrain_resumes_without_force(tmp_path, reference):
+    """``--force train`` of a complete run, preempted: the rerun the message asks for
+    (without --force) found the stage up to date and kept the earlier model, the forced
+    attempt's checkpoint unused. It resumes it now, to the uninterrupted run's weights."""
+    run_dir = _prepared(tmp_path / "run")
+    first = _train(tiny_overrides(run_dir, **COMMON), tmp_path)   # complete: up to date
+    assert first.wait(timeout=300) == 0
+    forced = _train([*tiny_overrides(run_dir, **COMMON), ("force", "train")], tmp_path)
+    assert forced.stderr is not None
+    for line in forced.stderr:
+        if line.startswith("train: step 5/"):
+            forced.send_signal(signal.SIGTERM)
+            break
+    rest = forced.stderr.read()
+    assert forced.wait(timeout=300) == EXIT_PREEMPTED, rest[-2000:]
+    assert "rerun the command to resume (without --force" in rest
+    again = _train(tiny_overrides(run_dir, **COMMON), tmp_path)
+    out = again.stderr.read() if again.stderr else ""
+    assert again.wait(timeout=300) == 0, out[-2000:]
+    assert "up to date" not in out and "resumed from" in out, out[-2000:]
+    b = load_file(run_dir / "runs" / "tiny" / "train" / "model.safetensors")
+    assert all(torch.equal(reference[k], b[k]) for k in reference)
+
+
 # ---- in one process: the signal or Ctrl-C at the moments outside the step loop ----------
 
 TINY = ModelConfig(d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, seq_len=16, vocab_size=258)

@@ -158,3 +158,34 @@ def test_activation_checkpointing_keeps_the_train_key_and_its_lineage(tmp_path: 
     other = load_config(None, [("runs_dir", str(tmp_path)), ("train.compile", "true")])
     assert train.key_config(other) != train.key_config(base)   # keyed fields still count
 
+
+
+def stopped_when_forced(run: StageRun, seed: int) -> None:
+    """A stage whose forced rerun is interrupted (Ctrl-C)."""
+    if run.forced:
+        raise KeyboardInterrupt
+    toy(run, seed)
+
+
+def test_an_interrupted_forced_stage_is_unfinished_and_a_plain_rerun_runs_it(
+        tmp_path: Path, monkeypatch, capsys):
+    """``--force STAGE`` interrupted left the earlier output complete: the rerun the message
+    asked for (without --force) found the stage up to date and the forced attempt was lost
+    (a retrain preempted at step 5,000 resumed nowhere), and with --force it starts over."""
+    monkeypatch.setattr(stages, "STAGES", (
+        *stages.STAGES,
+        Stage("toy", "write the seed", reads=(), sections=("seed",),
+              body=f"{__name__}:stopped_when_forced"),
+    ))
+    runs = f"--runs_dir={tmp_path}"
+    assert main(["toy", runs]) == 0
+    root = tmp_path / "quickstart"
+    assert main(["toy", runs, "--force", "toy"]) == 130
+    assert "rerun without --force to resume it; with --force it starts over" \
+        in capsys.readouterr().err
+    assert RunDir(root).manifest("toy") is None              # unfinished, its files kept
+    assert (root / "toy" / "toy.txt").read_text() == "seed 1337\n"
+    assert main(["toy", runs]) == 0
+    err = capsys.readouterr().err
+    assert "up to date" not in err and "[toy] running (not run yet)" in err
+    assert RunDir(root).manifest("toy")["counts"] == {"seed": 1337}

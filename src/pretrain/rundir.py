@@ -321,8 +321,9 @@ def verify_run(root: Path, stage_names: tuple[str, ...] = ()) -> tuple[int, list
         folder = root / name
         if folder.is_dir() and not (folder / MANIFEST).is_file():
             files = sum(1 for p in folder.rglob("*") if p.is_file())
-            problems.append(f"{folder}: no {MANIFEST} ({files} files nothing vouches for; "
-                            f"rerun the stage: `pretrain run --force {name}`)")
+            problems.append(f"{folder}: no {MANIFEST} ({files} files nothing vouches for, "
+                            "an interrupted rerun's or damage; `pretrain run` runs the stage "
+                            "again, resuming what it can)")
     # a stage's folder removed while the stages made from it are still there: nothing of
     # theirs is damaged, but what they came from is gone (a rerun of them fails)
     made_from: dict[str, list[str]] = {}
@@ -334,7 +335,7 @@ def verify_run(root: Path, stage_names: tuple[str, ...] = ()) -> tuple[int, list
     for u, users in sorted(made_from.items()):
         problems.append(f"{root / u}: missing (or its {MANIFEST}), though {', '.join(users)} "
                         f"{'was' if len(users) == 1 else 'were'} made from it; rerun it: "
-                        f"`pretrain run --force {u}`")
+                        "`pretrain run` (it runs what has no manifest, then what changed)")
     for ckpt in sorted(root.glob("checkpoints/*/step-*")):
         if not ckpt.is_dir() or ckpt.name.endswith((".tmp", DELETING)):   # written, removed
             continue

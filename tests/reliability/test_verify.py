@@ -93,7 +93,7 @@ def test_a_removed_stage_that_later_stages_were_made_from_is_named(run, tmp_path
     assert res.returncode == 1
     assert res.stdout.splitlines()[:-1] == [
         f"{copy / 'tokenizer'}: missing (or its manifest.json), though tokenize was made from "
-        "it; rerun it: `pretrain run --force tokenizer`"]
+        "it; rerun it: `pretrain run` (it runs what has no manifest, then what changed)"]
 
 
 def test_a_truncated_output_is_named_as_damaged_and_made_again(run, tmp_path, capsys):

@@ -523,6 +523,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         runs_stages = bool(argv) and argv[0] in ("run", *stages.names()) \
             and argv[:2] != ["data", "inspect"]
+        if rank() != 0:   # torchrun passes the Ctrl-C to every rank: rank 0 says it
+            return 130
         forced = any(a == "--force" or a.startswith("--force=") for a in argv)
         print("interrupted; completed stages are kept, the interrupted one will rerun"
               + (" (rerun without --force to resume it; with --force it starts over)"

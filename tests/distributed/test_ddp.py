@@ -5,8 +5,12 @@ exactly, and ``pretrain train`` itself under torchrun."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -243,6 +247,30 @@ def test_pretrain_train_under_torchrun_says_each_error_once(tmp_path):
     bad = torchrun(args, cwd=tmp_path)
     assert bad.returncode != 0 and bad.stderr.count("error:") == 1, bad.stderr[-3000:]
     assert "Is a directory" in bad.stderr and "[rank1]" not in bad.stderr, bad.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_ctrl_c_under_torchrun_is_said_once(tmp_path):
+    """Ctrl-C (SIGINT to the terminal's process group: the agent and every rank): each rank
+    printed "interrupted; ..."; rank 0 says it."""
+    overrides = tiny_overrides(tmp_path, train__steps="400", train__checkpoint_every="2",
+                               train__log_every="1", train__batch_size="4", device="cpu")
+    run_stages(load_config(None, overrides), ("data", "tokenizer", "tokenize"), force=set())
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                             "--nproc_per_node=2", "-m", "pretrain", "train",
+                             *(f"--{k}={v}" for k, v in overrides)], cwd=tmp_path, env=env,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith("train: step 4/"):
+            os.killpg(proc.pid, signal.SIGINT)
+            break
+    rest = "".join(seen) + proc.stderr.read()
+    proc.wait(timeout=120)
+    assert rest.count("interrupted; completed stages are kept") == 1, rest[-3000:]
 
 
 @pytest.mark.parametrize("layout", ["dp_shard=-1", pytest.param("pp=2", marks=pytest.mark.slow)])

@@ -168,7 +168,11 @@ def run_stages(cfg: RunConfig, names: Sequence[str], force: set[str],
     _alike(d, checks)
     if "train" in names and rd.manifest("train") is None:   # not after the data stages
         init_here()
-    if "eval" in names[1:]:   # a bad record in a task file of one's own: not after training
+    # a bad record in a task file of one's own: said first (not after training, nor after
+    # `pretrain eval`'s "data is out of date", nor by no one where `pretrain data` reads it
+    # for decontamination)
+    decontam = cfg.data.decontam
+    if "eval" in names or ("data" in names and decontam.enabled and decontam.from_eval):
         eval_tasks.check_own_files(cfg.eval)
     with _process_group(cfg, d):
         with ExitStack() as held:

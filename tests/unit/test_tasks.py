@@ -338,6 +338,14 @@ def test_a_bad_record_of_ones_own_task_file_stops_the_run_before_its_first_stage
     with pytest.raises(ConfigError, match=f"{bad}:2: .*gold 5 is not one of the 2 choices"):
         run_stages(cfg, names(), force=set())
     assert not (cfg.run_dir / "data").exists()
+    # and by `pretrain data`, which reads it to decontaminate, and `pretrain eval` alone
+    # (it said the data stage was out of date)
+    reads = load_config(None, [*tiny_overrides(tmp_path), ("data.decontam.from_eval", "true"),
+                               ("eval.tasks", json.dumps([str(bad)]))])
+    for stage in ("data", "eval"):
+        with pytest.raises(ConfigError, match=f"{bad}:2: .*gold 5 is not one of the 2"):
+            run_stages(reads, (stage,), force=set(), require_current_upstream=True)
+    assert not (cfg.run_dir / "data").exists()
     bad.write_text(json.dumps({"query": "q", "choices": ["a", "b"], "gold": 1}) + "\n")
     tasks.check_own_files(cfg.eval)   # mended: nothing to say
     # too few items for eval.num_fewshot: said there too, naming the file (it came after

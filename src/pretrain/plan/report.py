@@ -58,7 +58,8 @@ def duration(seconds: float) -> str:
         return f"{seconds / 3600:.1f} h"
     if seconds < 2 * 365 * 86400:
         return f"{seconds / 86400:.1f} days"
-    return f"{seconds / 86400 / 365:.1f} years"
+    years = seconds / 86400 / 365
+    return f"{years:.1f} years" if years < 1e4 else f"{years:.2g} years"
 
 
 def size(cfg: ModelConfig) -> str:

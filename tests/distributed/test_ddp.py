@@ -71,7 +71,8 @@ def test_ddp_with_the_host_reading_steps_late_makes_the_same_run(tokens, tmp_pat
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("sync", ["step", pytest.param("lagged", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("sync", ["step", "lagged"])
 def test_a_time_budget_under_ddp_gives_every_rank_one_clock(tokens, tmp_path, sync):
     """time_budget_s and the schedule that follows it, under DDP with the ranks' own clocks
     apart: rank 1's runs 1.5 times as fast as rank 0's. Every rank must still step with the
@@ -273,7 +274,8 @@ def test_ctrl_c_under_torchrun_is_said_once(tmp_path):
     assert rest.count("interrupted; completed stages are kept") == 1, rest[-3000:]
 
 
-@pytest.mark.parametrize("layout", ["dp_shard=-1", pytest.param("pp=2", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["dp_shard=-1", "pp=2"])
 def test_pretrain_train_sharded_without_checkpoints_writes_its_model(tmp_path, layout):
     """``checkpoint_every = 0`` under a sharded layout: the final weights go through a
     temporary checkpoint every rank writes its shards into and rank 0 reads whole. Each
@@ -292,6 +294,7 @@ def test_pretrain_train_sharded_without_checkpoints_writes_its_model(tmp_path, l
     assert not [p for p in run.rglob("*") if p.name == ".final" or p.name.startswith("step-")]
 
 
+@pytest.mark.slow
 def test_fp16_overflow_in_one_ranks_shard_halves_every_ranks_scale(tokens, tmp_path):
     """Under FSDP a rank's gradients are its own shards: an overflow in one rank's part must
     halve every rank's scale (else the ranks scale their gradients differently and the

@@ -64,6 +64,29 @@ def stage_key(cfg: RunConfig, name: str) -> str:
     return _key(cfg, RunDir(cfg.run_dir), stages.get(name))[0]
 
 
+def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between a stage's recorded key parts and
+    today's (``config.data.decontam...``, ``upstream.tokenize``): a list differs whole."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [k for key in sorted(set(old) | set(new), key=str)
+                for k in changed_keys(old.get(key), new.get(key),
+                                      f"{prefix}.{key}" if prefix else str(key))]
+    return [] if old == new else [prefix]
+
+
+def _what_changed(m: dict[str, Any], parts: dict[str, Any]) -> str:
+    """What of the config (its dotted keys) or of the stages read changed since ``m`` was
+    written, for a message ("" when the recorded parts say nothing: an older manifest)."""
+    said = []
+    for k in changed_keys(m.get("inputs"), parts):
+        head, _, rest = k.partition(".")
+        said.append(f"the {rest} stage's output" if head == "upstream" and rest
+                    else rest if head == "config" and rest else k)
+    if not said:
+        return ""
+    return ": " + ", ".join(said[:3]) + (f" and {len(said) - 3} more" if len(said) > 3 else "")
+
+
 def _check_current(cfg: RunConfig, rd: RunDir, name: str, args: str) -> None:
     m = rd.manifest(name)
     changed = changed_outputs(rd.stage_dir(name))
@@ -78,10 +101,13 @@ def _check_current(cfg: RunConfig, rd: RunDir, name: str, args: str) -> None:
         why = f" (its manifest is damaged: {damaged})" if damaged else ""
         raise PretrainError(f"stage {name!r} has not completed in {rd.root}{why}; run "
                             f"`pretrain {name}{args}` or `pretrain run{args}` first")
-    if m["key"] != _key(cfg, rd, stages.get(name))[0]:
-        raise PretrainError(f"stage {name!r} in {rd.root} is out of date with this config "
-                            "or the files it reads (a task file, a source edited since); run "
-                            f"`pretrain {name}{args}` or `pretrain run{args}` first")
+    key, parts = _key(cfg, rd, stages.get(name))
+    if m["key"] != key:
+        what = _what_changed(m, parts) or (" or the files it reads (a task file, a "
+                                           "source edited since)")
+        raise PretrainError(f"stage {name!r} in {rd.root} is out of date with this config"
+                            f"{what}; run `pretrain {name}{args}` or `pretrain run{args}` "
+                            "first")
 
 
 def _agreed(d: distributed.Dist, decide: Callable[[], T]) -> T:
@@ -232,7 +258,7 @@ def _plan(cfg: RunConfig, rd: RunDir, stage: stages.Stage, forcing: bool,
         return {"skip": True}
     _check_inputs(rd, stage)
     ran = (rd.stage_dir(stage.name) / MANIFEST).is_file()   # but its outputs are damaged
-    why = "forced" if forcing else ("config or inputs changed" if m else
+    why = "forced" if forcing else (f"config or inputs changed{_what_changed(m, parts)}" if m else
                                     "an output is missing or changed size" if ran
                                     else _unfinished(cfg, rd, stage.name, key))
     return {"skip": False, "key": key, "parts": parts, "why": why, "forced": forcing}

@@ -196,7 +196,9 @@ def test_single_stage_refuses_any_out_of_date_upstream(tiny_run, tmp_path, stage
     copy, overrides = _copy(tiny_run, tmp_path)
     config_before = (copy / "config.toml").read_text()
     cfg = load_config(None, [*overrides, change])
-    with pytest.raises(PretrainError, match=f"stage '{stale}' .* is out of date"):
+    # named, with the setting that changed (it said "this config or the files it reads")
+    with pytest.raises(PretrainError, match=f"stage '{stale}' .* is out of date with this "
+                                            f"config: {stale}.{change[0].split('.', 1)[1]};"):
         run_stages(cfg, (stage,), force={stage}, require_current_upstream=True)
     assert (copy / "config.toml").read_text() == config_before  # still describes the outputs
 

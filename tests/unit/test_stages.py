@@ -36,7 +36,9 @@ def test_a_stage_is_one_module_and_one_registry_line(tmp_path: Path, monkeypatch
     capsys.readouterr()
     assert main(["toy", runs]) == 0
     assert "[toy] up to date" in capsys.readouterr().err
+    capsys.readouterr()
     assert main(["toy", runs, "--seed=7"]) == 0          # its section changed: it reruns
+    assert "[toy] running (config or inputs changed: seed)" in capsys.readouterr().err
     assert json.loads((root / "toy" / "manifest.json").read_text())["counts"] == {"seed": 7}
     capsys.readouterr()
     assert main(["toy", runs, "--seed=7", "--train.steps=3"]) == 0  # not its section: skipped

@@ -240,7 +240,8 @@ def _plan(cfg: RunConfig, rd: RunDir, stage: stages.Stage, forcing: bool,
             _check_current(cfg, rd, u, "")  # raises: names the missing stage
     key, parts = _key(cfg, rd, stage)
     m = rd.manifest(stage.name)
-    if m is not None and m["key"] == key and not forcing:
+    resumed = not forcing and rd.forced_attempt(stage.name) == key
+    if m is not None and m["key"] == key and not forcing and not resumed:
         log0(f"[{stage.name}] up to date (completed {m['finished_at'][:19]}, "
              f"{m['wall_s']:.1f}s); skipped. "
              + (f"--force {stage.name} reruns it" if has_force
@@ -258,7 +259,9 @@ def _plan(cfg: RunConfig, rd: RunDir, stage: stages.Stage, forcing: bool,
         return {"skip": True}
     _check_inputs(rd, stage)
     ran = (rd.stage_dir(stage.name) / MANIFEST).is_file()   # but its outputs are damaged
-    why = "forced" if forcing else (f"config or inputs changed{_what_changed(m, parts)}" if m else
+    why = "forced" if forcing else (
+        f"resuming the --force {stage.name} that was stopped" if resumed else
+        f"config or inputs changed{_what_changed(m, parts)}" if m else
                                     "an output is missing or changed size" if ran
                                     else _unfinished(cfg, rd, stage.name, key))
     return {"skip": False, "key": key, "parts": parts, "why": why, "forced": forcing}

@@ -41,9 +41,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .config import PretrainError
+from .config import Preempted, PretrainError
 
 MANIFEST = "manifest.json"
+FORCED = ".forced-"   # + a stage's name: the key of its interrupted forced rerun
 CHECKSUMS = "checksums.json"   # a checkpoint's {file: {bytes, sha256}}, written last
 DELETING = ".deleting"         # a checkpoint being removed (renamed first, then deleted)
 _VERSIONED = ("torch", "numpy", "tiktoken", "rustbpe", "safetensors", "pretrain")
@@ -462,13 +463,11 @@ class RunDir:
     def execute(self, stage: str, key: str, key_parts: dict[str, Any], inputs: dict[str, Path],
                 fn: Any, forced: bool = False) -> dict[str, Any]:
         """Run ``fn(StageRun)`` into a temporary folder and publish it atomically. A
-        ``forced`` rerun first withdraws the output's manifest (the files stay until the
-        new ones replace them): interrupted, the stage is unfinished, and a plain rerun
-        resumes the forced attempt (it was up to date, and the attempt was lost)."""
+        ``forced`` rerun stopped by Ctrl-C or a preemption signal leaves a mark
+        (:meth:`forced_attempt`): the earlier output stays complete and in use, and a plain
+        rerun resumes the forced attempt rather than finding the stage up to date (the
+        attempt, a retrain's checkpoints, was lost). A forced rerun that fails leaves none."""
         self.root.mkdir(parents=True, exist_ok=True)
-        if forced and (self.stage_dir(stage) / MANIFEST).is_file():
-            (self.stage_dir(stage) / MANIFEST).unlink()
-            fsync(self.stage_dir(stage))
         tmp = self.root / f".tmp-{stage}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
@@ -477,6 +476,10 @@ class RunDir:
         try:
             manifest = self._run_and_record(stage, key, key_parts, run, fn)
         except BaseException as e:
+            if forced and isinstance(e, (KeyboardInterrupt, Preempted)):
+                mark = self.root / f"{FORCED}{stage}"
+                mark.with_name(mark.name + ".tmp").write_text(key, encoding="utf-8")
+                os.replace(mark.with_name(mark.name + ".tmp"), mark)
             if not (isinstance(e, OSError) and e.errno in WRITE_ERRNOS):
                 shutil.rmtree(tmp, ignore_errors=True)   # the manifest's write failing too
                 raise
@@ -500,8 +503,17 @@ class RunDir:
                       "it by hand", file=sys.stderr)
         else:
             os.replace(tmp, final)
+        drop(self.root / f"{FORCED}{stage}")   # the forced attempt, if any, is done
         fsync(self.root)
         return manifest
+
+    def forced_attempt(self, stage: str) -> str | None:
+        """The key of ``stage``'s forced rerun that Ctrl-C or a preemption stopped, if one
+        did and nothing has completed the stage since."""
+        try:
+            return (self.root / f"{FORCED}{stage}").read_text(encoding="utf-8").strip() or None
+        except OSError:
+            return None
 
     def _run_and_record(self, stage: str, key: str, key_parts: dict[str, Any], run: StageRun,
                         fn: Any) -> dict[str, Any]:

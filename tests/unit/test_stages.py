@@ -169,25 +169,42 @@ def stopped_when_forced(run: StageRun, seed: int) -> None:
     toy(run, seed)
 
 
-def test_an_interrupted_forced_stage_is_unfinished_and_a_plain_rerun_runs_it(
-        tmp_path: Path, monkeypatch, capsys):
-    """``--force STAGE`` interrupted left the earlier output complete: the rerun the message
-    asked for (without --force) found the stage up to date and the forced attempt was lost
-    (a retrain preempted at step 5,000 resumed nowhere), and with --force it starts over."""
+def test_an_interrupted_forced_stage_is_resumed_by_a_plain_rerun(tmp_path: Path, monkeypatch,
+                                                                  capsys):
+    """``--force STAGE`` interrupted: the rerun the message asked for (without --force)
+    found the stage up to date and the forced attempt was lost (a retrain preempted at
+    step 5,000 resumed nowhere); with --force it starts over. The earlier output stays in
+    use meanwhile, and a forced rerun that fails leaves no mark."""
+    registry = stages.STAGES
     monkeypatch.setattr(stages, "STAGES", (
-        *stages.STAGES,
+        *registry,
         Stage("toy", "write the seed", reads=(), sections=("seed",),
               body=f"{__name__}:stopped_when_forced"),
     ))
     runs = f"--runs_dir={tmp_path}"
     assert main(["toy", runs]) == 0
     root = tmp_path / "quickstart"
+    before = RunDir(root).manifest("toy")
     assert main(["toy", runs, "--force", "toy"]) == 130
     assert "rerun without --force to resume it; with --force it starts over" \
         in capsys.readouterr().err
-    assert RunDir(root).manifest("toy") is None              # unfinished, its files kept
-    assert (root / "toy" / "toy.txt").read_text() == "seed 1337\n"
+    assert RunDir(root).manifest("toy") == before          # still complete, still in use
     assert main(["toy", runs]) == 0
-    err = capsys.readouterr().err
-    assert "up to date" not in err and "[toy] running (not run yet)" in err
-    assert RunDir(root).manifest("toy")["counts"] == {"seed": 1337}
+    assert "[toy] running (resuming the --force toy that was stopped)" in capsys.readouterr().err
+    assert RunDir(root).forced_attempt("toy") is None
+    assert main(["toy", runs]) == 0
+    assert "[toy] up to date" in capsys.readouterr().err
+    # a forced rerun that fails (not stopped): no mark, the next plain run skips the stage
+    monkeypatch.setattr(stages, "STAGES", (
+        *registry,
+        Stage("toy", "write the seed", reads=(), sections=("seed",), body=f"{__name__}:failing"),
+    ))
+    assert main(["toy", runs, "--force", "toy"]) == 2
+    assert RunDir(root).forced_attempt("toy") is None and RunDir(root).manifest("toy")
+    capsys.readouterr()
+    assert main(["toy", runs]) == 0
+    assert "[toy] up to date" in capsys.readouterr().err
+
+
+def failing(run: StageRun, seed: int) -> None:
+    raise PretrainError("the stage's own refusal")

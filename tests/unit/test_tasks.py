@@ -1,6 +1,7 @@
 """Benchmark scoring: a hand-computed log-likelihood, a model told the answers scores 1.0,
 an untrained model scores at chance, and every task schema loads."""
 
+import gzip
 import json
 import lzma
 import os
@@ -298,6 +299,10 @@ def test_task_files_of_other_encodings_and_wrong_field_types(tmp_path: Path):
     with pytest.raises(ConfigError, match=r"latin.jsonl:301: not UTF-8 \(byte 0xe9 at "
                                           r"character 15 of the line\)"):
         tasks.load(tmp_path / "latin.jsonl", "auto")
+    (tmp_path / "packed.jsonl").write_bytes(gzip.compress(json.dumps(rec).encode() * 50))
+    with pytest.raises(ConfigError, match=r"packed.jsonl:1: not UTF-8 .*: a gzip \(.gz\) file "
+                                          "under a name without its suffix"):
+        tasks.load(tmp_path / "packed.jsonl", "auto")
     for name in ("plain.jsonl.xz", "plain.jsonl.zst"):   # named as compressed, but not
         (tmp_path / name).write_text(json.dumps(rec) + "\n")
         with pytest.raises(ConfigError, match=f"{name}: not a UTF-8 task file .*compression"):

@@ -68,15 +68,32 @@ def _lines(f: Any, path: Path) -> Any:
                 line.encode("utf-8")   # the bytes that were not UTF-8 are surrogates here
             except UnicodeEncodeError as e:
                 bad = line[e.start].encode("utf-8", "surrogateescape")[0]
+                packed = _compression(path) if n == 1 else ""
                 raise ConfigError(f"{path}:{n}: not UTF-8 (byte 0x{bad:02x} at character "
-                                  f"{e.start + 1} of the line): save the task file as "
-                                  "UTF-8") from None
+                                  f"{e.start + 1} of the line): " + (
+                                      f"a {packed} file under a name without its suffix; "
+                                      "name it by its compression" if packed else
+                                      "save the task file as UTF-8")) from None
             yield line
     except ConfigError:
         raise
     except Exception as e:   # noqa: BLE001 -- each codec raises its own type (LZMAError, ZstdError)
         raise ConfigError(f"{path}: not a UTF-8 task file (or not the compression its name "
                           f"says): {type(e).__name__}: {e}") from None
+
+
+MAGIC = {b"\x1f\x8b": "gzip (.gz)", b"\x28\xb5\x2f\xfd": "zstd (.zst)",
+         b"\xfd7zXZ": "xz (.xz)", b"BZh": "bzip2 (.bz2)"}
+
+
+def _compression(path: Path) -> str:
+    """The compression whose magic number ``path`` starts with, or ""."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError:
+        return ""
+    return next((name for magic, name in MAGIC.items() if head.startswith(magic)), "")
 
 
 def _text(rec: dict[str, Any], key: str) -> str:

@@ -271,22 +271,26 @@ def _init_everywhere(cfg: TrainConfig, shards: TokenShards, vocab: int) -> Trans
     the lowest rank that met it (with the ranks, where not all did: a machine's own copy),
     and every rank stops when one does (they had each printed the same line)."""
     d = distributed.from_env()
+    error: Exception | None = None
     try:
-        init, error = _init(cfg, shards, vocab), None
-    except PretrainError as e:
-        init, error = None, e
+        init = _init(cfg, shards, vocab)
+    except Exception as e:  # noqa: BLE001 -- any: a rank that raised alone left the others
+        init, error = None, e   # waiting in the gather below
     if not d.enabled:
         if error is not None:
             raise error
         return init
-    said = distributed.gather(str(error) if error is not None else None, d)
+    said = distributed.gather(None if error is None else str(error)
+                              if isinstance(error, PretrainError)
+                              else f"{type(error).__name__}: {error}", d)
     failed = [r for r, m in enumerate(said) if m is not None]
     if not failed:
         return init
-    if error is None or said.index(str(error)) != d.rank:
+    mine = said[d.rank]
+    if error is None or said.index(mine) != d.rank:
         raise SaidOnRankZero(said[failed[0]])   # said by another rank
-    ranks = [r for r, m in enumerate(said) if m == str(error)]
-    if len(ranks) == d.world:
+    ranks = [r for r, m in enumerate(said) if m == mine]
+    if len(ranks) == d.world or not isinstance(error, PretrainError):
         raise error
     raise type(error)(f"{error} (on rank{'s' if len(ranks) > 1 else ''} "
                       f"{', '.join(map(str, ranks))} of {d.world})")

@@ -21,7 +21,7 @@ from .log import log0
 from .model.config import ModelConfig
 from .plan import report
 from .plan.laws import Law, chinchilla_rule, fit_caveats, read_fit
-from .plan.memory import Split
+from .plan.memory import COMPILED_ACTIVATIONS, Split
 from .run_config import RunConfig
 from .rundir import sound_manifest
 from .train.config import TrainConfig, check_layout
@@ -226,7 +226,8 @@ def dry_run_summary(cfg: RunConfig) -> str:
         m = report.estimate(model, sh.batch, layout=sh.layout, checkpointing=sh.checkpointing,
                             optimizer=sh.optimizer, precision=prec,
                             fused_loss=cfg.train.loss_path(sh.layout.tp) == "chunked",
-                            grad_accum=sh.grad_accum, cpu=not gpu)
+                            grad_accum=sh.grad_accum, cpu=not gpu,
+                            activation_share=COMPILED_ACTIVATIONS if sh.compiled else 1.0)
         if len(lines) == 1:
             tokens = sh.tokens(model.seq_len)
             lines.append(f"training: {tokens:,} tokens = {model.flops_per_token() * tokens:.3g} "

@@ -521,3 +521,24 @@ def test_the_plan_calls_a_fit_what_training_runs_without_a_warning(capsys, compi
             assert f"largest micro-batch {advised[1]}" in said, (said, err)
     assert all(p == t for p, t in verdicts.values()), verdicts
     assert {t for _, t in verdicts.values()} == {"runs", "warns", "refuses"}, verdicts
+
+
+def test_the_dry_run_counts_a_compiled_models_activations_as_training_does():
+    """`--dry-run` counted a compiled model's eager activations (the plan and training's
+    check count 0.7x of them)."""
+    from pretrain.planning import dry_run_summary
+
+    def activations(compiled: bool) -> float:
+        cfg = load_config("fineweb-edu-124m", [("train.compile", str(compiled).lower()),
+                                               ("device", "cuda")])
+        line = next(x for x in dry_run_summary(cfg).splitlines() if "on a GPU" in x)
+        return float(re.search(r"activations ([\d.]+) GB", line)[1])
+
+    assert activations(True) == pytest.approx(0.7 * activations(False), rel=0.02)
+
+
+def test_durations_read_in_their_unit():
+    from pretrain.plan.report import duration
+    assert [duration(s) for s in (30, 600, 7200, 5 * 86400, 3 * 365 * 86400)] == [
+        "30.0 s", "10.0 min", "2.0 h", "5.0 days", "3.0 years"]
+    assert duration(8e17 * 365 * 86400) == "8.00e+17 years"   # it was 18 digits and a point

@@ -59,7 +59,7 @@ def duration(seconds: float) -> str:
     if seconds < 2 * 365 * 86400:
         return f"{seconds / 86400:.1f} days"
     years = seconds / 86400 / 365
-    return f"{years:.1f} years" if years < 1e4 else f"{years:.2g} years"
+    return f"{years:.1f} years" if years < 1e4 else f"{years:.2e} years"
 
 
 def size(cfg: ModelConfig) -> str:
@@ -122,7 +122,7 @@ def memory(cfg: ModelConfig, shape: Shape, gpus: int, device_gb: float | None,
             best = largest_batch(cfg, room, checkpointing=shape.checkpointing, **kw)
             mine = ac if shape.checkpointing else m
             fits = "  yes" if mine.total <= room \
-                else "  yes, without the 10% margin (training warns)" if mine.total <= device_gb * GB \
+                else "  yes, without the 10% margin (training may warn)" if mine.total <= device_gb * GB \
                 else "  no (yes with AC)" if ac.total <= room else "  no"
             fits += (f", largest micro-batch {best}" if best else ", not one sequence") \
                 + (" with AC" if shape.checkpointing else "")
@@ -140,8 +140,9 @@ def memory(cfg: ModelConfig, shape: Shape, gpus: int, device_gb: float | None,
                     if shape.compiled else "")
                  + "; activations scale with the micro-batch;"
                  " overlap: backward frees activations as gradients fill, where a step has one"
-                 " micro-batch" + (f"; fits: within {MARGIN:.0%} of the device's memory, as "
-                                   "training decides (the estimate's error is within 10%)"
+                 " micro-batch" + (f"; fits: within {MARGIN:.0%} of the table's {device_gb:g} "
+                                   "GB (1e9 bytes, a few % under what the device reports), by "
+                                   "training's rule (the estimate's error is within 10%)"
                                    if device_gb else "") + ")")
     if refused:
         lines.append(f"(* training refuses the configured layout: {refused})")

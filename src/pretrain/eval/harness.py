@@ -61,7 +61,8 @@ def make_lm(model: Any, tok: Any, batch_size: int = 16) -> Any:
                 context, kwargs = r.args
                 until = kwargs.get("until") or []
                 until = [until] if isinstance(until, str) else list(until)
-                # the prompt's end, leaving room for max_gen_toks (as lm-eval's HF model)
+                # the prompt's end, leaving room for max_gen_toks: as lm-eval's HF model
+                # does, so scores compare (generate() would take one token more of context)
                 budget = min(int(kwargs.get("max_gen_toks", 64)), self.seq_len - 1)
                 if budget < 1:
                     out.append("")

@@ -500,9 +500,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return (_sweep if args.command == "sweep" else _run)(args, overrides)
             except KeyboardInterrupt:
                 if notice:   # not Ctrl-C: a scheduler's notice, which a requeue answers
+                    hint = " without --force (with it, it starts over)" \
+                        if getattr(args, "force", None) else ""
                     raise Preempted(f"{notice[0]} outside training: completed stages are "
                                     "kept, the interrupted one reruns with the same "
-                                    "command") from None
+                                    f"command{hint}") from None
                 raise
     except Preempted as e:
         # every rank stops at the step they agreed on, so rank 0's line speaks for all (each

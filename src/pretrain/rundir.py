@@ -463,11 +463,16 @@ class RunDir:
     def execute(self, stage: str, key: str, key_parts: dict[str, Any], inputs: dict[str, Path],
                 fn: Any, forced: bool = False) -> dict[str, Any]:
         """Run ``fn(StageRun)`` into a temporary folder and publish it atomically. A
-        ``forced`` rerun stopped by Ctrl-C or a preemption signal leaves a mark
-        (:meth:`forced_attempt`): the earlier output stays complete and in use, and a plain
-        rerun resumes the forced attempt rather than finding the stage up to date (the
-        attempt, a retrain's checkpoints, was lost). A forced rerun that fails leaves none."""
+        ``forced`` rerun is marked while it runs (:meth:`forced_attempt`): stopped by
+        Ctrl-C, a preemption signal or a kill, the mark stays, the earlier output stays
+        complete and in use, and a plain rerun resumes the forced attempt rather than
+        finding the stage up to date (the attempt, a retrain's checkpoints, was lost). A
+        forced rerun that fails with an error takes its mark away."""
         self.root.mkdir(parents=True, exist_ok=True)
+        mark = self.root / f"{FORCED}{stage}"
+        if forced:
+            mark.with_name(mark.name + ".tmp").write_text(key, encoding="utf-8")
+            os.replace(mark.with_name(mark.name + ".tmp"), mark)
         tmp = self.root / f".tmp-{stage}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
@@ -476,10 +481,8 @@ class RunDir:
         try:
             manifest = self._run_and_record(stage, key, key_parts, run, fn)
         except BaseException as e:
-            if forced and isinstance(e, (KeyboardInterrupt, Preempted)):
-                mark = self.root / f"{FORCED}{stage}"
-                mark.with_name(mark.name + ".tmp").write_text(key, encoding="utf-8")
-                os.replace(mark.with_name(mark.name + ".tmp"), mark)
+            if forced and not isinstance(e, (KeyboardInterrupt, Preempted)):
+                drop(mark)   # failed: the earlier output is the stage's, as before
             if not (isinstance(e, OSError) and e.errno in WRITE_ERRNOS):
                 shutil.rmtree(tmp, ignore_errors=True)   # the manifest's write failing too
                 raise
@@ -503,7 +506,7 @@ class RunDir:
                       "it by hand", file=sys.stderr)
         else:
             os.replace(tmp, final)
-        drop(self.root / f"{FORCED}{stage}")   # the forced attempt, if any, is done
+        drop(mark)   # the forced attempt, if any, is done
         fsync(self.root)
         return manifest
 

@@ -377,7 +377,8 @@ def test_a_save_that_fails_for_another_reason_than_space_does_not_ask_for_room(t
     with pytest.raises(PretrainError) as e:
         state.save(tmp_path, 1, MODEL, model, opt, {}, 1, distributed.Dist())
     assert "Connection reset by peer" in str(e.value) and "make room" not in str(e.value)
-    assert str(e.value).endswith("rerun the same command to resume")
+    assert str(e.value).endswith("it was the first of this attempt; rerun the same command "
+                                 "to start again")   # not "nothing written before was touched"
 
 def test_rotation_survives_a_damaged_state_file_and_a_half_removed_checkpoint(tmp_path,
                                                                                capsys,

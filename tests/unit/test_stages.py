@@ -164,7 +164,8 @@ def test_activation_checkpointing_keeps_the_train_key_and_its_lineage(tmp_path: 
 
 def stopped_when_forced(run: StageRun, seed: int) -> None:
     """A stage whose forced rerun is interrupted (Ctrl-C)."""
-    if run.forced:
+    if run.forced:   # the mark is there while it runs: what a kill (SIGKILL) leaves
+        (run.root / "mark seen").write_text(str(RunDir(run.root).forced_attempt("toy")))
         raise KeyboardInterrupt
     toy(run, seed)
 
@@ -189,6 +190,7 @@ def test_an_interrupted_forced_stage_is_resumed_by_a_plain_rerun(tmp_path: Path,
     assert "rerun without --force to resume it; with --force it starts over" \
         in capsys.readouterr().err
     assert RunDir(root).manifest("toy") == before          # still complete, still in use
+    assert (root / "mark seen").read_text() == before["key"]
     assert main(["toy", runs]) == 0
     assert "[toy] running (resuming the --force toy that was stopped)" in capsys.readouterr().err
     assert RunDir(root).forced_attempt("toy") is None

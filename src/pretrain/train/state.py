@@ -133,12 +133,14 @@ def save(folder: Path, step: int, model_cfg: ModelConfig, model: nn.Module,
         if _interrupted(e):
             raise KeyboardInterrupt from e   # Ctrl-C, which DCP wraps: no failed write
         before = [c for c in complete(folder) if c != final]
-        kept = (f"the checkpoint before it, {before[-1]}, is intact" if before
-                else "no earlier checkpoint existed; nothing written before was touched")
+        # (none before it: the run's first, or --force train removed the earlier ones)
+        kept = (f"the checkpoint before it, {before[-1]}, is intact; " if before
+                else "it was the first of this attempt; ")
         why = write_failure(final, e)   # a full disk, or not: a peer lost mid-save
         room = "make room and " if "disk is full" in why or "size limit" in why else ""
-        raise PretrainError(f"train: {why}; {kept}; {room}rerun the same command to "
-                            "resume") from e
+        raise PretrainError(f"train: {why}; {kept}{room}rerun the same command to "
+                            + ("resume (without --force, which would start it over)"
+                               if before else "start again")) from e
     if d.rank == 0:   # written: what rotation does is no write failure
         _rotate(folder, keep_last)
     distributed.barrier(d)

@@ -306,7 +306,14 @@ def _check_folder(folder: Path, extras: bool) -> tuple[int, list[str]]:
 
 def verify_folder(folder: Path) -> list[str]:
     """A stage's output folder against its manifest, or a checkpoint against its checksums:
-    one line per file that differs ([] when it matches, or records nothing)."""
+    one line per file that differs ([] when it matches, or records nothing). A run
+    directory's stage folder without its manifest is one line too (nothing vouches for its
+    files: damaged, or left by hand); any other folder that records nothing is []."""
+    if (folder.parent / "config.toml").is_file() and folder.name == "train" \
+            and not (folder / MANIFEST).is_file():
+        return [f"{folder / MANIFEST}: missing (nothing vouches for the files there); "
+                f"`pretrain verify {folder.parent}` checks the run, `pretrain run` makes the "
+                "stage again"]
     return _check_folder(folder, extras=False)[1]
 
 

@@ -500,3 +500,22 @@ def test_a_model_config_of_another_version_leaves_the_report_written(run, tmp_pa
     report = (copy / "report.md").read_text()
     assert "`train/model_config.json` is not one this version reads (unknown config key " \
         "'future_key'" in report and "## Evaluation" in report
+
+
+def test_a_train_folder_without_its_manifest_is_neither_exported_nor_continued(run, tmp_path,
+                                                                               capsys):
+    """Nothing vouched for a run's train/ folder without its manifest (damaged, or a
+    stage's leftover), yet export wrote it out, beside whatever tokenizer the run now
+    has, and init_from trained on from it, both without a word."""
+    copy = tmp_path / "tiny"
+    shutil.copytree(run, copy)
+    (copy / "train" / "manifest.json").unlink()
+    assert main(["export", str(copy), str(tmp_path / "hf")]) == 2
+    err = capsys.readouterr().err
+    assert f"{copy / 'train' / 'manifest.json'}: missing (nothing vouches" in err, err
+    assert not (tmp_path / "hf").exists()
+    args = ["-c", str(copy / "config.toml"), f"--runs_dir={tmp_path}", "--name=next",
+            f"--train.init_from={copy}"]
+    assert main(["run", *args]) == 2
+    err = capsys.readouterr().err
+    assert "train.init_from: " in err and "manifest.json: missing (nothing vouches" in err, err

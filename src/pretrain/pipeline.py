@@ -77,11 +77,16 @@ def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
 def _what_changed(m: dict[str, Any], parts: dict[str, Any]) -> str:
     """What of the config (its dotted keys) or of the stages read changed since ``m`` was
     written, for a message ("" when the recorded parts say nothing: an older manifest)."""
+    if not isinstance(m.get("inputs"), dict):
+        return ""
     said = []
-    for k in changed_keys(m.get("inputs"), parts):
+    for k in changed_keys(m["inputs"], parts):
         head, _, rest = k.partition(".")
         said.append(f"the {rest} stage's output" if head == "upstream" and rest
-                    else rest if head == "config" and rest else k)
+                    else "a file it reads (a source, task file or checkpoint edited since)"
+                    if head == "config" and rest.split(".")[0] == "external"
+                    else rest if head == "config" and rest else "")
+    said = list(dict.fromkeys(x for x in said if x))
     if not said:
         return ""
     return ": " + ", ".join(said[:3]) + (f" and {len(said) - 3} more" if len(said) > 3 else "")
@@ -209,6 +214,14 @@ def run_stages(cfg: RunConfig, names: Sequence[str], force: set[str],
                     for u in stages.ancestors(todo[0].name):
                         _check_current(cfg, rd, u, args)
                 rd.write_config(to_toml(cfg))
+                # every stage this command forces is marked until it completes: stopped
+                # before it (or in it), a plain rerun still runs it (a stage after the one
+                # stopped, found up to date, had lost its --force)
+                asked = False
+                for stage in todo:
+                    asked = asked or stage.name in force or "all" in force
+                    if asked:
+                        rd.mark_forced(stage.name, _key(cfg, rd, stage)[0], started=False)
 
             _agreed(d, open_run)
             forcing = False
@@ -240,7 +253,8 @@ def _plan(cfg: RunConfig, rd: RunDir, stage: stages.Stage, forcing: bool,
             _check_current(cfg, rd, u, "")  # raises: names the missing stage
     key, parts = _key(cfg, rd, stage)
     m = rd.manifest(stage.name)
-    resumed = not forcing and rd.forced_attempt(stage.name) == key
+    pending = None if forcing else rd.forced_attempt(stage.name)
+    resumed = pending is not None and pending[0] == key
     if m is not None and m["key"] == key and not forcing and not resumed:
         log0(f"[{stage.name}] up to date (completed {m['finished_at'][:19]}, "
              f"{m['wall_s']:.1f}s); skipped. "
@@ -259,12 +273,15 @@ def _plan(cfg: RunConfig, rd: RunDir, stage: stages.Stage, forcing: bool,
         return {"skip": True}
     _check_inputs(rd, stage)
     ran = (rd.stage_dir(stage.name) / MANIFEST).is_file()   # but its outputs are damaged
+    started = resumed and pending is not None and pending[1]
     why = "forced" if forcing else (
-        f"resuming the --force {stage.name} that was stopped" if resumed else
+        f"resuming the --force {stage.name} that was stopped" if started else
+        f"the --force {stage.name} asked by a command stopped before it" if resumed else
         f"config or inputs changed{_what_changed(m, parts)}" if m else
                                     "an output is missing or changed size" if ran
                                     else _unfinished(cfg, rd, stage.name, key))
-    return {"skip": False, "key": key, "parts": parts, "why": why, "forced": forcing}
+    return {"skip": False, "key": key, "parts": parts, "why": why,
+            "forced": forcing or (resumed and not started)}
 
 
 def _unfinished(cfg: RunConfig, rd: RunDir, name: str, key: str) -> str:

@@ -41,7 +41,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .config import Preempted, PretrainError
+from .config import PretrainError
 
 MANIFEST = "manifest.json"
 FORCED = ".forced-"   # + a stage's name: the key of its interrupted forced rerun
@@ -470,16 +470,14 @@ class RunDir:
     def execute(self, stage: str, key: str, key_parts: dict[str, Any], inputs: dict[str, Path],
                 fn: Any, forced: bool = False) -> dict[str, Any]:
         """Run ``fn(StageRun)`` into a temporary folder and publish it atomically. A
-        ``forced`` rerun is marked while it runs (:meth:`forced_attempt`): stopped by
-        Ctrl-C, a preemption signal or a kill, the mark stays, the earlier output stays
-        complete and in use, and a plain rerun resumes the forced attempt rather than
-        finding the stage up to date (the attempt, a retrain's checkpoints, was lost). A
-        forced rerun that fails with an error takes its mark away."""
+        ``forced`` rerun is marked started as it starts (:meth:`mark_forced`); the mark goes
+        when the stage completes. Stopped (Ctrl-C, a signal, a kill, an error), the earlier
+        output stays complete and in use, and a plain rerun resumes the forced attempt
+        rather than finding the stage up to date (the attempt, a retrain's checkpoints, was
+        lost)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        mark = self.root / f"{FORCED}{stage}"
         if forced:
-            mark.with_name(mark.name + ".tmp").write_text(key, encoding="utf-8")
-            os.replace(mark.with_name(mark.name + ".tmp"), mark)
+            self.mark_forced(stage, key, started=True)
         tmp = self.root / f".tmp-{stage}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
@@ -488,8 +486,6 @@ class RunDir:
         try:
             manifest = self._run_and_record(stage, key, key_parts, run, fn)
         except BaseException as e:
-            if forced and not isinstance(e, (KeyboardInterrupt, Preempted)):
-                drop(mark)   # failed: the earlier output is the stage's, as before
             if not (isinstance(e, OSError) and e.errno in WRITE_ERRNOS):
                 shutil.rmtree(tmp, ignore_errors=True)   # the manifest's write failing too
                 raise
@@ -513,17 +509,28 @@ class RunDir:
                       "it by hand", file=sys.stderr)
         else:
             os.replace(tmp, final)
-        drop(mark)   # the forced attempt, if any, is done
+        drop(self.root / f"{FORCED}{stage}")   # a forced attempt, if any, is done
         fsync(self.root)
         return manifest
 
-    def forced_attempt(self, stage: str) -> str | None:
-        """The key of ``stage``'s forced rerun that Ctrl-C or a preemption stopped, if one
-        did and nothing has completed the stage since."""
+    def mark_forced(self, stage: str, key: str, started: bool) -> None:
+        """Mark ``stage`` as forced under ``key`` until it completes: asked (a command's
+        ``--force`` names it or a stage before it) or started (it runs forced)."""
+        mark = self.root / f"{FORCED}{stage}"
+        tmp = mark.with_name(mark.name + ".tmp")
+        tmp.write_text(f"{key}\n{'started' if started else 'asked'}\n", encoding="utf-8")
+        os.replace(tmp, mark)
+
+    def forced_attempt(self, stage: str) -> tuple[str, bool] | None:
+        """(key, started) of ``stage``'s forced rerun that did not complete (stopped, or
+        not reached: its command stopped before it), if any; ``started``: it ran, and a
+        rerun resumes it, else a rerun starts it over."""
         try:
-            return (self.root / f"{FORCED}{stage}").read_text(encoding="utf-8").strip() or None
+            key, _, state = (self.root / f"{FORCED}{stage}").read_text(
+                encoding="utf-8").partition("\n")
         except OSError:
             return None
+        return (key.strip(), state.strip() == "started") if key.strip() else None
 
     def _run_and_record(self, stage: str, key: str, key_parts: dict[str, Any], run: StageRun,
                         fn: Any) -> dict[str, Any]:

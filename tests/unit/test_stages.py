@@ -11,6 +11,7 @@ import pytest
 from pretrain import stages
 from pretrain.cli import main
 from pretrain.config import PretrainError
+from pretrain.pipeline import run_stages
 from pretrain.run_config import load_config
 from pretrain.rundir import RunDir, StageRun
 from pretrain.stages import Stage
@@ -175,38 +176,67 @@ def test_an_interrupted_forced_stage_is_resumed_by_a_plain_rerun(tmp_path: Path,
     """``--force STAGE`` interrupted: the rerun the message asked for (without --force)
     found the stage up to date and the forced attempt was lost (a retrain preempted at
     step 5,000 resumed nowhere); with --force it starts over. The earlier output stays in
-    use meanwhile, and a forced rerun that fails leaves no mark."""
+    use meanwhile. A stage after the stopped one, which the command forced too, is run by
+    the plain rerun (found up to date, it had lost its --force), and a forced stage that
+    failed stays pending as well."""
     registry = stages.STAGES
     monkeypatch.setattr(stages, "STAGES", (
         *registry,
         Stage("toy", "write the seed", reads=(), sections=("seed",),
               body=f"{__name__}:stopped_when_forced"),
+        Stage("toy2", "copy the toy's file", reads=("toy",), sections=(), body=f"{__name__}:copy"),
     ))
-    runs = f"--runs_dir={tmp_path}"
-    assert main(["toy", runs]) == 0
-    root = tmp_path / "quickstart"
+    cfg = load_config(None, [("runs_dir", str(tmp_path)), ("name", "toys")])
+    root = tmp_path / "toys"
+    run_stages(cfg, ("toy", "toy2"), force=set())
     before = RunDir(root).manifest("toy")
-    assert main(["toy", runs, "--force", "toy"]) == 130
+    with pytest.raises(KeyboardInterrupt):
+        run_stages(cfg, ("toy", "toy2"), force={"toy"})
+    assert RunDir(root).manifest("toy") == before          # still complete, still in use
+    assert (root / "mark seen").read_text() == str((before["key"], True))
+    assert RunDir(root).forced_attempt("toy2") is not None   # asked, not reached
+    capsys.readouterr()
+    run_stages(cfg, ("toy", "toy2"), force=set())
+    err = capsys.readouterr().err
+    assert "[toy] running (resuming the --force toy that was stopped)" in err
+    assert "[toy2] running (the --force toy2 asked by a command stopped before it)" in err
+    assert RunDir(root).forced_attempt("toy") is None is RunDir(root).forced_attempt("toy2")
+    run_stages(cfg, ("toy", "toy2"), force=set())
+    assert "[toy] up to date" in capsys.readouterr().err
+    # from the CLI: the line of a Ctrl-C says how to go on
+    runs = [f"--runs_dir={tmp_path}", "--name=toys"]
+    assert main(["toy", *runs, "--force", "toy"]) == 130
     assert "rerun without --force to resume it; with --force it starts over" \
         in capsys.readouterr().err
-    assert RunDir(root).manifest("toy") == before          # still complete, still in use
-    assert (root / "mark seen").read_text() == before["key"]
-    assert main(["toy", runs]) == 0
-    assert "[toy] running (resuming the --force toy that was stopped)" in capsys.readouterr().err
-    assert RunDir(root).forced_attempt("toy") is None
-    assert main(["toy", runs]) == 0
-    assert "[toy] up to date" in capsys.readouterr().err
-    # a forced rerun that fails (not stopped): no mark, the next plain run skips the stage
+    assert main(["toy", *runs]) == 0 and RunDir(root).forced_attempt("toy") is None
+    # a forced rerun that fails stays pending too: the plain rerun runs it again
     monkeypatch.setattr(stages, "STAGES", (
         *registry,
         Stage("toy", "write the seed", reads=(), sections=("seed",), body=f"{__name__}:failing"),
     ))
-    assert main(["toy", runs, "--force", "toy"]) == 2
-    assert RunDir(root).forced_attempt("toy") is None and RunDir(root).manifest("toy")
     capsys.readouterr()
-    assert main(["toy", runs]) == 0
-    assert "[toy] up to date" in capsys.readouterr().err
+    assert main(["toy", *runs, "--force", "toy"]) == 2
+    assert RunDir(root).forced_attempt("toy") == (before["key"], True)
+    assert main(["toy", *runs]) == 2
+    assert "[toy] running (resuming the --force toy that was stopped)" in capsys.readouterr().err
 
 
 def failing(run: StageRun, seed: int) -> None:
     raise PretrainError("the stage's own refusal")
+
+
+def copy(run: StageRun) -> None:
+    (run.out / "copy.txt").write_text((run.inputs["toy"] / "toy.txt").read_text())
+
+
+def test_what_changed_names_settings_upstream_outputs_and_read_files():
+    from pretrain.pipeline import _what_changed
+    old = {"inputs": {"config": {"data": {"clean": {"min_chars": 200}, "sources": [1]},
+                                 "external": {"a.jsonl": "sha-1"}},
+                      "upstream": {"data": "fp-1"}}}
+    now = {"config": {"data": {"clean": {"min_chars": 900}, "sources": [1]},
+                      "external": {"a.jsonl": "sha-2"}}, "upstream": {"data": "fp-2"}}
+    assert _what_changed(old, now) == (": data.clean.min_chars, a file it reads (a source, task "
+                                       "file or checkpoint edited since), the data stage's "
+                                       "output")
+    assert _what_changed({}, now) == "" == _what_changed({"inputs": now}, now)

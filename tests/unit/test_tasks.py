@@ -303,6 +303,10 @@ def test_task_files_of_other_encodings_and_wrong_field_types(tmp_path: Path):
     with pytest.raises(ConfigError, match=r"packed.jsonl:1: not UTF-8 .*: a gzip \(.gz\) file "
                                           "under a name without its suffix"):
         tasks.load(tmp_path / "packed.jsonl", "auto")
+    (tmp_path / "latin.jsonl.gz").write_bytes(gzip.compress(latin))   # named right: no hint
+    with pytest.raises(ConfigError, match=r"latin.jsonl.gz:1: not UTF-8 .*save the task file "
+                                          "as UTF-8"):
+        tasks.load(tmp_path / "latin.jsonl.gz", "auto")
     for name in ("plain.jsonl.xz", "plain.jsonl.zst"):   # named as compressed, but not
         (tmp_path / name).write_text(json.dumps(rec) + "\n")
         with pytest.raises(ConfigError, match=f"{name}: not a UTF-8 task file .*compression"):

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..config import ConfigError
-from ..data.benchmarks import open_text
+from ..data.benchmarks import COMPRESSED, open_text
 from ..log import Progress, log0
 from .config import EvalConfig
 from .files import BUILTIN, resolve
@@ -68,10 +68,10 @@ def _lines(f: Any, path: Path) -> Any:
                 line.encode("utf-8")   # the bytes that were not UTF-8 are surrogates here
             except UnicodeEncodeError as e:
                 bad = line[e.start].encode("utf-8", "surrogateescape")[0]
-                packed = _compression(path) if n == 1 else ""
+                packed = "" if path.name.lower().endswith(COMPRESSED) else _compression(path)
                 raise ConfigError(f"{path}:{n}: not UTF-8 (byte 0x{bad:02x} at character "
                                   f"{e.start + 1} of the line): " + (
-                                      f"a {packed} file under a name without its suffix; "
+                                      f"{packed} file under a name without its suffix; "
                                       "name it by its compression" if packed else
                                       "save the task file as UTF-8")) from None
             yield line
@@ -82,8 +82,8 @@ def _lines(f: Any, path: Path) -> Any:
                           f"says): {type(e).__name__}: {e}") from None
 
 
-MAGIC = {b"\x1f\x8b": "gzip (.gz)", b"\x28\xb5\x2f\xfd": "zstd (.zst)",
-         b"\xfd7zXZ": "xz (.xz)", b"BZh": "bzip2 (.bz2)"}
+MAGIC = {b"\x1f\x8b": "a gzip (.gz)", b"\x28\xb5\x2f\xfd": "a zstd (.zst)",
+         b"\xfd7zXZ": "an xz (.xz)", b"BZh": "a bzip2 (.bz2)"}
 
 
 def _compression(path: Path) -> str:

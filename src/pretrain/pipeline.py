@@ -274,9 +274,13 @@ def _plan(cfg: RunConfig, rd: RunDir, stage: stages.Stage, forcing: bool,
     _check_inputs(rd, stage)
     ran = (rd.stage_dir(stage.name) / MANIFEST).is_file()   # but its outputs are damaged
     started = resumed and pending is not None and pending[1]
+    if started and stage.name == "train" and not train_checkpoints(
+            rd.root / "checkpoints" / f"train-{key}"):
+        started = False   # stopped before its first checkpoint: started over, as forced (an
+        #                   earlier config's checkpoint is no place to continue it from)
     why = "forced" if forcing else (
         f"resuming the --force {stage.name} that was stopped" if started else
-        f"the --force {stage.name} asked by a command stopped before it" if resumed else
+        f"--force {stage.name}, pending from a command that stopped" if resumed else
         f"config or inputs changed{_what_changed(m, parts)}" if m else
                                     "an output is missing or changed size" if ran
                                     else _unfinished(cfg, rd, stage.name, key))

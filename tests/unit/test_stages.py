@@ -199,7 +199,7 @@ def test_an_interrupted_forced_stage_is_resumed_by_a_plain_rerun(tmp_path: Path,
     run_stages(cfg, ("toy", "toy2"), force=set())
     err = capsys.readouterr().err
     assert "[toy] running (resuming the --force toy that was stopped)" in err
-    assert "[toy2] running (the --force toy2 asked by a command stopped before it)" in err
+    assert "[toy2] running (--force toy2, pending from a command that stopped)" in err
     assert RunDir(root).forced_attempt("toy") is None is RunDir(root).forced_attempt("toy2")
     run_stages(cfg, ("toy", "toy2"), force=set())
     assert "[toy] up to date" in capsys.readouterr().err

@@ -74,6 +74,9 @@ def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix]
 
 
+SHARED = ".torchrun-shared"   # rank 0 writes a token there: every rank must read it back
+
+
 def _what_changed(m: dict[str, Any], parts: dict[str, Any]) -> str:
     """What of the config (its dotted keys) or of the stages read changed since ``m`` was
     written, for a message ("" when the recorded parts say nothing: an older manifest)."""
@@ -214,18 +217,20 @@ def run_stages(cfg: RunConfig, names: Sequence[str], force: set[str],
                     for u in stages.ancestors(todo[0].name):
                         _check_current(cfg, rd, u, args)
                 rd.write_config(to_toml(cfg))
-                # every stage this command forces is marked until it completes: stopped
-                # before it (or in it), a plain rerun still runs it (a stage after the one
+
+            def mark_asked(later: list[stages.Stage]) -> None:
+                # every stage this command forces is marked until it completes, from when
+                # the first of them runs (not for a command refused before): stopped before
+                # one (or in it), a plain rerun still runs it (a stage after the one
                 # stopped, found up to date, had lost its --force)
-                asked = False
-                for stage in todo:
-                    asked = asked or stage.name in force or "all" in force
-                    if asked:
-                        rd.mark_forced(stage.name, _key(cfg, rd, stage)[0], started=False)
+                for stage in later:
+                    rd.mark_forced(stage.name, _key(cfg, rd, stage)[0], started=False)
 
             _agreed(d, open_run)
-            forcing = False
-            for stage in todo:
+            if d.enabled:
+                _same_everywhere(d, cfg, rd)
+            forcing = marked = False
+            for i, stage in enumerate(todo):
                 forcing = forcing or stage.name in force or "all" in force
                 plan = _agreed(d, functools.partial(_plan, cfg, rd, stage, forcing, has_force))
                 if plan["skip"]:
@@ -233,8 +238,47 @@ def run_stages(cfg: RunConfig, names: Sequence[str], force: set[str],
                 if stage.name == "train":
                     init_here()
                     _alike(d, layout)
+                if forcing and not marked:
+                    _agreed(d, functools.partial(mark_asked, todo[i + 1:]))
+                    marked = True
                 _execute(cfg, rd, stage, plan, d)
     return rd
+
+
+def _same_everywhere(d: distributed.Dist, cfg: RunConfig, rd: RunDir) -> None:
+    """Under torchrun: every process was given the same model, train and seed settings,
+    and sees the run directory rank 0 opened (a file rank 0 writes there), said once,
+    naming the ranks that differ. A node given another train.lr had trained its replica
+    with it, silently; a node with a run directory of its own had kept its shards of
+    every checkpoint there, which then read as damaged on rank 0's."""
+    settings = json.loads(json.dumps({"model": cfg.model, "train": cfg.train,
+                                      "seed": cfg.seed}, default=jsonable))
+    settings["train"].pop("init_from", None)   # a path: each machine's own mount, maybe
+    token = os.urandom(8).hex()
+    if d.rank == 0:
+        (rd.root / SHARED).write_text(token, encoding="utf-8")
+    token = distributed.broadcast(token, d)
+    try:
+        seen = (rd.root / SHARED).read_text(encoding="utf-8")
+    except OSError:
+        seen = ""
+    mine = {"settings": settings, "shared": seen == token}
+    every = distributed.gather(mine, d)
+    apart = [r for r, x in enumerate(every) if not x["shared"]]
+    if apart:
+        raise said_once(PretrainError(
+            f"rank{'s' if len(apart) > 1 else ''} {', '.join(map(str, apart))} of {d.world} "
+            f"{'do' if len(apart) > 1 else 'does'} not see the run directory rank 0 opened "
+            f"({rd.root}): under torchrun it must "
+            "be on a file system every node shares (each rank writes its shards of every "
+            "checkpoint there); set runs_dir to such a place on every node"))
+    for r, x in enumerate(every):
+        if x["settings"] != every[0]["settings"]:
+            keys = changed_keys(every[0]["settings"], x["settings"])
+            raise said_once(PretrainError(
+                f"rank {r} was given other settings than rank 0: {', '.join(keys[:5])}"
+                + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+                + "; give every node the same config and options"))
 
 
 def _plan(cfg: RunConfig, rd: RunDir, stage: stages.Stage, forcing: bool,

@@ -275,6 +275,32 @@ def test_ctrl_c_under_torchrun_is_said_once(tmp_path):
 
 
 @pytest.mark.slow
+def test_nodes_given_other_settings_or_run_directories_are_refused(tmp_path, monkeypatch):
+    """A node (here: rank 1) given another train.lr trained its replica with it, silently,
+    and one given a run directory of its own kept its shards of every checkpoint there
+    (rank 0's then read as damaged): both refused at the start, said once."""
+    overrides = tiny_overrides(tmp_path, train__steps="4", train__batch_size="4", device="cpu")
+    run_stages(load_config(None, overrides), ("data", "tokenizer", "tokenize"), force=set())
+    script = tmp_path / "by_rank.py"   # the CLI, with one more option on rank 1
+    script.write_text("import os, sys\nfrom pretrain.cli import main\n"
+                      "extra = [os.environ['RANK1_EXTRA']] if os.environ['RANK'] == '1' else []\n"
+                      "sys.exit(main(sys.argv[1:] + extra))\n")
+    args = [str(script), "train", *(f"--{k}={v}" for k, v in overrides)]
+    monkeypatch.setenv("RANK1_EXTRA", "--train.lr=0.03")
+    bad = torchrun(args, cwd=tmp_path)
+    assert bad.returncode != 0
+    assert bad.stderr.count("error: rank 1 was given other settings than rank 0: "
+                            "train.lr; give every node") == 1, bad.stderr[-3000:]
+    shutil.copytree(tmp_path / "runs", tmp_path / "elsewhere")
+    monkeypatch.setenv("RANK1_EXTRA", f"--runs_dir={tmp_path / 'elsewhere'}")
+    bad = torchrun(args, cwd=tmp_path)
+    assert bad.returncode != 0
+    assert bad.stderr.count("error: rank 1 of 2 does not see the run directory rank 0 opened") \
+        == 1, bad.stderr[-3000:]
+    assert not (tmp_path / "runs" / "tiny" / "train").exists()
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["dp_shard=-1", "pp=2"])
 def test_pretrain_train_sharded_without_checkpoints_writes_its_model(tmp_path, layout):
     """``checkpoint_every = 0`` under a sharded layout: the final weights go through a

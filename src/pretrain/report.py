@@ -32,6 +32,8 @@ from .plan.laws import read_fit
 from .plan.report import duration, frontier, size
 from .run_config import RunConfig, load_config
 from .rundir import (
+    FORCED,
+    RunDir,
     changed_upstream,
     drop,
     load_manifest,
@@ -137,6 +139,8 @@ def _stages(root: Path, old: dict[str, list[str]]) -> str:
         if status == "complete" and read_manifest(root / s) is None:   # as the pipeline reads it
             status = "damaged: an output file is missing or changed (`pretrain verify RUN`)"
         status += f", out of date ({', '.join(old[s])} changed since)" if s in old else ""
+        if RunDir(root).forced_attempt(s):   # a --force of it stopped: the next run redoes it
+            status += f", a --force rerun pending (`pretrain run` does it; {FORCED}{s} marks it)"
         lines.append(f"| {s} | {status} | {m.get('wall_s', 0):.1f} s | "
                      f"{m.get('finished_at', '')} | {str(m.get('git_commit') or '')[:10]} |")
     return "\n".join(lines) + "\n"

@@ -44,7 +44,7 @@ from typing import Any
 from .config import PretrainError
 
 MANIFEST = "manifest.json"
-FORCED = ".forced-"   # + a stage's name: the key of its interrupted forced rerun
+FORCED = ".forced-"   # + a stage's name: the key of its forced rerun not completed
 CHECKSUMS = "checksums.json"   # a checkpoint's {file: {bytes, sha256}}, written last
 DELETING = ".deleting"         # a checkpoint being removed (renamed first, then deleted)
 _VERSIONED = ("torch", "numpy", "tiktoken", "rustbpe", "safetensors", "pretrain")

@@ -195,6 +195,9 @@ def test_an_interrupted_forced_stage_is_resumed_by_a_plain_rerun(tmp_path: Path,
     assert RunDir(root).manifest("toy") == before          # still complete, still in use
     assert (root / "mark seen").read_text() == str((before["key"], True))
     assert RunDir(root).forced_attempt("toy2") is not None   # asked, not reached
+    assert main(["report", str(root)]) == 0                  # and the report says so
+    assert "| toy2 | complete, a --force rerun pending (`pretrain run` does it" \
+        in (root / "report.md").read_text()
     capsys.readouterr()
     run_stages(cfg, ("toy", "toy2"), force=set())
     err = capsys.readouterr().err

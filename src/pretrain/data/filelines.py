@@ -96,26 +96,33 @@ _MAGIC = ((b"\x1f\x8b", "gzip", ".gz"), (b"\x28\xb5\x2f\xfd", "zstd", ".zst"),
 _BZIP2_BLOCK = b"1AY&SY"   # after "BZh" and the block size digit
 
 
-def compressed_unread(p: Path) -> str | None:
-    """Why ``p`` cannot be read as text although its name lets it be: its bytes are
-    compressed with a codec its name does not say (``format = "jsonl"`` on a .bz2 file
-    read the compressed bytes as thousands of bad lines); None when they are not."""
-    name = p.name.lower()
-    if name.endswith((".gz", ".zst")):
-        return None
+def compression(p: Path) -> str | None:
+    """The codec (gzip, zstd, bzip2, xz) whose magic number ``p`` starts with, whatever
+    its name; None for other bytes, or a file that cannot be read (its reader says why)."""
     try:
         with open(p, "rb") as f:
             head = f.read(10)
     except OSError:
-        return None   # the reader says what is wrong
-    for magic, codec, suffix in _MAGIC:
-        if head.startswith(magic) and (codec != "bzip2" or head[4:10] == _BZIP2_BLOCK):
-            if suffix:
-                return (f"{p}: {codec}-compressed, though its name does not end in {suffix}: "
-                        f"rename it to end in {suffix} to have it read through {codec}")
-            return (f"{p}: {codec}-compressed, which is not read here: decompress it, or "
-                    "re-compress it as .gz or .zst")
-    return None
+        return None
+    return next((codec for magic, codec, _ in _MAGIC if head.startswith(magic)
+                 and (codec != "bzip2" or head[4:10] == _BZIP2_BLOCK)), None)
+
+
+def compressed_unread(p: Path) -> str | None:
+    """Why ``p`` cannot be read as text although its name lets it be: its bytes are
+    compressed with a codec its name does not say (``format = "jsonl"`` on a .bz2 file
+    read the compressed bytes as thousands of bad lines); None when they are not."""
+    if p.name.lower().endswith((".gz", ".zst")):
+        return None
+    codec = compression(p)
+    if codec is None:
+        return None
+    suffix = next(x for _, c, x in _MAGIC if c == codec)
+    if suffix:
+        return (f"{p}: {codec}-compressed, though its name does not end in {suffix}: "
+                f"rename it to end in {suffix} to have it read through {codec}")
+    return (f"{p}: {codec}-compressed, which is not read here: decompress it, or "
+            "re-compress it as .gz or .zst")
 
 
 def wide_records(p: Path, codec: str, sep: str | None) -> int:

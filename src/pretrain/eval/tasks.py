@@ -32,6 +32,7 @@ import torch
 
 from ..config import ConfigError
 from ..data.benchmarks import COMPRESSED, open_text
+from ..data.filelines import compression
 from ..log import Progress, log0
 from .config import EvalConfig
 from .files import BUILTIN, resolve
@@ -68,11 +69,12 @@ def _lines(f: Any, path: Path) -> Any:
                 line.encode("utf-8")   # the bytes that were not UTF-8 are surrogates here
             except UnicodeEncodeError as e:
                 bad = line[e.start].encode("utf-8", "surrogateescape")[0]
-                packed = "" if path.name.lower().endswith(COMPRESSED) else _compression(path)
+                codec = None if path.name.lower().endswith(COMPRESSED) else compression(path)
                 raise ConfigError(f"{path}:{n}: not UTF-8 (byte 0x{bad:02x} at character "
                                   f"{e.start + 1} of the line): " + (
-                                      f"{packed} file under a name without its suffix; "
-                                      "name it by its compression" if packed else
+                                      f"{'an' if codec == 'xz' else 'a'} {codec} "
+                                      f"({SUFFIX[codec]}) file under a name without its "
+                                      "suffix; name it by its compression" if codec else
                                       "save the task file as UTF-8")) from None
             yield line
     except ConfigError:
@@ -82,18 +84,8 @@ def _lines(f: Any, path: Path) -> Any:
                           f"says): {type(e).__name__}: {e}") from None
 
 
-MAGIC = {b"\x1f\x8b": "a gzip (.gz)", b"\x28\xb5\x2f\xfd": "a zstd (.zst)",
-         b"\xfd7zXZ": "an xz (.xz)", b"BZh": "a bzip2 (.bz2)"}
-
-
-def _compression(path: Path) -> str:
-    """The compression whose magic number ``path`` starts with, or ""."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(6)
-    except OSError:
-        return ""
-    return next((name for magic, name in MAGIC.items() if head.startswith(magic)), "")
+# a task file's codecs, by the suffix open_text reads each through
+SUFFIX = {"gzip": ".gz", "zstd": ".zst", "bzip2": ".bz2", "xz": ".xz"}
 
 
 def _text(rec: dict[str, Any], key: str) -> str:

@@ -21,7 +21,7 @@ from .log import log0
 from .model.config import ModelConfig
 from .plan import report
 from .plan.laws import Law, chinchilla_rule, fit_caveats, read_fit
-from .plan.memory import COMPILED_ACTIVATIONS, Split
+from .plan.memory import Split, kept_share
 from .run_config import RunConfig
 from .rundir import sound_manifest
 from .train.config import TrainConfig, check_layout
@@ -227,7 +227,7 @@ def dry_run_summary(cfg: RunConfig) -> str:
                             optimizer=sh.optimizer, precision=prec,
                             fused_loss=cfg.train.loss_path(sh.layout.tp) == "chunked",
                             grad_accum=sh.grad_accum, cpu=not gpu,
-                            activation_share=COMPILED_ACTIVATIONS if sh.compiled else 1.0)
+                            activation_share=kept_share(sh.compiled))
         if len(lines) == 1:
             tokens = sh.tokens(model.seq_len)
             lines.append(f"training: {tokens:,} tokens = {model.flops_per_token() * tokens:.3g} "

@@ -206,6 +206,13 @@ def _split_params(cfg: ModelConfig, layout: Split) -> float:
 # and elementwise steps in backward: 0.70x for llama, 0.97x for gpt2 under CPU bf16
 # autocast): sized with the least share seen
 COMPILED_ACTIVATIONS = 0.7
+
+
+def kept_share(compiled: bool) -> float:
+    """``estimate``'s ``activation_share`` for a model compiled (``train.compile``) or not."""
+    return COMPILED_ACTIVATIONS if compiled else 1.0
+
+
 # the share of a device's memory a run is advised to fill: the estimate is within 10% of
 # measured peaks (tests/unit/test_plan.py), so a batch sized to the last byte can be killed
 MARGIN = 0.9

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from .. import hardware
 from ..model.config import ModelConfig
 from .laws import BESIROGLU, HOFFMANN, Law, chinchilla_rule
-from .memory import COMPILED_ACTIVATIONS, GB, MARGIN, Split, estimate, largest_batch
+from .memory import COMPILED_ACTIVATIONS, GB, MARGIN, Split, estimate, kept_share, largest_batch
 
 __all__ = ["GB", "Split", "Shape", "duration", "estimate", "frontier", "memory", "size", "suggest",
            "time_and_cost"]
@@ -114,7 +114,7 @@ def memory(cfg: ModelConfig, shape: Shape, gpus: int, device_gb: float | None,
                   fused_loss=shape.fused_loss and lay.tp == 1,   # TP splits the head
                   grad_accum=1 if lay.pp > 1 else shape.grad_accum,
                   cpu=False,   # the accelerators of the table: fp32 there is no CPU run
-                  activation_share=COMPILED_ACTIVATIONS if shape.compiled else 1.0)
+                  activation_share=kept_share(shape.compiled))
         m = estimate(cfg, shape.batch, checkpointing=False, **kw)  # type: ignore[arg-type]
         ac = estimate(cfg, shape.batch, checkpointing=True, **kw)  # type: ignore[arg-type]
         fits = ""
@@ -122,7 +122,8 @@ def memory(cfg: ModelConfig, shape: Shape, gpus: int, device_gb: float | None,
             best = largest_batch(cfg, room, checkpointing=shape.checkpointing, **kw)
             mine = ac if shape.checkpointing else m
             fits = "  yes" if mine.total <= room \
-                else "  yes, without the 10% margin (training may warn)" if mine.total <= device_gb * GB \
+                else f"  yes, without the {1 - MARGIN:.0%} margin (training may warn)" \
+                if mine.total <= device_gb * GB \
                 else "  no (yes with AC)" if ac.total <= room else "  no"
             fits += (f", largest micro-batch {best}" if best else ", not one sequence") \
                 + (" with AC" if shape.checkpointing else "")

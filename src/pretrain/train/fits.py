@@ -11,7 +11,7 @@ import torch
 from ..config import PretrainError
 from ..log import log0
 from ..model.config import ModelConfig
-from ..plan.memory import COMPILED_ACTIVATIONS, MARGIN, Split, estimate, largest_batch
+from ..plan.memory import COMPILED_ACTIVATIONS, MARGIN, Split, estimate, kept_share, largest_batch
 from .config import TrainConfig
 from .parallelize import Layout, resolve_precision
 
@@ -39,7 +39,7 @@ def check_memory(model_cfg: ModelConfig, cfg: TrainConfig, layout: Layout,
                               precision=resolve_precision(cfg.precision, device),
                               fused_loss=cfg.loss_path(layout["tp"]) == "chunked",
                               grad_accum=cfg.grad_accum, cpu=device.type == "cpu",
-                              activation_share=COMPILED_ACTIVATIONS if cfg.compile else 1.0)
+                              activation_share=kept_share(cfg.compile))
     est = estimate(model_cfg, cfg.batch_size, **kw)
     parts = ", ".join(f"{k} {round(v, 2) + 0.0:.2f}"   # + 0.0: never "-0.00"
                       for k, v in est.as_gb().items() if k != "total")

@@ -180,6 +180,13 @@ def run_stages(cfg: RunConfig, names: Sequence[str], force: set[str],
         # layout is checked where it is to train (below)
         if "train" in names and rd.manifest("train") is None:
             layout()
+        for i, stage in enumerate(todo):   # a device without fp8: said before the data
+            forced = "all" in force or any(s.name in force for s in todo[:i + 1])
+            m = rd.manifest(stage.name)
+            if stage.preflight and (forced or m is None or rd.forced_attempt(stage.name)
+                                    or stage.config_changed(cfg, (m.get("inputs") or {})
+                                                            .get("config"))):
+                stage.check_here(cfg)
 
     def init_here() -> None:
         """The init_from checkpoint, by each rank that lacks it: on a machine of its own,

@@ -16,11 +16,12 @@ in the order listed. Adding a stage: a module with the body, and one line below.
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .config import ConfigError, PretrainError, fingerprint, keyed
+from .config import ConfigError, PretrainError, fingerprint, jsonable, keyed
 from .eval import files as eval_files
 from .run_config import RunConfig
 from .rundir import StageRun
@@ -36,6 +37,10 @@ class Stage:
     external: Callable[[RunConfig], Any] | None = None  # inputs outside the run directory
     torchrun: bool = False                 # runs on every process under torchrun
     unkeyed: tuple[str, ...] = ()          # of the sections: given, but not in the key
+    # "module:function", given the sections as the body is: what refuses this config on
+    # this machine (a precision the device lacks), asked when a command that is to run the
+    # stage starts, not after the stages before it have run
+    preflight: str = ""
 
     def key_config(self, cfg: RunConfig) -> dict[str, Any]:
         """What of the config (and of the outside world) its output depends on."""
@@ -47,6 +52,20 @@ class Stage:
     def run(self, cfg: RunConfig, run: StageRun) -> None:
         module, _, fn = self.body.partition(":")
         getattr(importlib.import_module(module), fn)(run, *(getattr(cfg, s) for s in self.sections))
+
+    def check_here(self, cfg: RunConfig) -> None:
+        """Its ``preflight``: raises what would stop it on this machine."""
+        if self.preflight:
+            module, _, fn = self.preflight.partition(":")
+            getattr(importlib.import_module(module), fn)(*(getattr(cfg, s) for s in self.sections))
+
+    def config_changed(self, cfg: RunConfig, recorded: Any) -> bool:
+        """Whether the config part of its key differs from ``recorded`` (a manifest's): the
+        stage will run again (it may also run for its inputs, unknown before they run)."""
+        now = json.loads(json.dumps({s: keyed(getattr(cfg, s)) for s in self.sections
+                                     if s not in self.unkeyed}, default=jsonable))
+        return not isinstance(recorded, dict) \
+            or {k: v for k, v in recorded.items() if k != "external"} != now
 
 
 def _source_fingerprints(cfg: RunConfig) -> list[Any]:
@@ -80,7 +99,7 @@ STAGES: tuple[Stage, ...] = (
           body="pretrain.train.stage:run", external=lambda cfg: cfg.train.init_fingerprint(),
           # where it trains, like the layout, is not what it trains ("auto" and "cpu" on a
           # CPU are the same, and a GPU-trained model is evaluated and sampled on a CPU)
-          torchrun=True, unkeyed=("device",)),
+          torchrun=True, unkeyed=("device",), preflight="pretrain.train.stage:preflight"),
     Stage("eval", "held-out loss, perplexity and bits per byte per domain; benchmarks, CORE, "
           "contamination, memorization",
           reads=("data", "tokenizer", "tokenize", "train"), sections=("eval", "device"),

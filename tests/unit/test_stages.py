@@ -243,3 +243,56 @@ def test_what_changed_names_settings_upstream_outputs_and_read_files():
                                        "file or checkpoint edited since), the data stage's "
                                        "output")
     assert _what_changed({}, now) == "" == _what_changed({"inputs": now}, now)
+
+
+LACKING: list[str] = []   # what the "machine" of the preflight test lacks
+
+
+def picky_preflight(train) -> None:
+    if LACKING:
+        raise PretrainError(f"this machine lacks {LACKING[0]}")
+
+
+def test_what_the_machine_cannot_run_is_said_before_the_first_stage(tmp_path: Path, monkeypatch,
+                                                                     capsys):
+    """fp8 on a CPU was refused by the train stage, after `pretrain run` had cleaned and
+    tokenized the corpus. A stage's preflight is asked when the command starts, where the
+    stage is to run: never run, forced, or its config changed; not where it is up to date
+    (a model trained on a GPU box, evaluated with `pretrain run` on a CPU one)."""
+    monkeypatch.setattr(stages, "STAGES", (
+        *stages.STAGES,
+        Stage("toy", "write the seed", reads=(), sections=("seed",), body=f"{__name__}:toy"),
+        Stage("picky", "copy, on machines that can", reads=("toy",), sections=("train",),
+              body=f"{__name__}:copy_any", preflight=f"{__name__}:picky_preflight"),
+    ))
+    root = tmp_path / "toys"
+
+    def run(*options: tuple[str, str], force: frozenset[str] = frozenset()) -> None:
+        cfg = load_config(None, [("runs_dir", str(tmp_path)), ("name", "toys"), *options])
+        run_stages(cfg, ("toy", "picky"), force=set(force))
+
+    monkeypatch.setattr(f"{__name__}.LACKING", ["fp8"])
+    with pytest.raises(PretrainError, match="this machine lacks fp8"):
+        run()
+    assert RunDir(root).manifest("toy") is None           # nothing ran before the refusal
+    monkeypatch.setattr(f"{__name__}.LACKING", [])
+    run()
+    done, toy_done = RunDir(root).manifest("picky"), RunDir(root).manifest("toy")
+    monkeypatch.setattr(f"{__name__}.LACKING", ["fp8"])
+    run()                                                  # up to date: nothing to refuse
+    assert RunDir(root).manifest("picky") == done
+    for options, force in (((("train.steps", "3"),), frozenset()), ((), frozenset({"toy"})),
+                           ((), frozenset({"all"}))):
+        with pytest.raises(PretrainError, match="this machine lacks fp8"):
+            run(*options, force=force)
+    assert RunDir(root).manifest("toy") == toy_done        # the refused commands ran nothing,
+    assert RunDir(root).manifest("picky") == done          # the forced toy included
+    # the train stage's own: fp8 on a CPU, before the data stage
+    capsys.readouterr()
+    assert main(["run", f"--runs_dir={tmp_path}", "--device=cpu", "--train.precision=fp8"]) == 2
+    assert "'fp8' needs a Hopper GPU or newer" in capsys.readouterr().err
+    assert RunDir(tmp_path / "quickstart").manifest("data") is None
+
+
+def copy_any(run: StageRun, train) -> None:
+    (run.out / "copy.txt").write_text((run.inputs["toy"] / "toy.txt").read_text())

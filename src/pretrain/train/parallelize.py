@@ -130,8 +130,8 @@ def make_layout(cfg: ParallelConfig, d: distributed.Dist, device: torch.device) 
 def check_cpu_compiler() -> None:
     """``train.compile`` on CPU: inductor builds its kernels with the C++ compiler named in
     ``torch._inductor.config.cpp.cxx`` (``$CXX``, else ``g++``; ``clang++`` on macOS).
-    Without one, torch fails inside the first step's compilation, after the stages before
-    training have run; this says so at the start."""
+    Without one, torch fails inside the first step's compilation; this says so before the
+    command's first stage (``stage.preflight``) and before building the model."""
     import torch._inductor.config as inductor  # noqa: PLC0415 -- torch's own, loaded only here
     wanted = [c for c in inductor.cpp.cxx if c] if isinstance(inductor.cpp.cxx, (list, tuple)) \
         else [inductor.cpp.cxx]

@@ -40,7 +40,7 @@ from .config import TrainConfig
 from .loop import RunPaths, train
 from .monitor import LOGS
 from .optim import lr_at
-from .parallelize import Layout
+from .parallelize import Layout, check_cpu_compiler, resolve_precision
 
 SCHEDULE = ("steps", "schedule", "lr", "warmup_steps", "decay_frac", "min_lr_ratio")
 # the per-rank batch: what the data and the model see is its product with the data-parallel
@@ -85,6 +85,16 @@ def run(run: StageRun, model_cfg: ModelConfig, cfg: TrainConfig, seed: int, devi
     distributed.barrier(d)
     run.logs.update(f"{name}.jsonl" for name in LOGS)   # times and throughput: no later input
     run.counts.update(train(cfg, model_cfg, run.inputs["tokenize"], paths, seed, device, init, d))
+
+
+def preflight(model_cfg: ModelConfig, cfg: TrainConfig, seed: int, device: str) -> None:
+    """What stops training on this machine (no such device, a precision it lacks, no C++
+    compiler for ``train.compile`` on CPU), said when the command starts: a `pretrain run`
+    had cleaned and tokenized the corpus first."""
+    here = distributed.resolve_device(device)
+    resolve_precision(cfg.precision, here)
+    if cfg.compile and here.type == "cpu":
+        check_cpu_compiler()
 
 
 def warmup_note(cfg: TrainConfig) -> str | None:

@@ -3,7 +3,9 @@ the orchestration and the report pick it up from there."""
 
 from __future__ import annotations
 
+import importlib
 import json
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -59,6 +61,24 @@ def test_the_registry_is_ordered_and_reads_only_earlier_stages():
     assert stages.ancestors("sample") == ["data", "tokenizer", "tokenize", "train"]
     with pytest.raises(PretrainError, match="no stage 'nope'"):
         stages.get("nope")
+
+
+def test_the_registrys_imports_by_name_keep_the_layers():
+    """A body or preflight is imported by name (so that reading configs never imports
+    torch), which import-linter cannot see: each must sit in a layer below the registry's,
+    as an import it could see would have to."""
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    if not pyproject.is_file():
+        pytest.skip("no pyproject.toml beside the tests (an installed copy)")
+    contracts = tomllib.loads(pyproject.read_text())["tool"]["importlinter"]["contracts"]
+    (layers,) = [c["layers"] for c in contracts if c["id"] == "layers"]
+    where = {m.strip(): i for i, layer in enumerate(layers) for m in layer.split("|")}
+    for s in stages.STAGES:
+        for named in filter(None, (s.body, s.preflight)):
+            module = named.partition(":")[0]
+            package = ".".join(module.split(".")[:2])
+            assert where[package] > where["pretrain.stages"], named
+            assert callable(getattr(importlib.import_module(module), named.partition(":")[2]))
 
 
 def test_a_body_sees_only_its_keyed_sections(tmp_path: Path):

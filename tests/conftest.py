@@ -113,8 +113,10 @@ class Oracle(torch.nn.Module):
         self.vocab = vocab
         self.cfg = SimpleNamespace(seq_len=seq_len)  # the context length the scorers read
 
-    def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, None]:
+    def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None,
+                hidden: bool = False) -> tuple[torch.Tensor, None]:
+        """The logits; ``hidden``: the same, which ``logits_of`` then passes on (the
+        scorers apply the head to the positions they score only)."""
         out = torch.zeros(*x.shape, self.vocab)
         for r in range(x.shape[0]):
             row = x[r].tolist()
@@ -123,6 +125,9 @@ class Oracle(torch.nn.Module):
                 if nxt is not None:
                     out[r, t, nxt] = 50.0
         return out, None
+
+    def logits_of(self, h: torch.Tensor) -> torch.Tensor:
+        return h
 
 
 class KilledTasks:

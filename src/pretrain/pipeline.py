@@ -313,12 +313,12 @@ def _plan(cfg: RunConfig, rd: RunDir, stage: stages.Stage, forcing: bool,
                 else f"Delete {rd.stage_dir(stage.name)} to rerun it"))
         if stage.name == "data":   # a killed --force data attempt's work: of no more use
             # (another data config's stays: a rerun of that config resumes from it)
-            for folder in remove_work(rd.root / ".work", f"data-{key[:16]}"):
+            for folder in remove_work(rd.data_work(key).parent, rd.data_work(key).name):
                 log0(f"[data] removed {folder}, the unfinished work of an interrupted attempt")
         if stage.name == "train" and cfg.train.remove_other_checkpoints:
             # what the train stage does when it runs, done though it does not (the flag is
             # not in its key: the hint to set it, followed after a completed run, did nothing)
-            for other in other_train_checkpoints(rd.root / "checkpoints" / f"train-{key}"):
+            for other in other_train_checkpoints(rd.checkpoints(key)):
                 shutil.rmtree(other)
                 log0(f"[train] removed {other} (train.remove_other_checkpoints)")
         return {"skip": True}
@@ -326,7 +326,7 @@ def _plan(cfg: RunConfig, rd: RunDir, stage: stages.Stage, forcing: bool,
     ran = (rd.stage_dir(stage.name) / MANIFEST).is_file()   # but its outputs are damaged
     started = resumed and pending is not None and pending[1]
     if started and stage.name == "train" and not train_checkpoints(
-            rd.root / "checkpoints" / f"train-{key}"):
+            rd.checkpoints(key)):
         started = False   # stopped before its first checkpoint: started over, as forced (an
         #                   earlier config's checkpoint is no place to continue it from)
     why = "forced" if forcing else (
@@ -343,7 +343,7 @@ def _unfinished(cfg: RunConfig, rd: RunDir, name: str, key: str) -> str:
     """Why a stage without a manifest runs: never run, or (train) an earlier attempt of
     this key left checkpoints, which it resumes from."""
     if name == "train" and cfg.train.resume and train_checkpoints(
-            rd.root / "checkpoints" / f"train-{key}"):
+            rd.checkpoints(key)):
         return "not complete: an earlier attempt's checkpoints are there to resume from"
     return "not run yet"
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from . import stages
 from .config import ConfigError, PretrainError, build, jsonable
+from .data.audit import FAILED
 from .data.funnel import format_funnel
 from .eval import baselines, contamination, core, memorization, tasks
 from .eval.gates import check, load_results
@@ -131,8 +132,8 @@ def _stages(root: Path, old: dict[str, list[str]]) -> str:
             continue
         if m is None:
             why = _unfinished(root) if s == "train" else (
-                "failed (its audit trail in data-failed/: `pretrain data inspect RUN`)"
-                if s == "data" and (root / "data-failed").is_dir() else "not run")
+                f"failed (its audit trail in {FAILED}/: `pretrain data inspect RUN`)"
+                if s == "data" and (root / FAILED).is_dir() else "not run")
             lines.append(f"| {s} | {why} | | | |")
             continue
         status = m.get("status", "?")
@@ -187,8 +188,8 @@ def _latest_checkpoint(folder: Path) -> int | None:
 def _data(root: Path, old: dict[str, list[str]]) -> str:
     folder, failed = "data", ""
     funnel = _json(root / folder / "funnel.json")
-    if not funnel and (root / "data-failed").is_dir():
-        folder = "data-failed"
+    if not funnel and (root / FAILED).is_dir():
+        folder = FAILED
         funnel = _json(root / folder / "funnel.json")
         failed = ("**The data stage failed** (it kept no documents, or too few): its funnel, "
                   "from `data-failed/`.\n\n")

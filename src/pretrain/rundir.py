@@ -398,6 +398,15 @@ class RunDir:
     def manifest(self, stage: str) -> dict[str, Any] | None:
         return read_manifest(self.stage_dir(stage))
 
+    def checkpoints(self, key: str) -> Path:
+        """The train stage's checkpoints of the config keyed ``key``."""
+        return self.root / "checkpoints" / f"train-{key}"
+
+    def data_work(self, key: str) -> Path:
+        """The data stage's per-task results of the attempt keyed ``key``, kept across a
+        kill until it completes."""
+        return self.root / ".work" / f"data-{key[:16]}"
+
     @contextmanager
     def lock(self) -> Iterator[None]:
         """One pretrain process per run directory: a second one would sweep the first's work.

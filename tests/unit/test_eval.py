@@ -119,3 +119,46 @@ def test_the_report_names_trained_domains_nothing_scores(tmp_path):
     assert "Not scored" not in _eval(tmp_path, [])
     (tmp_path / "tokenize" / "meta.json").write_text("{junk")   # damaged: the table alone
     assert "| stories |" in _eval(tmp_path, [])
+
+
+def test_scoring_makes_logits_of_the_scored_positions_only_and_equals_the_whole_ones():
+    """Task scoring ran the head over every position of the batch (and an fp32 log-softmax
+    of it, copied to the host), held-out loss made the batch's fp32 logits whole: 2.5x a
+    training step's memory at a GPT-2 vocabulary. Both equal the plain computation: tails
+    of rows of every length (longer than the context too, cut from the left) in batches
+    of mixed lengths, and the summed loss of right-padded rows."""
+    from pretrain.eval.scoring import nll_total, score_tails
+    torch.manual_seed(1)
+    model = Transformer(ModelConfig(d_model=32, n_layers=2, n_heads=2, n_kv_heads=1,
+                                    seq_len=24, vocab_size=203)).eval()   # padded to 256
+    g = torch.Generator().manual_seed(2)
+    rows = [(torch.randint(0, 203, (n,), generator=g).tolist(), k)
+            for n, k in ((5, 2), (30, 4), (25, 25), (2, 1), (17, 9), (9, 3), (24, 1))]
+    seen = []
+    real_head = model.logits_of
+
+    def head(h):
+        seen.append(h.shape[0])
+        return real_head(h)
+
+    model.logits_of = head   # counts what the head is given
+    got = score_tails(model, rows, 24, torch.device("cpu"), batch_size=3)
+    del model.logits_of
+    assert sum(seen) == sum(min(k, min(len(ids), 25) - 1) for ids, k in rows)
+    with torch.no_grad():
+        for (ids, k), tail in zip(rows, got, strict=True):
+            ids = ids[-25:]
+            k = min(k, len(ids) - 1)
+            logits, _ = model(torch.tensor([ids[:-1]]))
+            logp = F.log_softmax(logits[0, -k:].float(), dim=-1)
+            target = torch.tensor(ids[-k:])
+            assert tail.tokens == k
+            assert math.isclose(tail.logprob, float(logp.gather(1, target[:, None]).sum()),
+                                rel_tol=1e-5, abs_tol=1e-5)
+            hits = (logp.argmax(-1) == target).tolist()
+            assert tail.greedy_prefix == (hits.index(False) if False in hits else k)
+    plain = [np.asarray(ids[:25]) for ids, _ in rows]
+    fused, targets = nll_total(model, plain, 3, torch.device("cpu"))
+    whole, same = nll_total(model, plain, 3, torch.device("cpu"), fused=False)
+    assert torch.equal(targets, same) and len(targets) == sum(len(r) - 1 for r in plain)
+    assert math.isclose(fused, whole, rel_tol=1e-5)

@@ -92,9 +92,13 @@ def test_a_model_told_the_answers_scores_one(tmp_path: Path):
     assert kind == "mc" and len(items) == 9
     oracle = Oracle([[tok.bos_id, *tok.encode("".join(it.pairs()[it.gold]))] for it in items],
                     258)   # documents are read from BOS
-    res = tasks.evaluate(oracle, tok, "mine", kind, items)
+    calls: list[tuple[int, int]] = []
+    res = tasks.evaluate(oracle, tok, "mine", kind, items, batch_size=4,
+                         progress=lambda done, rows: calls.append((done, rows)))
     assert res["acc"] == res["acc_norm"] == 1.0 and res["centered"] == 1.0
     assert res["chance"] == pytest.approx(1 / 3, abs=1e-4)
+    # said after every batch of continuations (a 40,000-row task looked hung for minutes)
+    assert calls == [(min(4 * b, 27), 27) for b in range(1, 8)]
 
 
 def test_an_untrained_model_scores_at_chance():

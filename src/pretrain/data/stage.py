@@ -26,7 +26,7 @@ import numpy as np
 
 from ..config import PretrainError
 from ..log import log0
-from ..rundir import StageRun, remove_work
+from ..rundir import RunDir, StageRun, remove_work
 from .audit import FAILED, why_empty
 from .config import DataConfig
 from .decontam import benchmark_index, hits, save_index
@@ -43,7 +43,7 @@ def run(run: StageRun, cfg: DataConfig) -> None:
     killed run resumes from them; they are keyed by the stage key and removed once it
     completes, with those a killed run of another data config left (their output can no
     longer be the run's). ``--force data`` starts them over."""
-    work = run.root / ".work" / f"data-{run.key[:16]}"
+    work = RunDir(run.root).data_work(run.key)
     failed = run.root / FAILED
     shutil.rmtree(failed, ignore_errors=True)
     try:

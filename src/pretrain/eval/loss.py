@@ -59,16 +59,17 @@ def domain_windows(shards: TokenShards, seq_len: int, cap: int) -> Windows:
 
 def score(model: torch.nn.Module, wins: Windows, token_bytes: np.ndarray | None,
           batch_size: int, device: torch.device, progress: bool = False,
-          width: int = 0, doc_start: tuple[int, int] = NO_PREFIX) -> dict[str, dict[str, float]]:
+          width: int = 0, doc_start: tuple[int, int] = NO_PREFIX,
+          fused: bool = True) -> dict[str, dict[str, float]]:
     """Loss, perplexity and (with ``token_bytes``) bits per byte of each domain's windows
-    and of all of them together ("all"); ``width`` as ``nll_total``'s."""
+    and of all of them together ("all"); ``width`` and ``fused`` as ``nll_total``'s."""
     nbytes = torch.from_numpy(np.asarray(token_bytes, dtype=np.int64)) if token_bytes is not None else None
     results: dict[str, dict[str, float]] = {}
     totals = [0.0, 0, 0]
     with Progress("eval", total=len(wins), unit="domains") if progress \
             else contextlib.nullcontext() as bar:
         for domain, rows in wins.items():
-            nll, targets = nll_total(model, rows, batch_size, device, width)
+            nll, targets = nll_total(model, rows, batch_size, device, width, fused)
             n_bytes = int(nbytes[targets].sum()) - prefix_bytes(rows, doc_start) \
                 if nbytes is not None else 0
             results[domain] = metrics(nll, len(targets), n_bytes)

@@ -22,7 +22,7 @@ choice: tasks, CORE, harness, memorization).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -72,18 +72,21 @@ def _padded(rows: Sequence[Row], width: int = 0) -> torch.Tensor:
 
 
 def nll_total(model: torch.nn.Module, rows: Sequence[Row], batch_size: int,
-              device: torch.device, width: int = 0) -> tuple[float, torch.Tensor]:
+              device: torch.device, width: int = 0, fused: bool = True
+              ) -> tuple[float, torch.Tensor]:
     """(summed negative log-likelihood in nats, the targets scored, padding removed) of
     every token after the first of every row; each row at most ``seq_len + 1`` tokens.
     ``width``: pad every batch to that many tokens (a model whose sequence is split over
-    ranks needs whole ``seq_len + 1`` rows)."""
+    ranks needs whole ``seq_len + 1`` rows). ``fused``: the head and the loss in chunks, as
+    training's (the batch's fp32 logits made whole cost 2.5x training's memory at a GPT-2
+    vocabulary); not where the head is split over ranks (tensor parallel)."""
     nll = 0.0
     targets = []
     with evaluating(model):
         for i in range(0, len(rows), batch_size):
             xy = _padded(rows[i:i + batch_size], width)
             x, y = xy[:, :-1].clamp(min=0), xy[:, 1:]
-            _, loss = model(x.to(device), y.to(device), reduction="sum")
+            _, loss = model(x.to(device), y.to(device), reduction="sum", fused_loss=fused)
             nll += float(loss)
             targets.append(y[y >= 0])
     return nll, torch.cat(targets) if targets else torch.zeros(0, dtype=torch.int64)
@@ -104,10 +107,12 @@ class Tail:
 
 
 def score_tails(model: torch.nn.Module, rows: Sequence[tuple[Row, int]], seq_len: int,
-                device: torch.device, batch_size: int = 16) -> list[Tail]:
+                device: torch.device, batch_size: int = 16,
+                progress: Callable[[int, int], None] | None = None) -> list[Tail]:
     """For each (token ids, n): the log-likelihood of its last ``n`` tokens given those
     before them. Rows are cut from the left to fit ``seq_len`` (the scored tail kept whole
-    if it fits) and batched longest first (less padding)."""
+    if it fits) and batched longest first (less padding). ``progress(rows scored, rows)``
+    after each batch (a task of 40,000 rows takes minutes on a CPU)."""
     cut = []
     for ids, n in rows:
         ids = np.asarray(ids, dtype=np.int64)[-(seq_len + 1):].tolist()
@@ -118,15 +123,23 @@ def score_tails(model: torch.nn.Module, rows: Sequence[tuple[Row, int]], seq_len
         for b in range(0, len(order), batch_size):
             idx = order[b:b + batch_size]
             x = _padded([cut[i][0][:-1] for i in idx]).clamp(min=0)
-            logits, _ = model(x.to(device))
-            logp = F.log_softmax(logits.float(), dim=-1).cpu()
-            for r, i in enumerate(idx):
+            h, _ = model(x.to(device), hidden=True)
+            # the head on the scored positions only: the whole batch's logits (and their
+            # fp32 log-softmax, and its copy to the host) cost 2.5x a training step's memory
+            tails = torch.cat([h[r, len(cut[i][0]) - 1 - cut[i][1]:len(cut[i][0]) - 1]
+                               for r, i in enumerate(idx)])
+            logp = F.log_softmax(cast(Any, model).logits_of(tails).float(), dim=-1).cpu()
+            at = 0
+            for i in idx:
                 ids, n = cut[i]
                 target = torch.tensor(ids[-n:])
-                tail = logp[r, len(ids) - 1 - n:len(ids) - 1]
+                tail = logp[at:at + n]
+                at += n
                 hits = (tail.argmax(-1) == target).tolist()
                 prefix = hits.index(False) if False in hits else n
                 out[i] = Tail(float(tail.gather(1, target[:, None]).sum()), n, prefix)
+            if progress is not None:
+                progress(len(out), len(cut))
     return [out[i] for i in range(len(cut))]
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -196,17 +197,20 @@ def encode_pair(tok: Any, ctx: str, cont: str) -> tuple[list[int], list[int]]:
 
 
 def loglikelihoods(model: torch.nn.Module, tok: Any, pairs: list[tuple[str, str]],
-                   batch_size: int = 16) -> list[Tail]:
+                   batch_size: int = 16, progress: Callable[[int, int], None] | None = None
+                   ) -> list[Tail]:
     """For each (context, continuation): the scored continuation tokens (``Tail``), after
     BOS and the context (``encode_pair``): the model reads every document from BOS in
-    training, and lm-eval's Hugging Face model of our export adds it too."""
+    training, and lm-eval's Hugging Face model of our export adds it too. ``progress`` as
+    ``score_tails``'s."""
     encoded = []
     for ctx, cont in pairs:
         head, x = encode_pair(tok, ctx, cont)
         if not x:
             raise ConfigError(f"empty continuation after tokenizing: {cont!r} after {ctx[-40:]!r}")
         encoded.append(([tok.bos_id, *head, *x], len(x)))
-    tails = score_tails(model, encoded, seq_len_of(model), device_of(model), batch_size)
+    tails = score_tails(model, encoded, seq_len_of(model), device_of(model), batch_size,
+                        progress)
     cut = sum(t.tokens < n for t, (_, n) in zip(tails, encoded, strict=True))
     if cut:   # acc_norm still divides by the whole choice's characters
         log0(f"eval: {cut} of {len(pairs)} continuations are longer than the model's context "
@@ -215,12 +219,12 @@ def loglikelihoods(model: torch.nn.Module, tok: Any, pairs: list[tuple[str, str]
 
 
 def evaluate(model: torch.nn.Module, tok: Any, name: str, kind: str, items: list[Item],
-             batch_size: int = 16, samples: list[dict[str, Any]] | None = None
-             ) -> dict[str, float]:
+             batch_size: int = 16, samples: list[dict[str, Any]] | None = None,
+             progress: Callable[[int, int], None] | None = None) -> dict[str, float]:
     """acc, acc_norm, chance, centered and stderr of ``items``, a task of ``kind``; each
     item's scores appended to ``samples`` when given (what the figures are counted from)."""
     pairs = [p for it in items for p in it.pairs()]
-    scores = loglikelihoods(model, tok, pairs, batch_size)
+    scores = loglikelihoods(model, tok, pairs, batch_size, progress)
     acc = acc_norm = 0.0
     chance = 0.0
     k = 0
@@ -312,8 +316,11 @@ def run_tasks(model: torch.nn.Module, tok: Any, cfg: EvalConfig,
                 kind, items = load(path, kind, delim, cfg.task_limit)
                 items = with_fewshot(items, cfg.num_fewshot, where=f"task {name!r} ({path})")
                 samples: list[dict[str, Any]] = []
+                def scored(done: int, rows: int, name: str = name) -> None:
+                    bar.update(0, task=name, scored=f"{done:,}/{rows:,} continuations")
+
                 results[name] = evaluate(model, tok, name, kind, items, cfg.batch_size,
-                                         samples)
+                                         samples, scored)
                 results[name]["num_fewshot"] = cfg.num_fewshot
                 if samples_dir is not None:
                     samples_dir.mkdir(parents=True, exist_ok=True)

@@ -150,14 +150,16 @@ class Transformer(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
                 reduction: str = "mean", cache: KVCache | None = None,
-                pad: torch.Tensor | None = None,
-                fused_loss: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                pad: torch.Tensor | None = None, fused_loss: bool = False,
+                hidden: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx: (B, T) token ids -> logits (B, T, V), and the loss if targets are given.
 
         A pipeline stage without the embedding takes hidden states (B, T, d) as ``idx``; one
         without the head returns hidden states instead of logits. ``fused_loss`` (training):
         the loss from the head fused with the cross-entropy in chunks (``loss.py``), the
-        logits never made (an empty tensor is returned in their place).
+        logits never made (an empty tensor is returned in their place). ``hidden``: the final
+        normed hidden states (B, T, d) in place of the logits, which ``logits_of`` makes from
+        the positions one wants (scoring a few tokens of each row: not B x T x V logits).
 
         Training passes neither ``cache`` nor ``pad`` (causal attention, positions 0..T-1).
         Generation passes a :class:`KVCache` (positions continue after what it holds) and/or
@@ -207,10 +209,18 @@ class Transformer(nn.Module):
             h = self.norm(x)
             return h.new_empty(0), linear_cross_entropy(h, self.head.weight, targets, reduction,
                                                         vocab=V)
-        logits = self.head(self.norm(x))
-        if logits.shape[-1] > V:  # the padding columns: made at the aligned width, dropped
-            logits = logits[..., :V]
+        if hidden:
+            return self.norm(x), None
+        logits = self.logits_of(self.norm(x))
         return logits, None if targets is None else self.loss(logits, targets, reduction)
+
+    def logits_of(self, h: torch.Tensor) -> torch.Tensor:
+        """The head on final hidden states (``forward(..., hidden=True)``'s): logits (..., V)."""
+        assert self.head is not None, "a pipeline stage without the head"
+        logits = self.head(h)
+        if logits.shape[-1] > self.cfg.vocab_size:  # the padding columns: made at the aligned
+            logits = logits[..., :self.cfg.vocab_size]   # width, dropped
+        return logits
 
     @staticmethod
     def loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:

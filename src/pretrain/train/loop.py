@@ -178,7 +178,8 @@ class Trainer(Recovery):
             # sequence parallel splits the positions over the tp ranks: whole windows only
             split = self.layout["tp"] > 1 and self.cfg.parallel.sequence_parallel
             return score(self.model, self.val, self.token_bytes, batch, self.device,
-                         width=self.model_cfg.seq_len + 1 if split else 0, doc_start=self.doc_start)
+                         width=self.model_cfg.seq_len + 1 if split else 0, doc_start=self.doc_start,
+                         fused=self.fused_loss)
         return self.pipeline.score(self.val, self.token_bytes, self.cfg.batch_size,
                                    self.model_cfg.seq_len, self.d, self.doc_start)
 

@@ -32,7 +32,7 @@ from ..log import log0
 from ..model import io
 from ..model.config import ModelConfig
 from ..model.transformer import Transformer, grow_vocab
-from ..rundir import StageRun, other_train_checkpoints, verify_folder
+from ..rundir import RunDir, StageRun, other_train_checkpoints, verify_folder
 from ..tokenizer.files import first_difference, id_bytes, model_tokens
 from ..tokenizer.shards import TokenShards
 from . import state
@@ -63,7 +63,7 @@ def run(run: StageRun, model_cfg: ModelConfig, cfg: TrainConfig, seed: int, devi
     if init is not None:
         _ignored_model_settings(model_cfg, init.cfg)
         _same_seed(Path(cfg.init_from), seed)
-    paths = RunPaths(out=run.out, checkpoints=run.root / "checkpoints" / f"train-{run.key}",
+    paths = RunPaths(out=run.out, checkpoints=RunDir(run.root).checkpoints(run.key),
                      monitor=run.root / "tensorboard" / f"train-{run.key}", name=run.root.name)
     d = distributed.from_env()
     # on every rank: a bad layout stops them all

@@ -46,6 +46,8 @@ BENCHES = {
                    r"checked / unchecked reader: \d\.\d+x"),
     "warc_read": (["--copies", "2", "--repeats", "1"], ["webtext/dolma_sample-0000.warc.gz"],
                   r"ours / fastwarc \d+\.\d+x"),
+    "eval_memory": (["--vocab", "4096", "--seq", "128", "--batch", "4"], [],
+                    r"held-out: \+\d+\.\d+ GB peak RSS, \d\.\d+x the training step's"),
     "memorization_scale": (["--tokens", "2e6", "--rounds", "1"], [],
                            r"= \d+\.\dx the read"),
     "contamination_scale": (["--mb", "1", "--rounds", "1", "--docs-per-file", "200"],

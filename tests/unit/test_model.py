@@ -181,6 +181,11 @@ def test_fused_chunked_loss_equals_the_plain_loss_and_its_gradients(arch, reduct
         _, plain = a(x[:, :-1], y)
         _, fused = b(x[:, :-1], y, fused_loss=True)
     assert abs(float(fused) - float(plain)) < 1e-3
+    with torch.no_grad():   # evaluation: the loss alone, its gradients not made
+        _, plain = a(x[:, :-1], y, reduction=reduction)
+        _, fused = b(x[:, :-1], y, reduction=reduction, fused_loss=True)
+    assert fused.grad_fn is None
+    torch.testing.assert_close(fused, plain, rtol=1e-6, atol=1e-5)
 
 
 def test_padded_vocabulary_rows_are_never_scored_or_chosen(tmp_path):
@@ -200,6 +205,8 @@ def test_padded_vocabulary_rows_are_never_scored_or_chosen(tmp_path):
     _, fused2 = model(x[:, :-1], x[:, 1:], fused_loss=True)
     assert logits2.shape[-1] == 100 and torch.equal(logits, logits2)
     assert torch.allclose(loss, loss2) and torch.allclose(fused, fused2)
+    with torch.no_grad():
+        assert torch.allclose(model(x[:, :-1], x[:, 1:], fused_loss=True)[1], loss2)
     fused2.backward()
     assert not model.head.weight.grad[100:].any()
     out = generate(model.eval(), [[1, 2, 3]], 30, temperature=1.0, top_k=0)

@@ -72,6 +72,26 @@ def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.T
     from ``vocab`` on (0: none) get no probability and so no gradient."""
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
-    return _LinearCrossEntropy.apply(x.reshape(-1, x.shape[-1]), weight, targets.reshape(-1),
-                                     chunk or CHUNK_TOKENS, reduction == "mean",
-                                     vocab or weight.shape[0])
+    args = (x.reshape(-1, x.shape[-1]), weight, targets.reshape(-1), chunk or CHUNK_TOKENS,
+            reduction == "mean", vocab or weight.shape[0])
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return _LinearCrossEntropy.apply(*args)
+    return _loss_only(*args)
+
+
+def _loss_only(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int,
+               mean: bool, vocab: int) -> torch.Tensor:
+    """The loss without its gradients (evaluation): the two gradient matmuls per chunk, and
+    the softmax kept for them, are not made."""
+    total = torch.zeros((), dtype=torch.float32, device=x.device)
+    low = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled() else x.dtype
+    w = weight.to(low)
+    for s in range(0, x.shape[0], chunk):
+        tc = targets[s:s + chunk]
+        logits = (x[s:s + chunk].to(low) @ w.t()).float()               # (c, V)
+        if vocab < logits.shape[1]:
+            logits[:, vocab:] = float("-inf")
+        logp = torch.log_softmax(logits, dim=-1)   # as the training path: equal values
+        total -= (logp.gather(1, tc.clamp(min=0)[:, None]).squeeze(1) * (tc >= 0)).sum()
+    n_valid = (targets >= 0).sum()
+    return total / n_valid.clamp(min=1).to(torch.float32) if mean else total

@@ -233,6 +233,7 @@ def _plot(log: list[dict[str, Any]], out: Path) -> str:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         return "(no loss plot: matplotlib is not installed; `pip install pretrain[report]`)\n"
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -246,13 +247,17 @@ def _plot(log: list[dict[str, Any]], out: Path) -> str:
 
     log = [r for r in log if num(r.get("step"))]
     train = [r for r in log if num(r.get("loss"))]   # a record may hold only an evaluation
-    ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss", lw=1)
+    # a marker where a series may have one point (a run of one step, one evaluation at its
+    # end): a line of one point is not drawn
+    ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss", lw=1,
+            marker="o" if len(train) == 1 else None, ms=3)
     val = [r for r in log if num(r.get("val_loss"))]
     ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="val loss")
     by_domain = [(r["step"], per_domain(r)) for r in val]
     for d in sorted({d for _, losses in by_domain for d in losses}):
         pts = [(step, losses[d]) for step, losses in by_domain if d in losses]
-        ax.plot(*zip(*pts, strict=True), "--", lw=1, label=f"val loss, {d}")
+        ax.plot(*zip(*pts, strict=True), "o--", lw=1, ms=3, label=f"val loss, {d}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # steps: no 0.2, 0.4 on a short run
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats/token)")
     ax.legend()
@@ -384,8 +389,8 @@ def _train(root: Path) -> str:
     if not (root / "train" / "log.jsonl").is_file():
         out += ["", _missing(root, "train", "log.jsonl").rstrip("\n")]
     log = _jsonl(root / "train" / "log.jsonl")
-    if log and c.get("val_loss_initial") is not None:   # step 0's evaluation starts the val curve
-        log = [{"step": 0, "val_loss": c["val_loss_initial"]}, *log]
+    if log and c.get("val_loss_initial") is not None:   # step 0's evaluation starts the val curves
+        log = [{"step": 0, "val_loss": c["val_loss_initial"], "val": c.get("val_initial")}, *log]
     return "\n".join(out) + "\n\n" + _train_logs(root / "train", log, root)
 
 

@@ -427,6 +427,8 @@ def test_run_writes_a_report_from_the_stage_outputs(tiny_run):
     assert f"| all | {ev['all']['loss']:.4f} |" in text
     png = root / "report" / "loss.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "](report/loss.png)" in text
+    # step 0's evaluation of each domain, kept where the report's curves start from
+    assert set(counts["val_initial"]) == set(counts["val_final"]) and len(counts["val_final"]) > 1
     cfg = load_config(str(root / "config.toml"))   # the hyperparameters, as resolved
     assert (f"| model | {cfg.model.arch}, d_model {cfg.model.d_model}, {cfg.model.n_layers} "
             "layers") in text

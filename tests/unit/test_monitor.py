@@ -201,3 +201,34 @@ def test_a_busy_cpu_does_not_measure_the_fp32_peak_on_a_tiny_matmul(monkeypatch)
     measured = optim.Peaks(1e9, 1e9, "the measured fp32 matmul", "cpu", other=("bf16", 1.0))
     assert "above 100%" in measured.summary(1.21) and "above" not in measured.summary(0.5)
     assert optim.Peaks(None, None, "", "cpu").summary(0.5) == ""
+
+
+def test_the_loss_plot_draws_every_series_even_of_one_point(tmp_path, monkeypatch):
+    """A run evaluated only at its end (and step 0, from the manifest) had each domain's val
+    curve in the legend and nothing drawn: a dashed line of one point is not drawn. Each
+    series is drawn with markers where it may have one point; the step axis is in whole
+    steps."""
+    matplotlib = pytest.importorskip("matplotlib", reason="the report's plot needs it")
+    matplotlib.use("Agg")
+    from matplotlib.axes import Axes
+
+    from pretrain.report import _plot
+    drawn = []
+    real = Axes.plot
+
+    def plot(self, *args, **kwargs):   # matplotlib's own, the lines it made kept
+        lines = real(self, *args, **kwargs)
+        drawn.extend(lines)
+        return lines
+
+    monkeypatch.setattr(Axes, "plot", plot)
+    val = {"code": {"loss": 5.0}, "prose": {"loss": 6.0}}
+    log = [{"step": 0, "val_loss": 5.5, "val": val},
+           {"step": 1, "loss": 5.4, "val_loss": 5.3, "val": {"code": {"loss": 4.9}}}]
+    assert "loss.png" in _plot(log, tmp_path / "loss.png")
+    by_label = {line.get_label(): line for line in drawn}
+    assert set(by_label) == {"train loss", "val loss", "val loss, code", "val loss, prose"}
+    for label, line in by_label.items():
+        points = len(line.get_xdata())
+        assert points >= 2 or line.get_marker() not in (None, "None", "", " "), label
+    assert len(by_label["val loss, prose"].get_xdata()) == 1   # step 0's, from the manifest

@@ -158,6 +158,7 @@ class Trainer(Recovery):
         self.step = self.data_pos = self.rollbacks = 0
         self.history: list[dict[str, Any]] = []      # logged records
         self.val_losses: dict[str, float] = {}       # step (as str, for JSON) -> val loss
+        self.val_initial: dict[str, Any] = {}        # step 0's evaluation (val_fields)
         self.events: list[dict[str, Any]] = []
         self.t_train = 0.0
         # the first step of a process (CUDA warm-up, compilation) is timed apart: it counts
@@ -256,7 +257,8 @@ class Trainer(Recovery):
     def _loop_state(self) -> dict[str, Any]:
         return {"data_pos": self.data_pos, "batch_rows": self.batch_rows,
                 "rollbacks": self.rollbacks, "history": self.history,
-                "val_losses": self.val_losses, "events": self.events, "t_train": self.clock(),
+                "val_losses": self.val_losses, "val_initial": self.val_initial,
+                "events": self.events, "t_train": self.clock(),
                 "timed_steps": self.timed_steps, "logged": list(self._logged), "guard": self.guard.state(),
                 "generations": self.generations, "divergence": self.divergence.state(), "lr_scale": self.lr_scale,
                 "scaler": self.scaler.state_dict() if self.scaler else None,
@@ -276,7 +278,7 @@ class Trainer(Recovery):
         state.check_batch_rows(ckpt, st.get("batch_rows"), self.cfg.batch_size, self.layout.dp)
         self.step, self.data_pos, self.rollbacks = st["step"], st["data_pos"], st["rollbacks"]
         self.history, self.val_losses, self.events = st["history"], st["val_losses"], st["events"]
-        self.t_train = st["t_train"]
+        self.t_train, self.val_initial = st["t_train"], st.get("val_initial", {})
         # the steps that time covers (each process's first step is not timed); a checkpoint
         # of before they were saved: all but its first
         self.timed_steps = st.get("timed_steps", max(0, self.step - 1))
@@ -306,7 +308,8 @@ class Trainer(Recovery):
         if ckpt is None:   # step 0's evaluation: in TensorBoard and the manifest, not log.jsonl
             res = self.evaluate()
             self.val_losses["0"] = res["all"]["loss"]
-            self.monitor.log({"step": 0, **val_fields(res)})
+            self.val_initial = val_fields(res)
+            self.monitor.log({"step": 0, **self.val_initial})
             log0(f"train: step 0 val loss {self.val_losses['0']:.4f}")
             self._generate(0)
         try:
@@ -572,6 +575,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, tokens_dir: Path, paths: Run
         "epochs": t.windows.epochs(t.data_pos, tokens_per_step // model_cfg.seq_len)}
     last_val = next(r for r in reversed(t.history) if "val_loss" in r)
     for key in ("val_bpb", "val"):
+        if key in t.val_initial:   # each domain's start of the report's curves
+            counts[f"{key}_initial"] = t.val_initial[key]
         if key in last_val:
             counts[f"{key}_final"] = last_val[key]
     if t.peaks.matmul:

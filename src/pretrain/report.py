@@ -346,8 +346,8 @@ def _hyperparameters(cfg: RunConfig | None, changed: list[str], ran: str | None 
         rows.insert(0, ("started from", f"`{t.init_from}` (train.init_from: its weights and "
                                         "model settings)"))
     note = (f"\n`config.toml` now differs from what the model was trained with in "
-            f"{', '.join(f'`{k}`' for k in changed)} (a later command rewrote it; the train "
-            "stage has not rerun): the table shows what it was trained with.\n"
+            f"{', '.join(f'`{k}`' for k in changed)} (a later command rewrote it; no train stage "
+            "has completed with it since): the table shows what it was trained with.\n"
             if changed else "")
     return ("Hyperparameters (as trained, from the train stage's manifest):\n\n| | |\n"
             "|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows) + note

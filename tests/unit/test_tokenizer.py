@@ -173,6 +173,31 @@ def test_report_compression_usage_and_fragmenting_words(tok):
         w["word"] for d in ("code", "prose") for w in rep["domains"][d]["fragmenting_words"]]
 
 
+def test_mined_words_are_pieces_the_split_makes_so_their_tokens_are_used(tok):
+    """Words were runs of letters wherever they stood and were encoded after a space: a
+    piece the split keeps with the character before it (``ershades`` of ``o'ershades``,
+    ``ll`` of ``I'll``, ``hearted`` of ``kind-hearted``) ranked among the most fragmented,
+    and the tokens mined from them went unused (29 of 35 on a Shakespeare sample). A word
+    counts where the split makes it a piece, with the space before it or, at a line's start,
+    without; every mined word's token is then used on the text it was mined from."""
+    from pretrain.tokenizer.extend import extend
+    from pretrain.tokenizer.report import fragmenting_words, report
+    line = ("Thou o'ershades the vale; I'll plead, kind-hearted Xiomarra.\n"
+            "Plead thy case, Trynnadon, o'ershades and all.\n")
+    texts = {"prose": [line * 4]}
+    mined = fragmenting_words(tok, texts, 50)
+    assert "Xiomarra" in mined and "Trynnadon" in mined and "Plead" in mined
+    assert not {"ershades", "ll", "hearted"} & set(mined)
+    extended, _ = extend(tok, mined)   # each word in both forms, alone and after a space
+    used = {extended.bytes_of(i) for i in extended.encode(texts["prose"][0])}
+    for word in mined:   # in the form it occurs in: after a space, or at a line's start
+        assert (" " + word).encode() in used or word.encode() in used, word
+    assert b"Plead" in used and b" Xiomarra" in used
+    plead = next(w for w in report(tok, texts)["domains"]["prose"]["fragmenting_words"]
+                 if w["word"] == "Plead")
+    assert plead["count"] == 4 and "".join(plead["pieces"]) == "Plead"   # as it occurs
+
+
 def test_shards_roundtrip_with_domains_and_split(tok, tmp_path: Path):
     docs = [{"id": f"d{i}", "domain": "code" if i % 2 else "prose", "text": CORPUS[i % 3]}
             for i in range(40)]

@@ -3,8 +3,13 @@ vocabulary usage, the longest tokens and the words that fragment most.
 
 Written by the tokenizer stage to ``tokenizer/report.json`` and printed as a table. Words are
 runs of letters (``\\p{L}+``); a word "fragments" when it needs many tokens, counted the way
-documents encode it (with the space before it, as the split regex attaches one; SentencePiece
-puts its dummy-prefix ``▁`` there itself). ``<unk>`` ids are counted for tokenizers that have
+documents encode it: as the tokenizer's split regex cuts the text, a piece that is a word
+alone or after one space (SentencePiece, which has no regex, splits at whitespace and puts
+its dummy-prefix ``▁`` there itself). An occurrence the split keeps with a character before
+it (``ershades`` in ``o'ershades`` and ``ll`` in ``I'll`` under the GPT-4 pattern,
+``weight`` in ``self.weight``) is not counted: a token made for the word would not be used
+there (mined from such pieces, most of ``extend_mined``'s tokens went unused).
+``<unk>`` ids are counted for tokenizers that have
 one (a SentencePiece model without byte fallback loses that text). Only words
 seen at least ``min_word_count`` times are ranked, so typos do not crowd out the domain
 terms worth adding with ``pretrain tokenizer extend``.
@@ -21,6 +26,7 @@ import regex
 from .base import TextTokenizer
 
 WORD = regex.compile(r"\p{L}+")
+SPACED_WORD = regex.compile(r"( ?)(\p{L}+)")
 
 
 def report(tok: TextTokenizer, texts_by_domain: dict[str, list[str]],
@@ -40,7 +46,7 @@ def report(tok: TextTokenizer, texts_by_domain: dict[str, list[str]],
             "docs": len(texts), "bytes": n_bytes, "tokens": n_tokens, "words": n_words,
             "bytes_per_token": round(n_bytes / max(1, n_tokens), 4),
             "tokens_per_word": round(n_tokens / max(1, n_words), 4),
-            "fragmenting_words": _fragmenting(tok, words, top, min_word_count),
+            "fragmenting_words": _fragmenting(tok, _forms(tok, texts), top, min_word_count),
         }
         if tok.unk_id is not None:   # text the tokenizer could only encode as <unk>
             row["unk_tokens"] = sum(seq.count(tok.unk_id) for seq in ids)
@@ -74,17 +80,41 @@ def fragmenting_words(tok: TextTokenizer, texts_by_domain: dict[str, list[str]],
     without the rest of the report: candidates for ``tokenizer/extend.py``."""
     out: list[str] = []
     for _, texts in sorted(texts_by_domain.items()):
-        words: Counter[str] = Counter(w for t in texts for w in WORD.findall(t))
-        out += [w["word"] for w in _fragmenting(tok, words, top, min_word_count)]
+        out += [w["word"] for w in _fragmenting(tok, _forms(tok, texts), top, min_word_count)]
     return out
 
 
-def _fragmenting(tok: TextTokenizer, words: Counter[str], top: int, min_count: int) -> list[dict[str, Any]]:
-    frequent = [w for w, c in words.items() if c >= min_count]
-    pieces = tok.encode_batch([tok.word_prefix + w for w in frequent])
+def _forms(tok: TextTokenizer, texts: list[str]) -> Counter[tuple[str, bool]]:
+    """How often each word is a piece of the split alone (False) or after a space (True)."""
+    forms: Counter[tuple[str, bool]] = Counter()
+    pattern = getattr(tok, "pattern", None)
+    for t in texts:
+        if pattern is not None:
+            for piece in regex.findall(pattern, t):
+                if (m := SPACED_WORD.fullmatch(piece)) is not None:
+                    forms[m.group(2), bool(m.group(1))] += 1
+            continue
+        for m in WORD.finditer(t):   # SentencePiece: words after whitespace or at the start
+            before = t[m.start() - 1] if m.start() else "\n"
+            if before.isspace():
+                forms[m.group(), before == " "] += 1
+    return forms
+
+
+def _fragmenting(tok: TextTokenizer, forms: Counter[tuple[str, bool]], top: int,
+                 min_count: int) -> list[dict[str, Any]]:
+    """The words seen ``min_count`` times or more, most tokens first, each as its more
+    frequent form encodes."""
+    count: Counter[str] = Counter()
+    for (w, _), c in forms.items():
+        count[w] += c
+    frequent = [w for w, c in count.items() if c >= min_count]
+    spaced = [forms[w, True] >= forms[w, False] for w in frequent]
+    pieces = tok.encode_batch([tok.word_prefix + w if s else w
+                               for w, s in zip(frequent, spaced, strict=True)])
     ranked = sorted(zip(frequent, pieces, strict=True),
-                    key=lambda wp: (-len(wp[1]), -words[wp[0]], wp[0]))
-    return [{"word": w, "tokens": len(p), "count": words[w],
+                    key=lambda wp: (-len(wp[1]), -count[wp[0]], wp[0]))
+    return [{"word": w, "tokens": len(p), "count": count[w],
              "pieces": [tok.bytes_of(i).decode("utf-8", "replace") for i in p]}
             for w, p in ranked[:top]]
 

@@ -181,7 +181,8 @@ def test_scope_source_keeps_duplicates_that_are_in_different_sources(tmp_path):
 
 def test_the_audit_names_a_kept_document_when_an_exact_root_was_a_near_duplicate(tmp_path):
     """c0 is an exact copy of b0, which is itself a near copy of a0: c0's audit record said
-    "duplicate of b0", a document removed too."""
+    "duplicate of b0", a document removed too; then only "exact duplicate of a0", a text
+    other than its own. It names the kept one and the identical one."""
     rng = random.Random(1)
     vocab = _vocab(rng)
     p, q = [rng.choice(vocab) for _ in range(300)], [rng.choice(vocab) for _ in range(300)]
@@ -195,7 +196,10 @@ def test_the_audit_names_a_kept_document_when_an_exact_root_was_a_near_duplicate
     assert counts["dropped"] == {"exact_duplicate": 3, "near_duplicate": 1}
     audit = {a["id"]: a["detail"] for a in map(json.loads, open(tmp_path / "out" / "dropped.jsonl"))}
     assert audit == {"b0": "duplicate of a0", "b1": "duplicate of a0", "b2": "duplicate of a1",
-                     "c0": "duplicate of a0"}
+                     "c0": "duplicate of a0 (identical to b0, itself a near duplicate of it)"}
+    rows = {a["id"]: a for a in map(json.loads, open(tmp_path / "out" / "dropped.jsonl"))}
+    assert rows["c0"]["duplicate_of"] == "a0" and rows["c0"]["identical_to"] == "b0"
+    assert "identical_to" not in rows["b1"]   # identical to a0, the kept one itself
 
 def test_output_does_not_depend_on_worker_processes(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "GROUP_FILES", 1)   # a task a file: two tasks of small files
@@ -242,5 +246,5 @@ def test_dedup_memory_is_tens_of_bytes_a_document(tmp_path):
     assert len(dups.gone) == n_exact + n_near > 0.25 * per * n_tasks and n_near > 0.4 * n_exact
     assert peak < 90 * per * n_tasks, peak / (per * n_tasks)
     # a removed line names the document kept in its place
-    line, (reason, kept) = next(iter(dups.of_task(1).items()))
+    line, (reason, kept, _) = next(iter(dups.of_task(1).items()))
     assert reason in ("exact_duplicate", "near_duplicate") and kept.startswith("d1-")

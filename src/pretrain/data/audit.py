@@ -161,7 +161,8 @@ def inspect(run: Path, reason: str = "", n: int = 3, chars: int = 600) -> str:
                         f"{r['reason']} (no text kept)", str(r.get("detail", ""))]
         return "\n".join(out)
     for s in chosen:
-        extra = f" (duplicate of {s['duplicate_of']})" if "duplicate_of" in s else \
+        extra = f" ({s['detail']})" if "duplicate_of" in s and s.get("detail") else \
+            f" (duplicate of {s['duplicate_of']})" if "duplicate_of" in s else \
             f" ({s['detail']})" if s.get("detail") else ""   # what the filter measured
         cut = f"  [{s['chars']:,} characters, the first {len(s['text']):,} kept]" \
             if isinstance(s.get("chars"), int) else ""

@@ -22,22 +22,27 @@ from .runner import Task
 @dataclass
 class Duplicates:
     """The documents deduplication removes, by global index (task order, then line):
-    ``gone`` ascending, each one's ``exact`` (else near) and the index of the document
-    ``kept`` in its place, and the ids of those kept (their lines only are parsed). Arrays,
-    not a dict per document: a few dozen bytes per removed document, not hundreds."""
+    ``gone`` ascending, each one's ``exact`` (else near), the index of the document
+    ``kept`` in its place, the one it is ``identical`` to where that is not the kept one
+    (itself a near duplicate of it; else -1), and the ids of those two kinds (their lines
+    only are parsed). Arrays, not a dict per document: a few dozen bytes per removed
+    document, not hundreds."""
     offsets: np.ndarray
     gone: np.ndarray
     exact: np.ndarray
     kept: np.ndarray
+    identical: np.ndarray
     ids: dict[int, str]
 
-    def of_task(self, k: int) -> dict[int, tuple[str, str]]:
-        """Task ``k``'s removed lines: line -> (reason, id of the document kept)."""
+    def of_task(self, k: int) -> dict[int, tuple[str, str, str]]:
+        """Task ``k``'s removed lines: line -> (reason, id of the document kept, id of the
+        removed one it is identical to, or "")."""
         lo, hi = np.searchsorted(self.gone, self.offsets[k:k + 2])
         return {int(g) - int(self.offsets[k]): ("exact_duplicate" if e else "near_duplicate",
-                                                self.ids[int(i)])
-                for g, e, i in zip(self.gone[lo:hi], self.exact[lo:hi], self.kept[lo:hi],
-                                   strict=True)}
+                                                self.ids[int(i)],
+                                                self.ids[int(v)] if v >= 0 else "")
+                for g, e, i, v in zip(self.gone[lo:hi], self.exact[lo:hi], self.kept[lo:hi],
+                                      self.identical[lo:hi], strict=True)}
 
 
 def deduplicate(cfg: DataConfig, tasks: list[Task], work: Path, funnel: Funnel) -> Duplicates:
@@ -70,9 +75,12 @@ def deduplicate(cfg: DataConfig, tasks: list[Task], work: Path, funnel: Funnel) 
     gone = np.flatnonzero(exact | (near_root != index))
     exact = exact[gone]
     # an exact duplicate's root may itself be a near duplicate: the kept one is its root's
-    kept = near_root[np.where(exact, exact_root[gone], gone)].astype(np.int64)
+    root = np.where(exact, exact_root[gone], gone).astype(np.int64)
+    kept = near_root[root].astype(np.int64)
+    identical = np.where(exact & (root != kept), root, -1)
     del exact_root, near_root, index
-    dups = Duplicates(offsets, gone, exact, kept, _ids(tasks, work, np.unique(kept), offsets))
+    named = np.unique(np.concatenate([kept, identical[identical >= 0]]))
+    dups = Duplicates(offsets, gone, exact, kept, identical, _ids(tasks, work, named, offsets))
     row_e, row_n = funnel.row("exact_dedup"), funnel.row("minhash_dedup")
     n_exact = int(exact.sum())
     if n_exact:

@@ -123,9 +123,13 @@ def process(cfg: DataConfig, out: Path, work: Path | None = None,
             with open(work / f"{t.stem}.jsonl", encoding="utf-8") as f:
                 for i, line in enumerate(f):
                     if i in gone:
-                        reason, of = gone[i]
-                        log.drop("dedup", json.loads(line), reason, detail=f"duplicate of {of}",
-                                 duplicate_of=of)
+                        reason, of, same = gone[i]
+                        # the kept document stands for it; an exact duplicate of one that was
+                        # itself a near duplicate names that one too (the kept one's text differs)
+                        log.drop("dedup", json.loads(line), reason, detail=f"duplicate of {of}"
+                                 + (f" (identical to {same}, itself a near duplicate of it)"
+                                    if same else ""), duplicate_of=of,
+                                 **({"identical_to": same} if same else {}))
                         deduped_src.setdefault(t.source, Counter())[reason] += 1
                         continue
                     writer.write_line(line)

@@ -109,6 +109,9 @@ def test_an_untrained_model_scores_at_chance():
     # 400 four-way items: standard error 0.022; 4 of them either way
     assert abs(res["acc"] - 0.25) < 0.09 and abs(res["acc_norm"] - 0.25) < 0.09
     assert abs(res["centered"]) < 0.12
+    metrics = pytest.importorskip("lm_eval.api.metrics", reason="lm-eval's stderr to compare")
+    hits = [float(i < round(res["acc_norm"] * 400)) for i in range(400)]   # arc: acc_norm
+    assert res["stderr"] == pytest.approx(metrics.mean_stderr(hits), abs=1e-5)
 
 
 def test_every_schema_loads(tmp_path: Path):

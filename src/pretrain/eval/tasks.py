@@ -253,7 +253,8 @@ def evaluate(model: torch.nn.Module, tok: Any, name: str, kind: str, items: list
     metric = BUILTIN.get(name, ("", "", "", ""))[3] or "acc"   # a file named as a built-in
     base = res["chance"]
     res["centered"] = (res[metric] - base) / (1 - base) if base < 1 else float("nan")
-    res["stderr"] = math.sqrt(max(res[metric] * (1 - res[metric]), 1e-12) / n)
+    # lm-eval's: the sample standard deviation (n - 1) over the square root of n
+    res["stderr"] = math.sqrt(max(res[metric] * (1 - res[metric]), 1e-12) / max(n - 1, 1))
     return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in res.items()}
 
 

@@ -387,3 +387,25 @@ def test_the_table_heads_its_columns_only_when_a_task_has_numbers():
     lines = tasks.table(scored).splitlines()
     assert lines[0].split() == ["task", "items", "acc", "acc_norm", "chance", "centered"]
     assert lines[2].split() == ["mine", "4", "0.500", "0.250", "0.500", "0.000"]
+
+
+def test_a_model_answering_one_position_throughout_is_said_so(tmp_path: Path):
+    """A model that picks the third choice of every item scores the share of items whose
+    gold is third (CommonsenseQA's "C": 0.403, centred +0.204 against a chance of 0.25):
+    the table says it answers one position and what that position alone scores."""
+    tok = _bytes_tok()
+    recs = [{"query": f"Q{i}:", "choices": ["a", "b", "c", "d"], "gold": 2 if i % 5 < 2 else i % 4}
+            for i in range(40)]
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    kind, items = tasks.load(path, "auto", " ")
+    third = [[tok.bos_id, *tok.encode(it.pairs()[2][0] + it.pairs()[2][1])] for it in items]
+    res = tasks.evaluate(Oracle(third, 258), tok, "mine", kind, items)
+    gold_third = sum(it.gold == 2 for it in items) / len(items)
+    assert res["acc"] == res["majority"] == gold_third and res["same_choice"] == 1.0
+    assert res["centered"] > 0.1   # what the accuracy alone suggests
+    assert (f"the same choice position for 100% of the items: the gold's most common "
+            f"position alone scores {gold_third:.3f}") in tasks.table({"mine": res})
+    honest = tasks.evaluate(Oracle([[tok.bos_id, *tok.encode("".join(it.pairs()[it.gold]))]
+                                    for it in items], 258), tok, "mine", kind, items)
+    assert honest["acc"] == 1.0 and "same choice" not in tasks.table({"mine": honest})

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,6 +229,9 @@ def evaluate(model: torch.nn.Module, tok: Any, name: str, kind: str, items: list
     acc = acc_norm = 0.0
     chance = 0.0
     k = 0
+    metric = BUILTIN.get(name, ("", "", "", ""))[3] or "acc"   # a file named as a built-in
+    golds: Counter[int] = Counter()
+    picks: Counter[int] = Counter()   # the metric's answers, by position
     for i, it in enumerate(items):
         s = scores[k:k + len(it.contexts)]
         k += len(it.contexts)
@@ -245,12 +249,16 @@ def evaluate(model: torch.nn.Module, tok: Any, name: str, kind: str, items: list
         pred_norm = int(np.argmax([t.logprob / n for t, n in zip(s, chars, strict=True)]))
         acc += pred == it.gold
         acc_norm += pred_norm == it.gold
+        golds[it.gold] += 1
+        picks[pred_norm if metric == "acc_norm" else pred] += 1
         if samples is not None:
             samples.append({"item": i, "gold": it.gold, "pred": pred, "pred_norm": pred_norm,
                             "logprob": [t.logprob for t in s], "chars": chars})
     n = len(items)
     res = {"acc": acc / n, "acc_norm": acc_norm / n, "chance": chance / n, "items": n}
-    metric = BUILTIN.get(name, ("", "", "", ""))[3] or "acc"   # a file named as a built-in
+    if golds:   # a model answering one position throughout scores the gold's share of it
+        res["majority"] = golds.most_common(1)[0][1] / n    # (CommonsenseQA's C: 0.403)
+        res["same_choice"] = picks.most_common(1)[0][1] / n
     base = res["chance"]
     res["centered"] = (res[metric] - base) / (1 - base) if base < 1 else float("nan")
     # lm-eval's: the sample standard deviation (n - 1) over the square root of n
@@ -343,6 +351,9 @@ def perplexity(model: torch.nn.Module, tok: Any, path: Path, batch_size: int,
     return {"kind": "perplexity", **res["text"]}
 
 
+COLLAPSED = 0.9   # a share of answers at one position that says more than the accuracy
+
+
 def table(results: dict[str, Any]) -> str:
     lines = [f"{'task':<16}{'items':>7}{'acc':>8}{'acc_norm':>10}{'chance':>8}{'centered':>10}"]
     if all("skipped" in r or r.get("kind") == "perplexity" for r in results.values()):
@@ -357,4 +368,8 @@ def table(results: dict[str, Any]) -> str:
             continue
         lines.append(f"{name:<16}{r['items']:>7}{r['acc']:>8.3f}{r['acc_norm']:>10.3f}"
                      f"{r['chance']:>8.3f}{r['centered']:>10.3f}")
+        if r.get("same_choice", 0) >= COLLAPSED and r["items"] >= 20:
+            lines.append(f"{'':<16}  the same choice position for {r['same_choice']:.0%} of "
+                         f"the items: the gold's most common position alone scores "
+                         f"{r['majority']:.3f}")
     return "\n".join(lines)

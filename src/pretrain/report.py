@@ -372,7 +372,8 @@ def _train(root: Path) -> str:
         return (f"{head} ({kept}); its logs, from `{folder.relative_to(root)}/`:\n\n"
                 + _train_logs(folder, log, root))
     c = m.get("counts") or {}
-    rows = [("parameters", f"{c.get('params', 0):,}"), ("steps", c.get("steps")),
+    rows = [("parameters", f"{c.get('params', 0):,}"),
+            ("steps", f"{c['steps']:,}" if isinstance(c.get("steps"), int) else c.get("steps")),
             ("tokens seen", f"{c.get('tokens_seen', 0):,}"),
             ("val loss, start -> end", f"{c.get('val_loss_initial')} -> {c.get('val_loss_final')}"),
             ("val bits per byte, end", c.get("val_bpb_final")),
@@ -380,7 +381,11 @@ def _train(root: Path) -> str:
             ("tokens/s", _num(c.get("tok_per_s"), "{:,.0f}")),
             ("MFU, over the timed steps / median of the log records",
              f"{_num(c.get('mfu'), '{:.1%}')} / {_num(c.get('mfu_median'), '{:.1%}')}"),
-            ("matmul peak", _num(c.get("peak_gflops"), "{:,.1f} GFLOP/s")),
+            ("MFU's peak", _num(c.get("peak_gflops"), "{:,.1f} GFLOP/s")
+             + (f" ({c['peak_source']})" if c.get("peak_gflops") and c.get("peak_source") else "")
+             + (f"; matmul measured at {c['matmul_gflops']:,.1f} GFLOP/s"
+                if isinstance(c.get("matmul_gflops"), (int, float))
+                and c.get("matmul_gflops") != c.get("peak_gflops") else "")),
             ("passes over each domain", ", ".join(f"{d} {e:.2f}" for d, e in
                                                    c.get("epochs", {}).items()) or None),
             ("skipped steps / rollbacks", f"{c.get('skipped_steps')} / {c.get('rollbacks')}"),

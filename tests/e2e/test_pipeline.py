@@ -433,6 +433,9 @@ def test_run_writes_a_report_from_the_stage_outputs(tiny_run):
     assert (f"| model | {cfg.model.arch}, d_model {cfg.model.d_model}, {cfg.model.n_layers} "
             "layers") in text
     assert f"lr {cfg.train.lr:g}, betas" in text and f"| seed | {cfg.seed} |" in text
+    # the MFU's denominator says where it came from, and the measured matmul stands beside it
+    assert (f"| MFU's peak | {counts['peak_gflops']:,.1f} GFLOP/s ({counts['peak_source']})"
+            if "peak_gflops" in counts else "| MFU's peak | n/a; matmul measured at") in text
     if "mfu" in counts:   # one format for MFU: a percentage, as the training log prints
         assert (f"| MFU, over the timed steps / median of the log records | "
                 f"{counts['mfu']:.1%} / {counts['mfu_median']:.1%} |") in text

@@ -435,7 +435,10 @@ def test_run_writes_a_report_from_the_stage_outputs(tiny_run):
     assert f"lr {cfg.train.lr:g}, betas" in text and f"| seed | {cfg.seed} |" in text
     # the MFU's denominator says where it came from, and the measured matmul stands beside it
     assert (f"| MFU's peak | {counts['peak_gflops']:,.1f} GFLOP/s ({counts['peak_source']})"
-            if "peak_gflops" in counts else "| MFU's peak | n/a; matmul measured at") in text
+            if "peak_gflops" in counts else "| MFU's peak | n/a; fp32 matmul measured at") in text
+    if counts.get("matmul_gflops") not in (None, counts.get("peak_gflops")):
+        assert (f"; {counts['precision']} matmul measured at {counts['matmul_gflops']:,.1f} "
+                "GFLOP/s |") in text
     if "mfu" in counts:   # one format for MFU: a percentage, as the training log prints
         assert (f"| MFU, over the timed steps / median of the log records | "
                 f"{counts['mfu']:.1%} / {counts['mfu_median']:.1%} |") in text

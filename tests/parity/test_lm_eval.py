@@ -114,6 +114,41 @@ def test_rolling_loglikelihood_and_generation():
         ["acc", "exact_match/strict-match", "f1"]   # every filter of a task kept apart
 
 
+def test_generation_is_batched_and_stops_at_its_until_strings(monkeypatch):
+    """generate_until ran one request at a time, each to its max_gen_toks, and cut at an
+    ``until`` string only afterwards. Batched now (greedy: a row's output does not depend
+    on the others) and stopped where a stop string appears: the same texts."""
+    model, tok = _model_and_tok()
+
+    class Req:
+        def __init__(self, *args):
+            self.args = args
+
+    prompts = ["abc", "hello there", "x", "a much longer prompt than the others"]
+    free = harness.make_lm(model, tok, batch_size=1).generate_until(
+        [Req(p, {"until": [], "max_gen_toks": 24}) for p in prompts])
+    # a stop string from each free run's middle; one request of another budget
+    stops = [t[5:7] if len(t) >= 7 else "\x00never" for t in free]
+    reqs = [Req(p, {"until": [s], "max_gen_toks": 24}) for p, s in zip(prompts, stops, strict=True)]
+    reqs.append(Req("abc", {"until": ["\x00never"], "max_gen_toks": 6}))
+    six = harness.make_lm(model, tok, batch_size=1).generate_until(
+        [Req("abc", {"until": [], "max_gen_toks": 6})])
+    made = []
+    real = harness.generate
+
+    def counted(*args, **kwargs):   # the real generate; what it made kept
+        news = real(*args, **kwargs)
+        made.append([len(n) for n in news])
+        return news
+
+    monkeypatch.setattr(harness, "generate", counted)
+    got = harness.make_lm(model, tok, batch_size=3).generate_until(reqs)
+    want = [t.split(s)[0] for t, s in zip(free, stops, strict=True)] + six
+    assert got == want
+    assert sorted(map(len, made)) == [1, 1, 3]     # 4 of one budget in batches of 3, then 1
+    assert sum(n < 24 for batch in made for n in batch) >= 3   # stopped at their strings
+
+
 def test_our_scores_are_lm_evals_hugging_face_model_on_the_export(tmp_path: Path):
     """The reference, not our own code on both sides: lm-eval's ``HFLM`` on the exported
     model and tokenizer scores every (context, continuation) of a real task as our scorer

@@ -56,24 +56,36 @@ def make_lm(model: Any, tok: Any, batch_size: int = 16) -> Any:
             return [sum(t.logprob for t in tails[a:b]) for a, b in spans]
 
         def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
-            out = []
-            for r in requests:
+            """Greedy, ``self.bs`` requests of one ``max_gen_toks`` at a time (a row's
+            greedy output does not depend on the others), each row stopped once its text
+            holds one of its ``until`` strings (it had run to ``max_gen_toks``)."""
+            out = [""] * len(requests)
+            todo: dict[int, list[tuple[int, list[int], list[str]]]] = {}
+            for i, r in enumerate(requests):
                 context, kwargs = r.args
                 until = kwargs.get("until") or []
                 until = [until] if isinstance(until, str) else list(until)
                 # the prompt's end, leaving room for max_gen_toks: as lm-eval's HF model
                 # does, so scores compare (generate() would take one token more of context)
                 budget = min(int(kwargs.get("max_gen_toks", 64)), self.seq_len - 1)
-                if budget < 1:
-                    out.append("")
-                    continue
-                prompt = [self.tok.bos_id, *self.tok.encode(context)][-(self.seq_len - budget):]
-                (new,) = generate(self.model, [prompt], budget, temperature=0.0,
-                                  stop_ids=(self.tok.eos_id,))
-                text = self.tok.decode_after(prompt, new)
-                for stop in until:
-                    text = text.split(stop)[0]
-                out.append(text)
+                if budget >= 1:
+                    prompt = [self.tok.bos_id, *self.tok.encode(context)][-(self.seq_len - budget):]
+                    todo.setdefault(budget, []).append((i, prompt, until))
+            for budget, rows in todo.items():
+                for at in range(0, len(rows), self.bs):
+                    batch = rows[at:at + self.bs]
+
+                    def stop(b: int, new: list[int], batch: Any = batch) -> bool:
+                        text = self.tok.decode(new)   # the new tokens alone: a stop found late
+                        return any(s in text for s in batch[b][2])   # at worst, not early
+
+                    news = generate(self.model, [p for _, p, _ in batch], budget,
+                                    temperature=0.0, stop_ids=(self.tok.eos_id,), stop=stop)
+                    for (i, prompt, until), new in zip(batch, news, strict=True):
+                        text = self.tok.decode_after(prompt, new)
+                        for s in until:
+                            text = text.split(s)[0]
+                        out[i] = text
             return out
 
     return PretrainLM()

@@ -4,6 +4,8 @@ and batched prompts of different lengths (left-padded, masked, positions shifted
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from .transformer import Transformer
@@ -44,8 +46,11 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: int, top_p: flo
 def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
              stop_ids: tuple[int, ...] = (), generator: Generators = None,
-             use_cache: bool = True, pad_id: int = 0) -> list[list[int]]:
+             use_cache: bool = True, pad_id: int = 0,
+             stop: Callable[[int, list[int]], bool] | None = None) -> list[list[int]]:
     """Continue each prompt; returns the new tokens of each (without the stop token).
+    ``stop(row, its new tokens)``: whether that row is done after its latest token (kept),
+    e.g. when its text holds a stop string.
 
     Each row gets up to ``max_new_tokens``, cut so that the model reads at most ``seq_len``
     tokens: its prompt and every new token but the last (which is never read), so a
@@ -89,7 +94,7 @@ def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int,
         hit = torch.isin(nxt, stops)
         for b in (~done & ~hit).nonzero().flatten().tolist():
             out[b].append(int(nxt[b]))
-            hit[b] = len(out[b]) >= budget[b]
+            hit[b] = len(out[b]) >= budget[b] or (stop is not None and stop(b, out[b]))
         done |= hit
         if bool(done.all()):
             break

@@ -185,6 +185,15 @@ def _latest_checkpoint(folder: Path) -> int | None:
     return max((state.step_of(c) for c in state.complete(folder)), default=None)
 
 
+def _initial_eval(folder: Path) -> dict[str, Any]:
+    """Step 0's evaluation (``val_loss``, and each domain's) as the latest checkpoint in
+    ``folder`` keeps it; {} where none does (one written before it was kept)."""
+    latest = max(state.complete(folder), key=state.step_of, default=None)
+    saved = _json(latest / state.STATE) if latest else None
+    first = saved.get("val_initial") if isinstance(saved, dict) else None
+    return first if isinstance(first, dict) and isinstance(first.get("val_loss"), float) else {}
+
+
 def _data(root: Path, old: dict[str, list[str]]) -> str:
     folder, failed = "data", ""
     funnel = _json(root / folder / "funnel.json")
@@ -369,6 +378,9 @@ def _train(root: Path) -> str:
         logged = f"logged up to step {log[-1]['step']:,}" if log else "nothing logged"
         head = (f"**Stopped** at step {stop['step']:,} ({stop['reason']}): {logged}"
                 if stop else f"**Not complete**: {logged}")
+        first = _initial_eval(folder)   # step 0's evaluation, kept with the checkpoints
+        if log and first:
+            log = [{"step": 0, **first}, *log]
         return (f"{head} ({kept}); its logs, from `{folder.relative_to(root)}/`:\n\n"
                 + _train_logs(folder, log, root))
     c = m.get("counts") or {}

@@ -391,6 +391,13 @@ def test_the_report_of_a_training_stopped_with_checkpoints_says_so(run, tmp_path
                                f"step {latest}: a rerun resumes); its logs, from "
                                f"`checkpoints/{folder.name}/`")
     assert "loss" in training
+    # its plot starts at step 0's evaluation, of each domain too, kept with the checkpoints
+    from pretrain.report import _initial_eval
+    counts = json.loads((run / "train" / "manifest.json").read_text())["counts"]
+    assert _initial_eval(folder) == {"val_loss": counts["val_loss_initial"],
+                                     "val_bpb": counts["val_bpb_initial"],
+                                     **({"val": counts["val_initial"]} if "val_initial" in counts
+                                        else {})}
 
 
 def test_the_report_shows_a_damaged_stage_as_the_pipeline_sees_it(run, tmp_path, monkeypatch):

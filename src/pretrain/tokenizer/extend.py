@@ -45,9 +45,9 @@ def extend(tok: Tokenizer, words: Iterable[str]) -> tuple[Tokenizer, dict[str, l
             if inside:  # HF tokenizers match special tokens inside text: the export would differ
                 result["skipped"].append(f"{form!r}: holds the special token {inside[0]!r}")
                 continue
-            if split.findall(form) != [form]:
-                result["skipped"].append(f"{form!r}: the split regex cuts it into "
-                                         f"{split.findall(form)}")
+            cut = [m.group() for m in split.finditer(form)]   # whole matches, as the
+            if cut != [form]:                                   # encoders cut (not groups)
+                result["skipped"].append(f"{form!r}: the split regex cuts it into {cut}")
                 continue
             ids = current.encode(form)
             if len(ids) == 1:

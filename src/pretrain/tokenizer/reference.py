@@ -31,7 +31,7 @@ def train(texts: Iterable[str], vocab_size: int, pattern: str) -> tuple[list[byt
     split = regex.compile(pattern)
     chunks: Counter[bytes] = Counter()
     for text in texts:
-        chunks.update(m.encode("utf-8") for m in split.findall(text))
+        chunks.update(m.group().encode("utf-8") for m in split.finditer(text))
     words = [(list(chunk), n) for chunk, n in chunks.items()]
     ranks = [bytes([i]) for i in range(256)]
     merges: list[tuple[int, int]] = []
@@ -66,7 +66,7 @@ def encode(text: str, merges: list[tuple[int, int]], pattern: str) -> list[int]:
     """Ids of ``text``: each chunk's bytes, then the learned merges in the order learned."""
     order = {pair: 256 + i for i, pair in enumerate(merges)}  # pair -> its new id = its rank
     out: list[int] = []
-    for chunk in regex.findall(pattern, text):
+    for chunk in (m.group() for m in regex.finditer(pattern, text)):
         ids = list(chunk.encode("utf-8"))
         while len(ids) >= 2:
             first = min(zip(ids, ids[1:], strict=False), key=lambda p: order.get(p, 1 << 62))

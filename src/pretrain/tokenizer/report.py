@@ -90,8 +90,8 @@ def _forms(tok: TextTokenizer, texts: list[str]) -> Counter[tuple[str, bool]]:
     pattern = getattr(tok, "pattern", None)
     for t in texts:
         if pattern is not None:
-            for piece in regex.findall(pattern, t):
-                if (m := SPACED_WORD.fullmatch(piece)) is not None:
+            for found in regex.finditer(pattern, t):   # whole matches: a pattern may
+                if (m := SPACED_WORD.fullmatch(found.group())) is not None:   # have groups
                     forms[m.group(2), bool(m.group(1))] += 1
             continue
         for m in WORD.finditer(t):   # SentencePiece: words after whitespace or at the start

@@ -143,6 +143,9 @@ def run(cfg: RunConfig, budgets: list[float], sizes: int, predict: bool) -> Path
     """The sweep of ``cfg`` (its data stages run first); returns the fit file."""
     if len(budgets) < 2 or sizes < 3:
         raise ConfigError("a sweep needs at least 2 budgets and 3 sizes per budget")
+    # what refuses training on this machine (fp8 on a CPU, compile without a compiler):
+    # said now, not at the first point, after the data stages
+    stages.get("train").check_here(cfg)
     run_stages(cfg, list(SHARED), set(), has_force=False)
     results = []
     points = _points(cfg, sorted(budgets), sizes)

@@ -63,6 +63,14 @@ def test_a_sweep_whose_budgets_leave_too_few_sizes_trains_nothing(tmp_path, caps
     assert not (tmp_path / "runs" / "tiny" / "sweep" / "fit.json").exists()
 
 
+def test_a_sweep_this_machine_cannot_train_is_refused_before_its_data_stages(tmp_path, capsys):
+    """fp8 on a CPU: said at the first point, after data, tokenizer and tokenize had run."""
+    args = [f"--{k}={v}" for k, v in tiny_overrides(tmp_path)]
+    assert main(["sweep", *args, "--device=cpu", "--train.precision=fp8", "--plain"]) == 2
+    assert "'fp8' needs a Hopper GPU or newer" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "tiny" / "data").exists()
+
+
 @pytest.mark.slow
 def test_a_point_that_diverges_is_left_out_not_the_end_of_the_sweep(tmp_path, capsys):
     """Sweep points keep no checkpoint to roll back to: a point diverging ended the whole

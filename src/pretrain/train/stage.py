@@ -92,7 +92,8 @@ def preflight(model_cfg: ModelConfig, cfg: TrainConfig, seed: int, device: str) 
     compiler for ``train.compile`` on CPU), said when the command starts: a `pretrain run`
     had cleaned and tokenized the corpus first."""
     here = distributed.resolve_device(device)
-    resolve_precision(cfg.precision, here)
+    if cfg.precision == "fp8":   # "auto" asks the GPU for bf16, which on one before Ampere
+        resolve_precision(cfg.precision, here)   # makes a tensor on GPU 0 (every rank's)
     if cfg.compile and here.type == "cpu":
         check_cpu_compiler()
 

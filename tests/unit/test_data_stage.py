@@ -549,3 +549,26 @@ def test_a_long_dropped_documents_sample_keeps_its_start_and_length():
     assert big["text"] == ("ab" * 125_000)[:SAMPLE_CHARS] and big["chars"] == 250_000
     assert small["text"] == "short" and "chars" not in small
     assert [json.loads(x)["chars"] for x in audit.getvalue().splitlines()] == [250_000, 5]
+
+
+def test_a_text_file_of_documents_read_as_one_is_said(tmp_path, capsys):
+    """TinyStories' .txt file without ``separator`` became one document with 1,840 literal
+    '<|endoftext|>' markers, trained on as text (a shipped config did so, unsaid). The stage
+    says which source holds such documents and how to split the file; with the separator
+    set the file is its stories and nothing is said."""
+    stories = [_prose(i) for i in range(6)]
+    (tmp_path / "stories.txt").write_text("\n<|endoftext|>\n".join(stories) + "\n")
+    (tmp_path / "web.jsonl").write_text(json.dumps({"text": _prose(50)}) + "\n")
+    one = LocalSource(paths=[str(tmp_path / "stories.txt")], domain="books", quality="none")
+    web = LocalSource(paths=[str(tmp_path / "web.jsonl")], domain="web", quality="none")
+    _run(tmp_path, DataConfig(sources=[web, one]), "a")
+    err = capsys.readouterr().err
+    assert ("data: warning: data.sources.1 (local 'books'): 1 documents hold '<|endoftext|>', "
+            "the end of a document in many text dumps, trained on as text; a text file is one "
+            "document unless the source sets separator = '<|endoftext|>'") in err
+    assert "data.sources.0" not in err
+    split = LocalSource(paths=[str(tmp_path / "stories.txt")], domain="books", quality="none",
+                        separator="<|endoftext|>")
+    counts = _run(tmp_path, DataConfig(sources=[web, split]), "b")
+    assert "<|endoftext|>'" not in capsys.readouterr().err
+    assert counts["docs_kept"]["books"] == 6

@@ -33,6 +33,7 @@ from .decontam import benchmark_index, hits, save_index
 from .dedup import deduplicate
 from .docs import DataOutput, ShardWriter
 from .executor import execute
+from .filters import ENDOFTEXT
 from .funnel import DropLog, Funnel, format_funnel
 from .runner import TMP_MARK, Task, plan_tasks
 from .sources import LocalSource
@@ -178,10 +179,12 @@ def _source_notes(cfg: DataConfig, tasks: list[Task], stats: list[dict], got: li
     ``text_field``, an unreadable file) or kept none, with its top reasons: the funnel
     sums sources, so one source lost whole would show only as a count there."""
     reasons: dict[int, Counter[str]] = {}
+    markers: Counter[int] = Counter()   # documents holding "<|endoftext|>", by source
     for t, st in zip(tasks, stats, strict=True):
         mine = reasons.setdefault(t.source, Counter())
         for row in st["funnel"]:
             mine.update(row["dropped"])
+            markers[t.source] += row.get("stats", {}).get("endoftext_docs", 0)
     notes = []   # (got: the documents each task read; read: by source)
     for i, src in enumerate(cfg.sources):
         name = f"data.sources.{i} ({src.type} '{src.label()}')"
@@ -211,6 +214,17 @@ def _source_notes(cfg: DataConfig, tasks: list[Task], stats: list[dict], got: li
             line += ("; a text file is one document unless the source sets separator "
                      "(e.g. '<|endoftext|>' or '\\n\\n')")
         notes.append(line)
+    for i, n in sorted(markers.items()):
+        src = cfg.sources[i]
+        if not n or (isinstance(src, LocalSource) and src.separator == ENDOFTEXT):
+            continue
+        txt = isinstance(src, LocalSource) and (src.format == "txt" or any(
+            f.lower().endswith((".txt", ".txt.gz", ".txt.zst"))
+            for t in tasks if t.source == i for f in t.files or []))
+        notes.append(f"data.sources.{i} ({src.type} '{src.label()}'): {n:,} documents hold "
+                     f"'{ENDOFTEXT}', the end of a document in many text dumps, trained on "
+                     "as text" + (f"; a text file is one document unless the source sets "
+                                  f"separator = '{ENDOFTEXT}'" if txt else ""))
     return notes
 
 

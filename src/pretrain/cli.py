@@ -121,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
             ("--budget", "FLOPS", "plan for this much training compute (e.g. 1e21)"),
             ("--gpu-hours", "N", "... or for this many GPU-hours at the MFU"),
             ("--dollars", "N", "... or for this many dollars at the GPU's price"),
-            ("--gpu", "NAME", "accelerator: " + ", ".join(hardware.ACCELERATORS) + " (default h100)"),
+            ("--gpu", "NAME", "accelerator: " + ", ".join(hardware.ACCELERATORS) + ", or cpu "
+             "(this machine, as a CPU run of the config measured it; default h100)"),
             ("--gpus", "N", "devices (default 1)"),
             ("--mfu", "F", "model FLOPs utilisation of the bf16 peak, as training logs it "
                            "(default: the run's measured one on a GPU, else 0.4 of the "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -133,8 +134,34 @@ def _mfu(cfg: RunConfig, opts: Options) -> tuple[float, str]:
     return 0.4, "assumed"
 
 
+CPU = "cpu"   # --gpu cpu: this machine, as a CPU run of the config measured it
+
+
+def _this_cpu(cfg: RunConfig) -> tuple[hardware.Accelerator, float, str]:
+    """(this machine as an accelerator, its MFU, where both came from) for ``--gpu cpu``: a
+    CPU has no table peak, so the matmul a CPU run measured (MFU's denominator there) and
+    the MFU it reached; ``train.peak_tflops`` stands for the former where it is set."""
+    counts = (sound_manifest(cfg.run_dir / "train") or {}).get("counts") or {}
+    on_cpu = str(counts.get("device", "")).startswith("cpu")
+    peak = cfg.train.peak_tflops * 1e3 or (counts.get("peak_gflops") if on_cpu else None)
+    mfu = (counts.get("mfu") or counts.get("mfu_median")) if on_cpu else None
+    if not peak or not mfu:
+        raise ConfigError(f"--gpu cpu plans at the speed a CPU run of this config measured: "
+                          f"{cfg.run_dir} has no completed one (train it briefly first, e.g. "
+                          "`pretrain train --train.steps=100`; or give --mfu and "
+                          "train.peak_tflops)" if not (peak and cfg.train.peak_tflops)
+                          else "--gpu cpu with train.peak_tflops needs --mfu (no CPU run "
+                          f"of this config in {cfg.run_dir} measured one)")
+    ram = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1)
+    acc = hardware.Accelerator(f"this CPU ({peak:,.0f} GFLOP/s)", ram,
+                               dict.fromkeys(("bf16", "fp16", "fp32", "tf32"), peak / 1e3),
+                               0.0, ())
+    return acc, float(mfu), f"measured in {cfg.run_dir}"
+
+
 def plan(cfg: RunConfig, opts: Options) -> str:
-    acc = hardware.get(opts.gpu)
+    cpu = opts.gpu.lower() == CPU
+    acc = hardware.get(opts.gpu) if not cpu else None
     if opts.gpus < 1:
         raise ConfigError("--gpus must be >= 1")
     if sum(bool(x) for x in (opts.budget, opts.gpu_hours, opts.dollars)) > 1:
@@ -142,20 +169,33 @@ def plan(cfg: RunConfig, opts: Options) -> str:
     if min(opts.budget, opts.gpu_hours, opts.dollars) < 0 or not 0 <= opts.mfu <= 1:
         raise ConfigError("budgets must be positive and --mfu within (0, 1]")
     model, (fit, fit_json) = _model(cfg), _fit(cfg, opts)
-    mfu, mfu_from = _mfu(cfg, opts)
-    prec = precision(cfg, gpu=True)
+    if acc is None:
+        acc, mfu, mfu_from = _this_cpu(cfg)
+        if opts.mfu:
+            mfu, mfu_from = opts.mfu, "given"
+    else:
+        mfu, mfu_from = _mfu(cfg, opts)
+    prec = precision(cfg, gpu=not cpu)
     timed = "bf16" if prec == "fp8" else prec   # fp8's speed-up is not assumed (README)
     price = opts.price if opts.price is not None else acc.dollars_per_hour
-    if mfu_from != "assumed" and timed != "bf16":   # a run's (or --mfu's) is of bf16's peak
+    if mfu_from != "assumed" and timed != "bf16" and not cpu:   # of bf16's peak on a GPU
         of_bf16 = mfu
         mfu = min(1.0, mfu * acc.peak("bf16") / acc.peak(timed))
         mfu_from += f", {of_bf16:.0%} of the bf16 peak" + (" (capped at 100%)" if mfu == 1.0
                                                            else "")
     flop_s = opts.gpus * acc.peak(timed) * mfu
-    budget = opts.budget or (opts.gpu_hours or opts.dollars / price) * 3600 * flop_s / opts.gpus
+    if opts.dollars and price <= 0:   # a CPU's, or --price 0: no dollars buy hours
+        raise ConfigError(f"--dollars needs a price per hour: {acc.name} has none "
+                          f"({price:g}); give --price, or --gpu-hours")
+    hours = opts.gpu_hours or (opts.dollars / price if opts.dollars else 0.0)
+    budget = opts.budget or hours * 3600 * flop_s / opts.gpus
     sh = shape(cfg, opts.gpus, prec)
     per_step = sh.tokens(model.seq_len) // max(sh.steps, 1)
-    out = [f"# plan for {cfg.name} ({acc.name} x {opts.gpus}, MFU {mfu:.0%} {mfu_from})"]
+    shown = f"{mfu:.0%}" if mfu >= 0.095 else f"{mfu:.2g}" if mfu < 0.001 else f"{mfu:.1%}"
+    out = [f"# plan for {cfg.name} ({acc.name} x {opts.gpus}, MFU {shown} {mfu_from})"]
+    if cfg.device == CPU and not cpu:
+        out.append("note: this config trains on a CPU (device = 'cpu'); `--gpu cpu` plans at "
+                   "the speed a CPU run of it measured")
     if prec == "fp8" and not acc.fp8_training:
         out.append(f"note: training refuses train.precision = 'fp8' on {acc.name} (it needs "
                    "Hopper or newer" + (", though the card has fp8 tensor cores"

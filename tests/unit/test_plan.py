@@ -30,7 +30,7 @@ from pretrain.plan.memory import (
     layer_elements,
     outside_elements,
 )
-from pretrain.plan.report import time_and_cost
+from pretrain.plan.report import duration, time_and_cost
 from pretrain.run_config import load_config
 from pretrain.train.config import TrainConfig
 from pretrain.train.fits import check_memory
@@ -538,7 +538,34 @@ def test_the_dry_run_counts_a_compiled_models_activations_as_training_does():
 
 
 def test_durations_read_in_their_unit():
-    from pretrain.plan.report import duration
     assert [duration(s) for s in (30, 600, 7200, 5 * 86400, 3 * 365 * 86400)] == [
         "30.0 s", "10.0 min", "2.0 h", "5.0 days", "3.0 years"]
     assert duration(8e17 * 365 * 86400) == "8.00e+17 years"   # it was 18 digits and a point
+
+
+def test_a_cpu_is_planned_at_the_speed_its_own_run_measured(tmp_path, capsys):
+    """`pretrain plan` of a CPU config priced an H100 (the quickstart's 120 s "fit" its
+    1,000,000-step cap, 2 B tokens); `--gpu cpu` was an unknown accelerator. It plans at the
+    matmul peak and the MFU a CPU run of the config measured (a CPU has no table peak), and
+    a config set to train on a CPU says so under the GPU's plan."""
+    runs = f"--runs_dir={tmp_path / 'runs'}"
+    assert main(["plan", runs, "--gpu", "cpu"]) == 2
+    assert "has no completed one (train it briefly first" in capsys.readouterr().err
+    (tmp_path / "runs" / "quickstart" / "train").mkdir(parents=True)
+    (tmp_path / "runs" / "quickstart" / "train" / "manifest.json").write_text(json.dumps(
+        {"counts": {"device": "cpu", "peak_gflops": 200.0, "mfu": 0.1}}))
+    assert main(["plan", runs, "--gpu", "cpu", "--train.time_budget_s=0",
+                 "--train.steps=3000"]) == 0
+    out = capsys.readouterr().out
+    assert "(this CPU (200 GFLOP/s) x 1, MFU 10% measured in" in out
+    flops = float(next(x for x in out.splitlines() if x.startswith("training: "))
+                  .split(" = ")[1].split()[0])
+    line = next(x for x in out.splitlines() if " FLOPs on " in x)
+    assert f"at MFU 10%: {duration(flops / (200e9 * 0.1))} (" in line   # 200 GFLOP/s x 10%
+    hours = float(line.split(" (")[-1].split()[0])
+    assert hours == pytest.approx(flops / 20e9 / 3600, rel=0.01) and "$" not in line
+    assert main(["plan", runs, "--device=cpu"]) == 0
+    assert "note: this config trains on a CPU (device = 'cpu'); `--gpu cpu` plans" \
+        in capsys.readouterr().out
+    assert main(["plan", runs, "--gpu", "cpu", "--dollars", "5"]) == 2
+    assert "--dollars needs a price per hour" in capsys.readouterr().err

@@ -162,11 +162,13 @@ def time_and_cost(flops: float, acc: hardware.Accelerator, gpus: int, mfu: float
                   precision: str, price: float | None) -> str:
     peak = acc.peak(precision)
     seconds = flops / (gpus * peak * mfu)
-    dollars = seconds / 3600 * gpus * (price if price is not None else acc.dollars_per_hour)
+    rate = price if price is not None else acc.dollars_per_hour
+    dollars = seconds / 3600 * gpus * rate
+    hours = f"{_amount(seconds * gpus / 3600)} device-hours" if not acc.match \
+        else f"{_amount(seconds * gpus / 3600)} GPU-hours"   # --gpu cpu: no table entry
+    cost = f", ${_amount(dollars)} at ${rate:g}/GPU-hour" if rate or acc.match else ""
     return (f"{flops:.3g} FLOPs on {gpus} x {acc.name} ({acc.peak_tflops[precision]:g} "
-            f"TFLOP/s {precision}) at MFU {mfu:.0%}: {duration(seconds)} "
-            f"({_amount(seconds * gpus / 3600)} GPU-hours, ${_amount(dollars)} at "
-            f"${price if price is not None else acc.dollars_per_hour:g}/GPU-hour)")
+            f"TFLOP/s {precision}) at MFU {mfu:.0%}: {duration(seconds)} ({hours}{cost})")
 
 
 def _amount(x: float) -> str:

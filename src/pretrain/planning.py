@@ -137,14 +137,14 @@ def _mfu(cfg: RunConfig, opts: Options) -> tuple[float, str]:
 CPU = "cpu"   # --gpu cpu: this machine, as a CPU run of the config measured it
 
 
-def _this_cpu(cfg: RunConfig) -> tuple[hardware.Accelerator, float, str]:
+def _this_cpu(cfg: RunConfig, given_mfu: float) -> tuple[hardware.Accelerator, float, str]:
     """(this machine as an accelerator, its MFU, where both came from) for ``--gpu cpu``: a
     CPU has no table peak, so the matmul a CPU run measured (MFU's denominator there) and
     the MFU it reached; ``train.peak_tflops`` stands for the former where it is set."""
     counts = (sound_manifest(cfg.run_dir / "train") or {}).get("counts") or {}
     on_cpu = str(counts.get("device", "")).startswith("cpu")
     peak = cfg.train.peak_tflops * 1e3 or (counts.get("peak_gflops") if on_cpu else None)
-    mfu = (counts.get("mfu") or counts.get("mfu_median")) if on_cpu else None
+    mfu = given_mfu or ((counts.get("mfu") or counts.get("mfu_median")) if on_cpu else None)
     if not peak or not mfu:
         raise ConfigError(f"--gpu cpu plans at the speed a CPU run of this config measured: "
                           f"{cfg.run_dir} has no completed one (train it briefly first, e.g. "
@@ -156,7 +156,7 @@ def _this_cpu(cfg: RunConfig) -> tuple[hardware.Accelerator, float, str]:
     acc = hardware.Accelerator(f"this CPU ({peak:,.0f} GFLOP/s)", ram,
                                dict.fromkeys(("bf16", "fp16", "fp32", "tf32"), peak / 1e3),
                                0.0, ())
-    return acc, float(mfu), f"measured in {cfg.run_dir}"
+    return acc, float(mfu), "given" if given_mfu else f"measured in {cfg.run_dir}"
 
 
 def plan(cfg: RunConfig, opts: Options) -> str:
@@ -170,9 +170,7 @@ def plan(cfg: RunConfig, opts: Options) -> str:
         raise ConfigError("budgets must be positive and --mfu within (0, 1]")
     model, (fit, fit_json) = _model(cfg), _fit(cfg, opts)
     if acc is None:
-        acc, mfu, mfu_from = _this_cpu(cfg)
-        if opts.mfu:
-            mfu, mfu_from = opts.mfu, "given"
+        acc, mfu, mfu_from = _this_cpu(cfg, opts.mfu)
     else:
         mfu, mfu_from = _mfu(cfg, opts)
     prec = precision(cfg, gpu=not cpu)

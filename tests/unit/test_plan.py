@@ -569,3 +569,6 @@ def test_a_cpu_is_planned_at_the_speed_its_own_run_measured(tmp_path, capsys):
         in capsys.readouterr().out
     assert main(["plan", runs, "--gpu", "cpu", "--dollars", "5"]) == 2
     assert "--dollars needs a price per hour" in capsys.readouterr().err
+    other = f"--runs_dir={tmp_path / 'none'}"   # no run: a peak and an MFU given serve
+    assert main(["plan", other, "--gpu", "cpu", "--mfu", "0.2", "--train.peak_tflops=0.5"]) == 0
+    assert "(this CPU (500 GFLOP/s) x 1, MFU 20% given)" in capsys.readouterr().out

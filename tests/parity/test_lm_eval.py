@@ -130,7 +130,7 @@ def test_generation_is_batched_and_stops_at_its_until_strings(monkeypatch):
     # a stop string from each free run's middle; one request of another budget
     stops = [t[5:7] if len(t) >= 7 else "\x00never" for t in free]
     reqs = [Req(p, {"until": [s], "max_gen_toks": 24}) for p, s in zip(prompts, stops, strict=True)]
-    reqs.append(Req("abc", {"until": ["\x00never"], "max_gen_toks": 6}))
+    reqs.append(Req("abc", {"until": ["\x00never", ""], "max_gen_toks": 6}))   # "": no stop
     six = harness.make_lm(model, tok, batch_size=1).generate_until(
         [Req("abc", {"until": [], "max_gen_toks": 6})])
     made = []

@@ -64,7 +64,7 @@ def make_lm(model: Any, tok: Any, batch_size: int = 16) -> Any:
             for i, r in enumerate(requests):
                 context, kwargs = r.args
                 until = kwargs.get("until") or []
-                until = [until] if isinstance(until, str) else list(until)
+                until = [u for u in ([until] if isinstance(until, str) else until) if u]
                 # the prompt's end, leaving room for max_gen_toks: as lm-eval's HF model
                 # does, so scores compare (generate() would take one token more of context)
                 budget = min(int(kwargs.get("max_gen_toks", 64)), self.seq_len - 1)

@@ -76,8 +76,15 @@ def make_lm(model: Any, tok: Any, batch_size: int = 16) -> Any:
                     batch = rows[at:at + self.bs]
 
                     def stop(b: int, new: list[int], batch: Any = batch) -> bool:
-                        text = self.tok.decode(new)   # the new tokens alone: a stop found late
-                        return any(s in text for s in batch[b][2])   # at worst, not early
+                        until = batch[b][2]
+                        if not until:
+                            return False
+                        # a stop completed by the latest token starts within its longest
+                        # string's bytes before it: the last tokens that hold that many
+                        # (each token a byte or more; a cut character decodes to U+FFFD)
+                        window = max(len(s.encode()) for s in until) + 4
+                        text = self.tok.decode(new[-window:])
+                        return any(s in text for s in until)
 
                     news = generate(self.model, [p for _, p, _ in batch], budget,
                                     temperature=0.0, stop_ids=(self.tok.eos_id,), stop=stop)

@@ -189,8 +189,8 @@ def plan(cfg: RunConfig, opts: Options) -> str:
     budget = opts.budget or hours * 3600 * flop_s / opts.gpus
     sh = shape(cfg, opts.gpus, prec)
     per_step = sh.tokens(model.seq_len) // max(sh.steps, 1)
-    shown = f"{mfu:.0%}" if mfu >= 0.095 else f"{mfu:.2g}" if mfu < 0.001 else f"{mfu:.1%}"
-    out = [f"# plan for {cfg.name} ({acc.name} x {opts.gpus}, MFU {shown} {mfu_from})"]
+    out = [f"# plan for {cfg.name} ({acc.name} x {opts.gpus}, MFU {report.mfu_text(mfu)} "
+           f"{mfu_from})"]
     if cfg.device == CPU and not cpu:
         out.append("note: this config trains on a CPU (device = 'cpu'); `--gpu cpu` plans at "
                    "the speed a CPU run of it measured")
@@ -234,7 +234,7 @@ def plan(cfg: RunConfig, opts: Options) -> str:
         if fits_in < sh.steps:   # the time budget ends the run first
             sh = replace(sh, steps=max(1, int(fits_in)))
             out.append(f"\ntrain.time_budget_s = {cfg.train.time_budget_s:g} s ends the run "
-                       f"before train.steps = {cfg.train.steps:,}: at MFU {mfu:.0%} about "
+                       f"before train.steps = {cfg.train.steps:,}: at MFU {report.mfu_text(mfu)} about "
                        f"{sh.steps:,} steps, which the tables below are for")
     tokens = sh.tokens(model.seq_len)
     flops = model.flops_per_token() * tokens

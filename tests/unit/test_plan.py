@@ -572,3 +572,6 @@ def test_a_cpu_is_planned_at_the_speed_its_own_run_measured(tmp_path, capsys):
     other = f"--runs_dir={tmp_path / 'none'}"   # no run: a peak and an MFU given serve
     assert main(["plan", other, "--gpu", "cpu", "--mfu", "0.2", "--train.peak_tflops=0.5"]) == 0
     assert "(this CPU (500 GFLOP/s) x 1, MFU 20% given)" in capsys.readouterr().out
+    assert main(["plan", other, "--gpu", "cpu", "--mfu", "0.003", "--train.peak_tflops=0.5"]) == 0
+    out = capsys.readouterr().out   # a small MFU keeps its digit in every line ("0%")
+    assert "MFU 0.3% given" in out and "at MFU 0.3% about" in out and "MFU 0%" not in out

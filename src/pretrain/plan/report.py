@@ -168,7 +168,12 @@ def time_and_cost(flops: float, acc: hardware.Accelerator, gpus: int, mfu: float
         else f"{_amount(seconds * gpus / 3600)} GPU-hours"   # --gpu cpu: no table entry
     cost = f", ${_amount(dollars)} at ${rate:g}/GPU-hour" if rate or acc.match else ""
     return (f"{flops:.3g} FLOPs on {gpus} x {acc.name} ({acc.peak_tflops[precision]:g} "
-            f"TFLOP/s {precision}) at MFU {mfu:.0%}: {duration(seconds)} ({hours}{cost})")
+            f"TFLOP/s {precision}) at MFU {mfu_text(mfu)}: {duration(seconds)} ({hours}{cost})")
+
+
+def mfu_text(mfu: float) -> str:
+    """An MFU as a percentage that keeps a digit where it is small ("0%" for 0.3%)."""
+    return f"{mfu:.0%}" if mfu >= 0.095 else f"{mfu:.2g}" if mfu < 0.001 else f"{mfu:.1%}"
 
 
 def _amount(x: float) -> str:

@@ -563,7 +563,7 @@ def test_a_text_file_of_documents_read_as_one_is_said(tmp_path, capsys):
     web = LocalSource(paths=[str(tmp_path / "web.jsonl")], domain="web", quality="none")
     _run(tmp_path, DataConfig(sources=[web, one]), "a")
     err = capsys.readouterr().err
-    assert ("data: warning: data.sources.1 (local 'books'): 1 documents hold '<|endoftext|>', "
+    assert ("data: warning: data.sources.1 (local 'books'): 1 kept document holds '<|endoftext|>', "
             "the end of a document in many text dumps, trained on as text; a text file is one "
             "document unless the source sets separator = '<|endoftext|>'") in err
     assert "data.sources.0" not in err
@@ -572,3 +572,16 @@ def test_a_text_file_of_documents_read_as_one_is_said(tmp_path, capsys):
     counts = _run(tmp_path, DataConfig(sources=[web, split]), "b")
     assert "<|endoftext|>'" not in capsys.readouterr().err
     assert counts["docs_kept"]["books"] == 6
+    # kept documents only (a dropped one is trained on by no one), and another separator's
+    # file is not told to set one
+    (tmp_path / "short.txt").write_text("a <|endoftext|> b")   # dropped: too short
+    (tmp_path / "blank.txt").write_text("\n\n".join(s.replace("Record", "Entry <|endoftext|>")
+                                                     for s in stories[:2]))
+    short = LocalSource(paths=[str(tmp_path / "short.txt")], domain="s", quality="none")
+    blank = LocalSource(paths=[str(tmp_path / "blank.txt")], domain="b", quality="none",
+                        separator="\n\n")
+    _run(tmp_path, DataConfig(sources=[web, short, blank]), "c")
+    err = capsys.readouterr().err
+    assert "data.sources.1 (local 's'): " not in err   # said as keeping none, only
+    assert ("data.sources.2 (local 'b'): 2 kept documents hold '<|endoftext|>', the end of a "
+            "document in many text dumps, trained on as text\n") in err

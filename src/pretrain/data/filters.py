@@ -31,11 +31,6 @@ from .document import Document, Step, Why, over
 _INVISIBLE = re.compile("[\ufeff\u200b\u2060\u00ad]")
 
 
-# the end-of-document marker of GPT-2's tokenizer, between the documents of many text dumps
-# (TinyStories' .txt files, OpenWebText)
-ENDOFTEXT = "<|endoftext|>"
-
-
 class Normalize(Step):
     """Rewrites the text, never drops; counts the invisible characters it removes."""
 
@@ -51,8 +46,6 @@ class Normalize(Step):
 
     def check(self, doc: Document) -> str | None:
         t = doc.text
-        if ENDOFTEXT in t:   # a file of documents read as one (said by the stage, per source)
-            self.stats["endoftext_docs"] += 1
         if self.bad is not None and not t.isascii() and _MOJIBAKE_HINT.search(t) and self.bad(t):
             import ftfy
             fixed = ftfy.fix_encoding(t)

@@ -33,10 +33,13 @@ from .decontam import benchmark_index, hits, save_index
 from .dedup import deduplicate
 from .docs import DataOutput, ShardWriter
 from .executor import execute
-from .filters import ENDOFTEXT
 from .funnel import DropLog, Funnel, format_funnel
 from .runner import TMP_MARK, Task, plan_tasks
 from .sources import LocalSource
+
+# the end-of-document marker of GPT-2's tokenizer, between the documents of many text dumps
+# (TinyStories' .txt files, OpenWebText): a kept document holding it was likely several
+ENDOFTEXT = "<|endoftext|>"
 
 
 def run(run: StageRun, cfg: DataConfig) -> None:
@@ -101,6 +104,7 @@ def process(cfg: DataConfig, out: Path, work: Path | None = None,
     kept: Counter[str] = Counter()
     kept_bytes: Counter[str] = Counter()
     kept_src: Counter[int] = Counter()          # by source index: sources may share a label
+    marked: Counter[int] = Counter()            # kept documents holding ENDOFTEXT, by source
     deduped_src: dict[int, Counter[str]] = {}
     with open(out / "dropped.jsonl", "w", encoding="utf-8") as audit, \
             open(out / "samples.jsonl", "w", encoding="utf-8") as sample_f:
@@ -135,6 +139,7 @@ def process(cfg: DataConfig, out: Path, work: Path | None = None,
                         continue
                     writer.write_line(line)
                     kept_src[t.source] += 1
+                    marked[t.source] += ENDOFTEXT in line   # as JSON writes it: unescaped
                     kept[domain] += 1
                     kept_bytes[domain] += int(sizes[i])
                     lic["docs"] += 1
@@ -150,7 +155,7 @@ def process(cfg: DataConfig, out: Path, work: Path | None = None,
     read_src: Counter[int] = Counter()   # documents read, by source index
     for t, n in zip(tasks, got, strict=True):
         read_src[t.source] += n
-    notes = _source_notes(cfg, tasks, stats, got, read_src, kept_src, deduped_src)
+    notes = _source_notes(cfg, tasks, stats, got, read_src, kept_src, deduped_src, marked)
     if not writer.n:
         raise NothingKept("the data stage kept no documents:\n" + why_empty(out)
                           + "".join(f"\n{n}" for n in notes))
@@ -172,19 +177,17 @@ def process(cfg: DataConfig, out: Path, work: Path | None = None,
 
 
 def _source_notes(cfg: DataConfig, tasks: list[Task], stats: list[dict], got: list[int],
-                  read: Counter[int], kept: Counter[int], deduped: dict[int, Counter[str]]
-                  ) -> list[str]:
+                  read: Counter[int], kept: Counter[int], deduped: dict[int, Counter[str]],
+                  marked: Counter[int]) -> list[str]:
     """A line for each source whose files ended before their shares of its max_docs, and
     for each that read no document (every record skipped: a wrong
     ``text_field``, an unreadable file) or kept none, with its top reasons: the funnel
     sums sources, so one source lost whole would show only as a count there."""
     reasons: dict[int, Counter[str]] = {}
-    markers: Counter[int] = Counter()   # documents holding "<|endoftext|>", by source
     for t, st in zip(tasks, stats, strict=True):
         mine = reasons.setdefault(t.source, Counter())
         for row in st["funnel"]:
             mine.update(row["dropped"])
-            markers[t.source] += row.get("stats", {}).get("endoftext_docs", 0)
     notes = []   # (got: the documents each task read; read: by source)
     for i, src in enumerate(cfg.sources):
         name = f"data.sources.{i} ({src.type} '{src.label()}')"
@@ -214,17 +217,18 @@ def _source_notes(cfg: DataConfig, tasks: list[Task], stats: list[dict], got: li
             line += ("; a text file is one document unless the source sets separator "
                      "(e.g. '<|endoftext|>' or '\\n\\n')")
         notes.append(line)
-    for i, n in sorted(markers.items()):
+    for i, n in sorted(marked.items()):
         src = cfg.sources[i]
         if not n or (isinstance(src, LocalSource) and src.separator == ENDOFTEXT):
             continue
-        txt = isinstance(src, LocalSource) and (src.format == "txt" or any(
+        txt = isinstance(src, LocalSource) and not src.separator and (src.format == "txt" or any(
             f.lower().endswith((".txt", ".txt.gz", ".txt.zst"))
             for t in tasks if t.source == i for f in t.files or []))
-        notes.append(f"data.sources.{i} ({src.type} '{src.label()}'): {n:,} documents hold "
-                     f"'{ENDOFTEXT}', the end of a document in many text dumps, trained on "
-                     "as text" + (f"; a text file is one document unless the source sets "
-                                  f"separator = '{ENDOFTEXT}'" if txt else ""))
+        notes.append(f"data.sources.{i} ({src.type} '{src.label()}'): {n:,} kept document"
+                     f"{'s hold' if n > 1 else ' holds'} '{ENDOFTEXT}', the end of a document "
+                     "in many text dumps, trained on as text" + (
+                         f"; a text file is one document unless the source sets separator = "
+                         f"'{ENDOFTEXT}'" if txt else ""))
     return notes
 
 

@@ -251,12 +251,13 @@ def fit_results(results: list[dict[str, Any]]) -> dict[str, Any]:
              "the fit's bounds or leave out the fitted value): too few or too noisy runs "
              "to pin them down (loose in fit.json)")
     # a term worth under 0.1% of every run's loss: the law does not depend on it
-    # or runs that barely vary it: a constant term, which E or the term took depending on
-    # where the optimizer went (scipy 1.17 gave every run's N of 1e6 an A / N^alpha of 4.3)
+    # or runs that do not vary it (within 10%): a constant term, which E or the term took
+    # depending on where the optimizer went (scipy 1.17 gave every run's N of 1e6 an
+    # A / N^alpha of 4.3); a span of 1.35x still fits alpha (0.338 for 0.34)
     flat = [name for name, term in (("N", lambda r: law.A / r["N"] ** law.alpha),
                                     ("D", lambda r: law.B / r["D"] ** law.beta))
             if max(term(r) / r["loss"] for r in results) < 1e-3
-            or max(r[name] for r in results) < 2 * min(r[name] for r in results)]
+            or max(r[name] for r in results) < 1.1 * min(r[name] for r in results)]
     if flat:
         out["law"]["flat_in"] = flat
     out["residuals"] = [round(law.loss(r["N"], r["D"]) / r["loss"] - 1, 5) for r in results]

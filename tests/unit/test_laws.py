@@ -250,6 +250,12 @@ def test_the_sweep_fit_flags_what_it_cannot_trust(capsys):
     fit = fit_results(same_n)
     assert "N" in fit["law"].get("flat_in", []) or Law.from_dict(fit["law"]).degenerate
     assert read_fit(fit, "fit.json", "fitted")[0] is None
+    # a family clipped to 1.8x of N still fits its law (a 2x span rule had thrown it away)
+    clipped = [{"C": c, "name": f"c{c:g}-{n:g}", "N": n, "D": c / (6 * n),
+                "loss": HOFFMANN.loss(n, c / (6 * n))}
+               for c in (1e15, 1e16, 1e17) for n in (1e6, 1.35e6, 1.8e6)]
+    fit = fit_results(clipped)
+    assert "flat_in" not in fit["law"] and read_fit(fit, "fit.json", "fitted")[0] is not None
 
 
 def test_a_budget_given_twice_is_refused_before_any_run(capsys):

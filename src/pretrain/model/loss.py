@@ -22,6 +22,22 @@ from .config import LOSS_CHUNK_TOKENS
 CHUNK_TOKENS = LOSS_CHUNK_TOKENS  # rows of logits made at a time
 
 
+def _low(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.dtype, torch.Tensor]:
+    """The matmuls' dtype (autocast's, else ``x``'s) and the weight in it, cast once, not
+    once per chunk and matmul."""
+    low = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled() else x.dtype
+    return low, weight.to(low)
+
+
+def _chunk_logp(xc: torch.Tensor, w: torch.Tensor, low: torch.dtype, vocab: int) -> torch.Tensor:
+    """fp32 log-probabilities (c, V) of a chunk of rows; padding columns get none (and so
+    no gradient)."""
+    logits = (xc.to(low) @ w.t()).float()
+    if vocab < logits.shape[1]:
+        logits[:, vocab:] = float("-inf")
+    return torch.log_softmax(logits, dim=-1)
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
@@ -30,18 +46,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
         dx = torch.empty_like(x)
         dw: torch.Tensor | None = None
         total = torch.zeros((), dtype=torch.float32, device=x.device)
-        low = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled() else x.dtype
-        w = weight.to(low)   # cast once, not once per chunk and matmul
+        low, w = _low(x, weight)
         # no value is read back to the host and no branch depends on one: under
         # torch.compile the whole chunk (upcast, log-sum-exp, softmax minus one-hot, mask,
         # downcast) is then one fused kernel between the matmuls
         for s in range(0, x.shape[0], chunk):
             xc, tc = x[s:s + chunk], targets[s:s + chunk]
-            logits = (xc.to(low) @ w.t()).float()                         # (c, V)
-            if vocab < logits.shape[1]:   # padding columns: no probability, so no gradient
-                logits[:, vocab:] = float("-inf")
+            logp = _chunk_logp(xc, w, low, vocab)                          # (c, V)
             valid, tgt = tc >= 0, tc.clamp(min=0)
-            logp = torch.log_softmax(logits, dim=-1)
             total -= (logp.gather(1, tgt[:, None]).squeeze(1) * valid).sum()
             # d(sum of losses)/d logits = softmax - one-hot, zero on ignored rows
             grad = logp.exp_()
@@ -84,14 +96,10 @@ def _loss_only(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chu
     """The loss without its gradients (evaluation): the two gradient matmuls per chunk, and
     the softmax kept for them, are not made."""
     total = torch.zeros((), dtype=torch.float32, device=x.device)
-    low = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled() else x.dtype
-    w = weight.to(low)
+    low, w = _low(x, weight)
     for s in range(0, x.shape[0], chunk):
         tc = targets[s:s + chunk]
-        logits = (x[s:s + chunk].to(low) @ w.t()).float()               # (c, V)
-        if vocab < logits.shape[1]:
-            logits[:, vocab:] = float("-inf")
-        logp = torch.log_softmax(logits, dim=-1)   # as the training path: equal values
+        logp = _chunk_logp(x[s:s + chunk], w, low, vocab)   # as training's: equal values
         total -= (logp.gather(1, tc.clamp(min=0)[:, None]).squeeze(1) * (tc >= 0)).sum()
     n_valid = (targets >= 0).sum()
     return total / n_valid.clamp(min=1).to(torch.float32) if mean else total

@@ -60,7 +60,7 @@ def make_lm(model: Any, tok: Any, batch_size: int = 16) -> Any:
             greedy output does not depend on the others), each row stopped once its text
             holds one of its ``until`` strings (it had run to ``max_gen_toks``)."""
             out = [""] * len(requests)
-            todo: dict[int, list[tuple[int, list[int], list[str]]]] = {}
+            todo: dict[int, list[tuple[int, list[int], list[str], int]]] = {}
             for i, r in enumerate(requests):
                 context, kwargs = r.args
                 until = kwargs.get("until") or []
@@ -70,25 +70,23 @@ def make_lm(model: Any, tok: Any, batch_size: int = 16) -> Any:
                 budget = min(int(kwargs.get("max_gen_toks", 64)), self.seq_len - 1)
                 if budget >= 1:
                     prompt = [self.tok.bos_id, *self.tok.encode(context)][-(self.seq_len - budget):]
-                    todo.setdefault(budget, []).append((i, prompt, until))
+                    # a stop completed by the latest token starts within its longest
+                    # string's bytes before it: the last tokens that hold that many (each
+                    # a byte or more; a cut character decodes to U+FFFD)
+                    window = max((len(u.encode()) for u in until), default=0) + 4
+                    todo.setdefault(budget, []).append((i, prompt, until, window))
             for budget, rows in todo.items():
                 for at in range(0, len(rows), self.bs):
                     batch = rows[at:at + self.bs]
 
                     def stop(b: int, new: list[int], batch: Any = batch) -> bool:
-                        until = batch[b][2]
-                        if not until:
-                            return False
-                        # a stop completed by the latest token starts within its longest
-                        # string's bytes before it: the last tokens that hold that many
-                        # (each token a byte or more; a cut character decodes to U+FFFD)
-                        window = max(len(s.encode()) for s in until) + 4
-                        text = self.tok.decode(new[-window:])
+                        _, _, until, window = batch[b]
+                        text = self.tok.decode(new[-window:]) if until else ""
                         return any(s in text for s in until)
 
-                    news = generate(self.model, [p for _, p, _ in batch], budget,
+                    news = generate(self.model, [p for _, p, _, _ in batch], budget,
                                     temperature=0.0, stop_ids=(self.tok.eos_id,), stop=stop)
-                    for (i, prompt, until), new in zip(batch, news, strict=True):
+                    for (i, prompt, until, _), new in zip(batch, news, strict=True):
                         text = self.tok.decode_after(prompt, new)
                         for s in until:
                             text = text.split(s)[0]

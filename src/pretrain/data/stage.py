@@ -210,10 +210,7 @@ def _source_notes(cfg: DataConfig, tasks: list[Task], stats: list[dict], got: li
                          "and text_field")
             continue
         line = f"{name} kept none of its {read[i]:,} documents (drops and skips: {top})"
-        files = [f for t in tasks if t.source == i for f in t.files or []]
-        if "too_long" in why and isinstance(src, LocalSource) and not src.separator and (
-                src.format == "txt" or any(f.lower().endswith((".txt", ".txt.gz", ".txt.zst"))
-                                           for f in files)):
+        if "too_long" in why and _whole_text_files(src, tasks, i):
             line += ("; a text file is one document unless the source sets separator "
                      "(e.g. '<|endoftext|>' or '\\n\\n')")
         notes.append(line)
@@ -221,15 +218,20 @@ def _source_notes(cfg: DataConfig, tasks: list[Task], stats: list[dict], got: li
         src = cfg.sources[i]
         if not n or (isinstance(src, LocalSource) and src.separator == ENDOFTEXT):
             continue
-        txt = isinstance(src, LocalSource) and not src.separator and (src.format == "txt" or any(
-            f.lower().endswith((".txt", ".txt.gz", ".txt.zst"))
-            for t in tasks if t.source == i for f in t.files or []))
+        txt = _whole_text_files(src, tasks, i)
         notes.append(f"data.sources.{i} ({src.type} '{src.label()}'): {n:,} kept document"
                      f"{'s hold' if n > 1 else ' holds'} '{ENDOFTEXT}', the end of a document "
                      "in many text dumps, trained on as text" + (
                          f"; a text file is one document unless the source sets separator = "
                          f"'{ENDOFTEXT}'" if txt else ""))
     return notes
+
+
+def _whole_text_files(src: object, tasks: list[Task], i: int) -> bool:
+    """Whether source ``i`` reads text files each as one document (no separator)."""
+    return isinstance(src, LocalSource) and not src.separator and (src.format == "txt" or any(
+        f.lower().endswith((".txt", ".txt.gz", ".txt.zst"))
+        for t in tasks if t.source == i for f in t.files or []))
 
 
 def _warn_english_rules(cfg: DataConfig) -> None:
